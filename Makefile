@@ -1,0 +1,91 @@
+# retort — build, dependencies, tests, benchmarks, quickstart.
+#
+#   make              build ./retort (CPU backend; CUDA is added when nvcc is found)
+#   make deps         install the Debian packages the build needs (root), or print the line
+#   make test         run the whole Criterion suite (installs deps first when missing)
+#   make quickstart   build, make a dataset from a public-domain book, train, sample
+#   make bench        CPU training throughput beside PyTorch, same model and threads
+#   make fixtures     regenerate the Hugging Face parity fixtures (needs the venv)
+#   make SANITIZE=1 test   the suite under ASan + UBSan
+
+CC      ?= gcc
+PKGS    := hdf5 openblas yaml-0.1 jansson
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+
+OPT     ?= -O2
+CFLAGS  := -std=c11 $(OPT) -g -fopenmp -Wall -Wextra -Werror -D_GNU_SOURCE -I. $(PKG_CFLAGS)
+LDLIBS  := $(PKG_LIBS) -lm -fopenmp
+BUILD   := build
+
+ifeq ($(SANITIZE),1)
+  CFLAGS  += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+  LDLIBS  += -fsanitize=address,undefined
+  BUILD   := build/sanitize
+endif
+
+LIB_SRC := $(wildcard kernels/cpu/*.c) $(filter-out train/main.c,$(wildcard train/*.c)) \
+           $(wildcard train/objectives/*.c) $(wildcard data/*.c) $(wildcard eval/*.c)
+LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/%.o)
+LIB     := $(BUILD)/libretort.a
+
+TEST_SRC  := $(wildcard tests/test_*.c)
+TEST_BINS := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
+TEST_LIBS := $(LDLIBS) $(shell pkg-config --libs criterion 2>/dev/null)
+
+VENV    := .venv
+PY      := $(VENV)/bin/python
+
+.PHONY: all deps test quickstart bench fixtures clean check-deps
+
+all: retort
+
+retort: $(BUILD)/train/main.o $(LIB)
+	$(CC) -o $@ $^ $(LDLIBS)
+
+$(LIB): $(LIB_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
+
+$(BUILD)/tests/%: tests/%.c $(LIB) tests/testutil.h
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ $< $(LIB) $(TEST_LIBS)
+
+-include $(LIB_OBJ:.o=.d) $(BUILD)/train/main.d
+
+# ---- dependencies ----
+deps:
+	@scripts/deps.sh install
+
+check-deps:
+	@scripts/deps.sh check || scripts/deps.sh install
+
+# ---- tests ----
+test: check-deps
+	@$(MAKE) --no-print-directory retort $(TEST_BINS)
+	@scripts/run_tests.sh $(TEST_BINS)
+
+# ---- quickstart ----
+quickstart: check-deps
+	@$(MAKE) --no-print-directory retort
+	@scripts/quickstart.sh
+
+# ---- python side (fixtures and benchmark peers only; the C tests never need it) ----
+$(PY):
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q torch numpy transformers safetensors h5py
+
+fixtures: $(PY)
+	$(PY) tests/make_hf_fixtures.py tests/fixtures
+
+bench: check-deps $(PY)
+	@$(MAKE) --no-print-directory retort
+	@experiments/bench/cpu_bench.sh
+
+clean:
+	rm -rf build retort

@@ -1,0 +1,97 @@
+/* data/h5data.h — HDF5 datasets: read and validate, write, and batch.
+ *
+ * Schemas (ARCHITECTURE.md): root attributes `schema` ("lm", "sft", "pref",
+ * "kd"), `version`, `vocab_size`, `eos_id`, `pad_id`, `tokenizer`. Token arrays
+ * are flat uint16 or uint32 with int64 `offsets` of length n+1.
+ *   lm : tokens, offsets (documents; the builder ends each with EOS)
+ *   sft: tokens, offsets, loss_mask (uint8 per token, 1 = train on it);
+ *        optional role (uint8 per example; names in attribute `roles`)
+ * This file reads lm and sft fully into memory and validates everything:
+ * schema attribute, dtypes, shapes, monotonic offsets starting at 0 and ending
+ * at the token count, token ids < vocab_size, non-empty. Every failure names
+ * the file, the dataset and the index.
+ */
+#ifndef RETORT_H5DATA_H
+#define RETORT_H5DATA_H
+
+#include <stdint.h>
+
+typedef enum { SCHEMA_LM = 0, SCHEMA_SFT, SCHEMA_PREF, SCHEMA_KD } Schema;
+
+const char *schema_name(Schema s);
+/* -1 (error set) for an unknown name. */
+int schema_from_name(const char *name, Schema *out);
+
+#define H5DATA_VERSION 1
+
+typedef struct {
+    char path[1024];
+    Schema schema;
+    int version;
+    int vocab_size;
+    int eos_id;
+    int pad_id;
+    char tokenizer[256];
+    int64_t n_docs;       /* documents (lm) or examples (sft) */
+    int64_t n_tokens;
+    uint32_t *tokens;     /* (n_tokens) */
+    int64_t *offsets;     /* (n_docs + 1) */
+    uint8_t *loss_mask;   /* (n_tokens), sft only, else NULL */
+    uint8_t *role;        /* (n_docs), optional, else NULL */
+    int n_roles;
+    char **role_names;    /* (n_roles) */
+} Dataset;
+
+/* Opens and validates. On failure returns -1 with the error set and leaves
+ * nothing allocated. */
+int dataset_open(Dataset *ds, const char *path);
+void dataset_close(Dataset *ds);
+
+/* ---- writing (used by `retort data build` and by tests) ----
+ * Documents are appended one at a time and written in chunks; the file is
+ * written as path + ".tmp" and renamed over path by dataset_writer_close. */
+typedef struct DatasetWriter DatasetWriter;
+DatasetWriter *dataset_writer_open(const char *path, Schema schema, int vocab_size, int eos_id,
+                                   int pad_id, const char *tokenizer);
+/* loss_mask may be NULL for lm. role < 0 means no role column. */
+int dataset_writer_add(DatasetWriter *w, const uint32_t *tokens, const uint8_t *loss_mask,
+                       int64_t n, int role);
+/* Sets the names behind role ids (optional, sft). */
+int dataset_writer_set_roles(DatasetWriter *w, const char *const *names, int n);
+/* Flushes, writes attributes, closes, renames. -1 with error set on failure
+ * (the .tmp is removed; an existing file at path is left as it was). */
+int dataset_writer_close(DatasetWriter *w);
+/* Frees without writing anything (removes the .tmp). */
+void dataset_writer_abort(DatasetWriter *w);
+
+/* ---- batching ----
+ * lm : the token stream is cut into windows of T+1 tokens starting at
+ *      multiples of T; inputs = window[0:T], targets = window[1:T+1].
+ * sft: one example per row, truncated to T+1 tokens, right-padded;
+ *      targets[j] = tokens[j+1] where loss_mask[j+1] == 1, else -1.
+ * Items are visited in an order shuffled per epoch from (seed, epoch), so the
+ * data position is just (epoch, pos) and is stored in checkpoints.
+ * An item range [first, first+count) lets a file be split into train/val. */
+typedef struct {
+    const Dataset *ds;
+    int T;
+    int shuffle;
+    uint64_t seed;
+    int64_t first, count;   /* the item range this loader visits */
+    int64_t epoch, pos;     /* data position */
+    int64_t *order;         /* (count) permutation for the current epoch */
+    int64_t truncated;      /* sft examples longer than T+1 seen so far */
+} DataLoader;
+
+/* Number of items (windows or examples) the dataset offers at this T. */
+int64_t dataset_num_items(const Dataset *ds, int T);
+/* -1 (error set) if the range is empty or T < 1. */
+int loader_init(DataLoader *dl, const Dataset *ds, int T, uint64_t seed, int shuffle,
+                int64_t first, int64_t count);
+void loader_free(DataLoader *dl);
+void loader_seek(DataLoader *dl, int64_t epoch, int64_t pos);
+/* Fills B rows of inputs and targets (B*T ints each, host memory). Padding
+ * inputs are eos_id; their targets are -1. */
+void loader_next(DataLoader *dl, int B, int *inputs, int *targets);
+
+#endif

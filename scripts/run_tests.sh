@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# scripts/run_tests.sh BIN... — runs each Criterion test binary from the repo
+# root, then prints one closing line with the totals over all of them.
+set -u
+pass=0; fail=0; skip=0; status=0
+for bin in "$@"; do
+  echo "== $bin"
+  out=$("$bin" --jobs "${TEST_JOBS:-2}" 2>&1); rc=$?
+  printf '%s\n' "$out"
+  line=$(printf '%s\n' "$out" | sed 's/\x1b\[[0-9;]*m//g' | grep 'Synthesis:' | tail -1)
+  if [ -n "$line" ]; then
+    p=$(sed -n 's/.*Passing: \([0-9]*\).*/\1/p' <<<"$line")
+    f=$(sed -n 's/.*Failing: \([0-9]*\).*/\1/p' <<<"$line")
+    c=$(sed -n 's/.*Crashing: \([0-9]*\).*/\1/p' <<<"$line")
+    s=$(sed -n 's/.*Skipped: \([0-9]*\).*/\1/p' <<<"$line")
+    pass=$((pass + ${p:-0})); fail=$((fail + ${f:-0} + ${c:-0})); skip=$((skip + ${s:-0}))
+  else
+    fail=$((fail + 1))
+  fi
+  [ $rc -eq 0 ] || status=1
+done
+echo "tests: $pass passed, $fail failed, $skip skipped"
+exit $status

@@ -1,0 +1,58 @@
+/* train/backend.h — the interface a compute backend fills in.
+ *
+ * The model (train/model.c) calls be->op(...) and never includes a device
+ * header, so adding a device never touches model code. Pointers passed to ops
+ * are device memory of the backend; float* buffers hold the backend's compute
+ * type (fp32 on the CPU). Host <-> device traffic goes through copy_* only.
+ * The op signatures are those of kernels/ops.h.
+ */
+#ifndef RETORT_BACKEND_H
+#define RETORT_BACKEND_H
+
+#include <stddef.h>
+
+typedef struct Backend {
+    const char *name;
+
+    void *(*alloc)(size_t bytes);          /* zeroed */
+    void (*release)(void *p);
+    void (*to_device)(void *dst, const void *src, size_t bytes);
+    void (*to_host)(void *dst, const void *src, size_t bytes);
+    void (*zero)(void *p, size_t bytes);
+    void (*synchronize)(void);
+
+    void (*encoder_forward)(float *out, const int *inp, const float *wte, const float *wpe,
+                            int B, int T, int C);
+    void (*encoder_backward)(float *dwte, float *dwpe, const float *dout, const int *inp,
+                             int B, int T, int C);
+    void (*layernorm_forward)(float *out, float *mean, float *rstd, const float *inp,
+                              const float *weight, const float *bias, int N, int C, float eps);
+    void (*layernorm_backward)(float *dinp, float *dweight, float *dbias, const float *dout,
+                               const float *inp, const float *weight, const float *mean,
+                               const float *rstd, int N, int C);
+    void (*matmul_forward)(float *out, const float *inp, const float *weight, const float *bias,
+                           int N, int C, int OC);
+    void (*matmul_backward)(float *dinp, float *dweight, float *dbias, const float *dout,
+                            const float *inp, const float *weight, int N, int C, int OC);
+    void (*attention_forward)(float *out, float *lse, const float *qkv, int B, int T, int C,
+                              int NH);
+    void (*attention_backward)(float *dqkv, const float *dout, const float *qkv, const float *out,
+                               const float *lse, int B, int T, int C, int NH);
+    void (*gelu_forward)(float *out, const float *inp, size_t n);
+    void (*gelu_backward)(float *dinp, const float *inp, const float *dout, size_t n);
+    void (*residual_forward)(float *out, const float *a, const float *b, size_t n);
+    void (*classifier_forward)(float *logp, float *lse, const float *logits, const int *targets,
+                               int N, int V);
+    void (*classifier_backward)(float *logits, const float *lse, const int *targets,
+                                const float *g, int N, int V);
+    void (*adamw_update)(float *param, const float *grad, float *m, float *v, size_t n, float lr,
+                         float beta1, float beta2, float eps, float weight_decay, int step);
+    double (*sum_squares)(const float *x, size_t n);
+    void (*scale_inplace)(float *x, float s, size_t n);
+} Backend;
+
+const Backend *backend_cpu(void);
+/* Returns NULL and sets the error when the name is unknown or not built in. */
+const Backend *backend_by_name(const char *name);
+
+#endif

@@ -1,0 +1,40 @@
+/* train/checkpoint.h — checkpoint directories and Hugging Face files.
+ *
+ * Layout of one save (ARCHITECTURE.md):
+ *   RUN/step-00001200/ model.safetensors  config.json  optimizer.safetensors
+ *                      trainer.json  DONE
+ * A save is written into RUN/step-XXXXXXXX.tmp/, every file fsynced, DONE
+ * written last, the directory renamed to its final name and RUN fsynced. A
+ * directory without DONE is never loaded.
+ */
+#ifndef RETORT_CHECKPOINT_H
+#define RETORT_CHECKPOINT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "model.h"
+
+/* RUN/step-%08lld */
+void ckpt_dir_name(char *buf, size_t cap, const char *run_dir, int64_t step);
+/* Creates a fresh RUN/step-XXXXXXXX.tmp (removing a stale one) and writes its
+ * path into tmp_dir. -1 with error set on failure. */
+int ckpt_begin(const char *run_dir, int64_t step, char *tmp_dir, size_t cap);
+/* Writes DONE, fsyncs the directory, renames it to its final name (replacing
+ * an older save of the same step), fsyncs RUN. */
+int ckpt_commit(const char *run_dir, const char *tmp_dir, int64_t step);
+/* Removes a failed .tmp directory. */
+void ckpt_abort(const char *tmp_dir);
+/* Steps of complete checkpoints (with DONE) in RUN, newest first. Returns the
+ * count (at most max), 0 when none or RUN is missing. */
+int ckpt_list(const char *run_dir, int64_t *steps, int max);
+/* Deletes all but the newest `keep` complete checkpoints (keep <= 0: none). */
+int ckpt_prune(const char *run_dir, int keep);
+
+/* Hugging Face config.json for GPT2LMHeadModel. */
+int hf_config_write(const char *dir, const GPTConfig *cfg);
+/* Reads dir/config.json (n_layer, n_head, n_embd, vocab_size, n_positions,
+ * layer_norm_epsilon). -1 with error set on a missing or malformed file. */
+int hf_config_read(const char *dir, GPTConfig *cfg);
+
+#endif

@@ -1,0 +1,75 @@
+/* train/config.h — the run configuration: one struct, one table that describes
+ * every key (section, name, type, range, help), YAML in, YAML/JSON out.
+ *
+ * Keys are addressed as "section.key" (e.g. optim.lr). Unknown keys are
+ * rejected with the closest valid key suggested; values are type- and
+ * range-checked; cross-field rules (n_embd % n_head == 0, ...) are checked by
+ * config_validate.
+ */
+#ifndef RETORT_CONFIG_H
+#define RETORT_CONFIG_H
+
+#include <stddef.h>
+
+#define CFG_STR 1024
+
+typedef struct {
+    struct {
+        int n_layer, n_head, n_embd, vocab_size, n_positions;
+        double layer_norm_epsilon;
+        char init[CFG_STR];          /* HF checkpoint dir to start from ("" = random init) */
+    } model;
+    struct {
+        char train[CFG_STR];         /* HDF5 file (lm or sft schema) */
+        char val[CFG_STR];           /* held-out HDF5 file ("" = split from train) */
+        double val_fraction;         /* when val is "": last fraction of train items */
+        int seq_len;                 /* T */
+        int batch_size;              /* B per micro-step */
+        int grad_accum;              /* micro-steps per optimizer step */
+        int shuffle;                 /* bool */
+    } data;
+    struct {
+        char type[32];               /* "lm" (later: kd, dpo) */
+    } objective;
+    struct {
+        double lr, min_lr;           /* peak and floor */
+        int warmup_steps;
+        char schedule[16];           /* cosine | linear | constant */
+        double weight_decay, beta1, beta2, eps;
+        double grad_clip;            /* global-norm clip; 0 = off */
+    } optim;
+    struct {
+        int steps;                   /* optimizer steps in total */
+        int seed;
+        char device[16];             /* cpu | cuda */
+        int threads;                 /* 0 = all cores */
+        char out_dir[CFG_STR];       /* run directory: checkpoints, metrics.jsonl */
+        int log_every;
+    } train;
+    struct {
+        int every;                   /* steps between validation passes; 0 = off */
+        int batches;                 /* batches per validation pass */
+    } eval;
+    struct {
+        int every;                   /* steps between checkpoints; 0 = only at the end */
+        int keep;                    /* complete checkpoints kept; 0 = all */
+    } checkpoint;
+} Config;
+
+void config_defaults(Config *c);
+/* Loads a YAML mapping of sections over the current values. -1 with error set
+ * (file, line, key, and the suggestion) on failure. */
+int config_load_yaml(Config *c, const char *path);
+/* Applies one "section.key=value" override. -1 with error set on failure. */
+int config_set(Config *c, const char *assignment);
+/* Cross-field and range checks. -1 with error set on failure. */
+int config_validate(const Config *c);
+/* Newly allocated YAML / JSON text of every key (the resolved config). */
+char *config_to_yaml(const Config *c);
+char *config_to_json(const Config *c);
+/* Loads the JSON written by config_to_json (checkpoint resume). */
+int config_from_json(Config *c, const char *json);
+/* Prints every key with its type, default and help (for --help). */
+void config_print_keys(void *stream);
+
+#endif
