@@ -1,7 +1,7 @@
 /* kernels/ops.h — every numerical op retort uses, declared once.
  *
- * These are the fp32 CPU reference implementations (kernels/cpu/*.c). The CUDA
- * twins in kernels/cuda/*.cu keep the same names with a _cuda suffix and the
+ * These are the fp32 CPU reference implementations (kernels/cpu/). The CUDA
+ * twins in kernels/cuda/ keep the same names with a _cuda suffix and the
  * same argument order, so one can be read against the other.
  *
  * Dimension names, used the same way in every file of the project:
@@ -70,6 +70,19 @@ void matmul_backward(float *dinp,            /* (N,C) += ; may be NULL */
                      const float *inp,       /* (N,C) */
                      const float *weight,    /* (C,OC) */
                      int N, int C, int OC);
+
+/* ---- tied output layer: logits = inp @ wte^T, with wte in its (V,C) embedding
+ * layout (the transpose of a Conv1D weight), so the embedding is shared as is ---- */
+void lm_head_forward(float *logits,          /* (N,V) */
+                     const float *inp,       /* (N,C) */
+                     const float *wte,       /* (V,C) */
+                     int N, int C, int V);
+void lm_head_backward(float *dinp,           /* (N,C) += ; may be NULL */
+                      float *dwte,           /* (V,C) += ; may be NULL */
+                      const float *dlogits,  /* (N,V) */
+                      const float *inp,      /* (N,C) */
+                      const float *wte,      /* (V,C) */
+                      int N, int C, int V);
 
 /* ---- causal multi-head self-attention, flash style on the CPU ----
  * qkv holds q, k, v side by side per token: qkv[b,t, 0:C | C:2C | 2C:3C], head h

@@ -34,6 +34,9 @@ typedef struct Backend {
                            int N, int C, int OC);
     void (*matmul_backward)(float *dinp, float *dweight, float *dbias, const float *dout,
                             const float *inp, const float *weight, int N, int C, int OC);
+    void (*lm_head_forward)(float *logits, const float *inp, const float *wte, int N, int C, int V);
+    void (*lm_head_backward)(float *dinp, float *dwte, const float *dlogits, const float *inp,
+                             const float *wte, int N, int C, int V);
     void (*attention_forward)(float *out, float *lse, const float *qkv, int B, int T, int C,
                               int NH);
     void (*attention_backward)(float *dqkv, const float *dout, const float *qkv, const float *out,

@@ -46,6 +46,7 @@ GPT *gpt_create(const GPTConfig *cfg, const struct Backend *be);
 void gpt_free(GPT *m);
 
 const GPTConfig *gpt_config(const GPT *m);
+const struct Backend *gpt_backend(const GPT *m);
 int gpt_num_tensors(const GPT *m);
 const ParamInfo *gpt_tensor(const GPT *m, int i);
 const ParamInfo *gpt_find_tensor(const GPT *m, const char *name);
@@ -72,5 +73,12 @@ void gpt_logits(GPT *m, float *out);
 void gpt_backward(GPT *m, const float *g);
 
 void gpt_zero_grad(GPT *m);
+
+/* Host copies of the flat parameter / gradient buffers (n floats, the extent
+ * of the tensor table including alignment padding). */
+size_t gpt_flat_size(const GPT *m);
+void gpt_copy_params_to_host(GPT *m, float *host, size_t n);
+void gpt_copy_params_to_device(GPT *m, const float *host, size_t n);
+void gpt_copy_grads_to_host(GPT *m, float *host, size_t n);
 
 #endif

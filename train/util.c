@@ -1,5 +1,4 @@
 /* train/util.c — see util.h. */
-#define _GNU_SOURCE
 #include "util.h"
 
 #include <dirent.h>

@@ -1,0 +1,65 @@
+/* train/backend_cpu.c — the CPU backend: host memory and the fp32 reference
+ * ops of kernels/cpu. "Device" memory is ordinary 64-byte aligned host memory,
+ * so the copies are memcpy. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels/ops.h"
+#include "train/backend.h"
+#include "train/util.h"
+
+static void *cpu_alloc(size_t bytes) {
+    void *p = NULL;
+    size_t rounded = (bytes + 63) & ~(size_t)63;
+    if (posix_memalign(&p, 64, rounded ? rounded : 64) != 0) {
+        err_set("out of host memory allocating %zu bytes", bytes);
+        return NULL;
+    }
+    memset(p, 0, rounded);
+    return p;
+}
+
+static void cpu_release(void *p) { free(p); }
+static void cpu_copy(void *dst, const void *src, size_t bytes) { memcpy(dst, src, bytes); }
+static void cpu_zero(void *p, size_t bytes) { memset(p, 0, bytes); }
+static void cpu_synchronize(void) {}
+
+static const Backend CPU = {
+    .name = "cpu",
+    .alloc = cpu_alloc,
+    .release = cpu_release,
+    .to_device = cpu_copy,
+    .to_host = cpu_copy,
+    .zero = cpu_zero,
+    .synchronize = cpu_synchronize,
+    .encoder_forward = encoder_forward,
+    .encoder_backward = encoder_backward,
+    .layernorm_forward = layernorm_forward,
+    .layernorm_backward = layernorm_backward,
+    .matmul_forward = matmul_forward,
+    .matmul_backward = matmul_backward,
+    .lm_head_forward = lm_head_forward,
+    .lm_head_backward = lm_head_backward,
+    .attention_forward = attention_forward,
+    .attention_backward = attention_backward,
+    .gelu_forward = gelu_forward,
+    .gelu_backward = gelu_backward,
+    .residual_forward = residual_forward,
+    .classifier_forward = classifier_forward,
+    .classifier_backward = classifier_backward,
+    .adamw_update = adamw_update,
+    .sum_squares = sum_squares,
+    .scale_inplace = scale_inplace,
+};
+
+const Backend *backend_cpu(void) { return &CPU; }
+
+const Backend *backend_by_name(const char *name) {
+    if (!strcmp(name, "cpu")) return &CPU;
+    if (!strcmp(name, "cuda"))
+        err_set("device 'cuda' is not built into this binary (no CUDA backend yet); "
+                "use --device cpu");
+    else
+        err_set("unknown device '%s'; choose cpu or cuda", name);
+    return NULL;
+}

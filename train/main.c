@@ -1,0 +1,310 @@
+/* train/main.c — the `retort` command line.
+ *
+ *   retort train -c CONFIG [--set section.key=value ...] [--resume] [--init DIR]
+ *   retort data build --schema lm|sft --input FILE --out FILE.h5 [...]
+ *   retort generate --model DIR --prompt TEXT [...]
+ *
+ * Every command has --help. Errors print what, where and how to fix, and exit 1.
+ */
+#include <cblas.h>
+#include <getopt.h>
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "data/build.h"
+#include "data/h5data.h"
+#include "data/tokenizer.h"
+#include "eval/generate.h"
+#include "train/backend.h"
+#include "train/config.h"
+#include "train/model_io.h"
+#include "train/trainer.h"
+#include "train/util.h"
+
+#define RETORT_VERSION "0.1.0"
+
+static int fail(const char *cmd) {
+    fprintf(stderr, "retort %s: error: %s\n", cmd, err_msg());
+    return 1;
+}
+
+static void usage_main(FILE *f) {
+    fprintf(f,
+            "retort %s — train and distill GPT-style language models in C\n\n"
+            "usage: retort <command> [options]\n\n"
+            "commands:\n"
+            "  train        train or fine-tune a model from a YAML config\n"
+            "  data build   turn text or JSONL into an HDF5 dataset\n"
+            "  generate     sample text from a checkpoint\n"
+            "  version      print the version\n\n"
+            "Run `retort <command> --help` for the options of a command.\n",
+            RETORT_VERSION);
+}
+
+/* ------------------------------------------------------------------ train */
+
+static void usage_train(FILE *f) {
+    fprintf(f,
+            "usage: retort train -c CONFIG.yaml [options]\n\n"
+            "options:\n"
+            "  -c, --config FILE     YAML run config (see configs/)\n"
+            "  -s, --set KEY=VALUE   override one config key, e.g. --set optim.lr=3e-4 "
+            "(repeatable)\n"
+            "      --resume          continue from the newest complete checkpoint in "
+            "train.out_dir\n"
+            "      --init DIR        start from a Hugging Face GPT-2 checkpoint directory\n"
+            "                        (same as --set model.init=DIR)\n"
+            "      --device NAME     cpu or cuda (same as --set train.device=NAME)\n"
+            "      --print-config    print the resolved config and exit\n"
+            "  -h, --help            this help\n\n"
+            "config keys (section.key, type, default):\n");
+    config_print_keys(f);
+}
+
+static int cmd_train(int argc, char **argv) {
+    static const struct option opts[] = {
+        {"config", required_argument, 0, 'c'}, {"set", required_argument, 0, 's'},
+        {"resume", no_argument, 0, 'r'},       {"init", required_argument, 0, 'i'},
+        {"device", required_argument, 0, 'd'}, {"print-config", no_argument, 0, 'p'},
+        {"help", no_argument, 0, 'h'},         {0, 0, 0, 0}};
+    const char *config_path = NULL;
+    const char **sets = xcalloc((size_t)argc, sizeof(char *));
+    int n_sets = 0, print_only = 0;
+    TrainOptions topt = {0, 0};
+    int c;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "c:s:h", opts, NULL)) != -1) {
+        switch (c) {
+        case 'c': config_path = optarg; break;
+        case 's': sets[n_sets++] = optarg; break;
+        case 'r': topt.resume = 1; break;
+        case 'i': case 'd': {
+            /* kept in order with --set so the last one wins */
+            char *kv = xmalloc(strlen(optarg) + 32);
+            sprintf(kv, "%s=%s", c == 'i' ? "model.init" : "train.device", optarg);
+            sets[n_sets++] = kv;
+            break;
+        }
+        case 'p': print_only = 1; break;
+        case 'h': usage_train(stdout); return 0;
+        default: usage_train(stderr); return 2;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "retort train: unexpected argument '%s'\n", argv[optind]);
+        return 2;
+    }
+    Config cfg;
+    config_defaults(&cfg);
+    if (config_path && config_load_yaml(&cfg, config_path) != 0) return fail("train");
+    for (int i = 0; i < n_sets; i++)
+        if (config_set(&cfg, sets[i]) != 0) return fail("train");
+    if (config_validate(&cfg) != 0) return fail("train");
+    char *yaml = config_to_yaml(&cfg);
+    printf("# resolved config\n%s\n", yaml);
+    free(yaml);
+    if (print_only) return 0;
+    train_install_signal_handlers();
+    if (train_run(&cfg, &topt) != 0) return fail("train");
+    return 0;
+}
+
+/* ------------------------------------------------------------------- data */
+
+static void usage_data_build(FILE *f) {
+    fprintf(f,
+            "usage: retort data build --schema lm|sft --input FILE --out FILE.h5 [options]\n\n"
+            "Input is JSONL (.jsonl/.json: one object per line) or plain text (lm only; the whole\n"
+            "file is one document). Every document ends with EOS. The output is written to\n"
+            "FILE.h5.tmp and renamed when complete.\n\n"
+            "options:\n"
+            "      --schema NAME          lm (documents) or sft (prompt/completion, loss on "
+            "completion)\n"
+            "  -i, --input FILE           input file, or - for standard input\n"
+            "  -o, --out FILE             output HDF5 file\n"
+            "      --tokenizer SPEC       tokenizer (default: bytes — 256 byte ids + EOS)\n"
+            "      --text-field NAME      JSONL field for lm (default: text)\n"
+            "      --prompt-field NAME    JSONL field for the sft prompt (default: prompt)\n"
+            "      --completion-field N   JSONL field for the sft completion (default: "
+            "completion)\n"
+            "      --skip-bad             skip malformed lines (and count them) instead of "
+            "failing\n"
+            "  -q, --quiet                no report\n"
+            "  -h, --help                 this help\n");
+}
+
+static int cmd_data(int argc, char **argv) {
+    if (argc < 2 || strcmp(argv[1], "build") != 0) {
+        if (argc >= 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
+            usage_data_build(stdout);
+            return 0;
+        }
+        fprintf(stderr, "usage: retort data build ... (see retort data build --help)\n");
+        return 2;
+    }
+    argc--;
+    argv++;
+    static const struct option opts[] = {
+        {"schema", required_argument, 0, 'S'},  {"input", required_argument, 0, 'i'},
+        {"out", required_argument, 0, 'o'},     {"tokenizer", required_argument, 0, 't'},
+        {"text-field", required_argument, 0, 'T'}, {"prompt-field", required_argument, 0, 'P'},
+        {"completion-field", required_argument, 0, 'C'}, {"skip-bad", no_argument, 0, 'k'},
+        {"quiet", no_argument, 0, 'q'},         {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0}};
+    BuildOptions o = {0};
+    o.schema = SCHEMA_LM;
+    o.tokenizer = "bytes";
+    o.text_field = "text";
+    o.prompt_field = "prompt";
+    o.completion_field = "completion";
+    int c;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "i:o:qh", opts, NULL)) != -1) {
+        switch (c) {
+        case 'S':
+            if (schema_from_name(optarg, &o.schema) != 0) return fail("data build");
+            break;
+        case 'i': o.input = optarg; break;
+        case 'o': o.output = optarg; break;
+        case 't': o.tokenizer = optarg; break;
+        case 'T': o.text_field = optarg; break;
+        case 'P': o.prompt_field = optarg; break;
+        case 'C': o.completion_field = optarg; break;
+        case 'k': o.skip_bad = 1; break;
+        case 'q': o.quiet = 1; break;
+        case 'h': usage_data_build(stdout); return 0;
+        default: usage_data_build(stderr); return 2;
+        }
+    }
+    if (!o.input || !o.output) {
+        fprintf(stderr, "retort data build: --input and --out are required\n");
+        return 2;
+    }
+    if (data_build(&o) != 0) return fail("data build");
+    return 0;
+}
+
+/* --------------------------------------------------------------- generate */
+
+static void usage_generate(FILE *f) {
+    fprintf(f,
+            "usage: retort generate --model DIR --prompt TEXT [options]\n\n"
+            "options:\n"
+            "  -m, --model DIR           checkpoint directory (model.safetensors + config.json)\n"
+            "  -p, --prompt TEXT         text to continue\n"
+            "  -n, --max-new-tokens N    tokens to generate (default 200)\n"
+            "  -t, --temperature X       0 = greedy (default 0.8)\n"
+            "  -k, --top-k K             sample from the K most likely tokens (default 40; 0 = "
+            "all)\n"
+            "      --samples N           number of samples (default 1)\n"
+            "      --seed N              random seed (default 1337)\n"
+            "      --tokenizer SPEC      tokenizer (default: bytes)\n"
+            "      --threads N           CPU threads (default: all)\n"
+            "  -h, --help                this help\n");
+}
+
+static int cmd_generate(int argc, char **argv) {
+    static const struct option opts[] = {
+        {"model", required_argument, 0, 'm'},       {"prompt", required_argument, 0, 'p'},
+        {"max-new-tokens", required_argument, 0, 'n'}, {"temperature", required_argument, 0, 't'},
+        {"top-k", required_argument, 0, 'k'},       {"samples", required_argument, 0, 'S'},
+        {"seed", required_argument, 0, 's'},        {"tokenizer", required_argument, 0, 'T'},
+        {"threads", required_argument, 0, 'j'},     {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0}};
+    const char *model_dir = NULL, *prompt = "", *tok_spec = "bytes";
+    SampleOptions so = {200, 0.8, 40, -1};
+    int samples = 1;
+    long seed = 1337;
+    int c;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "m:p:n:t:k:h", opts, NULL)) != -1) {
+        switch (c) {
+        case 'm': model_dir = optarg; break;
+        case 'p': prompt = optarg; break;
+        case 'n': so.max_new_tokens = atoi(optarg); break;
+        case 't': so.temperature = atof(optarg); break;
+        case 'k': so.top_k = atoi(optarg); break;
+        case 'S': samples = atoi(optarg); break;
+        case 's': seed = atol(optarg); break;
+        case 'T': tok_spec = optarg; break;
+        case 'j':
+            omp_set_num_threads(atoi(optarg) > 0 ? atoi(optarg) : 1);
+            openblas_set_num_threads(atoi(optarg) > 0 ? atoi(optarg) : 1);
+            break;
+        case 'h': usage_generate(stdout); return 0;
+        default: usage_generate(stderr); return 2;
+        }
+    }
+    if (!model_dir) {
+        fprintf(stderr, "retort generate: --model DIR is required\n");
+        return 2;
+    }
+    if (so.max_new_tokens < 1 || samples < 1 || so.top_k < 0 || so.temperature < 0) {
+        fprintf(stderr, "retort generate: --max-new-tokens and --samples must be >= 1, "
+                        "--top-k and --temperature >= 0\n");
+        return 2;
+    }
+    Tokenizer *tok = tokenizer_load(tok_spec);
+    if (!tok) return fail("generate");
+    GPT *m = model_load_hf(model_dir, backend_cpu());
+    if (!m) return fail("generate");
+    if (gpt_config(m)->vocab_size < tok->vocab_size) {
+        err_set("%s: model vocab_size %d is smaller than the tokenizer's %d", model_dir,
+                gpt_config(m)->vocab_size, tok->vocab_size);
+        return fail("generate");
+    }
+    so.eos_id = tok->eos_id;
+    uint32_t *ids = NULL;
+    int64_t cap = 0;
+    int64_t n = tok->encode(tok, prompt, strlen(prompt), &ids, &cap, 0);
+    if (n == 0) { /* an empty prompt starts from EOS, the document separator */
+        ids = xrealloc(ids, sizeof(uint32_t));
+        ids[0] = (uint32_t)tok->eos_id;
+        n = 1;
+    }
+    int *tokens = xmalloc((size_t)(n + so.max_new_tokens) * sizeof(int));
+    Rng rng;
+    rng_seed(&rng, (uint64_t)seed);
+    for (int s = 0; s < samples; s++) {
+        for (int64_t i = 0; i < n; i++) tokens[i] = (int)ids[i];
+        int len = generate_sample(m, tokens, (int)n, &so, &rng);
+        uint32_t *out = xmalloc((size_t)len * sizeof(uint32_t));
+        int len_out = 0;
+        for (int i = (int)n; i < len; i++)
+            if (tokens[i] != tok->eos_id) out[len_out++] = (uint32_t)tokens[i];
+        char *text = tokenizer_decode(tok, out, len_out);
+        if (samples > 1) printf("--- sample %d\n", s + 1);
+        printf("%s%s\n", prompt, text);
+        free(text);
+        free(out);
+    }
+    free(tokens);
+    free(ids);
+    gpt_free(m);
+    tokenizer_free(tok);
+    return 0;
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        usage_main(stderr);
+        return 2;
+    }
+    const char *cmd = argv[1];
+    if (!strcmp(cmd, "--help") || !strcmp(cmd, "-h") || !strcmp(cmd, "help")) {
+        usage_main(stdout);
+        return 0;
+    }
+    if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {
+        printf("retort %s\n", RETORT_VERSION);
+        return 0;
+    }
+    if (!strcmp(cmd, "train")) return cmd_train(argc - 1, argv + 1);
+    if (!strcmp(cmd, "data")) return cmd_data(argc - 1, argv + 1);
+    if (!strcmp(cmd, "generate")) return cmd_generate(argc - 1, argv + 1);
+    fprintf(stderr, "retort: unknown command '%s'\n\n", cmd);
+    usage_main(stderr);
+    return 2;
+}

@@ -1,0 +1,378 @@
+/* train/model.c — GPT-2 forward and backward, written once against Backend.
+ *
+ * The model computes exactly what Hugging Face GPT2LMHeadModel computes:
+ * learned positions, pre-LayerNorm blocks, fused QKV, causal attention,
+ * tanh-GELU MLP, final LayerNorm, output layer tied to wte. Every op goes
+ * through be->op(...), so the same code runs on any backend.
+ *
+ * Memory: one allocation for parameters, one for gradients (same layout), one
+ * for activations sized for the largest B*T seen. Backward walks the residual
+ * stream with one (N,C) buffer `dres` that every branch adds into, since the
+ * ops accumulate (+=); the scratch gradients of each block are zeroed before
+ * use. The classifier turns the logits into dlogits in place.
+ */
+#include "train/model.h"
+
+#include <assert.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "train/backend.h"
+#include "train/util.h"
+
+/* Per-layer parameter slots, in the order of the HF state dict. */
+enum {
+    P_LN1_W, P_LN1_B, P_QKV_W, P_QKV_B, P_ATTPROJ_W, P_ATTPROJ_B,
+    P_LN2_W, P_LN2_B, P_FC_W, P_FC_B, P_FCPROJ_W, P_FCPROJ_B, P_PER_LAYER
+};
+
+typedef struct {
+    float *ln1, *ln1_mean, *ln1_rstd;   /* (N,C) (N) (N) */
+    float *qkv;                         /* (N,3C) */
+    float *atty, *att_lse;              /* (N,C) (B,NH,T) */
+    float *attproj;                     /* (N,C) */
+    float *res2;                        /* (N,C) residual after attention */
+    float *ln2, *ln2_mean, *ln2_rstd;   /* (N,C) (N) (N) */
+    float *fch, *fch_gelu;              /* (N,4C) (N,4C) */
+    float *fcproj;                      /* (N,C) */
+    float *res3;                        /* (N,C) residual after the MLP */
+} LayerActs;
+
+struct GPT {
+    GPTConfig cfg;
+    const Backend *be;
+    int n_tensors;
+    ParamInfo *tensors;
+    size_t n_params;      /* real parameters */
+    size_t n_alloc;       /* floats in the flat buffers (tensors 16-float aligned) */
+    float *params, *grads;
+
+    /* activations, for up to max_N = B*T rows */
+    size_t max_N;
+    float *acts;
+    float *encoded;                     /* (N,C) */
+    LayerActs *layers;                  /* (L) */
+    float *lnf, *lnf_mean, *lnf_rstd;   /* (N,C) (N) (N) */
+    float *logits;                      /* (N,V) -> dlogits in backward */
+    float *logp, *lse, *g;              /* (N) each */
+    int *inputs, *targets;              /* (N) each */
+    /* backward scratch */
+    float *dres, *dC, *dqkv, *dfch, *dfch_gelu; /* (N,C) (N,C) (N,3C) (N,4C) (N,4C) */
+    int B, T;                           /* of the last forward */
+};
+
+int gpt_config_check(const GPTConfig *c) {
+    if (c->n_layer < 1) return err_set("model.n_layer must be >= 1 (got %d)", c->n_layer);
+    if (c->n_head < 1) return err_set("model.n_head must be >= 1 (got %d)", c->n_head);
+    if (c->n_embd < 1) return err_set("model.n_embd must be >= 1 (got %d)", c->n_embd);
+    if (c->vocab_size < 2) return err_set("model.vocab_size must be >= 2 (got %d)", c->vocab_size);
+    if (c->n_positions < 1)
+        return err_set("model.n_positions must be >= 1 (got %d)", c->n_positions);
+    if (c->n_embd % c->n_head != 0)
+        return err_set("model.n_embd (%d) must be divisible by model.n_head (%d)", c->n_embd,
+                       c->n_head);
+    if (!(c->layer_norm_epsilon > 0))
+        return err_set("model.layer_norm_epsilon must be > 0 (got %g)", c->layer_norm_epsilon);
+    return 0;
+}
+
+static void add_tensor(GPT *m, int *i, size_t *off, const char *name, int rows, int cols) {
+    ParamInfo *p = &m->tensors[(*i)++];
+    snprintf(p->name, sizeof p->name, "%s", name);
+    p->offset = *off;
+    p->ndim = cols > 0 ? 2 : 1;
+    p->shape[0] = rows;
+    p->shape[1] = cols > 0 ? cols : 0;
+    p->numel = (size_t)rows * (size_t)(cols > 0 ? cols : 1);
+    p->decay = p->ndim == 2;
+    m->n_params += p->numel;
+    *off += (p->numel + 15) & ~(size_t)15;
+}
+
+static void build_table(GPT *m) {
+    const GPTConfig *c = &m->cfg;
+    int C = c->n_embd;
+    m->n_tensors = 2 + P_PER_LAYER * c->n_layer + 2;
+    m->tensors = xcalloc((size_t)m->n_tensors, sizeof(ParamInfo));
+    int i = 0;
+    size_t off = 0;
+    char name[GPT_PARAM_NAME_LEN];
+    add_tensor(m, &i, &off, "wte.weight", c->vocab_size, C);
+    add_tensor(m, &i, &off, "wpe.weight", c->n_positions, C);
+    static const char *suffix[P_PER_LAYER] = {
+        "ln_1.weight", "ln_1.bias", "attn.c_attn.weight", "attn.c_attn.bias",
+        "attn.c_proj.weight", "attn.c_proj.bias", "ln_2.weight", "ln_2.bias",
+        "mlp.c_fc.weight", "mlp.c_fc.bias", "mlp.c_proj.weight", "mlp.c_proj.bias"};
+    /* (rows, cols) of each slot; cols 0 = 1-D */
+    const int shape[P_PER_LAYER][2] = {{C, 0}, {C, 0}, {C, 3 * C}, {3 * C, 0}, {C, C}, {C, 0},
+                                       {C, 0}, {C, 0}, {C, 4 * C}, {4 * C, 0}, {4 * C, C}, {C, 0}};
+    for (int l = 0; l < c->n_layer; l++)
+        for (int s = 0; s < P_PER_LAYER; s++) {
+            snprintf(name, sizeof name, "h.%d.%s", l, suffix[s]);
+            add_tensor(m, &i, &off, name, shape[s][0], shape[s][1]);
+        }
+    add_tensor(m, &i, &off, "ln_f.weight", C, 0);
+    add_tensor(m, &i, &off, "ln_f.bias", C, 0);
+    assert(i == m->n_tensors);
+    m->n_alloc = off;
+}
+
+GPT *gpt_create(const GPTConfig *cfg, const Backend *be) {
+    if (gpt_config_check(cfg) != 0) return NULL;
+    GPT *m = xcalloc(1, sizeof *m);
+    m->cfg = *cfg;
+    m->be = be;
+    build_table(m);
+    m->params = be->alloc(m->n_alloc * sizeof(float));
+    m->grads = be->alloc(m->n_alloc * sizeof(float));
+    if (!m->params || !m->grads) {
+        gpt_free(m);
+        return NULL;
+    }
+    return m;
+}
+
+void gpt_free(GPT *m) {
+    if (!m) return;
+    if (m->params) m->be->release(m->params);
+    if (m->grads) m->be->release(m->grads);
+    if (m->acts) m->be->release(m->acts);
+    free(m->layers);
+    free(m->tensors);
+    free(m);
+}
+
+const GPTConfig *gpt_config(const GPT *m) { return &m->cfg; }
+const Backend *gpt_backend(const GPT *m) { return m->be; }
+int gpt_num_tensors(const GPT *m) { return m->n_tensors; }
+const ParamInfo *gpt_tensor(const GPT *m, int i) { return &m->tensors[i]; }
+size_t gpt_num_params(const GPT *m) { return m->n_params; }
+float *gpt_params(GPT *m) { return m->params; }
+float *gpt_grads(GPT *m) { return m->grads; }
+
+const ParamInfo *gpt_find_tensor(const GPT *m, const char *name) {
+    for (int i = 0; i < m->n_tensors; i++)
+        if (!strcmp(m->tensors[i].name, name)) return &m->tensors[i];
+    return NULL;
+}
+
+void gpt_init_random(GPT *m, uint64_t seed) {
+    Rng r;
+    rng_seed(&r, seed);
+    float *host = xcalloc(m->n_alloc, sizeof(float));
+    double proj_std = 0.02 / sqrt(2.0 * m->cfg.n_layer);
+    for (int i = 0; i < m->n_tensors; i++) {
+        const ParamInfo *p = &m->tensors[i];
+        float *w = host + p->offset;
+        const char *n = p->name;
+        size_t len = strlen(n);
+        int is_ln = strstr(n, "ln_") != NULL;
+        if (is_ln && !strcmp(n + len - 6, "weight")) {
+            for (size_t k = 0; k < p->numel; k++) w[k] = 1.0f;
+        } else if (p->ndim == 2) {
+            double std = strstr(n, "c_proj.weight") ? proj_std : 0.02;
+            for (size_t k = 0; k < p->numel; k++) w[k] = (float)(std * rng_normal(&r));
+        } /* biases stay 0 */
+    }
+    m->be->to_device(m->params, host, m->n_alloc * sizeof(float));
+    free(host);
+}
+
+/* Lays out the activation buffers for N = B*T rows. */
+static void ensure_acts(GPT *m, int B, int T) {
+    size_t N = (size_t)B * T;
+    const GPTConfig *c = &m->cfg;
+    size_t C = c->n_embd, V = c->vocab_size, L = c->n_layer, NH = c->n_head;
+    if (N <= m->max_N && m->acts) return;
+    if (m->acts) m->be->release(m->acts);
+    free(m->layers);
+
+    /* Two passes: count floats, then hand out pointers. Every buffer is rounded
+     * to 16 floats so each starts 64-byte aligned. */
+    size_t per_layer[] = {N * C, N, N, N * 3 * C, N * C, NH * N, N * C, N * C,
+                          N * C, N, N, N * 4 * C, N * 4 * C, N * C, N * C};
+    size_t rest[] = {N * C,                 /* encoded */
+                     N * C, N, N,           /* lnf */
+                     N * V,                 /* logits */
+                     N, N, N,               /* logp lse g */
+                     N, N,                  /* inputs targets (int, same size) */
+                     N * C, N * C, N * 3 * C, N * 4 * C, N * 4 * C}; /* backward scratch */
+    size_t n_pl = sizeof per_layer / sizeof *per_layer, n_rest = sizeof rest / sizeof *rest;
+    size_t total = 0;
+    for (size_t i = 0; i < n_pl; i++) total += L * ((per_layer[i] + 15) & ~(size_t)15);
+    for (size_t i = 0; i < n_rest; i++) total += (rest[i] + 15) & ~(size_t)15;
+
+    m->acts = m->be->alloc(total * sizeof(float));
+    if (!m->acts) {
+        fprintf(stderr, "retort: %s\n", err_msg());
+        exit(1);
+    }
+    float *p = m->acts;
+#define TAKE(n) (p += ((n) + 15) & ~(size_t)15, p - (((n) + 15) & ~(size_t)15))
+    m->layers = xcalloc(L, sizeof(LayerActs));
+    for (size_t l = 0; l < L; l++) {
+        LayerActs *a = &m->layers[l];
+        a->ln1 = TAKE(N * C);
+        a->ln1_mean = TAKE(N);
+        a->ln1_rstd = TAKE(N);
+        a->qkv = TAKE(N * 3 * C);
+        a->atty = TAKE(N * C);
+        a->att_lse = TAKE(NH * N);
+        a->attproj = TAKE(N * C);
+        a->res2 = TAKE(N * C);
+        a->ln2 = TAKE(N * C);
+        a->ln2_mean = TAKE(N);
+        a->ln2_rstd = TAKE(N);
+        a->fch = TAKE(N * 4 * C);
+        a->fch_gelu = TAKE(N * 4 * C);
+        a->fcproj = TAKE(N * C);
+        a->res3 = TAKE(N * C);
+    }
+    m->encoded = TAKE(N * C);
+    m->lnf = TAKE(N * C);
+    m->lnf_mean = TAKE(N);
+    m->lnf_rstd = TAKE(N);
+    m->logits = TAKE(N * V);
+    m->logp = TAKE(N);
+    m->lse = TAKE(N);
+    m->g = TAKE(N);
+    m->inputs = (int *)TAKE(N);
+    m->targets = (int *)TAKE(N);
+    m->dres = TAKE(N * C);
+    m->dC = TAKE(N * C);
+    m->dqkv = TAKE(N * 3 * C);
+    m->dfch = TAKE(N * 4 * C);
+    m->dfch_gelu = TAKE(N * 4 * C);
+#undef TAKE
+    assert((size_t)(p - m->acts) == total);
+    m->max_N = N;
+}
+
+static float *P(GPT *m, int layer, int slot) {
+    return m->params + m->tensors[2 + layer * P_PER_LAYER + slot].offset;
+}
+
+static float *G(GPT *m, int layer, int slot) {
+    return m->grads + m->tensors[2 + layer * P_PER_LAYER + slot].offset;
+}
+
+void gpt_forward(GPT *m, const int *inputs, const int *targets, int B, int T, float *logp_out) {
+    const Backend *be = m->be;
+    const GPTConfig *c = &m->cfg;
+    int C = c->n_embd, V = c->vocab_size, NH = c->n_head, L = c->n_layer;
+    int N = B * T;
+    assert(T <= c->n_positions);
+    ensure_acts(m, B, T);
+    m->B = B;
+    m->T = T;
+    be->to_device(m->inputs, inputs, (size_t)N * sizeof(int));
+    be->to_device(m->targets, targets, (size_t)N * sizeof(int));
+
+    const float *wte = m->params + m->tensors[0].offset;
+    const float *wpe = m->params + m->tensors[1].offset;
+    be->encoder_forward(m->encoded, m->inputs, wte, wpe, B, T, C);
+
+    const float *residual = m->encoded;
+    for (int l = 0; l < L; l++) {
+        LayerActs *a = &m->layers[l];
+        be->layernorm_forward(a->ln1, a->ln1_mean, a->ln1_rstd, residual, P(m, l, P_LN1_W),
+                              P(m, l, P_LN1_B), N, C, c->layer_norm_epsilon);
+        be->matmul_forward(a->qkv, a->ln1, P(m, l, P_QKV_W), P(m, l, P_QKV_B), N, C, 3 * C);
+        be->attention_forward(a->atty, a->att_lse, a->qkv, B, T, C, NH);
+        be->matmul_forward(a->attproj, a->atty, P(m, l, P_ATTPROJ_W), P(m, l, P_ATTPROJ_B), N, C,
+                           C);
+        be->residual_forward(a->res2, residual, a->attproj, (size_t)N * C);
+        be->layernorm_forward(a->ln2, a->ln2_mean, a->ln2_rstd, a->res2, P(m, l, P_LN2_W),
+                              P(m, l, P_LN2_B), N, C, c->layer_norm_epsilon);
+        be->matmul_forward(a->fch, a->ln2, P(m, l, P_FC_W), P(m, l, P_FC_B), N, C, 4 * C);
+        be->gelu_forward(a->fch_gelu, a->fch, (size_t)N * 4 * C);
+        be->matmul_forward(a->fcproj, a->fch_gelu, P(m, l, P_FCPROJ_W), P(m, l, P_FCPROJ_B), N,
+                           4 * C, C);
+        be->residual_forward(a->res3, a->res2, a->fcproj, (size_t)N * C);
+        residual = a->res3;
+    }
+    const ParamInfo *lnf_w = &m->tensors[m->n_tensors - 2], *lnf_b = &m->tensors[m->n_tensors - 1];
+    be->layernorm_forward(m->lnf, m->lnf_mean, m->lnf_rstd, residual, m->params + lnf_w->offset,
+                          m->params + lnf_b->offset, N, C, c->layer_norm_epsilon);
+    be->lm_head_forward(m->logits, m->lnf, wte, N, C, V);
+    be->classifier_forward(m->logp, m->lse, m->logits, m->targets, N, V);
+    if (logp_out) be->to_host(logp_out, m->logp, (size_t)N * sizeof(float));
+}
+
+void gpt_logits(GPT *m, float *out) {
+    size_t n = (size_t)m->B * m->T * m->cfg.vocab_size;
+    m->be->to_host(out, m->logits, n * sizeof(float));
+}
+
+void gpt_backward(GPT *m, const float *g) {
+    const Backend *be = m->be;
+    const GPTConfig *c = &m->cfg;
+    int B = m->B, T = m->T;
+    int C = c->n_embd, V = c->vocab_size, NH = c->n_head, L = c->n_layer;
+    int N = B * T;
+    size_t NC = (size_t)N * C;
+    assert(m->acts && N > 0);
+
+    be->to_device(m->g, g, (size_t)N * sizeof(float));
+    be->classifier_backward(m->logits, m->lse, m->targets, m->g, N, V); /* logits := dlogits */
+
+    float *wte = m->params + m->tensors[0].offset, *dwte = m->grads + m->tensors[0].offset;
+    float *dwpe = m->grads + m->tensors[1].offset;
+    const ParamInfo *lnf_w = &m->tensors[m->n_tensors - 2], *lnf_b = &m->tensors[m->n_tensors - 1];
+
+    be->zero(m->dC, NC * sizeof(float));
+    be->lm_head_backward(m->dC, dwte, m->logits, m->lnf, wte, N, C, V); /* dC = dlnf */
+    be->zero(m->dres, NC * sizeof(float));
+    const float *last = L > 0 ? m->layers[L - 1].res3 : m->encoded;
+    be->layernorm_backward(m->dres, m->grads + lnf_w->offset, m->grads + lnf_b->offset, m->dC,
+                           last, m->params + lnf_w->offset, m->lnf_mean, m->lnf_rstd, N, C);
+
+    for (int l = L - 1; l >= 0; l--) {
+        LayerActs *a = &m->layers[l];
+        const float *residual = l > 0 ? m->layers[l - 1].res3 : m->encoded;
+        /* res3 = res2 + fcproj: dres is the gradient of both summands */
+        be->zero(m->dfch_gelu, NC * 4 * sizeof(float));
+        be->matmul_backward(m->dfch_gelu, G(m, l, P_FCPROJ_W), G(m, l, P_FCPROJ_B), m->dres,
+                            a->fch_gelu, P(m, l, P_FCPROJ_W), N, 4 * C, C);
+        be->zero(m->dfch, NC * 4 * sizeof(float));
+        be->gelu_backward(m->dfch, a->fch, m->dfch_gelu, NC * 4);
+        be->zero(m->dC, NC * sizeof(float));
+        be->matmul_backward(m->dC, G(m, l, P_FC_W), G(m, l, P_FC_B), m->dfch, a->ln2,
+                            P(m, l, P_FC_W), N, C, 4 * C);
+        be->layernorm_backward(m->dres, G(m, l, P_LN2_W), G(m, l, P_LN2_B), m->dC, a->res2,
+                               P(m, l, P_LN2_W), a->ln2_mean, a->ln2_rstd, N, C);
+        /* res2 = residual + attproj */
+        be->zero(m->dC, NC * sizeof(float));
+        be->matmul_backward(m->dC, G(m, l, P_ATTPROJ_W), G(m, l, P_ATTPROJ_B), m->dres, a->atty,
+                            P(m, l, P_ATTPROJ_W), N, C, C);
+        be->zero(m->dqkv, NC * 3 * sizeof(float));
+        be->attention_backward(m->dqkv, m->dC, a->qkv, a->atty, a->att_lse, B, T, C, NH);
+        be->zero(m->dC, NC * sizeof(float));
+        be->matmul_backward(m->dC, G(m, l, P_QKV_W), G(m, l, P_QKV_B), m->dqkv, a->ln1,
+                            P(m, l, P_QKV_W), N, C, 3 * C);
+        be->layernorm_backward(m->dres, G(m, l, P_LN1_W), G(m, l, P_LN1_B), m->dC, residual,
+                               P(m, l, P_LN1_W), a->ln1_mean, a->ln1_rstd, N, C);
+    }
+    be->encoder_backward(dwte, dwpe, m->dres, m->inputs, B, T, C);
+}
+
+void gpt_zero_grad(GPT *m) { m->be->zero(m->grads, m->n_alloc * sizeof(float)); }
+
+size_t gpt_flat_size(const GPT *m) { return m->n_alloc; }
+
+void gpt_copy_params_to_host(GPT *m, float *host, size_t n) {
+    assert(n <= m->n_alloc);
+    m->be->to_host(host, m->params, n * sizeof(float));
+}
+
+void gpt_copy_params_to_device(GPT *m, const float *host, size_t n) {
+    assert(n <= m->n_alloc);
+    m->be->to_device(m->params, host, n * sizeof(float));
+}
+
+void gpt_copy_grads_to_host(GPT *m, float *host, size_t n) {
+    assert(n <= m->n_alloc);
+    m->be->to_host(host, m->grads, n * sizeof(float));
+}

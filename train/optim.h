@@ -1,0 +1,47 @@
+/* train/optim.h — AdamW, learning-rate schedules, global-norm clipping.
+ *
+ * The optimizer's moments m and v live on the backend with the same flat
+ * layout as the parameters, so they are checkpointed tensor by tensor under
+ * the parameter names. Weight decay applies to 2-D weights only. */
+#ifndef RETORT_OPTIM_H
+#define RETORT_OPTIM_H
+
+#include "train/model.h"
+
+typedef enum { SCHED_COSINE = 0, SCHED_LINEAR, SCHED_CONSTANT } Schedule;
+
+typedef struct {
+    double lr, min_lr;
+    int warmup_steps, total_steps;
+    Schedule schedule;
+} LrSchedule;
+
+/* -1 with error set for an unknown name. */
+int schedule_from_name(const char *name, Schedule *out);
+/* Learning rate for 1-based optimizer step `step`: linear warmup from lr/warmup
+ * to lr over warmup_steps, then decay to min_lr at total_steps. */
+double lr_at(const LrSchedule *s, int step);
+
+typedef struct {
+    double beta1, beta2, eps, weight_decay;
+    double grad_clip;   /* 0 = off */
+} AdamWConfig;
+
+typedef struct Optimizer Optimizer;
+Optimizer *optim_create(GPT *m, const AdamWConfig *cfg);
+void optim_free(Optimizer *o);
+int optim_step_count(const Optimizer *o);
+void optim_set_step_count(Optimizer *o, int step);
+
+/* Global L2 norm of all gradients; when > grad_clip (and clip on), scales them
+ * by grad_clip / (norm + 1e-6) as torch.nn.utils.clip_grad_norm_ does. Returns
+ * the norm before clipping. */
+double optim_clip_grad_norm(Optimizer *o);
+/* One AdamW step at learning rate lr over every parameter tensor. */
+void optim_step(Optimizer *o, double lr);
+
+/* Host copies of the moments for checkpoints (gpt_flat_size floats each). */
+void optim_moments_to_host(Optimizer *o, float *m_host, float *v_host);
+void optim_moments_to_device(Optimizer *o, const float *m_host, const float *v_host);
+
+#endif

@@ -1,0 +1,514 @@
+/* train/trainer.c — the training loop.
+ *
+ * One optimizer step = grad_accum micro-batches of (B,T). All micro-batches of
+ * a step are drawn from the loader first, so the LM objective can normalise by
+ * the number of target tokens in the whole step (accumulation then equals one
+ * big batch exactly). The data position, RNG, optimizer moments and step count
+ * go into every checkpoint, so a resumed CPU run reproduces the uninterrupted
+ * run's losses bit for bit.
+ */
+#include "train/trainer.h"
+
+#include <cblas.h>
+#include <errno.h>
+#include <jansson.h>
+#include <math.h>
+#include <omp.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "data/h5data.h"
+#include "train/backend.h"
+#include "train/checkpoint.h"
+#include "train/model.h"
+#include "train/model_io.h"
+#include "train/objectives/lm.h"
+#include "train/optim.h"
+#include "train/safetensors.h"
+#include "train/util.h"
+
+#define MAX_CKPTS 4096
+
+static volatile sig_atomic_t stop_signals = 0;
+static int stop_at_step = -1;
+
+static void on_signal(int sig) {
+    (void)sig;
+    if (stop_signals++ > 0) _exit(130); /* second signal: leave now */
+}
+
+void train_install_signal_handlers(void) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+}
+
+void train_request_stop_at(int step) { stop_at_step = step; }
+
+typedef struct {
+    const Config *cfg;
+    const TrainOptions *opt;
+    const Backend *be;
+    GPT *model;
+    Optimizer *optim;
+    LrSchedule sched;
+    Dataset train_ds, val_ds;
+    int have_val_ds;
+    DataLoader train_dl, val_dl;
+    int have_val;
+    int step;              /* optimizer steps completed */
+    int64_t tokens_seen;
+    Rng rng;
+    int B, T, A;           /* batch, sequence length, accumulation */
+    int *inputs, *targets; /* (A,B,T) host */
+    float *logp, *g;       /* (B,T) host */
+    FILE *metrics;
+} Trainer;
+
+/* ---------------------------------------------------------------- checkpoints */
+
+static int write_trainer_json(Trainer *t, const char *dir) {
+    json_t *root = json_object();
+    json_object_set_new(root, "step", json_integer(t->step));
+    json_object_set_new(root, "tokens_seen", json_integer(t->tokens_seen));
+    json_t *data = json_object();
+    json_object_set_new(data, "epoch", json_integer(t->train_dl.epoch));
+    json_object_set_new(data, "pos", json_integer(t->train_dl.pos));
+    json_object_set_new(root, "data", data);
+    json_t *rng = json_array();
+    for (int i = 0; i < 4; i++) {
+        char hex[24];
+        snprintf(hex, sizeof hex, "%016llx", (unsigned long long)t->rng.s[i]);
+        json_array_append_new(rng, json_string(hex));
+    }
+    json_object_set_new(root, "rng", rng);
+    char *cfg_json = config_to_json(t->cfg);
+    json_error_t jerr;
+    json_t *cfg = json_loads(cfg_json, 0, &jerr);
+    free(cfg_json);
+    json_object_set_new(root, "config", cfg ? cfg : json_null());
+    char *text = json_dumps(root, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+    json_decref(root);
+    char path[4096];
+    snprintf(path, sizeof path, "%s/trainer.json", dir);
+    int rc = write_file_atomic(path, text, strlen(text));
+    free(text);
+    return rc;
+}
+
+static int write_optimizer(Trainer *t, const char *dir) {
+    size_t n = gpt_flat_size(t->model);
+    float *m = xmalloc(n * sizeof(float)), *v = xmalloc(n * sizeof(float));
+    optim_moments_to_host(t->optim, m, v);
+    int nt = gpt_num_tensors(t->model);
+    StTensor *ts = xcalloc(2 * (size_t)nt, sizeof(StTensor));
+    char (*names)[GPT_PARAM_NAME_LEN + 8] = xcalloc(2 * (size_t)nt, sizeof *names);
+    for (int i = 0; i < nt; i++) {
+        const ParamInfo *p = gpt_tensor(t->model, i);
+        for (int k = 0; k < 2; k++) {
+            StTensor *s = &ts[2 * i + k];
+            snprintf(names[2 * i + k], sizeof names[0], "%s.%s", k ? "v" : "m", p->name);
+            s->name = names[2 * i + k];
+            s->dtype = ST_F32;
+            s->ndim = p->ndim;
+            s->shape[0] = p->shape[0];
+            s->shape[1] = p->shape[1];
+            s->data = (k ? v : m) + p->offset;
+        }
+    }
+    char step[32], path[4096];
+    snprintf(step, sizeof step, "%d", optim_step_count(t->optim));
+    const char *meta[] = {"adamw_step", step, NULL};
+    snprintf(path, sizeof path, "%s/optimizer.safetensors", dir);
+    int rc = safetensors_write(path, ts, 2 * nt, meta);
+    free(names);
+    free(ts);
+    free(m);
+    free(v);
+    return rc;
+}
+
+static int save_checkpoint(Trainer *t) {
+    const char *run = t->cfg->train.out_dir;
+    char tmp[4096];
+    if (ckpt_begin(run, t->step, tmp, sizeof tmp) != 0) return -1;
+    if (model_save_hf(t->model, tmp) != 0 || write_optimizer(t, tmp) != 0 ||
+        write_trainer_json(t, tmp) != 0 || ckpt_commit(run, tmp, t->step) != 0) {
+        ckpt_abort(tmp);
+        return -1;
+    }
+    return ckpt_prune(run, t->cfg->checkpoint.keep);
+}
+
+static int load_optimizer(Trainer *t, const char *dir) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/optimizer.safetensors", dir);
+    SafeTensorsFile *f = safetensors_open(path);
+    if (!f) return -1;
+    size_t n = gpt_flat_size(t->model);
+    float *m = xcalloc(n, sizeof(float)), *v = xcalloc(n, sizeof(float));
+    int rc = 0;
+    for (int i = 0; i < gpt_num_tensors(t->model) && rc == 0; i++) {
+        const ParamInfo *p = gpt_tensor(t->model, i);
+        for (int k = 0; k < 2 && rc == 0; k++) {
+            char name[GPT_PARAM_NAME_LEN + 8];
+            snprintf(name, sizeof name, "%s.%s", k ? "v" : "m", p->name);
+            const StTensor *s = safetensors_find(f, name);
+            if (!s) rc = err_set("%s: tensor '%s' is missing", path, name);
+            else rc = safetensors_read_f32(f, s, (k ? v : m) + p->offset, p->numel);
+        }
+    }
+    const char *step = safetensors_meta(f, "adamw_step");
+    if (rc == 0 && !step) rc = err_set("%s: metadata 'adamw_step' is missing", path);
+    if (rc == 0) {
+        optim_moments_to_device(t->optim, m, v);
+        optim_set_step_count(t->optim, atoi(step));
+    }
+    free(m);
+    free(v);
+    safetensors_close(f);
+    return rc;
+}
+
+static int load_trainer_json(Trainer *t, const char *dir, int *step, int64_t *epoch,
+                             int64_t *pos, int64_t *tokens, Rng *rng) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/trainer.json", dir);
+    json_error_t jerr;
+    json_t *root = json_load_file(path, 0, &jerr);
+    if (!root) return err_set("%s:%d: %s", path, jerr.line, jerr.text);
+    int rc = 0;
+    json_t *data = json_object_get(root, "data");
+    json_t *jr = json_object_get(root, "rng");
+    if (!json_is_integer(json_object_get(root, "step")) || !json_is_object(data) ||
+        !json_is_integer(json_object_get(data, "epoch")) ||
+        !json_is_integer(json_object_get(data, "pos")) || !json_is_array(jr) ||
+        json_array_size(jr) != 4) {
+        rc = err_set("%s: missing or malformed step, data.epoch, data.pos or rng", path);
+    } else {
+        *step = (int)json_integer_value(json_object_get(root, "step"));
+        *epoch = json_integer_value(json_object_get(data, "epoch"));
+        *pos = json_integer_value(json_object_get(data, "pos"));
+        *tokens = json_integer_value(json_object_get(root, "tokens_seen"));
+        for (int i = 0; i < 4 && rc == 0; i++) {
+            const char *hex = json_string_value(json_array_get(jr, (size_t)i));
+            if (!hex) rc = err_set("%s: rng[%d] is not a string", path, i);
+            else rng->s[i] = strtoull(hex, NULL, 16);
+        }
+    }
+    (void)t;
+    json_decref(root);
+    return rc;
+}
+
+static int load_checkpoint(Trainer *t, const char *dir) {
+    int step;
+    int64_t epoch, pos, tokens;
+    Rng rng;
+    if (load_trainer_json(t, dir, &step, &epoch, &pos, &tokens, &rng) != 0) return -1;
+    if (model_load_weights(t->model, dir) != 0) return -1;
+    if (load_optimizer(t, dir) != 0) return -1;
+    t->step = step;
+    t->tokens_seen = tokens;
+    t->rng = rng;
+    loader_seek(&t->train_dl, epoch, pos);
+    return 0;
+}
+
+/* Newest loadable checkpoint; a damaged one is reported and skipped. */
+static int resume(Trainer *t) {
+    int64_t steps[MAX_CKPTS];
+    const char *run = t->cfg->train.out_dir;
+    int n = ckpt_list(run, steps, MAX_CKPTS);
+    if (n == 0) {
+        printf("resume: no complete checkpoint in %s; starting from step 0\n", run);
+        return 0;
+    }
+    for (int i = 0; i < n; i++) {
+        char dir[4096];
+        ckpt_dir_name(dir, sizeof dir, run, steps[i]);
+        if (load_checkpoint(t, dir) == 0) {
+            printf("resume: continuing from %s (step %d)\n", dir, t->step);
+            return 0;
+        }
+        fprintf(stderr, "resume: cannot load %s: %s\n", dir, err_msg());
+        if (i + 1 < n) fprintf(stderr, "resume: falling back to the previous checkpoint\n");
+    }
+    return err_set("no loadable checkpoint in %s (all %d are damaged); remove them or start a "
+                   "new run without --resume", run, n);
+}
+
+/* ------------------------------------------------------------------ metrics */
+
+/* On resume, drop metric lines past the resumed step so the file reads as one run. */
+static int open_metrics(Trainer *t) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/metrics.jsonl", t->cfg->train.out_dir);
+    if (t->step > 0 && path_exists(path)) {
+        size_t len;
+        char *text = read_file(path, &len);
+        if (!text) return -1;
+        char *kept = xmalloc(len + 1);
+        size_t k = 0;
+        for (char *line = text; *line;) {
+            char *nl = strchr(line, '\n');
+            size_t ll = nl ? (size_t)(nl - line + 1) : strlen(line);
+            json_error_t jerr;
+            json_t *j = json_loadb(line, ll, 0, &jerr);
+            json_t *s = j ? json_object_get(j, "step") : NULL;
+            if (s && json_is_integer(s) && json_integer_value(s) <= t->step) {
+                memcpy(kept + k, line, ll);
+                k += ll;
+            }
+            json_decref(j);
+            line += ll;
+        }
+        int rc = write_file_atomic(path, kept, k);
+        free(kept);
+        free(text);
+        if (rc != 0) return -1;
+    }
+    t->metrics = fopen(path, t->step > 0 ? "a" : "w");
+    if (!t->metrics) return err_set("cannot open %s: %s", path, strerror(errno));
+    return 0;
+}
+
+static void fmt_duration(char *buf, size_t cap, double s) {
+    long v = (long)(s + 0.5);
+    if (v >= 3600) snprintf(buf, cap, "%ld:%02ld:%02ld", v / 3600, v / 60 % 60, v % 60);
+    else snprintf(buf, cap, "%02ld:%02ld", v / 60, v % 60);
+}
+
+/* -------------------------------------------------------------------- steps */
+
+static double eval_loss(Trainer *t) {
+    DataLoader *dl = &t->val_dl;
+    loader_seek(dl, 0, 0);
+    int N = t->B * t->T;
+    double loss_sum = 0;
+    int64_t count = 0;
+    for (int b = 0; b < t->cfg->eval.batches; b++) {
+        loader_next(dl, t->B, t->inputs, t->targets);
+        gpt_forward(t->model, t->inputs, t->targets, t->B, t->T, t->logp);
+        for (int i = 0; i < N; i++)
+            if (t->targets[i] >= 0) {
+                loss_sum -= t->logp[i];
+                count++;
+            }
+        if (dl->epoch > 0) break; /* the validation set is smaller than eval.batches */
+    }
+    return count ? loss_sum / (double)count : NAN;
+}
+
+static double train_step(Trainer *t) {
+    int N = t->B * t->T;
+    for (int a = 0; a < t->A; a++)
+        loader_next(&t->train_dl, t->B, t->inputs + (size_t)a * N, t->targets + (size_t)a * N);
+    double D = (double)lm_count_targets(t->targets, (int64_t)t->A * N);
+    double loss = 0;
+    gpt_zero_grad(t->model);
+    for (int a = 0; a < t->A; a++) {
+        const int *in = t->inputs + (size_t)a * N, *tg = t->targets + (size_t)a * N;
+        gpt_forward(t->model, in, tg, t->B, t->T, t->logp);
+        loss += lm_loss_and_weights(t->logp, tg, N, D, t->g);
+        gpt_backward(t->model, t->g);
+    }
+    t->tokens_seen += (int64_t)t->A * N;
+    return loss;
+}
+
+/* ------------------------------------------------------------------- set-up */
+
+static int open_data(Trainer *t) {
+    const Config *c = t->cfg;
+    if (dataset_open(&t->train_ds, c->data.train) != 0) return -1;
+    if (t->train_ds.vocab_size > c->model.vocab_size)
+        return err_set("%s: dataset vocab_size %d exceeds model.vocab_size %d; token ids would "
+                       "be out of range (build the data with the model's tokenizer or raise "
+                       "model.vocab_size)",
+                       c->data.train, t->train_ds.vocab_size, c->model.vocab_size);
+    int64_t items = dataset_num_items(&t->train_ds, t->T);
+    int64_t n_val = 0;
+    if (c->data.val[0]) {
+        if (dataset_open(&t->val_ds, c->data.val) != 0) return -1;
+        t->have_val_ds = 1;
+        if (t->val_ds.vocab_size > c->model.vocab_size)
+            return err_set("%s: dataset vocab_size %d exceeds model.vocab_size %d", c->data.val,
+                           t->val_ds.vocab_size, c->model.vocab_size);
+        if (loader_init(&t->val_dl, &t->val_ds, t->T, 0, 0, 0,
+                        dataset_num_items(&t->val_ds, t->T)) != 0)
+            return -1;
+        t->have_val = 1;
+    } else if (c->data.val_fraction > 0) {
+        n_val = (int64_t)(items * c->data.val_fraction);
+        if (n_val < 1) n_val = 1;
+        if (n_val >= items)
+            return err_set("%s: %lld items at seq_len %d are too few to hold out "
+                           "data.val_fraction=%g for validation",
+                           c->data.train, (long long)items, t->T, c->data.val_fraction);
+        if (loader_init(&t->val_dl, &t->train_ds, t->T, 0, 0, items - n_val, n_val) != 0)
+            return -1;
+        t->have_val = 1;
+    }
+    if (loader_init(&t->train_dl, &t->train_ds, t->T, (uint64_t)c->train.seed, c->data.shuffle,
+                    0, items - n_val) != 0)
+        return -1;
+    return 0;
+}
+
+static int build_model(Trainer *t) {
+    const Config *c = t->cfg;
+    if (c->model.init[0]) {
+        t->model = model_load_hf(c->model.init, t->be);
+        if (!t->model) return -1;
+        const GPTConfig *g = gpt_config(t->model);
+        if (g->vocab_size != c->model.vocab_size || g->n_layer != c->model.n_layer ||
+            g->n_embd != c->model.n_embd || g->n_head != c->model.n_head)
+            printf("note: model shape taken from %s/config.json (%d layers, %d heads, %d wide, "
+                   "vocab %d), not from the config's model section\n",
+                   c->model.init, g->n_layer, g->n_head, g->n_embd, g->vocab_size);
+        return 0;
+    }
+    GPTConfig g = {c->model.n_layer, c->model.n_head, c->model.n_embd, c->model.vocab_size,
+                   c->model.n_positions, (float)c->model.layer_norm_epsilon};
+    t->model = gpt_create(&g, t->be);
+    if (!t->model) return -1;
+    gpt_init_random(t->model, (uint64_t)c->train.seed);
+    return 0;
+}
+
+static void trainer_free(Trainer *t) {
+    if (t->metrics) fclose(t->metrics);
+    optim_free(t->optim);
+    gpt_free(t->model);
+    loader_free(&t->train_dl);
+    if (t->have_val) loader_free(&t->val_dl);
+    dataset_close(&t->train_ds);
+    if (t->have_val_ds) dataset_close(&t->val_ds);
+    free(t->inputs);
+    free(t->targets);
+    free(t->logp);
+    free(t->g);
+}
+
+static void set_threads(int n) {
+    if (n <= 0) return;
+    omp_set_num_threads(n);
+    openblas_set_num_threads(n);
+}
+
+int train_run(const Config *cfg, const TrainOptions *opt) {
+    if (config_validate(cfg) != 0) return -1;
+    Trainer t;
+    memset(&t, 0, sizeof t);
+    t.cfg = cfg;
+    t.opt = opt;
+    t.B = cfg->data.batch_size;
+    t.T = cfg->data.seq_len;
+    t.A = cfg->data.grad_accum;
+    rng_seed(&t.rng, (uint64_t)cfg->train.seed);
+    set_threads(cfg->train.threads);
+    int rc = -1;
+
+    if (!(t.be = backend_by_name(cfg->train.device))) goto done;
+    if (open_data(&t) != 0 || build_model(&t) != 0) goto done;
+    if (t.T > gpt_config(t.model)->n_positions) {
+        err_set("data.seq_len %d exceeds the model's n_positions %d", t.T,
+                gpt_config(t.model)->n_positions);
+        goto done;
+    }
+    AdamWConfig ac = {cfg->optim.beta1, cfg->optim.beta2, cfg->optim.eps, cfg->optim.weight_decay,
+                      cfg->optim.grad_clip};
+    if (!(t.optim = optim_create(t.model, &ac))) goto done;
+    t.sched = (LrSchedule){cfg->optim.lr, cfg->optim.min_lr, cfg->optim.warmup_steps,
+                           cfg->train.steps, SCHED_COSINE};
+    if (schedule_from_name(cfg->optim.schedule, &t.sched.schedule) != 0) goto done;
+    if (mkdir_p(cfg->train.out_dir) != 0) goto done;
+    if (opt->resume && resume(&t) != 0) goto done;
+    if (open_metrics(&t) != 0) goto done;
+
+    size_t N = (size_t)t.B * t.T;
+    t.inputs = xmalloc((size_t)t.A * N * sizeof(int));
+    t.targets = xmalloc((size_t)t.A * N * sizeof(int));
+    t.logp = xmalloc(N * sizeof(float));
+    t.g = xmalloc(N * sizeof(float));
+
+    if (!opt->quiet)
+        printf("model: %zu parameters (%d layers, %d heads, %d wide, vocab %d) on %s, %d threads\n"
+               "data: %s, %lld training items of %d tokens%s\n",
+               gpt_num_params(t.model), gpt_config(t.model)->n_layer,
+               gpt_config(t.model)->n_head, gpt_config(t.model)->n_embd,
+               gpt_config(t.model)->vocab_size, t.be->name, omp_get_max_threads(),
+               cfg->data.train, (long long)t.train_dl.count, t.T + 1,
+               t.have_val ? ", validation on" : "");
+    if (cfg->eval.every > 0 && !t.have_val && !opt->quiet)
+        printf("note: eval.every is set but there is no validation data (set data.val or "
+               "data.val_fraction)\n");
+
+    int tty = isatty(STDOUT_FILENO);
+    double t0 = now_seconds();
+    int first_step = t.step;
+    while (t.step < cfg->train.steps) {
+        double ts = now_seconds();
+        double lr = lr_at(&t.sched, t.step + 1);
+        double loss = train_step(&t);
+        double norm = optim_clip_grad_norm(t.optim);
+        optim_step(t.optim, lr);
+        t.step++;
+        double dt = now_seconds() - ts, elapsed = now_seconds() - t0;
+        double tok_s = (double)t.A * N / dt;
+        if (!isfinite(loss)) {
+            err_set("loss is %g at step %d; lower optim.lr or check the data (the last good "
+                    "checkpoint in %s is kept)", loss, t.step, cfg->train.out_dir);
+            goto done;
+        }
+        fprintf(t.metrics,
+                "{\"step\": %d, \"loss\": %.6f, \"lr\": %.6e, \"grad_norm\": %.6f, "
+                "\"tokens_per_s\": %.1f, \"elapsed_s\": %.3f}\n",
+                t.step, loss, lr, norm, tok_s, elapsed);
+        if (!opt->quiet && (t.step % cfg->train.log_every == 0 || t.step == cfg->train.steps)) {
+            char el[32], eta[32];
+            fmt_duration(el, sizeof el, elapsed);
+            fmt_duration(eta, sizeof eta,
+                         elapsed / (t.step - first_step) * (cfg->train.steps - t.step));
+            printf("%sstep %d/%d | loss %.4f | lr %.2e | norm %.3f | %.0f tok/s | %s elapsed | "
+                   "ETA %s%s",
+                   tty ? "\r\033[K" : "", t.step, cfg->train.steps, loss, lr, norm, tok_s, el,
+                   eta, tty ? "" : "\n");
+            fflush(stdout);
+        }
+        if (t.have_val && cfg->eval.every > 0 &&
+            (t.step % cfg->eval.every == 0 || t.step == cfg->train.steps)) {
+            double vl = eval_loss(&t);
+            fprintf(t.metrics, "{\"step\": %d, \"val_loss\": %.6f}\n", t.step, vl);
+            if (!opt->quiet) printf("%sstep %d | val loss %.4f\n", tty ? "\n" : "", t.step, vl);
+        }
+        fflush(t.metrics);
+        int stop = stop_signals > 0 || t.step == stop_at_step;
+        int periodic = cfg->checkpoint.every > 0 && t.step % cfg->checkpoint.every == 0;
+        if (stop || periodic || t.step == cfg->train.steps) {
+            if (save_checkpoint(&t) != 0) goto done;
+            if (!opt->quiet) {
+                char dir[4096];
+                ckpt_dir_name(dir, sizeof dir, cfg->train.out_dir, t.step);
+                printf("%ssaved %s\n", tty ? "\n" : "", dir);
+            }
+        }
+        if (stop) {
+            if (!opt->quiet) printf("stopped by signal after step %d; resume with --resume\n",
+                                    t.step);
+            break;
+        }
+    }
+    if (tty && !opt->quiet) printf("\n");
+    rc = 0;
+done:
+    trainer_free(&t);
+    return rc;
+}
