@@ -469,7 +469,7 @@ int train_run(const Config *cfg, const TrainOptions *opt) {
             goto done;
         }
         fprintf(t.metrics,
-                "{\"step\": %d, \"loss\": %.6f, \"lr\": %.6e, \"grad_norm\": %.6f, "
+                "{\"step\": %d, \"loss\": %.17g, \"lr\": %.6e, \"grad_norm\": %.6f, "
                 "\"tokens_per_s\": %.1f, \"elapsed_s\": %.3f}\n",
                 t.step, loss, lr, norm, tok_s, elapsed);
         if (!opt->quiet && (t.step % cfg->train.log_every == 0 || t.step == cfg->train.steps)) {

@@ -1,0 +1,259 @@
+/* tests/test_train.c — whole training runs on a tiny model and dataset:
+ * bit-identical resume, fallback past a damaged checkpoint, gradient
+ * accumulation equal to one big batch, SIGTERM through the real binary, and
+ * the run-level input checks. */
+#include <criterion/criterion.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+
+#include "data/h5data.h"
+#include "tests/testutil.h"
+#include "train/checkpoint.h"
+#include "train/config.h"
+#include "train/trainer.h"
+
+#define MAX_STEPS 64
+
+/* A small lm dataset of pseudo-text over the byte vocabulary. */
+static void make_dataset(const char *path, int n_docs, int vocab) {
+    DatasetWriter *w = dataset_writer_open(path, SCHEMA_LM, vocab, vocab - 1, vocab - 1, "test");
+    cr_assert(w, "%s", err_msg());
+    Rng r;
+    rng_seed(&r, 7);
+    uint32_t doc[300];
+    for (int d = 0; d < n_docs; d++) {
+        int n = 40 + (int)rng_below(&r, 200);
+        for (int i = 0; i < n; i++) /* a little structure so the loss can fall */
+            doc[i] = (uint32_t)('a' + (i * 7 + d + (int)rng_below(&r, 3)) % 26);
+        doc[n] = (uint32_t)(vocab - 1);
+        cr_assert_eq(dataset_writer_add(w, doc, NULL, n + 1, -1), 0, "%s", err_msg());
+    }
+    cr_assert_eq(dataset_writer_close(w), 0, "%s", err_msg());
+}
+
+static void tiny_config(Config *c, const char *data, const char *out_dir) {
+    config_defaults(c);
+    c->model.n_layer = 2;
+    c->model.n_head = 2;
+    c->model.n_embd = 32;
+    c->model.vocab_size = 257;
+    c->model.n_positions = 32;
+    snprintf(c->data.train, sizeof c->data.train, "%s", data);
+    c->data.seq_len = 16;
+    c->data.batch_size = 2;
+    c->optim.lr = 3e-3;
+    c->optim.min_lr = 3e-4;
+    c->optim.warmup_steps = 2;
+    c->train.steps = 8;
+    c->train.threads = 2;
+    snprintf(c->train.out_dir, sizeof c->train.out_dir, "%s", out_dir);
+    c->checkpoint.every = 2;
+    c->checkpoint.keep = 0;
+}
+
+/* Reads the "loss" of each step from metrics.jsonl as text (exact digits). */
+static int read_losses(const char *out_dir, char losses[][48]) {
+    char path[512];
+    snprintf(path, sizeof path, "%s/metrics.jsonl", out_dir);
+    FILE *f = fopen(path, "r");
+    cr_assert(f, "no %s", path);
+    char line[1024];
+    int n = 0;
+    while (fgets(line, sizeof line, f)) {
+        int step;
+        char loss[48];
+        if (sscanf(line, "{\"step\": %d, \"loss\": %47[^,]", &step, loss) == 2) {
+            cr_assert(step >= 1 && step < MAX_STEPS);
+            snprintf(losses[step], 48, "%s", loss);
+            if (step > n) n = step;
+        }
+    }
+    fclose(f);
+    return n;
+}
+
+static void run_ok(const Config *c, int resume) {
+    TrainOptions o = {resume, 1};
+    cr_assert_eq(train_run(c, &o), 0, "train_run failed: %s", err_msg());
+}
+
+Test(train, resume_is_bit_identical) {
+    char dir[256], data[512], a[512], b[512];
+    make_temp_dir(dir, sizeof dir, "resume");
+    snprintf(data, sizeof data, "%s/train.h5", dir);
+    snprintf(a, sizeof a, "%s/a", dir);
+    snprintf(b, sizeof b, "%s/b", dir);
+    make_dataset(data, 30, 257);
+    Config c;
+    tiny_config(&c, data, a);
+    run_ok(&c, 0);
+    char la[MAX_STEPS][48], lb[MAX_STEPS][48];
+    cr_assert_eq(read_losses(a, la), 8);
+
+    tiny_config(&c, data, b);
+    train_request_stop_at(3); /* as if SIGTERM arrived during step 3 */
+    run_ok(&c, 0);
+    int64_t steps[8];
+    cr_assert_eq(ckpt_list(b, steps, 8), 2, "checkpoints at steps 2 and 3 expected");
+    cr_expect_eq(steps[0], 3);
+    train_request_stop_at(-1);
+    run_ok(&c, 1);
+    cr_assert_eq(read_losses(b, lb), 8);
+    for (int s = 1; s <= 8; s++)
+        cr_expect_str_eq(lb[s], la[s], "step %d: resumed loss %s != uninterrupted %s", s, lb[s],
+                         la[s]);
+    /* the metrics file holds each step once: the resume dropped nothing twice */
+    char path[600], line[1024];
+    snprintf(path, sizeof path, "%s/metrics.jsonl", b);
+    FILE *f = fopen(path, "r");
+    int lines = 0;
+    while (fgets(line, sizeof line, f)) lines++;
+    fclose(f);
+    cr_expect_eq(lines, 8, "metrics.jsonl has %d lines", lines);
+    rm_rf(dir);
+}
+
+Test(train, resume_falls_back_past_a_damaged_checkpoint) {
+    char dir[256], data[512], a[512], b[512];
+    make_temp_dir(dir, sizeof dir, "fallback");
+    snprintf(data, sizeof data, "%s/train.h5", dir);
+    snprintf(a, sizeof a, "%s/a", dir);
+    snprintf(b, sizeof b, "%s/b", dir);
+    make_dataset(data, 30, 257);
+    Config c;
+    tiny_config(&c, data, a);
+    run_ok(&c, 0);
+    char la[MAX_STEPS][48], lb[MAX_STEPS][48];
+    read_losses(a, la);
+
+    tiny_config(&c, data, b);
+    train_request_stop_at(4);
+    run_ok(&c, 0);
+    /* cut the newest checkpoint's weights in half */
+    char model[600];
+    snprintf(model, sizeof model, "%s/step-00000004/model.safetensors", b);
+    FILE *f = fopen(model, "r+");
+    cr_assert(f);
+    fseek(f, 0, SEEK_END);
+    long size = ftell(f);
+    fclose(f);
+    cr_assert_eq(truncate(model, size / 2), 0);
+    train_request_stop_at(-1);
+    run_ok(&c, 1); /* must resume from step 2 and say so */
+    read_losses(b, lb);
+    for (int s = 3; s <= 8; s++)
+        cr_expect_str_eq(lb[s], la[s], "step %d after fallback: %s != %s", s, lb[s], la[s]);
+    rm_rf(dir);
+}
+
+Test(train, resume_refuses_when_every_checkpoint_is_damaged) {
+    char dir[256], data[512], b[512];
+    make_temp_dir(dir, sizeof dir, "alldamaged");
+    snprintf(data, sizeof data, "%s/train.h5", dir);
+    snprintf(b, sizeof b, "%s/b", dir);
+    make_dataset(data, 30, 257);
+    Config c;
+    tiny_config(&c, data, b);
+    c.checkpoint.every = 0;
+    train_request_stop_at(2);
+    run_ok(&c, 0);
+    char path[600];
+    snprintf(path, sizeof path, "%s/step-00000002/trainer.json", b);
+    cr_assert_eq(write_file_atomic(path, "{\"step\": ", 9), 0);
+    train_request_stop_at(-1);
+    TrainOptions o = {1, 1};
+    cr_expect_eq(train_run(&c, &o), -1);
+    cr_expect(strstr(err_msg(), "no loadable checkpoint") != NULL, "message: %s", err_msg());
+    rm_rf(dir);
+}
+
+Test(train, grad_accumulation_equals_one_big_batch) {
+    char dir[256], data[512], a[512], b[512];
+    make_temp_dir(dir, sizeof dir, "accum");
+    snprintf(data, sizeof data, "%s/train.h5", dir);
+    snprintf(a, sizeof a, "%s/a", dir);
+    snprintf(b, sizeof b, "%s/b", dir);
+    make_dataset(data, 30, 257);
+    Config c;
+    tiny_config(&c, data, a);
+    c.data.shuffle = 0;
+    c.data.batch_size = 4;
+    c.train.steps = 5;
+    run_ok(&c, 0);
+    tiny_config(&c, data, b);
+    c.data.shuffle = 0;
+    c.data.batch_size = 2;
+    c.data.grad_accum = 2;
+    c.train.steps = 5;
+    run_ok(&c, 0);
+    char la[MAX_STEPS][48], lb[MAX_STEPS][48];
+    read_losses(a, la);
+    read_losses(b, lb);
+    for (int s = 1; s <= 5; s++) {
+        double x = atof(la[s]), y = atof(lb[s]);
+        /* same math, different fp32 summation order in the weight gradients */
+        cr_expect(fabs(x - y) <= 1e-5 * fabs(x), "step %d: B=4 %s vs B=2x2 %s", s, la[s], lb[s]);
+    }
+    rm_rf(dir);
+}
+
+Test(train, rejects_dataset_vocab_larger_than_model) {
+    char dir[256], data[512];
+    make_temp_dir(dir, sizeof dir, "vocab");
+    snprintf(data, sizeof data, "%s/train.h5", dir);
+    make_dataset(data, 10, 300);
+    Config c;
+    tiny_config(&c, data, dir);
+    TrainOptions o = {0, 1};
+    cr_expect_eq(train_run(&c, &o), -1);
+    cr_expect(strstr(err_msg(), "vocab_size") && strstr(err_msg(), "train.h5"), "message: %s",
+              err_msg());
+    rm_rf(dir);
+}
+
+Test(train, sigterm_checkpoints_and_exits_zero) {
+    char dir[256], data[512], out[512], cfg[512];
+    make_temp_dir(dir, sizeof dir, "sigterm");
+    snprintf(data, sizeof data, "%s/train.h5", dir);
+    snprintf(out, sizeof out, "%s/run", dir);
+    snprintf(cfg, sizeof cfg, "%s/c.yaml", dir);
+    make_dataset(data, 30, 257);
+    FILE *f = fopen(cfg, "w");
+    fprintf(f,
+            "model: {n_layer: 2, n_head: 2, n_embd: 32, vocab_size: 257, n_positions: 32}\n"
+            "data: {train: \"%s\", seq_len: 16, batch_size: 2}\n"
+            "train: {steps: 100000, out_dir: \"%s\", threads: 1}\n",
+            data, out);
+    fclose(f);
+    pid_t pid = fork();
+    if (pid == 0) {
+        freopen("/dev/null", "w", stdout);
+        execl("./retort", "retort", "train", "-c", cfg, (char *)NULL);
+        _exit(127);
+    }
+    char metrics[600];
+    snprintf(metrics, sizeof metrics, "%s/metrics.jsonl", out);
+    for (int i = 0; i < 600; i++) { /* wait (up to 60 s) for a few steps */
+        struct stat st;
+        if (stat(metrics, &st) == 0 && st.st_size > 300) break;
+        usleep(100000);
+    }
+    kill(pid, SIGTERM);
+    int status;
+    waitpid(pid, &status, 0);
+    cr_assert(WIFEXITED(status), "retort did not exit normally (status %d)", status);
+    cr_expect_eq(WEXITSTATUS(status), 0);
+    int64_t steps[4];
+    cr_assert_eq(ckpt_list(out, steps, 4), 1, "one checkpoint expected after SIGTERM");
+    /* the checkpoint is of the last logged step */
+    FILE *m = fopen(metrics, "r");
+    char line[1024];
+    int step = 0, s;
+    while (fgets(line, sizeof line, m))
+        if (sscanf(line, "{\"step\": %d", &s) == 1) step = s;
+    fclose(m);
+    cr_expect_eq(steps[0], step, "checkpoint step %lld vs last logged step %d",
+                 (long long)steps[0], step);
+    rm_rf(dir);
+}

@@ -1,0 +1,314 @@
+/* train/checkpoint.c — atomic checkpoint directories and the Hugging Face
+ * config.json (see checkpoint.h).
+ *
+ * The invariant: a directory named RUN/step-XXXXXXXX that holds DONE is complete
+ * and durable. Saves are built in RUN/step-XXXXXXXX.tmp; commit fsyncs every file
+ * in it, then writes DONE (fsynced), then renames the directory and fsyncs RUN,
+ * so after a crash RUN holds either the old state or the new complete one, plus
+ * perhaps a .tmp that is never listed and is cleared by the next save of that step.
+ * Pruning unlinks DONE before deleting the rest, so a crash half way through a
+ * prune leaves a directory that is no longer listed rather than a listed one
+ * with files missing.
+ */
+#include "checkpoint.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "util.h"
+
+#define CKPT_PATH_MAX 4096
+#define CKPT_DONE "DONE"
+
+void ckpt_dir_name(char *buf, size_t cap, const char *run_dir, int64_t step) {
+    snprintf(buf, cap, "%s/step-%08lld", run_dir, (long long)step);
+}
+
+/* Formats into buf and refuses paths that do not fit. */
+static int path_join(char *buf, size_t cap, const char *dir, const char *name) {
+    int len = snprintf(buf, cap, "%s/%s", dir, name);
+    if (len < 0 || (size_t)len >= cap)
+        return err_set("path %s/%s is too long (more than %zu bytes)", dir, name, cap - 1);
+    return 0;
+}
+
+static int final_dir_name(char *buf, size_t cap, const char *run_dir, int64_t step) {
+    char name[32];
+    snprintf(name, sizeof name, "step-%08lld", (long long)step);
+    return path_join(buf, cap, run_dir, name);
+}
+
+int ckpt_begin(const char *run_dir, int64_t step, char *tmp_dir, size_t cap) {
+    if (step < 0) return err_set("checkpoint step %lld is negative", (long long)step);
+    char final_dir[CKPT_PATH_MAX];
+    if (final_dir_name(final_dir, sizeof final_dir, run_dir, step) != 0) return -1;
+    int len = snprintf(tmp_dir, cap, "%s.tmp", final_dir);
+    if (len < 0 || (size_t)len >= cap)
+        return err_set("checkpoint path %s.tmp does not fit in %zu bytes", final_dir, cap);
+    if (mkdir_p(run_dir) != 0) return -1;
+    if (rm_rf(tmp_dir) != 0) return -1;
+    if (mkdir(tmp_dir, 0755) != 0)
+        return err_set("cannot create checkpoint directory %s: %s%s", tmp_dir, strerror(errno),
+                       errno == ENOSPC ? " (the disk is full: free some space and retry)" : "");
+    return 0;
+}
+
+static int fsync_file(const char *path) {
+    int fd = open(path, O_RDONLY);
+    if (fd < 0) return err_set("cannot open %s to fsync it: %s", path, strerror(errno));
+    int rc = fsync(fd);
+    int e = errno;
+    close(fd);
+    if (rc != 0)
+        return err_set("cannot fsync %s: %s%s", path, strerror(e),
+                       e == ENOSPC ? " (the disk is full: free some space and retry)" : "");
+    return 0;
+}
+
+/* fsyncs every regular file directly inside dir. */
+static int fsync_files_in(const char *dir) {
+    DIR *d = opendir(dir);
+    if (!d) return err_set("cannot open checkpoint directory %s: %s", dir, strerror(errno));
+    int rc = 0;
+    struct dirent *e;
+    while (rc == 0 && (e = readdir(d)) != NULL) {
+        char path[CKPT_PATH_MAX];
+        struct stat st;
+        if (path_join(path, sizeof path, dir, e->d_name) != 0) {
+            rc = -1;
+            break;
+        }
+        if (lstat(path, &st) == 0 && S_ISREG(st.st_mode)) rc = fsync_file(path);
+    }
+    closedir(d);
+    return rc;
+}
+
+int ckpt_commit(const char *run_dir, const char *tmp_dir, int64_t step) {
+    char final_dir[CKPT_PATH_MAX], done[CKPT_PATH_MAX];
+    if (final_dir_name(final_dir, sizeof final_dir, run_dir, step) != 0) return -1;
+    if (path_join(done, sizeof done, tmp_dir, CKPT_DONE) != 0) return -1;
+    if (fsync_files_in(tmp_dir) != 0) return -1;
+    char text[64];
+    int len = snprintf(text, sizeof text, "step %lld\n", (long long)step);
+    if (write_file_atomic(done, text, (size_t)len) != 0) return -1;
+    if (fsync_dir(tmp_dir) != 0) return -1;
+    if (rm_rf(final_dir) != 0) return -1;
+    if (rename(tmp_dir, final_dir) != 0)
+        return err_set("cannot rename checkpoint %s to %s: %s", tmp_dir, final_dir, strerror(errno));
+    return fsync_dir(run_dir);
+}
+
+void ckpt_abort(const char *tmp_dir) {
+    /* Called after a failure: keep the message that explains that failure. */
+    char saved[4096];
+    snprintf(saved, sizeof saved, "%s", err_msg());
+    if (rm_rf(tmp_dir) != 0) fprintf(stderr, "retort: warning: %s\n", err_msg());
+    err_set("%s", saved);
+}
+
+/* Step of a complete checkpoint directory named `name` in run_dir, or -1.
+ * The name must be exactly what ckpt_dir_name makes for that step, so
+ * step-00000005.tmp, step-5 and foreign directories are never taken. */
+static int64_t complete_step(const char *run_dir, const char *name) {
+    if (strncmp(name, "step-", 5) != 0) return -1;
+    const char *digits = name + 5;
+    size_t nd = strlen(digits);
+    if (nd < 8 || nd > 18) return -1;
+    int64_t step = 0;
+    for (size_t i = 0; i < nd; i++) {
+        if (digits[i] < '0' || digits[i] > '9') return -1;
+        step = step * 10 + (digits[i] - '0');
+    }
+    char canonical[32];
+    snprintf(canonical, sizeof canonical, "step-%08lld", (long long)step);
+    if (strcmp(canonical, name) != 0) return -1;
+    char done[CKPT_PATH_MAX];
+    int len = snprintf(done, sizeof done, "%s/%s/%s", run_dir, name, CKPT_DONE);
+    if (len < 0 || (size_t)len >= sizeof done) return -1;
+    struct stat st;
+    if (stat(done, &st) != 0 || !S_ISREG(st.st_mode)) return -1;
+    return step;
+}
+
+static int cmp_step_desc(const void *a, const void *b) {
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return x < y ? 1 : x > y ? -1 : 0;
+}
+
+/* All complete steps, newest first, in a malloc'd array (count in *n).
+ * A missing run_dir gives 0 steps; an unreadable one -1 with error set. */
+static int list_all(const char *run_dir, int64_t **steps_out, int *n_out) {
+    *steps_out = NULL;
+    *n_out = 0;
+    DIR *d = opendir(run_dir);
+    if (!d) {
+        if (errno == ENOENT) return 0;
+        return err_set("cannot read run directory %s: %s", run_dir, strerror(errno));
+    }
+    int n = 0, cap = 16;
+    int64_t *steps = xmalloc((size_t)cap * sizeof(int64_t));
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        int64_t step = complete_step(run_dir, e->d_name);
+        if (step < 0) continue;
+        if (n == cap) steps = xrealloc(steps, (size_t)(cap *= 2) * sizeof(int64_t));
+        steps[n++] = step;
+    }
+    closedir(d);
+    qsort(steps, (size_t)n, sizeof(int64_t), cmp_step_desc);
+    *steps_out = steps;
+    *n_out = n;
+    return 0;
+}
+
+int ckpt_list(const char *run_dir, int64_t *steps, int max) {
+    int64_t *all;
+    int n;
+    if (list_all(run_dir, &all, &n) != 0) return -1;
+    if (n > max) n = max > 0 ? max : 0;
+    if (n > 0) memcpy(steps, all, (size_t)n * sizeof(int64_t));
+    free(all);
+    return n;
+}
+
+int ckpt_prune(const char *run_dir, int keep) {
+    if (keep <= 0) return 0;
+    int64_t *all;
+    int n;
+    if (list_all(run_dir, &all, &n) != 0) return -1;
+    int rc = 0;
+    for (int i = keep; i < n && rc == 0; i++) {
+        char dir[CKPT_PATH_MAX], done[CKPT_PATH_MAX];
+        if (final_dir_name(dir, sizeof dir, run_dir, all[i]) != 0 ||
+            path_join(done, sizeof done, dir, CKPT_DONE) != 0) {
+            rc = -1;
+            break;
+        }
+        if (unlink(done) != 0 && errno != ENOENT)
+            rc = err_set("cannot remove %s: %s", done, strerror(errno));
+        else
+            rc = rm_rf(dir);
+    }
+    free(all);
+    if (rc == 0 && n > keep) rc = fsync_dir(run_dir);
+    return rc;
+}
+
+/* ---------------------------------------------------------------- config.json */
+
+int hf_config_write(const char *dir, const GPTConfig *cfg) {
+    char path[CKPT_PATH_MAX];
+    if (path_join(path, sizeof path, dir, "config.json") != 0) return -1;
+    if (cfg->vocab_size < 1)
+        return err_set("cannot write %s: vocab_size is %d", path, cfg->vocab_size);
+    json_t *root = json_object();
+    json_object_set_new(root, "architectures", json_pack("[s]", "GPT2LMHeadModel"));
+    json_object_set_new(root, "model_type", json_string("gpt2"));
+    json_object_set_new(root, "vocab_size", json_integer(cfg->vocab_size));
+    json_object_set_new(root, "n_positions", json_integer(cfg->n_positions));
+    json_object_set_new(root, "n_ctx", json_integer(cfg->n_positions));
+    json_object_set_new(root, "n_embd", json_integer(cfg->n_embd));
+    json_object_set_new(root, "n_layer", json_integer(cfg->n_layer));
+    json_object_set_new(root, "n_head", json_integer(cfg->n_head));
+    json_object_set_new(root, "n_inner", json_null());
+    json_object_set_new(root, "activation_function", json_string("gelu_new"));
+    json_object_set_new(root, "resid_pdrop", json_real(0.0));
+    json_object_set_new(root, "embd_pdrop", json_real(0.0));
+    json_object_set_new(root, "attn_pdrop", json_real(0.0));
+    /* jansson prints reals with 17 significant digits: the float round-trips. */
+    json_object_set_new(root, "layer_norm_epsilon", json_real((double)cfg->layer_norm_epsilon));
+    json_object_set_new(root, "initializer_range", json_real(0.02));
+    json_object_set_new(root, "scale_attn_weights", json_true());
+    json_object_set_new(root, "scale_attn_by_inverse_layer_idx", json_false());
+    json_object_set_new(root, "reorder_and_upcast_attn", json_false());
+    json_object_set_new(root, "tie_word_embeddings", json_true());
+    json_object_set_new(root, "bos_token_id", json_integer(cfg->vocab_size - 1));
+    json_object_set_new(root, "eos_token_id", json_integer(cfg->vocab_size - 1));
+    json_object_set_new(root, "torch_dtype", json_string("float32"));
+    json_object_set_new(root, "use_cache", json_true());
+    char *text = json_dumps(root, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+    json_decref(root);
+    size_t len = strlen(text);
+    text = xrealloc(text, len + 2);
+    text[len++] = '\n';
+    text[len] = '\0';
+    int rc = write_file_atomic(path, text, len);
+    free(text);
+    return rc;
+}
+
+static int read_positive_int(const char *path, json_t *root, const char *key, int *out) {
+    json_t *v = json_object_get(root, key);
+    if (!v) return err_set("%s: missing required key \"%s\"", path, key);
+    if (!json_is_integer(v) || json_integer_value(v) < 1 || json_integer_value(v) > 0x7fffffff)
+        return err_set("%s: \"%s\" must be a positive integer", path, key);
+    *out = (int)json_integer_value(v);
+    return 0;
+}
+
+static int parse_hf_config(const char *path, json_t *root, GPTConfig *cfg) {
+    if (!json_is_object(root)) return err_set("%s: not a JSON object", path);
+    json_t *v = json_object_get(root, "model_type");
+    if (v && (!json_is_string(v) || strcmp(json_string_value(v), "gpt2") != 0))
+        return err_set("%s: model_type is not \"gpt2\"; retort trains GPT-2 models only", path);
+    GPTConfig c = {0};
+    if (read_positive_int(path, root, "n_layer", &c.n_layer) != 0 ||
+        read_positive_int(path, root, "n_head", &c.n_head) != 0 ||
+        read_positive_int(path, root, "n_embd", &c.n_embd) != 0 ||
+        read_positive_int(path, root, "vocab_size", &c.vocab_size) != 0)
+        return -1;
+    const char *positions_key = json_object_get(root, "n_positions") ? "n_positions" : "n_ctx";
+    if (!json_object_get(root, positions_key))
+        return err_set("%s: missing required key \"n_positions\" (or \"n_ctx\")", path);
+    if (read_positive_int(path, root, positions_key, &c.n_positions) != 0) return -1;
+
+    c.layer_norm_epsilon = 1e-5f;
+    v = json_object_get(root, "layer_norm_epsilon");
+    if (v) {
+        if (!json_is_number(v) || !(json_number_value(v) > 0))
+            return err_set("%s: \"layer_norm_epsilon\" must be a positive number", path);
+        c.layer_norm_epsilon = (float)json_number_value(v);
+    }
+    v = json_object_get(root, "activation_function");
+    if (v) {
+        const char *act = json_is_string(v) ? json_string_value(v) : "(not a string)";
+        if (strcmp(act, "gelu_new") != 0 && strcmp(act, "gelu_pytorch_tanh") != 0)
+            return err_set("%s: activation_function is \"%s\"; retort implements only the tanh "
+                           "GELU (\"gelu_new\" or \"gelu_pytorch_tanh\")", path, act);
+    }
+    v = json_object_get(root, "n_inner");
+    if (v && !json_is_null(v) &&
+        !(json_is_integer(v) && json_integer_value(v) == 4 * (json_int_t)c.n_embd))
+        return err_set("%s: n_inner must be null or 4 * n_embd = %d; retort's MLP is 4x wide",
+                       path, 4 * c.n_embd);
+    v = json_object_get(root, "tie_word_embeddings");
+    if (v && json_is_false(v))
+        return err_set("%s: tie_word_embeddings is false; retort ties the output layer to wte",
+                       path);
+    *cfg = c;
+    return 0;
+}
+
+int hf_config_read(const char *dir, GPTConfig *cfg) {
+    char path[CKPT_PATH_MAX];
+    if (path_join(path, sizeof path, dir, "config.json") != 0) return -1;
+    json_error_t jerr;
+    json_t *root = json_load_file(path, JSON_REJECT_DUPLICATES, &jerr);
+    if (!root) {
+        if (!path_exists(path))
+            return err_set("%s: no such file (is %s a checkpoint or Hugging Face model "
+                           "directory?)", path, dir);
+        return err_set("%s: invalid JSON at line %d: %s", path, jerr.line, jerr.text);
+    }
+    int rc = parse_hf_config(path, root, cfg);
+    json_decref(root);
+    return rc;
+}
