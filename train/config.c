@@ -1,0 +1,878 @@
+/* train/config.c — the run configuration, driven by one table.
+ *
+ * KEYS lists every configurable value once: section and name, type, where it
+ * lives in Config (offsetof), its range and a line of help. Everything except the
+ * defaults reads that table — YAML loading, --set, range checks, YAML and JSON
+ * output, JSON input and the --help listing — so a new key is one field in
+ * config.h, one line in KEYS and one default here.
+ *
+ * Values from outside (YAML scalars, --set text, JSON values) all end in the same
+ * store_* functions, so a value is checked the same way whichever door it came
+ * in by. Loaders work on a copy and commit only when the whole input is good: a
+ * failed load leaves the caller's Config as it was.
+ *
+ * Strings are stored zero-filled to the end of their buffer so two Configs that
+ * hold the same values compare equal byte for byte (padding aside).
+ */
+#include "config.h"
+
+#include <assert.h>
+#include <ctype.h>
+#include <errno.h>
+#include <jansson.h>
+#include <limits.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <yaml.h>
+
+#include "util.h"
+
+/* ---- the table ---- */
+
+typedef enum { KEY_INT, KEY_DOUBLE, KEY_BOOL, KEY_STRING, KEY_ENUM } KeyType;
+
+typedef struct {
+    const char *section, *name;
+    KeyType type;
+    size_t offset, size;      /* place in Config; size is the buffer size for strings */
+    double min, max;          /* numbers; NO_LIMIT on a side without a bound */
+    bool min_open, max_open;  /* bound excluded: (min, ...) or (..., max) */
+    bool nonempty;            /* strings that must not be "" */
+    const char *choices;      /* enums: "a|b|c" */
+    const char *help;
+} KeyInfo;
+
+#define NO_LIMIT HUGE_VAL
+#define OPEN true
+#define CLOSED false
+
+/* FIELD_IS makes a key whose type does not match its Config field a compile
+ * error: _Generic has no branch for the wrong type (its operand is not evaluated). */
+#define FIELD_IS(sec, key, ctype, tag) _Generic((((Config *)0)->sec.key), ctype: (tag))
+#define AT(sec, key) \
+    .section = #sec, .name = #key, .offset = offsetof(Config, sec.key), \
+    .size = sizeof(((Config *)0)->sec.key)
+#define INT_KEY(sec, key, lo, text) \
+    { AT(sec, key), .type = FIELD_IS(sec, key, int, KEY_INT), .min = (lo), .max = NO_LIMIT, .help = (text) }
+#define REAL_KEY(sec, key, lo, lo_kind, hi, hi_kind, text) \
+    { AT(sec, key), .type = FIELD_IS(sec, key, double, KEY_DOUBLE), .min = (lo), .min_open = (lo_kind), \
+      .max = (hi), .max_open = (hi_kind), .help = (text) }
+#define BOOL_KEY(sec, key, text) { AT(sec, key), .type = FIELD_IS(sec, key, int, KEY_BOOL), .help = (text) }
+#define STR_KEY(sec, key, must_be_set, text) \
+    { AT(sec, key), .type = FIELD_IS(sec, key, char *, KEY_STRING), .nonempty = (must_be_set), .help = (text) }
+#define ENUM_KEY(sec, key, allowed, text) \
+    { AT(sec, key), .type = FIELD_IS(sec, key, char *, KEY_ENUM), .choices = (allowed), .help = (text) }
+
+/* Sections are contiguous and in the order they are written out. */
+static const KeyInfo KEYS[] = {
+    INT_KEY(model, n_layer, 1, "transformer blocks (L)"),
+    INT_KEY(model, n_head, 1, "attention heads per block (NH)"),
+    INT_KEY(model, n_embd, 1, "width of the residual stream (C)"),
+    INT_KEY(model, vocab_size, 1, "vocabulary size (V)"),
+    INT_KEY(model, n_positions, 1, "longest sequence the position table covers"),
+    REAL_KEY(model, layer_norm_epsilon, 0, OPEN, NO_LIMIT, CLOSED, "layernorm epsilon"),
+    STR_KEY(model, init, false, "Hugging Face checkpoint directory to start from (\"\" = random init)"),
+
+    STR_KEY(data, train, false, "training HDF5 file (lm or sft schema)"),
+    STR_KEY(data, val, false, "held-out HDF5 file (\"\" = split off the end of train)"),
+    REAL_KEY(data, val_fraction, 0, CLOSED, 0.5, CLOSED, "when val is \"\": fraction of train items held out"),
+    INT_KEY(data, seq_len, 1, "tokens per sequence (T)"),
+    INT_KEY(data, batch_size, 1, "sequences per micro-step (B)"),
+    INT_KEY(data, grad_accum, 1, "micro-steps per optimizer step"),
+    BOOL_KEY(data, shuffle, "shuffle training items every epoch"),
+
+    ENUM_KEY(objective, type, "lm", "training objective"),
+
+    REAL_KEY(optim, lr, 0, OPEN, NO_LIMIT, CLOSED, "peak learning rate"),
+    REAL_KEY(optim, min_lr, 0, CLOSED, NO_LIMIT, CLOSED, "learning rate at the end of the schedule"),
+    INT_KEY(optim, warmup_steps, 0, "steps of linear warmup from 0 to lr"),
+    ENUM_KEY(optim, schedule, "cosine|linear|constant", "decay from lr to min_lr after warmup"),
+    REAL_KEY(optim, weight_decay, 0, CLOSED, NO_LIMIT, CLOSED, "AdamW decoupled weight decay"),
+    REAL_KEY(optim, beta1, 0, CLOSED, 1, OPEN, "AdamW first-moment decay"),
+    REAL_KEY(optim, beta2, 0, CLOSED, 1, OPEN, "AdamW second-moment decay"),
+    REAL_KEY(optim, eps, 0, OPEN, NO_LIMIT, CLOSED, "AdamW denominator epsilon"),
+    REAL_KEY(optim, grad_clip, 0, CLOSED, NO_LIMIT, CLOSED, "global gradient-norm clip (0 = off)"),
+
+    INT_KEY(train, steps, 1, "optimizer steps in total"),
+    INT_KEY(train, seed, 0, "random seed (init, shuffling, dropout)"),
+    ENUM_KEY(train, device, "cpu|cuda", "backend to train on"),
+    INT_KEY(train, threads, 0, "CPU threads (0 = all cores)"),
+    STR_KEY(train, out_dir, true, "run directory: checkpoints, metrics.jsonl"),
+    INT_KEY(train, log_every, 1, "steps between metrics lines"),
+
+    INT_KEY(eval, every, 0, "steps between validation passes (0 = off)"),
+    INT_KEY(eval, batches, 1, "batches per validation pass"),
+
+    INT_KEY(checkpoint, every, 0, "steps between checkpoints (0 = only at the end)"),
+    INT_KEY(checkpoint, keep, 0, "complete checkpoints kept (0 = all)"),
+};
+#define N_KEYS (sizeof KEYS / sizeof KEYS[0])
+
+/* Our own literals only (defaults); outside values go through store_string. */
+static void copy_string(char *dst, size_t cap, const char *src) {
+    size_t n = strlen(src);
+    assert(n < cap);
+    memset(dst, 0, cap);
+    memcpy(dst, src, n);
+}
+
+void config_defaults(Config *c) {
+    memset(c, 0, sizeof *c);
+    c->model.n_layer = 12;
+    c->model.n_head = 12;
+    c->model.n_embd = 768;
+    c->model.vocab_size = 50257;
+    c->model.n_positions = 1024;
+    c->model.layer_norm_epsilon = 1e-5;
+
+    c->data.val_fraction = 0.0;
+    c->data.seq_len = 1024;
+    c->data.batch_size = 4;
+    c->data.grad_accum = 1;
+    c->data.shuffle = 1;
+
+    copy_string(c->objective.type, sizeof c->objective.type, "lm");
+
+    c->optim.lr = 6e-4;
+    c->optim.min_lr = 6e-5;
+    c->optim.warmup_steps = 0;
+    copy_string(c->optim.schedule, sizeof c->optim.schedule, "cosine");
+    c->optim.weight_decay = 0.1;
+    c->optim.beta1 = 0.9;
+    c->optim.beta2 = 0.95;
+    c->optim.eps = 1e-8;
+    c->optim.grad_clip = 1.0;
+
+    c->train.steps = 1000;
+    c->train.seed = 1337;
+    copy_string(c->train.device, sizeof c->train.device, "cpu");
+    c->train.threads = 0;
+    copy_string(c->train.out_dir, sizeof c->train.out_dir, "runs/default");
+    c->train.log_every = 1;
+
+    c->eval.every = 0;
+    c->eval.batches = 10;
+
+    c->checkpoint.every = 0;
+    c->checkpoint.keep = 3;
+}
+
+/* ---- access and lookup ---- */
+
+static int *int_field(Config *c, const KeyInfo *k) { return (int *)((char *)c + k->offset); }
+static double *double_field(Config *c, const KeyInfo *k) { return (double *)((char *)c + k->offset); }
+static char *string_field(Config *c, const KeyInfo *k) { return (char *)c + k->offset; }
+static int int_value(const Config *c, const KeyInfo *k) { return *(const int *)((const char *)c + k->offset); }
+static double double_value(const Config *c, const KeyInfo *k) { return *(const double *)((const char *)c + k->offset); }
+static const char *string_value(const Config *c, const KeyInfo *k) { return (const char *)c + k->offset; }
+
+static const KeyInfo *find_key(const char *section, const char *name) {
+    for (size_t i = 0; i < N_KEYS; i++)
+        if (!strcmp(KEYS[i].section, section) && !strcmp(KEYS[i].name, name)) return &KEYS[i];
+    return NULL;
+}
+
+/* Index of the first key of the section, or -1. */
+static int find_section(const char *section) {
+    for (size_t i = 0; i < N_KEYS; i++)
+        if (!strcmp(KEYS[i].section, section)) return (int)i;
+    return -1;
+}
+
+static bool starts_section(size_t i) { return i == 0 || strcmp(KEYS[i].section, KEYS[i - 1].section); }
+
+/* ---- "did you mean": edit distance plus two shortcuts people actually hit ---- */
+
+#define NAME_MAX_LEN 128
+
+static size_t levenshtein(const char *a, const char *b) {
+    size_t n = strlen(a), m = strlen(b);
+    if (n > NAME_MAX_LEN) n = NAME_MAX_LEN;
+    if (m > NAME_MAX_LEN) m = NAME_MAX_LEN;
+    size_t row[NAME_MAX_LEN + 1];
+    for (size_t j = 0; j <= m; j++) row[j] = j;
+    for (size_t i = 1; i <= n; i++) {
+        size_t diag = row[0];
+        row[0] = i;
+        for (size_t j = 1; j <= m; j++) {
+            size_t up = row[j];
+            size_t cost = tolower((unsigned char)a[i - 1]) != tolower((unsigned char)b[j - 1]);
+            size_t best = diag + cost;
+            if (up + 1 < best) best = up + 1;
+            if (row[j - 1] + 1 < best) best = row[j - 1] + 1;
+            row[j] = best;
+            diag = up;
+        }
+    }
+    return row[m];
+}
+
+/* "learning_rate" -> "lr": first letter of each underscore- or dash-separated word. */
+static void initials(const char *s, char *out, size_t cap) {
+    size_t n = 0;
+    for (size_t i = 0; s[i] && n + 1 < cap; i++)
+        if (isalnum((unsigned char)s[i]) && (i == 0 || s[i - 1] == '_' || s[i - 1] == '-'))
+            out[n++] = (char)tolower((unsigned char)s[i]);
+    out[n] = '\0';
+}
+
+/* Distance between a name someone wrote and a valid name: 0 when equal, 1 when
+ * one is the initials of the other (learning_rate / lr) or a prefix of it
+ * (optimizer / optim) or its last word (max_steps / steps), else the edit
+ * distance. */
+static size_t name_distance(const char *typed, const char *valid) {
+    if (!strcasecmp(typed, valid)) return 0;
+    char a[NAME_MAX_LEN], b[NAME_MAX_LEN];
+    initials(typed, a, sizeof a);
+    initials(valid, b, sizeof b);
+    if ((strlen(a) >= 2 && !strcasecmp(a, valid)) || (strlen(b) >= 2 && !strcasecmp(b, typed))) return 1;
+    size_t lt = strlen(typed), lv = strlen(valid);
+    if (lt >= 3 && lv >= 3 && !strncasecmp(typed, valid, lt < lv ? lt : lv)) return 1;
+    /* max_steps / steps: a valid name that is the last word of the typed one */
+    if (lt > lv + 1 && typed[lt - lv - 1] == '_' && !strcasecmp(typed + lt - lv, valid)) return 1;
+    return levenshtein(typed, valid);
+}
+
+static bool close_enough(size_t distance, const char *typed) {
+    size_t limit = strlen(typed) / 3;
+    return distance <= (limit > 2 ? limit : 2);
+}
+
+/* The key most like section.name: compared by name within the section, by name
+ * in other sections (one more for the wrong section), and as the whole
+ * "section.key" string. NULL when nothing is close. */
+static const KeyInfo *closest_key(const char *section, const char *name) {
+    char typed[2 * NAME_MAX_LEN + 2], full[2 * NAME_MAX_LEN + 2];
+    snprintf(typed, sizeof typed, "%s.%s", section, name);
+    const KeyInfo *best = NULL;
+    size_t best_d = (size_t)-1;
+    for (size_t i = 0; i < N_KEYS; i++) {
+        const KeyInfo *k = &KEYS[i];
+        size_t d = name_distance(name, k->name) + (strcmp(section, k->section) != 0);
+        snprintf(full, sizeof full, "%s.%s", k->section, k->name);
+        size_t d_full = levenshtein(typed, full);
+        if (d_full < d) d = d_full;
+        if (d < best_d) best_d = d, best = k;
+    }
+    return best && close_enough(best_d, name) ? best : NULL;
+}
+
+static const char *closest_section(const char *section) {
+    const char *best = NULL;
+    size_t best_d = (size_t)-1;
+    for (size_t i = 0; i < N_KEYS; i++) {
+        if (!starts_section(i)) continue;
+        size_t d = name_distance(section, KEYS[i].section);
+        if (d < best_d) best_d = d, best = KEYS[i].section;
+    }
+    return best && close_enough(best_d, section) ? best : NULL;
+}
+
+static void list_sections(char *out, size_t cap) {
+    size_t n = 0;
+    out[0] = '\0';
+    for (size_t i = 0; i < N_KEYS && n < cap; i++)
+        if (starts_section(i)) n += (size_t)snprintf(out + n, cap - n, "%s%s", n ? ", " : "", KEYS[i].section);
+}
+
+static void list_keys_of(const char *section, char *out, size_t cap) {
+    size_t n = 0;
+    out[0] = '\0';
+    for (size_t i = 0; i < N_KEYS && n < cap; i++)
+        if (!strcmp(KEYS[i].section, section))
+            n += (size_t)snprintf(out + n, cap - n, "%s%s", n ? ", " : "", KEYS[i].name);
+}
+
+/* `where` is "file:line", "--set" or "config JSON". */
+static int unknown_section(const char *where, const char *section) {
+    const char *s = closest_section(section);
+    if (s) return err_set("%s: unknown section '%s'; did you mean '%s'?", where, section, s);
+    char all[256];
+    list_sections(all, sizeof all);
+    return err_set("%s: unknown section '%s'; the sections are %s", where, section, all);
+}
+
+static int unknown_key(const char *where, const char *section, const char *name) {
+    const KeyInfo *k = closest_key(section, name);
+    if (k) return err_set("%s: unknown key '%s.%s'; did you mean '%s.%s'?", where, section, name, k->section, k->name);
+    if (find_section(section) < 0) return unknown_section(where, section);
+    char all[512];
+    list_keys_of(section, all, sizeof all);
+    return err_set("%s: unknown key '%s.%s'; the keys of %s are %s", where, section, name, section, all);
+}
+
+/* ---- checking and storing one value ---- */
+
+static void describe_range(const KeyInfo *k, char *out, size_t cap) {
+    if (k->max == NO_LIMIT)
+        snprintf(out, cap, "%s %g", k->min_open ? ">" : ">=", k->min);
+    else
+        snprintf(out, cap, "in %c%g, %g%c", k->min_open ? '(' : '[', k->min, k->max, k->max_open ? ')' : ']');
+}
+
+static bool in_range(const KeyInfo *k, double v) {
+    bool above = k->min_open ? v > k->min : v >= k->min;
+    bool below = k->max_open ? v < k->max : v <= k->max;
+    return above && below;
+}
+
+static int out_of_range(const char *where, const KeyInfo *k, const char *shown) {
+    char range[64];
+    describe_range(k, range, sizeof range);
+    return err_set("%s: %s.%s = %s is out of range; it must be %s", where, k->section, k->name, shown, range);
+}
+
+static int store_int(Config *c, const KeyInfo *k, long long v, const char *where, const char *shown) {
+    if (v < INT_MIN || v > INT_MAX)
+        return err_set("%s: %s.%s: '%s' does not fit in an int", where, k->section, k->name, shown);
+    if (!in_range(k, (double)v)) return out_of_range(where, k, shown);
+    *int_field(c, k) = (int)v;
+    return 0;
+}
+
+static int store_double(Config *c, const KeyInfo *k, double v, const char *where, const char *shown) {
+    if (!isfinite(v)) return err_set("%s: %s.%s: '%s' is not a finite number", where, k->section, k->name, shown);
+    if (!in_range(k, v)) return out_of_range(where, k, shown);
+    *double_field(c, k) = v;
+    return 0;
+}
+
+static int store_bool(Config *c, const KeyInfo *k, bool v) {
+    *int_field(c, k) = v ? 1 : 0;
+    return 0;
+}
+
+/* Length of the valid UTF-8 sequence at s (1..4), or 0. Overlong forms,
+ * surrogates and code points past U+10FFFF are invalid. */
+static size_t utf8_char(const unsigned char *s, size_t left, unsigned *cp) {
+    unsigned c = s[0];
+    size_t len;
+    unsigned min;
+    if (c < 0x80) { *cp = c; return 1; }
+    if ((c & 0xE0) == 0xC0) len = 2, min = 0x80, c &= 0x1F;
+    else if ((c & 0xF0) == 0xE0) len = 3, min = 0x800, c &= 0x0F;
+    else if ((c & 0xF8) == 0xF0) len = 4, min = 0x10000, c &= 0x07;
+    else return 0;
+    if (left < len) return 0;
+    for (size_t i = 1; i < len; i++) {
+        if ((s[i] & 0xC0) != 0x80) return 0;
+        c = (c << 6) | (s[i] & 0x3F);
+    }
+    if (c < min || c > 0x10FFFF || (c >= 0xD800 && c <= 0xDFFF)) return 0;
+    *cp = c;
+    return len;
+}
+
+static bool valid_utf8(const char *s, size_t n) {
+    unsigned cp;
+    for (size_t i = 0, step; i < n; i += step)
+        if (!(step = utf8_char((const unsigned char *)s + i, n - i, &cp))) return false;
+    return true;
+}
+
+static bool enum_allows(const KeyInfo *k, const char *s, size_t n) {
+    for (const char *p = k->choices; *p;) {
+        size_t len = strcspn(p, "|");
+        if (len == n && !memcmp(p, s, n)) return true;
+        p += len + (p[len] == '|');
+    }
+    return false;
+}
+
+/* Strings and enums. `s` has n bytes and need not be terminated. */
+static int check_string(const KeyInfo *k, const char *s, size_t n, const char *where) {
+    if (memchr(s, '\0', n)) return err_set("%s: %s.%s: the value contains a NUL character", where, k->section, k->name);
+    if (!valid_utf8(s, n)) return err_set("%s: %s.%s: the value is not valid UTF-8", where, k->section, k->name);
+    if (k->type == KEY_ENUM) {
+        if (!enum_allows(k, s, n))
+            return err_set("%s: %s.%s: '%.*s' is not one of %s", where, k->section, k->name,
+                           (int)(n > 200 ? 200 : n), s, k->choices);
+        return 0;
+    }
+    if (n >= k->size)
+        return err_set("%s: %s.%s: the value is too long (%zu bytes; at most %zu)", where, k->section, k->name, n,
+                       k->size - 1);
+    if (k->nonempty && n == 0) return err_set("%s: %s.%s must not be empty", where, k->section, k->name);
+    return 0;
+}
+
+static int store_string(Config *c, const KeyInfo *k, const char *s, size_t n, const char *where) {
+    if (check_string(k, s, n, where)) return -1;
+    char *dst = string_field(c, k);
+    memset(dst, 0, k->size);
+    memcpy(dst, s, n);
+    return 0;
+}
+
+static bool parse_bool_text(const char *s, bool *v) {
+    static const char *const yes[] = {"true", "yes", "1"}, *const no[] = {"false", "no", "0"};
+    for (int i = 0; i < 3; i++) {
+        if (!strcasecmp(s, yes[i])) return *v = true, true;
+        if (!strcasecmp(s, no[i])) return *v = false, true;
+    }
+    return false;
+}
+
+/* A value written as text (a YAML scalar or the right side of --set). */
+static int store_text(Config *c, const KeyInfo *k, const char *s, size_t n, const char *where) {
+    if (k->type == KEY_STRING || k->type == KEY_ENUM) return store_string(c, k, s, n, where);
+    if (strlen(s) != n) return err_set("%s: %s.%s: the value contains a NUL character", where, k->section, k->name);
+    bool starts_blank = !*s || isspace((unsigned char)*s);
+    char *end = NULL;
+    switch (k->type) {
+    case KEY_INT: {
+        errno = 0;
+        long long v = strtoll(s, &end, 10);
+        if (starts_blank || *end) return err_set("%s: %s.%s: '%s' is not an integer", where, k->section, k->name, s);
+        if (errno == ERANGE) return err_set("%s: %s.%s: '%s' does not fit in an int", where, k->section, k->name, s);
+        return store_int(c, k, v, where, s);
+    }
+    case KEY_DOUBLE: {
+        double v = strtod(s, &end);
+        if (starts_blank || *end) return err_set("%s: %s.%s: '%s' is not a number", where, k->section, k->name, s);
+        return store_double(c, k, v, where, s);
+    }
+    case KEY_BOOL: {
+        bool v;
+        if (!parse_bool_text(s, &v))
+            return err_set("%s: %s.%s: '%s' is not a boolean (true/false, yes/no, 1/0)", where, k->section, k->name,
+                           s);
+        return store_bool(c, k, v);
+    }
+    default:
+        assert(0);
+        return -1;
+    }
+}
+
+/* ---- YAML in ---- */
+
+static const char *node_kind(const yaml_node_t *n) {
+    switch (n->type) {
+    case YAML_SCALAR_NODE: return "a single value";
+    case YAML_SEQUENCE_NODE: return "a list";
+    case YAML_MAPPING_NODE: return "a mapping";
+    default: return "nothing";
+    }
+}
+
+static size_t node_line(const yaml_node_t *n) { return n->start_mark.line + 1; }
+
+/* A plain (unquoted) empty, ~ or null scalar. */
+static bool is_null(const yaml_node_t *n) {
+    if (n->type != YAML_SCALAR_NODE || n->data.scalar.style != YAML_PLAIN_SCALAR_STYLE) return false;
+    const char *s = (const char *)n->data.scalar.value;
+    return !*s || !strcmp(s, "~") || !strcmp(s, "null") || !strcmp(s, "Null") || !strcmp(s, "NULL");
+}
+
+static int yaml_syntax_error(const yaml_parser_t *p, const char *path) {
+    const char *problem = p->problem ? p->problem : "unknown problem";
+    switch (p->error) {
+    case YAML_MEMORY_ERROR:
+        return err_set("%s: out of memory while reading YAML", path);
+    case YAML_READER_ERROR:
+        return err_set("%s: byte %zu: cannot read YAML: %s", path, p->problem_offset, problem);
+    default:
+        if (p->context)
+            return err_set("%s:%zu:%zu: YAML syntax error: %s (%s starting at line %zu)", path,
+                           p->problem_mark.line + 1, p->problem_mark.column + 1, problem, p->context,
+                           p->context_mark.line + 1);
+        return err_set("%s:%zu:%zu: YAML syntax error: %s", path, p->problem_mark.line + 1,
+                       p->problem_mark.column + 1, problem);
+    }
+}
+
+static int apply_yaml_section(Config *c, yaml_document_t *doc, const char *section, yaml_node_t *map,
+                              size_t *key_line, const char *path) {
+    char where[CFG_STR + 32];
+    for (yaml_node_pair_t *p = map->data.mapping.pairs.start; p < map->data.mapping.pairs.top; p++) {
+        yaml_node_t *kn = yaml_document_get_node(doc, p->key), *vn = yaml_document_get_node(doc, p->value);
+        snprintf(where, sizeof where, "%s:%zu", path, node_line(kn));
+        if (kn->type != YAML_SCALAR_NODE)
+            return err_set("%s: a key of section '%s' is %s; expected a key name", where, section, node_kind(kn));
+        const char *name = (const char *)kn->data.scalar.value;
+        const KeyInfo *k = find_key(section, name);
+        if (!k) return unknown_key(where, section, name);
+        size_t i = (size_t)(k - KEYS);
+        if (key_line[i])
+            return err_set("%s: %s.%s is set twice (first at line %zu)", where, section, name, key_line[i]);
+        key_line[i] = node_line(kn);
+        snprintf(where, sizeof where, "%s:%zu", path, node_line(vn));
+        if (vn->type != YAML_SCALAR_NODE)
+            return err_set("%s: %s.%s: expected a single value, found %s", where, section, name, node_kind(vn));
+        if (is_null(vn)) {
+            if (k->type == KEY_STRING) {
+                if (store_string(c, k, "", 0, where)) return -1;
+                continue;
+            }
+            return err_set("%s: %s.%s has no value", where, section, name);
+        }
+        if (store_text(c, k, (const char *)vn->data.scalar.value, vn->data.scalar.length, where)) return -1;
+    }
+    return 0;
+}
+
+static int apply_yaml(Config *c, yaml_document_t *doc, const char *path) {
+    yaml_node_t *root = yaml_document_get_root_node(doc);
+    if (!root || is_null(root)) return 0; /* an empty file changes nothing */
+    if (root->type != YAML_MAPPING_NODE)
+        return err_set("%s:%zu: expected a mapping of sections (model:, data:, optim:, ...), found %s", path,
+                       node_line(root), node_kind(root));
+    size_t section_line[N_KEYS] = {0}, key_line[N_KEYS] = {0};
+    char where[CFG_STR + 32];
+    for (yaml_node_pair_t *p = root->data.mapping.pairs.start; p < root->data.mapping.pairs.top; p++) {
+        yaml_node_t *kn = yaml_document_get_node(doc, p->key), *vn = yaml_document_get_node(doc, p->value);
+        snprintf(where, sizeof where, "%s:%zu", path, node_line(kn));
+        if (kn->type != YAML_SCALAR_NODE)
+            return err_set("%s: a section name is %s; expected a name such as model or optim", where,
+                           node_kind(kn));
+        const char *section = (const char *)kn->data.scalar.value;
+        int s = find_section(section);
+        if (s < 0) return unknown_section(where, section);
+        if (section_line[s])
+            return err_set("%s: section '%s' appears twice (first at line %zu); merge them", where, section,
+                           section_line[s]);
+        section_line[s] = node_line(kn);
+        if (is_null(vn)) continue;
+        if (vn->type != YAML_MAPPING_NODE)
+            return err_set("%s:%zu: section '%s' must be a mapping of keys (key: value, indented), found %s", path,
+                           node_line(vn), section, node_kind(vn));
+        if (apply_yaml_section(c, doc, section, vn, key_line, path)) return -1;
+    }
+    return 0;
+}
+
+int config_load_yaml(Config *c, const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return err_set("%s: cannot open config file: %s", path, strerror(errno));
+    yaml_parser_t parser;
+    if (!yaml_parser_initialize(&parser)) {
+        fclose(f);
+        return err_set("%s: out of memory while reading YAML", path);
+    }
+    yaml_parser_set_input_file(&parser, f);
+    Config work = *c;
+    yaml_document_t doc;
+    int rc;
+    if (!yaml_parser_load(&parser, &doc)) {
+        rc = yaml_syntax_error(&parser, path);
+    } else {
+        rc = apply_yaml(&work, &doc, path);
+        yaml_document_delete(&doc);
+        /* A second document would be ignored silently; refuse it instead. */
+        if (rc == 0) {
+            if (!yaml_parser_load(&parser, &doc)) {
+                rc = yaml_syntax_error(&parser, path);
+            } else {
+                yaml_node_t *extra = yaml_document_get_root_node(&doc);
+                if (extra)
+                    rc = err_set("%s:%zu: a second YAML document; a config file holds one", path,
+                                 doc.start_mark.line + 1);
+                yaml_document_delete(&doc);
+            }
+        }
+    }
+    yaml_parser_delete(&parser);
+    fclose(f);
+    if (rc == 0) *c = work;
+    return rc;
+}
+
+/* ---- --set ---- */
+
+int config_set(Config *c, const char *assignment) {
+    const char *eq = strchr(assignment, '=');
+    const char *dot = eq ? memchr(assignment, '.', (size_t)(eq - assignment)) : NULL;
+    if (!eq || !dot || dot == assignment || dot + 1 == eq)
+        return err_set("--set '%s': expected section.key=value (for example optim.lr=3e-4)", assignment);
+    char section[NAME_MAX_LEN], name[NAME_MAX_LEN];
+    size_t ns = (size_t)(dot - assignment), nk = (size_t)(eq - dot - 1);
+    if (ns >= sizeof section || nk >= sizeof name)
+        return err_set("--set '%.200s...': the key is too long", assignment);
+    memcpy(section, assignment, ns);
+    section[ns] = '\0';
+    memcpy(name, dot + 1, nk);
+    name[nk] = '\0';
+    const KeyInfo *k = find_key(section, name);
+    if (!k) return unknown_key("--set", section, name);
+    return store_text(c, k, eq + 1, strlen(eq + 1), "--set");
+}
+
+/* ---- validation ---- */
+
+/* The stored value of one key, checked as if it had just been set. */
+static int check_stored(const Config *c, const KeyInfo *k) {
+    char shown[64];
+    switch (k->type) {
+    case KEY_INT:
+        snprintf(shown, sizeof shown, "%d", int_value(c, k));
+        if (!in_range(k, int_value(c, k))) return out_of_range("config", k, shown);
+        return 0;
+    case KEY_DOUBLE:
+        snprintf(shown, sizeof shown, "%g", double_value(c, k));
+        if (!isfinite(double_value(c, k)) || !in_range(k, double_value(c, k)))
+            return out_of_range("config", k, shown);
+        return 0;
+    case KEY_BOOL:
+        if (int_value(c, k) != 0 && int_value(c, k) != 1)
+            return err_set("config: %s.%s = %d is not a boolean (0 or 1)", k->section, k->name, int_value(c, k));
+        return 0;
+    case KEY_STRING:
+    case KEY_ENUM: {
+        const char *s = string_value(c, k);
+        size_t n = strnlen(s, k->size);
+        if (n == k->size) return err_set("config: %s.%s is not terminated", k->section, k->name);
+        return check_string(k, s, n, "config");
+    }
+    }
+    return 0;
+}
+
+int config_validate(const Config *c) {
+    for (size_t i = 0; i < N_KEYS; i++)
+        if (check_stored(c, &KEYS[i])) return -1;
+    if (c->model.n_embd % c->model.n_head != 0)
+        return err_set("config: model.n_embd (%d) must be divisible by model.n_head (%d)", c->model.n_embd,
+                       c->model.n_head);
+    if (c->optim.min_lr > c->optim.lr)
+        return err_set("config: optim.min_lr (%g) must not exceed optim.lr (%g)", c->optim.min_lr, c->optim.lr);
+    if (!c->data.train[0])
+        return err_set("config: no training data; set data.train in the config or with --set data.train=FILE");
+    if (c->data.seq_len > c->model.n_positions)
+        return err_set("config: data.seq_len (%d) exceeds model.n_positions (%d); lower seq_len or raise n_positions",
+                       c->data.seq_len, c->model.n_positions);
+    if (c->optim.warmup_steps > c->train.steps)
+        return err_set("config: optim.warmup_steps (%d) exceeds train.steps (%d)", c->optim.warmup_steps,
+                       c->train.steps);
+    return 0;
+}
+
+/* ---- text out ---- */
+
+typedef struct {
+    char *p;
+    size_t len, cap;
+} Text;
+
+static void text_add(Text *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void text_add(Text *t, const char *fmt, ...) {
+    for (;;) {
+        va_list ap;
+        va_start(ap, fmt);
+        int n = vsnprintf(t->p ? t->p + t->len : NULL, t->cap - t->len, fmt, ap);
+        va_end(ap);
+        assert(n >= 0);
+        if ((size_t)n < t->cap - t->len) {
+            t->len += (size_t)n;
+            return;
+        }
+        t->cap = 2 * (t->cap + (size_t)n) + 64;
+        t->p = xrealloc(t->p, t->cap);
+    }
+}
+
+/* Shortest of %.15g..%.17g that reads back as the same double. */
+static void format_double(double v, char *out, size_t cap) {
+    for (int prec = 15; prec <= 17; prec++) {
+        snprintf(out, cap, "%.*g", prec, v);
+        if (strtod(out, NULL) == v) return;
+    }
+}
+
+/* A YAML double-quoted scalar. Line breaks (which YAML folds inside quotes) and
+ * characters outside YAML's printable set are escaped. */
+static void add_yaml_quoted(Text *t, const char *s) {
+    text_add(t, "\"");
+    size_t n = strlen(s);
+    for (size_t i = 0, step; i < n; i += step) {
+        unsigned cp;
+        step = utf8_char((const unsigned char *)s + i, n - i, &cp);
+        if (!step) { /* stored strings are valid UTF-8; this only guards a hand-filled struct */
+            text_add(t, "\\x%02X", (unsigned char)s[i]);
+            step = 1;
+            continue;
+        }
+        if (cp == '"' || cp == '\\') text_add(t, "\\%c", (char)cp);
+        else if (cp == '\n') text_add(t, "\\n");
+        else if (cp == '\t') text_add(t, "\\t");
+        else if (cp == '\r') text_add(t, "\\r");
+        else if (cp < 0x20 || (cp >= 0x7F && cp < 0xA0) || cp == 0x2028 || cp == 0x2029 || cp == 0xFFFE ||
+                 cp == 0xFFFF)
+            text_add(t, "\\u%04X", cp);
+        else text_add(t, "%.*s", (int)step, s + i);
+    }
+    text_add(t, "\"");
+}
+
+char *config_to_yaml(const Config *c) {
+    Text t = {0};
+    char num[64];
+    for (size_t i = 0; i < N_KEYS; i++) {
+        const KeyInfo *k = &KEYS[i];
+        if (starts_section(i)) text_add(&t, "%s%s:\n", i ? "\n" : "", k->section);
+        text_add(&t, "  %s: ", k->name);
+        switch (k->type) {
+        case KEY_INT: text_add(&t, "%d", int_value(c, k)); break;
+        case KEY_DOUBLE:
+            format_double(double_value(c, k), num, sizeof num);
+            text_add(&t, "%s", num);
+            break;
+        case KEY_BOOL: text_add(&t, "%s", int_value(c, k) ? "true" : "false"); break;
+        case KEY_STRING:
+        case KEY_ENUM: add_yaml_quoted(&t, string_value(c, k)); break;
+        }
+        text_add(&t, "\n");
+    }
+    return t.p;
+}
+
+/* ---- JSON ---- */
+
+char *config_to_json(const Config *c) {
+    json_t *root = json_object(), *section = NULL;
+    for (size_t i = 0; i < N_KEYS; i++) {
+        const KeyInfo *k = &KEYS[i];
+        if (starts_section(i)) {
+            section = json_object();
+            json_object_set_new(root, k->section, section);
+        }
+        json_t *v = NULL;
+        switch (k->type) {
+        case KEY_INT: v = json_integer(int_value(c, k)); break;
+        case KEY_DOUBLE: v = json_real(double_value(c, k)); break; /* NULL for inf/nan */
+        case KEY_BOOL: v = json_boolean(int_value(c, k)); break;
+        case KEY_STRING:
+        case KEY_ENUM: v = json_string(string_value(c, k)); break; /* NULL for invalid UTF-8 */
+        }
+        json_object_set_new(section, k->name, v ? v : json_null());
+    }
+    char *dumped = json_dumps(root, JSON_INDENT(2));
+    json_decref(root);
+    if (!dumped) {
+        fprintf(stderr, "retort: out of memory writing the config as JSON\n");
+        exit(1);
+    }
+    char *out = xstrdup(dumped); /* ours to free() whatever allocator jansson uses */
+    free(dumped);
+    return out;
+}
+
+static const char *json_kind(const json_t *v) {
+    switch (json_typeof(v)) {
+    case JSON_OBJECT: return "an object";
+    case JSON_ARRAY: return "an array";
+    case JSON_STRING: return "a string";
+    case JSON_INTEGER: return "an integer";
+    case JSON_REAL: return "a real number";
+    case JSON_TRUE:
+    case JSON_FALSE: return "a boolean";
+    default: return "null";
+    }
+}
+
+static int store_json(Config *c, const KeyInfo *k, const json_t *v, const char *where) {
+    char shown[64];
+    switch (k->type) {
+    case KEY_INT:
+        if (!json_is_integer(v))
+            return err_set("%s: %s.%s: expected an integer, found %s", where, k->section, k->name, json_kind(v));
+        snprintf(shown, sizeof shown, "%" JSON_INTEGER_FORMAT, json_integer_value(v));
+        return store_int(c, k, json_integer_value(v), where, shown);
+    case KEY_DOUBLE:
+        if (!json_is_number(v))
+            return err_set("%s: %s.%s: expected a number, found %s", where, k->section, k->name, json_kind(v));
+        snprintf(shown, sizeof shown, "%g", json_number_value(v));
+        return store_double(c, k, json_number_value(v), where, shown);
+    case KEY_BOOL:
+        if (!json_is_boolean(v))
+            return err_set("%s: %s.%s: expected true or false, found %s", where, k->section, k->name, json_kind(v));
+        return store_bool(c, k, json_is_true(v));
+    case KEY_STRING:
+    case KEY_ENUM:
+        if (!json_is_string(v))
+            return err_set("%s: %s.%s: expected a string, found %s", where, k->section, k->name, json_kind(v));
+        return store_string(c, k, json_string_value(v), json_string_length(v), where);
+    }
+    return 0;
+}
+
+static int apply_json(Config *c, json_t *root) {
+    const char *where = "config JSON";
+    if (!json_is_object(root)) return err_set("%s: expected an object of sections, found %s", where, json_kind(root));
+    const char *section, *name;
+    json_t *keys, *v;
+    json_object_foreach(root, section, keys) {
+        if (find_section(section) < 0) return unknown_section(where, section);
+        if (!json_is_object(keys))
+            return err_set("%s: section '%s' must be an object, found %s", where, section, json_kind(keys));
+        json_object_foreach(keys, name, v) {
+            const KeyInfo *k = find_key(section, name);
+            if (!k) return unknown_key(where, section, name);
+            if (store_json(c, k, v, where)) return -1;
+        }
+    }
+    return 0;
+}
+
+int config_from_json(Config *c, const char *json) {
+    json_error_t e;
+    json_t *root = json_loads(json, JSON_REJECT_DUPLICATES, &e);
+    if (!root) return err_set("config JSON: line %d column %d: %s", e.line, e.column, e.text);
+    Config work = *c;
+    int rc = apply_json(&work, root);
+    json_decref(root);
+    if (rc == 0) *c = work;
+    return rc;
+}
+
+/* ---- help ---- */
+
+void config_print_keys(void *stream) {
+    FILE *f = stream;
+    Config d;
+    config_defaults(&d);
+    int width = 0;
+    for (size_t i = 0; i < N_KEYS; i++) {
+        int w = (int)(strlen(KEYS[i].section) + 1 + strlen(KEYS[i].name));
+        if (w > width) width = w;
+    }
+    for (size_t i = 0; i < N_KEYS; i++) {
+        const KeyInfo *k = &KEYS[i];
+        char full[2 * NAME_MAX_LEN], value[CFG_STR + 8], range[64] = "";
+        snprintf(full, sizeof full, "%s.%s", k->section, k->name);
+        const char *type = "";
+        switch (k->type) {
+        case KEY_INT:
+            type = "int";
+            snprintf(value, sizeof value, "%d", int_value(&d, k));
+            break;
+        case KEY_DOUBLE:
+            type = "double";
+            format_double(double_value(&d, k), value, sizeof value);
+            break;
+        case KEY_BOOL:
+            type = "bool";
+            snprintf(value, sizeof value, "%s", int_value(&d, k) ? "true" : "false");
+            break;
+        case KEY_STRING:
+            type = "string";
+            snprintf(value, sizeof value, "\"%s\"", string_value(&d, k));
+            break;
+        case KEY_ENUM:
+            type = k->choices;
+            snprintf(value, sizeof value, "%s", string_value(&d, k));
+            break;
+        }
+        if (k->type == KEY_INT || k->type == KEY_DOUBLE) {
+            range[0] = ';';
+            range[1] = ' ';
+            describe_range(k, range + 2, sizeof range - 2);
+        }
+        fprintf(f, "  %-*s  (%s, default %s)  %s%s\n", width, full, type, value, k->help, range);
+    }
+}
