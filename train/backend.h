@@ -2,9 +2,15 @@
  *
  * The model (train/model.c) calls be->op(...) and never includes a device
  * header, so adding a device never touches model code. Pointers passed to ops
- * are device memory of the backend; float* buffers hold the backend's compute
- * type (fp32 on the CPU). Host <-> device traffic goes through copy_* only.
- * The op signatures are those of kernels/ops.h.
+ * are device memory of the backend. Parameters, gradients and activations are
+ * in the backend's compute type, act_size bytes per element (fp32 on the CPU,
+ * bf16 on CUDA): the model treats those float* as opaque handles and offsets
+ * them in bytes. Side buffers that must stay exact (layernorm mean/rstd,
+ * attention and classifier log-sum-exp, logp, per-token weights g, and the
+ * optimizer's moments and master weights) are always fp32. Host data moves
+ * with to_device/to_host (raw bytes) or upload_f32/download_f32 (converting
+ * host fp32 to and from the compute type). The op signatures are those of
+ * kernels/ops.h.
  */
 #ifndef RETORT_BACKEND_H
 #define RETORT_BACKEND_H
@@ -13,6 +19,7 @@
 
 typedef struct Backend {
     const char *name;
+    size_t act_size;                       /* bytes per compute-type element */
 
     void *(*alloc)(size_t bytes);          /* zeroed */
     void (*release)(void *p);
@@ -20,6 +27,8 @@ typedef struct Backend {
     void (*to_host)(void *dst, const void *src, size_t bytes);
     void (*zero)(void *p, size_t bytes);
     void (*synchronize)(void);
+    void (*upload_f32)(float *dst, const float *host, size_t n);   /* host fp32 -> compute */
+    void (*download_f32)(float *host, const float *src, size_t n); /* compute -> host fp32 */
 
     void (*encoder_forward)(float *out, const int *inp, const float *wte, const float *wpe,
                             int B, int T, int C);
@@ -48,8 +57,10 @@ typedef struct Backend {
                                int N, int V);
     void (*classifier_backward)(float *logits, const float *lse, const int *targets,
                                 const float *g, int N, int V);
-    void (*adamw_update)(float *param, const float *grad, float *m, float *v, size_t n, float lr,
-                         float beta1, float beta2, float eps, float weight_decay, int step);
+    /* master: fp32 master weights, or NULL when param itself is fp32 (CPU) */
+    void (*adamw_update)(float *param, float *master, const float *grad, float *m, float *v,
+                         size_t n, float lr, float beta1, float beta2, float eps,
+                         float weight_decay, int step);
     double (*sum_squares)(const float *x, size_t n);
     void (*scale_inplace)(float *x, float s, size_t n);
 } Backend;

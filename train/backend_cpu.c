@@ -23,15 +23,30 @@ static void cpu_release(void *p) { free(p); }
 static void cpu_copy(void *dst, const void *src, size_t bytes) { memcpy(dst, src, bytes); }
 static void cpu_zero(void *p, size_t bytes) { memset(p, 0, bytes); }
 static void cpu_synchronize(void) {}
+static void cpu_upload_f32(float *dst, const float *host, size_t n) {
+    memcpy(dst, host, n * sizeof(float));
+}
+static void cpu_download_f32(float *host, const float *src, size_t n) {
+    memcpy(host, src, n * sizeof(float));
+}
+/* fp32 parameters are their own master weights */
+static void cpu_adamw(float *param, float *master, const float *grad, float *m, float *v,
+                      size_t n, float lr, float beta1, float beta2, float eps, float wd, int step) {
+    (void)master;
+    adamw_update(param, grad, m, v, n, lr, beta1, beta2, eps, wd, step);
+}
 
 static const Backend CPU = {
     .name = "cpu",
+    .act_size = sizeof(float),
     .alloc = cpu_alloc,
     .release = cpu_release,
     .to_device = cpu_copy,
     .to_host = cpu_copy,
     .zero = cpu_zero,
     .synchronize = cpu_synchronize,
+    .upload_f32 = cpu_upload_f32,
+    .download_f32 = cpu_download_f32,
     .encoder_forward = encoder_forward,
     .encoder_backward = encoder_backward,
     .layernorm_forward = layernorm_forward,
@@ -47,7 +62,7 @@ static const Backend CPU = {
     .residual_forward = residual_forward,
     .classifier_forward = classifier_forward,
     .classifier_backward = classifier_backward,
-    .adamw_update = adamw_update,
+    .adamw_update = cpu_adamw,
     .sum_squares = sum_squares,
     .scale_inplace = scale_inplace,
 };

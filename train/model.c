@@ -5,8 +5,11 @@
  * tanh-GELU MLP, final LayerNorm, output layer tied to wte. Every op goes
  * through be->op(...), so the same code runs on any backend.
  *
- * Memory: one allocation for parameters, one for gradients (same layout), one
- * for activations sized for the largest B*T seen. Backward walks the residual
+ * Memory: one allocation for parameters, one for gradients (same layout), and
+ * activations sized for the largest B*T seen (compute-type buffers in one
+ * allocation, the fp32 side buffers in another). Buffers of the compute type
+ * are offset in bytes of be->act_size, never with float arithmetic, so the
+ * same code drives fp32 and bf16 backends. Backward walks the residual
  * stream with one (N,C) buffer `dres` that every branch adds into, since the
  * ops accumulate (+=); the scratch gradients of each block are zeroed before
  * use. The classifier turns the logits into dlogits in place.
@@ -51,7 +54,7 @@ struct GPT {
 
     /* activations, for up to max_N = B*T rows */
     size_t max_N;
-    float *acts;
+    void *acts, *acts32;                /* compute-type and fp32 activations */
     float *encoded;                     /* (N,C) */
     LayerActs *layers;                  /* (L) */
     float *lnf, *lnf_mean, *lnf_rstd;   /* (N,C) (N) (N) */
@@ -125,8 +128,8 @@ GPT *gpt_create(const GPTConfig *cfg, const Backend *be) {
     m->cfg = *cfg;
     m->be = be;
     build_table(m);
-    m->params = be->alloc(m->n_alloc * sizeof(float));
-    m->grads = be->alloc(m->n_alloc * sizeof(float));
+    m->params = be->alloc(m->n_alloc * be->act_size);
+    m->grads = be->alloc(m->n_alloc * be->act_size);
     if (!m->params || !m->grads) {
         gpt_free(m);
         return NULL;
@@ -139,6 +142,7 @@ void gpt_free(GPT *m) {
     if (m->params) m->be->release(m->params);
     if (m->grads) m->be->release(m->grads);
     if (m->acts) m->be->release(m->acts);
+    if (m->acts32) m->be->release(m->acts32);
     free(m->layers);
     free(m->tensors);
     free(m);
@@ -176,86 +180,105 @@ void gpt_init_random(GPT *m, uint64_t seed) {
             for (size_t k = 0; k < p->numel; k++) w[k] = (float)(std * rng_normal(&r));
         } /* biases stay 0 */
     }
-    m->be->to_device(m->params, host, m->n_alloc * sizeof(float));
+    m->be->upload_f32(m->params, host, m->n_alloc);
     free(host);
 }
 
-/* Lays out the activation buffers for N = B*T rows. */
-static void ensure_acts(GPT *m, int B, int T) {
-    size_t N = (size_t)B * T;
-    const GPTConfig *c = &m->cfg;
-    size_t C = c->n_embd, V = c->vocab_size, L = c->n_layer, NH = c->n_head;
-    if (N <= m->max_N && m->acts) return;
-    if (m->acts) m->be->release(m->acts);
-    free(m->layers);
-
-    /* Two passes: count floats, then hand out pointers. Every buffer is rounded
-     * to 16 floats so each starts 64-byte aligned. */
-    size_t per_layer[] = {N * C, N, N, N * 3 * C, N * C, NH * N, N * C, N * C,
-                          N * C, N, N, N * 4 * C, N * 4 * C, N * C, N * C};
-    size_t rest[] = {N * C,                 /* encoded */
-                     N * C, N, N,           /* lnf */
-                     N * V,                 /* logits */
-                     N, N, N,               /* logp lse g */
-                     N, N,                  /* inputs targets (int, same size) */
-                     N * C, N * C, N * 3 * C, N * 4 * C, N * 4 * C}; /* backward scratch */
-    size_t n_pl = sizeof per_layer / sizeof *per_layer, n_rest = sizeof rest / sizeof *rest;
+/* Carves `count` buffers of sizes[i] elements of `esize` bytes out of one
+ * allocation; each starts 64-byte aligned. */
+static void *carve(const Backend *be, size_t esize, const size_t *sizes, float ***out, int count) {
     size_t total = 0;
-    for (size_t i = 0; i < n_pl; i++) total += L * ((per_layer[i] + 15) & ~(size_t)15);
-    for (size_t i = 0; i < n_rest; i++) total += (rest[i] + 15) & ~(size_t)15;
-
-    m->acts = m->be->alloc(total * sizeof(float));
-    if (!m->acts) {
+    for (int i = 0; i < count; i++) total += (sizes[i] * esize + 63) & ~(size_t)63;
+    char *base = be->alloc(total);
+    if (!base) {
         fprintf(stderr, "retort: %s\n", err_msg());
         exit(1);
     }
-    float *p = m->acts;
-#define TAKE(n) (p += ((n) + 15) & ~(size_t)15, p - (((n) + 15) & ~(size_t)15))
-    m->layers = xcalloc(L, sizeof(LayerActs));
-    for (size_t l = 0; l < L; l++) {
-        LayerActs *a = &m->layers[l];
-        a->ln1 = TAKE(N * C);
-        a->ln1_mean = TAKE(N);
-        a->ln1_rstd = TAKE(N);
-        a->qkv = TAKE(N * 3 * C);
-        a->atty = TAKE(N * C);
-        a->att_lse = TAKE(NH * N);
-        a->attproj = TAKE(N * C);
-        a->res2 = TAKE(N * C);
-        a->ln2 = TAKE(N * C);
-        a->ln2_mean = TAKE(N);
-        a->ln2_rstd = TAKE(N);
-        a->fch = TAKE(N * 4 * C);
-        a->fch_gelu = TAKE(N * 4 * C);
-        a->fcproj = TAKE(N * C);
-        a->res3 = TAKE(N * C);
+    char *p = base;
+    for (int i = 0; i < count; i++) {
+        *out[i] = (float *)p;
+        p += (sizes[i] * esize + 63) & ~(size_t)63;
     }
-    m->encoded = TAKE(N * C);
-    m->lnf = TAKE(N * C);
-    m->lnf_mean = TAKE(N);
-    m->lnf_rstd = TAKE(N);
-    m->logits = TAKE(N * V);
-    m->logp = TAKE(N);
-    m->lse = TAKE(N);
-    m->g = TAKE(N);
-    m->inputs = (int *)TAKE(N);
-    m->targets = (int *)TAKE(N);
-    m->dres = TAKE(N * C);
-    m->dC = TAKE(N * C);
-    m->dqkv = TAKE(N * 3 * C);
-    m->dfch = TAKE(N * 4 * C);
-    m->dfch_gelu = TAKE(N * 4 * C);
-#undef TAKE
-    assert((size_t)(p - m->acts) == total);
+    return base;
+}
+
+/* Lays out the activation buffers for N = B*T rows: compute-type buffers in
+ * one allocation, the fp32 side buffers (and token ids) in another. */
+static void ensure_acts(GPT *m, int B, int T) {
+    size_t N = (size_t)B * T;
+    const GPTConfig *c = &m->cfg;
+    size_t C = c->n_embd, V = c->vocab_size, NH = c->n_head;
+    int L = c->n_layer;
+    if (N <= m->max_N && m->acts) return;
+    if (m->acts) m->be->release(m->acts);
+    if (m->acts32) m->be->release(m->acts32);
+    free(m->layers);
+    m->layers = xcalloc((size_t)L, sizeof(LayerActs));
+
+    enum { PER_LAYER_X = 10, PER_LAYER_32 = 5, REST_X = 8, REST_32 = 7 };
+    int nx = PER_LAYER_X * L + REST_X, n32 = PER_LAYER_32 * L + REST_32;
+    size_t *sx = xcalloc((size_t)nx, sizeof(size_t)), *s32 = xcalloc((size_t)n32, sizeof(size_t));
+    float ***px = xcalloc((size_t)nx, sizeof(float **)), ***p32 = xcalloc((size_t)n32, sizeof(float **));
+    int ix = 0, i32 = 0;
+#define X(ptr, n) (sx[ix] = (n), px[ix++] = &(ptr))
+#define F(ptr, n) (s32[i32] = (n), p32[i32++] = (float **)&(ptr))
+    for (int l = 0; l < L; l++) {
+        LayerActs *a = &m->layers[l];
+        X(a->ln1, N * C);
+        X(a->qkv, N * 3 * C);
+        X(a->atty, N * C);
+        X(a->attproj, N * C);
+        X(a->res2, N * C);
+        X(a->ln2, N * C);
+        X(a->fch, N * 4 * C);
+        X(a->fch_gelu, N * 4 * C);
+        X(a->fcproj, N * C);
+        X(a->res3, N * C);
+        F(a->ln1_mean, N);
+        F(a->ln1_rstd, N);
+        F(a->att_lse, NH * N);
+        F(a->ln2_mean, N);
+        F(a->ln2_rstd, N);
+    }
+    X(m->encoded, N * C);
+    X(m->lnf, N * C);
+    X(m->logits, N * V);
+    X(m->dres, N * C);
+    X(m->dC, N * C);
+    X(m->dqkv, N * 3 * C);
+    X(m->dfch, N * 4 * C);
+    X(m->dfch_gelu, N * 4 * C);
+    F(m->lnf_mean, N);
+    F(m->lnf_rstd, N);
+    F(m->logp, N);
+    F(m->lse, N);
+    F(m->g, N);
+    F(m->inputs, N);  /* int32, same size as fp32 */
+    F(m->targets, N);
+#undef X
+#undef F
+    assert(ix == nx && i32 == n32);
+    m->acts = carve(m->be, m->be->act_size, sx, px, nx);
+    m->acts32 = carve(m->be, sizeof(float), s32, p32, n32);
+    free(sx);
+    free(s32);
+    free(px);
+    free(p32);
     m->max_N = N;
 }
 
+/* Parameter tensor i of the flat buffer `base` (params or grads), in bytes of
+ * the backend's compute type. */
+static float *tensor_at(const GPT *m, float *base, int i) {
+    return (float *)((char *)base + m->tensors[i].offset * m->be->act_size);
+}
+
 static float *P(GPT *m, int layer, int slot) {
-    return m->params + m->tensors[2 + layer * P_PER_LAYER + slot].offset;
+    return tensor_at(m, m->params, 2 + layer * P_PER_LAYER + slot);
 }
 
 static float *G(GPT *m, int layer, int slot) {
-    return m->grads + m->tensors[2 + layer * P_PER_LAYER + slot].offset;
+    return tensor_at(m, m->grads, 2 + layer * P_PER_LAYER + slot);
 }
 
 void gpt_forward(GPT *m, const int *inputs, const int *targets, int B, int T, float *logp_out) {
@@ -270,8 +293,8 @@ void gpt_forward(GPT *m, const int *inputs, const int *targets, int B, int T, fl
     be->to_device(m->inputs, inputs, (size_t)N * sizeof(int));
     be->to_device(m->targets, targets, (size_t)N * sizeof(int));
 
-    const float *wte = m->params + m->tensors[0].offset;
-    const float *wpe = m->params + m->tensors[1].offset;
+    const float *wte = tensor_at(m, m->params, 0);
+    const float *wpe = tensor_at(m, m->params, 1);
     be->encoder_forward(m->encoded, m->inputs, wte, wpe, B, T, C);
 
     const float *residual = m->encoded;
@@ -293,9 +316,10 @@ void gpt_forward(GPT *m, const int *inputs, const int *targets, int B, int T, fl
         be->residual_forward(a->res3, a->res2, a->fcproj, (size_t)N * C);
         residual = a->res3;
     }
-    const ParamInfo *lnf_w = &m->tensors[m->n_tensors - 2], *lnf_b = &m->tensors[m->n_tensors - 1];
-    be->layernorm_forward(m->lnf, m->lnf_mean, m->lnf_rstd, residual, m->params + lnf_w->offset,
-                          m->params + lnf_b->offset, N, C, c->layer_norm_epsilon);
+    int lnf_w = m->n_tensors - 2, lnf_b = m->n_tensors - 1;
+    be->layernorm_forward(m->lnf, m->lnf_mean, m->lnf_rstd, residual,
+                          tensor_at(m, m->params, lnf_w), tensor_at(m, m->params, lnf_b), N, C,
+                          c->layer_norm_epsilon);
     be->lm_head_forward(m->logits, m->lnf, wte, N, C, V);
     be->classifier_forward(m->logp, m->lse, m->logits, m->targets, N, V);
     if (logp_out) be->to_host(logp_out, m->logp, (size_t)N * sizeof(float));
@@ -303,7 +327,7 @@ void gpt_forward(GPT *m, const int *inputs, const int *targets, int B, int T, fl
 
 void gpt_logits(GPT *m, float *out) {
     size_t n = (size_t)m->B * m->T * m->cfg.vocab_size;
-    m->be->to_host(out, m->logits, n * sizeof(float));
+    m->be->download_f32(out, m->logits, n);
 }
 
 void gpt_backward(GPT *m, const float *g) {
@@ -318,38 +342,40 @@ void gpt_backward(GPT *m, const float *g) {
     be->to_device(m->g, g, (size_t)N * sizeof(float));
     be->classifier_backward(m->logits, m->lse, m->targets, m->g, N, V); /* logits := dlogits */
 
-    float *wte = m->params + m->tensors[0].offset, *dwte = m->grads + m->tensors[0].offset;
-    float *dwpe = m->grads + m->tensors[1].offset;
-    const ParamInfo *lnf_w = &m->tensors[m->n_tensors - 2], *lnf_b = &m->tensors[m->n_tensors - 1];
+    float *wte = tensor_at(m, m->params, 0), *dwte = tensor_at(m, m->grads, 0);
+    float *dwpe = tensor_at(m, m->grads, 1);
+    int lnf_w = m->n_tensors - 2, lnf_b = m->n_tensors - 1;
 
-    be->zero(m->dC, NC * sizeof(float));
+    size_t X = be->act_size; /* bytes per compute-type element */
+    be->zero(m->dC, NC * X);
     be->lm_head_backward(m->dC, dwte, m->logits, m->lnf, wte, N, C, V); /* dC = dlnf */
-    be->zero(m->dres, NC * sizeof(float));
+    be->zero(m->dres, NC * X);
     const float *last = L > 0 ? m->layers[L - 1].res3 : m->encoded;
-    be->layernorm_backward(m->dres, m->grads + lnf_w->offset, m->grads + lnf_b->offset, m->dC,
-                           last, m->params + lnf_w->offset, m->lnf_mean, m->lnf_rstd, N, C);
+    be->layernorm_backward(m->dres, tensor_at(m, m->grads, lnf_w), tensor_at(m, m->grads, lnf_b),
+                           m->dC, last, tensor_at(m, m->params, lnf_w), m->lnf_mean, m->lnf_rstd,
+                           N, C);
 
     for (int l = L - 1; l >= 0; l--) {
         LayerActs *a = &m->layers[l];
         const float *residual = l > 0 ? m->layers[l - 1].res3 : m->encoded;
         /* res3 = res2 + fcproj: dres is the gradient of both summands */
-        be->zero(m->dfch_gelu, NC * 4 * sizeof(float));
+        be->zero(m->dfch_gelu, NC * 4 * X);
         be->matmul_backward(m->dfch_gelu, G(m, l, P_FCPROJ_W), G(m, l, P_FCPROJ_B), m->dres,
                             a->fch_gelu, P(m, l, P_FCPROJ_W), N, 4 * C, C);
-        be->zero(m->dfch, NC * 4 * sizeof(float));
+        be->zero(m->dfch, NC * 4 * X);
         be->gelu_backward(m->dfch, a->fch, m->dfch_gelu, NC * 4);
-        be->zero(m->dC, NC * sizeof(float));
+        be->zero(m->dC, NC * X);
         be->matmul_backward(m->dC, G(m, l, P_FC_W), G(m, l, P_FC_B), m->dfch, a->ln2,
                             P(m, l, P_FC_W), N, C, 4 * C);
         be->layernorm_backward(m->dres, G(m, l, P_LN2_W), G(m, l, P_LN2_B), m->dC, a->res2,
                                P(m, l, P_LN2_W), a->ln2_mean, a->ln2_rstd, N, C);
         /* res2 = residual + attproj */
-        be->zero(m->dC, NC * sizeof(float));
+        be->zero(m->dC, NC * X);
         be->matmul_backward(m->dC, G(m, l, P_ATTPROJ_W), G(m, l, P_ATTPROJ_B), m->dres, a->atty,
                             P(m, l, P_ATTPROJ_W), N, C, C);
-        be->zero(m->dqkv, NC * 3 * sizeof(float));
+        be->zero(m->dqkv, NC * 3 * X);
         be->attention_backward(m->dqkv, m->dC, a->qkv, a->atty, a->att_lse, B, T, C, NH);
-        be->zero(m->dC, NC * sizeof(float));
+        be->zero(m->dC, NC * X);
         be->matmul_backward(m->dC, G(m, l, P_QKV_W), G(m, l, P_QKV_B), m->dqkv, a->ln1,
                             P(m, l, P_QKV_W), N, C, 3 * C);
         be->layernorm_backward(m->dres, G(m, l, P_LN1_W), G(m, l, P_LN1_B), m->dC, residual,
@@ -358,21 +384,21 @@ void gpt_backward(GPT *m, const float *g) {
     be->encoder_backward(dwte, dwpe, m->dres, m->inputs, B, T, C);
 }
 
-void gpt_zero_grad(GPT *m) { m->be->zero(m->grads, m->n_alloc * sizeof(float)); }
+void gpt_zero_grad(GPT *m) { m->be->zero(m->grads, m->n_alloc * m->be->act_size); }
 
 size_t gpt_flat_size(const GPT *m) { return m->n_alloc; }
 
 void gpt_copy_params_to_host(GPT *m, float *host, size_t n) {
     assert(n <= m->n_alloc);
-    m->be->to_host(host, m->params, n * sizeof(float));
+    m->be->download_f32(host, m->params, n);
 }
 
 void gpt_copy_params_to_device(GPT *m, const float *host, size_t n) {
     assert(n <= m->n_alloc);
-    m->be->to_device(m->params, host, n * sizeof(float));
+    m->be->upload_f32(m->params, host, n);
 }
 
 void gpt_copy_grads_to_host(GPT *m, float *host, size_t n) {
     assert(n <= m->n_alloc);
-    m->be->to_host(host, m->grads, n * sizeof(float));
+    m->be->download_f32(host, m->grads, n);
 }

@@ -12,7 +12,8 @@ struct Optimizer {
     GPT *model;
     const Backend *be;
     AdamWConfig cfg;
-    float *m, *v;   /* backend memory, gpt_flat_size floats each */
+    float *m, *v;   /* backend memory, gpt_flat_size fp32 each */
+    float *master;  /* fp32 master weights when parameters are lower precision, else NULL */
     int step;
 };
 
@@ -36,6 +37,20 @@ double lr_at(const LrSchedule *s, int step) {
     return s->min_lr + (s->lr - s->min_lr) * frac;
 }
 
+/* Compute-type tensor i of a flat buffer (params or grads). */
+static float *at(const Optimizer *o, float *base, const ParamInfo *p) {
+    return (float *)((char *)base + p->offset * o->be->act_size);
+}
+
+void optim_sync_master(Optimizer *o) {
+    if (!o->master) return;
+    size_t n = gpt_flat_size(o->model);
+    float *host = xmalloc(n * sizeof(float));
+    gpt_copy_params_to_host(o->model, host, n);
+    o->be->to_device(o->master, host, n * sizeof(float));
+    free(host);
+}
+
 Optimizer *optim_create(GPT *model, const AdamWConfig *cfg) {
     Optimizer *o = xcalloc(1, sizeof *o);
     o->model = model;
@@ -48,6 +63,14 @@ Optimizer *optim_create(GPT *model, const AdamWConfig *cfg) {
         optim_free(o);
         return NULL;
     }
+    if (o->be->act_size != sizeof(float)) {
+        o->master = o->be->alloc(n * sizeof(float));
+        if (!o->master) {
+            optim_free(o);
+            return NULL;
+        }
+        optim_sync_master(o);
+    }
     return o;
 }
 
@@ -55,6 +78,7 @@ void optim_free(Optimizer *o) {
     if (!o) return;
     if (o->m) o->be->release(o->m);
     if (o->v) o->be->release(o->v);
+    if (o->master) o->be->release(o->master);
     free(o);
 }
 
@@ -66,7 +90,7 @@ double optim_clip_grad_norm(Optimizer *o) {
     float *grads = gpt_grads(o->model);
     for (int i = 0; i < gpt_num_tensors(o->model); i++) {
         const ParamInfo *p = gpt_tensor(o->model, i);
-        ss += o->be->sum_squares(grads + p->offset, p->numel);
+        ss += o->be->sum_squares(at(o, grads, p), p->numel);
     }
     double norm = sqrt(ss);
     if (o->cfg.grad_clip > 0) {
@@ -82,8 +106,8 @@ void optim_step(Optimizer *o, double lr) {
     for (int i = 0; i < gpt_num_tensors(o->model); i++) {
         const ParamInfo *p = gpt_tensor(o->model, i);
         double wd = p->decay ? o->cfg.weight_decay : 0.0;
-        o->be->adamw_update(params + p->offset, grads + p->offset, o->m + p->offset,
-                            o->v + p->offset, p->numel, (float)lr, (float)o->cfg.beta1,
+        o->be->adamw_update(at(o, params, p), o->master ? o->master + p->offset : NULL,
+                            at(o, grads, p), o->m + p->offset, o->v + p->offset, p->numel, (float)lr, (float)o->cfg.beta1,
                             (float)o->cfg.beta2, (float)o->cfg.eps, (float)wd, o->step);
     }
 }

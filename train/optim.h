@@ -40,6 +40,10 @@ double optim_clip_grad_norm(Optimizer *o);
 /* One AdamW step at learning rate lr over every parameter tensor. */
 void optim_step(Optimizer *o, double lr);
 
+/* Re-reads the fp32 master weights from the parameters (after loading new
+ * weights into the model); a no-op when the parameters are fp32. */
+void optim_sync_master(Optimizer *o);
+
 /* Host copies of the moments for checkpoints (gpt_flat_size floats each). */
 void optim_moments_to_host(Optimizer *o, float *m_host, float *v_host);
 void optim_moments_to_device(Optimizer *o, const float *m_host, const float *v_host);

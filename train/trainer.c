@@ -213,6 +213,7 @@ static int load_checkpoint(Trainer *t, const char *dir) {
     Rng rng;
     if (load_trainer_json(t, dir, &step, &epoch, &pos, &tokens, &rng) != 0) return -1;
     if (model_load_weights(t->model, dir) != 0) return -1;
+    optim_sync_master(t->optim);
     if (load_optimizer(t, dir) != 0) return -1;
     t->step = step;
     t->tokens_seen = tokens;
