@@ -56,6 +56,12 @@ DatasetWriter *dataset_writer_open(const char *path, Schema schema, int vocab_si
 /* loss_mask may be NULL for lm. role < 0 means no role column. */
 int dataset_writer_add(DatasetWriter *w, const uint32_t *tokens, const uint8_t *loss_mask,
                        int64_t n, int role);
+/* The same in two steps, for a document too long to hold in memory (plain
+ * text builds one document from a whole file): append its tokens in pieces,
+ * then end it. dataset_writer_add = append + end_doc. */
+int dataset_writer_append(DatasetWriter *w, const uint32_t *tokens, const uint8_t *loss_mask,
+                          int64_t n);
+int dataset_writer_end_doc(DatasetWriter *w, int role);
 /* Sets the names behind role ids (optional, sft). */
 int dataset_writer_set_roles(DatasetWriter *w, const char *const *names, int n);
 /* Flushes, writes attributes, closes, renames. -1 with error set on failure

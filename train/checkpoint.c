@@ -31,14 +31,6 @@ void ckpt_dir_name(char *buf, size_t cap, const char *run_dir, int64_t step) {
     snprintf(buf, cap, "%s/step-%08lld", run_dir, (long long)step);
 }
 
-/* Formats into buf and refuses paths that do not fit. */
-static int path_join(char *buf, size_t cap, const char *dir, const char *name) {
-    int len = snprintf(buf, cap, "%s/%s", dir, name);
-    if (len < 0 || (size_t)len >= cap)
-        return err_set("path %s/%s is too long (more than %zu bytes)", dir, name, cap - 1);
-    return 0;
-}
-
 static int final_dir_name(char *buf, size_t cap, const char *run_dir, int64_t step) {
     char name[32];
     snprintf(name, sizeof name, "step-%08lld", (long long)step);

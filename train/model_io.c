@@ -34,7 +34,7 @@ int model_save_hf(GPT *m, const char *dir) {
         t[i].data = host + p->offset;
     }
     char path[4096];
-    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    if (path_join(path, sizeof path, dir, "model.safetensors") != 0) return -1;
     static const char *const meta[] = {"format", "pt", NULL};
     int rc = safetensors_write(path, t, n, meta);
     if (rc == 0) rc = hf_config_write(dir, gpt_config(m));
@@ -44,17 +44,20 @@ int model_save_hf(GPT *m, const char *dir) {
     return rc;
 }
 
+static int ends_with(const char *s, const char *suffix) {
+    size_t n = strlen(s), k = strlen(suffix);
+    return n >= k && !strcmp(s + n - k, suffix);
+}
+
 static int is_ignored_key(const char *key) {
-    size_t n = strlen(key);
-    if (!strcmp(key, "lm_head.weight")) return 1; /* tied to wte */
-    if (n >= 9 && !strcmp(key + n - 9, ".attn.bias")) return 1;         /* causal mask buffer */
-    if (n >= 16 && !strcmp(key + n - 16, ".attn.masked_bias")) return 1; /* old mask constant */
-    return 0;
+    return !strcmp(key, "lm_head.weight")           /* tied to wte */
+           || ends_with(key, ".attn.bias")          /* causal mask buffer */
+           || ends_with(key, ".attn.masked_bias");  /* old mask constant */
 }
 
 int model_load_weights(GPT *m, const char *dir) {
     char path[4096];
-    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    if (path_join(path, sizeof path, dir, "model.safetensors") != 0) return -1;
     SafeTensorsFile *f = safetensors_open(path);
     if (!f) return -1;
     int n = gpt_num_tensors(m);

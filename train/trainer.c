@@ -96,7 +96,7 @@ static int write_trainer_json(Trainer *t, const char *dir) {
     char *text = json_dumps(root, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
     json_decref(root);
     char path[4096];
-    snprintf(path, sizeof path, "%s/trainer.json", dir);
+    if (path_join(path, sizeof path, dir, "trainer.json") != 0) return -1;
     int rc = write_file_atomic(path, text, strlen(text));
     free(text);
     return rc;
@@ -125,7 +125,7 @@ static int write_optimizer(Trainer *t, const char *dir) {
     char step[32], path[4096];
     snprintf(step, sizeof step, "%d", optim_step_count(t->optim));
     const char *meta[] = {"adamw_step", step, NULL};
-    snprintf(path, sizeof path, "%s/optimizer.safetensors", dir);
+    if (path_join(path, sizeof path, dir, "optimizer.safetensors") != 0) return -1;
     int rc = safetensors_write(path, ts, 2 * nt, meta);
     free(names);
     free(ts);
@@ -148,7 +148,7 @@ static int save_checkpoint(Trainer *t) {
 
 static int load_optimizer(Trainer *t, const char *dir) {
     char path[4096];
-    snprintf(path, sizeof path, "%s/optimizer.safetensors", dir);
+    if (path_join(path, sizeof path, dir, "optimizer.safetensors") != 0) return -1;
     SafeTensorsFile *f = safetensors_open(path);
     if (!f) return -1;
     size_t n = gpt_flat_size(t->model);
@@ -179,7 +179,7 @@ static int load_optimizer(Trainer *t, const char *dir) {
 static int load_trainer_json(Trainer *t, const char *dir, int *step, int64_t *epoch,
                              int64_t *pos, int64_t *tokens, Rng *rng) {
     char path[4096];
-    snprintf(path, sizeof path, "%s/trainer.json", dir);
+    if (path_join(path, sizeof path, dir, "trainer.json") != 0) return -1;
     json_error_t jerr;
     json_t *root = json_load_file(path, 0, &jerr);
     if (!root) return err_set("%s:%d: %s", path, jerr.line, jerr.text);
@@ -208,9 +208,9 @@ static int load_trainer_json(Trainer *t, const char *dir, int *step, int64_t *ep
 }
 
 static int load_checkpoint(Trainer *t, const char *dir) {
-    int step;
-    int64_t epoch, pos, tokens;
-    Rng rng;
+    int step = 0;
+    int64_t epoch = 0, pos = 0, tokens = 0;
+    Rng rng = {{0}};
     if (load_trainer_json(t, dir, &step, &epoch, &pos, &tokens, &rng) != 0) return -1;
     if (model_load_weights(t->model, dir) != 0) return -1;
     optim_sync_master(t->optim);

@@ -169,6 +169,13 @@ int fsync_dir(const char *dir) {
     return rc == 0 ? 0 : err_set("cannot fsync directory %s: %s", dir, strerror(errno));
 }
 
+int path_join(char *buf, size_t cap, const char *dir, const char *name) {
+    int n = snprintf(buf, cap, "%s/%s", dir, name);
+    if (n < 0 || (size_t)n >= cap)
+        return err_set("path %s/%s is too long (more than %zu bytes)", dir, name, cap - 1);
+    return 0;
+}
+
 int mkdir_p(const char *path) {
     char buf[4096];
     snprintf(buf, sizeof buf, "%s", path);

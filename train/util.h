@@ -38,6 +38,8 @@ char *read_file(const char *path, size_t *len);
 /* Writes data to path + ".tmp", fsyncs, renames over path. 0 or -1 (error set). */
 int write_file_atomic(const char *path, const void *data, size_t len);
 int fsync_dir(const char *dir);
+/* buf = dir + "/" + name; -1 with error set when it does not fit in cap. */
+int path_join(char *buf, size_t cap, const char *dir, const char *name);
 int mkdir_p(const char *path);
 int rm_rf(const char *path);
 int path_exists(const char *path);

@@ -1,0 +1,83 @@
+/* data/tokenizer.c — the built-in byte-level tokenizer and the helpers every
+ * tokenizer shares. Ids 0..255 are the bytes themselves, 256 is EOS
+ * "<|endoftext|>" (also used as padding), so vocab_size is 257. Text is never
+ * scanned for the special token's spelling: the bytes "<|endoftext|>" in a
+ * document encode as 13 byte ids, and only the builder inserts EOS. */
+#include "data/tokenizer.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "train/util.h"
+
+#define BYTES_EOS 256
+#define EOS_TEXT "<|endoftext|>"
+
+static int64_t bytes_encode(const Tokenizer *tok, const char *text, size_t len, uint32_t **ids,
+                            int64_t *cap, int64_t n) {
+    (void)tok;
+    if (n + (int64_t)len > *cap) {
+        int64_t want = *cap > 0 ? *cap : 256;
+        while (want < n + (int64_t)len) want *= 2;
+        *ids = xrealloc(*ids, (size_t)want * sizeof **ids);
+        *cap = want;
+    }
+    const unsigned char *bytes = (const unsigned char *)text;
+    for (size_t i = 0; i < len; i++) (*ids)[n + (int64_t)i] = bytes[i];
+    return n + (int64_t)len;
+}
+
+static int bytes_decode_token(const Tokenizer *tok, uint32_t id, char *out) {
+    (void)tok;
+    if (id < 256) {
+        out[0] = (char)id;
+        return 1;
+    }
+    if (id == BYTES_EOS) {
+        memcpy(out, EOS_TEXT, sizeof EOS_TEXT - 1);
+        return (int)(sizeof EOS_TEXT - 1);
+    }
+    return 0; /* not in the vocabulary: decodes to nothing */
+}
+
+static void bytes_destroy(Tokenizer *tok) { free(tok); }
+
+Tokenizer *tokenizer_bytes(void) {
+    Tokenizer *tok = xcalloc(1, sizeof *tok);
+    snprintf(tok->name, sizeof tok->name, "bytes");
+    tok->vocab_size = 257;
+    tok->eos_id = BYTES_EOS;
+    tok->pad_id = BYTES_EOS;
+    tok->encode = bytes_encode;
+    tok->decode_token = bytes_decode_token;
+    tok->destroy = bytes_destroy;
+    return tok;
+}
+
+Tokenizer *tokenizer_load(const char *spec) {
+    if (spec && strcmp(spec, "bytes") == 0) return tokenizer_bytes();
+    err_set("tokenizer '%s' is not supported yet; use 'bytes'", spec ? spec : "(null)");
+    return NULL;
+}
+
+void tokenizer_free(Tokenizer *tok) {
+    if (tok && tok->destroy) tok->destroy(tok);
+}
+
+char *tokenizer_decode(const Tokenizer *tok, const uint32_t *ids, int64_t n) {
+    size_t cap = (size_t)n + 16, len = 0;
+    char *out = xmalloc(cap);
+    char piece[256];
+    for (int64_t i = 0; i < n; i++) {
+        int k = tok->decode_token(tok, ids[i], piece);
+        if (len + (size_t)k + 1 > cap) {
+            while (len + (size_t)k + 1 > cap) cap *= 2;
+            out = xrealloc(out, cap);
+        }
+        memcpy(out + len, piece, (size_t)k);
+        len += (size_t)k;
+    }
+    out[len] = '\0';
+    return out;
+}

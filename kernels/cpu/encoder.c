@@ -1,0 +1,55 @@
+/* kernels/cpu/encoder.c — token + position embedding and its backward.
+ *
+ * Forward is a gather: out[b,t,:] = wte[inp[b,t],:] + wpe[t,:].
+ * Backward is a scatter-add into wte, where many (b,t) may share one token id.
+ * Instead of atomics or per-thread copies of the (V,C) table, the threads split
+ * the C channels between them: each walks every (b,t) but only touches its own
+ * slice of columns, so there are no races and the sum order is fixed
+ * (deterministic whatever the thread count). dwpe splits over t the same way. */
+#include <assert.h>
+
+#include "kernels/ops.h"
+
+void encoder_forward(float *out, const int *inp, const float *wte, const float *wpe, int B,
+                     int T, int C) {
+    #pragma omp parallel for if ((long)B * T * C > 65536)
+    for (long bt = 0; bt < (long)B * T; bt++) {
+        int t = (int)(bt % T);
+        assert(inp[bt] >= 0);
+        const float *tok = wte + (size_t)inp[bt] * C; /* (C) */
+        const float *pos = wpe + (size_t)t * C;       /* (C) */
+        float *o = out + (size_t)bt * C;              /* (C) */
+        for (int c = 0; c < C; c++) o[c] = tok[c] + pos[c];
+    }
+}
+
+/* Columns per work item of the dwte scatter: wide enough for whole cache lines. */
+#define ENC_COL_BLOCK 64
+
+void encoder_backward(float *dwte, float *dwpe, const float *dout, const int *inp, int B, int T,
+                      int C) {
+    long BT = (long)B * T;
+    if (dwte) {
+        int n_blocks = (C + ENC_COL_BLOCK - 1) / ENC_COL_BLOCK;
+        #pragma omp parallel for if (BT * C > 65536)
+        for (int blk = 0; blk < n_blocks; blk++) {
+            int c0 = blk * ENC_COL_BLOCK;
+            int c1 = c0 + ENC_COL_BLOCK < C ? c0 + ENC_COL_BLOCK : C;
+            for (long bt = 0; bt < BT; bt++) {
+                float *dst = dwte + (size_t)inp[bt] * C;     /* (C) row of (V,C) */
+                const float *src = dout + (size_t)bt * C;    /* (C) */
+                for (int c = c0; c < c1; c++) dst[c] += src[c];
+            }
+        }
+    }
+    if (dwpe) {
+        #pragma omp parallel for if (BT * C > 65536)
+        for (int t = 0; t < T; t++) {
+            float *dst = dwpe + (size_t)t * C; /* (C) */
+            for (int b = 0; b < B; b++) {
+                const float *src = dout + ((size_t)b * T + t) * C; /* (C) */
+                for (int c = 0; c < C; c++) dst[c] += src[c];
+            }
+        }
+    }
+}

@@ -1,0 +1,770 @@
+/* tests/test_ops.c — the fp32 CPU reference ops of kernels/ops.h.
+ *
+ * Three kinds of check:
+ *   - forward against naive double-precision references written here;
+ *   - every backward against central finite differences of a scalar
+ *     L = sum(dout * out) (classifier: L = sum_i g_i logp_i), computed in double;
+ *   - the conventions: backward accumulates (+=), so a second call doubles the
+ *     gradient, and NULL gradient pointers are skipped without changing the rest.
+ *
+ * Finite-difference tolerances. The forward runs in fp32, so L carries a rounding
+ * error of about 1e-7 |L|; dividing by 2h turns that into an absolute gradient
+ * error of roughly 1e-7 |L| / (2h), while the truncation error of a central
+ * difference is O(h^2). With h = 1e-2 .. 1e-3 and |L| ~ 1..10 both land near
+ * 1e-4 .. 1e-3 of the gradient's size, so we compare the probed gradient
+ * vectors norm-wise and accept a relative error of 1e-3 .. 1e-2 depending on
+ * how nonlinear the op is (each check says which). A wrong formula gives errors
+ * of order 1. The step actually taken is (float)(x+h) - (float)(x-h), not 2h. */
+#include <criterion/criterion.h>
+
+#include "kernels/ops.h"
+#include "tests/testutil.h"
+
+/* ---------------------------------------------------------------- helpers */
+
+static float *rand_floats(Rng *r, size_t n, float scale) {
+    float *x = xmalloc(n * sizeof(float));
+    fill_uniform(r, x, n, scale);
+    return x;
+}
+
+static float *zero_floats(size_t n) { return xcalloc(n, sizeof(float)); }
+
+static float *copy_floats(const float *x, size_t n) {
+    float *y = xmalloc(n * sizeof(float));
+    memcpy(y, x, n * sizeof(float));
+    return y;
+}
+
+static double dot_d(const float *a, const float *b, size_t n) {
+    double s = 0.0;
+    for (size_t i = 0; i < n; i++) s += (double)a[i] * b[i];
+    return s;
+}
+
+static double max_abs(const float *x, size_t n) {
+    double m = 0.0;
+    for (size_t i = 0; i < n; i++) m = fabs(x[i]) > m ? fabs(x[i]) : m;
+    return m;
+}
+
+/* ||a - b|| / ||b|| for a float result against a double reference. */
+static double rel_err_d(const float *a, const double *b, size_t n) {
+    double num = 0.0, den = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        num += ((double)a[i] - b[i]) * ((double)a[i] - b[i]);
+        den += b[i] * b[i];
+    }
+    return sqrt(num) / (den > 1e-300 ? sqrt(den) : 1e-150);
+}
+
+/* Runs the op's forward with the current inputs and returns the scalar loss. */
+typedef double (*LossFn)(void *ctx);
+
+/* Central differences of loss() with respect to x (n elements), compared with
+ * `analytic`. All elements when n <= max_probe, else max_probe random ones. */
+static void check_grad(const char *what, LossFn loss, void *ctx, float *x, size_t n,
+                       const float *analytic, size_t max_probe, float h, double tol, Rng *r) {
+    size_t probes = n <= max_probe ? n : max_probe;
+    double num2 = 0.0, ana2 = 0.0, diff2 = 0.0, worst = -1.0, worst_num = 0, worst_ana = 0;
+    size_t worst_idx = 0;
+    for (size_t k = 0; k < probes; k++) {
+        size_t idx = n <= max_probe ? k : (size_t)rng_below(r, n);
+        float x0 = x[idx], xp = x0 + h, xm = x0 - h;
+        x[idx] = xp;
+        double loss_plus = loss(ctx);
+        x[idx] = xm;
+        double loss_minus = loss(ctx);
+        x[idx] = x0;
+        double numeric = (loss_plus - loss_minus) / ((double)xp - (double)xm);
+        double d = numeric - analytic[idx];
+        num2 += numeric * numeric;
+        ana2 += (double)analytic[idx] * analytic[idx];
+        diff2 += d * d;
+        if (fabs(d) > worst) {
+            worst = fabs(d);
+            worst_idx = idx;
+            worst_num = numeric;
+            worst_ana = analytic[idx];
+        }
+    }
+    double err = sqrt(diff2) / sqrt(ana2 > 1e-300 ? ana2 : 1e-300);
+    /* a vanishing gradient would make the comparison meaningless */
+    cr_assert(sqrt(num2) > 1e-3, "%s: numeric gradient norm %.3g is too small to test", what,
+              sqrt(num2));
+    cr_expect(err < tol,
+              "%s: finite-difference relative error %.3g > %.3g over %zu probes "
+              "(worst at %zu: numeric %.7g, analytic %.7g)",
+              what, err, tol, probes, worst_idx, worst_num, worst_ana);
+}
+
+/* After a second backward call into the same buffers, g2 must be 2 * g1.
+ * tol is relative to max|g1|; 0 demands bit-exact doubling. */
+static void expect_doubled(const char *what, const float *g1, const float *g2, size_t n,
+                           double tol) {
+    double worst = 0.0;
+    size_t worst_idx = 0;
+    for (size_t i = 0; i < n; i++) {
+        double d = fabs((double)g2[i] - 2.0 * (double)g1[i]);
+        if (d > worst) {
+            worst = d;
+            worst_idx = i;
+        }
+    }
+    double scale = max_abs(g1, n);
+    cr_assert(scale > 0.0, "%s: gradient is all zeros", what);
+    cr_expect(worst <= tol * scale,
+              "%s: second backward call should double the gradient: |g2 - 2 g1| = %.3g at %zu "
+              "(g1 %.9g, g2 %.9g), allowed %.3g",
+              what, worst, worst_idx, g1[worst_idx], g2[worst_idx], tol * scale);
+}
+
+static void expect_equal(const char *what, const float *a, const float *b, size_t n) {
+    double d = max_abs_diff(a, b, n);
+    cr_expect(d == 0.0, "%s: expected identical results, max |diff| = %.3g", what, d);
+}
+
+/* ---------------------------------------------------------------- encoder */
+
+typedef struct {
+    int B, T, C;
+    float *out, *wte, *wpe, *dout;
+    int *inp;
+} EncoderCase;
+
+static double encoder_loss(void *p) {
+    EncoderCase *e = p;
+    encoder_forward(e->out, e->inp, e->wte, e->wpe, e->B, e->T, e->C);
+    return dot_d(e->dout, e->out, (size_t)e->B * e->T * e->C);
+}
+
+Test(encoder, forward_gathers_token_and_position) {
+    Rng r;
+    rng_seed(&r, 101);
+    int B = 2, T = 5, C = 6, V = 4;
+    int inp[10];
+    for (int i = 0; i < B * T; i++) inp[i] = (int)rng_below(&r, V);
+    float *wte = rand_floats(&r, (size_t)V * C, 1.0f), *wpe = rand_floats(&r, (size_t)T * C, 1.0f);
+    float *out = zero_floats((size_t)B * T * C);
+    encoder_forward(out, inp, wte, wpe, B, T, C);
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t < T; t++)
+            for (int c = 0; c < C; c++) {
+                float want = wte[inp[b * T + t] * C + c] + wpe[t * C + c];
+                float got = out[(b * T + t) * C + c];
+                cr_assert_eq(got, want, "out[%d,%d,%d] = %.9g, want %.9g", b, t, c, got, want);
+            }
+    free(wte), free(wpe), free(out);
+}
+
+Test(encoder, backward_finite_differences_and_conventions) {
+    Rng r;
+    rng_seed(&r, 102);
+    /* V small against B*T so tokens repeat and the scatter-add really adds;
+     * C = 70 spans two of the backward's 64-column blocks */
+    int B = 3, T = 5, C = 70, V = 4, maxT = 7;
+    EncoderCase e = {B, T, C, NULL, NULL, NULL, NULL, NULL};
+    size_t BTC = (size_t)B * T * C;
+    e.inp = xmalloc((size_t)B * T * sizeof(int));
+    for (int i = 0; i < B * T; i++) e.inp[i] = (int)rng_below(&r, V);
+    e.wte = rand_floats(&r, (size_t)V * C, 1.0f);
+    e.wpe = rand_floats(&r, (size_t)maxT * C, 1.0f);
+    e.dout = rand_floats(&r, BTC, 1.0f);
+    e.out = zero_floats(BTC);
+    float *dwte = zero_floats((size_t)V * C), *dwpe = zero_floats((size_t)maxT * C);
+    encoder_backward(dwte, dwpe, e.dout, e.inp, B, T, C);
+
+    /* the op is linear: differences are exact up to fp32 rounding of L */
+    check_grad("encoder dwte", encoder_loss, &e, e.wte, (size_t)V * C, dwte, 200, 1e-2f, 1e-4,
+               &r);
+    check_grad("encoder dwpe", encoder_loss, &e, e.wpe, (size_t)T * C, dwpe, 200, 1e-2f, 1e-4,
+               &r);
+    /* rows of wpe beyond T are untouched */
+    for (size_t i = (size_t)T * C; i < (size_t)maxT * C; i++)
+        cr_assert_eq(dwpe[i], 0.0f, "dwpe[%zu] = %g beyond T", i, dwpe[i]);
+
+    /* += : the scatter sums several (b,t) into one row, so doubling is exact only
+     * up to the rounding of that running sum (a few ulp) */
+    float *dwte2 = copy_floats(dwte, (size_t)V * C), *dwpe2 = copy_floats(dwpe, (size_t)maxT * C);
+    encoder_backward(dwte2, dwpe2, e.dout, e.inp, B, T, C);
+    expect_doubled("encoder dwte", dwte, dwte2, (size_t)V * C, 1e-6);
+    expect_doubled("encoder dwpe", dwpe, dwpe2, (size_t)T * C, 1e-6);
+
+    /* NULL skips one gradient and leaves the other as in the full call */
+    float *only_wpe = zero_floats((size_t)maxT * C), *only_wte = zero_floats((size_t)V * C);
+    encoder_backward(NULL, only_wpe, e.dout, e.inp, B, T, C);
+    encoder_backward(only_wte, NULL, e.dout, e.inp, B, T, C);
+    expect_equal("encoder dwpe with dwte NULL", only_wpe, dwpe, (size_t)maxT * C);
+    expect_equal("encoder dwte with dwpe NULL", only_wte, dwte, (size_t)V * C);
+
+    free(e.inp), free(e.wte), free(e.wpe), free(e.dout), free(e.out);
+    free(dwte), free(dwpe), free(dwte2), free(dwpe2), free(only_wpe), free(only_wte);
+}
+
+/* ---------------------------------------------------------------- layernorm */
+
+typedef struct {
+    int N, C;
+    float *out, *mean, *rstd, *inp, *weight, *bias, *dout;
+} LayernormCase;
+
+static const float LN_EPS = 1e-5f;
+
+static double layernorm_loss(void *p) {
+    LayernormCase *l = p;
+    layernorm_forward(l->out, l->mean, l->rstd, l->inp, l->weight, l->bias, l->N, l->C, LN_EPS);
+    return dot_d(l->dout, l->out, (size_t)l->N * l->C);
+}
+
+static void layernorm_case_init(LayernormCase *l, Rng *r, int N, int C) {
+    l->N = N;
+    l->C = C;
+    l->inp = rand_floats(r, (size_t)N * C, 1.0f);
+    for (size_t i = 0; i < (size_t)N * C; i++) l->inp[i] += 0.5f; /* non-zero mean */
+    l->weight = rand_floats(r, C, 1.0f);
+    l->bias = rand_floats(r, C, 1.0f);
+    l->dout = rand_floats(r, (size_t)N * C, 1.0f);
+    l->out = zero_floats((size_t)N * C);
+    l->mean = zero_floats(N);
+    l->rstd = zero_floats(N);
+}
+
+static void layernorm_case_free(LayernormCase *l) {
+    free(l->inp), free(l->weight), free(l->bias), free(l->dout), free(l->out), free(l->mean),
+        free(l->rstd);
+}
+
+Test(layernorm, forward_matches_double_reference) {
+    Rng r;
+    rng_seed(&r, 201);
+    LayernormCase l;
+    layernorm_case_init(&l, &r, 9, 70);
+    int N = l.N, C = l.C;
+    layernorm_forward(l.out, l.mean, l.rstd, l.inp, l.weight, l.bias, N, C, LN_EPS);
+    double *want = xmalloc((size_t)N * C * sizeof(double));
+    double want_mean[9], want_rstd[9];
+    for (int i = 0; i < N; i++) {
+        const float *x = l.inp + (size_t)i * C;
+        double mu = 0, var = 0;
+        for (int c = 0; c < C; c++) mu += x[c];
+        mu /= C;
+        for (int c = 0; c < C; c++) var += (x[c] - mu) * (x[c] - mu);
+        var /= C; /* biased, as torch */
+        double s = 1.0 / sqrt(var + LN_EPS);
+        want_mean[i] = mu;
+        want_rstd[i] = s;
+        for (int c = 0; c < C; c++) want[(size_t)i * C + c] = (x[c] - mu) * s * l.weight[c] + l.bias[c];
+    }
+    /* fp32 against double: a few ulp per element, far below the 1e-5 parity target */
+    double e_out = rel_err_d(l.out, want, (size_t)N * C);
+    double e_mean = rel_err_d(l.mean, want_mean, N), e_rstd = rel_err_d(l.rstd, want_rstd, N);
+    cr_expect(e_out < 1e-6, "layernorm out relative error %.3g", e_out);
+    cr_expect(e_mean < 1e-6, "layernorm mean relative error %.3g", e_mean);
+    cr_expect(e_rstd < 1e-6, "layernorm rstd relative error %.3g", e_rstd);
+    free(want);
+    layernorm_case_free(&l);
+}
+
+Test(layernorm, backward_finite_differences_and_conventions) {
+    Rng r;
+    rng_seed(&r, 202);
+    LayernormCase l;
+    /* C = 70 spans two 64-column blocks of the dweight/dbias sums */
+    layernorm_case_init(&l, &r, 6, 70);
+    int N = l.N, C = l.C;
+    size_t NC = (size_t)N * C;
+    layernorm_forward(l.out, l.mean, l.rstd, l.inp, l.weight, l.bias, N, C, LN_EPS);
+    float *dinp = zero_floats(NC), *dw = zero_floats(C), *db = zero_floats(C);
+    layernorm_backward(dinp, dw, db, l.dout, l.inp, l.weight, l.mean, l.rstd, N, C);
+
+    /* normalisation is nonlinear in x (curvature ~ rstd^2 ~ 3): h = 1e-2 leaves
+     * a truncation error near 1e-4; 2e-3 is the fp32 limit with margin.
+     * weight and bias enter linearly, so those differences are exact up to rounding. */
+    check_grad("layernorm dinp", layernorm_loss, &l, l.inp, NC, dinp, 200, 1e-2f, 2e-3, &r);
+    check_grad("layernorm dweight", layernorm_loss, &l, l.weight, C, dw, 200, 1e-2f, 1e-4, &r);
+    check_grad("layernorm dbias", layernorm_loss, &l, l.bias, C, db, 200, 1e-2f, 1e-4, &r);
+
+    /* += : each element receives one addition per call, so doubling is exact */
+    layernorm_forward(l.out, l.mean, l.rstd, l.inp, l.weight, l.bias, N, C, LN_EPS);
+    float *dinp2 = copy_floats(dinp, NC), *dw2 = copy_floats(dw, C), *db2 = copy_floats(db, C);
+    layernorm_backward(dinp2, dw2, db2, l.dout, l.inp, l.weight, l.mean, l.rstd, N, C);
+    expect_doubled("layernorm dinp", dinp, dinp2, NC, 0.0);
+    expect_doubled("layernorm dweight", dw, dw2, C, 0.0);
+    expect_doubled("layernorm dbias", db, db2, C, 0.0);
+
+    /* frozen weight and bias: dinp is unchanged */
+    float *dinp_only = zero_floats(NC), *db_only = zero_floats(C);
+    layernorm_backward(dinp_only, NULL, NULL, l.dout, l.inp, l.weight, l.mean, l.rstd, N, C);
+    expect_equal("layernorm dinp with dweight, dbias NULL", dinp_only, dinp, NC);
+    layernorm_backward(NULL, NULL, db_only, l.dout, l.inp, l.weight, l.mean, l.rstd, N, C);
+    expect_equal("layernorm dbias alone", db_only, db, C);
+
+    free(dinp), free(dw), free(db), free(dinp2), free(dw2), free(db2), free(dinp_only),
+        free(db_only);
+    layernorm_case_free(&l);
+}
+
+/* ---------------------------------------------------------------- matmul */
+
+typedef struct {
+    int N, C, OC;
+    float *out, *inp, *weight, *bias, *dout;
+} MatmulCase;
+
+static double matmul_loss(void *p) {
+    MatmulCase *m = p;
+    matmul_forward(m->out, m->inp, m->weight, m->bias, m->N, m->C, m->OC);
+    return dot_d(m->dout, m->out, (size_t)m->N * m->OC);
+}
+
+Test(matmul, forward_matches_triple_loop) {
+    Rng r;
+    rng_seed(&r, 301);
+    int N = 33, C = 70, OC = 65;
+    float *inp = rand_floats(&r, (size_t)N * C, 1.0f), *w = rand_floats(&r, (size_t)C * OC, 1.0f);
+    float *bias = rand_floats(&r, OC, 1.0f), *out = zero_floats((size_t)N * OC);
+    double *want = xmalloc((size_t)N * OC * sizeof(double));
+    for (int with_bias = 0; with_bias <= 1; with_bias++) {
+        for (int i = 0; i < N; i++)
+            for (int o = 0; o < OC; o++) {
+                double s = with_bias ? bias[o] : 0.0;
+                for (int c = 0; c < C; c++) s += (double)inp[i * C + c] * w[c * OC + o];
+                want[(size_t)i * OC + o] = s;
+            }
+        /* poison out: forward must overwrite, not accumulate */
+        for (size_t i = 0; i < (size_t)N * OC; i++) out[i] = 1e3f;
+        matmul_forward(out, inp, w, with_bias ? bias : NULL, N, C, OC);
+        /* fp32 dot products of length 70 against double: ~1e-7 relative */
+        double e = rel_err_d(out, want, (size_t)N * OC);
+        cr_expect(e < 1e-6, "matmul forward (bias %d) relative error %.3g", with_bias, e);
+    }
+    free(inp), free(w), free(bias), free(out), free(want);
+}
+
+Test(matmul, backward_finite_differences_and_conventions) {
+    Rng r;
+    rng_seed(&r, 302);
+    /* OC = 70 spans two 64-column blocks of the dbias sums */
+    int N = 5, C = 7, OC = 70;
+    MatmulCase m = {N, C, OC, NULL, NULL, NULL, NULL, NULL};
+    size_t NC = (size_t)N * C, COC = (size_t)C * OC, NOC = (size_t)N * OC;
+    m.inp = rand_floats(&r, NC, 1.0f);
+    m.weight = rand_floats(&r, COC, 1.0f);
+    m.bias = rand_floats(&r, OC, 1.0f);
+    m.dout = rand_floats(&r, NOC, 1.0f);
+    m.out = zero_floats(NOC);
+    float *dinp = zero_floats(NC), *dw = zero_floats(COC), *db = zero_floats(OC);
+    matmul_backward(dinp, dw, db, m.dout, m.inp, m.weight, N, C, OC);
+
+    /* linear in each argument: differences are exact up to fp32 rounding of L */
+    check_grad("matmul dinp", matmul_loss, &m, m.inp, NC, dinp, 200, 1e-2f, 1e-4, &r);
+    check_grad("matmul dweight", matmul_loss, &m, m.weight, COC, dw, 200, 1e-2f, 1e-4, &r);
+    check_grad("matmul dbias", matmul_loss, &m, m.bias, OC, db, 200, 1e-2f, 1e-4, &r);
+
+    /* += : sgemm with beta = 1 adds its product once; at these sizes (inner
+     * dimension below OpenBLAS's blocking) that makes doubling exact */
+    float *dinp2 = copy_floats(dinp, NC), *dw2 = copy_floats(dw, COC), *db2 = copy_floats(db, OC);
+    matmul_backward(dinp2, dw2, db2, m.dout, m.inp, m.weight, N, C, OC);
+    expect_doubled("matmul dinp", dinp, dinp2, NC, 0.0);
+    expect_doubled("matmul dweight", dw, dw2, COC, 0.0);
+    expect_doubled("matmul dbias", db, db2, OC, 0.0);
+
+    /* frozen weight: dinp is the full call's; and each gradient alone */
+    float *a = zero_floats(NC), *b = zero_floats(COC), *c = zero_floats(OC);
+    matmul_backward(a, NULL, NULL, m.dout, m.inp, m.weight, N, C, OC);
+    expect_equal("matmul dinp with dweight, dbias NULL", a, dinp, NC);
+    matmul_backward(NULL, b, NULL, m.dout, m.inp, m.weight, N, C, OC);
+    expect_equal("matmul dweight alone", b, dw, COC);
+    matmul_backward(NULL, NULL, c, m.dout, m.inp, m.weight, N, C, OC);
+    expect_equal("matmul dbias alone", c, db, OC);
+
+    free(m.inp), free(m.weight), free(m.bias), free(m.dout), free(m.out);
+    free(dinp), free(dw), free(db), free(dinp2), free(dw2), free(db2), free(a), free(b), free(c);
+}
+
+/* ---------------------------------------------------------------- attention */
+
+typedef struct {
+    int B, T, C, NH;
+    float *qkv, *out, *lse, *dout;
+} AttentionCase;
+
+static double attention_loss(void *p) {
+    AttentionCase *a = p;
+    attention_forward(a->out, a->lse, a->qkv, a->B, a->T, a->C, a->NH);
+    return dot_d(a->dout, a->out, (size_t)a->B * a->T * a->C);
+}
+
+static void attention_case_init(AttentionCase *a, Rng *r, int B, int T, int C, int NH) {
+    a->B = B, a->T = T, a->C = C, a->NH = NH;
+    /* scale 1: scores of order 1, so softmax rows are neither flat nor one-hot */
+    a->qkv = rand_floats(r, (size_t)B * T * 3 * C, 1.0f);
+    a->dout = rand_floats(r, (size_t)B * T * C, 1.0f);
+    a->out = zero_floats((size_t)B * T * C);
+    a->lse = zero_floats((size_t)B * NH * T);
+}
+
+static void attention_case_free(AttentionCase *a) {
+    free(a->qkv), free(a->dout), free(a->out), free(a->lse);
+}
+
+/* Shapes: HS = 8 and 16, T = 1, odd T, and T = 67 / 130 which cross the
+ * 64-row blocks of the implementation with a ragged last block. */
+static const int ATT_SHAPES[][4] = {
+    /* B, T, C, NH */
+    {2, 7, 16, 2}, {1, 1, 16, 1}, {2, 5, 32, 2}, {1, 67, 16, 2}, {1, 130, 8, 1},
+};
+#define N_ATT_SHAPES (int)(sizeof ATT_SHAPES / sizeof ATT_SHAPES[0])
+
+Test(attention, forward_matches_naive_double_softmax) {
+    Rng r;
+    rng_seed(&r, 401);
+    for (int s = 0; s < N_ATT_SHAPES; s++) {
+        AttentionCase a;
+        attention_case_init(&a, &r, ATT_SHAPES[s][0], ATT_SHAPES[s][1], ATT_SHAPES[s][2],
+                            ATT_SHAPES[s][3]);
+        int B = a.B, T = a.T, C = a.C, NH = a.NH, HS = C / NH;
+        attention_forward(a.out, a.lse, a.qkv, B, T, C, NH);
+        double *want = xcalloc((size_t)B * T * C, sizeof(double));
+        double *want_lse = xcalloc((size_t)B * NH * T, sizeof(double));
+        double *row = xmalloc((size_t)T * sizeof(double));
+        for (int b = 0; b < B; b++)
+            for (int h = 0; h < NH; h++)
+                for (int i = 0; i < T; i++) {
+                    const float *q = a.qkv + ((size_t)b * T + i) * 3 * C + h * HS;
+                    double mx = -INFINITY, sum = 0.0;
+                    for (int j = 0; j <= i; j++) { /* causal: keys 0..i */
+                        const float *k = a.qkv + ((size_t)b * T + j) * 3 * C + C + h * HS;
+                        double dot = 0.0;
+                        for (int d = 0; d < HS; d++) dot += (double)q[d] * k[d];
+                        row[j] = dot / sqrt((double)HS);
+                        mx = row[j] > mx ? row[j] : mx;
+                    }
+                    for (int j = 0; j <= i; j++) sum += exp(row[j] - mx);
+                    want_lse[((size_t)b * NH + h) * T + i] = mx + log(sum);
+                    double *o = want + ((size_t)b * T + i) * C + h * HS;
+                    for (int j = 0; j <= i; j++) {
+                        const float *v = a.qkv + ((size_t)b * T + j) * 3 * C + 2 * C + h * HS;
+                        double p = exp(row[j] - mx) / sum;
+                        for (int d = 0; d < HS; d++) o[d] += p * v[d];
+                    }
+                }
+        /* fp32 sgemm + expf against double: ~1e-7; 2e-6 keeps well inside 1e-5 parity */
+        double e_out = rel_err_d(a.out, want, (size_t)B * T * C);
+        double e_lse = rel_err_d(a.lse, want_lse, (size_t)B * NH * T);
+        cr_expect(e_out < 2e-6, "attention out, shape B=%d T=%d C=%d NH=%d: relative error %.3g",
+                  B, T, C, NH, e_out);
+        cr_expect(e_lse < 2e-6, "attention lse, shape B=%d T=%d C=%d NH=%d: relative error %.3g",
+                  B, T, C, NH, e_lse);
+        free(want), free(want_lse), free(row);
+        attention_case_free(&a);
+    }
+}
+
+Test(attention, backward_finite_differences_q_k_v) {
+    Rng r;
+    rng_seed(&r, 402);
+    for (int s = 0; s < N_ATT_SHAPES; s++) {
+        AttentionCase a;
+        attention_case_init(&a, &r, ATT_SHAPES[s][0], ATT_SHAPES[s][1], ATT_SHAPES[s][2],
+                            ATT_SHAPES[s][3]);
+        int B = a.B, T = a.T, C = a.C, NH = a.NH;
+        size_t n3 = (size_t)B * T * 3 * C;
+        attention_forward(a.out, a.lse, a.qkv, B, T, C, NH);
+        float *dqkv = zero_floats(n3);
+        attention_backward(dqkv, a.dout, a.qkv, a.out, a.lse, B, T, C, NH);
+
+        /* Split dqkv into its q, k, v thirds so each is checked on its own
+         * (probing the whole (B,T,3C) buffer but reporting per part). Softmax is
+         * smooth with curvature of order 1 at these score sizes: h = 1e-2
+         * leaves ~1e-4 truncation; 2e-3 is the fp32 limit with margin. */
+        const char *part_name[3] = {"dq", "dk", "dv"};
+        for (int part = 0; part < 3; part++) {
+            /* gather the part's elements as a (B*T, C) view so probes stay inside it */
+            size_t n = (size_t)B * T * C;
+            size_t probes = n <= 150 ? n : 150;
+            double diff2 = 0.0, ana2 = 0.0, num2 = 0.0;
+            for (size_t k = 0; k < probes; k++) {
+                size_t flat = n <= 150 ? k : (size_t)rng_below(&r, n);
+                size_t idx = (flat / C) * 3 * C + (size_t)part * C + flat % C;
+                float x0 = a.qkv[idx], xp = x0 + 1e-2f, xm = x0 - 1e-2f;
+                a.qkv[idx] = xp;
+                double lp = attention_loss(&a);
+                a.qkv[idx] = xm;
+                double lm = attention_loss(&a);
+                a.qkv[idx] = x0;
+                double numeric = (lp - lm) / ((double)xp - (double)xm);
+                diff2 += (numeric - dqkv[idx]) * (numeric - dqkv[idx]);
+                ana2 += (double)dqkv[idx] * dqkv[idx];
+                num2 += numeric * numeric;
+            }
+            double err = sqrt(diff2) / sqrt(ana2 > 1e-300 ? ana2 : 1e-300);
+            if (T == 1 && part < 2) {
+                /* one token attends only to itself: out = v, so q and k get no gradient */
+                cr_expect(sqrt(ana2) < 1e-6 && sqrt(num2) < 1e-3,
+                          "attention T=1 %s should be zero: analytic %.3g numeric %.3g",
+                          part_name[part], sqrt(ana2), sqrt(num2));
+                continue;
+            }
+            cr_assert(sqrt(num2) > 1e-3, "attention %s numeric gradient vanished", part_name[part]);
+            cr_expect(err < 2e-3,
+                      "attention %s, shape B=%d T=%d C=%d NH=%d: finite-difference relative "
+                      "error %.3g over %zu probes",
+                      part_name[part], B, T, C, NH, err, probes);
+        }
+        free(dqkv);
+        attention_case_free(&a);
+    }
+}
+
+Test(attention, backward_accumulates) {
+    Rng r;
+    rng_seed(&r, 403);
+    AttentionCase a;
+    attention_case_init(&a, &r, 2, 67, 16, 2);
+    size_t n3 = (size_t)a.B * a.T * 3 * a.C;
+    attention_forward(a.out, a.lse, a.qkv, a.B, a.T, a.C, a.NH);
+    float *g1 = zero_floats(n3);
+    attention_backward(g1, a.dout, a.qkv, a.out, a.lse, a.B, a.T, a.C, a.NH);
+    float *g2 = copy_floats(g1, n3);
+    /* each dqkv element gets a single += per call (partial sums live in scratch) */
+    attention_backward(g2, a.dout, a.qkv, a.out, a.lse, a.B, a.T, a.C, a.NH);
+    expect_doubled("attention dqkv", g1, g2, n3, 0.0);
+    free(g1), free(g2);
+    attention_case_free(&a);
+}
+
+/* ---------------------------------------------------------------- gelu, residual */
+
+typedef struct {
+    size_t n;
+    float *inp, *out, *dout;
+} GeluCase;
+
+static double gelu_loss(void *p) {
+    GeluCase *g = p;
+    gelu_forward(g->out, g->inp, g->n);
+    return dot_d(g->dout, g->out, g->n);
+}
+
+Test(gelu, forward_matches_tanh_formula) {
+    Rng r;
+    rng_seed(&r, 501);
+    size_t n = 257;
+    float *x = rand_floats(&r, n, 6.0f), *y = zero_floats(n);
+    x[0] = 0.0f, x[1] = -10.0f, x[2] = 10.0f; /* the origin and both saturated tails */
+    gelu_forward(y, x, n);
+    for (size_t i = 0; i < n; i++) {
+        double xd = x[i];
+        double want = 0.5 * xd * (1.0 + tanh(sqrt(2.0 / M_PI) * (xd + 0.044715 * xd * xd * xd)));
+        /* A few float roundings give 1e-6 relative. For x << 0, 1 + tanh(u) cancels:
+         * tanhf's absolute error (~6e-8 near -1) times 0.5|x| is an absolute error
+         * of ~3e-8 |x|. transformers evaluates the same fp32 formula and has the
+         * same cancellation, so we allow it rather than compute more accurately
+         * than the model we must match. */
+        double tol = 1e-6 * fabs(want) + 1e-7 * fabs(xd);
+        cr_expect(fabs(y[i] - want) <= tol, "gelu(%.9g) = %.9g, want %.12g (tolerance %.3g)",
+                  x[i], y[i], want, tol);
+    }
+    cr_expect(y[0] == 0.0f && fabsf(y[2] - 10.0f) < 1e-6f, "gelu(0) = %g, gelu(10) = %g", y[0],
+              y[2]);
+    free(x), free(y);
+}
+
+Test(gelu, backward_finite_differences_and_conventions) {
+    Rng r;
+    rng_seed(&r, 502);
+    GeluCase g = {150, NULL, NULL, NULL};
+    g.inp = rand_floats(&r, g.n, 4.0f);
+    g.dout = rand_floats(&r, g.n, 1.0f);
+    g.out = zero_floats(g.n);
+    float *dinp = zero_floats(g.n);
+    gelu_backward(dinp, g.inp, g.dout, g.n);
+    /* smooth elementwise function: h = 1e-2 gives ~1e-5 truncation; 1e-3 is
+     * comfortably above the fp32 noise */
+    check_grad("gelu dinp", gelu_loss, &g, g.inp, g.n, dinp, 200, 1e-2f, 1e-3, &r);
+    float *dinp2 = copy_floats(dinp, g.n);
+    gelu_backward(dinp2, g.inp, g.dout, g.n);
+    expect_doubled("gelu dinp", dinp, dinp2, g.n, 0.0);
+    free(g.inp), free(g.dout), free(g.out), free(dinp), free(dinp2);
+}
+
+Test(residual, forward_adds) {
+    Rng r;
+    rng_seed(&r, 503);
+    size_t n = 100003; /* above the OpenMP threshold, odd */
+    float *a = rand_floats(&r, n, 1.0f), *b = rand_floats(&r, n, 1.0f), *out = zero_floats(n);
+    residual_forward(out, a, b, n);
+    for (size_t i = 0; i < n; i++)
+        if (out[i] != a[i] + b[i])
+            cr_assert_fail("residual out[%zu] = %.9g, want %.9g", i, out[i], a[i] + b[i]);
+    cr_assert_eq(out[n - 1], a[n - 1] + b[n - 1], "last element %.9g", out[n - 1]);
+    free(a), free(b), free(out);
+}
+
+/* ---------------------------------------------------------------- classifier */
+
+typedef struct {
+    int N, V;
+    float *logits, *logp, *lse, *g;
+    int *targets;
+} ClassifierCase;
+
+static double classifier_loss(void *p) {
+    ClassifierCase *c = p;
+    classifier_forward(c->logp, c->lse, c->logits, c->targets, c->N, c->V);
+    return dot_d(c->g, c->logp, c->N);
+}
+
+Test(classifier, forward_matches_double_log_softmax) {
+    Rng r;
+    rng_seed(&r, 601);
+    int N = 7, V = 1000;
+    float *logits = rand_floats(&r, (size_t)N * V, 10.0f);
+    /* row 1 far out in both directions: expf without max subtraction overflows */
+    for (int j = 0; j < V; j++) logits[1 * V + j] += 1000.0f;
+    for (int j = 0; j < V; j++) logits[2 * V + j] -= 1000.0f;
+    int targets[7] = {3, 999, 0, -1, 500, 17, -5};
+    float logp[7], lse[7];
+    float *before = copy_floats(logits, (size_t)N * V);
+    classifier_forward(logp, lse, logits, targets, N, V);
+    expect_equal("classifier forward leaves logits untouched", logits, before, (size_t)N * V);
+    for (int i = 0; i < N; i++) {
+        const float *x = logits + (size_t)i * V;
+        double mx = -INFINITY, sum = 0.0;
+        for (int j = 0; j < V; j++) mx = x[j] > mx ? x[j] : mx;
+        for (int j = 0; j < V; j++) sum += exp(x[j] - mx);
+        double want_lse = mx + log(sum);
+        double want_logp = targets[i] < 0 ? 0.0 : x[targets[i]] - want_lse;
+        /* float result of a double-accurate computation: half an ulp of |lse| (up to
+         * ~1e3 here), so 1e-6 relative to max(|lse|, 1) */
+        double tol = 1e-6 * fmax(fabs(want_lse), 1.0);
+        cr_expect(fabs(lse[i] - want_lse) <= tol, "row %d lse %.9g, want %.12g", i, lse[i],
+                  want_lse);
+        cr_expect(fabs(logp[i] - want_logp) <= tol, "row %d logp %.9g, want %.12g", i, logp[i],
+                  want_logp);
+        if (targets[i] < 0) cr_expect_eq(logp[i], 0.0f, "row %d has no target: logp %g", i, logp[i]);
+    }
+    free(logits), free(before);
+}
+
+Test(classifier, backward_finite_differences_and_masking) {
+    Rng r;
+    rng_seed(&r, 602);
+    int N = 6, V = 37;
+    size_t NV = (size_t)N * V;
+    ClassifierCase c = {N, V, NULL, NULL, NULL, NULL, NULL};
+    c.logits = rand_floats(&r, NV, 3.0f);
+    c.logp = zero_floats(N);
+    c.lse = zero_floats(N);
+    c.g = rand_floats(&r, N, 1.0f);
+    int targets[6] = {0, 36, -1, 5, 20, 11};
+    c.targets = targets;
+    c.g[2] = 0.0f; /* no target: weight must be 0 */
+    c.g[4] = 0.0f; /* a real target with zero weight: row becomes zeros */
+    classifier_forward(c.logp, c.lse, c.logits, c.targets, N, V);
+    float *dlogits = copy_floats(c.logits, NV);
+    classifier_backward(dlogits, c.lse, c.targets, c.g, N, V);
+
+    /* log-softmax has curvature below 1 for logits of this size: h = 1e-2 gives
+     * ~1e-5 truncation; 1e-3 is the fp32 limit with margin */
+    check_grad("classifier dlogits", classifier_loss, &c, c.logits, NV, dlogits, 250, 1e-2f,
+               1e-3, &r);
+
+    for (int j = 0; j < V; j++) {
+        cr_expect_eq(dlogits[2 * V + j], 0.0f, "row without target: dlogits[%d] = %g", j,
+                     dlogits[2 * V + j]);
+        cr_expect_eq(dlogits[4 * V + j], 0.0f, "row with g = 0: dlogits[%d] = %g", j,
+                     dlogits[4 * V + j]);
+    }
+    /* each live row of dlogits sums to g (1 - sum softmax) = 0 */
+    for (int i = 0; i < N; i++) {
+        double s = 0.0;
+        for (int j = 0; j < V; j++) s += dlogits[(size_t)i * V + j];
+        cr_expect(fabs(s) < 1e-6, "row %d of dlogits sums to %.3g, want 0", i, s);
+    }
+    free(c.logits), free(c.logp), free(c.lse), free(c.g), free(dlogits);
+}
+
+Test(classifier, backward_is_linear_in_g) {
+    Rng r;
+    rng_seed(&r, 603);
+    int N = 4, V = 50;
+    size_t NV = (size_t)N * V;
+    float *logits = rand_floats(&r, NV, 3.0f), logp[4], lse[4];
+    int targets[4] = {1, 2, 3, 4};
+    float g[4] = {0.5f, -1.0f, 0.25f, 2.0f}, g2[4] = {1.0f, -2.0f, 0.5f, 4.0f};
+    classifier_forward(logp, lse, logits, targets, N, V);
+    float *d1 = copy_floats(logits, NV), *d2 = copy_floats(logits, NV);
+    classifier_backward(d1, lse, targets, g, N, V);
+    classifier_backward(d2, lse, targets, g2, N, V);
+    /* scaling g by a power of two scales every product exactly */
+    expect_doubled("classifier dlogits, g doubled", d1, d2, NV, 0.0);
+    free(logits), free(d1), free(d2);
+}
+
+/* ---------------------------------------------------------------- adamw, reductions */
+
+Test(adamw, matches_torch_formula_in_double_over_three_steps) {
+    Rng r;
+    rng_seed(&r, 701);
+    size_t n = 1000;
+    /* beta1 = 0.9 uses torch lerp's small-weight branch, beta1 = 0.3 the other */
+    const float beta1s[2] = {0.9f, 0.3f};
+    for (int variant = 0; variant < 2; variant++) {
+        float lr = 1e-2f, beta1 = beta1s[variant], beta2 = 0.95f, eps = 1e-8f, wd = 0.1f;
+        float *p = rand_floats(&r, n, 1.0f), *m = zero_floats(n), *v = zero_floats(n);
+        double *pd = xmalloc(n * sizeof(double)), *md = xcalloc(n, sizeof(double)),
+               *vd = xcalloc(n, sizeof(double));
+        for (size_t i = 0; i < n; i++) pd[i] = p[i];
+        for (int step = 1; step <= 3; step++) {
+            float *g = rand_floats(&r, n, 1.0f);
+            adamw_update(p, g, m, v, n, lr, beta1, beta2, eps, wd, step);
+            double bc1 = 1.0 - pow(beta1, step), bc2 = 1.0 - pow(beta2, step);
+            for (size_t i = 0; i < n; i++) {
+                pd[i] *= 1.0 - (double)lr * wd;
+                md[i] += (1.0 - beta1) * (g[i] - md[i]);
+                vd[i] = beta2 * vd[i] + (1.0 - beta2) * (double)g[i] * g[i];
+                double denom = sqrt(vd[i]) / sqrt(bc2) + eps;
+                pd[i] -= (lr / bc1) * md[i] / denom;
+            }
+            free(g);
+            /* a few fp32 roundings per step against exact arithmetic */
+            double ep = rel_err_d(p, pd, n), em = rel_err_d(m, md, n), ev = rel_err_d(v, vd, n);
+            cr_expect(ep < 1e-6, "beta1 %.1f step %d: param relative error %.3g", beta1, step, ep);
+            cr_expect(em < 1e-6, "beta1 %.1f step %d: m relative error %.3g", beta1, step, em);
+            cr_expect(ev < 1e-6, "beta1 %.1f step %d: v relative error %.3g", beta1, step, ev);
+        }
+        free(p), free(m), free(v), free(pd), free(md), free(vd);
+    }
+}
+
+Test(adamw, first_step_moves_each_param_by_lr) {
+    /* with m, v = 0, step 1 gives m/bc1 / sqrt(v/bc2) = sign(g): |dp| = lr after decay */
+    float p[3] = {1.0f, -2.0f, 0.5f}, g[3] = {0.3f, -4.0f, 1e-3f}, m[3] = {0}, v[3] = {0};
+    float lr = 1e-3f, wd = 0.0f;
+    float p0[3] = {p[0], p[1], p[2]};
+    adamw_update(p, g, m, v, 3, lr, 0.9f, 0.999f, 1e-8f, wd, 1);
+    for (int i = 0; i < 3; i++) {
+        float want = p0[i] - lr * (g[i] > 0 ? 1.0f : -1.0f);
+        cr_expect(fabsf(p[i] - want) < 1e-6f, "param %d: %.9g, want %.9g", i, p[i], want);
+    }
+}
+
+Test(reductions, sum_squares_and_scale) {
+    Rng r;
+    rng_seed(&r, 801);
+    size_t n = 200001; /* above the OpenMP threshold */
+    float *x = rand_floats(&r, n, 2.0f);
+    double want = 0.0;
+    for (size_t i = 0; i < n; i++) want += (double)x[i] * x[i];
+    double got = sum_squares(x, n);
+    /* double accumulation in a different order: ~1e-15 relative */
+    cr_expect(fabs(got - want) <= 1e-12 * want, "sum_squares %.17g, want %.17g", got, want);
+    float *y = copy_floats(x, n);
+    scale_inplace(y, 0.37f, n);
+    for (size_t i = 0; i < n; i++)
+        if (y[i] != x[i] * 0.37f) cr_assert_fail("scale_inplace y[%zu] = %.9g", i, y[i]);
+    cr_expect_eq(y[n - 1], x[n - 1] * 0.37f, "last element %.9g", y[n - 1]);
+    free(x), free(y);
+}
