@@ -52,17 +52,19 @@ static void h5_quiet(void) {
     }
 }
 
+/* The most specific message on HDF5's error stack for the call that just
+ * failed. Take it before any other HDF5 call: the next call clears the stack. */
+static _Thread_local char h5_why[384];
+
 static herr_t innermost_cb(unsigned n, const H5E_error2_t *e, void *data) {
-    if (n == 0 && e->desc) snprintf(data, 384, "%s", e->desc);
+    if (n == 0 && e->desc) snprintf(data, sizeof h5_why, "%s", e->desc);
     return 0;
 }
 
-/* The most specific message on HDF5's error stack for the call that just failed. */
 static const char *h5_reason(void) {
-    static _Thread_local char buf[384];
-    snprintf(buf, sizeof buf, "no detail from HDF5");
-    H5Ewalk2(H5E_DEFAULT, H5E_WALK_UPWARD, innermost_cb, buf);
-    return buf;
+    snprintf(h5_why, sizeof h5_why, "no detail from HDF5");
+    H5Ewalk2(H5E_DEFAULT, H5E_WALK_UPWARD, innermost_cb, h5_why);
+    return h5_why;
 }
 
 static void close_id(hid_t *id, herr_t (*close)(hid_t)) {
@@ -423,10 +425,11 @@ static int dataset_read(Dataset *ds, hid_t file) {
 int dataset_open(Dataset *ds, const char *path) {
     memset(ds, 0, sizeof *ds);
     h5_quiet();
-    if (strlen(path) >= sizeof ds->path)
+    size_t len = strlen(path);
+    if (len >= sizeof ds->path)
         return err_set("dataset path is longer than %zu characters: %.80s...",
                        sizeof ds->path - 1, path);
-    snprintf(ds->path, sizeof ds->path, "%s", path);
+    memcpy(ds->path, path, len + 1);
     if (access(path, R_OK) != 0)
         return err_set("%s: cannot open dataset: %s%s", path, strerror(errno),
                        errno == ENOENT ? " (build one with `retort data build`)" : "");
@@ -438,10 +441,11 @@ int dataset_open(Dataset *ds, const char *path) {
     hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
     H5Pset_fclose_degree(fapl, H5F_CLOSE_STRONG); /* closing the file closes what we leaked */
     hid_t file = H5Fopen(path, H5F_ACC_RDONLY, fapl);
+    if (file < 0) h5_reason();
     H5Pclose(fapl);
     if (file < 0)
-        return err_set("%s: cannot open as HDF5: %s; the file may be truncated or corrupt; %s",
-                       path, h5_reason(), REBUILD_HINT);
+        return err_set("%s: cannot open as HDF5 (%s); the file may be truncated or corrupt; %s",
+                       path, h5_why, REBUILD_HINT);
     int rc = dataset_read(ds, file);
     H5Fclose(file);
     if (rc != 0) {
@@ -503,10 +507,11 @@ static int column_create(DatasetWriter *w, Column *c, const char *name, hid_t fi
     hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
     H5Pset_chunk(dcpl, 1, &chunk_dims);
     c->dset = H5Dcreate2(w->file, name, filetype, space, H5P_DEFAULT, dcpl, H5P_DEFAULT);
+    if (c->dset < 0) h5_reason();
     H5Pclose(dcpl);
     H5Sclose(space);
     if (c->dset < 0)
-        return err_set("%s: cannot create dataset '%s' (HDF5: %s)", w->tmp, name, h5_reason());
+        return err_set("%s: cannot create dataset '%s' (HDF5: %s)", w->tmp, name, h5_why);
     c->name = name;
     c->memtype = memtype;
     c->elem = elem;
@@ -521,18 +526,21 @@ static int column_flush(DatasetWriter *w, Column *c) {
     int rc = 0;
     if (H5Dset_extent(c->dset, &size) < 0) {
         rc = -1;
+        h5_reason();
     } else {
         hid_t fs = H5Dget_space(c->dset), ms = H5Screate_simple(1, &count, NULL);
         if (H5Sselect_hyperslab(fs, H5S_SELECT_SET, &start, NULL, &count, NULL) < 0 ||
-            H5Dwrite(c->dset, c->memtype, ms, fs, H5P_DEFAULT, c->buf) < 0)
+            H5Dwrite(c->dset, c->memtype, ms, fs, H5P_DEFAULT, c->buf) < 0) {
             rc = -1;
+            h5_reason();
+        }
         H5Sclose(ms);
         H5Sclose(fs);
     }
     if (rc != 0) {
         w->failed = 1;
         return err_set("%s: cannot write dataset '%s' (HDF5: %s); check free disk space", w->tmp,
-                       c->name, h5_reason());
+                       c->name, h5_why);
     }
     c->n_file += c->n_buf;
     c->n_buf = 0;
@@ -722,12 +730,12 @@ static int write_attr_strings(DatasetWriter *w, const char *name, const char *co
     hid_t space = scalar ? H5Screate(H5S_SCALAR) : H5Screate_simple(1, &dims, NULL);
     hid_t aid = H5Acreate2(w->file, name, type, space, H5P_DEFAULT, H5P_DEFAULT);
     int rc = (aid < 0 || H5Awrite(aid, type, buf) < 0) ? -1 : 0;
+    if (rc) h5_reason();
     if (aid >= 0) H5Aclose(aid);
     H5Sclose(space);
     H5Tclose(type);
     free(buf);
-    if (rc) return err_set("%s: cannot write attribute '%s' (HDF5: %s)", w->tmp, name,
-                           h5_reason());
+    if (rc) return err_set("%s: cannot write attribute '%s' (HDF5: %s)", w->tmp, name, h5_why);
     return 0;
 }
 
@@ -735,10 +743,10 @@ static int write_attr_int(DatasetWriter *w, const char *name, int64_t v) {
     hid_t space = H5Screate(H5S_SCALAR);
     hid_t aid = H5Acreate2(w->file, name, H5T_STD_I64LE, space, H5P_DEFAULT, H5P_DEFAULT);
     int rc = (aid < 0 || H5Awrite(aid, H5T_NATIVE_INT64, &v) < 0) ? -1 : 0;
+    if (rc) h5_reason();
     if (aid >= 0) H5Aclose(aid);
     H5Sclose(space);
-    if (rc) return err_set("%s: cannot write attribute '%s' (HDF5: %s)", w->tmp, name,
-                           h5_reason());
+    if (rc) return err_set("%s: cannot write attribute '%s' (HDF5: %s)", w->tmp, name, h5_why);
     return 0;
 }
 

@@ -127,9 +127,12 @@ void classifier_backward(float *logits,      /* (N,V) in: logits, out: dlogits *
                          int N, int V);
 
 /* ---- AdamW, one tensor; matches torch.optim.AdamW's update order exactly ----
- * step is 1-based. weight_decay is applied decoupled: p *= 1 - lr*wd first. */
+ * step is 1-based. weight_decay is applied decoupled: p *= 1 - lr*wd first.
+ * The hyperparameters are doubles because torch derives 1-beta2, lr/bc1, ...
+ * from Python floats before rounding them once to fp32; (double)0.999f is not
+ * 0.999, and that alone moves step 1 by ~1e-5 relative. */
 void adamw_update(float *param, const float *grad, float *m, float *v, size_t n,
-                  float lr, float beta1, float beta2, float eps, float weight_decay,
+                  double lr, double beta1, double beta2, double eps, double weight_decay,
                   int step);
 
 /* ---- reductions ---- */

@@ -59,8 +59,8 @@ typedef struct Backend {
                                 const float *g, int N, int V);
     /* master: fp32 master weights, or NULL when param itself is fp32 (CPU) */
     void (*adamw_update)(float *param, float *master, const float *grad, float *m, float *v,
-                         size_t n, float lr, float beta1, float beta2, float eps,
-                         float weight_decay, int step);
+                         size_t n, double lr, double beta1, double beta2, double eps,
+                         double weight_decay, int step);
     double (*sum_squares)(const float *x, size_t n);
     void (*scale_inplace)(float *x, float s, size_t n);
 } Backend;

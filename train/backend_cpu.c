@@ -31,7 +31,8 @@ static void cpu_download_f32(float *host, const float *src, size_t n) {
 }
 /* fp32 parameters are their own master weights */
 static void cpu_adamw(float *param, float *master, const float *grad, float *m, float *v,
-                      size_t n, float lr, float beta1, float beta2, float eps, float wd, int step) {
+                      size_t n, double lr, double beta1, double beta2, double eps, double wd,
+                      int step) {
     (void)master;
     adamw_update(param, grad, m, v, n, lr, beta1, beta2, eps, wd, step);
 }

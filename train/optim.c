@@ -107,8 +107,8 @@ void optim_step(Optimizer *o, double lr) {
         const ParamInfo *p = gpt_tensor(o->model, i);
         double wd = p->decay ? o->cfg.weight_decay : 0.0;
         o->be->adamw_update(at(o, params, p), o->master ? o->master + p->offset : NULL,
-                            at(o, grads, p), o->m + p->offset, o->v + p->offset, p->numel, (float)lr, (float)o->cfg.beta1,
-                            (float)o->cfg.beta2, (float)o->cfg.eps, (float)wd, o->step);
+                            at(o, grads, p), o->m + p->offset, o->v + p->offset, p->numel, lr,
+                            o->cfg.beta1, o->cfg.beta2, o->cfg.eps, wd, o->step);
     }
 }
 

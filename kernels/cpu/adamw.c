@@ -17,19 +17,19 @@
 
 #define ELEMENTWISE_PAR_MIN 65536
 
-void adamw_update(float *param, const float *grad, float *m, float *v, size_t n, float lr,
-                  float beta1, float beta2, float eps, float weight_decay, int step) {
+void adamw_update(float *param, const float *grad, float *m, float *v, size_t n, double lr,
+                  double beta1, double beta2, double eps, double weight_decay, int step) {
     double lr_d = lr, beta1_d = beta1, beta2_d = beta2;
-    float decay = (float)(1.0 - lr_d * (double)weight_decay);
+    float decay = (float)(1.0 - lr_d * weight_decay);
     float w1 = (float)(1.0 - beta1_d);                   /* lerp weight */
-    float b2 = beta2;
+    float b2 = (float)beta2;
     float w2 = (float)(1.0 - beta2_d);
     double bias_correction1 = 1.0 - pow(beta1_d, step);
     double bias_correction2 = 1.0 - pow(beta2_d, step);
     float neg_step_size = (float)(-(lr_d / bias_correction1));
     float bc2_sqrt = (float)sqrt(bias_correction2);
     int lerp_small = fabsf(w1) < 0.5f;
-    float eps_f = eps;
+    float eps_f = (float)eps;
     #pragma omp parallel for if (n > ELEMENTWISE_PAR_MIN)
     for (size_t i = 0; i < n; i++) {
         float g = grad[i];

@@ -29,6 +29,15 @@
 
 #define ATT_ROW_BLOCK 64
 
+/* Below this many multiply-adds in the score products (B*NH*T*T*HS) a parallel
+ * region costs more than it saves, so small calls run on one thread; a single
+ * head has nothing to split and leaves the threads to OpenBLAS instead. */
+#define ATT_PAR_MIN_WORK 100000L
+
+static int attention_parallel(int B, int T, int NH, int HS) {
+    return B * NH > 1 && (long)B * NH * T * T * HS > ATT_PAR_MIN_WORK;
+}
+
 /* Log-sum-exp of each causally masked row of the scaled scores of rows
  * i0..i0+rows-1: S is (rows,cols) with cols = i0+rows, row r sees columns 0..i0+r. */
 static void causal_row_lse(float *lse, const float *S, int i0, int rows, int cols) {
@@ -59,7 +68,7 @@ void attention_forward(float *out, float *lse, const float *qkv, int B, int T, i
     int HS = C / NH;
     int C3 = 3 * C;
     float scale = 1.0f / sqrtf((float)HS);
-    #pragma omp parallel
+    #pragma omp parallel if (attention_parallel(B, T, NH, HS))
     {
         float *S = xmalloc((size_t)ATT_ROW_BLOCK * T * sizeof(float)); /* (ATT_ROW_BLOCK,T) */
         #pragma omp for schedule(static)
@@ -92,7 +101,7 @@ void attention_backward(float *dqkv, const float *dout, const float *qkv, const 
     int HS = C / NH;
     int C3 = 3 * C;
     float scale = 1.0f / sqrtf((float)HS);
-    #pragma omp parallel
+    #pragma omp parallel if (attention_parallel(B, T, NH, HS))
     {
         float *P = xmalloc((size_t)ATT_ROW_BLOCK * T * sizeof(float));  /* (ATT_ROW_BLOCK,T) */
         float *dS = xmalloc((size_t)ATT_ROW_BLOCK * T * sizeof(float)); /* (ATT_ROW_BLOCK,T) */
