@@ -17,12 +17,16 @@ OPT     ?= -O2
 CFLAGS  := -std=c11 $(OPT) -g -fopenmp -Wall -Wextra -Werror -D_GNU_SOURCE -I. $(PKG_CFLAGS)
 LDLIBS  := $(PKG_LIBS) -lm -fopenmp
 BUILD   := build
+BIN     := retort
 
 ifeq ($(SANITIZE),1)
   CFLAGS  += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
   LDLIBS  += -fsanitize=address,undefined
   BUILD   := build/sanitize
+  BIN     := $(BUILD)/retort
 endif
+# the tests that run the command line find the binary of this build here
+export RETORT_BIN := $(abspath $(BIN))
 
 LIB_SRC := $(wildcard kernels/cpu/*.c) $(filter-out train/main.c,$(wildcard train/*.c)) \
            $(wildcard train/objectives/*.c) $(wildcard data/*.c) $(wildcard eval/*.c)
@@ -38,9 +42,9 @@ PY      := $(VENV)/bin/python
 
 .PHONY: all deps test quickstart bench fixtures clean check-deps
 
-all: retort
+all: $(BIN)
 
-retort: $(BUILD)/train/main.o $(LIB)
+$(BIN): $(BUILD)/train/main.o $(LIB)
 	$(CC) -o $@ $^ $(LDLIBS)
 
 $(LIB): $(LIB_OBJ)
@@ -66,7 +70,7 @@ check-deps:
 
 # ---- tests ----
 test: check-deps
-	@$(MAKE) --no-print-directory retort $(TEST_BINS)
+	@$(MAKE) --no-print-directory $(BIN) $(TEST_BINS)
 	@scripts/run_tests.sh $(TEST_BINS)
 
 # ---- quickstart ----

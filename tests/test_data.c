@@ -1095,7 +1095,12 @@ Test(build, skip_bad_skips_and_counts) {
     rm_rf(dir);
 }
 
-Test(build, report_on_stdout, .init = cr_redirect_stdout) {
+static void redirect_stdout_and_stderr(void) {
+    cr_redirect_stdout();
+    cr_redirect_stderr(); /* the skipped-line warning */
+}
+
+Test(build, report_on_stdout, .init = redirect_stdout_and_stderr) {
     char dir[256], in[512], out[512];
     make_temp_dir(dir, sizeof dir, "build");
     join(in, sizeof in, dir, "in.jsonl");

@@ -229,7 +229,8 @@ Test(train, sigterm_checkpoints_and_exits_zero) {
     pid_t pid = fork();
     if (pid == 0) {
         freopen("/dev/null", "w", stdout);
-        execl("./retort", "retort", "train", "-c", cfg, (char *)NULL);
+        const char *bin = getenv("RETORT_BIN") ? getenv("RETORT_BIN") : "./retort";
+        execl(bin, "retort", "train", "-c", cfg, (char *)NULL);
         _exit(127);
     }
     char metrics[600];

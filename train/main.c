@@ -70,15 +70,15 @@ static int cmd_train(int argc, char **argv) {
         {"device", required_argument, 0, 'd'}, {"print-config", no_argument, 0, 'p'},
         {"help", no_argument, 0, 'h'},         {0, 0, 0, 0}};
     const char *config_path = NULL;
-    const char **sets = xcalloc((size_t)argc, sizeof(char *));
-    int n_sets = 0, print_only = 0;
+    char **sets = xcalloc((size_t)argc, sizeof(char *)); /* owned copies, in order */
+    int n_sets = 0, print_only = 0, rc = 1;
     TrainOptions topt = {0, 0};
     int c;
     optind = 1;
     while ((c = getopt_long(argc, argv, "c:s:h", opts, NULL)) != -1) {
         switch (c) {
         case 'c': config_path = optarg; break;
-        case 's': sets[n_sets++] = optarg; break;
+        case 's': sets[n_sets++] = xstrdup(optarg); break;
         case 'r': topt.resume = 1; break;
         case 'i': case 'd': {
             /* kept in order with --set so the last one wins */
@@ -88,27 +88,34 @@ static int cmd_train(int argc, char **argv) {
             break;
         }
         case 'p': print_only = 1; break;
-        case 'h': usage_train(stdout); return 0;
-        default: usage_train(stderr); return 2;
+        case 'h': usage_train(stdout); rc = 0; goto out;
+        default: usage_train(stderr); rc = 2; goto out;
         }
     }
     if (optind < argc) {
         fprintf(stderr, "retort train: unexpected argument '%s'\n", argv[optind]);
-        return 2;
+        rc = 2;
+        goto out;
     }
     Config cfg;
     config_defaults(&cfg);
-    if (config_path && config_load_yaml(&cfg, config_path) != 0) return fail("train");
+    if (config_path && config_load_yaml(&cfg, config_path) != 0) goto failed;
     for (int i = 0; i < n_sets; i++)
-        if (config_set(&cfg, sets[i]) != 0) return fail("train");
-    if (config_validate(&cfg) != 0) return fail("train");
+        if (config_set(&cfg, sets[i]) != 0) goto failed;
+    if (config_validate(&cfg) != 0) goto failed;
     char *yaml = config_to_yaml(&cfg);
     printf("# resolved config\n%s\n", yaml);
     free(yaml);
-    if (print_only) return 0;
+    rc = 0;
+    if (print_only) goto out;
     train_install_signal_handlers();
-    if (train_run(&cfg, &topt) != 0) return fail("train");
-    return 0;
+    if (train_run(&cfg, &topt) == 0) goto out;
+failed:
+    rc = fail("train");
+out:
+    for (int i = 0; i < n_sets; i++) free(sets[i]);
+    free(sets);
+    return rc;
 }
 
 /* ------------------------------------------------------------------- data */
