@@ -66,6 +66,9 @@ typedef struct Backend {
 } Backend;
 
 const Backend *backend_cpu(void);
+/* Built when nvcc was found (RETORT_CUDA); NULL with the error set when no
+ * usable GPU is present. */
+const Backend *backend_cuda(void);
 /* Returns NULL and sets the error when the name is unknown or not built in. */
 const Backend *backend_by_name(const char *name);
 

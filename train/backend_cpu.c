@@ -72,10 +72,15 @@ const Backend *backend_cpu(void) { return &CPU; }
 
 const Backend *backend_by_name(const char *name) {
     if (!strcmp(name, "cpu")) return &CPU;
-    if (!strcmp(name, "cuda"))
-        err_set("device 'cuda' is not built into this binary (no CUDA backend yet); "
-                "use --device cpu");
-    else
-        err_set("unknown device '%s'; choose cpu or cuda", name);
+    if (!strcmp(name, "cuda")) {
+#ifdef RETORT_CUDA
+        return backend_cuda();
+#else
+        err_set("device 'cuda' is not built into this binary (nvcc was not found when it was "
+                "built); rebuild on a machine with the CUDA toolkit, or use --device cpu");
+        return NULL;
+#endif
+    }
+    err_set("unknown device '%s'; choose cpu or cuda", name);
     return NULL;
 }

@@ -1,0 +1,190 @@
+/* experiments/bench/bench_kernels.c — per-kernel GPU timings for `make bench-gpu`.
+ *
+ * Times each CUDA op through the backend table with CUDA events (warm-up, then
+ * the median of repeated runs over rotating input sets so L2 does not hold
+ * them), on random data, and prints one line per kernel:
+ *   attention fwd+bwd TFLOP/s at GPT-2 124M and 350M shapes (causal FLOPs:
+ *     forward 2 matmuls x 2*B*NH*T*T*HS / 2, backward 5 of them / 2),
+ *   layernorm forward/backward and classifier forward/backward achieved GB/s
+ *     (bytes each must read and write once), beside the card's measured
+ *     device-to-device copy bandwidth.
+ * Output lines start with "kernel" so the driver script can parse them.
+ */
+#include <cuda_runtime.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "train/backend.h"
+#include "train/util.h"
+
+#define REPS 20
+#define SETS 3
+
+static const Backend *G;
+
+typedef void (*RunFn)(void *ctx, int set);
+
+static int cmp_float(const void *a, const void *b) {
+    float x = *(const float *)a, y = *(const float *)b;
+    return (x > y) - (x < y);
+}
+
+static float median_ms(RunFn fn, void *ctx) {
+    cudaEvent_t a, b;
+    cudaEventCreate(&a);
+    cudaEventCreate(&b);
+    for (int i = 0; i < 3; i++) fn(ctx, i % SETS);
+    G->synchronize();
+    float t[REPS];
+    for (int i = 0; i < REPS; i++) {
+        cudaEventRecord(a, 0);
+        fn(ctx, i % SETS);
+        G->synchronize();
+        cudaEventRecord(b, 0);
+        cudaEventSynchronize(b);
+        cudaEventElapsedTime(&t[i], a, b);
+    }
+    qsort(t, REPS, sizeof(float), cmp_float);
+    cudaEventDestroy(a);
+    cudaEventDestroy(b);
+    return t[REPS / 2];
+}
+
+static float *rand_dev(Rng *r, size_t n, int compute_type) {
+    float *h = malloc(n * sizeof(float));
+    for (size_t i = 0; i < n; i++) h[i] = (float)(rng_uniform(r) * 2 - 1);
+    float *d = G->alloc(n * (compute_type ? G->act_size : sizeof(float)));
+    if (compute_type) G->upload_f32(d, h, n);
+    else G->to_device(d, h, n * sizeof(float));
+    free(h);
+    return d;
+}
+
+/* ---- attention ---- */
+typedef struct { int B, T, C, NH; float *qkv[SETS], *out, *lse, *dout, *dqkv; } Att;
+static void att_run(void *p, int s) {
+    Att *a = p;
+    G->attention_forward(a->out, a->lse, a->qkv[s], a->B, a->T, a->C, a->NH);
+    G->zero(a->dqkv, (size_t)a->B * a->T * 3 * a->C * G->act_size);
+    G->attention_backward(a->dqkv, a->dout, a->qkv[s], a->out, a->lse, a->B, a->T, a->C, a->NH);
+}
+
+static void bench_attention(Rng *r, const char *name, int B, int T, int C, int NH) {
+    Att a = {B, T, C, NH, {0}, 0, 0, 0, 0};
+    for (int s = 0; s < SETS; s++) a.qkv[s] = rand_dev(r, (size_t)B * T * 3 * C, 1);
+    a.out = rand_dev(r, (size_t)B * T * C, 1);
+    a.lse = rand_dev(r, (size_t)B * NH * T, 0);
+    a.dout = rand_dev(r, (size_t)B * T * C, 1);
+    a.dqkv = rand_dev(r, (size_t)B * T * 3 * C, 1);
+    float ms = median_ms(att_run, &a);
+    double HS = (double)C / NH;
+    double flops = 7.0 * 2.0 * B * NH * (double)T * T * HS / 2.0; /* causal half */
+    printf("kernel attention_fwd_bwd %s B=%d NH=%d T=%d HS=%.0f %.3f ms %.1f TFLOP/s\n", name, B,
+           NH, T, HS, ms, flops / (ms * 1e-3) / 1e12);
+    for (int s = 0; s < SETS; s++) G->release(a.qkv[s]);
+    G->release(a.out);
+    G->release(a.lse);
+    G->release(a.dout);
+    G->release(a.dqkv);
+}
+
+/* ---- layernorm ---- */
+typedef struct { int N, C; float *inp[SETS], *out, *mean, *rstd, *w, *b, *dout, *dinp, *dw, *db; int bwd; } Ln;
+static void ln_run(void *p, int s) {
+    Ln *l = p;
+    if (!l->bwd) G->layernorm_forward(l->out, l->mean, l->rstd, l->inp[s], l->w, l->b, l->N, l->C, 1e-5f);
+    else G->layernorm_backward(l->dinp, l->dw, l->db, l->dout, l->inp[s], l->w, l->mean, l->rstd, l->N, l->C);
+}
+
+static void bench_layernorm(Rng *r, int N, int C) {
+    Ln l = {N, C, {0}, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0};
+    for (int s = 0; s < SETS; s++) l.inp[s] = rand_dev(r, (size_t)N * C, 1);
+    l.out = rand_dev(r, (size_t)N * C, 1);
+    l.mean = rand_dev(r, N, 0);
+    l.rstd = rand_dev(r, N, 0);
+    l.w = rand_dev(r, C, 1);
+    l.b = rand_dev(r, C, 1);
+    l.dout = rand_dev(r, (size_t)N * C, 1);
+    l.dinp = rand_dev(r, (size_t)N * C, 1);
+    l.dw = rand_dev(r, C, 1);
+    l.db = rand_dev(r, C, 1);
+    G->layernorm_forward(l.out, l.mean, l.rstd, l.inp[0], l.w, l.b, N, C, 1e-5f);
+    double X = (double)G->act_size;
+    for (l.bwd = 0; l.bwd < 2; l.bwd++) {
+        float ms = median_ms(ln_run, &l);
+        /* fwd: read inp, write out (+ mean, rstd); bwd: read inp, dout, dinp, write dinp */
+        double bytes = l.bwd ? (double)N * C * X * 4 + 8.0 * N : (double)N * C * X * 2 + 8.0 * N;
+        printf("kernel layernorm_%s N=%d C=%d %.3f ms %.0f GB/s\n", l.bwd ? "bwd" : "fwd", N, C,
+               ms, bytes / (ms * 1e-3) / 1e9);
+    }
+}
+
+/* ---- classifier ---- */
+typedef struct { int N, V; float *logits[SETS], *logp, *lse, *g; int *targets; int bwd; } Cl;
+static void cl_run(void *p, int s) {
+    Cl *c = p;
+    if (!c->bwd) G->classifier_forward(c->logp, c->lse, c->logits[s], c->targets, c->N, c->V);
+    else G->classifier_backward(c->logits[s], c->lse, c->targets, c->g, c->N, c->V);
+}
+
+static void bench_classifier(Rng *r, int N, int V) {
+    Cl c = {N, V, {0}, 0, 0, 0, 0, 0};
+    for (int s = 0; s < SETS; s++) c.logits[s] = rand_dev(r, (size_t)N * V, 1);
+    c.logp = rand_dev(r, N, 0);
+    c.lse = rand_dev(r, N, 0);
+    c.g = rand_dev(r, N, 0);
+    int *t = malloc(N * sizeof(int));
+    for (int i = 0; i < N; i++) t[i] = (int)rng_below(r, V);
+    c.targets = G->alloc(N * sizeof(int));
+    G->to_device(c.targets, t, N * sizeof(int));
+    free(t);
+    G->classifier_forward(c.logp, c.lse, c.logits[0], c.targets, N, V);
+    for (c.bwd = 0; c.bwd < 2; c.bwd++) {
+        float ms = median_ms(cl_run, &c);
+        double bytes = (double)N * V * G->act_size * (c.bwd ? 2 : 1);
+        printf("kernel classifier_%s N=%d V=%d %.3f ms %.0f GB/s\n", c.bwd ? "bwd" : "fwd", N, V,
+               ms, bytes / (ms * 1e-3) / 1e9);
+    }
+}
+
+static void bench_copy(void) {
+    size_t bytes = (size_t)1 << 31;
+    void *a, *b;
+    cudaMalloc(&a, bytes);
+    cudaMalloc(&b, bytes);
+    cudaMemset(a, 1, bytes);
+    cudaEvent_t e0, e1;
+    cudaEventCreate(&e0);
+    cudaEventCreate(&e1);
+    cudaMemcpy(b, a, bytes, cudaMemcpyDeviceToDevice);
+    float best = 1e30f;
+    for (int i = 0; i < 10; i++) {
+        float ms;
+        cudaEventRecord(e0, 0);
+        cudaMemcpy(b, a, bytes, cudaMemcpyDeviceToDevice);
+        cudaEventRecord(e1, 0);
+        cudaEventSynchronize(e1);
+        cudaEventElapsedTime(&ms, e0, e1);
+        if (ms < best) best = ms;
+    }
+    printf("kernel copy_d2d %.0f GB/s (read + write)\n", 2.0 * bytes / (best * 1e-3) / 1e9);
+    cudaFree(a);
+    cudaFree(b);
+}
+
+int main(void) {
+    G = backend_by_name("cuda");
+    if (!G) {
+        fprintf(stderr, "bench_kernels: %s\n", err_msg());
+        return 1;
+    }
+    Rng r;
+    rng_seed(&r, 1);
+    bench_copy();
+    bench_attention(&r, "gpt2-124m", 8, 1024, 768, 12);
+    bench_attention(&r, "gpt2-350m", 8, 1024, 1024, 16);
+    bench_attention(&r, "hs128", 8, 1024, 2048, 16);
+    bench_layernorm(&r, 8 * 1024, 768);
+    bench_classifier(&r, 8 * 1024, 50257);
+    return 0;
+}

@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# scripts/test_gpu.sh — `make test-gpu`: everything that needs a GPU, in one
+# run (one call of a borrowed machine).
+#   1. build/tests/test_cuda: each CUDA op vs its CPU twin, the model vs the CPU
+#   2. 50 training steps on CPU and on CUDA from the same init and data: the
+#      bf16 loss curve must track the fp32 one (|diff| <= 0.05 + 2% of the loss)
+#   3. two CUDA runs with the same seed: identical losses
+#   4. compute-sanitizer memcheck on a short CUDA run: no errors
+# Prints a summary table last and exits non-zero if any part failed.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT_DIR=${OUT:-/tmp}/retort-gpu
+mkdir -p "$OUT_DIR"
+W=$(mktemp -d /tmp/retort-gpu-XXXXXX)
+results=()
+fail=0
+note() { results+=("$1"); }
+
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null | sed 's/^/gpu: /'
+
+echo "== 1. op and model tests"
+if build/tests/test_cuda --jobs 1 2>&1 | tee "$OUT_DIR/test_cuda.log"; then
+  note "PASS  op and model tests ($(grep -o 'Tested: [0-9]*' "$OUT_DIR/test_cuda.log" | tail -1))"
+else
+  note "FAIL  op and model tests (see test_cuda.log)"; fail=1
+fi
+
+echo "== 2. 50 steps, CPU vs CUDA"
+# a small text-like dataset from the repository's own sources (always present)
+cat train/*.c kernels/cpu/*.c data/*.c > "$W/corpus.txt"
+./retort data build --schema lm --input "$W/corpus.txt" --out "$W/corpus.h5" -q
+common=(--set model.n_layer=4 --set model.n_head=4 --set model.n_embd=256 --set model.vocab_size=257
+        --set model.n_positions=256 --set data.train="$W/corpus.h5" --set data.seq_len=256
+        --set data.batch_size=8 --set train.steps=50 --set optim.lr=1e-3 --set optim.warmup_steps=5
+        --set checkpoint.keep=1 --set train.log_every=10 --set train.seed=7)
+./retort train "${common[@]}" --device cpu --set train.out_dir="$W/cpu" > "$OUT_DIR/train_cpu.log" 2>&1
+./retort train "${common[@]}" --device cuda --set train.out_dir="$W/gpu1" > "$OUT_DIR/train_gpu1.log" 2>&1
+./retort train "${common[@]}" --device cuda --set train.out_dir="$W/gpu2" > "$OUT_DIR/train_gpu2.log" 2>&1
+cp "$W/cpu/metrics.jsonl" "$OUT_DIR/metrics_cpu.jsonl" 2>/dev/null
+cp "$W/gpu1/metrics.jsonl" "$OUT_DIR/metrics_gpu.jsonl" 2>/dev/null
+verdict=$(python3 - "$W" <<'PY'
+import json, sys
+w = sys.argv[1]
+def losses(d):
+    try:
+        return [json.loads(l)["loss"] for l in open(f"{w}/{d}/metrics.jsonl") if '"loss"' in l]
+    except OSError:
+        return []
+c, g1, g2 = losses("cpu"), losses("gpu1"), losses("gpu2")
+if len(c) != 50 or len(g1) != 50 or len(g2) != 50:
+    print(f"FAIL curve: runs incomplete (cpu {len(c)}, gpu {len(g1)}, {len(g2)} steps)")
+    print("FAIL determinism: runs incomplete"); sys.exit()
+worst = max(abs(a - b) - (0.05 + 0.02 * abs(a)) for a, b in zip(c, g1))
+md = max(abs(a - b) for a, b in zip(c, g1))
+print(("PASS" if worst <= 0 else "FAIL") + f" curve: max |cpu-gpu| {md:.4f} over 50 steps; "
+      f"cpu {c[0]:.3f}->{c[-1]:.3f}, gpu {g1[0]:.3f}->{g1[-1]:.3f}")
+print(("PASS" if g1 == g2 else "FAIL") + " determinism: two CUDA runs " +
+      ("identical" if g1 == g2 else f"differ (first at step {next(i for i,(a,b) in enumerate(zip(g1,g2)) if a!=b)+1})"))
+PY
+)
+while IFS= read -r line; do note "$line"; [[ $line == FAIL* ]] && fail=1; done <<< "$verdict"
+
+echo "== 4. compute-sanitizer memcheck"
+if command -v compute-sanitizer >/dev/null; then
+  compute-sanitizer --tool memcheck --error-exitcode 9 ./retort train "${common[@]}" --device cuda \
+    --set train.steps=2 --set train.out_dir="$W/san" > "$OUT_DIR/sanitizer.log" 2>&1
+  rc=$?
+  if [ $rc -eq 0 ]; then note "PASS  compute-sanitizer memcheck (2 steps)"; else
+    note "FAIL  compute-sanitizer memcheck (exit $rc; see sanitizer.log)"; fail=1; fi
+else
+  note "SKIP  compute-sanitizer not found"
+fi
+
+rm -rf "$W"
+echo
+echo "== test-gpu summary"
+printf '%s\n' "${results[@]}"
+exit $fail

@@ -1,0 +1,395 @@
+/* tests/test_cuda.c — every CUDA op against its CPU twin, the whole model on
+ * the GPU against the CPU, training curves and determinism. Run by
+ * `make test-gpu` on a machine with a GPU; anywhere else every test skips with
+ * a visible message (the binary is still built and linked in CI).
+ *
+ * Method: fresh random inputs per test (never zeros), rounded to bf16 on the
+ * host first so both backends see identical values; outputs written with "="
+ * are poisoned with NaN before the GPU op; outputs accumulated with "+=" start
+ * from the same random values on both sides, which also checks accumulation.
+ *
+ * Tolerances (relative L2 error against the fp32 CPU result on the same
+ * inputs): bf16 storage rounds each element to 8 significant bits (relative
+ * error up to 2^-9 = 0.2%), so
+ *   - bf16 outputs of one rounding (forward ops):          1e-2
+ *   - bf16 gradients (one or two roundings + bf16 inputs):  2e-2
+ *   - fp32 side outputs computed in fp32 from the same bf16 inputs
+ *     (layernorm mean/rstd, log-sum-exp, logp):            1e-4
+ *   - attention, whose P is rounded to bf16 before P V:    2e-2
+ */
+#include <criterion/criterion.h>
+
+#include "tests/testutil.h"
+#include "train/backend.h"
+#include "train/config.h"
+#include "train/model.h"
+#include "train/trainer.h"
+
+static const Backend *gpu_or_skip(void) {
+    const Backend *b = backend_by_name("cuda");
+    if (!b) fprintf(stderr, "SKIP: GPU test: %s\n", err_msg());
+    return b;
+}
+
+#define NEED_GPU(G)                                                   \
+    const Backend *G = gpu_or_skip();                                 \
+    if (!G) cr_skip_test("no usable CUDA device (see the SKIP line)")
+
+/* Round to the nearest bf16, ties to even, as __float2bfloat16_rn does. */
+static float bf16_round(float x) {
+    uint32_t u;
+    memcpy(&u, &x, 4);
+    if ((u & 0x7f800000u) == 0x7f800000u) return x;
+    u += 0x7fffu + ((u >> 16) & 1u);
+    u &= 0xffff0000u;
+    memcpy(&x, &u, 4);
+    return x;
+}
+
+static float *rand_host(Rng *r, size_t n, float scale) {
+    float *x = malloc(n * sizeof(float));
+    fill_uniform(r, x, n, scale);
+    for (size_t i = 0; i < n; i++) x[i] = bf16_round(x[i]);
+    return x;
+}
+
+/* device copies: compute type (X) or raw fp32 (F) */
+static float *upX(const Backend *b, const float *h, size_t n) {
+    float *d = b->alloc(n * b->act_size);
+    cr_assert(d, "%s", err_msg());
+    b->upload_f32(d, h, n);
+    return d;
+}
+static float *upF(const Backend *b, const float *h, size_t n) {
+    float *d = b->alloc(n * sizeof(float));
+    cr_assert(d, "%s", err_msg());
+    b->to_device(d, h, n * sizeof(float));
+    return d;
+}
+static float *poisonX(const Backend *b, size_t n) {
+    float *h = malloc(n * sizeof(float));
+    for (size_t i = 0; i < n; i++) h[i] = NAN;
+    float *d = upX(b, h, n);
+    free(h);
+    return d;
+}
+static float *poisonF(const Backend *b, size_t n) {
+    float *h = malloc(n * sizeof(float));
+    for (size_t i = 0; i < n; i++) h[i] = NAN;
+    float *d = upF(b, h, n);
+    free(h);
+    return d;
+}
+static float *downX(const Backend *b, const float *d, size_t n) {
+    float *h = malloc(n * sizeof(float));
+    b->download_f32(h, d, n);
+    return h;
+}
+static float *downF(const Backend *b, const float *d, size_t n) {
+    float *h = malloc(n * sizeof(float));
+    b->to_host(h, d, n * sizeof(float));
+    return h;
+}
+
+static void expect_close(const char *what, const float *gpu, const float *cpu, size_t n,
+                         double tol) {
+    for (size_t i = 0; i < n; i++)
+        cr_assert(gpu[i] == gpu[i], "%s: element %zu is NaN (never written?)", what, i);
+    double e = rel_err(gpu, cpu, n);
+    cr_expect(e < tol, "%s: relative error %.3g (tolerance %.1g)", what, e, tol);
+}
+
+static void check_X(const Backend *G, const char *what, const float *d, const float *cpu,
+                    size_t n, double tol) {
+    float *h = downX(G, d, n);
+    expect_close(what, h, cpu, n, tol);
+    free(h);
+}
+static void check_F(const Backend *G, const char *what, const float *d, const float *cpu,
+                    size_t n, double tol) {
+    float *h = downF(G, d, n);
+    expect_close(what, h, cpu, n, tol);
+    free(h);
+}
+
+/* ------------------------------------------------------------------- ops */
+
+Test(cuda_ops, encoder) {
+    NEED_GPU(G);
+    const Backend *C0 = backend_cpu();
+    Rng r;
+    rng_seed(&r, 11);
+    int B = 3, T = 37, C = 96, V = 101, maxT = 64;
+    int *inp = malloc(B * T * sizeof(int));
+    for (int i = 0; i < B * T; i++) inp[i] = (int)rng_below(&r, V);
+    inp[1] = inp[5] = inp[9]; /* repeated tokens */
+    float *wte = rand_host(&r, (size_t)V * C, 1), *wpe = rand_host(&r, (size_t)maxT * C, 1);
+    float *out = malloc((size_t)B * T * C * sizeof(float));
+    C0->encoder_forward(out, inp, wte, wpe, B, T, C);
+    int *d_inp = G->alloc(B * T * sizeof(int));
+    G->to_device(d_inp, inp, B * T * sizeof(int));
+    float *d_wte = upX(G, wte, (size_t)V * C), *d_wpe = upX(G, wpe, (size_t)maxT * C);
+    float *d_out = poisonX(G, (size_t)B * T * C);
+    G->encoder_forward(d_out, d_inp, d_wte, d_wpe, B, T, C);
+    check_X(G, "encoder_forward", d_out, out, (size_t)B * T * C, 1e-2);
+
+    float *dout = rand_host(&r, (size_t)B * T * C, 1);
+    float *dwte = rand_host(&r, (size_t)V * C, 1), *dwpe = rand_host(&r, (size_t)maxT * C, 1);
+    float *d_dout = upX(G, dout, (size_t)B * T * C);
+    float *d_dwte = upX(G, dwte, (size_t)V * C), *d_dwpe = upX(G, dwpe, (size_t)maxT * C);
+    C0->encoder_backward(dwte, dwpe, dout, inp, B, T, C);
+    G->encoder_backward(d_dwte, d_dwpe, d_dout, d_inp, B, T, C);
+    check_X(G, "encoder_backward dwte", d_dwte, dwte, (size_t)V * C, 2e-2);
+    check_X(G, "encoder_backward dwpe", d_dwpe, dwpe, (size_t)maxT * C, 2e-2);
+}
+
+Test(cuda_ops, layernorm) {
+    NEED_GPU(G);
+    const Backend *C0 = backend_cpu();
+    Rng r;
+    rng_seed(&r, 12);
+    int shapes[][2] = {{64, 768}, {7, 100}, {1, 1024}};
+    for (int s = 0; s < 3; s++) {
+        int N = shapes[s][0], C = shapes[s][1];
+        size_t NC = (size_t)N * C;
+        float *inp = rand_host(&r, NC, 3), *w = rand_host(&r, C, 1), *b = rand_host(&r, C, 1);
+        float *out = malloc(NC * 4), *mean = malloc(N * 4), *rstd = malloc(N * 4);
+        C0->layernorm_forward(out, mean, rstd, inp, w, b, N, C, 1e-5f);
+        float *d_inp = upX(G, inp, NC), *d_w = upX(G, w, C), *d_b = upX(G, b, C);
+        float *d_out = poisonX(G, NC), *d_mean = poisonF(G, N), *d_rstd = poisonF(G, N);
+        G->layernorm_forward(d_out, d_mean, d_rstd, d_inp, d_w, d_b, N, C, 1e-5f);
+        check_X(G, "layernorm out", d_out, out, NC, 1e-2);
+        check_F(G, "layernorm mean", d_mean, mean, N, 1e-4);
+        check_F(G, "layernorm rstd", d_rstd, rstd, N, 1e-4);
+
+        float *dout = rand_host(&r, NC, 1), *dinp = rand_host(&r, NC, 1);
+        float *dw = rand_host(&r, C, 1), *db = rand_host(&r, C, 1);
+        float *d_dout = upX(G, dout, NC), *d_dinp = upX(G, dinp, NC);
+        float *d_dw = upX(G, dw, C), *d_db = upX(G, db, C);
+        C0->layernorm_backward(dinp, dw, db, dout, inp, w, mean, rstd, N, C);
+        G->layernorm_backward(d_dinp, d_dw, d_db, d_dout, d_inp, d_w, d_mean, d_rstd, N, C);
+        check_X(G, "layernorm dinp", d_dinp, dinp, NC, 2e-2);
+        check_X(G, "layernorm dweight", d_dw, dw, C, 2e-2);
+        check_X(G, "layernorm dbias", d_db, db, C, 2e-2);
+    }
+}
+
+static void matmul_case(const Backend *G, Rng *r, int N, int C, int OC, int with_bias) {
+    const Backend *C0 = backend_cpu();
+    float *inp = rand_host(r, (size_t)N * C, 1), *w = rand_host(r, (size_t)C * OC, 0.1f);
+    float *b = with_bias ? rand_host(r, OC, 1) : NULL;
+    float *out = malloc((size_t)N * OC * 4);
+    C0->matmul_forward(out, inp, w, b, N, C, OC);
+    float *d_inp = upX(G, inp, (size_t)N * C), *d_w = upX(G, w, (size_t)C * OC);
+    float *d_b = b ? upX(G, b, OC) : NULL, *d_out = poisonX(G, (size_t)N * OC);
+    G->matmul_forward(d_out, d_inp, d_w, d_b, N, C, OC);
+    check_X(G, "matmul_forward", d_out, out, (size_t)N * OC, 1e-2);
+
+    float *dout = rand_host(r, (size_t)N * OC, 1), *dinp = rand_host(r, (size_t)N * C, 1);
+    float *dw = rand_host(r, (size_t)C * OC, 1), *db = rand_host(r, OC, 1);
+    float *d_dout = upX(G, dout, (size_t)N * OC), *d_dinp = upX(G, dinp, (size_t)N * C);
+    float *d_dw = upX(G, dw, (size_t)C * OC), *d_db = upX(G, db, OC);
+    C0->matmul_backward(dinp, dw, with_bias ? db : NULL, dout, inp, w, N, C, OC);
+    G->matmul_backward(d_dinp, d_dw, with_bias ? d_db : NULL, d_dout, d_inp, d_w, N, C, OC);
+    check_X(G, "matmul_backward dinp", d_dinp, dinp, (size_t)N * C, 2e-2);
+    check_X(G, "matmul_backward dweight", d_dw, dw, (size_t)C * OC, 2e-2);
+    if (with_bias) check_X(G, "matmul_backward dbias", d_db, db, OC, 2e-2);
+}
+
+Test(cuda_ops, matmul) {
+    NEED_GPU(G);
+    Rng r;
+    rng_seed(&r, 13);
+    matmul_case(G, &r, 256, 768, 2304, 1);
+    matmul_case(G, &r, 37, 100, 300, 1);
+    matmul_case(G, &r, 64, 3072, 768, 0);
+}
+
+Test(cuda_ops, lm_head) {
+    NEED_GPU(G);
+    const Backend *C0 = backend_cpu();
+    Rng r;
+    rng_seed(&r, 14);
+    int N = 70, C = 128, V = 1001;
+    float *inp = rand_host(&r, (size_t)N * C, 1), *wte = rand_host(&r, (size_t)V * C, 0.1f);
+    float *logits = malloc((size_t)N * V * 4);
+    C0->lm_head_forward(logits, inp, wte, N, C, V);
+    float *d_inp = upX(G, inp, (size_t)N * C), *d_wte = upX(G, wte, (size_t)V * C);
+    float *d_logits = poisonX(G, (size_t)N * V);
+    G->lm_head_forward(d_logits, d_inp, d_wte, N, C, V);
+    check_X(G, "lm_head_forward", d_logits, logits, (size_t)N * V, 1e-2);
+    float *dl = rand_host(&r, (size_t)N * V, 1), *dinp = rand_host(&r, (size_t)N * C, 1);
+    float *dwte = rand_host(&r, (size_t)V * C, 1);
+    float *d_dl = upX(G, dl, (size_t)N * V), *d_dinp = upX(G, dinp, (size_t)N * C);
+    float *d_dwte = upX(G, dwte, (size_t)V * C);
+    C0->lm_head_backward(dinp, dwte, dl, inp, wte, N, C, V);
+    G->lm_head_backward(d_dinp, d_dwte, d_dl, d_inp, d_wte, N, C, V);
+    check_X(G, "lm_head_backward dinp", d_dinp, dinp, (size_t)N * C, 2e-2);
+    check_X(G, "lm_head_backward dwte", d_dwte, dwte, (size_t)V * C, 2e-2);
+}
+
+static void attention_case(const Backend *G, Rng *r, int B, int T, int C, int NH) {
+    const Backend *C0 = backend_cpu();
+    size_t n_qkv = (size_t)B * T * 3 * C, n_out = (size_t)B * T * C, n_lse = (size_t)B * NH * T;
+    float *qkv = rand_host(r, n_qkv, 1), *out = malloc(n_out * 4), *lse = malloc(n_lse * 4);
+    C0->attention_forward(out, lse, qkv, B, T, C, NH);
+    float *d_qkv = upX(G, qkv, n_qkv), *d_out = poisonX(G, n_out), *d_lse = poisonF(G, n_lse);
+    G->attention_forward(d_out, d_lse, d_qkv, B, T, C, NH);
+    char what[96];
+    snprintf(what, sizeof what, "attention_forward out B=%d T=%d HS=%d", B, T, C / NH);
+    check_X(G, what, d_out, out, n_out, 1e-2);
+    snprintf(what, sizeof what, "attention_forward lse B=%d T=%d HS=%d", B, T, C / NH);
+    check_F(G, what, d_lse, lse, n_lse, 1e-3);
+
+    /* backward from the GPU's own forward output, as the model does; the CPU
+     * reference uses its own (the two outputs agree to 1e-2 above) */
+    float *dout = rand_host(r, n_out, 1);
+    float *dqkv = calloc(n_qkv, 4);
+    float *d_dout = upX(G, dout, n_out), *d_dqkv = upX(G, dqkv, n_qkv); /* zeroed, as the model */
+    C0->attention_backward(dqkv, dout, qkv, out, lse, B, T, C, NH);
+    G->attention_backward(d_dqkv, d_dout, d_qkv, d_out, d_lse, B, T, C, NH);
+    snprintf(what, sizeof what, "attention_backward dqkv B=%d T=%d HS=%d", B, T, C / NH);
+    check_X(G, what, d_dqkv, dqkv, n_qkv, 2e-2);
+}
+
+Test(cuda_ops, attention) {
+    NEED_GPU(G);
+    Rng r;
+    rng_seed(&r, 15);
+    attention_case(G, &r, 2, 256, 256, 4);  /* HS 64 */
+    attention_case(G, &r, 1, 77, 256, 2);   /* HS 128, T not a tile multiple */
+    attention_case(G, &r, 3, 1, 128, 2);    /* T = 1 */
+    attention_case(G, &r, 1, 1024, 768, 12); /* GPT-2 124M shape */
+}
+
+Test(cuda_ops, gelu_residual) {
+    NEED_GPU(G);
+    const Backend *C0 = backend_cpu();
+    Rng r;
+    rng_seed(&r, 16);
+    size_t sizes[] = {4096, 1001, 8};
+    for (int s = 0; s < 3; s++) {
+        size_t n = sizes[s];
+        float *x = rand_host(&r, n, 4), *y = malloc(n * 4), *a = rand_host(&r, n, 1);
+        C0->gelu_forward(y, x, n);
+        float *d_x = upX(G, x, n), *d_y = poisonX(G, n);
+        G->gelu_forward(d_y, d_x, n);
+        check_X(G, "gelu_forward", d_y, y, n, 1e-2);
+        float *dout = rand_host(&r, n, 1), *dinp = rand_host(&r, n, 1);
+        float *d_dout = upX(G, dout, n), *d_dinp = upX(G, dinp, n);
+        C0->gelu_backward(dinp, x, dout, n);
+        G->gelu_backward(d_dinp, d_x, d_dout, n);
+        check_X(G, "gelu_backward", d_dinp, dinp, n, 2e-2);
+        float *sum = malloc(n * 4), *d_a = upX(G, a, n), *d_sum = poisonX(G, n);
+        C0->residual_forward(sum, x, a, n);
+        G->residual_forward(d_sum, d_x, d_a, n);
+        check_X(G, "residual_forward", d_sum, sum, n, 1e-2);
+    }
+}
+
+Test(cuda_ops, classifier) {
+    NEED_GPU(G);
+    const Backend *C0 = backend_cpu();
+    Rng r;
+    rng_seed(&r, 17);
+    int N = 33, V = 50257; /* odd V: the vector tail */
+    size_t NV = (size_t)N * V;
+    float *logits = rand_host(&r, NV, 4);
+    int *targets = malloc(N * sizeof(int));
+    float *g = malloc(N * 4);
+    for (int i = 0; i < N; i++) {
+        targets[i] = i % 5 == 4 ? -1 : (int)rng_below(&r, V);
+        g[i] = targets[i] < 0 ? 0.0f : (float)(rng_uniform(&r) - 0.5);
+    }
+    targets[0] = V - 1; /* the last column */
+    float *logp = malloc(N * 4), *lse = malloc(N * 4);
+    C0->classifier_forward(logp, lse, logits, targets, N, V);
+    float *d_logits = upX(G, logits, NV), *d_logp = poisonF(G, N), *d_lse = poisonF(G, N);
+    int *d_t = G->alloc(N * sizeof(int));
+    G->to_device(d_t, targets, N * sizeof(int));
+    G->classifier_forward(d_logp, d_lse, d_logits, d_t, N, V);
+    check_F(G, "classifier lse", d_lse, lse, N, 1e-4);
+    check_F(G, "classifier logp", d_logp, logp, N, 1e-4);
+    float *d_g = upF(G, g, N);
+    C0->classifier_backward(logits, lse, targets, g, N, V);
+    G->classifier_backward(d_logits, d_lse, d_t, d_g, N, V);
+    check_X(G, "classifier dlogits", d_logits, logits, NV, 2e-2);
+}
+
+Test(cuda_ops, adamw_and_reductions) {
+    NEED_GPU(G);
+    const Backend *C0 = backend_cpu();
+    Rng r;
+    rng_seed(&r, 18);
+    size_t n = 100003;
+    float *p = rand_host(&r, n, 1), *m = calloc(n, 4), *v = calloc(n, 4);
+    float *d_p = upX(G, p, n), *d_master = upF(G, p, n), *d_m = upF(G, m, n), *d_v = upF(G, v, n);
+    for (int step = 1; step <= 3; step++) {
+        float *grad = rand_host(&r, n, 1);
+        float *d_grad = upX(G, grad, n);
+        C0->adamw_update(p, NULL, grad, m, v, n, 1e-2, 0.9, 0.95, 1e-8, 0.1, step);
+        G->adamw_update(d_p, d_master, d_grad, d_m, d_v, n, 1e-2, 0.9, 0.95, 1e-8, 0.1, step);
+        G->release(d_grad);
+        free(grad);
+    }
+    /* master and moments are fp32: only the bf16 gradient reads differ (none:
+     * inputs were bf16-exact), so they match closely */
+    check_F(G, "adamw master", d_master, p, n, 1e-5);
+    check_F(G, "adamw m", d_m, m, n, 1e-5);
+    check_F(G, "adamw v", d_v, v, n, 1e-5);
+    check_X(G, "adamw bf16 params", d_p, p, n, 1e-2);
+
+    float *x = rand_host(&r, n, 2);
+    double ss_cpu = C0->sum_squares(x, n);
+    float *d_x = upX(G, x, n);
+    double ss_gpu = G->sum_squares(d_x, n);
+    cr_expect(fabs(ss_gpu - ss_cpu) <= 1e-5 * ss_cpu, "sum_squares %.9g vs %.9g", ss_gpu, ss_cpu);
+    C0->scale_inplace(x, 0.37f, n);
+    G->scale_inplace(d_x, 0.37f, n);
+    check_X(G, "scale_inplace", d_x, x, n, 1e-2);
+}
+
+/* ---------------------------------------------------------------- model */
+
+Test(cuda_model, forward_backward_matches_cpu) {
+    NEED_GPU(G);
+    GPTConfig cfg = {2, 2, 128, 515, 128, 1e-5f}; /* HS 64 */
+    GPT *mc = gpt_create(&cfg, backend_cpu()), *mg = gpt_create(&cfg, G);
+    cr_assert(mc && mg, "%s", err_msg());
+    gpt_init_random(mc, 5);
+    size_t n = gpt_flat_size(mc);
+    float *w = malloc(n * 4);
+    gpt_copy_params_to_host(mc, w, n);
+    for (size_t i = 0; i < n; i++) w[i] = bf16_round(w[i]); /* identical weights */
+    gpt_copy_params_to_device(mc, w, n);
+    gpt_copy_params_to_device(mg, w, n);
+    int B = 2, T = 96, N = B * T;
+    Rng r;
+    rng_seed(&r, 19);
+    int *in = malloc(N * sizeof(int)), *tg = malloc(N * sizeof(int));
+    for (int i = 0; i < N; i++) {
+        in[i] = (int)rng_below(&r, cfg.vocab_size);
+        tg[i] = i % 7 == 0 ? -1 : (int)rng_below(&r, cfg.vocab_size);
+    }
+    float *lc = malloc(N * 4), *lg = malloc(N * 4), *g = malloc(N * 4);
+    for (int i = 0; i < N; i++) g[i] = tg[i] < 0 ? 0.0f : -1.0f / N;
+    gpt_zero_grad(mc);
+    gpt_zero_grad(mg);
+    gpt_forward(mc, in, tg, B, T, lc);
+    gpt_forward(mg, in, tg, B, T, lg);
+    expect_close("model logp", lg, lc, N, 2e-2);
+    gpt_backward(mc, g);
+    gpt_backward(mg, g);
+    float *gc = malloc(n * 4), *gg = malloc(n * 4);
+    gpt_copy_grads_to_host(mc, gc, n);
+    gpt_copy_grads_to_host(mg, gg, n);
+    for (int i = 0; i < gpt_num_tensors(mc); i++) {
+        const ParamInfo *p = gpt_tensor(mc, i);
+        char what[128];
+        snprintf(what, sizeof what, "grad %s", p->name);
+        /* a whole backward pass in bf16: errors compound over layers */
+        expect_close(what, gg + p->offset, gc + p->offset, p->numel, 5e-2);
+    }
+    gpt_free(mc);
+    gpt_free(mg);
+}
