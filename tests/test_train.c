@@ -4,12 +4,16 @@
  * the run-level input checks. */
 #include <criterion/criterion.h>
 #include <signal.h>
+#include <errno.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 
 #include "data/h5data.h"
 #include "tests/testutil.h"
+#include "train/backend.h"
 #include "train/checkpoint.h"
+#include "train/model_io.h"
 #include "train/config.h"
 #include "train/trainer.h"
 
@@ -256,5 +260,47 @@ Test(train, sigterm_checkpoints_and_exits_zero) {
     fclose(m);
     cr_expect_eq(steps[0], step, "checkpoint step %lld vs last logged step %d",
                  (long long)steps[0], step);
+    rm_rf(dir);
+}
+
+/* A full disk while checkpointing: the run stops with a message naming the
+ * cause, no half-written checkpoint is left listed, and the last complete one
+ * still loads. Needs root to mount a small tmpfs; skips visibly otherwise. */
+Test(train, full_disk_keeps_the_last_checkpoint_loadable) {
+    char dir[256], data[512], disk[512], out[600];
+    make_temp_dir(dir, sizeof dir, "fulldisk");
+    snprintf(data, sizeof data, "%s/train.h5", dir);
+    snprintf(disk, sizeof disk, "%s/disk", dir);
+    snprintf(out, sizeof out, "%s/run", disk);
+    make_dataset(data, 30, 257);
+    mkdir(disk, 0755);
+    /* one checkpoint of this model is ~0.6 MB (weights + two moments) */
+    if (mount("tmpfs", disk, "tmpfs", 0, "size=1500k") != 0) {
+        fprintf(stderr, "SKIP: full-disk test: cannot mount a small tmpfs (%s); needs root\n",
+                strerror(errno));
+        rm_rf(dir);
+        cr_skip_test("cannot mount tmpfs");
+    }
+    Config c;
+    tiny_config(&c, data, out);
+    c.checkpoint.every = 1;
+    TrainOptions o = {0, 1};
+    int rc = train_run(&c, &o);
+    char msg[4096];
+    snprintf(msg, sizeof msg, "%s", err_msg());
+    int64_t steps[16];
+    int n = ckpt_list(out, steps, 16);
+    GPT *m = NULL;
+    if (n > 0) {
+        char last[700];
+        ckpt_dir_name(last, sizeof last, out, steps[0]);
+        m = model_load_hf(last, backend_cpu());
+    }
+    umount(disk);
+    cr_expect_eq(rc, -1, "training should stop when the disk is full");
+    cr_expect(strstr(msg, "No space left") != NULL, "message: %s", msg);
+    cr_expect(n >= 1, "the checkpoints written before the disk filled are kept");
+    cr_expect(m != NULL, "the newest complete checkpoint loads: %s", err_msg());
+    gpt_free(m);
     rm_rf(dir);
 }
