@@ -1,15 +1,18 @@
 # retort — build, dependencies, tests, benchmarks, quickstart.
 #
-#   make              build ./retort (CPU backend; CUDA is added when nvcc is found)
+#   make              build ./retort (CPU backend; the CUDA backend too when nvcc is found;
+#                     CUDA_ARCHS="80 90" picks the GPU targets, CUDA=0 leaves it out)
 #   make deps         install the Debian packages the build needs (root), or print the line
 #   make test         run the whole Criterion suite (installs deps first when missing)
 #   make quickstart   build, make a dataset from a public-domain book, train, sample
 #   make bench        CPU training throughput beside PyTorch, same model and threads
+#   make test-gpu     CUDA ops vs CPU twins, CPU-vs-GPU training curves, determinism, memcheck
+#   make bench-gpu    attention vs PyTorch SDPA, end to end vs llm.c and PyTorch (on a GPU)
 #   make fixtures     regenerate the Hugging Face parity fixtures (needs the venv)
 #   make SANITIZE=1 test   the suite under ASan + UBSan
 
 CC      ?= gcc
-PKGS    := hdf5 openblas yaml-0.1 jansson
+PKGS    := hdf5 openblas yaml-0.1 jansson libpcre2-8
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 
@@ -25,6 +28,30 @@ ifeq ($(SANITIZE),1)
   BUILD   := build/sanitize
   BIN     := $(BUILD)/retort
 endif
+# ---- CUDA: built whenever nvcc is found (CUDA=0 turns it off). The sanitizer
+# build leaves it out: ASan and the CUDA runtime do not share an address space
+# layout peacefully, and the GPU code is checked against its CPU twin instead.
+NVCC       ?= $(shell command -v nvcc 2>/dev/null)
+ifeq ($(SANITIZE),1)
+  CUDA     ?= 0
+endif
+ifeq ($(NVCC),)
+  CUDA     ?= 0
+endif
+CUDA       ?= 1
+CUDA_ARCHS ?= 80 90
+ifeq ($(CUDA),1)
+  CUDA_HOME ?= $(patsubst %/bin/nvcc,%,$(NVCC))
+  GENCODE   := $(foreach a,$(CUDA_ARCHS),-gencode arch=compute_$(a),code=sm_$(a))
+  NVCCFLAGS := -std=c++17 -O3 --expt-relaxed-constexpr $(GENCODE) -I. $(PKG_CFLAGS) \
+               -Xcompiler -Wall,-Wextra,-Werror -D_GNU_SOURCE -DRETORT_CUDA
+  CFLAGS    += -DRETORT_CUDA
+  LDLIBS    += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcudart -lcublas -lcublasLt \
+               -lstdc++
+  CU_SRC    := $(wildcard kernels/cuda/*.cu) train/backend_cuda.cu
+endif
+CU_OBJ := $(CU_SRC:%.cu=$(BUILD)/%.o)
+
 # the tests that run the command line find the binary of this build here
 export RETORT_BIN := $(abspath $(BIN))
 
@@ -40,16 +67,20 @@ TEST_LIBS := $(LDLIBS) $(shell pkg-config --libs criterion 2>/dev/null)
 VENV    := .venv
 PY      := $(VENV)/bin/python
 
-.PHONY: all deps test quickstart bench fixtures clean check-deps
+.PHONY: all deps test test-gpu quickstart bench bench-gpu fixtures clean check-deps
 
 all: $(BIN)
 
 $(BIN): $(BUILD)/train/main.o $(LIB)
 	$(CC) -o $@ $^ $(LDLIBS)
 
-$(LIB): $(LIB_OBJ)
+$(LIB): $(LIB_OBJ) $(CU_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
+
+$(BUILD)/%.o: %.cu $(wildcard kernels/cuda/*.cuh kernels/cuda/*.h)
+	@mkdir -p $(dir $@)
+	$(NVCC) $(NVCCFLAGS) -c $< -o $@
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -72,6 +103,18 @@ check-deps:
 test: check-deps
 	@$(MAKE) --no-print-directory $(BIN) $(TEST_BINS)
 	@scripts/run_tests.sh $(TEST_BINS)
+
+# ---- GPU (run these on a machine with an NVIDIA GPU) ----
+test-gpu: check-deps
+	@$(MAKE) --no-print-directory $(BIN) $(BUILD)/tests/test_cuda
+	@scripts/test_gpu.sh
+
+bench-gpu: check-deps
+	@$(MAKE) --no-print-directory $(BIN) $(BUILD)/bench_kernels
+	@experiments/bench/gpu_bench.sh
+
+$(BUILD)/bench_kernels: experiments/bench/bench_kernels.c $(LIB)
+	$(CC) $(CFLAGS) -I$(CUDA_HOME)/include -o $@ $< $(LIB) $(LDLIBS)
 
 # ---- quickstart ----
 quickstart: check-deps

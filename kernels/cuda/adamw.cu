@@ -1,0 +1,225 @@
+/* kernels/cuda/adamw.cu — AdamW on bf16 parameters with fp32 master weights, the
+ * reductions gradient clipping needs, and host fp32 <-> device bf16 conversion;
+ * the twin of kernels/cpu/adamw.c.
+ *
+ * adamw_update_cuda runs the CPU file's update operation by operation on the fp32
+ * master copy (torch.optim.AdamW's single-tensor order, scalars derived in
+ * double on the host and rounded to float once), then writes the bf16 parameter
+ * as the round-to-nearest of the new master value. The bf16 parameter is never
+ * read: rounding errors do not accumulate across steps.
+ *
+ * sum_squares_cuda is a deterministic two-pass reduction: a grid whose size
+ * depends only on n (and the pointer's alignment) writes one double partial per
+ * block, each block summing its grid-stride share in double and combining the
+ * threads in a fixed tree; then one block sums the partials in a fixed tree. The
+ * same input gives the same bits on every run. Squares of bf16 values are exact
+ * in fp32, so x*x is formed in float and accumulated in double, as the CPU twin
+ * accumulates (double)x*x.
+ *
+ * upload/download go through a cached device fp32 staging buffer in fixed-size
+ * chunks (memcpy, then a conversion kernel, all on retort_stream), so converting
+ * a whole model never needs a staging buffer the size of the model.
+ */
+#include <math.h>
+
+#include "kernels/cuda/common.cuh"
+#include "kernels/cuda/ops_cuda.h"
+#include "kernels/cuda/reduce.cuh"
+
+#define ELEMENTWISE_BLOCK 256
+#define SUM_SQUARES_BLOCK 256
+#define SUM_SQUARES_MAX_GRID 1024 /* the final pass is one block of this many threads */
+#define STAGING_CHUNK ((size_t)1 << 22) /* floats per upload/download chunk: 16 MiB */
+
+/* One element per thread iteration: m, v, master are fp32 and read once each, so
+ * scalar access is already coalesced; n is any size. */
+__global__ static void adamw_kernel(floatX *param, float *master, const floatX *grad, float *m,
+                                    float *v, size_t n, float decay, float w1, int lerp_small,
+                                    float b2, float w2, float neg_step_size, float bc2_sqrt,
+                                    float eps) {
+    size_t stride = (size_t)gridDim.x * blockDim.x;
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) {
+        float g = bf16_to_float(grad[i]);
+        float p = master[i] * decay;
+        float mi = m[i];
+        mi = lerp_small ? mi + w1 * (g - mi) : g - (g - mi) * (1.0f - w1);
+        float vi = v[i] * b2 + w2 * g * g;
+        float denom = sqrtf(vi) / bc2_sqrt + eps;
+        p = p + neg_step_size * mi / denom;
+        master[i] = p;
+        param[i] = __float2bfloat16_rn(p);
+        m[i] = mi;
+        v[i] = vi;
+    }
+}
+
+extern "C" void adamw_update_cuda(float *param_f, float *master, const float *grad_f, float *m,
+                                  float *v, size_t n, double lr, double beta1, double beta2,
+                                  double eps, double weight_decay, int step) {
+    if (n == 0) return;
+    if (!master) {
+        fprintf(stderr, "retort: adamw_update_cuda needs fp32 master weights (got NULL): the "
+                        "CUDA backend keeps bf16 parameters, so the optimizer must allocate a "
+                        "master copy (train/optim.c does when act_size != sizeof(float))\n");
+        exit(1);
+    }
+    if (step < 1) {
+        fprintf(stderr, "retort: adamw_update_cuda: step is %d, must be 1-based\n", step);
+        exit(1);
+    }
+    floatX *param = reinterpret_cast<floatX *>(param_f);           /* (n) */
+    const floatX *grad = reinterpret_cast<const floatX *>(grad_f); /* (n) */
+    /* the scalars exactly as kernels/cpu/adamw.c derives them */
+    double lr_d = lr, beta1_d = beta1, beta2_d = beta2;
+    float decay = (float)(1.0 - lr_d * weight_decay);
+    float w1 = (float)(1.0 - beta1_d); /* lerp weight */
+    float b2 = (float)beta2;
+    float w2 = (float)(1.0 - beta2_d);
+    double bias_correction1 = 1.0 - pow(beta1_d, step);
+    double bias_correction2 = 1.0 - pow(beta2_d, step);
+    float neg_step_size = (float)(-(lr_d / bias_correction1));
+    float bc2_sqrt = (float)sqrt(bias_correction2);
+    int lerp_small = fabsf(w1) < 0.5f;
+    float eps_f = (float)eps;
+    int grid = grid_for(n, ELEMENTWISE_BLOCK);
+    adamw_kernel<<<grid, ELEMENTWISE_BLOCK, 0, retort_stream>>>(param, master, grad, m, v, n,
+                                                                  decay, w1, lerp_small, b2, w2,
+                                                                  neg_step_size, bc2_sqrt, eps_f);
+    CUDA_LAUNCH_CHECK();
+}
+
+/* partial[blockIdx.x] = sum of x[i]^2 over this block's grid-stride share.
+ * VEC: vectors of 8 over [0, 8*(n/8)), then the scalar tail. */
+template <bool VEC>
+__global__ static void __launch_bounds__(SUM_SQUARES_BLOCK)
+    sum_squares_partial_kernel(double *partial, const floatX *x, size_t n) {
+    size_t tid = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    size_t stride = (size_t)gridDim.x * blockDim.x;
+    size_t n_vec = VEC ? n / VEC_WIDTH : 0;
+    double acc = 0.0;
+    for (size_t k = tid; k < n_vec; k += stride) {
+        float v[VEC_WIDTH];
+        load8(x + k * VEC_WIDTH, v);
+#pragma unroll
+        for (int e = 0; e < VEC_WIDTH; e++) acc += (double)(v[e] * v[e]);
+    }
+    for (size_t i = n_vec * VEC_WIDTH + tid; i < n; i += stride) {
+        float xi = bf16_to_float(x[i]);
+        acc += (double)(xi * xi);
+    }
+    acc = block_sum_double(acc);
+    if (threadIdx.x == 0) partial[blockIdx.x] = acc;
+}
+
+/* *result = sum of partial[0..n_partial); one block of SUM_SQUARES_MAX_GRID threads */
+__global__ static void __launch_bounds__(SUM_SQUARES_MAX_GRID)
+    sum_partials_kernel(double *result, const double *partial, int n_partial) {
+    double v = (int)threadIdx.x < n_partial ? partial[threadIdx.x] : 0.0;
+    v = block_sum_double(v);
+    if (threadIdx.x == 0) *result = v;
+}
+
+static void *sum_squares_scratch; /* (SUM_SQUARES_MAX_GRID + 1) doubles: partials, result */
+static size_t sum_squares_scratch_cap;
+
+extern "C" double sum_squares_cuda(const float *x_f, size_t n) {
+    if (n == 0) return 0.0;
+    const floatX *x = reinterpret_cast<const floatX *>(x_f); /* (n) */
+    double *partial = (double *)scratch_reserve(&sum_squares_scratch, &sum_squares_scratch_cap,
+                                                (SUM_SQUARES_MAX_GRID + 1) * sizeof(double));
+    double *result = partial + SUM_SQUARES_MAX_GRID;
+    bool vec = aligned16(x);
+    size_t work = vec ? n / VEC_WIDTH + 1 : n;
+    size_t blocks = (work + SUM_SQUARES_BLOCK - 1) / SUM_SQUARES_BLOCK;
+    int grid = (int)(blocks < SUM_SQUARES_MAX_GRID ? blocks : SUM_SQUARES_MAX_GRID);
+    if (vec)
+        sum_squares_partial_kernel<true><<<grid, SUM_SQUARES_BLOCK, 0, retort_stream>>>(partial, x,
+                                                                                       n);
+    else
+        sum_squares_partial_kernel<false><<<grid, SUM_SQUARES_BLOCK, 0, retort_stream>>>(partial, x,
+                                                                                        n);
+    CUDA_LAUNCH_CHECK();
+    sum_partials_kernel<<<1, SUM_SQUARES_MAX_GRID, 0, retort_stream>>>(result, partial, grid);
+    CUDA_LAUNCH_CHECK();
+    double host = 0.0;
+    CUDA_CHECK(cudaMemcpyAsync(&host, result, sizeof(double), cudaMemcpyDeviceToHost,
+                               retort_stream));
+    CUDA_CHECK(cudaStreamSynchronize(retort_stream));
+    return host;
+}
+
+/* x *= s, in fp32, rounded once */
+template <bool VEC>
+__global__ static void scale_kernel(floatX *x, float s, size_t n) {
+    size_t tid = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    size_t stride = (size_t)gridDim.x * blockDim.x;
+    size_t n_vec = VEC ? n / VEC_WIDTH : 0;
+    for (size_t k = tid; k < n_vec; k += stride) {
+        float v[VEC_WIDTH];
+        load8(x + k * VEC_WIDTH, v);
+#pragma unroll
+        for (int e = 0; e < VEC_WIDTH; e++) v[e] *= s;
+        store8(x + k * VEC_WIDTH, v);
+    }
+    for (size_t i = n_vec * VEC_WIDTH + tid; i < n; i += stride)
+        x[i] = float_to_bf16(bf16_to_float(x[i]) * s);
+}
+
+extern "C" void scale_inplace_cuda(float *x_f, float s, size_t n) {
+    if (n == 0) return;
+    floatX *x = reinterpret_cast<floatX *>(x_f); /* (n) */
+    bool vec = aligned16(x);
+    int grid = grid_for(vec ? n / VEC_WIDTH + 1 : n, ELEMENTWISE_BLOCK);
+    if (vec) scale_kernel<true><<<grid, ELEMENTWISE_BLOCK, 0, retort_stream>>>(x, s, n);
+    else scale_kernel<false><<<grid, ELEMENTWISE_BLOCK, 0, retort_stream>>>(x, s, n);
+    CUDA_LAUNCH_CHECK();
+}
+
+__global__ static void f32_to_bf16_kernel(floatX *dst, const float *src, size_t n) {
+    size_t stride = (size_t)gridDim.x * blockDim.x;
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride)
+        dst[i] = __float2bfloat16_rn(src[i]);
+}
+
+__global__ static void bf16_to_f32_kernel(float *dst, const floatX *src, size_t n) {
+    size_t stride = (size_t)gridDim.x * blockDim.x;
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride)
+        dst[i] = bf16_to_float(src[i]);
+}
+
+static void *staging; /* (STAGING_CHUNK) fp32 on the device */
+static size_t staging_cap;
+
+/* Chunks reuse one staging buffer; stream order keeps each memcpy behind the
+ * previous chunk's conversion. Synchronises at the end, so the caller may free or
+ * reuse the host buffer even when it is pinned (uploads are rare: init, load). */
+extern "C" void upload_f32_cuda(float *dst_f, const float *host, size_t n) {
+    if (n == 0) return;
+    floatX *dst = reinterpret_cast<floatX *>(dst_f); /* (n) */
+    float *stage = (float *)scratch_reserve(&staging, &staging_cap, STAGING_CHUNK * sizeof(float));
+    for (size_t off = 0; off < n; off += STAGING_CHUNK) {
+        size_t len = n - off < STAGING_CHUNK ? n - off : STAGING_CHUNK;
+        CUDA_CHECK(cudaMemcpyAsync(stage, host + off, len * sizeof(float), cudaMemcpyHostToDevice,
+                                   retort_stream));
+        f32_to_bf16_kernel<<<grid_for(len, ELEMENTWISE_BLOCK), ELEMENTWISE_BLOCK, 0,
+                             retort_stream>>>(dst + off, stage, len);
+        CUDA_LAUNCH_CHECK();
+    }
+    CUDA_CHECK(cudaStreamSynchronize(retort_stream));
+}
+
+/* Synchronises: the host buffer holds the values when this returns. */
+extern "C" void download_f32_cuda(float *host, const float *src_f, size_t n) {
+    if (n == 0) return;
+    const floatX *src = reinterpret_cast<const floatX *>(src_f); /* (n) */
+    float *stage = (float *)scratch_reserve(&staging, &staging_cap, STAGING_CHUNK * sizeof(float));
+    for (size_t off = 0; off < n; off += STAGING_CHUNK) {
+        size_t len = n - off < STAGING_CHUNK ? n - off : STAGING_CHUNK;
+        bf16_to_f32_kernel<<<grid_for(len, ELEMENTWISE_BLOCK), ELEMENTWISE_BLOCK, 0,
+                             retort_stream>>>(stage, src + off, len);
+        CUDA_LAUNCH_CHECK();
+        CUDA_CHECK(cudaMemcpyAsync(host + off, stage, len * sizeof(float), cudaMemcpyDeviceToHost,
+                                   retort_stream));
+    }
+    CUDA_CHECK(cudaStreamSynchronize(retort_stream));
+}

@@ -1,0 +1,614 @@
+/* kernels/cuda/attention.cu — causal multi-head self-attention, flash style, on
+ * tensor cores (bf16 operands, fp32 accumulation). The CUDA twin of
+ * kernels/cpu/attention.c; it computes the same function:
+ *     S = scale Q K^T (scale = 1/sqrt(HS)),  causal mask (key j > query i is -inf),
+ *     P = softmax_rows(S),  O = P V,  lse_i = log sum_j exp(S_ij)  (natural log).
+ * Per (b, h), Q, K, V are the (T,HS) slices of qkv (B,T,3C), row stride 3C.
+ *
+ * Forward (one block per (b*h, 64-query tile), heaviest tiles launched first):
+ *   the query tile stays in shared memory; for every key tile kb <= qb (causal)
+ *   the block loads K, V and each warp, for its own 16 query rows,
+ *     1. computes S = Q K^T (wmma 16x16x16 bf16 -> fp32) into shared memory,
+ *     2. runs the online softmax on its rows: m' = max(m, rowmax(scale S)),
+ *        P = exp(scale S - m'), alpha = exp(m - m'), l' = alpha l + rowsum(P),
+ *        and rescales its rows of the fp32 output accumulator O by alpha,
+ *     3. adds P V into O (O lives in shared memory because the wmma accumulator
+ *        layout is unspecified, so rows cannot be rescaled in registers).
+ *   At the end O / l is written as bf16 and lse = m + log(l) as fp32.
+ *   Only lse (B,NH,T) is kept; nothing of size (T,T) ever reaches global memory.
+ *
+ * Backward (FlashAttention-2 order, one block per (b*h, 64-key tile)):
+ *   D_i = sum_d dO_id O_id is precomputed by a small kernel (B,NH,T). The block
+ *   keeps K, V of its key tile in shared memory and dK, dV in wmma accumulators
+ *   (warps 0-3: dV rows, warps 4-7: dK rows), and loops over the query tiles
+ *   qb >= kb:
+ *     S = Q K^T and dP = dO V^T            (warps 0-3 and 4-7 in parallel)
+ *     P = exp(scale S - lse), dS = scale P (dP - D)   (elementwise, masked)
+ *     dV += P^T dO,  dK += dS^T Q,  dQ_tile = dS K
+ *   dQ_tile is added with fp32 atomicAdd into an fp32 scratch dQ (B,T,C); a last
+ *   kernel adds it, rounded to bf16, into the q third of dqkv. dK, dV are added
+ *   into dqkv once per block at the end (each key row belongs to one block).
+ *   dqkv is ACCUMULATED (+=) in all three thirds, like the CPU op. dQ is summed
+ *   by atomics, so its last bits depend on timing (not bit-reproducible).
+ *
+ * Head sizes: every HS <= 128. The tiles are HSP wide, HSP the smallest of 16,
+ * 32, 64, 128 that holds HS (a template parameter); columns HS..HSP-1 are
+ * zero-filled, which changes no product (zero columns of Q, K add nothing to
+ * Q K^T; zero columns of V, dO, Q give output columns that are never stored).
+ *
+ * Tiles: 64 queries x 64 keys. 64 keeps the fp32 score tile and the output
+ * accumulator in shared memory within the A100's 163 KB per block at HS = 128,
+ * and gives 4 (forward) or 8 (backward) warps whole 16-row wmma strips.
+ * Shared memory per block (row strides padded by 16 bytes against bank
+ * conflicts; every wmma pointer stays 32-byte aligned):
+ *   forward : Q, K, V bf16 3 x 64 x (HSP+8) x 2 + S fp32 64 x 68 x 4
+ *             + P bf16 64 x 72 x 2 + O fp32 64 x (HSP+4) x 4
+ *             = 40,960 / 51,200 / 71,680 / 112,640 bytes for HSP 16/32/64/128
+ *   backward: Q, dO, K, V bf16 4 x 64 x (HSP+8) x 2 + S, dP fp32 2 x 64 x 68 x 4
+ *             + P, dS bf16 2 x 64 x 72 x 2 + dQ fp32 64 x (HSP+4) x 4 + lse, D
+ *             = 71,168 / 83,456 / 108,032 / 157,184 bytes
+ * What limits it: shared memory (occupancy: at HS = 64, 3 forward / 2 backward
+ * blocks per H100 SM; at HS = 128 one backward block per SM), and wmma keeps
+ * fragments in a layout we may not touch, which costs the shared-memory round
+ * trips of S and O. The upper triangle of a diagonal tile is computed and then
+ * masked rather than skipped.
+ *
+ * Tail tiles (T not a multiple of 64): rows of Q, K, V, dO at t >= T are loaded
+ * as zeros. Keys j >= T need no mask of their own: they sit only in the last
+ * key tile, and for every real query i < T they have j > i, so the causal mask
+ * already removes them (their V rows must still be zeros, not garbage: P = 0
+ * times a NaN bit pattern would be NaN). Query rows i >= T are never stored in
+ * forward; in backward their P and dS are set to zero so they add nothing to dK
+ * and dV (with zero Q and dO rows they would add nothing anyway).
+ * Every visited (query tile, key tile) pair has kb <= qb, so key kb*64 <= i is
+ * unmasked in every row: no row of a visited tile is fully masked and the
+ * running max is finite after the first tile; -inf is still guarded.
+ */
+#include <math.h>
+#include <mma.h>
+#include <stdint.h>
+
+#include "kernels/cuda/common.cuh"
+#include "kernels/cuda/ops_cuda.h"
+
+using namespace nvcuda;
+
+#define ATT_TILE 64          /* queries per query tile = keys per key tile */
+#define ATT_FWD_THREADS 128  /* 4 warps, one 16-row strip each */
+#define ATT_BWD_THREADS 256  /* 8 warps */
+#define ATT_MAX_HS 128
+#define FULL_MASK 0xffffffffu
+
+typedef wmma::fragment<wmma::matrix_a, 16, 16, 16, floatX, wmma::row_major> FragARow;
+typedef wmma::fragment<wmma::matrix_a, 16, 16, 16, floatX, wmma::col_major> FragACol;
+typedef wmma::fragment<wmma::matrix_b, 16, 16, 16, floatX, wmma::row_major> FragBRow;
+typedef wmma::fragment<wmma::matrix_b, 16, 16, 16, floatX, wmma::col_major> FragBCol;
+typedef wmma::fragment<wmma::accumulator, 16, 16, 16, float> FragAcc;
+
+/* Shared-memory geometry for tiles HSP wide. Strides in elements. */
+template <int HSP>
+struct AttGeom {
+    static_assert(HSP % 16 == 0 && HSP <= ATT_MAX_HS, "HSP must be 16, 32, 64 or 128");
+    static constexpr int NF = HSP / 16;           /* 16-wide fragments across a head */
+    static constexpr int LDH = HSP + 8;           /* bf16 (64, HSP) tiles: Q, K, V, dO */
+    static constexpr int LDS = ATT_TILE + 4;      /* fp32 (64, 64) tiles: S, dP */
+    static constexpr int LDP = ATT_TILE + 8;      /* bf16 (64, 64) tiles: P, dS */
+    static constexpr int LDO = HSP + 4;           /* fp32 (64, HSP) tiles: O, dQ, dK, dV */
+    static constexpr size_t H_BYTES = (size_t)ATT_TILE * LDH * sizeof(floatX);
+    static constexpr size_t S_BYTES = (size_t)ATT_TILE * LDS * sizeof(float);
+    static constexpr size_t P_BYTES = (size_t)ATT_TILE * LDP * sizeof(floatX);
+    static constexpr size_t O_BYTES = (size_t)ATT_TILE * LDO * sizeof(float);
+    static constexpr size_t ROW_BYTES = (size_t)ATT_TILE * sizeof(float);
+    static constexpr size_t FWD_SMEM = 3 * H_BYTES + S_BYTES + P_BYTES + O_BYTES;
+    static constexpr size_t BWD_SMEM = 4 * H_BYTES + 2 * S_BYTES + 2 * P_BYTES + O_BYTES +
+                                       2 * ROW_BYTES;
+    /* every region starts 128-byte aligned, so every wmma pointer (rows at
+     * multiples of 16, columns at multiples of 16 elements) is 32-byte aligned */
+    static_assert(H_BYTES % 128 == 0 && S_BYTES % 128 == 0 && P_BYTES % 128 == 0 &&
+                      O_BYTES % 128 == 0,
+                  "shared-memory regions must keep 128-byte alignment");
+    static_assert(LDH % 8 == 0 && LDP % 8 == 0 && LDS % 4 == 0 && LDO % 4 == 0,
+                  "wmma strides: multiples of 16 bytes");
+};
+
+/* Copies rows row0..row0+63 of a (T, HS) head slice with row stride ld
+ * (elements) into a (64, HSP) shared tile of stride LDH, zero-filling rows
+ * t >= T and columns c >= HS. vec: HS % 8 == 0 and the slice base 16-byte
+ * aligned, so 8-element chunks are whole and can move as one uint4. */
+template <int HSP, int NTHREADS>
+static __device__ __forceinline__ void load_head_tile(floatX *dst, const floatX *src, size_t ld,
+                                                      int row0, int T, int HS, bool vec) {
+    constexpr int LDH = AttGeom<HSP>::LDH;
+    constexpr int CHUNKS = HSP / 8; /* 8 bf16 = 16 bytes */
+    const floatX zero = __float2bfloat16_rn(0.0f);
+    for (int idx = threadIdx.x; idx < ATT_TILE * CHUNKS; idx += NTHREADS) {
+        int r = idx / CHUNKS, c = (idx % CHUNKS) * 8;
+        int t = row0 + r;
+        floatX *d = dst + r * LDH + c;
+        if (vec) {
+            uint4 v = make_uint4(0u, 0u, 0u, 0u);
+            if (t < T && c < HS) v = *reinterpret_cast<const uint4 *>(src + (size_t)t * ld + c);
+            *reinterpret_cast<uint4 *>(d) = v;
+        } else {
+#pragma unroll
+            for (int e = 0; e < 8; e++)
+                d[e] = (t < T && c + e < HS) ? src[(size_t)t * ld + c + e] : zero;
+        }
+    }
+}
+
+/* ------------------------------------------------------------------ forward */
+
+/* grid (B*NH, ceil(T/64)), block 128. out (B,T,C) bf16, lse (B,NH,T) fp32,
+ * qkv (B,T,3C) bf16. */
+template <int HSP>
+__global__ void __launch_bounds__(ATT_FWD_THREADS)
+    attention_forward_kernel(floatX *out, float *lse, const floatX *qkv, int T, int C, int NH,
+                             int HS, float scale, bool vec) {
+    typedef AttGeom<HSP> G;
+    extern __shared__ __align__(128) unsigned char att_smem[];
+    floatX *Qs = reinterpret_cast<floatX *>(att_smem);                /* (64, LDH) */
+    floatX *Ks = Qs + ATT_TILE * G::LDH;                                /* (64, LDH) */
+    floatX *Vs = Ks + ATT_TILE * G::LDH;                                /* (64, LDH) */
+    float *Ss = reinterpret_cast<float *>(Vs + ATT_TILE * G::LDH);      /* (64, LDS) */
+    floatX *Ps = reinterpret_cast<floatX *>(Ss + ATT_TILE * G::LDS);    /* (64, LDP) */
+    float *Os = reinterpret_cast<float *>(Ps + ATT_TILE * G::LDP);      /* (64, LDO) */
+
+    const int bh = blockIdx.x, b = bh / NH, h = bh % NH;
+    const int qb = gridDim.y - 1 - blockIdx.y; /* last (heaviest) query tiles first */
+    const int q0 = qb * ATT_TILE;
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const size_t ld = 3 * (size_t)C;
+    const floatX *q = qkv + (size_t)b * T * ld + (size_t)h * HS; /* (T,HS), ld 3C */
+    const floatX *k = q + C;                                      /* (T,HS), ld 3C */
+    const floatX *v = q + 2 * (size_t)C;                          /* (T,HS), ld 3C */
+
+    load_head_tile<HSP, ATT_FWD_THREADS>(Qs, q, ld, q0, T, HS, vec);
+    for (int i = threadIdx.x; i < ATT_TILE * G::LDO; i += ATT_FWD_THREADS) Os[i] = 0.0f;
+
+    /* online-softmax state of row warp*16 + r lives in lane r (r < 16) */
+    float m_own = -INFINITY, l_own = 0.0f;
+    const int strip = warp * 16; /* this warp's first row in the tile */
+
+    for (int kb = 0; kb <= qb; kb++) {
+        const int k0 = kb * ATT_TILE;
+        __syncthreads(); /* all warps are done with the previous K, V */
+        load_head_tile<HSP, ATT_FWD_THREADS>(Ks, k, ld, k0, T, HS, vec);
+        load_head_tile<HSP, ATT_FWD_THREADS>(Vs, v, ld, k0, T, HS, vec);
+        __syncthreads();
+
+        /* S[strip:strip+16, 0:64] = Q[strip:strip+16, :] K^T (unscaled) */
+        {
+            FragAcc acc[ATT_TILE / 16];
+#pragma unroll
+            for (int n = 0; n < ATT_TILE / 16; n++) wmma::fill_fragment(acc[n], 0.0f);
+#pragma unroll
+            for (int kk = 0; kk < G::NF; kk++) {
+                FragARow a;
+                wmma::load_matrix_sync(a, Qs + strip * G::LDH + kk * 16, G::LDH);
+#pragma unroll
+                for (int n = 0; n < ATT_TILE / 16; n++) {
+                    /* K^T as a col-major (HSP, 64) matrix: element (d, j) at Ks[j*LDH + d] */
+                    FragBCol bk;
+                    wmma::load_matrix_sync(bk, Ks + n * 16 * G::LDH + kk * 16, G::LDH);
+                    wmma::mma_sync(acc[n], a, bk, acc[n]);
+                }
+            }
+#pragma unroll
+            for (int n = 0; n < ATT_TILE / 16; n++)
+                wmma::store_matrix_sync(Ss + strip * G::LDS + n * 16, acc[n], G::LDS,
+                                        wmma::mem_row_major);
+        }
+        __syncwarp();
+
+        /* online softmax over this warp's 16 rows; lane covers keys lane, lane+32 */
+        for (int r = 0; r < 16; r++) {
+            const int row = strip + r, i = q0 + row;
+            const int j0 = k0 + lane, j1 = j0 + 32;
+            const float *srow = Ss + row * G::LDS;
+            float s0 = j0 <= i ? srow[lane] * scale : -INFINITY;
+            float s1 = j1 <= i ? srow[lane + 32] * scale : -INFINITY;
+            float m_old = __shfl_sync(FULL_MASK, m_own, r);
+            float l_old = __shfl_sync(FULL_MASK, l_own, r);
+            float m_new = fmaxf(m_old, warp_max(fmaxf(s0, s1)));
+            /* m_new is finite here (see the file comment); guard anyway so that
+             * exp(-inf - -inf) can never make a NaN */
+            float m_ref = m_new == -INFINITY ? 0.0f : m_new;
+            float p0 = expf(s0 - m_ref), p1 = expf(s1 - m_ref);
+            float alpha = expf(m_old - m_ref); /* 0 on the first tile (m_old = -inf) */
+            float rowsum = warp_sum(p0 + p1);
+            floatX *prow = Ps + row * G::LDP;
+            prow[lane] = __float2bfloat16_rn(p0);
+            prow[lane + 32] = __float2bfloat16_rn(p1);
+            float *orow = Os + row * G::LDO;
+            for (int c = lane; c < HSP; c += 32) orow[c] *= alpha;
+            if (lane == r) {
+                m_own = m_new;
+                l_own = alpha * l_old + rowsum;
+            }
+        }
+        __syncwarp();
+
+        /* O[strip:strip+16, :] += P[strip:strip+16, 0:64] V (64, HSP) */
+#pragma unroll
+        for (int d = 0; d < G::NF; d++) {
+            FragAcc acc;
+            wmma::load_matrix_sync(acc, Os + strip * G::LDO + d * 16, G::LDO, wmma::mem_row_major);
+#pragma unroll
+            for (int kk = 0; kk < ATT_TILE / 16; kk++) {
+                FragARow a;
+                FragBRow bv;
+                wmma::load_matrix_sync(a, Ps + strip * G::LDP + kk * 16, G::LDP);
+                wmma::load_matrix_sync(bv, Vs + kk * 16 * G::LDH + d * 16, G::LDH);
+                wmma::mma_sync(acc, a, bv, acc);
+            }
+            wmma::store_matrix_sync(Os + strip * G::LDO + d * 16, acc, G::LDO,
+                                    wmma::mem_row_major);
+        }
+    }
+    __syncwarp();
+
+    /* out rows = O / l (bf16), lse = m + log(l); rows i >= T are not stored */
+    for (int r = 0; r < 16; r++) {
+        const int row = strip + r, i = q0 + row;
+        float m_row = __shfl_sync(FULL_MASK, m_own, r);
+        float l_row = __shfl_sync(FULL_MASK, l_own, r);
+        if (i >= T) continue; /* uniform across the warp */
+        float inv_l = 1.0f / l_row;
+        floatX *orow = out + ((size_t)b * T + i) * C + (size_t)h * HS; /* (HS) */
+        for (int c = lane; c < HS; c += 32)
+            orow[c] = __float2bfloat16_rn(Os[row * G::LDO + c] * inv_l);
+        if (lane == 0) lse[(size_t)bh * T + i] = m_row + logf(l_row);
+    }
+}
+
+/* ----------------------------------------------------------------- backward */
+
+/* D[b,h,i] = sum_d dout[b,i,h*HS+d] * out[b,i,h*HS+d]; one warp per (b,h,i).
+ * D (B,NH,T) fp32; dout, out (B,T,C) bf16. */
+__global__ static void attention_row_dot_kernel(float *D, const floatX *dout, const floatX *out,
+                                                int B, int T, int C, int NH, int HS) {
+    size_t row = ((size_t)blockIdx.x * blockDim.x + threadIdx.x) / 32;
+    int lane = threadIdx.x % 32;
+    if (row >= (size_t)B * NH * T) return; /* whole warps leave together */
+    int i = (int)(row % T);
+    size_t bh = row / T;
+    int b = (int)(bh / NH), h = (int)(bh % NH);
+    size_t base = ((size_t)b * T + i) * C + (size_t)h * HS;
+    float s = 0.0f;
+    for (int c = lane; c < HS; c += 32)
+        s += __bfloat162float(dout[base + c]) * __bfloat162float(out[base + c]);
+    s = warp_sum(s);
+    if (lane == 0) D[row] = s;
+}
+
+/* Adds the (64, HS) fp32 tile src (stride LDO) into the rows r0.. of a (T, HS)
+ * bf16 head slice dst with row stride ld, rows t >= T skipped. */
+template <int HSP>
+static __device__ __forceinline__ void add_tile_to_bf16(floatX *dst, size_t ld, const float *src,
+                                                        int r0, int T, int HS) {
+    for (int idx = threadIdx.x; idx < ATT_TILE * HS; idx += ATT_BWD_THREADS) {
+        int r = idx / HS, c = idx % HS;
+        if (r0 + r >= T) continue;
+        floatX *p = dst + (size_t)(r0 + r) * ld + c;
+        *p = __float2bfloat16_rn(__bfloat162float(*p) + src[r * AttGeom<HSP>::LDO + c]);
+    }
+}
+
+/* grid (B*NH, ceil(T/64)), block 256. dqkv (B,T,3C) bf16 (k and v thirds +=),
+ * dq_acc (B,T,C) fp32 (+= by atomics), dout (B,T,C) bf16, qkv (B,T,3C) bf16,
+ * lse and D (B,NH,T) fp32. */
+template <int HSP>
+/* HSP <= 64: at most 128 registers, so two blocks (16 warps) share an SM as
+ * their shared memory allows on the H100 */
+__global__ void __launch_bounds__(ATT_BWD_THREADS, HSP <= 64 ? 2 : 1)
+    attention_backward_kernel(floatX *dqkv, float *dq_acc, const floatX *dout, const floatX *qkv,
+                              const float *lse, const float *D, int T, int C, int NH, int HS,
+                              float scale, bool vec) {
+    typedef AttGeom<HSP> G;
+    extern __shared__ __align__(128) unsigned char att_smem[];
+    floatX *Ks = reinterpret_cast<floatX *>(att_smem);                /* (64, LDH) */
+    floatX *Vs = Ks + ATT_TILE * G::LDH;                                /* (64, LDH) */
+    floatX *Qs = Vs + ATT_TILE * G::LDH;                                /* (64, LDH) */
+    floatX *dOs = Qs + ATT_TILE * G::LDH;                               /* (64, LDH) */
+    float *Ss = reinterpret_cast<float *>(dOs + ATT_TILE * G::LDH);     /* (64, LDS) */
+    float *dPs = Ss + ATT_TILE * G::LDS;                                /* (64, LDS) */
+    floatX *Ps = reinterpret_cast<floatX *>(dPs + ATT_TILE * G::LDS);   /* (64, LDP) */
+    floatX *dSs = Ps + ATT_TILE * G::LDP;                               /* (64, LDP) */
+    float *Xs = reinterpret_cast<float *>(dSs + ATT_TILE * G::LDP);     /* (64, LDO) dQ/dK/dV */
+    float *lse_s = Xs + ATT_TILE * G::LDO;                              /* (64) */
+    float *D_s = lse_s + ATT_TILE;                                      /* (64) */
+
+    const int bh = blockIdx.x, b = bh / NH, h = bh % NH;
+    const int kb = blockIdx.y; /* key tile; low kb has the most query tiles, launched first */
+    const int k0 = kb * ATT_TILE;
+    const int n_tiles = (T + ATT_TILE - 1) / ATT_TILE;
+    const int warp = threadIdx.x / 32;
+    const int strip = (warp & 3) * 16; /* 16-row strip of a 64-row tile */
+    const bool low = warp < 4;         /* warps 0-3 vs 4-7 split the two products */
+    const size_t ld = 3 * (size_t)C;
+    const floatX *q = qkv + (size_t)b * T * ld + (size_t)h * HS;       /* (T,HS), ld 3C */
+    const floatX *k = q + C;                                            /* (T,HS), ld 3C */
+    const floatX *v = q + 2 * (size_t)C;                                /* (T,HS), ld 3C */
+    const floatX *dO = dout + (size_t)b * T * C + (size_t)h * HS;       /* (T,HS), ld C */
+    const float *lse_bh = lse + (size_t)bh * T;                         /* (T) */
+    const float *D_bh = D + (size_t)bh * T;                             /* (T) */
+    float *dq = dq_acc + (size_t)b * T * C + (size_t)h * HS;            /* (T,HS), ld C */
+
+    load_head_tile<HSP, ATT_BWD_THREADS>(Ks, k, ld, k0, T, HS, vec);
+    load_head_tile<HSP, ATT_BWD_THREADS>(Vs, v, ld, k0, T, HS, vec);
+
+    /* warps 0-3: dV rows strip..strip+15; warps 4-7: dK rows strip..strip+15 */
+    FragAcc acc_kv[G::NF];
+#pragma unroll
+    for (int d = 0; d < G::NF; d++) wmma::fill_fragment(acc_kv[d], 0.0f);
+
+    for (int qb = kb; qb < n_tiles; qb++) {
+        const int q0 = qb * ATT_TILE;
+        __syncthreads(); /* the previous tile's Q, dO, P, dS and dQ are no longer read */
+        load_head_tile<HSP, ATT_BWD_THREADS>(Qs, q, ld, q0, T, HS, vec);
+        load_head_tile<HSP, ATT_BWD_THREADS>(dOs, dO, C, q0, T, HS, vec);
+        if (threadIdx.x < ATT_TILE) {
+            int i = q0 + threadIdx.x;
+            lse_s[threadIdx.x] = i < T ? lse_bh[i] : 0.0f;
+            D_s[threadIdx.x] = i < T ? D_bh[i] : 0.0f;
+        }
+        __syncthreads();
+
+        /* warps 0-3: S = Q K^T, warps 4-7: dP = dO V^T; rows strip..strip+15 */
+        {
+            const floatX *A = low ? Qs : dOs;
+            const floatX *Bm = low ? Ks : Vs;
+            float *dst = low ? Ss : dPs;
+            FragAcc acc[ATT_TILE / 16];
+#pragma unroll
+            for (int n = 0; n < ATT_TILE / 16; n++) wmma::fill_fragment(acc[n], 0.0f);
+            /* not unrolled: unrolling hoists every fragment load and spills at 128
+             * registers (the limit for 2 blocks of 256 threads per SM) */
+#pragma unroll 1
+            for (int kk = 0; kk < G::NF; kk++) {
+                FragARow a;
+                wmma::load_matrix_sync(a, A + strip * G::LDH + kk * 16, G::LDH);
+#pragma unroll
+                for (int n = 0; n < ATT_TILE / 16; n++) {
+                    FragBCol bt; /* K^T or V^T: element (d, j) at Bm[j*LDH + d] */
+                    wmma::load_matrix_sync(bt, Bm + n * 16 * G::LDH + kk * 16, G::LDH);
+                    wmma::mma_sync(acc[n], a, bt, acc[n]);
+                }
+            }
+#pragma unroll
+            for (int n = 0; n < ATT_TILE / 16; n++)
+                wmma::store_matrix_sync(dst + strip * G::LDS + n * 16, acc[n], G::LDS,
+                                        wmma::mem_row_major);
+        }
+        __syncthreads();
+
+        /* P = exp(scale S - lse) and dS = scale P (dP - D), zero where masked
+         * (key j > query i) and on padding rows i >= T */
+        for (int idx = threadIdx.x; idx < ATT_TILE * ATT_TILE; idx += ATT_BWD_THREADS) {
+            int r = idx / ATT_TILE, c = idx % ATT_TILE;
+            int i = q0 + r, j = k0 + c;
+            float p = 0.0f;
+            if (i < T && j <= i) p = expf(Ss[r * G::LDS + c] * scale - lse_s[r]);
+            float ds = scale * p * (dPs[r * G::LDS + c] - D_s[r]);
+            Ps[r * G::LDP + c] = __float2bfloat16_rn(p);
+            dSs[r * G::LDP + c] = __float2bfloat16_rn(ds);
+        }
+        __syncthreads();
+
+        /* warps 0-3: dV[strip rows] += P^T dO; warps 4-7: dK[strip rows] += dS^T Q.
+         * P^T (keys, queries) read col-major from P (queries, keys): element
+         * (j, i) at Ps[i*LDP + j]; the 16x16 block at (strip, kk*16) starts at
+         * Ps + kk*16*LDP + strip. */
+        {
+            const floatX *At = low ? Ps : dSs;
+            const floatX *Bm = low ? dOs : Qs;
+#pragma unroll 1 /* as above: register pressure */
+            for (int kk = 0; kk < ATT_TILE / 16; kk++) {
+                FragACol a;
+                wmma::load_matrix_sync(a, At + kk * 16 * G::LDP + strip, G::LDP);
+#pragma unroll
+                for (int d = 0; d < G::NF; d++) {
+                    FragBRow bm;
+                    wmma::load_matrix_sync(bm, Bm + kk * 16 * G::LDH + d * 16, G::LDH);
+                    wmma::mma_sync(acc_kv[d], a, bm, acc_kv[d]);
+                }
+            }
+        }
+
+        /* dQ tile (64, HSP) = dS (64 queries, 64 keys) K (64 keys, HSP) into Xs;
+         * fragment f covers rows (f%4)*16, columns (f/4)*16 */
+        for (int f = warp; f < 4 * G::NF; f += ATT_BWD_THREADS / 32) {
+            const int rf = (f % 4) * 16, cf = (f / 4) * 16;
+            FragAcc acc;
+            wmma::fill_fragment(acc, 0.0f);
+#pragma unroll
+            for (int kk = 0; kk < ATT_TILE / 16; kk++) {
+                FragARow a;
+                FragBRow bk;
+                wmma::load_matrix_sync(a, dSs + rf * G::LDP + kk * 16, G::LDP);
+                wmma::load_matrix_sync(bk, Ks + kk * 16 * G::LDH + cf, G::LDH);
+                wmma::mma_sync(acc, a, bk, acc);
+            }
+            wmma::store_matrix_sync(Xs + rf * G::LDO + cf, acc, G::LDO, wmma::mem_row_major);
+        }
+        __syncthreads();
+
+        for (int idx = threadIdx.x; idx < ATT_TILE * HS; idx += ATT_BWD_THREADS) {
+            int r = idx / HS, c = idx % HS;
+            if (q0 + r < T) atomicAdd(dq + (size_t)(q0 + r) * C + c, Xs[r * G::LDO + c]);
+        }
+    }
+
+    /* dV then dK through Xs into dqkv (+=); each key row belongs to this block only */
+    floatX *dk = dqkv + (size_t)b * T * ld + C + (size_t)h * HS; /* (T,HS), ld 3C */
+    floatX *dv = dk + C;                                          /* (T,HS), ld 3C */
+    for (int pass = 0; pass < 2; pass++) {
+        __syncthreads(); /* Xs is free (dQ atomics, or the previous pass, are done) */
+        if (low == (pass == 0)) {
+#pragma unroll
+            for (int d = 0; d < G::NF; d++)
+                wmma::store_matrix_sync(Xs + strip * G::LDO + d * 16, acc_kv[d], G::LDO,
+                                        wmma::mem_row_major);
+        }
+        __syncthreads();
+        add_tile_to_bf16<HSP>(pass == 0 ? dv : dk, ld, Xs, k0, T, HS);
+    }
+}
+
+/* dqkv[b,t, c] += dq_acc[b,t,c] for c < C (the q third); dq_acc (B,T,C) fp32 */
+__global__ static void attention_dq_add_kernel(floatX *dqkv, const float *dq_acc, size_t N,
+                                               int C) {
+    size_t stride = (size_t)gridDim.x * blockDim.x;
+    for (size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x; idx < N * C; idx += stride) {
+        size_t row = idx / C, c = idx % C;
+        floatX *p = dqkv + row * 3 * C + c;
+        *p = __float2bfloat16_rn(__bfloat162float(*p) + dq_acc[idx]);
+    }
+}
+
+/* ------------------------------------------------------------------- host */
+
+/* Checks the shapes and returns the padded tile width HSP for HS = C / NH. */
+static int attention_tile_width(const char *fn, int B, int T, int C, int NH) {
+    if (B < 0 || T < 0 || C <= 0 || NH <= 0 || C % NH != 0) {
+        fprintf(stderr, "retort: %s: bad shape B=%d T=%d C=%d NH=%d (need C divisible by NH)\n",
+                fn, B, T, C, NH);
+        exit(1);
+    }
+    int HS = C / NH;
+    if (HS > ATT_MAX_HS) {
+        fprintf(stderr,
+                "retort: %s: head size %d (C=%d / NH=%d) is not supported; the CUDA "
+                "attention kernels handle head sizes up to %d — use more heads\n",
+                fn, HS, C, NH, ATT_MAX_HS);
+        exit(1);
+    }
+    return HS <= 16 ? 16 : HS <= 32 ? 32 : HS <= 64 ? 64 : 128;
+}
+
+/* Whole 16-byte chunks are safe when HS % 8 == 0 (then 3C and C are too) and
+ * the buffers start 16-byte aligned (the model carves 64-byte aligned slices). */
+static bool attention_vec_ok(int HS, const void *a, const void *b) {
+    return HS % 8 == 0 && (uintptr_t)a % 16 == 0 && (uintptr_t)b % 16 == 0;
+}
+
+/* Raises the kernel's dynamic shared-memory limit once per template instance,
+ * after checking that the device offers that much per block. */
+static void attention_set_smem(const void *kernel, size_t bytes, const char *fn, int HSP,
+                               bool *done) {
+    if (*done) return;
+    int dev = 0, optin = 0;
+    CUDA_CHECK(cudaGetDevice(&dev));
+    CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
+    if (bytes > (size_t)optin) {
+        fprintf(stderr,
+                "retort: %s: tile width %d needs %zu bytes of shared memory per block, the "
+                "device offers %d; use a smaller head size\n",
+                fn, HSP, bytes, optin);
+        exit(1);
+    }
+    CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                    (int)bytes));
+    *done = true;
+}
+
+template <int HSP>
+static void attention_forward_launch(floatX *out, float *lse, const floatX *qkv, int B, int T,
+                                     int C, int NH, bool vec) {
+    static bool smem_set = false;
+    const size_t smem = AttGeom<HSP>::FWD_SMEM;
+    attention_set_smem((const void *)attention_forward_kernel<HSP>, smem,
+                       "attention_forward_cuda", HSP, &smem_set);
+    int HS = C / NH;
+    dim3 grid((unsigned)(B * NH), (unsigned)ceil_div(T, ATT_TILE));
+    attention_forward_kernel<HSP><<<grid, ATT_FWD_THREADS, smem, retort_stream>>>(
+        out, lse, qkv, T, C, NH, HS, 1.0f / sqrtf((float)HS), vec);
+    CUDA_LAUNCH_CHECK();
+}
+
+template <int HSP>
+static void attention_backward_launch(floatX *dqkv, float *dq_acc, const floatX *dout,
+                                      const floatX *qkv, const float *lse, const float *D, int B,
+                                      int T, int C, int NH, bool vec) {
+    static bool smem_set = false;
+    const size_t smem = AttGeom<HSP>::BWD_SMEM;
+    attention_set_smem((const void *)attention_backward_kernel<HSP>, smem,
+                       "attention_backward_cuda", HSP, &smem_set);
+    int HS = C / NH;
+    dim3 grid((unsigned)(B * NH), (unsigned)ceil_div(T, ATT_TILE));
+    attention_backward_kernel<HSP><<<grid, ATT_BWD_THREADS, smem, retort_stream>>>(
+        dqkv, dq_acc, dout, qkv, lse, D, T, C, NH, HS, 1.0f / sqrtf((float)HS), vec);
+    CUDA_LAUNCH_CHECK();
+}
+
+extern "C" void attention_forward_cuda(float *out, float *lse, const float *qkv, int B, int T,
+                                       int C, int NH) {
+    int HSP = attention_tile_width("attention_forward_cuda", B, T, C, NH);
+    if (B == 0 || T == 0) return;
+    floatX *o = reinterpret_cast<floatX *>(out);
+    const floatX *x = reinterpret_cast<const floatX *>(qkv);
+    bool vec = attention_vec_ok(C / NH, qkv, qkv);
+    switch (HSP) {
+    case 16: attention_forward_launch<16>(o, lse, x, B, T, C, NH, vec); break;
+    case 32: attention_forward_launch<32>(o, lse, x, B, T, C, NH, vec); break;
+    case 64: attention_forward_launch<64>(o, lse, x, B, T, C, NH, vec); break;
+    default: attention_forward_launch<128>(o, lse, x, B, T, C, NH, vec); break;
+    }
+}
+
+/* fp32 scratch of the backward: dQ (B,T,C) then D (B,NH,T). Grown when a call
+ * needs more, never shrunk or freed per call; stream-ordered on retort_stream,
+ * so a buffer still read by queued kernels is released only after them. One
+ * backend per process (one GPU per rank), hence one static buffer. */
+static float *att_scratch;
+static size_t att_scratch_floats;
+
+static float *attention_scratch(size_t floats) {
+    if (floats > att_scratch_floats) {
+        if (att_scratch) CUDA_CHECK(cudaFreeAsync(att_scratch, retort_stream));
+        CUDA_CHECK(cudaMallocAsync((void **)&att_scratch, floats * sizeof(float), retort_stream));
+        att_scratch_floats = floats;
+    }
+    return att_scratch;
+}
+
+extern "C" void attention_backward_cuda(float *dqkv, const float *dout, const float *qkv,
+                                        const float *out, const float *lse, int B, int T, int C,
+                                        int NH) {
+    int HSP = attention_tile_width("attention_backward_cuda", B, T, C, NH);
+    if (B == 0 || T == 0) return;
+    int HS = C / NH;
+    size_t N = (size_t)B * T;
+    float *dq_acc = attention_scratch(N * C + N * NH); /* (B,T,C) then (B,NH,T) */
+    float *D = dq_acc + N * C;
+    floatX *dx = reinterpret_cast<floatX *>(dqkv);
+    const floatX *dO = reinterpret_cast<const floatX *>(dout);
+    const floatX *x = reinterpret_cast<const floatX *>(qkv);
+    const floatX *o = reinterpret_cast<const floatX *>(out);
+
+    CUDA_CHECK(cudaMemsetAsync(dq_acc, 0, N * C * sizeof(float), retort_stream));
+    {
+        const int threads = 256; /* 8 rows per block, one warp each */
+        size_t rows = N * NH;
+        attention_row_dot_kernel<<<(unsigned)((rows * 32 + threads - 1) / threads), threads, 0,
+                                   retort_stream>>>(D, dO, o, B, T, C, NH, HS);
+        CUDA_LAUNCH_CHECK();
+    }
+    bool vec = attention_vec_ok(HS, qkv, dout);
+    switch (HSP) {
+    case 16: attention_backward_launch<16>(dx, dq_acc, dO, x, lse, D, B, T, C, NH, vec); break;
+    case 32: attention_backward_launch<32>(dx, dq_acc, dO, x, lse, D, B, T, C, NH, vec); break;
+    case 64: attention_backward_launch<64>(dx, dq_acc, dO, x, lse, D, B, T, C, NH, vec); break;
+    default: attention_backward_launch<128>(dx, dq_acc, dO, x, lse, D, B, T, C, NH, vec); break;
+    }
+    {
+        const int threads = 256;
+        size_t n = N * C;
+        size_t blocks = (n + threads - 1) / threads;
+        if (blocks > 65535u * 8u) blocks = 65535u * 8u; /* grid-stride loop covers the rest */
+        attention_dq_add_kernel<<<(unsigned)blocks, threads, 0, retort_stream>>>(dx, dq_acc, N,
+                                                                                 C);
+        CUDA_LAUNCH_CHECK();
+    }
+}

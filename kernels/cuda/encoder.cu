@@ -1,0 +1,295 @@
+/* kernels/cuda/encoder.cu — token + position embedding on bf16 tensors and its
+ * deterministic backward; the twin of kernels/cpu/encoder.c.
+ *
+ * Forward is a gather, out[b,t,:] = wte[inp[b,t],:] + wpe[t,:], summed in fp32
+ * and rounded once; 16-byte loads (8 channels per thread) when C % 8 == 0 and
+ * the tensors are aligned, one channel per thread otherwise.
+ *
+ * Backward, dwpe: one thread per (t, channel chunk) sums dout over b in order.
+ *
+ * Backward, dwte: a scatter-add where many (b,t) share one token id. Atomics
+ * would make the sum order (and so the bf16 bits) change from run to run, so
+ * instead the positions are grouped by token id with a counting sort ON THE HOST:
+ * inp (B*T int32) is copied down, the stream synchronised, and one pass builds,
+ * for every distinct id in increasing order, the list of its positions in
+ * increasing order. That list goes back up in one copy, and a kernel with one
+ * block per distinct id sums its positions' dout rows in that fixed order in
+ * fp32 (threads split the channels), then adds the sum to the bf16 dwte row.
+ * The price is one small host round trip (4*B*T bytes each way, a stream sync and
+ * O(B*T + max id) host work) per call, paid for bit-for-bit reproducible
+ * gradients. A very frequent id (padding) makes its block loop long; the loop
+ * issues four row loads at a time to hide latency but keeps the add order.
+ *
+ * Host buffers (pinned) and the device list buffer are cached and only grow.
+ */
+#include <string.h>
+
+#include "kernels/cuda/common.cuh"
+#include "kernels/cuda/ops_cuda.h"
+#include "kernels/cuda/reduce.cuh"
+
+#define ELEMENTWISE_BLOCK 256
+#define DWTE_THREADS 256 /* most threads of a per-id block */
+
+/* ---- forward ---- */
+
+/* VEC: item u = (bt, chunk of 8 channels); scalar: item u = (bt, channel). */
+template <bool VEC>
+__global__ static void encoder_forward_kernel(floatX *out, const int *inp, const floatX *wte,
+                                              const floatX *wpe, int B, int T, int C) {
+    const int width = VEC ? VEC_WIDTH : 1;
+    int chunks = C / width; /* per row */
+    size_t n_items = (size_t)B * T * chunks;
+    size_t stride = (size_t)gridDim.x * blockDim.x;
+    for (size_t u = (size_t)blockIdx.x * blockDim.x + threadIdx.x; u < n_items; u += stride) {
+        size_t bt = u / chunks;
+        int c = (int)(u % chunks) * width;
+        int t = (int)(bt % T);
+        const floatX *tok = wte + (size_t)inp[bt] * C + c; /* (width) */
+        const floatX *pos = wpe + (size_t)t * C + c;       /* (width) */
+        floatX *o = out + bt * C + c;                      /* (width) */
+        if constexpr (VEC) {
+            float a[VEC_WIDTH], b[VEC_WIDTH];
+            load8(tok, a);
+            load8(pos, b);
+#pragma unroll
+            for (int e = 0; e < VEC_WIDTH; e++) a[e] += b[e];
+            store8(o, a);
+        } else {
+            *o = float_to_bf16(bf16_to_float(*tok) + bf16_to_float(*pos));
+        }
+    }
+}
+
+extern "C" void encoder_forward_cuda(float *out_f, const int *inp, const float *wte_f,
+                                     const float *wpe_f, int B, int T, int C) {
+    if (B <= 0 || T <= 0 || C <= 0) return;
+    floatX *out = reinterpret_cast<floatX *>(out_f);           /* (B,T,C) */
+    const floatX *wte = reinterpret_cast<const floatX *>(wte_f); /* (V,C) */
+    const floatX *wpe = reinterpret_cast<const floatX *>(wpe_f); /* (maxT,C) */
+    /* inp (B,T) int32 */
+    bool vec = C % VEC_WIDTH == 0 && aligned16(out) && aligned16(wte) && aligned16(wpe);
+    size_t n_items = (size_t)B * T * (vec ? C / VEC_WIDTH : C);
+    int grid = grid_for(n_items, ELEMENTWISE_BLOCK);
+    if (vec)
+        encoder_forward_kernel<true><<<grid, ELEMENTWISE_BLOCK, 0, retort_stream>>>(out, inp, wte,
+                                                                                  wpe, B, T, C);
+    else
+        encoder_forward_kernel<false><<<grid, ELEMENTWISE_BLOCK, 0, retort_stream>>>(out, inp, wte,
+                                                                                   wpe, B, T, C);
+    CUDA_LAUNCH_CHECK();
+}
+
+/* ---- backward: dwpe ---- */
+
+/* dwpe[t, c..c+width) += sum over b of dout[b, t, c..c+width), b in order */
+template <bool VEC>
+__global__ static void encoder_dwpe_kernel(floatX *dwpe, const floatX *dout, int B, int T, int C) {
+    const int width = VEC ? VEC_WIDTH : 1;
+    int chunks = C / width;
+    size_t n_items = (size_t)T * chunks;
+    size_t stride = (size_t)gridDim.x * blockDim.x;
+    for (size_t u = (size_t)blockIdx.x * blockDim.x + threadIdx.x; u < n_items; u += stride) {
+        int t = (int)(u / chunks);
+        int c = (int)(u % chunks) * width;
+        float acc[width];
+#pragma unroll
+        for (int e = 0; e < width; e++) acc[e] = 0.0f;
+        for (int b = 0; b < B; b++) {
+            const floatX *src = dout + ((size_t)b * T + t) * C + c; /* (width) */
+            if constexpr (VEC) {
+                float v[VEC_WIDTH];
+                load8(src, v);
+#pragma unroll
+                for (int e = 0; e < VEC_WIDTH; e++) acc[e] += v[e];
+            } else {
+                acc[0] += bf16_to_float(*src);
+            }
+        }
+        floatX *dst = dwpe + (size_t)t * C + c; /* (width) */
+        if constexpr (VEC) {
+            float d[VEC_WIDTH];
+            load8(dst, d);
+#pragma unroll
+            for (int e = 0; e < VEC_WIDTH; e++) d[e] += acc[e];
+            store8(dst, d);
+        } else {
+            *dst = float_to_bf16(bf16_to_float(*dst) + acc[0]);
+        }
+    }
+}
+
+/* ---- backward: dwte ---- */
+
+/* The per-id position lists, as uploaded (int32):
+ *   positions (N): all b*T+t, grouped by token id, each group in increasing order
+ *   ids (n_ids):   the distinct token ids, increasing
+ *   starts (n_ids + 1): group k is positions[starts[k] .. starts[k+1]) */
+
+/* Block k: dwte[ids[k], :] += sum over p in group k of dout[p, :], p in order.
+ * VEC: each thread owns 8 adjacent channels; scalar: one channel. */
+template <bool VEC>
+__global__ static void __launch_bounds__(DWTE_THREADS)
+    encoder_dwte_kernel(floatX *dwte, const floatX *dout, const int *lists, int N, int n_ids,
+                        int C) {
+    const int *positions = lists;            /* (N) */
+    const int *ids = lists + N;              /* (n_ids) */
+    const int *starts = lists + N + n_ids;   /* (n_ids + 1) */
+    int k = blockIdx.x;
+    int id = ids[k];
+    int p0 = starts[k], p1 = starts[k + 1];
+    floatX *dst = dwte + (size_t)id * C; /* (C) row of (V,C) */
+    const int width = VEC ? VEC_WIDTH : 1;
+    for (int c = threadIdx.x * width; c < C; c += blockDim.x * width) {
+        float acc[width];
+#pragma unroll
+        for (int e = 0; e < width; e++) acc[e] = 0.0f;
+        int p = p0;
+        /* four rows in flight per iteration; the adds stay in position order */
+        for (; p + 4 <= p1; p += 4) {
+            float v[4][width];
+#pragma unroll
+            for (int q = 0; q < 4; q++) {
+                const floatX *src = dout + (size_t)positions[p + q] * C + c; /* (width) */
+                if constexpr (VEC) load8(src, v[q]);
+                else v[q][0] = bf16_to_float(*src);
+            }
+#pragma unroll
+            for (int q = 0; q < 4; q++)
+#pragma unroll
+                for (int e = 0; e < width; e++) acc[e] += v[q][e];
+        }
+        for (; p < p1; p++) {
+            const floatX *src = dout + (size_t)positions[p] * C + c; /* (width) */
+            float v[width];
+            if constexpr (VEC) load8(src, v);
+            else v[0] = bf16_to_float(*src);
+#pragma unroll
+            for (int e = 0; e < width; e++) acc[e] += v[e];
+        }
+        if constexpr (VEC) {
+            float d[VEC_WIDTH];
+            load8(dst + c, d);
+#pragma unroll
+            for (int e = 0; e < VEC_WIDTH; e++) d[e] += acc[e];
+            store8(dst + c, d);
+        } else {
+            dst[c] = float_to_bf16(bf16_to_float(dst[c]) + acc[0]);
+        }
+    }
+}
+
+/* cached buffers of the host round trip; they only grow */
+static int *inp_host;          /* (N) pinned: the token ids, copied down */
+static size_t inp_host_cap;    /* ints */
+static int *lists_host;        /* (N + 2*n_ids + 1) pinned: the lists, before upload */
+static size_t lists_host_cap;  /* ints */
+static int *cursor;            /* (max id + 1) plain host: counts, then write cursors */
+static size_t cursor_cap;      /* ints */
+static void *lists_dev;        /* (N + 2*n_ids + 1) ints on the device */
+static size_t lists_dev_cap;   /* bytes */
+
+/* Only called right after a stream synchronisation, so no copy still reads the
+ * old buffer when it is freed. */
+static int *pinned_reserve(int **buf, size_t *cap, size_t n_ints) {
+    if (n_ints > *cap) {
+        if (*buf) CUDA_CHECK(cudaFreeHost(*buf));
+        *buf = NULL;
+        *cap = 0;
+        CUDA_CHECK(cudaMallocHost((void **)buf, n_ints * sizeof(int)));
+        *cap = n_ints;
+    }
+    return *buf;
+}
+
+/* Builds the per-id position lists of inp_host[0..N) into lists_host; returns the
+ * number of distinct ids. Exits on a negative id (the CPU twin asserts). */
+static int build_position_lists(long N) {
+    int max_id = -1;
+    for (long i = 0; i < N; i++) {
+        int id = inp_host[i];
+        if (id < 0) {
+            fprintf(stderr, "retort: encoder_backward_cuda: token id %d at position %ld is "
+                            "negative; inputs must be token ids in [0, vocab_size)\n", id, i);
+            exit(1);
+        }
+        if (id > max_id) max_id = id;
+    }
+    size_t n_slots = (size_t)max_id + 1;
+    if (n_slots > cursor_cap) {
+        free(cursor);
+        cursor = (int *)malloc(n_slots * sizeof(int));
+        if (!cursor) {
+            fprintf(stderr, "retort: encoder_backward_cuda: out of host memory (%zu ids)\n",
+                    n_slots);
+            exit(1);
+        }
+        cursor_cap = n_slots;
+    }
+    memset(cursor, 0, n_slots * sizeof(int));
+    for (long i = 0; i < N; i++) cursor[inp_host[i]]++;
+    int n_ids = 0;
+    for (size_t id = 0; id < n_slots; id++) n_ids += cursor[id] > 0;
+    int *positions = lists_host;             /* (N) */
+    int *ids = lists_host + N;               /* (n_ids) */
+    int *starts = lists_host + N + n_ids;    /* (n_ids + 1) */
+    int k = 0, run = 0;
+    for (size_t id = 0; id < n_slots; id++) {
+        int count = cursor[id];
+        if (count == 0) continue;
+        ids[k] = (int)id;
+        starts[k] = run;
+        cursor[id] = run; /* from here on: where the next position of this id goes */
+        run += count;
+        k++;
+    }
+    starts[n_ids] = run; /* == N */
+    /* positions in increasing order within each id: the order the kernel sums in */
+    for (long i = 0; i < N; i++) positions[cursor[inp_host[i]]++] = (int)i;
+    return n_ids;
+}
+
+static void encoder_dwte(floatX *dwte, const floatX *dout, const int *inp, int N, int C) {
+    pinned_reserve(&inp_host, &inp_host_cap, (size_t)N);
+    CUDA_CHECK(cudaMemcpyAsync(inp_host, inp, (size_t)N * sizeof(int), cudaMemcpyDeviceToHost,
+                               retort_stream));
+    /* also guarantees the previous call's upload from lists_host has finished */
+    CUDA_CHECK(cudaStreamSynchronize(retort_stream));
+    pinned_reserve(&lists_host, &lists_host_cap, 3 * (size_t)N + 1);
+    int n_ids = build_position_lists(N);
+    size_t n_ints = (size_t)N + 2 * (size_t)n_ids + 1;
+    int *lists = (int *)scratch_reserve(&lists_dev, &lists_dev_cap, n_ints * sizeof(int));
+    CUDA_CHECK(cudaMemcpyAsync(lists, lists_host, n_ints * sizeof(int), cudaMemcpyHostToDevice,
+                               retort_stream));
+    bool vec = C % VEC_WIDTH == 0 && aligned16(dwte) && aligned16(dout);
+    int threads = block_for_columns(vec ? C / VEC_WIDTH : C, DWTE_THREADS);
+    if (vec)
+        encoder_dwte_kernel<true><<<n_ids, threads, 0, retort_stream>>>(dwte, dout, lists, N,
+                                                                        n_ids, C);
+    else
+        encoder_dwte_kernel<false><<<n_ids, threads, 0, retort_stream>>>(dwte, dout, lists, N,
+                                                                         n_ids, C);
+    CUDA_LAUNCH_CHECK();
+}
+
+extern "C" void encoder_backward_cuda(float *dwte_f, float *dwpe_f, const float *dout_f,
+                                      const int *inp, int B, int T, int C) {
+    if (B <= 0 || T <= 0 || C <= 0) return;
+    floatX *dwte = reinterpret_cast<floatX *>(dwte_f);             /* (V,C) += ; may be NULL */
+    floatX *dwpe = reinterpret_cast<floatX *>(dwpe_f);             /* (maxT,C) += ; may be NULL */
+    const floatX *dout = reinterpret_cast<const floatX *>(dout_f); /* (B,T,C) */
+    /* inp (B,T) int32 */
+    if (dwpe) {
+        bool vec = C % VEC_WIDTH == 0 && aligned16(dwpe) && aligned16(dout);
+        size_t n_items = (size_t)T * (vec ? C / VEC_WIDTH : C);
+        int grid = grid_for(n_items, ELEMENTWISE_BLOCK);
+        if (vec)
+            encoder_dwpe_kernel<true><<<grid, ELEMENTWISE_BLOCK, 0, retort_stream>>>(dwpe, dout, B,
+                                                                                   T, C);
+        else
+            encoder_dwpe_kernel<false><<<grid, ELEMENTWISE_BLOCK, 0, retort_stream>>>(dwpe, dout, B,
+                                                                                    T, C);
+        CUDA_LAUNCH_CHECK();
+    }
+    if (dwte) encoder_dwte(dwte, dout, inp, B * T, C);
+}
