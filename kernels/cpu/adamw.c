@@ -13,32 +13,23 @@
  * float sum over ~1e8 elements would lose digits. */
 #include <math.h>
 
+#include "kernels/adamw_scalars.h"
 #include "kernels/ops.h"
 
 #define ELEMENTWISE_PAR_MIN 65536
 
 void adamw_update(float *param, const float *grad, float *m, float *v, size_t n, double lr,
                   double beta1, double beta2, double eps, double weight_decay, int step) {
-    double lr_d = lr, beta1_d = beta1, beta2_d = beta2;
-    float decay = (float)(1.0 - lr_d * weight_decay);
-    float w1 = (float)(1.0 - beta1_d);                   /* lerp weight */
-    float b2 = (float)beta2;
-    float w2 = (float)(1.0 - beta2_d);
-    double bias_correction1 = 1.0 - pow(beta1_d, step);
-    double bias_correction2 = 1.0 - pow(beta2_d, step);
-    float neg_step_size = (float)(-(lr_d / bias_correction1));
-    float bc2_sqrt = (float)sqrt(bias_correction2);
-    int lerp_small = fabsf(w1) < 0.5f;
-    float eps_f = (float)eps;
+    const AdamWScalars k = adamw_scalars(lr, beta1, beta2, eps, weight_decay, step);
     #pragma omp parallel for if (n > ELEMENTWISE_PAR_MIN)
     for (size_t i = 0; i < n; i++) {
         float g = grad[i];
-        float p = param[i] * decay;
+        float p = param[i] * k.decay;
         float mi = m[i];
-        mi = lerp_small ? mi + w1 * (g - mi) : g - (g - mi) * (1.0f - w1);
-        float vi = v[i] * b2 + w2 * g * g;
-        float denom = sqrtf(vi) / bc2_sqrt + eps_f;
-        param[i] = p + neg_step_size * mi / denom;
+        mi = k.lerp_small ? mi + k.w1 * (g - mi) : g - (g - mi) * (1.0f - k.w1);
+        float vi = v[i] * k.b2 + k.w2 * g * g;
+        float denom = sqrtf(vi) / k.bc2_sqrt + k.eps;
+        param[i] = p + k.neg_step_size * mi / denom;
         m[i] = mi;
         v[i] = vi;
     }

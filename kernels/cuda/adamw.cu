@@ -22,6 +22,7 @@
  */
 #include <math.h>
 
+#include "kernels/adamw_scalars.h"
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/ops_cuda.h"
 #include "kernels/cuda/reduce.cuh"
@@ -69,22 +70,13 @@ extern "C" void adamw_update_cuda(float *param_f, float *master, const float *gr
     }
     floatX *param = reinterpret_cast<floatX *>(param_f);           /* (n) */
     const floatX *grad = reinterpret_cast<const floatX *>(grad_f); /* (n) */
-    /* the scalars exactly as kernels/cpu/adamw.c derives them */
-    double lr_d = lr, beta1_d = beta1, beta2_d = beta2;
-    float decay = (float)(1.0 - lr_d * weight_decay);
-    float w1 = (float)(1.0 - beta1_d); /* lerp weight */
-    float b2 = (float)beta2;
-    float w2 = (float)(1.0 - beta2_d);
-    double bias_correction1 = 1.0 - pow(beta1_d, step);
-    double bias_correction2 = 1.0 - pow(beta2_d, step);
-    float neg_step_size = (float)(-(lr_d / bias_correction1));
-    float bc2_sqrt = (float)sqrt(bias_correction2);
-    int lerp_small = fabsf(w1) < 0.5f;
-    float eps_f = (float)eps;
+    /* the same scalars as the CPU twin, from the shared derivation */
+    AdamWScalars k = adamw_scalars(lr, beta1, beta2, eps, weight_decay, step);
     int grid = grid_for(n, ELEMENTWISE_BLOCK);
     adamw_kernel<<<grid, ELEMENTWISE_BLOCK, 0, retort_stream>>>(param, master, grad, m, v, n,
-                                                                  decay, w1, lerp_small, b2, w2,
-                                                                  neg_step_size, bc2_sqrt, eps_f);
+                                                                  k.decay, k.w1, k.lerp_small, k.b2,
+                                                                  k.w2, k.neg_step_size, k.bc2_sqrt,
+                                                                  k.eps);
     CUDA_LAUNCH_CHECK();
 }
 
