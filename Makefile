@@ -125,10 +125,11 @@ quickstart: check-deps
 $(PY):
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
-	$(VENV)/bin/pip install -q torch numpy transformers safetensors h5py
+	$(VENV)/bin/pip install -q torch numpy transformers safetensors h5py tiktoken tokenizers
 
 fixtures: $(PY)
 	$(PY) tests/make_hf_fixtures.py tests/fixtures
+	$(PY) tests/make_tokenizer_fixtures.py tests/fixtures
 
 bench: check-deps $(PY)
 	@$(MAKE) --no-print-directory retort

@@ -2,13 +2,15 @@
  * tokenizer shares. Ids 0..255 are the bytes themselves, 256 is EOS
  * "<|endoftext|>" (also used as padding), so vocab_size is 257. Text is never
  * scanned for the special token's spelling: the bytes "<|endoftext|>" in a
- * document encode as 13 byte ids, and only the builder inserts EOS. */
+ * document encode as 13 byte ids, and only the builder inserts EOS.
+ * tokenizer_load() hands every other spec, a path, to the byte-level BPE. */
 #include "data/tokenizer.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "data/bpe.h"
 #include "train/util.h"
 
 #define BYTES_EOS 256
@@ -56,9 +58,13 @@ Tokenizer *tokenizer_bytes(void) {
 }
 
 Tokenizer *tokenizer_load(const char *spec) {
-    if (spec && strcmp(spec, "bytes") == 0) return tokenizer_bytes();
-    err_set("tokenizer '%s' is not supported yet; use 'bytes'", spec ? spec : "(null)");
-    return NULL;
+    if (!spec || !*spec) {
+        err_set("no tokenizer given; use \"bytes\", a tokenizer.json, or a directory with "
+                "tokenizer.json, encoder.json + vocab.bpe, or vocab.json + merges.txt");
+        return NULL;
+    }
+    if (strcmp(spec, "bytes") == 0) return tokenizer_bytes();
+    return bpe_load(spec); /* a path: data/bpe.h */
 }
 
 void tokenizer_free(Tokenizer *tok) {

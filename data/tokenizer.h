@@ -23,10 +23,16 @@ typedef struct Tokenizer {
 } Tokenizer;
 
 Tokenizer *tokenizer_bytes(void);
-/* "bytes" or a path to a tokenizer file (later). NULL with error set. */
+/* "bytes", or a path to a byte-level BPE (GPT-2 style): a tokenizer.json, or a
+ * directory with tokenizer.json, encoder.json + vocab.bpe, or vocab.json +
+ * merges.txt (see data/bpe.h). NULL with error set. */
 Tokenizer *tokenizer_load(const char *spec);
 void tokenizer_free(Tokenizer *tok);
 /* Decodes ids into a newly allocated NUL-terminated string. */
 char *tokenizer_decode(const Tokenizer *tok, const uint32_t *ids, int64_t n);
+
+/* `retort tokenizer train|encode ...` (data/tokenizer_cli.c): argv[0] is
+ * "tokenizer"; returns the exit status. */
+int cmd_tokenizer(int argc, char **argv);
 
 #endif

@@ -38,6 +38,7 @@ static void usage_main(FILE *f) {
             "  train        train or fine-tune a model from a YAML config\n"
             "  data build   turn text or JSONL into an HDF5 dataset\n"
             "  generate     sample text from a checkpoint\n"
+            "  tokenizer    train a byte-level BPE, or encode text with one\n"
             "  version      print the version\n\n"
             "Run `retort <command> --help` for the options of a command.\n",
             RETORT_VERSION);
@@ -311,6 +312,7 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "train")) return cmd_train(argc - 1, argv + 1);
     if (!strcmp(cmd, "data")) return cmd_data(argc - 1, argv + 1);
     if (!strcmp(cmd, "generate")) return cmd_generate(argc - 1, argv + 1);
+    if (!strcmp(cmd, "tokenizer")) return cmd_tokenizer(argc - 1, argv + 1);
     fprintf(stderr, "retort: unknown command '%s'\n\n", cmd);
     usage_main(stderr);
     return 2;

@@ -1,0 +1,509 @@
+/* data/bpe.c — the byte-level BPE tokenizer: encoding, decoding, and the
+ * pieces bpe_train.c shares (byte <-> code point mapping, the pre-tokenizer
+ * regex, a byte-string hash map). Loading the vocabulary files is in
+ * bpe_load.c. See bpe.h for the encoding steps.
+ *
+ * Merging one pre-token keeps its symbols in a doubly linked list over an
+ * array and the candidate pairs in a binary heap ordered by (merge rank,
+ * position); a popped pair is applied only if both symbols still hold the ids
+ * it was pushed with. That is the leftmost-lowest-rank-first order of GPT-2's
+ * bpe() and of tokenizers' Word::merge_all, in O(n log n) for long pieces.
+ */
+#define PCRE2_CODE_UNIT_WIDTH 8
+#include "data/bpe.h"
+
+#include <assert.h>
+#include <pcre2.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "data/bpe_impl.h"
+#include "train/util.h"
+
+/* ------------------------------------------------ bytes <-> code points */
+
+/* GPT-2 keeps the printable bytes ! .. ~, ¡ .. ¬, ® .. ÿ as themselves and
+ * numbers the other 68 bytes, in order, from U+0100: 0x00-0x20 (33 bytes),
+ * 0x7F-0xA0 (34 bytes), 0xAD. */
+static uint32_t byte_to_codepoint(unsigned char b) {
+    if (b <= 0x20) return 256u + b;
+    if (b >= 0x7F && b <= 0xA0) return 256u + 33u + (uint32_t)(b - 0x7F);
+    if (b == 0xAD) return 256u + 33u + 34u;
+    return b;
+}
+
+int bpe_codepoint_to_byte(uint32_t cp) {
+    if ((cp >= 0x21 && cp <= 0x7E) || (cp >= 0xA1 && cp <= 0xAC) || (cp >= 0xAE && cp <= 0xFF))
+        return (int)cp;
+    if (cp >= 256 && cp < 256 + 33) return (int)(cp - 256);
+    if (cp >= 256 + 33 && cp < 256 + 67) return (int)(0x7F + cp - (256 + 33));
+    if (cp == 256 + 67) return 0xAD;
+    return -1;
+}
+
+int bpe_byte_to_utf8(unsigned char b, char out[2]) {
+    uint32_t cp = byte_to_codepoint(b);
+    if (cp < 0x80) {
+        out[0] = (char)cp;
+        return 1;
+    }
+    out[0] = (char)(0xC0 | (cp >> 6));
+    out[1] = (char)(0x80 | (cp & 0x3F));
+    return 2;
+}
+
+/* ----------------------------------------------------------------- hashing */
+
+uint64_t bpe_fnv1a(uint64_t h, const void *data, size_t len) {
+    const unsigned char *p = data;
+    for (size_t i = 0; i < len; i++) {
+        h ^= p[i];
+        h *= 0x100000001b3ULL;
+    }
+    return h;
+}
+
+uint64_t bpe_hash_bytes(const void *data, size_t len) {
+    const unsigned char *p = data;
+    uint64_t h = (uint64_t)len * 0x9E3779B97F4A7C15ULL, w;
+    for (; len >= 8; p += 8, len -= 8) {
+        memcpy(&w, p, 8);
+        h = (h ^ w) * 0xFF51AFD7ED558CCDULL;
+        h ^= h >> 32;
+    }
+    w = 0;
+    memcpy(&w, p, len);
+    h = (h ^ w) * 0xC4CEB9FE1A85EC53ULL;
+    return h ^ (h >> 29);
+}
+
+void bpe_map_init(BpeMap *m, size_t expected) {
+    memset(m, 0, sizeof *m);
+    size_t cap = 64;
+    while (cap < expected * 2) cap *= 2;
+    m->cap = cap;
+    m->slots = xmalloc(cap * sizeof *m->slots);
+    bpe_map_clear(m);
+}
+
+void bpe_map_free(BpeMap *m) {
+    free(m->slots);
+    free(m->keys);
+    memset(m, 0, sizeof *m);
+}
+
+void bpe_map_clear(BpeMap *m) {
+    for (size_t i = 0; i < m->cap; i++) m->slots[i].key_len = UINT32_MAX;
+    m->count = 0;
+    m->keys_len = 0;
+}
+
+static BpeMapSlot *map_find(const BpeMap *m, const char *key, size_t len, uint64_t hash) {
+    size_t mask = m->cap - 1;
+    for (size_t i = (size_t)hash & mask;; i = (i + 1) & mask) {
+        BpeMapSlot *s = &m->slots[i];
+        if (s->key_len == UINT32_MAX) return s;
+        if (s->hash == hash && s->key_len == len && memcmp(m->keys + s->key_off, key, len) == 0)
+            return s;
+    }
+}
+
+BpeMapSlot *bpe_map_get(const BpeMap *m, const char *key, size_t len, uint64_t hash) {
+    BpeMapSlot *s = map_find(m, key, len, hash);
+    return s->key_len == UINT32_MAX ? NULL : s;
+}
+
+static void map_grow(BpeMap *m) {
+    BpeMapSlot *old = m->slots;
+    size_t old_cap = m->cap;
+    m->cap *= 2;
+    m->slots = xmalloc(m->cap * sizeof *m->slots);
+    for (size_t i = 0; i < m->cap; i++) m->slots[i].key_len = UINT32_MAX;
+    for (size_t i = 0; i < old_cap; i++) {
+        if (old[i].key_len == UINT32_MAX) continue;
+        size_t mask = m->cap - 1, j = (size_t)old[i].hash & mask;
+        while (m->slots[j].key_len != UINT32_MAX) j = (j + 1) & mask;
+        m->slots[j] = old[i];
+    }
+    free(old);
+}
+
+BpeMapSlot *bpe_map_put(BpeMap *m, const char *key, size_t len, uint64_t hash, int *added) {
+    BpeMapSlot *s = map_find(m, key, len, hash);
+    if (s->key_len != UINT32_MAX) {
+        if (added) *added = 0;
+        return s;
+    }
+    if ((m->count + 1) * 4 > m->cap * 3) {
+        map_grow(m);
+        s = map_find(m, key, len, hash);
+    }
+    if (m->keys_len + len > m->keys_cap) {
+        size_t want = m->keys_cap ? m->keys_cap : 4096;
+        while (want < m->keys_len + len) want *= 2;
+        m->keys = xrealloc(m->keys, want);
+        m->keys_cap = want;
+    }
+    assert(m->keys_len + len < UINT32_MAX);
+    memcpy(m->keys + m->keys_len, key, len);
+    s->hash = hash;
+    s->key_off = (uint32_t)m->keys_len;
+    s->key_len = (uint32_t)len;
+    s->v0 = s->v1 = 0;
+    m->keys_len += len;
+    m->count++;
+    if (added) *added = 1;
+    return s;
+}
+
+/* ------------------------------------------------------------- the regex */
+
+/* Unicode White_Space, which is what \s means to tiktoken's and tokenizers'
+ * regex engines. PCRE2 10.42's \s under UCP also matches U+180E MONGOLIAN
+ * VOWEL SEPARATOR (not White_Space since Unicode 6.3). */
+#define WS                                                                                      \
+    "\\t-\\r \\x{85}\\x{A0}\\x{1680}\\x{2000}-\\x{200A}\\x{2028}\\x{2029}\\x{202F}\\x{205F}"    \
+    "\\x{3000}"
+
+/* tiktoken 0.14 and tokenizers 0.23 classify by Unicode 16.0; PCRE2 10.42
+ * knows Unicode 14.0. These are the code points that are letters (L) and
+ * numbers (N) to them and unassigned to PCRE2 10.42 (there are none the other
+ * way). Found by probing both libraries over every code point; the test
+ * "tokenizer/unicode_classes_match_tiktoken" checks them against
+ * tests/fixtures/unicode_classes.json. A newer PCRE2 knows them itself, and
+ * listing them again changes nothing. */
+#define L_EXTRA                                                                                 \
+    "\\x{1C89}-\\x{1C8A}\\x{A7CB}-\\x{A7CD}\\x{A7DA}-\\x{A7DC}\\x{105C0}-\\x{105F3}"            \
+    "\\x{10D4A}-\\x{10D65}\\x{10D6F}-\\x{10D85}\\x{10EC2}-\\x{10EC4}"                           \
+    "\\x{1123F}-\\x{11240}\\x{11380}-\\x{11389}\\x{1138B}\\x{1138E}\\x{11390}-\\x{113B5}"       \
+    "\\x{113B7}\\x{113D1}\\x{113D3}\\x{11BC0}-\\x{11BE0}\\x{11F02}\\x{11F04}-\\x{11F10}"        \
+    "\\x{11F12}-\\x{11F33}\\x{1342F}\\x{13441}-\\x{13446}\\x{13460}-\\x{143FA}"                 \
+    "\\x{16100}-\\x{1611D}\\x{16D40}-\\x{16D6C}\\x{18CFF}\\x{1B132}\\x{1B155}"                  \
+    "\\x{1DF25}-\\x{1DF2A}\\x{1E030}-\\x{1E06D}\\x{1E4D0}-\\x{1E4EB}\\x{1E5D0}-\\x{1E5ED}"      \
+    "\\x{1E5F0}\\x{2B739}\\x{2EBF0}-\\x{2EE5D}\\x{31350}-\\x{323AF}"
+#define N_EXTRA                                                                                 \
+    "\\x{10D40}-\\x{10D49}\\x{116D0}-\\x{116E3}\\x{11BF0}-\\x{11BF9}\\x{11F50}-\\x{11F59}"      \
+    "\\x{16130}-\\x{16139}\\x{16D70}-\\x{16D79}\\x{1CCF0}-\\x{1CCF9}\\x{1D2C0}-\\x{1D2D3}"      \
+    "\\x{1E4F0}-\\x{1E4F9}\\x{1E5F1}-\\x{1E5FA}"
+#define LETTER "[\\p{L}" L_EXTRA "]"
+#define NUMBER "[\\p{N}" N_EXTRA "]"
+#define OTHER "[^" WS "\\p{L}\\p{N}" L_EXTRA N_EXTRA "]"
+
+/* 's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+ */
+static const char GPT2_PATTERN[] = "'s|'t|'re|'ve|'m|'ll|'d| ?" LETTER "+| ?" NUMBER "+| ?" OTHER
+                                   "+|[" WS "]+(?![^" WS "])|[" WS "]+";
+
+struct BpeRegex {
+    pcre2_code *code;
+    pcre2_match_data *match;
+    int jit; /* 1 when JIT compilation succeeded */
+};
+
+BpeRegex *bpe_regex_new(void) {
+    int errcode;
+    PCRE2_SIZE erroff;
+    pcre2_code *code = pcre2_compile((PCRE2_SPTR)GPT2_PATTERN, PCRE2_ZERO_TERMINATED,
+                                     PCRE2_UTF | PCRE2_UCP | PCRE2_MATCH_INVALID_UTF, &errcode,
+                                     &erroff, NULL);
+    if (!code) {
+        PCRE2_UCHAR msg[256];
+        pcre2_get_error_message(errcode, msg, sizeof msg);
+        err_set("cannot compile the GPT-2 pre-tokenizer regex at offset %zu: %s (PCRE2 %d.%d; "
+                "retort needs PCRE2 >= 10.34 built with Unicode support)",
+                (size_t)erroff, (const char *)msg, PCRE2_MAJOR, PCRE2_MINOR);
+        return NULL;
+    }
+    BpeRegex *re = xcalloc(1, sizeof *re);
+    re->code = code;
+    /* Without JIT (a build or platform lacking it) the interpreter gives the
+     * same matches, more slowly. */
+    re->jit = pcre2_jit_compile(code, PCRE2_JIT_COMPLETE) == 0;
+    re->match = pcre2_match_data_create_from_pattern(code, NULL);
+    return re;
+}
+
+void bpe_regex_free(BpeRegex *re) {
+    if (!re) return;
+    pcre2_match_data_free(re->match);
+    pcre2_code_free(re->code);
+    free(re);
+}
+
+int bpe_regex_next(BpeRegex *re, const char *text, size_t len, size_t pos, size_t *start,
+                   size_t *end) {
+    int rc = re->jit ? pcre2_jit_match(re->code, (PCRE2_SPTR)text, len, pos, 0, re->match, NULL)
+                     : pcre2_match(re->code, (PCRE2_SPTR)text, len, pos, 0, re->match, NULL);
+    if (rc < 0) return 0; /* PCRE2_ERROR_NOMATCH; the pattern cannot fail otherwise */
+    PCRE2_SIZE *ov = pcre2_get_ovector_pointer(re->match);
+    *start = ov[0];
+    *end = ov[1];
+    return 1;
+}
+
+/* ------------------------------------------------------------- merging */
+
+/* (a, b) -> rank and merged id; an open-addressing table keyed a << 32 | b. */
+static size_t pair_slot(const Bpe *b, uint64_t key) {
+    return (size_t)((key * 0x9E3779B97F4A7C15ULL) >> (64 - b->merge_bits));
+}
+
+const MergeSlot *bpe_find_merge(const Bpe *b, uint32_t left, uint32_t right) {
+    uint64_t key = (uint64_t)left << 32 | right;
+    size_t mask = ((size_t)1 << b->merge_bits) - 1;
+    for (size_t i = pair_slot(b, key);; i = (i + 1) & mask) {
+        const MergeSlot *s = &b->merges[i];
+        if (s->key == key) return s;
+        if (s->key == MERGE_EMPTY) return NULL;
+    }
+}
+
+void bpe_add_merge(Bpe *b, uint32_t left, uint32_t right, uint32_t rank, uint32_t merged) {
+    uint64_t key = (uint64_t)left << 32 | right;
+    size_t mask = ((size_t)1 << b->merge_bits) - 1;
+    size_t i = pair_slot(b, key);
+    while (b->merges[i].key != MERGE_EMPTY && b->merges[i].key != key) i = (i + 1) & mask;
+    /* a pair listed twice keeps its last rank, as GPT-2's dict() and tokenizers do */
+    b->merges[i] = (MergeSlot){key, rank, merged};
+}
+
+typedef BpeCandidate Candidate;
+
+static int cand_less(const Candidate *x, const Candidate *y) {
+    return x->rank != y->rank ? x->rank < y->rank : x->pos < y->pos;
+}
+
+static void heap_push(Bpe *b, size_t *n, Candidate c) {
+    if (*n == b->heap_cap) {
+        b->heap_cap = b->heap_cap ? 2 * b->heap_cap : 64;
+        b->heap = xrealloc(b->heap, b->heap_cap * sizeof *b->heap);
+    }
+    Candidate *h = b->heap;
+    size_t i = (*n)++;
+    while (i > 0 && cand_less(&c, &h[(i - 1) / 2])) {
+        h[i] = h[(i - 1) / 2];
+        i = (i - 1) / 2;
+    }
+    h[i] = c;
+}
+
+static Candidate heap_pop(Bpe *b, size_t *n) {
+    Candidate *h = b->heap, top = h[0], last = h[--*n];
+    size_t i = 0;
+    for (;;) {
+        size_t child = 2 * i + 1;
+        if (child >= *n) break;
+        if (child + 1 < *n && cand_less(&h[child + 1], &h[child])) child++;
+        if (!cand_less(&h[child], &last)) break;
+        h[i] = h[child];
+        i = child;
+    }
+    if (*n > 0) h[i] = last;
+    return top;
+}
+
+static void push_pair(Bpe *b, size_t *n_heap, uint32_t pos, uint32_t left, uint32_t right) {
+    const MergeSlot *m = bpe_find_merge(b, left, right);
+    if (m) heap_push(b, n_heap, (Candidate){m->rank, pos, left, right, m->id});
+}
+
+/* BPE over one pre-token of n >= 2 bytes; writes its ids to out, returns how many. */
+static size_t merge_piece(Bpe *b, const unsigned char *p, size_t n, uint32_t *out) {
+    if (n > b->sym_cap) {
+        b->sym_cap = n;
+        b->sym_id = xrealloc(b->sym_id, n * sizeof *b->sym_id);
+        b->sym_next = xrealloc(b->sym_next, n * sizeof *b->sym_next);
+        b->sym_prev = xrealloc(b->sym_prev, n * sizeof *b->sym_prev);
+    }
+    uint32_t *id = b->sym_id;
+    int64_t *next = b->sym_next, *prev = b->sym_prev;
+    for (size_t i = 0; i < n; i++) {
+        id[i] = b->byte_id[p[i]];
+        prev[i] = (int64_t)i - 1;
+        next[i] = i + 1 < n ? (int64_t)i + 1 : -1;
+    }
+    size_t n_heap = 0;
+    for (size_t i = 0; i + 1 < n; i++) push_pair(b, &n_heap, (uint32_t)i, id[i], id[i + 1]);
+    while (n_heap > 0) {
+        Candidate c = heap_pop(b, &n_heap);
+        int64_t l = c.pos, r = next[l];
+        if (id[l] == DEAD_SYMBOL || r < 0 || id[l] != c.left || id[r] != c.right) continue;
+        id[l] = c.merged;
+        id[r] = DEAD_SYMBOL;
+        next[l] = next[r];
+        if (next[r] >= 0) prev[next[r]] = l;
+        if (prev[l] >= 0) push_pair(b, &n_heap, (uint32_t)prev[l], id[prev[l]], id[l]);
+        if (next[l] >= 0) push_pair(b, &n_heap, (uint32_t)l, id[l], id[next[l]]);
+    }
+    size_t k = 0;
+    for (int64_t i = 0; i >= 0; i = next[i]) out[k++] = id[i];
+    return k;
+}
+
+/* ------------------------------------------------------------- encoding */
+
+/* The cache maps a pre-token to a run of ids in cache_ids; it is dropped
+ * whole when it grows past these bounds, which keeps memory flat on
+ * unbounded input. */
+#define CACHE_MAX_ENTRIES (1u << 20)
+#define CACHE_MAX_IDS (1u << 24)
+
+static void reserve_ids(uint32_t **ids, int64_t *cap, int64_t want) {
+    if (want <= *cap) return;
+    int64_t c = *cap > 0 ? *cap : 256;
+    while (c < want) c *= 2;
+    *ids = xrealloc(*ids, (size_t)c * sizeof **ids);
+    *cap = c;
+}
+
+static int64_t encode_piece(Bpe *b, const char *piece, size_t len, uint32_t **ids, int64_t *cap,
+                            int64_t n) {
+    reserve_ids(ids, cap, n + (int64_t)len); /* never more ids than bytes */
+    uint32_t *out = *ids + n;
+    if (len == 1) {
+        out[0] = b->byte_id[(unsigned char)piece[0]];
+        return n + 1;
+    }
+    uint64_t h = bpe_hash_bytes(piece, len);
+    if (b->ignore_merges) {
+        const BpeMapSlot *v = bpe_map_get(&b->vocab_map, piece, len, h);
+        if (v) {
+            out[0] = v->v0;
+            return n + 1;
+        }
+    }
+    const BpeMapSlot *hit = bpe_map_get(&b->cache, piece, len, h);
+    if (hit) {
+        memcpy(out, b->cache_ids + hit->v0, hit->v1 * sizeof *out);
+        return n + hit->v1;
+    }
+    size_t k = merge_piece(b, (const unsigned char *)piece, len, out);
+    if (b->cache.count >= CACHE_MAX_ENTRIES || b->cache_ids_len + k > CACHE_MAX_IDS) {
+        bpe_map_clear(&b->cache);
+        b->cache_ids_len = 0;
+    }
+    if (b->cache_ids_len + k > b->cache_ids_cap) {
+        b->cache_ids_cap = b->cache_ids_cap ? 2 * b->cache_ids_cap : 1 << 16;
+        b->cache_ids = xrealloc(b->cache_ids, b->cache_ids_cap * sizeof *b->cache_ids);
+    }
+    BpeMapSlot *s = bpe_map_put(&b->cache, piece, len, h, NULL);
+    s->v0 = (uint32_t)b->cache_ids_len;
+    s->v1 = (uint32_t)k;
+    memcpy(b->cache_ids + b->cache_ids_len, out, k * sizeof *out);
+    b->cache_ids_len += k;
+    return n + (int64_t)k;
+}
+
+/* A span of text with no special token in it: regex pieces, then BPE. */
+static int64_t encode_span(Bpe *b, const char *text, size_t len, uint32_t **ids, int64_t *cap,
+                           int64_t n) {
+    if (len == 0) return n;
+    if (b->add_prefix_space && text[0] != ' ') {
+        if (len + 1 > b->prefix_cap) {
+            b->prefix_cap = len + 1;
+            b->prefix_buf = xrealloc(b->prefix_buf, b->prefix_cap);
+        }
+        b->prefix_buf[0] = ' ';
+        memcpy(b->prefix_buf + 1, text, len);
+        text = b->prefix_buf;
+        len++;
+    }
+    size_t pos = 0;
+    while (pos < len) {
+        size_t start, end;
+        if (!bpe_regex_next(b->re, text, len, pos, &start, &end)) start = end = len;
+        if (start > pos) n = encode_piece(b, text + pos, start - pos, ids, cap, n);
+        if (end > start) n = encode_piece(b, text + start, end - start, ids, cap, n);
+        pos = end;
+    }
+    return n;
+}
+
+#define NOT_FOUND SIZE_MAX
+
+/* The leftmost special token at or after pos, the longest at a tie; NULL if
+ * none. next_at[k] remembers where special k occurs next (NOT_FOUND: nowhere),
+ * so each is searched for only once per occurrence. */
+static const Special *next_special(const Bpe *b, const char *text, size_t len, size_t pos,
+                                   size_t *next_at, size_t *at) {
+    const Special *best = NULL;
+    for (int k = 0; k < b->n_specials; k++) {
+        const Special *s = &b->specials[k];
+        if (next_at[k] != NOT_FOUND && next_at[k] < pos) {
+            const char *hit = memmem(text + pos, len - pos, s->text, s->len);
+            next_at[k] = hit ? (size_t)(hit - text) : NOT_FOUND;
+        }
+        /* specials are sorted longest first, so strict < keeps the longest */
+        if (next_at[k] != NOT_FOUND && (!best || next_at[k] < *at)) {
+            best = s;
+            *at = next_at[k];
+        }
+    }
+    return best;
+}
+
+static int64_t bpe_encode(const Tokenizer *tok, const char *text, size_t len, uint32_t **ids,
+                          int64_t *cap, int64_t n) {
+    Bpe *b = tok->impl;
+    size_t *next_at = b->special_next;
+    for (int k = 0; k < b->n_specials; k++) {
+        const char *hit = memmem(text, len, b->specials[k].text, b->specials[k].len);
+        next_at[k] = hit ? (size_t)(hit - text) : NOT_FOUND;
+    }
+    size_t pos = 0;
+    while (pos < len) {
+        size_t at = len;
+        const Special *s = next_special(b, text, len, pos, next_at, &at);
+        n = encode_span(b, text + pos, (s ? at : len) - pos, ids, cap, n);
+        if (!s) break;
+        reserve_ids(ids, cap, n + 1);
+        (*ids)[n++] = s->id;
+        pos = at + s->len;
+    }
+    return n;
+}
+
+static int bpe_decode_token(const Tokenizer *tok, uint32_t id, char *out) {
+    const Bpe *b = tok->impl;
+    if (id >= (uint32_t)b->n_vocab) return 0; /* not in the vocabulary: decodes to nothing */
+    uint32_t len = b->tok_off[id + 1] - b->tok_off[id];
+    memcpy(out, b->tok_bytes + b->tok_off[id], len);
+    return (int)len;
+}
+
+void bpe_free(Bpe *b) {
+    if (!b) return;
+    free(b->tok_off);
+    free(b->tok_bytes);
+    free(b->merges);
+    for (int k = 0; k < b->n_specials; k++) free(b->specials[k].text);
+    free(b->specials);
+    free(b->special_next);
+    bpe_map_free(&b->vocab_map);
+    bpe_map_free(&b->cache);
+    free(b->cache_ids);
+    bpe_regex_free(b->re);
+    free(b->sym_id);
+    free(b->sym_next);
+    free(b->sym_prev);
+    free(b->heap);
+    free(b->prefix_buf);
+    free(b);
+}
+
+static void bpe_destroy(Tokenizer *tok) {
+    bpe_free(tok->impl);
+    free(tok);
+}
+
+Tokenizer *bpe_tokenizer(Bpe *b, const char *name) {
+    Tokenizer *tok = xcalloc(1, sizeof *tok);
+    snprintf(tok->name, sizeof tok->name, "%s", name);
+    tok->vocab_size = b->n_vocab;
+    tok->eos_id = b->eos_id;
+    tok->pad_id = b->eos_id;
+    tok->encode = bpe_encode;
+    tok->decode_token = bpe_decode_token;
+    tok->destroy = bpe_destroy;
+    tok->impl = b;
+    return tok;
+}
