@@ -123,3 +123,13 @@ void optim_moments_to_device(Optimizer *o, const float *m_host, const float *v_h
     o->be->to_device(o->m, m_host, bytes);
     o->be->to_device(o->v, v_host, bytes);
 }
+
+int optim_has_master(const Optimizer *o) { return o->master != NULL; }
+
+void optim_master_to_host(Optimizer *o, float *host) {
+    if (o->master) o->be->to_host(host, o->master, gpt_flat_size(o->model) * sizeof(float));
+}
+
+void optim_master_to_device(Optimizer *o, const float *host) {
+    if (o->master) o->be->to_device(o->master, host, gpt_flat_size(o->model) * sizeof(float));
+}

@@ -44,6 +44,12 @@ void optim_step(Optimizer *o, double lr);
  * weights into the model); a no-op when the parameters are fp32. */
 void optim_sync_master(Optimizer *o);
 
+/* fp32 master weights (only when the parameters are lower precision): whether
+ * there are any, and host copies for checkpoints (gpt_flat_size floats). */
+int optim_has_master(const Optimizer *o);
+void optim_master_to_host(Optimizer *o, float *host);
+void optim_master_to_device(Optimizer *o, const float *host);
+
 /* Host copies of the moments for checkpoints (gpt_flat_size floats each). */
 void optim_moments_to_host(Optimizer *o, float *m_host, float *v_host);
 void optim_moments_to_device(Optimizer *o, const float *m_host, const float *v_host);

@@ -102,35 +102,44 @@ static int write_trainer_json(Trainer *t, const char *dir) {
     return rc;
 }
 
+/* optimizer.safetensors: per parameter its AdamW moments "m.<name>", "v.<name>"
+ * and, when the parameters are lower precision (CUDA: bf16), the fp32 master
+ * weights "master.<name>" that the update really works on. */
+static const char *const OPT_KINDS[3] = {"m", "v", "master"};
+
 static int write_optimizer(Trainer *t, const char *dir) {
     size_t n = gpt_flat_size(t->model);
-    float *m = xmalloc(n * sizeof(float)), *v = xmalloc(n * sizeof(float));
-    optim_moments_to_host(t->optim, m, v);
+    int kinds = optim_has_master(t->optim) ? 3 : 2;
+    float *buf[3] = {xmalloc(n * sizeof(float)), xmalloc(n * sizeof(float)), NULL};
+    optim_moments_to_host(t->optim, buf[0], buf[1]);
+    if (kinds == 3) {
+        buf[2] = xmalloc(n * sizeof(float));
+        optim_master_to_host(t->optim, buf[2]);
+    }
     int nt = gpt_num_tensors(t->model);
-    StTensor *ts = xcalloc(2 * (size_t)nt, sizeof(StTensor));
-    char (*names)[GPT_PARAM_NAME_LEN + 8] = xcalloc(2 * (size_t)nt, sizeof *names);
+    StTensor *ts = xcalloc((size_t)kinds * nt, sizeof(StTensor));
+    char (*names)[GPT_PARAM_NAME_LEN + 8] = xcalloc((size_t)kinds * nt, sizeof *names);
     for (int i = 0; i < nt; i++) {
         const ParamInfo *p = gpt_tensor(t->model, i);
-        for (int k = 0; k < 2; k++) {
-            StTensor *s = &ts[2 * i + k];
-            snprintf(names[2 * i + k], sizeof names[0], "%s.%s", k ? "v" : "m", p->name);
-            s->name = names[2 * i + k];
+        for (int k = 0; k < kinds; k++) {
+            StTensor *s = &ts[kinds * i + k];
+            snprintf(names[kinds * i + k], sizeof names[0], "%s.%s", OPT_KINDS[k], p->name);
+            s->name = names[kinds * i + k];
             s->dtype = ST_F32;
             s->ndim = p->ndim;
             s->shape[0] = p->shape[0];
             s->shape[1] = p->shape[1];
-            s->data = (k ? v : m) + p->offset;
+            s->data = buf[k] + p->offset;
         }
     }
     char step[32], path[4096];
     snprintf(step, sizeof step, "%d", optim_step_count(t->optim));
     const char *meta[] = {"adamw_step", step, NULL};
-    if (path_join(path, sizeof path, dir, "optimizer.safetensors") != 0) return -1;
-    int rc = safetensors_write(path, ts, 2 * nt, meta);
+    int rc = path_join(path, sizeof path, dir, "optimizer.safetensors");
+    if (rc == 0) rc = safetensors_write(path, ts, kinds * nt, meta);
     free(names);
     free(ts);
-    free(m);
-    free(v);
+    for (int k = 0; k < 3; k++) free(buf[k]);
     return rc;
 }
 
@@ -152,26 +161,30 @@ static int load_optimizer(Trainer *t, const char *dir) {
     SafeTensorsFile *f = safetensors_open(path);
     if (!f) return -1;
     size_t n = gpt_flat_size(t->model);
-    float *m = xcalloc(n, sizeof(float)), *v = xcalloc(n, sizeof(float));
+    /* master weights are optional: a checkpoint written on the CPU has none,
+     * and then the master copy is re-read from the loaded parameters */
+    int kinds = optim_has_master(t->optim) && safetensors_find(f, "master.wte.weight") ? 3 : 2;
+    float *buf[3] = {xcalloc(n, sizeof(float)), xcalloc(n, sizeof(float)),
+                     kinds == 3 ? xcalloc(n, sizeof(float)) : NULL};
     int rc = 0;
     for (int i = 0; i < gpt_num_tensors(t->model) && rc == 0; i++) {
         const ParamInfo *p = gpt_tensor(t->model, i);
-        for (int k = 0; k < 2 && rc == 0; k++) {
+        for (int k = 0; k < kinds && rc == 0; k++) {
             char name[GPT_PARAM_NAME_LEN + 8];
-            snprintf(name, sizeof name, "%s.%s", k ? "v" : "m", p->name);
+            snprintf(name, sizeof name, "%s.%s", OPT_KINDS[k], p->name);
             const StTensor *s = safetensors_find(f, name);
             if (!s) rc = err_set("%s: tensor '%s' is missing", path, name);
-            else rc = safetensors_read_f32(f, s, (k ? v : m) + p->offset, p->numel);
+            else rc = safetensors_read_f32(f, s, buf[k] + p->offset, p->numel);
         }
     }
     const char *step = safetensors_meta(f, "adamw_step");
     if (rc == 0 && !step) rc = err_set("%s: metadata 'adamw_step' is missing", path);
     if (rc == 0) {
-        optim_moments_to_device(t->optim, m, v);
+        optim_moments_to_device(t->optim, buf[0], buf[1]);
+        if (kinds == 3) optim_master_to_device(t->optim, buf[2]);
         optim_set_step_count(t->optim, atoi(step));
     }
-    free(m);
-    free(v);
+    for (int k = 0; k < 3; k++) free(buf[k]);
     safetensors_close(f);
     return rc;
 }
