@@ -17,19 +17,26 @@
  *   At the end O / l is written as bf16 and lse = m + log(l) as fp32.
  *   Only lse (B,NH,T) is kept; nothing of size (T,T) ever reaches global memory.
  *
- * Backward (FlashAttention-2 order, one block per (b*h, 64-key tile)):
- *   D_i = sum_d dO_id O_id is precomputed by a small kernel (B,NH,T). The block
- *   keeps K, V of its key tile in shared memory and dK, dV in wmma accumulators
- *   (warps 0-3: dV rows, warps 4-7: dK rows), and loops over the query tiles
- *   qb >= kb:
+ * Backward: D_i = sum_d dO_id O_id is precomputed by a small kernel (B,NH,T);
+ * then two kernels, 8 warps each, both recomputing per (query tile, key tile)
  *     S = Q K^T and dP = dO V^T            (warps 0-3 and 4-7 in parallel)
  *     P = exp(scale S - lse), dS = scale P (dP - D)   (elementwise, masked)
- *     dV += P^T dO,  dK += dS^T Q,  dQ_tile = dS K
- *   dQ_tile is added with fp32 atomicAdd into an fp32 scratch dQ (B,T,C); a last
- *   kernel adds it, rounded to bf16, into the q third of dqkv. dK, dV are added
- *   into dqkv once per block at the end (each key row belongs to one block).
- *   dqkv is ACCUMULATED (+=) in all three thirds, like the CPU op. dQ is summed
- *   by atomics, so its last bits depend on timing (not bit-reproducible).
+ * with the same helpers (bwd_scores, bwd_probs), so both see the same dS:
+ *   dK/dV (FlashAttention-2 order, one block per (b*h, 64-key tile)): keeps K,
+ *     V of its key tile in shared memory and dK, dV in wmma accumulators
+ *     (warps 0-3: dV rows, warps 4-7: dK rows), loops over the query tiles
+ *     qb >= kb doing dV += P^T dO, dK += dS^T Q, and adds dK, dV into dqkv at
+ *     the end (each key row belongs to one block).
+ *   dQ (one block per (b*h, 64-query tile), heaviest first): keeps Q, dO of its
+ *     query tile in shared memory and dQ in wmma accumulators, loops over the
+ *     key tiles kb = 0, 1, ..., qb in that order doing dQ += dS K, and adds dQ
+ *     into dqkv at the end (each query row belongs to one block).
+ * dqkv is ACCUMULATED (+=) in all three thirds, like the CPU op.
+ * Determinism: no atomics and no fp32 scratch for dQ; every element of dqkv is
+ * read-modify-written once, by one thread, from sums taken in a fixed order,
+ * so the backward is bitwise reproducible run to run. The price: both kernels
+ * compute S and dP, so the backward does 7 (64 x 64 x HSP) products per tile
+ * pair (dK/dV kernel 4, dQ kernel 3) where one kernel with atomics did 5.
  *
  * Head sizes: every HS <= 128. The tiles are HSP wide, HSP the smallest of 16,
  * 32, 64, 128 that holds HS (a template parameter); columns HS..HSP-1 are
@@ -44,11 +51,15 @@
  *   forward : Q, K, V bf16 3 x 64 x (HSP+8) x 2 + S fp32 64 x 68 x 4
  *             + P bf16 64 x 72 x 2 + O fp32 64 x (HSP+4) x 4
  *             = 40,960 / 51,200 / 71,680 / 112,640 bytes for HSP 16/32/64/128
- *   backward: Q, dO, K, V bf16 4 x 64 x (HSP+8) x 2 + S, dP fp32 2 x 64 x 68 x 4
- *             + P, dS bf16 2 x 64 x 72 x 2 + dQ fp32 64 x (HSP+4) x 4 + lse, D
- *             = 71,168 / 83,456 / 108,032 / 157,184 bytes
- * What limits it: shared memory (occupancy: at HS = 64, 3 forward / 2 backward
- * blocks per H100 SM; at HS = 128 one backward block per SM), and wmma keeps
+ *   dK/dV   : Q, dO, K, V bf16 4 x 64 x (HSP+8) x 2 + S, dP fp32 2 x 64 x 68 x 4
+ *             + P, dS bf16 2 x 64 x 72 x 2 + lse, D fp32 2 x 64 x 4
+ *             = 66,048 / 74,240 / 90,624 / 123,392 bytes
+ *   dQ      : the same less P = 56,832 / 65,024 / 81,408 / 114,176 bytes
+ *   (the fp32 64 x (HSP+4) output tile of both, used only after the loop,
+ *   reuses the 34,816 bytes of S and dP)
+ * What limits it: shared memory and registers (blocks per SM, A100 / H100:
+ * forward at HS = 64 2 / 3; dK/dV 2 / 2 up to HSP 32, 1 / 2 at HSP 64, 1 / 1 at
+ * HSP 128 (168 registers); dQ 2 / 2 up to HSP 64, 1 / 2 at HSP 128), and wmma keeps
  * fragments in a layout we may not touch, which costs the shared-memory round
  * trips of S and O. The upper triangle of a diagonal tile is computed and then
  * masked rather than skipped.
@@ -59,7 +70,8 @@
  * already removes them (their V rows must still be zeros, not garbage: P = 0
  * times a NaN bit pattern would be NaN). Query rows i >= T are never stored in
  * forward; in backward their P and dS are set to zero so they add nothing to dK
- * and dV (with zero Q and dO rows they would add nothing anyway).
+ * and dV (with zero Q and dO rows they would add nothing anyway), and their dQ
+ * rows are not stored.
  * Every visited (query tile, key tile) pair has kb <= qb, so key kb*64 <= i is
  * unmasked in every row: no row of a visited tile is fully masked and the
  * running max is finite after the first tile; -inf is still guarded.
@@ -100,8 +112,11 @@ struct AttGeom {
     static constexpr size_t O_BYTES = (size_t)ATT_TILE * LDO * sizeof(float);
     static constexpr size_t ROW_BYTES = (size_t)ATT_TILE * sizeof(float);
     static constexpr size_t FWD_SMEM = 3 * H_BYTES + S_BYTES + P_BYTES + O_BYTES;
-    static constexpr size_t BWD_SMEM = 4 * H_BYTES + 2 * S_BYTES + 2 * P_BYTES + O_BYTES +
-                                       2 * ROW_BYTES;
+    /* backward: dK/dV (P and dS) and dQ (dS only) kernels; their fp32 (64, HSP)
+     * output tile, needed only after the loop, reuses the S and dP tiles */
+    static constexpr size_t BWD_SMEM = 4 * H_BYTES + 2 * S_BYTES + 2 * P_BYTES + 2 * ROW_BYTES;
+    static constexpr size_t DQ_SMEM = 4 * H_BYTES + 2 * S_BYTES + P_BYTES + 2 * ROW_BYTES;
+    static_assert(O_BYTES <= 2 * S_BYTES, "the backward output tile must fit over S and dP");
     /* every region starts 128-byte aligned, so every wmma pointer (rows at
      * multiples of 16, columns at multiples of 16 elements) is 32-byte aligned */
     static_assert(H_BYTES % 128 == 0 && S_BYTES % 128 == 0 && P_BYTES % 128 == 0 &&
@@ -295,14 +310,79 @@ static __device__ __forceinline__ void add_tile_to_bf16(floatX *dst, size_t ld, 
     }
 }
 
-/* grid (B*NH, ceil(T/64)), block 256. dqkv (B,T,3C) bf16 (k and v thirds +=),
- * dq_acc (B,T,C) fp32 (+= by atomics), dout (B,T,C) bf16, qkv (B,T,3C) bf16,
- * lse and D (B,NH,T) fp32. */
+/* lse_s, D_s (64) = lse, D of queries q0..q0+63 (zero for rows t >= T). */
+static __device__ __forceinline__ void load_row_stats(float *lse_s, float *D_s, const float *lse_bh,
+                                                      const float *D_bh, int q0, int T) {
+    if (threadIdx.x < ATT_TILE) {
+        int i = q0 + threadIdx.x;
+        lse_s[threadIdx.x] = i < T ? lse_bh[i] : 0.0f;
+        D_s[threadIdx.x] = i < T ? D_bh[i] : 0.0f;
+    }
+}
+
+/* Both backward kernels, 8 warps: warps 0-3 compute S = Q K^T, warps 4-7
+ * dP = dO V^T (fp32, unscaled), each warp rows strip..strip+15 of the 64 x 64
+ * tile, strip = (warp % 4) * 16. */
+template <int HSP>
+static __device__ __forceinline__ void bwd_scores(float *Ss, float *dPs, const floatX *Qs,
+                                                  const floatX *dOs, const floatX *Ks,
+                                                  const floatX *Vs) {
+    typedef AttGeom<HSP> G;
+    const int warp = threadIdx.x / 32, strip = (warp & 3) * 16;
+    const bool low = warp < 4;
+    const floatX *A = low ? Qs : dOs;
+    const floatX *Bm = low ? Ks : Vs;
+    float *dst = low ? Ss : dPs;
+    FragAcc acc[ATT_TILE / 16];
+#pragma unroll
+    for (int n = 0; n < ATT_TILE / 16; n++) wmma::fill_fragment(acc[n], 0.0f);
+    /* not unrolled: unrolling hoists every fragment load and spills at 128
+     * registers (the limit for 2 blocks of 256 threads per SM) */
+#pragma unroll 1
+    for (int kk = 0; kk < G::NF; kk++) {
+        FragARow a;
+        wmma::load_matrix_sync(a, A + strip * G::LDH + kk * 16, G::LDH);
+#pragma unroll
+        for (int n = 0; n < ATT_TILE / 16; n++) {
+            FragBCol bt; /* K^T or V^T: element (d, j) at Bm[j*LDH + d] */
+            wmma::load_matrix_sync(bt, Bm + n * 16 * G::LDH + kk * 16, G::LDH);
+            wmma::mma_sync(acc[n], a, bt, acc[n]);
+        }
+    }
+#pragma unroll
+    for (int n = 0; n < ATT_TILE / 16; n++)
+        wmma::store_matrix_sync(dst + strip * G::LDS + n * 16, acc[n], G::LDS,
+                                wmma::mem_row_major);
+}
+
+/* Both backward kernels: P = exp(scale S - lse) and dS = scale P (dP - D) as
+ * bf16, zero where masked (key j > query i) and on padding rows i >= T, for
+ * the tile of queries q0.. and keys k0..; P is stored only when STORE_P (the
+ * dQ kernel needs dS alone). Same code in both, so both see the same dS. */
+template <int HSP, bool STORE_P>
+static __device__ __forceinline__ void bwd_probs(floatX *Ps, floatX *dSs, const float *Ss,
+                                                 const float *dPs, const float *lse_s,
+                                                 const float *D_s, int q0, int k0, int T,
+                                                 float scale) {
+    typedef AttGeom<HSP> G;
+    for (int idx = threadIdx.x; idx < ATT_TILE * ATT_TILE; idx += ATT_BWD_THREADS) {
+        int r = idx / ATT_TILE, c = idx % ATT_TILE;
+        int i = q0 + r, j = k0 + c;
+        float p = 0.0f;
+        if (i < T && j <= i) p = expf(Ss[r * G::LDS + c] * scale - lse_s[r]);
+        float ds = scale * p * (dPs[r * G::LDS + c] - D_s[r]);
+        if (STORE_P) Ps[r * G::LDP + c] = __float2bfloat16_rn(p);
+        dSs[r * G::LDP + c] = __float2bfloat16_rn(ds);
+    }
+}
+
+/* dK and dV. grid (B*NH, ceil(T/64)), block 256. dqkv (B,T,3C) bf16 (k and v
+ * thirds +=), dout (B,T,C) bf16, qkv (B,T,3C) bf16, lse and D (B,NH,T) fp32. */
 template <int HSP>
 /* HSP <= 64: at most 128 registers, so two blocks (16 warps) share an SM as
  * their shared memory allows on the H100 */
 __global__ void __launch_bounds__(ATT_BWD_THREADS, HSP <= 64 ? 2 : 1)
-    attention_backward_kernel(floatX *dqkv, float *dq_acc, const floatX *dout, const floatX *qkv,
+    attention_backward_kernel(floatX *dqkv, const floatX *dout, const floatX *qkv,
                               const float *lse, const float *D, int T, int C, int NH, int HS,
                               float scale, bool vec) {
     typedef AttGeom<HSP> G;
@@ -315,9 +395,9 @@ __global__ void __launch_bounds__(ATT_BWD_THREADS, HSP <= 64 ? 2 : 1)
     float *dPs = Ss + ATT_TILE * G::LDS;                                /* (64, LDS) */
     floatX *Ps = reinterpret_cast<floatX *>(dPs + ATT_TILE * G::LDS);   /* (64, LDP) */
     floatX *dSs = Ps + ATT_TILE * G::LDP;                               /* (64, LDP) */
-    float *Xs = reinterpret_cast<float *>(dSs + ATT_TILE * G::LDP);     /* (64, LDO) dQ/dK/dV */
-    float *lse_s = Xs + ATT_TILE * G::LDO;                              /* (64) */
+    float *lse_s = reinterpret_cast<float *>(dSs + ATT_TILE * G::LDP);  /* (64) */
     float *D_s = lse_s + ATT_TILE;                                      /* (64) */
+    float *Xs = Ss; /* (64, LDO) dK/dV at the end, over S and dP (see AttGeom) */
 
     const int bh = blockIdx.x, b = bh / NH, h = bh % NH;
     const int kb = blockIdx.y; /* key tile; low kb has the most query tiles, launched first */
@@ -325,7 +405,7 @@ __global__ void __launch_bounds__(ATT_BWD_THREADS, HSP <= 64 ? 2 : 1)
     const int n_tiles = (T + ATT_TILE - 1) / ATT_TILE;
     const int warp = threadIdx.x / 32;
     const int strip = (warp & 3) * 16; /* 16-row strip of a 64-row tile */
-    const bool low = warp < 4;         /* warps 0-3 vs 4-7 split the two products */
+    const bool low = warp < 4;         /* warps 0-3: dV, warps 4-7: dK */
     const size_t ld = 3 * (size_t)C;
     const floatX *q = qkv + (size_t)b * T * ld + (size_t)h * HS;       /* (T,HS), ld 3C */
     const floatX *k = q + C;                                            /* (T,HS), ld 3C */
@@ -333,7 +413,6 @@ __global__ void __launch_bounds__(ATT_BWD_THREADS, HSP <= 64 ? 2 : 1)
     const floatX *dO = dout + (size_t)b * T * C + (size_t)h * HS;       /* (T,HS), ld C */
     const float *lse_bh = lse + (size_t)bh * T;                         /* (T) */
     const float *D_bh = D + (size_t)bh * T;                             /* (T) */
-    float *dq = dq_acc + (size_t)b * T * C + (size_t)h * HS;            /* (T,HS), ld C */
 
     load_head_tile<HSP, ATT_BWD_THREADS>(Ks, k, ld, k0, T, HS, vec);
     load_head_tile<HSP, ATT_BWD_THREADS>(Vs, v, ld, k0, T, HS, vec);
@@ -345,98 +424,32 @@ __global__ void __launch_bounds__(ATT_BWD_THREADS, HSP <= 64 ? 2 : 1)
 
     for (int qb = kb; qb < n_tiles; qb++) {
         const int q0 = qb * ATT_TILE;
-        __syncthreads(); /* the previous tile's Q, dO, P, dS and dQ are no longer read */
+        __syncthreads(); /* the previous tile's Q, dO, P and dS are no longer read */
         load_head_tile<HSP, ATT_BWD_THREADS>(Qs, q, ld, q0, T, HS, vec);
         load_head_tile<HSP, ATT_BWD_THREADS>(dOs, dO, C, q0, T, HS, vec);
-        if (threadIdx.x < ATT_TILE) {
-            int i = q0 + threadIdx.x;
-            lse_s[threadIdx.x] = i < T ? lse_bh[i] : 0.0f;
-            D_s[threadIdx.x] = i < T ? D_bh[i] : 0.0f;
-        }
+        load_row_stats(lse_s, D_s, lse_bh, D_bh, q0, T);
         __syncthreads();
-
-        /* warps 0-3: S = Q K^T, warps 4-7: dP = dO V^T; rows strip..strip+15 */
-        {
-            const floatX *A = low ? Qs : dOs;
-            const floatX *Bm = low ? Ks : Vs;
-            float *dst = low ? Ss : dPs;
-            FragAcc acc[ATT_TILE / 16];
-#pragma unroll
-            for (int n = 0; n < ATT_TILE / 16; n++) wmma::fill_fragment(acc[n], 0.0f);
-            /* not unrolled: unrolling hoists every fragment load and spills at 128
-             * registers (the limit for 2 blocks of 256 threads per SM) */
-#pragma unroll 1
-            for (int kk = 0; kk < G::NF; kk++) {
-                FragARow a;
-                wmma::load_matrix_sync(a, A + strip * G::LDH + kk * 16, G::LDH);
-#pragma unroll
-                for (int n = 0; n < ATT_TILE / 16; n++) {
-                    FragBCol bt; /* K^T or V^T: element (d, j) at Bm[j*LDH + d] */
-                    wmma::load_matrix_sync(bt, Bm + n * 16 * G::LDH + kk * 16, G::LDH);
-                    wmma::mma_sync(acc[n], a, bt, acc[n]);
-                }
-            }
-#pragma unroll
-            for (int n = 0; n < ATT_TILE / 16; n++)
-                wmma::store_matrix_sync(dst + strip * G::LDS + n * 16, acc[n], G::LDS,
-                                        wmma::mem_row_major);
-        }
+        bwd_scores<HSP>(Ss, dPs, Qs, dOs, Ks, Vs);
         __syncthreads();
-
-        /* P = exp(scale S - lse) and dS = scale P (dP - D), zero where masked
-         * (key j > query i) and on padding rows i >= T */
-        for (int idx = threadIdx.x; idx < ATT_TILE * ATT_TILE; idx += ATT_BWD_THREADS) {
-            int r = idx / ATT_TILE, c = idx % ATT_TILE;
-            int i = q0 + r, j = k0 + c;
-            float p = 0.0f;
-            if (i < T && j <= i) p = expf(Ss[r * G::LDS + c] * scale - lse_s[r]);
-            float ds = scale * p * (dPs[r * G::LDS + c] - D_s[r]);
-            Ps[r * G::LDP + c] = __float2bfloat16_rn(p);
-            dSs[r * G::LDP + c] = __float2bfloat16_rn(ds);
-        }
+        bwd_probs<HSP, true>(Ps, dSs, Ss, dPs, lse_s, D_s, q0, k0, T, scale);
         __syncthreads();
 
         /* warps 0-3: dV[strip rows] += P^T dO; warps 4-7: dK[strip rows] += dS^T Q.
          * P^T (keys, queries) read col-major from P (queries, keys): element
          * (j, i) at Ps[i*LDP + j]; the 16x16 block at (strip, kk*16) starts at
          * Ps + kk*16*LDP + strip. */
-        {
-            const floatX *At = low ? Ps : dSs;
-            const floatX *Bm = low ? dOs : Qs;
-#pragma unroll 1 /* as above: register pressure */
-            for (int kk = 0; kk < ATT_TILE / 16; kk++) {
-                FragACol a;
-                wmma::load_matrix_sync(a, At + kk * 16 * G::LDP + strip, G::LDP);
+        const floatX *At = low ? Ps : dSs;
+        const floatX *Bm = low ? dOs : Qs;
+#pragma unroll 1 /* as in bwd_scores: register pressure */
+        for (int kk = 0; kk < ATT_TILE / 16; kk++) {
+            FragACol a;
+            wmma::load_matrix_sync(a, At + kk * 16 * G::LDP + strip, G::LDP);
 #pragma unroll
-                for (int d = 0; d < G::NF; d++) {
-                    FragBRow bm;
-                    wmma::load_matrix_sync(bm, Bm + kk * 16 * G::LDH + d * 16, G::LDH);
-                    wmma::mma_sync(acc_kv[d], a, bm, acc_kv[d]);
-                }
+            for (int d = 0; d < G::NF; d++) {
+                FragBRow bm;
+                wmma::load_matrix_sync(bm, Bm + kk * 16 * G::LDH + d * 16, G::LDH);
+                wmma::mma_sync(acc_kv[d], a, bm, acc_kv[d]);
             }
-        }
-
-        /* dQ tile (64, HSP) = dS (64 queries, 64 keys) K (64 keys, HSP) into Xs;
-         * fragment f covers rows (f%4)*16, columns (f/4)*16 */
-        for (int f = warp; f < 4 * G::NF; f += ATT_BWD_THREADS / 32) {
-            const int rf = (f % 4) * 16, cf = (f / 4) * 16;
-            FragAcc acc;
-            wmma::fill_fragment(acc, 0.0f);
-#pragma unroll
-            for (int kk = 0; kk < ATT_TILE / 16; kk++) {
-                FragARow a;
-                FragBRow bk;
-                wmma::load_matrix_sync(a, dSs + rf * G::LDP + kk * 16, G::LDP);
-                wmma::load_matrix_sync(bk, Ks + kk * 16 * G::LDH + cf, G::LDH);
-                wmma::mma_sync(acc, a, bk, acc);
-            }
-            wmma::store_matrix_sync(Xs + rf * G::LDO + cf, acc, G::LDO, wmma::mem_row_major);
-        }
-        __syncthreads();
-
-        for (int idx = threadIdx.x; idx < ATT_TILE * HS; idx += ATT_BWD_THREADS) {
-            int r = idx / HS, c = idx % HS;
-            if (q0 + r < T) atomicAdd(dq + (size_t)(q0 + r) * C + c, Xs[r * G::LDO + c]);
         }
     }
 
@@ -444,7 +457,7 @@ __global__ void __launch_bounds__(ATT_BWD_THREADS, HSP <= 64 ? 2 : 1)
     floatX *dk = dqkv + (size_t)b * T * ld + C + (size_t)h * HS; /* (T,HS), ld 3C */
     floatX *dv = dk + C;                                          /* (T,HS), ld 3C */
     for (int pass = 0; pass < 2; pass++) {
-        __syncthreads(); /* Xs is free (dQ atomics, or the previous pass, are done) */
+        __syncthreads(); /* Xs is free (S and dP of the loop, or the previous pass, are done) */
         if (low == (pass == 0)) {
 #pragma unroll
             for (int d = 0; d < G::NF; d++)
@@ -456,15 +469,86 @@ __global__ void __launch_bounds__(ATT_BWD_THREADS, HSP <= 64 ? 2 : 1)
     }
 }
 
-/* dqkv[b,t, c] += dq_acc[b,t,c] for c < C (the q third); dq_acc (B,T,C) fp32 */
-__global__ static void attention_dq_add_kernel(floatX *dqkv, const float *dq_acc, size_t N,
-                                               int C) {
-    size_t stride = (size_t)gridDim.x * blockDim.x;
-    for (size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x; idx < N * C; idx += stride) {
-        size_t row = idx / C, c = idx % C;
-        floatX *p = dqkv + row * 3 * C + c;
-        *p = __float2bfloat16_rn(__bfloat162float(*p) + dq_acc[idx]);
+/* dQ. grid (B*NH, ceil(T/64)), block 256; dqkv (B,T,3C) bf16 (q third +=), the
+ * rest as above. The block owns the dQ rows of its query tile qb and sums the
+ * key tiles 0..qb in that fixed order, in wmma accumulators: no atomics, so dQ
+ * is bitwise reproducible. Warp w holds dQ rows strip..strip+15, column blocks
+ * (w/4) + 2u (u < NU); at HSP = 16 warps 4-7 hold none. */
+template <int HSP>
+__global__ void __launch_bounds__(ATT_BWD_THREADS, 2)
+    attention_backward_dq_kernel(floatX *dqkv, const floatX *dout, const floatX *qkv,
+                                 const float *lse, const float *D, int T, int C, int NH, int HS,
+                                 float scale, bool vec) {
+    typedef AttGeom<HSP> G;
+    constexpr int NU = (G::NF + 1) / 2;
+    extern __shared__ __align__(128) unsigned char att_smem[];
+    floatX *Qs = reinterpret_cast<floatX *>(att_smem);                /* (64, LDH) */
+    floatX *dOs = Qs + ATT_TILE * G::LDH;                               /* (64, LDH) */
+    floatX *Ks = dOs + ATT_TILE * G::LDH;                               /* (64, LDH) */
+    floatX *Vs = Ks + ATT_TILE * G::LDH;                                /* (64, LDH) */
+    float *Ss = reinterpret_cast<float *>(Vs + ATT_TILE * G::LDH);      /* (64, LDS) */
+    float *dPs = Ss + ATT_TILE * G::LDS;                                /* (64, LDS) */
+    floatX *dSs = reinterpret_cast<floatX *>(dPs + ATT_TILE * G::LDS);  /* (64, LDP) */
+    float *lse_s = reinterpret_cast<float *>(dSs + ATT_TILE * G::LDP);  /* (64) */
+    float *D_s = lse_s + ATT_TILE;                                      /* (64) */
+    float *Xs = Ss; /* (64, LDO) dQ at the end, over S and dP (see AttGeom) */
+
+    const int bh = blockIdx.x, b = bh / NH, h = bh % NH;
+    const int qb = gridDim.y - 1 - blockIdx.y; /* last (heaviest) query tiles first */
+    const int q0 = qb * ATT_TILE;
+    const int warp = threadIdx.x / 32;
+    const int strip = (warp & 3) * 16; /* 16-row strip of a 64-row tile */
+    const size_t ld = 3 * (size_t)C;
+    const floatX *q = qkv + (size_t)b * T * ld + (size_t)h * HS;       /* (T,HS), ld 3C */
+    const floatX *k = q + C;                                            /* (T,HS), ld 3C */
+    const floatX *v = q + 2 * (size_t)C;                                /* (T,HS), ld 3C */
+    const floatX *dO = dout + (size_t)b * T * C + (size_t)h * HS;       /* (T,HS), ld C */
+
+    load_head_tile<HSP, ATT_BWD_THREADS>(Qs, q, ld, q0, T, HS, vec);
+    load_head_tile<HSP, ATT_BWD_THREADS>(dOs, dO, C, q0, T, HS, vec);
+    load_row_stats(lse_s, D_s, lse + (size_t)bh * T, D + (size_t)bh * T, q0, T);
+
+    FragAcc acc_dq[NU];
+#pragma unroll
+    for (int u = 0; u < NU; u++) wmma::fill_fragment(acc_dq[u], 0.0f);
+
+    for (int kb = 0; kb <= qb; kb++) {
+        const int k0 = kb * ATT_TILE;
+        __syncthreads(); /* the previous tile's K and dS are no longer read */
+        load_head_tile<HSP, ATT_BWD_THREADS>(Ks, k, ld, k0, T, HS, vec);
+        load_head_tile<HSP, ATT_BWD_THREADS>(Vs, v, ld, k0, T, HS, vec);
+        __syncthreads();
+        bwd_scores<HSP>(Ss, dPs, Qs, dOs, Ks, Vs);
+        __syncthreads();
+        bwd_probs<HSP, false>(nullptr, dSs, Ss, dPs, lse_s, D_s, q0, k0, T, scale);
+        __syncthreads();
+
+        /* dQ[strip rows, column blocks of this warp] += dS[strip rows, 0:64] K (64, HSP) */
+#pragma unroll
+        for (int kk = 0; kk < ATT_TILE / 16; kk++) {
+            FragARow a;
+            wmma::load_matrix_sync(a, dSs + strip * G::LDP + kk * 16, G::LDP);
+#pragma unroll
+            for (int u = 0; u < NU; u++) {
+                const int cf = ((warp >> 2) + 2 * u) * 16; /* warp-uniform */
+                if (cf >= HSP) continue;
+                FragBRow bk;
+                wmma::load_matrix_sync(bk, Ks + kk * 16 * G::LDH + cf, G::LDH);
+                wmma::mma_sync(acc_dq[u], a, bk, acc_dq[u]);
+            }
+        }
     }
+
+    __syncthreads(); /* S and dP are no longer read: Xs takes their place */
+#pragma unroll
+    for (int u = 0; u < NU; u++) {
+        const int cf = ((warp >> 2) + 2 * u) * 16;
+        if (cf < HSP)
+            wmma::store_matrix_sync(Xs + strip * G::LDO + cf, acc_dq[u], G::LDO,
+                                    wmma::mem_row_major);
+    }
+    __syncthreads();
+    add_tile_to_bf16<HSP>(dqkv + (size_t)b * T * ld + (size_t)h * HS, ld, Xs, q0, T, HS);
 }
 
 /* ------------------------------------------------------------------- host */
@@ -528,17 +612,23 @@ static void attention_forward_launch(floatX *out, float *lse, const floatX *qkv,
 }
 
 template <int HSP>
-static void attention_backward_launch(floatX *dqkv, float *dq_acc, const floatX *dout,
-                                      const floatX *qkv, const float *lse, const float *D, int B,
-                                      int T, int C, int NH, bool vec) {
-    static bool smem_set = false;
-    const size_t smem = AttGeom<HSP>::BWD_SMEM;
+static void attention_backward_launch(floatX *dqkv, const floatX *dout, const floatX *qkv,
+                                      const float *lse, const float *D, int B, int T, int C,
+                                      int NH, bool vec) {
+    static bool smem_set = false, dq_smem_set = false;
+    const size_t smem = AttGeom<HSP>::BWD_SMEM, dq_smem = AttGeom<HSP>::DQ_SMEM;
     attention_set_smem((const void *)attention_backward_kernel<HSP>, smem,
                        "attention_backward_cuda", HSP, &smem_set);
+    attention_set_smem((const void *)attention_backward_dq_kernel<HSP>, dq_smem,
+                       "attention_backward_cuda", HSP, &dq_smem_set);
     int HS = C / NH;
+    float scale = 1.0f / sqrtf((float)HS);
     dim3 grid((unsigned)(B * NH), (unsigned)ceil_div(T, ATT_TILE));
     attention_backward_kernel<HSP><<<grid, ATT_BWD_THREADS, smem, retort_stream>>>(
-        dqkv, dq_acc, dout, qkv, lse, D, T, C, NH, HS, 1.0f / sqrtf((float)HS), vec);
+        dqkv, dout, qkv, lse, D, T, C, NH, HS, scale, vec);
+    CUDA_LAUNCH_CHECK();
+    attention_backward_dq_kernel<HSP><<<grid, ATT_BWD_THREADS, dq_smem, retort_stream>>>(
+        dqkv, dout, qkv, lse, D, T, C, NH, HS, scale, vec);
     CUDA_LAUNCH_CHECK();
 }
 
@@ -557,10 +647,10 @@ extern "C" void attention_forward_cuda(float *out, float *lse, const float *qkv,
     }
 }
 
-/* fp32 scratch of the backward: dQ (B,T,C) then D (B,NH,T). Grown when a call
- * needs more, never shrunk or freed per call; stream-ordered on retort_stream,
- * so a buffer still read by queued kernels is released only after them. One
- * backend per process (one GPU per rank), hence one static buffer. */
+/* fp32 scratch of the backward: D (B,NH,T). Grown when a call needs more,
+ * never shrunk or freed per call; stream-ordered on retort_stream, so a buffer
+ * still read by queued kernels is released only after them. One backend per
+ * process (one GPU per rank), hence one static buffer. */
 static float *att_scratch;
 static size_t att_scratch_floats;
 
@@ -580,14 +670,12 @@ extern "C" void attention_backward_cuda(float *dqkv, const float *dout, const fl
     if (B == 0 || T == 0) return;
     int HS = C / NH;
     size_t N = (size_t)B * T;
-    float *dq_acc = attention_scratch(N * C + N * NH); /* (B,T,C) then (B,NH,T) */
-    float *D = dq_acc + N * C;
+    float *D = attention_scratch(N * NH); /* (B,NH,T) */
     floatX *dx = reinterpret_cast<floatX *>(dqkv);
     const floatX *dO = reinterpret_cast<const floatX *>(dout);
     const floatX *x = reinterpret_cast<const floatX *>(qkv);
     const floatX *o = reinterpret_cast<const floatX *>(out);
 
-    CUDA_CHECK(cudaMemsetAsync(dq_acc, 0, N * C * sizeof(float), retort_stream));
     {
         const int threads = 256; /* 8 rows per block, one warp each */
         size_t rows = N * NH;
@@ -597,18 +685,9 @@ extern "C" void attention_backward_cuda(float *dqkv, const float *dout, const fl
     }
     bool vec = attention_vec_ok(HS, qkv, dout);
     switch (HSP) {
-    case 16: attention_backward_launch<16>(dx, dq_acc, dO, x, lse, D, B, T, C, NH, vec); break;
-    case 32: attention_backward_launch<32>(dx, dq_acc, dO, x, lse, D, B, T, C, NH, vec); break;
-    case 64: attention_backward_launch<64>(dx, dq_acc, dO, x, lse, D, B, T, C, NH, vec); break;
-    default: attention_backward_launch<128>(dx, dq_acc, dO, x, lse, D, B, T, C, NH, vec); break;
-    }
-    {
-        const int threads = 256;
-        size_t n = N * C;
-        size_t blocks = (n + threads - 1) / threads;
-        if (blocks > 65535u * 8u) blocks = 65535u * 8u; /* grid-stride loop covers the rest */
-        attention_dq_add_kernel<<<(unsigned)blocks, threads, 0, retort_stream>>>(dx, dq_acc, N,
-                                                                                 C);
-        CUDA_LAUNCH_CHECK();
+    case 16: attention_backward_launch<16>(dx, dO, x, lse, D, B, T, C, NH, vec); break;
+    case 32: attention_backward_launch<32>(dx, dO, x, lse, D, B, T, C, NH, vec); break;
+    case 64: attention_backward_launch<64>(dx, dO, x, lse, D, B, T, C, NH, vec); break;
+    default: attention_backward_launch<128>(dx, dO, x, lse, D, B, T, C, NH, vec); break;
     }
 }
