@@ -1,9 +1,8 @@
-/* eval/generate.h — text generation from a GPT model.
- *
- * This first version recomputes the full forward pass for every new token
- * (no KV cache), which is exact and simple and fast enough for small models;
- * the KV-cache decoder replaces the inside of generate_sample later without
- * changing this interface. */
+/* eval/generate.h — text generation from a GPT model with a key/value cache:
+ * the prompt is fed once (prefill), then one token per step, each step
+ * attending to the cached keys and values (gpt_decode). Greedy, temperature,
+ * top-k and top-p sampling. Generation stops at EOS, after max_new_tokens, or
+ * when the model's context (n_positions) is full. */
 #ifndef RETORT_GENERATE_H
 #define RETORT_GENERATE_H
 
@@ -16,11 +15,12 @@ typedef struct {
     int max_new_tokens;
     double temperature;   /* 0 = greedy */
     int top_k;            /* 0 = off */
+    double top_p;         /* nucleus: smallest set with probability >= top_p; 1 = off */
     int eos_id;           /* stop when sampled; -1 = never */
 } SampleOptions;
 
 /* Appends up to max_new_tokens ids to tokens[0:n] (tokens must have room for
- * n + max_new_tokens). Returns the new length. */
+ * n + max_new_tokens; 1 <= n <= n_positions). Returns the new length. */
 int generate_sample(GPT *m, int *tokens, int n, const SampleOptions *o, Rng *rng);
 
 /* Index of the token chosen from one row of logits (V) under o. */

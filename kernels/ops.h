@@ -99,6 +99,16 @@ void attention_backward(float *dqkv,         /* (B,T,3C) += */
                         const float *lse,    /* (B,NH,T) */
                         int B, int T, int C, int NH);
 
+/* ---- incremental causal attention over a key/value cache (generation) ----
+ * qkv holds the n new tokens of each row, at positions pos .. pos+n-1. Their
+ * k and v are first written into the caches at those positions; then each new
+ * query i attends to keys 0 .. pos+i. Caches are (B,NH,maxT,HS). */
+void attention_decode(float *out,            /* (B,n,C) */
+                      float *kcache,         /* (B,NH,maxT,HS) */
+                      float *vcache,         /* (B,NH,maxT,HS) */
+                      const float *qkv,      /* (B,n,3C) */
+                      int B, int n, int pos, int C, int NH, int maxT);
+
 /* ---- GELU, tanh approximation (HF "gelu_new") ---- */
 void gelu_forward(float *out, const float *inp, size_t n);
 void gelu_backward(float *dinp,              /* += */

@@ -262,6 +262,24 @@ Test(cuda_ops, attention) {
     attention_case(G, &r, 1, 1024, 768, 12); /* GPT-2 124M shape */
 }
 
+Test(cuda_ops, attention_decode) {
+    NEED_GPU(G);
+    const Backend *C0 = backend_cpu();
+    Rng r;
+    rng_seed(&r, 21);
+    int B = 2, n = 3, pos = 37, C = 256, NH = 4, maxT = 64;
+    size_t n_cache = (size_t)B * NH * maxT * (C / NH), n_qkv = (size_t)B * n * 3 * C;
+    float *kc = rand_host(&r, n_cache, 1), *vc = rand_host(&r, n_cache, 1);
+    float *qkv = rand_host(&r, n_qkv, 1), *out = malloc((size_t)B * n * C * 4);
+    float *d_kc = upX(G, kc, n_cache), *d_vc = upX(G, vc, n_cache), *d_qkv = upX(G, qkv, n_qkv);
+    float *d_out = poisonX(G, (size_t)B * n * C);
+    C0->attention_decode(out, kc, vc, qkv, B, n, pos, C, NH, maxT);
+    G->attention_decode(d_out, d_kc, d_vc, d_qkv, B, n, pos, C, NH, maxT);
+    check_X(G, "attention_decode out", d_out, out, (size_t)B * n * C, 1e-2);
+    check_X(G, "attention_decode k cache", d_kc, kc, n_cache, 1e-2);
+    check_X(G, "attention_decode v cache", d_vc, vc, n_cache, 1e-2);
+}
+
 Test(cuda_ops, gelu_residual) {
     NEED_GPU(G);
     const Backend *C0 = backend_cpu();

@@ -50,6 +50,8 @@ typedef struct Backend {
                               int NH);
     void (*attention_backward)(float *dqkv, const float *dout, const float *qkv, const float *out,
                                const float *lse, int B, int T, int C, int NH);
+    void (*attention_decode)(float *out, float *kcache, float *vcache, const float *qkv, int B,
+                             int n, int pos, int C, int NH, int maxT);
     void (*gelu_forward)(float *out, const float *inp, size_t n);
     void (*gelu_backward)(float *dinp, const float *inp, const float *dout, size_t n);
     void (*residual_forward)(float *out, const float *a, const float *b, size_t n);

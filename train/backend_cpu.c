@@ -58,6 +58,7 @@ static const Backend CPU = {
     .lm_head_backward = lm_head_backward,
     .attention_forward = attention_forward,
     .attention_backward = attention_backward,
+    .attention_decode = attention_decode,
     .gelu_forward = gelu_forward,
     .gelu_backward = gelu_backward,
     .residual_forward = residual_forward,

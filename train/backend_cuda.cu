@@ -109,6 +109,7 @@ extern "C" const Backend *backend_cuda(void) {
     b->lm_head_backward = lm_head_backward_cuda;
     b->attention_forward = attention_forward_cuda;
     b->attention_backward = attention_backward_cuda;
+    b->attention_decode = attention_decode_cuda;
     b->gelu_forward = gelu_forward_cuda;
     b->gelu_backward = gelu_backward_cuda;
     b->residual_forward = residual_forward_cuda;

@@ -206,6 +206,8 @@ static void usage_generate(FILE *f) {
             "  -t, --temperature X       0 = greedy (default 0.8)\n"
             "  -k, --top-k K             sample from the K most likely tokens (default 40; 0 = "
             "all)\n"
+            "      --top-p P             sample from the smallest set of tokens with probability "
+            ">= P (default 1 = off)\n"
             "      --samples N           number of samples (default 1)\n"
             "      --seed N              random seed (default 1337)\n"
             "      --tokenizer SPEC      tokenizer (default: bytes)\n"
@@ -218,11 +220,12 @@ static int cmd_generate(int argc, char **argv) {
         {"model", required_argument, 0, 'm'},       {"prompt", required_argument, 0, 'p'},
         {"max-new-tokens", required_argument, 0, 'n'}, {"temperature", required_argument, 0, 't'},
         {"top-k", required_argument, 0, 'k'},       {"samples", required_argument, 0, 'S'},
+        {"top-p", required_argument, 0, 'P'},
         {"seed", required_argument, 0, 's'},        {"tokenizer", required_argument, 0, 'T'},
         {"threads", required_argument, 0, 'j'},     {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0}};
     const char *model_dir = NULL, *prompt = "", *tok_spec = "bytes";
-    SampleOptions so = {200, 0.8, 40, -1};
+    SampleOptions so = {200, 0.8, 40, 1.0, -1};
     int samples = 1;
     long seed = 1337;
     int c;
@@ -234,6 +237,7 @@ static int cmd_generate(int argc, char **argv) {
         case 'n': so.max_new_tokens = atoi(optarg); break;
         case 't': so.temperature = atof(optarg); break;
         case 'k': so.top_k = atoi(optarg); break;
+        case 'P': so.top_p = atof(optarg); break;
         case 'S': samples = atoi(optarg); break;
         case 's': seed = atol(optarg); break;
         case 'T': tok_spec = optarg; break;
@@ -249,9 +253,10 @@ static int cmd_generate(int argc, char **argv) {
         fprintf(stderr, "retort generate: --model DIR is required\n");
         return 2;
     }
-    if (so.max_new_tokens < 1 || samples < 1 || so.top_k < 0 || so.temperature < 0) {
+    if (so.max_new_tokens < 1 || samples < 1 || so.top_k < 0 || so.temperature < 0 ||
+        !(so.top_p > 0 && so.top_p <= 1)) {
         fprintf(stderr, "retort generate: --max-new-tokens and --samples must be >= 1, "
-                        "--top-k and --temperature >= 0\n");
+                        "--top-k and --temperature >= 0, --top-p in (0, 1]\n");
         return 2;
     }
     Tokenizer *tok = tokenizer_load(tok_spec);
@@ -271,6 +276,11 @@ static int cmd_generate(int argc, char **argv) {
         ids = xrealloc(ids, sizeof(uint32_t));
         ids[0] = (uint32_t)tok->eos_id;
         n = 1;
+    }
+    int ctx = gpt_config(m)->n_positions;
+    if (n > ctx) { /* keep the end of a prompt longer than the context */
+        memmove(ids, ids + (n - ctx), (size_t)ctx * sizeof(uint32_t));
+        n = ctx;
     }
     int *tokens = xmalloc((size_t)(n + so.max_new_tokens) * sizeof(int));
     Rng rng;

@@ -64,6 +64,9 @@ struct GPT {
     /* backward scratch */
     float *dres, *dC, *dqkv, *dfch, *dfch_gelu; /* (N,C) (N,C) (N,3C) (N,4C) (N,4C) */
     int B, T;                           /* of the last forward */
+    /* key/value cache for generation: (L, B, NH, maxT, HS) each, compute type */
+    float *kcache, *vcache;
+    int kv_B;
 };
 
 int gpt_config_check(const GPTConfig *c) {
@@ -143,6 +146,8 @@ void gpt_free(GPT *m) {
     if (m->grads) m->be->release(m->grads);
     if (m->acts) m->be->release(m->acts);
     if (m->acts32) m->be->release(m->acts32);
+    if (m->kcache) m->be->release(m->kcache);
+    if (m->vcache) m->be->release(m->vcache);
     free(m->layers);
     free(m->tensors);
     free(m);
@@ -401,4 +406,71 @@ void gpt_copy_params_to_device(GPT *m, const float *host, size_t n) {
 void gpt_copy_grads_to_host(GPT *m, float *host, size_t n) {
     assert(n <= m->n_alloc);
     m->be->download_f32(host, m->grads, n);
+}
+
+/* ------------------------------------------------------------- generation */
+
+static size_t kv_layer_elems(const GPT *m, int B) {
+    return (size_t)B * m->cfg.n_positions * m->cfg.n_embd; /* B * NH * maxT * HS */
+}
+
+void gpt_decode(GPT *m, const int *tokens, int B, int n, int pos, float *logits_out) {
+    const Backend *be = m->be;
+    const GPTConfig *c = &m->cfg;
+    int C = c->n_embd, V = c->vocab_size, NH = c->n_head, L = c->n_layer, maxT = c->n_positions;
+    int N = B * n;
+    assert(n >= 1 && pos >= 0 && pos + n <= maxT);
+    ensure_acts(m, B, n);
+    if (!m->kcache || m->kv_B < B) {
+        if (m->kcache) be->release(m->kcache);
+        if (m->vcache) be->release(m->vcache);
+        size_t bytes = (size_t)L * kv_layer_elems(m, B) * be->act_size;
+        m->kcache = be->alloc(bytes);
+        m->vcache = be->alloc(bytes);
+        if (!m->kcache || !m->vcache) {
+            fprintf(stderr, "retort: %s\n", err_msg());
+            exit(1);
+        }
+        m->kv_B = B;
+    }
+    m->B = B;
+    m->T = n;
+    be->to_device(m->inputs, tokens, (size_t)N * sizeof(int));
+    /* positions pos.. : the encoder adds wpe rows from a shifted base */
+    const float *wte = tensor_at(m, m->params, 0);
+    const float *wpe = (const float *)((const char *)tensor_at(m, m->params, 1) +
+                                       (size_t)pos * C * be->act_size);
+    be->encoder_forward(m->encoded, m->inputs, wte, wpe, B, n, C);
+    const float *residual = m->encoded;
+    size_t layer_bytes = kv_layer_elems(m, m->kv_B) * be->act_size;
+    for (int l = 0; l < L; l++) {
+        LayerActs *a = &m->layers[l];
+        float *kc = (float *)((char *)m->kcache + l * layer_bytes);
+        float *vc = (float *)((char *)m->vcache + l * layer_bytes);
+        be->layernorm_forward(a->ln1, a->ln1_mean, a->ln1_rstd, residual, P(m, l, P_LN1_W),
+                              P(m, l, P_LN1_B), N, C, c->layer_norm_epsilon);
+        be->matmul_forward(a->qkv, a->ln1, P(m, l, P_QKV_W), P(m, l, P_QKV_B), N, C, 3 * C);
+        be->attention_decode(a->atty, kc, vc, a->qkv, B, n, pos, C, NH, maxT);
+        be->matmul_forward(a->attproj, a->atty, P(m, l, P_ATTPROJ_W), P(m, l, P_ATTPROJ_B), N, C,
+                           C);
+        be->residual_forward(a->res2, residual, a->attproj, (size_t)N * C);
+        be->layernorm_forward(a->ln2, a->ln2_mean, a->ln2_rstd, a->res2, P(m, l, P_LN2_W),
+                              P(m, l, P_LN2_B), N, C, c->layer_norm_epsilon);
+        be->matmul_forward(a->fch, a->ln2, P(m, l, P_FC_W), P(m, l, P_FC_B), N, C, 4 * C);
+        be->gelu_forward(a->fch_gelu, a->fch, (size_t)N * 4 * C);
+        be->matmul_forward(a->fcproj, a->fch_gelu, P(m, l, P_FCPROJ_W), P(m, l, P_FCPROJ_B), N,
+                           4 * C, C);
+        be->residual_forward(a->res3, a->res2, a->fcproj, (size_t)N * C);
+        residual = a->res3;
+    }
+    int lnf_w = m->n_tensors - 2, lnf_b = m->n_tensors - 1;
+    be->layernorm_forward(m->lnf, m->lnf_mean, m->lnf_rstd, residual,
+                          tensor_at(m, m->params, lnf_w), tensor_at(m, m->params, lnf_b), N, C,
+                          c->layer_norm_epsilon);
+    be->lm_head_forward(m->logits, m->lnf, wte, N, C, V);
+    for (int b = 0; b < B; b++) {
+        size_t row = (size_t)b * n + (n - 1);
+        be->download_f32(logits_out + (size_t)b * V,
+                         (const float *)((const char *)m->logits + row * V * be->act_size), V);
+    }
 }

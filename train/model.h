@@ -74,6 +74,14 @@ void gpt_backward(GPT *m, const float *g);
 
 void gpt_zero_grad(GPT *m);
 
+/* Incremental decoding with a key/value cache (generation). Feeds n new tokens
+ * per row (B,n) (host) at positions pos .. pos+n-1 of rows whose earlier
+ * positions were fed by previous calls (pos = 0 starts new rows, e.g. the
+ * prompt), and writes the logits of each row's last new token to
+ * logits_out (B,V) (host). pos + n must not exceed n_positions. The cache is
+ * allocated on first use for B rows. Invalidates the training activations. */
+void gpt_decode(GPT *m, const int *tokens, int B, int n, int pos, float *logits_out);
+
 /* Host copies of the flat parameter / gradient buffers (n floats, the extent
  * of the tensor table including alignment padding). */
 size_t gpt_flat_size(const GPT *m);

@@ -36,6 +36,8 @@ void lm_head_backward_cuda(float *dinp, float *dwte, const float *dlogits, const
 void attention_forward_cuda(float *out, float *lse, const float *qkv, int B, int T, int C, int NH);
 void attention_backward_cuda(float *dqkv, const float *dout, const float *qkv, const float *out,
                              const float *lse, int B, int T, int C, int NH);
+void attention_decode_cuda(float *out, float *kcache, float *vcache, const float *qkv, int B, int n,
+                           int pos, int C, int NH, int maxT);
 void gelu_forward_cuda(float *out, const float *inp, size_t n);
 void gelu_backward_cuda(float *dinp, const float *inp, const float *dout, size_t n);
 void residual_forward_cuda(float *out, const float *a, const float *b, size_t n);
