@@ -12,6 +12,9 @@ that biases and layernorm gains are not at their trivial init, and records:
   grad.<name>         d loss / d param for `targets`
   gradm.<name>        d loss_masked / d param for `targets_masked`
   adamw_losses        10 AdamW steps (decay on 2-D weights only, global-norm clip)
+  trained.<name>      the weights after those AdamW steps
+  gen_prompt          (3,) int32 prompt; gen_greedy: transformers' greedy
+                      generate() continuation to n_positions, from trained.*
 
 Run with: make fixtures   (needs torch and transformers; see the Makefile)
 """
@@ -113,6 +116,20 @@ def make(cfg, outdir):
         opt.step()
         losses.append(l.item())
     out["adamw_losses"] = np.array(losses, dtype=np.float32)
+
+    # greedy generation with transformers from the trained weights (which have
+    # partly memorised the batch, so the continuation is not degenerate)
+    for n, p in params(model):
+        out["trained." + n] = p.detach().numpy().copy()
+    prompt = inputs[:1, :3]
+    model.eval()
+    with torch.no_grad():
+        gen = model.generate(prompt, attention_mask=torch.ones_like(prompt), do_sample=False,
+                             max_new_tokens=cfg["n_positions"] - 3,
+                             min_new_tokens=cfg["n_positions"] - 3, pad_token_id=0,
+                             eos_token_id=None, use_cache=True)
+    out["gen_prompt"] = prompt[0].numpy().astype(np.int32)
+    out["gen_greedy"] = gen[0, 3:].numpy().astype(np.int32)
 
     meta = {k: str(v) for k, v in cfg.items()}
     meta.update({"adamw_" + k: repr(v) for k, v in ADAMW.items()})

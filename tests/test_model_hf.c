@@ -3,7 +3,8 @@
  * Fixtures (tests/fixtures/hf_*.safetensors) are written by
  * tests/make_hf_fixtures.py from GPT2LMHeadModel on random weights: logits,
  * loss and every gradient for one batch, the same with masked targets, and
- * the losses of ten AdamW steps with global-norm clipping.
+ * the losses of ten AdamW steps with global-norm clipping, and the greedy
+ * continuation transformers' generate() produces from the trained weights.
  *
  * Tolerances: logits and loss 1e-5 relative (both sides fp32; what remains is
  * summation order), gradients 1e-4 relative per tensor (the backward sums over
@@ -20,6 +21,7 @@
 #include "train/objectives/lm.h"
 #include "train/safetensors.h"
 #include "train/checkpoint.h"
+#include "eval/generate.h"
 
 typedef struct {
     SafeTensorsFile *f;
@@ -270,3 +272,39 @@ Test(model_io, save_load_round_trip) {
     free_fixture(&fx);
     rm_rf(dir);
 }
+
+/* Greedy KV-cache generation equals transformers' generate(do_sample=False)
+ * on the same (trained) weights, token for token, to the end of the context. */
+static void greedy(const char *name) {
+    Fixture fx = load_fixture(name);
+    size_t total = gpt_flat_size(fx.m);
+    float *host = calloc(total, sizeof(float));
+    for (int i = 0; i < gpt_num_tensors(fx.m); i++) {
+        const ParamInfo *p = gpt_tensor(fx.m, i);
+        char key[128];
+        snprintf(key, sizeof key, "trained.%s", p->name);
+        read_f32(fx.f, key, host + p->offset, p->numel);
+    }
+    gpt_copy_params_to_device(fx.m, host, total);
+    free(host);
+    const StTensor *want = need(fx.f, "gen_greedy");
+    int n_new = (int)st_numel(want), ctx = gpt_config(fx.m)->n_positions;
+    int *tokens = calloc(ctx + 1, sizeof(int)), *ref = calloc(n_new, sizeof(int));
+    read_i32(fx.f, "gen_prompt", tokens, 3);
+    read_i32(fx.f, "gen_greedy", ref, n_new);
+    SampleOptions o = {n_new, 0.0, 0, 1.0, -1};
+    Rng r;
+    rng_seed(&r, 1);
+    int n = generate_sample(fx.m, tokens, 3, &o, &r);
+    cr_assert_eq(n, 3 + n_new, "%s: generated %d tokens, transformers %d", name, n - 3, n_new);
+    for (int i = 0; i < n_new; i++)
+        cr_expect_eq(tokens[3 + i], ref[i], "%s: token %d is %d, transformers gave %d", name, i,
+                     tokens[3 + i], ref[i]);
+    free(tokens);
+    free(ref);
+    free_fixture(&fx);
+}
+
+Test(hf_generate, greedy_config_a) { greedy("hf_a"); }
+Test(hf_generate, greedy_config_b) { greedy("hf_b"); }
+Test(hf_generate, greedy_config_c) { greedy("hf_c"); }
