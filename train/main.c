@@ -212,6 +212,8 @@ static void usage_generate(FILE *f) {
             "      --seed N              random seed (default 1337)\n"
             "      --tokenizer SPEC      tokenizer (default: bytes)\n"
             "      --threads N           CPU threads (default: all)\n"
+            "      --stats               print tokens generated and decode tokens/s to stderr\n"
+            "      --ignore-eos          keep generating past EOS (benchmarks)\n"
             "  -h, --help                this help\n");
 }
 
@@ -223,8 +225,10 @@ static int cmd_generate(int argc, char **argv) {
         {"top-p", required_argument, 0, 'P'},
         {"seed", required_argument, 0, 's'},        {"tokenizer", required_argument, 0, 'T'},
         {"threads", required_argument, 0, 'j'},     {"help", no_argument, 0, 'h'},
+        {"stats", no_argument, 0, 'x'},             {"ignore-eos", no_argument, 0, 'E'},
         {0, 0, 0, 0}};
     const char *model_dir = NULL, *prompt = "", *tok_spec = "bytes";
+    int stats = 0, ignore_eos = 0;
     SampleOptions so = {200, 0.8, 40, 1.0, -1};
     int samples = 1;
     long seed = 1337;
@@ -245,6 +249,8 @@ static int cmd_generate(int argc, char **argv) {
             omp_set_num_threads(atoi(optarg) > 0 ? atoi(optarg) : 1);
             openblas_set_num_threads(atoi(optarg) > 0 ? atoi(optarg) : 1);
             break;
+        case 'x': stats = 1; break;
+        case 'E': ignore_eos = 1; break;
         case 'h': usage_generate(stdout); return 0;
         default: usage_generate(stderr); return 2;
         }
@@ -268,7 +274,7 @@ static int cmd_generate(int argc, char **argv) {
                 gpt_config(m)->vocab_size, tok->vocab_size);
         return fail("generate");
     }
-    so.eos_id = tok->eos_id;
+    so.eos_id = ignore_eos ? -1 : tok->eos_id;
     uint32_t *ids = NULL;
     int64_t cap = 0;
     int64_t n = tok->encode(tok, prompt, strlen(prompt), &ids, &cap, 0);
@@ -287,7 +293,12 @@ static int cmd_generate(int argc, char **argv) {
     rng_seed(&rng, (uint64_t)seed);
     for (int s = 0; s < samples; s++) {
         for (int64_t i = 0; i < n; i++) tokens[i] = (int)ids[i];
+        double t0 = now_seconds();
         int len = generate_sample(m, tokens, (int)n, &so, &rng);
+        double dt = now_seconds() - t0;
+        if (stats)
+            fprintf(stderr, "generate: prompt %lld tokens, %d new tokens in %.3f s: %.1f tok/s\n",
+                    (long long)n, len - (int)n, dt, (len - n) / dt);
         uint32_t *out = xmalloc((size_t)len * sizeof(uint32_t));
         int len_out = 0;
         for (int i = (int)n; i < len; i++)
