@@ -37,6 +37,12 @@ typedef struct {
     uint8_t *mask;          /* (mask_cap) loss mask of the current document */
     int64_t mask_cap;
     int64_t n_lines, n_docs, n_tokens, n_trained, n_skipped;
+    int64_t n_truncated, n_dropped;
+    PrefWriter *pw;         /* pref builds write through this instead of w */
+    uint32_t *ids2, *ids3;  /* pref: chosen and rejected */
+    int64_t cap2, cap3;
+    char **roles;           /* role_field: names in first-seen order */
+    int n_roles;
 } Build;
 
 static int ends_with(const char *s, const char *suffix) {
@@ -85,14 +91,157 @@ static void set_mask(Build *b, int64_t from, int64_t to, uint8_t value) {
     memset(b->mask + from, value, (size_t)(to - from));
 }
 
-static int64_t add_eos(Build *b, int64_t n) {
-    if (n + 1 > b->cap) {
-        b->cap = 2 * (n + 1);
-        b->ids = xrealloc(b->ids, (size_t)b->cap * sizeof *b->ids);
+static int64_t push_eos(const Build *b, uint32_t **ids, int64_t *cap, int64_t n) {
+    if (n + 1 > *cap) {
+        *cap = 2 * (n + 1);
+        *ids = xrealloc(*ids, (size_t)*cap * sizeof **ids);
     }
-    b->ids[n] = (uint32_t)b->tok->eos_id;
+    (*ids)[n] = (uint32_t)b->tok->eos_id;
     return n + 1;
 }
+
+static int64_t add_eos(Build *b, int64_t n) { return push_eos(b, &b->ids, &b->cap, n); }
+
+/* The role id of this line (role_field), -1 without roles, or -2 (error set). */
+static int line_role(Build *b, const json_t *obj) {
+    if (!b->o->role_field) return -1;
+    const char *name;
+    size_t len;
+    if (get_field(b, obj, b->o->role_field, "--role-field", &name, &len) != 0) return -2;
+    for (int i = 0; i < b->n_roles; i++)
+        if (strcmp(b->roles[i], name) == 0) return i;
+    if (b->n_roles == 256) {
+        err_set("%s:%lld: role '%s' would be the 257th distinct role; role ids are uint8",
+                b->name, (long long)b->n_lines, name);
+        return -2;
+    }
+    b->roles = xrealloc(b->roles, (size_t)(b->n_roles + 1) * sizeof *b->roles);
+    b->roles[b->n_roles] = xstrdup(name);
+    return b->n_roles++;
+}
+
+/* Writes one sft example: ids[0:n_prompt] is the prompt (mask 0) and
+ * ids[n_prompt:n] the completion (mask 1), cut to max_len (see build.h).
+ * 0 written or dropped, -1 writer failure. */
+static int emit_sft(Build *b, const uint32_t *ids, int64_t n_prompt, int64_t n, int role) {
+    int64_t start = 0, keep_p = n_prompt, keep_c = n - n_prompt;
+    if (b->o->max_len > 0 && n > b->o->max_len) {
+        b->n_truncated++;
+        if (keep_c >= b->o->max_len) {
+            keep_c = b->o->max_len;
+            keep_p = 0;
+            start = n_prompt;
+        } else {
+            keep_p = b->o->max_len - keep_c;
+            start = n_prompt - keep_p;
+        }
+    }
+    if (keep_c == 0) {
+        b->n_dropped++;
+        return 0;
+    }
+    set_mask(b, 0, keep_p, 0);
+    set_mask(b, keep_p, keep_p + keep_c, 1);
+    if (dataset_writer_add(b->w, ids + start, b->mask, keep_p + keep_c, role) != 0) return -1;
+    b->n_tokens += keep_p + keep_c;
+    b->n_trained += keep_c;
+    b->n_docs++;
+    return 0;
+}
+
+#define BAD_INPUT(...) (err_set(__VA_ARGS__), 1) /* bad input: error set, returns 1 */
+
+static const char *const chat_roles[3] = {"system", "user", "assistant"};
+
+/* A string field of messages[i], or 1 with the error set. */
+static int message_field(const Build *b, const json_t *msg, size_t i, const char *field,
+                         const char **s, size_t *len) {
+    const json_t *v = json_object_get(msg, field);
+    if (!v)
+        return BAD_INPUT("%s:%lld: %s[%zu]: field '%s' is missing (each message needs 'role' and "
+                         "'content')",
+                         b->name, (long long)b->n_lines, b->o->messages_field, i, field);
+    if (!json_is_string(v))
+        return BAD_INPUT("%s:%lld: %s[%zu]: field '%s' is %s, not a string", b->name,
+                         (long long)b->n_lines, b->o->messages_field, i, field,
+                         json_type_name(v));
+    *s = json_string_value(v);
+    *len = json_string_length(v);
+    return 0;
+}
+
+/* 0 system, 1 user, 2 assistant for messages[i]; -1 with the error set. */
+static int message_kind(const Build *b, const json_t *m, size_t i) {
+    const char *r, *c;
+    size_t r_len, c_len;
+    if (!json_is_object(m)) {
+        err_set("%s:%lld: %s[%zu] is %s, not an object with 'role' and 'content'", b->name,
+                (long long)b->n_lines, b->o->messages_field, i, json_type_name(m));
+        return -1;
+    }
+    if (message_field(b, m, i, "role", &r, &r_len) || message_field(b, m, i, "content", &c, &c_len))
+        return -1;
+    for (int k = 0; k < 3; k++)
+        if (strcmp(r, chat_roles[k]) == 0) return k;
+    err_set("%s:%lld: %s[%zu]: role '%s' is not one of system, user, assistant", b->name,
+            (long long)b->n_lines, b->o->messages_field, i, r);
+    return -1;
+}
+
+/* A chat line (template "plain"): 0 done, 1 bad input, -1 writer failure. */
+static int build_chat(Build *b, const json_t *msgs, int role) {
+    const char *mf = b->o->messages_field;
+    if (!json_is_array(msgs))
+        return BAD_INPUT("%s:%lld: field '%s' is %s, not an array of {\"role\", \"content\"} "
+                         "objects",
+                         b->name, (long long)b->n_lines, mf, json_type_name(msgs));
+    size_t n_msgs = json_array_size(msgs);
+    if (n_msgs == 0)
+        return BAD_INPUT("%s:%lld: field '%s' is an empty array; a conversation needs at least "
+                         "one assistant turn",
+                         b->name, (long long)b->n_lines, mf);
+    /* validate everything before writing any example of this line */
+    int n_assistant = 0;
+    for (size_t i = 0; i < n_msgs; i++) {
+        int kind = message_kind(b, json_array_get(msgs, i), i);
+        if (kind < 0) return 1;
+        n_assistant += kind == 2;
+    }
+    if (n_assistant == 0)
+        return BAD_INPUT("%s:%lld: field '%s' has no assistant turn; there is nothing to train "
+                         "on",
+                         b->name, (long long)b->n_lines, mf);
+    /* render the whole conversation once; each assistant turn k is then the
+     * prefix ids[0:turn_end] with its content at [content_start, turn_end) */
+    int64_t n = 0;
+    int64_t *content_start = xmalloc(n_msgs * sizeof *content_start);
+    int64_t *turn_end = xmalloc(n_msgs * sizeof *turn_end);
+    char *is_assistant = xmalloc(n_msgs);
+    for (size_t i = 0; i < n_msgs; i++) {
+        const json_t *m = json_array_get(msgs, i);
+        const char *c = json_string_value(json_object_get(m, "content"));
+        size_t c_len = json_string_length(json_object_get(m, "content"));
+        int kind = message_kind(b, m, i);
+        char header[32];
+        int h = snprintf(header, sizeof header, "<|%s|>\n", chat_roles[kind]);
+        n = b->tok->encode(b->tok, header, (size_t)h, &b->ids, &b->cap, n);
+        content_start[i] = n;
+        n = b->tok->encode(b->tok, c, c_len, &b->ids, &b->cap, n);
+        n = b->tok->encode(b->tok, "\n", 1, &b->ids, &b->cap, n);
+        if (kind == 2) n = add_eos(b, n);
+        is_assistant[i] = kind == 2;
+        turn_end[i] = n;
+    }
+    int rc = 0;
+    for (size_t i = 0; i < n_msgs && rc == 0; i++)
+        if (is_assistant[i]) rc = emit_sft(b, b->ids, content_start[i], turn_end[i], role);
+    free(content_start);
+    free(turn_end);
+    free(is_assistant);
+    return rc;
+}
+
+#define PREF_HINT "; schema 'pref' reads prompt, chosen and rejected"
 
 /* One JSONL line: 0 done (or blank), 1 bad input (error set), -1 writer failure. */
 static int build_json_line(Build *b, const char *line, size_t len) {
@@ -120,24 +269,50 @@ static int build_json_line(Build *b, const char *line, size_t len) {
             int64_t n = add_eos(b, b->tok->encode(b->tok, a, a_len, &b->ids, &b->cap, 0));
             rc = dataset_writer_add(b->w, b->ids, NULL, n, -1);
             b->n_tokens += rc == 0 ? n : 0;
+            b->n_docs += rc == 0;
+        }
+    } else if (b->o->schema == SCHEMA_PREF) {
+        const char *r;
+        size_t r_len;
+        rc = get_field(b, obj, b->o->prompt_field, "--prompt-field" PREF_HINT, &a, &a_len);
+        if (rc == 0)
+            rc = get_field(b, obj, b->o->chosen_field, "--chosen-field" PREF_HINT, &c, &c_len);
+        if (rc == 0)
+            rc = get_field(b, obj, b->o->rejected_field, "--rejected-field" PREF_HINT, &r,
+                           &r_len);
+        if (rc == 0) {
+            int64_t n_p = b->tok->encode(b->tok, a, a_len, &b->ids, &b->cap, 0);
+            int64_t n_c = push_eos(b, &b->ids2, &b->cap2,
+                                   b->tok->encode(b->tok, c, c_len, &b->ids2, &b->cap2, 0));
+            int64_t n_r = push_eos(b, &b->ids3, &b->cap3,
+                                   b->tok->encode(b->tok, r, r_len, &b->ids3, &b->cap3, 0));
+            rc = pref_writer_add(b->pw, b->ids, n_p, b->ids2, n_c, b->ids3, n_r);
+            if (rc == 0) {
+                b->n_tokens += n_p + n_c + n_r;
+                b->n_docs++;
+            }
         }
     } else {
-        rc = get_field(b, obj, b->o->prompt_field, "--prompt-field", &a, &a_len);
-        if (rc == 0) rc = get_field(b, obj, b->o->completion_field, "--completion-field", &c, &c_len);
-        if (rc == 0) {
-            int64_t n_prompt = b->tok->encode(b->tok, a, a_len, &b->ids, &b->cap, 0);
-            int64_t n = add_eos(b, b->tok->encode(b->tok, c, c_len, &b->ids, &b->cap, n_prompt));
-            set_mask(b, 0, n_prompt, 0);
-            set_mask(b, n_prompt, n, 1); /* the completion and its EOS are trained on */
-            rc = dataset_writer_add(b->w, b->ids, b->mask, n, -1);
+        const json_t *msgs = json_object_get(obj, b->o->messages_field);
+        int role = line_role(b, obj);
+        if (role == -2) {
+            rc = 1;
+        } else if (msgs) {
+            rc = build_chat(b, msgs, role);
+        } else {
+            rc = get_field(b, obj, b->o->prompt_field, "--prompt-field", &a, &a_len);
+            if (rc == 0)
+                rc = get_field(b, obj, b->o->completion_field, "--completion-field", &c, &c_len);
             if (rc == 0) {
-                b->n_tokens += n;
-                b->n_trained += n - n_prompt;
+                int64_t n_prompt = b->tok->encode(b->tok, a, a_len, &b->ids, &b->cap, 0);
+                int64_t n =
+                    add_eos(b, b->tok->encode(b->tok, c, c_len, &b->ids, &b->cap, n_prompt));
+                /* the completion and its EOS are trained on */
+                rc = emit_sft(b, b->ids, n_prompt, n, role);
             }
         }
     }
     json_decref(obj);
-    if (rc == 0) b->n_docs++;
     return rc;
 }
 
@@ -209,12 +384,21 @@ static int build_text(Build *b, FILE *f) {
 }
 
 static void report(const Build *b) {
-    printf("wrote %s: schema %s, %lld documents, %lld tokens (tokenizer %s, vocab %d)\n",
+    printf("wrote %s: schema %s, %lld %s, %lld tokens (tokenizer %s, vocab %d)\n",
            b->o->output, schema_name(b->o->schema), (long long)b->n_docs,
-           (long long)b->n_tokens, b->tok->name, b->tok->vocab_size);
+           b->o->schema == SCHEMA_PREF ? "pairs" : "documents", (long long)b->n_tokens,
+           b->tok->name, b->tok->vocab_size);
     if (b->o->schema == SCHEMA_SFT)
         printf("  %lld tokens carry loss (%.1f%%)\n", (long long)b->n_trained,
                b->n_tokens ? 100.0 * (double)b->n_trained / (double)b->n_tokens : 0.0);
+    if (b->o->max_len > 0)
+        printf("  max_len %lld: %lld examples truncated, %lld dropped (no completion left)\n",
+               (long long)b->o->max_len, (long long)b->n_truncated, (long long)b->n_dropped);
+    if (b->n_roles > 0) {
+        printf("  %d roles:", b->n_roles);
+        for (int i = 0; i < b->n_roles; i++) printf(" %s", b->roles[i]);
+        printf("\n");
+    }
     printf("  %lld lines read, %lld skipped\n", (long long)b->n_lines, (long long)b->n_skipped);
 }
 
@@ -222,11 +406,28 @@ int data_build(const BuildOptions *o) { return data_build_stats(o, NULL); }
 
 int data_build_stats(const BuildOptions *o, BuildStats *stats) {
     if (!o->input || !o->output) return err_set("data build: an input and an output are needed");
-    if (o->schema != SCHEMA_LM && o->schema != SCHEMA_SFT)
-        return err_set("schema '%s' is not supported by `retort data build` yet (lm and sft are)",
+    if (o->schema != SCHEMA_LM && o->schema != SCHEMA_SFT && o->schema != SCHEMA_PREF)
+        return err_set("schema '%s' is not supported by `retort data build` yet (lm, sft and "
+                       "pref are)",
                        schema_name(o->schema));
+    if (o->chat_template && strcmp(o->chat_template, "plain") != 0)
+        return err_set("unknown chat template '%s'; the known one is \"plain\"",
+                       o->chat_template);
+    if (o->max_len < 0)
+        return err_set("max_len %lld: give a positive token count, or 0 for no limit",
+                       (long long)o->max_len);
+    if (o->max_len > 0 && o->schema != SCHEMA_SFT)
+        return err_set("max_len truncates sft examples only; schema '%s' has no max_len",
+                       schema_name(o->schema));
+    if (o->role_field && o->schema != SCHEMA_SFT)
+        return err_set("role_field '%s': only sft datasets carry roles (schema is '%s')",
+                       o->role_field, schema_name(o->schema));
     int is_stdin = strcmp(o->input, "-") == 0;
     int jsonl = !is_stdin && (ends_with(o->input, ".jsonl") || ends_with(o->input, ".json"));
+    if (!jsonl && o->schema == SCHEMA_PREF)
+        return err_set("%s: plain text builds only lm datasets; for pref give a .jsonl file with "
+                       "prompt, chosen and rejected fields",
+                       o->input);
     if (!jsonl && o->schema != SCHEMA_LM)
         return err_set("%s: plain text builds only lm datasets; for sft give a .jsonl file with "
                        "'%s' and '%s' fields",
@@ -237,6 +438,10 @@ int data_build_stats(const BuildOptions *o, BuildStats *stats) {
     if (!opts.text_field) opts.text_field = "text";
     if (!opts.prompt_field) opts.prompt_field = "prompt";
     if (!opts.completion_field) opts.completion_field = "completion";
+    if (!opts.messages_field) opts.messages_field = "messages";
+    if (!opts.chat_template) opts.chat_template = "plain";
+    if (!opts.chosen_field) opts.chosen_field = "chosen";
+    if (!opts.rejected_field) opts.rejected_field = "rejected";
 
     Build b = {0};
     b.o = &opts;
@@ -244,26 +449,41 @@ int data_build_stats(const BuildOptions *o, BuildStats *stats) {
     FILE *f = is_stdin ? stdin : fopen(o->input, "r");
     if (!f) return err_set("cannot open %s: %s", o->input, strerror(errno));
     b.tok = tokenizer_load(opts.tokenizer);
-    if (b.tok)
+    if (b.tok && o->schema == SCHEMA_PREF)
+        b.pw = pref_writer_open(o->output, b.tok->vocab_size, b.tok->eos_id, b.tok->pad_id,
+                                b.tok->name);
+    else if (b.tok)
         b.w = dataset_writer_open(o->output, o->schema, b.tok->vocab_size, b.tok->eos_id,
                                   b.tok->pad_id, b.tok->name);
     int rc = -1;
-    if (b.w) {
+    if (b.w || b.pw) {
         rc = jsonl ? build_jsonl(&b, f) : build_text(&b, f);
         if (rc == 0 && ferror(f)) rc = err_set("error reading %s", b.name);
         if (rc == 0 && b.n_docs == 0)
             rc = err_set("%s: no documents found (%lld lines read, %lld skipped); nothing to "
                          "build",
                          b.name, (long long)b.n_lines, (long long)b.n_skipped);
-        if (rc == 0) rc = dataset_writer_close(b.w);
-        else dataset_writer_abort(b.w);
+        if (rc == 0 && b.n_roles > 0)
+            rc = dataset_writer_set_roles(b.w, (const char *const *)b.roles, b.n_roles);
+        if (b.pw) {
+            if (rc == 0) rc = pref_writer_close(b.pw);
+            else pref_writer_abort(b.pw);
+        } else {
+            if (rc == 0) rc = dataset_writer_close(b.w);
+            else dataset_writer_abort(b.w);
+        }
     }
     if (rc == 0 && !o->quiet) report(&b);
     if (rc == 0 && stats)
-        *stats = (BuildStats){b.n_lines, b.n_docs, b.n_tokens, b.n_trained, b.n_skipped};
+        *stats = (BuildStats){b.n_lines,   b.n_docs,        b.n_tokens,    b.n_trained,
+                              b.n_skipped, b.n_truncated,   b.n_dropped,   b.n_roles};
     if (!is_stdin) fclose(f);
     tokenizer_free(b.tok);
     free(b.ids);
     free(b.mask);
+    free(b.ids2);
+    free(b.ids3);
+    for (int i = 0; i < b.n_roles; i++) free(b.roles[i]);
+    free(b.roles);
     return rc;
 }

@@ -3,7 +3,8 @@
  * Input ending in .jsonl or .json is JSON Lines (one object per line): lm takes
  * the text field of each object as a document; sft takes prompt + completion as
  * an example, with loss_mask 0 on the prompt and 1 on the completion and its
- * EOS. Anything else (or "-" for standard input) is plain text, lm only, and
+ * EOS, or a chat conversation (messages, below); pref takes prompt, chosen and
+ * rejected as a pair. Anything else (or "-" for standard input) is plain text, lm only, and
  * the whole input is one document. Every document ends with EOS. The input is
  * streamed line by line; the output goes through DatasetWriter (.tmp + rename).
  */
@@ -24,6 +25,33 @@ typedef struct {
     const char *completion_field; /* ... and "completion" */
     int skip_bad;                 /* skip (and count) malformed lines instead of failing */
     int quiet;                    /* no report on stdout */
+    /* ---- chat conversations (sft) ----
+     * A JSONL line holding `messages_field` (an array of {"role": "system" |
+     * "user" | "assistant", "content": "..."}) becomes one example per
+     * assistant turn: the conversation up to and including that turn, with
+     * loss_mask 1 only on that turn's content and end marker. Lines without the
+     * field fall back to prompt + completion. Template "plain" renders each turn
+     * as "<|role|>\n" + content + "\n" (role = system, user or assistant),
+     * and an assistant turn then ends with EOS (earlier assistant turns in the
+     * context too, as the model produced them). The header "<|assistant|>\n"
+     * is prompt (mask 0); content, "\n" and EOS are trained (mask 1). The
+     * pieces are encoded one by one and concatenated. */
+    const char *messages_field;   /* "messages" */
+    const char *chat_template;    /* "plain" (the only one); anything else is refused */
+    /* sft: a string field naming each line's role (GLPFT); NULL = no role
+     * column. Names get ids in first-seen order, stored in attribute `roles`;
+     * every line must then carry the field. */
+    const char *role_field;
+    /* sft: longest example in tokens, 0 = no limit. An example with prompt P
+     * and completion C (C includes the EOS) longer than max_len keeps the START
+     * of C, at most max_len tokens, and the END of P in what room is left
+     * (none when C alone reaches max_len). Examples left with no completion
+     * token are dropped (counted; impossible while C holds its EOS). */
+    int64_t max_len;
+    /* pref: JSONL {prompt, chosen, rejected}; chosen and rejected each end
+     * with EOS, the prompt does not. The prompt comes from prompt_field. */
+    const char *chosen_field;     /* "chosen" */
+    const char *rejected_field;   /* "rejected" */
 } BuildOptions;
 
 /* What a build did; the report prints it. */
@@ -33,6 +61,9 @@ typedef struct {
     int64_t tokens;         /* tokens written, EOS included */
     int64_t trained_tokens; /* sft: tokens with loss_mask 1 */
     int64_t skipped;        /* malformed lines skipped (skip_bad) */
+    int64_t truncated;      /* sft: examples cut to max_len */
+    int64_t dropped;        /* sft: examples dropped, no completion left after truncation */
+    int n_roles;            /* sft with role_field: distinct role names */
 } BuildStats;
 
 /* 0, or -1 with the error set (naming file:line and field for bad input);

@@ -1,4 +1,4 @@
-/* data/h5data.c — HDF5 datasets: read and validate (lm, sft), write in
+/* data/h5data.c — HDF5 datasets: read and validate (lm, sft, pref), write in
  * chunks, and cut into training batches. The schema is in h5data.h.
  *
  * Reading loads every array into memory and checks all of it before anyone
@@ -225,9 +225,10 @@ static int attr_string(hid_t file, const char *path, const char *name, char *buf
 
 /* --------------------------------------------------------- reading datasets */
 
-typedef enum { COL_TOKENS, COL_INT64, COL_UINT8 } ColumnKind;
+typedef enum { COL_TOKENS, COL_INT64, COL_UINT8, COL_FLOAT64 } ColumnKind;
 
 static int dtype_ok(hid_t t, ColumnKind kind) {
+    if (kind == COL_FLOAT64) return H5Tget_class(t) == H5T_FLOAT && H5Tget_size(t) == 8;
     if (H5Tget_class(t) != H5T_INTEGER) return 0;
     size_t size = H5Tget_size(t);
     int is_unsigned = H5Tget_sign(t) == H5T_SGN_NONE;
@@ -235,11 +236,12 @@ static int dtype_ok(hid_t t, ColumnKind kind) {
     case COL_TOKENS: return is_unsigned && (size == 2 || size == 4);
     case COL_INT64: return !is_unsigned && size == 8;
     case COL_UINT8: return is_unsigned && size == 1;
+    case COL_FLOAT64: return 0; /* H5T_FLOAT: checked before the integer test */
     }
     return 0;
 }
 
-static const char *const kind_expect[] = {"uint16 or uint32", "int64", "uint8"};
+static const char *const kind_expect[] = {"uint16 or uint32", "int64", "uint8", "float64"};
 
 /* Reads 1-D dataset `name` whole, converted to the in-memory type of `kind`
  * (uint32, int64 or uint8). 1 if absent and optional, 0 on success, -1 error. */
@@ -271,10 +273,11 @@ static int read_column(hid_t file, const char *path, Schema schema, const char *
                      ndims < 0 ? 0 : ndims, REBUILD_HINT);
     } else {
         H5Sget_simple_extent_dims(space, dims, NULL);
-        static const size_t elem[] = {4, 8, 1};
-        hid_t mem = kind == COL_TOKENS  ? H5T_NATIVE_UINT32
-                    : kind == COL_INT64 ? H5T_NATIVE_INT64
-                                        : H5T_NATIVE_UINT8;
+        static const size_t elem[] = {4, 8, 1, 8};
+        hid_t mem = kind == COL_TOKENS    ? H5T_NATIVE_UINT32
+                    : kind == COL_INT64   ? H5T_NATIVE_INT64
+                    : kind == COL_FLOAT64 ? H5T_NATIVE_DOUBLE
+                                          : H5T_NATIVE_UINT8;
         void *buf = xmalloc((size_t)dims[0] * elem[kind]);
         if (dims[0] > 0 && H5Dread(dset, mem, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf) < 0) {
             rc = err_set("%s: cannot read dataset '%s' (HDF5: %s); the file may be truncated "
@@ -299,14 +302,19 @@ static int check_range(const char *path, const char *name, int64_t v, int64_t lo
     return 0;
 }
 
-static int read_attributes(Dataset *ds, hid_t file, const char *path) {
+/* want_pref: pref_dataset_open, which reads only pref files; otherwise lm/sft. */
+static int read_attributes_for(Dataset *ds, hid_t file, const char *path, int want_pref) {
     char schema[64];
     if (attr_string(file, path, "schema", schema, sizeof schema) != 0) return -1;
     if (schema_from_name(schema, &ds->schema) != 0)
         return err_set("%s: root attribute 'schema' is '%s'; expected one of lm, sft, pref, kd; "
                        "%s",
                        path, schema, REBUILD_HINT);
-    if (ds->schema == SCHEMA_PREF || ds->schema == SCHEMA_KD)
+    if (want_pref && ds->schema != SCHEMA_PREF)
+        return err_set("%s: schema '%s' is not a preference dataset (expected 'pref'); open it "
+                       "with dataset_open",
+                       path, schema);
+    if (!want_pref && (ds->schema == SCHEMA_PREF || ds->schema == SCHEMA_KD))
         return err_set("%s: schema '%s' is not supported by this command yet (lm and sft are)",
                        path, schema);
     int64_t version, vocab, eos, pad;
@@ -332,39 +340,53 @@ static int read_attributes(Dataset *ds, hid_t file, const char *path) {
     return attr_string(file, path, "tokenizer", ds->tokenizer, sizeof ds->tokenizer);
 }
 
-static int validate_offsets(const Dataset *ds, int64_t n_offsets) {
-    const char *p = ds->path;
-    const int64_t *o = ds->offsets;
+static int read_attributes(Dataset *ds, hid_t file, const char *path) {
+    return read_attributes_for(ds, file, path, 0);
+}
+
+/* Offsets dataset `on` (o, n_offsets entries) against token dataset `tn`. */
+static int validate_offsets_of(const char *p, const char *on, const int64_t *o,
+                               int64_t n_offsets, const char *tn, int64_t n_tokens) {
     if (n_offsets < 1)
-        return err_set("%s: dataset 'offsets' has length 0; it must hold n_docs+1 entries "
+        return err_set("%s: dataset '%s' has length 0; it must hold n_docs+1 entries "
                        "starting with 0; %s",
-                       p, REBUILD_HINT);
+                       p, on, REBUILD_HINT);
     if (o[0] != 0)
-        return err_set("%s: dataset 'offsets': offsets[0]=%lld, expected 0 (offsets hold "
+        return err_set("%s: dataset '%s': offsets[0]=%lld, expected 0 (offsets hold "
                        "n_docs+1 entries starting at 0); %s",
-                       p, (long long)o[0], REBUILD_HINT);
+                       p, on, (long long)o[0], REBUILD_HINT);
     for (int64_t i = 1; i < n_offsets; i++)
         if (o[i] < o[i - 1])
-            return err_set("%s: dataset 'offsets': offsets[%lld]=%lld < offsets[%lld]=%lld "
+            return err_set("%s: dataset '%s': offsets[%lld]=%lld < offsets[%lld]=%lld "
                            "(offsets must be non-decreasing); %s",
-                           p, (long long)i, (long long)o[i], (long long)(i - 1),
+                           p, on, (long long)i, (long long)o[i], (long long)(i - 1),
                            (long long)o[i - 1], REBUILD_HINT);
-    if (o[n_offsets - 1] != ds->n_tokens)
-        return err_set("%s: dataset 'offsets': last entry offsets[%lld]=%lld but dataset "
-                       "'tokens' holds %lld tokens (they must be equal); %s",
-                       p, (long long)(n_offsets - 1), (long long)o[n_offsets - 1],
-                       (long long)ds->n_tokens, REBUILD_HINT);
+    if (o[n_offsets - 1] != n_tokens)
+        return err_set("%s: dataset '%s': last entry offsets[%lld]=%lld but dataset "
+                       "'%s' holds %lld tokens (they must be equal); %s",
+                       p, on, (long long)(n_offsets - 1), (long long)o[n_offsets - 1], tn,
+                       (long long)n_tokens, REBUILD_HINT);
+    return 0;
+}
+
+static int validate_offsets(const Dataset *ds, int64_t n_offsets) {
+    return validate_offsets_of(ds->path, "offsets", ds->offsets, n_offsets, "tokens",
+                               ds->n_tokens);
+}
+
+static int validate_tokens_of(const char *p, const char *tn, const uint32_t *t, int64_t n,
+                              int vocab_size) {
+    for (int64_t i = 0; i < n; i++)
+        if (t[i] >= (uint32_t)vocab_size)
+            return err_set("%s: dataset '%s': tokens[%lld]=%u is >= vocab_size %d; rebuild "
+                           "the dataset with the model's tokenizer (`retort data build`), or "
+                           "fix vocab_size (model.vocab_size) if the ids are right",
+                           p, tn, (long long)i, t[i], vocab_size);
     return 0;
 }
 
 static int validate_tokens(const Dataset *ds) {
-    for (int64_t i = 0; i < ds->n_tokens; i++)
-        if (ds->tokens[i] >= (uint32_t)ds->vocab_size)
-            return err_set("%s: dataset 'tokens': tokens[%lld]=%u is >= vocab_size %d; rebuild "
-                           "the dataset with the model's tokenizer (`retort data build`), or "
-                           "fix vocab_size (model.vocab_size) if the ids are right",
-                           ds->path, (long long)i, ds->tokens[i], ds->vocab_size);
-    return 0;
+    return validate_tokens_of(ds->path, "tokens", ds->tokens, ds->n_tokens, ds->vocab_size);
 }
 
 static int read_sft_columns(Dataset *ds, hid_t file) {
@@ -498,6 +520,8 @@ struct DatasetWriter {
     char **role_names;
     int n_roles;
     int failed;          /* an HDF5 write failed: only abort remains */
+    Column extra[6];     /* pref: {prompt,chosen,rejected}/{tokens,offsets} */
+    int n_extra;
 };
 
 static int column_create(DatasetWriter *w, Column *c, const char *name, hid_t filetype,
@@ -572,6 +596,7 @@ static void writer_destroy(DatasetWriter *w, int remove_tmp) {
     column_free(&w->offsets);
     column_free(&w->mask);
     column_free(&w->role);
+    for (int i = 0; i < w->n_extra; i++) column_free(&w->extra[i]);
     if (w->file >= 0) H5Fclose(w->file);
     if (remove_tmp) unlink(w->tmp);
     for (int i = 0; i < w->n_roles; i++) free(w->role_names[i]);
@@ -579,14 +604,9 @@ static void writer_destroy(DatasetWriter *w, int remove_tmp) {
     free(w);
 }
 
-DatasetWriter *dataset_writer_open(const char *path, Schema schema, int vocab_size, int eos_id,
-                                   int pad_id, const char *tokenizer) {
-    h5_quiet();
-    if (schema != SCHEMA_LM && schema != SCHEMA_SFT) {
-        err_set("%s: writing schema '%s' is not supported yet (lm and sft are)", path,
-                schema_name(schema));
-        return NULL;
-    }
+/* The common part of opening a writer: checks, the struct and the .tmp file. */
+static DatasetWriter *writer_new(const char *path, Schema schema, int vocab_size, int eos_id,
+                                 int pad_id, const char *tokenizer) {
     if (vocab_size < 1 || eos_id < 0 || eos_id >= vocab_size || pad_id < 0 ||
         pad_id >= vocab_size) {
         err_set("%s: vocab_size %d, eos_id %d, pad_id %d: the ids must lie in [0, vocab_size)",
@@ -619,6 +639,19 @@ DatasetWriter *dataset_writer_open(const char *path, Schema schema, int vocab_si
         writer_destroy(w, 0);
         return NULL;
     }
+    return w;
+}
+
+DatasetWriter *dataset_writer_open(const char *path, Schema schema, int vocab_size, int eos_id,
+                                   int pad_id, const char *tokenizer) {
+    h5_quiet();
+    if (schema != SCHEMA_LM && schema != SCHEMA_SFT) {
+        err_set("%s: writing schema '%s' is not supported yet (lm and sft are)", path,
+                schema_name(schema));
+        return NULL;
+    }
+    DatasetWriter *w = writer_new(path, schema, vocab_size, eos_id, pad_id, tokenizer);
+    if (!w) return NULL;
     hid_t token_type = vocab_size <= 65536 ? H5T_STD_U16LE : H5T_STD_U32LE;
     int64_t zero = 0;
     if (column_create(w, &w->tokens, "tokens", token_type, H5T_NATIVE_UINT32, 4, TOKEN_CHUNK,
@@ -762,6 +795,8 @@ static int writer_finish(DatasetWriter *w) {
         (w->mask.buf && column_flush(w, &w->mask) != 0) ||
         (w->role.buf && column_flush(w, &w->role) != 0))
         return -1;
+    for (int i = 0; i < w->n_extra; i++)
+        if (column_flush(w, &w->extra[i]) != 0) return -1;
     const char *schema = schema_name(w->schema), *tok = w->tokenizer;
     if (write_attr_strings(w, "schema", &schema, 1, 1) != 0 ||
         write_attr_int(w, "version", H5DATA_VERSION) != 0 ||
@@ -776,6 +811,7 @@ static int writer_finish(DatasetWriter *w) {
     column_free(&w->offsets);
     column_free(&w->mask);
     column_free(&w->role);
+    for (int i = 0; i < w->n_extra; i++) column_free(&w->extra[i]);
     herr_t closed = H5Fclose(w->file);
     w->file = H5I_INVALID_HID;
     if (closed < 0)
@@ -806,6 +842,215 @@ int dataset_writer_close(DatasetWriter *w) {
 
 void dataset_writer_abort(DatasetWriter *w) {
     if (w) writer_destroy(w, 1);
+}
+
+/* ------------------------------------------------------------ pref files */
+
+static const char *const pref_parts[3] = {"prompt", "chosen", "rejected"};
+static const char *const pref_cols[6] = {"prompt/tokens", "prompt/offsets", "chosen/tokens",
+                                         "chosen/offsets", "rejected/tokens", "rejected/offsets"};
+
+struct PrefWriter {
+    DatasetWriter *w;
+    int64_t n_tokens[3];
+};
+
+PrefWriter *pref_writer_open(const char *path, int vocab_size, int eos_id, int pad_id,
+                             const char *tokenizer) {
+    h5_quiet();
+    DatasetWriter *w = writer_new(path, SCHEMA_PREF, vocab_size, eos_id, pad_id, tokenizer);
+    if (!w) return NULL;
+    for (int i = 0; i < 6; i++) w->extra[i].dset = H5I_INVALID_HID;
+    w->n_extra = 6;
+    hid_t token_type = vocab_size <= 65536 ? H5T_STD_U16LE : H5T_STD_U32LE;
+    int64_t zero = 0;
+    for (int p = 0; p < 3; p++) {
+        hid_t g = H5Gcreate2(w->file, pref_parts[p], H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+        if (g < 0) {
+            err_set("%s: cannot create group '%s' (HDF5: %s)", w->tmp, pref_parts[p],
+                    h5_reason());
+            writer_destroy(w, 1);
+            return NULL;
+        }
+        H5Gclose(g);
+        if (column_create(w, &w->extra[2 * p], pref_cols[2 * p], token_type, H5T_NATIVE_UINT32,
+                          4, TOKEN_CHUNK, TOKEN_BUFFER) != 0 ||
+            column_create(w, &w->extra[2 * p + 1], pref_cols[2 * p + 1], H5T_STD_I64LE,
+                          H5T_NATIVE_INT64, 8, DOC_CHUNK, DOC_BUFFER) != 0 ||
+            column_append(w, &w->extra[2 * p + 1], &zero, 1) != 0) {
+            writer_destroy(w, 1);
+            return NULL;
+        }
+    }
+    PrefWriter *pw = xcalloc(1, sizeof *pw);
+    pw->w = w;
+    return pw;
+}
+
+int pref_writer_add(PrefWriter *pw, const uint32_t *prompt, int64_t n_prompt,
+                    const uint32_t *chosen, int64_t n_chosen, const uint32_t *rejected,
+                    int64_t n_rejected) {
+    DatasetWriter *w = pw->w;
+    if (w->failed) return err_set("%s: an earlier write failed; the file is abandoned", w->tmp);
+    const uint32_t *t[3] = {prompt, chosen, rejected};
+    int64_t n[3] = {n_prompt, n_chosen, n_rejected};
+    for (int p = 0; p < 3; p++) {
+        if (n[p] < 0)
+            return err_set("%s: negative token count %lld in '%s'", w->path, (long long)n[p],
+                           pref_parts[p]);
+        if (p > 0 && n[p] == 0)
+            return err_set("%s: pair %lld: '%s' is empty; a response needs at least its EOS",
+                           w->path, (long long)w->n_docs, pref_parts[p]);
+        for (int64_t i = 0; i < n[p]; i++)
+            if (t[p][i] >= (uint32_t)w->vocab_size)
+                return err_set("%s: token id %u (pair %lld, '%s', position %lld) is >= "
+                               "vocab_size %d; the tokenizer and vocab_size disagree",
+                               w->path, t[p][i], (long long)w->n_docs, pref_parts[p],
+                               (long long)i, w->vocab_size);
+    }
+    for (int p = 0; p < 3; p++) {
+        int64_t end = pw->n_tokens[p] + n[p];
+        if (column_append(w, &w->extra[2 * p], t[p], n[p]) != 0 ||
+            column_append(w, &w->extra[2 * p + 1], &end, 1) != 0)
+            return -1;
+        pw->n_tokens[p] = end;
+        w->n_tokens += n[p];
+    }
+    w->n_docs++;
+    return 0;
+}
+
+int pref_writer_close(PrefWriter *pw) {
+    int rc = writer_finish(pw->w);
+    writer_destroy(pw->w, rc != 0);
+    free(pw);
+    return rc;
+}
+
+void pref_writer_abort(PrefWriter *pw) {
+    if (!pw) return;
+    writer_destroy(pw->w, 1);
+    free(pw);
+}
+
+static int pref_read(PrefDataset *pd, hid_t file) {
+    const char *p = pd->path;
+    Dataset hdr;
+    memset(&hdr, 0, sizeof hdr);
+    if (read_attributes_for(&hdr, file, p, 1) != 0) return -1;
+    pd->version = hdr.version;
+    pd->vocab_size = hdr.vocab_size;
+    pd->eos_id = hdr.eos_id;
+    pd->pad_id = hdr.pad_id;
+    memcpy(pd->tokenizer, hdr.tokenizer, sizeof pd->tokenizer);
+    PrefPart *part[3] = {&pd->prompt, &pd->chosen, &pd->rejected};
+    for (int k = 0; k < 3; k++) {
+        PrefPart *q = part[k];
+        int64_t n_offsets = 0;
+        if (read_column(file, p, SCHEMA_PREF, pref_cols[2 * k], 1, COL_TOKENS,
+                        (void **)&q->tokens, &q->n_tokens) != 0 ||
+            read_column(file, p, SCHEMA_PREF, pref_cols[2 * k + 1], 1, COL_INT64,
+                        (void **)&q->offsets, &n_offsets) != 0)
+            return -1;
+        if (validate_offsets_of(p, pref_cols[2 * k + 1], q->offsets, n_offsets, pref_cols[2 * k],
+                                q->n_tokens) != 0)
+            return -1;
+        if (n_offsets == 1)
+            return err_set("%s: the dataset is empty (0 pairs in '%s'); build it from non-empty "
+                           "input with `retort data build`",
+                           p, pref_cols[2 * k + 1]);
+        if (k == 0) pd->n_pairs = n_offsets - 1;
+        else if (n_offsets - 1 != pd->n_pairs)
+            return err_set("%s: dataset '%s' holds %lld pairs but 'prompt/offsets' holds %lld "
+                           "(prompt, chosen and rejected must have one entry per pair); %s",
+                           p, pref_cols[2 * k + 1], (long long)(n_offsets - 1),
+                           (long long)pd->n_pairs, REBUILD_HINT);
+        if (validate_tokens_of(p, pref_cols[2 * k], q->tokens, q->n_tokens, pd->vocab_size) != 0)
+            return -1;
+        if (k > 0)
+            for (int64_t i = 0; i < pd->n_pairs; i++)
+                if (q->offsets[i + 1] == q->offsets[i])
+                    return err_set("%s: dataset '%s': pair %lld has an empty response (each "
+                                   "response ends with EOS); %s",
+                                   p, pref_cols[2 * k + 1], (long long)i, REBUILD_HINT);
+    }
+    static const char *const ref_names[2] = {"ref_logp_chosen", "ref_logp_rejected"};
+    double **ref[2] = {&pd->ref_logp_chosen, &pd->ref_logp_rejected};
+    for (int k = 0; k < 2; k++) {
+        int64_t n = 0;
+        int rc = read_column(file, p, SCHEMA_PREF, ref_names[k], 0, COL_FLOAT64, (void **)ref[k],
+                             &n);
+        if (rc < 0) return -1;
+        if (rc == 0 && n != pd->n_pairs)
+            return err_set("%s: dataset '%s' has %lld entries but there are %lld pairs (one "
+                           "per pair); %s",
+                           p, ref_names[k], (long long)n, (long long)pd->n_pairs, REBUILD_HINT);
+    }
+    return 0;
+}
+
+int pref_dataset_open(PrefDataset *pd, const char *path) {
+    memset(pd, 0, sizeof *pd);
+    h5_quiet();
+    size_t len = strlen(path);
+    if (len >= sizeof pd->path)
+        return err_set("dataset path is longer than %zu characters: %.80s...",
+                       sizeof pd->path - 1, path);
+    memcpy(pd->path, path, len + 1);
+    if (access(path, R_OK) != 0)
+        return err_set("%s: cannot open dataset: %s%s", path, strerror(errno),
+                       errno == ENOENT ? " (build one with `retort data build`)" : "");
+    if (H5Fis_hdf5(path) <= 0)
+        return err_set("%s: not an HDF5 file (no HDF5 signature found); datasets are made with "
+                       "`retort data build`",
+                       path);
+    hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
+    H5Pset_fclose_degree(fapl, H5F_CLOSE_STRONG);
+    hid_t file = H5Fopen(path, H5F_ACC_RDONLY, fapl);
+    if (file < 0) h5_reason();
+    H5Pclose(fapl);
+    if (file < 0)
+        return err_set("%s: cannot open as HDF5 (%s); the file may be truncated or corrupt; %s",
+                       path, h5_why, REBUILD_HINT);
+    int rc = pref_read(pd, file);
+    H5Fclose(file);
+    if (rc != 0) {
+        pref_dataset_close(pd);
+        return -1;
+    }
+    return 0;
+}
+
+void pref_dataset_close(PrefDataset *pd) {
+    PrefPart *part[3] = {&pd->prompt, &pd->chosen, &pd->rejected};
+    for (int k = 0; k < 3; k++) {
+        free(part[k]->tokens);
+        free(part[k]->offsets);
+    }
+    free(pd->ref_logp_chosen);
+    free(pd->ref_logp_rejected);
+    memset(pd, 0, sizeof *pd);
+}
+
+int dataset_peek_schema(const char *path, Schema *out) {
+    h5_quiet();
+    if (access(path, R_OK) != 0)
+        return err_set("%s: cannot open dataset: %s", path, strerror(errno));
+    if (H5Fis_hdf5(path) <= 0)
+        return err_set("%s: not an HDF5 file (no HDF5 signature found); datasets are made with "
+                       "`retort data build`",
+                       path);
+    hid_t file = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    if (file < 0)
+        return err_set("%s: cannot open as HDF5 (%s); the file may be truncated or corrupt; %s",
+                       path, h5_reason(), REBUILD_HINT);
+    char schema[64];
+    int rc = attr_string(file, path, "schema", schema, sizeof schema);
+    if (rc == 0 && schema_from_name(schema, out) != 0)
+        rc = err_set("%s: root attribute 'schema' is '%s'; expected one of lm, sft, pref, kd; %s",
+                     path, schema, REBUILD_HINT);
+    H5Fclose(file);
+    return rc;
 }
 
 /* ----------------------------------------------------------------- batching */

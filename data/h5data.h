@@ -6,7 +6,9 @@
  *   lm : tokens, offsets (documents; the builder ends each with EOS)
  *   sft: tokens, offsets, loss_mask (uint8 per token, 1 = train on it);
  *        optional role (uint8 per example; names in attribute `roles`)
- * This file reads lm and sft fully into memory and validates everything:
+ *   pref: prompt/, chosen/, rejected/ groups (see PrefDataset below)
+ * This file reads lm and sft (dataset_open) and pref (pref_dataset_open)
+ * fully into memory and validates everything:
  * schema attribute, dtypes, shapes, monotonic offsets starting at 0 and ending
  * at the token count, token ids < vocab_size, non-empty. Every failure names
  * the file, the dataset and the index.
@@ -99,5 +101,49 @@ void loader_seek(DataLoader *dl, int64_t epoch, int64_t pos);
 /* Fills B rows of inputs and targets (B*T ints each, host memory). Padding
  * inputs are eos_id; their targets are -1. */
 void loader_next(DataLoader *dl, int B, int *inputs, int *targets);
+
+/* ---- pref (preference pairs, for DPO) ----
+ * Groups prompt/, chosen/, rejected/, each `tokens` (uint16/uint32) and
+ * `offsets` (int64, n_pairs+1); optional ref_logp_chosen, ref_logp_rejected
+ * (float64 per pair). The builder ends chosen and rejected with EOS; the prompt
+ * has none. pref_dataset_open validates like dataset_open (attributes, dtypes,
+ * monotonic offsets, the same pair count in all three groups, ids < vocab_size,
+ * no empty response) and names file, dataset and index on failure. */
+typedef struct {
+    uint32_t *tokens;   /* (n_tokens) */
+    int64_t *offsets;   /* (n_pairs + 1) */
+    int64_t n_tokens;
+} PrefPart;
+
+typedef struct {
+    char path[1024];
+    int version;
+    int vocab_size;
+    int eos_id;
+    int pad_id;
+    char tokenizer[256];
+    int64_t n_pairs;
+    PrefPart prompt, chosen, rejected;
+    double *ref_logp_chosen;    /* (n_pairs), optional, else NULL */
+    double *ref_logp_rejected;  /* (n_pairs), optional, else NULL */
+} PrefDataset;
+
+/* -1 with the error set (nothing left allocated) on failure. */
+int pref_dataset_open(PrefDataset *pd, const char *path);
+void pref_dataset_close(PrefDataset *pd);
+
+/* Writes a pref file (.tmp + rename, like DatasetWriter). */
+typedef struct PrefWriter PrefWriter;
+PrefWriter *pref_writer_open(const char *path, int vocab_size, int eos_id, int pad_id,
+                             const char *tokenizer);
+/* One pair; n_prompt may be 0, chosen and rejected must not be empty. */
+int pref_writer_add(PrefWriter *pw, const uint32_t *prompt, int64_t n_prompt,
+                    const uint32_t *chosen, int64_t n_chosen, const uint32_t *rejected,
+                    int64_t n_rejected);
+int pref_writer_close(PrefWriter *pw);
+void pref_writer_abort(PrefWriter *pw);
+
+/* The root `schema` attribute of an HDF5 dataset file, without reading the rest. */
+int dataset_peek_schema(const char *path, Schema *out);
 
 #endif
