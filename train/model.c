@@ -286,29 +286,32 @@ static float *G(GPT *m, int layer, int slot) {
     return tensor_at(m, m->grads, 2 + layer * P_PER_LAYER + slot);
 }
 
-void gpt_forward(GPT *m, const int *inputs, const int *targets, int B, int T, float *logp_out) {
+/* Elements of one layer's key (or value) cache for B rows. */
+static size_t kv_layer_elems(const GPT *m, int B) {
+    return (size_t)B * m->cfg.n_positions * m->cfg.n_embd; /* B * NH * maxT * HS */
+}
+
+/* Every transformer block, the final layernorm and the tied output layer over
+ * the (B,T) rows in m->encoded, into m->logits. pos < 0: training, attention
+ * over the rows themselves (keeping what backward needs); pos >= 0: decoding,
+ * the rows are positions pos.. and attention runs over the key/value cache. */
+static void blocks_forward(GPT *m, int B, int T, int pos) {
     const Backend *be = m->be;
     const GPTConfig *c = &m->cfg;
-    int C = c->n_embd, V = c->vocab_size, NH = c->n_head, L = c->n_layer;
-    int N = B * T;
-    assert(T <= c->n_positions);
-    ensure_acts(m, B, T);
-    m->B = B;
-    m->T = T;
-    be->to_device(m->inputs, inputs, (size_t)N * sizeof(int));
-    be->to_device(m->targets, targets, (size_t)N * sizeof(int));
-
-    const float *wte = tensor_at(m, m->params, 0);
-    const float *wpe = tensor_at(m, m->params, 1);
-    be->encoder_forward(m->encoded, m->inputs, wte, wpe, B, T, C);
-
+    int C = c->n_embd, V = c->vocab_size, NH = c->n_head, L = c->n_layer, N = B * T;
+    size_t kv_layer_bytes = pos >= 0 ? kv_layer_elems(m, m->kv_B) * be->act_size : 0;
     const float *residual = m->encoded;
     for (int l = 0; l < L; l++) {
         LayerActs *a = &m->layers[l];
         be->layernorm_forward(a->ln1, a->ln1_mean, a->ln1_rstd, residual, P(m, l, P_LN1_W),
                               P(m, l, P_LN1_B), N, C, c->layer_norm_epsilon);
         be->matmul_forward(a->qkv, a->ln1, P(m, l, P_QKV_W), P(m, l, P_QKV_B), N, C, 3 * C);
-        be->attention_forward(a->atty, a->att_lse, a->qkv, B, T, C, NH);
+        if (pos < 0)
+            be->attention_forward(a->atty, a->att_lse, a->qkv, B, T, C, NH);
+        else
+            be->attention_decode(a->atty, (float *)((char *)m->kcache + l * kv_layer_bytes),
+                                 (float *)((char *)m->vcache + l * kv_layer_bytes), a->qkv, B, T,
+                                 pos, C, NH, c->n_positions);
         be->matmul_forward(a->attproj, a->atty, P(m, l, P_ATTPROJ_W), P(m, l, P_ATTPROJ_B), N, C,
                            C);
         be->residual_forward(a->res2, residual, a->attproj, (size_t)N * C);
@@ -325,7 +328,24 @@ void gpt_forward(GPT *m, const int *inputs, const int *targets, int B, int T, fl
     be->layernorm_forward(m->lnf, m->lnf_mean, m->lnf_rstd, residual,
                           tensor_at(m, m->params, lnf_w), tensor_at(m, m->params, lnf_b), N, C,
                           c->layer_norm_epsilon);
-    be->lm_head_forward(m->logits, m->lnf, wte, N, C, V);
+    be->lm_head_forward(m->logits, m->lnf, tensor_at(m, m->params, 0), N, C, V);
+}
+
+void gpt_forward(GPT *m, const int *inputs, const int *targets, int B, int T, float *logp_out) {
+    const Backend *be = m->be;
+    const GPTConfig *c = &m->cfg;
+    int C = c->n_embd, V = c->vocab_size;
+    int N = B * T;
+    assert(T <= c->n_positions);
+    ensure_acts(m, B, T);
+    m->B = B;
+    m->T = T;
+    be->to_device(m->inputs, inputs, (size_t)N * sizeof(int));
+    be->to_device(m->targets, targets, (size_t)N * sizeof(int));
+
+    be->encoder_forward(m->encoded, m->inputs, tensor_at(m, m->params, 0),
+                        tensor_at(m, m->params, 1), B, T, C);
+    blocks_forward(m, B, T, -1);
     be->classifier_forward(m->logp, m->lse, m->logits, m->targets, N, V);
     if (logp_out) be->to_host(logp_out, m->logp, (size_t)N * sizeof(float));
 }
@@ -410,16 +430,12 @@ void gpt_copy_grads_to_host(GPT *m, float *host, size_t n) {
 
 /* ------------------------------------------------------------- generation */
 
-static size_t kv_layer_elems(const GPT *m, int B) {
-    return (size_t)B * m->cfg.n_positions * m->cfg.n_embd; /* B * NH * maxT * HS */
-}
-
 void gpt_decode(GPT *m, const int *tokens, int B, int n, int pos, float *logits_out) {
     const Backend *be = m->be;
     const GPTConfig *c = &m->cfg;
-    int C = c->n_embd, V = c->vocab_size, NH = c->n_head, L = c->n_layer, maxT = c->n_positions;
+    int C = c->n_embd, V = c->vocab_size, L = c->n_layer;
     int N = B * n;
-    assert(n >= 1 && pos >= 0 && pos + n <= maxT);
+    assert(n >= 1 && pos >= 0 && pos + n <= c->n_positions);
     ensure_acts(m, B, n);
     if (!m->kcache || m->kv_B < B) {
         if (m->kcache) be->release(m->kcache);
@@ -441,33 +457,7 @@ void gpt_decode(GPT *m, const int *tokens, int B, int n, int pos, float *logits_
     const float *wpe = (const float *)((const char *)tensor_at(m, m->params, 1) +
                                        (size_t)pos * C * be->act_size);
     be->encoder_forward(m->encoded, m->inputs, wte, wpe, B, n, C);
-    const float *residual = m->encoded;
-    size_t layer_bytes = kv_layer_elems(m, m->kv_B) * be->act_size;
-    for (int l = 0; l < L; l++) {
-        LayerActs *a = &m->layers[l];
-        float *kc = (float *)((char *)m->kcache + l * layer_bytes);
-        float *vc = (float *)((char *)m->vcache + l * layer_bytes);
-        be->layernorm_forward(a->ln1, a->ln1_mean, a->ln1_rstd, residual, P(m, l, P_LN1_W),
-                              P(m, l, P_LN1_B), N, C, c->layer_norm_epsilon);
-        be->matmul_forward(a->qkv, a->ln1, P(m, l, P_QKV_W), P(m, l, P_QKV_B), N, C, 3 * C);
-        be->attention_decode(a->atty, kc, vc, a->qkv, B, n, pos, C, NH, maxT);
-        be->matmul_forward(a->attproj, a->atty, P(m, l, P_ATTPROJ_W), P(m, l, P_ATTPROJ_B), N, C,
-                           C);
-        be->residual_forward(a->res2, residual, a->attproj, (size_t)N * C);
-        be->layernorm_forward(a->ln2, a->ln2_mean, a->ln2_rstd, a->res2, P(m, l, P_LN2_W),
-                              P(m, l, P_LN2_B), N, C, c->layer_norm_epsilon);
-        be->matmul_forward(a->fch, a->ln2, P(m, l, P_FC_W), P(m, l, P_FC_B), N, C, 4 * C);
-        be->gelu_forward(a->fch_gelu, a->fch, (size_t)N * 4 * C);
-        be->matmul_forward(a->fcproj, a->fch_gelu, P(m, l, P_FCPROJ_W), P(m, l, P_FCPROJ_B), N,
-                           4 * C, C);
-        be->residual_forward(a->res3, a->res2, a->fcproj, (size_t)N * C);
-        residual = a->res3;
-    }
-    int lnf_w = m->n_tensors - 2, lnf_b = m->n_tensors - 1;
-    be->layernorm_forward(m->lnf, m->lnf_mean, m->lnf_rstd, residual,
-                          tensor_at(m, m->params, lnf_w), tensor_at(m, m->params, lnf_b), N, C,
-                          c->layer_norm_epsilon);
-    be->lm_head_forward(m->logits, m->lnf, wte, N, C, V);
+    blocks_forward(m, B, n, pos);
     for (int b = 0; b < B; b++) {
         size_t row = (size_t)b * n + (n - 1);
         be->download_f32(logits_out + (size_t)b * V,
