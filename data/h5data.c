@@ -444,6 +444,29 @@ static int dataset_read(Dataset *ds, hid_t file) {
     return 0;
 }
 
+
+/* Opens an existing HDF5 file read-only; -1 with the error set (missing file,
+ * not HDF5, truncated or corrupt) otherwise. Closing it closes every object
+ * still open inside (H5F_CLOSE_STRONG), so error paths leak nothing. */
+static hid_t open_readonly(const char *path) {
+    if (access(path, R_OK) != 0)
+        return err_set("%s: cannot open dataset: %s%s", path, strerror(errno),
+                       errno == ENOENT ? " (build one with `retort data build`)" : "");
+    if (H5Fis_hdf5(path) <= 0)
+        return err_set("%s: not an HDF5 file (no HDF5 signature found); datasets are made with "
+                       "`retort data build`",
+                       path);
+    hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
+    H5Pset_fclose_degree(fapl, H5F_CLOSE_STRONG);
+    hid_t file = H5Fopen(path, H5F_ACC_RDONLY, fapl);
+    if (file < 0) h5_reason();
+    H5Pclose(fapl);
+    if (file < 0)
+        return err_set("%s: cannot open as HDF5 (%s); the file may be truncated or corrupt; %s",
+                       path, h5_why, REBUILD_HINT);
+    return file;
+}
+
 int dataset_open(Dataset *ds, const char *path) {
     memset(ds, 0, sizeof *ds);
     h5_quiet();
@@ -452,22 +475,8 @@ int dataset_open(Dataset *ds, const char *path) {
         return err_set("dataset path is longer than %zu characters: %.80s...",
                        sizeof ds->path - 1, path);
     memcpy(ds->path, path, len + 1);
-    if (access(path, R_OK) != 0)
-        return err_set("%s: cannot open dataset: %s%s", path, strerror(errno),
-                       errno == ENOENT ? " (build one with `retort data build`)" : "");
-    htri_t is_h5 = H5Fis_hdf5(path);
-    if (is_h5 <= 0)
-        return err_set("%s: not an HDF5 file (no HDF5 signature found); datasets are made with "
-                       "`retort data build`",
-                       path);
-    hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
-    H5Pset_fclose_degree(fapl, H5F_CLOSE_STRONG); /* closing the file closes what we leaked */
-    hid_t file = H5Fopen(path, H5F_ACC_RDONLY, fapl);
-    if (file < 0) h5_reason();
-    H5Pclose(fapl);
-    if (file < 0)
-        return err_set("%s: cannot open as HDF5 (%s); the file may be truncated or corrupt; %s",
-                       path, h5_why, REBUILD_HINT);
+    hid_t file = open_readonly(path);
+    if (file < 0) return -1;
     int rc = dataset_read(ds, file);
     H5Fclose(file);
     if (rc != 0) {
@@ -997,21 +1006,8 @@ int pref_dataset_open(PrefDataset *pd, const char *path) {
         return err_set("dataset path is longer than %zu characters: %.80s...",
                        sizeof pd->path - 1, path);
     memcpy(pd->path, path, len + 1);
-    if (access(path, R_OK) != 0)
-        return err_set("%s: cannot open dataset: %s%s", path, strerror(errno),
-                       errno == ENOENT ? " (build one with `retort data build`)" : "");
-    if (H5Fis_hdf5(path) <= 0)
-        return err_set("%s: not an HDF5 file (no HDF5 signature found); datasets are made with "
-                       "`retort data build`",
-                       path);
-    hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
-    H5Pset_fclose_degree(fapl, H5F_CLOSE_STRONG);
-    hid_t file = H5Fopen(path, H5F_ACC_RDONLY, fapl);
-    if (file < 0) h5_reason();
-    H5Pclose(fapl);
-    if (file < 0)
-        return err_set("%s: cannot open as HDF5 (%s); the file may be truncated or corrupt; %s",
-                       path, h5_why, REBUILD_HINT);
+    hid_t file = open_readonly(path);
+    if (file < 0) return -1;
     int rc = pref_read(pd, file);
     H5Fclose(file);
     if (rc != 0) {
