@@ -71,3 +71,144 @@ int generate_sample(GPT *m, int *tokens, int n, const SampleOptions *o, Rng *rng
     free(logits);
     return n;
 }
+
+/* ------------------------------------------------------------ beam search */
+
+typedef struct {
+    double logp;
+    int beam, token;
+} Extension;
+
+static int by_logp_desc(const void *a, const void *b) {
+    const Extension *x = a, *y = b;
+    if (x->logp != y->logp) return x->logp < y->logp ? 1 : -1;
+    if (x->beam != y->beam) return x->beam - y->beam;
+    return x->token - y->token;
+}
+
+static int by_score_desc(const void *a, const void *b) {
+    double x = ((const Hypothesis *)a)->score, y = ((const Hypothesis *)b)->score;
+    return x < y ? 1 : x > y ? -1 : 0;
+}
+
+/* log-softmax of one row, in double */
+static void log_softmax(const float *logits, int V, double *out) {
+    double mx = logits[0], sum = 0;
+    for (int j = 1; j < V; j++)
+        if (logits[j] > mx) mx = logits[j];
+    for (int j = 0; j < V; j++) sum += exp(logits[j] - mx);
+    double lse = mx + log(sum);
+    for (int j = 0; j < V; j++) out[j] = logits[j] - lse;
+}
+
+static void add_hypothesis(Hypothesis *fin, int *n_fin, int cap, const int *tokens, int len,
+                           double logp, double length_penalty) {
+    Hypothesis h = {xmalloc((size_t)(len > 0 ? len : 1) * sizeof(int)), len, logp,
+                    logp / pow(len > 0 ? len : 1, length_penalty)};
+    memcpy(h.tokens, tokens, (size_t)len * sizeof(int));
+    if (*n_fin < cap) {
+        fin[(*n_fin)++] = h;
+    } else { /* replace the worst if better */
+        int worst = 0;
+        for (int i = 1; i < *n_fin; i++)
+            if (fin[i].score < fin[worst].score) worst = i;
+        if (h.score > fin[worst].score) {
+            free(fin[worst].tokens);
+            fin[worst] = h;
+        } else {
+            free(h.tokens);
+        }
+    }
+}
+
+int generate_beam(GPT *m, const int *prompt, int n, int beams, int max_new_tokens,
+                  double length_penalty, int eos_id, int n_best, Hypothesis *out) {
+    const GPTConfig *c = gpt_config(m);
+    int V = c->vocab_size;
+    if (max_new_tokens > c->n_positions - n) max_new_tokens = c->n_positions - n;
+    int K = beams;
+    int *seq = xcalloc((size_t)K * (max_new_tokens + 1), sizeof(int));   /* (K, new) */
+    int *next_seq = xcalloc((size_t)K * (max_new_tokens + 1), sizeof(int));
+    double *beam_logp = xcalloc((size_t)K, sizeof(double));
+    float *logits = xmalloc((size_t)K * V * sizeof(float));
+    double *lp = xmalloc((size_t)V * sizeof(double));
+    Extension *ext = xmalloc((size_t)K * V * sizeof(Extension));
+    int *src = xmalloc((size_t)K * sizeof(int)), *tok = xmalloc((size_t)K * sizeof(int));
+    Hypothesis *fin = xcalloc((size_t)K, sizeof(Hypothesis));
+    int n_fin = 0;
+
+    /* prefill the prompt into all K cache rows; only row 0 extends at step 0 */
+    int *rows = xmalloc((size_t)K * n * sizeof(int));
+    for (int b = 0; b < K; b++) memcpy(rows + (size_t)b * n, prompt, (size_t)n * sizeof(int));
+    gpt_decode(m, rows, K, n, 0, logits);
+    free(rows);
+    int live = 1, step;
+    for (step = 0; step < max_new_tokens; step++) {
+        int n_ext = 0;
+        for (int b = 0; b < live; b++) {
+            log_softmax(logits + (size_t)b * V, V, lp);
+            for (int v = 0; v < V; v++)
+                ext[n_ext++] = (Extension){beam_logp[b] + lp[v], b, v};
+        }
+        qsort(ext, (size_t)n_ext, sizeof(Extension), by_logp_desc);
+        int kept = 0;
+        for (int i = 0; i < n_ext && i < 2 * K && kept < K; i++) {
+            Extension e = ext[i];
+            memcpy(next_seq + (size_t)kept * (max_new_tokens + 1),
+                   seq + (size_t)e.beam * (max_new_tokens + 1), (size_t)step * sizeof(int));
+            if (e.token == eos_id) { /* finished (only if among the K best) */
+                if (i < K)
+                    add_hypothesis(fin, &n_fin, K, seq + (size_t)e.beam * (max_new_tokens + 1),
+                                   step, e.logp, length_penalty);
+                continue;
+            }
+            next_seq[(size_t)kept * (max_new_tokens + 1) + step] = e.token;
+            beam_logp[kept] = e.logp;
+            src[kept] = e.beam;
+            tok[kept] = e.token;
+            kept++;
+        }
+        int *t = seq;
+        seq = next_seq;
+        next_seq = t;
+        live = kept;
+        if (live == 0) break;
+        /* done when K are finished and no running beam can still beat the worst */
+        if (n_fin == K) {
+            double worst = fin[0].score;
+            for (int i = 1; i < n_fin; i++)
+                if (fin[i].score < worst) worst = fin[i].score;
+            if (beam_logp[0] / pow(step + 1, length_penalty) <= worst) {
+                live = 0;
+                break;
+            }
+        }
+        if (step + 1 == max_new_tokens) break;
+        gpt_kv_reorder(m, src, live, n + step);
+        gpt_decode(m, tok, live, 1, n + step, logits);
+    }
+    int len = step < max_new_tokens ? step + 1 : max_new_tokens;
+    for (int b = 0; b < live; b++)
+        add_hypothesis(fin, &n_fin, K, seq + (size_t)b * (max_new_tokens + 1), len, beam_logp[b],
+                       length_penalty);
+    qsort(fin, (size_t)n_fin, sizeof(Hypothesis), by_score_desc);
+    int count = n_fin < n_best ? n_fin : n_best;
+    for (int i = 0; i < n_fin; i++) {
+        if (i < count) out[i] = fin[i];
+        else free(fin[i].tokens);
+    }
+    free(fin);
+    free(seq);
+    free(next_seq);
+    free(beam_logp);
+    free(logits);
+    free(lp);
+    free(ext);
+    free(src);
+    free(tok);
+    return count;
+}
+
+void hypotheses_free(Hypothesis *h, int count) {
+    for (int i = 0; i < count; i++) free(h[i].tokens);
+}

@@ -23,6 +23,25 @@ typedef struct {
  * n + max_new_tokens; 1 <= n <= n_positions). Returns the new length. */
 int generate_sample(GPT *m, int *tokens, int n, const SampleOptions *o, Rng *rng);
 
+/* One finished beam-search hypothesis. */
+typedef struct {
+    int *tokens;      /* the new tokens (not the prompt), len of them */
+    int len;
+    double logp;      /* sum of the log-probabilities of the new tokens */
+    double score;     /* logp / len^length_penalty */
+} Hypothesis;
+
+/* Beam search with `beams` beams from prompt[0:n]: at each step the 2*beams
+ * best (beam, token) extensions by cumulative log-probability are taken in
+ * order; one ending in eos_id (when >= 0) becomes a finished hypothesis, the
+ * others continue, until `beams` continue. Stops after max_new_tokens (or at
+ * the context end), or once no running beam can beat the worst of `beams`
+ * finished ones. Writes the n_best best hypotheses by score, best first, into
+ * out (tokens allocated; free with hypotheses_free) and returns how many. */
+int generate_beam(GPT *m, const int *prompt, int n, int beams, int max_new_tokens,
+                  double length_penalty, int eos_id, int n_best, Hypothesis *out);
+void hypotheses_free(Hypothesis *h, int count);
+
 /* Index of the token chosen from one row of logits (V) under o. */
 int sample_from_logits(const float *logits, int V, const SampleOptions *o, Rng *rng);
 

@@ -15,6 +15,8 @@ that biases and layernorm gains are not at their trivial init, and records:
   trained.<name>      the weights after those AdamW steps
   gen_prompt          (3,) int32 prompt; gen_greedy: transformers' greedy
                       generate() continuation to n_positions, from trained.*
+  gen_beam3           (3, new) the 3-best of beam search (num_beams=3, no EOS,
+                      length_penalty 1); gen_beam3_scores their sequence scores
 
 Run with: make fixtures   (needs torch and transformers; see the Makefile)
 """
@@ -130,6 +132,15 @@ def make(cfg, outdir):
                              eos_token_id=None, use_cache=True)
     out["gen_prompt"] = prompt[0].numpy().astype(np.int32)
     out["gen_greedy"] = gen[0, 3:].numpy().astype(np.int32)
+    with torch.no_grad():
+        beam = model.generate(prompt, attention_mask=torch.ones_like(prompt), do_sample=False,
+                              num_beams=3, num_return_sequences=3, length_penalty=1.0,
+                              early_stopping=False, max_new_tokens=cfg["n_positions"] - 3,
+                              min_new_tokens=cfg["n_positions"] - 3, pad_token_id=0,
+                              eos_token_id=None, use_cache=True, output_scores=True,
+                              return_dict_in_generate=True)
+    out["gen_beam3"] = beam.sequences[:, 3:].numpy().astype(np.int32)
+    out["gen_beam3_scores"] = beam.sequences_scores.numpy().astype(np.float32)
 
     meta = {k: str(v) for k, v in cfg.items()}
     meta.update({"adamw_" + k: repr(v) for k, v in ADAMW.items()})

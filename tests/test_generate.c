@@ -138,3 +138,56 @@ Test(generate, sampling_options) {
     for (int i = 0; i < 50; i++)
         cr_expect_eq(sample_from_logits(logits, 6, &t, &a), sample_from_logits(logits, 6, &t, &b));
 }
+
+/* One beam is greedy search; and with every token kept as a beam for two
+ * steps, the best hypothesis is the exhaustive best two-token continuation. */
+Test(generate, beam_search_limits) {
+    GPT *m = random_model();
+    int V = gpt_config(m)->vocab_size;
+    int prompt[3] = {7, 8, 9}, greedy_out[16];
+    memcpy(greedy_out, prompt, sizeof prompt);
+    SampleOptions o = {10, 0.0, 0, 1.0, -1};
+    Rng r;
+    rng_seed(&r, 1);
+    generate_sample(m, greedy_out, 3, &o, &r);
+    Hypothesis h[1];
+    cr_assert_eq(generate_beam(m, prompt, 3, 1, 10, 1.0, -1, 1, h), 1);
+    for (int i = 0; i < 10; i++) cr_expect_eq(h[0].tokens[i], greedy_out[3 + i], "token %d", i);
+    hypotheses_free(h, 1);
+
+    /* exhaustive: log p(a | prompt) + log p(b | prompt a) over all a, b */
+    float *logits = malloc(V * sizeof(float));
+    double best = -INFINITY;
+    int best_a = -1, best_b = -1;
+    int seq[4] = {7, 8, 9, 0};
+    float *l1 = malloc(V * sizeof(float));
+    full_last_logits(m, seq, 3, l1);
+    double mx = -INFINITY, sum = 0;
+    for (int a = 0; a < V; a++) mx = fmax(mx, l1[a]);
+    for (int a = 0; a < V; a++) sum += exp(l1[a] - mx);
+    for (int a = 0; a < V; a++) {
+        double lpa = l1[a] - mx - log(sum);
+        seq[3] = a;
+        full_last_logits(m, seq, 4, logits);
+        double mb = -INFINITY, sb = 0;
+        for (int b = 0; b < V; b++) mb = fmax(mb, logits[b]);
+        for (int b = 0; b < V; b++) sb += exp(logits[b] - mb);
+        for (int b = 0; b < V; b++) {
+            double total = lpa + logits[b] - mb - log(sb);
+            if (total > best) {
+                best = total;
+                best_a = a;
+                best_b = b;
+            }
+        }
+    }
+    Hypothesis all[1];
+    cr_assert_eq(generate_beam(m, prompt, 3, V, 2, 1.0, -1, 1, all), 1);
+    cr_expect_eq(all[0].tokens[0], best_a);
+    cr_expect_eq(all[0].tokens[1], best_b);
+    cr_expect(fabs(all[0].logp - best) < 1e-4, "logp %.6f vs exhaustive %.6f", all[0].logp, best);
+    hypotheses_free(all, 1);
+    free(logits);
+    free(l1);
+    gpt_free(m);
+}

@@ -4,7 +4,8 @@
  * tests/make_hf_fixtures.py from GPT2LMHeadModel on random weights: logits,
  * loss and every gradient for one batch, the same with masked targets, and
  * the losses of ten AdamW steps with global-norm clipping, and the greedy
- * continuation transformers' generate() produces from the trained weights.
+ * continuation and the beam-search 3-best that transformers' generate()
+ * produces from the trained weights.
  *
  * Tolerances: logits and loss 1e-5 relative (both sides fp32; what remains is
  * summation order), gradients 1e-4 relative per tensor (the backward sums over
@@ -304,6 +305,49 @@ static void greedy(const char *name) {
     free(ref);
     free_fixture(&fx);
 }
+
+/* Beam search (3 beams, no EOS, length_penalty 1) returns the same 3-best
+ * sequences as transformers, in the same order, with the same scores. */
+static void beam3(const char *name) {
+    Fixture fx = load_fixture(name);
+    size_t total = gpt_flat_size(fx.m);
+    float *host = calloc(total, sizeof(float));
+    for (int i = 0; i < gpt_num_tensors(fx.m); i++) {
+        const ParamInfo *p = gpt_tensor(fx.m, i);
+        char key[128];
+        snprintf(key, sizeof key, "trained.%s", p->name);
+        read_f32(fx.f, key, host + p->offset, p->numel);
+    }
+    gpt_copy_params_to_device(fx.m, host, total);
+    free(host);
+    const StTensor *want = need(fx.f, "gen_beam3");
+    cr_assert_eq(want->ndim, 2);
+    int n_new = (int)want->shape[1];
+    int prompt[3], *ref = calloc(3 * n_new, sizeof(int));
+    float scores[3];
+    read_i32(fx.f, "gen_prompt", prompt, 3);
+    read_i32(fx.f, "gen_beam3", ref, 3 * n_new);
+    read_f32(fx.f, "gen_beam3_scores", scores, 3);
+    Hypothesis h[3];
+    int got = generate_beam(fx.m, prompt, 3, 3, n_new, 1.0, -1, 3, h);
+    cr_assert_eq(got, 3);
+    for (int k = 0; k < 3; k++) {
+        cr_assert_eq(h[k].len, n_new);
+        for (int i = 0; i < n_new; i++)
+            cr_expect_eq(h[k].tokens[i], ref[k * n_new + i],
+                         "%s beam %d token %d: %d, transformers %d", name, k, i, h[k].tokens[i],
+                         ref[k * n_new + i]);
+        cr_expect(fabs(h[k].score - scores[k]) <= 1e-4 * fabs(scores[k]),
+                  "%s beam %d score %.6f, transformers %.6f", name, k, h[k].score, scores[k]);
+    }
+    hypotheses_free(h, got);
+    free(ref);
+    free_fixture(&fx);
+}
+
+Test(hf_generate, beam3_config_a) { beam3("hf_a"); }
+Test(hf_generate, beam3_config_b) { beam3("hf_b"); }
+Test(hf_generate, beam3_config_c) { beam3("hf_c"); }
 
 Test(hf_generate, greedy_config_a) { greedy("hf_a"); }
 Test(hf_generate, greedy_config_b) { greedy("hf_b"); }

@@ -268,6 +268,9 @@ static void usage_generate(FILE *f) {
             "      --threads N           CPU threads (default: all)\n"
             "      --stats               print tokens generated and decode tokens/s to stderr\n"
             "      --ignore-eos          keep generating past EOS (benchmarks)\n"
+            "      --beams K             beam search with K beams; prints the --samples best\n"
+            "                            hypotheses with their scores (sum logp / len^penalty)\n"
+            "      --length-penalty X    beam search length penalty (default 1.0)\n"
             "  -h, --help                this help\n");
 }
 
@@ -280,9 +283,11 @@ static int cmd_generate(int argc, char **argv) {
         {"seed", required_argument, 0, 's'},        {"tokenizer", required_argument, 0, 'T'},
         {"threads", required_argument, 0, 'j'},     {"help", no_argument, 0, 'h'},
         {"stats", no_argument, 0, 'x'},             {"ignore-eos", no_argument, 0, 'E'},
+        {"beams", required_argument, 0, 'B'},       {"length-penalty", required_argument, 0, 'l'},
         {0, 0, 0, 0}};
     const char *model_dir = NULL, *prompt = "", *tok_spec = "bytes";
-    int stats = 0, ignore_eos = 0;
+    int stats = 0, ignore_eos = 0, beams = 0;
+    double length_penalty = 1.0;
     SampleOptions so = {200, 0.8, 40, 1.0, -1};
     int samples = 1;
     long seed = 1337;
@@ -305,6 +310,8 @@ static int cmd_generate(int argc, char **argv) {
             break;
         case 'x': stats = 1; break;
         case 'E': ignore_eos = 1; break;
+        case 'B': beams = atoi(optarg); break;
+        case 'l': length_penalty = atof(optarg); break;
         case 'h': usage_generate(stdout); return 0;
         default: usage_generate(stderr); return 2;
         }
@@ -343,6 +350,25 @@ static int cmd_generate(int argc, char **argv) {
         n = ctx;
     }
     int *tokens = xmalloc((size_t)(n + so.max_new_tokens) * sizeof(int));
+    if (beams > 0) {
+        if (samples > beams) samples = beams;
+        Hypothesis *h = xcalloc((size_t)samples, sizeof(Hypothesis));
+        for (int64_t i = 0; i < n; i++) tokens[i] = (int)ids[i];
+        int got = generate_beam(m, tokens, (int)n, beams, so.max_new_tokens,
+                                length_penalty, so.eos_id, samples, h);
+        for (int k = 0; k < got; k++) {
+            uint32_t *out = xmalloc((size_t)(h[k].len > 0 ? h[k].len : 1) * sizeof(uint32_t));
+            for (int i = 0; i < h[k].len; i++) out[i] = (uint32_t)h[k].tokens[i];
+            char *text = tokenizer_decode(tok, out, h[k].len);
+            printf("--- beam %d score %.4f logp %.4f\n%s%s\n", k + 1, h[k].score, h[k].logp,
+                   prompt, text);
+            free(text);
+            free(out);
+        }
+        hypotheses_free(h, got);
+        free(h);
+        samples = 0; /* done */
+    }
     Rng rng;
     rng_seed(&rng, (uint64_t)seed);
     for (int s = 0; s < samples; s++) {

@@ -464,3 +464,29 @@ void gpt_decode(GPT *m, const int *tokens, int B, int n, int pos, float *logits_
                          (const float *)((const char *)m->logits + row * V * be->act_size), V);
     }
 }
+
+void gpt_kv_reorder(GPT *m, const int *src, int B, int len) {
+    const Backend *be = m->be;
+    const GPTConfig *c = &m->cfg;
+    assert(m->kcache && B <= m->kv_B && len <= c->n_positions);
+    /* one layer at a time through the host: (B, NH, maxT, HS), copying only
+     * the first len positions of each (row, head) */
+    size_t esz = be->act_size, HS = (size_t)c->n_embd / c->n_head, maxT = c->n_positions;
+    size_t layer_bytes = kv_layer_elems(m, m->kv_B) * esz, row_bytes = layer_bytes / m->kv_B;
+    char *old = xmalloc(layer_bytes), *new = xmalloc(layer_bytes);
+    for (int l = 0; l < c->n_layer; l++)
+        for (int kv = 0; kv < 2; kv++) {
+            char *dev = (char *)(kv ? m->vcache : m->kcache) + l * layer_bytes;
+            be->to_host(old, dev, layer_bytes);
+            memcpy(new, old, layer_bytes);
+            for (int b = 0; b < B; b++)
+                for (int h = 0; h < c->n_head; h++) {
+                    size_t off = (size_t)h * maxT * HS * esz;
+                    memcpy(new + b * row_bytes + off, old + src[b] * row_bytes + off,
+                           len * HS * esz);
+                }
+            be->to_device(dev, new, layer_bytes);
+        }
+    free(old);
+    free(new);
+}

@@ -82,6 +82,10 @@ void gpt_zero_grad(GPT *m);
  * allocated on first use for B rows. Invalidates the training activations. */
 void gpt_decode(GPT *m, const int *tokens, int B, int n, int pos, float *logits_out);
 
+/* Reorders the key/value cache rows for beam search: row b of the cache
+ * becomes old row src[b], for positions 0 .. len-1 (B rows). */
+void gpt_kv_reorder(GPT *m, const int *src, int B, int len);
+
 /* Host copies of the flat parameter / gradient buffers (n floats, the extent
  * of the tensor table including alignment padding). */
 size_t gpt_flat_size(const GPT *m);
