@@ -7,7 +7,11 @@
  * order differs. */
 #include <criterion/criterion.h>
 
+#include <jansson.h>
+
+#include "data/tokenizer.h"
 #include "eval/generate.h"
+#include "eval/generate_io.h"
 #include "tests/testutil.h"
 #include "train/backend.h"
 #include "train/model.h"
@@ -190,4 +194,80 @@ Test(generate, beam_search_limits) {
     free(logits);
     free(l1);
     gpt_free(m);
+}
+
+/* JSONL in, JSONL out: input fields are kept, greedy completions equal
+ * generate_sample's, beam lines carry descending scores, a bad line is named
+ * by file:line and leaves no output file. */
+Test(generate, jsonl_prompts_in_completions_out) {
+    GPTConfig cfg = {2, 4, 64, 257, 32, 1e-5f}; /* byte vocabulary */
+    GPT *m = gpt_create(&cfg, backend_cpu());
+    gpt_init_random(m, 8);
+    Tokenizer *tok = tokenizer_bytes();
+    char dir[256], in[512], out[512];
+    make_temp_dir(dir, sizeof dir, "genio");
+    snprintf(in, sizeof in, "%s/p.jsonl", dir);
+    snprintf(out, sizeof out, "%s/o.jsonl", dir);
+    FILE *f = fopen(in, "w");
+    fprintf(f, "{\"q\": \"abc\", \"id\": 7}\n\n{\"q\": \"hello\"}\n");
+    fclose(f);
+    GenerateJob job = {in, out, "q", {6, 0.0, 0, 1.0, -1}, 2, 0, 1.0, 1, 1};
+    cr_assert_eq(generate_jsonl(m, tok, &job), 0, "%s", err_msg());
+    json_error_t e;
+    FILE *o = fopen(out, "r");
+    cr_assert(o);
+    json_t *l1 = json_loadf(o, JSON_DISABLE_EOF_CHECK, &e), *l2 = json_loadf(o, JSON_DISABLE_EOF_CHECK, &e);
+    fclose(o);
+    cr_assert(l1 && l2, "%s", e.text);
+    cr_expect_eq(json_integer_value(json_object_get(l1, "id")), 7, "input fields are kept");
+    json_t *c1 = json_object_get(l1, "completions");
+    cr_assert_eq(json_array_size(c1), 2);
+    int toks[16] = {'a', 'b', 'c'};
+    Rng r;
+    rng_seed(&r, 1);
+    int n = generate_sample(m, toks, 3, &job.sample, &r);
+    char want[64]; /* 6 bytes, up to 3x longer once sanitized */
+    for (int i = 3; i < n; i++) want[i - 3] = (char)toks[i];
+    want[n - 3] = 0;
+    cr_assert_eq(strlen(want), (size_t)(n - 3), "the greedy continuation has no EOS or NUL");
+    char *valid = utf8_sanitize(want, strlen(want));
+    cr_assert_lt(strlen(valid), sizeof want);
+    strcpy(want, valid); /* what JSON can hold */
+    free(valid);
+    cr_expect_str_eq(json_string_value(json_array_get(c1, 0)), want);
+    cr_expect_str_eq(json_string_value(json_array_get(c1, 1)), want, "greedy twice is the same");
+    json_decref(l1);
+    json_decref(l2);
+
+    job.beams = 3;
+    cr_assert_eq(generate_jsonl(m, tok, &job), 0, "%s", err_msg());
+    o = fopen(out, "r");
+    l1 = json_loadf(o, JSON_DISABLE_EOF_CHECK, &e);
+    fclose(o);
+    json_t *sc = json_object_get(l1, "scores");
+    cr_assert_eq(json_array_size(sc), 2);
+    cr_expect(json_real_value(json_array_get(sc, 0)) >= json_real_value(json_array_get(sc, 1)));
+    json_decref(l1);
+
+    f = fopen(in, "w");
+    fprintf(f, "{\"q\": \"ok\"}\n{\"prompt\": \"wrong field\"}\n");
+    fclose(f);
+    remove(out);
+    cr_expect_eq(generate_jsonl(m, tok, &job), -1);
+    cr_expect(strstr(err_msg(), "p.jsonl:2") && strstr(err_msg(), "'q'"), "message: %s", err_msg());
+    cr_expect(access(out, F_OK) != 0, "no output file is left behind");
+    tokenizer_free(tok);
+    gpt_free(m);
+    rm_rf(dir);
+}
+
+Test(generate, utf8_sanitize_replaces_only_invalid_bytes) {
+    const char in[] = "ok \xC3\xA9 \xFF \xE2\x82 \xF0\x9F\x8C\x8D \xED\xA0\x80 end";
+    char *out = utf8_sanitize(in, sizeof in - 1);
+    cr_expect_str_eq(out, "ok \xC3\xA9 \xEF\xBF\xBD \xEF\xBF\xBD\xEF\xBF\xBD \xF0\x9F\x8C\x8D "
+                          "\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD end");
+    json_t *j = json_string(out);
+    cr_expect_not_null(j, "the result is valid UTF-8 for jansson");
+    json_decref(j);
+    free(out);
 }

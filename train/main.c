@@ -18,6 +18,7 @@
 #include "data/inspect.h"
 #include "data/tokenizer.h"
 #include "eval/generate.h"
+#include "eval/generate_io.h"
 #include "train/backend.h"
 #include "train/config.h"
 #include "train/model_io.h"
@@ -252,7 +253,10 @@ static int cmd_data(int argc, char **argv) {
 
 static void usage_generate(FILE *f) {
     fprintf(f,
-            "usage: retort generate --model DIR --prompt TEXT [options]\n\n"
+            "usage: retort generate --model DIR --prompt TEXT [options]\n"
+            "       retort generate --model DIR --input prompts.jsonl --out out.jsonl [options]\n\n"
+            "With --input, each JSONL line's prompt field is completed and the line is written\n"
+            "to --out with \"completions\" added (and \"scores\", \"logps\" for beam search).\n\n"
             "options:\n"
             "  -m, --model DIR           checkpoint directory (model.safetensors + config.json)\n"
             "  -p, --prompt TEXT         text to continue\n"
@@ -271,6 +275,9 @@ static void usage_generate(FILE *f) {
             "      --beams K             beam search with K beams; prints the --samples best\n"
             "                            hypotheses with their scores (sum logp / len^penalty)\n"
             "      --length-penalty X    beam search length penalty (default 1.0)\n"
+            "  -i, --input FILE          JSONL of prompts (instead of --prompt)\n"
+            "  -o, --out FILE            JSONL output for --input\n"
+            "      --prompt-field NAME   prompt field of --input lines (default: prompt)\n"
             "  -h, --help                this help\n");
 }
 
@@ -284,16 +291,18 @@ static int cmd_generate(int argc, char **argv) {
         {"threads", required_argument, 0, 'j'},     {"help", no_argument, 0, 'h'},
         {"stats", no_argument, 0, 'x'},             {"ignore-eos", no_argument, 0, 'E'},
         {"beams", required_argument, 0, 'B'},       {"length-penalty", required_argument, 0, 'l'},
-        {0, 0, 0, 0}};
+        {"input", required_argument, 0, 'i'},       {"out", required_argument, 0, 'o'},
+        {"prompt-field", required_argument, 0, 'F'}, {0, 0, 0, 0}};
     const char *model_dir = NULL, *prompt = "", *tok_spec = "bytes";
     int stats = 0, ignore_eos = 0, beams = 0;
+    const char *input = NULL, *output = NULL, *prompt_field = "prompt";
     double length_penalty = 1.0;
     SampleOptions so = {200, 0.8, 40, 1.0, -1};
     int samples = 1;
     long seed = 1337;
     int c;
     optind = 1;
-    while ((c = getopt_long(argc, argv, "m:p:n:t:k:h", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "m:p:n:t:k:i:o:h", opts, NULL)) != -1) {
         switch (c) {
         case 'm': model_dir = optarg; break;
         case 'p': prompt = optarg; break;
@@ -311,6 +320,9 @@ static int cmd_generate(int argc, char **argv) {
         case 'x': stats = 1; break;
         case 'E': ignore_eos = 1; break;
         case 'B': beams = atoi(optarg); break;
+        case 'i': input = optarg; break;
+        case 'o': output = optarg; break;
+        case 'F': prompt_field = optarg; break;
         case 'l': length_penalty = atof(optarg); break;
         case 'h': usage_generate(stdout); return 0;
         default: usage_generate(stderr); return 2;
@@ -336,6 +348,18 @@ static int cmd_generate(int argc, char **argv) {
         return fail("generate");
     }
     so.eos_id = ignore_eos ? -1 : tok->eos_id;
+    if (input || output) {
+        if (!input || !output) {
+            fprintf(stderr, "retort generate: --input and --out go together\n");
+            return 2;
+        }
+        GenerateJob job = {input, output, prompt_field, so, samples, beams, length_penalty,
+                           (uint64_t)seed, 0};
+        int rc = generate_jsonl(m, tok, &job);
+        gpt_free(m);
+        tokenizer_free(tok);
+        return rc == 0 ? 0 : fail("generate");
+    }
     uint32_t *ids = NULL;
     int64_t cap = 0;
     int64_t n = tok->encode(tok, prompt, strlen(prompt), &ids, &cap, 0);
