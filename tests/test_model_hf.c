@@ -274,9 +274,9 @@ Test(model_io, save_load_round_trip) {
     rm_rf(dir);
 }
 
-/* Greedy KV-cache generation equals transformers' generate(do_sample=False)
- * on the same (trained) weights, token for token, to the end of the context. */
-static void greedy(const char *name) {
+/* The fixture's model with the weights after its ten AdamW steps ("trained.*"),
+ * from which transformers generated the reference sequences. */
+static Fixture load_trained_fixture(const char *name) {
     Fixture fx = load_fixture(name);
     size_t total = gpt_flat_size(fx.m);
     float *host = calloc(total, sizeof(float));
@@ -288,6 +288,13 @@ static void greedy(const char *name) {
     }
     gpt_copy_params_to_device(fx.m, host, total);
     free(host);
+    return fx;
+}
+
+/* Greedy KV-cache generation equals transformers' generate(do_sample=False)
+ * on the same (trained) weights, token for token, to the end of the context. */
+static void greedy(const char *name) {
+    Fixture fx = load_trained_fixture(name);
     const StTensor *want = need(fx.f, "gen_greedy");
     int n_new = (int)st_numel(want), ctx = gpt_config(fx.m)->n_positions;
     int *tokens = calloc(ctx + 1, sizeof(int)), *ref = calloc(n_new, sizeof(int));
@@ -309,17 +316,7 @@ static void greedy(const char *name) {
 /* Beam search (3 beams, no EOS, length_penalty 1) returns the same 3-best
  * sequences as transformers, in the same order, with the same scores. */
 static void beam3(const char *name) {
-    Fixture fx = load_fixture(name);
-    size_t total = gpt_flat_size(fx.m);
-    float *host = calloc(total, sizeof(float));
-    for (int i = 0; i < gpt_num_tensors(fx.m); i++) {
-        const ParamInfo *p = gpt_tensor(fx.m, i);
-        char key[128];
-        snprintf(key, sizeof key, "trained.%s", p->name);
-        read_f32(fx.f, key, host + p->offset, p->numel);
-    }
-    gpt_copy_params_to_device(fx.m, host, total);
-    free(host);
+    Fixture fx = load_trained_fixture(name);
     const StTensor *want = need(fx.f, "gen_beam3");
     cr_assert_eq(want->ndim, 2);
     int n_new = (int)want->shape[1];
