@@ -22,6 +22,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include "data/tokenizer.h"
 #include "train/util.h"
 
@@ -43,6 +46,11 @@ typedef struct {
     int64_t cap2, cap3;
     char **roles;           /* role_field: names in first-seen order */
     int n_roles;
+    char **tasks;           /* task_field: names in first-seen order */
+    int n_tasks;
+    int task;               /* the current line's task id, -1 = none */
+    int64_t bytes_read, bytes_total; /* progress (total 0 when unknown) */
+    double last_progress;
 } Build;
 
 static int ends_with(const char *s, const char *suffix) {
@@ -102,22 +110,49 @@ static int64_t push_eos(const Build *b, uint32_t **ids, int64_t *cap, int64_t n)
 
 static int64_t add_eos(Build *b, int64_t n) { return push_eos(b, &b->ids, &b->cap, n); }
 
-/* The role id of this line (role_field), -1 without roles, or -2 (error set). */
-static int line_role(Build *b, const json_t *obj) {
-    if (!b->o->role_field) return -1;
+/* The id of this line's tag (field: role or task names, in first-seen order
+ * in names), -1 when field is NULL, or -2 (error set). */
+static int line_tag(Build *b, const json_t *obj, const char *field, const char *option,
+                    const char *what, char ***names, int *n_names) {
+    if (!field) return -1;
     const char *name;
     size_t len;
-    if (get_field(b, obj, b->o->role_field, "--role-field", &name, &len) != 0) return -2;
-    for (int i = 0; i < b->n_roles; i++)
-        if (strcmp(b->roles[i], name) == 0) return i;
-    if (b->n_roles == 256) {
-        err_set("%s:%lld: role '%s' would be the 257th distinct role; role ids are uint8",
-                b->name, (long long)b->n_lines, name);
+    if (get_field(b, obj, field, option, &name, &len) != 0) return -2;
+    for (int i = 0; i < *n_names; i++)
+        if (strcmp((*names)[i], name) == 0) return i;
+    if (*n_names == 256) {
+        err_set("%s:%lld: %s '%s' would be the 257th distinct %s; ids are uint8", b->name,
+                (long long)b->n_lines, what, name, what);
         return -2;
     }
-    b->roles = xrealloc(b->roles, (size_t)(b->n_roles + 1) * sizeof *b->roles);
-    b->roles[b->n_roles] = xstrdup(name);
-    return b->n_roles++;
+    *names = xrealloc(*names, (size_t)(*n_names + 1) * sizeof **names);
+    (*names)[*n_names] = xstrdup(name);
+    return (*n_names)++;
+}
+
+static int line_role(Build *b, const json_t *obj) {
+    return line_tag(b, obj, b->o->role_field, "--role-field", "role", &b->roles, &b->n_roles);
+}
+
+static int line_task(Build *b, const json_t *obj) {
+    return line_tag(b, obj, b->o->task_field, "--task-field", "task", &b->tasks, &b->n_tasks);
+}
+
+/* A progress line on stderr, at most twice a second, only on a terminal. */
+static void progress(Build *b, int final) {
+    if (b->o->quiet || !isatty(STDERR_FILENO)) return;
+    double now = now_seconds();
+    if (!final && now - b->last_progress < 0.5) return;
+    b->last_progress = now;
+    if (b->bytes_total > 0)
+        fprintf(stderr, "\r\033[Kbuild: %.1f%% of %s, %lld lines, %lld %s, %lld tokens",
+                100.0 * (double)b->bytes_read / (double)b->bytes_total, b->name,
+                (long long)b->n_lines, (long long)b->n_docs,
+                b->o->schema == SCHEMA_PREF ? "pairs" : "documents", (long long)b->n_tokens);
+    else
+        fprintf(stderr, "\r\033[Kbuild: %lld lines, %lld documents, %lld tokens",
+                (long long)b->n_lines, (long long)b->n_docs, (long long)b->n_tokens);
+    if (final) fprintf(stderr, "\n");
 }
 
 /* Writes one sft example: ids[0:n_prompt] is the prompt (mask 0) and
@@ -142,7 +177,9 @@ static int emit_sft(Build *b, const uint32_t *ids, int64_t n_prompt, int64_t n, 
     }
     set_mask(b, 0, keep_p, 0);
     set_mask(b, keep_p, keep_p + keep_c, 1);
-    if (dataset_writer_add(b->w, ids + start, b->mask, keep_p + keep_c, role) != 0) return -1;
+    if (dataset_writer_append(b->w, ids + start, b->mask, keep_p + keep_c) != 0 ||
+        dataset_writer_end_doc_tagged(b->w, role, b->task) != 0)
+        return -1;
     b->n_tokens += keep_p + keep_c;
     b->n_trained += keep_c;
     b->n_docs++;
@@ -295,7 +332,8 @@ static int build_json_line(Build *b, const char *line, size_t len) {
     } else {
         const json_t *msgs = json_object_get(obj, b->o->messages_field);
         int role = line_role(b, obj);
-        if (role == -2) {
+        b->task = role == -2 ? -1 : line_task(b, obj);
+        if (role == -2 || b->task == -2) {
             rc = 1;
         } else if (msgs) {
             rc = build_chat(b, msgs, role);
@@ -323,6 +361,8 @@ static int build_jsonl(Build *b, FILE *f) {
     int rc = 0;
     while ((len = getline(&line, &line_cap, f)) >= 0) {
         b->n_lines++;
+        b->bytes_read += len;
+        progress(b, 0);
         int r = build_json_line(b, line, (size_t)len);
         if (r < 0 || (r > 0 && !b->o->skip_bad)) {
             rc = -1;
@@ -357,6 +397,8 @@ static int build_text(Build *b, FILE *f) {
     while (rc == 0 && (len = getline(&line, &line_cap, f)) >= 0) {
         b->n_lines++;
         bytes += len;
+        b->bytes_read = bytes;
+        progress(b, 0);
         if (buf_len >= TEXT_CHUNK && prev_ends_clean && !isspace((unsigned char)line[0])) {
             rc = append_text(b, buf, buf_len);
             buf_len = 0;
@@ -399,6 +441,11 @@ static void report(const Build *b) {
         for (int i = 0; i < b->n_roles; i++) printf(" %s", b->roles[i]);
         printf("\n");
     }
+    if (b->n_tasks > 0) {
+        printf("  %d tasks:", b->n_tasks);
+        for (int i = 0; i < b->n_tasks; i++) printf(" %s", b->tasks[i]);
+        printf("\n");
+    }
     printf("  %lld lines read, %lld skipped\n", (long long)b->n_lines, (long long)b->n_skipped);
 }
 
@@ -422,6 +469,9 @@ int data_build_stats(const BuildOptions *o, BuildStats *stats) {
     if (o->role_field && o->schema != SCHEMA_SFT)
         return err_set("role_field '%s': only sft datasets carry roles (schema is '%s')",
                        o->role_field, schema_name(o->schema));
+    if (o->task_field && o->schema != SCHEMA_SFT)
+        return err_set("task_field '%s': only sft datasets carry tasks (schema is '%s')",
+                       o->task_field, schema_name(o->schema));
     int is_stdin = strcmp(o->input, "-") == 0;
     int jsonl = !is_stdin && (ends_with(o->input, ".jsonl") || ends_with(o->input, ".json"));
     if (!jsonl && o->schema == SCHEMA_PREF)
@@ -445,9 +495,13 @@ int data_build_stats(const BuildOptions *o, BuildStats *stats) {
 
     Build b = {0};
     b.o = &opts;
+    b.task = -1;
     b.name = is_stdin ? "<stdin>" : o->input;
     FILE *f = is_stdin ? stdin : fopen(o->input, "r");
     if (!f) return err_set("cannot open %s: %s", o->input, strerror(errno));
+    struct stat st;
+    if (!is_stdin && fstat(fileno(f), &st) == 0 && S_ISREG(st.st_mode))
+        b.bytes_total = st.st_size;
     b.tok = tokenizer_load(opts.tokenizer);
     if (b.tok && o->schema == SCHEMA_PREF)
         b.pw = pref_writer_open(o->output, b.tok->vocab_size, b.tok->eos_id, b.tok->pad_id,
@@ -463,8 +517,11 @@ int data_build_stats(const BuildOptions *o, BuildStats *stats) {
             rc = err_set("%s: no documents found (%lld lines read, %lld skipped); nothing to "
                          "build",
                          b.name, (long long)b.n_lines, (long long)b.n_skipped);
+        progress(&b, 1);
         if (rc == 0 && b.n_roles > 0)
             rc = dataset_writer_set_roles(b.w, (const char *const *)b.roles, b.n_roles);
+        if (rc == 0 && b.n_tasks > 0)
+            rc = dataset_writer_set_tasks(b.w, (const char *const *)b.tasks, b.n_tasks);
         if (b.pw) {
             if (rc == 0) rc = pref_writer_close(b.pw);
             else pref_writer_abort(b.pw);
@@ -476,7 +533,8 @@ int data_build_stats(const BuildOptions *o, BuildStats *stats) {
     if (rc == 0 && !o->quiet) report(&b);
     if (rc == 0 && stats)
         *stats = (BuildStats){b.n_lines,   b.n_docs,        b.n_tokens,    b.n_trained,
-                              b.n_skipped, b.n_truncated,   b.n_dropped,   b.n_roles};
+                              b.n_skipped, b.n_truncated,   b.n_dropped,   b.n_roles,
+                              b.n_tasks};
     if (!is_stdin) fclose(f);
     tokenizer_free(b.tok);
     free(b.ids);
@@ -485,5 +543,7 @@ int data_build_stats(const BuildOptions *o, BuildStats *stats) {
     free(b.ids3);
     for (int i = 0; i < b.n_roles; i++) free(b.roles[i]);
     free(b.roles);
+    for (int i = 0; i < b.n_tasks; i++) free(b.tasks[i]);
+    free(b.tasks);
     return rc;
 }

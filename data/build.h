@@ -42,6 +42,9 @@ typedef struct {
      * column. Names get ids in first-seen order, stored in attribute `roles`;
      * every line must then carry the field. */
     const char *role_field;
+    /* sft: the same for a task tag (multi-task data): column `task`, names in
+     * attribute `tasks`. */
+    const char *task_field;
     /* sft: longest example in tokens, 0 = no limit. An example with prompt P
      * and completion C (C includes the EOS) longer than max_len keeps the START
      * of C, at most max_len tokens, and the END of P in what room is left
@@ -64,6 +67,7 @@ typedef struct {
     int64_t truncated;      /* sft: examples cut to max_len */
     int64_t dropped;        /* sft: examples dropped, no completion left after truncation */
     int n_roles;            /* sft with role_field: distinct role names */
+    int n_tasks;            /* sft with task_field: distinct task names */
 } BuildStats;
 
 /* 0, or -1 with the error set (naming file:line and field for bad input);

@@ -1,15 +1,12 @@
-/* data/h5data.c — HDF5 datasets: read and validate (lm, sft, pref), write in
- * chunks, and cut into training batches. The schema is in h5data.h.
+/* data/h5data.c — HDF5 datasets: read and validate (lm, sft, kd, pref) and cut
+ * into training batches. The schema is in h5data.h.
  *
  * Reading loads every array into memory and checks all of it before anyone
  * uses it, so the training loop never meets a bad token id or offset. HDF5's
  * own error printing is switched off; when an HDF5 call fails we quote the
  * innermost entry of its error stack inside our own sentence, which always
  * names the file and the dataset.
- *
- * Writing appends into chunked, extendible 1-D datasets through in-memory
- * buffers (one H5Dwrite per ~1M tokens, never one per document), then writes
- * the attributes, closes, fsyncs and renames the .tmp over the target.
+ * Writing is in h5write.c.
  */
 #include "data/h5data.h"
 
@@ -22,9 +19,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "data/h5_internal.h"
 #include "train/util.h"
-
-#define REBUILD_HINT "rebuild the file with `retort data build`"
 
 static const char *const schema_names[] = {"lm", "sft", "pref", "kd"};
 
@@ -41,9 +37,13 @@ int schema_from_name(const char *name, Schema *out) {
     return err_set("unknown schema '%s'; expected one of lm, sft, pref, kd", name);
 }
 
+const char *const pref_parts[3] = {"prompt", "chosen", "rejected"};
+const char *const pref_cols[6] = {"prompt/tokens", "prompt/offsets", "chosen/tokens",
+                                  "chosen/offsets", "rejected/tokens", "rejected/offsets"};
+
 /* ------------------------------------------------------------ HDF5 helpers */
 
-static void h5_quiet(void) {
+void h5_quiet(void) {
     static int done;
     if (!done) {
         H5open();
@@ -52,16 +52,14 @@ static void h5_quiet(void) {
     }
 }
 
-/* The most specific message on HDF5's error stack for the call that just
- * failed. Take it before any other HDF5 call: the next call clears the stack. */
-static _Thread_local char h5_why[384];
+_Thread_local char h5_why[384];
 
 static herr_t innermost_cb(unsigned n, const H5E_error2_t *e, void *data) {
     if (n == 0 && e->desc) snprintf(data, sizeof h5_why, "%s", e->desc);
     return 0;
 }
 
-static const char *h5_reason(void) {
+const char *h5_reason(void) {
     snprintf(h5_why, sizeof h5_why, "no detail from HDF5");
     H5Ewalk2(H5E_DEFAULT, H5E_WALK_UPWARD, innermost_cb, h5_why);
     return h5_why;
@@ -314,9 +312,10 @@ static int read_attributes_for(Dataset *ds, hid_t file, const char *path, int wa
         return err_set("%s: schema '%s' is not a preference dataset (expected 'pref'); open it "
                        "with dataset_open",
                        path, schema);
-    if (!want_pref && (ds->schema == SCHEMA_PREF || ds->schema == SCHEMA_KD))
-        return err_set("%s: schema '%s' is not supported by this command yet (lm and sft are)",
-                       path, schema);
+    if (!want_pref && ds->schema == SCHEMA_PREF)
+        return err_set("%s: schema 'pref' holds preference pairs; it trains with objective "
+                       "dpo, not as an lm/sft/kd dataset",
+                       path);
     int64_t version, vocab, eos, pad;
     if (attr_int(file, path, "version", &version) != 0) return -1;
     if (version > H5DATA_VERSION)
@@ -389,6 +388,148 @@ static int validate_tokens(const Dataset *ds) {
     return validate_tokens_of(ds->path, "tokens", ds->tokens, ds->n_tokens, ds->vocab_size);
 }
 
+/* Optional uint8 tag column `name` (role, task) with its names attribute. */
+static int read_tag_column(Dataset *ds, hid_t file, const char *name, const char *names_attr,
+                           uint8_t **col, char ***names, int *n_names) {
+    const char *p = ds->path;
+    int64_t n;
+    if (attr_strings(file, p, names_attr, names, n_names) < 0) return -1;
+    int rc = read_column(file, p, ds->schema, name, 0, COL_UINT8, (void **)col, &n);
+    if (rc < 0) return -1;
+    if (rc > 0) return 0;
+    if (n != ds->n_docs)
+        return err_set("%s: dataset '%s' has %lld entries but there are %lld examples (one "
+                       "per example); %s",
+                       p, name, (long long)n, (long long)ds->n_docs, REBUILD_HINT);
+    if (*n_names > 0)
+        for (int64_t i = 0; i < n; i++)
+            if ((*col)[i] >= *n_names)
+                return err_set("%s: dataset '%s': %s[%lld]=%u but attribute '%s' names only %d "
+                               "%s; %s",
+                               p, name, name, (long long)i, (*col)[i], names_attr, *n_names,
+                               names_attr, REBUILD_HINT);
+    return 0;
+}
+
+/* 2-D dataset `name` (rows, K) of uint16/uint32 ids (is_ids) or float32, read
+ * whole. 1 if absent, 0 on success, -1 error. */
+static int read_matrix(hid_t file, const char *path, const char *name, int is_ids, void **data,
+                       int64_t *rows, int64_t *cols) {
+    htri_t exists = H5Lexists(file, name, H5P_DEFAULT);
+    if (exists < 0)
+        return err_set("%s: cannot look up dataset '%s' (HDF5: %s)", path, name, h5_reason());
+    if (exists == 0) return 1;
+    hid_t dset = H5Dopen2(file, name, H5P_DEFAULT);
+    if (dset < 0)
+        return err_set("%s: '%s' is not a readable dataset (HDF5: %s); %s", path, name,
+                       h5_reason(), REBUILD_HINT);
+    hid_t type = H5Dget_type(dset), space = H5Dget_space(dset);
+    hsize_t dims[2] = {0, 0};
+    int rc = 0;
+    char tn[64];
+    int ok_type = is_ids ? dtype_ok(type, COL_TOKENS)
+                         : H5Tget_class(type) == H5T_FLOAT && H5Tget_size(type) == 4;
+    if (!ok_type) {
+        dtype_name(type, tn, sizeof tn);
+        rc = err_set("%s: dataset '%s' has dtype %s; expected %s; %s", path, name, tn,
+                     is_ids ? "uint16 or uint32" : "float32", REBUILD_HINT);
+    } else if (H5Sget_simple_extent_ndims(space) != 2) {
+        rc = err_set("%s: dataset '%s' has %d dimensions; expected (n_tokens, K); %s", path,
+                     name, H5Sget_simple_extent_ndims(space), REBUILD_HINT);
+    } else {
+        H5Sget_simple_extent_dims(space, dims, NULL);
+        void *buf = xmalloc((size_t)(dims[0] * dims[1] > 0 ? dims[0] * dims[1] : 1) * 4);
+        if (dims[0] * dims[1] > 0 &&
+            H5Dread(dset, is_ids ? H5T_NATIVE_UINT32 : H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL,
+                    H5P_DEFAULT, buf) < 0) {
+            rc = err_set("%s: cannot read dataset '%s' (HDF5: %s); the file may be truncated "
+                         "or corrupt; %s",
+                         path, name, h5_reason(), REBUILD_HINT);
+            free(buf);
+        } else {
+            *data = buf;
+            *rows = (int64_t)dims[0];
+            *cols = (int64_t)dims[1];
+        }
+    }
+    H5Sclose(space);
+    H5Tclose(type);
+    H5Dclose(dset);
+    return rc;
+}
+
+/* kd: teacher_topk_ids / teacher_topk_logp, both or neither. */
+static int read_topk(Dataset *ds, hid_t file) {
+    const char *p = ds->path;
+    int64_t r1 = 0, c1 = 0, r2 = 0, c2 = 0;
+    int a = read_matrix(file, p, "teacher_topk_ids", 1, (void **)&ds->topk_ids, &r1, &c1);
+    if (a < 0) return -1;
+    int b = read_matrix(file, p, "teacher_topk_logp", 0, (void **)&ds->topk_logp, &r2, &c2);
+    if (b < 0) return -1;
+    if (a != b)
+        return err_set("%s: '%s' is present without '%s' (a kd file holds both or neither); %s",
+                       p, a == 0 ? "teacher_topk_ids" : "teacher_topk_logp",
+                       a == 0 ? "teacher_topk_logp" : "teacher_topk_ids", REBUILD_HINT);
+    if (a > 0) return 0;
+    if (r1 != ds->n_tokens || r2 != ds->n_tokens || c1 != c2 || c1 < 1 || c1 > ds->vocab_size)
+        return err_set("%s: teacher_topk_ids is %lld x %lld and teacher_topk_logp %lld x %lld; "
+                       "both must be n_tokens (%lld) x K with 1 <= K <= vocab_size; %s",
+                       p, (long long)r1, (long long)c1, (long long)r2, (long long)c2,
+                       (long long)ds->n_tokens, REBUILD_HINT);
+    ds->topk = (int)c1;
+    for (int64_t i = 0; i < r1 * c1; i++) {
+        if (ds->topk_ids[i] >= (uint32_t)ds->vocab_size)
+            return err_set("%s: teacher_topk_ids[%lld][%lld]=%u is >= vocab_size %d; %s", p,
+                           (long long)(i / c1), (long long)(i % c1), ds->topk_ids[i],
+                           ds->vocab_size, REBUILD_HINT);
+        if (!(ds->topk_logp[i] <= 0.0f))
+            return err_set("%s: teacher_topk_logp[%lld][%lld]=%g is not a log-probability "
+                           "(finite, <= 0); %s",
+                           p, (long long)(i / c1), (long long)(i % c1), ds->topk_logp[i],
+                           REBUILD_HINT);
+    }
+    return 0;
+}
+
+/* kd: the optional candidates/ group. */
+static int read_candidates(Dataset *ds, hid_t file) {
+    const char *p = ds->path;
+    htri_t g = H5Lexists(file, "candidates", H5P_DEFAULT);
+    if (g < 0) return err_set("%s: cannot look up 'candidates' (HDF5: %s)", p, h5_reason());
+    if (g == 0) return 0;
+    int64_t n_off = 0, n_ex = 0, n_lp = 0, n_sc = 0;
+    if (read_column(file, p, ds->schema, "candidates/tokens", 1, COL_TOKENS,
+                    (void **)&ds->cand_tokens, &ds->n_cand_tokens) != 0 ||
+        read_column(file, p, ds->schema, "candidates/offsets", 1, COL_INT64,
+                    (void **)&ds->cand_offsets, &n_off) != 0 ||
+        read_column(file, p, ds->schema, "candidates/example", 1, COL_INT64,
+                    (void **)&ds->cand_example, &n_ex) != 0 ||
+        read_column(file, p, ds->schema, "candidates/logp", 1, COL_FLOAT64,
+                    (void **)&ds->cand_logp, &n_lp) != 0 ||
+        read_column(file, p, ds->schema, "candidates/score", 1, COL_FLOAT64,
+                    (void **)&ds->cand_score, &n_sc) != 0)
+        return -1;
+    if (validate_offsets_of(p, "candidates/offsets", ds->cand_offsets, n_off,
+                            "candidates/tokens", ds->n_cand_tokens) != 0 ||
+        validate_tokens_of(p, "candidates/tokens", ds->cand_tokens, ds->n_cand_tokens,
+                           ds->vocab_size) != 0)
+        return -1;
+    ds->n_cand = n_off - 1;
+    if (n_ex != ds->n_cand || n_lp != ds->n_cand || n_sc != ds->n_cand)
+        return err_set("%s: candidates/example, logp and score hold %lld, %lld and %lld "
+                       "entries; there are %lld candidates (one each); %s",
+                       p, (long long)n_ex, (long long)n_lp, (long long)n_sc,
+                       (long long)ds->n_cand, REBUILD_HINT);
+    for (int64_t i = 0; i < ds->n_cand; i++)
+        if (ds->cand_example[i] < 0 || ds->cand_example[i] >= ds->n_docs ||
+            (i > 0 && ds->cand_example[i] < ds->cand_example[i - 1]))
+            return err_set("%s: candidates/example[%lld]=%lld; entries must be example indices "
+                           "in [0, %lld), non-decreasing; %s",
+                           p, (long long)i, (long long)ds->cand_example[i],
+                           (long long)ds->n_docs, REBUILD_HINT);
+    return 0;
+}
+
 static int read_sft_columns(Dataset *ds, hid_t file) {
     const char *p = ds->path;
     int64_t n;
@@ -404,21 +545,12 @@ static int read_sft_columns(Dataset *ds, hid_t file) {
             return err_set("%s: dataset 'loss_mask': loss_mask[%lld]=%u; values must be 0 or 1; "
                            "%s",
                            p, (long long)i, ds->loss_mask[i], REBUILD_HINT);
-    int rc = attr_strings(file, p, "roles", &ds->role_names, &ds->n_roles);
-    if (rc < 0) return -1;
-    rc = read_column(file, p, ds->schema, "role", 0, COL_UINT8, (void **)&ds->role, &n);
-    if (rc < 0) return -1;
-    if (rc > 0) return 0;
-    if (n != ds->n_docs)
-        return err_set("%s: dataset 'role' has %lld entries but there are %lld examples (one "
-                       "role per example); %s",
-                       p, (long long)n, (long long)ds->n_docs, REBUILD_HINT);
-    if (ds->n_roles > 0)
-        for (int64_t i = 0; i < n; i++)
-            if (ds->role[i] >= ds->n_roles)
-                return err_set("%s: dataset 'role': role[%lld]=%u but attribute 'roles' names "
-                               "only %d roles; %s",
-                               p, (long long)i, ds->role[i], ds->n_roles, REBUILD_HINT);
+    if (read_tag_column(ds, file, "role", "roles", &ds->role, &ds->role_names, &ds->n_roles) !=
+            0 ||
+        read_tag_column(ds, file, "task", "tasks", &ds->task, &ds->task_names, &ds->n_tasks) != 0)
+        return -1;
+    if (ds->schema == SCHEMA_KD && (read_topk(ds, file) != 0 || read_candidates(ds, file) != 0))
+        return -1;
     return 0;
 }
 
@@ -440,7 +572,7 @@ static int dataset_read(Dataset *ds, hid_t file) {
     if (validate_offsets(ds, n_offsets) != 0) return -1;
     ds->n_docs = n_offsets - 1;
     if (validate_tokens(ds) != 0) return -1;
-    if (ds->schema == SCHEMA_SFT && read_sft_columns(ds, file) != 0) return -1;
+    if (ds->schema != SCHEMA_LM && read_sft_columns(ds, file) != 0) return -1;
     return 0;
 }
 
@@ -493,453 +625,17 @@ void dataset_close(Dataset *ds) {
     free(ds->role);
     for (int i = 0; i < ds->n_roles; i++) free(ds->role_names[i]);
     free(ds->role_names);
+    free(ds->task);
+    for (int i = 0; i < ds->n_tasks; i++) free(ds->task_names[i]);
+    free(ds->task_names);
+    free(ds->topk_ids);
+    free(ds->topk_logp);
+    free(ds->cand_tokens);
+    free(ds->cand_offsets);
+    free(ds->cand_example);
+    free(ds->cand_logp);
+    free(ds->cand_score);
     memset(ds, 0, sizeof *ds);
-}
-
-/* ------------------------------------------------------------------ writing */
-
-/* One extendible 1-D dataset fed through an in-memory buffer. */
-typedef struct {
-    const char *name;
-    hid_t dset;
-    hid_t memtype;
-    size_t elem;      /* bytes per element in memory */
-    void *buf;        /* (cap) elements */
-    int64_t n_buf, cap;
-    int64_t n_file;   /* elements already in the file */
-} Column;
-
-#define TOKEN_BUFFER (1 << 20) /* tokens per H5Dwrite */
-#define TOKEN_CHUNK (1 << 16)  /* HDF5 chunk: small enough that a tiny file stays tiny */
-#define DOC_BUFFER (1 << 16)
-#define DOC_CHUNK (1 << 13)
-
-struct DatasetWriter {
-    char path[1024];
-    char tmp[1040];
-    Schema schema;
-    int vocab_size, eos_id, pad_id;
-    char tokenizer[256];
-    hid_t file;
-    Column tokens, offsets, mask, role;
-    int has_role;        /* -1 until the first document decides */
-    int max_role;
-    int64_t n_docs, n_tokens;
-    int64_t doc_start;   /* n_tokens when the current document began */
-    char **role_names;
-    int n_roles;
-    int failed;          /* an HDF5 write failed: only abort remains */
-    Column extra[6];     /* pref: {prompt,chosen,rejected}/{tokens,offsets} */
-    int n_extra;
-};
-
-static int column_create(DatasetWriter *w, Column *c, const char *name, hid_t filetype,
-                         hid_t memtype, size_t elem, int64_t chunk, int64_t cap) {
-    hsize_t dims = 0, maxdims = H5S_UNLIMITED, chunk_dims = (hsize_t)chunk;
-    hid_t space = H5Screate_simple(1, &dims, &maxdims);
-    hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
-    H5Pset_chunk(dcpl, 1, &chunk_dims);
-    c->dset = H5Dcreate2(w->file, name, filetype, space, H5P_DEFAULT, dcpl, H5P_DEFAULT);
-    if (c->dset < 0) h5_reason();
-    H5Pclose(dcpl);
-    H5Sclose(space);
-    if (c->dset < 0)
-        return err_set("%s: cannot create dataset '%s' (HDF5: %s)", w->tmp, name, h5_why);
-    c->name = name;
-    c->memtype = memtype;
-    c->elem = elem;
-    c->cap = cap;
-    c->buf = xmalloc((size_t)cap * elem);
-    return 0;
-}
-
-static int column_flush(DatasetWriter *w, Column *c) {
-    if (c->n_buf == 0) return 0;
-    hsize_t start = (hsize_t)c->n_file, count = (hsize_t)c->n_buf, size = start + count;
-    int rc = 0;
-    if (H5Dset_extent(c->dset, &size) < 0) {
-        rc = -1;
-        h5_reason();
-    } else {
-        hid_t fs = H5Dget_space(c->dset), ms = H5Screate_simple(1, &count, NULL);
-        if (H5Sselect_hyperslab(fs, H5S_SELECT_SET, &start, NULL, &count, NULL) < 0 ||
-            H5Dwrite(c->dset, c->memtype, ms, fs, H5P_DEFAULT, c->buf) < 0) {
-            rc = -1;
-            h5_reason();
-        }
-        H5Sclose(ms);
-        H5Sclose(fs);
-    }
-    if (rc != 0) {
-        w->failed = 1;
-        return err_set("%s: cannot write dataset '%s' (HDF5: %s); check free disk space", w->tmp,
-                       c->name, h5_why);
-    }
-    c->n_file += c->n_buf;
-    c->n_buf = 0;
-    return 0;
-}
-
-static int column_append(DatasetWriter *w, Column *c, const void *data, int64_t n) {
-    const char *src = data;
-    while (n > 0) {
-        int64_t take = c->cap - c->n_buf < n ? c->cap - c->n_buf : n;
-        memcpy((char *)c->buf + (size_t)c->n_buf * c->elem, src, (size_t)take * c->elem);
-        c->n_buf += take;
-        src += (size_t)take * c->elem;
-        n -= take;
-        if (c->n_buf == c->cap && column_flush(w, c) != 0) return -1;
-    }
-    return 0;
-}
-
-static void column_free(Column *c) {
-    if (c->dset > 0) H5Dclose(c->dset);
-    c->dset = H5I_INVALID_HID;
-    free(c->buf);
-    c->buf = NULL;
-}
-
-static void writer_destroy(DatasetWriter *w, int remove_tmp) {
-    column_free(&w->tokens);
-    column_free(&w->offsets);
-    column_free(&w->mask);
-    column_free(&w->role);
-    for (int i = 0; i < w->n_extra; i++) column_free(&w->extra[i]);
-    if (w->file >= 0) H5Fclose(w->file);
-    if (remove_tmp) unlink(w->tmp);
-    for (int i = 0; i < w->n_roles; i++) free(w->role_names[i]);
-    free(w->role_names);
-    free(w);
-}
-
-/* The common part of opening a writer: checks, the struct and the .tmp file. */
-static DatasetWriter *writer_new(const char *path, Schema schema, int vocab_size, int eos_id,
-                                 int pad_id, const char *tokenizer) {
-    if (vocab_size < 1 || eos_id < 0 || eos_id >= vocab_size || pad_id < 0 ||
-        pad_id >= vocab_size) {
-        err_set("%s: vocab_size %d, eos_id %d, pad_id %d: the ids must lie in [0, vocab_size)",
-                path, vocab_size, eos_id, pad_id);
-        return NULL;
-    }
-    if (strlen(path) + 5 > sizeof ((DatasetWriter *)0)->path) {
-        err_set("output path is too long: %.80s...", path);
-        return NULL;
-    }
-    if (tokenizer && strlen(tokenizer) >= sizeof ((DatasetWriter *)0)->tokenizer) {
-        err_set("%s: tokenizer name is too long: %.80s...", path, tokenizer);
-        return NULL;
-    }
-    DatasetWriter *w = xcalloc(1, sizeof *w);
-    snprintf(w->path, sizeof w->path, "%s", path);
-    snprintf(w->tmp, sizeof w->tmp, "%s.tmp", path);
-    w->schema = schema;
-    w->vocab_size = vocab_size;
-    w->eos_id = eos_id;
-    w->pad_id = pad_id;
-    snprintf(w->tokenizer, sizeof w->tokenizer, "%s", tokenizer ? tokenizer : "");
-    w->has_role = -1;
-    w->max_role = -1;
-    w->tokens.dset = w->offsets.dset = w->mask.dset = w->role.dset = H5I_INVALID_HID;
-    w->file = H5Fcreate(w->tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
-    if (w->file < 0) {
-        err_set("cannot create %s (HDF5: %s); check that the directory exists and is writable",
-                w->tmp, h5_reason());
-        writer_destroy(w, 0);
-        return NULL;
-    }
-    return w;
-}
-
-DatasetWriter *dataset_writer_open(const char *path, Schema schema, int vocab_size, int eos_id,
-                                   int pad_id, const char *tokenizer) {
-    h5_quiet();
-    if (schema != SCHEMA_LM && schema != SCHEMA_SFT) {
-        err_set("%s: writing schema '%s' is not supported yet (lm and sft are)", path,
-                schema_name(schema));
-        return NULL;
-    }
-    DatasetWriter *w = writer_new(path, schema, vocab_size, eos_id, pad_id, tokenizer);
-    if (!w) return NULL;
-    hid_t token_type = vocab_size <= 65536 ? H5T_STD_U16LE : H5T_STD_U32LE;
-    int64_t zero = 0;
-    if (column_create(w, &w->tokens, "tokens", token_type, H5T_NATIVE_UINT32, 4, TOKEN_CHUNK,
-                      TOKEN_BUFFER) != 0 ||
-        column_create(w, &w->offsets, "offsets", H5T_STD_I64LE, H5T_NATIVE_INT64, 8, DOC_CHUNK,
-                      DOC_BUFFER) != 0 ||
-        (schema == SCHEMA_SFT &&
-         column_create(w, &w->mask, "loss_mask", H5T_STD_U8LE, H5T_NATIVE_UINT8, 1, TOKEN_CHUNK,
-                       TOKEN_BUFFER) != 0) ||
-        column_append(w, &w->offsets, &zero, 1) != 0) {
-        writer_destroy(w, 1);
-        return NULL;
-    }
-    return w;
-}
-
-int dataset_writer_append(DatasetWriter *w, const uint32_t *tokens, const uint8_t *loss_mask,
-                          int64_t n) {
-    if (w->failed) return err_set("%s: an earlier write failed; the file is abandoned", w->tmp);
-    if (n < 0) return err_set("%s: negative token count %lld", w->tmp, (long long)n);
-    for (int64_t i = 0; i < n; i++)
-        if (tokens[i] >= (uint32_t)w->vocab_size)
-            return err_set("%s: token id %u (document %lld, position %lld) is >= vocab_size %d; "
-                           "the tokenizer and vocab_size disagree",
-                           w->path, tokens[i], (long long)w->n_docs,
-                           (long long)(w->n_tokens - w->doc_start + i), w->vocab_size);
-    if (w->schema == SCHEMA_SFT) {
-        if (!loss_mask && n > 0)
-            return err_set("%s: sft documents need a loss_mask (one 0/1 per token)", w->path);
-        for (int64_t i = 0; i < n; i++)
-            if (loss_mask[i] > 1)
-                return err_set("%s: loss_mask value %u (document %lld, position %lld); values "
-                               "must be 0 or 1",
-                               w->path, loss_mask[i], (long long)w->n_docs,
-                               (long long)(w->n_tokens - w->doc_start + i));
-    }
-    if (column_append(w, &w->tokens, tokens, n) != 0) return -1;
-    if (w->schema == SCHEMA_SFT && column_append(w, &w->mask, loss_mask, n) != 0) return -1;
-    w->n_tokens += n;
-    return 0;
-}
-
-/* Whether a document with this role id (< 0: none) may follow the earlier ones. */
-static int check_role(const DatasetWriter *w, int role) {
-    if (role >= 0 && w->schema != SCHEMA_SFT)
-        return err_set("%s: only sft datasets carry roles", w->path);
-    if (role > 255) return err_set("%s: role id %d does not fit in uint8", w->path, role);
-    if (w->has_role >= 0 && w->has_role != (role >= 0))
-        return err_set("%s: document %lld %s a role but earlier documents %s; give every "
-                       "document a role or none",
-                       w->path, (long long)w->n_docs, role >= 0 ? "has" : "lacks",
-                       w->has_role ? "have one" : "do not");
-    return 0;
-}
-
-int dataset_writer_end_doc(DatasetWriter *w, int role) {
-    if (w->failed) return err_set("%s: an earlier write failed; the file is abandoned", w->tmp);
-    if (check_role(w, role) != 0) return -1;
-    if (w->has_role < 0) {
-        w->has_role = role >= 0;
-        if (role >= 0 && column_create(w, &w->role, "role", H5T_STD_U8LE, H5T_NATIVE_UINT8, 1,
-                                       DOC_CHUNK, DOC_BUFFER) != 0) {
-            w->failed = 1;
-            return -1;
-        }
-    }
-    int64_t end = w->n_tokens;
-    if (column_append(w, &w->offsets, &end, 1) != 0) return -1;
-    if (role >= 0) {
-        uint8_t r = (uint8_t)role;
-        if (column_append(w, &w->role, &r, 1) != 0) return -1;
-        if (role > w->max_role) w->max_role = role;
-    }
-    w->n_docs++;
-    w->doc_start = w->n_tokens;
-    return 0;
-}
-
-int dataset_writer_add(DatasetWriter *w, const uint32_t *tokens, const uint8_t *loss_mask,
-                       int64_t n, int role) {
-    if (check_role(w, role) != 0) return -1; /* before any token is buffered */
-    if (dataset_writer_append(w, tokens, loss_mask, n) != 0) return -1;
-    return dataset_writer_end_doc(w, role);
-}
-
-int dataset_writer_set_roles(DatasetWriter *w, const char *const *names, int n) {
-    if (n < 1 || n > 256)
-        return err_set("%s: %d role names; between 1 and 256 fit a uint8 role id", w->path, n);
-    for (int i = 0; i < w->n_roles; i++) free(w->role_names[i]);
-    free(w->role_names);
-    w->role_names = xcalloc((size_t)n, sizeof *w->role_names);
-    for (int i = 0; i < n; i++) w->role_names[i] = xstrdup(names[i]);
-    w->n_roles = n;
-    return 0;
-}
-
-/* Fixed-length strings (never HDF5 variable-length types), one per name. */
-static int write_attr_strings(DatasetWriter *w, const char *name, const char *const *values,
-                              int n, int scalar) {
-    size_t size = 1;
-    for (int i = 0; i < n; i++)
-        if (strlen(values[i]) + 1 > size) size = strlen(values[i]) + 1;
-    char *buf = xcalloc((size_t)n, size);
-    for (int i = 0; i < n; i++) memcpy(buf + (size_t)i * size, values[i], strlen(values[i]));
-    hid_t type = H5Tcopy(H5T_C_S1);
-    H5Tset_size(type, size);
-    H5Tset_strpad(type, H5T_STR_NULLTERM);
-    hsize_t dims = (hsize_t)n;
-    hid_t space = scalar ? H5Screate(H5S_SCALAR) : H5Screate_simple(1, &dims, NULL);
-    hid_t aid = H5Acreate2(w->file, name, type, space, H5P_DEFAULT, H5P_DEFAULT);
-    int rc = (aid < 0 || H5Awrite(aid, type, buf) < 0) ? -1 : 0;
-    if (rc) h5_reason();
-    if (aid >= 0) H5Aclose(aid);
-    H5Sclose(space);
-    H5Tclose(type);
-    free(buf);
-    if (rc) return err_set("%s: cannot write attribute '%s' (HDF5: %s)", w->tmp, name, h5_why);
-    return 0;
-}
-
-static int write_attr_int(DatasetWriter *w, const char *name, int64_t v) {
-    hid_t space = H5Screate(H5S_SCALAR);
-    hid_t aid = H5Acreate2(w->file, name, H5T_STD_I64LE, space, H5P_DEFAULT, H5P_DEFAULT);
-    int rc = (aid < 0 || H5Awrite(aid, H5T_NATIVE_INT64, &v) < 0) ? -1 : 0;
-    if (rc) h5_reason();
-    if (aid >= 0) H5Aclose(aid);
-    H5Sclose(space);
-    if (rc) return err_set("%s: cannot write attribute '%s' (HDF5: %s)", w->tmp, name, h5_why);
-    return 0;
-}
-
-static int writer_finish(DatasetWriter *w) {
-    if (w->failed) return err_set("%s: an earlier write failed; nothing was written", w->path);
-    if (w->n_docs == 0)
-        return err_set("%s: no documents were added; an empty dataset cannot be trained on",
-                       w->path);
-    if (w->has_role == 1 && w->n_roles > 0 && w->max_role >= w->n_roles)
-        return err_set("%s: role id %d is used but only %d role names were set", w->path,
-                       w->max_role, w->n_roles);
-    if (column_flush(w, &w->tokens) != 0 || column_flush(w, &w->offsets) != 0 ||
-        (w->mask.buf && column_flush(w, &w->mask) != 0) ||
-        (w->role.buf && column_flush(w, &w->role) != 0))
-        return -1;
-    for (int i = 0; i < w->n_extra; i++)
-        if (column_flush(w, &w->extra[i]) != 0) return -1;
-    const char *schema = schema_name(w->schema), *tok = w->tokenizer;
-    if (write_attr_strings(w, "schema", &schema, 1, 1) != 0 ||
-        write_attr_int(w, "version", H5DATA_VERSION) != 0 ||
-        write_attr_int(w, "vocab_size", w->vocab_size) != 0 ||
-        write_attr_int(w, "eos_id", w->eos_id) != 0 ||
-        write_attr_int(w, "pad_id", w->pad_id) != 0 ||
-        write_attr_strings(w, "tokenizer", &tok, 1, 1) != 0 ||
-        (w->n_roles > 0 &&
-         write_attr_strings(w, "roles", (const char *const *)w->role_names, w->n_roles, 0) != 0))
-        return -1;
-    column_free(&w->tokens);
-    column_free(&w->offsets);
-    column_free(&w->mask);
-    column_free(&w->role);
-    for (int i = 0; i < w->n_extra; i++) column_free(&w->extra[i]);
-    herr_t closed = H5Fclose(w->file);
-    w->file = H5I_INVALID_HID;
-    if (closed < 0)
-        return err_set("%s: cannot close (HDF5: %s); check free disk space", w->tmp,
-                       h5_reason());
-    int fd = open(w->tmp, O_RDONLY);
-    if (fd < 0 || fsync(fd) != 0) {
-        int e = errno;
-        if (fd >= 0) close(fd);
-        return err_set("cannot fsync %s: %s", w->tmp, strerror(e));
-    }
-    close(fd);
-    if (rename(w->tmp, w->path) != 0)
-        return err_set("cannot rename %s to %s: %s", w->tmp, w->path, strerror(errno));
-    char dir[1024];
-    snprintf(dir, sizeof dir, "%s", w->path);
-    char *slash = strrchr(dir, '/');
-    if (slash) *(slash == dir ? slash + 1 : slash) = '\0';
-    else snprintf(dir, sizeof dir, ".");
-    return fsync_dir(dir);
-}
-
-int dataset_writer_close(DatasetWriter *w) {
-    int rc = writer_finish(w);
-    writer_destroy(w, rc != 0);
-    return rc;
-}
-
-void dataset_writer_abort(DatasetWriter *w) {
-    if (w) writer_destroy(w, 1);
-}
-
-/* ------------------------------------------------------------ pref files */
-
-static const char *const pref_parts[3] = {"prompt", "chosen", "rejected"};
-static const char *const pref_cols[6] = {"prompt/tokens", "prompt/offsets", "chosen/tokens",
-                                         "chosen/offsets", "rejected/tokens", "rejected/offsets"};
-
-struct PrefWriter {
-    DatasetWriter *w;
-    int64_t n_tokens[3];
-};
-
-PrefWriter *pref_writer_open(const char *path, int vocab_size, int eos_id, int pad_id,
-                             const char *tokenizer) {
-    h5_quiet();
-    DatasetWriter *w = writer_new(path, SCHEMA_PREF, vocab_size, eos_id, pad_id, tokenizer);
-    if (!w) return NULL;
-    for (int i = 0; i < 6; i++) w->extra[i].dset = H5I_INVALID_HID;
-    w->n_extra = 6;
-    hid_t token_type = vocab_size <= 65536 ? H5T_STD_U16LE : H5T_STD_U32LE;
-    int64_t zero = 0;
-    for (int p = 0; p < 3; p++) {
-        hid_t g = H5Gcreate2(w->file, pref_parts[p], H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
-        if (g < 0) {
-            err_set("%s: cannot create group '%s' (HDF5: %s)", w->tmp, pref_parts[p],
-                    h5_reason());
-            writer_destroy(w, 1);
-            return NULL;
-        }
-        H5Gclose(g);
-        if (column_create(w, &w->extra[2 * p], pref_cols[2 * p], token_type, H5T_NATIVE_UINT32,
-                          4, TOKEN_CHUNK, TOKEN_BUFFER) != 0 ||
-            column_create(w, &w->extra[2 * p + 1], pref_cols[2 * p + 1], H5T_STD_I64LE,
-                          H5T_NATIVE_INT64, 8, DOC_CHUNK, DOC_BUFFER) != 0 ||
-            column_append(w, &w->extra[2 * p + 1], &zero, 1) != 0) {
-            writer_destroy(w, 1);
-            return NULL;
-        }
-    }
-    PrefWriter *pw = xcalloc(1, sizeof *pw);
-    pw->w = w;
-    return pw;
-}
-
-int pref_writer_add(PrefWriter *pw, const uint32_t *prompt, int64_t n_prompt,
-                    const uint32_t *chosen, int64_t n_chosen, const uint32_t *rejected,
-                    int64_t n_rejected) {
-    DatasetWriter *w = pw->w;
-    if (w->failed) return err_set("%s: an earlier write failed; the file is abandoned", w->tmp);
-    const uint32_t *t[3] = {prompt, chosen, rejected};
-    int64_t n[3] = {n_prompt, n_chosen, n_rejected};
-    for (int p = 0; p < 3; p++) {
-        if (n[p] < 0)
-            return err_set("%s: negative token count %lld in '%s'", w->path, (long long)n[p],
-                           pref_parts[p]);
-        if (p > 0 && n[p] == 0)
-            return err_set("%s: pair %lld: '%s' is empty; a response needs at least its EOS",
-                           w->path, (long long)w->n_docs, pref_parts[p]);
-        for (int64_t i = 0; i < n[p]; i++)
-            if (t[p][i] >= (uint32_t)w->vocab_size)
-                return err_set("%s: token id %u (pair %lld, '%s', position %lld) is >= "
-                               "vocab_size %d; the tokenizer and vocab_size disagree",
-                               w->path, t[p][i], (long long)w->n_docs, pref_parts[p],
-                               (long long)i, w->vocab_size);
-    }
-    for (int p = 0; p < 3; p++) {
-        int64_t end = pw->n_tokens[p] + n[p];
-        if (column_append(w, &w->extra[2 * p], t[p], n[p]) != 0 ||
-            column_append(w, &w->extra[2 * p + 1], &end, 1) != 0)
-            return -1;
-        pw->n_tokens[p] = end;
-        w->n_tokens += n[p];
-    }
-    w->n_docs++;
-    return 0;
-}
-
-int pref_writer_close(PrefWriter *pw) {
-    int rc = writer_finish(pw->w);
-    writer_destroy(pw->w, rc != 0);
-    free(pw);
-    return rc;
-}
-
-void pref_writer_abort(PrefWriter *pw) {
-    if (!pw) return;
-    writer_destroy(pw->w, 1);
-    free(pw);
 }
 
 static int pref_read(PrefDataset *pd, hid_t file) {
@@ -1133,10 +829,27 @@ static int sft_row(const Dataset *ds, int64_t item, int T, int *in, int *tg) {
     return len > T + 1;
 }
 
+void dataset_topk_row(const Dataset *ds, int64_t item, int T, int *ids, float *logp) {
+    int K = ds->topk;
+    assert(K > 0);
+    int64_t start = ds->offsets[item], len = ds->offsets[item + 1] - start;
+    for (int j = 0; j < T; j++)
+        for (int k = 0; k < K; k++) {
+            int in = j < len;
+            ids[(size_t)j * K + k] = in ? (int)ds->topk_ids[(start + j) * K + k] : 0;
+            logp[(size_t)j * K + k] = in ? ds->topk_logp[(start + j) * K + k] : 0.0f;
+        }
+}
+
 void loader_next(DataLoader *dl, int B, int *inputs, int *targets) {
+    loader_next_items(dl, B, inputs, targets, NULL);
+}
+
+void loader_next_items(DataLoader *dl, int B, int *inputs, int *targets, int64_t *items) {
     int T = dl->T;
     for (int b = 0; b < B; b++) {
         int64_t item = dl->first + dl->order[dl->pos];
+        if (items) items[b] = item;
         int *in = inputs + (size_t)b * T, *tg = targets + (size_t)b * T;
         if (dl->ds->schema == SCHEMA_LM) lm_row(dl->ds, item, T, in, tg);
         else dl->truncated += sft_row(dl->ds, item, T, in, tg);

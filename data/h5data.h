@@ -5,9 +5,19 @@
  * are flat uint16 or uint32 with int64 `offsets` of length n+1.
  *   lm : tokens, offsets (documents; the builder ends each with EOS)
  *   sft: tokens, offsets, loss_mask (uint8 per token, 1 = train on it);
- *        optional role (uint8 per example; names in attribute `roles`)
+ *        optional role (uint8 per example; names in attribute `roles`) and
+ *        task (uint8 per example; names in attribute `tasks`)
+ *   kd : as sft (the trained tokens are a teacher's outputs), plus optional
+ *        teacher_topk_ids (uint16/uint32, n_tokens x K) and teacher_topk_logp
+ *        (float32, n_tokens x K): row j holds the teacher's K most likely
+ *        next tokens after tokens[0..j] of its example and their log-probs
+ *        (temperature 1), best first; and optional candidates/ (the n-best or
+ *        samples per prompt the targets were chosen from): candidates/tokens,
+ *        candidates/offsets (int64, n_cand+1), candidates/example (int64 per
+ *        candidate: the first example made from the same prompt),
+ *        candidates/logp and candidates/score (float64 per candidate).
  *   pref: prompt/, chosen/, rejected/ groups (see PrefDataset below)
- * This file reads lm and sft (dataset_open) and pref (pref_dataset_open)
+ * This file reads lm, sft and kd (dataset_open) and pref (pref_dataset_open)
  * fully into memory and validates everything:
  * schema attribute, dtypes, shapes, monotonic offsets starting at 0 and ending
  * at the token count, token ids < vocab_size, non-empty. Every failure names
@@ -42,6 +52,19 @@ typedef struct {
     uint8_t *role;        /* (n_docs), optional, else NULL */
     int n_roles;
     char **role_names;    /* (n_roles) */
+    uint8_t *task;        /* (n_docs), optional, else NULL */
+    int n_tasks;
+    char **task_names;    /* (n_tasks) */
+    /* kd only, each optional */
+    int topk;             /* K; 0 = no teacher_topk_* */
+    uint32_t *topk_ids;   /* (n_tokens, K) */
+    float *topk_logp;     /* (n_tokens, K) */
+    int64_t n_cand;       /* candidates (0 = none) */
+    int64_t n_cand_tokens;
+    uint32_t *cand_tokens;   /* (n_cand_tokens) */
+    int64_t *cand_offsets;   /* (n_cand + 1) */
+    int64_t *cand_example;   /* (n_cand), non-decreasing, < n_docs */
+    double *cand_logp, *cand_score; /* (n_cand) */
 } Dataset;
 
 /* Opens and validates. On failure returns -1 with the error set and leaves
@@ -64,8 +87,22 @@ int dataset_writer_add(DatasetWriter *w, const uint32_t *tokens, const uint8_t *
 int dataset_writer_append(DatasetWriter *w, const uint32_t *tokens, const uint8_t *loss_mask,
                           int64_t n);
 int dataset_writer_end_doc(DatasetWriter *w, int role);
-/* Sets the names behind role ids (optional, sft). */
+/* end_doc with a task id as well (< 0: none; sft and kd; every document has
+ * one or none, like roles). */
+int dataset_writer_end_doc_tagged(DatasetWriter *w, int role, int task);
+/* Sets the names behind role ids / task ids (optional, sft and kd). */
 int dataset_writer_set_roles(DatasetWriter *w, const char *const *names, int n);
+int dataset_writer_set_tasks(DatasetWriter *w, const char *const *names, int n);
+/* kd: K teacher log-probs per token. Call set_topk before the first token;
+ * then append_topk must have given one row of K per token when each document
+ * ends. ids < vocab_size, logp finite and <= 0. */
+int dataset_writer_set_topk(DatasetWriter *w, int K);
+int dataset_writer_append_topk(DatasetWriter *w, const uint32_t *ids, const float *logp,
+                               int64_t n);
+/* kd: one candidate (n >= 0 tokens) for the prompt whose first example is
+ * `example` (examples may be added later; the index is checked at close). */
+int dataset_writer_add_candidate(DatasetWriter *w, int64_t example, const uint32_t *tokens,
+                                 int64_t n, double logp, double score);
 /* Flushes, writes attributes, closes, renames. -1 with error set on failure
  * (the .tmp is removed; an existing file at path is left as it was). */
 int dataset_writer_close(DatasetWriter *w);
@@ -75,7 +112,7 @@ void dataset_writer_abort(DatasetWriter *w);
 /* ---- batching ----
  * lm : the token stream is cut into windows of T+1 tokens starting at
  *      multiples of T; inputs = window[0:T], targets = window[1:T+1].
- * sft: one example per row, truncated to T+1 tokens, right-padded;
+ * sft, kd: one example per row, truncated to T+1 tokens, right-padded;
  *      targets[j] = tokens[j+1] where loss_mask[j+1] == 1, else -1.
  * Items are visited in an order shuffled per epoch from (seed, epoch), so the
  * data position is just (epoch, pos) and is stored in checkpoints.
@@ -101,6 +138,12 @@ void loader_seek(DataLoader *dl, int64_t epoch, int64_t pos);
 /* Fills B rows of inputs and targets (B*T ints each, host memory). Padding
  * inputs are eos_id; their targets are -1. */
 void loader_next(DataLoader *dl, int B, int *inputs, int *targets);
+/* The same, also writing the item index of each row into items (B). */
+void loader_next_items(DataLoader *dl, int B, int *inputs, int *targets, int64_t *items);
+/* kd with teacher_topk: the K-wide teacher rows aligned with row inputs of
+ * item (an example): ids (T,K) and logp (T,K); positions past the example
+ * get id 0 and logp 0 (their targets are -1, so nothing reads them). */
+void dataset_topk_row(const Dataset *ds, int64_t item, int T, int *ids, float *logp);
 
 /* ---- pref (preference pairs, for DPO) ----
  * Groups prompt/, chosen/, rejected/, each `tokens` (uint16/uint32) and

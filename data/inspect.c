@@ -83,10 +83,24 @@ static Tokenizer *load_decoder(FILE *out, const char *spec, const char *file_tok
     return tok;
 }
 
+/* "  roles: planner=12 caller=30" for a role or task column. */
+static void print_tag_counts(FILE *out, const char *what, const uint8_t *col, int64_t n,
+                             char **names, int n_names) {
+    if (!col) return;
+    int64_t count[256] = {0};
+    for (int64_t i = 0; i < n; i++) count[col[i]]++;
+    fprintf(out, "  %s:", what);
+    for (int r = 0; r < 256; r++) {
+        if (r < n_names) fprintf(out, " %s=%lld", names[r], (long long)count[r]);
+        else if (count[r]) fprintf(out, " #%d=%lld", r, (long long)count[r]);
+    }
+    fprintf(out, "\n");
+}
+
 static int inspect_lm_sft(FILE *out, const char *path, int n_show, const char *spec) {
     Dataset ds;
     if (dataset_open(&ds, path) != 0) return -1;
-    int sft = ds.schema == SCHEMA_SFT;
+    int sft = ds.schema != SCHEMA_LM;
     print_header(out, path, ds.schema, ds.version, ds.vocab_size, ds.eos_id, ds.pad_id,
                  ds.tokenizer);
     fprintf(out, "  %lld %s, %lld tokens\n", (long long)ds.n_docs, sft ? "examples" : "documents",
@@ -97,16 +111,14 @@ static int inspect_lm_sft(FILE *out, const char *path, int n_show, const char *s
         for (int64_t i = 0; i < ds.n_tokens; i++) trained += ds.loss_mask[i];
         fprintf(out, "  %lld tokens carry loss (%.1f%%)\n", (long long)trained,
                 100.0 * (double)trained / (double)ds.n_tokens);
-        if (ds.role) {
-            int64_t count[256] = {0};
-            for (int64_t i = 0; i < ds.n_docs; i++) count[ds.role[i]]++;
-            fprintf(out, "  roles:");
-            for (int r = 0; r < 256; r++) {
-                if (r < ds.n_roles) fprintf(out, " %s=%lld", ds.role_names[r], (long long)count[r]);
-                else if (count[r]) fprintf(out, " #%d=%lld", r, (long long)count[r]);
-            }
-            fprintf(out, "\n");
-        }
+        print_tag_counts(out, "roles", ds.role, ds.n_docs, ds.role_names, ds.n_roles);
+        print_tag_counts(out, "tasks", ds.task, ds.n_docs, ds.task_names, ds.n_tasks);
+        if (ds.topk > 0)
+            fprintf(out, "  teacher top-%d log-probs per token (offline word-level KD)\n", ds.topk);
+        if (ds.n_cand > 0)
+            fprintf(out, "  %lld candidates (%lld tokens) for %lld examples\n",
+                    (long long)ds.n_cand, (long long)ds.n_cand_tokens,
+                    (long long)(ds.cand_example[ds.n_cand - 1] + 1));
     }
     int rc = 0;
     if (n_show > 0) {
@@ -118,6 +130,8 @@ static int inspect_lm_sft(FILE *out, const char *path, int n_show, const char *s
                     (long long)n);
             if (ds.role && ds.role[i] < ds.n_roles)
                 fprintf(out, ", role %s", ds.role_names[ds.role[i]]);
+            if (ds.task && ds.task[i] < ds.n_tasks)
+                fprintf(out, ", task %s", ds.task_names[ds.task[i]]);
             fprintf(out, ")%s:\n", sft ? "; [[trained]]" : "");
             print_decoded(out, tok, ds.tokens + a, sft ? ds.loss_mask + a : NULL, n);
         }
@@ -192,7 +206,7 @@ int data_validate_to(FILE *out, const char *path) {
     if (dataset_open(&ds, path) != 0) return -1;
     fprintf(out, "ok: %s: schema %s, %lld %s, %lld tokens, vocab_size %d, tokenizer %s\n", path,
             schema_name(ds.schema), (long long)ds.n_docs,
-            ds.schema == SCHEMA_SFT ? "examples" : "documents", (long long)ds.n_tokens,
+            ds.schema != SCHEMA_LM ? "examples" : "documents", (long long)ds.n_tokens,
             ds.vocab_size, ds.tokenizer);
     dataset_close(&ds);
     return 0;

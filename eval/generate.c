@@ -66,10 +66,60 @@ int generate_sample(GPT *m, int *tokens, int n, const SampleOptions *o, Rng *rng
         int next = sample_from_logits(logits, V, o, rng);
         tokens[n++] = next;
         if (next == o->eos_id || n >= c->n_positions || step + 1 == o->max_new_tokens) break;
+        if (o->stop && o->stop(o->stop_ctx, tokens + n - step - 1, step + 1)) break;
         gpt_decode(m, tokens + n - 1, 1, 1, n - 1, logits);
     }
     free(logits);
     return n;
+}
+
+/* log softmax(logits)[t], in double */
+static double token_logp(const float *logits, int V, int t) {
+    double mx = logits[0], sum = 0;
+    for (int j = 1; j < V; j++)
+        if (logits[j] > mx) mx = logits[j];
+    for (int j = 0; j < V; j++) sum += exp(logits[j] - mx);
+    return logits[t] - mx - log(sum);
+}
+
+void generate_sample_rows(GPT *m, const int *prompt, int n, int rows, const SampleOptions *o,
+                          Rng *rngs, int *out, int *lens, double *logps) {
+    const GPTConfig *c = gpt_config(m);
+    int V = c->vocab_size, max_new = o->max_new_tokens;
+    if (max_new > c->n_positions - n) max_new = c->n_positions - n;
+    float *logits = xmalloc((size_t)rows * V * sizeof(float)); /* (rows,V) */
+    int *feed = xmalloc((size_t)rows * (n > 1 ? n : 1) * sizeof(int));
+    char *done = xcalloc((size_t)rows, 1);
+    for (int r = 0; r < rows; r++) {
+        memcpy(feed + (size_t)r * n, prompt, (size_t)n * sizeof(int));
+        lens[r] = 0;
+        if (logps) logps[r] = 0;
+    }
+    gpt_decode(m, feed, rows, n, 0, logits); /* prefill every row */
+    int live = rows;
+    for (int step = 0; step < max_new && live > 0; step++) {
+        for (int r = 0; r < rows; r++) {
+            int *row = out + (size_t)r * o->max_new_tokens;
+            if (done[r]) {
+                feed[r] = o->eos_id >= 0 ? o->eos_id : 0; /* keeps the batch shape; unused */
+                continue;
+            }
+            const float *lr = logits + (size_t)r * V; /* (V) */
+            int next = sample_from_logits(lr, V, o, &rngs[r]);
+            if (logps) logps[r] += token_logp(lr, V, next);
+            row[lens[r]++] = next;
+            feed[r] = next;
+            if (next == o->eos_id || (o->stop && o->stop(o->stop_ctx, row, lens[r]))) {
+                done[r] = 1;
+                live--;
+            }
+        }
+        if (live == 0 || step + 1 == max_new) break;
+        gpt_decode(m, feed, rows, 1, n + step, logits);
+    }
+    free(logits);
+    free(feed);
+    free(done);
 }
 
 /* ------------------------------------------------------------ beam search */

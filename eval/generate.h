@@ -17,11 +17,26 @@ typedef struct {
     int top_k;            /* 0 = off */
     double top_p;         /* nucleus: smallest set with probability >= top_p; 1 = off */
     int eos_id;           /* stop when sampled; -1 = never */
+    /* Optional stop test after each new token (stop strings): returns nonzero
+     * when new_tokens[0:n] (the completion so far) should end here. */
+    int (*stop)(void *ctx, const int *new_tokens, int n);
+    void *stop_ctx;
 } SampleOptions;
 
 /* Appends up to max_new_tokens ids to tokens[0:n] (tokens must have room for
  * n + max_new_tokens; 1 <= n <= n_positions). Returns the new length. */
 int generate_sample(GPT *m, int *tokens, int n, const SampleOptions *o, Rng *rng);
+
+/* `rows` completions of one prompt decoded together as the rows of one batch
+ * (the prompt is prefilled into every row). Row r samples with its own
+ * generator rngs[r], so a batch gives exactly the completions that rows
+ * separate generate_sample calls with the same generators give. Writes row r's
+ * new tokens to out + r*max_new_tokens and their count to lens[r]; rows that
+ * reached EOS or their stop test stop growing while the others go on.
+ * logps (rows, may be NULL) gets each row's summed log-probability of its new
+ * tokens under the model itself (temperature 1, no top-k/top-p). */
+void generate_sample_rows(GPT *m, const int *prompt, int n, int rows, const SampleOptions *o,
+                          Rng *rngs, int *out, int *lens, double *logps);
 
 /* One finished beam-search hypothesis. */
 typedef struct {

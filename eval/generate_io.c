@@ -1,12 +1,39 @@
-/* eval/generate_io.c — JSONL in, JSONL out generation (see generate_io.h). */
+/* eval/generate_io.c — JSONL prompts in; JSONL or a kd HDF5 dataset out (see
+ * generate_io.h). One prompt at a time: generate its completions, apply stop
+ * strings, then hand them to the sink (a JSONL line, or kd examples). */
 #include "eval/generate_io.h"
 
 #include <errno.h>
 #include <jansson.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+
+#include "data/h5data.h"
+#include "eval/metrics.h"
+
+int target_select_from_name(const char *name, TargetSelect *out) {
+    static const char *const names[] = {"best", "all", "bleu"};
+    for (int i = 0; i < 3; i++)
+        if (!strcmp(name, names[i])) {
+            *out = (TargetSelect)i;
+            return 0;
+        }
+    return err_set("unknown target selection '%s'; expected best (sequence-level KD), all "
+                   "(multi-candidate) or bleu (seq-inter: closest to --reference-field)",
+                   name);
+}
+
+/* One completion of a prompt: new tokens (EOS not included). */
+typedef struct {
+    int *tokens;
+    int len;
+    double logp, score;
+    int finished;  /* ended by EOS or a stop string */
+    char *text;    /* decoded, stop string cut, valid UTF-8 */
+} Completion;
 
 /* Decoded text of tokens[0:n] without EOS, made valid UTF-8 for JSON (a
  * completion can end inside a multi-byte character, and a byte-level model
@@ -23,44 +50,319 @@ static char *decode_ids(const Tokenizer *tok, const int *tokens, int n) {
     return text;
 }
 
-/* Adds "completions" (and for beams "scores", "logps") for one prompt to obj. */
-static void complete(GPT *m, const Tokenizer *tok, const GenerateJob *job, const int *prompt,
-                     int n, Rng *rng, json_t *obj) {
-    json_t *texts = json_array();
-    int ctx = gpt_config(m)->n_positions;
+/* ------------------------------------------------------------ stop strings */
+
+typedef struct {
+    const Tokenizer *tok;
+    const GenerateJob *job;
+} StopCtx;
+
+/* Byte offset of the earliest stop string in text, or -1. */
+static long find_stop(const GenerateJob *job, const char *text) {
+    long best = -1;
+    for (int i = 0; i < job->n_stop; i++) {
+        const char *p = strstr(text, job->stop[i]);
+        if (p && (best < 0 || p - text < best)) best = p - text;
+    }
+    return best;
+}
+
+static int stop_test(void *ctx, const int *tokens, int n) {
+    const StopCtx *s = ctx;
+    char *text = decode_ids(s->tok, tokens, n);
+    long at = find_stop(s->job, text);
+    free(text);
+    return at >= 0;
+}
+
+/* Decodes c and cuts it at the first stop string: the text before it, and the
+ * longest token prefix that decodes to a prefix of that text. */
+static void finish_completion(const Tokenizer *tok, const GenerateJob *job, Completion *c) {
+    int eos_at = -1; /* with --ignore-eos (eos_id -1) EOS tokens stay, and decode drops them */
+    for (int i = 0; i < c->len && eos_at < 0 && job->sample.eos_id >= 0; i++)
+        if (c->tokens[i] == job->sample.eos_id) eos_at = i;
+    if (eos_at >= 0) {
+        c->len = eos_at;
+        c->finished = 1;
+    }
+    c->text = decode_ids(tok, c->tokens, c->len);
+    long at = job->n_stop > 0 ? find_stop(job, c->text) : -1;
+    if (at < 0) return;
+    c->text[at] = '\0';
+    c->finished = 1;
+    while (c->len > 0) {
+        char *t = decode_ids(tok, c->tokens, c->len);
+        int fits = strlen(t) <= (size_t)at && strncmp(t, c->text, strlen(t)) == 0;
+        free(t);
+        if (fits) break;
+        c->len--;
+    }
+}
+
+/* --------------------------------------------------------------- generating */
+
+/* Fills comp[0..] for one prompt; returns how many. */
+static int complete(GPT *m, const Tokenizer *tok, const GenerateJob *job, const int *prompt,
+                    int n, long lineno, Completion *comp) {
+    StopCtx sc = {tok, job};
+    SampleOptions so = job->sample;
+    if (job->n_stop > 0) {
+        so.stop = stop_test;
+        so.stop_ctx = &sc;
+    }
+    int count;
     if (job->beams > 0) {
         int want = job->samples < job->beams ? job->samples : job->beams;
         Hypothesis *h = xcalloc((size_t)want, sizeof(Hypothesis));
-        int got = generate_beam(m, prompt, n, job->beams, job->sample.max_new_tokens,
-                                job->length_penalty, job->sample.eos_id, want, h);
-        json_t *scores = json_array(), *logps = json_array();
-        for (int k = 0; k < got; k++) {
-            char *t = decode_ids(tok, h[k].tokens, h[k].len);
-            json_array_append_new(texts, json_string(t));
-            json_array_append_new(scores, json_real(h[k].score));
-            json_array_append_new(logps, json_real(h[k].logp));
-            free(t);
+        count = generate_beam(m, prompt, n, job->beams, so.max_new_tokens, job->length_penalty,
+                              so.eos_id, want, h);
+        for (int k = 0; k < count; k++) {
+            /* a hypothesis shorter than max_new_tokens ended with EOS */
+            int room = gpt_config(m)->n_positions - n;
+            int cap = so.max_new_tokens < room ? so.max_new_tokens : room;
+            comp[k] = (Completion){h[k].tokens, h[k].len, h[k].logp, h[k].score, h[k].len < cap,
+                                   NULL};
         }
-        json_object_set_new(obj, "scores", scores);
-        json_object_set_new(obj, "logps", logps);
-        hypotheses_free(h, got);
-        free(h);
+        free(h); /* the token arrays now belong to comp */
     } else {
-        int *buf = xmalloc((size_t)(ctx + 1) * sizeof(int));
-        for (int s = 0; s < job->samples; s++) {
-            memcpy(buf, prompt, (size_t)n * sizeof(int));
-            int len = generate_sample(m, buf, n, &job->sample, rng);
-            char *t = decode_ids(tok, buf + n, len - n);
-            json_array_append_new(texts, json_string(t));
-            free(t);
+        count = job->samples;
+        int *out = xmalloc((size_t)count * so.max_new_tokens * sizeof(int));
+        int *lens = xmalloc((size_t)count * sizeof(int));
+        double *logps = xmalloc((size_t)count * sizeof(double));
+        Rng *rngs = xmalloc((size_t)count * sizeof(Rng));
+        for (int k = 0; k < count; k++)
+            rng_seed(&rngs[k], job->seed * 0x9E3779B97F4A7C15ULL + (uint64_t)lineno * 1000003ULL +
+                                   (uint64_t)k);
+        generate_sample_rows(m, prompt, n, count, &so, rngs, out, lens, logps);
+        for (int k = 0; k < count; k++) {
+            int *t = xmalloc((size_t)(lens[k] > 0 ? lens[k] : 1) * sizeof(int));
+            memcpy(t, out + (size_t)k * so.max_new_tokens, (size_t)lens[k] * sizeof(int));
+            comp[k] = (Completion){t, lens[k], logps[k], logps[k], 0, NULL};
         }
-        free(buf);
+        free(out);
+        free(lens);
+        free(logps);
+        free(rngs);
     }
-    json_object_set_new(obj, "completions", texts);
+    for (int k = 0; k < count; k++) finish_completion(tok, job, &comp[k]);
+    return count;
 }
 
-int generate_jsonl(GPT *m, const Tokenizer *tok, const GenerateJob *job) {
+static void completions_free(Completion *c, int n) {
+    for (int k = 0; k < n; k++) {
+        free(c[k].tokens);
+        free(c[k].text);
+    }
+}
+
+/* ------------------------------------------------------------- JSONL sink */
+
+static int write_jsonl(FILE *out, const char *tmp, const GenerateJob *job, json_t *obj,
+                       const Completion *c, int n) {
+    json_t *texts = json_array(), *logps = json_array(), *scores = json_array();
+    for (int k = 0; k < n; k++) {
+        json_array_append_new(texts, json_string(c[k].text));
+        json_array_append_new(logps, json_real(c[k].logp));
+        json_array_append_new(scores, json_real(c[k].score));
+    }
+    json_object_set_new(obj, "completions", texts);
+    json_object_set_new(obj, "logps", logps);
+    if (job->beams > 0) json_object_set_new(obj, "scores", scores);
+    else json_decref(scores);
+    char *dump = json_dumps(obj, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    int rc = fprintf(out, "%s\n", dump) < 0 ? err_set("cannot write %s: %s", tmp, strerror(errno))
+                                            : 0;
+    free(dump);
+    return rc;
+}
+
+/* ---------------------------------------------------------------- kd sink */
+
+typedef struct {
+    DatasetWriter *w;
+    int K;
+    float *logits;     /* (n_positions, V) teacher logits of one example */
+    int *targets;      /* (n_positions) all -1 */
+    float *logp;       /* (n_positions) */
+    uint32_t *ids;     /* (len, K) */
+    float *lps;        /* (len, K) */
+    uint32_t *row;     /* example tokens */
+    uint8_t *mask;
+} KdSink;
+
+/* The K largest entries of x[0:V] by value (ties: lower id first), best first. */
+static void top_k(const float *x, int V, int K, uint32_t *ids) {
+    int n = 0;
+    for (int j = 0; j < V; j++) {
+        if (n == K && !(x[j] > x[ids[K - 1]])) continue;
+        int i = n < K ? n++ : K - 1; /* insertion into the sorted list */
+        while (i > 0 && x[j] > x[ids[i - 1]]) {
+            ids[i] = ids[i - 1];
+            i--;
+        }
+        ids[i] = (uint32_t)j;
+    }
+}
+
+/* The teacher's top-K next-token log-probs at every position of row[0:len]. */
+static void teacher_topk(GPT *m, KdSink *s, const uint32_t *row, int len) {
+    const GPTConfig *c = gpt_config(m);
+    int V = c->vocab_size, K = s->K;
+    int L = len < c->n_positions ? len : c->n_positions;
+    int *in = xmalloc((size_t)L * sizeof(int));
+    for (int j = 0; j < L; j++) in[j] = (int)row[j];
+    gpt_forward(m, in, s->targets, 1, L, s->logp);
+    gpt_logits(m, s->logits);
+    for (int j = 0; j < len; j++) {
+        uint32_t *ids = s->ids + (size_t)j * K;
+        float *lp = s->lps + (size_t)j * K;
+        if (j >= L) { /* past the context (only the row after a final EOS): unused */
+            for (int k = 0; k < K; k++) {
+                ids[k] = (uint32_t)k;
+                lp[k] = 0.0f;
+            }
+            continue;
+        }
+        const float *x = s->logits + (size_t)j * V;
+        double mx = x[0], sum = 0;
+        for (int v = 1; v < V; v++)
+            if (x[v] > mx) mx = x[v];
+        for (int v = 0; v < V; v++) sum += exp((double)x[v] - mx);
+        double lse = mx + log(sum);
+        top_k(x, V, K, ids);
+        for (int k = 0; k < K; k++) {
+            double l = (double)x[ids[k]] - lse;
+            lp[k] = (float)(l < 0 ? l : 0.0);
+        }
+    }
+    free(in);
+}
+
+/* Writes prompt + completion + EOS as one kd example. */
+static int kd_example(GPT *m, const Tokenizer *tok, KdSink *s, const int *prompt, int n,
+                      const int *completion, int len, int task) {
+    (void)task;
+    int total = n + len + 1;
+    for (int j = 0; j < n; j++) s->row[j] = (uint32_t)prompt[j];
+    for (int j = 0; j < len; j++) s->row[n + j] = (uint32_t)completion[j];
+    s->row[n + len] = (uint32_t)tok->eos_id;
+    memset(s->mask, 0, (size_t)n);
+    memset(s->mask + n, 1, (size_t)len + 1);
+    if (dataset_writer_append(s->w, s->row, s->mask, total) != 0) return -1;
+    if (s->K > 0) {
+        teacher_topk(m, s, s->row, total);
+        if (dataset_writer_append_topk(s->w, s->ids, s->lps, total) != 0) return -1;
+    }
+    return dataset_writer_end_doc(s->w, -1);
+}
+
+/* Index of the completion closest to the reference by sentence BLEU. */
+static int closest_by_bleu(const Completion *c, const char *const *keep_text, const int *keep,
+                           int n_keep, const char *reference) {
+    (void)c;
+    int best = keep[0];
+    double best_bleu = -1;
+    for (int i = 0; i < n_keep; i++) {
+        double b = bleu_sentence(keep_text[i], &reference, 1);
+        if (b > best_bleu) {
+            best_bleu = b;
+            best = keep[i];
+        }
+    }
+    return best;
+}
+
+static int write_kd(GPT *m, const Tokenizer *tok, const GenerateJob *job, KdSink *s,
+                    const char *prompt_text, const int *prompt, int n, Completion *c, int count,
+                    const char *reference, const uint32_t *ref_ids, int64_t n_ref,
+                    GenerateStats *st) {
+    int *keep = xmalloc((size_t)count * sizeof(int));
+    const char **keep_text = xmalloc((size_t)count * sizeof(char *));
+    int n_keep = 0;
+    for (int k = 0; k < count; k++) {
+        const char *t = c[k].text;
+        if (job->drop_empty && strspn(t, " \t\r\n") == strlen(t)) st->dropped_empty++;
+        else if (job->drop_unfinished && !c[k].finished) st->dropped_unfinished++;
+        else if (job->drop_copies && !strcmp(t, prompt_text)) st->dropped_copies++;
+        else {
+            keep_text[n_keep] = t;
+            keep[n_keep++] = k;
+        }
+    }
+    int rc = 0;
+    int64_t first = -1; /* index of this prompt's first example */
+    if (n_keep > 0) {
+        int chosen[1];
+        const int *targets = keep;
+        int n_targets = n_keep;
+        if (job->select == SELECT_BEST) {
+            chosen[0] = keep[0];
+            targets = chosen;
+            n_targets = 1;
+        } else if (job->select == SELECT_BLEU) {
+            chosen[0] = closest_by_bleu(c, keep_text, keep, n_keep, reference);
+            targets = chosen;
+            n_targets = 1;
+        }
+        for (int i = 0; i < n_targets && rc == 0; i++) {
+            if (first < 0) first = st->examples;
+            rc = kd_example(m, tok, s, prompt, n, c[targets[i]].tokens, c[targets[i]].len, -1);
+            st->examples++;
+        }
+        for (int i = 0; i < n_keep && rc == 0; i++) {
+            const Completion *x = &c[keep[i]];
+            uint32_t *t = xmalloc((size_t)(x->len + 1) * sizeof(uint32_t));
+            for (int j = 0; j < x->len; j++) t[j] = (uint32_t)x->tokens[j];
+            rc = dataset_writer_add_candidate(s->w, first, t, x->len, x->logp, x->score);
+            free(t);
+            st->candidates++;
+        }
+    }
+    if (rc == 0 && job->add_gold && reference) {
+        int *g = xmalloc((size_t)(n_ref + 1) * sizeof(int));
+        int room = gpt_config(m)->n_positions + 1 - n - 1; /* the example keeps within ctx+1 */
+        int len = n_ref < room ? (int)n_ref : room;
+        for (int j = 0; j < len; j++) g[j] = (int)ref_ids[j];
+        rc = kd_example(m, tok, s, prompt, n, g, len, -1);
+        st->examples++;
+        free(g);
+    } else if (n_keep == 0) {
+        st->prompts_without_example++;
+    }
+    free(keep);
+    free(keep_text);
+    return rc;
+}
+
+/* ----------------------------------------------------------------- driver */
+
+static int ends_with(const char *s, const char *suffix) {
+    size_t n = strlen(s), k = strlen(suffix);
+    return n >= k && strcmp(s + n - k, suffix) == 0;
+}
+
+static int check_job(const GenerateJob *job, int kd) {
+    if (job->samples < 1) return err_set("samples must be >= 1");
+    if (job->select == SELECT_BLEU && !job->reference_field)
+        return err_set("--select bleu picks the completion closest to a gold target; name its "
+                       "field with --reference-field");
+    if (job->add_gold && !job->reference_field)
+        return err_set("--add-gold needs the gold target's field (--reference-field)");
+    if (!kd && (job->store_topk > 0 || job->add_gold || job->select != SELECT_BEST ||
+                job->drop_empty || job->drop_unfinished || job->drop_copies))
+        return err_set("--store-topk, --select, --add-gold and the --drop-* filters shape a kd "
+                       "dataset; give --out a .h5 path");
+    return 0;
+}
+
+int generate_jsonl(GPT *m, const Tokenizer *tok, const GenerateJob *job, GenerateStats *stats) {
     const char *field = job->prompt_field ? job->prompt_field : "prompt";
+    int kd = ends_with(job->output, ".h5") || ends_with(job->output, ".hdf5");
+    if (check_job(job, kd) != 0) return -1;
+    const GPTConfig *cfg = gpt_config(m);
+    if (job->store_topk > cfg->vocab_size)
+        return err_set("--store-topk %d exceeds the vocabulary (%d)", job->store_topk,
+                       cfg->vocab_size);
     FILE *in = fopen(job->input, "r");
     if (!in) return err_set("cannot open %s: %s", job->input, strerror(errno));
     char tmp[4096];
@@ -68,57 +370,130 @@ int generate_jsonl(GPT *m, const Tokenizer *tok, const GenerateJob *job) {
         fclose(in);
         return err_set("output path too long: %s", job->output);
     }
-    FILE *out = fopen(tmp, "w");
-    if (!out) {
+    FILE *out = NULL;
+    KdSink sink = {0};
+    int ctx = cfg->n_positions, rc = 0;
+    if (kd) {
+        sink.w = dataset_writer_open(job->output, SCHEMA_KD, cfg->vocab_size, tok->eos_id,
+                                     tok->pad_id, tok->name);
+        if (sink.w && job->store_topk > 0 && dataset_writer_set_topk(sink.w, job->store_topk) != 0) {
+            dataset_writer_abort(sink.w);
+            sink.w = NULL;
+        }
+        if (!sink.w) {
+            fclose(in);
+            return -1;
+        }
+        sink.K = job->store_topk;
+        size_t rowcap = (size_t)2 * ctx + job->sample.max_new_tokens + 2;
+        sink.row = xmalloc(rowcap * sizeof(uint32_t));
+        sink.mask = xmalloc(rowcap);
+        if (sink.K > 0) {
+            sink.logits = xmalloc((size_t)ctx * cfg->vocab_size * sizeof(float));
+            sink.targets = xmalloc((size_t)ctx * sizeof(int));
+            for (int j = 0; j < ctx; j++) sink.targets[j] = -1;
+            sink.logp = xmalloc((size_t)ctx * sizeof(float));
+            sink.ids = xmalloc(rowcap * sink.K * sizeof(uint32_t));
+            sink.lps = xmalloc(rowcap * sink.K * sizeof(float));
+        }
+    } else if (!(out = fopen(tmp, "w"))) {
         fclose(in);
         return err_set("cannot create %s: %s", tmp, strerror(errno));
     }
-    int ctx = gpt_config(m)->n_positions, rc = 0;
-    Rng rng;
-    rng_seed(&rng, job->seed);
+    GenerateStats st = {0};
+    double t0 = now_seconds();
     char *line = NULL;
     size_t cap = 0;
     ssize_t len;
-    long lineno = 0, done = 0;
-    uint32_t *ids = NULL;
-    int64_t ids_cap = 0;
+    long lineno = 0;
+    uint32_t *ids = NULL, *ref_ids = NULL;
+    int64_t ids_cap = 0, ref_cap = 0;
     int *prompt = xmalloc((size_t)ctx * sizeof(int));
+    int n_comp = job->beams > 0 && job->beams < job->samples ? job->beams : job->samples;
+    Completion *comp = xcalloc((size_t)n_comp, sizeof(Completion));
     while (rc == 0 && (len = getline(&line, &cap, in)) >= 0) {
         lineno++;
         if (strspn(line, " \t\r\n") == (size_t)len) continue;
         json_error_t jerr;
         json_t *obj = json_loadb(line, (size_t)len, 0, &jerr);
         const char *text = obj ? json_string_value(json_object_get(obj, field)) : NULL;
+        const char *ref = obj && job->reference_field
+                              ? json_string_value(json_object_get(obj, job->reference_field))
+                              : NULL;
         if (!obj || !json_is_object(obj)) {
             rc = err_set("%s:%ld: not a JSON object (%s)", job->input, lineno,
                          obj ? "another JSON value" : jerr.text);
         } else if (!text) {
             rc = err_set("%s:%ld: field '%s' is missing or not a string (set the prompt field "
                          "with --prompt-field)", job->input, lineno, field);
+        } else if (job->reference_field && !ref) {
+            rc = err_set("%s:%ld: reference field '%s' is missing or not a string", job->input,
+                         lineno, job->reference_field);
         } else {
             int64_t n = tok->encode(tok, text, strlen(text), &ids, &ids_cap, 0);
             int start = n > ctx - 1 ? (int)(n - (ctx - 1)) : 0; /* keep the prompt's end */
             int k = 0;
             if (n == 0) prompt[k++] = tok->eos_id;
             for (int64_t i = start; i < n; i++) prompt[k++] = (int)ids[i];
-            complete(m, tok, job, prompt, k, &rng, obj);
-            char *dump = json_dumps(obj, JSON_COMPACT | JSON_PRESERVE_ORDER);
-            if (fprintf(out, "%s\n", dump) < 0) rc = err_set("cannot write %s", tmp);
-            free(dump);
-            done++;
-            if (!job->quiet && isatty(STDERR_FILENO)) fprintf(stderr, "\rgenerate: %ld prompts", done);
+            int got = complete(m, tok, job, prompt, k, lineno, comp);
+            st.prompts++;
+            st.completions += got;
+            for (int i = 0; i < got; i++) st.new_tokens += comp[i].len;
+            if (kd) {
+                int64_t n_ref = ref ? tok->encode(tok, ref, strlen(ref), &ref_ids, &ref_cap, 0)
+                                    : 0;
+                rc = write_kd(m, tok, job, &sink, text, prompt, k, comp, got, ref, ref_ids,
+                              n_ref, &st);
+            } else {
+                rc = write_jsonl(out, tmp, job, obj, comp, got);
+            }
+            completions_free(comp, got);
+            if (!job->quiet && isatty(STDERR_FILENO))
+                fprintf(stderr, "\r\033[Kgenerate: %lld prompts, %.1f new tokens/s",
+                        (long long)st.prompts, st.new_tokens / (now_seconds() - t0));
         }
         json_decref(obj);
     }
-    if (!job->quiet) fprintf(stderr, "%sgenerate: %ld prompts -> %s\n", isatty(STDERR_FILENO) ? "\r" : "",
-                             done, job->output);
+    st.seconds = now_seconds() - t0;
     free(line);
     free(ids);
+    free(ref_ids);
     free(prompt);
+    free(comp);
     fclose(in);
-    if (fclose(out) != 0 && rc == 0) rc = err_set("cannot write %s: %s", tmp, strerror(errno));
-    if (rc == 0 && rename(tmp, job->output) != 0)
-        rc = err_set("cannot rename %s to %s: %s", tmp, job->output, strerror(errno));
-    if (rc != 0) remove(tmp);
+    if (kd) {
+        if (rc == 0 && st.examples == 0)
+            rc = err_set("%s: no example was kept (%lld prompts; every completion was filtered "
+                         "out)",
+                         job->output, (long long)st.prompts);
+        if (rc == 0) rc = dataset_writer_close(sink.w);
+        else dataset_writer_abort(sink.w);
+        free(sink.row);
+        free(sink.mask);
+        free(sink.logits);
+        free(sink.targets);
+        free(sink.logp);
+        free(sink.ids);
+        free(sink.lps);
+    } else {
+        if (fclose(out) != 0 && rc == 0) rc = err_set("cannot write %s: %s", tmp, strerror(errno));
+        if (rc == 0 && rename(tmp, job->output) != 0)
+            rc = err_set("cannot rename %s to %s: %s", tmp, job->output, strerror(errno));
+        if (rc != 0) remove(tmp);
+    }
+    if (!job->quiet) {
+        fprintf(stderr, "%sgenerate: %lld prompts, %lld completions (%lld new tokens, %.1f/s) -> %s\n",
+                isatty(STDERR_FILENO) ? "\r\033[K" : "", (long long)st.prompts,
+                (long long)st.completions, (long long)st.new_tokens,
+                st.new_tokens / (st.seconds > 0 ? st.seconds : 1), job->output);
+        if (kd)
+            fprintf(stderr, "  %lld examples, %lld candidates; dropped: %lld empty, %lld "
+                            "unfinished, %lld copies of the prompt; %lld prompts kept no "
+                            "completion\n",
+                    (long long)st.examples, (long long)st.candidates, (long long)st.dropped_empty,
+                    (long long)st.dropped_unfinished, (long long)st.dropped_copies,
+                    (long long)st.prompts_without_example);
+    }
+    if (stats) *stats = st;
     return rc;
 }

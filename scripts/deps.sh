@@ -4,12 +4,15 @@
 #   install: apt-get install them when root; otherwise print the exact command
 set -u
 PACKAGES=(build-essential pkg-config libhdf5-dev hdf5-tools libcriterion-dev
-          libopenblas-openmp-dev libyaml-dev libjansson-dev libpcre2-dev bible-kjv python3-venv)
-PKGCONFIG=(hdf5 openblas yaml-0.1 jansson criterion libpcre2-8)
+          libopenblas-openmp-dev libyaml-dev libjansson-dev libpcre2-dev bible-kjv python3-venv
+          libopenmpi-dev openmpi-bin python3-h5py)
+PKGCONFIG=(hdf5 openblas yaml-0.1 jansson criterion libpcre2-8 ompi-c)
 
 missing_pc=()
 for p in "${PKGCONFIG[@]}"; do pkg-config --exists "$p" 2>/dev/null || missing_pc+=("$p"); done
 command -v bible >/dev/null 2>&1 || missing_pc+=("bible (bible-kjv, the quickstart's text)")
+command -v mpirun >/dev/null 2>&1 || missing_pc+=("mpirun (openmpi-bin)")
+/usr/bin/python3 -c "import h5py" >/dev/null 2>&1 || missing_pc+=("h5py (python3-h5py, for the h5py read-back test)")
 
 case "${1:-check}" in
   check)

@@ -328,7 +328,7 @@ Test(pref, build_and_read_back) {
     /* the lm/sft reader still refuses pref files, and the pref reader lm files */
     Dataset ds;
     cr_assert_eq(dataset_open(&ds, p.out), -1);
-    assert_contains(err_msg(), "schema 'pref' is not supported by this command yet");
+    assert_contains(err_msg(), "schema 'pref' holds preference pairs");
     write_text(p.in, "{\"text\": \"abc\"}\n");
     o.schema = SCHEMA_LM;
     cr_assert_eq(data_build(&o), 0, "%s", err_msg());

@@ -466,12 +466,12 @@ Test(refuse, unknown_schema) {
     rm_rf(dir);
 }
 
-Test(refuse, pref_schema_not_supported_yet) {
+Test(refuse, pref_file_opened_as_lm_sft_kd) {
     TMP_FILE(dir, path, "pref.h5");
     Craft c = good_lm();
     c.schema = "pref";
     craft(path, &c);
-    REFUSED(path, "schema 'pref' is not supported by this command yet");
+    REFUSED(path, "schema 'pref' holds preference pairs", "objective dpo");
     rm_rf(dir);
 }
 

@@ -82,7 +82,7 @@ Test(generate, greedy_equals_stepwise_argmax_of_full_forward) {
     int got[32], want[32];
     memcpy(got, prompt, sizeof prompt);
     memcpy(want, prompt, sizeof prompt);
-    SampleOptions o = {20, 0.0, 0, 1.0, -1};
+    SampleOptions o = {20, 0.0, 0, 1.0, -1, NULL, NULL};
     Rng r;
     rng_seed(&r, 1);
     int n = generate_sample(m, got, 4, &o, &r);
@@ -105,7 +105,7 @@ Test(generate, stops_at_eos_and_at_the_context_end) {
     int tokens[64] = {1, 2, 3};
     Rng r;
     rng_seed(&r, 2);
-    SampleOptions o = {100, 0.0, 0, 1.0, -1};
+    SampleOptions o = {100, 0.0, 0, 1.0, -1, NULL, NULL};
     int n = generate_sample(m, tokens, 3, &o, &r);
     cr_expect_eq(n, 32, "the context (n_positions 32) bounds generation, got %d", n);
     /* make the first greedy token the EOS: generation stops right there */
@@ -122,8 +122,8 @@ Test(generate, sampling_options) {
     float logits[6] = {0.5f, 3.0f, 2.9f, -1.0f, 0.0f, 2.0f};
     Rng r;
     rng_seed(&r, 9);
-    SampleOptions greedy = {1, 0.0, 0, 1.0, -1}, topk1 = {1, 1.0, 1, 1.0, -1};
-    SampleOptions nucleus = {1, 1.0, 0, 1e-6, -1}, topk2 = {1, 1.0, 2, 1.0, -1};
+    SampleOptions greedy = {1, 0.0, 0, 1.0, -1, NULL, NULL}, topk1 = {1, 1.0, 1, 1.0, -1, NULL, NULL};
+    SampleOptions nucleus = {1, 1.0, 0, 1e-6, -1, NULL, NULL}, topk2 = {1, 1.0, 2, 1.0, -1, NULL, NULL};
     cr_expect_eq(sample_from_logits(logits, 6, &greedy, &r), 1);
     cr_expect_eq(sample_from_logits(logits, 6, &topk1, &r), 1, "top-k 1 is greedy");
     cr_expect_eq(sample_from_logits(logits, 6, &nucleus, &r), 1, "a tiny top-p is greedy");
@@ -135,7 +135,7 @@ Test(generate, sampling_options) {
     double ratio = (double)seen[1] / seen[2];
     cr_expect(ratio > 0.9 && ratio < 1.35, "frequency ratio %.3f, expected ~1.105", ratio);
     /* same seed, same draws */
-    SampleOptions t = {1, 0.8, 0, 0.95, -1};
+    SampleOptions t = {1, 0.8, 0, 0.95, -1, NULL, NULL};
     Rng a, b;
     rng_seed(&a, 42);
     rng_seed(&b, 42);
@@ -150,7 +150,7 @@ Test(generate, beam_search_limits) {
     int V = gpt_config(m)->vocab_size;
     int prompt[3] = {7, 8, 9}, greedy_out[16];
     memcpy(greedy_out, prompt, sizeof prompt);
-    SampleOptions o = {10, 0.0, 0, 1.0, -1};
+    SampleOptions o = {10, 0.0, 0, 1.0, -1, NULL, NULL};
     Rng r;
     rng_seed(&r, 1);
     generate_sample(m, greedy_out, 3, &o, &r);
@@ -211,8 +211,16 @@ Test(generate, jsonl_prompts_in_completions_out) {
     FILE *f = fopen(in, "w");
     fprintf(f, "{\"q\": \"abc\", \"id\": 7}\n\n{\"q\": \"hello\"}\n");
     fclose(f);
-    GenerateJob job = {in, out, "q", {6, 0.0, 0, 1.0, -1}, 2, 0, 1.0, 1, 1};
-    cr_assert_eq(generate_jsonl(m, tok, &job), 0, "%s", err_msg());
+    GenerateJob job = {0};
+    job.input = in;
+    job.output = out;
+    job.prompt_field = "q";
+    job.sample = (SampleOptions){6, 0.0, 0, 1.0, -1, NULL, NULL};
+    job.samples = 2;
+    job.length_penalty = 1.0;
+    job.seed = 1;
+    job.quiet = 1;
+    cr_assert_eq(generate_jsonl(m, tok, &job, NULL), 0, "%s", err_msg());
     json_error_t e;
     FILE *o = fopen(out, "r");
     cr_assert(o);
@@ -240,7 +248,7 @@ Test(generate, jsonl_prompts_in_completions_out) {
     json_decref(l2);
 
     job.beams = 3;
-    cr_assert_eq(generate_jsonl(m, tok, &job), 0, "%s", err_msg());
+    cr_assert_eq(generate_jsonl(m, tok, &job, NULL), 0, "%s", err_msg());
     o = fopen(out, "r");
     l1 = json_loadf(o, JSON_DISABLE_EOF_CHECK, &e);
     fclose(o);
@@ -253,7 +261,7 @@ Test(generate, jsonl_prompts_in_completions_out) {
     fprintf(f, "{\"q\": \"ok\"}\n{\"prompt\": \"wrong field\"}\n");
     fclose(f);
     remove(out);
-    cr_expect_eq(generate_jsonl(m, tok, &job), -1);
+    cr_expect_eq(generate_jsonl(m, tok, &job, NULL), -1);
     cr_expect(strstr(err_msg(), "p.jsonl:2") && strstr(err_msg(), "'q'"), "message: %s", err_msg());
     cr_expect(access(out, F_OK) != 0, "no output file is left behind");
     tokenizer_free(tok);

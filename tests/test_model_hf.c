@@ -300,7 +300,7 @@ static void greedy(const char *name) {
     int *tokens = calloc(ctx + 1, sizeof(int)), *ref = calloc(n_new, sizeof(int));
     read_i32(fx.f, "gen_prompt", tokens, 3);
     read_i32(fx.f, "gen_greedy", ref, n_new);
-    SampleOptions o = {n_new, 0.0, 0, 1.0, -1};
+    SampleOptions o = {n_new, 0.0, 0, 1.0, -1, NULL, NULL};
     Rng r;
     rng_seed(&r, 1);
     int n = generate_sample(fx.m, tokens, 3, &o, &r);

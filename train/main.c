@@ -150,6 +150,8 @@ static void usage_data_build(FILE *f) {
             "      --chat-template NAME   how chat turns are rendered (default: plain)\n"
             "      --role-field NAME      string field tagging each sft example with a role "
             "(GLPFT)\n"
+            "      --task-field NAME      string field tagging each sft example with a task "
+            "(multi-task)\n"
             "      --max-len N            sft: truncate to N tokens, keeping the end of the "
             "prompt and\n"
             "                             the start of the completion (default 0 = off)\n"
@@ -208,6 +210,7 @@ static int cmd_data(int argc, char **argv) {
         {"quiet", no_argument, 0, 'q'},         {"help", no_argument, 0, 'h'},
         {"messages-field", required_argument, 0, 'M'}, {"chat-template", required_argument, 0, 'H'},
         {"role-field", required_argument, 0, 'R'}, {"max-len", required_argument, 0, 'L'},
+        {"task-field", required_argument, 0, 'K'},
         {"chosen-field", required_argument, 0, 'c'}, {"rejected-field", required_argument, 0, 'r'},
         {0, 0, 0, 0}};
     BuildOptions o = {0};
@@ -233,6 +236,7 @@ static int cmd_data(int argc, char **argv) {
         case 'M': o.messages_field = optarg; break;
         case 'H': o.chat_template = optarg; break;
         case 'R': o.role_field = optarg; break;
+        case 'K': o.task_field = optarg; break;
         case 'L': o.max_len = atoll(optarg); break;
         case 'c': o.chosen_field = optarg; break;
         case 'r': o.rejected_field = optarg; break;
@@ -278,6 +282,23 @@ static void usage_generate(FILE *f) {
             "  -i, --input FILE          JSONL of prompts (instead of --prompt)\n"
             "  -o, --out FILE            JSONL output for --input\n"
             "      --prompt-field NAME   prompt field of --input lines (default: prompt)\n"
+            "      --stop STR            end a completion where STR appears (repeatable; "
+            "--input)\n\n"
+            "kd dataset output (--out X.h5; examples = prompt + completion + EOS):\n"
+            "      --select MODE         best: the first sample / best beam (sequence-level "
+            "KD);\n"
+            "                            all: every completion (multi-candidate); bleu: the "
+            "one with\n"
+            "                            the highest sentence BLEU against --reference-field "
+            "(seq-inter)\n"
+            "      --reference-field F   the gold target's field\n"
+            "      --add-gold            also keep the gold target as an example\n"
+            "      --store-topk K        store the model's top-K next-token log-probs per "
+            "token\n"
+            "                            (offline word-level KD)\n"
+            "      --drop-empty          drop empty completions\n"
+            "      --drop-unfinished     drop completions without EOS or stop string\n"
+            "      --drop-copies         drop completions identical to the prompt\n"
             "  -h, --help                this help\n");
 }
 
@@ -292,12 +313,17 @@ static int cmd_generate(int argc, char **argv) {
         {"stats", no_argument, 0, 'x'},             {"ignore-eos", no_argument, 0, 'E'},
         {"beams", required_argument, 0, 'B'},       {"length-penalty", required_argument, 0, 'l'},
         {"input", required_argument, 0, 'i'},       {"out", required_argument, 0, 'o'},
-        {"prompt-field", required_argument, 0, 'F'}, {0, 0, 0, 0}};
+        {"prompt-field", required_argument, 0, 'F'}, {"stop", required_argument, 0, 'X'},
+        {"select", required_argument, 0, 'L'},      {"reference-field", required_argument, 0, 'R'},
+        {"add-gold", no_argument, 0, 'G'},          {"store-topk", required_argument, 0, 'K'},
+        {"drop-empty", no_argument, 0, 'e'},        {"drop-unfinished", no_argument, 0, 'u'},
+        {"drop-copies", no_argument, 0, 'c'},       {0, 0, 0, 0}};
+    GenerateJob job = {0};
     const char *model_dir = NULL, *prompt = "", *tok_spec = "bytes";
     int stats = 0, ignore_eos = 0, beams = 0;
     const char *input = NULL, *output = NULL, *prompt_field = "prompt";
     double length_penalty = 1.0;
-    SampleOptions so = {200, 0.8, 40, 1.0, -1};
+    SampleOptions so = {200, 0.8, 40, 1.0, -1, NULL, NULL};
     int samples = 1;
     long seed = 1337;
     int c;
@@ -324,6 +350,27 @@ static int cmd_generate(int argc, char **argv) {
         case 'o': output = optarg; break;
         case 'F': prompt_field = optarg; break;
         case 'l': length_penalty = atof(optarg); break;
+        case 'X':
+            if (job.n_stop == GENERATE_MAX_STOPS) {
+                fprintf(stderr, "retort generate: at most %d --stop strings\n",
+                        GENERATE_MAX_STOPS);
+                return 2;
+            }
+            if (!optarg[0]) {
+                fprintf(stderr, "retort generate: --stop needs a non-empty string\n");
+                return 2;
+            }
+            job.stop[job.n_stop++] = optarg;
+            break;
+        case 'L':
+            if (target_select_from_name(optarg, &job.select) != 0) return fail("generate");
+            break;
+        case 'R': job.reference_field = optarg; break;
+        case 'G': job.add_gold = 1; break;
+        case 'K': job.store_topk = atoi(optarg); break;
+        case 'e': job.drop_empty = 1; break;
+        case 'u': job.drop_unfinished = 1; break;
+        case 'c': job.drop_copies = 1; break;
         case 'h': usage_generate(stdout); return 0;
         default: usage_generate(stderr); return 2;
         }
@@ -353,9 +400,15 @@ static int cmd_generate(int argc, char **argv) {
             fprintf(stderr, "retort generate: --input and --out go together\n");
             return 2;
         }
-        GenerateJob job = {input, output, prompt_field, so, samples, beams, length_penalty,
-                           (uint64_t)seed, 0};
-        int rc = generate_jsonl(m, tok, &job);
+        job.input = input;
+        job.output = output;
+        job.prompt_field = prompt_field;
+        job.sample = so;
+        job.samples = samples;
+        job.beams = beams;
+        job.length_penalty = length_penalty;
+        job.seed = (uint64_t)seed;
+        int rc = generate_jsonl(m, tok, &job, NULL);
         gpt_free(m);
         tokenizer_free(tok);
         return rc == 0 ? 0 : fail("generate");
