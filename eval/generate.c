@@ -151,10 +151,12 @@ static void log_softmax(const float *logits, int V, double *out) {
     for (int j = 0; j < V; j++) out[j] = logits[j] - lse;
 }
 
+/* scored_len is the length the length penalty sees: the new tokens including
+ * the EOS that ended the hypothesis, as transformers counts it. */
 static void add_hypothesis(Hypothesis *fin, int *n_fin, int cap, const int *tokens, int len,
-                           double logp, double length_penalty) {
+                           int scored_len, double logp, double length_penalty) {
     Hypothesis h = {xmalloc((size_t)(len > 0 ? len : 1) * sizeof(int)), len, logp,
-                    logp / pow(len > 0 ? len : 1, length_penalty)};
+                    logp / pow(scored_len > 0 ? scored_len : 1, length_penalty)};
     memcpy(h.tokens, tokens, (size_t)len * sizeof(int));
     if (*n_fin < cap) {
         fin[(*n_fin)++] = h;
@@ -209,7 +211,7 @@ int generate_beam(GPT *m, const int *prompt, int n, int beams, int max_new_token
             if (e.token == eos_id) { /* finished (only if among the K best) */
                 if (i < K)
                     add_hypothesis(fin, &n_fin, K, seq + (size_t)e.beam * (max_new_tokens + 1),
-                                   step, e.logp, length_penalty);
+                                   step, step + 1, e.logp, length_penalty);
                 continue;
             }
             next_seq[(size_t)kept * (max_new_tokens + 1) + step] = e.token;
@@ -239,8 +241,8 @@ int generate_beam(GPT *m, const int *prompt, int n, int beams, int max_new_token
     }
     int len = step < max_new_tokens ? step + 1 : max_new_tokens;
     for (int b = 0; b < live; b++)
-        add_hypothesis(fin, &n_fin, K, seq + (size_t)b * (max_new_tokens + 1), len, beam_logp[b],
-                       length_penalty);
+        add_hypothesis(fin, &n_fin, K, seq + (size_t)b * (max_new_tokens + 1), len, len,
+                       beam_logp[b], length_penalty);
     qsort(fin, (size_t)n_fin, sizeof(Hypothesis), by_score_desc);
     int count = n_fin < n_best ? n_fin : n_best;
     for (int i = 0; i < n_fin; i++) {

@@ -43,7 +43,8 @@ typedef struct {
     int *tokens;      /* the new tokens (not the prompt), len of them */
     int len;
     double logp;      /* sum of the log-probabilities of the new tokens */
-    double score;     /* logp / len^length_penalty */
+    double score;     /* logp / L^length_penalty, L = len + 1 when the hypothesis
+                         ended with EOS (the EOS counts, as in transformers), else len */
 } Hypothesis;
 
 /* Beam search with `beams` beams from prompt[0:n]: at each step the 2*beams

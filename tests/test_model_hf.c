@@ -349,3 +349,50 @@ Test(hf_generate, beam3_config_c) { beam3("hf_c"); }
 Test(hf_generate, greedy_config_a) { greedy("hf_a"); }
 Test(hf_generate, greedy_config_b) { greedy("hf_b"); }
 Test(hf_generate, greedy_config_c) { greedy("hf_c"); }
+
+/* Beam search with an EOS id that some beams emit early (4 beams, 3-best,
+ * length_penalty 0.7): the same hypotheses, ended at the same EOS, in the same
+ * order and with the same scores as transformers (tests/fixtures/beam_eos.*,
+ * made by tests/make_beam_eos_fixtures.py from the trained weights). */
+static void beam_eos(const char *name) {
+    Fixture fx = load_trained_fixture(name);
+    SafeTensorsFile *f = safetensors_open("tests/fixtures/beam_eos.safetensors");
+    cr_assert_not_null(f, "%s", err_msg());
+    char key[64];
+    snprintf(key, sizeof key, "%s.seqs", name);
+    const StTensor *seqs = need(f, key);
+    int n_new = (int)seqs->shape[1], eos, prompt[3], ref[3 * 64];
+    float scores[3], lp;
+    cr_assert_leq(n_new, 64);
+    read_i32(f, key, ref, 3 * n_new);
+    snprintf(key, sizeof key, "%s.eos", name);
+    read_i32(f, key, &eos, 1);
+    snprintf(key, sizeof key, "%s.scores", name);
+    read_f32(f, key, scores, 3);
+    snprintf(key, sizeof key, "%s.length_penalty", name);
+    read_f32(f, key, &lp, 1);
+    read_i32(fx.f, "gen_prompt", prompt, 3);
+    int ctx = gpt_config(fx.m)->n_positions;
+    Hypothesis h[3];
+    int got = generate_beam(fx.m, prompt, 3, 4, ctx - 3, lp, eos, 3, h);
+    cr_assert_eq(got, 3);
+    for (int k = 0; k < 3; k++) {
+        const int *want = ref + k * n_new;
+        int len = 0; /* transformers' tokens before its EOS */
+        while (len < n_new && want[len] != eos && want[len] >= 0) len++;
+        cr_expect_eq(h[k].len, len, "%s hypothesis %d: %d tokens, transformers %d", name, k,
+                     h[k].len, len);
+        for (int i = 0; i < len && i < h[k].len; i++)
+            cr_expect_eq(h[k].tokens[i], want[i], "%s hypothesis %d token %d", name, k, i);
+        cr_expect(fabs(h[k].score - scores[k]) <= 1e-4 * fabs(scores[k]),
+                  "%s hypothesis %d score %.6f, transformers %.6f", name, k, h[k].score,
+                  scores[k]);
+    }
+    hypotheses_free(h, got);
+    safetensors_close(f);
+    free_fixture(&fx);
+}
+
+Test(hf_generate, beam_with_eos_config_a) { beam_eos("hf_a"); }
+Test(hf_generate, beam_with_eos_config_b) { beam_eos("hf_b"); }
+Test(hf_generate, beam_with_eos_config_c) { beam_eos("hf_c"); }
