@@ -86,7 +86,32 @@ static const KeyInfo KEYS[] = {
     INT_KEY(data, grad_accum, 1, "micro-steps per optimizer step"),
     BOOL_KEY(data, shuffle, "shuffle training items every epoch"),
 
-    ENUM_KEY(objective, type, "lm", "training objective"),
+    ENUM_KEY(objective, type, "lm|kd|dpo", "training objective: lm (LM/SFT), kd (word-level distillation), dpo"),
+
+    STR_KEY(kd, teacher, false, "teacher HF checkpoint dir, run frozen beside the student (\"\" = the data's teacher_topk)"),
+    REAL_KEY(kd, alpha, 0, CLOSED, 1, CLOSED, "weight of the KD term; (1 - alpha) weights the gold cross-entropy"),
+    REAL_KEY(kd, temperature, 0, OPEN, NO_LIMIT, CLOSED, "softmax temperature T of both models (the KD term is scaled by T^2)"),
+    REAL_KEY(kd, beta, 0, CLOSED, 1, CLOSED, "0 = forward KL(teacher||student), 1 = reverse KL, between = generalized JSD"),
+    REAL_KEY(kd, on_policy, 0, CLOSED, 1, CLOSED, "chance a batch's completions are sampled from the student (GKD lambda)"),
+
+    ENUM_KEY(dpo, loss_type, "sigmoid|robust|hinge|ipo|simpo", "preference loss (names as in TRL)"),
+    REAL_KEY(dpo, beta, 0, OPEN, NO_LIMIT, CLOSED, "inverse temperature of the implicit reward"),
+    REAL_KEY(dpo, label_smoothing, 0, CLOSED, 1, CLOSED, "conservative DPO / robust noise rate"),
+    REAL_KEY(dpo, rpo_alpha, 0, CLOSED, NO_LIMIT, CLOSED, "weight of an NLL term on the chosen completion (RPO)"),
+    REAL_KEY(dpo, simpo_gamma, 0, CLOSED, NO_LIMIT, CLOSED, "SimPO target margin"),
+    STR_KEY(dpo, reference, false, "\"\" = frozen copy of the initial model; a checkpoint dir; \"precomputed\" = the data's ref_logp"),
+    INT_KEY(dpo, max_prompt_len, 0, "prompt tokens kept, from the end (0 = no limit)"),
+    INT_KEY(dpo, max_completion_len, 0, "completion tokens kept, from the start (0 = no limit)"),
+
+    STR_KEY(finetune, freeze, false, "comma-separated parameter name globs to freeze, e.g. \"wte.weight,h.[0-5].*\""),
+    STR_KEY(finetune, train_only, false, "comma-separated globs: train only these, freeze the rest"),
+    INT_KEY(finetune, lora_r, 0, "LoRA rank (0 = off); with LoRA only the adapters train"),
+    REAL_KEY(finetune, lora_alpha, 0, OPEN, NO_LIMIT, CLOSED, "LoRA scale numerator: scale = alpha / r"),
+    REAL_KEY(finetune, lora_dropout, 0, CLOSED, 1, OPEN, "dropout on the LoRA input"),
+    STR_KEY(finetune, lora_targets, false, "comma-separated modules that get adapters (c_attn, c_proj, c_fc, attn.c_proj, mlp.c_proj)"),
+
+    BOOL_KEY(dist, zero1, "shard AdamW state and master weights across ranks (ZeRO-1)"),
+    INT_KEY(dist, bucket_mb, 1, "gradient all-reduce bucket size in MiB"),
 
     REAL_KEY(optim, lr, 0, OPEN, NO_LIMIT, CLOSED, "peak learning rate"),
     REAL_KEY(optim, min_lr, 0, CLOSED, NO_LIMIT, CLOSED, "learning rate at the end of the schedule"),
@@ -137,6 +162,15 @@ void config_defaults(Config *c) {
     c->data.shuffle = 1;
 
     copy_string(c->objective.type, sizeof c->objective.type, "lm");
+
+    c->kd.alpha = 0.5;
+    c->kd.temperature = 1.0;
+    copy_string(c->dpo.loss_type, sizeof c->dpo.loss_type, "sigmoid");
+    c->dpo.beta = 0.1;
+    c->dpo.simpo_gamma = 0.5;
+    c->finetune.lora_alpha = 16;
+    copy_string(c->finetune.lora_targets, sizeof c->finetune.lora_targets, "c_attn");
+    c->dist.bucket_mb = 25;
 
     c->optim.lr = 6e-4;
     c->optim.min_lr = 6e-5;
@@ -646,6 +680,14 @@ int config_validate(const Config *c) {
     if (c->data.seq_len > c->model.n_positions)
         return err_set("config: data.seq_len (%d) exceeds model.n_positions (%d); lower seq_len or raise n_positions",
                        c->data.seq_len, c->model.n_positions);
+    if (c->finetune.lora_r > 0 && (c->finetune.freeze[0] || c->finetune.train_only[0]))
+        return err_set("config: finetune.lora_r freezes the whole base model; leave finetune.freeze and "
+                       "finetune.train_only empty with LoRA");
+    if (c->finetune.freeze[0] && c->finetune.train_only[0])
+        return err_set("config: set finetune.freeze or finetune.train_only, not both");
+    if (c->kd.on_policy > 0 && !c->kd.teacher[0])
+        return err_set("config: kd.on_policy samples completions the dataset has no teacher rows for; "
+                       "it needs an online teacher (kd.teacher)");
     if (c->optim.warmup_steps > c->train.steps)
         return err_set("config: optim.warmup_steps (%d) exceeds train.steps (%d)", c->optim.warmup_steps,
                        c->train.steps);

@@ -29,8 +29,37 @@ typedef struct {
         int shuffle;                 /* bool */
     } data;
     struct {
-        char type[32];               /* "lm" (later: kd, dpo) */
+        char type[32];               /* lm | kd | dpo */
     } objective;
+    struct {                         /* word-level KD (objective kd) */
+        char teacher[CFG_STR];       /* HF dir of a frozen teacher ("" = the data's teacher_topk) */
+        double alpha;                /* weight of the KD term; 1 - alpha on the gold CE */
+        double temperature;          /* T: both distributions are softened by T */
+        double beta;                 /* 0 forward KL, 1 reverse KL, between: generalized JSD */
+        double on_policy;            /* GKD lambda: chance a batch's targets come from the student */
+    } kd;
+    struct {                         /* preference tuning (objective dpo) */
+        char loss_type[16];          /* sigmoid | robust | hinge | ipo | simpo */
+        double beta;
+        double label_smoothing;
+        double rpo_alpha;
+        double simpo_gamma;
+        char reference[CFG_STR];     /* "" = the initial model; a checkpoint dir; "precomputed" */
+        int max_prompt_len;          /* 0 = no limit */
+        int max_completion_len;      /* 0 = no limit */
+    } dpo;
+    struct {                         /* partial fine-tuning */
+        char freeze[CFG_STR];        /* comma-separated HF name globs to freeze */
+        char train_only[CFG_STR];    /* comma-separated globs: freeze everything else */
+        int lora_r;                  /* 0 = no LoRA */
+        double lora_alpha;
+        double lora_dropout;
+        char lora_targets[CFG_STR];  /* comma-separated module names (c_attn, c_proj, c_fc, ...) */
+    } finetune;
+    struct {                         /* data parallel */
+        int zero1;                   /* shard optimizer state across ranks */
+        int bucket_mb;               /* gradient all-reduce bucket size */
+    } dist;
     struct {
         double lr, min_lr;           /* peak and floor */
         int warmup_steps;

@@ -13,12 +13,25 @@
  * stream with one (N,C) buffer `dres` that every branch adds into, since the
  * ops accumulate (+=); the scratch gradients of each block are zeroed before
  * use. The classifier turns the logits into dlogits in place.
+ *
+ * Frozen tensors get NULL gradient pointers, which the ops skip; backward
+ * stops at the lowest block that still holds a trainable tensor (the groups
+ * of a block are walked in backward order and the walk ends as soon as
+ * nothing below needs a gradient). LoRA adapters are two extra Conv1D
+ * matmuls per adapted linear layer through the same ops; their dropout mask
+ * is a hash of (seed, forward count, adapter, element), so backward
+ * regenerates it instead of storing it. The mask is applied on the host
+ * (download, multiply, upload) because the backend has no elementwise
+ * product; that costs a round trip per adapted layer on a GPU, only when
+ * lora dropout > 0.
  */
 #include "train/model.h"
 
 #include <assert.h>
 #include <math.h>
 #include <stdio.h>
+#include <fnmatch.h>
+#include <regex.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -30,6 +43,19 @@ enum {
     P_LN1_W, P_LN1_B, P_QKV_W, P_QKV_B, P_ATTPROJ_W, P_ATTPROJ_B,
     P_LN2_W, P_LN2_B, P_FC_W, P_FC_B, P_FCPROJ_W, P_FCPROJ_B, P_PER_LAYER
 };
+
+/* The four Conv1D linear layers of a block, which LoRA can adapt. */
+enum { LIN_QKV, LIN_ATTPROJ, LIN_FC, LIN_FCPROJ, N_LIN };
+static const char *const LIN_NAME[N_LIN] = {"attn.c_attn", "attn.c_proj", "mlp.c_fc",
+                                            "mlp.c_proj"};
+static const int LIN_SLOT[N_LIN] = {P_QKV_W, P_ATTPROJ_W, P_FC_W, P_FCPROJ_W};
+
+/* Groups of a block's tensors in BACKWARD order, as bits of a mask. */
+enum { GRP_FCPROJ, GRP_FC, GRP_LN2, GRP_ATTPROJ, GRP_QKV, GRP_LN1 };
+static const int SLOT_GROUP[P_PER_LAYER] = {GRP_LN1,     GRP_LN1,     GRP_QKV, GRP_QKV,
+                                            GRP_ATTPROJ, GRP_ATTPROJ, GRP_LN2, GRP_LN2,
+                                            GRP_FC,      GRP_FC,      GRP_FCPROJ, GRP_FCPROJ};
+static const int LIN_GROUP[N_LIN] = {GRP_QKV, GRP_ATTPROJ, GRP_FC, GRP_FCPROJ};
 
 typedef struct {
     float *ln1, *ln1_mean, *ln1_rstd;   /* (N,C) (N) (N) */
@@ -48,9 +74,32 @@ struct GPT {
     const Backend *be;
     int n_tensors;
     ParamInfo *tensors;
+    int n_base;           /* tensors of the GPT-2 model proper; adapters follow */
     size_t n_params;      /* real parameters */
-    size_t n_alloc;       /* floats in the flat buffers (tensors 16-float aligned) */
+    size_t n_alloc;       /* floats in the flat parameter buffer (tensors 16-float aligned) */
+    size_t base_alloc;    /* n_alloc of the base tensors */
     float *params, *grads;
+    size_t n_grad;        /* floats in the gradient layout (trainable tensors) */
+    int grad_version;
+    /* what backward must visit, from the trainable flags */
+    unsigned *layer_groups;   /* (L) bits GRP_* holding a trainable tensor */
+    int lowest_trainable;     /* lowest block with a trainable tensor, L if none */
+    int embed_trainable;      /* wte or wpe trainable */
+    int train_mode;
+
+    /* LoRA */
+    int has_lora;
+    LoraConfig lora;
+    float lora_scale;
+    int *lora_index;          /* (L, N_LIN) table index of lora_A (lora_B follows), -1 none */
+    uint64_t dropout_count;   /* training forwards so far: the dropout mask's step */
+    int fwd_dropout;          /* the last forward applied dropout */
+    void *lora_acts;
+    size_t lora_max_N;
+    float **lora_h;           /* (L, N_LIN) s * dropout(x) A^T, (N,r) */
+    float **lora_xd;          /* (L, N_LIN) dropout(x), (N,in); NULL without dropout */
+    float *lora_v, *lora_dh, *lora_dx; /* scratch (N,4C) (N,r) (N,4C) */
+    float *lora_host;         /* host scratch (N,4C) for the dropout mask */
 
     /* activations, for up to max_N = B*T rows */
     size_t max_N;
@@ -93,6 +142,9 @@ static void add_tensor(GPT *m, int *i, size_t *off, const char *name, int rows, 
     p->shape[1] = cols > 0 ? cols : 0;
     p->numel = (size_t)rows * (size_t)(cols > 0 ? cols : 1);
     p->decay = p->ndim == 2;
+    p->lora = 0;
+    p->trainable = 1;
+    p->grad_offset = GPT_NO_GRAD;
     m->n_params += p->numel;
     *off += (p->numel + 15) & ~(size_t)15;
 }
@@ -122,7 +174,50 @@ static void build_table(GPT *m) {
     add_tensor(m, &i, &off, "ln_f.weight", C, 0);
     add_tensor(m, &i, &off, "ln_f.bias", C, 0);
     assert(i == m->n_tensors);
-    m->n_alloc = off;
+    m->n_base = m->n_tensors;
+    m->n_alloc = m->base_alloc = off;
+}
+
+/* Lays the gradients out over the trainable tensors, reallocates the (zeroed)
+ * gradient buffer and records what backward has to visit. */
+static int relayout_grads(GPT *m) {
+    int L = m->cfg.n_layer;
+    size_t off = 0;
+    memset(m->layer_groups, 0, (size_t)L * sizeof(unsigned));
+    m->lowest_trainable = L;
+    m->embed_trainable = 0;
+    for (int i = 0; i < m->n_tensors; i++) {
+        ParamInfo *p = &m->tensors[i];
+        if (!p->trainable) {
+            p->grad_offset = GPT_NO_GRAD;
+            continue;
+        }
+        p->grad_offset = off;
+        off += (p->numel + 15) & ~(size_t)15;
+        int layer = -1, group = -1;
+        if (i < 2) {
+            m->embed_trainable = 1;
+        } else if (i < m->n_base - 2) {
+            layer = (i - 2) / P_PER_LAYER;
+            group = SLOT_GROUP[(i - 2) % P_PER_LAYER];
+        } else if (p->lora) {
+            for (int k = 0; k < L * N_LIN && layer < 0; k++)
+                if (m->lora_index[k] == i || m->lora_index[k] + 1 == i) {
+                    layer = k / N_LIN;
+                    group = LIN_GROUP[k % N_LIN];
+                }
+        }
+        if (layer >= 0) {
+            m->layer_groups[layer] |= 1u << group;
+            if (layer < m->lowest_trainable) m->lowest_trainable = layer;
+        }
+    }
+    if (m->grads) m->be->release(m->grads);
+    m->n_grad = off;
+    m->grads = m->be->alloc((off > 0 ? off : 16) * m->be->act_size);
+    m->grad_version++;
+    if (!m->grads) return -1;
+    return 0;
 }
 
 GPT *gpt_create(const GPTConfig *cfg, const Backend *be) {
@@ -131,9 +226,12 @@ GPT *gpt_create(const GPTConfig *cfg, const Backend *be) {
     m->cfg = *cfg;
     m->be = be;
     build_table(m);
+    m->layer_groups = xcalloc((size_t)cfg->n_layer, sizeof(unsigned));
+    m->lora_index = xmalloc((size_t)cfg->n_layer * N_LIN * sizeof(int));
+    for (int k = 0; k < cfg->n_layer * N_LIN; k++) m->lora_index[k] = -1;
+    m->train_mode = 1;
     m->params = be->alloc(m->n_alloc * be->act_size);
-    m->grads = be->alloc(m->n_alloc * be->act_size);
-    if (!m->params || !m->grads) {
+    if (!m->params || relayout_grads(m) != 0) {
         gpt_free(m);
         return NULL;
     }
@@ -148,6 +246,12 @@ void gpt_free(GPT *m) {
     if (m->acts32) m->be->release(m->acts32);
     if (m->kcache) m->be->release(m->kcache);
     if (m->vcache) m->be->release(m->vcache);
+    if (m->lora_acts) m->be->release(m->lora_acts);
+    free(m->lora_h);
+    free(m->lora_xd);
+    free(m->lora_host);
+    free(m->lora_index);
+    free(m->layer_groups);
     free(m->layers);
     free(m->tensors);
     free(m);
@@ -160,11 +264,78 @@ const ParamInfo *gpt_tensor(const GPT *m, int i) { return &m->tensors[i]; }
 size_t gpt_num_params(const GPT *m) { return m->n_params; }
 float *gpt_params(GPT *m) { return m->params; }
 float *gpt_grads(GPT *m) { return m->grads; }
+size_t gpt_grad_size(const GPT *m) { return m->n_grad; }
+size_t gpt_grad_bytes(const GPT *m) { return m->n_grad * m->be->act_size; }
+int gpt_grad_layout_version(const GPT *m) { return m->grad_version; }
+int gpt_tensor_trainable(const GPT *m, int i) { return m->tensors[i].trainable; }
+void gpt_set_train_mode(GPT *m, int on) { m->train_mode = on != 0; }
+
+size_t gpt_num_trainable(const GPT *m) {
+    size_t n = 0;
+    for (int i = 0; i < m->n_tensors; i++)
+        if (m->tensors[i].trainable) n += m->tensors[i].numel;
+    return n;
+}
 
 const ParamInfo *gpt_find_tensor(const GPT *m, const char *name) {
     for (int i = 0; i < m->n_tensors; i++)
         if (!strcmp(m->tensors[i].name, name)) return &m->tensors[i];
     return NULL;
+}
+
+int gpt_set_trainable(GPT *m, const char *const *freeze, int n_freeze,
+                      const char *const *train, int n_train) {
+    for (int pass = 0; pass < 2; pass++) {
+        const char *const *pats = pass ? train : freeze;
+        int n = pass ? n_train : n_freeze;
+        for (int k = 0; k < n; k++) {
+            int hits = 0;
+            for (int i = 0; i < m->n_tensors; i++)
+                hits += fnmatch(pats[k], m->tensors[i].name, 0) == 0;
+            if (!hits)
+                return err_set("%s pattern '%s' matches no parameter (names look like "
+                               "'wte.weight', 'h.0.attn.c_attn.weight', 'ln_f.bias'%s)",
+                               pass ? "train" : "freeze", pats[k],
+                               m->has_lora ? ", 'h.0.attn.c_attn.lora_A.weight'" : "");
+        }
+    }
+    for (int pass = 0; pass < 2; pass++) {
+        const char *const *pats = pass ? train : freeze;
+        int n = pass ? n_train : n_freeze;
+        for (int i = 0; i < m->n_tensors; i++)
+            for (int k = 0; k < n; k++)
+                if (fnmatch(pats[k], m->tensors[i].name, 0) == 0) m->tensors[i].trainable = pass;
+    }
+    return relayout_grads(m);
+}
+
+int gpt_set_layers_trainable(GPT *m, int first, int last, int trainable) {
+    int L = m->cfg.n_layer;
+    if (first < 0 || last >= L || first > last)
+        return err_set("layer range %d..%d is outside the model's blocks 0..%d", first, last,
+                       L - 1);
+    for (int l = first; l <= last; l++) {
+        for (int s = 0; s < P_PER_LAYER; s++)
+            m->tensors[2 + l * P_PER_LAYER + s].trainable = trainable != 0;
+        for (int k = 0; k < N_LIN; k++) {
+            int a = m->lora_index[l * N_LIN + k];
+            if (a >= 0) m->tensors[a].trainable = m->tensors[a + 1].trainable = trainable != 0;
+        }
+    }
+    return relayout_grads(m);
+}
+
+/* PEFT's default LoRA init: lora_A kaiming_uniform_(a = sqrt 5), which is
+ * U(-1/sqrt(fan_in), 1/sqrt(fan_in)) with fan_in = in; lora_B zero. A is
+ * stored as A^T (in, r), so fan_in is its row count. */
+static void lora_init_host(const ParamInfo *p, float *w, Rng *r) {
+    if (p->lora == 1) {
+        double bound = 1.0 / sqrt((double)p->shape[0]);
+        for (size_t k = 0; k < p->numel; k++)
+            w[k] = (float)((2.0 * rng_uniform(r) - 1.0) * bound);
+    } else {
+        memset(w, 0, p->numel * sizeof(float));
+    }
 }
 
 void gpt_init_random(GPT *m, uint64_t seed) {
@@ -178,7 +349,9 @@ void gpt_init_random(GPT *m, uint64_t seed) {
         const char *n = p->name;
         size_t len = strlen(n);
         int is_ln = strstr(n, "ln_") != NULL;
-        if (is_ln && !strcmp(n + len - 6, "weight")) {
+        if (p->lora) {
+            lora_init_host(p, w, &r);
+        } else if (is_ln && !strcmp(n + len - 6, "weight")) {
             for (size_t k = 0; k < p->numel; k++) w[k] = 1.0f;
         } else if (p->ndim == 2) {
             double std = strstr(n, "c_proj.weight") ? proj_std : 0.02;
@@ -272,23 +445,298 @@ static void ensure_acts(GPT *m, int B, int T) {
     m->max_N = N;
 }
 
-/* Parameter tensor i of the flat buffer `base` (params or grads), in bytes of
- * the backend's compute type. */
-static float *tensor_at(const GPT *m, float *base, int i) {
-    return (float *)((char *)base + m->tensors[i].offset * m->be->act_size);
+/* Parameter tensor i of the flat parameter buffer, in bytes of the backend's
+ * compute type. */
+static float *param_at(const GPT *m, int i) {
+    return (float *)((char *)m->params + m->tensors[i].offset * m->be->act_size);
 }
 
-static float *P(GPT *m, int layer, int slot) {
-    return tensor_at(m, m->params, 2 + layer * P_PER_LAYER + slot);
+/* Gradient of tensor i, or NULL when it is frozen (the ops then skip it). */
+static float *grad_at(const GPT *m, int i) {
+    const ParamInfo *p = &m->tensors[i];
+    if (!p->trainable) return NULL;
+    return (float *)((char *)m->grads + p->grad_offset * m->be->act_size);
 }
 
-static float *G(GPT *m, int layer, int slot) {
-    return tensor_at(m, m->grads, 2 + layer * P_PER_LAYER + slot);
-}
+static float *P(GPT *m, int layer, int slot) { return param_at(m, 2 + layer * P_PER_LAYER + slot); }
+static float *G(GPT *m, int layer, int slot) { return grad_at(m, 2 + layer * P_PER_LAYER + slot); }
 
 /* Elements of one layer's key (or value) cache for B rows. */
 static size_t kv_layer_elems(const GPT *m, int B) {
     return (size_t)B * m->cfg.n_positions * m->cfg.n_embd; /* B * NH * maxT * HS */
+}
+
+/* ------------------------------------------------------------------ LoRA */
+
+/* (in, out) of linear k of a block. */
+static void lin_dims(const GPT *m, int k, int *in, int *out) {
+    int C = m->cfg.n_embd;
+    static const int IN[N_LIN] = {1, 1, 1, 4}, OUT[N_LIN] = {3, 1, 4, 1};
+    *in = IN[k] * C;
+    *out = OUT[k] * C;
+}
+
+/* PEFT's check_target_module_exists for a GPT-2 module name
+ * "transformer.h.<l>.<lin>": regex full match for the string form, else
+ * equality or a "." + target suffix; plus our fnmatch globs. */
+static int lora_targets(const LoraConfig *c, const regex_t *re, int layer, int k) {
+    char key[LORA_NAME_LEN + 32];
+    snprintf(key, sizeof key, "transformer.h.%d.%s", layer, LIN_NAME[k]);
+    if (c->n_layers > 0) {
+        int in = 0;
+        for (int i = 0; i < c->n_layers; i++) in |= c->layers[i] == layer;
+        if (!in) return 0;
+    }
+    if (re) return regexec(re, key, 0, NULL, 0) == 0;
+    size_t klen = strlen(key);
+    for (int t = 0; t < c->n_targets; t++) {
+        const char *tg = c->targets[t];
+        size_t tlen = strlen(tg);
+        if (!strcmp(key, tg)) return 1;
+        if (tlen < klen && key[klen - tlen - 1] == '.' && !strcmp(key + klen - tlen, tg)) return 1;
+        if (strpbrk(tg, "*?[") && (fnmatch(tg, key, 0) == 0 || fnmatch(tg, key + 12, 0) == 0))
+            return 1;
+    }
+    return 0;
+}
+
+static int lora_check_config(const LoraConfig *c) {
+    if (c->r < 1) return err_set("lora.r must be >= 1 (got %d)", c->r);
+    if (!(c->alpha > 0)) return err_set("lora.alpha must be > 0 (got %g)", c->alpha);
+    if (!(c->dropout >= 0 && c->dropout < 1))
+        return err_set("lora.dropout must be in [0, 1) (got %g)", c->dropout);
+    if (c->n_targets < 0 || c->n_targets > LORA_MAX_TARGETS)
+        return err_set("lora.target_modules: %d names given, at most %d allowed", c->n_targets,
+                       LORA_MAX_TARGETS);
+    if (c->n_targets == 0 && !c->target_regex[0])
+        return err_set("lora.target_modules is empty; name the GPT-2 linear layers to adapt "
+                       "(c_attn, attn.c_proj, mlp.c_fc, mlp.c_proj; c_proj means both)");
+    return 0;
+}
+
+int gpt_lora_attach(GPT *m, const LoraConfig *cfg) {
+    if (m->has_lora)
+        return err_set("the model already has LoRA adapters; merge them before attaching new ones");
+    if (lora_check_config(cfg) != 0) return -1;
+    const Backend *be = m->be;
+    int L = m->cfg.n_layer;
+    regex_t re, *rep = NULL;
+    if (cfg->target_regex[0]) {
+        char anchored[sizeof cfg->target_regex + 8];
+        snprintf(anchored, sizeof anchored, "^(%s)$", cfg->target_regex);
+        if (regcomp(&re, anchored, REG_EXTENDED | REG_NOSUB) != 0)
+            return err_set("lora.target_modules: '%s' is not a valid regular expression",
+                           cfg->target_regex);
+        rep = &re;
+    }
+    int count = 0;
+    for (int l = 0; l < L; l++)
+        for (int k = 0; k < N_LIN; k++) count += lora_targets(cfg, rep, l, k);
+    if (count == 0) {
+        if (rep) regfree(rep);
+        return err_set("lora.target_modules matches none of the GPT-2 linear layers "
+                       "(module names are transformer.h.<layer>.attn.c_attn, .attn.c_proj, "
+                       ".mlp.c_fc, .mlp.c_proj)");
+    }
+    /* the current parameters, to carry over into the grown buffer */
+    float *host = xcalloc(m->n_alloc + (size_t)count * 2 * (((size_t)4 * m->cfg.n_embd *
+                                                               cfg->r + 15) & ~(size_t)15),
+                          sizeof(float));
+    be->download_f32(host, m->params, m->n_alloc);
+    m->tensors = xrealloc(m->tensors, (size_t)(m->n_tensors + 2 * count) * sizeof(ParamInfo));
+    int i = m->n_tensors;
+    size_t off = m->n_alloc;
+    Rng rng;
+    rng_seed(&rng, cfg->seed);
+    for (int l = 0; l < L; l++)
+        for (int k = 0; k < N_LIN; k++) {
+            if (!lora_targets(cfg, rep, l, k)) continue;
+            int in, out;
+            lin_dims(m, k, &in, &out);
+            char name[GPT_PARAM_NAME_LEN];
+            m->lora_index[l * N_LIN + k] = i;
+            snprintf(name, sizeof name, "h.%d.%s.lora_A.weight", l, LIN_NAME[k]);
+            add_tensor(m, &i, &off, name, in, cfg->r);        /* A^T (in, r) */
+            snprintf(name, sizeof name, "h.%d.%s.lora_B.weight", l, LIN_NAME[k]);
+            add_tensor(m, &i, &off, name, cfg->r, out);       /* B^T (r, out) */
+            m->tensors[i - 2].lora = 1;
+            m->tensors[i - 1].lora = 2;
+            lora_init_host(&m->tensors[i - 2], host + m->tensors[i - 2].offset, &rng);
+            lora_init_host(&m->tensors[i - 1], host + m->tensors[i - 1].offset, &rng);
+        }
+    if (rep) regfree(rep);
+    m->n_tensors = i;
+    m->n_alloc = off;
+    be->release(m->params);
+    m->params = be->alloc(m->n_alloc * be->act_size);
+    if (!m->params) {
+        free(host);
+        return -1;
+    }
+    be->upload_f32(m->params, host, m->n_alloc);
+    free(host);
+    m->has_lora = 1;
+    m->lora = *cfg;
+    m->lora_scale = cfg->use_rslora ? cfg->alpha / sqrtf((float)cfg->r) : cfg->alpha / cfg->r;
+    m->lora_max_N = 0;
+    for (int t = 0; t < m->n_tensors; t++) m->tensors[t].trainable = m->tensors[t].lora != 0;
+    return relayout_grads(m);
+}
+
+const LoraConfig *gpt_lora_config(const GPT *m) { return m->has_lora ? &m->lora : NULL; }
+float gpt_lora_scale(const GPT *m) { return m->has_lora ? m->lora_scale : 0.0f; }
+uint64_t gpt_lora_dropout_step(const GPT *m) { return m->dropout_count; }
+void gpt_lora_set_dropout_step(GPT *m, uint64_t step) { m->dropout_count = step; }
+
+void gpt_lora_merge(GPT *m) {
+    if (!m->has_lora) return;
+    float *host = xmalloc(m->n_alloc * sizeof(float));
+    m->be->download_f32(host, m->params, m->n_alloc);
+    int L = m->cfg.n_layer, r = m->lora.r;
+    for (int l = 0; l < L; l++)
+        for (int k = 0; k < N_LIN; k++) {
+            int a = m->lora_index[l * N_LIN + k];
+            if (a < 0) continue;
+            int in, out;
+            lin_dims(m, k, &in, &out);
+            float *w = host + m->tensors[2 + l * P_PER_LAYER + LIN_SLOT[k]].offset; /* (in,out) */
+            const float *at = host + m->tensors[a].offset;      /* A^T (in, r) */
+            const float *bt = host + m->tensors[a + 1].offset;  /* B^T (r, out) */
+            for (int i = 0; i < in; i++)
+                for (int o = 0; o < out; o++) {
+                    double acc = 0;
+                    for (int j = 0; j < r; j++) acc += (double)at[i * r + j] * bt[j * out + o];
+                    w[(size_t)i * out + o] += (float)(m->lora_scale * acc);
+                }
+            m->lora_index[l * N_LIN + k] = -1;
+        }
+    m->be->upload_f32(m->params, host, m->base_alloc);
+    free(host);
+    for (int t = m->n_base; t < m->n_tensors; t++) m->n_params -= m->tensors[t].numel;
+    m->n_tensors = m->n_base;
+    m->n_alloc = m->base_alloc;
+    m->has_lora = 0;
+    for (int t = 0; t < m->n_tensors; t++) m->tensors[t].trainable = 1;
+    if (relayout_grads(m) != 0) {
+        fprintf(stderr, "retort: %s\n", err_msg());
+        exit(1);
+    }
+}
+
+/* LoRA activations for N rows: per adapter h (N,r) and, with dropout, the
+ * dropped input (N,in); shared scratch for the adapter output and backward. */
+static void ensure_lora_acts(GPT *m, size_t N) {
+    if (!m->has_lora || (m->lora_acts && N <= m->lora_max_N)) return;
+    if (m->lora_acts) m->be->release(m->lora_acts);
+    int L = m->cfg.n_layer, slots = L * N_LIN;
+    size_t C = m->cfg.n_embd, r = m->lora.r;
+    int drop = m->lora.dropout > 0;
+    free(m->lora_h);
+    free(m->lora_xd);
+    free(m->lora_host);
+    m->lora_h = xcalloc((size_t)slots, sizeof(float *));
+    m->lora_xd = xcalloc((size_t)slots, sizeof(float *));
+    m->lora_host = xmalloc(N * 4 * C * sizeof(float));
+    size_t *sizes = xcalloc((size_t)2 * slots + 3, sizeof(size_t));
+    float ***ptrs = xcalloc((size_t)2 * slots + 3, sizeof(float **));
+    int n = 0;
+    for (int k = 0; k < slots; k++) {
+        if (m->lora_index[k] < 0) continue;
+        int in, out;
+        lin_dims(m, k % N_LIN, &in, &out);
+        sizes[n] = N * r;
+        ptrs[n++] = &m->lora_h[k];
+        if (drop) {
+            sizes[n] = N * (size_t)in;
+            ptrs[n++] = &m->lora_xd[k];
+        }
+    }
+    sizes[n] = N * 4 * C;
+    ptrs[n++] = &m->lora_v;
+    sizes[n] = N * r;
+    ptrs[n++] = &m->lora_dh;
+    sizes[n] = N * 4 * C;
+    ptrs[n++] = &m->lora_dx;
+    m->lora_acts = carve(m->be, m->be->act_size, sizes, ptrs, n);
+    free(sizes);
+    free(ptrs);
+    m->lora_max_N = N;
+}
+
+/* Keep/drop of element i of adapter slot k at training forward `step`: a
+ * SplitMix64 hash, so backward regenerates the mask of its forward. */
+static float dropout_factor(const GPT *m, int k, size_t i) {
+    uint64_t z = m->lora.seed ^ (m->dropout_count * 0x9E3779B97F4A7C15ull) ^
+                 ((uint64_t)(k + 1) << 40) ^ (uint64_t)i * 0xD1B54A32D192ED03ull;
+    z += 0x9E3779B97F4A7C15ull;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    z ^= z >> 31;
+    double u = (double)(z >> 11) * (1.0 / 9007199254740992.0);
+    return u < m->lora.dropout ? 0.0f : 1.0f / (1.0f - m->lora.dropout);
+}
+
+/* dst = mask_k * src over (N, in), through the host. */
+static void apply_dropout(GPT *m, int k, float *dst, const float *src, size_t n) {
+    m->be->download_f32(m->lora_host, src, n);
+    #pragma omp parallel for if (n > 65536)
+    for (size_t i = 0; i < n; i++) m->lora_host[i] *= dropout_factor(m, k, i);
+    m->be->upload_f32(dst, m->lora_host, n);
+}
+
+/* out (N,OC) = inp W + b [+ s * dropout(inp) A^T B^T] for linear k of layer l. */
+static void linear_forward(GPT *m, int l, int k, float *out, const float *inp, int N,
+                           int training) {
+    const Backend *be = m->be;
+    int in, oc, slot = LIN_SLOT[k];
+    lin_dims(m, k, &in, &oc);
+    be->matmul_forward(out, inp, P(m, l, slot), P(m, l, slot + 1), N, in, oc);
+    int a = m->lora_index[l * N_LIN + k];
+    if (a < 0) return;
+    int r = m->lora.r, ks = l * N_LIN + k;
+    const float *x = inp;
+    if (training && m->lora.dropout > 0) {
+        apply_dropout(m, ks, m->lora_xd[ks], inp, (size_t)N * in);
+        x = m->lora_xd[ks];
+    }
+    float *h = m->lora_h[ks];
+    be->matmul_forward(h, x, param_at(m, a), NULL, N, in, r);           /* (N,r) */
+    be->scale_inplace(h, m->lora_scale, (size_t)N * r);
+    be->matmul_forward(m->lora_v, h, param_at(m, a + 1), NULL, N, r, oc); /* (N,OC) */
+    be->residual_forward(out, out, m->lora_v, (size_t)N * oc);
+}
+
+/* Backward of linear_forward: dinp (may be NULL) += dout W^T + adapter term;
+ * weight, bias and adapter gradients where trainable. */
+static void linear_backward(GPT *m, int l, int k, float *dinp, const float *dout,
+                            const float *inp, int N) {
+    const Backend *be = m->be;
+    int in, oc, slot = LIN_SLOT[k];
+    lin_dims(m, k, &in, &oc);
+    float *dw = G(m, l, slot), *db = G(m, l, slot + 1);
+    if (dinp || dw || db)
+        be->matmul_backward(dinp, dw, db, dout, inp, P(m, l, slot), N, in, oc);
+    int a = m->lora_index[l * N_LIN + k];
+    if (a < 0) return;
+    int r = m->lora.r, ks = l * N_LIN + k;
+    size_t X = be->act_size;
+    float *da = grad_at(m, a), *dbt = grad_at(m, a + 1);
+    if (!dinp && !da && !dbt) return;
+    /* y += h B^T with h = s * x A^T: dB^T += h^T dy, dh = dy B, then through s */
+    be->zero(m->lora_dh, (size_t)N * r * X);
+    be->matmul_backward(m->lora_dh, dbt, NULL, dout, m->lora_h[ks], param_at(m, a + 1), N, r,
+                        oc);
+    if (!dinp && !da) return;
+    be->scale_inplace(m->lora_dh, m->lora_scale, (size_t)N * r);
+    int drop = m->fwd_dropout;
+    const float *x = drop ? m->lora_xd[ks] : inp;
+    float *dx = drop && dinp ? m->lora_dx : dinp;
+    if (drop && dinp) be->zero(m->lora_dx, (size_t)N * in * X);
+    be->matmul_backward(dx, da, NULL, m->lora_dh, x, param_at(m, a), N, in, r);
+    if (drop && dinp) {
+        apply_dropout(m, ks, m->lora_dx, m->lora_dx, (size_t)N * in);
+        be->residual_forward(dinp, dinp, m->lora_dx, (size_t)N * in);
+    }
 }
 
 /* Every transformer block, the final layernorm and the tied output layer over
@@ -300,35 +748,33 @@ static void blocks_forward(GPT *m, int B, int T, int pos) {
     const GPTConfig *c = &m->cfg;
     int C = c->n_embd, V = c->vocab_size, NH = c->n_head, L = c->n_layer, N = B * T;
     size_t kv_layer_bytes = pos >= 0 ? kv_layer_elems(m, m->kv_B) * be->act_size : 0;
+    int training = pos < 0 && m->fwd_dropout;
     const float *residual = m->encoded;
     for (int l = 0; l < L; l++) {
         LayerActs *a = &m->layers[l];
         be->layernorm_forward(a->ln1, a->ln1_mean, a->ln1_rstd, residual, P(m, l, P_LN1_W),
                               P(m, l, P_LN1_B), N, C, c->layer_norm_epsilon);
-        be->matmul_forward(a->qkv, a->ln1, P(m, l, P_QKV_W), P(m, l, P_QKV_B), N, C, 3 * C);
+        linear_forward(m, l, LIN_QKV, a->qkv, a->ln1, N, training);
         if (pos < 0)
             be->attention_forward(a->atty, a->att_lse, a->qkv, B, T, C, NH);
         else
             be->attention_decode(a->atty, (float *)((char *)m->kcache + l * kv_layer_bytes),
                                  (float *)((char *)m->vcache + l * kv_layer_bytes), a->qkv, B, T,
                                  pos, C, NH, c->n_positions);
-        be->matmul_forward(a->attproj, a->atty, P(m, l, P_ATTPROJ_W), P(m, l, P_ATTPROJ_B), N, C,
-                           C);
+        linear_forward(m, l, LIN_ATTPROJ, a->attproj, a->atty, N, training);
         be->residual_forward(a->res2, residual, a->attproj, (size_t)N * C);
         be->layernorm_forward(a->ln2, a->ln2_mean, a->ln2_rstd, a->res2, P(m, l, P_LN2_W),
                               P(m, l, P_LN2_B), N, C, c->layer_norm_epsilon);
-        be->matmul_forward(a->fch, a->ln2, P(m, l, P_FC_W), P(m, l, P_FC_B), N, C, 4 * C);
+        linear_forward(m, l, LIN_FC, a->fch, a->ln2, N, training);
         be->gelu_forward(a->fch_gelu, a->fch, (size_t)N * 4 * C);
-        be->matmul_forward(a->fcproj, a->fch_gelu, P(m, l, P_FCPROJ_W), P(m, l, P_FCPROJ_B), N,
-                           4 * C, C);
+        linear_forward(m, l, LIN_FCPROJ, a->fcproj, a->fch_gelu, N, training);
         be->residual_forward(a->res3, a->res2, a->fcproj, (size_t)N * C);
         residual = a->res3;
     }
-    int lnf_w = m->n_tensors - 2, lnf_b = m->n_tensors - 1;
-    be->layernorm_forward(m->lnf, m->lnf_mean, m->lnf_rstd, residual,
-                          tensor_at(m, m->params, lnf_w), tensor_at(m, m->params, lnf_b), N, C,
-                          c->layer_norm_epsilon);
-    be->lm_head_forward(m->logits, m->lnf, tensor_at(m, m->params, 0), N, C, V);
+    int lnf_w = m->n_base - 2, lnf_b = m->n_base - 1;
+    be->layernorm_forward(m->lnf, m->lnf_mean, m->lnf_rstd, residual, param_at(m, lnf_w),
+                          param_at(m, lnf_b), N, C, c->layer_norm_epsilon);
+    be->lm_head_forward(m->logits, m->lnf, param_at(m, 0), N, C, V);
 }
 
 void gpt_forward(GPT *m, const int *inputs, const int *targets, int B, int T, float *logp_out) {
@@ -338,13 +784,15 @@ void gpt_forward(GPT *m, const int *inputs, const int *targets, int B, int T, fl
     int N = B * T;
     assert(T <= c->n_positions);
     ensure_acts(m, B, T);
+    ensure_lora_acts(m, (size_t)N);
     m->B = B;
     m->T = T;
+    m->fwd_dropout = m->has_lora && m->train_mode && m->lora.dropout > 0;
+    if (m->fwd_dropout) m->dropout_count++;
     be->to_device(m->inputs, inputs, (size_t)N * sizeof(int));
     be->to_device(m->targets, targets, (size_t)N * sizeof(int));
 
-    be->encoder_forward(m->encoded, m->inputs, tensor_at(m, m->params, 0),
-                        tensor_at(m, m->params, 1), B, T, C);
+    be->encoder_forward(m->encoded, m->inputs, param_at(m, 0), param_at(m, 1), B, T, C);
     blocks_forward(m, B, T, -1);
     be->classifier_forward(m->logp, m->lse, m->logits, m->targets, N, V);
     if (logp_out) be->to_host(logp_out, m->logp, (size_t)N * sizeof(float));
@@ -355,61 +803,78 @@ void gpt_logits(GPT *m, float *out) {
     m->be->download_f32(out, m->logits, n);
 }
 
+/* Backward through block l, adding into m->dres (the gradient of the block's
+ * output on entry, of its input on exit). need_input: something below the
+ * block wants the input gradient. The walk stops as soon as neither that nor
+ * a trainable group further down the block needs anything. */
+static void block_backward(GPT *m, int l, int need_input) {
+    const Backend *be = m->be;
+    const GPTConfig *c = &m->cfg;
+    int B = m->B, T = m->T, C = c->n_embd, NH = c->n_head, N = B * T;
+    size_t NC = (size_t)N * C, X = be->act_size;
+    LayerActs *a = &m->layers[l];
+    const float *residual = l > 0 ? m->layers[l - 1].res3 : m->encoded;
+    unsigned groups = m->layer_groups[l];
+#define BEYOND(g) (need_input || (groups >> ((g) + 1)) != 0)
+    /* res3 = res2 + fcproj: dres is the gradient of both summands */
+    if (BEYOND(GRP_FCPROJ)) be->zero(m->dfch_gelu, NC * 4 * X);
+    linear_backward(m, l, LIN_FCPROJ, BEYOND(GRP_FCPROJ) ? m->dfch_gelu : NULL, m->dres,
+                    a->fch_gelu, N);
+    if (!BEYOND(GRP_FCPROJ)) return;
+    be->zero(m->dfch, NC * 4 * X);
+    be->gelu_backward(m->dfch, a->fch, m->dfch_gelu, NC * 4);
+    if (BEYOND(GRP_FC)) be->zero(m->dC, NC * X);
+    linear_backward(m, l, LIN_FC, BEYOND(GRP_FC) ? m->dC : NULL, m->dfch, a->ln2, N);
+    if (!BEYOND(GRP_FC)) return;
+    be->layernorm_backward(m->dres, G(m, l, P_LN2_W), G(m, l, P_LN2_B), m->dC, a->res2,
+                           P(m, l, P_LN2_W), a->ln2_mean, a->ln2_rstd, N, C);
+    if (!BEYOND(GRP_LN2)) return;
+    /* res2 = residual + attproj */
+    if (BEYOND(GRP_ATTPROJ)) be->zero(m->dC, NC * X);
+    linear_backward(m, l, LIN_ATTPROJ, BEYOND(GRP_ATTPROJ) ? m->dC : NULL, m->dres, a->atty, N);
+    if (!BEYOND(GRP_ATTPROJ)) return;
+    be->zero(m->dqkv, NC * 3 * X);
+    be->attention_backward(m->dqkv, m->dC, a->qkv, a->atty, a->att_lse, B, T, C, NH);
+    if (BEYOND(GRP_QKV)) be->zero(m->dC, NC * X);
+    linear_backward(m, l, LIN_QKV, BEYOND(GRP_QKV) ? m->dC : NULL, m->dqkv, a->ln1, N);
+    if (!BEYOND(GRP_QKV)) return;
+    be->layernorm_backward(m->dres, G(m, l, P_LN1_W), G(m, l, P_LN1_B), m->dC, residual,
+                           P(m, l, P_LN1_W), a->ln1_mean, a->ln1_rstd, N, C);
+#undef BEYOND
+}
+
 void gpt_backward(GPT *m, const float *g) {
     const Backend *be = m->be;
     const GPTConfig *c = &m->cfg;
     int B = m->B, T = m->T;
-    int C = c->n_embd, V = c->vocab_size, NH = c->n_head, L = c->n_layer;
+    int C = c->n_embd, V = c->vocab_size, L = c->n_layer;
     int N = B * T;
     size_t NC = (size_t)N * C;
     assert(m->acts && N > 0);
+    int lnf_w = m->n_base - 2, lnf_b = m->n_base - 1;
+    /* lowest block backward must reach; L: none, the blocks are all frozen */
+    int stop = m->embed_trainable ? 0 : m->lowest_trainable;
+    int need_lnf = stop < L || m->tensors[lnf_w].trainable || m->tensors[lnf_b].trainable;
+    if (!need_lnf && !m->tensors[0].trainable) return;
 
     be->to_device(m->g, g, (size_t)N * sizeof(float));
     be->classifier_backward(m->logits, m->lse, m->targets, m->g, N, V); /* logits := dlogits */
 
-    float *wte = tensor_at(m, m->params, 0), *dwte = tensor_at(m, m->grads, 0);
-    float *dwpe = tensor_at(m, m->grads, 1);
-    int lnf_w = m->n_tensors - 2, lnf_b = m->n_tensors - 1;
-
     size_t X = be->act_size; /* bytes per compute-type element */
-    be->zero(m->dC, NC * X);
-    be->lm_head_backward(m->dC, dwte, m->logits, m->lnf, wte, N, C, V); /* dC = dlnf */
+    if (need_lnf) be->zero(m->dC, NC * X);
+    be->lm_head_backward(need_lnf ? m->dC : NULL, grad_at(m, 0), m->logits, m->lnf,
+                         param_at(m, 0), N, C, V); /* dC = dlnf */
+    if (!need_lnf) return;
     be->zero(m->dres, NC * X);
     const float *last = L > 0 ? m->layers[L - 1].res3 : m->encoded;
-    be->layernorm_backward(m->dres, tensor_at(m, m->grads, lnf_w), tensor_at(m, m->grads, lnf_b),
-                           m->dC, last, tensor_at(m, m->params, lnf_w), m->lnf_mean, m->lnf_rstd,
-                           N, C);
-
-    for (int l = L - 1; l >= 0; l--) {
-        LayerActs *a = &m->layers[l];
-        const float *residual = l > 0 ? m->layers[l - 1].res3 : m->encoded;
-        /* res3 = res2 + fcproj: dres is the gradient of both summands */
-        be->zero(m->dfch_gelu, NC * 4 * X);
-        be->matmul_backward(m->dfch_gelu, G(m, l, P_FCPROJ_W), G(m, l, P_FCPROJ_B), m->dres,
-                            a->fch_gelu, P(m, l, P_FCPROJ_W), N, 4 * C, C);
-        be->zero(m->dfch, NC * 4 * X);
-        be->gelu_backward(m->dfch, a->fch, m->dfch_gelu, NC * 4);
-        be->zero(m->dC, NC * X);
-        be->matmul_backward(m->dC, G(m, l, P_FC_W), G(m, l, P_FC_B), m->dfch, a->ln2,
-                            P(m, l, P_FC_W), N, C, 4 * C);
-        be->layernorm_backward(m->dres, G(m, l, P_LN2_W), G(m, l, P_LN2_B), m->dC, a->res2,
-                               P(m, l, P_LN2_W), a->ln2_mean, a->ln2_rstd, N, C);
-        /* res2 = residual + attproj */
-        be->zero(m->dC, NC * X);
-        be->matmul_backward(m->dC, G(m, l, P_ATTPROJ_W), G(m, l, P_ATTPROJ_B), m->dres, a->atty,
-                            P(m, l, P_ATTPROJ_W), N, C, C);
-        be->zero(m->dqkv, NC * 3 * X);
-        be->attention_backward(m->dqkv, m->dC, a->qkv, a->atty, a->att_lse, B, T, C, NH);
-        be->zero(m->dC, NC * X);
-        be->matmul_backward(m->dC, G(m, l, P_QKV_W), G(m, l, P_QKV_B), m->dqkv, a->ln1,
-                            P(m, l, P_QKV_W), N, C, 3 * C);
-        be->layernorm_backward(m->dres, G(m, l, P_LN1_W), G(m, l, P_LN1_B), m->dC, residual,
-                               P(m, l, P_LN1_W), a->ln1_mean, a->ln1_rstd, N, C);
-    }
-    be->encoder_backward(dwte, dwpe, m->dres, m->inputs, B, T, C);
+    be->layernorm_backward(m->dres, grad_at(m, lnf_w), grad_at(m, lnf_b), m->dC, last,
+                           param_at(m, lnf_w), m->lnf_mean, m->lnf_rstd, N, C);
+    for (int l = L - 1; l >= stop; l--) block_backward(m, l, l > stop || m->embed_trainable);
+    if (m->embed_trainable)
+        be->encoder_backward(grad_at(m, 0), grad_at(m, 1), m->dres, m->inputs, B, T, C);
 }
 
-void gpt_zero_grad(GPT *m) { m->be->zero(m->grads, m->n_alloc * m->be->act_size); }
+void gpt_zero_grad(GPT *m) { m->be->zero(m->grads, m->n_grad * m->be->act_size); }
 
 size_t gpt_flat_size(const GPT *m) { return m->n_alloc; }
 
@@ -425,7 +890,16 @@ void gpt_copy_params_to_device(GPT *m, const float *host, size_t n) {
 
 void gpt_copy_grads_to_host(GPT *m, float *host, size_t n) {
     assert(n <= m->n_alloc);
-    m->be->download_f32(host, m->grads, n);
+    float *packed = xmalloc((m->n_grad > 0 ? m->n_grad : 1) * sizeof(float));
+    if (m->n_grad > 0) m->be->download_f32(packed, m->grads, m->n_grad);
+    memset(host, 0, n * sizeof(float));
+    for (int i = 0; i < m->n_tensors; i++) {
+        const ParamInfo *p = &m->tensors[i];
+        if (p->offset >= n) continue;
+        size_t k = p->offset + p->numel <= n ? p->numel : n - p->offset;
+        if (p->trainable) memcpy(host + p->offset, packed + p->grad_offset, k * sizeof(float));
+    }
+    free(packed);
 }
 
 /* ------------------------------------------------------------- generation */
@@ -437,6 +911,7 @@ void gpt_decode(GPT *m, const int *tokens, int B, int n, int pos, float *logits_
     int N = B * n;
     assert(n >= 1 && pos >= 0 && pos + n <= c->n_positions);
     ensure_acts(m, B, n);
+    ensure_lora_acts(m, (size_t)N);
     if (!m->kcache || m->kv_B < B) {
         if (m->kcache) be->release(m->kcache);
         if (m->vcache) be->release(m->vcache);
@@ -451,10 +926,11 @@ void gpt_decode(GPT *m, const int *tokens, int B, int n, int pos, float *logits_
     }
     m->B = B;
     m->T = n;
+    m->fwd_dropout = 0;
     be->to_device(m->inputs, tokens, (size_t)N * sizeof(int));
     /* positions pos.. : the encoder adds wpe rows from a shifted base */
-    const float *wte = tensor_at(m, m->params, 0);
-    const float *wpe = (const float *)((const char *)tensor_at(m, m->params, 1) +
+    const float *wte = param_at(m, 0);
+    const float *wpe = (const float *)((const char *)param_at(m, 1) +
                                        (size_t)pos * C * be->act_size);
     be->encoder_forward(m->encoded, m->inputs, wte, wpe, B, n, C);
     blocks_forward(m, B, n, pos);

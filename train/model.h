@@ -3,7 +3,27 @@
  * Parameters live in one flat allocation, one contiguous tensor per Hugging Face
  * parameter name (wte.weight, h.0.attn.c_attn.weight, ...), in HF's own layout,
  * so a checkpoint is a list of (name, offset, shape) and needs no transposes.
- * Gradients mirror parameters in a second allocation; activations are a third.
+ * Gradients live in a second allocation that holds only the TRAINABLE
+ * tensors, packed in table order (ParamInfo.grad_offset); with every tensor
+ * trainable (the default) its layout is the parameter layout. Activations are
+ * a third allocation.
+ *
+ * Partial fine-tuning: gpt_set_trainable / gpt_set_layers_trainable freeze
+ * tensors. A frozen tensor has no gradient buffer and no optimizer state, and
+ * backward skips its weight-gradient products (the ops take NULL gradient
+ * pointers) and every layer below the lowest trainable one.
+ *
+ * LoRA (train/lora.h for the PEFT files): gpt_lora_attach appends an adapter
+ * pair to the table for each targeted Conv1D linear layer, named as PEFT does
+ * ("h.0.attn.c_attn.lora_A.weight", "...lora_B.weight"), freezes the base and
+ * makes the adapters the trainable tensors. In the table the adapters are kept
+ * in the Conv1D (in, out) orientation so they run through matmul_forward /
+ * matmul_backward unchanged: lora_A is stored as A^T (in, r) and lora_B as
+ * B^T (r, out), where PEFT's lora_A.weight is A (r, in) and lora_B.weight is
+ * B (out, r). The adapted layer computes
+ *     y = x W + b + s * (dropout(x) A^T) B^T,   s = alpha / r (rsLoRA: alpha / sqrt r).
+ * Changing trainability or attaching LoRA re-lays out the gradients: do it
+ * before optim_create.
  */
 #ifndef RETORT_MODEL_H
 #define RETORT_MODEL_H
@@ -32,7 +52,13 @@ typedef struct {
     int ndim;
     int shape[2];
     int decay;                     /* 1: 2-D weight, gets weight decay */
+    int lora;                      /* 0: base weight, 1: lora_A (as A^T), 2: lora_B (as B^T) */
+    int trainable;                 /* 0: frozen (no gradient, no optimizer state) */
+    size_t grad_offset;            /* elements into the gradient / optimizer-state layout;
+                                      GPT_NO_GRAD when frozen */
 } ParamInfo;
+
+#define GPT_NO_GRAD ((size_t)-1)
 
 typedef struct GPT GPT;
 
@@ -50,9 +76,76 @@ const struct Backend *gpt_backend(const GPT *m);
 int gpt_num_tensors(const GPT *m);
 const ParamInfo *gpt_tensor(const GPT *m, int i);
 const ParamInfo *gpt_find_tensor(const GPT *m, const char *name);
+/* Every parameter of the table (base and adapters). */
 size_t gpt_num_params(const GPT *m);
-float *gpt_params(GPT *m);    /* backend memory */
-float *gpt_grads(GPT *m);     /* backend memory */
+float *gpt_params(GPT *m);    /* backend memory, gpt_flat_size elements */
+float *gpt_grads(GPT *m);     /* backend memory, gpt_grad_size elements (trainable only) */
+
+/* ---- partial fine-tuning ----
+ * Patterns are fnmatch(3) globs over table names ("wte.weight", "h.[0-5].*",
+ * "*.ln_*", "*lora_*"). Every tensor matching a freeze pattern is frozen, then
+ * every tensor matching a train pattern is made trainable (train wins); the
+ * others keep their state, so freeze {"*"} + train {"h.11.*", "ln_f.*"} trains
+ * only the last block and the final layernorm. A pattern that matches no
+ * tensor is an error (-1, error set) and changes nothing. */
+int gpt_set_trainable(GPT *m, const char *const *freeze, int n_freeze,
+                      const char *const *train, int n_train);
+/* Sets every tensor of blocks first..last (inclusive, 0-based) trainable or
+ * frozen. -1 with error set for a range outside 0..n_layer-1. */
+int gpt_set_layers_trainable(GPT *m, int first, int last, int trainable);
+int gpt_tensor_trainable(const GPT *m, int i);
+size_t gpt_num_trainable(const GPT *m);          /* parameters that train */
+size_t gpt_grad_size(const GPT *m);              /* elements in the gradient layout */
+size_t gpt_grad_bytes(const GPT *m);             /* bytes of the gradient buffer */
+/* Bumped whenever the gradient layout changes (optim checks it). */
+int gpt_grad_layout_version(const GPT *m);
+
+/* Training mode (default on) enables LoRA dropout in gpt_forward; evaluation
+ * forwards should turn it off. gpt_decode never drops. */
+void gpt_set_train_mode(GPT *m, int on);
+
+/* ---- LoRA ---- */
+#define LORA_MAX_TARGETS 16
+#define LORA_NAME_LEN 64
+
+typedef struct {
+    int r;                 /* rank >= 1 */
+    float alpha;           /* scale s = alpha / r */
+    float dropout;         /* on the adapter input, training forwards only, [0, 1) */
+    int use_rslora;        /* s = alpha / sqrt(r) */
+    /* PEFT target_modules for GPT-2: a module "transformer.h.<l>.<attn|mlp>.<x>"
+     * is adapted when it equals a target or ends with "." + target ("c_attn",
+     * "c_proj" = both projections, "attn.c_proj", "mlp.c_fc", ...), or when a
+     * target with glob characters fnmatches it with or without "transformer.". */
+    int n_targets;
+    char targets[LORA_MAX_TARGETS][LORA_NAME_LEN];
+    /* PEFT's string form of target_modules: a regular expression that must
+     * match the whole module name (POSIX ERE); "" when targets are a list. */
+    char target_regex[256];
+    /* PEFT layers_to_transform: when n_layers > 0, only these blocks. */
+    int n_layers;
+    int layers[LORA_MAX_TARGETS];
+    uint64_t seed;         /* lora_A initialisation and the dropout masks */
+} LoraConfig;
+
+/* Appends adapters for every targeted linear layer (lora_A kaiming-uniform as
+ * PEFT: U(-1/sqrt(in), 1/sqrt(in)); lora_B zero, so the model is unchanged),
+ * freezes every base tensor and makes the adapters trainable. -1 with error
+ * set for a bad config, targets that match nothing, or a model that already
+ * has adapters. */
+int gpt_lora_attach(GPT *m, const LoraConfig *cfg);
+/* NULL when the model has no adapters. */
+const LoraConfig *gpt_lora_config(const GPT *m);
+float gpt_lora_scale(const GPT *m);
+/* The dropout masks are a function of (seed, step): each training forward
+ * first increments the step. Saved and restored on resume for identical
+ * masks; tests set it to replay a forward's mask. */
+uint64_t gpt_lora_dropout_step(const GPT *m);
+void gpt_lora_set_dropout_step(GPT *m, uint64_t step);
+/* Folds the adapters into the base weights, W' = W + s (B A)^T = W + s A^T B^T
+ * in the Conv1D layout, and removes them from the table; every tensor is then
+ * trainable again. No-op without adapters. */
+void gpt_lora_merge(GPT *m);
 
 /* GPT-2 initialisation: N(0, 0.02) weights, residual projections scaled by
  * 1/sqrt(2 L), zero biases, unit layernorm gains. Deterministic from seed. */
@@ -86,11 +179,13 @@ void gpt_decode(GPT *m, const int *tokens, int B, int n, int pos, float *logits_
  * becomes old row src[b], for positions 0 .. len-1 (B rows). */
 void gpt_kv_reorder(GPT *m, const int *src, int B, int len);
 
-/* Host copies of the flat parameter / gradient buffers (n floats, the extent
- * of the tensor table including alignment padding). */
+/* Host copies of the flat parameter buffer (n floats, the extent of the tensor
+ * table including alignment padding). */
 size_t gpt_flat_size(const GPT *m);
 void gpt_copy_params_to_host(GPT *m, float *host, size_t n);
 void gpt_copy_params_to_device(GPT *m, const float *host, size_t n);
+/* Gradients scattered into the PARAMETER layout (host + ParamInfo.offset),
+ * zeros for frozen tensors; n <= gpt_flat_size. */
 void gpt_copy_grads_to_host(GPT *m, float *host, size_t n);
 
 #endif

@@ -23,20 +23,23 @@ int model_save_hf(GPT *m, const char *dir) {
     gpt_copy_params_to_host(m, host, total);
     StTensor *t = xcalloc((size_t)n, sizeof(StTensor));
     char (*names)[GPT_PARAM_NAME_LEN + 16] = xcalloc((size_t)n, sizeof *names);
+    int count = 0;
     for (int i = 0; i < n; i++) {
         const ParamInfo *p = gpt_tensor(m, i);
-        snprintf(names[i], sizeof names[i], "transformer.%s", p->name);
-        t[i].name = names[i];
-        t[i].dtype = ST_F32;
-        t[i].ndim = p->ndim;
-        t[i].shape[0] = p->shape[0];
-        t[i].shape[1] = p->shape[1];
-        t[i].data = host + p->offset;
+        if (p->lora) continue; /* adapters go to adapter_model.safetensors (train/lora.h) */
+        int j = count++;
+        snprintf(names[j], sizeof names[j], "transformer.%s", p->name);
+        t[j].name = names[j];
+        t[j].dtype = ST_F32;
+        t[j].ndim = p->ndim;
+        t[j].shape[0] = p->shape[0];
+        t[j].shape[1] = p->shape[1];
+        t[j].data = host + p->offset;
     }
     char path[4096];
     if (path_join(path, sizeof path, dir, "model.safetensors") != 0) return -1;
     static const char *const meta[] = {"format", "pt", NULL};
-    int rc = safetensors_write(path, t, n, meta);
+    int rc = safetensors_write(path, t, count, meta);
     if (rc == 0) rc = hf_config_write(dir, gpt_config(m));
     free(names);
     free(t);
@@ -63,9 +66,11 @@ int model_load_weights(GPT *m, const char *dir) {
     int n = gpt_num_tensors(m);
     size_t total = gpt_flat_size(m);
     float *host = xcalloc(total, sizeof(float));
+    gpt_copy_params_to_host(m, host, total); /* keeps any LoRA adapters as they are */
     int rc = 0;
     for (int i = 0; i < n && rc == 0; i++) {
         const ParamInfo *p = gpt_tensor(m, i);
+        if (p->lora) continue;
         char prefixed[GPT_PARAM_NAME_LEN + 16];
         snprintf(prefixed, sizeof prefixed, "transformer.%s", p->name);
         const StTensor *t = safetensors_find(f, prefixed);
@@ -91,7 +96,8 @@ int model_load_weights(GPT *m, const char *dir) {
     for (int i = 0; i < safetensors_count(f) && rc == 0; i++) {
         const char *key = safetensors_get(f, i)->name;
         const char *bare = strncmp(key, "transformer.", 12) == 0 ? key + 12 : key;
-        if (!gpt_find_tensor(m, bare) && !is_ignored_key(bare) && !is_ignored_key(key))
+        const ParamInfo *known = gpt_find_tensor(m, bare);
+        if ((!known || known->lora) && !is_ignored_key(bare) && !is_ignored_key(key))
             rc = err_set("%s: unexpected tensor '%s' (not part of a GPT-2 model with this "
                          "config.json)", path, key);
     }

@@ -1,7 +1,13 @@
-/* train/optim.c — AdamW over the model's parameter table; schedules; clipping. */
+/* train/optim.c — AdamW over the model's parameter table; schedules; clipping.
+ *
+ * The optimizer state (m, v and, for lower-precision parameters, the fp32
+ * master weights) covers the trainable tensors only, in the model's gradient
+ * layout (ParamInfo.grad_offset), so frozen tensors cost no optimizer memory
+ * and are never touched by the update. */
 #include "train/optim.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -12,8 +18,10 @@ struct Optimizer {
     GPT *model;
     const Backend *be;
     AdamWConfig cfg;
-    float *m, *v;   /* backend memory, gpt_flat_size fp32 each */
+    float *m, *v;   /* backend memory, n_state fp32 each, in the gradient layout */
     float *master;  /* fp32 master weights when parameters are lower precision, else NULL */
+    size_t n_state; /* gpt_grad_size at creation */
+    int layout;     /* gpt_grad_layout_version at creation */
     int step;
 };
 
@@ -37,17 +45,36 @@ double lr_at(const LrSchedule *s, int step) {
     return s->min_lr + (s->lr - s->min_lr) * frac;
 }
 
-/* Compute-type tensor i of a flat buffer (params or grads). */
-static float *at(const Optimizer *o, float *base, const ParamInfo *p) {
-    return (float *)((char *)base + p->offset * o->be->act_size);
+static float *param_at(const Optimizer *o, const ParamInfo *p) {
+    return (float *)((char *)gpt_params(o->model) + p->offset * o->be->act_size);
+}
+
+static float *grad_at(const Optimizer *o, const ParamInfo *p) {
+    return (float *)((char *)gpt_grads(o->model) + p->grad_offset * o->be->act_size);
+}
+
+static void check_layout(const Optimizer *o) {
+    if (gpt_grad_layout_version(o->model) != o->layout) {
+        fprintf(stderr, "retort: the model's trainable tensors changed after the optimizer was "
+                        "created; set them (and attach LoRA) before optim_create\n");
+        abort();
+    }
 }
 
 void optim_sync_master(Optimizer *o) {
     if (!o->master) return;
+    check_layout(o);
     size_t n = gpt_flat_size(o->model);
     float *host = xmalloc(n * sizeof(float));
+    float *packed = xcalloc(o->n_state ? o->n_state : 1, sizeof(float));
     gpt_copy_params_to_host(o->model, host, n);
-    o->be->to_device(o->master, host, n * sizeof(float));
+    for (int i = 0; i < gpt_num_tensors(o->model); i++) {
+        const ParamInfo *p = gpt_tensor(o->model, i);
+        if (p->trainable)
+            memcpy(packed + p->grad_offset, host + p->offset, p->numel * sizeof(float));
+    }
+    o->be->to_device(o->master, packed, o->n_state * sizeof(float));
+    free(packed);
     free(host);
 }
 
@@ -56,15 +83,17 @@ Optimizer *optim_create(GPT *model, const AdamWConfig *cfg) {
     o->model = model;
     o->be = gpt_backend(model);
     o->cfg = *cfg;
-    size_t n = gpt_flat_size(model);
-    o->m = o->be->alloc(n * sizeof(float));
-    o->v = o->be->alloc(n * sizeof(float));
+    o->n_state = gpt_grad_size(model);
+    o->layout = gpt_grad_layout_version(model);
+    size_t bytes = (o->n_state > 0 ? o->n_state : 1) * sizeof(float);
+    o->m = o->be->alloc(bytes);
+    o->v = o->be->alloc(bytes);
     if (!o->m || !o->v) {
         optim_free(o);
         return NULL;
     }
     if (o->be->act_size != sizeof(float)) {
-        o->master = o->be->alloc(n * sizeof(float));
+        o->master = o->be->alloc(bytes);
         if (!o->master) {
             optim_free(o);
             return NULL;
@@ -86,40 +115,52 @@ int optim_step_count(const Optimizer *o) { return o->step; }
 void optim_set_step_count(Optimizer *o, int step) { o->step = step; }
 
 double optim_clip_grad_norm(Optimizer *o) {
+    check_layout(o);
     double ss = 0;
-    float *grads = gpt_grads(o->model);
     for (int i = 0; i < gpt_num_tensors(o->model); i++) {
         const ParamInfo *p = gpt_tensor(o->model, i);
-        ss += o->be->sum_squares(at(o, grads, p), p->numel);
+        if (p->trainable) ss += o->be->sum_squares(grad_at(o, p), p->numel);
     }
     double norm = sqrt(ss);
-    if (o->cfg.grad_clip > 0) {
+    if (o->cfg.grad_clip > 0 && o->n_state > 0) {
         double coef = o->cfg.grad_clip / (norm + 1e-6);
-        if (coef < 1.0) o->be->scale_inplace(grads, (float)coef, gpt_flat_size(o->model));
+        if (coef < 1.0) o->be->scale_inplace(gpt_grads(o->model), (float)coef, o->n_state);
     }
     return norm;
 }
 
 void optim_step(Optimizer *o, double lr) {
+    check_layout(o);
     o->step++;
-    float *params = gpt_params(o->model), *grads = gpt_grads(o->model);
     for (int i = 0; i < gpt_num_tensors(o->model); i++) {
         const ParamInfo *p = gpt_tensor(o->model, i);
+        if (!p->trainable) continue;
         double wd = p->decay ? o->cfg.weight_decay : 0.0;
-        o->be->adamw_update(at(o, params, p), o->master ? o->master + p->offset : NULL,
-                            at(o, grads, p), o->m + p->offset, o->v + p->offset, p->numel, lr,
-                            o->cfg.beta1, o->cfg.beta2, o->cfg.eps, wd, o->step);
+        size_t k = p->grad_offset;
+        o->be->adamw_update(param_at(o, p), o->master ? o->master + k : NULL, grad_at(o, p),
+                            o->m + k, o->v + k, p->numel, lr, o->cfg.beta1, o->cfg.beta2,
+                            o->cfg.eps, wd, o->step);
     }
 }
 
+size_t optim_state_size(const Optimizer *o) { return o->n_state; }
+
+size_t optim_state_bytes(const Optimizer *o) {
+    return o->n_state * sizeof(float) * (o->master ? 3 : 2);
+}
+
+size_t optim_train_state_bytes(const Optimizer *o) {
+    return optim_state_bytes(o) + gpt_grad_bytes(o->model);
+}
+
 void optim_moments_to_host(Optimizer *o, float *m_host, float *v_host) {
-    size_t bytes = gpt_flat_size(o->model) * sizeof(float);
+    size_t bytes = o->n_state * sizeof(float);
     o->be->to_host(m_host, o->m, bytes);
     o->be->to_host(v_host, o->v, bytes);
 }
 
 void optim_moments_to_device(Optimizer *o, const float *m_host, const float *v_host) {
-    size_t bytes = gpt_flat_size(o->model) * sizeof(float);
+    size_t bytes = o->n_state * sizeof(float);
     o->be->to_device(o->m, m_host, bytes);
     o->be->to_device(o->v, v_host, bytes);
 }
@@ -127,9 +168,9 @@ void optim_moments_to_device(Optimizer *o, const float *m_host, const float *v_h
 int optim_has_master(const Optimizer *o) { return o->master != NULL; }
 
 void optim_master_to_host(Optimizer *o, float *host) {
-    if (o->master) o->be->to_host(host, o->master, gpt_flat_size(o->model) * sizeof(float));
+    if (o->master) o->be->to_host(host, o->master, o->n_state * sizeof(float));
 }
 
 void optim_master_to_device(Optimizer *o, const float *host) {
-    if (o->master) o->be->to_device(o->master, host, gpt_flat_size(o->model) * sizeof(float));
+    if (o->master) o->be->to_device(o->master, host, o->n_state * sizeof(float));
 }

@@ -1,8 +1,12 @@
 /* train/optim.h — AdamW, learning-rate schedules, global-norm clipping.
  *
- * The optimizer's moments m and v live on the backend with the same flat
- * layout as the parameters, so they are checkpointed tensor by tensor under
- * the parameter names. Weight decay applies to 2-D weights only. */
+ * The optimizer's moments m and v (and the fp32 master weights on a
+ * lower-precision backend) live on the backend for the TRAINABLE tensors only,
+ * in the model's gradient layout: tensor i's state starts at
+ * gpt_tensor(m, i)->grad_offset when gpt_tensor(m, i)->trainable, and there is
+ * none for frozen tensors. Checkpoints store it tensor by tensor under the
+ * parameter names. Weight decay applies to 2-D weights only. Freeze tensors
+ * and attach LoRA before optim_create (it aborts if the layout changes). */
 #ifndef RETORT_OPTIM_H
 #define RETORT_OPTIM_H
 
@@ -44,13 +48,23 @@ void optim_step(Optimizer *o, double lr);
  * weights into the model); a no-op when the parameters are fp32. */
 void optim_sync_master(Optimizer *o);
 
+/* Floats in each state buffer (m, v, master): gpt_grad_size at creation. */
+size_t optim_state_size(const Optimizer *o);
+/* Bytes of optimizer state on the backend (m + v + master). */
+size_t optim_state_bytes(const Optimizer *o);
+/* Bytes of gradients + optimizer state: what training costs beyond the
+ * parameters and activations (to log what freezing or LoRA saves). */
+size_t optim_train_state_bytes(const Optimizer *o);
+
 /* fp32 master weights (only when the parameters are lower precision): whether
- * there are any, and host copies for checkpoints (gpt_flat_size floats). */
+ * there are any, and host copies for checkpoints (optim_state_size floats, in
+ * the gradient layout). */
 int optim_has_master(const Optimizer *o);
 void optim_master_to_host(Optimizer *o, float *host);
 void optim_master_to_device(Optimizer *o, const float *host);
 
-/* Host copies of the moments for checkpoints (gpt_flat_size floats each). */
+/* Host copies of the moments for checkpoints (optim_state_size floats each,
+ * in the gradient layout). */
 void optim_moments_to_host(Optimizer *o, float *m_host, float *v_host);
 void optim_moments_to_device(Optimizer *o, const float *m_host, const float *v_host);
 

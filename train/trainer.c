@@ -108,7 +108,7 @@ static int write_trainer_json(Trainer *t, const char *dir) {
 static const char *const OPT_KINDS[3] = {"m", "v", "master"};
 
 static int write_optimizer(Trainer *t, const char *dir) {
-    size_t n = gpt_flat_size(t->model);
+    size_t n = optim_state_size(t->optim) + 1; /* trainable tensors only */
     int kinds = optim_has_master(t->optim) ? 3 : 2;
     float *buf[3] = {xmalloc(n * sizeof(float)), xmalloc(n * sizeof(float)), NULL};
     optim_moments_to_host(t->optim, buf[0], buf[1]);
@@ -116,20 +116,23 @@ static int write_optimizer(Trainer *t, const char *dir) {
         buf[2] = xmalloc(n * sizeof(float));
         optim_master_to_host(t->optim, buf[2]);
     }
-    int nt = gpt_num_tensors(t->model);
-    StTensor *ts = xcalloc((size_t)kinds * nt, sizeof(StTensor));
-    char (*names)[GPT_PARAM_NAME_LEN + 8] = xcalloc((size_t)kinds * nt, sizeof *names);
-    for (int i = 0; i < nt; i++) {
+    int nt = 0;
+    StTensor *ts = xcalloc((size_t)kinds * gpt_num_tensors(t->model), sizeof(StTensor));
+    char (*names)[GPT_PARAM_NAME_LEN + 8] =
+        xcalloc((size_t)kinds * gpt_num_tensors(t->model), sizeof *names);
+    for (int i = 0; i < gpt_num_tensors(t->model); i++) {
         const ParamInfo *p = gpt_tensor(t->model, i);
+        if (!p->trainable) continue; /* frozen: no optimizer state */
+        int j = nt++;
         for (int k = 0; k < kinds; k++) {
-            StTensor *s = &ts[kinds * i + k];
-            snprintf(names[kinds * i + k], sizeof names[0], "%s.%s", OPT_KINDS[k], p->name);
-            s->name = names[kinds * i + k];
+            StTensor *s = &ts[kinds * j + k];
+            snprintf(names[kinds * j + k], sizeof names[0], "%s.%s", OPT_KINDS[k], p->name);
+            s->name = names[kinds * j + k];
             s->dtype = ST_F32;
             s->ndim = p->ndim;
             s->shape[0] = p->shape[0];
             s->shape[1] = p->shape[1];
-            s->data = buf[k] + p->offset;
+            s->data = buf[k] + p->grad_offset;
         }
     }
     char step[32], path[4096];
@@ -160,21 +163,27 @@ static int load_optimizer(Trainer *t, const char *dir) {
     if (path_join(path, sizeof path, dir, "optimizer.safetensors") != 0) return -1;
     SafeTensorsFile *f = safetensors_open(path);
     if (!f) return -1;
-    size_t n = gpt_flat_size(t->model);
+    size_t n = optim_state_size(t->optim) + 1; /* trainable tensors only */
+    const char *first = NULL; /* a trainable tensor, to probe for master weights */
+    for (int i = 0; i < gpt_num_tensors(t->model) && !first; i++)
+        if (gpt_tensor(t->model, i)->trainable) first = gpt_tensor(t->model, i)->name;
+    char probe[GPT_PARAM_NAME_LEN + 8];
+    snprintf(probe, sizeof probe, "master.%s", first ? first : "");
     /* master weights are optional: a checkpoint written on the CPU has none,
      * and then the master copy is re-read from the loaded parameters */
-    int kinds = optim_has_master(t->optim) && safetensors_find(f, "master.wte.weight") ? 3 : 2;
+    int kinds = optim_has_master(t->optim) && safetensors_find(f, probe) ? 3 : 2;
     float *buf[3] = {xcalloc(n, sizeof(float)), xcalloc(n, sizeof(float)),
                      kinds == 3 ? xcalloc(n, sizeof(float)) : NULL};
     int rc = 0;
     for (int i = 0; i < gpt_num_tensors(t->model) && rc == 0; i++) {
         const ParamInfo *p = gpt_tensor(t->model, i);
+        if (!p->trainable) continue; /* frozen: no optimizer state */
         for (int k = 0; k < kinds && rc == 0; k++) {
             char name[GPT_PARAM_NAME_LEN + 8];
             snprintf(name, sizeof name, "%s.%s", OPT_KINDS[k], p->name);
             const StTensor *s = safetensors_find(f, name);
             if (!s) rc = err_set("%s: tensor '%s' is missing", path, name);
-            else rc = safetensors_read_f32(f, s, buf[k] + p->offset, p->numel);
+            else rc = safetensors_read_f32(f, s, buf[k] + p->grad_offset, p->numel);
         }
     }
     const char *step = safetensors_meta(f, "adamw_step");
