@@ -155,6 +155,31 @@ static void completions_free(Completion *c, int n) {
     }
 }
 
+int generate_texts(GPT *m, const Tokenizer *tok, const GenerateJob *job, const char *prompt_text,
+                   long index, char ***texts) {
+    int ctx = gpt_config(m)->n_positions;
+    uint32_t *ids = NULL;
+    int64_t cap = 0;
+    int64_t n = tok->encode(tok, prompt_text, strlen(prompt_text), &ids, &cap, 0);
+    int *prompt = xmalloc((size_t)ctx * sizeof(int));
+    int start = n > ctx - 1 ? (int)(n - (ctx - 1)) : 0, k = 0;
+    if (n == 0) prompt[k++] = tok->eos_id;
+    for (int64_t i = start; i < n; i++) prompt[k++] = (int)ids[i];
+    int n_comp = job->beams > 0 && job->beams < job->samples ? job->beams : job->samples;
+    Completion *comp = xcalloc((size_t)n_comp, sizeof(Completion));
+    int got = complete(m, tok, job, prompt, k, index, comp);
+    *texts = xcalloc((size_t)(got > 0 ? got : 1), sizeof(char *));
+    for (int i = 0; i < got; i++) {
+        (*texts)[i] = comp[i].text;
+        comp[i].text = NULL;
+    }
+    completions_free(comp, got);
+    free(comp);
+    free(prompt);
+    free(ids);
+    return got;
+}
+
 /* ------------------------------------------------------------- JSONL sink */
 
 static int write_jsonl(FILE *out, const char *tmp, const GenerateJob *job, json_t *obj,

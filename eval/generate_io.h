@@ -63,6 +63,13 @@ typedef struct {
     double seconds;
 } GenerateStats;
 
+/* The completions of one prompt as text (stop strings applied), for callers
+ * that score them (retort eval): writes a new array of `got` new strings to
+ * *texts and returns got. index seeds the per-sample generators as the line
+ * number does in generate_jsonl. */
+int generate_texts(GPT *m, const Tokenizer *tok, const GenerateJob *job, const char *prompt_text,
+                   long index, char ***texts);
+
 /* -1 with the error set (file:line for bad input lines). stats may be NULL. */
 int generate_jsonl(GPT *m, const Tokenizer *tok, const GenerateJob *job, GenerateStats *stats);
 

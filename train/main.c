@@ -20,6 +20,7 @@
 #include "eval/generate.h"
 #include "eval/generate_io.h"
 #include "train/backend.h"
+#include "train/commands.h"
 #include "train/config.h"
 #include "train/model_io.h"
 #include "train/trainer.h"
@@ -40,7 +41,9 @@ static void usage_main(FILE *f) {
             "  train        train or fine-tune a model from a YAML config\n"
             "  data build   turn text or JSONL into an HDF5 dataset (lm, sft, pref)\n"
             "  data inspect / validate   look into / check an HDF5 dataset\n"
-            "  generate     sample text from a checkpoint\n"
+            "  generate     sample text from a checkpoint (text, JSONL, or a kd dataset)\n"
+            "  eval         BLEU, chrF, exact match, ROUGE-L, perplexity over a JSONL\n"
+            "  export       merge a LoRA adapter into its base model\n"
             "  tokenizer    train a byte-level BPE, or encode text with one\n"
             "  version      print the version\n\n"
             "Run `retort <command> --help` for the options of a command.\n",
@@ -491,6 +494,8 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "data")) return cmd_data(argc - 1, argv + 1);
     if (!strcmp(cmd, "generate")) return cmd_generate(argc - 1, argv + 1);
     if (!strcmp(cmd, "tokenizer")) return cmd_tokenizer(argc - 1, argv + 1);
+    if (!strcmp(cmd, "eval")) return cmd_eval(argc - 1, argv + 1);
+    if (!strcmp(cmd, "export")) return cmd_export(argc - 1, argv + 1);
     fprintf(stderr, "retort: unknown command '%s'\n\n", cmd);
     usage_main(stderr);
     return 2;
