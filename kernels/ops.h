@@ -136,6 +136,76 @@ void classifier_backward(float *logits,      /* (N,V) in: logits, out: dlogits *
                          const float *g,     /* (N) dLoss/dlogp */
                          int N, int V);
 
+/* ---- word-level knowledge distillation inside the fused classifier ----
+ * Per row i, with temperature T > 0 and beta in [0,1], student s = softmax(z/T)
+ * and teacher t = softmax(zt/T), the generalized Jensen-Shannon divergence of
+ * TRL's GKDTrainer.generalized_jsd_loss (github.com/huggingface/trl,
+ * trl/trainer/gkd_trainer.py; Agarwal et al. 2023, arXiv:2306.13649):
+ *     beta == 0:  D = KL(t || s) = sum_j t_j (log t_j - log s_j)   (forward KL)
+ *     beta == 1:  D = KL(s || t) = sum_j s_j (log s_j - log t_j)   (reverse KL)
+ *     otherwise:  m = beta t + (1 - beta) s,
+ *                 D = beta KL(t || m) + (1 - beta) KL(s || m)
+ * The endpoints are special cases exactly as in TRL (the mixture formula itself
+ * tends to 0, not to a KL, as beta -> 0 or 1). 0 log 0 counts as 0.
+ *
+ * Forward: kd[i] = D and agree[i] = 1 when argmax(logits row) == argmax(teacher
+ * row) (ties: the lowest index), else 0; both 0 where targets[i] < 0.
+ * Backward: as classifier_backward (logits overwritten IN PLACE), plus the KD term:
+ *     dlogits[i,j] = g[i] (1[j == targets[i]] - softmax(z)[j]) + w[i] dD/dz[i,j]
+ * where dD/dz = (1/T) dD/d(z/T). w[i] is the caller's KD weight (alpha T^2 / count
+ * and the like). lse is classifier_forward's untempered log-sum-exp. Rows with
+ * targets[i] < 0 become zeros; rows with w[i] == 0 are exactly classifier_backward;
+ * w == NULL is classifier_backward. Nothing V-wide is allocated: the tempered
+ * statistics are recomputed in passes over the row. */
+void classifier_kd_forward(float *kd,                  /* (N) */
+                           float *agree,               /* (N) 0 or 1 */
+                           const float *logits,        /* (N,V) student */
+                           const float *teacher_logits,/* (N,V) */
+                           const int *targets,         /* (N) */
+                           int N, int V, float T, float beta);
+void classifier_kd_backward(float *logits,             /* (N,V) in: logits, out: dlogits */
+                            const float *lse,          /* (N) untempered, from classifier_forward */
+                            const int *targets,        /* (N) */
+                            const float *g,            /* (N) dLoss/dlogp */
+                            const float *teacher_logits, /* (N,V) */
+                            const float *w,            /* (N) KD weight, or NULL */
+                            int N, int V, float T, float beta);
+
+/* ---- offline top-K knowledge distillation ----
+ * The teacher is K stored (token id, log-prob) pairs per row, log-probs at
+ * temperature 1 as a teacher's generate run stores them. D is the same
+ * divergence over K+1 buckets: the K stored tokens and one remainder bucket
+ * holding every other token.
+ *   teacher: p_k = exp(teacher_logp_k), r = max(0, 1 - sum_k p_k) (r = 0 when
+ *            K == V: the remainder is empty); tempered q_k ∝ p_k^(1/T),
+ *            q_rem ∝ r^(1/T), renormalised over the K+1 buckets.
+ *   student: s = softmax(z/T); s_k = s[id_k], s_rem = sum of s over the tokens
+ *            outside the support (summed directly, not 1 - sum s_k).
+ * With K == V this is exactly the online divergence. With K < V it is an
+ * approximation: (1) the teacher's remainder mass r is treated as one lumped
+ * token, so its tempered mass r^(1/T) is not what tempering the true tail
+ * (sum of p_j^(1/T)) would give unless T == 1 (for T = 1 the bucket divergence
+ * is a lower bound of the full one, by the data-processing inequality); (2)
+ * inside the remainder the student is free: the gradient only moves s_rem as a
+ * whole, spread over the tail in proportion to s_j. When r == 0 with K < V,
+ * reverse KL (beta == 1) is +inf whenever the student puts mass on the tail.
+ * Ids in a row must be distinct and in [0, V) (asserted). */
+void classifier_kd_topk_forward(float *kd,               /* (N) */
+                                float *agree,            /* (N) argmax(z) == ids[argmax logp] */
+                                const float *logits,     /* (N,V) student */
+                                const int *teacher_ids,  /* (N,K) */
+                                const float *teacher_logp, /* (N,K) */
+                                const int *targets,      /* (N) */
+                                int N, int V, int K, float T, float beta);
+void classifier_kd_topk_backward(float *logits,          /* (N,V) in: logits, out: dlogits */
+                                 const float *lse,       /* (N) untempered */
+                                 const int *targets,     /* (N) */
+                                 const float *g,         /* (N) dLoss/dlogp */
+                                 const int *teacher_ids, /* (N,K) */
+                                 const float *teacher_logp, /* (N,K) */
+                                 const float *w,         /* (N) KD weight, or NULL */
+                                 int N, int V, int K, float T, float beta);
+
 /* ---- AdamW, one tensor; matches torch.optim.AdamW's update order exactly ----
  * step is 1-based. weight_decay is applied decoupled: p *= 1 - lr*wd first.
  * The hyperparameters are doubles because torch derives 1-beta2, lr/bc1, ...

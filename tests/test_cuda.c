@@ -334,6 +334,110 @@ Test(cuda_ops, classifier) {
     check_X(G, "classifier dlogits", d_logits, logits, NV, 2e-2);
 }
 
+/* Knowledge distillation, online and top-K, against the CPU twins on the same
+ * bf16-exact inputs: kd is an fp32 side output (1e-4), agree is exact (argmax
+ * of identical values, ties to the lowest index on both sides), dlogits is a
+ * bf16 gradient (2e-2). beta 0.25 as well as 0.5: 0.5 cannot tell beta from
+ * 1 - beta. */
+Test(cuda_ops, classifier_kd) {
+    NEED_GPU(G);
+    const Backend *C0 = backend_cpu();
+    Rng r;
+    rng_seed(&r, 23);
+    int N = 33, V = 50257, K = 20; /* odd V */
+    size_t NV = (size_t)N * V;
+    float *logits = rand_host(&r, NV, 4), *teacher = rand_host(&r, NV, 4);
+    for (size_t i = 0; i < NV; i++) teacher[i] = bf16_round(0.5f * teacher[i] + logits[i]);
+    int *targets = malloc(N * sizeof(int));
+    float *g = malloc(N * 4), *w = malloc(N * 4);
+    for (int i = 0; i < N; i++) {
+        targets[i] = i % 5 == 4 ? -1 : (int)rng_below(&r, V);
+        g[i] = targets[i] < 0 ? 0.0f : (float)(rng_uniform(&r) - 0.5);
+        w[i] = i % 7 == 3 ? 0.0f : (float)(0.2 + rng_uniform(&r));
+    }
+    g[2] = 0.0f; /* KD only */
+    /* teacher top-K: K distinct random ids per row (id V-1 in row 0), log-probs of
+     * the teacher row in double */
+    int *ids = malloc((size_t)N * K * sizeof(int));
+    float *lp = malloc((size_t)N * K * 4);
+    for (int i = 0; i < N; i++) {
+        const float *zt = teacher + (size_t)i * V;
+        double mx = -INFINITY, sum = 0.0;
+        for (int j = 0; j < V; j++) mx = zt[j] > mx ? zt[j] : mx;
+        for (int j = 0; j < V; j++) sum += exp(zt[j] - mx);
+        for (int k = 0; k < K; k++) {
+            int id, dup;
+            do {
+                id = i == 0 && k == 0 ? V - 1 : (int)rng_below(&r, V);
+                dup = 0;
+                for (int m = 0; m < k; m++) dup |= ids[(size_t)i * K + m] == id;
+            } while (dup);
+            ids[(size_t)i * K + k] = id;
+            lp[(size_t)i * K + k] = (float)(zt[id] - mx - log(sum));
+        }
+    }
+    float *logp = malloc(N * 4), *lse = malloc(N * 4), *kd = malloc(N * 4), *agree = malloc(N * 4);
+    C0->classifier_forward(logp, lse, logits, targets, N, V);
+    float *d_logits = upX(G, logits, NV), *d_teacher = upX(G, teacher, NV);
+    float *d_lse = upF(G, lse, N), *d_g = upF(G, g, N), *d_w = upF(G, w, N);
+    float *d_lp = upF(G, lp, (size_t)N * K);
+    int *d_t = G->alloc(N * sizeof(int)), *d_ids = G->alloc((size_t)N * K * sizeof(int));
+    G->to_device(d_t, targets, N * sizeof(int));
+    G->to_device(d_ids, ids, (size_t)N * K * sizeof(int));
+    float *d_kd = poisonF(G, N), *d_agree = poisonF(G, N);
+    float *dl = malloc(NV * 4);
+    const float betas[4] = {0.0f, 0.5f, 1.0f, 0.25f}, temps[3] = {1.0f, 2.0f, 0.5f};
+    char what[96];
+    for (int b = 0; b < 4; b++)
+        for (int tt = 0; tt < 3; tt++)
+            for (int topk = 0; topk < 2; topk++) {
+                float beta = betas[b], T = temps[tt];
+                const char *kind = topk ? "top-K" : "online";
+                if (topk) {
+                    C0->classifier_kd_topk_forward(kd, agree, logits, ids, lp, targets, N, V, K, T,
+                                                   beta);
+                    G->classifier_kd_topk_forward(d_kd, d_agree, d_logits, d_ids, d_lp, d_t, N, V,
+                                                  K, T, beta);
+                } else {
+                    C0->classifier_kd_forward(kd, agree, logits, teacher, targets, N, V, T, beta);
+                    G->classifier_kd_forward(d_kd, d_agree, d_logits, d_teacher, d_t, N, V, T,
+                                             beta);
+                }
+                snprintf(what, sizeof what, "%s kd beta %g T %g", kind, beta, T);
+                check_F(G, what, d_kd, kd, N, 1e-4);
+                float *ag = downF(G, d_agree, N);
+                for (int i = 0; i < N; i++)
+                    cr_expect_eq(ag[i], agree[i], "%s agree row %d: gpu %g cpu %g", kind, i,
+                                 ag[i], agree[i]);
+                free(ag);
+
+                memcpy(dl, logits, NV * 4);
+                float *d_dl = upX(G, logits, NV);
+                if (topk) {
+                    C0->classifier_kd_topk_backward(dl, lse, targets, g, ids, lp, w, N, V, K, T,
+                                                    beta);
+                    G->classifier_kd_topk_backward(d_dl, d_lse, d_t, d_g, d_ids, d_lp, d_w, N, V,
+                                                   K, T, beta);
+                } else {
+                    C0->classifier_kd_backward(dl, lse, targets, g, teacher, w, N, V, T, beta);
+                    G->classifier_kd_backward(d_dl, d_lse, d_t, d_g, d_teacher, d_w, N, V, T,
+                                              beta);
+                }
+                snprintf(what, sizeof what, "%s dlogits beta %g T %g", kind, beta, T);
+                check_X(G, what, d_dl, dl, NV, 2e-2);
+                G->release(d_dl);
+            }
+    /* w NULL is classifier_backward on the GPU too */
+    memcpy(dl, logits, NV * 4);
+    C0->classifier_backward(dl, lse, targets, g, N, V);
+    float *d_dl = upX(G, logits, NV);
+    G->classifier_kd_backward(d_dl, d_lse, d_t, d_g, d_teacher, NULL, N, V, 2.0f, 0.5f);
+    check_X(G, "kd dlogits, w NULL", d_dl, dl, NV, 2e-2);
+    G->release(d_dl);
+    free(logits), free(teacher), free(targets), free(g), free(w), free(ids), free(lp);
+    free(logp), free(lse), free(kd), free(agree), free(dl);
+}
+
 Test(cuda_ops, adamw_and_reductions) {
     NEED_GPU(G);
     const Backend *C0 = backend_cpu();

@@ -115,6 +115,10 @@ extern "C" const Backend *backend_cuda(void) {
     b->residual_forward = residual_forward_cuda;
     b->classifier_forward = classifier_forward_cuda;
     b->classifier_backward = classifier_backward_cuda;
+    b->classifier_kd_forward = classifier_kd_forward_cuda;
+    b->classifier_kd_backward = classifier_kd_backward_cuda;
+    b->classifier_kd_topk_forward = classifier_kd_topk_forward_cuda;
+    b->classifier_kd_topk_backward = classifier_kd_topk_backward_cuda;
     b->adamw_update = adamw_update_cuda;
     b->sum_squares = sum_squares_cuda;
     b->scale_inplace = scale_inplace_cuda;

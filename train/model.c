@@ -116,6 +116,10 @@ struct GPT {
     /* key/value cache for generation: (L, B, NH, maxT, HS) each, compute type */
     float *kcache, *vcache;
     int kv_B;
+    /* word-level KD side buffers (fp32, device): kd, agree, w (N) each, then
+     * teacher top-K log-probs (N,K) and ids (N,K) */
+    float *kd_buf;
+    size_t kd_cap;                      /* floats */
 };
 
 int gpt_config_check(const GPTConfig *c) {
@@ -247,6 +251,7 @@ void gpt_free(GPT *m) {
     if (m->kcache) m->be->release(m->kcache);
     if (m->vcache) m->be->release(m->vcache);
     if (m->lora_acts) m->be->release(m->lora_acts);
+    if (m->kd_buf) m->be->release(m->kd_buf);
     free(m->lora_h);
     free(m->lora_xd);
     free(m->lora_host);
@@ -628,6 +633,7 @@ void gpt_lora_merge(GPT *m) {
 static void ensure_lora_acts(GPT *m, size_t N) {
     if (!m->has_lora || (m->lora_acts && N <= m->lora_max_N)) return;
     if (m->lora_acts) m->be->release(m->lora_acts);
+    if (m->kd_buf) m->be->release(m->kd_buf);
     int L = m->cfg.n_layer, slots = L * N_LIN;
     size_t C = m->cfg.n_embd, r = m->lora.r;
     int drop = m->lora.dropout > 0;
@@ -843,23 +849,39 @@ static void block_backward(GPT *m, int l, int need_input) {
 #undef BEYOND
 }
 
+static void backward_from_dlogits(GPT *m);
+
+/* Whether backward has anything to do: some tensor trains. */
+static int backward_needed(const GPT *m) {
+    int L = m->cfg.n_layer, lnf_w = m->n_base - 2, lnf_b = m->n_base - 1;
+    /* lowest block backward must reach; L: none, the blocks are all frozen */
+    int stop = m->embed_trainable ? 0 : m->lowest_trainable;
+    int need_lnf = stop < L || m->tensors[lnf_w].trainable || m->tensors[lnf_b].trainable;
+    return need_lnf || m->tensors[0].trainable;
+}
+
 void gpt_backward(GPT *m, const float *g) {
+    const Backend *be = m->be;
+    int N = m->B * m->T, V = m->cfg.vocab_size;
+    assert(m->acts && N > 0);
+    if (!backward_needed(m)) return;
+    be->to_device(m->g, g, (size_t)N * sizeof(float));
+    be->classifier_backward(m->logits, m->lse, m->targets, m->g, N, V); /* logits := dlogits */
+    backward_from_dlogits(m);
+}
+
+/* The backward pass below the classifier: m->logits holds dlogits. */
+static void backward_from_dlogits(GPT *m) {
     const Backend *be = m->be;
     const GPTConfig *c = &m->cfg;
     int B = m->B, T = m->T;
     int C = c->n_embd, V = c->vocab_size, L = c->n_layer;
     int N = B * T;
     size_t NC = (size_t)N * C;
-    assert(m->acts && N > 0);
     int lnf_w = m->n_base - 2, lnf_b = m->n_base - 1;
-    /* lowest block backward must reach; L: none, the blocks are all frozen */
     int stop = m->embed_trainable ? 0 : m->lowest_trainable;
     int need_lnf = stop < L || m->tensors[lnf_w].trainable || m->tensors[lnf_b].trainable;
     if (!need_lnf && !m->tensors[0].trainable) return;
-
-    be->to_device(m->g, g, (size_t)N * sizeof(float));
-    be->classifier_backward(m->logits, m->lse, m->targets, m->g, N, V); /* logits := dlogits */
-
     size_t X = be->act_size; /* bytes per compute-type element */
     if (need_lnf) be->zero(m->dC, NC * X);
     be->lm_head_backward(need_lnf ? m->dC : NULL, grad_at(m, 0), m->logits, m->lnf,
@@ -872,6 +894,75 @@ void gpt_backward(GPT *m, const float *g) {
     for (int l = L - 1; l >= stop; l--) block_backward(m, l, l > stop || m->embed_trainable);
     if (m->embed_trainable)
         be->encoder_backward(grad_at(m, 0), grad_at(m, 1), m->dres, m->inputs, B, T, C);
+}
+
+/* ---------------------------------------------------- word-level distillation */
+
+/* Device views of the KD side buffers for N rows and K teacher entries per row. */
+static void kd_buffers(GPT *m, int N, int K, float **kd, float **agree, float **w,
+                       float **tlogp, int **tids) {
+    size_t need = (size_t)N * (3 + 2 * (size_t)K);
+    if (need > m->kd_cap) {
+        if (m->kd_buf) m->be->release(m->kd_buf);
+        m->kd_buf = m->be->alloc(need * sizeof(float));
+        m->kd_cap = need;
+    }
+    *kd = m->kd_buf;
+    *agree = *kd + N;
+    *w = *agree + N;
+    *tlogp = *w + N;
+    *tids = (int *)(*tlogp + (size_t)N * K); /* int32, same size as fp32 */
+}
+
+/* The teacher's view for this (B,T): its logits (online) or the uploaded top-K. */
+static int kd_teacher(GPT *m, const KdTeacher *t, float *tlogp, int *tids) {
+    int N = m->B * m->T;
+    if (t->teacher) {
+        GPT *tm = t->teacher;
+        assert(tm->be == m->be && tm->B == m->B && tm->T == m->T &&
+               tm->cfg.vocab_size == m->cfg.vocab_size);
+        return 0;
+    }
+    assert(t->topk_ids && t->topk_logp && t->K > 0);
+    m->be->to_device(tids, t->topk_ids, (size_t)N * t->K * sizeof(int));
+    m->be->to_device(tlogp, t->topk_logp, (size_t)N * t->K * sizeof(float));
+    return 1;
+}
+
+void gpt_kd_forward(GPT *m, const KdTeacher *t, float *kd_out, float *agree_out) {
+    const Backend *be = m->be;
+    int N = m->B * m->T, V = m->cfg.vocab_size, K = t->teacher ? 0 : t->K;
+    float *kd, *agree, *w, *tlogp;
+    int *tids;
+    kd_buffers(m, N, K, &kd, &agree, &w, &tlogp, &tids);
+    if (kd_teacher(m, t, tlogp, tids))
+        be->classifier_kd_topk_forward(kd, agree, m->logits, tids, tlogp, m->targets, N, V, K,
+                                       t->temperature, t->beta);
+    else
+        be->classifier_kd_forward(kd, agree, m->logits, t->teacher->logits, m->targets, N, V,
+                                  t->temperature, t->beta);
+    be->to_host(kd_out, kd, (size_t)N * sizeof(float));
+    be->to_host(agree_out, agree, (size_t)N * sizeof(float));
+}
+
+void gpt_backward_kd(GPT *m, const float *g, const KdTeacher *t, const float *w_host) {
+    const Backend *be = m->be;
+    int N = m->B * m->T, V = m->cfg.vocab_size, K = t->teacher ? 0 : t->K;
+    float *kd, *agree, *w, *tlogp;
+    int *tids;
+    kd_buffers(m, N, K, &kd, &agree, &w, &tlogp, &tids);
+    assert(m->acts && N > 0);
+    if (!backward_needed(m)) return;
+    int topk = kd_teacher(m, t, tlogp, tids);
+    be->to_device(w, w_host, (size_t)N * sizeof(float));
+    be->to_device(m->g, g, (size_t)N * sizeof(float));
+    if (topk)
+        be->classifier_kd_topk_backward(m->logits, m->lse, m->targets, m->g, tids, tlogp, w, N,
+                                        V, K, t->temperature, t->beta);
+    else
+        be->classifier_kd_backward(m->logits, m->lse, m->targets, m->g, t->teacher->logits, w, N,
+                                   V, t->temperature, t->beta);
+    backward_from_dlogits(m);
 }
 
 void gpt_zero_grad(GPT *m) { m->be->zero(m->grads, m->n_grad * m->be->act_size); }

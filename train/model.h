@@ -167,6 +167,26 @@ void gpt_backward(GPT *m, const float *g);
 
 void gpt_zero_grad(GPT *m);
 
+/* Word-level knowledge distillation through the fused classifier
+ * (kernels/ops.h, classifier_kd_*). The teacher is either another model on
+ * the same backend whose last gpt_forward ran on the same (B,T) inputs
+ * (online: its logits are read in place, nothing V-wide is copied), or K
+ * stored log-probs per position (offline, host arrays (B*T, K)). */
+typedef struct {
+    GPT *teacher;             /* online teacher, or NULL */
+    const int *topk_ids;      /* offline: (B*T, K) */
+    const float *topk_logp;   /* offline: (B*T, K), temperature-1 log-probs */
+    int K;
+    float temperature, beta;  /* T; 0 forward KL .. 1 reverse KL (generalized JSD) */
+} KdTeacher;
+
+/* After gpt_forward: the divergence per position and whether student and
+ * teacher agree on the top-1 token (host, B*T each; 0 where targets < 0). */
+void gpt_kd_forward(GPT *m, const KdTeacher *t, float *kd_out, float *agree_out);
+/* gpt_backward plus the KD term weighted per position by w (host, B*T):
+ * dlogits = g (onehot - softmax) + w dD/dlogits. */
+void gpt_backward_kd(GPT *m, const float *g, const KdTeacher *t, const float *w);
+
 /* Incremental decoding with a key/value cache (generation). Feeds n new tokens
  * per row (B,n) (host) at positions pos .. pos+n-1 of rows whose earlier
  * positions were fed by previous calls (pos = 0 starts new rows, e.g. the
