@@ -12,7 +12,7 @@
 #   make SANITIZE=1 test   the suite under ASan + UBSan
 
 CC      ?= gcc
-PKGS    := hdf5 openblas yaml-0.1 jansson libpcre2-8
+PKGS    := hdf5 openblas yaml-0.1 jansson libpcre2-8 ompi-c
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 
@@ -47,8 +47,8 @@ ifeq ($(CUDA),1)
                -Xcompiler -Wall,-Wextra,-Werror -D_GNU_SOURCE -DRETORT_CUDA
   CFLAGS    += -DRETORT_CUDA
   LDLIBS    += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcudart -lcublas -lcublasLt \
-               -lstdc++
-  CU_SRC    := $(wildcard kernels/cuda/*.cu) train/backend_cuda.cu
+               -lnccl -lstdc++
+  CU_SRC    := $(wildcard kernels/cuda/*.cu) train/backend_cuda.cu train/dist_nccl.cu
 endif
 CU_OBJ := $(CU_SRC:%.cu=$(BUILD)/%.o)
 
@@ -63,6 +63,8 @@ LIB     := $(BUILD)/libretort.a
 TEST_SRC  := $(wildcard tests/test_*.c)
 TEST_BINS := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 TEST_LIBS := $(LDLIBS) $(shell pkg-config --libs criterion 2>/dev/null)
+# plain programs run under mpirun by scripts/test_mpi.sh (not Criterion)
+MPI_TEST_BINS := $(patsubst tests/mpi/%.c,$(BUILD)/tests/mpi/%,$(wildcard tests/mpi/*.c))
 
 VENV    := .venv
 PY      := $(VENV)/bin/python
@@ -90,6 +92,10 @@ $(BUILD)/tests/%: tests/%.c $(LIB) tests/testutil.h
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -o $@ $< $(LIB) $(TEST_LIBS)
 
+$(BUILD)/tests/mpi/%: tests/mpi/%.c $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ $< $(LIB) $(LDLIBS)
+
 -include $(LIB_OBJ:.o=.d) $(BUILD)/train/main.d
 
 # ---- dependencies ----
@@ -101,8 +107,8 @@ check-deps:
 
 # ---- tests ----
 test: check-deps
-	@$(MAKE) --no-print-directory $(BIN) $(TEST_BINS)
-	@scripts/run_tests.sh $(TEST_BINS)
+	@$(MAKE) --no-print-directory $(BIN) $(TEST_BINS) $(MPI_TEST_BINS)
+	@MPI_TEST_DIR=$(BUILD)/tests/mpi scripts/run_tests.sh $(TEST_BINS) scripts/test_mpi.sh
 
 # ---- GPU (run these on a machine with an NVIDIA GPU) ----
 test-gpu: check-deps
@@ -125,11 +131,17 @@ quickstart: check-deps
 $(PY):
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
-	$(VENV)/bin/pip install -q torch numpy transformers safetensors h5py tiktoken tokenizers
+	$(VENV)/bin/pip install -q torch numpy transformers safetensors h5py tiktoken tokenizers \
+		sacrebleu rouge-score peft
 
 fixtures: $(PY)
 	$(PY) tests/make_hf_fixtures.py tests/fixtures
 	$(PY) tests/make_tokenizer_fixtures.py tests/fixtures
+	$(PY) tests/make_beam_eos_fixtures.py tests/fixtures
+	$(PY) tests/make_kd_fixtures.py tests/fixtures
+	$(PY) tests/make_dpo_fixtures.py tests/fixtures
+	$(PY) tests/make_lora_fixtures.py tests/fixtures
+	$(PY) tests/make_metrics_fixtures.py tests/fixtures
 
 bench: check-deps $(PY)
 	@$(MAKE) --no-print-directory retort

@@ -1,11 +1,15 @@
-/* train/trainer.c — the training loop.
+/* train/trainer.c — the training loop: set-up (model, partial fine-tuning,
+ * optimizer), steps, validation, logging, checkpoints, resume and signals.
+ * What a step computes for each objective is in steps.c.
  *
  * One optimizer step = grad_accum micro-batches of (B,T). All micro-batches of
  * a step are drawn from the loader first, so the LM objective can normalise by
  * the number of target tokens in the whole step (accumulation then equals one
  * big batch exactly). The data position, RNG, optimizer moments and step count
  * go into every checkpoint, so a resumed CPU run reproduces the uninterrupted
- * run's losses bit for bit.
+ * run's losses bit for bit. With LoRA the checkpoint also holds the adapter
+ * in PEFT form (adapter_model.safetensors + adapter_config.json) beside the
+ * frozen base weights.
  */
 #include "train/trainer.h"
 
@@ -23,12 +27,15 @@
 #include "data/h5data.h"
 #include "train/backend.h"
 #include "train/checkpoint.h"
+#include "train/lora.h"
 #include "train/model.h"
 #include "train/model_io.h"
-#include "train/objectives/lm.h"
 #include "train/optim.h"
 #include "train/safetensors.h"
+#include "train/trainer_impl.h"
 #include "train/util.h"
+
+int trainer_open_data(Trainer *t); /* steps.c */
 
 #define MAX_CKPTS 4096
 
@@ -51,25 +58,6 @@ void train_install_signal_handlers(void) {
 
 void train_request_stop_at(int step) { stop_at_step = step; }
 
-typedef struct {
-    const Config *cfg;
-    const TrainOptions *opt;
-    const Backend *be;
-    GPT *model;
-    Optimizer *optim;
-    LrSchedule sched;
-    Dataset train_ds, val_ds;
-    int have_val_ds;
-    DataLoader train_dl, val_dl;
-    int have_val;
-    int step;              /* optimizer steps completed */
-    int64_t tokens_seen;
-    Rng rng;
-    int B, T, A;           /* batch, sequence length, accumulation */
-    int *inputs, *targets; /* (A,B,T) host */
-    float *logp, *g;       /* (B,T) host */
-    FILE *metrics;
-} Trainer;
 
 /* ---------------------------------------------------------------- checkpoints */
 
@@ -78,8 +66,13 @@ static int write_trainer_json(Trainer *t, const char *dir) {
     json_object_set_new(root, "step", json_integer(t->step));
     json_object_set_new(root, "tokens_seen", json_integer(t->tokens_seen));
     json_t *data = json_object();
-    json_object_set_new(data, "epoch", json_integer(t->train_dl.epoch));
-    json_object_set_new(data, "pos", json_integer(t->train_dl.pos));
+    int64_t epoch, pos;
+    data_position(t, &epoch, &pos);
+    json_object_set_new(data, "epoch", json_integer(epoch));
+    json_object_set_new(data, "pos", json_integer(pos));
+    if (gpt_lora_config(t->model))
+        json_object_set_new(root, "lora_dropout_step",
+                            json_integer((json_int_t)gpt_lora_dropout_step(t->model)));
     json_object_set_new(root, "data", data);
     json_t *rng = json_array();
     for (int i = 0; i < 4; i++) {
@@ -150,7 +143,9 @@ static int save_checkpoint(Trainer *t) {
     const char *run = t->cfg->train.out_dir;
     char tmp[4096];
     if (ckpt_begin(run, t->step, tmp, sizeof tmp) != 0) return -1;
-    if (model_save_hf(t->model, tmp) != 0 || write_optimizer(t, tmp) != 0 ||
+    if (model_save_hf(t->model, tmp) != 0 ||
+        (gpt_lora_config(t->model) && lora_save_peft(t->model, tmp, t->cfg->model.init) != 0) ||
+        write_optimizer(t, tmp) != 0 ||
         write_trainer_json(t, tmp) != 0 || ckpt_commit(run, tmp, t->step) != 0) {
         ckpt_abort(tmp);
         return -1;
@@ -235,12 +230,22 @@ static int load_checkpoint(Trainer *t, const char *dir) {
     Rng rng = {{0}};
     if (load_trainer_json(t, dir, &step, &epoch, &pos, &tokens, &rng) != 0) return -1;
     if (model_load_weights(t->model, dir) != 0) return -1;
+    if (gpt_lora_config(t->model) && lora_load_peft(t->model, dir) != 0) return -1;
     optim_sync_master(t->optim);
     if (load_optimizer(t, dir) != 0) return -1;
     t->step = step;
     t->tokens_seen = tokens;
     t->rng = rng;
-    loader_seek(&t->train_dl, epoch, pos);
+    data_seek(t, epoch, pos);
+    if (gpt_lora_config(t->model)) { /* the dropout masks continue where they were */
+        char path[4096];
+        json_error_t jerr;
+        path_join(path, sizeof path, dir, "trainer.json");
+        json_t *root = json_load_file(path, 0, &jerr);
+        json_t *ds = root ? json_object_get(root, "lora_dropout_step") : NULL;
+        if (json_is_integer(ds)) gpt_lora_set_dropout_step(t->model, (uint64_t)json_integer_value(ds));
+        json_decref(root);
+    }
     return 0;
 }
 
@@ -310,78 +315,47 @@ static void fmt_duration(char *buf, size_t cap, double s) {
 
 /* -------------------------------------------------------------------- steps */
 
-static double eval_loss(Trainer *t) {
-    DataLoader *dl = &t->val_dl;
-    loader_seek(dl, 0, 0);
-    int N = t->B * t->T;
-    double loss_sum = 0;
-    int64_t count = 0;
-    for (int b = 0; b < t->cfg->eval.batches; b++) {
-        loader_next(dl, t->B, t->inputs, t->targets);
-        gpt_forward(t->model, t->inputs, t->targets, t->B, t->T, t->logp);
-        for (int i = 0; i < N; i++)
-            if (t->targets[i] >= 0) {
-                loss_sum -= t->logp[i];
-                count++;
-            }
-        if (dl->epoch > 0) break; /* the validation set is smaller than eval.batches */
-    }
-    return count ? loss_sum / (double)count : NAN;
-}
-
-static double train_step(Trainer *t) {
-    int N = t->B * t->T;
-    for (int a = 0; a < t->A; a++)
-        loader_next(&t->train_dl, t->B, t->inputs + (size_t)a * N, t->targets + (size_t)a * N);
-    double D = (double)lm_count_targets(t->targets, (int64_t)t->A * N);
-    double loss = 0;
-    gpt_zero_grad(t->model);
-    for (int a = 0; a < t->A; a++) {
-        const int *in = t->inputs + (size_t)a * N, *tg = t->targets + (size_t)a * N;
-        gpt_forward(t->model, in, tg, t->B, t->T, t->logp);
-        loss += lm_loss_and_weights(t->logp, tg, N, D, t->g);
-        gpt_backward(t->model, t->g);
-    }
-    t->tokens_seen += (int64_t)t->A * N;
-    return loss;
-}
-
 /* ------------------------------------------------------------------- set-up */
 
-static int open_data(Trainer *t) {
-    const Config *c = t->cfg;
-    if (dataset_open(&t->train_ds, c->data.train) != 0) return -1;
-    if (t->train_ds.vocab_size > c->model.vocab_size)
-        return err_set("%s: dataset vocab_size %d exceeds model.vocab_size %d; token ids would "
-                       "be out of range (build the data with the model's tokenizer or raise "
-                       "model.vocab_size)",
-                       c->data.train, t->train_ds.vocab_size, c->model.vocab_size);
-    int64_t items = dataset_num_items(&t->train_ds, t->T);
-    int64_t n_val = 0;
-    if (c->data.val[0]) {
-        if (dataset_open(&t->val_ds, c->data.val) != 0) return -1;
-        t->have_val_ds = 1;
-        if (t->val_ds.vocab_size > c->model.vocab_size)
-            return err_set("%s: dataset vocab_size %d exceeds model.vocab_size %d", c->data.val,
-                           t->val_ds.vocab_size, c->model.vocab_size);
-        if (loader_init(&t->val_dl, &t->val_ds, t->T, 0, 0, 0,
-                        dataset_num_items(&t->val_ds, t->T)) != 0)
-            return -1;
-        t->have_val = 1;
-    } else if (c->data.val_fraction > 0) {
-        n_val = (int64_t)(items * c->data.val_fraction);
-        if (n_val < 1) n_val = 1;
-        if (n_val >= items)
-            return err_set("%s: %lld items at seq_len %d are too few to hold out "
-                           "data.val_fraction=%g for validation",
-                           c->data.train, (long long)items, t->T, c->data.val_fraction);
-        if (loader_init(&t->val_dl, &t->train_ds, t->T, 0, 0, items - n_val, n_val) != 0)
-            return -1;
-        t->have_val = 1;
+/* "a,b, c" -> up to max trimmed items pointing into buf; returns the count. */
+static int split_list(char *buf, const char **items, int max) {
+    int n = 0;
+    for (char *tok = strtok(buf, ","); tok && n < max; tok = strtok(NULL, ",")) {
+        while (*tok == ' ') tok++;
+        char *end = tok + strlen(tok);
+        while (end > tok && end[-1] == ' ') *--end = '\0';
+        if (*tok) items[n++] = tok;
     }
-    if (loader_init(&t->train_dl, &t->train_ds, t->T, (uint64_t)c->train.seed, c->data.shuffle,
-                    0, items - n_val) != 0)
-        return -1;
+    return n;
+}
+
+/* finetune.*: frozen tensors or LoRA adapters, before the optimizer exists. */
+static int apply_finetune(Trainer *t) {
+    const Config *c = t->cfg;
+    char buf[CFG_STR];
+    const char *items[64];
+    if (c->finetune.freeze[0] || c->finetune.train_only[0]) {
+        int train_only = !c->finetune.freeze[0];
+        snprintf(buf, sizeof buf, "%s", train_only ? c->finetune.train_only : c->finetune.freeze);
+        int n = split_list(buf, items, 64);
+        int rc = train_only ? gpt_set_trainable(t->model, (const char *const[]){"*"}, 1, items, n)
+                            : gpt_set_trainable(t->model, items, n, NULL, 0);
+        if (rc != 0) return err_set("finetune.%s: %s", train_only ? "train_only" : "freeze",
+                                    err_msg());
+    }
+    if (c->finetune.lora_r > 0 && !gpt_lora_config(t->model)) {
+        LoraConfig lc;
+        memset(&lc, 0, sizeof lc);
+        lc.r = c->finetune.lora_r;
+        lc.alpha = (float)c->finetune.lora_alpha;
+        lc.dropout = (float)c->finetune.lora_dropout;
+        lc.seed = (uint64_t)c->train.seed;
+        snprintf(buf, sizeof buf, "%s", c->finetune.lora_targets);
+        int n = split_list(buf, items, LORA_MAX_TARGETS);
+        for (int i = 0; i < n; i++) snprintf(lc.targets[i], sizeof lc.targets[i], "%s", items[i]);
+        lc.n_targets = n;
+        if (gpt_lora_attach(t->model, &lc) != 0) return err_set("finetune.lora: %s", err_msg());
+    }
     return 0;
 }
 
@@ -409,15 +383,8 @@ static int build_model(Trainer *t) {
 static void trainer_free(Trainer *t) {
     if (t->metrics) fclose(t->metrics);
     optim_free(t->optim);
+    steps_free(t);
     gpt_free(t->model);
-    loader_free(&t->train_dl);
-    if (t->have_val) loader_free(&t->val_dl);
-    dataset_close(&t->train_ds);
-    if (t->have_val_ds) dataset_close(&t->val_ds);
-    free(t->inputs);
-    free(t->targets);
-    free(t->logp);
-    free(t->g);
 }
 
 static void set_threads(int n) {
@@ -426,26 +393,52 @@ static void set_threads(int n) {
     openblas_set_num_threads(n);
 }
 
+/* The objective's extra numbers in a metrics line: ", \"ce\": ..." (prefix
+ * "" for training, "eval_" for validation). */
+static void metrics_fields(const Trainer *t, const StepStats *st, const char *prefix, char *buf,
+                           size_t cap) {
+    buf[0] = '\0';
+    if (t->obj == OBJ_KD && !prefix[0])
+        snprintf(buf, cap, ", \"ce\": %.9g, \"kd\": %.9g, \"agreement\": %.6f, "
+                           "\"on_policy\": %d",
+                 st->ce, st->kd, st->agree, st->on_policy);
+    if (t->obj == OBJ_DPO) {
+        const DpoMetrics *m = &st->dpo;
+        snprintf(buf, cap,
+                 ", \"%srewards/chosen\": %.9g, \"%srewards/rejected\": %.9g, "
+                 "\"%srewards/accuracies\": %.6f, \"%srewards/margins\": %.9g, "
+                 "\"%slogps/chosen\": %.9g, \"%slogps/rejected\": %.9g, \"%snll_loss\": %.9g",
+                 prefix, m->rewards_chosen, prefix, m->rewards_rejected, prefix,
+                 m->rewards_accuracies, prefix, m->rewards_margins, prefix, m->logps_chosen,
+                 prefix, m->logps_rejected, prefix, m->nll_loss);
+    }
+}
+
+static const char *objective_names[] = {"lm", "kd", "dpo"};
+
 int train_run(const Config *cfg, const TrainOptions *opt) {
     if (config_validate(cfg) != 0) return -1;
     Trainer t;
     memset(&t, 0, sizeof t);
     t.cfg = cfg;
     t.opt = opt;
+    t.obj = !strcmp(cfg->objective.type, "kd") ? OBJ_KD : !strcmp(cfg->objective.type, "dpo") ? OBJ_DPO : OBJ_LM;
     t.B = cfg->data.batch_size;
     t.T = cfg->data.seq_len;
     t.A = cfg->data.grad_accum;
+    t.rows = t.obj == OBJ_DPO ? 2 * t.B : t.B;
     rng_seed(&t.rng, (uint64_t)cfg->train.seed);
     set_threads(cfg->train.threads);
     int rc = -1;
 
     if (!(t.be = backend_by_name(cfg->train.device))) goto done;
-    if (open_data(&t) != 0 || build_model(&t) != 0) goto done;
+    if (trainer_open_data(&t) != 0 || build_model(&t) != 0) goto done;
     if (t.T > gpt_config(t.model)->n_positions) {
         err_set("data.seq_len %d exceeds the model's n_positions %d", t.T,
                 gpt_config(t.model)->n_positions);
         goto done;
     }
+    if (apply_finetune(&t) != 0 || steps_setup(&t) != 0) goto done;
     AdamWConfig ac = {cfg->optim.beta1, cfg->optim.beta2, cfg->optim.eps, cfg->optim.weight_decay,
                       cfg->optim.grad_clip};
     if (!(t.optim = optim_create(t.model, &ac))) goto done;
@@ -456,20 +449,26 @@ int train_run(const Config *cfg, const TrainOptions *opt) {
     if (opt->resume && resume(&t) != 0) goto done;
     if (open_metrics(&t) != 0) goto done;
 
-    size_t N = (size_t)t.B * t.T;
-    t.inputs = xmalloc((size_t)t.A * N * sizeof(int));
-    t.targets = xmalloc((size_t)t.A * N * sizeof(int));
-    t.logp = xmalloc(N * sizeof(float));
-    t.g = xmalloc(N * sizeof(float));
-
-    if (!opt->quiet)
+    size_t N = (size_t)t.rows * t.T;
+    if (!opt->quiet) {
+        const GPTConfig *g = gpt_config(t.model);
         printf("model: %zu parameters (%d layers, %d heads, %d wide, vocab %d) on %s, %d threads\n"
-               "data: %s, %lld training items of %d tokens%s\n",
-               gpt_num_params(t.model), gpt_config(t.model)->n_layer,
-               gpt_config(t.model)->n_head, gpt_config(t.model)->n_embd,
-               gpt_config(t.model)->vocab_size, t.be->name, omp_get_max_threads(),
-               cfg->data.train, (long long)t.train_dl.count, t.T + 1,
+               "objective %s; data: %s, %lld training %s of %d tokens%s\n",
+               gpt_num_params(t.model), g->n_layer, g->n_head, g->n_embd, g->vocab_size,
+               t.be->name, omp_get_max_threads(), objective_names[t.obj], cfg->data.train,
+               (long long)train_items(&t), t.obj == OBJ_DPO ? "pairs" : "items", t.T + 1,
                t.have_val ? ", validation on" : "");
+        if (gpt_num_trainable(t.model) < gpt_num_params(t.model))
+            printf("training %zu of %zu parameters (%s); gradients + optimizer state %.2f MiB\n",
+                   gpt_num_trainable(t.model), gpt_num_params(t.model),
+                   gpt_lora_config(t.model) ? "LoRA adapters" : "the rest frozen",
+                   optim_train_state_bytes(t.optim) / 1048576.0);
+        if (t.teacher)
+            printf("teacher: %s (%zu parameters, frozen)\n", cfg->kd.teacher,
+                   gpt_num_params(t.teacher));
+        if (t.ref) printf("reference model: %s (frozen)\n",
+                          cfg->dpo.reference[0] ? cfg->dpo.reference : cfg->model.init);
+    }
     if (cfg->eval.every > 0 && !t.have_val && !opt->quiet)
         printf("note: eval.every is set but there is no validation data (set data.val or "
                "data.val_fraction)\n");
@@ -480,7 +479,9 @@ int train_run(const Config *cfg, const TrainOptions *opt) {
     while (t.step < cfg->train.steps) {
         double ts = now_seconds();
         double lr = lr_at(&t.sched, t.step + 1);
-        double loss = train_step(&t);
+        StepStats st;
+        train_step(&t, &st);
+        double loss = st.loss;
         double norm = optim_clip_grad_norm(t.optim);
         optim_step(t.optim, lr);
         t.step++;
@@ -491,26 +492,36 @@ int train_run(const Config *cfg, const TrainOptions *opt) {
                     "checkpoint in %s is kept)", loss, t.step, cfg->train.out_dir);
             goto done;
         }
+        char extra[1024];
+        metrics_fields(&t, &st, "", extra, sizeof extra);
         fprintf(t.metrics,
                 "{\"step\": %d, \"loss\": %.17g, \"lr\": %.6e, \"grad_norm\": %.6f, "
-                "\"tokens_per_s\": %.1f, \"elapsed_s\": %.3f}\n",
-                t.step, loss, lr, norm, tok_s, elapsed);
+                "\"tokens_per_s\": %.1f, \"elapsed_s\": %.3f%s}\n",
+                t.step, loss, lr, norm, tok_s, elapsed, extra);
         if (!opt->quiet && (t.step % cfg->train.log_every == 0 || t.step == cfg->train.steps)) {
-            char el[32], eta[32];
+            char el[32], eta[32], obj[96] = "";
             fmt_duration(el, sizeof el, elapsed);
             fmt_duration(eta, sizeof eta,
                          elapsed / (t.step - first_step) * (cfg->train.steps - t.step));
-            printf("%sstep %d/%d | loss %.4f | lr %.2e | norm %.3f | %.0f tok/s | %s elapsed | "
+            if (t.obj == OBJ_KD)
+                snprintf(obj, sizeof obj, " (ce %.4f, kd %.4f, agree %.3f)", st.ce, st.kd,
+                         st.agree);
+            if (t.obj == OBJ_DPO)
+                snprintf(obj, sizeof obj, " (acc %.3f, margin %.3f)",
+                         st.dpo.rewards_accuracies, st.dpo.rewards_margins);
+            printf("%sstep %d/%d | loss %.4f%s | lr %.2e | norm %.3f | %.0f tok/s | %s elapsed | "
                    "ETA %s%s",
-                   tty ? "\r\033[K" : "", t.step, cfg->train.steps, loss, lr, norm, tok_s, el,
-                   eta, tty ? "" : "\n");
+                   tty ? "\r\033[K" : "", t.step, cfg->train.steps, loss, obj, lr, norm, tok_s,
+                   el, eta, tty ? "" : "\n");
             fflush(stdout);
         }
         if (t.have_val && cfg->eval.every > 0 &&
             (t.step % cfg->eval.every == 0 || t.step == cfg->train.steps)) {
-            double vl = eval_loss(&t);
-            fprintf(t.metrics, "{\"step\": %d, \"val_loss\": %.6f}\n", t.step, vl);
-            if (!opt->quiet) printf("%sstep %d | val loss %.4f\n", tty ? "\n" : "", t.step, vl);
+            StepStats ev;
+            eval_pass(&t, &ev);
+            metrics_fields(&t, &ev, "eval_", extra, sizeof extra);
+            fprintf(t.metrics, "{\"step\": %d, \"val_loss\": %.9g%s}\n", t.step, ev.loss, extra);
+            if (!opt->quiet) printf("%sstep %d | val loss %.4f\n", tty ? "\n" : "", t.step, ev.loss);
         }
         fflush(t.metrics);
         int stop = stop_signals > 0 || t.step == stop_at_step;

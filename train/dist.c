@@ -1,0 +1,624 @@
+/* train/dist.c — see dist.h: world discovery, MPI bring-up, deterministic
+ * host collectives, and the TCP rendezvous for NCCL's unique id.
+ *
+ * The trick that makes the fp32 reductions reproducible: instead of
+ * MPI_Allreduce (whose summation order depends on the algorithm Open MPI picks
+ * for a message size and rank count), every rank sends each owner its slice of
+ * the owner's shard (MPI_Alltoallv), the owner adds the W slices in rank order,
+ * and an MPI_Allgatherv copies the sums back. That is a reduce-scatter plus an
+ * all-gather — the same bytes on the wire as a ring all-reduce — and gives the
+ * ZeRO-1 helpers for free. Both work in rounds of at most round_elems elements
+ * so temporary memory stays bounded and MPI's int counts never overflow.
+ *
+ * MPI is initialised only when an MPI launcher started us (dist_init), so a
+ * plain `retort` and the Criterion tests never start Open MPI's runtime.
+ * The TCP rendezvous (dist_tcp_share) is in train/dist_tcp.c, the NCCL half in
+ * train/dist_nccl.cu.
+ */
+#include "train/dist.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <mpi.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "train/util.h"
+#ifdef RETORT_CUDA
+#include "train/dist_nccl.h"
+#endif
+
+static DistWorld g_world = {0, 1, 0, 1, "single", "", DIST_DEFAULT_PORT};
+static int g_mpi_active, g_mpi_owned, g_nccl_active;
+static size_t g_round_elems = (size_t)8 << 20; /* 32 MiB of fp32 per round */
+
+/* ------------------------------------------------------------ environment */
+
+/* 1 and *out when name is set to a whole decimal number, 0 when unset, -1 with
+ * the error set when it is set to anything else. */
+static int env_int(const char *name, int *out) {
+    const char *s = getenv(name);
+    if (!s) return 0;
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (end == s || *end != '\0' || errno || v < INT_MIN || v > INT_MAX)
+        return err_set("environment variable %s=\"%s\" is not an integer; unset it or fix the "
+                       "launcher",
+                       name, s);
+    *out = (int)v;
+    return 1;
+}
+
+/* What one launcher's variables say; present = 0 when none of them is set. */
+typedef struct {
+    const char *name;
+    int present, rank, world, local_rank, local_world;
+    const char *rank_var, *world_var;
+} LauncherView;
+
+/* Reads rank/world (both or neither) and the optional local rank/size. */
+static int read_launcher(LauncherView *v, const char *name, const char *rank_var,
+                         const char *world_var, const char *local_rank_var,
+                         const char *local_world_var) {
+    memset(v, 0, sizeof *v);
+    v->name = name;
+    v->rank_var = rank_var;
+    v->world_var = world_var;
+    v->local_rank = -1;
+    int hr = env_int(rank_var, &v->rank), hw = env_int(world_var, &v->world);
+    if (hr < 0 || hw < 0) return -1;
+    if (hr != hw)
+        return err_set("%s is set but %s is not (%s launch variables); set both or neither",
+                       hr ? rank_var : world_var, hr ? world_var : rank_var, name);
+    if (!hr) return 0;
+    v->present = 1;
+    if (local_rank_var && env_int(local_rank_var, &v->local_rank) < 0) return -1;
+    if (local_world_var && env_int(local_world_var, &v->local_world) < 0) return -1;
+    return 0;
+}
+
+/* Tasks on node `node` from a Slurm tasks-per-node list such as "4(x2),3":
+ * the count, or 0 when the list is absent or does not reach that node. */
+static int slurm_tasks_on_node(const char *list, int node) {
+    if (!list || node < 0) return 0;
+    const char *p = list;
+    int index = 0;
+    while (*p) {
+        char *end;
+        long count = strtol(p, &end, 10), repeat = 1;
+        if (end == p || count < 0) return 0;
+        p = end;
+        if (strncmp(p, "(x", 2) == 0) {
+            repeat = strtol(p + 2, &end, 10);
+            if (end == p + 2 || *end != ')' || repeat < 1) return 0;
+            p = end + 1;
+        }
+        if (node < index + repeat) return (int)count;
+        index += (int)repeat;
+        if (*p == ',') p++;
+        else if (*p) return 0;
+    }
+    return 0;
+}
+
+static int read_slurm(LauncherView *v) {
+    memset(v, 0, sizeof *v);
+    v->name = "slurm";
+    v->rank_var = "SLURM_PROCID";
+    v->local_rank = -1;
+    /* Only an srun step counts: a batch script's SLURM_NTASKS is the
+     * allocation's, while only one process (the script) is running. */
+    if (!getenv("SLURM_STEP_NUM_TASKS") && !getenv("SLURM_STEP_ID") && !getenv("SLURM_STEPID"))
+        return 0;
+    int hr = env_int("SLURM_PROCID", &v->rank);
+    v->world_var = getenv("SLURM_STEP_NUM_TASKS") ? "SLURM_STEP_NUM_TASKS" : "SLURM_NTASKS";
+    int hw = env_int(v->world_var, &v->world);
+    if (hr < 0 || hw < 0) return -1;
+    if (!hr || !hw) return 0;
+    v->present = 1;
+    if (env_int("SLURM_LOCALID", &v->local_rank) < 0) return -1;
+    int node = -1;
+    if (env_int("SLURM_NODEID", &node) < 0) return -1;
+    const char *tpn = getenv("SLURM_STEP_TASKS_PER_NODE");
+    v->local_world = slurm_tasks_on_node(tpn ? tpn : getenv("SLURM_TASKS_PER_NODE"), node);
+    return 0;
+}
+
+int dist_hostlist_first(const char *list, char *out, size_t cap) {
+    size_t n = 0;
+    const char *p = list;
+    if (!list || !*list) return err_set("empty Slurm node list");
+    while (*p && *p != ',') {
+        if (*p == '[') {
+            /* keep the first number of the range as written (zero padding included) */
+            p++;
+            if (!(*p >= '0' && *p <= '9'))
+                return err_set("malformed Slurm node list \"%s\"; set MASTER_ADDR", list);
+            while (*p >= '0' && *p <= '9') {
+                if (n + 1 >= cap) return err_set("host name in \"%s\" is too long", list);
+                out[n++] = *p++;
+            }
+            while (*p && *p != ']') p++;
+            if (*p != ']')
+                return err_set("malformed Slurm node list \"%s\" (no ']'); set MASTER_ADDR",
+                               list);
+            p++;
+            continue;
+        }
+        if (n + 1 >= cap) return err_set("host name in \"%s\" is too long", list);
+        out[n++] = *p++;
+    }
+    if (n == 0) return err_set("malformed Slurm node list \"%s\"; set MASTER_ADDR", list);
+    out[n] = '\0';
+    return 0;
+}
+
+static int check_view(const LauncherView *v) {
+    if (v->world < 1)
+        return err_set("%s=%d: the world size must be at least 1 (%s launch)", v->world_var,
+                       v->world, v->name);
+    if (v->rank < 0 || v->rank >= v->world)
+        return err_set("%s=%d is outside [0, %s=%d) (%s launch)", v->rank_var, v->rank,
+                       v->world_var, v->world, v->name);
+    if (v->local_world < 0 || v->local_world > v->world)
+        return err_set("local world size %d of the %s launch is outside [0, %d]",
+                       v->local_world, v->name, v->world);
+    if (v->local_rank < 0 || (v->local_world > 0 && v->local_rank >= v->local_world))
+        return err_set("local rank %d of the %s launch is outside [0, %d)", v->local_rank,
+                       v->name, v->local_world);
+    return 0;
+}
+
+int dist_discover(DistWorld *w) {
+    LauncherView views[4];
+    if (read_launcher(&views[0], "torchrun", "RANK", "WORLD_SIZE", "LOCAL_RANK",
+                      "LOCAL_WORLD_SIZE") < 0 ||
+        read_launcher(&views[1], "openmpi", "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE",
+                      "OMPI_COMM_WORLD_LOCAL_RANK", "OMPI_COMM_WORLD_LOCAL_SIZE") < 0 ||
+        read_launcher(&views[2], "mpich", "PMI_RANK", "PMI_SIZE", "MPI_LOCALRANKID",
+                      "MPI_LOCALNRANKS") < 0 ||
+        read_slurm(&views[3]) < 0)
+        return -1;
+
+    const LauncherView *chosen = NULL;
+    for (int i = 0; i < 4; i++) {
+        if (!views[i].present) continue;
+        if (!chosen) {
+            chosen = &views[i];
+            continue;
+        }
+        if (i == 3) break; /* Slurm may describe the enclosing allocation */
+        if (views[i].rank != chosen->rank || views[i].world != chosen->world)
+            return err_set("conflicting launch variables: %s=%d %s=%d (%s) but %s=%d %s=%d (%s); "
+                           "unset the stale ones (e.g. an exported RANK in the shell)",
+                           chosen->rank_var, chosen->rank, chosen->world_var, chosen->world,
+                           chosen->name, views[i].rank_var, views[i].rank, views[i].world_var,
+                           views[i].world, views[i].name);
+    }
+
+    memset(w, 0, sizeof *w);
+    if (!chosen) {
+        *w = (DistWorld){0, 1, 0, 1, "single", "127.0.0.1", DIST_DEFAULT_PORT};
+    } else {
+        LauncherView v = *chosen;
+        if (v.local_rank < 0) {
+            if (v.world > 1)
+                return err_set("%s=%d and %s=%d are set but not the local rank (%s launch); "
+                               "set it (LOCAL_RANK for torchrun-style variables)",
+                               v.rank_var, v.rank, v.world_var, v.world, v.name);
+            v.local_rank = 0;
+        }
+        if (check_view(&v) < 0) return -1;
+        w->rank = v.rank;
+        w->world = v.world;
+        w->local_rank = v.local_rank;
+        w->local_world = v.local_world;
+        snprintf(w->launcher, sizeof w->launcher, "%s", v.name);
+    }
+
+    w->master_port = DIST_DEFAULT_PORT;
+    int port, has_port = env_int("MASTER_PORT", &port);
+    if (has_port < 0) return -1;
+    if (has_port) {
+        if (port < 1 || port > 65535)
+            return err_set("MASTER_PORT=%d is not a TCP port (1..65535)", port);
+        w->master_port = port;
+    }
+    const char *addr = getenv("MASTER_ADDR");
+    const char *nodes = getenv("SLURM_STEP_NODELIST");
+    if (!nodes) nodes = getenv("SLURM_NODELIST");
+    if (addr && *addr) {
+        if (strlen(addr) >= sizeof w->master_addr)
+            return err_set("MASTER_ADDR is longer than %zu characters",
+                           sizeof w->master_addr - 1);
+        snprintf(w->master_addr, sizeof w->master_addr, "%s", addr);
+    } else if (nodes && *nodes) {
+        if (dist_hostlist_first(nodes, w->master_addr, sizeof w->master_addr) < 0) return -1;
+    } else if (w->world == 1 || w->local_world == w->world) {
+        snprintf(w->master_addr, sizeof w->master_addr, "127.0.0.1"); /* one node */
+    }
+    return 0;
+}
+
+void dist_shard_range(size_t n, int rank, int world, size_t *begin, size_t *end) {
+    size_t W = (size_t)world, r = (size_t)rank, base = n / W, extra = n % W;
+    *begin = r * base + (r < extra ? r : extra);
+    *end = *begin + base + (r < extra ? 1 : 0);
+}
+
+/* ------------------------------------------------------------ lifetime */
+
+const DistWorld *dist_world(void) { return &g_world; }
+int dist_mpi_active(void) { return g_mpi_active; }
+int dist_nccl_active(void) { return g_nccl_active; }
+void dist_set_round_elems(size_t n) { g_round_elems = n ? n : 1; }
+
+static int launched_by_mpi(const DistWorld *w) {
+    if (!strcmp(w->launcher, "openmpi") || !strcmp(w->launcher, "mpich")) return 1;
+    /* srun --mpi=pmix / pmi2 lets MPI_Init find its peers through Slurm */
+    return !strcmp(w->launcher, "slurm") && (getenv("PMIX_RANK") || getenv("PMI_RANK"));
+}
+
+static int mpi_start(const DistWorld *w) {
+    int already = 0;
+    MPI_Initialized(&already);
+    if (!already) {
+        int provided = 0;
+        if (MPI_Init_thread(NULL, NULL, MPI_THREAD_FUNNELED, &provided) != MPI_SUCCESS)
+            return err_set("MPI_Init_thread failed (%s launch, rank %d of %d)", w->launcher,
+                           w->rank, w->world);
+        g_mpi_owned = 1;
+    }
+    g_mpi_active = 1;
+    MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
+    int rank = -1, size = -1;
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    MPI_Comm_size(MPI_COMM_WORLD, &size);
+    if (rank != w->rank || size != w->world)
+        return err_set("MPI sees rank %d of %d but the %s launch variables say rank %d of %d; "
+                       "the launcher and the MPI library (Open MPI) do not match — start with "
+                       "Open MPI's mpirun or srun --mpi=pmix",
+                       rank, size, w->launcher, w->rank, w->world);
+    return 0;
+}
+
+#ifdef RETORT_CUDA
+/* RETORT_NCCL_TIMEOUT_S: seconds without progress before a collective (or the
+ * rendezvous) is declared hung. */
+static int nccl_timeout(double *out) {
+    const char *s = getenv("RETORT_NCCL_TIMEOUT_S");
+    *out = 600;
+    if (!s) return 0;
+    char *end;
+    double v = strtod(s, &end);
+    if (end == s || *end != '\0' || !(v > 0))
+        return err_set("RETORT_NCCL_TIMEOUT_S=\"%s\" is not a positive number of seconds", s);
+    *out = v;
+    return 0;
+}
+
+static int nccl_start(const DistWorld *w) {
+    double timeout_s;
+    unsigned char id[DIST_NCCL_ID_BYTES];
+    memset(id, 0, sizeof id);
+    if (nccl_timeout(&timeout_s) < 0) return -1;
+    if (dist_nccl_select_device(w->local_rank, w->local_world) < 0) return -1;
+    /* every rank takes part in the exchange even if rank 0 failed, so nobody
+     * waits for an id that will not come: a zero id means "rank 0 failed" */
+    int failed = w->rank == 0 && dist_nccl_unique_id(id) < 0;
+    if (g_mpi_active) {
+        if (MPI_Bcast(id, DIST_NCCL_ID_BYTES, MPI_BYTE, 0, MPI_COMM_WORLD) != MPI_SUCCESS)
+            return err_set("rank %d: MPI_Bcast of the NCCL unique id failed", w->rank);
+    } else if (!failed) {
+        if (!w->master_addr[0])
+            return err_set("rank %d: MASTER_ADDR is not set; the ranks span several nodes and "
+                           "need rank 0's host name for the NCCL rendezvous",
+                           w->rank);
+        if (dist_tcp_share(id, DIST_NCCL_ID_BYTES, w->rank, w->world, w->master_addr,
+                           w->master_port, timeout_s) < 0)
+            return -1;
+    }
+    if (failed) return -1;
+    int nonzero = 0;
+    for (int i = 0; i < DIST_NCCL_ID_BYTES; i++) nonzero |= id[i];
+    if (!nonzero) return err_set("rank %d: rank 0 could not create the NCCL id", w->rank);
+    if (dist_nccl_init(id, w->rank, w->world, timeout_s) < 0) return -1;
+    g_nccl_active = 1;
+    return 0;
+}
+#endif
+
+int dist_init(int use_cuda) {
+    DistWorld w;
+    if (dist_discover(&w) < 0) return -1;
+    g_world = w;
+    if (launched_by_mpi(&w) && mpi_start(&w) < 0) return -1;
+    if (w.world == 1) return 0;
+    if (use_cuda) {
+#ifdef RETORT_CUDA
+        return nccl_start(&w);
+#else
+        return err_set("this retort was built without CUDA, so it cannot use NCCL");
+#endif
+    }
+    if (!g_mpi_active)
+        return err_set("rank %d of %d (%s launch): data parallelism on the CPU needs MPI; "
+                       "start with mpirun -np N, or srun --mpi=pmix",
+                       w.rank, w.world, w.launcher);
+    return 0;
+}
+
+void dist_finalize(void) {
+#ifdef RETORT_CUDA
+    if (g_nccl_active) dist_nccl_finalize();
+#endif
+    g_nccl_active = 0;
+    if (g_mpi_owned) {
+        int finalized = 0;
+        MPI_Finalized(&finalized);
+        if (!finalized) MPI_Finalize();
+    }
+    g_mpi_active = g_mpi_owned = 0;
+}
+
+void dist_abort(int code) {
+    fflush(stdout);
+    fflush(stderr);
+#ifdef RETORT_CUDA
+    if (g_nccl_active) dist_nccl_abort();
+#endif
+    if (g_mpi_active) MPI_Abort(MPI_COMM_WORLD, code ? code : 1);
+    exit(code ? code : 1);
+}
+
+/* ------------------------------------------------------------ MPI collectives */
+
+static void mpi_check(int rc, const char *call, const char *where) {
+    if (rc == MPI_SUCCESS) return;
+    char msg[MPI_MAX_ERROR_STRING];
+    int len = 0;
+    MPI_Error_string(rc, msg, &len);
+    fprintf(stderr, "retort: rank %d: %s failed in %s: %s; aborting the job\n", g_world.rank,
+            call, where, msg);
+    dist_abort(1);
+}
+
+/* The shard of every rank and, for round k, its slice [off, off+len). */
+typedef struct {
+    int W;
+    size_t per_round;   /* slice length per rank per round */
+    size_t *begin, *end;
+    int *counts, *displs;
+} Rounds;
+
+static Rounds rounds_make(size_t n) {
+    Rounds r;
+    r.W = g_world.world;
+    r.begin = xmalloc((size_t)r.W * sizeof(size_t));
+    r.end = xmalloc((size_t)r.W * sizeof(size_t));
+    r.counts = xmalloc((size_t)r.W * sizeof(int));
+    r.displs = xmalloc((size_t)r.W * sizeof(int));
+    for (int q = 0; q < r.W; q++) dist_shard_range(n, q, r.W, &r.begin[q], &r.end[q]);
+    size_t longest = r.end[0] - r.begin[0]; /* rank 0's shard is never shorter */
+    r.per_round = g_round_elems / (size_t)r.W;
+    if (r.per_round < 1) r.per_round = 1;
+    if (r.per_round > longest) r.per_round = longest ? longest : 1;
+    if (r.per_round > (size_t)INT_MAX / (size_t)r.W) r.per_round = (size_t)INT_MAX / (size_t)r.W;
+    return r;
+}
+
+static size_t rounds_count(const Rounds *r) {
+    size_t longest = r->end[0] - r->begin[0];
+    return (longest + r->per_round - 1) / r->per_round;
+}
+
+/* Slice of rank q's shard in round k: offset into the buffer and length. */
+static size_t slice(const Rounds *r, int q, size_t k, size_t *off) {
+    size_t o = r->begin[q] + k * r->per_round;
+    *off = o;
+    return o < r->end[q] ? (r->end[q] - o < r->per_round ? r->end[q] - o : r->per_round) : 0;
+}
+
+static void rounds_free(Rounds *r) {
+    free(r->begin);
+    free(r->end);
+    free(r->counts);
+    free(r->displs);
+}
+
+static void mpi_reduce_scatter_f32(float *buf, size_t n, DistOp op) {
+    Rounds r = rounds_make(n);
+    const int W = r.W, me = g_world.rank;
+    const size_t R = r.per_round;
+    float *send = xmalloc((size_t)W * R * sizeof(float));
+    float *recv = xmalloc((size_t)W * R * sizeof(float));
+    int *rcounts = xmalloc((size_t)W * sizeof(int));
+    size_t n_rounds = rounds_count(&r);
+    for (size_t k = 0; k < n_rounds; k++) {
+        size_t off, my_off, my_len = slice(&r, me, k, &my_off);
+        for (int q = 0; q < W; q++) {
+            size_t len = slice(&r, q, k, &off);
+            if (len) memcpy(send + (size_t)q * R, buf + off, len * sizeof(float));
+            r.counts[q] = (int)len;
+            r.displs[q] = (int)((size_t)q * R);
+            rcounts[q] = (int)my_len;
+        }
+        mpi_check(MPI_Alltoallv(send, r.counts, r.displs, MPI_FLOAT, recv, rcounts, r.displs,
+                                MPI_FLOAT, MPI_COMM_WORLD),
+                  "MPI_Alltoallv", "dist_reduce_scatter_f32");
+        /* the owner sums in rank order: the result does not depend on MPI */
+        for (size_t i = 0; i < my_len; i++) {
+            float s = recv[i];
+            for (int q = 1; q < W; q++) s += recv[(size_t)q * R + i];
+            buf[my_off + i] = op == DIST_AVG ? s / (float)W : s;
+        }
+    }
+    free(send);
+    free(recv);
+    free(rcounts);
+    rounds_free(&r);
+}
+
+static void mpi_all_gather_f32(float *buf, size_t n) {
+    Rounds r = rounds_make(n);
+    const int W = r.W, me = g_world.rank;
+    const size_t R = r.per_round;
+    float *recv = xmalloc((size_t)W * R * sizeof(float));
+    size_t n_rounds = rounds_count(&r);
+    for (size_t k = 0; k < n_rounds; k++) {
+        size_t off, my_off, my_len = slice(&r, me, k, &my_off);
+        for (int q = 0; q < W; q++) {
+            r.counts[q] = (int)slice(&r, q, k, &off);
+            r.displs[q] = (int)((size_t)q * R);
+        }
+        mpi_check(MPI_Allgatherv(my_len ? buf + my_off : buf, (int)my_len, MPI_FLOAT, recv,
+                                 r.counts, r.displs, MPI_FLOAT, MPI_COMM_WORLD),
+                  "MPI_Allgatherv", "dist_all_gather_f32");
+        for (int q = 0; q < W; q++) {
+            size_t len = slice(&r, q, k, &off);
+            if (q != me && len) memcpy(buf + off, recv + (size_t)q * R, len * sizeof(float));
+        }
+    }
+    free(recv);
+    rounds_free(&r);
+}
+
+/* Which transport the host collectives use right now. */
+enum { VIA_NONE, VIA_MPI, VIA_NCCL };
+static int host_via(void) {
+    if (g_world.world == 1) return VIA_NONE;
+    if (g_mpi_active) return VIA_MPI;
+    if (g_nccl_active) return VIA_NCCL;
+    fprintf(stderr, "retort: rank %d: a collective was called before dist_init succeeded\n",
+            g_world.rank);
+    dist_abort(1);
+}
+
+void dist_reduce_scatter_f32(float *buf, size_t n, DistOp op) {
+    switch (host_via()) {
+    case VIA_MPI: mpi_reduce_scatter_f32(buf, n, op); break;
+#ifdef RETORT_CUDA
+    case VIA_NCCL: dist_nccl_host_allreduce(buf, n, DIST_HOST_F32, op); break;
+#endif
+    default: break;
+    }
+}
+
+void dist_all_gather_f32(float *buf, size_t n) {
+    switch (host_via()) {
+    case VIA_MPI: mpi_all_gather_f32(buf, n); break;
+#ifdef RETORT_CUDA
+    case VIA_NCCL: dist_nccl_host_all_gather_f32(buf, n); break;
+#endif
+    default: break;
+    }
+}
+
+void dist_allreduce_f32(float *buf, size_t n, DistOp op) {
+    switch (host_via()) {
+    case VIA_MPI:
+        mpi_reduce_scatter_f32(buf, n, op);
+        mpi_all_gather_f32(buf, n);
+        break;
+#ifdef RETORT_CUDA
+    case VIA_NCCL: dist_nccl_host_allreduce(buf, n, DIST_HOST_F32, op); break;
+#endif
+    default: break;
+    }
+}
+
+void dist_broadcast(void *buf, size_t bytes) {
+    switch (host_via()) {
+    case VIA_MPI:
+        for (size_t off = 0; off < bytes; off += (size_t)1 << 30) {
+            size_t len = bytes - off < ((size_t)1 << 30) ? bytes - off : (size_t)1 << 30;
+            mpi_check(MPI_Bcast((char *)buf + off, (int)len, MPI_BYTE, 0, MPI_COMM_WORLD),
+                      "MPI_Bcast", "dist_broadcast");
+        }
+        break;
+#ifdef RETORT_CUDA
+    case VIA_NCCL: dist_nccl_host_broadcast(buf, bytes); break;
+#endif
+    default: break;
+    }
+}
+
+void dist_barrier(void) {
+    switch (host_via()) {
+    case VIA_MPI: mpi_check(MPI_Barrier(MPI_COMM_WORLD), "MPI_Barrier", "dist_barrier"); break;
+    case VIA_NCCL: (void)dist_any(0); break; /* a collective every rank must reach */
+    default: break;
+    }
+}
+
+int dist_any(int flag) {
+    int v = flag != 0, out = v;
+    switch (host_via()) {
+    case VIA_MPI:
+        mpi_check(MPI_Allreduce(&v, &out, 1, MPI_INT, MPI_LOR, MPI_COMM_WORLD), "MPI_Allreduce",
+                  "dist_any");
+        break;
+#ifdef RETORT_CUDA
+    case VIA_NCCL: dist_nccl_host_allreduce(&out, 1, DIST_HOST_I32_MAX, DIST_SUM); break;
+#endif
+    default: break;
+    }
+    return out != 0;
+}
+
+double dist_sum_f64(double x) {
+    switch (host_via()) {
+    case VIA_MPI: {
+        /* gather all and add in rank order, so every rank gets the same bits */
+        double *all = xmalloc((size_t)g_world.world * sizeof(double)), s = 0;
+        mpi_check(MPI_Allgather(&x, 1, MPI_DOUBLE, all, 1, MPI_DOUBLE, MPI_COMM_WORLD),
+                  "MPI_Allgather", "dist_sum_f64");
+        for (int q = 0; q < g_world.world; q++) s += all[q];
+        free(all);
+        return s;
+    }
+#ifdef RETORT_CUDA
+    case VIA_NCCL: dist_nccl_host_allreduce(&x, 1, DIST_HOST_F64, DIST_SUM); return x;
+#endif
+    default: return x;
+    }
+}
+
+int64_t dist_sum_i64(int64_t x) {
+    int64_t out = x;
+    switch (host_via()) {
+    case VIA_MPI:
+        mpi_check(MPI_Allreduce(&x, &out, 1, MPI_INT64_T, MPI_SUM, MPI_COMM_WORLD),
+                  "MPI_Allreduce", "dist_sum_i64");
+        break;
+#ifdef RETORT_CUDA
+    case VIA_NCCL: dist_nccl_host_allreduce(&out, 1, DIST_HOST_I64, DIST_SUM); break;
+#endif
+    default: break;
+    }
+    return out;
+}
+
+/* ------------------------------------------------------------ device collectives */
+
+void dist_allreduce_bucket_async(void *dev_ptr, size_t n, DistDtype dtype, DistOp op) {
+    if (g_world.world == 1) return;
+#ifdef RETORT_CUDA
+    if (g_nccl_active) {
+        dist_nccl_allreduce_async(dev_ptr, n, dtype, op);
+        return;
+    }
+#endif
+    (void)dev_ptr, (void)n, (void)dtype, (void)op;
+    fprintf(stderr, "retort: rank %d: dist_allreduce_bucket_async needs dist_init(1) on a CUDA "
+            "build\n", g_world.rank);
+    dist_abort(1);
+}
+
+void dist_wait(void) {
+#ifdef RETORT_CUDA
+    if (g_nccl_active) dist_nccl_wait();
+#endif
+}

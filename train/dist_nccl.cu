@@ -1,0 +1,249 @@
+/* train/dist_nccl.cu — NCCL for train/dist.c: the communicator on this rank's
+ * GPU, bucketed gradient all-reduce on a stream of its own, and host
+ * collectives staged through device memory for runs without MPI.
+ *
+ * Overlap: dist_nccl_allreduce_async records an event on the compute stream
+ * (retort_stream) and makes the communication stream wait for it, so a bucket
+ * is reduced as soon as the backward kernels that wrote it are done while the
+ * compute stream runs on. dist_nccl_wait records the end of the communication
+ * stream, polls it together with ncclCommGetAsyncError, and makes the compute
+ * stream wait for it. Polling (not cudaStreamSynchronize) is what lets a hang
+ * — a rank that died, a network that stalled — end in ncclCommAbort and a
+ * message naming the rank after RETORT_NCCL_TIMEOUT_S, instead of forever.
+ *
+ * Every CUDA and NCCL call is checked; a failure after init is fatal for the
+ * whole job (dist_abort), since the other ranks would wait for this one.
+ */
+#include <nccl.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "kernels/cuda/common.cuh"
+
+extern "C" {
+#include "train/dist_nccl.h"
+#include "train/util.h"
+}
+
+static_assert(NCCL_UNIQUE_ID_BYTES == DIST_NCCL_ID_BYTES, "ncclUniqueId size changed");
+
+static ncclComm_t g_comm;
+static cudaStream_t g_stream;             /* communication stream */
+static cudaEvent_t g_ready, g_done;       /* compute -> comm, comm -> compute */
+static void *g_scratch;                   /* staging for host collectives */
+static const size_t SCRATCH_BYTES = (size_t)16 << 20;
+static int g_rank, g_world, g_pending;
+static double g_timeout_s = 600;
+
+static void fatal(const char *what, const char *detail, const char *file, int line) {
+    fprintf(stderr, "retort: rank %d: %s failed at %s:%d: %s; aborting the job\n", g_rank, what,
+            file, line, detail);
+    dist_abort(1);
+}
+
+#define DCUDA(call)                                                                        \
+    do {                                                                                   \
+        cudaError_t e_ = (call);                                                           \
+        if (e_ != cudaSuccess) fatal(#call, cudaGetErrorString(e_), __FILE__, __LINE__);   \
+    } while (0)
+
+#define DNCCL(call)                                                                        \
+    do {                                                                                   \
+        ncclResult_t r_ = (call);                                                          \
+        if (r_ != ncclSuccess) fatal(#call, ncclGetErrorString(r_), __FILE__, __LINE__);   \
+    } while (0)
+
+/* For init: errors are returned to dist_init, which prints them. */
+#define INIT_CUDA(call)                                                                    \
+    do {                                                                                   \
+        cudaError_t e_ = (call);                                                           \
+        if (e_ != cudaSuccess)                                                             \
+            return err_set("rank %d: %s failed: %s", g_rank, #call, cudaGetErrorString(e_)); \
+    } while (0)
+
+#define INIT_NCCL(call)                                                                    \
+    do {                                                                                   \
+        ncclResult_t r_ = (call);                                                          \
+        if (r_ != ncclSuccess)                                                             \
+            return err_set("rank %d: %s failed: %s (set NCCL_DEBUG=INFO for details)",    \
+                           g_rank, #call, ncclGetErrorString(r_));                         \
+    } while (0)
+
+extern "C" int dist_nccl_select_device(int local_rank, int local_world) {
+    int count = 0;
+    cudaError_t e = cudaGetDeviceCount(&count);
+    if (e != cudaSuccess || count == 0)
+        return err_set("no usable CUDA device for local rank %d (%s)", local_rank,
+                       e != cudaSuccess ? cudaGetErrorString(e) : "0 devices visible");
+    int dev = count == 1 ? 0 : local_rank; /* one visible: the launcher pinned it */
+    if (dev >= count)
+        return err_set("local rank %d of %d, but this node shows only %d GPUs; start at most %d "
+                       "ranks per node, or give each rank its own CUDA_VISIBLE_DEVICES",
+                       local_rank, local_world, count, count);
+    INIT_CUDA(cudaSetDevice(dev));
+    return 0;
+}
+
+extern "C" int dist_nccl_unique_id(unsigned char id[DIST_NCCL_ID_BYTES]) {
+    ncclUniqueId uid;
+    INIT_NCCL(ncclGetUniqueId(&uid));
+    memcpy(id, uid.internal, DIST_NCCL_ID_BYTES);
+    return 0;
+}
+
+extern "C" int dist_nccl_init(const unsigned char id[DIST_NCCL_ID_BYTES], int rank, int world,
+                              double timeout_s) {
+    g_rank = rank;
+    g_world = world;
+    g_timeout_s = timeout_s;
+    ncclUniqueId uid;
+    memcpy(uid.internal, id, DIST_NCCL_ID_BYTES);
+    INIT_NCCL(ncclCommInitRank(&g_comm, world, uid, rank));
+    INIT_CUDA(cudaStreamCreateWithFlags(&g_stream, cudaStreamNonBlocking));
+    INIT_CUDA(cudaEventCreateWithFlags(&g_ready, cudaEventDisableTiming));
+    INIT_CUDA(cudaEventCreateWithFlags(&g_done, cudaEventDisableTiming));
+    return 0;
+}
+
+extern "C" void dist_nccl_abort(void) {
+    ncclComm_t c = g_comm;
+    g_comm = NULL; /* abort once, even when called again on the way out */
+    if (c) ncclCommAbort(c);
+}
+
+extern "C" void dist_nccl_finalize(void) {
+    if (!g_comm) return;
+    dist_nccl_wait();
+    DNCCL(ncclCommFinalize(g_comm));
+    DNCCL(ncclCommDestroy(g_comm));
+    g_comm = NULL;
+    if (g_scratch) DCUDA(cudaFree(g_scratch));
+    g_scratch = NULL;
+    DCUDA(cudaEventDestroy(g_ready));
+    DCUDA(cudaEventDestroy(g_done));
+    DCUDA(cudaStreamDestroy(g_stream));
+}
+
+/* Waits for ev, watching the communicator, for at most the timeout. */
+static void wait_event(cudaEvent_t ev, const char *what) {
+    double start = now_seconds();
+    struct timespec pause = {0, 50 * 1000};
+    for (;;) {
+        cudaError_t e = cudaEventQuery(ev);
+        if (e == cudaSuccess) return;
+        if (e != cudaErrorNotReady) fatal(what, cudaGetErrorString(e), __FILE__, __LINE__);
+        ncclResult_t async_err = ncclSuccess;
+        DNCCL(ncclCommGetAsyncError(g_comm, &async_err));
+        if (async_err != ncclSuccess) {
+            char detail[512];
+            snprintf(detail, sizeof detail, "NCCL reports %s (%s)",
+                     ncclGetErrorString(async_err), ncclGetLastError(g_comm));
+            fatal(what, detail, __FILE__, __LINE__);
+        }
+        if (now_seconds() - start > g_timeout_s) {
+            fprintf(stderr,
+                    "retort: rank %d: %s made no progress for %.0f s (RETORT_NCCL_TIMEOUT_S); "
+                    "another rank probably died or stalls; aborting the NCCL communicator\n",
+                    g_rank, what, g_timeout_s);
+            dist_abort(1);
+        }
+        nanosleep(&pause, NULL);
+    }
+}
+
+static ncclRedOp_t nccl_op(DistOp op) { return op == DIST_AVG ? ncclAvg : ncclSum; }
+
+extern "C" void dist_nccl_allreduce_async(void *dev_ptr, size_t n, DistDtype dtype, DistOp op) {
+    DCUDA(cudaEventRecord(g_ready, retort_stream));
+    DCUDA(cudaStreamWaitEvent(g_stream, g_ready, 0));
+    DNCCL(ncclAllReduce(dev_ptr, dev_ptr, n, dtype == DIST_BF16 ? ncclBfloat16 : ncclFloat32,
+                        nccl_op(op), g_comm, g_stream));
+    g_pending = 1;
+}
+
+extern "C" void dist_nccl_wait(void) {
+    if (!g_pending || !g_comm) return;
+    DCUDA(cudaEventRecord(g_done, g_stream));
+    wait_event(g_done, "the gradient all-reduce");
+    DCUDA(cudaStreamWaitEvent(retort_stream, g_done, 0));
+    g_pending = 0;
+}
+
+/* ---- host collectives staged through g_scratch ---- */
+
+static void *scratch(void) {
+    if (!g_scratch) DCUDA(cudaMalloc(&g_scratch, SCRATCH_BYTES));
+    return g_scratch;
+}
+
+static void upload(void *dev, const void *host, size_t bytes) {
+    DCUDA(cudaMemcpyAsync(dev, host, bytes, cudaMemcpyHostToDevice, g_stream));
+}
+
+/* Waits for the collective with the timeout first, so that the blocking copy
+ * from device to pageable host memory cannot hang. */
+static void finish_and_download(void *host, const void *dev, size_t bytes, const char *what) {
+    DCUDA(cudaEventRecord(g_done, g_stream));
+    wait_event(g_done, what);
+    DCUDA(cudaMemcpyAsync(host, dev, bytes, cudaMemcpyDeviceToHost, g_stream));
+    DCUDA(cudaStreamSynchronize(g_stream));
+}
+
+extern "C" void dist_nccl_host_allreduce(void *buf, size_t count, DistHostKind kind, DistOp op) {
+    dist_nccl_wait(); /* keep the order of collectives on the one stream */
+    ncclDataType_t type = ncclFloat32;
+    size_t size = 4;
+    ncclRedOp_t rop = nccl_op(op);
+    switch (kind) {
+    case DIST_HOST_F32: type = ncclFloat32; size = 4; break;
+    case DIST_HOST_F64: type = ncclFloat64; size = 8; break;
+    case DIST_HOST_I64: type = ncclInt64; size = 8; rop = ncclSum; break;
+    case DIST_HOST_I32_MAX: type = ncclInt32; size = 4; rop = ncclMax; break;
+    }
+    void *dev = scratch();
+    size_t per = SCRATCH_BYTES / size;
+    for (size_t off = 0; off < count; off += per) {
+        size_t len = count - off < per ? count - off : per;
+        char *host = (char *)buf + off * size;
+        upload(dev, host, len * size);
+        DNCCL(ncclAllReduce(dev, dev, len, type, rop, g_comm, g_stream));
+        finish_and_download(host, dev, len * size, "a host all-reduce");
+    }
+}
+
+extern "C" void dist_nccl_host_broadcast(void *buf, size_t bytes) {
+    dist_nccl_wait();
+    void *dev = scratch();
+    for (size_t off = 0; off < bytes; off += SCRATCH_BYTES) {
+        size_t len = bytes - off < SCRATCH_BYTES ? bytes - off : SCRATCH_BYTES;
+        char *host = (char *)buf + off;
+        if (g_rank == 0) upload(dev, host, len);
+        DNCCL(ncclBroadcast(dev, dev, len, ncclUint8, 0, g_comm, g_stream));
+        finish_and_download(host, dev, len, "a broadcast");
+    }
+}
+
+/* Each rank's shard of the chunk goes out with a broadcast rooted at its owner;
+ * grouped so NCCL runs them together. */
+extern "C" void dist_nccl_host_all_gather_f32(float *buf, size_t n) {
+    dist_nccl_wait();
+    float *dev = (float *)scratch();
+    size_t per = SCRATCH_BYTES / sizeof(float);
+    for (size_t c0 = 0; c0 < n; c0 += per) {
+        size_t c1 = n - c0 < per ? n : c0 + per;
+        upload(dev, buf + c0, (c1 - c0) * sizeof(float));
+        DNCCL(ncclGroupStart());
+        for (int q = 0; q < g_world; q++) {
+            size_t b, e;
+            dist_shard_range(n, q, g_world, &b, &e);
+            if (b < c0) b = c0;
+            if (e > c1) e = c1;
+            if (b >= e) continue; /* every rank skips the same (q, chunk) pairs */
+            DNCCL(ncclBroadcast(dev + (b - c0), dev + (b - c0), e - b, ncclFloat32, q, g_comm,
+                                g_stream));
+        }
+        DNCCL(ncclGroupEnd());
+        finish_and_download(buf + c0, dev, (c1 - c0) * sizeof(float), "a host all-gather");
+    }
+}
