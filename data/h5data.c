@@ -679,6 +679,19 @@ static int pref_read(PrefDataset *pd, hid_t file) {
                                    "response ends with EOS); %s",
                                    p, pref_cols[2 * k + 1], (long long)i, REBUILD_HINT);
     }
+    pd->ref_seq_len = pd->ref_max_prompt_len = pd->ref_max_completion_len = -1;
+    static const char *const ref_attrs[3] = {"ref_seq_len", "ref_max_prompt_len",
+                                             "ref_max_completion_len"};
+    int *ref_vals[3] = {&pd->ref_seq_len, &pd->ref_max_prompt_len, &pd->ref_max_completion_len};
+    for (int k = 0; k < 3; k++) {
+        if (H5Aexists(file, ref_attrs[k]) <= 0) continue;
+        int64_t v;
+        if (attr_int(file, p, ref_attrs[k], &v) != 0) return -1;
+        *ref_vals[k] = (int)v;
+    }
+    if (H5Aexists(file, "ref_model") > 0 &&
+        attr_string(file, p, "ref_model", pd->ref_model, sizeof pd->ref_model) != 0)
+        return -1;
     static const char *const ref_names[2] = {"ref_logp_chosen", "ref_logp_rejected"};
     double **ref[2] = {&pd->ref_logp_chosen, &pd->ref_logp_rejected};
     for (int k = 0; k < 2; k++) {

@@ -169,6 +169,11 @@ typedef struct {
     PrefPart prompt, chosen, rejected;
     double *ref_logp_chosen;    /* (n_pairs), optional, else NULL */
     double *ref_logp_rejected;  /* (n_pairs), optional, else NULL */
+    /* how the ref_logp_* were computed (root attributes written by
+     * pref_dataset_write_ref), -1 when absent: the row length T and the
+     * truncation limits they hold for */
+    int ref_seq_len, ref_max_prompt_len, ref_max_completion_len;
+    char ref_model[1024];
 } PrefDataset;
 
 /* -1 with the error set (nothing left allocated) on failure. */
@@ -185,6 +190,15 @@ int pref_writer_add(PrefWriter *pw, const uint32_t *prompt, int64_t n_prompt,
                     int64_t n_rejected);
 int pref_writer_close(PrefWriter *pw);
 void pref_writer_abort(PrefWriter *pw);
+
+/* Adds (or replaces) ref_logp_chosen / ref_logp_rejected (n_pairs each) in an
+ * existing pref file, with root attributes ref_model, ref_seq_len,
+ * ref_max_prompt_len and ref_max_completion_len saying how they were computed.
+ * The file is copied to path.tmp, changed there and renamed over path, so a
+ * failure leaves the original as it was. */
+int pref_dataset_write_ref(const char *path, const double *ref_c, const double *ref_r,
+                           int64_t n_pairs, const char *model, int seq_len, int max_prompt_len,
+                           int max_completion_len);
 
 /* The root `schema` attribute of an HDF5 dataset file, without reading the rest. */
 int dataset_peek_schema(const char *path, Schema *out);

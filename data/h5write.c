@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <hdf5.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -630,4 +631,95 @@ void pref_writer_abort(PrefWriter *pw) {
     if (!pw) return;
     writer_destroy(pw->w, 1);
     free(pw);
+}
+
+/* ------------------------------------------------ precomputed reference */
+
+static int copy_file(const char *from, const char *to) {
+    FILE *in = fopen(from, "rb");
+    if (!in) return err_set("cannot open %s: %s", from, strerror(errno));
+    FILE *out = fopen(to, "wb");
+    if (!out) {
+        fclose(in);
+        return err_set("cannot create %s: %s", to, strerror(errno));
+    }
+    char *buf = xmalloc(1 << 20);
+    size_t n;
+    int rc = 0;
+    while (rc == 0 && (n = fread(buf, 1, 1 << 20, in)) > 0)
+        if (fwrite(buf, 1, n, out) != n)
+            rc = err_set("cannot write %s: %s (check free disk space)", to, strerror(errno));
+    if (rc == 0 && ferror(in)) rc = err_set("cannot read %s", from);
+    free(buf);
+    fclose(in);
+    if (fclose(out) != 0 && rc == 0) rc = err_set("cannot write %s: %s", to, strerror(errno));
+    return rc;
+}
+
+static int put_f64(hid_t file, const char *tmp, const char *name, const double *v, int64_t n) {
+    if (H5Lexists(file, name, H5P_DEFAULT) > 0 && H5Ldelete(file, name, H5P_DEFAULT) < 0)
+        return err_set("%s: cannot replace '%s' (HDF5: %s)", tmp, name, h5_reason());
+    hsize_t dims = (hsize_t)n;
+    hid_t space = H5Screate_simple(1, &dims, NULL);
+    hid_t d = H5Dcreate2(file, name, H5T_IEEE_F64LE, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    int rc = d < 0 || H5Dwrite(d, H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, v) < 0;
+    if (rc) h5_reason();
+    if (d >= 0) H5Dclose(d);
+    H5Sclose(space);
+    return rc ? err_set("%s: cannot write '%s' (HDF5: %s)", tmp, name, h5_why) : 0;
+}
+
+static int put_attr(hid_t file, const char *tmp, const char *name, int64_t iv, const char *sv) {
+    if (H5Aexists(file, name) > 0) H5Adelete(file, name);
+    hid_t type = sv ? H5Tcopy(H5T_C_S1) : H5Tcopy(H5T_STD_I64LE);
+    if (sv) {
+        H5Tset_size(type, strlen(sv) + 1);
+        H5Tset_strpad(type, H5T_STR_NULLTERM);
+    }
+    hid_t space = H5Screate(H5S_SCALAR);
+    hid_t a = H5Acreate2(file, name, type, space, H5P_DEFAULT, H5P_DEFAULT);
+    int rc = a < 0 || (sv ? H5Awrite(a, type, sv) : H5Awrite(a, H5T_NATIVE_INT64, &iv)) < 0;
+    if (rc) h5_reason();
+    if (a >= 0) H5Aclose(a);
+    H5Sclose(space);
+    H5Tclose(type);
+    return rc ? err_set("%s: cannot write attribute '%s' (HDF5: %s)", tmp, name, h5_why) : 0;
+}
+
+int pref_dataset_write_ref(const char *path, const double *ref_c, const double *ref_r,
+                           int64_t n_pairs, const char *model, int seq_len, int max_prompt_len,
+                           int max_completion_len) {
+    h5_quiet();
+    char tmp[1100];
+    if (snprintf(tmp, sizeof tmp, "%s.tmp", path) >= (int)sizeof tmp)
+        return err_set("path too long: %.80s...", path);
+    for (int64_t i = 0; i < n_pairs; i++)
+        if (!isfinite(ref_c[i]) || !isfinite(ref_r[i]))
+            return err_set("%s: reference log-prob of pair %lld is not finite", path, (long long)i);
+    if (copy_file(path, tmp) != 0) {
+        unlink(tmp);
+        return -1;
+    }
+    hid_t file = H5Fopen(tmp, H5F_ACC_RDWR, H5P_DEFAULT);
+    if (file < 0) {
+        unlink(tmp);
+        return err_set("%s: cannot open for writing (HDF5: %s)", tmp, h5_reason());
+    }
+    int rc = put_f64(file, tmp, "ref_logp_chosen", ref_c, n_pairs);
+    if (rc == 0) rc = put_f64(file, tmp, "ref_logp_rejected", ref_r, n_pairs);
+    if (rc == 0) rc = put_attr(file, tmp, "ref_model", 0, model ? model : "");
+    if (rc == 0) rc = put_attr(file, tmp, "ref_seq_len", seq_len, NULL);
+    if (rc == 0) rc = put_attr(file, tmp, "ref_max_prompt_len", max_prompt_len, NULL);
+    if (rc == 0) rc = put_attr(file, tmp, "ref_max_completion_len", max_completion_len, NULL);
+    if (H5Fclose(file) < 0 && rc == 0)
+        rc = err_set("%s: cannot close (HDF5: %s); check free disk space", tmp, h5_reason());
+    if (rc == 0) {
+        int fd = open(tmp, O_RDONLY);
+        if (fd < 0 || fsync(fd) != 0) rc = err_set("cannot fsync %s: %s", tmp, strerror(errno));
+        if (fd >= 0) close(fd);
+    }
+    if (rc == 0 && rename(tmp, path) != 0)
+        rc = err_set("cannot rename %s to %s: %s", tmp, path, strerror(errno));
+    if (rc != 0) unlink(tmp);
+    return rc;
 }

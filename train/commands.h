@@ -5,5 +5,6 @@
 
 int cmd_eval(int argc, char **argv);    /* retort eval: metrics over a JSONL */
 int cmd_export(int argc, char **argv);  /* retort export --merge-lora */
+int cmd_dpo(int argc, char **argv);     /* retort dpo precompute-ref */
 
 #endif

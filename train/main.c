@@ -44,6 +44,7 @@ static void usage_main(FILE *f) {
             "  generate     sample text from a checkpoint (text, JSONL, or a kd dataset)\n"
             "  eval         BLEU, chrF, exact match, ROUGE-L, perplexity over a JSONL\n"
             "  export       merge a LoRA adapter into its base model\n"
+            "  dpo precompute-ref   store a reference model's log-probs in a pref file\n"
             "  tokenizer    train a byte-level BPE, or encode text with one\n"
             "  version      print the version\n\n"
             "Run `retort <command> --help` for the options of a command.\n",
@@ -496,6 +497,7 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "tokenizer")) return cmd_tokenizer(argc - 1, argv + 1);
     if (!strcmp(cmd, "eval")) return cmd_eval(argc - 1, argv + 1);
     if (!strcmp(cmd, "export")) return cmd_export(argc - 1, argv + 1);
+    if (!strcmp(cmd, "dpo")) return cmd_dpo(argc - 1, argv + 1);
     fprintf(stderr, "retort: unknown command '%s'\n\n", cmd);
     usage_main(stderr);
     return 2;

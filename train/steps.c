@@ -179,6 +179,16 @@ int steps_setup(Trainer *t) {
             if (t->have_pref_val_ds && !t->pref_val.ref_logp_chosen)
                 return err_set("%s: the validation file has no precomputed reference log-probs",
                                c->data.val);
+            const PrefDataset *pd = &t->pref_train;
+            if (pd->ref_seq_len >= 0 &&
+                (pd->ref_seq_len != t->T || pd->ref_max_prompt_len != c->dpo.max_prompt_len ||
+                 pd->ref_max_completion_len != c->dpo.max_completion_len))
+                return err_set("%s: the reference log-probs were computed for seq_len %d, "
+                               "max_prompt_len %d, max_completion_len %d, but this run uses %d, "
+                               "%d, %d; rerun `retort dpo precompute-ref` with the run's values",
+                               c->data.train, pd->ref_seq_len, pd->ref_max_prompt_len,
+                               pd->ref_max_completion_len, t->T, c->dpo.max_prompt_len,
+                               c->dpo.max_completion_len);
         } else if (!ref[0]) {
             return err_set("objective dpo needs a reference model: start from a checkpoint "
                            "(model.init, which is also the reference) or set dpo.reference");
@@ -353,14 +363,8 @@ static double dpo_micro(Trainer *t, GPT *policy, const PrefDataset *pd, const in
     DpoParams p = dpo_params(t->cfg);
     gpt_forward(policy, in, tg, t->rows, t->T, t->logp);
     pref_row_sums(t->logp, tg, t->rows, t->T, t->sums, t->counts);
-    if (backward) {
-        /* the policy's logp must be read before the reference forward reuses it */
-        reference_sums(t, pd, in, tg, pair_ids);
-    } else {
-        reference_sums(t, pd, in, tg, pair_ids);
-    }
-    dpo_pairs_from_rows(t->sums, t->ref ? t->ref_sums : pd->ref_logp_chosen ? t->ref_sums : NULL,
-                        t->counts, t->B, t->pairs);
+    reference_sums(t, pd, in, tg, pair_ids); /* reuses t->logp: the policy's sums are taken */
+    dpo_pairs_from_rows(t->sums, t->ref_sums, t->counts, t->B, t->pairs);
     double loss = dpo_batch_loss(&p, t->pairs, t->B, t->dlogp_c, t->dlogp_r, m);
     if (backward) {
         dpo_spread_weights(t->dlogp_c, t->dlogp_r, t->B, t->T, tg, scale, t->g);

@@ -340,8 +340,11 @@ static int apply_finetune(Trainer *t) {
         int n = split_list(buf, items, 64);
         int rc = train_only ? gpt_set_trainable(t->model, (const char *const[]){"*"}, 1, items, n)
                             : gpt_set_trainable(t->model, items, n, NULL, 0);
-        if (rc != 0) return err_set("finetune.%s: %s", train_only ? "train_only" : "freeze",
-                                    err_msg());
+        if (rc != 0) {
+            char why[512];
+            snprintf(why, sizeof why, "%s", err_msg()); /* err_set overwrites err_msg() */
+            return err_set("finetune.%s: %s", train_only ? "train_only" : "freeze", why);
+        }
     }
     if (c->finetune.lora_r > 0 && !gpt_lora_config(t->model)) {
         LoraConfig lc;
@@ -354,7 +357,11 @@ static int apply_finetune(Trainer *t) {
         int n = split_list(buf, items, LORA_MAX_TARGETS);
         for (int i = 0; i < n; i++) snprintf(lc.targets[i], sizeof lc.targets[i], "%s", items[i]);
         lc.n_targets = n;
-        if (gpt_lora_attach(t->model, &lc) != 0) return err_set("finetune.lora: %s", err_msg());
+        if (gpt_lora_attach(t->model, &lc) != 0) {
+            char why[512];
+            snprintf(why, sizeof why, "%s", err_msg());
+            return err_set("finetune.lora_*: %s", why);
+        }
     }
     return 0;
 }

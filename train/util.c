@@ -16,10 +16,13 @@
 static _Thread_local char err_buf[4096];
 
 int err_set(const char *fmt, ...) {
+    /* through a copy, so err_set("...: %s", err_msg()) can wrap the last error */
+    char tmp[sizeof err_buf];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(err_buf, sizeof err_buf, fmt, ap);
+    vsnprintf(tmp, sizeof tmp, fmt, ap);
     va_end(ap);
+    memcpy(err_buf, tmp, sizeof err_buf);
     return -1;
 }
 
