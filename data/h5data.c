@@ -806,9 +806,54 @@ int loader_init(DataLoader *dl, const Dataset *ds, int T, uint64_t seed, int shu
     return 0;
 }
 
+int loader_init_subset(DataLoader *dl, const Dataset *ds, int T, uint64_t seed, int shuffle,
+                       const int64_t *items, int64_t count) {
+    int64_t n = dataset_num_items(ds, T);
+    for (int64_t i = 0; i < count; i++)
+        if (items[i] < 0 || items[i] >= n)
+            return err_set("%s: item %lld is outside the %lld items the file offers", ds->path,
+                           (long long)items[i], (long long)n);
+    if (loader_init(dl, ds, T, seed, shuffle, 0, count < n ? count : n) != 0) return -1;
+    if (count > n) return err_set("%s: %lld items listed, the file has %lld", ds->path,
+                                  (long long)count, (long long)n);
+    dl->subset = xmalloc((size_t)count * sizeof(int64_t));
+    memcpy(dl->subset, items, (size_t)count * sizeof(int64_t));
+    return 0;
+}
+
+int dataset_role_items(const Dataset *ds, const char *role, int64_t **items, int64_t *count) {
+    if (!ds->role)
+        return err_set("%s: data.role '%s' selects examples by role, but the file has no role "
+                       "column (build it with --role-field or --train-roles)",
+                       ds->path, role);
+    int id = -1;
+    for (int r = 0; r < ds->n_roles; r++)
+        if (!strcmp(ds->role_names[r], role)) id = r;
+    if (id < 0) {
+        char names[512] = "";
+        for (int r = 0; r < ds->n_roles; r++)
+            snprintf(names + strlen(names), sizeof names - strlen(names), "%s%s", r ? ", " : "",
+                     ds->role_names[r]);
+        return err_set("%s: no role named '%s'; the file's roles are: %s", ds->path, role,
+                       names[0] ? names : "(unnamed)");
+    }
+    *items = xmalloc((size_t)(ds->n_docs > 0 ? ds->n_docs : 1) * sizeof(int64_t));
+    *count = 0;
+    for (int64_t i = 0; i < ds->n_docs; i++)
+        if (ds->role[i] == id) (*items)[(*count)++] = i;
+    if (*count == 0) {
+        free(*items);
+        *items = NULL;
+        return err_set("%s: role '%s' has no examples", ds->path, role);
+    }
+    return 0;
+}
+
 void loader_free(DataLoader *dl) {
     free(dl->order);
+    free(dl->subset);
     dl->order = NULL;
+    dl->subset = NULL;
 }
 
 void loader_seek(DataLoader *dl, int64_t epoch, int64_t pos) {
@@ -861,7 +906,7 @@ void loader_next(DataLoader *dl, int B, int *inputs, int *targets) {
 void loader_next_items(DataLoader *dl, int B, int *inputs, int *targets, int64_t *items) {
     int T = dl->T;
     for (int b = 0; b < B; b++) {
-        int64_t item = dl->first + dl->order[dl->pos];
+        int64_t item = dl->subset ? dl->subset[dl->order[dl->pos]] : dl->first + dl->order[dl->pos];
         if (items) items[b] = item;
         int *in = inputs + (size_t)b * T, *tg = targets + (size_t)b * T;
         if (dl->ds->schema == SCHEMA_LM) lm_row(dl->ds, item, T, in, tg);

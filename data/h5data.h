@@ -126,6 +126,7 @@ typedef struct {
     int64_t epoch, pos;     /* data position */
     int64_t *order;         /* (count) permutation for the current epoch */
     int64_t truncated;      /* sft examples longer than T+1 seen so far */
+    int64_t *subset;        /* (count) the items visited, when not a range; else NULL */
 } DataLoader;
 
 /* Number of items (windows or examples) the dataset offers at this T. */
@@ -133,6 +134,14 @@ int64_t dataset_num_items(const Dataset *ds, int T);
 /* -1 (error set) if the range is empty or T < 1. */
 int loader_init(DataLoader *dl, const Dataset *ds, int T, uint64_t seed, int shuffle,
                 int64_t first, int64_t count);
+/* The same over an explicit list of items (copied), e.g. the examples of one
+ * role; -1 (error set) if the list is empty or an item is out of range. */
+int loader_init_subset(DataLoader *dl, const Dataset *ds, int T, uint64_t seed, int shuffle,
+                       const int64_t *items, int64_t count);
+/* Items (examples) whose role is `role` (a name in the dataset's roles
+ * attribute): a new array (free it) and its length in *count. -1 with the
+ * error set when the dataset has no role column or no such role. */
+int dataset_role_items(const Dataset *ds, const char *role, int64_t **items, int64_t *count);
 void loader_free(DataLoader *dl);
 void loader_seek(DataLoader *dl, int64_t epoch, int64_t pos);
 /* Fills B rows of inputs and targets (B*T ints each, host memory). Padding

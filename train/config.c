@@ -85,6 +85,7 @@ static const KeyInfo KEYS[] = {
     INT_KEY(data, batch_size, 1, "sequences per micro-step (B)"),
     INT_KEY(data, grad_accum, 1, "micro-steps per optimizer step"),
     BOOL_KEY(data, shuffle, "shuffle training items every epoch"),
+    STR_KEY(data, role, false, "train only on examples of this role (sft files with a role column; \"\" = all)"),
 
     ENUM_KEY(objective, type, "lm|kd|dpo", "training objective: lm (LM/SFT), kd (word-level distillation), dpo"),
 
@@ -124,6 +125,7 @@ static const KeyInfo KEYS[] = {
     REAL_KEY(optim, grad_clip, 0, CLOSED, NO_LIMIT, CLOSED, "global gradient-norm clip (0 = off)"),
 
     INT_KEY(train, steps, 1, "optimizer steps in total"),
+    REAL_KEY(train, epochs, 0, CLOSED, NO_LIMIT, CLOSED, "> 0: passes over the training items; sets steps from the data size"),
     INT_KEY(train, seed, 0, "random seed (init, shuffling, dropout)"),
     ENUM_KEY(train, device, "cpu|cuda", "backend to train on"),
     INT_KEY(train, threads, 0, "CPU threads (0 = all cores)"),
@@ -688,7 +690,7 @@ int config_validate(const Config *c) {
     if (c->kd.on_policy > 0 && !c->kd.teacher[0])
         return err_set("config: kd.on_policy samples completions the dataset has no teacher rows for; "
                        "it needs an online teacher (kd.teacher)");
-    if (c->optim.warmup_steps > c->train.steps)
+    if (c->optim.warmup_steps > c->train.steps && c->train.epochs <= 0)
         return err_set("config: optim.warmup_steps (%d) exceeds train.steps (%d)", c->optim.warmup_steps,
                        c->train.steps);
     return 0;

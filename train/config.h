@@ -27,6 +27,7 @@ typedef struct {
         int batch_size;              /* B per micro-step */
         int grad_accum;              /* micro-steps per optimizer step */
         int shuffle;                 /* bool */
+        char role[64];               /* train on examples of this role only ("" = all) */
     } data;
     struct {
         char type[32];               /* lm | kd | dpo */
@@ -69,6 +70,7 @@ typedef struct {
     } optim;
     struct {
         int steps;                   /* optimizer steps in total */
+        double epochs;               /* > 0: steps = ceil(epochs * items / (batch * accum)) */
         int seed;
         char device[16];             /* cpu | cuda */
         int threads;                 /* 0 = all cores */

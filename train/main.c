@@ -23,6 +23,7 @@
 #include "train/commands.h"
 #include "train/config.h"
 #include "train/model_io.h"
+#include "train/stages.h"
 #include "train/trainer.h"
 #include "train/util.h"
 
@@ -39,6 +40,7 @@ static void usage_main(FILE *f) {
             "usage: retort <command> [options]\n\n"
             "commands:\n"
             "  train        train or fine-tune a model from a YAML config\n"
+            "  stages       multi-stage training (GLPFT: global, then one model per role)\n"
             "  data build   turn text or JSONL into an HDF5 dataset (lm, sft, pref)\n"
             "  data inspect / validate   look into / check an HDF5 dataset\n"
             "  generate     sample text from a checkpoint (text, JSONL, or a kd dataset)\n"
@@ -498,6 +500,7 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "eval")) return cmd_eval(argc - 1, argv + 1);
     if (!strcmp(cmd, "export")) return cmd_export(argc - 1, argv + 1);
     if (!strcmp(cmd, "dpo")) return cmd_dpo(argc - 1, argv + 1);
+    if (!strcmp(cmd, "stages")) return cmd_stages(argc - 1, argv + 1);
     fprintf(stderr, "retort: unknown command '%s'\n\n", cmd);
     usage_main(stderr);
     return 2;

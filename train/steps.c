@@ -37,6 +37,35 @@ static int open_lm_data(Trainer *t) {
                        c->data.train, t->train_ds.vocab_size, c->model.vocab_size);
     int64_t items = dataset_num_items(&t->train_ds, t->T);
     int64_t n_val = 0;
+    if (c->data.role[0]) { /* one role's examples (GLPFT local stages) */
+        int64_t *sel = NULL, n = 0;
+        if (t->train_ds.schema == SCHEMA_LM)
+            return err_set("%s: data.role needs an sft or kd file with a role column",
+                           c->data.train);
+        if (dataset_role_items(&t->train_ds, c->data.role, &sel, &n) != 0) return -1;
+        int rc = 0;
+        if (c->data.val[0]) {
+            rc = err_set("data.role with a separate data.val file: give the validation file's "
+                         "examples of that role a file of their own, or use data.val_fraction");
+        } else if (c->data.val_fraction > 0) {
+            n_val = (int64_t)(n * c->data.val_fraction);
+            if (n_val < 1) n_val = 1;
+            if (n_val >= n)
+                rc = err_set("%s: role '%s' has %lld examples, too few to hold out "
+                             "data.val_fraction=%g", c->data.train, c->data.role, (long long)n,
+                             c->data.val_fraction);
+            else if (loader_init_subset(&t->val_dl, &t->train_ds, t->T, 0, 0, sel + n - n_val,
+                                        n_val) == 0)
+                t->have_val = 1;
+            else
+                rc = -1;
+        }
+        if (rc == 0)
+            rc = loader_init_subset(&t->train_dl, &t->train_ds, t->T, (uint64_t)c->train.seed,
+                                    c->data.shuffle, sel, n - n_val);
+        free(sel);
+        return rc;
+    }
     if (c->data.val[0]) {
         if (dataset_open(&t->val_ds, c->data.val) != 0) return -1;
         t->have_val_ds = 1;

@@ -423,8 +423,10 @@ static void metrics_fields(const Trainer *t, const StepStats *st, const char *pr
 
 static const char *objective_names[] = {"lm", "kd", "dpo"};
 
-int train_run(const Config *cfg, const TrainOptions *opt) {
-    if (config_validate(cfg) != 0) return -1;
+int train_run(const Config *cfg_in, const TrainOptions *opt) {
+    if (config_validate(cfg_in) != 0) return -1;
+    Config resolved = *cfg_in; /* train.epochs resolves train.steps below */
+    Config *cfg = &resolved;
     Trainer t;
     memset(&t, 0, sizeof t);
     t.cfg = cfg;
@@ -440,6 +442,19 @@ int train_run(const Config *cfg, const TrainOptions *opt) {
 
     if (!(t.be = backend_by_name(cfg->train.device))) goto done;
     if (trainer_open_data(&t) != 0 || build_model(&t) != 0) goto done;
+    if (cfg->train.epochs > 0) {
+        double per_step = (double)t.B * t.A;
+        double steps = ceil(cfg->train.epochs * (double)train_items(&t) / per_step);
+        cfg->train.steps = steps < 1 ? 1 : steps > 1e9 ? 1000000000 : (int)steps;
+        if (cfg->optim.warmup_steps > cfg->train.steps) {
+            err_set("optim.warmup_steps (%d) exceeds the %d steps that train.epochs=%g gives",
+                    cfg->optim.warmup_steps, cfg->train.steps, cfg->train.epochs);
+            goto done;
+        }
+        if (!opt->quiet)
+            printf("train.epochs %g over %lld items: %d steps\n", cfg->train.epochs,
+                   (long long)train_items(&t), cfg->train.steps);
+    }
     if (t.T > gpt_config(t.model)->n_positions) {
         err_set("data.seq_len %d exceeds the model's n_positions %d", t.T,
                 gpt_config(t.model)->n_positions);
