@@ -108,7 +108,8 @@ check-deps:
 # ---- tests ----
 test: check-deps
 	@$(MAKE) --no-print-directory $(BIN) $(TEST_BINS) $(MPI_TEST_BINS)
-	@MPI_TEST_DIR=$(BUILD)/tests/mpi scripts/run_tests.sh $(TEST_BINS) scripts/test_mpi.sh
+	@MPI_TEST_DIR=$(BUILD)/tests/mpi scripts/run_tests.sh $(TEST_BINS) scripts/test_mpi.sh \
+		scripts/test_dist_train.sh
 
 # ---- GPU (run these on a machine with an NVIDIA GPU) ----
 test-gpu: check-deps

@@ -22,6 +22,7 @@
 #include "train/backend.h"
 #include "train/commands.h"
 #include "train/config.h"
+#include "train/dist.h"
 #include "train/model_io.h"
 #include "train/stages.h"
 #include "train/trainer.h"
@@ -113,13 +114,24 @@ static int cmd_train(int argc, char **argv) {
     for (int i = 0; i < n_sets; i++)
         if (config_set(&cfg, sets[i]) != 0) goto failed;
     if (config_validate(&cfg) != 0) goto failed;
-    char *yaml = config_to_yaml(&cfg);
-    printf("# resolved config\n%s\n", yaml);
-    free(yaml);
+    if (!print_only && dist_init(!strcmp(cfg.train.device, "cuda")) != 0) goto failed;
+    if (dist_rank() == 0) {
+        char *yaml = config_to_yaml(&cfg);
+        printf("# resolved config\n%s\n", yaml);
+        free(yaml);
+    }
     rc = 0;
     if (print_only) goto out;
     train_install_signal_handlers();
-    if (train_run(&cfg, &topt) == 0) goto out;
+    if (dist_size() > 1 && dist_rank() > 0) topt.quiet = 1;
+    if (train_run(&cfg, &topt) == 0) {
+        dist_finalize();
+        goto out;
+    }
+    if (dist_size() > 1) { /* the other ranks would wait for this one forever */
+        fprintf(stderr, "retort train (rank %d): error: %s\n", dist_rank(), err_msg());
+        dist_abort(1);
+    }
 failed:
     rc = fail("train");
 out:

@@ -21,6 +21,7 @@
 #include <string.h>
 
 #include "eval/generate.h"
+#include "train/dist.h"
 #include "train/model_io.h"
 #include "train/objectives/lm.h"
 #include "train/trainer_impl.h"
@@ -164,10 +165,12 @@ static GPT *load_frozen(Trainer *t, const char *dir, const char *what) {
 
 int steps_setup(Trainer *t) {
     const Config *c = t->cfg;
-    size_t N = (size_t)t->rows * t->T;
-    t->inputs = xmalloc((size_t)t->A * N * sizeof(int));
-    t->targets = xmalloc((size_t)t->A * N * sizeof(int));
-    t->items = xmalloc((size_t)t->A * t->B * sizeof(int64_t));
+    size_t N = (size_t)t->rows * t->T, GN = N * t->world;
+    t->inputs = xmalloc((size_t)t->A * GN * sizeof(int));
+    t->targets = xmalloc((size_t)t->A * GN * sizeof(int));
+    t->items = xmalloc((size_t)t->A * t->world * t->B * sizeof(int64_t));
+    t->loc_in = xmalloc(N * sizeof(int));
+    t->loc_tg = xmalloc(N * sizeof(int));
     t->logp = xmalloc(N * sizeof(float));
     t->g = xmalloc(N * sizeof(float));
     if (t->obj == OBJ_KD) {
@@ -242,7 +245,7 @@ void steps_free(Trainer *t) {
         dataset_close(&t->train_ds);
         if (t->have_val_ds) dataset_close(&t->val_ds);
     }
-    void *bufs[] = {t->inputs,  t->targets,  t->items,    t->logp,   t->g,
+    void *bufs[] = {t->inputs,  t->targets,  t->items,    t->logp,   t->g, t->loc_in, t->loc_tg,
                     t->w,       t->kd,       t->agree,    t->topk_ids, t->topk_logp,
                     t->sums,    t->ref_sums, t->counts,   t->pairs,  t->dlogp_c,
                     t->dlogp_r};
@@ -255,17 +258,34 @@ int trainer_open_data(Trainer *t) {
 
 /* -------------------------------------------------------------------- lm */
 
-static void lm_step(Trainer *t, StepStats *st) {
-    int N = t->rows * t->T;
+/* This rank's rows of micro-batch a (lm, kd): the global micro-batch is
+ * world * B sequences, this rank's are [rank * B, (rank + 1) * B). */
+static int *local_rows(Trainer *t, int *base, int a) {
+    size_t N = (size_t)t->rows * t->T;
+    return base + (size_t)a * N * t->world + (size_t)t->rank * N;
+}
+
+/* Target tokens of the whole optimizer step over every rank. */
+static double step_targets(Trainer *t) {
+    int64_t local = 0;
     for (int a = 0; a < t->A; a++)
-        loader_next(&t->train_dl, t->B, t->inputs + (size_t)a * N, t->targets + (size_t)a * N);
-    double D = (double)lm_count_targets(t->targets, (int64_t)t->A * N);
+        local += lm_count_targets(local_rows(t, t->targets, a), (int64_t)t->rows * t->T);
+    return (double)dist_sum_i64(local);
+}
+
+static void lm_step(Trainer *t, StepStats *st) {
+    int N = t->rows * t->T, GB = t->world * t->B;
+    for (int a = 0; a < t->A; a++)
+        loader_next(&t->train_dl, GB, t->inputs + (size_t)a * N * t->world,
+                    t->targets + (size_t)a * N * t->world);
+    double D = step_targets(t);
     for (int a = 0; a < t->A; a++) {
-        const int *in = t->inputs + (size_t)a * N, *tg = t->targets + (size_t)a * N;
+        const int *in = local_rows(t, t->inputs, a), *tg = local_rows(t, t->targets, a);
         gpt_forward(t->model, in, tg, t->B, t->T, t->logp);
         st->loss += lm_loss_and_weights(t->logp, tg, N, D, t->g);
         gpt_backward(t->model, t->g);
     }
+    st->loss = dist_sum_f64(st->loss); /* each rank holds its share of the step's mean */
 }
 
 /* -------------------------------------------------------------------- kd */
@@ -286,7 +306,7 @@ static void student_completions(Trainer *t, int *inputs, int *targets) {
         p++;                  /* inputs[0..p) predict the first completion token */
         memcpy(row, in, (size_t)p * sizeof(int));
         so.max_new_tokens = T + 1 - p;
-        int n = generate_sample(t->model, row, p, &so, &t->rng);
+        int n = generate_sample(t->model, row, p, &so, &t->sample_rng);
         for (int j = 0; j < T; j++) {
             in[j] = j < n ? row[j] : eos;
             tg[j] = j >= p - 1 && j + 1 < n ? row[j + 1] : -1;
@@ -298,29 +318,31 @@ static void student_completions(Trainer *t, int *inputs, int *targets) {
 
 static void kd_step(Trainer *t, StepStats *st) {
     const Config *c = t->cfg;
-    int N = t->rows * t->T, K = t->train_ds.topk;
+    int N = t->rows * t->T, K = t->train_ds.topk, GB = t->world * t->B;
     for (int a = 0; a < t->A; a++)
-        loader_next_items(&t->train_dl, t->B, t->inputs + (size_t)a * N,
-                          t->targets + (size_t)a * N, t->items + (size_t)a * t->B);
+        loader_next_items(&t->train_dl, GB, t->inputs + (size_t)a * N * t->world,
+                          t->targets + (size_t)a * N * t->world, t->items + (size_t)a * GB);
+    /* the coin is the same on every rank (t->rng advances identically) */
     if (c->kd.on_policy > 0 && rng_uniform(&t->rng) < c->kd.on_policy) {
         st->on_policy = 1;
         for (int a = 0; a < t->A; a++)
-            student_completions(t, t->inputs + (size_t)a * N, t->targets + (size_t)a * N);
+            student_completions(t, local_rows(t, t->inputs, a), local_rows(t, t->targets, a));
     }
-    double D = (double)lm_count_targets(t->targets, (int64_t)t->A * N);
+    double D = step_targets(t);
     double alpha = c->kd.alpha, T2 = c->kd.temperature * c->kd.temperature;
     float gw = D > 0 ? (float)(-(1 - alpha) / D) : 0.0f, kw = D > 0 ? (float)(alpha * T2 / D) : 0.0f;
     KdTeacher teacher = {t->teacher, t->topk_ids, t->topk_logp, t->teacher ? 0 : K,
                          (float)c->kd.temperature, (float)c->kd.beta};
     double ce = 0, kd = 0, agree = 0;
     for (int a = 0; a < t->A; a++) {
-        const int *in = t->inputs + (size_t)a * N, *tg = t->targets + (size_t)a * N;
+        const int *in = local_rows(t, t->inputs, a), *tg = local_rows(t, t->targets, a);
         gpt_forward(t->model, in, tg, t->B, t->T, t->logp);
         if (t->teacher) {
             gpt_forward(t->teacher, in, tg, t->B, t->T, NULL);
         } else {
             for (int b = 0; b < t->B; b++)
-                dataset_topk_row(&t->train_ds, t->items[(size_t)a * t->B + b], t->T,
+                dataset_topk_row(&t->train_ds, t->items[(size_t)a * GB + (size_t)t->rank * t->B + b],
+                                 t->T,
                                  t->topk_ids + (size_t)b * t->T * K,
                                  t->topk_logp + (size_t)b * t->T * K);
         }
@@ -338,9 +360,9 @@ static void kd_step(Trainer *t, StepStats *st) {
         gpt_backward_kd(t->model, t->g, &teacher, t->w);
     }
     if (D > 0) {
-        st->ce = ce / D;
-        st->kd = kd / D;
-        st->agree = agree / D;
+        st->ce = dist_sum_f64(ce) / D;
+        st->kd = dist_sum_f64(kd) / D;
+        st->agree = dist_sum_f64(agree) / D;
     }
     st->loss = (1 - alpha) * st->ce + alpha * T2 * st->kd;
 }
@@ -402,18 +424,36 @@ static double dpo_micro(Trainer *t, GPT *policy, const PrefDataset *pd, const in
     return loss;
 }
 
+/* Rows of this rank's B pairs out of a global micro-batch of world * B pairs
+ * (chosen rows [0, GB), rejected rows [GB, 2 GB)) into the local layout
+ * (chosen [0, B), rejected [B, 2B)). */
+static void local_pairs(Trainer *t, const int *g, int *loc) {
+    size_t T = (size_t)t->T, B = (size_t)t->B, GB = B * t->world, r = (size_t)t->rank;
+    memcpy(loc, g + r * B * T, B * T * sizeof(int));
+    memcpy(loc + B * T, g + (GB + r * B) * T, B * T * sizeof(int));
+}
+
 static void dpo_step(Trainer *t, StepStats *st) {
-    int N = t->rows * t->T;
+    int N = t->rows * t->T, GB = t->world * t->B, W = t->world;
     for (int a = 0; a < t->A; a++)
-        pref_loader_next(&t->pref_dl, t->B, t->inputs + (size_t)a * N, t->targets + (size_t)a * N,
-                         t->items + (size_t)a * t->B);
+        pref_loader_next(&t->pref_dl, GB, t->inputs + (size_t)a * N * W,
+                         t->targets + (size_t)a * N * W, t->items + (size_t)a * GB);
     for (int a = 0; a < t->A; a++) {
         DpoMetrics m;
-        const int *in = t->inputs + (size_t)a * N, *tg = t->targets + (size_t)a * N;
-        st->loss += dpo_micro(t, t->model, &t->pref_train, in, tg, t->items + (size_t)a * t->B,
-                              1.0 / t->A, 1, &m) / t->A;
+        local_pairs(t, t->inputs + (size_t)a * N * W, t->loc_in);
+        local_pairs(t, t->targets + (size_t)a * N * W, t->loc_tg);
+        /* the global micro-batch loss is the mean of the ranks' pair means */
+        st->loss += dpo_micro(t, t->model, &t->pref_train, t->loc_in, t->loc_tg,
+                              t->items + (size_t)a * GB + (size_t)t->rank * t->B,
+                              1.0 / (t->A * W), 1, &m) / t->A;
         add_metrics(&st->dpo, &m, 1.0 / t->A);
     }
+    st->loss = dist_sum_f64(st->loss) / W;
+    DpoMetrics *m = &st->dpo;
+    double *fields[] = {&m->rewards_chosen, &m->rewards_rejected, &m->rewards_accuracies,
+                        &m->rewards_margins, &m->logps_chosen, &m->logps_rejected, &m->nll_loss};
+    for (size_t k = 0; k < sizeof fields / sizeof *fields; k++)
+        *fields[k] = dist_sum_f64(*fields[k]) / W;
 }
 
 /* ------------------------------------------------------------------ steps */

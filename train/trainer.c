@@ -27,6 +27,7 @@
 #include "data/h5data.h"
 #include "train/backend.h"
 #include "train/checkpoint.h"
+#include "train/dist.h"
 #include "train/lora.h"
 #include "train/model.h"
 #include "train/model_io.h"
@@ -436,7 +437,18 @@ int train_run(const Config *cfg_in, const TrainOptions *opt) {
     t.T = cfg->data.seq_len;
     t.A = cfg->data.grad_accum;
     t.rows = t.obj == OBJ_DPO ? 2 * t.B : t.B;
+    t.rank = dist_rank();
+    t.world = dist_size();
+    int is_main = t.rank == 0;
     rng_seed(&t.rng, (uint64_t)cfg->train.seed);
+    rng_seed(&t.sample_rng, (uint64_t)cfg->train.seed * 7919 + (uint64_t)t.rank + 1);
+    if (getenv("RETORT_STOP_AT_STEP")) /* tests: a SIGTERM that arrives during that step */
+        stop_at_step = atoi(getenv("RETORT_STOP_AT_STEP"));
+    if (cfg->dist.zero1 && t.world > 1) {
+        err_set("dist.zero1 is not implemented yet; train with plain data parallelism "
+                "(dist.zero1: false)");
+        return -1;
+    }
     set_threads(cfg->train.threads);
     int rc = -1;
 
@@ -469,10 +481,11 @@ int train_run(const Config *cfg_in, const TrainOptions *opt) {
     if (schedule_from_name(cfg->optim.schedule, &t.sched.schedule) != 0) goto done;
     if (mkdir_p(cfg->train.out_dir) != 0) goto done;
     if (opt->resume && resume(&t) != 0) goto done;
-    if (open_metrics(&t) != 0) goto done;
+    if (is_main && open_metrics(&t) != 0) goto done;
+    int quiet = opt->quiet || !is_main;
 
-    size_t N = (size_t)t.rows * t.T;
-    if (!opt->quiet) {
+    size_t N = (size_t)t.rows * t.T * t.world; /* tokens per micro-step over all ranks */
+    if (!quiet) {
         const GPTConfig *g = gpt_config(t.model);
         printf("model: %zu parameters (%d layers, %d heads, %d wide, vocab %d) on %s, %d threads\n"
                "objective %s; data: %s, %lld training %s of %d tokens%s\n",
@@ -480,6 +493,11 @@ int train_run(const Config *cfg_in, const TrainOptions *opt) {
                t.be->name, omp_get_max_threads(), objective_names[t.obj], cfg->data.train,
                (long long)train_items(&t), t.obj == OBJ_DPO ? "pairs" : "items", t.T + 1,
                t.have_val ? ", validation on" : "");
+        if (t.world > 1)
+            printf("data parallel: %d ranks (%s), %d %s per rank per micro-step, global batch "
+                   "%d\n",
+                   t.world, dist_world()->launcher, t.B, t.obj == OBJ_DPO ? "pairs" : "sequences",
+                   t.world * t.B * t.A);
         if (gpt_num_trainable(t.model) < gpt_num_params(t.model))
             printf("training %zu of %zu parameters (%s); gradients + optimizer state %.2f MiB\n",
                    gpt_num_trainable(t.model), gpt_num_params(t.model),
@@ -491,7 +509,7 @@ int train_run(const Config *cfg_in, const TrainOptions *opt) {
         if (t.ref) printf("reference model: %s (frozen)\n",
                           cfg->dpo.reference[0] ? cfg->dpo.reference : cfg->model.init);
     }
-    if (cfg->eval.every > 0 && !t.have_val && !opt->quiet)
+    if (cfg->eval.every > 0 && !t.have_val && !quiet)
         printf("note: eval.every is set but there is no validation data (set data.val or "
                "data.val_fraction)\n");
 
@@ -503,6 +521,15 @@ int train_run(const Config *cfg_in, const TrainOptions *opt) {
         double lr = lr_at(&t.sched, t.step + 1);
         StepStats st;
         train_step(&t, &st);
+        if (t.world > 1) { /* sum the ranks' gradient shares (each is weighted for the global step) */
+            if (!strcmp(t.be->name, "cuda")) {
+                dist_allreduce_bucket_async(gpt_grads(t.model), gpt_grad_size(t.model), DIST_BF16,
+                                            DIST_SUM);
+                dist_wait();
+            } else {
+                dist_allreduce_f32(gpt_grads(t.model), gpt_grad_size(t.model), DIST_SUM);
+            }
+        }
         double loss = st.loss;
         double norm = optim_clip_grad_norm(t.optim);
         optim_step(t.optim, lr);
@@ -516,11 +543,12 @@ int train_run(const Config *cfg_in, const TrainOptions *opt) {
         }
         char extra[1024];
         metrics_fields(&t, &st, "", extra, sizeof extra);
-        fprintf(t.metrics,
+        if (is_main)
+            fprintf(t.metrics,
                 "{\"step\": %d, \"loss\": %.17g, \"lr\": %.6e, \"grad_norm\": %.6f, "
                 "\"tokens_per_s\": %.1f, \"elapsed_s\": %.3f%s}\n",
                 t.step, loss, lr, norm, tok_s, elapsed, extra);
-        if (!opt->quiet && (t.step % cfg->train.log_every == 0 || t.step == cfg->train.steps)) {
+        if (!quiet && (t.step % cfg->train.log_every == 0 || t.step == cfg->train.steps)) {
             char el[32], eta[32], obj[96] = "";
             fmt_duration(el, sizeof el, elapsed);
             fmt_duration(eta, sizeof eta,
@@ -542,27 +570,34 @@ int train_run(const Config *cfg_in, const TrainOptions *opt) {
             StepStats ev;
             eval_pass(&t, &ev);
             metrics_fields(&t, &ev, "eval_", extra, sizeof extra);
-            fprintf(t.metrics, "{\"step\": %d, \"val_loss\": %.9g%s}\n", t.step, ev.loss, extra);
-            if (!opt->quiet) printf("%sstep %d | val loss %.4f\n", tty ? "\n" : "", t.step, ev.loss);
+            if (is_main)
+                fprintf(t.metrics, "{\"step\": %d, \"val_loss\": %.9g%s}\n", t.step, ev.loss,
+                        extra);
+            if (!quiet) printf("%sstep %d | val loss %.4f\n", tty ? "\n" : "", t.step, ev.loss);
         }
-        fflush(t.metrics);
-        int stop = stop_signals > 0 || t.step == stop_at_step;
+        if (is_main) fflush(t.metrics);
+        /* every rank stops at the same step boundary */
+        int stop = dist_any(stop_signals > 0 || t.step == stop_at_step);
         int periodic = cfg->checkpoint.every > 0 && t.step % cfg->checkpoint.every == 0;
         if (stop || periodic || t.step == cfg->train.steps) {
-            if (save_checkpoint(&t) != 0) goto done;
-            if (!opt->quiet) {
+            int failed = is_main && save_checkpoint(&t) != 0;
+            if (dist_any(failed)) {
+                if (!failed) err_set("rank 0 could not write the checkpoint of step %d", t.step);
+                goto done;
+            }
+            if (!quiet) {
                 char dir[4096];
                 ckpt_dir_name(dir, sizeof dir, cfg->train.out_dir, t.step);
                 printf("%ssaved %s\n", tty ? "\n" : "", dir);
             }
         }
         if (stop) {
-            if (!opt->quiet) printf("stopped by signal after step %d; resume with --resume\n",
+            if (!quiet) printf("stopped by signal after step %d; resume with --resume\n",
                                     t.step);
             break;
         }
     }
-    if (tty && !opt->quiet) printf("\n");
+    if (tty && !quiet) printf("\n");
     rc = 0;
 done:
     trainer_free(&t);

@@ -48,10 +48,16 @@ typedef struct Trainer {
     int step;                 /* optimizer steps completed */
     int64_t tokens_seen;
     Rng rng;
-    int B, T, A;              /* batch (sequences or pairs), sequence length, accumulation */
+    int B, T, A;              /* batch (sequences or pairs) per rank, sequence length, accumulation */
     int rows;                 /* model rows per micro-batch: B, or 2B for dpo */
-    int *inputs, *targets;    /* (A, rows, T) host */
-    int64_t *items;           /* (A, B) dataset items / pair ids */
+    int rank, world;          /* data parallel: this rank of world (1 = single process) */
+    Rng sample_rng;           /* kd on-policy sampling: per rank, apart from rng */
+    /* every rank draws the whole global micro-batch (world * B sequences or
+     * pairs) in the order a single process with batch world * B would, and
+     * trains on its slice [rank * B, (rank + 1) * B) */
+    int *inputs, *targets;    /* (A, world * rows, T) host */
+    int64_t *items;           /* (A, world * B) dataset items / pair ids */
+    int *loc_in, *loc_tg;     /* dpo: this rank's rows of a micro-batch (rows, T) */
     float *logp, *g;          /* (rows, T) host */
     float *w, *kd, *agree;    /* kd: (rows, T) */
     int *topk_ids;            /* kd offline: (rows, T, K) */
