@@ -5,6 +5,8 @@
 #   2. the same for DPO pairs (2 ranks x 2 pairs == 1 rank x 4 pairs)
 #   3. stopped (as by SIGTERM) at step 3 on 2 ranks and resumed on 1 rank,
 #      and the reverse: the losses continue as the uninterrupted run's
+#   4. ZeRO-1 (sharded optimizer state) == plain data parallel, and a ZeRO-1
+#      run stopped on 3 ranks resumes on 1
 # Losses are compared with a relative tolerance of 2e-5: the ranks' gradients
 # are summed in a fixed order (train/dist.c), but a 4-sequence batch split 2+2
 # adds its fp32 contributions in a different order than one 4-row matmul, so
@@ -88,6 +90,14 @@ compare "lm: stopped on 2 ranks, resumed on 1" "$dir/one4" "$dir/stop2"
 RETORT_STOP_AT_STEP=3 run1 "$dir/stop1" 4 $LM
 runN 2 "$dir/stop1" 2 $LM --resume
 compare "lm: stopped on 1 rank, resumed on 2" "$dir/one4" "$dir/stop1"
+
+# ZeRO-1: the optimizer state sharded over the ranks gives plain data
+# parallelism's losses; its checkpoints hold the whole state (resume on 1 rank)
+runN 2 "$dir/zero2" 2 $LM --set dist.zero1=true || { echo "FAIL: zero1"; tail -20 "$dir/zero2.log"; }
+compare "zero1: 2 ranks == plain data parallel on 2 ranks" "$dir/two2" "$dir/zero2"
+RETORT_STOP_AT_STEP=3 runN 3 "$dir/zstop" 2 $LM --set dist.zero1=true
+run1 "$dir/zstop" 6 $LM --resume
+compare "zero1: stopped on 3 ranks, resumed on 1" "$dir/one6" "$dir/zstop"
 
 # DPO from the single run's checkpoint: pairs split over ranks
 init=$(ls -d "$dir"/one4/step-* | tail -1)

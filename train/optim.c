@@ -3,7 +3,15 @@
  * The optimizer state (m, v and, for lower-precision parameters, the fp32
  * master weights) covers the trainable tensors only, in the model's gradient
  * layout (ParamInfo.grad_offset), so frozen tensors cost no optimizer memory
- * and are never touched by the update. */
+ * and are never touched by the update.
+ *
+ * ZeRO-1 (optim_shard): each of W ranks keeps m and v for its contiguous
+ * shard [begin, end) of the gradient layout only (train/dist.h
+ * dist_shard_range). The trainer reduce-scatters the gradients instead of
+ * all-reducing them; the global norm is the sum over shards; each rank
+ * updates the parameters of its shard and the updated parameters are
+ * all-gathered. The state moves to and from checkpoints whole (gathered), so
+ * a checkpoint does not depend on how many ranks wrote it. CPU backend. */
 #include "train/optim.h"
 
 #include <math.h>
@@ -12,6 +20,7 @@
 #include <string.h>
 
 #include "train/backend.h"
+#include "train/dist.h"
 #include "train/util.h"
 
 struct Optimizer {
@@ -23,7 +32,18 @@ struct Optimizer {
     size_t n_state; /* gpt_grad_size at creation */
     int layout;     /* gpt_grad_layout_version at creation */
     int step;
+    int sharded;    /* ZeRO-1: m and v hold [sh_begin, sh_end) of the layout */
+    size_t sh_begin, sh_end;
 };
+
+/* The part of tensor p's gradient range [go, go+numel) inside [b, e):
+ * returns its length and the element offset within the tensor in *off. */
+static size_t overlap(const ParamInfo *p, size_t b, size_t e, size_t *off) {
+    size_t lo = p->grad_offset > b ? p->grad_offset : b;
+    size_t hi = p->grad_offset + p->numel < e ? p->grad_offset + p->numel : e;
+    *off = lo - p->grad_offset;
+    return hi > lo ? hi - lo : 0;
+}
 
 int schedule_from_name(const char *name, Schedule *out) {
     if (!strcmp(name, "cosine")) *out = SCHED_COSINE;
@@ -117,9 +137,14 @@ void optim_set_step_count(Optimizer *o, int step) { o->step = step; }
 double optim_clip_grad_norm(Optimizer *o) {
     check_layout(o);
     double ss = 0;
-    for (int i = 0; i < gpt_num_tensors(o->model); i++) {
-        const ParamInfo *p = gpt_tensor(o->model, i);
-        if (p->trainable) ss += o->be->sum_squares(grad_at(o, p), p->numel);
+    if (o->sharded) { /* this rank's shard of the reduced gradient, then over ranks */
+        float *g = gpt_grads(o->model);
+        ss = dist_sum_f64(o->be->sum_squares(g + o->sh_begin, o->sh_end - o->sh_begin));
+    } else {
+        for (int i = 0; i < gpt_num_tensors(o->model); i++) {
+            const ParamInfo *p = gpt_tensor(o->model, i);
+            if (p->trainable) ss += o->be->sum_squares(grad_at(o, p), p->numel);
+        }
     }
     double norm = sqrt(ss);
     if (o->cfg.grad_clip > 0 && o->n_state > 0) {
@@ -129,9 +154,57 @@ double optim_clip_grad_norm(Optimizer *o) {
     return norm;
 }
 
+int optim_shard(Optimizer *o, int rank, int world) {
+    if (o->master || o->be->act_size != sizeof(float))
+        return err_set("dist.zero1 runs on the CPU backend only for now (the optimizer state "
+                       "of a lower-precision backend is not sharded yet)");
+    size_t b, e;
+    dist_shard_range(o->n_state, rank, world, &b, &e);
+    size_t bytes = (e > b ? e - b : 1) * sizeof(float);
+    o->be->release(o->m);
+    o->be->release(o->v);
+    o->m = o->be->alloc(bytes);
+    o->v = o->be->alloc(bytes);
+    o->sharded = 1;
+    o->sh_begin = b;
+    o->sh_end = e;
+    return 0;
+}
+
+/* ZeRO-1 step: AdamW on this rank's shard, then every rank's updated
+ * parameters to every rank. */
+static void sharded_step(Optimizer *o, double lr) {
+    size_t b = o->sh_begin, e = o->sh_end, off;
+    float *grads = gpt_grads(o->model);
+    float *packed = xcalloc(o->n_state ? o->n_state : 1, sizeof(float)); /* gradient layout */
+    for (int i = 0; i < gpt_num_tensors(o->model); i++) {
+        const ParamInfo *p = gpt_tensor(o->model, i);
+        if (!p->trainable) continue;
+        size_t n = overlap(p, b, e, &off);
+        if (n == 0) continue;
+        double wd = p->decay ? o->cfg.weight_decay : 0.0;
+        size_t k = p->grad_offset + off; /* in the layout */
+        o->be->adamw_update(param_at(o, p) + off, NULL, grads + k, o->m + (k - b),
+                            o->v + (k - b), n, lr, o->cfg.beta1, o->cfg.beta2, o->cfg.eps, wd,
+                            o->step);
+        memcpy(packed + k, param_at(o, p) + off, n * sizeof(float));
+    }
+    dist_all_gather_f32(packed, o->n_state);
+    for (int i = 0; i < gpt_num_tensors(o->model); i++) {
+        const ParamInfo *p = gpt_tensor(o->model, i);
+        if (p->trainable)
+            memcpy(param_at(o, p), packed + p->grad_offset, p->numel * sizeof(float));
+    }
+    free(packed);
+}
+
 void optim_step(Optimizer *o, double lr) {
     check_layout(o);
     o->step++;
+    if (o->sharded) {
+        sharded_step(o, lr);
+        return;
+    }
     for (int i = 0; i < gpt_num_tensors(o->model); i++) {
         const ParamInfo *p = gpt_tensor(o->model, i);
         if (!p->trainable) continue;
@@ -146,7 +219,8 @@ void optim_step(Optimizer *o, double lr) {
 size_t optim_state_size(const Optimizer *o) { return o->n_state; }
 
 size_t optim_state_bytes(const Optimizer *o) {
-    return o->n_state * sizeof(float) * (o->master ? 3 : 2);
+    size_t n = o->sharded ? o->sh_end - o->sh_begin : o->n_state;
+    return n * sizeof(float) * (o->master ? 3 : 2);
 }
 
 size_t optim_train_state_bytes(const Optimizer *o) {
@@ -154,16 +228,32 @@ size_t optim_train_state_bytes(const Optimizer *o) {
 }
 
 void optim_moments_to_host(Optimizer *o, float *m_host, float *v_host) {
+    if (o->sharded) { /* collective: every rank calls, every rank gets the whole state */
+        size_t b = o->sh_begin, n = o->sh_end - o->sh_begin;
+        memcpy(m_host + b, o->m, n * sizeof(float));
+        memcpy(v_host + b, o->v, n * sizeof(float));
+        dist_all_gather_f32(m_host, o->n_state);
+        dist_all_gather_f32(v_host, o->n_state);
+        return;
+    }
     size_t bytes = o->n_state * sizeof(float);
     o->be->to_host(m_host, o->m, bytes);
     o->be->to_host(v_host, o->v, bytes);
 }
 
 void optim_moments_to_device(Optimizer *o, const float *m_host, const float *v_host) {
+    if (o->sharded) { /* keep this rank's shard of the whole state */
+        size_t b = o->sh_begin, n = o->sh_end - o->sh_begin;
+        memcpy(o->m, m_host + b, n * sizeof(float));
+        memcpy(o->v, v_host + b, n * sizeof(float));
+        return;
+    }
     size_t bytes = o->n_state * sizeof(float);
     o->be->to_device(o->m, m_host, bytes);
     o->be->to_device(o->v, v_host, bytes);
 }
+
+int optim_is_sharded(const Optimizer *o) { return o->sharded; }
 
 int optim_has_master(const Optimizer *o) { return o->master != NULL; }
 

@@ -48,6 +48,16 @@ void optim_step(Optimizer *o, double lr);
  * weights into the model); a no-op when the parameters are fp32. */
 void optim_sync_master(Optimizer *o);
 
+/* ZeRO-1: keep m and v for this rank's shard only (train/dist.h). Call right
+ * after optim_create, on every rank. The trainer then reduce-scatters the
+ * gradients (dist_reduce_scatter_f32) instead of all-reducing them;
+ * optim_clip_grad_norm and optim_step work on the shard and all-gather the
+ * parameters; optim_moments_to_host gathers the whole state (a collective:
+ * every rank calls it) and optim_moments_to_device keeps the shard. CPU only:
+ * -1 with the error set on a lower-precision backend. */
+int optim_shard(Optimizer *o, int rank, int world);
+int optim_is_sharded(const Optimizer *o);
+
 /* Floats in each state buffer (m, v, master): gpt_grad_size at creation. */
 size_t optim_state_size(const Optimizer *o);
 /* Bytes of optimizer state on the backend (m + v + master). */

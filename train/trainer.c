@@ -101,15 +101,10 @@ static int write_trainer_json(Trainer *t, const char *dir) {
  * weights "master.<name>" that the update really works on. */
 static const char *const OPT_KINDS[3] = {"m", "v", "master"};
 
-static int write_optimizer(Trainer *t, const char *dir) {
-    size_t n = optim_state_size(t->optim) + 1; /* trainable tensors only */
+/* buf: the optimizer state on the host (optim_state_size floats each: m, v and,
+ * when there are master weights, master), gathered by every rank. */
+static int write_optimizer(Trainer *t, const char *dir, float *const buf[3]) {
     int kinds = optim_has_master(t->optim) ? 3 : 2;
-    float *buf[3] = {xmalloc(n * sizeof(float)), xmalloc(n * sizeof(float)), NULL};
-    optim_moments_to_host(t->optim, buf[0], buf[1]);
-    if (kinds == 3) {
-        buf[2] = xmalloc(n * sizeof(float));
-        optim_master_to_host(t->optim, buf[2]);
-    }
     int nt = 0;
     StTensor *ts = xcalloc((size_t)kinds * gpt_num_tensors(t->model), sizeof(StTensor));
     char (*names)[GPT_PARAM_NAME_LEN + 8] =
@@ -136,22 +131,34 @@ static int write_optimizer(Trainer *t, const char *dir) {
     if (rc == 0) rc = safetensors_write(path, ts, kinds * nt, meta);
     free(names);
     free(ts);
-    for (int k = 0; k < 3; k++) free(buf[k]);
     return rc;
 }
 
+/* Called by every rank (gathering a sharded optimizer state is collective);
+ * rank 0 writes. */
 static int save_checkpoint(Trainer *t) {
-    const char *run = t->cfg->train.out_dir;
-    char tmp[4096];
-    if (ckpt_begin(run, t->step, tmp, sizeof tmp) != 0) return -1;
-    if (model_save_hf(t->model, tmp) != 0 ||
-        (gpt_lora_config(t->model) && lora_save_peft(t->model, tmp, t->cfg->model.init) != 0) ||
-        write_optimizer(t, tmp) != 0 ||
-        write_trainer_json(t, tmp) != 0 || ckpt_commit(run, tmp, t->step) != 0) {
-        ckpt_abort(tmp);
-        return -1;
+    size_t n = optim_state_size(t->optim) + 1; /* trainable tensors only */
+    float *buf[3] = {xcalloc(n, sizeof(float)), xcalloc(n, sizeof(float)),
+                     optim_has_master(t->optim) ? xcalloc(n, sizeof(float)) : NULL};
+    optim_moments_to_host(t->optim, buf[0], buf[1]);
+    if (buf[2]) optim_master_to_host(t->optim, buf[2]);
+    int rc = 0;
+    if (t->rank == 0) {
+        const char *run = t->cfg->train.out_dir;
+        char tmp[4096];
+        rc = ckpt_begin(run, t->step, tmp, sizeof tmp);
+        if (rc == 0 &&
+            (model_save_hf(t->model, tmp) != 0 ||
+             (gpt_lora_config(t->model) && lora_save_peft(t->model, tmp, t->cfg->model.init) != 0) ||
+             write_optimizer(t, tmp, buf) != 0 || write_trainer_json(t, tmp) != 0 ||
+             ckpt_commit(run, tmp, t->step) != 0)) {
+            ckpt_abort(tmp);
+            rc = -1;
+        }
+        if (rc == 0) rc = ckpt_prune(run, t->cfg->checkpoint.keep);
     }
-    return ckpt_prune(run, t->cfg->checkpoint.keep);
+    for (int k = 0; k < 3; k++) free(buf[k]);
+    return rc;
 }
 
 static int load_optimizer(Trainer *t, const char *dir) {
@@ -444,11 +451,7 @@ int train_run(const Config *cfg_in, const TrainOptions *opt) {
     rng_seed(&t.sample_rng, (uint64_t)cfg->train.seed * 7919 + (uint64_t)t.rank + 1);
     if (getenv("RETORT_STOP_AT_STEP")) /* tests: a SIGTERM that arrives during that step */
         stop_at_step = atoi(getenv("RETORT_STOP_AT_STEP"));
-    if (cfg->dist.zero1 && t.world > 1) {
-        err_set("dist.zero1 is not implemented yet; train with plain data parallelism "
-                "(dist.zero1: false)");
-        return -1;
-    }
+
     set_threads(cfg->train.threads);
     int rc = -1;
 
@@ -476,6 +479,7 @@ int train_run(const Config *cfg_in, const TrainOptions *opt) {
     AdamWConfig ac = {cfg->optim.beta1, cfg->optim.beta2, cfg->optim.eps, cfg->optim.weight_decay,
                       cfg->optim.grad_clip};
     if (!(t.optim = optim_create(t.model, &ac))) goto done;
+    if (cfg->dist.zero1 && t.world > 1 && optim_shard(t.optim, t.rank, t.world) != 0) goto done;
     t.sched = (LrSchedule){cfg->optim.lr, cfg->optim.min_lr, cfg->optim.warmup_steps,
                            cfg->train.steps, SCHED_COSINE};
     if (schedule_from_name(cfg->optim.schedule, &t.sched.schedule) != 0) goto done;
@@ -498,6 +502,9 @@ int train_run(const Config *cfg_in, const TrainOptions *opt) {
                    "%d\n",
                    t.world, dist_world()->launcher, t.B, t.obj == OBJ_DPO ? "pairs" : "sequences",
                    t.world * t.B * t.A);
+        if (optim_is_sharded(t.optim))
+            printf("ZeRO-1: AdamW state sharded over %d ranks, %.2f MiB on this rank\n", t.world,
+                   optim_state_bytes(t.optim) / 1048576.0);
         if (gpt_num_trainable(t.model) < gpt_num_params(t.model))
             printf("training %zu of %zu parameters (%s); gradients + optimizer state %.2f MiB\n",
                    gpt_num_trainable(t.model), gpt_num_params(t.model),
@@ -526,6 +533,8 @@ int train_run(const Config *cfg_in, const TrainOptions *opt) {
                 dist_allreduce_bucket_async(gpt_grads(t.model), gpt_grad_size(t.model), DIST_BF16,
                                             DIST_SUM);
                 dist_wait();
+            } else if (optim_is_sharded(t.optim)) { /* ZeRO-1: each rank needs its shard */
+                dist_reduce_scatter_f32(gpt_grads(t.model), gpt_grad_size(t.model), DIST_SUM);
             } else {
                 dist_allreduce_f32(gpt_grads(t.model), gpt_grad_size(t.model), DIST_SUM);
             }
@@ -580,7 +589,7 @@ int train_run(const Config *cfg_in, const TrainOptions *opt) {
         int stop = dist_any(stop_signals > 0 || t.step == stop_at_step);
         int periodic = cfg->checkpoint.every > 0 && t.step % cfg->checkpoint.every == 0;
         if (stop || periodic || t.step == cfg->train.steps) {
-            int failed = is_main && save_checkpoint(&t) != 0;
+            int failed = save_checkpoint(&t) != 0;
             if (dist_any(failed)) {
                 if (!failed) err_set("rank 0 could not write the checkpoint of step %d", t.step);
                 goto done;
