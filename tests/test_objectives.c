@@ -173,6 +173,29 @@ Test(kd, offline_full_vocabulary_topk_equals_online_teacher, .timeout = 120) {
                   "step %d: kd online %.9g, offline %.9g", s, ka[s], kb[s]);
         cr_expect(ga[s] >= 0 && ga[s] <= 1);
     }
+    /* GKD on-policy: every step's completions sampled from the student */
+    char onp[512];
+    snprintf(onp, sizeof onp, "%s/onpolicy", dir);
+    tiny_config(&c, kd, onp);
+    snprintf(c.objective.type, sizeof c.objective.type, "kd");
+    snprintf(c.kd.teacher, sizeof c.kd.teacher, "%s", teacher);
+    c.kd.on_policy = 1.0;
+    c.kd.beta = 0.5;
+    c.train.steps = 3;
+    run_ok(&c, 0);
+    double op[MAX_STEPS], lo[MAX_STEPS];
+    cr_assert_eq(read_metric(onp, "on_policy", op), 3);
+    read_metric(onp, "loss", lo);
+    for (int s = 1; s <= 3; s++) {
+        cr_expect_eq(op[s], 1.0, "step %d was not on-policy", s);
+        cr_expect(isfinite(lo[s]) && lo[s] > 0, "step %d loss %g", s, lo[s]);
+    }
+    c.kd.on_policy = 0.5;
+    c.kd.teacher[0] = 0;
+    TrainOptions refused = {0, 1};
+    cr_expect_eq(train_run(&c, &refused), -1, "on-policy needs an online teacher");
+    cr_expect(strstr(err_msg(), "kd.teacher"), "%s", err_msg());
+
     /* alpha = 0 is the lm objective exactly */
     tiny_config(&c, kd, b);
     snprintf(c.objective.type, sizeof c.objective.type, "kd");
