@@ -36,91 +36,9 @@
 #include <string.h>
 
 #include "train/backend.h"
+#include "train/model_impl.h"
 #include "train/util.h"
 
-/* Per-layer parameter slots, in the order of the HF state dict. */
-enum {
-    P_LN1_W, P_LN1_B, P_QKV_W, P_QKV_B, P_ATTPROJ_W, P_ATTPROJ_B,
-    P_LN2_W, P_LN2_B, P_FC_W, P_FC_B, P_FCPROJ_W, P_FCPROJ_B, P_PER_LAYER
-};
-
-/* The four Conv1D linear layers of a block, which LoRA can adapt. */
-enum { LIN_QKV, LIN_ATTPROJ, LIN_FC, LIN_FCPROJ, N_LIN };
-static const char *const LIN_NAME[N_LIN] = {"attn.c_attn", "attn.c_proj", "mlp.c_fc",
-                                            "mlp.c_proj"};
-static const int LIN_SLOT[N_LIN] = {P_QKV_W, P_ATTPROJ_W, P_FC_W, P_FCPROJ_W};
-
-/* Groups of a block's tensors in BACKWARD order, as bits of a mask. */
-enum { GRP_FCPROJ, GRP_FC, GRP_LN2, GRP_ATTPROJ, GRP_QKV, GRP_LN1 };
-static const int SLOT_GROUP[P_PER_LAYER] = {GRP_LN1,     GRP_LN1,     GRP_QKV, GRP_QKV,
-                                            GRP_ATTPROJ, GRP_ATTPROJ, GRP_LN2, GRP_LN2,
-                                            GRP_FC,      GRP_FC,      GRP_FCPROJ, GRP_FCPROJ};
-static const int LIN_GROUP[N_LIN] = {GRP_QKV, GRP_ATTPROJ, GRP_FC, GRP_FCPROJ};
-
-typedef struct {
-    float *ln1, *ln1_mean, *ln1_rstd;   /* (N,C) (N) (N) */
-    float *qkv;                         /* (N,3C) */
-    float *atty, *att_lse;              /* (N,C) (B,NH,T) */
-    float *attproj;                     /* (N,C) */
-    float *res2;                        /* (N,C) residual after attention */
-    float *ln2, *ln2_mean, *ln2_rstd;   /* (N,C) (N) (N) */
-    float *fch, *fch_gelu;              /* (N,4C) (N,4C) */
-    float *fcproj;                      /* (N,C) */
-    float *res3;                        /* (N,C) residual after the MLP */
-} LayerActs;
-
-struct GPT {
-    GPTConfig cfg;
-    const Backend *be;
-    int n_tensors;
-    ParamInfo *tensors;
-    int n_base;           /* tensors of the GPT-2 model proper; adapters follow */
-    size_t n_params;      /* real parameters */
-    size_t n_alloc;       /* floats in the flat parameter buffer (tensors 16-float aligned) */
-    size_t base_alloc;    /* n_alloc of the base tensors */
-    float *params, *grads;
-    size_t n_grad;        /* floats in the gradient layout (trainable tensors) */
-    int grad_version;
-    /* what backward must visit, from the trainable flags */
-    unsigned *layer_groups;   /* (L) bits GRP_* holding a trainable tensor */
-    int lowest_trainable;     /* lowest block with a trainable tensor, L if none */
-    int embed_trainable;      /* wte or wpe trainable */
-    int train_mode;
-
-    /* LoRA */
-    int has_lora;
-    LoraConfig lora;
-    float lora_scale;
-    int *lora_index;          /* (L, N_LIN) table index of lora_A (lora_B follows), -1 none */
-    uint64_t dropout_count;   /* training forwards so far: the dropout mask's step */
-    int fwd_dropout;          /* the last forward applied dropout */
-    void *lora_acts;
-    size_t lora_max_N;
-    float **lora_h;           /* (L, N_LIN) s * dropout(x) A^T, (N,r) */
-    float **lora_xd;          /* (L, N_LIN) dropout(x), (N,in); NULL without dropout */
-    float *lora_v, *lora_dh, *lora_dx; /* scratch (N,4C) (N,r) (N,4C) */
-    float *lora_host;         /* host scratch (N,4C) for the dropout mask */
-
-    /* activations, for up to max_N = B*T rows */
-    size_t max_N;
-    void *acts, *acts32;                /* compute-type and fp32 activations */
-    float *encoded;                     /* (N,C) */
-    LayerActs *layers;                  /* (L) */
-    float *lnf, *lnf_mean, *lnf_rstd;   /* (N,C) (N) (N) */
-    float *logits;                      /* (N,V) -> dlogits in backward */
-    float *logp, *lse, *g;              /* (N) each */
-    int *inputs, *targets;              /* (N) each */
-    /* backward scratch */
-    float *dres, *dC, *dqkv, *dfch, *dfch_gelu; /* (N,C) (N,C) (N,3C) (N,4C) (N,4C) */
-    int B, T;                           /* of the last forward */
-    /* key/value cache for generation: (L, B, NH, maxT, HS) each, compute type */
-    float *kcache, *vcache;
-    int kv_B;
-    /* word-level KD side buffers (fp32, device): kd, agree, w (N) each, then
-     * teacher top-K log-probs (N,K) and ids (N,K) */
-    float *kd_buf;
-    size_t kd_cap;                      /* floats */
-};
 
 int gpt_config_check(const GPTConfig *c) {
     if (c->n_layer < 1) return err_set("model.n_layer must be >= 1 (got %d)", c->n_layer);
@@ -137,7 +55,7 @@ int gpt_config_check(const GPTConfig *c) {
     return 0;
 }
 
-static void add_tensor(GPT *m, int *i, size_t *off, const char *name, int rows, int cols) {
+void add_tensor(GPT *m, int *i, size_t *off, const char *name, int rows, int cols) {
     ParamInfo *p = &m->tensors[(*i)++];
     snprintf(p->name, sizeof p->name, "%s", name);
     p->offset = *off;
@@ -184,7 +102,7 @@ static void build_table(GPT *m) {
 
 /* Lays the gradients out over the trainable tensors, reallocates the (zeroed)
  * gradient buffer and records what backward has to visit. */
-static int relayout_grads(GPT *m) {
+int relayout_grads(GPT *m) {
     int L = m->cfg.n_layer;
     size_t off = 0;
     memset(m->layer_groups, 0, (size_t)L * sizeof(unsigned));
@@ -330,18 +248,6 @@ int gpt_set_layers_trainable(GPT *m, int first, int last, int trainable) {
     return relayout_grads(m);
 }
 
-/* PEFT's default LoRA init: lora_A kaiming_uniform_(a = sqrt 5), which is
- * U(-1/sqrt(fan_in), 1/sqrt(fan_in)) with fan_in = in; lora_B zero. A is
- * stored as A^T (in, r), so fan_in is its row count. */
-static void lora_init_host(const ParamInfo *p, float *w, Rng *r) {
-    if (p->lora == 1) {
-        double bound = 1.0 / sqrt((double)p->shape[0]);
-        for (size_t k = 0; k < p->numel; k++)
-            w[k] = (float)((2.0 * rng_uniform(r) - 1.0) * bound);
-    } else {
-        memset(w, 0, p->numel * sizeof(float));
-    }
-}
 
 void gpt_init_random(GPT *m, uint64_t seed) {
     Rng r;
@@ -369,7 +275,7 @@ void gpt_init_random(GPT *m, uint64_t seed) {
 
 /* Carves `count` buffers of sizes[i] elements of `esize` bytes out of one
  * allocation; each starts 64-byte aligned. */
-static void *carve(const Backend *be, size_t esize, const size_t *sizes, float ***out, int count) {
+void *carve(const Backend *be, size_t esize, const size_t *sizes, float ***out, int count) {
     size_t total = 0;
     for (int i = 0; i < count; i++) total += (sizes[i] * esize + 63) & ~(size_t)63;
     char *base = be->alloc(total);
@@ -450,299 +356,10 @@ static void ensure_acts(GPT *m, int B, int T) {
     m->max_N = N;
 }
 
-/* Parameter tensor i of the flat parameter buffer, in bytes of the backend's
- * compute type. */
-static float *param_at(const GPT *m, int i) {
-    return (float *)((char *)m->params + m->tensors[i].offset * m->be->act_size);
-}
-
-/* Gradient of tensor i, or NULL when it is frozen (the ops then skip it). */
-static float *grad_at(const GPT *m, int i) {
-    const ParamInfo *p = &m->tensors[i];
-    if (!p->trainable) return NULL;
-    return (float *)((char *)m->grads + p->grad_offset * m->be->act_size);
-}
-
-static float *P(GPT *m, int layer, int slot) { return param_at(m, 2 + layer * P_PER_LAYER + slot); }
-static float *G(GPT *m, int layer, int slot) { return grad_at(m, 2 + layer * P_PER_LAYER + slot); }
 
 /* Elements of one layer's key (or value) cache for B rows. */
 static size_t kv_layer_elems(const GPT *m, int B) {
     return (size_t)B * m->cfg.n_positions * m->cfg.n_embd; /* B * NH * maxT * HS */
-}
-
-/* ------------------------------------------------------------------ LoRA */
-
-/* (in, out) of linear k of a block. */
-static void lin_dims(const GPT *m, int k, int *in, int *out) {
-    int C = m->cfg.n_embd;
-    static const int IN[N_LIN] = {1, 1, 1, 4}, OUT[N_LIN] = {3, 1, 4, 1};
-    *in = IN[k] * C;
-    *out = OUT[k] * C;
-}
-
-/* PEFT's check_target_module_exists for a GPT-2 module name
- * "transformer.h.<l>.<lin>": regex full match for the string form, else
- * equality or a "." + target suffix; plus our fnmatch globs. */
-static int lora_targets(const LoraConfig *c, const regex_t *re, int layer, int k) {
-    char key[LORA_NAME_LEN + 32];
-    snprintf(key, sizeof key, "transformer.h.%d.%s", layer, LIN_NAME[k]);
-    if (c->n_layers > 0) {
-        int in = 0;
-        for (int i = 0; i < c->n_layers; i++) in |= c->layers[i] == layer;
-        if (!in) return 0;
-    }
-    if (re) return regexec(re, key, 0, NULL, 0) == 0;
-    size_t klen = strlen(key);
-    for (int t = 0; t < c->n_targets; t++) {
-        const char *tg = c->targets[t];
-        size_t tlen = strlen(tg);
-        if (!strcmp(key, tg)) return 1;
-        if (tlen < klen && key[klen - tlen - 1] == '.' && !strcmp(key + klen - tlen, tg)) return 1;
-        if (strpbrk(tg, "*?[") && (fnmatch(tg, key, 0) == 0 || fnmatch(tg, key + 12, 0) == 0))
-            return 1;
-    }
-    return 0;
-}
-
-static int lora_check_config(const LoraConfig *c) {
-    if (c->r < 1) return err_set("lora.r must be >= 1 (got %d)", c->r);
-    if (!(c->alpha > 0)) return err_set("lora.alpha must be > 0 (got %g)", c->alpha);
-    if (!(c->dropout >= 0 && c->dropout < 1))
-        return err_set("lora.dropout must be in [0, 1) (got %g)", c->dropout);
-    if (c->n_targets < 0 || c->n_targets > LORA_MAX_TARGETS)
-        return err_set("lora.target_modules: %d names given, at most %d allowed", c->n_targets,
-                       LORA_MAX_TARGETS);
-    if (c->n_targets == 0 && !c->target_regex[0])
-        return err_set("lora.target_modules is empty; name the GPT-2 linear layers to adapt "
-                       "(c_attn, attn.c_proj, mlp.c_fc, mlp.c_proj; c_proj means both)");
-    return 0;
-}
-
-int gpt_lora_attach(GPT *m, const LoraConfig *cfg) {
-    if (m->has_lora)
-        return err_set("the model already has LoRA adapters; merge them before attaching new ones");
-    if (lora_check_config(cfg) != 0) return -1;
-    const Backend *be = m->be;
-    int L = m->cfg.n_layer;
-    regex_t re, *rep = NULL;
-    if (cfg->target_regex[0]) {
-        char anchored[sizeof cfg->target_regex + 8];
-        snprintf(anchored, sizeof anchored, "^(%s)$", cfg->target_regex);
-        if (regcomp(&re, anchored, REG_EXTENDED | REG_NOSUB) != 0)
-            return err_set("lora.target_modules: '%s' is not a valid regular expression",
-                           cfg->target_regex);
-        rep = &re;
-    }
-    int count = 0;
-    for (int l = 0; l < L; l++)
-        for (int k = 0; k < N_LIN; k++) count += lora_targets(cfg, rep, l, k);
-    if (count == 0) {
-        if (rep) regfree(rep);
-        return err_set("lora.target_modules matches none of the GPT-2 linear layers "
-                       "(module names are transformer.h.<layer>.attn.c_attn, .attn.c_proj, "
-                       ".mlp.c_fc, .mlp.c_proj)");
-    }
-    /* the current parameters, to carry over into the grown buffer */
-    float *host = xcalloc(m->n_alloc + (size_t)count * 2 * (((size_t)4 * m->cfg.n_embd *
-                                                               cfg->r + 15) & ~(size_t)15),
-                          sizeof(float));
-    be->download_f32(host, m->params, m->n_alloc);
-    m->tensors = xrealloc(m->tensors, (size_t)(m->n_tensors + 2 * count) * sizeof(ParamInfo));
-    int i = m->n_tensors;
-    size_t off = m->n_alloc;
-    Rng rng;
-    rng_seed(&rng, cfg->seed);
-    for (int l = 0; l < L; l++)
-        for (int k = 0; k < N_LIN; k++) {
-            if (!lora_targets(cfg, rep, l, k)) continue;
-            int in, out;
-            lin_dims(m, k, &in, &out);
-            char name[GPT_PARAM_NAME_LEN];
-            m->lora_index[l * N_LIN + k] = i;
-            snprintf(name, sizeof name, "h.%d.%s.lora_A.weight", l, LIN_NAME[k]);
-            add_tensor(m, &i, &off, name, in, cfg->r);        /* A^T (in, r) */
-            snprintf(name, sizeof name, "h.%d.%s.lora_B.weight", l, LIN_NAME[k]);
-            add_tensor(m, &i, &off, name, cfg->r, out);       /* B^T (r, out) */
-            m->tensors[i - 2].lora = 1;
-            m->tensors[i - 1].lora = 2;
-            lora_init_host(&m->tensors[i - 2], host + m->tensors[i - 2].offset, &rng);
-            lora_init_host(&m->tensors[i - 1], host + m->tensors[i - 1].offset, &rng);
-        }
-    if (rep) regfree(rep);
-    m->n_tensors = i;
-    m->n_alloc = off;
-    be->release(m->params);
-    m->params = be->alloc(m->n_alloc * be->act_size);
-    if (!m->params) {
-        free(host);
-        return -1;
-    }
-    be->upload_f32(m->params, host, m->n_alloc);
-    free(host);
-    m->has_lora = 1;
-    m->lora = *cfg;
-    m->lora_scale = cfg->use_rslora ? cfg->alpha / sqrtf((float)cfg->r) : cfg->alpha / cfg->r;
-    m->lora_max_N = 0;
-    for (int t = 0; t < m->n_tensors; t++) m->tensors[t].trainable = m->tensors[t].lora != 0;
-    return relayout_grads(m);
-}
-
-const LoraConfig *gpt_lora_config(const GPT *m) { return m->has_lora ? &m->lora : NULL; }
-float gpt_lora_scale(const GPT *m) { return m->has_lora ? m->lora_scale : 0.0f; }
-uint64_t gpt_lora_dropout_step(const GPT *m) { return m->dropout_count; }
-void gpt_lora_set_dropout_step(GPT *m, uint64_t step) { m->dropout_count = step; }
-
-void gpt_lora_merge(GPT *m) {
-    if (!m->has_lora) return;
-    float *host = xmalloc(m->n_alloc * sizeof(float));
-    m->be->download_f32(host, m->params, m->n_alloc);
-    int L = m->cfg.n_layer, r = m->lora.r;
-    for (int l = 0; l < L; l++)
-        for (int k = 0; k < N_LIN; k++) {
-            int a = m->lora_index[l * N_LIN + k];
-            if (a < 0) continue;
-            int in, out;
-            lin_dims(m, k, &in, &out);
-            float *w = host + m->tensors[2 + l * P_PER_LAYER + LIN_SLOT[k]].offset; /* (in,out) */
-            const float *at = host + m->tensors[a].offset;      /* A^T (in, r) */
-            const float *bt = host + m->tensors[a + 1].offset;  /* B^T (r, out) */
-            for (int i = 0; i < in; i++)
-                for (int o = 0; o < out; o++) {
-                    double acc = 0;
-                    for (int j = 0; j < r; j++) acc += (double)at[i * r + j] * bt[j * out + o];
-                    w[(size_t)i * out + o] += (float)(m->lora_scale * acc);
-                }
-            m->lora_index[l * N_LIN + k] = -1;
-        }
-    m->be->upload_f32(m->params, host, m->base_alloc);
-    free(host);
-    for (int t = m->n_base; t < m->n_tensors; t++) m->n_params -= m->tensors[t].numel;
-    m->n_tensors = m->n_base;
-    m->n_alloc = m->base_alloc;
-    m->has_lora = 0;
-    for (int t = 0; t < m->n_tensors; t++) m->tensors[t].trainable = 1;
-    if (relayout_grads(m) != 0) {
-        fprintf(stderr, "retort: %s\n", err_msg());
-        exit(1);
-    }
-}
-
-/* LoRA activations for N rows: per adapter h (N,r) and, with dropout, the
- * dropped input (N,in); shared scratch for the adapter output and backward. */
-static void ensure_lora_acts(GPT *m, size_t N) {
-    if (!m->has_lora || (m->lora_acts && N <= m->lora_max_N)) return;
-    if (m->lora_acts) m->be->release(m->lora_acts);
-    if (m->kd_buf) m->be->release(m->kd_buf);
-    int L = m->cfg.n_layer, slots = L * N_LIN;
-    size_t C = m->cfg.n_embd, r = m->lora.r;
-    int drop = m->lora.dropout > 0;
-    free(m->lora_h);
-    free(m->lora_xd);
-    free(m->lora_host);
-    m->lora_h = xcalloc((size_t)slots, sizeof(float *));
-    m->lora_xd = xcalloc((size_t)slots, sizeof(float *));
-    m->lora_host = xmalloc(N * 4 * C * sizeof(float));
-    size_t *sizes = xcalloc((size_t)2 * slots + 3, sizeof(size_t));
-    float ***ptrs = xcalloc((size_t)2 * slots + 3, sizeof(float **));
-    int n = 0;
-    for (int k = 0; k < slots; k++) {
-        if (m->lora_index[k] < 0) continue;
-        int in, out;
-        lin_dims(m, k % N_LIN, &in, &out);
-        sizes[n] = N * r;
-        ptrs[n++] = &m->lora_h[k];
-        if (drop) {
-            sizes[n] = N * (size_t)in;
-            ptrs[n++] = &m->lora_xd[k];
-        }
-    }
-    sizes[n] = N * 4 * C;
-    ptrs[n++] = &m->lora_v;
-    sizes[n] = N * r;
-    ptrs[n++] = &m->lora_dh;
-    sizes[n] = N * 4 * C;
-    ptrs[n++] = &m->lora_dx;
-    m->lora_acts = carve(m->be, m->be->act_size, sizes, ptrs, n);
-    free(sizes);
-    free(ptrs);
-    m->lora_max_N = N;
-}
-
-/* Keep/drop of element i of adapter slot k at training forward `step`: a
- * SplitMix64 hash, so backward regenerates the mask of its forward. */
-static float dropout_factor(const GPT *m, int k, size_t i) {
-    uint64_t z = m->lora.seed ^ (m->dropout_count * 0x9E3779B97F4A7C15ull) ^
-                 ((uint64_t)(k + 1) << 40) ^ (uint64_t)i * 0xD1B54A32D192ED03ull;
-    z += 0x9E3779B97F4A7C15ull;
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    z ^= z >> 31;
-    double u = (double)(z >> 11) * (1.0 / 9007199254740992.0);
-    return u < m->lora.dropout ? 0.0f : 1.0f / (1.0f - m->lora.dropout);
-}
-
-/* dst = mask_k * src over (N, in), through the host. */
-static void apply_dropout(GPT *m, int k, float *dst, const float *src, size_t n) {
-    m->be->download_f32(m->lora_host, src, n);
-    #pragma omp parallel for if (n > 65536)
-    for (size_t i = 0; i < n; i++) m->lora_host[i] *= dropout_factor(m, k, i);
-    m->be->upload_f32(dst, m->lora_host, n);
-}
-
-/* out (N,OC) = inp W + b [+ s * dropout(inp) A^T B^T] for linear k of layer l. */
-static void linear_forward(GPT *m, int l, int k, float *out, const float *inp, int N,
-                           int training) {
-    const Backend *be = m->be;
-    int in, oc, slot = LIN_SLOT[k];
-    lin_dims(m, k, &in, &oc);
-    be->matmul_forward(out, inp, P(m, l, slot), P(m, l, slot + 1), N, in, oc);
-    int a = m->lora_index[l * N_LIN + k];
-    if (a < 0) return;
-    int r = m->lora.r, ks = l * N_LIN + k;
-    const float *x = inp;
-    if (training && m->lora.dropout > 0) {
-        apply_dropout(m, ks, m->lora_xd[ks], inp, (size_t)N * in);
-        x = m->lora_xd[ks];
-    }
-    float *h = m->lora_h[ks];
-    be->matmul_forward(h, x, param_at(m, a), NULL, N, in, r);           /* (N,r) */
-    be->scale_inplace(h, m->lora_scale, (size_t)N * r);
-    be->matmul_forward(m->lora_v, h, param_at(m, a + 1), NULL, N, r, oc); /* (N,OC) */
-    be->residual_forward(out, out, m->lora_v, (size_t)N * oc);
-}
-
-/* Backward of linear_forward: dinp (may be NULL) += dout W^T + adapter term;
- * weight, bias and adapter gradients where trainable. */
-static void linear_backward(GPT *m, int l, int k, float *dinp, const float *dout,
-                            const float *inp, int N) {
-    const Backend *be = m->be;
-    int in, oc, slot = LIN_SLOT[k];
-    lin_dims(m, k, &in, &oc);
-    float *dw = G(m, l, slot), *db = G(m, l, slot + 1);
-    if (dinp || dw || db)
-        be->matmul_backward(dinp, dw, db, dout, inp, P(m, l, slot), N, in, oc);
-    int a = m->lora_index[l * N_LIN + k];
-    if (a < 0) return;
-    int r = m->lora.r, ks = l * N_LIN + k;
-    size_t X = be->act_size;
-    float *da = grad_at(m, a), *dbt = grad_at(m, a + 1);
-    if (!dinp && !da && !dbt) return;
-    /* y += h B^T with h = s * x A^T: dB^T += h^T dy, dh = dy B, then through s */
-    be->zero(m->lora_dh, (size_t)N * r * X);
-    be->matmul_backward(m->lora_dh, dbt, NULL, dout, m->lora_h[ks], param_at(m, a + 1), N, r,
-                        oc);
-    if (!dinp && !da) return;
-    be->scale_inplace(m->lora_dh, m->lora_scale, (size_t)N * r);
-    int drop = m->fwd_dropout;
-    const float *x = drop ? m->lora_xd[ks] : inp;
-    float *dx = drop && dinp ? m->lora_dx : dinp;
-    if (drop && dinp) be->zero(m->lora_dx, (size_t)N * in * X);
-    be->matmul_backward(dx, da, NULL, m->lora_dh, x, param_at(m, a), N, in, r);
-    if (drop && dinp) {
-        apply_dropout(m, ks, m->lora_dx, m->lora_dx, (size_t)N * in);
-        be->residual_forward(dinp, dinp, m->lora_dx, (size_t)N * in);
-    }
 }
 
 /* Every transformer block, the final layernorm and the tied output layer over
@@ -849,10 +466,9 @@ static void block_backward(GPT *m, int l, int need_input) {
 #undef BEYOND
 }
 
-static void backward_from_dlogits(GPT *m);
 
 /* Whether backward has anything to do: some tensor trains. */
-static int backward_needed(const GPT *m) {
+int backward_needed(const GPT *m) {
     int L = m->cfg.n_layer, lnf_w = m->n_base - 2, lnf_b = m->n_base - 1;
     /* lowest block backward must reach; L: none, the blocks are all frozen */
     int stop = m->embed_trainable ? 0 : m->lowest_trainable;
@@ -871,7 +487,7 @@ void gpt_backward(GPT *m, const float *g) {
 }
 
 /* The backward pass below the classifier: m->logits holds dlogits. */
-static void backward_from_dlogits(GPT *m) {
+void backward_from_dlogits(GPT *m) {
     const Backend *be = m->be;
     const GPTConfig *c = &m->cfg;
     int B = m->B, T = m->T;
@@ -894,75 +510,6 @@ static void backward_from_dlogits(GPT *m) {
     for (int l = L - 1; l >= stop; l--) block_backward(m, l, l > stop || m->embed_trainable);
     if (m->embed_trainable)
         be->encoder_backward(grad_at(m, 0), grad_at(m, 1), m->dres, m->inputs, B, T, C);
-}
-
-/* ---------------------------------------------------- word-level distillation */
-
-/* Device views of the KD side buffers for N rows and K teacher entries per row. */
-static void kd_buffers(GPT *m, int N, int K, float **kd, float **agree, float **w,
-                       float **tlogp, int **tids) {
-    size_t need = (size_t)N * (3 + 2 * (size_t)K);
-    if (need > m->kd_cap) {
-        if (m->kd_buf) m->be->release(m->kd_buf);
-        m->kd_buf = m->be->alloc(need * sizeof(float));
-        m->kd_cap = need;
-    }
-    *kd = m->kd_buf;
-    *agree = *kd + N;
-    *w = *agree + N;
-    *tlogp = *w + N;
-    *tids = (int *)(*tlogp + (size_t)N * K); /* int32, same size as fp32 */
-}
-
-/* The teacher's view for this (B,T): its logits (online) or the uploaded top-K. */
-static int kd_teacher(GPT *m, const KdTeacher *t, float *tlogp, int *tids) {
-    int N = m->B * m->T;
-    if (t->teacher) {
-        GPT *tm = t->teacher;
-        assert(tm->be == m->be && tm->B == m->B && tm->T == m->T &&
-               tm->cfg.vocab_size == m->cfg.vocab_size);
-        return 0;
-    }
-    assert(t->topk_ids && t->topk_logp && t->K > 0);
-    m->be->to_device(tids, t->topk_ids, (size_t)N * t->K * sizeof(int));
-    m->be->to_device(tlogp, t->topk_logp, (size_t)N * t->K * sizeof(float));
-    return 1;
-}
-
-void gpt_kd_forward(GPT *m, const KdTeacher *t, float *kd_out, float *agree_out) {
-    const Backend *be = m->be;
-    int N = m->B * m->T, V = m->cfg.vocab_size, K = t->teacher ? 0 : t->K;
-    float *kd, *agree, *w, *tlogp;
-    int *tids;
-    kd_buffers(m, N, K, &kd, &agree, &w, &tlogp, &tids);
-    if (kd_teacher(m, t, tlogp, tids))
-        be->classifier_kd_topk_forward(kd, agree, m->logits, tids, tlogp, m->targets, N, V, K,
-                                       t->temperature, t->beta);
-    else
-        be->classifier_kd_forward(kd, agree, m->logits, t->teacher->logits, m->targets, N, V,
-                                  t->temperature, t->beta);
-    be->to_host(kd_out, kd, (size_t)N * sizeof(float));
-    be->to_host(agree_out, agree, (size_t)N * sizeof(float));
-}
-
-void gpt_backward_kd(GPT *m, const float *g, const KdTeacher *t, const float *w_host) {
-    const Backend *be = m->be;
-    int N = m->B * m->T, V = m->cfg.vocab_size, K = t->teacher ? 0 : t->K;
-    float *kd, *agree, *w, *tlogp;
-    int *tids;
-    kd_buffers(m, N, K, &kd, &agree, &w, &tlogp, &tids);
-    assert(m->acts && N > 0);
-    if (!backward_needed(m)) return;
-    int topk = kd_teacher(m, t, tlogp, tids);
-    be->to_device(w, w_host, (size_t)N * sizeof(float));
-    be->to_device(m->g, g, (size_t)N * sizeof(float));
-    if (topk)
-        be->classifier_kd_topk_backward(m->logits, m->lse, m->targets, m->g, tids, tlogp, w, N,
-                                        V, K, t->temperature, t->beta);
-    else
-        be->classifier_kd_backward(m->logits, m->lse, m->targets, m->g, t->teacher->logits, w, N,
-                                   V, t->temperature, t->beta);
-    backward_from_dlogits(m);
 }
 
 void gpt_zero_grad(GPT *m) { m->be->zero(m->grads, m->n_grad * m->be->act_size); }

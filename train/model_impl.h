@@ -1,0 +1,131 @@
+/* train/model_impl.h — the inside of the GPT model, shared by the files that
+ * implement it: model.c (table, forward, backward, decoding), model_lora.c
+ * (LoRA adapters) and model_kd.c (word-level distillation through the fused
+ * classifier). Not part of the public interface (train/model.h). */
+#ifndef RETORT_MODEL_IMPL_H
+#define RETORT_MODEL_IMPL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "train/backend.h"
+#include "train/model.h"
+#include "train/util.h"
+
+/* Per-layer parameter slots, in the order of the HF state dict. */
+enum {
+    P_LN1_W, P_LN1_B, P_QKV_W, P_QKV_B, P_ATTPROJ_W, P_ATTPROJ_B,
+    P_LN2_W, P_LN2_B, P_FC_W, P_FC_B, P_FCPROJ_W, P_FCPROJ_B, P_PER_LAYER
+};
+
+/* The four Conv1D linear layers of a block, which LoRA can adapt. */
+enum { LIN_QKV, LIN_ATTPROJ, LIN_FC, LIN_FCPROJ, N_LIN };
+static const char *const LIN_NAME[N_LIN] = {"attn.c_attn", "attn.c_proj", "mlp.c_fc",
+                                            "mlp.c_proj"};
+static const int LIN_SLOT[N_LIN] = {P_QKV_W, P_ATTPROJ_W, P_FC_W, P_FCPROJ_W};
+
+/* Groups of a block's tensors in BACKWARD order, as bits of a mask. */
+enum { GRP_FCPROJ, GRP_FC, GRP_LN2, GRP_ATTPROJ, GRP_QKV, GRP_LN1 };
+static const int SLOT_GROUP[P_PER_LAYER] = {GRP_LN1,     GRP_LN1,     GRP_QKV, GRP_QKV,
+                                            GRP_ATTPROJ, GRP_ATTPROJ, GRP_LN2, GRP_LN2,
+                                            GRP_FC,      GRP_FC,      GRP_FCPROJ, GRP_FCPROJ};
+static const int LIN_GROUP[N_LIN] = {GRP_QKV, GRP_ATTPROJ, GRP_FC, GRP_FCPROJ};
+
+typedef struct {
+    float *ln1, *ln1_mean, *ln1_rstd;   /* (N,C) (N) (N) */
+    float *qkv;                         /* (N,3C) */
+    float *atty, *att_lse;              /* (N,C) (B,NH,T) */
+    float *attproj;                     /* (N,C) */
+    float *res2;                        /* (N,C) residual after attention */
+    float *ln2, *ln2_mean, *ln2_rstd;   /* (N,C) (N) (N) */
+    float *fch, *fch_gelu;              /* (N,4C) (N,4C) */
+    float *fcproj;                      /* (N,C) */
+    float *res3;                        /* (N,C) residual after the MLP */
+} LayerActs;
+
+struct GPT {
+    GPTConfig cfg;
+    const Backend *be;
+    int n_tensors;
+    ParamInfo *tensors;
+    int n_base;           /* tensors of the GPT-2 model proper; adapters follow */
+    size_t n_params;      /* real parameters */
+    size_t n_alloc;       /* floats in the flat parameter buffer (tensors 16-float aligned) */
+    size_t base_alloc;    /* n_alloc of the base tensors */
+    float *params, *grads;
+    size_t n_grad;        /* floats in the gradient layout (trainable tensors) */
+    int grad_version;
+    /* what backward must visit, from the trainable flags */
+    unsigned *layer_groups;   /* (L) bits GRP_* holding a trainable tensor */
+    int lowest_trainable;     /* lowest block with a trainable tensor, L if none */
+    int embed_trainable;      /* wte or wpe trainable */
+    int train_mode;
+
+    /* LoRA */
+    int has_lora;
+    LoraConfig lora;
+    float lora_scale;
+    int *lora_index;          /* (L, N_LIN) table index of lora_A (lora_B follows), -1 none */
+    uint64_t dropout_count;   /* training forwards so far: the dropout mask's step */
+    int fwd_dropout;          /* the last forward applied dropout */
+    void *lora_acts;
+    size_t lora_max_N;
+    float **lora_h;           /* (L, N_LIN) s * dropout(x) A^T, (N,r) */
+    float **lora_xd;          /* (L, N_LIN) dropout(x), (N,in); NULL without dropout */
+    float *lora_v, *lora_dh, *lora_dx; /* scratch (N,4C) (N,r) (N,4C) */
+    float *lora_host;         /* host scratch (N,4C) for the dropout mask */
+
+    /* activations, for up to max_N = B*T rows */
+    size_t max_N;
+    void *acts, *acts32;                /* compute-type and fp32 activations */
+    float *encoded;                     /* (N,C) */
+    LayerActs *layers;                  /* (L) */
+    float *lnf, *lnf_mean, *lnf_rstd;   /* (N,C) (N) (N) */
+    float *logits;                      /* (N,V) -> dlogits in backward */
+    float *logp, *lse, *g;              /* (N) each */
+    int *inputs, *targets;              /* (N) each */
+    /* backward scratch */
+    float *dres, *dC, *dqkv, *dfch, *dfch_gelu; /* (N,C) (N,C) (N,3C) (N,4C) (N,4C) */
+    int B, T;                           /* of the last forward */
+    /* key/value cache for generation: (L, B, NH, maxT, HS) each, compute type */
+    float *kcache, *vcache;
+    int kv_B;
+    /* word-level KD side buffers (fp32, device): kd, agree, w (N) each, then
+     * teacher top-K log-probs (N,K) and ids (N,K) */
+    float *kd_buf;
+    size_t kd_cap;                      /* floats */
+};
+
+
+/* Parameter tensor i of the flat parameter buffer, in bytes of the backend's
+ * compute type. */
+static inline float *param_at(const GPT *m, int i) {
+    return (float *)((char *)m->params + m->tensors[i].offset * m->be->act_size);
+}
+
+/* Gradient of tensor i, or NULL when it is frozen (the ops then skip it). */
+static inline float *grad_at(const GPT *m, int i) {
+    const ParamInfo *p = &m->tensors[i];
+    if (!p->trainable) return NULL;
+    return (float *)((char *)m->grads + p->grad_offset * m->be->act_size);
+}
+
+static inline float *P(GPT *m, int layer, int slot) { return param_at(m, 2 + layer * P_PER_LAYER + slot); }
+static inline float *G(GPT *m, int layer, int slot) { return grad_at(m, 2 + layer * P_PER_LAYER + slot); }
+
+/* model.c */
+void add_tensor(GPT *m, int *i, size_t *off, const char *name, int rows, int cols);
+int relayout_grads(GPT *m);
+void *carve(const Backend *be, size_t esize, const size_t *sizes, float ***out, int count);
+int backward_needed(const GPT *m);
+void backward_from_dlogits(GPT *m);
+
+/* model_lora.c */
+void lora_init_host(const ParamInfo *p, float *w, Rng *r);
+void ensure_lora_acts(GPT *m, size_t N);
+/* Linear k of block l: out = inp W + b (+ the LoRA path when adapted). */
+void linear_forward(GPT *m, int l, int k, float *out, const float *inp, int N, int training);
+void linear_backward(GPT *m, int l, int k, float *dinp, const float *dout, const float *inp,
+                     int N);
+
+#endif
