@@ -1,0 +1,172 @@
+/* data/loader.c — cutting lm, sft and kd datasets into training batches
+ * (the DataLoader of data/h5data.h): windows of an lm token stream, one
+ * example per row for sft and kd, visited in an order shuffled per epoch from
+ * (seed, epoch) so the data position is just (epoch, pos). */
+#include <assert.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "data/h5data.h"
+#include "train/util.h"
+
+/* ----------------------------------------------------------------- batching */
+
+int64_t dataset_num_items(const Dataset *ds, int T) {
+    if (T < 1) return 0;
+    if (ds->schema == SCHEMA_LM) return ds->n_tokens >= 1 ? (ds->n_tokens - 1) / T : 0;
+    return ds->n_docs;
+}
+
+/* The visiting order of one epoch: identity, or Fisher-Yates from (seed, epoch). */
+static void build_order(DataLoader *dl) {
+    for (int64_t i = 0; i < dl->count; i++) dl->order[i] = i;
+    if (!dl->shuffle) return;
+    Rng r;
+    rng_seed(&r, dl->seed * 1000003ULL + (uint64_t)dl->epoch);
+    for (int64_t i = dl->count - 1; i > 0; i--) {
+        int64_t j = (int64_t)rng_below(&r, (uint64_t)i + 1);
+        int64_t t = dl->order[i];
+        dl->order[i] = dl->order[j];
+        dl->order[j] = t;
+    }
+}
+
+int loader_init(DataLoader *dl, const Dataset *ds, int T, uint64_t seed, int shuffle,
+                int64_t first, int64_t count) {
+    memset(dl, 0, sizeof *dl);
+    if (T < 1) return err_set("%s: sequence length T=%d; it must be >= 1", ds->path, T);
+    int64_t items = dataset_num_items(ds, T);
+    if (count < 1)
+        return err_set("%s: empty item range (first %lld, count %lld; the file offers %lld "
+                       "items at T=%d)%s",
+                       ds->path, (long long)first, (long long)count, (long long)items, T,
+                       items == 0 ? "; use a shorter sequence length or more data" : "");
+    if (first < 0 || first > items - count)
+        return err_set("%s: item range [%lld, %lld) lies outside the %lld items the file offers "
+                       "at T=%d",
+                       ds->path, (long long)first, (long long)(first + count), (long long)items,
+                       T);
+    dl->ds = ds;
+    dl->T = T;
+    dl->shuffle = shuffle;
+    dl->seed = seed;
+    dl->first = first;
+    dl->count = count;
+    dl->order = xmalloc((size_t)count * sizeof *dl->order);
+    build_order(dl);
+    return 0;
+}
+
+int loader_init_subset(DataLoader *dl, const Dataset *ds, int T, uint64_t seed, int shuffle,
+                       const int64_t *items, int64_t count) {
+    int64_t n = dataset_num_items(ds, T);
+    for (int64_t i = 0; i < count; i++)
+        if (items[i] < 0 || items[i] >= n)
+            return err_set("%s: item %lld is outside the %lld items the file offers", ds->path,
+                           (long long)items[i], (long long)n);
+    if (loader_init(dl, ds, T, seed, shuffle, 0, count < n ? count : n) != 0) return -1;
+    if (count > n) return err_set("%s: %lld items listed, the file has %lld", ds->path,
+                                  (long long)count, (long long)n);
+    dl->subset = xmalloc((size_t)count * sizeof(int64_t));
+    memcpy(dl->subset, items, (size_t)count * sizeof(int64_t));
+    return 0;
+}
+
+int dataset_role_items(const Dataset *ds, const char *role, int64_t **items, int64_t *count) {
+    if (!ds->role)
+        return err_set("%s: data.role '%s' selects examples by role, but the file has no role "
+                       "column (build it with --role-field or --train-roles)",
+                       ds->path, role);
+    int id = -1;
+    for (int r = 0; r < ds->n_roles; r++)
+        if (!strcmp(ds->role_names[r], role)) id = r;
+    if (id < 0) {
+        char names[512] = "";
+        for (int r = 0; r < ds->n_roles; r++)
+            snprintf(names + strlen(names), sizeof names - strlen(names), "%s%s", r ? ", " : "",
+                     ds->role_names[r]);
+        return err_set("%s: no role named '%s'; the file's roles are: %s", ds->path, role,
+                       names[0] ? names : "(unnamed)");
+    }
+    *items = xmalloc((size_t)(ds->n_docs > 0 ? ds->n_docs : 1) * sizeof(int64_t));
+    *count = 0;
+    for (int64_t i = 0; i < ds->n_docs; i++)
+        if (ds->role[i] == id) (*items)[(*count)++] = i;
+    if (*count == 0) {
+        free(*items);
+        *items = NULL;
+        return err_set("%s: role '%s' has no examples", ds->path, role);
+    }
+    return 0;
+}
+
+void loader_free(DataLoader *dl) {
+    free(dl->order);
+    free(dl->subset);
+    dl->order = NULL;
+    dl->subset = NULL;
+}
+
+void loader_seek(DataLoader *dl, int64_t epoch, int64_t pos) {
+    assert(epoch >= 0 && pos >= 0);
+    epoch += pos / dl->count; /* pos == count is the start of the next epoch */
+    pos %= dl->count;
+    dl->pos = pos;
+    if (dl->epoch != epoch) {
+        dl->epoch = epoch;
+        build_order(dl);
+    }
+}
+
+static void lm_row(const Dataset *ds, int64_t item, int T, int *in, int *tg) {
+    const uint32_t *w = ds->tokens + item * T; /* (T+1) */
+    for (int j = 0; j < T; j++) {
+        in[j] = (int)w[j];
+        tg[j] = (int)w[j + 1];
+    }
+}
+
+static int sft_row(const Dataset *ds, int64_t item, int T, int *in, int *tg) {
+    int64_t start = ds->offsets[item], len = ds->offsets[item + 1] - start;
+    int64_t n = len < T + 1 ? len : T + 1;
+    const uint32_t *tok = ds->tokens + start;
+    const uint8_t *mask = ds->loss_mask + start;
+    for (int j = 0; j < T; j++) {
+        in[j] = j < n ? (int)tok[j] : ds->eos_id;
+        tg[j] = (j + 1 < n && mask[j + 1]) ? (int)tok[j + 1] : -1;
+    }
+    return len > T + 1;
+}
+
+void dataset_topk_row(const Dataset *ds, int64_t item, int T, int *ids, float *logp) {
+    int K = ds->topk;
+    assert(K > 0);
+    int64_t start = ds->offsets[item], len = ds->offsets[item + 1] - start;
+    for (int j = 0; j < T; j++)
+        for (int k = 0; k < K; k++) {
+            int in = j < len;
+            ids[(size_t)j * K + k] = in ? (int)ds->topk_ids[(start + j) * K + k] : 0;
+            logp[(size_t)j * K + k] = in ? ds->topk_logp[(start + j) * K + k] : 0.0f;
+        }
+}
+
+void loader_next(DataLoader *dl, int B, int *inputs, int *targets) {
+    loader_next_items(dl, B, inputs, targets, NULL);
+}
+
+void loader_next_items(DataLoader *dl, int B, int *inputs, int *targets, int64_t *items) {
+    int T = dl->T;
+    for (int b = 0; b < B; b++) {
+        int64_t item = dl->subset ? dl->subset[dl->order[dl->pos]] : dl->first + dl->order[dl->pos];
+        if (items) items[b] = item;
+        int *in = inputs + (size_t)b * T, *tg = targets + (size_t)b * T;
+        if (dl->ds->schema == SCHEMA_LM) lm_row(dl->ds, item, T, in, tg);
+        else dl->truncated += sft_row(dl->ds, item, T, in, tg);
+        if (++dl->pos == dl->count) {
+            dl->pos = 0;
+            dl->epoch++;
+            build_order(dl);
+        }
+    }
+}
