@@ -46,6 +46,9 @@ typedef struct {
     int64_t cap2, cap3;
     char **roles;           /* role_field: names in first-seen order */
     int n_roles;
+    char **trained;         /* chat roles trained on: train_roles, or {"assistant"} */
+    int n_trained_roles;
+    int roles_from_turns;   /* train_roles given: the role column is each turn's role */
     char **tasks;           /* task_field: names in first-seen order */
     int n_tasks;
     int task;               /* the current line's task id, -1 = none */
@@ -207,8 +210,19 @@ static int message_field(const Build *b, const json_t *msg, size_t i, const char
     return 0;
 }
 
-/* 0 system, 1 user, 2 assistant for messages[i]; -1 with the error set. */
-static int message_kind(const Build *b, const json_t *m, size_t i) {
+/* A role name a template can hold: 1..32 of [A-Za-z0-9_-]. */
+static int valid_role_name(const char *r) {
+    size_t n = strlen(r);
+    if (n == 0 || n > 32) return 0;
+    for (size_t i = 0; i < n; i++)
+        if (!isalnum((unsigned char)r[i]) && r[i] != '_' && r[i] != '-') return 0;
+    return 1;
+}
+
+/* What messages[i] is: 0 a context turn, 1 + k a turn of trained role k;
+ * -1 with the error set. *role gets the role name. Without train_roles the
+ * roles are system, user and assistant (trained); with it any valid name. */
+static int message_turn(const Build *b, const json_t *m, size_t i, const char **role) {
     const char *r, *c;
     size_t r_len, c_len;
     if (!json_is_object(m)) {
@@ -218,11 +232,35 @@ static int message_kind(const Build *b, const json_t *m, size_t i) {
     }
     if (message_field(b, m, i, "role", &r, &r_len) || message_field(b, m, i, "content", &c, &c_len))
         return -1;
-    for (int k = 0; k < 3; k++)
-        if (strcmp(r, chat_roles[k]) == 0) return k;
-    err_set("%s:%lld: %s[%zu]: role '%s' is not one of system, user, assistant", b->name,
-            (long long)b->n_lines, b->o->messages_field, i, r);
-    return -1;
+    *role = r;
+    if (b->roles_from_turns) {
+        if (!valid_role_name(r) || r_len != strlen(r)) {
+            err_set("%s:%lld: %s[%zu]: role '%s' is not a name of 1 to 32 letters, digits, '_' "
+                    "or '-'",
+                    b->name, (long long)b->n_lines, b->o->messages_field, i, r);
+            return -1;
+        }
+    } else {
+        int known = 0;
+        for (int k = 0; k < 3; k++) known |= !strcmp(r, chat_roles[k]);
+        if (!known) {
+            err_set("%s:%lld: %s[%zu]: role '%s' is not one of system, user, assistant (give "
+                    "--train-roles to train on other roles)",
+                    b->name, (long long)b->n_lines, b->o->messages_field, i, r);
+            return -1;
+        }
+    }
+    for (int k = 0; k < b->n_trained_roles; k++)
+        if (!strcmp(r, b->trained[k])) return 1 + k;
+    return 0;
+}
+
+/* "a, b, c" of the trained roles, for messages. */
+static void trained_list(const Build *b, char *buf, size_t cap) {
+    size_t n = 0;
+    buf[0] = '\0';
+    for (int k = 0; k < b->n_trained_roles && n < cap; k++)
+        n += (size_t)snprintf(buf + n, cap - n, "%s%s", k ? ", " : "", b->trained[k]);
 }
 
 /* A chat line (template "plain"): 0 done, 1 bad input, -1 writer failure. */
@@ -238,44 +276,88 @@ static int build_chat(Build *b, const json_t *msgs, int role) {
                          "one assistant turn",
                          b->name, (long long)b->n_lines, mf);
     /* validate everything before writing any example of this line */
-    int n_assistant = 0;
+    int n_train_turns = 0;
+    const char *r;
     for (size_t i = 0; i < n_msgs; i++) {
-        int kind = message_kind(b, json_array_get(msgs, i), i);
+        int kind = message_turn(b, json_array_get(msgs, i), i, &r);
         if (kind < 0) return 1;
-        n_assistant += kind == 2;
+        n_train_turns += kind > 0;
     }
-    if (n_assistant == 0)
+    if (n_train_turns == 0 && !b->roles_from_turns)
         return BAD_INPUT("%s:%lld: field '%s' has no assistant turn; there is nothing to train "
                          "on",
                          b->name, (long long)b->n_lines, mf);
-    /* render the whole conversation once; each assistant turn k is then the
+    if (n_train_turns == 0) {
+        char list[512];
+        trained_list(b, list, sizeof list);
+        return BAD_INPUT("%s:%lld: field '%s' has no turn of a trained role (%s); there is "
+                         "nothing to train on",
+                         b->name, (long long)b->n_lines, mf, list);
+    }
+    /* render the whole conversation once; each trained turn k is then the
      * prefix ids[0:turn_end] with its content at [content_start, turn_end) */
     int64_t n = 0;
     int64_t *content_start = xmalloc(n_msgs * sizeof *content_start);
     int64_t *turn_end = xmalloc(n_msgs * sizeof *turn_end);
-    char *is_assistant = xmalloc(n_msgs);
+    int *turn_kind = xmalloc(n_msgs * sizeof *turn_kind);
     for (size_t i = 0; i < n_msgs; i++) {
         const json_t *m = json_array_get(msgs, i);
         const char *c = json_string_value(json_object_get(m, "content"));
         size_t c_len = json_string_length(json_object_get(m, "content"));
-        int kind = message_kind(b, m, i);
-        char header[32];
-        int h = snprintf(header, sizeof header, "<|%s|>\n", chat_roles[kind]);
+        int kind = message_turn(b, m, i, &r);
+        char header[48];
+        int h = snprintf(header, sizeof header, "<|%s|>\n", r);
         n = b->tok->encode(b->tok, header, (size_t)h, &b->ids, &b->cap, n);
         content_start[i] = n;
         n = b->tok->encode(b->tok, c, c_len, &b->ids, &b->cap, n);
         n = b->tok->encode(b->tok, "\n", 1, &b->ids, &b->cap, n);
-        if (kind == 2) n = add_eos(b, n);
-        is_assistant[i] = kind == 2;
+        if (kind > 0) n = add_eos(b, n);
+        turn_kind[i] = kind;
         turn_end[i] = n;
     }
     int rc = 0;
     for (size_t i = 0; i < n_msgs && rc == 0; i++)
-        if (is_assistant[i]) rc = emit_sft(b, b->ids, content_start[i], turn_end[i], role);
+        if (turn_kind[i] > 0)
+            rc = emit_sft(b, b->ids, content_start[i], turn_end[i],
+                          b->roles_from_turns ? turn_kind[i] - 1 : role);
     free(content_start);
     free(turn_end);
-    free(is_assistant);
+    free(turn_kind);
     return rc;
+}
+
+/* Splits train_roles into b->trained (or {"assistant"}); -1 with the error set. */
+static int parse_train_roles(Build *b, const char *list) {
+    if (!list) {
+        b->trained = xmalloc(sizeof *b->trained);
+        b->trained[0] = xstrdup("assistant");
+        b->n_trained_roles = 1;
+        return 0;
+    }
+    b->roles_from_turns = 1;
+    const char *p = list;
+    for (;;) {
+        const char *end = strchr(p, ',');
+        size_t len = end ? (size_t)(end - p) : strlen(p);
+        while (len > 0 && isspace((unsigned char)*p)) p++, len--;
+        while (len > 0 && isspace((unsigned char)p[len - 1])) len--;
+        char *name = xmalloc(len + 1);
+        memcpy(name, p, len);
+        name[len] = '\0';
+        int dup = 0;
+        for (int k = 0; k < b->n_trained_roles; k++) dup |= !strcmp(b->trained[k], name);
+        if (!valid_role_name(name) || dup || b->n_trained_roles == 256) {
+            err_set("train_roles '%s': '%s' is %s; give a comma-separated list of distinct role "
+                    "names (letters, digits, '_', '-'), e.g. planner,caller,summarizer",
+                    list, name, dup ? "listed twice" : "not a role name");
+            free(name);
+            return -1;
+        }
+        b->trained = xrealloc(b->trained, (size_t)(b->n_trained_roles + 1) * sizeof *b->trained);
+        b->trained[b->n_trained_roles++] = name;
+        if (!end) return 0;
+        p = end + 1;
+    }
 }
 
 #define PREF_HINT "; schema 'pref' reads prompt, chosen and rejected"
@@ -337,6 +419,10 @@ static int build_json_line(Build *b, const char *line, size_t len) {
             rc = 1;
         } else if (msgs) {
             rc = build_chat(b, msgs, role);
+        } else if (b->roles_from_turns) {
+            rc = BAD_INPUT("%s:%lld: field '%s' is missing; with train_roles every line is a "
+                           "chat conversation",
+                           b->name, (long long)b->n_lines, b->o->messages_field);
         } else {
             rc = get_field(b, obj, b->o->prompt_field, "--prompt-field", &a, &a_len);
             if (rc == 0)
@@ -451,6 +537,15 @@ static void report(const Build *b) {
 
 int data_build(const BuildOptions *o) { return data_build_stats(o, NULL); }
 
+static void build_free_names(Build *b) {
+    for (int i = 0; i < b->n_roles; i++) free(b->roles[i]);
+    free(b->roles);
+    for (int i = 0; i < b->n_tasks; i++) free(b->tasks[i]);
+    free(b->tasks);
+    for (int i = 0; i < b->n_trained_roles; i++) free(b->trained[i]);
+    free(b->trained);
+}
+
 int data_build_stats(const BuildOptions *o, BuildStats *stats) {
     if (!o->input || !o->output) return err_set("data build: an input and an output are needed");
     if (o->schema != SCHEMA_LM && o->schema != SCHEMA_SFT && o->schema != SCHEMA_PREF)
@@ -469,6 +564,14 @@ int data_build_stats(const BuildOptions *o, BuildStats *stats) {
     if (o->role_field && o->schema != SCHEMA_SFT)
         return err_set("role_field '%s': only sft datasets carry roles (schema is '%s')",
                        o->role_field, schema_name(o->schema));
+    if (o->train_roles && o->schema != SCHEMA_SFT)
+        return err_set("train_roles '%s': only sft datasets are built from chat turns (schema "
+                       "is '%s')",
+                       o->train_roles, schema_name(o->schema));
+    if (o->train_roles && o->role_field)
+        return err_set("train_roles and role_field '%s' both set the role column; with "
+                       "train_roles each example's role is its turn's role",
+                       o->role_field);
     if (o->task_field && o->schema != SCHEMA_SFT)
         return err_set("task_field '%s': only sft datasets carry tasks (schema is '%s')",
                        o->task_field, schema_name(o->schema));
@@ -497,8 +600,22 @@ int data_build_stats(const BuildOptions *o, BuildStats *stats) {
     b.o = &opts;
     b.task = -1;
     b.name = is_stdin ? "<stdin>" : o->input;
+    if (parse_train_roles(&b, o->train_roles) != 0) {
+        for (int i = 0; i < b.n_trained_roles; i++) free(b.trained[i]);
+        free(b.trained);
+        return -1;
+    }
+    if (b.roles_from_turns) { /* role ids in the list's order */
+        b.roles = xmalloc((size_t)b.n_trained_roles * sizeof *b.roles);
+        for (int i = 0; i < b.n_trained_roles; i++) b.roles[i] = xstrdup(b.trained[i]);
+        b.n_roles = b.n_trained_roles;
+    }
     FILE *f = is_stdin ? stdin : fopen(o->input, "r");
-    if (!f) return err_set("cannot open %s: %s", o->input, strerror(errno));
+    if (!f) {
+        err_set("cannot open %s: %s", o->input, strerror(errno));
+        build_free_names(&b);
+        return -1;
+    }
     struct stat st;
     if (!is_stdin && fstat(fileno(f), &st) == 0 && S_ISREG(st.st_mode))
         b.bytes_total = st.st_size;
@@ -541,9 +658,6 @@ int data_build_stats(const BuildOptions *o, BuildStats *stats) {
     free(b.mask);
     free(b.ids2);
     free(b.ids3);
-    for (int i = 0; i < b.n_roles; i++) free(b.roles[i]);
-    free(b.roles);
-    for (int i = 0; i < b.n_tasks; i++) free(b.tasks[i]);
-    free(b.tasks);
+    build_free_names(&b);
     return rc;
 }

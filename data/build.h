@@ -37,6 +37,18 @@ typedef struct {
      * is prompt (mask 0); content, "\n" and EOS are trained (mask 1). The
      * pieces are encoded one by one and concatenated. */
     const char *messages_field;   /* "messages" */
+    /* Chat turns to train on (GLPFT / α-UMi): a comma-separated list of role
+     * names, e.g. "planner,caller,summarizer"; NULL keeps the above
+     * ("assistant"). With a list, a message's role may be any name of
+     * letters, digits, '_' and '-' (user, observation, ...), rendered
+     * "<|name|>\n" + content + "\n" as above; every turn whose role is listed
+     * becomes one example (the conversation up to it as context, the loss on
+     * that turn's content, "\n" and EOS only) and ends with EOS wherever it
+     * appears; max_len cuts the context from the left as for any example.
+     * The example's role column is that turn's role, the names stored in the
+     * order of the list (so files built with the same list share ids, and a
+     * listed role with no turns still has its id). Not with role_field. */
+    const char *train_roles;
     const char *chat_template;    /* "plain" (the only one); anything else is refused */
     /* sft: a string field naming each line's role (GLPFT); NULL = no role
      * column. Names get ids in first-seen order, stored in attribute `roles`;

@@ -217,6 +217,113 @@ Test(chat, unknown_template_is_refused) {
     rm_rf(p.dir);
 }
 
+/* GLPFT / α-UMi: one example per turn of a trained role, whatever its name */
+#define AGENT_LINE                                                                      \
+    "{\"messages\": [{\"role\": \"user\", \"content\": \"q\"},"                         \
+    " {\"role\": \"planner\", \"content\": \"p1\"},"                                    \
+    " {\"role\": \"caller\", \"content\": \"c\"},"                                      \
+    " {\"role\": \"observation\", \"content\": \"o\"},"                                 \
+    " {\"role\": \"planner\", \"content\": \"p2\"},"                                    \
+    " {\"role\": \"summarizer\", \"content\": \"s\"}]}\n"
+
+Test(chat, train_roles_give_one_example_per_role_turn) {
+    Paths p = tmp_paths();
+    write_text(p.in, AGENT_LINE);
+    BuildOptions o = opts(&p, SCHEMA_SFT);
+    o.train_roles = "summarizer, planner,caller"; /* the order of the role names */
+    BuildStats st;
+    cr_assert_eq(data_build_stats(&o, &st), 0, "%s", err_msg());
+    cr_assert_eq(st.docs, 4);
+    cr_assert_eq(st.n_roles, 3);
+    Dataset ds;
+    cr_assert_eq(dataset_open(&ds, p.out), 0, "%s", err_msg());
+    cr_assert_eq(ds.n_docs, 4);
+    cr_assert_eq(ds.n_roles, 3);
+    cr_assert_str_eq(ds.role_names[0], "summarizer");
+    cr_assert_str_eq(ds.role_names[1], "planner");
+    cr_assert_str_eq(ds.role_names[2], "caller");
+    uint8_t want_roles[4] = {1, 2, 1, 0}; /* planner, caller, planner, summarizer */
+    for (int i = 0; i < 4; i++) cr_assert_eq(ds.role[i], want_roles[i], "role[%d]", i);
+    const Piece ex0[] = {{"<|user|>\nq\n<|planner|>\n", 0, 0}, {"p1\n", 1, 1}};
+    assert_example(&ds, 0, ex0, 2);
+    const Piece ex1[] = {{"<|user|>\nq\n<|planner|>\np1\n", 0, 1}, {"<|caller|>\n", 0, 0},
+                         {"c\n", 1, 1}};
+    assert_example(&ds, 1, ex1, 3);
+    const Piece ex3[] = {{"<|user|>\nq\n<|planner|>\np1\n", 0, 1},
+                         {"<|caller|>\nc\n", 0, 1},
+                         {"<|observation|>\no\n<|planner|>\np2\n", 0, 1},
+                         {"<|summarizer|>\n", 0, 0},
+                         {"s\n", 1, 1}};
+    assert_example(&ds, 3, ex3, 5);
+    dataset_close(&ds);
+
+    /* one role only: the others are context (no EOS after them), every listed
+     * name still gets its id */
+    o.train_roles = "caller,planner";
+    cr_assert_eq(data_build_stats(&o, &st), 0, "%s", err_msg());
+    cr_assert_eq(st.docs, 3);
+    cr_assert_eq(dataset_open(&ds, p.out), 0, "%s", err_msg());
+    cr_assert_eq(ds.n_roles, 2);
+    cr_assert_str_eq(ds.role_names[0], "caller");
+    dataset_close(&ds);
+    o.train_roles = "summarizer,judge";
+    cr_assert_eq(data_build_stats(&o, &st), 0, "%s", err_msg());
+    cr_assert_eq(st.docs, 1);
+    cr_assert_eq(dataset_open(&ds, p.out), 0, "%s", err_msg());
+    cr_assert_eq(ds.n_roles, 2);
+    cr_assert_str_eq(ds.role_names[1], "judge");
+    const Piece only[] = {{"<|user|>\nq\n<|planner|>\np1\n<|caller|>\nc\n<|observation|>\no\n"
+                           "<|planner|>\np2\n<|summarizer|>\n", 0, 0},
+                          {"s\n", 1, 1}};
+    assert_example(&ds, 0, only, 2);
+    dataset_close(&ds);
+    rm_rf(p.dir);
+}
+
+Test(chat, train_roles_truncate_from_the_left_and_refuse_bad_input) {
+    Paths p = tmp_paths();
+    write_text(p.in, AGENT_LINE);
+    BuildOptions o = opts(&p, SCHEMA_SFT);
+    o.train_roles = "planner,caller,summarizer";
+    o.max_len = 8; /* "s\n" + EOS = 3: the last 5 context tokens stay */
+    BuildStats st;
+    cr_assert_eq(data_build_stats(&o, &st), 0, "%s", err_msg());
+    cr_assert_eq(st.docs, 4);
+    cr_assert_eq(st.truncated, 4);
+    Dataset ds;
+    cr_assert_eq(dataset_open(&ds, p.out), 0, "%s", err_msg());
+    const Piece want[] = {{"er|>\n", 0, 0}, {"s\n", 1, 1}};
+    assert_example(&ds, 3, want, 2);
+    dataset_close(&ds);
+    o.max_len = 0;
+
+    char where[600];
+    snprintf(where, sizeof where, "%s:1:", p.in);
+    write_text(p.in, "{\"messages\": [{\"role\": \"user\", \"content\": \"q\"},"
+                     " {\"role\": \"assistant\", \"content\": \"a\"}]}\n");
+    BUILD_FAILS(&o, where, "no turn of a trained role (planner, caller, summarizer)");
+    write_text(p.in, "{\"messages\": [{\"role\": \"bad role\", \"content\": \"q\"}]}\n");
+    BUILD_FAILS(&o, where, "role 'bad role' is not a name");
+    write_text(p.in, "{\"prompt\": \"a\", \"completion\": \"b\"}\n");
+    BUILD_FAILS(&o, where, "with train_roles every line is a chat conversation");
+    write_text(p.in, AGENT_LINE);
+    o.train_roles = "planner,planner";
+    BUILD_FAILS(&o, "'planner' is listed twice");
+    o.train_roles = "planner,,caller";
+    BUILD_FAILS(&o, "'' is not a role name");
+    o.train_roles = "planner";
+    o.role_field = "role";
+    BUILD_FAILS(&o, "train_roles and role_field 'role' both set the role column");
+    o.role_field = NULL;
+    o.schema = SCHEMA_LM;
+    BUILD_FAILS(&o, "only sft datasets are built from chat turns");
+    /* without train_roles such roles stay refused, with a hint */
+    o.schema = SCHEMA_SFT;
+    o.train_roles = NULL;
+    BUILD_FAILS(&o, "role 'planner' is not one of system, user, assistant", "--train-roles");
+    rm_rf(p.dir);
+}
+
 /* ------------------------------------------------------------ truncation */
 
 Test(truncate, keeps_prompt_end_and_completion_start) {
