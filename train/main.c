@@ -17,8 +17,10 @@
 #include "data/h5data.h"
 #include "data/inspect.h"
 #include "data/tokenizer.h"
+#include "eval/agent.h"
 #include "eval/generate.h"
 #include "eval/generate_io.h"
+#include "eval/pairs.h"
 #include "train/backend.h"
 #include "train/commands.h"
 #include "train/config.h"
@@ -42,12 +44,14 @@ static void usage_main(FILE *f) {
             "commands:\n"
             "  train        train or fine-tune a model from a YAML config\n"
             "  stages       multi-stage training (GLPFT: global, then one model per role)\n"
+            "  agent        tool-use agents (α-UMi): make data, run the planner/caller/summarizer loop\n"
             "  data build   turn text or JSONL into an HDF5 dataset (lm, sft, pref)\n"
             "  data inspect / validate   look into / check an HDF5 dataset\n"
             "  generate     sample text from a checkpoint (text, JSONL, or a kd dataset)\n"
             "  eval         BLEU, chrF, exact match, ROUGE-L, perplexity over a JSONL\n"
             "  export       merge a LoRA adapter into its base model\n"
             "  dpo precompute-ref   store a reference model's log-probs in a pref file\n"
+            "  pairs        preference pairs from a model's scored samples (pref dataset)\n"
             "  tokenizer    train a byte-level BPE, or encode text with one\n"
             "  version      print the version\n\n"
             "Run `retort <command> --help` for the options of a command.\n",
@@ -170,6 +174,10 @@ static void usage_data_build(FILE *f) {
             "(GLPFT)\n"
             "      --task-field NAME      string field tagging each sft example with a task "
             "(multi-task)\n"
+            "      --train-roles LIST     sft chat: one example per turn of these roles (e.g.\n"
+            "                             planner,caller,summarizer; default assistant); the "
+            "role\n"
+            "                             column holds the turn's role, ids in LIST order\n"
             "      --max-len N            sft: truncate to N tokens, keeping the end of the "
             "prompt and\n"
             "                             the start of the completion (default 0 = off)\n"
@@ -228,7 +236,7 @@ static int cmd_data(int argc, char **argv) {
         {"quiet", no_argument, 0, 'q'},         {"help", no_argument, 0, 'h'},
         {"messages-field", required_argument, 0, 'M'}, {"chat-template", required_argument, 0, 'H'},
         {"role-field", required_argument, 0, 'R'}, {"max-len", required_argument, 0, 'L'},
-        {"task-field", required_argument, 0, 'K'},
+        {"task-field", required_argument, 0, 'K'}, {"train-roles", required_argument, 0, 'G'},
         {"chosen-field", required_argument, 0, 'c'}, {"rejected-field", required_argument, 0, 'r'},
         {0, 0, 0, 0}};
     BuildOptions o = {0};
@@ -255,6 +263,7 @@ static int cmd_data(int argc, char **argv) {
         case 'H': o.chat_template = optarg; break;
         case 'R': o.role_field = optarg; break;
         case 'K': o.task_field = optarg; break;
+        case 'G': o.train_roles = optarg; break;
         case 'L': o.max_len = atoll(optarg); break;
         case 'c': o.chosen_field = optarg; break;
         case 'r': o.rejected_field = optarg; break;
@@ -512,7 +521,9 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "eval")) return cmd_eval(argc - 1, argv + 1);
     if (!strcmp(cmd, "export")) return cmd_export(argc - 1, argv + 1);
     if (!strcmp(cmd, "dpo")) return cmd_dpo(argc - 1, argv + 1);
+    if (!strcmp(cmd, "pairs")) return cmd_pairs(argc - 1, argv + 1);
     if (!strcmp(cmd, "stages")) return cmd_stages(argc - 1, argv + 1);
+    if (!strcmp(cmd, "agent")) return cmd_agent(argc - 1, argv + 1);
     fprintf(stderr, "retort: unknown command '%s'\n\n", cmd);
     usage_main(stderr);
     return 2;

@@ -1,0 +1,407 @@
+/* tests/test_pairs.c — `retort pairs` (eval/pairs.h):
+ *   - the exact scorer extracts the first capture group (PCRE2 and POSIX),
+ *     the whole match without a group, the whole text without a pattern, and
+ *     scores an unparseable completion 0;
+ *   - gold-likelihood equals the mean of log-softmax(logits)[gold token] over
+ *     the gold tokens, recomputed here row by row from gpt_logits (an
+ *     independent path: unbatched, no targets, our own log-softmax), with an
+ *     answer prefix, a final EOS and a row cut to the context;
+ *   - pairing: best-worst (first best, last worst, ties skipped, margin) and
+ *     all pairs with a margin;
+ *   - the whole job: duplicates dropped, pref rows as expected (prompt without
+ *     EOS, completions + EOS) through pref_dataset_open, the external scorer,
+ *     sampled completions scored by gold-likelihood and paired best vs worst,
+ *     and bad input named by file:line with nothing left at the output. */
+#include <criterion/criterion.h>
+
+#include <math.h>
+
+#include "data/h5data.h"
+#include "data/tokenizer.h"
+#include "eval/generate_io.h"
+#include "eval/pairs.h"
+#include "tests/testutil.h"
+#include "train/backend.h"
+#include "train/model.h"
+
+static GPT *tiny_model(uint64_t seed, int ctx) {
+    GPTConfig cfg = {2, 4, 32, 257, ctx, 1e-5f};
+    GPT *m = gpt_create(&cfg, backend_cpu());
+    cr_assert_not_null(m, "%s", err_msg());
+    gpt_init_random(m, seed);
+    gpt_set_train_mode(m, 0);
+    return m;
+}
+
+static void write_text(const char *path, const char *text) {
+    FILE *f = fopen(path, "w");
+    cr_assert_not_null(f);
+    fputs(text, f);
+    fclose(f);
+}
+
+/* The decoded text of part p of pair i. */
+static char *pref_text(const Tokenizer *tok, const PrefPart *p, int64_t i, int *ends_eos) {
+    int64_t a = p->offsets[i], b = p->offsets[i + 1];
+    *ends_eos = b > a && p->tokens[b - 1] == (uint32_t)tok->eos_id;
+    return tokenizer_decode(tok, p->tokens + a, (b - a) - (*ends_eos ? 1 : 0));
+}
+
+/* ------------------------------------------------------------ exact match */
+
+Test(pairs, exact_match_extracts_the_first_group) {
+    AnswerMatcher *pc = answer_matcher_new(";\\s*(\\d+)", 0);
+    cr_assert_not_null(pc, "%s", err_msg());
+    char *a = answer_extract(pc, "1+2=3,3+4=7; 7 and ;9");
+    cr_expect_str_eq(a, "7");
+    free(a);
+    int parsed = -1;
+    cr_expect_float_eq(exact_match_score(pc, "1+2=3;  12 ", " 12\n", &parsed), 1.0, 0);
+    cr_expect_eq(parsed, 1);
+    cr_expect_float_eq(exact_match_score(pc, "1+2=3;13", "12", &parsed), 0.0, 0);
+    cr_expect_eq(parsed, 1, "a wrong answer is parsed");
+    cr_expect_float_eq(exact_match_score(pc, "no answer here", "12", &parsed), 0.0, 0);
+    cr_expect_eq(parsed, 0, "unparseable");
+    answer_matcher_free(pc);
+
+    AnswerMatcher *px = answer_matcher_new("answer: ([0-9]+)", 1);
+    cr_assert_not_null(px, "%s", err_msg());
+    cr_expect_float_eq(exact_match_score(px, "so the answer: 42.", "42", &parsed), 1.0, 0);
+    cr_expect_float_eq(exact_match_score(px, "answer: x", "42", &parsed), 0.0, 0);
+    cr_expect_eq(parsed, 0);
+    answer_matcher_free(px);
+
+    AnswerMatcher *whole = answer_matcher_new("[0-9]+", 0); /* no group: the whole match */
+    a = answer_extract(whole, "abc 314 15");
+    cr_expect_str_eq(a, "314");
+    free(a);
+    answer_matcher_free(whole);
+
+    AnswerMatcher *none = answer_matcher_new(NULL, 0); /* no pattern: the stripped text */
+    cr_expect_float_eq(exact_match_score(none, "  Paris\n", "Paris", NULL), 1.0, 0);
+    cr_expect_float_eq(exact_match_score(none, "Paris.", "Paris", NULL), 0.0, 0);
+    answer_matcher_free(none);
+
+    cr_expect_null(answer_matcher_new("(unclosed", 0));
+    cr_expect(strstr(err_msg(), "PCRE2"), "%s", err_msg());
+    cr_expect_null(answer_matcher_new("(unclosed", 1));
+    cr_expect(strstr(err_msg(), "POSIX"), "%s", err_msg());
+}
+
+/* -------------------------------------------------------- gold-likelihood */
+
+/* log p(row[j+1] | row[0..j]) averaged over the last G tokens of row[0:L],
+ * from full logits of one unbatched forward and a log-softmax done here. */
+static double reference_gold_score(GPT *m, const int *row, int L, int G) {
+    int V = gpt_config(m)->vocab_size, T = L - 1;
+    int *tg = xmalloc((size_t)T * sizeof(int));
+    for (int j = 0; j < T; j++) tg[j] = -1;
+    float *lp = xmalloc((size_t)T * sizeof(float));
+    float *logits = xmalloc((size_t)T * V * sizeof(float));
+    gpt_forward(m, row, tg, 1, T, lp);
+    gpt_logits(m, logits);
+    double s = 0;
+    for (int j = L - 1 - G; j < T; j++) {
+        const float *x = logits + (size_t)j * V;
+        double mx = x[0], z = 0;
+        for (int v = 1; v < V; v++) mx = x[v] > mx ? x[v] : mx;
+        for (int v = 0; v < V; v++) z += exp((double)x[v] - mx);
+        s += (double)x[row[j + 1]] - mx - log(z);
+    }
+    free(tg);
+    free(lp);
+    free(logits);
+    return s / G;
+}
+
+static int bytes_row(int *row, const char *const *parts, int n_parts) {
+    int L = 0;
+    for (int p = 0; p < n_parts; p++)
+        for (const char *c = parts[p]; *c; c++) row[L++] = (unsigned char)*c;
+    return L;
+}
+
+Test(pairs, gold_likelihood_matches_a_manual_log_softmax) {
+    GPT *m = tiny_model(11, 32);
+    Tokenizer *tok = tokenizer_bytes();
+    const char *comps[3] = {"4+5=9,9+1=10", "x", "a much longer rationale than fits"};
+    double got[3];
+    cr_assert_eq(gold_likelihood_scores(m, tok, "4+5+1=", comps, 3, ";", "10", 0, got), 0, "%s",
+                 err_msg());
+    int row[128];
+    for (int k = 0; k < 3; k++) {
+        const char *parts[4] = {"4+5+1=", comps[k], ";", "10"};
+        int L = bytes_row(row, parts, 4);
+        int start = L - 1 > 32 ? L - 1 - 32 : 0; /* the row keeps its last ctx + 1 tokens */
+        double want = reference_gold_score(m, row + start, L - start, 2);
+        cr_expect(fabs(got[k] - want) < 1e-4, "completion %d: %.6f vs %.6f", k, got[k], want);
+        cr_expect(got[k] < 0);
+    }
+    /* EOS after the answer is one more scored token; no prefix */
+    double with_eos;
+    cr_assert_eq(gold_likelihood_scores(m, tok, "4+5+1=", comps, 1, NULL, "10", 1, &with_eos), 0);
+    const char *parts[3] = {"4+5+1=", comps[0], "10"};
+    int L = bytes_row(row, parts, 3);
+    row[L++] = tok->eos_id;
+    cr_expect(fabs(with_eos - reference_gold_score(m, row, L, 3)) < 1e-4);
+    /* nothing before the answer: it is scored after EOS */
+    const char *empty[1] = {""};
+    double e;
+    cr_assert_eq(gold_likelihood_scores(m, tok, "", empty, 1, NULL, "7", 0, &e), 0);
+    int r2[2] = {tok->eos_id, '7'};
+    cr_expect(fabs(e - reference_gold_score(m, r2, 2, 1)) < 1e-4);
+    /* errors */
+    cr_expect_eq(gold_likelihood_scores(m, tok, "p", comps, 1, NULL, "", 0, &e), -1);
+    cr_expect(strstr(err_msg(), "empty"), "%s", err_msg());
+    char long_gold[64];
+    memset(long_gold, '1', 40);
+    long_gold[40] = '\0';
+    cr_expect_eq(gold_likelihood_scores(m, tok, "p", comps, 1, NULL, long_gold, 0, &e), -1);
+    cr_expect(strstr(err_msg(), "context"), "%s", err_msg());
+    tokenizer_free(tok);
+    gpt_free(m);
+}
+
+/* ---------------------------------------------------------------- pairing */
+
+Test(pairs, best_worst_and_all_pairs) {
+    int p[16][2];
+    int64_t skipped;
+    double s1[5] = {0.5, 1.0, -2.0, 1.0, -2.0};
+    cr_assert_eq(pairs_select(s1, 5, PAIRING_BEST_WORST, 0, p, &skipped), 1);
+    cr_expect_eq(p[0][0], 1, "first of the tied best");
+    cr_expect_eq(p[0][1], 4, "last of the tied worst");
+    cr_expect_eq(skipped, 0);
+    double tie[3] = {1, 1, 1};
+    cr_expect_eq(pairs_select(tie, 3, PAIRING_BEST_WORST, 0, p, &skipped), 0);
+    cr_expect_eq(skipped, 1, "a tied prompt is skipped");
+    cr_expect_eq(pairs_select(s1, 5, PAIRING_BEST_WORST, 3.0, p, &skipped), 0, "3 is not > 3");
+    cr_expect_eq(skipped, 1);
+    cr_expect_eq(pairs_select(s1, 1, PAIRING_BEST_WORST, 0, p, &skipped), 0);
+    cr_expect_eq(skipped, 0, "one completion: nothing to pair, not a tie");
+
+    double s2[4] = {0.0, 1.0, 0.25, 1.0};
+    int n = pairs_select(s2, 4, PAIRING_ALL, 0.5, p, &skipped);
+    /* (0,1) d=-1 -> (1,0); (0,2) 0.25 skip; (0,3) -> (3,0); (1,2) 0.75 -> (1,2);
+     * (1,3) 0 skip; (2,3) -0.75 -> (3,2) */
+    int want[4][2] = {{1, 0}, {3, 0}, {1, 2}, {3, 2}};
+    cr_assert_eq(n, 4);
+    for (int i = 0; i < 4; i++) {
+        cr_expect_eq(p[i][0], want[i][0], "pair %d chosen", i);
+        cr_expect_eq(p[i][1], want[i][1], "pair %d rejected", i);
+    }
+    cr_expect_eq(skipped, 2);
+    cr_expect_eq(pairs_select(s2, 4, PAIRING_ALL, 0, p, &skipped), 5);
+    cr_expect_eq(skipped, 1, "only the exact tie (1,3)");
+}
+
+/* --------------------------------------------------------------- the job */
+
+static PairsJob read_job(const char *in, const char *out) {
+    PairsJob job = {0};
+    job.input = in;
+    job.output = out;
+    job.read_completions = 1;
+    job.gold_field = "answer";
+    job.answer_pattern = ";(\\d+)";
+    job.quiet = 1;
+    return job;
+}
+
+Test(pairs, exact_scorer_writes_deduplicated_pairs) {
+    char dir[256], in[512], out[512], dump[512];
+    make_temp_dir(dir, sizeof dir, "pairs");
+    snprintf(in, sizeof in, "%s/gen.jsonl", dir);
+    snprintf(out, sizeof out, "%s/pairs.h5", dir);
+    snprintf(dump, sizeof dump, "%s/dump.jsonl", dir);
+    write_text(in,
+               "{\"prompt\": \"1+2=\", \"answer\": 3, \"completions\": [\"x;4\", \"x;3\", \"x;3\", "
+               "\"junk\"]}\n"
+               "\n"
+               "{\"prompt\": \"2+2=\", \"answer\": \"4\", \"completions\": [\"y;5\", \"y;6\"]}\n"
+               "{\"prompt\": \"\", \"answer\": \"7\", \"completions\": [\"z;7\", \"z;7\", "
+               "\"\"]}\n");
+    Tokenizer *tok = tokenizer_bytes();
+    PairsJob job = read_job(in, out);
+    job.pairing = PAIRING_ALL;
+    job.dump = dump;
+    PairsStats st;
+    cr_assert_eq(pairs_build(NULL, NULL, tok, &job, &st), 0, "%s", err_msg());
+    cr_expect_eq(st.lines, 3);
+    cr_expect_eq(st.completions, 9);
+    cr_expect_eq(st.duplicates, 2);
+    cr_expect_eq(st.unparsed, 2, "\"junk\" and \"\"");
+    /* line 1: x;4 (0) x;3 (1) junk (0): (1,0) and (1,2), (0,2) tie;
+     * line 3: all 0; line 5: z;7 (1) "" (0): one pair */
+    cr_expect_eq(st.pairs, 3);
+    cr_expect_eq(st.skipped_ties, 2);
+    cr_expect_eq(st.prompts_without_pair, 1);
+    PrefDataset pd;
+    cr_assert_eq(pref_dataset_open(&pd, out), 0, "%s", err_msg());
+    cr_assert_eq(pd.n_pairs, 3);
+    cr_expect_eq(pd.vocab_size, 257);
+    const char *want[3][3] = {{"1+2=", "x;3", "x;4"}, {"1+2=", "x;3", "junk"}, {"", "z;7", ""}};
+    for (int i = 0; i < 3; i++) {
+        int e0, e1, e2;
+        char *p = pref_text(tok, &pd.prompt, i, &e0), *c = pref_text(tok, &pd.chosen, i, &e1),
+             *r = pref_text(tok, &pd.rejected, i, &e2);
+        cr_expect_str_eq(p, want[i][0], "pair %d prompt", i);
+        cr_expect_str_eq(c, want[i][1], "pair %d chosen", i);
+        cr_expect_str_eq(r, want[i][2], "pair %d rejected", i);
+        cr_expect(!e0 && e1 && e2, "prompt without EOS, completions with (pair %d)", i);
+        free(p);
+        free(c);
+        free(r);
+    }
+    pref_dataset_close(&pd);
+    size_t len;
+    char *d = read_file(dump, &len);
+    cr_assert_not_null(d);
+    cr_expect(strstr(d, "\"line\":4"), "the dump names input lines: %s", d);
+    cr_expect(strstr(d, "\"pairs\":[[1,0],[1,2]]"), "%s", d);
+    free(d);
+    tokenizer_free(tok);
+    rm_rf(dir);
+}
+
+Test(pairs, external_scores_and_their_errors) {
+    char dir[256], in[512], out[512], sc[512];
+    make_temp_dir(dir, sizeof dir, "pairsx");
+    snprintf(in, sizeof in, "%s/gen.jsonl", dir);
+    snprintf(out, sizeof out, "%s/pairs.h5", dir);
+    snprintf(sc, sizeof sc, "%s/scores.jsonl", dir);
+    write_text(in, "{\"prompt\": \"q1\", \"completions\": [\"a\", \"b\", \"a\", \"c\"]}\n"
+                   "{\"prompt\": \"q2\", \"completions\": [\"d\", \"e\"]}\n");
+    write_text(sc, "{\"scores\": [0.5, 0.1, 9, 0.9]}\n{\"scores\": [2, 2]}\n");
+    Tokenizer *tok = tokenizer_bytes();
+    PairsJob job = read_job(in, out);
+    job.scorer = SCORER_EXTERNAL;
+    job.scores_path = sc;
+    PairsStats st;
+    cr_assert_eq(pairs_build(NULL, NULL, tok, &job, &st), 0, "%s", err_msg());
+    cr_expect_eq(st.duplicates, 1);
+    cr_expect_eq(st.pairs, 1);
+    cr_expect_eq(st.skipped_ties, 1, "q2 ties");
+    PrefDataset pd;
+    cr_assert_eq(pref_dataset_open(&pd, out), 0, "%s", err_msg());
+    int e;
+    char *c = pref_text(tok, &pd.chosen, 0, &e), *r = pref_text(tok, &pd.rejected, 0, &e);
+    cr_expect_str_eq(c, "c", "the repeated \"a\" keeps its first score 0.5, not 9");
+    cr_expect_str_eq(r, "b");
+    free(c);
+    free(r);
+    pref_dataset_close(&pd);
+    remove(out);
+
+    write_text(sc, "{\"scores\": [0.5, 0.1, 9, 0.9]}\n{\"scores\": [2]}\n");
+    cr_expect_eq(pairs_build(NULL, NULL, tok, &job, &st), -1);
+    cr_expect(strstr(err_msg(), "scores.jsonl:2") && strstr(err_msg(), "gen.jsonl:2"), "%s",
+              err_msg());
+    cr_expect(access(out, F_OK) != 0, "no output after an error");
+    write_text(sc, "{\"scores\": [0.5, 0.1, 9, 0.9]}\n");
+    cr_expect_eq(pairs_build(NULL, NULL, tok, &job, &st), -1);
+    cr_expect(strstr(err_msg(), "ends before"), "%s", err_msg());
+    write_text(sc, "{\"scores\": [0.5, 0.1, 9, 0.9]}\n{\"scores\": [1, 2]}\n{\"scores\": []}\n");
+    cr_expect_eq(pairs_build(NULL, NULL, tok, &job, &st), -1);
+    cr_expect(strstr(err_msg(), "scores.jsonl:3"), "%s", err_msg());
+    tokenizer_free(tok);
+    rm_rf(dir);
+}
+
+Test(pairs, bad_input_is_named_by_file_and_line) {
+    char dir[256], in[512], out[512];
+    make_temp_dir(dir, sizeof dir, "pairsbad");
+    snprintf(in, sizeof in, "%s/in.jsonl", dir);
+    snprintf(out, sizeof out, "%s/pairs.h5", dir);
+    Tokenizer *tok = tokenizer_bytes();
+    PairsJob job = read_job(in, out);
+    PairsStats st;
+    const char *cases[][2] = {
+        {"{\"prompt\": \"q\", \"answer\": \"1\", \"completions\": [\"a;1\", \"b\"]}\n[1, 2]\n",
+         "in.jsonl:2: not a JSON object"},
+        {"\n{\"answer\": \"1\", \"completions\": []}\n", "in.jsonl:2: field 'prompt'"},
+        {"{\"prompt\": \"q\", \"completions\": [\"a\"]}\n", "in.jsonl:1: gold answer field"},
+        {"{\"prompt\": \"q\", \"answer\": \"1\", \"completions\": [\"a\", 3]}\n",
+         "in.jsonl:1: completions[1]"},
+        {"{\"prompt\": \"q\", \"answer\": \"1\", \"completions\": [\"a\", \"b\"]}\n",
+         "no pair was made"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        write_text(in, cases[i][0]);
+        cr_expect_eq(pairs_build(NULL, NULL, tok, &job, &st), -1, "case %zu", i);
+        cr_expect(strstr(err_msg(), cases[i][1]), "case %zu: %s", i, err_msg());
+        cr_expect(access(out, F_OK) != 0, "case %zu: no output", i);
+    }
+    job.read_completions = 0;
+    cr_expect_eq(pairs_build(NULL, NULL, tok, &job, &st), -1, "sampling without a model");
+    tokenizer_free(tok);
+    rm_rf(dir);
+}
+
+Test(pairs, sampled_completions_scored_by_gold_likelihood) {
+    char dir[256], in[512], out[512];
+    make_temp_dir(dir, sizeof dir, "pairss");
+    snprintf(in, sizeof in, "%s/in.jsonl", dir);
+    snprintf(out, sizeof out, "%s/pairs.h5", dir);
+    write_text(in, "{\"prompt\": \"3+4=\", \"answer\": \"7\"}\n{\"prompt\": \"ab\", \"answer\": 12}\n");
+    GPT *m = tiny_model(5, 48);
+    Tokenizer *tok = tokenizer_bytes();
+    PairsJob job = {0};
+    job.input = in;
+    job.output = out;
+    job.scorer = SCORER_GOLD_LIKELIHOOD;
+    job.answer_prefix = ";";
+    job.quiet = 1;
+    job.gen.sample = (SampleOptions){6, 1.0, 0, 1.0, tok->eos_id, NULL, NULL};
+    job.gen.samples = 5;
+    job.gen.seed = 99;
+    job.gen.quiet = 1;
+    PairsStats st;
+    cr_assert_eq(pairs_build(m, m, tok, &job, &st), 0, "%s", err_msg());
+    cr_expect_eq(st.lines, 2);
+    cr_expect_eq(st.completions, 10);
+    /* the same samples and scores, computed here, give the same best and worst */
+    PrefDataset pd;
+    cr_assert_eq(pref_dataset_open(&pd, out), 0, "%s", err_msg());
+    const char *prompts[2] = {"3+4=", "ab"}, *golds[2] = {"7", "12"};
+    int64_t pair = 0;
+    for (int line = 0; line < 2; line++) {
+        char **texts;
+        int n = generate_texts(m, tok, &job.gen, prompts[line], line + 1, &texts);
+        cr_assert_eq(n, 5);
+        char *uniq[5];
+        int u = 0;
+        for (int k = 0; k < n; k++) {
+            int dup = 0;
+            for (int i = 0; i < u; i++) dup |= !strcmp(uniq[i], texts[k]);
+            if (!dup) uniq[u++] = texts[k];
+        }
+        double s[5];
+        cr_assert_eq(gold_likelihood_scores(m, tok, prompts[line], (const char *const *)uniq, u,
+                                            ";", golds[line], 0, s), 0);
+        int best = 0, worst = u - 1;
+        for (int k = 0; k < u; k++) best = s[k] > s[best] ? k : best;
+        for (int k = u - 1; k >= 0; k--) worst = s[k] < s[worst] ? k : worst;
+        if (s[best] > s[worst]) {
+            int e;
+            char *c = pref_text(tok, &pd.chosen, pair, &e), *r = pref_text(tok, &pd.rejected,
+                                                                            pair, &e);
+            char *p = pref_text(tok, &pd.prompt, pair, &e);
+            cr_expect_str_eq(p, prompts[line]);
+            cr_expect_str_eq(c, uniq[best], "line %d chosen", line + 1);
+            cr_expect_str_eq(r, uniq[worst], "line %d rejected", line + 1);
+            free(c);
+            free(r);
+            free(p);
+            pair++;
+        }
+        for (int k = 0; k < n; k++) free(texts[k]);
+        free(texts);
+    }
+    cr_expect_eq(pd.n_pairs, pair);
+    cr_expect_eq(st.pairs, pair);
+    pref_dataset_close(&pd);
+    tokenizer_free(tok);
+    gpt_free(m);
+    rm_rf(dir);
+}

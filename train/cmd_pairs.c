@@ -1,0 +1,206 @@
+/* train/cmd_pairs.c — `retort pairs`: preference pairs from a model's own
+ * samples (or from completions written earlier), scored by exact match, by
+ * the likelihood of the gold answer (COLLATE), or by an external file. The
+ * work is in eval/pairs.c; this file parses options and loads models. */
+#include <cblas.h>
+#include <getopt.h>
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "data/tokenizer.h"
+#include "eval/pairs.h"
+#include "train/backend.h"
+#include "train/model_io.h"
+#include "train/util.h"
+
+static void usage_pairs(FILE *f) {
+    fprintf(f,
+            "usage: retort pairs --model DIR --input FILE.jsonl --out PAIRS.h5 [options]\n"
+            "       retort pairs --read-completions --input GEN.jsonl --scorer external "
+            "--scores S.jsonl --out PAIRS.h5\n\n"
+            "For each JSONL line, samples --samples completions of its prompt (or reads\n"
+            "them from the line's \"completions\", as `retort generate --out x.jsonl` writes\n"
+            "them), drops repeated texts, scores each completion and writes chosen/rejected\n"
+            "pairs to a pref dataset (prompt without EOS; completions + EOS) for DPO.\n\n"
+            "scorers (--scorer):\n"
+            "  exact            1 if the answer in the completion equals the gold answer\n"
+            "                   (--gold-field; both stripped), else 0. The answer is the first\n"
+            "                   capture group of --answer-pattern (the whole match without a\n"
+            "                   group; the whole completion without a pattern); no match = 0\n"
+            "  gold-likelihood  mean log-prob of the gold answer's tokens after prompt +\n"
+            "                   completion + --answer-prefix, under --scorer-model (default:\n"
+            "                   the sampling model) — COLLATE's rationale score\n"
+            "  external         one JSONL line per input line, {\"scores\": [x0, x1, ...]},\n"
+            "                   one number per completion of that line (--scores FILE;\n"
+            "                   needs --read-completions)\n\n"
+            "pairing (--pairing):\n"
+            "  best-worst       highest vs lowest score per prompt; skipped when they differ\n"
+            "                   by no more than --margin (default 0: exact ties) [default]\n"
+            "  all              every pair of completions whose scores differ by > --margin\n\n"
+            "options:\n"
+            "  -m, --model DIR           the sampling model (and default scorer)\n"
+            "      --scorer-model DIR    the model that scores gold-likelihood\n"
+            "  -i, --input FILE          JSONL: prompt and gold answer per line\n"
+            "  -o, --out FILE.h5         the pref dataset (written to FILE.h5.tmp, renamed)\n"
+            "      --tokenizer SPEC      (default: bytes)\n"
+            "      --prompt-field NAME   (default: prompt)\n"
+            "      --gold-field NAME     gold answer: a string or integer (default: answer)\n"
+            "      --scorer NAME         exact, gold-likelihood or external (default: exact)\n"
+            "      --answer-pattern RE   exact: regex whose first group is the answer (PCRE2)\n"
+            "      --posix-regex         exact: the pattern is a POSIX extended regex\n"
+            "      --answer-prefix TEXT  gold-likelihood: text between completion and answer\n"
+            "      --gold-eos            gold-likelihood: also score EOS after the answer\n"
+            "      --scores FILE         external: the scores JSONL\n"
+            "      --read-completions    take completions from the input lines, don't sample\n"
+            "      --completions-field N (default: completions)\n"
+            "      --pairing NAME        best-worst or all (default: best-worst)\n"
+            "      --margin M            minimum score difference, exclusive (default 0)\n"
+            "      --samples N           completions sampled per prompt (default 4)\n"
+            "  -n, --max-new-tokens N    (default 64)\n"
+            "  -t, --temperature X       (default 1.0)\n"
+            "      --top-k K             (default 0 = off)\n"
+            "      --top-p P             (default 1 = off)\n"
+            "      --stop STR            end a completion where STR appears (repeatable)\n"
+            "      --seed S              sampling seed (default 1337)\n"
+            "      --dump FILE.jsonl     write each line's completions, scores and pairs\n"
+            "      --threads N           CPU threads\n"
+            "  -q, --quiet               no report\n"
+            "  -h, --help                this help\n");
+}
+
+static int fail(void) {
+    fprintf(stderr, "retort pairs: error: %s\n", err_msg());
+    return 1;
+}
+
+int cmd_pairs(int argc, char **argv) {
+    static const struct option opts[] = {
+        {"model", required_argument, 0, 'm'},          {"scorer-model", required_argument, 0, 'M'},
+        {"input", required_argument, 0, 'i'},          {"out", required_argument, 0, 'o'},
+        {"tokenizer", required_argument, 0, 'T'},      {"prompt-field", required_argument, 0, 'P'},
+        {"gold-field", required_argument, 0, 'G'},     {"scorer", required_argument, 0, 'S'},
+        {"answer-pattern", required_argument, 0, 'a'}, {"posix-regex", no_argument, 0, 'x'},
+        {"answer-prefix", required_argument, 0, 'A'},  {"gold-eos", no_argument, 0, 'E'},
+        {"scores", required_argument, 0, 'c'},         {"read-completions", no_argument, 0, 'r'},
+        {"completions-field", required_argument, 0, 'C'}, {"pairing", required_argument, 0, 'p'},
+        {"margin", required_argument, 0, 'g'},         {"samples", required_argument, 0, 'N'},
+        {"max-new-tokens", required_argument, 0, 'n'}, {"temperature", required_argument, 0, 't'},
+        {"top-k", required_argument, 0, 'k'},          {"top-p", required_argument, 0, 'u'},
+        {"stop", required_argument, 0, 'X'},           {"seed", required_argument, 0, 's'},
+        {"dump", required_argument, 0, 'd'},           {"threads", required_argument, 0, 'j'},
+        {"quiet", no_argument, 0, 'q'},                {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0}};
+    PairsJob job = {0};
+    job.gen.sample = (SampleOptions){64, 1.0, 0, 1.0, -1, NULL, NULL};
+    job.gen.samples = 4;
+    job.gen.seed = 1337;
+    job.gen.quiet = 1;
+    const char *model_dir = NULL, *scorer_dir = NULL, *tok_spec = "bytes";
+    int c;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "m:i:o:n:t:qh", opts, NULL)) != -1) {
+        switch (c) {
+        case 'm': model_dir = optarg; break;
+        case 'M': scorer_dir = optarg; break;
+        case 'i': job.input = optarg; break;
+        case 'o': job.output = optarg; break;
+        case 'T': tok_spec = optarg; break;
+        case 'P': job.prompt_field = optarg; break;
+        case 'G': job.gold_field = optarg; break;
+        case 'S':
+            if (pair_scorer_from_name(optarg, &job.scorer) != 0) return fail();
+            break;
+        case 'a': job.answer_pattern = optarg; break;
+        case 'x': job.posix_regex = 1; break;
+        case 'A': job.answer_prefix = optarg; break;
+        case 'E': job.gold_eos = 1; break;
+        case 'c': job.scores_path = optarg; break;
+        case 'r': job.read_completions = 1; break;
+        case 'C': job.completions_field = optarg; break;
+        case 'p':
+            if (pairing_from_name(optarg, &job.pairing) != 0) return fail();
+            break;
+        case 'g': job.margin = atof(optarg); break;
+        case 'N': job.gen.samples = atoi(optarg); break;
+        case 'n': job.gen.sample.max_new_tokens = atoi(optarg); break;
+        case 't': job.gen.sample.temperature = atof(optarg); break;
+        case 'k': job.gen.sample.top_k = atoi(optarg); break;
+        case 'u': job.gen.sample.top_p = atof(optarg); break;
+        case 'X':
+            if (job.gen.n_stop == GENERATE_MAX_STOPS || !optarg[0]) {
+                fprintf(stderr, "retort pairs: at most %d non-empty --stop strings\n",
+                        GENERATE_MAX_STOPS);
+                return 2;
+            }
+            job.gen.stop[job.gen.n_stop++] = optarg;
+            break;
+        case 's': job.gen.seed = (uint64_t)strtoull(optarg, NULL, 10); break;
+        case 'd': job.dump = optarg; break;
+        case 'j':
+            if (atoi(optarg) > 0) {
+                omp_set_num_threads(atoi(optarg));
+                openblas_set_num_threads(atoi(optarg));
+            }
+            break;
+        case 'q': job.quiet = 1; break;
+        case 'h': usage_pairs(stdout); return 0;
+        default: usage_pairs(stderr); return 2;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "retort pairs: unexpected argument '%s'\n", argv[optind]);
+        return 2;
+    }
+    if (!job.input || !job.output) {
+        fprintf(stderr, "retort pairs: --input and --out are required (see --help)\n");
+        return 2;
+    }
+    if (job.scorer == SCORER_EXTERNAL) job.read_completions = 1;
+    if (!job.read_completions && !model_dir) {
+        fprintf(stderr, "retort pairs: --model DIR is required to sample (or give "
+                        "--read-completions)\n");
+        return 2;
+    }
+    if (job.gen.sample.max_new_tokens < 1 || job.gen.sample.top_k < 0 ||
+        job.gen.sample.temperature < 0 || !(job.gen.sample.top_p > 0 && job.gen.sample.top_p <= 1)) {
+        fprintf(stderr, "retort pairs: --max-new-tokens must be >= 1, --top-k and --temperature "
+                        ">= 0, --top-p in (0, 1]\n");
+        return 2;
+    }
+    Tokenizer *tok = tokenizer_load(tok_spec);
+    if (!tok) return fail();
+    job.gen.sample.eos_id = tok->eos_id;
+    GPT *sampler = NULL, *scorer = NULL;
+    int rc = 0;
+    if (model_dir && !(job.read_completions && job.scorer != SCORER_GOLD_LIKELIHOOD) &&
+        !(sampler = model_load_hf(model_dir, backend_cpu())))
+        rc = -1;
+    if (rc == 0 && job.scorer == SCORER_GOLD_LIKELIHOOD) {
+        if (scorer_dir) rc = (scorer = model_load_hf(scorer_dir, backend_cpu())) ? 0 : -1;
+        else scorer = sampler;
+    }
+    if (sampler) gpt_set_train_mode(sampler, 0);
+    if (scorer) gpt_set_train_mode(scorer, 0);
+    PairsStats st;
+    if (rc == 0) rc = pairs_build(job.read_completions ? NULL : sampler, scorer, tok, &job, &st);
+    if (rc == 0 && !job.quiet) {
+        static const char *const names[] = {"exact", "gold-likelihood", "external"};
+        printf("pairs: %lld prompts, %lld completions (%lld duplicates dropped) -> %lld pairs "
+               "in %s (%.1f s)\n",
+               (long long)st.lines, (long long)st.completions, (long long)st.duplicates,
+               (long long)st.pairs, job.output, st.seconds);
+        printf("  scorer %s: mean score %.4f over %lld distinct completions", names[job.scorer],
+               st.scored ? st.score_sum / (double)st.scored : 0.0, (long long)st.scored);
+        if (job.scorer == SCORER_EXACT)
+            printf(", %lld with no answer matched", (long long)st.unparsed);
+        printf("\n  pairing %s (margin %g): %lld skipped ties, %lld prompts without a pair\n",
+               job.pairing == PAIRING_ALL ? "all" : "best-worst", job.margin,
+               (long long)st.skipped_ties, (long long)st.prompts_without_pair);
+    }
+    if (scorer && scorer != sampler) gpt_free(scorer);
+    gpt_free(sampler);
+    tokenizer_free(tok);
+    return rc == 0 ? 0 : fail();
+}
