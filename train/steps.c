@@ -200,6 +200,9 @@ int steps_setup(Trainer *t) {
         DpoLossType type;
         if (dpo_loss_type_from_name(c->dpo.loss_type, &type) != 0) return -1;
         const char *ref = c->dpo.reference[0] ? c->dpo.reference : c->model.init;
+        if (type == DPO_ROBUST && c->dpo.label_smoothing == 0 && !t->opt->quiet)
+            printf("note: dpo.loss_type robust with dpo.label_smoothing 0 is exactly the sigmoid "
+                   "loss; set label_smoothing to the assumed label-noise rate\n");
         if (type == DPO_SIMPO) {
             /* reference-free */
         } else if (!strcmp(ref, "precomputed")) {
