@@ -599,15 +599,19 @@ static hid_t open_readonly(const char *path) {
     return file;
 }
 
-int dataset_open(Dataset *ds, const char *path) {
-    memset(ds, 0, sizeof *ds);
+/* Copies path into dst (cap bytes) and opens the file read-only. */
+static hid_t open_named(char *dst, size_t cap, const char *path) {
     h5_quiet();
     size_t len = strlen(path);
-    if (len >= sizeof ds->path)
-        return err_set("dataset path is longer than %zu characters: %.80s...",
-                       sizeof ds->path - 1, path);
-    memcpy(ds->path, path, len + 1);
-    hid_t file = open_readonly(path);
+    if (len >= cap)
+        return err_set("dataset path is longer than %zu characters: %.80s...", cap - 1, path);
+    memcpy(dst, path, len + 1);
+    return open_readonly(path);
+}
+
+int dataset_open(Dataset *ds, const char *path) {
+    memset(ds, 0, sizeof *ds);
+    hid_t file = open_named(ds->path, sizeof ds->path, path);
     if (file < 0) return -1;
     int rc = dataset_read(ds, file);
     H5Fclose(file);
@@ -709,13 +713,7 @@ static int pref_read(PrefDataset *pd, hid_t file) {
 
 int pref_dataset_open(PrefDataset *pd, const char *path) {
     memset(pd, 0, sizeof *pd);
-    h5_quiet();
-    size_t len = strlen(path);
-    if (len >= sizeof pd->path)
-        return err_set("dataset path is longer than %zu characters: %.80s...",
-                       sizeof pd->path - 1, path);
-    memcpy(pd->path, path, len + 1);
-    hid_t file = open_readonly(path);
+    hid_t file = open_named(pd->path, sizeof pd->path, path);
     if (file < 0) return -1;
     int rc = pref_read(pd, file);
     H5Fclose(file);
