@@ -143,6 +143,10 @@ int loader_init_subset(DataLoader *dl, const Dataset *ds, int T, uint64_t seed, 
  * error set when the dataset has no role column or no such role. */
 int dataset_role_items(const Dataset *ds, const char *role, int64_t **items, int64_t *count);
 void loader_free(DataLoader *dl);
+/* The visiting order of one epoch, order[0..count): the identity, or a
+ * Fisher-Yates permutation from (seed, epoch) when shuffle (shared by the
+ * DataLoader and the preference-pair loader, so both shuffle alike). */
+void epoch_order(int64_t *order, int64_t count, uint64_t seed, int64_t epoch, int shuffle);
 void loader_seek(DataLoader *dl, int64_t epoch, int64_t pos);
 /* Fills B rows of inputs and targets (B*T ints each, host memory). Padding
  * inputs are eos_id; their targets are -1. */

@@ -18,18 +18,21 @@ int64_t dataset_num_items(const Dataset *ds, int T) {
     return ds->n_docs;
 }
 
-/* The visiting order of one epoch: identity, or Fisher-Yates from (seed, epoch). */
-static void build_order(DataLoader *dl) {
-    for (int64_t i = 0; i < dl->count; i++) dl->order[i] = i;
-    if (!dl->shuffle) return;
+void epoch_order(int64_t *order, int64_t count, uint64_t seed, int64_t epoch, int shuffle) {
+    for (int64_t i = 0; i < count; i++) order[i] = i;
+    if (!shuffle) return;
     Rng r;
-    rng_seed(&r, dl->seed * 1000003ULL + (uint64_t)dl->epoch);
-    for (int64_t i = dl->count - 1; i > 0; i--) {
+    rng_seed(&r, seed * 1000003ULL + (uint64_t)epoch);
+    for (int64_t i = count - 1; i > 0; i--) {
         int64_t j = (int64_t)rng_below(&r, (uint64_t)i + 1);
-        int64_t t = dl->order[i];
-        dl->order[i] = dl->order[j];
-        dl->order[j] = t;
+        int64_t t = order[i];
+        order[i] = order[j];
+        order[j] = t;
     }
+}
+
+static void build_order(DataLoader *dl) {
+    epoch_order(dl->order, dl->count, dl->seed, dl->epoch, dl->shuffle);
 }
 
 int loader_init(DataLoader *dl, const Dataset *ds, int T, uint64_t seed, int shuffle,

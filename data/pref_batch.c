@@ -68,19 +68,8 @@ int pref_pair_rows(const PrefDataset *pd, int64_t pair, int T, int max_prompt_le
     return s.truncated;
 }
 
-/* The visiting order of one epoch: identity, or Fisher-Yates from (seed,
- * epoch) — the same construction as DataLoader's (data/h5data.c). */
 static void build_order(PrefLoader *pl) {
-    for (int64_t i = 0; i < pl->count; i++) pl->order[i] = i;
-    if (!pl->shuffle) return;
-    Rng r;
-    rng_seed(&r, pl->seed * 1000003ULL + (uint64_t)pl->epoch);
-    for (int64_t i = pl->count - 1; i > 0; i--) {
-        int64_t j = (int64_t)rng_below(&r, (uint64_t)i + 1);
-        int64_t t = pl->order[i];
-        pl->order[i] = pl->order[j];
-        pl->order[j] = t;
-    }
+    epoch_order(pl->order, pl->count, pl->seed, pl->epoch, pl->shuffle);
 }
 
 int pref_loader_init(PrefLoader *pl, const PrefDataset *pd, int T, int max_prompt_len,
