@@ -1,16 +1,91 @@
 /* kernels/cuda/attention_decode.cu — causal attention over a key/value cache,
- * for generation (the twin of kernels/cpu/attention_decode.c).
+ * for generation (the twin of kernels/cpu/attention_decode.c). It computes
+ *     keys 0 .. pos+i of (b, h) for new query i:  s_j = scale q . k_j,
+ *     out = sum_j softmax(s)_j v_j,  scale = 1/sqrt(HS),  fp32 accumulation,
+ * after storing the n new tokens' k and v at positions pos .. pos+n-1.
+ * Caches are (B,NH,maxT,HS) bf16, qkv (B,n,3C), out (B,n,C).
  *
- * Two launches: the first stores the new tokens' k and v into the caches (so
- * that every query of the second launch sees all of them, whichever block
- * computes it); the second gives one block of 128 threads to each (row, head,
- * new query): scores for keys 0..pos+i into shared memory, a block max and
- * sum, then each thread owns output channels. Decoding reads the whole cache
- * once per token, so this is bandwidth-bound and simple on purpose. */
+ * Launches (all on retort_stream, so each sees the previous one's writes):
+ *   1. store_kv_kernel writes the new k and v into the caches, so every query
+ *      of launch 2 sees all of them, whichever block computes it;
+ *   2. decode_kernel: one block of 128 threads per (row, head, query, split),
+ *      flash-decoding style: the block streams over its range of keys with an
+ *      online softmax, so nothing grows with the context (the old kernel kept
+ *      the whole score row in shared memory and stopped at 12,256 tokens);
+ *   3. decode_combine_kernel, only when a query's keys are split over several
+ *      blocks: merges their partial results in split order.
+ *
+ * Coalescing: a group of G lanes (G = 4, 8, 16 or 32, the smallest power of
+ * two >= HS/8) reads one key row, lane l the 16-byte chunk of elements
+ * 8l .. 8l+7, and reduces the dot product with G-wide xor shuffles. The 32/G
+ * groups of a warp take consecutive keys, and consecutive key rows are
+ * adjacent in the cache, so one load instruction of a warp reads 32 x 16 = 512
+ * contiguous bytes (HS = 64: four 128-byte rows). V rows are read the same way,
+ * and each lane accumulates p_j v_j for its own 8 output channels. (The old
+ * kernel gave each thread a whole key row: 32 rows HS x 2 bytes apart per
+ * warp load.) When HS % 8 != 0 or a buffer is not 16-byte aligned, lane l
+ * reads elements l, l+G, .., l+7G one bf16 at a time instead (the scalar
+ * path); still consecutive lanes on consecutive elements.
+ *
+ * Tile geometry: GROUPS = 128/G key groups per block, each doing UNROLL = 4
+ * keys per step (all 8 loads of a step issued before any use, to keep bytes
+ * in flight), so a block step covers 128/G x 4 keys: 128, 64, 32, 16 keys for
+ * G = 4, 8, 16, 32. Group g of a step starting at key base takes keys
+ * base + g + u GROUPS, u = 0..3. Each group keeps its own running state, in
+ * the log2 domain (q is pre-multiplied by scale * log2(e), so exp is exp2):
+ *     m' = max(m, s_u),  alpha = 2^(m - m'),  l' = alpha l + sum_u 2^(s_u - m'),
+ *     acc' = alpha acc + sum_u 2^(s_u - m') v_u          (FlashAttention-2)
+ * with no barrier inside the loop. At the end the groups are merged: block
+ * max M, each group scaled by 2^(m - M), then summed (xor butterfly across the
+ * groups of a warp, then the 4 warps through shared memory in warp order).
+ *
+ * Split-K: B NH n blocks fill a GPU only when that product is large (prefill);
+ * a single decoded token of a 12-head model would give 12 blocks each reading
+ * the whole cache. So when B NH n < DECODE_SPLIT_BLOCKS the keys are cut into
+ * chunks of `chunk` keys (a multiple of the block step, at least
+ * DECODE_MIN_SPLIT_KEYS): split s of query i covers keys [s chunk, (s+1) chunk)
+ * clipped to pos+i+1, writes its (M, L, unnormalised O) to an fp32 scratch
+ * buffer, and decode_combine_kernel merges splits 0, 1, .. in order:
+ *     M* = max_s M_s,  L* = sum_s 2^(M_s - M*) L_s,  out = sum_s 2^(M_s - M*) O_s / L*.
+ * The grid then has at most DECODE_SPLIT_BLOCKS blocks, so the scratch stays
+ * under DECODE_SPLIT_BLOCKS (HS + 2) fp32 = 1.06 MB at HS = 256. Splits past a
+ * query's last key (queries i < n-1 have fewer keys) return at once.
+ *
+ * Determinism: no atomics; every sum has an order fixed by the shapes alone
+ * (per-lane sequential over its keys, fixed xor trees, warps in order, splits
+ * in order), and the split count and chunk depend only on (B, NH, n, pos, HS),
+ * never on the device or timing; so the same inputs give the same bits every
+ * run (and on every GPU that runs the same code).
+ *
+ * Shared memory: 4 warps x 256 fp32 partial outputs + 2 x 4 floats = 4,128
+ * bytes, static, whatever the context. Registers (ptxas -v, CUDA 13, no
+ * spills, 0-byte stack frames, every G): decode_kernel 83-87 (sm_80) / 85-86
+ * (sm_90) on the vector path, 118 / 121 on the scalar path, under
+ * __launch_bounds__(128, 4); so registers are the limit: 5 blocks (20 warps)
+ * per SM on the vector path, 4 (16 warps) on the scalar one; combine 32 / 40,
+ * store 22. The 8 K and V loads of a step are issued before any shuffle, so
+ * each thread of the vector path keeps 128 bytes in flight: about 80 KB per
+ * SM, more than the bandwidth-latency product of an A100 or H100 SM needs.
+ *
+ * Head sizes: HS <= 256 (32 lanes x 8 elements); larger is refused on the host
+ * with a message. Decoding reads the whole cache once per token: the kernel is
+ * bandwidth-bound, and the work above is about reading it at full width. */
+#include <limits.h>
+#include <math.h>
+#include <stdint.h>
+
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/ops_cuda.h"
+#include "kernels/cuda/reduce.cuh"
 
 #define DECODE_THREADS 128
+#define DECODE_WARPS (DECODE_THREADS / 32)
+#define DECODE_UNROLL 4          /* keys per group per step */
+#define DECODE_LANE_ELEMS 8      /* head-size elements each lane owns */
+#define DECODE_MAX_HS 256        /* 32 lanes x 8 elements */
+#define DECODE_SPLIT_BLOCKS 1024 /* split keys only while the grid is smaller than this */
+#define DECODE_MIN_SPLIT_KEYS 256
+#define DECODE_FULL_MASK 0xffffffffu
 
 __global__ static void store_kv_kernel(floatX *kc, floatX *vc, const floatX *qkv, int B, int n,
                                        int pos, int C, int NH, int maxT) {
@@ -26,61 +101,293 @@ __global__ static void store_kv_kernel(floatX *kc, floatX *vc, const floatX *qkv
     vc[at] = row[2 * C + c];
 }
 
-__global__ static void decode_kernel(floatX *out, const floatX *kc, const floatX *vc,
-                                     const floatX *qkv, int n, int pos, int C, int NH, int maxT) {
-    extern __shared__ float p[]; /* (pos + n) scores, then 32 reduction slots */
-    int HS = C / NH;
-    int h = blockIdx.x % NH, b = blockIdx.x / NH, i = blockIdx.y;
+/* The 8 elements lane lg of a G-lane group owns in a head-size row, as fp32:
+ * VEC: row[8 lg .. 8 lg + 7], one 16-byte load (HS % 8 == 0, row 16-byte
+ * aligned); scalar: row[lg + G e], e = 0..7. Zeros past HS, and for a key
+ * past the block's range (ok false: nothing is read). */
+template <int G, bool VEC>
+static __device__ __forceinline__ void load_lane(const floatX *row, int lg, int HS, bool ok,
+                                                 float x[DECODE_LANE_ELEMS]) {
+    if (VEC) {
+        if (ok && DECODE_LANE_ELEMS * lg < HS) {
+            load8(row + DECODE_LANE_ELEMS * lg, x);
+        } else {
+#pragma unroll
+            for (int e = 0; e < DECODE_LANE_ELEMS; e++) x[e] = 0.0f;
+        }
+    } else {
+#pragma unroll
+        for (int e = 0; e < DECODE_LANE_ELEMS; e++) {
+            int d = lg + G * e;
+            x[e] = ok && d < HS ? bf16_to_float(row[d]) : 0.0f;
+        }
+    }
+}
+
+/* Head-size index of lane lg's element e (the layout load_lane reads). */
+template <int G, bool VEC>
+static __device__ __forceinline__ int lane_elem(int lg, int e) {
+    return VEC ? DECODE_LANE_ELEMS * lg + e : lg + G * e;
+}
+
+/* Sum over the G lanes of a group; every lane of the group gets the same bits
+ * (each butterfly stage adds the same two values, in either order). */
+template <int G>
+static __device__ __forceinline__ float group_sum(float v) {
+#pragma unroll
+    for (int o = G / 2; o > 0; o >>= 1) v += __shfl_xor_sync(DECODE_FULL_MASK, v, o);
+    return v;
+}
+
+/* One block per (b, h, query i, split s); see the file comment. nsplit == 1:
+ * writes out directly; otherwise writes part_ml[row nsplit + s] = (M, L) and
+ * part_o[(row nsplit + s) HS ..] = unnormalised O, row = (b NH + h) n + i. */
+template <int G, bool VEC>
+__global__ static void __launch_bounds__(DECODE_THREADS, 4)
+    decode_kernel(floatX *__restrict__ out, float *__restrict__ part_ml,
+                  float *__restrict__ part_o, const floatX *__restrict__ kc,
+                  const floatX *__restrict__ vc, const floatX *__restrict__ qkv, int B, int n,
+                  int pos, int C, int NH, int maxT, int chunk, int nsplit, float qscale) {
+    static_assert(G >= 4 && G <= 32 && (G & (G - 1)) == 0, "G: 4, 8, 16 or 32 lanes per key");
+    constexpr int GROUPS = DECODE_THREADS / G; /* keys in flight per block, per u */
+    constexpr int E = DECODE_LANE_ELEMS;
+    __shared__ float red_o[DECODE_WARPS][DECODE_MAX_HS];
+    __shared__ float red_m[DECODE_WARPS], red_l[DECODE_WARPS];
+
+    /* heaviest queries (largest i) first; the splits of one query adjacent */
+    int HS = C / NH, BH = B * NH;
+    int s = (int)(blockIdx.x % (unsigned)nsplit);
+    int r = (int)(blockIdx.x / (unsigned)nsplit);
+    int bh = r % BH, i = n - 1 - r / BH;
+    int h = bh % NH, b = bh / NH;
     int keys = pos + i + 1;
-    float *red = p + pos + n;
-    const floatX *q = qkv + ((size_t)b * n + i) * 3 * C + h * HS;
+    int k0 = s * chunk;
+    if (k0 >= keys) return; /* whole block: before any barrier */
+    int k1 = min(keys, k0 + chunk);
+
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    int lg = lane & (G - 1), group = threadIdx.x / G;
+    const floatX *q = qkv + ((size_t)b * n + i) * 3 * C + (size_t)h * HS;
     const floatX *K = kc + ((size_t)b * NH + h) * maxT * HS;
     const floatX *V = vc + ((size_t)b * NH + h) * maxT * HS;
-    float scale = rsqrtf((float)HS);
-    float mx = -INFINITY;
-    for (int j = threadIdx.x; j < keys; j += blockDim.x) {
-        float s = 0.0f;
-        for (int d = 0; d < HS; d++)
-            s += __bfloat162float(q[d]) * __bfloat162float(K[(size_t)j * HS + d]);
-        p[j] = s * scale;
-        mx = fmaxf(mx, p[j]);
+
+    float qf[E];
+    load_lane<G, VEC>(q, lg, HS, true, qf);
+#pragma unroll
+    for (int e = 0; e < E; e++) qf[e] *= qscale;
+
+    float m = -INFINITY, l = 0.0f, acc[E];
+#pragma unroll
+    for (int e = 0; e < E; e++) acc[e] = 0.0f;
+
+    /* k0, k1 and the trip count are the same for the whole block, so every
+     * lane reaches every shuffle; per-group branches come after them */
+    for (int base = k0; base < k1; base += GROUPS * DECODE_UNROLL) {
+        float kx[DECODE_UNROLL][E], vx[DECODE_UNROLL][E];
+#pragma unroll
+        for (int u = 0; u < DECODE_UNROLL; u++) {
+            int j = base + group + GROUPS * u;
+            load_lane<G, VEC>(K + (size_t)j * HS, lg, HS, j < k1, kx[u]);
+            load_lane<G, VEC>(V + (size_t)j * HS, lg, HS, j < k1, vx[u]);
+        }
+        float sc[DECODE_UNROLL];
+#pragma unroll
+        for (int u = 0; u < DECODE_UNROLL; u++) {
+            float dot = 0.0f;
+#pragma unroll
+            for (int e = 0; e < E; e++) dot = fmaf(qf[e], kx[u][e], dot);
+            sc[u] = group_sum<G>(dot);
+        }
+        if (base + group >= k1) continue; /* no key of this group in this step (nor later) */
+        float m_new = m;
+#pragma unroll
+        for (int u = 0; u < DECODE_UNROLL; u++)
+            if (base + group + GROUPS * u < k1) m_new = fmaxf(m_new, sc[u]);
+        float alpha = exp2f(m - m_new); /* 0 on the group's first step (m = -inf) */
+        l *= alpha;
+#pragma unroll
+        for (int e = 0; e < E; e++) acc[e] *= alpha;
+#pragma unroll
+        for (int u = 0; u < DECODE_UNROLL; u++) {
+            float p = base + group + GROUPS * u < k1 ? exp2f(sc[u] - m_new) : 0.0f;
+            l += p;
+#pragma unroll
+            for (int e = 0; e < E; e++) acc[e] = fmaf(p, vx[u][e], acc[e]);
+        }
+        m = m_new;
     }
-    /* block max */
-    mx = warp_max(mx);
-    if (threadIdx.x % 32 == 0) red[threadIdx.x / 32] = mx;
+
+    /* merge the groups: block max, rescale, then a fixed-order sum */
+    float M = m;
+#pragma unroll
+    for (int o = G; o < 32; o <<= 1) M = fmaxf(M, __shfl_xor_sync(DECODE_FULL_MASK, M, o));
+    if (lane == 0) red_m[warp] = M;
     __syncthreads();
-    mx = red[0];
-    for (int w = 1; w < (int)blockDim.x / 32; w++) mx = fmaxf(mx, red[w]);
+    M = red_m[0];
+#pragma unroll
+    for (int w = 1; w < DECODE_WARPS; w++) M = fmaxf(M, red_m[w]);
+    float f = m == -INFINITY ? 0.0f : exp2f(m - M); /* a group with no keys adds nothing */
+    l *= f;
+#pragma unroll
+    for (int e = 0; e < E; e++) acc[e] *= f;
+#pragma unroll
+    for (int o = G; o < 32; o <<= 1) {
+        l += __shfl_xor_sync(DECODE_FULL_MASK, l, o);
+#pragma unroll
+        for (int e = 0; e < E; e++) acc[e] += __shfl_xor_sync(DECODE_FULL_MASK, acc[e], o);
+    }
+    if (lane < G) { /* group 0 of each warp now holds the warp's sums */
+#pragma unroll
+        for (int e = 0; e < E; e++) {
+            int d = lane_elem<G, VEC>(lg, e);
+            if (d < HS) red_o[warp][d] = acc[e];
+        }
+        if (lane == 0) red_l[warp] = l;
+    }
     __syncthreads();
-    float sum = 0.0f;
-    for (int j = threadIdx.x; j < keys; j += blockDim.x) sum += (p[j] = __expf(p[j] - mx));
-    sum = warp_sum(sum);
-    if (threadIdx.x % 32 == 0) red[threadIdx.x / 32] = sum;
-    __syncthreads();
-    sum = 0.0f;
-    for (int w = 0; w < (int)blockDim.x / 32; w++) sum += red[w];
+    float L = red_l[0];
+#pragma unroll
+    for (int w = 1; w < DECODE_WARPS; w++) L += red_l[w];
+    size_t row = ((size_t)b * NH + h) * n + i;
+    for (int d = threadIdx.x; d < HS; d += DECODE_THREADS) {
+        float o = red_o[0][d];
+#pragma unroll
+        for (int w = 1; w < DECODE_WARPS; w++) o += red_o[w][d];
+        if (nsplit == 1)
+            out[((size_t)b * n + i) * C + (size_t)h * HS + d] = float_to_bf16(o / L);
+        else
+            part_o[(row * nsplit + s) * HS + d] = o;
+    }
+    if (nsplit > 1 && threadIdx.x == 0) {
+        part_ml[2 * (row * nsplit + s)] = M;
+        part_ml[2 * (row * nsplit + s) + 1] = L;
+    }
+}
+
+/* One block per (b, h, query i): merges the query's splits 0 .. ns-1 in
+ * order; each thread owns output channels and recomputes M* and L* (the same
+ * bits in every thread: same values, same order). */
+__global__ static void decode_combine_kernel(floatX *__restrict__ out,
+                                             const float *__restrict__ part_ml,
+                                             const float *__restrict__ part_o, int n, int pos,
+                                             int C, int NH, int chunk, int nsplit) {
+    int HS = C / NH;
+    size_t row = blockIdx.x;
+    int i = (int)(row % n), bh = (int)(row / n);
+    int h = bh % NH, b = bh / NH;
+    int ns = (pos + i + 1 + chunk - 1) / chunk;
+    const float *ml = part_ml + 2 * row * nsplit;
+    const float *po = part_o + row * nsplit * HS;
+    float M = -INFINITY;
+    for (int s = 0; s < ns; s++) M = fmaxf(M, ml[2 * s]);
+    float L = 0.0f;
+    for (int s = 0; s < ns; s++) L += exp2f(ml[2 * s] - M) * ml[2 * s + 1];
     for (int d = threadIdx.x; d < HS; d += blockDim.x) {
-        float acc = 0.0f;
-        for (int j = 0; j < keys; j++) acc += p[j] * __bfloat162float(V[(size_t)j * HS + d]);
-        out[((size_t)b * n + i) * C + h * HS + d] = __float2bfloat16_rn(acc / sum);
+        float o = 0.0f;
+        for (int s = 0; s < ns; s++) o += exp2f(ml[2 * s] - M) * po[(size_t)s * HS + d];
+        out[((size_t)b * n + i) * C + (size_t)h * HS + d] = float_to_bf16(o / L);
     }
+}
+
+/* (M, L) pairs then O rows of every (row, split): grows only, never freed */
+static void *decode_scratch;
+static size_t decode_scratch_cap;
+
+template <int G, bool VEC>
+static void decode_launch(floatX *out, const floatX *kc, const floatX *vc, const floatX *qkv,
+                          int B, int n, int pos, int C, int NH, int maxT) {
+    const char *fn = "attention_decode_cuda";
+    int HS = C / NH;
+    const int step = DECODE_THREADS / G * DECODE_UNROLL; /* keys per block step */
+    long rows = (long)B * NH * n;
+    int keys_max = pos + n;
+    int nsplit = 1, chunk = keys_max;
+    if (rows < DECODE_SPLIT_BLOCKS && keys_max > DECODE_MIN_SPLIT_KEYS) {
+        long want = DECODE_SPLIT_BLOCKS / rows;
+        long by_keys = ceil_div(keys_max, DECODE_MIN_SPLIT_KEYS);
+        if ((want < by_keys ? want : by_keys) > 1) {
+            int ns = (int)(want < by_keys ? want : by_keys);
+            chunk = ceil_div(ceil_div(keys_max, ns), step) * step;
+            nsplit = ceil_div(keys_max, chunk);
+        }
+    }
+    if (rows * nsplit > INT_MAX) {
+        fprintf(stderr,
+                "retort: %s: B=%d x NH=%d x n=%d = %ld queries exceed one launch (%d blocks); "
+                "decode fewer tokens per call\n",
+                fn, B, NH, n, rows, INT_MAX);
+        exit(1);
+    }
+    float *part_ml = NULL, *part_o = NULL;
+    if (nsplit > 1) {
+        size_t parts = (size_t)rows * nsplit;
+        float *buf = (float *)scratch_reserve(&decode_scratch, &decode_scratch_cap,
+                                              parts * (HS + 2) * sizeof(float));
+        part_ml = buf;
+        part_o = buf + 2 * parts;
+    }
+    const float qscale = 1.0f / sqrtf((float)HS) * 1.4426950408889634f; /* scale log2(e) */
+    decode_kernel<G, VEC><<<(unsigned)(rows * nsplit), DECODE_THREADS, 0, retort_stream>>>(
+        out, part_ml, part_o, kc, vc, qkv, B, n, pos, C, NH, maxT, chunk, nsplit, qscale);
+    CUDA_LAUNCH_CHECK();
+    if (nsplit > 1) {
+        decode_combine_kernel<<<(unsigned)rows, block_for_columns(HS, DECODE_THREADS), 0,
+                                retort_stream>>>(out, part_ml, part_o, n, pos, C, NH, chunk,
+                                                 nsplit);
+        CUDA_LAUNCH_CHECK();
+    }
+}
+
+template <bool VEC>
+static void decode_dispatch(floatX *out, const floatX *kc, const floatX *vc, const floatX *qkv,
+                            int B, int n, int pos, int C, int NH, int maxT) {
+    int lanes = ceil_div(C / NH, DECODE_LANE_ELEMS); /* 1 .. 32 */
+    if (lanes <= 4)
+        decode_launch<4, VEC>(out, kc, vc, qkv, B, n, pos, C, NH, maxT);
+    else if (lanes <= 8)
+        decode_launch<8, VEC>(out, kc, vc, qkv, B, n, pos, C, NH, maxT);
+    else if (lanes <= 16)
+        decode_launch<16, VEC>(out, kc, vc, qkv, B, n, pos, C, NH, maxT);
+    else
+        decode_launch<32, VEC>(out, kc, vc, qkv, B, n, pos, C, NH, maxT);
 }
 
 extern "C" void attention_decode_cuda(float *out, float *kcache, float *vcache, const float *qkv,
                                       int B, int n, int pos, int C, int NH, int maxT) {
+    const char *fn = "attention_decode_cuda";
+    if (B < 0 || C <= 0 || NH <= 0 || C % NH != 0) {
+        fprintf(stderr, "retort: %s: bad shape B=%d C=%d NH=%d (need C divisible by NH)\n", fn,
+                B, C, NH);
+        exit(1);
+    }
+    if (n < 1 || pos < 0 || (long)pos + n > maxT) {
+        fprintf(stderr,
+                "retort: %s: %d new tokens at position %d do not fit a cache of %d positions "
+                "(need n >= 1, pos >= 0, pos + n <= maxT)\n",
+                fn, n, pos, maxT);
+        exit(1);
+    }
+    int HS = C / NH;
+    if (HS > DECODE_MAX_HS) {
+        fprintf(stderr,
+                "retort: %s: head size %d (C=%d / NH=%d) is not supported; the CUDA decode "
+                "attention handles head sizes up to %d — use more heads\n",
+                fn, HS, C, NH, DECODE_MAX_HS);
+        exit(1);
+    }
+    if (B == 0) return;
     size_t total = (size_t)B * n * C;
     store_kv_kernel<<<ceil_div((long)total, 256), 256, 0, retort_stream>>>(
         (floatX *)kcache, (floatX *)vcache, (const floatX *)qkv, B, n, pos, C, NH, maxT);
     CUDA_LAUNCH_CHECK();
-    size_t smem = (size_t)(pos + n + 32) * sizeof(float);
-    if (smem > 48 * 1024) {
-        fprintf(stderr, "retort: attention_decode_cuda: context of %d tokens needs %zu bytes of "
-                        "shared memory (limit 48 KB)\n", pos + n, smem);
-        exit(1);
-    }
-    dim3 grid(B * NH, n);
-    decode_kernel<<<grid, DECODE_THREADS, smem, retort_stream>>>(
-        (floatX *)out, (const floatX *)kcache, (const floatX *)vcache, (const floatX *)qkv, n, pos,
-        C, NH, maxT);
-    CUDA_LAUNCH_CHECK();
+    /* HS % 8 == 0 makes C and 3C multiples of 8 too, so with 16-byte aligned
+     * bases every q, k and v row starts 16-byte aligned */
+    bool vec = HS % DECODE_LANE_ELEMS == 0 && aligned16(qkv) && aligned16(kcache) &&
+               aligned16(vcache);
+    if (vec)
+        decode_dispatch<true>((floatX *)out, (const floatX *)kcache, (const floatX *)vcache,
+                              (const floatX *)qkv, B, n, pos, C, NH, maxT);
+    else
+        decode_dispatch<false>((floatX *)out, (const floatX *)kcache, (const floatX *)vcache,
+                               (const floatX *)qkv, B, n, pos, C, NH, maxT);
 }
