@@ -42,9 +42,14 @@ CUDA       ?= 1
 CUDA_ARCHS ?= 80 90
 ifeq ($(CUDA),1)
   CUDA_HOME ?= $(patsubst %/bin/nvcc,%,$(NVCC))
-  GENCODE   := $(foreach a,$(CUDA_ARCHS),-gencode arch=compute_$(a),code=sm_$(a))
+  # SASS for each of CUDA_ARCHS, and PTX for the last one (list the newest last)
+  # so that GPUs newer than all of them can JIT it
+  CUDA_PTX  := $(lastword $(CUDA_ARCHS))
+  GENCODE   := $(foreach a,$(CUDA_ARCHS),-gencode arch=compute_$(a),code=sm_$(a)) \
+               -gencode arch=compute_$(CUDA_PTX),code=compute_$(CUDA_PTX)
   NVCCFLAGS := -std=c++17 -O3 --expt-relaxed-constexpr $(GENCODE) -I. $(PKG_CFLAGS) \
-               -Xcompiler -Wall,-Wextra,-Werror -D_GNU_SOURCE -DRETORT_CUDA
+               -Xcompiler -Wall,-Wextra,-Werror -D_GNU_SOURCE -DRETORT_CUDA \
+               -DRETORT_CUDA_ARCHS='"$(CUDA_ARCHS)"'
   CFLAGS    += -DRETORT_CUDA
   LDLIBS    += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcudart -lcublas -lcublasLt \
                -lnccl -lstdc++

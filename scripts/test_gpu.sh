@@ -1,7 +1,12 @@
 #!/usr/bin/env bash
 # scripts/test_gpu.sh — `make test-gpu`: everything that needs a GPU, in one
 # run (one call of a borrowed machine).
-#   1. build/tests/test_cuda: each CUDA op vs its CPU twin, the model vs the CPU
+#   0. `retort device`: driver, runtime and GPUs, and a test kernel; when CUDA
+#      is unusable (no device, a driver older than the toolkit, no kernel image
+#      for this GPU) it stops here with the reason, since every test below
+#      would only skip and prove nothing
+#   1. build/tests/test_cuda: each CUDA op vs its CPU twin, the model vs the CPU;
+#      fails when any test skipped (no test ran on the GPU)
 #   2. 50 training steps on CPU and on CUDA from the same init and data: the
 #      bf16 loss curve must track the fp32 one (|diff| <= 0.05 + 2% of the loss)
 #   3. two CUDA runs with the same seed: identical losses
@@ -16,13 +21,44 @@ results=()
 fail=0
 note() { results+=("$1"); }
 
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null | sed 's/^/gpu: /'
+echo "== 0. device probe"
+{
+  if command -v nvidia-smi >/dev/null; then
+    nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1 |
+      sed 's/^/nvidia-smi: /'
+  else
+    echo "nvidia-smi: not found"
+  fi
+  ./retort device 2>&1
+} | tee "$OUT_DIR/device.txt"
+if [ "${PIPESTATUS[0]}" -ne 0 ]; then
+  echo
+  echo "== test-gpu summary"
+  echo "FAIL  device probe: $(grep '^retort device: error:' "$OUT_DIR/device.txt" | tail -1 |
+    sed 's/^retort device: error: //')"
+  echo "      nothing ran: every GPU test would skip (see device.txt)"
+  rm -rf "$W"
+  exit 1
+fi
 
 echo "== 1. op and model tests"
-if build/tests/test_cuda --jobs 1 2>&1 | tee "$OUT_DIR/test_cuda.log"; then
-  note "PASS  op and model tests ($(grep -o 'Tested: [0-9]*' "$OUT_DIR/test_cuda.log" | tail -1))"
-else
+build/tests/test_cuda --jobs 1 2>&1 | tee "$OUT_DIR/test_cuda.log"
+rc=${PIPESTATUS[0]}
+# Criterion's "Tested" leaves out skipped tests; --list counts them all
+tested=$(grep -o 'Tested: [0-9]*' "$OUT_DIR/test_cuda.log" | tail -1 | grep -o '[0-9]*$')
+listed=$(build/tests/test_cuda --list 2>/dev/null | sed -n 's/^.*: \([0-9][0-9]*\) tests\{0,1\}$/\1/p' |
+  awk '{ s += $1 } END { print s + 0 }')
+skip_reason=$(grep -m1 '^SKIP' "$OUT_DIR/test_cuda.log")
+if [ $rc -ne 0 ]; then
   note "FAIL  op and model tests (see test_cuda.log)"; fail=1
+elif [ "${tested:-0}" -eq 0 ]; then
+  note "FAIL  op and model tests: no test ran, all $listed skipped (${skip_reason:-see test_cuda.log})"
+  fail=1
+elif [ "$tested" -lt "$listed" ]; then
+  note "FAIL  op and model tests: $((listed - tested)) of $listed skipped (${skip_reason:-see test_cuda.log})"
+  fail=1
+else
+  note "PASS  op and model tests (Tested: $tested of $listed)"
 fi
 
 echo "== 2. 50 steps, CPU vs CUDA"

@@ -108,3 +108,52 @@ Test(cli, jsonl_to_hdf5_to_train_to_generate_to_kd_to_student, .timeout = 240) {
     cr_expect(path_exists(model), "the student trained on the kd file: %s", model);
     rm_rf(dir);
 }
+
+/* The whole log of a run in dir, as one string (caller frees). */
+static char *read_log(const char *dir) {
+    char path[512];
+    snprintf(path, sizeof path, "%s/log", dir);
+    FILE *f = fopen(path, "r");
+    cr_assert(f, "no log at %s", path);
+    char *buf = calloc(1, 65536);
+    cr_assert(buf);
+    size_t n = fread(buf, 1, 65535, f);
+    buf[n] = '\0';
+    fclose(f);
+    return buf;
+}
+
+Test(cli, device_reports_a_usable_gpu_or_why_not) {
+    char dir[256];
+    make_temp_dir(dir, sizeof dir, "cli-device");
+    int rc = retort(dir, "device");
+    char *log = read_log(dir);
+    if (rc == 0) { /* a machine with a GPU */
+        cr_expect(strstr(log, "the runtime is CUDA"), "%s", log);
+        cr_expect(strstr(log, "compute capability"), "%s", log);
+        cr_expect(strstr(log, "selected: device 0; a test kernel ran"), "%s", log);
+    } else {
+        cr_expect_eq(rc, 1, "%s", log);
+        cr_expect(strstr(log, "retort device: error: no usable CUDA device") ||
+                      strstr(log, "retort device: error: this retort was built without CUDA"),
+                  "the reason is missing: %s", log);
+    }
+    free(log);
+    rm_rf(dir);
+}
+
+Test(cli, stages_under_a_launcher_is_refused) {
+    char dir[256];
+    make_temp_dir(dir, sizeof dir, "cli-stages");
+    setenv("RANK", "1", 1);
+    setenv("WORLD_SIZE", "2", 1);
+    setenv("LOCAL_RANK", "1", 1);
+    int rc = retort(dir, "stages -c configs/glpft.yaml");
+    char *log = read_log(dir);
+    cr_expect_eq(rc, 1, "%s", log);
+    cr_expect(strstr(log, "the torchrun launch started rank 1 of 2, but stages run in one "
+                          "process"),
+              "%s", log);
+    free(log);
+    rm_rf(dir);
+}

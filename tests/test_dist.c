@@ -239,6 +239,123 @@ Test(dist, hostlists) {
     cr_assert_eq(dist_hostlist_first("averyveryverylonghostname", h, 8), -1);
 }
 
+/* ---------------------------------------------------------------- device choice */
+
+/* The GPU index dist_device_index gives this environment's launcher view when
+ * n_devices are visible. */
+static int device_of(int n_devices) {
+    DistWorld w = discover_ok();
+    err_clear();
+    int dev = dist_device_index(&w, n_devices);
+    cr_assert_geq(dev, 0, "dist_device_index(%d) failed: %s", n_devices, err_msg());
+    return dev;
+}
+
+static void device_refused(int n_devices, const char *needle) {
+    DistWorld w = discover_ok();
+    err_clear();
+    cr_assert_eq(dist_device_index(&w, n_devices), -1, "expected an error containing \"%s\"",
+                 needle);
+    cr_assert(strstr(err_msg(), needle), "error \"%s\" does not mention \"%s\"", err_msg(),
+              needle);
+}
+
+Test(dist, device_one_process_is_device_0) {
+    cr_assert_eq(device_of(1), 0);
+    cr_assert_eq(device_of(8), 0);
+}
+
+Test(dist, device_stale_local_rank_alone_is_one_process) {
+    set("LOCAL_RANK", "2"); /* exported by an earlier torchrun session, no RANK/WORLD_SIZE */
+    cr_assert_eq(device_of(8), 0);
+}
+
+Test(dist, device_mpich_inside_sbatch_ignores_inherited_slurm_localid) {
+    /* mpiexec in a batch script: every rank inherits the script's Slurm step
+     * variables (SLURM_LOCALID=0); MPICH's MPI_LOCALRANKID is the real one */
+    set("SLURM_PROCID", "0");
+    set("SLURM_NTASKS", "1");
+    set("SLURM_STEP_ID", "0");
+    set("SLURM_LOCALID", "0");
+    set("SLURM_NODEID", "0");
+    set("PMI_RANK", "1");
+    set("PMI_SIZE", "2");
+    set("MPI_LOCALRANKID", "1");
+    set("MPI_LOCALNRANKS", "2");
+    cr_assert_eq(device_of(2), 1);
+    cr_assert_eq(device_of(8), 1);
+}
+
+Test(dist, device_open_mpi_ignores_a_stale_local_rank) {
+    set("LOCAL_RANK", "3"); /* stale: RANK and WORLD_SIZE are not set */
+    set("OMPI_COMM_WORLD_RANK", "5");
+    set("OMPI_COMM_WORLD_SIZE", "8");
+    set("OMPI_COMM_WORLD_LOCAL_RANK", "1");
+    set("OMPI_COMM_WORLD_LOCAL_SIZE", "4");
+    cr_assert_eq(device_of(4), 1);
+    cr_assert_eq(device_of(8), 1);
+}
+
+Test(dist, device_torchrun_over_an_inherited_slurm_localid) {
+    set("SLURM_PROCID", "0");
+    set("SLURM_NTASKS", "1");
+    set("SLURM_STEP_ID", "0");
+    set("SLURM_LOCALID", "0");
+    set("RANK", "6");
+    set("WORLD_SIZE", "8");
+    set("LOCAL_RANK", "2");
+    set("LOCAL_WORLD_SIZE", "4");
+    cr_assert_eq(device_of(4), 2);
+}
+
+Test(dist, device_one_visible_per_rank_is_device_0) {
+    /* CUDA_VISIBLE_DEVICES, or srun --gpus-per-task=1, shows each rank its own */
+    set("RANK", "3");
+    set("WORLD_SIZE", "4");
+    set("LOCAL_RANK", "3");
+    set("LOCAL_WORLD_SIZE", "4");
+    cr_assert_eq(device_of(1), 0);
+    cr_assert_eq(device_of(4), 3);
+}
+
+Test(dist, device_slurm_srun_uses_slurm_localid) {
+    set("SLURM_PROCID", "3");
+    set("SLURM_NTASKS", "4");
+    set("SLURM_STEP_ID", "0");
+    set("SLURM_LOCALID", "1");
+    set("SLURM_NODEID", "1");
+    set("SLURM_STEP_TASKS_PER_NODE", "2(x2)");
+    cr_assert_eq(device_of(2), 1);
+    cr_assert_eq(device_of(1), 0);
+}
+
+Test(dist, device_more_ranks_than_gpus_is_refused_on_every_rank) {
+    set("OMPI_COMM_WORLD_RANK", "0");
+    set("OMPI_COMM_WORLD_SIZE", "4");
+    set("OMPI_COMM_WORLD_LOCAL_RANK", "0");
+    set("OMPI_COMM_WORLD_LOCAL_SIZE", "4");
+    /* local rank 0 would fit, but its peers would not: it refuses too */
+    device_refused(2, "4 ranks on this node");
+    device_refused(2, "2 GPUs are visible");
+    cr_assert_eq(device_of(4), 0);
+}
+
+Test(dist, device_local_rank_beyond_the_gpus_is_refused) {
+    set("RANK", "2"); /* torchrun-style without LOCAL_WORLD_SIZE */
+    set("WORLD_SIZE", "4");
+    set("LOCAL_RANK", "2");
+    device_refused(2, "at least 3 ranks on this node (local rank 2, torchrun launch)");
+    cr_assert_eq(device_of(3), 2);
+}
+
+Test(dist, device_none_visible_is_refused) {
+    device_refused(0, "no CUDA device is visible");
+    set("RANK", "1");
+    set("WORLD_SIZE", "2");
+    set("LOCAL_RANK", "1");
+    device_refused(0, "rank 1 of 2 (torchrun launch)");
+}
+
 /* ---------------------------------------------------------------- shards */
 
 Test(dist, shard_ranges) {

@@ -16,6 +16,7 @@
 #define RETORT_BACKEND_H
 
 #include <stddef.h>
+#include <stdio.h>
 
 typedef struct Backend {
     const char *name;
@@ -87,6 +88,27 @@ const Backend *backend_cpu(void);
 /* Built when nvcc was found (RETORT_CUDA); NULL with the error set when no
  * usable GPU is present. */
 const Backend *backend_cuda(void);
+
+/* The rest is CUDA builds only (RETORT_CUDA). */
+
+/* The GPU backend_cuda() runs on. The backend reads no launcher variables:
+ * dist_init sets this for a data-parallel rank from dist_device_index, the
+ * same index its NCCL communicator uses; without a call it is device 0 (one
+ * process, tests, benchmarks). Call before the first backend_cuda(). 0, or -1
+ * with the error set when the backend already runs on another device. */
+int backend_cuda_select_device(int device);
+/* Visible CUDA devices, or -1 with the error set naming the CUDA version the
+ * driver supports and the runtime's (and, for a driver older than the
+ * toolkit, that it needs a newer one). */
+int backend_cuda_device_count(void);
+/* The stream every kernel of the backend runs on, as a cudaStream_t, for CUDA
+ * events in C code (the kernel benchmark); NULL before backend_cuda(). */
+void *backend_cuda_stream(void);
+/* `retort device`: prints the runtime and driver versions, every visible GPU
+ * and, after bringing the backend up, which kernel image ran on the selected
+ * one. 0 when the backend works, or -1 with the error set (no device, a driver
+ * too old for the toolkit, no kernel image for the GPU's architecture). */
+int backend_cuda_probe(FILE *out);
 /* Returns NULL and sets the error when the name is unknown or not built in. */
 const Backend *backend_by_name(const char *name);
 

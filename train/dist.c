@@ -26,6 +26,7 @@
 
 #include "train/util.h"
 #ifdef RETORT_CUDA
+#include "train/backend.h"
 #include "train/dist_nccl.h"
 #endif
 
@@ -242,6 +243,22 @@ int dist_discover(DistWorld *w) {
     return 0;
 }
 
+int dist_device_index(const DistWorld *w, int n_devices) {
+    if (n_devices < 1)
+        return err_set("rank %d of %d (%s launch): no CUDA device is visible; check nvidia-smi "
+                       "and CUDA_VISIBLE_DEVICES, or use --device cpu",
+                       w->rank, w->world, w->launcher);
+    if (w->world == 1 || n_devices == 1) return 0;
+    int ranks_here = w->local_world > 0 ? w->local_world : w->local_rank + 1;
+    if (ranks_here > n_devices)
+        return err_set("%s%d ranks on this node (local rank %d, %s launch) but %d GPUs are "
+                       "visible; start at most %d ranks per node, or give each rank one GPU "
+                       "with CUDA_VISIBLE_DEVICES",
+                       w->local_world > 0 ? "" : "at least ", ranks_here, w->local_rank,
+                       w->launcher, n_devices, n_devices);
+    return w->local_rank;
+}
+
 void dist_shard_range(size_t n, int rank, int world, size_t *begin, size_t *end) {
     size_t W = (size_t)world, r = (size_t)rank, base = n / W, extra = n % W;
     *begin = r * base + (r < extra ? r : extra);
@@ -304,7 +321,13 @@ static int nccl_start(const DistWorld *w) {
     unsigned char id[DIST_NCCL_ID_BYTES];
     memset(id, 0, sizeof id);
     if (nccl_timeout(&timeout_s) < 0) return -1;
-    if (dist_nccl_select_device(w->local_rank, w->local_world) < 0) return -1;
+    /* one decision for the communicator and the backend (see dist_device_index) */
+    int n_devices = backend_cuda_device_count();
+    if (n_devices < 0) return err_set("rank %d: %s", w->rank, err_msg());
+    int device = dist_device_index(w, n_devices);
+    if (device < 0 || dist_nccl_select_device(device) < 0 ||
+        backend_cuda_select_device(device) < 0)
+        return -1;
     /* every rank takes part in the exchange even if rank 0 failed, so nobody
      * waits for an id that will not come: a zero id means "rank 0 failed" */
     int failed = w->rank == 0 && dist_nccl_unique_id(id) < 0;

@@ -58,6 +58,22 @@ int dist_discover(DistWorld *w);
  * 0, or -1 with the error set when it is malformed or does not fit in cap. */
 int dist_hostlist_first(const char *list, char *out, size_t cap);
 
+/* The GPU index of this process among the n_devices CUDA devices it sees —
+ * the one decision that both the NCCL communicator (dist_init) and the CUDA
+ * backend (backend_cuda_select_device) follow, so they cannot disagree. It
+ * uses only the launcher view dist_discover made (never LOCAL_RANK & co.
+ * again, which a stale or inherited variable would get wrong):
+ *  - one process (world 1): device 0;
+ *  - one visible device: device 0 — the launcher or CUDA_VISIBLE_DEVICES gave
+ *    each rank its own (if the ranks really share one GPU, NCCL refuses the
+ *    duplicate at communicator creation);
+ *  - otherwise device local_rank. More ranks on the node (local_world, or the
+ *    local rank itself when the launcher does not say) than visible devices is
+ *    refused: NCCL cannot put two ranks of one communicator on one GPU, so a
+ *    modulo would only move the failure.
+ * The index, or -1 with the error set. */
+int dist_device_index(const DistWorld *w, int n_devices);
+
 /* The shard [*begin, *end) of n elements that rank owns for ZeRO-1: contiguous,
  * in rank order, sizes differing by at most one (the first n % world ranks get
  * one more). */
@@ -68,9 +84,11 @@ void dist_shard_range(size_t n, int rank, int world, size_t *begin, size_t *end)
 /* Discovers the world and brings up communication:
  *  - MPI_Init_thread (FUNNELED) when launched by mpirun/mpiexec or by srun with
  *    a PMI/PMIx plugin; a plain `retort` never touches MPI;
- *  - with use_cuda (RETORT_CUDA builds) and world > 1: selects the GPU of the
- *    local rank and creates the NCCL communicator; its unique id goes from
- *    rank 0 over MPI_Bcast when MPI is up, else over TCP to MASTER_ADDR:MASTER_PORT.
+ *  - with use_cuda (RETORT_CUDA builds) and world > 1: picks this rank's GPU
+ *    (dist_device_index), makes it current, hands it to the CUDA backend
+ *    (backend_cuda_select_device) and creates the NCCL communicator on it; its
+ *    unique id goes from rank 0 over MPI_Bcast when MPI is up, else over TCP to
+ *    MASTER_ADDR:MASTER_PORT. With one process the backend keeps device 0.
  * A CPU run with world > 1 needs MPI. Call once, before creating the backend.
  * Returns 0, or -1 with the error set (the caller prints it and exits non-zero;
  * under MPI call dist_abort so the other ranks do not wait). */

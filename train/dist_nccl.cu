@@ -70,18 +70,8 @@ static void fatal(const char *what, const char *detail, const char *file, int li
                            g_rank, #call, ncclGetErrorString(r_));                         \
     } while (0)
 
-extern "C" int dist_nccl_select_device(int local_rank, int local_world) {
-    int count = 0;
-    cudaError_t e = cudaGetDeviceCount(&count);
-    if (e != cudaSuccess || count == 0)
-        return err_set("no usable CUDA device for local rank %d (%s)", local_rank,
-                       e != cudaSuccess ? cudaGetErrorString(e) : "0 devices visible");
-    int dev = count == 1 ? 0 : local_rank; /* one visible: the launcher pinned it */
-    if (dev >= count)
-        return err_set("local rank %d of %d, but this node shows only %d GPUs; start at most %d "
-                       "ranks per node, or give each rank its own CUDA_VISIBLE_DEVICES",
-                       local_rank, local_world, count, count);
-    INIT_CUDA(cudaSetDevice(dev));
+extern "C" int dist_nccl_select_device(int device) {
+    INIT_CUDA(cudaSetDevice(device));
     return 0;
 }
 

@@ -19,10 +19,9 @@ extern "C" {
 /* element kinds of the staged host collectives */
 typedef enum { DIST_HOST_F32, DIST_HOST_F64, DIST_HOST_I64, DIST_HOST_I32_MAX } DistHostKind;
 
-/* cudaSetDevice for this local rank: device 0 when one device is visible (the
- * launcher pinned one per task), else device local_rank, which must exist.
- * 0, or -1 with the error set. */
-int dist_nccl_select_device(int local_rank, int local_world);
+/* cudaSetDevice(device), device from dist_device_index — the same index the
+ * CUDA backend gets. 0, or -1 with the error set. */
+int dist_nccl_select_device(int device);
 /* Rank 0 only: a fresh ncclUniqueId. 0 or -1 (error set). */
 int dist_nccl_unique_id(unsigned char id[DIST_NCCL_ID_BYTES]);
 /* The communicator and its stream on the current device. 0 or -1 (error set). */

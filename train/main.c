@@ -53,6 +53,7 @@ static void usage_main(FILE *f) {
             "  dpo precompute-ref   store a reference model's log-probs in a pref file\n"
             "  pairs        preference pairs from a model's scored samples (pref dataset)\n"
             "  tokenizer    train a byte-level BPE, or encode text with one\n"
+            "  device       the CUDA driver, runtime and GPUs this build sees; fails if unusable\n"
             "  version      print the version\n\n"
             "Run `retort <command> --help` for the options of a command.\n",
             RETORT_VERSION);
@@ -500,6 +501,34 @@ static int cmd_generate(int argc, char **argv) {
     return 0;
 }
 
+/* ----------------------------------------------------------------- device */
+
+/* What a researcher checks first on a new machine, and what `make test-gpu`
+ * runs before anything else so it fails with the reason, not zero tests. */
+static int cmd_device(int argc, char **argv) {
+    if (argc > 1 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
+        printf("usage: retort device\n\n"
+               "Prints the CUDA runtime and driver versions, every visible GPU (name, compute\n"
+               "capability, memory) and runs a test kernel on the one a single-process run\n"
+               "uses (device 0). Exits 1 with the reason when CUDA is unusable: no device, a\n"
+               "driver too old for the toolkit, or no kernel image for the GPU.\n");
+        return 0;
+    }
+    if (argc > 1) {
+        fprintf(stderr, "retort device: unexpected argument '%s'\n", argv[1]);
+        return 2;
+    }
+#ifdef RETORT_CUDA
+    int rc = backend_cuda_probe(stdout);
+    fflush(stdout); /* what was found, before why it is not enough */
+    return rc == 0 ? 0 : fail("device");
+#else
+    err_set("this retort was built without CUDA (CUDA=0, or nvcc was not found when it was "
+            "built); rebuild on a machine with the CUDA toolkit");
+    return fail("device");
+#endif
+}
+
 int main(int argc, char **argv) {
     if (argc < 2) {
         usage_main(stderr);
@@ -524,6 +553,7 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "pairs")) return cmd_pairs(argc - 1, argv + 1);
     if (!strcmp(cmd, "stages")) return cmd_stages(argc - 1, argv + 1);
     if (!strcmp(cmd, "agent")) return cmd_agent(argc - 1, argv + 1);
+    if (!strcmp(cmd, "device")) return cmd_device(argc - 1, argv + 1);
     fprintf(stderr, "retort: unknown command '%s'\n\n", cmd);
     usage_main(stderr);
     return 2;

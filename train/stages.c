@@ -13,6 +13,7 @@
 
 #include "train/checkpoint.h"
 #include "train/config.h"
+#include "train/dist.h"
 #include "train/trainer.h"
 #include "train/util.h"
 
@@ -254,6 +255,20 @@ int cmd_stages(int argc, char **argv) {
     if (!path) {
         fprintf(stderr, "retort stages: -c STAGES.yaml is required\n");
         return 2;
+    }
+    /* Each rank would train every stage on its own into the same directories,
+     * and without dist_init its GPU would be device 0 on all of them. */
+    DistWorld w;
+    if (dist_discover(&w) != 0) {
+        fprintf(stderr, "retort stages: error: %s\n", err_msg());
+        return 1;
+    }
+    if (w.world > 1) {
+        fprintf(stderr, "retort stages: error: the %s launch started rank %d of %d, but stages "
+                        "run in one process; start retort stages without the launcher, or run "
+                        "each stage with retort train under it\n",
+                w.launcher, w.rank, w.world);
+        return 1;
     }
     StagesPlan *p = xmalloc(sizeof *p);
     int rc = stages_load(p, path);
