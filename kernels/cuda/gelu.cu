@@ -2,8 +2,12 @@
  * and the residual add, on bf16 tensors of n elements; the twin of kernels/cpu/gelu.c.
  *
  *     gelu(x) = 0.5 x (1 + tanh(u)),  u = sqrt(2/pi) (x + 0.044715 x^3)
- * evaluated in fp32 in the CPU file's order, with the accurate tanhf (not the
- * tanh.approx instruction), and rounded to bf16 once.
+ * evaluated as the CPU file does, through 0.5 (1 + tanh u) = sigmoid(2u) =
+ * 1 / (1 + exp(-2u)), in fp32 in the same order with the accurate expf (not
+ * __expf), and rounded to bf16 once. The sigmoid form also keeps its relative
+ * accuracy for large negative x, where 1 + tanh(u) cancels to 0 or one ulp of
+ * 1 while bf16 could still hold the small result. Backward, with s = sigmoid(2u):
+ *     gelu'(x) = s + x * 2 s (1 - s) * sqrt(2/pi) (1 + 3*0.044715 x^2)
  *
  * The trick is only in the memory access: when every pointer is 16-byte aligned,
  * each thread moves eight bf16 values per load/store (uint4) and a scalar loop
@@ -19,16 +23,17 @@
 #define GELU_CUBIC 0.044715f
 #define ELEMENTWISE_BLOCK 256
 
-static __device__ __forceinline__ float gelu_value(float x) {
+static __device__ __forceinline__ float gelu_gate(float x) { /* sigmoid(2u) = 0.5 (1 + tanh u) */
     float u = GELU_SCALE * (x + GELU_CUBIC * (x * x * x));
-    return 0.5f * x * (1.0f + tanhf(u));
+    return 1.0f / (1.0f + expf(-2.0f * u));
 }
 
+static __device__ __forceinline__ float gelu_value(float x) { return x * gelu_gate(x); }
+
 static __device__ __forceinline__ float gelu_grad(float x) {
-    float u = GELU_SCALE * (x + GELU_CUBIC * (x * x * x));
-    float th = tanhf(u);
+    float s = gelu_gate(x);
     float du_dx = GELU_SCALE * (1.0f + 3.0f * GELU_CUBIC * x * x);
-    return 0.5f * (1.0f + th) + 0.5f * x * (1.0f - th * th) * du_dx;
+    return s + x * 2.0f * s * (1.0f - s) * du_dx;
 }
 
 /* VEC: elements [0, 8*(n/8)) in vectors of 8, then the scalar tail [8*(n/8), n).
