@@ -29,7 +29,11 @@ static int cmp_float(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
+/* The events go on the backend's stream, where the kernels run: it is a
+ * non-blocking stream, so events on stream 0 would not be ordered with them
+ * and would time the host's launch and synchronize instead. */
 static float median_ms(RunFn fn, void *ctx) {
+    cudaStream_t stream = (cudaStream_t)backend_cuda_stream();
     cudaEvent_t a, b;
     cudaEventCreate(&a);
     cudaEventCreate(&b);
@@ -37,10 +41,9 @@ static float median_ms(RunFn fn, void *ctx) {
     G->synchronize();
     float t[REPS];
     for (int i = 0; i < REPS; i++) {
-        cudaEventRecord(a, 0);
+        cudaEventRecord(a, stream);
         fn(ctx, i % SETS);
-        G->synchronize();
-        cudaEventRecord(b, 0);
+        cudaEventRecord(b, stream);
         cudaEventSynchronize(b);
         cudaEventElapsedTime(&t[i], a, b);
     }
