@@ -19,6 +19,12 @@
  *     Callers zero gradients once per optimizer step.
  *   - A NULL gradient pointer means "not needed" (frozen parameter): the op skips
  *     that work entirely.
+ *   - Types on a lower-precision backend (train/backend.h): the gradients of
+ *     parameters (dweight, dbias, dwte, dwpe; adamw_update's grad; sum_squares
+ *     and scale_inplace) are fp32 on EVERY backend, since they are running sums
+ *     over gradient-accumulation micro-steps; the gradients of activations
+ *     (dinp, dqkv, dlogits, ...) are in the compute type, like the activations.
+ *     Here, on the CPU, everything is fp32.
  *   - Target ids < 0 mean "no target here" in the classifier: logp is 0 there and
  *     the token's weight must be 0.
  */
@@ -215,8 +221,10 @@ void adamw_update(float *param, const float *grad, float *m, float *v, size_t n,
                   double lr, double beta1, double beta2, double eps, double weight_decay,
                   int step);
 
-/* ---- reductions ---- */
-double sum_squares(const float *x, size_t n);  /* in double, for the global grad norm */
+/* ---- reductions (on fp32 gradients) ----
+ * sum_squares: in double, for the global grad norm; the order of the sum
+ * depends on n only, so the same x gives the same bits whatever the threads. */
+double sum_squares(const float *x, size_t n);
 void scale_inplace(float *x, float s, size_t n);
 
 #endif

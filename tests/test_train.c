@@ -1,7 +1,8 @@
 /* tests/test_train.c — whole training runs on a tiny model and dataset:
  * bit-identical resume, fallback past a damaged checkpoint, gradient
- * accumulation equal to one big batch, SIGTERM through the real binary, and
- * the run-level input checks. */
+ * accumulation equal to one big batch, SIGTERM through the real binary, the
+ * run-level input checks (dataset vocabulary, token ids), and the one-pass
+ * global gradient norm and clipping. */
 #include <criterion/criterion.h>
 #include <signal.h>
 #include <errno.h>
@@ -13,7 +14,9 @@
 #include "tests/testutil.h"
 #include "train/backend.h"
 #include "train/checkpoint.h"
+#include "train/model.h"
 #include "train/model_io.h"
+#include "train/optim.h"
 #include "train/config.h"
 #include "train/trainer.h"
 
@@ -201,6 +204,124 @@ Test(train, grad_accumulation_equals_one_big_batch) {
     }
     rm_rf(dir);
 }
+
+/* optim_clip_grad_norm takes the global norm in ONE sum_squares over the whole
+ * gradient buffer (one synchronisation on a GPU). That is the norm over the
+ * tensors only while the buffer's padding (each tensor's 16-float alignment,
+ * wte's padded vocabulary rows) is zero: checked element by element, and the
+ * norm against the tensors read one by one (gpt_copy_grads_to_host) in
+ * double, on a model whose tensor sizes are not multiples of 16, with frozen
+ * tensors, over two accumulated backward passes, and again after
+ * gpt_zero_grad. Clipping then scales every gradient by the fp32 coefficient
+ * clip / (norm + 1e-6) when that is < 1, as torch.nn.utils.clip_grad_norm_
+ * does (clip_coef = max_norm / (total_norm + 1e-6), clamped to 1). */
+Test(train, grad_norm_is_one_pass_and_clips_like_torch) {
+    GPTConfig cfg = {.n_layer = 2, .n_head = 2, .n_embd = 20, .vocab_size = 257,
+                     .n_positions = 24, .layer_norm_epsilon = 1e-5f}; /* 20, 60, 80 wide */
+    GPT *m = gpt_create(&cfg, backend_cpu());
+    cr_assert(m, "%s", err_msg());
+    gpt_init_random(m, 3);
+    const char *freeze[] = {"h.0.attn.*", "h.1.ln_1.bias"};
+    cr_assert_eq(gpt_set_trainable(m, freeze, 2, NULL, 0), 0, "%s", err_msg());
+    AdamWConfig ac = {0.9, 0.95, 1e-8, 0.0, 0.0}; /* clipping off: the norm only */
+    Optimizer *o = optim_create(m, &ac);
+    cr_assert(o, "%s", err_msg());
+    int B = 2, T = 12, N = B * T;
+    Rng r;
+    rng_seed(&r, 17);
+    int in[24], tg[24];
+    float g[24];
+    size_t n = gpt_flat_size(m), n_grad = gpt_grad_size(m);
+    float *host = malloc(n * sizeof(float)), *before = malloc(n_grad * sizeof(float));
+    char *is_tensor = calloc(n_grad, 1);
+    double norm0 = 0;
+    for (int i = 0; i < gpt_num_tensors(m); i++) {
+        const ParamInfo *p = gpt_tensor(m, i);
+        if (p->trainable) memset(is_tensor + p->grad_offset, 1, p->numel);
+    }
+    for (int round = 0; round < 2; round++) {
+        gpt_zero_grad(m);
+        for (int micro = 0; micro < 2; micro++) {
+            for (int i = 0; i < N; i++) {
+                in[i] = (int)rng_below(&r, 257);
+                tg[i] = i % 4 == 0 ? -1 : (int)rng_below(&r, 257);
+                g[i] = tg[i] < 0 ? 0.0f : -1.0f / N;
+            }
+            gpt_forward(m, in, tg, B, T, NULL);
+            gpt_backward(m, g);
+        }
+        const float *buf = gpt_grads(m); /* host memory on the CPU backend */
+        for (size_t k = 0; k < n_grad; k++)
+            if (!is_tensor[k])
+                cr_assert(buf[k] == 0.0f, "gradient padding element %zu is %g, not 0", k, buf[k]);
+        gpt_copy_grads_to_host(m, host, n);
+        double ss = 0;
+        for (int i = 0; i < gpt_num_tensors(m); i++) {
+            const ParamInfo *p = gpt_tensor(m, i);
+            double t = 0;
+            const float *x = host + p->offset;
+            for (size_t j = 0; j < p->numel; j++) t += (double)x[j] * x[j];
+            if (!p->trainable) cr_assert(t == 0, "frozen %s has a gradient", p->name);
+            ss += t;
+        }
+        norm0 = optim_clip_grad_norm(o);
+        cr_expect(ss > 0 && fabs(norm0 - sqrt(ss)) <= 1e-12 * sqrt(ss),
+                  "round %d: one-pass norm %.17g, tensor by tensor %.17g", round, norm0, sqrt(ss));
+    }
+    optim_free(o);
+
+    /* clipping: max_norm a third of the norm scales by the fp32 coefficient;
+     * max_norm above the norm leaves the gradients alone */
+    memcpy(before, gpt_grads(m), n_grad * sizeof(float));
+    const double clips[2] = {norm0 / 3, norm0 * 2};
+    for (int c = 0; c < 2; c++) {
+        memcpy(gpt_grads(m), before, n_grad * sizeof(float));
+        AdamWConfig clip = {0.9, 0.95, 1e-8, 0.0, clips[c]};
+        Optimizer *q = optim_create(m, &clip);
+        double got = optim_clip_grad_norm(q);
+        cr_expect(got == norm0, "clip_grad_norm returns the norm before clipping: %.17g vs %.17g",
+                  got, norm0);
+        double coef = clips[c] / (norm0 + 1e-6);
+        const float *after = gpt_grads(m);
+        for (size_t k = 0; k < n_grad; k++) {
+            float want = coef < 1.0 ? before[k] * (float)coef : before[k];
+            cr_assert(after[k] == want, "max_norm %g: gradient %zu is %.9g, want %.9g", clips[c],
+                      k, after[k], want);
+        }
+        if (coef < 1.0) { /* the clipped norm is max_norm, up to the 1e-6 */
+            AdamWConfig none = {0.9, 0.95, 1e-8, 0.0, 0.0};
+            Optimizer *z = optim_create(m, &none);
+            double clipped = optim_clip_grad_norm(z);
+            cr_expect(fabs(clipped - clips[c]) <= 1e-6 * clips[c] + 1e-6,
+                      "norm after clipping %.9g, max_norm %.9g", clipped, clips[c]);
+            optim_free(z);
+        }
+        optim_free(q);
+    }
+    free(host), free(before), free(is_tensor);
+    gpt_free(m);
+}
+
+/* A token id outside [0, vocab_size) would make any backend read outside wte
+ * (the CUDA gather has no bounds check): the model ends the run with a message
+ * before anything runs on the device. Targets may be negative (no target). */
+static void forward_with_ids(int bad_input, int bad_target) {
+    GPTConfig cfg = {.n_layer = 1, .n_head = 1, .n_embd = 16, .vocab_size = 50,
+                     .n_positions = 8, .layer_norm_epsilon = 1e-5f};
+    GPT *m = gpt_create(&cfg, backend_cpu());
+    cr_assert(m, "%s", err_msg());
+    int in[8] = {1, 2, 3, 4, 5, 6, 7, 8}, tg[8] = {-1, 3, 4, 5, 6, 7, 8, 9};
+    float logp[8];
+    in[5] = bad_input;
+    tg[6] = bad_target;
+    gpt_forward(m, in, tg, 1, 8, logp);
+    gpt_free(m);
+}
+
+Test(train, token_ids_in_range_run) { forward_with_ids(49, -1); }
+Test(train, input_id_at_vocab_size_ends_the_run, .exit_code = 1) { forward_with_ids(50, 7); }
+Test(train, negative_input_id_ends_the_run, .exit_code = 1) { forward_with_ids(-1, 7); }
+Test(train, target_id_at_vocab_size_ends_the_run, .exit_code = 1) { forward_with_ids(7, 50); }
 
 Test(train, rejects_dataset_vocab_larger_than_model) {
     char dir[256], data[512];

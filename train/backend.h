@@ -2,12 +2,18 @@
  *
  * The model (train/model.c) calls be->op(...) and never includes a device
  * header, so adding a device never touches model code. Pointers passed to ops
- * are device memory of the backend. Parameters, gradients and activations are
- * in the backend's compute type, act_size bytes per element (fp32 on the CPU,
- * bf16 on CUDA): the model treats those float* as opaque handles and offsets
- * them in bytes. Side buffers that must stay exact (layernorm mean/rstd,
- * attention and classifier log-sum-exp, logp, per-token weights g, and the
- * optimizer's moments and master weights) are always fp32. Host data moves
+ * are device memory of the backend. Parameters and activations, and the
+ * gradients of activations (dinp, dqkv, dlogits, ...), are in the backend's
+ * compute type, act_size bytes per element (fp32 on the CPU, bf16 on CUDA):
+ * the model treats those float* as opaque handles and offsets them in bytes.
+ * The gradients of PARAMETERS are fp32 on every backend: the dweight, dbias,
+ * dwte and dwpe outputs of the ops, the gradient adamw_update reads, and the
+ * buffers sum_squares and scale_inplace work on. They are sums over the
+ * micro-steps of gradient accumulation (the ops add into them), and a bf16
+ * running sum would be rounded once per micro-step. Side buffers that must
+ * stay exact (layernorm mean/rstd, attention and classifier log-sum-exp,
+ * logp, per-token weights g, and the optimizer's moments and master weights)
+ * are always fp32 too. Host data moves
  * with to_device/to_host (raw bytes) or upload_f32/download_f32 (converting
  * host fp32 to and from the compute type). The op signatures are those of
  * kernels/ops.h.
@@ -33,8 +39,11 @@ typedef struct Backend {
 
     void (*encoder_forward)(float *out, const int *inp, const float *wte, const float *wpe,
                             int B, int T, int C);
+    /* inp_host: the same (B,T) ids in host memory, or NULL. A backend that
+     * groups positions by id on the host (CUDA) then needs no download and no
+     * synchronisation; the CPU ignores it. */
     void (*encoder_backward)(float *dwte, float *dwpe, const float *dout, const int *inp,
-                             int B, int T, int C);
+                             const int *inp_host, int B, int T, int C);
     void (*layernorm_forward)(float *out, float *mean, float *rstd, const float *inp,
                               const float *weight, const float *bias, int N, int C, float eps);
     void (*layernorm_backward)(float *dinp, float *dweight, float *dbias, const float *dout,
@@ -80,8 +89,12 @@ typedef struct Backend {
     void (*adamw_update)(float *param, float *master, const float *grad, float *m, float *v,
                          size_t n, double lr, double beta1, double beta2, double eps,
                          double weight_decay, int step);
+    /* fp32 x (gradients): the global gradient norm and clipping. sum_squares
+     * returns a host value, so it synchronises a device backend. */
     double (*sum_squares)(const float *x, size_t n);
     void (*scale_inplace)(float *x, float s, size_t n);
+    /* x *= s on a compute-type buffer (activations: the LoRA scale) */
+    void (*scale_act)(float *x, float s, size_t n);
 } Backend;
 
 const Backend *backend_cpu(void);

@@ -29,6 +29,12 @@ static void cpu_upload_f32(float *dst, const float *host, size_t n) {
 static void cpu_download_f32(float *host, const float *src, size_t n) {
     memcpy(host, src, n * sizeof(float));
 }
+/* host ids are the ids on the CPU */
+static void cpu_encoder_backward(float *dwte, float *dwpe, const float *dout, const int *inp,
+                                 const int *inp_host, int B, int T, int C) {
+    (void)inp_host;
+    encoder_backward(dwte, dwpe, dout, inp, B, T, C);
+}
 /* fp32 parameters are their own master weights */
 static void cpu_adamw(float *param, float *master, const float *grad, float *m, float *v,
                       size_t n, double lr, double beta1, double beta2, double eps, double wd,
@@ -49,7 +55,7 @@ static const Backend CPU = {
     .upload_f32 = cpu_upload_f32,
     .download_f32 = cpu_download_f32,
     .encoder_forward = encoder_forward,
-    .encoder_backward = encoder_backward,
+    .encoder_backward = cpu_encoder_backward,
     .layernorm_forward = layernorm_forward,
     .layernorm_backward = layernorm_backward,
     .matmul_forward = matmul_forward,
@@ -71,6 +77,7 @@ static const Backend CPU = {
     .adamw_update = cpu_adamw,
     .sum_squares = sum_squares,
     .scale_inplace = scale_inplace,
+    .scale_act = scale_inplace, /* the compute type is fp32 */
 };
 
 const Backend *backend_cpu(void) { return &CPU; }

@@ -237,6 +237,7 @@ extern "C" const Backend *backend_cuda(void) {
     b->adamw_update = adamw_update_cuda;
     b->sum_squares = sum_squares_cuda;
     b->scale_inplace = scale_inplace_cuda;
+    b->scale_act = scale_act_cuda;
     g_state = 1;
     return b;
 }

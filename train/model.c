@@ -5,7 +5,8 @@
  * tanh-GELU MLP, final LayerNorm, output layer tied to wte. Every op goes
  * through be->op(...), so the same code runs on any backend.
  *
- * Memory: one allocation for parameters, one for gradients (same layout), and
+ * Memory: one allocation for parameters, one for gradients (the layout of the
+ * trainable tensors; fp32 on every backend, see relayout_grads), and
  * activations sized for the largest B*T seen (compute-type buffers in one
  * allocation, the fp32 side buffers in another). Buffers of the compute type
  * are offset in bytes of be->act_size, never with float arithmetic, so the
@@ -101,7 +102,18 @@ static void build_table(GPT *m) {
 }
 
 /* Lays the gradients out over the trainable tensors, reallocates the (zeroed)
- * gradient buffer and records what backward has to visit. */
+ * gradient buffer and records what backward has to visit.
+ *
+ * The buffer is fp32 on every backend (train/backend.h), n_grad floats.
+ * Invariant: every element outside the tensors' [grad_offset, grad_offset +
+ * numel) ranges (the alignment tail of each tensor's alloc, and wte's padded
+ * vocabulary rows) is zero. It is allocated zeroed here, gpt_zero_grad zeroes
+ * all of it, no op writes outside a tensor's numel elements (the encoder only
+ * touches rows of real ids, checked < V in gpt_forward), and the head backward
+ * adds only zeros into the padded rows (the classifier zeroes the padded
+ * dlogits columns). So the whole buffer is one vector whose squared norm is
+ * the sum over the tensors: optim_clip_grad_norm takes it in one pass, and the
+ * all-reduce of the whole buffer sums zeros there. */
 int relayout_grads(GPT *m) {
     int L = m->cfg.n_layer;
     size_t off = 0;
@@ -136,7 +148,7 @@ int relayout_grads(GPT *m) {
     }
     if (m->grads) m->be->release(m->grads);
     m->n_grad = off;
-    m->grads = m->be->alloc((off > 0 ? off : 16) * m->be->act_size);
+    m->grads = m->be->alloc((off > 0 ? off : 16) * sizeof(float));
     m->grad_version++;
     if (!m->grads) return -1;
     return 0;
@@ -174,6 +186,7 @@ void gpt_free(GPT *m) {
     free(m->lora_xd);
     free(m->lora_host);
     free(m->lora_index);
+    free(m->ids_host);
     free(m->layer_groups);
     free(m->layers);
     free(m->tensors);
@@ -188,7 +201,7 @@ size_t gpt_num_params(const GPT *m) { return m->n_params; }
 float *gpt_params(GPT *m) { return m->params; }
 float *gpt_grads(GPT *m) { return m->grads; }
 size_t gpt_grad_size(const GPT *m) { return m->n_grad; }
-size_t gpt_grad_bytes(const GPT *m) { return m->n_grad * m->be->act_size; }
+size_t gpt_grad_bytes(const GPT *m) { return m->n_grad * sizeof(float); }
 int gpt_grad_layout_version(const GPT *m) { return m->grad_version; }
 int gpt_tensor_trainable(const GPT *m, int i) { return m->tensors[i].trainable; }
 void gpt_set_train_mode(GPT *m, int on) { m->train_mode = on != 0; }
@@ -349,6 +362,9 @@ static void ensure_acts(GPT *m, int B, int T) {
     assert(ix == nx && i32 == n32);
     m->acts = carve(m->be, m->be->act_size, sx, px, nx);
     m->acts32 = carve(m->be, sizeof(float), s32, p32, n32);
+    assert(m->targets > m->inputs); /* consecutive in acts32: one upload moves both */
+    free(m->ids_host);
+    m->ids_host = xcalloc((size_t)(m->targets - m->inputs) + N, sizeof(int));
     free(sx);
     free(s32);
     free(px);
@@ -400,6 +416,26 @@ static void blocks_forward(GPT *m, int B, int T, int pos) {
     be->lm_head_forward(m->logits, m->lnf, param_at(m, 0), N, C, V);
 }
 
+/* dst[0..N) = ids, checked: inputs must be in [0, V), targets in [0, V) or < 0
+ * (no target). Ids come from outside (data files, prompts, samples), and one
+ * out of range would make any backend read or write outside wte or a logits
+ * row, so it ends the run with what was wrong. */
+static void stage_ids(const GPT *m, int *dst, const int *ids, int N, int are_targets) {
+    int V = m->cfg.vocab_size;
+    const char *what = are_targets ? "target" : "input";
+    for (int i = 0; i < N; i++) {
+        if (ids[i] >= V || (ids[i] < 0 && !are_targets)) {
+            fprintf(stderr, "retort: %s token id %d at position %d is outside the model's "
+                            "vocabulary [0, %d); the data or prompt was tokenized for another "
+                            "vocabulary: rebuild it with this model's tokenizer, or set "
+                            "model.vocab_size\n",
+                    what, ids[i], i, V);
+            exit(1);
+        }
+        dst[i] = ids[i];
+    }
+}
+
 void gpt_forward(GPT *m, const int *inputs, const int *targets, int B, int T, float *logp_out) {
     const Backend *be = m->be;
     const GPTConfig *c = &m->cfg;
@@ -412,8 +448,10 @@ void gpt_forward(GPT *m, const int *inputs, const int *targets, int B, int T, fl
     m->T = T;
     m->fwd_dropout = m->has_lora && m->train_mode && m->lora.dropout > 0;
     if (m->fwd_dropout) m->dropout_count++;
-    be->to_device(m->inputs, inputs, (size_t)N * sizeof(int));
-    be->to_device(m->targets, targets, (size_t)N * sizeof(int));
+    size_t toff = (size_t)(m->targets - m->inputs); /* ints from inputs to targets */
+    stage_ids(m, m->ids_host, inputs, N, 0);
+    stage_ids(m, m->ids_host + toff, targets, N, 1);
+    be->to_device(m->inputs, m->ids_host, (toff + N) * sizeof(int)); /* inputs and targets */
 
     be->encoder_forward(m->encoded, m->inputs, param_at(m, 0), param_at(m, 1), B, T, C);
     blocks_forward(m, B, T, -1);
@@ -509,10 +547,12 @@ void backward_from_dlogits(GPT *m) {
                            param_at(m, lnf_w), m->lnf_mean, m->lnf_rstd, N, C);
     for (int l = L - 1; l >= stop; l--) block_backward(m, l, l > stop || m->embed_trainable);
     if (m->embed_trainable)
-        be->encoder_backward(grad_at(m, 0), grad_at(m, 1), m->dres, m->inputs, B, T, C);
+        be->encoder_backward(grad_at(m, 0), grad_at(m, 1), m->dres, m->inputs, m->ids_host, B,
+                             T, C);
 }
 
-void gpt_zero_grad(GPT *m) { m->be->zero(m->grads, m->n_grad * m->be->act_size); }
+/* the whole buffer, padding included (relayout_grads' invariant) */
+void gpt_zero_grad(GPT *m) { m->be->zero(m->grads, m->n_grad * sizeof(float)); }
 
 size_t gpt_flat_size(const GPT *m) { return m->n_alloc; }
 
@@ -529,7 +569,7 @@ void gpt_copy_params_to_device(GPT *m, const float *host, size_t n) {
 void gpt_copy_grads_to_host(GPT *m, float *host, size_t n) {
     assert(n <= m->n_alloc);
     float *packed = xmalloc((m->n_grad > 0 ? m->n_grad : 1) * sizeof(float));
-    if (m->n_grad > 0) m->be->download_f32(packed, m->grads, m->n_grad);
+    if (m->n_grad > 0) m->be->to_host(packed, m->grads, m->n_grad * sizeof(float)); /* fp32 */
     memset(host, 0, n * sizeof(float));
     for (int i = 0; i < m->n_tensors; i++) {
         const ParamInfo *p = &m->tensors[i];
@@ -565,7 +605,8 @@ void gpt_decode(GPT *m, const int *tokens, int B, int n, int pos, float *logits_
     m->B = B;
     m->T = n;
     m->fwd_dropout = 0;
-    be->to_device(m->inputs, tokens, (size_t)N * sizeof(int));
+    stage_ids(m, m->ids_host, tokens, N, 0);
+    be->to_device(m->inputs, m->ids_host, (size_t)N * sizeof(int));
     /* positions pos.. : the encoder adds wpe rows from a shifted base */
     const float *wte = param_at(m, 0);
     const float *wpe = (const float *)((const char *)param_at(m, 1) +

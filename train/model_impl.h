@@ -52,7 +52,7 @@ struct GPT {
     size_t n_params;      /* real parameters */
     size_t n_alloc;       /* floats in the flat parameter buffer (tensors 16-float aligned) */
     size_t base_alloc;    /* n_alloc of the base tensors */
-    float *params, *grads;
+    float *params, *grads; /* compute type; fp32 (every backend) */
     size_t n_grad;        /* floats in the gradient layout (trainable tensors) */
     int grad_version;
     /* what backward must visit, from the trainable flags */
@@ -84,6 +84,11 @@ struct GPT {
     float *logits;                      /* (N,V) -> dlogits in backward */
     float *logp, *lse, *g;              /* (N) each */
     int *inputs, *targets;              /* (N) each */
+    /* host staging of the ids, laid out as m->inputs .. m->targets on the
+     * device (inputs at 0, targets at m->targets - m->inputs), so one upload
+     * moves both; inputs [0, N) stay as the last forward's ids for
+     * encoder_backward's host copy */
+    int *ids_host;
     /* backward scratch */
     float *dres, *dC, *dqkv, *dfch, *dfch_gelu; /* (N,C) (N,C) (N,3C) (N,4C) (N,4C) */
     int B, T;                           /* of the last forward */
@@ -103,11 +108,12 @@ static inline float *param_at(const GPT *m, int i) {
     return (float *)((char *)m->params + m->tensors[i].offset * m->be->act_size);
 }
 
-/* Gradient of tensor i, or NULL when it is frozen (the ops then skip it). */
+/* Gradient of tensor i, or NULL when it is frozen (the ops then skip it).
+ * Gradients are fp32 on every backend (train/backend.h). */
 static inline float *grad_at(const GPT *m, int i) {
     const ParamInfo *p = &m->tensors[i];
     if (!p->trainable) return NULL;
-    return (float *)((char *)m->grads + p->grad_offset * m->be->act_size);
+    return m->grads + p->grad_offset;
 }
 
 static inline float *P(GPT *m, int layer, int slot) { return param_at(m, 2 + layer * P_PER_LAYER + slot); }

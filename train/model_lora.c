@@ -264,7 +264,7 @@ void linear_forward(GPT *m, int l, int k, float *out, const float *inp, int N,
     }
     float *h = m->lora_h[ks];
     be->matmul_forward(h, x, param_at(m, a), NULL, N, in, r);           /* (N,r) */
-    be->scale_inplace(h, m->lora_scale, (size_t)N * r);
+    be->scale_act(h, m->lora_scale, (size_t)N * r);
     be->matmul_forward(m->lora_v, h, param_at(m, a + 1), NULL, N, r, oc); /* (N,OC) */
     be->residual_forward(out, out, m->lora_v, (size_t)N * oc);
 }
@@ -290,7 +290,7 @@ void linear_backward(GPT *m, int l, int k, float *dinp, const float *dout,
     be->matmul_backward(m->lora_dh, dbt, NULL, dout, m->lora_h[ks], param_at(m, a + 1), N, r,
                         oc);
     if (!dinp && !da) return;
-    be->scale_inplace(m->lora_dh, m->lora_scale, (size_t)N * r);
+    be->scale_act(m->lora_dh, m->lora_scale, (size_t)N * r);
     int drop = m->fwd_dropout;
     const float *x = drop ? m->lora_xd[ks] : inp;
     float *dx = drop && dinp ? m->lora_dx : dinp;

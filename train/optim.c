@@ -69,8 +69,9 @@ static float *param_at(const Optimizer *o, const ParamInfo *p) {
     return (float *)((char *)gpt_params(o->model) + p->offset * o->be->act_size);
 }
 
+/* gradients are fp32 on every backend (train/backend.h) */
 static float *grad_at(const Optimizer *o, const ParamInfo *p) {
-    return (float *)((char *)gpt_grads(o->model) + p->grad_offset * o->be->act_size);
+    return gpt_grads(o->model) + p->grad_offset;
 }
 
 static void check_layout(const Optimizer *o) {
@@ -134,18 +135,18 @@ void optim_free(Optimizer *o) {
 int optim_step_count(const Optimizer *o) { return o->step; }
 void optim_set_step_count(Optimizer *o, int step) { o->step = step; }
 
+/* One sum_squares over the whole gradient buffer: its padding between tensors
+ * is always zero (the invariant of train/model.c relayout_grads), so this is
+ * the sum over the tensors, with one synchronisation on a device backend
+ * instead of one per tensor. */
 double optim_clip_grad_norm(Optimizer *o) {
     check_layout(o);
-    double ss = 0;
-    if (o->sharded) { /* this rank's shard of the reduced gradient, then over ranks */
-        float *g = gpt_grads(o->model);
+    float *g = gpt_grads(o->model);
+    double ss;
+    if (o->sharded) /* this rank's shard of the reduced gradient, then over ranks */
         ss = dist_sum_f64(o->be->sum_squares(g + o->sh_begin, o->sh_end - o->sh_begin));
-    } else {
-        for (int i = 0; i < gpt_num_tensors(o->model); i++) {
-            const ParamInfo *p = gpt_tensor(o->model, i);
-            if (p->trainable) ss += o->be->sum_squares(grad_at(o, p), p->numel);
-        }
-    }
+    else
+        ss = o->be->sum_squares(g, o->n_state);
     double norm = sqrt(ss);
     if (o->cfg.grad_clip > 0 && o->n_state > 0) {
         double coef = o->cfg.grad_clip / (norm + 1e-6);

@@ -10,6 +10,34 @@
  * run's losses bit for bit. With LoRA the checkpoint also holds the adapter
  * in PEFT form (adapter_model.safetensors + adapter_config.json) beside the
  * frozen base weights.
+ *
+ * Host <-> device synchronisations of one CUDA training step, LM objective on
+ * one GPU (no LoRA dropout, every cached buffer already grown): 3 per
+ * micro-step and 1 per optimizer step, 3A + 1 with data.grad_accum = A. (It
+ * was 5A + 148 on GPT-2 124M: one per trainable tensor for the norm, one more
+ * upload, and the encoder backward's download of the ids.) Each remaining one:
+ *   per micro-step
+ *     1. gpt_forward uploads inputs and targets in one copy (to_device returns
+ *        when its host buffer may be reused). It also waits for the previous
+ *        micro-step's backward; the host has nothing to queue before 2 anyway.
+ *     2. gpt_forward downloads logp: the objective (loss, dLoss/dlogp) runs on
+ *        the host (train/objectives).
+ *     3. gpt_backward uploads g = dLoss/dlogp; the stream is idle after 2, so
+ *        this one costs one small copy's latency.
+ *     The encoder backward needs none: it groups positions by token id from
+ *     the model's host copy of the ids (kernels/cuda/encoder.cu).
+ *   per optimizer step
+ *     4. optim_clip_grad_norm: ONE sum_squares over the whole fp32 gradient
+ *        buffer (train/optim.c); the norm is logged and the clip coefficient
+ *        formed on the host. gpt_zero_grad, the clip scale and the AdamW
+ *        launches are asynchronous.
+ * Other settings add theirs: with world > 1 the wait for the NCCL gradient
+ * all-reduce (dist_wait polls its event, so a hung rank ends in a message)
+ * and the host collectives dist_sum_* and dist_any (through the device when
+ * NCCL runs without MPI); kd and dpo the teacher's or reference's forward and
+ * their per-token side arrays (model_kd.c, steps.c); LoRA dropout a download
+ * and an upload per adapted layer (model_lora.c); evaluation, checkpoints
+ * and a step whose buffers grow (first step) more.
  */
 #include "train/trainer.h"
 
@@ -529,8 +557,8 @@ int train_run(const Config *cfg_in, const TrainOptions *opt) {
         StepStats st;
         train_step(&t, &st);
         if (t.world > 1) { /* sum the ranks' gradient shares (each is weighted for the global step) */
-            if (!strcmp(t.be->name, "cuda")) {
-                dist_allreduce_bucket_async(gpt_grads(t.model), gpt_grad_size(t.model), DIST_BF16,
+            if (!strcmp(t.be->name, "cuda")) { /* gradients are fp32 on every backend */
+                dist_allreduce_bucket_async(gpt_grads(t.model), gpt_grad_size(t.model), DIST_F32,
                                             DIST_SUM);
                 dist_wait();
             } else if (optim_is_sharded(t.optim)) { /* ZeRO-1: each rank needs its shard */

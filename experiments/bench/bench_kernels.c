@@ -109,8 +109,8 @@ static void bench_layernorm(Rng *r, int N, int C) {
     l.b = rand_dev(r, C, 1);
     l.dout = rand_dev(r, (size_t)N * C, 1);
     l.dinp = rand_dev(r, (size_t)N * C, 1);
-    l.dw = rand_dev(r, C, 1);
-    l.db = rand_dev(r, C, 1);
+    l.dw = rand_dev(r, C, 0); /* weight gradients are fp32 */
+    l.db = rand_dev(r, C, 0);
     G->layernorm_forward(l.out, l.mean, l.rstd, l.inp[0], l.w, l.b, N, C, 1e-5f);
     double X = (double)G->act_size;
     for (l.bwd = 0; l.bwd < 2; l.bwd++) {

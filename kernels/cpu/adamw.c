@@ -10,13 +10,21 @@
  * computed in double, as torch does with Python floats, and then rounded to
  * float once, as torch does when it hands a Python scalar to a float kernel.
  * sum_squares accumulates in double: it feeds the global gradient norm, where a
- * float sum over ~1e8 elements would lose digits. */
+ * float sum over ~1e8 elements would lose digits. Its sum order depends on n
+ * only (fixed chunks summed left to right, chunk sums added in chunk order),
+ * never on the thread count or timing, so a norm repeats bit for bit; up to
+ * SUM_SQUARES_CHUNK elements it is the plain left-to-right sum.
+ * Built with -std=c11, which implies -ffp-contract=off: a*b + c is never fused
+ * into an FMA, so the CUDA twin (kernels/cuda/adamw.cu), which forbids the
+ * fusion too, gets the same bits from the same inputs. */
 #include <math.h>
 
 #include "kernels/adamw_scalars.h"
 #include "kernels/ops.h"
 
 #define ELEMENTWISE_PAR_MIN 65536
+#define SUM_SQUARES_CHUNK 65536    /* fewest elements per chunk of sum_squares */
+#define SUM_SQUARES_MAX_CHUNKS 256 /* most chunks: the partial sums live on the stack */
 
 void adamw_update(float *param, const float *grad, float *m, float *v, size_t n, double lr,
                   double beta1, double beta2, double eps, double weight_decay, int step) {
@@ -36,9 +44,19 @@ void adamw_update(float *param, const float *grad, float *m, float *v, size_t n,
 }
 
 double sum_squares(const float *x, size_t n) {
+    size_t len = (n + SUM_SQUARES_MAX_CHUNKS - 1) / SUM_SQUARES_MAX_CHUNKS;
+    if (len < SUM_SQUARES_CHUNK) len = SUM_SQUARES_CHUNK;
+    size_t n_chunks = (n + len - 1) / len; /* <= SUM_SQUARES_MAX_CHUNKS */
+    double part[SUM_SQUARES_MAX_CHUNKS];
+    #pragma omp parallel for if (n_chunks > 1)
+    for (size_t k = 0; k < n_chunks; k++) {
+        size_t end = (k + 1) * len < n ? (k + 1) * len : n;
+        double s = 0.0;
+        for (size_t i = k * len; i < end; i++) s += (double)x[i] * x[i];
+        part[k] = s;
+    }
     double sum = 0.0;
-    #pragma omp parallel for reduction(+ : sum) if (n > ELEMENTWISE_PAR_MIN)
-    for (size_t i = 0; i < n; i++) sum += (double)x[i] * x[i];
+    for (size_t k = 0; k < n_chunks; k++) sum += part[k];
     return sum;
 }
 

@@ -3,24 +3,37 @@
  *
  * Forward is a gather, out[b,t,:] = wte[inp[b,t],:] + wpe[t,:], summed in fp32
  * and rounded once; 16-byte loads (8 channels per thread) when C % 8 == 0 and
- * the tensors are aligned, one channel per thread otherwise.
+ * the tensors are aligned, one channel per thread otherwise. The kernels do
+ * not bound-check ids (they do not know V): the model checks every id against
+ * [0, V) on the host before it uploads them (train/model.c stage_ids), so no
+ * id read here lies outside wte.
  *
- * Backward, dwpe: one thread per (t, channel chunk) sums dout over b in order.
+ * The weight gradients dwte and dwpe are fp32 (train/backend.h), dout is bf16.
+ *
+ * Backward, dwpe: one thread per (t, channel chunk) sums dout over b in order
+ * and adds the sum into the fp32 dwpe row.
  *
  * Backward, dwte: a scatter-add where many (b,t) share one token id. Atomics
- * would make the sum order (and so the bf16 bits) change from run to run, so
+ * would make the sum order (and so the bits) change from run to run, so
  * instead the positions are grouped by token id with a counting sort ON THE HOST:
- * inp (B*T int32) is copied down, the stream synchronised, and one pass builds,
- * for every distinct id in increasing order, the list of its positions in
- * increasing order. That list goes back up in one copy, and a kernel with one
- * block per distinct id sums its positions' dout rows in that fixed order in
- * fp32 (threads split the channels), then adds the sum to the bf16 dwte row.
- * The price is one small host round trip (4*B*T bytes each way, a stream sync and
- * O(B*T + max id) host work) per call, paid for bit-for-bit reproducible
- * gradients. A very frequent id (padding) makes its block loop long; the loop
- * issues four row loads at a time to hide latency but keeps the add order.
+ * one pass over the B*T ids builds, for every distinct id in increasing order,
+ * the list of its positions in increasing order. That list goes up in one
+ * asynchronous copy, and a kernel with one block per distinct id sums its
+ * positions' dout rows in that fixed order in fp32 (threads split the
+ * channels), then adds the sum to the fp32 dwte row.
+ * The ids come from the caller's host copy (inp_host; the model keeps the ids
+ * of its last forward) whenever it passes one: then there is no download and
+ * no stream synchronisation, only O(B*T + max id) host work and a 4*(B*T + 2
+ * n_ids + 1)-byte upload. Without it (inp_host NULL) the ids are first copied
+ * down from inp and the stream synchronised: one host round trip per call.
+ * Either way the gradients are bit-for-bit reproducible. A very frequent id
+ * (padding) makes its block loop long; the loop issues four row loads at a
+ * time to hide latency but keeps the add order.
  *
  * Host buffers (pinned) and the device list buffer are cached and only grow.
+ * The pinned list buffer feeds an asynchronous upload, so the next call waits
+ * for that copy's event before rewriting it (it finished long before in
+ * practice: a whole training step lies in between).
  */
 #include <string.h>
 
@@ -82,9 +95,27 @@ extern "C" void encoder_forward_cuda(float *out_f, const int *inp, const float *
 
 /* ---- backward: dwpe ---- */
 
-/* dwpe[t, c..c+width) += sum over b of dout[b, t, c..c+width), b in order */
+/* p[0..7] += a[0..7] on fp32 memory; p must be 16-byte aligned */
+static __device__ __forceinline__ void add8_f32(float *p, const float a[VEC_WIDTH]) {
+    float4 *q = reinterpret_cast<float4 *>(p);
+    float4 lo = q[0], hi = q[1];
+    lo.x += a[0];
+    lo.y += a[1];
+    lo.z += a[2];
+    lo.w += a[3];
+    hi.x += a[4];
+    hi.y += a[5];
+    hi.z += a[6];
+    hi.w += a[7];
+    q[0] = lo;
+    q[1] = hi;
+}
+
+/* dwpe[t, c..c+width) += sum over b of dout[b, t, c..c+width), b in order.
+ * VEC: C % 8 == 0 and dwpe, dout 16-byte aligned, so every 8-channel chunk of
+ * dwpe (fp32, offset a multiple of 8 floats) is 16-byte aligned too. */
 template <bool VEC>
-__global__ static void encoder_dwpe_kernel(floatX *dwpe, const floatX *dout, int B, int T, int C) {
+__global__ static void encoder_dwpe_kernel(float *dwpe, const floatX *dout, int B, int T, int C) {
     const int width = VEC ? VEC_WIDTH : 1;
     int chunks = C / width;
     size_t n_items = (size_t)T * chunks;
@@ -106,16 +137,9 @@ __global__ static void encoder_dwpe_kernel(floatX *dwpe, const floatX *dout, int
                 acc[0] += bf16_to_float(*src);
             }
         }
-        floatX *dst = dwpe + (size_t)t * C + c; /* (width) */
-        if constexpr (VEC) {
-            float d[VEC_WIDTH];
-            load8(dst, d);
-#pragma unroll
-            for (int e = 0; e < VEC_WIDTH; e++) d[e] += acc[e];
-            store8(dst, d);
-        } else {
-            *dst = float_to_bf16(bf16_to_float(*dst) + acc[0]);
-        }
+        float *dst = dwpe + (size_t)t * C + c; /* (width) fp32 */
+        if constexpr (VEC) add8_f32(dst, acc);
+        else *dst += acc[0];
     }
 }
 
@@ -127,10 +151,11 @@ __global__ static void encoder_dwpe_kernel(floatX *dwpe, const floatX *dout, int
  *   starts (n_ids + 1): group k is positions[starts[k] .. starts[k+1]) */
 
 /* Block k: dwte[ids[k], :] += sum over p in group k of dout[p, :], p in order.
- * VEC: each thread owns 8 adjacent channels; scalar: one channel. */
+ * VEC: each thread owns 8 adjacent channels (C % 8 == 0, dwte and dout 16-byte
+ * aligned); scalar: one channel. dwte is fp32. */
 template <bool VEC>
 __global__ static void __launch_bounds__(DWTE_THREADS)
-    encoder_dwte_kernel(floatX *dwte, const floatX *dout, const int *lists, int N, int n_ids,
+    encoder_dwte_kernel(float *dwte, const floatX *dout, const int *lists, int N, int n_ids,
                         int C) {
     const int *positions = lists;            /* (N) */
     const int *ids = lists + N;              /* (n_ids) */
@@ -138,7 +163,7 @@ __global__ static void __launch_bounds__(DWTE_THREADS)
     int k = blockIdx.x;
     int id = ids[k];
     int p0 = starts[k], p1 = starts[k + 1];
-    floatX *dst = dwte + (size_t)id * C; /* (C) row of (V,C) */
+    float *dst = dwte + (size_t)id * C; /* (C) fp32 row of (V,C) */
     const int width = VEC ? VEC_WIDTH : 1;
     for (int c = threadIdx.x * width; c < C; c += blockDim.x * width) {
         float acc[width];
@@ -167,30 +192,25 @@ __global__ static void __launch_bounds__(DWTE_THREADS)
 #pragma unroll
             for (int e = 0; e < width; e++) acc[e] += v[e];
         }
-        if constexpr (VEC) {
-            float d[VEC_WIDTH];
-            load8(dst + c, d);
-#pragma unroll
-            for (int e = 0; e < VEC_WIDTH; e++) d[e] += acc[e];
-            store8(dst + c, d);
-        } else {
-            dst[c] = float_to_bf16(bf16_to_float(dst[c]) + acc[0]);
-        }
+        if constexpr (VEC) add8_f32(dst + c, acc);
+        else dst[c] += acc[0];
     }
 }
 
-/* cached buffers of the host round trip; they only grow */
-static int *inp_host;          /* (N) pinned: the token ids, copied down */
-static size_t inp_host_cap;    /* ints */
+/* cached buffers of the host side; they only grow */
+static int *ids_down;          /* (N) pinned: the token ids, copied down (no inp_host) */
+static size_t ids_down_cap;    /* ints */
 static int *lists_host;        /* (N + 2*n_ids + 1) pinned: the lists, before upload */
 static size_t lists_host_cap;  /* ints */
 static int *cursor;            /* (max id + 1) plain host: counts, then write cursors */
 static size_t cursor_cap;      /* ints */
 static void *lists_dev;        /* (N + 2*n_ids + 1) ints on the device */
 static size_t lists_dev_cap;   /* bytes */
+static cudaEvent_t lists_uploaded; /* recorded after each upload from lists_host */
+static int lists_in_flight;        /* lists_uploaded was recorded and not waited for */
 
-/* Only called right after a stream synchronisation, so no copy still reads the
- * old buffer when it is freed. */
+/* Only called when no copy can still read the old buffer (after a stream
+ * synchronisation, or after waiting for lists_uploaded), so freeing it is safe. */
 static int *pinned_reserve(int **buf, size_t *cap, size_t n_ints) {
     if (n_ints > *cap) {
         if (*buf) CUDA_CHECK(cudaFreeHost(*buf));
@@ -202,12 +222,12 @@ static int *pinned_reserve(int **buf, size_t *cap, size_t n_ints) {
     return *buf;
 }
 
-/* Builds the per-id position lists of inp_host[0..N) into lists_host; returns the
- * number of distinct ids. Exits on a negative id (the CPU twin asserts). */
-static int build_position_lists(long N) {
+/* Builds the per-id position lists of ids[0..N) (host) into lists_host; returns
+ * the number of distinct ids. Exits on a negative id (the CPU twin asserts). */
+static int build_position_lists(const int *ids_in, long N) {
     int max_id = -1;
     for (long i = 0; i < N; i++) {
-        int id = inp_host[i];
+        int id = ids_in[i];
         if (id < 0) {
             fprintf(stderr, "retort: encoder_backward_cuda: token id %d at position %ld is "
                             "negative; inputs must be token ids in [0, vocab_size)\n", id, i);
@@ -227,7 +247,7 @@ static int build_position_lists(long N) {
         cursor_cap = n_slots;
     }
     memset(cursor, 0, n_slots * sizeof(int));
-    for (long i = 0; i < N; i++) cursor[inp_host[i]]++;
+    for (long i = 0; i < N; i++) cursor[ids_in[i]]++;
     int n_ids = 0;
     for (size_t id = 0; id < n_slots; id++) n_ids += cursor[id] > 0;
     int *positions = lists_host;             /* (N) */
@@ -245,22 +265,33 @@ static int build_position_lists(long N) {
     }
     starts[n_ids] = run; /* == N */
     /* positions in increasing order within each id: the order the kernel sums in */
-    for (long i = 0; i < N; i++) positions[cursor[inp_host[i]]++] = (int)i;
+    for (long i = 0; i < N; i++) positions[cursor[ids_in[i]]++] = (int)i;
     return n_ids;
 }
 
-static void encoder_dwte(floatX *dwte, const floatX *dout, const int *inp, int N, int C) {
-    pinned_reserve(&inp_host, &inp_host_cap, (size_t)N);
-    CUDA_CHECK(cudaMemcpyAsync(inp_host, inp, (size_t)N * sizeof(int), cudaMemcpyDeviceToHost,
-                               retort_stream));
-    /* also guarantees the previous call's upload from lists_host has finished */
-    CUDA_CHECK(cudaStreamSynchronize(retort_stream));
+static void encoder_dwte(float *dwte, const floatX *dout, const int *inp, const int *inp_host,
+                         int N, int C) {
+    const int *ids_in = inp_host;
+    if (!ids_in) { /* no host copy: download the ids (one stream synchronisation) */
+        pinned_reserve(&ids_down, &ids_down_cap, (size_t)N);
+        CUDA_CHECK(cudaMemcpyAsync(ids_down, inp, (size_t)N * sizeof(int),
+                                   cudaMemcpyDeviceToHost, retort_stream));
+        CUDA_CHECK(cudaStreamSynchronize(retort_stream));
+        ids_in = ids_down;
+    } else if (lists_in_flight) { /* the previous upload may still read lists_host */
+        CUDA_CHECK(cudaEventSynchronize(lists_uploaded));
+    }
+    lists_in_flight = 0; /* either way the previous upload is done */
     pinned_reserve(&lists_host, &lists_host_cap, 3 * (size_t)N + 1);
-    int n_ids = build_position_lists(N);
+    int n_ids = build_position_lists(ids_in, N);
     size_t n_ints = (size_t)N + 2 * (size_t)n_ids + 1;
     int *lists = (int *)scratch_reserve(&lists_dev, &lists_dev_cap, n_ints * sizeof(int));
     CUDA_CHECK(cudaMemcpyAsync(lists, lists_host, n_ints * sizeof(int), cudaMemcpyHostToDevice,
                                retort_stream));
+    if (!lists_uploaded) CUDA_CHECK(cudaEventCreateWithFlags(&lists_uploaded,
+                                                             cudaEventDisableTiming));
+    CUDA_CHECK(cudaEventRecord(lists_uploaded, retort_stream));
+    lists_in_flight = 1;
     bool vec = C % VEC_WIDTH == 0 && aligned16(dwte) && aligned16(dout);
     int threads = block_for_columns(vec ? C / VEC_WIDTH : C, DWTE_THREADS);
     if (vec)
@@ -272,13 +303,12 @@ static void encoder_dwte(floatX *dwte, const floatX *dout, const int *inp, int N
     CUDA_LAUNCH_CHECK();
 }
 
-extern "C" void encoder_backward_cuda(float *dwte_f, float *dwpe_f, const float *dout_f,
-                                      const int *inp, int B, int T, int C) {
+extern "C" void encoder_backward_cuda(float *dwte, float *dwpe, const float *dout_f,
+                                      const int *inp, const int *inp_host, int B, int T, int C) {
     if (B <= 0 || T <= 0 || C <= 0) return;
-    floatX *dwte = reinterpret_cast<floatX *>(dwte_f);             /* (V,C) += ; may be NULL */
-    floatX *dwpe = reinterpret_cast<floatX *>(dwpe_f);             /* (maxT,C) += ; may be NULL */
+    /* dwte (V,C) += fp32, may be NULL; dwpe (maxT,C) += fp32, may be NULL */
     const floatX *dout = reinterpret_cast<const floatX *>(dout_f); /* (B,T,C) */
-    /* inp (B,T) int32 */
+    /* inp (B,T) int32 on the device; inp_host the same ids on the host, or NULL */
     if (dwpe) {
         bool vec = C % VEC_WIDTH == 0 && aligned16(dwpe) && aligned16(dout);
         size_t n_items = (size_t)T * (vec ? C / VEC_WIDTH : C);
@@ -291,5 +321,5 @@ extern "C" void encoder_backward_cuda(float *dwte_f, float *dwpe_f, const float 
                                                                                     T, C);
         CUDA_LAUNCH_CHECK();
     }
-    if (dwte) encoder_dwte(dwte, dout, inp, B * T, C);
+    if (dwte) encoder_dwte(dwte, dout, inp, inp_host, B * T, C);
 }

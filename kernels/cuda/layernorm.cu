@@ -14,7 +14,9 @@
  * rows, done deterministically in two kernels: each of a fixed number of blocks
  * (a function of N only) sums a contiguous range of rows in row order into an
  * fp32 scratch (n_blocks, 2, C); a second kernel, one thread per column, adds the
- * block partials in block order and adds the result into the bf16 gradients.
+ * block partials in block order and adds the result into the fp32 weight
+ * gradients (train/backend.h: weight gradients are fp32 on every backend; dinp
+ * is bf16).
  * No atomics anywhere, so every run gives the same bits.
  */
 #include "kernels/cuda/common.cuh"
@@ -262,8 +264,9 @@ __global__ static void __launch_bounds__(LN_PARAM_THREADS)
     }
 }
 
-/* dweight[c] += sum_b partial[b, 0, c]; dbias[c] += sum_b partial[b, 1, c], in b order */
-__global__ static void layernorm_param_reduce_kernel(floatX *dweight, floatX *dbias,
+/* dweight[c] += sum_b partial[b, 0, c]; dbias[c] += sum_b partial[b, 1, c], in b order;
+ * dweight and dbias are fp32 */
+__global__ static void layernorm_param_reduce_kernel(float *dweight, float *dbias,
                                                      const float *partial, int n_blocks, int C) {
     int c = blockIdx.x * blockDim.x + threadIdx.x;
     if (c >= C) return;
@@ -272,8 +275,8 @@ __global__ static void layernorm_param_reduce_kernel(floatX *dweight, floatX *db
         w += partial[(size_t)k * 2 * C + c];
         b += partial[(size_t)k * 2 * C + C + c];
     }
-    if (dweight) dweight[c] = float_to_bf16(bf16_to_float(dweight[c]) + w);
-    if (dbias) dbias[c] = float_to_bf16(bf16_to_float(dbias[c]) + b);
+    if (dweight) dweight[c] += w;
+    if (dbias) dbias[c] += b;
 }
 
 static void *ln_scratch; /* (n_blocks, 2, C) fp32 partial column sums */
@@ -285,8 +288,8 @@ extern "C" void layernorm_backward_cuda(float *dinp_f, float *dweight_f, float *
                                         const float *rstd, int N, int C) {
     if (N <= 0 || C <= 0) return;
     floatX *dinp = reinterpret_cast<floatX *>(dinp_f);               /* (N,C) += ; may be NULL */
-    floatX *dweight = reinterpret_cast<floatX *>(dweight_f);         /* (C) += ; may be NULL */
-    floatX *dbias = reinterpret_cast<floatX *>(dbias_f);             /* (C) += ; may be NULL */
+    float *dweight = dweight_f;                                      /* (C) += fp32; may be NULL */
+    float *dbias = dbias_f;                                          /* (C) += fp32; may be NULL */
     const floatX *dout = reinterpret_cast<const floatX *>(dout_f);   /* (N,C) */
     const floatX *inp = reinterpret_cast<const floatX *>(inp_f);     /* (N,C) */
     const floatX *weight = reinterpret_cast<const floatX *>(weight_f); /* (C) */

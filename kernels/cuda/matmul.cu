@@ -5,11 +5,20 @@
  * is, read column-major, its transpose (K, R) with leading dimension K, so
  * every product below is written for the transposed problem:
  *   out (N,OC) = inp (N,C) @ W (C,OC)        ->  out^T = W^T inp^T
- * with no data movement. Backward accumulates into the bf16 gradients with
- * beta = 1 (cuBLAS computes alpha*AB + beta*C in fp32 and rounds once).
+ * with no data movement.
+ *
+ * Gradients: activation gradients (dinp) are bf16 like the activations, added
+ * with beta = 1 (cuBLAS computes alpha*AB + beta*C in fp32 and rounds once).
+ * Weight gradients (dweight, dbias, the tied dwte) are fp32 (train/backend.h):
+ * their GEMMs take bf16 A and B and an fp32 C, so accumulating over micro-steps
+ * never rounds the running sum to bf16.
  * Bias: forward writes the broadcast bias into out first and multiplies with
  * beta = 1; backward sums dout over rows in a deterministic two-pass reduction
- * (per-block partial column sums in fp32, then a fixed-order sum).
+ * (per-block partial column sums in fp32, then a fixed-order sum added into the
+ * fp32 dbias).
+ *
+ * Empty shapes: N, C or OC == 0 launch nothing (a zero-size grid is a launch
+ * error, and cuBLAS rejects a leading dimension of 0).
  */
 #include <cublas_v2.h>
 
@@ -47,6 +56,15 @@ static void gemm(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k
                               CUBLAS_GEMM_DEFAULT));
 }
 
+/* C (m,n) += op(A) op(B): bf16 A and B, fp32 C, fp32 compute (weight gradients) */
+static void gemm_acc_f32(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
+                         const floatX *A, int lda, const floatX *B, int ldb, float *C, int ldc) {
+    const float alpha = 1.0f, beta = 1.0f;
+    CUBLAS_CHECK(cublasGemmEx(cublas(), ta, tb, m, n, k, &alpha, A, CUDA_R_16BF, lda, B,
+                              CUDA_R_16BF, ldb, &beta, C, CUDA_R_32F, ldc, CUBLAS_COMPUTE_32F,
+                              CUBLAS_GEMM_DEFAULT));
+}
+
 /* out[r, c] = bias[c] for every row r */
 __global__ static void broadcast_rows_kernel(floatX *out, const floatX *bias, int N, int OC) {
     size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
@@ -66,20 +84,21 @@ __global__ static void column_partial_sums_kernel(float *partial, const floatX *
     partial[(size_t)blockIdx.y * OC + c] = s;
 }
 
-/* dbias[c] += sum of partial[:, c] in fixed order */
-__global__ static void column_finish_kernel(floatX *dbias, const float *partial, int n_parts,
+/* dbias[c] += sum of partial[:, c] in fixed order; dbias is fp32 */
+__global__ static void column_finish_kernel(float *dbias, const float *partial, int n_parts,
                                             int OC) {
     int c = blockIdx.x * blockDim.x + threadIdx.x;
     if (c >= OC) return;
     float s = 0.0f;
     for (int p = 0; p < n_parts; p++) s += partial[(size_t)p * OC + c];
-    dbias[c] = __float2bfloat16_rn(__bfloat162float(dbias[c]) + s);
+    dbias[c] += s;
 }
 
 static float *bias_scratch;
 static size_t bias_scratch_n;
 
-static void bias_backward(floatX *dbias, const floatX *dout, int N, int OC) {
+static void bias_backward(float *dbias, const floatX *dout, int N, int OC) {
+    if (N <= 0 || OC <= 0) return; /* nothing to add; a zero-size grid would not launch */
     int parts = ceil_div(N, BIAS_ROWS_PER_BLOCK);
     size_t need = (size_t)parts * OC;
     if (need > bias_scratch_n) {
@@ -97,9 +116,20 @@ static void bias_backward(floatX *dbias, const floatX *dout, int N, int OC) {
 
 extern "C" void matmul_forward_cuda(float *out_, const float *inp_, const float *weight_,
                                     const float *bias_, int N, int C, int OC) {
+    if (N <= 0 || OC <= 0) return; /* empty output */
     floatX *out = (floatX *)out_;
     const floatX *inp = (const floatX *)inp_, *weight = (const floatX *)weight_;
     float beta = 0.0f;
+    if (C <= 0) { /* an empty sum: out = bias, or 0 */
+        if (bias_) {
+            broadcast_rows_kernel<<<ceil_div((long)N * OC, 256), 256, 0, retort_stream>>>(
+                out, (const floatX *)bias_, N, OC);
+            CUDA_LAUNCH_CHECK();
+        } else {
+            CUDA_CHECK(cudaMemsetAsync(out, 0, (size_t)N * OC * sizeof(floatX), retort_stream));
+        }
+        return;
+    }
     if (bias_) {
         size_t n = (size_t)N * OC;
         broadcast_rows_kernel<<<ceil_div((long)n, 256), 256, 0, retort_stream>>>(
@@ -114,13 +144,16 @@ extern "C" void matmul_forward_cuda(float *out_, const float *inp_, const float 
 extern "C" void matmul_backward_cuda(float *dinp_, float *dweight_, float *dbias_,
                                      const float *dout_, const float *inp_, const float *weight_,
                                      int N, int C, int OC) {
+    /* N == 0 or OC == 0: every product is an empty sum, += 0; C == 0: dinp and
+     * dweight are empty, dbias still gets its sum */
+    if (N <= 0 || OC <= 0) return;
     const floatX *dout = (const floatX *)dout_, *inp = (const floatX *)inp_,
                  *weight = (const floatX *)weight_;
-    if (dinp_) /* dinp^T (C,N) += W (C,OC) dout^T (OC,N) */
+    if (dinp_ && C > 0) /* dinp^T (C,N) += W (C,OC) dout^T (OC,N); bf16 */
         gemm(CUBLAS_OP_T, CUBLAS_OP_N, C, N, OC, weight, OC, dout, OC, 1.0f, (floatX *)dinp_, C);
-    if (dweight_) /* dW^T (OC,C) += dout^T (OC,N) inp (N,C) */
-        gemm(CUBLAS_OP_N, CUBLAS_OP_T, OC, C, N, dout, OC, inp, C, 1.0f, (floatX *)dweight_, OC);
-    if (dbias_) bias_backward((floatX *)dbias_, dout, N, OC);
+    if (dweight_ && C > 0) /* dW^T (OC,C) += dout^T (OC,N) inp (N,C); fp32 */
+        gemm_acc_f32(CUBLAS_OP_N, CUBLAS_OP_T, OC, C, N, dout, OC, inp, C, dweight_, OC);
+    if (dbias_) bias_backward(dbias_, dout, N, OC); /* fp32 */
 }
 
 extern "C" void lm_head_forward_cuda(float *logits_, const float *inp_, const float *wte_, int N,
@@ -136,7 +169,7 @@ extern "C" void lm_head_backward_cuda(float *dinp_, float *dwte_, const float *d
     if (dinp_) /* dinp^T (C,N) += wte^T (C,V) dlogits^T (V,N) */
         gemm(CUBLAS_OP_N, CUBLAS_OP_N, C, N, V, (const floatX *)wte_, C, dlogits, V, 1.0f,
              (floatX *)dinp_, C);
-    if (dwte_) /* dwte^T (C,V) += inp^T (C,N) dlogits (N,V) */
-        gemm(CUBLAS_OP_N, CUBLAS_OP_T, C, V, N, (const floatX *)inp_, C, dlogits, V, 1.0f,
-             (floatX *)dwte_, C);
+    if (dwte_) /* dwte^T (C,V) += inp^T (C,N) dlogits (N,V); fp32 */
+        gemm_acc_f32(CUBLAS_OP_N, CUBLAS_OP_T, C, V, N, (const floatX *)inp_, C, dlogits, V,
+                     dwte_, C);
 }

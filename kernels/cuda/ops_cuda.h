@@ -6,7 +6,11 @@
  * tests call them through it. float* arguments that hold compute-type data
  * (everything the CPU twin documents as a tensor of the model) point to bf16
  * on the device; the fp32 side buffers (mean, rstd, lse, logp, g, m, v,
- * master) are fp32. All run asynchronously on retort_stream.
+ * master) are fp32, and so are the weight gradients (dweight, dbias, dwte,
+ * dwpe, adamw's grad, sum_squares and scale_inplace: train/backend.h), while
+ * activation gradients (dinp, dqkv, ...) are bf16. All run asynchronously on
+ * retort_stream, except encoder_backward_cuda without inp_host (it downloads
+ * the ids) and sum_squares_cuda (it returns a host value).
  */
 #ifndef RETORT_OPS_CUDA_H
 #define RETORT_OPS_CUDA_H
@@ -19,8 +23,8 @@ extern "C" {
 
 void encoder_forward_cuda(float *out, const int *inp, const float *wte, const float *wpe, int B,
                           int T, int C);
-void encoder_backward_cuda(float *dwte, float *dwpe, const float *dout, const int *inp, int B,
-                           int T, int C);
+void encoder_backward_cuda(float *dwte, float *dwpe, const float *dout, const int *inp,
+                           const int *inp_host, int B, int T, int C);
 void layernorm_forward_cuda(float *out, float *mean, float *rstd, const float *inp,
                             const float *weight, const float *bias, int N, int C, float eps);
 void layernorm_backward_cuda(float *dinp, float *dweight, float *dbias, const float *dout,
@@ -63,6 +67,7 @@ void adamw_update_cuda(float *param, float *master, const float *grad, float *m,
                        double weight_decay, int step);
 double sum_squares_cuda(const float *x, size_t n);
 void scale_inplace_cuda(float *x, float s, size_t n);
+void scale_act_cuda(float *x, float s, size_t n); /* bf16 x */
 
 /* conversions between host fp32 and device bf16 */
 void upload_f32_cuda(float *dst, const float *host, size_t n);
