@@ -130,17 +130,24 @@ void residual_forward(float *out, const float *a, const float *b, size_t n);
  * Backward: given g[i] = dLoss/dlogp[i] (the per-token weight an objective
  * produces), overwrite logits IN PLACE with dLoss/dlogits:
  *     dlogits[i,j] = g[i] * (1[j == targets[i]] - softmax(logits[i])[j])
- * so no second V-wide matrix is ever stored. Rows with g[i] == 0 become zeros. */
+ * so no second V-wide matrix is ever stored. Rows with g[i] == 0 become zeros.
+ *
+ * Padded vocabulary: every classifier op (plain and KD) reads rows of Vp >= V
+ * values (Vp is the row stride: the model pads the vocabulary to a multiple of
+ * 128 so the head GEMMs get aligned leading dimensions) and uses only the V
+ * real columns: padded columns never enter a max, a log-sum-exp, a softmax, a
+ * KD sum or an argmax. Backward writes zeros into the padded columns, so the
+ * head backward adds nothing through them. Vp == V is the unpadded case. */
 void classifier_forward(float *logp,         /* (N) */
                         float *lse,          /* (N) */
-                        const float *logits, /* (N,V) */
+                        const float *logits, /* (N,Vp) */
                         const int *targets,  /* (N) */
-                        int N, int V);
-void classifier_backward(float *logits,      /* (N,V) in: logits, out: dlogits */
+                        int N, int V, int Vp);
+void classifier_backward(float *logits,      /* (N,Vp) in: logits, out: dlogits */
                          const float *lse,   /* (N) */
                          const int *targets, /* (N) */
                          const float *g,     /* (N) dLoss/dlogp */
-                         int N, int V);
+                         int N, int V, int Vp);
 
 /* ---- word-level knowledge distillation inside the fused classifier ----
  * Per row i, with temperature T > 0 and beta in [0,1], student s = softmax(z/T)
@@ -165,17 +172,17 @@ void classifier_backward(float *logits,      /* (N,V) in: logits, out: dlogits *
  * statistics are recomputed in passes over the row. */
 void classifier_kd_forward(float *kd,                  /* (N) */
                            float *agree,               /* (N) 0 or 1 */
-                           const float *logits,        /* (N,V) student */
-                           const float *teacher_logits,/* (N,V) */
+                           const float *logits,        /* (N,Vp) student */
+                           const float *teacher_logits,/* (N,Vp) */
                            const int *targets,         /* (N) */
-                           int N, int V, float T, float beta);
-void classifier_kd_backward(float *logits,             /* (N,V) in: logits, out: dlogits */
+                           int N, int V, int Vp, float T, float beta);
+void classifier_kd_backward(float *logits,             /* (N,Vp) in: logits, out: dlogits */
                             const float *lse,          /* (N) untempered, from classifier_forward */
                             const int *targets,        /* (N) */
                             const float *g,            /* (N) dLoss/dlogp */
-                            const float *teacher_logits, /* (N,V) */
+                            const float *teacher_logits, /* (N,Vp) */
                             const float *w,            /* (N) KD weight, or NULL */
-                            int N, int V, float T, float beta);
+                            int N, int V, int Vp, float T, float beta);
 
 /* ---- offline top-K knowledge distillation ----
  * The teacher is K stored (token id, log-prob) pairs per row, log-probs at
@@ -198,19 +205,19 @@ void classifier_kd_backward(float *logits,             /* (N,V) in: logits, out:
  * Ids in a row must be distinct and in [0, V) (asserted). */
 void classifier_kd_topk_forward(float *kd,               /* (N) */
                                 float *agree,            /* (N) argmax(z) == ids[argmax logp] */
-                                const float *logits,     /* (N,V) student */
+                                const float *logits,     /* (N,Vp) student */
                                 const int *teacher_ids,  /* (N,K) */
                                 const float *teacher_logp, /* (N,K) */
                                 const int *targets,      /* (N) */
-                                int N, int V, int K, float T, float beta);
-void classifier_kd_topk_backward(float *logits,          /* (N,V) in: logits, out: dlogits */
+                                int N, int V, int Vp, int K, float T, float beta);
+void classifier_kd_topk_backward(float *logits,          /* (N,Vp) in: logits, out: dlogits */
                                  const float *lse,       /* (N) untempered */
                                  const int *targets,     /* (N) */
                                  const float *g,         /* (N) dLoss/dlogp */
                                  const int *teacher_ids, /* (N,K) */
                                  const float *teacher_logp, /* (N,K) */
                                  const float *w,         /* (N) KD weight, or NULL */
-                                 int N, int V, int K, float T, float beta);
+                                 int N, int V, int Vp, int K, float T, float beta);
 
 /* ---- AdamW, one tensor; matches torch.optim.AdamW's update order exactly ----
  * step is 1-based. weight_decay is applied decoupled: p *= 1 - lr*wd first.

@@ -18,7 +18,7 @@
 #include "train/model.h"
 
 static GPT *byte_model(void) {
-    GPTConfig cfg = {2, 4, 64, 257, 48, 1e-5f};
+    GPTConfig cfg = {2, 4, 64, 257, 48, 1e-5f, 0};
     GPT *m = gpt_create(&cfg, backend_cpu());
     gpt_init_random(m, 21);
     size_t n = gpt_flat_size(m);
@@ -26,7 +26,7 @@ static GPT *byte_model(void) {
     gpt_copy_params_to_host(m, w, n);
     Rng r;
     rng_seed(&r, 22);
-    for (size_t i = 0; i < n; i++) w[i] += (float)(0.1 * rng_normal(&r));
+    perturb_params_host(m, w, &r, 0.1);
     gpt_copy_params_to_device(m, w, n);
     free(w);
     return m;

@@ -17,7 +17,7 @@
 #include "train/model.h"
 
 static GPT *random_model(void) {
-    GPTConfig cfg = {2, 4, 64, 97, 32, 1e-5f};
+    GPTConfig cfg = {2, 4, 64, 97, 32, 1e-5f, 0};
     GPT *m = gpt_create(&cfg, backend_cpu());
     cr_assert(m, "%s", err_msg());
     gpt_init_random(m, 3);
@@ -27,7 +27,7 @@ static GPT *random_model(void) {
     gpt_copy_params_to_host(m, w, n);
     Rng r;
     rng_seed(&r, 4);
-    for (size_t i = 0; i < n; i++) w[i] += (float)(0.1 * rng_normal(&r));
+    perturb_params_host(m, w, &r, 0.1);
     gpt_copy_params_to_device(m, w, n);
     free(w);
     return m;
@@ -200,7 +200,7 @@ Test(generate, beam_search_limits) {
  * generate_sample's, beam lines carry descending scores, a bad line is named
  * by file:line and leaves no output file. */
 Test(generate, jsonl_prompts_in_completions_out) {
-    GPTConfig cfg = {2, 4, 64, 257, 32, 1e-5f}; /* byte vocabulary */
+    GPTConfig cfg = {2, 4, 64, 257, 32, 1e-5f, 0}; /* byte vocabulary */
     GPT *m = gpt_create(&cfg, backend_cpu());
     gpt_init_random(m, 8);
     Tokenizer *tok = tokenizer_bytes();

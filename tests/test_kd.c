@@ -148,9 +148,9 @@ static void check_fixture_case(Fixture *fx, float beta, float T, int topk) {
     float *logp = xmalloc(N * sizeof(float)), *lse = xmalloc(N * sizeof(float));
     if (topk)
         classifier_kd_topk_forward(kd, agree, fx->logits, fx->teacher_ids, fx->teacher_logp,
-                                   fx->targets, N, V, K, T, beta);
+                                   fx->targets, N, V, V, K, T, beta);
     else
-        classifier_kd_forward(kd, agree, fx->logits, fx->teacher, fx->targets, N, V, T, beta);
+        classifier_kd_forward(kd, agree, fx->logits, fx->teacher, fx->targets, N, V, V, T, beta);
     for (int i = 0; i < N; i++) {
         double tol = 1e-7 + 2e-6 * fabs(want_kd[i]);
         cr_expect(fabs(kd[i] - want_kd[i]) <= tol, "%s %s row %d: kd %.9g, torch %.9g",
@@ -159,13 +159,13 @@ static void check_fixture_case(Fixture *fx, float beta, float T, int topk) {
                      topk ? "topk" : "online", tag, i, agree[i], fx->agree[i]);
     }
 
-    classifier_forward(logp, lse, fx->logits, fx->targets, N, V);
+    classifier_forward(logp, lse, fx->logits, fx->targets, N, V, V);
     float *d = copy_floats(fx->logits, NV);
     if (topk)
         classifier_kd_topk_backward(d, lse, fx->targets, fx->g, fx->teacher_ids, fx->teacher_logp,
-                                    fx->w, N, V, K, T, beta);
+                                    fx->w, N, V, V, K, T, beta);
     else
-        classifier_kd_backward(d, lse, fx->targets, fx->g, fx->teacher, fx->w, N, V, T, beta);
+        classifier_kd_backward(d, lse, fx->targets, fx->g, fx->teacher, fx->w, N, V, V, T, beta);
     double err = rel_err(d, want_d, NV);
     cr_expect(err < 1e-5, "%s %s: dlogits relative error %.3g vs torch", topk ? "topk" : "online",
               tag, err);
@@ -203,12 +203,12 @@ typedef struct {
 static double kd_loss(const KdCase *c) {
     float *logp = xmalloc(c->N * sizeof(float)), *lse = xmalloc(c->N * sizeof(float));
     float *kd = xmalloc(c->N * sizeof(float)), *agree = xmalloc(c->N * sizeof(float));
-    classifier_forward(logp, lse, c->logits, c->targets, c->N, c->V);
+    classifier_forward(logp, lse, c->logits, c->targets, c->N, c->V, c->V);
     if (c->topk)
         classifier_kd_topk_forward(kd, agree, c->logits, c->teacher_ids, c->teacher_logp,
-                                   c->targets, c->N, c->V, c->K, c->T, c->beta);
+                                   c->targets, c->N, c->V, c->V, c->K, c->T, c->beta);
     else
-        classifier_kd_forward(kd, agree, c->logits, c->teacher, c->targets, c->N, c->V, c->T,
+        classifier_kd_forward(kd, agree, c->logits, c->teacher, c->targets, c->N, c->V, c->V, c->T,
                               c->beta);
     double L = 0.0;
     for (int i = 0; i < c->N; i++) L += (double)c->g[i] * logp[i] + (double)c->w[i] * kd[i];
@@ -218,13 +218,13 @@ static double kd_loss(const KdCase *c) {
 
 static float *kd_analytic(const KdCase *c) {
     float *logp = xmalloc(c->N * sizeof(float)), *lse = xmalloc(c->N * sizeof(float));
-    classifier_forward(logp, lse, c->logits, c->targets, c->N, c->V);
+    classifier_forward(logp, lse, c->logits, c->targets, c->N, c->V, c->V);
     float *d = copy_floats(c->logits, (size_t)c->N * c->V);
     if (c->topk)
         classifier_kd_topk_backward(d, lse, c->targets, c->g, c->teacher_ids, c->teacher_logp,
-                                    c->w, c->N, c->V, c->K, c->T, c->beta);
+                                    c->w, c->N, c->V, c->V, c->K, c->T, c->beta);
     else
-        classifier_kd_backward(d, lse, c->targets, c->g, c->teacher, c->w, c->N, c->V, c->T,
+        classifier_kd_backward(d, lse, c->targets, c->g, c->teacher, c->w, c->N, c->V, c->V, c->T,
                                c->beta);
     free(logp), free(lse);
     return d;
@@ -366,10 +366,10 @@ Test(kd, topk_full_support_equals_online) {
         for (int t = 0; t < 3; t++) {
             on.beta = tk.beta = BETAS[b];
             on.T = tk.T = TEMPS[t];
-            classifier_kd_forward(kd_on, ag_on, on.logits, on.teacher, on.targets, N, V, on.T,
+            classifier_kd_forward(kd_on, ag_on, on.logits, on.teacher, on.targets, N, V, V, on.T,
                                   on.beta);
             classifier_kd_topk_forward(kd_tk, ag_tk, tk.logits, tk.teacher_ids, tk.teacher_logp,
-                                       tk.targets, N, V, V, tk.T, tk.beta);
+                                       tk.targets, N, V, V, V, tk.T, tk.beta);
             for (int i = 0; i < N; i++) {
                 cr_expect(fabs(kd_tk[i] - kd_on[i]) <= 1e-7 + 2e-5 * fabs(kd_on[i]),
                           "K == V, beta %g T %g row %d: top-K kd %.9g, online %.9g", on.beta,
@@ -397,15 +397,15 @@ Test(kd, null_or_zero_weight_is_classifier_backward) {
     kd_case_init(&c, &r, N, V, K);
     size_t NV = (size_t)N * V;
     float *logp = xmalloc(N * sizeof(float)), *lse = xmalloc(N * sizeof(float));
-    classifier_forward(logp, lse, c.logits, c.targets, N, V);
+    classifier_forward(logp, lse, c.logits, c.targets, N, V, V);
     float *want = copy_floats(c.logits, NV);
-    classifier_backward(want, lse, c.targets, c.g, N, V);
+    classifier_backward(want, lse, c.targets, c.g, N, V, V);
 
     float *d = copy_floats(c.logits, NV);
-    classifier_kd_backward(d, lse, c.targets, c.g, c.teacher, NULL, N, V, 2.0f, 0.5f);
+    classifier_kd_backward(d, lse, c.targets, c.g, c.teacher, NULL, N, V, V, 2.0f, 0.5f);
     expect_identical("online, w NULL", d, want, NV);
     memcpy(d, c.logits, NV * sizeof(float));
-    classifier_kd_topk_backward(d, lse, c.targets, c.g, c.teacher_ids, c.teacher_logp, NULL, N, V,
+    classifier_kd_topk_backward(d, lse, c.targets, c.g, c.teacher_ids, c.teacher_logp, NULL, N, V, V,
                                 K, 2.0f, 0.5f);
     expect_identical("top-K, w NULL", d, want, NV);
 
@@ -413,23 +413,23 @@ Test(kd, null_or_zero_weight_is_classifier_backward) {
     float *w0 = xcalloc(N, sizeof(float));
     for (int b = 0; b < N_BETAS; b++) {
         memcpy(d, c.logits, NV * sizeof(float));
-        classifier_kd_backward(d, lse, c.targets, c.g, c.teacher, w0, N, V, 0.5f, BETAS[b]);
+        classifier_kd_backward(d, lse, c.targets, c.g, c.teacher, w0, N, V, V, 0.5f, BETAS[b]);
         expect_identical("online, w = 0", d, want, NV);
         memcpy(d, c.logits, NV * sizeof(float));
         classifier_kd_topk_backward(d, lse, c.targets, c.g, c.teacher_ids, c.teacher_logp, w0, N,
-                                    V, K, 0.5f, BETAS[b]);
+                                    V, V, K, 0.5f, BETAS[b]);
         expect_identical("top-K, w = 0", d, want, NV);
     }
     /* mixed w: the w = 0 row (3) is classifier_backward's, the rest differ, and
      * the row without target (1) is zero although its w is not */
     cr_assert(c.w[1] != 0.0f && c.w[3] == 0.0f);
     memcpy(d, c.logits, NV * sizeof(float));
-    classifier_kd_backward(d, lse, c.targets, c.g, c.teacher, c.w, N, V, 1.0f, 0.5f);
+    classifier_kd_backward(d, lse, c.targets, c.g, c.teacher, c.w, N, V, V, 1.0f, 0.5f);
     expect_identical("online, row with w = 0", d + 3 * V, want + 3 * V, V);
     expect_rows_zero("online, mixed w", d, c.targets, N, V);
     cr_expect(max_abs_diff(d + 4 * V, want + 4 * V, V) > 1e-4, "online: the KD term is missing");
     memcpy(d, c.logits, NV * sizeof(float));
-    classifier_kd_topk_backward(d, lse, c.targets, c.g, c.teacher_ids, c.teacher_logp, c.w, N, V,
+    classifier_kd_topk_backward(d, lse, c.targets, c.g, c.teacher_ids, c.teacher_logp, c.w, N, V, V,
                                 K, 1.0f, 0.5f);
     expect_identical("top-K, row with w = 0", d + 3 * V, want + 3 * V, V);
     expect_rows_zero("top-K, mixed w", d, c.targets, N, V);
@@ -437,11 +437,11 @@ Test(kd, null_or_zero_weight_is_classifier_backward) {
 
     /* forward: no target, no divergence */
     float *kd = xmalloc(N * sizeof(float)), *agree = xmalloc(N * sizeof(float));
-    classifier_kd_forward(kd, agree, c.logits, c.teacher, c.targets, N, V, 1.0f, 0.5f);
+    classifier_kd_forward(kd, agree, c.logits, c.teacher, c.targets, N, V, V, 1.0f, 0.5f);
     cr_expect(kd[1] == 0.0f && agree[1] == 0.0f, "online: row without target kd %g", kd[1]);
     cr_expect(kd[0] > 0.0f, "online: kd[0] = %g should be positive", kd[0]);
     classifier_kd_topk_forward(kd, agree, c.logits, c.teacher_ids, c.teacher_logp, c.targets, N,
-                               V, K, 1.0f, 0.5f);
+                               V, V, K, 1.0f, 0.5f);
     cr_expect(kd[1] == 0.0f && agree[1] == 0.0f, "top-K: row without target kd %g", kd[1]);
     cr_expect(kd[0] > 0.0f, "top-K: kd[0] = %g should be positive", kd[0]);
 
@@ -459,12 +459,12 @@ Test(kd, teacher_equal_to_student_gives_zero) {
     memcpy(c.teacher, c.logits, NV * sizeof(float));
     float *kd = xmalloc(N * sizeof(float)), *agree = xmalloc(N * sizeof(float));
     float *logp = xmalloc(N * sizeof(float)), *lse = xmalloc(N * sizeof(float));
-    classifier_forward(logp, lse, c.logits, c.targets, N, V);
+    classifier_forward(logp, lse, c.logits, c.targets, N, V, V);
     float *want = copy_floats(c.logits, NV);
-    classifier_backward(want, lse, c.targets, c.g, N, V);
+    classifier_backward(want, lse, c.targets, c.g, N, V, V);
     for (int b = 0; b < N_BETAS; b++)
         for (int t = 0; t < 3; t++) {
-            classifier_kd_forward(kd, agree, c.logits, c.teacher, c.targets, N, V, TEMPS[t],
+            classifier_kd_forward(kd, agree, c.logits, c.teacher, c.targets, N, V, V, TEMPS[t],
                                   BETAS[b]);
             for (int i = 0; i < N; i++) {
                 /* each term is p (log p - log p) with both logs formed identically */
@@ -474,7 +474,7 @@ Test(kd, teacher_equal_to_student_gives_zero) {
                     cr_expect_eq(agree[i], 1.0f, "row %d: identical rows must agree", i);
             }
             float *d = copy_floats(c.logits, NV);
-            classifier_kd_backward(d, lse, c.targets, c.g, c.teacher, c.w, N, V, TEMPS[t],
+            classifier_kd_backward(d, lse, c.targets, c.g, c.teacher, c.w, N, V, V, TEMPS[t],
                                    BETAS[b]);
             /* the KD gradient vanishes up to double rounding of s - t */
             double diff = max_abs_diff(d, want, NV);
@@ -502,12 +502,12 @@ Test(kd, extreme_logits_stay_finite) {
     c.teacher[11] = -1e4f;
     float *kd = xmalloc(N * sizeof(float)), *agree = xmalloc(N * sizeof(float));
     float *logp = xmalloc(N * sizeof(float)), *lse = xmalloc(N * sizeof(float));
-    classifier_forward(logp, lse, c.logits, c.targets, N, V);
+    classifier_forward(logp, lse, c.logits, c.targets, N, V, V);
     for (int b = 0; b < N_BETAS; b++) {
-        classifier_kd_forward(kd, agree, c.logits, c.teacher, c.targets, N, V, 0.5f, BETAS[b]);
+        classifier_kd_forward(kd, agree, c.logits, c.teacher, c.targets, N, V, V, 0.5f, BETAS[b]);
         cr_expect(isfinite(kd[0]) && kd[0] >= 0.0f, "beta %g: kd %g", BETAS[b], kd[0]);
         float *d = copy_floats(c.logits, NV);
-        classifier_kd_backward(d, lse, c.targets, c.g, c.teacher, c.w, N, V, 0.5f, BETAS[b]);
+        classifier_kd_backward(d, lse, c.targets, c.g, c.teacher, c.w, N, V, V, 0.5f, BETAS[b]);
         for (size_t i = 0; i < NV; i++)
             if (!isfinite(d[i])) {
                 cr_expect(0, "beta %g: dlogits[%zu] = %g", BETAS[b], i, d[i]);
@@ -515,7 +515,7 @@ Test(kd, extreme_logits_stay_finite) {
             }
         memcpy(d, c.logits, NV * sizeof(float));
         classifier_kd_topk_backward(d, lse, c.targets, c.g, c.teacher_ids, c.teacher_logp, c.w,
-                                    N, V, K, 0.5f, BETAS[b]);
+                                    N, V, V, K, 0.5f, BETAS[b]);
         for (size_t i = 0; i < NV; i++)
             if (!isfinite(d[i])) {
                 cr_expect(0, "top-K beta %g: dlogits[%zu] = %g", BETAS[b], i, d[i]);
@@ -524,5 +524,87 @@ Test(kd, extreme_logits_stay_finite) {
         free(d);
     }
     free(kd), free(agree), free(logp), free(lse);
+    kd_case_free(&c);
+}
+
+/* ---------------------------------------------------------------- padded vocabulary */
+
+/* rows of V real values copied into rows Vp apart, the padding filled with a
+ * value larger than every real logit: any padded column that leaked into a
+ * max, a sum, a softmax or an argmax would change the results */
+static float *pad_rows(const float *x, int N, int V, int Vp) {
+    float *out = xmalloc((size_t)N * Vp * sizeof(float));
+    for (int i = 0; i < N; i++) {
+        memcpy(out + (size_t)i * Vp, x + (size_t)i * V, (size_t)V * sizeof(float));
+        for (int j = V; j < Vp; j++) out[(size_t)i * Vp + j] = 50.0f;
+    }
+    return out;
+}
+
+/* the real columns of padded dlogits equal the unpadded ones bit for bit, and
+ * the padded columns are zero */
+static void expect_padded_equal(const char *what, const float *padded, const float *plain, int N,
+                                int V, int Vp) {
+    for (int i = 0; i < N; i++) {
+        for (int j = 0; j < V; j++)
+            cr_expect_eq(padded[(size_t)i * Vp + j], plain[(size_t)i * V + j],
+                         "%s: row %d column %d: %g vs %g", what, i, j, padded[(size_t)i * Vp + j],
+                         plain[(size_t)i * V + j]);
+        for (int j = V; j < Vp; j++)
+            cr_expect_eq(padded[(size_t)i * Vp + j], 0.0f, "%s: padded column %d of row %d is %g",
+                         what, j, i, padded[(size_t)i * Vp + j]);
+    }
+}
+
+Test(kd, padded_rows_give_the_unpadded_results) {
+    Rng r;
+    rng_seed(&r, 907);
+    int N = 6, V = 45, Vp = 64, K = 7;
+    KdCase c;
+    kd_case_init(&c, &r, N, V, K);
+    size_t NV = (size_t)N * V;
+    float *zp = pad_rows(c.logits, N, V, Vp), *tp = pad_rows(c.teacher, N, V, Vp);
+    float logp[6], lse[6], logp_p[6], lse_p[6], kd[6], ag[6], kd_p[6], ag_p[6];
+    classifier_forward(logp, lse, c.logits, c.targets, N, V, V);
+    classifier_forward(logp_p, lse_p, zp, c.targets, N, V, Vp);
+    for (int i = 0; i < N; i++) {
+        cr_expect_eq(logp_p[i], logp[i], "row %d logp", i);
+        cr_expect_eq(lse_p[i], lse[i], "row %d lse", i);
+    }
+    float *d = copy_floats(c.logits, NV), *dp = copy_floats(zp, (size_t)N * Vp);
+    classifier_backward(d, lse, c.targets, c.g, N, V, V);
+    classifier_backward(dp, lse, c.targets, c.g, N, V, Vp);
+    expect_padded_equal("classifier_backward", dp, d, N, V, Vp);
+    free(d), free(dp);
+    for (int topk = 0; topk <= 1; topk++) {
+        const char *what = topk ? "top-K KD" : "online KD";
+        if (topk) {
+            classifier_kd_topk_forward(kd, ag, c.logits, c.teacher_ids, c.teacher_logp, c.targets,
+                                       N, V, V, K, 2.0f, 0.5f);
+            classifier_kd_topk_forward(kd_p, ag_p, zp, c.teacher_ids, c.teacher_logp, c.targets,
+                                       N, V, Vp, K, 2.0f, 0.5f);
+        } else {
+            classifier_kd_forward(kd, ag, c.logits, c.teacher, c.targets, N, V, V, 2.0f, 0.5f);
+            classifier_kd_forward(kd_p, ag_p, zp, tp, c.targets, N, V, Vp, 2.0f, 0.5f);
+        }
+        for (int i = 0; i < N; i++) {
+            cr_expect_eq(kd_p[i], kd[i], "%s: row %d kd %g vs %g", what, i, kd_p[i], kd[i]);
+            cr_expect_eq(ag_p[i], ag[i], "%s: row %d agreement", what, i);
+        }
+        d = copy_floats(c.logits, NV);
+        dp = copy_floats(zp, (size_t)N * Vp);
+        if (topk) {
+            classifier_kd_topk_backward(d, lse, c.targets, c.g, c.teacher_ids, c.teacher_logp, c.w,
+                                        N, V, V, K, 2.0f, 0.5f);
+            classifier_kd_topk_backward(dp, lse, c.targets, c.g, c.teacher_ids, c.teacher_logp,
+                                        c.w, N, V, Vp, K, 2.0f, 0.5f);
+        } else {
+            classifier_kd_backward(d, lse, c.targets, c.g, c.teacher, c.w, N, V, V, 2.0f, 0.5f);
+            classifier_kd_backward(dp, lse, c.targets, c.g, tp, c.w, N, V, Vp, 2.0f, 0.5f);
+        }
+        expect_padded_equal(what, dp, d, N, V, Vp);
+        free(d), free(dp);
+    }
+    free(zp), free(tp);
     kd_case_free(&c);
 }

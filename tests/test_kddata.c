@@ -174,7 +174,7 @@ Test(kd, h5py_reads_the_arrays_we_wrote) {
 /* ------------------------------------------------------------- generation */
 
 static GPT *byte_model(uint64_t seed) {
-    GPTConfig cfg = {2, 4, 64, 257, 48, 1e-5f};
+    GPTConfig cfg = {2, 4, 64, 257, 48, 1e-5f, 0};
     GPT *m = gpt_create(&cfg, backend_cpu());
     gpt_init_random(m, seed);
     size_t n = gpt_flat_size(m);
@@ -182,7 +182,7 @@ static GPT *byte_model(uint64_t seed) {
     gpt_copy_params_to_host(m, w, n);
     Rng r;
     rng_seed(&r, seed + 1);
-    for (size_t i = 0; i < n; i++) w[i] += (float)(0.1 * rng_normal(&r));
+    perturb_params_host(m, w, &r, 0.1);
     gpt_copy_params_to_device(m, w, n);
     free(w);
     return m;

@@ -65,7 +65,7 @@ static Fixture load_fixture(const char *name) {
     cr_assert(eps);
     GPTConfig cfg = {meta_int(fx.f, "n_layer"), meta_int(fx.f, "n_head"),
                      meta_int(fx.f, "n_embd"),  meta_int(fx.f, "vocab_size"),
-                     meta_int(fx.f, "n_positions"), (float)atof(eps)};
+                     meta_int(fx.f, "n_positions"), (float)atof(eps), 0};
     fx.B = meta_int(fx.f, "B");
     fx.T = meta_int(fx.f, "T");
     fx.V = cfg.vocab_size;

@@ -37,7 +37,7 @@
 
 /* A random byte-level model, larger than the 0.02 init so it has opinions. */
 static GPT *byte_model(uint64_t seed) {
-    GPTConfig cfg = {2, 2, 32, 257, 32, 1e-5f};
+    GPTConfig cfg = {2, 2, 32, 257, 32, 1e-5f, 0};
     GPT *m = gpt_create(&cfg, backend_cpu());
     gpt_init_random(m, seed);
     size_t n = gpt_flat_size(m);
@@ -45,7 +45,7 @@ static GPT *byte_model(uint64_t seed) {
     gpt_copy_params_to_host(m, w, n);
     Rng r;
     rng_seed(&r, seed + 100);
-    for (size_t i = 0; i < n; i++) w[i] += (float)(0.05 * rng_normal(&r));
+    perturb_params_host(m, w, &r, 0.05);
     gpt_copy_params_to_device(m, w, n);
     free(w);
     return m;

@@ -677,7 +677,7 @@ typedef struct {
 
 static double classifier_loss(void *p) {
     ClassifierCase *c = p;
-    classifier_forward(c->logp, c->lse, c->logits, c->targets, c->N, c->V);
+    classifier_forward(c->logp, c->lse, c->logits, c->targets, c->N, c->V, c->V);
     return dot_d(c->g, c->logp, c->N);
 }
 
@@ -692,7 +692,7 @@ Test(classifier, forward_matches_double_log_softmax) {
     int targets[7] = {3, 999, 0, -1, 500, 17, -5};
     float logp[7], lse[7];
     float *before = copy_floats(logits, (size_t)N * V);
-    classifier_forward(logp, lse, logits, targets, N, V);
+    classifier_forward(logp, lse, logits, targets, N, V, V);
     expect_equal("classifier forward leaves logits untouched", logits, before, (size_t)N * V);
     for (int i = 0; i < N; i++) {
         const float *x = logits + (size_t)i * V;
@@ -728,9 +728,9 @@ Test(classifier, backward_finite_differences_and_masking) {
     c.targets = targets;
     c.g[2] = 0.0f; /* no target: weight must be 0 */
     c.g[4] = 0.0f; /* a real target with zero weight: row becomes zeros */
-    classifier_forward(c.logp, c.lse, c.logits, c.targets, N, V);
+    classifier_forward(c.logp, c.lse, c.logits, c.targets, N, V, V);
     float *dlogits = copy_floats(c.logits, NV);
-    classifier_backward(dlogits, c.lse, c.targets, c.g, N, V);
+    classifier_backward(dlogits, c.lse, c.targets, c.g, N, V, V);
 
     /* log-softmax has curvature below 1 for logits of this size: h = 1e-2 gives
      * ~1e-5 truncation; 1e-3 is the fp32 limit with margin */
@@ -760,10 +760,10 @@ Test(classifier, backward_is_linear_in_g) {
     float *logits = rand_floats(&r, NV, 3.0f), logp[4], lse[4];
     int targets[4] = {1, 2, 3, 4};
     float g[4] = {0.5f, -1.0f, 0.25f, 2.0f}, g2[4] = {1.0f, -2.0f, 0.5f, 4.0f};
-    classifier_forward(logp, lse, logits, targets, N, V);
+    classifier_forward(logp, lse, logits, targets, N, V, V);
     float *d1 = copy_floats(logits, NV), *d2 = copy_floats(logits, NV);
-    classifier_backward(d1, lse, targets, g, N, V);
-    classifier_backward(d2, lse, targets, g2, N, V);
+    classifier_backward(d1, lse, targets, g, N, V, V);
+    classifier_backward(d2, lse, targets, g2, N, V, V);
     /* scaling g by a power of two scales every product exactly */
     expect_doubled("classifier dlogits, g doubled", d1, d2, NV, 0.0);
     free(logits), free(d1), free(d2);

@@ -25,7 +25,7 @@
 #include "train/model.h"
 
 static GPT *tiny_model(uint64_t seed, int ctx) {
-    GPTConfig cfg = {2, 4, 32, 257, ctx, 1e-5f};
+    GPTConfig cfg = {2, 4, 32, 257, ctx, 1e-5f, 0};
     GPT *m = gpt_create(&cfg, backend_cpu());
     cr_assert_not_null(m, "%s", err_msg());
     gpt_init_random(m, seed);

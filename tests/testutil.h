@@ -10,6 +10,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "train/model.h"
 #include "train/util.h"
 
 /* Uniform in [-scale, scale). */
@@ -35,6 +36,21 @@ static inline double max_abs_diff(const float *a, const float *b, size_t n) {
         if (d > m || d != d) m = d;
     }
     return m;
+}
+
+/* Adds N(0, scale^2) noise to every parameter of a host copy of m's flat
+ * buffer (gpt_copy_params_to_host), so biases and gains leave their trivial
+ * init. The noise is drawn tensor by tensor over 16-aligned spans, the values
+ * landing on padding discarded: the model does not depend on how the buffer
+ * pads (wte's padded vocabulary rows must stay zero). */
+static inline void perturb_params_host(const GPT *m, float *w, Rng *r, double scale) {
+    for (int t = 0; t < gpt_num_tensors(m); t++) {
+        const ParamInfo *p = gpt_tensor(m, t);
+        for (size_t i = 0; i < ((p->numel + 15) & ~(size_t)15); i++) {
+            float e = (float)(scale * rng_normal(r));
+            if (i < p->numel) w[p->offset + i] += e;
+        }
+    }
 }
 
 /* Creates a fresh directory under /tmp and writes its path into buf. */

@@ -65,26 +65,27 @@ typedef struct Backend {
     void (*gelu_forward)(float *out, const float *inp, size_t n);
     void (*gelu_backward)(float *dinp, const float *inp, const float *dout, size_t n);
     void (*residual_forward)(float *out, const float *a, const float *b, size_t n);
+    /* V real vocabulary columns in rows Vp apart (the padded vocabulary) */
     void (*classifier_forward)(float *logp, float *lse, const float *logits, const int *targets,
-                               int N, int V);
+                               int N, int V, int Vp);
     void (*classifier_backward)(float *logits, const float *lse, const int *targets,
-                                const float *g, int N, int V);
+                                const float *g, int N, int V, int Vp);
     /* word-level knowledge distillation (kernels/ops.h): teacher logits in the
      * compute type; kd, agree, w and teacher_logp fp32; teacher_ids int32 */
     void (*classifier_kd_forward)(float *kd, float *agree, const float *logits,
                                   const float *teacher_logits, const int *targets, int N, int V,
-                                  float T, float beta);
+                                  int Vp, float T, float beta);
     void (*classifier_kd_backward)(float *logits, const float *lse, const int *targets,
                                    const float *g, const float *teacher_logits, const float *w,
-                                   int N, int V, float T, float beta);
+                                   int N, int V, int Vp, float T, float beta);
     void (*classifier_kd_topk_forward)(float *kd, float *agree, const float *logits,
                                        const int *teacher_ids, const float *teacher_logp,
-                                       const int *targets, int N, int V, int K, float T,
+                                       const int *targets, int N, int V, int Vp, int K, float T,
                                        float beta);
     void (*classifier_kd_topk_backward)(float *logits, const float *lse, const int *targets,
                                         const float *g, const int *teacher_ids,
                                         const float *teacher_logp, const float *w, int N, int V,
-                                        int K, float T, float beta);
+                                        int Vp, int K, float T, float beta);
     /* master: fp32 master weights, or NULL when param itself is fp32 (CPU) */
     void (*adamw_update)(float *param, float *master, const float *grad, float *m, float *v,
                          size_t n, double lr, double beta1, double beta2, double eps,

@@ -131,6 +131,7 @@ static const KeyInfo KEYS[] = {
     INT_KEY(train, threads, 0, "CPU threads (0 = all cores)"),
     STR_KEY(train, out_dir, true, "run directory: checkpoints, metrics.jsonl"),
     INT_KEY(train, log_every, 1, "steps between metrics lines"),
+    INT_KEY(train, logits_chunk_rows, 0, "rows per head/classifier chunk (0 = automatic: one chunk unless the logits pass 1 GiB)"),
 
     INT_KEY(eval, every, 0, "steps between validation passes (0 = off)"),
     INT_KEY(eval, batches, 1, "batches per validation pass"),

@@ -76,6 +76,7 @@ typedef struct {
         int threads;                 /* 0 = all cores */
         char out_dir[CFG_STR];       /* run directory: checkpoints, metrics.jsonl */
         int log_every;
+        int logits_chunk_rows;       /* 0 = automatic (model.h, chunked classifier) */
     } train;
     struct {
         int every;                   /* steps between validation passes; 0 = off */

@@ -53,7 +53,14 @@ int gpt_config_check(const GPTConfig *c) {
                        c->n_head);
     if (!(c->layer_norm_epsilon > 0))
         return err_set("model.layer_norm_epsilon must be > 0 (got %g)", c->layer_norm_epsilon);
+    if (c->vocab_pad < 0 || c->vocab_pad > 4096)
+        return err_set("vocab_pad must be in [0, 4096] (got %d)", c->vocab_pad);
     return 0;
+}
+
+static int padded_vocab(const GPTConfig *c) {
+    int pad = c->vocab_pad > 0 ? c->vocab_pad : GPT_VOCAB_PAD;
+    return (int)(((long)c->vocab_size + pad - 1) / pad * pad);
 }
 
 void add_tensor(GPT *m, int *i, size_t *off, const char *name, int rows, int cols) {
@@ -68,8 +75,9 @@ void add_tensor(GPT *m, int *i, size_t *off, const char *name, int rows, int col
     p->lora = 0;
     p->trainable = 1;
     p->grad_offset = GPT_NO_GRAD;
+    p->alloc = (p->numel + 15) & ~(size_t)15;
     m->n_params += p->numel;
-    *off += (p->numel + 15) & ~(size_t)15;
+    *off += p->alloc;
 }
 
 static void build_table(GPT *m) {
@@ -81,6 +89,9 @@ static void build_table(GPT *m) {
     size_t off = 0;
     char name[GPT_PARAM_NAME_LEN];
     add_tensor(m, &i, &off, "wte.weight", c->vocab_size, C);
+    /* the padded vocabulary's rows: reserved, zero, never trained or saved */
+    m->tensors[0].alloc = ((size_t)m->Vp * C + 15) & ~(size_t)15;
+    off = m->tensors[0].alloc;
     add_tensor(m, &i, &off, "wpe.weight", c->n_positions, C);
     static const char *suffix[P_PER_LAYER] = {
         "ln_1.weight", "ln_1.bias", "attn.c_attn.weight", "attn.c_attn.bias",
@@ -127,7 +138,7 @@ int relayout_grads(GPT *m) {
             continue;
         }
         p->grad_offset = off;
-        off += (p->numel + 15) & ~(size_t)15;
+        off += p->alloc;
         int layer = -1, group = -1;
         if (i < 2) {
             m->embed_trainable = 1;
@@ -159,6 +170,7 @@ GPT *gpt_create(const GPTConfig *cfg, const Backend *be) {
     GPT *m = xcalloc(1, sizeof *m);
     m->cfg = *cfg;
     m->be = be;
+    m->Vp = padded_vocab(cfg);
     build_table(m);
     m->layer_groups = xcalloc((size_t)cfg->n_layer, sizeof(unsigned));
     m->lora_index = xmalloc((size_t)cfg->n_layer * N_LIN * sizeof(int));
@@ -205,6 +217,9 @@ size_t gpt_grad_bytes(const GPT *m) { return m->n_grad * sizeof(float); }
 int gpt_grad_layout_version(const GPT *m) { return m->grad_version; }
 int gpt_tensor_trainable(const GPT *m, int i) { return m->tensors[i].trainable; }
 void gpt_set_train_mode(GPT *m, int on) { m->train_mode = on != 0; }
+int gpt_padded_vocab(const GPT *m) { return m->Vp; }
+void gpt_set_logits_chunk(GPT *m, int rows) { m->chunk_set = rows > 0 ? rows : 0; }
+int gpt_logits_chunk_rows(const GPT *m) { return m->head_rows; }
 
 size_t gpt_num_trainable(const GPT *m) {
     size_t n = 0;
@@ -306,12 +321,28 @@ void *carve(const Backend *be, size_t esize, const size_t *sizes, float ***out, 
 
 /* Lays out the activation buffers for N = B*T rows: compute-type buffers in
  * one allocation, the fp32 side buffers (and token ids) in another. */
+/* Rows per head chunk for N rows: all of them, unless a chunk size was set or
+ * the (N, Vp) logits would pass GPT_LOGITS_BUDGET_BYTES. */
+static int head_rows_for(const GPT *m, size_t N) {
+    size_t rows = m->chunk_set > 0
+                      ? (size_t)m->chunk_set
+                      : GPT_LOGITS_BUDGET_BYTES / ((size_t)m->Vp * m->be->act_size);
+    if (rows < 1) rows = 1;
+    return (int)(rows < N ? rows : N);
+}
+
 static void ensure_acts(GPT *m, int B, int T) {
     size_t N = (size_t)B * T;
     const GPTConfig *c = &m->cfg;
-    size_t C = c->n_embd, V = c->vocab_size, NH = c->n_head;
+    size_t C = c->n_embd, NH = c->n_head;
     int L = c->n_layer;
-    if (N <= m->max_N && m->acts) return;
+    int head_rows = head_rows_for(m, N);
+    m->logits_n = 0; /* whatever the buffer held belongs to an older forward */
+    if (N <= m->max_N && head_rows <= m->logits_cap && m->acts) {
+        m->head_rows = head_rows;
+        return;
+    }
+    if (N < m->max_N) N = m->max_N; /* regrown for a larger chunk only: keep the rows */
     if (m->acts) m->be->release(m->acts);
     if (m->acts32) m->be->release(m->acts32);
     free(m->layers);
@@ -344,7 +375,7 @@ static void ensure_acts(GPT *m, int B, int T) {
     }
     X(m->encoded, N * C);
     X(m->lnf, N * C);
-    X(m->logits, N * V);
+    X(m->logits, (size_t)head_rows * m->Vp);
     X(m->dres, N * C);
     X(m->dC, N * C);
     X(m->dqkv, N * 3 * C);
@@ -370,6 +401,7 @@ static void ensure_acts(GPT *m, int B, int T) {
     free(px);
     free(p32);
     m->max_N = N;
+    m->head_rows = m->logits_cap = head_rows;
 }
 
 
@@ -378,14 +410,14 @@ static size_t kv_layer_elems(const GPT *m, int B) {
     return (size_t)B * m->cfg.n_positions * m->cfg.n_embd; /* B * NH * maxT * HS */
 }
 
-/* Every transformer block, the final layernorm and the tied output layer over
- * the (B,T) rows in m->encoded, into m->logits. pos < 0: training, attention
+/* Every transformer block and the final layernorm over the (B,T) rows in
+ * m->encoded, into m->lnf (the head runs per chunk: head_logits). pos < 0: training, attention
  * over the rows themselves (keeping what backward needs); pos >= 0: decoding,
  * the rows are positions pos.. and attention runs over the key/value cache. */
 static void blocks_forward(GPT *m, int B, int T, int pos) {
     const Backend *be = m->be;
     const GPTConfig *c = &m->cfg;
-    int C = c->n_embd, V = c->vocab_size, NH = c->n_head, L = c->n_layer, N = B * T;
+    int C = c->n_embd, NH = c->n_head, L = c->n_layer, N = B * T;
     size_t kv_layer_bytes = pos >= 0 ? kv_layer_elems(m, m->kv_B) * be->act_size : 0;
     int training = pos < 0 && m->fwd_dropout;
     const float *residual = m->encoded;
@@ -413,7 +445,21 @@ static void blocks_forward(GPT *m, int B, int T, int pos) {
     int lnf_w = m->n_base - 2, lnf_b = m->n_base - 1;
     be->layernorm_forward(m->lnf, m->lnf_mean, m->lnf_rstd, residual, param_at(m, lnf_w),
                           param_at(m, lnf_b), N, C, c->layer_norm_epsilon);
-    be->lm_head_forward(m->logits, m->lnf, param_at(m, 0), N, C, V);
+}
+
+void head_logits(GPT *m, int r0, int n) {
+    assert(n >= 1 && n <= m->logits_cap);
+    if (m->logits_n == n && m->logits_r0 == r0) return;
+    m->be->lm_head_forward(m->logits, act_row(m, m->lnf, (size_t)r0, (size_t)m->cfg.n_embd),
+                           param_at(m, 0), n, m->cfg.n_embd, m->Vp);
+    m->logits_r0 = r0;
+    m->logits_n = n;
+}
+
+int head_chunk_with(const GPT *m, const GPT *teacher) {
+    int rows = m->head_rows;
+    if (teacher && teacher->head_rows < rows) rows = teacher->head_rows;
+    return rows;
 }
 
 /* dst[0..N) = ids, checked: inputs must be in [0, V), targets in [0, V) or < 0
@@ -455,13 +501,36 @@ void gpt_forward(GPT *m, const int *inputs, const int *targets, int B, int T, fl
 
     be->encoder_forward(m->encoded, m->inputs, param_at(m, 0), param_at(m, 1), B, T, C);
     blocks_forward(m, B, T, -1);
-    be->classifier_forward(m->logp, m->lse, m->logits, m->targets, N, V);
+    for (int r0 = 0; r0 < N; r0 += m->head_rows) {
+        int n = N - r0 < m->head_rows ? N - r0 : m->head_rows;
+        head_logits(m, r0, n);
+        be->classifier_forward(m->logp + r0, m->lse + r0, m->logits, m->targets + r0, n, V,
+                               m->Vp);
+    }
     if (logp_out) be->to_host(logp_out, m->logp, (size_t)N * sizeof(float));
 }
 
+/* out (n rows, V) = the real columns of the logits buffer's first n rows */
+static void download_logit_rows(GPT *m, float *out, int n) {
+    int V = m->cfg.vocab_size, Vp = m->Vp;
+    if (Vp == V) {
+        m->be->download_f32(out, m->logits, (size_t)n * V);
+        return;
+    }
+    float *rows = xmalloc((size_t)n * Vp * sizeof(float));
+    m->be->download_f32(rows, m->logits, (size_t)n * Vp);
+    for (int r = 0; r < n; r++)
+        memcpy(out + (size_t)r * V, rows + (size_t)r * Vp, (size_t)V * sizeof(float));
+    free(rows);
+}
+
 void gpt_logits(GPT *m, float *out) {
-    size_t n = (size_t)m->B * m->T * m->cfg.vocab_size;
-    m->be->download_f32(out, m->logits, n);
+    int N = m->B * m->T;
+    for (int r0 = 0; r0 < N; r0 += m->head_rows) {
+        int n = N - r0 < m->head_rows ? N - r0 : m->head_rows;
+        head_logits(m, r0, n);
+        download_logit_rows(m, out + (size_t)r0 * m->cfg.vocab_size, n);
+    }
 }
 
 /* Backward through block l, adding into m->dres (the gradient of the block's
@@ -515,21 +584,36 @@ int backward_needed(const GPT *m) {
 }
 
 void gpt_backward(GPT *m, const float *g) {
-    const Backend *be = m->be;
-    int N = m->B * m->T, V = m->cfg.vocab_size;
+    int N = m->B * m->T;
     assert(m->acts && N > 0);
     if (!backward_needed(m)) return;
-    be->to_device(m->g, g, (size_t)N * sizeof(float));
-    be->classifier_backward(m->logits, m->lse, m->targets, m->g, N, V); /* logits := dlogits */
-    backward_from_dlogits(m);
+    m->be->to_device(m->g, g, (size_t)N * sizeof(float));
+    backward_through_head(m, NULL);
 }
 
-/* The backward pass below the classifier: m->logits holds dlogits. */
-void backward_from_dlogits(GPT *m) {
+/* Rows r0..r0+n-1 of m->logits (which holds their logits) become dlogits. */
+static void chunk_dlogits(GPT *m, const HeadKd *kd, int r0, int n) {
+    const Backend *be = m->be;
+    int V = m->cfg.vocab_size, Vp = m->Vp;
+    const float *lse = m->lse + r0, *g = m->g + r0;
+    const int *targets = m->targets + r0;
+    if (!kd)
+        be->classifier_backward(m->logits, lse, targets, g, n, V, Vp);
+    else if (kd->teacher)
+        be->classifier_kd_backward(m->logits, lse, targets, g, kd->teacher->logits, kd->w + r0,
+                                   n, V, Vp, kd->temperature, kd->beta);
+    else
+        be->classifier_kd_topk_backward(m->logits, lse, targets, g,
+                                        kd->topk_ids + (size_t)r0 * kd->K,
+                                        kd->topk_logp + (size_t)r0 * kd->K, kd->w + r0, n, V, Vp,
+                                        kd->K, kd->temperature, kd->beta);
+}
+
+void backward_through_head(GPT *m, const HeadKd *kd) {
     const Backend *be = m->be;
     const GPTConfig *c = &m->cfg;
     int B = m->B, T = m->T;
-    int C = c->n_embd, V = c->vocab_size, L = c->n_layer;
+    int C = c->n_embd, L = c->n_layer;
     int N = B * T;
     size_t NC = (size_t)N * C;
     int lnf_w = m->n_base - 2, lnf_b = m->n_base - 1;
@@ -538,8 +622,18 @@ void backward_from_dlogits(GPT *m) {
     if (!need_lnf && !m->tensors[0].trainable) return;
     size_t X = be->act_size; /* bytes per compute-type element */
     if (need_lnf) be->zero(m->dC, NC * X);
-    be->lm_head_backward(need_lnf ? m->dC : NULL, grad_at(m, 0), m->logits, m->lnf,
-                         param_at(m, 0), N, C, V); /* dC = dlnf */
+    /* from the last chunk, whose logits forward left in the buffer */
+    int rows = head_chunk_with(m, kd ? kd->teacher : NULL);
+    for (int r0 = (N - 1) / rows * rows; r0 >= 0; r0 -= rows) {
+        int n = N - r0 < rows ? N - r0 : rows;
+        head_logits(m, r0, n);
+        if (kd && kd->teacher) head_logits(kd->teacher, r0, n);
+        chunk_dlogits(m, kd, r0, n);
+        m->logits_n = 0; /* the buffer holds dlogits now */
+        be->lm_head_backward(need_lnf ? act_row(m, m->dC, (size_t)r0, (size_t)C) : NULL,
+                             grad_at(m, 0), m->logits, act_row(m, m->lnf, (size_t)r0, (size_t)C),
+                             param_at(m, 0), n, C, m->Vp); /* dC = dlnf */
+    }
     if (!need_lnf) return;
     be->zero(m->dres, NC * X);
     const float *last = L > 0 ? m->layers[L - 1].res3 : m->encoded;
@@ -613,10 +707,18 @@ void gpt_decode(GPT *m, const int *tokens, int B, int n, int pos, float *logits_
                                        (size_t)pos * C * be->act_size);
     be->encoder_forward(m->encoded, m->inputs, wte, wpe, B, n, C);
     blocks_forward(m, B, n, pos);
-    for (int b = 0; b < B; b++) {
-        size_t row = (size_t)b * n + (n - 1);
-        be->download_f32(logits_out + (size_t)b * V,
-                         (const float *)((const char *)m->logits + row * V * be->act_size), V);
+    /* the head only for each row's last token */
+    if (n == 1) {
+        for (int r0 = 0; r0 < B; r0 += m->head_rows) {
+            int rows = B - r0 < m->head_rows ? B - r0 : m->head_rows;
+            head_logits(m, r0, rows);
+            download_logit_rows(m, logits_out + (size_t)r0 * V, rows);
+        }
+    } else {
+        for (int b = 0; b < B; b++) {
+            head_logits(m, b * n + (n - 1), 1);
+            download_logit_rows(m, logits_out + (size_t)b * V, 1);
+        }
     }
 }
 

@@ -47,7 +47,19 @@ typedef struct {
     int vocab_size;
     int n_positions;
     float layer_norm_epsilon;
+    /* Inside the model the vocabulary is padded to a multiple of vocab_pad
+     * (0: GPT_VOCAB_PAD; 1: no padding): wte gets zero rows V..Vp-1 in the
+     * flat buffers and the logits rows are Vp wide, so the head GEMMs have
+     * aligned leading dimensions (GPT-2's V = 50257 is odd; 50304 is not).
+     * The padding never shows: checkpoints, gpt_logits, logp and every
+     * softmax see exactly V columns (kernels/ops.h). Not a checkpoint field. */
+    int vocab_pad;
 } GPTConfig;
+
+#define GPT_VOCAB_PAD 128
+/* Above this many bytes of (rows, Vp) logits the head and classifier run over
+ * chunks of rows (gpt_set_logits_chunk). */
+#define GPT_LOGITS_BUDGET_BYTES ((size_t)1 << 30)
 
 #define GPT_MAX_PARAM_TENSORS 4096
 #define GPT_PARAM_NAME_LEN 64
@@ -58,6 +70,8 @@ typedef struct {
     size_t numel;
     int ndim;
     int shape[2];
+    size_t alloc;                  /* elements reserved in the flat buffers: numel rounded
+                                      up to 16, and for wte the padded vocabulary rows */
     int decay;                     /* 1: 2-D weight, gets weight decay */
     int lora;                      /* 0: base weight, 1: lora_A (as A^T), 2: lora_B (as B^T) */
     int trainable;                 /* 0: frozen (no gradient, no optimizer state) */
@@ -165,8 +179,24 @@ void gpt_forward(GPT *m, const int *inputs, const int *targets, int B, int T,
                  float *logp_out);
 
 /* Full logits of the last forward, (B,T,V), copied to host (for generation and
- * tests). Only valid right after gpt_forward and before gpt_backward. */
+ * tests); recomputed from the kept final-layernorm output when the logits
+ * buffer holds another chunk or the gradients of the last backward. */
 void gpt_logits(GPT *m, float *out);
+
+/* ---- chunked classifier ----
+ * The head matmul, the classifier (log-softmax, logp) and its backward, and the
+ * KD term run over chunks of `rows` rows, so full (B*T, Vp) logits never exist:
+ * the logits buffer holds one chunk. Forward keeps only lse and logp per row;
+ * backward recomputes each chunk's logits from the kept final-layernorm output
+ * (one extra head GEMM per chunk, the last chunk of forward is reused) and
+ * consumes its dlogits at once. rows = 0 (the default) chunks automatically:
+ * a single chunk unless the logits would pass GPT_LOGITS_BUDGET_BYTES. Results
+ * equal the unchunked ones up to the order of the dwte sums. */
+void gpt_set_logits_chunk(GPT *m, int rows);
+/* Rows per chunk for the last forward (B*T when unchunked). */
+int gpt_logits_chunk_rows(const GPT *m);
+/* The vocabulary as the model lays it out (model.vocab_size rounded up). */
+int gpt_padded_vocab(const GPT *m);
 
 /* Backward from per-token weights g = dLoss/dlogp (host, B*T floats), for the
  * (B,T) of the last forward. Accumulates into the gradients. */

@@ -81,7 +81,7 @@ struct GPT {
     float *encoded;                     /* (N,C) */
     LayerActs *layers;                  /* (L) */
     float *lnf, *lnf_mean, *lnf_rstd;   /* (N,C) (N) (N) */
-    float *logits;                      /* (N,V) -> dlogits in backward */
+    float *logits;                      /* (head_rows,Vp): one chunk's logits, or dlogits */
     float *logp, *lse, *g;              /* (N) each */
     int *inputs, *targets;              /* (N) each */
     /* host staging of the ids, laid out as m->inputs .. m->targets on the
@@ -92,6 +92,12 @@ struct GPT {
     /* backward scratch */
     float *dres, *dC, *dqkv, *dfch, *dfch_gelu; /* (N,C) (N,C) (N,3C) (N,4C) (N,4C) */
     int B, T;                           /* of the last forward */
+    /* the head over chunks of rows (gpt_set_logits_chunk) */
+    int Vp;                             /* padded vocabulary: the logits row stride */
+    int chunk_set;                      /* rows asked for, 0 = automatic */
+    int head_rows;                      /* rows per chunk for the last forward */
+    int logits_cap;                     /* rows the logits buffer holds */
+    int logits_r0, logits_n;            /* rows whose logits the buffer holds; n 0 = none */
     /* key/value cache for generation: (L, B, NH, maxT, HS) each, compute type */
     float *kcache, *vcache;
     int kv_B;
@@ -119,12 +125,37 @@ static inline float *grad_at(const GPT *m, int i) {
 static inline float *P(GPT *m, int layer, int slot) { return param_at(m, 2 + layer * P_PER_LAYER + slot); }
 static inline float *G(GPT *m, int layer, int slot) { return grad_at(m, 2 + layer * P_PER_LAYER + slot); }
 
+/* Row r of a (rows, width) buffer of the compute type. */
+static inline float *act_row(const GPT *m, const float *base, size_t r, size_t width) {
+    return (float *)((const char *)base + r * width * m->be->act_size);
+}
+
+/* How backward reaches the logits: the plain classifier, or the KD term too
+ * (device pointers; offline teacher (N,K) arrays, or an online teacher whose
+ * last forward ran on the same rows). */
+typedef struct {
+    GPT *teacher;
+    const int *topk_ids;
+    const float *topk_logp;
+    const float *w;           /* (N) KD weight per row */
+    int K;
+    float temperature, beta;
+} HeadKd;
+
 /* model.c */
 void add_tensor(GPT *m, int *i, size_t *off, const char *name, int rows, int cols);
+/* Logits of rows r0 .. r0+n-1 (n <= m->logits_cap) into m->logits, unless the
+ * buffer holds them already. */
+void head_logits(GPT *m, int r0, int n);
+/* Rows per chunk when the model and, for online KD, its teacher share chunks. */
+int head_chunk_with(const GPT *m, const GPT *teacher);
+/* The classifier backward (kd NULL) or the KD backward, chunk by chunk, each
+ * chunk's dlogits consumed at once by the head backward; then every layer
+ * below. m->g holds dLoss/dlogp on the device. */
+void backward_through_head(GPT *m, const HeadKd *kd);
 int relayout_grads(GPT *m);
 void *carve(const Backend *be, size_t esize, const size_t *sizes, float ***out, int count);
 int backward_needed(const GPT *m);
-void backward_from_dlogits(GPT *m);
 
 /* model_lora.c */
 void lora_init_host(const ParamInfo *p, float *w, Rng *r);

@@ -149,6 +149,7 @@ int64_t train_items(const Trainer *t) {
 static GPT *load_frozen(Trainer *t, const char *dir, const char *what) {
     GPT *m = model_load_hf(dir, t->be);
     if (!m) return NULL;
+    gpt_set_logits_chunk(m, t->cfg->train.logits_chunk_rows);
     const GPTConfig *a = gpt_config(m), *b = gpt_config(t->model);
     if (a->vocab_size != b->vocab_size || a->n_positions < t->T) {
         err_set("%s %s: vocab_size %d and n_positions %d; the student has vocab_size %d and "

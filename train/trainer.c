@@ -407,6 +407,7 @@ static int build_model(Trainer *t) {
     if (c->model.init[0]) {
         t->model = model_load_hf(c->model.init, t->be);
         if (!t->model) return -1;
+        gpt_set_logits_chunk(t->model, c->train.logits_chunk_rows);
         const GPTConfig *g = gpt_config(t->model);
         if (g->vocab_size != c->model.vocab_size || g->n_layer != c->model.n_layer ||
             g->n_embd != c->model.n_embd || g->n_head != c->model.n_head)
@@ -416,10 +417,11 @@ static int build_model(Trainer *t) {
         return 0;
     }
     GPTConfig g = {c->model.n_layer, c->model.n_head, c->model.n_embd, c->model.vocab_size,
-                   c->model.n_positions, (float)c->model.layer_norm_epsilon};
+                   c->model.n_positions, (float)c->model.layer_norm_epsilon, 0};
     t->model = gpt_create(&g, t->be);
     if (!t->model) return -1;
     gpt_init_random(t->model, (uint64_t)c->train.seed);
+    gpt_set_logits_chunk(t->model, c->train.logits_chunk_rows);
     return 0;
 }
 

@@ -126,8 +126,8 @@ static void bench_layernorm(Rng *r, int N, int C) {
 typedef struct { int N, V; float *logits[SETS], *logp, *lse, *g; int *targets; int bwd; } Cl;
 static void cl_run(void *p, int s) {
     Cl *c = p;
-    if (!c->bwd) G->classifier_forward(c->logp, c->lse, c->logits[s], c->targets, c->N, c->V);
-    else G->classifier_backward(c->logits[s], c->lse, c->targets, c->g, c->N, c->V);
+    if (!c->bwd) G->classifier_forward(c->logp, c->lse, c->logits[s], c->targets, c->N, c->V, c->V);
+    else G->classifier_backward(c->logits[s], c->lse, c->targets, c->g, c->N, c->V, c->V);
 }
 
 static void bench_classifier(Rng *r, int N, int V) {
@@ -141,7 +141,7 @@ static void bench_classifier(Rng *r, int N, int V) {
     c.targets = G->alloc(N * sizeof(int));
     G->to_device(c.targets, t, N * sizeof(int));
     free(t);
-    G->classifier_forward(c.logp, c.lse, c.logits[0], c.targets, N, V);
+    G->classifier_forward(c.logp, c.lse, c.logits[0], c.targets, N, V, V);
     for (c.bwd = 0; c.bwd < 2; c.bwd++) {
         float ms = median_ms(cl_run, &c);
         double bytes = (double)N * V * G->act_size * (c.bwd ? 2 : 1);

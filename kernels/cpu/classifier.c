@@ -7,7 +7,9 @@
  * from the saved lse, so the (N,V) probability matrix is never stored: the
  * logits buffer itself is overwritten with
  *     dlogits_j = g * (1[j == target] - softmax_j).
- * Rows are independent; OpenMP splits them. */
+ * Rows are independent; OpenMP splits them. Rows are Vp apart (the padded
+ * vocabulary, kernels/ops.h); only the V real columns are read, and backward
+ * zeroes the padded ones. */
 #include <assert.h>
 #include <math.h>
 #include <string.h>
@@ -15,10 +17,10 @@
 #include "kernels/ops.h"
 
 void classifier_forward(float *logp, float *lse, const float *logits, const int *targets, int N,
-                        int V) {
+                        int V, int Vp) {
     #pragma omp parallel for if ((long)N * V > 32768)
     for (int i = 0; i < N; i++) {
-        const float *x = logits + (size_t)i * V; /* (V) */
+        const float *x = logits + (size_t)i * Vp; /* (V) real columns of a (Vp) row */
         float mx = -INFINITY;
         for (int j = 0; j < V; j++) mx = x[j] > mx ? x[j] : mx;
         double sum = 0.0;
@@ -32,13 +34,14 @@ void classifier_forward(float *logp, float *lse, const float *logits, const int 
 }
 
 void classifier_backward(float *logits, const float *lse, const int *targets, const float *g,
-                         int N, int V) {
+                         int N, int V, int Vp) {
     #pragma omp parallel for if ((long)N * V > 32768)
     for (int i = 0; i < N; i++) {
-        float *x = logits + (size_t)i * V; /* (V) in: logits, out: dlogits */
+        float *x = logits + (size_t)i * Vp; /* (Vp) in: logits, out: dlogits */
         int t = targets[i];
         assert(t < V);
         float gi = g[i];
+        memset(x + V, 0, (size_t)(Vp - V) * sizeof(float)); /* padded columns */
         if (t < 0 || gi == 0.0f) {
             memset(x, 0, (size_t)V * sizeof(float));
             continue;

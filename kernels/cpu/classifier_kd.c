@@ -105,13 +105,13 @@ static void ce_row(float *x, int t, float gi, float l, int V) {
 
 void classifier_kd_forward(float *kd, float *agree, const float *logits,
                            const float *teacher_logits, const int *targets, int N, int V,
-                           float T, float beta) {
+                           int Vp, float T, float beta) {
     assert(T > 0.0f);
     KdMode mode = kd_mode(beta);
     #pragma omp parallel for if ((long)N * V > 32768)
     for (int i = 0; i < N; i++) {
-        const float *z = logits + (size_t)i * V;          /* (V) */
-        const float *zt = teacher_logits + (size_t)i * V; /* (V) */
+        const float *z = logits + (size_t)i * Vp;          /* (V) of (Vp) */
+        const float *zt = teacher_logits + (size_t)i * Vp; /* (V) of (Vp) */
         int target = targets[i];
         assert(target < V);
         if (target < 0) {
@@ -129,21 +129,22 @@ void classifier_kd_forward(float *kd, float *agree, const float *logits,
 }
 
 void classifier_kd_backward(float *logits, const float *lse, const int *targets, const float *g,
-                            const float *teacher_logits, const float *w, int N, int V, float T,
-                            float beta) {
+                            const float *teacher_logits, const float *w, int N, int V, int Vp,
+                            float T, float beta) {
     if (!w) {
-        classifier_backward(logits, lse, targets, g, N, V);
+        classifier_backward(logits, lse, targets, g, N, V, Vp);
         return;
     }
     assert(T > 0.0f);
     KdMode mode = kd_mode(beta);
     #pragma omp parallel for if ((long)N * V > 32768)
     for (int i = 0; i < N; i++) {
-        float *x = logits + (size_t)i * V;                /* (V) in: logits, out: dlogits */
-        const float *zt = teacher_logits + (size_t)i * V; /* (V) */
+        float *x = logits + (size_t)i * Vp;                /* (Vp) in: logits, out: dlogits */
+        const float *zt = teacher_logits + (size_t)i * Vp; /* (V) of (Vp) */
         int target = targets[i];
         assert(target < V);
         float gi = g[i], wi = w[i];
+        memset(x + V, 0, (size_t)(Vp - V) * sizeof(float)); /* padded columns */
         if (target < 0 || (gi == 0.0f && wi == 0.0f)) {
             memset(x, 0, (size_t)V * sizeof(float));
             continue;
@@ -260,7 +261,8 @@ static int teacher_top_id(const int *ids, const float *lp, int K) {
 
 void classifier_kd_topk_forward(float *kd, float *agree, const float *logits,
                                 const int *teacher_ids, const float *teacher_logp,
-                                const int *targets, int N, int V, int K, float T, float beta) {
+                                const int *targets, int N, int V, int Vp, int K, float T,
+                                float beta) {
     assert(T > 0.0f && K >= 1 && K <= V);
     KdMode mode = kd_mode(beta);
     double Td = T;
@@ -270,7 +272,7 @@ void classifier_kd_topk_forward(float *kd, float *agree, const float *logits,
         assert(sup);
         #pragma omp for
         for (int i = 0; i < N; i++) {
-            const float *z = logits + (size_t)i * V;          /* (V) */
+            const float *z = logits + (size_t)i * Vp;         /* (V) of (Vp) */
             const int *ids = teacher_ids + (size_t)i * K;     /* (K) */
             const float *lp = teacher_logp + (size_t)i * K;   /* (K) */
             int target = targets[i];
@@ -294,10 +296,10 @@ void classifier_kd_topk_forward(float *kd, float *agree, const float *logits,
 
 void classifier_kd_topk_backward(float *logits, const float *lse, const int *targets,
                                  const float *g, const int *teacher_ids,
-                                 const float *teacher_logp, const float *w, int N, int V, int K,
-                                 float T, float beta) {
+                                 const float *teacher_logp, const float *w, int N, int V, int Vp,
+                                 int K, float T, float beta) {
     if (!w) {
-        classifier_backward(logits, lse, targets, g, N, V);
+        classifier_backward(logits, lse, targets, g, N, V, Vp);
         return;
     }
     assert(T > 0.0f && K >= 1 && K <= V);
@@ -309,12 +311,13 @@ void classifier_kd_topk_backward(float *logits, const float *lse, const int *tar
         assert(sup);
         #pragma omp for
         for (int i = 0; i < N; i++) {
-            float *x = logits + (size_t)i * V;              /* (V) in: logits, out: dlogits */
+            float *x = logits + (size_t)i * Vp;             /* (Vp) in: logits, out: dlogits */
             const int *ids = teacher_ids + (size_t)i * K;   /* (K) */
             const float *lp = teacher_logp + (size_t)i * K; /* (K) */
             int target = targets[i];
             assert(target < V);
             float gi = g[i], wi = w[i];
+            memset(x + V, 0, (size_t)(Vp - V) * sizeof(float)); /* padded columns */
             if (target < 0 || (gi == 0.0f && wi == 0.0f)) {
                 memset(x, 0, (size_t)V * sizeof(float));
                 continue;

@@ -11,8 +11,11 @@
  * each element read and written by the same thread (the target included, so its
  * 1 - p is formed before the value is overwritten, as on the CPU).
  *
- * Vector access for any V: row i starts at logits + i*V, which for odd V (GPT-2's
- * 50257) is not 16-byte aligned. Each row is split into a scalar head up to the
+ * Rows are Vp apart (the padded vocabulary, kernels/ops.h): only the V real
+ * columns are read, and backward writes zeros into the padded ones.
+ *
+ * Vector access for any stride: row i starts at logits + i*Vp, which for an
+ * unpadded odd V (GPT-2's 50257) is not 16-byte aligned. Each row is split into a scalar head up to the
  * first 16-byte boundary, a body of 8-wide uint4 vectors, and a scalar tail, so
  * every row uses vector loads whatever V and the row's alignment are.
  *
@@ -73,10 +76,10 @@ static __device__ __forceinline__ void warp_merge(float &m, float &s) {
 /* lse[i] = log sum_j exp(logits[i,j]); logp[i] = logits[i,t] - lse[i] (0 if t < 0) */
 __global__ static void __launch_bounds__(CLASSIFIER_BLOCK)
     classifier_forward_kernel(float *logp, float *lse, const floatX *logits, const int *targets,
-                              int V) {
+                              int V, int Vp) {
     __shared__ float warp_m[32], warp_s[32];
     int i = blockIdx.x;
-    const floatX *x = logits + (size_t)i * V; /* (V) */
+    const floatX *x = logits + (size_t)i * Vp; /* (V) real columns of a (Vp) row */
     RowSplit sp = split_row(x, V);
     float m = -FLT_MAX, s = 0.0f;
     for (int j = threadIdx.x; j < sp.head; j += blockDim.x)
@@ -110,12 +113,13 @@ __global__ static void __launch_bounds__(CLASSIFIER_BLOCK)
 }
 
 /* Row i in place: logits -> g * (1[j == t] - exp(logits - lse)); zeros where
- * t < 0 or g == 0; NaN where t >= V. */
+ * t < 0 or g == 0; NaN where t >= V. The padded columns V..Vp-1 become 0. */
 __global__ static void __launch_bounds__(CLASSIFIER_BLOCK)
     classifier_backward_kernel(floatX *logits, const float *lse, const int *targets,
-                               const float *g, int V) {
+                               const float *g, int V, int Vp) {
     int i = blockIdx.x;
-    floatX *x = logits + (size_t)i * V; /* (V) */
+    floatX *x = logits + (size_t)i * Vp; /* (Vp) */
+    for (int j = V + threadIdx.x; j < Vp; j += blockDim.x) x[j] = float_to_bf16(0.0f);
     RowSplit sp = split_row(x, V);
     int t = targets[i];
     float gi = g[i];
@@ -155,21 +159,21 @@ __global__ static void __launch_bounds__(CLASSIFIER_BLOCK)
 }
 
 extern "C" void classifier_forward_cuda(float *logp, float *lse, const float *logits_f,
-                                        const int *targets, int N, int V) {
+                                        const int *targets, int N, int V, int Vp) {
     if (N <= 0 || V <= 0) return;
-    const floatX *logits = reinterpret_cast<const floatX *>(logits_f); /* (N,V) */
+    const floatX *logits = reinterpret_cast<const floatX *>(logits_f); /* (N,Vp) */
     /* logp (N), lse (N) fp32; targets (N) int32 */
     classifier_forward_kernel<<<N, CLASSIFIER_BLOCK, 0, retort_stream>>>(logp, lse, logits,
-                                                                         targets, V);
+                                                                         targets, V, Vp);
     CUDA_LAUNCH_CHECK();
 }
 
 extern "C" void classifier_backward_cuda(float *logits_f, const float *lse, const int *targets,
-                                         const float *g, int N, int V) {
+                                         const float *g, int N, int V, int Vp) {
     if (N <= 0 || V <= 0) return;
-    floatX *logits = reinterpret_cast<floatX *>(logits_f); /* (N,V) in: logits, out: dlogits */
+    floatX *logits = reinterpret_cast<floatX *>(logits_f); /* (N,Vp) in: logits, out: dlogits */
     /* lse (N), g (N) fp32; targets (N) int32 */
     classifier_backward_kernel<<<N, CLASSIFIER_BLOCK, 0, retort_stream>>>(logits, lse, targets,
-                                                                          g, V);
+                                                                          g, V, Vp);
     CUDA_LAUNCH_CHECK();
 }

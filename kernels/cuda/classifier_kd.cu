@@ -21,6 +21,9 @@
  * duplicate or out-of-range id, which the CPU twin asserts on, makes the row's
  * kd and dlogits NaN here, as does a target >= V.
  *
+ * Rows are Vp apart (the padded vocabulary, kernels/ops.h); only the V real
+ * columns are read, and backward writes zeros into the padded ones.
+ *
  * Loads are scalar bf16 (coalesced across the warp); the vectorised row split
  * of classifier.cu is not used here yet.
  */
@@ -181,6 +184,18 @@ static __device__ void fill_row(floatX *x, int V, float value) {
     for (int j = threadIdx.x; j < V; j += blockDim.x) x[j] = float_to_bf16(value);
 }
 
+/* the padded columns V..Vp-1 of a dlogits row are 0 (kernels/ops.h) */
+static __device__ void zero_padding(floatX *x, int V, int Vp) {
+    for (int j = V + threadIdx.x; j < Vp; j += blockDim.x) x[j] = float_to_bf16(0.0f);
+}
+
+/* A host-side contract violation of an entry point: say which and stop. */
+static void kd_refuse(const char *op, const char *what, int value) {
+    fprintf(stderr, "retort: %s: %s (got %d); this is a bug in the caller, which must check "
+                    "its teacher data first\n", op, what, value);
+    exit(1);
+}
+
 /* ---------------------------------------------------------------- online */
 
 /* log sum_j exp(x_j / T) and argmax_j x_j of one bf16 row */
@@ -199,15 +214,15 @@ static __device__ float row_tempered_lse(const floatX *x, int V, float T, int *a
 __global__ static void __launch_bounds__(KD_BLOCK)
     classifier_kd_forward_kernel(float *kd, float *agree, const floatX *logits,
                                  const floatX *teacher_logits, const int *targets, int V,
-                                 KdParams k) {
+                                 int Vp, KdParams k) {
     int i = blockIdx.x;
     int t = targets[i];
     if (t < 0 || t >= V) {
         if (threadIdx.x == 0) kd[i] = agree[i] = t < 0 ? 0.0f : NAN;
         return;
     }
-    const floatX *z = logits + (size_t)i * V;          /* (V) */
-    const floatX *zt = teacher_logits + (size_t)i * V; /* (V) */
+    const floatX *z = logits + (size_t)i * Vp;          /* (V) of (Vp) */
+    const floatX *zt = teacher_logits + (size_t)i * Vp; /* (V) of (Vp) */
     int arg_s, arg_t;
     float lse_s = row_tempered_lse(z, V, k.T, &arg_s);
     float lse_t = row_tempered_lse(zt, V, k.T, &arg_t);
@@ -224,10 +239,11 @@ __global__ static void __launch_bounds__(KD_BLOCK)
 __global__ static void __launch_bounds__(KD_BLOCK)
     classifier_kd_backward_kernel(floatX *logits, const float *lse, const int *targets,
                                   const float *g, const floatX *teacher_logits, const float *w,
-                                  int V, KdParams k) {
+                                  int V, int Vp, KdParams k) {
     int i = blockIdx.x;
-    floatX *x = logits + (size_t)i * V;                /* (V) in: logits, out: dlogits */
-    const floatX *zt = teacher_logits + (size_t)i * V; /* (V) */
+    floatX *x = logits + (size_t)i * Vp;                /* (Vp) in: logits, out: dlogits */
+    const floatX *zt = teacher_logits + (size_t)i * Vp; /* (V) of (Vp) */
+    zero_padding(x, V, Vp);
     int t = targets[i];
     float gi = g[i], wi = w[i], l = lse[i];
     if (t < 0 || t >= V || (gi == 0.0f && wi == 0.0f)) {
@@ -328,7 +344,7 @@ static __device__ BucketStats bucket_stats(unsigned int *bits, const floatX *z, 
 __global__ static void __launch_bounds__(KD_BLOCK)
     classifier_kd_topk_forward_kernel(float *kd, float *agree, const floatX *logits,
                                       const int *teacher_ids, const float *teacher_logp,
-                                      const int *targets, int V, int K, KdParams k) {
+                                      const int *targets, int V, int Vp, int K, KdParams k) {
     extern __shared__ unsigned int support_bits[]; /* (V+31)/32 words */
     int i = blockIdx.x;
     int t = targets[i];
@@ -336,7 +352,7 @@ __global__ static void __launch_bounds__(KD_BLOCK)
         if (threadIdx.x == 0) kd[i] = agree[i] = t < 0 ? 0.0f : NAN;
         return;
     }
-    const floatX *z = logits + (size_t)i * V;        /* (V) */
+    const floatX *z = logits + (size_t)i * Vp;       /* (V) of (Vp) */
     const int *ids = teacher_ids + (size_t)i * K;    /* (K) */
     const float *lp = teacher_logp + (size_t)i * K;  /* (K) */
     BucketStats b = bucket_stats(support_bits, z, ids, lp, V, K, k.T);
@@ -358,14 +374,15 @@ __global__ static void __launch_bounds__(KD_BLOCK)
     }
 }
 
-__global__ static void __launch_bounds__(KD_BLOCK)
+__global__ static void __launch_bounds__(KD_BLOCK, 2) /* 64 registers: no spill on sm_90 */
     classifier_kd_topk_backward_kernel(floatX *logits, const float *lse, const int *targets,
                                        const float *g, const int *teacher_ids,
-                                       const float *teacher_logp, const float *w, int V, int K,
-                                       KdParams k) {
+                                       const float *teacher_logp, const float *w, int V, int Vp,
+                                       int K, KdParams k) {
     extern __shared__ unsigned int support_bits[]; /* (V+31)/32 words */
     int i = blockIdx.x;
-    floatX *x = logits + (size_t)i * V;              /* (V) in: logits, out: dlogits */
+    floatX *x = logits + (size_t)i * Vp;             /* (Vp) in: logits, out: dlogits */
+    zero_padding(x, V, Vp);
     const int *ids = teacher_ids + (size_t)i * K;    /* (K) */
     const float *lp = teacher_logp + (size_t)i * K;  /* (K) */
     int t = targets[i];
@@ -428,42 +445,44 @@ static size_t support_bitmap_bytes(const void *kernel, int V) {
 
 extern "C" void classifier_kd_forward_cuda(float *kd, float *agree, const float *logits_f,
                                            const float *teacher_f, const int *targets, int N,
-                                           int V, float T, float beta) {
+                                           int V, int Vp, float T, float beta) {
     if (N <= 0 || V <= 0) return;
-    const floatX *logits = reinterpret_cast<const floatX *>(logits_f);   /* (N,V) */
-    const floatX *teacher = reinterpret_cast<const floatX *>(teacher_f); /* (N,V) */
+    const floatX *logits = reinterpret_cast<const floatX *>(logits_f);   /* (N,Vp) */
+    const floatX *teacher = reinterpret_cast<const floatX *>(teacher_f); /* (N,Vp) */
     /* kd (N), agree (N) fp32; targets (N) int32 */
-    classifier_kd_forward_kernel<<<N, KD_BLOCK, 0, retort_stream>>>(kd, agree, logits, teacher,
-                                                                    targets, V, kd_params(T, beta));
+    classifier_kd_forward_kernel<<<N, KD_BLOCK, 0, retort_stream>>>(
+        kd, agree, logits, teacher, targets, V, Vp, kd_params(T, beta));
     CUDA_LAUNCH_CHECK();
 }
 
 extern "C" void classifier_kd_backward_cuda(float *logits_f, const float *lse, const int *targets,
                                             const float *g, const float *teacher_f,
-                                            const float *w, int N, int V, float T, float beta) {
+                                            const float *w, int N, int V, int Vp, float T,
+                                            float beta) {
     if (!w) {
-        classifier_backward_cuda(logits_f, lse, targets, g, N, V);
+        classifier_backward_cuda(logits_f, lse, targets, g, N, V, Vp);
         return;
     }
     if (N <= 0 || V <= 0) return;
-    floatX *logits = reinterpret_cast<floatX *>(logits_f);               /* (N,V) in/out */
-    const floatX *teacher = reinterpret_cast<const floatX *>(teacher_f); /* (N,V) */
+    floatX *logits = reinterpret_cast<floatX *>(logits_f);               /* (N,Vp) in/out */
+    const floatX *teacher = reinterpret_cast<const floatX *>(teacher_f); /* (N,Vp) */
     /* lse, g, w (N) fp32; targets (N) int32 */
     classifier_kd_backward_kernel<<<N, KD_BLOCK, 0, retort_stream>>>(
-        logits, lse, targets, g, teacher, w, V, kd_params(T, beta));
+        logits, lse, targets, g, teacher, w, V, Vp, kd_params(T, beta));
     CUDA_LAUNCH_CHECK();
 }
 
 extern "C" void classifier_kd_topk_forward_cuda(float *kd, float *agree, const float *logits_f,
                                                 const int *teacher_ids, const float *teacher_logp,
-                                                const int *targets, int N, int V, int K, float T,
-                                                float beta) {
-    if (N <= 0 || V <= 0 || K <= 0) return;
-    const floatX *logits = reinterpret_cast<const floatX *>(logits_f); /* (N,V) */
+                                                const int *targets, int N, int V, int Vp, int K,
+                                                float T, float beta) {
+    if (N <= 0 || V <= 0) return;
+    if (K < 1 || K > V) kd_refuse("classifier_kd_topk_forward_cuda", "K must be in [1, V]", K);
+    const floatX *logits = reinterpret_cast<const floatX *>(logits_f); /* (N,Vp) */
     /* teacher_ids (N,K) int32, teacher_logp (N,K) fp32; kd, agree (N) fp32 */
     size_t smem = support_bitmap_bytes((const void *)classifier_kd_topk_forward_kernel, V);
     classifier_kd_topk_forward_kernel<<<N, KD_BLOCK, smem, retort_stream>>>(
-        kd, agree, logits, teacher_ids, teacher_logp, targets, V, K, kd_params(T, beta));
+        kd, agree, logits, teacher_ids, teacher_logp, targets, V, Vp, K, kd_params(T, beta));
     CUDA_LAUNCH_CHECK();
 }
 
@@ -471,15 +490,16 @@ extern "C" void classifier_kd_topk_backward_cuda(float *logits_f, const float *l
                                                  const int *targets, const float *g,
                                                  const int *teacher_ids,
                                                  const float *teacher_logp, const float *w, int N,
-                                                 int V, int K, float T, float beta) {
+                                                 int V, int Vp, int K, float T, float beta) {
     if (!w) {
-        classifier_backward_cuda(logits_f, lse, targets, g, N, V);
+        classifier_backward_cuda(logits_f, lse, targets, g, N, V, Vp);
         return;
     }
-    if (N <= 0 || V <= 0 || K <= 0) return;
-    floatX *logits = reinterpret_cast<floatX *>(logits_f); /* (N,V) in/out */
+    if (N <= 0 || V <= 0) return;
+    if (K < 1 || K > V) kd_refuse("classifier_kd_topk_backward_cuda", "K must be in [1, V]", K);
+    floatX *logits = reinterpret_cast<floatX *>(logits_f); /* (N,Vp) in/out */
     size_t smem = support_bitmap_bytes((const void *)classifier_kd_topk_backward_kernel, V);
     classifier_kd_topk_backward_kernel<<<N, KD_BLOCK, smem, retort_stream>>>(
-        logits, lse, targets, g, teacher_ids, teacher_logp, w, V, K, kd_params(T, beta));
+        logits, lse, targets, g, teacher_ids, teacher_logp, w, V, Vp, K, kd_params(T, beta));
     CUDA_LAUNCH_CHECK();
 }

@@ -46,22 +46,23 @@ void gelu_forward_cuda(float *out, const float *inp, size_t n);
 void gelu_backward_cuda(float *dinp, const float *inp, const float *dout, size_t n);
 void residual_forward_cuda(float *out, const float *a, const float *b, size_t n);
 void classifier_forward_cuda(float *logp, float *lse, const float *logits, const int *targets,
-                             int N, int V);
+                             int N, int V, int Vp);
 void classifier_backward_cuda(float *logits, const float *lse, const int *targets, const float *g,
-                              int N, int V);
+                              int N, int V, int Vp);
 void classifier_kd_forward_cuda(float *kd, float *agree, const float *logits,
                                 const float *teacher_logits, const int *targets, int N, int V,
-                                float T, float beta);
+                                int Vp, float T, float beta);
 void classifier_kd_backward_cuda(float *logits, const float *lse, const int *targets,
                                  const float *g, const float *teacher_logits, const float *w,
-                                 int N, int V, float T, float beta);
+                                 int N, int V, int Vp, float T, float beta);
 void classifier_kd_topk_forward_cuda(float *kd, float *agree, const float *logits,
                                      const int *teacher_ids, const float *teacher_logp,
-                                     const int *targets, int N, int V, int K, float T, float beta);
+                                     const int *targets, int N, int V, int Vp, int K, float T,
+                                     float beta);
 void classifier_kd_topk_backward_cuda(float *logits, const float *lse, const int *targets,
                                       const float *g, const int *teacher_ids,
                                       const float *teacher_logp, const float *w, int N, int V,
-                                      int K, float T, float beta);
+                                      int Vp, int K, float T, float beta);
 void adamw_update_cuda(float *param, float *master, const float *grad, float *m, float *v,
                        size_t n, double lr, double beta1, double beta2, double eps,
                        double weight_decay, int step);
