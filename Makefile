@@ -53,15 +53,17 @@ ifeq ($(CUDA),1)
   CFLAGS    += -DRETORT_CUDA
   LDLIBS    += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcudart -lcublas -lcublasLt \
                -lnccl -lstdc++
-  CU_SRC    := $(wildcard kernels/cuda/*.cu) train/backend_cuda.cu train/dist_nccl.cu
+  CU_SRC    := $(wildcard kernels/cuda/*.cu) model/backend_cuda.cu train/dist_nccl.cu
 endif
 CU_OBJ := $(CU_SRC:%.cu=$(BUILD)/%.o)
 
 # the tests that run the command line find the binary of this build here
 export RETORT_BIN := $(abspath $(BIN))
 
-LIB_SRC := $(wildcard kernels/cpu/*.c) $(filter-out train/main.c,$(wildcard train/*.c)) \
-           $(wildcard train/objectives/*.c) $(wildcard data/*.c) $(wildcard eval/*.c)
+# floors, bottom up (docs/architecture.md): util, kernels + data, model, train + eval, cli
+LIB_SRC := $(wildcard util/*.c) $(wildcard kernels/cpu/*.c) $(wildcard data/*.c) \
+           $(wildcard model/*.c) $(wildcard train/*.c) $(wildcard train/objectives/*.c) \
+           $(wildcard eval/*.c) $(filter-out cli/main.c,$(wildcard cli/*.c))
 LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/%.o)
 LIB     := $(BUILD)/libretort.a
 
@@ -78,7 +80,7 @@ PY      := $(VENV)/bin/python
 
 all: $(BIN)
 
-$(BIN): $(BUILD)/train/main.o $(LIB)
+$(BIN): $(BUILD)/cli/main.o $(LIB)
 	$(CC) -o $@ $^ $(LDLIBS)
 
 $(LIB): $(LIB_OBJ) $(CU_OBJ)
@@ -101,7 +103,7 @@ $(BUILD)/tests/mpi/%: tests/mpi/%.c $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -o $@ $< $(LIB) $(LDLIBS)
 
--include $(LIB_OBJ:.o=.d) $(BUILD)/train/main.d
+-include $(LIB_OBJ:.o=.d) $(BUILD)/cli/main.d
 
 # ---- dependencies ----
 deps:
@@ -113,7 +115,7 @@ check-deps:
 # ---- tests ----
 test: check-deps
 	@$(MAKE) --no-print-directory $(BIN) $(TEST_BINS) $(MPI_TEST_BINS)
-	@MPI_TEST_DIR=$(BUILD)/tests/mpi scripts/run_tests.sh $(TEST_BINS) scripts/test_mpi.sh \
+	@MPI_TEST_DIR=$(BUILD)/tests/mpi scripts/run_tests.sh scripts/check_floors.sh $(TEST_BINS) scripts/test_mpi.sh \
 		scripts/test_dist_train.sh
 
 # ---- GPU (run these on a machine with an NVIDIA GPU) ----

@@ -18,7 +18,7 @@
 #include <string.h>
 
 #include "data/bpe_impl.h"
-#include "train/util.h"
+#include "util/util.h"
 
 /* ------------------------------------------------ bytes <-> code points */
 

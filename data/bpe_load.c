@@ -22,7 +22,7 @@
 #include <sys/stat.h>
 
 #include "data/bpe_impl.h"
-#include "train/util.h"
+#include "util/util.h"
 
 #define EOS_TEXT "<|endoftext|>"
 #define MAX_VOCAB (1 << 24)

@@ -25,7 +25,7 @@
 #include <string.h>
 
 #include "data/bpe.h"
-#include "train/util.h"
+#include "util/util.h"
 
 #define EOS_TEXT "<|endoftext|>"
 #define MAX_TRAIN_VOCAB (1 << 24)

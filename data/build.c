@@ -26,7 +26,7 @@
 #include <unistd.h>
 
 #include "data/tokenizer.h"
-#include "train/util.h"
+#include "util/util.h"
 
 #define MAX_WARNINGS 3 /* skipped lines reported one by one before just counting */
 

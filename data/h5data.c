@@ -20,7 +20,7 @@
 #include <unistd.h>
 
 #include "data/h5_internal.h"
-#include "train/util.h"
+#include "util/util.h"
 
 static const char *const schema_names[] = {"lm", "sft", "pref", "kd"};
 

@@ -17,7 +17,7 @@
 #include <unistd.h>
 
 #include "data/h5_internal.h"
-#include "train/util.h"
+#include "util/util.h"
 
 
 /* One extendible 1-D dataset fed through an in-memory buffer. */

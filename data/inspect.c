@@ -9,7 +9,7 @@
 
 #include "data/h5data.h"
 #include "data/tokenizer.h"
-#include "train/util.h"
+#include "util/util.h"
 
 #define SHOW_MAX_BYTES 2000 /* decoded text shown per item before "..." */
 

@@ -8,7 +8,7 @@
 #include <string.h>
 
 #include "data/h5data.h"
-#include "train/util.h"
+#include "util/util.h"
 
 /* ----------------------------------------------------------------- batching */
 

@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "train/util.h"
+#include "util/util.h"
 
 static int64_t part_len(const PrefPart *part, int64_t pair) {
     return part->offsets[pair + 1] - part->offsets[pair];

@@ -11,7 +11,7 @@
 #include <string.h>
 
 #include "data/bpe.h"
-#include "train/util.h"
+#include "util/util.h"
 
 #define BYTES_EOS 256
 #define EOS_TEXT "<|endoftext|>"

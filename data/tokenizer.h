@@ -31,7 +31,7 @@ void tokenizer_free(Tokenizer *tok);
 /* Decodes ids into a newly allocated NUL-terminated string. */
 char *tokenizer_decode(const Tokenizer *tok, const uint32_t *ids, int64_t n);
 
-/* `retort tokenizer train|encode ...` (data/tokenizer_cli.c): argv[0] is
+/* `retort tokenizer train|encode ...` (cli/cmd_tokenizer.c): argv[0] is
  * "tokenizer"; returns the exit status. */
 int cmd_tokenizer(int argc, char **argv);
 

@@ -14,10 +14,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "eval/generate.h"
+#include "model/generate.h"
 #include "eval/metrics.h"
 #include "eval/toolenv.h"
-#include "train/util.h"
+#include "util/util.h"
 
 /* ---------------------------------------------------------------- parsing */
 

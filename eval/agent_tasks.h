@@ -30,7 +30,7 @@
 #include <jansson.h>
 #include <stdint.h>
 
-#include "train/util.h"
+#include "util/util.h"
 
 /* One task (a new reference; json_decref it). id names it in the output. */
 json_t *agent_task_make(Rng *r, const char *id);

@@ -11,7 +11,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "train/util.h"
+#include "util/util.h"
 
 /* Sum of log p(ref tokens, EOS | prompt) under m and how many tokens that is.
  * The sequence keeps its end when it is longer than the context; prompt

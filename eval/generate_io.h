@@ -27,7 +27,7 @@
 #define RETORT_GENERATE_IO_H
 
 #include "data/tokenizer.h"
-#include "eval/generate.h"
+#include "model/generate.h"
 
 typedef enum { SELECT_BEST = 0, SELECT_ALL, SELECT_BLEU } TargetSelect;
 

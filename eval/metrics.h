@@ -26,7 +26,7 @@
 
 #include <stdint.h>
 
-#include "train/util.h"
+#include "util/util.h"
 
 #define BLEU_MAX_ORDER 4
 

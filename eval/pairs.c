@@ -16,7 +16,7 @@
 #include <unistd.h>
 
 #include "data/h5data.h"
-#include "train/util.h"
+#include "util/util.h"
 
 int pair_scorer_from_name(const char *name, PairScorer *out) {
     static const char *const names[] = {"exact", "gold-likelihood", "external"};

@@ -41,7 +41,7 @@
 
 #include "data/tokenizer.h"
 #include "eval/generate_io.h"
-#include "train/model.h"
+#include "model/model.h"
 
 typedef enum { SCORER_EXACT = 0, SCORER_GOLD_LIKELIHOOD, SCORER_EXTERNAL } PairScorer;
 typedef enum { PAIRING_BEST_WORST = 0, PAIRING_ALL } PairingRule;
@@ -118,7 +118,7 @@ typedef struct {
 int pairs_build(GPT *sampler, GPT *scorer, const Tokenizer *tok, const PairsJob *job,
                 PairsStats *stats);
 
-/* `retort pairs ...` (train/cmd_pairs.c): argv[0] is "pairs". */
+/* `retort pairs ...` (cli/cmd_pairs.c): argv[0] is "pairs". */
 int cmd_pairs(int argc, char **argv);
 
 #endif

@@ -18,7 +18,7 @@
 #include <string.h>
 #include <strings.h>
 
-#include "train/util.h"
+#include "util/util.h"
 
 static const ToolInfo tools[] = {
     {"calculator", "{\"expression\": string}"},

@@ -19,7 +19,7 @@
  *     Callers zero gradients once per optimizer step.
  *   - A NULL gradient pointer means "not needed" (frozen parameter): the op skips
  *     that work entirely.
- *   - Types on a lower-precision backend (train/backend.h): the gradients of
+ *   - Types on a lower-precision backend (model/backend.h): the gradients of
  *     parameters (dweight, dbias, dwte, dwpe; adamw_update's grad; sum_squares
  *     and scale_inplace) are fp32 on EVERY backend, since they are running sums
  *     over gradient-accumulation micro-steps; the gradients of activations

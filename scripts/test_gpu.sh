@@ -73,7 +73,7 @@ common=(--set model.n_layer=4 --set model.n_head=4 --set model.n_embd=256 --set 
 ./retort train "${common[@]}" --device cuda --set train.out_dir="$W/gpu1" > "$OUT_DIR/train_gpu1.log" 2>&1
 ./retort train "${common[@]}" --device cuda --set train.out_dir="$W/gpu2" > "$OUT_DIR/train_gpu2.log" 2>&1
 # the same 8 sequences per step as 4 micro-steps of 2: the weight gradients
-# are summed over micro-steps in fp32 on both devices (train/backend.h)
+# are summed over micro-steps in fp32 on both devices (model/backend.h)
 accum=(--set data.batch_size=2 --set data.grad_accum=4)
 ./retort train "${common[@]}" "${accum[@]}" --device cpu --set train.out_dir="$W/cpu_acc" \
   > "$OUT_DIR/train_cpu_accum.log" 2>&1

@@ -19,8 +19,8 @@
 #include "eval/agent_tasks.h"
 #include "eval/toolenv.h"
 #include "tests/testutil.h"
-#include "train/backend.h"
-#include "train/model.h"
+#include "model/backend.h"
+#include "model/model.h"
 
 /* ----------------------------------------------------------------- tools */
 

@@ -5,8 +5,8 @@
 #include <sys/stat.h>
 
 #include "tests/testutil.h"
-#include "train/checkpoint.h"
-#include "train/safetensors.h"
+#include "model/checkpoint.h"
+#include "model/safetensors.h"
 
 /* ---------------------------------------------------------------- helpers */
 

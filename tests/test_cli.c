@@ -10,7 +10,7 @@
 
 #include "data/h5data.h"
 #include "tests/testutil.h"
-#include "train/checkpoint.h"
+#include "model/checkpoint.h"
 
 static const char *bin(void) {
     return getenv("RETORT_BIN") ? getenv("RETORT_BIN") : "./retort";

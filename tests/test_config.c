@@ -12,7 +12,7 @@
 
 #include "tests/testutil.h"
 #include "train/config.h"
-#include "train/util.h"
+#include "util/util.h"
 
 #define assert_err_has(text) \
     cr_assert(strstr(err_msg(), (text)) != NULL, "error message\n  %s\nlacks\n  %s", err_msg(), (text))

@@ -24,9 +24,9 @@
 #include <criterion/criterion.h>
 
 #include "tests/testutil.h"
-#include "train/backend.h"
+#include "model/backend.h"
 #include "train/config.h"
-#include "train/model.h"
+#include "model/model.h"
 #include "train/optim.h"
 #include "train/trainer.h"
 
@@ -646,7 +646,7 @@ Test(cuda_model, forward_backward_matches_cpu) {
     gpt_free(mg);
 }
 
-/* Gradient accumulation keeps fp32 sums end to end (train/backend.h): four
+/* Gradient accumulation keeps fp32 sums end to end (model/backend.h): four
  * backward passes of the same batch give four times the gradients of one, to
  * fp32 rounding (1e-5; running sums rounded to bf16 would be off by ~1e-3).
  * And the one-pass norm of optim_clip_grad_norm over the whole gradient buffer

@@ -12,7 +12,7 @@
 #include <sys/socket.h>
 #include <sys/wait.h>
 
-#include "testutil.h"
+#include "tests/testutil.h"
 #include "train/dist.h"
 
 static const char *LAUNCH_VARS[] = {

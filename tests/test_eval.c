@@ -14,8 +14,8 @@
 #include "data/tokenizer.h"
 #include "eval/evaluate.h"
 #include "tests/testutil.h"
-#include "train/backend.h"
-#include "train/model.h"
+#include "model/backend.h"
+#include "model/model.h"
 
 static GPT *byte_model(void) {
     GPTConfig cfg = {2, 4, 64, 257, 48, 1e-5f, 0};

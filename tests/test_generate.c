@@ -10,11 +10,11 @@
 #include <jansson.h>
 
 #include "data/tokenizer.h"
-#include "eval/generate.h"
+#include "model/generate.h"
 #include "eval/generate_io.h"
 #include "tests/testutil.h"
-#include "train/backend.h"
-#include "train/model.h"
+#include "model/backend.h"
+#include "model/model.h"
 
 static GPT *random_model(void) {
     GPTConfig cfg = {2, 4, 64, 97, 32, 1e-5f, 0};

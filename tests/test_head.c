@@ -1,5 +1,5 @@
 /* tests/test_head.c — the model's head: the padded vocabulary and the chunked
- * classifier (train/model.h).
+ * classifier (model/model.h).
  *
  * Padding: a model whose vocabulary is padded to a multiple of 128 (the
  * default) must compute exactly what the unpadded model (vocab_pad = 1)
@@ -19,10 +19,10 @@
 #include <stdint.h>
 
 #include "tests/testutil.h"
-#include "train/backend.h"
-#include "train/model.h"
-#include "train/model_io.h"
-#include "train/safetensors.h"
+#include "model/backend.h"
+#include "model/model.h"
+#include "model/model_io.h"
+#include "model/safetensors.h"
 
 enum { B = 2, T = 8, N = B * T, V = 300, K = 6 };
 

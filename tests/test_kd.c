@@ -31,7 +31,7 @@
 
 #include "kernels/ops.h"
 #include "tests/testutil.h"
-#include "train/safetensors.h"
+#include "model/safetensors.h"
 
 /* 0.25 as well: at 0.5 the mixture cannot tell beta from 1 - beta */
 static const float BETAS[4] = {0.0f, 0.5f, 1.0f, 0.25f};

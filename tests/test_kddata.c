@@ -18,12 +18,12 @@
 
 #include "data/h5data.h"
 #include "data/tokenizer.h"
-#include "eval/generate.h"
+#include "model/generate.h"
 #include "eval/generate_io.h"
 #include "eval/metrics.h"
 #include "tests/testutil.h"
-#include "train/backend.h"
-#include "train/model.h"
+#include "model/backend.h"
+#include "model/model.h"
 
 /* A kd file: 3 examples with tasks, K=2 teacher rows, 3 candidates. */
 static void write_kd(const char *path) {

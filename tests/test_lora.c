@@ -19,13 +19,13 @@
 #include <sys/stat.h>
 
 #include "tests/testutil.h"
-#include "train/backend.h"
-#include "train/lora.h"
-#include "train/model.h"
-#include "train/model_io.h"
+#include "model/backend.h"
+#include "model/lora.h"
+#include "model/model.h"
+#include "model/model_io.h"
 #include "train/objectives/lm.h"
 #include "train/optim.h"
-#include "train/safetensors.h"
+#include "model/safetensors.h"
 
 static const GPTConfig SMALL = {3, 2, 16, 29, 8, 1e-5f, 0};
 

@@ -15,14 +15,14 @@
 #include <criterion/criterion.h>
 
 #include "tests/testutil.h"
-#include "train/backend.h"
-#include "train/model.h"
-#include "train/model_io.h"
+#include "model/backend.h"
+#include "model/model.h"
+#include "model/model_io.h"
 #include "train/optim.h"
 #include "train/objectives/lm.h"
-#include "train/safetensors.h"
-#include "train/checkpoint.h"
-#include "eval/generate.h"
+#include "model/safetensors.h"
+#include "model/checkpoint.h"
+#include "model/generate.h"
 
 typedef struct {
     SafeTensorsFile *f;

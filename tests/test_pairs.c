@@ -21,8 +21,8 @@
 #include "eval/generate_io.h"
 #include "eval/pairs.h"
 #include "tests/testutil.h"
-#include "train/backend.h"
-#include "train/model.h"
+#include "model/backend.h"
+#include "model/model.h"
 
 static GPT *tiny_model(uint64_t seed, int ctx) {
     GPTConfig cfg = {2, 4, 32, 257, ctx, 1e-5f, 0};

@@ -12,7 +12,7 @@
 
 #include "data/h5data.h"
 #include "tests/testutil.h"
-#include "train/checkpoint.h"
+#include "model/checkpoint.h"
 #include "train/stages.h"
 #include "train/trainer.h"
 

@@ -10,8 +10,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "train/model.h"
-#include "train/util.h"
+#include "model/model.h"
+#include "util/util.h"
 
 /* Uniform in [-scale, scale). */
 static inline void fill_uniform(Rng *r, float *x, size_t n, float scale) {

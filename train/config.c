@@ -14,7 +14,7 @@
  * Strings are stored zero-filled to the end of their buffer so two Configs that
  * hold the same values compare equal byte for byte (padding aside).
  */
-#include "config.h"
+#include "train/config.h"
 
 #include <assert.h>
 #include <ctype.h>
@@ -30,7 +30,7 @@
 #include <strings.h>
 #include <yaml.h>
 
-#include "util.h"
+#include "util/util.h"
 
 /* ---- the table ---- */
 

@@ -24,9 +24,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "train/util.h"
+#include "util/util.h"
 #ifdef RETORT_CUDA
-#include "train/backend.h"
+#include "model/backend.h"
 #include "train/dist_nccl.h"
 #endif
 

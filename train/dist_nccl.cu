@@ -23,7 +23,7 @@
 
 extern "C" {
 #include "train/dist_nccl.h"
-#include "train/util.h"
+#include "util/util.h"
 }
 
 static_assert(NCCL_UNIQUE_ID_BYTES == DIST_NCCL_ID_BYTES, "ncclUniqueId size changed");

@@ -23,7 +23,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "train/util.h"
+#include "util/util.h"
 
 #define TCP_MAGIC 0x52545254u /* "RTRT": a hello so strays cannot take a slot */
 

@@ -19,9 +19,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "train/backend.h"
+#include "model/backend.h"
 #include "train/dist.h"
-#include "train/util.h"
+#include "util/util.h"
 
 struct Optimizer {
     GPT *model;
@@ -69,7 +69,7 @@ static float *param_at(const Optimizer *o, const ParamInfo *p) {
     return (float *)((char *)gpt_params(o->model) + p->offset * o->be->act_size);
 }
 
-/* gradients are fp32 on every backend (train/backend.h) */
+/* gradients are fp32 on every backend (model/backend.h) */
 static float *grad_at(const Optimizer *o, const ParamInfo *p) {
     return gpt_grads(o->model) + p->grad_offset;
 }
@@ -136,7 +136,7 @@ int optim_step_count(const Optimizer *o) { return o->step; }
 void optim_set_step_count(Optimizer *o, int step) { o->step = step; }
 
 /* One sum_squares over the whole gradient buffer: its padding between tensors
- * is always zero (the invariant of train/model.c relayout_grads), so this is
+ * is always zero (the invariant of model/model.c relayout_grads), so this is
  * the sum over the tensors, with one synchronisation on a device backend
  * instead of one per tensor. */
 double optim_clip_grad_norm(Optimizer *o) {

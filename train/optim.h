@@ -10,7 +10,7 @@
 #ifndef RETORT_OPTIM_H
 #define RETORT_OPTIM_H
 
-#include "train/model.h"
+#include "model/model.h"
 
 typedef enum { SCHED_COSINE = 0, SCHED_LINEAR, SCHED_CONSTANT } Schedule;
 

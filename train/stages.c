@@ -11,11 +11,11 @@
 #include <string.h>
 #include <yaml.h>
 
-#include "train/checkpoint.h"
+#include "model/checkpoint.h"
 #include "train/config.h"
 #include "train/dist.h"
 #include "train/trainer.h"
-#include "train/util.h"
+#include "util/util.h"
 
 #define MAX_CKPTS 4096
 

@@ -20,9 +20,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "eval/generate.h"
+#include "model/generate.h"
 #include "train/dist.h"
-#include "train/model_io.h"
+#include "model/model_io.h"
 #include "train/objectives/lm.h"
 #include "train/trainer_impl.h"
 

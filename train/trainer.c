@@ -53,16 +53,16 @@
 #include <unistd.h>
 
 #include "data/h5data.h"
-#include "train/backend.h"
-#include "train/checkpoint.h"
+#include "model/backend.h"
+#include "model/checkpoint.h"
 #include "train/dist.h"
-#include "train/lora.h"
-#include "train/model.h"
-#include "train/model_io.h"
+#include "model/lora.h"
+#include "model/model.h"
+#include "model/model_io.h"
 #include "train/optim.h"
-#include "train/safetensors.h"
+#include "model/safetensors.h"
 #include "train/trainer_impl.h"
-#include "train/util.h"
+#include "util/util.h"
 
 int trainer_open_data(Trainer *t); /* steps.c */
 

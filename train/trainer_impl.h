@@ -7,13 +7,13 @@
 
 #include "data/h5data.h"
 #include "data/pref_batch.h"
-#include "train/backend.h"
+#include "model/backend.h"
 #include "train/config.h"
-#include "train/model.h"
+#include "model/model.h"
 #include "train/objectives/dpo.h"
 #include "train/optim.h"
 #include "train/trainer.h"
-#include "train/util.h"
+#include "util/util.h"
 
 typedef enum { OBJ_LM = 0, OBJ_KD, OBJ_DPO } ObjectiveKind;
 

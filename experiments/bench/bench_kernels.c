@@ -14,8 +14,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#include "train/backend.h"
-#include "train/util.h"
+#include "model/backend.h"
+#include "util/util.h"
 
 #define REPS 20
 #define SETS 3

@@ -25,7 +25,7 @@
 #include <string.h>
 
 #include "kernels/ops.h"
-#include "train/util.h"
+#include "util/util.h"
 
 #define ATT_ROW_BLOCK 64
 

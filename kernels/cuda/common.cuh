@@ -4,7 +4,7 @@
  *
  * Compute-type buffers (parameters, activations and activation gradients)
  * are bf16 on the GPU. The backend interface passes them as float* handles
- * (train/backend.h); each kernel file reinterprets them as floatX* at its
+ * (model/backend.h); each kernel file reinterprets them as floatX* at its
  * entry points. Parameter gradients (dweight, dbias, dwte, dwpe) and side
  * buffers (layernorm mean/rstd, log-sum-exps, logp, per-token weights, AdamW
  * moments and master weights) are real fp32.

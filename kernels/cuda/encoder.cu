@@ -5,10 +5,10 @@
  * and rounded once; 16-byte loads (8 channels per thread) when C % 8 == 0 and
  * the tensors are aligned, one channel per thread otherwise. The kernels do
  * not bound-check ids (they do not know V): the model checks every id against
- * [0, V) on the host before it uploads them (train/model.c stage_ids), so no
+ * [0, V) on the host before it uploads them (model/model.c stage_ids), so no
  * id read here lies outside wte.
  *
- * The weight gradients dwte and dwpe are fp32 (train/backend.h), dout is bf16.
+ * The weight gradients dwte and dwpe are fp32 (model/backend.h), dout is bf16.
  *
  * Backward, dwpe: one thread per (t, channel chunk) sums dout over b in order
  * and adds the sum into the fp32 dwpe row.

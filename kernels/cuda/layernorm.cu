@@ -15,7 +15,7 @@
  * (a function of N only) sums a contiguous range of rows in row order into an
  * fp32 scratch (n_blocks, 2, C); a second kernel, one thread per column, adds the
  * block partials in block order and adds the result into the fp32 weight
- * gradients (train/backend.h: weight gradients are fp32 on every backend; dinp
+ * gradients (model/backend.h: weight gradients are fp32 on every backend; dinp
  * is bf16).
  * No atomics anywhere, so every run gives the same bits.
  */

@@ -9,7 +9,7 @@
  *
  * Gradients: activation gradients (dinp) are bf16 like the activations, added
  * with beta = 1 (cuBLAS computes alpha*AB + beta*C in fp32 and rounds once).
- * Weight gradients (dweight, dbias, the tied dwte) are fp32 (train/backend.h):
+ * Weight gradients (dweight, dbias, the tied dwte) are fp32 (model/backend.h):
  * their GEMMs take bf16 A and B and an fp32 C, so accumulating over micro-steps
  * never rounds the running sum to bf16.
  * Bias: forward writes the broadcast bias into out first and multiplies with

@@ -2,12 +2,12 @@
  *
  * Same names with a _cuda suffix, same argument order and shapes as the CPU
  * ops, so one is read against the other. Plain C declarations: the CUDA
- * backend (train/backend_cuda.cu) puts them into its Backend table and the
+ * backend (model/backend_cuda.cu) puts them into its Backend table and the
  * tests call them through it. float* arguments that hold compute-type data
  * (everything the CPU twin documents as a tensor of the model) point to bf16
  * on the device; the fp32 side buffers (mean, rstd, lse, logp, g, m, v,
  * master) are fp32, and so are the weight gradients (dweight, dbias, dwte,
- * dwpe, adamw's grad, sum_squares and scale_inplace: train/backend.h), while
+ * dwpe, adamw's grad, sum_squares and scale_inplace: model/backend.h), while
  * activation gradients (dinp, dqkv, ...) are bf16. All run asynchronously on
  * retort_stream, except encoder_backward_cuda without inp_host (it downloads
  * the ids) and sum_squares_cuda (it returns a host value).

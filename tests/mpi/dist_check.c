@@ -13,7 +13,7 @@
 #include <string.h>
 
 #include "train/dist.h"
-#include "train/util.h"
+#include "util/util.h"
 
 static int n_pass, n_fail;
 

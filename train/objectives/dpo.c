@@ -8,7 +8,7 @@
 #include <math.h>
 #include <string.h>
 
-#include "train/util.h"
+#include "util/util.h"
 
 static const char *const loss_type_names[] = {"sigmoid", "robust", "hinge", "ipo", "simpo"};
 #define N_LOSS_TYPES ((int)(sizeof loss_type_names / sizeof loss_type_names[0]))

@@ -1,12 +1,12 @@
-/* train/backend_cpu.c — the CPU backend: host memory and the fp32 reference
+/* model/backend_cpu.c — the CPU backend: host memory and the fp32 reference
  * ops of kernels/cpu. "Device" memory is ordinary 64-byte aligned host memory,
  * so the copies are memcpy. */
 #include <stdlib.h>
 #include <string.h>
 
 #include "kernels/ops.h"
-#include "train/backend.h"
-#include "train/util.h"
+#include "model/backend.h"
+#include "util/util.h"
 
 static void *cpu_alloc(size_t bytes) {
     void *p = NULL;

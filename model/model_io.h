@@ -1,8 +1,8 @@
-/* train/model_io.h — GPT weights to and from Hugging Face files. */
+/* model/model_io.h — GPT weights to and from Hugging Face files. */
 #ifndef RETORT_MODEL_IO_H
 #define RETORT_MODEL_IO_H
 
-#include "train/model.h"
+#include "model/model.h"
 
 struct Backend;
 

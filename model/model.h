@@ -1,4 +1,4 @@
-/* train/model.h — the GPT-2 model, written once against the backend interface.
+/* model/model.h — the GPT-2 model, written once against the backend interface.
  *
  * Parameters live in one flat allocation, one contiguous tensor per Hugging Face
  * parameter name (wte.weight, h.0.attn.c_attn.weight, ...), in HF's own layout,
@@ -20,7 +20,7 @@
  * backward skips its weight-gradient products (the ops take NULL gradient
  * pointers) and every layer below the lowest trainable one.
  *
- * LoRA (train/lora.h for the PEFT files): gpt_lora_attach appends an adapter
+ * LoRA (model/lora.h for the PEFT files): gpt_lora_attach appends an adapter
  * pair to the table for each targeted Conv1D linear layer, named as PEFT does
  * ("h.0.attn.c_attn.lora_A.weight", "...lora_B.weight"), freezes the base and
  * makes the adapters the trainable tensors. In the table the adapters are kept

@@ -1,4 +1,4 @@
-/* train/model.c — GPT-2 forward and backward, written once against Backend.
+/* model/model.c — GPT-2 forward and backward, written once against Backend.
  *
  * The model computes exactly what Hugging Face GPT2LMHeadModel computes:
  * learned positions, pre-LayerNorm blocks, fused QKV, causal attention,
@@ -26,7 +26,7 @@
  * product; that costs a round trip per adapted layer on a GPU, only when
  * lora dropout > 0.
  */
-#include "train/model.h"
+#include "model/model.h"
 
 #include <assert.h>
 #include <math.h>
@@ -36,9 +36,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "train/backend.h"
-#include "train/model_impl.h"
-#include "train/util.h"
+#include "model/backend.h"
+#include "model/model_impl.h"
+#include "util/util.h"
 
 
 int gpt_config_check(const GPTConfig *c) {
@@ -115,7 +115,7 @@ static void build_table(GPT *m) {
 /* Lays the gradients out over the trainable tensors, reallocates the (zeroed)
  * gradient buffer and records what backward has to visit.
  *
- * The buffer is fp32 on every backend (train/backend.h), n_grad floats.
+ * The buffer is fp32 on every backend (model/backend.h), n_grad floats.
  * Invariant: every element outside the tensors' [grad_offset, grad_offset +
  * numel) ranges (the alignment tail of each tensor's alloc, and wte's padded
  * vocabulary rows) is zero. It is allocated zeroed here, gpt_zero_grad zeroes

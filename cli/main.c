@@ -1,4 +1,4 @@
-/* train/main.c — the `retort` command line.
+/* cli/main.c — the `retort` command line.
  *
  *   retort train -c CONFIG [--set section.key=value ...] [--resume] [--init DIR]
  *   retort data build --schema lm|sft --input FILE --out FILE.h5 [...]
@@ -18,17 +18,17 @@
 #include "data/inspect.h"
 #include "data/tokenizer.h"
 #include "eval/agent.h"
-#include "eval/generate.h"
+#include "model/generate.h"
 #include "eval/generate_io.h"
 #include "eval/pairs.h"
-#include "train/backend.h"
-#include "train/commands.h"
+#include "model/backend.h"
+#include "cli/commands.h"
 #include "train/config.h"
 #include "train/dist.h"
-#include "train/model_io.h"
+#include "model/model_io.h"
 #include "train/stages.h"
 #include "train/trainer.h"
-#include "train/util.h"
+#include "util/util.h"
 
 #define RETORT_VERSION "0.1.0"
 

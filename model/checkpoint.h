@@ -1,4 +1,4 @@
-/* train/checkpoint.h — checkpoint directories and Hugging Face files.
+/* model/checkpoint.h — checkpoint directories and Hugging Face files.
  *
  * Layout of one save (ARCHITECTURE.md):
  *   RUN/step-00001200/ model.safetensors  config.json  optimizer.safetensors
@@ -13,7 +13,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "model.h"
+#include "model/model.h"
 
 /* RUN/step-%08lld */
 void ckpt_dir_name(char *buf, size_t cap, const char *run_dir, int64_t step);

@@ -1,4 +1,4 @@
-/* train/cmd_pairs.c — `retort pairs`: preference pairs from a model's own
+/* cli/cmd_pairs.c — `retort pairs`: preference pairs from a model's own
  * samples (or from completions written earlier), scored by exact match, by
  * the likelihood of the gold answer (COLLATE), or by an external file. The
  * work is in eval/pairs.c; this file parses options and loads models. */
@@ -11,9 +11,9 @@
 
 #include "data/tokenizer.h"
 #include "eval/pairs.h"
-#include "train/backend.h"
-#include "train/model_io.h"
-#include "train/util.h"
+#include "model/backend.h"
+#include "model/model_io.h"
+#include "util/util.h"
 
 static void usage_pairs(FILE *f) {
     fprintf(f,

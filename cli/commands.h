@@ -1,4 +1,4 @@
-/* train/commands.h — `retort` subcommands that live outside main.c (each
+/* cli/commands.h — `retort` subcommands that live outside main.c (each
  * parses its own options, prints its own --help, and returns the exit code). */
 #ifndef RETORT_COMMANDS_H
 #define RETORT_COMMANDS_H

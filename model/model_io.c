@@ -1,19 +1,19 @@
-/* train/model_io.c — GPT weights to and from Hugging Face checkpoint files.
+/* model/model_io.c — GPT weights to and from Hugging Face checkpoint files.
  *
  * Our parameter table already uses HF's names and Conv1D (in, out) layout, so
  * saving is one safetensors tensor per table entry and loading is a name
  * lookup with the two key styles HF has used ("h.0..." in GPT2Model files,
  * "transformer.h.0..." in GPT2LMHeadModel files). */
-#include "train/model_io.h"
+#include "model/model_io.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "train/backend.h"
-#include "train/checkpoint.h"
-#include "train/safetensors.h"
-#include "train/util.h"
+#include "model/backend.h"
+#include "model/checkpoint.h"
+#include "model/safetensors.h"
+#include "util/util.h"
 
 int model_save_hf(GPT *m, const char *dir) {
     int n = gpt_num_tensors(m);
@@ -26,7 +26,7 @@ int model_save_hf(GPT *m, const char *dir) {
     int count = 0;
     for (int i = 0; i < n; i++) {
         const ParamInfo *p = gpt_tensor(m, i);
-        if (p->lora) continue; /* adapters go to adapter_model.safetensors (train/lora.h) */
+        if (p->lora) continue; /* adapters go to adapter_model.safetensors (model/lora.h) */
         int j = count++;
         snprintf(names[j], sizeof names[j], "transformer.%s", p->name);
         t[j].name = names[j];

@@ -1,4 +1,4 @@
-/* train/backend_cuda.cu — the CUDA backend: device memory on one GPU, bf16
+/* model/backend_cuda.cu — the CUDA backend: device memory on one GPU, bf16
  * compute type, the hand-written kernels of kernels/cuda and cuBLAS matmuls.
  *
  * backend_cuda() makes the selected device current (backend_cuda_select_device:
@@ -17,8 +17,8 @@
 #include "kernels/cuda/ops_cuda.h"
 
 extern "C" {
-#include "train/backend.h"
-#include "train/util.h"
+#include "model/backend.h"
+#include "util/util.h"
 }
 
 #ifndef RETORT_CUDA_ARCHS /* the Makefile's CUDA_ARCHS */

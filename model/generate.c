@@ -1,5 +1,5 @@
-/* eval/generate.c — sampling by repeated full forward passes. */
-#include "eval/generate.h"
+/* model/generate.c — sampling by repeated full forward passes. */
+#include "model/generate.h"
 
 #include <math.h>
 #include <stdlib.h>

@@ -1,6 +1,6 @@
-/* train/lora.h — LoRA adapters as PEFT adapter directories.
+/* model/lora.h — LoRA adapters as PEFT adapter directories.
  *
- * The adapters themselves live in the model (gpt_lora_attach, train/model.h).
+ * The adapters themselves live in the model (gpt_lora_attach, model/model.h).
  * This file moves them to and from what PEFT's save_pretrained writes and
  * PeftModel.from_pretrained reads:
  *
@@ -18,7 +18,7 @@
 #ifndef RETORT_LORA_H
 #define RETORT_LORA_H
 
-#include "train/model.h"
+#include "model/model.h"
 
 /* Writes dir/adapter_model.safetensors and dir/adapter_config.json (dir is
  * created if needed). base_model: the base model's name or path for PEFT, or

@@ -1,4 +1,4 @@
-/* train/model_lora.c — LoRA adapters inside the GPT model: attaching them to
+/* model/model_lora.c — LoRA adapters inside the GPT model: attaching them to
  * the parameter table (PEFT names, A^T and B^T in Conv1D orientation),
  * merging them into the base weights, and the adapted linear layers'
  * forward and backward: y = x W + b + s (dropout(x) A^T) B^T, through the same
@@ -13,7 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "train/model_impl.h"
+#include "model/model_impl.h"
 
 /* PEFT's default LoRA init: lora_A kaiming_uniform_(a = sqrt 5), which is
  * U(-1/sqrt(fan_in), 1/sqrt(fan_in)) with fan_in = in; lora_B zero. A is

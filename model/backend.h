@@ -1,6 +1,6 @@
-/* train/backend.h — the interface a compute backend fills in.
+/* model/backend.h — the interface a compute backend fills in.
  *
- * The model (train/model.c) calls be->op(...) and never includes a device
+ * The model (model/model.c) calls be->op(...) and never includes a device
  * header, so adding a device never touches model code. Pointers passed to ops
  * are device memory of the backend. Parameters and activations, and the
  * gradients of activations (dinp, dqkv, dlogits, ...), are in the backend's

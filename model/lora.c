@@ -1,10 +1,10 @@
-/* train/lora.c — LoRA adapters to and from PEFT adapter directories.
+/* model/lora.c — LoRA adapters to and from PEFT adapter directories.
  *
  * Key names follow what PEFT's save_pretrained writes for GPT2LMHeadModel:
  * the adapter name ("default") is dropped and the module path is prefixed
  * with "base_model.model.". The model stores A^T and B^T, so both directions
  * transpose on the host. */
-#include "train/lora.h"
+#include "model/lora.h"
 
 #include <jansson.h>
 #include <math.h>
@@ -12,8 +12,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "train/safetensors.h"
-#include "train/util.h"
+#include "model/safetensors.h"
+#include "util/util.h"
 
 #define KEY_PREFIX "base_model.model.transformer."
 

@@ -1,4 +1,4 @@
-/* data/tokenizer_cli.c — `retort tokenizer train|encode`: train a byte-level
+/* cli/cmd_tokenizer.c — `retort tokenizer train|encode`: train a byte-level
  * BPE into a tokenizer.json, or print the ids (or the encode speed) of a text
  * under any tokenizer spec. */
 #include <getopt.h>
@@ -9,7 +9,7 @@
 
 #include "data/bpe.h"
 #include "data/tokenizer.h"
-#include "train/util.h"
+#include "util/util.h"
 
 static void usage(FILE *f) {
     fprintf(f,

@@ -1,4 +1,4 @@
-/* train/safetensors.c — read and write the safetensors format (see safetensors.h).
+/* model/safetensors.c — read and write the safetensors format (see safetensors.h).
  *
  * Writing streams the tensors straight from their sources through one buffered
  * stream into path.tmp, so a multi-gigabyte model never sits in memory twice;
@@ -14,7 +14,7 @@
  * tensor's data pointer may be unaligned: safetensors_read_f32 copies with
  * memcpy and never dereferences it as float.
  */
-#include "safetensors.h"
+#include "model/safetensors.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -27,7 +27,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "util.h"
+#include "util/util.h"
 
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "safetensors.c assumes a little-endian host (the format is little-endian)"

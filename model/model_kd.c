@@ -1,4 +1,4 @@
-/* train/model_kd.c — word-level knowledge distillation through the fused
+/* model/model_kd.c — word-level knowledge distillation through the fused
  * classifier (kernels/ops.h classifier_kd_*): the teacher's logits of the same
  * rows (online) or its stored top-K log-probs (offline), the divergence and
  * top-1 agreement per position, and the backward pass with the KD term. Both
@@ -8,7 +8,7 @@
 #include <assert.h>
 #include <string.h>
 
-#include "train/model_impl.h"
+#include "model/model_impl.h"
 
 /* ---------------------------------------------------- word-level distillation */
 

@@ -1,4 +1,4 @@
-/* train/checkpoint.c — atomic checkpoint directories and the Hugging Face
+/* model/checkpoint.c — atomic checkpoint directories and the Hugging Face
  * config.json (see checkpoint.h).
  *
  * The invariant: a directory named RUN/step-XXXXXXXX that holds DONE is complete
@@ -10,7 +10,7 @@
  * prune leaves a directory that is no longer listed rather than a listed one
  * with files missing.
  */
-#include "checkpoint.h"
+#include "model/checkpoint.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -22,7 +22,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "util.h"
+#include "util/util.h"
 
 #define CKPT_PATH_MAX 4096
 #define CKPT_DONE "DONE"

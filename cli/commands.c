@@ -1,5 +1,5 @@
-/* train/commands.c — `retort eval` and `retort export`. */
-#include "train/commands.h"
+/* cli/commands.c — `retort eval` and `retort export`. */
+#include "cli/commands.h"
 
 #include <cblas.h>
 #include <getopt.h>
@@ -12,10 +12,10 @@
 #include "data/pref_batch.h"
 #include "data/tokenizer.h"
 #include "eval/evaluate.h"
-#include "train/backend.h"
-#include "train/lora.h"
-#include "train/model_io.h"
-#include "train/util.h"
+#include "model/backend.h"
+#include "model/lora.h"
+#include "model/model_io.h"
+#include "util/util.h"
 
 static int fail(const char *cmd) {
     fprintf(stderr, "retort %s: error: %s\n", cmd, err_msg());

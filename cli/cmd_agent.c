@@ -1,4 +1,4 @@
-/* train/cmd_agent.c — `retort agent`: synthetic tool-use data, the tool
+/* cli/cmd_agent.c — `retort agent`: synthetic tool-use data, the tool
  * environment by hand, and the α-UMi evaluation loop (eval/agent.h). */
 #include <cblas.h>
 #include <getopt.h>
@@ -11,9 +11,9 @@
 #include "eval/agent.h"
 #include "eval/agent_tasks.h"
 #include "eval/toolenv.h"
-#include "train/backend.h"
-#include "train/model_io.h"
-#include "train/util.h"
+#include "model/backend.h"
+#include "model/model_io.h"
+#include "util/util.h"
 
 #define AGENT_ROLES "planner,caller,summarizer"
 

@@ -1,4 +1,4 @@
-/* eval/generate.h — text generation from a GPT model with a key/value cache:
+/* model/generate.h — text generation from a GPT model with a key/value cache:
  * the prompt is fed once (prefill), then one token per step, each step
  * attending to the cached keys and values (gpt_decode). Greedy, temperature,
  * top-k and top-p sampling. Generation stops at EOS, after max_new_tokens, or
@@ -8,8 +8,8 @@
 
 #include <stdint.h>
 
-#include "train/model.h"
-#include "train/util.h"
+#include "model/model.h"
+#include "util/util.h"
 
 typedef struct {
     int max_new_tokens;

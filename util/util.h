@@ -1,4 +1,4 @@
-/* train/util.h — small things every part of retort uses: error reporting,
+/* util/util.h — small things every part of retort uses: error reporting,
  * a reproducible random number generator, checked allocation, file helpers.
  *
  * Errors from outside the program (files, configs, users) are reported with

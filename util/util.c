@@ -1,5 +1,5 @@
-/* train/util.c — see util.h. */
-#include "util.h"
+/* util/util.c — see util.h. */
+#include "util/util.h"
 
 #include <dirent.h>
 #include <errno.h>

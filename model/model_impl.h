@@ -1,16 +1,16 @@
-/* train/model_impl.h — the inside of the GPT model, shared by the files that
+/* model/model_impl.h — the inside of the GPT model, shared by the files that
  * implement it: model.c (table, forward, backward, decoding), model_lora.c
  * (LoRA adapters) and model_kd.c (word-level distillation through the fused
- * classifier). Not part of the public interface (train/model.h). */
+ * classifier). Not part of the public interface (model/model.h). */
 #ifndef RETORT_MODEL_IMPL_H
 #define RETORT_MODEL_IMPL_H
 
 #include <stddef.h>
 #include <stdint.h>
 
-#include "train/backend.h"
-#include "train/model.h"
-#include "train/util.h"
+#include "model/backend.h"
+#include "model/model.h"
+#include "util/util.h"
 
 /* Per-layer parameter slots, in the order of the HF state dict. */
 enum {
@@ -115,7 +115,7 @@ static inline float *param_at(const GPT *m, int i) {
 }
 
 /* Gradient of tensor i, or NULL when it is frozen (the ops then skip it).
- * Gradients are fp32 on every backend (train/backend.h). */
+ * Gradients are fp32 on every backend (model/backend.h). */
 static inline float *grad_at(const GPT *m, int i) {
     const ParamInfo *p = &m->tensors[i];
     if (!p->trainable) return NULL;

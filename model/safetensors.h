@@ -1,4 +1,4 @@
-/* train/safetensors.h — read and write the safetensors format.
+/* model/safetensors.h — read and write the safetensors format.
  *
  * Format: 8-byte little-endian header length, a JSON header mapping each tensor
  * name to {dtype, shape, data_offsets:[begin,end)} (plus optional

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# scripts/check_floors.sh — the include rule of docs/architecture.md: a source
+# folder includes only from the folders it may stand on. Floors, bottom up:
+#   util                      errors, allocation, random numbers, files
+#   kernels   data            numerical ops; tokenizers and datasets
+#   model                     backends, the model, checkpoints, sampling
+#   train     eval            the trainer and its objectives; evaluation, pairs, agents
+#   cli                       the command line
+# Peers on one floor do not include each other. Prints every offending
+# include and exits 1 when there is one; `make test` runs it.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+declare -A allowed=(
+  [util]="util"
+  [kernels]="util kernels"
+  [data]="util data"
+  [model]="util kernels data model"
+  [train]="util kernels data model train"
+  [eval]="util kernels data model eval"
+  [cli]="util kernels data model train eval cli"
+)
+bad=0
+checked=0
+for folder in "${!allowed[@]}"; do
+  while IFS= read -r -d '' file; do
+    checked=$((checked + 1))
+    while IFS= read -r line; do
+      target=${line#*\"}; target=${target%\"}
+      top=${target%%/*}
+      [[ $target == */* ]] || continue          # system or same-folder header
+      [[ -n ${allowed[$top]+x} ]] || continue   # not a source floor (tests, ...)
+      if [[ " ${allowed[$folder]} " != *" $top "* ]]; then
+        echo "floor violation: $file includes \"$target\" ($folder may include: ${allowed[$folder]})"
+        bad=$((bad + 1))
+      fi
+    done < <(grep -o '^#include "[^"]*"' "$file")
+  done < <(find "$folder" -type f \( -name '*.c' -o -name '*.h' -o -name '*.cu' -o -name '*.cuh' \) -print0)
+done
+if [ "$bad" -ne 0 ]; then
+  echo "check_floors: $bad include(s) break the floors (docs/architecture.md)"
+  echo "tests: 0 passed, 1 failed, 0 skipped"
+  exit 1
+fi
+echo "check_floors: $checked files, every include goes down or sideways within its folder"
+echo "tests: 1 passed, 0 failed, 0 skipped"
