@@ -1,7 +1,9 @@
-# retort — build, dependencies, tests, benchmarks, quickstart.
+# retort — build, dependencies, tests, benchmarks, quickstart. `make help` lists
+# the targets.
 #
 #   make              build ./retort (CPU backend; the CUDA backend too when nvcc is found;
 #                     CUDA_ARCHS="80 90" picks the GPU targets, CUDA=0 leaves it out)
+#   make install      copy retort to $(DESTDIR)$(PREFIX)/bin (PREFIX=/usr/local)
 #   make deps         install the Debian packages the build needs (root), or print the line
 #   make test         run the whole Criterion suite (installs deps first when missing)
 #   make quickstart   build, make a dataset from a public-domain book, train, sample
@@ -10,36 +12,58 @@
 #   make bench-gpu    attention vs PyTorch SDPA, end to end vs llm.c and PyTorch (on a GPU)
 #   make fixtures     regenerate the Hugging Face parity fixtures (needs the venv)
 #   make SANITIZE=1 test   the suite under ASan + UBSan
+#
+# CFLAGS, CPPFLAGS, NVCCFLAGS, LDFLAGS and LDLIBS are the user's, from the command
+# line or the environment (make CFLAGS="-O3 -march=native"): they are added after
+# the flags the build needs (RETORT_*), so they cannot drop a required one.
 
 CC      ?= gcc
 PKGS    := hdf5 openblas yaml-0.1 jansson libpcre2-8 ompi-c
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 
-OPT     ?= -O2
-CFLAGS  := -std=c11 $(OPT) -g -fopenmp -Wall -Wextra -Werror -D_GNU_SOURCE -I. $(PKG_CFLAGS)
-LDLIBS  := $(PKG_LIBS) -lm -fopenmp
+# the user's flags (defaults only when unset)
+OPT       ?= -O2
+CFLAGS    ?= $(OPT) -g
+NVCCFLAGS ?= -O3
+LDFLAGS   ?=
+LDLIBS    ?=
+PREFIX    ?= /usr/local
+BINDIR    ?= $(PREFIX)/bin
+
+# what the build needs: C11, OpenMP, warnings as errors, the packages' headers
+RETORT_CFLAGS := -std=c11 -fopenmp -Wall -Wextra -Werror -D_GNU_SOURCE -I. $(PKG_CFLAGS)
+RETORT_LIBS   := $(PKG_LIBS) -lm -fopenmp
 BUILD   := build
 BIN     := retort
 
 ifeq ($(SANITIZE),1)
-  CFLAGS  += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
-  LDLIBS  += -fsanitize=address,undefined
+  RETORT_CFLAGS  += -fsanitize=address,undefined -fno-omit-frame-pointer \
+                    -fno-sanitize-recover=undefined
+  RETORT_LIBS    += -fsanitize=address,undefined
   BUILD   := build/sanitize
   BIN     := $(BUILD)/retort
 endif
 # ---- CUDA: built whenever nvcc is found (CUDA=0 turns it off). The sanitizer
 # build leaves it out: ASan and the CUDA runtime do not share an address space
 # layout peacefully, and the GPU code is checked against its CPU twin instead.
-NVCC       ?= $(shell command -v nvcc 2>/dev/null)
+ifeq ($(origin NVCC),undefined)
+  NVCC := $(shell command -v nvcc 2>/dev/null)
+endif
 ifeq ($(SANITIZE),1)
-  CUDA     ?= 0
+  CUDA       ?= 0
+  CUDA_WHY   := SANITIZE=1 builds without it
 endif
 ifeq ($(NVCC),)
-  CUDA     ?= 0
+  CUDA       ?= 0
+  CUDA_WHY   ?= no nvcc on the PATH (install the CUDA toolkit, or make NVCC=/path/to/nvcc)
 endif
 CUDA       ?= 1
+CUDA_WHY   ?= CUDA=$(CUDA)
 CUDA_ARCHS ?= 80 90
+ifeq ($(CUDA)$(NVCC),1)
+  $(error CUDA=1 but no nvcc was found; put the CUDA toolkit's bin on the PATH or give NVCC=...)
+endif
 ifeq ($(CUDA),1)
   CUDA_HOME ?= $(patsubst %/bin/nvcc,%,$(NVCC))
   # SASS for each of CUDA_ARCHS, and PTX for the last one (list the newest last)
@@ -47,15 +71,27 @@ ifeq ($(CUDA),1)
   CUDA_PTX  := $(lastword $(CUDA_ARCHS))
   GENCODE   := $(foreach a,$(CUDA_ARCHS),-gencode arch=compute_$(a),code=sm_$(a)) \
                -gencode arch=compute_$(CUDA_PTX),code=compute_$(CUDA_PTX)
-  NVCCFLAGS := -std=c++17 -O3 --expt-relaxed-constexpr $(GENCODE) -I. $(PKG_CFLAGS) \
+  RETORT_NVCCFLAGS := -std=c++17 --expt-relaxed-constexpr $(GENCODE) -I. $(PKG_CFLAGS) \
                -Xcompiler -Wall,-Wextra,-Werror -D_GNU_SOURCE -DRETORT_CUDA \
                -DRETORT_CUDA_ARCHS='"$(CUDA_ARCHS)"'
-  CFLAGS    += -DRETORT_CUDA
-  LDLIBS    += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcudart -lcublas -lcublasLt \
-               -lnccl -lstdc++
+  RETORT_CFLAGS += -DRETORT_CUDA
+  # cublasLt is not named: libcublas pulls it in itself. libstdc++ is: the nvcc
+  # objects call its runtime (static-local guards, the exception personality).
+  RETORT_LIBS   += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcudart -lcublas \
+                   -lnccl -lstdc++
   CU_SRC    := $(wildcard kernels/cuda/*.cu) model/backend_cuda.cu train/dist_nccl.cu
+else ifeq ($(MAKELEVEL),0)
+  # said once per build (not by the recursive makes of test and quickstart)
+  NO_BUILD_GOALS := help clean deps check-deps uninstall check-floors fixtures
+  ifeq ($(filter $(NO_BUILD_GOALS),$(MAKECMDGOALS)),)
+    $(info retort: building without the CUDA backend: $(CUDA_WHY); --device cuda will say so)
+  endif
 endif
 CU_OBJ := $(CU_SRC:%.cu=$(BUILD)/%.o)
+
+ALL_CFLAGS    = $(RETORT_CFLAGS) $(CPPFLAGS) $(CFLAGS)
+ALL_NVCCFLAGS = $(RETORT_NVCCFLAGS) $(CPPFLAGS) $(NVCCFLAGS)
+ALL_LIBS      = $(RETORT_LIBS) $(LDLIBS)
 
 # the tests that run the command line find the binary of this build here
 export RETORT_BIN := $(abspath $(BIN))
@@ -69,41 +105,73 @@ LIB     := $(BUILD)/libretort.a
 
 TEST_SRC  := $(wildcard tests/test_*.c)
 TEST_BINS := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
-TEST_LIBS := $(LDLIBS) $(shell pkg-config --libs criterion 2>/dev/null)
+TEST_LIBS := $(ALL_LIBS) $(shell pkg-config --libs criterion 2>/dev/null)
 # plain programs run under mpirun by scripts/test_mpi.sh (not Criterion)
 MPI_TEST_BINS := $(patsubst tests/mpi/%.c,$(BUILD)/tests/mpi/%,$(wildcard tests/mpi/*.c))
 
 VENV    := .venv
 PY      := $(VENV)/bin/python
 
-.PHONY: all deps test test-gpu quickstart bench bench-gpu fixtures clean check-deps
+.PHONY: all help install uninstall deps check-deps test check-floors test-gpu quickstart bench \
+        bench-gpu fixtures clean
 
 all: $(BIN)
 
+# `make help`: every target with one line
+help:
+	@echo "retort — make targets (variables: CUDA=0, CUDA_ARCHS=\"80 90\", SANITIZE=1,"
+	@echo "         PREFIX, DESTDIR, CC, NVCC, CFLAGS, CPPFLAGS, NVCCFLAGS, LDFLAGS, LDLIBS)"
+	@echo ""
+	@echo "  all (default)  build ./retort: the CPU backend, and the CUDA one when nvcc is found"
+	@echo "  install        copy retort to \$$(DESTDIR)\$$(PREFIX)/bin (now $(DESTDIR)$(BINDIR))"
+	@echo "  uninstall      remove it from there"
+	@echo "  deps           install the Debian packages the build and tests need (as root), or"
+	@echo "                 print the apt-get line"
+	@echo "  test           the whole suite: floors, Criterion tests, MPI runs (installs deps first)"
+	@echo "  check-floors   only the include rule between source folders (scripts/check_floors.sh)"
+	@echo "  quickstart     build, make a dataset from a public-domain book, train, sample"
+	@echo "  bench          CPU training throughput beside PyTorch (creates .venv)"
+	@echo "  test-gpu       CUDA ops vs CPU twins, GPU training curves, memcheck (needs a GPU)"
+	@echo "  bench-gpu      kernel and end-to-end GPU benchmarks (needs a GPU)"
+	@echo "  fixtures       regenerate the Hugging Face parity fixtures (creates .venv)"
+	@echo "  clean          remove build/ and ./retort"
+	@echo "  help           this list"
+
 $(BIN): $(BUILD)/cli/main.o $(LIB)
-	$(CC) -o $@ $^ $(LDLIBS)
+	$(CC) $(LDFLAGS) -o $@ $^ $(ALL_LIBS)
+
+# ---- install ----
+install: $(BIN)
+	install -d $(DESTDIR)$(BINDIR)
+	install -m 755 $(BIN) $(DESTDIR)$(BINDIR)/retort
+
+uninstall:
+	rm -f $(DESTDIR)$(BINDIR)/retort
 
 $(LIB): $(LIB_OBJ) $(CU_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
 
-$(BUILD)/%.o: %.cu $(wildcard kernels/cuda/*.cuh kernels/cuda/*.h)
+# every object records the headers it read (.d beside it, -MP: a removed
+# header is no error), so editing any header rebuilds exactly what includes it
+$(BUILD)/%.o: %.cu
 	@mkdir -p $(dir $@)
-	$(NVCC) $(NVCCFLAGS) -c $< -o $@
+	$(NVCC) $(ALL_NVCCFLAGS) -MMD -MP -MF $(@:.o=.d) -MT $@ -c $< -o $@
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
+	$(CC) $(ALL_CFLAGS) -MMD -MP -c $< -o $@
 
-$(BUILD)/tests/%: tests/%.c $(LIB) tests/testutil.h
+$(BUILD)/tests/%: tests/%.c $(LIB)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -o $@ $< $(LIB) $(TEST_LIBS)
+	$(CC) $(ALL_CFLAGS) -MMD -MP $(LDFLAGS) -o $@ $< $(LIB) $(TEST_LIBS)
 
 $(BUILD)/tests/mpi/%: tests/mpi/%.c $(LIB)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -o $@ $< $(LIB) $(LDLIBS)
+	$(CC) $(ALL_CFLAGS) -MMD -MP $(LDFLAGS) -o $@ $< $(LIB) $(ALL_LIBS)
 
--include $(LIB_OBJ:.o=.d) $(BUILD)/cli/main.d
+-include $(LIB_OBJ:.o=.d) $(CU_OBJ:.o=.d) $(BUILD)/cli/main.d $(TEST_BINS:=.d) \
+         $(MPI_TEST_BINS:=.d)
 
 # ---- dependencies ----
 deps:
@@ -115,8 +183,11 @@ check-deps:
 # ---- tests ----
 test: check-deps
 	@$(MAKE) --no-print-directory $(BIN) $(TEST_BINS) $(MPI_TEST_BINS)
-	@MPI_TEST_DIR=$(BUILD)/tests/mpi scripts/run_tests.sh scripts/check_floors.sh $(TEST_BINS) scripts/test_mpi.sh \
-		scripts/test_dist_train.sh
+	@MPI_TEST_DIR=$(BUILD)/tests/mpi scripts/run_tests.sh scripts/check_floors.sh $(TEST_BINS) \
+		scripts/test_mpi.sh scripts/test_dist_train.sh
+
+check-floors:
+	@scripts/check_floors.sh
 
 # ---- GPU (run these on a machine with an NVIDIA GPU) ----
 test-gpu: check-deps
@@ -128,7 +199,7 @@ bench-gpu: check-deps
 	@experiments/bench/gpu_bench.sh
 
 $(BUILD)/bench_kernels: experiments/bench/bench_kernels.c $(LIB)
-	$(CC) $(CFLAGS) -I$(CUDA_HOME)/include -o $@ $< $(LIB) $(LDLIBS)
+	$(CC) $(ALL_CFLAGS) -I$(CUDA_HOME)/include $(LDFLAGS) -o $@ $< $(LIB) $(ALL_LIBS)
 
 # ---- quickstart ----
 quickstart: check-deps

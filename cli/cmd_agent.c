@@ -1,26 +1,19 @@
 /* cli/cmd_agent.c — `retort agent`: synthetic tool-use data, the tool
  * environment by hand, and the α-UMi evaluation loop (eval/agent.h). */
-#include <cblas.h>
 #include <getopt.h>
-#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "cli/cli.h"
 #include "data/build.h"
 #include "eval/agent.h"
 #include "eval/agent_tasks.h"
 #include "eval/toolenv.h"
-#include "model/backend.h"
 #include "model/model_io.h"
 #include "util/util.h"
 
 #define AGENT_ROLES "planner,caller,summarizer"
-
-static int fail(const char *cmd) {
-    fprintf(stderr, "retort %s: error: %s\n", cmd, err_msg());
-    return 1;
-}
 
 static void usage_agent(FILE *f) {
     fprintf(f,
@@ -48,7 +41,7 @@ static void usage_agent(FILE *f) {
             "      --metrics FILE        write the scores as JSON\n"
             "      --predictions FILE    write each task's end-to-end run (JSONL)\n"
             "      --label TEXT          the name printed with the scores\n"
-            "      --threads N           CPU threads\n"
+            CLI_DEVICE_HELP
             "  -q, --quiet               no progress\n\n"
             "make-data writes DIR/{train,val,test}.jsonl (deterministic in --seed; defaults\n"
             "2000 / 100 / 200 tasks, seed 1); --build also writes DIR/train.h5 and DIR/val.h5\n"
@@ -86,7 +79,7 @@ static int agent_make_data_cmd(int argc, char **argv) {
         fprintf(stderr, "retort agent make-data: --out DIR is required\n");
         return 2;
     }
-    if (agent_make_data(&o) != 0) return fail("agent make-data");
+    if (agent_make_data(&o) != 0) return cli_fail("agent make-data");
     printf("wrote %s/{train,val,test}.jsonl: %d / %d / %d tasks (seed %llu)\n", o.out_dir,
            o.n_train, o.n_val, o.n_test, (unsigned long long)o.seed);
     if (!build) return 0;
@@ -103,7 +96,7 @@ static int agent_make_data_cmd(int argc, char **argv) {
         b.tokenizer = tok;
         b.train_roles = AGENT_ROLES;
         b.max_len = max_len;
-        if (data_build(&b) != 0) return fail("agent make-data");
+        if (data_build(&b) != 0) return cli_fail("agent make-data");
     }
     return 0;
 }
@@ -130,12 +123,13 @@ int cmd_agent(int argc, char **argv) {
         {"max-steps", required_argument, 0, 'x'},  {"max-new-tokens", required_argument, 0, 'n'},
         {"tokenizer", required_argument, 0, 'T'},  {"metrics", required_argument, 0, 'M'},
         {"predictions", required_argument, 0, 'o'}, {"label", required_argument, 0, 'L'},
-        {"threads", required_argument, 0, 'j'},    {"quiet", no_argument, 0, 'q'},
+        CLI_DEVICE_OPTIONS,                        {"quiet", no_argument, 0, 'q'},
         {"help", no_argument, 0, 'h'},             {0, 0, 0, 0}};
     const char *model = NULL, *dirs[3] = {NULL, NULL, NULL}, *input = NULL, *tok_spec = "bytes";
     const char *metrics = NULL, *predictions = NULL, *label = NULL;
     int limit = 0, quiet = 0, c;
     Agent a = {0};
+    CliDevice dev = {0};
     a.max_new_tokens = 128;
     a.max_steps = 6;
     optind = 1;
@@ -153,10 +147,8 @@ int cmd_agent(int argc, char **argv) {
         case 'M': metrics = optarg; break;
         case 'o': predictions = optarg; break;
         case 'L': label = optarg; break;
-        case 'j':
-            omp_set_num_threads(atoi(optarg) > 0 ? atoi(optarg) : 1);
-            openblas_set_num_threads(atoi(optarg) > 0 ? atoi(optarg) : 1);
-            break;
+        case CLI_OPT_DEVICE: dev.device = optarg; break;
+        case CLI_OPT_THREADS: dev.threads = optarg; break;
         case 'q': quiet = 1; break;
         case 'h': usage_agent(stdout); return 0;
         default: usage_agent(stderr); return 2;
@@ -172,14 +164,16 @@ int cmd_agent(int argc, char **argv) {
         fprintf(stderr, "retort agent: --max-steps and --max-new-tokens must be >= 1\n");
         return 2;
     }
+    const Backend *be = cli_backend(&dev);
+    if (!be) return cli_fail("agent");
     Tokenizer *tok = tokenizer_load(tok_spec);
-    if (!tok) return fail("agent");
+    if (!tok) return cli_fail("agent");
     a.tok = tok;
     GPT *models[3] = {NULL, NULL, NULL};
     int rc = 0;
     for (int r = 0; r < (model ? 1 : 3) && rc == 0; r++) {
         const char *dir = model ? model : dirs[r];
-        models[r] = model_load_hf(dir, backend_cpu());
+        models[r] = model_load_hf(dir, be);
         if (!models[r]) rc = -1;
         else if (gpt_config(models[r])->vocab_size < tok->vocab_size)
             rc = err_set("%s: model vocab_size %d is smaller than the tokenizer's %d", dir,
@@ -205,5 +199,5 @@ int cmd_agent(int argc, char **argv) {
     }
     for (int r = 0; r < 3; r++) gpt_free(models[r]);
     tokenizer_free(tok);
-    return rc == 0 ? 0 : fail("agent");
+    return rc == 0 ? 0 : cli_fail("agent");
 }

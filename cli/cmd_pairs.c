@@ -2,16 +2,14 @@
  * samples (or from completions written earlier), scored by exact match, by
  * the likelihood of the gold answer (COLLATE), or by an external file. The
  * work is in eval/pairs.c; this file parses options and loads models. */
-#include <cblas.h>
 #include <getopt.h>
-#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "cli/cli.h"
 #include "data/tokenizer.h"
 #include "eval/pairs.h"
-#include "model/backend.h"
 #include "model/model_io.h"
 #include "util/util.h"
 
@@ -65,14 +63,9 @@ static void usage_pairs(FILE *f) {
             "      --stop STR            end a completion where STR appears (repeatable)\n"
             "      --seed S              sampling seed (default 1337)\n"
             "      --dump FILE.jsonl     write each line's completions, scores and pairs\n"
-            "      --threads N           CPU threads\n"
+            CLI_DEVICE_HELP
             "  -q, --quiet               no report\n"
             "  -h, --help                this help\n");
-}
-
-static int fail(void) {
-    fprintf(stderr, "retort pairs: error: %s\n", err_msg());
-    return 1;
 }
 
 int cmd_pairs(int argc, char **argv) {
@@ -89,10 +82,11 @@ int cmd_pairs(int argc, char **argv) {
         {"max-new-tokens", required_argument, 0, 'n'}, {"temperature", required_argument, 0, 't'},
         {"top-k", required_argument, 0, 'k'},          {"top-p", required_argument, 0, 'u'},
         {"stop", required_argument, 0, 'X'},           {"seed", required_argument, 0, 's'},
-        {"dump", required_argument, 0, 'd'},           {"threads", required_argument, 0, 'j'},
+        {"dump", required_argument, 0, 'd'},           CLI_DEVICE_OPTIONS,
         {"quiet", no_argument, 0, 'q'},                {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0}};
     PairsJob job = {0};
+    CliDevice dev = {0};
     job.gen.sample = (SampleOptions){64, 1.0, 0, 1.0, -1, NULL, NULL};
     job.gen.samples = 4;
     job.gen.seed = 1337;
@@ -110,7 +104,7 @@ int cmd_pairs(int argc, char **argv) {
         case 'P': job.prompt_field = optarg; break;
         case 'G': job.gold_field = optarg; break;
         case 'S':
-            if (pair_scorer_from_name(optarg, &job.scorer) != 0) return fail();
+            if (pair_scorer_from_name(optarg, &job.scorer) != 0) return cli_fail("pairs");
             break;
         case 'a': job.answer_pattern = optarg; break;
         case 'x': job.posix_regex = 1; break;
@@ -120,7 +114,7 @@ int cmd_pairs(int argc, char **argv) {
         case 'r': job.read_completions = 1; break;
         case 'C': job.completions_field = optarg; break;
         case 'p':
-            if (pairing_from_name(optarg, &job.pairing) != 0) return fail();
+            if (pairing_from_name(optarg, &job.pairing) != 0) return cli_fail("pairs");
             break;
         case 'g': job.margin = atof(optarg); break;
         case 'N': job.gen.samples = atoi(optarg); break;
@@ -138,12 +132,8 @@ int cmd_pairs(int argc, char **argv) {
             break;
         case 's': job.gen.seed = (uint64_t)strtoull(optarg, NULL, 10); break;
         case 'd': job.dump = optarg; break;
-        case 'j':
-            if (atoi(optarg) > 0) {
-                omp_set_num_threads(atoi(optarg));
-                openblas_set_num_threads(atoi(optarg));
-            }
-            break;
+        case CLI_OPT_DEVICE: dev.device = optarg; break;
+        case CLI_OPT_THREADS: dev.threads = optarg; break;
         case 'q': job.quiet = 1; break;
         case 'h': usage_pairs(stdout); return 0;
         default: usage_pairs(stderr); return 2;
@@ -169,16 +159,18 @@ int cmd_pairs(int argc, char **argv) {
                         ">= 0, --top-p in (0, 1]\n");
         return 2;
     }
+    const Backend *be = cli_backend(&dev);
+    if (!be) return cli_fail("pairs");
     Tokenizer *tok = tokenizer_load(tok_spec);
-    if (!tok) return fail();
+    if (!tok) return cli_fail("pairs");
     job.gen.sample.eos_id = tok->eos_id;
     GPT *sampler = NULL, *scorer = NULL;
     int rc = 0;
     if (model_dir && !(job.read_completions && job.scorer != SCORER_GOLD_LIKELIHOOD) &&
-        !(sampler = model_load_hf(model_dir, backend_cpu())))
+        !(sampler = model_load_hf(model_dir, be)))
         rc = -1;
     if (rc == 0 && job.scorer == SCORER_GOLD_LIKELIHOOD) {
-        if (scorer_dir) rc = (scorer = model_load_hf(scorer_dir, backend_cpu())) ? 0 : -1;
+        if (scorer_dir) rc = (scorer = model_load_hf(scorer_dir, be)) ? 0 : -1;
         else scorer = sampler;
     }
     if (sampler) gpt_set_train_mode(sampler, 0);
@@ -202,5 +194,5 @@ int cmd_pairs(int argc, char **argv) {
     if (scorer && scorer != sampler) gpt_free(scorer);
     gpt_free(sampler);
     tokenizer_free(tok);
-    return rc == 0 ? 0 : fail();
+    return rc == 0 ? 0 : cli_fail("pairs");
 }

@@ -7,6 +7,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "cli/cli.h"
 #include "data/bpe.h"
 #include "data/tokenizer.h"
 #include "util/util.h"
@@ -35,12 +36,7 @@ static void usage(FILE *f) {
             "  -h, --help              this help\n");
 }
 
-static int fail(const char *what) {
-    fprintf(stderr, "retort tokenizer %s: %s\n", what, err_msg());
-    return 1;
-}
-
-static int cmd_train(int argc, char **argv) {
+static int tokenizer_train_cmd(int argc, char **argv) {
     static const struct option opts[] = {{"vocab-size", required_argument, 0, 'V'},
                                          {"out", required_argument, 0, 'o'},
                                          {"quiet", no_argument, 0, 'q'},
@@ -73,7 +69,8 @@ static int cmd_train(int argc, char **argv) {
                         "OUT.json (see --help)\n");
         return 2;
     }
-    if (bpe_train(argv[optind], (int)vocab, out, quiet ? NULL : stderr) != 0) return fail("train");
+    if (bpe_train(argv[optind], (int)vocab, out, quiet ? NULL : stderr) != 0)
+        return cli_fail("tokenizer train");
     return 0;
 }
 
@@ -98,7 +95,7 @@ static int bench(const char *spec, const char *text, size_t len, int reps) {
     int64_t n = 0;
     for (int r = 0; r < reps; r++) {
         Tokenizer *tok = tokenizer_load(spec);
-        if (!tok) return fail("encode");
+        if (!tok) return cli_fail("tokenizer encode");
         uint32_t *ids = NULL;
         int64_t cap = 0;
         double t0 = cpu_seconds();
@@ -113,7 +110,7 @@ static int bench(const char *spec, const char *text, size_t len, int reps) {
     return 0;
 }
 
-static int cmd_encode(int argc, char **argv) {
+static int tokenizer_encode_cmd(int argc, char **argv) {
     static const struct option opts[] = {
         {"tokenizer", required_argument, 0, 't'}, {"text", required_argument, 0, 'T'},
         {"input", required_argument, 0, 'i'},     {"bench", required_argument, 0, 'b'},
@@ -147,7 +144,7 @@ static int cmd_encode(int argc, char **argv) {
     const char *text = text_arg;
     if (input) {
         text = owned = read_input(input, &len);
-        if (!owned) return fail("encode");
+        if (!owned) return cli_fail("tokenizer encode");
     } else {
         len = strlen(text_arg);
     }
@@ -158,7 +155,7 @@ static int cmd_encode(int argc, char **argv) {
         Tokenizer *tok = tokenizer_load(spec);
         if (!tok) {
             free(owned);
-            return fail("encode");
+            return cli_fail("tokenizer encode");
         }
         uint32_t *ids = NULL;
         int64_t cap = 0, n = tok->encode(tok, text, len, &ids, &cap, 0);
@@ -180,8 +177,9 @@ int cmd_tokenizer(int argc, char **argv) {
         usage(stdout);
         return 0;
     }
-    if (argc >= 2 && !strcmp(argv[1], "train")) return cmd_train(argc - 1, argv + 1);
-    if (argc >= 2 && !strcmp(argv[1], "encode")) return cmd_encode(argc - 1, argv + 1);
+    if (argc >= 2 && !strcmp(argv[1], "train")) return tokenizer_train_cmd(argc - 1, argv + 1);
+    if (argc >= 2 && !strcmp(argv[1], "encode"))
+        return tokenizer_encode_cmd(argc - 1, argv + 1);
     fprintf(stderr, "usage: retort tokenizer train|encode ... (see retort tokenizer --help)\n");
     return 2;
 }

@@ -219,7 +219,7 @@ static Bpe *build(const Source *src, uint64_t *hash) {
     const char *key;
     json_t *v;
     json_object_foreach(src->vocab, key, v) {
-        int64_t id;
+        int64_t id = 0;
         if (check_id(src, "vocabulary entry", key, v, &id) != 0) goto fail;
         if (id > max_id) max_id = id;
     }

@@ -392,7 +392,7 @@ static int validate_tokens(const Dataset *ds) {
 static int read_tag_column(Dataset *ds, hid_t file, const char *name, const char *names_attr,
                            uint8_t **col, char ***names, int *n_names) {
     const char *p = ds->path;
-    int64_t n;
+    int64_t n = 0; /* set by read_column when it returns 0 (gcc -O3 cannot tell) */
     if (attr_strings(file, p, names_attr, names, n_names) < 0) return -1;
     int rc = read_column(file, p, ds->schema, name, 0, COL_UINT8, (void **)col, &n);
     if (rc < 0) return -1;

@@ -31,8 +31,4 @@ void tokenizer_free(Tokenizer *tok);
 /* Decodes ids into a newly allocated NUL-terminated string. */
 char *tokenizer_decode(const Tokenizer *tok, const uint32_t *ids, int64_t n);
 
-/* `retort tokenizer train|encode ...` (cli/cmd_tokenizer.c): argv[0] is
- * "tokenizer"; returns the exit status. */
-int cmd_tokenizer(int argc, char **argv);
-
 #endif

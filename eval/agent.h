@@ -134,7 +134,4 @@ int agent_eval_file(const Agent *a, const char *path, int limit, const char *pre
 void agent_print(const char *label, const AgentMetrics *m);
 int agent_write_json(const AgentMetrics *m, const char *path);
 
-/* `retort agent` (cli/cmd_agent.c): make-data, tool, and the evaluation. */
-int cmd_agent(int argc, char **argv);
-
 #endif

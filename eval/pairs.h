@@ -118,7 +118,4 @@ typedef struct {
 int pairs_build(GPT *sampler, GPT *scorer, const Tokenizer *tok, const PairsJob *job,
                 PairsStats *stats);
 
-/* `retort pairs ...` (cli/cmd_pairs.c): argv[0] is "pairs". */
-int cmd_pairs(int argc, char **argv);
-
 #endif

@@ -6,8 +6,10 @@
 #   model                     backends, the model, checkpoints, sampling
 #   train     eval            the trainer and its objectives; evaluation, pairs, agents
 #   cli                       the command line
-# Peers on one floor do not include each other. Prints every offending
-# include and exits 1 when there is one; `make test` runs it.
+# Peers on one floor do not include each other, and no folder below cli/
+# declares, defines or calls a command entry point (cmd_*). Prints every
+# offence and exits 1 when there is one; `make test` and `make check-floors`
+# run it.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 declare -A allowed=(
@@ -36,10 +38,24 @@ for folder in "${!allowed[@]}"; do
     done < <(grep -o '^#include "[^"]*"' "$file")
   done < <(find "$folder" -type f \( -name '*.c' -o -name '*.h' -o -name '*.cu' -o -name '*.cuh' \) -print0)
 done
+# command entry points (cmd_*) are the command line's: defined and called in
+# cli/ only, declared in one header, cli/cli.h
+for folder in "${!allowed[@]}"; do
+  if [ "$folder" = cli ]; then
+    files=(--include='*.h' --exclude=cli.h)
+  else
+    files=(--include='*.c' --include='*.h' --include='*.cu' --include='*.cuh')
+  fi
+  while IFS= read -r hit; do
+    echo "floor violation: $hit (command entry points live in cli/, declared in cli/cli.h)"
+    bad=$((bad + 1))
+  done < <(grep -rnE '\bcmd_[A-Za-z0-9_]+[[:space:]]*\(' "$folder" "${files[@]}")
+done
 if [ "$bad" -ne 0 ]; then
-  echo "check_floors: $bad include(s) break the floors (docs/architecture.md)"
+  echo "check_floors: $bad include(s) or command entry points break the floors (docs/architecture.md)"
   echo "tests: 0 passed, 1 failed, 0 skipped"
   exit 1
 fi
-echo "check_floors: $checked files, every include goes down or sideways within its folder"
+echo "check_floors: $checked files, every include goes down or sideways within its folder;"
+echo "  command entry points only in cli/, declared in cli/cli.h"
 echo "tests: 1 passed, 0 failed, 0 skipped"

@@ -3,14 +3,17 @@
  * `retort generate` (JSONL out, and a kd dataset with candidates and teacher
  * top-K) -> `retort data validate` -> `retort train` of a student on the kd
  * file. Plumbing, not quality: every command must succeed and its outputs
- * must have the promised shape. Runs the binary of this build (RETORT_BIN). */
+ * must have the promised shape. Then the --device / --threads options of every
+ * command that loads a model. Runs the binary of this build (RETORT_BIN). */
 #include <criterion/criterion.h>
 
 #include <jansson.h>
 
 #include "data/h5data.h"
 #include "tests/testutil.h"
+#include "model/backend.h"
 #include "model/checkpoint.h"
+#include "model/model_io.h"
 
 static const char *bin(void) {
     return getenv("RETORT_BIN") ? getenv("RETORT_BIN") : "./retort";
@@ -154,6 +157,193 @@ Test(cli, stages_under_a_launcher_is_refused) {
     cr_expect(strstr(log, "the torchrun launch started rank 1 of 2, but stages run in one "
                           "process"),
               "%s", log);
+    free(log);
+    rm_rf(dir);
+}
+
+/* ---- --device and --threads on every command that loads a model ---- */
+
+/* A tiny random byte-level model, the prompts, agent tasks and preference
+ * pairs the six commands read, all under dir. */
+static void make_inputs(const char *dir) {
+    char path[512];
+    GPTConfig cfg = {.n_layer = 1, .n_head = 2, .n_embd = 32, .vocab_size = 257,
+                     .n_positions = 128, .layer_norm_epsilon = 1e-5f};
+    GPT *m = gpt_create(&cfg, backend_cpu());
+    cr_assert(m, "%s", err_msg());
+    gpt_init_random(m, 7);
+    snprintf(path, sizeof path, "%s/model", dir);
+    cr_assert_eq(mkdir_p(path), 0);
+    cr_assert_eq(model_save_hf(m, path), 0, "%s", err_msg());
+    gpt_free(m);
+    FILE *f = fopen((snprintf(path, sizeof path, "%s/prompts.jsonl", dir), path), "w");
+    FILE *p = fopen((snprintf(path, sizeof path, "%s/pref.jsonl", dir), path), "w");
+    cr_assert(f && p);
+    static const char *const words[] = {"abc", "cab", "bca", "aab"};
+    for (int i = 0; i < 4; i++) {
+        fprintf(f, "{\"prompt\": \"%s=\", \"gold\": \"%c%c%c\"}\n", words[i], words[i][2],
+                words[i][1], words[i][0]);
+        fprintf(p, "{\"prompt\": \"%s=\", \"chosen\": \"%c%c%c\", \"rejected\": \"%s\"}\n",
+                words[i], words[i][2], words[i][1], words[i][0], words[i]);
+    }
+    fclose(f);
+    fclose(p);
+    RUN(dir, "agent make-data --out %s/agent --train 0 --val 0 --test 2", dir);
+}
+
+/* The six commands, writing under out (a directory made here, holding a fresh
+ * pref file for precompute-ref), each with the options flags; returns how many
+ * exited with status want. */
+static int run_model_commands(const char *dir, const char *out, const char *flags, int want) {
+    char args[3072];
+    RUN(dir, "data build --schema pref --input %s/pref.jsonl --out %s/pref.h5 -q", dir, out);
+    const char *cmds[6] = {
+        "generate --model %s/model --input %s/prompts.jsonl --out %s/gen.jsonl -n 6 "
+        "--temperature 0 %s",
+        "eval --model %s/model --input %s/prompts.jsonl --reference-field gold -n 6 "
+        "--predictions %s/eval.jsonl -q %s",
+        "pairs --model %s/model --input %s/prompts.jsonl --gold-field gold --scorer "
+        "gold-likelihood --samples 3 -n 6 --out %s/pairs.h5 --dump %s/pairs.jsonl -q %s",
+        "agent --model %s/model --input %s/agent/test.jsonl --max-steps 2 -n 8 "
+        "--predictions %s/agent.jsonl -q %s",
+        "export --model tests/fixtures/lora_base --merge-lora tests/fixtures/lora_adapter "
+        "--out %s/merged %s",
+        "dpo precompute-ref --model %s/model --data %s/pref.h5 --seq-len 16 %s"};
+    int ok = 0;
+    for (int i = 0; i < 6; i++) {
+        switch (i) {
+        case 2: snprintf(args, sizeof args, cmds[i], dir, dir, out, out, flags); break;
+        case 3: snprintf(args, sizeof args, cmds[i], dir, dir, out, flags); break;
+        case 4: snprintf(args, sizeof args, cmds[i], out, flags); break;
+        case 5: snprintf(args, sizeof args, cmds[i], dir, out, flags); break;
+        default: snprintf(args, sizeof args, cmds[i], dir, dir, out, flags); break;
+        }
+        int rc = retort(dir, args);
+        if (rc != want) show_log(dir);
+        cr_expect_eq(rc, want, "retort %s exited with %d, not %d", args, rc, want);
+        ok += rc == want;
+    }
+    return ok;
+}
+
+static void expect_same_file(const char *a_dir, const char *b_dir, const char *name) {
+    char a[1024], b[1024];
+    size_t na = 0, nb = 0;
+    snprintf(a, sizeof a, "%s/%s", a_dir, name);
+    snprintf(b, sizeof b, "%s/%s", b_dir, name);
+    char *x = read_file(a, &na), *y = read_file(b, &nb);
+    cr_assert(x && y, "%s or %s is missing", a, b);
+    cr_expect(na > 0, "%s is empty", a);
+    cr_expect(na == nb && !memcmp(x, y, na), "%s and %s differ", a, b);
+    free(x);
+    free(y);
+}
+
+static void read_ref_logps(const char *out, double *chosen, double *rejected, int64_t n) {
+    char path[1024];
+    PrefDataset pd;
+    snprintf(path, sizeof path, "%s/pref.h5", out);
+    cr_assert_eq(pref_dataset_open(&pd, path), 0, "%s", err_msg());
+    cr_assert_eq(pd.n_pairs, n);
+    cr_assert(pd.ref_logp_chosen && pd.ref_logp_rejected, "no reference log-probs in %s", path);
+    memcpy(chosen, pd.ref_logp_chosen, (size_t)n * sizeof(double));
+    memcpy(rejected, pd.ref_logp_rejected, (size_t)n * sizeof(double));
+    pref_dataset_close(&pd);
+}
+
+Test(cli, model_commands_take_device_cpu_and_threads, .timeout = 300) {
+    char dir[256], plain[512], cpu[512];
+    make_temp_dir(dir, sizeof dir, "cli-dev");
+    make_inputs(dir);
+    snprintf(plain, sizeof plain, "%s/plain", dir);
+    snprintf(cpu, sizeof cpu, "%s/cpu", dir);
+    cr_assert_eq(mkdir_p(plain) | mkdir_p(cpu), 0);
+    cr_assert_eq(run_model_commands(dir, plain, "", 0), 6);
+    cr_assert_eq(run_model_commands(dir, cpu, "--device cpu --threads 1", 0), 6);
+    static const char *const outputs[] = {"gen.jsonl", "eval.jsonl", "pairs.jsonl",
+                                          "agent.jsonl", "merged/model.safetensors"};
+    for (size_t i = 0; i < sizeof outputs / sizeof outputs[0]; i++)
+        expect_same_file(plain, cpu, outputs[i]);
+    double c0[4], r0[4], c1[4], r1[4];
+    read_ref_logps(plain, c0, r0, 4);
+    read_ref_logps(cpu, c1, r1, 4);
+    for (int i = 0; i < 4; i++) {
+        cr_expect(c0[i] < 0 && r0[i] < 0, "pair %d: log-probs %g %g", i, c0[i], r0[i]);
+        cr_expect(c0[i] == c1[i] && r0[i] == r1[i], "pair %d: %.17g %.17g vs %.17g %.17g", i,
+                  c0[i], r0[i], c1[i], r1[i]);
+    }
+    rm_rf(dir);
+}
+
+/* Only the pref file made before the commands ran, without reference log-probs. */
+static void expect_nothing_written(const char *out) {
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, "test \"$(ls -A %s)\" = pref.h5", out);
+    cr_expect_eq(system(cmd), 0, "a failed command left files in %s", out);
+    char path[1024];
+    PrefDataset pd;
+    snprintf(path, sizeof path, "%s/pref.h5", out);
+    cr_assert_eq(pref_dataset_open(&pd, path), 0, "%s", err_msg());
+    cr_expect_null(pd.ref_logp_chosen, "precompute-ref wrote into %s", path);
+    pref_dataset_close(&pd);
+}
+
+static int count(const char *haystack, const char *needle) {
+    int n = 0;
+    for (const char *p = haystack; (p = strstr(p, needle)); p += strlen(needle)) n++;
+    return n;
+}
+
+Test(cli, model_commands_on_cuda_fail_with_the_reason_here, .timeout = 120) {
+    char dir[256], out[512];
+    make_temp_dir(dir, sizeof dir, "cli-cuda");
+    if (retort(dir, "device") == 0) {
+        rm_rf(dir);
+        cr_skip_test("a usable GPU is present (retort device succeeds), so --device cuda runs "
+                     "there; its results are checked by make test-gpu");
+    }
+    make_inputs(dir);
+    snprintf(out, sizeof out, "%s/cuda", dir);
+    cr_assert_eq(mkdir_p(out), 0);
+    char path[512];
+    remove((snprintf(path, sizeof path, "%s/log", dir), path));
+    cr_assert_eq(run_model_commands(dir, out, "--device cuda --threads 1", 1), 6);
+    expect_nothing_written(out);
+    char *log = read_log(dir);
+    /* a CUDA build says why no GPU can be used, a CPU-only build that CUDA is not in it */
+    int why = count(log, "no usable CUDA device") + count(log, "device 'cuda' is not built");
+    cr_expect_eq(why, 6, "each command must say why cuda is unusable here:\n%s", log);
+    static const char *const names[] = {"generate", "eval", "pairs", "agent", "export",
+                                        "dpo precompute-ref"};
+    for (int i = 0; i < 6; i++) {
+        char prefix[64];
+        snprintf(prefix, sizeof prefix, "retort %s: error: ", names[i]);
+        cr_expect(strstr(log, prefix), "no '%s' line:\n%s", prefix, log);
+    }
+    free(log);
+    rm_rf(dir);
+}
+
+Test(cli, model_commands_refuse_an_unknown_device_or_thread_count, .timeout = 120) {
+    char dir[256], out[512];
+    make_temp_dir(dir, sizeof dir, "cli-baddev");
+    make_inputs(dir);
+    snprintf(out, sizeof out, "%s/tpu", dir);
+    cr_assert_eq(mkdir_p(out), 0);
+    char path[512];
+    remove((snprintf(path, sizeof path, "%s/log", dir), path));
+    cr_assert_eq(run_model_commands(dir, out, "--device tpu", 1), 6);
+    expect_nothing_written(out);
+    char *log = read_log(dir);
+    cr_expect_eq(count(log, "unknown device 'tpu'; choose cpu or cuda"), 6, "%s", log);
+    free(log);
+    remove(path);
+    cr_assert_eq(run_model_commands(dir, out, "--threads many", 1), 6);
+    expect_nothing_written(out);
+    log = read_log(dir);
+    cr_expect_eq(count(log, "--threads wants a whole number of CPU threads (0 = all cores), "
+                            "not 'many'"),
+                 6, "%s", log);
     free(log);
     rm_rf(dir);
 }

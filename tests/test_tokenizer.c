@@ -14,6 +14,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "cli/cli.h"
 #include "data/bpe.h"
 #include "data/build.h"
 #include "data/h5data.h"

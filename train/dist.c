@@ -220,7 +220,7 @@ int dist_discover(DistWorld *w) {
     }
 
     w->master_port = DIST_DEFAULT_PORT;
-    int port, has_port = env_int("MASTER_PORT", &port);
+    int port = 0, has_port = env_int("MASTER_PORT", &port);
     if (has_port < 0) return -1;
     if (has_port) {
         if (port < 1 || port > 65535)

@@ -4,7 +4,6 @@
 #include "train/stages.h"
 
 #include <ctype.h>
-#include <getopt.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,7 +12,6 @@
 
 #include "model/checkpoint.h"
 #include "train/config.h"
-#include "train/dist.h"
 #include "train/trainer.h"
 #include "util/util.h"
 
@@ -161,9 +159,9 @@ static int stage_config(const StagesPlan *p, int i, Config *c) {
         if (config_set(c, s->sets[k]) != 0)
             return err_set("stage '%s': %s", s->name, err_msg());
     char dir[2048];
-    snprintf(dir, sizeof dir, "%s/%s", p->out_dir, s->name);
-    if (strlen(dir) >= sizeof c->train.out_dir) return err_set("out_dir too long: %s", dir);
-    snprintf(c->train.out_dir, sizeof c->train.out_dir, "%s", dir);
+    size_t len = (size_t)snprintf(dir, sizeof dir, "%s/%s", p->out_dir, s->name);
+    if (len >= sizeof c->train.out_dir) return err_set("out_dir too long: %s", dir);
+    memcpy(c->train.out_dir, dir, len + 1);
     if (s->init_from[0]) {
         char from[2048];
         snprintf(from, sizeof from, "%s/%s", p->out_dir, s->init_from);
@@ -227,59 +225,5 @@ int stages_run(const StagesPlan *p, int resume, int quiet) {
         }
     }
     printf("all %d stages complete in %s\n", p->n_stages, p->out_dir);
-    return 0;
-}
-
-int cmd_stages(int argc, char **argv) {
-    static const struct option opts[] = {{"config", required_argument, 0, 'c'},
-                                         {"resume", no_argument, 0, 'r'},
-                                         {"quiet", no_argument, 0, 'q'},
-                                         {"help", no_argument, 0, 'h'},
-                                         {0, 0, 0, 0}};
-    const char *path = NULL;
-    int resume = 0, quiet = 0, c;
-    optind = 1;
-    while ((c = getopt_long(argc, argv, "c:rqh", opts, NULL)) != -1) {
-        switch (c) {
-        case 'c': path = optarg; break;
-        case 'r': resume = 1; break;
-        case 'q': quiet = 1; break;
-        case 'h':
-            printf("usage: retort stages -c STAGES.yaml [--resume] [--quiet]\n\n"
-                   "Runs a multi-stage training plan (GLPFT: a global stage on all roles, then "
-                   "one\nstage per role started from it). See configs/glpft.yaml.\n");
-            return 0;
-        default: return 2;
-        }
-    }
-    if (!path) {
-        fprintf(stderr, "retort stages: -c STAGES.yaml is required\n");
-        return 2;
-    }
-    /* Each rank would train every stage on its own into the same directories,
-     * and without dist_init its GPU would be device 0 on all of them. */
-    DistWorld w;
-    if (dist_discover(&w) != 0) {
-        fprintf(stderr, "retort stages: error: %s\n", err_msg());
-        return 1;
-    }
-    if (w.world > 1) {
-        fprintf(stderr, "retort stages: error: the %s launch started rank %d of %d, but stages "
-                        "run in one process; start retort stages without the launcher, or run "
-                        "each stage with retort train under it\n",
-                w.launcher, w.rank, w.world);
-        return 1;
-    }
-    StagesPlan *p = xmalloc(sizeof *p);
-    int rc = stages_load(p, path);
-    if (rc == 0) {
-        train_install_signal_handlers();
-        rc = stages_run(p, resume, quiet);
-    }
-    free(p);
-    if (rc != 0) {
-        fprintf(stderr, "retort stages: error: %s\n", err_msg());
-        return 1;
-    }
     return 0;
 }

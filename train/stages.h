@@ -45,6 +45,4 @@ int stages_load(StagesPlan *plan, const char *path);
 /* Runs the plan (quiet: no per-step lines). -1 with the error set. */
 int stages_run(const StagesPlan *plan, int resume, int quiet);
 
-int cmd_stages(int argc, char **argv);
-
 #endif

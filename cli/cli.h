@@ -1,0 +1,71 @@
+/* cli/cli.h — the `retort` command line: every command's entry point, the one
+ * error exit, and the --device / --threads options of the commands that load a
+ * model.
+ *
+ * A command gets argv[0] = its own name ("generate"; "precompute-ref" for
+ * `retort dpo precompute-ref` once cmd_dpo has stepped past "dpo"), parses its
+ * options with getopt_long, prints its own --help, and returns the exit
+ * status: 0 done, 1 an error from outside (reported by cli_fail), 2 a usage
+ * error. The work itself lives on the floors below (train/, eval/, data/,
+ * model/); nothing below cli/ declares or calls a cmd_*.
+ */
+#ifndef RETORT_CLI_H
+#define RETORT_CLI_H
+
+#include <getopt.h>
+
+#include "model/backend.h"
+
+int cmd_train(int argc, char **argv);     /* cli/cmd_train.c: train from a YAML config */
+int cmd_stages(int argc, char **argv);    /* cli/cmd_train.c: a multi-stage plan (GLPFT) */
+int cmd_data(int argc, char **argv);      /* cli/cmd_data.c: build, inspect, validate */
+int cmd_generate(int argc, char **argv);  /* cli/cmd_generate.c: sample; JSONL or kd out */
+int cmd_eval(int argc, char **argv);      /* cli/cmd_eval.c: metrics over a JSONL */
+int cmd_export(int argc, char **argv);    /* cli/cmd_export.c: merge a LoRA adapter */
+int cmd_dpo(int argc, char **argv);       /* cli/cmd_dpo.c: precompute-ref */
+int cmd_pairs(int argc, char **argv);     /* cli/cmd_pairs.c: preference pairs */
+int cmd_tokenizer(int argc, char **argv); /* cli/cmd_tokenizer.c: train, encode */
+int cmd_agent(int argc, char **argv);     /* cli/cmd_agent.c: make-data, tool, the loop */
+int cmd_device(int argc, char **argv);    /* cli/cli.c: what CUDA this build sees */
+
+/* Prints "retort CMD: error: <err_msg()>" on stderr and returns 1, the exit
+ * status of an error from outside the program. */
+int cli_fail(const char *cmd);
+
+/* ---- --device and --threads ----
+ * Every command that loads a model takes both and turns them into a backend
+ * with cli_backend, the way `retort train` does with train.device and
+ * train.threads. In a command:
+ *
+ *   static const struct option opts[] = {..., CLI_DEVICE_OPTIONS, {0, 0, 0, 0}};
+ *   CliDevice dev = {0};
+ *   ...  case CLI_OPT_DEVICE: dev.device = optarg; break;
+ *        case CLI_OPT_THREADS: dev.threads = optarg; break;
+ *   const Backend *be = cli_backend(&dev);   after the options, before any file
+ *   if (!be) return cli_fail("generate");    is read or written
+ */
+enum { CLI_OPT_DEVICE = 0x100, CLI_OPT_THREADS }; /* above every short option */
+
+#define CLI_DEVICE_OPTIONS                                                                  \
+    {"device", required_argument, 0, CLI_OPT_DEVICE},                                      \
+        {"threads", required_argument, 0, CLI_OPT_THREADS}
+
+/* the two lines of a command's --help, in its column layout */
+#define CLI_HELP_DEVICE "      --device NAME         cpu or cuda (default cpu)\n"
+#define CLI_HELP_THREADS "      --threads N           CPU threads (default 0 = all cores)\n"
+#define CLI_DEVICE_HELP CLI_HELP_DEVICE CLI_HELP_THREADS
+
+typedef struct {
+    const char *device;  /* --device as given, NULL = cpu */
+    const char *threads; /* --threads as given, NULL = all cores */
+} CliDevice;
+
+/* Sets OpenMP's and OpenBLAS's thread count to --threads (0 or absent: their
+ * default, all cores or OMP_NUM_THREADS) and returns the backend --device names (backend_by_name:
+ * for cuda, the backend brought up on device 0). NULL with the error set when
+ * --threads is not a whole number >= 0, the device is unknown (the choices
+ * are listed), or it is not built in or not usable on this machine (the
+ * backend says why). */
+const Backend *cli_backend(const CliDevice *dev);
+
+#endif

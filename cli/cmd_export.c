@@ -1,0 +1,67 @@
+/* cli/cmd_export.c — `retort export --merge-lora`: fold a PEFT adapter into
+ * its base model and write a plain Hugging Face checkpoint. */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "cli/cli.h"
+#include "model/lora.h"
+#include "model/model_io.h"
+#include "util/util.h"
+
+static void usage_export(FILE *f) {
+    fprintf(f,
+            "usage: retort export --model DIR --merge-lora ADAPTER_DIR --out DIR\n\n"
+            "Merges a LoRA adapter (PEFT format) into its base model and writes a plain\n"
+            "Hugging Face checkpoint (model.safetensors + config.json).\n\n"
+            "options:\n"
+            "  -m, --model DIR           the base checkpoint\n"
+            "      --merge-lora DIR      the adapter (adapter_model.safetensors + "
+            "adapter_config.json)\n"
+            "  -o, --out DIR             where the merged checkpoint goes\n"
+            CLI_HELP_DEVICE
+            "                            (cuda merges in bf16: the weights written are "
+            "rounded to bf16)\n"
+            CLI_HELP_THREADS
+            "  -h, --help                this help\n");
+}
+
+int cmd_export(int argc, char **argv) {
+    static const struct option opts[] = {{"model", required_argument, 0, 'm'},
+                                         {"merge-lora", required_argument, 0, 'a'},
+                                         {"out", required_argument, 0, 'o'},
+                                         CLI_DEVICE_OPTIONS,
+                                         {"help", no_argument, 0, 'h'},
+                                         {0, 0, 0, 0}};
+    const char *model_dir = NULL, *adapter = NULL, *out = NULL;
+    CliDevice dev = {0};
+    int c;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "m:o:h", opts, NULL)) != -1) {
+        switch (c) {
+        case 'm': model_dir = optarg; break;
+        case 'a': adapter = optarg; break;
+        case 'o': out = optarg; break;
+        case CLI_OPT_DEVICE: dev.device = optarg; break;
+        case CLI_OPT_THREADS: dev.threads = optarg; break;
+        case 'h': usage_export(stdout); return 0;
+        default: usage_export(stderr); return 2;
+        }
+    }
+    if (!model_dir || !adapter || !out) {
+        usage_export(stderr);
+        return 2;
+    }
+    const Backend *be = cli_backend(&dev);
+    if (!be) return cli_fail("export");
+    GPT *m = model_load_hf(model_dir, be);
+    int rc = m && lora_load_peft(m, adapter) == 0 ? 0 : -1;
+    if (rc == 0) {
+        gpt_lora_merge(m);
+        rc = mkdir_p(out) == 0 && model_save_hf(m, out) == 0 ? 0 : -1;
+    }
+    gpt_free(m);
+    if (rc != 0) return cli_fail("export");
+    printf("wrote %s: %s with the adapter %s merged\n", out, model_dir, adapter);
+    return 0;
+}
