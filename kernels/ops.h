@@ -1,8 +1,9 @@
-/* kernels/ops.h — every numerical op retort uses, declared once.
+/* kernels/ops.h — every numerical op retort uses: the op contract, each
+ * signature written once.
  *
- * These are the fp32 CPU reference implementations (kernels/cpu/). The CUDA
- * twins in kernels/cuda/ keep the same names with a _cuda suffix and the
- * same argument order, so one can be read against the other.
+ * The fp32 CPU reference implementations are in kernels/cpu/ under the op's
+ * own name; the CUDA twins in kernels/cuda/ take the same name with a _cuda
+ * suffix and the same arguments, so one can be read against the other.
  *
  * Dimension names, used the same way in every file of the project:
  *   B  batch size                 T  sequence length (tokens per row)
@@ -24,104 +25,129 @@
  *     and scale_inplace) are fp32 on EVERY backend, since they are running sums
  *     over gradient-accumulation micro-steps; the gradients of activations
  *     (dinp, dqkv, dlogits, ...) are in the compute type, like the activations.
- *     Here, on the CPU, everything is fp32.
+ *     Side buffers (mean, rstd, lse, logp, g, kd, agree, w, teacher_logp,
+ *     AdamW's m, v and master) are fp32 and ids int32 everywhere. On the CPU
+ *     everything is fp32.
  *   - Target ids < 0 mean "no target here" in the classifier: logp is 0 there and
  *     the token's weight must be 0.
+ *
+ * The list below is an X-macro: each op is one entry
+ *     OP(return type, name, (parameters))
+ * and every other declaration of it is generated from that entry, so the CPU
+ * and CUDA backends cannot drift apart:
+ *   - included with no OP defined, it declares the CPU ops, ret name(params);
+ *   - kernels/cuda/ops_cuda.h declares the CUDA twins, ret name_cuda(params);
+ *   - model/backend.h makes each op a field of Backend, ret (*name)(params);
+ *   - model/backend_cpu.c and model/backend_cuda.cu fill their tables from it.
+ * To expand the list some other way, define OP(ret, name, params) and include
+ * this header (as often as needed; OP stays defined). The list part holds
+ * nothing but OP entries and comments, so it may be expanded anywhere, a
+ * struct body included. Adding an op is one entry here plus its CPU and CUDA
+ * functions: the build (compiler or linker) names whichever is missing.
  */
+#ifndef OP
 #ifndef RETORT_OPS_H
 #define RETORT_OPS_H
-
 #include <stddef.h>
+#define OP(ret, name, params) ret name params;
+#define RETORT_OPS_DECLARE_CPU
+#endif
+#endif
 
+#ifdef OP
 /* ---- embedding: out[b,t,:] = wte[inp[b,t],:] + wpe[t,:] ---- */
-void encoder_forward(float *out,             /* (B,T,C) */
-                     const int *inp,         /* (B,T) */
-                     const float *wte,       /* (V,C) */
-                     const float *wpe,       /* (maxT,C) */
-                     int B, int T, int C);
-void encoder_backward(float *dwte,           /* (V,C) += ; may be NULL */
-                      float *dwpe,           /* (maxT,C) += ; may be NULL */
-                      const float *dout,     /* (B,T,C) */
-                      const int *inp,        /* (B,T) */
-                      int B, int T, int C);
+OP(void, encoder_forward, (float *out,              /* (B,T,C) */
+                           const int *inp,          /* (B,T) */
+                           const float *wte,        /* (V,C) */
+                           const float *wpe,        /* (maxT,C) */
+                           int B, int T, int C))
+/* inp_host: the same (B,T) ids in host memory, or NULL. A backend that groups
+ * positions by id on the host (CUDA) then needs no download and no
+ * synchronisation; the CPU, whose ids are host ids, ignores it. */
+OP(void, encoder_backward, (float *dwte,            /* (V,C) += ; may be NULL */
+                            float *dwpe,            /* (maxT,C) += ; may be NULL */
+                            const float *dout,      /* (B,T,C) */
+                            const int *inp,         /* (B,T) */
+                            const int *inp_host,    /* (B,T) on the host, or NULL */
+                            int B, int T, int C))
 
 /* ---- layernorm over the last dimension; mean and rstd saved for backward ---- */
-void layernorm_forward(float *out,           /* (N,C) */
-                       float *mean,          /* (N) */
-                       float *rstd,          /* (N) */
-                       const float *inp,     /* (N,C) */
-                       const float *weight,  /* (C) */
-                       const float *bias,    /* (C) */
-                       int N, int C, float eps);
-void layernorm_backward(float *dinp,         /* (N,C) += */
-                        float *dweight,      /* (C) += ; may be NULL */
-                        float *dbias,        /* (C) += ; may be NULL */
-                        const float *dout,   /* (N,C) */
-                        const float *inp,    /* (N,C) */
-                        const float *weight, /* (C) */
-                        const float *mean,   /* (N) */
-                        const float *rstd,   /* (N) */
-                        int N, int C);
+OP(void, layernorm_forward, (float *out,            /* (N,C) */
+                             float *mean,           /* (N) */
+                             float *rstd,           /* (N) */
+                             const float *inp,      /* (N,C) */
+                             const float *weight,   /* (C) */
+                             const float *bias,     /* (C) */
+                             int N, int C, float eps))
+OP(void, layernorm_backward, (float *dinp,          /* (N,C) += */
+                              float *dweight,       /* (C) += ; may be NULL */
+                              float *dbias,         /* (C) += ; may be NULL */
+                              const float *dout,    /* (N,C) */
+                              const float *inp,     /* (N,C) */
+                              const float *weight,  /* (C) */
+                              const float *mean,    /* (N) */
+                              const float *rstd,    /* (N) */
+                              int N, int C))
 
-/* ---- linear layer through sgemm: out = inp @ weight + bias ---- */
-void matmul_forward(float *out,              /* (N,OC) */
-                    const float *inp,        /* (N,C) */
-                    const float *weight,     /* (C,OC) */
-                    const float *bias,       /* (OC) or NULL */
-                    int N, int C, int OC);
-void matmul_backward(float *dinp,            /* (N,C) += ; may be NULL */
-                     float *dweight,         /* (C,OC) += ; may be NULL */
-                     float *dbias,           /* (OC) += ; may be NULL */
-                     const float *dout,      /* (N,OC) */
-                     const float *inp,       /* (N,C) */
-                     const float *weight,    /* (C,OC) */
-                     int N, int C, int OC);
+/* ---- linear layer through a GEMM: out = inp @ weight + bias ---- */
+OP(void, matmul_forward, (float *out,               /* (N,OC) */
+                          const float *inp,         /* (N,C) */
+                          const float *weight,      /* (C,OC) */
+                          const float *bias,        /* (OC) or NULL */
+                          int N, int C, int OC))
+OP(void, matmul_backward, (float *dinp,             /* (N,C) += ; may be NULL */
+                           float *dweight,          /* (C,OC) += ; may be NULL */
+                           float *dbias,            /* (OC) += ; may be NULL */
+                           const float *dout,       /* (N,OC) */
+                           const float *inp,        /* (N,C) */
+                           const float *weight,     /* (C,OC) */
+                           int N, int C, int OC))
 
 /* ---- tied output layer: logits = inp @ wte^T, with wte in its (V,C) embedding
  * layout (the transpose of a Conv1D weight), so the embedding is shared as is ---- */
-void lm_head_forward(float *logits,          /* (N,V) */
-                     const float *inp,       /* (N,C) */
-                     const float *wte,       /* (V,C) */
-                     int N, int C, int V);
-void lm_head_backward(float *dinp,           /* (N,C) += ; may be NULL */
-                      float *dwte,           /* (V,C) += ; may be NULL */
-                      const float *dlogits,  /* (N,V) */
-                      const float *inp,      /* (N,C) */
-                      const float *wte,      /* (V,C) */
-                      int N, int C, int V);
+OP(void, lm_head_forward, (float *logits,           /* (N,V) */
+                           const float *inp,        /* (N,C) */
+                           const float *wte,        /* (V,C) */
+                           int N, int C, int V))
+OP(void, lm_head_backward, (float *dinp,            /* (N,C) += ; may be NULL */
+                            float *dwte,            /* (V,C) += ; may be NULL */
+                            const float *dlogits,   /* (N,V) */
+                            const float *inp,       /* (N,C) */
+                            const float *wte,       /* (V,C) */
+                            int N, int C, int V))
 
-/* ---- causal multi-head self-attention, flash style on the CPU ----
+/* ---- causal multi-head self-attention, flash style ----
  * qkv holds q, k, v side by side per token: qkv[b,t, 0:C | C:2C | 2C:3C], head h
  * at columns h*HS .. h*HS+HS-1 of each. Only the per-row log-sum-exp of the
  * scaled scores is kept; backward recomputes the (T,T) scores per head. */
-void attention_forward(float *out,           /* (B,T,C) */
-                       float *lse,           /* (B,NH,T) */
-                       const float *qkv,     /* (B,T,3C) */
-                       int B, int T, int C, int NH);
-void attention_backward(float *dqkv,         /* (B,T,3C) += */
-                        const float *dout,   /* (B,T,C) */
-                        const float *qkv,    /* (B,T,3C) */
-                        const float *out,    /* (B,T,C) forward output */
-                        const float *lse,    /* (B,NH,T) */
-                        int B, int T, int C, int NH);
+OP(void, attention_forward, (float *out,            /* (B,T,C) */
+                             float *lse,            /* (B,NH,T) */
+                             const float *qkv,      /* (B,T,3C) */
+                             int B, int T, int C, int NH))
+OP(void, attention_backward, (float *dqkv,          /* (B,T,3C) += */
+                              const float *dout,    /* (B,T,C) */
+                              const float *qkv,     /* (B,T,3C) */
+                              const float *out,     /* (B,T,C) forward output */
+                              const float *lse,     /* (B,NH,T) */
+                              int B, int T, int C, int NH))
 
 /* ---- incremental causal attention over a key/value cache (generation) ----
  * qkv holds the n new tokens of each row, at positions pos .. pos+n-1. Their
  * k and v are first written into the caches at those positions; then each new
- * query i attends to keys 0 .. pos+i. Caches are (B,NH,maxT,HS). */
-void attention_decode(float *out,            /* (B,n,C) */
-                      float *kcache,         /* (B,NH,maxT,HS) */
-                      float *vcache,         /* (B,NH,maxT,HS) */
-                      const float *qkv,      /* (B,n,3C) */
-                      int B, int n, int pos, int C, int NH, int maxT);
+ * query i attends to keys 0 .. pos+i. Caches are (B,NH,maxT,HS), compute type. */
+OP(void, attention_decode, (float *out,             /* (B,n,C) */
+                            float *kcache,          /* (B,NH,maxT,HS) */
+                            float *vcache,          /* (B,NH,maxT,HS) */
+                            const float *qkv,       /* (B,n,3C) */
+                            int B, int n, int pos, int C, int NH, int maxT))
 
 /* ---- GELU, tanh approximation (HF "gelu_new") ---- */
-void gelu_forward(float *out, const float *inp, size_t n);
-void gelu_backward(float *dinp,              /* += */
-                   const float *inp, const float *dout, size_t n);
+OP(void, gelu_forward, (float *out, const float *inp, size_t n))
+OP(void, gelu_backward, (float *dinp,               /* += */
+                         const float *inp, const float *dout, size_t n))
 
 /* ---- residual: out = a + b ---- */
-void residual_forward(float *out, const float *a, const float *b, size_t n);
+OP(void, residual_forward, (float *out, const float *a, const float *b, size_t n))
 
 /* ---- fused classifier: the one seam every training method goes through ----
  * Forward: from logits (N,V) compute per-row log-sum-exp and the log-probability
@@ -138,51 +164,56 @@ void residual_forward(float *out, const float *a, const float *b, size_t n);
  * real columns: padded columns never enter a max, a log-sum-exp, a softmax, a
  * KD sum or an argmax. Backward writes zeros into the padded columns, so the
  * head backward adds nothing through them. Vp == V is the unpadded case. */
-void classifier_forward(float *logp,         /* (N) */
-                        float *lse,          /* (N) */
-                        const float *logits, /* (N,Vp) */
-                        const int *targets,  /* (N) */
-                        int N, int V, int Vp);
-void classifier_backward(float *logits,      /* (N,Vp) in: logits, out: dlogits */
-                         const float *lse,   /* (N) */
-                         const int *targets, /* (N) */
-                         const float *g,     /* (N) dLoss/dlogp */
-                         int N, int V, int Vp);
+OP(void, classifier_forward, (float *logp,          /* (N) */
+                              float *lse,           /* (N) */
+                              const float *logits,  /* (N,Vp) */
+                              const int *targets,   /* (N) */
+                              int N, int V, int Vp))
+OP(void, classifier_backward, (float *logits,       /* (N,Vp) in: logits, out: dlogits */
+                               const float *lse,    /* (N) */
+                               const int *targets,  /* (N) */
+                               const float *g,      /* (N) dLoss/dlogp */
+                               int N, int V, int Vp))
 
 /* ---- word-level knowledge distillation inside the fused classifier ----
- * Per row i, with temperature T > 0 and beta in [0,1], student s = softmax(z/T)
- * and teacher t = softmax(zt/T), the generalized Jensen-Shannon divergence of
- * TRL's GKDTrainer.generalized_jsd_loss (github.com/huggingface/trl,
- * trl/trainer/gkd_trainer.py; Agarwal et al. 2023, arXiv:2306.13649):
+ * Per row i, with temperature tau > 0 and beta in [0,1], student
+ * s = softmax(z/tau) and teacher t = softmax(zt/tau), the generalized
+ * Jensen-Shannon divergence of TRL's GKDTrainer.generalized_jsd_loss
+ * (github.com/huggingface/trl, trl/trainer/gkd_trainer.py; Agarwal et al. 2023,
+ * arXiv:2306.13649):
  *     beta == 0:  D = KL(t || s) = sum_j t_j (log t_j - log s_j)   (forward KL)
  *     beta == 1:  D = KL(s || t) = sum_j s_j (log s_j - log t_j)   (reverse KL)
  *     otherwise:  m = beta t + (1 - beta) s,
  *                 D = beta KL(t || m) + (1 - beta) KL(s || m)
  * The endpoints are special cases exactly as in TRL (the mixture formula itself
- * tends to 0, not to a KL, as beta -> 0 or 1). 0 log 0 counts as 0.
+ * tends to 0, not to a KL, as beta -> 0 or 1). 0 log 0 counts as 0. tau is
+ * the `temperature` argument (T is the sequence length everywhere else).
  *
  * Forward: kd[i] = D and agree[i] = 1 when argmax(logits row) == argmax(teacher
  * row) (ties: the lowest index), else 0; both 0 where targets[i] < 0.
  * Backward: as classifier_backward (logits overwritten IN PLACE), plus the KD term:
  *     dlogits[i,j] = g[i] (1[j == targets[i]] - softmax(z)[j]) + w[i] dD/dz[i,j]
- * where dD/dz = (1/T) dD/d(z/T). w[i] is the caller's KD weight (alpha T^2 / count
- * and the like). lse is classifier_forward's untempered log-sum-exp. Rows with
- * targets[i] < 0 become zeros; rows with w[i] == 0 are exactly classifier_backward;
- * w == NULL is classifier_backward. Nothing V-wide is allocated: the tempered
- * statistics are recomputed in passes over the row. */
-void classifier_kd_forward(float *kd,                  /* (N) */
-                           float *agree,               /* (N) 0 or 1 */
-                           const float *logits,        /* (N,Vp) student */
-                           const float *teacher_logits,/* (N,Vp) */
-                           const int *targets,         /* (N) */
-                           int N, int V, int Vp, float T, float beta);
-void classifier_kd_backward(float *logits,             /* (N,Vp) in: logits, out: dlogits */
-                            const float *lse,          /* (N) untempered, from classifier_forward */
-                            const int *targets,        /* (N) */
-                            const float *g,            /* (N) dLoss/dlogp */
-                            const float *teacher_logits, /* (N,Vp) */
-                            const float *w,            /* (N) KD weight, or NULL */
-                            int N, int V, int Vp, float T, float beta);
+ * where dD/dz = (1/tau) dD/d(z/tau). w[i] is the caller's KD weight
+ * (alpha tau^2 / count and the like). lse is classifier_forward's untempered
+ * log-sum-exp. Rows with targets[i] < 0 become zeros; rows with w[i] == 0 are
+ * exactly classifier_backward; w == NULL is classifier_backward. Nothing
+ * V-wide is allocated: the tempered statistics are recomputed in passes over
+ * the row. The teacher logits are in the compute type, like the student's. */
+OP(void, classifier_kd_forward,
+   (float *kd,                   /* (N) */
+    float *agree,                /* (N) 0 or 1 */
+    const float *logits,         /* (N,Vp) student */
+    const float *teacher_logits, /* (N,Vp) */
+    const int *targets,          /* (N) */
+    int N, int V, int Vp, float temperature, float beta))
+OP(void, classifier_kd_backward,
+   (float *logits,               /* (N,Vp) in: logits, out: dlogits */
+    const float *lse,            /* (N) untempered, from classifier_forward */
+    const int *targets,          /* (N) */
+    const float *g,              /* (N) dLoss/dlogp */
+    const float *teacher_logits, /* (N,Vp) */
+    const float *w,              /* (N) KD weight, or NULL */
+    int N, int V, int Vp, float temperature, float beta))
 
 /* ---- offline top-K knowledge distillation ----
  * The teacher is K stored (token id, log-prob) pairs per row, log-probs at
@@ -190,48 +221,65 @@ void classifier_kd_backward(float *logits,             /* (N,Vp) in: logits, out
  * divergence over K+1 buckets: the K stored tokens and one remainder bucket
  * holding every other token.
  *   teacher: p_k = exp(teacher_logp_k), r = max(0, 1 - sum_k p_k) (r = 0 when
- *            K == V: the remainder is empty); tempered q_k ∝ p_k^(1/T),
- *            q_rem ∝ r^(1/T), renormalised over the K+1 buckets.
- *   student: s = softmax(z/T); s_k = s[id_k], s_rem = sum of s over the tokens
+ *            K == V: the remainder is empty); tempered q_k ∝ p_k^(1/tau),
+ *            q_rem ∝ r^(1/tau), renormalised over the K+1 buckets.
+ *   student: s = softmax(z/tau); s_k = s[id_k], s_rem = sum of s over the tokens
  *            outside the support (summed directly, not 1 - sum s_k).
  * With K == V this is exactly the online divergence. With K < V it is an
  * approximation: (1) the teacher's remainder mass r is treated as one lumped
- * token, so its tempered mass r^(1/T) is not what tempering the true tail
- * (sum of p_j^(1/T)) would give unless T == 1 (for T = 1 the bucket divergence
- * is a lower bound of the full one, by the data-processing inequality); (2)
- * inside the remainder the student is free: the gradient only moves s_rem as a
- * whole, spread over the tail in proportion to s_j. When r == 0 with K < V,
- * reverse KL (beta == 1) is +inf whenever the student puts mass on the tail.
- * Ids in a row must be distinct and in [0, V) (asserted). */
-void classifier_kd_topk_forward(float *kd,               /* (N) */
-                                float *agree,            /* (N) argmax(z) == ids[argmax logp] */
-                                const float *logits,     /* (N,Vp) student */
-                                const int *teacher_ids,  /* (N,K) */
-                                const float *teacher_logp, /* (N,K) */
-                                const int *targets,      /* (N) */
-                                int N, int V, int Vp, int K, float T, float beta);
-void classifier_kd_topk_backward(float *logits,          /* (N,Vp) in: logits, out: dlogits */
-                                 const float *lse,       /* (N) untempered */
-                                 const int *targets,     /* (N) */
-                                 const float *g,         /* (N) dLoss/dlogp */
-                                 const int *teacher_ids, /* (N,K) */
-                                 const float *teacher_logp, /* (N,K) */
-                                 const float *w,         /* (N) KD weight, or NULL */
-                                 int N, int V, int Vp, int K, float T, float beta);
+ * token, so its tempered mass r^(1/tau) is not what tempering the true tail
+ * (sum of p_j^(1/tau)) would give unless tau == 1 (for tau = 1 the bucket
+ * divergence is a lower bound of the full one, by the data-processing
+ * inequality); (2) inside the remainder the student is free: the gradient only
+ * moves s_rem as a whole, spread over the tail in proportion to s_j. When
+ * r == 0 with K < V, reverse KL (beta == 1) is +inf whenever the student puts
+ * mass on the tail. Ids in a row must be distinct and in [0, V) (asserted). */
+OP(void, classifier_kd_topk_forward,
+   (float *kd,                   /* (N) */
+    float *agree,                /* (N) argmax(z) == ids[argmax logp] */
+    const float *logits,         /* (N,Vp) student */
+    const int *teacher_ids,      /* (N,K) */
+    const float *teacher_logp,   /* (N,K) */
+    const int *targets,          /* (N) */
+    int N, int V, int Vp, int K, float temperature, float beta))
+OP(void, classifier_kd_topk_backward,
+   (float *logits,               /* (N,Vp) in: logits, out: dlogits */
+    const float *lse,            /* (N) untempered */
+    const int *targets,          /* (N) */
+    const float *g,              /* (N) dLoss/dlogp */
+    const int *teacher_ids,      /* (N,K) */
+    const float *teacher_logp,   /* (N,K) */
+    const float *w,              /* (N) KD weight, or NULL */
+    int N, int V, int Vp, int K, float temperature, float beta))
 
 /* ---- AdamW, one tensor; matches torch.optim.AdamW's update order exactly ----
  * step is 1-based. weight_decay is applied decoupled: p *= 1 - lr*wd first.
  * The hyperparameters are doubles because torch derives 1-beta2, lr/bc1, ...
  * from Python floats before rounding them once to fp32; (double)0.999f is not
- * 0.999, and that alone moves step 1 by ~1e-5 relative. */
-void adamw_update(float *param, const float *grad, float *m, float *v, size_t n,
-                  double lr, double beta1, double beta2, double eps, double weight_decay,
-                  int step);
+ * 0.999, and that alone moves step 1 by ~1e-5 relative.
+ * master: fp32 master weights, or NULL where param itself is fp32 (the CPU).
+ * With master, the update reads and writes master and param becomes its copy
+ * in the compute type (rounded to nearest), never read, so rounding errors do
+ * not accumulate; a backend whose compute type is not fp32 requires it. */
+OP(void, adamw_update, (float *param,               /* (n) compute type */
+                        float *master,              /* (n) fp32, or NULL */
+                        const float *grad,          /* (n) fp32 */
+                        float *m,                   /* (n) fp32 first moment */
+                        float *v,                   /* (n) fp32 second moment */
+                        size_t n, double lr, double beta1, double beta2, double eps,
+                        double weight_decay, int step))
 
 /* ---- reductions (on fp32 gradients) ----
  * sum_squares: in double, for the global grad norm; the order of the sum
- * depends on n only, so the same x gives the same bits whatever the threads. */
-double sum_squares(const float *x, size_t n);
-void scale_inplace(float *x, float s, size_t n);
+ * depends on n only, so the same x gives the same bits whatever the threads.
+ * It returns a host value, so it synchronises a device backend. */
+OP(double, sum_squares, (const float *x, size_t n))
+OP(void, scale_inplace, (float *x, float s, size_t n))
+/* x *= s on a compute-type buffer (activations: the LoRA scale) */
+OP(void, scale_act, (float *x, float s, size_t n))
+#endif /* OP */
 
+#ifdef RETORT_OPS_DECLARE_CPU
+#undef OP
+#undef RETORT_OPS_DECLARE_CPU
 #endif

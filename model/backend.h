@@ -13,16 +13,19 @@
  * running sum would be rounded once per micro-step. Side buffers that must
  * stay exact (layernorm mean/rstd, attention and classifier log-sum-exp,
  * logp, per-token weights g, and the optimizer's moments and master weights)
- * are always fp32 too. Host data moves
- * with to_device/to_host (raw bytes) or upload_f32/download_f32 (converting
- * host fp32 to and from the compute type). The op signatures are those of
- * kernels/ops.h.
+ * are always fp32 too. Host data moves with to_device/to_host (raw bytes) or
+ * upload_f32/download_f32 (converting host fp32 to and from the compute type).
+ * The op fields are generated from the op list of kernels/ops.h, as are the
+ * CPU and CUDA tables that fill them (model/backend_cpu.c,
+ * model/backend_cuda.cu), so the two backends have one signature per op.
  */
 #ifndef RETORT_BACKEND_H
 #define RETORT_BACKEND_H
 
 #include <stddef.h>
 #include <stdio.h>
+
+#include "model/model.h"
 
 typedef struct Backend {
     const char *name;
@@ -37,68 +40,36 @@ typedef struct Backend {
     void (*upload_f32)(float *dst, const float *host, size_t n);   /* host fp32 -> compute */
     void (*download_f32)(float *host, const float *src, size_t n); /* compute -> host fp32 */
 
-    void (*encoder_forward)(float *out, const int *inp, const float *wte, const float *wpe,
-                            int B, int T, int C);
-    /* inp_host: the same (B,T) ids in host memory, or NULL. A backend that
-     * groups positions by id on the host (CUDA) then needs no download and no
-     * synchronisation; the CPU ignores it. */
-    void (*encoder_backward)(float *dwte, float *dwpe, const float *dout, const int *inp,
-                             const int *inp_host, int B, int T, int C);
-    void (*layernorm_forward)(float *out, float *mean, float *rstd, const float *inp,
-                              const float *weight, const float *bias, int N, int C, float eps);
-    void (*layernorm_backward)(float *dinp, float *dweight, float *dbias, const float *dout,
-                               const float *inp, const float *weight, const float *mean,
-                               const float *rstd, int N, int C);
-    void (*matmul_forward)(float *out, const float *inp, const float *weight, const float *bias,
-                           int N, int C, int OC);
-    void (*matmul_backward)(float *dinp, float *dweight, float *dbias, const float *dout,
-                            const float *inp, const float *weight, int N, int C, int OC);
-    void (*lm_head_forward)(float *logits, const float *inp, const float *wte, int N, int C, int V);
-    void (*lm_head_backward)(float *dinp, float *dwte, const float *dlogits, const float *inp,
-                             const float *wte, int N, int C, int V);
-    void (*attention_forward)(float *out, float *lse, const float *qkv, int B, int T, int C,
-                              int NH);
-    void (*attention_backward)(float *dqkv, const float *dout, const float *qkv, const float *out,
-                               const float *lse, int B, int T, int C, int NH);
-    void (*attention_decode)(float *out, float *kcache, float *vcache, const float *qkv, int B,
-                             int n, int pos, int C, int NH, int maxT);
-    void (*gelu_forward)(float *out, const float *inp, size_t n);
-    void (*gelu_backward)(float *dinp, const float *inp, const float *dout, size_t n);
-    void (*residual_forward)(float *out, const float *a, const float *b, size_t n);
-    /* V real vocabulary columns in rows Vp apart (the padded vocabulary) */
-    void (*classifier_forward)(float *logp, float *lse, const float *logits, const int *targets,
-                               int N, int V, int Vp);
-    void (*classifier_backward)(float *logits, const float *lse, const int *targets,
-                                const float *g, int N, int V, int Vp);
-    /* word-level knowledge distillation (kernels/ops.h): teacher logits in the
-     * compute type; kd, agree, w and teacher_logp fp32; teacher_ids int32 */
-    void (*classifier_kd_forward)(float *kd, float *agree, const float *logits,
-                                  const float *teacher_logits, const int *targets, int N, int V,
-                                  int Vp, float T, float beta);
-    void (*classifier_kd_backward)(float *logits, const float *lse, const int *targets,
-                                   const float *g, const float *teacher_logits, const float *w,
-                                   int N, int V, int Vp, float T, float beta);
-    void (*classifier_kd_topk_forward)(float *kd, float *agree, const float *logits,
-                                       const int *teacher_ids, const float *teacher_logp,
-                                       const int *targets, int N, int V, int Vp, int K, float T,
-                                       float beta);
-    void (*classifier_kd_topk_backward)(float *logits, const float *lse, const int *targets,
-                                        const float *g, const int *teacher_ids,
-                                        const float *teacher_logp, const float *w, int N, int V,
-                                        int Vp, int K, float T, float beta);
-    /* master: fp32 master weights, or NULL when param itself is fp32 (CPU) */
-    void (*adamw_update)(float *param, float *master, const float *grad, float *m, float *v,
-                         size_t n, double lr, double beta1, double beta2, double eps,
-                         double weight_decay, int step);
-    /* fp32 x (gradients): the global gradient norm and clipping. sum_squares
-     * returns a host value, so it synchronises a device backend. */
-    double (*sum_squares)(const float *x, size_t n);
-    void (*scale_inplace)(float *x, float s, size_t n);
-    /* x *= s on a compute-type buffer (activations: the LoRA scale) */
-    void (*scale_act)(float *x, float s, size_t n);
+    /* The ops: one field per entry of the op list in kernels/ops.h, same name,
+     * same signature, ret (*name)(params). Their contracts and shapes are
+     * documented there. */
+#define OP(ret, name, params) ret(*name) params;
+#include "kernels/ops.h"
+#undef OP
+
+    /* 0 when this backend can run a model of this configuration, else -1 with
+     * the error set naming the limit, the config field and the fix. gpt_create
+     * calls it, so a configuration the kernels cannot run is refused when the
+     * model is set up, not at its first launch. */
+    int (*supports)(const GPTConfig *cfg);
+    /* Frees everything the backend holds beyond what was allocated through it:
+     * on CUDA the kernels' cached workspaces, the cuBLAS handle and the stream
+     * (kernels/cuda/workspace.cuh); on the CPU there is nothing. Call it when
+     * nothing on the backend is in use any more; the CUDA backend also runs it
+     * at exit. To use the backend again, bring it up again (backend_by_name,
+     * backend_cuda): the workspaces are then allocated afresh as ops need them. */
+    void (*shutdown)(void);
 } Backend;
 
 const Backend *backend_cpu(void);
+
+/* What the CUDA kernels can run, as a pure function of the configuration and
+ * the device's opt-in shared memory per block (bytes; cudaDevAttrMaxShared-
+ * MemoryPerBlockOptin, e.g. 166912 on an A100, 232448 on an H100), so it is
+ * built and tested without CUDA or a GPU. 0, or -1 with the error set naming
+ * the limit (head size, context length, vocabulary) and the fix. The CUDA
+ * backend's supports() is this with the selected device's shared memory. */
+int backend_cuda_check(const GPTConfig *cfg, int smem_optin);
 /* Built when nvcc was found (RETORT_CUDA); NULL with the error set when no
  * usable GPU is present. */
 const Backend *backend_cuda(void);

@@ -1,6 +1,7 @@
 /* model/backend_cpu.c — the CPU backend: host memory and the fp32 reference
- * ops of kernels/cpu. "Device" memory is ordinary 64-byte aligned host memory,
- * so the copies are memcpy. */
+ * ops of kernels/cpu, its table filled from the op list of kernels/ops.h.
+ * "Device" memory is ordinary 64-byte aligned host memory, so the copies are
+ * memcpy. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -29,19 +30,14 @@ static void cpu_upload_f32(float *dst, const float *host, size_t n) {
 static void cpu_download_f32(float *host, const float *src, size_t n) {
     memcpy(host, src, n * sizeof(float));
 }
-/* host ids are the ids on the CPU */
-static void cpu_encoder_backward(float *dwte, float *dwpe, const float *dout, const int *inp,
-                                 const int *inp_host, int B, int T, int C) {
-    (void)inp_host;
-    encoder_backward(dwte, dwpe, dout, inp, B, T, C);
+/* The fp32 reference kernels run any configuration gpt_config_check accepts. */
+static int cpu_supports(const GPTConfig *cfg) {
+    (void)cfg;
+    return 0;
 }
-/* fp32 parameters are their own master weights */
-static void cpu_adamw(float *param, float *master, const float *grad, float *m, float *v,
-                      size_t n, double lr, double beta1, double beta2, double eps, double wd,
-                      int step) {
-    (void)master;
-    adamw_update(param, grad, m, v, n, lr, beta1, beta2, eps, wd, step);
-}
+
+/* Nothing is cached: the CPU ops allocate no workspace that outlives a call. */
+static void cpu_shutdown(void) {}
 
 static const Backend CPU = {
     .name = "cpu",
@@ -54,30 +50,12 @@ static const Backend CPU = {
     .synchronize = cpu_synchronize,
     .upload_f32 = cpu_upload_f32,
     .download_f32 = cpu_download_f32,
-    .encoder_forward = encoder_forward,
-    .encoder_backward = cpu_encoder_backward,
-    .layernorm_forward = layernorm_forward,
-    .layernorm_backward = layernorm_backward,
-    .matmul_forward = matmul_forward,
-    .matmul_backward = matmul_backward,
-    .lm_head_forward = lm_head_forward,
-    .lm_head_backward = lm_head_backward,
-    .attention_forward = attention_forward,
-    .attention_backward = attention_backward,
-    .attention_decode = attention_decode,
-    .gelu_forward = gelu_forward,
-    .gelu_backward = gelu_backward,
-    .residual_forward = residual_forward,
-    .classifier_forward = classifier_forward,
-    .classifier_backward = classifier_backward,
-    .classifier_kd_forward = classifier_kd_forward,
-    .classifier_kd_backward = classifier_kd_backward,
-    .classifier_kd_topk_forward = classifier_kd_topk_forward,
-    .classifier_kd_topk_backward = classifier_kd_topk_backward,
-    .adamw_update = cpu_adamw,
-    .sum_squares = sum_squares,
-    .scale_inplace = scale_inplace,
-    .scale_act = scale_inplace, /* the compute type is fp32 */
+/* every op of kernels/ops.h: its fp32 reference implementation in kernels/cpu */
+#define OP(ret, name, params) .name = name,
+#include "kernels/ops.h"
+#undef OP
+    .supports = cpu_supports,
+    .shutdown = cpu_shutdown,
 };
 
 const Backend *backend_cpu(void) { return &CPU; }

@@ -6,15 +6,24 @@
  * reads no launcher variables, so it cannot disagree with NCCL), creates the
  * stream every kernel runs on, launches one empty kernel so that a build with
  * no image for this GPU fails here and not in the first real kernel, and
- * returns the table. With no usable device it returns NULL with the reason
+ * returns the table, whose ops are the kernels/cuda twins of the op list of
+ * kernels/ops.h. With no usable device it returns NULL with the reason
  * (the driver's and the runtime's CUDA versions included) in the error, so
  * `--device cuda` fails with a message and the GPU tests skip visibly.
+ *
+ * What the backend holds beyond the caller's allocations: the stream, the
+ * kernels' cached workspaces and the cuBLAS handle (the registry of
+ * kernels/cuda/workspace.cu). Its shutdown frees them all; it is registered
+ * with atexit when the backend first comes up, so every program that used the
+ * GPU leaves nothing of its own behind. The device choice, the limits read
+ * from the device and the filled table stay (plain values, nothing to free).
  */
 #include <stdlib.h>
 #include <string.h>
 
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/ops_cuda.h"
+#include "kernels/cuda/workspace.cuh"
 
 extern "C" {
 #include "model/backend.h"
@@ -26,8 +35,10 @@ extern "C" {
 #endif
 
 cudaStream_t retort_stream;
-static int g_device;    /* backend_cuda_select_device; 0 unless dist_init says */
-static int g_state = 0; /* 0 untried, 1 ready, -1 failed */
+static int g_device;     /* backend_cuda_select_device; 0 unless dist_init says */
+static int g_state = 0;  /* 0 untried (or shut down), 1 ready, -1 failed */
+static int g_smem_optin; /* the device's opt-in shared memory per block, bytes */
+static int g_ran_on = -1; /* the device the backend came up on; fixed from then on */
 
 static void *cuda_alloc(size_t bytes) {
     void *p = NULL;
@@ -127,10 +138,12 @@ extern "C" int backend_cuda_device_count(void) {
 
 extern "C" int backend_cuda_select_device(int device) {
     if (device < 0) return err_set("CUDA device index %d is negative", device);
-    if (g_state == 1 && device != g_device)
-        return err_set("the CUDA backend already runs on device %d; select device %d before "
+    /* after a shutdown too: the kernels set their shared-memory attributes once,
+     * on the device they first ran on */
+    if (g_ran_on >= 0 && device != g_ran_on)
+        return err_set("the CUDA backend already ran on device %d; select device %d before "
                        "its first use",
-                       g_device, device);
+                       g_ran_on, device);
     if (g_state == -1 && device != g_device) g_state = 0; /* try the new one afresh */
     g_device = device;
     return 0;
@@ -149,6 +162,18 @@ static int pick_device(void) {
     if (e != cudaSuccess)
         return err_set("cannot use CUDA device %d: cudaSetDevice failed: %s", g_device,
                        cudaGetErrorString(e));
+    return 0;
+}
+
+/* What backend_cuda_check needs to know of the device. */
+static int query_limits(void) {
+    cudaError_t e = cudaDeviceGetAttribute(&g_smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin,
+                                           g_device);
+    if (e != cudaSuccess) {
+        (void)cudaGetLastError();
+        return err_set("no usable CUDA device: cannot read the shared memory of device %d: %s",
+                       g_device, cudaGetErrorString(e));
+    }
     return 0;
 }
 
@@ -180,6 +205,23 @@ static int probe_kernel_image(void) {
                    p.name, cudaGetErrorString(e));
 }
 
+/* The kernels' limits on this device (kernels/cuda/limits.h). */
+static int cuda_supports(const GPTConfig *cfg) { return backend_cuda_check(cfg, g_smem_optin); }
+
+/* Frees the workspaces and the cuBLAS handle (kernels/cuda/workspace.cu), then
+ * the stream; the next backend_cuda() starts afresh. Nothing here exits: it
+ * also runs at exit, possibly after a CUDA error stopped the program. */
+static void cuda_shutdown(void) {
+    if (g_state != 1) return;
+    workspace_release_all();
+    cudaError_t e = cudaStreamDestroy(retort_stream);
+    if (e != cudaSuccess) (void)cudaGetLastError(); /* a failed context takes it along */
+    retort_stream = NULL;
+    g_state = 0;
+}
+
+static void cuda_shutdown_at_exit(void) { cuda_shutdown(); }
+
 static int start_stream(void) {
     cudaError_t e = cudaStreamCreateWithFlags(&retort_stream, cudaStreamNonBlocking);
     if (e != cudaSuccess)
@@ -198,11 +240,13 @@ extern "C" const Backend *backend_cuda(void) {
         err_set("%s", failure);
         return NULL;
     }
-    if (pick_device() != 0 || start_stream() != 0) {
+    if (pick_device() != 0 || query_limits() != 0 || start_stream() != 0) {
         snprintf(failure, sizeof failure, "%s", err_msg());
         g_state = -1;
         return NULL;
     }
+    static bool at_exit = false;
+    if (!at_exit && atexit(cuda_shutdown_at_exit) == 0) at_exit = true;
     Backend *b = &CUDA_BACKEND;
     b->name = "cuda";
     b->act_size = sizeof(floatX);
@@ -214,31 +258,14 @@ extern "C" const Backend *backend_cuda(void) {
     b->synchronize = cuda_synchronize;
     b->upload_f32 = upload_f32_cuda;
     b->download_f32 = download_f32_cuda;
-    b->encoder_forward = encoder_forward_cuda;
-    b->encoder_backward = encoder_backward_cuda;
-    b->layernorm_forward = layernorm_forward_cuda;
-    b->layernorm_backward = layernorm_backward_cuda;
-    b->matmul_forward = matmul_forward_cuda;
-    b->matmul_backward = matmul_backward_cuda;
-    b->lm_head_forward = lm_head_forward_cuda;
-    b->lm_head_backward = lm_head_backward_cuda;
-    b->attention_forward = attention_forward_cuda;
-    b->attention_backward = attention_backward_cuda;
-    b->attention_decode = attention_decode_cuda;
-    b->gelu_forward = gelu_forward_cuda;
-    b->gelu_backward = gelu_backward_cuda;
-    b->residual_forward = residual_forward_cuda;
-    b->classifier_forward = classifier_forward_cuda;
-    b->classifier_backward = classifier_backward_cuda;
-    b->classifier_kd_forward = classifier_kd_forward_cuda;
-    b->classifier_kd_backward = classifier_kd_backward_cuda;
-    b->classifier_kd_topk_forward = classifier_kd_topk_forward_cuda;
-    b->classifier_kd_topk_backward = classifier_kd_topk_backward_cuda;
-    b->adamw_update = adamw_update_cuda;
-    b->sum_squares = sum_squares_cuda;
-    b->scale_inplace = scale_inplace_cuda;
-    b->scale_act = scale_act_cuda;
+/* every op of kernels/ops.h: its CUDA twin, name_cuda */
+#define OP(ret, name, params) b->name = name##_cuda;
+#include "kernels/ops.h"
+#undef OP
+    b->supports = cuda_supports;
+    b->shutdown = cuda_shutdown;
     g_state = 1;
+    g_ran_on = g_device;
     return b;
 }
 

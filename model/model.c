@@ -167,6 +167,7 @@ int relayout_grads(GPT *m) {
 
 GPT *gpt_create(const GPTConfig *cfg, const Backend *be) {
     if (gpt_config_check(cfg) != 0) return NULL;
+    if (be->supports(cfg) != 0) return NULL; /* what the backend's kernels can run */
     GPT *m = xcalloc(1, sizeof *m);
     m->cfg = *cfg;
     m->be = be;

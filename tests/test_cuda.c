@@ -485,19 +485,21 @@ Test(cuda_ops, classifier_kd) {
     for (int b = 0; b < 4; b++)
         for (int tt = 0; tt < 3; tt++)
             for (int topk = 0; topk < 2; topk++) {
-                float beta = betas[b], T = temps[tt];
+                float beta = betas[b], temperature = temps[tt];
                 const char *kind = topk ? "top-K" : "online";
                 if (topk) {
-                    C0->classifier_kd_topk_forward(kd, agree, logits, ids, lp, targets, N, V, V, K, T,
-                                                   beta);
+                    C0->classifier_kd_topk_forward(kd, agree, logits, ids, lp, targets, N, V, V, K,
+                                                   temperature, beta);
                     G->classifier_kd_topk_forward(d_kd, d_agree, d_logits, d_ids, d_lp, d_t, N, V, V,
-                                                  K, T, beta);
+                                                  K, temperature, beta);
                 } else {
-                    C0->classifier_kd_forward(kd, agree, logits, teacher, targets, N, V, V, T, beta);
-                    G->classifier_kd_forward(d_kd, d_agree, d_logits, d_teacher, d_t, N, V, V, T,
-                                             beta);
+                    C0->classifier_kd_forward(kd, agree, logits, teacher, targets, N, V, V,
+                                              temperature, beta);
+                    G->classifier_kd_forward(d_kd, d_agree, d_logits, d_teacher, d_t, N, V, V,
+                                             temperature, beta);
                 }
-                snprintf(what, sizeof what, "%s kd beta %g T %g", kind, beta, T);
+                snprintf(what, sizeof what, "%s kd beta %g temperature %g", kind, beta,
+                         temperature);
                 check_F(G, what, d_kd, kd, N, 1e-4);
                 float *ag = downF(G, d_agree, N);
                 for (int i = 0; i < N; i++)
@@ -508,16 +510,18 @@ Test(cuda_ops, classifier_kd) {
                 memcpy(dl, logits, NV * 4);
                 float *d_dl = upX(G, logits, NV);
                 if (topk) {
-                    C0->classifier_kd_topk_backward(dl, lse, targets, g, ids, lp, w, N, V, V, K, T,
-                                                    beta);
+                    C0->classifier_kd_topk_backward(dl, lse, targets, g, ids, lp, w, N, V, V, K,
+                                                    temperature, beta);
                     G->classifier_kd_topk_backward(d_dl, d_lse, d_t, d_g, d_ids, d_lp, d_w, N, V, V,
-                                                   K, T, beta);
+                                                   K, temperature, beta);
                 } else {
-                    C0->classifier_kd_backward(dl, lse, targets, g, teacher, w, N, V, V, T, beta);
-                    G->classifier_kd_backward(d_dl, d_lse, d_t, d_g, d_teacher, d_w, N, V, V, T,
-                                              beta);
+                    C0->classifier_kd_backward(dl, lse, targets, g, teacher, w, N, V, V,
+                                               temperature, beta);
+                    G->classifier_kd_backward(d_dl, d_lse, d_t, d_g, d_teacher, d_w, N, V, V,
+                                              temperature, beta);
                 }
-                snprintf(what, sizeof what, "%s dlogits beta %g T %g", kind, beta, T);
+                snprintf(what, sizeof what, "%s dlogits beta %g temperature %g", kind, beta,
+                         temperature);
                 check_X(G, what, d_dl, dl, NV, 2e-2);
                 G->release(d_dl);
             }
@@ -700,4 +704,61 @@ Test(cuda_model, grad_accum_in_fp32) {
     optim_free(o);
     gpt_free(m);
     free(in), free(tg), free(g), free(once), free(four);
+}
+
+/* ---------------------------------------------------------------- backend */
+
+/* One forward and backward of a fixed model and batch on G: logp (N) and the
+ * gradients (n) on the host. */
+static void forward_backward_once(const Backend *G, const GPTConfig *cfg, float *logp,
+                                  float *grads, size_t *n_out) {
+    GPT *m = gpt_create(cfg, G);
+    cr_assert(m, "%s", err_msg());
+    gpt_init_random(m, 7);
+    int B = 2, T = 80, N = B * T;
+    Rng r;
+    rng_seed(&r, 31);
+    int *in = malloc(N * sizeof(int)), *tg = malloc(N * sizeof(int));
+    float *g = malloc(N * 4);
+    for (int i = 0; i < N; i++) {
+        in[i] = (int)rng_below(&r, cfg->vocab_size);
+        tg[i] = (int)rng_below(&r, cfg->vocab_size);
+        g[i] = -1.0f / N;
+    }
+    gpt_zero_grad(m);
+    gpt_forward(m, in, tg, B, T, logp);
+    gpt_backward(m, g);
+    *n_out = gpt_flat_size(m);
+    if (grads) gpt_copy_grads_to_host(m, grads, *n_out);
+    gpt_free(m);
+    free(in), free(tg), free(g);
+}
+
+/* The backend refuses a head size its attention kernels cannot run when the
+ * model is created, with the limit in the message, not at the first launch.
+ * shutdown frees the workspaces, the cuBLAS handle and the stream; the
+ * backend then comes back up, grows its workspaces again and computes the
+ * same bits (every kernel is deterministic). */
+Test(cuda_backend, refuses_at_setup_and_comes_back_after_shutdown) {
+    NEED_GPU(G);
+    GPTConfig wide = {2, 8, 1280, 515, 128, 1e-5f, 0}; /* head size 160 */
+    cr_expect_null(gpt_create(&wide, G), "a head size of 160 was accepted on CUDA");
+    cr_expect(strstr(err_msg(), "up to 128"), "the refusal names the limit: %s", err_msg());
+    cr_expect_eq(G->supports(&wide), -1);
+
+    GPTConfig cfg = {2, 2, 128, 515, 128, 1e-5f, 0}; /* head size 64 */
+    int N = 2 * 80;
+    size_t n = 0;
+    forward_backward_once(G, &cfg, NULL, NULL, &n);
+    float *lp1 = malloc(N * 4), *lp2 = malloc(N * 4), *g1 = malloc(n * 4), *g2 = malloc(n * 4);
+    forward_backward_once(G, &cfg, lp1, g1, &n);
+    G->shutdown();
+    cr_expect_null(backend_cuda_stream(), "the stream is gone after shutdown");
+    const Backend *again = backend_by_name("cuda");
+    cr_assert(again, "%s", err_msg());
+    cr_expect_not_null(backend_cuda_stream());
+    forward_backward_once(again, &cfg, lp2, g2, &n);
+    cr_expect(memcmp(lp1, lp2, N * 4) == 0, "logp differs after shutdown and restart");
+    cr_expect(memcmp(g1, g2, n * 4) == 0, "gradients differ after shutdown and restart");
+    free(lp1), free(lp2), free(g1), free(g2);
 }

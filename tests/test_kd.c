@@ -5,7 +5,7 @@
  *   - forward kd and agree, and backward dlogits, against torch autograd in
  *     float64 of the TRL-style generalized JSD written independently in
  *     tests/make_kd_fixtures.py (fixtures kd_online / kd_topk), for beta 0, 0.25, 0.5,
- *     1 and T 1, 2, 0.5;
+ *     1 and temperature tau 1, 2, 0.5;
  *   - backward against central finite differences of
  *     L = sum_i g_i logp_i + w_i kd_i, with logp from classifier_forward and kd
  *     from the forward op;
@@ -20,13 +20,13 @@
  *   float expressions (expf, ~1e-7 relative), and the final cast to float. So
  *   kd must match to 2e-6 relative (plus 1e-7 absolute) per row and dlogits to
  *   1e-5 relative, norm-wise per case. A wrong sign, mixture weight or missing
- *   1/T gives errors of order 1e-1..1.
+ *   1/tau gives errors of order 1e-1..1.
  *   Finite differences: kd and logp are float outputs, so L carries a rounding
  *   error of ~1e-7 |L| with |L| ~ 1; with h = 1e-2 the noise is ~1e-5 per
- *   probe and the O(h^2) truncation error, for curvature up to 1/T^2 = 4
- *   (T = 0.5), is ~1e-4 relative. Accept 2e-3 norm-wise.
+ *   probe and the O(h^2) truncation error, for curvature up to 1/tau^2 = 4
+ *   (tau = 0.5), is ~1e-4 relative. Accept 2e-3 norm-wise.
  *   K == V against online: teacher_logp rounded to float changes each log q by
- *   up to ~1e-7 |logp| / T (|logp| < 15 here), so allow 2e-5 relative. */
+ *   up to ~1e-7 |logp| / tau (|logp| < 15 here), so allow 2e-5 relative. */
 #include <criterion/criterion.h>
 
 #include "kernels/ops.h"
@@ -133,12 +133,12 @@ static void fixture_close(Fixture *fx) {
     safetensors_close(fx->f);
 }
 
-/* Runs forward and backward of one (beta, T) case and compares with torch. */
-static void check_fixture_case(Fixture *fx, float beta, float T, int topk) {
+/* Runs forward and backward of one (beta, temperature) case and compares with torch. */
+static void check_fixture_case(Fixture *fx, float beta, float temperature, int topk) {
     int N = fx->N, V = fx->V, K = fx->K;
     size_t NV = (size_t)N * V;
     char tag[64], name[96];
-    snprintf(tag, sizeof tag, "b%g_T%g", beta, T);
+    snprintf(tag, sizeof tag, "b%g_T%g", beta, temperature); /* the fixtures' names */
     snprintf(name, sizeof name, "kd.%s", tag);
     float *want_kd = read_f32(fx->f, name, N);
     snprintf(name, sizeof name, "dlogits.%s", tag);
@@ -148,9 +148,10 @@ static void check_fixture_case(Fixture *fx, float beta, float T, int topk) {
     float *logp = xmalloc(N * sizeof(float)), *lse = xmalloc(N * sizeof(float));
     if (topk)
         classifier_kd_topk_forward(kd, agree, fx->logits, fx->teacher_ids, fx->teacher_logp,
-                                   fx->targets, N, V, V, K, T, beta);
+                                   fx->targets, N, V, V, K, temperature, beta);
     else
-        classifier_kd_forward(kd, agree, fx->logits, fx->teacher, fx->targets, N, V, V, T, beta);
+        classifier_kd_forward(kd, agree, fx->logits, fx->teacher, fx->targets, N, V, V, temperature,
+                              beta);
     for (int i = 0; i < N; i++) {
         double tol = 1e-7 + 2e-6 * fabs(want_kd[i]);
         cr_expect(fabs(kd[i] - want_kd[i]) <= tol, "%s %s row %d: kd %.9g, torch %.9g",
@@ -163,9 +164,10 @@ static void check_fixture_case(Fixture *fx, float beta, float T, int topk) {
     float *d = copy_floats(fx->logits, NV);
     if (topk)
         classifier_kd_topk_backward(d, lse, fx->targets, fx->g, fx->teacher_ids, fx->teacher_logp,
-                                    fx->w, N, V, V, K, T, beta);
+                                    fx->w, N, V, V, K, temperature, beta);
     else
-        classifier_kd_backward(d, lse, fx->targets, fx->g, fx->teacher, fx->w, N, V, V, T, beta);
+        classifier_kd_backward(d, lse, fx->targets, fx->g, fx->teacher, fx->w, N, V, V, temperature,
+                               beta);
     double err = rel_err(d, want_d, NV);
     cr_expect(err < 1e-5, "%s %s: dlogits relative error %.3g vs torch", topk ? "topk" : "online",
               tag, err);
@@ -194,7 +196,7 @@ Test(kd, topk_matches_torch) {
 
 typedef struct {
     int N, V, K, topk;
-    float T, beta;
+    float temperature, beta;
     float *logits, *teacher, *teacher_logp, *g, *w;
     int *targets, *teacher_ids;
 } KdCase;
@@ -206,10 +208,10 @@ static double kd_loss(const KdCase *c) {
     classifier_forward(logp, lse, c->logits, c->targets, c->N, c->V, c->V);
     if (c->topk)
         classifier_kd_topk_forward(kd, agree, c->logits, c->teacher_ids, c->teacher_logp,
-                                   c->targets, c->N, c->V, c->V, c->K, c->T, c->beta);
+                                   c->targets, c->N, c->V, c->V, c->K, c->temperature, c->beta);
     else
-        classifier_kd_forward(kd, agree, c->logits, c->teacher, c->targets, c->N, c->V, c->V, c->T,
-                              c->beta);
+        classifier_kd_forward(kd, agree, c->logits, c->teacher, c->targets, c->N, c->V, c->V,
+                              c->temperature, c->beta);
     double L = 0.0;
     for (int i = 0; i < c->N; i++) L += (double)c->g[i] * logp[i] + (double)c->w[i] * kd[i];
     free(logp), free(lse), free(kd), free(agree);
@@ -222,10 +224,10 @@ static float *kd_analytic(const KdCase *c) {
     float *d = copy_floats(c->logits, (size_t)c->N * c->V);
     if (c->topk)
         classifier_kd_topk_backward(d, lse, c->targets, c->g, c->teacher_ids, c->teacher_logp,
-                                    c->w, c->N, c->V, c->V, c->K, c->T, c->beta);
+                                    c->w, c->N, c->V, c->V, c->K, c->temperature, c->beta);
     else
-        classifier_kd_backward(d, lse, c->targets, c->g, c->teacher, c->w, c->N, c->V, c->V, c->T,
-                               c->beta);
+        classifier_kd_backward(d, lse, c->targets, c->g, c->teacher, c->w, c->N, c->V, c->V,
+                               c->temperature, c->beta);
     free(logp), free(lse);
     return d;
 }
@@ -311,8 +313,8 @@ Test(kd, online_backward_finite_differences) {
     for (int b = 0; b < N_BETAS; b++)
         for (int t = 0; t < 3; t++) {
             c.beta = BETAS[b];
-            c.T = TEMPS[t];
-            snprintf(what, sizeof what, "online beta %g T %g", c.beta, c.T);
+            c.temperature = TEMPS[t];
+            snprintf(what, sizeof what, "online beta %g temperature %g", c.beta, c.temperature);
             check_kd_fd(&c, what);
         }
     kd_case_free(&c);
@@ -327,8 +329,9 @@ Test(kd, topk_backward_finite_differences) {
     for (int b = 0; b < N_BETAS; b++)
         for (int t = 0; t < 3; t++) {
             c.beta = BETAS[b];
-            c.T = TEMPS[t];
-            snprintf(what, sizeof what, "top-%d beta %g T %g", c.K, c.beta, c.T);
+            c.temperature = TEMPS[t];
+            snprintf(what, sizeof what, "top-%d beta %g temperature %g", c.K, c.beta,
+                     c.temperature);
             check_kd_fd(&c, what);
         }
     kd_case_free(&c);
@@ -365,21 +368,21 @@ Test(kd, topk_full_support_equals_online) {
     for (int b = 0; b < N_BETAS; b++)
         for (int t = 0; t < 3; t++) {
             on.beta = tk.beta = BETAS[b];
-            on.T = tk.T = TEMPS[t];
-            classifier_kd_forward(kd_on, ag_on, on.logits, on.teacher, on.targets, N, V, V, on.T,
-                                  on.beta);
+            on.temperature = tk.temperature = TEMPS[t];
+            classifier_kd_forward(kd_on, ag_on, on.logits, on.teacher, on.targets, N, V, V,
+                                  on.temperature, on.beta);
             classifier_kd_topk_forward(kd_tk, ag_tk, tk.logits, tk.teacher_ids, tk.teacher_logp,
-                                       tk.targets, N, V, V, V, tk.T, tk.beta);
+                                       tk.targets, N, V, V, V, tk.temperature, tk.beta);
             for (int i = 0; i < N; i++) {
                 cr_expect(fabs(kd_tk[i] - kd_on[i]) <= 1e-7 + 2e-5 * fabs(kd_on[i]),
-                          "K == V, beta %g T %g row %d: top-K kd %.9g, online %.9g", on.beta,
-                          on.T, i, kd_tk[i], kd_on[i]);
+                          "K == V, beta %g temperature %g row %d: top-K kd %.9g, online %.9g",
+                          on.beta, on.temperature, i, kd_tk[i], kd_on[i]);
                 cr_expect_eq(ag_tk[i], ag_on[i], "K == V row %d: agree differs", i);
             }
             float *d_on = kd_analytic(&on), *d_tk = kd_analytic(&tk);
             double err = rel_err(d_tk, d_on, NV);
-            cr_expect(err < 2e-5, "K == V, beta %g T %g: dlogits differ by %.3g relative",
-                      on.beta, on.T, err);
+            cr_expect(err < 2e-5, "K == V, beta %g temperature %g: dlogits differ by %.3g relative",
+                      on.beta, on.temperature, err);
             free(d_on), free(d_tk);
         }
     free(kd_on), free(kd_tk), free(ag_on), free(ag_tk);
@@ -468,8 +471,8 @@ Test(kd, teacher_equal_to_student_gives_zero) {
                                   BETAS[b]);
             for (int i = 0; i < N; i++) {
                 /* each term is p (log p - log p) with both logs formed identically */
-                cr_expect(fabs(kd[i]) < 1e-12, "beta %g T %g row %d: kd %.3g, want 0", BETAS[b],
-                          TEMPS[t], i, kd[i]);
+                cr_expect(fabs(kd[i]) < 1e-12, "beta %g temperature %g row %d: kd %.3g, want 0",
+                          BETAS[b], TEMPS[t], i, kd[i]);
                 if (c.targets[i] >= 0)
                     cr_expect_eq(agree[i], 1.0f, "row %d: identical rows must agree", i);
             }
@@ -478,7 +481,8 @@ Test(kd, teacher_equal_to_student_gives_zero) {
                                    BETAS[b]);
             /* the KD gradient vanishes up to double rounding of s - t */
             double diff = max_abs_diff(d, want, NV);
-            cr_expect(diff < 1e-6, "beta %g T %g: identical teacher moves dlogits by %.3g",
+            cr_expect(diff < 1e-6,
+                      "beta %g temperature %g: identical teacher moves dlogits by %.3g",
                       BETAS[b], TEMPS[t], diff);
             free(d);
         }

@@ -187,7 +187,7 @@ Test(encoder, backward_finite_differences_and_conventions) {
     e.dout = rand_floats(&r, BTC, 1.0f);
     e.out = zero_floats(BTC);
     float *dwte = zero_floats((size_t)V * C), *dwpe = zero_floats((size_t)maxT * C);
-    encoder_backward(dwte, dwpe, e.dout, e.inp, B, T, C);
+    encoder_backward(dwte, dwpe, e.dout, e.inp, NULL, B, T, C);
 
     /* the op is linear: differences are exact up to fp32 rounding of L */
     check_grad("encoder dwte", encoder_loss, &e, e.wte, contiguous((size_t)V * C), dwte, 200, 1e-2f,
@@ -201,14 +201,14 @@ Test(encoder, backward_finite_differences_and_conventions) {
     /* += : the scatter sums several (b,t) into one row, so doubling is exact only
      * up to the rounding of that running sum (a few ulp) */
     float *dwte2 = copy_floats(dwte, (size_t)V * C), *dwpe2 = copy_floats(dwpe, (size_t)maxT * C);
-    encoder_backward(dwte2, dwpe2, e.dout, e.inp, B, T, C);
+    encoder_backward(dwte2, dwpe2, e.dout, e.inp, NULL, B, T, C);
     expect_doubled("encoder dwte", dwte, dwte2, (size_t)V * C, 1e-6);
     expect_doubled("encoder dwpe", dwpe, dwpe2, (size_t)T * C, 1e-6);
 
     /* NULL skips one gradient and leaves the other as in the full call */
     float *only_wpe = zero_floats((size_t)maxT * C), *only_wte = zero_floats((size_t)V * C);
-    encoder_backward(NULL, only_wpe, e.dout, e.inp, B, T, C);
-    encoder_backward(only_wte, NULL, e.dout, e.inp, B, T, C);
+    encoder_backward(NULL, only_wpe, e.dout, e.inp, NULL, B, T, C);
+    encoder_backward(only_wte, NULL, e.dout, e.inp, NULL, B, T, C);
     expect_equal("encoder dwpe with dwte NULL", only_wpe, dwpe, (size_t)maxT * C);
     expect_equal("encoder dwte with dwpe NULL", only_wte, dwte, (size_t)V * C);
 
@@ -785,7 +785,7 @@ Test(adamw, matches_torch_formula_in_double_over_three_steps) {
         for (size_t i = 0; i < n; i++) pd[i] = p[i];
         for (int step = 1; step <= 3; step++) {
             float *g = rand_floats(&r, n, 1.0f);
-            adamw_update(p, g, m, v, n, lr, beta1, beta2, eps, wd, step);
+            adamw_update(p, NULL, g, m, v, n, lr, beta1, beta2, eps, wd, step);
             double bc1 = 1.0 - pow(beta1, step), bc2 = 1.0 - pow(beta2, step);
             for (size_t i = 0; i < n; i++) {
                 pd[i] *= 1.0 - (double)lr * wd;
@@ -810,11 +810,45 @@ Test(adamw, first_step_moves_each_param_by_lr) {
     float p[3] = {1.0f, -2.0f, 0.5f}, g[3] = {0.3f, -4.0f, 1e-3f}, m[3] = {0}, v[3] = {0};
     double lr = 1e-3, wd = 0.0;
     float p0[3] = {p[0], p[1], p[2]};
-    adamw_update(p, g, m, v, 3, lr, 0.9f, 0.999f, 1e-8f, wd, 1);
+    adamw_update(p, NULL, g, m, v, 3, lr, 0.9f, 0.999f, 1e-8f, wd, 1);
     for (int i = 0; i < 3; i++) {
         float want = p0[i] - lr * (g[i] > 0 ? 1.0f : -1.0f);
         cr_expect(fabsf(p[i] - want) < 1e-6f, "param %d: %.9g, want %.9g", i, p[i], want);
     }
+}
+
+/* With fp32 master weights the update runs on master and param becomes its
+ * copy: the same bits as updating param itself (kernels/ops.h adamw_update). */
+Test(adamw, master_weights_give_the_same_update) {
+    Rng r;
+    rng_seed(&r, 703);
+    size_t n = 300;
+    float *p = rand_floats(&r, n, 1.0f), *m = zero_floats(n), *v = zero_floats(n);
+    float *p2 = rand_floats(&r, n, 1.0f), *master = copy_floats(p, n);
+    float *m2 = zero_floats(n), *v2 = zero_floats(n);
+    for (int step = 1; step <= 3; step++) {
+        float *g = rand_floats(&r, n, 1.0f);
+        adamw_update(p, NULL, g, m, v, n, 1e-2, 0.9, 0.95, 1e-8, 0.1, step);
+        adamw_update(p2, master, g, m2, v2, n, 1e-2, 0.9, 0.95, 1e-8, 0.1, step);
+        free(g);
+    }
+    expect_equal("master", master, p, n);
+    expect_equal("param from master", p2, p, n);
+    expect_equal("m", m2, m, n);
+    expect_equal("v", v2, v, n);
+    free(p), free(m), free(v), free(p2), free(master), free(m2), free(v2);
+}
+
+/* scale_act is the compute-type scale; on the CPU the compute type is fp32 */
+Test(reductions, scale_act_is_scale_inplace) {
+    Rng r;
+    rng_seed(&r, 705);
+    size_t n = 1001;
+    float *x = rand_floats(&r, n, 2.0f), *y = copy_floats(x, n);
+    for (size_t i = 0; i < n; i++) y[i] *= 0.37f;
+    scale_act(x, 0.37f, n);
+    expect_equal("scale_act", x, y, n);
+    free(x), free(y);
 }
 
 Test(reductions, sum_squares_and_scale) {

@@ -7,14 +7,15 @@
  * beta == 0 forward KL(t||s), beta == 1 reverse KL(s||t), otherwise
  * beta KL(t||m) + (1-beta) KL(s||m) with m = beta t + (1-beta) s.
  *
- * Gradient. With u = z/T and s = softmax(u), dD/du_j = s_j (a_j - sum_k s_k a_k)
- * for any D(s), where a_j = dD/ds_j. For the three cases:
+ * Gradient. With tau the temperature, u = z/tau and s = softmax(u),
+ * dD/du_j = s_j (a_j - sum_k s_k a_k) for any D(s), where a_j = dD/ds_j. For
+ * the three cases:
  *     forward KL:  a_j = -t_j / s_j, so dD/du_j = s_j - t_j
  *     reverse KL:  a_j = log s_j - log t_j (+1, which cancels)
  *     mixture:     a_j = (1-beta)(log s_j - log m_j) (the t/m and s/m terms
  *                  of d/ds_j sum to (1-beta)(beta t_j + (1-beta) s_j)/m_j = 1-beta
  *                  and cancel against the +1 of s log s)
- * and dD/dz = dD/du / T. In the bucket (top-K) version the remainder bucket's a
+ * and dD/dz = dD/du / tau. In the bucket (top-K) version the remainder bucket's a
  * applies to every token outside the support, since s_rem is their sum.
  *
  * Numerics: every log-probability is formed in double in log space
@@ -78,13 +79,13 @@ static double weighted_score(KdMode mode, double beta, double log_s, double log_
     return log_s == -INFINITY ? 0.0 : exp(log_s) * kd_score(mode, beta, log_s, log_t);
 }
 
-/* log sum_j exp(x_j / T) over a row, the sum in double */
-static double tempered_lse(const float *x, int V, double T) {
+/* log sum_j exp(x_j / tau) over a row, the sum in double */
+static double tempered_lse(const float *x, int V, double tau) {
     float mx = -INFINITY;
     for (int j = 0; j < V; j++) mx = x[j] > mx ? x[j] : mx;
     double sum = 0.0;
-    for (int j = 0; j < V; j++) sum += exp(((double)x[j] - mx) / T);
-    return (double)mx / T + log(sum);
+    for (int j = 0; j < V; j++) sum += exp(((double)x[j] - mx) / tau);
+    return (double)mx / tau + log(sum);
 }
 
 static int argmax_row(const float *x, int V) {
@@ -105,8 +106,8 @@ static void ce_row(float *x, int t, float gi, float l, int V) {
 
 void classifier_kd_forward(float *kd, float *agree, const float *logits,
                            const float *teacher_logits, const int *targets, int N, int V,
-                           int Vp, float T, float beta) {
-    assert(T > 0.0f);
+                           int Vp, float temperature, float beta) {
+    assert(temperature > 0.0f);
     KdMode mode = kd_mode(beta);
     #pragma omp parallel for if ((long)N * V > 32768)
     for (int i = 0; i < N; i++) {
@@ -119,10 +120,11 @@ void classifier_kd_forward(float *kd, float *agree, const float *logits,
             agree[i] = 0.0f;
             continue;
         }
-        double lse_s = tempered_lse(z, V, T), lse_t = tempered_lse(zt, V, T);
+        double tau = temperature;
+        double lse_s = tempered_lse(z, V, tau), lse_t = tempered_lse(zt, V, tau);
         double d = 0.0;
         for (int j = 0; j < V; j++)
-            d += kd_term(mode, beta, z[j] / (double)T - lse_s, zt[j] / (double)T - lse_t);
+            d += kd_term(mode, beta, z[j] / tau - lse_s, zt[j] / tau - lse_t);
         kd[i] = (float)d;
         agree[i] = argmax_row(z, V) == argmax_row(zt, V) ? 1.0f : 0.0f;
     }
@@ -130,12 +132,12 @@ void classifier_kd_forward(float *kd, float *agree, const float *logits,
 
 void classifier_kd_backward(float *logits, const float *lse, const int *targets, const float *g,
                             const float *teacher_logits, const float *w, int N, int V, int Vp,
-                            float T, float beta) {
+                            float temperature, float beta) {
     if (!w) {
         classifier_backward(logits, lse, targets, g, N, V, Vp);
         return;
     }
-    assert(T > 0.0f);
+    assert(temperature > 0.0f);
     KdMode mode = kd_mode(beta);
     #pragma omp parallel for if ((long)N * V > 32768)
     for (int i = 0; i < N; i++) {
@@ -153,17 +155,17 @@ void classifier_kd_backward(float *logits, const float *lse, const int *targets,
             ce_row(x, target, gi, lse[i], V);
             continue;
         }
-        double Td = T;
-        double lse_s = tempered_lse(x, V, Td), lse_t = tempered_lse(zt, V, Td);
+        double tau = temperature;
+        double lse_s = tempered_lse(x, V, tau), lse_t = tempered_lse(zt, V, tau);
         double mean_score = 0.0; /* sum_j s_j a_j */
         if (mode != KD_FORWARD_KL)
             for (int j = 0; j < V; j++)
-                mean_score += weighted_score(mode, beta, x[j] / Td - lse_s, zt[j] / Td - lse_t);
-        double scale = (double)wi / Td;
+                mean_score += weighted_score(mode, beta, x[j] / tau - lse_s, zt[j] / tau - lse_t);
+        double scale = (double)wi / tau;
         float l = lse[i];
         float p_target = expf(x[target] - l);
         for (int j = 0; j < V; j++) {
-            double log_s = x[j] / Td - lse_s, log_t = zt[j] / Td - lse_t, s = exp(log_s);
+            double log_s = x[j] / tau - lse_s, log_t = zt[j] / tau - lse_t, s = exp(log_s);
             double dkd = mode == KD_FORWARD_KL
                              ? s - exp(log_t)
                              : s * (kd_score(mode, beta, log_s, log_t) - mean_score);
@@ -199,15 +201,15 @@ static void sort_support(SupportEntry *sup, const int *ids, int K, int V) {
 
 /* Tempered statistics of one row over the buckets. */
 typedef struct {
-    double lse_s;    /* log sum_j exp(z_j / T) over the whole row */
+    double lse_s;    /* log sum_j exp(z_j / tau) over the whole row */
     double log_srem; /* log s_rem: the non-support tokens, -inf when K == V */
-    double lse_rem;  /* log sum over the non-support of exp(z_j / T) */
-    double log_z_t;  /* log of the teacher's normaliser sum_k p_k^(1/T) + r^(1/T) */
+    double lse_rem;  /* log sum over the non-support of exp(z_j / tau) */
+    double log_z_t;  /* log of the teacher's normaliser sum_k p_k^(1/tau) + r^(1/tau) */
     double log_qrem; /* log q_rem, -inf when r == 0 */
 } BucketStats;
 
 static BucketStats bucket_stats(const float *z, const SupportEntry *sup, const float *lp, int V,
-                                int K, double T) {
+                                int K, double tau) {
     BucketStats b;
     /* student: max over all and over the non-support, then the two sums */
     float mx = -INFINITY, mx_rem = -INFINITY;
@@ -218,13 +220,13 @@ static BucketStats bucket_stats(const float *z, const SupportEntry *sup, const f
     }
     double sum = 0.0, sum_rem = 0.0;
     for (int j = 0, n = 0; j < V; j++) {
-        double e = exp(((double)z[j] - mx) / T);
+        double e = exp(((double)z[j] - mx) / tau);
         sum += e;
         if (n < K && sup[n].id == j) n++;
-        else sum_rem += exp(((double)z[j] - mx_rem) / T);
+        else sum_rem += exp(((double)z[j] - mx_rem) / tau);
     }
-    b.lse_s = (double)mx / T + log(sum);
-    b.lse_rem = K < V ? (double)mx_rem / T + log(sum_rem) : -INFINITY;
+    b.lse_s = (double)mx / tau + log(sum);
+    b.lse_rem = K < V ? (double)mx_rem / tau + log(sum_rem) : -INFINITY;
     b.log_srem = b.lse_rem - b.lse_s;
     /* teacher: the remainder r = 1 - sum p_k is empty when the support is the
      * whole vocabulary, whatever rounding left in 1 - sum p_k */
@@ -234,20 +236,20 @@ static BucketStats bucket_stats(const float *z, const SupportEntry *sup, const f
         mlp = lp[k] > mlp ? lp[k] : mlp;
     }
     double r = K < V && mass < 1.0 ? 1.0 - mass : 0.0;
-    double log_rem_t = r > 0.0 ? log(r) / T : -INFINITY; /* log r^(1/T) */
+    double log_rem_t = r > 0.0 ? log(r) / tau : -INFINITY; /* log r^(1/tau) */
     double zsum = 0.0;
-    for (int k = 0; k < K; k++) zsum += exp((lp[k] - mlp) / T);
-    b.log_z_t = log_add_exp(mlp / T + log(zsum), log_rem_t);
+    for (int k = 0; k < K; k++) zsum += exp((lp[k] - mlp) / tau);
+    b.log_z_t = log_add_exp(mlp / tau + log(zsum), log_rem_t);
     b.log_qrem = log_rem_t - b.log_z_t;
     return b;
 }
 
 /* sum over buckets of s_b a_b (reverse KL, mixture) */
 static double bucket_mean_score(KdMode mode, double beta, const float *z, const int *ids,
-                                const float *lp, int K, const BucketStats *b, double T) {
+                                const float *lp, int K, const BucketStats *b, double tau) {
     double acc = weighted_score(mode, beta, b->log_srem, b->log_qrem);
     for (int k = 0; k < K; k++)
-        acc += weighted_score(mode, beta, z[ids[k]] / T - b->lse_s, lp[k] / T - b->log_z_t);
+        acc += weighted_score(mode, beta, z[ids[k]] / tau - b->lse_s, lp[k] / tau - b->log_z_t);
     return acc;
 }
 
@@ -261,11 +263,11 @@ static int teacher_top_id(const int *ids, const float *lp, int K) {
 
 void classifier_kd_topk_forward(float *kd, float *agree, const float *logits,
                                 const int *teacher_ids, const float *teacher_logp,
-                                const int *targets, int N, int V, int Vp, int K, float T,
-                                float beta) {
-    assert(T > 0.0f && K >= 1 && K <= V);
+                                const int *targets, int N, int V, int Vp, int K,
+                                float temperature, float beta) {
+    assert(temperature > 0.0f && K >= 1 && K <= V);
     KdMode mode = kd_mode(beta);
-    double Td = T;
+    double tau = temperature;
     #pragma omp parallel if ((long)N * V > 32768)
     {
         SupportEntry *sup = malloc((size_t)K * sizeof *sup);
@@ -283,10 +285,10 @@ void classifier_kd_topk_forward(float *kd, float *agree, const float *logits,
                 continue;
             }
             sort_support(sup, ids, K, V);
-            BucketStats b = bucket_stats(z, sup, lp, V, K, Td);
+            BucketStats b = bucket_stats(z, sup, lp, V, K, tau);
             double d = kd_term(mode, beta, b.log_srem, b.log_qrem);
             for (int k = 0; k < K; k++)
-                d += kd_term(mode, beta, z[ids[k]] / Td - b.lse_s, lp[k] / Td - b.log_z_t);
+                d += kd_term(mode, beta, z[ids[k]] / tau - b.lse_s, lp[k] / tau - b.log_z_t);
             kd[i] = (float)d;
             agree[i] = argmax_row(z, V) == teacher_top_id(ids, lp, K) ? 1.0f : 0.0f;
         }
@@ -297,14 +299,14 @@ void classifier_kd_topk_forward(float *kd, float *agree, const float *logits,
 void classifier_kd_topk_backward(float *logits, const float *lse, const int *targets,
                                  const float *g, const int *teacher_ids,
                                  const float *teacher_logp, const float *w, int N, int V, int Vp,
-                                 int K, float T, float beta) {
+                                 int K, float temperature, float beta) {
     if (!w) {
         classifier_backward(logits, lse, targets, g, N, V, Vp);
         return;
     }
-    assert(T > 0.0f && K >= 1 && K <= V);
+    assert(temperature > 0.0f && K >= 1 && K <= V);
     KdMode mode = kd_mode(beta);
-    double Td = T;
+    double tau = temperature;
     #pragma omp parallel if ((long)N * V > 32768)
     {
         SupportEntry *sup = malloc((size_t)K * sizeof *sup);
@@ -327,27 +329,27 @@ void classifier_kd_topk_backward(float *logits, const float *lse, const int *tar
                 continue;
             }
             sort_support(sup, ids, K, V);
-            BucketStats b = bucket_stats(x, sup, lp, V, K, Td);
+            BucketStats b = bucket_stats(x, sup, lp, V, K, tau);
             double mean_score =
-                mode == KD_FORWARD_KL ? 0.0 : bucket_mean_score(mode, beta, x, ids, lp, K, &b, Td);
+                mode == KD_FORWARD_KL ? 0.0 : bucket_mean_score(mode, beta, x, ids, lp, K, &b, tau);
             /* the remainder bucket's share, the same for every non-support token */
             double rem_score = mode == KD_FORWARD_KL
                                    ? 0.0
                                    : kd_score(mode, beta, b.log_srem, b.log_qrem) - mean_score;
-            double scale = (double)wi / Td;
+            double scale = (double)wi / tau;
             float l = lse[i];
             float p_target = expf(x[target] - l);
             for (int j = 0, n = 0; j < V; j++) {
-                double log_s = x[j] / Td - b.lse_s, s = exp(log_s), dkd;
+                double log_s = x[j] / tau - b.lse_s, s = exp(log_s), dkd;
                 if (n < K && sup[n].id == j) {
-                    double log_q = lp[sup[n].k] / Td - b.log_z_t;
+                    double log_q = lp[sup[n].k] / tau - b.log_z_t;
                     dkd = mode == KD_FORWARD_KL
                               ? s - exp(log_q)
                               : s * (kd_score(mode, beta, log_s, log_q) - mean_score);
                     n++;
                 } else if (mode == KD_FORWARD_KL) {
                     /* s_j - q_rem s_j / s_rem, the ratio formed in log space */
-                    dkd = s - exp(b.log_qrem + x[j] / Td - b.lse_rem);
+                    dkd = s - exp(b.log_qrem + x[j] / tau - b.lse_rem);
                 } else {
                     dkd = s * rem_score;
                 }

@@ -26,8 +26,10 @@ void encoder_forward(float *out, const int *inp, const float *wte, const float *
 /* Columns per work item of the dwte scatter: wide enough for whole cache lines. */
 #define ENC_COL_BLOCK 64
 
-void encoder_backward(float *dwte, float *dwpe, const float *dout, const int *inp, int B, int T,
-                      int C) {
+/* inp_host is for backends whose ids live on a device; here inp is on the host */
+void encoder_backward(float *dwte, float *dwpe, const float *dout, const int *inp,
+                      const int *inp_host, int B, int T, int C) {
+    (void)inp_host;
     long BT = (long)B * T;
     if (dwte) {
         int n_blocks = (C + ENC_COL_BLOCK - 1) / ENC_COL_BLOCK;

@@ -25,7 +25,7 @@
  * scale_inplace_cuda scales fp32 gradients (clipping); scale_act_cuda scales a
  * bf16 activation buffer (the LoRA scale s).
  *
- * upload/download go through a cached device fp32 staging buffer in fixed-size
+ * upload/download go through the backend's fp32 staging workspace in fixed-size
  * chunks (memcpy, then a conversion kernel, all on retort_stream), so converting
  * a whole model never needs a staging buffer the size of the model.
  */
@@ -35,6 +35,7 @@
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/ops_cuda.h"
 #include "kernels/cuda/reduce.cuh"
+#include "kernels/cuda/workspace.cuh"
 
 #define ELEMENTWISE_BLOCK 256
 #define SUM_SQUARES_BLOCK 256
@@ -130,14 +131,12 @@ __global__ static void __launch_bounds__(SUM_SQUARES_MAX_GRID)
     if (threadIdx.x == 0) *result = v;
 }
 
-static void *sum_squares_scratch; /* (SUM_SQUARES_MAX_GRID + 1) doubles: partials, result */
-static size_t sum_squares_scratch_cap;
-
 extern "C" double sum_squares_cuda(const float *x, size_t n) {
     if (n == 0) return 0.0;
     /* x (n) fp32 */
-    double *partial = (double *)scratch_reserve(&sum_squares_scratch, &sum_squares_scratch_cap,
-                                                (SUM_SQUARES_MAX_GRID + 1) * sizeof(double));
+    /* (SUM_SQUARES_MAX_GRID + 1) doubles: the partials, then the result */
+    double *partial = (double *)workspace_reserve(WS_SUM_SQUARES,
+                                                  (SUM_SQUARES_MAX_GRID + 1) * sizeof(double));
     double *result = partial + SUM_SQUARES_MAX_GRID;
     bool vec = aligned16(x);
     size_t work = vec ? n / 4 + 1 : n;
@@ -212,16 +211,13 @@ __global__ static void bf16_to_f32_kernel(float *dst, const floatX *src, size_t 
         dst[i] = bf16_to_float(src[i]);
 }
 
-static void *staging; /* (STAGING_CHUNK) fp32 on the device */
-static size_t staging_cap;
-
 /* Chunks reuse one staging buffer; stream order keeps each memcpy behind the
  * previous chunk's conversion. Synchronises at the end, so the caller may free or
  * reuse the host buffer even when it is pinned (uploads are rare: init, load). */
 extern "C" void upload_f32_cuda(float *dst_f, const float *host, size_t n) {
     if (n == 0) return;
     floatX *dst = reinterpret_cast<floatX *>(dst_f); /* (n) */
-    float *stage = (float *)scratch_reserve(&staging, &staging_cap, STAGING_CHUNK * sizeof(float));
+    float *stage = (float *)workspace_reserve(WS_STAGING, STAGING_CHUNK * sizeof(float));
     for (size_t off = 0; off < n; off += STAGING_CHUNK) {
         size_t len = n - off < STAGING_CHUNK ? n - off : STAGING_CHUNK;
         CUDA_CHECK(cudaMemcpyAsync(stage, host + off, len * sizeof(float), cudaMemcpyHostToDevice,
@@ -237,7 +233,7 @@ extern "C" void upload_f32_cuda(float *dst_f, const float *host, size_t n) {
 extern "C" void download_f32_cuda(float *host, const float *src_f, size_t n) {
     if (n == 0) return;
     const floatX *src = reinterpret_cast<const floatX *>(src_f); /* (n) */
-    float *stage = (float *)scratch_reserve(&staging, &staging_cap, STAGING_CHUNK * sizeof(float));
+    float *stage = (float *)workspace_reserve(WS_STAGING, STAGING_CHUNK * sizeof(float));
     for (size_t off = 0; off < n; off += STAGING_CHUNK) {
         size_t len = n - off < STAGING_CHUNK ? n - off : STAGING_CHUNK;
         bf16_to_f32_kernel<<<grid_for(len, ELEMENTWISE_BLOCK), ELEMENTWISE_BLOCK, 0,

@@ -42,6 +42,10 @@
  * 32, 64, 128 that holds HS (a template parameter); columns HS..HSP-1 are
  * zero-filled, which changes no product (zero columns of Q, K add nothing to
  * Q K^T; zero columns of V, dO, Q give output columns that are never stored).
+ * A model whose head size is larger, or whose tiles need more shared memory
+ * than the device offers, is refused when it is created (backend_cuda_check,
+ * with the figures of kernels/cuda/limits.h); the checks at launch remain for
+ * direct callers of the op.
  *
  * Tiles: 64 queries x 64 keys. 64 keeps the fp32 score tile and the output
  * accumulator in shared memory within the A100's 163 KB per block at HS = 128,
@@ -81,14 +85,16 @@
 #include <stdint.h>
 
 #include "kernels/cuda/common.cuh"
+#include "kernels/cuda/limits.h"
 #include "kernels/cuda/ops_cuda.h"
+#include "kernels/cuda/workspace.cuh"
 
 using namespace nvcuda;
 
-#define ATT_TILE 64          /* queries per query tile = keys per key tile */
-#define ATT_FWD_THREADS 128  /* 4 warps, one 16-row strip each */
-#define ATT_BWD_THREADS 256  /* 8 warps */
-#define ATT_MAX_HS 128
+#define ATT_TILE CUDA_ATT_TILE     /* 64 queries per query tile = keys per key tile */
+#define ATT_FWD_THREADS 128        /* 4 warps, one 16-row strip each */
+#define ATT_BWD_THREADS 256        /* 8 warps */
+#define ATT_MAX_HS CUDA_ATT_MAX_HS /* 128; kernels/cuda/limits.h, checked at model set-up */
 #define FULL_MASK 0xffffffffu
 
 typedef wmma::fragment<wmma::matrix_a, 16, 16, 16, floatX, wmma::row_major> FragARow;
@@ -125,6 +131,17 @@ struct AttGeom {
     static_assert(LDH % 8 == 0 && LDP % 8 == 0 && LDS % 4 == 0 && LDO % 4 == 0,
                   "wmma strides: multiples of 16 bytes");
 };
+
+/* the figures backend_cuda_check refuses a configuration by (kernels/cuda/limits.h) */
+#define ATT_LIMITS_MATCH(HSP)                                                              \
+    static_assert(AttGeom<HSP>::FWD_SMEM == CUDA_ATT_FWD_SMEM(HSP) &&                      \
+                      AttGeom<HSP>::BWD_SMEM == CUDA_ATT_BWD_SMEM(HSP) &&                  \
+                      AttGeom<HSP>::DQ_SMEM == CUDA_ATT_DQ_SMEM(HSP),                      \
+                  "kernels/cuda/limits.h must give the shared memory of AttGeom<" #HSP ">")
+ATT_LIMITS_MATCH(16);
+ATT_LIMITS_MATCH(32);
+ATT_LIMITS_MATCH(64);
+ATT_LIMITS_MATCH(128);
 
 /* Copies rows row0..row0+63 of a (T, HS) head slice with row stride ld
  * (elements) into a (64, HSP) shared tile of stride LDH, zero-filling rows
@@ -647,22 +664,6 @@ extern "C" void attention_forward_cuda(float *out, float *lse, const float *qkv,
     }
 }
 
-/* fp32 scratch of the backward: D (B,NH,T). Grown when a call needs more,
- * never shrunk or freed per call; stream-ordered on retort_stream, so a buffer
- * still read by queued kernels is released only after them. One backend per
- * process (one GPU per rank), hence one static buffer. */
-static float *att_scratch;
-static size_t att_scratch_floats;
-
-static float *attention_scratch(size_t floats) {
-    if (floats > att_scratch_floats) {
-        if (att_scratch) CUDA_CHECK(cudaFreeAsync(att_scratch, retort_stream));
-        CUDA_CHECK(cudaMallocAsync((void **)&att_scratch, floats * sizeof(float), retort_stream));
-        att_scratch_floats = floats;
-    }
-    return att_scratch;
-}
-
 extern "C" void attention_backward_cuda(float *dqkv, const float *dout, const float *qkv,
                                         const float *out, const float *lse, int B, int T, int C,
                                         int NH) {
@@ -670,7 +671,8 @@ extern "C" void attention_backward_cuda(float *dqkv, const float *dout, const fl
     if (B == 0 || T == 0) return;
     int HS = C / NH;
     size_t N = (size_t)B * T;
-    float *D = attention_scratch(N * NH); /* (B,NH,T) */
+    /* (B,NH,T) fp32, the backend's workspace: grown when a call needs more */
+    float *D = (float *)workspace_reserve(WS_ATTENTION_ROW_DOT, N * NH * sizeof(float));
     floatX *dx = reinterpret_cast<floatX *>(dqkv);
     const floatX *dO = reinterpret_cast<const floatX *>(dout);
     const floatX *x = reinterpret_cast<const floatX *>(qkv);

@@ -75,14 +75,17 @@
 #include <stdint.h>
 
 #include "kernels/cuda/common.cuh"
+#include "kernels/cuda/limits.h"
 #include "kernels/cuda/ops_cuda.h"
 #include "kernels/cuda/reduce.cuh"
+#include "kernels/cuda/workspace.cuh"
 
 #define DECODE_THREADS 128
 #define DECODE_WARPS (DECODE_THREADS / 32)
 #define DECODE_UNROLL 4          /* keys per group per step */
 #define DECODE_LANE_ELEMS 8      /* head-size elements each lane owns */
-#define DECODE_MAX_HS 256        /* 32 lanes x 8 elements */
+#define DECODE_MAX_HS CUDA_DECODE_MAX_HS /* 256: 32 lanes x 8 elements */
+static_assert(DECODE_MAX_HS == 32 * DECODE_LANE_ELEMS, "one key row is one warp's 32 lanes");
 #define DECODE_SPLIT_BLOCKS 1024 /* split keys only while the grid is smaller than this */
 #define DECODE_MIN_SPLIT_KEYS 256
 #define DECODE_FULL_MASK 0xffffffffu
@@ -289,10 +292,6 @@ __global__ static void decode_combine_kernel(floatX *__restrict__ out,
     }
 }
 
-/* (M, L) pairs then O rows of every (row, split): grows only, never freed */
-static void *decode_scratch;
-static size_t decode_scratch_cap;
-
 template <int G, bool VEC>
 static void decode_launch(floatX *out, const floatX *kc, const floatX *vc, const floatX *qkv,
                           int B, int n, int pos, int C, int NH, int maxT) {
@@ -321,8 +320,9 @@ static void decode_launch(floatX *out, const floatX *kc, const floatX *vc, const
     float *part_ml = NULL, *part_o = NULL;
     if (nsplit > 1) {
         size_t parts = (size_t)rows * nsplit;
-        float *buf = (float *)scratch_reserve(&decode_scratch, &decode_scratch_cap,
-                                              parts * (HS + 2) * sizeof(float));
+        /* (M, L) pairs then O rows of every (row, split) */
+        float *buf = (float *)workspace_reserve(WS_DECODE_SPLITS,
+                                                parts * (HS + 2) * sizeof(float));
         part_ml = buf;
         part_o = buf + 2 * parts;
     }

@@ -48,31 +48,6 @@ static __device__ __forceinline__ RowSplit split_row(const floatX *p, int V) {
     return s;
 }
 
-/* Online softmax statistics: m is the running max, s = sum exp(x - m). Starting
- * from m = -FLT_MAX (not -inf) keeps x - m finite for -inf logits. */
-static __device__ __forceinline__ void online_add(float &m, float &s, float x) {
-    if (x > m) {
-        s = s * expf(m - x) + 1.0f;
-        m = x;
-    } else {
-        s += expf(x - m);
-    }
-}
-
-static __device__ __forceinline__ void online_merge(float &m, float &s, float m2, float s2) {
-    float mx = fmaxf(m, m2);
-    s = s * expf(m - mx) + s2 * expf(m2 - mx);
-    m = mx;
-}
-
-static __device__ __forceinline__ void warp_merge(float &m, float &s) {
-    for (int o = 16; o > 0; o >>= 1) {
-        float m2 = __shfl_xor_sync(0xffffffffu, m, o);
-        float s2 = __shfl_xor_sync(0xffffffffu, s, o);
-        online_merge(m, s, m2, s2);
-    }
-}
-
 /* lse[i] = log sum_j exp(logits[i,j]); logp[i] = logits[i,t] - lse[i] (0 if t < 0) */
 __global__ static void __launch_bounds__(CLASSIFIER_BLOCK)
     classifier_forward_kernel(float *logp, float *lse, const floatX *logits, const int *targets,
@@ -94,7 +69,7 @@ __global__ static void __launch_bounds__(CLASSIFIER_BLOCK)
         online_add(m, s, bf16_to_float(x[j]));
 
     int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, n_warps = blockDim.x >> 5;
-    warp_merge(m, s);
+    warp_online_merge(m, s);
     if (lane == 0) {
         warp_m[warp] = m;
         warp_s[warp] = s;
@@ -103,7 +78,7 @@ __global__ static void __launch_bounds__(CLASSIFIER_BLOCK)
     if (warp != 0) return;
     m = lane < n_warps ? warp_m[lane] : -FLT_MAX;
     s = lane < n_warps ? warp_s[lane] : 0.0f;
-    warp_merge(m, s);
+    warp_online_merge(m, s);
     if (lane == 0) {
         float row_lse = m + logf(s);
         lse[i] = row_lse;

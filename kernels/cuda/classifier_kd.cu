@@ -7,10 +7,11 @@
  * One block per row. Each pass reads the row with a block-stride loop (element
  * j always by the same thread, so the final in-place write never races with a
  * read), and every row statistic is a block reduction broadcast to all
- * threads: tempered log-sum-exps as online (max, sum) pairs in fp32 as in
- * classifier.cu, argmaxes as (value, index) pairs with ties to the lowest
- * index, and the divergence and sum_j s_j a_j accumulated per thread and across
- * the block in double, in a fixed tree (deterministic). Per-element math is
+ * threads: tempered log-sum-exps as online (max, sum) pairs in fp32 (the
+ * online softmax of reduce.cuh, as in classifier.cu), argmaxes as (value,
+ * index) pairs with ties to the lowest index, and the divergence and
+ * sum_j s_j a_j accumulated per thread and across the block in double, in a
+ * fixed tree (deterministic). Per-element math is
  * fp32 in log space (u_j - lse), so underflowing probabilities keep finite logs
  * and 0 log 0 terms are skipped, as on the CPU.
  *
@@ -38,16 +39,16 @@
 
 enum { KD_FORWARD_KL = 0, KD_REVERSE_KL = 1, KD_MIXTURE = 2 };
 
-/* beta and its logs, computed once on the host */
+/* the temperature tau, beta and its logs, computed once on the host */
 struct KdParams {
     int mode;
-    float T, beta, log_beta, log1m_beta;
+    float tau, beta, log_beta, log1m_beta;
 };
 
-static KdParams kd_params(float T, float beta) {
+static KdParams kd_params(float temperature, float beta) {
     KdParams p;
     p.mode = beta == 0.0f ? KD_FORWARD_KL : beta == 1.0f ? KD_REVERSE_KL : KD_MIXTURE;
-    p.T = T;
+    p.tau = temperature;
     p.beta = beta;
     p.log_beta = logf(beta);
     p.log1m_beta = log1pf(-beta);
@@ -93,35 +94,18 @@ static __device__ __forceinline__ float weighted_score(const KdParams &k, float 
  * All threads call them and all get the result; the trailing barrier lets the
  * shared slots be reused by the next call. blockDim.x is a multiple of 32. */
 
-static __device__ __forceinline__ void online_add(float &m, float &s, float x) {
-    if (x > m) {
-        s = s * expf(m - x) + 1.0f;
-        m = x;
-    } else {
-        s += expf(x - m);
-    }
-}
-
-static __device__ __forceinline__ void online_merge(float &m, float &s, float m2, float s2) {
-    float mx = fmaxf(m, m2);
-    s = s * expf(m - mx) + s2 * expf(m2 - mx);
-    m = mx;
-}
-
-/* log sum exp from per-thread (max, sum) pairs; -inf when every sum is 0 */
+/* log sum exp from per-thread (max, sum) pairs (online_add, reduce.cuh); -inf
+ * when every sum is 0 */
 static __device__ float block_lse(float m, float s) {
     __shared__ float sm[32], ss[32];
     int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, n_warps = blockDim.x >> 5;
-    for (int o = 16; o > 0; o >>= 1)
-        online_merge(m, s, __shfl_xor_sync(0xffffffffu, m, o), __shfl_xor_sync(0xffffffffu, s, o));
+    warp_online_merge(m, s);
     if (lane == 0) sm[warp] = m, ss[warp] = s;
     __syncthreads();
     if (warp == 0) {
         m = lane < n_warps ? sm[lane] : -FLT_MAX;
         s = lane < n_warps ? ss[lane] : 0.0f;
-        for (int o = 16; o > 0; o >>= 1)
-            online_merge(m, s, __shfl_xor_sync(0xffffffffu, m, o),
-                         __shfl_xor_sync(0xffffffffu, s, o));
+        warp_online_merge(m, s);
         if (lane == 0) sm[0] = m, ss[0] = s;
     }
     __syncthreads();
@@ -198,13 +182,13 @@ static void kd_refuse(const char *op, const char *what, int value) {
 
 /* ---------------------------------------------------------------- online */
 
-/* log sum_j exp(x_j / T) and argmax_j x_j of one bf16 row */
-static __device__ float row_tempered_lse(const floatX *x, int V, float T, int *argmax) {
+/* log sum_j exp(x_j / tau) and argmax_j x_j of one bf16 row */
+static __device__ float row_tempered_lse(const floatX *x, int V, float tau, int *argmax) {
     float m = -FLT_MAX, s = 0.0f, best = -INFINITY;
     int best_j = INT_MAX;
     for (int j = threadIdx.x; j < V; j += blockDim.x) {
         float v = bf16_to_float(x[j]);
-        online_add(m, s, v / T);
+        online_add(m, s, v / tau);
         argmax_merge(best, best_j, v, j);
     }
     if (argmax) *argmax = block_argmax(best, best_j);
@@ -224,11 +208,12 @@ __global__ static void __launch_bounds__(KD_BLOCK)
     const floatX *z = logits + (size_t)i * Vp;          /* (V) of (Vp) */
     const floatX *zt = teacher_logits + (size_t)i * Vp; /* (V) of (Vp) */
     int arg_s, arg_t;
-    float lse_s = row_tempered_lse(z, V, k.T, &arg_s);
-    float lse_t = row_tempered_lse(zt, V, k.T, &arg_t);
+    float lse_s = row_tempered_lse(z, V, k.tau, &arg_s);
+    float lse_t = row_tempered_lse(zt, V, k.tau, &arg_t);
     double d = 0.0;
     for (int j = threadIdx.x; j < V; j += blockDim.x)
-        d += kd_term(k, bf16_to_float(z[j]) / k.T - lse_s, bf16_to_float(zt[j]) / k.T - lse_t);
+        d += kd_term(k, bf16_to_float(z[j]) / k.tau - lse_s,
+                     bf16_to_float(zt[j]) / k.tau - lse_t);
     d = block_sum(d);
     if (threadIdx.x == 0) {
         kd[i] = (float)d;
@@ -255,20 +240,20 @@ __global__ static void __launch_bounds__(KD_BLOCK)
             x[j] = float_to_bf16(ce_grad(bf16_to_float(x[j]), j, t, gi, l));
         return;
     }
-    float lse_s = row_tempered_lse(x, V, k.T, NULL);
-    float lse_t = row_tempered_lse(zt, V, k.T, NULL);
+    float lse_s = row_tempered_lse(x, V, k.tau, NULL);
+    float lse_t = row_tempered_lse(zt, V, k.tau, NULL);
     float mean_score = 0.0f; /* sum_j s_j a_j */
     if (k.mode != KD_FORWARD_KL) {
         double acc = 0.0;
         for (int j = threadIdx.x; j < V; j += blockDim.x)
-            acc += weighted_score(k, bf16_to_float(x[j]) / k.T - lse_s,
-                                  bf16_to_float(zt[j]) / k.T - lse_t);
+            acc += weighted_score(k, bf16_to_float(x[j]) / k.tau - lse_s,
+                                  bf16_to_float(zt[j]) / k.tau - lse_t);
         mean_score = (float)block_sum(acc);
     }
-    float scale = wi / k.T;
+    float scale = wi / k.tau;
     for (int j = threadIdx.x; j < V; j += blockDim.x) {
         float v = bf16_to_float(x[j]);
-        float log_s = v / k.T - lse_s, log_t = bf16_to_float(zt[j]) / k.T - lse_t;
+        float log_s = v / k.tau - lse_s, log_t = bf16_to_float(zt[j]) / k.tau - lse_t;
         float s = expf(log_s);
         float dkd = k.mode == KD_FORWARD_KL ? s - expf(log_t)
                                             : s * (kd_score(k, log_s, log_t) - mean_score);
@@ -279,10 +264,10 @@ __global__ static void __launch_bounds__(KD_BLOCK)
 /* ---------------------------------------------------------------- top-K */
 
 struct BucketStats {
-    float lse_s;    /* log sum_j exp(z_j / T), whole row */
+    float lse_s;    /* log sum_j exp(z_j / tau), whole row */
     float lse_rem;  /* the same over the non-support, -inf when K == V */
     float log_srem; /* log s_rem */
-    float log_z_t;  /* log (sum_k p_k^(1/T) + r^(1/T)) */
+    float log_z_t;  /* log (sum_k p_k^(1/tau) + r^(1/tau)) */
     float log_qrem; /* log q_rem, -inf when r == 0 */
     int arg_s;      /* argmax of the student row */
     int bad;        /* a duplicate or out-of-range id */
@@ -294,7 +279,7 @@ static __device__ __forceinline__ bool in_support(const unsigned int *bits, int 
 
 /* Marks the row's support in bits and computes the bucket statistics. */
 static __device__ BucketStats bucket_stats(unsigned int *bits, const floatX *z, const int *ids,
-                                           const float *lp, int V, int K, float T) {
+                                           const float *lp, int V, int K, float tau) {
     __shared__ int bad;
     BucketStats b;
     int words = (V + 31) >> 5;
@@ -317,8 +302,8 @@ static __device__ BucketStats bucket_stats(unsigned int *bits, const floatX *z, 
     int best_j = INT_MAX;
     for (int j = threadIdx.x; j < V; j += blockDim.x) {
         float v = bf16_to_float(z[j]);
-        online_add(m, s, v / T);
-        if (!in_support(bits, j)) online_add(m_rem, s_rem, v / T);
+        online_add(m, s, v / tau);
+        if (!in_support(bits, j)) online_add(m_rem, s_rem, v / tau);
         argmax_merge(best, best_j, v, j);
     }
     b.arg_s = block_argmax(best, best_j);
@@ -330,12 +315,12 @@ static __device__ BucketStats bucket_stats(unsigned int *bits, const floatX *z, 
     float mt = -FLT_MAX, st = 0.0f;
     for (int n = threadIdx.x; n < K; n += blockDim.x) {
         mass += exp((double)lp[n]);
-        online_add(mt, st, lp[n] / T);
+        online_add(mt, st, lp[n] / tau);
     }
     mass = block_sum(mass);
     float lse_k = block_lse(mt, st);
     double r = K < V && mass < 1.0 ? 1.0 - mass : 0.0;
-    float log_rem_t = r > 0.0 ? (float)(log(r) / T) : -INFINITY;
+    float log_rem_t = r > 0.0 ? (float)(log(r) / tau) : -INFINITY;
     b.log_z_t = log_add_exp(lse_k, log_rem_t);
     b.log_qrem = log_rem_t - b.log_z_t;
     return b;
@@ -355,14 +340,14 @@ __global__ static void __launch_bounds__(KD_BLOCK)
     const floatX *z = logits + (size_t)i * Vp;       /* (V) of (Vp) */
     const int *ids = teacher_ids + (size_t)i * K;    /* (K) */
     const float *lp = teacher_logp + (size_t)i * K;  /* (K) */
-    BucketStats b = bucket_stats(support_bits, z, ids, lp, V, K, k.T);
+    BucketStats b = bucket_stats(support_bits, z, ids, lp, V, K, k.tau);
     double d = 0.0;
     float best = -INFINITY;
     int best_id = INT_MAX;
     for (int n = threadIdx.x; n < K; n += blockDim.x) {
         int id = ids[n];
         if (id < 0 || id >= V) continue; /* b.bad is set */
-        d += kd_term(k, bf16_to_float(z[id]) / k.T - b.lse_s, lp[n] / k.T - b.log_z_t);
+        d += kd_term(k, bf16_to_float(z[id]) / k.tau - b.lse_s, lp[n] / k.tau - b.log_z_t);
         argmax_merge(best, best_id, lp[n], id);
     }
     d = block_sum(d);
@@ -396,7 +381,7 @@ __global__ static void __launch_bounds__(KD_BLOCK, 2) /* 64 registers: no spill 
             x[j] = float_to_bf16(ce_grad(bf16_to_float(x[j]), j, t, gi, l));
         return;
     }
-    BucketStats b = bucket_stats(support_bits, x, ids, lp, V, K, k.T);
+    BucketStats b = bucket_stats(support_bits, x, ids, lp, V, K, k.tau);
     if (b.bad) {
         fill_row(x, V, NAN);
         return;
@@ -405,18 +390,18 @@ __global__ static void __launch_bounds__(KD_BLOCK, 2) /* 64 registers: no spill 
     if (k.mode != KD_FORWARD_KL) {
         double acc = 0.0;
         for (int n = threadIdx.x; n < K; n += blockDim.x)
-            acc += weighted_score(k, bf16_to_float(x[ids[n]]) / k.T - b.lse_s,
-                                  lp[n] / k.T - b.log_z_t);
+            acc += weighted_score(k, bf16_to_float(x[ids[n]]) / k.tau - b.lse_s,
+                                  lp[n] / k.tau - b.log_z_t);
         mean_score = (float)(block_sum(acc) + weighted_score(k, b.log_srem, b.log_qrem));
         rem_score = kd_score(k, b.log_srem, b.log_qrem) - mean_score;
     }
-    float scale = wi / k.T;
+    float scale = wi / k.tau;
     /* the non-support tokens: the remainder bucket's gradient */
     for (int j = threadIdx.x; j < V; j += blockDim.x) {
         if (in_support(support_bits, j)) continue;
         float v = bf16_to_float(x[j]);
-        float log_s = v / k.T - b.lse_s, s = expf(log_s);
-        float dkd = k.mode == KD_FORWARD_KL ? s - expf(b.log_qrem + v / k.T - b.lse_rem)
+        float log_s = v / k.tau - b.lse_s, s = expf(log_s);
+        float dkd = k.mode == KD_FORWARD_KL ? s - expf(b.log_qrem + v / k.tau - b.lse_rem)
                                             : s * rem_score;
         x[j] = float_to_bf16(ce_grad(v, j, t, gi, l) + scale * dkd);
     }
@@ -424,7 +409,7 @@ __global__ static void __launch_bounds__(KD_BLOCK, 2) /* 64 registers: no spill 
     for (int n = threadIdx.x; n < K; n += blockDim.x) {
         int j = ids[n];
         float v = bf16_to_float(x[j]);
-        float log_s = v / k.T - b.lse_s, log_q = lp[n] / k.T - b.log_z_t, s = expf(log_s);
+        float log_s = v / k.tau - b.lse_s, log_q = lp[n] / k.tau - b.log_z_t, s = expf(log_s);
         float dkd = k.mode == KD_FORWARD_KL ? s - expf(log_q)
                                             : s * (kd_score(k, log_s, log_q) - mean_score);
         x[j] = float_to_bf16(ce_grad(v, j, t, gi, l) + scale * dkd);
@@ -445,20 +430,20 @@ static size_t support_bitmap_bytes(const void *kernel, int V) {
 
 extern "C" void classifier_kd_forward_cuda(float *kd, float *agree, const float *logits_f,
                                            const float *teacher_f, const int *targets, int N,
-                                           int V, int Vp, float T, float beta) {
+                                           int V, int Vp, float temperature, float beta) {
     if (N <= 0 || V <= 0) return;
     const floatX *logits = reinterpret_cast<const floatX *>(logits_f);   /* (N,Vp) */
     const floatX *teacher = reinterpret_cast<const floatX *>(teacher_f); /* (N,Vp) */
     /* kd (N), agree (N) fp32; targets (N) int32 */
     classifier_kd_forward_kernel<<<N, KD_BLOCK, 0, retort_stream>>>(
-        kd, agree, logits, teacher, targets, V, Vp, kd_params(T, beta));
+        kd, agree, logits, teacher, targets, V, Vp, kd_params(temperature, beta));
     CUDA_LAUNCH_CHECK();
 }
 
 extern "C" void classifier_kd_backward_cuda(float *logits_f, const float *lse, const int *targets,
                                             const float *g, const float *teacher_f,
-                                            const float *w, int N, int V, int Vp, float T,
-                                            float beta) {
+                                            const float *w, int N, int V, int Vp,
+                                            float temperature, float beta) {
     if (!w) {
         classifier_backward_cuda(logits_f, lse, targets, g, N, V, Vp);
         return;
@@ -468,21 +453,22 @@ extern "C" void classifier_kd_backward_cuda(float *logits_f, const float *lse, c
     const floatX *teacher = reinterpret_cast<const floatX *>(teacher_f); /* (N,Vp) */
     /* lse, g, w (N) fp32; targets (N) int32 */
     classifier_kd_backward_kernel<<<N, KD_BLOCK, 0, retort_stream>>>(
-        logits, lse, targets, g, teacher, w, V, Vp, kd_params(T, beta));
+        logits, lse, targets, g, teacher, w, V, Vp, kd_params(temperature, beta));
     CUDA_LAUNCH_CHECK();
 }
 
 extern "C" void classifier_kd_topk_forward_cuda(float *kd, float *agree, const float *logits_f,
                                                 const int *teacher_ids, const float *teacher_logp,
                                                 const int *targets, int N, int V, int Vp, int K,
-                                                float T, float beta) {
+                                                float temperature, float beta) {
     if (N <= 0 || V <= 0) return;
     if (K < 1 || K > V) kd_refuse("classifier_kd_topk_forward_cuda", "K must be in [1, V]", K);
     const floatX *logits = reinterpret_cast<const floatX *>(logits_f); /* (N,Vp) */
     /* teacher_ids (N,K) int32, teacher_logp (N,K) fp32; kd, agree (N) fp32 */
     size_t smem = support_bitmap_bytes((const void *)classifier_kd_topk_forward_kernel, V);
     classifier_kd_topk_forward_kernel<<<N, KD_BLOCK, smem, retort_stream>>>(
-        kd, agree, logits, teacher_ids, teacher_logp, targets, V, Vp, K, kd_params(T, beta));
+        kd, agree, logits, teacher_ids, teacher_logp, targets, V, Vp, K,
+        kd_params(temperature, beta));
     CUDA_LAUNCH_CHECK();
 }
 
@@ -490,7 +476,8 @@ extern "C" void classifier_kd_topk_backward_cuda(float *logits_f, const float *l
                                                  const int *targets, const float *g,
                                                  const int *teacher_ids,
                                                  const float *teacher_logp, const float *w, int N,
-                                                 int V, int Vp, int K, float T, float beta) {
+                                                 int V, int Vp, int K, float temperature,
+                                                 float beta) {
     if (!w) {
         classifier_backward_cuda(logits_f, lse, targets, g, N, V, Vp);
         return;
@@ -500,6 +487,7 @@ extern "C" void classifier_kd_topk_backward_cuda(float *logits_f, const float *l
     floatX *logits = reinterpret_cast<floatX *>(logits_f); /* (N,Vp) in/out */
     size_t smem = support_bitmap_bytes((const void *)classifier_kd_topk_backward_kernel, V);
     classifier_kd_topk_backward_kernel<<<N, KD_BLOCK, smem, retort_stream>>>(
-        logits, lse, targets, g, teacher_ids, teacher_logp, w, V, Vp, K, kd_params(T, beta));
+        logits, lse, targets, g, teacher_ids, teacher_logp, w, V, Vp, K,
+        kd_params(temperature, beta));
     CUDA_LAUNCH_CHECK();
 }

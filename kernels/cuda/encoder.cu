@@ -30,16 +30,18 @@
  * (padding) makes its block loop long; the loop issues four row loads at a
  * time to hide latency but keeps the add order.
  *
- * Host buffers (pinned) and the device list buffer are cached and only grow.
- * The pinned list buffer feeds an asynchronous upload, so the next call waits
- * for that copy's event before rewriting it (it finished long before in
- * practice: a whole training step lies in between).
+ * The host buffers (pinned) and the device list buffer are workspaces of the
+ * backend (kernels/cuda/workspace.cuh), cached and grown only. The pinned list
+ * buffer feeds an asynchronous upload, so the next call waits for that copy
+ * before rewriting it (it finished long before in practice: a whole training
+ * step lies in between).
  */
 #include <string.h>
 
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/ops_cuda.h"
 #include "kernels/cuda/reduce.cuh"
+#include "kernels/cuda/workspace.cuh"
 
 #define ELEMENTWISE_BLOCK 256
 #define DWTE_THREADS 256 /* most threads of a per-id block */
@@ -197,34 +199,10 @@ __global__ static void __launch_bounds__(DWTE_THREADS)
     }
 }
 
-/* cached buffers of the host side; they only grow */
-static int *ids_down;          /* (N) pinned: the token ids, copied down (no inp_host) */
-static size_t ids_down_cap;    /* ints */
-static int *lists_host;        /* (N + 2*n_ids + 1) pinned: the lists, before upload */
-static size_t lists_host_cap;  /* ints */
-static int *cursor;            /* (max id + 1) plain host: counts, then write cursors */
-static size_t cursor_cap;      /* ints */
-static void *lists_dev;        /* (N + 2*n_ids + 1) ints on the device */
-static size_t lists_dev_cap;   /* bytes */
-static cudaEvent_t lists_uploaded; /* recorded after each upload from lists_host */
-static int lists_in_flight;        /* lists_uploaded was recorded and not waited for */
-
-/* Only called when no copy can still read the old buffer (after a stream
- * synchronisation, or after waiting for lists_uploaded), so freeing it is safe. */
-static int *pinned_reserve(int **buf, size_t *cap, size_t n_ints) {
-    if (n_ints > *cap) {
-        if (*buf) CUDA_CHECK(cudaFreeHost(*buf));
-        *buf = NULL;
-        *cap = 0;
-        CUDA_CHECK(cudaMallocHost((void **)buf, n_ints * sizeof(int)));
-        *cap = n_ints;
-    }
-    return *buf;
-}
-
-/* Builds the per-id position lists of ids[0..N) (host) into lists_host; returns
- * the number of distinct ids. Exits on a negative id (the CPU twin asserts). */
-static int build_position_lists(const int *ids_in, long N) {
+/* Builds the per-id position lists of ids_in[0..N) (host) into lists (host,
+ * at least 3N + 1 ints); returns the number of distinct ids. Exits on a
+ * negative id (the CPU twin asserts). */
+static int build_position_lists(int *lists, const int *ids_in, long N) {
     int max_id = -1;
     for (long i = 0; i < N; i++) {
         int id = ids_in[i];
@@ -236,23 +214,15 @@ static int build_position_lists(const int *ids_in, long N) {
         if (id > max_id) max_id = id;
     }
     size_t n_slots = (size_t)max_id + 1;
-    if (n_slots > cursor_cap) {
-        free(cursor);
-        cursor = (int *)malloc(n_slots * sizeof(int));
-        if (!cursor) {
-            fprintf(stderr, "retort: encoder_backward_cuda: out of host memory (%zu ids)\n",
-                    n_slots);
-            exit(1);
-        }
-        cursor_cap = n_slots;
-    }
+    /* (max id + 1): counts, then write cursors */
+    int *cursor = (int *)workspace_reserve(WS_ENCODER_CURSOR, n_slots * sizeof(int));
     memset(cursor, 0, n_slots * sizeof(int));
     for (long i = 0; i < N; i++) cursor[ids_in[i]]++;
     int n_ids = 0;
     for (size_t id = 0; id < n_slots; id++) n_ids += cursor[id] > 0;
-    int *positions = lists_host;             /* (N) */
-    int *ids = lists_host + N;               /* (n_ids) */
-    int *starts = lists_host + N + n_ids;    /* (n_ids + 1) */
+    int *positions = lists;             /* (N) */
+    int *ids = lists + N;               /* (n_ids) */
+    int *starts = lists + N + n_ids;    /* (n_ids + 1) */
     int k = 0, run = 0;
     for (size_t id = 0; id < n_slots; id++) {
         int count = cursor[id];
@@ -273,25 +243,21 @@ static void encoder_dwte(float *dwte, const floatX *dout, const int *inp, const 
                          int N, int C) {
     const int *ids_in = inp_host;
     if (!ids_in) { /* no host copy: download the ids (one stream synchronisation) */
-        pinned_reserve(&ids_down, &ids_down_cap, (size_t)N);
+        int *ids_down = (int *)workspace_reserve(WS_ENCODER_IDS_HOST, (size_t)N * sizeof(int));
         CUDA_CHECK(cudaMemcpyAsync(ids_down, inp, (size_t)N * sizeof(int),
                                    cudaMemcpyDeviceToHost, retort_stream));
         CUDA_CHECK(cudaStreamSynchronize(retort_stream));
         ids_in = ids_down;
-    } else if (lists_in_flight) { /* the previous upload may still read lists_host */
-        CUDA_CHECK(cudaEventSynchronize(lists_uploaded));
     }
-    lists_in_flight = 0; /* either way the previous upload is done */
-    pinned_reserve(&lists_host, &lists_host_cap, 3 * (size_t)N + 1);
-    int n_ids = build_position_lists(ids_in, N);
+    /* (N + 2*n_ids + 1) pinned; waits for the previous call's upload from it */
+    int *lists_host =
+        (int *)workspace_reserve(WS_ENCODER_LISTS_HOST, (3 * (size_t)N + 1) * sizeof(int));
+    int n_ids = build_position_lists(lists_host, ids_in, N);
     size_t n_ints = (size_t)N + 2 * (size_t)n_ids + 1;
-    int *lists = (int *)scratch_reserve(&lists_dev, &lists_dev_cap, n_ints * sizeof(int));
+    int *lists = (int *)workspace_reserve(WS_ENCODER_LISTS, n_ints * sizeof(int));
     CUDA_CHECK(cudaMemcpyAsync(lists, lists_host, n_ints * sizeof(int), cudaMemcpyHostToDevice,
                                retort_stream));
-    if (!lists_uploaded) CUDA_CHECK(cudaEventCreateWithFlags(&lists_uploaded,
-                                                             cudaEventDisableTiming));
-    CUDA_CHECK(cudaEventRecord(lists_uploaded, retort_stream));
-    lists_in_flight = 1;
+    workspace_copy_queued(WS_ENCODER_LISTS_HOST);
     bool vec = C % VEC_WIDTH == 0 && aligned16(dwte) && aligned16(dout);
     int threads = block_for_columns(vec ? C / VEC_WIDTH : C, DWTE_THREADS);
     if (vec)

@@ -22,6 +22,7 @@
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/ops_cuda.h"
 #include "kernels/cuda/reduce.cuh"
+#include "kernels/cuda/workspace.cuh"
 
 #define LN_ROWS_BLOCK 256          /* threads of the warp-per-row kernels: 8 rows per block */
 #define LN_MAX_VECS_PER_LANE 8     /* register path up to C = 32 * 8 * 8 = 2048 */
@@ -279,9 +280,6 @@ __global__ static void layernorm_param_reduce_kernel(float *dweight, float *dbia
     if (dbias) dbias[c] += b;
 }
 
-static void *ln_scratch; /* (n_blocks, 2, C) fp32 partial column sums */
-static size_t ln_scratch_cap;
-
 extern "C" void layernorm_backward_cuda(float *dinp_f, float *dweight_f, float *dbias_f,
                                         const float *dout_f, const float *inp_f,
                                         const float *weight_f, const float *mean,
@@ -313,8 +311,9 @@ extern "C" void layernorm_backward_cuda(float *dinp_f, float *dweight_f, float *
     if (n_blocks > LN_PARAM_MAX_BLOCKS) n_blocks = LN_PARAM_MAX_BLOCKS;
     int rows_per_block = ceil_div(N, n_blocks);
     n_blocks = ceil_div(N, rows_per_block); /* no empty trailing block */
-    float *partial = (float *)scratch_reserve(&ln_scratch, &ln_scratch_cap,
-                                              (size_t)n_blocks * 2 * C * sizeof(float));
+    /* (n_blocks, 2, C) fp32 partial column sums */
+    float *partial = (float *)workspace_reserve(WS_LAYERNORM_PARTIALS,
+                                                (size_t)n_blocks * 2 * C * sizeof(float));
     int threads = block_for_columns(c_vec ? C / VEC_WIDTH : C, LN_PARAM_THREADS);
     if (c_vec)
         layernorm_param_partial_kernel<true><<<n_blocks, threads, 0, retort_stream>>>(

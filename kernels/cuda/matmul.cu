@@ -24,6 +24,7 @@
 
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/ops_cuda.h"
+#include "kernels/cuda/workspace.cuh"
 
 #define CUBLAS_CHECK(call)                                                                \
     do {                                                                                  \
@@ -35,16 +36,8 @@
         }                                                                                 \
     } while (0)
 
-static cublasHandle_t handle;
-
-static cublasHandle_t cublas(void) {
-    if (!handle) {
-        CUBLAS_CHECK(cublasCreate(&handle));
-        CUBLAS_CHECK(cublasSetStream(handle, retort_stream));
-        CUBLAS_CHECK(cublasSetMathMode(handle, CUBLAS_DEFAULT_MATH));
-    }
-    return handle;
-}
+/* the handle lives in the backend's workspace registry, on retort_stream */
+static cublasHandle_t cublas(void) { return workspace_cublas(); }
 
 /* C (m,n) = alpha op(A) op(B) + beta C, all bf16, column-major, fp32 compute */
 static void gemm(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
@@ -94,23 +87,16 @@ __global__ static void column_finish_kernel(float *dbias, const float *partial, 
     dbias[c] += s;
 }
 
-static float *bias_scratch;
-static size_t bias_scratch_n;
-
 static void bias_backward(float *dbias, const floatX *dout, int N, int OC) {
     if (N <= 0 || OC <= 0) return; /* nothing to add; a zero-size grid would not launch */
     int parts = ceil_div(N, BIAS_ROWS_PER_BLOCK);
-    size_t need = (size_t)parts * OC;
-    if (need > bias_scratch_n) {
-        if (bias_scratch) CUDA_CHECK(cudaFree(bias_scratch));
-        CUDA_CHECK(cudaMalloc(&bias_scratch, need * sizeof(float)));
-        bias_scratch_n = need;
-    }
+    /* (parts, OC) fp32 partial column sums */
+    float *partial =
+        (float *)workspace_reserve(WS_BIAS_PARTIALS, (size_t)parts * OC * sizeof(float));
     dim3 grid(ceil_div(OC, 128), parts);
-    column_partial_sums_kernel<<<grid, 128, 0, retort_stream>>>(bias_scratch, dout, N, OC);
+    column_partial_sums_kernel<<<grid, 128, 0, retort_stream>>>(partial, dout, N, OC);
     CUDA_LAUNCH_CHECK();
-    column_finish_kernel<<<ceil_div(OC, 128), 128, 0, retort_stream>>>(dbias, bias_scratch, parts,
-                                                                        OC);
+    column_finish_kernel<<<ceil_div(OC, 128), 128, 0, retort_stream>>>(dbias, partial, parts, OC);
     CUDA_LAUNCH_CHECK();
 }
 

@@ -1,6 +1,6 @@
 /* kernels/cuda/reduce.cuh — small helpers the elementwise and reduction kernels
  * share: 16-byte bf16 vector loads and stores, alignment tests, grid sizing,
- * deterministic block reductions, and cached device scratch buffers.
+ * deterministic block reductions and the classifiers' online softmax.
  *
  * Vector access: eight bf16 values are one 16-byte uint4. Converting bf16 to
  * fp32 is exact (the bf16 bits are the high half of the fp32 bits), so a load
@@ -74,6 +74,35 @@ static __device__ __forceinline__ double block_sum_double(double v) {
     return v;
 }
 
+/* Online softmax statistics of the classifier kernels (classifier.cu,
+ * classifier_kd.cu): each thread keeps a running max m and s = sum exp(x - m)
+ * over its elements, and pairs are merged in a fixed order, so a log-sum-exp
+ * (m + log s) is deterministic. Start from m = -FLT_MAX, s = 0 (not -inf): then
+ * x - m stays finite for -inf logits. */
+static __device__ __forceinline__ void online_add(float &m, float &s, float x) {
+    if (x > m) {
+        s = s * expf(m - x) + 1.0f;
+        m = x;
+    } else {
+        s += expf(x - m);
+    }
+}
+
+static __device__ __forceinline__ void online_merge(float &m, float &s, float m2, float s2) {
+    float mx = fmaxf(m, m2);
+    s = s * expf(m - mx) + s2 * expf(m2 - mx);
+    m = mx;
+}
+
+/* (m, s) merged over the warp by xor butterflies; every lane gets the result */
+static __device__ __forceinline__ void warp_online_merge(float &m, float &s) {
+    for (int o = 16; o > 0; o >>= 1) {
+        float m2 = __shfl_xor_sync(0xffffffffu, m, o);
+        float s2 = __shfl_xor_sync(0xffffffffu, s, o);
+        online_merge(m, s, m2, s2);
+    }
+}
+
 static inline bool aligned16(const void *p) { return ((uintptr_t)p & 15u) == 0; }
 
 /* Blocks for a grid-stride loop over `work` items: enough to fill any GPU, capped
@@ -91,23 +120,6 @@ static inline int block_for_columns(int units, int max_threads) {
     int threads = (units + 31) / 32 * 32;
     if (threads < 32) threads = 32;
     return threads < max_threads ? threads : max_threads;
-}
-
-/* A device scratch buffer cached across calls that only grows: the steady state
- * allocates nothing. The stream is synchronised before the old buffer is freed,
- * since kernels queued earlier may still read it. */
-static inline void *scratch_reserve(void **buf, size_t *cap, size_t bytes) {
-    if (bytes > *cap) {
-        if (*buf) {
-            CUDA_CHECK(cudaStreamSynchronize(retort_stream));
-            CUDA_CHECK(cudaFree(*buf));
-            *buf = NULL;
-            *cap = 0;
-        }
-        CUDA_CHECK(cudaMalloc(buf, bytes));
-        *cap = bytes;
-    }
-    return *buf;
 }
 
 #endif
