@@ -354,43 +354,45 @@ static void ensure_acts(GPT *m, int B, int T) {
     size_t *sx = xcalloc((size_t)nx, sizeof(size_t)), *s32 = xcalloc((size_t)n32, sizeof(size_t));
     float ***px = xcalloc((size_t)nx, sizeof(float **)), ***p32 = xcalloc((size_t)n32, sizeof(float **));
     int ix = 0, i32 = 0;
-#define X(ptr, n) (sx[ix] = (n), px[ix++] = &(ptr))
-#define F(ptr, n) (s32[i32] = (n), p32[i32++] = (float **)&(ptr))
+/* a buffer of n elements of the compute type / of fp32: its size, and the
+ * pointer carve() sets */
+#define ACT_COMPUTE(ptr, n) (sx[ix] = (n), px[ix++] = &(ptr))
+#define ACT_FP32(ptr, n) (s32[i32] = (n), p32[i32++] = (float **)&(ptr))
     for (int l = 0; l < L; l++) {
         LayerActs *a = &m->layers[l];
-        X(a->ln1, N * C);
-        X(a->qkv, N * 3 * C);
-        X(a->atty, N * C);
-        X(a->attproj, N * C);
-        X(a->res2, N * C);
-        X(a->ln2, N * C);
-        X(a->fch, N * 4 * C);
-        X(a->fch_gelu, N * 4 * C);
-        X(a->fcproj, N * C);
-        X(a->res3, N * C);
-        F(a->ln1_mean, N);
-        F(a->ln1_rstd, N);
-        F(a->att_lse, NH * N);
-        F(a->ln2_mean, N);
-        F(a->ln2_rstd, N);
+        ACT_COMPUTE(a->ln1, N * C);
+        ACT_COMPUTE(a->qkv, N * 3 * C);
+        ACT_COMPUTE(a->atty, N * C);
+        ACT_COMPUTE(a->attproj, N * C);
+        ACT_COMPUTE(a->res2, N * C);
+        ACT_COMPUTE(a->ln2, N * C);
+        ACT_COMPUTE(a->fch, N * 4 * C);
+        ACT_COMPUTE(a->fch_gelu, N * 4 * C);
+        ACT_COMPUTE(a->fcproj, N * C);
+        ACT_COMPUTE(a->res3, N * C);
+        ACT_FP32(a->ln1_mean, N);
+        ACT_FP32(a->ln1_rstd, N);
+        ACT_FP32(a->att_lse, NH * N);
+        ACT_FP32(a->ln2_mean, N);
+        ACT_FP32(a->ln2_rstd, N);
     }
-    X(m->encoded, N * C);
-    X(m->lnf, N * C);
-    X(m->logits, (size_t)head_rows * m->Vp);
-    X(m->dres, N * C);
-    X(m->dC, N * C);
-    X(m->dqkv, N * 3 * C);
-    X(m->dfch, N * 4 * C);
-    X(m->dfch_gelu, N * 4 * C);
-    F(m->lnf_mean, N);
-    F(m->lnf_rstd, N);
-    F(m->logp, N);
-    F(m->lse, N);
-    F(m->g, N);
-    F(m->inputs, N);  /* int32, same size as fp32 */
-    F(m->targets, N);
-#undef X
-#undef F
+    ACT_COMPUTE(m->encoded, N * C);
+    ACT_COMPUTE(m->lnf, N * C);
+    ACT_COMPUTE(m->logits, (size_t)head_rows * m->Vp);
+    ACT_COMPUTE(m->dres, N * C);
+    ACT_COMPUTE(m->dC, N * C);
+    ACT_COMPUTE(m->dqkv, N * 3 * C);
+    ACT_COMPUTE(m->dfch, N * 4 * C);
+    ACT_COMPUTE(m->dfch_gelu, N * 4 * C);
+    ACT_FP32(m->lnf_mean, N);
+    ACT_FP32(m->lnf_rstd, N);
+    ACT_FP32(m->logp, N);
+    ACT_FP32(m->lse, N);
+    ACT_FP32(m->g, N);
+    ACT_FP32(m->inputs, N);  /* int32, same size as fp32 */
+    ACT_FP32(m->targets, N);
+#undef ACT_COMPUTE
+#undef ACT_FP32
     assert(ix == nx && i32 == n32);
     m->acts = carve(m->be, m->be->act_size, sx, px, nx);
     m->acts32 = carve(m->be, sizeof(float), s32, p32, n32);
@@ -424,8 +426,9 @@ static void blocks_forward(GPT *m, int B, int T, int pos) {
     const float *residual = m->encoded;
     for (int l = 0; l < L; l++) {
         LayerActs *a = &m->layers[l];
-        be->layernorm_forward(a->ln1, a->ln1_mean, a->ln1_rstd, residual, P(m, l, P_LN1_W),
-                              P(m, l, P_LN1_B), N, C, c->layer_norm_epsilon);
+        be->layernorm_forward(a->ln1, a->ln1_mean, a->ln1_rstd, residual,
+                              layer_param(m, l, P_LN1_W), layer_param(m, l, P_LN1_B), N, C,
+                              c->layer_norm_epsilon);
         linear_forward(m, l, LIN_QKV, a->qkv, a->ln1, N, training);
         if (pos < 0)
             be->attention_forward(a->atty, a->att_lse, a->qkv, B, T, C, NH);
@@ -435,8 +438,9 @@ static void blocks_forward(GPT *m, int B, int T, int pos) {
                                  pos, C, NH, c->n_positions);
         linear_forward(m, l, LIN_ATTPROJ, a->attproj, a->atty, N, training);
         be->residual_forward(a->res2, residual, a->attproj, (size_t)N * C);
-        be->layernorm_forward(a->ln2, a->ln2_mean, a->ln2_rstd, a->res2, P(m, l, P_LN2_W),
-                              P(m, l, P_LN2_B), N, C, c->layer_norm_epsilon);
+        be->layernorm_forward(a->ln2, a->ln2_mean, a->ln2_rstd, a->res2,
+                              layer_param(m, l, P_LN2_W), layer_param(m, l, P_LN2_B), N, C,
+                              c->layer_norm_epsilon);
         linear_forward(m, l, LIN_FC, a->fch, a->ln2, N, training);
         be->gelu_forward(a->fch_gelu, a->fch, (size_t)N * 4 * C);
         linear_forward(m, l, LIN_FCPROJ, a->fcproj, a->fch_gelu, N, training);
@@ -557,8 +561,8 @@ static void block_backward(GPT *m, int l, int need_input) {
     if (BEYOND(GRP_FC)) be->zero(m->dC, NC * X);
     linear_backward(m, l, LIN_FC, BEYOND(GRP_FC) ? m->dC : NULL, m->dfch, a->ln2, N);
     if (!BEYOND(GRP_FC)) return;
-    be->layernorm_backward(m->dres, G(m, l, P_LN2_W), G(m, l, P_LN2_B), m->dC, a->res2,
-                           P(m, l, P_LN2_W), a->ln2_mean, a->ln2_rstd, N, C);
+    be->layernorm_backward(m->dres, layer_grad(m, l, P_LN2_W), layer_grad(m, l, P_LN2_B), m->dC,
+                           a->res2, layer_param(m, l, P_LN2_W), a->ln2_mean, a->ln2_rstd, N, C);
     if (!BEYOND(GRP_LN2)) return;
     /* res2 = residual + attproj */
     if (BEYOND(GRP_ATTPROJ)) be->zero(m->dC, NC * X);
@@ -569,8 +573,8 @@ static void block_backward(GPT *m, int l, int need_input) {
     if (BEYOND(GRP_QKV)) be->zero(m->dC, NC * X);
     linear_backward(m, l, LIN_QKV, BEYOND(GRP_QKV) ? m->dC : NULL, m->dqkv, a->ln1, N);
     if (!BEYOND(GRP_QKV)) return;
-    be->layernorm_backward(m->dres, G(m, l, P_LN1_W), G(m, l, P_LN1_B), m->dC, residual,
-                           P(m, l, P_LN1_W), a->ln1_mean, a->ln1_rstd, N, C);
+    be->layernorm_backward(m->dres, layer_grad(m, l, P_LN1_W), layer_grad(m, l, P_LN1_B), m->dC,
+                           residual, layer_param(m, l, P_LN1_W), a->ln1_mean, a->ln1_rstd, N, C);
 #undef BEYOND
 }
 

@@ -122,8 +122,13 @@ static inline float *grad_at(const GPT *m, int i) {
     return m->grads + p->grad_offset;
 }
 
-static inline float *P(GPT *m, int layer, int slot) { return param_at(m, 2 + layer * P_PER_LAYER + slot); }
-static inline float *G(GPT *m, int layer, int slot) { return grad_at(m, 2 + layer * P_PER_LAYER + slot); }
+/* Parameter / gradient of slot P_* of block `layer` (tensors 0 and 1 are wte, wpe). */
+static inline float *layer_param(GPT *m, int layer, int slot) {
+    return param_at(m, 2 + layer * P_PER_LAYER + slot);
+}
+static inline float *layer_grad(GPT *m, int layer, int slot) {
+    return grad_at(m, 2 + layer * P_PER_LAYER + slot);
+}
 
 /* Row r of a (rows, width) buffer of the compute type. */
 static inline float *act_row(const GPT *m, const float *base, size_t r, size_t width) {

@@ -253,7 +253,8 @@ void linear_forward(GPT *m, int l, int k, float *out, const float *inp, int N,
     const Backend *be = m->be;
     int in, oc, slot = LIN_SLOT[k];
     lin_dims(m, k, &in, &oc);
-    be->matmul_forward(out, inp, P(m, l, slot), P(m, l, slot + 1), N, in, oc);
+    be->matmul_forward(out, inp, layer_param(m, l, slot), layer_param(m, l, slot + 1), N, in,
+                       oc);
     int a = m->lora_index[l * N_LIN + k];
     if (a < 0) return;
     int r = m->lora.r, ks = l * N_LIN + k;
@@ -276,9 +277,9 @@ void linear_backward(GPT *m, int l, int k, float *dinp, const float *dout,
     const Backend *be = m->be;
     int in, oc, slot = LIN_SLOT[k];
     lin_dims(m, k, &in, &oc);
-    float *dw = G(m, l, slot), *db = G(m, l, slot + 1);
+    float *dw = layer_grad(m, l, slot), *db = layer_grad(m, l, slot + 1);
     if (dinp || dw || db)
-        be->matmul_backward(dinp, dw, db, dout, inp, P(m, l, slot), N, in, oc);
+        be->matmul_backward(dinp, dw, db, dout, inp, layer_param(m, l, slot), N, in, oc);
     int a = m->lora_index[l * N_LIN + k];
     if (a < 0) return;
     int r = m->lora.r, ks = l * N_LIN + k;
