@@ -20,6 +20,11 @@
 
 #include "util/util.h"
 
+typedef struct {
+    const char *name;
+    const char *arguments; /* the argument keys, as documentation */
+} ToolInfo;
+
 static const ToolInfo tools[] = {
     {"calculator", "{\"expression\": string}"},
     {"convert_units", "{\"value\": number, \"from\": unit, \"to\": unit}"},
@@ -28,7 +33,6 @@ static const ToolInfo tools[] = {
 #define N_TOOLS ((int)(sizeof tools / sizeof tools[0]))
 
 int toolenv_n_tools(void) { return N_TOOLS; }
-const ToolInfo *toolenv_tool(int i) { return i >= 0 && i < N_TOOLS ? &tools[i] : NULL; }
 
 int toolenv_has_tool(const char *name) {
     for (int i = 0; i < N_TOOLS; i++)
@@ -258,13 +262,6 @@ const char *toolenv_table_key(const char *table, int row) {
     const Table *t = find_table(table);
     if (!t || row < 0 || row >= t->n_rows) return NULL;
     return t->cells[row * (t->n_columns + 1)];
-}
-
-const char *toolenv_table_cell(const char *table, int row, const char *column) {
-    const Table *t = find_table(table);
-    if (!t || row < 0 || row >= t->n_rows) return NULL;
-    int j = table_column(t, column);
-    return j < 0 ? NULL : t->cells[row * (t->n_columns + 1) + 1 + j];
 }
 
 /* ---------------------------------------------------------------- calls */

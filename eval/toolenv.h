@@ -24,14 +24,8 @@
 
 #include <stddef.h>
 
-typedef struct {
-    const char *name;
-    const char *arguments; /* the argument keys, as documentation */
-} ToolInfo;
-
 /* The tool set (names are what a caller must emit). */
 int toolenv_n_tools(void);
-const ToolInfo *toolenv_tool(int i);
 /* 1 when name is one of the tools. */
 int toolenv_has_tool(const char *name);
 
@@ -46,10 +40,9 @@ int toolenv_calc(const char *expression, double *out, char *err, size_t err_cap)
 /* x rounded to 2 decimals, trailing zeros (and a trailing '.') removed, "-0" as "0". */
 void toolenv_format_number(double x, char *buf, size_t cap);
 
-/* Built-in tables, for task generators: rows of `table`, the key of row i,
- * and a cell as text (NULL when there is no such table / row / column). */
+/* Built-in tables, for task generators: rows of `table`, and the key of row
+ * i (NULL when there is no such table / row). */
 int toolenv_table_rows(const char *table);
 const char *toolenv_table_key(const char *table, int row);
-const char *toolenv_table_cell(const char *table, int row, const char *column);
 
 #endif

@@ -269,7 +269,6 @@ void dist_shard_range(size_t n, int rank, int world, size_t *begin, size_t *end)
 
 const DistWorld *dist_world(void) { return &g_world; }
 int dist_mpi_active(void) { return g_mpi_active; }
-int dist_nccl_active(void) { return g_nccl_active; }
 void dist_set_round_elems(size_t n) { g_round_elems = n ? n : 1; }
 
 static int launched_by_mpi(const DistWorld *w) {

@@ -104,7 +104,6 @@ static inline int dist_rank(void) { return dist_world()->rank; }
 static inline int dist_size(void) { return dist_world()->world; }
 static inline int dist_is_main(void) { return dist_world()->rank == 0; }
 int dist_mpi_active(void);
-int dist_nccl_active(void);
 
 /* ---- host collectives (every rank calls, same n) ---- */
 
