@@ -304,8 +304,7 @@ Test(metrics, hand_made_predictions_score_as_computed_by_hand) {
 
 static GPT *tiny_model(uint64_t seed) {
     GPTConfig cfg = {1, 2, 32, 257, 128, 1e-5f, 0};
-    GPT *m = gpt_create(&cfg, backend_cpu());
-    gpt_init_random(m, seed);
+    GPT *m = random_cpu_model(&cfg, seed);
     gpt_set_train_mode(m, 0);
     return m;
 }

@@ -30,17 +30,6 @@ static Paths tmp_paths(void) {
     return p;
 }
 
-static void write_text(const char *path, const char *text) {
-    FILE *f = fopen(path, "wb");
-    cr_assert_not_null(f, "cannot create %s", path);
-    cr_assert_eq(fwrite(text, 1, strlen(text), f), strlen(text));
-    fclose(f);
-}
-
-static void assert_contains(const char *haystack, const char *needle) {
-    cr_assert(strstr(haystack, needle) != NULL, "message lacks \"%s\": %s", needle, haystack);
-}
-
 static BuildOptions opts(const Paths *p, Schema s) {
     return (BuildOptions){.input = p->in, .output = p->out, .schema = s, .tokenizer = "bytes",
                           .quiet = 1};

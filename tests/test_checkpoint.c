@@ -10,13 +10,6 @@
 
 /* ---------------------------------------------------------------- helpers */
 
-static void write_bytes(const char *path, const void *data, size_t len) {
-    FILE *f = fopen(path, "wb");
-    cr_assert_not_null(f, "cannot create %s", path);
-    cr_assert_eq(fwrite(data, 1, len, f), len);
-    fclose(f);
-}
-
 /* A safetensors file with a hand-written header and `data_len` zero bytes. */
 static void write_raw_st(const char *path, const char *header, size_t data_len) {
     size_t hlen = strlen(header);
@@ -385,10 +378,11 @@ Test(safetensors, reads_python_written_file) {
 
 /* ---------------------------------------------------------------- checkpoint dirs */
 
-static void write_text(const char *dir, const char *name, const char *text) {
+/* write_text to dir/name */
+static void write_text_in(const char *dir, const char *name, const char *text) {
     char path[2048];
     cr_assert_lt((size_t)snprintf(path, sizeof path, "%s/%s", dir, name), sizeof path);
-    write_bytes(path, text, strlen(text));
+    write_text(path, text);
 }
 
 static char *read_text(const char *dir, const char *name) {
@@ -401,7 +395,7 @@ static char *read_text(const char *dir, const char *name) {
 static void save(const char *run, int64_t step, const char *tag) {
     char tmp[1024];
     cr_assert_eq(ckpt_begin(run, step, tmp, sizeof tmp), 0, "%s", err_msg());
-    write_text(tmp, "trainer.json", tag);
+    write_text_in(tmp, "trainer.json", tag);
     cr_assert_eq(ckpt_commit(run, tmp, step), 0, "%s", err_msg());
 }
 
@@ -419,7 +413,7 @@ Test(checkpoint, begin_commit_creates_done) {
     snprintf(want, sizeof want, "%s/step-00000005.tmp", run);
     cr_assert_str_eq(tmp, want);
     cr_assert(path_exists(tmp));
-    write_text(tmp, "trainer.json", "{\"step\": 5}");
+    write_text_in(tmp, "trainer.json", "{\"step\": 5}");
     /* Not listed before commit. */
     int64_t steps[4];
     cr_assert_eq(ckpt_list(run, steps, 4), 0);
@@ -442,7 +436,7 @@ Test(checkpoint, begin_replaces_stale_tmp) {
     char run[256], tmp[1024];
     make_temp_dir(run, sizeof run, "ckpt");
     cr_assert_eq(ckpt_begin(run, 3, tmp, sizeof tmp), 0, "%s", err_msg());
-    write_text(tmp, "stale.bin", "old");
+    write_text_in(tmp, "stale.bin", "old");
     cr_assert_eq(ckpt_begin(run, 3, tmp, sizeof tmp), 0, "%s", err_msg());
     char stale[1100];
     snprintf(stale, sizeof stale, "%s/stale.bin", tmp);
@@ -467,16 +461,16 @@ Test(checkpoint, list_ignores_incomplete_and_foreign) {
     cr_assert_eq(mkdir_p(path), 0);
     snprintf(path, sizeof path, "%s/step-00000060.tmp", run);
     cr_assert_eq(mkdir_p(path), 0);
-    write_text(path, "DONE", "60");
+    write_text_in(path, "DONE", "60");
     snprintf(path, sizeof path, "%s/step-70", run);
     cr_assert_eq(mkdir_p(path), 0);
-    write_text(path, "DONE", "70");
+    write_text_in(path, "DONE", "70");
     snprintf(path, sizeof path, "%s/step-0000008x", run);
     cr_assert_eq(mkdir_p(path), 0);
-    write_text(path, "DONE", "80");
+    write_text_in(path, "DONE", "80");
     snprintf(path, sizeof path, "%s/other", run);
     cr_assert_eq(mkdir_p(path), 0);
-    write_text(run, "step-00000090", "a file, not a directory");
+    write_text_in(run, "step-00000090", "a file, not a directory");
 
     int64_t steps[16];
     int n = ckpt_list(run, steps, 16);
@@ -503,7 +497,7 @@ Test(checkpoint, prune_keeps_newest) {
     cr_assert_eq(mkdir_p(path), 0);
     snprintf(path, sizeof path, "%s/step-00000001", run); /* incomplete: not ours to judge */
     cr_assert_eq(mkdir_p(path), 0);
-    write_text(run, "notes.txt", "keep me");
+    write_text_in(run, "notes.txt", "keep me");
 
     int64_t steps[16];
     cr_assert_eq(ckpt_prune(run, 0), 0);
@@ -534,7 +528,7 @@ Test(checkpoint, commit_replaces_same_step) {
     make_temp_dir(run, sizeof run, "ckpt");
     save(run, 7, "first");
     ckpt_dir_name(name, sizeof name, run, 7);
-    write_text(name, "extra.bin", "only in the first save");
+    write_text_in(name, "extra.bin", "only in the first save");
     save(run, 7, "second");
     char *text = read_text(name, "trainer.json");
     cr_assert_str_eq(text, "second");
@@ -588,7 +582,7 @@ Test(hf_config, reads_hf_variants) {
     char dir[256];
     make_temp_dir(dir, sizeof dir, "cfg");
     /* n_ctx only, no epsilon, gelu_pytorch_tanh, explicit n_inner = 4 * n_embd. */
-    write_text(dir, "config.json",
+    write_text_in(dir, "config.json",
                "{\"n_layer\": 2, \"n_head\": 4, \"n_embd\": 64, \"vocab_size\": 100, \"n_ctx\": 32,"
                " \"activation_function\": \"gelu_pytorch_tanh\", \"n_inner\": 256}");
     GPTConfig c;
@@ -603,7 +597,7 @@ Test(hf_config, reads_hf_variants) {
 }
 
 static void assert_config_refused(const char *dir, const char *json, const char *needle) {
-    write_text(dir, "config.json", json);
+    write_text_in(dir, "config.json", json);
     GPTConfig c;
     err_clear();
     cr_assert_eq(hf_config_read(dir, &c), -1, "accepted: %s", json);

@@ -19,17 +19,6 @@ static void join(char *buf, size_t cap, const char *dir, const char *name) {
     snprintf(buf, cap, "%s/%s", dir, name);
 }
 
-static void write_text(const char *path, const char *text) {
-    FILE *f = fopen(path, "wb");
-    cr_assert_not_null(f, "cannot create %s", path);
-    cr_assert_eq(fwrite(text, 1, strlen(text), f), strlen(text));
-    fclose(f);
-}
-
-static void assert_contains(const char *haystack, const char *needle) {
-    cr_assert(strstr(haystack, needle) != NULL, "message lacks \"%s\": %s", needle, haystack);
-}
-
 /* dataset_open must refuse path, leave ds zeroed, and name the file plus each needle. */
 static void assert_refused(const char *path, const char *const *needles) {
     Dataset ds;

@@ -19,17 +19,7 @@
 
 static GPT *byte_model(void) {
     GPTConfig cfg = {2, 4, 64, 257, 48, 1e-5f, 0};
-    GPT *m = gpt_create(&cfg, backend_cpu());
-    gpt_init_random(m, 21);
-    size_t n = gpt_flat_size(m);
-    float *w = malloc(n * sizeof(float));
-    gpt_copy_params_to_host(m, w, n);
-    Rng r;
-    rng_seed(&r, 22);
-    perturb_params_host(m, w, &r, 0.1);
-    gpt_copy_params_to_device(m, w, n);
-    free(w);
-    return m;
+    return perturbed_cpu_model(&cfg, 21, 22, 0.1);
 }
 
 static EvalJob job_for(const char *in) {

@@ -28,10 +28,7 @@ enum { B = 2, T = 8, N = B * T, V = 300, K = 6 };
 
 static GPT *tiny(int vocab_pad, uint64_t seed) {
     GPTConfig cfg = {2, 2, 16, V, 16, 1e-5f, vocab_pad};
-    GPT *m = gpt_create(&cfg, backend_cpu());
-    cr_assert(m, "gpt_create: %s", err_msg());
-    gpt_init_random(m, seed);
-    return m;
+    return random_cpu_model(&cfg, seed);
 }
 
 static void batch(int *inputs, int *targets, uint64_t seed) {
@@ -43,16 +40,9 @@ static void batch(int *inputs, int *targets, uint64_t seed) {
     }
 }
 
-static float *grads(GPT *m) {
-    size_t n = gpt_flat_size(m);
-    float *g = xcalloc(n, sizeof(float));
-    gpt_copy_grads_to_host(m, g, n);
-    return g;
-}
-
 /* Gradients of every tensor, compared over their real elements. */
 static void expect_same_grads(GPT *a, GPT *b, double tol) {
-    float *ga = grads(a), *gb = grads(b);
+    float *ga = host_grads(a), *gb = host_grads(b);
     for (int i = 0; i < gpt_num_tensors(a); i++) {
         const ParamInfo *pa = gpt_tensor(a, i), *pb = gpt_tensor(b, i);
         cr_assert_str_eq(pa->name, pb->name);
@@ -144,9 +134,7 @@ Test(head, optimizer_never_moves_the_padding) {
     gpt_forward(m, inputs, targets, B, T, lp);
     gpt_zero_grad(m);
     gpt_backward(m, g);
-    size_t n = gpt_flat_size(m);
-    float *host = xmalloc(n * sizeof(float)), *gh = grads(m);
-    gpt_copy_params_to_host(m, host, n);
+    float *host = host_params(m), *gh = host_grads(m);
     const ParamInfo *wte = gpt_tensor(m, 0);
     cr_assert_gt(wte->alloc, wte->numel);
     for (size_t k = wte->numel; k < wte->alloc; k++) {

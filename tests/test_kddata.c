@@ -175,17 +175,7 @@ Test(kd, h5py_reads_the_arrays_we_wrote) {
 
 static GPT *byte_model(uint64_t seed) {
     GPTConfig cfg = {2, 4, 64, 257, 48, 1e-5f, 0};
-    GPT *m = gpt_create(&cfg, backend_cpu());
-    gpt_init_random(m, seed);
-    size_t n = gpt_flat_size(m);
-    float *w = malloc(n * sizeof(float));
-    gpt_copy_params_to_host(m, w, n);
-    Rng r;
-    rng_seed(&r, seed + 1);
-    perturb_params_host(m, w, &r, 0.1);
-    gpt_copy_params_to_device(m, w, n);
-    free(w);
-    return m;
+    return perturbed_cpu_model(&cfg, seed, seed + 1, 0.1);
 }
 
 Test(generate_batch, rows_equal_one_at_a_time_with_the_same_generators) {
@@ -217,14 +207,6 @@ Test(generate_batch, rows_equal_one_at_a_time_with_the_same_generators) {
     gpt_free(m);
 }
 
-/* A JSONL file of prompts in dir. */
-static void write_prompts(const char *path, const char *lines) {
-    FILE *f = fopen(path, "w");
-    cr_assert(f);
-    fputs(lines, f);
-    fclose(f);
-}
-
 static GenerateJob base_job(const char *in, const char *out) {
     GenerateJob job = {0};
     job.input = in;
@@ -244,7 +226,7 @@ Test(generate_io, stop_strings_cut_text_and_tokens) {
     make_temp_dir(dir, sizeof dir, "stop");
     snprintf(in, sizeof in, "%s/p.jsonl", dir);
     snprintf(out, sizeof out, "%s/o.jsonl", dir);
-    write_prompts(in, "{\"prompt\": \"xy\"}\n");
+    write_text(in, "{\"prompt\": \"xy\"}\n");
     GenerateJob job = base_job(in, out);
     job.sample.eos_id = -1; /* 8 tokens exactly */
     cr_assert_eq(generate_jsonl(m, tok, &job, NULL), 0, "%s", err_msg());
@@ -281,7 +263,7 @@ Test(generate_io, kd_dataset_with_topk_candidates_and_selection) {
     make_temp_dir(dir, sizeof dir, "kdgen");
     snprintf(in, sizeof in, "%s/p.jsonl", dir);
     snprintf(out, sizeof out, "%s/kd.h5", dir);
-    write_prompts(in, "{\"prompt\": \"abc\", \"gold\": \"xyz\"}\n"
+    write_text(in, "{\"prompt\": \"abc\", \"gold\": \"xyz\"}\n"
                       "{\"prompt\": \"hello\", \"gold\": \"world\"}\n");
     GenerateJob job = base_job(in, out);
     job.sample.temperature = 1.0;

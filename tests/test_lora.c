@@ -30,19 +30,7 @@
 static const GPTConfig SMALL = {3, 2, 16, 29, 8, 1e-5f, 0};
 
 static GPT *make_model(const GPTConfig *cfg, uint64_t seed) {
-    GPT *m = gpt_create(cfg, backend_cpu());
-    cr_assert(m, "%s", err_msg());
-    gpt_init_random(m, seed);
-    /* perturb everything so biases and gains are not at their trivial init */
-    size_t n = gpt_flat_size(m);
-    float *h = malloc(n * sizeof(float));
-    gpt_copy_params_to_host(m, h, n);
-    Rng r;
-    rng_seed(&r, seed + 100);
-    perturb_params_host(m, h, &r, 0.05);
-    gpt_copy_params_to_device(m, h, n);
-    free(h);
-    return m;
+    return perturbed_cpu_model(cfg, seed, seed + 100, 0.05);
 }
 
 static void random_tokens(int *x, int n, int V, uint64_t seed) {
@@ -61,13 +49,6 @@ static double step_loss(GPT *m, const int *in, const int *tg, int B, int T, int 
     free(logp);
     free(g);
     return loss;
-}
-
-static float *params_host(GPT *m) {
-    size_t n = gpt_flat_size(m);
-    float *h = malloc(n * sizeof(float));
-    gpt_copy_params_to_host(m, h, n);
-    return h;
 }
 
 static float *logits_of(GPT *m, const int *in, int B, int T) {
@@ -90,7 +71,7 @@ Test(freeze, frozen_tensors_bit_identical_after_adamw) {
     cr_expect(gpt_find_tensor(m, "h.1.mlp.c_fc.weight")->trainable, "train wins over freeze");
     cr_expect(!gpt_find_tensor(m, "h.2.ln_1.weight")->trainable);
     cr_expect(gpt_find_tensor(m, "h.2.attn.c_attn.weight")->trainable);
-    float *before = params_host(m);
+    float *before = host_params(m);
     AdamWConfig ac = {0.9, 0.95, 1e-8, 0.1, 1.0};
     Optimizer *o = optim_create(m, &ac);
     int B = 2, T = 8, in[16], tg[16];
@@ -102,7 +83,7 @@ Test(freeze, frozen_tensors_bit_identical_after_adamw) {
         optim_clip_grad_norm(o);
         optim_step(o, 1e-2);
     }
-    float *after = params_host(m);
+    float *after = host_params(m);
     for (int i = 0; i < gpt_num_tensors(m); i++) {
         const ParamInfo *p = gpt_tensor(m, i);
         int same = !memcmp(before + p->offset, after + p->offset, p->numel * sizeof(float));
@@ -128,10 +109,7 @@ static void grads_match(const char *const *freeze, int nf, const char *const *tr
     gpt_zero_grad(part);
     double lf = step_loss(full, in, tg, B, T, 1), lp = step_loss(part, in, tg, B, T, 1);
     cr_expect_eq(lf, lp, "loss differs: %.9g vs %.9g", lf, lp);
-    size_t n = gpt_flat_size(full);
-    float *gf = malloc(n * sizeof(float)), *gp = malloc(n * sizeof(float));
-    gpt_copy_grads_to_host(full, gf, n);
-    gpt_copy_grads_to_host(part, gp, n);
+    float *gf = host_grads(full), *gp = host_grads(part);
     size_t trainable = 0;
     for (int i = 0; i < gpt_num_tensors(part); i++) {
         const ParamInfo *p = gpt_tensor(part, i);
@@ -227,7 +205,7 @@ static LoraConfig lora_cfg(int r, float alpha, float dropout, const char *t0, co
 
 /* Gives lora_B random values (it starts at zero, a no-op adapter). */
 static void randomise_b(GPT *m, uint64_t seed) {
-    float *h = params_host(m);
+    float *h = host_params(m);
     Rng r;
     rng_seed(&r, seed);
     for (int i = 0; i < gpt_num_tensors(m); i++) {
@@ -256,7 +234,7 @@ Test(lora, attach_targets_peft_names) {
     cr_expect_eq(gpt_num_params(m), base + adapters);
     cr_expect_float_eq(gpt_lora_scale(m), 2.0f, 1e-7);
     /* PEFT init: A in U(-1/sqrt(in), 1/sqrt(in)), not all zero; B zero */
-    float *h = params_host(m);
+    float *h = host_params(m);
     double amax = 0;
     for (size_t k = 0; k < a->numel; k++) amax = fmax(amax, fabs(h[a->offset + k]));
     cr_expect(amax > 0.05 && amax <= 1.0 / sqrt(64.0), "A range %.3g", amax);
@@ -326,8 +304,7 @@ static void lora_finite_differences(float dropout) {
     gpt_lora_set_dropout_step(m, step);
     step_loss(m, in, tg, B, T, 1);
     size_t n = gpt_flat_size(m);
-    float *grad = malloc(n * sizeof(float)), *h = params_host(m);
-    gpt_copy_grads_to_host(m, grad, n);
+    float *grad = host_grads(m), *h = host_params(m);
     double eps = 1e-3;
     for (int i = 0; i < gpt_num_tensors(m); i++) {
         const ParamInfo *p = gpt_tensor(m, i);
@@ -368,7 +345,7 @@ Test(lora, only_adapters_train) {
     Optimizer *o = optim_create(m, &ac);
     cr_expect_eq(optim_state_size(o), gpt_grad_size(m));
     cr_expect_eq(optim_state_bytes(o), 2 * 3 * (size_t)(16 * 4 + 4 * 48) * sizeof(float));
-    float *before = params_host(m);
+    float *before = host_params(m);
     int B = 2, T = 8, in[16], tg[16];
     for (int s = 0; s < 3; s++) {
         random_tokens(in, B * T, SMALL.vocab_size, 30 + s);
@@ -378,7 +355,7 @@ Test(lora, only_adapters_train) {
         optim_clip_grad_norm(o);
         optim_step(o, 1e-2);
     }
-    float *after = params_host(m);
+    float *after = host_params(m);
     for (int i = 0; i < gpt_num_tensors(m); i++) {
         const ParamInfo *p = gpt_tensor(m, i);
         int same = !memcmp(before + p->offset, after + p->offset, p->numel * sizeof(float));
@@ -447,9 +424,7 @@ Test(peft, fixture_logits_loss_and_gradients) {
     safetensors_read_f32(e.f, safetensors_find(e.f, "loss"), &ref_loss, 1);
     cr_expect(fabs(loss - ref_loss) <= 1e-5 * fabs(ref_loss), "loss %.8f vs PEFT %.8f", loss,
               ref_loss);
-    size_t n = gpt_flat_size(m);
-    float *grad = malloc(n * sizeof(float));
-    gpt_copy_grads_to_host(m, grad, n);
+    float *grad = host_grads(m);
     int checked = 0;
     for (int i = 0; i < gpt_num_tensors(m); i++) {
         const ParamInfo *p = gpt_tensor(m, i);

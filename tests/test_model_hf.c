@@ -103,9 +103,7 @@ static double loss_and_grads(Fixture *fx, const int *inputs, const int *targets)
 }
 
 static void check_grads(Fixture *fx, const char *prefix) {
-    size_t total = gpt_flat_size(fx->m);
-    float *grads = malloc(total * sizeof(float));
-    gpt_copy_grads_to_host(fx->m, grads, total);
+    float *grads = host_grads(fx->m);
     for (int i = 0; i < gpt_num_tensors(fx->m); i++) {
         const ParamInfo *p = gpt_tensor(fx->m, i);
         char key[128];
@@ -222,9 +220,7 @@ Test(model_io, save_load_round_trip) {
     GPT *back = model_load_hf(dir, backend_cpu());
     cr_assert(back, "%s", err_msg());
     size_t n = gpt_flat_size(fx.m);
-    float *a = malloc(n * sizeof(float)), *b = malloc(n * sizeof(float));
-    gpt_copy_params_to_host(fx.m, a, n);
-    gpt_copy_params_to_host(back, b, n);
+    float *a = host_params(fx.m), *b = host_params(back);
     cr_expect_eq(memcmp(a, b, n * sizeof(float)), 0, "weights differ after a round trip");
 
     /* rewrite with bare names plus mask buffers and lm_head, as older HF files have */

@@ -38,17 +38,7 @@
 /* A random byte-level model, larger than the 0.02 init so it has opinions. */
 static GPT *byte_model(uint64_t seed) {
     GPTConfig cfg = {2, 2, 32, 257, 32, 1e-5f, 0};
-    GPT *m = gpt_create(&cfg, backend_cpu());
-    gpt_init_random(m, seed);
-    size_t n = gpt_flat_size(m);
-    float *w = malloc(n * sizeof(float));
-    gpt_copy_params_to_host(m, w, n);
-    Rng r;
-    rng_seed(&r, seed + 100);
-    perturb_params_host(m, w, &r, 0.05);
-    gpt_copy_params_to_device(m, w, n);
-    free(w);
-    return m;
+    return perturbed_cpu_model(&cfg, seed, seed + 100, 0.05);
 }
 
 static void save_model(GPT *m, const char *dir) {
@@ -56,29 +46,13 @@ static void save_model(GPT *m, const char *dir) {
     cr_assert_eq(model_save_hf(m, dir), 0, "%s", err_msg());
 }
 
+/* 6 steps of 24 tokens, no checkpoints on the way */
 static void tiny_config(Config *c, const char *data, const char *out_dir) {
-    config_defaults(c);
-    c->model.n_layer = 2;
-    c->model.n_head = 2;
-    c->model.n_embd = 32;
-    c->model.vocab_size = 257;
-    c->model.n_positions = 32;
-    snprintf(c->data.train, sizeof c->data.train, "%s", data);
+    tiny_train_config(c, data, out_dir);
     c->data.seq_len = 24;
-    c->data.batch_size = 2;
-    c->optim.lr = 3e-3;
-    c->optim.min_lr = 3e-4;
     c->optim.warmup_steps = 1;
     c->train.steps = 6;
-    c->train.threads = 2;
-    snprintf(c->train.out_dir, sizeof c->train.out_dir, "%s", out_dir);
     c->checkpoint.every = 0;
-    c->checkpoint.keep = 0;
-}
-
-static void run_ok(const Config *c, int resume) {
-    TrainOptions o = {resume, 1};
-    cr_assert_eq(train_run(c, &o), 0, "train_run failed: %s", err_msg());
 }
 
 /* metrics.jsonl field `key` of each training step (lines with "loss"). */
@@ -153,13 +127,13 @@ Test(kd, offline_full_vocabulary_topk_equals_online_teacher, .timeout = 120) {
     c.kd.temperature = 2.0;
     c.kd.beta = 0.3;
     snprintf(c.kd.teacher, sizeof c.kd.teacher, "%s", teacher);
-    run_ok(&c, 0);
+    train_ok(&c, 0);
     tiny_config(&c, kd, b);
     snprintf(c.objective.type, sizeof c.objective.type, "kd");
     c.kd.alpha = 0.7;
     c.kd.temperature = 2.0;
     c.kd.beta = 0.3;
-    run_ok(&c, 0);
+    train_ok(&c, 0);
     double la[MAX_STEPS], lb[MAX_STEPS], ka[MAX_STEPS], kb[MAX_STEPS], ga[MAX_STEPS];
     cr_assert_eq(read_metric(a, "loss", la), 6);
     cr_assert_eq(read_metric(b, "loss", lb), 6);
@@ -182,7 +156,7 @@ Test(kd, offline_full_vocabulary_topk_equals_online_teacher, .timeout = 120) {
     c.kd.on_policy = 1.0;
     c.kd.beta = 0.5;
     c.train.steps = 3;
-    run_ok(&c, 0);
+    train_ok(&c, 0);
     double op[MAX_STEPS], lo[MAX_STEPS];
     cr_assert_eq(read_metric(onp, "on_policy", op), 3);
     read_metric(onp, "loss", lo);
@@ -201,9 +175,9 @@ Test(kd, offline_full_vocabulary_topk_equals_online_teacher, .timeout = 120) {
     snprintf(c.objective.type, sizeof c.objective.type, "kd");
     c.kd.alpha = 0.0;
     rm_rf(b);
-    run_ok(&c, 0);
+    train_ok(&c, 0);
     tiny_config(&c, kd, c0);
-    run_ok(&c, 0);
+    train_ok(&c, 0);
     double l0[MAX_STEPS];
     read_metric(b, "loss", lb);
     read_metric(c0, "loss", l0);
@@ -278,7 +252,7 @@ Test(dpo, precomputed_reference_equals_online_and_accuracy_rises, .timeout = 120
     snprintf(a, sizeof a, "%s/online", dir);
     dpo_config(&c, data, init, a);
     c.train.steps = 25;
-    run_ok(&c, 0);
+    train_ok(&c, 0);
     double la[MAX_STEPS], lb[MAX_STEPS], acc[MAX_STEPS], marg[MAX_STEPS];
     cr_assert_eq(read_metric(a, "loss", la), 25);
     read_metric(a, "rewards/accuracies", acc);
@@ -306,7 +280,7 @@ Test(dpo, precomputed_reference_equals_online_and_accuracy_rises, .timeout = 120
     dpo_config(&c, data, init, b);
     c.train.steps = 25;
     snprintf(c.dpo.reference, sizeof c.dpo.reference, "precomputed");
-    run_ok(&c, 0);
+    train_ok(&c, 0);
     cr_assert_eq(read_metric(b, "loss", lb), 25);
     for (int s = 1; s <= 25; s++)
         cr_expect(fabs(la[s] - lb[s]) <= 1e-6 * fabs(la[s]), "step %d: online %.9g, precomputed "
@@ -433,7 +407,7 @@ Test(finetune, lora_run_resumes_bit_for_bit_and_leaves_the_base_alone, .timeout 
     c.finetune.lora_dropout = 0.1;
     snprintf(c.finetune.lora_targets, sizeof c.finetune.lora_targets, "c_attn, c_fc");
     c.checkpoint.every = 2;
-    run_ok(&c, 0);
+    train_ok(&c, 0);
     double la[MAX_STEPS], lb[MAX_STEPS];
     cr_assert_eq(read_metric(a, "loss", la), 6);
     char ck[600], path[700];
@@ -455,9 +429,9 @@ Test(finetune, lora_run_resumes_bit_for_bit_and_leaves_the_base_alone, .timeout 
 
     snprintf(c.train.out_dir, sizeof c.train.out_dir, "%s", b);
     train_request_stop_at(3);
-    run_ok(&c, 0);
+    train_ok(&c, 0);
     train_request_stop_at(-1);
-    run_ok(&c, 1);
+    train_ok(&c, 1);
     cr_assert_eq(read_metric(b, "loss", lb), 6);
     for (int s = 1; s <= 6; s++)
         cr_expect(la[s] == lb[s], "step %d: resumed %.17g, uninterrupted %.17g", s, lb[s], la[s]);
@@ -473,17 +447,13 @@ Test(finetune, train_only_pattern_and_bad_pattern) {
     Config c;
     tiny_config(&c, data, a);
     snprintf(c.finetune.train_only, sizeof c.finetune.train_only, "h.1.*, ln_f.*");
-    run_ok(&c, 0);
+    train_ok(&c, 0);
     char ck[600];
     ckpt_dir_name(ck, sizeof ck, a, 6);
     GPT *m = model_load_hf(ck, backend_cpu());
     cr_assert(m, "%s", err_msg());
-    GPT *init = gpt_create(gpt_config(m), backend_cpu());
-    gpt_init_random(init, (uint64_t)c.train.seed);
-    size_t n = gpt_flat_size(m);
-    float *w0 = malloc(n * sizeof(float)), *w1 = malloc(n * sizeof(float));
-    gpt_copy_params_to_host(init, w0, n);
-    gpt_copy_params_to_host(m, w1, n);
+    GPT *init = random_cpu_model(gpt_config(m), (uint64_t)c.train.seed);
+    float *w0 = host_params(init), *w1 = host_params(m);
     for (int i = 0; i < gpt_num_tensors(m); i++) {
         const ParamInfo *p = gpt_tensor(m, i);
         int same = memcmp(w0 + p->offset, w1 + p->offset, p->numel * sizeof(float)) == 0;

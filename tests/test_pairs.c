@@ -26,18 +26,9 @@
 
 static GPT *tiny_model(uint64_t seed, int ctx) {
     GPTConfig cfg = {2, 4, 32, 257, ctx, 1e-5f, 0};
-    GPT *m = gpt_create(&cfg, backend_cpu());
-    cr_assert_not_null(m, "%s", err_msg());
-    gpt_init_random(m, seed);
+    GPT *m = random_cpu_model(&cfg, seed);
     gpt_set_train_mode(m, 0);
     return m;
-}
-
-static void write_text(const char *path, const char *text) {
-    FILE *f = fopen(path, "w");
-    cr_assert_not_null(f);
-    fputs(text, f);
-    fclose(f);
 }
 
 /* The decoded text of part p of pair i. */

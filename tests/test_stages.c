@@ -32,13 +32,6 @@ static void make_roles(const char *path) {
     cr_assert_eq(dataset_writer_close(w), 0, "%s", err_msg());
 }
 
-static void write_text(const char *path, const char *text) {
-    FILE *f = fopen(path, "w");
-    cr_assert(f);
-    fputs(text, f);
-    fclose(f);
-}
-
 static void write_plan(const char *dir, const char *out) {
     char path[600], text[4096];
     snprintf(path, sizeof path, "%s/base.yaml", dir);

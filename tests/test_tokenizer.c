@@ -98,21 +98,6 @@ static uint64_t ids_hash(const uint32_t *ids, int64_t n) {
     return h;
 }
 
-static void write_bytes(const char *path, const char *data, size_t len) {
-    FILE *f = fopen(path, "wb");
-    cr_assert_not_null(f, "cannot create %s", path);
-    cr_assert_eq(fwrite(data, 1, len, f), len);
-    fclose(f);
-}
-
-static void write_text(const char *path, const char *text) {
-    write_bytes(path, text, strlen(text));
-}
-
-static void assert_contains(const char *haystack, const char *needle) {
-    cr_assert(strstr(haystack, needle) != NULL, "message lacks \"%s\": %s", needle, haystack);
-}
-
 /* tokenizer_load(spec) must fail with a message holding every needle. */
 static void assert_refused(const char *spec, const char *const *needles) {
     err_clear();

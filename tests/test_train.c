@@ -39,24 +39,13 @@ static void make_dataset(const char *path, int n_docs, int vocab) {
     cr_assert_eq(dataset_writer_close(w), 0, "%s", err_msg());
 }
 
+/* 8 steps of 16 tokens, a checkpoint every 2 */
 static void tiny_config(Config *c, const char *data, const char *out_dir) {
-    config_defaults(c);
-    c->model.n_layer = 2;
-    c->model.n_head = 2;
-    c->model.n_embd = 32;
-    c->model.vocab_size = 257;
-    c->model.n_positions = 32;
-    snprintf(c->data.train, sizeof c->data.train, "%s", data);
+    tiny_train_config(c, data, out_dir);
     c->data.seq_len = 16;
-    c->data.batch_size = 2;
-    c->optim.lr = 3e-3;
-    c->optim.min_lr = 3e-4;
     c->optim.warmup_steps = 2;
     c->train.steps = 8;
-    c->train.threads = 2;
-    snprintf(c->train.out_dir, sizeof c->train.out_dir, "%s", out_dir);
     c->checkpoint.every = 2;
-    c->checkpoint.keep = 0;
 }
 
 /* Reads the "loss" of each step from metrics.jsonl as text (exact digits). */
@@ -80,11 +69,6 @@ static int read_losses(const char *out_dir, char losses[][48]) {
     return n;
 }
 
-static void run_ok(const Config *c, int resume) {
-    TrainOptions o = {resume, 1};
-    cr_assert_eq(train_run(c, &o), 0, "train_run failed: %s", err_msg());
-}
-
 Test(train, resume_is_bit_identical) {
     char dir[256], data[512], a[512], b[512];
     make_temp_dir(dir, sizeof dir, "resume");
@@ -94,18 +78,18 @@ Test(train, resume_is_bit_identical) {
     make_dataset(data, 30, 257);
     Config c;
     tiny_config(&c, data, a);
-    run_ok(&c, 0);
+    train_ok(&c, 0);
     char la[MAX_STEPS][48], lb[MAX_STEPS][48];
     cr_assert_eq(read_losses(a, la), 8);
 
     tiny_config(&c, data, b);
     train_request_stop_at(3); /* as if SIGTERM arrived during step 3 */
-    run_ok(&c, 0);
+    train_ok(&c, 0);
     int64_t steps[8];
     cr_assert_eq(ckpt_list(b, steps, 8), 2, "checkpoints at steps 2 and 3 expected");
     cr_expect_eq(steps[0], 3);
     train_request_stop_at(-1);
-    run_ok(&c, 1);
+    train_ok(&c, 1);
     cr_assert_eq(read_losses(b, lb), 8);
     for (int s = 1; s <= 8; s++)
         cr_expect_str_eq(lb[s], la[s], "step %d: resumed loss %s != uninterrupted %s", s, lb[s],
@@ -130,13 +114,13 @@ Test(train, resume_falls_back_past_a_damaged_checkpoint) {
     make_dataset(data, 30, 257);
     Config c;
     tiny_config(&c, data, a);
-    run_ok(&c, 0);
+    train_ok(&c, 0);
     char la[MAX_STEPS][48], lb[MAX_STEPS][48];
     read_losses(a, la);
 
     tiny_config(&c, data, b);
     train_request_stop_at(4);
-    run_ok(&c, 0);
+    train_ok(&c, 0);
     /* cut the newest checkpoint's weights in half */
     char model[600];
     snprintf(model, sizeof model, "%s/step-00000004/model.safetensors", b);
@@ -147,7 +131,7 @@ Test(train, resume_falls_back_past_a_damaged_checkpoint) {
     fclose(f);
     cr_assert_eq(truncate(model, size / 2), 0);
     train_request_stop_at(-1);
-    run_ok(&c, 1); /* must resume from step 2 and say so */
+    train_ok(&c, 1); /* must resume from step 2 and say so */
     read_losses(b, lb);
     for (int s = 3; s <= 8; s++)
         cr_expect_str_eq(lb[s], la[s], "step %d after fallback: %s != %s", s, lb[s], la[s]);
@@ -164,7 +148,7 @@ Test(train, resume_refuses_when_every_checkpoint_is_damaged) {
     tiny_config(&c, data, b);
     c.checkpoint.every = 0;
     train_request_stop_at(2);
-    run_ok(&c, 0);
+    train_ok(&c, 0);
     char path[600];
     snprintf(path, sizeof path, "%s/step-00000002/trainer.json", b);
     cr_assert_eq(write_file_atomic(path, "{\"step\": ", 9), 0);
@@ -187,13 +171,13 @@ Test(train, grad_accumulation_equals_one_big_batch) {
     c.data.shuffle = 0;
     c.data.batch_size = 4;
     c.train.steps = 5;
-    run_ok(&c, 0);
+    train_ok(&c, 0);
     tiny_config(&c, data, b);
     c.data.shuffle = 0;
     c.data.batch_size = 2;
     c.data.grad_accum = 2;
     c.train.steps = 5;
-    run_ok(&c, 0);
+    train_ok(&c, 0);
     char la[MAX_STEPS][48], lb[MAX_STEPS][48];
     read_losses(a, la);
     read_losses(b, lb);
