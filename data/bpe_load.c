@@ -22,6 +22,7 @@
 #include <sys/stat.h>
 
 #include "data/bpe_impl.h"
+#include "util/utf8.h"
 #include "util/util.h"
 
 #define EOS_TEXT "<|endoftext|>"
@@ -53,34 +54,23 @@ typedef struct {
 
 /* ----------------------------------------------------------- the builder */
 
-/* Decodes one UTF-8 code point at s[*i] (jansson strings are valid UTF-8;
- * anything else yields -1 and the caller takes the raw bytes). */
-static int64_t next_codepoint(const unsigned char *s, size_t len, size_t *i) {
-    unsigned char c = s[*i];
-    int extra = c < 0x80 ? 0 : (c >> 5) == 6 ? 1 : (c >> 4) == 14 ? 2 : (c >> 3) == 30 ? 3 : -1;
-    if (extra < 0 || *i + (size_t)extra >= len) return -1;
-    uint32_t cp = extra == 0 ? c : (uint32_t)(c & (0x3F >> extra));
-    for (int k = 1; k <= extra; k++) {
-        if ((s[*i + (size_t)k] & 0xC0) != 0x80) return -1;
-        cp = cp << 6 | (s[*i + (size_t)k] & 0x3F);
-    }
-    *i += (size_t)extra + 1;
-    return cp;
-}
-
 /* The bytes a vocabulary string stands for, written to out (len bytes at
- * most); returns their count. */
+ * most); returns their count. Jansson hands over well-formed UTF-8 only; a
+ * sequence that is not, like a character outside the byte alphabet, makes
+ * the string its own bytes. */
 static size_t token_bytes(const char *key, size_t len, char *out) {
     const unsigned char *s = (const unsigned char *)key;
     size_t i = 0, n = 0;
     while (i < len) {
-        int64_t cp = next_codepoint(s, len, &i);
-        int b = cp < 0 ? -1 : bpe_codepoint_to_byte((uint32_t)cp);
+        uint32_t cp;
+        int step = utf8_decode(s + i, len - i, &cp);
+        int b = step > 0 ? bpe_codepoint_to_byte(cp) : -1;
         if (b < 0) { /* not byte-level: the string is its own bytes */
             memcpy(out, key, len);
             return len;
         }
         out[n++] = (char)b;
+        i += (size_t)step;
     }
     return n;
 }

@@ -17,6 +17,7 @@
 #include "model/generate.h"
 #include "eval/metrics.h"
 #include "eval/toolenv.h"
+#include "util/utf8.h"
 #include "util/util.h"
 
 /* ---------------------------------------------------------------- parsing */

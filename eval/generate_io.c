@@ -13,6 +13,7 @@
 
 #include "data/h5data.h"
 #include "eval/metrics.h"
+#include "util/utf8.h"
 
 int target_select_from_name(const char *name, TargetSelect *out) {
     static const char *const names[] = {"best", "all", "bleu"};

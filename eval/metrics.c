@@ -17,6 +17,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "util/utf8.h"
+
 #define MAX_GRAM 6   /* chrF's character order; BLEU uses 4 of the slots */
 #define CHRF_ORDER 6
 #define CHRF_BETA 2.0
@@ -24,40 +26,14 @@
 
 /* ---- UTF-8 and Python's whitespace ---- */
 
-/* Decodes the character at s[0:n] (n >= 1) into *cp; returns its length. A
- * byte that does not start a well-formed sequence decodes alone, to
- * INVALID_BYTE_BASE + byte. */
-static int utf8_decode(const unsigned char *s, size_t n, uint32_t *cp) {
-    unsigned c = s[0];
-    int len;
-    uint32_t v, min;
-    if (c < 0x80) {
-        *cp = c;
-        return 1;
-    } else if (c >= 0xC2 && c <= 0xDF) {
-        len = 2, v = c & 0x1F, min = 0x80;
-    } else if (c >= 0xE0 && c <= 0xEF) {
-        len = 3, v = c & 0x0F, min = 0x800;
-    } else if (c >= 0xF0 && c <= 0xF4) {
-        len = 4, v = c & 0x07, min = 0x10000;
-    } else {
-        *cp = INVALID_BYTE_BASE + c;
-        return 1;
-    }
-    if ((size_t)len > n) len = 0;
-    for (int k = 1; k < len; k++) {
-        if ((s[k] & 0xC0) != 0x80) {
-            len = 0;
-            break;
-        }
-        v = (v << 6) | (s[k] & 0x3F);
-    }
-    if (len == 0 || v < min || v > 0x10FFFF || (v >= 0xD800 && v <= 0xDFFF)) {
-        *cp = INVALID_BYTE_BASE + c;
-        return 1;
-    }
-    *cp = v;
-    return len;
+/* The character at s[0:n] (n >= 1): its code point in *cp, its length
+ * returned. A byte that does not start a well-formed sequence (utf8_decode)
+ * stands alone, as the code point INVALID_BYTE_BASE + byte. */
+static int next_char(const unsigned char *s, size_t n, uint32_t *cp) {
+    int len = utf8_decode(s, n, cp);
+    if (len > 0) return len;
+    *cp = INVALID_BYTE_BASE + s[0];
+    return 1;
 }
 
 /* Python's str.isspace(). */
@@ -81,7 +57,7 @@ static int split_ws(const char *s, size_t n, Span **out) {
     int in_word = 0;
     while (i < n) {
         uint32_t cp;
-        int k = utf8_decode((const unsigned char *)s + i, n - i, &cp);
+        int k = next_char((const unsigned char *)s + i, n - i, &cp);
         if (py_isspace(cp)) {
             if (in_word) {
                 if (count == cap) spans = xrealloc(spans, (size_t)(cap *= 2) * sizeof(Span));
@@ -108,7 +84,7 @@ static Span py_strip(const char *s, size_t n, int leading) {
     size_t i = 0, first = n, end = 0;
     while (i < n) {
         uint32_t cp;
-        int k = utf8_decode((const unsigned char *)s + i, n - i, &cp);
+        int k = next_char((const unsigned char *)s + i, n - i, &cp);
         if (!py_isspace(cp)) {
             if (first == n) first = i;
             end = i + (size_t)k;
@@ -473,7 +449,7 @@ static Seq chars_no_space(const char *s) {
     int len = 0;
     while (i < n) {
         uint32_t cp;
-        i += (size_t)utf8_decode((const unsigned char *)s + i, n - i, &cp);
+        i += (size_t)next_char((const unsigned char *)s + i, n - i, &cp);
         if (!py_isspace(cp)) v[len++] = cp;
     }
     return (Seq){v, len};
@@ -526,7 +502,7 @@ static int rouge_tokens(const char *s, Buf *buf, Span **out) {
     buf_put(buf, "", 0);
     while (i < n) {
         uint32_t cp;
-        i += (size_t)utf8_decode((const unsigned char *)s + i, n - i, &cp);
+        i += (size_t)next_char((const unsigned char *)s + i, n - i, &cp);
         char c = ' ';
         if ((cp >= 'a' && cp <= 'z') || (cp >= '0' && cp <= '9')) c = (char)cp;
         else if (cp >= 'A' && cp <= 'Z') c = (char)(cp - 'A' + 'a');

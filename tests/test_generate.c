@@ -15,22 +15,11 @@
 #include "tests/testutil.h"
 #include "model/backend.h"
 #include "model/model.h"
+#include "util/utf8.h"
 
 static GPT *random_model(void) {
     GPTConfig cfg = {2, 4, 64, 97, 32, 1e-5f, 0};
-    GPT *m = gpt_create(&cfg, backend_cpu());
-    cr_assert(m, "%s", err_msg());
-    gpt_init_random(m, 3);
-    /* larger weights than the 0.02 init so logits are far from uniform */
-    size_t n = gpt_flat_size(m);
-    float *w = malloc(n * sizeof(float));
-    gpt_copy_params_to_host(m, w, n);
-    Rng r;
-    rng_seed(&r, 4);
-    perturb_params_host(m, w, &r, 0.1);
-    gpt_copy_params_to_device(m, w, n);
-    free(w);
-    return m;
+    return perturbed_cpu_model(&cfg, 3, 4, 0.1);
 }
 
 /* logits of the last position of tokens[0:k] by a full forward pass */

@@ -224,40 +224,6 @@ int path_exists(const char *path) {
     return stat(path, &st) == 0;
 }
 
-/* Length of the well-formed UTF-8 sequence at s (RFC 3629: no overlongs, no
- * surrogates, <= U+10FFFF), or 0. */
-static size_t utf8_seq_len(const unsigned char *s, size_t n) {
-    if (s[0] < 0x80) return 1;
-    size_t len = s[0] >= 0xF0 ? 4 : s[0] >= 0xE0 ? 3 : s[0] >= 0xC2 ? 2 : 0;
-    if (len == 0 || s[0] > 0xF4 || len > n) return 0;
-    for (size_t i = 1; i < len; i++)
-        if ((s[i] & 0xC0) != 0x80) return 0;
-    if (len == 3 && s[0] == 0xE0 && s[1] < 0xA0) return 0; /* overlong */
-    if (len == 3 && s[0] == 0xED && s[1] >= 0xA0) return 0; /* surrogate */
-    if (len == 4 && s[0] == 0xF0 && s[1] < 0x90) return 0; /* overlong */
-    if (len == 4 && s[0] == 0xF4 && s[1] >= 0x90) return 0; /* > U+10FFFF */
-    return len;
-}
-
-char *utf8_sanitize(const char *s, size_t n) {
-    char *out = xmalloc(3 * n + 1), *o = out;
-    const unsigned char *p = (const unsigned char *)s;
-    for (size_t i = 0; i < n;) {
-        size_t len = utf8_seq_len(p + i, n - i);
-        if (len) {
-            memcpy(o, p + i, len);
-            o += len;
-            i += len;
-        } else {
-            memcpy(o, "\xEF\xBF\xBD", 3);
-            o += 3;
-            i++;
-        }
-    }
-    *o = '\0';
-    return out;
-}
-
 double now_seconds(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);

@@ -44,12 +44,6 @@ int mkdir_p(const char *path);
 int rm_rf(const char *path);
 int path_exists(const char *path);
 
-/* ---- text ---- */
-/* A newly allocated copy of s[0:n] in which every byte that is not part of a
- * well-formed UTF-8 sequence becomes U+FFFD (as Python's errors="replace"),
- * for text that must go into JSON. */
-char *utf8_sanitize(const char *s, size_t n);
-
 /* ---- time ---- */
 double now_seconds(void);
 
