@@ -16,15 +16,24 @@
  *
  * Pref batching writes small pref files with pref_writer_* and checks rows
  * and targets exactly against hand-computed expectations for each truncation
- * rule, the 2B-row layout, shuffling determinism, seeking and item ranges. */
+ * rule, the 2B-row layout, shuffling determinism, seeking and item ranges.
+ *
+ * The dpo section at set-up: label-smoothing values a loss type cannot take
+ * (robust at 0.5, hinge and ipo at any) are refused by config_validate and
+ * train_run before a step runs, with a message naming the keys. */
 #include <criterion/criterion.h>
 #include <jansson.h>
 #include <stdint.h>
 
 #include "data/h5data.h"
 #include "data/pref_batch.h"
+#include "model/backend.h"
+#include "model/model.h"
+#include "model/model_io.h"
 #include "tests/testutil.h"
+#include "train/config.h"
 #include "train/objectives/dpo.h"
+#include "train/trainer.h"
 
 /* ------------------------------------------------------------ fixtures */
 
@@ -660,4 +669,99 @@ Test(pref_batch, row_sums_over_targets) {
     cr_assert_eq(counts[0], 2);
     cr_assert_eq(sums[1], -5.25); /* token id 0 is a target like any other */
     cr_assert_eq(counts[1], 2);
+}
+
+/* --------------------------------------------- the dpo section at set-up */
+
+/* A tiny model (vocab VOCAB) at dir/model and pairs at dir/pref.h5, and a
+ * run config of objective dpo on them writing to dir/out. */
+static void setup_run(Config *c, const char *dir) {
+    char model[512], data[512];
+    join(model, sizeof model, dir, "model");
+    join(data, sizeof data, dir, "pref.h5");
+    write_numbered_pref(data, 8);
+    GPTConfig g = {1, 2, 16, VOCAB, 16, 1e-5f, 0};
+    GPT *m = gpt_create(&g, backend_cpu());
+    cr_assert_not_null(m, "%s", err_msg());
+    gpt_init_random(m, 3);
+    cr_assert_eq(mkdir_p(model), 0);
+    cr_assert_eq(model_save_hf(m, model), 0, "%s", err_msg());
+    gpt_free(m);
+    config_defaults(c);
+    c->model.n_layer = 1;
+    c->model.n_head = 2;
+    c->model.n_embd = 16;
+    c->model.vocab_size = VOCAB;
+    c->model.n_positions = 16;
+    snprintf(c->model.init, sizeof c->model.init, "%s", model);
+    snprintf(c->objective.type, sizeof c->objective.type, "dpo");
+    snprintf(c->data.train, sizeof c->data.train, "%s", data);
+    c->data.seq_len = 8;
+    c->data.batch_size = 2;
+    c->train.steps = 2;
+    c->train.threads = 1;
+    c->optim.warmup_steps = 0;
+    join(c->train.out_dir, sizeof c->train.out_dir, dir, "out");
+}
+
+/* The run is refused before anything is opened: config_validate and
+ * train_run fail with a message holding each needle, and no step ran (no
+ * metrics.jsonl). */
+static void assert_refused(const Config *c, const char *const *needles, int n) {
+    err_clear();
+    cr_assert_eq(config_validate(c), -1, "config_validate accepted the dpo section");
+    for (int i = 0; i < n; i++)
+        cr_assert(strstr(err_msg(), needles[i]), "message lacks \"%s\": %s", needles[i],
+                  err_msg());
+    TrainOptions o = {0, 1};
+    err_clear();
+    cr_assert_eq(train_run(c, &o), -1, "train_run accepted the dpo section");
+    for (int i = 0; i < n; i++)
+        cr_assert(strstr(err_msg(), needles[i]), "message lacks \"%s\": %s", needles[i],
+                  err_msg());
+    cr_assert(!strstr(err_msg(), "nan") && !strstr(err_msg(), "lower optim.lr"), "%s",
+              err_msg());
+    char metrics[CFG_STR + 32];
+    join(metrics, sizeof metrics, c->train.out_dir, "metrics.jsonl");
+    cr_assert(!path_exists(metrics), "a step ran: %s exists", metrics);
+}
+
+/* robust divides by 1 - 2 label_smoothing: at 0.5 that is 0 and TRL's loss is
+ * NaN at step 1 (TRL only warns). The same run with 0.1 trains. */
+Test(dpo_setup, robust_with_label_smoothing_one_half_is_refused_at_set_up) {
+    char dir[256];
+    make_temp_dir(dir, sizeof dir, "dposetup");
+    Config c;
+    setup_run(&c, dir);
+    snprintf(c.dpo.loss_type, sizeof c.dpo.loss_type, "robust");
+    c.dpo.label_smoothing = 0.1;
+    TrainOptions o = {0, 1};
+    cr_assert_eq(train_run(&c, &o), 0, "robust with 0.1: %s", err_msg());
+    rm_rf(c.train.out_dir);
+    c.dpo.label_smoothing = 0.5;
+    const char *needles[] = {"dpo.label_smoothing", "robust", "[0, 0.5)", "TRL"};
+    assert_refused(&c, needles, 4);
+    rm_rf(dir);
+}
+
+/* hinge and ipo have no label smoothing: TRL ignores the value, so a config
+ * that sets it would train something other than it says. */
+Test(dpo_setup, hinge_and_ipo_with_label_smoothing_are_refused_at_set_up) {
+    char dir[256];
+    make_temp_dir(dir, sizeof dir, "dposetup");
+    Config c;
+    setup_run(&c, dir);
+    const char *types[] = {"hinge", "ipo"};
+    for (int i = 0; i < 2; i++) {
+        snprintf(c.dpo.loss_type, sizeof c.dpo.loss_type, "%s", types[i]);
+        c.dpo.label_smoothing = 0.1;
+        const char *needles[] = {"dpo.label_smoothing", types[i], "TRL"};
+        assert_refused(&c, needles, 3);
+        c.dpo.label_smoothing = 0; /* the same run without it trains */
+        TrainOptions o = {0, 1};
+        cr_assert_eq(train_run(&c, &o), 0, "%s without label smoothing: %s", types[i],
+                     err_msg());
+        rm_rf(c.train.out_dir);
+    }
+    rm_rf(dir);
 }

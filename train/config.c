@@ -30,6 +30,7 @@
 #include <strings.h>
 #include <yaml.h>
 
+#include "train/objectives/objective.h"
 #include "util/util.h"
 
 /* ---- the table ---- */
@@ -688,13 +689,10 @@ int config_validate(const Config *c) {
                        "finetune.train_only empty with LoRA");
     if (c->finetune.freeze[0] && c->finetune.train_only[0])
         return err_set("config: set finetune.freeze or finetune.train_only, not both");
-    if (c->kd.on_policy > 0 && !c->kd.teacher[0])
-        return err_set("config: kd.on_policy samples completions the dataset has no teacher rows for; "
-                       "it needs an online teacher (kd.teacher)");
     if (c->optim.warmup_steps > c->train.steps && c->train.epochs <= 0)
         return err_set("config: optim.warmup_steps (%d) exceeds train.steps (%d)", c->optim.warmup_steps,
                        c->train.steps);
-    return 0;
+    return objective_check_config(c); /* the objective's own section (kd, dpo, ...) */
 }
 
 /* ---- text out ---- */

@@ -30,7 +30,7 @@ typedef struct {
         char role[64];               /* train on examples of this role only ("" = all) */
     } data;
     struct {
-        char type[32];               /* lm | kd | dpo */
+        char type[32];               /* lm | kd | dpo (train/objectives/registry.c) */
     } objective;
     struct {                         /* word-level KD (objective kd) */
         char teacher[CFG_STR];       /* HF dir of a frozen teacher ("" = the data's teacher_topk) */
@@ -94,7 +94,9 @@ void config_defaults(Config *c);
 int config_load_yaml(Config *c, const char *path);
 /* Applies one "section.key=value" override. -1 with error set on failure. */
 int config_set(Config *c, const char *assignment);
-/* Cross-field and range checks. -1 with error set on failure. */
+/* Cross-field and range checks, then the objective's checks of its own section
+ * (objective_check_config, train/objectives/objective.h). -1 with error set
+ * on failure. */
 int config_validate(const Config *c);
 /* Newly allocated YAML / JSON text of every key (the resolved config). */
 char *config_to_yaml(const Config *c);

@@ -1,6 +1,7 @@
 /* train/trainer.c — the training loop: set-up (model, partial fine-tuning,
  * optimizer), steps, validation, logging, checkpoints, resume and signals.
- * What a step computes for each objective is in steps.c.
+ * What a step computes is the objective's (train/objectives/objective.h): the
+ * trainer picks it from the registry by objective.type and knows none by name.
  *
  * One optimizer step = grad_accum micro-batches of (B,T). All micro-batches of
  * a step are drawn from the loader first, so the LM objective can normalise by
@@ -35,12 +36,13 @@
  * all-reduce (dist_wait polls its event, so a hung rank ends in a message)
  * and the host collectives dist_sum_* and dist_any (through the device when
  * NCCL runs without MPI); kd and dpo the teacher's or reference's forward and
- * their per-token side arrays (model_kd.c, steps.c); LoRA dropout a download
+ * their per-token side arrays (model_kd.c, train/objectives); LoRA dropout a download
  * and an upload per adapted layer (model_lora.c); evaluation, checkpoints
  * and a step whose buffers grow (first step) more.
  */
 #include "train/trainer.h"
 
+#include <assert.h>
 #include <cblas.h>
 #include <errno.h>
 #include <jansson.h>
@@ -52,7 +54,6 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "data/h5data.h"
 #include "model/backend.h"
 #include "model/checkpoint.h"
 #include "train/dist.h"
@@ -61,10 +62,35 @@
 #include "model/model_io.h"
 #include "train/optim.h"
 #include "model/safetensors.h"
-#include "train/trainer_impl.h"
+#include "train/objectives/objective.h"
 #include "util/util.h"
 
-int trainer_open_data(Trainer *t); /* steps.c */
+/* The state of one training run. */
+typedef struct {
+    const Config *cfg;        /* resolved: train.steps set from train.epochs */
+    const TrainOptions *opt;
+    const Backend *be;
+    const Objective *obj;     /* the method (objective.type) */
+    void *state;              /* its state: obj->open's */
+    TrainEnv env;             /* what the method is lent */
+    GPT *model;
+    Optimizer *optim;
+    LrSchedule sched;
+    int step;                 /* optimizer steps completed */
+    int64_t tokens_seen;
+    Rng rng;                  /* checkpointed; the objective draws from it (env.rng) */
+    int B, T, A;              /* items per rank per micro-step, sequence length, accumulation */
+    int rows;                 /* model rows per micro-batch: B * obj->rows_per_item */
+    int rank, world;          /* data parallel: this rank of world (1 = single process) */
+    int is_main, quiet;       /* rank 0; no console lines (options or rank > 0) */
+    FILE *metrics;
+} Trainer;
+
+/* What one optimizer step (or one validation pass) measured. */
+typedef struct {
+    double loss;              /* the loss that was optimized */
+    double metrics[OBJECTIVE_MAX_METRICS]; /* the objective's, in its order */
+} StepStats;
 
 #define MAX_CKPTS 4096
 
@@ -96,7 +122,7 @@ static int write_trainer_json(Trainer *t, const char *dir) {
     json_object_set_new(root, "tokens_seen", json_integer(t->tokens_seen));
     json_t *data = json_object();
     int64_t epoch, pos;
-    data_position(t, &epoch, &pos);
+    t->obj->position(t->state, &epoch, &pos);
     json_object_set_new(data, "epoch", json_integer(epoch));
     json_object_set_new(data, "pos", json_integer(pos));
     if (gpt_lora_config(t->model))
@@ -272,7 +298,7 @@ static int load_checkpoint(Trainer *t, const char *dir) {
     t->step = step;
     t->tokens_seen = tokens;
     t->rng = rng;
-    data_seek(t, epoch, pos);
+    t->obj->seek(t->state, epoch, pos);
     if (gpt_lora_config(t->model)) { /* the dropout masks continue where they were */
         char path[4096];
         json_error_t jerr;
@@ -348,8 +374,6 @@ static void fmt_duration(char *buf, size_t cap, double s) {
     if (v >= 3600) snprintf(buf, cap, "%ld:%02ld:%02ld", v / 3600, v / 60 % 60, v % 60);
     else snprintf(buf, cap, "%02ld:%02ld", v / 60, v % 60);
 }
-
-/* -------------------------------------------------------------------- steps */
 
 /* ------------------------------------------------------------------- set-up */
 
@@ -428,7 +452,7 @@ static int build_model(Trainer *t) {
 static void trainer_free(Trainer *t) {
     if (t->metrics) fclose(t->metrics);
     optim_free(t->optim);
-    steps_free(t);
+    if (t->state) t->obj->close(t->state);
     gpt_free(t->model);
 }
 
@@ -438,207 +462,264 @@ static void set_threads(int n) {
     openblas_set_num_threads(n);
 }
 
-/* The objective's extra numbers in a metrics line: ", \"ce\": ..." (prefix
- * "" for training, "eval_" for validation). */
-static void metrics_fields(const Trainer *t, const StepStats *st, const char *prefix, char *buf,
-                           size_t cap) {
-    buf[0] = '\0';
-    if (t->obj == OBJ_KD && !prefix[0])
-        snprintf(buf, cap, ", \"ce\": %.9g, \"kd\": %.9g, \"agreement\": %.6f, "
-                           "\"on_policy\": %d",
-                 st->ce, st->kd, st->agree, st->on_policy);
-    if (t->obj == OBJ_DPO) {
-        const DpoMetrics *m = &st->dpo;
-        snprintf(buf, cap,
-                 ", \"%srewards/chosen\": %.9g, \"%srewards/rejected\": %.9g, "
-                 "\"%srewards/accuracies\": %.6f, \"%srewards/margins\": %.9g, "
-                 "\"%slogps/chosen\": %.9g, \"%slogps/rejected\": %.9g, \"%snll_loss\": %.9g",
-                 prefix, m->rewards_chosen, prefix, m->rewards_rejected, prefix,
-                 m->rewards_accuracies, prefix, m->rewards_margins, prefix, m->logps_chosen,
-                 prefix, m->logps_rejected, prefix, m->nll_loss);
+/* Fields, generators and the objective of a run; nothing opened yet. */
+static int trainer_init(Trainer *t, const Config *cfg, const TrainOptions *opt) {
+    memset(t, 0, sizeof *t);
+    t->cfg = cfg;
+    t->opt = opt;
+    t->B = cfg->data.batch_size;
+    t->T = cfg->data.seq_len;
+    t->A = cfg->data.grad_accum;
+    t->rank = dist_rank();
+    t->world = dist_size();
+    t->is_main = t->rank == 0;
+    t->quiet = opt->quiet || !t->is_main;
+    rng_seed(&t->rng, (uint64_t)cfg->train.seed);
+    if (getenv("RETORT_STOP_AT_STEP")) /* tests: a SIGTERM that arrives during that step */
+        stop_at_step = atoi(getenv("RETORT_STOP_AT_STEP"));
+    set_threads(cfg->train.threads);
+    if (!(t->obj = objective_find(cfg->objective.type))) return -1;
+    assert(t->obj->n_metrics <= OBJECTIVE_MAX_METRICS &&
+           t->obj->n_eval_metrics <= t->obj->n_metrics);
+    t->rows = t->B * t->obj->rows_per_item;
+    t->env = (TrainEnv){cfg, NULL, NULL, t->B, t->T, t->A, t->rank, t->world, &t->rng,
+                        opt->quiet};
+    return 0;
+}
+
+/* train.epochs > 0: the steps that many passes over the training items take. */
+static int resolve_epochs(Trainer *t, Config *cfg) {
+    if (cfg->train.epochs <= 0) return 0;
+    int64_t items = t->obj->items(t->state);
+    double per_step = (double)t->B * t->A;
+    double steps = ceil(cfg->train.epochs * (double)items / per_step);
+    cfg->train.steps = steps < 1 ? 1 : steps > 1e9 ? 1000000000 : (int)steps;
+    if (cfg->optim.warmup_steps > cfg->train.steps)
+        return err_set("optim.warmup_steps (%d) exceeds the %d steps that train.epochs=%g gives",
+                       cfg->optim.warmup_steps, cfg->train.steps, cfg->train.epochs);
+    if (!t->opt->quiet)
+        printf("train.epochs %g over %lld items: %d steps\n", cfg->train.epochs,
+               (long long)items, cfg->train.steps);
+    return 0;
+}
+
+/* AdamW over the trainable parameters (sharded with dist.zero1), the schedule. */
+static int create_optimizer(Trainer *t) {
+    const Config *cfg = t->cfg;
+    AdamWConfig ac = {cfg->optim.beta1, cfg->optim.beta2, cfg->optim.eps, cfg->optim.weight_decay,
+                      cfg->optim.grad_clip};
+    if (!(t->optim = optim_create(t->model, &ac))) return -1;
+    if (cfg->dist.zero1 && t->world > 1 && optim_shard(t->optim, t->rank, t->world) != 0)
+        return -1;
+    t->sched = (LrSchedule){cfg->optim.lr, cfg->optim.min_lr, cfg->optim.warmup_steps,
+                            cfg->train.steps, SCHED_COSINE};
+    return schedule_from_name(cfg->optim.schedule, &t->sched.schedule);
+}
+
+static void print_setup(const Trainer *t) {
+    const Config *cfg = t->cfg;
+    if (!t->quiet) {
+        const GPTConfig *g = gpt_config(t->model);
+        printf("model: %zu parameters (%d layers, %d heads, %d wide, vocab %d) on %s, %d threads\n"
+               "objective %s; data: %s, %lld training %s of %d tokens%s\n",
+               gpt_num_params(t->model), g->n_layer, g->n_head, g->n_embd, g->vocab_size,
+               t->be->name, omp_get_max_threads(), t->obj->name, cfg->data.train,
+               (long long)t->obj->items(t->state), t->obj->item_noun, t->T + 1,
+               t->obj->has_val(t->state) ? ", validation on" : "");
+        if (t->world > 1)
+            printf("data parallel: %d ranks (%s), %d %s per rank per micro-step, global batch "
+                   "%d\n",
+                   t->world, dist_world()->launcher, t->B, t->obj->batch_noun,
+                   t->world * t->B * t->A);
+        if (optim_is_sharded(t->optim))
+            printf("ZeRO-1: AdamW state sharded over %d ranks, %.2f MiB on this rank\n", t->world,
+                   optim_state_bytes(t->optim) / 1048576.0);
+        if (gpt_num_trainable(t->model) < gpt_num_params(t->model))
+            printf("training %zu of %zu parameters (%s); gradients + optimizer state %.2f MiB\n",
+                   gpt_num_trainable(t->model), gpt_num_params(t->model),
+                   gpt_lora_config(t->model) ? "LoRA adapters" : "the rest frozen",
+                   optim_train_state_bytes(t->optim) / 1048576.0);
+        if (t->obj->describe) t->obj->describe(t->state, &t->env);
+    }
+    if (cfg->eval.every > 0 && !t->obj->has_val(t->state) && !t->quiet)
+        printf("note: eval.every is set but there is no validation data (set data.val or "
+               "data.val_fraction)\n");
+}
+
+/* Everything before the first step: backend, the objective's data, the model,
+ * partial fine-tuning, the objective's second models, the optimizer, resume
+ * and the metrics file. */
+static int trainer_setup(Trainer *t, Config *resolved) {
+    const Config *cfg = t->cfg;
+    if (!(t->be = backend_by_name(cfg->train.device))) return -1;
+    t->env.be = t->be;
+    if (!(t->state = t->obj->open(&t->env))) return -1;
+    if (build_model(t) != 0) return -1;
+    t->env.model = t->model;
+    if (resolve_epochs(t, resolved) != 0) return -1;
+    if (t->T > gpt_config(t->model)->n_positions)
+        return err_set("data.seq_len %d exceeds the model's n_positions %d", t->T,
+                       gpt_config(t->model)->n_positions);
+    if (apply_finetune(t) != 0 || t->obj->prepare(t->state, &t->env) != 0) return -1;
+    if (create_optimizer(t) != 0) return -1;
+    if (mkdir_p(cfg->train.out_dir) != 0) return -1;
+    if (t->opt->resume && resume(t) != 0) return -1;
+    if (t->is_main && open_metrics(t) != 0) return -1;
+    print_setup(t);
+    return 0;
+}
+
+/* ---------------------------------------------------------------- the loop */
+
+/* One optimizer step's forward and backward: the objective's, on zeroed
+ * gradients in train mode. */
+static void train_step(Trainer *t, StepStats *st) {
+    memset(st, 0, sizeof *st);
+    gpt_zero_grad(t->model);
+    gpt_set_train_mode(t->model, 1);
+    st->loss = t->obj->step(t->state, &t->env, st->metrics);
+    t->tokens_seen += (int64_t)t->A * t->rows * t->T;
+}
+
+/* Sums the ranks' gradient shares (each is weighted for the global step). */
+static void reduce_gradients(Trainer *t) {
+    if (t->world == 1) return;
+    if (!strcmp(t->be->name, "cuda")) { /* gradients are fp32 on every backend */
+        dist_allreduce_bucket_async(gpt_grads(t->model), gpt_grad_size(t->model), DIST_F32,
+                                    DIST_SUM);
+        dist_wait();
+    } else if (optim_is_sharded(t->optim)) { /* ZeRO-1: each rank needs its shard */
+        dist_reduce_scatter_f32(gpt_grads(t->model), gpt_grad_size(t->model), DIST_SUM);
+    } else {
+        dist_allreduce_f32(gpt_grads(t->model), gpt_grad_size(t->model), DIST_SUM);
     }
 }
 
-static const char *objective_names[] = {"lm", "kd", "dpo"};
-
-int train_run(const Config *cfg_in, const TrainOptions *opt) {
-    if (config_validate(cfg_in) != 0) return -1;
-    Config resolved = *cfg_in; /* train.epochs resolves train.steps below */
-    Config *cfg = &resolved;
-    Trainer t;
-    memset(&t, 0, sizeof t);
-    t.cfg = cfg;
-    t.opt = opt;
-    t.obj = !strcmp(cfg->objective.type, "kd") ? OBJ_KD : !strcmp(cfg->objective.type, "dpo") ? OBJ_DPO : OBJ_LM;
-    t.B = cfg->data.batch_size;
-    t.T = cfg->data.seq_len;
-    t.A = cfg->data.grad_accum;
-    t.rows = t.obj == OBJ_DPO ? 2 * t.B : t.B;
-    t.rank = dist_rank();
-    t.world = dist_size();
-    int is_main = t.rank == 0;
-    rng_seed(&t.rng, (uint64_t)cfg->train.seed);
-    rng_seed(&t.sample_rng, (uint64_t)cfg->train.seed * 7919 + (uint64_t)t.rank + 1);
-    if (getenv("RETORT_STOP_AT_STEP")) /* tests: a SIGTERM that arrives during that step */
-        stop_at_step = atoi(getenv("RETORT_STOP_AT_STEP"));
-
-    set_threads(cfg->train.threads);
-    int rc = -1;
-
-    if (!(t.be = backend_by_name(cfg->train.device))) goto done;
-    if (trainer_open_data(&t) != 0 || build_model(&t) != 0) goto done;
-    if (cfg->train.epochs > 0) {
-        double per_step = (double)t.B * t.A;
-        double steps = ceil(cfg->train.epochs * (double)train_items(&t) / per_step);
-        cfg->train.steps = steps < 1 ? 1 : steps > 1e9 ? 1000000000 : (int)steps;
-        if (cfg->optim.warmup_steps > cfg->train.steps) {
-            err_set("optim.warmup_steps (%d) exceeds the %d steps that train.epochs=%g gives",
-                    cfg->optim.warmup_steps, cfg->train.steps, cfg->train.epochs);
-            goto done;
-        }
-        if (!opt->quiet)
-            printf("train.epochs %g over %lld items: %d steps\n", cfg->train.epochs,
-                   (long long)train_items(&t), cfg->train.steps);
+/* The objective's numbers for a metrics line: ", \"<prefix><name>\": value"
+ * for the first n of them. */
+static void metrics_fields(const Trainer *t, const double *m, int n, const char *prefix,
+                           char *buf, size_t cap) {
+    size_t len = 0;
+    buf[0] = '\0';
+    for (int k = 0; k < n && len < cap; k++) {
+        const ObjectiveMetric *om = &t->obj->metrics[k];
+        len += (size_t)snprintf(buf + len, cap - len, ", \"%s%s\": ", prefix, om->name);
+        if (len < cap) len += (size_t)snprintf(buf + len, cap - len, om->format, m[k]);
     }
-    if (t.T > gpt_config(t.model)->n_positions) {
-        err_set("data.seq_len %d exceeds the model's n_positions %d", t.T,
-                gpt_config(t.model)->n_positions);
-        goto done;
-    }
-    if (apply_finetune(&t) != 0 || steps_setup(&t) != 0) goto done;
-    AdamWConfig ac = {cfg->optim.beta1, cfg->optim.beta2, cfg->optim.eps, cfg->optim.weight_decay,
-                      cfg->optim.grad_clip};
-    if (!(t.optim = optim_create(t.model, &ac))) goto done;
-    if (cfg->dist.zero1 && t.world > 1 && optim_shard(t.optim, t.rank, t.world) != 0) goto done;
-    t.sched = (LrSchedule){cfg->optim.lr, cfg->optim.min_lr, cfg->optim.warmup_steps,
-                           cfg->train.steps, SCHED_COSINE};
-    if (schedule_from_name(cfg->optim.schedule, &t.sched.schedule) != 0) goto done;
-    if (mkdir_p(cfg->train.out_dir) != 0) goto done;
-    if (opt->resume && resume(&t) != 0) goto done;
-    if (is_main && open_metrics(&t) != 0) goto done;
-    int quiet = opt->quiet || !is_main;
+}
 
-    size_t N = (size_t)t.rows * t.T * t.world; /* tokens per micro-step over all ranks */
-    if (!quiet) {
-        const GPTConfig *g = gpt_config(t.model);
-        printf("model: %zu parameters (%d layers, %d heads, %d wide, vocab %d) on %s, %d threads\n"
-               "objective %s; data: %s, %lld training %s of %d tokens%s\n",
-               gpt_num_params(t.model), g->n_layer, g->n_head, g->n_embd, g->vocab_size,
-               t.be->name, omp_get_max_threads(), objective_names[t.obj], cfg->data.train,
-               (long long)train_items(&t), t.obj == OBJ_DPO ? "pairs" : "items", t.T + 1,
-               t.have_val ? ", validation on" : "");
-        if (t.world > 1)
-            printf("data parallel: %d ranks (%s), %d %s per rank per micro-step, global batch "
-                   "%d\n",
-                   t.world, dist_world()->launcher, t.B, t.obj == OBJ_DPO ? "pairs" : "sequences",
-                   t.world * t.B * t.A);
-        if (optim_is_sharded(t.optim))
-            printf("ZeRO-1: AdamW state sharded over %d ranks, %.2f MiB on this rank\n", t.world,
-                   optim_state_bytes(t.optim) / 1048576.0);
-        if (gpt_num_trainable(t.model) < gpt_num_params(t.model))
-            printf("training %zu of %zu parameters (%s); gradients + optimizer state %.2f MiB\n",
-                   gpt_num_trainable(t.model), gpt_num_params(t.model),
-                   gpt_lora_config(t.model) ? "LoRA adapters" : "the rest frozen",
-                   optim_train_state_bytes(t.optim) / 1048576.0);
-        if (t.teacher)
-            printf("teacher: %s (%zu parameters, frozen)\n", cfg->kd.teacher,
-                   gpt_num_params(t.teacher));
-        if (t.ref) printf("reference model: %s (frozen)\n",
-                          cfg->dpo.reference[0] ? cfg->dpo.reference : cfg->model.init);
+/* The console's " (label value, ...)" of the metrics that have a label. */
+static void console_fields(const Trainer *t, const double *m, char *buf, size_t cap) {
+    size_t len = 0;
+    int shown = 0;
+    buf[0] = '\0';
+    for (int k = 0; k < t->obj->n_metrics && len < cap; k++) {
+        const ObjectiveMetric *om = &t->obj->metrics[k];
+        if (!om->console) continue;
+        len += (size_t)snprintf(buf + len, cap - len, "%s%s %.*f", shown++ ? ", " : " (",
+                                om->console, om->digits, m[k]);
     }
-    if (cfg->eval.every > 0 && !t.have_val && !quiet)
-        printf("note: eval.every is set but there is no validation data (set data.val or "
-               "data.val_fraction)\n");
+    if (shown && len < cap) snprintf(buf + len, cap - len, ")");
+}
 
-    int tty = isatty(STDOUT_FILENO);
-    double t0 = now_seconds();
-    int first_step = t.step;
-    while (t.step < cfg->train.steps) {
-        double ts = now_seconds();
-        double lr = lr_at(&t.sched, t.step + 1);
-        StepStats st;
-        train_step(&t, &st);
-        if (t.world > 1) { /* sum the ranks' gradient shares (each is weighted for the global step) */
-            if (!strcmp(t.be->name, "cuda")) { /* gradients are fp32 on every backend */
-                dist_allreduce_bucket_async(gpt_grads(t.model), gpt_grad_size(t.model), DIST_F32,
-                                            DIST_SUM);
-                dist_wait();
-            } else if (optim_is_sharded(t.optim)) { /* ZeRO-1: each rank needs its shard */
-                dist_reduce_scatter_f32(gpt_grads(t.model), gpt_grad_size(t.model), DIST_SUM);
-            } else {
-                dist_allreduce_f32(gpt_grads(t.model), gpt_grad_size(t.model), DIST_SUM);
-            }
-        }
-        double loss = st.loss;
-        double norm = optim_clip_grad_norm(t.optim);
-        optim_step(t.optim, lr);
-        t.step++;
-        double dt = now_seconds() - ts, elapsed = now_seconds() - t0;
-        double tok_s = (double)t.A * N / dt;
-        if (!isfinite(loss)) {
-            err_set("loss is %g at step %d; lower optim.lr or check the data (the last good "
-                    "checkpoint in %s is kept)", loss, t.step, cfg->train.out_dir);
-            goto done;
-        }
-        char extra[1024];
-        metrics_fields(&t, &st, "", extra, sizeof extra);
-        if (is_main)
-            fprintf(t.metrics,
+/* The step's metrics line, and the console line every train.log_every steps. */
+static void log_step(const Trainer *t, const StepStats *st, double lr, double norm, double tok_s,
+                     double elapsed, int first_step, int tty) {
+    const Config *cfg = t->cfg;
+    char extra[2048];
+    metrics_fields(t, st->metrics, t->obj->n_metrics, "", extra, sizeof extra);
+    if (t->is_main)
+        fprintf(t->metrics,
                 "{\"step\": %d, \"loss\": %.17g, \"lr\": %.6e, \"grad_norm\": %.6f, "
                 "\"tokens_per_s\": %.1f, \"elapsed_s\": %.3f%s}\n",
-                t.step, loss, lr, norm, tok_s, elapsed, extra);
-        if (!quiet && (t.step % cfg->train.log_every == 0 || t.step == cfg->train.steps)) {
-            char el[32], eta[32], obj[96] = "";
-            fmt_duration(el, sizeof el, elapsed);
-            fmt_duration(eta, sizeof eta,
-                         elapsed / (t.step - first_step) * (cfg->train.steps - t.step));
-            if (t.obj == OBJ_KD)
-                snprintf(obj, sizeof obj, " (ce %.4f, kd %.4f, agree %.3f)", st.ce, st.kd,
-                         st.agree);
-            if (t.obj == OBJ_DPO)
-                snprintf(obj, sizeof obj, " (acc %.3f, margin %.3f)",
-                         st.dpo.rewards_accuracies, st.dpo.rewards_margins);
-            printf("%sstep %d/%d | loss %.4f%s | lr %.2e | norm %.3f | %.0f tok/s | %s elapsed | "
-                   "ETA %s%s",
-                   tty ? "\r\033[K" : "", t.step, cfg->train.steps, loss, obj, lr, norm, tok_s,
-                   el, eta, tty ? "" : "\n");
-            fflush(stdout);
-        }
-        if (t.have_val && cfg->eval.every > 0 &&
-            (t.step % cfg->eval.every == 0 || t.step == cfg->train.steps)) {
-            StepStats ev;
-            eval_pass(&t, &ev);
-            metrics_fields(&t, &ev, "eval_", extra, sizeof extra);
-            if (is_main)
-                fprintf(t.metrics, "{\"step\": %d, \"val_loss\": %.9g%s}\n", t.step, ev.loss,
-                        extra);
-            if (!quiet) printf("%sstep %d | val loss %.4f\n", tty ? "\n" : "", t.step, ev.loss);
-        }
-        if (is_main) fflush(t.metrics);
+                t->step, st->loss, lr, norm, tok_s, elapsed, extra);
+    if (t->quiet || (t->step % cfg->train.log_every != 0 && t->step != cfg->train.steps)) return;
+    char el[32], eta[32], obj[256];
+    fmt_duration(el, sizeof el, elapsed);
+    fmt_duration(eta, sizeof eta, elapsed / (t->step - first_step) * (cfg->train.steps - t->step));
+    console_fields(t, st->metrics, obj, sizeof obj);
+    printf("%sstep %d/%d | loss %.4f%s | lr %.2e | norm %.3f | %.0f tok/s | %s elapsed | ETA %s%s",
+           tty ? "\r\033[K" : "", t->step, cfg->train.steps, st->loss, obj, lr, norm, tok_s, el,
+           eta, tty ? "" : "\n");
+    fflush(stdout);
+}
+
+/* A validation pass in eval mode, logged as "val_loss" and "eval_<metric>". */
+static void evaluate(Trainer *t, int tty) {
+    StepStats ev;
+    memset(&ev, 0, sizeof ev);
+    gpt_set_train_mode(t->model, 0);
+    ev.loss = t->obj->eval(t->state, &t->env, ev.metrics);
+    char extra[2048];
+    metrics_fields(t, ev.metrics, t->obj->n_eval_metrics, "eval_", extra, sizeof extra);
+    if (t->is_main)
+        fprintf(t->metrics, "{\"step\": %d, \"val_loss\": %.9g%s}\n", t->step, ev.loss, extra);
+    if (!t->quiet) printf("%sstep %d | val loss %.4f\n", tty ? "\n" : "", t->step, ev.loss);
+}
+
+/* Saves when asked to stop, every checkpoint.every steps and at the end. */
+static int checkpoint_if_due(Trainer *t, int stop, int tty) {
+    const Config *cfg = t->cfg;
+    int periodic = cfg->checkpoint.every > 0 && t->step % cfg->checkpoint.every == 0;
+    if (!stop && !periodic && t->step != cfg->train.steps) return 0;
+    int failed = save_checkpoint(t) != 0;
+    if (dist_any(failed)) {
+        if (!failed) err_set("rank 0 could not write the checkpoint of step %d", t->step);
+        return -1;
+    }
+    if (!t->quiet) {
+        char dir[4096];
+        ckpt_dir_name(dir, sizeof dir, cfg->train.out_dir, t->step);
+        printf("%ssaved %s\n", tty ? "\n" : "", dir);
+    }
+    return 0;
+}
+
+/* Steps to train.steps, or until a stop signal (then a checkpoint). */
+static int train_loop(Trainer *t) {
+    const Config *cfg = t->cfg;
+    size_t N = (size_t)t->rows * t->T * t->world; /* tokens per micro-step over all ranks */
+    int tty = isatty(STDOUT_FILENO);
+    double t0 = now_seconds();
+    int first_step = t->step;
+    while (t->step < cfg->train.steps) {
+        double ts = now_seconds();
+        double lr = lr_at(&t->sched, t->step + 1);
+        StepStats st;
+        train_step(t, &st);
+        reduce_gradients(t);
+        double norm = optim_clip_grad_norm(t->optim);
+        optim_step(t->optim, lr);
+        t->step++;
+        double dt = now_seconds() - ts, elapsed = now_seconds() - t0;
+        if (!isfinite(st.loss))
+            return err_set("loss is %g at step %d; lower optim.lr or check the data (the last "
+                           "good checkpoint in %s is kept)",
+                           st.loss, t->step, cfg->train.out_dir);
+        log_step(t, &st, lr, norm, (double)t->A * N / dt, elapsed, first_step, tty);
+        if (t->obj->has_val(t->state) && cfg->eval.every > 0 &&
+            (t->step % cfg->eval.every == 0 || t->step == cfg->train.steps))
+            evaluate(t, tty);
+        if (t->is_main) fflush(t->metrics);
         /* every rank stops at the same step boundary */
-        int stop = dist_any(stop_signals > 0 || t.step == stop_at_step);
-        int periodic = cfg->checkpoint.every > 0 && t.step % cfg->checkpoint.every == 0;
-        if (stop || periodic || t.step == cfg->train.steps) {
-            int failed = save_checkpoint(&t) != 0;
-            if (dist_any(failed)) {
-                if (!failed) err_set("rank 0 could not write the checkpoint of step %d", t.step);
-                goto done;
-            }
-            if (!quiet) {
-                char dir[4096];
-                ckpt_dir_name(dir, sizeof dir, cfg->train.out_dir, t.step);
-                printf("%ssaved %s\n", tty ? "\n" : "", dir);
-            }
-        }
+        int stop = dist_any(stop_signals > 0 || t->step == stop_at_step);
+        if (checkpoint_if_due(t, stop, tty) != 0) return -1;
         if (stop) {
-            if (!quiet) printf("stopped by signal after step %d; resume with --resume\n",
-                                    t.step);
+            if (!t->quiet) printf("stopped by signal after step %d; resume with --resume\n", t->step);
             break;
         }
     }
-    if (tty && !quiet) printf("\n");
-    rc = 0;
-done:
+    if (tty && !t->quiet) printf("\n");
+    return 0;
+}
+
+int train_run(const Config *cfg_in, const TrainOptions *opt) {
+    if (config_validate(cfg_in) != 0) return -1;
+    Config resolved = *cfg_in; /* train.epochs resolves train.steps */
+    Trainer t;
+    int rc = -1;
+    if (trainer_init(&t, &resolved, opt) == 0 && trainer_setup(&t, &resolved) == 0)
+        rc = train_loop(&t);
     trainer_free(&t);
     return rc;
 }

@@ -1,13 +1,18 @@
 /* train/objectives/dpo.c — DPO-family losses on per-pair log-prob sums (the
- * formulas and their TRL sources are in dpo.h). Everything is in double: the
- * sums come from float per-token log-probs but a sum over hundreds of tokens
- * and the differences of such sums lose digits a float could not spare. */
+ * formulas and their TRL sources are in dpo.h), and the method behind
+ * objective.type dpo (at the end). Everything is in double: the sums come
+ * from float per-token log-probs but a sum over hundreds of tokens and the
+ * differences of such sums lose digits a float could not spare. */
 #include "train/objectives/dpo.h"
 
 #include <assert.h>
 #include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
+#include "train/objectives/objective.h"
+#include "train/objectives/pair_batches.h"
 #include "util/util.h"
 
 static const char *const loss_type_names[] = {"sigmoid", "robust", "hinge", "ipo", "simpo"};
@@ -29,28 +34,36 @@ const char *dpo_loss_type_name(DpoLossType type) {
     return loss_type_names[type];
 }
 
+/* Messages name the config keys (dpo.*), since that is where the values come
+ * from, and say what TRL does with the same values. */
 int dpo_params_validate(const DpoParams *p) {
     if ((int)p->type < 0 || (int)p->type >= N_LOSS_TYPES)
         return err_set("DPO loss type %d is not one of sigmoid, robust, hinge, ipo, simpo",
                        (int)p->type);
     const char *name = loss_type_names[p->type];
     if (!(p->beta > 0) || !isfinite(p->beta))
-        return err_set("DPO beta is %g; it must be a finite number > 0 (TRL's default is 0.1)",
+        return err_set("dpo.beta is %g; it must be a finite number > 0 (TRL's default is 0.1)",
                        p->beta);
     double e = p->label_smoothing;
     if (p->type == DPO_ROBUST && !(e >= 0 && e < 0.5))
-        return err_set("label_smoothing is %g; the robust loss needs it in [0, 0.5) (the "
-                       "probability that a preference label is flipped)", e);
+        return err_set("dpo.label_smoothing is %g, but dpo.loss_type robust needs it in [0, 0.5) "
+                       "(the probability that a preference label is flipped; the loss divides "
+                       "by 1 - 2 label_smoothing, which is 0 at 0.5). TRL only logs a warning "
+                       "for this and then trains on an infinite or NaN loss. Set "
+                       "dpo.label_smoothing below 0.5 (the rDPO paper uses 0.1), or use "
+                       "dpo.loss_type sigmoid for conservative DPO", e);
     if ((p->type == DPO_SIGMOID || p->type == DPO_SIMPO) && !(e >= 0 && e <= 1))
-        return err_set("label_smoothing is %g; the %s loss needs it in [0, 1]", e, name);
+        return err_set("dpo.label_smoothing is %g; the %s loss needs it in [0, 1]", e, name);
     if ((p->type == DPO_HINGE || p->type == DPO_IPO) && e != 0)
-        return err_set("label_smoothing is %g but the %s loss has no label smoothing; set it to 0 "
-                       "or use sigmoid (conservative DPO) or robust", e, name);
+        return err_set("dpo.label_smoothing is %g, but dpo.loss_type %s has no label smoothing. "
+                       "TRL ignores it for %s (0.x with a warning, 1.x silently), so the run "
+                       "would not train what the config says; set dpo.label_smoothing to 0, or "
+                       "use dpo.loss_type sigmoid (conservative DPO) or robust", e, name, name);
     if (!(p->rpo_alpha >= 0) || !isfinite(p->rpo_alpha))
-        return err_set("rpo_alpha is %g; it must be a finite number >= 0 (0 turns the NLL term "
-                       "off)", p->rpo_alpha);
+        return err_set("dpo.rpo_alpha is %g; it must be a finite number >= 0 (0 turns the NLL "
+                       "term off)", p->rpo_alpha);
     if (!isfinite(p->simpo_gamma))
-        return err_set("simpo_gamma is %g; it must be finite", p->simpo_gamma);
+        return err_set("dpo.simpo_gamma is %g; it must be finite", p->simpo_gamma);
     return 0;
 }
 
@@ -205,3 +218,231 @@ void dpo_spread_weights(const double *dlogp_c, const double *dlogp_r, int B, int
         for (int j = 0; j < T; j++) gr[j] = tg[j] >= 0 ? w : 0.0f;
     }
 }
+
+/* ------------------------------------------------------------ the method
+ *
+ * objective.type dpo: the losses above on per-pair sums of completion
+ * log-probs. The reference is a frozen model run forward on the same rows
+ * (dpo.reference, or model.init when it is empty), or the pref file's
+ * precomputed ref_logp_* (dpo.reference "precomputed", `retort dpo
+ * precompute-ref`); simpo needs none. */
+
+typedef struct {
+    PairBatches d;
+    DpoParams p;
+    GPT *ref;                  /* online reference, or NULL (precomputed, or simpo) */
+    double *sums, *ref_sums;   /* (2B) policy and reference per-row sums */
+    int64_t *counts;           /* (2B) completion tokens per row */
+    DpoPair *pairs;            /* (B) */
+    double *dlogp_c, *dlogp_r; /* (B) dLoss/d(pair sums) */
+} Dpo;
+
+enum {
+    M_REWARDS_CHOSEN, M_REWARDS_REJECTED, M_REWARDS_ACCURACIES, M_REWARDS_MARGINS,
+    M_LOGPS_CHOSEN, M_LOGPS_REJECTED, M_NLL_LOSS, DPO_N_METRICS
+};
+
+static const ObjectiveMetric dpo_metrics[DPO_N_METRICS] = {
+    [M_REWARDS_CHOSEN] = {"rewards/chosen", "%.9g", NULL, 0},
+    [M_REWARDS_REJECTED] = {"rewards/rejected", "%.9g", NULL, 0},
+    [M_REWARDS_ACCURACIES] = {"rewards/accuracies", "%.6f", "acc", 3},
+    [M_REWARDS_MARGINS] = {"rewards/margins", "%.9g", "margin", 3},
+    [M_LOGPS_CHOSEN] = {"logps/chosen", "%.9g", NULL, 0},
+    [M_LOGPS_REJECTED] = {"logps/rejected", "%.9g", NULL, 0},
+    [M_NLL_LOSS] = {"nll_loss", "%.9g", NULL, 0},
+};
+
+/* The dpo section as DpoParams; -1 (error set) for an unknown loss type. */
+static int params_from_config(const Config *c, DpoParams *p) {
+    *p = (DpoParams){DPO_SIGMOID, c->dpo.beta, c->dpo.label_smoothing, c->dpo.rpo_alpha,
+                     c->dpo.simpo_gamma};
+    return dpo_loss_type_from_name(c->dpo.loss_type, &p->type);
+}
+
+static const char *reference_of(const Config *c) {
+    return c->dpo.reference[0] ? c->dpo.reference : c->model.init;
+}
+
+static int dpo_validate(const Config *c) {
+    DpoParams p;
+    if (params_from_config(c, &p) != 0 || dpo_params_validate(&p) != 0) {
+        char why[1024];
+        snprintf(why, sizeof why, "%s", err_msg()); /* err_set overwrites err_msg() */
+        return err_set("config: %s", why);
+    }
+    if (p.type != DPO_SIMPO && !reference_of(c)[0])
+        return err_set("config: objective dpo needs a reference model: start from a checkpoint "
+                       "(model.init, which is also the reference) or set dpo.reference "
+                       "(dpo.loss_type simpo needs none)");
+    return 0;
+}
+
+static void dpo_close(void *self) {
+    Dpo *o = self;
+    if (!o) return;
+    gpt_free(o->ref);
+    pair_batches_close(&o->d);
+    free(o->sums);
+    free(o->ref_sums);
+    free(o->counts);
+    free(o->pairs);
+    free(o->dlogp_c);
+    free(o->dlogp_r);
+    free(o);
+}
+
+static void *dpo_open(const TrainEnv *env) {
+    const Config *c = env->cfg;
+    Dpo *o = xcalloc(1, sizeof *o);
+    if (params_from_config(c, &o->p) != 0 ||
+        pair_batches_open(&o->d, env, "dpo", c->dpo.max_prompt_len, c->dpo.max_completion_len) !=
+            0) {
+        dpo_close(o);
+        return NULL;
+    }
+    size_t rows = (size_t)2 * env->B;
+    o->sums = xmalloc(rows * sizeof(double));
+    o->ref_sums = xcalloc(rows, sizeof(double));
+    o->counts = xmalloc(rows * sizeof(int64_t));
+    o->pairs = xmalloc((size_t)env->B * sizeof(DpoPair));
+    o->dlogp_c = xmalloc((size_t)env->B * sizeof(double));
+    o->dlogp_r = xmalloc((size_t)env->B * sizeof(double));
+    return o;
+}
+
+static int64_t dpo_items(const void *self) {
+    return ((const Dpo *)self)->d.dl.count;
+}
+
+static int dpo_has_val(const void *self) {
+    return ((const Dpo *)self)->d.have_val;
+}
+
+/* The reference: none (simpo), the file's precomputed log-probs (checked
+ * against this run's truncation), or a frozen model. */
+static int dpo_prepare(void *self, const TrainEnv *env) {
+    Dpo *o = self;
+    const Config *c = env->cfg;
+    const char *ref = reference_of(c);
+    if (o->p.type == DPO_ROBUST && c->dpo.label_smoothing == 0 && !env->quiet)
+        printf("note: dpo.loss_type robust with dpo.label_smoothing 0 is exactly the sigmoid "
+               "loss; set label_smoothing to the assumed label-noise rate\n");
+    if (o->p.type == DPO_SIMPO) return 0; /* reference-free */
+    if (strcmp(ref, "precomputed") != 0) {
+        o->ref = objective_load_frozen(env, ref, "reference model");
+        return o->ref ? 0 : -1;
+    }
+    const PrefDataset *pd = &o->d.train;
+    if (!pd->ref_logp_chosen || !pd->ref_logp_rejected)
+        return err_set("%s: dpo.reference is \"precomputed\" but the file has no "
+                       "ref_logp_chosen / ref_logp_rejected; run `retort dpo precompute-ref` on "
+                       "it first",
+                       c->data.train);
+    if (o->d.have_val_ds && !o->d.val.ref_logp_chosen)
+        return err_set("%s: the validation file has no precomputed reference log-probs",
+                       c->data.val);
+    if (pd->ref_seq_len >= 0 &&
+        (pd->ref_seq_len != env->T || pd->ref_max_prompt_len != c->dpo.max_prompt_len ||
+         pd->ref_max_completion_len != c->dpo.max_completion_len))
+        return err_set("%s: the reference log-probs were computed for seq_len %d, "
+                       "max_prompt_len %d, max_completion_len %d, but this run uses %d, %d, %d; "
+                       "rerun `retort dpo precompute-ref` with the run's values",
+                       c->data.train, pd->ref_seq_len, pd->ref_max_prompt_len,
+                       pd->ref_max_completion_len, env->T, c->dpo.max_prompt_len,
+                       c->dpo.max_completion_len);
+    return 0;
+}
+
+static void dpo_describe(const void *self, const TrainEnv *env) {
+    const Dpo *o = self;
+    if (o->ref) printf("reference model: %s (frozen)\n", reference_of(env->cfg));
+}
+
+static void dpo_seek(void *self, int64_t epoch, int64_t pos) {
+    pref_loader_seek(&((Dpo *)self)->d.dl, epoch, pos);
+}
+
+static void dpo_position(const void *self, int64_t *epoch, int64_t *pos) {
+    const Dpo *o = self;
+    *epoch = o->d.dl.epoch;
+    *pos = o->d.dl.pos;
+}
+
+/* Reference sums of the 2B rows: the reference model's forward, or the
+ * precomputed per-pair values of pd (for simpo, zeros: it needs none). */
+static void reference_sums(Dpo *o, const TrainEnv *env, const PrefDataset *pd, const int *in,
+                           const int *tg, const int64_t *pair_ids) {
+    int B = env->B, rows = 2 * B;
+    if (o->ref) {
+        gpt_forward(o->ref, in, tg, rows, env->T, o->d.logp);
+        int64_t *scratch = xmalloc((size_t)rows * sizeof(int64_t));
+        pref_row_sums(o->d.logp, tg, rows, env->T, o->ref_sums, scratch);
+        free(scratch);
+    } else if (pd->ref_logp_chosen && o->p.type != DPO_SIMPO) {
+        for (int b = 0; b < B; b++) {
+            o->ref_sums[b] = pd->ref_logp_chosen[pair_ids[b]];
+            o->ref_sums[B + b] = pd->ref_logp_rejected[pair_ids[b]];
+        }
+    } else {
+        memset(o->ref_sums, 0, (size_t)rows * sizeof(double));
+    }
+}
+
+/* One micro-batch (PairLossFn): the policy's forward, the pair sums, the
+ * reference's, dpo_batch_loss, and the sums' gradients spread over their
+ * tokens into the policy's backward. */
+static double dpo_micro(void *self, const TrainEnv *env, const PrefDataset *pd, const int *in,
+                        const int *tg, const int64_t *pair_ids, double scale, int backward,
+                        double *metrics) {
+    Dpo *o = self;
+    int B = env->B, T = env->T;
+    DpoMetrics m;
+    gpt_forward(env->model, in, tg, 2 * B, T, o->d.logp);
+    pref_row_sums(o->d.logp, tg, 2 * B, T, o->sums, o->counts);
+    reference_sums(o, env, pd, in, tg, pair_ids); /* reuses logp: the policy's sums are taken */
+    dpo_pairs_from_rows(o->sums, o->ref_sums, o->counts, B, o->pairs);
+    double loss = dpo_batch_loss(&o->p, o->pairs, B, o->dlogp_c, o->dlogp_r, &m);
+    if (backward) {
+        dpo_spread_weights(o->dlogp_c, o->dlogp_r, B, T, tg, scale, o->d.g);
+        gpt_backward(env->model, o->d.g);
+    }
+    metrics[M_REWARDS_CHOSEN] = m.rewards_chosen;
+    metrics[M_REWARDS_REJECTED] = m.rewards_rejected;
+    metrics[M_REWARDS_ACCURACIES] = m.rewards_accuracies;
+    metrics[M_REWARDS_MARGINS] = m.rewards_margins;
+    metrics[M_LOGPS_CHOSEN] = m.logps_chosen;
+    metrics[M_LOGPS_REJECTED] = m.logps_rejected;
+    metrics[M_NLL_LOSS] = m.nll_loss;
+    return loss;
+}
+
+static double dpo_step(void *self, const TrainEnv *env, double *metrics) {
+    Dpo *o = self;
+    return pair_batches_step(&o->d, env, dpo_micro, o, DPO_N_METRICS, metrics);
+}
+
+static double dpo_eval(void *self, const TrainEnv *env, double *metrics) {
+    Dpo *o = self;
+    return pair_batches_eval(&o->d, env, dpo_micro, o, DPO_N_METRICS, metrics);
+}
+
+const Objective objective_dpo = {
+    .name = "dpo",
+    .item_noun = "pairs",
+    .batch_noun = "pairs",
+    .rows_per_item = 2,
+    .metrics = dpo_metrics,
+    .n_metrics = DPO_N_METRICS,
+    .n_eval_metrics = DPO_N_METRICS,
+    .validate = dpo_validate,
+    .open = dpo_open,
+    .items = dpo_items,
+    .has_val = dpo_has_val,
+    .prepare = dpo_prepare,
+    .describe = dpo_describe,
+    .seek = dpo_seek,
+    .step = dpo_step,
+    .position = dpo_position,
+    .eval = dpo_eval,
+    .close = dpo_close,
+};

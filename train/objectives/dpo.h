@@ -46,7 +46,11 @@
  *
  * Batch layout shared with data/pref_batch.h: a batch of B pairs is 2B rows of
  * T; rows [0, B) are the chosen completions, rows [B, 2B) the rejected ones,
- * row b and row B + b the same pair. */
+ * row b and row B + b the same pair.
+ *
+ * This header holds the pure functions; the method behind objective.type dpo
+ * (its config checks, pairs, reference and step, train/objectives/objective.h)
+ * is at the end of dpo.c and reached through the registry. */
 #ifndef RETORT_OBJECTIVE_DPO_H
 #define RETORT_OBJECTIVE_DPO_H
 
@@ -67,7 +71,8 @@ typedef struct {
     double simpo_gamma;      /* simpo only: the target reward margin (TRL default 0.5) */
 } DpoParams;
 
-/* -1 with the error set when a parameter is out of its range above. */
+/* -1 with the error set when a parameter is out of its range above; the
+ * message names the dpo.* config key and says what TRL does with the value. */
 int dpo_params_validate(const DpoParams *p);
 
 /* One preference pair: sums of log p over completion tokens (target tokens of

@@ -1,5 +1,14 @@
-/* train/objectives/lm.c — LM/SFT loss from per-token log-probabilities. */
+/* train/objectives/lm.c — the LM/SFT objective (formula in lm.h): the pure
+ * loss on per-token log-probabilities, and the method behind objective.type
+ * lm. kd files train here too, as SFT on the teacher's outputs
+ * (sequence-level KD). */
 #include "train/objectives/lm.h"
+
+#include <stdlib.h>
+
+#include "train/dist.h"
+#include "train/objectives/objective.h"
+#include "train/objectives/seq_batches.h"
 
 int64_t lm_count_targets(const int *targets, int64_t n) {
     int64_t k = 0;
@@ -20,3 +29,93 @@ double lm_loss_and_weights(const float *logp, const int *targets, int64_t n, dou
     }
     return D > 0 ? loss / D : 0.0;
 }
+
+/* ------------------------------------------------------------ the method */
+
+static int lm_validate(const Config *cfg) {
+    (void)cfg; /* the lm objective has no section of its own */
+    return 0;
+}
+
+static void *lm_open(const TrainEnv *env) {
+    SeqBatches *d = xcalloc(1, sizeof *d);
+    if (seq_batches_open(d, env) != 0) {
+        seq_batches_close(d);
+        free(d);
+        return NULL;
+    }
+    return d;
+}
+
+static int64_t lm_items(const void *self) {
+    return ((const SeqBatches *)self)->train_dl.count;
+}
+
+static int lm_has_val(const void *self) {
+    return ((const SeqBatches *)self)->have_val;
+}
+
+static int lm_prepare(void *self, const TrainEnv *env) {
+    (void)self, (void)env;
+    return 0;
+}
+
+static void lm_seek(void *self, int64_t epoch, int64_t pos) {
+    loader_seek(&((SeqBatches *)self)->train_dl, epoch, pos);
+}
+
+static void lm_position(const void *self, int64_t *epoch, int64_t *pos) {
+    const SeqBatches *d = self;
+    *epoch = d->train_dl.epoch;
+    *pos = d->train_dl.pos;
+}
+
+/* The step's loss is normalised by its target tokens over every rank, so A
+ * micro-batches on world ranks equal one batch of A * world * B rows. */
+static double lm_step(void *self, const TrainEnv *env, double *metrics) {
+    (void)metrics;
+    SeqBatches *d = self;
+    int N = env->B * env->T;
+    seq_batches_draw(d, env);
+    double D = seq_batches_step_targets(d, env), loss = 0;
+    for (int a = 0; a < env->A; a++) {
+        const int *in = seq_batches_local(d, env, d->inputs, a);
+        const int *tg = seq_batches_local(d, env, d->targets, a);
+        gpt_forward(env->model, in, tg, env->B, env->T, d->logp);
+        loss += lm_loss_and_weights(d->logp, tg, N, D, d->g);
+        gpt_backward(env->model, d->g);
+    }
+    return dist_sum_f64(loss); /* each rank holds its share of the step's mean */
+}
+
+static double lm_eval(void *self, const TrainEnv *env, double *metrics) {
+    (void)metrics;
+    return seq_batches_eval(self, env);
+}
+
+static void lm_close(void *self) {
+    if (!self) return;
+    seq_batches_close(self);
+    free(self);
+}
+
+const Objective objective_lm = {
+    .name = "lm",
+    .item_noun = "items",
+    .batch_noun = "sequences",
+    .rows_per_item = 1,
+    .metrics = NULL,
+    .n_metrics = 0,
+    .n_eval_metrics = 0,
+    .validate = lm_validate,
+    .open = lm_open,
+    .items = lm_items,
+    .has_val = lm_has_val,
+    .prepare = lm_prepare,
+    .describe = NULL,
+    .seek = lm_seek,
+    .step = lm_step,
+    .position = lm_position,
+    .eval = lm_eval,
+    .close = lm_close,
+};

@@ -3,7 +3,8 @@
  * loss = -sum_i logp_i / D over tokens with a target (targets[i] >= 0), where
  * D is the number of such tokens in the whole optimizer step (all micro-batches
  * of a gradient-accumulation window), so accumulation gives exactly the loss of
- * one big batch. Per-token weight g_i = dloss/dlogp_i = -1/D (0 off target). */
+ * one big batch. Per-token weight g_i = dloss/dlogp_i = -1/D (0 off target).
+ * The method behind objective.type lm is in lm.c (train/objectives/objective.h). */
 #ifndef RETORT_OBJECTIVE_LM_H
 #define RETORT_OBJECTIVE_LM_H
 

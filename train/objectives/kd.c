@@ -1,0 +1,232 @@
+/* train/objectives/kd.c — word-level knowledge distillation (objective.type
+ * kd), with GKD's on-policy mixing.
+ *
+ *   loss = (1 - alpha) CE(gold) + alpha T^2 D_beta(teacher_T || student_T)
+ *
+ * per target token, both terms normalised by the step's target tokens over
+ * every rank (Kim & Rush 2016, Eq. 6 with Hinton's T^2; D_beta is the
+ * generalized JSD of TRL's GKDTrainer: beta 0 forward KL, 1 reverse KL). The
+ * CE term is the seam's per-token weight g = -(1 - alpha) / D; the divergence
+ * and its gradient live inside the fused classifier (gpt_kd_forward,
+ * gpt_backward_kd with per-token weight w = alpha T^2 / D), so no V-wide
+ * array reaches the host.
+ *
+ * The teacher is a frozen model run forward on the same rows (kd.teacher,
+ * online) or the dataset's stored top-K log-probs (offline). With
+ * kd.on_policy = lambda, a step's completions are, with probability lambda,
+ * sampled from the student first (GKD, Agarwal et al. 2024): each row keeps
+ * its prompt (the tokens before its first target) and the student continues
+ * it at temperature 1; the coin comes from the run's generator, so every
+ * rank flips the same one.
+ *
+ * Metrics (training lines): ce, kd (divergence per target token), agreement
+ * (student and teacher top-1 agree), on_policy (1 when the step sampled).
+ * Validation is the lm objective's: cross-entropy per target token. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "model/generate.h"
+#include "train/dist.h"
+#include "train/objectives/objective.h"
+#include "train/objectives/seq_batches.h"
+
+typedef struct {
+    SeqBatches d;
+    GPT *teacher;             /* online teacher, or NULL (offline top-K) */
+    float *w, *kd, *agree;    /* (B, T) KD weight, divergence, top-1 agreement */
+    int *topk_ids;            /* offline: (B, T, K) */
+    float *topk_logp;
+    Rng sample_rng;           /* on-policy sampling: per rank, apart from the run's rng */
+} Kd;
+
+enum { KD_CE, KD_KD, KD_AGREE, KD_ON_POLICY, KD_N_METRICS };
+
+static const ObjectiveMetric kd_metrics[KD_N_METRICS] = {
+    [KD_CE] = {"ce", "%.9g", "ce", 4},
+    [KD_KD] = {"kd", "%.9g", "kd", 4},
+    [KD_AGREE] = {"agreement", "%.6f", "agree", 3},
+    [KD_ON_POLICY] = {"on_policy", "%.0f", NULL, 0},
+};
+
+static int kd_validate(const Config *c) {
+    if (c->kd.on_policy > 0 && !c->kd.teacher[0])
+        return err_set("config: kd.on_policy samples completions the dataset has no teacher rows "
+                       "for; it needs an online teacher (kd.teacher)");
+    return 0;
+}
+
+static void kd_close(void *self) {
+    Kd *k = self;
+    if (!k) return;
+    gpt_free(k->teacher);
+    seq_batches_close(&k->d);
+    free(k->w);
+    free(k->kd);
+    free(k->agree);
+    free(k->topk_ids);
+    free(k->topk_logp);
+    free(k);
+}
+
+static void *kd_open(const TrainEnv *env) {
+    Kd *k = xcalloc(1, sizeof *k);
+    if (seq_batches_open(&k->d, env) != 0) {
+        kd_close(k);
+        return NULL;
+    }
+    size_t N = (size_t)env->B * env->T;
+    k->w = xmalloc(N * sizeof(float));
+    k->kd = xmalloc(N * sizeof(float));
+    k->agree = xmalloc(N * sizeof(float));
+    rng_seed(&k->sample_rng, (uint64_t)env->cfg->train.seed * 7919 + (uint64_t)env->rank + 1);
+    return k;
+}
+
+static int64_t kd_items(const void *self) {
+    return ((const Kd *)self)->d.train_dl.count;
+}
+
+static int kd_has_val(const void *self) {
+    return ((const Kd *)self)->d.have_val;
+}
+
+static int kd_prepare(void *self, const TrainEnv *env) {
+    Kd *k = self;
+    const Config *c = env->cfg;
+    if (c->kd.teacher[0]) {
+        k->teacher = objective_load_frozen(env, c->kd.teacher, "teacher");
+        return k->teacher ? 0 : -1;
+    }
+    if (k->d.train_ds.topk == 0)
+        return err_set("%s has no teacher_topk_* (offline teacher) and kd.teacher is empty; set "
+                       "kd.teacher to a checkpoint, or build the data with `retort generate "
+                       "--store-topk K`",
+                       c->data.train);
+    size_t N = (size_t)env->B * env->T, K = (size_t)k->d.train_ds.topk;
+    k->topk_ids = xmalloc(N * K * sizeof(int));
+    k->topk_logp = xmalloc(N * K * sizeof(float));
+    return 0;
+}
+
+static void kd_describe(const void *self, const TrainEnv *env) {
+    const Kd *k = self;
+    if (k->teacher)
+        printf("teacher: %s (%zu parameters, frozen)\n", env->cfg->kd.teacher,
+               gpt_num_params(k->teacher));
+}
+
+static void kd_seek(void *self, int64_t epoch, int64_t pos) {
+    loader_seek(&((Kd *)self)->d.train_dl, epoch, pos);
+}
+
+static void kd_position(const void *self, int64_t *epoch, int64_t *pos) {
+    const Kd *k = self;
+    *epoch = k->d.train_dl.epoch;
+    *pos = k->d.train_dl.pos;
+}
+
+/* GKD on-policy: each of the B rows keeps its prompt (the tokens up to its
+ * first target) and the student samples the rest (temperature 1, to EOS or
+ * the end of the row); targets become the sampled tokens. */
+static void student_completions(Kd *k, const TrainEnv *env, int *inputs, int *targets) {
+    int T = env->T, eos = k->d.train_ds.eos_id;
+    SampleOptions so = {0, 1.0, 0, 1.0, eos, NULL, NULL};
+    int *row = xmalloc((size_t)(T + 1) * sizeof(int));
+    gpt_set_train_mode(env->model, 0);
+    for (int b = 0; b < env->B; b++) {
+        int *in = inputs + (size_t)b * T, *tg = targets + (size_t)b * T;
+        int p = 0; /* prompt length: tokens before the first target */
+        while (p < T && tg[p] < 0) p++;
+        if (p == T) continue; /* no completion in this row */
+        p++;                  /* inputs[0..p) predict the first completion token */
+        memcpy(row, in, (size_t)p * sizeof(int));
+        so.max_new_tokens = T + 1 - p;
+        int n = generate_sample(env->model, row, p, &so, &k->sample_rng);
+        for (int j = 0; j < T; j++) {
+            in[j] = j < n ? row[j] : eos;
+            tg[j] = j >= p - 1 && j + 1 < n ? row[j + 1] : -1;
+        }
+    }
+    gpt_set_train_mode(env->model, 1);
+    free(row);
+}
+
+static double kd_step(void *self, const TrainEnv *env, double *metrics) {
+    Kd *k = self;
+    SeqBatches *d = &k->d;
+    const Config *c = env->cfg;
+    int N = env->B * env->T, K = d->train_ds.topk, GB = env->world * env->B;
+    seq_batches_draw(d, env);
+    /* the coin is the same on every rank (the run's rng advances identically) */
+    if (c->kd.on_policy > 0 && rng_uniform(env->rng) < c->kd.on_policy) {
+        metrics[KD_ON_POLICY] = 1;
+        for (int a = 0; a < env->A; a++)
+            student_completions(k, env, seq_batches_local(d, env, d->inputs, a),
+                                seq_batches_local(d, env, d->targets, a));
+    }
+    double D = seq_batches_step_targets(d, env);
+    double alpha = c->kd.alpha, T2 = c->kd.temperature * c->kd.temperature;
+    float gw = D > 0 ? (float)(-(1 - alpha) / D) : 0.0f;
+    float kw = D > 0 ? (float)(alpha * T2 / D) : 0.0f;
+    KdTeacher teacher = {k->teacher, k->topk_ids, k->topk_logp, k->teacher ? 0 : K,
+                         (float)c->kd.temperature, (float)c->kd.beta};
+    double ce = 0, kd = 0, agree = 0;
+    for (int a = 0; a < env->A; a++) {
+        const int *in = seq_batches_local(d, env, d->inputs, a);
+        const int *tg = seq_batches_local(d, env, d->targets, a);
+        gpt_forward(env->model, in, tg, env->B, env->T, d->logp);
+        if (k->teacher) {
+            gpt_forward(k->teacher, in, tg, env->B, env->T, NULL);
+        } else {
+            for (int b = 0; b < env->B; b++)
+                dataset_topk_row(&d->train_ds,
+                                 d->items[(size_t)a * GB + (size_t)env->rank * env->B + b],
+                                 env->T, k->topk_ids + (size_t)b * env->T * K,
+                                 k->topk_logp + (size_t)b * env->T * K);
+        }
+        gpt_kd_forward(env->model, &teacher, k->kd, k->agree);
+        for (int i = 0; i < N; i++) {
+            int on = tg[i] >= 0;
+            d->g[i] = on ? gw : 0.0f;
+            k->w[i] = on ? kw : 0.0f;
+            if (on) {
+                ce -= d->logp[i];
+                kd += k->kd[i];
+                agree += k->agree[i];
+            }
+        }
+        gpt_backward_kd(env->model, d->g, &teacher, k->w);
+    }
+    if (D > 0) {
+        metrics[KD_CE] = dist_sum_f64(ce) / D;
+        metrics[KD_KD] = dist_sum_f64(kd) / D;
+        metrics[KD_AGREE] = dist_sum_f64(agree) / D;
+    }
+    return (1 - alpha) * metrics[KD_CE] + alpha * T2 * metrics[KD_KD];
+}
+
+static double kd_eval(void *self, const TrainEnv *env, double *metrics) {
+    (void)metrics;
+    return seq_batches_eval(&((Kd *)self)->d, env);
+}
+
+const Objective objective_kd = {
+    .name = "kd",
+    .item_noun = "items",
+    .batch_noun = "sequences",
+    .rows_per_item = 1,
+    .metrics = kd_metrics,
+    .n_metrics = KD_N_METRICS,
+    .n_eval_metrics = 0,
+    .validate = kd_validate,
+    .open = kd_open,
+    .items = kd_items,
+    .has_val = kd_has_val,
+    .prepare = kd_prepare,
+    .describe = kd_describe,
+    .seek = kd_seek,
+    .step = kd_step,
+    .position = kd_position,
+    .eval = kd_eval,
+    .close = kd_close,
+};

@@ -1,0 +1,119 @@
+/* train/objectives/pair_batches.c — preference pairs for dpo and orpo (see
+ * pair_batches.h). */
+#include "train/objectives/pair_batches.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "train/dist.h"
+
+static int open_loaders(PairBatches *d, const TrainEnv *env, const char *method, int mp, int mc) {
+    const Config *c = env->cfg;
+    int T = env->T;
+    Schema s;
+    if (dataset_peek_schema(c->data.train, &s) != 0) return -1;
+    if (s != SCHEMA_PREF)
+        return err_set("%s: objective %s trains on preference pairs (schema pref), but this "
+                       "file is '%s'; build one with `retort data build --schema pref` or "
+                       "`retort pairs`",
+                       c->data.train, method, schema_name(s));
+    if (pref_dataset_open(&d->train, c->data.train) != 0) return -1;
+    if (d->train.vocab_size > c->model.vocab_size)
+        return err_set("%s: dataset vocab_size %d exceeds model.vocab_size %d", c->data.train,
+                       d->train.vocab_size, c->model.vocab_size);
+    int64_t n = d->train.n_pairs, n_val = 0;
+    if (c->data.val[0]) {
+        if (pref_dataset_open(&d->val, c->data.val) != 0) return -1;
+        d->have_val_ds = 1;
+        if (pref_loader_init(&d->val_dl, &d->val, T, mp, mc, 0, 0, 0, d->val.n_pairs) != 0)
+            return -1;
+        d->have_val = 1;
+    } else if (c->data.val_fraction > 0) {
+        n_val = (int64_t)(n * c->data.val_fraction);
+        if (n_val < 1) n_val = 1;
+        if (n_val >= n)
+            return err_set("%s: %lld pairs are too few to hold out data.val_fraction=%g",
+                           c->data.train, (long long)n, c->data.val_fraction);
+        if (pref_loader_init(&d->val_dl, &d->train, T, mp, mc, 0, 0, n - n_val, n_val) != 0)
+            return -1;
+        d->have_val = 1;
+    }
+    return pref_loader_init(&d->dl, &d->train, T, mp, mc, (uint64_t)c->train.seed,
+                            c->data.shuffle, 0, n - n_val);
+}
+
+int pair_batches_open(PairBatches *d, const TrainEnv *env, const char *method,
+                      int max_prompt_len, int max_completion_len) {
+    memset(d, 0, sizeof *d);
+    size_t N = (size_t)2 * env->B * env->T, GN = N * env->world;
+    d->inputs = xmalloc((size_t)env->A * GN * sizeof(int));
+    d->targets = xmalloc((size_t)env->A * GN * sizeof(int));
+    d->items = xmalloc((size_t)env->A * env->world * env->B * sizeof(int64_t));
+    d->loc_in = xmalloc(N * sizeof(int));
+    d->loc_tg = xmalloc(N * sizeof(int));
+    d->logp = xmalloc(N * sizeof(float));
+    d->g = xmalloc(N * sizeof(float));
+    return open_loaders(d, env, method, max_prompt_len, max_completion_len);
+}
+
+void pair_batches_close(PairBatches *d) {
+    pref_loader_free(&d->dl);
+    if (d->have_val) pref_loader_free(&d->val_dl);
+    pref_dataset_close(&d->train);
+    if (d->have_val_ds) pref_dataset_close(&d->val);
+    void *bufs[] = {d->inputs, d->targets, d->items, d->loc_in, d->loc_tg, d->logp, d->g};
+    for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++) free(bufs[i]);
+    memset(d, 0, sizeof *d);
+}
+
+/* Rows of this rank's B pairs out of a global micro-batch of world * B pairs
+ * (chosen rows [0, GB), rejected rows [GB, 2 GB)) into the local layout
+ * (chosen [0, B), rejected [B, 2B)). */
+static void local_pairs(const TrainEnv *env, const int *global, int *loc) {
+    size_t T = (size_t)env->T, B = (size_t)env->B, GB = B * env->world, r = (size_t)env->rank;
+    memcpy(loc, global + r * B * T, B * T * sizeof(int));
+    memcpy(loc + B * T, global + (GB + r * B) * T, B * T * sizeof(int));
+}
+
+double pair_batches_step(PairBatches *d, const TrainEnv *env, PairLossFn loss_fn, void *self,
+                         int n_metrics, double *metrics) {
+    int N = 2 * env->B * env->T, GB = env->world * env->B, W = env->world, A = env->A;
+    for (int a = 0; a < A; a++)
+        pref_loader_next(&d->dl, GB, d->inputs + (size_t)a * N * W,
+                         d->targets + (size_t)a * N * W, d->items + (size_t)a * GB);
+    double loss = 0;
+    for (int a = 0; a < A; a++) {
+        double m[OBJECTIVE_MAX_METRICS] = {0};
+        local_pairs(env, d->inputs + (size_t)a * N * W, d->loc_in);
+        local_pairs(env, d->targets + (size_t)a * N * W, d->loc_tg);
+        /* the global micro-batch loss is the mean of the ranks' pair means */
+        loss += loss_fn(self, env, &d->train, d->loc_in, d->loc_tg,
+                        d->items + (size_t)a * GB + (size_t)env->rank * env->B, 1.0 / (A * W), 1,
+                        m) / A;
+        objective_metrics_add(metrics, m, 1.0 / A, n_metrics);
+    }
+    for (int k = 0; k < n_metrics; k++) metrics[k] = dist_sum_f64(metrics[k]) / W;
+    return dist_sum_f64(loss) / W;
+}
+
+double pair_batches_eval(PairBatches *d, const TrainEnv *env, PairLossFn loss_fn, void *self,
+                         int n_metrics, double *metrics) {
+    if (!d->have_val) return NAN;
+    PrefLoader *pl = &d->val_dl;
+    const PrefDataset *pd = d->have_val_ds ? &d->val : &d->train;
+    pref_loader_seek(pl, 0, 0);
+    double loss = 0, sum[OBJECTIVE_MAX_METRICS] = {0};
+    int n = 0;
+    for (int b = 0; b < env->cfg->eval.batches; b++) {
+        double m[OBJECTIVE_MAX_METRICS] = {0};
+        pref_loader_next(pl, env->B, d->inputs, d->targets, d->items);
+        loss += loss_fn(self, env, pd, d->inputs, d->targets, d->items, 0, 0, m);
+        objective_metrics_add(sum, m, 1.0, n_metrics);
+        n++;
+        if (pl->epoch > 0) break; /* the validation set is smaller than eval.batches */
+    }
+    for (int k = 0; k < n_metrics; k++) metrics[k] = 0;
+    objective_metrics_add(metrics, sum, 1.0 / n, n_metrics);
+    return loss / n;
+}
