@@ -219,6 +219,7 @@ fixtures: $(PY)
 	$(PY) tests/make_beam_eos_fixtures.py tests/fixtures
 	$(PY) tests/make_kd_fixtures.py tests/fixtures
 	$(PY) tests/make_dpo_fixtures.py tests/fixtures
+	$(PY) tests/make_orpo_fixtures.py tests/fixtures
 	$(PY) tests/make_lora_fixtures.py tests/fixtures
 	$(PY) tests/make_metrics_fixtures.py tests/fixtures
 

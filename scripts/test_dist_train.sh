@@ -2,7 +2,7 @@
 # scripts/test_dist_train.sh — data-parallel training on CPUs under mpirun,
 # against single-process runs with the same global batch:
 #   1. 2 ranks x batch 2 == 1 rank x batch 4 (lm), and 3 ranks x 2 == 1 x 6
-#   2. the same for DPO pairs (2 ranks x 2 pairs == 1 rank x 4 pairs)
+#   2. the same for DPO and ORPO pairs (2 ranks x 2 pairs == 1 rank x 4 pairs)
 #   3. stopped (as by SIGTERM) at step 3 on 2 ranks and resumed on 1 rank,
 #      and the reverse: the losses continue as the uninterrupted run's
 #   4. a real SIGTERM to one of 2 ranks: both stop at the same step, rank 0
@@ -134,6 +134,12 @@ DPO="--set objective.type=dpo --set data.train=$dir/pairs.h5 --set model.init=$i
 run1 "$dir/dpo4" 4 $DPO || { echo "FAIL: single-process DPO"; tail -20 "$dir/dpo4.log"; }
 runN 2 "$dir/dpo2" 2 $DPO || { echo "FAIL: mpirun -np 2 DPO"; tail -20 "$dir/dpo2.log"; }
 compare "dpo: 2 ranks x 2 pairs == 1 rank x 4 pairs" "$dir/dpo4" "$dir/dpo2"
+
+# ORPO (reference-free; the chosen rows' prompt tokens are NLL targets too): the same split
+ORPO="--set objective.type=orpo --set data.train=$dir/pairs.h5 --set model.init=$init --set orpo.beta=0.5 --set data.seq_len=8"
+run1 "$dir/orpo4" 4 $ORPO || { echo "FAIL: single-process ORPO"; tail -20 "$dir/orpo4.log"; }
+runN 2 "$dir/orpo2" 2 $ORPO || { echo "FAIL: mpirun -np 2 ORPO"; tail -20 "$dir/orpo2.log"; }
+compare "orpo: 2 ranks x 2 pairs == 1 rank x 4 pairs" "$dir/orpo4" "$dir/orpo2"
 
 echo "tests: $pass passed, $fail failed, 0 skipped"
 [ $fail -eq 0 ]

@@ -250,7 +250,7 @@ Test(config, unknown_section_is_rejected_with_a_suggestion) {
     snprintf(want, sizeof want, "%s:3: unknown section 'optimizer'; did you mean 'optim'?", path);
     cr_assert_str_eq(err_msg(), want);
     cr_assert_eq(load(&c, "qqqqqq:\n  a: 1\n"), -1);
-    assert_err_has("unknown section 'qqqqqq'; the sections are model, data, objective, kd, dpo, finetune, dist, optim, train, eval, checkpoint");
+    assert_err_has("unknown section 'qqqqqq'; the sections are model, data, objective, kd, dpo, orpo, finetune, dist, optim, train, eval, checkpoint");
 }
 
 Test(config, string_where_an_integer_belongs_is_a_type_error) {
@@ -608,7 +608,7 @@ Test(config, print_keys_lists_every_key_with_type_default_and_help) {
     /* one line per key, and every key printed by to_yaml is listed */
     int lines = 0;
     for (char *p = text; *p; p++) lines += *p == '\n';
-    cr_assert_eq(lines, 58);
+    cr_assert_eq(lines, 59);
     Config c;
     config_defaults(&c);
     char *yaml = config_to_yaml(&c), *save = NULL, section[64] = "";

@@ -88,7 +88,7 @@ static const KeyInfo KEYS[] = {
     BOOL_KEY(data, shuffle, "shuffle training items every epoch"),
     STR_KEY(data, role, false, "train only on examples of this role (sft files with a role column; \"\" = all)"),
 
-    ENUM_KEY(objective, type, "lm|kd|dpo", "training objective: lm (LM/SFT), kd (word-level distillation), dpo"),
+    ENUM_KEY(objective, type, "lm|kd|dpo|orpo", "training objective: lm (LM/SFT), kd (word-level distillation), dpo, orpo"),
 
     STR_KEY(kd, teacher, false, "teacher HF checkpoint dir, run frozen beside the student (\"\" = the data's teacher_topk)"),
     REAL_KEY(kd, alpha, 0, CLOSED, 1, CLOSED, "weight of the KD term; (1 - alpha) weights the gold cross-entropy"),
@@ -104,6 +104,8 @@ static const KeyInfo KEYS[] = {
     STR_KEY(dpo, reference, false, "\"\" = frozen copy of the initial model; a checkpoint dir; \"precomputed\" = the data's ref_logp"),
     INT_KEY(dpo, max_prompt_len, 0, "prompt tokens kept, from the end (0 = no limit)"),
     INT_KEY(dpo, max_completion_len, 0, "completion tokens kept, from the start (0 = no limit)"),
+
+    REAL_KEY(orpo, beta, 0, OPEN, NO_LIMIT, CLOSED, "weight of the odds-ratio term (lambda of the ORPO paper)"),
 
     STR_KEY(finetune, freeze, false, "comma-separated parameter name globs to freeze, e.g. \"wte.weight,h.[0-5].*\""),
     STR_KEY(finetune, train_only, false, "comma-separated globs: train only these, freeze the rest"),
@@ -172,6 +174,7 @@ void config_defaults(Config *c) {
     copy_string(c->dpo.loss_type, sizeof c->dpo.loss_type, "sigmoid");
     c->dpo.beta = 0.1;
     c->dpo.simpo_gamma = 0.5;
+    c->orpo.beta = 0.1;
     c->finetune.lora_alpha = 16;
     copy_string(c->finetune.lora_targets, sizeof c->finetune.lora_targets, "c_attn");
     c->dist.bucket_mb = 25;

@@ -30,7 +30,7 @@ typedef struct {
         char role[64];               /* train on examples of this role only ("" = all) */
     } data;
     struct {
-        char type[32];               /* lm | kd | dpo (train/objectives/registry.c) */
+        char type[32];               /* lm | kd | dpo | orpo (train/objectives/registry.c) */
     } objective;
     struct {                         /* word-level KD (objective kd) */
         char teacher[CFG_STR];       /* HF dir of a frozen teacher ("" = the data's teacher_topk) */
@@ -49,6 +49,9 @@ typedef struct {
         int max_prompt_len;          /* 0 = no limit */
         int max_completion_len;      /* 0 = no limit */
     } dpo;
+    struct {                         /* odds-ratio preference optimization (objective orpo) */
+        double beta;                 /* weight of the odds-ratio term (TRL's default 0.1) */
+    } orpo;
     struct {                         /* partial fine-tuning */
         char freeze[CFG_STR];        /* comma-separated HF name globs to freeze */
         char train_only[CFG_STR];    /* comma-separated globs: freeze everything else */

@@ -7,7 +7,7 @@
 #include <string.h>
 
 /* X(name): each registered method, in the order --help and messages list them. */
-#define OBJECTIVES(X) X(lm) X(kd) X(dpo)
+#define OBJECTIVES(X) X(lm) X(kd) X(dpo) X(orpo)
 
 #define DECLARE(name) extern const Objective objective_##name;
 OBJECTIVES(DECLARE)
