@@ -8,6 +8,7 @@
 
 #include "cli/cli.h"
 #include "data/pref_batch.h"
+#include "train/objectives/pair_batches.h"
 #include "model/model_io.h"
 #include "util/util.h"
 

@@ -129,21 +129,3 @@ void pref_loader_next(PrefLoader *pl, int B, int *inputs, int *targets, int64_t 
         }
     }
 }
-
-void pref_row_sums(const float *logp, const int *targets, int rows, int T, double *sums,
-                   int64_t *counts) {
-    for (int r = 0; r < rows; r++) {
-        const float *lp = logp + (size_t)r * T;  /* (T) */
-        const int *tg = targets + (size_t)r * T; /* (T) */
-        double s = 0;
-        int64_t k = 0;
-        for (int j = 0; j < T; j++) {
-            if (tg[j] >= 0) {
-                s += lp[j];
-                k++;
-            }
-        }
-        sums[r] = s;
-        counts[r] = k;
-    }
-}

@@ -68,9 +68,4 @@ void pref_loader_seek(PrefLoader *pl, int64_t epoch, int64_t pos);
  * file, e.g. to look up ref_logp_chosen / ref_logp_rejected. */
 void pref_loader_next(PrefLoader *pl, int B, int *inputs, int *targets, int64_t *pair_ids);
 
-/* Per row of `rows` rows of T: sums[r] = sum of logp over tokens with
- * targets >= 0, counts[r] = how many. logp and targets are (rows, T). */
-void pref_row_sums(const float *logp, const int *targets, int rows, int T, double *sums,
-                   int64_t *counts);
-
 #endif

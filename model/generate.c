@@ -1,4 +1,6 @@
-/* model/generate.c — sampling by repeated full forward passes. */
+/* model/generate.c — sampling and beam search over the key/value cache (see generate.h):
+ * one token from logits (greedy, temperature, top-k, top-p), a batch of
+ * sampled rows, and beam search with length-penalised n-best hypotheses. */
 #include "model/generate.h"
 
 #include <math.h>

@@ -33,6 +33,7 @@
 #include "tests/testutil.h"
 #include "train/config.h"
 #include "train/objectives/dpo.h"
+#include "train/objectives/pair_batches.h"
 #include "train/trainer.h"
 
 /* ------------------------------------------------------------ fixtures */

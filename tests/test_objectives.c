@@ -31,6 +31,7 @@
 #include "model/model.h"
 #include "model/model_io.h"
 #include "train/objectives/dpo.h"
+#include "train/objectives/pair_batches.h"
 #include "train/trainer.h"
 
 #define MAX_STEPS 64

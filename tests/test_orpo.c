@@ -233,29 +233,12 @@ static void write_pairs(const char *path, int n, uint64_t seed) {
 /* A random byte-level model, moved off the 0.02 init so it has opinions. */
 static GPT *orpo_byte_model(uint64_t seed) {
     GPTConfig cfg = {2, 2, 32, 257, 32, 1e-5f, 0};
-    GPT *m = gpt_create(&cfg, backend_cpu());
-    cr_assert_not_null(m, "%s", err_msg());
-    gpt_init_random(m, seed);
-    size_t n = gpt_flat_size(m);
-    float *w = malloc(n * sizeof(float));
-    gpt_copy_params_to_host(m, w, n);
-    Rng r;
-    rng_seed(&r, seed + 100);
-    perturb_params_host(m, w, &r, 0.05);
-    gpt_copy_params_to_device(m, w, n);
-    free(w);
-    return m;
+    return perturbed_cpu_model(&cfg, seed, seed + 100, 0.05);
 }
 
 static void orpo_config(Config *c, const char *data, const char *out) {
-    config_defaults(c);
-    c->model.n_layer = 2;
-    c->model.n_head = 2;
-    c->model.n_embd = 32;
-    c->model.vocab_size = 257;
-    c->model.n_positions = 32;
+    tiny_train_config(c, data, out);
     snprintf(c->objective.type, sizeof c->objective.type, "orpo");
-    snprintf(c->data.train, sizeof c->data.train, "%s", data);
     c->data.seq_len = 12;
     c->data.batch_size = 4;
     c->orpo.beta = 0.5;
@@ -264,10 +247,7 @@ static void orpo_config(Config *c, const char *data, const char *out) {
     c->optim.warmup_steps = 1;
     c->optim.weight_decay = 0;
     c->train.steps = 25;
-    c->train.threads = 2;
-    snprintf(c->train.out_dir, sizeof c->train.out_dir, "%s", out);
     c->checkpoint.every = 0;
-    c->checkpoint.keep = 0;
 }
 
 /* The gradient of one step (the first B pairs of an unshuffled file, A = 1)

@@ -31,6 +31,7 @@
 #include <yaml.h>
 
 #include "train/objectives/objective.h"
+#include "util/utf8.h"
 #include "util/util.h"
 
 /* ---- the table ---- */
@@ -388,31 +389,10 @@ static int store_bool(Config *c, const KeyInfo *k, bool v) {
     return 0;
 }
 
-/* Length of the valid UTF-8 sequence at s (1..4), or 0. Overlong forms,
- * surrogates and code points past U+10FFFF are invalid. */
-static size_t utf8_char(const unsigned char *s, size_t left, unsigned *cp) {
-    unsigned c = s[0];
-    size_t len;
-    unsigned min;
-    if (c < 0x80) { *cp = c; return 1; }
-    if ((c & 0xE0) == 0xC0) len = 2, min = 0x80, c &= 0x1F;
-    else if ((c & 0xF0) == 0xE0) len = 3, min = 0x800, c &= 0x0F;
-    else if ((c & 0xF8) == 0xF0) len = 4, min = 0x10000, c &= 0x07;
-    else return 0;
-    if (left < len) return 0;
-    for (size_t i = 1; i < len; i++) {
-        if ((s[i] & 0xC0) != 0x80) return 0;
-        c = (c << 6) | (s[i] & 0x3F);
-    }
-    if (c < min || c > 0x10FFFF || (c >= 0xD800 && c <= 0xDFFF)) return 0;
-    *cp = c;
-    return len;
-}
-
 static bool valid_utf8(const char *s, size_t n) {
-    unsigned cp;
+    uint32_t cp;
     for (size_t i = 0, step; i < n; i += step)
-        if (!(step = utf8_char((const unsigned char *)s + i, n - i, &cp))) return false;
+        if (!(step = (size_t)utf8_decode((const unsigned char *)s + i, n - i, &cp))) return false;
     return true;
 }
 
@@ -736,8 +716,8 @@ static void add_yaml_quoted(Text *t, const char *s) {
     text_add(t, "\"");
     size_t n = strlen(s);
     for (size_t i = 0, step; i < n; i += step) {
-        unsigned cp;
-        step = utf8_char((const unsigned char *)s + i, n - i, &cp);
+        uint32_t cp;
+        step = (size_t)utf8_decode((const unsigned char *)s + i, n - i, &cp);
         if (!step) { /* stored strings are valid UTF-8; this only guards a hand-filled struct */
             text_add(t, "\\x%02X", (unsigned char)s[i]);
             step = 1;

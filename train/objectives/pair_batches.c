@@ -117,3 +117,21 @@ double pair_batches_eval(PairBatches *d, const TrainEnv *env, PairLossFn loss_fn
     objective_metrics_add(metrics, sum, 1.0 / n, n_metrics);
     return loss / n;
 }
+
+void pref_row_sums(const float *logp, const int *targets, int rows, int T, double *sums,
+                   int64_t *counts) {
+    for (int r = 0; r < rows; r++) {
+        const float *lp = logp + (size_t)r * T;  /* (T) */
+        const int *tg = targets + (size_t)r * T; /* (T) */
+        double s = 0;
+        int64_t k = 0;
+        for (int j = 0; j < T; j++) {
+            if (tg[j] >= 0) {
+                s += lp[j];
+                k++;
+            }
+        }
+        sums[r] = s;
+        counts[r] = k;
+    }
+}

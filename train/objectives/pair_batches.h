@@ -1,7 +1,7 @@
 /* train/objectives/pair_batches.h — preference pairs for the pairwise methods
  * (dpo, orpo): the training and validation pair loaders over a pref file
- * (data/pref_batch.h cuts the rows; its pref_row_sums sums a row's log-probs
- * over its completion tokens), the step's micro-batches and this rank's rows
+ * (data/pref_batch.h cuts the rows), a row's completion log-prob sum
+ * (pref_row_sums), the step's micro-batches and this rank's rows
  * of each, and the loops of a step and of a validation pass around a method's
  * loss on one micro-batch.
  *
@@ -56,5 +56,11 @@ double pair_batches_step(PairBatches *d, const TrainEnv *env, PairLossFn loss, v
  * mean loss and metrics over them. NAN when there is no validation data. */
 double pair_batches_eval(PairBatches *d, const TrainEnv *env, PairLossFn loss, void *self,
                          int n_metrics, double *metrics);
+
+/* The log-probs of a row's completion, the quantity every pairwise method
+ * compares. Per row of `rows` rows of T: sums[r] = sum of logp over tokens with
+ * targets >= 0, counts[r] = how many. logp and targets are (rows, T). */
+void pref_row_sums(const float *logp, const int *targets, int rows, int T, double *sums,
+                   int64_t *counts);
 
 #endif
