@@ -12,6 +12,8 @@
 #   make bench-gpu    attention vs PyTorch SDPA, end to end vs llm.c and PyTorch (on a GPU)
 #   make fixtures     regenerate the Hugging Face parity fixtures (needs the venv)
 #   make SANITIZE=1 test   the suite under ASan + UBSan
+#   make fuzz         build the libFuzzer harnesses of fuzz/ with clang and run each for
+#                     FUZZ_SECONDS (default 60), FUZZ_JOBS (2) at a time (fuzz/README.md)
 #
 # CFLAGS, CPPFLAGS, NVCCFLAGS, LDFLAGS and LDLIBS are the user's, from the command
 # line or the environment (make CFLAGS="-O3 -march=native"): they are added after
@@ -108,12 +110,17 @@ TEST_BINS := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 TEST_LIBS := $(ALL_LIBS) $(shell pkg-config --libs criterion 2>/dev/null)
 # plain programs run under mpirun by scripts/test_mpi.sh (not Criterion)
 MPI_TEST_BINS := $(patsubst tests/mpi/%.c,$(BUILD)/tests/mpi/%,$(wildcard tests/mpi/*.c))
+# the fuzz harnesses (fuzz/fuzz_NAME.c): built with this build's compiler and
+# flags plus fuzz/replay_main.c, `make test` replays fuzz/corpus/NAME/ with them
+# (scripts/fuzz_replay.sh); `make fuzz` builds them with clang and libFuzzer
+FUZZ_NAMES  := $(patsubst fuzz/fuzz_%.c,%,$(wildcard fuzz/fuzz_*.c))
+REPLAY_BINS := $(FUZZ_NAMES:%=$(BUILD)/fuzz/%_replay)
 
 VENV    := .venv
 PY      := $(VENV)/bin/python
 
 .PHONY: all help install uninstall deps check-deps test check-floors test-gpu quickstart bench \
-        bench-gpu fixtures clean
+        bench-gpu fixtures clean fuzz fuzz-build
 
 all: $(BIN)
 
@@ -129,6 +136,9 @@ help:
 	@echo "                 print the apt-get line"
 	@echo "  test           the whole suite: floors, Criterion tests, MPI runs (installs deps first)"
 	@echo "  check-floors   only the include rule between source folders (scripts/check_floors.sh)"
+	@echo "  fuzz           libFuzzer harnesses of fuzz/ (clang): build, run each FUZZ_SECONDS"
+	@echo "                 (60), FUZZ_JOBS (2) at a time; FUZZ=\"a b\" picks harnesses"
+	@echo "  fuzz-build     only build them (build/libfuzzer/fuzz/NAME_fuzzer)"
 	@echo "  quickstart     build, make a dataset from a public-domain book, train, sample"
 	@echo "  bench          CPU training throughput beside PyTorch (creates .venv)"
 	@echo "  test-gpu       CUDA ops vs CPU twins, GPU training curves, memcheck (needs a GPU)"
@@ -170,8 +180,13 @@ $(BUILD)/tests/mpi/%: tests/mpi/%.c $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -MMD -MP $(LDFLAGS) -o $@ $< $(LIB) $(ALL_LIBS)
 
+$(BUILD)/fuzz/%_replay: $(BUILD)/fuzz/fuzz_%.o $(BUILD)/fuzz/replay_main.o $(LIB)
+	$(CC) $(LDFLAGS) -o $@ $^ $(ALL_LIBS)
+# kept, so a rebuild relinks only what changed
+.SECONDARY: $(FUZZ_NAMES:%=$(BUILD)/fuzz/fuzz_%.o) $(BUILD)/fuzz/replay_main.o
+
 -include $(LIB_OBJ:.o=.d) $(CU_OBJ:.o=.d) $(BUILD)/cli/main.d $(TEST_BINS:=.d) \
-         $(MPI_TEST_BINS:=.d)
+         $(MPI_TEST_BINS:=.d) $(FUZZ_NAMES:%=$(BUILD)/fuzz/fuzz_%.d) $(BUILD)/fuzz/replay_main.d
 
 # ---- dependencies ----
 deps:
@@ -182,12 +197,38 @@ check-deps:
 
 # ---- tests ----
 test: check-deps
-	@$(MAKE) --no-print-directory $(BIN) $(TEST_BINS) $(MPI_TEST_BINS)
-	@MPI_TEST_DIR=$(BUILD)/tests/mpi scripts/run_tests.sh scripts/check_floors.sh $(TEST_BINS) \
-		scripts/test_mpi.sh scripts/test_dist_train.sh
+	@$(MAKE) --no-print-directory $(BIN) $(TEST_BINS) $(MPI_TEST_BINS) $(REPLAY_BINS)
+	@MPI_TEST_DIR=$(BUILD)/tests/mpi FUZZ_REPLAY_DIR=$(BUILD)/fuzz scripts/run_tests.sh \
+		scripts/check_floors.sh $(TEST_BINS) scripts/test_mpi.sh scripts/test_dist_train.sh \
+		scripts/fuzz_replay.sh
 
 check-floors:
 	@scripts/check_floors.sh
+
+# ---- fuzzing (fuzz/README.md) ----
+# The library and each harness built by clang with coverage for libFuzzer,
+# ASan and UBSan, in FUZZ_BUILD (CUDA left out); scripts/fuzz.sh runs them.
+FUZZ_CC      ?= clang
+FUZZ_BUILD   ?= build/libfuzzer
+FUZZ_CFLAGS  ?= -O1 -g -fno-omit-frame-pointer
+FUZZ_SAN     := -fsanitize=address,undefined -fno-sanitize-recover=undefined
+FUZZ_SECONDS ?= 60
+FUZZ_JOBS    ?= 2
+FUZZ         ?= $(FUZZ_NAMES)
+
+fuzz:
+	@scripts/deps.sh fuzz-check || scripts/deps.sh fuzz-install
+	@$(MAKE) --no-print-directory fuzz-build
+	@FUZZ_BIN_DIR=$(FUZZ_BUILD)/fuzz FUZZ_WORK=$(FUZZ_BUILD) scripts/fuzz.sh run \
+		$(FUZZ_SECONDS) $(FUZZ_JOBS) $(FUZZ)
+
+fuzz-build:
+	@$(MAKE) --no-print-directory CC=$(FUZZ_CC) CUDA=0 SANITIZE=0 BUILD=$(FUZZ_BUILD) \
+		CFLAGS="$(FUZZ_CFLAGS) $(FUZZ_SAN) -fsanitize=fuzzer-no-link" \
+		$(FUZZ_NAMES:%=$(FUZZ_BUILD)/fuzz/%_fuzzer)
+
+$(BUILD)/fuzz/%_fuzzer: $(BUILD)/fuzz/fuzz_%.o $(LIB)
+	$(CC) $(ALL_CFLAGS) -fsanitize=fuzzer $(LDFLAGS) -o $@ $^ $(ALL_LIBS)
 
 # ---- GPU (run these on a machine with an NVIDIA GPU) ----
 test-gpu: check-deps

@@ -95,6 +95,7 @@ static int get_field(const Build *b, const json_t *obj, const char *field, const
 }
 
 static void set_mask(Build *b, int64_t from, int64_t to, uint8_t value) {
+    if (to <= from) return; /* an empty span (no prompt kept): mask may still be NULL */
     if (to > b->mask_cap) {
         b->mask_cap = to > 2 * b->mask_cap ? to : 2 * b->mask_cap;
         b->mask = xrealloc(b->mask, (size_t)b->mask_cap);

@@ -41,6 +41,13 @@ int toolenv_has_tool(const char *name) {
 }
 
 void toolenv_format_number(double x, char *buf, size_t cap) {
+    /* From 1e15 on a double has no 2 decimals to round to, and "%.2f" would
+     * write up to 309 digits (which a short buffer cuts to a wrong number):
+     * such magnitudes get 15 significant digits instead. */
+    if (!(fabs(x) < TOOLENV_MAX_FIXED)) {
+        snprintf(buf, cap, "%.15g", x);
+        return;
+    }
     double r = round(x * 100.0) / 100.0;
     if (r == 0) r = 0; /* no "-0" */
     snprintf(buf, cap, "%.2f", r);
@@ -332,6 +339,8 @@ static char *call_convert(const json_t *args, int *ok) {
     } else {
         return BAD_ARGS("convert_units", "argument 'value' must be a number");
     }
+    if (!isfinite(v)) /* strtod reads "nan", "inf", "1e999" */
+        return BAD_ARGS("convert_units", "argument 'value' must be a finite number");
     const char *from = string_arg(args, "from", &why);
     if (!from) return BAD_ARGS("convert_units", "argument 'from' %s", why);
     const char *to = string_arg(args, "to", &why);
@@ -342,8 +351,12 @@ static char *call_convert(const json_t *args, int *ok) {
     if (strcmp(uf->dimension, ut->dimension) != 0)
         return BAD_ARGS("convert_units", "cannot convert %s (%s) to %s (%s)", uf->name,
                         uf->dimension, ut->name, ut->dimension);
+    double result = convert(v, uf, ut);
+    if (!isfinite(result))
+        return BAD_ARGS("convert_units", "%g %s is too large to convert to %s", v, uf->name,
+                        ut->name);
     char num[64];
-    toolenv_format_number(convert(v, uf, ut), num, sizeof num);
+    toolenv_format_number(result, num, sizeof num);
     return observation(ok, 1, "%s", num);
 }
 

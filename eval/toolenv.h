@@ -14,7 +14,10 @@
  *                  (moons, diameter_km, day_hours).
  *
  * Numbers in observations are rounded to 2 decimals with trailing zeros cut
- * ("87.5", "449", "-0.33"), so every answer has one spelling. Anything that
+ * ("87.5", "449", "-0.33"), so every answer has one spelling; from 1e15 on,
+ * where a double holds no 2 decimals, they take 15 significant digits
+ * ("1.23456789012346e+20"). A value or result that is not finite (a numeric
+ * string "nan" or "inf", an overflow) is an error observation. Anything that
  * goes wrong (unknown tool, arguments that are not a JSON object, a missing or
  * mistyped argument, a syntax error, division by zero, an unknown unit, table,
  * key or column) is an observation too, starting "Error: " and saying what was
@@ -37,7 +40,12 @@ char *toolenv_call(const char *name, const char *args_json, int *ok);
 /* The calculator's parser on its own: 0 and *out, or -1 with a message in err. */
 int toolenv_calc(const char *expression, double *out, char *err, size_t err_cap);
 
-/* x rounded to 2 decimals, trailing zeros (and a trailing '.') removed, "-0" as "0". */
+/* Below this magnitude numbers are written with 2 fixed decimals. */
+#define TOOLENV_MAX_FIXED 1e15
+
+/* x rounded to 2 decimals, trailing zeros (and a trailing '.') removed, "-0" as
+ * "0"; |x| >= TOOLENV_MAX_FIXED (or not finite) with "%.15g". 32 bytes are
+ * always enough. */
 void toolenv_format_number(double x, char *buf, size_t cap);
 
 /* Built-in tables, for task generators: rows of `table`, and the key of row

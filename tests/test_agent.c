@@ -112,6 +112,28 @@ Test(toolenv, calls_and_error_observations) {
     cr_assert(toolenv_has_tool("lookup_table") && !toolenv_has_tool("lookup"));
 }
 
+/* Found by fuzz/fuzz_calc.c (1df6ed0 answered these wrongly, with ok = 1). */
+Test(toolenv, huge_and_non_finite_numbers) {
+    char buf[64];
+    /* "%.2f" of 1.1e70 is 74 characters: a 64-byte buffer cut it to a
+     * 63-digit number, off by a factor of ten million */
+    toolenv_format_number(1.1111111111111111e70, buf, sizeof buf);
+    cr_assert_str_eq(buf, "1.11111111111111e+70");
+    toolenv_format_number(-2.5e15, buf, sizeof buf);
+    cr_assert_str_eq(buf, "-2.5e+15");
+    toolenv_format_number(999999999999.25, buf, sizeof buf);
+    cr_assert_str_eq(buf, "999999999999.25");
+    assert_call("calculator", "{\"expression\": \"11111111111111111111111111111111111111111111"
+                              "111111111111111111111111111111 * 10\"}", 1, "1.11111111111111e+74");
+    /* strtod reads "nan" and "inf": convert_units answered "nan" and "inf" */
+    assert_call("convert_units", "{\"value\": \"nan\", \"from\": \"km\", \"to\": \"mi\"}", 0,
+                "must be a finite number");
+    assert_call("convert_units", "{\"value\": \"-inf\", \"from\": \"c\", \"to\": \"f\"}", 0,
+                "must be a finite number");
+    assert_call("convert_units", "{\"value\": 1e308, \"from\": \"mi\", \"to\": \"ft\"}", 0,
+                "too large to convert");
+}
+
 /* -------------------------------------------------------------- task data */
 
 static char *slurp(const char *path) {
