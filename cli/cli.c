@@ -6,6 +6,8 @@
 
 #include <cblas.h>
 #include <errno.h>
+#include <float.h>
+#include <math.h>
 #include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,6 +19,42 @@
 int cli_fail(const char *cmd) {
     fprintf(stderr, "retort %s: error: %s\n", cmd, err_msg());
     return 1;
+}
+
+int cli_usage_fail(const char *cmd) {
+    fprintf(stderr, "retort %s: error: %s\n", cmd, err_msg());
+    return 2;
+}
+
+int cli_int(const char *option, const char *text, long min, long max, int *out) {
+    char *end;
+    errno = 0;
+    long v = strtol(text, &end, 10);
+    if (end == text || *end || errno || v < min || v > max)
+        return err_set("%s wants a whole number from %ld to %ld, not '%s'", option, min, max,
+                       text);
+    *out = (int)v;
+    return 0;
+}
+
+int cli_double(const char *option, const char *text, double min, double max, double *out) {
+    char *end;
+    errno = 0;
+    double v = strtod(text, &end);
+    if (end == text || *end || errno == ERANGE || !isfinite(v) || v < min || v > max) {
+        char range[96];
+        if (min <= -DBL_MAX && max >= DBL_MAX) snprintf(range, sizeof range, "a finite number");
+        else if (max >= DBL_MAX) snprintf(range, sizeof range, "a finite number >= %g", min);
+        else snprintf(range, sizeof range, "a number from %g to %g", min, max);
+        return err_set("%s wants %s, not '%s'", option, range, text);
+    }
+    *out = v;
+    return 0;
+}
+
+int cli_default_new_tokens(int n, int n_positions) {
+    int half = n_positions / 2 > 0 ? n_positions / 2 : 1;
+    return n < half ? n : half;
 }
 
 const Backend *cli_backend(const CliDevice *dev) {

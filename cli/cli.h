@@ -31,6 +31,15 @@ int cmd_device(int argc, char **argv);    /* cli/cli.c: what CUDA this build see
 /* Prints "retort CMD: error: <err_msg()>" on stderr and returns 1, the exit
  * status of an error from outside the program. */
 int cli_fail(const char *cmd);
+/* The same for a bad option value; returns 2, the usage error status. */
+int cli_usage_fail(const char *cmd);
+
+/* Option values, strictly: the whole of text must be a number in [min, max]
+ * ("--beams 1e6", "--top-k 5x", "--temperature nan" are refused, not read as
+ * something else). 0, or -1 with the error naming the option, the value and
+ * the range. */
+int cli_int(const char *option, const char *text, long min, long max, int *out);
+int cli_double(const char *option, const char *text, double min, double max, double *out);
 
 /* ---- --device and --threads ----
  * Every command that loads a model takes both and turns them into a backend
@@ -54,6 +63,31 @@ enum { CLI_OPT_DEVICE = 0x100, CLI_OPT_THREADS }; /* above every short option */
 #define CLI_HELP_DEVICE "      --device NAME         cpu or cuda (default cpu)\n"
 #define CLI_HELP_THREADS "      --threads N           CPU threads (default 0 = all cores)\n"
 #define CLI_DEVICE_HELP CLI_HELP_DEVICE CLI_HELP_THREADS
+
+/* ---- a prompt against the model's context ----
+ * generate, eval and pairs take --truncate-prompt left|right and
+ * --clamp-new-tokens (eval/generate_io.h says what they do); in a command:
+ *   ...  case CLI_OPT_TRUNCATE: if (truncate_prompt_from_name(optarg, &job.truncate_prompt)) ...
+ *        case CLI_OPT_CLAMP: job.clamp_new_tokens = 1; break;
+ * A command's default -n is its own number or half the model's context,
+ * whichever is less (cli_default_new_tokens). */
+enum { CLI_OPT_TRUNCATE = 0x110, CLI_OPT_CLAMP };
+
+/* The default -n of a command whose own default is n: n, or half of the
+ * model's n_positions when that is less (at least 1). */
+int cli_default_new_tokens(int n, int n_positions);
+
+#define CLI_CONTEXT_OPTIONS                                                                 \
+    {"truncate-prompt", required_argument, 0, CLI_OPT_TRUNCATE},                           \
+        {"clamp-new-tokens", no_argument, 0, CLI_OPT_CLAMP}
+
+#define CLI_CONTEXT_HELP                                                                    \
+    "      --truncate-prompt S   a prompt that leaves no room for -n new tokens is cut\n"     \
+    "                            to fit: left drops its start, right its end (default:\n"    \
+    "                            refuse it, naming its length and the context)\n"             \
+    "      --clamp-new-tokens    let the context lower -n: a completion also ends when\n"    \
+    "                            the context is full (default: refuse a prompt + -n\n"       \
+    "                            longer than the context)\n"
 
 typedef struct {
     const char *device;  /* --device as given, NULL = cpu */

@@ -1,6 +1,7 @@
 /* cli/cmd_agent.c — `retort agent`: synthetic tool-use data, the tool
  * environment by hand, and the α-UMi evaluation loop (eval/agent.h). */
 #include <getopt.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,8 +37,9 @@ static void usage_agent(FILE *f) {
             "  -i, --input FILE          tasks (JSONL from make-data)\n"
             "      --limit N             only the first N tasks\n"
             "      --max-steps N         planner turns per task end to end (default 6)\n"
-            "  -n, --max-new-tokens N    per turn (default 128)\n"
-            "      --tokenizer SPEC      (default: bytes)\n"
+            "  -n, --max-new-tokens N    per turn, at most half the context (default 128, or\n"
+            "                            half the context if less)\n"
+            "      --tokenizer SPEC      (default: the models' own, which they must share)\n"
             "      --metrics FILE        write the scores as JSON\n"
             "      --predictions FILE    write each task's end-to-end run (JSONL)\n"
             "      --label TEXT          the name printed with the scores\n"
@@ -125,9 +127,9 @@ int cmd_agent(int argc, char **argv) {
         {"predictions", required_argument, 0, 'o'}, {"label", required_argument, 0, 'L'},
         CLI_DEVICE_OPTIONS,                        {"quiet", no_argument, 0, 'q'},
         {"help", no_argument, 0, 'h'},             {0, 0, 0, 0}};
-    const char *model = NULL, *dirs[3] = {NULL, NULL, NULL}, *input = NULL, *tok_spec = "bytes";
+    const char *model = NULL, *dirs[3] = {NULL, NULL, NULL}, *input = NULL, *tok_spec = NULL;
     const char *metrics = NULL, *predictions = NULL, *label = NULL;
-    int limit = 0, quiet = 0, c;
+    int limit = 0, quiet = 0, c, bad = 0, n_given = 0;
     Agent a = {0};
     CliDevice dev = {0};
     a.max_new_tokens = 128;
@@ -140,9 +142,12 @@ int cmd_agent(int argc, char **argv) {
         case 'C': dirs[1] = optarg; break;
         case 'S': dirs[2] = optarg; break;
         case 'i': input = optarg; break;
-        case 'l': limit = atoi(optarg); break;
-        case 'x': a.max_steps = atoi(optarg); break;
-        case 'n': a.max_new_tokens = atoi(optarg); break;
+        case 'l': bad = cli_int("--limit", optarg, 0, INT_MAX, &limit); break;
+        case 'x': bad = cli_int("--max-steps", optarg, 1, 1 << 20, &a.max_steps); break;
+        case 'n':
+            bad = cli_int("--max-new-tokens", optarg, 1, INT_MAX / 2, &a.max_new_tokens);
+            n_given = 1;
+            break;
         case 'T': tok_spec = optarg; break;
         case 'M': metrics = optarg; break;
         case 'o': predictions = optarg; break;
@@ -153,6 +158,7 @@ int cmd_agent(int argc, char **argv) {
         case 'h': usage_agent(stdout); return 0;
         default: usage_agent(stderr); return 2;
         }
+        if (bad) return cli_usage_fail("agent");
     }
     int per_role = dirs[0] || dirs[1] || dirs[2];
     if (!input || (model && per_role) || (!model && !(dirs[0] && dirs[1] && dirs[2]))) {
@@ -160,26 +166,36 @@ int cmd_agent(int argc, char **argv) {
                         "--planner, --caller, --summarizer (see retort agent --help)\n");
         return 2;
     }
-    if (a.max_steps < 1 || a.max_new_tokens < 1) {
-        fprintf(stderr, "retort agent: --max-steps and --max-new-tokens must be >= 1\n");
-        return 2;
-    }
     const Backend *be = cli_backend(&dev);
     if (!be) return cli_fail("agent");
-    Tokenizer *tok = tokenizer_load(tok_spec);
-    if (!tok) return cli_fail("agent");
-    a.tok = tok;
+    Tokenizer *tok = NULL;
     GPT *models[3] = {NULL, NULL, NULL};
     int rc = 0;
+    if (!n_given) a.max_new_tokens = 128;
     for (int r = 0; r < (model ? 1 : 3) && rc == 0; r++) {
         const char *dir = model ? model : dirs[r];
         models[r] = model_load_hf(dir, be);
-        if (!models[r]) rc = -1;
-        else if (gpt_config(models[r])->vocab_size < tok->vocab_size)
-            rc = err_set("%s: model vocab_size %d is smaller than the tokenizer's %d", dir,
-                         gpt_config(models[r])->vocab_size, tok->vocab_size);
-        else gpt_set_train_mode(models[r], 0);
+        if (!models[r]) {
+            rc = -1;
+            break;
+        }
+        const GPTConfig *g = gpt_config(models[r]);
+        if (r == 0) /* the planner's tokenizer, which every role must share */
+            rc = (tok = model_tokenizer_load(dir, tok_spec, g->vocab_size)) ? 0 : -1;
+        else
+            rc = model_tokenizer_check(dir, g->vocab_size, tok);
+        /* a turn keeps at least half the context for the conversation (eval/agent.h) */
+        if (rc == 0 && !n_given)
+            a.max_new_tokens = cli_default_new_tokens(a.max_new_tokens, g->n_positions);
+        else if (rc == 0 && a.max_new_tokens > g->n_positions / 2)
+            rc = err_set("--max-new-tokens %d: the model %s has a context of %d positions, and "
+                         "a turn may use at most half of it (%d) so the conversation keeps the "
+                         "rest; give -n %d or less",
+                         a.max_new_tokens, dir, g->n_positions, g->n_positions / 2,
+                         g->n_positions / 2);
+        gpt_set_train_mode(models[r], 0);
     }
+    a.tok = tok;
     if (rc == 0) {
         a.planner = models[0];
         a.caller = model ? models[0] : models[1];

@@ -72,6 +72,17 @@ int cmd_dpo(int argc, char **argv) {
     PrefDataset pd;
     if (pref_dataset_open(&pd, data) != 0) return cli_fail("dpo precompute-ref");
     GPT *m = model_load_hf(model_dir, be);
+    char own[256]; /* the model's tokenizer (model/model_io.h) must be the data's */
+    int bad = m && model_tokenizer_name(model_dir, own, sizeof own) != 0;
+    if (m && !bad && tokenizer_same(own, pd.tokenizer) == 0)
+        bad = err_set("%s was built with tokenizer %s, but the model %s was trained with %s; its "
+                      "log-probs of these ids would mean nothing",
+                      data, pd.tokenizer, model_dir, own);
+    if (bad) {
+        gpt_free(m);
+        pref_dataset_close(&pd);
+        return cli_fail("dpo precompute-ref");
+    }
     if (!m || T > gpt_config(m)->n_positions || pd.vocab_size > gpt_config(m)->vocab_size) {
         if (m) err_set("%s: seq-len %d or the data's vocab_size %d does not fit the model "
                        "(n_positions %d, vocab_size %d)",

@@ -1,6 +1,8 @@
 /* cli/cmd_eval.c — `retort eval`: generate a completion for every line of a
  * JSONL and score it against the line's reference (eval/evaluate.h). */
+#include <float.h>
 #include <getopt.h>
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,14 +28,15 @@ static void usage_eval(FILE *f) {
             "  -i, --input FILE          JSONL with prompt and reference fields\n"
             "      --prompt-field NAME   (default: prompt)\n"
             "      --reference-field N   (default: reference)\n"
-            "      --tokenizer SPEC      (default: bytes)\n"
-            "  -n, --max-new-tokens N    (default 64)\n"
+            "      --tokenizer SPEC      (default: the model's own)\n"
+            "  -n, --max-new-tokens N    (default 64, or half the model's context if less)\n"
             "  -t, --temperature X       0 = greedy (default 0)\n"
             "      --top-k K, --top-p P  sampling filters\n"
             "      --samples N           samples per prompt for self-BLEU (default 1)\n"
-            "      --beams K             beam search (the best beam is scored)\n"
+            "      --beams K             beam search, at most 64 (the best beam is scored)\n"
             "      --length-penalty X    beam length penalty (default 1)\n"
             "      --stop STR            end completions at STR (repeatable)\n"
+            CLI_CONTEXT_HELP
             "      --seed S              sampling seed (default 1337)\n"
             "      --predictions FILE    write each line with its prediction (JSONL)\n"
             "      --metrics FILE        write the metrics as JSON\n"
@@ -53,15 +56,15 @@ int cmd_eval(int argc, char **argv) {
         {"predictions", required_argument, 0, 'o'},    {"metrics", required_argument, 0, 'M'},
         CLI_DEVICE_OPTIONS,                            {"adapter", required_argument, 0, 'A'},
         {"quiet", no_argument, 0, 'q'},                {"help", no_argument, 0, 'h'},
-        {0, 0, 0, 0}};
+        CLI_CONTEXT_OPTIONS,                           {0, 0, 0, 0}};
     EvalJob job = {0};
     CliDevice dev = {0};
     job.gen.sample = (SampleOptions){64, 0.0, 0, 1.0, -1, NULL, NULL};
     job.gen.samples = 1;
     job.gen.length_penalty = 1.0;
     job.gen.seed = 1337;
-    const char *model_dir = NULL, *tok_spec = "bytes", *metrics = NULL, *adapter = NULL;
-    int c;
+    const char *model_dir = NULL, *tok_spec = NULL, *metrics = NULL, *adapter = NULL;
+    int c, bad = 0, n_given = 0;
     optind = 1;
     while ((c = getopt_long(argc, argv, "m:i:n:t:qh", opts, NULL)) != -1) {
         switch (c) {
@@ -70,13 +73,28 @@ int cmd_eval(int argc, char **argv) {
         case 'P': job.gen.prompt_field = optarg; break;
         case 'R': job.reference_field = optarg; break;
         case 'T': tok_spec = optarg; break;
-        case 'n': job.gen.sample.max_new_tokens = atoi(optarg); break;
-        case 't': job.gen.sample.temperature = atof(optarg); break;
-        case 'k': job.gen.sample.top_k = atoi(optarg); break;
-        case 'p': job.gen.sample.top_p = atof(optarg); break;
-        case 'S': job.gen.samples = atoi(optarg); break;
-        case 'B': job.gen.beams = atoi(optarg); break;
-        case 'l': job.gen.length_penalty = atof(optarg); break;
+        case 'n':
+            bad = cli_int("--max-new-tokens", optarg, 1, INT_MAX / 2,
+                          &job.gen.sample.max_new_tokens);
+            n_given = 1;
+            break;
+        case 't':
+            bad = cli_double("--temperature", optarg, 0, DBL_MAX, &job.gen.sample.temperature);
+            break;
+        case 'k': bad = cli_int("--top-k", optarg, 0, INT_MAX, &job.gen.sample.top_k); break;
+        case 'p':
+            bad = cli_double("--top-p", optarg, -DBL_MAX, DBL_MAX, &job.gen.sample.top_p);
+            break;
+        case 'S': bad = cli_int("--samples", optarg, 1, INT_MAX / 2, &job.gen.samples); break;
+        case 'B': bad = cli_int("--beams", optarg, 0, INT_MAX, &job.gen.beams); break;
+        case 'l':
+            bad = cli_double("--length-penalty", optarg, -DBL_MAX, DBL_MAX,
+                             &job.gen.length_penalty);
+            break;
+        case CLI_OPT_TRUNCATE:
+            bad = truncate_prompt_from_name(optarg, &job.gen.truncate_prompt);
+            break;
+        case CLI_OPT_CLAMP: job.gen.clamp_new_tokens = 1; break;
         case 'X':
             if (job.gen.n_stop == GENERATE_MAX_STOPS || !optarg[0]) {
                 fprintf(stderr, "retort eval: at most %d non-empty --stop strings\n",
@@ -95,13 +113,19 @@ int cmd_eval(int argc, char **argv) {
         case 'h': usage_eval(stdout); return 0;
         default: usage_eval(stderr); return 2;
         }
+        if (bad) return cli_usage_fail("eval");
     }
     if (!model_dir || !job.input) {
         fprintf(stderr, "retort eval: --model and --input are required\n");
         return 2;
     }
-    if (job.gen.sample.max_new_tokens < 1 || job.gen.samples < 1 || job.gen.beams < 0) {
-        fprintf(stderr, "retort eval: --max-new-tokens and --samples must be >= 1\n");
+    if (sample_options_check(&job.gen.sample) != 0 ||
+        beam_options_check(job.gen.beams, job.gen.length_penalty) != 0)
+        return cli_usage_fail("eval");
+    if (job.gen.beams > 0 && job.gen.samples > 1) {
+        fprintf(stderr, "retort eval: --samples %d with --beams: eval scores the best beam, and "
+                        "self-BLEU needs sampled completions; give one of the two\n",
+                job.gen.samples);
         return 2;
     }
     if (job.gen.samples > 1 && job.gen.sample.temperature <= 0)
@@ -110,14 +134,15 @@ int cmd_eval(int argc, char **argv) {
                 job.gen.samples);
     const Backend *be = cli_backend(&dev);
     if (!be) return cli_fail("eval");
-    Tokenizer *tok = tokenizer_load(tok_spec);
-    if (!tok) return cli_fail("eval");
     GPT *m = model_load_hf(model_dir, be);
-    if (!m || (adapter && lora_load_peft(m, adapter) != 0)) {
-        tokenizer_free(tok);
+    Tokenizer *tok = NULL;
+    if (!m || (adapter && lora_load_peft(m, adapter) != 0) ||
+        !(tok = model_tokenizer_load(model_dir, tok_spec, gpt_config(m)->vocab_size))) {
         gpt_free(m);
         return cli_fail("eval");
     }
+    if (!n_given)
+        job.gen.sample.max_new_tokens = cli_default_new_tokens(64, gpt_config(m)->n_positions);
     gpt_set_train_mode(m, 0);
     job.gen.sample.eos_id = tok->eos_id;
     job.gen.quiet = 1;

@@ -1,7 +1,9 @@
 /* cli/cmd_generate.c — `retort generate`: sample or beam-search from a
  * checkpoint, for one --prompt (printed) or every line of a JSONL (written
  * back with its completions, or into a kd dataset; eval/generate_io.h). */
+#include <float.h>
 #include <getopt.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,7 +24,8 @@ static void usage_generate(FILE *f) {
             "options:\n"
             "  -m, --model DIR           checkpoint directory (model.safetensors + config.json)\n"
             "  -p, --prompt TEXT         text to continue\n"
-            "  -n, --max-new-tokens N    tokens to generate (default 200)\n"
+            "  -n, --max-new-tokens N    tokens to generate (default 200, or half the model's\n"
+            "                            context if less); prompt + N must fit the context\n"
             "  -t, --temperature X       0 = greedy (default 0.8)\n"
             "  -k, --top-k K             sample from the K most likely tokens (default 40; 0 = "
             "all)\n"
@@ -30,18 +33,22 @@ static void usage_generate(FILE *f) {
             ">= P (default 1 = off)\n"
             "      --samples N           number of samples (default 1)\n"
             "      --seed N              random seed (default 1337)\n"
-            "      --tokenizer SPEC      tokenizer (default: bytes)\n"
+            "      --tokenizer SPEC      tokenizer (default: the model's own: its tokenizer\n"
+            "                            files, or the one it records; bytes for an old\n"
+            "                            257-token model)\n"
             CLI_DEVICE_HELP
             "      --stats               print tokens generated and decode tokens/s to stderr\n"
             "      --ignore-eos          keep generating past EOS (benchmarks)\n"
-            "      --beams K             beam search with K beams; prints the --samples best\n"
+            "      --beams K             beam search with K (at most 64) beams; prints the\n"
+            "                            --samples best\n"
             "                            hypotheses with their scores (sum logp / len^penalty)\n"
             "      --length-penalty X    beam search length penalty (default 1.0)\n"
             "  -i, --input FILE          JSONL of prompts (instead of --prompt)\n"
             "  -o, --out FILE            JSONL output for --input\n"
             "      --prompt-field NAME   prompt field of --input lines (default: prompt)\n"
             "      --stop STR            end a completion where STR appears (repeatable; "
-            "--input)\n\n"
+            "--input)\n"
+            CLI_CONTEXT_HELP "\n"
             "kd dataset output (--out X.h5; examples = prompt + completion + EOS):\n"
             "      --select MODE         best: the first sample / best beam (sequence-level "
             "KD);\n"
@@ -75,38 +82,46 @@ int cmd_generate(int argc, char **argv) {
         {"select", required_argument, 0, 'L'},      {"reference-field", required_argument, 0, 'R'},
         {"add-gold", no_argument, 0, 'G'},          {"store-topk", required_argument, 0, 'K'},
         {"drop-empty", no_argument, 0, 'e'},        {"drop-unfinished", no_argument, 0, 'u'},
-        {"drop-copies", no_argument, 0, 'c'},       {0, 0, 0, 0}};
+        {"drop-copies", no_argument, 0, 'c'},       CLI_CONTEXT_OPTIONS,
+        {0, 0, 0, 0}};
     GenerateJob job = {0};
     CliDevice dev = {0};
-    const char *model_dir = NULL, *prompt = "", *tok_spec = "bytes";
-    int stats = 0, ignore_eos = 0, beams = 0;
-    const char *input = NULL, *output = NULL, *prompt_field = "prompt";
-    double length_penalty = 1.0;
-    SampleOptions so = {200, 0.8, 40, 1.0, -1, NULL, NULL};
-    int samples = 1;
+    const char *model_dir = NULL, *prompt = "", *tok_spec = NULL;
+    int stats = 0, ignore_eos = 0, n_given = 0;
+    job.prompt_field = "prompt";
+    job.length_penalty = 1.0;
+    job.sample = (SampleOptions){200, 0.8, 40, 1.0, -1, NULL, NULL};
+    job.samples = 1;
     long seed = 1337;
-    int c;
+    int c, bad = 0;
     optind = 1;
     while ((c = getopt_long(argc, argv, "m:p:n:t:k:i:o:h", opts, NULL)) != -1) {
         switch (c) {
         case 'm': model_dir = optarg; break;
         case 'p': prompt = optarg; break;
-        case 'n': so.max_new_tokens = atoi(optarg); break;
-        case 't': so.temperature = atof(optarg); break;
-        case 'k': so.top_k = atoi(optarg); break;
-        case 'P': so.top_p = atof(optarg); break;
-        case 'S': samples = atoi(optarg); break;
+        case 'n':
+            bad = cli_int("--max-new-tokens", optarg, 1, INT_MAX / 2, &job.sample.max_new_tokens);
+            n_given = 1;
+            break;
+        case 't':
+            bad = cli_double("--temperature", optarg, 0, DBL_MAX, &job.sample.temperature);
+            break;
+        case 'k': bad = cli_int("--top-k", optarg, 0, INT_MAX, &job.sample.top_k); break;
+        case 'P': bad = cli_double("--top-p", optarg, -DBL_MAX, DBL_MAX, &job.sample.top_p); break;
+        case 'S': bad = cli_int("--samples", optarg, 1, INT_MAX / 2, &job.samples); break;
         case 's': seed = atol(optarg); break;
         case 'T': tok_spec = optarg; break;
         case CLI_OPT_DEVICE: dev.device = optarg; break;
         case CLI_OPT_THREADS: dev.threads = optarg; break;
         case 'x': stats = 1; break;
         case 'E': ignore_eos = 1; break;
-        case 'B': beams = atoi(optarg); break;
-        case 'i': input = optarg; break;
-        case 'o': output = optarg; break;
-        case 'F': prompt_field = optarg; break;
-        case 'l': length_penalty = atof(optarg); break;
+        case 'B': bad = cli_int("--beams", optarg, 0, INT_MAX, &job.beams); break;
+        case 'i': job.input = optarg; break;
+        case 'o': job.output = optarg; break;
+        case 'F': job.prompt_field = optarg; break;
+        case 'l':
+            bad = cli_double("--length-penalty", optarg, -DBL_MAX, DBL_MAX, &job.length_penalty);
+            break;
         case 'X':
             if (job.n_stop == GENERATE_MAX_STOPS) {
                 fprintf(stderr, "retort generate: at most %d --stop strings\n",
@@ -119,79 +134,76 @@ int cmd_generate(int argc, char **argv) {
             }
             job.stop[job.n_stop++] = optarg;
             break;
-        case 'L':
-            if (target_select_from_name(optarg, &job.select) != 0) return cli_fail("generate");
-            break;
+        case 'L': bad = target_select_from_name(optarg, &job.select); break;
         case 'R': job.reference_field = optarg; break;
         case 'G': job.add_gold = 1; break;
-        case 'K': job.store_topk = atoi(optarg); break;
+        case 'K': bad = cli_int("--store-topk", optarg, 0, INT_MAX, &job.store_topk); break;
         case 'e': job.drop_empty = 1; break;
         case 'u': job.drop_unfinished = 1; break;
         case 'c': job.drop_copies = 1; break;
+        case CLI_OPT_TRUNCATE: bad = truncate_prompt_from_name(optarg, &job.truncate_prompt); break;
+        case CLI_OPT_CLAMP: job.clamp_new_tokens = 1; break;
         case 'h': usage_generate(stdout); return 0;
         default: usage_generate(stderr); return 2;
         }
+        if (bad) return cli_usage_fail("generate");
     }
     if (!model_dir) {
         fprintf(stderr, "retort generate: --model DIR is required\n");
         return 2;
     }
-    if (so.max_new_tokens < 1 || samples < 1 || so.top_k < 0 || so.temperature < 0 ||
-        !(so.top_p > 0 && so.top_p <= 1)) {
-        fprintf(stderr, "retort generate: --max-new-tokens and --samples must be >= 1, "
-                        "--top-k and --temperature >= 0, --top-p in (0, 1]\n");
-        return 2;
-    }
-    if (!input != !output) {
+    if (!job.input != !job.output) {
         fprintf(stderr, "retort generate: --input and --out go together\n");
         return 2;
     }
+    /* the model-free checks first: a bad option is a usage error before any loading */
+    if (sample_options_check(&job.sample) != 0 ||
+        beam_options_check(job.beams, job.length_penalty) != 0)
+        return cli_usage_fail("generate");
+    job.seed = (uint64_t)seed;
     const Backend *be = cli_backend(&dev);
     if (!be) return cli_fail("generate");
-    Tokenizer *tok = tokenizer_load(tok_spec);
-    if (!tok) return cli_fail("generate");
     GPT *m = model_load_hf(model_dir, be);
     if (!m) return cli_fail("generate");
-    if (gpt_config(m)->vocab_size < tok->vocab_size) {
-        err_set("%s: model vocab_size %d is smaller than the tokenizer's %d", model_dir,
-                gpt_config(m)->vocab_size, tok->vocab_size);
+    const GPTConfig *cfg = gpt_config(m);
+    Tokenizer *tok = model_tokenizer_load(model_dir, tok_spec, cfg->vocab_size);
+    if (!tok) {
+        gpt_free(m);
         return cli_fail("generate");
     }
-    so.eos_id = ignore_eos ? -1 : tok->eos_id;
-    if (input || output) {
-        job.input = input;
-        job.output = output;
-        job.prompt_field = prompt_field;
-        job.sample = so;
-        job.samples = samples;
-        job.beams = beams;
-        job.length_penalty = length_penalty;
-        job.seed = (uint64_t)seed;
+    if (!n_given) job.sample.max_new_tokens = cli_default_new_tokens(200, cfg->n_positions);
+    job.sample.eos_id = ignore_eos ? -1 : tok->eos_id;
+    if (job.input) {
         int rc = generate_jsonl(m, tok, &job, NULL);
         gpt_free(m);
         tokenizer_free(tok);
         return rc == 0 ? 0 : cli_fail("generate");
     }
+    int rc = generate_job_check(&job, cfg);
     uint32_t *ids = NULL;
     int64_t cap = 0;
-    int64_t n = tok->encode(tok, prompt, strlen(prompt), &ids, &cap, 0);
-    if (n == 0) { /* an empty prompt starts from EOS, the document separator */
-        ids = xrealloc(ids, sizeof(uint32_t));
-        ids[0] = (uint32_t)tok->eos_id;
-        n = 1;
+    int ctx = cfg->n_positions, n = 0, max_new = 0;
+    int64_t n_ids = tok->encode(tok, prompt, strlen(prompt), &ids, &cap, 0);
+    int *tokens = xmalloc((size_t)(ctx + 1) * sizeof(int));
+    if (rc == 0)
+        rc = generate_fit_prompt(&job, ctx, tok->eos_id, ids, n_ids, "--prompt", tokens, &n,
+                                 &max_new);
+    free(ids);
+    if (rc != 0) {
+        free(tokens);
+        gpt_free(m);
+        tokenizer_free(tok);
+        return cli_fail("generate");
     }
-    int ctx = gpt_config(m)->n_positions;
-    if (n > ctx) { /* keep the end of a prompt longer than the context */
-        memmove(ids, ids + (n - ctx), (size_t)ctx * sizeof(uint32_t));
-        n = ctx;
-    }
-    int *tokens = xmalloc((size_t)(n + so.max_new_tokens) * sizeof(int));
-    if (beams > 0) {
-        if (samples > beams) samples = beams;
+    int *prompt_ids = xmalloc((size_t)n * sizeof(int));
+    memcpy(prompt_ids, tokens, (size_t)n * sizeof(int));
+    SampleOptions so = job.sample;
+    so.max_new_tokens = max_new;
+    int samples = job.samples;
+    if (job.beams > 0) {
         Hypothesis *h = xcalloc((size_t)samples, sizeof(Hypothesis));
-        for (int64_t i = 0; i < n; i++) tokens[i] = (int)ids[i];
-        int got = generate_beam(m, tokens, (int)n, beams, so.max_new_tokens,
-                                length_penalty, so.eos_id, samples, h);
+        int got = generate_beam(m, prompt_ids, n, job.beams, max_new, job.length_penalty,
+                                so.eos_id, samples, h);
         for (int k = 0; k < got; k++) {
             uint32_t *out = xmalloc((size_t)(h[k].len > 0 ? h[k].len : 1) * sizeof(uint32_t));
             for (int i = 0; i < h[k].len; i++) out[i] = (uint32_t)h[k].tokens[i];
@@ -205,19 +217,20 @@ int cmd_generate(int argc, char **argv) {
         free(h);
         samples = 0; /* done */
     }
+    tokens = xrealloc(tokens, (size_t)(n + max_new) * sizeof(int));
     Rng rng;
     rng_seed(&rng, (uint64_t)seed);
     for (int s = 0; s < samples; s++) {
-        for (int64_t i = 0; i < n; i++) tokens[i] = (int)ids[i];
+        memcpy(tokens, prompt_ids, (size_t)n * sizeof(int));
         double t0 = now_seconds();
-        int len = generate_sample(m, tokens, (int)n, &so, &rng);
+        int len = generate_sample(m, tokens, n, &so, &rng);
         double dt = now_seconds() - t0;
         if (stats)
-            fprintf(stderr, "generate: prompt %lld tokens, %d new tokens in %.3f s: %.1f tok/s\n",
-                    (long long)n, len - (int)n, dt, (len - n) / dt);
+            fprintf(stderr, "generate: prompt %d tokens, %d new tokens in %.3f s: %.1f tok/s\n",
+                    n, len - n, dt, (len - n) / dt);
         uint32_t *out = xmalloc((size_t)len * sizeof(uint32_t));
         int len_out = 0;
-        for (int i = (int)n; i < len; i++)
+        for (int i = n; i < len; i++)
             if (tokens[i] != tok->eos_id) out[len_out++] = (uint32_t)tokens[i];
         char *text = tokenizer_decode(tok, out, len_out);
         if (samples > 1) printf("--- sample %d\n", s + 1);
@@ -226,7 +239,7 @@ int cmd_generate(int argc, char **argv) {
         free(out);
     }
     free(tokens);
-    free(ids);
+    free(prompt_ids);
     gpt_free(m);
     tokenizer_free(tok);
     return 0;

@@ -2,7 +2,9 @@
  * samples (or from completions written earlier), scored by exact match, by
  * the likelihood of the gold answer (COLLATE), or by an external file. The
  * work is in eval/pairs.c; this file parses options and loads models. */
+#include <float.h>
 #include <getopt.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,6 +12,7 @@
 #include "cli/cli.h"
 #include "data/tokenizer.h"
 #include "eval/pairs.h"
+#include "model/checkpoint.h"
 #include "model/model_io.h"
 #include "util/util.h"
 
@@ -42,7 +45,7 @@ static void usage_pairs(FILE *f) {
             "      --scorer-model DIR    the model that scores gold-likelihood\n"
             "  -i, --input FILE          JSONL: prompt and gold answer per line\n"
             "  -o, --out FILE.h5         the pref dataset (written to FILE.h5.tmp, renamed)\n"
-            "      --tokenizer SPEC      (default: bytes)\n"
+            "      --tokenizer SPEC      (default: the model's own; bytes with no model)\n"
             "      --prompt-field NAME   (default: prompt)\n"
             "      --gold-field NAME     gold answer: a string or integer (default: answer)\n"
             "      --scorer NAME         exact, gold-likelihood or external (default: exact)\n"
@@ -56,11 +59,12 @@ static void usage_pairs(FILE *f) {
             "      --pairing NAME        best-worst or all (default: best-worst)\n"
             "      --margin M            minimum score difference, exclusive (default 0)\n"
             "      --samples N           completions sampled per prompt (default 4)\n"
-            "  -n, --max-new-tokens N    (default 64)\n"
+            "  -n, --max-new-tokens N    (default 64, or half the model's context if less)\n"
             "  -t, --temperature X       (default 1.0)\n"
             "      --top-k K             (default 0 = off)\n"
             "      --top-p P             (default 1 = off)\n"
             "      --stop STR            end a completion where STR appears (repeatable)\n"
+            CLI_CONTEXT_HELP
             "      --seed S              sampling seed (default 1337)\n"
             "      --dump FILE.jsonl     write each line's completions, scores and pairs\n"
             CLI_DEVICE_HELP
@@ -84,15 +88,15 @@ int cmd_pairs(int argc, char **argv) {
         {"stop", required_argument, 0, 'X'},           {"seed", required_argument, 0, 's'},
         {"dump", required_argument, 0, 'd'},           CLI_DEVICE_OPTIONS,
         {"quiet", no_argument, 0, 'q'},                {"help", no_argument, 0, 'h'},
-        {0, 0, 0, 0}};
+        CLI_CONTEXT_OPTIONS,                           {0, 0, 0, 0}};
     PairsJob job = {0};
     CliDevice dev = {0};
     job.gen.sample = (SampleOptions){64, 1.0, 0, 1.0, -1, NULL, NULL};
     job.gen.samples = 4;
     job.gen.seed = 1337;
     job.gen.quiet = 1;
-    const char *model_dir = NULL, *scorer_dir = NULL, *tok_spec = "bytes";
-    int c;
+    const char *model_dir = NULL, *scorer_dir = NULL, *tok_spec = NULL;
+    int c, bad = 0, n_given = 0;
     optind = 1;
     while ((c = getopt_long(argc, argv, "m:i:o:n:t:qh", opts, NULL)) != -1) {
         switch (c) {
@@ -116,12 +120,24 @@ int cmd_pairs(int argc, char **argv) {
         case 'p':
             if (pairing_from_name(optarg, &job.pairing) != 0) return cli_fail("pairs");
             break;
-        case 'g': job.margin = atof(optarg); break;
-        case 'N': job.gen.samples = atoi(optarg); break;
-        case 'n': job.gen.sample.max_new_tokens = atoi(optarg); break;
-        case 't': job.gen.sample.temperature = atof(optarg); break;
-        case 'k': job.gen.sample.top_k = atoi(optarg); break;
-        case 'u': job.gen.sample.top_p = atof(optarg); break;
+        case 'g': bad = cli_double("--margin", optarg, 0, DBL_MAX, &job.margin); break;
+        case 'N': bad = cli_int("--samples", optarg, 1, INT_MAX / 2, &job.gen.samples); break;
+        case 'n':
+            bad = cli_int("--max-new-tokens", optarg, 1, INT_MAX / 2,
+                          &job.gen.sample.max_new_tokens);
+            n_given = 1;
+            break;
+        case 't':
+            bad = cli_double("--temperature", optarg, 0, DBL_MAX, &job.gen.sample.temperature);
+            break;
+        case 'k': bad = cli_int("--top-k", optarg, 0, INT_MAX, &job.gen.sample.top_k); break;
+        case 'u':
+            bad = cli_double("--top-p", optarg, -DBL_MAX, DBL_MAX, &job.gen.sample.top_p);
+            break;
+        case CLI_OPT_TRUNCATE:
+            bad = truncate_prompt_from_name(optarg, &job.gen.truncate_prompt);
+            break;
+        case CLI_OPT_CLAMP: job.gen.clamp_new_tokens = 1; break;
         case 'X':
             if (job.gen.n_stop == GENERATE_MAX_STOPS || !optarg[0]) {
                 fprintf(stderr, "retort pairs: at most %d non-empty --stop strings\n",
@@ -138,6 +154,7 @@ int cmd_pairs(int argc, char **argv) {
         case 'h': usage_pairs(stdout); return 0;
         default: usage_pairs(stderr); return 2;
         }
+        if (bad) return cli_usage_fail("pairs");
     }
     if (optind < argc) {
         fprintf(stderr, "retort pairs: unexpected argument '%s'\n", argv[optind]);
@@ -153,17 +170,10 @@ int cmd_pairs(int argc, char **argv) {
                         "--read-completions)\n");
         return 2;
     }
-    if (job.gen.sample.max_new_tokens < 1 || job.gen.sample.top_k < 0 ||
-        job.gen.sample.temperature < 0 || !(job.gen.sample.top_p > 0 && job.gen.sample.top_p <= 1)) {
-        fprintf(stderr, "retort pairs: --max-new-tokens must be >= 1, --top-k and --temperature "
-                        ">= 0, --top-p in (0, 1]\n");
-        return 2;
-    }
+    if (sample_options_check(&job.gen.sample) != 0) return cli_usage_fail("pairs");
     const Backend *be = cli_backend(&dev);
     if (!be) return cli_fail("pairs");
-    Tokenizer *tok = tokenizer_load(tok_spec);
-    if (!tok) return cli_fail("pairs");
-    job.gen.sample.eos_id = tok->eos_id;
+    Tokenizer *tok = NULL;
     GPT *sampler = NULL, *scorer = NULL;
     int rc = 0;
     if (model_dir && !(job.read_completions && job.scorer != SCORER_GOLD_LIKELIHOOD) &&
@@ -172,6 +182,25 @@ int cmd_pairs(int argc, char **argv) {
     if (rc == 0 && job.scorer == SCORER_GOLD_LIKELIHOOD) {
         if (scorer_dir) rc = (scorer = model_load_hf(scorer_dir, be)) ? 0 : -1;
         else scorer = sampler;
+    }
+    /* the tokenizer: the --model's own (else the scorer's), the same for both; bytes (or
+     * --tokenizer) when completions are read and no model is named */
+    const char *own_dir = model_dir ? model_dir : scorer ? scorer_dir : NULL;
+    GPTConfig own_cfg;
+    if (rc == 0 && own_dir)
+        rc = hf_config_read(own_dir, &own_cfg) == 0 &&
+                     (tok = model_tokenizer_load(own_dir, tok_spec, own_cfg.vocab_size))
+                 ? 0
+                 : -1;
+    else if (rc == 0)
+        rc = (tok = tokenizer_load(tok_spec ? tok_spec : "bytes")) ? 0 : -1;
+    if (rc == 0 && scorer && scorer_dir && own_dir != scorer_dir)
+        rc = model_tokenizer_check(scorer_dir, gpt_config(scorer)->vocab_size, tok);
+    if (rc == 0) {
+        job.gen.sample.eos_id = tok->eos_id;
+        if (!n_given && sampler)
+            job.gen.sample.max_new_tokens =
+                cli_default_new_tokens(64, gpt_config(sampler)->n_positions);
     }
     if (sampler) gpt_set_train_mode(sampler, 0);
     if (scorer) gpt_set_train_mode(scorer, 0);

@@ -3,12 +3,15 @@
  * "<|endoftext|>" (also used as padding), so vocab_size is 257. Text is never
  * scanned for the special token's spelling: the bytes "<|endoftext|>" in a
  * document encode as 13 byte ids, and only the builder inserts EOS.
- * tokenizer_load() hands every other spec, a path, to the byte-level BPE. */
+ * tokenizer_load() hands every other spec, a path, to the byte-level BPE.
+ * Names are identities (tokenizer.h): a BPE's is compared by its hash alone. */
 #include "data/tokenizer.h"
 
+#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "data/bpe.h"
 #include "util/util.h"
@@ -86,4 +89,43 @@ char *tokenizer_decode(const Tokenizer *tok, const uint32_t *ids, int64_t n) {
     }
     out[len] = '\0';
     return out;
+}
+
+/* The 16 hex digits after the last ':' of a "bpe:LABEL:HASH" name, or NULL. */
+static const char *bpe_hash_of(const char *name) {
+    if (strncmp(name, "bpe:", 4) != 0) return NULL;
+    const char *h = strrchr(name, ':') + 1;
+    if (h - name < 5 || strlen(h) != 16) return NULL;
+    for (int i = 0; i < 16; i++)
+        if (!isxdigit((unsigned char)h[i])) return NULL;
+    return h;
+}
+
+TokenizerKind tokenizer_kind(const char *name) {
+    if (!name) return TOKENIZER_UNKNOWN;
+    if (strcmp(name, "bytes") == 0) return TOKENIZER_BYTES;
+    return bpe_hash_of(name) ? TOKENIZER_BPE : TOKENIZER_UNKNOWN;
+}
+
+int tokenizer_same(const char *a, const char *b) {
+    TokenizerKind ka = tokenizer_kind(a), kb = tokenizer_kind(b);
+    if (ka == TOKENIZER_UNKNOWN || kb == TOKENIZER_UNKNOWN) return -1;
+    if (ka != kb) return 0;
+    return ka == TOKENIZER_BYTES || strcasecmp(bpe_hash_of(a), bpe_hash_of(b)) == 0;
+}
+
+const char *const TOKENIZER_FILES[] = {"tokenizer.json", "encoder.json", "vocab.bpe",
+                                       "vocab.json", "merges.txt", "tokenizer_config.json",
+                                       "special_tokens_map.json", NULL};
+
+int tokenizer_files_in(const char *dir) {
+    static const char *const sets[][2] = {
+        {"tokenizer.json", NULL}, {"encoder.json", "vocab.bpe"}, {"vocab.json", "merges.txt"}};
+    char a[4096], b[4096];
+    for (size_t i = 0; i < sizeof sets / sizeof sets[0]; i++) {
+        if (path_join(a, sizeof a, dir, sets[i][0]) != 0 || !path_exists(a)) continue;
+        if (!sets[i][1]) return 1;
+        if (path_join(b, sizeof b, dir, sets[i][1]) == 0 && path_exists(b)) return 1;
+    }
+    return 0;
 }

@@ -8,7 +8,7 @@
 #include <stdint.h>
 
 typedef struct Tokenizer {
-    char name[128];       /* stored in datasets' `tokenizer` attribute */
+    char name[128];       /* its identity (below); datasets' `tokenizer` attribute */
     int vocab_size;
     int eos_id;
     int pad_id;
@@ -30,5 +30,30 @@ Tokenizer *tokenizer_load(const char *spec);
 void tokenizer_free(Tokenizer *tok);
 /* Decodes ids into a newly allocated NUL-terminated string. */
 char *tokenizer_decode(const Tokenizer *tok, const uint32_t *ids, int64_t n);
+
+/* ---- identity ----
+ * A tokenizer's name says what its ids mean, and datasets and checkpoints
+ * record it, so that data, models and commands can be matched:
+ *   "bytes"             the built-in byte tokenizer (fixed: vocab 257, EOS 256)
+ *   "bpe:LABEL:HASH"    a byte-level BPE; HASH is 16 hex digits of FNV-1a over
+ *                       its id -> bytes table, its merges in rank order, its
+ *                       special ids and options (data/bpe_load.c), the same
+ *                       whichever files spell it; LABEL is the file or
+ *                       directory it was loaded from and is not part of it.
+ * Any other name (tests' "test", a file written by another tool) is unknown:
+ * it cannot be checked. */
+typedef enum { TOKENIZER_UNKNOWN = 0, TOKENIZER_BYTES, TOKENIZER_BPE } TokenizerKind;
+TokenizerKind tokenizer_kind(const char *name);
+/* 1 when a and b are known and name the same tokenizer, 0 when both are known
+ * and differ, -1 when either is unknown (or NULL). */
+int tokenizer_same(const char *a, const char *b);
+
+/* The files of a tokenizer directory that tokenizer_load reads or that
+ * Hugging Face's AutoTokenizer reads beside them, NULL-terminated; a
+ * checkpoint keeps copies of those its starting model had. */
+extern const char *const TOKENIZER_FILES[];
+/* 1 when dir holds a tokenizer tokenizer_load can read (tokenizer.json,
+ * encoder.json + vocab.bpe, or vocab.json + merges.txt). */
+int tokenizer_files_in(const char *dir);
 
 #endif

@@ -154,6 +154,10 @@ int evaluate_jsonl(GPT *m, const Tokenizer *tok, const EvalJob *job, EvalResult 
     int samples = job->gen.beams > 0 ? 1 : job->gen.samples;
     GenerateJob gj = job->gen;
     gj.samples = samples;
+    if (generate_job_check(&gj, gpt_config(m)) != 0) {
+        lines_free(&l);
+        return -1;
+    }
     char **hyps = xcalloc((size_t)l.n, sizeof(char *));
     double logp_sum = 0, self_sum = 0, rouge = 0, f1 = 0;
     int64_t em = 0;
@@ -167,6 +171,10 @@ int evaluate_jsonl(GPT *m, const Tokenizer *tok, const EvalJob *job, EvalResult 
     for (int64_t i = 0; i < l.n && rc == 0; i++) {
         char **texts = NULL;
         int got = generate_texts(m, tok, &gj, l.prompts[i], (long)i + 1, &texts);
+        if (got < 0) {
+            rc = err_set("%s, prompt %lld: %s", job->input, (long long)i + 1, err_msg());
+            break;
+        }
         hyps[i] = got > 0 ? xstrdup(texts[0]) : xstrdup("");
         if (got > 1) {
             double sb = self_bleu((const char *const *)texts, got);

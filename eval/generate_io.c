@@ -27,6 +27,66 @@ int target_select_from_name(const char *name, TargetSelect *out) {
                    name);
 }
 
+int truncate_prompt_from_name(const char *name, TruncatePrompt *out) {
+    if (!strcmp(name, "left")) *out = TRUNCATE_LEFT;
+    else if (!strcmp(name, "right")) *out = TRUNCATE_RIGHT;
+    else
+        return err_set("--truncate-prompt takes left (drop the prompt's start, keep its end) "
+                       "or right (keep its start), not '%s'",
+                       name);
+    return 0;
+}
+
+int generate_job_check(const GenerateJob *job, const GPTConfig *cfg) {
+    if (sample_options_check(&job->sample) != 0 ||
+        beam_options_check(job->beams, job->length_penalty) != 0)
+        return -1;
+    if (job->samples < 1) return err_set("--samples must be at least 1, not %d", job->samples);
+    if (job->beams > 0 && job->samples > job->beams)
+        return err_set("--samples %d with --beams %d: beam search returns at most its %d beams; "
+                       "give --samples %d or less, or more beams",
+                       job->samples, job->beams, job->beams, job->beams);
+    int C = cfg->n_positions;
+    if (job->sample.max_new_tokens >= C && !job->clamp_new_tokens)
+        return err_set("--max-new-tokens %d does not fit the model's context of %d positions "
+                       "with even a one-token prompt; give at most %d, or --clamp-new-tokens to "
+                       "stop each completion when the context is full",
+                       job->sample.max_new_tokens, C, C - 1);
+    return 0;
+}
+
+int generate_fit_prompt(const GenerateJob *job, int ctx, int eos_id, const uint32_t *ids,
+                        int64_t n, const char *where, int *prompt, int *n_prompt, int *max_new) {
+    uint32_t eos = (uint32_t)eos_id;
+    if (n == 0) { /* an empty prompt starts from EOS, the document separator */
+        ids = &eos;
+        n = 1;
+    }
+    int N = job->sample.max_new_tokens;
+    int64_t start = 0, keep = n;
+    if (n + N > ctx && job->truncate_prompt != TRUNCATE_NONE) {
+        keep = ctx - N >= 1 ? ctx - N : 1;
+        if (keep > n) keep = n;
+        start = job->truncate_prompt == TRUNCATE_LEFT ? n - keep : 0;
+    }
+    if (keep >= ctx)
+        return err_set("%s is %lld tokens and the model's context %d positions: no room for a "
+                       "new token; shorten it, or pass --truncate-prompt left (keep its end) or "
+                       "right (keep its start)",
+                       where, (long long)n, ctx);
+    if (keep + N > ctx && !job->clamp_new_tokens)
+        return err_set("%s is %lld tokens and --max-new-tokens %d, together %lld, "
+                       "past the model's context of %d positions; give -n %lld or less, or "
+                       "pass --truncate-prompt left|right (cut the prompt) or --clamp-new-tokens "
+                       "(end completions when the context is full)",
+                       where, (long long)keep, N, (long long)keep + N, ctx,
+                       (long long)(ctx - keep));
+    for (int64_t i = 0; i < keep; i++) prompt[i] = (int)ids[start + i];
+    *n_prompt = (int)keep;
+    *max_new = keep + N > ctx ? (int)(ctx - keep) : N;
+    return 0;
+}
+
 /* One completion of a prompt: new tokens (EOS not included). */
 typedef struct {
     int *tokens;
@@ -102,11 +162,13 @@ static void finish_completion(const Tokenizer *tok, const GenerateJob *job, Comp
 
 /* --------------------------------------------------------------- generating */
 
-/* Fills comp[0..] for one prompt; returns how many. */
+/* Fills comp[0..] for one prompt of n tokens with up to max_new new tokens
+ * each (generate_fit_prompt); returns how many. */
 static int complete(GPT *m, const Tokenizer *tok, const GenerateJob *job, const int *prompt,
-                    int n, long lineno, Completion *comp) {
+                    int n, int max_new, long lineno, Completion *comp) {
     StopCtx sc = {tok, job};
     SampleOptions so = job->sample;
+    so.max_new_tokens = max_new;
     if (job->n_stop > 0) {
         so.stop = stop_test;
         so.stop_ctx = &sc;
@@ -117,13 +179,9 @@ static int complete(GPT *m, const Tokenizer *tok, const GenerateJob *job, const 
         Hypothesis *h = xcalloc((size_t)want, sizeof(Hypothesis));
         count = generate_beam(m, prompt, n, job->beams, so.max_new_tokens, job->length_penalty,
                               so.eos_id, want, h);
-        for (int k = 0; k < count; k++) {
-            /* a hypothesis shorter than max_new_tokens ended with EOS */
-            int room = gpt_config(m)->n_positions - n;
-            int cap = so.max_new_tokens < room ? so.max_new_tokens : room;
-            comp[k] = (Completion){h[k].tokens, h[k].len, h[k].logp, h[k].score, h[k].len < cap,
-                                   NULL};
-        }
+        for (int k = 0; k < count; k++) /* shorter than max_new: it ended with EOS */
+            comp[k] = (Completion){h[k].tokens, h[k].len, h[k].logp, h[k].score,
+                                   h[k].len < so.max_new_tokens, NULL};
         free(h); /* the token arrays now belong to comp */
     } else {
         count = job->samples;
@@ -134,7 +192,11 @@ static int complete(GPT *m, const Tokenizer *tok, const GenerateJob *job, const 
         for (int k = 0; k < count; k++)
             rng_seed(&rngs[k], job->seed * 0x9E3779B97F4A7C15ULL + (uint64_t)lineno * 1000003ULL +
                                    (uint64_t)k);
-        generate_sample_rows(m, prompt, n, count, &so, rngs, out, lens, logps);
+        for (int k0 = 0; k0 < count; k0 += GENERATE_MAX_ROWS) {
+            int rows = count - k0 < GENERATE_MAX_ROWS ? count - k0 : GENERATE_MAX_ROWS;
+            generate_sample_rows(m, prompt, n, rows, &so, rngs + k0,
+                                 out + (size_t)k0 * so.max_new_tokens, lens + k0, logps + k0);
+        }
         for (int k = 0; k < count; k++) {
             int *t = xmalloc((size_t)(lens[k] > 0 ? lens[k] : 1) * sizeof(int));
             memcpy(t, out + (size_t)k * so.max_new_tokens, (size_t)lens[k] * sizeof(int));
@@ -163,12 +225,17 @@ int generate_texts(GPT *m, const Tokenizer *tok, const GenerateJob *job, const c
     int64_t cap = 0;
     int64_t n = tok->encode(tok, prompt_text, strlen(prompt_text), &ids, &cap, 0);
     int *prompt = xmalloc((size_t)ctx * sizeof(int));
-    int start = n > ctx - 1 ? (int)(n - (ctx - 1)) : 0, k = 0;
-    if (n == 0) prompt[k++] = tok->eos_id;
-    for (int64_t i = start; i < n; i++) prompt[k++] = (int)ids[i];
+    int k = 0, max_new = 0;
+    *texts = NULL;
+    if (generate_fit_prompt(job, ctx, tok->eos_id, ids, n, "the prompt", prompt, &k,
+                            &max_new) != 0) {
+        free(prompt);
+        free(ids);
+        return -1;
+    }
     int n_comp = job->beams > 0 && job->beams < job->samples ? job->beams : job->samples;
     Completion *comp = xcalloc((size_t)n_comp, sizeof(Completion));
-    int got = complete(m, tok, job, prompt, k, index, comp);
+    int got = complete(m, tok, job, prompt, k, max_new, index, comp);
     *texts = xcalloc((size_t)(got > 0 ? got : 1), sizeof(char *));
     for (int i = 0; i < got; i++) {
         (*texts)[i] = comp[i].text;
@@ -367,8 +434,8 @@ static int ends_with(const char *s, const char *suffix) {
     return n >= k && strcmp(s + n - k, suffix) == 0;
 }
 
-static int check_job(const GenerateJob *job, int kd) {
-    if (job->samples < 1) return err_set("samples must be >= 1");
+static int check_job(const GenerateJob *job, const GPTConfig *cfg, int kd) {
+    if (generate_job_check(job, cfg) != 0) return -1;
     if (job->select == SELECT_BLEU && !job->reference_field)
         return err_set("--select bleu picks the completion closest to a gold target; name its "
                        "field with --reference-field");
@@ -384,8 +451,8 @@ static int check_job(const GenerateJob *job, int kd) {
 int generate_jsonl(GPT *m, const Tokenizer *tok, const GenerateJob *job, GenerateStats *stats) {
     const char *field = job->prompt_field ? job->prompt_field : "prompt";
     int kd = ends_with(job->output, ".h5") || ends_with(job->output, ".hdf5");
-    if (check_job(job, kd) != 0) return -1;
     const GPTConfig *cfg = gpt_config(m);
+    if (check_job(job, cfg, kd) != 0) return -1;
     if (job->store_topk > cfg->vocab_size)
         return err_set("--store-topk %d exceeds the vocabulary (%d)", job->store_topk,
                        cfg->vocab_size);
@@ -411,7 +478,7 @@ int generate_jsonl(GPT *m, const Tokenizer *tok, const GenerateJob *job, Generat
             return -1;
         }
         sink.K = job->store_topk;
-        size_t rowcap = (size_t)2 * ctx + job->sample.max_new_tokens + 2;
+        size_t rowcap = (size_t)2 * ctx + 2; /* prompt, completion (each <= ctx), EOS */
         sink.row = xmalloc(rowcap * sizeof(uint32_t));
         sink.mask = xmalloc(rowcap);
         if (sink.K > 0) {
@@ -457,11 +524,16 @@ int generate_jsonl(GPT *m, const Tokenizer *tok, const GenerateJob *job, Generat
                          lineno, job->reference_field);
         } else {
             int64_t n = tok->encode(tok, text, strlen(text), &ids, &ids_cap, 0);
-            int start = n > ctx - 1 ? (int)(n - (ctx - 1)) : 0; /* keep the prompt's end */
-            int k = 0;
-            if (n == 0) prompt[k++] = tok->eos_id;
-            for (int64_t i = start; i < n; i++) prompt[k++] = (int)ids[i];
-            int got = complete(m, tok, job, prompt, k, lineno, comp);
+            char where[4200];
+            snprintf(where, sizeof where, "%s:%ld: the prompt", job->input, lineno);
+            int k = 0, max_new = 0;
+            if (generate_fit_prompt(job, ctx, tok->eos_id, ids, n, where, prompt, &k,
+                                    &max_new) != 0) {
+                rc = -1;
+                json_decref(obj);
+                break;
+            }
+            int got = complete(m, tok, job, prompt, k, max_new, lineno, comp);
             st.prompts++;
             st.completions += got;
             for (int i = 0; i < got; i++) st.new_tokens += comp[i].len;

@@ -22,7 +22,16 @@
  *           gold reference as an example. Filters drop empty completions,
  *           unfinished ones (no EOS or stop string before max_new_tokens), and
  *           copies of the prompt.
- * The output is written to OUT.tmp and renamed when complete. */
+ * The output is written to OUT.tmp and renamed when complete.
+ *
+ * Prompt and context: a prompt of P tokens (an empty one is EOS) and
+ * max_new_tokens N must fit the model's n_positions C: P + N <= C. When they
+ * do not, the line is refused (file:line, P, N and C named) unless the job
+ * says otherwise: truncate_prompt cuts the prompt to C - N tokens (at least
+ * one), keeping its end (left) or its start (right); clamp_new_tokens makes N
+ * an upper bound that the context lowers to C - P (a completion also ends
+ * when the context is full, and counts as unfinished). N >= C never fits and
+ * is refused unless clamp_new_tokens. */
 #ifndef RETORT_GENERATE_IO_H
 #define RETORT_GENERATE_IO_H
 
@@ -36,13 +45,24 @@ int target_select_from_name(const char *name, TargetSelect *out);
 
 #define GENERATE_MAX_STOPS 16
 
+/* Sampled completions of one prompt are decoded in batches of at most this
+ * many rows (each row has its own generator, so batching changes nothing). */
+#define GENERATE_MAX_ROWS 64
+
+typedef enum { TRUNCATE_NONE = 0, TRUNCATE_LEFT, TRUNCATE_RIGHT } TruncatePrompt;
+
+/* -1 (error set) for a name other than left, right. */
+int truncate_prompt_from_name(const char *name, TruncatePrompt *out);
+
 typedef struct {
     const char *input, *output;
     const char *prompt_field;  /* default "prompt" */
     SampleOptions sample;      /* sampling (beams == 0); stop is set internally */
     int samples;               /* completions per prompt (sampling), or n-best (beam) */
-    int beams;                 /* 0 = sample */
+    int beams;                 /* 0 = sample, at most GENERATE_MAX_BEAMS */
     double length_penalty;
+    TruncatePrompt truncate_prompt; /* a prompt that does not fit: refuse, or cut (above) */
+    int clamp_new_tokens;      /* 1: the context may lower max_new_tokens (above) */
     uint64_t seed;
     int quiet;
     const char *stop[GENERATE_MAX_STOPS]; /* stop strings */
@@ -63,10 +83,23 @@ typedef struct {
     double seconds;
 } GenerateStats;
 
+/* The job's options against the model: sampling and beam options, samples
+ * >= 1 (and <= beams for beam search), max_new_tokens < n_positions unless
+ * clamp_new_tokens. -1 with the error set. */
+int generate_job_check(const GenerateJob *job, const GPTConfig *cfg);
+
+/* The model input for prompt ids[0:n] under the job's context policy (above):
+ * writes it to prompt (room for C ints), its length to *n_prompt and the new
+ * tokens that fit to *max_new. -1 with the error set, naming `where` (e.g.
+ * "prompts.jsonl:3: the prompt"), when it does not fit. */
+int generate_fit_prompt(const GenerateJob *job, int ctx, int eos_id, const uint32_t *ids,
+                        int64_t n, const char *where, int *prompt, int *n_prompt, int *max_new);
+
 /* The completions of one prompt as text (stop strings applied), for callers
  * that score them (retort eval): writes a new array of `got` new strings to
  * *texts and returns got. index seeds the per-sample generators as the line
- * number does in generate_jsonl. */
+ * number does in generate_jsonl. -1 with the error set when the prompt does
+ * not fit the context (the caller adds where the prompt is). */
 int generate_texts(GPT *m, const Tokenizer *tok, const GenerateJob *job, const char *prompt_text,
                    long index, char ***texts);
 

@@ -385,6 +385,10 @@ static int do_line(PairsRun *r, long lineno, json_t *obj) {
         }
     } else {
         n = generate_texts(r->sampler, r->tok, &job->gen, prompt, lineno, &texts);
+        if (n < 0) {
+            rc = err_set("%s:%ld: %s", job->input, lineno, err_msg());
+            n = 0;
+        }
     }
     double *raw = xcalloc((size_t)(n > 0 ? n : 1), sizeof(double));
     if (rc == 0 && job->scorer == SCORER_EXTERNAL) rc = read_external(r, lineno, n, raw);
@@ -457,7 +461,10 @@ static int check_job(GPT *sampler, GPT *scorer, const Tokenizer *tok, const Pair
         return err_set("--scores FILE goes with --scorer external");
     if (job->scorer == SCORER_GOLD_LIKELIHOOD && !scorer)
         return err_set("gold-likelihood needs a scorer model (--model or --scorer-model)");
-    if (!(job->margin >= 0)) return err_set("--margin must be >= 0 (got %g)", job->margin);
+    if (!(job->margin >= 0) || !isfinite(job->margin))
+        return err_set("--margin must be a finite number >= 0 (got %g)", job->margin);
+    if (!job->read_completions && generate_job_check(&job->gen, gpt_config(sampler)) != 0)
+        return -1;
     GPT *models[2] = {sampler, scorer};
     for (int i = 0; i < 2; i++)
         if (models[i] && gpt_config(models[i])->vocab_size < tok->vocab_size)

@@ -7,6 +7,29 @@
 #include <stdlib.h>
 #include <string.h>
 
+int sample_options_check(const SampleOptions *o) {
+    if (o->max_new_tokens < 1)
+        return err_set("--max-new-tokens must be at least 1, not %d", o->max_new_tokens);
+    if (!isfinite(o->temperature) || o->temperature < 0)
+        return err_set("--temperature must be a finite number >= 0 (0 = greedy), not %g",
+                       o->temperature);
+    if (o->top_k < 0) return err_set("--top-k must be >= 0 (0 = off), not %d", o->top_k);
+    if (!(o->top_p > 0 && o->top_p <= 1)) /* also refuses NaN */
+        return err_set("--top-p must be in (0, 1] (1 = off), not %g", o->top_p);
+    return 0;
+}
+
+int beam_options_check(int beams, double length_penalty) {
+    if (beams < 0 || beams > GENERATE_MAX_BEAMS)
+        return err_set("--beams must be 0 (sampling) to %d, not %d: each beam holds a row of "
+                       "key/value cache and vocab_size candidates, and searches wider than %d "
+                       "only cost memory",
+                       GENERATE_MAX_BEAMS, beams, GENERATE_MAX_BEAMS);
+    if (!isfinite(length_penalty))
+        return err_set("--length-penalty must be a finite number, not %g", length_penalty);
+    return 0;
+}
+
 typedef struct {
     double p;
     int id;

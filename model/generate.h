@@ -23,6 +23,20 @@ typedef struct {
     void *stop_ctx;
 } SampleOptions;
 
+/* Checks options that come from a user (the command line): max_new_tokens
+ * >= 1, temperature finite and >= 0, top_k >= 0, top_p in (0, 1]. -1 with the
+ * error naming the option (--temperature, ...) and the rule. */
+int sample_options_check(const SampleOptions *o);
+
+/* Beam search keeps beams x V candidate extensions and beams rows of
+ * key/value cache (beams x n_layer x n_positions x n_embd x 2 values); the
+ * usual widths are 4 to 10, and past 64 the memory grows with no gain in
+ * quality, so wider searches are refused. */
+#define GENERATE_MAX_BEAMS 64
+/* beams in [0, GENERATE_MAX_BEAMS] (0 = sampling), length_penalty finite; -1
+ * with the error set. */
+int beam_options_check(int beams, double length_penalty);
+
 /* Appends up to max_new_tokens ids to tokens[0:n] (tokens must have room for
  * n + max_new_tokens; 1 <= n <= n_positions). Returns the new length. */
 int generate_sample(GPT *m, int *tokens, int n, const SampleOptions *o, Rng *rng);

@@ -21,7 +21,7 @@ rm -rf quickstart/run
 
 echo "== 4/4 sample from the last checkpoint"
 last=$(ls -d quickstart/run/step-* | sort | tail -1)
-./retort generate --model "$last" --prompt "And God said" --max-new-tokens 300 \
+./retort generate --model "$last" --prompt "And God said" --max-new-tokens 100 \
   --temperature 0.8 --top-k 40 --seed 1
 
 echo

@@ -273,7 +273,7 @@ Test(orpo, gradient_through_the_model_matches_finite_differences, .timeout = 120
     for (int k = 0; k < N_METRICS; k++) cr_assert_str_eq(o->metrics[k].name, METRIC_NAMES[k]);
     Rng rng;
     rng_seed(&rng, 1);
-    TrainEnv env = {&c, backend_cpu(), NULL, 3, 10, 1, 0, 1, &rng, 1};
+    TrainEnv env = {&c, backend_cpu(), NULL, 3, 10, 1, 0, 1, &rng, 1, NULL};
     void *self = o->open(&env);
     cr_assert_not_null(self, "%s", err_msg());
     cr_assert_eq(o->items(self), 6);

@@ -73,6 +73,7 @@ typedef struct {
     const Objective *obj;     /* the method (objective.type) */
     void *state;              /* its state: obj->open's */
     TrainEnv env;             /* what the method is lent */
+    RunTokenizer tokenizer;   /* env.tokenizer: settled by prepare, recorded in checkpoints */
     GPT *model;
     Optimizer *optim;
     LrSchedule sched;
@@ -203,6 +204,7 @@ static int save_checkpoint(Trainer *t) {
         rc = ckpt_begin(run, t->step, tmp, sizeof tmp);
         if (rc == 0 &&
             (model_save_hf(t->model, tmp) != 0 ||
+             model_tokenizer_save(tmp, t->tokenizer.name, t->cfg->model.init) != 0 ||
              (gpt_lora_config(t->model) && lora_save_peft(t->model, tmp, t->cfg->model.init) != 0) ||
              write_optimizer(t, tmp, buf) != 0 || write_trainer_json(t, tmp) != 0 ||
              ckpt_commit(run, tmp, t->step) != 0)) {
@@ -483,7 +485,7 @@ static int trainer_init(Trainer *t, const Config *cfg, const TrainOptions *opt) 
            t->obj->n_eval_metrics <= t->obj->n_metrics);
     t->rows = t->B * t->obj->rows_per_item;
     t->env = (TrainEnv){cfg, NULL, NULL, t->B, t->T, t->A, t->rank, t->world, &t->rng,
-                        opt->quiet};
+                        opt->quiet, &t->tokenizer};
     return 0;
 }
 

@@ -46,7 +46,8 @@ kd_data() { # out.h5, then the selection arguments
     [ -f $out ] && return 0
     phase "teacher beam search over the training prompts -> $out ($*)"
     "$RETORT" generate --model "$TEACHER" --input $O/task/train_prompts.jsonl --out $out \
-        --beams $BEAMS -n $MAXNEW --drop-empty --drop-unfinished --threads 2 "$@" \
+        --beams $BEAMS -n $MAXNEW --clamp-new-tokens --drop-empty --drop-unfinished \
+        --threads 2 "$@" \
         > $O/logs/$(basename $out .h5).log 2>&1
 }
 
@@ -67,7 +68,8 @@ evaluate() { # name, checkpoint
         local extra=()
         [ $dec = beam ] && extra=(--beams $BEAMS)
         "$RETORT" eval --model "$ckpt" --input $O/task/test.jsonl --reference-field reference \
-            -n $MAXNEW --threads 2 "${extra[@]}" --predictions $O/eval/$name.$dec.jsonl \
+            -n $MAXNEW --clamp-new-tokens --threads 2 "${extra[@]}" \
+            --predictions $O/eval/$name.$dec.jsonl \
             --metrics $O/eval/$name.$dec.metrics.json > $O/logs/eval-$name.$dec.log 2>&1
         python3 $E/make_task.py score --lexicon $O/task/lexicon.json \
             --pred $O/eval/$name.$dec.jsonl --label "$name $dec" --out $O/eval/$name.$dec.score.json

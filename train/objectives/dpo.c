@@ -324,6 +324,7 @@ static int dpo_prepare(void *self, const TrainEnv *env) {
     Dpo *o = self;
     const Config *c = env->cfg;
     const char *ref = reference_of(c);
+    if (pair_batches_check_tokenizer(&o->d, env) != 0) return -1;
     if (o->p.type == DPO_ROBUST && c->dpo.label_smoothing == 0 && !env->quiet)
         printf("note: dpo.loss_type robust with dpo.label_smoothing 0 is exactly the sigmoid "
                "loss; set label_smoothing to the assumed label-noise rate\n");

@@ -93,6 +93,7 @@ static int kd_has_val(const void *self) {
 static int kd_prepare(void *self, const TrainEnv *env) {
     Kd *k = self;
     const Config *c = env->cfg;
+    if (seq_batches_check_tokenizer(&k->d, env) != 0) return -1;
     if (c->kd.teacher[0]) {
         k->teacher = objective_load_frozen(env, c->kd.teacher, "teacher");
         return k->teacher ? 0 : -1;

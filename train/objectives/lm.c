@@ -56,8 +56,7 @@ static int lm_has_val(const void *self) {
 }
 
 static int lm_prepare(void *self, const TrainEnv *env) {
-    (void)self, (void)env;
-    return 0;
+    return seq_batches_check_tokenizer(self, env);
 }
 
 static void lm_seek(void *self, int64_t epoch, int64_t pos) {

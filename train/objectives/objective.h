@@ -82,6 +82,16 @@
 
 #define OBJECTIVE_MAX_METRICS 16
 
+/* The tokenizer of a run: settled by the methods' prepare() through
+ * objective_check_tokenizer from the starting model (model.init's record or
+ * tokenizer files, model/model_io.h) and the data files; the trainer records
+ * `name` in every checkpoint. */
+typedef struct {
+    int settled;             /* model.init has been asked */
+    char name[256];          /* "" = unknown (data/tokenizer.h identities) */
+    char source[1100];       /* where name came from, for messages: "model.init DIR" */
+} RunTokenizer;
+
 /* What the trainer lends a method. Lives as long as the run. */
 typedef struct {
     const Config *cfg;       /* the resolved config (train.steps set from train.epochs) */
@@ -91,6 +101,7 @@ typedef struct {
     int rank, world;         /* data parallel: this rank of world (1 = one process) */
     Rng *rng;                /* the run's generator: checkpointed, identical on every rank */
     int quiet;               /* no console lines */
+    RunTokenizer *tokenizer; /* the run's tokenizer, settled in prepare(); may be NULL */
 } TrainEnv;
 
 /* One logged number. */
@@ -138,9 +149,20 @@ int objective_check_config(const Config *cfg);
 
 /* A frozen model (teacher, reference) for forward passes only, loaded from the
  * HF directory dir onto env's backend and checked against the trained model:
- * the same vocabulary, at least data.seq_len positions. `what` names it in
- * messages ("teacher"). NULL with the error set. */
+ * the same vocabulary (and tokenizer, when both are known), at least
+ * data.seq_len positions. `what` names it in messages ("teacher"). NULL with
+ * the error set. */
 GPT *objective_load_frozen(const TrainEnv *env, const char *dir, const char *what);
+
+/* A data file against the model, from prepare(): refuses token ids past the
+ * model's vocab_size, and a file built with another tokenizer than the run's
+ * (the starting model's, else the first data file's) with both names; a
+ * starting model that records no tokenizer and has no tokenizer files takes
+ * byte-level data only when its vocab_size is the byte tokenizer's 257. A
+ * file whose tokenizer is unknown (data/tokenizer.h) is accepted with a
+ * warning when the run's is known. -1 with the error set. */
+int objective_check_tokenizer(const TrainEnv *env, const char *path, const char *tokenizer,
+                              int vocab_size);
 
 /* sum[k] += w * m[k] for k < n: accumulating micro-batch metrics. */
 void objective_metrics_add(double *sum, const double *m, double w, int n);

@@ -203,8 +203,7 @@ static int orpo_has_val(const void *self) {
 }
 
 static int orpo_prepare(void *self, const TrainEnv *env) {
-    (void)self, (void)env; /* no second model */
-    return 0;
+    return pair_batches_check_tokenizer(&((Orpo *)self)->d, env); /* no second model */
 }
 
 static void orpo_seek(void *self, int64_t epoch, int64_t pos) {

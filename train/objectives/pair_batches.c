@@ -19,7 +19,7 @@ static int open_loaders(PairBatches *d, const TrainEnv *env, const char *method,
                        "`retort pairs`",
                        c->data.train, method, schema_name(s));
     if (pref_dataset_open(&d->train, c->data.train) != 0) return -1;
-    if (d->train.vocab_size > c->model.vocab_size)
+    if (!c->model.init[0] && d->train.vocab_size > c->model.vocab_size)
         return err_set("%s: dataset vocab_size %d exceeds model.vocab_size %d", c->data.train,
                        d->train.vocab_size, c->model.vocab_size);
     int64_t n = d->train.n_pairs, n_val = 0;
@@ -55,6 +55,15 @@ int pair_batches_open(PairBatches *d, const TrainEnv *env, const char *method,
     d->logp = xmalloc(N * sizeof(float));
     d->g = xmalloc(N * sizeof(float));
     return open_loaders(d, env, method, max_prompt_len, max_completion_len);
+}
+
+int pair_batches_check_tokenizer(const PairBatches *d, const TrainEnv *env) {
+    if (objective_check_tokenizer(env, env->cfg->data.train, d->train.tokenizer,
+                                  d->train.vocab_size) != 0)
+        return -1;
+    return d->have_val_ds ? objective_check_tokenizer(env, env->cfg->data.val, d->val.tokenizer,
+                                                      d->val.vocab_size)
+                          : 0;
 }
 
 void pair_batches_close(PairBatches *d) {

@@ -37,6 +37,8 @@ typedef struct {
 int pair_batches_open(PairBatches *d, const TrainEnv *env, const char *method,
                       int max_prompt_len, int max_completion_len);
 void pair_batches_close(PairBatches *d);
+/* objective_check_tokenizer on the training file and data.val, from prepare(). */
+int pair_batches_check_tokenizer(const PairBatches *d, const TrainEnv *env);
 
 /* A method's loss on one micro-batch of env->B pairs: rows in, tg (2B, T),
  * the pairs' ids in pd (pair_ids, B). Returns the micro-batch's loss (its

@@ -46,7 +46,7 @@ static int open_loaders(SeqBatches *d, const TrainEnv *env) {
     const Config *c = env->cfg;
     int T = env->T;
     if (dataset_open(&d->train_ds, c->data.train) != 0) return -1;
-    if (d->train_ds.vocab_size > c->model.vocab_size)
+    if (!c->model.init[0] && d->train_ds.vocab_size > c->model.vocab_size)
         return err_set("%s: dataset vocab_size %d exceeds model.vocab_size %d; token ids would "
                        "be out of range (build the data with the model's tokenizer or raise "
                        "model.vocab_size)",
@@ -57,7 +57,7 @@ static int open_loaders(SeqBatches *d, const TrainEnv *env) {
     if (c->data.val[0]) {
         if (dataset_open(&d->val_ds, c->data.val) != 0) return -1;
         d->have_val_ds = 1;
-        if (d->val_ds.vocab_size > c->model.vocab_size)
+        if (!c->model.init[0] && d->val_ds.vocab_size > c->model.vocab_size)
             return err_set("%s: dataset vocab_size %d exceeds model.vocab_size %d", c->data.val,
                            d->val_ds.vocab_size, c->model.vocab_size);
         if (loader_init(&d->val_dl, &d->val_ds, T, 0, 0, 0, dataset_num_items(&d->val_ds, T)) !=
@@ -87,6 +87,15 @@ int seq_batches_open(SeqBatches *d, const TrainEnv *env) {
     d->logp = xmalloc(N * sizeof(float));
     d->g = xmalloc(N * sizeof(float));
     return open_loaders(d, env);
+}
+
+int seq_batches_check_tokenizer(const SeqBatches *d, const TrainEnv *env) {
+    if (objective_check_tokenizer(env, env->cfg->data.train, d->train_ds.tokenizer,
+                                  d->train_ds.vocab_size) != 0)
+        return -1;
+    return d->have_val_ds ? objective_check_tokenizer(env, env->cfg->data.val,
+                                                      d->val_ds.tokenizer, d->val_ds.vocab_size)
+                          : 0;
 }
 
 void seq_batches_close(SeqBatches *d) {

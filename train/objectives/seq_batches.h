@@ -29,6 +29,8 @@ typedef struct {
  * -1 with the error set; seq_batches_close cleans up either way. */
 int seq_batches_open(SeqBatches *d, const TrainEnv *env);
 void seq_batches_close(SeqBatches *d);
+/* objective_check_tokenizer on the training file and data.val, from prepare(). */
+int seq_batches_check_tokenizer(const SeqBatches *d, const TrainEnv *env);
 
 /* Draws the step's A global micro-batches (and their items). */
 void seq_batches_draw(SeqBatches *d, const TrainEnv *env);
