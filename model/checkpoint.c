@@ -5,7 +5,8 @@
  * and durable. Saves are built in RUN/step-XXXXXXXX.tmp; commit fsyncs every file
  * in it, then writes DONE (fsynced), then renames the directory and fsyncs RUN,
  * so after a crash RUN holds either the old state or the new complete one, plus
- * perhaps a .tmp that is never listed and is cleared by the next save of that step.
+ * perhaps a .tmp that is never listed; the next run in RUN removes it
+ * (ckpt_remove_stale), and so does the next save of that step.
  * Pruning unlinks DONE before deleting the rest, so a crash half way through a
  * prune leaves a directory that is no longer listed rather than a listed one
  * with files missing.
@@ -106,22 +107,32 @@ void ckpt_abort(const char *tmp_dir) {
     err_set("%s", saved);
 }
 
-/* Step of a complete checkpoint directory named `name` in run_dir, or -1.
- * The name must be exactly what ckpt_dir_name makes for that step, so
- * step-00000005.tmp, step-5 and foreign directories are never taken. */
-static int64_t complete_step(const char *run_dir, const char *name) {
+/* The step of a name that is exactly ckpt_dir_name's for that step followed
+ * by suffix ("" or ".tmp"), or -1: step-5, step-00000005.bak and foreign
+ * names are never taken. */
+static int64_t step_of_name(const char *name, const char *suffix) {
     if (strncmp(name, "step-", 5) != 0) return -1;
     const char *digits = name + 5;
-    size_t nd = strlen(digits);
+    size_t nd = strlen(digits), ns = strlen(suffix);
+    if (nd < ns || strcmp(digits + nd - ns, suffix) != 0) return -1;
+    nd -= ns;
     if (nd < 8 || nd > 18) return -1;
     int64_t step = 0;
     for (size_t i = 0; i < nd; i++) {
         if (digits[i] < '0' || digits[i] > '9') return -1;
         step = step * 10 + (digits[i] - '0');
     }
-    char canonical[32];
-    snprintf(canonical, sizeof canonical, "step-%08lld", (long long)step);
-    if (strcmp(canonical, name) != 0) return -1;
+    char canonical[48];
+    snprintf(canonical, sizeof canonical, "step-%08lld%s", (long long)step, suffix);
+    return strcmp(canonical, name) == 0 ? step : -1;
+}
+
+/* Step of a complete checkpoint directory named `name` in run_dir, or -1.
+ * The name must be exactly what ckpt_dir_name makes for that step, so
+ * step-00000005.tmp, step-5 and foreign directories are never taken. */
+static int64_t complete_step(const char *run_dir, const char *name) {
+    int64_t step = step_of_name(name, "");
+    if (step < 0) return -1;
     char done[CKPT_PATH_MAX];
     int len = snprintf(done, sizeof done, "%s/%s/%s", run_dir, name, CKPT_DONE);
     if (len < 0 || (size_t)len >= sizeof done) return -1;
@@ -169,6 +180,30 @@ int ckpt_list(const char *run_dir, int64_t *steps, int max) {
     if (n > 0) memcpy(steps, all, (size_t)n * sizeof(int64_t));
     free(all);
     return n;
+}
+
+int ckpt_remove_stale(const char *run_dir, void (*removed)(const char *dir, void *ctx),
+                      void *ctx) {
+    DIR *d = opendir(run_dir);
+    if (!d) {
+        if (errno == ENOENT) return 0;
+        return err_set("cannot read run directory %s: %s", run_dir, strerror(errno));
+    }
+    int n = 0, rc = 0;
+    struct dirent *e;
+    while (rc == 0 && (e = readdir(d)) != NULL) {
+        char path[CKPT_PATH_MAX];
+        struct stat st;
+        if (step_of_name(e->d_name, ".tmp") < 0) continue;
+        if (path_join(path, sizeof path, run_dir, e->d_name) != 0) rc = -1;
+        else if (lstat(path, &st) != 0 || !S_ISDIR(st.st_mode)) continue; /* not one of ours */
+        else if ((rc = rm_rf(path)) == 0) {
+            n++;
+            if (removed) removed(path, ctx);
+        }
+    }
+    closedir(d);
+    return rc == 0 ? n : -1;
 }
 
 int ckpt_prune(const char *run_dir, int keep) {

@@ -28,6 +28,13 @@ void ckpt_abort(const char *tmp_dir);
 /* Steps of complete checkpoints (with DONE) in RUN, newest first. Returns the
  * count (at most max), 0 when none or RUN is missing. */
 int ckpt_list(const char *run_dir, int64_t *steps, int max);
+/* Removes what interrupted saves left: the directories in RUN named exactly
+ * step-XXXXXXXX.tmp (nothing else is touched), calling removed(path, ctx)
+ * after each when removed is not NULL. Call it before a run writes into RUN,
+ * never while another process may be saving there. The count removed, or -1
+ * with the error set. */
+int ckpt_remove_stale(const char *run_dir, void (*removed)(const char *dir, void *ctx),
+                      void *ctx);
 /* Deletes all but the newest `keep` complete checkpoints (keep <= 0: none). */
 int ckpt_prune(const char *run_dir, int keep);
 

@@ -449,6 +449,52 @@ Test(checkpoint, begin_replaces_stale_tmp) {
     rm_rf(run);
 }
 
+static void remember(const char *dir, void *ctx) {
+    char *seen = ctx;
+    strcat(seen, strrchr(dir, '/') + 1);
+    strcat(seen, ";");
+}
+
+/* What an interrupted save leaves (step-XXXXXXXX.tmp) goes at the next run;
+ * anything else whose name only looks like it stays. */
+Test(checkpoint, remove_stale_takes_only_interrupted_saves) {
+    char run[256], path[1024], seen[1024] = "";
+    make_temp_dir(run, sizeof run, "ckpt");
+    save(run, 2, "2");
+    const char *stale[] = {"step-00000007.tmp", "step-123456789.tmp"};
+    const char *kept[] = {"step-7.tmp", "step-00000007.tmpx", "step-00000007.tmp.bak",
+                          "step-0000000x.tmp", "notes.tmp", "step-00000002"};
+    for (int i = 0; i < 2; i++) {
+        snprintf(path, sizeof path, "%s/%s", run, stale[i]);
+        cr_assert_eq(mkdir(path, 0755), 0);
+        write_text_in(path, "model.safetensors", "half"); /* not empty */
+    }
+    for (int i = 0; i < 5; i++) {
+        snprintf(path, sizeof path, "%s/%s", run, kept[i]);
+        cr_assert_eq(mkdir(path, 0755), 0);
+    }
+    snprintf(path, sizeof path, "%s/step-00000009.tmp", run); /* a file, not our directory */
+    write_bytes(path, "x", 1);
+    cr_assert_eq(ckpt_remove_stale(run, remember, seen), 2, "%s", err_msg());
+    for (int i = 0; i < 2; i++) {
+        snprintf(path, sizeof path, "%s/%s", run, stale[i]);
+        cr_expect(!path_exists(path), "%s survived", stale[i]);
+        cr_expect(strstr(seen, stale[i]), "%s removed without a word: %s", stale[i], seen);
+    }
+    for (int i = 0; i < 6; i++) {
+        snprintf(path, sizeof path, "%s/%s", run, kept[i]);
+        cr_expect(path_exists(path), "%s was removed", kept[i]);
+    }
+    snprintf(path, sizeof path, "%s/step-00000009.tmp", run);
+    cr_expect(path_exists(path));
+    int64_t steps[4];
+    cr_expect_eq(ckpt_list(run, steps, 4), 1, "the complete checkpoint is untouched");
+    cr_expect_eq(ckpt_remove_stale(run, NULL, NULL), 0, "nothing left to remove");
+    snprintf(path, sizeof path, "%s/missing", run);
+    cr_expect_eq(ckpt_remove_stale(path, NULL, NULL), 0, "a run directory not made yet");
+    rm_rf(run);
+}
+
 Test(checkpoint, list_ignores_incomplete_and_foreign) {
     char run[256], path[1024];
     make_temp_dir(run, sizeof run, "ckpt");
