@@ -19,6 +19,8 @@ static void usage_export(FILE *f) {
             "      --merge-lora DIR      the adapter (adapter_model.safetensors + "
             "adapter_config.json)\n"
             "  -o, --out DIR             where the merged checkpoint goes\n"
+            "      --force               merge even into a base other than the one the adapter\n"
+            "                            records having been trained on\n"
             CLI_HELP_DEVICE
             "                            (cuda merges in bf16: the weights written are "
             "rounded to bf16)\n"
@@ -30,18 +32,20 @@ int cmd_export(int argc, char **argv) {
     static const struct option opts[] = {{"model", required_argument, 0, 'm'},
                                          {"merge-lora", required_argument, 0, 'a'},
                                          {"out", required_argument, 0, 'o'},
+                                         {"force", no_argument, 0, 'f'},
                                          CLI_DEVICE_OPTIONS,
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
     const char *model_dir = NULL, *adapter = NULL, *out = NULL;
     CliDevice dev = {0};
-    int c;
+    int c, force = 0;
     optind = 1;
     while ((c = getopt_long(argc, argv, "m:o:h", opts, NULL)) != -1) {
         switch (c) {
         case 'm': model_dir = optarg; break;
         case 'a': adapter = optarg; break;
         case 'o': out = optarg; break;
+        case 'f': force = 1; break;
         case CLI_OPT_DEVICE: dev.device = optarg; break;
         case CLI_OPT_THREADS: dev.threads = optarg; break;
         case 'h': usage_export(stdout); return 0;
@@ -55,7 +59,10 @@ int cmd_export(int argc, char **argv) {
     const Backend *be = cli_backend(&dev);
     if (!be) return cli_fail("export");
     GPT *m = model_load_hf(model_dir, be);
-    int rc = m && lora_load_peft(m, adapter) == 0 ? 0 : -1;
+    int rc = m ? lora_load_peft_ex(m, adapter, !force) : -1;
+    if (rc == LORA_OTHER_BASE)
+        err_set("%s (--model %s); if you know they fit, --force merges it anyway", err_msg(),
+                model_dir);
     if (rc == 0) {
         gpt_lora_merge(m);
         rc = mkdir_p(out) == 0 && model_save_hf(m, out) == 0 ? 0 : -1;

@@ -3,11 +3,17 @@
  * Key names follow what PEFT's save_pretrained writes for GPT2LMHeadModel:
  * the adapter name ("default") is dropped and the module path is prefixed
  * with "base_model.model.". The model stores A^T and B^T, so both directions
- * transpose on the host. */
+ * transpose on the host.
+ *
+ * An adapter only means something on the base it was trained on, so retort
+ * records that base in adapter_model.safetensors' metadata (safetensors and
+ * PEFT ignore keys they do not know; adapter_config.json, which PEFT turns
+ * into its LoraConfig, gets none) and checks it on load (lora.h). */
 #include "model/lora.h"
 
 #include <jansson.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,6 +42,84 @@ static json_t *json_float(float x) {
     snprintf(buf, sizeof buf, "%.7g", x);
     return json_real(strtod(buf, NULL));
 }
+
+/* ---------------------------------------------------------------- the base's identity */
+
+#define FINGERPRINT_SAMPLES 4096 /* values hashed per tensor, evenly spaced */
+
+static uint64_t fnv1a(uint64_t h, const void *data, size_t n) {
+    const unsigned char *p = data;
+    for (size_t i = 0; i < n; i++) h = (h ^ p[i]) * 0x100000001b3ULL;
+    return h;
+}
+
+/* x rounded to bf16 (to nearest, ties to even, as the CUDA upload rounds), so
+ * the same base gives the same fingerprint in fp32 on the CPU and in bf16 on
+ * a GPU; every NaN is one NaN. */
+static uint16_t bf16_bits(float x) {
+    uint32_t u;
+    memcpy(&u, &x, sizeof u);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return 0x7fc0;
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (uint16_t)(u >> 16);
+}
+
+/* Fingerprints of the base tensors (every tensor but the adapters) of m,
+ * whose parameters are in host (parameter layout), as 16 hex digits each:
+ * one of their names and shapes, one of a sample of their values. */
+static void base_fingerprint(GPT *m, const float *host, char shapes[17], char weights[17]) {
+    uint64_t hs = 0xcbf29ce484222325ULL, hw = hs;
+    for (int i = 0; i < gpt_num_tensors(m); i++) {
+        const ParamInfo *p = gpt_tensor(m, i);
+        if (p->lora) continue;
+        int32_t dims[3] = {p->ndim, p->shape[0], p->ndim > 1 ? p->shape[1] : 0};
+        hs = fnv1a(hs, p->name, strlen(p->name) + 1);
+        hs = fnv1a(hs, dims, sizeof dims);
+        size_t stride = p->numel > FINGERPRINT_SAMPLES ? p->numel / FINGERPRINT_SAMPLES : 1;
+        for (size_t k = 0; k < p->numel && k / stride < FINGERPRINT_SAMPLES; k += stride) {
+            uint16_t b = bf16_bits(host[p->offset + k]);
+            hw = fnv1a(hw, &b, sizeof b);
+        }
+    }
+    snprintf(shapes, 17, "%016llx", (unsigned long long)hs);
+    snprintf(weights, 17, "%016llx", (unsigned long long)hw);
+}
+
+/* base_model_name_or_path of dir/adapter_config.json into out ("" if none). */
+static void base_name(const char *dir, char *out, size_t cap) {
+    char path[4096];
+    json_error_t jerr;
+    out[0] = '\0';
+    if (path_join(path, sizeof path, dir, "adapter_config.json") != 0) return;
+    json_t *root = json_load_file(path, 0, &jerr);
+    const char *name = json_string_value(json_object_get(root, "base_model_name_or_path"));
+    if (name) snprintf(out, cap, "%s", name);
+    json_decref(root);
+}
+
+/* The adapter file f records (if it does) a base other than m's (in host)? */
+static int check_base(GPT *m, const float *host, const SafeTensorsFile *f, const char *dir) {
+    const char *want_shapes = safetensors_meta(f, "retort_base_shapes");
+    const char *want_weights = safetensors_meta(f, "retort_base_weights");
+    if (!want_shapes || !want_weights) return 0; /* PEFT's or an older retort's: cannot tell */
+    char shapes[17], weights[17], name[1024];
+    base_fingerprint(m, host, shapes, weights);
+    int same_shapes = !strcmp(shapes, want_shapes), same_weights = !strcmp(weights, want_weights);
+    if (same_shapes && same_weights) return 0;
+    base_name(dir, name, sizeof name);
+    err_set("%s: this LoRA adapter was trained on another base model. It records its "
+            "base as base_model_name_or_path \"%s\" with the fingerprints %s (names and "
+            "shapes) and %s (weights); the model it is loaded onto has %s and %s (%s), "
+            "so the adapter's deltas would land on weights they were not trained for. "
+            "Load it onto the base it was trained on",
+            dir, name[0] ? name : "(not recorded)", want_shapes, want_weights, shapes,
+            weights,
+            same_shapes ? "the same tensors, different values"
+                        : "different tensors or shapes");
+    return LORA_OTHER_BASE;
+}
+
+/* ---------------------------------------------------------------- saving */
 
 static int write_config(GPT *m, const char *dir, const char *base_model) {
     const LoraConfig *c = gpt_lora_config(m);
@@ -110,8 +194,10 @@ int lora_save_peft(GPT *m, const char *dir, const char *base_model) {
         t[j].shape[1] = cols;
         t[j].data = peft + p->offset;
     }
-    char path[4096];
-    static const char *const meta[] = {"format", "pt", NULL};
+    char path[4096], shapes[17], weights[17];
+    base_fingerprint(m, host, shapes, weights);
+    const char *const meta[] = {"format", "pt", "retort_base_shapes", shapes,
+                                "retort_base_weights", weights, NULL};
     int rc = path_join(path, sizeof path, dir, "adapter_model.safetensors");
     if (rc == 0) rc = safetensors_write(path, t, count, meta);
     if (rc == 0) rc = write_config(m, dir, base_model);
@@ -236,7 +322,9 @@ static int check_same(GPT *m, const LoraConfig *c, const char *dir) {
     return 0;
 }
 
-int lora_load_peft(GPT *m, const char *dir) {
+int lora_load_peft(GPT *m, const char *dir) { return lora_load_peft_ex(m, dir, 1); }
+
+int lora_load_peft_ex(GPT *m, const char *dir, int check_base_model) {
     LoraConfig cfg;
     if (lora_read_config(dir, &cfg) != 0) return -1;
     if (!gpt_lora_config(m)) {
@@ -251,7 +339,8 @@ int lora_load_peft(GPT *m, const char *dir) {
     size_t total = gpt_flat_size(m);
     float *host = xmalloc(total * sizeof(float));
     gpt_copy_params_to_host(m, host, total);
-    int rc = 0, n = gpt_num_tensors(m), found = 0;
+    int rc = check_base_model ? check_base(m, host, f, dir) : 0;
+    int n = gpt_num_tensors(m), found = 0;
     float *tmp = NULL;
     for (int i = 0; i < n && rc == 0; i++) {
         const ParamInfo *p = gpt_tensor(m, i);

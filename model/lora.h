@@ -33,7 +33,20 @@ int lora_read_config(const char *dir, LoraConfig *cfg);
  * adapter_config.json when the model has none (the base is then frozen and
  * the adapters trainable, as after gpt_lora_attach), or checks that the
  * attached ones have the same rank, scale and layers, then reads the weights.
- * Missing, misshapen and unexpected tensors are errors. */
+ * Missing, misshapen and unexpected tensors are errors, and so is a base
+ * other than the one the adapter was trained on: lora_save_peft records two
+ * fingerprints of the base in adapter_model.safetensors' metadata
+ * (retort_base_shapes: FNV-1a 64 of every base tensor's name and shape;
+ * retort_base_weights: of up to 4096 evenly spaced values per tensor,
+ * rounded to bf16 so the CPU's fp32 and a GPU's bf16 copy of one base agree),
+ * and a base with either different is refused, naming both identities and
+ * base_model_name_or_path. An adapter without them (PEFT's, older retort's)
+ * loads unchecked. 0, or -1 with the error set (LORA_OTHER_BASE for another
+ * base); on error the model may hold attached adapters. */
+#define LORA_OTHER_BASE (-2)
 int lora_load_peft(GPT *m, const char *dir);
+/* lora_load_peft with the base check on (check_base_model 1) or off (0:
+ * `retort export --force`, for a user who knows the bases are compatible). */
+int lora_load_peft_ex(GPT *m, const char *dir, int check_base_model);
 
 #endif

@@ -13,6 +13,10 @@
  * adapter reloads to identical logits, and a merged HF export gives the
  * logits of base + adapter (1e-5). tests/check_peft_load.py checks that PEFT
  * itself loads a C-written adapter (set RETORT_LORA_EXPORT=dir to keep one).
+ * The base: an adapter loads onto the base it was saved with (also when that
+ * base's weights went through bf16, as on a GPU), and another base — other
+ * weights of the same shapes, or other shapes — is refused naming both
+ * identities unless the check is turned off (export --force).
  */
 #include <criterion/criterion.h>
 #include <jansson.h>
@@ -562,6 +566,90 @@ Test(peft, unsupported_features_are_refused) {
     cr_assert_eq(gpt_lora_attach(m, &c), 0, "%s", err_msg());
     cr_expect(gpt_find_tensor(m, "h.1.attn.c_attn.lora_A.weight"), "regex form of target_modules");
     cr_expect(!gpt_find_tensor(m, "h.0.attn.c_attn.lora_A.weight"));
+    gpt_free(m);
+    rm_rf(dir);
+}
+
+/* ------------------------------------------------------------- the base's identity */
+
+/* The weights of m's base tensors rounded to bf16 (to nearest even), as the
+ * CUDA backend holds them. */
+static void round_base_to_bf16(GPT *m) {
+    float *h = host_params(m);
+    for (int i = 0; i < gpt_num_tensors(m); i++) {
+        const ParamInfo *p = gpt_tensor(m, i);
+        if (p->lora) continue;
+        for (size_t k = 0; k < p->numel; k++) {
+            uint32_t u;
+            memcpy(&u, &h[p->offset + k], sizeof u);
+            u = (u + 0x7fffu + ((u >> 16) & 1u)) & 0xffff0000u;
+            memcpy(&h[p->offset + k], &u, sizeof u);
+        }
+    }
+    gpt_copy_params_to_device(m, h, gpt_flat_size(m));
+    free(h);
+}
+
+Test(peft, adapter_refuses_another_base) {
+    GPT *m = make_model(&SMALL, 21);
+    LoraConfig c = lora_cfg(4, 8, 0.0f, "c_attn", NULL);
+    cr_assert_eq(gpt_lora_attach(m, &c), 0, "%s", err_msg());
+    randomise_b(m, 22);
+    char dir[256], adapter[300];
+    make_temp_dir(dir, sizeof dir, "lora-base");
+    snprintf(adapter, sizeof adapter, "%s/adapter", dir);
+    cr_assert_eq(lora_save_peft(m, adapter, "bases/a"), 0, "%s", err_msg());
+
+    /* the same base, fresh: loads; so does that base after a round trip through bf16 */
+    GPT *same = make_model(&SMALL, 21);
+    cr_expect_eq(lora_load_peft(same, adapter), 0, "%s", err_msg());
+    gpt_free(same);
+    same = make_model(&SMALL, 21);
+    round_base_to_bf16(same);
+    cr_expect_eq(lora_load_peft(same, adapter), 0, "bf16 copy of the base: %s", err_msg());
+    gpt_free(same);
+
+    /* other weights, same shapes: refused, both identities named */
+    GPT *other = make_model(&SMALL, 23);
+    cr_expect_eq(lora_load_peft(other, adapter), LORA_OTHER_BASE);
+    const char *msg = err_msg();
+    assert_contains(msg, "trained on another base model");
+    assert_contains(msg, "\"bases/a\"");
+    assert_contains(msg, "the same tensors, different values");
+    assert_contains(msg, adapter);
+    char path[400];
+    snprintf(path, sizeof path, "%s/adapter_model.safetensors", adapter);
+    SafeTensorsFile *f = safetensors_open(path);
+    cr_assert(f, "%s", err_msg());
+    const char *want = safetensors_meta(f, "retort_base_weights");
+    cr_assert(want && strlen(want) == 16, "the adapter records its base's weights");
+    assert_contains(msg, want);
+    safetensors_close(f);
+    gpt_free(other);
+    /* the user's override (export --force) */
+    other = make_model(&SMALL, 23);
+    cr_expect_eq(lora_load_peft_ex(other, adapter, 0), 0, "%s", err_msg());
+    gpt_free(other);
+
+    /* another shape (one more layer): refused as different tensors */
+    GPTConfig deeper = SMALL;
+    deeper.n_layer = 4;
+    other = make_model(&deeper, 21);
+    cr_expect_eq(lora_load_peft(other, adapter), LORA_OTHER_BASE);
+    assert_contains(err_msg(), "different tensors or shapes");
+    gpt_free(other);
+
+    /* adapter_config.json stays what PEFT reads: no key of ours */
+    snprintf(path, sizeof path, "%s/adapter_config.json", adapter);
+    json_error_t jerr;
+    json_t *root = json_load_file(path, 0, &jerr);
+    cr_assert(root, "%s", jerr.text);
+    const char *key;
+    json_t *v;
+    json_object_foreach(root, key, v) cr_expect(strncmp(key, "retort", 6), "key %s", key);
+    cr_expect_str_eq(json_string_value(json_object_get(root, "base_model_name_or_path")),
+                     "bases/a");
+    json_decref(root);
     gpt_free(m);
     rm_rf(dir);
 }
