@@ -10,6 +10,19 @@
  * ZeRO-1 helpers for free. Both work in rounds of at most round_elems elements
  * so temporary memory stays bounded and MPI's int counts never overflow.
  *
+ * A stuck rank must not hang the others (dist.h, dist_set_timeout). Every MPI
+ * collective is therefore two phases. Arrival: each rank tells rank 0 which
+ * collective it reached (a small point-to-point message on a communicator of
+ * its own), and rank 0 answers every rank once all have; rank 0 thus knows
+ * which ranks are missing when the timeout passes, names them and aborts the
+ * job, and the others wait a little longer (ARRIVE_GRACE_S, 5 s) before naming rank
+ * 0 itself. Then the data moves through the non-blocking form of the
+ * collective (MPI_Ialltoallv, ...), every rank being there. Both phases wait
+ * by polling MPI_Test, busily at first and then napping between polls: the
+ * arrival after 10 ms, so a rank that waits for a slow or stopped one idles
+ * instead of holding a core at 100%; the data phase only after 1 s, since
+ * there the wait is the transfer itself, which this rank's polls drive.
+ *
  * MPI is initialised only when an MPI launcher started us (dist_init), so a
  * plain `retort` and the Criterion tests never start Open MPI's runtime.
  * The TCP rendezvous (dist_tcp_share) is in train/dist_tcp.c, the NCCL half in
@@ -19,10 +32,12 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <math.h>
 #include <mpi.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "util/util.h"
 #ifdef RETORT_CUDA
@@ -33,6 +48,9 @@
 static DistWorld g_world = {0, 1, 0, 1, "single", "", DIST_DEFAULT_PORT};
 static int g_mpi_active, g_mpi_owned, g_nccl_active;
 static size_t g_round_elems = (size_t)8 << 20; /* 32 MiB of fp32 per round */
+static double g_timeout_s = DIST_DEFAULT_TIMEOUT_S; /* dist_set_timeout; 0 = forever */
+static MPI_Comm g_arrive_comm = MPI_COMM_NULL;  /* the arrival messages (a dup of WORLD) */
+static int64_t g_collectives;                   /* MPI collectives called so far */
 
 /* ------------------------------------------------------------ environment */
 
@@ -268,6 +286,15 @@ void dist_shard_range(size_t n, int rank, int world, size_t *begin, size_t *end)
 /* ------------------------------------------------------------ lifetime */
 
 const DistWorld *dist_world(void) { return &g_world; }
+
+void dist_set_timeout(double seconds) {
+    g_timeout_s = seconds > 0 ? seconds : 0;
+#ifdef RETORT_CUDA
+    dist_nccl_set_timeout(g_timeout_s);
+#endif
+}
+
+double dist_timeout(void) { return g_timeout_s; }
 int dist_mpi_active(void) { return g_mpi_active; }
 void dist_set_round_elems(size_t n) { g_round_elems = n ? n : 1; }
 
@@ -297,12 +324,16 @@ static int mpi_start(const DistWorld *w) {
                        "the launcher and the MPI library (Open MPI) do not match — start with "
                        "Open MPI's mpirun or srun --mpi=pmix",
                        rank, size, w->launcher, w->rank, w->world);
+    if (MPI_Comm_dup(MPI_COMM_WORLD, &g_arrive_comm) != MPI_SUCCESS)
+        return err_set("rank %d: MPI_Comm_dup failed", w->rank);
+    MPI_Comm_set_errhandler(g_arrive_comm, MPI_ERRORS_RETURN);
     return 0;
 }
 
 #ifdef RETORT_CUDA
-/* RETORT_NCCL_TIMEOUT_S: seconds without progress before a collective (or the
- * rendezvous) is declared hung. */
+/* RETORT_NCCL_TIMEOUT_S: seconds without progress before the rendezvous or a
+ * collective is declared hung, until the trainer sets dist.timeout_s
+ * (dist_set_timeout) for the run itself. */
 static int nccl_timeout(double *out) {
     const char *s = getenv("RETORT_NCCL_TIMEOUT_S");
     *out = 600;
@@ -377,6 +408,7 @@ void dist_finalize(void) {
     if (g_nccl_active) dist_nccl_finalize();
 #endif
     g_nccl_active = 0;
+    if (g_arrive_comm != MPI_COMM_NULL) MPI_Comm_free(&g_arrive_comm);
     if (g_mpi_owned) {
         int finalized = 0;
         MPI_Finalized(&finalized);
@@ -404,6 +436,134 @@ static void mpi_check(int rc, const char *call, const char *where) {
     MPI_Error_string(rc, msg, &len);
     fprintf(stderr, "retort: rank %d: %s failed in %s: %s; aborting the job\n", g_world.rank,
             call, where, msg);
+    dist_abort(1);
+}
+
+/* ------------------------------------------------------------ waiting with a deadline */
+
+#define ARRIVE_SPIN_S 0.01  /* arrivals: busy polling first, then naps (ranks in step
+                               arrive well within it; a late one is waited for idly) */
+#define DATA_SPIN_S 1.0     /* data: every rank is there, so the wait is the transfer
+                               itself, which needs this rank to poll: busy for a second
+                               (a round of at most 32 MiB takes milliseconds) */
+#define MAX_NAP_NS 2000000L /* naps double up to 2 ms between polls */
+#define ARRIVE_GRACE_S 5.0  /* ranks > 0 wait this much longer than rank 0, which names
+                               the missing ranks first */
+enum { TAG_ARRIVE = 1, TAG_GO = 2 };
+
+static double cpu_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* Polls the n requests until all are done (0) or the deadline passes (-1;
+ * deadline 0: none): busily for spin_s, then napping between polls. done[i]
+ * says which finished (may be NULL). */
+static int mpi_wait_all(int n, MPI_Request *reqs, int *done, double spin_s, double deadline,
+                        const char *call, const char *where) {
+    double start = now_seconds();
+    long nap_ns = 0;
+    for (unsigned long poll = 0;; poll++) {
+        int all = 1;
+        for (int i = 0; i < n; i++) {
+            if (reqs[i] == MPI_REQUEST_NULL) continue;
+            int flag = 0;
+            mpi_check(MPI_Test(&reqs[i], &flag, MPI_STATUS_IGNORE), call, where);
+            if (flag && done) done[i] = 1;
+            all &= flag;
+        }
+        if (all) return 0;
+        if (nap_ns == 0 && poll % 64 != 63) continue; /* spinning: read the clock now and then */
+        double now = now_seconds();
+        if (deadline > 0 && now > deadline) return -1;
+        if (now - start < spin_s) continue;
+        nap_ns = nap_ns ? (nap_ns * 2 < MAX_NAP_NS ? nap_ns * 2 : MAX_NAP_NS) : 20000;
+        struct timespec nap = {0, nap_ns};
+        nanosleep(&nap, NULL);
+    }
+}
+
+/* Names the ranks that are missing and ends the job. */
+static void __attribute__((noreturn))
+arrival_timeout(const char *who, const char *where, double start, double cpu0) {
+    fprintf(stderr,
+            "retort: rank %d: %s did not reach %s (collective #%lld) within dist.timeout_s=%g "
+            "s: it is stopped, hung, dead or far slower than the others (this rank waited "
+            "%.1f s, %.2f s of CPU). Aborting the job; raise dist.timeout_s if that rank "
+            "only needs longer (0 waits forever)\n",
+            g_world.rank, who, where, (long long)g_collectives, g_timeout_s,
+            now_seconds() - start, cpu_seconds() - cpu0);
+    dist_abort(1);
+}
+
+/* Phase one of every MPI collective (see the top of this file): returns once
+ * every rank has reached collective number g_collectives, or aborts the job
+ * naming the missing ranks after dist.timeout_s. */
+static void mpi_arrive(const char *where) {
+    int64_t me = ++g_collectives;
+    const int W = g_world.world;
+    double start = now_seconds(), cpu0 = cpu_seconds();
+    double deadline = g_timeout_s > 0 ? start + g_timeout_s : 0;
+    if (g_world.rank == 0) {
+        int64_t *seen = xcalloc((size_t)W, sizeof(int64_t));
+        MPI_Request *reqs = xmalloc((size_t)W * sizeof(MPI_Request));
+        int *done = xcalloc((size_t)W, sizeof(int));
+        reqs[0] = MPI_REQUEST_NULL;
+        done[0] = 1;
+        for (int q = 1; q < W; q++)
+            mpi_check(MPI_Irecv(&seen[q], 1, MPI_INT64_T, q, TAG_ARRIVE, g_arrive_comm, &reqs[q]),
+                      "MPI_Irecv", where);
+        if (mpi_wait_all(W, reqs, done, ARRIVE_SPIN_S, deadline, "MPI_Irecv", where) != 0) {
+            char who[512];
+            size_t len = 0;
+            int missing = 0;
+            for (int q = 1; q < W; q++)
+                if (!done[q] && len < sizeof who)
+                    len += (size_t)snprintf(who + len, sizeof who - len, "%s%d",
+                                            missing++ ? ", " : "", q);
+            char label[560];
+            snprintf(label, sizeof label, "rank%s %s", missing > 1 ? "s" : "", who);
+            arrival_timeout(label, where, start, cpu0);
+        }
+        for (int q = 1; q < W; q++)
+            if (seen[q] != me) {
+                fprintf(stderr, "retort: rank 0: rank %d reached its collective #%lld while rank "
+                        "0 is at #%lld (%s): the ranks call collectives in different orders, a "
+                        "bug in retort; aborting the job\n",
+                        q, (long long)seen[q], (long long)me, where);
+                dist_abort(1);
+            }
+        for (int q = 1; q < W; q++)
+            mpi_check(MPI_Isend(&me, 1, MPI_INT64_T, q, TAG_GO, g_arrive_comm, &reqs[q]),
+                      "MPI_Isend", where);
+        if (mpi_wait_all(W, reqs, NULL, ARRIVE_SPIN_S, deadline, "MPI_Isend", where) != 0)
+            arrival_timeout("a rank", where, start, cpu0);
+        free(done);
+        free(reqs);
+        free(seen);
+        return;
+    }
+    int64_t go = 0;
+    MPI_Request reqs[2];
+    mpi_check(MPI_Isend(&me, 1, MPI_INT64_T, 0, TAG_ARRIVE, g_arrive_comm, &reqs[0]), "MPI_Isend",
+              where);
+    mpi_check(MPI_Irecv(&go, 1, MPI_INT64_T, 0, TAG_GO, g_arrive_comm, &reqs[1]), "MPI_Irecv",
+              where);
+    if (mpi_wait_all(2, reqs, NULL, ARRIVE_SPIN_S, deadline > 0 ? deadline + ARRIVE_GRACE_S : 0,
+                     "MPI_Irecv", where) != 0)
+        arrival_timeout("rank 0 (which gathers every rank's arrival, so it may itself wait for "
+                        "another)",
+                        where, start, cpu0);
+}
+
+/* Phase two: waits for a non-blocking collective that every rank reached. */
+static void mpi_finish(MPI_Request *req, const char *call, const char *where) {
+    double deadline = g_timeout_s > 0 ? now_seconds() + g_timeout_s : 0;
+    if (mpi_wait_all(1, req, NULL, DATA_SPIN_S, deadline, call, where) == 0) return;
+    fprintf(stderr, "retort: rank %d: %s in %s did not finish within dist.timeout_s=%g s "
+            "although every rank had reached it: a rank stopped or died during it; aborting "
+            "the job\n", g_world.rank, call, where, g_timeout_s);
     dist_abort(1);
 }
 
@@ -467,9 +627,11 @@ static void mpi_reduce_scatter_f32(float *buf, size_t n, DistOp op) {
             r.displs[q] = (int)((size_t)q * R);
             rcounts[q] = (int)my_len;
         }
-        mpi_check(MPI_Alltoallv(send, r.counts, r.displs, MPI_FLOAT, recv, rcounts, r.displs,
-                                MPI_FLOAT, MPI_COMM_WORLD),
-                  "MPI_Alltoallv", "dist_reduce_scatter_f32");
+        MPI_Request req;
+        mpi_check(MPI_Ialltoallv(send, r.counts, r.displs, MPI_FLOAT, recv, rcounts, r.displs,
+                                 MPI_FLOAT, MPI_COMM_WORLD, &req),
+                  "MPI_Ialltoallv", "dist_reduce_scatter_f32");
+        mpi_finish(&req, "MPI_Ialltoallv", "dist_reduce_scatter_f32");
         /* the owner sums in rank order: the result does not depend on MPI */
         for (size_t i = 0; i < my_len; i++) {
             float s = recv[i];
@@ -495,9 +657,11 @@ static void mpi_all_gather_f32(float *buf, size_t n) {
             r.counts[q] = (int)slice(&r, q, k, &off);
             r.displs[q] = (int)((size_t)q * R);
         }
-        mpi_check(MPI_Allgatherv(my_len ? buf + my_off : buf, (int)my_len, MPI_FLOAT, recv,
-                                 r.counts, r.displs, MPI_FLOAT, MPI_COMM_WORLD),
-                  "MPI_Allgatherv", "dist_all_gather_f32");
+        MPI_Request req;
+        mpi_check(MPI_Iallgatherv(my_len ? buf + my_off : buf, (int)my_len, MPI_FLOAT, recv,
+                                  r.counts, r.displs, MPI_FLOAT, MPI_COMM_WORLD, &req),
+                  "MPI_Iallgatherv", "dist_all_gather_f32");
+        mpi_finish(&req, "MPI_Iallgatherv", "dist_all_gather_f32");
         for (int q = 0; q < W; q++) {
             size_t len = slice(&r, q, k, &off);
             if (q != me && len) memcpy(buf + off, recv + (size_t)q * R, len * sizeof(float));
@@ -520,7 +684,10 @@ static int host_via(void) {
 
 void dist_reduce_scatter_f32(float *buf, size_t n, DistOp op) {
     switch (host_via()) {
-    case VIA_MPI: mpi_reduce_scatter_f32(buf, n, op); break;
+    case VIA_MPI:
+        mpi_arrive("dist_reduce_scatter_f32");
+        mpi_reduce_scatter_f32(buf, n, op);
+        break;
 #ifdef RETORT_CUDA
     case VIA_NCCL: dist_nccl_host_allreduce(buf, n, DIST_HOST_F32, op); break;
 #endif
@@ -530,7 +697,10 @@ void dist_reduce_scatter_f32(float *buf, size_t n, DistOp op) {
 
 void dist_all_gather_f32(float *buf, size_t n) {
     switch (host_via()) {
-    case VIA_MPI: mpi_all_gather_f32(buf, n); break;
+    case VIA_MPI:
+        mpi_arrive("dist_all_gather_f32");
+        mpi_all_gather_f32(buf, n);
+        break;
 #ifdef RETORT_CUDA
     case VIA_NCCL: dist_nccl_host_all_gather_f32(buf, n); break;
 #endif
@@ -541,6 +711,7 @@ void dist_all_gather_f32(float *buf, size_t n) {
 void dist_allreduce_f32(float *buf, size_t n, DistOp op) {
     switch (host_via()) {
     case VIA_MPI:
+        mpi_arrive("dist_allreduce_f32");
         mpi_reduce_scatter_f32(buf, n, op);
         mpi_all_gather_f32(buf, n);
         break;
@@ -554,10 +725,13 @@ void dist_allreduce_f32(float *buf, size_t n, DistOp op) {
 void dist_broadcast(void *buf, size_t bytes) {
     switch (host_via()) {
     case VIA_MPI:
+        mpi_arrive("dist_broadcast");
         for (size_t off = 0; off < bytes; off += (size_t)1 << 30) {
             size_t len = bytes - off < ((size_t)1 << 30) ? bytes - off : (size_t)1 << 30;
-            mpi_check(MPI_Bcast((char *)buf + off, (int)len, MPI_BYTE, 0, MPI_COMM_WORLD),
-                      "MPI_Bcast", "dist_broadcast");
+            MPI_Request req;
+            mpi_check(MPI_Ibcast((char *)buf + off, (int)len, MPI_BYTE, 0, MPI_COMM_WORLD, &req),
+                      "MPI_Ibcast", "dist_broadcast");
+            mpi_finish(&req, "MPI_Ibcast", "dist_broadcast");
         }
         break;
 #ifdef RETORT_CUDA
@@ -569,7 +743,7 @@ void dist_broadcast(void *buf, size_t bytes) {
 
 void dist_barrier(void) {
     switch (host_via()) {
-    case VIA_MPI: mpi_check(MPI_Barrier(MPI_COMM_WORLD), "MPI_Barrier", "dist_barrier"); break;
+    case VIA_MPI: mpi_arrive("dist_barrier"); break; /* the arrival phase is a barrier */
     case VIA_NCCL: (void)dist_any(0); break; /* a collective every rank must reach */
     default: break;
     }
@@ -578,10 +752,14 @@ void dist_barrier(void) {
 int dist_any(int flag) {
     int v = flag != 0, out = v;
     switch (host_via()) {
-    case VIA_MPI:
-        mpi_check(MPI_Allreduce(&v, &out, 1, MPI_INT, MPI_LOR, MPI_COMM_WORLD), "MPI_Allreduce",
-                  "dist_any");
+    case VIA_MPI: {
+        MPI_Request req;
+        mpi_arrive("dist_any");
+        mpi_check(MPI_Iallreduce(&v, &out, 1, MPI_INT, MPI_LOR, MPI_COMM_WORLD, &req),
+                  "MPI_Iallreduce", "dist_any");
+        mpi_finish(&req, "MPI_Iallreduce", "dist_any");
         break;
+    }
 #ifdef RETORT_CUDA
     case VIA_NCCL: dist_nccl_host_allreduce(&out, 1, DIST_HOST_I32_MAX, DIST_SUM); break;
 #endif
@@ -595,8 +773,11 @@ double dist_sum_f64(double x) {
     case VIA_MPI: {
         /* gather all and add in rank order, so every rank gets the same bits */
         double *all = xmalloc((size_t)g_world.world * sizeof(double)), s = 0;
-        mpi_check(MPI_Allgather(&x, 1, MPI_DOUBLE, all, 1, MPI_DOUBLE, MPI_COMM_WORLD),
-                  "MPI_Allgather", "dist_sum_f64");
+        MPI_Request req;
+        mpi_arrive("dist_sum_f64");
+        mpi_check(MPI_Iallgather(&x, 1, MPI_DOUBLE, all, 1, MPI_DOUBLE, MPI_COMM_WORLD, &req),
+                  "MPI_Iallgather", "dist_sum_f64");
+        mpi_finish(&req, "MPI_Iallgather", "dist_sum_f64");
         for (int q = 0; q < g_world.world; q++) s += all[q];
         free(all);
         return s;
@@ -611,10 +792,14 @@ double dist_sum_f64(double x) {
 int64_t dist_sum_i64(int64_t x) {
     int64_t out = x;
     switch (host_via()) {
-    case VIA_MPI:
-        mpi_check(MPI_Allreduce(&x, &out, 1, MPI_INT64_T, MPI_SUM, MPI_COMM_WORLD),
-                  "MPI_Allreduce", "dist_sum_i64");
+    case VIA_MPI: {
+        MPI_Request req;
+        mpi_arrive("dist_sum_i64");
+        mpi_check(MPI_Iallreduce(&x, &out, 1, MPI_INT64_T, MPI_SUM, MPI_COMM_WORLD, &req),
+                  "MPI_Iallreduce", "dist_sum_i64");
+        mpi_finish(&req, "MPI_Iallreduce", "dist_sum_i64");
         break;
+    }
 #ifdef RETORT_CUDA
     case VIA_NCCL: dist_nccl_host_allreduce(&out, 1, DIST_HOST_I64, DIST_SUM); break;
 #endif

@@ -21,9 +21,12 @@
  *     backward pass, and dist_wait() with a hang timeout.
  *
  * Collectives are called by every rank in the same order with the same sizes.
- * A failing collective (MPI or NCCL error, NCCL timeout) is fatal: it prints
+ * A failing collective (MPI or NCCL error, a timeout) is fatal: it prints
  * what failed on which rank and aborts the whole job, because the other ranks
- * could otherwise wait for it forever. Errors in the environment or the launch
+ * could otherwise wait for it forever. A rank that does not reach a
+ * collective within dist_set_timeout's seconds (dist.timeout_s) ends the job
+ * the same way: over MPI the message names the missing rank; NCCL cannot
+ * tell which rank it waits for, so its message says so. Errors in the environment or the launch
  * are returned (-1, err_msg() says what and how to fix it).
  */
 #ifndef RETORT_DIST_H
@@ -97,6 +100,18 @@ int dist_init(int use_cuda);
 void dist_finalize(void);
 /* Ends the whole job: aborts NCCL, MPI_Abort under MPI, else exit(code). */
 void dist_abort(int code) __attribute__((noreturn));
+
+/* How long a rank waits at a collective for the others (dist.timeout_s):
+ * over MPI every collective first checks that every rank arrived (rank 0
+ * collects the arrivals, names the ranks still missing after `seconds` and
+ * aborts the job; the other ranks give it 5 s more before
+ * naming rank 0), and NCCL's waits (dist_wait, the staged host collectives)
+ * abort the communicator after `seconds` without progress. 0 waits forever.
+ * Waiting ranks poll without holding a core busy after the first 10 ms.
+ * Default DIST_DEFAULT_TIMEOUT_S; call it on every rank. */
+#define DIST_DEFAULT_TIMEOUT_S 600.0
+void dist_set_timeout(double seconds);
+double dist_timeout(void);
 
 /* The world of dist_init (a single process before it). */
 const DistWorld *dist_world(void);

@@ -8,8 +8,12 @@
  * compute stream runs on. dist_nccl_wait records the end of the communication
  * stream, polls it together with ncclCommGetAsyncError, and makes the compute
  * stream wait for it. Polling (not cudaStreamSynchronize) is what lets a hang
- * — a rank that died, a network that stalled — end in ncclCommAbort and a
- * message naming the rank after RETORT_NCCL_TIMEOUT_S, instead of forever.
+ * — a rank that died or stopped, a network that stalled — end in
+ * ncclCommAbort and a message after dist.timeout_s (dist_set_timeout; at
+ * start-up RETORT_NCCL_TIMEOUT_S), instead of forever; 0 waits forever. NCCL
+ * does not say which rank it waits for; when MPI runs too, the host
+ * collectives between steps name it (train/dist.c). After the first 10 ms the
+ * poll naps, up to 1 ms, so a waiting rank does not hold a core busy.
  *
  * Every CUDA and NCCL call is checked; a failure after init is fatal for the
  * whole job (dist_abort), since the other ranks would wait for this one.
@@ -96,6 +100,8 @@ extern "C" int dist_nccl_init(const unsigned char id[DIST_NCCL_ID_BYTES], int ra
     return 0;
 }
 
+extern "C" void dist_nccl_set_timeout(double timeout_s) { g_timeout_s = timeout_s; }
+
 extern "C" void dist_nccl_abort(void) {
     ncclComm_t c = g_comm;
     g_comm = NULL; /* abort once, even when called again on the way out */
@@ -131,13 +137,17 @@ static void wait_event(cudaEvent_t ev, const char *what) {
                      ncclGetErrorString(async_err), ncclGetLastError(g_comm));
             fatal(what, detail, __FILE__, __LINE__);
         }
-        if (now_seconds() - start > g_timeout_s) {
+        double waited = now_seconds() - start;
+        if (g_timeout_s > 0 && waited > g_timeout_s) {
             fprintf(stderr,
-                    "retort: rank %d: %s made no progress for %.0f s (RETORT_NCCL_TIMEOUT_S); "
-                    "another rank probably died or stalls; aborting the NCCL communicator\n",
-                    g_rank, what, g_timeout_s);
+                    "retort: rank %d: %s made no progress for %.0f s (dist.timeout_s): another "
+                    "rank of the %d stopped, died or stalls (NCCL does not say which); aborting "
+                    "the NCCL communicator and the job. Raise dist.timeout_s if a rank only "
+                    "needs longer (0 waits forever)\n",
+                    g_rank, what, g_timeout_s, g_world);
             dist_abort(1);
         }
+        if (waited > 0.01 && pause.tv_nsec < 1000 * 1000) pause.tv_nsec *= 2; /* nap longer */
         nanosleep(&pause, NULL);
     }
 }

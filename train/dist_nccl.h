@@ -28,6 +28,8 @@ int dist_nccl_unique_id(unsigned char id[DIST_NCCL_ID_BYTES]);
 int dist_nccl_init(const unsigned char id[DIST_NCCL_ID_BYTES], int rank, int world,
                    double timeout_s);
 void dist_nccl_finalize(void);
+/* Seconds without progress before a wait aborts the job (0 = forever). */
+void dist_nccl_set_timeout(double timeout_s);
 void dist_nccl_abort(void); /* ncclCommAbort, for dist_abort */
 
 void dist_nccl_allreduce_async(void *dev_ptr, size_t n, DistDtype dtype, DistOp op);

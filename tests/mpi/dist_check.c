@@ -6,11 +6,14 @@
  * checks its result against the serial left-to-right sum over ranks — bit for
  * bit — and against rank 0's result. The inputs mix magnitudes from 1e-3 to
  * 1e6 so that a different summation order would show in the low bits.
+ * A rank that comes late (but within dist.timeout_s, or with no timeout) is
+ * waited for (scripts/test_dist_train.sh checks a rank that never comes).
  * Rank 0 prints "checks: P passed, F failed" over all ranks.
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "train/dist.h"
 #include "util/util.h"
@@ -117,6 +120,24 @@ static void check_scalars(void) {
     dist_barrier();
 }
 
+/* The last rank reaches each collective 0.3 s after the others: far past the
+ * 10 ms the waiting ranks poll busily, far inside the timeout; once with a
+ * timeout of 30 s and once with none (0). */
+static void check_late_rank(void) {
+    int late = dist_rank() == dist_size() - 1;
+    for (int k = 0; k < 2; k++) {
+        dist_set_timeout(k == 0 ? 30 : 0);
+        struct timespec pause = {0, 300 * 1000 * 1000};
+        if (late) nanosleep(&pause, NULL);
+        check(dist_any(late) == 1, "the late rank's flag was lost", 0, (size_t)k);
+        if (late) nanosleep(&pause, NULL);
+        check_allreduce(1000, 5, DIST_SUM, 500u + (unsigned)k);
+        if (late) nanosleep(&pause, NULL);
+        dist_barrier();
+    }
+    dist_set_timeout(DIST_DEFAULT_TIMEOUT_S);
+}
+
 int main(void) {
     if (dist_init(0) != 0) {
         fprintf(stderr, "dist_check: %s\n", err_msg());
@@ -136,6 +157,7 @@ int main(void) {
             check_allreduce(sizes[s], rounds[r], DIST_AVG, seed++);
         }
     check_scalars();
+    check_late_rank();
 
     int64_t pass = dist_sum_i64(n_pass), fail = dist_sum_i64(n_fail);
     if (dist_is_main())
