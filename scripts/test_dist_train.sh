@@ -7,9 +7,16 @@
 #      and the reverse: the losses continue as the uninterrupted run's
 #   4. a real SIGTERM to one of 2 ranks: both stop at the same step, rank 0
 #      checkpoints, exit 0; resumed on 1 rank the run ends like an
-#      uninterrupted one
+#      uninterrupted one. Rank 1 signals itself at step 5
+#      (RETORT_TEST_SIGNAL_AT_STEP), so the step is known and a fast machine
+#      cannot finish the run before a signal from outside arrives
 #   5. ZeRO-1 (sharded optimizer state) == plain data parallel, and a ZeRO-1
 #      run stopped on 3 ranks resumes on 1
+#   6. a stuck rank (it stops itself with SIGSTOP at a given step,
+#      RETORT_TEST_STALL_AT_STEP): every rank exits non-zero once
+#      dist.timeout_s has passed, with a message naming the stuck rank, and the
+#      waiting rank idles instead of spinning (its CPU time while waiting is
+#      printed and checked); rank 1 stuck on 2 ranks, then rank 0 on 3
 # Losses are compared with a relative tolerance of 2e-5: the ranks' gradients
 # are summed in a fixed order (train/dist.c), but a 4-sequence batch split 2+2
 # adds its fp32 contributions in a different order than one 4-row matmul, so
@@ -83,7 +90,8 @@ run1 "$dir/one4" 4 $LM || { echo "FAIL: single-process run"; cat "$dir/one4.log"
 runN 2 "$dir/two2" 2 $LM || { echo "FAIL: mpirun -np 2"; tail -20 "$dir/two2.log"; }
 compare "lm: 2 ranks x 2 == 1 rank x 4" "$dir/one4" "$dir/two2"
 run1 "$dir/one6" 6 $LM
-runN 3 "$dir/three2" 2 $LM || { echo "FAIL: mpirun -np 3"; tail -20 "$dir/three2.log"; }
+# (dist.timeout_s=0: no deadline at all, the collectives as usual)
+runN 3 "$dir/three2" 2 $LM --set dist.timeout_s=0 || { echo "FAIL: mpirun -np 3"; tail -20 "$dir/three2.log"; }
 compare "lm: 3 ranks x 2 == 1 rank x 6" "$dir/one6" "$dir/three2"
 
 # stop at step 3 on 2 ranks, resume on 1 rank (batch 4 = the same global batch)
@@ -96,29 +104,56 @@ runN 2 "$dir/stop1" 2 $LM --resume
 compare "lm: stopped on 1 rank, resumed on 2" "$dir/one4" "$dir/stop1"
 
 # a real SIGTERM to one rank: every rank stops at the same step boundary and
-# rank 0 checkpoints it; the run then resumes on 1 rank to the end
+# rank 0 checkpoints it; the run then resumes on 1 rank to the end. Rank 1
+# sends itself the signal at the start of step 5, so the checkpoint is step 5.
 LONG="--set train.steps=120 --set checkpoint.every=0"
 run1 "$dir/long1" 4 $LM $LONG
-runN 2 "$dir/sig" 2 $LM $LONG &
-job=$!
-for i in $(seq 1 600); do # up to 60 s for a few steps
-  [ -f "$dir/sig/metrics.jsonl" ] && [ "$(grep -c '"loss"' "$dir/sig/metrics.jsonl")" -ge 3 ] && break
-  sleep 0.1
-done
-rank=$(pgrep -f "^$BIN train .*train.out_dir=$dir/sig" | tail -1)
-[ -n "$rank" ] && kill -TERM "$rank"
-wait $job; rc=$?
+RETORT_TEST_SIGNAL_AT_STEP=5 RETORT_TEST_RANK=1 runN 2 "$dir/sig" 2 $LM $LONG; rc=$?
 ck=$(ls -d "$dir"/sig/step-* 2>/dev/null | wc -l)
 last=$(ls -d "$dir"/sig/step-* 2>/dev/null | tail -1)
-if [ $rc -eq 0 ] && [ "$ck" -eq 1 ] && [ -f "$last/DONE" ] && [ "$last" != "$dir/sig/step-00000120" ]; then
+if [ $rc -eq 0 ] && [ "$ck" -eq 1 ] && [ -f "$last/DONE" ] && [ "$last" = "$dir/sig/step-00000005" ]; then
   echo "ok: SIGTERM to one of 2 ranks: both stopped, exit 0, one checkpoint ($(basename "$last"))"
   pass=$((pass + 1))
   run1 "$dir/sig" 4 $LM $LONG --resume
   compare "lm: SIGTERM on 2 ranks, resumed on 1, to step 120" "$dir/long1" "$dir/sig"
 else
-  echo "FAIL: SIGTERM to one rank: exit $rc, $ck checkpoints, last ${last:-none}"; fail=$((fail + 1))
+  echo "FAIL: SIGTERM to one rank: exit $rc, $ck checkpoints, last ${last:-none} (step-00000005 expected)"
+  fail=$((fail + 1))
   tail -5 "$dir/sig.log"
 fi
+
+# a stuck rank: stall NP RANK NEEDLE — rank RANK of NP stops itself at step 4;
+# every rank must exit non-zero after dist.timeout_s (3 s; 5 s more for the
+# ranks that wait on rank 0) with a message holding NEEDLE, well before the
+# 120 s limit, and the waiting rank must have used under half a second of CPU
+# per second it waited.
+stall() {
+  local np=$1 r=$2 needle=$3 out="$dir/stall$1" rc t0 t1
+  t0=$(date +%s)
+  RETORT_TEST_STALL_AT_STEP=4 RETORT_TEST_RANK=$r timeout 120 mpirun --oversubscribe -np "$np" \
+    "$BIN" train -c configs/tiny.yaml $SMALL --set data.batch_size=2 --set train.out_dir="$out" \
+    $LM --set train.steps=100000 --set checkpoint.every=0 --set dist.timeout_s=3 > "$out.log" 2>&1
+  rc=$?
+  t1=$(date +%s)
+  # the stopped rank printed its pid; mpirun kills it, but never leave one behind
+  local pid
+  pid=$(sed -n 's/.*(pid \([0-9]*\)): RETORT_TEST_STALL_AT_STEP.*/\1/p' "$out.log" | head -1)
+  if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then kill -KILL "$pid"; fi
+  local cpu_ok
+  cpu_ok=$(sed -n 's/.*this rank waited \([0-9.]*\) s, \([0-9.]*\) s of CPU.*/\1 \2/p' "$out.log" |
+    awk 'NF == 2 { n++; if ($2 > 0.5 * $1 || $1 < 3) bad++ } END { print (n > 0 && !bad) ? "yes" : "no" }')
+  if [ $rc -ne 0 ] && [ $rc -ne 124 ] && [ $rc -lt 128 ] && grep -q "$needle" "$out.log" &&
+     grep -q "dist.timeout_s=3" "$out.log" && [ "$cpu_ok" = yes ] && [ $((t1 - t0)) -lt 100 ]; then
+    echo "ok: rank $r of $np stuck: every rank exited ($rc) after $((t1 - t0)) s, naming it, without spinning"
+    pass=$((pass + 1))
+  else
+    echo "FAIL: rank $r of $np stuck: exit $rc after $((t1 - t0)) s, CPU check $cpu_ok"
+    fail=$((fail + 1))
+    grep -v '^ \|^#' "$out.log" | tail -8
+  fi
+}
+stall 2 1 "rank 0: rank 1 did not reach"
+stall 3 0 "rank 0 (which gathers every rank's arrival"
 
 # ZeRO-1: the optimizer state sharded over the ranks gives plain data
 # parallelism's losses; its checkpoints hold the whole state (resume on 1 rank)

@@ -1,9 +1,14 @@
 /* tests/test_train.c — whole training runs on a tiny model and dataset:
  * bit-identical resume, fallback past a damaged checkpoint, gradient
  * accumulation equal to one big batch, SIGTERM through the real binary, the
- * run-level input checks (dataset vocabulary, token ids), and the one-pass
- * global gradient norm and clipping. */
+ * run-level input checks (dataset vocabulary, token ids), the one-pass
+ * global gradient norm and clipping, the non-finite guard (a diverging run
+ * stops naming the step and tensor, never checkpoints NaN weights, keeps
+ * metrics.jsonl valid JSON; train.skip_nonfinite), resume after a config
+ * change, and the removal of interrupted saves. */
 #include <criterion/criterion.h>
+#include <jansson.h>
+#include <math.h>
 #include <signal.h>
 #include <errno.h>
 #include <sys/mount.h>
@@ -16,6 +21,7 @@
 #include "model/checkpoint.h"
 #include "model/model.h"
 #include "model/model_io.h"
+#include "model/safetensors.h"
 #include "train/optim.h"
 #include "train/config.h"
 #include "train/trainer.h"
@@ -407,5 +413,286 @@ Test(train, full_disk_keeps_the_last_checkpoint_loadable) {
     cr_expect(n >= 1, "the checkpoints written before the disk filled are kept");
     cr_expect(m != NULL, "the newest complete checkpoint loads: %s", err_msg());
     gpt_free(m);
+    rm_rf(dir);
+}
+
+/* ---------------------------------------------------------------- non-finite values */
+
+/* Every line of out_dir/metrics.jsonl parses as JSON (no nan or inf tokens);
+ * returns the number of lines and of lines with "skipped": true. */
+static int metrics_lines_are_json(const char *out_dir, int *skipped) {
+    char path[600], line[4096];
+    snprintf(path, sizeof path, "%s/metrics.jsonl", out_dir);
+    FILE *f = fopen(path, "r");
+    cr_assert(f, "no %s", path);
+    int n = 0;
+    *skipped = 0;
+    while (fgets(line, sizeof line, f)) {
+        json_error_t jerr;
+        json_t *j = json_loads(line, 0, &jerr);
+        cr_expect(j != NULL, "%s line %d is not JSON (%s): %s", path, n + 1, jerr.text, line);
+        if (j && json_is_true(json_object_get(j, "skipped"))) (*skipped)++;
+        json_decref(j);
+        n++;
+    }
+    fclose(f);
+    return n;
+}
+
+/* Every value of every tensor of dir/name is finite. */
+static void expect_finite_file(const char *dir, const char *name) {
+    char path[700];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    SafeTensorsFile *f = safetensors_open(path);
+    cr_assert(f, "%s", err_msg());
+    for (int i = 0; i < safetensors_count(f); i++) {
+        const StTensor *t = safetensors_get(f, i);
+        size_t n = (size_t)st_numel(t);
+        float *x = malloc((n ? n : 1) * sizeof(float));
+        cr_assert_eq(safetensors_read_f32(f, t, x, n), 0, "%s", err_msg());
+        size_t bad = 0;
+        for (size_t k = 0; k < n; k++) bad += !isfinite(x[k]);
+        cr_expect_eq(bad, 0, "%s: tensor %s holds %zu non-finite values", path, t->name, bad);
+        free(x);
+    }
+    safetensors_close(f);
+}
+
+/* Every complete checkpoint in run loads, and its weights and optimizer state
+ * are finite. Returns how many there are; their steps in steps. */
+static int expect_finite_checkpoints(const char *run, int64_t *steps, int max) {
+    int n = ckpt_list(run, steps, max);
+    for (int i = 0; i < n; i++) {
+        char dir[700];
+        ckpt_dir_name(dir, sizeof dir, run, steps[i]);
+        GPT *m = model_load_hf(dir, backend_cpu());
+        cr_expect(m, "%s does not load: %s", dir, err_msg());
+        gpt_free(m);
+        expect_finite_file(dir, "model.safetensors");
+        expect_finite_file(dir, "optimizer.safetensors");
+    }
+    return n;
+}
+
+/* The step the message names ("step N: ..."), or -1. */
+static int step_named(const char *msg) {
+    const char *p = strstr(msg, "step ");
+    int step = -1;
+    return p && sscanf(p, "step %d:", &step) == 1 ? step : -1;
+}
+
+/* lr 1e6 makes the gradient NaN within a few steps (the loss first grows to
+ * 1e18). The run must stop at that step with its number and the first NaN
+ * gradient named, exit non-zero, leave only finite checkpoints (one every
+ * step) with the newest named for --resume, and log the bad step with null,
+ * not "nan", in metrics.jsonl. */
+Test(train, diverging_lr_stops_without_a_nonfinite_checkpoint) {
+    char dir[256], data[512], out[512];
+    make_temp_dir(dir, sizeof dir, "diverge");
+    snprintf(data, sizeof data, "%s/train.h5", dir);
+    snprintf(out, sizeof out, "%s/run", dir);
+    make_dataset(data, 30, 257);
+    Config c;
+    tiny_config(&c, data, out);
+    c.optim.lr = 1e6;
+    c.optim.warmup_steps = 0;
+    c.train.steps = 30;
+    c.checkpoint.every = 1;
+    TrainOptions o = {0, 1};
+    cr_assert_eq(train_run(&c, &o), -1, "a diverging run must fail");
+    char msg[4096];
+    snprintf(msg, sizeof msg, "%s", err_msg());
+    int bad = step_named(msg);
+    cr_assert(bad > 1 && bad < 30, "the message names the step: %s", msg);
+    assert_contains(msg, "first non-finite gradient: ");
+    assert_contains(msg, "optim.lr");
+    int64_t steps[64];
+    int n = expect_finite_checkpoints(out, steps, 64);
+    cr_expect_eq(n, bad - 1, "one checkpoint per good step, none of step %d", bad);
+    cr_expect_eq(steps[0], bad - 1);
+    char newest[700];
+    ckpt_dir_name(newest, sizeof newest, out, steps[0]);
+    assert_contains(msg, newest); /* where --resume continues */
+    int skipped, lines = metrics_lines_are_json(out, &skipped);
+    cr_expect_eq(lines, bad, "a line per step up to the bad one");
+    cr_expect_eq(skipped, 1, "the bad step is marked as not applied");
+    rm_rf(dir);
+}
+
+/* lr 1e39 is beyond fp32: the first update makes the weights infinite while
+ * that step's loss and gradient were finite. Neither the checkpoint at the
+ * end of the run nor the one of a stop (SIGTERM) may be written. */
+Test(train, nonfinite_weights_are_never_checkpointed) {
+    char dir[256], data[512], out[512];
+    make_temp_dir(dir, sizeof dir, "infweights");
+    snprintf(data, sizeof data, "%s/train.h5", dir);
+    snprintf(out, sizeof out, "%s/run", dir);
+    make_dataset(data, 30, 257);
+    for (int stop = 0; stop < 2; stop++) {
+        Config c;
+        tiny_config(&c, data, out);
+        c.optim.lr = c.optim.min_lr = 1e39; /* whatever the schedule does at step 1 */
+        c.optim.warmup_steps = 0;
+        c.train.steps = stop ? 10 : 1; /* the end of the run, or a stop after step 1 */
+        c.checkpoint.every = 0;
+        train_request_stop_at(stop ? 1 : -1);
+        TrainOptions o = {0, 1};
+        int rc = train_run(&c, &o);
+        train_request_stop_at(-1);
+        cr_expect_eq(rc, -1, "%s: weights went infinite, the run must fail",
+                     stop ? "stop" : "end");
+        assert_contains(err_msg(), "step 1: the weights hold NaN or infinite values");
+        assert_contains(err_msg(), "first in ");
+        int64_t steps[4];
+        cr_expect_eq(expect_finite_checkpoints(out, steps, 4), 0, "no checkpoint written");
+        int skipped;
+        cr_expect_eq(metrics_lines_are_json(out, &skipped), 1);
+        rm_rf(out);
+    }
+    rm_rf(dir);
+}
+
+/* train.skip_nonfinite = 2: the first two bad steps are skipped — no update,
+ * so the checkpoint after a skipped step holds exactly the weights of the one
+ * before — and the third stops the run as without the option. */
+Test(train, skip_nonfinite_skips_then_stops) {
+    char dir[256], data[512], out[512];
+    make_temp_dir(dir, sizeof dir, "skipnan");
+    snprintf(data, sizeof data, "%s/train.h5", dir);
+    snprintf(out, sizeof out, "%s/run", dir);
+    make_dataset(data, 30, 257);
+    Config c;
+    tiny_config(&c, data, out);
+    c.optim.lr = 1e6;
+    c.optim.warmup_steps = 0;
+    c.train.steps = 30;
+    c.checkpoint.every = 1;
+    c.train.skip_nonfinite = 2;
+    TrainOptions o = {0, 1};
+    cr_assert_eq(train_run(&c, &o), -1, "the third bad step must stop the run");
+    char msg[4096];
+    snprintf(msg, sizeof msg, "%s", err_msg());
+    assert_contains(msg, "train.skip_nonfinite=2 steps were skipped already");
+    int stopped = step_named(msg);
+    int64_t steps[64];
+    int n = expect_finite_checkpoints(out, steps, 64);
+    cr_assert_eq(n, stopped - 1, "a checkpoint for every step before %d: %d", stopped, n);
+    int skipped, lines = metrics_lines_are_json(out, &skipped);
+    cr_expect_eq(lines, stopped);
+    cr_expect_eq(skipped, 3, "two skipped steps and the one that stopped the run");
+    /* the two skipped steps are the two before the stop: no update in them */
+    char a[700], b[700];
+    for (int k = stopped - 2; k < stopped; k++) {
+        ckpt_dir_name(a, sizeof a, out, k - 1);
+        ckpt_dir_name(b, sizeof b, out, k);
+        GPT *ma = model_load_hf(a, backend_cpu()), *mb = model_load_hf(b, backend_cpu());
+        cr_assert(ma && mb, "%s", err_msg());
+        float *wa = host_params(ma), *wb = host_params(mb);
+        cr_expect_eq(memcmp(wa, wb, gpt_flat_size(ma) * sizeof(float)), 0,
+                     "skipped step %d changed the weights", k);
+        free(wa);
+        free(wb);
+        gpt_free(ma);
+        gpt_free(mb);
+    }
+    /* the skips are counted in the checkpoint: a resume has no budget left */
+    TrainOptions r = {1, 1};
+    cr_expect_eq(train_run(&c, &r), -1);
+    assert_contains(err_msg(), "train.skip_nonfinite=2 steps were skipped already");
+    rm_rf(dir);
+}
+
+/* A checkpoint with NaN weights (as retort wrote before it refused to) is
+ * passed over on resume like a damaged one. */
+Test(train, resume_passes_over_a_nonfinite_checkpoint) {
+    char dir[256], data[512], a[512], b[512];
+    make_temp_dir(dir, sizeof dir, "resumenan");
+    snprintf(data, sizeof data, "%s/train.h5", dir);
+    snprintf(a, sizeof a, "%s/a", dir);
+    snprintf(b, sizeof b, "%s/b", dir);
+    make_dataset(data, 30, 257);
+    Config c;
+    tiny_config(&c, data, a);
+    train_ok(&c, 0);
+    char la[MAX_STEPS][48], lb[MAX_STEPS][48];
+    read_losses(a, la);
+    tiny_config(&c, data, b);
+    train_request_stop_at(4);
+    train_ok(&c, 0);
+    train_request_stop_at(-1);
+    char newest[700];
+    ckpt_dir_name(newest, sizeof newest, b, 4);
+    GPT *m = model_load_hf(newest, backend_cpu());
+    cr_assert(m, "%s", err_msg());
+    float *w = host_params(m);
+    w[gpt_find_tensor(m, "h.1.mlp.c_fc.weight")->offset + 5] = NAN;
+    gpt_copy_params_to_device(m, w, gpt_flat_size(m));
+    cr_assert_eq(model_save_hf(m, newest), 0, "%s", err_msg());
+    free(w);
+    gpt_free(m);
+    train_ok(&c, 1); /* from step 2 */
+    read_losses(b, lb);
+    for (int s = 3; s <= 8; s++)
+        cr_expect_str_eq(lb[s], la[s], "step %d after passing over the NaN checkpoint", s);
+    rm_rf(dir);
+}
+
+/* ---------------------------------------------------------------- resume after a config change */
+
+/* A resume whose config changes the model's shape names the key, its two
+ * values and the ways forward, and never calls the checkpoints damaged or
+ * asks for them to be deleted; a change of train.steps and optim.lr resumes. */
+Test(train, resume_after_a_config_change_names_what_changed) {
+    char dir[256], data[512], out[512];
+    make_temp_dir(dir, sizeof dir, "cfgchange");
+    snprintf(data, sizeof data, "%s/train.h5", dir);
+    snprintf(out, sizeof out, "%s/run", dir);
+    make_dataset(data, 30, 257);
+    Config c;
+    tiny_config(&c, data, out);
+    c.train.steps = 4;
+    train_ok(&c, 0);
+    c.model.n_embd = 64;
+    c.train.steps = 6;
+    TrainOptions o = {1, 1};
+    cr_assert_eq(train_run(&c, &o), -1);
+    const char *msg = err_msg();
+    assert_contains(msg, "model.n_embd 32 -> 64");
+    assert_contains(msg, "set it back");
+    assert_contains(msg, "another train.out_dir");
+    assert_contains(msg, "nothing was deleted");
+    cr_expect(!strstr(msg, "damaged") && !strstr(msg, "remove") && !strstr(msg, "delete them"),
+              "the checkpoints are good; the message says otherwise: %s", msg);
+    int64_t steps[8];
+    cr_expect_eq(ckpt_list(out, steps, 8), 2, "both checkpoints are still there");
+    c.model.n_embd = 32;
+    c.optim.lr = 1e-3;
+    train_ok(&c, 1);
+    cr_expect_eq(ckpt_list(out, steps, 8), 3);
+    cr_expect_eq(steps[0], 6);
+    rm_rf(dir);
+}
+
+/* A run removes the .tmp directories an interrupted save left in its
+ * train.out_dir, and only those. */
+Test(train, a_run_removes_interrupted_saves) {
+    char dir[256], data[512], out[512], path[700];
+    make_temp_dir(dir, sizeof dir, "staletmp");
+    snprintf(data, sizeof data, "%s/train.h5", dir);
+    snprintf(out, sizeof out, "%s/run", dir);
+    make_dataset(data, 30, 257);
+    cr_assert_eq(mkdir_p(out), 0);
+    snprintf(path, sizeof path, "%s/step-00000040.tmp", out);
+    cr_assert_eq(mkdir(path, 0755), 0);
+    snprintf(path, sizeof path, "%s/mine.tmp", out);
+    cr_assert_eq(mkdir(path, 0755), 0);
+    Config c;
+    tiny_config(&c, data, out);
+    c.train.steps = 2;
+    train_ok(&c, 0);
+    snprintf(path, sizeof path, "%s/step-00000040.tmp", out);
+    cr_expect(!path_exists(path), "the interrupted save is still there");
+    snprintf(path, sizeof path, "%s/mine.tmp", out);
+    cr_expect(path_exists(path), "a directory that is not a save was removed");
     rm_rf(dir);
 }

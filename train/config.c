@@ -117,6 +117,7 @@ static const KeyInfo KEYS[] = {
 
     BOOL_KEY(dist, zero1, "shard AdamW state and master weights across ranks (ZeRO-1)"),
     INT_KEY(dist, bucket_mb, 1, "gradient all-reduce bucket size in MiB"),
+    REAL_KEY(dist, timeout_s, 0, CLOSED, NO_LIMIT, CLOSED, "seconds a rank waits for the others at a collective before the job is aborted, naming the missing rank (0 = wait forever); longer than the slowest checkpoint save"),
 
     REAL_KEY(optim, lr, 0, OPEN, NO_LIMIT, CLOSED, "peak learning rate"),
     REAL_KEY(optim, min_lr, 0, CLOSED, NO_LIMIT, CLOSED, "learning rate at the end of the schedule"),
@@ -136,6 +137,7 @@ static const KeyInfo KEYS[] = {
     STR_KEY(train, out_dir, true, "run directory: checkpoints, metrics.jsonl"),
     INT_KEY(train, log_every, 1, "steps between metrics lines"),
     INT_KEY(train, logits_chunk_rows, 0, "rows per head/classifier chunk (0 = automatic: one chunk unless the logits pass 1 GiB)"),
+    INT_KEY(train, skip_nonfinite, 0, "steps with a NaN or infinite loss or gradient that are skipped (no update) before the run stops (0 = stop at the first)"),
 
     INT_KEY(eval, every, 0, "steps between validation passes (0 = off)"),
     INT_KEY(eval, batches, 1, "batches per validation pass"),
@@ -179,6 +181,7 @@ void config_defaults(Config *c) {
     c->finetune.lora_alpha = 16;
     copy_string(c->finetune.lora_targets, sizeof c->finetune.lora_targets, "c_attn");
     c->dist.bucket_mb = 25;
+    c->dist.timeout_s = 600;
 
     c->optim.lr = 6e-4;
     c->optim.min_lr = 6e-5;

@@ -63,6 +63,7 @@ typedef struct {
     struct {                         /* data parallel */
         int zero1;                   /* shard optimizer state across ranks */
         int bucket_mb;               /* gradient all-reduce bucket size */
+        double timeout_s;            /* longest wait at a collective; 0 = forever (train/dist.h) */
     } dist;
     struct {
         double lr, min_lr;           /* peak and floor */
@@ -80,6 +81,8 @@ typedef struct {
         char out_dir[CFG_STR];       /* run directory: checkpoints, metrics.jsonl */
         int log_every;
         int logits_chunk_rows;       /* 0 = automatic (model.h, chunked classifier) */
+        int skip_nonfinite;          /* steps with a NaN/inf loss or gradient skipped before
+                                        the run stops (0 = stop at the first) */
     } train;
     struct {
         int every;                   /* steps between validation passes; 0 = off */

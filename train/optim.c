@@ -217,6 +217,52 @@ void optim_step(Optimizer *o, double lr) {
     }
 }
 
+/* ---------------------------------------------------------------- non-finite values */
+
+/* Why not a NaN flag out of adamw_update? It would be cheaper still (no extra
+ * pass), but it changes the op contract of both backends and their kernels;
+ * one sum_squares at checkpoint time, and on a bad step, costs nothing per step. */
+int optim_params_finite(Optimizer *o) {
+    double ss;
+    if (o->master) ss = o->be->sum_squares(o->master, o->n_state);
+    else ss = o->be->sum_squares(gpt_params(o->model), gpt_flat_size(o->model)); /* fp32 */
+    return isfinite(ss);
+}
+
+static int all_finite(const float *x, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        if (!isfinite(x[i])) return 0;
+    return 1;
+}
+
+const char *optim_first_nonfinite_param(Optimizer *o) {
+    size_t n = gpt_flat_size(o->model);
+    float *host = xmalloc((n ? n : 1) * sizeof(float));
+    gpt_copy_params_to_host(o->model, host, n);
+    const char *name = NULL;
+    for (int i = 0; i < gpt_num_tensors(o->model) && !name; i++) {
+        const ParamInfo *p = gpt_tensor(o->model, i);
+        if (!all_finite(host + p->offset, p->numel)) name = p->name;
+    }
+    free(host);
+    return name;
+}
+
+const char *optim_first_nonfinite_grad(Optimizer *o) {
+    check_layout(o);
+    /* ZeRO-1: only this rank's shard is reduced; gather the others' */
+    if (o->sharded) dist_all_gather_f32(gpt_grads(o->model), o->n_state);
+    float *host = xmalloc((o->n_state ? o->n_state : 1) * sizeof(float));
+    o->be->to_host(host, gpt_grads(o->model), o->n_state * sizeof(float));
+    const char *name = NULL;
+    for (int i = 0; i < gpt_num_tensors(o->model) && !name; i++) {
+        const ParamInfo *p = gpt_tensor(o->model, i);
+        if (p->trainable && !all_finite(host + p->grad_offset, p->numel)) name = p->name;
+    }
+    free(host);
+    return name;
+}
+
 size_t optim_state_size(const Optimizer *o) { return o->n_state; }
 
 size_t optim_state_bytes(const Optimizer *o) {

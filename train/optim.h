@@ -44,6 +44,20 @@ double optim_clip_grad_norm(Optimizer *o);
 /* One AdamW step at learning rate lr over every parameter tensor. */
 void optim_step(Optimizer *o, double lr);
 
+/* ---- non-finite values (the trainer's guard, train/trainer.c) ----
+ * The cheap check is one sum_squares (in double, so finite values can never
+ * overflow it; a NaN or an infinity always shows) over the weights the
+ * updates write: the fp32 master weights when there are any (CUDA), else
+ * the whole fp32 parameter buffer. One synchronisation on a device. */
+int optim_params_finite(Optimizer *o);
+/* The slow scans, for the message once a cheap check failed: the name of the
+ * first tensor (in the parameter table's order) holding a NaN or an infinity
+ * in its weights / in its gradient, or NULL when there is none. Each copies
+ * the buffer to the host. Under ZeRO-1 the gradient scan all-gathers the
+ * reduced gradient first: a collective, every rank calls it. */
+const char *optim_first_nonfinite_param(Optimizer *o);
+const char *optim_first_nonfinite_grad(Optimizer *o);
+
 /* Re-reads the fp32 master weights from the parameters (after loading new
  * weights into the model); a no-op when the parameters are fp32. */
 void optim_sync_master(Optimizer *o);

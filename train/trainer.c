@@ -12,6 +12,18 @@
  * in PEFT form (adapter_model.safetensors + adapter_config.json) beside the
  * frozen base weights.
  *
+ * Non-finite values never reach a checkpoint. The loss and the gradient norm
+ * of every step are checked before the update (both are host values already,
+ * and the same on every rank): a NaN or an infinity skips the update, and the
+ * run stops naming the step and the first offending tensor (a per-tensor scan,
+ * only then), unless train.skip_nonfinite allows skipping it. A finite update
+ * can still overflow, so before every save the weights get one sum_squares
+ * (optim_params_finite); non-finite ones stop the run instead of being saved,
+ * at a periodic save, the last one and a stop by signal alike. A stopped run
+ * exits non-zero and names the newest checkpoint, where --resume continues;
+ * resume also passes over a checkpoint with non-finite weights as a damaged
+ * one. metrics.jsonl writes null for a NaN or infinite number.
+ *
  * Host <-> device synchronisations of one CUDA training step, LM objective on
  * one GPU (no LoRA dropout, every cached buffer already grown): 3 per
  * micro-step and 1 per optimizer step, 3A + 1 with data.grad_accum = A. (It
@@ -84,6 +96,7 @@ typedef struct {
     int rows;                 /* model rows per micro-batch: B * obj->rows_per_item */
     int rank, world;          /* data parallel: this rank of world (1 = single process) */
     int is_main, quiet;       /* rank 0; no console lines (options or rank > 0) */
+    int skipped;              /* non-finite steps skipped (train.skip_nonfinite); checkpointed */
     FILE *metrics;
 } Trainer;
 
@@ -97,6 +110,13 @@ typedef struct {
 
 static volatile sig_atomic_t stop_signals = 0;
 static int stop_at_step = -1;
+
+/* Test-only hooks (scripts/test_dist_train.sh), so that a signal or a hung rank
+ * happens at a known step rather than at a moment a script guesses: on rank
+ * RETORT_TEST_RANK (default 0), at the start of step RETORT_TEST_SIGNAL_AT_STEP
+ * the process sends itself a real SIGTERM, and at the start of step
+ * RETORT_TEST_STALL_AT_STEP it stops itself (SIGSTOP), as a hung rank would. */
+static int test_rank, test_signal_at = -1, test_stall_at = -1;
 
 static void on_signal(int sig) {
     (void)sig;
@@ -121,6 +141,7 @@ static int write_trainer_json(Trainer *t, const char *dir) {
     json_t *root = json_object();
     json_object_set_new(root, "step", json_integer(t->step));
     json_object_set_new(root, "tokens_seen", json_integer(t->tokens_seen));
+    json_object_set_new(root, "nonfinite_skipped", json_integer(t->skipped));
     json_t *data = json_object();
     int64_t epoch, pos;
     t->obj->position(t->state, &epoch, &pos);
@@ -258,7 +279,7 @@ static int load_optimizer(Trainer *t, const char *dir) {
 }
 
 static int load_trainer_json(Trainer *t, const char *dir, int *step, int64_t *epoch,
-                             int64_t *pos, int64_t *tokens, Rng *rng) {
+                             int64_t *pos, int64_t *tokens, Rng *rng, int *skipped) {
     char path[4096];
     if (path_join(path, sizeof path, dir, "trainer.json") != 0) return -1;
     json_error_t jerr;
@@ -277,6 +298,8 @@ static int load_trainer_json(Trainer *t, const char *dir, int *step, int64_t *ep
         *epoch = json_integer_value(json_object_get(data, "epoch"));
         *pos = json_integer_value(json_object_get(data, "pos"));
         *tokens = json_integer_value(json_object_get(root, "tokens_seen"));
+        /* 0 when absent (written before train.skip_nonfinite existed) */
+        *skipped = (int)json_integer_value(json_object_get(root, "nonfinite_skipped"));
         for (int i = 0; i < 4 && rc == 0; i++) {
             const char *hex = json_string_value(json_array_get(jr, (size_t)i));
             if (!hex) rc = err_set("%s: rng[%d] is not a string", path, i);
@@ -289,15 +312,21 @@ static int load_trainer_json(Trainer *t, const char *dir, int *step, int64_t *ep
 }
 
 static int load_checkpoint(Trainer *t, const char *dir) {
-    int step = 0;
+    int step = 0, skipped = 0;
     int64_t epoch = 0, pos = 0, tokens = 0;
     Rng rng = {{0}};
-    if (load_trainer_json(t, dir, &step, &epoch, &pos, &tokens, &rng) != 0) return -1;
+    if (load_trainer_json(t, dir, &step, &epoch, &pos, &tokens, &rng, &skipped) != 0) return -1;
     if (model_load_weights(t->model, dir) != 0) return -1;
     if (gpt_lora_config(t->model) && lora_load_peft(t->model, dir) != 0) return -1;
     optim_sync_master(t->optim);
     if (load_optimizer(t, dir) != 0) return -1;
+    /* retort no longer writes such a checkpoint, but an older one may have */
+    if (!optim_params_finite(t->optim)) {
+        const char *bad = optim_first_nonfinite_param(t->optim);
+        return err_set("its weights hold NaN or infinite values (first in %s)", bad ? bad : "?");
+    }
     t->step = step;
+    t->skipped = skipped;
     t->tokens_seen = tokens;
     t->rng = rng;
     t->obj->seek(t->state, epoch, pos);
@@ -313,7 +342,80 @@ static int load_checkpoint(Trainer *t, const char *dir) {
     return 0;
 }
 
-/* Newest loadable checkpoint; a damaged one is reported and skipped. */
+/* ---------------------------------------------------------------- config changes */
+
+/* Keys that decide which tensors a checkpoint holds and their shapes: with
+ * another value its weights, adapters or optimizer state do not load. Any
+ * other key (train.steps, optim.lr, data, logging, ...) may change between a
+ * save and a resume, and then applies from the resumed step on. */
+static const char *const TENSOR_KEYS[] = {
+    "model.n_layer",   "model.n_head",        "model.n_embd",        "model.vocab_size",
+    "model.n_positions", "model.init",        "finetune.freeze",     "finetune.train_only",
+    "finetune.lora_r", "finetune.lora_alpha", "finetune.lora_targets"};
+
+static int is_tensor_key(const char *key) {
+    for (size_t i = 0; i < sizeof TENSOR_KEYS / sizeof *TENSOR_KEYS; i++)
+        if (!strcmp(key, TENSOR_KEYS[i])) return 1;
+    return 0;
+}
+
+/* "a.b OLD -> NEW, c.d OLD -> NEW" */
+typedef struct {
+    char text[2048];
+    size_t len;
+    int n;
+    int model_keys; /* how many of them are model.* (the model's shape or its base) */
+} KeyList;
+
+static void keylist_add(KeyList *l, const char *key, const json_t *was, const json_t *now) {
+    const size_t flags = JSON_ENCODE_ANY | JSON_COMPACT | JSON_REAL_PRECISION(12);
+    char *a = json_dumps(was, flags), *b = json_dumps(now, flags);
+    if (l->len < sizeof l->text)
+        l->len += (size_t)snprintf(l->text + l->len, sizeof l->text - l->len, "%s%s %s -> %s",
+                                   l->n ? ", " : "", key, a ? a : "?", b ? b : "?");
+    l->n++;
+    l->model_keys += !strncmp(key, "model.", 6);
+    free(a);
+    free(b);
+}
+
+/* The keys whose value in the resolved config a checkpoint was written with
+ * (dir/trainer.json) differs from this run's, split into tensor keys and the
+ * rest. -1 when trainer.json holds no config. */
+static int config_changes(const Trainer *t, const char *dir, KeyList *tensor, KeyList *other) {
+    memset(tensor, 0, sizeof *tensor);
+    memset(other, 0, sizeof *other);
+    char path[4096];
+    if (path_join(path, sizeof path, dir, "trainer.json") != 0) return -1;
+    json_error_t jerr;
+    json_t *root = json_load_file(path, 0, &jerr);
+    json_t *saved = root ? json_object_get(root, "config") : NULL;
+    char *text = config_to_json(t->cfg);
+    json_t *now = json_loads(text, 0, &jerr);
+    free(text);
+    int rc = json_is_object(saved) && json_is_object(now) ? 0 : -1;
+    const char *section;
+    json_t *keys;
+    json_object_foreach(rc == 0 ? now : NULL, section, keys) {
+        json_t *old_keys = json_object_get(saved, section);
+        const char *name;
+        json_t *v;
+        json_object_foreach(keys, name, v) {
+            json_t *was = json_object_get(old_keys, name);
+            if (!was || json_equal(was, v)) continue; /* !was: a key added since that save */
+            char key[256];
+            snprintf(key, sizeof key, "%s.%s", section, name);
+            keylist_add(is_tensor_key(key) ? tensor : other, key, was, v);
+        }
+    }
+    json_decref(now);
+    json_decref(root);
+    return rc;
+}
+
+/* Newest loadable checkpoint; a damaged one is reported and skipped. A
+ * checkpoint that does not load because the config changed is not damaged:
+ * the run stops, saying which keys changed and how to go on. */
 static int resume(Trainer *t) {
     int64_t steps[MAX_CKPTS];
     const char *run = t->cfg->train.out_dir;
@@ -323,17 +425,40 @@ static int resume(Trainer *t) {
         return 0;
     }
     for (int i = 0; i < n; i++) {
-        char dir[4096];
+        char dir[4096], why[2048];
+        KeyList tensor, other;
         ckpt_dir_name(dir, sizeof dir, run, steps[i]);
-        if (load_checkpoint(t, dir) == 0) {
+        int loaded = load_checkpoint(t, dir) == 0;
+        snprintf(why, sizeof why, "%s", loaded ? "" : err_msg());
+        int compared = config_changes(t, dir, &tensor, &other) == 0;
+        if (loaded) {
             printf("resume: continuing from %s (step %d)\n", dir, t->step);
+            if (compared && other.n > 0 && !t->quiet)
+                printf("resume: the config differs from the one %s was written with; from "
+                       "step %d on: %s\n", dir, t->step + 1, other.text);
             return 0;
         }
-        fprintf(stderr, "resume: cannot load %s: %s\n", dir, err_msg());
+        if (compared && tensor.n > 0) {
+            char from[4200] = "";
+            if (tensor.model_keys == 0) /* only the fine-tuning changed: the weights still fit */
+                snprintf(from, sizeof from, ", with model.init=%s to start from its weights", dir);
+            return err_set(
+                "cannot resume from %s: the config changed in %s, which decide%s the tensors a "
+                "checkpoint holds, so it does not load (%s). The checkpoints are intact and "
+                "nothing was deleted. To continue this run, set %s back (%s/trainer.json holds "
+                "the config it was written with); to train with the new values, start a new "
+                "run in another train.out_dir%s",
+                dir, tensor.text, tensor.n == 1 ? "s" : "", why, tensor.n == 1 ? "it" : "them",
+                dir, from);
+        }
+        fprintf(stderr, "resume: cannot load %s: %s\n", dir, why);
         if (i + 1 < n) fprintf(stderr, "resume: falling back to the previous checkpoint\n");
     }
-    return err_set("no loadable checkpoint in %s (all %d are damaged); remove them or start a "
-                   "new run without --resume", run, n);
+    return err_set("no loadable checkpoint in %s: all %d failed to load (the reasons are above) "
+                   "although the config they were written with matches this one. They were "
+                   "left as they are; to start over, use a new train.out_dir (a run without "
+                   "--resume in %s would replace them step by step)",
+                   run, n, run);
 }
 
 /* ------------------------------------------------------------------ metrics */
@@ -479,6 +604,11 @@ static int trainer_init(Trainer *t, const Config *cfg, const TrainOptions *opt) 
     rng_seed(&t->rng, (uint64_t)cfg->train.seed);
     if (getenv("RETORT_STOP_AT_STEP")) /* tests: a SIGTERM that arrives during that step */
         stop_at_step = atoi(getenv("RETORT_STOP_AT_STEP"));
+    const char *env;
+    if ((env = getenv("RETORT_TEST_RANK"))) test_rank = atoi(env);
+    if ((env = getenv("RETORT_TEST_SIGNAL_AT_STEP"))) test_signal_at = atoi(env);
+    if ((env = getenv("RETORT_TEST_STALL_AT_STEP"))) test_stall_at = atoi(env);
+    dist_set_timeout(cfg->dist.timeout_s);
     set_threads(cfg->train.threads);
     if (!(t->obj = objective_find(cfg->objective.type))) return -1;
     assert(t->obj->n_metrics <= OBJECTIVE_MAX_METRICS &&
@@ -548,6 +678,11 @@ static void print_setup(const Trainer *t) {
                "data.val_fraction)\n");
 }
 
+static void report_stale(const char *dir, void *ctx) {
+    if (!((const Trainer *)ctx)->quiet)
+        printf("removed %s: a checkpoint save that an earlier run did not finish\n", dir);
+}
+
 /* Everything before the first step: backend, the objective's data, the model,
  * partial fine-tuning, the objective's second models, the optimizer, resume
  * and the metrics file. */
@@ -565,6 +700,7 @@ static int trainer_setup(Trainer *t, Config *resolved) {
     if (apply_finetune(t) != 0 || t->obj->prepare(t->state, &t->env) != 0) return -1;
     if (create_optimizer(t) != 0) return -1;
     if (mkdir_p(cfg->train.out_dir) != 0) return -1;
+    if (t->is_main && ckpt_remove_stale(cfg->train.out_dir, report_stale, t) < 0) return -1;
     if (t->opt->resume && resume(t) != 0) return -1;
     if (t->is_main && open_metrics(t) != 0) return -1;
     print_setup(t);
@@ -597,6 +733,14 @@ static void reduce_gradients(Trainer *t) {
     }
 }
 
+/* A number for metrics.jsonl in printf format fmt, or null: JSON has no NaN
+ * or infinity, and one "nan" token would make the line unreadable. */
+static const char *json_number(char *buf, size_t cap, const char *fmt, double v) {
+    if (!isfinite(v)) return "null";
+    snprintf(buf, cap, fmt, v);
+    return buf;
+}
+
 /* The objective's numbers for a metrics line: ", \"<prefix><name>\": value"
  * for the first n of them. */
 static void metrics_fields(const Trainer *t, const double *m, int n, const char *prefix,
@@ -605,8 +749,9 @@ static void metrics_fields(const Trainer *t, const double *m, int n, const char 
     buf[0] = '\0';
     for (int k = 0; k < n && len < cap; k++) {
         const ObjectiveMetric *om = &t->obj->metrics[k];
-        len += (size_t)snprintf(buf + len, cap - len, ", \"%s%s\": ", prefix, om->name);
-        if (len < cap) len += (size_t)snprintf(buf + len, cap - len, om->format, m[k]);
+        char num[64];
+        len += (size_t)snprintf(buf + len, cap - len, ", \"%s%s\": %s", prefix, om->name,
+                                json_number(num, sizeof num, om->format, m[k]));
     }
 }
 
@@ -624,17 +769,24 @@ static void console_fields(const Trainer *t, const double *m, char *buf, size_t 
     if (shown && len < cap) snprintf(buf + len, cap - len, ")");
 }
 
-/* The step's metrics line, and the console line every train.log_every steps. */
+/* The step's metrics line, and the console line every train.log_every steps.
+ * nonfinite: the step's loss or gradient was NaN or infinite, and it was not
+ * applied ("skipped": true). */
 static void log_step(const Trainer *t, const StepStats *st, double lr, double norm, double tok_s,
-                     double elapsed, int first_step, int tty) {
+                     double elapsed, int first_step, int tty, int nonfinite) {
     const Config *cfg = t->cfg;
-    char extra[2048];
+    char extra[2048], loss[64], lr_s[64], norm_s[512], tok_s_s[64], el_s[64];
     metrics_fields(t, st->metrics, t->obj->n_metrics, "", extra, sizeof extra);
     if (t->is_main)
         fprintf(t->metrics,
-                "{\"step\": %d, \"loss\": %.17g, \"lr\": %.6e, \"grad_norm\": %.6f, "
-                "\"tokens_per_s\": %.1f, \"elapsed_s\": %.3f%s}\n",
-                t->step, st->loss, lr, norm, tok_s, elapsed, extra);
+                "{\"step\": %d, \"loss\": %s, \"lr\": %s, \"grad_norm\": %s, "
+                "\"tokens_per_s\": %s, \"elapsed_s\": %s%s%s}\n",
+                t->step, json_number(loss, sizeof loss, "%.17g", st->loss),
+                json_number(lr_s, sizeof lr_s, "%.6e", lr),
+                json_number(norm_s, sizeof norm_s, "%.6f", norm),
+                json_number(tok_s_s, sizeof tok_s_s, "%.1f", tok_s),
+                json_number(el_s, sizeof el_s, "%.3f", elapsed), extra,
+                nonfinite ? ", \"skipped\": true" : "");
     if (t->quiet || (t->step % cfg->train.log_every != 0 && t->step != cfg->train.steps)) return;
     char el[32], eta[32], obj[256];
     fmt_duration(el, sizeof el, elapsed);
@@ -654,16 +806,88 @@ static void evaluate(Trainer *t, int tty) {
     ev.loss = t->obj->eval(t->state, &t->env, ev.metrics);
     char extra[2048];
     metrics_fields(t, ev.metrics, t->obj->n_eval_metrics, "eval_", extra, sizeof extra);
+    char loss[64];
     if (t->is_main)
-        fprintf(t->metrics, "{\"step\": %d, \"val_loss\": %.9g%s}\n", t->step, ev.loss, extra);
+        fprintf(t->metrics, "{\"step\": %d, \"val_loss\": %s%s}\n", t->step,
+                json_number(loss, sizeof loss, "%.9g", ev.loss), extra);
     if (!t->quiet) printf("%sstep %d | val loss %.4f\n", tty ? "\n" : "", t->step, ev.loss);
 }
 
-/* Saves when asked to stop, every checkpoint.every steps and at the end. */
+/* ---------------------------------------------------------------- non-finite values */
+
+/* What --resume would do now, for the messages that stop a run. */
+static void resume_hint(const Trainer *t, char *buf, size_t cap) {
+    const char *run = t->cfg->train.out_dir;
+    int64_t newest;
+    if (ckpt_list(run, &newest, 1) == 1) {
+        char dir[4096];
+        ckpt_dir_name(dir, sizeof dir, run, newest);
+        snprintf(buf, cap, "--resume continues from %s, the last finite checkpoint", dir);
+    } else {
+        snprintf(buf, cap, "There is no checkpoint in %s yet, so a new run starts from step 0",
+                 run);
+    }
+}
+
+/* A step whose loss or gradient norm is NaN or infinite; its update was not
+ * applied. It is skipped (its gradients are dropped by the next step's
+ * zeroing) while train.skip_nonfinite allows and the weights are still
+ * finite; otherwise the run stops, naming the step and the first offending
+ * tensor. Every rank comes here at the same step: the loss is the same on
+ * every rank (objective.h) and the norm is that of the reduced gradient. */
+static int nonfinite_step(Trainer *t, double loss, double norm) {
+    const Config *cfg = t->cfg;
+    const char *grad = optim_first_nonfinite_grad(t->optim); /* collective under ZeRO-1 */
+    int weights_ok = optim_params_finite(t->optim);
+    char what[1024];
+    snprintf(what, sizeof what, "step %d: the loss is %g and the gradient norm %g (%s%s)",
+             t->step, loss, norm, grad ? "first non-finite gradient: " : "",
+             grad ? grad : "every gradient is finite, the loss is not");
+    if (weights_ok && t->skipped < cfg->train.skip_nonfinite) {
+        t->skipped++;
+        if (!t->quiet)
+            printf("%s%s; step skipped: no update, its gradients dropped (%d of "
+                   "train.skip_nonfinite=%d)\n",
+                   isatty(STDOUT_FILENO) ? "\n" : "", what, t->skipped,
+                   cfg->train.skip_nonfinite);
+        return 0;
+    }
+    char weights[512] = "", hint[4200];
+    if (!weights_ok) {
+        const char *p = optim_first_nonfinite_param(t->optim);
+        snprintf(weights, sizeof weights, "; the weights themselves hold NaN or infinite values "
+                 "(first in %s) since an earlier update, so skipping steps cannot help",
+                 p ? p : "?");
+    }
+    resume_hint(t, hint, sizeof hint);
+    char skip[256] = "";
+    if (weights_ok && cfg->train.skip_nonfinite > 0)
+        snprintf(skip, sizeof skip, " (train.skip_nonfinite=%d steps were skipped already)",
+                 t->skipped);
+    else if (weights_ok)
+        snprintf(skip, sizeof skip, ", or set train.skip_nonfinite to skip up to that many "
+                 "such steps");
+    return err_set("%s%s. The run stops without applying it and writes no checkpoint of "
+                   "non-finite weights; %s. Lower optim.lr (now %g) or check the data%s",
+                   what, weights, hint, cfg->optim.lr, skip);
+}
+
+/* Saves when asked to stop, every checkpoint.every steps and at the end;
+ * never weights that hold a NaN or an infinity. */
 static int checkpoint_if_due(Trainer *t, int stop, int tty) {
     const Config *cfg = t->cfg;
     int periodic = cfg->checkpoint.every > 0 && t->step % cfg->checkpoint.every == 0;
     if (!stop && !periodic && t->step != cfg->train.steps) return 0;
+    /* the loss and gradient were finite, but a finite update can still overflow */
+    if (dist_any(!optim_params_finite(t->optim))) {
+        const char *p = optim_first_nonfinite_param(t->optim);
+        char hint[4200];
+        resume_hint(t, hint, sizeof hint);
+        return err_set("step %d: the weights hold NaN or infinite values after the update "
+                       "(first in %s) although the step's loss and gradient were finite; the "
+                       "checkpoint of step %d was not written. %s. Lower optim.lr (now %g)",
+                       t->step, p ? p : "?", t->step, hint, cfg->optim.lr);
+    }
     int failed = save_checkpoint(t) != 0;
     if (dist_any(failed)) {
         if (!failed) err_set("rank 0 could not write the checkpoint of step %d", t->step);
@@ -677,6 +901,18 @@ static int checkpoint_if_due(Trainer *t, int stop, int tty) {
     return 0;
 }
 
+static void test_hooks(const Trainer *t) {
+    if (t->rank != test_rank) return;
+    int step = t->step + 1;
+    if (step == test_signal_at) raise(SIGTERM);
+    if (step == test_stall_at) {
+        fprintf(stderr, "retort: rank %d (pid %d): RETORT_TEST_STALL_AT_STEP=%d: stopping itself "
+                "(SIGSTOP) as a hung rank would\n", t->rank, (int)getpid(), step);
+        fflush(stderr);
+        raise(SIGSTOP);
+    }
+}
+
 /* Steps to train.steps, or until a stop signal (then a checkpoint). */
 static int train_loop(Trainer *t) {
     const Config *cfg = t->cfg;
@@ -688,17 +924,21 @@ static int train_loop(Trainer *t) {
         double ts = now_seconds();
         double lr = lr_at(&t->sched, t->step + 1);
         StepStats st;
+        test_hooks(t);
         train_step(t, &st);
         reduce_gradients(t);
         double norm = optim_clip_grad_norm(t->optim);
-        optim_step(t->optim, lr);
+        /* checked before the update, so a NaN never reaches the weights from here */
+        int nonfinite = !isfinite(st.loss) || !isfinite(norm);
+        if (!nonfinite) optim_step(t->optim, lr);
         t->step++;
+        int failed = nonfinite && nonfinite_step(t, st.loss, norm) != 0;
         double dt = now_seconds() - ts, elapsed = now_seconds() - t0;
-        if (!isfinite(st.loss))
-            return err_set("loss is %g at step %d; lower optim.lr or check the data (the last "
-                           "good checkpoint in %s is kept)",
-                           st.loss, t->step, cfg->train.out_dir);
-        log_step(t, &st, lr, norm, (double)t->A * N / dt, elapsed, first_step, tty);
+        log_step(t, &st, lr, norm, (double)t->A * N / dt, elapsed, first_step, tty, nonfinite);
+        if (failed) {
+            if (t->is_main) fflush(t->metrics);
+            return -1;
+        }
         if (t->obj->has_val(t->state) && cfg->eval.every > 0 &&
             (t->step % cfg->eval.every == 0 || t->step == cfg->train.steps))
             evaluate(t, tty);
