@@ -365,6 +365,7 @@ typedef struct {
     size_t len;
     int n;
     int model_keys; /* how many of them are model.* (the model's shape or its base) */
+    int lora_keys;  /* finetune.lora_* */
 } KeyList;
 
 static void keylist_add(KeyList *l, const char *key, const json_t *was, const json_t *now) {
@@ -375,6 +376,7 @@ static void keylist_add(KeyList *l, const char *key, const json_t *was, const js
                                    l->n ? ", " : "", key, a ? a : "?", b ? b : "?");
     l->n++;
     l->model_keys += !strncmp(key, "model.", 6);
+    l->lora_keys += !strncmp(key, "finetune.lora_", 14);
     free(a);
     free(b);
 }
@@ -439,9 +441,13 @@ static int resume(Trainer *t) {
             return 0;
         }
         if (compared && tensor.n > 0) {
-            char from[4200] = "";
-            if (tensor.model_keys == 0) /* only the fine-tuning changed: the weights still fit */
+            char from[8400] = "";
+            if (tensor.model_keys == 0 && tensor.lora_keys == 0) /* freezing: the weights fit */
                 snprintf(from, sizeof from, ", with model.init=%s to start from its weights", dir);
+            else if (tensor.model_keys == 0) /* the base fits; the trained adapter is apart */
+                snprintf(from, sizeof from, ", with model.init=MERGED to start from its "
+                         "weights after `retort export --model %s --merge-lora %s --out MERGED`",
+                         dir, dir);
             return err_set(
                 "cannot resume from %s: the config changed in %s, which decide%s the tensors a "
                 "checkpoint holds, so it does not load (%s). The checkpoints are intact and "
