@@ -343,9 +343,13 @@ static size_t merge_piece(Bpe *b, const unsigned char *p, size_t n, uint32_t *ou
 
 /* The cache maps a pre-token to a run of ids in cache_ids; it is dropped
  * whole when it grows past these bounds, which keeps memory flat on
- * unbounded input. */
+ * unbounded input. A pre-token longer than CACHE_MAX_PIECE bytes is not kept
+ * at all: a run of one letter or digit can be megabytes long, is rarely seen
+ * twice, and would flush the whole cache. */
 #define CACHE_MAX_ENTRIES (1u << 20)
 #define CACHE_MAX_IDS (1u << 24)
+#define CACHE_MAX_KEY_BYTES (1u << 26)
+#define CACHE_MAX_PIECE (1u << 12)
 
 static void reserve_ids(uint32_t **ids, int64_t *cap, int64_t want) {
     if (want <= *cap) return;
@@ -377,13 +381,17 @@ static int64_t encode_piece(Bpe *b, const char *piece, size_t len, uint32_t **id
         return n + hit->v1;
     }
     size_t k = merge_piece(b, (const unsigned char *)piece, len, out);
-    if (b->cache.count >= CACHE_MAX_ENTRIES || b->cache_ids_len + k > CACHE_MAX_IDS) {
+    if (len > CACHE_MAX_PIECE) return n + (int64_t)k; /* k <= len: fits every bound below */
+    if (b->cache.count >= CACHE_MAX_ENTRIES || b->cache_ids_len + k > CACHE_MAX_IDS ||
+        b->cache.keys_len + len > CACHE_MAX_KEY_BYTES) {
         bpe_map_clear(&b->cache);
         b->cache_ids_len = 0;
     }
     if (b->cache_ids_len + k > b->cache_ids_cap) {
-        b->cache_ids_cap = b->cache_ids_cap ? 2 * b->cache_ids_cap : 1 << 16;
-        b->cache_ids = xrealloc(b->cache_ids, b->cache_ids_cap * sizeof *b->cache_ids);
+        size_t want = b->cache_ids_cap ? b->cache_ids_cap : 1 << 16;
+        while (want < b->cache_ids_len + k) want *= 2;
+        b->cache_ids = xrealloc(b->cache_ids, want * sizeof *b->cache_ids);
+        b->cache_ids_cap = want;
     }
     BpeMapSlot *s = bpe_map_put(&b->cache, piece, len, h, NULL);
     s->v0 = (uint32_t)b->cache_ids_len;

@@ -382,6 +382,65 @@ Test(tokenizer, invalid_utf8_encodes_and_round_trips) {
     tokenizer_free(tok);
 }
 
+/* One pre-token of more ids than the encoder's cache started with (1 << 16):
+ * 70,001 letters "a" with no merge for them are 70,001 ids. At 1df6ed0 the
+ * cache grew once, by doubling, and the copy of the ids overran it (a heap
+ * overflow; ASan names it, a plain build corrupts the heap or crashes). The
+ * run is encoded twice (the second may come from the cache) around a short
+ * piece, and every id is checked, then the same text goes through
+ * `retort data build --tokenizer`. */
+Test(tokenizer, pre_token_longer_than_the_cache_encodes_exactly) {
+    char dir[256], json[300], txt[300], h5[300];
+    make_temp_dir(dir, sizeof dir, "tok-long");
+    snprintf(json, sizeof json, "%s/small.json", dir);
+    snprintf(txt, sizeof txt, "%s/long.txt", dir);
+    snprintf(h5, sizeof h5, "%s/long.h5", dir);
+    write_small_json(json, "{\"ab\": 256, \"<|endoftext|>\": 257}", "[\"a b\"]", BYTELEVEL,
+                     EOS_ADDED(257), "");
+    enum { RUN = 70001 };
+    size_t len = 2 * RUN + 3;
+    char *text = malloc(len + 1);
+    memset(text, 'a', RUN);
+    memcpy(text + RUN, " ab", 3); /* " ab": 220 (' '), 256 ("ab") */
+    memset(text + RUN + 3, 'a', RUN);
+    text[len] = '\0';
+    int64_t want_n = 2 * RUN + 2;
+    uint32_t *want = malloc((size_t)want_n * sizeof *want);
+    for (int64_t i = 0; i < want_n; i++) want[i] = 64; /* "a" */
+    want[RUN] = 220;
+    want[RUN + 1] = 256;
+
+    Tokenizer *tok = load_ok(json);
+    for (int pass = 0; pass < 2; pass++) {
+        int64_t n;
+        uint32_t *ids = encode(tok, text, len, &n);
+        cr_assert_eq(n, want_n, "pass %d: %lld ids, want %lld", pass, (long long)n,
+                     (long long)want_n);
+        for (int64_t i = 0; i < n; i++)
+            cr_assert_eq(ids[i], want[i], "pass %d: id %lld is %u, want %u", pass, (long long)i,
+                         ids[i], want[i]);
+        free(ids);
+    }
+    assert_round_trip(tok, text, len);
+    tokenizer_free(tok);
+
+    write_bytes(txt, text, len);
+    char *argv[] = {"data", "build", "--input", txt, "--out", h5, "--tokenizer", json, "-q", NULL};
+    cr_assert_eq(cmd_data(9, argv), 0, "data build: %s", err_msg());
+    Dataset ds;
+    cr_assert_eq(dataset_open(&ds, h5), 0, "%s", err_msg());
+    cr_assert_eq(ds.n_tokens, want_n + 1, "%lld tokens, want %lld + EOS", (long long)ds.n_tokens,
+                 (long long)want_n);
+    for (int64_t i = 0; i < want_n; i++)
+        cr_assert_eq(ds.tokens[i], want[i], "stored token %lld is %u, want %u", (long long)i,
+                     ds.tokens[i], want[i]);
+    cr_assert_eq(ds.tokens[want_n], 257u);
+    dataset_close(&ds);
+    free(want);
+    free(text);
+    rm_rf(dir);
+}
+
 Test(tokenizer, bytes_spec_still_loads) {
     Tokenizer *tok = load_ok("bytes");
     cr_assert_eq(tok->vocab_size, 257);
