@@ -142,8 +142,11 @@ static int line_task(Build *b, const json_t *obj) {
     return line_tag(b, obj, b->o->task_field, "--task-field", "task", &b->tasks, &b->n_tasks);
 }
 
-/* A progress line on stderr, at most twice a second, only on a terminal. */
+/* A progress line on stderr, at most twice a second, only on a terminal; the
+ * writer hears of every step, for the size in an out-of-space message. */
 static void progress(Build *b, int final) {
+    if (b->w) dataset_writer_set_progress(b->w, b->bytes_read, b->bytes_total);
+    if (b->pw) pref_writer_set_progress(b->pw, b->bytes_read, b->bytes_total);
     if (b->o->quiet || !isatty(STDERR_FILENO)) return;
     double now = now_seconds();
     if (!final && now - b->last_progress < 0.5) return;

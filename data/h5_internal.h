@@ -15,6 +15,9 @@ void h5_quiet(void);
  * call clears the stack. */
 const char *h5_reason(void);
 extern _Thread_local char h5_why[384];
+/* The errno of the failed system call under that message (a full disk:
+ * ENOSPC), or 0 when HDF5 failed for its own reasons. */
+extern _Thread_local int h5_sys_errno;
 
 extern const char *const pref_parts[3];  /* prompt, chosen, rejected */
 extern const char *const pref_cols[6];   /* {part}/tokens, {part}/offsets */

@@ -14,6 +14,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <hdf5.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -46,6 +47,11 @@ const char *const pref_cols[6] = {"prompt/tokens", "prompt/offsets", "chosen/tok
 void h5_quiet(void) {
     static int done;
     if (!done) {
+        /* No H5close at exit: a file whose writes failed can be left
+         * half-closed by HDF5 1.10, and closing it again at exit crashes
+         * (h5write.c detaches such files first; this is the backstop). Every
+         * file we write is closed, or abandoned and removed, before exit. */
+        H5dont_atexit();
         H5open();
         H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
         done = 1;
@@ -53,14 +59,29 @@ void h5_quiet(void) {
 }
 
 _Thread_local char h5_why[384];
+_Thread_local int h5_sys_errno;
 
+/* A failed system call reads "file write failed: time = ..., filename = ...,
+ * errno = 28, error message = 'No space left on device', buf = ...", over
+ * two lines: kept as "file write failed: No space left on device", with the
+ * errno in h5_sys_errno. */
 static herr_t innermost_cb(unsigned n, const H5E_error2_t *e, void *data) {
-    if (n == 0 && e->desc) snprintf(data, sizeof h5_why, "%s", e->desc);
+    if (n != 0 || !e->desc) return 0;
+    const char *no = strstr(e->desc, "errno = "), *text = strstr(e->desc, "error message = '");
+    if (no) h5_sys_errno = atoi(no + 8);
+    if (text) {
+        text += strlen("error message = '");
+        snprintf(data, sizeof h5_why, "%.*s: %.*s", (int)strcspn(e->desc, ":"), e->desc,
+                 (int)strcspn(text, "'"), text);
+    } else {
+        snprintf(data, sizeof h5_why, "%s", e->desc);
+    }
     return 0;
 }
 
 const char *h5_reason(void) {
     snprintf(h5_why, sizeof h5_why, "no detail from HDF5");
+    h5_sys_errno = 0;
     H5Ewalk2(H5E_DEFAULT, H5E_WALK_UPWARD, innermost_cb, h5_why);
     return h5_why;
 }
@@ -458,6 +479,53 @@ static int read_matrix(hid_t file, const char *path, const char *name, int is_id
     return rc;
 }
 
+/* Every row of a teacher's top-K (rows x K) is K distinct ids in [0, vocab)
+ * with finite log-probabilities <= 0: the top-K KD term sorts a row's ids and
+ * assumes them distinct (an assert at 1df6ed0, after `data validate` had
+ * passed the file), and a NaN or an infinity would train on garbage.
+ * Log-probs up to TOPK_LOGP_SLACK above 0 pass: another tool's float
+ * log-softmax may round its top entry there. (The probabilities' sum is not
+ * checked: the kernel renormalises a row past 1, and generate fills the
+ * unused row after a final EOS with K zeros.) last_row (vocab_size) holds the
+ * row that last saw each id, last_col its column there. */
+#define TOPK_LOGP_SLACK 1e-6f
+#define TOPK_HINT                                                                         \
+    "regenerate the rows with `retort generate --out X.h5 --store-topk K`, which checks " \
+    "each row, or fix the tool that wrote them"
+static int validate_topk(const char *p, const uint32_t *ids, const float *logp, int64_t rows,
+                         int K, int vocab_size) {
+    int64_t *last_row = xmalloc((size_t)vocab_size * sizeof *last_row);
+    int *last_col = xmalloc((size_t)vocab_size * sizeof *last_col);
+    for (int v = 0; v < vocab_size; v++) last_row[v] = -1;
+    int rc = 0;
+    for (int64_t r = 0; r < rows && rc == 0; r++) {
+        for (int k = 0; k < K && rc == 0; k++) {
+            uint32_t id = ids[r * K + k];
+            float lp = logp[r * K + k];
+            if (id >= (uint32_t)vocab_size)
+                rc = err_set("%s: dataset 'teacher_topk_ids', row %lld (token %lld), column "
+                             "%d: id %u is outside [0, vocab_size=%d); %s",
+                             p, (long long)r, (long long)r, k, id, vocab_size, TOPK_HINT);
+            else if (last_row[id] == r)
+                rc = err_set("%s: dataset 'teacher_topk_ids', row %lld (token %lld): id %u "
+                             "appears twice (columns %d and %d); a row holds K distinct ids, "
+                             "the teacher's top K; %s",
+                             p, (long long)r, (long long)r, id, last_col[id], k, TOPK_HINT);
+            else if (!isfinite(lp) || lp > TOPK_LOGP_SLACK)
+                rc = err_set("%s: dataset 'teacher_topk_logp', row %lld (token %lld), column "
+                             "%d (id %u): %g is not a log-probability (finite, <= 0); %s",
+                             p, (long long)r, (long long)r, k, id, lp, TOPK_HINT);
+            if (rc == 0) {
+                last_row[id] = r;
+                last_col[id] = k;
+            }
+        }
+    }
+    free(last_row);
+    free(last_col);
+    return rc;
+}
+
 /* kd: teacher_topk_ids / teacher_topk_logp, both or neither. */
 static int read_topk(Dataset *ds, hid_t file) {
     const char *p = ds->path;
@@ -471,24 +539,18 @@ static int read_topk(Dataset *ds, hid_t file) {
                        p, a == 0 ? "teacher_topk_ids" : "teacher_topk_logp",
                        a == 0 ? "teacher_topk_logp" : "teacher_topk_ids", REBUILD_HINT);
     if (a > 0) return 0;
-    if (r1 != ds->n_tokens || r2 != ds->n_tokens || c1 != c2 || c1 < 1 || c1 > ds->vocab_size)
+    if (c1 == c2 && c1 > ds->vocab_size)
+        return err_set("%s: datasets 'teacher_topk_ids' and 'teacher_topk_logp' have K=%lld "
+                       "columns, more than vocab_size %d: a row cannot hold more distinct ids "
+                       "than the vocabulary has; %s",
+                       p, (long long)c1, ds->vocab_size, REBUILD_HINT);
+    if (r1 != ds->n_tokens || r2 != ds->n_tokens || c1 != c2 || c1 < 1)
         return err_set("%s: teacher_topk_ids is %lld x %lld and teacher_topk_logp %lld x %lld; "
                        "both must be n_tokens (%lld) x K with 1 <= K <= vocab_size; %s",
                        p, (long long)r1, (long long)c1, (long long)r2, (long long)c2,
                        (long long)ds->n_tokens, REBUILD_HINT);
     ds->topk = (int)c1;
-    for (int64_t i = 0; i < r1 * c1; i++) {
-        if (ds->topk_ids[i] >= (uint32_t)ds->vocab_size)
-            return err_set("%s: teacher_topk_ids[%lld][%lld]=%u is >= vocab_size %d; %s", p,
-                           (long long)(i / c1), (long long)(i % c1), ds->topk_ids[i],
-                           ds->vocab_size, REBUILD_HINT);
-        if (!(ds->topk_logp[i] <= 0.0f))
-            return err_set("%s: teacher_topk_logp[%lld][%lld]=%g is not a log-probability "
-                           "(finite, <= 0); %s",
-                           p, (long long)(i / c1), (long long)(i % c1), ds->topk_logp[i],
-                           REBUILD_HINT);
-    }
-    return 0;
+    return validate_topk(p, ds->topk_ids, ds->topk_logp, r1, (int)c1, ds->vocab_size);
 }
 
 /* kd: the optional candidates/ group. */
@@ -707,6 +769,13 @@ static int pref_read(PrefDataset *pd, hid_t file) {
             return err_set("%s: dataset '%s' has %lld entries but there are %lld pairs (one "
                            "per pair); %s",
                            p, ref_names[k], (long long)n, (long long)pd->n_pairs, REBUILD_HINT);
+        /* a completion's log-prob sum under the reference: finite and <= 0;
+         * checked here so a bad value stops the run before its first step */
+        for (int64_t i = 0; rc == 0 && i < n; i++)
+            if (!isfinite((*ref[k])[i]) || (*ref[k])[i] > 0.0)
+                return err_set("%s: dataset '%s', pair %lld: %g is not a sum of log-probs "
+                               "(finite, <= 0); recompute it with `retort dpo precompute-ref`",
+                               p, ref_names[k], (long long)i, (*ref[k])[i]);
     }
     return 0;
 }

@@ -95,7 +95,7 @@ int dataset_writer_set_roles(DatasetWriter *w, const char *const *names, int n);
 int dataset_writer_set_tasks(DatasetWriter *w, const char *const *names, int n);
 /* kd: K teacher log-probs per token. Call set_topk before the first token;
  * then append_topk must have given one row of K per token when each document
- * ends. ids < vocab_size, logp finite and <= 0. */
+ * ends. ids < vocab_size and distinct within a row, logp finite and <= 0. */
 int dataset_writer_set_topk(DatasetWriter *w, int K);
 int dataset_writer_append_topk(DatasetWriter *w, const uint32_t *ids, const float *logp,
                                int64_t n);
@@ -108,6 +108,10 @@ int dataset_writer_add_candidate(DatasetWriter *w, int64_t example, const uint32
 int dataset_writer_close(DatasetWriter *w);
 /* Frees without writing anything (removes the .tmp). */
 void dataset_writer_abort(DatasetWriter *w);
+/* How much of its input the caller has read (bytes done of total; total 0:
+ * unknown): a write that runs out of disk space then says how much the whole
+ * file needs, not only the data so far. */
+void dataset_writer_set_progress(DatasetWriter *w, int64_t done, int64_t total);
 
 /* ---- batching ----
  * lm : the token stream is cut into windows of T+1 tokens starting at
@@ -203,6 +207,7 @@ int pref_writer_add(PrefWriter *pw, const uint32_t *prompt, int64_t n_prompt,
                     int64_t n_rejected);
 int pref_writer_close(PrefWriter *pw);
 void pref_writer_abort(PrefWriter *pw);
+void pref_writer_set_progress(PrefWriter *pw, int64_t done, int64_t total);
 
 /* Adds (or replaces) ref_logp_chosen / ref_logp_rejected (n_pairs each) in an
  * existing pref file, with root attributes ref_model, ref_seq_len,

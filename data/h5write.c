@@ -2,8 +2,19 @@
  *
  * Writing appends into chunked, extendible datasets through in-memory buffers
  * (one H5Dwrite per ~1M tokens, never one per document), then writes the
- * attributes, closes, fsyncs and renames the .tmp over the target, so a
- * reader never sees a half-written file under the final name.
+ * attributes, flushes, closes, fsyncs and renames the .tmp over the target, so
+ * a reader never sees a half-written file under the final name. Every HDF5
+ * call that can write is checked, closes included: H5Dwrite only fills the
+ * chunk cache, and a full disk may first show at H5Fflush or H5Dclose (at
+ * 1df6ed0 an unchecked H5Dclose let a build exit 0 with zero-filled holes).
+ *
+ * A failed write abandons the file: its descriptor is pointed at /dev/null
+ * (h5_detach) so that HDF5 can close it (its own retries of the dirty chunks
+ * would fail again, and HDF5 1.10 then crashes at exit), and the .tmp is
+ * removed. The target is never touched. The message says how much space the
+ * file needs (err_write), from the data written so far and, when the caller
+ * says how much of its input it has read (dataset_writer_set_progress), the
+ * whole input.
  */
 #include "data/h5data.h"
 
@@ -14,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "data/h5_internal.h"
@@ -26,6 +38,8 @@ typedef struct {
     hid_t dset;
     hid_t memtype;
     size_t elem;      /* bytes per element in memory */
+    size_t file_elem; /* bytes per element in the file */
+    int64_t chunk;    /* elements per HDF5 chunk: the file holds whole chunks */
     void *buf;        /* (cap) elements */
     int64_t n_buf, cap;
     int64_t n_file;   /* elements already in the file */
@@ -60,9 +74,75 @@ struct DatasetWriter {
     char **role_names;
     int n_roles;
     int failed;          /* an HDF5 write failed: only abort remains */
+    int closing;         /* every document is in: the data's size is final */
+    int64_t input_done, input_total; /* dataset_writer_set_progress */
+    int64_t *topk_seen;  /* (vocab_size) the last row check (topk_checks) that met each id */
+    int64_t topk_checks;
     Column extra[6];     /* pref: {prompt,chosen,rejected}/{tokens,offsets} */
     int n_extra;
 };
+
+#define MAX_COLUMNS 18
+
+/* Every column the writer may hold, created or not (buf NULL); how many. */
+static int writer_columns(DatasetWriter *w, Column **cols) {
+    Column *fixed[] = {&w->tokens,       &w->offsets,     &w->mask,         &w->role,
+                       &w->task,         &w->topk_ids,    &w->topk_logp,    &w->cand_tokens,
+                       &w->cand_offsets, &w->cand_example, &w->cand_logp,   &w->cand_score};
+    int n = 0;
+    for (size_t i = 0; i < sizeof fixed / sizeof *fixed; i++) cols[n++] = fixed[i];
+    for (int i = 0; i < w->n_extra; i++) cols[n++] = &w->extra[i];
+    return n;
+}
+
+/* Bytes the data handed to the writer so far takes in the file: whole
+ * chunks, and room for HDF5's own records. */
+static uint64_t writer_data_bytes(DatasetWriter *w) {
+    Column *cols[MAX_COLUMNS];
+    int n = writer_columns(w, cols);
+    uint64_t bytes = 16384;
+    for (int i = 0; i < n; i++) {
+        const Column *c = cols[i];
+        if (!c->name) continue; /* never created */
+        int64_t chunks = (c->n_file + c->n_buf + c->chunk - 1) / c->chunk;
+        bytes += (uint64_t)chunks * (uint64_t)c->chunk * c->file_elem;
+    }
+    return bytes;
+}
+
+/* The writer is abandoned after a failed HDF5 call (h5_reason already
+ * taken). For a full disk or the file-size limit the message says how much
+ * space the file needs: the data so far, scaled to the whole input when the
+ * share read is known; otherwise it names the call and HDF5's reason. */
+static int writer_failed(DatasetWriter *w, const char *doing) {
+    w->failed = 1;
+    int e = h5_sys_errno;
+    if (e != ENOSPC && e != EDQUOT && e != EFBIG)
+        return err_set("%s: cannot %s (HDF5: %s); %s is left as it was", w->tmp, doing, h5_why,
+                       w->path);
+    uint64_t so_far = writer_data_bytes(w);
+    if (!w->closing && w->input_done > 0 && w->input_total > w->input_done)
+        return err_write(w->path, w->tmp, e,
+                         (uint64_t)((double)so_far * (double)w->input_total /
+                                    (double)w->input_done),
+                         0);
+    return err_write(w->path, w->tmp, e, so_far, !w->closing);
+}
+
+/* Points the file's descriptor at /dev/null, so that closing an abandoned
+ * file writes nothing and cannot fail (see the top of this file). Files are
+ * written with HDF5's default POSIX driver, whose handle is the descriptor. */
+static void h5_detach(hid_t file) {
+    hid_t fapl = H5Fget_access_plist(file);
+    int posix = fapl >= 0 && H5Pget_driver(fapl) == H5FD_SEC2;
+    if (fapl >= 0) H5Pclose(fapl);
+    void *handle = NULL;
+    if (!posix || H5Fget_vfd_handle(file, H5P_DEFAULT, &handle) < 0 || !handle) return;
+    int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+    if (null < 0) return;
+    dup2(null, *(int *)handle);
+    close(null);
+}
 
 /* A 1-D column (width 0) or a 2-D one of `width` columns, where chunk and cap
  * count rows. */
@@ -81,11 +161,16 @@ static int column_create_2d(DatasetWriter *w, Column *c, const char *name, hid_t
     if (c->dset < 0) h5_reason();
     H5Pclose(dcpl);
     H5Sclose(space);
-    if (c->dset < 0)
-        return err_set("%s: cannot create dataset '%s' (HDF5: %s)", w->tmp, name, h5_why);
+    if (c->dset < 0) {
+        char doing[96];
+        snprintf(doing, sizeof doing, "create dataset '%s'", name);
+        return writer_failed(w, doing);
+    }
     c->name = name;
     c->memtype = memtype;
     c->elem = elem;
+    c->file_elem = H5Tget_size(filetype);
+    c->chunk = chunk * (width > 0 ? width : 1);
     c->cap = cap;
     c->buf = xmalloc((size_t)cap * elem);
     return 0;
@@ -117,9 +202,9 @@ static int column_flush(DatasetWriter *w, Column *c) {
         H5Sclose(fs);
     }
     if (rc != 0) {
-        w->failed = 1;
-        return err_set("%s: cannot write dataset '%s' (HDF5: %s); check free disk space", w->tmp,
-                       c->name, h5_why);
+        char doing[96];
+        snprintf(doing, sizeof doing, "write dataset '%s'", c->name);
+        return writer_failed(w, doing);
     }
     c->n_file += c->n_buf;
     c->n_buf = 0;
@@ -139,28 +224,34 @@ static int column_append(DatasetWriter *w, Column *c, const void *data, int64_t 
     return 0;
 }
 
-static void column_free(Column *c) {
-    if (c->dset > 0) H5Dclose(c->dset);
+/* Closes the column's dataset (H5Dclose writes its cached chunks: it can
+ * fail on a full disk) and frees its buffer. 0, or -1 with h5_reason taken. */
+static int column_close(Column *c) {
+    int rc = 0;
+    if (c->dset >= 0 && H5Dclose(c->dset) < 0) {
+        h5_reason();
+        rc = -1;
+    }
     c->dset = H5I_INVALID_HID;
     free(c->buf);
     c->buf = NULL;
+    return rc;
 }
 
+/* Frees the writer. A file still open is abandoned: detached, closed, and its
+ * .tmp removed (remove_tmp: also when HDF5 could not create it). */
 static void writer_destroy(DatasetWriter *w, int remove_tmp) {
-    column_free(&w->tokens);
-    column_free(&w->offsets);
-    column_free(&w->mask);
-    column_free(&w->role);
-    for (int i = 0; i < w->n_extra; i++) column_free(&w->extra[i]);
-    Column *kd[] = {&w->task,         &w->topk_ids,     &w->topk_logp, &w->cand_tokens,
-                    &w->cand_offsets, &w->cand_example, &w->cand_logp, &w->cand_score};
-    for (size_t i = 0; i < sizeof kd / sizeof *kd; i++) column_free(kd[i]);
+    if (w->file >= 0) h5_detach(w->file);
+    Column *cols[MAX_COLUMNS];
+    int n = writer_columns(w, cols);
+    for (int i = 0; i < n; i++) column_close(cols[i]);
     if (w->file >= 0) H5Fclose(w->file);
     if (remove_tmp) unlink(w->tmp);
     for (int i = 0; i < w->n_roles; i++) free(w->role_names[i]);
     free(w->role_names);
     for (int i = 0; i < w->n_tasks; i++) free(w->task_names[i]);
     free(w->task_names);
+    free(w->topk_seen);
     free(w);
 }
 
@@ -197,9 +288,14 @@ static DatasetWriter *writer_new(const char *path, Schema schema, int vocab_size
     for (size_t i = 0; i < sizeof kd / sizeof *kd; i++) kd[i]->dset = H5I_INVALID_HID;
     w->file = H5Fcreate(w->tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
     if (w->file < 0) {
-        err_set("cannot create %s (HDF5: %s); check that the directory exists and is writable",
-                w->tmp, h5_reason());
-        writer_destroy(w, 0);
+        h5_reason();
+        int e = h5_sys_errno, full = e == ENOSPC || e == EDQUOT || e == EFBIG;
+        if (full) err_write(path, w->tmp, e, 0, 1);
+        else
+            err_set("cannot create %s (HDF5: %s); check that the directory exists and is "
+                    "writable",
+                    w->tmp, h5_why);
+        writer_destroy(w, full); /* a full disk: HDF5 made the file, empty */
         return NULL;
     }
     return w;
@@ -335,6 +431,8 @@ int dataset_writer_set_topk(DatasetWriter *w, int K) {
         return -1;
     }
     w->topk = K;
+    w->topk_seen = xmalloc((size_t)w->vocab_size * sizeof *w->topk_seen);
+    for (int v = 0; v < w->vocab_size; v++) w->topk_seen[v] = -1;
     return 0;
 }
 
@@ -344,12 +442,20 @@ int dataset_writer_append_topk(DatasetWriter *w, const uint32_t *ids, const floa
     if (w->topk == 0) return err_set("%s: dataset_writer_set_topk was not called", w->path);
     int K = w->topk;
     for (int64_t i = 0; i < n * K; i++) {
+        int64_t row = w->n_topk_rows + i / K;
+        if (i % K == 0) w->topk_checks++; /* a new row: no id met yet */
         if (ids[i] >= (uint32_t)w->vocab_size)
             return err_set("%s: teacher top-k id %u (token %lld) is >= vocab_size %d", w->path,
-                           ids[i], (long long)(w->n_topk_rows + i / K), w->vocab_size);
-        if (!(logp[i] <= 0.0f)) /* NaN fails too */
-            return err_set("%s: teacher top-k log-prob %g (token %lld) is not a log-probability",
-                           w->path, logp[i], (long long)(w->n_topk_rows + i / K));
+                           ids[i], (long long)row, w->vocab_size);
+        if (w->topk_seen[ids[i]] == w->topk_checks)
+            return err_set("%s: teacher top-k id %u appears twice in the row of token %lld; a "
+                           "row holds K distinct ids",
+                           w->path, ids[i], (long long)row);
+        if (!(logp[i] <= 0.0f) || isinf(logp[i])) /* NaN fails too */
+            return err_set("%s: teacher top-k log-prob %g (token %lld) is not a log-probability "
+                           "(finite, <= 0)",
+                           w->path, logp[i], (long long)row);
+        w->topk_seen[ids[i]] = w->topk_checks;
     }
     if (column_append(w, &w->topk_ids, ids, n * K) != 0 ||
         column_append(w, &w->topk_logp, logp, n * K) != 0)
@@ -377,11 +483,13 @@ int dataset_writer_add_candidate(DatasetWriter *w, int64_t example, const uint32
         int64_t zero = 0;
         hid_t g = H5Gcreate2(w->file, "candidates", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
         if (g < 0) {
-            w->failed = 1;
-            return err_set("%s: cannot create group 'candidates' (HDF5: %s)", w->tmp,
-                           h5_reason());
+            h5_reason();
+            return writer_failed(w, "create group 'candidates'");
         }
-        H5Gclose(g);
+        if (H5Gclose(g) < 0) {
+            h5_reason();
+            return writer_failed(w, "create group 'candidates'");
+        }
         if (column_create(w, &w->cand_tokens, "candidates/tokens", token_type,
                           H5T_NATIVE_UINT32, 4, TOKEN_CHUNK, TOKEN_BUFFER) != 0 ||
             column_create(w, &w->cand_offsets, "candidates/offsets", H5T_STD_I64LE,
@@ -437,6 +545,12 @@ int dataset_writer_set_tasks(DatasetWriter *w, const char *const *names, int n) 
     return set_names(w, "task", &w->task_names, &w->n_tasks, names, n);
 }
 
+static int attr_failed(DatasetWriter *w, const char *name) {
+    char doing[96];
+    snprintf(doing, sizeof doing, "write attribute '%s'", name);
+    return writer_failed(w, doing);
+}
+
 /* Fixed-length strings (never HDF5 variable-length types), one per name. */
 static int write_attr_strings(DatasetWriter *w, const char *name, const char *const *values,
                               int n, int scalar) {
@@ -453,12 +567,11 @@ static int write_attr_strings(DatasetWriter *w, const char *name, const char *co
     hid_t aid = H5Acreate2(w->file, name, type, space, H5P_DEFAULT, H5P_DEFAULT);
     int rc = (aid < 0 || H5Awrite(aid, type, buf) < 0) ? -1 : 0;
     if (rc) h5_reason();
-    if (aid >= 0) H5Aclose(aid);
+    if (aid >= 0 && H5Aclose(aid) < 0 && rc == 0) rc = (h5_reason(), -1);
     H5Sclose(space);
     H5Tclose(type);
     free(buf);
-    if (rc) return err_set("%s: cannot write attribute '%s' (HDF5: %s)", w->tmp, name, h5_why);
-    return 0;
+    return rc ? attr_failed(w, name) : 0;
 }
 
 static int write_attr_int(DatasetWriter *w, const char *name, int64_t v) {
@@ -466,10 +579,9 @@ static int write_attr_int(DatasetWriter *w, const char *name, int64_t v) {
     hid_t aid = H5Acreate2(w->file, name, H5T_STD_I64LE, space, H5P_DEFAULT, H5P_DEFAULT);
     int rc = (aid < 0 || H5Awrite(aid, H5T_NATIVE_INT64, &v) < 0) ? -1 : 0;
     if (rc) h5_reason();
-    if (aid >= 0) H5Aclose(aid);
+    if (aid >= 0 && H5Aclose(aid) < 0 && rc == 0) rc = (h5_reason(), -1);
     H5Sclose(space);
-    if (rc) return err_set("%s: cannot write attribute '%s' (HDF5: %s)", w->tmp, name, h5_why);
-    return 0;
+    return rc ? attr_failed(w, name) : 0;
 }
 
 static int writer_finish(DatasetWriter *w) {
@@ -487,16 +599,11 @@ static int writer_finish(DatasetWriter *w) {
         return err_set("%s: a candidate refers to example %lld but only %lld examples were "
                        "written",
                        w->path, (long long)w->max_cand_example, (long long)w->n_docs);
-    if (column_flush(w, &w->tokens) != 0 || column_flush(w, &w->offsets) != 0 ||
-        (w->mask.buf && column_flush(w, &w->mask) != 0) ||
-        (w->role.buf && column_flush(w, &w->role) != 0))
-        return -1;
-    Column *kd[] = {&w->task,         &w->topk_ids,     &w->topk_logp, &w->cand_tokens,
-                    &w->cand_offsets, &w->cand_example, &w->cand_logp, &w->cand_score};
-    for (size_t i = 0; i < sizeof kd / sizeof *kd; i++)
-        if (kd[i]->buf && column_flush(w, kd[i]) != 0) return -1;
-    for (int i = 0; i < w->n_extra; i++)
-        if (column_flush(w, &w->extra[i]) != 0) return -1;
+    w->closing = 1;
+    Column *cols[MAX_COLUMNS];
+    int n_cols = writer_columns(w, cols);
+    for (int i = 0; i < n_cols; i++)
+        if (cols[i]->buf && column_flush(w, cols[i]) != 0) return -1;
     const char *schema = schema_name(w->schema), *tok = w->tokenizer;
     if (write_attr_strings(w, "schema", &schema, 1, 1) != 0 ||
         write_attr_int(w, "version", H5DATA_VERSION) != 0 ||
@@ -509,32 +616,39 @@ static int writer_finish(DatasetWriter *w) {
         (w->n_tasks > 0 &&
          write_attr_strings(w, "tasks", (const char *const *)w->task_names, w->n_tasks, 0) != 0))
         return -1;
-    for (size_t i = 0; i < sizeof kd / sizeof *kd; i++) column_free(kd[i]);
-    column_free(&w->tokens);
-    column_free(&w->offsets);
-    column_free(&w->mask);
-    column_free(&w->role);
-    for (int i = 0; i < w->n_extra; i++) column_free(&w->extra[i]);
-    herr_t closed = H5Fclose(w->file);
+    /* everything cached reaches the file here, where a failure is still ours
+     * to report; the closes below then have nothing left to write */
+    if (H5Fflush(w->file, H5F_SCOPE_LOCAL) < 0) {
+        h5_reason();
+        return writer_failed(w, "flush the file");
+    }
+    for (int i = 0; i < n_cols; i++) {
+        const char *name = cols[i]->name;
+        if (column_close(cols[i]) != 0) {
+            char doing[96];
+            snprintf(doing, sizeof doing, "close dataset '%s'", name);
+            return writer_failed(w, doing);
+        }
+    }
+    if (H5Fclose(w->file) < 0) {
+        /* HDF5 keeps a file it failed to close half-open; it is never touched again */
+        w->file = H5I_INVALID_HID;
+        h5_reason();
+        return writer_failed(w, "close the file");
+    }
     w->file = H5I_INVALID_HID;
-    if (closed < 0)
-        return err_set("%s: cannot close (HDF5: %s); check free disk space", w->tmp,
-                       h5_reason());
     int fd = open(w->tmp, O_RDONLY);
     if (fd < 0 || fsync(fd) != 0) {
         int e = errno;
         if (fd >= 0) close(fd);
-        return err_set("cannot fsync %s: %s", w->tmp, strerror(e));
+        w->failed = 1;
+        return err_write(w->path, w->tmp, e, writer_data_bytes(w), 0);
     }
     close(fd);
     if (rename(w->tmp, w->path) != 0)
-        return err_set("cannot rename %s to %s: %s", w->tmp, w->path, strerror(errno));
-    char dir[1024];
-    snprintf(dir, sizeof dir, "%s", w->path);
-    char *slash = strrchr(dir, '/');
-    if (slash) *(slash == dir ? slash + 1 : slash) = '\0';
-    else snprintf(dir, sizeof dir, ".");
-    return fsync_dir(dir);
+        return err_set("cannot rename %s to %s: %s; %s is left as it was", w->tmp, w->path,
+                       strerror(errno), w->path);
+    return fsync_parent(w->path);
 }
 
 int dataset_writer_close(DatasetWriter *w) {
@@ -545,6 +659,11 @@ int dataset_writer_close(DatasetWriter *w) {
 
 void dataset_writer_abort(DatasetWriter *w) {
     if (w) writer_destroy(w, 1);
+}
+
+void dataset_writer_set_progress(DatasetWriter *w, int64_t done, int64_t total) {
+    w->input_done = done;
+    w->input_total = total;
 }
 
 /* ------------------------------------------------------------ pref files */
@@ -566,13 +685,14 @@ PrefWriter *pref_writer_open(const char *path, int vocab_size, int eos_id, int p
     int64_t zero = 0;
     for (int p = 0; p < 3; p++) {
         hid_t g = H5Gcreate2(w->file, pref_parts[p], H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
-        if (g < 0) {
-            err_set("%s: cannot create group '%s' (HDF5: %s)", w->tmp, pref_parts[p],
-                    h5_reason());
+        if (g < 0 || H5Gclose(g) < 0) {
+            h5_reason();
+            char doing[64];
+            snprintf(doing, sizeof doing, "create group '%s'", pref_parts[p]);
+            writer_failed(w, doing);
             writer_destroy(w, 1);
             return NULL;
         }
-        H5Gclose(g);
         if (column_create(w, &w->extra[2 * p], pref_cols[2 * p], token_type, H5T_NATIVE_UINT32,
                           4, TOKEN_CHUNK, TOKEN_BUFFER) != 0 ||
             column_create(w, &w->extra[2 * p + 1], pref_cols[2 * p + 1], H5T_STD_I64LE,
@@ -633,44 +753,62 @@ void pref_writer_abort(PrefWriter *pw) {
     free(pw);
 }
 
+void pref_writer_set_progress(PrefWriter *pw, int64_t done, int64_t total) {
+    dataset_writer_set_progress(pw->w, done, total);
+}
+
 /* ------------------------------------------------ precomputed reference */
 
-static int copy_file(const char *from, const char *to) {
-    FILE *in = fopen(from, "rb");
-    if (!in) return err_set("cannot open %s: %s", from, strerror(errno));
-    FILE *out = fopen(to, "wb");
+/* Why a change to the copy tmp of the pref file path failed (h5_reason
+ * taken); needed: the finished file's size. */
+static int ref_failed(const char *path, const char *tmp, const char *doing, uint64_t needed) {
+    int e = h5_sys_errno;
+    if (e == ENOSPC || e == EDQUOT || e == EFBIG) return err_write(path, tmp, e, needed, 0);
+    return err_set("%s: cannot %s (HDF5: %s); %s is left as it was", tmp, doing, h5_why, path);
+}
+
+/* Copies path into tmp (created). On failure tmp is left for the caller. */
+static int copy_file(const char *path, const char *tmp, uint64_t needed) {
+    FILE *in = fopen(path, "rb");
+    if (!in) return err_set("cannot open %s: %s", path, strerror(errno));
+    FILE *out = fopen(tmp, "wb");
     if (!out) {
         fclose(in);
-        return err_set("cannot create %s: %s", to, strerror(errno));
+        return err_set("cannot create %s: %s", tmp, strerror(errno));
     }
     char *buf = xmalloc(1 << 20);
     size_t n;
-    int rc = 0;
-    while (rc == 0 && (n = fread(buf, 1, 1 << 20, in)) > 0)
-        if (fwrite(buf, 1, n, out) != n)
-            rc = err_set("cannot write %s: %s (check free disk space)", to, strerror(errno));
-    if (rc == 0 && ferror(in)) rc = err_set("cannot read %s", from);
+    int e = 0;
+    while (e == 0 && (n = fread(buf, 1, 1 << 20, in)) > 0)
+        if (fwrite(buf, 1, n, out) != n) e = errno ? errno : EIO;
+    int bad_read = ferror(in);
     free(buf);
     fclose(in);
-    if (fclose(out) != 0 && rc == 0) rc = err_set("cannot write %s: %s", to, strerror(errno));
-    return rc;
+    if (fflush(out) != 0 && e == 0) e = errno;
+    if (fclose(out) != 0 && e == 0) e = errno;
+    if (e != 0) return err_write(path, tmp, e, needed, 0);
+    if (bad_read) return err_set("cannot read %s", path);
+    return 0;
 }
 
-static int put_f64(hid_t file, const char *tmp, const char *name, const double *v, int64_t n) {
+/* Creates (or replaces) the float64 dataset `name`. -1 with h5_reason taken. */
+static int put_f64(hid_t file, const char *name, const double *v, int64_t n) {
     if (H5Lexists(file, name, H5P_DEFAULT) > 0 && H5Ldelete(file, name, H5P_DEFAULT) < 0)
-        return err_set("%s: cannot replace '%s' (HDF5: %s)", tmp, name, h5_reason());
+        return (h5_reason(), -1);
     hsize_t dims = (hsize_t)n;
     hid_t space = H5Screate_simple(1, &dims, NULL);
     hid_t d = H5Dcreate2(file, name, H5T_IEEE_F64LE, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
     int rc = d < 0 || H5Dwrite(d, H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, v) < 0;
     if (rc) h5_reason();
-    if (d >= 0) H5Dclose(d);
+    if (d >= 0 && H5Dclose(d) < 0 && !rc) rc = (h5_reason(), 1);
     H5Sclose(space);
-    return rc ? err_set("%s: cannot write '%s' (HDF5: %s)", tmp, name, h5_why) : 0;
+    return rc ? -1 : 0;
 }
 
-static int put_attr(hid_t file, const char *tmp, const char *name, int64_t iv, const char *sv) {
-    if (H5Aexists(file, name) > 0) H5Adelete(file, name);
+/* Sets root attribute `name` to the string sv, or to iv when sv is NULL. -1
+ * with h5_reason taken. */
+static int put_attr(hid_t file, const char *name, int64_t iv, const char *sv) {
+    if (H5Aexists(file, name) > 0 && H5Adelete(file, name) < 0) return (h5_reason(), -1);
     hid_t type = sv ? H5Tcopy(H5T_C_S1) : H5Tcopy(H5T_STD_I64LE);
     if (sv) {
         H5Tset_size(type, strlen(sv) + 1);
@@ -680,10 +818,10 @@ static int put_attr(hid_t file, const char *tmp, const char *name, int64_t iv, c
     hid_t a = H5Acreate2(file, name, type, space, H5P_DEFAULT, H5P_DEFAULT);
     int rc = a < 0 || (sv ? H5Awrite(a, type, sv) : H5Awrite(a, H5T_NATIVE_INT64, &iv)) < 0;
     if (rc) h5_reason();
-    if (a >= 0) H5Aclose(a);
+    if (a >= 0 && H5Aclose(a) < 0 && !rc) rc = (h5_reason(), 1);
     H5Sclose(space);
     H5Tclose(type);
-    return rc ? err_set("%s: cannot write attribute '%s' (HDF5: %s)", tmp, name, h5_why) : 0;
+    return rc ? -1 : 0;
 }
 
 int pref_dataset_write_ref(const char *path, const double *ref_c, const double *ref_r,
@@ -694,32 +832,62 @@ int pref_dataset_write_ref(const char *path, const double *ref_c, const double *
     if (snprintf(tmp, sizeof tmp, "%s.tmp", path) >= (int)sizeof tmp)
         return err_set("path too long: %.80s...", path);
     for (int64_t i = 0; i < n_pairs; i++)
-        if (!isfinite(ref_c[i]) || !isfinite(ref_r[i]))
-            return err_set("%s: reference log-prob of pair %lld is not finite", path, (long long)i);
-    if (copy_file(path, tmp) != 0) {
+        if (!isfinite(ref_c[i]) || !isfinite(ref_r[i]) || ref_c[i] > 0 || ref_r[i] > 0)
+            return err_set("%s: reference log-prob sum of pair %lld (chosen %g, rejected %g) is "
+                           "not finite and <= 0",
+                           path, (long long)i, ref_c[i], ref_r[i]);
+    struct stat st;
+    uint64_t needed = (stat(path, &st) == 0 ? (uint64_t)st.st_size : 0) +
+                      2 * (uint64_t)n_pairs * sizeof(double) + 4096;
+    if (copy_file(path, tmp, needed) != 0) {
         unlink(tmp);
         return -1;
     }
     hid_t file = H5Fopen(tmp, H5F_ACC_RDWR, H5P_DEFAULT);
     if (file < 0) {
+        h5_reason();
+        int rc = ref_failed(path, tmp, "open the copy for writing", needed);
         unlink(tmp);
-        return err_set("%s: cannot open for writing (HDF5: %s)", tmp, h5_reason());
+        return rc;
     }
-    int rc = put_f64(file, tmp, "ref_logp_chosen", ref_c, n_pairs);
-    if (rc == 0) rc = put_f64(file, tmp, "ref_logp_rejected", ref_r, n_pairs);
-    if (rc == 0) rc = put_attr(file, tmp, "ref_model", 0, model ? model : "");
-    if (rc == 0) rc = put_attr(file, tmp, "ref_seq_len", seq_len, NULL);
-    if (rc == 0) rc = put_attr(file, tmp, "ref_max_prompt_len", max_prompt_len, NULL);
-    if (rc == 0) rc = put_attr(file, tmp, "ref_max_completion_len", max_completion_len, NULL);
-    if (H5Fclose(file) < 0 && rc == 0)
-        rc = err_set("%s: cannot close (HDF5: %s); check free disk space", tmp, h5_reason());
-    if (rc == 0) {
-        int fd = open(tmp, O_RDONLY);
-        if (fd < 0 || fsync(fd) != 0) rc = err_set("cannot fsync %s: %s", tmp, strerror(errno));
+    const char *doing = NULL;
+    if (put_f64(file, "ref_logp_chosen", ref_c, n_pairs) != 0) doing = "write 'ref_logp_chosen'";
+    else if (put_f64(file, "ref_logp_rejected", ref_r, n_pairs) != 0)
+        doing = "write 'ref_logp_rejected'";
+    else if (put_attr(file, "ref_model", 0, model ? model : "") != 0 ||
+             put_attr(file, "ref_seq_len", seq_len, NULL) != 0 ||
+             put_attr(file, "ref_max_prompt_len", max_prompt_len, NULL) != 0 ||
+             put_attr(file, "ref_max_completion_len", max_completion_len, NULL) != 0)
+        doing = "write the ref_* attributes";
+    else if (H5Fflush(file, H5F_SCOPE_LOCAL) < 0)
+        doing = (h5_reason(), "flush the file");
+    if (doing) {
+        int rc = ref_failed(path, tmp, doing, needed);
+        h5_detach(file);
+        H5Fclose(file);
+        unlink(tmp);
+        return rc;
+    }
+    if (H5Fclose(file) < 0) { /* left half-open by HDF5: never touched again */
+        h5_reason();
+        int rc = ref_failed(path, tmp, "close the file", needed);
+        unlink(tmp);
+        return rc;
+    }
+    int fd = open(tmp, O_RDONLY);
+    if (fd < 0 || fsync(fd) != 0) {
+        int e = errno;
         if (fd >= 0) close(fd);
+        err_write(path, tmp, e, needed, 0);
+        unlink(tmp);
+        return -1;
     }
-    if (rc == 0 && rename(tmp, path) != 0)
-        rc = err_set("cannot rename %s to %s: %s", tmp, path, strerror(errno));
-    if (rc != 0) unlink(tmp);
-    return rc;
+    close(fd);
+    if (rename(tmp, path) != 0) {
+        int e = errno;
+        unlink(tmp);
+        return err_set("cannot rename %s to %s: %s; %s is left as it was", tmp, path,
+                       strerror(e), path);
+    }
+    return fsync_parent(path);
 }

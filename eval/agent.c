@@ -391,10 +391,15 @@ int agent_eval_file(const Agent *a, const char *path, int limit, const char *pre
                     int quiet, AgentMetrics *m) {
     FILE *f = fopen(path, "r");
     if (!f) return err_set("cannot open %s: %s", path, strerror(errno));
-    FILE *out = predictions ? fopen(predictions, "w") : NULL;
+    char tmp[4096] = "";
+    if (predictions && snprintf(tmp, sizeof tmp, "%s.tmp", predictions) >= (int)sizeof tmp) {
+        fclose(f);
+        return err_set("path too long: %.200s...", predictions);
+    }
+    FILE *out = predictions ? fopen(tmp, "w") : NULL;
     if (predictions && !out) {
         fclose(f);
-        return err_set("cannot create %s: %s", predictions, strerror(errno));
+        return err_set("cannot create %s: %s", tmp, strerror(errno));
     }
     double t0 = now_seconds();
     char *line = NULL;
@@ -425,8 +430,9 @@ int agent_eval_file(const Agent *a, const char *path, int limit, const char *pre
     if (!quiet) fprintf(stderr, "\n");
     free(line);
     fclose(f);
-    if (out && fclose(out) != 0 && rc == 0) rc = err_set("cannot write %s", predictions);
     if (rc == 0 && m->tasks == 0) rc = err_set("%s: no tasks", path);
+    if (out && rc == 0) rc = file_commit(out, tmp, predictions); /* removes tmp on failure */
+    else if (out) file_discard(out, tmp);
     m->seconds += now_seconds() - t0;
     return rc;
 }
@@ -478,7 +484,9 @@ int agent_write_json(const AgentMetrics *m, const char *path) {
     json_object_set_new(j, "call_steps", json_integer(m->call_steps));
     json_object_set_new(j, "summary_steps", json_integer(m->summary_steps));
     json_object_set_new(j, "seconds", json_real(m->seconds));
-    int rc = json_dump_file(j, path, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+    char *text = json_dumps(j, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
     json_decref(j);
-    return rc == 0 ? 0 : err_set("cannot write %s", path);
+    int rc = write_file_atomic(path, text, strlen(text));
+    free(text);
+    return rc;
 }

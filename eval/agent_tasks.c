@@ -294,8 +294,7 @@ int agent_make_data(const TaskGenOptions *o) {
             free(line);
             json_decref(task);
         }
-        if (fclose(f) != 0 || rename(tmp, path) != 0)
-            return err_set("cannot write %s: %s", path, strerror(errno));
+        if (file_commit(f, tmp, path) != 0) return -1;
     }
     return 0;
 }

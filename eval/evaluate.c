@@ -220,10 +220,8 @@ int evaluate_jsonl(GPT *m, const Tokenizer *tok, const EvalJob *job, EvalResult 
         out->seconds = now_seconds() - t0;
     }
     if (pred) {
-        if (fclose(pred) != 0 && rc == 0) rc = err_set("cannot write %s", tmp);
-        if (rc == 0 && rename(tmp, job->predictions) != 0)
-            rc = err_set("cannot rename %s: %s", tmp, strerror(errno));
-        if (rc != 0) remove(tmp);
+        if (rc == 0) rc = file_commit(pred, tmp, job->predictions);
+        else file_discard(pred, tmp);
     }
     for (int64_t i = 0; i < l.n; i++) free(hyps[i]);
     free(hyps);

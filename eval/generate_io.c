@@ -263,8 +263,9 @@ static int write_jsonl(FILE *out, const char *tmp, const GenerateJob *job, json_
     if (job->beams > 0) json_object_set_new(obj, "scores", scores);
     else json_decref(scores);
     char *dump = json_dumps(obj, JSON_COMPACT | JSON_PRESERVE_ORDER);
-    int rc = fprintf(out, "%s\n", dump) < 0 ? err_set("cannot write %s: %s", tmp, strerror(errno))
-                                            : 0;
+    int rc = fprintf(out, "%s\n", dump) < 0
+                 ? err_write(job->output, tmp, errno, (uint64_t)ftell(out), 1)
+                 : 0;
     free(dump);
     return rc;
 }
@@ -573,11 +574,10 @@ int generate_jsonl(GPT *m, const Tokenizer *tok, const GenerateJob *job, Generat
         free(sink.logp);
         free(sink.ids);
         free(sink.lps);
+    } else if (rc == 0) {
+        rc = file_commit(out, tmp, job->output); /* fsynced, renamed; removed on failure */
     } else {
-        if (fclose(out) != 0 && rc == 0) rc = err_set("cannot write %s: %s", tmp, strerror(errno));
-        if (rc == 0 && rename(tmp, job->output) != 0)
-            rc = err_set("cannot rename %s to %s: %s", tmp, job->output, strerror(errno));
-        if (rc != 0) remove(tmp);
+        file_discard(out, tmp);
     }
     if (!job->quiet) {
         fprintf(stderr, "%sgenerate: %lld prompts, %lld completions (%lld new tokens, %.1f/s) -> %s\n",

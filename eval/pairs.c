@@ -539,10 +539,8 @@ int pairs_build(GPT *sampler, GPT *scorer, const Tokenizer *tok, const PairsJob 
         else pref_writer_abort(r.pw);
     }
     if (r.dump) {
-        if (fclose(r.dump) != 0 && rc == 0) rc = err_set("cannot write %s", dump_tmp);
-        if (rc == 0 && rename(dump_tmp, job->dump) != 0)
-            rc = err_set("cannot rename %s to %s: %s", dump_tmp, job->dump, strerror(errno));
-        if (rc != 0) remove(dump_tmp);
+        if (rc == 0) rc = file_commit(r.dump, dump_tmp, job->dump);
+        else file_discard(r.dump, dump_tmp);
     }
     if (in) fclose(in);
     if (r.scores_in) fclose(r.scores_in);

@@ -6,6 +6,7 @@
 #include <criterion/criterion.h>
 #include <criterion/redirect.h>
 #include <hdf5.h>
+#include <math.h>
 #include <stdint.h>
 
 #include "data/build.h"
@@ -585,6 +586,32 @@ Test(pref, reader_refuses_malformed_files) {
     cr_assert_eq(pd.ref_logp_chosen[1], -2.5);
     cr_assert_null(pd.ref_logp_rejected);
     pref_dataset_close(&pd);
+    rm_rf(p.dir);
+}
+
+/* Precomputed reference log-probs are sums of log-probs: finite and <= 0. At
+ * 1df6ed0 1e300 trained silently and NaN failed 15 steps in, blaming lr; now
+ * the file is refused when it is opened, naming the dataset and the pair,
+ * and precompute-ref will not write such values. */
+Test(pref, reader_refuses_bad_reference_log_probs) {
+    Paths p = tmp_paths();
+    const double bad[3] = {1e300, NAN, 0.5};
+    const char *shown[3] = {"1e+300", "nan", "0.5"};
+    const char *names[2] = {"ref_logp_chosen", "ref_logp_rejected"};
+    for (int k = 0; k < 2; k++)
+        for (int i = 0; i < 3; i++) {
+            good_pref(p.out);
+            double ok[2] = {-1.5, -2.5}, one_bad[2] = {-1.5, bad[i]};
+            replace_dset(p.out, names[k], H5T_NATIVE_DOUBLE, one_bad, 2);
+            replace_dset(p.out, names[1 - k], H5T_NATIVE_DOUBLE, ok, 2);
+            PREF_REFUSED(p.out, names[k], "pair 1", shown[i], "finite, <= 0",
+                         "dpo precompute-ref");
+        }
+    good_pref(p.out);
+    const double c[2] = {-1.5, 1e300}, r[2] = {-1.0, -2.0};
+    err_clear();
+    cr_assert_eq(pref_dataset_write_ref(p.out, c, r, 2, "m", 8, 0, 0), -1, "1e300 was written");
+    assert_contains(err_msg(), "pair 1");
     rm_rf(p.dir);
 }
 

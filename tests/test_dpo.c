@@ -20,8 +20,11 @@
  *
  * The dpo section at set-up: label-smoothing values a loss type cannot take
  * (robust at 0.5, hinge and ipo at any) are refused by config_validate and
- * train_run before a step runs, with a message naming the keys. */
+ * train_run before a step runs, with a message naming the keys; so are
+ * precomputed reference log-prob sums that are not finite and <= 0, naming
+ * the dataset and the pair. */
 #include <criterion/criterion.h>
+#include <hdf5.h>
 #include <jansson.h>
 #include <stdint.h>
 
@@ -764,5 +767,61 @@ Test(dpo_setup, hinge_and_ipo_with_label_smoothing_are_refused_at_set_up) {
                      err_msg());
         rm_rf(c.train.out_dir);
     }
+    rm_rf(dir);
+}
+
+/* Puts reference log-prob sums for the 8 pairs of setup_run's file into it,
+ * `bad` at pair 3 of dataset `name` (NULL: none), without the ref_*
+ * attributes (so no truncation check applies). */
+static void write_ref_columns(const char *path, const char *name, double bad) {
+    static const char *const names[2] = {"ref_logp_chosen", "ref_logp_rejected"};
+    hid_t f = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT);
+    cr_assert(f >= 0, "cannot open %s", path);
+    for (int k = 0; k < 2; k++) {
+        double v[8];
+        for (int i = 0; i < 8; i++) v[i] = -2.0 - 0.25 * i - k;
+        if (name && strcmp(name, names[k]) == 0) v[3] = bad;
+        if (H5Lexists(f, names[k], H5P_DEFAULT) > 0)
+            cr_assert(H5Ldelete(f, names[k], H5P_DEFAULT) >= 0);
+        hsize_t n = 8;
+        hid_t s = H5Screate_simple(1, &n, NULL);
+        hid_t d = H5Dcreate2(f, names[k], H5T_IEEE_F64LE, s, H5P_DEFAULT, H5P_DEFAULT,
+                             H5P_DEFAULT);
+        cr_assert(d >= 0 && H5Dwrite(d, H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, v) >= 0);
+        H5Dclose(d);
+        H5Sclose(s);
+    }
+    H5Fclose(f);
+}
+
+/* dpo.reference precomputed with a reference sum of 1e300 or NaN in the file:
+ * refused when the data opens, before a step, naming the file, the dataset
+ * and the pair (at 1df6ed0 1e300 trained silently and NaN failed 15 steps
+ * later, blaming the learning rate). The same file with good sums trains. */
+Test(dpo_setup, precomputed_reference_log_probs_are_checked_at_set_up) {
+    char dir[256];
+    make_temp_dir(dir, sizeof dir, "dporef");
+    Config c;
+    setup_run(&c, dir);
+    snprintf(c.dpo.reference, sizeof c.dpo.reference, "precomputed");
+    const char *names[2] = {"ref_logp_chosen", "ref_logp_rejected"};
+    const double bad[2] = {1e300, NAN};
+    char metrics[CFG_STR + 32];
+    join(metrics, sizeof metrics, c.train.out_dir, "metrics.jsonl");
+    for (int k = 0; k < 2; k++)
+        for (int i = 0; i < 2; i++) {
+            write_ref_columns(c.data.train, names[k], bad[i]);
+            TrainOptions o = {0, 1};
+            err_clear();
+            cr_assert_eq(train_run(&c, &o), -1, "%s = %g at pair 3 trained", names[k], bad[i]);
+            assert_contains(err_msg(), c.data.train);
+            assert_contains(err_msg(), names[k]);
+            assert_contains(err_msg(), "pair 3");
+            cr_assert(!strstr(err_msg(), "optim.lr"), "%s", err_msg());
+            cr_assert(!path_exists(metrics), "a step ran: %s exists", metrics);
+        }
+    write_ref_columns(c.data.train, NULL, 0);
+    TrainOptions o = {0, 1};
+    cr_assert_eq(train_run(&c, &o), 0, "good reference sums: %s", err_msg());
     rm_rf(dir);
 }

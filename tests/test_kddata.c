@@ -1,6 +1,10 @@
 /* tests/test_kddata.c — the kd dataset schema and generation into it:
  *   - kd files round-trip (tokens, mask, task tags, teacher top-K, candidates)
- *     and the reader refuses inconsistent ones, naming the dataset;
+ *     and the reader refuses inconsistent ones, naming the dataset; teacher
+ *     rows the KD term cannot use (a repeated id, an id past the vocabulary,
+ *     a NaN, infinite or positive log-prob, K wider than the vocabulary) are
+ *     refused by dataset_open, `data validate` and training's set-up, naming
+ *     the row;
  *   - h5py reads what we write (a Python check, run when python3 with h5py
  *     is installed — `make deps` installs it — else skipped visibly);
  *   - batched sampling equals one-at-a-time sampling with the same
@@ -12,11 +16,13 @@
  *     filters do what they say. */
 #include <criterion/criterion.h>
 
+#include <hdf5.h>
 #include <jansson.h>
 #include <math.h>
 #include <sys/wait.h>
 
 #include "data/h5data.h"
+#include "data/inspect.h"
 #include "data/tokenizer.h"
 #include "model/generate.h"
 #include "eval/generate_io.h"
@@ -36,7 +42,7 @@ static void write_kd(const char *path) {
         uint32_t ids[8];
         float lp[8];
         for (int i = 0; i < 8; i++) {
-            ids[i] = (uint32_t)(i % 2 ? 7 + e : 5 + i);
+            ids[i] = (uint32_t)(i % 2 ? 7 + e : 10 + i); /* distinct in each row */
             lp[i] = -0.25f * (float)(i + 1 + e);
         }
         cr_assert_eq(dataset_writer_append(w, t, m, 4), 0, "%s", err_msg());
@@ -80,7 +86,7 @@ Test(kd, round_trip_with_tasks_topk_and_candidates) {
     int ids[5 * 2];
     float lp[5 * 2];
     dataset_topk_row(&ds, 1, 5, ids, lp);
-    cr_expect_eq(ids[0], 5 + 0);
+    cr_expect_eq(ids[0], 10 + 0);
     cr_expect_eq(ids[3 * 2 + 1], 8);
     cr_expect_eq(ids[4 * 2], 0, "past the example: id 0");
     cr_expect_float_eq(lp[4 * 2 + 1], 0.0f, 0, "past the example: logp 0");
@@ -116,6 +122,159 @@ Test(kd, writer_refuses_inconsistent_input) {
     w = dataset_writer_open(path, SCHEMA_SFT, 50, 49, 49, "test");
     cr_expect_eq(dataset_writer_set_topk(w, 2), -1);
     dataset_writer_abort(w);
+    rm_rf(dir);
+}
+
+/* Overwrites element [row][col] of the 2-D dataset `name` of path. */
+static void poke(const char *path, const char *name, hid_t memtype, int64_t row, int col,
+                 const void *value) {
+    hid_t f = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT);
+    cr_assert(f >= 0, "cannot open %s", path);
+    hid_t d = H5Dopen2(f, name, H5P_DEFAULT);
+    cr_assert(d >= 0, "no %s in %s", name, path);
+    hid_t fs = H5Dget_space(d);
+    hsize_t start[2] = {(hsize_t)row, (hsize_t)col}, count[2] = {1, 1};
+    hid_t ms = H5Screate_simple(2, count, NULL);
+    cr_assert(H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, NULL, count, NULL) >= 0);
+    cr_assert(H5Dwrite(d, memtype, ms, fs, H5P_DEFAULT, value) >= 0);
+    H5Sclose(ms);
+    H5Sclose(fs);
+    H5Dclose(d);
+    H5Fclose(f);
+}
+
+/* Replaces the 2-D dataset `name` of path with a (rows, cols) one. */
+static void replace_matrix(const char *path, const char *name, hid_t filetype, hid_t memtype,
+                           int64_t rows, int cols, const void *data) {
+    hid_t f = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT);
+    cr_assert(f >= 0);
+    cr_assert(H5Ldelete(f, name, H5P_DEFAULT) >= 0);
+    hsize_t dims[2] = {(hsize_t)rows, (hsize_t)cols};
+    hid_t s = H5Screate_simple(2, dims, NULL);
+    hid_t d = H5Dcreate2(f, name, filetype, s, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    cr_assert(d >= 0 && H5Dwrite(d, memtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) >= 0);
+    H5Dclose(d);
+    H5Sclose(s);
+    H5Fclose(f);
+}
+
+/* dataset_open (which training uses) and `data validate` both refuse path,
+ * with a message holding each needle. */
+static void assert_kd_refused(const char *path, const char *const *needles) {
+    Dataset ds;
+    err_clear();
+    cr_assert_eq(dataset_open(&ds, path), -1, "%s was accepted", path);
+    assert_contains(err_msg(), path);
+    for (const char *const *n = needles; *n; n++) assert_contains(err_msg(), *n);
+    char *out = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&out, &len);
+    err_clear();
+    cr_assert_eq(data_validate_to(f, path), -1, "data validate passed %s", path);
+    fclose(f);
+    free(out);
+    for (const char *const *n = needles; *n; n++) assert_contains(err_msg(), *n);
+}
+#define KD_REFUSED(path, ...) assert_kd_refused(path, (const char *const[]){__VA_ARGS__, NULL})
+
+/* Teacher rows the KD term cannot use: a repeated id in a row (at 1df6ed0
+ * `data validate` passed it and training died on an assert in the top-K
+ * kernel), ids past the vocabulary, log-probs that are NaN, infinite or
+ * positive, and K wider than the vocabulary. Row 5 is example 1's second
+ * token: ids {12, 8}. */
+Test(kd, reader_refuses_bad_teacher_rows) {
+    char dir[256], path[512];
+    make_temp_dir(dir, sizeof dir, "kdrows");
+    snprintf(path, sizeof path, "%s/kd.h5", dir);
+    uint32_t twelve = 12, fifty = 50;
+    write_kd(path);
+    poke(path, "teacher_topk_ids", H5T_NATIVE_UINT32, 5, 1, &twelve);
+    KD_REFUSED(path, "'teacher_topk_ids'", "row 5", "id 12 appears twice", "columns 0 and 1");
+
+    write_kd(path);
+    poke(path, "teacher_topk_ids", H5T_NATIVE_UINT32, 5, 1, &fifty);
+    KD_REFUSED(path, "'teacher_topk_ids'", "row 5", "id 50 is outside [0, vocab_size=50)");
+
+    const float bad[4] = {NAN, INFINITY, -INFINITY, 0.5f};
+    const char *shown[4] = {"nan", "inf", "-inf", "0.5"};
+    for (int i = 0; i < 4; i++) {
+        write_kd(path);
+        poke(path, "teacher_topk_logp", H5T_NATIVE_FLOAT, 5, 0, &bad[i]);
+        KD_REFUSED(path, "'teacher_topk_logp'", "row 5", "column 0 (id 12)", shown[i],
+                   "not a log-probability");
+    }
+    /* a float log-softmax's rounding just above 0 passes */
+    write_kd(path);
+    float rounded = 5e-7f;
+    poke(path, "teacher_topk_logp", H5T_NATIVE_FLOAT, 5, 0, &rounded);
+    Dataset ds;
+    cr_assert_eq(dataset_open(&ds, path), 0, "%s", err_msg());
+    dataset_close(&ds);
+
+    /* K = 51 distinct ids per row in a vocabulary of 50 */
+    write_kd(path);
+    enum { ROWS = 12, WIDE = 51 };
+    static uint32_t ids[ROWS * WIDE];
+    static float lp[ROWS * WIDE];
+    for (int i = 0; i < ROWS * WIDE; i++) {
+        ids[i] = (uint32_t)(i % WIDE);
+        lp[i] = -10.0f;
+    }
+    replace_matrix(path, "teacher_topk_ids", H5T_STD_U16LE, H5T_NATIVE_UINT32, ROWS, WIDE, ids);
+    replace_matrix(path, "teacher_topk_logp", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, ROWS, WIDE, lp);
+    KD_REFUSED(path, "K=51 columns, more than vocab_size 50");
+    rm_rf(dir);
+}
+
+/* The writer refuses the same rows before they reach a file. */
+Test(kd, writer_refuses_repeated_ids_and_infinite_log_probs) {
+    char dir[256], path[512];
+    make_temp_dir(dir, sizeof dir, "kdwrows");
+    snprintf(path, sizeof path, "%s/kd.h5", dir);
+    DatasetWriter *w = dataset_writer_open(path, SCHEMA_KD, 50, 49, 49, "test");
+    cr_assert_not_null(w, "%s", err_msg());
+    cr_assert_eq(dataset_writer_set_topk(w, 2), 0, "%s", err_msg());
+    uint32_t t[2] = {1, 49}, twice[4] = {3, 4, 5, 5}, fine[4] = {3, 4, 5, 3};
+    uint8_t m[2] = {0, 1};
+    float lp[4] = {-1, -2, -1, -2}, minf[4] = {-1, -2, -INFINITY, -2};
+    cr_assert_eq(dataset_writer_append(w, t, m, 2), 0, "%s", err_msg());
+    err_clear();
+    cr_assert_eq(dataset_writer_append_topk(w, twice, lp, 2), -1, "id 5 twice in row 1");
+    assert_contains(err_msg(), "id 5 appears twice in the row of token 1");
+    err_clear();
+    cr_assert_eq(dataset_writer_append_topk(w, fine, minf, 2), -1, "a -inf log-prob");
+    assert_contains(err_msg(), "-inf");
+    cr_assert_eq(dataset_writer_append_topk(w, fine, lp, 2), 0, "%s", err_msg());
+    cr_assert_eq(dataset_writer_end_doc(w, -1), 0, "%s", err_msg());
+    cr_assert_eq(dataset_writer_close(w), 0, "%s", err_msg());
+    rm_rf(dir);
+}
+
+/* The same repeated id stops training at set-up with the reader's message,
+ * not an assert mid-run. */
+Test(kd, training_refuses_a_repeated_teacher_id_at_set_up) {
+    char dir[256], path[512], out[512];
+    make_temp_dir(dir, sizeof dir, "kdtrain");
+    snprintf(path, sizeof path, "%s/kd.h5", dir);
+    snprintf(out, sizeof out, "%s/out", dir);
+    write_kd(path);
+    Config c;
+    tiny_train_config(&c, path, out);
+    c.model.vocab_size = 50;
+    snprintf(c.objective.type, sizeof c.objective.type, "kd");
+    c.data.seq_len = 3;
+    c.train.steps = 2;
+    c.optim.warmup_steps = 0;
+    c.checkpoint.every = 0;
+    TrainOptions o = {0, 1};
+    cr_assert_eq(train_run(&c, &o), 0, "the good file trains: %s", err_msg());
+    rm_rf(out);
+    uint32_t twelve = 12;
+    poke(path, "teacher_topk_ids", H5T_NATIVE_UINT32, 5, 1, &twelve);
+    err_clear();
+    cr_assert_eq(train_run(&c, &o), -1, "training accepted a repeated teacher id");
+    assert_contains(err_msg(), path);
+    assert_contains(err_msg(), "id 12 appears twice");
     rm_rf(dir);
 }
 

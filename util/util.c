@@ -9,7 +9,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -143,25 +145,118 @@ static int write_all(int fd, const void *data, size_t len) {
     return 0;
 }
 
+/* "512 bytes", "3.2 KiB", "1.8 MiB", "4.0 GiB" */
+static const char *human_bytes(uint64_t n, char *buf, size_t cap) {
+    static const char *const unit[] = {"KiB", "MiB", "GiB", "TiB"};
+    if (n < 1024) {
+        snprintf(buf, cap, "%llu bytes", (unsigned long long)n);
+        return buf;
+    }
+    double v = (double)n / 1024.0;
+    int u = 0;
+    while (v >= 1024.0 && u < 3) {
+        v /= 1024.0;
+        u++;
+    }
+    snprintf(buf, cap, "%.1f %s", v, unit[u]);
+    return buf;
+}
+
+/* The directory part of path ("." when it has none). */
+static void parent_dir(const char *path, char *dir, size_t cap) {
+    snprintf(dir, cap, "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (!slash) snprintf(dir, cap, ".");
+    else *(slash == dir ? slash + 1 : slash) = '\0';
+}
+
+int err_write(const char *path, const char *tmp, int errnum, uint64_t needed, int at_least) {
+    struct stat st;
+    int have_tmp = stat(tmp, &st) == 0;
+    uint64_t written = have_tmp ? (uint64_t)st.st_size : 0;
+    uint64_t held = have_tmp ? (uint64_t)st.st_blocks * 512 : 0; /* freed with tmp */
+    if (errnum != ENOSPC && errnum != EDQUOT && errnum != EFBIG)
+        return err_set("cannot write %s (through %s): %s; %s is left as it was", path, tmp,
+                       strerror(errnum), path);
+    if (needed > 0 && needed < written) needed = written;
+    char dir[4096], got[32], need[32], room[32], limit[32], stop[96], free_note[4200] = "";
+    parent_dir(path, dir, sizeof dir);
+    struct statvfs fs;
+    if (statvfs(dir, &fs) == 0)
+        snprintf(free_note, sizeof free_note, ", and the directory %s has %s free", dir,
+                 human_bytes((uint64_t)fs.f_bavail * fs.f_frsize + held, room, sizeof room));
+    if (errnum == EFBIG) {
+        struct rlimit rl;
+        if (getrlimit(RLIMIT_FSIZE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY)
+            snprintf(stop, sizeof stop, "the file-size limit (ulimit -f) of %s",
+                     human_bytes((uint64_t)rl.rlim_cur, limit, sizeof limit));
+        else
+            snprintf(stop, sizeof stop, "the largest file the file system allows");
+    } else {
+        snprintf(stop, sizeof stop, "a full disk");
+    }
+    char need_note[80] = "; the file needs more disk space than that";
+    if (needed > 0)
+        snprintf(need_note, sizeof need_note, "; the file needs %s %s of disk space",
+                 at_least ? "at least" : "about", human_bytes(needed, need, sizeof need));
+    return err_set("cannot write %s: %s: %s stopped at %s, at %s%s%s. %s is left as it was; %s",
+                   path, strerror(errnum), tmp, human_bytes(written, got, sizeof got), stop,
+                   need_note, free_note, path,
+                   errnum == EFBIG ? "raise the limit or write the file elsewhere"
+                                   : "free space there or write the file elsewhere");
+}
+
 int write_file_atomic(const char *path, const void *data, size_t len) {
     char tmp[4096];
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    if (snprintf(tmp, sizeof tmp, "%s.tmp", path) >= (int)sizeof tmp)
+        return err_set("path too long: %.200s...", path);
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
     if (fd < 0) return err_set("cannot create %s: %s", tmp, strerror(errno));
     if (write_all(fd, data, len) != 0 || fsync(fd) != 0) {
         int e = errno;
         close(fd);
+        err_write(path, tmp, e, len, 0);
         unlink(tmp);
-        return err_set("cannot write %s: %s%s", tmp, strerror(e),
-                       e == ENOSPC ? " (free some disk space and retry)" : "");
+        return -1;
     }
-    close(fd);
+    if (close(fd) != 0) {
+        int e = errno;
+        err_write(path, tmp, e, len, 0);
+        unlink(tmp);
+        return -1;
+    }
     if (rename(tmp, path) != 0) {
         int e = errno;
         unlink(tmp);
-        return err_set("cannot rename %s to %s: %s", tmp, path, strerror(e));
+        return err_set("cannot rename %s to %s: %s; %s is left as it was", tmp, path,
+                       strerror(e), path);
     }
-    return 0;
+    return fsync_parent(path);
+}
+
+int file_commit(FILE *f, const char *tmp, const char *path) {
+    long end = ftell(f);
+    uint64_t size = end > 0 ? (uint64_t)end : 0;
+    int e = 0;
+    if (fflush(f) != 0 || ferror(f) || fsync(fileno(f)) != 0) e = errno ? errno : EIO;
+    if (fclose(f) != 0 && e == 0) e = errno;
+    if (e != 0) {
+        err_write(path, tmp, e, size, 0);
+        unlink(tmp);
+        return -1;
+    }
+    if (rename(tmp, path) != 0) {
+        e = errno;
+        unlink(tmp);
+        return err_set("cannot rename %s to %s: %s; %s is left as it was", tmp, path,
+                       strerror(e), path);
+    }
+    return fsync_parent(path);
+}
+
+void file_discard(FILE *f, const char *tmp) {
+    if (f) fclose(f);
+    unlink(tmp);
 }
 
 int fsync_dir(const char *dir) {
@@ -170,6 +265,12 @@ int fsync_dir(const char *dir) {
     int rc = fsync(fd);
     close(fd);
     return rc == 0 ? 0 : err_set("cannot fsync directory %s: %s", dir, strerror(errno));
+}
+
+int fsync_parent(const char *path) {
+    char dir[4096];
+    parent_dir(path, dir, sizeof dir);
+    return fsync_dir(dir);
 }
 
 int path_join(char *buf, size_t cap, const char *dir, const char *name) {
