@@ -286,6 +286,7 @@ static int parse_entry(const SafeTensorsFile *f, const char *name, json_t *e,
                        f->path, name, json_array_size(js), ST_MAX_DIMS);
     t->ndim = (int)json_array_size(js);
     uint64_t nbytes = st_dtype_size(t->dtype);
+    int64_t numel = 1; /* in st_numel's order, so st_numel never overflows on a tensor read */
     int overflow = 0;
     for (int d = 0; d < t->ndim; d++) {
         json_t *v = json_array_get(js, (size_t)d);
@@ -294,6 +295,7 @@ static int parse_entry(const SafeTensorsFile *f, const char *name, json_t *e,
                            f->path, name, d);
         t->shape[d] = json_integer_value(v);
         overflow |= __builtin_mul_overflow(nbytes, (uint64_t)t->shape[d], &nbytes);
+        overflow |= __builtin_mul_overflow(numel, t->shape[d], &numel);
     }
     if (!json_is_array(jo) || json_array_size(jo) != 2 ||
         !json_is_integer(json_array_get(jo, 0)) || !json_is_integer(json_array_get(jo, 1)))

@@ -43,8 +43,16 @@ options() {
   printf '%s\n' "${o[@]}"
 }
 
-# "cov ft" of libFuzzer's INITED line in log $1.
-inited() { sed -nE 's/^#[0-9]+[[:space:]]+INITED cov: ([0-9]+) ft: ([0-9]+).*/\1 \2/p' "$1" | tail -1; }
+# "cov ft" of libFuzzer's INITED line in log $1, else (the corpus run crashed
+# before it) of the last status line of the fuzzing logs $2...
+inited() {
+  local log=$1; shift
+  local got
+  got=$(sed -nE 's/^#[0-9]+[[:space:]]+INITED cov: ([0-9]+) ft: ([0-9]+).*/\1 \2/p' "$log" | tail -1)
+  [ -n "$got" ] || [ $# -eq 0 ] ||
+    got=$(cat "$@" 2>/dev/null | sed -nE 's/^#[0-9]+[[:space:]]+[A-Z]+ +cov: ([0-9]+) ft: ([0-9]+).*/\1 \2/p' | tail -1)
+  echo "$got"
+}
 
 run_one() {
   local name=$1 seconds=$2 bin=$bin_dir/${1}_fuzzer
@@ -52,7 +60,8 @@ run_one() {
   mkdir -p "$corpus" "$crashes" "$work/logs"
   rm -f "$logs".*
   mapfile -t opts < <(options "$name")
-  "$bin" "${opts[@]}" -runs=0 "fuzz/corpus/$name" >"$logs.start" 2>&1
+  mkdir -p "$work/measure"
+  "$bin" "${opts[@]}" -runs=0 -artifact_prefix="$work/measure/" "fuzz/corpus/$name" >"$logs.start" 2>&1
   local t0 now execs=0 restarts=0 seg
   t0=$(date +%s)
   while :; do
@@ -68,7 +77,8 @@ run_one() {
     restarts=$((restarts + 1))
     [ $restarts -le $MAX_RESTARTS ] || { echo "fuzz: $name: $MAX_RESTARTS restarts, giving up" >>"$seg"; break; }
   done
-  "$bin" "${opts[@]}" -runs=0 "$corpus" "fuzz/corpus/$name" >"$logs.end" 2>&1
+  "$bin" "${opts[@]}" -runs=0 -artifact_prefix="$work/measure/" "$corpus" "fuzz/corpus/$name" \
+    >"$logs.end" 2>&1
   printf '%s %s %s\n' "$(( $(date +%s) - t0 ))" "$execs" "$restarts" >"$logs.totals"
 }
 
@@ -79,7 +89,7 @@ summary() {
     local logs=$work/logs/$name
     [ -f "$logs.totals" ] || continue
     read -r c0 f0 < <(inited "$logs.start")
-    read -r c1 f1 < <(inited "$logs.end")
+    read -r c1 f1 < <(inited "$logs.end" $(ls "$logs".run* 2>/dev/null | sort -V))
     read -r secs execs _ <"$logs.totals"
     printf '| %s | %s | %s | %s → %s | %s → %s | %s |\n' "$name" \
       "$(awk -v s="$secs" 'BEGIN { printf "%.1f", s / 60 }')" "$execs" \

@@ -327,6 +327,13 @@ Test(safetensors, malformed_files_refused) {
                        "\"data_offsets\":[0,0]}}", 0);
     assert_refused(path, "overflow");
 
+    /* Zero bytes (a 0 in the shape), but 2^62 * 2 elements before it: accepted
+     * at 1df6ed0, where st_numel then overflowed int64 (found by fuzz/). */
+    snprintf(path, sizeof path, "%s/numel.safetensors", dir);
+    write_raw_st(path, "{\"x\":{\"dtype\":\"U8\",\"shape\":[4611686018427387904,2,0],"
+                       "\"data_offsets\":[0,0]}}", 0);
+    assert_refused(path, "overflow");
+
     snprintf(path, sizeof path, "%s/overlap.safetensors", dir);
     write_raw_st(path,
                  "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},"
