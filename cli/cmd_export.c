@@ -65,7 +65,12 @@ int cmd_export(int argc, char **argv) {
                 model_dir);
     if (rc == 0) {
         gpt_lora_merge(m);
-        rc = mkdir_p(out) == 0 && model_save_hf(m, out) == 0 ? 0 : -1;
+        /* the merged checkpoint keeps the base's tokenizer record and files */
+        char tok[512];
+        rc = model_tokenizer_name(model_dir, tok, sizeof tok) == 0 && mkdir_p(out) == 0 &&
+                     model_save_hf(m, out) == 0 && model_tokenizer_save(out, tok, model_dir) == 0
+                 ? 0
+                 : -1;
     }
     gpt_free(m);
     if (rc != 0) return cli_fail("export");

@@ -347,3 +347,26 @@ Test(cli, model_commands_refuse_an_unknown_device_or_thread_count, .timeout = 12
     free(log);
     rm_rf(dir);
 }
+
+/* A merged export is a checkpoint of the same tokenizer as its base: the
+ * base's record (retort.json) travels into it, so commands that load the
+ * merged model pick the base's tokenizer. */
+Test(cli, export_keeps_the_base_tokenizer_record, .timeout = 60) {
+    char dir[256], base[512], path[700];
+    make_temp_dir(dir, sizeof dir, "cli-export-tok");
+    snprintf(base, sizeof base, "%s/base", dir);
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd, "cp -r tests/fixtures/lora_base %s", base);
+    cr_assert_eq(system(cmd), 0);
+    const char *record = "{\n  \"tokenizer\": \"bpe:base:0123456789abcdef\"\n}\n";
+    snprintf(path, sizeof path, "%s/retort.json", base);
+    write_text(path, record);
+    RUN(dir, "export --model %s --merge-lora tests/fixtures/lora_adapter --out %s/merged", base,
+        dir);
+    snprintf(path, sizeof path, "%s/merged/retort.json", dir);
+    size_t len = 0;
+    char *got = read_file(path, &len);
+    cr_assert_not_null(got, "the merged checkpoint has no %s", path);
+    assert_contains(got, "bpe:base:0123456789abcdef");
+    free(got);
+}
