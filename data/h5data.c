@@ -262,6 +262,77 @@ static int dtype_ok(hid_t t, ColumnKind kind) {
 
 static const char *const kind_expect[] = {"uint16 or uint32", "int64", "uint8", "float64"};
 
+/* 1 when every entry of dataset dset (of type and space) is written in the
+ * file: a chunked dataset has all the chunks its extent spans (HDF5 reads an
+ * unwritten chunk as zeros, which pass as token 0 — the mark of a write that
+ * failed or was cut short, e.g. on a full disk), a contiguous one all its
+ * bytes; 0 when not, -1 (error set) when HDF5 cannot tell. */
+static int fully_written(hid_t dset, hid_t type, hid_t space, const char *path,
+                         const char *name) {
+    hid_t dcpl = H5Dget_create_plist(dset);
+    H5D_layout_t layout = dcpl >= 0 ? H5Pget_layout(dcpl) : H5D_LAYOUT_ERROR;
+    int rc = 1;
+    if (layout == H5D_CHUNKED) {
+        hsize_t dims[H5S_MAX_RANK] = {0}, chunk[H5S_MAX_RANK] = {0}, have = 0;
+        int rank = H5Sget_simple_extent_dims(space, dims, NULL);
+        uint64_t need = 1;
+        if (rank < 0 || H5Pget_chunk(dcpl, rank, chunk) != rank ||
+            H5Dget_num_chunks(dset, space, &have) < 0) {
+            rc = err_set("%s: cannot count the chunks of dataset '%s' (HDF5: %s); %s", path, name,
+                         h5_reason(), REBUILD_HINT);
+        } else {
+            for (int d = 0; d < rank && need <= have; d++) {
+                uint64_t per = chunk[d] ? (dims[d] + chunk[d] - 1) / chunk[d] : UINT64_MAX;
+                need = per && need > UINT64_MAX / per ? UINT64_MAX : need * per;
+            }
+            rc = have >= need;
+        }
+    } else if (layout == H5D_CONTIGUOUS) {
+        hssize_t n = H5Sget_simple_extent_npoints(space);
+        rc = n >= 0 && H5Dget_storage_size(dset) >= (hsize_t)n * H5Tget_size(type);
+    } else if (layout != H5D_COMPACT) { /* compact data lives in the object header */
+        rc = err_set("%s: dataset '%s' has a storage layout retort does not read (virtual, "
+                     "or unknown); %s",
+                     path, name, REBUILD_HINT);
+    }
+    if (dcpl >= 0) H5Pclose(dcpl);
+    return rc;
+}
+
+/* The buffer for n entries of elem bytes of dataset `name`, after checking
+ * that the file really holds them: every entry written (fully_written) and no
+ * more storage claimed than the file has (a corrupt header can declare 2^40
+ * entries in a 2 KB file). NULL with the error set otherwise, also when the
+ * memory is not there (never an exit: the data is outside input). */
+static void *stored_buffer(hid_t file, hid_t dset, hid_t type, hid_t space, const char *path,
+                           const char *name, uint64_t n, size_t elem) {
+    if (n > 0) {
+        int written = fully_written(dset, type, space, path, name);
+        if (written < 0) return NULL;
+        if (!written) {
+            err_set("%s: dataset '%s' has %llu entries but the file does not store them all "
+                    "(the rest would read as zeros): the file is incomplete, written to a full "
+                    "disk or interrupted; %s",
+                    path, name, (unsigned long long)n, REBUILD_HINT);
+            return NULL;
+        }
+        hsize_t file_size = 0, stored = H5Dget_storage_size(dset);
+        if (H5Fget_filesize(file, &file_size) < 0 || stored > file_size) {
+            err_set("%s: dataset '%s' claims %llu bytes of storage but the file has %llu bytes: "
+                    "the file is truncated or corrupt; %s",
+                    path, name, (unsigned long long)stored, (unsigned long long)file_size,
+                    REBUILD_HINT);
+            return NULL;
+        }
+    }
+    void *buf = n <= SIZE_MAX / elem ? malloc(n ? (size_t)n * elem : 1) : NULL;
+    if (!buf)
+        err_set("%s: dataset '%s' has %llu entries, %.1f GB in memory, which this machine "
+                "cannot allocate",
+                path, name, (unsigned long long)n, (double)n * (double)elem / 1e9);
+    return buf;
+}
+
 /* Reads 1-D dataset `name` whole, converted to the in-memory type of `kind`
  * (uint32, int64 or uint8). 1 if absent and optional, 0 on success, -1 error. */
 static int read_column(hid_t file, const char *path, Schema schema, const char *name,
@@ -297,8 +368,10 @@ static int read_column(hid_t file, const char *path, Schema schema, const char *
                     : kind == COL_INT64   ? H5T_NATIVE_INT64
                     : kind == COL_FLOAT64 ? H5T_NATIVE_DOUBLE
                                           : H5T_NATIVE_UINT8;
-        void *buf = xmalloc((size_t)dims[0] * elem[kind]);
-        if (dims[0] > 0 && H5Dread(dset, mem, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf) < 0) {
+        void *buf = stored_buffer(file, dset, type, space, path, name, dims[0], elem[kind]);
+        if (!buf) {
+            rc = -1;
+        } else if (dims[0] > 0 && H5Dread(dset, mem, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf) < 0) {
             rc = err_set("%s: cannot read dataset '%s' (HDF5: %s); the file may be truncated "
                          "or corrupt; %s",
                          path, name, h5_reason(), REBUILD_HINT);
@@ -459,8 +532,11 @@ static int read_matrix(hid_t file, const char *path, const char *name, int is_id
                      name, H5Sget_simple_extent_ndims(space), REBUILD_HINT);
     } else {
         H5Sget_simple_extent_dims(space, dims, NULL);
-        void *buf = xmalloc((size_t)(dims[0] * dims[1] > 0 ? dims[0] * dims[1] : 1) * 4);
-        if (dims[0] * dims[1] > 0 &&
+        uint64_t n = dims[1] && dims[0] > UINT64_MAX / dims[1] ? UINT64_MAX : dims[0] * dims[1];
+        void *buf = stored_buffer(file, dset, type, space, path, name, n, 4);
+        if (!buf) {
+            rc = -1;
+        } else if (dims[0] * dims[1] > 0 &&
             H5Dread(dset, is_ids ? H5T_NATIVE_UINT32 : H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL,
                     H5P_DEFAULT, buf) < 0) {
             rc = err_set("%s: cannot read dataset '%s' (HDF5: %s); the file may be truncated "

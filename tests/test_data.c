@@ -87,6 +87,8 @@ typedef struct {
     int64_t n_tokens;
     hid_t tokens_type;          /* memory type, stored as the same */
     int tokens_2d;
+    hsize_t tokens_extent;      /* > 0: tokens chunked (4 per chunk) with this extent, of
+                                   which only the first n_tokens are written */
     const int64_t *offsets;     /* (n_offsets) */
     int64_t n_offsets;
     const uint8_t *loss_mask;   /* (n_mask) */
@@ -162,7 +164,23 @@ static void craft(const char *path, const Craft *c) {
     craft_attr_int(f, "eos_id", c->vocab_size - 1);
     craft_attr_int(f, "pad_id", c->vocab_size - 1);
     craft_attr_str(f, "tokenizer", "test", 0);
-    if (c->tokens) craft_dset(f, "tokens", c->tokens_type, c->tokens, c->n_tokens, c->tokens_2d);
+    if (c->tokens && c->tokens_extent) {
+        hsize_t chunk = 4, n = (hsize_t)c->n_tokens, zero = 0;
+        hid_t s = H5Screate_simple(1, &c->tokens_extent, NULL);
+        hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
+        H5Pset_chunk(dcpl, 1, &chunk);
+        hid_t d = H5Dcreate2(f, "tokens", c->tokens_type, s, H5P_DEFAULT, dcpl, H5P_DEFAULT);
+        cr_assert(d >= 0);
+        hid_t mem = H5Screate_simple(1, &n, NULL);
+        H5Sselect_hyperslab(s, H5S_SELECT_SET, &zero, NULL, &n, NULL);
+        cr_assert(H5Dwrite(d, c->tokens_type, mem, s, H5P_DEFAULT, c->tokens) >= 0);
+        H5Sclose(mem);
+        H5Dclose(d);
+        H5Pclose(dcpl);
+        H5Sclose(s);
+    } else if (c->tokens) {
+        craft_dset(f, "tokens", c->tokens_type, c->tokens, c->n_tokens, c->tokens_2d);
+    }
     if (c->offsets) craft_dset(f, "offsets", H5T_NATIVE_INT64, c->offsets, c->n_offsets, 0);
     if (c->loss_mask) craft_dset(f, "loss_mask", H5T_NATIVE_UINT8, c->loss_mask, c->n_mask, 0);
     if (c->role) craft_dset(f, "role", H5T_NATIVE_UINT8, c->role, c->n_role, 0);
@@ -622,6 +640,34 @@ Test(refuse, empty_dataset) {
     c.n_offsets = 1;
     craft(path, &c);
     REFUSED(path, "empty", "0 documents");
+    rm_rf(dir);
+}
+
+/* Chunks never written read back as zeros, and token 0 is a valid id: at
+ * 1df6ed0 such a file (what a write cut short on a full disk leaves) passed
+ * validation and trained on the zeros. */
+Test(refuse, tokens_with_unwritten_chunks) {
+    TMP_FILE(dir, path, "holes.h5");
+    static const int64_t offs[3] = {0, 3, 16};
+    Craft c = good_lm();
+    c.tokens_extent = 16; /* chunks 0-1 written (6 tokens), 2-3 never */
+    c.offsets = offs;
+    craft(path, &c);
+    REFUSED(path, "dataset 'tokens'", "16 entries", "does not store them all", "full disk");
+    rm_rf(dir);
+}
+
+/* A 2 KB file declaring 2^40 tokens: at 1df6ed0 validation allocated 4 TB and
+ * exited with "out of memory" (found by fuzz/fuzz_h5data.c's review). */
+Test(refuse, huge_declared_extent_without_data) {
+    TMP_FILE(dir, path, "sparse.h5");
+    static const int64_t offs[2] = {0, (int64_t)1 << 40};
+    Craft c = good_lm();
+    c.tokens_extent = (hsize_t)1 << 40;
+    c.offsets = offs;
+    c.n_offsets = 2;
+    craft(path, &c);
+    REFUSED(path, "dataset 'tokens'", "1099511627776 entries", "does not store them all");
     rm_rf(dir);
 }
 
