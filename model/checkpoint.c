@@ -17,6 +17,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -300,8 +301,11 @@ static int parse_hf_config(const char *path, json_t *root, GPTConfig *cfg) {
     c.layer_norm_epsilon = 1e-5f;
     v = json_object_get(root, "layer_norm_epsilon");
     if (v) {
-        if (!json_is_number(v) || !(json_number_value(v) > 0))
-            return err_set("%s: \"layer_norm_epsilon\" must be a positive number", path);
+        /* a float: 1e300 would be inf, and every layernorm output 0 */
+        if (!json_is_number(v) || !((float)json_number_value(v) > 0) ||
+            !isfinite((float)json_number_value(v)))
+            return err_set("%s: \"layer_norm_epsilon\" must be a positive number that fits a "
+                           "float", path);
         c.layer_norm_epsilon = (float)json_number_value(v);
     }
     v = json_object_get(root, "activation_function");
@@ -314,8 +318,8 @@ static int parse_hf_config(const char *path, json_t *root, GPTConfig *cfg) {
     v = json_object_get(root, "n_inner");
     if (v && !json_is_null(v) &&
         !(json_is_integer(v) && json_integer_value(v) == 4 * (json_int_t)c.n_embd))
-        return err_set("%s: n_inner must be null or 4 * n_embd = %d; retort's MLP is 4x wide",
-                       path, 4 * c.n_embd);
+        return err_set("%s: n_inner must be null or 4 * n_embd = %lld; retort's MLP is 4x wide",
+                       path, 4 * (long long)c.n_embd);
     v = json_object_get(root, "tie_word_embeddings");
     if (v && json_is_false(v))
         return err_set("%s: tie_word_embeddings is false; retort ties the output layer to wte",

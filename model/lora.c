@@ -236,20 +236,23 @@ int lora_read_config(const char *dir, LoraConfig *cfg) {
         rc = err_set("%s: peft_type is '%s'; only LORA adapters are supported", path, type);
     if (rc == 0) {
         v = json_object_get(root, "r");
-        if (!json_is_integer(v) || json_integer_value(v) < 1)
-            rc = err_set("%s: 'r' must be a positive integer", path);
+        if (!json_is_integer(v) || json_integer_value(v) < 1 || json_integer_value(v) > INT32_MAX)
+            rc = err_set("%s: 'r' must be a positive integer (below 2^31)", path);
         else cfg->r = (int)json_integer_value(v);
     }
     if (rc == 0) {
         v = json_object_get(root, "lora_alpha");
-        if (!json_is_number(v) || !(json_number_value(v) > 0))
-            rc = err_set("%s: 'lora_alpha' must be a positive number", path);
+        /* a float: 1e300 would be inf, and every adapted layer's output inf */
+        if (!json_is_number(v) || !(json_number_value(v) > 0) ||
+            !isfinite((float)json_number_value(v)))
+            rc = err_set("%s: 'lora_alpha' must be a positive number that fits a float", path);
         else cfg->alpha = (float)json_number_value(v);
     }
     if (rc == 0) {
         v = json_object_get(root, "lora_dropout");
-        if (v && !json_is_null(v) && !json_is_number(v))
-            rc = err_set("%s: 'lora_dropout' must be a number", path);
+        if (v && !json_is_null(v) &&
+            !(json_is_number(v) && json_number_value(v) >= 0 && json_number_value(v) < 1))
+            rc = err_set("%s: 'lora_dropout' must be a number in [0, 1)", path);
         else cfg->dropout = v && json_is_number(v) ? (float)json_number_value(v) : 0.0f;
     }
     if (rc == 0) {
@@ -276,18 +279,26 @@ int lora_read_config(const char *dir, LoraConfig *cfg) {
     }
     if (rc == 0) {
         v = json_object_get(root, "layers_to_transform");
+        /* a layer index as an int (4294967296 was layer 0) */
+#define LAYER_OK(e) (json_is_integer(e) && json_integer_value(e) >= 0 && \
+                     json_integer_value(e) <= INT32_MAX)
         if (json_is_integer(v)) {
-            cfg->layers[cfg->n_layers++] = (int)json_integer_value(v);
+            if (!LAYER_OK(v)) rc = err_set("%s: layers_to_transform %" JSON_INTEGER_FORMAT " is "
+                                           "not a layer index", path, json_integer_value(v));
+            else cfg->layers[cfg->n_layers++] = (int)json_integer_value(v);
         } else if (json_is_array(v) && json_array_size(v) <= LORA_MAX_TARGETS) {
             for (size_t i = 0; i < json_array_size(v) && rc == 0; i++) {
                 json_t *e = json_array_get(v, i);
-                if (!json_is_integer(e)) rc = err_set("%s: layers_to_transform[%zu] is not an integer", path, i);
+                if (!LAYER_OK(e))
+                    rc = err_set("%s: layers_to_transform[%zu] is not a layer index (an "
+                                 "integer >= 0)", path, i);
                 else cfg->layers[cfg->n_layers++] = (int)json_integer_value(e);
             }
         } else if (v && !json_is_null(v)) {
             rc = err_set("%s: 'layers_to_transform' must be an integer or a list of at most %d",
                          path, LORA_MAX_TARGETS);
         }
+#undef LAYER_OK
     }
     if (rc == 0) {
         v = json_object_get(root, "layers_pattern");

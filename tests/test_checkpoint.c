@@ -679,6 +679,15 @@ Test(hf_config, errors) {
     assert_config_refused(dir, "{\"n_layer\": 2, " BASE ", \"tie_word_embeddings\": false}",
                           "tie_word_embeddings");
     assert_config_refused(dir, "{\"n_layer\": 2, " BASE, "invalid JSON");
+    /* a float epsilon: 1e300 was inf at 1df6ed0, 1e-300 zero (found by fuzz/) */
+    assert_config_refused(dir, "{\"n_layer\": 2, " BASE ", \"layer_norm_epsilon\": 1e300}",
+                          "layer_norm_epsilon");
+    assert_config_refused(dir, "{\"n_layer\": 2, " BASE ", \"layer_norm_epsilon\": 1e-300}",
+                          "layer_norm_epsilon");
+    /* 4 * n_embd in the message overflowed int (UB at 1df6ed0) */
+    assert_config_refused(dir, "{\"n_layer\": 2, \"n_head\": 4, \"n_embd\": 1000000000, "
+                               "\"vocab_size\": 100, \"n_positions\": 32, \"n_inner\": 3}",
+                          "4000000000");
 #undef BASE
     rm_rf(dir);
 }

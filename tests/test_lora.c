@@ -570,6 +570,36 @@ Test(peft, unsupported_features_are_refused) {
     rm_rf(dir);
 }
 
+/* Values that no float or int holds, which 1df6ed0 read silently: lora_alpha
+ * 1e300 became inf (every adapted layer inf), r 2^32 + 1 became 1, layer
+ * 2^32 became 0; a dropout of 5 was refused only later, without the file
+ * named (found by fuzz/fuzz_model_json.c). */
+Test(peft, out_of_range_numbers_are_refused) {
+    char dir[256];
+    make_temp_dir(dir, sizeof dir, "lora-range");
+    char path[300];
+    snprintf(path, sizeof path, "%s/adapter_config.json", dir);
+    static const char *const cases[][2] = {
+        {"\"r\": 4, \"lora_alpha\": 1e300", "lora_alpha"},
+        {"\"r\": 4294967297, \"lora_alpha\": 8", "'r'"},
+        {"\"r\": 4, \"lora_alpha\": 8, \"layers_to_transform\": [0, 4294967296]",
+         "layers_to_transform[1]"},
+        {"\"r\": 4, \"lora_alpha\": 8, \"layers_to_transform\": -1", "layers_to_transform"},
+        {"\"r\": 4, \"lora_alpha\": 8, \"lora_dropout\": 5", "lora_dropout"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char text[256];
+        snprintf(text, sizeof text, "{\"peft_type\": \"LORA\", %s}", cases[i][0]);
+        cr_assert_eq(write_file_atomic(path, text, strlen(text)), 0);
+        LoraConfig c;
+        err_clear();
+        cr_expect_eq(lora_read_config(dir, &c), -1, "accepted: %s", text);
+        cr_expect(strstr(err_msg(), cases[i][1]) && strstr(err_msg(), "adapter_config.json"),
+                  "%s: %s", text, err_msg());
+    }
+    rm_rf(dir);
+}
+
 /* ------------------------------------------------------------- the base's identity */
 
 /* The weights of m's base tensors rounded to bf16 (to nearest even), as the
