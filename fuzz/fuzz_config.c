@@ -1,12 +1,15 @@
-/* fuzz/fuzz_config.c — the run config (train/config.c) from arbitrary YAML.
+/* fuzz/fuzz_config.c — the run config (train/config.c) from arbitrary YAML,
+ * and the stages file of `retort stages` (train/stages.c), YAML too.
  *
  * The input is a config file for config_load_yaml. Checked beyond "no crash,
  * no leak": a refused file leaves the config as it was; an accepted one
  * validates (config_validate answers, either way), and its YAML and JSON
  * forms (config_to_yaml, config_to_json) load back to the same config. Each
- * line of the input is also tried as a --set assignment (config_set). */
+ * line of the input is also tried as a --set assignment (config_set), and the
+ * whole input as a stages file (stages_load). */
 #include "fuzz/fuzz.h"
 #include "train/config.h"
+#include "train/stages.h"
 
 static int same_config(const Config *a, const Config *b) {
     char *x = config_to_yaml(a), *y = config_to_yaml(b);
@@ -60,5 +63,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     }
     round_trips(&c);
     free(text);
+    static StagesPlan plan; /* 2.4 MB: not on the stack */
+    err_clear();
+    if (stages_load(&plan, path) != 0)
+        FUZZ_CHECK(strcmp(err_msg(), "unknown error") != 0, "refused without a message");
     return 0;
 }
