@@ -324,6 +324,11 @@ static int parse_hf_config(const char *path, json_t *root, GPTConfig *cfg) {
     if (v && json_is_false(v))
         return err_set("%s: tie_word_embeddings is false; retort ties the output layer to wte",
                        path);
+    if (gpt_config_check(&c) != 0) { /* sizes that fit no model (n_embd % n_head, ...) */
+        char why[512];
+        snprintf(why, sizeof why, "%s", err_msg());
+        return err_set("%s: %s", path, why);
+    }
     *cfg = c;
     return 0;
 }

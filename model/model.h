@@ -40,13 +40,32 @@
 
 struct Backend;
 
+/* Model families. GPT-2 is the original; the others are the Llama-style
+ * decoders (RMSNorm, rotary positions, SwiGLU MLP, grouped-query attention,
+ * no biases unless a field below says so), told apart only by which of the
+ * options below their config.json sets. */
+typedef enum {
+    ARCH_GPT2 = 0,  /* transformers GPT2LMHeadModel */
+    ARCH_LLAMA,     /* LlamaForCausalLM (also SmolLM, TinyLlama) */
+    ARCH_MISTRAL,   /* MistralForCausalLM (sliding_window) */
+    ARCH_QWEN2,     /* Qwen2ForCausalLM (q/k/v biases) */
+    ARCH_QWEN3,     /* Qwen3ForCausalLM (q/k RMSNorm, head_dim) */
+    ARCH_COUNT
+} ModelArch;
+
+/* rope_scaling types (transformers' ROPE_INIT_FUNCTIONS) */
+typedef enum { ROPE_DEFAULT = 0, ROPE_LINEAR, ROPE_LLAMA3, ROPE_YARN } RopeType;
+
+/* Every field's zero value is the GPT-2 / transformers default, so a config
+ * zero-initialised and given the GPT-2 sizes is GPT-2. The first seven
+ * fields keep their order (tests initialise them positionally). */
 typedef struct {
-    int n_layer;
-    int n_head;
-    int n_embd;
+    int n_layer;            /* num_hidden_layers */
+    int n_head;             /* num_attention_heads */
+    int n_embd;             /* hidden_size */
     int vocab_size;
-    int n_positions;
-    float layer_norm_epsilon;
+    int n_positions;        /* max_position_embeddings: the longest sequence */
+    float layer_norm_epsilon; /* layernorm eps (GPT-2) or rms_norm_eps */
     /* Inside the model the vocabulary is padded to a multiple of vocab_pad
      * (0: GPT_VOCAB_PAD; 1: no padding): wte gets zero rows V..Vp-1 in the
      * flat buffers and the logits rows are Vp wide, so the head GEMMs have
@@ -54,6 +73,31 @@ typedef struct {
      * The padding never shows: checkpoints, gpt_logits, logp and every
      * softmax see exactly V columns (kernels/ops.h). Not a checkpoint field. */
     int vocab_pad;
+    int arch;               /* ModelArch */
+    /* ---- attention ---- */
+    int n_kv_head;          /* num_key_value_heads; 0: n_head (no grouping) */
+    int head_dim;           /* 0: n_embd / n_head (Qwen3 sets its own) */
+    int attn_bias;          /* biases on q, k and v (Qwen2; Llama attention_bias) */
+    int attn_out_bias;      /* bias on o_proj (Llama attention_bias) */
+    int qk_norm;            /* RMSNorm over each q and k head before RoPE (Qwen3) */
+    int sliding_window;     /* Mistral / Qwen: 0 none; sequences longer are refused */
+    /* GPT-2 only: scale_attn_weights false (no 1/sqrt(HS)) and
+     * scale_attn_by_inverse_layer_idx true (scores / (layer + 1)) */
+    int attn_no_scale;
+    int attn_scale_inv_layer;
+    /* ---- rotary positions (Llama family) ---- */
+    double rope_theta;      /* 0: 10000 */
+    int rope_type;          /* RopeType */
+    double rope_factor;     /* linear, llama3, yarn */
+    double rope_low_freq_factor, rope_high_freq_factor; /* llama3 */
+    int rope_original_max_pos; /* llama3, yarn: original_max_position_embeddings */
+    double rope_beta_fast, rope_beta_slow; /* yarn; 0: 32 and 1 */
+    double rope_attention_factor;          /* yarn; 0: 0.1 ln(factor) + 1 */
+    int rope_no_truncate;   /* yarn: 1 when rope_scaling.truncate is false (default true) */
+    /* ---- MLP and head ---- */
+    int intermediate_size;  /* MLP width; 0: 4 * n_embd (GPT-2 n_inner null) */
+    int mlp_bias;           /* biases on gate/up/down (Llama mlp_bias) */
+    int untied_head;        /* 1: a separate lm_head.weight (tie_word_embeddings false) */
 } GPTConfig;
 
 #define GPT_VOCAB_PAD 128

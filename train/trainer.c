@@ -573,8 +573,10 @@ static int build_model(Trainer *t) {
                    c->model.init, g->n_layer, g->n_head, g->n_embd, g->vocab_size);
         return 0;
     }
-    GPTConfig g = {c->model.n_layer, c->model.n_head, c->model.n_embd, c->model.vocab_size,
-                   c->model.n_positions, (float)c->model.layer_norm_epsilon, 0};
+    GPTConfig g = {.n_layer = c->model.n_layer, .n_head = c->model.n_head,
+                   .n_embd = c->model.n_embd, .vocab_size = c->model.vocab_size,
+                   .n_positions = c->model.n_positions,
+                   .layer_norm_epsilon = (float)c->model.layer_norm_epsilon};
     t->model = gpt_create(&g, t->be);
     if (!t->model) return -1;
     gpt_init_random(t->model, (uint64_t)c->train.seed);
