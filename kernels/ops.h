@@ -116,30 +116,39 @@ OP(void, lm_head_backward, (float *dinp,            /* (N,C) += ; may be NULL */
                             const float *wte,       /* (V,C) */
                             int N, int C, int V))
 
-/* ---- causal multi-head self-attention, flash style ----
- * qkv holds q, k, v side by side per token: qkv[b,t, 0:C | C:2C | 2C:3C], head h
- * at columns h*HS .. h*HS+HS-1 of each. Only the per-row log-sum-exp of the
- * scaled scores is kept; backward recomputes the (T,T) scores per head. */
-OP(void, attention_forward, (float *out,            /* (B,T,C) */
+/* ---- causal self-attention with grouped-query heads, flash style ----
+ * qkv holds, per token, NH query heads, then KVH key heads, then KVH value
+ * heads, each HS wide: qkv[b,t, 0:NH*HS | NH*HS:(NH+KVH)*HS | (NH+KVH)*HS:W],
+ * W = (NH + 2 KVH) HS, head h at columns h*HS .. h*HS+HS-1 of its part. Query
+ * head h attends with kv head h / (NH/KVH) (transformers' repeat_kv); NH must
+ * be a multiple of KVH (KVH == NH: multi-head, KVH == 1: multi-query).
+ * Scores are scale * q.k (GPT-2: scale = 1/sqrt(HS)), causally masked.
+ * Only the per-row log-sum-exp of the scaled scores is kept; backward
+ * recomputes the (T,T) scores per head. Backward sums the dk, dv of a kv head
+ * over the NH/KVH query heads of its group in a fixed order. */
+OP(void, attention_forward, (float *out,            /* (B,T,NH*HS) */
                              float *lse,            /* (B,NH,T) */
-                             const float *qkv,      /* (B,T,3C) */
-                             int B, int T, int C, int NH))
-OP(void, attention_backward, (float *dqkv,          /* (B,T,3C) += */
-                              const float *dout,    /* (B,T,C) */
-                              const float *qkv,     /* (B,T,3C) */
-                              const float *out,     /* (B,T,C) forward output */
+                             const float *qkv,      /* (B,T,W) */
+                             int B, int T, int NH, int KVH, int HS, float scale))
+OP(void, attention_backward, (float *dqkv,          /* (B,T,W) += */
+                              const float *dout,    /* (B,T,NH*HS) */
+                              const float *qkv,     /* (B,T,W) */
+                              const float *out,     /* (B,T,NH*HS) forward output */
                               const float *lse,     /* (B,NH,T) */
-                              int B, int T, int C, int NH))
+                              int B, int T, int NH, int KVH, int HS, float scale))
 
 /* ---- incremental causal attention over a key/value cache (generation) ----
- * qkv holds the n new tokens of each row, at positions pos .. pos+n-1. Their
- * k and v are first written into the caches at those positions; then each new
- * query i attends to keys 0 .. pos+i. Caches are (B,NH,maxT,HS), compute type. */
-OP(void, attention_decode, (float *out,             /* (B,n,C) */
-                            float *kcache,          /* (B,NH,maxT,HS) */
-                            float *vcache,          /* (B,NH,maxT,HS) */
-                            const float *qkv,       /* (B,n,3C) */
-                            int B, int n, int pos, int C, int NH, int maxT))
+ * qkv holds the n new tokens of each row, at positions pos .. pos+n-1, laid
+ * out as for attention_forward. Their k and v (KVH heads) are first written
+ * into the caches at those positions; then each new query i of head h attends
+ * to keys 0 .. pos+i of kv head h / (NH/KVH), with scores scale * q.k.
+ * Caches are (B,KVH,maxT,HS), compute type. */
+OP(void, attention_decode, (float *out,             /* (B,n,NH*HS) */
+                            float *kcache,          /* (B,KVH,maxT,HS) */
+                            float *vcache,          /* (B,KVH,maxT,HS) */
+                            const float *qkv,       /* (B,n,W) */
+                            int B, int n, int pos, int NH, int KVH, int HS, int maxT,
+                            float scale))
 
 /* ---- GELU, tanh approximation (HF "gelu_new") ---- */
 OP(void, gelu_forward, (float *out, const float *inp, size_t n))

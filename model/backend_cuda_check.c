@@ -9,8 +9,9 @@
  * set-up that names the limit, the config field and the fix.
  *
  * Refused:
- *   - head size n_embd / n_head above the attention kernels' 128 (and the
- *     decode kernel's 256);
+ *   - n_head not a multiple of n_kv_head (grouped-query attention);
+ *   - head size (head_dim, or n_embd / n_head when head_dim is 0) above the
+ *     attention kernels' 128 (the decode kernel takes 256);
  *   - a head size whose attention tiles need more shared memory per block
  *     than the device offers (HS 65..128 on compute capability 8.6 and 8.9);
  *   - n_positions above 65535 query tiles of 64 (the grid's y dimension);
@@ -43,7 +44,40 @@ static int heads_for(const GPTConfig *c, int max_hs) {
     return c->n_embd;
 }
 
+/* The head counts: n_head query heads share n_kv_head key/value heads, so each
+ * kv head serves n_head / n_kv_head of them (0: n_head, no grouping). */
+static int check_kv_heads(const GPTConfig *c) {
+    int KVH = c->n_kv_head ? c->n_kv_head : c->n_head;
+    if (KVH >= 1 && c->n_head % KVH == 0) return 0;
+    return err_set("model.n_head %d is not a multiple of model.n_kv_head %d: grouped-query "
+                   "attention gives each key/value head n_head / n_kv_head query heads; set "
+                   "model.n_kv_head to a divisor of n_head (or 0 for one per query head)",
+                   c->n_head, c->n_kv_head);
+}
+
+/* The head size when model.head_dim sets it: the message names that field,
+ * and there is no head count to suggest. */
+static int check_head_dim(const GPTConfig *c, int smem_optin) {
+    int HS = c->head_dim;
+    int max_hs = CUDA_ATT_MAX_HS < CUDA_DECODE_MAX_HS ? CUDA_ATT_MAX_HS : CUDA_DECODE_MAX_HS;
+    if (HS > max_hs)
+        return err_set("model.head_dim %d is a head size the CUDA attention kernels "
+                       "(kernels/cuda/attention.cu) do not handle: they take head sizes up to "
+                       "%d; use --device cpu",
+                       HS, max_hs);
+    if (smem_optin <= 0) return 0;
+    int HSP = attention_tile_width(HS);
+    long need = attention_smem(HSP);
+    if (need <= smem_optin) return 0;
+    return err_set("model.head_dim %d is a head size which the CUDA attention kernels "
+                   "(kernels/cuda/attention.cu) run in %d-wide tiles needing %ld bytes of shared "
+                   "memory per block; this GPU offers %d: use a GPU with more shared memory, or "
+                   "use --device cpu",
+                   HS, HSP, need, smem_optin);
+}
+
 static int check_head_size(const GPTConfig *c, int smem_optin) {
+    if (c->head_dim != 0) return check_head_dim(c, smem_optin);
     int HS = c->n_embd / c->n_head;
     int max_hs = CUDA_ATT_MAX_HS < CUDA_DECODE_MAX_HS ? CUDA_ATT_MAX_HS : CUDA_DECODE_MAX_HS;
     if (HS > max_hs)
@@ -94,6 +128,7 @@ static int check_vocabulary(const GPTConfig *c, int smem_optin) {
 
 int backend_cuda_check(const GPTConfig *cfg, int smem_optin) {
     if (gpt_config_check(cfg) != 0) return -1;
+    if (check_kv_heads(cfg) != 0) return -1;
     if (check_head_size(cfg, smem_optin) != 0) return -1;
     if (check_positions(cfg) != 0) return -1;
     return check_vocabulary(cfg, smem_optin);

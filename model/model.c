@@ -431,11 +431,13 @@ static void blocks_forward(GPT *m, int B, int T, int pos) {
                               c->layer_norm_epsilon);
         linear_forward(m, l, LIN_QKV, a->qkv, a->ln1, N, training);
         if (pos < 0)
-            be->attention_forward(a->atty, a->att_lse, a->qkv, B, T, C, NH);
+            be->attention_forward(a->atty, a->att_lse, a->qkv, B, T, NH, NH, C / NH,
+                                  1.0f / sqrtf((float)(C / NH)));
         else
             be->attention_decode(a->atty, (float *)((char *)m->kcache + l * kv_layer_bytes),
                                  (float *)((char *)m->vcache + l * kv_layer_bytes), a->qkv, B, T,
-                                 pos, C, NH, c->n_positions);
+                                 pos, NH, NH, C / NH, c->n_positions,
+                                 1.0f / sqrtf((float)(C / NH)));
         linear_forward(m, l, LIN_ATTPROJ, a->attproj, a->atty, N, training);
         be->residual_forward(a->res2, residual, a->attproj, (size_t)N * C);
         be->layernorm_forward(a->ln2, a->ln2_mean, a->ln2_rstd, a->res2,
@@ -569,7 +571,8 @@ static void block_backward(GPT *m, int l, int need_input) {
     linear_backward(m, l, LIN_ATTPROJ, BEYOND(GRP_ATTPROJ) ? m->dC : NULL, m->dres, a->atty, N);
     if (!BEYOND(GRP_ATTPROJ)) return;
     be->zero(m->dqkv, NC * 3 * X);
-    be->attention_backward(m->dqkv, m->dC, a->qkv, a->atty, a->att_lse, B, T, C, NH);
+    be->attention_backward(m->dqkv, m->dC, a->qkv, a->atty, a->att_lse, B, T, NH, NH, C / NH,
+                           1.0f / sqrtf((float)(C / NH)));
     if (BEYOND(GRP_QKV)) be->zero(m->dC, NC * X);
     linear_backward(m, l, LIN_QKV, BEYOND(GRP_QKV) ? m->dC : NULL, m->dqkv, a->ln1, N);
     if (!BEYOND(GRP_QKV)) return;

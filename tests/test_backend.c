@@ -87,6 +87,41 @@ Test(backend, cuda_refuses_tiles_the_device_cannot_hold) {
     expect_refused(&gpt2, 48 * 1024, none, 2);
 }
 
+/* A Llama-family config: grouped-query heads whose size model.head_dim sets
+ * (Qwen3 style: NH * head_dim need not be n_embd). */
+static GPTConfig llama_config(int n_embd, int n_head, int n_kv_head, int head_dim) {
+    GPTConfig c = config(n_embd, n_head);
+    c.arch = ARCH_LLAMA;
+    c.n_kv_head = n_kv_head;
+    c.head_dim = head_dim;
+    c.intermediate_size = 3 * n_embd;
+    return c;
+}
+
+Test(backend, cuda_takes_grouped_heads_by_head_dim) {
+    /* Qwen3-0.6B's heads: 16 query heads over 8 kv heads of 128, n_embd 1024 */
+    GPTConfig qwen3 = llama_config(1024, 16, 8, 128);
+    cr_expect_eq(backend_cuda_check(&qwen3, SMEM_A100), 0, "%s", err_msg());
+    /* multi-query, head size 64 */
+    GPTConfig mqa = llama_config(512, 8, 1, 64);
+    cr_expect_eq(backend_cuda_check(&mqa, SMEM_SM86), 0, "%s", err_msg());
+    /* the head size is head_dim, not n_embd / n_head = 64: refused on 8.6 */
+    char offer[32];
+    snprintf(offer, sizeof offer, "offers %d", SMEM_SM86);
+    const char *tiles[] = {"model.head_dim 128", "123392", offer, "--device cpu"};
+    expect_refused(&qwen3, SMEM_SM86, tiles, 4);
+    /* above the kernels' limit whatever n_embd / n_head is (1024 / 16 = 64) */
+    GPTConfig wide = llama_config(1024, 16, 8, 160);
+    const char *words[] = {"model.head_dim 160", "up to 128", "kernels/cuda/attention.cu",
+                           "--device cpu"};
+    expect_refused(&wide, SMEM_H100, words, 4);
+    expect_refused(&wide, 0, words, 4);
+    /* n_head must be a multiple of n_kv_head */
+    GPTConfig odd = llama_config(768, 12, 5, 64);
+    const char *kv_words[] = {"model.n_kv_head", "model.n_head"};
+    expect_refused(&odd, SMEM_H100, kv_words, 2);
+}
+
 Test(backend, cuda_refuses_contexts_past_the_grid) {
     GPTConfig c = config(768, 12);
     c.n_positions = 65535 * 64;

@@ -268,17 +268,27 @@ Test(cuda_ops, lm_head) {
     check_F(G, "lm_head_backward dwte", d_dwte, dwte, (size_t)V * C, 1e-4);
 }
 
-static void attention_case(const Backend *G, Rng *r, int B, int T, int C, int NH) {
+/* Attention with NH query heads over KVH kv heads of size HS; scale 0 means
+ * 1/sqrt(HS). Backward also checks that the op is deterministic: dK, dV of a
+ * kv head sum its group's query heads inside one block in a fixed order, and
+ * dQ is owned by one block, so a second run from the same start gives the
+ * same bits. */
+static void attention_case(const Backend *G, Rng *r, int B, int T, int NH, int KVH, int HS,
+                           float scale) {
     const Backend *C0 = backend_cpu();
-    size_t n_qkv = (size_t)B * T * 3 * C, n_out = (size_t)B * T * C, n_lse = (size_t)B * NH * T;
+    if (scale == 0.0f) scale = 1.0f / sqrtf((float)HS);
+    int W = (NH + 2 * KVH) * HS, CQ = NH * HS;
+    size_t n_qkv = (size_t)B * T * W, n_out = (size_t)B * T * CQ, n_lse = (size_t)B * NH * T;
     float *qkv = rand_host(r, n_qkv, 1), *out = malloc(n_out * 4), *lse = malloc(n_lse * 4);
-    C0->attention_forward(out, lse, qkv, B, T, C, NH);
+    C0->attention_forward(out, lse, qkv, B, T, NH, KVH, HS, scale);
     float *d_qkv = upX(G, qkv, n_qkv), *d_out = poisonX(G, n_out), *d_lse = poisonF(G, n_lse);
-    G->attention_forward(d_out, d_lse, d_qkv, B, T, C, NH);
-    char what[96];
-    snprintf(what, sizeof what, "attention_forward out B=%d T=%d HS=%d", B, T, C / NH);
+    G->attention_forward(d_out, d_lse, d_qkv, B, T, NH, KVH, HS, scale);
+    char what[128];
+    snprintf(what, sizeof what, "attention_forward out B=%d T=%d NH=%d KVH=%d HS=%d scale %g", B,
+             T, NH, KVH, HS, scale);
     check_X(G, what, d_out, out, n_out, 1e-2);
-    snprintf(what, sizeof what, "attention_forward lse B=%d T=%d HS=%d", B, T, C / NH);
+    snprintf(what, sizeof what, "attention_forward lse B=%d T=%d NH=%d KVH=%d HS=%d scale %g", B,
+             T, NH, KVH, HS, scale);
     check_F(G, what, d_lse, lse, n_lse, 1e-3);
 
     /* backward from the GPU's own forward output, as the model does; the CPU
@@ -286,20 +296,50 @@ static void attention_case(const Backend *G, Rng *r, int B, int T, int C, int NH
     float *dout = rand_host(r, n_out, 1);
     float *dqkv = calloc(n_qkv, 4);
     float *d_dout = upX(G, dout, n_out), *d_dqkv = upX(G, dqkv, n_qkv); /* zeroed, as the model */
-    C0->attention_backward(dqkv, dout, qkv, out, lse, B, T, C, NH);
-    G->attention_backward(d_dqkv, d_dout, d_qkv, d_out, d_lse, B, T, C, NH);
-    snprintf(what, sizeof what, "attention_backward dqkv B=%d T=%d HS=%d", B, T, C / NH);
+    C0->attention_backward(dqkv, dout, qkv, out, lse, B, T, NH, KVH, HS, scale);
+    G->attention_backward(d_dqkv, d_dout, d_qkv, d_out, d_lse, B, T, NH, KVH, HS, scale);
+    snprintf(what, sizeof what, "attention_backward dqkv B=%d T=%d NH=%d KVH=%d HS=%d scale %g",
+             B, T, NH, KVH, HS, scale);
     check_X(G, what, d_dqkv, dqkv, n_qkv, 2e-2);
+    float *first = downX(G, d_dqkv, n_qkv);
+    float *zero = calloc(n_qkv, 4);
+    G->upload_f32(d_dqkv, zero, n_qkv);
+    G->attention_backward(d_dqkv, d_dout, d_qkv, d_out, d_lse, B, T, NH, KVH, HS, scale);
+    float *again = downX(G, d_dqkv, n_qkv);
+    cr_expect(memcmp(first, again, n_qkv * sizeof(float)) == 0,
+              "%s: a second run gives different bits", what);
+    free(qkv), free(out), free(lse), free(dout), free(dqkv), free(first), free(zero), free(again);
+    G->release(d_qkv), G->release(d_out), G->release(d_lse), G->release(d_dout),
+        G->release(d_dqkv);
 }
 
 Test(cuda_ops, attention) {
     NEED_GPU(G);
     Rng r;
     rng_seed(&r, 15);
-    attention_case(G, &r, 2, 256, 256, 4);  /* HS 64 */
-    attention_case(G, &r, 1, 77, 256, 2);   /* HS 128, T not a tile multiple */
-    attention_case(G, &r, 3, 1, 128, 2);    /* T = 1 */
-    attention_case(G, &r, 1, 1024, 768, 12); /* GPT-2 124M shape */
+    attention_case(G, &r, 2, 256, 4, 4, 64, 0);    /* HS 64 */
+    attention_case(G, &r, 1, 77, 2, 2, 128, 0);    /* HS 128, T not a tile multiple */
+    attention_case(G, &r, 3, 1, 2, 2, 64, 0);      /* T = 1 */
+    attention_case(G, &r, 1, 1024, 12, 12, 64, 0); /* GPT-2 124M shape */
+}
+
+/* Grouped-query and multi-query attention: KVH = NH/2, NH/4 and 1, head sizes
+ * of the Llama families (64, 128) and a ragged one (40: scalar loads, 48-wide
+ * zero padding of the 64-wide tiles), tails of T, and scales other than
+ * 1/sqrt(HS): 1 (GPT-2 without scale_attn_weights), 1/(2 sqrt(HS)) and
+ * 1/(4 sqrt(HS)) (scale_attn_by_inverse_layer_idx at layers 1 and 3). Tolerances as for multi-head:
+ * the dK, dV of a group are sums of up to 8 heads' fp32 products, rounded to
+ * bf16 once at the end. */
+Test(cuda_ops, attention_grouped) {
+    NEED_GPU(G);
+    Rng r;
+    rng_seed(&r, 22);
+    attention_case(G, &r, 2, 200, 8, 4, 64, 0);       /* NH/2 */
+    attention_case(G, &r, 1, 130, 8, 2, 128, 0.5f / sqrtf(128.0f)); /* NH/4 */
+    attention_case(G, &r, 2, 70, 8, 1, 64, 1.0f);     /* multi-query, no scaling */
+    attention_case(G, &r, 1, 100, 4, 2, 40, 1.0f / (4.0f * sqrtf(40.0f))); /* HS 40 */
+    attention_case(G, &r, 1, 64, 6, 3, 16, 0);        /* one tile, HSP 16 */
+    attention_case(G, &r, 1, 512, 32, 8, 128, 0);     /* Llama 3 8B heads: 32 over 8 */
 }
 
 /* Decoding attention: n new tokens at pos..pos+n-1 of a maxT cache, the rest
@@ -314,20 +354,23 @@ Test(cuda_ops, attention) {
  * under 1e-2. The caches are only copied (bf16 in, bf16 out): compared
  * exactly. Runs the op twice and asks for the same bits (the CUDA op has no
  * atomics and sums in fixed orders). */
-static void attention_decode_case(const Backend *G, Rng *r, int B, int n, int pos, int C, int NH,
-                                  int maxT, float qkv_scale) {
+static void attention_decode_case(const Backend *G, Rng *r, int B, int n, int pos, int NH,
+                                  int KVH, int HS, int maxT, float qkv_scale, float scale) {
     const Backend *C0 = backend_cpu();
-    size_t n_cache = (size_t)B * NH * maxT * (C / NH), n_qkv = (size_t)B * n * 3 * C;
-    size_t n_out = (size_t)B * n * C;
+    if (scale == 0.0f) scale = 1.0f / sqrtf((float)HS);
+    int W = (NH + 2 * KVH) * HS, CQ = NH * HS;
+    size_t n_cache = (size_t)B * KVH * maxT * HS, n_qkv = (size_t)B * n * W;
+    size_t n_out = (size_t)B * n * CQ;
     float *kc = rand_host(r, n_cache, 1), *vc = rand_host(r, n_cache, 1);
     float *qkv = rand_host(r, n_qkv, qkv_scale), *out = malloc(n_out * 4);
     float *d_kc = upX(G, kc, n_cache), *d_vc = upX(G, vc, n_cache), *d_qkv = upX(G, qkv, n_qkv);
     float *d_out = poisonX(G, n_out);
-    C0->attention_decode(out, kc, vc, qkv, B, n, pos, C, NH, maxT);
-    G->attention_decode(d_out, d_kc, d_vc, d_qkv, B, n, pos, C, NH, maxT);
-    char what[128];
-    snprintf(what, sizeof what, "attention_decode out B=%d n=%d pos=%d HS=%d maxT=%d", B, n, pos,
-             C / NH, maxT);
+    C0->attention_decode(out, kc, vc, qkv, B, n, pos, NH, KVH, HS, maxT, scale);
+    G->attention_decode(d_out, d_kc, d_vc, d_qkv, B, n, pos, NH, KVH, HS, maxT, scale);
+    char what[160];
+    snprintf(what, sizeof what,
+             "attention_decode out B=%d n=%d pos=%d NH=%d KVH=%d HS=%d maxT=%d scale %g", B, n,
+             pos, NH, KVH, HS, maxT, scale);
     check_X(G, what, d_out, out, n_out, 1e-2);
     float *kc_gpu = downX(G, d_kc, n_cache), *vc_gpu = downX(G, d_vc, n_cache);
     for (size_t i = 0; i < n_cache; i++) {
@@ -337,7 +380,7 @@ static void attention_decode_case(const Backend *G, Rng *r, int B, int n, int po
                   vc_gpu[i], vc[i]);
     }
     float *first = downX(G, d_out, n_out);
-    G->attention_decode(d_out, d_kc, d_vc, d_qkv, B, n, pos, C, NH, maxT);
+    G->attention_decode(d_out, d_kc, d_vc, d_qkv, B, n, pos, NH, KVH, HS, maxT, scale);
     float *again = downX(G, d_out, n_out);
     cr_expect(memcmp(first, again, n_out * sizeof(float)) == 0,
               "%s: a second run gives different bits", what);
@@ -350,21 +393,38 @@ Test(cuda_ops, attention_decode) {
     Rng r;
     rng_seed(&r, 21);
     /* short context, one block per query (no split), HS 64 */
-    attention_decode_case(G, &r, 2, 3, 37, 256, 4, 64, 1);
+    attention_decode_case(G, &r, 2, 3, 37, 4, 4, 64, 64, 1, 0);
     /* prefill-like: B NH n = 1024 queries, no split, up to 628 keys: many
      * online-softmax steps per block */
-    attention_decode_case(G, &r, 2, 128, 500, 256, 4, 700, 1);
+    attention_decode_case(G, &r, 2, 128, 500, 4, 4, 64, 700, 1, 0);
     /* beyond the old 12,256-token limit: split over ~79 blocks per query and
      * merged; larger q makes the softmax peaked, so no key is negligible by
      * accident of a flat average */
-    attention_decode_case(G, &r, 1, 4, 19996, 128, 2, 20000, 4);
+    attention_decode_case(G, &r, 1, 4, 19996, 2, 2, 64, 20000, 4, 0);
     /* head sizes: not a multiple of 8 (scalar path), split and unsplit */
-    attention_decode_case(G, &r, 1, 2, 3000, 72, 2, 3100, 2);  /* HS 36 */
-    attention_decode_case(G, &r, 2, 5, 90, 100, 4, 100, 2);    /* HS 25 */
+    attention_decode_case(G, &r, 1, 2, 3000, 2, 2, 36, 3100, 2, 0);
+    attention_decode_case(G, &r, 2, 5, 90, 4, 4, 25, 100, 2, 0);
     /* the smallest lane group, and the largest head size the op accepts */
-    attention_decode_case(G, &r, 1, 3, 1000, 16, 2, 1024, 2);  /* HS 8 */
-    attention_decode_case(G, &r, 1, 2, 1500, 512, 2, 2048, 1); /* HS 256 */
-    attention_decode_case(G, &r, 1, 1, 0, 200, 1, 8, 1);       /* HS 200, pos 0: one key */
+    attention_decode_case(G, &r, 1, 3, 1000, 2, 2, 8, 1024, 2, 0);
+    attention_decode_case(G, &r, 1, 2, 1500, 2, 2, 256, 2048, 1, 0);
+    attention_decode_case(G, &r, 1, 1, 0, 1, 1, 200, 8, 1, 0); /* HS 200, pos 0: one key */
+}
+
+/* Grouped-query decoding: the cache holds KVH heads, query head h reads kv
+ * head h / (NH/KVH). KVH = NH/2, NH/4 and 1, split (long context, one token)
+ * and unsplit (prefill), the vector and scalar paths, and explicit scales
+ * (1: GPT-2 without scale_attn_weights; 1/(3 sqrt(HS)): inverse layer index).
+ * Tolerance and determinism as above. */
+Test(cuda_ops, attention_decode_grouped) {
+    NEED_GPU(G);
+    Rng r;
+    rng_seed(&r, 23);
+    attention_decode_case(G, &r, 1, 1, 4000, 32, 8, 128, 4096, 2, 0);  /* Llama 3 8B */
+    attention_decode_case(G, &r, 2, 64, 300, 8, 4, 64, 400, 1, 1.0f); /* prefill, NH/2 */
+    attention_decode_case(G, &r, 1, 2, 9000, 8, 1, 64, 9100, 2, 0);   /* MQA, split */
+    /* HS 36: the scalar path */
+    attention_decode_case(G, &r, 2, 3, 600, 8, 2, 36, 700, 2, 1.0f / (3.0f * sqrtf(36.0f)));
+    attention_decode_case(G, &r, 1, 1, 0, 4, 1, 256, 4, 1, 0);        /* one key, HS 256 */
 }
 
 Test(cuda_ops, gelu_residual) {

@@ -404,55 +404,76 @@ Test(matmul, backward_finite_differences_and_conventions) {
 
 /* ---------------------------------------------------------------- attention */
 
+/* One attention shape: B rows of T tokens, NH query heads sharing KVH kv heads
+ * of HS channels, scores scaled by scale (0 here means GPT-2's 1/sqrt(HS)). */
 typedef struct {
-    int B, T, C, NH;
+    int B, T, NH, KVH, HS;
+    float scale;
+} AttShape;
+
+typedef struct {
+    int B, T, NH, KVH, HS, W, CQ; /* W = (NH + 2 KVH) HS, CQ = NH HS */
+    float scale;
     float *qkv, *out, *lse, *dout;
 } AttentionCase;
 
 static double attention_loss(void *p) {
     AttentionCase *a = p;
-    attention_forward(a->out, a->lse, a->qkv, a->B, a->T, a->C, a->NH);
-    return dot_d(a->dout, a->out, (size_t)a->B * a->T * a->C);
+    attention_forward(a->out, a->lse, a->qkv, a->B, a->T, a->NH, a->KVH, a->HS, a->scale);
+    return dot_d(a->dout, a->out, (size_t)a->B * a->T * a->CQ);
 }
 
-static void attention_case_init(AttentionCase *a, Rng *r, int B, int T, int C, int NH) {
-    a->B = B, a->T = T, a->C = C, a->NH = NH;
-    /* scale 1: scores of order 1, so softmax rows are neither flat nor one-hot */
-    a->qkv = rand_floats(r, (size_t)B * T * 3 * C, 1.0f);
-    a->dout = rand_floats(r, (size_t)B * T * C, 1.0f);
-    a->out = zero_floats((size_t)B * T * C);
-    a->lse = zero_floats((size_t)B * NH * T);
+static void attention_case_init(AttentionCase *a, Rng *r, AttShape s) {
+    a->B = s.B, a->T = s.T, a->NH = s.NH, a->KVH = s.KVH, a->HS = s.HS;
+    a->W = (s.NH + 2 * s.KVH) * s.HS, a->CQ = s.NH * s.HS;
+    a->scale = s.scale != 0.0f ? s.scale : 1.0f / sqrtf((float)s.HS);
+    /* uniform(-1, 1): scores of order 1 at these scales, so softmax rows are
+     * neither flat nor one-hot */
+    a->qkv = rand_floats(r, (size_t)s.B * s.T * a->W, 1.0f);
+    a->dout = rand_floats(r, (size_t)s.B * s.T * a->CQ, 1.0f);
+    a->out = zero_floats((size_t)s.B * s.T * a->CQ);
+    a->lse = zero_floats((size_t)s.B * s.NH * s.T);
 }
 
 static void attention_case_free(AttentionCase *a) {
     free(a->qkv), free(a->dout), free(a->out), free(a->lse);
 }
 
-/* Shapes: HS = 8 and 16, T = 1, odd T, and T = 67 / 130 which cross the
- * 64-row blocks of the implementation with a ragged last block. All of them are
+/* Shapes. Multi-head (KVH = NH): HS = 8 and 16, T = 1, odd T, and T = 67 / 130
+ * which cross the 64-row blocks of the implementation with a ragged last
+ * block. Grouped (KVH = NH/2, NH/4) and multi-query (KVH = 1), with scales
+ * other than 1/sqrt(HS): 1 (GPT-2 scale_attn_weights false), 1/(3 sqrt(HS))
+ * (scale_attn_by_inverse_layer_idx at layer 2), and an arbitrary 0.3. All are
  * small enough to run on one thread (see attention_parallel in attention.c),
  * which keeps the thousands of finite-difference forwards cheap; the parallel
- * path over B*NH is checked on ATT_PARALLEL_SHAPE against the double reference. */
-static const int ATT_SHAPES[][4] = {
-    /* B, T, C, NH */
-    {2, 7, 16, 2}, {1, 1, 16, 1}, {2, 5, 32, 2}, {1, 67, 16, 2}, {1, 130, 8, 1},
+ * paths are checked on ATT_PARALLEL_SHAPES against the double reference. */
+static const AttShape ATT_SHAPES[] = {
+    /* B, T, NH, KVH, HS, scale */
+    {2, 7, 2, 2, 8, 0},    {1, 1, 1, 1, 16, 0},   {2, 5, 2, 2, 16, 0},
+    {1, 67, 2, 2, 8, 0},   {1, 130, 1, 1, 8, 0},  {2, 7, 4, 2, 8, 1.0f},
+    {2, 9, 8, 2, 4, 0.3f}, {1, 67, 4, 1, 8, 0.11785113f}, /* 1 / (3 sqrt(8)) */
+    {1, 1, 4, 1, 8, 1.0f},
 };
 #define N_ATT_SHAPES (int)(sizeof ATT_SHAPES / sizeof ATT_SHAPES[0])
-static const int ATT_PARALLEL_SHAPE[4] = {3, 67, 32, 4};
+static const AttShape ATT_PARALLEL_SHAPES[] = {
+    {3, 67, 4, 4, 8, 0},
+    {3, 67, 8, 2, 8, 0.5f}, /* backward: B*KVH = 6 groups of 4 query heads */
+};
+#define N_ATT_PARALLEL_SHAPES (int)(sizeof ATT_PARALLEL_SHAPES / sizeof ATT_PARALLEL_SHAPES[0])
 
-/* Naive causal attention in double, forward and backward, straight from the
- * definitions with the full (T,T) P matrix: out (B,T,C), lse (B,NH,T) and, when
- * dqkv is not NULL, the gradient (B,T,3C) of sum(dout * out). */
-static void attention_reference(const AttentionCase *a, double *out, double *lse,
-                                double *dqkv) {
-    int B = a->B, T = a->T, C = a->C, NH = a->NH, HS = C / NH;
-    double scale = 1.0 / sqrt((double)HS);
+/* Naive causal multi-head attention in double, forward and backward, straight
+ * from the definitions with the full (T,T) P matrix, on the multi-head layout
+ * x (B,T,3C), C = NH HS: out (B,T,C), lse (B,NH,T) and, when dx is not NULL,
+ * the gradient (B,T,3C) of sum(dout * out). */
+static void mha_reference(const double *x, const float *dout, int B, int T, int NH, int HS,
+                          double scale, double *out, double *lse, double *dx) {
+    int C = NH * HS;
     double *P = xmalloc((size_t)T * T * sizeof(double));  /* (T,T) */
     double *dS = xmalloc((size_t)T * T * sizeof(double)); /* (T,T) */
-#define QKV(b, t, part, h) (a->qkv + ((size_t)(b) * T + (t)) * 3 * C + (part) * C + (h) * HS)
+#define QKV(b, t, part, h) (x + ((size_t)(b) * T + (t)) * 3 * C + (part) * C + (h) * HS)
 #define ROW(buf, b, t, h) ((buf) + ((size_t)(b) * T + (t)) * C + (h) * HS)
     memset(out, 0, (size_t)B * T * C * sizeof(double));
-    if (dqkv) memset(dqkv, 0, (size_t)B * T * 3 * C * sizeof(double));
+    if (dx) memset(dx, 0, (size_t)B * T * 3 * C * sizeof(double));
     for (int b = 0; b < B; b++)
         for (int h = 0; h < NH; h++) {
             for (int i = 0; i < T; i++) {
@@ -460,8 +481,7 @@ static void attention_reference(const AttentionCase *a, double *out, double *lse
                 double mx = -INFINITY, sum = 0.0;
                 for (int j = 0; j < T; j++) {
                     double dot = 0.0;
-                    for (int d = 0; d < HS; d++)
-                        dot += (double)QKV(b, i, 0, h)[d] * QKV(b, j, 1, h)[d];
+                    for (int d = 0; d < HS; d++) dot += QKV(b, i, 0, h)[d] * QKV(b, j, 1, h)[d];
                     p[j] = j <= i ? dot * scale : -INFINITY; /* causal */
                     mx = fmax(mx, p[j]);
                 }
@@ -472,9 +492,9 @@ static void attention_reference(const AttentionCase *a, double *out, double *lse
                 for (int j = 0; j < T; j++)
                     for (int d = 0; d < HS; d++) o[d] += p[j] * QKV(b, j, 2, h)[d];
             }
-            if (!dqkv) continue;
+            if (!dx) continue;
             for (int i = 0; i < T; i++) {
-                const float *dO = ROW(a->dout, b, i, h);
+                const float *dO = ROW(dout, b, i, h);
                 double D = 0.0; /* D_i = sum_j P_ij dP_ij */
                 for (int j = 0; j < T; j++) {
                     double dP = 0.0;
@@ -484,8 +504,8 @@ static void attention_reference(const AttentionCase *a, double *out, double *lse
                 }
                 for (int j = 0; j < T; j++) {
                     double p = P[(size_t)i * T + j], ds = p * (dS[(size_t)i * T + j] - D);
-                    double *dq = dqkv + ((size_t)b * T + i) * 3 * C + h * HS;
-                    double *dk = dqkv + ((size_t)b * T + j) * 3 * C + C + h * HS;
+                    double *dq = dx + ((size_t)b * T + i) * 3 * C + h * HS;
+                    double *dk = dx + ((size_t)b * T + j) * 3 * C + C + h * HS;
                     double *dv = dk + C;
                     for (int d = 0; d < HS; d++) {
                         dq[d] += scale * ds * QKV(b, j, 1, h)[d];
@@ -500,22 +520,59 @@ static void attention_reference(const AttentionCase *a, double *out, double *lse
     free(P), free(dS);
 }
 
+/* The grouped case through the multi-head reference, as transformers'
+ * repeat_kv does it: every query head h gets its own copy of the k and v of
+ * kv head h / (NH/KVH); the gradient of a kv head is then the sum of its
+ * copies' gradients. out (B,T,NH HS), lse (B,NH,T), dqkv (B,T,W) or NULL. */
+static void attention_reference(const AttentionCase *a, double *out, double *lse,
+                                double *dqkv) {
+    int B = a->B, T = a->T, NH = a->NH, KVH = a->KVH, HS = a->HS, W = a->W, C = a->CQ;
+    int group = NH / KVH;
+    size_t rows = (size_t)B * T;
+    double *x = xmalloc(rows * 3 * C * sizeof(double));  /* (B,T,3C) */
+    double *dx = dqkv ? xmalloc(rows * 3 * C * sizeof(double)) : NULL;
+    for (size_t t = 0; t < rows; t++)
+        for (int h = 0; h < NH; h++)
+            for (int d = 0; d < HS; d++) {
+                const float *src = a->qkv + t * W;
+                int g = h / group;
+                x[t * 3 * C + h * HS + d] = src[h * HS + d];
+                x[t * 3 * C + C + h * HS + d] = src[(NH + g) * HS + d];
+                x[t * 3 * C + 2 * C + h * HS + d] = src[(NH + KVH + g) * HS + d];
+            }
+    mha_reference(x, a->dout, B, T, NH, HS, (double)a->scale, out, lse, dx);
+    if (dqkv) {
+        memset(dqkv, 0, rows * W * sizeof(double));
+        for (size_t t = 0; t < rows; t++)
+            for (int h = 0; h < NH; h++)
+                for (int d = 0; d < HS; d++) {
+                    int g = h / group;
+                    dqkv[t * W + h * HS + d] = dx[t * 3 * C + h * HS + d];
+                    dqkv[t * W + (NH + g) * HS + d] += dx[t * 3 * C + C + h * HS + d];
+                    dqkv[t * W + (NH + KVH + g) * HS + d] += dx[t * 3 * C + 2 * C + h * HS + d];
+                }
+    }
+    free(x), free(dx);
+}
+
 /* Forward of one shape against the double reference. */
-static void check_attention_forward(Rng *r, const int shape[4]) {
+static void check_attention_forward(Rng *r, AttShape s) {
     AttentionCase a;
-    attention_case_init(&a, r, shape[0], shape[1], shape[2], shape[3]);
-    int B = a.B, T = a.T, C = a.C, NH = a.NH;
-    attention_forward(a.out, a.lse, a.qkv, B, T, C, NH);
-    double *want = xmalloc((size_t)B * T * C * sizeof(double));
+    attention_case_init(&a, r, s);
+    int B = a.B, T = a.T, NH = a.NH;
+    attention_forward(a.out, a.lse, a.qkv, B, T, NH, a.KVH, a.HS, a.scale);
+    double *want = xmalloc((size_t)B * T * a.CQ * sizeof(double));
     double *want_lse = xmalloc((size_t)B * NH * T * sizeof(double));
     attention_reference(&a, want, want_lse, NULL);
     /* fp32 sgemm + expf against double: ~1e-7; 2e-6 keeps well inside 1e-5 parity */
-    double e_out = rel_err_d(a.out, want, (size_t)B * T * C);
+    double e_out = rel_err_d(a.out, want, (size_t)B * T * a.CQ);
     double e_lse = rel_err_d(a.lse, want_lse, (size_t)B * NH * T);
-    cr_expect(e_out < 2e-6, "attention out, shape B=%d T=%d C=%d NH=%d: relative error %.3g", B,
-              T, C, NH, e_out);
-    cr_expect(e_lse < 2e-6, "attention lse, shape B=%d T=%d C=%d NH=%d: relative error %.3g", B,
-              T, C, NH, e_lse);
+    cr_expect(e_out < 2e-6,
+              "attention out, B=%d T=%d NH=%d KVH=%d HS=%d scale %g: relative error %.3g", B, T,
+              NH, a.KVH, a.HS, a.scale, e_out);
+    cr_expect(e_lse < 2e-6,
+              "attention lse, B=%d T=%d NH=%d KVH=%d HS=%d scale %g: relative error %.3g", B, T,
+              NH, a.KVH, a.HS, a.scale, e_lse);
     free(want), free(want_lse);
     attention_case_free(&a);
 }
@@ -524,7 +581,66 @@ Test(attention, forward_matches_naive_double_softmax) {
     Rng r;
     rng_seed(&r, 401);
     for (int s = 0; s < N_ATT_SHAPES; s++) check_attention_forward(&r, ATT_SHAPES[s]);
-    check_attention_forward(&r, ATT_PARALLEL_SHAPE);
+    for (int s = 0; s < N_ATT_PARALLEL_SHAPES; s++)
+        check_attention_forward(&r, ATT_PARALLEL_SHAPES[s]);
+}
+
+/* A grouped model is the multi-head model whose query heads of a group see
+ * equal k and v: with every kv head copied into its group's heads, the
+ * multi-head op must give the grouped op's out and lse, bit for bit (the
+ * same sgemms on the same numbers), and dq too; dk, dv of the grouped op are
+ * the sums of the copies' gradients over the group, taken in head order. */
+Test(attention, grouped_equals_multi_head_with_repeated_kv) {
+    Rng r;
+    rng_seed(&r, 404);
+    AttShape s = {2, 70, 8, 2, 8, 0.4f};
+    AttentionCase a;
+    attention_case_init(&a, &r, s);
+    int B = a.B, T = a.T, NH = a.NH, KVH = a.KVH, HS = a.HS, W = a.W, C = a.CQ;
+    int group = NH / KVH;
+    size_t rows = (size_t)B * T;
+    float *x = zero_floats(rows * 3 * C); /* (B,T,3C) */
+    for (size_t t = 0; t < rows; t++)
+        for (int h = 0; h < NH; h++) {
+            const float *src = a.qkv + t * W;
+            int g = h / group;
+            memcpy(x + t * 3 * C + h * HS, src + h * HS, HS * sizeof(float));
+            memcpy(x + t * 3 * C + C + h * HS, src + (NH + g) * HS, HS * sizeof(float));
+            memcpy(x + t * 3 * C + 2 * C + h * HS, src + (NH + KVH + g) * HS, HS * sizeof(float));
+        }
+    float *out_mha = zero_floats(rows * C), *lse_mha = zero_floats((size_t)B * NH * T);
+    attention_forward(a.out, a.lse, a.qkv, B, T, NH, KVH, HS, a.scale);
+    attention_forward(out_mha, lse_mha, x, B, T, NH, NH, HS, a.scale);
+    expect_equal("grouped out vs multi-head with repeated kv", a.out, out_mha, rows * C);
+    expect_equal("grouped lse vs multi-head with repeated kv", a.lse, lse_mha,
+                 (size_t)B * NH * T);
+
+    float *dqkv = zero_floats(rows * W), *dx = zero_floats(rows * 3 * C);
+    attention_backward(dqkv, a.dout, a.qkv, a.out, a.lse, B, T, NH, KVH, HS, a.scale);
+    attention_backward(dx, a.dout, x, out_mha, lse_mha, B, T, NH, NH, HS, a.scale);
+    double worst_q = 0.0, worst_kv = 0.0, norm_kv = 0.0;
+    for (size_t t = 0; t < rows; t++) {
+        for (int c = 0; c < C; c++)
+            worst_q = fmax(worst_q, fabs(dqkv[t * W + c] - dx[t * 3 * C + c]));
+        for (int g = 0; g < KVH; g++)
+            for (int d = 0; d < HS; d++)
+                for (int part = 1; part <= 2; part++) {
+                    double sum = 0.0;
+                    for (int h = g * group; h < (g + 1) * group; h++)
+                        sum += dx[t * 3 * C + part * C + h * HS + d];
+                    float got = dqkv[t * W + (NH + (part - 1) * KVH + g) * HS + d];
+                    worst_kv = fmax(worst_kv, fabs(got - sum));
+                    norm_kv = fmax(norm_kv, fabs(sum));
+                }
+    }
+    cr_expect(worst_q == 0.0, "grouped dq differs from multi-head dq by %.3g", worst_q);
+    /* the grouped op sums the heads in fp32 (through sgemm's beta = 1), the
+     * check here in double: a few fp32 roundings of the largest element */
+    cr_expect(worst_kv <= 1e-6 * norm_kv,
+              "grouped dk, dv differ from the group sums of multi-head dk, dv by %.3g (max %.3g)",
+              worst_kv, norm_kv);
+    free(x), free(out_mha), free(lse_mha), free(dqkv), free(dx);
+    attention_case_free(&a);
 }
 
 Test(attention, backward_finite_differences_q_k_v) {
@@ -532,32 +648,36 @@ Test(attention, backward_finite_differences_q_k_v) {
     rng_seed(&r, 402);
     for (int s = 0; s < N_ATT_SHAPES; s++) {
         AttentionCase a;
-        attention_case_init(&a, &r, ATT_SHAPES[s][0], ATT_SHAPES[s][1], ATT_SHAPES[s][2],
-                            ATT_SHAPES[s][3]);
-        int B = a.B, T = a.T, C = a.C, NH = a.NH;
-        size_t n3 = (size_t)B * T * 3 * C;
-        attention_forward(a.out, a.lse, a.qkv, B, T, C, NH);
-        float *dqkv = zero_floats(n3);
-        attention_backward(dqkv, a.dout, a.qkv, a.out, a.lse, B, T, C, NH);
+        attention_case_init(&a, &r, ATT_SHAPES[s]);
+        int B = a.B, T = a.T, NH = a.NH, KVH = a.KVH, HS = a.HS, W = a.W;
+        size_t nw = (size_t)B * T * W;
+        attention_forward(a.out, a.lse, a.qkv, B, T, NH, KVH, HS, a.scale);
+        float *dqkv = zero_floats(nw);
+        attention_backward(dqkv, a.dout, a.qkv, a.out, a.lse, B, T, NH, KVH, HS, a.scale);
 
-        /* q, k and v are checked one third of qkv at a time. Softmax is smooth
-         * with curvature of order 1 at these score sizes: h = 1e-2 leaves ~1e-4
-         * truncation. dk comes out smallest and noisiest (sum_j dS_ij = 0, so it
-         * is a sum of cancelling terms while L grows with T): up to 3e-4 at
-         * T = 130, hence 2e-3. */
+        /* q, k and v are checked one part of qkv at a time (q: NH heads, k and
+         * v: KVH heads). Softmax is smooth with curvature of order 1 at these
+         * score sizes: h = 1e-2 leaves ~1e-4 truncation. dk comes out smallest
+         * and noisiest (sum_j dS_ij = 0, so it is a sum of cancelling terms
+         * while L grows with T): up to 3e-4 at T = 130, hence 2e-3. With
+         * KVH < NH, dk and dv sum the group's query heads, which the
+         * differences see as one input feeding several heads. */
         const char *part_name[3] = {"dq", "dk", "dv"};
+        size_t part_cols[3] = {(size_t)NH * HS, (size_t)KVH * HS, (size_t)KVH * HS};
+        size_t part_off[3] = {0, (size_t)NH * HS, (size_t)(NH + KVH) * HS};
         for (int part = 0; part < 3; part++) {
-            View view = {(size_t)B * T, (size_t)C, (size_t)3 * C, (size_t)part * C};
-            char what[96];
-            snprintf(what, sizeof what, "attention %s, B=%d T=%d C=%d NH=%d", part_name[part], B,
-                     T, C, NH);
+            View view = {(size_t)B * T, part_cols[part], (size_t)W, part_off[part]};
+            char what[128];
+            snprintf(what, sizeof what, "attention %s, B=%d T=%d NH=%d KVH=%d HS=%d scale %g",
+                     part_name[part], B, T, NH, KVH, HS, a.scale);
             if (T == 1 && part < 2) {
                 /* one token attends only to itself: out = v, so q and k get no gradient */
                 double numeric = check_grad(what, attention_loss, &a, a.qkv, view, dqkv, 150,
                                             1e-2f, -1.0, &r);
                 double analytic = 0.0;
-                for (size_t i = 0; i < (size_t)B * T * C; i++)
-                    analytic = fmax(analytic, fabs(dqkv[(i / C) * 3 * C + part * C + i % C]));
+                for (size_t t = 0; t < (size_t)B * T; t++)
+                    for (size_t c = 0; c < part_cols[part]; c++)
+                        analytic = fmax(analytic, fabs(dqkv[t * W + part_off[part] + c]));
                 /* analytic: dP - D cancels up to the rounding of two dot products */
                 cr_expect(analytic < 1e-6 && numeric < 1e-4,
                           "%s should be zero: max analytic %.3g, numeric norm %.3g", what,
@@ -574,29 +694,95 @@ Test(attention, backward_finite_differences_q_k_v) {
 Test(attention, backward_matches_double_reference_and_accumulates) {
     Rng r;
     rng_seed(&r, 403);
-    AttentionCase a;
-    const int *sh = ATT_PARALLEL_SHAPE; /* several heads per thread, ragged row block */
-    attention_case_init(&a, &r, sh[0], sh[1], sh[2], sh[3]);
-    size_t n3 = (size_t)a.B * a.T * 3 * a.C;
-    attention_forward(a.out, a.lse, a.qkv, a.B, a.T, a.C, a.NH);
-    float *g1 = zero_floats(n3);
-    attention_backward(g1, a.dout, a.qkv, a.out, a.lse, a.B, a.T, a.C, a.NH);
+    for (int s = 0; s < N_ATT_PARALLEL_SHAPES; s++) {
+        AttentionCase a; /* several heads (or groups) per thread, ragged row block */
+        attention_case_init(&a, &r, ATT_PARALLEL_SHAPES[s]);
+        int B = a.B, T = a.T, NH = a.NH, KVH = a.KVH, HS = a.HS;
+        size_t nw = (size_t)B * T * a.W;
+        attention_forward(a.out, a.lse, a.qkv, B, T, NH, KVH, HS, a.scale);
+        float *g1 = zero_floats(nw);
+        attention_backward(g1, a.dout, a.qkv, a.out, a.lse, B, T, NH, KVH, HS, a.scale);
 
-    double *want = xmalloc((size_t)a.B * a.T * a.C * sizeof(double));
-    double *want_lse = xmalloc((size_t)a.B * a.NH * a.T * sizeof(double));
-    double *want_dqkv = xmalloc(n3 * sizeof(double));
-    attention_reference(&a, want, want_lse, want_dqkv);
-    /* fp32 against double over sums of ~T terms: ~2e-7 norm-wise seen */
-    double err = rel_err_d(g1, want_dqkv, n3);
-    cr_expect(err < 2e-6, "attention dqkv (B=%d T=%d C=%d NH=%d) vs double: relative error %.3g",
-              a.B, a.T, a.C, a.NH, err);
+        double *want = xmalloc((size_t)B * T * a.CQ * sizeof(double));
+        double *want_lse = xmalloc((size_t)B * NH * T * sizeof(double));
+        double *want_dqkv = xmalloc(nw * sizeof(double));
+        attention_reference(&a, want, want_lse, want_dqkv);
+        /* fp32 against double over sums of ~T terms (times the group size for
+         * dk, dv): ~2e-7 norm-wise seen */
+        double err = rel_err_d(g1, want_dqkv, nw);
+        cr_expect(err < 2e-6,
+                  "attention dqkv (B=%d T=%d NH=%d KVH=%d HS=%d) vs double: relative error %.3g",
+                  B, T, NH, KVH, HS, err);
 
-    float *g2 = copy_floats(g1, n3);
-    /* each dqkv element gets a single += per call (partial sums live in scratch) */
-    attention_backward(g2, a.dout, a.qkv, a.out, a.lse, a.B, a.T, a.C, a.NH);
-    expect_doubled("attention dqkv", g1, g2, n3, 0.0);
-    free(g1), free(g2), free(want), free(want_lse), free(want_dqkv);
-    attention_case_free(&a);
+        float *g2 = copy_floats(g1, nw);
+        /* each dqkv element gets a single += per call (partial sums live in scratch) */
+        attention_backward(g2, a.dout, a.qkv, a.out, a.lse, B, T, NH, KVH, HS, a.scale);
+        expect_doubled("attention dqkv", g1, g2, nw, 0.0);
+        free(g1), free(g2), free(want), free(want_lse), free(want_dqkv);
+        attention_case_free(&a);
+    }
+}
+
+/* Cached decoding is the causal forward seen one prefix at a time: decoding
+ * positions pos .. pos+n-1 over a cache that holds the earlier positions gives
+ * attention_forward's rows pos .. pos+n-1. Run with multi-head, grouped and
+ * multi-query heads and a non-default scale, in chunks of 3, 1, 1, 4 and 2
+ * tokens (every row, so every prefix, is compared; n > 1 is covered), over a
+ * cache longer than the sequence. The caches get
+ * exactly the new k and v and nothing else. Tolerance: attention_forward's
+ * fp32 sgemm against decode's fp32 dots with a double softmax, ~1e-7; 1e-5
+ * relative L2 per chunk. */
+Test(attention, decode_equals_forward_at_every_prefix) {
+    Rng r;
+    rng_seed(&r, 405);
+    const int kv_heads[] = {4, 2, 1}; /* NH = 4: multi-head, NH/2, multi-query */
+    const int chunks[] = {3, 1, 1, 4, 2};
+    int B = 2, T = 11, NH = 4, HS = 8, maxT = 14;
+    for (int kh = 0; kh < 3; kh++) {
+        int KVH = kv_heads[kh];
+        AttentionCase a;
+        attention_case_init(&a, &r, (AttShape){B, T, NH, KVH, HS, 0.6f});
+        int W = a.W, CQ = a.CQ;
+        attention_forward(a.out, a.lse, a.qkv, B, T, NH, KVH, HS, a.scale);
+        size_t n_cache = (size_t)B * KVH * maxT * HS;
+        float *kc = zero_floats(n_cache), *vc = zero_floats(n_cache);
+        for (size_t i = 0; i < n_cache; i++) kc[i] = vc[i] = -7.0f; /* never written */
+        int pos = 0;
+        for (int c = 0; c < (int)(sizeof chunks / sizeof chunks[0]); c++) {
+            int n = chunks[c];
+            float *x = zero_floats((size_t)B * n * W), *o = zero_floats((size_t)B * n * CQ);
+            float *want = zero_floats((size_t)B * n * CQ);
+            for (int b = 0; b < B; b++)
+                for (int i = 0; i < n; i++) {
+                    memcpy(x + ((size_t)b * n + i) * W, a.qkv + ((size_t)b * T + pos + i) * W,
+                           W * sizeof(float));
+                    memcpy(want + ((size_t)b * n + i) * CQ,
+                           a.out + ((size_t)b * T + pos + i) * CQ, CQ * sizeof(float));
+                }
+            attention_decode(o, kc, vc, x, B, n, pos, NH, KVH, HS, maxT, a.scale);
+            double e = rel_err(o, want, (size_t)B * n * CQ);
+            cr_expect(e < 1e-5, "decode KVH=%d, %d tokens at %d vs forward: relative error %.3g",
+                      KVH, n, pos, e);
+            pos += n;
+            free(x), free(o), free(want);
+        }
+        cr_assert_eq(pos, T);
+        for (int b = 0; b < B; b++)
+            for (int g = 0; g < KVH; g++)
+                for (int t = 0; t < maxT; t++)
+                    for (int d = 0; d < HS; d++) {
+                        size_t at = (((size_t)b * KVH + g) * maxT + t) * HS + d;
+                        const float *row = a.qkv + ((size_t)b * T + t) * W;
+                        float wk = t < T ? row[(NH + g) * HS + d] : -7.0f;
+                        float wv = t < T ? row[(NH + KVH + g) * HS + d] : -7.0f;
+                        cr_assert(kc[at] == wk && vc[at] == wv,
+                                  "KVH=%d cache (b %d, kv head %d, t %d, %d): k %g v %g, want "
+                                  "%g %g",
+                                  KVH, b, g, t, d, kc[at], vc[at], wk, wv);
+                    }
+        free(kc), free(vc);
+        attention_case_free(&a);
+    }
 }
 
 /* ---------------------------------------------------------------- gelu, residual */

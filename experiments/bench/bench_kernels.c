@@ -3,7 +3,8 @@
  * Times each CUDA op through the backend table with CUDA events (warm-up, then
  * the median of repeated runs over rotating input sets so L2 does not hold
  * them), on random data, and prints one line per kernel:
- *   attention fwd+bwd TFLOP/s at GPT-2 124M and 350M shapes (causal FLOPs:
+ *   attention fwd+bwd TFLOP/s at GPT-2 124M and 350M shapes and Llama 3 8B's
+ *     grouped heads (32 query heads over 8 kv heads; causal FLOPs:
  *     forward 2 matmuls x 2*B*NH*T*T*HS / 2, backward 5 of them / 2),
  *   layernorm forward/backward and classifier forward/backward achieved GB/s
  *     (bytes each must read and write once), beside the card's measured
@@ -11,6 +12,7 @@
  * Output lines start with "kernel" so the driver script can parse them.
  */
 #include <cuda_runtime.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -64,26 +66,30 @@ static float *rand_dev(Rng *r, size_t n, int compute_type) {
 }
 
 /* ---- attention ---- */
-typedef struct { int B, T, C, NH; float *qkv[SETS], *out, *lse, *dout, *dqkv; } Att;
+typedef struct { int B, T, NH, KVH, HS; float *qkv[SETS], *out, *lse, *dout, *dqkv; } Att;
 static void att_run(void *p, int s) {
     Att *a = p;
-    G->attention_forward(a->out, a->lse, a->qkv[s], a->B, a->T, a->C, a->NH);
-    G->zero(a->dqkv, (size_t)a->B * a->T * 3 * a->C * G->act_size);
-    G->attention_backward(a->dqkv, a->dout, a->qkv[s], a->out, a->lse, a->B, a->T, a->C, a->NH);
+    float scale = 1.0f / sqrtf((float)a->HS);
+    size_t W = (size_t)(a->NH + 2 * a->KVH) * a->HS;
+    G->attention_forward(a->out, a->lse, a->qkv[s], a->B, a->T, a->NH, a->KVH, a->HS, scale);
+    G->zero(a->dqkv, (size_t)a->B * a->T * W * G->act_size);
+    G->attention_backward(a->dqkv, a->dout, a->qkv[s], a->out, a->lse, a->B, a->T, a->NH, a->KVH,
+                          a->HS, scale);
 }
 
-static void bench_attention(Rng *r, const char *name, int B, int T, int C, int NH) {
-    Att a = {B, T, C, NH, {0}, 0, 0, 0, 0};
-    for (int s = 0; s < SETS; s++) a.qkv[s] = rand_dev(r, (size_t)B * T * 3 * C, 1);
-    a.out = rand_dev(r, (size_t)B * T * C, 1);
+/* KVH < NH: grouped-query heads (the FLOPs count query heads, as for NH = KVH) */
+static void bench_attention(Rng *r, const char *name, int B, int T, int NH, int KVH, int HS) {
+    Att a = {B, T, NH, KVH, HS, {0}, 0, 0, 0, 0};
+    size_t W = (size_t)(NH + 2 * KVH) * HS, CQ = (size_t)NH * HS;
+    for (int s = 0; s < SETS; s++) a.qkv[s] = rand_dev(r, (size_t)B * T * W, 1);
+    a.out = rand_dev(r, (size_t)B * T * CQ, 1);
     a.lse = rand_dev(r, (size_t)B * NH * T, 0);
-    a.dout = rand_dev(r, (size_t)B * T * C, 1);
-    a.dqkv = rand_dev(r, (size_t)B * T * 3 * C, 1);
+    a.dout = rand_dev(r, (size_t)B * T * CQ, 1);
+    a.dqkv = rand_dev(r, (size_t)B * T * W, 1);
     float ms = median_ms(att_run, &a);
-    double HS = (double)C / NH;
     double flops = 7.0 * 2.0 * B * NH * (double)T * T * HS / 2.0; /* causal half */
-    printf("kernel attention_fwd_bwd %s B=%d NH=%d T=%d HS=%.0f %.3f ms %.1f TFLOP/s\n", name, B,
-           NH, T, HS, ms, flops / (ms * 1e-3) / 1e12);
+    printf("kernel attention_fwd_bwd %s B=%d NH=%d KVH=%d T=%d HS=%d %.3f ms %.1f TFLOP/s\n",
+           name, B, NH, KVH, T, HS, ms, flops / (ms * 1e-3) / 1e12);
     for (int s = 0; s < SETS; s++) G->release(a.qkv[s]);
     G->release(a.out);
     G->release(a.lse);
@@ -184,9 +190,10 @@ int main(void) {
     Rng r;
     rng_seed(&r, 1);
     bench_copy();
-    bench_attention(&r, "gpt2-124m", 8, 1024, 768, 12);
-    bench_attention(&r, "gpt2-350m", 8, 1024, 1024, 16);
-    bench_attention(&r, "hs128", 8, 1024, 2048, 16);
+    bench_attention(&r, "gpt2-124m", 8, 1024, 12, 12, 64);
+    bench_attention(&r, "gpt2-350m", 8, 1024, 16, 16, 64);
+    bench_attention(&r, "hs128", 8, 1024, 16, 16, 128);
+    bench_attention(&r, "llama3-8b-heads", 2, 2048, 32, 8, 128);
     bench_layernorm(&r, 8 * 1024, 768);
     bench_classifier(&r, 8 * 1024, 50257);
     return 0;

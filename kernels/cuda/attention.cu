@@ -1,9 +1,12 @@
-/* kernels/cuda/attention.cu — causal multi-head self-attention, flash style, on
- * tensor cores (bf16 operands, fp32 accumulation). The CUDA twin of
- * kernels/cpu/attention.c; it computes the same function:
- *     S = scale Q K^T (scale = 1/sqrt(HS)),  causal mask (key j > query i is -inf),
- *     P = softmax_rows(S),  O = P V,  lse_i = log sum_j exp(S_ij)  (natural log).
- * Per (b, h), Q, K, V are the (T,HS) slices of qkv (B,T,3C), row stride 3C.
+/* kernels/cuda/attention.cu — causal self-attention with grouped-query heads,
+ * flash style, on tensor cores (bf16 operands, fp32 accumulation). The CUDA
+ * twin of kernels/cpu/attention.c; it computes the same function:
+ *     S = scale Q K^T (the caller's scale; GPT-2: 1/sqrt(HS)),  causal mask
+ *     (key j > query i is -inf),  P = softmax_rows(S),  O = P V,
+ *     lse_i = log sum_j exp(S_ij)  (natural log).
+ * Per (b, h), Q is the (T,HS) slice of query head h and K, V those of kv head
+ * g = h / (NH/KVH), all in qkv (B,T,W), row stride W = (NH + 2 KVH) HS
+ * (q heads, then k heads, then v heads); out and dout are (B,T,NH HS).
  *
  * Forward (one block per (b*h, 64-query tile), heaviest tiles launched first):
  *   the query tile stays in shared memory; for every key tile kb <= qb (causal)
@@ -22,11 +25,13 @@
  *     S = Q K^T and dP = dO V^T            (warps 0-3 and 4-7 in parallel)
  *     P = exp(scale S - lse), dS = scale P (dP - D)   (elementwise, masked)
  * with the same helpers (bwd_scores, bwd_probs), so both see the same dS:
- *   dK/dV (FlashAttention-2 order, one block per (b*h, 64-key tile)): keeps K,
- *     V of its key tile in shared memory and dK, dV in wmma accumulators
- *     (warps 0-3: dV rows, warps 4-7: dK rows), loops over the query tiles
- *     qb >= kb doing dV += P^T dO, dK += dS^T Q, and adds dK, dV into dqkv at
- *     the end (each key row belongs to one block).
+ *   dK/dV (FlashAttention-2 order, one block per (b*g, 64-key tile), g a kv
+ *     head): keeps K, V of its key tile in shared memory and dK, dV in wmma
+ *     accumulators (warps 0-3: dV rows, warps 4-7: dK rows), loops over the
+ *     NH/KVH query heads of the group in order and, for each, over the query
+ *     tiles qb >= kb doing dV += P^T dO, dK += dS^T Q, and adds dK, dV into
+ *     dqkv at the end (each key row of a kv head belongs to one block, so the
+ *     group's sum needs no atomics; with KVH == NH it is plain multi-head).
  *   dQ (one block per (b*h, 64-query tile), heaviest first): keeps Q, dO of its
  *     query tile in shared memory and dQ in wmma accumulators, loops over the
  *     key tiles kb = 0, 1, ..., qb in that order doing dQ += dS K, and adds dQ
@@ -38,10 +43,11 @@
  * compute S and dP, so the backward does 7 (64 x 64 x HSP) products per tile
  * pair (dK/dV kernel 4, dQ kernel 3) where one kernel with atomics did 5.
  *
- * Head sizes: every HS <= 128. The tiles are HSP wide, HSP the smallest of 16,
- * 32, 64, 128 that holds HS (a template parameter); columns HS..HSP-1 are
- * zero-filled, which changes no product (zero columns of Q, K add nothing to
- * Q K^T; zero columns of V, dO, Q give output columns that are never stored).
+ * Head sizes: every HS <= 128 (the decode kernel takes up to 256). The tiles
+ * are HSP wide, HSP the smallest of 16, 32, 64, 128 that holds HS (a template
+ * parameter); columns HS..HSP-1 are zero-filled, which changes no product
+ * (zero columns of Q, K add nothing to Q K^T; zero columns of V, dO, Q give
+ * output columns that are never stored).
  * A model whose head size is larger, or whose tiles need more shared memory
  * than the device offers, is refused when it is created (backend_cuda_check,
  * with the figures of kernels/cuda/limits.h); the checks at launch remain for
@@ -171,11 +177,11 @@ static __device__ __forceinline__ void load_head_tile(floatX *dst, const floatX 
 
 /* ------------------------------------------------------------------ forward */
 
-/* grid (B*NH, ceil(T/64)), block 128. out (B,T,C) bf16, lse (B,NH,T) fp32,
- * qkv (B,T,3C) bf16. */
+/* grid (B*NH, ceil(T/64)), block 128. out (B,T,NH*HS) bf16, lse (B,NH,T) fp32,
+ * qkv (B,T,W) bf16. */
 template <int HSP>
 __global__ void __launch_bounds__(ATT_FWD_THREADS)
-    attention_forward_kernel(floatX *out, float *lse, const floatX *qkv, int T, int C, int NH,
+    attention_forward_kernel(floatX *out, float *lse, const floatX *qkv, int T, int NH, int KVH,
                              int HS, float scale, bool vec) {
     typedef AttGeom<HSP> G;
     extern __shared__ __align__(128) unsigned char att_smem[];
@@ -186,14 +192,15 @@ __global__ void __launch_bounds__(ATT_FWD_THREADS)
     floatX *Ps = reinterpret_cast<floatX *>(Ss + ATT_TILE * G::LDS);    /* (64, LDP) */
     float *Os = reinterpret_cast<float *>(Ps + ATT_TILE * G::LDP);      /* (64, LDO) */
 
-    const int bh = blockIdx.x, b = bh / NH, h = bh % NH;
+    const int bh = blockIdx.x, b = bh / NH, h = bh % NH, g = h / (NH / KVH);
     const int qb = gridDim.y - 1 - blockIdx.y; /* last (heaviest) query tiles first */
     const int q0 = qb * ATT_TILE;
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-    const size_t ld = 3 * (size_t)C;
-    const floatX *q = qkv + (size_t)b * T * ld + (size_t)h * HS; /* (T,HS), ld 3C */
-    const floatX *k = q + C;                                      /* (T,HS), ld 3C */
-    const floatX *v = q + 2 * (size_t)C;                          /* (T,HS), ld 3C */
+    const size_t ld = (size_t)(NH + 2 * KVH) * HS, ldo = (size_t)NH * HS;
+    const floatX *row0 = qkv + (size_t)b * T * ld;
+    const floatX *q = row0 + (size_t)h * HS;             /* (T,HS), ld W */
+    const floatX *k = row0 + (size_t)(NH + g) * HS;       /* (T,HS), ld W */
+    const floatX *v = row0 + (size_t)(NH + KVH + g) * HS; /* (T,HS), ld W */
 
     load_head_tile<HSP, ATT_FWD_THREADS>(Qs, q, ld, q0, T, HS, vec);
     for (int i = threadIdx.x; i < ATT_TILE * G::LDO; i += ATT_FWD_THREADS) Os[i] = 0.0f;
@@ -287,7 +294,7 @@ __global__ void __launch_bounds__(ATT_FWD_THREADS)
         float l_row = __shfl_sync(FULL_MASK, l_own, r);
         if (i >= T) continue; /* uniform across the warp */
         float inv_l = 1.0f / l_row;
-        floatX *orow = out + ((size_t)b * T + i) * C + (size_t)h * HS; /* (HS) */
+        floatX *orow = out + ((size_t)b * T + i) * ldo + (size_t)h * HS; /* (HS) */
         for (int c = lane; c < HS; c += 32)
             orow[c] = __float2bfloat16_rn(Os[row * G::LDO + c] * inv_l);
         if (lane == 0) lse[(size_t)bh * T + i] = m_row + logf(l_row);
@@ -297,16 +304,16 @@ __global__ void __launch_bounds__(ATT_FWD_THREADS)
 /* ----------------------------------------------------------------- backward */
 
 /* D[b,h,i] = sum_d dout[b,i,h*HS+d] * out[b,i,h*HS+d]; one warp per (b,h,i).
- * D (B,NH,T) fp32; dout, out (B,T,C) bf16. */
+ * D (B,NH,T) fp32; dout, out (B,T,NH*HS) bf16. */
 __global__ static void attention_row_dot_kernel(float *D, const floatX *dout, const floatX *out,
-                                                int B, int T, int C, int NH, int HS) {
+                                                int B, int T, int NH, int HS) {
     size_t row = ((size_t)blockIdx.x * blockDim.x + threadIdx.x) / 32;
     int lane = threadIdx.x % 32;
     if (row >= (size_t)B * NH * T) return; /* whole warps leave together */
     int i = (int)(row % T);
     size_t bh = row / T;
     int b = (int)(bh / NH), h = (int)(bh % NH);
-    size_t base = ((size_t)b * T + i) * C + (size_t)h * HS;
+    size_t base = ((size_t)b * T + i) * NH * HS + (size_t)h * HS;
     float s = 0.0f;
     for (int c = lane; c < HS; c += 32)
         s += __bfloat162float(dout[base + c]) * __bfloat162float(out[base + c]);
@@ -393,14 +400,15 @@ static __device__ __forceinline__ void bwd_probs(floatX *Ps, floatX *dSs, const 
     }
 }
 
-/* dK and dV. grid (B*NH, ceil(T/64)), block 256. dqkv (B,T,3C) bf16 (k and v
- * thirds +=), dout (B,T,C) bf16, qkv (B,T,3C) bf16, lse and D (B,NH,T) fp32. */
+/* dK and dV. grid (B*KVH, ceil(T/64)), block 256. dqkv (B,T,W) bf16 (k and v
+ * heads +=), dout (B,T,NH*HS) bf16, qkv (B,T,W) bf16, lse and D (B,NH,T) fp32.
+ * The block sums the query heads of its kv head's group, in head order. */
 template <int HSP>
 /* HSP <= 64: at most 128 registers, so two blocks (16 warps) share an SM as
  * their shared memory allows on the H100 */
 __global__ void __launch_bounds__(ATT_BWD_THREADS, HSP <= 64 ? 2 : 1)
     attention_backward_kernel(floatX *dqkv, const floatX *dout, const floatX *qkv,
-                              const float *lse, const float *D, int T, int C, int NH, int HS,
+                              const float *lse, const float *D, int T, int NH, int KVH, int HS,
                               float scale, bool vec) {
     typedef AttGeom<HSP> G;
     extern __shared__ __align__(128) unsigned char att_smem[];
@@ -416,20 +424,17 @@ __global__ void __launch_bounds__(ATT_BWD_THREADS, HSP <= 64 ? 2 : 1)
     float *D_s = lse_s + ATT_TILE;                                      /* (64) */
     float *Xs = Ss; /* (64, LDO) dK/dV at the end, over S and dP (see AttGeom) */
 
-    const int bh = blockIdx.x, b = bh / NH, h = bh % NH;
+    const int bg = blockIdx.x, b = bg / KVH, g = bg % KVH, group = NH / KVH;
     const int kb = blockIdx.y; /* key tile; low kb has the most query tiles, launched first */
     const int k0 = kb * ATT_TILE;
     const int n_tiles = (T + ATT_TILE - 1) / ATT_TILE;
     const int warp = threadIdx.x / 32;
     const int strip = (warp & 3) * 16; /* 16-row strip of a 64-row tile */
     const bool low = warp < 4;         /* warps 0-3: dV, warps 4-7: dK */
-    const size_t ld = 3 * (size_t)C;
-    const floatX *q = qkv + (size_t)b * T * ld + (size_t)h * HS;       /* (T,HS), ld 3C */
-    const floatX *k = q + C;                                            /* (T,HS), ld 3C */
-    const floatX *v = q + 2 * (size_t)C;                                /* (T,HS), ld 3C */
-    const floatX *dO = dout + (size_t)b * T * C + (size_t)h * HS;       /* (T,HS), ld C */
-    const float *lse_bh = lse + (size_t)bh * T;                         /* (T) */
-    const float *D_bh = D + (size_t)bh * T;                             /* (T) */
+    const size_t ld = (size_t)(NH + 2 * KVH) * HS, ldo = (size_t)NH * HS;
+    const floatX *row0 = qkv + (size_t)b * T * ld;
+    const floatX *k = row0 + (size_t)(NH + g) * HS;       /* (T,HS), ld W */
+    const floatX *v = row0 + (size_t)(NH + KVH + g) * HS; /* (T,HS), ld W */
 
     load_head_tile<HSP, ATT_BWD_THREADS>(Ks, k, ld, k0, T, HS, vec);
     load_head_tile<HSP, ATT_BWD_THREADS>(Vs, v, ld, k0, T, HS, vec);
@@ -439,40 +444,47 @@ __global__ void __launch_bounds__(ATT_BWD_THREADS, HSP <= 64 ? 2 : 1)
 #pragma unroll
     for (int d = 0; d < G::NF; d++) wmma::fill_fragment(acc_kv[d], 0.0f);
 
-    for (int qb = kb; qb < n_tiles; qb++) {
-        const int q0 = qb * ATT_TILE;
-        __syncthreads(); /* the previous tile's Q, dO, P and dS are no longer read */
-        load_head_tile<HSP, ATT_BWD_THREADS>(Qs, q, ld, q0, T, HS, vec);
-        load_head_tile<HSP, ATT_BWD_THREADS>(dOs, dO, C, q0, T, HS, vec);
-        load_row_stats(lse_s, D_s, lse_bh, D_bh, q0, T);
-        __syncthreads();
-        bwd_scores<HSP>(Ss, dPs, Qs, dOs, Ks, Vs);
-        __syncthreads();
-        bwd_probs<HSP, true>(Ps, dSs, Ss, dPs, lse_s, D_s, q0, k0, T, scale);
-        __syncthreads();
+    /* the group's query heads in order, each over its query tiles qb >= kb */
+    for (int h = g * group; h < (g + 1) * group; h++) {
+        const floatX *q = row0 + (size_t)h * HS;                          /* (T,HS), ld W */
+        const floatX *dO = dout + (size_t)b * T * ldo + (size_t)h * HS;   /* (T,HS), ld NH*HS */
+        const float *lse_bh = lse + ((size_t)b * NH + h) * T;             /* (T) */
+        const float *D_bh = D + ((size_t)b * NH + h) * T;                 /* (T) */
+        for (int qb = kb; qb < n_tiles; qb++) {
+            const int q0 = qb * ATT_TILE;
+            __syncthreads(); /* the previous tile's Q, dO, P and dS are no longer read */
+            load_head_tile<HSP, ATT_BWD_THREADS>(Qs, q, ld, q0, T, HS, vec);
+            load_head_tile<HSP, ATT_BWD_THREADS>(dOs, dO, ldo, q0, T, HS, vec);
+            load_row_stats(lse_s, D_s, lse_bh, D_bh, q0, T);
+            __syncthreads();
+            bwd_scores<HSP>(Ss, dPs, Qs, dOs, Ks, Vs);
+            __syncthreads();
+            bwd_probs<HSP, true>(Ps, dSs, Ss, dPs, lse_s, D_s, q0, k0, T, scale);
+            __syncthreads();
 
-        /* warps 0-3: dV[strip rows] += P^T dO; warps 4-7: dK[strip rows] += dS^T Q.
-         * P^T (keys, queries) read col-major from P (queries, keys): element
-         * (j, i) at Ps[i*LDP + j]; the 16x16 block at (strip, kk*16) starts at
-         * Ps + kk*16*LDP + strip. */
-        const floatX *At = low ? Ps : dSs;
-        const floatX *Bm = low ? dOs : Qs;
+            /* warps 0-3: dV[strip rows] += P^T dO; warps 4-7: dK[strip rows] += dS^T Q.
+             * P^T (keys, queries) read col-major from P (queries, keys): element
+             * (j, i) at Ps[i*LDP + j]; the 16x16 block at (strip, kk*16) starts at
+             * Ps + kk*16*LDP + strip. */
+            const floatX *At = low ? Ps : dSs;
+            const floatX *Bm = low ? dOs : Qs;
 #pragma unroll 1 /* as in bwd_scores: register pressure */
-        for (int kk = 0; kk < ATT_TILE / 16; kk++) {
-            FragACol a;
-            wmma::load_matrix_sync(a, At + kk * 16 * G::LDP + strip, G::LDP);
+            for (int kk = 0; kk < ATT_TILE / 16; kk++) {
+                FragACol a;
+                wmma::load_matrix_sync(a, At + kk * 16 * G::LDP + strip, G::LDP);
 #pragma unroll
-            for (int d = 0; d < G::NF; d++) {
-                FragBRow bm;
-                wmma::load_matrix_sync(bm, Bm + kk * 16 * G::LDH + d * 16, G::LDH);
-                wmma::mma_sync(acc_kv[d], a, bm, acc_kv[d]);
+                for (int d = 0; d < G::NF; d++) {
+                    FragBRow bm;
+                    wmma::load_matrix_sync(bm, Bm + kk * 16 * G::LDH + d * 16, G::LDH);
+                    wmma::mma_sync(acc_kv[d], a, bm, acc_kv[d]);
+                }
             }
         }
     }
 
     /* dV then dK through Xs into dqkv (+=); each key row belongs to this block only */
-    floatX *dk = dqkv + (size_t)b * T * ld + C + (size_t)h * HS; /* (T,HS), ld 3C */
-    floatX *dv = dk + C;                                          /* (T,HS), ld 3C */
+    floatX *dk = dqkv + (size_t)b * T * ld + (size_t)(NH + g) * HS; /* (T,HS), ld W */
+    floatX *dv = dk + (size_t)KVH * HS;                              /* (T,HS), ld W */
     for (int pass = 0; pass < 2; pass++) {
         __syncthreads(); /* Xs is free (S and dP of the loop, or the previous pass, are done) */
         if (low == (pass == 0)) {
@@ -486,16 +498,17 @@ __global__ void __launch_bounds__(ATT_BWD_THREADS, HSP <= 64 ? 2 : 1)
     }
 }
 
-/* dQ. grid (B*NH, ceil(T/64)), block 256; dqkv (B,T,3C) bf16 (q third +=), the
- * rest as above. The block owns the dQ rows of its query tile qb and sums the
- * key tiles 0..qb in that fixed order, in wmma accumulators: no atomics, so dQ
- * is bitwise reproducible. Warp w holds dQ rows strip..strip+15, column blocks
- * (w/4) + 2u (u < NU); at HSP = 16 warps 4-7 hold none. */
+/* dQ. grid (B*NH, ceil(T/64)), block 256; dqkv (B,T,W) bf16 (q heads +=), the
+ * rest as above; query head h reads the K, V of its kv head. The block owns
+ * the dQ rows of its query tile qb and sums the key tiles 0..qb in that fixed
+ * order, in wmma accumulators: no atomics, so dQ is bitwise reproducible.
+ * Warp w holds dQ rows strip..strip+15, column blocks (w/4) + 2u (u < NU); at
+ * HSP = 16 warps 4-7 hold none. */
 template <int HSP>
 __global__ void __launch_bounds__(ATT_BWD_THREADS, 2)
     attention_backward_dq_kernel(floatX *dqkv, const floatX *dout, const floatX *qkv,
-                                 const float *lse, const float *D, int T, int C, int NH, int HS,
-                                 float scale, bool vec) {
+                                 const float *lse, const float *D, int T, int NH, int KVH,
+                                 int HS, float scale, bool vec) {
     typedef AttGeom<HSP> G;
     constexpr int NU = (G::NF + 1) / 2;
     extern __shared__ __align__(128) unsigned char att_smem[];
@@ -510,19 +523,20 @@ __global__ void __launch_bounds__(ATT_BWD_THREADS, 2)
     float *D_s = lse_s + ATT_TILE;                                      /* (64) */
     float *Xs = Ss; /* (64, LDO) dQ at the end, over S and dP (see AttGeom) */
 
-    const int bh = blockIdx.x, b = bh / NH, h = bh % NH;
+    const int bh = blockIdx.x, b = bh / NH, h = bh % NH, g = h / (NH / KVH);
     const int qb = gridDim.y - 1 - blockIdx.y; /* last (heaviest) query tiles first */
     const int q0 = qb * ATT_TILE;
     const int warp = threadIdx.x / 32;
     const int strip = (warp & 3) * 16; /* 16-row strip of a 64-row tile */
-    const size_t ld = 3 * (size_t)C;
-    const floatX *q = qkv + (size_t)b * T * ld + (size_t)h * HS;       /* (T,HS), ld 3C */
-    const floatX *k = q + C;                                            /* (T,HS), ld 3C */
-    const floatX *v = q + 2 * (size_t)C;                                /* (T,HS), ld 3C */
-    const floatX *dO = dout + (size_t)b * T * C + (size_t)h * HS;       /* (T,HS), ld C */
+    const size_t ld = (size_t)(NH + 2 * KVH) * HS, ldo = (size_t)NH * HS;
+    const floatX *row0 = qkv + (size_t)b * T * ld;
+    const floatX *q = row0 + (size_t)h * HS;                          /* (T,HS), ld W */
+    const floatX *k = row0 + (size_t)(NH + g) * HS;                   /* (T,HS), ld W */
+    const floatX *v = row0 + (size_t)(NH + KVH + g) * HS;             /* (T,HS), ld W */
+    const floatX *dO = dout + (size_t)b * T * ldo + (size_t)h * HS;   /* (T,HS), ld NH*HS */
 
     load_head_tile<HSP, ATT_BWD_THREADS>(Qs, q, ld, q0, T, HS, vec);
-    load_head_tile<HSP, ATT_BWD_THREADS>(dOs, dO, C, q0, T, HS, vec);
+    load_head_tile<HSP, ATT_BWD_THREADS>(dOs, dO, ldo, q0, T, HS, vec);
     load_row_stats(lse_s, D_s, lse + (size_t)bh * T, D + (size_t)bh * T, q0, T);
 
     FragAcc acc_dq[NU];
@@ -570,26 +584,35 @@ __global__ void __launch_bounds__(ATT_BWD_THREADS, 2)
 
 /* ------------------------------------------------------------------- host */
 
-/* Checks the shapes and returns the padded tile width HSP for HS = C / NH. */
-static int attention_tile_width(const char *fn, int B, int T, int C, int NH) {
-    if (B < 0 || T < 0 || C <= 0 || NH <= 0 || C % NH != 0) {
-        fprintf(stderr, "retort: %s: bad shape B=%d T=%d C=%d NH=%d (need C divisible by NH)\n",
-                fn, B, T, C, NH);
+/* Checks the shapes and returns the padded tile width HSP for head size HS. */
+static int attention_tile_width(const char *fn, int B, int T, int NH, int KVH, int HS) {
+    if (B < 0 || T < 0 || NH <= 0 || KVH <= 0 || HS <= 0 || NH % KVH != 0) {
+        fprintf(stderr,
+                "retort: %s: bad shape B=%d T=%d NH=%d KVH=%d HS=%d (need positive head "
+                "counts and size, and NH a multiple of KVH)\n",
+                fn, B, T, NH, KVH, HS);
         exit(1);
     }
-    int HS = C / NH;
     if (HS > ATT_MAX_HS) {
         fprintf(stderr,
-                "retort: %s: head size %d (C=%d / NH=%d) is not supported; the CUDA "
-                "attention kernels handle head sizes up to %d — use more heads\n",
-                fn, HS, C, NH, ATT_MAX_HS);
+                "retort: %s: head size %d is not supported; the CUDA attention kernels "
+                "handle head sizes up to %d — use a model with smaller heads, or the CPU\n",
+                fn, HS, ATT_MAX_HS);
+        exit(1);
+    }
+    if ((long)ceil_div(T, ATT_TILE) > CUDA_MAX_GRID_Y) {
+        fprintf(stderr,
+                "retort: %s: T=%d needs more than %d query tiles of %d (the grid's y limit); "
+                "use shorter sequences\n",
+                fn, T, CUDA_MAX_GRID_Y, ATT_TILE);
         exit(1);
     }
     return HS <= 16 ? 16 : HS <= 32 ? 32 : HS <= 64 ? 64 : 128;
 }
 
-/* Whole 16-byte chunks are safe when HS % 8 == 0 (then 3C and C are too) and
- * the buffers start 16-byte aligned (the model carves 64-byte aligned slices). */
+/* Whole 16-byte chunks are safe when HS % 8 == 0 (then the row strides W and
+ * NH*HS are too) and the buffers start 16-byte aligned (the model carves
+ * 64-byte aligned slices). */
 static bool attention_vec_ok(int HS, const void *a, const void *b) {
     return HS % 8 == 0 && (uintptr_t)a % 16 == 0 && (uintptr_t)b % 16 == 0;
 }
@@ -616,60 +639,58 @@ static void attention_set_smem(const void *kernel, size_t bytes, const char *fn,
 
 template <int HSP>
 static void attention_forward_launch(floatX *out, float *lse, const floatX *qkv, int B, int T,
-                                     int C, int NH, bool vec) {
+                                     int NH, int KVH, int HS, float scale, bool vec) {
     static bool smem_set = false;
     const size_t smem = AttGeom<HSP>::FWD_SMEM;
     attention_set_smem((const void *)attention_forward_kernel<HSP>, smem,
                        "attention_forward_cuda", HSP, &smem_set);
-    int HS = C / NH;
     dim3 grid((unsigned)(B * NH), (unsigned)ceil_div(T, ATT_TILE));
     attention_forward_kernel<HSP><<<grid, ATT_FWD_THREADS, smem, retort_stream>>>(
-        out, lse, qkv, T, C, NH, HS, 1.0f / sqrtf((float)HS), vec);
+        out, lse, qkv, T, NH, KVH, HS, scale, vec);
     CUDA_LAUNCH_CHECK();
 }
 
 template <int HSP>
 static void attention_backward_launch(floatX *dqkv, const floatX *dout, const floatX *qkv,
-                                      const float *lse, const float *D, int B, int T, int C,
-                                      int NH, bool vec) {
+                                      const float *lse, const float *D, int B, int T, int NH,
+                                      int KVH, int HS, float scale, bool vec) {
     static bool smem_set = false, dq_smem_set = false;
     const size_t smem = AttGeom<HSP>::BWD_SMEM, dq_smem = AttGeom<HSP>::DQ_SMEM;
     attention_set_smem((const void *)attention_backward_kernel<HSP>, smem,
                        "attention_backward_cuda", HSP, &smem_set);
     attention_set_smem((const void *)attention_backward_dq_kernel<HSP>, dq_smem,
                        "attention_backward_cuda", HSP, &dq_smem_set);
-    int HS = C / NH;
-    float scale = 1.0f / sqrtf((float)HS);
-    dim3 grid((unsigned)(B * NH), (unsigned)ceil_div(T, ATT_TILE));
-    attention_backward_kernel<HSP><<<grid, ATT_BWD_THREADS, smem, retort_stream>>>(
-        dqkv, dout, qkv, lse, D, T, C, NH, HS, scale, vec);
+    /* dK/dV: one block per kv head and key tile; dQ: one per query head and query tile */
+    dim3 kv_grid((unsigned)(B * KVH), (unsigned)ceil_div(T, ATT_TILE));
+    attention_backward_kernel<HSP><<<kv_grid, ATT_BWD_THREADS, smem, retort_stream>>>(
+        dqkv, dout, qkv, lse, D, T, NH, KVH, HS, scale, vec);
     CUDA_LAUNCH_CHECK();
-    attention_backward_dq_kernel<HSP><<<grid, ATT_BWD_THREADS, dq_smem, retort_stream>>>(
-        dqkv, dout, qkv, lse, D, T, C, NH, HS, scale, vec);
+    dim3 q_grid((unsigned)(B * NH), (unsigned)ceil_div(T, ATT_TILE));
+    attention_backward_dq_kernel<HSP><<<q_grid, ATT_BWD_THREADS, dq_smem, retort_stream>>>(
+        dqkv, dout, qkv, lse, D, T, NH, KVH, HS, scale, vec);
     CUDA_LAUNCH_CHECK();
 }
 
 extern "C" void attention_forward_cuda(float *out, float *lse, const float *qkv, int B, int T,
-                                       int C, int NH) {
-    int HSP = attention_tile_width("attention_forward_cuda", B, T, C, NH);
+                                       int NH, int KVH, int HS, float scale) {
+    int HSP = attention_tile_width("attention_forward_cuda", B, T, NH, KVH, HS);
     if (B == 0 || T == 0) return;
     floatX *o = reinterpret_cast<floatX *>(out);
     const floatX *x = reinterpret_cast<const floatX *>(qkv);
-    bool vec = attention_vec_ok(C / NH, qkv, qkv);
+    bool vec = attention_vec_ok(HS, qkv, qkv);
     switch (HSP) {
-    case 16: attention_forward_launch<16>(o, lse, x, B, T, C, NH, vec); break;
-    case 32: attention_forward_launch<32>(o, lse, x, B, T, C, NH, vec); break;
-    case 64: attention_forward_launch<64>(o, lse, x, B, T, C, NH, vec); break;
-    default: attention_forward_launch<128>(o, lse, x, B, T, C, NH, vec); break;
+    case 16: attention_forward_launch<16>(o, lse, x, B, T, NH, KVH, HS, scale, vec); break;
+    case 32: attention_forward_launch<32>(o, lse, x, B, T, NH, KVH, HS, scale, vec); break;
+    case 64: attention_forward_launch<64>(o, lse, x, B, T, NH, KVH, HS, scale, vec); break;
+    default: attention_forward_launch<128>(o, lse, x, B, T, NH, KVH, HS, scale, vec); break;
     }
 }
 
 extern "C" void attention_backward_cuda(float *dqkv, const float *dout, const float *qkv,
-                                        const float *out, const float *lse, int B, int T, int C,
-                                        int NH) {
-    int HSP = attention_tile_width("attention_backward_cuda", B, T, C, NH);
+                                        const float *out, const float *lse, int B, int T, int NH,
+                                        int KVH, int HS, float scale) {
+    int HSP = attention_tile_width("attention_backward_cuda", B, T, NH, KVH, HS);
     if (B == 0 || T == 0) return;
-    int HS = C / NH;
     size_t N = (size_t)B * T;
     /* (B,NH,T) fp32, the backend's workspace: grown when a call needs more */
     float *D = (float *)workspace_reserve(WS_ATTENTION_ROW_DOT, N * NH * sizeof(float));
@@ -682,14 +703,16 @@ extern "C" void attention_backward_cuda(float *dqkv, const float *dout, const fl
         const int threads = 256; /* 8 rows per block, one warp each */
         size_t rows = N * NH;
         attention_row_dot_kernel<<<(unsigned)((rows * 32 + threads - 1) / threads), threads, 0,
-                                   retort_stream>>>(D, dO, o, B, T, C, NH, HS);
+                                   retort_stream>>>(D, dO, o, B, T, NH, HS);
         CUDA_LAUNCH_CHECK();
     }
     bool vec = attention_vec_ok(HS, qkv, dout);
     switch (HSP) {
-    case 16: attention_backward_launch<16>(dx, dO, x, lse, D, B, T, C, NH, vec); break;
-    case 32: attention_backward_launch<32>(dx, dO, x, lse, D, B, T, C, NH, vec); break;
-    case 64: attention_backward_launch<64>(dx, dO, x, lse, D, B, T, C, NH, vec); break;
-    default: attention_backward_launch<128>(dx, dO, x, lse, D, B, T, C, NH, vec); break;
+    case 16: attention_backward_launch<16>(dx, dO, x, lse, D, B, T, NH, KVH, HS, scale, vec); break;
+    case 32: attention_backward_launch<32>(dx, dO, x, lse, D, B, T, NH, KVH, HS, scale, vec); break;
+    case 64: attention_backward_launch<64>(dx, dO, x, lse, D, B, T, NH, KVH, HS, scale, vec); break;
+    default:
+        attention_backward_launch<128>(dx, dO, x, lse, D, B, T, NH, KVH, HS, scale, vec);
+        break;
     }
 }

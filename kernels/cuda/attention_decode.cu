@@ -1,17 +1,23 @@
 /* kernels/cuda/attention_decode.cu — causal attention over a key/value cache,
  * for generation (the twin of kernels/cpu/attention_decode.c). It computes
- *     keys 0 .. pos+i of (b, h) for new query i:  s_j = scale q . k_j,
- *     out = sum_j softmax(s)_j v_j,  scale = 1/sqrt(HS),  fp32 accumulation,
- * after storing the n new tokens' k and v at positions pos .. pos+n-1.
- * Caches are (B,NH,maxT,HS) bf16, qkv (B,n,3C), out (B,n,C).
+ *     keys 0 .. pos+i of (b, g) for new query i of head h:  s_j = scale q . k_j,
+ *     out = sum_j softmax(s)_j v_j,  fp32 accumulation,
+ * with g = h / (NH/KVH) the kv head of query head h (grouped-query attention)
+ * and scale the caller's (GPT-2: 1/sqrt(HS)), after storing the n new tokens'
+ * k and v at positions pos .. pos+n-1. Caches are (B,KVH,maxT,HS) bf16, qkv
+ * (B,n,W) with W = (NH + 2 KVH) HS (q heads, k heads, v heads), out (B,n,NH HS).
  *
  * Launches (all on retort_stream, so each sees the previous one's writes):
  *   1. store_kv_kernel writes the new k and v into the caches, so every query
  *      of launch 2 sees all of them, whichever block computes it;
- *   2. decode_kernel: one block of 128 threads per (row, head, query, split),
- *      flash-decoding style: the block streams over its range of keys with an
- *      online softmax, so nothing grows with the context (the old kernel kept
- *      the whole score row in shared memory and stopped at 12,256 tokens);
+ *   2. decode_kernel: one block of 128 threads per (row, query head, query,
+ *      split), flash-decoding style: the block streams over its range of keys
+ *      with an online softmax, so nothing grows with the context (the old
+ *      kernel kept the whole score row in shared memory and stopped at 12,256
+ *      tokens). The query heads of a group read the same kv head; their blocks
+ *      are adjacent in launch order (h varies fastest after the split), so
+ *      the group's reads of a cache chunk fall close together in time and the
+ *      repeats are mostly served from L2;
  *   3. decode_combine_kernel, only when a query's keys are split over several
  *      blocks: merges their partial results in split order.
  *
@@ -90,18 +96,19 @@ static_assert(DECODE_MAX_HS == 32 * DECODE_LANE_ELEMS, "one key row is one warp'
 #define DECODE_MIN_SPLIT_KEYS 256
 #define DECODE_FULL_MASK 0xffffffffu
 
+/* One thread per element of the new tokens' k (and v) heads: (B,n,KVH*HS). */
 __global__ static void store_kv_kernel(floatX *kc, floatX *vc, const floatX *qkv, int B, int n,
-                                       int pos, int C, int NH, int maxT) {
-    int HS = C / NH;
+                                       int pos, int NH, int KVH, int HS, int maxT) {
+    size_t CK = (size_t)KVH * HS; /* k (and v) columns of a token */
     size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
-    size_t total = (size_t)B * n * C;
+    size_t total = (size_t)B * n * CK;
     if (idx >= total) return;
-    int c = (int)(idx % C), i = (int)(idx / C % n), b = (int)(idx / C / n);
-    int h = c / HS, d = c % HS;
-    const floatX *row = qkv + ((size_t)b * n + i) * 3 * C;
-    size_t at = (((size_t)b * NH + h) * maxT + pos + i) * HS + d;
-    kc[at] = row[C + c];
-    vc[at] = row[2 * C + c];
+    int c = (int)(idx % CK), i = (int)(idx / CK % n), b = (int)(idx / CK / n);
+    int g = c / HS, d = c % HS;
+    const floatX *row = qkv + ((size_t)b * n + i) * (NH + 2 * KVH) * HS; /* (W) */
+    size_t at = (((size_t)b * KVH + g) * maxT + pos + i) * HS + d;
+    kc[at] = row[(size_t)NH * HS + c];
+    vc[at] = row[(size_t)(NH + KVH) * HS + c];
 }
 
 /* The 8 elements lane lg of a G-lane group owns in a head-size row, as fp32:
@@ -142,15 +149,17 @@ static __device__ __forceinline__ float group_sum(float v) {
     return v;
 }
 
-/* One block per (b, h, query i, split s); see the file comment. nsplit == 1:
- * writes out directly; otherwise writes part_ml[row nsplit + s] = (M, L) and
- * part_o[(row nsplit + s) HS ..] = unnormalised O, row = (b NH + h) n + i. */
+/* One block per (b, query head h, query i, split s); see the file comment.
+ * nsplit == 1: writes out directly; otherwise writes part_ml[row nsplit + s]
+ * = (M, L) and part_o[(row nsplit + s) HS ..] = unnormalised O, row =
+ * (b NH + h) n + i. */
 template <int G, bool VEC>
 __global__ static void __launch_bounds__(DECODE_THREADS, 4)
     decode_kernel(floatX *__restrict__ out, float *__restrict__ part_ml,
                   float *__restrict__ part_o, const floatX *__restrict__ kc,
                   const floatX *__restrict__ vc, const floatX *__restrict__ qkv, int B, int n,
-                  int pos, int C, int NH, int maxT, int chunk, int nsplit, float qscale) {
+                  int pos, int NH, int KVH, int HS, int maxT, int chunk, int nsplit,
+                  float qscale) {
     static_assert(G >= 4 && G <= 32 && (G & (G - 1)) == 0, "G: 4, 8, 16 or 32 lanes per key");
     constexpr int GROUPS = DECODE_THREADS / G; /* keys in flight per block, per u */
     constexpr int E = DECODE_LANE_ELEMS;
@@ -158,11 +167,11 @@ __global__ static void __launch_bounds__(DECODE_THREADS, 4)
     __shared__ float red_m[DECODE_WARPS], red_l[DECODE_WARPS];
 
     /* heaviest queries (largest i) first; the splits of one query adjacent */
-    int HS = C / NH, BH = B * NH;
+    int BH = B * NH;
     int s = (int)(blockIdx.x % (unsigned)nsplit);
     int r = (int)(blockIdx.x / (unsigned)nsplit);
     int bh = r % BH, i = n - 1 - r / BH;
-    int h = bh % NH, b = bh / NH;
+    int h = bh % NH, b = bh / NH, g = h / (NH / KVH);
     int keys = pos + i + 1;
     int k0 = s * chunk;
     if (k0 >= keys) return; /* whole block: before any barrier */
@@ -170,9 +179,9 @@ __global__ static void __launch_bounds__(DECODE_THREADS, 4)
 
     int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     int lg = lane & (G - 1), group = threadIdx.x / G;
-    const floatX *q = qkv + ((size_t)b * n + i) * 3 * C + (size_t)h * HS;
-    const floatX *K = kc + ((size_t)b * NH + h) * maxT * HS;
-    const floatX *V = vc + ((size_t)b * NH + h) * maxT * HS;
+    const floatX *q = qkv + ((size_t)b * n + i) * (NH + 2 * KVH) * HS + (size_t)h * HS;
+    const floatX *K = kc + ((size_t)b * KVH + g) * maxT * HS; /* (maxT,HS) */
+    const floatX *V = vc + ((size_t)b * KVH + g) * maxT * HS; /* (maxT,HS) */
 
     float qf[E];
     load_lane<G, VEC>(q, lg, HS, true, qf);
@@ -257,7 +266,7 @@ __global__ static void __launch_bounds__(DECODE_THREADS, 4)
 #pragma unroll
         for (int w = 1; w < DECODE_WARPS; w++) o += red_o[w][d];
         if (nsplit == 1)
-            out[((size_t)b * n + i) * C + (size_t)h * HS + d] = float_to_bf16(o / L);
+            out[((size_t)b * n + i) * NH * HS + (size_t)h * HS + d] = float_to_bf16(o / L);
         else
             part_o[(row * nsplit + s) * HS + d] = o;
     }
@@ -273,8 +282,7 @@ __global__ static void __launch_bounds__(DECODE_THREADS, 4)
 __global__ static void decode_combine_kernel(floatX *__restrict__ out,
                                              const float *__restrict__ part_ml,
                                              const float *__restrict__ part_o, int n, int pos,
-                                             int C, int NH, int chunk, int nsplit) {
-    int HS = C / NH;
+                                             int NH, int HS, int chunk, int nsplit) {
     size_t row = blockIdx.x;
     int i = (int)(row % n), bh = (int)(row / n);
     int h = bh % NH, b = bh / NH;
@@ -288,15 +296,15 @@ __global__ static void decode_combine_kernel(floatX *__restrict__ out,
     for (int d = threadIdx.x; d < HS; d += blockDim.x) {
         float o = 0.0f;
         for (int s = 0; s < ns; s++) o += exp2f(ml[2 * s] - M) * po[(size_t)s * HS + d];
-        out[((size_t)b * n + i) * C + (size_t)h * HS + d] = float_to_bf16(o / L);
+        out[((size_t)b * n + i) * NH * HS + (size_t)h * HS + d] = float_to_bf16(o / L);
     }
 }
 
 template <int G, bool VEC>
 static void decode_launch(floatX *out, const floatX *kc, const floatX *vc, const floatX *qkv,
-                          int B, int n, int pos, int C, int NH, int maxT) {
+                          int B, int n, int pos, int NH, int KVH, int HS, int maxT,
+                          float scale) {
     const char *fn = "attention_decode_cuda";
-    int HS = C / NH;
     const int step = DECODE_THREADS / G * DECODE_UNROLL; /* keys per block step */
     long rows = (long)B * NH * n;
     int keys_max = pos + n;
@@ -326,13 +334,13 @@ static void decode_launch(floatX *out, const floatX *kc, const floatX *vc, const
         part_ml = buf;
         part_o = buf + 2 * parts;
     }
-    const float qscale = 1.0f / sqrtf((float)HS) * 1.4426950408889634f; /* scale log2(e) */
+    const float qscale = scale * 1.4426950408889634f; /* scale log2(e) */
     decode_kernel<G, VEC><<<(unsigned)(rows * nsplit), DECODE_THREADS, 0, retort_stream>>>(
-        out, part_ml, part_o, kc, vc, qkv, B, n, pos, C, NH, maxT, chunk, nsplit, qscale);
+        out, part_ml, part_o, kc, vc, qkv, B, n, pos, NH, KVH, HS, maxT, chunk, nsplit, qscale);
     CUDA_LAUNCH_CHECK();
     if (nsplit > 1) {
         decode_combine_kernel<<<(unsigned)rows, block_for_columns(HS, DECODE_THREADS), 0,
-                                retort_stream>>>(out, part_ml, part_o, n, pos, C, NH, chunk,
+                                retort_stream>>>(out, part_ml, part_o, n, pos, NH, HS, chunk,
                                                  nsplit);
         CUDA_LAUNCH_CHECK();
     }
@@ -340,24 +348,28 @@ static void decode_launch(floatX *out, const floatX *kc, const floatX *vc, const
 
 template <bool VEC>
 static void decode_dispatch(floatX *out, const floatX *kc, const floatX *vc, const floatX *qkv,
-                            int B, int n, int pos, int C, int NH, int maxT) {
-    int lanes = ceil_div(C / NH, DECODE_LANE_ELEMS); /* 1 .. 32 */
+                            int B, int n, int pos, int NH, int KVH, int HS, int maxT,
+                            float scale) {
+    int lanes = ceil_div(HS, DECODE_LANE_ELEMS); /* 1 .. 32 */
     if (lanes <= 4)
-        decode_launch<4, VEC>(out, kc, vc, qkv, B, n, pos, C, NH, maxT);
+        decode_launch<4, VEC>(out, kc, vc, qkv, B, n, pos, NH, KVH, HS, maxT, scale);
     else if (lanes <= 8)
-        decode_launch<8, VEC>(out, kc, vc, qkv, B, n, pos, C, NH, maxT);
+        decode_launch<8, VEC>(out, kc, vc, qkv, B, n, pos, NH, KVH, HS, maxT, scale);
     else if (lanes <= 16)
-        decode_launch<16, VEC>(out, kc, vc, qkv, B, n, pos, C, NH, maxT);
+        decode_launch<16, VEC>(out, kc, vc, qkv, B, n, pos, NH, KVH, HS, maxT, scale);
     else
-        decode_launch<32, VEC>(out, kc, vc, qkv, B, n, pos, C, NH, maxT);
+        decode_launch<32, VEC>(out, kc, vc, qkv, B, n, pos, NH, KVH, HS, maxT, scale);
 }
 
 extern "C" void attention_decode_cuda(float *out, float *kcache, float *vcache, const float *qkv,
-                                      int B, int n, int pos, int C, int NH, int maxT) {
+                                      int B, int n, int pos, int NH, int KVH, int HS, int maxT,
+                                      float scale) {
     const char *fn = "attention_decode_cuda";
-    if (B < 0 || C <= 0 || NH <= 0 || C % NH != 0) {
-        fprintf(stderr, "retort: %s: bad shape B=%d C=%d NH=%d (need C divisible by NH)\n", fn,
-                B, C, NH);
+    if (B < 0 || NH <= 0 || KVH <= 0 || HS <= 0 || NH % KVH != 0) {
+        fprintf(stderr,
+                "retort: %s: bad shape B=%d NH=%d KVH=%d HS=%d (need positive head counts and "
+                "size, and NH a multiple of KVH)\n",
+                fn, B, NH, KVH, HS);
         exit(1);
     }
     if (n < 1 || pos < 0 || (long)pos + n > maxT) {
@@ -367,27 +379,26 @@ extern "C" void attention_decode_cuda(float *out, float *kcache, float *vcache, 
                 fn, n, pos, maxT);
         exit(1);
     }
-    int HS = C / NH;
     if (HS > DECODE_MAX_HS) {
         fprintf(stderr,
-                "retort: %s: head size %d (C=%d / NH=%d) is not supported; the CUDA decode "
-                "attention handles head sizes up to %d — use more heads\n",
-                fn, HS, C, NH, DECODE_MAX_HS);
+                "retort: %s: head size %d is not supported; the CUDA decode attention handles "
+                "head sizes up to %d — use a model with smaller heads, or the CPU\n",
+                fn, HS, DECODE_MAX_HS);
         exit(1);
     }
     if (B == 0) return;
-    size_t total = (size_t)B * n * C;
+    size_t total = (size_t)B * n * KVH * HS;
     store_kv_kernel<<<ceil_div((long)total, 256), 256, 0, retort_stream>>>(
-        (floatX *)kcache, (floatX *)vcache, (const floatX *)qkv, B, n, pos, C, NH, maxT);
+        (floatX *)kcache, (floatX *)vcache, (const floatX *)qkv, B, n, pos, NH, KVH, HS, maxT);
     CUDA_LAUNCH_CHECK();
-    /* HS % 8 == 0 makes C and 3C multiples of 8 too, so with 16-byte aligned
+    /* HS % 8 == 0 makes W and NH*HS multiples of 8 too, so with 16-byte aligned
      * bases every q, k and v row starts 16-byte aligned */
     bool vec = HS % DECODE_LANE_ELEMS == 0 && aligned16(qkv) && aligned16(kcache) &&
                aligned16(vcache);
     if (vec)
         decode_dispatch<true>((floatX *)out, (const floatX *)kcache, (const floatX *)vcache,
-                              (const floatX *)qkv, B, n, pos, C, NH, maxT);
+                              (const floatX *)qkv, B, n, pos, NH, KVH, HS, maxT, scale);
     else
         decode_dispatch<false>((floatX *)out, (const floatX *)kcache, (const floatX *)vcache,
-                               (const floatX *)qkv, B, n, pos, C, NH, maxT);
+                               (const floatX *)qkv, B, n, pos, NH, KVH, HS, maxT, scale);
 }
