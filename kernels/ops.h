@@ -13,8 +13,9 @@
  *   OC output channels of a linear layer
  *
  * Conventions:
- *   - Linear weights use the Hugging Face GPT-2 Conv1D layout (C, OC): y = x W + b.
- *     Checkpoints then need no transposes.
+ *   - Linear weights use the Hugging Face GPT-2 Conv1D layout (C, OC): y = x W + b;
+ *     those of the Llama families torch's nn.Linear layout (OC, C), y = x W^T + b
+ *     (matmul_nt). Checkpoints then need no transposes.
  *   - Every backward ACCUMULATES (+=) into its gradient outputs, so a tensor used
  *     twice (the tied wte) or a residual stream gets the sum without extra copies.
  *     Callers zero gradients once per optimizer step.
@@ -55,11 +56,12 @@
 #endif
 
 #ifdef OP
-/* ---- embedding: out[b,t,:] = wte[inp[b,t],:] + wpe[t,:] ---- */
+/* ---- embedding: out[b,t,:] = wte[inp[b,t],:] + wpe[t,:] ----
+ * wpe NULL: no learned positions (Llama families), out[b,t,:] = wte[inp[b,t],:]. */
 OP(void, encoder_forward, (float *out,              /* (B,T,C) */
                            const int *inp,          /* (B,T) */
                            const float *wte,        /* (V,C) */
-                           const float *wpe,        /* (maxT,C) */
+                           const float *wpe,        /* (maxT,C) or NULL */
                            int B, int T, int C))
 /* inp_host: the same (B,T) ids in host memory, or NULL. A backend that groups
  * positions by id on the host (CUDA) then needs no download and no
@@ -157,6 +159,108 @@ OP(void, gelu_backward, (float *dinp,               /* += */
 
 /* ---- residual: out = a + b ---- */
 OP(void, residual_forward, (float *out, const float *a, const float *b, size_t n))
+
+/* ==== Llama-family ops (Llama, Mistral, Qwen2, Qwen3) ====
+ * Dimensions beside those above: KVH key/value heads (KVH divides NH),
+ * HS = head_dim (may differ from C/NH), W = (NH + 2 KVH) HS the width of a
+ * token's fused qkv, I the MLP width (intermediate_size). */
+
+/* ---- RMSNorm over the last dimension (transformers LlamaRMSNorm) ----
+ *     rstd = 1 / sqrt(mean_c(inp^2) + eps),   out = weight * (inp * rstd)
+ * No mean, no bias; statistics in fp32 (double on the CPU); rstd is kept
+ * for backward. */
+OP(void, rmsnorm_forward, (float *out,              /* (N,C) */
+                           float *rstd,             /* (N) */
+                           const float *inp,        /* (N,C) */
+                           const float *weight,     /* (C) */
+                           int N, int C, float eps))
+OP(void, rmsnorm_backward, (float *dinp,            /* (N,C) += */
+                            float *dweight,         /* (C) += ; may be NULL */
+                            const float *dout,      /* (N,C) */
+                            const float *inp,       /* (N,C) */
+                            const float *weight,    /* (C) */
+                            const float *rstd,      /* (N) */
+                            int N, int C))
+
+/* ---- per-head RMSNorm of q and k inside the fused qkv (Qwen3 q_norm, k_norm) ----
+ * Per token, each of the NH q heads is RMS-normed over its HS values with wq,
+ * each of the KVH k heads with wk (rmsnorm's formula, one rstd per head), and
+ * the KVH v heads are copied unchanged. Backward passes the v part through
+ * (dinp += dout there). rstd[i, g] belongs to head g of token i, g < NH + KVH. */
+OP(void, qk_norm_forward, (float *out,              /* (N,W) */
+                           float *rstd,             /* (N,NH+KVH) */
+                           const float *inp,        /* (N,W) */
+                           const float *wq,         /* (HS) */
+                           const float *wk,         /* (HS) */
+                           int N, int NH, int KVH, int HS, float eps))
+OP(void, qk_norm_backward, (float *dinp,            /* (N,W) += */
+                            float *dwq,             /* (HS) += ; may be NULL */
+                            float *dwk,             /* (HS) += ; may be NULL */
+                            const float *dout,      /* (N,W) */
+                            const float *inp,       /* (N,W) */
+                            const float *wq,        /* (HS) */
+                            const float *wk,        /* (HS) */
+                            const float *rstd,      /* (N,NH+KVH) */
+                            int N, int NH, int KVH, int HS))
+
+/* ---- rotary position embedding, in place on the q and k heads of qkv ----
+ * transformers' rotate_half convention: with h = HS/2 and, for the token at
+ * (b,t), position p = pos0 + t, c = cos_tab[p,i], s = sin_tab[p,i] (i < h):
+ *     y[i] = x[i] c - x[i+h] s,   y[i+h] = x[i+h] c + x[i] s
+ * on each of the NH + KVH q and k heads; the v heads are untouched. Backward
+ * applies the transpose in place on the gradient:
+ *     dx[i] = dy[i] c + dy[i+h] s,   dx[i+h] = dy[i+h] c - dy[i] s
+ * The tables are fp32 side buffers the model fills on the host (rope_theta,
+ * rope_scaling and any YaRN attention factor already applied). HS must be
+ * even and pos0 + T <= maxT (the model checks both; an odd HS stops the op). */
+OP(void, rope_forward, (float *qkv,                 /* (B,T,W) in place */
+                        const float *cos_tab,       /* (maxT,HS/2) */
+                        const float *sin_tab,       /* (maxT,HS/2) */
+                        int B, int T, int pos0, int NH, int KVH, int HS))
+OP(void, rope_backward, (float *dqkv,               /* (B,T,W) in place */
+                         const float *cos_tab,      /* (maxT,HS/2) */
+                         const float *sin_tab,      /* (maxT,HS/2) */
+                         int B, int T, int pos0, int NH, int KVH, int HS))
+
+/* ---- SwiGLU gate of the MLP: out = silu(gate) * up ----
+ * inp is the fused gate|up GEMM output, each row [gate (I) | up (I)];
+ * silu(x) = x / (1 + exp(-x)). The width I is spelled n_inner in code:
+ * <complex.h>, which cblas.h includes, makes I a macro. */
+OP(void, swiglu_forward, (float *out,               /* (N,I) */
+                          const float *inp,         /* (N,2I) */
+                          int N, int n_inner))
+OP(void, swiglu_backward, (float *dinp,             /* (N,2I) += */
+                           const float *dout,       /* (N,I) */
+                           const float *inp,        /* (N,2I) */
+                           int N, int n_inner))
+
+/* ---- linear layer with an nn.Linear weight: out = inp @ weight^T + bias ----
+ * weight in torch's (out, in) layout, (OC,C), as Llama-family checkpoints
+ * store it (no transposes on load or save). */
+OP(void, matmul_nt_forward, (float *out,            /* (N,OC) */
+                             const float *inp,      /* (N,C) */
+                             const float *weight,   /* (OC,C) */
+                             const float *bias,     /* (OC) or NULL */
+                             int N, int C, int OC))
+OP(void, matmul_nt_backward, (float *dinp,          /* (N,C) += ; may be NULL */
+                              float *dweight,       /* (OC,C) += ; may be NULL */
+                              float *dbias,         /* (OC) += ; may be NULL */
+                              const float *dout,    /* (N,OC) */
+                              const float *inp,     /* (N,C) */
+                              const float *weight,  /* (OC,C) */
+                              int N, int C, int OC))
+
+/* ---- column slices of a wider matrix (compute type) ----
+ * out / src point at the slice's first column of a row-major matrix with
+ * leading dimension ldo / lds >= n. LoRA on q_proj, k_proj, v_proj, gate_proj
+ * or up_proj works on a column slice of the fused qkv or gate|up outputs. */
+OP(void, cols_add, (float *out,                     /* (N, ldo): columns 0..n-1 += */
+                    int ldo,
+                    const float *src,               /* (N,n) */
+                    int N, int n))
+OP(void, cols_copy, (float *dst,                    /* (N,n) */
+                     const float *src,              /* (N, lds): columns 0..n-1 */
+                     int lds, int N, int n))
 
 /* ---- fused classifier: the one seam every training method goes through ----
  * Forward: from logits (N,V) compute per-row log-sum-exp and the log-probability

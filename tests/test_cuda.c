@@ -658,11 +658,311 @@ Test(cuda_ops, adamw_and_reductions) {
     G->release(d_v);
 }
 
+/* ------------------------------------------------- Llama-family ops
+ * Same method and tolerances as above: bf16 forward outputs 1e-2, bf16
+ * gradients 2e-2, fp32 weight gradients and side outputs (rstd) 1e-4. Shapes
+ * take both the 16-byte vector paths (widths % 8 == 0, aligned) and the scalar
+ * ones. Copies (v heads of qk_norm, rope's v heads, cols_copy, the embedding
+ * without positions) move bf16 values unchanged: compared exactly. */
+
+/* The compute-type handle k elements past p (handles are offset in bytes of act_size). */
+static float *offX(const Backend *b, float *p, size_t k) {
+    return (float *)((char *)p + k * b->act_size);
+}
+
+static void expect_same(const char *what, const float *gpu, const float *cpu, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        if (memcmp(&gpu[i], &cpu[i], sizeof(float)) != 0)
+            cr_assert(0, "%s: element %zu is %.9g, want exactly %.9g", what, i, gpu[i], cpu[i]);
+}
+
+Test(cuda_ops, rmsnorm) {
+    NEED_GPU(G);
+    const Backend *C0 = backend_cpu();
+    Rng r;
+    rng_seed(&r, 21);
+    int shapes[][2] = {{64, 768}, {7, 100}, {300, 4096}, {1, 8}};
+    for (int s = 0; s < 4; s++) {
+        int N = shapes[s][0], C = shapes[s][1];
+        size_t NC = (size_t)N * C;
+        float *inp = rand_host(&r, NC, 3), *w = rand_host(&r, C, 1);
+        float *out = malloc(NC * 4), *rstd = malloc(N * 4);
+        C0->rmsnorm_forward(out, rstd, inp, w, N, C, 1e-6f);
+        float *d_inp = upX(G, inp, NC), *d_w = upX(G, w, C);
+        float *d_out = poisonX(G, NC), *d_rstd = poisonF(G, N);
+        G->rmsnorm_forward(d_out, d_rstd, d_inp, d_w, N, C, 1e-6f);
+        char what[64];
+        snprintf(what, sizeof what, "rmsnorm out N=%d C=%d", N, C);
+        check_X(G, what, d_out, out, NC, 1e-2);
+        snprintf(what, sizeof what, "rmsnorm rstd N=%d C=%d", N, C);
+        check_F(G, what, d_rstd, rstd, N, 1e-4);
+
+        float *dout = rand_host(&r, NC, 1), *dinp = rand_host(&r, NC, 1), *dw = rand_host(&r, C, 1);
+        float *d_dout = upX(G, dout, NC), *d_dinp = upX(G, dinp, NC), *d_dw = upF(G, dw, C);
+        C0->rmsnorm_backward(dinp, dw, dout, inp, w, rstd, N, C);
+        G->rmsnorm_backward(d_dinp, d_dw, d_dout, d_inp, d_w, d_rstd, N, C);
+        snprintf(what, sizeof what, "rmsnorm dinp N=%d C=%d", N, C);
+        check_X(G, what, d_dinp, dinp, NC, 2e-2);
+        snprintf(what, sizeof what, "rmsnorm dweight N=%d C=%d", N, C);
+        check_F(G, what, d_dw, dw, C, 1e-4);
+        free(inp), free(w), free(out), free(rstd), free(dout), free(dinp), free(dw);
+        G->release(d_inp), G->release(d_w), G->release(d_out), G->release(d_rstd);
+        G->release(d_dout), G->release(d_dinp), G->release(d_dw);
+    }
+}
+
+static void qk_norm_case(const Backend *G, Rng *r, int N, int NH, int KVH, int HS) {
+    const Backend *C0 = backend_cpu();
+    int W = (NH + 2 * KVH) * HS, R = NH + KVH;
+    size_t n = (size_t)N * W;
+    float *inp = rand_host(r, n, 3), *wq = rand_host(r, HS, 1), *wk = rand_host(r, HS, 1);
+    float *out = malloc(n * 4), *rstd = malloc((size_t)N * R * 4);
+    C0->qk_norm_forward(out, rstd, inp, wq, wk, N, NH, KVH, HS, 1e-6f);
+    float *d_inp = upX(G, inp, n), *d_wq = upX(G, wq, HS), *d_wk = upX(G, wk, HS);
+    float *d_out = poisonX(G, n), *d_rstd = poisonF(G, (size_t)N * R);
+    G->qk_norm_forward(d_out, d_rstd, d_inp, d_wq, d_wk, N, NH, KVH, HS, 1e-6f);
+    char what[96];
+    snprintf(what, sizeof what, "qk_norm out N=%d NH=%d KVH=%d HS=%d", N, NH, KVH, HS);
+    check_X(G, what, d_out, out, n, 1e-2);
+    float *h = downX(G, d_out, n); /* the v heads: copied bit for bit */
+    for (int i = 0; i < N; i++)
+        expect_same("qk_norm v heads", h + (size_t)i * W + R * HS, inp + (size_t)i * W + R * HS,
+                    (size_t)KVH * HS);
+    free(h);
+    snprintf(what, sizeof what, "qk_norm rstd N=%d NH=%d KVH=%d HS=%d", N, NH, KVH, HS);
+    check_F(G, what, d_rstd, rstd, (size_t)N * R, 1e-4);
+
+    float *dout = rand_host(r, n, 1), *dinp = rand_host(r, n, 1);
+    float *dwq = rand_host(r, HS, 1), *dwk = rand_host(r, HS, 1);
+    float *d_dout = upX(G, dout, n), *d_dinp = upX(G, dinp, n);
+    float *d_dwq = upF(G, dwq, HS), *d_dwk = upF(G, dwk, HS);
+    C0->qk_norm_backward(dinp, dwq, dwk, dout, inp, wq, wk, rstd, N, NH, KVH, HS);
+    G->qk_norm_backward(d_dinp, d_dwq, d_dwk, d_dout, d_inp, d_wq, d_wk, d_rstd, N, NH, KVH, HS);
+    snprintf(what, sizeof what, "qk_norm dinp N=%d NH=%d KVH=%d HS=%d", N, NH, KVH, HS);
+    check_X(G, what, d_dinp, dinp, n, 2e-2);
+    snprintf(what, sizeof what, "qk_norm dwq N=%d NH=%d KVH=%d HS=%d", N, NH, KVH, HS);
+    check_F(G, what, d_dwq, dwq, HS, 1e-4);
+    snprintf(what, sizeof what, "qk_norm dwk N=%d NH=%d KVH=%d HS=%d", N, NH, KVH, HS);
+    check_F(G, what, d_dwk, dwk, HS, 1e-4);
+    free(inp), free(wq), free(wk), free(out), free(rstd), free(dout), free(dinp), free(dwq),
+        free(dwk);
+    G->release(d_inp), G->release(d_wq), G->release(d_wk), G->release(d_out);
+    G->release(d_rstd), G->release(d_dout), G->release(d_dinp), G->release(d_dwq);
+    G->release(d_dwk);
+}
+
+Test(cuda_ops, qk_norm) {
+    NEED_GPU(G);
+    Rng r;
+    rng_seed(&r, 22);
+    qk_norm_case(G, &r, 256, 16, 8, 128); /* Qwen3-0.6B's heads */
+    qk_norm_case(G, &r, 37, 4, 1, 12);    /* HS 12: the scalar path */
+    qk_norm_case(G, &r, 5, 2, 2, 256);
+}
+
+static void rope_case(const Backend *G, Rng *r, int B, int T, int pos0, int NH, int KVH, int HS) {
+    const Backend *C0 = backend_cpu();
+    int W = (NH + 2 * KVH) * HS, h = HS / 2, maxT = pos0 + T + 5;
+    size_t n = (size_t)B * T * W, nt = (size_t)maxT * h;
+    float *cos_tab = malloc(nt * 4), *sin_tab = malloc(nt * 4);
+    for (int p = 0; p < maxT; p++)
+        for (int i = 0; i < h; i++) {
+            double a = p * pow(10000.0, -2.0 * i / HS);
+            cos_tab[(size_t)p * h + i] = (float)cos(a);
+            sin_tab[(size_t)p * h + i] = (float)sin(a);
+        }
+    float *x = rand_host(r, n, 2), *y = malloc(n * 4);
+    memcpy(y, x, n * 4);
+    C0->rope_forward(y, cos_tab, sin_tab, B, T, pos0, NH, KVH, HS);
+    float *d_cos = upF(G, cos_tab, nt), *d_sin = upF(G, sin_tab, nt), *d_x = upX(G, x, n);
+    G->rope_forward(d_x, d_cos, d_sin, B, T, pos0, NH, KVH, HS);
+    char what[96];
+    snprintf(what, sizeof what, "rope_forward B=%d T=%d pos0=%d HS=%d", B, T, pos0, HS);
+    check_X(G, what, d_x, y, n, 1e-2);
+    float *got = downX(G, d_x, n); /* v heads untouched */
+    for (size_t bt = 0; bt < (size_t)B * T; bt++)
+        expect_same("rope_forward v heads", got + bt * W + (NH + KVH) * HS,
+                    x + bt * W + (NH + KVH) * HS, (size_t)KVH * HS);
+    free(got);
+
+    float *dy = rand_host(r, n, 1), *dx = malloc(n * 4);
+    memcpy(dx, dy, n * 4);
+    C0->rope_backward(dx, cos_tab, sin_tab, B, T, pos0, NH, KVH, HS);
+    float *d_dy = upX(G, dy, n);
+    G->rope_backward(d_dy, d_cos, d_sin, B, T, pos0, NH, KVH, HS);
+    snprintf(what, sizeof what, "rope_backward B=%d T=%d pos0=%d HS=%d", B, T, pos0, HS);
+    check_X(G, what, d_dy, dx, n, 1e-2);
+    free(cos_tab), free(sin_tab), free(x), free(y), free(dy), free(dx);
+    G->release(d_cos), G->release(d_sin), G->release(d_x), G->release(d_dy);
+}
+
+Test(cuda_ops, rope) {
+    NEED_GPU(G);
+    Rng r;
+    rng_seed(&r, 23);
+    rope_case(G, &r, 2, 256, 0, 32, 8, 128); /* Llama-3-8B's heads */
+    rope_case(G, &r, 3, 17, 5, 4, 2, 12);    /* h = 6: the scalar path */
+    rope_case(G, &r, 4, 1, 999, 8, 8, 64);   /* one decoding step far in */
+}
+
+Test(cuda_ops, swiglu) {
+    NEED_GPU(G);
+    const Backend *C0 = backend_cpu();
+    Rng r;
+    rng_seed(&r, 24);
+    int shapes[][2] = {{64, 1024}, {9, 37}, {1, 8}};
+    for (int s = 0; s < 3; s++) {
+        int N = shapes[s][0], I = shapes[s][1];
+        size_t n_in = (size_t)N * 2 * I, n_out = (size_t)N * I;
+        float *inp = rand_host(&r, n_in, 6), *out = malloc(n_out * 4);
+        C0->swiglu_forward(out, inp, N, I);
+        float *d_inp = upX(G, inp, n_in), *d_out = poisonX(G, n_out);
+        G->swiglu_forward(d_out, d_inp, N, I);
+        char what[64];
+        snprintf(what, sizeof what, "swiglu_forward N=%d I=%d", N, I);
+        check_X(G, what, d_out, out, n_out, 1e-2);
+        float *dout = rand_host(&r, n_out, 1), *dinp = rand_host(&r, n_in, 1);
+        float *d_dout = upX(G, dout, n_out), *d_dinp = upX(G, dinp, n_in);
+        C0->swiglu_backward(dinp, dout, inp, N, I);
+        G->swiglu_backward(d_dinp, d_dout, d_inp, N, I);
+        snprintf(what, sizeof what, "swiglu_backward N=%d I=%d", N, I);
+        check_X(G, what, d_dinp, dinp, n_in, 2e-2);
+        free(inp), free(out), free(dout), free(dinp);
+        G->release(d_inp), G->release(d_out), G->release(d_dout), G->release(d_dinp);
+    }
+}
+
+static void matmul_nt_case(const Backend *G, Rng *r, int N, int C, int OC, int with_bias) {
+    const Backend *C0 = backend_cpu();
+    float *inp = rand_host(r, (size_t)N * C, 1), *w = rand_host(r, (size_t)OC * C, 0.1f);
+    float *b = with_bias ? rand_host(r, OC, 1) : NULL;
+    float *out = malloc((size_t)N * OC * 4);
+    C0->matmul_nt_forward(out, inp, w, b, N, C, OC);
+    float *d_inp = upX(G, inp, (size_t)N * C), *d_w = upX(G, w, (size_t)OC * C);
+    float *d_b = b ? upX(G, b, OC) : NULL, *d_out = poisonX(G, (size_t)N * OC);
+    G->matmul_nt_forward(d_out, d_inp, d_w, d_b, N, C, OC);
+    check_X(G, "matmul_nt_forward", d_out, out, (size_t)N * OC, 1e-2);
+
+    float *dout = rand_host(r, (size_t)N * OC, 1), *dinp = rand_host(r, (size_t)N * C, 1);
+    float *dw = rand_host(r, (size_t)OC * C, 1), *db = rand_host(r, OC, 1);
+    float *d_dout = upX(G, dout, (size_t)N * OC), *d_dinp = upX(G, dinp, (size_t)N * C);
+    float *d_dw = upF(G, dw, (size_t)OC * C), *d_db = upF(G, db, OC); /* fp32 */
+    C0->matmul_nt_backward(dinp, dw, with_bias ? db : NULL, dout, inp, w, N, C, OC);
+    G->matmul_nt_backward(d_dinp, d_dw, with_bias ? d_db : NULL, d_dout, d_inp, d_w, N, C, OC);
+    check_X(G, "matmul_nt_backward dinp", d_dinp, dinp, (size_t)N * C, 2e-2);
+    check_F(G, "matmul_nt_backward dweight", d_dw, dw, (size_t)OC * C, 1e-4);
+    if (with_bias) check_F(G, "matmul_nt_backward dbias", d_db, db, OC, 1e-4);
+    free(inp), free(w), free(b), free(out), free(dout), free(dinp), free(dw), free(db);
+    G->release(d_inp), G->release(d_w), G->release(d_out), G->release(d_dout);
+    G->release(d_dinp), G->release(d_dw), G->release(d_db);
+    if (d_b) G->release(d_b);
+}
+
+Test(cuda_ops, matmul_nt) {
+    NEED_GPU(G);
+    Rng r;
+    rng_seed(&r, 25);
+    matmul_nt_case(G, &r, 256, 576, 960, 1); /* SmolLM-135M's q|k|v with Qwen2 biases */
+    matmul_nt_case(G, &r, 37, 100, 300, 0);
+    matmul_nt_case(G, &r, 64, 1536, 576, 0); /* down_proj */
+    /* N == 0 touches nothing; C == 0 writes the bias (an empty sum) */
+    const Backend *C0 = backend_cpu();
+    int N = 5, OC = 40;
+    float *b = rand_host(&r, OC, 1), *dout = rand_host(&r, (size_t)N * OC, 1);
+    float *db = rand_host(&r, OC, 1);
+    float *d_b = upX(G, b, OC), *d_db = upF(G, db, OC), *d_dout = upX(G, dout, (size_t)N * OC);
+    float *d_out = poisonX(G, (size_t)N * OC);
+    G->matmul_nt_forward(d_out, d_dout, d_b, d_b, 0, 8, OC);
+    G->matmul_nt_backward(NULL, NULL, d_db, d_dout, d_dout, d_b, 0, 8, OC);
+    float *h = downF(G, d_db, OC);
+    cr_expect(memcmp(h, db, OC * 4) == 0, "matmul_nt_backward with N = 0 changed dbias");
+    free(h);
+    G->matmul_nt_backward(NULL, NULL, d_db, d_dout, d_dout, d_b, N, 0, OC);
+    C0->matmul_nt_backward(NULL, NULL, db, dout, dout, b, N, 0, OC);
+    check_F(G, "matmul_nt_backward C=0 dbias", d_db, db, OC, 1e-4);
+    G->matmul_nt_forward(d_out, d_dout, d_b, d_b, N, 0, OC);
+    float *want = malloc((size_t)N * OC * 4);
+    for (int i = 0; i < N; i++) memcpy(want + (size_t)i * OC, b, OC * 4);
+    h = downX(G, d_out, (size_t)N * OC);
+    expect_same("matmul_nt_forward C = 0 is the bias", h, want, (size_t)N * OC);
+    free(h), free(want), free(b), free(dout), free(db);
+    G->release(d_b), G->release(d_db), G->release(d_dout), G->release(d_out);
+}
+
+/* A slice of n columns at column j0 of an (N, ld) matrix: j0 = 8 keeps the
+ * vector path (16-byte aligned), j0 = 3 takes the scalar one. */
+static void cols_case(const Backend *G, Rng *r, int N, int ld, int j0, int n) {
+    const Backend *C0 = backend_cpu();
+    size_t nw = (size_t)N * ld, nd = (size_t)N * n;
+    float *wide = rand_host(r, nw, 1), *src = rand_host(r, nd, 1), *dense = malloc(nd * 4);
+    float *d_wide = upX(G, wide, nw), *d_src = upX(G, src, nd), *d_dense = poisonX(G, nd);
+    C0->cols_copy(dense, wide + j0, ld, N, n);
+    G->cols_copy(d_dense, offX(G, d_wide, j0), ld, N, n);
+    float *h = downX(G, d_dense, nd);
+    char what[64];
+    snprintf(what, sizeof what, "cols_copy N=%d ld=%d j0=%d n=%d", N, ld, j0, n);
+    expect_same(what, h, dense, nd);
+    free(h);
+    C0->cols_add(wide + j0, ld, src, N, n);
+    G->cols_add(offX(G, d_wide, j0), ld, d_src, N, n);
+    snprintf(what, sizeof what, "cols_add N=%d ld=%d j0=%d n=%d", N, ld, j0, n);
+    check_X(G, what, d_wide, wide, nw, 1e-2);
+    h = downX(G, d_wide, nw); /* columns outside the slice: untouched */
+    for (int i = 0; i < N; i++)
+        for (int j = 0; j < ld; j++)
+            if (j < j0 || j >= j0 + n)
+                cr_assert(memcmp(&h[(size_t)i * ld + j], &wide[(size_t)i * ld + j], 4) == 0,
+                          "cols_add changed [%d,%d] outside its slice", i, j);
+    free(h), free(wide), free(src), free(dense);
+    G->release(d_wide), G->release(d_src), G->release(d_dense);
+}
+
+Test(cuda_ops, cols) {
+    NEED_GPU(G);
+    Rng r;
+    rng_seed(&r, 26);
+    cols_case(G, &r, 64, 1152, 576, 192); /* k_proj's slice of SmolLM-135M's qkv */
+    cols_case(G, &r, 33, 96, 8, 16);
+    cols_case(G, &r, 33, 95, 3, 17); /* scalar path */
+}
+
+/* No learned positions (Llama families): wpe and dwpe NULL. */
+Test(cuda_ops, encoder_without_positions) {
+    NEED_GPU(G);
+    const Backend *C0 = backend_cpu();
+    Rng r;
+    rng_seed(&r, 27);
+    int B = 2, T = 19, V = 57;
+    for (int C = 96; C >= 95; C--) { /* vector and scalar paths */
+        size_t BTC = (size_t)B * T * C;
+        int *inp = malloc(B * T * sizeof(int));
+        for (int i = 0; i < B * T; i++) inp[i] = (int)rng_below(&r, V);
+        float *wte = rand_host(&r, (size_t)V * C, 1), *out = malloc(BTC * 4);
+        C0->encoder_forward(out, inp, wte, NULL, B, T, C);
+        int *d_inp = G->alloc(B * T * sizeof(int));
+        G->to_device(d_inp, inp, B * T * sizeof(int));
+        float *d_wte = upX(G, wte, (size_t)V * C), *d_out = poisonX(G, BTC);
+        G->encoder_forward(d_out, d_inp, d_wte, NULL, B, T, C);
+        float *h = downX(G, d_out, BTC);
+        expect_same("encoder_forward without wpe", h, out, BTC);
+        free(h);
+        float *dout = rand_host(&r, BTC, 1), *dwte = rand_host(&r, (size_t)V * C, 1);
+        float *d_dout = upX(G, dout, BTC), *d_dwte = upF(G, dwte, (size_t)V * C);
+        C0->encoder_backward(dwte, NULL, dout, inp, inp, B, T, C);
+        G->encoder_backward(d_dwte, NULL, d_dout, d_inp, inp, B, T, C);
+        check_F(G, "encoder_backward dwte with dwpe NULL", d_dwte, dwte, (size_t)V * C, 1e-4);
+        free(inp), free(wte), free(out), free(dout), free(dwte);
+        G->release(d_inp), G->release(d_wte), G->release(d_out), G->release(d_dout);
+        G->release(d_dwte);
+    }
+}
+
 /* ---------------------------------------------------------------- model */
 
 Test(cuda_model, forward_backward_matches_cpu) {
     NEED_GPU(G);
-    GPTConfig cfg = {2, 2, 128, 515, 128, 1e-5f, 0}; /* HS 64 */
+    GPTConfig cfg = {.n_layer = 2, .n_head = 2, .n_embd = 128, .vocab_size = 515, .n_positions = 128,
+                     .layer_norm_epsilon = 1e-5f, .vocab_pad = 0}; /* HS 64 */
     GPT *mc = gpt_create(&cfg, backend_cpu()), *mg = gpt_create(&cfg, G);
     cr_assert(mc && mg, "%s", err_msg());
     gpt_init_random(mc, 5);

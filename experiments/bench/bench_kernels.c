@@ -6,8 +6,8 @@
  *   attention fwd+bwd TFLOP/s at GPT-2 124M and 350M shapes and Llama 3 8B's
  *     grouped heads (32 query heads over 8 kv heads; causal FLOPs:
  *     forward 2 matmuls x 2*B*NH*T*T*HS / 2, backward 5 of them / 2),
- *   layernorm forward/backward and classifier forward/backward achieved GB/s
- *     (bytes each must read and write once), beside the card's measured
+ *   layernorm, rmsnorm, swiglu, rope and classifier forward/backward achieved
+ *     GB/s (bytes each must read and write once), beside the card's measured
  *     device-to-device copy bandwidth.
  * Output lines start with "kernel" so the driver script can parse them.
  */
@@ -128,6 +128,77 @@ static void bench_layernorm(Rng *r, int N, int C) {
     }
 }
 
+/* ---- rmsnorm (Llama families) ---- */
+typedef struct { int N, C; float *inp[SETS], *out, *rstd, *w, *dout, *dinp, *dw; int bwd; } Rms;
+static void rms_run(void *p, int s) {
+    Rms *l = p;
+    if (!l->bwd) G->rmsnorm_forward(l->out, l->rstd, l->inp[s], l->w, l->N, l->C, 1e-6f);
+    else G->rmsnorm_backward(l->dinp, l->dw, l->dout, l->inp[s], l->w, l->rstd, l->N, l->C);
+}
+
+static void bench_rmsnorm(Rng *r, int N, int C) {
+    Rms l = {N, C, {0}, 0, 0, 0, 0, 0, 0, 0};
+    for (int s = 0; s < SETS; s++) l.inp[s] = rand_dev(r, (size_t)N * C, 1);
+    l.out = rand_dev(r, (size_t)N * C, 1);
+    l.rstd = rand_dev(r, N, 0);
+    l.w = rand_dev(r, C, 1);
+    l.dout = rand_dev(r, (size_t)N * C, 1);
+    l.dinp = rand_dev(r, (size_t)N * C, 1);
+    l.dw = rand_dev(r, C, 0); /* fp32 */
+    G->rmsnorm_forward(l.out, l.rstd, l.inp[0], l.w, N, C, 1e-6f);
+    double X = (double)G->act_size;
+    for (l.bwd = 0; l.bwd < 2; l.bwd++) {
+        float ms = median_ms(rms_run, &l);
+        /* fwd: read inp, write out (+ rstd); bwd: read inp, dout, dinp, write dinp */
+        double bytes = l.bwd ? (double)N * C * X * 4 + 4.0 * N : (double)N * C * X * 2 + 4.0 * N;
+        printf("kernel rmsnorm_%s N=%d C=%d %.3f ms %.0f GB/s\n", l.bwd ? "bwd" : "fwd", N, C, ms,
+               bytes / (ms * 1e-3) / 1e9);
+    }
+}
+
+/* ---- swiglu ---- */
+typedef struct { int N, I; float *inp[SETS], *out, *dout, *dinp; int bwd; } Swiglu;
+static void swiglu_run(void *p, int s) {
+    Swiglu *g = p;
+    if (!g->bwd) G->swiglu_forward(g->out, g->inp[s], g->N, g->I);
+    else G->swiglu_backward(g->dinp, g->dout, g->inp[s], g->N, g->I);
+}
+
+static void bench_swiglu(Rng *r, int N, int I) {
+    Swiglu g = {N, I, {0}, 0, 0, 0, 0};
+    for (int s = 0; s < SETS; s++) g.inp[s] = rand_dev(r, (size_t)N * 2 * I, 1);
+    g.out = rand_dev(r, (size_t)N * I, 1);
+    g.dout = rand_dev(r, (size_t)N * I, 1);
+    g.dinp = rand_dev(r, (size_t)N * 2 * I, 1);
+    double X = (double)G->act_size;
+    for (g.bwd = 0; g.bwd < 2; g.bwd++) {
+        float ms = median_ms(swiglu_run, &g);
+        /* fwd: read (N,2I), write (N,I); bwd: read inp, dout, dinp, write dinp */
+        double bytes = (double)N * I * X * (g.bwd ? 7 : 3);
+        printf("kernel swiglu_%s N=%d I=%d %.3f ms %.0f GB/s\n", g.bwd ? "bwd" : "fwd", N, I, ms,
+               bytes / (ms * 1e-3) / 1e9);
+    }
+}
+
+/* ---- rope (in place; forward and backward move the same bytes) ---- */
+typedef struct { int B, T, NH, KVH, HS; float *qkv[SETS], *cos_tab, *sin_tab; } Rope;
+static void rope_run(void *p, int s) {
+    Rope *q = p;
+    G->rope_forward(q->qkv[s], q->cos_tab, q->sin_tab, q->B, q->T, 0, q->NH, q->KVH, q->HS);
+}
+
+static void bench_rope(Rng *r, int B, int T, int NH, int KVH, int HS) {
+    Rope q = {B, T, NH, KVH, HS, {0}, 0, 0};
+    for (int s = 0; s < SETS; s++) q.qkv[s] = rand_dev(r, (size_t)B * T * (NH + 2 * KVH) * HS, 1);
+    q.cos_tab = rand_dev(r, (size_t)T * HS / 2, 0);
+    q.sin_tab = rand_dev(r, (size_t)T * HS / 2, 0);
+    float ms = median_ms(rope_run, &q);
+    /* read and write the q and k heads */
+    double bytes = 2.0 * B * T * (NH + KVH) * HS * G->act_size;
+    printf("kernel rope B=%d T=%d NH=%d KVH=%d HS=%d %.3f ms %.0f GB/s\n", B, T, NH, KVH, HS, ms,
+           bytes / (ms * 1e-3) / 1e9);
+}
+
 /* ---- classifier ---- */
 typedef struct { int N, V; float *logits[SETS], *logp, *lse, *g; int *targets; int bwd; } Cl;
 static void cl_run(void *p, int s) {
@@ -195,6 +266,9 @@ int main(void) {
     bench_attention(&r, "hs128", 8, 1024, 16, 16, 128);
     bench_attention(&r, "llama3-8b-heads", 2, 2048, 32, 8, 128);
     bench_layernorm(&r, 8 * 1024, 768);
+    bench_rmsnorm(&r, 8 * 1024, 2048);        /* Llama-3.2-1B's width */
+    bench_swiglu(&r, 8 * 1024, 5632);         /* TinyLlama's MLP */
+    bench_rope(&r, 8, 1024, 32, 4, 64);       /* TinyLlama's heads */
     bench_classifier(&r, 8 * 1024, 50257);
     return 0;
 }

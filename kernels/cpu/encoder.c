@@ -1,6 +1,7 @@
 /* kernels/cpu/encoder.c — token + position embedding and its backward.
  *
- * Forward is a gather: out[b,t,:] = wte[inp[b,t],:] + wpe[t,:].
+ * Forward is a gather: out[b,t,:] = wte[inp[b,t],:] + wpe[t,:] (wpe NULL: no
+ * position term, the Llama families; backward then gets dwpe NULL too).
  * Backward is a scatter-add into wte, where many (b,t) may share one token id.
  * Instead of atomics or per-thread copies of the (V,C) table, the threads split
  * the C channels between them: each walks every (b,t) but only touches its own
@@ -17,8 +18,12 @@ void encoder_forward(float *out, const int *inp, const float *wte, const float *
         int t = (int)(bt % T);
         assert(inp[bt] >= 0);
         const float *tok = wte + (size_t)inp[bt] * C; /* (C) */
-        const float *pos = wpe + (size_t)t * C;       /* (C) */
         float *o = out + (size_t)bt * C;              /* (C) */
+        if (!wpe) { /* no learned positions (Llama families) */
+            for (int c = 0; c < C; c++) o[c] = tok[c];
+            continue;
+        }
+        const float *pos = wpe + (size_t)t * C; /* (C) */
         for (int c = 0; c < C; c++) o[c] = tok[c] + pos[c];
     }
 }

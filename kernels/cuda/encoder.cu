@@ -2,8 +2,9 @@
  * deterministic backward; the twin of kernels/cpu/encoder.c.
  *
  * Forward is a gather, out[b,t,:] = wte[inp[b,t],:] + wpe[t,:], summed in fp32
- * and rounded once; 16-byte loads (8 channels per thread) when C % 8 == 0 and
- * the tensors are aligned, one channel per thread otherwise. The kernels do
+ * and rounded once (wpe NULL, the Llama families: the wte row is copied);
+ * 16-byte loads (8 channels per thread) when C % 8 == 0 and the tensors are
+ * aligned, one channel per thread otherwise. The kernels do
  * not bound-check ids (they do not know V): the model checks every id against
  * [0, V) on the host before it uploads them (model/model.c stage_ids), so no
  * id read here lies outside wte.
@@ -61,8 +62,15 @@ __global__ static void encoder_forward_kernel(floatX *out, const int *inp, const
         int c = (int)(u % chunks) * width;
         int t = (int)(bt % T);
         const floatX *tok = wte + (size_t)inp[bt] * C + c; /* (width) */
-        const floatX *pos = wpe + (size_t)t * C + c;       /* (width) */
         floatX *o = out + bt * C + c;                      /* (width) */
+        if (!wpe) { /* no learned positions: a plain gather */
+            if constexpr (VEC)
+                *reinterpret_cast<uint4 *>(o) = *reinterpret_cast<const uint4 *>(tok);
+            else
+                *o = *tok;
+            continue;
+        }
+        const floatX *pos = wpe + (size_t)t * C + c; /* (width) */
         if constexpr (VEC) {
             float a[VEC_WIDTH], b[VEC_WIDTH];
             load8(tok, a);
@@ -81,7 +89,7 @@ extern "C" void encoder_forward_cuda(float *out_f, const int *inp, const float *
     if (B <= 0 || T <= 0 || C <= 0) return;
     floatX *out = reinterpret_cast<floatX *>(out_f);           /* (B,T,C) */
     const floatX *wte = reinterpret_cast<const floatX *>(wte_f); /* (V,C) */
-    const floatX *wpe = reinterpret_cast<const floatX *>(wpe_f); /* (maxT,C) */
+    const floatX *wpe = reinterpret_cast<const floatX *>(wpe_f); /* (maxT,C) or NULL */
     /* inp (B,T) int32 */
     bool vec = C % VEC_WIDTH == 0 && aligned16(out) && aligned16(wte) && aligned16(wpe);
     size_t n_items = (size_t)B * T * (vec ? C / VEC_WIDTH : C);

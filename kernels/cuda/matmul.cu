@@ -1,10 +1,12 @@
-/* kernels/cuda/matmul.cu — linear layers and the tied output layer through
+/* kernels/cuda/matmul.cu — linear layers (GPT-2's Conv1D W (C,OC) and the
+ * Llama families' nn.Linear W (OC,C)) and the tied output layer through
  * cuBLAS, bf16 operands with fp32 accumulation.
  *
  * cuBLAS is column-major; our tensors are row-major. A row-major (R, K) matrix
  * is, read column-major, its transpose (K, R) with leading dimension K, so
  * every product below is written for the transposed problem:
  *   out (N,OC) = inp (N,C) @ W (C,OC)        ->  out^T = W^T inp^T
+ *   out (N,OC) = inp (N,C) @ W^T, W (OC,C)   ->  out^T = W inp^T  (W read with op T)
  * with no data movement.
  *
  * Gradients: activation gradients (dinp) are bf16 like the activations, added
@@ -139,6 +141,46 @@ extern "C" void matmul_backward_cuda(float *dinp_, float *dweight_, float *dbias
         gemm(CUBLAS_OP_T, CUBLAS_OP_N, C, N, OC, weight, OC, dout, OC, 1.0f, (floatX *)dinp_, C);
     if (dweight_ && C > 0) /* dW^T (OC,C) += dout^T (OC,N) inp (N,C); fp32 */
         gemm_acc_f32(CUBLAS_OP_N, CUBLAS_OP_T, OC, C, N, dout, OC, inp, C, dweight_, OC);
+    if (dbias_) bias_backward(dbias_, dout, N, OC); /* fp32 */
+}
+
+/* ---- nn.Linear layout: W (OC,C), out = inp W^T + b ---- */
+
+/* out = bias broadcast over the rows, or 0; returns the beta the GEMM adds with */
+static float bias_prefill(floatX *out, const float *bias_, int N, int OC) {
+    if (!bias_) return 0.0f;
+    broadcast_rows_kernel<<<ceil_div((long)N * OC, 256), 256, 0, retort_stream>>>(
+        out, (const floatX *)bias_, N, OC);
+    CUDA_LAUNCH_CHECK();
+    return 1.0f;
+}
+
+extern "C" void matmul_nt_forward_cuda(float *out_, const float *inp_, const float *weight_,
+                                       const float *bias_, int N, int C, int OC) {
+    if (N <= 0 || OC <= 0) return; /* empty output */
+    floatX *out = (floatX *)out_;
+    float beta = bias_prefill(out, bias_, N, OC);
+    if (C <= 0) { /* an empty sum: out = bias, or 0 */
+        if (!bias_)
+            CUDA_CHECK(cudaMemsetAsync(out, 0, (size_t)N * OC * sizeof(floatX), retort_stream));
+        return;
+    }
+    /* out^T (OC,N) = W (OC,C) inp^T (C,N); W read column-major is (C,OC) */
+    gemm(CUBLAS_OP_T, CUBLAS_OP_N, OC, N, C, (const floatX *)weight_, C, (const floatX *)inp_, C,
+         beta, out, OC);
+}
+
+extern "C" void matmul_nt_backward_cuda(float *dinp_, float *dweight_, float *dbias_,
+                                        const float *dout_, const float *inp_,
+                                        const float *weight_, int N, int C, int OC) {
+    /* as matmul_backward_cuda: N or OC == 0 adds nothing; C == 0 leaves dbias */
+    if (N <= 0 || OC <= 0) return;
+    const floatX *dout = (const floatX *)dout_, *inp = (const floatX *)inp_,
+                 *weight = (const floatX *)weight_;
+    if (dinp_ && C > 0) /* dinp^T (C,N) += W^T (C,OC) dout^T (OC,N); bf16 */
+        gemm(CUBLAS_OP_N, CUBLAS_OP_N, C, N, OC, weight, C, dout, OC, 1.0f, (floatX *)dinp_, C);
+    if (dweight_ && C > 0) /* dW^T (C,OC) += inp^T (C,N) dout (N,OC); fp32 */
+        gemm_acc_f32(CUBLAS_OP_N, CUBLAS_OP_T, C, OC, N, inp, C, dout, OC, dweight_, C);
     if (dbias_) bias_backward(dbias_, dout, N, OC); /* fp32 */
 }
 

@@ -42,6 +42,7 @@ static const char *slot_name(Workspace s) {
     case WS_ATTENTION_ROW_DOT: return "attention backward row dot";
     case WS_DECODE_SPLITS: return "decode attention split";
     case WS_LAYERNORM_PARTIALS: return "layernorm backward partial sum";
+    case WS_RMSNORM_PARTIALS: return "rmsnorm backward partial sum";
     case WS_BIAS_PARTIALS: return "matmul bias-gradient partial sum";
     case WS_SUM_SQUARES: return "sum of squares";
     case WS_STAGING: return "fp32 staging";

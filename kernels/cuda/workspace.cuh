@@ -34,6 +34,7 @@ enum Workspace {
     WS_ATTENTION_ROW_DOT,  /* attention_backward_cuda: D (B,NH,T) fp32 */
     WS_DECODE_SPLITS,      /* attention_decode_cuda: (M, L) and O of each key split, fp32 */
     WS_LAYERNORM_PARTIALS, /* layernorm_backward_cuda: (n_blocks, 2, C) fp32 column sums */
+    WS_RMSNORM_PARTIALS,   /* rmsnorm/qk_norm backward: (n_blocks, HS) fp32 column sums */
     WS_BIAS_PARTIALS,      /* matmul_backward_cuda: (parts, OC) fp32 dbias column sums */
     WS_SUM_SQUARES,        /* sum_squares_cuda: block partials and the result, double */
     WS_STAGING,            /* upload_f32_cuda / download_f32_cuda: fp32 chunk */
