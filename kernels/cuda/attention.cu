@@ -32,6 +32,11 @@
  *     tiles qb >= kb doing dV += P^T dO, dK += dS^T Q, and adds dK, dV into
  *     dqkv at the end (each key row of a kv head belongs to one block, so the
  *     group's sum needs no atomics; with KVH == NH it is plain multi-head).
+ *     The price of summing inside the block: this kernel has B*KVH x T/64
+ *     blocks, each NH/KVH times the work of a multi-head one, so few kv
+ *     heads and a small batch (multi-query, B = 1) leave SMs idle. Splitting
+ *     a group over blocks would need fp32 partials and an ordered reduction
+ *     pass to stay deterministic.
  *   dQ (one block per (b*h, 64-query tile), heaviest first): keeps Q, dO of its
  *     query tile in shared memory and dQ in wmma accumulators, loops over the
  *     key tiles kb = 0, 1, ..., qb in that order doing dQ += dS K, and adds dQ
