@@ -186,13 +186,13 @@ int cmd_agent(int argc, char **argv) {
             rc = model_tokenizer_check(dir, g->vocab_size, tok);
         /* a turn keeps at least half the context for the conversation (eval/agent.h) */
         if (rc == 0 && !n_given)
-            a.max_new_tokens = cli_default_new_tokens(a.max_new_tokens, g->n_positions);
-        else if (rc == 0 && a.max_new_tokens > g->n_positions / 2)
+            a.max_new_tokens = cli_default_new_tokens(a.max_new_tokens, gpt_context_len(g));
+        else if (rc == 0 && a.max_new_tokens > gpt_context_len(g) / 2)
             rc = err_set("--max-new-tokens %d: the model %s has a context of %d positions, and "
                          "a turn may use at most half of it (%d) so the conversation keeps the "
                          "rest; give -n %d or less",
-                         a.max_new_tokens, dir, g->n_positions, g->n_positions / 2,
-                         g->n_positions / 2);
+                         a.max_new_tokens, dir, gpt_context_len(g), gpt_context_len(g) / 2,
+                         gpt_context_len(g) / 2);
         gpt_set_train_mode(models[r], 0);
     }
     a.tok = tok;

@@ -83,10 +83,10 @@ int cmd_dpo(int argc, char **argv) {
         pref_dataset_close(&pd);
         return cli_fail("dpo precompute-ref");
     }
-    if (!m || T > gpt_config(m)->n_positions || pd.vocab_size > gpt_config(m)->vocab_size) {
+    if (!m || T > gpt_context_len(gpt_config(m)) || pd.vocab_size > gpt_config(m)->vocab_size) {
         if (m) err_set("%s: seq-len %d or the data's vocab_size %d does not fit the model "
                        "(n_positions %d, vocab_size %d)",
-                       model_dir, T, pd.vocab_size, gpt_config(m)->n_positions,
+                       model_dir, T, pd.vocab_size, gpt_context_len(gpt_config(m)),
                        gpt_config(m)->vocab_size);
         gpt_free(m);
         pref_dataset_close(&pd);

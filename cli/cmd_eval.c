@@ -142,7 +142,7 @@ int cmd_eval(int argc, char **argv) {
         return cli_fail("eval");
     }
     if (!n_given)
-        job.gen.sample.max_new_tokens = cli_default_new_tokens(64, gpt_config(m)->n_positions);
+        job.gen.sample.max_new_tokens = cli_default_new_tokens(64, gpt_context_len(gpt_config(m)));
     gpt_set_train_mode(m, 0);
     job.gen.sample.eos_id = tok->eos_id;
     job.gen.quiet = 1;

@@ -171,7 +171,7 @@ int cmd_generate(int argc, char **argv) {
         gpt_free(m);
         return cli_fail("generate");
     }
-    if (!n_given) job.sample.max_new_tokens = cli_default_new_tokens(200, cfg->n_positions);
+    if (!n_given) job.sample.max_new_tokens = cli_default_new_tokens(200, gpt_context_len(cfg));
     job.sample.eos_id = ignore_eos ? -1 : tok->eos_id;
     if (job.input) {
         int rc = generate_jsonl(m, tok, &job, NULL);
@@ -182,7 +182,7 @@ int cmd_generate(int argc, char **argv) {
     int rc = generate_job_check(&job, cfg);
     uint32_t *ids = NULL;
     int64_t cap = 0;
-    int ctx = cfg->n_positions, n = 0, max_new = 0;
+    int ctx = gpt_context_len(cfg), n = 0, max_new = 0;
     int64_t n_ids = tok->encode(tok, prompt, strlen(prompt), &ids, &cap, 0);
     int *tokens = xmalloc((size_t)(ctx + 1) * sizeof(int));
     if (rc == 0)

@@ -200,7 +200,7 @@ int cmd_pairs(int argc, char **argv) {
         job.gen.sample.eos_id = tok->eos_id;
         if (!n_given && sampler)
             job.gen.sample.max_new_tokens =
-                cli_default_new_tokens(64, gpt_config(sampler)->n_positions);
+                cli_default_new_tokens(64, gpt_context_len(gpt_config(sampler)));
     }
     if (sampler) gpt_set_train_mode(sampler, 0);
     if (scorer) gpt_set_train_mode(scorer, 0);

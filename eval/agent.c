@@ -212,7 +212,7 @@ static GPT *model_for(const Agent *a, const char *role) {
 /* The role's turn after context c (c is left as it was): greedy until EOS. */
 static char *speak(const Agent *a, const Context *c, const char *role) {
     GPT *m = model_for(a, role);
-    int ctx_max = gpt_config(m)->n_positions;
+    int ctx_max = gpt_context_len(gpt_config(m));
     int max_new = a->max_new_tokens < ctx_max / 2 ? a->max_new_tokens : ctx_max / 2;
     Context p = {xmalloc((size_t)(c->n + 16) * sizeof(uint32_t)), c->n, c->n + 16};
     memcpy(p.ids, c->ids, (size_t)c->n * sizeof(uint32_t));

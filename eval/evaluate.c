@@ -18,7 +18,7 @@
  * tokens cut off that way are simply not seen. */
 static double reference_logp(GPT *m, const Tokenizer *tok, const char *prompt, const char *ref,
                              int64_t *count) {
-    int ctx = gpt_config(m)->n_positions;
+    int ctx = gpt_context_len(gpt_config(m));
     uint32_t *p = NULL, *r = NULL;
     int64_t cap_p = 0, cap_r = 0;
     int64_t np = tok->encode(tok, prompt, strlen(prompt), &p, &cap_p, 0);

@@ -46,7 +46,7 @@ int generate_job_check(const GenerateJob *job, const GPTConfig *cfg) {
         return err_set("--samples %d with --beams %d: beam search returns at most its %d beams; "
                        "give --samples %d or less, or more beams",
                        job->samples, job->beams, job->beams, job->beams);
-    int C = cfg->n_positions;
+    int C = gpt_context_len(cfg);
     if (job->sample.max_new_tokens >= C && !job->clamp_new_tokens)
         return err_set("--max-new-tokens %d does not fit the model's context of %d positions "
                        "with even a one-token prompt; give at most %d, or --clamp-new-tokens to "
@@ -220,7 +220,7 @@ static void completions_free(Completion *c, int n) {
 
 int generate_texts(GPT *m, const Tokenizer *tok, const GenerateJob *job, const char *prompt_text,
                    long index, char ***texts) {
-    int ctx = gpt_config(m)->n_positions;
+    int ctx = gpt_context_len(gpt_config(m));
     uint32_t *ids = NULL;
     int64_t cap = 0;
     int64_t n = tok->encode(tok, prompt_text, strlen(prompt_text), &ids, &cap, 0);
@@ -302,7 +302,7 @@ static void top_k(const float *x, int V, int K, uint32_t *ids) {
 static void teacher_topk(GPT *m, KdSink *s, const uint32_t *row, int len) {
     const GPTConfig *c = gpt_config(m);
     int V = c->vocab_size, K = s->K;
-    int L = len < c->n_positions ? len : c->n_positions;
+    int L = len < gpt_context_len(c) ? len : gpt_context_len(c);
     int *in = xmalloc((size_t)L * sizeof(int));
     for (int j = 0; j < L; j++) in[j] = (int)row[j];
     gpt_forward(m, in, s->targets, 1, L, s->logp);
@@ -414,7 +414,7 @@ static int write_kd(GPT *m, const Tokenizer *tok, const GenerateJob *job, KdSink
     }
     if (rc == 0 && job->add_gold && reference) {
         int *g = xmalloc((size_t)(n_ref + 1) * sizeof(int));
-        int room = gpt_config(m)->n_positions + 1 - n - 1; /* the example keeps within ctx+1 */
+        int room = gpt_context_len(gpt_config(m)) + 1 - n - 1; /* the example keeps within ctx+1 */
         int len = n_ref < room ? (int)n_ref : room;
         for (int j = 0; j < len; j++) g[j] = (int)ref_ids[j];
         rc = kd_example(m, tok, s, prompt, n, g, len, -1);
@@ -466,7 +466,7 @@ int generate_jsonl(GPT *m, const Tokenizer *tok, const GenerateJob *job, Generat
     }
     FILE *out = NULL;
     KdSink sink = {0};
-    int ctx = cfg->n_positions, rc = 0;
+    int ctx = gpt_context_len(cfg), rc = 0;
     if (kd) {
         sink.w = dataset_writer_open(job->output, SCHEMA_KD, cfg->vocab_size, tok->eos_id,
                                      tok->pad_id, tok->name);

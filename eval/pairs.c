@@ -145,7 +145,7 @@ int gold_likelihood_scores(GPT *m, const Tokenizer *tok, const char *prompt,
                            const char *const *completions, int n, const char *answer_prefix,
                            const char *gold, int gold_eos, double *scores) {
     const GPTConfig *cfg = gpt_config(m);
-    int ctx = cfg->n_positions;
+    int ctx = gpt_context_len(cfg);
     if (cfg->vocab_size < tok->vocab_size)
         return err_set("scorer model vocab_size %d is smaller than the tokenizer's %d",
                        cfg->vocab_size, tok->vocab_size);

@@ -90,7 +90,7 @@ int generate_sample(GPT *m, int *tokens, int n, const SampleOptions *o, Rng *rng
     for (int step = 0; step < o->max_new_tokens; step++) {
         int next = sample_from_logits(logits, V, o, rng);
         tokens[n++] = next;
-        if (next == o->eos_id || n >= c->n_positions || step + 1 == o->max_new_tokens) break;
+        if (next == o->eos_id || n >= gpt_context_len(c) || step + 1 == o->max_new_tokens) break;
         if (o->stop && o->stop(o->stop_ctx, tokens + n - step - 1, step + 1)) break;
         gpt_decode(m, tokens + n - 1, 1, 1, n - 1, logits);
     }
@@ -111,7 +111,7 @@ void generate_sample_rows(GPT *m, const int *prompt, int n, int rows, const Samp
                           Rng *rngs, int *out, int *lens, double *logps) {
     const GPTConfig *c = gpt_config(m);
     int V = c->vocab_size, max_new = o->max_new_tokens;
-    if (max_new > c->n_positions - n) max_new = c->n_positions - n;
+    if (max_new > gpt_context_len(c) - n) max_new = gpt_context_len(c) - n;
     float *logits = xmalloc((size_t)rows * V * sizeof(float)); /* (rows,V) */
     int *feed = xmalloc((size_t)rows * (n > 1 ? n : 1) * sizeof(int));
     char *done = xcalloc((size_t)rows, 1);
@@ -202,7 +202,7 @@ int generate_beam(GPT *m, const int *prompt, int n, int beams, int max_new_token
                   double length_penalty, int eos_id, int n_best, Hypothesis *out) {
     const GPTConfig *c = gpt_config(m);
     int V = c->vocab_size;
-    if (max_new_tokens > c->n_positions - n) max_new_tokens = c->n_positions - n;
+    if (max_new_tokens > gpt_context_len(c) - n) max_new_tokens = gpt_context_len(c) - n;
     int K = beams;
     int *seq = xcalloc((size_t)K * (max_new_tokens + 1), sizeof(int));   /* (K, new) */
     int *next_seq = xcalloc((size_t)K * (max_new_tokens + 1), sizeof(int));

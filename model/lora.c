@@ -1,8 +1,8 @@
 /* model/lora.c — LoRA adapters to and from PEFT adapter directories.
  *
- * Key names follow what PEFT's save_pretrained writes for GPT2LMHeadModel:
- * the adapter name ("default") is dropped and the module path is prefixed
- * with "base_model.model.". The model stores A^T and B^T, so both directions
+ * Key names follow what PEFT's save_pretrained writes for GPT2LMHeadModel
+ * and the Llama-style families: the adapter name ("default") is dropped and
+ * the module path is prefixed with "base_model.model.". The model stores A^T and B^T, so both directions
  * transpose on the host.
  *
  * An adapter only means something on the base it was trained on, so retort
@@ -21,7 +21,12 @@
 #include "model/safetensors.h"
 #include "util/util.h"
 
-#define KEY_PREFIX "base_model.model.transformer."
+/* PEFT's key of a table tensor is this prefix + its name: GPT-2's table
+ * names drop transformers' "transformer.", the Llama families' are whole. */
+static const char *key_prefix(const GPT *m) {
+    return gpt_config(m)->arch == ARCH_GPT2 ? "base_model.model.transformer."
+                                            : "base_model.model.";
+}
 
 /* (rows, cols) of the PEFT tensor for table entry p: the transpose. */
 static void peft_shape(const ParamInfo *p, int *rows, int *cols) {
@@ -146,7 +151,8 @@ static int write_config(GPT *m, const char *dir, const char *base_model) {
     json_object_set_new(root, "target_modules", targets);
     json_object_set_new(root, "layers_to_transform", layers);
     json_object_set_new(root, "layers_pattern", json_null());
-    json_object_set_new(root, "fan_in_fan_out", json_true());
+    /* GPT-2's Conv1D weights are (in, out); nn.Linear's are (out, in) */
+    json_object_set_new(root, "fan_in_fan_out", json_boolean(gpt_config(m)->arch == ARCH_GPT2));
     json_object_set_new(root, "bias", json_string("none"));
     json_object_set_new(root, "use_rslora", json_boolean(c->use_rslora));
     json_object_set_new(root, "use_dora", json_false());
@@ -186,7 +192,7 @@ int lora_save_peft(GPT *m, const char *dir, const char *base_model) {
         peft_shape(p, &rows, &cols);
         transpose(peft + p->offset, host + p->offset, p->shape[0], p->shape[1]);
         int j = count++;
-        snprintf(names[j], sizeof names[j], KEY_PREFIX "%s", p->name);
+        snprintf(names[j], sizeof names[j], "%s%s", key_prefix(m), p->name);
         t[j].name = names[j];
         t[j].dtype = ST_F32;
         t[j].ndim = 2;
@@ -357,7 +363,7 @@ int lora_load_peft_ex(GPT *m, const char *dir, int check_base_model) {
         const ParamInfo *p = gpt_tensor(m, i);
         if (!p->lora) continue;
         char key[GPT_PARAM_NAME_LEN + 32];
-        snprintf(key, sizeof key, KEY_PREFIX "%s", p->name);
+        snprintf(key, sizeof key, "%s%s", key_prefix(m), p->name);
         const StTensor *t = safetensors_find(f, key);
         if (!t) {
             rc = err_set("%s: tensor '%s' is missing (adapter_config.json targets that layer)",
@@ -380,8 +386,9 @@ int lora_load_peft_ex(GPT *m, const char *dir, int check_base_model) {
     if (rc == 0 && found != safetensors_count(f)) {
         for (int i = 0; i < safetensors_count(f) && rc == 0; i++) {
             const char *key = safetensors_get(f, i)->name;
-            const ParamInfo *p = strncmp(key, KEY_PREFIX, strlen(KEY_PREFIX)) == 0
-                                     ? gpt_find_tensor(m, key + strlen(KEY_PREFIX)) : NULL;
+            const char *pre = key_prefix(m);
+            const ParamInfo *p = strncmp(key, pre, strlen(pre)) == 0
+                                     ? gpt_find_tensor(m, key + strlen(pre)) : NULL;
             if (!p || !p->lora)
                 rc = err_set("%s: unexpected tensor '%s' (not an adapter of a layer that "
                              "adapter_config.json targets)", path, key);

@@ -41,20 +41,99 @@
 #include "util/util.h"
 
 
+static const char *const ARCH_NAME[ARCH_COUNT] = {"gpt2", "llama", "mistral", "qwen2", "qwen3"};
+
+const char *gpt_arch_name(int arch) {
+    return arch >= 0 && arch < ARCH_COUNT ? ARCH_NAME[arch] : "?";
+}
+
+int gpt_arch_from_name(const char *name) {
+    for (int a = 0; a < ARCH_COUNT; a++)
+        if (!strcmp(name, ARCH_NAME[a])) return a;
+    return -1;
+}
+
+int gpt_context_len(const GPTConfig *c) {
+    return c->sliding_window > 0 && c->sliding_window < c->n_positions ? c->sliding_window
+                                                                        : c->n_positions;
+}
+
 int gpt_config_check(const GPTConfig *c) {
+    if (c->arch < 0 || c->arch >= ARCH_COUNT)
+        return err_set("model.arch %d is not a known family (gpt2, llama, mistral, qwen2, qwen3)",
+                       c->arch);
     if (c->n_layer < 1) return err_set("model.n_layer must be >= 1 (got %d)", c->n_layer);
     if (c->n_head < 1) return err_set("model.n_head must be >= 1 (got %d)", c->n_head);
     if (c->n_embd < 1) return err_set("model.n_embd must be >= 1 (got %d)", c->n_embd);
     if (c->vocab_size < 2) return err_set("model.vocab_size must be >= 2 (got %d)", c->vocab_size);
     if (c->n_positions < 1)
         return err_set("model.n_positions must be >= 1 (got %d)", c->n_positions);
-    if (c->n_embd % c->n_head != 0)
-        return err_set("model.n_embd (%d) must be divisible by model.n_head (%d)", c->n_embd,
-                       c->n_head);
+    if (c->head_dim < 0) return err_set("model.head_dim must be >= 0 (got %d)", c->head_dim);
+    if (c->head_dim == 0 && c->n_embd % c->n_head != 0)
+        return err_set("model.n_embd (%d) must be divisible by model.n_head (%d)%s", c->n_embd,
+                       c->n_head, c->arch == ARCH_GPT2 ? "" : ", or set model.head_dim");
     if (!(c->layer_norm_epsilon > 0))
         return err_set("model.layer_norm_epsilon must be > 0 (got %g)", c->layer_norm_epsilon);
     if (c->vocab_pad < 0 || c->vocab_pad > 4096)
         return err_set("vocab_pad must be in [0, 4096] (got %d)", c->vocab_pad);
+    if (c->intermediate_size < 0 || c->n_kv_head < 0 || c->sliding_window < 0)
+        return err_set("model.intermediate_size, n_kv_head and sliding_window must be >= 0 "
+                       "(got %d, %d, %d)", c->intermediate_size, c->n_kv_head,
+                       c->sliding_window);
+    /* sizes whose products must fit an int (offsets are size_t, dimensions int) */
+    long long HS = c->head_dim ? c->head_dim : c->n_embd / c->n_head;
+    long long KVH = c->n_kv_head ? c->n_kv_head : c->n_head;
+    long long I = c->intermediate_size ? c->intermediate_size : 4LL * c->n_embd;
+    if ((c->n_head + 2 * KVH) * HS > 0x7fffffffLL || 2 * I > 0x7fffffffLL ||
+        (long long)c->vocab_size * 2 > 0x7fffffffLL)
+        return err_set("the model's sizes overflow a 32-bit dimension (heads %d x head size "
+                       "%lld, MLP width %lld)", c->n_head, HS, I);
+    if (c->arch == ARCH_GPT2) {
+        if (c->n_kv_head && c->n_kv_head != c->n_head)
+            return err_set("model.n_kv_head: GPT-2 has no grouped-query attention (n_kv_head "
+                           "%d, n_head %d)", c->n_kv_head, c->n_head);
+        if (c->head_dim && c->head_dim * c->n_head != c->n_embd)
+            return err_set("model.head_dim: GPT-2's head size is n_embd / n_head");
+        if (c->intermediate_size && c->intermediate_size != 4 * c->n_embd)
+            return err_set("model.intermediate_size: GPT-2's MLP is 4 * n_embd = %d wide",
+                           4 * c->n_embd);
+        if (c->untied_head || c->qk_norm || c->attn_bias || c->attn_out_bias || c->mlp_bias ||
+            c->sliding_window || c->rope_type)
+            return err_set("model: GPT-2 has no untied head, q/k norm, bias switches, sliding "
+                           "window or rotary scaling; those options are for the Llama-style "
+                           "families (model.arch llama, mistral, qwen2, qwen3)");
+        return 0;
+    }
+    if (c->attn_no_scale || c->attn_scale_inv_layer)
+        return err_set("model: scale_attn_weights / scale_attn_by_inverse_layer_idx are GPT-2 "
+                       "options; %s scales attention by 1/sqrt(head_dim)",
+                       gpt_arch_name(c->arch));
+    if (c->n_head % KVH != 0)
+        return err_set("model.n_kv_head (%lld) must divide model.n_head (%d): each key/value "
+                       "head serves n_head / n_kv_head query heads", KVH, c->n_head);
+    if (HS % 2 != 0)
+        return err_set("model.head_dim %lld is odd; rotary embeddings rotate pairs of "
+                       "channels, so the head size must be even", HS);
+    if (c->intermediate_size < 1)
+        return err_set("model.intermediate_size must be set for %s (the SwiGLU MLP width)",
+                       gpt_arch_name(c->arch));
+    if (c->rope_theta < 0 || !isfinite(c->rope_theta))
+        return err_set("model.rope_theta must be a positive number (got %g)", c->rope_theta);
+    if (c->rope_type < ROPE_DEFAULT || c->rope_type > ROPE_YARN)
+        return err_set("model: rope scaling type %d is not one of default, linear, llama3, yarn",
+                       c->rope_type);
+    if (c->rope_type != ROPE_DEFAULT && !(c->rope_factor > 0 && isfinite(c->rope_factor)))
+        return err_set("model: rope_scaling.factor must be a positive number (got %g)",
+                       c->rope_factor);
+    if (c->rope_type == ROPE_LLAMA3 &&
+        (c->rope_original_max_pos < 1 || !(c->rope_high_freq_factor > c->rope_low_freq_factor) ||
+         !(c->rope_low_freq_factor > 0)))
+        return err_set("model: llama3 rope_scaling needs original_max_position_embeddings >= 1 "
+                       "and 0 < low_freq_factor < high_freq_factor (got %d, %g, %g)",
+                       c->rope_original_max_pos, c->rope_low_freq_factor,
+                       c->rope_high_freq_factor);
+    if (c->rope_type == ROPE_YARN && c->rope_original_max_pos < 1)
+        return err_set("model: yarn rope_scaling needs original_max_position_embeddings >= 1");
     return 0;
 }
 
@@ -80,35 +159,135 @@ void add_tensor(GPT *m, int *i, size_t *off, const char *name, int rows, int col
     *off += p->alloc;
 }
 
+/* Adds a tensor whose successor must follow it without a gap (the parts of a
+ * fused GEMM weight): no alignment padding after it. */
+static void add_packed(GPT *m, int *i, size_t *off, const char *name, int rows, int cols) {
+    add_tensor(m, i, off, name, rows, cols);
+    ParamInfo *p = &m->tensors[*i - 1];
+    *off -= p->alloc - p->numel;
+    p->alloc = p->numel;
+}
+
+/* A block tensor: its slot, layer and group recorded. */
+static void add_slot(GPT *m, int *i, size_t *off, int l, int slot, const char *suffix,
+                     int rows, int cols, int packed) {
+    char name[GPT_PARAM_NAME_LEN];
+    snprintf(name, sizeof name, m->llama ? "model.layers.%d.%s" : "h.%d.%s", l, suffix);
+    m->slot[l * S_COUNT + slot] = *i;
+    m->t_layer[*i] = l;
+    m->t_group[*i] = SLOT_GROUP[slot];
+    if (packed)
+        add_packed(m, i, off, name, rows, cols);
+    else
+        add_tensor(m, i, off, name, rows, cols);
+}
+
+/* The family's module list for LoRA (see LinInfo). */
+static void build_lins(GPT *m) {
+    int C = m->cfg.n_embd, QD = m->NH * m->HS, KD = m->KVH * m->HS, I = m->I;
+    if (!m->llama) {
+        const LinInfo gpt2[4] = {{"attn.c_attn", MM_QKV, 0, 3 * C, C, S_QKV_W},
+                                 {"attn.c_proj", MM_O, 0, C, C, S_O_W},
+                                 {"mlp.c_fc", MM_FC, 0, I, C, S_FC_W},
+                                 {"mlp.c_proj", MM_DOWN, 0, C, I, S_DOWN_W}};
+        memcpy(m->lin, gpt2, sizeof gpt2);
+        m->n_lin = 4;
+        return;
+    }
+    const LinInfo llama[7] = {{"self_attn.q_proj", MM_QKV, 0, QD, C, S_QKV_W},
+                              {"self_attn.k_proj", MM_QKV, QD, KD, C, S_K_W},
+                              {"self_attn.v_proj", MM_QKV, QD + KD, KD, C, S_V_W},
+                              {"self_attn.o_proj", MM_O, 0, C, QD, S_O_W},
+                              {"mlp.gate_proj", MM_FC, 0, I, C, S_FC_W},
+                              {"mlp.up_proj", MM_FC, I, I, C, S_UP_W},
+                              {"mlp.down_proj", MM_DOWN, 0, C, I, S_DOWN_W}};
+    memcpy(m->lin, llama, sizeof llama);
+    m->n_lin = 7;
+}
+
 static void build_table(GPT *m) {
     const GPTConfig *c = &m->cfg;
-    int C = c->n_embd;
-    m->n_tensors = 2 + P_PER_LAYER * c->n_layer + 2;
-    m->tensors = xcalloc((size_t)m->n_tensors, sizeof(ParamInfo));
+    int C = c->n_embd, L = c->n_layer, I = m->I;
+    int max_tensors = 4 + S_COUNT * L;
+    m->tensors = xcalloc((size_t)max_tensors, sizeof(ParamInfo));
+    m->t_layer = xmalloc((size_t)max_tensors * sizeof(int));
+    m->t_group = xmalloc((size_t)max_tensors * sizeof(int));
+    for (int k = 0; k < max_tensors; k++) m->t_layer[k] = m->t_group[k] = -1;
+    m->slot = xmalloc((size_t)L * S_COUNT * sizeof(int));
+    for (int k = 0; k < L * S_COUNT; k++) m->slot[k] = -1;
+    m->i_wpe = m->i_lnf_b = -1;
     int i = 0;
     size_t off = 0;
-    char name[GPT_PARAM_NAME_LEN];
-    add_tensor(m, &i, &off, "wte.weight", c->vocab_size, C);
+    size_t vp_rows_alloc = ((size_t)m->Vp * C + 15) & ~(size_t)15;
+    m->i_wte = i;
+    add_tensor(m, &i, &off, m->llama ? "model.embed_tokens.weight" : "wte.weight",
+               c->vocab_size, C);
     /* the padded vocabulary's rows: reserved, zero, never trained or saved */
-    m->tensors[0].alloc = ((size_t)m->Vp * C + 15) & ~(size_t)15;
-    off = m->tensors[0].alloc;
-    add_tensor(m, &i, &off, "wpe.weight", c->n_positions, C);
-    static const char *suffix[P_PER_LAYER] = {
-        "ln_1.weight", "ln_1.bias", "attn.c_attn.weight", "attn.c_attn.bias",
-        "attn.c_proj.weight", "attn.c_proj.bias", "ln_2.weight", "ln_2.bias",
-        "mlp.c_fc.weight", "mlp.c_fc.bias", "mlp.c_proj.weight", "mlp.c_proj.bias"};
-    /* (rows, cols) of each slot; cols 0 = 1-D */
-    const int shape[P_PER_LAYER][2] = {{C, 0}, {C, 0}, {C, 3 * C}, {3 * C, 0}, {C, C}, {C, 0},
-                                       {C, 0}, {C, 0}, {C, 4 * C}, {4 * C, 0}, {4 * C, C}, {C, 0}};
-    for (int l = 0; l < c->n_layer; l++)
-        for (int s = 0; s < P_PER_LAYER; s++) {
-            snprintf(name, sizeof name, "h.%d.%s", l, suffix[s]);
-            add_tensor(m, &i, &off, name, shape[s][0], shape[s][1]);
+    off += vp_rows_alloc - m->tensors[m->i_wte].alloc;
+    m->tensors[m->i_wte].alloc = vp_rows_alloc;
+    if (!m->llama) {
+        m->i_wpe = i;
+        add_tensor(m, &i, &off, "wpe.weight", c->n_positions, C);
+        /* (rows, cols) of each slot in the Conv1D layout; cols 0 = 1-D */
+        for (int l = 0; l < L; l++) {
+            add_slot(m, &i, &off, l, S_LN1_W, "ln_1.weight", C, 0, 0);
+            add_slot(m, &i, &off, l, S_LN1_B, "ln_1.bias", C, 0, 0);
+            add_slot(m, &i, &off, l, S_QKV_W, "attn.c_attn.weight", C, 3 * C, 0);
+            add_slot(m, &i, &off, l, S_QKV_B, "attn.c_attn.bias", 3 * C, 0, 0);
+            add_slot(m, &i, &off, l, S_O_W, "attn.c_proj.weight", C, C, 0);
+            add_slot(m, &i, &off, l, S_O_B, "attn.c_proj.bias", C, 0, 0);
+            add_slot(m, &i, &off, l, S_LN2_W, "ln_2.weight", C, 0, 0);
+            add_slot(m, &i, &off, l, S_LN2_B, "ln_2.bias", C, 0, 0);
+            add_slot(m, &i, &off, l, S_FC_W, "mlp.c_fc.weight", C, I, 0);
+            add_slot(m, &i, &off, l, S_FC_B, "mlp.c_fc.bias", I, 0, 0);
+            add_slot(m, &i, &off, l, S_DOWN_W, "mlp.c_proj.weight", I, C, 0);
+            add_slot(m, &i, &off, l, S_DOWN_B, "mlp.c_proj.bias", C, 0, 0);
         }
-    add_tensor(m, &i, &off, "ln_f.weight", C, 0);
-    add_tensor(m, &i, &off, "ln_f.bias", C, 0);
-    assert(i == m->n_tensors);
-    m->n_base = m->n_tensors;
+        m->i_lnf_w = i;
+        add_tensor(m, &i, &off, "ln_f.weight", C, 0);
+        m->i_lnf_b = i;
+        add_tensor(m, &i, &off, "ln_f.bias", C, 0);
+        m->i_head = m->i_wte;
+    } else {
+        int QD = m->NH * m->HS, KD = m->KVH * m->HS;
+        for (int l = 0; l < L; l++) {
+            add_slot(m, &i, &off, l, S_LN1_W, "input_layernorm.weight", C, 0, 0);
+            add_slot(m, &i, &off, l, S_QKV_W, "self_attn.q_proj.weight", QD, C, 1);
+            add_slot(m, &i, &off, l, S_K_W, "self_attn.k_proj.weight", KD, C, 1);
+            add_slot(m, &i, &off, l, S_V_W, "self_attn.v_proj.weight", KD, C, 0);
+            if (c->attn_bias) {
+                add_slot(m, &i, &off, l, S_QKV_B, "self_attn.q_proj.bias", QD, 0, 1);
+                add_slot(m, &i, &off, l, S_K_B, "self_attn.k_proj.bias", KD, 0, 1);
+                add_slot(m, &i, &off, l, S_V_B, "self_attn.v_proj.bias", KD, 0, 0);
+            }
+            if (c->qk_norm) {
+                add_slot(m, &i, &off, l, S_QNORM, "self_attn.q_norm.weight", m->HS, 0, 0);
+                add_slot(m, &i, &off, l, S_KNORM, "self_attn.k_norm.weight", m->HS, 0, 0);
+            }
+            add_slot(m, &i, &off, l, S_O_W, "self_attn.o_proj.weight", C, QD, 0);
+            if (c->attn_out_bias) add_slot(m, &i, &off, l, S_O_B, "self_attn.o_proj.bias", C, 0, 0);
+            add_slot(m, &i, &off, l, S_LN2_W, "post_attention_layernorm.weight", C, 0, 0);
+            add_slot(m, &i, &off, l, S_FC_W, "mlp.gate_proj.weight", I, C, 1);
+            add_slot(m, &i, &off, l, S_UP_W, "mlp.up_proj.weight", I, C, 0);
+            if (c->mlp_bias) {
+                add_slot(m, &i, &off, l, S_FC_B, "mlp.gate_proj.bias", I, 0, 1);
+                add_slot(m, &i, &off, l, S_UP_B, "mlp.up_proj.bias", I, 0, 0);
+            }
+            add_slot(m, &i, &off, l, S_DOWN_W, "mlp.down_proj.weight", C, I, 0);
+            if (c->mlp_bias) add_slot(m, &i, &off, l, S_DOWN_B, "mlp.down_proj.bias", C, 0, 0);
+        }
+        m->i_lnf_w = i;
+        add_tensor(m, &i, &off, "model.norm.weight", C, 0);
+        m->i_head = m->i_wte;
+        if (c->untied_head) {
+            m->i_head = i;
+            add_tensor(m, &i, &off, "lm_head.weight", c->vocab_size, C);
+            off += vp_rows_alloc - m->tensors[m->i_head].alloc;
+            m->tensors[m->i_head].alloc = vp_rows_alloc;
+        }
+    }
+    assert(i <= max_tensors);
+    m->n_tensors = m->n_base = i;
     m->n_alloc = m->base_alloc = off;
 }
 
@@ -140,16 +319,17 @@ int relayout_grads(GPT *m) {
         p->grad_offset = off;
         off += p->alloc;
         int layer = -1, group = -1;
-        if (i < 2) {
+        if (i == m->i_wte || i == m->i_wpe) {
             m->embed_trainable = 1;
-        } else if (i < m->n_base - 2) {
-            layer = (i - 2) / P_PER_LAYER;
-            group = SLOT_GROUP[(i - 2) % P_PER_LAYER];
+        } else if (i < m->n_base) {
+            layer = m->t_layer[i];
+            group = m->t_group[i];
         } else if (p->lora) {
-            for (int k = 0; k < L * N_LIN && layer < 0; k++)
-                if (m->lora_index[k] == i || m->lora_index[k] + 1 == i) {
-                    layer = k / N_LIN;
-                    group = LIN_GROUP[k % N_LIN];
+            for (int k = 0; k < L * N_LIN_MAX && layer < 0; k++)
+                if (m->lora_index[k] >= 0 &&
+                    (m->lora_index[k] == i || m->lora_index[k] + 1 == i)) {
+                    layer = k / N_LIN_MAX;
+                    group = MM_GROUP[m->lin[k % N_LIN_MAX].mm];
                 }
         }
         if (layer >= 0) {
@@ -165,6 +345,96 @@ int relayout_grads(GPT *m) {
     return 0;
 }
 
+/* The inverse frequencies of the rotary embedding, HS/2 of them, as
+ * transformers' ROPE_INIT_FUNCTIONS compute them (modeling_rope_utils.py:
+ * default, linear, llama3, yarn), and the factor cos and sin are multiplied by
+ * (YaRN's attention factor; 1 otherwise). The base frequencies are rounded to
+ * fp32 as torch rounds them, since at position t an ulp of difference moves
+ * the angle by t ulps; the scaling arithmetic is in double. */
+static double rope_inv_freq(const GPTConfig *c, int HS, double *inv, int with_scaling) {
+    int half = HS / 2;
+    double base = c->rope_theta > 0 ? c->rope_theta : 10000.0, factor = c->rope_factor;
+    /* in fp32 as torch does: 1.0 / (base ** (arange(0, HS, 2).float() / HS)) */
+    for (int i = 0; i < half; i++)
+        inv[i] = 1.0f / powf((float)base, (float)(2 * i) / (float)HS);
+    if (!with_scaling) return 1.0;
+    switch (c->rope_type) {
+    case ROPE_LINEAR:
+        for (int i = 0; i < half; i++) inv[i] /= factor;
+        return 1.0;
+    case ROPE_LLAMA3: {
+        double old = c->rope_original_max_pos;
+        double lo = c->rope_low_freq_factor, hi = c->rope_high_freq_factor;
+        double low_wavelen = old / lo, high_wavelen = old / hi;
+        for (int i = 0; i < half; i++) {
+            double wavelen = 2 * M_PI / inv[i];
+            double f = wavelen > low_wavelen ? inv[i] / factor : inv[i];
+            if (!(wavelen < high_wavelen) && !(wavelen > low_wavelen)) {
+                double smooth = (old / wavelen - lo) / (hi - lo);
+                f = (1 - smooth) * f / factor + smooth * f;
+            }
+            inv[i] = f;
+        }
+        return 1.0;
+    }
+    case ROPE_YARN: {
+        double attn = c->rope_attention_factor;
+        if (!(attn > 0)) attn = factor <= 1 ? 1.0 : 0.1 * log(factor) + 1.0;
+        double fast = c->rope_beta_fast > 0 ? c->rope_beta_fast : 32;
+        double slow = c->rope_beta_slow > 0 ? c->rope_beta_slow : 1;
+        double omax = c->rope_original_max_pos;
+        double low = HS * log(omax / (fast * 2 * M_PI)) / (2 * log(base));
+        double high = HS * log(omax / (slow * 2 * M_PI)) / (2 * log(base));
+        if (!c->rope_no_truncate) {
+            low = floor(low);
+            high = ceil(high);
+        }
+        if (low < 0) low = 0;
+        if (high > HS - 1) high = HS - 1;
+        if (low == high) high += 0.001;
+        for (int i = 0; i < half; i++) {
+            double ramp = (i - low) / (high - low);
+            ramp = ramp < 0 ? 0 : ramp > 1 ? 1 : ramp;
+            double extra = 1 - ramp; /* the extrapolation share */
+            double pos_freq = pow(base, (double)(2 * i) / HS);
+            inv[i] = 1.0 / (factor * pos_freq) * (1 - extra) + 1.0 / pos_freq * extra;
+        }
+        return attn;
+    }
+    default:
+        return 1.0;
+    }
+}
+
+/* cos and sin of every position times each inverse frequency, (n_positions,
+ * HS/2) fp32 on the backend, for rope_forward / rope_backward. */
+static int rope_tables(GPT *m) {
+    int half = m->HS / 2, maxT = m->cfg.n_positions;
+    double *inv = xmalloc((size_t)half * sizeof(double));
+    double attn = rope_inv_freq(&m->cfg, m->HS, inv, 1);
+    float *cs = xmalloc((size_t)maxT * half * sizeof(float));
+    float *sn = xmalloc((size_t)maxT * half * sizeof(float));
+    for (int t = 0; t < maxT; t++)
+        for (int i = 0; i < half; i++) {
+            /* transformers: freqs in fp32 (position * inv_freq rounded), then cos */
+            float ang = (float)t * (float)inv[i];
+            cs[(size_t)t * half + i] = (float)(cos((double)ang) * attn);
+            sn[(size_t)t * half + i] = (float)(sin((double)ang) * attn);
+        }
+    free(inv);
+    size_t bytes = (size_t)maxT * half * sizeof(float);
+    m->rope_cos = m->be->alloc(bytes);
+    m->rope_sin = m->be->alloc(bytes);
+    int ok = m->rope_cos && m->rope_sin;
+    if (ok) {
+        m->be->to_device(m->rope_cos, cs, bytes);
+        m->be->to_device(m->rope_sin, sn, bytes);
+    }
+    free(cs);
+    free(sn);
+    return ok ? 0 : -1;
+}
+
 GPT *gpt_create(const GPTConfig *cfg, const Backend *be) {
     if (gpt_config_check(cfg) != 0) return NULL;
     if (be->supports(cfg) != 0) return NULL; /* what the backend's kernels can run */
@@ -172,13 +442,20 @@ GPT *gpt_create(const GPTConfig *cfg, const Backend *be) {
     m->cfg = *cfg;
     m->be = be;
     m->Vp = padded_vocab(cfg);
+    m->llama = cfg->arch != ARCH_GPT2;
+    m->NH = cfg->n_head;
+    m->KVH = cfg->n_kv_head ? cfg->n_kv_head : cfg->n_head;
+    m->HS = cfg->head_dim ? cfg->head_dim : cfg->n_embd / cfg->n_head;
+    m->I = cfg->intermediate_size ? cfg->intermediate_size : 4 * cfg->n_embd;
+    m->W = (m->NH + 2 * m->KVH) * m->HS;
     build_table(m);
+    build_lins(m);
     m->layer_groups = xcalloc((size_t)cfg->n_layer, sizeof(unsigned));
-    m->lora_index = xmalloc((size_t)cfg->n_layer * N_LIN * sizeof(int));
-    for (int k = 0; k < cfg->n_layer * N_LIN; k++) m->lora_index[k] = -1;
+    m->lora_index = xmalloc((size_t)cfg->n_layer * N_LIN_MAX * sizeof(int));
+    for (int k = 0; k < cfg->n_layer * N_LIN_MAX; k++) m->lora_index[k] = -1;
     m->train_mode = 1;
     m->params = be->alloc(m->n_alloc * be->act_size);
-    if (!m->params || relayout_grads(m) != 0) {
+    if (!m->params || relayout_grads(m) != 0 || (m->llama && rope_tables(m) != 0)) {
         gpt_free(m);
         return NULL;
     }
@@ -195,6 +472,11 @@ void gpt_free(GPT *m) {
     if (m->vcache) m->be->release(m->vcache);
     if (m->lora_acts) m->be->release(m->lora_acts);
     if (m->kd_buf) m->be->release(m->kd_buf);
+    if (m->rope_cos) m->be->release(m->rope_cos);
+    if (m->rope_sin) m->be->release(m->rope_sin);
+    free(m->slot);
+    free(m->t_layer);
+    free(m->t_group);
     free(m->lora_h);
     free(m->lora_xd);
     free(m->lora_host);
@@ -244,13 +526,24 @@ int gpt_set_trainable(GPT *m, const char *const *freeze, int n_freeze,
             int hits = 0;
             for (int i = 0; i < m->n_tensors; i++)
                 hits += fnmatch(pats[k], m->tensors[i].name, 0) == 0;
-            if (!hits)
+            if (!hits) {
+                if (m->llama)
+                    return err_set("%s pattern '%s' matches no parameter (names look like "
+                                   "'model.embed_tokens.weight', "
+                                   "'model.layers.0.self_attn.q_proj.weight', "
+                                   "'model.norm.weight'%s)",
+                                   pass ? "train" : "freeze", pats[k],
+                                   m->has_lora ? ", 'model.layers.0.self_attn.q_proj.lora_A."
+                                                 "weight'" : "");
                 return err_set("%s pattern '%s' matches no parameter (names look like "
                                "'wte.weight', 'h.0.attn.c_attn.weight', 'ln_f.bias'%s)",
                                pass ? "train" : "freeze", pats[k],
                                m->has_lora ? ", 'h.0.attn.c_attn.lora_A.weight'" : "");
+            }
         }
     }
+    int *was = xmalloc((size_t)m->n_tensors * sizeof(int));
+    for (int i = 0; i < m->n_tensors; i++) was[i] = m->tensors[i].trainable;
     for (int pass = 0; pass < 2; pass++) {
         const char *const *pats = pass ? train : freeze;
         int n = pass ? n_train : n_freeze;
@@ -258,6 +551,27 @@ int gpt_set_trainable(GPT *m, const char *const *freeze, int n_freeze,
             for (int k = 0; k < n; k++)
                 if (fnmatch(pats[k], m->tensors[i].name, 0) == 0) m->tensors[i].trainable = pass;
     }
+    /* the parts of one fused GEMM weight (q/k/v, gate/up and their biases) get
+     * one gradient product, so they train or freeze together */
+    static const int fused[][3] = {{S_QKV_W, S_K_W, S_V_W}, {S_QKV_B, S_K_B, S_V_B},
+                                   {S_FC_W, S_UP_W, -1}, {S_FC_B, S_UP_B, -1}};
+    for (int l = 0; l < m->cfg.n_layer; l++)
+        for (int f = 0; f < 4; f++) {
+            int first = m->slot[l * S_COUNT + fused[f][0]];
+            for (int k = 1; k < 3 && first >= 0 && fused[f][k] >= 0; k++) {
+                int other = m->slot[l * S_COUNT + fused[f][k]];
+                if (other >= 0 && m->tensors[other].trainable != m->tensors[first].trainable) {
+                    const char *a = m->tensors[first].name, *b = m->tensors[other].name;
+                    for (int i = 0; i < m->n_tensors; i++) m->tensors[i].trainable = was[i];
+                    free(was);
+                    return err_set("freeze/train patterns split %s and %s: retort computes "
+                                   "q/k/v (and gate/up) as one matrix, so they train or "
+                                   "freeze together; widen the pattern to both (or use "
+                                   "LoRA to adapt one of them)", a, b);
+                }
+            }
+        }
+    free(was);
     return relayout_grads(m);
 }
 
@@ -267,10 +581,11 @@ int gpt_set_layers_trainable(GPT *m, int first, int last, int trainable) {
         return err_set("layer range %d..%d is outside the model's blocks 0..%d", first, last,
                        L - 1);
     for (int l = first; l <= last; l++) {
-        for (int s = 0; s < P_PER_LAYER; s++)
-            m->tensors[2 + l * P_PER_LAYER + s].trainable = trainable != 0;
-        for (int k = 0; k < N_LIN; k++) {
-            int a = m->lora_index[l * N_LIN + k];
+        for (int s = 0; s < S_COUNT; s++)
+            if (m->slot[l * S_COUNT + s] >= 0)
+                m->tensors[m->slot[l * S_COUNT + s]].trainable = trainable != 0;
+        for (int k = 0; k < N_LIN_MAX; k++) {
+            int a = m->lora_index[l * N_LIN_MAX + k];
             if (a >= 0) m->tensors[a].trainable = m->tensors[a + 1].trainable = trainable != 0;
         }
     }
@@ -288,13 +603,18 @@ void gpt_init_random(GPT *m, uint64_t seed) {
         float *w = host + p->offset;
         const char *n = p->name;
         size_t len = strlen(n);
-        int is_ln = strstr(n, "ln_") != NULL;
+        /* norm gains: GPT-2's ln_*, the Llama families' *layernorm, model.norm,
+         * q_norm / k_norm */
+        int is_ln = strstr(n, "ln_") != NULL || strstr(n, "layernorm") != NULL ||
+                    strstr(n, "norm.weight") != NULL;
         if (p->lora) {
             lora_init_host(p, w, &r);
         } else if (is_ln && !strcmp(n + len - 6, "weight")) {
             for (size_t k = 0; k < p->numel; k++) w[k] = 1.0f;
         } else if (p->ndim == 2) {
-            double std = strstr(n, "c_proj.weight") ? proj_std : 0.02;
+            /* GPT-2 scales its residual projections; transformers' Llama
+             * initialisation is N(0, 0.02) everywhere */
+            double std = !m->llama && strstr(n, "c_proj.weight") ? proj_std : 0.02;
             for (size_t k = 0; k < p->numel; k++) w[k] = (float)(std * rng_normal(&r));
         } /* biases stay 0 */
     }
@@ -303,7 +623,7 @@ void gpt_init_random(GPT *m, uint64_t seed) {
 }
 
 /* Carves `count` buffers of sizes[i] elements of `esize` bytes out of one
- * allocation; each starts 64-byte aligned. */
+ * allocation; each starts 64-byte aligned, and a size of 0 gives NULL. */
 void *carve(const Backend *be, size_t esize, const size_t *sizes, float ***out, int count) {
     size_t total = 0;
     for (int i = 0; i < count; i++) total += (sizes[i] * esize + 63) & ~(size_t)63;
@@ -314,7 +634,7 @@ void *carve(const Backend *be, size_t esize, const size_t *sizes, float ***out, 
     }
     char *p = base;
     for (int i = 0; i < count; i++) {
-        *out[i] = (float *)p;
+        *out[i] = sizes[i] ? (float *)p : NULL; /* 0: a buffer this model does not use */
         p += (sizes[i] * esize + 63) & ~(size_t)63;
     }
     return base;
@@ -349,42 +669,49 @@ static void ensure_acts(GPT *m, int B, int T) {
     free(m->layers);
     m->layers = xcalloc((size_t)L, sizeof(LayerActs));
 
-    enum { PER_LAYER_X = 10, PER_LAYER_32 = 5, REST_X = 8, REST_32 = 7 };
+    enum { PER_LAYER_X = 11, PER_LAYER_32 = 6, REST_X = 9, REST_32 = 7 };
     int nx = PER_LAYER_X * L + REST_X, n32 = PER_LAYER_32 * L + REST_32;
     size_t *sx = xcalloc((size_t)nx, sizeof(size_t)), *s32 = xcalloc((size_t)n32, sizeof(size_t));
     float ***px = xcalloc((size_t)nx, sizeof(float **)), ***p32 = xcalloc((size_t)n32, sizeof(float **));
     int ix = 0, i32 = 0;
+    size_t W = (size_t)m->W, QD = (size_t)m->NH * m->HS, I = (size_t)m->I;
+    size_t FC = m->llama ? 2 * I : I;    /* the MLP's first GEMM: [gate | up] or c_fc */
+    size_t DC = QD > C ? QD : C;         /* dC serves both (N,C) and the attention output */
+    int qkn = m->cfg.qk_norm;
 /* a buffer of n elements of the compute type / of fp32: its size, and the
- * pointer carve() sets */
+ * pointer carve() sets; a size of 0 leaves the pointer NULL */
 #define ACT_COMPUTE(ptr, n) (sx[ix] = (n), px[ix++] = &(ptr))
 #define ACT_FP32(ptr, n) (s32[i32] = (n), p32[i32++] = (float **)&(ptr))
     for (int l = 0; l < L; l++) {
         LayerActs *a = &m->layers[l];
         ACT_COMPUTE(a->ln1, N * C);
-        ACT_COMPUTE(a->qkv, N * 3 * C);
-        ACT_COMPUTE(a->atty, N * C);
+        ACT_COMPUTE(a->qkv, N * W);
+        ACT_COMPUTE(a->qkv_raw, qkn ? N * W : 0);
+        ACT_COMPUTE(a->atty, N * QD);
         ACT_COMPUTE(a->attproj, N * C);
         ACT_COMPUTE(a->res2, N * C);
         ACT_COMPUTE(a->ln2, N * C);
-        ACT_COMPUTE(a->fch, N * 4 * C);
-        ACT_COMPUTE(a->fch_gelu, N * 4 * C);
+        ACT_COMPUTE(a->fch, N * FC);
+        ACT_COMPUTE(a->fch_gelu, N * I);
         ACT_COMPUTE(a->fcproj, N * C);
         ACT_COMPUTE(a->res3, N * C);
-        ACT_FP32(a->ln1_mean, N);
+        ACT_FP32(a->ln1_mean, m->llama ? 0 : N);
         ACT_FP32(a->ln1_rstd, N);
         ACT_FP32(a->att_lse, NH * N);
-        ACT_FP32(a->ln2_mean, N);
+        ACT_FP32(a->ln2_mean, m->llama ? 0 : N);
         ACT_FP32(a->ln2_rstd, N);
+        ACT_FP32(a->qkn_rstd, qkn ? N * (size_t)(m->NH + m->KVH) : 0);
     }
     ACT_COMPUTE(m->encoded, N * C);
     ACT_COMPUTE(m->lnf, N * C);
     ACT_COMPUTE(m->logits, (size_t)head_rows * m->Vp);
     ACT_COMPUTE(m->dres, N * C);
-    ACT_COMPUTE(m->dC, N * C);
-    ACT_COMPUTE(m->dqkv, N * 3 * C);
-    ACT_COMPUTE(m->dfch, N * 4 * C);
-    ACT_COMPUTE(m->dfch_gelu, N * 4 * C);
-    ACT_FP32(m->lnf_mean, N);
+    ACT_COMPUTE(m->dC, N * DC);
+    ACT_COMPUTE(m->dqkv, N * W);
+    ACT_COMPUTE(m->dqkv_raw, qkn ? N * W : 0);
+    ACT_COMPUTE(m->dfch, N * FC);
+    ACT_COMPUTE(m->dfch_gelu, N * I);
+    ACT_FP32(m->lnf_mean, m->llama ? 0 : N);
     ACT_FP32(m->lnf_rstd, N);
     ACT_FP32(m->logp, N);
     ACT_FP32(m->lse, N);
@@ -408,57 +735,93 @@ static void ensure_acts(GPT *m, int B, int T) {
 }
 
 
-/* Elements of one layer's key (or value) cache for B rows. */
+/* Elements of one layer's key (or value) cache for B rows of kv_T positions. */
 static size_t kv_layer_elems(const GPT *m, int B) {
-    return (size_t)B * m->cfg.n_positions * m->cfg.n_embd; /* B * NH * maxT * HS */
+    return (size_t)B * m->KVH * m->kv_T * m->HS; /* B * KVH * kv_T * HS */
 }
 
-/* Every transformer block and the final layernorm over the (B,T) rows in
+/* The attention scale of block l: 1/sqrt(HS), or GPT-2's variants. */
+static float attn_scale(const GPT *m, int l) {
+    double s = m->cfg.attn_no_scale ? 1.0 : 1.0 / sqrt((double)m->HS);
+    if (m->cfg.attn_scale_inv_layer) s /= (double)(l + 1);
+    return (float)s;
+}
+
+/* The norm before a block's attention / MLP and the final one: LayerNorm
+ * (GPT-2: weight and bias, mean and rstd kept) or RMSNorm (rstd kept). */
+static void norm_forward(GPT *m, float *out, float *mean, float *rstd, const float *inp,
+                         const float *w, const float *b, int N) {
+    const GPTConfig *c = &m->cfg;
+    if (m->llama)
+        m->be->rmsnorm_forward(out, rstd, inp, w, N, c->n_embd, c->layer_norm_epsilon);
+    else
+        m->be->layernorm_forward(out, mean, rstd, inp, w, b, N, c->n_embd, c->layer_norm_epsilon);
+}
+
+static void norm_backward(GPT *m, float *dinp, float *dw, float *db, const float *dout,
+                          const float *inp, const float *w, const float *mean, const float *rstd,
+                          int N) {
+    if (m->llama)
+        m->be->rmsnorm_backward(dinp, dw, dout, inp, w, rstd, N, m->cfg.n_embd);
+    else
+        m->be->layernorm_backward(dinp, dw, db, dout, inp, w, mean, rstd, N, m->cfg.n_embd);
+}
+
+/* Every transformer block and the final norm over the (B,T) rows in
  * m->encoded, into m->lnf (the head runs per chunk: head_logits). pos < 0: training, attention
  * over the rows themselves (keeping what backward needs); pos >= 0: decoding,
  * the rows are positions pos.. and attention runs over the key/value cache. */
 static void blocks_forward(GPT *m, int B, int T, int pos) {
     const Backend *be = m->be;
     const GPTConfig *c = &m->cfg;
-    int C = c->n_embd, NH = c->n_head, L = c->n_layer, N = B * T;
+    int C = c->n_embd, L = c->n_layer, N = B * T;
     size_t kv_layer_bytes = pos >= 0 ? kv_layer_elems(m, m->kv_B) * be->act_size : 0;
     int training = pos < 0 && m->fwd_dropout;
     const float *residual = m->encoded;
     for (int l = 0; l < L; l++) {
         LayerActs *a = &m->layers[l];
-        be->layernorm_forward(a->ln1, a->ln1_mean, a->ln1_rstd, residual,
-                              layer_param(m, l, P_LN1_W), layer_param(m, l, P_LN1_B), N, C,
-                              c->layer_norm_epsilon);
-        linear_forward(m, l, LIN_QKV, a->qkv, a->ln1, N, training);
+        norm_forward(m, a->ln1, a->ln1_mean, a->ln1_rstd, residual, layer_param(m, l, S_LN1_W),
+                     layer_param(m, l, S_LN1_B), N);
+        if (c->qk_norm) {
+            linear_forward(m, l, MM_QKV, a->qkv_raw, a->ln1, N, training);
+            be->qk_norm_forward(a->qkv, a->qkn_rstd, a->qkv_raw, layer_param(m, l, S_QNORM),
+                                layer_param(m, l, S_KNORM), N, m->NH, m->KVH, m->HS,
+                                c->layer_norm_epsilon);
+        } else {
+            linear_forward(m, l, MM_QKV, a->qkv, a->ln1, N, training);
+        }
+        if (m->llama)
+            be->rope_forward(a->qkv, m->rope_cos, m->rope_sin, B, T, pos < 0 ? 0 : pos, m->NH,
+                             m->KVH, m->HS);
         if (pos < 0)
-            be->attention_forward(a->atty, a->att_lse, a->qkv, B, T, NH, NH, C / NH,
-                                  1.0f / sqrtf((float)(C / NH)));
+            be->attention_forward(a->atty, a->att_lse, a->qkv, B, T, m->NH, m->KVH, m->HS,
+                                  attn_scale(m, l));
         else
             be->attention_decode(a->atty, (float *)((char *)m->kcache + l * kv_layer_bytes),
                                  (float *)((char *)m->vcache + l * kv_layer_bytes), a->qkv, B, T,
-                                 pos, NH, NH, C / NH, c->n_positions,
-                                 1.0f / sqrtf((float)(C / NH)));
-        linear_forward(m, l, LIN_ATTPROJ, a->attproj, a->atty, N, training);
+                                 pos, m->NH, m->KVH, m->HS, m->kv_T, attn_scale(m, l));
+        linear_forward(m, l, MM_O, a->attproj, a->atty, N, training);
         be->residual_forward(a->res2, residual, a->attproj, (size_t)N * C);
-        be->layernorm_forward(a->ln2, a->ln2_mean, a->ln2_rstd, a->res2,
-                              layer_param(m, l, P_LN2_W), layer_param(m, l, P_LN2_B), N, C,
-                              c->layer_norm_epsilon);
-        linear_forward(m, l, LIN_FC, a->fch, a->ln2, N, training);
-        be->gelu_forward(a->fch_gelu, a->fch, (size_t)N * 4 * C);
-        linear_forward(m, l, LIN_FCPROJ, a->fcproj, a->fch_gelu, N, training);
+        norm_forward(m, a->ln2, a->ln2_mean, a->ln2_rstd, a->res2, layer_param(m, l, S_LN2_W),
+                     layer_param(m, l, S_LN2_B), N);
+        linear_forward(m, l, MM_FC, a->fch, a->ln2, N, training);
+        if (m->llama)
+            be->swiglu_forward(a->fch_gelu, a->fch, N, m->I);
+        else
+            be->gelu_forward(a->fch_gelu, a->fch, (size_t)N * m->I);
+        linear_forward(m, l, MM_DOWN, a->fcproj, a->fch_gelu, N, training);
         be->residual_forward(a->res3, a->res2, a->fcproj, (size_t)N * C);
         residual = a->res3;
     }
-    int lnf_w = m->n_base - 2, lnf_b = m->n_base - 1;
-    be->layernorm_forward(m->lnf, m->lnf_mean, m->lnf_rstd, residual, param_at(m, lnf_w),
-                          param_at(m, lnf_b), N, C, c->layer_norm_epsilon);
+    norm_forward(m, m->lnf, m->lnf_mean, m->lnf_rstd, residual, param_at(m, m->i_lnf_w),
+                 m->i_lnf_b >= 0 ? param_at(m, m->i_lnf_b) : NULL, N);
 }
 
 void head_logits(GPT *m, int r0, int n) {
     assert(n >= 1 && n <= m->logits_cap);
     if (m->logits_n == n && m->logits_r0 == r0) return;
     m->be->lm_head_forward(m->logits, act_row(m, m->lnf, (size_t)r0, (size_t)m->cfg.n_embd),
-                           param_at(m, 0), n, m->cfg.n_embd, m->Vp);
+                           param_at(m, m->i_head), n, m->cfg.n_embd, m->Vp);
     m->logits_r0 = r0;
     m->logits_n = n;
 }
@@ -489,12 +852,28 @@ static void stage_ids(const GPT *m, int *dst, const int *ids, int N, int are_tar
     }
 }
 
+/* A sliding-window model (Mistral) is exact only while every query sees all
+ * its keys: longer sequences would need the window's mask, which retort does
+ * not implement, so they end the run with what to do. */
+static void check_window(const GPT *m, int len) {
+    int w = m->cfg.sliding_window;
+    if (w > 0 && len > w) {
+        fprintf(stderr, "retort: a sequence of %d tokens is longer than the model's "
+                        "sliding_window of %d; retort computes full causal attention, which "
+                        "equals the windowed model only up to the window: cut sequences to "
+                        "%d tokens (data.seq_len, generation length)\n",
+                len, w, w);
+        exit(1);
+    }
+}
+
 void gpt_forward(GPT *m, const int *inputs, const int *targets, int B, int T, float *logp_out) {
     const Backend *be = m->be;
     const GPTConfig *c = &m->cfg;
     int C = c->n_embd, V = c->vocab_size;
     int N = B * T;
     assert(T <= c->n_positions);
+    check_window(m, T);
     ensure_acts(m, B, T);
     ensure_lora_acts(m, (size_t)N);
     m->B = B;
@@ -506,7 +885,8 @@ void gpt_forward(GPT *m, const int *inputs, const int *targets, int B, int T, fl
     stage_ids(m, m->ids_host + toff, targets, N, 1);
     be->to_device(m->inputs, m->ids_host, (toff + N) * sizeof(int)); /* inputs and targets */
 
-    be->encoder_forward(m->encoded, m->inputs, param_at(m, 0), param_at(m, 1), B, T, C);
+    be->encoder_forward(m->encoded, m->inputs, param_at(m, m->i_wte),
+                        m->i_wpe >= 0 ? param_at(m, m->i_wpe) : NULL, B, T, C);
     blocks_forward(m, B, T, -1);
     for (int r0 = 0; r0 < N; r0 += m->head_rows) {
         int n = N - r0 < m->head_rows ? N - r0 : m->head_rows;
@@ -547,48 +927,68 @@ void gpt_logits(GPT *m, float *out) {
 static void block_backward(GPT *m, int l, int need_input) {
     const Backend *be = m->be;
     const GPTConfig *c = &m->cfg;
-    int B = m->B, T = m->T, C = c->n_embd, NH = c->n_head, N = B * T;
+    int B = m->B, T = m->T, C = c->n_embd, N = B * T;
     size_t NC = (size_t)N * C, X = be->act_size;
+    size_t NI = (size_t)N * m->I, NFC = m->llama ? 2 * NI : NI, NW = (size_t)N * m->W;
+    size_t NQ = (size_t)N * m->NH * m->HS;
     LayerActs *a = &m->layers[l];
     const float *residual = l > 0 ? m->layers[l - 1].res3 : m->encoded;
     unsigned groups = m->layer_groups[l];
 #define BEYOND(g) (need_input || (groups >> ((g) + 1)) != 0)
     /* res3 = res2 + fcproj: dres is the gradient of both summands */
-    if (BEYOND(GRP_FCPROJ)) be->zero(m->dfch_gelu, NC * 4 * X);
-    linear_backward(m, l, LIN_FCPROJ, BEYOND(GRP_FCPROJ) ? m->dfch_gelu : NULL, m->dres,
+    if (BEYOND(GRP_FCPROJ)) be->zero(m->dfch_gelu, NI * X);
+    linear_backward(m, l, MM_DOWN, BEYOND(GRP_FCPROJ) ? m->dfch_gelu : NULL, m->dres,
                     a->fch_gelu, N);
     if (!BEYOND(GRP_FCPROJ)) return;
-    be->zero(m->dfch, NC * 4 * X);
-    be->gelu_backward(m->dfch, a->fch, m->dfch_gelu, NC * 4);
+    be->zero(m->dfch, NFC * X);
+    if (m->llama)
+        be->swiglu_backward(m->dfch, m->dfch_gelu, a->fch, N, m->I);
+    else
+        be->gelu_backward(m->dfch, a->fch, m->dfch_gelu, NI);
     if (BEYOND(GRP_FC)) be->zero(m->dC, NC * X);
-    linear_backward(m, l, LIN_FC, BEYOND(GRP_FC) ? m->dC : NULL, m->dfch, a->ln2, N);
+    linear_backward(m, l, MM_FC, BEYOND(GRP_FC) ? m->dC : NULL, m->dfch, a->ln2, N);
     if (!BEYOND(GRP_FC)) return;
-    be->layernorm_backward(m->dres, layer_grad(m, l, P_LN2_W), layer_grad(m, l, P_LN2_B), m->dC,
-                           a->res2, layer_param(m, l, P_LN2_W), a->ln2_mean, a->ln2_rstd, N, C);
+    norm_backward(m, m->dres, layer_grad(m, l, S_LN2_W), layer_grad(m, l, S_LN2_B), m->dC,
+                  a->res2, layer_param(m, l, S_LN2_W), a->ln2_mean, a->ln2_rstd, N);
     if (!BEYOND(GRP_LN2)) return;
-    /* res2 = residual + attproj */
-    if (BEYOND(GRP_ATTPROJ)) be->zero(m->dC, NC * X);
-    linear_backward(m, l, LIN_ATTPROJ, BEYOND(GRP_ATTPROJ) ? m->dC : NULL, m->dres, a->atty, N);
+    /* res2 = residual + attproj; dC holds the attention output's gradient */
+    if (BEYOND(GRP_ATTPROJ)) be->zero(m->dC, NQ * X);
+    linear_backward(m, l, MM_O, BEYOND(GRP_ATTPROJ) ? m->dC : NULL, m->dres, a->atty, N);
     if (!BEYOND(GRP_ATTPROJ)) return;
-    be->zero(m->dqkv, NC * 3 * X);
-    be->attention_backward(m->dqkv, m->dC, a->qkv, a->atty, a->att_lse, B, T, NH, NH, C / NH,
-                           1.0f / sqrtf((float)(C / NH)));
+    be->zero(m->dqkv, NW * X);
+    be->attention_backward(m->dqkv, m->dC, a->qkv, a->atty, a->att_lse, B, T, m->NH, m->KVH,
+                           m->HS, attn_scale(m, l));
+    float *dmm = m->dqkv; /* the gradient of the qkv GEMM's output */
+    if (m->llama)
+        be->rope_backward(m->dqkv, m->rope_cos, m->rope_sin, B, T, 0, m->NH, m->KVH, m->HS);
+    if (c->qk_norm) {
+        be->zero(m->dqkv_raw, NW * X);
+        be->qk_norm_backward(m->dqkv_raw, layer_grad(m, l, S_QNORM), layer_grad(m, l, S_KNORM),
+                             m->dqkv, a->qkv_raw, layer_param(m, l, S_QNORM),
+                             layer_param(m, l, S_KNORM), a->qkn_rstd, N, m->NH, m->KVH, m->HS);
+        dmm = m->dqkv_raw;
+    }
     if (BEYOND(GRP_QKV)) be->zero(m->dC, NC * X);
-    linear_backward(m, l, LIN_QKV, BEYOND(GRP_QKV) ? m->dC : NULL, m->dqkv, a->ln1, N);
+    linear_backward(m, l, MM_QKV, BEYOND(GRP_QKV) ? m->dC : NULL, dmm, a->ln1, N);
     if (!BEYOND(GRP_QKV)) return;
-    be->layernorm_backward(m->dres, layer_grad(m, l, P_LN1_W), layer_grad(m, l, P_LN1_B), m->dC,
-                           residual, layer_param(m, l, P_LN1_W), a->ln1_mean, a->ln1_rstd, N, C);
+    norm_backward(m, m->dres, layer_grad(m, l, S_LN1_W), layer_grad(m, l, S_LN1_B), m->dC,
+                  residual, layer_param(m, l, S_LN1_W), a->ln1_mean, a->ln1_rstd, N);
 #undef BEYOND
 }
 
 
 /* Whether backward has anything to do: some tensor trains. */
-int backward_needed(const GPT *m) {
-    int L = m->cfg.n_layer, lnf_w = m->n_base - 2, lnf_b = m->n_base - 1;
-    /* lowest block backward must reach; L: none, the blocks are all frozen */
+/* Whether backward must go below the head: a block, the embeddings or the
+ * final norm trains. */
+static int lnf_needed(const GPT *m) {
     int stop = m->embed_trainable ? 0 : m->lowest_trainable;
-    int need_lnf = stop < L || m->tensors[lnf_w].trainable || m->tensors[lnf_b].trainable;
-    return need_lnf || m->tensors[0].trainable;
+    return stop < m->cfg.n_layer || m->tensors[m->i_lnf_w].trainable ||
+           (m->i_lnf_b >= 0 && m->tensors[m->i_lnf_b].trainable);
+}
+
+int backward_needed(const GPT *m) {
+    /* lowest block backward must reach; L: none, the blocks are all frozen */
+    return lnf_needed(m) || m->tensors[m->i_head].trainable;
 }
 
 void gpt_backward(GPT *m, const float *g) {
@@ -624,10 +1024,10 @@ void backward_through_head(GPT *m, const HeadKd *kd) {
     int C = c->n_embd, L = c->n_layer;
     int N = B * T;
     size_t NC = (size_t)N * C;
-    int lnf_w = m->n_base - 2, lnf_b = m->n_base - 1;
+    int lnf_w = m->i_lnf_w, lnf_b = m->i_lnf_b;
     int stop = m->embed_trainable ? 0 : m->lowest_trainable;
-    int need_lnf = stop < L || m->tensors[lnf_w].trainable || m->tensors[lnf_b].trainable;
-    if (!need_lnf && !m->tensors[0].trainable) return;
+    int need_lnf = lnf_needed(m);
+    if (!need_lnf && !m->tensors[m->i_head].trainable) return;
     size_t X = be->act_size; /* bytes per compute-type element */
     if (need_lnf) be->zero(m->dC, NC * X);
     /* from the last chunk, whose logits forward left in the buffer */
@@ -639,18 +1039,19 @@ void backward_through_head(GPT *m, const HeadKd *kd) {
         chunk_dlogits(m, kd, r0, n);
         m->logits_n = 0; /* the buffer holds dlogits now */
         be->lm_head_backward(need_lnf ? act_row(m, m->dC, (size_t)r0, (size_t)C) : NULL,
-                             grad_at(m, 0), m->logits, act_row(m, m->lnf, (size_t)r0, (size_t)C),
-                             param_at(m, 0), n, C, m->Vp); /* dC = dlnf */
+                             grad_at(m, m->i_head), m->logits,
+                             act_row(m, m->lnf, (size_t)r0, (size_t)C), param_at(m, m->i_head),
+                             n, C, m->Vp); /* dC = dlnf */
     }
     if (!need_lnf) return;
     be->zero(m->dres, NC * X);
     const float *last = L > 0 ? m->layers[L - 1].res3 : m->encoded;
-    be->layernorm_backward(m->dres, grad_at(m, lnf_w), grad_at(m, lnf_b), m->dC, last,
-                           param_at(m, lnf_w), m->lnf_mean, m->lnf_rstd, N, C);
+    norm_backward(m, m->dres, grad_at(m, lnf_w), lnf_b >= 0 ? grad_at(m, lnf_b) : NULL, m->dC,
+                  last, param_at(m, lnf_w), m->lnf_mean, m->lnf_rstd, N);
     for (int l = L - 1; l >= stop; l--) block_backward(m, l, l > stop || m->embed_trainable);
     if (m->embed_trainable)
-        be->encoder_backward(grad_at(m, 0), grad_at(m, 1), m->dres, m->inputs, m->ids_host, B,
-                             T, C);
+        be->encoder_backward(grad_at(m, m->i_wte), m->i_wpe >= 0 ? grad_at(m, m->i_wpe) : NULL,
+                             m->dres, m->inputs, m->ids_host, B, T, C);
 }
 
 /* the whole buffer, padding included (relayout_grads' invariant) */
@@ -684,35 +1085,70 @@ void gpt_copy_grads_to_host(GPT *m, float *host, size_t n) {
 
 /* ------------------------------------------------------------- generation */
 
+/* Makes the key/value cache hold B rows of at least `need` positions: the
+ * first call allocates it, a longer generation grows it (doubling, up to
+ * n_positions) keeping what the rows hold. Sized by the KV heads. */
+static void ensure_kv(GPT *m, int B, int need) {
+    const Backend *be = m->be;
+    const GPTConfig *c = &m->cfg;
+    int L = c->n_layer;
+    if (m->kcache && m->kv_B >= B && m->kv_T >= need) return;
+    int newB = m->kcache && m->kv_B > B ? m->kv_B : B;
+    int newT = m->kv_T > 0 ? m->kv_T : 256;
+    while (newT < need) newT *= 2;
+    if (newT > c->n_positions) newT = c->n_positions;
+    size_t esz = be->act_size, HS = (size_t)m->HS;
+    size_t new_layer = (size_t)newB * m->KVH * newT * HS * esz;
+    float *kc = be->alloc((size_t)L * new_layer), *vc = be->alloc((size_t)L * new_layer);
+    if (!kc || !vc) {
+        fprintf(stderr, "retort: %s\n", err_msg());
+        exit(1);
+    }
+    if (m->kcache) { /* carry the old rows over, (row, head) by (row, head), via the host */
+        size_t old_layer = kv_layer_elems(m, m->kv_B) * esz;
+        size_t old_seg = (size_t)m->kv_T * HS * esz, new_seg = (size_t)newT * HS * esz;
+        char *oh = xmalloc(old_layer), *nh = xcalloc(1, new_layer);
+        for (int l = 0; l < L; l++)
+            for (int kv = 0; kv < 2; kv++) {
+                char *src = (char *)(kv ? m->vcache : m->kcache) + l * old_layer;
+                char *dst = (char *)(kv ? vc : kc) + l * new_layer;
+                be->to_host(oh, src, old_layer);
+                for (size_t s = 0; s < (size_t)m->kv_B * m->KVH; s++)
+                    memcpy(nh + s * new_seg, oh + s * old_seg, old_seg);
+                be->to_device(dst, nh, new_layer);
+            }
+        free(oh);
+        free(nh);
+        be->release(m->kcache);
+        be->release(m->vcache);
+    }
+    m->kcache = kc;
+    m->vcache = vc;
+    m->kv_B = newB;
+    m->kv_T = newT;
+}
+
 void gpt_decode(GPT *m, const int *tokens, int B, int n, int pos, float *logits_out) {
     const Backend *be = m->be;
     const GPTConfig *c = &m->cfg;
-    int C = c->n_embd, V = c->vocab_size, L = c->n_layer;
+    int C = c->n_embd, V = c->vocab_size;
     int N = B * n;
     assert(n >= 1 && pos >= 0 && pos + n <= c->n_positions);
+    check_window(m, pos + n);
     ensure_acts(m, B, n);
     ensure_lora_acts(m, (size_t)N);
-    if (!m->kcache || m->kv_B < B) {
-        if (m->kcache) be->release(m->kcache);
-        if (m->vcache) be->release(m->vcache);
-        size_t bytes = (size_t)L * kv_layer_elems(m, B) * be->act_size;
-        m->kcache = be->alloc(bytes);
-        m->vcache = be->alloc(bytes);
-        if (!m->kcache || !m->vcache) {
-            fprintf(stderr, "retort: %s\n", err_msg());
-            exit(1);
-        }
-        m->kv_B = B;
-    }
+    ensure_kv(m, B, pos + n);
     m->B = B;
     m->T = n;
     m->fwd_dropout = 0;
     stage_ids(m, m->ids_host, tokens, N, 0);
     be->to_device(m->inputs, m->ids_host, (size_t)N * sizeof(int));
-    /* positions pos.. : the encoder adds wpe rows from a shifted base */
-    const float *wte = param_at(m, 0);
-    const float *wpe = (const float *)((const char *)param_at(m, 1) +
-                                       (size_t)pos * C * be->act_size);
+    /* positions pos.. : the encoder adds wpe rows from a shifted base (GPT-2);
+     * the Llama families rotate q and k by position instead */
+    const float *wte = param_at(m, m->i_wte);
+    const float *wpe = m->i_wpe < 0 ? NULL
+                                    : (const float *)((const char *)param_at(m, m->i_wpe) +
+                                                      (size_t)pos * C * be->act_size);
     be->encoder_forward(m->encoded, m->inputs, wte, wpe, B, n, C);
     blocks_forward(m, B, n, pos);
     /* the head only for each row's last token */
@@ -732,20 +1168,19 @@ void gpt_decode(GPT *m, const int *tokens, int B, int n, int pos, float *logits_
 
 void gpt_kv_reorder(GPT *m, const int *src, int B, int len) {
     const Backend *be = m->be;
-    const GPTConfig *c = &m->cfg;
-    assert(m->kcache && B <= m->kv_B && len <= c->n_positions);
-    /* one layer at a time through the host: (B, NH, maxT, HS), copying only
+    assert(m->kcache && B <= m->kv_B && len <= m->kv_T);
+    /* one layer at a time through the host: (B, KVH, kv_T, HS), copying only
      * the first len positions of each (row, head) */
-    size_t esz = be->act_size, HS = (size_t)c->n_embd / c->n_head, maxT = c->n_positions;
+    size_t esz = be->act_size, HS = (size_t)m->HS, maxT = (size_t)m->kv_T;
     size_t layer_bytes = kv_layer_elems(m, m->kv_B) * esz, row_bytes = layer_bytes / m->kv_B;
     char *old = xmalloc(layer_bytes), *new = xmalloc(layer_bytes);
-    for (int l = 0; l < c->n_layer; l++)
+    for (int l = 0; l < m->cfg.n_layer; l++)
         for (int kv = 0; kv < 2; kv++) {
             char *dev = (char *)(kv ? m->vcache : m->kcache) + l * layer_bytes;
             be->to_host(old, dev, layer_bytes);
             memcpy(new, old, layer_bytes);
             for (int b = 0; b < B; b++)
-                for (int h = 0; h < c->n_head; h++) {
+                for (int h = 0; h < m->KVH; h++) {
                     size_t off = (size_t)h * maxT * HS * esz;
                     memcpy(new + b * row_bytes + off, old + src[b] * row_bytes + off,
                            len * HS * esz);

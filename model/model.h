@@ -127,9 +127,18 @@ typedef struct {
 
 typedef struct GPT GPT;
 
-/* Checks the config (positive sizes, n_embd divisible by n_head) and sets the
- * error with the offending field on failure. */
+/* Checks the config (positive sizes, n_embd divisible by n_head, n_kv_head
+ * dividing n_head, options of the right family) and sets the error with the
+ * offending field on failure. */
 int gpt_config_check(const GPTConfig *cfg);
+/* The longest sequence the model computes exactly: n_positions, or a
+ * shorter sliding_window (Mistral), since retort's attention is full causal
+ * attention, equal to the windowed one only up to the window. Every command
+ * bounds prompts, generations and training rows by it. */
+int gpt_context_len(const GPTConfig *cfg);
+/* "gpt2", "llama", "mistral", "qwen2", "qwen3"; -1 for an unknown name. */
+const char *gpt_arch_name(int arch);
+int gpt_arch_from_name(const char *name);
 
 /* Builds the parameter table and allocates parameters and gradients on the
  * backend. Activations are allocated lazily for the largest (B, T) seen. */

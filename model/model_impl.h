@@ -12,33 +12,54 @@
 #include "model/model.h"
 #include "util/util.h"
 
-/* Per-layer parameter slots, in the order of the HF state dict. */
+/* Per-layer parameter slots. A model holds the slots its family uses
+ * (GPT2 or a Llama-style family); m->slot maps (layer, slot) to the table
+ * index, -1 where the family has no such tensor.
+ *   GPT-2: LN1 W/B, QKV W/B (c_attn, Conv1D (C,3C)), O W/B (attn.c_proj), LN2 W/B,
+ *          FC W/B (c_fc), DOWN W/B (mlp.c_proj).
+ *   Llama: LN1_W (input_layernorm), QKV_W/K_W/V_W (q/k/v_proj, nn.Linear (out,in),
+ *          CONTIGUOUS so one GEMM computes the fused qkv), QKV_B/K_B/V_B (contiguous,
+ *          attn_bias), QNORM/KNORM (qk_norm), O_W/O_B (o_proj), LN2_W
+ *          (post_attention_layernorm), FC_W/UP_W (gate/up_proj, contiguous: one GEMM
+ *          gives [gate | up]), FC_B/UP_B, DOWN_W/DOWN_B (down_proj). */
 enum {
-    P_LN1_W, P_LN1_B, P_QKV_W, P_QKV_B, P_ATTPROJ_W, P_ATTPROJ_B,
-    P_LN2_W, P_LN2_B, P_FC_W, P_FC_B, P_FCPROJ_W, P_FCPROJ_B, P_PER_LAYER
+    S_LN1_W, S_LN1_B, S_QKV_W, S_K_W, S_V_W, S_QKV_B, S_K_B, S_V_B, S_QNORM, S_KNORM,
+    S_O_W, S_O_B, S_LN2_W, S_LN2_B, S_FC_W, S_UP_W, S_FC_B, S_UP_B, S_DOWN_W, S_DOWN_B,
+    S_COUNT
 };
 
-/* The four Conv1D linear layers of a block, which LoRA can adapt. */
-enum { LIN_QKV, LIN_ATTPROJ, LIN_FC, LIN_FCPROJ, N_LIN };
-static const char *const LIN_NAME[N_LIN] = {"attn.c_attn", "attn.c_proj", "mlp.c_fc",
-                                            "mlp.c_proj"};
-static const int LIN_SLOT[N_LIN] = {P_QKV_W, P_ATTPROJ_W, P_FC_W, P_FCPROJ_W};
+/* The four GEMMs of a block (each possibly fused over several HF modules). */
+enum { MM_QKV, MM_O, MM_FC, MM_DOWN, N_MM };
 
 /* Groups of a block's tensors in BACKWARD order, as bits of a mask. */
 enum { GRP_FCPROJ, GRP_FC, GRP_LN2, GRP_ATTPROJ, GRP_QKV, GRP_LN1 };
-static const int SLOT_GROUP[P_PER_LAYER] = {GRP_LN1,     GRP_LN1,     GRP_QKV, GRP_QKV,
-                                            GRP_ATTPROJ, GRP_ATTPROJ, GRP_LN2, GRP_LN2,
-                                            GRP_FC,      GRP_FC,      GRP_FCPROJ, GRP_FCPROJ};
-static const int LIN_GROUP[N_LIN] = {GRP_QKV, GRP_ATTPROJ, GRP_FC, GRP_FCPROJ};
+static const int SLOT_GROUP[S_COUNT] = {
+    GRP_LN1,     GRP_LN1,     GRP_QKV, GRP_QKV, GRP_QKV, GRP_QKV,    GRP_QKV,
+    GRP_QKV,     GRP_QKV,     GRP_QKV, GRP_ATTPROJ, GRP_ATTPROJ, GRP_LN2, GRP_LN2,
+    GRP_FC,      GRP_FC,      GRP_FC,  GRP_FC,  GRP_FCPROJ, GRP_FCPROJ};
+static const int MM_GROUP[N_MM] = {GRP_QKV, GRP_ATTPROJ, GRP_FC, GRP_FCPROJ};
+
+/* The Hugging Face linear modules of a block, which LoRA can adapt: GPT-2's
+ * four Conv1D layers, or the seven nn.Linear projections of a Llama-style
+ * block. Each is a column range [col0, col0 + out) of one GEMM's output. */
+#define N_LIN_MAX 7
+typedef struct {
+    const char *name;   /* module name inside the block: "attn.c_attn", "self_attn.q_proj" */
+    int mm;             /* MM_* */
+    int col0, out, in;  /* its output columns in the GEMM's output, its input width */
+    int wslot;          /* S_* of its own weight tensor */
+} LinInfo;
 
 typedef struct {
-    float *ln1, *ln1_mean, *ln1_rstd;   /* (N,C) (N) (N) */
-    float *qkv;                         /* (N,3C) */
-    float *atty, *att_lse;              /* (N,C) (B,NH,T) */
+    float *ln1, *ln1_mean, *ln1_rstd;   /* (N,C) (N) (N); mean NULL for RMSNorm */
+    float *qkv;                         /* (N,W): q, k (after RoPE) and v, W = (NH+2KVH)*HS */
+    float *qkv_raw, *qkn_rstd;          /* qk_norm only: the GEMM output (N,W), (N,NH+KVH) */
+    float *atty, *att_lse;              /* (N,NH*HS) (B,NH,T) */
     float *attproj;                     /* (N,C) */
     float *res2;                        /* (N,C) residual after attention */
     float *ln2, *ln2_mean, *ln2_rstd;   /* (N,C) (N) (N) */
-    float *fch, *fch_gelu;              /* (N,4C) (N,4C) */
+    float *fch, *fch_gelu;              /* GPT-2 (N,I) before / after GELU; Llama (N,2I)
+                                           [gate | up] and (N,I) SwiGLU output */
     float *fcproj;                      /* (N,C) */
     float *res3;                        /* (N,C) residual after the MLP */
 } LayerActs;
@@ -48,7 +69,18 @@ struct GPT {
     const Backend *be;
     int n_tensors;
     ParamInfo *tensors;
-    int n_base;           /* tensors of the GPT-2 model proper; adapters follow */
+    int n_base;           /* tensors of the model proper; adapters follow */
+    /* the family's shape, derived once from cfg */
+    int llama;            /* a Llama-style family (RMSNorm, RoPE, SwiGLU, GQA) */
+    int NH, KVH, HS, I;   /* heads, kv heads, head size, MLP width */
+    int W;                /* fused qkv width (NH + 2 KVH) HS */
+    int *slot;            /* (L, S_COUNT) table index, -1: none */
+    int *t_layer, *t_group; /* (n_base) block and GRP_* of each base tensor, -1: global */
+    int i_wte, i_wpe, i_lnf_w, i_lnf_b, i_head; /* global tensors; -1: none (i_head:
+                                                   the untied lm_head, else wte) */
+    int n_lin;
+    LinInfo lin[N_LIN_MAX];
+    float *rope_cos, *rope_sin; /* (n_positions, HS/2) fp32 on the backend; Llama only */
     size_t n_params;      /* real parameters */
     size_t n_alloc;       /* floats in the flat parameter buffer (tensors 16-float aligned) */
     size_t base_alloc;    /* n_alloc of the base tensors */
@@ -65,15 +97,16 @@ struct GPT {
     int has_lora;
     LoraConfig lora;
     float lora_scale;
-    int *lora_index;          /* (L, N_LIN) table index of lora_A (lora_B follows), -1 none */
+    int *lora_index;          /* (L, N_LIN_MAX) table index of lora_A (lora_B follows), -1 none */
     uint64_t dropout_count;   /* training forwards so far: the dropout mask's step */
     int fwd_dropout;          /* the last forward applied dropout */
     void *lora_acts;
     size_t lora_max_N;
-    float **lora_h;           /* (L, N_LIN) s * dropout(x) A^T, (N,r) */
-    float **lora_xd;          /* (L, N_LIN) dropout(x), (N,in); NULL without dropout */
-    float *lora_v, *lora_dh, *lora_dx; /* scratch (N,4C) (N,r) (N,4C) */
-    float *lora_host;         /* host scratch (N,4C) for the dropout mask */
+    float **lora_h;           /* (L, N_LIN_MAX) s * dropout(x) A^T, (N,r) */
+    float **lora_xd;          /* (L, N_LIN_MAX) dropout(x), (N,in); NULL without dropout */
+    float *lora_v, *lora_dh, *lora_dx; /* scratch (N,wide) (N,r) (N,wide), wide = lin_max_dim */
+    float *lora_dy;           /* scratch (N,wide): a sliced module's output gradient */
+    float *lora_host;         /* host scratch (N,wide) for the dropout mask */
 
     /* activations, for up to max_N = B*T rows */
     size_t max_N;
@@ -90,7 +123,8 @@ struct GPT {
      * encoder_backward's host copy */
     int *ids_host;
     /* backward scratch */
-    float *dres, *dC, *dqkv, *dfch, *dfch_gelu; /* (N,C) (N,C) (N,3C) (N,4C) (N,4C) */
+    float *dres, *dC, *dqkv, *dfch, *dfch_gelu; /* (N,C) (N,max(C,NH*HS)) (N,W) (N,I|2I) (N,I) */
+    float *dqkv_raw;                    /* (N,W) qk_norm only */
     int B, T;                           /* of the last forward */
     /* the head over chunks of rows (gpt_set_logits_chunk) */
     int Vp;                             /* padded vocabulary: the logits row stride */
@@ -98,9 +132,10 @@ struct GPT {
     int head_rows;                      /* rows per chunk for the last forward */
     int logits_cap;                     /* rows the logits buffer holds */
     int logits_r0, logits_n;            /* rows whose logits the buffer holds; n 0 = none */
-    /* key/value cache for generation: (L, B, NH, maxT, HS) each, compute type */
+    /* key/value cache for generation: (L, B, KVH, kv_T, HS) each, compute type;
+     * kv_T positions, grown on demand up to n_positions */
     float *kcache, *vcache;
-    int kv_B;
+    int kv_B, kv_T;
     /* word-level KD side buffers (fp32, device): kd, agree, w (N) each, then
      * teacher top-K log-probs (N,K) and ids (N,K) */
     float *kd_buf;
@@ -122,12 +157,15 @@ static inline float *grad_at(const GPT *m, int i) {
     return m->grads + p->grad_offset;
 }
 
-/* Parameter / gradient of slot P_* of block `layer` (tensors 0 and 1 are wte, wpe). */
+/* Parameter / gradient of slot S_* of block `layer`; NULL where the family
+ * has no such tensor (a missing bias) or it is frozen (gradient). */
 static inline float *layer_param(GPT *m, int layer, int slot) {
-    return param_at(m, 2 + layer * P_PER_LAYER + slot);
+    int i = m->slot[layer * S_COUNT + slot];
+    return i < 0 ? NULL : param_at(m, i);
 }
 static inline float *layer_grad(GPT *m, int layer, int slot) {
-    return grad_at(m, 2 + layer * P_PER_LAYER + slot);
+    int i = m->slot[layer * S_COUNT + slot];
+    return i < 0 ? NULL : grad_at(m, i);
 }
 
 /* Row r of a (rows, width) buffer of the compute type. */
@@ -165,9 +203,16 @@ int backward_needed(const GPT *m);
 /* model_lora.c */
 void lora_init_host(const ParamInfo *p, float *w, Rng *r);
 void ensure_lora_acts(GPT *m, size_t N);
-/* Linear k of block l: out = inp W + b (+ the LoRA path when adapted). */
-void linear_forward(GPT *m, int l, int k, float *out, const float *inp, int N, int training);
-void linear_backward(GPT *m, int l, int k, float *dinp, const float *dout, const float *inp,
+/* GEMM mm (MM_*) of block l: out = inp W + b, or inp W^T + b for the nn.Linear
+ * layout of Llama families, plus the LoRA path of each adapted module in it. */
+void linear_forward(GPT *m, int l, int mm, float *out, const float *inp, int N, int training);
+void linear_backward(GPT *m, int l, int mm, float *dinp, const float *dout, const float *inp,
                      int N);
+/* (in, out) of GEMM mm; its weight and bias slots */
+void mm_dims(const GPT *m, int mm, int *in, int *out);
+int mm_wslot(int mm);
+int mm_bslot(int mm);
+/* The widest activation any module reads or writes (LoRA scratch). */
+int lin_max_dim(const GPT *m);
 
 #endif

@@ -30,20 +30,49 @@ void lora_init_host(const ParamInfo *p, float *w, Rng *r) {
 
 /* ------------------------------------------------------------------ LoRA */
 
-/* (in, out) of linear k of a block. */
-static void lin_dims(const GPT *m, int k, int *in, int *out) {
+/* (in, out) of GEMM mm of a block, and its weight / bias slots. */
+void mm_dims(const GPT *m, int mm, int *in, int *out) {
     int C = m->cfg.n_embd;
-    static const int IN[N_LIN] = {1, 1, 1, 4}, OUT[N_LIN] = {3, 1, 4, 1};
-    *in = IN[k] * C;
-    *out = OUT[k] * C;
+    switch (mm) {
+    case MM_QKV: *in = C; *out = m->W; break;
+    case MM_O: *in = m->NH * m->HS; *out = C; break;
+    case MM_FC: *in = C; *out = m->llama ? 2 * m->I : m->I; break;
+    default: *in = m->I; *out = C; break;
+    }
+}
+int mm_wslot(int mm) {
+    static const int w[N_MM] = {S_QKV_W, S_O_W, S_FC_W, S_DOWN_W};
+    return w[mm];
+}
+int mm_bslot(int mm) {
+    static const int b[N_MM] = {S_QKV_B, S_O_B, S_FC_B, S_DOWN_B};
+    return b[mm];
 }
 
-/* PEFT's check_target_module_exists for a GPT-2 module name
- * "transformer.h.<l>.<lin>": regex full match for the string form, else
- * equality or a "." + target suffix; plus our fnmatch globs. */
-static int lora_targets(const LoraConfig *c, const regex_t *re, int layer, int k) {
+int lin_max_dim(const GPT *m) {
+    int wide = 0;
+    for (int mm = 0; mm < N_MM; mm++) {
+        int in, out;
+        mm_dims(m, mm, &in, &out);
+        if (in > wide) wide = in;
+        if (out > wide) wide = out;
+    }
+    return wide;
+}
+
+/* The PEFT module name of module k of block `layer`:
+ * "transformer.h.<l>.attn.c_attn" (GPT-2) or "model.layers.<l>.self_attn.q_proj". */
+static void lin_module(const GPT *m, int layer, int k, char *key, size_t cap) {
+    snprintf(key, cap, m->llama ? "model.layers.%d.%s" : "transformer.h.%d.%s", layer,
+             m->lin[k].name);
+}
+
+/* PEFT's check_target_module_exists for a module name: regex full match for
+ * the string form, else equality or a "." + target suffix; plus our fnmatch
+ * globs (matched with and without GPT-2's "transformer." prefix). */
+static int lora_targets(const GPT *m, const LoraConfig *c, const regex_t *re, int layer, int k) {
     char key[LORA_NAME_LEN + 32];
-    snprintf(key, sizeof key, "transformer.h.%d.%s", layer, LIN_NAME[k]);
+    lin_module(m, layer, k, key, sizeof key);
     if (c->n_layers > 0) {
         int in = 0;
         for (int i = 0; i < c->n_layers; i++) in |= c->layers[i] == layer;
@@ -51,12 +80,13 @@ static int lora_targets(const LoraConfig *c, const regex_t *re, int layer, int k
     }
     if (re) return regexec(re, key, 0, NULL, 0) == 0;
     size_t klen = strlen(key);
+    const char *bare = m->llama ? key : key + 12;
     for (int t = 0; t < c->n_targets; t++) {
         const char *tg = c->targets[t];
         size_t tlen = strlen(tg);
         if (!strcmp(key, tg)) return 1;
         if (tlen < klen && key[klen - tlen - 1] == '.' && !strcmp(key + klen - tlen, tg)) return 1;
-        if (strpbrk(tg, "*?[") && (fnmatch(tg, key, 0) == 0 || fnmatch(tg, key + 12, 0) == 0))
+        if (strpbrk(tg, "*?[") && (fnmatch(tg, key, 0) == 0 || fnmatch(tg, bare, 0) == 0))
             return 1;
     }
     return 0;
@@ -71,8 +101,10 @@ static int lora_check_config(const LoraConfig *c) {
         return err_set("lora.target_modules: %d names given, at most %d allowed", c->n_targets,
                        LORA_MAX_TARGETS);
     if (c->n_targets == 0 && !c->target_regex[0])
-        return err_set("lora.target_modules is empty; name the GPT-2 linear layers to adapt "
-                       "(c_attn, attn.c_proj, mlp.c_fc, mlp.c_proj; c_proj means both)");
+        return err_set("lora.target_modules is empty; name the linear layers to adapt (GPT-2: "
+                       "c_attn, attn.c_proj, mlp.c_fc, mlp.c_proj, c_proj means both; Llama "
+                       "families: q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, "
+                       "down_proj)");
     return 0;
 }
 
@@ -93,15 +125,19 @@ int gpt_lora_attach(GPT *m, const LoraConfig *cfg) {
     }
     int count = 0;
     for (int l = 0; l < L; l++)
-        for (int k = 0; k < N_LIN; k++) count += lora_targets(cfg, rep, l, k);
+        for (int k = 0; k < m->n_lin; k++) count += lora_targets(m, cfg, rep, l, k);
     if (count == 0) {
         if (rep) regfree(rep);
+        if (m->llama)
+            return err_set("lora.target_modules matches none of the model's linear layers "
+                           "(module names are model.layers.<layer>.self_attn.q_proj, .k_proj, "
+                           ".v_proj, .o_proj, .mlp.gate_proj, .up_proj, .down_proj)");
         return err_set("lora.target_modules matches none of the GPT-2 linear layers "
                        "(module names are transformer.h.<layer>.attn.c_attn, .attn.c_proj, "
                        ".mlp.c_fc, .mlp.c_proj)");
     }
     /* the current parameters, to carry over into the grown buffer */
-    float *host = xcalloc(m->n_alloc + (size_t)count * 2 * (((size_t)4 * m->cfg.n_embd *
+    float *host = xcalloc(m->n_alloc + (size_t)count * 2 * (((size_t)lin_max_dim(m) *
                                                                cfg->r + 15) & ~(size_t)15),
                           sizeof(float));
     be->download_f32(host, m->params, m->n_alloc);
@@ -110,16 +146,16 @@ int gpt_lora_attach(GPT *m, const LoraConfig *cfg) {
     size_t off = m->n_alloc;
     Rng rng;
     rng_seed(&rng, cfg->seed);
+    const char *fmt = m->llama ? "model.layers.%d.%s.lora_%c.weight" : "h.%d.%s.lora_%c.weight";
     for (int l = 0; l < L; l++)
-        for (int k = 0; k < N_LIN; k++) {
-            if (!lora_targets(cfg, rep, l, k)) continue;
-            int in, out;
-            lin_dims(m, k, &in, &out);
+        for (int k = 0; k < m->n_lin; k++) {
+            if (!lora_targets(m, cfg, rep, l, k)) continue;
+            int in = m->lin[k].in, out = m->lin[k].out;
             char name[GPT_PARAM_NAME_LEN];
-            m->lora_index[l * N_LIN + k] = i;
-            snprintf(name, sizeof name, "h.%d.%s.lora_A.weight", l, LIN_NAME[k]);
+            m->lora_index[l * N_LIN_MAX + k] = i;
+            snprintf(name, sizeof name, fmt, l, m->lin[k].name, 'A');
             add_tensor(m, &i, &off, name, in, cfg->r);        /* A^T (in, r) */
-            snprintf(name, sizeof name, "h.%d.%s.lora_B.weight", l, LIN_NAME[k]);
+            snprintf(name, sizeof name, fmt, l, m->lin[k].name, 'B');
             add_tensor(m, &i, &off, name, cfg->r, out);       /* B^T (r, out) */
             m->tensors[i - 2].lora = 1;
             m->tensors[i - 1].lora = 2;
@@ -156,21 +192,22 @@ void gpt_lora_merge(GPT *m) {
     m->be->download_f32(host, m->params, m->n_alloc);
     int L = m->cfg.n_layer, r = m->lora.r;
     for (int l = 0; l < L; l++)
-        for (int k = 0; k < N_LIN; k++) {
-            int a = m->lora_index[l * N_LIN + k];
+        for (int k = 0; k < m->n_lin; k++) {
+            int a = m->lora_index[l * N_LIN_MAX + k];
             if (a < 0) continue;
-            int in, out;
-            lin_dims(m, k, &in, &out);
-            float *w = host + m->tensors[2 + l * P_PER_LAYER + LIN_SLOT[k]].offset; /* (in,out) */
+            int in = m->lin[k].in, out = m->lin[k].out;
+            /* Conv1D (in, out) for GPT-2, nn.Linear (out, in) for the Llama families */
+            float *w = host + m->tensors[m->slot[l * S_COUNT + m->lin[k].wslot]].offset;
             const float *at = host + m->tensors[a].offset;      /* A^T (in, r) */
             const float *bt = host + m->tensors[a + 1].offset;  /* B^T (r, out) */
             for (int i = 0; i < in; i++)
                 for (int o = 0; o < out; o++) {
                     double acc = 0;
                     for (int j = 0; j < r; j++) acc += (double)at[i * r + j] * bt[j * out + o];
-                    w[(size_t)i * out + o] += (float)(m->lora_scale * acc);
+                    size_t at_w = m->llama ? (size_t)o * in + i : (size_t)i * out + o;
+                    w[at_w] += (float)(m->lora_scale * acc);
                 }
-            m->lora_index[l * N_LIN + k] = -1;
+            m->lora_index[l * N_LIN_MAX + k] = -1;
         }
     m->be->upload_f32(m->params, host, m->base_alloc);
     free(host);
@@ -191,35 +228,35 @@ void ensure_lora_acts(GPT *m, size_t N) {
     if (!m->has_lora || (m->lora_acts && N <= m->lora_max_N)) return;
     if (m->lora_acts) m->be->release(m->lora_acts);
     if (m->kd_buf) m->be->release(m->kd_buf);
-    int L = m->cfg.n_layer, slots = L * N_LIN;
-    size_t C = m->cfg.n_embd, r = m->lora.r;
+    int L = m->cfg.n_layer, slots = L * N_LIN_MAX;
+    size_t wide = (size_t)lin_max_dim(m), r = m->lora.r;
     int drop = m->lora.dropout > 0;
     free(m->lora_h);
     free(m->lora_xd);
     free(m->lora_host);
     m->lora_h = xcalloc((size_t)slots, sizeof(float *));
     m->lora_xd = xcalloc((size_t)slots, sizeof(float *));
-    m->lora_host = xmalloc(N * 4 * C * sizeof(float));
-    size_t *sizes = xcalloc((size_t)2 * slots + 3, sizeof(size_t));
-    float ***ptrs = xcalloc((size_t)2 * slots + 3, sizeof(float **));
+    m->lora_host = xmalloc(N * wide * sizeof(float));
+    size_t *sizes = xcalloc((size_t)2 * slots + 4, sizeof(size_t));
+    float ***ptrs = xcalloc((size_t)2 * slots + 4, sizeof(float **));
     int n = 0;
     for (int k = 0; k < slots; k++) {
         if (m->lora_index[k] < 0) continue;
-        int in, out;
-        lin_dims(m, k % N_LIN, &in, &out);
         sizes[n] = N * r;
         ptrs[n++] = &m->lora_h[k];
         if (drop) {
-            sizes[n] = N * (size_t)in;
+            sizes[n] = N * (size_t)m->lin[k % N_LIN_MAX].in;
             ptrs[n++] = &m->lora_xd[k];
         }
     }
-    sizes[n] = N * 4 * C;
+    sizes[n] = N * wide;
     ptrs[n++] = &m->lora_v;
     sizes[n] = N * r;
     ptrs[n++] = &m->lora_dh;
-    sizes[n] = N * 4 * C;
+    sizes[n] = N * wide;
     ptrs[n++] = &m->lora_dx;
+    sizes[n] = N * wide;
+    ptrs[n++] = &m->lora_dy;
     m->lora_acts = carve(m->be, m->be->act_size, sizes, ptrs, n);
     free(sizes);
     free(ptrs);
@@ -247,59 +284,91 @@ static void apply_dropout(GPT *m, int k, float *dst, const float *src, size_t n)
     m->be->upload_f32(dst, m->lora_host, n);
 }
 
-/* out (N,OC) = inp W + b [+ s * dropout(inp) A^T B^T] for linear k of layer l. */
-void linear_forward(GPT *m, int l, int k, float *out, const float *inp, int N,
-                           int training) {
-    const Backend *be = m->be;
-    int in, oc, slot = LIN_SLOT[k];
-    lin_dims(m, k, &in, &oc);
-    be->matmul_forward(out, inp, layer_param(m, l, slot), layer_param(m, l, slot + 1), N, in,
-                       oc);
-    int a = m->lora_index[l * N_LIN + k];
-    if (a < 0) return;
-    int r = m->lora.r, ks = l * N_LIN + k;
-    const float *x = inp;
-    if (training && m->lora.dropout > 0) {
-        apply_dropout(m, ks, m->lora_xd[ks], inp, (size_t)N * in);
-        x = m->lora_xd[ks];
-    }
-    float *h = m->lora_h[ks];
-    be->matmul_forward(h, x, param_at(m, a), NULL, N, in, r);           /* (N,r) */
-    be->scale_act(h, m->lora_scale, (size_t)N * r);
-    be->matmul_forward(m->lora_v, h, param_at(m, a + 1), NULL, N, r, oc); /* (N,OC) */
-    be->residual_forward(out, out, m->lora_v, (size_t)N * oc);
+/* Column c0 of row 0 of an (N, ld) compute-type buffer. */
+static float *col_at(const GPT *m, const float *base, int c0) {
+    return (float *)((const char *)base + (size_t)c0 * m->be->act_size);
 }
 
-/* Backward of linear_forward: dinp (may be NULL) += dout W^T + adapter term;
- * weight, bias and adapter gradients where trainable. */
-void linear_backward(GPT *m, int l, int k, float *dinp, const float *dout,
-                            const float *inp, int N) {
+/* out (N,OC) = inp W + b (GPT-2's Conv1D layout) or inp W^T + b (nn.Linear)
+ * for GEMM mm of layer l, then for each adapted module k of it
+ * out[:, col0 .. col0+out) += s * dropout(inp) A^T B^T. */
+void linear_forward(GPT *m, int l, int mm, float *out, const float *inp, int N,
+                    int training) {
     const Backend *be = m->be;
-    int in, oc, slot = LIN_SLOT[k];
-    lin_dims(m, k, &in, &oc);
-    float *dw = layer_grad(m, l, slot), *db = layer_grad(m, l, slot + 1);
-    if (dinp || dw || db)
-        be->matmul_backward(dinp, dw, db, dout, inp, layer_param(m, l, slot), N, in, oc);
-    int a = m->lora_index[l * N_LIN + k];
-    if (a < 0) return;
-    int r = m->lora.r, ks = l * N_LIN + k;
+    int in, oc;
+    mm_dims(m, mm, &in, &oc);
+    if (m->llama)
+        be->matmul_nt_forward(out, inp, layer_param(m, l, mm_wslot(mm)),
+                              layer_param(m, l, mm_bslot(mm)), N, in, oc);
+    else
+        be->matmul_forward(out, inp, layer_param(m, l, mm_wslot(mm)),
+                           layer_param(m, l, mm_bslot(mm)), N, in, oc);
+    if (!m->has_lora) return;
+    for (int k = 0; k < m->n_lin; k++) {
+        const LinInfo *li = &m->lin[k];
+        int ks = l * N_LIN_MAX + k, a = m->lora_index[ks];
+        if (li->mm != mm || a < 0) continue;
+        int r = m->lora.r, kout = li->out;
+        const float *x = inp;
+        if (training && m->lora.dropout > 0) {
+            apply_dropout(m, l * m->n_lin + k, m->lora_xd[ks], inp, (size_t)N * in);
+            x = m->lora_xd[ks];
+        }
+        float *h = m->lora_h[ks];
+        be->matmul_forward(h, x, param_at(m, a), NULL, N, in, r);             /* (N,r) */
+        be->scale_act(h, m->lora_scale, (size_t)N * r);
+        be->matmul_forward(m->lora_v, h, param_at(m, a + 1), NULL, N, r, kout); /* (N,out) */
+        if (kout == oc)
+            be->residual_forward(out, out, m->lora_v, (size_t)N * oc);
+        else
+            be->cols_add(col_at(m, out, li->col0), oc, m->lora_v, N, kout);
+    }
+}
+
+/* Backward of linear_forward: dinp (may be NULL) += dout W^T (or dout W) +
+ * the adapter terms; weight, bias and adapter gradients where trainable. */
+void linear_backward(GPT *m, int l, int mm, float *dinp, const float *dout,
+                     const float *inp, int N) {
+    const Backend *be = m->be;
+    int in, oc;
+    mm_dims(m, mm, &in, &oc);
+    float *dw = layer_grad(m, l, mm_wslot(mm)), *db = layer_grad(m, l, mm_bslot(mm));
+    const float *w = layer_param(m, l, mm_wslot(mm));
+    if (dinp || dw || db) {
+        if (m->llama)
+            be->matmul_nt_backward(dinp, dw, db, dout, inp, w, N, in, oc);
+        else
+            be->matmul_backward(dinp, dw, db, dout, inp, w, N, in, oc);
+    }
+    if (!m->has_lora) return;
     size_t X = be->act_size;
-    float *da = grad_at(m, a), *dbt = grad_at(m, a + 1);
-    if (!dinp && !da && !dbt) return;
-    /* y += h B^T with h = s * x A^T: dB^T += h^T dy, dh = dy B, then through s */
-    be->zero(m->lora_dh, (size_t)N * r * X);
-    be->matmul_backward(m->lora_dh, dbt, NULL, dout, m->lora_h[ks], param_at(m, a + 1), N, r,
-                        oc);
-    if (!dinp && !da) return;
-    be->scale_act(m->lora_dh, m->lora_scale, (size_t)N * r);
-    int drop = m->fwd_dropout;
-    const float *x = drop ? m->lora_xd[ks] : inp;
-    float *dx = drop && dinp ? m->lora_dx : dinp;
-    if (drop && dinp) be->zero(m->lora_dx, (size_t)N * in * X);
-    be->matmul_backward(dx, da, NULL, m->lora_dh, x, param_at(m, a), N, in, r);
-    if (drop && dinp) {
-        apply_dropout(m, ks, m->lora_dx, m->lora_dx, (size_t)N * in);
-        be->residual_forward(dinp, dinp, m->lora_dx, (size_t)N * in);
+    for (int k = 0; k < m->n_lin; k++) {
+        const LinInfo *li = &m->lin[k];
+        int ks = l * N_LIN_MAX + k, a = m->lora_index[ks];
+        if (li->mm != mm || a < 0) continue;
+        int r = m->lora.r, kout = li->out;
+        float *da = grad_at(m, a), *dbt = grad_at(m, a + 1);
+        if (!dinp && !da && !dbt) continue;
+        /* this module's output gradient: all of dout, or its columns */
+        const float *dy = dout;
+        if (kout != oc) {
+            be->cols_copy(m->lora_dy, col_at(m, dout, li->col0), oc, N, kout);
+            dy = m->lora_dy;
+        }
+        /* y += h B^T with h = s * x A^T: dB^T += h^T dy, dh = dy B, then through s */
+        be->zero(m->lora_dh, (size_t)N * r * X);
+        be->matmul_backward(m->lora_dh, dbt, NULL, dy, m->lora_h[ks], param_at(m, a + 1), N, r,
+                            kout);
+        if (!dinp && !da) continue;
+        be->scale_act(m->lora_dh, m->lora_scale, (size_t)N * r);
+        int drop = m->fwd_dropout;
+        const float *x = drop ? m->lora_xd[ks] : inp;
+        float *dx = drop && dinp ? m->lora_dx : dinp;
+        if (drop && dinp) be->zero(m->lora_dx, (size_t)N * in * X);
+        be->matmul_backward(dx, da, NULL, m->lora_dh, x, param_at(m, a), N, in, r);
+        if (drop && dinp) {
+            apply_dropout(m, l * m->n_lin + k, m->lora_dx, m->lora_dx, (size_t)N * in);
+            be->residual_forward(dinp, dinp, m->lora_dx, (size_t)N * in);
+        }
     }
 }
-

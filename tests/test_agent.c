@@ -325,7 +325,8 @@ Test(metrics, hand_made_predictions_score_as_computed_by_hand) {
 /* ------------------------------------------------------------- the loop */
 
 static GPT *tiny_model(uint64_t seed) {
-    GPTConfig cfg = {1, 2, 32, 257, 128, 1e-5f, 0};
+    GPTConfig cfg = {.n_layer = 1, .n_head = 2, .n_embd = 32, .vocab_size = 257, .n_positions = 128,
+                     .layer_norm_epsilon = 1e-5f, .vocab_pad = 0};
     GPT *m = random_cpu_model(&cfg, seed);
     gpt_set_train_mode(m, 0);
     return m;

@@ -1101,12 +1101,15 @@ static void forward_backward_once(const Backend *G, const GPTConfig *cfg, float 
  * same bits (every kernel is deterministic). */
 Test(cuda_backend, refuses_at_setup_and_comes_back_after_shutdown) {
     NEED_GPU(G);
-    GPTConfig wide = {2, 8, 1280, 515, 128, 1e-5f, 0}; /* head size 160 */
+    GPTConfig wide = {.n_layer = 2, .n_head = 8, .n_embd = 1280, .vocab_size = 515,
+                      .n_positions = 128, .layer_norm_epsilon = 1e-5f,
+                      .vocab_pad = 0}; /* head size 160 */
     cr_expect_null(gpt_create(&wide, G), "a head size of 160 was accepted on CUDA");
     cr_expect(strstr(err_msg(), "up to 128"), "the refusal names the limit: %s", err_msg());
     cr_expect_eq(G->supports(&wide), -1);
 
-    GPTConfig cfg = {2, 2, 128, 515, 128, 1e-5f, 0}; /* head size 64 */
+    GPTConfig cfg = {.n_layer = 2, .n_head = 2, .n_embd = 128, .vocab_size = 515, .n_positions = 128,
+                     .layer_norm_epsilon = 1e-5f, .vocab_pad = 0}; /* head size 64 */
     int N = 2 * 80;
     size_t n = 0;
     forward_backward_once(G, &cfg, NULL, NULL, &n);

@@ -684,7 +684,8 @@ static void setup_run(Config *c, const char *dir) {
     join(model, sizeof model, dir, "model");
     join(data, sizeof data, dir, "pref.h5");
     write_numbered_pref(data, 8);
-    GPTConfig g = {1, 2, 16, VOCAB, 16, 1e-5f, 0};
+    GPTConfig g = {.n_layer = 1, .n_head = 2, .n_embd = 16, .vocab_size = VOCAB, .n_positions = 16,
+                   .layer_norm_epsilon = 1e-5f, .vocab_pad = 0};
     GPT *m = gpt_create(&g, backend_cpu());
     cr_assert_not_null(m, "%s", err_msg());
     gpt_init_random(m, 3);

@@ -18,7 +18,8 @@
 #include "model/model.h"
 
 static GPT *byte_model(void) {
-    GPTConfig cfg = {2, 4, 64, 257, 48, 1e-5f, 0};
+    GPTConfig cfg = {.n_layer = 2, .n_head = 4, .n_embd = 64, .vocab_size = 257, .n_positions = 48,
+                     .layer_norm_epsilon = 1e-5f, .vocab_pad = 0};
     return perturbed_cpu_model(&cfg, 21, 22, 0.1);
 }
 

@@ -18,7 +18,8 @@
 #include "util/utf8.h"
 
 static GPT *random_model(void) {
-    GPTConfig cfg = {2, 4, 64, 97, 32, 1e-5f, 0};
+    GPTConfig cfg = {.n_layer = 2, .n_head = 4, .n_embd = 64, .vocab_size = 97, .n_positions = 32,
+                     .layer_norm_epsilon = 1e-5f, .vocab_pad = 0};
     return perturbed_cpu_model(&cfg, 3, 4, 0.1);
 }
 
@@ -189,7 +190,8 @@ Test(generate, beam_search_limits) {
  * generate_sample's, beam lines carry descending scores, a bad line is named
  * by file:line and leaves no output file. */
 Test(generate, jsonl_prompts_in_completions_out) {
-    GPTConfig cfg = {2, 4, 64, 257, 32, 1e-5f, 0}; /* byte vocabulary */
+    GPTConfig cfg = {.n_layer = 2, .n_head = 4, .n_embd = 64, .vocab_size = 257, .n_positions = 32,
+                     .layer_norm_epsilon = 1e-5f, .vocab_pad = 0}; /* byte vocabulary */
     GPT *m = gpt_create(&cfg, backend_cpu());
     gpt_init_random(m, 8);
     Tokenizer *tok = tokenizer_bytes();

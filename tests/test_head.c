@@ -27,7 +27,8 @@
 enum { B = 2, T = 8, N = B * T, V = 300, K = 6 };
 
 static GPT *tiny(int vocab_pad, uint64_t seed) {
-    GPTConfig cfg = {2, 2, 16, V, 16, 1e-5f, vocab_pad};
+    GPTConfig cfg = {.n_layer = 2, .n_head = 2, .n_embd = 16, .vocab_size = V, .n_positions = 16,
+                     .layer_norm_epsilon = 1e-5f, .vocab_pad = vocab_pad};
     return random_cpu_model(&cfg, seed);
 }
 

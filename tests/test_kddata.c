@@ -333,7 +333,8 @@ Test(kd, h5py_reads_the_arrays_we_wrote) {
 /* ------------------------------------------------------------- generation */
 
 static GPT *byte_model(uint64_t seed) {
-    GPTConfig cfg = {2, 4, 64, 257, 48, 1e-5f, 0};
+    GPTConfig cfg = {.n_layer = 2, .n_head = 4, .n_embd = 64, .vocab_size = 257, .n_positions = 48,
+                     .layer_norm_epsilon = 1e-5f, .vocab_pad = 0};
     return perturbed_cpu_model(&cfg, seed, seed + 1, 0.1);
 }
 

@@ -31,7 +31,8 @@
 #include "train/optim.h"
 #include "model/safetensors.h"
 
-static const GPTConfig SMALL = {3, 2, 16, 29, 8, 1e-5f, 0};
+static const GPTConfig SMALL = {.n_layer = 3, .n_head = 2, .n_embd = 16, .vocab_size = 29,
+                                .n_positions = 8, .layer_norm_epsilon = 1e-5f, .vocab_pad = 0};
 
 static GPT *make_model(const GPTConfig *cfg, uint64_t seed) {
     return perturbed_cpu_model(cfg, seed, seed + 100, 0.05);
@@ -170,7 +171,8 @@ Test(freeze, bad_patterns_are_errors) {
 }
 
 Test(freeze, optimizer_state_halves_with_half_the_blocks) {
-    GPTConfig cfg = {4, 4, 64, 64, 16, 1e-5f, 0};
+    GPTConfig cfg = {.n_layer = 4, .n_head = 4, .n_embd = 64, .vocab_size = 64, .n_positions = 16,
+                     .layer_norm_epsilon = 1e-5f, .vocab_pad = 0};
     GPT *m = gpt_create(&cfg, backend_cpu());
     AdamWConfig ac = {0.9, 0.95, 1e-8, 0.1, 1.0};
     Optimizer *full = optim_create(m, &ac);
@@ -294,7 +296,8 @@ static double fd_loss(GPT *m, const int *in, const int *tg, int B, int T, uint64
 }
 
 static void lora_finite_differences(float dropout) {
-    GPTConfig cfg = {2, 2, 8, 13, 6, 1e-5f, 0};
+    GPTConfig cfg = {.n_layer = 2, .n_head = 2, .n_embd = 8, .vocab_size = 13, .n_positions = 6,
+                     .layer_norm_epsilon = 1e-5f, .vocab_pad = 0};
     GPT *m = make_model(&cfg, 8);
     LoraConfig c = lora_cfg(2, 4, dropout, "c_attn", "c_proj");
     snprintf(c.targets[c.n_targets++], LORA_NAME_LEN, "c_fc");

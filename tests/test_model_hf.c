@@ -63,9 +63,10 @@ static Fixture load_fixture(const char *name) {
     cr_assert(fx.f, "cannot open %s: %s (regenerate with `make fixtures`)", path, err_msg());
     const char *eps = safetensors_meta(fx.f, "eps");
     cr_assert(eps);
-    GPTConfig cfg = {meta_int(fx.f, "n_layer"), meta_int(fx.f, "n_head"),
-                     meta_int(fx.f, "n_embd"),  meta_int(fx.f, "vocab_size"),
-                     meta_int(fx.f, "n_positions"), (float)atof(eps), 0};
+    GPTConfig cfg = {.n_layer = meta_int(fx.f, "n_layer"), .n_head = meta_int(fx.f, "n_head"),
+                     .n_embd = meta_int(fx.f, "n_embd"), .vocab_size = meta_int(fx.f, "vocab_size"),
+                     .n_positions = meta_int(fx.f, "n_positions"),
+                     .layer_norm_epsilon = (float)atof(eps), .vocab_pad = 0};
     fx.B = meta_int(fx.f, "B");
     fx.T = meta_int(fx.f, "T");
     fx.V = cfg.vocab_size;

@@ -38,7 +38,8 @@
 
 /* A random byte-level model, larger than the 0.02 init so it has opinions. */
 static GPT *byte_model(uint64_t seed) {
-    GPTConfig cfg = {2, 2, 32, 257, 32, 1e-5f, 0};
+    GPTConfig cfg = {.n_layer = 2, .n_head = 2, .n_embd = 32, .vocab_size = 257, .n_positions = 32,
+                     .layer_norm_epsilon = 1e-5f, .vocab_pad = 0};
     return perturbed_cpu_model(&cfg, seed, seed + 100, 0.05);
 }
 

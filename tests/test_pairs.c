@@ -25,7 +25,8 @@
 #include "model/model.h"
 
 static GPT *tiny_model(uint64_t seed, int ctx) {
-    GPTConfig cfg = {2, 4, 32, 257, ctx, 1e-5f, 0};
+    GPTConfig cfg = {.n_layer = 2, .n_head = 4, .n_embd = 32, .vocab_size = 257, .n_positions = ctx,
+                     .layer_norm_epsilon = 1e-5f, .vocab_pad = 0};
     GPT *m = random_cpu_model(&cfg, seed);
     gpt_set_train_mode(m, 0);
     return m;

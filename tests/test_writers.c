@@ -167,7 +167,8 @@ static void write_prompts(const char *path, int lines) {
 /* A random byte-vocabulary model in Hugging Face form at dir/model. */
 static void write_model(const char *dir, char *model, size_t cap) {
     snprintf(model, cap, "%s/model", dir);
-    GPTConfig cfg = {1, 2, 16, 257, 32, 1e-5f, 0};
+    GPTConfig cfg = {.n_layer = 1, .n_head = 2, .n_embd = 16, .vocab_size = 257, .n_positions = 32,
+                     .layer_norm_epsilon = 1e-5f, .vocab_pad = 0};
     GPT *m = random_cpu_model(&cfg, 5);
     cr_assert_eq(mkdir_p(model), 0, "%s", err_msg());
     cr_assert_eq(model_save_hf(m, model), 0, "%s", err_msg());

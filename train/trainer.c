@@ -224,7 +224,12 @@ static int save_checkpoint(Trainer *t) {
         char tmp[4096];
         rc = ckpt_begin(run, t->step, tmp, sizeof tmp);
         if (rc == 0 &&
-            (model_save_hf(t->model, tmp) != 0 ||
+            /* fp32, so a resumed run reads back exactly what it saved; the
+             * non-model keys of model.init's config.json and its
+             * generation_config.json come along */
+            (model_save_hf_ex(t->model, tmp,
+                              &(HfSaveOptions){.source_dir = t->cfg->model.init,
+                                               .dtype = HF_SAVE_F32}) != 0 ||
              model_tokenizer_save(tmp, t->tokenizer.name, t->cfg->model.init) != 0 ||
              (gpt_lora_config(t->model) && lora_save_peft(t->model, tmp, t->cfg->model.init) != 0) ||
              write_optimizer(t, tmp, buf) != 0 || write_trainer_json(t, tmp) != 0 ||
@@ -351,7 +356,9 @@ static int load_checkpoint(Trainer *t, const char *dir) {
 static const char *const TENSOR_KEYS[] = {
     "model.n_layer",   "model.n_head",        "model.n_embd",        "model.vocab_size",
     "model.n_positions", "model.init",        "finetune.freeze",     "finetune.train_only",
-    "finetune.lora_r", "finetune.lora_alpha", "finetune.lora_targets"};
+    "finetune.lora_r", "finetune.lora_alpha", "finetune.lora_targets", "model.arch",
+    "model.n_kv_head", "model.head_dim",      "model.intermediate_size",
+    "model.tie_word_embeddings", "model.attn_bias", "model.mlp_bias"};
 
 static int is_tensor_key(const char *key) {
     for (size_t i = 0; i < sizeof TENSOR_KEYS / sizeof *TENSOR_KEYS; i++)
@@ -573,10 +580,8 @@ static int build_model(Trainer *t) {
                    c->model.init, g->n_layer, g->n_head, g->n_embd, g->vocab_size);
         return 0;
     }
-    GPTConfig g = {.n_layer = c->model.n_layer, .n_head = c->model.n_head,
-                   .n_embd = c->model.n_embd, .vocab_size = c->model.vocab_size,
-                   .n_positions = c->model.n_positions,
-                   .layer_norm_epsilon = (float)c->model.layer_norm_epsilon};
+    GPTConfig g;
+    if (config_model(c, &g) != 0) return -1;
     t->model = gpt_create(&g, t->be);
     if (!t->model) return -1;
     gpt_init_random(t->model, (uint64_t)c->train.seed);
@@ -702,9 +707,10 @@ static int trainer_setup(Trainer *t, Config *resolved) {
     if (build_model(t) != 0) return -1;
     t->env.model = t->model;
     if (resolve_epochs(t, resolved) != 0) return -1;
-    if (t->T > gpt_config(t->model)->n_positions)
-        return err_set("data.seq_len %d exceeds the model's n_positions %d", t->T,
-                       gpt_config(t->model)->n_positions);
+    if (t->T > gpt_context_len(gpt_config(t->model)))
+        return err_set("data.seq_len %d exceeds the model's context of %d positions "
+                       "(n_positions, or a shorter sliding_window); lower data.seq_len", t->T,
+                       gpt_context_len(gpt_config(t->model)));
     if (apply_finetune(t) != 0 || t->obj->prepare(t->state, &t->env) != 0) return -1;
     if (create_optimizer(t) != 0) return -1;
     if (mkdir_p(cfg->train.out_dir) != 0) return -1;

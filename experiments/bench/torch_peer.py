@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""PyTorch peer for `make bench`: trains transformers' GPT2LMHeadModel on the
-same shapes, data and thread count as retort and prints tokens/s.
+"""PyTorch peer for `make bench`: trains transformers' GPT2LMHeadModel (or,
+with --arch llama, LlamaForCausalLM) on the same shapes, data and thread count
+as retort and prints tokens/s.
 
 Also writes the random-token lm dataset both sides read (h5py, retort's
 schema), so the comparison uses identical inputs.
@@ -8,6 +9,7 @@ schema), so the comparison uses identical inputs.
   torch_peer.py make-data PATH VOCAB NTOKENS
   torch_peer.py train --layers L --heads H --embd C --vocab V --seq T --batch B
                       --steps S --threads N --data PATH
+                      [--arch llama --kv-heads K --inter I --theta F --tied 0|1]
 """
 import argparse
 import statistics
@@ -38,11 +40,23 @@ def train(a):
 
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
-    cfg = GPT2Config(n_layer=a.layers, n_head=a.heads, n_embd=a.embd, vocab_size=a.vocab,
-                     n_positions=max(a.seq, 64), resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
-                     activation_function="gelu_new", bos_token_id=a.vocab - 1,
-                     eos_token_id=a.vocab - 1)
-    model = GPT2LMHeadModel(cfg).float().train()
+    if a.arch == "llama":
+        from transformers import LlamaConfig, LlamaForCausalLM
+        cfg = LlamaConfig(num_hidden_layers=a.layers, num_attention_heads=a.heads,
+                          num_key_value_heads=a.kv_heads, hidden_size=a.embd,
+                          intermediate_size=a.inter, vocab_size=a.vocab,
+                          max_position_embeddings=max(a.seq, 64), rope_theta=a.theta,
+                          rms_norm_eps=1e-5, tie_word_embeddings=bool(a.tied),
+                          attention_dropout=0.0, bos_token_id=a.vocab - 1,
+                          eos_token_id=a.vocab - 1)
+        cfg._attn_implementation = "sdpa"
+        model = LlamaForCausalLM(cfg).float().train()
+    else:
+        cfg = GPT2Config(n_layer=a.layers, n_head=a.heads, n_embd=a.embd, vocab_size=a.vocab,
+                         n_positions=max(a.seq, 64), resid_pdrop=0.0, embd_pdrop=0.0,
+                         attn_pdrop=0.0, activation_function="gelu_new",
+                         bos_token_id=a.vocab - 1, eos_token_id=a.vocab - 1)
+        model = GPT2LMHeadModel(cfg).float().train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_decay=0.1)
     with h5py.File(a.data, "r") as f:
         tokens = torch.from_numpy(f["tokens"][:].astype(np.int64))
@@ -78,6 +92,11 @@ def main():
     for k in ("layers", "heads", "embd", "vocab", "seq", "batch", "steps", "threads"):
         p.add_argument("--" + k, type=int, required=True)
     p.add_argument("--data", required=True)
+    p.add_argument("--arch", default="gpt2", choices=["gpt2", "llama"])
+    p.add_argument("--kv-heads", type=int, default=0)
+    p.add_argument("--inter", type=int, default=0)
+    p.add_argument("--theta", type=float, default=10000.0)
+    p.add_argument("--tied", type=int, default=1)
     train(p.parse_args())
 
 

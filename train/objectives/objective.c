@@ -63,11 +63,11 @@ GPT *objective_load_frozen(const TrainEnv *env, const char *dir, const char *wha
     if (!m) return NULL;
     gpt_set_logits_chunk(m, env->cfg->train.logits_chunk_rows);
     const GPTConfig *a = gpt_config(m), *b = gpt_config(env->model);
-    if (a->vocab_size != b->vocab_size || a->n_positions < env->T) {
+    if (a->vocab_size != b->vocab_size || gpt_context_len(a) < env->T) {
         err_set("%s %s: vocab_size %d and n_positions %d; the student has vocab_size %d and "
                 "trains on seq_len %d (the %s needs the same vocabulary and at least that "
                 "context)",
-                what, dir, a->vocab_size, a->n_positions, b->vocab_size, env->T, what);
+                what, dir, a->vocab_size, gpt_context_len(a), b->vocab_size, env->T, what);
         gpt_free(m);
         return NULL;
     }
