@@ -256,6 +256,7 @@ $(PY):
 
 fixtures: $(PY)
 	$(PY) tests/make_hf_fixtures.py tests/fixtures
+	$(PY) tests/make_hf_config_fixtures.py tests/fixtures
 	$(PY) tests/make_tokenizer_fixtures.py tests/fixtures
 	$(PY) tests/make_beam_eos_fixtures.py tests/fixtures
 	$(PY) tests/make_kd_fixtures.py tests/fixtures

@@ -3,6 +3,7 @@
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "cli/cli.h"
 #include "model/lora.h"
@@ -19,6 +20,9 @@ static void usage_export(FILE *f) {
             "      --merge-lora DIR      the adapter (adapter_model.safetensors + "
             "adapter_config.json)\n"
             "  -o, --out DIR             where the merged checkpoint goes\n"
+            "      --dtype TYPE          weights written: source (the base's torch_dtype,\n"
+            "                            the default), float32, bfloat16 or float16\n"
+            "      --max-shard-size GB   weights past this go into shards (default 5)\n"
             "      --force               merge even into a base other than the one the adapter\n"
             "                            records having been trained on\n"
             CLI_HELP_DEVICE
@@ -33,10 +37,13 @@ int cmd_export(int argc, char **argv) {
                                          {"merge-lora", required_argument, 0, 'a'},
                                          {"out", required_argument, 0, 'o'},
                                          {"force", no_argument, 0, 'f'},
+                                         {"dtype", required_argument, 0, 'd'},
+                                         {"max-shard-size", required_argument, 0, 's'},
                                          CLI_DEVICE_OPTIONS,
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
-    const char *model_dir = NULL, *adapter = NULL, *out = NULL;
+    const char *model_dir = NULL, *adapter = NULL, *out = NULL, *dtype = "source";
+    double shard_gb = 5;
     CliDevice dev = {0};
     int c, force = 0;
     optind = 1;
@@ -46,6 +53,16 @@ int cmd_export(int argc, char **argv) {
         case 'a': adapter = optarg; break;
         case 'o': out = optarg; break;
         case 'f': force = 1; break;
+        case 'd': dtype = optarg; break;
+        case 's': {
+            char *end;
+            shard_gb = strtod(optarg, &end);
+            if (*end || !(shard_gb > 0) || shard_gb > 1e6) {
+                err_set("--max-shard-size '%s': give a positive number of GB (10^9 bytes)", optarg);
+                return cli_fail("export");
+            }
+            break;
+        }
         case CLI_OPT_DEVICE: dev.device = optarg; break;
         case CLI_OPT_THREADS: dev.threads = optarg; break;
         case 'h': usage_export(stdout); return 0;
@@ -56,6 +73,15 @@ int cmd_export(int argc, char **argv) {
         usage_export(stderr);
         return 2;
     }
+    static const char *const dtypes[] = {"float32", "source", "bfloat16", "float16"}; /* HfSaveDtype */
+    HfSaveOptions save = {.source_dir = model_dir, .max_shard_bytes = (uint64_t)(shard_gb * 1e9)};
+    int known = 0;
+    for (int i = 0; i < 4; i++)
+        if (!strcmp(dtype, dtypes[i])) save.dtype = (HfSaveDtype)i, known = 1;
+    if (!known) {
+        err_set("--dtype '%s' is not one of source, float32, bfloat16, float16", dtype);
+        return cli_fail("export");
+    }
     const Backend *be = cli_backend(&dev);
     if (!be) return cli_fail("export");
     GPT *m = model_load_hf(model_dir, be);
@@ -65,10 +91,12 @@ int cmd_export(int argc, char **argv) {
                 model_dir);
     if (rc == 0) {
         gpt_lora_merge(m);
-        /* the merged checkpoint keeps the base's tokenizer record and files */
+        /* the merged checkpoint keeps the base's tokenizer record and files,
+         * the non-model keys of its config.json and its generation_config.json */
         char tok[512];
         rc = model_tokenizer_name(model_dir, tok, sizeof tok) == 0 && mkdir_p(out) == 0 &&
-                     model_save_hf(m, out) == 0 && model_tokenizer_save(out, tok, model_dir) == 0
+                     model_save_hf_ex(m, out, &save) == 0 &&
+                     model_tokenizer_save(out, tok, model_dir) == 0
                  ? 0
                  : -1;
     }

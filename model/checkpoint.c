@@ -1,5 +1,5 @@
-/* model/checkpoint.c — atomic checkpoint directories and the Hugging Face
- * config.json (see checkpoint.h).
+/* model/checkpoint.c — atomic checkpoint directories (see checkpoint.h);
+ * config.json is model/hf_config.c's.
  *
  * The invariant: a directory named RUN/step-XXXXXXXX that holds DONE is complete
  * and durable. Saves are built in RUN/step-XXXXXXXX.tmp; commit fsyncs every file
@@ -16,8 +16,6 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <jansson.h>
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -227,124 +225,5 @@ int ckpt_prune(const char *run_dir, int keep) {
     }
     free(all);
     if (rc == 0 && n > keep) rc = fsync_dir(run_dir);
-    return rc;
-}
-
-/* ---------------------------------------------------------------- config.json */
-
-int hf_config_write(const char *dir, const GPTConfig *cfg) {
-    char path[CKPT_PATH_MAX];
-    if (path_join(path, sizeof path, dir, "config.json") != 0) return -1;
-    if (cfg->vocab_size < 1)
-        return err_set("cannot write %s: vocab_size is %d", path, cfg->vocab_size);
-    json_t *root = json_object();
-    json_object_set_new(root, "architectures", json_pack("[s]", "GPT2LMHeadModel"));
-    json_object_set_new(root, "model_type", json_string("gpt2"));
-    json_object_set_new(root, "vocab_size", json_integer(cfg->vocab_size));
-    json_object_set_new(root, "n_positions", json_integer(cfg->n_positions));
-    json_object_set_new(root, "n_ctx", json_integer(cfg->n_positions));
-    json_object_set_new(root, "n_embd", json_integer(cfg->n_embd));
-    json_object_set_new(root, "n_layer", json_integer(cfg->n_layer));
-    json_object_set_new(root, "n_head", json_integer(cfg->n_head));
-    json_object_set_new(root, "n_inner", json_null());
-    json_object_set_new(root, "activation_function", json_string("gelu_new"));
-    json_object_set_new(root, "resid_pdrop", json_real(0.0));
-    json_object_set_new(root, "embd_pdrop", json_real(0.0));
-    json_object_set_new(root, "attn_pdrop", json_real(0.0));
-    /* jansson prints reals with 17 significant digits: the float round-trips. */
-    json_object_set_new(root, "layer_norm_epsilon", json_real((double)cfg->layer_norm_epsilon));
-    json_object_set_new(root, "initializer_range", json_real(0.02));
-    json_object_set_new(root, "scale_attn_weights", json_true());
-    json_object_set_new(root, "scale_attn_by_inverse_layer_idx", json_false());
-    json_object_set_new(root, "reorder_and_upcast_attn", json_false());
-    json_object_set_new(root, "tie_word_embeddings", json_true());
-    json_object_set_new(root, "bos_token_id", json_integer(cfg->vocab_size - 1));
-    json_object_set_new(root, "eos_token_id", json_integer(cfg->vocab_size - 1));
-    json_object_set_new(root, "torch_dtype", json_string("float32"));
-    json_object_set_new(root, "use_cache", json_true());
-    char *text = json_dumps(root, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
-    json_decref(root);
-    size_t len = strlen(text);
-    text = xrealloc(text, len + 2);
-    text[len++] = '\n';
-    text[len] = '\0';
-    int rc = write_file_atomic(path, text, len);
-    free(text);
-    return rc;
-}
-
-static int read_positive_int(const char *path, json_t *root, const char *key, int *out) {
-    json_t *v = json_object_get(root, key);
-    if (!v) return err_set("%s: missing required key \"%s\"", path, key);
-    if (!json_is_integer(v) || json_integer_value(v) < 1 || json_integer_value(v) > 0x7fffffff)
-        return err_set("%s: \"%s\" must be a positive integer", path, key);
-    *out = (int)json_integer_value(v);
-    return 0;
-}
-
-static int parse_hf_config(const char *path, json_t *root, GPTConfig *cfg) {
-    if (!json_is_object(root)) return err_set("%s: not a JSON object", path);
-    json_t *v = json_object_get(root, "model_type");
-    if (v && (!json_is_string(v) || strcmp(json_string_value(v), "gpt2") != 0))
-        return err_set("%s: model_type is not \"gpt2\"; retort trains GPT-2 models only", path);
-    GPTConfig c = {0};
-    if (read_positive_int(path, root, "n_layer", &c.n_layer) != 0 ||
-        read_positive_int(path, root, "n_head", &c.n_head) != 0 ||
-        read_positive_int(path, root, "n_embd", &c.n_embd) != 0 ||
-        read_positive_int(path, root, "vocab_size", &c.vocab_size) != 0)
-        return -1;
-    const char *positions_key = json_object_get(root, "n_positions") ? "n_positions" : "n_ctx";
-    if (!json_object_get(root, positions_key))
-        return err_set("%s: missing required key \"n_positions\" (or \"n_ctx\")", path);
-    if (read_positive_int(path, root, positions_key, &c.n_positions) != 0) return -1;
-
-    c.layer_norm_epsilon = 1e-5f;
-    v = json_object_get(root, "layer_norm_epsilon");
-    if (v) {
-        /* a float: 1e300 would be inf, and every layernorm output 0 */
-        if (!json_is_number(v) || !((float)json_number_value(v) > 0) ||
-            !isfinite((float)json_number_value(v)))
-            return err_set("%s: \"layer_norm_epsilon\" must be a positive number that fits a "
-                           "float", path);
-        c.layer_norm_epsilon = (float)json_number_value(v);
-    }
-    v = json_object_get(root, "activation_function");
-    if (v) {
-        const char *act = json_is_string(v) ? json_string_value(v) : "(not a string)";
-        if (strcmp(act, "gelu_new") != 0 && strcmp(act, "gelu_pytorch_tanh") != 0)
-            return err_set("%s: activation_function is \"%s\"; retort implements only the tanh "
-                           "GELU (\"gelu_new\" or \"gelu_pytorch_tanh\")", path, act);
-    }
-    v = json_object_get(root, "n_inner");
-    if (v && !json_is_null(v) &&
-        !(json_is_integer(v) && json_integer_value(v) == 4 * (json_int_t)c.n_embd))
-        return err_set("%s: n_inner must be null or 4 * n_embd = %lld; retort's MLP is 4x wide",
-                       path, 4 * (long long)c.n_embd);
-    v = json_object_get(root, "tie_word_embeddings");
-    if (v && json_is_false(v))
-        return err_set("%s: tie_word_embeddings is false; retort ties the output layer to wte",
-                       path);
-    if (gpt_config_check(&c) != 0) { /* sizes that fit no model (n_embd % n_head, ...) */
-        char why[512];
-        snprintf(why, sizeof why, "%s", err_msg());
-        return err_set("%s: %s", path, why);
-    }
-    *cfg = c;
-    return 0;
-}
-
-int hf_config_read(const char *dir, GPTConfig *cfg) {
-    char path[CKPT_PATH_MAX];
-    if (path_join(path, sizeof path, dir, "config.json") != 0) return -1;
-    json_error_t jerr;
-    json_t *root = json_load_file(path, JSON_REJECT_DUPLICATES, &jerr);
-    if (!root) {
-        if (!path_exists(path))
-            return err_set("%s: no such file (is %s a checkpoint or Hugging Face model "
-                           "directory?)", path, dir);
-        return err_set("%s: invalid JSON at line %d: %s", path, jerr.line, jerr.text);
-    }
-    int rc = parse_hf_config(path, root, cfg);
-    json_decref(root);
     return rc;
 }

@@ -13,6 +13,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "model/hf_config.h" /* config.json (hf_config_read, hf_config_write) */
 #include "model/model.h"
 
 /* RUN/step-%08lld */
@@ -38,10 +39,5 @@ int ckpt_remove_stale(const char *run_dir, void (*removed)(const char *dir, void
 /* Deletes all but the newest `keep` complete checkpoints (keep <= 0: none). */
 int ckpt_prune(const char *run_dir, int keep);
 
-/* Hugging Face config.json for GPT2LMHeadModel. */
-int hf_config_write(const char *dir, const GPTConfig *cfg);
-/* Reads dir/config.json (n_layer, n_head, n_embd, vocab_size, n_positions,
- * layer_norm_epsilon). -1 with error set on a missing or malformed file. */
-int hf_config_read(const char *dir, GPTConfig *cfg);
 
 #endif

@@ -71,7 +71,7 @@ static int64_t tensor_nbytes(const StTensor *t) {
 
 /* Builds the JSON header text (unpadded). NULL with error set on bad input. */
 static char *build_header(const char *path, const StTensor *tensors, int n,
-                          const char *const *meta) {
+                          const char *const *meta, int streamed) {
     json_t *root = json_object();
     if (meta && meta[0]) {
         json_t *m = json_object();
@@ -96,7 +96,7 @@ static char *build_header(const char *path, const StTensor *tensors, int n,
         else if (strcmp(t->name, "__metadata__") == 0) why = "uses the reserved name __metadata__";
         else if (json_object_get(root, t->name)) why = "appears twice";
         else if (nbytes < 0) why = "has an invalid dtype or shape";
-        else if (nbytes > 0 && !t->data) why = "has no data";
+        else if (nbytes > 0 && !t->data && !streamed) why = "has no data";
         if (why) {
             json_decref(root);
             err_set("%s: cannot write tensor %d ('%s'): it %s", path, i,
@@ -128,8 +128,19 @@ static int write_error(const char *path, const char *tmp, int e) {
                                                : "");
 }
 
-int safetensors_write(const char *path, const StTensor *tensors, int n, const char *const *meta) {
-    char *header = build_header(path, tensors, n, meta);
+uint64_t safetensors_data_bytes(const StTensor *tensors, int n) {
+    uint64_t total = 0;
+    for (int i = 0; i < n; i++) {
+        int64_t b = tensor_nbytes(&tensors[i]);
+        if (b > 0) total += (uint64_t)b;
+    }
+    return total;
+}
+
+/* fill == NULL: the bytes come from each tensor's data pointer. */
+static int write_impl(const char *path, const StTensor *tensors, int n, const char *const *meta,
+                      StFill fill, void *ctx) {
+    char *header = build_header(path, tensors, n, meta, fill != NULL);
     if (!header) return -1;
     size_t header_len = strlen(header);
     size_t padded_len = (header_len + 7) / 8 * 8;
@@ -149,15 +160,37 @@ int safetensors_write(const char *path, const StTensor *tensors, int n, const ch
     }
     static const size_t stream_buffer = 1 << 20;
     setvbuf(fp, NULL, _IOFBF, stream_buffer);
+    void *buf = NULL;
+    if (fill) {
+        size_t largest = 1;
+        for (int i = 0; i < n; i++)
+            if ((size_t)tensor_nbytes(&tensors[i]) > largest)
+                largest = (size_t)tensor_nbytes(&tensors[i]);
+        buf = xmalloc(largest);
+    }
 
     unsigned char len_bytes[8];
     for (int i = 0; i < 8; i++) len_bytes[i] = (unsigned char)((uint64_t)padded_len >> (8 * i));
     int ok = fwrite(len_bytes, 1, 8, fp) == 8 && fwrite(header, 1, header_len, fp) == header_len;
     for (size_t i = header_len; ok && i < padded_len; i++) ok = fputc(' ', fp) != EOF;
     free(header);
-    for (int i = 0; ok && i < n; i++) {
+    int filled = 1; /* 0: fill failed, its error is set */
+    for (int i = 0; ok && filled && i < n; i++) {
         size_t nbytes = (size_t)tensor_nbytes(&tensors[i]);
-        if (nbytes > 0) ok = fwrite(tensors[i].data, 1, nbytes, fp) == nbytes;
+        if (nbytes == 0) continue;
+        const void *src = tensors[i].data;
+        if (fill) {
+            filled = fill(ctx, i, buf) == 0;
+            src = buf;
+        }
+        if (filled) ok = fwrite(src, 1, nbytes, fp) == nbytes;
+    }
+    free(buf);
+    if (!filled) {
+        fclose(fp);
+        unlink(tmp);
+        free(tmp);
+        return -1;
     }
     if (ok) ok = fflush(fp) == 0 && fsync(fileno(fp)) == 0;
     int e = errno;
@@ -182,6 +215,15 @@ int safetensors_write(const char *path, const StTensor *tensors, int n, const ch
     int rc = fsync_dir(dirname(dir_copy));
     free(dir_copy);
     return rc;
+}
+
+int safetensors_write(const char *path, const StTensor *tensors, int n, const char *const *meta) {
+    return write_impl(path, tensors, n, meta, NULL, NULL);
+}
+
+int safetensors_write_fill(const char *path, const StTensor *tensors, int n,
+                           const char *const *meta, StFill fill, void *ctx) {
+    return write_impl(path, tensors, n, meta, fill, ctx);
 }
 
 /* ---------------------------------------------------------------- reading */
@@ -467,11 +509,50 @@ static float f32_from_bits(uint32_t bits) {
     return x;
 }
 
+static uint32_t f32_bits(float x) {
+    uint32_t bits;
+    memcpy(&bits, &x, sizeof bits);
+    return bits;
+}
+
 /* bfloat16 is the upper half of an fp32. */
-static float bf16_to_f32(uint16_t h) { return f32_from_bits((uint32_t)h << 16); }
+float st_bf16_to_f32(uint16_t h) { return f32_from_bits((uint32_t)h << 16); }
+
+uint16_t st_f32_to_bf16(float x) {
+    uint32_t bits = f32_bits(x);
+    if ((bits & 0x7fffffffu) > 0x7f800000u) /* NaN: keep it one (quiet, sign kept) */
+        return (uint16_t)((bits >> 16) | 0x0040u);
+    /* add half an ulp of bf16, plus one for an odd result: ties go to even;
+     * a carry into the exponent is the correct rounding, up to inf */
+    bits += 0x7fffu + ((bits >> 16) & 1u);
+    return (uint16_t)(bits >> 16);
+}
+
+uint16_t st_f32_to_f16(float x) {
+    uint32_t bits = f32_bits(x);
+    uint16_t sign = (uint16_t)((bits >> 16) & 0x8000u);
+    uint32_t ax = bits & 0x7fffffffu;
+    if (ax > 0x7f800000u) /* NaN: quiet, with the top of its payload */
+        return (uint16_t)(sign | 0x7e00u | ((ax >> 13) & 0x3ffu));
+    if (ax >= 0x477ff000u) /* 65520 and up round to inf (65504 is the largest half) */
+        return (uint16_t)(sign | 0x7c00u);
+    if (ax >= 0x38800000u) { /* a normal half, 2^-14 and up: rebias 127 -> 15, round 13 bits */
+        uint32_t r = ax - 0x38000000u + 0xfffu + ((ax >> 13) & 1u);
+        return (uint16_t)(sign | (r >> 13));
+    }
+    if (ax < 0x33000000u) return sign; /* below 2^-25 (half the smallest subnormal): zero */
+    /* a subnormal half, k * 2^-24: the 24-bit significand shifted right by
+     * 126 - exponent (14..24 places), rounded to nearest even; k = 0x400 is
+     * the smallest normal, which its bits already say */
+    uint32_t e = ax >> 23, m = (ax & 0x7fffffu) | 0x800000u;
+    uint32_t shift = 126u - e, k = m >> shift, rem = m & ((1u << shift) - 1u);
+    uint32_t half = 1u << (shift - 1u);
+    if (rem > half || (rem == half && (k & 1u))) k++;
+    return (uint16_t)(sign | k);
+}
 
 /* IEEE binary16: 1 sign, 5 exponent (bias 15), 10 mantissa bits. */
-static float f16_to_f32(uint16_t h) {
+float st_f16_to_f32(uint16_t h) {
     uint32_t sign = (uint32_t)(h & 0x8000) << 16;
     uint32_t exponent = (h >> 10) & 0x1f;
     uint32_t mantissa = h & 0x3ff;
@@ -490,13 +571,13 @@ static float f16_to_f32(uint16_t h) {
     return f32_from_bits(sign | ((uint32_t)(113 - shift) << 23) | ((mantissa & 0x3ff) << 13));
 }
 
-int safetensors_read_f32(const SafeTensorsFile *f, const StTensor *t, float *dst, size_t n) {
-    int64_t numel = st_numel(t);
-    if ((uint64_t)numel != (uint64_t)n)
-        return err_set("%s: tensor '%s' has %lld elements but %zu were expected "
-                       "(checkpoint from a different model configuration?)",
-                       f->path, t->name, (long long)numel, n);
-    const uint8_t *src = t->data;
+int safetensors_read_f32_part(const SafeTensorsFile *f, const StTensor *t, size_t first,
+                              float *dst, size_t n) {
+    uint64_t numel = (uint64_t)st_numel(t);
+    if (first > numel || n > numel - first)
+        return err_set("%s: tensor '%s': elements %zu..%zu asked of %llu", f->path, t->name,
+                       first, first + n, (unsigned long long)numel);
+    const uint8_t *src = (const uint8_t *)t->data + first * st_dtype_size(t->dtype);
     switch (t->dtype) {
     case ST_F32:
         memcpy(dst, src, n * sizeof(float));
@@ -505,7 +586,7 @@ int safetensors_read_f32(const SafeTensorsFile *f, const StTensor *t, float *dst
     case ST_BF16:
         for (size_t i = 0; i < n; i++) {
             uint16_t h = (uint16_t)(src[2 * i] | (src[2 * i + 1] << 8));
-            dst[i] = t->dtype == ST_F16 ? f16_to_f32(h) : bf16_to_f32(h);
+            dst[i] = t->dtype == ST_F16 ? st_f16_to_f32(h) : st_bf16_to_f32(h);
         }
         return 0;
     case ST_F64:
@@ -520,3 +601,25 @@ int safetensors_read_f32(const SafeTensorsFile *f, const StTensor *t, float *dst
                        "(F32, F16, BF16 or F64)", f->path, t->name, dtype_names[t->dtype]);
     }
 }
+
+int safetensors_read_f32(const SafeTensorsFile *f, const StTensor *t, float *dst, size_t n) {
+    int64_t numel = st_numel(t);
+    if ((uint64_t)numel != (uint64_t)n)
+        return err_set("%s: tensor '%s' has %lld elements but %zu were expected "
+                       "(checkpoint from a different model configuration?)",
+                       f->path, t->name, (long long)numel, n);
+    return safetensors_read_f32_part(f, t, 0, dst, n);
+}
+
+void safetensors_release(const SafeTensorsFile *f, const StTensor *t) {
+    if (!f->map || t->nbytes == 0) return;
+    long page = sysconf(_SC_PAGESIZE);
+    if (page <= 0) return;
+    /* the pages lying wholly inside the tensor; its neighbours' stay */
+    uintptr_t base = (uintptr_t)f->map, begin = (uintptr_t)t->data, end = begin + t->nbytes;
+    uintptr_t first = (begin - base + (uintptr_t)page - 1) / (uintptr_t)page * (uintptr_t)page;
+    uintptr_t last = (end - base) / (uintptr_t)page * (uintptr_t)page;
+    if (last > first) madvise((char *)f->map + first, last - first, MADV_DONTNEED);
+}
+
+const char *safetensors_path(const SafeTensorsFile *f) { return f->path; }

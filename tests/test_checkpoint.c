@@ -675,7 +675,7 @@ Test(hf_config, errors) {
     assert_config_refused(dir, "{\"n_layer\": 2, " BASE ", \"activation_function\": \"relu\"}",
                           "relu");
     assert_config_refused(dir, "{\"n_layer\": 2, " BASE ", \"n_inner\": 100}", "n_inner");
-    assert_config_refused(dir, "{\"n_layer\": 2, " BASE ", \"model_type\": \"llama\"}", "gpt2");
+    assert_config_refused(dir, "{\"n_layer\": 2, " BASE ", \"model_type\": \"bert\"}", "gpt2, llama");
     assert_config_refused(dir, "{\"n_layer\": 2, " BASE ", \"tie_word_embeddings\": false}",
                           "tie_word_embeddings");
     assert_config_refused(dir, "{\"n_layer\": 2, " BASE, "invalid JSON");

@@ -608,7 +608,7 @@ Test(config, print_keys_lists_every_key_with_type_default_and_help) {
     /* one line per key, and every key printed by to_yaml is listed */
     int lines = 0;
     for (char *p = text; *p; p++) lines += *p == '\n';
-    cr_assert_eq(lines, 61);
+    cr_assert_eq(lines, 75); /* every key once: 61 + the 14 model-family keys */
     Config c;
     config_defaults(&c);
     char *yaml = config_to_yaml(&c), *save = NULL, section[64] = "";
@@ -624,4 +624,82 @@ Test(config, print_keys_lists_every_key_with_type_default_and_help) {
     }
     free(yaml);
     free(text);
+}
+
+/* ---- the model families ---- */
+
+/* c with data.train set and the given --set assignments applied. */
+static Config family_config(const char *file, const char *const *sets) {
+    Config c;
+    config_defaults(&c);
+    if (file) cr_assert_eq(config_load_yaml(&c, file), 0, "%s", err_msg());
+    cr_assert_eq(config_set(&c, "data.train=x.h5"), 0);
+    for (int i = 0; sets && sets[i]; i++) cr_assert_eq(config_set(&c, sets[i]), 0, "%s", err_msg());
+    return c;
+}
+
+Test(config, the_family_configs_validate_into_their_model) {
+    Config c = family_config("configs/smollm2-135m.yaml", NULL);
+    cr_assert_eq(config_validate(&c), 0, "%s", err_msg());
+    GPTConfig g;
+    cr_assert_eq(config_model(&c, &g), 0, "%s", err_msg());
+    cr_expect_eq(g.arch, ARCH_LLAMA);
+    cr_expect(g.n_layer == 30 && g.n_head == 9 && g.n_kv_head == 3 && g.n_embd == 576);
+    cr_expect(g.intermediate_size == 1536 && g.vocab_size == 49152 && g.n_positions == 8192);
+    cr_expect(g.rope_theta == 100000.0 && g.rope_type == ROPE_DEFAULT && g.untied_head == 0);
+    cr_expect(g.layer_norm_epsilon == 1e-5f && !g.attn_bias && !g.qk_norm && !g.mlp_bias);
+
+    c = family_config("configs/tiny-llama.yaml", NULL);
+    cr_assert_eq(config_validate(&c), 0, "%s", err_msg());
+    cr_assert_eq(config_model(&c, &g), 0, "%s", err_msg());
+    cr_expect(g.arch == ARCH_LLAMA && g.n_kv_head == 2 && g.untied_head == 1);
+    /* the family's fixed parts are filled in */
+    const char *qwen2[] = {"model.arch=qwen2", NULL};
+    c = family_config("configs/tiny-llama.yaml", qwen2);
+    cr_assert_eq(config_model(&c, &g), 0, "%s", err_msg());
+    cr_expect(g.arch == ARCH_QWEN2 && g.attn_bias == 1 && g.attn_out_bias == 0 && !g.qk_norm);
+    const char *qwen3[] = {"model.arch=qwen3", "model.head_dim=64", "model.attn_bias=true", NULL};
+    c = family_config("configs/tiny-llama.yaml", qwen3);
+    cr_assert_eq(config_validate(&c), 0, "%s", err_msg());
+    cr_assert_eq(config_model(&c, &g), 0, "%s", err_msg());
+    cr_expect(g.qk_norm == 1 && g.head_dim == 64 && g.attn_bias == 1 && g.attn_out_bias == 1);
+    const char *llama3[] = {"model.rope_scaling=llama3", "model.rope_factor=8", NULL};
+    c = family_config("configs/tiny-llama.yaml", llama3);
+    cr_assert_eq(config_model(&c, &g), 0, "%s", err_msg());
+    cr_expect(g.rope_type == ROPE_LLAMA3 && g.rope_factor == 8 && g.rope_low_freq_factor == 1 &&
+              g.rope_high_freq_factor == 4 && g.rope_original_max_pos == 128);
+    /* GPT-2 stays GPT-2 */
+    c = family_config("configs/tiny.yaml", NULL);
+    cr_assert_eq(config_model(&c, &g), 0, "%s", err_msg());
+    cr_expect(g.arch == ARCH_GPT2 && g.intermediate_size == 0 && g.rope_theta == 0);
+}
+
+static void expect_family_refused(const char *file, const char *const *sets, const char *needle) {
+    Config c = family_config(file, sets);
+    err_clear();
+    cr_assert_eq(config_validate(&c), -1, "accepted %s", sets[0]);
+    assert_err_has(needle);
+}
+
+Test(config, options_a_family_lacks_are_refused_naming_the_key) {
+    const char *gqa[] = {"model.n_kv_head=2", NULL};
+    expect_family_refused("configs/tiny.yaml", gqa, "model.n_kv_head");
+    const char *untied[] = {"model.tie_word_embeddings=false", NULL};
+    expect_family_refused("configs/tiny.yaml", untied, "model.tie_word_embeddings");
+    const char *rope[] = {"model.rope_scaling=linear", NULL};
+    expect_family_refused("configs/tiny.yaml", rope, "model.rope_scaling");
+    const char *q2bias[] = {"model.arch=qwen2", "model.attn_bias=true", NULL};
+    expect_family_refused("configs/tiny-llama.yaml", q2bias, "qwen2 always has q/k/v biases");
+    const char *mbias[] = {"model.arch=mistral", "model.mlp_bias=true", NULL};
+    expect_family_refused("configs/tiny-llama.yaml", mbias, "model.mlp_bias");
+    const char *window[] = {"model.sliding_window=64", NULL};
+    expect_family_refused("configs/tiny-llama.yaml", window, "llama has no sliding window");
+    const char *short_window[] = {"model.arch=mistral", "model.sliding_window=64", NULL};
+    expect_family_refused("configs/tiny-llama.yaml", short_window, "model.sliding_window (64)");
+    const char *kv[] = {"model.n_kv_head=3", NULL};
+    expect_family_refused("configs/tiny-llama.yaml", kv, "n_kv_head");
+    const char *odd[] = {"model.head_dim=33", NULL};
+    expect_family_refused("configs/tiny-llama.yaml", odd, "even");
+    const char *mlp[] = {"model.intermediate_size=0", NULL};
+    expect_family_refused("configs/tiny-llama.yaml", mlp, "model.intermediate_size");
 }

@@ -30,6 +30,7 @@
 #include <strings.h>
 #include <yaml.h>
 
+#include "model/hf_config.h"
 #include "train/objectives/objective.h"
 #include "util/utf8.h"
 #include "util/util.h"
@@ -79,6 +80,20 @@ static const KeyInfo KEYS[] = {
     INT_KEY(model, n_positions, 1, "longest sequence the position table covers"),
     REAL_KEY(model, layer_norm_epsilon, 0, OPEN, NO_LIMIT, CLOSED, "layernorm epsilon"),
     STR_KEY(model, init, false, "Hugging Face checkpoint directory to start from (\"\" = random init)"),
+    ENUM_KEY(model, arch, "gpt2|llama|mistral|qwen2|qwen3", "model family of a fresh model (SmolLM and TinyLlama are llama); with model.init its config.json decides"),
+    INT_KEY(model, n_kv_head, 0, "key/value heads of grouped-query attention; must divide n_head (0 = n_head; llama families)"),
+    INT_KEY(model, head_dim, 0, "size of one attention head (0 = n_embd / n_head; llama families)"),
+    INT_KEY(model, intermediate_size, 0, "width of the SwiGLU MLP (llama families; GPT-2's MLP is 4 * n_embd: leave 0)"),
+    BOOL_KEY(model, tie_word_embeddings, "the output layer shares the token embedding (GPT-2 always)"),
+    BOOL_KEY(model, attn_bias, "biases on q, k, v and o_proj (attention_bias of llama and qwen3; qwen2 always has q/k/v biases)"),
+    BOOL_KEY(model, mlp_bias, "biases on the MLP projections (llama's mlp_bias)"),
+    INT_KEY(model, sliding_window, 0, "attention window of mistral, qwen2 and qwen3 (0 = none); data.seq_len must fit it"),
+    REAL_KEY(model, rope_theta, 0, OPEN, NO_LIMIT, CLOSED, "rotary base period (llama families)"),
+    ENUM_KEY(model, rope_scaling, "none|linear|llama3|yarn", "rotary scaling type, as transformers' rope_scaling"),
+    REAL_KEY(model, rope_factor, 0, OPEN, NO_LIMIT, CLOSED, "rope_scaling factor (linear, llama3, yarn)"),
+    REAL_KEY(model, rope_low_freq_factor, 0, OPEN, NO_LIMIT, CLOSED, "llama3 rope_scaling low_freq_factor"),
+    REAL_KEY(model, rope_high_freq_factor, 0, OPEN, NO_LIMIT, CLOSED, "llama3 rope_scaling high_freq_factor"),
+    INT_KEY(model, rope_original_max_pos, 0, "rope_scaling original_max_position_embeddings (llama3, yarn; 0 = n_positions)"),
 
     STR_KEY(data, train, false, "training HDF5 file (lm or sft schema)"),
     STR_KEY(data, val, false, "held-out HDF5 file (\"\" = split off the end of train)"),
@@ -163,6 +178,13 @@ void config_defaults(Config *c) {
     c->model.vocab_size = 50257;
     c->model.n_positions = 1024;
     c->model.layer_norm_epsilon = 1e-5;
+    copy_string(c->model.arch, sizeof c->model.arch, "gpt2");
+    c->model.tie_word_embeddings = 1;
+    c->model.rope_theta = 10000.0;
+    copy_string(c->model.rope_scaling, sizeof c->model.rope_scaling, "none");
+    c->model.rope_factor = 1.0;
+    c->model.rope_low_freq_factor = 1.0;
+    c->model.rope_high_freq_factor = 4.0;
 
     c->data.val_fraction = 0.0;
     c->data.seq_len = 1024;
@@ -660,9 +682,15 @@ static int check_stored(const Config *c, const KeyInfo *k) {
 int config_validate(const Config *c) {
     for (size_t i = 0; i < N_KEYS; i++)
         if (check_stored(c, &KEYS[i])) return -1;
-    if (c->model.n_embd % c->model.n_head != 0)
+    if (c->model.head_dim == 0 && c->model.n_embd % c->model.n_head != 0)
         return err_set("config: model.n_embd (%d) must be divisible by model.n_head (%d)", c->model.n_embd,
                        c->model.n_head);
+    GPTConfig model;
+    if (config_model(c, &model) != 0) return -1;
+    if (c->model.sliding_window > 0 && c->data.seq_len > c->model.sliding_window)
+        return err_set("config: data.seq_len (%d) exceeds model.sliding_window (%d); retort's attention equals "
+                       "the windowed one only within the window: lower seq_len",
+                       c->data.seq_len, c->model.sliding_window);
     if (c->optim.min_lr > c->optim.lr)
         return err_set("config: optim.min_lr (%g) must not exceed optim.lr (%g)", c->optim.min_lr, c->optim.lr);
     if (!c->data.train[0])
@@ -679,6 +707,80 @@ int config_validate(const Config *c) {
         return err_set("config: optim.warmup_steps (%d) exceeds train.steps (%d)", c->optim.warmup_steps,
                        c->train.steps);
     return objective_check_config(c); /* the objective's own section (kd, dpo, ...) */
+}
+
+/* ---- the model section as a GPTConfig ---- */
+
+int config_model(const Config *c, GPTConfig *g) {
+    memset(g, 0, sizeof *g);
+    g->n_layer = c->model.n_layer;
+    g->n_head = c->model.n_head;
+    g->n_embd = c->model.n_embd;
+    g->vocab_size = c->model.vocab_size;
+    g->n_positions = c->model.n_positions;
+    g->layer_norm_epsilon = (float)c->model.layer_norm_epsilon;
+    int arch = hf_arch_from_name(c->model.arch);
+    if (arch < 0) return err_set("config: model.arch '%s' is not one of gpt2, llama, mistral, qwen2, qwen3", c->model.arch);
+    g->arch = arch;
+    const char *name = c->model.arch;
+    /* options a family does not have: refused, so none is ignored */
+    const char *wrong = NULL;
+    if (arch == ARCH_GPT2) {
+        wrong = c->model.n_kv_head && c->model.n_kv_head != c->model.n_head ? "model.n_kv_head"
+                : c->model.head_dim && c->model.head_dim * c->model.n_head != c->model.n_embd ? "model.head_dim"
+                : c->model.intermediate_size && c->model.intermediate_size != 4 * c->model.n_embd
+                    ? "model.intermediate_size"
+                : !c->model.tie_word_embeddings ? "model.tie_word_embeddings"
+                : c->model.attn_bias ? "model.attn_bias"
+                : c->model.mlp_bias ? "model.mlp_bias"
+                : c->model.sliding_window ? "model.sliding_window"
+                : strcmp(c->model.rope_scaling, "none") ? "model.rope_scaling"
+                : c->model.rope_theta != 10000.0 ? "model.rope_theta"
+                                                  : NULL;
+        if (wrong)
+            return err_set("config: %s is an option of the llama families (model.arch llama, mistral, qwen2, "
+                           "qwen3); GPT-2 has none: leave it at its default", wrong);
+        return 0;
+    }
+    if (c->model.intermediate_size == 0)
+        return err_set("config: model.intermediate_size must be set for a %s model (the SwiGLU MLP width; "
+                       "SmolLM2-135M: 1536)", name);
+    g->n_kv_head = c->model.n_kv_head;
+    g->head_dim = c->model.head_dim;
+    g->intermediate_size = c->model.intermediate_size;
+    g->untied_head = !c->model.tie_word_embeddings;
+    g->rope_theta = c->model.rope_theta;
+    if (c->model.attn_bias && arch != ARCH_LLAMA && arch != ARCH_QWEN3)
+        return err_set("config: model.attn_bias: %s", arch == ARCH_QWEN2
+                                                          ? "qwen2 always has q/k/v biases and none on o_proj; "
+                                                            "leave it false"
+                                                          : "mistral has no attention biases");
+    g->attn_bias = arch == ARCH_QWEN2 ? 1 : c->model.attn_bias;
+    g->attn_out_bias = arch == ARCH_QWEN2 ? 0 : c->model.attn_bias;
+    g->qk_norm = arch == ARCH_QWEN3;
+    if (c->model.mlp_bias && arch != ARCH_LLAMA)
+        return err_set("config: model.mlp_bias is llama's option; %s has no MLP biases", name);
+    g->mlp_bias = c->model.mlp_bias;
+    if (c->model.sliding_window && arch == ARCH_LLAMA)
+        return err_set("config: model.sliding_window: llama has no sliding window (mistral, qwen2 and qwen3 do)");
+    g->sliding_window = c->model.sliding_window;
+    static const char *const scalings[] = {"none", "linear", "llama3", "yarn"};
+    for (int t = 0; t < 4; t++)
+        if (!strcmp(c->model.rope_scaling, scalings[t])) g->rope_type = t; /* RopeType order */
+    if (g->rope_type != ROPE_DEFAULT) g->rope_factor = c->model.rope_factor;
+    if (g->rope_type == ROPE_LLAMA3) {
+        g->rope_low_freq_factor = c->model.rope_low_freq_factor;
+        g->rope_high_freq_factor = c->model.rope_high_freq_factor;
+    }
+    if (g->rope_type == ROPE_LLAMA3 || g->rope_type == ROPE_YARN)
+        g->rope_original_max_pos = c->model.rope_original_max_pos ? c->model.rope_original_max_pos
+                                                                  : c->model.n_positions;
+    if (gpt_config_check(g) != 0 || hf_config_expressible(g) != 0) {
+        char why[512];
+        snprintf(why, sizeof why, "%s", err_msg());
+        return err_set("config: model: %s", why);
+    }
+    return 0;
 }
 
 /* ---- text out ---- */

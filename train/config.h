@@ -11,13 +11,30 @@
 
 #include <stddef.h>
 
+#include "model/model.h"
+
 #define CFG_STR 1024
 
 typedef struct {
     struct {
         int n_layer, n_head, n_embd, vocab_size, n_positions;
-        double layer_norm_epsilon;
+        double layer_norm_epsilon;   /* layernorm eps (GPT-2) or rms_norm_eps (Llama families) */
         char init[CFG_STR];          /* HF checkpoint dir to start from ("" = random init) */
+        /* a fresh model's family and its options (model/model.h GPTConfig;
+         * with init, config.json decides them) */
+        char arch[16];               /* gpt2 | llama | mistral | qwen2 | qwen3 */
+        int n_kv_head;               /* key/value heads; 0 = n_head */
+        int head_dim;                /* 0 = n_embd / n_head */
+        int intermediate_size;       /* SwiGLU MLP width (Llama families) */
+        int tie_word_embeddings;     /* bool: the head shares the embedding */
+        int attn_bias;               /* bool: attention_bias (llama, qwen3) */
+        int mlp_bias;                /* bool: mlp_bias (llama) */
+        int sliding_window;          /* mistral, qwen2, qwen3; 0 = none */
+        double rope_theta;
+        char rope_scaling[16];       /* none | linear | llama3 | yarn */
+        double rope_factor;
+        double rope_low_freq_factor, rope_high_freq_factor; /* llama3 */
+        int rope_original_max_pos;   /* llama3, yarn; 0 = n_positions */
     } model;
     struct {
         char train[CFG_STR];         /* HDF5 file (lm or sft schema) */
@@ -104,6 +121,11 @@ int config_set(Config *c, const char *assignment);
  * (objective_check_config, train/objectives/objective.h). -1 with error set
  * on failure. */
 int config_validate(const Config *c);
+/* The model section as the GPTConfig of a fresh model (model.init unset):
+ * the family's fixed options filled in (qwen2's q/k/v biases, qwen3's q/k
+ * norms), options the family does not have refused naming the key. -1 with
+ * error set on failure. */
+int config_model(const Config *c, GPTConfig *out);
 /* Newly allocated YAML / JSON text of every key (the resolved config). */
 char *config_to_yaml(const Config *c);
 char *config_to_json(const Config *c);
