@@ -10,6 +10,7 @@ schema), so the comparison uses identical inputs.
   torch_peer.py train --layers L --heads H --embd C --vocab V --seq T --batch B
                       --steps S --threads N --data PATH
                       [--arch llama --kv-heads K --inter I --theta F --tied 0|1]
+  torch_peer.py save-llama (the same options; --data is the directory to write)
 """
 import argparse
 import statistics
@@ -41,16 +42,8 @@ def train(a):
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
     if a.arch == "llama":
-        from transformers import LlamaConfig, LlamaForCausalLM
-        cfg = LlamaConfig(num_hidden_layers=a.layers, num_attention_heads=a.heads,
-                          num_key_value_heads=a.kv_heads, hidden_size=a.embd,
-                          intermediate_size=a.inter, vocab_size=a.vocab,
-                          max_position_embeddings=max(a.seq, 64), rope_theta=a.theta,
-                          rms_norm_eps=1e-5, tie_word_embeddings=bool(a.tied),
-                          attention_dropout=0.0, bos_token_id=a.vocab - 1,
-                          eos_token_id=a.vocab - 1)
-        cfg._attn_implementation = "sdpa"
-        model = LlamaForCausalLM(cfg).float().train()
+        from transformers import LlamaForCausalLM
+        model = LlamaForCausalLM(llama_config(a)).float().train()
     else:
         cfg = GPT2Config(n_layer=a.layers, n_head=a.heads, n_embd=a.embd, vocab_size=a.vocab,
                          n_positions=max(a.seq, 64), resid_pdrop=0.0, embd_pdrop=0.0,
@@ -83,6 +76,24 @@ def train(a):
     print(f"torch_version {torch.__version__}", file=sys.stderr)
 
 
+def llama_config(a):
+    from transformers import LlamaConfig
+    return LlamaConfig(num_hidden_layers=a.layers, num_attention_heads=a.heads,
+                       num_key_value_heads=a.kv_heads, hidden_size=a.embd,
+                       intermediate_size=a.inter, vocab_size=a.vocab,
+                       max_position_embeddings=max(a.seq, 64), rope_theta=a.theta,
+                       rms_norm_eps=1e-5, tie_word_embeddings=bool(a.tied),
+                       attention_dropout=0.0, bos_token_id=a.vocab - 1, eos_token_id=a.vocab - 1)
+
+
+def save_llama(a):
+    """A random LlamaForCausalLM of the benchmark's shape, saved for retort's --init."""
+    import torch
+    from transformers import LlamaForCausalLM
+    torch.manual_seed(0)
+    LlamaForCausalLM(llama_config(a)).float().save_pretrained(a.data)
+
+
 def main():
     if sys.argv[1] == "make-data":
         make_data(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))
@@ -97,7 +108,8 @@ def main():
     p.add_argument("--inter", type=int, default=0)
     p.add_argument("--theta", type=float, default=10000.0)
     p.add_argument("--tied", type=int, default=1)
-    train(p.parse_args())
+    a = p.parse_args()
+    save_llama(a) if a.cmd == "save-llama" else train(a)
 
 
 if __name__ == "__main__":
