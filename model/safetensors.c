@@ -1,8 +1,10 @@
 /* model/safetensors.c — read and write the safetensors format (see safetensors.h).
  *
  * Writing streams the tensors straight from their sources through one buffered
- * stream into path.tmp, so a multi-gigabyte model never sits in memory twice;
- * only after fflush + fsync does path.tmp replace path. The JSON header is padded
+ * stream into path.tmp, so a multi-gigabyte model never sits in memory twice
+ * (safetensors_write_fill makes each tensor's bytes on demand into one
+ * tensor-sized buffer instead: a model on a GPU, converted to bf16 on the
+ * way); only after fflush + fsync does path.tmp replace path. The JSON header is padded
  * with spaces to a multiple of 8 bytes so the data (and every F32/F64/I64 tensor
  * we lay out) starts aligned in the mapping.
  *
@@ -12,7 +14,12 @@
  * Tensors are kept in file order (by begin offset); a name-sorted index answers
  * safetensors_find. Files written by others need not pad their header, so a
  * tensor's data pointer may be unaligned: safetensors_read_f32 copies with
- * memcpy and never dereferences it as float.
+ * memcpy and never dereferences it as float. A reader that is done with a
+ * tensor hands its pages back (safetensors_release), so loading a large
+ * model does not keep the whole file resident.
+ *
+ * fp32 -> bf16/fp16 round to nearest, ties to even, as torch's casts do:
+ * tests/test_hf_files.c checks every half and bf16 value and every tie.
  */
 #include "model/safetensors.h"
 
