@@ -27,8 +27,10 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 
+#include "data/h5data.h"
 #include "model/backend.h"
 #include "model/hf_config.h"
+#include "model/checkpoint.h"
 #include "model/model_io.h"
 #include "model/safetensors.h"
 #include "tests/testutil.h"
@@ -811,4 +813,79 @@ Test(hf_weights, loading_holds_the_model_and_not_much_of_the_file, .timeout = 12
     cr_expect_leq(extra_mb, 0.25 * file_mb + 20, "peak grew %.1f MB", extra_mb);
     gpt_free(fresh);
     rm_rf(dir);
+}
+
+/* ---------------------------------------------------------------- training */
+
+Test(hf_train, a_run_from_init_keeps_its_source_files_and_a_fresh_llama_trains, .timeout = 300) {
+    char root[256], data[320], init[320], run[320], fresh_run[320], path[640], ckpt[512];
+    make_temp_dir(root, sizeof root, "hftrain");
+    snprintf(data, sizeof data, "%s/train.h5", root);
+    snprintf(init, sizeof init, "%s/init", root);
+    snprintf(run, sizeof run, "%s/run", root);
+    snprintf(fresh_run, sizeof fresh_run, "%s/fresh", root);
+    DatasetWriter *w = dataset_writer_open(data, SCHEMA_LM, 257, 256, 256, "test");
+    cr_assert(w, "%s", err_msg());
+    uint32_t doc[64];
+    for (int d = 0; d < 20; d++) {
+        for (int i = 0; i < 63; i++) doc[i] = (uint32_t)('a' + (i * 7 + d) % 26);
+        doc[63] = 256;
+        cr_assert_eq(dataset_writer_add(w, doc, NULL, 64, -1), 0, "%s", err_msg());
+    }
+    cr_assert_eq(dataset_writer_close(w), 0, "%s", err_msg());
+
+    /* a fresh qwen2 (q/k/v biases filled in from model.arch) trains and saves */
+    Config c;
+    tiny_train_config(&c, data, fresh_run);
+    const char *sets[] = {"model.arch=qwen2", "model.n_kv_head=1", "model.intermediate_size=48",
+                          "data.seq_len=16", "train.steps=2", NULL};
+    for (int i = 0; sets[i]; i++) cr_assert_eq(config_set(&c, sets[i]), 0, "%s", err_msg());
+    train_ok(&c, 0);
+    ckpt_dir_name(ckpt, sizeof ckpt, fresh_run, 2);
+    GPTConfig got;
+    cr_assert_eq(hf_config_read(ckpt, &got), 0, "%s", err_msg());
+    cr_expect(got.arch == ARCH_QWEN2 && got.attn_bias == 1 && got.n_kv_head == 1 &&
+              got.intermediate_size == 48);
+
+    /* a bf16 llama source with its own token ids and generation_config.json */
+    GPTConfig lc = {.n_layer = 2, .n_head = 2, .n_embd = 32, .vocab_size = 257,
+                    .n_positions = 32, .layer_norm_epsilon = 1e-5f, .arch = ARCH_LLAMA,
+                    .intermediate_size = 48, .rope_theta = 10000, .untied_head = 1};
+    GPT *m = random_cpu_model(&lc, 3);
+    cr_assert_eq(mkdir_p(init), 0);
+    cr_assert_eq(model_save_hf_ex(m, init, &(HfSaveOptions){.dtype = HF_SAVE_BF16}), 0, "%s",
+                 err_msg());
+    gpt_free(m);
+    json_t *cfg = load_json(init, "config.json");
+    json_object_set_new(cfg, "bos_token_id", json_integer(256));
+    json_object_set_new(cfg, "eos_token_id", json_integer(256));
+    json_object_set_new(cfg, "rope_interleaved", json_false()); /* a key transformers ignores */
+    snprintf(path, sizeof path, "%s/config.json", init);
+    cr_assert_eq(json_dump_file(cfg, path, JSON_INDENT(2)), 0);
+    json_decref(cfg);
+    snprintf(path, sizeof path, "%s/generation_config.json", init);
+    write_text(path, "{\"eos_token_id\": 256, \"max_new_tokens\": 7}\n");
+
+    tiny_train_config(&c, data, run);
+    snprintf(c.model.init, sizeof c.model.init, "%s", init);
+    c.data.seq_len = 16;
+    c.train.steps = 2;
+    train_ok(&c, 0);
+    ckpt_dir_name(ckpt, sizeof ckpt, run, 2);
+    snprintf(path, sizeof path, "%s/generation_config.json", ckpt);
+    char *gen = read_file(path, NULL);
+    cr_assert_not_null(gen, "the checkpoint lacks generation_config.json");
+    cr_expect(strstr(gen, "\"max_new_tokens\": 7") != NULL, "%s", gen);
+    free(gen);
+    json_t *out = load_json(ckpt, "config.json");
+    cr_expect_eq(json_integer_value(json_object_get(out, "eos_token_id")), 256);
+    cr_expect(json_is_false(json_object_get(out, "rope_interleaved")));
+    cr_expect_str_eq(json_string_value(json_object_get(out, "torch_dtype")), "float32",
+                     "training checkpoints are fp32 (resume reads back what was saved)");
+    json_decref(out);
+    GPT *back = model_load_hf(ckpt, backend_cpu());
+    cr_assert_not_null(back, "%s", err_msg());
+    cr_expect(gpt_config(back)->arch == ARCH_LLAMA && gpt_config(back)->untied_head);
+    gpt_free(back);
+    rm_rf(root);
 }
