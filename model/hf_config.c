@@ -76,23 +76,12 @@
 
 #define HF_PATH_MAX 4096
 
-static const char *const ARCH_NAMES[ARCH_COUNT] = {"gpt2", "llama", "mistral", "qwen2", "qwen3"};
 static const char *const ARCH_CLASSES[ARCH_COUNT] = {"GPT2LMHeadModel", "LlamaForCausalLM",
                                                      "MistralForCausalLM", "Qwen2ForCausalLM",
                                                      "Qwen3ForCausalLM"};
 static const char *const ARCH_CONFIGS[ARCH_COUNT] = {"GPT2Config", "LlamaConfig", "MistralConfig",
                                                      "Qwen2Config", "Qwen3Config"};
 static const char *const ROPE_NAMES[] = {"default", "linear", "llama3", "yarn"};
-
-const char *hf_arch_name(int arch) {
-    return arch >= 0 && arch < ARCH_COUNT ? ARCH_NAMES[arch] : NULL;
-}
-
-int hf_arch_from_name(const char *model_type) {
-    for (int a = 0; a < ARCH_COUNT; a++)
-        if (model_type && !strcmp(model_type, ARCH_NAMES[a])) return a;
-    return -1;
-}
 
 /* ---------------------------------------------------------------- reading */
 
@@ -483,7 +472,7 @@ static int parse_llama_family(const Src *s, GPTConfig *c) {
         const char *act = json_is_string(v) ? json_string_value(v) : NULL;
         if (!act || (strcmp(act, "silu") && strcmp(act, "swish")))
             return err_set("%s: hidden_act is %s; retort's %s MLP is SwiGLU (\"silu\")", s->path,
-                           shown(v, b, sizeof b), ARCH_NAMES[arch]);
+                           shown(v, b, sizeof b), gpt_arch_name(arch));
     }
     int tied;
     if (read_bool(s, "tie_word_embeddings", 0, &tied) != 0) return -1;
@@ -542,7 +531,7 @@ static int parse_hf_config(const char *path, json_t *root, GPTConfig *cfg) {
     json_t *v = json_object_get(root, "model_type");
     char b[96];
     /* retort's own files before model_type was written were GPT-2 */
-    int arch = v ? hf_arch_from_name(json_string_value(v)) : ARCH_GPT2;
+    int arch = v ? gpt_arch_from_name(json_string_value(v)) : ARCH_GPT2;
     if (arch < 0)
         return err_set("%s: model_type is %s; retort runs gpt2, llama, mistral, qwen2 and qwen3 "
                        "models (SmolLM and TinyLlama are llama)", path, shown(v, b, sizeof b));
@@ -601,7 +590,7 @@ int hf_config_dtype(const char *dir, char *out, size_t cap) {
 int hf_config_expressible(const GPTConfig *c) {
     if (c->arch < 0 || c->arch >= ARCH_COUNT)
         return err_set("model arch %d is not one of gpt2, llama, mistral, qwen2, qwen3", c->arch);
-    const char *name = ARCH_NAMES[c->arch];
+    const char *name = gpt_arch_name(c->arch);
     int nh = c->n_head > 0 ? c->n_head : 1;
     int kvh = c->n_kv_head ? c->n_kv_head : nh;
     int hs = c->head_dim ? c->head_dim : c->n_embd / nh;
@@ -718,7 +707,7 @@ static json_t *carried_keys(const char *source_dir, int arch) {
         return NULL;
     }
     json_t *mt = json_object_get(src, "model_type");
-    int src_arch = mt ? hf_arch_from_name(json_string_value(mt)) : ARCH_GPT2;
+    int src_arch = mt ? gpt_arch_from_name(json_string_value(mt)) : ARCH_GPT2;
     if (json_is_object(src) && src_arch == arch) {
         const char *key;
         json_t *value;
@@ -848,7 +837,7 @@ int hf_config_write_ex(const char *dir, const GPTConfig *cfg, const HfConfigWrit
     const char *dtype = opts && opts->dtype ? opts->dtype : "float32";
     json_t *root = carried_keys(opts ? opts->source_dir : NULL, cfg->arch);
     if (!root) return -1;
-    json_object_set_new(root, "model_type", json_string(ARCH_NAMES[cfg->arch]));
+    json_object_set_new(root, "model_type", json_string(gpt_arch_name(cfg->arch)));
     json_object_set_new(root, "vocab_size", json_integer(cfg->vocab_size));
     json_object_set_new(root, "tie_word_embeddings", json_boolean(!cfg->untied_head));
     /* transformers 4 reads torch_dtype, 5 dtype */

@@ -22,11 +22,6 @@
 
 #include "model/model.h"
 
-/* "gpt2", "llama", "mistral", "qwen2", "qwen3" (transformers' model_type);
- * NULL for an arch outside ModelArch. */
-const char *hf_arch_name(int arch);
-/* The ModelArch of a model_type, or -1. */
-int hf_arch_from_name(const char *model_type);
 
 /* Reads dir/config.json. -1 with the error set on a missing or malformed
  * file, a model_type retort does not run, or an option it does not implement

@@ -49,7 +49,7 @@ const char *gpt_arch_name(int arch) {
 
 int gpt_arch_from_name(const char *name) {
     for (int a = 0; a < ARCH_COUNT; a++)
-        if (!strcmp(name, ARCH_NAME[a])) return a;
+        if (name && !strcmp(name, ARCH_NAME[a])) return a;
     return -1;
 }
 

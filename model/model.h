@@ -136,7 +136,8 @@ int gpt_config_check(const GPTConfig *cfg);
  * attention, equal to the windowed one only up to the window. Every command
  * bounds prompts, generations and training rows by it. */
 int gpt_context_len(const GPTConfig *cfg);
-/* "gpt2", "llama", "mistral", "qwen2", "qwen3"; -1 for an unknown name. */
+/* transformers' model_type of each family: "gpt2", "llama", "mistral", "qwen2",
+ * "qwen3" ("?" outside ModelArch); the family of a name, -1 when unknown or NULL. */
 const char *gpt_arch_name(int arch);
 int gpt_arch_from_name(const char *name);
 

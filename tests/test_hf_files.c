@@ -102,7 +102,7 @@ static int jbool(json_t *o, const char *key) {
 /* cfg against what transformers builds from the same file (expected.json). */
 static void check_against_transformers(const char *name, const GPTConfig *c, json_t *x) {
     const char *type = json_string_value(json_object_get(x, "model_type"));
-    cr_assert_str_eq(hf_arch_name(c->arch), type, "%s: arch", name);
+    cr_assert_str_eq(gpt_arch_name(c->arch), type, "%s: arch", name);
     cr_expect_eq(c->n_layer, jint(x, "n_layer"), "%s: n_layer", name);
     cr_expect_eq(c->n_head, jint(x, "n_head"), "%s: n_head", name);
     cr_expect_eq(c->n_embd, jint(x, "n_embd"), "%s: n_embd", name);
@@ -439,7 +439,7 @@ Test(hf_config, fresh_configs_of_every_family_write_what_transformers_reads) {
         if (want.rope_type == ROPE_YARN) want.rope_attention_factor = 0.1 * log(2.0) + 1;
         if (want.arch != ARCH_GPT2 && want.rope_theta == 0) want.rope_theta = 10000;
         cr_expect(configs_equal(&want, &back), "case %d (%s) reads back differently", i,
-                  hf_arch_name(cases[i].arch));
+                  gpt_arch_name(cases[i].arch));
     }
     /* what a family's config.json cannot say is refused, naming it */
     GPTConfig bad = cases[3];
@@ -715,16 +715,16 @@ Test(hf_weights, every_family_saves_sharded_bf16_and_transformers_loads_it, .tim
         cr_assert_eq(mkdir_p(dirs[i]), 0);
         HfSaveOptions o = {.dtype = HF_SAVE_BF16, .max_shard_bytes = 4096};
         cr_assert_eq(model_save_hf_ex(m, dirs[i], &o), 0, "%s", err_msg());
-        cr_expect_geq(count_files(dirs[i], "model-"), 2, "%s: sharded", hf_arch_name(cases[i].arch));
+        cr_expect_geq(count_files(dirs[i], "model-"), 2, "%s: sharded", gpt_arch_name(cases[i].arch));
         GPT *back = model_load_hf(dirs[i], backend_cpu());
-        cr_assert_not_null(back, "%s: %s", hf_arch_name(cases[i].arch), err_msg());
+        cr_assert_not_null(back, "%s: %s", gpt_arch_name(cases[i].arch), err_msg());
         cr_assert_eq(gpt_num_tensors(back), gpt_num_tensors(m));
         float *w = host_params(m), *wb = host_params(back);
         for (int t = 0; t < gpt_num_tensors(m); t++) {
             const ParamInfo *p = gpt_tensor(m, t);
             for (size_t k = 0; k < p->numel; k++)
                 cr_assert_eq(wb[p->offset + k], st_bf16_to_f32(st_f32_to_bf16(w[p->offset + k])),
-                             "%s: %s[%zu]", hf_arch_name(cases[i].arch), p->name, k);
+                             "%s: %s[%zu]", gpt_arch_name(cases[i].arch), p->name, k);
         }
         write_logits(back, files[i]);
         argv[2 + 2 * i] = dirs[i];

@@ -719,7 +719,7 @@ int config_model(const Config *c, GPTConfig *g) {
     g->vocab_size = c->model.vocab_size;
     g->n_positions = c->model.n_positions;
     g->layer_norm_epsilon = (float)c->model.layer_norm_epsilon;
-    int arch = hf_arch_from_name(c->model.arch);
+    int arch = gpt_arch_from_name(c->model.arch);
     if (arch < 0) return err_set("config: model.arch '%s' is not one of gpt2, llama, mistral, qwen2, qwen3", c->model.arch);
     g->arch = arch;
     const char *name = c->model.arch;
