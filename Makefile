@@ -263,6 +263,7 @@ fixtures: $(PY)
 	$(PY) tests/make_dpo_fixtures.py tests/fixtures
 	$(PY) tests/make_orpo_fixtures.py tests/fixtures
 	$(PY) tests/make_lora_fixtures.py tests/fixtures
+	$(PY) tests/make_lora_llama_fixtures.py tests/fixtures/lora_llama
 	$(PY) tests/make_metrics_fixtures.py tests/fixtures
 	$(PY) tests/make_family_fixtures.py tests/fixtures/families
 

@@ -228,13 +228,15 @@ static int refuse_set(const char *path, json_t *root, const char *key) {
                    key);
 }
 
-int lora_read_config(const char *dir, LoraConfig *cfg) {
+/* lora_read_config, also giving layers_pattern ("" when null) in pattern. */
+static int read_config(const char *dir, LoraConfig *cfg, char pattern[16]) {
     char path[4096];
     if (path_join(path, sizeof path, dir, "adapter_config.json") != 0) return -1;
     json_error_t jerr;
     json_t *root = json_load_file(path, 0, &jerr);
     if (!root) return err_set("%s:%d: %s", path, jerr.line, jerr.text);
     memset(cfg, 0, sizeof *cfg);
+    pattern[0] = '\0';
     int rc = 0;
     json_t *v;
     const char *type = json_string_value(json_object_get(root, "peft_type"));
@@ -311,8 +313,13 @@ int lora_read_config(const char *dir, LoraConfig *cfg) {
         const char *lp = json_is_string(v) ? json_string_value(v)
                          : json_is_array(v) && json_array_size(v) == 1
                              ? json_string_value(json_array_get(v, 0)) : NULL;
-        if (v && !json_is_null(v) && !(lp && (!strcmp(lp, "h") || !lp[0])))
-            rc = err_set("%s: 'layers_pattern' must be null or \"h\" for GPT-2", path);
+        /* the name of the block list in the module names: transformer.h.<l>
+         * (GPT-2), model.layers.<l> (Llama families); lora_load_peft_ex
+         * checks it against the model */
+        if (v && !json_is_null(v) && !(lp && (!strcmp(lp, "h") || !strcmp(lp, "layers") || !lp[0])))
+            rc = err_set("%s: 'layers_pattern' must be null, \"h\" (GPT-2) or \"layers\" (Llama "
+                         "families)", path);
+        else snprintf(pattern, 16, "%s", lp ? lp : "");
     }
     if (rc == 0) {
         v = json_object_get(root, "bias");
@@ -329,6 +336,11 @@ int lora_read_config(const char *dir, LoraConfig *cfg) {
     return rc;
 }
 
+int lora_read_config(const char *dir, LoraConfig *cfg) {
+    char pattern[16];
+    return read_config(dir, cfg, pattern);
+}
+
 /* The attached adapters must be the ones the file describes. */
 static int check_same(GPT *m, const LoraConfig *c, const char *dir) {
     const LoraConfig *have = gpt_lora_config(m);
@@ -343,7 +355,14 @@ int lora_load_peft(GPT *m, const char *dir) { return lora_load_peft_ex(m, dir, 1
 
 int lora_load_peft_ex(GPT *m, const char *dir, int check_base_model) {
     LoraConfig cfg;
-    if (lora_read_config(dir, &cfg) != 0) return -1;
+    char pattern[16];
+    if (read_config(dir, &cfg, pattern) != 0) return -1;
+    const char *blocks = gpt_config(m)->arch == ARCH_GPT2 ? "h" : "layers";
+    if (cfg.n_layers > 0 && pattern[0] && strcmp(pattern, blocks) != 0)
+        return err_set("%s/adapter_config.json: layers_pattern \"%s\" is not the block list of "
+                       "this model's module names (\"%s\": %s.<layer>.), so PEFT would adapt "
+                       "no layer; set it to \"%s\" or null", dir, pattern, blocks,
+                       blocks[0] == 'h' ? "transformer.h" : "model.layers", blocks);
     if (!gpt_lora_config(m)) {
         if (gpt_lora_attach(m, &cfg) != 0) return -1;
     } else if (check_same(m, &cfg, dir) != 0) {
