@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # scripts/test_dist_train.sh — data-parallel training on CPUs under mpirun,
 # against single-process runs with the same global batch:
-#   1. 2 ranks x batch 2 == 1 rank x batch 4 (lm), and 3 ranks x 2 == 1 x 6
+#   1. 2 ranks x batch 2 == 1 rank x batch 4 (lm; GPT-2, and a Llama-family
+#      model from tests/fixtures/cli_families/llama), and 3 ranks x 2 == 1 x 6
 #   2. the same for DPO and ORPO pairs (2 ranks x 2 pairs == 1 rank x 4 pairs)
 #   3. stopped (as by SIGTERM) at step 3 on 2 ranks and resumed on 1 rank,
 #      and the reverse: the losses continue as the uninterrupted run's
@@ -89,6 +90,12 @@ LM="--set data.train=$dir/lm.h5"
 run1 "$dir/one4" 4 $LM || { echo "FAIL: single-process run"; cat "$dir/one4.log"; }
 runN 2 "$dir/two2" 2 $LM || { echo "FAIL: mpirun -np 2"; tail -20 "$dir/two2.log"; }
 compare "lm: 2 ranks x 2 == 1 rank x 4" "$dir/one4" "$dir/two2"
+# a Llama-family model (GQA, RMSNorm, RoPE, SwiGLU, untied head) from its
+# Hugging Face directory: the same split
+LLAMA="$LM --set model.init=tests/fixtures/cli_families/llama"
+run1 "$dir/llama4" 4 $LLAMA || { echo "FAIL: single-process llama run"; tail -20 "$dir/llama4.log"; }
+runN 2 "$dir/llama2" 2 $LLAMA || { echo "FAIL: mpirun -np 2 llama"; tail -20 "$dir/llama2.log"; }
+compare "llama: 2 ranks x 2 == 1 rank x 4" "$dir/llama4" "$dir/llama2"
 run1 "$dir/one6" 6 $LM
 # (dist.timeout_s=0: no deadline at all, the collectives as usual)
 runN 3 "$dir/three2" 2 $LM --set dist.timeout_s=0 || { echo "FAIL: mpirun -np 3"; tail -20 "$dir/three2.log"; }
