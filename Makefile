@@ -266,6 +266,7 @@ fixtures: $(PY)
 	$(PY) tests/make_lora_llama_fixtures.py tests/fixtures/lora_llama
 	$(PY) tests/make_metrics_fixtures.py tests/fixtures
 	$(PY) tests/make_family_fixtures.py tests/fixtures/families
+	$(PY) tests/make_cli_family_fixtures.py tests/fixtures/cli_families
 
 bench: check-deps $(PY)
 	@$(MAKE) --no-print-directory retort
