@@ -251,7 +251,8 @@ static int read_config(const char *dir, LoraConfig *cfg, char pattern[16]) {
     if (rc == 0) {
         v = json_object_get(root, "lora_alpha");
         /* a float: 1e300 would be inf, and every adapted layer's output inf */
-        if (!json_is_number(v) || !(json_number_value(v) > 0) ||
+        /* as a float: 1e-300 rounds to 0, and every adapter's scale with it */
+        if (!json_is_number(v) || !((float)json_number_value(v) > 0) ||
             !isfinite((float)json_number_value(v)))
             rc = err_set("%s: 'lora_alpha' must be a positive number that fits a float", path);
         else cfg->alpha = (float)json_number_value(v);
