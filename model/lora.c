@@ -328,9 +328,15 @@ static int read_config(const char *dir, LoraConfig *cfg, char pattern[16]) {
             rc = err_set("%s: 'bias' must be \"none\" (trained biases are not supported)", path);
     }
     cfg->use_rslora = json_is_true(json_object_get(root, "use_rslora"));
+    /* each changes what the adapted layers compute (activated LoRA: only
+     * after the invocation tokens; QALoRA pools the input; BD-LoRA's block-
+     * diagonal factors; Arrow routing; KaSA's truncated base; MonteCLoRA's
+     * sampling) or which layers there are */
     static const char *const unsupported[] = {
         "use_dora", "lora_bias", "rank_pattern", "alpha_pattern", "modules_to_save",
-        "exclude_modules", "layer_replication", "target_parameters", "trainable_token_indices"};
+        "exclude_modules", "layer_replication", "target_parameters", "trainable_token_indices",
+        "alora_invocation_tokens", "use_qalora", "use_bdlora", "arrow_config", "kasa_config",
+        "monteclora_config"};
     for (size_t i = 0; i < sizeof unsupported / sizeof *unsupported && rc == 0; i++)
         rc = refuse_set(path, root, unsupported[i]);
     json_decref(root);

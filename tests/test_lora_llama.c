@@ -14,7 +14,8 @@
  *     loss (1e-5 relative: both fp32, summation order) and adapter gradients
  *     (1e-4 per tensor: longer sums in another order), and lora_save_peft
  *     writes back PEFT's tensors bit for bit; a layers_pattern that is not
- *     the family's ("layers"; GPT-2's "h") is refused;
+ *     the family's ("layers"; GPT-2's "h") is refused, and so are the LoRA
+ *     variants of PEFT 0.21 that compute something else (aLoRA, QALoRA, ...);
  *   - gpt_lora_merge gives PEFT's merged weights (1e-6 relative per tensor:
  *     W + s B A in fp32 on both sides, ours accumulating in double) and
  *     leaves every other tensor bit-identical;
@@ -321,6 +322,38 @@ Test(peft_llama, layers_pattern_of_another_family_is_refused) {
     cr_expect_eq(lora_load_peft(m, dir), 0, "the list form: %s", err_msg());
     json_decref(root);
     gpt_free(m);
+    rm_rf(dir);
+}
+
+/* LoRA variants of PEFT 0.21 that compute something else are refused, naming
+ * the key; their unset values (null, false, as PEFT writes them) load. */
+Test(peft_llama, lora_variants_are_refused) {
+    char dir[256], path[400];
+    make_temp_dir(dir, sizeof dir, "lora-llama-variant");
+    snprintf(path, sizeof path, "%s/adapter_config.json", dir);
+    static const char *const cases[][2] = {
+        {"alora_invocation_tokens", "[5, 7]"}, {"use_qalora", "true"},
+        {"use_bdlora", "{\"lora_a_is_blockdiagonal\": true}"},
+        {"arrow_config", "{\"top_k\": 2}"}, {"kasa_config", "{\"beta\": 0.0001}"},
+        {"monteclora_config", "{\"num_experts\": 4}"}};
+    json_error_t jerr;
+    json_t *root = json_load_file(LL "llama_all/adapter_config.json", 0, &jerr);
+    cr_assert(root, "%s", jerr.text);
+    LoraConfig c;
+    cr_assert_eq(json_dump_file(root, path, 0), 0);
+    cr_expect_eq(lora_read_config(dir, &c), 0, "PEFT's own file: %s", err_msg());
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        json_t *copy = json_deep_copy(root);
+        json_t *value = json_loads(cases[i][1], JSON_DECODE_ANY, &jerr);
+        cr_assert(value, "%s: %s", cases[i][1], jerr.text);
+        json_object_set_new(copy, cases[i][0], value);
+        cr_assert_eq(json_dump_file(copy, path, 0), 0);
+        json_decref(copy);
+        err_clear();
+        cr_expect_eq(lora_read_config(dir, &c), -1, "%s accepted", cases[i][0]);
+        assert_contains(err_msg(), cases[i][0]);
+    }
+    json_decref(root);
     rm_rf(dir);
 }
 
