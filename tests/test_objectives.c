@@ -473,3 +473,45 @@ Test(finetune, train_only_pattern_and_bad_pattern) {
               err_msg());
     rm_rf(dir);
 }
+
+/* finetune.lora_targets unset: PEFT's default modules of the family, c_attn
+ * for GPT-2 and q_proj, v_proj for a Llama-style model (a GPT-2 default
+ * would match no Llama module and stop the run). */
+Test(lora, default_targets_follow_the_family) {
+    char dir[256], data[512], init[512], out[512], ck[600], path[700];
+    make_temp_dir(dir, sizeof dir, "lora-default");
+    snprintf(data, sizeof data, "%s/lm.h5", dir);
+    make_lm(data);
+    for (int llama = 0; llama < 2; llama++) {
+        GPTConfig cfg = {.n_layer = 2, .n_head = 2, .n_embd = 32, .vocab_size = 257,
+                         .n_positions = 32, .layer_norm_epsilon = 1e-5f, .vocab_pad = 0};
+        if (llama) {
+            cfg.arch = ARCH_LLAMA;
+            cfg.n_kv_head = 1;
+            cfg.intermediate_size = 48;
+        }
+        GPT *base = perturbed_cpu_model(&cfg, 5, 105, 0.05);
+        snprintf(init, sizeof init, "%s/base%d", dir, llama);
+        snprintf(out, sizeof out, "%s/run%d", dir, llama);
+        save_model(base, init);
+        gpt_free(base);
+        Config c;
+        tiny_config(&c, data, out);
+        snprintf(c.model.init, sizeof c.model.init, "%s", init);
+        c.finetune.lora_r = 2;
+        c.finetune.lora_alpha = 4;
+        cr_assert_eq(c.finetune.lora_targets[0], '\0', "the key's default is unset");
+        train_ok(&c, 0);
+        ckpt_dir_name(ck, sizeof ck, out, 6);
+        snprintf(path, sizeof path, "%s/adapter_config.json", ck);
+        char *text = read_file(path, NULL);
+        cr_assert(text, "%s", path);
+        if (llama)
+            cr_expect(strstr(text, "\"q_proj\"") && strstr(text, "\"v_proj\"") &&
+                          !strstr(text, "\"k_proj\""), "%s", text);
+        else
+            cr_expect(strstr(text, "\"c_attn\"") != NULL, "%s", text);
+        free(text);
+    }
+    rm_rf(dir);
+}

@@ -123,12 +123,12 @@ static const KeyInfo KEYS[] = {
 
     REAL_KEY(orpo, beta, 0, OPEN, NO_LIMIT, CLOSED, "weight of the odds-ratio term (lambda of the ORPO paper)"),
 
-    STR_KEY(finetune, freeze, false, "comma-separated parameter name globs to freeze, e.g. \"wte.weight,h.[0-5].*\""),
+    STR_KEY(finetune, freeze, false, "comma-separated parameter name globs to freeze, e.g. \"wte.weight,h.[0-5].*\" (GPT-2) or \"model.embed_tokens.weight,model.layers.[0-5].*\""),
     STR_KEY(finetune, train_only, false, "comma-separated globs: train only these, freeze the rest"),
     INT_KEY(finetune, lora_r, 0, "LoRA rank (0 = off); with LoRA only the adapters train"),
     REAL_KEY(finetune, lora_alpha, 0, OPEN, NO_LIMIT, CLOSED, "LoRA scale numerator: scale = alpha / r"),
     REAL_KEY(finetune, lora_dropout, 0, CLOSED, 1, OPEN, "dropout on the LoRA input"),
-    STR_KEY(finetune, lora_targets, false, "comma-separated modules that get adapters (c_attn, c_proj, c_fc, attn.c_proj, mlp.c_proj)"),
+    STR_KEY(finetune, lora_targets, false, "comma-separated modules that get adapters: GPT-2 c_attn, c_proj, c_fc, attn.c_proj, mlp.c_proj; Llama families q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj (unset: PEFT's default, c_attn / q_proj,v_proj)"),
 
     BOOL_KEY(dist, zero1, "shard AdamW state and master weights across ranks (ZeRO-1)"),
     INT_KEY(dist, bucket_mb, 1, "gradient all-reduce bucket size in MiB"),
@@ -201,7 +201,6 @@ void config_defaults(Config *c) {
     c->dpo.simpo_gamma = 0.5;
     c->orpo.beta = 0.1;
     c->finetune.lora_alpha = 16;
-    copy_string(c->finetune.lora_targets, sizeof c->finetune.lora_targets, "c_attn");
     c->dist.bucket_mb = 25;
     c->dist.timeout_s = 600;
 

@@ -553,7 +553,12 @@ static int apply_finetune(Trainer *t) {
         lc.alpha = (float)c->finetune.lora_alpha;
         lc.dropout = (float)c->finetune.lora_dropout;
         lc.seed = (uint64_t)c->train.seed;
-        snprintf(buf, sizeof buf, "%s", c->finetune.lora_targets);
+        /* unset: PEFT's default for the family (GPT-2 c_attn; q_proj, v_proj for the
+         * Llama families) */
+        const char *targets = c->finetune.lora_targets;
+        if (!targets[0])
+            targets = gpt_config(t->model)->arch == ARCH_GPT2 ? "c_attn" : "q_proj,v_proj";
+        snprintf(buf, sizeof buf, "%s", targets);
         int n = split_list(buf, items, LORA_MAX_TARGETS);
         for (int i = 0; i < n; i++) snprintf(lc.targets[i], sizeof lc.targets[i], "%s", items[i]);
         lc.n_targets = n;
