@@ -1066,6 +1066,80 @@ Test(cuda_model, grad_accum_in_fp32) {
     free(in), free(tg), free(g), free(once), free(four);
 }
 
+/* LoRA on a Llama-family model (Qwen2: q/k/v biases; one kv head for two
+ * query heads, HS 64): adapters on column slices of the fused q/k/v and
+ * gate/up GEMMs (k_proj, v_proj, up_proj: cols_add forward, cols_copy
+ * backward) and on whole ones (o_proj, down_proj), with dropout, give the
+ * CPU's log-probs and adapter gradients. The same bf16-rounded weights on
+ * both; tolerances as forward_backward_matches_cpu (a whole model in bf16). */
+Test(cuda_model, llama_lora_matches_cpu) {
+    NEED_GPU(G);
+    GPTConfig cfg = {.arch = ARCH_QWEN2, .n_layer = 2, .n_head = 2, .n_kv_head = 1,
+                     .n_embd = 128, .intermediate_size = 192, .attn_bias = 1,
+                     .vocab_size = 515, .n_positions = 128, .layer_norm_epsilon = 1e-6f,
+                     .rope_theta = 1e6};
+    GPT *mc = gpt_create(&cfg, backend_cpu()), *mg = gpt_create(&cfg, G);
+    cr_assert(mc && mg, "%s", err_msg());
+    gpt_init_random(mc, 5);
+    LoraConfig lc = {.r = 8, .alpha = 16, .dropout = 0.1f, .seed = 3};
+    const char *targets[] = {"k_proj", "v_proj", "up_proj", "o_proj", "down_proj"};
+    for (int i = 0; i < 5; i++)
+        snprintf(lc.targets[lc.n_targets++], LORA_NAME_LEN, "%s", targets[i]);
+    size_t n0 = gpt_flat_size(mc);
+    float *w0 = malloc(n0 * 4);
+    gpt_copy_params_to_host(mc, w0, n0);
+    gpt_copy_params_to_device(mg, w0, n0);
+    free(w0);
+    cr_assert_eq(gpt_lora_attach(mc, &lc), 0, "%s", err_msg());
+    cr_assert_eq(gpt_lora_attach(mg, &lc), 0, "%s", err_msg());
+    size_t n = gpt_flat_size(mc);
+    cr_assert_eq(n, gpt_flat_size(mg));
+    float *w = malloc(n * 4);
+    gpt_copy_params_to_host(mc, w, n);
+    Rng r;
+    rng_seed(&r, 23);
+    for (int i = 0; i < gpt_num_tensors(mc); i++) { /* lora_B starts at zero: a no-op */
+        const ParamInfo *p = gpt_tensor(mc, i);
+        if (p->lora == 2)
+            for (size_t k = 0; k < p->numel; k++) w[p->offset + k] = (float)(0.1 * rng_normal(&r));
+    }
+    for (size_t i = 0; i < n; i++) w[i] = bf16_round(w[i]); /* identical weights */
+    gpt_copy_params_to_device(mc, w, n);
+    gpt_copy_params_to_device(mg, w, n);
+    free(w);
+    int B = 2, T = 96, N = B * T;
+    int *in = malloc(N * sizeof(int)), *tg = malloc(N * sizeof(int));
+    for (int i = 0; i < N; i++) {
+        in[i] = (int)rng_below(&r, cfg.vocab_size);
+        tg[i] = i % 7 == 0 ? -1 : (int)rng_below(&r, cfg.vocab_size);
+    }
+    float *lc_cpu = malloc(N * 4), *lc_gpu = malloc(N * 4), *g = malloc(N * 4);
+    for (int i = 0; i < N; i++) g[i] = tg[i] < 0 ? 0.0f : -1.0f / N;
+    gpt_zero_grad(mc);
+    gpt_zero_grad(mg);
+    gpt_forward(mc, in, tg, B, T, lc_cpu); /* training forwards: the same dropout masks */
+    gpt_forward(mg, in, tg, B, T, lc_gpu);
+    expect_close("llama + LoRA logp", lc_gpu, lc_cpu, N, 2e-2);
+    gpt_backward(mc, g);
+    gpt_backward(mg, g);
+    float *gc = malloc(n * 4), *gg = malloc(n * 4);
+    gpt_copy_grads_to_host(mc, gc, n);
+    gpt_copy_grads_to_host(mg, gg, n);
+    int adapters = 0;
+    for (int i = 0; i < gpt_num_tensors(mc); i++) {
+        const ParamInfo *p = gpt_tensor(mc, i);
+        if (!p->lora) continue;
+        char what[128];
+        snprintf(what, sizeof what, "grad %s", p->name);
+        expect_close(what, gg + p->offset, gc + p->offset, p->numel, 5e-2);
+        adapters++;
+    }
+    cr_expect_eq(adapters, 2 * 5 * cfg.n_layer);
+    free(gc), free(gg), free(in), free(tg), free(lc_cpu), free(lc_gpu), free(g);
+    gpt_free(mc);
+    gpt_free(mg);
+}
+
 /* ---------------------------------------------------------------- backend */
 
 /* One forward and backward of a fixed model and batch on G: logp (N) and the
