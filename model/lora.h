@@ -5,15 +5,20 @@
  * PeftModel.from_pretrained reads:
  *
  *   adapter_model.safetensors  "base_model.model.transformer.h.<l>.<module>.lora_A.weight"
- *                              (r, in) and "...lora_B.weight" (out, r), fp32
+ *                              (GPT-2), "base_model.model.model.layers.<l>.self_attn.q_proj.
+ *                              lora_A.weight" (Llama families): (r, in), and
+ *                              "...lora_B.weight" (out, r), fp32
  *   adapter_config.json        peft_type LORA, task_type CAUSAL_LM, r, lora_alpha,
  *                              lora_dropout, target_modules, fan_in_fan_out true
- *                              (GPT-2's Conv1D), bias "none", base_model_name_or_path
+ *                              (GPT-2's Conv1D) or false (nn.Linear), bias "none",
+ *                              base_model_name_or_path; layers_pattern null or the
+ *                              family's block list ("h", "layers")
  *
  * The model keeps A^T and B^T (Conv1D orientation); saving and loading
  * transpose. Features of PEFT's config that retort does not implement (DoRA,
- * LoRA bias, per-module rank or alpha patterns, modules_to_save, ...) are
- * refused on load with the key named, never ignored.
+ * LoRA bias, per-module rank or alpha patterns, modules_to_save, the LoRA
+ * variants aLoRA, QALoRA, ...) are refused on load with the key named, never
+ * ignored.
  */
 #ifndef RETORT_LORA_H
 #define RETORT_LORA_H
