@@ -7,8 +7,11 @@
  *
  * Every command has --help. Errors print what, where and how to fix, and exit 1.
  */
+#include <cblas.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli/cli.h"
 
@@ -16,7 +19,7 @@
 
 static void usage_main(FILE *f) {
     fprintf(f,
-            "retort %s — train and distill GPT-style language models in C\n\n"
+            "retort %s — train and distill decoder language models in C\n\n"
             "usage: retort <command> [options]\n\n"
             "commands:\n"
             "  train        train or fine-tune a model from a YAML config\n"
@@ -48,7 +51,39 @@ static const struct {
     {"agent", cmd_agent},         {"device", cmd_device},
 };
 
+/* OpenBLAS picks its kernels by the CPU's model number, and on a CPU it does
+ * not know (a virtual machine's "Intel Xeon Processor", a newer model than
+ * the library) it falls back to its generic Prescott (SSE3) kernels: on the
+ * 2-core AVX-512 Xeon of the README's tables that halved training
+ * throughput. The kernels are chosen when the library loads, from
+ * OPENBLAS_CORETYPE, so when the user has not set it and the choice is a
+ * generic one while the CPU has AVX-512 or AVX2 + FMA, the process starts
+ * itself again with the matching core set (once: the variable is then set).
+ * Results do not depend on it beyond sgemm's rounding. */
+static void choose_blas_core(char **argv) {
+    if (getenv("OPENBLAS_CORETYPE")) return;
+    const char *core = openblas_get_corename();
+    static const char *const generic[] = {"prescott", "core2", "nehalem", "atom", "katmai",
+                                          "coppermine", "northwood", "banias", "unknown"};
+    int weak = core == NULL;
+    for (size_t i = 0; core && i < sizeof generic / sizeof *generic; i++)
+        weak |= strcasecmp(core, generic[i]) == 0;
+    if (!weak) return;
+    __builtin_cpu_init();
+    const char *better = NULL;
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
+        __builtin_cpu_supports("avx512cd"))
+        better = "SkylakeX";
+    else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+        better = "Haswell";
+    if (!better || setenv("OPENBLAS_CORETYPE", better, 1) != 0) return;
+    execv("/proc/self/exe", argv); /* returns only on failure: go on as we are */
+    unsetenv("OPENBLAS_CORETYPE");
+}
+
 int main(int argc, char **argv) {
+    choose_blas_core(argv);
     if (argc < 2) {
         usage_main(stderr);
         return 2;

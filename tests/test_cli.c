@@ -370,3 +370,43 @@ Test(cli, export_keeps_the_base_tokenizer_record, .timeout = 60) {
     assert_contains(got, "bpe:base:0123456789abcdef");
     free(got);
 }
+
+/* The binary never runs OpenBLAS's generic kernels on a CPU with AVX2 + FMA:
+ * OpenBLAS falls back to Prescott (SSE3) on a CPU model it does not know,
+ * and retort then restarts itself with the matching OPENBLAS_CORETYPE
+ * (cli/main.c). OPENBLAS_VERBOSE=2 prints the core each load chose; the last
+ * one is the process that runs. A variable the user set is left alone. */
+Test(cli, openblas_runs_the_kernels_of_this_cpu) {
+    __builtin_cpu_init();
+    if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma")) {
+        fprintf(stderr, "SKIP: this CPU has no AVX2 + FMA; generic kernels are right here\n");
+        return;
+    }
+    char dir[256], cmd[1024];
+    make_temp_dir(dir, sizeof dir, "blascore");
+    snprintf(cmd, sizeof cmd, "env -u OPENBLAS_CORETYPE OPENBLAS_VERBOSE=2 %s version 2>&1", bin());
+    FILE *p = popen(cmd, "r");
+    cr_assert(p);
+    char line[256], last[256] = "";
+    while (fgets(line, sizeof line, p))
+        if (!strncmp(line, "Core: ", 6)) snprintf(last, sizeof last, "%s", line + 6);
+    cr_assert_eq(pclose(p), 0);
+    cr_assert(last[0], "OPENBLAS_VERBOSE=2 printed no core (not an OpenBLAS build?)");
+    last[strcspn(last, "\n")] = '\0';
+    static const char *const generic[] = {"Prescott", "Core2", "Nehalem", "Atom"};
+    for (size_t i = 0; i < sizeof generic / sizeof *generic; i++)
+        cr_expect(strcasecmp(last, generic[i]) != 0, "OpenBLAS runs its %s kernels", last);
+    /* the user's choice wins: no restart, the core asked for */
+    snprintf(cmd, sizeof cmd, "OPENBLAS_CORETYPE=Haswell OPENBLAS_VERBOSE=2 %s version 2>&1", bin());
+    p = popen(cmd, "r");
+    cr_assert(p);
+    int cores = 0;
+    while (fgets(line, sizeof line, p))
+        if (!strncmp(line, "Core: ", 6)) {
+            cores++;
+            cr_expect(!strncmp(line + 6, "Haswell", 7), "%s", line);
+        }
+    cr_assert_eq(pclose(p), 0);
+    cr_expect_eq(cores, 1, "one load of OpenBLAS, no restart");
+    rm_rf(dir);
+}
