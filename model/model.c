@@ -291,13 +291,14 @@ static void build_table(GPT *m) {
     m->n_alloc = m->base_alloc = off;
 }
 
-/* Lays the gradients out over the trainable tensors, reallocates the (zeroed)
- * gradient buffer and records what backward has to visit.
+/* Lays the gradients out over the trainable tensors, releases the gradient
+ * buffer (ensure_grads allocates it, zeroed, when first needed) and records
+ * what backward has to visit.
  *
  * The buffer is fp32 on every backend (model/backend.h), n_grad floats.
  * Invariant: every element outside the tensors' [grad_offset, grad_offset +
  * numel) ranges (the alignment tail of each tensor's alloc, and wte's padded
- * vocabulary rows) is zero. It is allocated zeroed here, gpt_zero_grad zeroes
+ * vocabulary rows) is zero. It is allocated zeroed, gpt_zero_grad zeroes
  * all of it, no op writes outside a tensor's numel elements (the encoder only
  * touches rows of real ids, checked < V in gpt_forward), and the head backward
  * adds only zeros into the padded rows (the classifier zeroes the padded
@@ -338,11 +339,25 @@ int relayout_grads(GPT *m) {
         }
     }
     if (m->grads) m->be->release(m->grads);
+    m->grads = NULL; /* allocated on first use: a model that only generates never needs it */
     m->n_grad = off;
-    m->grads = m->be->alloc((off > 0 ? off : 16) * sizeof(float));
     m->grad_version++;
-    if (!m->grads) return -1;
     return 0;
+}
+
+/* The gradient buffer, allocated (zeroed) the first time anything needs it:
+ * backward, the optimizer, the all-reduce. Inference (generate, eval, a
+ * teacher, a reference model) never touches it, which keeps a loaded model's
+ * memory at its parameters. */
+static float *ensure_grads(GPT *m) {
+    if (!m->grads) {
+        m->grads = m->be->alloc((m->n_grad > 0 ? m->n_grad : 16) * sizeof(float));
+        if (!m->grads) {
+            fprintf(stderr, "retort: %s\n", err_msg());
+            exit(1);
+        }
+    }
+    return m->grads;
 }
 
 /* The inverse frequencies of the rotary embedding, HS/2 of them, as
@@ -494,7 +509,7 @@ int gpt_num_tensors(const GPT *m) { return m->n_tensors; }
 const ParamInfo *gpt_tensor(const GPT *m, int i) { return &m->tensors[i]; }
 size_t gpt_num_params(const GPT *m) { return m->n_params; }
 float *gpt_params(GPT *m) { return m->params; }
-float *gpt_grads(GPT *m) { return m->grads; }
+float *gpt_grads(GPT *m) { return ensure_grads(m); }
 size_t gpt_grad_size(const GPT *m) { return m->n_grad; }
 size_t gpt_grad_bytes(const GPT *m) { return m->n_grad * sizeof(float); }
 int gpt_grad_layout_version(const GPT *m) { return m->grad_version; }
@@ -1028,6 +1043,7 @@ void backward_through_head(GPT *m, const HeadKd *kd) {
     int stop = m->embed_trainable ? 0 : m->lowest_trainable;
     int need_lnf = lnf_needed(m);
     if (!need_lnf && !m->tensors[m->i_head].trainable) return;
+    ensure_grads(m); /* grad_at() reads m->grads */
     size_t X = be->act_size; /* bytes per compute-type element */
     if (need_lnf) be->zero(m->dC, NC * X);
     /* from the last chunk, whose logits forward left in the buffer */
@@ -1055,7 +1071,7 @@ void backward_through_head(GPT *m, const HeadKd *kd) {
 }
 
 /* the whole buffer, padding included (relayout_grads' invariant) */
-void gpt_zero_grad(GPT *m) { m->be->zero(m->grads, m->n_grad * sizeof(float)); }
+void gpt_zero_grad(GPT *m) { m->be->zero(ensure_grads(m), m->n_grad * sizeof(float)); }
 
 size_t gpt_flat_size(const GPT *m) { return m->n_alloc; }
 
@@ -1072,7 +1088,7 @@ void gpt_copy_params_to_device(GPT *m, const float *host, size_t n) {
 void gpt_copy_grads_to_host(GPT *m, float *host, size_t n) {
     assert(n <= m->n_alloc);
     float *packed = xmalloc((m->n_grad > 0 ? m->n_grad : 1) * sizeof(float));
-    if (m->n_grad > 0) m->be->to_host(packed, m->grads, m->n_grad * sizeof(float)); /* fp32 */
+    if (m->n_grad > 0) m->be->to_host(packed, ensure_grads(m), m->n_grad * sizeof(float));
     memset(host, 0, n * sizeof(float));
     for (int i = 0; i < m->n_tensors; i++) {
         const ParamInfo *p = &m->tensors[i];

@@ -815,6 +815,46 @@ Test(hf_weights, loading_holds_the_model_and_not_much_of_the_file, .timeout = 12
     rm_rf(dir);
 }
 
+/* The whole of model_load_hf (config, the model, its weights) costs at most
+ * the issue's bound, 1.1x the file plus the model's fp32 copy: no gradient
+ * buffer until something trains (a model that only generates, a teacher or a
+ * reference never needs one; at 4d1c970 gpt_create allocated and zeroed it,
+ * a second fp32 copy). */
+Test(hf_weights, a_loaded_model_is_its_parameters_and_no_gradients, .timeout = 120) {
+    GPTConfig cfg = {.n_layer = 8, .n_head = 8, .n_embd = 512, .vocab_size = 1000,
+                     .n_positions = 64, .layer_norm_epsilon = 1e-5f, .arch = ARCH_LLAMA,
+                     .n_kv_head = 4, .intermediate_size = 1024};
+    char dir[256], path[512];
+    make_temp_dir(dir, sizeof dir, "hfmem2");
+    GPT *m = random_cpu_model(&cfg, 2);
+    size_t params = gpt_num_params(m);
+    HfSaveOptions o = {.dtype = HF_SAVE_BF16};
+    cr_assert_eq(model_save_hf_ex(m, dir, &o), 0, "%s", err_msg());
+    gpt_free(m);
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    struct stat st;
+    cr_assert_eq(stat(path, &st), 0);
+    FILE *clear = fopen("/proc/self/clear_refs", "w");
+    if (!clear || fputs("5", clear) < 0 || fclose(clear) != 0 || status_kb("VmHWM:") < 0) {
+        fprintf(stderr, "SKIP: cannot reset the peak RSS (/proc/self/clear_refs)\n");
+        rm_rf(dir);
+        cr_skip_test();
+    }
+    long before = status_kb("VmRSS:");
+    GPT *loaded = model_load_hf(dir, backend_cpu());
+    cr_assert_not_null(loaded, "%s", err_msg());
+    long peak = status_kb("VmHWM:");
+    double file_mb = (double)st.st_size / 1e6, fp32_mb = (double)params * 4 / 1e6;
+    double extra_mb = (double)(peak - before) * 1024 / 1e6;
+    fprintf(stderr, "model_load_hf: fp32 copy %.1f MB, file %.1f MB, peak RSS grew %.1f MB\n",
+            fp32_mb, file_mb, extra_mb);
+    cr_expect_leq(extra_mb, 1.1 * file_mb + fp32_mb, "peak grew %.1f MB", extra_mb);
+    /* the gradients come when training asks for them */
+    cr_expect_not_null(gpt_grads(loaded));
+    gpt_free(loaded);
+    rm_rf(dir);
+}
+
 /* ---------------------------------------------------------------- training */
 
 Test(hf_train, a_run_from_init_keeps_its_source_files_and_a_fresh_llama_trains, .timeout = 300) {
