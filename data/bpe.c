@@ -509,6 +509,8 @@ Tokenizer *bpe_tokenizer(Bpe *b, const char *name) {
     tok->vocab_size = b->n_vocab;
     tok->eos_id = b->eos_id;
     tok->pad_id = b->eos_id;
+    tok->bos_id = -1;
+    tok->newline_cuts_exact = 1;
     tok->encode = bpe_encode;
     tok->decode_token = bpe_decode_token;
     tok->destroy = bpe_destroy;

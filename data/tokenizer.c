@@ -54,6 +54,8 @@ Tokenizer *tokenizer_bytes(void) {
     tok->vocab_size = 257;
     tok->eos_id = BYTES_EOS;
     tok->pad_id = BYTES_EOS;
+    tok->bos_id = -1;
+    tok->newline_cuts_exact = 1;
     tok->encode = bytes_encode;
     tok->decode_token = bytes_decode_token;
     tok->destroy = bytes_destroy;
@@ -74,11 +76,32 @@ void tokenizer_free(Tokenizer *tok) {
     if (tok && tok->destroy) tok->destroy(tok);
 }
 
-char *tokenizer_decode(const Tokenizer *tok, const uint32_t *ids, int64_t n) {
+int64_t tokenizer_encode(const Tokenizer *tok, const char *text, size_t len, int add_special,
+                         uint32_t **ids, int64_t *cap, int64_t n) {
+    int n_pre = add_special ? tok->n_special_prefix : 0;
+    int n_post = add_special ? tok->n_special_suffix : 0;
+    if (n + n_pre > *cap) {
+        *cap = 2 * (n + n_pre) + 16;
+        *ids = xrealloc(*ids, (size_t)*cap * sizeof **ids);
+    }
+    for (int i = 0; i < n_pre; i++) (*ids)[n++] = tok->special_prefix[i];
+    n = tok->encode(tok, text, len, ids, cap, n);
+    if (n + n_post > *cap) {
+        *cap = 2 * (n + n_post) + 16;
+        *ids = xrealloc(*ids, (size_t)*cap * sizeof **ids);
+    }
+    for (int i = 0; i < n_post; i++) (*ids)[n++] = tok->special_suffix[i];
+    return n;
+}
+
+char *tokenizer_decode_text(const Tokenizer *tok, const uint32_t *ids, int64_t n,
+                            int skip_special, size_t *len_out) {
+    if (tok->decode) return tok->decode(tok, ids, n, skip_special, len_out);
     size_t cap = (size_t)n + 16, len = 0;
     char *out = xmalloc(cap);
     char piece[256];
     for (int64_t i = 0; i < n; i++) {
+        if (skip_special && tokenizer_is_special(tok, ids[i])) continue;
         int k = tok->decode_token(tok, ids[i], piece);
         if (len + (size_t)k + 1 > cap) {
             while (len + (size_t)k + 1 > cap) cap *= 2;
@@ -88,7 +111,26 @@ char *tokenizer_decode(const Tokenizer *tok, const uint32_t *ids, int64_t n) {
         len += (size_t)k;
     }
     out[len] = '\0';
+    if (len_out) *len_out = len;
     return out;
+}
+
+char *tokenizer_decode(const Tokenizer *tok, const uint32_t *ids, int64_t n) {
+    return tokenizer_decode_text(tok, ids, n, 0, NULL);
+}
+
+int tokenizer_token_id(const Tokenizer *tok, const char *token) {
+    size_t len = strlen(token);
+    if (tok->token_id) return tok->token_id(tok, token, len);
+    /* the bytes tokenizer: EOS by its text, a byte by itself */
+    if (strcmp(token, EOS_TEXT) == 0) return tok->eos_id;
+    if (len == 1 && tok->vocab_size >= 256) return (unsigned char)token[0];
+    return -1;
+}
+
+int tokenizer_is_special(const Tokenizer *tok, uint32_t id) {
+    if (tok->is_special) return tok->is_special(tok, id);
+    return (int)id == tok->eos_id; /* the bytes tokenizer's one special token */
 }
 
 /* The 16 hex digits after the last ':' of a "bpe:LABEL:HASH" name, or NULL. */
