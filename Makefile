@@ -252,7 +252,7 @@ $(PY):
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
 	$(VENV)/bin/pip install -q torch numpy transformers safetensors h5py tiktoken tokenizers \
-		sacrebleu rouge-score peft
+		sacrebleu rouge-score peft trl
 
 fixtures: $(PY)
 	$(PY) tests/make_hf_fixtures.py tests/fixtures
@@ -267,6 +267,7 @@ fixtures: $(PY)
 	$(PY) tests/make_metrics_fixtures.py tests/fixtures
 	$(PY) tests/make_family_fixtures.py tests/fixtures/families
 	$(PY) tests/make_cli_family_fixtures.py tests/fixtures/cli_families
+	$(PY) tests/make_trl_dpo_fixtures.py tests/fixtures/trl_dpo
 
 bench: check-deps $(PY)
 	@$(MAKE) --no-print-directory retort

@@ -46,11 +46,22 @@ static void usage_data_build(FILE *f) {
             "                             column holds the turn's role, ids in LIST order\n"
             "      --max-len N            sft: truncate to N tokens, keeping the end of the "
             "prompt and\n"
-            "                             the start of the completion (default 0 = off)\n"
+            "                             the start of the completion; pref: TRL's "
+            "max_length (drop a\n"
+            "                             pair whose prompt alone has N tokens, keep the "
+            "start of\n"
+            "                             each response) (default 0 = off)\n"
             "      --chosen-field NAME    pref: field of the preferred completion (default: "
             "chosen)\n"
             "      --rejected-field NAME  pref: field of the other completion (default: "
             "rejected)\n"
+            "      --boundary MODE        pref: joint (default; TRL 1.x: prompt + response "
+            "encoded\n"
+            "                             together, the response starting where the prompt's "
+            "own\n"
+            "                             encoding stops being a prefix) or separate (TRL "
+            "0.x: each\n"
+            "                             encoded on its own); recorded in the file\n"
             "      --skip-bad             skip malformed lines (and count them) instead of "
             "failing\n"
             "  -q, --quiet                no report\n"
@@ -104,6 +115,7 @@ int cmd_data(int argc, char **argv) {
         {"role-field", required_argument, 0, 'R'}, {"max-len", required_argument, 0, 'L'},
         {"task-field", required_argument, 0, 'K'}, {"train-roles", required_argument, 0, 'G'},
         {"chosen-field", required_argument, 0, 'c'}, {"rejected-field", required_argument, 0, 'r'},
+        {"boundary", required_argument, 0, 'B'},
         {0, 0, 0, 0}};
     BuildOptions o = {0};
     o.schema = SCHEMA_LM;
@@ -133,6 +145,7 @@ int cmd_data(int argc, char **argv) {
         case 'L': o.max_len = atoll(optarg); break;
         case 'c': o.chosen_field = optarg; break;
         case 'r': o.rejected_field = optarg; break;
+        case 'B': o.boundary = optarg; break;
         case 'q': o.quiet = 1; break;
         case 'h': usage_data_build(stdout); return 0;
         default: usage_data_build(stderr); return 2;

@@ -42,8 +42,12 @@ typedef struct {
     int64_t n_lines, n_docs, n_tokens, n_trained, n_skipped;
     int64_t n_truncated, n_dropped;
     PrefWriter *pw;         /* pref builds write through this instead of w */
-    uint32_t *ids2, *ids3;  /* pref: chosen and rejected */
+    uint32_t *ids2, *ids3;  /* pref: chosen and rejected (prompt + response when joint) */
     int64_t cap2, cap3;
+    int joint;              /* pref: boundary "joint" */
+    int64_t n_prompt_split; /* pref, joint: pairs whose prompt encoding is no prefix */
+    char *text;             /* pref, joint: prompt + response */
+    size_t text_cap;
     char **roles;           /* role_field: names in first-seen order */
     int n_roles;
     char **trained;         /* chat roles trained on: train_roles, or {"assistant"} */
@@ -366,6 +370,76 @@ static int parse_train_roles(Build *b, const char *list) {
 
 #define PREF_HINT "; schema 'pref' reads prompt, chosen and rejected"
 
+/* prompt + response (+ EOS) encoded as one text into *ids, as TRL 1.x's
+ * DPOTrainer tokenizes prompt + chosen: the response gets the EOS token's text
+ * unless it already ends with it, and the tokenizer cuts that special out of
+ * the text, so the ids are those of prompt + response then eos_id. */
+static int64_t encode_joint(Build *b, const char *p, size_t p_len, const char *c, size_t c_len,
+                            uint32_t **ids, int64_t *cap) {
+    if (p_len + c_len + 1 > b->text_cap) {
+        b->text_cap = 2 * (p_len + c_len + 1);
+        b->text = xrealloc(b->text, b->text_cap);
+    }
+    memcpy(b->text, p, p_len);
+    memcpy(b->text + p_len, c, c_len);
+    int64_t n = b->tok->encode(b->tok, b->text, p_len + c_len, ids, cap, 0);
+    char eos[256];
+    size_t eos_len = (size_t)b->tok->decode_token(b->tok, (uint32_t)b->tok->eos_id, eos);
+    int has_eos = eos_len > 0 && c_len >= eos_len && !memcmp(c + c_len - eos_len, eos, eos_len) &&
+                  n > 0 && (*ids)[n - 1] == (uint32_t)b->tok->eos_id;
+    return has_eos ? n : push_eos(b, ids, cap, n);
+}
+
+static int64_t common_prefix(const uint32_t *a, int64_t n_a, const uint32_t *b, int64_t n_b) {
+    int64_t k = 0;
+    while (k < n_a && k < n_b && a[k] == b[k]) k++;
+    return k;
+}
+
+/* One preference pair (build.h: boundary, max_len): 0 written or dropped,
+ * 1 bad input (error set), -1 writer failure. */
+static int build_pair(Build *b, const char *p, size_t p_len, const char *c, size_t c_len,
+                      const char *r, size_t r_len) {
+    const Tokenizer *tok = b->tok;
+    int64_t n_p = tok->encode(tok, p, p_len, &b->ids, &b->cap, 0), start = 0, n_c, n_r;
+    if (b->joint) {
+        n_c = encode_joint(b, p, p_len, c, c_len, &b->ids2, &b->cap2);
+        n_r = encode_joint(b, p, p_len, r, r_len, &b->ids3, &b->cap3);
+        /* TRL 1.x: the responses start where prompt alone and prompt + response
+         * first differ (the smaller of the two places), not after the prompt */
+        int64_t k_c = common_prefix(b->ids, n_p, b->ids2, n_c);
+        int64_t k_r = common_prefix(b->ids, n_p, b->ids3, n_r);
+        start = k_c < k_r ? k_c : k_r;
+        b->n_prompt_split += start < n_p;
+        n_p = start;
+    } else {
+        n_c = push_eos(b, &b->ids2, &b->cap2, tok->encode(tok, c, c_len, &b->ids2, &b->cap2, 0));
+        n_r = push_eos(b, &b->ids3, &b->cap3, tok->encode(tok, r, r_len, &b->ids3, &b->cap3, 0));
+    }
+    const uint32_t *chosen = b->ids2 + start, *rejected = b->ids3 + start;
+    n_c -= start;
+    n_r -= start;
+    if (n_c == 0 || n_r == 0)
+        return BAD_INPUT("%s:%lld: the %s response has no token of its own: encoded together "
+                         "with the prompt, its tokens are all the prompt's (--boundary joint); "
+                         "give it text, or build with --boundary separate",
+                         b->name, (long long)b->n_lines, n_c == 0 ? "chosen" : "rejected");
+    int64_t L = b->o->max_len;
+    if (L > 0 && n_p >= L) { /* TRL 1.x drops it: no completion token would be left */
+        b->n_dropped++;
+        return 0;
+    }
+    if (L > 0 && (n_p + n_c > L || n_p + n_r > L)) { /* keep_start */
+        b->n_truncated++;
+        if (n_p + n_c > L) n_c = L - n_p;
+        if (n_p + n_r > L) n_r = L - n_p;
+    }
+    if (pref_writer_add(b->pw, b->ids, n_p, chosen, n_c, rejected, n_r) != 0) return -1;
+    b->n_tokens += n_p + n_c + n_r;
+    b->n_docs++;
+    return 0;
+}
+
 /* One JSONL line: 0 done (or blank), 1 bad input (error set), -1 writer failure. */
 static int build_json_line(Build *b, const char *line, size_t len) {
     size_t i = 0;
@@ -403,18 +477,7 @@ static int build_json_line(Build *b, const char *line, size_t len) {
         if (rc == 0)
             rc = get_field(b, obj, b->o->rejected_field, "--rejected-field" PREF_HINT, &r,
                            &r_len);
-        if (rc == 0) {
-            int64_t n_p = b->tok->encode(b->tok, a, a_len, &b->ids, &b->cap, 0);
-            int64_t n_c = push_eos(b, &b->ids2, &b->cap2,
-                                   b->tok->encode(b->tok, c, c_len, &b->ids2, &b->cap2, 0));
-            int64_t n_r = push_eos(b, &b->ids3, &b->cap3,
-                                   b->tok->encode(b->tok, r, r_len, &b->ids3, &b->cap3, 0));
-            rc = pref_writer_add(b->pw, b->ids, n_p, b->ids2, n_c, b->ids3, n_r);
-            if (rc == 0) {
-                b->n_tokens += n_p + n_c + n_r;
-                b->n_docs++;
-            }
-        }
+        if (rc == 0) rc = build_pair(b, a, a_len, c, c_len, r, r_len);
     } else {
         const json_t *msgs = json_object_get(obj, b->o->messages_field);
         int role = line_role(b, obj);
@@ -523,9 +586,23 @@ static void report(const Build *b) {
     if (b->o->schema == SCHEMA_SFT)
         printf("  %lld tokens carry loss (%.1f%%)\n", (long long)b->n_trained,
                b->n_tokens ? 100.0 * (double)b->n_trained / (double)b->n_tokens : 0.0);
-    if (b->o->max_len > 0)
-        printf("  max_len %lld: %lld examples truncated, %lld dropped (no completion left)\n",
+    if (b->o->schema == SCHEMA_PREF) {
+        printf("  boundary %s", b->o->boundary);
+        if (b->joint)
+            printf(": %lld pairs' prompts encode differently alone than followed by the "
+                   "response; their responses start where the two differ (TRL 1.x)",
+                   (long long)b->n_prompt_split);
+        printf("\n");
+    }
+    if (b->o->schema == SCHEMA_PREF && b->o->max_len > 0)
+        printf("  max_len %lld: %lld pairs truncated, %lld dropped (the prompt alone fills "
+               "max_len, as TRL 1.x drops it)\n",
                (long long)b->o->max_len, (long long)b->n_truncated, (long long)b->n_dropped);
+    else if (b->o->schema != SCHEMA_LM)
+        printf("  max_len %lld: %lld %s truncated, %lld dropped%s\n", (long long)b->o->max_len,
+               (long long)b->n_truncated,
+               b->o->schema == SCHEMA_PREF ? "pairs" : "examples", (long long)b->n_dropped,
+               b->o->max_len > 0 ? " (no completion left)" : " (0: no limit)");
     if (b->n_roles > 0) {
         printf("  %d roles:", b->n_roles);
         for (int i = 0; i < b->n_roles; i++) printf(" %s", b->roles[i]);
@@ -562,9 +639,17 @@ int data_build_stats(const BuildOptions *o, BuildStats *stats) {
     if (o->max_len < 0)
         return err_set("max_len %lld: give a positive token count, or 0 for no limit",
                        (long long)o->max_len);
-    if (o->max_len > 0 && o->schema != SCHEMA_SFT)
-        return err_set("max_len truncates sft examples only; schema '%s' has no max_len",
-                       schema_name(o->schema));
+    if (o->max_len > 0 && o->schema == SCHEMA_LM)
+        return err_set("max_len truncates sft examples and pref pairs; schema 'lm' has no "
+                       "max_len");
+    if (o->boundary && o->schema != SCHEMA_PREF)
+        return err_set("boundary '%s': only pref pairs have a prompt/response boundary (schema "
+                       "is '%s')",
+                       o->boundary, schema_name(o->schema));
+    if (o->boundary && strcmp(o->boundary, "joint") != 0 && strcmp(o->boundary, "separate") != 0)
+        return err_set("boundary '%s': give joint (TRL 1.x: prompt + response encoded together) "
+                       "or separate (TRL 0.x: each on its own)",
+                       o->boundary);
     if (o->role_field && o->schema != SCHEMA_SFT)
         return err_set("role_field '%s': only sft datasets carry roles (schema is '%s')",
                        o->role_field, schema_name(o->schema));
@@ -599,6 +684,7 @@ int data_build_stats(const BuildOptions *o, BuildStats *stats) {
     if (!opts.chat_template) opts.chat_template = "plain";
     if (!opts.chosen_field) opts.chosen_field = "chosen";
     if (!opts.rejected_field) opts.rejected_field = "rejected";
+    if (!opts.boundary) opts.boundary = "joint";
 
     Build b = {0};
     b.o = &opts;
@@ -624,9 +710,15 @@ int data_build_stats(const BuildOptions *o, BuildStats *stats) {
     if (!is_stdin && fstat(fileno(f), &st) == 0 && S_ISREG(st.st_mode))
         b.bytes_total = st.st_size;
     b.tok = tokenizer_load(opts.tokenizer);
-    if (b.tok && o->schema == SCHEMA_PREF)
+    b.joint = o->schema == SCHEMA_PREF && strcmp(opts.boundary, "joint") == 0;
+    if (b.tok && o->schema == SCHEMA_PREF) {
         b.pw = pref_writer_open(o->output, b.tok->vocab_size, b.tok->eos_id, b.tok->pad_id,
                                 b.tok->name);
+        if (b.pw && pref_writer_set_boundary(b.pw, opts.boundary) != 0) {
+            pref_writer_abort(b.pw);
+            b.pw = NULL;
+        }
+    }
     else if (b.tok)
         b.w = dataset_writer_open(o->output, o->schema, b.tok->vocab_size, b.tok->eos_id,
                                   b.tok->pad_id, b.tok->name);
@@ -653,15 +745,23 @@ int data_build_stats(const BuildOptions *o, BuildStats *stats) {
     }
     if (rc == 0 && !o->quiet) report(&b);
     if (rc == 0 && stats)
-        *stats = (BuildStats){b.n_lines,   b.n_docs,        b.n_tokens,    b.n_trained,
-                              b.n_skipped, b.n_truncated,   b.n_dropped,   b.n_roles,
-                              b.n_tasks};
+        *stats = (BuildStats){.lines = b.n_lines,
+                              .docs = b.n_docs,
+                              .tokens = b.n_tokens,
+                              .trained_tokens = b.n_trained,
+                              .skipped = b.n_skipped,
+                              .truncated = b.n_truncated,
+                              .dropped = b.n_dropped,
+                              .prompt_split = b.n_prompt_split,
+                              .n_roles = b.n_roles,
+                              .n_tasks = b.n_tasks};
     if (!is_stdin) fclose(f);
     tokenizer_free(b.tok);
     free(b.ids);
     free(b.mask);
     free(b.ids2);
     free(b.ids3);
+    free(b.text);
     build_free_names(&b);
     return rc;
 }

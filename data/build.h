@@ -4,7 +4,7 @@
  * the text field of each object as a document; sft takes prompt + completion as
  * an example, with loss_mask 0 on the prompt and 1 on the completion and its
  * EOS, or a chat conversation (messages, below); pref takes prompt, chosen and
- * rejected as a pair. Anything else (or "-" for standard input) is plain text, lm only, and
+ * rejected as a pair (cut apart as TRL 1.x does by default: boundary below). Anything else (or "-" for standard input) is plain text, lm only, and
  * the whole input is one document. Every document ends with EOS. The input is
  * streamed line by line; the output goes through DatasetWriter (.tmp + rename).
  */
@@ -64,9 +64,24 @@ typedef struct {
      * token are dropped (counted; impossible while C holds its EOS). */
     int64_t max_len;
     /* pref: JSONL {prompt, chosen, rejected}; chosen and rejected each end
-     * with EOS, the prompt does not. The prompt comes from prompt_field. */
+     * with EOS, the prompt does not. The prompt comes from prompt_field.
+     * max_len (pref) is TRL's max_length: a pair whose prompt alone has
+     * max_len tokens or more is dropped (counted), and each response keeps its
+     * first max_len - prompt tokens (truncation_mode keep_start). */
     const char *chosen_field;     /* "chosen" */
     const char *rejected_field;   /* "rejected" */
+    /* pref: how prompt and responses are cut apart, recorded in the file's
+     * `boundary` attribute (data/h5data.h):
+     *   "joint" (default; TRL 1.x's DPOTrainer): the prompt, and prompt +
+     *     response + EOS, are each encoded as one text; the responses start
+     *     where the prompt's encoding stops being a prefix of BOTH prompt +
+     *     chosen and prompt + rejected, and the prompt keeps the tokens before
+     *     that. With a BPE and a prompt ending in a space ("Answer: " + "the
+     *     sea") the space merges into " the", so the prompt keeps "Answer:"
+     *     and " the" is the response's first token, as the model sees it.
+     *   "separate" (TRL 0.x, and files built before the option): prompt and
+     *     each response encoded on their own, EOS appended. */
+    const char *boundary;
 } BuildOptions;
 
 /* What a build did; the report prints it. */
@@ -76,8 +91,11 @@ typedef struct {
     int64_t tokens;         /* tokens written, EOS included */
     int64_t trained_tokens; /* sft: tokens with loss_mask 1 */
     int64_t skipped;        /* malformed lines skipped (skip_bad) */
-    int64_t truncated;      /* sft: examples cut to max_len */
-    int64_t dropped;        /* sft: examples dropped, no completion left after truncation */
+    int64_t truncated;      /* sft: examples cut to max_len; pref: pairs cut to max_len */
+    int64_t dropped;        /* sft: examples dropped, no completion left after truncation;
+                             * pref: pairs whose prompt alone fills max_len */
+    int64_t prompt_split;   /* pref, joint: pairs whose prompt's encoding is not a prefix
+                             * of prompt + response (the responses start earlier) */
     int n_roles;            /* sft with role_field: distinct role names */
     int n_tasks;            /* sft with task_field: distinct task names */
 } BuildStats;

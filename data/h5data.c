@@ -790,6 +790,15 @@ static int pref_read(PrefDataset *pd, hid_t file) {
     pd->eos_id = hdr.eos_id;
     pd->pad_id = hdr.pad_id;
     memcpy(pd->tokenizer, hdr.tokenizer, sizeof pd->tokenizer);
+    snprintf(pd->boundary, sizeof pd->boundary, "separate"); /* written before the attribute */
+    if (H5Aexists(file, "boundary") > 0) {
+        if (attr_string(file, p, "boundary", pd->boundary, sizeof pd->boundary) != 0) return -1;
+        if (strcmp(pd->boundary, "joint") != 0 && strcmp(pd->boundary, "separate") != 0 &&
+            strcmp(pd->boundary, "tokens") != 0)
+            return err_set("%s: root attribute 'boundary' is '%s', not one of joint, separate, "
+                           "tokens; %s",
+                           p, pd->boundary, REBUILD_HINT);
+    }
     PrefPart *part[3] = {&pd->prompt, &pd->chosen, &pd->rejected};
     for (int k = 0; k < 3; k++) {
         PrefPart *q = part[k];

@@ -147,6 +147,9 @@ int loader_init_subset(DataLoader *dl, const Dataset *ds, int T, uint64_t seed, 
  * error set when the dataset has no role column or no such role. */
 int dataset_role_items(const Dataset *ds, const char *role, int64_t **items, int64_t *count);
 void loader_free(DataLoader *dl);
+/* sft, kd: how many of the loader's items are longer than T+1 tokens (each
+ * row keeps its first T+1); 0 for lm, whose windows are cut, never truncated. */
+int64_t loader_count_truncated(const DataLoader *dl);
 /* The visiting order of one epoch, order[0..count): the identity, or a
  * Fisher-Yates permutation from (seed, epoch) when shuffle (shared by the
  * DataLoader and the preference-pair loader, so both shuffle alike). */
@@ -168,7 +171,14 @@ void dataset_topk_row(const Dataset *ds, int64_t item, int T, int *ids, float *l
  * (float64 per pair). The builder ends chosen and rejected with EOS; the prompt
  * has none. pref_dataset_open validates like dataset_open (attributes, dtypes,
  * monotonic offsets, the same pair count in all three groups, ids < vocab_size,
- * no empty response) and names file, dataset and index on failure. */
+ * no empty response) and names file, dataset and index on failure.
+ *
+ * Root attribute `boundary` says how prompt and responses were cut apart
+ * (data/build.h): "joint" (TRL 1.x: prompt + response encoded together, the
+ * response starting where the prompt's own encoding stops being a prefix of
+ * both), "separate" (TRL 0.x: each encoded on its own) or "tokens" (ids that
+ * never were text apart, e.g. `retort pairs`' samples). A file without it
+ * (written before the attribute existed) reads as "separate". */
 typedef struct {
     uint32_t *tokens;   /* (n_tokens) */
     int64_t *offsets;   /* (n_pairs + 1) */
@@ -182,6 +192,7 @@ typedef struct {
     int eos_id;
     int pad_id;
     char tokenizer[256];
+    char boundary[16];  /* "joint", "separate" or "tokens" (above) */
     int64_t n_pairs;
     PrefPart prompt, chosen, rejected;
     double *ref_logp_chosen;    /* (n_pairs), optional, else NULL */
@@ -205,6 +216,10 @@ PrefWriter *pref_writer_open(const char *path, int vocab_size, int eos_id, int p
 int pref_writer_add(PrefWriter *pw, const uint32_t *prompt, int64_t n_prompt,
                     const uint32_t *chosen, int64_t n_chosen, const uint32_t *rejected,
                     int64_t n_rejected);
+/* The file's `boundary` attribute ("joint", "separate" or "tokens"); unset,
+ * none is written (the file then reads as "separate"). 0, or -1 (error set)
+ * for another value. */
+int pref_writer_set_boundary(PrefWriter *pw, const char *boundary);
 int pref_writer_close(PrefWriter *pw);
 void pref_writer_abort(PrefWriter *pw);
 void pref_writer_set_progress(PrefWriter *pw, int64_t done, int64_t total);

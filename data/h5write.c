@@ -80,6 +80,7 @@ struct DatasetWriter {
     int64_t topk_checks;
     Column extra[6];     /* pref: {prompt,chosen,rejected}/{tokens,offsets} */
     int n_extra;
+    char boundary[16];   /* pref: the `boundary` attribute, "" = none */
 };
 
 #define MAX_COLUMNS 18
@@ -616,6 +617,8 @@ static int writer_finish(DatasetWriter *w) {
         (w->n_tasks > 0 &&
          write_attr_strings(w, "tasks", (const char *const *)w->task_names, w->n_tasks, 0) != 0))
         return -1;
+    const char *boundary = w->boundary;
+    if (boundary[0] && write_attr_strings(w, "boundary", &boundary, 1, 1) != 0) return -1;
     /* everything cached reaches the file here, where a failure is still ours
      * to report; the closes below then have nothing left to write */
     if (H5Fflush(w->file, H5F_SCOPE_LOCAL) < 0) {
@@ -737,6 +740,15 @@ int pref_writer_add(PrefWriter *pw, const uint32_t *prompt, int64_t n_prompt,
         w->n_tokens += n[p];
     }
     w->n_docs++;
+    return 0;
+}
+
+int pref_writer_set_boundary(PrefWriter *pw, const char *boundary) {
+    if (strcmp(boundary, "joint") != 0 && strcmp(boundary, "separate") != 0 &&
+        strcmp(boundary, "tokens") != 0)
+        return err_set("%s: pref boundary '%s' is not one of joint, separate, tokens",
+                       pw->w->path, boundary);
+    snprintf(pw->w->boundary, sizeof pw->w->boundary, "%s", boundary);
     return 0;
 }
 

@@ -153,6 +153,7 @@ static int inspect_pref(FILE *out, const char *path, int n_show, const char *spe
             (long long)(pd.prompt.n_tokens + pd.chosen.n_tokens + pd.rejected.n_tokens),
             (long long)pd.prompt.n_tokens, (long long)pd.chosen.n_tokens,
             (long long)pd.rejected.n_tokens);
+    fprintf(out, "  prompt/response boundary: %s\n", pd.boundary);
     for (int k = 0; k < 3; k++) print_lengths(out, names[k], part[k]->offsets, pd.n_pairs);
     if (pd.ref_logp_chosen || pd.ref_logp_rejected)
         fprintf(out, "  reference log-probabilities:%s%s\n",

@@ -111,6 +111,16 @@ void loader_free(DataLoader *dl) {
     dl->subset = NULL;
 }
 
+int64_t loader_count_truncated(const DataLoader *dl) {
+    if (dl->ds->schema == SCHEMA_LM) return 0;
+    int64_t n = 0;
+    for (int64_t i = 0; i < dl->count; i++) {
+        int64_t item = dl->subset ? dl->subset[i] : dl->first + i;
+        n += dl->ds->offsets[item + 1] - dl->ds->offsets[item] > (int64_t)dl->T + 1;
+    }
+    return n;
+}
+
 void loader_seek(DataLoader *dl, int64_t epoch, int64_t pos) {
     assert(epoch >= 0 && pos >= 0);
     epoch += pos / dl->count; /* pos == count is the start of the next epoch */

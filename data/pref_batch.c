@@ -1,5 +1,7 @@
 /* data/pref_batch.c — PrefDataset pairs -> chosen/rejected model rows, with
- * TRL's truncation and DataLoader's per-epoch shuffling (see pref_batch.h). */
+ * TRL's truncation and dropping and DataLoader's per-epoch shuffling (see
+ * pref_batch.h). The pairs a loader visits are listed once at init, so the
+ * shuffle permutes only kept pairs and a data position stays (epoch, pos). */
 #include "data/pref_batch.h"
 
 #include <assert.h>
@@ -25,7 +27,8 @@ PrefSpan pref_pair_span(const PrefDataset *pd, int64_t pair, int T, int max_prom
 
     int64_t P = n_prompt;
     if (max_prompt_len > 0) P = min64(P, max_prompt_len); /* keep the end */
-    P = min64(P, T);                                       /* leave room for one completion token */
+    int dropped = P >= (int64_t)T + 1;                     /* TRL 1.x drops the pair */
+    P = min64(P, T);              /* a dropped pair's rows stay well formed all the same */
     int64_t room = (int64_t)T + 1 - P;                     /* max_length = T+1, keep_start */
     int64_t C = n_chosen, R = n_rejected;
     if (max_completion_len > 0) {
@@ -41,6 +44,7 @@ PrefSpan pref_pair_span(const PrefDataset *pd, int64_t pair, int T, int max_prom
         .chosen_len = (int)C,
         .rejected_len = (int)R,
         .truncated = P < n_prompt || C < n_chosen || R < n_rejected,
+        .dropped = dropped,
     };
     return s;
 }
@@ -91,15 +95,36 @@ int pref_loader_init(PrefLoader *pl, const PrefDataset *pd, int T, int max_promp
     pl->shuffle = shuffle;
     pl->seed = seed;
     pl->first = first;
-    pl->count = count;
-    pl->order = xmalloc((size_t)count * sizeof *pl->order);
+    pl->range = count;
+    pl->pairs = xmalloc((size_t)count * sizeof *pl->pairs);
+    for (int64_t i = first; i < first + count; i++) {
+        PrefSpan sp = pref_pair_span(pd, i, T, max_prompt_len, max_completion_len);
+        if (sp.dropped) {
+            pl->n_dropped++;
+            continue;
+        }
+        pl->n_truncated += sp.truncated;
+        pl->pairs[pl->count++] = i;
+    }
+    if (pl->count == 0) {
+        int64_t range = pl->range;
+        pref_loader_free(pl);
+        return err_set("%s: all %lld pairs of [%lld, %lld) are dropped: each prompt alone fills "
+                       "the %d tokens of a row (seq_len + 1; TRL 1.x drops such pairs); raise "
+                       "data.seq_len or set a max_prompt_len below it",
+                       pd->path, (long long)range, (long long)first,
+                       (long long)(first + range), T + 1);
+    }
+    pl->order = xmalloc((size_t)pl->count * sizeof *pl->order);
     build_order(pl);
     return 0;
 }
 
 void pref_loader_free(PrefLoader *pl) {
     free(pl->order);
+    free(pl->pairs);
     pl->order = NULL;
+    pl->pairs = NULL;
 }
 
 void pref_loader_seek(PrefLoader *pl, int64_t epoch, int64_t pos) {
@@ -116,7 +141,7 @@ void pref_loader_seek(PrefLoader *pl, int64_t epoch, int64_t pos) {
 void pref_loader_next(PrefLoader *pl, int B, int *inputs, int *targets, int64_t *pair_ids) {
     int T = pl->T;
     for (int b = 0; b < B; b++) {
-        int64_t pair = pl->first + pl->order[pl->pos];
+        int64_t pair = pl->pairs[pl->order[pl->pos]];
         size_t c = (size_t)b * T, r = (size_t)(B + b) * T; /* rows b and B + b */
         pl->truncated += pref_pair_rows(pl->pd, pair, T, pl->max_prompt_len,
                                         pl->max_completion_len, inputs + c, targets + c,

@@ -8,14 +8,18 @@
  * log-probs DPO sums (a completion token at position 0, possible only with
  * an empty prompt, has nothing to predict it and is not a target).
  *
- * Truncation follows TRL's DPOTrainer (0.19: tokenize_row, then max_length
- * with truncation_mode="keep_start"), with max_length = T+1:
- *   1. the prompt keeps its last max_prompt_len tokens,
- *   2. each completion keeps its first max_completion_len tokens,
- *   3. each row keeps its first T+1 tokens, which cuts the completion further.
- * One addition: a prompt is also cut (from the left) to at most T tokens, so
- * every row keeps at least one completion token (TRL would leave a row with
- * none, and a log-prob sum of nothing). A limit <= 0 means none.
+ * Truncation follows TRL's DPOTrainer with max_length = T+1 and
+ * truncation_mode "keep_start" (TRL 1.x's only mode):
+ *   1. the prompt keeps its last max_prompt_len tokens (TRL 0.x's
+ *      max_prompt_length; TRL 1.x has no such limit: leave it at 0),
+ *   2. each completion keeps its first max_completion_len tokens (TRL 0.x's
+ *      max_completion_length; likewise 0 for TRL 1.x),
+ *   3. a pair whose prompt (after 1.) alone fills T+1 tokens is DROPPED, as
+ *      TRL 1.x drops it ("Dropping fully truncated examples": its rows would
+ *      hold no completion token); the loaders never visit it,
+ *   4. each row keeps its first T+1 tokens, which cuts the completion further
+ *      (the collator's keep_start).
+ * A limit <= 0 means none.
  *
  * A batch of B pairs is 2B rows: rows [0, B) chosen, rows [B, 2B) rejected,
  * row b and row B + b from the same pair (train/objectives/dpo.h relies on it).
@@ -37,6 +41,10 @@ typedef struct {
     int64_t first, count;   /* the pair range this loader visits */
     int64_t epoch, pos;     /* data position */
     int64_t *order;         /* (count) permutation for the current epoch */
+    int64_t *pairs;         /* (count) the pairs of the range not dropped, ascending */
+    int64_t range;          /* pairs in the range, dropped ones included */
+    int64_t n_dropped;      /* pairs of the range dropped (3. above) */
+    int64_t n_truncated;    /* pairs of the range kept but cut (1., 2., 4.) */
     int64_t truncated;      /* pairs seen so far that lost any token to truncation */
 } PrefLoader;
 
@@ -46,17 +54,24 @@ typedef struct {
     int prompt_len;            /* P */
     int chosen_len, rejected_len;
     int truncated;             /* 1 if any token was dropped */
+    int dropped;               /* 1 if the prompt alone fills T+1 tokens (3. above): the
+                                * loaders skip the pair; its lengths here are those of a
+                                * prompt cut to T tokens and one completion token */
 } PrefSpan;
 
 /* The truncation above for pair `pair`. */
 PrefSpan pref_pair_span(const PrefDataset *pd, int64_t pair, int T, int max_prompt_len,
                         int max_completion_len);
 
-/* The two rows of one pair (T ints each). Returns 1 if truncated, else 0. */
+/* The two rows of one pair (T ints each). Returns 1 if truncated, else 0
+ * (a dropped pair's rows are those of its span, counted as truncated). */
 int pref_pair_rows(const PrefDataset *pd, int64_t pair, int T, int max_prompt_len,
                    int max_completion_len, int *in_c, int *tg_c, int *in_r, int *tg_r);
 
-/* -1 (error set) if T < 1 or the pair range is empty or outside the file. */
+/* Visits the pairs of [first, first + count) that are not dropped (count
+ * becomes how many), counting the dropped and truncated ones. -1 (error set)
+ * if T < 1, the range is empty or outside the file, or every pair of it is
+ * dropped. */
 int pref_loader_init(PrefLoader *pl, const PrefDataset *pd, int T, int max_prompt_len,
                      int max_completion_len, uint64_t seed, int shuffle, int64_t first,
                      int64_t count);

@@ -498,6 +498,8 @@ int pairs_build(GPT *sampler, GPT *scorer, const Tokenizer *tok, const PairsJob 
     if (rc == 0 && !(r.pw = pref_writer_open(job->output, tok->vocab_size, tok->eos_id,
                                              tok->pad_id, tok->name)))
         rc = -1;
+    /* the responses are the sampled ids themselves, never text cut from a prompt */
+    if (rc == 0) rc = pref_writer_set_boundary(r.pw, "tokens");
     double t0 = now_seconds();
     char *line = NULL;
     size_t cap = 0;

@@ -383,7 +383,7 @@ Test(truncate, report_counts_and_bad_values, .init = redirect_stdout) {
     BUILD_FAILS(&o, "max_len -1");
     o.max_len = 8;
     o.schema = SCHEMA_LM;
-    BUILD_FAILS(&o, "max_len truncates sft examples only");
+    BUILD_FAILS(&o, "schema 'lm' has no max_len");
     rm_rf(p.dir);
 }
 

@@ -451,14 +451,50 @@ Test(pref_batch, row_length_t_plus_1_cuts_the_completion) {
     cr_assert_eq(rows_of(SPEC(P3, R2, R2), 4, 0, 0, in_c, tg_c, in_r, tg_r), 0);
 }
 
-Test(pref_batch, long_prompt_leaves_one_completion_token) {
-    /* T = 4, prompt of 6 with max_prompt_len 5: the prompt keeps its last 4 */
+Test(pref_batch, prompt_of_t_tokens_leaves_one_completion_token) {
+    /* T = 4, prompt of 6 with max_prompt_len 4: the prompt keeps its last 4,
+     * which leaves one of the T+1 tokens to each completion */
     int in_c[4], tg_c[4], in_r[4], tg_r[4];
-    cr_assert_eq(rows_of(SPEC(P6, C3, R2), 4, 5, 0, in_c, tg_c, in_r, tg_r), 1);
+    cr_assert_eq(rows_of(SPEC(P6, C3, R2), 4, 4, 0, in_c, tg_c, in_r, tg_r), 1);
     assert_ints(in_c, (int[]){3, 4, 5, 6}, 4, "chosen inputs");
     assert_ints(tg_c, (int[]){-1, -1, -1, 10}, 4, "chosen targets");
     assert_ints(in_r, (int[]){3, 4, 5, 6}, 4, "rejected inputs");
     assert_ints(tg_r, (int[]){-1, -1, -1, 20}, 4, "rejected targets");
+}
+
+/* TRL 1.x drops a pair whose prompt alone fills max_length (= T+1): with
+ * max_prompt_len 5 the prompt keeps 5 tokens at T = 4, and the loader skips
+ * the pair, counting it; a shorter limit keeps it. */
+Test(pref_batch, prompt_filling_the_row_drops_the_pair) {
+    char dir[256], path[512];
+    make_temp_dir(dir, sizeof dir, "dpo");
+    join(path, sizeof path, dir, "pref.h5");
+    PairSpec specs[3] = {SPEC(P3, C3, R2), SPEC(P6, C3, R2), SPEC(P3, R2, C3)};
+    write_pref(path, specs, 3);
+    PrefDataset pd;
+    open_pref(&pd, path);
+    cr_assert_eq(pref_pair_span(&pd, 1, 4, 5, 0).dropped, 1);
+    cr_assert_eq(pref_pair_span(&pd, 1, 4, 0, 0).dropped, 1);
+    cr_assert_eq(pref_pair_span(&pd, 1, 4, 4, 0).dropped, 0);
+    cr_assert_eq(pref_pair_span(&pd, 1, 5, 0, 0).dropped, 1); /* 6 tokens fill T+1 = 6 */
+    cr_assert_eq(pref_pair_span(&pd, 1, 6, 0, 0).dropped, 0);
+    PrefLoader pl;
+    cr_assert_eq(pref_loader_init(&pl, &pd, 4, 5, 0, 1, 1, 0, 3), 0, "%s", err_msg());
+    cr_assert_eq(pl.count, 2);
+    cr_assert_eq(pl.range, 3);
+    cr_assert_eq(pl.n_dropped, 1);
+    cr_assert_eq(pl.n_truncated, 2); /* the 3-token completions lose a token at room 2 */
+    int inputs[2 * 4 * 4], targets[2 * 4 * 4];
+    int64_t ids[4];
+    pref_loader_next(&pl, 4, inputs, targets, ids); /* two epochs of the 2 kept pairs */
+    for (int b = 0; b < 4; b++) cr_assert_neq(ids[b], 1, "row %d visits the dropped pair", b);
+    cr_assert_eq(pl.epoch, 2);
+    pref_loader_free(&pl);
+    /* a range of only that pair: nothing to train on, said so */
+    cr_assert_neq(pref_loader_init(&pl, &pd, 4, 0, 0, 1, 1, 1, 1), 0);
+    assert_contains(err_msg(), "dropped");
+    pref_dataset_close(&pd);
+    rm_rf(dir);
 }
 
 Test(pref_batch, empty_prompt_first_completion_token_is_not_a_target) {

@@ -138,6 +138,7 @@ static const KeyInfo KEYS[] = {
     REAL_KEY(optim, min_lr, 0, CLOSED, NO_LIMIT, CLOSED, "learning rate at the end of the schedule"),
     INT_KEY(optim, warmup_steps, 0, "steps of linear warmup from 0 to lr"),
     ENUM_KEY(optim, schedule, "cosine|linear|constant", "decay from lr to min_lr after warmup"),
+    ENUM_KEY(optim, schedule_convention, "retort|hf", "retort: optimizer step s (from 1) uses the schedule at s, so warmup's first step is lr/warmup_steps; hf: at s - 1, as transformers' get_*_schedule_with_warmup (TRL, Trainer) do, so the first warmup step has lr 0"),
     REAL_KEY(optim, weight_decay, 0, CLOSED, NO_LIMIT, CLOSED, "AdamW decoupled weight decay"),
     REAL_KEY(optim, beta1, 0, CLOSED, 1, OPEN, "AdamW first-moment decay"),
     REAL_KEY(optim, beta2, 0, CLOSED, 1, OPEN, "AdamW second-moment decay"),
@@ -208,6 +209,7 @@ void config_defaults(Config *c) {
     c->optim.min_lr = 6e-5;
     c->optim.warmup_steps = 0;
     copy_string(c->optim.schedule, sizeof c->optim.schedule, "cosine");
+    copy_string(c->optim.schedule_convention, sizeof c->optim.schedule_convention, "retort");
     c->optim.weight_decay = 0.1;
     c->optim.beta1 = 0.9;
     c->optim.beta2 = 0.95;

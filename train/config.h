@@ -86,6 +86,7 @@ typedef struct {
         double lr, min_lr;           /* peak and floor */
         int warmup_steps;
         char schedule[16];           /* cosine | linear | constant */
+        char schedule_convention[16]; /* retort | hf: which step's rate a step uses (optim.h) */
         double weight_decay, beta1, beta2, eps;
         double grad_clip;            /* global-norm clip; 0 = off */
     } optim;

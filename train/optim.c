@@ -54,6 +54,7 @@ int schedule_from_name(const char *name, Schedule *out) {
 }
 
 double lr_at(const LrSchedule *s, int step) {
+    if (s->hf_convention) step--;
     if (step <= s->warmup_steps && s->warmup_steps > 0)
         return s->lr * (double)step / (double)s->warmup_steps;
     if (s->schedule == SCHED_CONSTANT) return s->lr;

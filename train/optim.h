@@ -18,12 +18,21 @@ typedef struct {
     double lr, min_lr;
     int warmup_steps, total_steps;
     Schedule schedule;
+    int hf_convention;  /* optim.schedule_convention hf: step s uses the rate at s - 1 */
 } LrSchedule;
 
 /* -1 with error set for an unknown name. */
 int schedule_from_name(const char *name, Schedule *out);
 /* Learning rate for 1-based optimizer step `step`: linear warmup from lr/warmup
- * to lr over warmup_steps, then decay to min_lr at total_steps. */
+ * to lr over warmup_steps, then decay to min_lr at total_steps.
+ *
+ * transformers' schedules (get_cosine_schedule_with_warmup and its linear and
+ * constant siblings, which Trainer and TRL use) are LambdaLR functions of the
+ * number of scheduler steps taken BEFORE the optimizer step, i.e. of step - 1:
+ * their first warmup step has lr 0 and their decay reaches min_lr only after
+ * the last step. retort's default runs one step ahead of them; hf_convention
+ * evaluates the same curves at step - 1, giving transformers' rates exactly
+ * (cosine with min_lr is get_cosine_with_min_lr_schedule_with_warmup). */
 double lr_at(const LrSchedule *s, int step);
 
 typedef struct {

@@ -662,7 +662,8 @@ static int create_optimizer(Trainer *t) {
     if (cfg->dist.zero1 && t->world > 1 && optim_shard(t->optim, t->rank, t->world) != 0)
         return -1;
     t->sched = (LrSchedule){cfg->optim.lr, cfg->optim.min_lr, cfg->optim.warmup_steps,
-                            cfg->train.steps, SCHED_COSINE};
+                            cfg->train.steps, SCHED_COSINE,
+                            !strcmp(cfg->optim.schedule_convention, "hf")};
     return schedule_from_name(cfg->optim.schedule, &t->sched.schedule);
 }
 

@@ -356,6 +356,7 @@ static int dpo_prepare(void *self, const TrainEnv *env) {
 
 static void dpo_describe(const void *self, const TrainEnv *env) {
     const Dpo *o = self;
+    pair_batches_describe(&o->d, env);
     if (o->ref) printf("reference model: %s (frozen)\n", reference_of(env->cfg));
 }
 

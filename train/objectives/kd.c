@@ -111,6 +111,7 @@ static int kd_prepare(void *self, const TrainEnv *env) {
 
 static void kd_describe(const void *self, const TrainEnv *env) {
     const Kd *k = self;
+    seq_batches_describe(&k->d, env);
     if (k->teacher)
         printf("teacher: %s (%zu parameters, frozen)\n", env->cfg->kd.teacher,
                gpt_num_params(k->teacher));

@@ -59,6 +59,10 @@ static int lm_prepare(void *self, const TrainEnv *env) {
     return seq_batches_check_tokenizer(self, env);
 }
 
+static void lm_describe(const void *self, const TrainEnv *env) {
+    seq_batches_describe(self, env);
+}
+
 static void lm_seek(void *self, int64_t epoch, int64_t pos) {
     loader_seek(&((SeqBatches *)self)->train_dl, epoch, pos);
 }
@@ -111,7 +115,7 @@ const Objective objective_lm = {
     .items = lm_items,
     .has_val = lm_has_val,
     .prepare = lm_prepare,
-    .describe = NULL,
+    .describe = lm_describe,
     .seek = lm_seek,
     .step = lm_step,
     .position = lm_position,

@@ -206,6 +206,10 @@ static int orpo_prepare(void *self, const TrainEnv *env) {
     return pair_batches_check_tokenizer(&((Orpo *)self)->d, env); /* no second model */
 }
 
+static void orpo_describe(const void *self, const TrainEnv *env) {
+    pair_batches_describe(&((const Orpo *)self)->d, env);
+}
+
 static void orpo_seek(void *self, int64_t epoch, int64_t pos) {
     pref_loader_seek(&((Orpo *)self)->d.dl, epoch, pos);
 }
@@ -261,7 +265,7 @@ const Objective objective_orpo = {
     .items = orpo_items,
     .has_val = orpo_has_val,
     .prepare = orpo_prepare,
-    .describe = NULL,
+    .describe = orpo_describe,
     .seek = orpo_seek,
     .step = orpo_step,
     .position = orpo_position,

@@ -3,6 +3,7 @@
 #include "train/objectives/pair_batches.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -64,6 +65,23 @@ int pair_batches_check_tokenizer(const PairBatches *d, const TrainEnv *env) {
     return d->have_val_ds ? objective_check_tokenizer(env, env->cfg->data.val, d->val.tokenizer,
                                                       d->val.vocab_size)
                           : 0;
+}
+
+static void describe_loader(const char *what, const PrefLoader *pl, int T) {
+    printf("%s: %lld of %lld pairs kept, %lld dropped (the prompt alone fills the %d tokens of "
+           "a row, as TRL 1.x drops it), %lld truncated to fit\n",
+           what, (long long)pl->count, (long long)pl->range, (long long)pl->n_dropped, T + 1,
+           (long long)pl->n_truncated);
+}
+
+void pair_batches_describe(const PairBatches *d, const TrainEnv *env) {
+    printf("pref data: prompt/response boundary %s", d->train.boundary);
+    if (!strcmp(d->train.boundary, "separate"))
+        printf(" (each encoded on its own, TRL 0.x; `retort data build` now defaults to joint, "
+               "TRL 1.x)");
+    printf("\n");
+    describe_loader("training pairs", &d->dl, env->T);
+    if (d->have_val) describe_loader("validation pairs", &d->val_dl, env->T);
 }
 
 void pair_batches_close(PairBatches *d) {

@@ -39,6 +39,10 @@ int pair_batches_open(PairBatches *d, const TrainEnv *env, const char *method,
 void pair_batches_close(PairBatches *d);
 /* objective_check_tokenizer on the training file and data.val, from prepare(). */
 int pair_batches_check_tokenizer(const PairBatches *d, const TrainEnv *env);
+/* The set-up line of the data: pairs kept, dropped (the prompt alone fills a
+ * row, data/pref_batch.h) and truncated, for the training and validation
+ * pairs, and how the file cut prompt from response (its boundary). */
+void pair_batches_describe(const PairBatches *d, const TrainEnv *env);
 
 /* A method's loss on one micro-batch of env->B pairs: rows in, tg (2B, T),
  * the pairs' ids in pd (pair_ids, B). Returns the micro-batch's loss (its

@@ -3,6 +3,7 @@
 #include "train/objectives/seq_batches.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -96,6 +97,26 @@ int seq_batches_check_tokenizer(const SeqBatches *d, const TrainEnv *env) {
     return d->have_val_ds ? objective_check_tokenizer(env, env->cfg->data.val,
                                                       d->val_ds.tokenizer, d->val_ds.vocab_size)
                           : 0;
+}
+
+static void describe_loader(const char *what, const DataLoader *dl) {
+    printf("%s: %lld of %lld examples truncated to the %d tokens of a row (their end is cut), "
+           "none dropped\n",
+           what, (long long)loader_count_truncated(dl), (long long)dl->count, dl->T + 1);
+}
+
+void seq_batches_describe(const SeqBatches *d, const TrainEnv *env) {
+    const Dataset *ds = &d->train_ds;
+    if (ds->schema == SCHEMA_LM) {
+        int64_t windows = dataset_num_items(ds, env->T);
+        printf("lm data: %lld windows of %d tokens; the last %lld tokens of the stream fill no "
+               "window and are not trained on\n",
+               (long long)windows, env->T + 1,
+               (long long)(ds->n_tokens - windows * (int64_t)env->T - (windows > 0)));
+        return;
+    }
+    describe_loader("training examples", &d->train_dl);
+    if (d->have_val) describe_loader("validation examples", &d->val_dl);
 }
 
 void seq_batches_close(SeqBatches *d) {

@@ -31,6 +31,10 @@ int seq_batches_open(SeqBatches *d, const TrainEnv *env);
 void seq_batches_close(SeqBatches *d);
 /* objective_check_tokenizer on the training file and data.val, from prepare(). */
 int seq_batches_check_tokenizer(const SeqBatches *d, const TrainEnv *env);
+/* The set-up line of the data: sft/kd examples longer than a row (T+1
+ * tokens, cut to their start), or the lm stream's windows and the tokens
+ * after the last one, which no window holds. */
+void seq_batches_describe(const SeqBatches *d, const TrainEnv *env);
 
 /* Draws the step's A global micro-batches (and their items). */
 void seq_batches_draw(SeqBatches *d, const TrainEnv *env);
