@@ -48,6 +48,9 @@ typedef struct {
     int64_t n_prompt_split; /* pref, joint: pairs whose prompt encoding is no prefix */
     char *text;             /* pref, joint: prompt + response */
     size_t text_cap;
+    char eos_text[256];     /* the EOS token's text, and whether encode reads it as eos_id */
+    size_t eos_text_len;
+    int eos_in_text;
     char **roles;           /* role_field: names in first-seen order */
     int n_roles;
     char **trained;         /* chat roles trained on: train_roles, or {"assistant"} */
@@ -372,22 +375,37 @@ static int parse_train_roles(Build *b, const char *list) {
 
 /* prompt + response (+ EOS) encoded as one text into *ids, as TRL 1.x's
  * DPOTrainer tokenizes prompt + chosen: the response gets the EOS token's text
- * unless it already ends with it, and the tokenizer cuts that special out of
- * the text, so the ids are those of prompt + response then eos_id. */
+ * unless it already ends with it, and the whole is encoded with
+ * add_special_tokens=True (the post-processor's BOS, when it has one). A
+ * tokenizer that does not read the EOS text as eos_id (the bytes tokenizer)
+ * gets eos_id after the text instead. */
 static int64_t encode_joint(Build *b, const char *p, size_t p_len, const char *c, size_t c_len,
                             uint32_t **ids, int64_t *cap) {
-    if (p_len + c_len + 1 > b->text_cap) {
-        b->text_cap = 2 * (p_len + c_len + 1);
+    size_t e = b->eos_text_len, len = p_len + c_len;
+    if (len + e + 1 > b->text_cap) {
+        b->text_cap = 2 * (len + e + 1);
         b->text = xrealloc(b->text, b->text_cap);
     }
     memcpy(b->text, p, p_len);
     memcpy(b->text + p_len, c, c_len);
-    int64_t n = b->tok->encode(b->tok, b->text, p_len + c_len, ids, cap, 0);
-    char eos[256];
-    size_t eos_len = (size_t)b->tok->decode_token(b->tok, (uint32_t)b->tok->eos_id, eos);
-    int has_eos = eos_len > 0 && c_len >= eos_len && !memcmp(c + c_len - eos_len, eos, eos_len) &&
-                  n > 0 && (*ids)[n - 1] == (uint32_t)b->tok->eos_id;
-    return has_eos ? n : push_eos(b, ids, cap, n);
+    int ends_with_eos = e > 0 && c_len >= e && !memcmp(c + c_len - e, b->eos_text, e);
+    if (b->eos_in_text && !ends_with_eos) {
+        memcpy(b->text + len, b->eos_text, e);
+        len += e;
+    }
+    int64_t n = tokenizer_encode(b->tok, b->text, len, 1, ids, cap, 0);
+    return b->eos_in_text ? n : push_eos(b, ids, cap, n);
+}
+
+/* Whether the tokenizer reads the EOS token's text as eos_id (b->eos_text). */
+static void find_eos_text(Build *b) {
+    b->eos_text_len = (size_t)b->tok->decode_token(b->tok, (uint32_t)b->tok->eos_id, b->eos_text);
+    uint32_t *ids = NULL;
+    int64_t cap = 0;
+    int64_t n = b->eos_text_len ? b->tok->encode(b->tok, b->eos_text, b->eos_text_len, &ids, &cap, 0)
+                                : 0;
+    b->eos_in_text = n == 1 && ids[0] == (uint32_t)b->tok->eos_id;
+    free(ids);
 }
 
 static int64_t common_prefix(const uint32_t *a, int64_t n_a, const uint32_t *b, int64_t n_b) {
@@ -401,8 +419,9 @@ static int64_t common_prefix(const uint32_t *a, int64_t n_a, const uint32_t *b, 
 static int build_pair(Build *b, const char *p, size_t p_len, const char *c, size_t c_len,
                       const char *r, size_t r_len) {
     const Tokenizer *tok = b->tok;
-    int64_t n_p = tok->encode(tok, p, p_len, &b->ids, &b->cap, 0), start = 0, n_c, n_r;
+    int64_t n_p, start = 0, n_c, n_r;
     if (b->joint) {
+        n_p = tokenizer_encode(tok, p, p_len, 1, &b->ids, &b->cap, 0);
         n_c = encode_joint(b, p, p_len, c, c_len, &b->ids2, &b->cap2);
         n_r = encode_joint(b, p, p_len, r, r_len, &b->ids3, &b->cap3);
         /* TRL 1.x: the responses start where prompt alone and prompt + response
@@ -412,7 +431,8 @@ static int build_pair(Build *b, const char *p, size_t p_len, const char *c, size
         start = k_c < k_r ? k_c : k_r;
         b->n_prompt_split += start < n_p;
         n_p = start;
-    } else {
+    } else { /* TRL 0.x's tokenize_row for a decoder-only model: no special tokens */
+        n_p = tok->encode(tok, p, p_len, &b->ids, &b->cap, 0);
         n_c = push_eos(b, &b->ids2, &b->cap2, tok->encode(tok, c, c_len, &b->ids2, &b->cap2, 0));
         n_r = push_eos(b, &b->ids3, &b->cap3, tok->encode(tok, r, r_len, &b->ids3, &b->cap3, 0));
     }
@@ -711,6 +731,7 @@ int data_build_stats(const BuildOptions *o, BuildStats *stats) {
         b.bytes_total = st.st_size;
     b.tok = tokenizer_load(opts.tokenizer);
     b.joint = o->schema == SCHEMA_PREF && strcmp(opts.boundary, "joint") == 0;
+    if (b.tok) find_eos_text(&b);
     if (b.tok && o->schema == SCHEMA_PREF) {
         b.pw = pref_writer_open(o->output, b.tok->vocab_size, b.tok->eos_id, b.tok->pad_id,
                                 b.tok->name);
