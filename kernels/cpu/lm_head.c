@@ -8,6 +8,10 @@
 #include "kernels/ops.h"
 
 void lm_head_forward(float *logits, const float *inp, const float *wte, int N, int C, int V) {
+    if (N == 1) { /* one row (decoding): (V) = wte x, without sgemm's packing of wte */
+        cblas_sgemv(CblasRowMajor, CblasNoTrans, V, C, 1.0f, wte, C, inp, 1, 0.0f, logits, 1);
+        return;
+    }
     /* (N,V) = (N,C) @ (V,C)^T */
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, V, C, 1.0f, inp, C, wte, C, 0.0f,
                 logits, V);

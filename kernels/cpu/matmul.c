@@ -25,6 +25,10 @@ static float broadcast_bias(float *out, const float *bias, int N, int OC) {
 void matmul_forward(float *out, const float *inp, const float *weight, const float *bias, int N,
                     int C, int OC) {
     float beta = broadcast_bias(out, bias, N, OC);
+    if (N == 1) { /* one row (decoding): sgemv, since sgemm would pack all of W first */
+        cblas_sgemv(CblasRowMajor, CblasTrans, C, OC, 1.0f, weight, OC, inp, 1, beta, out, 1);
+        return;
+    }
     /* (N,OC) = (N,C) @ (C,OC) [+ out] */
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, OC, C, 1.0f, inp, C, weight, OC,
                 beta, out, OC);
@@ -71,6 +75,10 @@ void matmul_nt_forward(float *out, const float *inp, const float *weight, const 
         return;
     }
     float beta = broadcast_bias(out, bias, N, OC);
+    if (N == 1) { /* one row: (OC) = W (OC,C) x [+ out] */
+        cblas_sgemv(CblasRowMajor, CblasNoTrans, OC, C, 1.0f, weight, C, inp, 1, beta, out, 1);
+        return;
+    }
     /* (N,OC) = (N,C) @ (OC,C)^T [+ out] */
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, OC, C, 1.0f, inp, C, weight, C, beta,
                 out, OC);
