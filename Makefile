@@ -20,7 +20,7 @@
 # the flags the build needs (RETORT_*), so they cannot drop a required one.
 
 CC      ?= gcc
-PKGS    := hdf5 openblas yaml-0.1 jansson libpcre2-8 ompi-c
+PKGS    := hdf5 openblas yaml-0.1 jansson libpcre2-8 libutf8proc ompi-c
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 
@@ -258,6 +258,7 @@ fixtures: $(PY)
 	$(PY) tests/make_hf_fixtures.py tests/fixtures
 	$(PY) tests/make_hf_config_fixtures.py tests/fixtures
 	$(PY) tests/make_tokenizer_fixtures.py tests/fixtures
+	$(PY) tests/make_tokenizer_json_fixtures.py tests/fixtures/tokjson
 	$(PY) tests/make_beam_eos_fixtures.py tests/fixtures
 	$(PY) tests/make_kd_fixtures.py tests/fixtures
 	$(PY) tests/make_dpo_fixtures.py tests/fixtures

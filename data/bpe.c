@@ -18,6 +18,8 @@
 #include <string.h>
 
 #include "data/bpe_impl.h"
+#include "data/tokjson.h"
+#include "util/utf8.h"
 #include "util/util.h"
 
 /* ------------------------------------------------ bytes <-> code points */
@@ -158,37 +160,6 @@ BpeMapSlot *bpe_map_put(BpeMap *m, const char *key, size_t len, uint64_t hash, i
 
 /* ------------------------------------------------------------- the regex */
 
-/* Unicode White_Space, which is what \s means to tiktoken's and tokenizers'
- * regex engines. PCRE2 10.42's \s under UCP also matches U+180E MONGOLIAN
- * VOWEL SEPARATOR (not White_Space since Unicode 6.3). */
-#define WS                                                                                      \
-    "\\t-\\r \\x{85}\\x{A0}\\x{1680}\\x{2000}-\\x{200A}\\x{2028}\\x{2029}\\x{202F}\\x{205F}"    \
-    "\\x{3000}"
-
-/* tiktoken 0.14 and tokenizers 0.23 classify by Unicode 16.0; PCRE2 10.42
- * knows Unicode 14.0. These are the code points that are letters (L) and
- * numbers (N) to them and unassigned to PCRE2 10.42 (there are none the other
- * way). Found by probing both libraries over every code point; the test
- * "tokenizer/unicode_classes_match_tiktoken" checks them against
- * tests/fixtures/unicode_classes.json. A newer PCRE2 knows them itself, and
- * listing them again changes nothing. */
-#define L_EXTRA                                                                                 \
-    "\\x{1C89}-\\x{1C8A}\\x{A7CB}-\\x{A7CD}\\x{A7DA}-\\x{A7DC}\\x{105C0}-\\x{105F3}"            \
-    "\\x{10D4A}-\\x{10D65}\\x{10D6F}-\\x{10D85}\\x{10EC2}-\\x{10EC4}"                           \
-    "\\x{1123F}-\\x{11240}\\x{11380}-\\x{11389}\\x{1138B}\\x{1138E}\\x{11390}-\\x{113B5}"       \
-    "\\x{113B7}\\x{113D1}\\x{113D3}\\x{11BC0}-\\x{11BE0}\\x{11F02}\\x{11F04}-\\x{11F10}"        \
-    "\\x{11F12}-\\x{11F33}\\x{1342F}\\x{13441}-\\x{13446}\\x{13460}-\\x{143FA}"                 \
-    "\\x{16100}-\\x{1611D}\\x{16D40}-\\x{16D6C}\\x{18CFF}\\x{1B132}\\x{1B155}"                  \
-    "\\x{1DF25}-\\x{1DF2A}\\x{1E030}-\\x{1E06D}\\x{1E4D0}-\\x{1E4EB}\\x{1E5D0}-\\x{1E5ED}"      \
-    "\\x{1E5F0}\\x{2B739}\\x{2EBF0}-\\x{2EE5D}\\x{31350}-\\x{323AF}"
-#define N_EXTRA                                                                                 \
-    "\\x{10D40}-\\x{10D49}\\x{116D0}-\\x{116E3}\\x{11BF0}-\\x{11BF9}\\x{11F50}-\\x{11F59}"      \
-    "\\x{16130}-\\x{16139}\\x{16D70}-\\x{16D79}\\x{1CCF0}-\\x{1CCF9}\\x{1D2C0}-\\x{1D2D3}"      \
-    "\\x{1E4F0}-\\x{1E4F9}\\x{1E5F1}-\\x{1E5FA}"
-#define LETTER "[\\p{L}" L_EXTRA "]"
-#define NUMBER "[\\p{N}" N_EXTRA "]"
-#define OTHER "[^" WS "\\p{L}\\p{N}" L_EXTRA N_EXTRA "]"
-
 /* 's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+ */
 static const char GPT2_PATTERN[] = "'s|'t|'re|'ve|'m|'ll|'d| ?" LETTER "+| ?" NUMBER "+| ?" OTHER
                                    "+|[" WS "]+(?![^" WS "])|[" WS "]+";
@@ -306,18 +277,30 @@ static void push_pair(Bpe *b, size_t *n_heap, uint32_t pos, uint32_t left, uint3
     if (m) heap_push(b, n_heap, (Candidate){m->rank, pos, left, right, m->id});
 }
 
-/* BPE over one pre-token of n >= 2 bytes; writes its ids to out, returns how many. */
-static size_t merge_piece(Bpe *b, const unsigned char *p, size_t n, uint32_t *out) {
-    if (n > b->sym_cap) {
-        b->sym_cap = n;
-        b->sym_id = xrealloc(b->sym_id, n * sizeof *b->sym_id);
-        b->sym_next = xrealloc(b->sym_next, n * sizeof *b->sym_next);
-        b->sym_prev = xrealloc(b->sym_prev, n * sizeof *b->sym_prev);
-    }
+static void reserve_symbols(Bpe *b, size_t n) {
+    if (n <= b->sym_cap) return;
+    b->sym_cap = n;
+    b->sym_id = xrealloc(b->sym_id, n * sizeof *b->sym_id);
+    b->sym_next = xrealloc(b->sym_next, n * sizeof *b->sym_next);
+    b->sym_prev = xrealloc(b->sym_prev, n * sizeof *b->sym_prev);
+}
+
+/* Is the popped pair still the one it was pushed for? tokenizers' Word::merge_all
+ * asks whether the pair now at pos merges into the same token, which a
+ * SentencePiece-converted vocabulary can reach by several merges ("▁t he",
+ * "▁th e"), so the ids may differ and the merge still applies (at the popped
+ * rank). */
+static int still_merges(const Bpe *b, const Candidate *c, uint32_t left, uint32_t right) {
+    if (left == c->left && right == c->right) return 1;
+    const MergeSlot *m = bpe_find_merge(b, left, right);
+    return m && m->id == c->merged;
+}
+
+/* BPE over the n symbols in b->sym_id; writes the merged ids to out, returns how many. */
+static size_t merge_symbols(Bpe *b, size_t n, uint32_t *out) {
     uint32_t *id = b->sym_id;
     int64_t *next = b->sym_next, *prev = b->sym_prev;
     for (size_t i = 0; i < n; i++) {
-        id[i] = b->byte_id[p[i]];
         prev[i] = (int64_t)i - 1;
         next[i] = i + 1 < n ? (int64_t)i + 1 : -1;
     }
@@ -326,7 +309,7 @@ static size_t merge_piece(Bpe *b, const unsigned char *p, size_t n, uint32_t *ou
     while (n_heap > 0) {
         Candidate c = heap_pop(b, &n_heap);
         int64_t l = c.pos, r = next[l];
-        if (id[l] == DEAD_SYMBOL || r < 0 || id[l] != c.left || id[r] != c.right) continue;
+        if (id[l] == DEAD_SYMBOL || r < 0 || !still_merges(b, &c, id[l], id[r])) continue;
         id[l] = c.merged;
         id[r] = DEAD_SYMBOL;
         next[l] = next[r];
@@ -335,7 +318,57 @@ static size_t merge_piece(Bpe *b, const unsigned char *p, size_t n, uint32_t *ou
         if (next[l] >= 0) push_pair(b, &n_heap, (uint32_t)l, id[l], id[next[l]]);
     }
     size_t k = 0;
-    for (int64_t i = 0; i >= 0; i = next[i]) out[k++] = id[i];
+    for (int64_t i = n > 0 ? 0 : -1; i >= 0; i = next[i]) out[k++] = id[i];
+    return k;
+}
+
+/* The symbols of a byte-level piece: its bytes' tokens. */
+static size_t byte_symbols(Bpe *b, const unsigned char *p, size_t n) {
+    reserve_symbols(b, n);
+    for (size_t i = 0; i < n; i++) b->sym_id[i] = b->byte_id[p[i]];
+    return n;
+}
+
+/* The symbols of a char-level piece, as tokenizers' BPE::merge_word makes
+ * them: each character's token; a character not in the vocabulary becomes
+ * its "<0xAB>" byte tokens (byte_fallback, when all exist), else the unknown
+ * token (consecutive ones fused into one with fuse_unk), else nothing. A
+ * pending unknown token is written only when a known character (or the end)
+ * follows, so byte-fallback tokens in between come first, as there. */
+static size_t char_symbols(Bpe *b, const unsigned char *p, size_t n) {
+    reserve_symbols(b, n); /* a character gives at most its byte count of symbols */
+    uint32_t *out = b->sym_id;
+    size_t k = 0;
+    int pending_unk = 0;
+    for (size_t i = 0; i < n;) {
+        uint32_t cp;
+        int step = p[i] < 0x80 ? 1 : utf8_decode(p + i, n - i, &cp);
+        if (step <= 0) step = 1; /* not reached: the pipeline hands over valid UTF-8 */
+        uint32_t id = DEAD_SYMBOL;
+        if (step == 1 && p[i] < 0x80) {
+            id = b->ascii_id[p[i]];
+        } else {
+            const BpeMapSlot *v = bpe_map_get(&b->vocab_map, (const char *)p + i, (size_t)step,
+                                              bpe_hash_bytes(p + i, (size_t)step));
+            if (v) id = v->v0;
+        }
+        if (id != DEAD_SYMBOL) {
+            if (pending_unk) out[k++] = (uint32_t)b->unk_id;
+            pending_unk = 0;
+            out[k++] = id;
+        } else {
+            int fallback = b->byte_fallback;
+            for (int j = 0; fallback && j < step; j++) fallback = b->fallback_id[p[i + j]] >= 0;
+            if (fallback) {
+                for (int j = 0; j < step; j++) out[k++] = (uint32_t)b->fallback_id[p[i + j]];
+            } else if (b->unk_id >= 0) {
+                if (pending_unk && !b->fuse_unk) out[k++] = (uint32_t)b->unk_id;
+                pending_unk = 1;
+            }
+        }
+        i += (size_t)step;
+    }
+    if (pending_unk) out[k++] = (uint32_t)b->unk_id;
     return k;
 }
 
@@ -351,7 +384,7 @@ static size_t merge_piece(Bpe *b, const unsigned char *p, size_t n, uint32_t *ou
 #define CACHE_MAX_KEY_BYTES (1u << 26)
 #define CACHE_MAX_PIECE (1u << 12)
 
-static void reserve_ids(uint32_t **ids, int64_t *cap, int64_t want) {
+void bpe_reserve_ids(uint32_t **ids, int64_t *cap, int64_t want) {
     if (want <= *cap) return;
     int64_t c = *cap > 0 ? *cap : 256;
     while (c < want) c *= 2;
@@ -359,11 +392,12 @@ static void reserve_ids(uint32_t **ids, int64_t *cap, int64_t want) {
     *cap = c;
 }
 
-static int64_t encode_piece(Bpe *b, const char *piece, size_t len, uint32_t **ids, int64_t *cap,
-                            int64_t n) {
-    reserve_ids(ids, cap, n + (int64_t)len); /* never more ids than bytes */
+int64_t bpe_encode_piece(Bpe *b, const char *piece, size_t len, uint32_t **ids, int64_t *cap,
+                         int64_t n) {
+    if (len == 0) return n;
+    bpe_reserve_ids(ids, cap, n + (int64_t)len); /* never more ids than bytes */
     uint32_t *out = *ids + n;
-    if (len == 1) {
+    if (len == 1 && b->byte_level) {
         out[0] = b->byte_id[(unsigned char)piece[0]];
         return n + 1;
     }
@@ -380,7 +414,9 @@ static int64_t encode_piece(Bpe *b, const char *piece, size_t len, uint32_t **id
         memcpy(out, b->cache_ids + hit->v0, hit->v1 * sizeof *out);
         return n + hit->v1;
     }
-    size_t k = merge_piece(b, (const unsigned char *)piece, len, out);
+    const unsigned char *p = (const unsigned char *)piece;
+    size_t n_sym = b->byte_level ? byte_symbols(b, p, len) : char_symbols(b, p, len);
+    size_t k = merge_symbols(b, n_sym, out);
     if (len > CACHE_MAX_PIECE) return n + (int64_t)k; /* k <= len: fits every bound below */
     if (b->cache.count >= CACHE_MAX_ENTRIES || b->cache_ids_len + k > CACHE_MAX_IDS ||
         b->cache.keys_len + len > CACHE_MAX_KEY_BYTES) {
@@ -419,8 +455,8 @@ static int64_t encode_span(Bpe *b, const char *text, size_t len, uint32_t **ids,
     while (pos < len) {
         size_t start, end;
         if (!bpe_regex_next(b->re, text, len, pos, &start, &end)) start = end = len;
-        if (start > pos) n = encode_piece(b, text + pos, start - pos, ids, cap, n);
-        if (end > start) n = encode_piece(b, text + start, end - start, ids, cap, n);
+        if (start > pos) n = bpe_encode_piece(b, text + pos, start - pos, ids, cap, n);
+        if (end > start) n = bpe_encode_piece(b, text + start, end - start, ids, cap, n);
         pos = end;
     }
     return n;
@@ -463,7 +499,7 @@ static int64_t bpe_encode(const Tokenizer *tok, const char *text, size_t len, ui
         const Special *s = next_special(b, text, len, pos, next_at, &at);
         n = encode_span(b, text + pos, (s ? at : len) - pos, ids, cap, n);
         if (!s) break;
-        reserve_ids(ids, cap, n + 1);
+        bpe_reserve_ids(ids, cap, n + 1);
         (*ids)[n++] = s->id;
         pos = at + s->len;
     }
@@ -480,6 +516,7 @@ static int bpe_decode_token(const Tokenizer *tok, uint32_t id, char *out) {
 
 void bpe_free(Bpe *b) {
     if (!b) return;
+    tokjson_free(b->pipe);
     free(b->tok_off);
     free(b->tok_bytes);
     free(b->merges);
@@ -498,6 +535,51 @@ void bpe_free(Bpe *b) {
     free(b);
 }
 
+/* GPT-2's files: the special tokens by their text. */
+static int bpe_token_id(const Tokenizer *tok, const char *s, size_t len) {
+    const Bpe *b = tok->impl;
+    for (int k = 0; k < b->n_specials; k++)
+        if (b->specials[k].len == len && memcmp(b->specials[k].text, s, len) == 0)
+            return (int)b->specials[k].id;
+    return -1;
+}
+
+static int bpe_is_special(const Tokenizer *tok, uint32_t id) {
+    const Bpe *b = tok->impl;
+    for (int k = 0; k < b->n_specials; k++)
+        if (b->specials[k].id == id) return 1;
+    return 0;
+}
+
+/* GPT2Tokenizer's decode: the bytes, read as UTF-8 with U+FFFD (errors="replace"). */
+static char *bpe_decode(const Tokenizer *tok, const uint32_t *ids, int64_t n, int skip_special,
+                        size_t *len_out) {
+    const Bpe *b = tok->impl;
+    size_t total = 0;
+    for (int64_t i = 0; i < n; i++)
+        if (ids[i] < (uint32_t)b->n_vocab) total += b->tok_off[ids[i] + 1] - b->tok_off[ids[i]];
+    char *out = xmalloc(total + 1);
+    size_t len = 0;
+    for (int64_t i = 0; i < n; i++) {
+        if (ids[i] >= (uint32_t)b->n_vocab || (skip_special && bpe_is_special(tok, ids[i])))
+            continue;
+        uint32_t k = b->tok_off[ids[i] + 1] - b->tok_off[ids[i]];
+        memcpy(out + len, b->tok_bytes + b->tok_off[ids[i]], k);
+        len += k;
+    }
+    size_t fixed_len;
+    char *fixed = tokjson_lossy_utf8(out, len, &fixed_len);
+    if (fixed) {
+        free(out);
+        out = fixed;
+        len = fixed_len;
+        out = xrealloc(out, len + 1);
+    }
+    out[len] = '\0';
+    if (len_out) *len_out = len;
+    return out;
+}
+
 static void bpe_destroy(Tokenizer *tok) {
     bpe_free(tok->impl);
     free(tok);
@@ -514,6 +596,9 @@ Tokenizer *bpe_tokenizer(Bpe *b, const char *name) {
     tok->encode = bpe_encode;
     tok->decode_token = bpe_decode_token;
     tok->destroy = bpe_destroy;
+    tok->decode = bpe_decode;
+    tok->is_special = bpe_is_special;
+    tok->token_id = bpe_token_id;
     tok->impl = b;
     return tok;
 }

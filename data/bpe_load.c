@@ -22,6 +22,7 @@
 #include <sys/stat.h>
 
 #include "data/bpe_impl.h"
+#include "data/tokjson.h"
 #include "util/utf8.h"
 #include "util/util.h"
 
@@ -50,6 +51,13 @@ typedef struct {
     AddedText *added;
     size_t n_added;
     int add_prefix_space, ignore_merges;
+    /* tokenizer.json beyond GPT-2's shape (data/tokjson.h) */
+    int byte_level;          /* vocabulary strings spell bytes; 0: literal text */
+    TokPipeline *pipe;       /* NULL: GPT-2's files, encoded by bpe.c alone */
+    int gpt2_shape;          /* a tokenizer.json bpe.c encodes alone (its old hash) */
+    json_t *added_list;      /* added_tokens, for the pipeline's flags */
+    const char *unk_token;   /* model options */
+    int byte_fallback, fuse_unk;
 } Source;
 
 /* ----------------------------------------------------------- the builder */
@@ -60,6 +68,7 @@ typedef struct {
  * the string its own bytes. */
 static size_t token_bytes(const char *key, size_t len, char *out) {
     const unsigned char *s = (const unsigned char *)key;
+    if (!out) return 0;
     size_t i = 0, n = 0;
     while (i < len) {
         uint32_t cp;
@@ -73,6 +82,18 @@ static size_t token_bytes(const char *key, size_t len, char *out) {
         i += (size_t)step;
     }
     return n;
+}
+
+/* 1 when every character of key is in GPT-2's byte alphabet. */
+static int byte_spelling(const char *key, size_t len) {
+    const unsigned char *s = (const unsigned char *)key;
+    for (size_t i = 0; i < len;) {
+        uint32_t cp;
+        int step = utf8_decode(s + i, len - i, &cp);
+        if (step <= 0 || bpe_codepoint_to_byte(cp) < 0) return 0;
+        i += (size_t)step;
+    }
+    return 1;
 }
 
 static int check_id(const Source *src, const char *what, const char *text, json_t *v,
@@ -114,7 +135,8 @@ static int fill_tokens(const Source *src, Bpe *b) {
                          src->path, (long long)id, str[id], key);
             goto done;
         }
-        size_t k = key_len <= sizeof buf ? token_bytes(key, key_len, buf) : key_len;
+        size_t k = key_len <= sizeof buf && src->byte_level ? token_bytes(key, key_len, buf)
+                                                              : key_len;
         str[id] = key;
         str_len[id] = key_len;
         len[id] = (int32_t)(k < INT32_MAX ? k : INT32_MAX);
@@ -143,7 +165,7 @@ static int fill_tokens(const Source *src, Bpe *b) {
     for (size_t i = 0; i < n; i++) {
         if (len[i] <= 0) continue; /* a hole in the ids decodes to nothing */
         char *out = b->tok_bytes + b->tok_off[i];
-        if (added[i]) memcpy(out, str[i], str_len[i]);
+        if (added[i] || !src->byte_level) memcpy(out, str[i], str_len[i]);
         else token_bytes(str[i], str_len[i], out);
     }
 done:
@@ -203,6 +225,54 @@ static int fill_merges(const Source *src, Bpe *b) {
     return rc;
 }
 
+/* The model vocabulary map, and for a char-level model its character,
+ * byte-fallback and unknown tokens. Only model.vocab is the model's: added
+ * tokens are not (tokenizers' BPE never sees them). */
+static int model_tables(const Source *src, Bpe *b) {
+    bpe_map_init(&b->vocab_map, json_object_size(src->vocab));
+    char buf[4 * BPE_MAX_TOKEN_BYTES + 8];
+    const char *key;
+    size_t key_len;
+    json_t *v;
+    json_object_keylen_foreach(src->vocab, key, key_len, v) {
+        const char *t = key;
+        size_t len = key_len;
+        if (src->byte_level) { /* only a byte-alphabet spelling can be a piece */
+            if (key_len > sizeof buf || !byte_spelling(key, key_len)) continue;
+            len = token_bytes(key, key_len, buf);
+            t = buf;
+        }
+        int added;
+        BpeMapSlot *slot = bpe_map_put(&b->vocab_map, t, len, bpe_hash_bytes(t, len), &added);
+        if (added || (uint32_t)json_integer_value(v) < slot->v0)
+            slot->v0 = (uint32_t)json_integer_value(v);
+    }
+    b->byte_fallback = src->byte_fallback;
+    b->fuse_unk = src->fuse_unk;
+    b->unk_id = -1;
+    for (int c = 0; c < 128; c++) {
+        char ch = (char)c;
+        int64_t id = lookup(src, &ch, 1);
+        b->ascii_id[c] = id >= 0 ? (uint32_t)id : DEAD_SYMBOL;
+    }
+    b->has_fallback = 1;
+    for (int byte = 0; byte < 256; byte++) {
+        char name[8];
+        snprintf(name, sizeof name, "<0x%02X>", byte);
+        b->fallback_id[byte] = lookup(src, name, 6);
+        if (b->fallback_id[byte] < 0) b->has_fallback = 0;
+    }
+    if (src->unk_token && !src->byte_level) {
+        b->unk_id = lookup(src, src->unk_token, strlen(src->unk_token));
+        if (b->unk_id < 0)
+            return err_set("%s: model.unk_token \"%s\" is not in model.vocab; tokenizers fails "
+                           "on the first unknown character then — add it to the vocabulary or "
+                           "set unk_token to null",
+                           src->path, src->unk_token);
+    }
+    return 0;
+}
+
 static Bpe *build(const Source *src, uint64_t *hash) {
     Bpe *b = xcalloc(1, sizeof *b);
     int64_t max_id = -1;
@@ -221,7 +291,8 @@ static Bpe *build(const Source *src, uint64_t *hash) {
     }
     b->n_vocab = (int)max_id + 1;
     if (fill_tokens(src, b) != 0) goto fail;
-    for (int byte = 0; byte < 256; byte++) {
+    b->byte_level = src->byte_level;
+    for (int byte = 0; byte < 256 && src->byte_level; byte++) {
         char s[2];
         int n = bpe_byte_to_utf8((unsigned char)byte, s);
         int64_t id = lookup(src, s, (size_t)n);
@@ -252,7 +323,7 @@ static Bpe *build(const Source *src, uint64_t *hash) {
     for (int k = 0; k < b->n_specials; k++)
         if (strcmp(b->specials[k].text, EOS_TEXT) == 0) b->eos_id = (int)b->specials[k].id;
     if (b->eos_id < 0) b->eos_id = (int)lookup(src, EOS_TEXT, strlen(EOS_TEXT));
-    if (b->eos_id < 0) {
+    if (b->eos_id < 0 && !src->pipe) {
         err_set("%s: the vocabulary has no \"%s\" token; retort ends every document with it — "
                 "add it as an added (special) token",
                 src->path, EOS_TEXT);
@@ -260,7 +331,9 @@ static Bpe *build(const Source *src, uint64_t *hash) {
     }
     b->add_prefix_space = src->add_prefix_space;
     b->ignore_merges = src->ignore_merges;
-    if (b->ignore_merges) {
+    if (src->pipe && !src->gpt2_shape) {
+        if (model_tables(src, b) != 0) goto fail;
+    } else if (b->ignore_merges) {
         bpe_map_init(&b->vocab_map, (size_t)b->n_vocab);
         for (int id = b->n_vocab - 1; id >= 0; id--) { /* the smallest id wins a tie */
             size_t len = b->tok_off[id + 1] - b->tok_off[id];
@@ -285,6 +358,11 @@ static Bpe *build(const Source *src, uint64_t *hash) {
     for (int k = 0; k < b->n_specials; k++) h = bpe_fnv1a(h, &b->specials[k].id, 4);
     h = bpe_fnv1a(h, &b->add_prefix_space, sizeof b->add_prefix_space);
     h = bpe_fnv1a(h, &b->ignore_merges, sizeof b->ignore_merges);
+    if (src->pipe && !src->gpt2_shape) { /* the pipeline and the model's options too */
+        h = tokjson_hash(src->pipe, h);
+        int opts[4] = {b->byte_level, b->byte_fallback, b->fuse_unk, (int)b->unk_id};
+        h = bpe_fnv1a(h, opts, sizeof opts);
+    }
     *hash = h;
     return b;
 fail:
@@ -292,15 +370,123 @@ fail:
     return NULL;
 }
 
-static Tokenizer *finish(const Source *src, const char *spec) {
+/* tokenizer_config.json's name for key ("eos_token": "</s>" or
+ * {"content": "</s>", ...}), NULL when absent. */
+static const char *config_token(json_t *config, const char *key) {
+    json_t *v = json_object_get(config, key);
+    if (json_is_object(v)) v = json_object_get(v, "content");
+    return json_string_value(v);
+}
+
+/* The EOS, BOS and padding ids: tokenizer_config.json's eos_token, bos_token
+ * and pad_token when the directory of the tokenizer has one (as transformers
+ * reads them), else EOS by name ("<|endoftext|>", "</s>", "<|end_of_text|>",
+ * "<eos>"), BOS the post-processor's first id, padding EOS. */
+static int special_ids(Tokenizer *tok, const Bpe *b, const Source *src, const char *dir) {
+    char cfg_path[4096];
+    json_t *config = NULL;
+    if (path_join(cfg_path, sizeof cfg_path, dir, "tokenizer_config.json") == 0 &&
+        path_exists(cfg_path)) {
+        json_error_t e;
+        config = json_load_file(cfg_path, 0, &e);
+        if (!json_is_object(config)) {
+            json_decref(config);
+            return err_set("%s:%d:%d: malformed JSON: %s — fix or remove it (retort reads "
+                           "eos_token, bos_token and pad_token from it)",
+                           cfg_path, e.line, e.column, e.text);
+        }
+    }
+    static const char *const keys[] = {"eos_token", "bos_token", "pad_token"};
+    int ids[3] = {-1, -1, -1};
+    for (int k = 0; k < 3; k++) {
+        const char *name = config_token(config, keys[k]);
+        if (!name) continue;
+        ids[k] = tokenizer_token_id(tok, name);
+        if (ids[k] < 0) {
+            err_set("%s: %s \"%s\" is not a token of %s; transformers would add it as a new "
+                    "token, which changes the vocabulary — use a tokenizer that has it",
+                    cfg_path, keys[k], name, src->path);
+            json_decref(config);
+            return -1;
+        }
+    }
+    json_decref(config);
+    static const char *const eos_names[] = {"<|endoftext|>", "</s>", "<|end_of_text|>", "<eos>"};
+    for (int k = 0; k < 4 && ids[0] < 0; k++) ids[0] = tokenizer_token_id(tok, eos_names[k]);
+    if (ids[0] < 0)
+        return err_set("%s: no end-of-sequence token: tokenizer_config.json beside it names none "
+                       "(eos_token) and the vocabulary has none of <|endoftext|>, </s>, "
+                       "<|end_of_text|>, <eos>; retort ends every document with it — add a "
+                       "tokenizer_config.json with \"eos_token\"",
+                       src->path);
+    if (ids[1] < 0 && tok->n_special_prefix > 0) ids[1] = (int)tok->special_prefix[0];
+    if (ids[2] < 0) ids[2] = ids[0];
+    tok->eos_id = ids[0];
+    tok->bos_id = ids[1];
+    tok->pad_id = ids[2];
+    (void)b;
+    return 0;
+}
+
+static int pipe_token_id(const Tokenizer *tok, const char *s, size_t len) {
+    return (int)tokjson_token_id(((const Bpe *)tok->impl)->pipe, s, len);
+}
+static int pipe_is_special(const Tokenizer *tok, uint32_t id) {
+    return tokjson_is_special(((const Bpe *)tok->impl)->pipe, id);
+}
+
+static Tokenizer *finish(Source *src, const char *spec, const char *dir) {
     uint64_t hash;
     Bpe *b = build(src, &hash);
     if (!b) return NULL;
+    int old_eos = b->eos_id;
+    if (src->pipe) { /* the pipeline's id -> string table, then it belongs to b */
+        const char **strs = xcalloc((size_t)b->n_vocab, sizeof *strs);
+        size_t *lens = xcalloc((size_t)b->n_vocab, sizeof *lens);
+        const char *key;
+        size_t key_len;
+        json_t *v;
+        json_object_keylen_foreach(src->vocab, key, key_len, v) {
+            strs[json_integer_value(v)] = key;
+            lens[json_integer_value(v)] = key_len;
+        }
+        tokjson_set_strings(src->pipe, b->n_vocab, strs, lens);
+        free(strs);
+        free(lens);
+        b->pipe = src->pipe;
+        src->pipe = NULL; /* b owns it now */
+    }
     const char *base = strrchr(spec, '/');
     base = base && base[1] ? base + 1 : spec;
     char name[128];
     snprintf(name, sizeof name, "bpe:%.80s:%016llx", base, (unsigned long long)hash);
-    return bpe_tokenizer(b, name);
+    Tokenizer *tok = bpe_tokenizer(b, name);
+    if (b->pipe) {
+        if (!src->gpt2_shape) {
+            tok->encode = tokjson_encode;
+            tok->decode_token = tokjson_decode_token;
+            tok->newline_cuts_exact = 0;
+        }
+        tok->decode = tokjson_decode;
+        tok->is_special = pipe_is_special;
+        tok->token_id = pipe_token_id;
+        if (tokjson_special_ids(b->pipe, src->path, tok->special_prefix, &tok->n_special_prefix,
+                                tok->special_suffix, &tok->n_special_suffix) != 0)
+            goto fail;
+    }
+    if (special_ids(tok, b, src, dir) != 0) goto fail;
+    /* the ids' meaning includes which are EOS, BOS and padding; GPT-2's files
+     * keep their old hash while they use the old choice */
+    if ((b->pipe && !src->gpt2_shape) || tok->eos_id != old_eos || tok->pad_id != old_eos) {
+        int ids[3] = {tok->eos_id, b->pipe && !src->gpt2_shape ? tok->bos_id : -1, tok->pad_id};
+        hash = bpe_fnv1a(hash, ids, sizeof ids);
+        snprintf(tok->name, sizeof tok->name, "bpe:%.80s:%016llx", base,
+                 (unsigned long long)hash);
+    }
+    return tok;
+fail:
+    tokenizer_free(tok);
+    return NULL;
 }
 
 /* ------------------------------------------------------------- sources */
@@ -349,7 +535,7 @@ static int parse_merges_file(const char *path, char *text, size_t len, MergeText
 static Tokenizer *load_vocab_merges(const char *dir, const char *vocab_path,
                                     const char *merges_path) {
     Tokenizer *tok = NULL;
-    Source src = {.path = vocab_path, .merges_path = merges_path};
+    Source src = {.path = vocab_path, .merges_path = merges_path, .byte_level = 1};
     size_t len;
     char *text = read_file(merges_path, &len);
     json_t *vocab = text ? load_json(vocab_path) : NULL;
@@ -369,7 +555,7 @@ static Tokenizer *load_vocab_merges(const char *dir, const char *vocab_path,
     } else if (v) {
         goto done;
     }
-    tok = finish(&src, dir);
+    tok = finish(&src, dir, dir);
 done:
     free(src.merges);
     json_decref(vocab);
@@ -387,52 +573,65 @@ static const char *type_of(json_t *obj) {
     return t ? t : "(no type)";
 }
 
-/* The tokenizer.json fields that shape ids, checked against what we implement. */
-static int check_pipeline(const char *path, json_t *root, json_t *model, Source *src) {
-    const char *fix = "retort reads GPT-2 style byte-level BPE tokenizers";
-    json_t *norm = json_object_get(root, "normalizer");
-    if (!is_null_or(norm, NULL))
-        return err_set("%s: normalizer %s is not supported; %s (normalizer null)", path,
-                       type_of(norm), fix);
+/* The BPE model's options, checked against what bpe.c implements. */
+static int check_model(const char *path, json_t *model, Source *src) {
+    const char *mtype = json_string_value(json_object_get(model, "type"));
+    if (mtype && strcmp(mtype, "BPE") != 0)
+        return err_set("%s: model: model %s is not supported (retort implements BPE; WordPiece, "
+                       "Unigram and WordLevel are refused rather than approximated)",
+                       path, mtype);
+    if (!is_null_or(json_object_get(model, "continuing_subword_prefix"), "") ||
+        !is_null_or(json_object_get(model, "end_of_word_suffix"), ""))
+        return err_set("%s: model: BPE with continuing_subword_prefix or end_of_word_suffix is "
+                       "not supported (no decoder model retort targets uses them)",
+                       path);
+    json_t *dropout = json_object_get(model, "dropout");
+    if (!is_null_or(dropout, NULL) && json_number_value(dropout) != 0.0)
+        return err_set("%s: model.dropout: BPE dropout is not supported (it makes encoding "
+                       "random); set model.dropout to null",
+                       path);
+    src->ignore_merges = json_is_true(json_object_get(model, "ignore_merges"));
+    src->byte_fallback = json_is_true(json_object_get(model, "byte_fallback"));
+    src->fuse_unk = json_is_true(json_object_get(model, "fuse_unk"));
+    json_t *unk = json_object_get(model, "unk_token");
+    if (unk && !json_is_null(unk) && !json_is_string(unk))
+        return err_set("%s: model.unk_token must be a string or null", path);
+    src->unk_token = json_string_value(unk);
+    return 0;
+}
+
+/* 1 when the file has GPT-2's shape, which bpe.c encodes alone (and which
+ * keeps the identity hash it had before pipelines existed): no normalizer,
+ * ByteLevel with its regex as the only pre-tokenizer, no post-processor
+ * adding tokens, added tokens without lstrip, rstrip or single_word. */
+static int gpt2_shape(json_t *root, Source *src) {
+    if (!is_null_or(json_object_get(root, "normalizer"), NULL)) return 0;
     json_t *pre = json_object_get(root, "pre_tokenizer");
     if (pre && !strcmp(type_of(pre), "Sequence")) {
         json_t *list = json_object_get(pre, "pretokenizers");
         if (json_array_size(list) == 1) pre = json_array_get(list, 0);
     }
-    if (!pre || strcmp(type_of(pre), "ByteLevel") != 0)
-        return err_set("%s: pre_tokenizer %s is not supported; %s (pre_tokenizer ByteLevel)", path,
-                       pre ? type_of(pre) : "null", fix);
+    if (!pre || strcmp(type_of(pre), "ByteLevel") != 0) return 0;
     json_t *use_regex = json_object_get(pre, "use_regex");
-    if (use_regex && !json_is_true(use_regex))
-        return err_set("%s: pre_tokenizer ByteLevel with use_regex false is not supported; %s",
-                       path, fix);
-    src->add_prefix_space = json_is_true(json_object_get(pre, "add_prefix_space"));
+    if (use_regex && !json_is_true(use_regex)) return 0;
     json_t *post = json_object_get(root, "post_processor");
-    if (!is_null_or(post, NULL) && strcmp(type_of(post), "ByteLevel") != 0)
-        return err_set("%s: post_processor %s is not supported (retort adds no tokens around a "
-                       "text; set it to null or ByteLevel)",
-                       path, type_of(post));
-    const char *mtype = json_string_value(json_object_get(model, "type"));
-    if (mtype && strcmp(mtype, "BPE") != 0)
-        return err_set("%s: model type %s is not supported; %s (model BPE)", path, mtype, fix);
-    if (!is_null_or(json_object_get(model, "continuing_subword_prefix"), "") ||
-        !is_null_or(json_object_get(model, "end_of_word_suffix"), ""))
-        return err_set("%s: BPE with continuing_subword_prefix or end_of_word_suffix is not "
-                       "supported; %s",
-                       path, fix);
-    json_t *dropout = json_object_get(model, "dropout");
-    if (!is_null_or(dropout, NULL) && json_number_value(dropout) != 0.0)
-        return err_set("%s: BPE dropout is not supported (it makes encoding random); set "
-                       "model.dropout to null",
-                       path);
-    src->ignore_merges = json_is_true(json_object_get(model, "ignore_merges"));
-    return 0;
+    if (!is_null_or(post, NULL) && strcmp(type_of(post), "ByteLevel") != 0) return 0;
+    size_t i;
+    json_t *t;
+    json_array_foreach(json_object_get(root, "added_tokens"), i, t) {
+        static const char *const flags[] = {"lstrip", "rstrip", "single_word"};
+        for (int k = 0; k < 3; k++)
+            if (json_is_true(json_object_get(t, flags[k]))) return 0;
+    }
+    src->add_prefix_space = json_is_true(json_object_get(pre, "add_prefix_space"));
+    return 1;
 }
 
 static int read_added(const char *path, json_t *root, Source *src) {
     json_t *list = json_object_get(root, "added_tokens");
     if (!list || json_is_null(list)) return 0;
     if (!json_is_array(list)) return err_set("%s: added_tokens must be an array", path);
+    src->added_list = list;
     src->added = xcalloc(json_array_size(list), sizeof *src->added);
     size_t i;
     json_t *t;
@@ -445,12 +644,12 @@ static int read_added(const char *path, json_t *root, Source *src) {
         a->len = json_string_length(content);
         if (check_id(src, "added token", a->text, json_object_get(t, "id"), &a->id) != 0)
             return -1;
-        static const char *const unsupported[] = {"lstrip", "rstrip", "single_word"};
-        for (int k = 0; k < 3; k++)
-            if (json_is_true(json_object_get(t, unsupported[k])))
-                return err_set("%s: added token \"%s\" has %s true, which retort does not "
-                               "implement; set it to false",
-                               path, a->text, unsupported[k]);
+        /* tokenizers gives a token that is in the vocabulary the vocabulary's id */
+        int64_t in_vocab = lookup(src, a->text, a->len);
+        if (src->pipe && !src->gpt2_shape && in_vocab >= 0 && in_vocab != a->id)
+            return err_set("%s: added_tokens[%zu] \"%s\" has id %lld but model.vocab gives it "
+                           "%lld, which is the id tokenizers uses; fix the file",
+                           path, i, a->text, (long long)a->id, (long long)in_vocab);
     }
     return 0;
 }
@@ -489,7 +688,7 @@ static int read_json_merges(const char *path, json_t *merges, Source *src) {
 
 static Tokenizer *load_tokenizer_json(const char *path, const char *spec) {
     Tokenizer *tok = NULL;
-    Source src = {.path = path, .merges_path = path, .merges_in_json = 1};
+    Source src = {.path = path, .merges_path = path, .merges_in_json = 1, .byte_level = 1};
     json_t *root = load_json(path);
     if (!root) return NULL;
     json_t *model = json_object_get(root, "model");
@@ -502,11 +701,28 @@ static Tokenizer *load_tokenizer_json(const char *path, const char *spec) {
         err_set("%s: model.vocab must be an object mapping token strings to ids", path);
         goto done;
     }
-    if (check_pipeline(path, root, model, &src) != 0 || read_added(path, root, &src) != 0 ||
+    if (check_model(path, model, &src) != 0) goto done;
+    src.gpt2_shape = gpt2_shape(root, &src);
+    int byte_level = 0;
+    src.pipe = tokjson_parse(path, root, &byte_level);
+    if (!src.pipe) goto done;
+    src.byte_level = src.gpt2_shape || byte_level;
+    if (read_added(path, root, &src) != 0 ||
         read_json_merges(path, json_object_get(model, "merges"), &src) != 0)
         goto done;
-    tok = finish(&src, spec);
+    int64_t *ids = xcalloc(src.n_added + 1, sizeof *ids);
+    for (size_t a = 0; a < src.n_added; a++) ids[a] = src.added[a].id;
+    int rc = tokjson_set_added(src.pipe, path, src.added_list, ids);
+    free(ids);
+    if (rc != 0) goto done;
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (slash) *slash = '\0';
+    else snprintf(dir, sizeof dir, ".");
+    tok = finish(&src, spec, dir);
 done:
+    tokjson_free(src.pipe);
     free(src.merges);
     free(src.added);
     json_decref(root);

@@ -46,9 +46,9 @@ case "${1:-check}" in
     exit 0 ;;
 esac
 PACKAGES=(build-essential pkg-config libhdf5-dev hdf5-tools libcriterion-dev
-          libopenblas-openmp-dev libyaml-dev libjansson-dev libpcre2-dev bible-kjv python3-venv
+          libopenblas-openmp-dev libyaml-dev libjansson-dev libpcre2-dev libutf8proc-dev bible-kjv python3-venv
           libopenmpi-dev openmpi-bin python3-h5py)
-PKGCONFIG=(hdf5 openblas yaml-0.1 jansson criterion libpcre2-8 ompi-c)
+PKGCONFIG=(hdf5 openblas yaml-0.1 jansson criterion libpcre2-8 libutf8proc ompi-c)
 
 missing_pc=()
 for p in "${PKGCONFIG[@]}"; do pkg-config --exists "$p" 2>/dev/null || missing_pc+=("$p"); done
