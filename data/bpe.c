@@ -392,9 +392,59 @@ void bpe_reserve_ids(uint32_t **ids, int64_t *cap, int64_t want) {
     *cap = c;
 }
 
+/* Can a symbol span the boundary between characters a and b? */
+static int pair_joins(const Bpe *b, uint32_t a, uint32_t c) {
+    if (a < 128 && c < 128) return (int)(b->ascii_pairs[a][c >> 6] >> (c & 63) & 1);
+    uint64_t key = (uint64_t)a << 32 | c;
+    return bpe_map_get(&b->char_pairs, (const char *)&key, 8, bpe_hash_bytes(&key, 8)) != NULL;
+}
+
+static int known_char(const Bpe *b, const unsigned char *p, int step, uint32_t cp) {
+    if (cp < 128) return b->ascii_id[cp] != DEAD_SYMBOL;
+    return bpe_map_get(&b->vocab_map, (const char *)p, (size_t)step,
+                       bpe_hash_bytes(p, (size_t)step)) != NULL;
+}
+
+/* A long char-level piece (SentencePiece-style files have no pre-tokenizer,
+ * so a whole text is one piece) cut where no merge can reach across: between
+ * two known characters that no token holds side by side. The ids are those of
+ * the whole piece (see char_pairs), found in O(n) cached chunks instead of one
+ * heap over the whole text. Not with ignore_merges, whose whole-piece lookup
+ * would then apply to the chunks. */
+#define CUT_MIN_PIECE 64
+
+static int64_t encode_cut(Bpe *b, const char *piece, size_t len, uint32_t **ids, int64_t *cap,
+                          int64_t n) {
+    const unsigned char *p = (const unsigned char *)piece;
+    size_t start = 0;
+    uint32_t prev = 0;
+    int prev_known = 0;
+    for (size_t i = 0; i < len;) {
+        uint32_t cp;
+        int step = p[i] < 0x80 ? (cp = p[i], 1) : utf8_decode(p + i, len - i, &cp);
+        if (step <= 0) step = 1, cp = 0xFFFD;
+        int known = known_char(b, p + i, step, cp);
+        if (i > start && prev_known && known && !pair_joins(b, prev, cp)) {
+            n = bpe_encode_piece(b, piece + start, i - start, ids, cap, n);
+            start = i;
+        }
+        prev = cp;
+        prev_known = known;
+        i += (size_t)step;
+    }
+    return bpe_encode_piece(b, piece + start, len - start, ids, cap, n);
+}
+
 int64_t bpe_encode_piece(Bpe *b, const char *piece, size_t len, uint32_t **ids, int64_t *cap,
                          int64_t n) {
     if (len == 0) return n;
+    if (!b->byte_level && !b->ignore_merges && len > CUT_MIN_PIECE && b->char_pairs.slots &&
+        !b->in_cut) {
+        b->in_cut = 1; /* the chunks hold no cut point: cut once */
+        n = encode_cut(b, piece, len, ids, cap, n);
+        b->in_cut = 0;
+        return n;
+    }
     bpe_reserve_ids(ids, cap, n + (int64_t)len); /* never more ids than bytes */
     uint32_t *out = *ids + n;
     if (len == 1 && b->byte_level) {
@@ -525,6 +575,7 @@ void bpe_free(Bpe *b) {
     free(b->special_next);
     bpe_map_free(&b->vocab_map);
     bpe_map_free(&b->cache);
+    bpe_map_free(&b->char_pairs);
     free(b->cache_ids);
     bpe_regex_free(b->re);
     free(b->sym_id);

@@ -80,6 +80,12 @@ typedef struct {
     uint32_t ascii_id[128];    /* the token of each ASCII character, DEAD_SYMBOL when none */
     int64_t fallback_id[256];  /* "<0xAB>" tokens, -1 when absent */
     int has_fallback;          /* all 256 present (byte_fallback works only then) */
+    /* Pairs of characters adjacent in some model token (char-level): a long
+     * piece is cut between two known characters that are not, since no
+     * merge can make a symbol spanning them (every symbol's text is a token's). */
+    uint64_t ascii_pairs[128][2]; /* bit b of [a]: "ab" occurs */
+    BpeMap char_pairs;            /* other pairs, keyed by the two code points */
+    int in_cut;                   /* encoding the chunks of a cut piece */
     struct TokPipeline *pipe;  /* the tokenizer.json pipeline; NULL for GPT-2's shape */
     uint32_t byte_id[256]; /* the token of each single byte */
     MergeSlot *merges;  /* 1 << merge_bits slots */

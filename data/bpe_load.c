@@ -247,6 +247,28 @@ static int model_tables(const Source *src, Bpe *b) {
         if (added || (uint32_t)json_integer_value(v) < slot->v0)
             slot->v0 = (uint32_t)json_integer_value(v);
     }
+    if (!src->byte_level) { /* the character pairs that tokens hold (bpe.c's cuts) */
+        bpe_map_init(&b->char_pairs, 1 << 12);
+        json_object_keylen_foreach(src->vocab, key, key_len, v) {
+            const unsigned char *u = (const unsigned char *)key;
+            uint32_t prev = 0, cp;
+            for (size_t i = 0; i < key_len;) {
+                int step = utf8_decode(u + i, key_len - i, &cp);
+                if (step <= 0) break; /* jansson gives well-formed UTF-8 */
+                if (i > 0) {
+                    if (prev < 128 && cp < 128) {
+                        b->ascii_pairs[prev][cp >> 6] |= 1ULL << (cp & 63);
+                    } else {
+                        uint64_t k = (uint64_t)prev << 32 | cp;
+                        bpe_map_put(&b->char_pairs, (const char *)&k, 8, bpe_hash_bytes(&k, 8),
+                                    NULL);
+                    }
+                }
+                prev = cp;
+                i += (size_t)step;
+            }
+        }
+    }
     b->byte_fallback = src->byte_fallback;
     b->fuse_unk = src->fuse_unk;
     b->unk_id = -1;
