@@ -15,6 +15,8 @@
 #include <string.h>
 
 #include "data/bpe.h"
+#include "data/build.h"
+#include "data/h5data.h"
 #include "data/tokenizer.h"
 #include "data/tokjson.h"
 #include "tests/testutil.h"
@@ -308,4 +310,51 @@ Test(tokjson, gpt2_files_keep_their_identity) {
     tokenizer_free(a);
     tokenizer_free(b);
     tokenizer_free(again);
+}
+
+/* ------------------------------------------------------------ data build */
+
+/* data build of lm data puts the post-processor's ids (a Llama BOS) first, as
+ * transformers' tokenizer(text) does with add_special_tokens=True, and EOS
+ * last; plain text with a pipeline is encoded whole, JSONL per document. */
+Test(tokjson, data_build_adds_the_bos_of_the_post_processor) {
+    char dir[256], in[300], txt[300], out[300], out2[300];
+    make_temp_dir(dir, sizeof dir, "tokjson-build");
+    snprintf(in, sizeof in, "%s/docs.jsonl", dir);
+    snprintf(txt, sizeof txt, "%s/book.txt", dir);
+    snprintf(out, sizeof out, "%s/docs.h5", dir);
+    snprintf(out2, sizeof out2, "%s/book.h5", dir);
+    const char *doc = "Call me Ishmael. Some years ago\n\tnever mind how long precisely";
+    json_t *line = json_pack("{s:s}", "text", doc);
+    char *line_text = json_dumps(line, 0);
+    json_decref(line);
+    char jsonl[512];
+    snprintf(jsonl, sizeof jsonl, "%s\n%s\n", line_text, line_text);
+    free(line_text);
+    write_text(in, jsonl);
+    write_text(txt, doc);
+    Tokenizer *tok = load_ok(FIXTURES "/llama2");
+    uint32_t *want = NULL;
+    int64_t cap = 0, n = tokenizer_encode(tok, doc, strlen(doc), 1, &want, &cap, 0);
+    cr_assert_eq(want[0], (uint32_t)tok->bos_id);
+    const char *inputs[2] = {in, txt}, *outputs[2] = {out, out2};
+    for (int k = 0; k < 2; k++) {
+        BuildOptions o = {.input = inputs[k], .output = outputs[k], .schema = SCHEMA_LM,
+                          .tokenizer = FIXTURES "/llama2", .text_field = "text", .quiet = 1};
+        cr_assert_eq(data_build(&o), 0, "%s", err_msg());
+        Dataset ds;
+        cr_assert_eq(dataset_open(&ds, outputs[k]), 0, "%s", err_msg());
+        cr_assert_eq(ds.n_docs, k == 0 ? 2 : 1);
+        for (int64_t d = 0; d < ds.n_docs; d++) {
+            int64_t a = ds.offsets[d], z = ds.offsets[d + 1];
+            cr_assert_eq(z - a, n + 1, "document %lld: %lld tokens, want %lld + EOS", (long long)d,
+                         (long long)(z - a), (long long)n);
+            for (int64_t i = 0; i < n; i++) cr_assert_eq(ds.tokens[a + i], want[i]);
+            cr_assert_eq(ds.tokens[z - 1], (uint32_t)tok->eos_id);
+        }
+        dataset_close(&ds);
+    }
+    free(want);
+    tokenizer_free(tok);
+    rm_rf(dir);
 }
