@@ -8,6 +8,14 @@
 # time, so that other load on the machine does not leak in). The token counts
 # are printed too: they must agree.
 #
+# Then the tokenizer.json structures of tests/make_tokenizer_json_fixtures.py
+# (Llama 3, Qwen2, Llama 2 / TinyLlama, Mistral, SmolLM, GPT-2), each trained by
+# tokenizers itself to VOCAB (32000) tokens on moby-dick.txt, retort beside
+# tokenizers (Tokenizer.from_file, encode(text, add_special_tokens=False)) the
+# same way; the token counts must agree. tokenizers is slow on one long text
+# (its offsets), so its line-by-line speed (encode_batch of the lines, one
+# thread; other ids at the line ends) is shown too, as its best case.
+#
 #   experiments/bench/tokenizer_bench.sh                 (needs ./retort and the venv
 #   REPS=5 experiments/bench/tokenizer_bench.sh FILE...   with tiktoken and tokenizers)
 set -euo pipefail
@@ -15,6 +23,7 @@ cd "$(dirname "$0")/../.."
 PY=${PY:-.venv/bin/python}
 RETORT=${RETORT:-./retort}
 REPS=${REPS:-3}
+VOCAB=${VOCAB:-32000}
 GPT2=../shared/data/gpt2
 [ $# -gt 0 ] || set -- ../shared/data/text/moby-dick.txt ../shared/data/text/sotu.txt
 export RAYON_NUM_THREADS=1 TOKENIZERS_PARALLELISM=false
@@ -72,4 +81,61 @@ for f in "$@"; do
     "$(awk -v b="$bytes" 'BEGIN{print b/1e6}')" "$ours" "$tk" "$hf" \
     "$(awk -v a="$ours" -v b="$tk" 'BEGIN{print a/b}')" "$(awk -v a="$ours" -v b="$hf" 'BEGIN{print a/b}')" \
     "$ours_n" "$tk_n" "$hf_n"
+done
+
+# ---- the tokenizer.json structures
+TOKDIR=$(mktemp -d)
+trap 'rm -rf "$TOKDIR"' EXIT
+"$PY" - "$TOKDIR" "$VOCAB" <<'PYEOF'
+import json, os, sys
+sys.path.insert(0, "tests")
+import make_tokenizer_json_fixtures as fx
+out, fx.VOCAB = sys.argv[1], int(sys.argv[2])
+moby = open("../shared/data/text/moby-dick.txt", encoding="utf-8", newline="").read()
+for build in (fx.llama3, fx.qwen2, fx.llama2, fx.mistral, fx.smollm, fx.gpt2):
+    tok, config = build(moby.splitlines())
+    d = os.path.join(out, build.__name__)
+    os.makedirs(d)
+    tok.save(os.path.join(d, "tokenizer.json"))
+    if config:
+        json.dump(config, open(os.path.join(d, "tokenizer_config.json"), "w"))
+PYEOF
+
+hf_peer() { # dir file -> "MBps tokens per_line_MBps"
+  "$PY" - "$1" "$2" "$REPS" <<'PYEOF'
+import sys, time
+from tokenizers import Tokenizer
+d, path, reps = sys.argv[1], sys.argv[2], int(sys.argv[3])
+text = open(path, encoding="utf-8", newline="").read()
+lines = text.splitlines(keepends=True)
+best, best_lines, n = float("inf"), float("inf"), 0
+for _ in range(reps):
+    tok = Tokenizer.from_file(f"{d}/tokenizer.json")
+    t0 = time.process_time()
+    n = len(tok.encode(text, add_special_tokens=False).ids)
+    best = min(best, time.process_time() - t0)
+    tok = Tokenizer.from_file(f"{d}/tokenizer.json")  # its own favourite case: short texts
+    t0 = time.process_time()
+    tok.encode_batch(lines, add_special_tokens=False)
+    best_lines = min(best_lines, time.process_time() - t0)
+mb = len(text.encode("utf-8")) / 1e6
+print(f"{mb / best:.2f} {n} {mb / best_lines:.2f}")
+PYEOF
+}
+
+echo
+echo "tokenizer.json structures (vocabulary $VOCAB, trained by tokenizers on moby-dick.txt), best of $REPS, one thread, CPU time:"
+echo
+echo "| structure | file | retort MB/s | tokenizers MB/s | vs tokenizers | tokenizers line by line MB/s | vs that | tokens (retort / tokenizers) |"
+echo "|-----------|------|-------------|-----------------|---------------|------------------------------|---------|------------------------------|"
+for s in llama3 qwen2 llama2 mistral smollm gpt2; do
+  for f in "$@"; do
+    line=$("$RETORT" tokenizer encode --tokenizer "$TOKDIR/$s" --input "$f" --bench "$REPS")
+    ours_n=$(awk '{print $4}' <<<"$line")
+    ours=$(sed -n 's/.*, \([0-9.]*\) MB\/s$/\1/p' <<<"$line")
+    read -r hf hf_n hf_lines < <(hf_peer "$TOKDIR/$s" "$f")
+    printf '| %s | %s | %s | %s | %.2fx | %s | %.2fx | %s / %s |\n' "$s" "$(basename "$f")" \
+      "$ours" "$hf" "$(awk -v a="$ours" -v b="$hf" 'BEGIN{print a/b}')" "$hf_lines" \
+      "$(awk -v a="$ours" -v b="$hf_lines" 'BEGIN{print a/b}')" "$ours_n" "$hf_n"
+  done
 done
