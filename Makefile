@@ -269,6 +269,7 @@ fixtures: $(PY)
 	$(PY) tests/make_family_fixtures.py tests/fixtures/families
 	$(PY) tests/make_cli_family_fixtures.py tests/fixtures/cli_families
 	$(PY) tests/make_trl_dpo_fixtures.py tests/fixtures/trl_dpo
+	$(PY) tests/make_chat_data_fixtures.py tests/fixtures/chat_data
 	$(PY) tests/make_chat_fixtures.py tests/fixtures/chat_templates
 
 bench: check-deps $(PY)

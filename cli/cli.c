@@ -52,6 +52,19 @@ int cli_double(const char *option, const char *text, double min, double max, dou
     return 0;
 }
 
+int cli_chat_open(const CliChat *chat, const char *model_dir, const Tokenizer *tok,
+                  ChatPrompt *cp) {
+    memset(cp, 0, sizeof *cp);
+    if (!chat->on && !chat->path) return 0;
+    const char *path = chat->path ? chat->path : model_dir;
+    if (!chat->path && !chat_template_in_dir(model_dir))
+        return err_set("--chat: %s has no chat template (no chat_template.jinja, no "
+                       "\"chat_template\" in tokenizer_config.json); give one with "
+                       "--chat-template PATH",
+                       model_dir);
+    return chat_prompt_open(cp, path, tok);
+}
+
 int cli_default_new_tokens(int n, int n_positions) {
     int half = n_positions / 2 > 0 ? n_positions / 2 : 1;
     return n < half ? n : half;

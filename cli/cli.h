@@ -14,6 +14,7 @@
 
 #include <getopt.h>
 
+#include "data/chat_data.h"
 #include "model/backend.h"
 
 int cmd_train(int argc, char **argv);     /* cli/cmd_train.c: train from a YAML config */
@@ -88,6 +89,39 @@ int cli_default_new_tokens(int n, int n_positions);
     "      --clamp-new-tokens    let the context lower -n: a completion also ends when\n"    \
     "                            the context is full (default: refuse a prompt + -n\n"       \
     "                            longer than the context)\n"
+
+/* ---- --chat ----
+ * generate, eval, pairs and agent take --chat (the model directory's chat
+ * template) and --chat-template PATH (another one; implies --chat): each
+ * prompt is wrapped as a user turn with the generation prompt, and
+ * completions end at the template's end-of-turn token (data/chat_data.h).
+ *   ...  case CLI_OPT_CHAT: chat.on = 1; break;
+ *        case CLI_OPT_CHAT_TEMPLATE: chat.path = optarg; break;
+ *   after the tokenizer is loaded: cli_chat_open(&chat, model_dir, tok, &cp)  */
+enum { CLI_OPT_CHAT = 0x120, CLI_OPT_CHAT_TEMPLATE };
+
+#define CLI_CHAT_OPTIONS                                                                    \
+    {"chat", no_argument, 0, CLI_OPT_CHAT},                                                \
+        {"chat-template", required_argument, 0, CLI_OPT_CHAT_TEMPLATE}
+
+#define CLI_CHAT_HELP                                                                       \
+    "      --chat                wrap each prompt as a user turn with the model's chat\n"     \
+    "                            template (its tokenizer_config.json or\n"                   \
+    "                            chat_template.jinja) and stop at the template's\n"          \
+    "                            end-of-turn token\n"                                        \
+    "      --chat-template PATH  --chat with this template (a .jinja file, a\n"             \
+    "                            tokenizer_config.json or a model directory)\n"
+
+typedef struct {
+    int on;            /* --chat */
+    const char *path;  /* --chat-template, NULL = the model directory's */
+} CliChat;
+
+/* The chat prompt the options ask for into *cp: 0 with cp->tmpl NULL when
+ * neither was given, 0 when loaded, -1 with the error set (no template in the
+ * model directory, a template that does not load). */
+int cli_chat_open(const CliChat *chat, const char *model_dir, const Tokenizer *tok,
+                  ChatPrompt *cp);
 
 typedef struct {
     const char *device;  /* --device as given, NULL = cpu */

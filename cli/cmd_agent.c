@@ -43,6 +43,9 @@ static void usage_agent(FILE *f) {
             "      --metrics FILE        write the scores as JSON\n"
             "      --predictions FILE    write each task's end-to-end run (JSONL)\n"
             "      --label TEXT          the name printed with the scores\n"
+            CLI_CHAT_HELP
+            "                            (the planner's; each role's prompt, the α-UMi\n"
+            "                            rendering up to its header, is the user turn)\n"
             CLI_DEVICE_HELP
             "  -q, --quiet               no progress\n\n"
             "make-data writes DIR/{train,val,test}.jsonl (deterministic in --seed; defaults\n"
@@ -126,7 +129,9 @@ int cmd_agent(int argc, char **argv) {
         {"tokenizer", required_argument, 0, 'T'},  {"metrics", required_argument, 0, 'M'},
         {"predictions", required_argument, 0, 'o'}, {"label", required_argument, 0, 'L'},
         CLI_DEVICE_OPTIONS,                        {"quiet", no_argument, 0, 'q'},
-        {"help", no_argument, 0, 'h'},             {0, 0, 0, 0}};
+        {"help", no_argument, 0, 'h'},             CLI_CHAT_OPTIONS,
+        {0, 0, 0, 0}};
+    CliChat chat = {0};
     const char *model = NULL, *dirs[3] = {NULL, NULL, NULL}, *input = NULL, *tok_spec = NULL;
     const char *metrics = NULL, *predictions = NULL, *label = NULL;
     int limit = 0, quiet = 0, c, bad = 0, n_given = 0;
@@ -155,6 +160,8 @@ int cmd_agent(int argc, char **argv) {
         case CLI_OPT_DEVICE: dev.device = optarg; break;
         case CLI_OPT_THREADS: dev.threads = optarg; break;
         case 'q': quiet = 1; break;
+        case CLI_OPT_CHAT: chat.on = 1; break;
+        case CLI_OPT_CHAT_TEMPLATE: chat.path = optarg; break;
         case 'h': usage_agent(stdout); return 0;
         default: usage_agent(stderr); return 2;
         }
@@ -196,6 +203,9 @@ int cmd_agent(int argc, char **argv) {
         gpt_set_train_mode(models[r], 0);
     }
     a.tok = tok;
+    ChatPrompt cp = {0}; /* the planner's template serves every role */
+    if (rc == 0) rc = cli_chat_open(&chat, model ? model : dirs[0], tok, &cp);
+    if (cp.tmpl) a.chat = &cp;
     if (rc == 0) {
         a.planner = models[0];
         a.caller = model ? models[0] : models[1];
@@ -213,6 +223,7 @@ int cmd_agent(int argc, char **argv) {
             if (metrics) rc = agent_write_json(&m, metrics);
         }
     }
+    chat_prompt_close(&cp);
     for (int r = 0; r < 3; r++) gpt_free(models[r]);
     tokenizer_free(tok);
     return rc == 0 ? 0 : cli_fail("agent");

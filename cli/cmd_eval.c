@@ -37,6 +37,7 @@ static void usage_eval(FILE *f) {
             "      --length-penalty X    beam length penalty (default 1)\n"
             "      --stop STR            end completions at STR (repeatable)\n"
             CLI_CONTEXT_HELP
+            CLI_CHAT_HELP
             "      --seed S              sampling seed (default 1337)\n"
             "      --predictions FILE    write each line with its prediction (JSONL)\n"
             "      --metrics FILE        write the metrics as JSON\n"
@@ -56,8 +57,10 @@ int cmd_eval(int argc, char **argv) {
         {"predictions", required_argument, 0, 'o'},    {"metrics", required_argument, 0, 'M'},
         CLI_DEVICE_OPTIONS,                            {"adapter", required_argument, 0, 'A'},
         {"quiet", no_argument, 0, 'q'},                {"help", no_argument, 0, 'h'},
-        CLI_CONTEXT_OPTIONS,                           {0, 0, 0, 0}};
+        CLI_CONTEXT_OPTIONS,                           CLI_CHAT_OPTIONS,
+        {0, 0, 0, 0}};
     EvalJob job = {0};
+    CliChat chat = {0};
     CliDevice dev = {0};
     job.gen.sample = (SampleOptions){64, 0.0, 0, 1.0, -1, NULL, NULL};
     job.gen.samples = 1;
@@ -110,6 +113,8 @@ int cmd_eval(int argc, char **argv) {
         case CLI_OPT_THREADS: dev.threads = optarg; break;
         case 'A': adapter = optarg; break;
         case 'q': job.quiet = 1; break;
+        case CLI_OPT_CHAT: chat.on = 1; break;
+        case CLI_OPT_CHAT_TEMPLATE: chat.path = optarg; break;
         case 'h': usage_eval(stdout); return 0;
         default: usage_eval(stderr); return 2;
         }
@@ -144,10 +149,18 @@ int cmd_eval(int argc, char **argv) {
     if (!n_given)
         job.gen.sample.max_new_tokens = cli_default_new_tokens(64, gpt_context_len(gpt_config(m)));
     gpt_set_train_mode(m, 0);
-    job.gen.sample.eos_id = tok->eos_id;
+    ChatPrompt cp;
+    if (cli_chat_open(&chat, model_dir, tok, &cp) != 0) {
+        gpt_free(m);
+        tokenizer_free(tok);
+        return cli_fail("eval");
+    }
+    if (cp.tmpl) job.gen.chat = &cp;
+    job.gen.sample.eos_id = job.gen.chat ? cp.end_of_turn : tok->eos_id;
     job.gen.quiet = 1;
     EvalResult r;
     int rc = evaluate_jsonl(m, tok, &job, &r);
+    chat_prompt_close(&cp);
     if (rc == 0) {
         printf("eval: %s on %s (%lld lines, %.1f s)\n", model_dir, job.input, (long long)r.lines,
                r.seconds);

@@ -48,7 +48,8 @@ static void usage_generate(FILE *f) {
             "      --prompt-field NAME   prompt field of --input lines (default: prompt)\n"
             "      --stop STR            end a completion where STR appears (repeatable; "
             "--input)\n"
-            CLI_CONTEXT_HELP "\n"
+            CLI_CONTEXT_HELP
+            CLI_CHAT_HELP "\n"
             "kd dataset output (--out X.h5; examples = prompt + completion + EOS):\n"
             "      --select MODE         best: the first sample / best beam (sequence-level "
             "KD);\n"
@@ -83,9 +84,11 @@ int cmd_generate(int argc, char **argv) {
         {"add-gold", no_argument, 0, 'G'},          {"store-topk", required_argument, 0, 'K'},
         {"drop-empty", no_argument, 0, 'e'},        {"drop-unfinished", no_argument, 0, 'u'},
         {"drop-copies", no_argument, 0, 'c'},       CLI_CONTEXT_OPTIONS,
+        CLI_CHAT_OPTIONS,
         {0, 0, 0, 0}};
     GenerateJob job = {0};
     CliDevice dev = {0};
+    CliChat chat = {0};
     const char *model_dir = NULL, *prompt = "", *tok_spec = NULL;
     int stats = 0, ignore_eos = 0, n_given = 0;
     job.prompt_field = "prompt";
@@ -143,6 +146,8 @@ int cmd_generate(int argc, char **argv) {
         case 'c': job.drop_copies = 1; break;
         case CLI_OPT_TRUNCATE: bad = truncate_prompt_from_name(optarg, &job.truncate_prompt); break;
         case CLI_OPT_CLAMP: job.clamp_new_tokens = 1; break;
+        case CLI_OPT_CHAT: chat.on = 1; break;
+        case CLI_OPT_CHAT_TEMPLATE: chat.path = optarg; break;
         case 'h': usage_generate(stdout); return 0;
         default: usage_generate(stderr); return 2;
         }
@@ -172,9 +177,17 @@ int cmd_generate(int argc, char **argv) {
         return cli_fail("generate");
     }
     if (!n_given) job.sample.max_new_tokens = cli_default_new_tokens(200, gpt_context_len(cfg));
-    job.sample.eos_id = ignore_eos ? -1 : tok->eos_id;
+    ChatPrompt cp;
+    if (cli_chat_open(&chat, model_dir, tok, &cp) != 0) {
+        gpt_free(m);
+        tokenizer_free(tok);
+        return cli_fail("generate");
+    }
+    if (cp.tmpl) job.chat = &cp;
+    job.sample.eos_id = ignore_eos ? -1 : job.chat ? cp.end_of_turn : tok->eos_id;
     if (job.input) {
         int rc = generate_jsonl(m, tok, &job, NULL);
+        chat_prompt_close(&cp);
         gpt_free(m);
         tokenizer_free(tok);
         return rc == 0 ? 0 : cli_fail("generate");
@@ -183,14 +196,16 @@ int cmd_generate(int argc, char **argv) {
     uint32_t *ids = NULL;
     int64_t cap = 0;
     int ctx = gpt_context_len(cfg), n = 0, max_new = 0;
-    int64_t n_ids = tok->encode(tok, prompt, strlen(prompt), &ids, &cap, 0);
+    int64_t n_ids = generate_encode_prompt(tok, &job, prompt, &ids, &cap);
     int *tokens = xmalloc((size_t)(ctx + 1) * sizeof(int));
+    if (rc == 0 && n_ids < 0) rc = -1;
     if (rc == 0)
         rc = generate_fit_prompt(&job, ctx, tok->eos_id, ids, n_ids, "--prompt", tokens, &n,
                                  &max_new);
     free(ids);
     if (rc != 0) {
         free(tokens);
+        chat_prompt_close(&cp);
         gpt_free(m);
         tokenizer_free(tok);
         return cli_fail("generate");
@@ -230,8 +245,10 @@ int cmd_generate(int argc, char **argv) {
                     n, len - n, dt, (len - n) / dt);
         uint32_t *out = xmalloc((size_t)len * sizeof(uint32_t));
         int len_out = 0;
-        for (int i = n; i < len; i++)
+        for (int i = n; i < len; i++) {
+            if (job.chat && (tokens[i] == so.eos_id || tokens[i] == tok->eos_id)) break;
             if (tokens[i] != tok->eos_id) out[len_out++] = (uint32_t)tokens[i];
+        }
         char *text = tokenizer_decode(tok, out, len_out);
         if (samples > 1) printf("--- sample %d\n", s + 1);
         printf("%s%s\n", prompt, text);
@@ -240,6 +257,7 @@ int cmd_generate(int argc, char **argv) {
     }
     free(tokens);
     free(prompt_ids);
+    chat_prompt_close(&cp);
     gpt_free(m);
     tokenizer_free(tok);
     return 0;

@@ -65,6 +65,7 @@ static void usage_pairs(FILE *f) {
             "      --top-p P             (default 1 = off)\n"
             "      --stop STR            end a completion where STR appears (repeatable)\n"
             CLI_CONTEXT_HELP
+            CLI_CHAT_HELP
             "      --seed S              sampling seed (default 1337)\n"
             "      --dump FILE.jsonl     write each line's completions, scores and pairs\n"
             CLI_DEVICE_HELP
@@ -88,7 +89,9 @@ int cmd_pairs(int argc, char **argv) {
         {"stop", required_argument, 0, 'X'},           {"seed", required_argument, 0, 's'},
         {"dump", required_argument, 0, 'd'},           CLI_DEVICE_OPTIONS,
         {"quiet", no_argument, 0, 'q'},                {"help", no_argument, 0, 'h'},
-        CLI_CONTEXT_OPTIONS,                           {0, 0, 0, 0}};
+        CLI_CONTEXT_OPTIONS,                           CLI_CHAT_OPTIONS,
+        {0, 0, 0, 0}};
+    CliChat chat = {0};
     PairsJob job = {0};
     CliDevice dev = {0};
     job.gen.sample = (SampleOptions){64, 1.0, 0, 1.0, -1, NULL, NULL};
@@ -151,6 +154,8 @@ int cmd_pairs(int argc, char **argv) {
         case CLI_OPT_DEVICE: dev.device = optarg; break;
         case CLI_OPT_THREADS: dev.threads = optarg; break;
         case 'q': job.quiet = 1; break;
+        case CLI_OPT_CHAT: chat.on = 1; break;
+        case CLI_OPT_CHAT_TEMPLATE: chat.path = optarg; break;
         case 'h': usage_pairs(stdout); return 0;
         default: usage_pairs(stderr); return 2;
         }
@@ -196,8 +201,15 @@ int cmd_pairs(int argc, char **argv) {
         rc = (tok = tokenizer_load(tok_spec ? tok_spec : "bytes")) ? 0 : -1;
     if (rc == 0 && scorer && scorer_dir && own_dir != scorer_dir)
         rc = model_tokenizer_check(scorer_dir, gpt_config(scorer)->vocab_size, tok);
+    ChatPrompt cp = {0};
+    if (rc == 0 && (chat.on || chat.path) && !own_dir && !chat.path)
+        rc = err_set("--chat takes the template of --model (or --scorer-model); give "
+                     "--chat-template PATH when completions are read without a model");
+    else if (rc == 0)
+        rc = cli_chat_open(&chat, own_dir, tok, &cp);
+    if (rc == 0 && cp.tmpl) job.gen.chat = &cp;
     if (rc == 0) {
-        job.gen.sample.eos_id = tok->eos_id;
+        job.gen.sample.eos_id = job.gen.chat ? cp.end_of_turn : tok->eos_id;
         if (!n_given && sampler)
             job.gen.sample.max_new_tokens =
                 cli_default_new_tokens(64, gpt_context_len(gpt_config(sampler)));
@@ -220,6 +232,7 @@ int cmd_pairs(int argc, char **argv) {
                job.pairing == PAIRING_ALL ? "all" : "best-worst", job.margin,
                (long long)st.skipped_ties, (long long)st.prompts_without_pair);
     }
+    chat_prompt_close(&cp);
     if (scorer && scorer != sampler) gpt_free(scorer);
     gpt_free(sampler);
     tokenizer_free(tok);

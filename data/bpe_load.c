@@ -410,7 +410,8 @@ static int special_ids(Tokenizer *tok, const Bpe *b, const Source *src, const ch
     if (path_join(cfg_path, sizeof cfg_path, dir, "tokenizer_config.json") == 0 &&
         path_exists(cfg_path)) {
         json_error_t e;
-        config = json_load_file(cfg_path, 0, &e);
+        /* transformers writes model_max_length 1e30 as an integer, beyond 64 bits */
+        config = json_load_file(cfg_path, JSON_DECODE_INT_AS_REAL, &e);
         if (!json_is_object(config)) {
             json_decref(config);
             return err_set("%s:%d:%d: malformed JSON: %s — fix or remove it (retort reads "

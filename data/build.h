@@ -49,7 +49,29 @@ typedef struct {
      * order of the list (so files built with the same list share ids, and a
      * listed role with no turns still has its id). Not with role_field. */
     const char *train_roles;
-    const char *chat_template;    /* "plain" (the only one); anything else is refused */
+    /* How conversations (sft messages, conversational pref pairs) become
+     * tokens: "plain" (above), or a chat template's path (a model directory,
+     * a tokenizer_config.json or a .jinja file; data/chat.h). Unset: the
+     * tokenizer directory's own template when it has one (chat_template.jinja
+     * or tokenizer_config.json's "chat_template"), else "plain". With a
+     * template, an sft line {"messages": [...], "tools": [...] (optional),
+     * "chat_template_kwargs": {...} (optional)} is ONE example: the whole
+     * conversation rendered as transformers' apply_chat_template renders it
+     * and tokenized as it tokenizes it (no special tokens added: the template
+     * writes them), with loss_mask 1 on the assistant tokens exactly as
+     * return_assistant_tokens_mask marks them (data/chat_data.h: the
+     * template's {% generation %} blocks, or, without them, each assistant
+     * turn's content, tool calls and end-of-turn token found by rendering the
+     * conversation up to it), no EOS appended; max_len keeps the start
+     * (TRL's SFT truncation) and a conversation left without an assistant
+     * token is dropped. A pref line whose chosen is an array of messages is
+     * TRL's conversational format ({"prompt": [...], "chosen": [...],
+     * "rejected": [...]}, or no prompt: the messages chosen and rejected share
+     * from the start), tokenized as TRL 1.x's DPOTrainer does (the prompt
+     * rendered with add_generation_prompt, prompt + response without; the
+     * responses start where the prompt's ids stop being a prefix of both).
+     * Not with train_roles (its own plain rendering). */
+    const char *chat_template;
     /* sft: a string field naming each line's role (GLPFT); NULL = no role
      * column. Names get ids in first-seen order, stored in attribute `roles`;
      * every line must then carry the field. */

@@ -127,7 +127,8 @@ static void read_specials(ChatTemplate *t, json_t *config) {
 
 static json_t *load_json(const char *path) {
     json_error_t e;
-    json_t *j = json_load_file(path, 0, &e);
+    /* transformers writes model_max_length 1e30 as an integer, beyond 64 bits */
+    json_t *j = json_load_file(path, JSON_DECODE_INT_AS_REAL, &e);
     if (!j) err_set("%s:%d:%d: not valid JSON (%s); fix or regenerate the file", path, e.line, e.column, e.text);
     return j;
 }

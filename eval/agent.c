@@ -171,6 +171,8 @@ int agent_answer_in(const char *text, const char *answer) {
 typedef struct {
     uint32_t *ids;
     int64_t n, cap;
+    char *text;        /* --chat: the same turns as text, without the EOS tokens */
+    size_t len, text_cap;
 } Context;
 
 static int is_model_role(const char *role) {
@@ -178,7 +180,35 @@ static int is_model_role(const char *role) {
 }
 
 static void ctx_append(const Agent *a, Context *c, const char *text) {
-    c->n = a->tok->encode(a->tok, text, strlen(text), &c->ids, &c->cap, c->n);
+    size_t k = strlen(text);
+    c->n = a->tok->encode(a->tok, text, k, &c->ids, &c->cap, c->n);
+    if (!a->chat) return;
+    if (c->len + k + 1 > c->text_cap) {
+        c->text_cap = 2 * (c->len + k + 1);
+        c->text = xrealloc(c->text, c->text_cap);
+    }
+    memcpy(c->text + c->len, text, k + 1);
+    c->len += k;
+}
+
+static void ctx_free(Context *c) {
+    free(c->ids);
+    free(c->text);
+}
+
+/* --chat: the context's text wrapped by the template, as ids into *ids (from
+ * 0); the count, or -1 with the error set. */
+static int64_t chat_ids(const Agent *a, const Context *c, uint32_t **ids, int64_t *cap) {
+    char *wrapped = chat_prompt_wrap(a->chat, c->text ? c->text : "");
+    if (!wrapped) return -1;
+    int64_t n = a->tok->encode(a->tok, wrapped, strlen(wrapped), ids, cap, 0);
+    free(wrapped);
+    return n;
+}
+
+/* --chat: EOS ends a turn too (the sampler's eos_id is the end-of-turn token). */
+static int stop_at_eos(void *ctx, const int *tokens, int n) {
+    return n > 0 && tokens[n - 1] == *(const int *)ctx;
 }
 
 static void ctx_eos(const Agent *a, Context *c) {
@@ -214,20 +244,36 @@ static char *speak(const Agent *a, const Context *c, const char *role) {
     GPT *m = model_for(a, role);
     int ctx_max = gpt_context_len(gpt_config(m));
     int max_new = a->max_new_tokens < ctx_max / 2 ? a->max_new_tokens : ctx_max / 2;
-    Context p = {xmalloc((size_t)(c->n + 16) * sizeof(uint32_t)), c->n, c->n + 16};
+    Context p = {xmalloc((size_t)(c->n + 16) * sizeof(uint32_t)), c->n, c->n + 16, NULL, 0, 0};
     memcpy(p.ids, c->ids, (size_t)c->n * sizeof(uint32_t));
+    if (a->chat && c->text) {
+        p.text = xstrdup(c->text);
+        p.len = p.text_cap = c->len;
+    }
     ctx_header(a, &p, role);
+    int eos = a->tok->eos_id, end = a->chat ? a->chat->end_of_turn : eos;
+    if (a->chat && ((p.n = chat_ids(a, &p, &p.ids, &p.cap)) < 0)) {
+        /* the template failed on this text: the role says nothing, and the error is shown */
+        fprintf(stderr, "warning: %s\n", err_msg());
+        ctx_free(&p);
+        return xstrdup("");
+    }
     int64_t start = p.n > ctx_max - max_new ? p.n - (ctx_max - max_new) : 0;
     int n = (int)(p.n - start);
     int *tokens = xmalloc((size_t)(n + max_new) * sizeof(int));
     for (int i = 0; i < n; i++) tokens[i] = (int)p.ids[start + i];
-    SampleOptions so = {max_new, 0.0, 0, 1.0, a->tok->eos_id, NULL, NULL};
+    SampleOptions so = {max_new, 0.0, 0, 1.0, end, NULL, NULL};
+    if (end != eos) {
+        so.stop = stop_at_eos;
+        so.stop_ctx = &eos;
+    }
     Rng rng;
     rng_seed(&rng, 1);
     int len = generate_sample(m, tokens, n, &so, &rng);
     uint32_t *out = xmalloc((size_t)(len - n + 1) * sizeof(uint32_t));
     int k = 0;
-    for (int i = n; i < len && tokens[i] != a->tok->eos_id; i++) out[k++] = (uint32_t)tokens[i];
+    for (int i = n; i < len && tokens[i] != end && tokens[i] != eos; i++)
+        out[k++] = (uint32_t)tokens[i];
     char *text = tokenizer_decode(a->tok, out, k);
     size_t tl = strlen(text);
     if (tl > 0 && text[tl - 1] == '\n') text[--tl] = '\0';
@@ -237,7 +283,7 @@ static char *speak(const Agent *a, const Context *c, const char *role) {
     text = clean;
     free(out);
     free(tokens);
-    free(p.ids);
+    ctx_free(&p);
     return text;
 }
 
@@ -289,7 +335,7 @@ json_t *agent_run(const Agent *a, const char *query) {
     json_object_set_new(r, "ended", json_string(ended));
     json_object_set_new(r, "steps", json_integer(steps));
     free(answer);
-    free(c.ids);
+    ctx_free(&c);
     return r;
 }
 
@@ -307,19 +353,22 @@ static int gold_turn(const json_t *msgs, size_t i, const char **role, const char
 
 int64_t agent_prompt_ids(const Agent *a, const json_t *messages, size_t upto, uint32_t **ids,
                          int64_t *cap) {
-    Context c = {*ids, 0, *cap};
+    Context c = {*ids, 0, *cap, NULL, 0, 0};
     const char *role, *content;
     for (size_t i = 0; i <= upto; i++) {
         if (gold_turn(messages, i, &role, &content) != 0) {
             *ids = c.ids;
             *cap = c.cap;
+            free(c.text);
             return -1;
         }
         if (i < upto) ctx_turn(a, &c, role, content);
         else ctx_header(a, &c, role);
     }
+    if (a->chat) c.n = chat_ids(a, &c, &c.ids, &c.cap);
     *ids = c.ids;
     *cap = c.cap;
+    free(c.text);
     return c.n;
 }
 
@@ -359,7 +408,7 @@ int agent_eval_task(const Agent *a, const json_t *task, AgentMetrics *m, json_t 
     Context c = {0};
     for (size_t i = 0; i < json_array_size(msgs); i++) {
         if (gold_turn(msgs, i, &role, &content) != 0) {
-            free(c.ids);
+            ctx_free(&c);
             return -1;
         }
         if (i == 0) query = content;
@@ -371,7 +420,7 @@ int agent_eval_task(const Agent *a, const json_t *task, AgentMetrics *m, json_t 
         if (!strcmp(role, "summarizer")) gold_final = content;
         ctx_turn(a, &c, role, content);
     }
-    free(c.ids);
+    ctx_free(&c);
     if (!gold_final) return err_set("the gold trajectory has no summarizer turn");
     json_t *run = agent_run(a, query);
     const char *final = json_string_value(json_object_get(run, "final_answer"));

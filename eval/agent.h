@@ -49,6 +49,7 @@
 #include <jansson.h>
 #include <stdint.h>
 
+#include "data/chat_data.h"
 #include "data/tokenizer.h"
 #include "model/model.h"
 
@@ -57,6 +58,12 @@ typedef struct {
     const Tokenizer *tok;
     int max_new_tokens;  /* per turn (default 128) */
     int max_steps;       /* planner turns end to end (default 6) */
+    /* --chat (data/chat_data.h), NULL = off: a role's prompt, the context
+     * rendered as above up to and including its header "<|role|>\n" (as
+     * text, without the EOS tokens), is wrapped as one user turn by the
+     * model's chat template with the generation prompt, and the role speaks
+     * until the template's end-of-turn token or EOS. */
+    const ChatPrompt *chat;
 } Agent;
 
 typedef enum {
@@ -110,7 +117,7 @@ void agent_score_step(const char *role, const char *pred, const char *gold, Agen
 
 /* The token ids a role model is given for turn `upto` of messages: turns
  * [0, upto) rendered as the builder renders them, then "<|role|>\n" of turn
- * upto (no truncation). Writes into *ids (grown as needed); returns the
+ * upto (no truncation; with --chat that text wrapped by the template). Writes into *ids (grown as needed); returns the
  * count, or -1 with the error set for a malformed message. */
 int64_t agent_prompt_ids(const Agent *a, const json_t *messages, size_t upto, uint32_t **ids,
                          int64_t *cap);

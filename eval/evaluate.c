@@ -13,15 +13,22 @@
 
 #include "util/util.h"
 
-/* Sum of log p(ref tokens, EOS | prompt) under m and how many tokens that is.
- * The sequence keeps its end when it is longer than the context; prompt
- * tokens cut off that way are simply not seen. */
-static double reference_logp(GPT *m, const Tokenizer *tok, const char *prompt, const char *ref,
-                             int64_t *count) {
+/* Sum of log p(ref tokens, EOS | prompt) under m and how many tokens that is
+ * (--chat: the prompt wrapped by the template, and the end-of-turn token in
+ * place of EOS). The sequence keeps its end when it is longer than the
+ * context; prompt tokens cut off that way are simply not seen. -1 count with
+ * the error set when the template fails. */
+static double reference_logp(GPT *m, const Tokenizer *tok, const GenerateJob *gen,
+                             const char *prompt, const char *ref, int64_t *count) {
     int ctx = gpt_context_len(gpt_config(m));
     uint32_t *p = NULL, *r = NULL;
     int64_t cap_p = 0, cap_r = 0;
-    int64_t np = tok->encode(tok, prompt, strlen(prompt), &p, &cap_p, 0);
+    int64_t np = generate_encode_prompt(tok, gen, prompt, &p, &cap_p);
+    if (np < 0) {
+        *count = -1;
+        return 0;
+    }
+    int end_id = gen->chat ? gen->chat->end_of_turn : tok->eos_id;
     int64_t nr = tok->encode(tok, ref, strlen(ref), &r, &cap_r, 0);
     int64_t total = (np > 0 ? np : 1) + nr + 1; /* an empty prompt starts from EOS */
     int *seq = xmalloc((size_t)total * sizeof(int));
@@ -30,7 +37,7 @@ static double reference_logp(GPT *m, const Tokenizer *tok, const char *prompt, c
     for (int64_t i = 0; i < np; i++) seq[k++] = (int)p[i];
     int64_t first_ref = k;
     for (int64_t i = 0; i < nr; i++) seq[k++] = (int)r[i];
-    seq[k++] = tok->eos_id;
+    seq[k++] = end_id;
     /* window of at most ctx+1 tokens ending at the EOS, starting no later than the reference */
     int64_t start = total - (ctx + 1) > 0 ? total - (ctx + 1) : 0;
     int64_t T = total - start - 1;
@@ -182,7 +189,11 @@ int evaluate_jsonl(GPT *m, const Tokenizer *tok, const EvalJob *job, EvalResult 
             self_sum += sb;
         }
         int64_t count = 0;
-        logp_sum += reference_logp(m, tok, l.prompts[i], l.refs[i], &count);
+        logp_sum += reference_logp(m, tok, &job->gen, l.prompts[i], l.refs[i], &count);
+        if (count < 0) {
+            rc = -1;
+            break;
+        }
         out->ref_tokens += count;
         em += exact_match(hyps[i], l.refs[i]);
         rouge += rouge_l_f(hyps[i], l.refs[i]);

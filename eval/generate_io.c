@@ -128,8 +128,16 @@ static long find_stop(const GenerateJob *job, const char *text) {
     return best;
 }
 
+/* --chat: the tokenizer's EOS ends a completion too (sample.eos_id is the
+ * template's end-of-turn token). */
+static int chat_eos(const Tokenizer *tok, const GenerateJob *job, int id) {
+    return job->chat && id == tok->eos_id;
+}
+
 static int stop_test(void *ctx, const int *tokens, int n) {
     const StopCtx *s = ctx;
+    if (n > 0 && chat_eos(s->tok, s->job, tokens[n - 1])) return 1;
+    if (s->job->n_stop == 0) return 0;
     char *text = decode_ids(s->tok, tokens, n);
     long at = find_stop(s->job, text);
     free(text);
@@ -141,7 +149,7 @@ static int stop_test(void *ctx, const int *tokens, int n) {
 static void finish_completion(const Tokenizer *tok, const GenerateJob *job, Completion *c) {
     int eos_at = -1; /* with --ignore-eos (eos_id -1) EOS tokens stay, and decode drops them */
     for (int i = 0; i < c->len && eos_at < 0 && job->sample.eos_id >= 0; i++)
-        if (c->tokens[i] == job->sample.eos_id) eos_at = i;
+        if (c->tokens[i] == job->sample.eos_id || chat_eos(tok, job, c->tokens[i])) eos_at = i;
     if (eos_at >= 0) {
         c->len = eos_at;
         c->finished = 1;
@@ -169,7 +177,7 @@ static int complete(GPT *m, const Tokenizer *tok, const GenerateJob *job, const 
     StopCtx sc = {tok, job};
     SampleOptions so = job->sample;
     so.max_new_tokens = max_new;
-    if (job->n_stop > 0) {
+    if (job->n_stop > 0 || (job->chat && job->sample.eos_id != tok->eos_id)) {
         so.stop = stop_test;
         so.stop_ctx = &sc;
     }
@@ -218,17 +226,27 @@ static void completions_free(Completion *c, int n) {
     }
 }
 
+int64_t generate_encode_prompt(const Tokenizer *tok, const GenerateJob *job, const char *text,
+                               uint32_t **ids, int64_t *cap) {
+    if (!job->chat) return tok->encode(tok, text, strlen(text), ids, cap, 0);
+    char *wrapped = chat_prompt_wrap(job->chat, text);
+    if (!wrapped) return -1;
+    int64_t n = tok->encode(tok, wrapped, strlen(wrapped), ids, cap, 0); /* the template's own specials */
+    free(wrapped);
+    return n;
+}
+
 int generate_texts(GPT *m, const Tokenizer *tok, const GenerateJob *job, const char *prompt_text,
                    long index, char ***texts) {
     int ctx = gpt_context_len(gpt_config(m));
     uint32_t *ids = NULL;
     int64_t cap = 0;
-    int64_t n = tok->encode(tok, prompt_text, strlen(prompt_text), &ids, &cap, 0);
+    int64_t n = generate_encode_prompt(tok, job, prompt_text, &ids, &cap);
     int *prompt = xmalloc((size_t)ctx * sizeof(int));
     int k = 0, max_new = 0;
     *texts = NULL;
-    if (generate_fit_prompt(job, ctx, tok->eos_id, ids, n, "the prompt", prompt, &k,
-                            &max_new) != 0) {
+    if (n < 0 || generate_fit_prompt(job, ctx, tok->eos_id, ids, n, "the prompt", prompt, &k,
+                                     &max_new) != 0) {
         free(prompt);
         free(ids);
         return -1;
@@ -282,6 +300,7 @@ typedef struct {
     float *lps;        /* (len, K) */
     uint32_t *row;     /* example tokens */
     uint8_t *mask;
+    int end_id;        /* the id that ends an example: --chat's end-of-turn, else -1 (EOS) */
 } KdSink;
 
 /* The K largest entries of x[0:V] by value (ties: lower id first), best first. */
@@ -332,14 +351,15 @@ static void teacher_topk(GPT *m, KdSink *s, const uint32_t *row, int len) {
     free(in);
 }
 
-/* Writes prompt + completion + EOS as one kd example. */
+/* Writes prompt + completion + EOS (--chat: the end-of-turn token) as one kd
+ * example. */
 static int kd_example(GPT *m, const Tokenizer *tok, KdSink *s, const int *prompt, int n,
                       const int *completion, int len, int task) {
     (void)task;
     int total = n + len + 1;
     for (int j = 0; j < n; j++) s->row[j] = (uint32_t)prompt[j];
     for (int j = 0; j < len; j++) s->row[n + j] = (uint32_t)completion[j];
-    s->row[n + len] = (uint32_t)tok->eos_id;
+    s->row[n + len] = (uint32_t)(s->end_id >= 0 ? s->end_id : tok->eos_id);
     memset(s->mask, 0, (size_t)n);
     memset(s->mask + n, 1, (size_t)len + 1);
     if (dataset_writer_append(s->w, s->row, s->mask, total) != 0) return -1;
@@ -479,6 +499,7 @@ int generate_jsonl(GPT *m, const Tokenizer *tok, const GenerateJob *job, Generat
             return -1;
         }
         sink.K = job->store_topk;
+        sink.end_id = job->chat ? job->chat->end_of_turn : -1;
         size_t rowcap = (size_t)2 * ctx + 2; /* prompt, completion (each <= ctx), EOS */
         sink.row = xmalloc(rowcap * sizeof(uint32_t));
         sink.mask = xmalloc(rowcap);
@@ -524,10 +545,17 @@ int generate_jsonl(GPT *m, const Tokenizer *tok, const GenerateJob *job, Generat
             rc = err_set("%s:%ld: reference field '%s' is missing or not a string", job->input,
                          lineno, job->reference_field);
         } else {
-            int64_t n = tok->encode(tok, text, strlen(text), &ids, &ids_cap, 0);
+            int64_t n = generate_encode_prompt(tok, job, text, &ids, &ids_cap);
             char where[4200];
             snprintf(where, sizeof where, "%s:%ld: the prompt", job->input, lineno);
             int k = 0, max_new = 0;
+            if (n < 0) {
+                char why[1024];
+                snprintf(why, sizeof why, "%s", err_msg());
+                rc = err_set("%s: %s", where, why);
+                json_decref(obj);
+                break;
+            }
             if (generate_fit_prompt(job, ctx, tok->eos_id, ids, n, where, prompt, &k,
                                     &max_new) != 0) {
                 rc = -1;

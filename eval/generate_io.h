@@ -35,6 +35,7 @@
 #ifndef RETORT_GENERATE_IO_H
 #define RETORT_GENERATE_IO_H
 
+#include "data/chat_data.h"
 #include "data/tokenizer.h"
 #include "model/generate.h"
 
@@ -73,6 +74,12 @@ typedef struct {
     int add_gold;
     int store_topk;            /* K teacher log-probs per token; 0 = none */
     int drop_empty, drop_unfinished, drop_copies;
+    /* --chat (data/chat_data.h): each prompt text is wrapped as a user turn
+     * by the model's template (add_generation_prompt), and a completion ends
+     * at the template's end-of-turn token or at the tokenizer's EOS; the
+     * caller sets sample.eos_id to chat->end_of_turn. kd examples end with the
+     * end-of-turn token. NULL: prompts are plain text. */
+    const ChatPrompt *chat;
 } GenerateJob;
 
 typedef struct {
@@ -87,6 +94,11 @@ typedef struct {
  * >= 1 (and <= beams for beam search), max_new_tokens < n_positions unless
  * clamp_new_tokens. -1 with the error set. */
 int generate_job_check(const GenerateJob *job, const GPTConfig *cfg);
+
+/* The ids of a prompt text: wrapped by job->chat when set, appended to *ids
+ * from index 0; -1 with the error set when the template fails. */
+int64_t generate_encode_prompt(const Tokenizer *tok, const GenerateJob *job, const char *text,
+                               uint32_t **ids, int64_t *cap);
 
 /* The model input for prompt ids[0:n] under the job's context policy (above):
  * writes it to prompt (room for C ints), its length to *n_prompt and the new

@@ -322,8 +322,10 @@ static int write_pair(PairsRun *r, int64_t n_p, const char *chosen, const char *
     r->r_ids = xrealloc(r->r_ids, (size_t)(n_r + 1) * sizeof(uint32_t));
     r->c_cap = n_c + 1;
     r->r_cap = n_r + 1;
-    r->c_ids[n_c++] = (uint32_t)tok->eos_id;
-    r->r_ids[n_r++] = (uint32_t)tok->eos_id;
+    /* each response ends as the model ended it: EOS, or --chat's end-of-turn token */
+    uint32_t end = (uint32_t)(r->job->gen.chat ? r->job->gen.chat->end_of_turn : tok->eos_id);
+    r->c_ids[n_c++] = end;
+    r->r_ids[n_r++] = end;
     return pref_writer_add(r->pw, r->p_ids, n_p, r->c_ids, n_c, r->r_ids, n_r);
 }
 
@@ -416,8 +418,14 @@ static int do_line(PairsRun *r, long lineno, json_t *obj) {
             if (!parsed) r->st.unparsed++;
         }
     } else if (rc == 0 && job->scorer == SCORER_GOLD_LIKELIHOOD && kept > 0) {
-        rc = gold_likelihood_scores(r->scorer, r->tok, prompt, (const char *const *)texts, kept,
-                                    job->answer_prefix, gold, job->gold_eos, scores);
+        /* --chat: the scorer sees the prompt as the sampler did, wrapped by the template */
+        char *wrapped = job->gen.chat ? chat_prompt_wrap(job->gen.chat, prompt) : NULL;
+        if (job->gen.chat && !wrapped) rc = -1;
+        else
+            rc = gold_likelihood_scores(r->scorer, r->tok, wrapped ? wrapped : prompt,
+                                        (const char *const *)texts, kept, job->answer_prefix,
+                                        gold, job->gold_eos, scores);
+        free(wrapped);
         if (rc != 0) rc = err_set("%s:%ld: %s", job->input, lineno, err_msg());
     }
     int (*pairs)[2] = xmalloc((size_t)(kept * (kept - 1) / 2 + 1) * sizeof *pairs);
@@ -429,7 +437,10 @@ static int do_line(PairsRun *r, long lineno, json_t *obj) {
         n_pairs = pairs_select(scores, kept, job->pairing, job->margin, pairs, &skipped);
         r->st.skipped_ties += skipped;
         if (n_pairs == 0) r->st.prompts_without_pair++;
-        int64_t n_p = encode_text(r->tok, prompt, &r->p_ids, &r->p_cap, 0);
+        int64_t n_p = job->gen.chat
+                          ? generate_encode_prompt(r->tok, &job->gen, prompt, &r->p_ids, &r->p_cap)
+                          : encode_text(r->tok, prompt, &r->p_ids, &r->p_cap, 0);
+        if (n_p < 0) rc = -1;
         for (int i = 0; i < n_pairs && rc == 0; i++)
             rc = write_pair(r, n_p, texts[pairs[i][0]], texts[pairs[i][1]]);
         r->st.pairs += n_pairs;

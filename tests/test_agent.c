@@ -361,7 +361,7 @@ Test(loop, prompts_match_the_builder_examples) {
     Dataset ds;
     cr_assert_eq(dataset_open(&ds, out), 0, "%s", err_msg());
     Tokenizer *tok = tokenizer_bytes();
-    Agent a = {NULL, NULL, NULL, tok, 16, 4};
+    Agent a = {NULL, NULL, NULL, tok, 16, 4, NULL};
     const json_t *msgs = json_object_get(t, "messages");
     uint32_t *ids = NULL;
     int64_t cap = 0, ex = 0;
@@ -388,7 +388,7 @@ Test(loop, prompts_match_the_builder_examples) {
 Test(loop, tiny_random_models_run_end_to_end) {
     GPT *p = tiny_model(1), *c = tiny_model(2), *s = tiny_model(3);
     Tokenizer *tok = tokenizer_bytes();
-    Agent a = {p, c, s, tok, 12, 3};
+    Agent a = {p, c, s, tok, 12, 3, NULL};
     json_t *t = one_task();
     AgentMetrics m = {0};
     json_t *trace = NULL;

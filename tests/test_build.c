@@ -202,8 +202,8 @@ Test(chat, unknown_template_is_refused) {
     Paths p = tmp_paths();
     write_text(p.in, "{\"messages\": [{\"role\": \"assistant\", \"content\": \"ok\"}]}\n");
     BuildOptions o = opts(&p, SCHEMA_SFT);
-    o.chat_template = "chatml";
-    BUILD_FAILS(&o, "unknown chat template 'chatml'", "plain");
+    o.chat_template = "chatml"; /* neither "plain" nor a template's path */
+    BUILD_FAILS(&o, "chat template 'chatml'", "plain", ".jinja");
     rm_rf(p.dir);
 }
 
