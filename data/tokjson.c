@@ -488,6 +488,7 @@ void tokjson_set_strings(TokPipeline *p, int n_vocab, const char *const *strings
                          const size_t *lens) {
     p->n_vocab = n_vocab;
     p->special = xcalloc((size_t)n_vocab, 1);
+    p->skip = xcalloc((size_t)n_vocab, 1);
     const char **str = xcalloc((size_t)n_vocab, sizeof *str);
     size_t *len = xcalloc((size_t)n_vocab, sizeof *len);
     bpe_map_init(&p->vocab_strings, (size_t)n_vocab);
@@ -503,6 +504,10 @@ void tokjson_set_strings(TokPipeline *p, int n_vocab, const char *const *strings
         str[id] = p->added[a].text;
         len[id] = p->added[a].len;
         p->special[id] = (unsigned char)p->added[a].special;
+        p->skip[id] = (unsigned char)(p->added[a].special && p->added[a].len ==
+                                      p->added[a].content_len &&
+                                      !memcmp(p->added[a].text, p->added[a].content,
+                                              p->added[a].len));
     }
     p->str_off = xmalloc(((size_t)n_vocab + 1) * sizeof *p->str_off);
     size_t total = 0;
@@ -594,6 +599,7 @@ void tokjson_free(TokPipeline *p) {
     free(p->str_off);
     free(p->str_bytes);
     free(p->special);
+    free(p->skip);
     for (int i = 0; i < 2; i++) free(p->norm_buf[i]);
     for (int i = 0; p->pre_buf && i <= p->n_pres; i++) free(p->pre_buf[i]);
     free(p->pre_buf);

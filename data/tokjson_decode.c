@@ -254,7 +254,7 @@ char *tokjson_decode(const Tokenizer *tok, const uint32_t *ids, int64_t n, int s
         const char *s;
         size_t len;
         if (!token_string(p, ids[i], &s, &len)) continue;
-        if (skip_special && p->special[ids[i]]) continue;
+        if (skip_special && p->skip[ids[i]]) continue;
         list_open(&lists[0]);
         list_add(&lists[0], s, len);
     }

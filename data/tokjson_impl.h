@@ -89,7 +89,12 @@ struct TokPipeline {
     int n_vocab;
     uint32_t *str_off; /* (n_vocab + 1) */
     char *str_bytes;
-    unsigned char *special; /* (n_vocab) */
+    unsigned char *special; /* (n_vocab) added tokens marked special */
+    /* (n_vocab) what decode(skip_special_tokens=True) drops: tokenizers asks
+     * whether the token's string is a special token's content, so a special
+     * token with "normalized": true whose normalizer changes it ("<s>" ->
+     * "▁<s>" in Llama 2 files that set it) is kept, and so it is here */
+    unsigned char *skip;
     BpeMap vocab_strings; /* model.vocab string -> id */
     /* encode scratch: one buffer per pipeline stage */
     char *norm_buf[2];

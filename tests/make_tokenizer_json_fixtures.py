@@ -162,6 +162,8 @@ def sentencepiece_model(lines, limit_alphabet=120):
 
 def llama2(lines):
     spec = sentencepiece_model(lines)
+    for t in spec["added_tokens"]:  # as OpenLLaMA's file has them: matched, and decoded,
+        t["normalized"] = t["content"] != "</s>"  # in the normalizer's spelling "▁<s>"
     spec["normalizer"] = {"type": "Sequence", "normalizers": [
         {"type": "Prepend", "prepend": "\u2581"},
         {"type": "Replace", "pattern": {"String": " "}, "content": "\u2581"}]}
