@@ -25,6 +25,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "data/chat_data.h"
 #include "data/tokenizer.h"
 #include "util/util.h"
 
@@ -48,6 +49,8 @@ typedef struct {
     int64_t n_prompt_split; /* pref, joint: pairs whose prompt encoding is no prefix */
     char *text;             /* pref, joint: prompt + response */
     size_t text_cap;
+    ChatTemplate *chat;     /* the chat template (build.h), NULL = "plain" */
+    int64_t n_derived;      /* sft conversations whose assistant spans were derived */
     char eos_text[256];     /* the EOS token's text, and whether encode reads it as eos_id */
     size_t eos_text_len;
     int eos_in_text;
@@ -62,6 +65,21 @@ typedef struct {
     int64_t bytes_read, bytes_total; /* progress (total 0 when unknown) */
     double last_progress;
 } Build;
+
+/* The directory a tokenizer spec names or sits in (a tokenizer.json's
+ * folder); 0 for "bytes". */
+static int tokenizer_dir(const char *spec, char *dir, size_t cap) {
+    struct stat st;
+    if (!spec || strcmp(spec, "bytes") == 0 || stat(spec, &st) != 0) return 0;
+    if (S_ISDIR(st.st_mode)) {
+        snprintf(dir, cap, "%s", spec);
+        return 1;
+    }
+    const char *slash = strrchr(spec, '/');
+    if (!slash) snprintf(dir, cap, ".");
+    else snprintf(dir, cap, "%.*s", (int)(slash - spec), spec);
+    return 1;
+}
 
 static int ends_with(const char *s, const char *suffix) {
     size_t n = strlen(s), k = strlen(suffix);
@@ -440,6 +458,8 @@ static int64_t common_prefix(const uint32_t *a, int64_t n_a, const uint32_t *b, 
     return k;
 }
 
+static int write_pair(Build *b, int64_t n_p, int64_t start, int64_t n_c, int64_t n_r);
+
 /* One preference pair (build.h: boundary, max_len): 0 written or dropped,
  * 1 bad input (error set), -1 writer failure. */
 static int build_pair(Build *b, const char *p, size_t p_len, const char *c, size_t c_len,
@@ -462,6 +482,13 @@ static int build_pair(Build *b, const char *p, size_t p_len, const char *c, size
         n_c = push_eos(b, &b->ids2, &b->cap2, tok->encode(tok, c, c_len, &b->ids2, &b->cap2, 0));
         n_r = push_eos(b, &b->ids3, &b->cap3, tok->encode(tok, r, r_len, &b->ids3, &b->cap3, 0));
     }
+    return write_pair(b, n_p, start, n_c, n_r);
+}
+
+/* The pair in b->ids (prompt, n_p tokens) and b->ids2 / b->ids3 (responses
+ * from index start to n_c / n_r), checked, cut to max_len and written: 0
+ * written or dropped, 1 bad input, -1 writer failure. */
+static int write_pair(Build *b, int64_t n_p, int64_t start, int64_t n_c, int64_t n_r) {
     const uint32_t *chosen = b->ids2 + start, *rejected = b->ids3 + start;
     n_c -= start;
     n_r -= start;
@@ -484,6 +511,169 @@ static int build_pair(Build *b, const char *p, size_t p_len, const char *c, size
     b->n_tokens += n_p + n_c + n_r;
     b->n_docs++;
     return 0;
+}
+
+/* ----------------------------------------------- chat templates (build.h) */
+
+/* The line's tools (an array, or a JSON string of one, as TRL accepts) and
+ * chat_template_kwargs (an object); NULL when absent. 1 with the error set
+ * when malformed. *tools is a new reference when not NULL. */
+static int line_chat_vars(const Build *b, json_t *obj, json_t **tools, json_t **extra) {
+    json_t *t = json_object_get(obj, "tools"), *x = json_object_get(obj, "chat_template_kwargs");
+    *tools = NULL;
+    *extra = NULL;
+    if (json_is_string(t)) {
+        json_error_t e;
+        t = json_loads(json_string_value(t), 0, &e);
+        if (!json_is_array(t)) {
+            json_decref(t);
+            return BAD_INPUT("%s:%lld: field 'tools' is a string that does not hold a JSON array "
+                             "of tool definitions",
+                             b->name, (long long)b->n_lines);
+        }
+    } else if (t && !json_is_null(t)) {
+        if (!json_is_array(t))
+            return BAD_INPUT("%s:%lld: field 'tools' is %s; give an array of tool definitions "
+                             "(JSON schemas), as transformers' apply_chat_template takes",
+                             b->name, (long long)b->n_lines, json_type_name(t));
+        json_incref(t);
+    } else {
+        t = NULL;
+    }
+    if (x && !json_is_null(x) && !json_is_object(x)) {
+        json_decref(t);
+        return BAD_INPUT("%s:%lld: field 'chat_template_kwargs' is %s, not an object of template "
+                         "variables",
+                         b->name, (long long)b->n_lines, json_type_name(x));
+    }
+    *tools = t;
+    *extra = json_is_object(x) ? x : NULL;
+    return 0;
+}
+
+/* An array of message objects each with a string role, or 1 (error set). */
+static int check_messages(const Build *b, const json_t *msgs, const char *field) {
+    if (!json_is_array(msgs) || json_array_size(msgs) == 0)
+        return BAD_INPUT("%s:%lld: field '%s' is %s; give a non-empty array of messages "
+                         "({\"role\": ..., \"content\": ...})",
+                         b->name, (long long)b->n_lines, field,
+                         json_is_array(msgs) ? "empty" : json_type_name(msgs));
+    for (size_t i = 0; i < json_array_size(msgs); i++) {
+        const json_t *m = json_array_get(msgs, i);
+        if (!json_is_object(m) || !json_is_string(json_object_get(m, "role")))
+            return BAD_INPUT("%s:%lld: %s[%zu] is not a message object with a string 'role'",
+                             b->name, (long long)b->n_lines, field, i);
+    }
+    return 0;
+}
+
+/* The template's error, prefixed with the line it happened on: 1. */
+static int chat_line_error(const Build *b) {
+    char why[1024];
+    snprintf(why, sizeof why, "%s", err_msg()); /* err_set overwrites err_msg() */
+    return BAD_INPUT("%s:%lld: %s", b->name, (long long)b->n_lines, why);
+}
+
+/* sft: one conversation through the chat template, loss on its assistant
+ * tokens (data/chat_data.h), cut to max_len keeping its start. */
+static int build_chat_template(Build *b, json_t *obj, json_t *msgs, int role) {
+    json_t *tools, *extra;
+    if (check_messages(b, msgs, b->o->messages_field) || line_chat_vars(b, obj, &tools, &extra))
+        return 1;
+    int derived;
+    int64_t n = chat_encode_conversation(b->chat, b->tok, msgs, tools, extra, &b->ids, &b->cap,
+                                         &b->mask, &b->mask_cap, &derived);
+    json_decref(tools);
+    if (n < 0) return chat_line_error(b);
+    b->n_derived += derived;
+    if (b->o->max_len > 0 && n > b->o->max_len) { /* TRL's SFT truncation: keep the start */
+        n = b->o->max_len;
+        b->n_truncated++;
+    }
+    int64_t trained = 0;
+    for (int64_t i = 0; i < n; i++) trained += b->mask[i];
+    if (trained == 0) {
+        b->n_dropped++;
+        return 0;
+    }
+    if (dataset_writer_append(b->w, b->ids, b->mask, n) != 0 ||
+        dataset_writer_end_doc_tagged(b->w, role, b->task) != 0)
+        return -1;
+    b->n_tokens += n;
+    b->n_trained += trained;
+    b->n_docs++;
+    return 0;
+}
+
+/* A new array: a's messages then b's. */
+static json_t *concat_messages(json_t *a, json_t *b) {
+    json_t *out = json_copy(a);
+    json_array_extend(out, b);
+    return out;
+}
+
+/* pref, conversational (TRL's format: prompt messages, chosen and rejected
+ * assistant messages; without a prompt, the messages chosen and rejected
+ * share from the start are the prompt, as TRL's extract_prompt does): TRL
+ * 1.x's DPOTrainer tokenization, each part rendered by the template. */
+static int build_pair_chat(Build *b, json_t *obj, json_t *prompt, json_t *chosen,
+                           json_t *rejected) {
+    if (!b->joint)
+        return BAD_INPUT("%s:%lld: conversational pairs are cut apart as TRL 1.x does "
+                         "(--boundary joint); --boundary separate takes text pairs",
+                         b->name, (long long)b->n_lines);
+    if (!b->chat)
+        return BAD_INPUT("%s:%lld: the pair holds messages, which need a chat template: give "
+                         "--chat-template PATH, or a --tokenizer directory whose "
+                         "tokenizer_config.json has one",
+                         b->name, (long long)b->n_lines);
+    if (check_messages(b, chosen, b->o->chosen_field) ||
+        check_messages(b, rejected, b->o->rejected_field))
+        return 1;
+    json_t *owned = NULL;
+    if (!prompt) { /* TRL's extract_prompt */
+        size_t k = 0;
+        while (k < json_array_size(chosen) && k < json_array_size(rejected) &&
+               json_equal(json_array_get(chosen, k), json_array_get(rejected, k)))
+            k++;
+        owned = json_array();
+        for (size_t i = 0; i < k; i++) json_array_append(owned, json_array_get(chosen, i));
+        json_t *c = json_array(), *r = json_array();
+        for (size_t i = k; i < json_array_size(chosen); i++)
+            json_array_append(c, json_array_get(chosen, i));
+        for (size_t i = k; i < json_array_size(rejected); i++)
+            json_array_append(r, json_array_get(rejected, i));
+        prompt = owned;
+        chosen = c;
+        rejected = r;
+    } else {
+        json_incref(chosen);
+        json_incref(rejected);
+    }
+    json_t *tools = NULL, *extra = NULL;
+    int rc = check_messages(b, prompt, b->o->prompt_field);
+    if (rc == 0) rc = line_chat_vars(b, obj, &tools, &extra);
+    json_t *pc = concat_messages(prompt, chosen), *pr = concat_messages(prompt, rejected);
+    int64_t n_p = -1, n_c = -1, n_r = -1;
+    if (rc == 0 && ((n_p = chat_encode(b->chat, b->tok, prompt, tools, extra, 1, &b->ids, &b->cap,
+                                       0)) < 0 ||
+                    (n_c = chat_encode(b->chat, b->tok, pc, tools, extra, 0, &b->ids2, &b->cap2,
+                                       0)) < 0 ||
+                    (n_r = chat_encode(b->chat, b->tok, pr, tools, extra, 0, &b->ids3, &b->cap3,
+                                       0)) < 0))
+        rc = chat_line_error(b);
+    json_decref(pc);
+    json_decref(pr);
+    json_decref(tools);
+    json_decref(owned);
+    json_decref(chosen);
+    json_decref(rejected);
+    if (rc != 0) return rc;
+    int64_t k_c = common_prefix(b->ids, n_p, b->ids2, n_c);
+    int64_t k_r = common_prefix(b->ids, n_p, b->ids3, n_r);
+    int64_t start = k_c < k_r ? k_c : k_r;
+    b->n_prompt_split += start < n_p;
+    return write_pair(b, start, start, n_c, n_r);
 }
 
 /* One JSONL line: 0 done (or blank), 1 bad input (error set), -1 writer failure. */
@@ -515,6 +705,11 @@ static int build_json_line(Build *b, const char *line, size_t len) {
             b->n_tokens += rc == 0 ? n : 0;
             b->n_docs += rc == 0;
         }
+    } else if (b->o->schema == SCHEMA_PREF &&
+               json_is_array(json_object_get(obj, b->o->chosen_field))) {
+        rc = build_pair_chat(b, obj, json_object_get(obj, b->o->prompt_field),
+                             json_object_get(obj, b->o->chosen_field),
+                             json_object_get(obj, b->o->rejected_field));
     } else if (b->o->schema == SCHEMA_PREF) {
         const char *r;
         size_t r_len;
@@ -531,6 +726,8 @@ static int build_json_line(Build *b, const char *line, size_t len) {
         b->task = role == -2 ? -1 : line_task(b, obj);
         if (role == -2 || b->task == -2) {
             rc = 1;
+        } else if (msgs && b->chat) {
+            rc = build_chat_template(b, obj, (json_t *)msgs, role);
         } else if (msgs) {
             rc = build_chat(b, msgs, role);
         } else if (b->roles_from_turns) {
@@ -640,6 +837,12 @@ static void report(const Build *b) {
     if (b->o->schema == SCHEMA_SFT)
         printf("  %lld tokens carry loss (%.1f%%)\n", (long long)b->n_trained,
                b->n_tokens ? 100.0 * (double)b->n_trained / (double)b->n_tokens : 0.0);
+    if (b->chat)
+        printf("  chat template %s: %s\n", chat_template_label(b->chat),
+               chat_template_has_generation(b->chat)
+                   ? "assistant tokens from its {% generation %} blocks"
+                   : "no {% generation %} blocks; assistant turns found by rendering each "
+                     "conversation up to them");
     if (b->o->schema == SCHEMA_PREF) {
         printf("  boundary %s", b->o->boundary);
         if (b->joint)
@@ -656,7 +859,8 @@ static void report(const Build *b) {
         printf("  max_len %lld: %lld %s truncated, %lld dropped%s\n", (long long)b->o->max_len,
                (long long)b->n_truncated,
                b->o->schema == SCHEMA_PREF ? "pairs" : "examples", (long long)b->n_dropped,
-               b->o->max_len > 0 ? " (no completion left)" : " (0: no limit)");
+               b->o->max_len > 0 ? (b->chat ? " (no assistant token left)" : " (no completion left)")
+                                 : " (0: no limit)");
     if (b->n_roles > 0) {
         printf("  %d roles:", b->n_roles);
         for (int i = 0; i < b->n_roles; i++) printf(" %s", b->roles[i]);
@@ -687,9 +891,17 @@ int data_build_stats(const BuildOptions *o, BuildStats *stats) {
         return err_set("schema '%s' is not supported by `retort data build` yet (lm, sft and "
                        "pref are)",
                        schema_name(o->schema));
-    if (o->chat_template && strcmp(o->chat_template, "plain") != 0)
-        return err_set("unknown chat template '%s'; the known one is \"plain\"",
+    struct stat tst;
+    if (o->chat_template && strcmp(o->chat_template, "plain") != 0 &&
+        stat(o->chat_template, &tst) != 0)
+        return err_set("chat template '%s': no such file or directory; give \"plain\" or a "
+                       "template's path (a model directory, a tokenizer_config.json or a .jinja "
+                       "file)",
                        o->chat_template);
+    if (o->chat_template && strcmp(o->chat_template, "plain") != 0 && o->train_roles)
+        return err_set("train_roles '%s' renders turns with the plain template; a chat template "
+                       "(%s) has its own roles: leave out one of them",
+                       o->train_roles, o->chat_template);
     if (o->max_len < 0)
         return err_set("max_len %lld: give a positive token count, or 0 for no limit",
                        (long long)o->max_len);
@@ -735,6 +947,11 @@ int data_build_stats(const BuildOptions *o, BuildStats *stats) {
     if (!opts.prompt_field) opts.prompt_field = "prompt";
     if (!opts.completion_field) opts.completion_field = "completion";
     if (!opts.messages_field) opts.messages_field = "messages";
+    char template_dir[4096];
+    if (!opts.chat_template && !o->train_roles && o->schema != SCHEMA_LM &&
+        tokenizer_dir(opts.tokenizer, template_dir, sizeof template_dir) &&
+        chat_template_in_dir(template_dir))
+        opts.chat_template = template_dir; /* the model's own template */
     if (!opts.chat_template) opts.chat_template = "plain";
     if (!opts.chosen_field) opts.chosen_field = "chosen";
     if (!opts.rejected_field) opts.rejected_field = "rejected";
@@ -764,6 +981,11 @@ int data_build_stats(const BuildOptions *o, BuildStats *stats) {
     if (!is_stdin && fstat(fileno(f), &st) == 0 && S_ISREG(st.st_mode))
         b.bytes_total = st.st_size;
     b.tok = tokenizer_load(opts.tokenizer);
+    if (b.tok && strcmp(opts.chat_template, "plain") != 0 && o->schema != SCHEMA_LM &&
+        !(b.chat = chat_template_load(opts.chat_template, NULL))) {
+        tokenizer_free(b.tok);
+        b.tok = NULL;
+    }
     b.joint = o->schema == SCHEMA_PREF && strcmp(opts.boundary, "joint") == 0;
     if (b.tok) find_eos_text(&b);
     if (b.tok && o->schema == SCHEMA_PREF) {
@@ -812,6 +1034,7 @@ int data_build_stats(const BuildOptions *o, BuildStats *stats) {
                               .n_tasks = b.n_tasks};
     if (!is_stdin) fclose(f);
     tokenizer_free(b.tok);
+    chat_template_free(b.chat);
     free(b.ids);
     free(b.mask);
     free(b.ids2);
