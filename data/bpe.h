@@ -1,5 +1,8 @@
 /* data/bpe.h — byte-level BPE, exactly as GPT-2 (tiktoken's r50k_base, Hugging
  * Face GPT2Tokenizer / tokenizers ByteLevel + BPE) encodes, and its training.
+ * The same model also runs char-level (SentencePiece-style vocabularies with
+ * byte fallback) inside the tokenizer.json pipelines of data/tokjson.h; what
+ * follows is the GPT-2 path, which GPT-2-shaped tokenizer.json files take.
  *
  * Encoding a text:
  *   1. added/special tokens ("<|endoftext|>", ...) are cut out first, longest
