@@ -10,37 +10,10 @@
 #include <jansson.h>
 
 #include "data/h5data.h"
-#include "tests/testutil.h"
+#include "tests/testutil_cli.h"
 #include "model/backend.h"
 #include "model/checkpoint.h"
 #include "model/model_io.h"
-
-static const char *bin(void) {
-    return getenv("RETORT_BIN") ? getenv("RETORT_BIN") : "./retort";
-}
-
-/* Runs "retort <args>" with output to dir/log; returns its exit status. */
-static int retort(const char *dir, const char *args) {
-    char cmd[4096];
-    snprintf(cmd, sizeof cmd, "%s %s >>%s/log 2>&1", bin(), args, dir);
-    int rc = system(cmd);
-    return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
-}
-
-static void show_log(const char *dir) {
-    char cmd[600];
-    snprintf(cmd, sizeof cmd, "tail -20 %s/log >&2", dir);
-    if (system(cmd) != 0) fprintf(stderr, "(no log)\n");
-}
-
-#define RUN(dir, ...)                                                                       \
-    do {                                                                                    \
-        char args_[3072];                                                                   \
-        snprintf(args_, sizeof args_, __VA_ARGS__);                                         \
-        int rc_ = retort(dir, args_);                                                       \
-        if (rc_ != 0) show_log(dir);                                                        \
-        cr_assert_eq(rc_, 0, "retort %s exited with %d", args_, rc_);                       \
-    } while (0)
 
 Test(cli, jsonl_to_hdf5_to_train_to_generate_to_kd_to_student, .timeout = 240) {
     char dir[256], path[512];
@@ -54,10 +27,7 @@ Test(cli, jsonl_to_hdf5_to_train_to_generate_to_kd_to_student, .timeout = 240) {
     rng_seed(&r, 3);
     for (int i = 0; i < 200; i++) {
         char s[8], rev[8];
-        int n = 3 + (int)rng_below(&r, 3);
-        for (int j = 0; j < n; j++) s[j] = (char)('a' + rng_below(&r, 6));
-        for (int j = 0; j < n; j++) rev[j] = s[n - 1 - j];
-        s[n] = rev[n] = 0;
+        reversal_word(&r, s, rev);
         fprintf(f, "{\"prompt\": \"%s=\", \"completion\": \"%s\"}\n", s, rev);
         if (i < 5) fprintf(p, "{\"prompt\": \"%s=\", \"gold\": \"%s\"}\n", s, rev);
     }

@@ -39,47 +39,18 @@
 
 #include <jansson.h>
 #include <math.h>
-#include <sys/wait.h>
 
 #include "data/h5data.h"
 #include "model/backend.h"
 #include "model/checkpoint.h"
 #include "model/model_io.h"
 #include "model/safetensors.h"
-#include "tests/testutil.h"
+#include "tests/testutil_cli.h"
 
 #define FAMILIES "tests/fixtures/families"
 #define CLI_FAMILIES "tests/fixtures/cli_families"
-#define PYTHON ".venv/bin/python"
 
 /* ------------------------------------------------------------ running retort */
-
-static const char *bin(void) {
-    return getenv("RETORT_BIN") ? getenv("RETORT_BIN") : "./retort";
-}
-
-/* Runs "retort <args>" with its output appended to dir/log; its exit status. */
-static int retort(const char *dir, const char *args) {
-    char cmd[6144];
-    snprintf(cmd, sizeof cmd, "%s %s >>%s/log 2>&1", bin(), args, dir);
-    int rc = system(cmd);
-    return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
-}
-
-static void show_log(const char *dir) {
-    char cmd[600];
-    snprintf(cmd, sizeof cmd, "tail -20 %s/log >&2", dir);
-    if (system(cmd) != 0) fprintf(stderr, "(no log)\n");
-}
-
-#define RUN(dir, ...)                                                                       \
-    do {                                                                                    \
-        char args_[4096];                                                                   \
-        snprintf(args_, sizeof args_, __VA_ARGS__);                                         \
-        int rc_ = retort(dir, args_);                                                       \
-        if (rc_ != 0) show_log(dir);                                                        \
-        cr_assert_eq(rc_, 0, "retort %s exited with %d", args_, rc_);                       \
-    } while (0)
 
 /* A small run: one thread (deterministic), no validation, a checkpoint only at
  * the end; the caller adds model.init, data, steps and out_dir. */
@@ -91,42 +62,31 @@ static const char RUN_FLAGS[] =
 
 /* ------------------------------------------------------------------- files */
 
-/* The reversal task of the cli fixtures: n JSONL lines {"prompt": "abc=",
- * "completion": "cba"} (and "role", alternating planner / caller, when roles). */
-static void write_task(const char *path, int n, uint64_t seed, int roles) {
-    FILE *f = fopen(path, "w");
-    cr_assert(f, "cannot create %s", path);
-    Rng r;
-    rng_seed(&r, seed);
-    for (int i = 0; i < n; i++) {
-        char s[8], rev[8];
-        int k = 3 + (int)rng_below(&r, 3);
-        for (int j = 0; j < k; j++) s[j] = (char)('a' + rng_below(&r, 6));
-        for (int j = 0; j < k; j++) rev[j] = s[k - 1 - j];
-        s[k] = rev[k] = 0;
-        fprintf(f, "{\"prompt\": \"%s=\", \"completion\": \"%s\"", s, rev);
-        if (roles) fprintf(f, ", \"role\": \"%s\"", i % 2 ? "caller" : "planner");
-        fprintf(f, "}\n");
-    }
-    fclose(f);
-}
+/* The reversal task of the cli fixtures: n JSONL lines, words drawn from seed,
+ *   TASK_SFT        {"prompt": "abc=", "completion": "cba"},
+ *   TASK_SFT_ROLES  the same with "role", alternating planner / caller,
+ *   TASK_PAIRS      {"prompt": "abc=", "chosen": "abc", "rejected": "cba"}:
+ *                   preference pairs that go against what the fixtures learned
+ *                   (the reversal is their habit), so the preference has to be
+ *                   learned and shows in a few steps. */
+enum { TASK_SFT, TASK_SFT_ROLES, TASK_PAIRS };
 
-/* Preference pairs that go against what the cli fixtures learned: chosen =
- * the word copied, rejected = its reversal (the fixtures' habit), so the
- * preference has to be learned and shows in a few steps. */
-static void write_pairs(const char *path, int n, uint64_t seed) {
+static void write_task(const char *path, int n, uint64_t seed, int kind) {
     FILE *f = fopen(path, "w");
     cr_assert(f, "cannot create %s", path);
     Rng r;
     rng_seed(&r, seed);
     for (int i = 0; i < n; i++) {
         char s[8], rev[8];
-        int k = 3 + (int)rng_below(&r, 3);
-        for (int j = 0; j < k; j++) s[j] = (char)('a' + rng_below(&r, 6));
-        for (int j = 0; j < k; j++) rev[j] = s[k - 1 - j];
-        s[k] = rev[k] = 0;
-        fprintf(f, "{\"prompt\": \"%s=\", \"chosen\": \"%s\", \"rejected\": \"%s\"}\n", s, s,
-                rev);
+        reversal_word(&r, s, rev);
+        if (kind == TASK_PAIRS) {
+            fprintf(f, "{\"prompt\": \"%s=\", \"chosen\": \"%s\", \"rejected\": \"%s\"}\n", s, s,
+                    rev);
+            continue;
+        }
+        fprintf(f, "{\"prompt\": \"%s=\", \"completion\": \"%s\"", s, rev);
+        if (kind == TASK_SFT_ROLES) fprintf(f, ", \"role\": \"%s\"", i % 2 ? "caller" : "planner");
+        fprintf(f, "}\n");
     }
     fclose(f);
 }
@@ -136,26 +96,6 @@ static json_t *load_json(const char *path) {
     json_t *root = json_load_file(path, 0, &e);
     cr_assert_not_null(root, "%s: %s", path, e.text);
     return root;
-}
-
-/* The run's metrics.jsonl: key's value at each logged step, in step order;
- * returns the count (every step of these runs is logged). */
-static int metric(const char *run, const char *key, double *out, int max) {
-    char path[700];
-    snprintf(path, sizeof path, "%s/metrics.jsonl", run);
-    FILE *f = fopen(path, "r");
-    cr_assert(f, "no %s", path);
-    json_error_t e;
-    json_t *j;
-    int n = 0;
-    while ((j = json_loadf(f, JSON_DISABLE_EOF_CHECK, &e))) {
-        json_t *v = json_object_get(j, key);
-        if (json_is_number(v) && json_object_get(j, "step") && n < max)
-            out[n++] = json_number_value(v);
-        json_decref(j);
-    }
-    fclose(f);
-    return n;
 }
 
 static double mean(const double *x, int n) {
@@ -168,7 +108,7 @@ static double mean(const double *x, int n) {
  * below the mean of the first five by at least `drop` (relative). */
 static void expect_learns(const char *run, const char *what, int steps, double drop) {
     double loss[512];
-    int n = metric(run, "loss", loss, 512);
+    int n = metric_values(run, "step", "loss", loss, 512);
     cr_assert_eq(n, steps, "%s: %d losses in %s/metrics.jsonl, not %d", what, n, run, steps);
     for (int i = 0; i < n; i++)
         cr_assert(isfinite(loss[i]), "%s: step %d loss %g", what, i + 1, loss[i]);
@@ -236,21 +176,6 @@ static GPT *expect_reloads(const char *dir, const char *from) {
     free(host);
     safetensors_close(f);
     return m;
-}
-
-/* Runs .venv/bin/python with argv; its exit status, or 77 without .venv. */
-static int run_python(const char *const *argv) {
-    if (access(PYTHON, X_OK) != 0) return 77;
-    fflush(stdout);
-    fflush(stderr);
-    pid_t pid = fork();
-    if (pid == 0) {
-        execv(PYTHON, (char *const *)argv);
-        _exit(77);
-    }
-    int status;
-    waitpid(pid, &status, 0);
-    return WIFEXITED(status) ? WEXITSTATUS(status) : 1;
 }
 
 /* m's logits on fixed inputs, with the inputs, in path (tests/check_hf_logits.py). */
@@ -346,7 +271,7 @@ Test(cli_families, sft_llama_data_build_train_resume_generate, .timeout = 120) {
     char dir[256], run[400], ckpt[600], logits[600], path[700];
     make_temp_dir(dir, sizeof dir, "clifam-llama");
     snprintf(path, sizeof path, "%s/task.jsonl", dir);
-    write_task(path, 200, 3, 0);
+    write_task(path, 200, 3, TASK_SFT);
     RUN(dir, "data build --schema sft --input %s --out %s/task.h5 -q", path, dir);
     const char *init = CLI_FAMILIES "/llama";
     RUN(dir, "train %s --set model.init=%s --set data.train=%s/task.h5 --set data.seq_len=16 "
@@ -368,7 +293,8 @@ Test(cli_families, sft_llama_data_build_train_resume_generate, .timeout = 120) {
              "--resume", RUN_FLAGS, init, dir, dir);
     double a[64], b[64];
     snprintf(path, sizeof path, "%s/resumed", dir);
-    int na = metric(run, "loss", a, 64), nb = metric(path, "loss", b, 64);
+    int na = metric_values(run, "step", "loss", a, 64);
+    int nb = metric_values(path, "step", "loss", b, 64);
     cr_assert_eq(na, 30);
     cr_assert_eq(nb, 30, "the resumed run logged %d steps", nb);
     for (int i = 0; i < 30; i++)
@@ -421,18 +347,7 @@ static void write_prompts(const char *dir, json_t *gens) {
     fclose(f);
 }
 
-/* The lines of a generate --out JSONL file (a JSON array; decref it). */
-static json_t *read_lines(const char *path) {
-    FILE *f = fopen(path, "r");
-    cr_assert(f, "no %s", path);
-    json_t *all = json_array(), *j;
-    json_error_t e;
-    while ((j = json_loadf(f, JSON_DISABLE_EOF_CHECK, &e))) json_array_append_new(all, j);
-    fclose(f);
-    return all;
-}
-
-/* The first completion of line i of a read_lines array. */
+/* The first completion of line i of a jsonl_lines array. */
 static const char *first_completion(json_t *lines, size_t i) {
     json_t *c = json_object_get(json_array_get(lines, i), "completions");
     return json_string_value(json_array_get(c, 0));
@@ -463,9 +378,9 @@ Test(cli_families, generation_equals_transformers, .timeout = 120) {
         RUN(dir, "generate --model %s --input %s/prompts.jsonl --out %s/beam.jsonl -n %d "
                  "--beams 3 --samples 3", model, dir, dir, new_tokens);
         snprintf(out, sizeof out, "%s/greedy.jsonl", dir);
-        json_t *greedy = read_lines(out);
+        json_t *greedy = jsonl_lines(out);
         snprintf(out, sizeof out, "%s/beam.jsonl", dir);
-        json_t *beam = read_lines(out);
+        json_t *beam = jsonl_lines(out);
         cr_assert_eq(json_array_size(greedy), json_array_size(gens));
         cr_assert_eq(json_array_size(beam), json_array_size(gens));
         for (size_t i = 0; i < json_array_size(gens); i++) {
@@ -511,7 +426,7 @@ Test(cli_families, generation_equals_transformers, .timeout = 120) {
     cr_expect(same_file(a, b), "two runs with --seed 5 differ");
     snprintf(b, sizeof b, "%s/s2.jsonl", dir);
     cr_expect(!same_file(a, b), "--seed 5 and --seed 6 gave the same 20 samples");
-    json_t *s = read_lines(a);
+    json_t *s = jsonl_lines(a);
     for (size_t i = 0; i < json_array_size(s); i++)
         cr_expect_eq(json_array_size(json_object_get(json_array_get(s, i), "completions")), 4);
     json_decref(s);
@@ -519,8 +434,8 @@ Test(cli_families, generation_equals_transformers, .timeout = 120) {
              "--temperature 1 --top-k 1 --seed 9", model, dir, dir);
     RUN(dir, "generate --model %s --input %s/prompts.jsonl --out %s/greedy.jsonl -n 6 "
              "--temperature 0", model, dir, dir);
-    json_t *t1 = (snprintf(a, sizeof a, "%s/top1.jsonl", dir), read_lines(a));
-    json_t *g = (snprintf(b, sizeof b, "%s/greedy.jsonl", dir), read_lines(b));
+    json_t *t1 = (snprintf(a, sizeof a, "%s/top1.jsonl", dir), jsonl_lines(a));
+    json_t *g = (snprintf(b, sizeof b, "%s/greedy.jsonl", dir), jsonl_lines(b));
     for (size_t i = 0; i < json_array_size(g); i++)
         cr_expect_str_eq(first_completion(t1, i), first_completion(g, i),
                          "top-k 1 sampling is not greedy on line %zu", i + 1);
@@ -546,7 +461,7 @@ Test(cli_families, kd_word_level_online_offline_and_sequence_level, .timeout = 1
     make_temp_dir(dir, sizeof dir, "clifam-kd");
     const char *teacher = CLI_FAMILIES "/qwen2_teacher", *student = CLI_FAMILIES "/qwen2_student";
     snprintf(path, sizeof path, "%s/task.jsonl", dir);
-    write_task(path, 200, 4, 0);
+    write_task(path, 200, 4, TASK_SFT);
     RUN(dir, "data build --schema sft --input %s --out %s/task.h5 -q", path, dir);
 
     /* online: the teacher runs beside the student; a Qwen3 student too */
@@ -557,7 +472,7 @@ Test(cli_families, kd_word_level_online_offline_and_sequence_level, .timeout = 1
     snprintf(run, sizeof run, "%s/online", dir);
     expect_learns(run, "online kd, qwen2 student", 40, 0.3);
     double div[64];
-    cr_assert_eq(metric(run, "kd", div, 64), 40);
+    cr_assert_eq(metric_values(run, "step", "kd", div, 64), 40);
     cr_expect(mean(div + 35, 5) < 0.7 * mean(div, 5), "divergence from the teacher %.4f -> %.4f",
               mean(div, 5), mean(div + 35, 5));
     char ckpt[1100];
@@ -569,7 +484,7 @@ Test(cli_families, kd_word_level_online_offline_and_sequence_level, .timeout = 1
         dir);
     double kd[16];
     snprintf(run, sizeof run, "%s/online-qwen3", dir);
-    cr_assert_eq(metric(run, "kd", kd, 16), 10, "the qwen3 student's kd metric");
+    cr_assert_eq(metric_values(run, "step", "kd", kd, 16), 10, "the qwen3 student's kd metric");
     for (int i = 0; i < 10; i++) cr_expect(isfinite(kd[i]) && kd[i] > 0, "kd %g", kd[i]);
 
     /* offline: the teacher's top-8 log-probs stored by generate, then the
@@ -585,10 +500,8 @@ Test(cli_families, kd_word_level_online_offline_and_sequence_level, .timeout = 1
     Rng r;
     rng_seed(&r, 8);
     for (int i = 0; i < 35; i++) {
-        char s[8];
-        int k = 3 + (int)rng_below(&r, 3);
-        for (int j = 0; j < k; j++) s[j] = (char)('a' + rng_below(&r, 6));
-        s[k] = 0;
+        char s[8], rev[8];
+        reversal_word(&r, s, rev);
         fprintf(f, "{\"prompt\": \"%s=\"}\n", s);
     }
     fclose(f);
@@ -640,7 +553,7 @@ Test(cli_families, dpo_and_orpo_on_llama, .timeout = 120) {
     char dir[256], path[700], run[600];
     make_temp_dir(dir, sizeof dir, "clifam-dpo");
     snprintf(path, sizeof path, "%s/pairs.jsonl", dir);
-    write_pairs(path, 64, 5);
+    write_task(path, 64, 5, TASK_PAIRS);
     RUN(dir, "data build --schema pref --input %s --out %s/pairs.h5 -q", path, dir);
     const char *init = CLI_FAMILIES "/llama";
     static const char pref[] = "--set data.seq_len=16 --set data.batch_size=4 --set train.steps=20";
@@ -651,11 +564,11 @@ Test(cli_families, dpo_and_orpo_on_llama, .timeout = 120) {
         dir, dir);
     snprintf(run, sizeof run, "%s/dpo", dir);
     double loss[32], acc[32];
-    cr_assert_eq(metric(run, "loss", loss, 32), 20);
+    cr_assert_eq(metric_values(run, "step", "loss", loss, 32), 20);
     cr_expect(fabs(loss[0] - log(2.0)) < 1e-6, "dpo step 1: %.9f, not ln 2 (policy = reference)",
               loss[0]);
     expect_learns(run, "dpo", 20, 0.2);
-    cr_assert_eq(metric(run, "rewards/accuracies", acc, 32), 20);
+    cr_assert_eq(metric_values(run, "step", "rewards/accuracies", acc, 32), 20);
     cr_expect(mean(acc + 15, 5) >= 0.8, "dpo reward accuracy at the end %.2f", mean(acc + 15, 5));
 
     /* the same with the reference's log-probs precomputed: the same losses */
@@ -665,7 +578,7 @@ Test(cli_families, dpo_and_orpo_on_llama, .timeout = 120) {
              "--set train.out_dir=%s/dpo-pre", RUN_FLAGS, pref, init, dir, dir);
     double pre[32];
     snprintf(path, sizeof path, "%s/dpo-pre", dir);
-    cr_assert_eq(metric(path, "loss", pre, 32), 20);
+    cr_assert_eq(metric_values(path, "step", "loss", pre, 32), 20);
     for (int i = 0; i < 20; i++)
         cr_expect(fabs(pre[i] - loss[i]) <= 1e-5 * fabs(loss[i]),
                   "step %d: precomputed reference %.9g, online %.9g", i + 1, pre[i], loss[i]);
@@ -677,7 +590,7 @@ Test(cli_families, dpo_and_orpo_on_llama, .timeout = 120) {
              "--set train.out_dir=%s/dpo-ref", RUN_FLAGS, pref, init, dir, dir);
     snprintf(run, sizeof run, "%s/dpo-ref", dir);
     double ref[32];
-    cr_assert_eq(metric(run, "loss", ref, 32), 20);
+    cr_assert_eq(metric_values(run, "step", "loss", ref, 32), 20);
     cr_expect(fabs(ref[0] - log(2.0)) > 1e-3, "a different reference gave ln 2 at step 1");
     expect_learns(run, "dpo with a qwen2 reference", 20, 0.2);
 
@@ -687,7 +600,7 @@ Test(cli_families, dpo_and_orpo_on_llama, .timeout = 120) {
     snprintf(run, sizeof run, "%s/orpo", dir);
     expect_learns(run, "orpo", 20, 0.2);
     double lor[32];
-    cr_assert_eq(metric(run, "log_odds_ratio", lor, 32), 20);
+    cr_assert_eq(metric_values(run, "step", "log_odds_ratio", lor, 32), 20);
     cr_expect(mean(lor + 15, 5) > mean(lor, 5) + 0.5, "orpo log odds ratio %.4f -> %.4f",
               mean(lor, 5), mean(lor + 15, 5));
     char ckpt[1100];
@@ -735,7 +648,7 @@ Test(cli_families, glpft_stages_with_freezing_on_llama, .timeout = 120) {
     char dir[256], path[700];
     make_temp_dir(dir, sizeof dir, "clifam-stages");
     snprintf(path, sizeof path, "%s/roles.jsonl", dir);
-    write_task(path, 120, 6, 1);
+    write_task(path, 120, 6, TASK_SFT_ROLES);
     RUN(dir, "data build --schema sft --input %s --out %s/roles.h5 --role-field role -q", path,
         dir);
     const char *init = CLI_FAMILIES "/llama";
@@ -779,7 +692,7 @@ Test(cli_families, glpft_stages_with_freezing_on_llama, .timeout = 120) {
     GPT *g = expect_reloads(caller, init);
     gpt_free(g);
     double loss[32];
-    cr_expect_eq(metric(run, "loss", loss, 32), 8);
+    cr_expect_eq(metric_values(run, "step", "loss", loss, 32), 8);
     for (int i = 0; i < 8; i++) cr_expect(isfinite(loss[i]));
 
     /* a pattern that would freeze q_proj but train k_proj and v_proj (one

@@ -33,7 +33,7 @@
  */
 #include <criterion/criterion.h>
 
-#include "tests/testutil.h"
+#include "tests/testutil_hf.h"
 #include "model/backend.h"
 #include "model/generate.h"
 #include "model/model.h"
@@ -45,38 +45,6 @@
 #ifndef FAMILIES
 #define FAMILIES "tests/fixtures/families/"
 #endif
-
-typedef struct {
-    SafeTensorsFile *f; /* expected.safetensors */
-    GPT *m;             /* the checkpoint directory through model_load_hf */
-    int B, T, V;
-} Fixture;
-
-static const StTensor *need(SafeTensorsFile *f, const char *name) {
-    const StTensor *t = safetensors_find(f, name);
-    cr_assert(t, "fixture tensor '%s' missing (regenerate with `make fixtures`)", name);
-    return t;
-}
-
-static void read_f32(SafeTensorsFile *f, const char *name, float *dst, size_t n) {
-    cr_assert_eq(safetensors_read_f32(f, need(f, name), dst, n), 0, "%s: %s", name, err_msg());
-}
-
-static void read_i32(SafeTensorsFile *f, const char *name, int *dst, size_t n) {
-    const StTensor *t = need(f, name);
-    cr_assert_eq(t->dtype, ST_I32, "%s is not int32", name);
-    cr_assert_eq((size_t)st_numel(t), n, "%s has %lld elements, want %zu", name,
-                 (long long)st_numel(t), n);
-    memcpy(dst, t->data, n * sizeof(int));
-    for (size_t i = 0; i < n; i++)
-        if (dst[i] == -100) dst[i] = -1; /* torch's ignore_index -> our "no target" */
-}
-
-static double meta_double(SafeTensorsFile *f, const char *key) {
-    const char *v = safetensors_meta(f, key);
-    cr_assert(v, "fixture metadata '%s' missing", key);
-    return atof(v);
-}
 
 /* The checkpoint key of table tensor p: GPT-2's table drops "transformer.",
  * the Llama families' table names are the keys (/tmp/spec16.md). */
@@ -93,8 +61,8 @@ static GPT *load_model(const char *name) {
     return m;
 }
 
-static Fixture load_fixture(const char *name) {
-    Fixture fx;
+static HfFixture load_fixture(const char *name) {
+    HfFixture fx;
     char path[256];
     snprintf(path, sizeof path, FAMILIES "%s/expected.safetensors", name);
     fx.f = safetensors_open(path);
@@ -111,13 +79,8 @@ static Fixture load_fixture(const char *name) {
     return fx;
 }
 
-static void free_fixture(Fixture *fx) {
-    gpt_free(fx->m);
-    safetensors_close(fx->f);
-}
-
 /* Replaces the model's weights by the fixture's "<prefix>.<key>" tensors. */
-static void load_weights(Fixture *fx, const char *prefix) {
+static void load_weights(HfFixture *fx, const char *prefix) {
     size_t total = gpt_flat_size(fx->m);
     float *host = calloc(total, sizeof(float));
     gpt_copy_params_to_host(fx->m, host, total); /* keeps the padding as the model has it */
@@ -131,36 +94,6 @@ static void load_weights(Fixture *fx, const char *prefix) {
     free(host);
 }
 
-/* Forward + backward of the mean cross-entropy over targets; returns the loss. */
-static double loss_and_grads(Fixture *fx, const int *inputs, const int *targets, int grads) {
-    int N = fx->B * fx->T;
-    float *logp = malloc(N * sizeof(float)), *g = malloc(N * sizeof(float));
-    if (grads) gpt_zero_grad(fx->m);
-    gpt_forward(fx->m, inputs, targets, fx->B, fx->T, logp);
-    double loss = lm_loss_and_weights(logp, targets, N, (double)lm_count_targets(targets, N), g);
-    if (grads) gpt_backward(fx->m, g);
-    free(logp);
-    free(g);
-    return loss;
-}
-
-static float *forward_logits(Fixture *fx, const int *inputs) {
-    size_t n = (size_t)fx->B * fx->T;
-    int *none = malloc(n * sizeof(int));
-    for (size_t i = 0; i < n; i++) none[i] = -1;
-    float *logits = malloc(n * fx->V * sizeof(float));
-    gpt_forward(fx->m, inputs, none, fx->B, fx->T, NULL);
-    gpt_logits(fx->m, logits);
-    free(none);
-    return logits;
-}
-
-static int *read_batch(Fixture *fx, const char *name) {
-    int *x = malloc((size_t)fx->B * fx->T * sizeof(int));
-    read_i32(fx->f, name, x, (size_t)fx->B * fx->T);
-    return x;
-}
-
 /* Entries whose gradient is (near) cancellation: the sum that makes it is
  * close to zero, so both sides hold mostly rounding noise, which Adam, whose
  * step m / sqrt(v) is about +-lr whatever the gradient's size, turns into
@@ -171,7 +104,7 @@ static int *read_batch(Fixture *fx, const char *name) {
  * whose first-step gradient is below 1e-3 of the tensor's largest are set
  * equal before comparing weights; the AdamW losses check them as part of
  * the whole trajectory. */
-static void skip_null_gradient_entries(Fixture *fx, const ParamInfo *p, float *mine,
+static void skip_null_gradient_entries(HfFixture *fx, const ParamInfo *p, float *mine,
                                        const float *ref) {
     char key[160];
     key_of(fx->m, p, "grad", key, sizeof key);
@@ -187,7 +120,7 @@ static void skip_null_gradient_entries(Fixture *fx, const ParamInfo *p, float *m
 /* Every tensor of the table against "<prefix>.<key>" of the fixture, and
  * every "<prefix>." tensor of the fixture has a table tensor (none is left
  * unchecked, none is extra). */
-static void check_tensors(Fixture *fx, const float *got, const char *prefix, double tol,
+static void check_tensors(HfFixture *fx, const float *got, const char *prefix, double tol,
                           const char *what, int skip_null_grads) {
     for (int i = 0; i < gpt_num_tensors(fx->m); i++) {
         const ParamInfo *p = gpt_tensor(fx->m, i);
@@ -220,34 +153,20 @@ static void check_tensors(Fixture *fx, const float *got, const char *prefix, dou
 /* ------------------------------------------------------- forward, backward */
 
 static void parity(const char *name) {
-    Fixture fx = load_fixture(name);
-    int N = fx.B * fx.T;
+    HfFixture fx = load_fixture(name);
     int *inputs = read_batch(&fx, "inputs"), *targets = read_batch(&fx, "targets");
-    double loss = loss_and_grads(&fx, inputs, targets, 1);
-    float ref_loss;
-    read_f32(fx.f, "loss", &ref_loss, 1);
-    cr_expect(fabs(loss - ref_loss) <= 1e-5 * fabs(ref_loss), "%s loss %.8f vs transformers %.8f",
-              name, loss, ref_loss);
+    expect_loss(&fx, loss_and_grads(&fx, inputs, targets, 1), "loss", name);
     float *grads = host_grads(fx.m);
     check_tensors(&fx, grads, "grad", 1e-4, name, 0);
     free(grads);
 
     /* logits of a fresh forward (backward turned the buffer into dlogits) */
-    float *logits = forward_logits(&fx, inputs);
-    float *ref = malloc((size_t)N * fx.V * sizeof(float));
-    read_f32(fx.f, "logits", ref, (size_t)N * fx.V);
-    double err = rel_err(logits, ref, (size_t)N * fx.V);
-    cr_expect(err < 1e-5, "%s logits relative error %.3g (tolerance 1e-5)", name, err);
+    expect_logits(&fx, inputs, name);
 
     /* masked targets: ignored positions carry no loss */
     int *masked = read_batch(&fx, "targets_masked");
-    double lossm = loss_and_grads(&fx, inputs, masked, 0);
-    read_f32(fx.f, "loss_masked", &ref_loss, 1);
-    cr_expect(fabs(lossm - ref_loss) <= 1e-5 * fabs(ref_loss),
-              "%s masked loss %.8f vs transformers %.8f", name, lossm, ref_loss);
+    expect_loss(&fx, loss_and_grads(&fx, inputs, masked, 0), "loss_masked", name);
     free(masked);
-    free(logits);
-    free(ref);
     free(inputs);
     free(targets);
     free_fixture(&fx);
@@ -256,38 +175,18 @@ static void parity(const char *name) {
 /* ------------------------------------------------------------------ AdamW */
 
 /* Ten steps of AdamW (decay on 2-D weights only) with global-norm clipping,
- * the recipe of tests/make_hf_fixtures.py. */
+ * the recipe of tests/make_hf_fixtures.py, then the weights they give. */
 static void adamw(const char *name) {
-    Fixture fx = load_fixture(name);
-    int *inputs = read_batch(&fx, "inputs"), *targets = read_batch(&fx, "targets");
-    AdamWConfig ac = {meta_double(fx.f, "adamw_beta1"), meta_double(fx.f, "adamw_beta2"),
-                      meta_double(fx.f, "adamw_eps"), meta_double(fx.f, "adamw_weight_decay"),
-                      meta_double(fx.f, "adamw_clip")};
-    double lr = meta_double(fx.f, "adamw_lr");
-    int steps = (int)meta_double(fx.f, "adamw_steps");
+    HfFixture fx = load_fixture(name);
     for (int i = 0; i < gpt_num_tensors(fx.m); i++) {
         const ParamInfo *p = gpt_tensor(fx.m, i);
         cr_expect_eq(p->decay, p->ndim == 2, "%s: decay %d for a %d-D tensor", p->name, p->decay,
                      p->ndim);
     }
-    float *ref = malloc(steps * sizeof(float));
-    read_f32(fx.f, "adamw_losses", ref, steps);
-    Optimizer *o = optim_create(fx.m, &ac);
-    for (int s = 0; s < steps; s++) {
-        double loss = loss_and_grads(&fx, inputs, targets, 1);
-        cr_expect(fabs(loss - ref[s]) <= 1e-4 * fabs(ref[s]),
-                  "%s AdamW step %d: loss %.7f vs torch %.7f", name, s + 1, loss, ref[s]);
-        optim_clip_grad_norm(o);
-        optim_step(o, lr);
-    }
-    cr_expect(ref[steps - 1] < ref[0], "fixture sanity: the loss should fall");
+    expect_adamw_losses(&fx, name);
     float *w = host_params(fx.m);
     check_tensors(&fx, w, "trained", 1e-3, "after AdamW", 1);
     free(w);
-    optim_free(o);
-    free(ref);
-    free(inputs);
-    free(targets);
     free_fixture(&fx);
 }
 
@@ -297,10 +196,10 @@ static void adamw(const char *name) {
  * token at a time from position 0, and again with a prefill of half the
  * sequence and then two tokens per call (rotary positions offset by pos). */
 static void decode(const char *name) {
-    Fixture fx = load_fixture(name);
+    HfFixture fx = load_fixture(name);
     int B = fx.B, T = fx.T, V = fx.V;
     int *inputs = read_batch(&fx, "inputs");
-    float *full = forward_logits(&fx, inputs);
+    float *full = logits_of(fx.m, inputs, fx.B, fx.T);
     float *dec = malloc((size_t)B * V * sizeof(float));
     int *step = malloc((size_t)B * T * sizeof(int));
     for (int pass = 0; pass < 2; pass++) {
@@ -327,54 +226,20 @@ static void decode(const char *name) {
 /* Greedy KV-cache generation equals transformers' generate(do_sample=False)
  * on the trained weights, token for token, to the end of the context. */
 static void greedy(const char *name) {
-    Fixture fx = load_fixture(name);
+    HfFixture fx = load_fixture(name);
     load_weights(&fx, "trained");
-    const StTensor *want = need(fx.f, "gen_greedy");
-    int n_new = (int)st_numel(want), ctx = gpt_config(fx.m)->n_positions;
+    int n_new = (int)st_numel(need(fx.f, "gen_greedy")), ctx = gpt_config(fx.m)->n_positions;
     cr_assert_eq(3 + n_new, ctx, "fixture generates to the end of the context");
-    int *tokens = calloc(ctx + 1, sizeof(int)), *ref = calloc(n_new, sizeof(int));
-    read_i32(fx.f, "gen_prompt", tokens, 3);
-    read_i32(fx.f, "gen_greedy", ref, n_new);
-    SampleOptions o = {n_new, 0.0, 0, 1.0, -1, NULL, NULL};
-    Rng r;
-    rng_seed(&r, 1);
-    int n = generate_sample(fx.m, tokens, 3, &o, &r);
-    cr_assert_eq(n, 3 + n_new, "%s: generated %d tokens, transformers %d", name, n - 3, n_new);
-    for (int i = 0; i < n_new; i++)
-        cr_expect_eq(tokens[3 + i], ref[i], "%s: token %d is %d, transformers gave %d", name, i,
-                     tokens[3 + i], ref[i]);
-    free(tokens);
-    free(ref);
+    expect_greedy(&fx, name);
     free_fixture(&fx);
 }
 
 /* Beam search (3 beams, no EOS, length_penalty 1) returns transformers' 3-best
  * sequences, in its order, with its scores. */
 static void beam3(const char *name) {
-    Fixture fx = load_fixture(name);
+    HfFixture fx = load_fixture(name);
     load_weights(&fx, "trained");
-    const StTensor *want = need(fx.f, "gen_beam3");
-    cr_assert_eq(want->ndim, 2);
-    int n_new = (int)want->shape[1];
-    int prompt[3], *ref = calloc(3 * n_new, sizeof(int));
-    float scores[3];
-    read_i32(fx.f, "gen_prompt", prompt, 3);
-    read_i32(fx.f, "gen_beam3", ref, 3 * n_new);
-    read_f32(fx.f, "gen_beam3_scores", scores, 3);
-    Hypothesis h[3];
-    int got = generate_beam(fx.m, prompt, 3, 3, n_new, 1.0, -1, 3, h);
-    cr_assert_eq(got, 3);
-    for (int k = 0; k < 3; k++) {
-        cr_assert_eq(h[k].len, n_new);
-        for (int i = 0; i < n_new; i++)
-            cr_expect_eq(h[k].tokens[i], ref[k * n_new + i],
-                         "%s beam %d token %d: %d, transformers %d", name, k, i, h[k].tokens[i],
-                         ref[k * n_new + i]);
-        cr_expect(fabs(h[k].score - scores[k]) <= 1e-4 * fabs(scores[k]),
-                  "%s beam %d score %.6f, transformers %.6f", name, k, h[k].score, scores[k]);
-    }
-    hypotheses_free(h, got);
-    free(ref);
+    expect_beam3(&fx, name);
     free_fixture(&fx);
 }
 
@@ -450,21 +315,10 @@ Test(family_config, options_read_from_config_json) {
 /* A copy of llama_gqa2_untied saved in a lower precision loads to the logits
  * and loss transformers computes in fp32 from the rounded weights. */
 static void low_precision(const char *name) {
-    Fixture fx = load_fixture(name);
-    int N = fx.B * fx.T;
+    HfFixture fx = load_fixture(name);
     int *inputs = read_batch(&fx, "inputs"), *targets = read_batch(&fx, "targets");
-    float *logits = forward_logits(&fx, inputs);
-    float *ref = malloc((size_t)N * fx.V * sizeof(float));
-    read_f32(fx.f, "logits", ref, (size_t)N * fx.V);
-    double err = rel_err(logits, ref, (size_t)N * fx.V);
-    cr_expect(err < 1e-5, "%s logits relative error %.3g (tolerance 1e-5)", name, err);
-    double loss = loss_and_grads(&fx, inputs, targets, 0);
-    float ref_loss;
-    read_f32(fx.f, "loss", &ref_loss, 1);
-    cr_expect(fabs(loss - ref_loss) <= 1e-5 * fabs(ref_loss), "%s loss %.8f vs transformers %.8f",
-              name, loss, ref_loss);
-    free(logits);
-    free(ref);
+    expect_logits(&fx, inputs, name);
+    expect_loss(&fx, loss_and_grads(&fx, inputs, targets, 0), "loss", name);
     free(inputs);
     free(targets);
     free_fixture(&fx);

@@ -25,7 +25,6 @@
 #include <math.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 
 #include "data/h5data.h"
 #include "model/backend.h"
@@ -33,11 +32,10 @@
 #include "model/checkpoint.h"
 #include "model/model_io.h"
 #include "model/safetensors.h"
-#include "tests/testutil.h"
+#include "tests/testutil_cli.h"
 
 #define CONFIGS "tests/fixtures/configs"
 #define FAMILIES "tests/fixtures/families"
-#define PYTHON ".venv/bin/python"
 
 /* ---------------------------------------------------------------- helpers */
 
@@ -58,22 +56,6 @@ static int fixture_dirs(const char *dir, char names[][64], int max) {
     closedir(d);
     qsort(names, (size_t)n, 64, cmp_names);
     return n;
-}
-
-/* Runs .venv/bin/python with argv; its exit status, or 77 when there is no
- * .venv (make fixtures / make bench create it). */
-static int run_python(const char *const *argv) {
-    if (access(PYTHON, X_OK) != 0) return 77;
-    fflush(stdout);
-    fflush(stderr);
-    pid_t pid = fork();
-    if (pid == 0) {
-        execv(PYTHON, (char *const *)argv);
-        _exit(77);
-    }
-    int status;
-    waitpid(pid, &status, 0);
-    return WIFEXITED(status) ? WEXITSTATUS(status) : 1;
 }
 
 static json_t *load_json(const char *dir, const char *name) {
@@ -498,15 +480,6 @@ Test(hf_dtypes, bf16_and_fp16_round_to_nearest_even) {
 
 static const GPTConfig GPT2_SMALL = {.n_layer = 2, .n_head = 2, .n_embd = 32, .vocab_size = 67,
                                      .n_positions = 16, .layer_norm_epsilon = 1e-5f};
-
-static float *logits_of(GPT *m, const int *in, int B, int T) {
-    int *tg = xcalloc((size_t)B * T, sizeof(int));
-    gpt_forward(m, in, tg, B, T, NULL);
-    float *l = xmalloc((size_t)B * T * gpt_config(m)->vocab_size * sizeof(float));
-    gpt_logits(m, l);
-    free(tg);
-    return l;
-}
 
 static int count_files(const char *dir, const char *prefix) {
     DIR *d = opendir(dir);

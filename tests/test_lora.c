@@ -38,33 +38,6 @@ static GPT *make_model(const GPTConfig *cfg, uint64_t seed) {
     return perturbed_cpu_model(cfg, seed, seed + 100, 0.05);
 }
 
-static void random_tokens(int *x, int n, int V, uint64_t seed) {
-    Rng r;
-    rng_seed(&r, seed);
-    for (int i = 0; i < n; i++) x[i] = (int)rng_below(&r, (uint64_t)V);
-}
-
-/* Mean cross-entropy forward (+ backward when grads); returns the loss. */
-static double step_loss(GPT *m, const int *in, const int *tg, int B, int T, int grads) {
-    int N = B * T;
-    float *logp = malloc(N * sizeof(float)), *g = malloc(N * sizeof(float));
-    gpt_forward(m, in, tg, B, T, logp);
-    double loss = lm_loss_and_weights(logp, tg, N, (double)lm_count_targets(tg, N), g);
-    if (grads) gpt_backward(m, g);
-    free(logp);
-    free(g);
-    return loss;
-}
-
-static float *logits_of(GPT *m, const int *in, int B, int T) {
-    int *tg = calloc((size_t)B * T, sizeof(int));
-    gpt_forward(m, in, tg, B, T, NULL);
-    float *l = malloc((size_t)B * T * gpt_config(m)->vocab_size * sizeof(float));
-    gpt_logits(m, l);
-    free(tg);
-    return l;
-}
-
 /* ------------------------------------------------------------- freezing */
 
 Test(freeze, frozen_tensors_bit_identical_after_adamw) {
@@ -84,7 +57,7 @@ Test(freeze, frozen_tensors_bit_identical_after_adamw) {
         random_tokens(in, B * T, SMALL.vocab_size, 10 + s);
         random_tokens(tg, B * T, SMALL.vocab_size, 20 + s);
         gpt_zero_grad(m);
-        step_loss(m, in, tg, B, T, 1);
+        lm_loss_of(m, in, tg, B, T, 1);
         optim_clip_grad_norm(o);
         optim_step(o, 1e-2);
     }
@@ -112,7 +85,8 @@ static void grads_match(const char *const *freeze, int nf, const char *const *tr
     random_tokens(tg, B * T, SMALL.vocab_size, 4);
     gpt_zero_grad(full);
     gpt_zero_grad(part);
-    double lf = step_loss(full, in, tg, B, T, 1), lp = step_loss(part, in, tg, B, T, 1);
+    double lf = lm_loss_of(full, in, tg, B, T, 1);
+    double lp = lm_loss_of(part, in, tg, B, T, 1);
     cr_expect_eq(lf, lp, "loss differs: %.9g vs %.9g", lf, lp);
     float *gf = host_grads(full), *gp = host_grads(part);
     size_t trainable = 0;
@@ -209,20 +183,6 @@ static LoraConfig lora_cfg(int r, float alpha, float dropout, const char *t0, co
     return c;
 }
 
-/* Gives lora_B random values (it starts at zero, a no-op adapter). */
-static void randomise_b(GPT *m, uint64_t seed) {
-    float *h = host_params(m);
-    Rng r;
-    rng_seed(&r, seed);
-    for (int i = 0; i < gpt_num_tensors(m); i++) {
-        const ParamInfo *p = gpt_tensor(m, i);
-        if (p->lora == 2)
-            for (size_t k = 0; k < p->numel; k++) h[p->offset + k] = (float)(0.3 * rng_normal(&r));
-    }
-    gpt_copy_params_to_device(m, h, gpt_flat_size(m));
-    free(h);
-}
-
 Test(lora, attach_targets_peft_names) {
     GPT *m = make_model(&SMALL, 4);
     size_t base = gpt_num_params(m);
@@ -263,7 +223,7 @@ Test(lora, forward_equals_merged_model) {
     LoraConfig c = lora_cfg(3, 6, 0.2f, "c_attn", "mlp.c_fc");
     snprintf(c.targets[c.n_targets++], LORA_NAME_LEN, "attn.c_proj");
     cr_assert_eq(gpt_lora_attach(m, &c), 0, "%s", err_msg());
-    randomise_b(m, 9);
+    randomise_lora_b(m, 9);
     int B = 2, T = 8, in[16];
     random_tokens(in, B * T, SMALL.vocab_size, 6);
     GPT *base = make_model(&SMALL, 5);
@@ -292,7 +252,7 @@ Test(lora, forward_equals_merged_model) {
 /* Loss in double for finite differences, at a fixed dropout step. */
 static double fd_loss(GPT *m, const int *in, const int *tg, int B, int T, uint64_t step) {
     gpt_lora_set_dropout_step(m, step);
-    return step_loss(m, in, tg, B, T, 0);
+    return lm_loss_of(m, in, tg, B, T, 0);
 }
 
 static void lora_finite_differences(float dropout) {
@@ -302,14 +262,14 @@ static void lora_finite_differences(float dropout) {
     LoraConfig c = lora_cfg(2, 4, dropout, "c_attn", "c_proj");
     snprintf(c.targets[c.n_targets++], LORA_NAME_LEN, "c_fc");
     cr_assert_eq(gpt_lora_attach(m, &c), 0, "%s", err_msg());
-    randomise_b(m, 10);
+    randomise_lora_b(m, 10);
     int B = 2, T = 6, in[12], tg[12];
     random_tokens(in, B * T, cfg.vocab_size, 11);
     random_tokens(tg, B * T, cfg.vocab_size, 12);
     uint64_t step = 41;
     gpt_zero_grad(m);
     gpt_lora_set_dropout_step(m, step);
-    step_loss(m, in, tg, B, T, 1);
+    lm_loss_of(m, in, tg, B, T, 1);
     size_t n = gpt_flat_size(m);
     float *grad = host_grads(m), *h = host_params(m);
     double eps = 1e-3;
@@ -358,7 +318,7 @@ Test(lora, only_adapters_train) {
         random_tokens(in, B * T, SMALL.vocab_size, 30 + s);
         random_tokens(tg, B * T, SMALL.vocab_size, 40 + s);
         gpt_zero_grad(m);
-        step_loss(m, in, tg, B, T, 1);
+        lm_loss_of(m, in, tg, B, T, 1);
         optim_clip_grad_norm(o);
         optim_step(o, 1e-2);
     }
@@ -426,7 +386,7 @@ Test(peft, fixture_logits_loss_and_gradients) {
     float *logits = logits_of(m, e.in, e.B, e.T);
     expect_logits(&e, logits, 1e-5, "base + adapter");
     gpt_zero_grad(m);
-    double loss = step_loss(m, e.in, e.tg, e.B, e.T, 1);
+    double loss = lm_loss_of(m, e.in, e.tg, e.B, e.T, 1);
     float ref_loss;
     safetensors_read_f32(e.f, safetensors_find(e.f, "loss"), &ref_loss, 1);
     cr_expect(fabs(loss - ref_loss) <= 1e-5 * fabs(ref_loss), "loss %.8f vs PEFT %.8f", loss,
@@ -487,7 +447,7 @@ Test(peft, c_written_adapter_round_trips) {
     GPT *m = make_model(&SMALL, 13);
     LoraConfig c = lora_cfg(4, 8, 0.05f, "c_attn", "mlp.c_fc");
     cr_assert_eq(gpt_lora_attach(m, &c), 0, "%s", err_msg());
-    randomise_b(m, 14);
+    randomise_lora_b(m, 14);
     gpt_set_train_mode(m, 0);
     char dir[256];
     const char *keep = getenv("RETORT_LORA_EXPORT");
@@ -627,7 +587,7 @@ Test(peft, adapter_refuses_another_base) {
     GPT *m = make_model(&SMALL, 21);
     LoraConfig c = lora_cfg(4, 8, 0.0f, "c_attn", NULL);
     cr_assert_eq(gpt_lora_attach(m, &c), 0, "%s", err_msg());
-    randomise_b(m, 22);
+    randomise_lora_b(m, 22);
     char dir[256], adapter[300];
     make_temp_dir(dir, sizeof dir, "lora-base");
     snprintf(adapter, sizeof adapter, "%s/adapter", dir);

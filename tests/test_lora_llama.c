@@ -32,9 +32,8 @@
  */
 #include <criterion/criterion.h>
 #include <jansson.h>
-#include <sys/wait.h>
 
-#include "tests/testutil.h"
+#include "tests/testutil_cli.h"
 #include "model/backend.h"
 #include "model/checkpoint.h"
 #include "model/lora.h"
@@ -44,7 +43,6 @@
 #include "train/objectives/lm.h"
 
 #define LL "tests/fixtures/lora_llama/"
-#define PYTHON ".venv/bin/python"
 
 /* ---------------------------------------------------------------- helpers */
 
@@ -111,67 +109,10 @@ static GPT *load_fixture(const char *base, const char *adapter) {
     return m;
 }
 
-/* Mean cross-entropy forward (+ backward when grads); returns the loss. */
-static double step_loss(GPT *m, const int *in, const int *tg, int B, int T, int grads) {
-    int N = B * T;
-    float *logp = xmalloc(N * sizeof(float)), *g = xmalloc(N * sizeof(float));
-    gpt_forward(m, in, tg, B, T, logp);
-    double loss = lm_loss_and_weights(logp, tg, N, (double)lm_count_targets(tg, N), g);
-    if (grads) gpt_backward(m, g);
-    free(logp);
-    free(g);
-    return loss;
-}
-
-static float *logits_of(GPT *m, const int *in, int B, int T) {
-    int *tg = xcalloc((size_t)B * T, sizeof(int));
-    gpt_forward(m, in, tg, B, T, NULL);
-    float *l = xmalloc((size_t)B * T * gpt_config(m)->vocab_size * sizeof(float));
-    gpt_logits(m, l);
-    free(tg);
-    return l;
-}
-
-static void random_tokens(int *x, int n, int V, uint64_t seed) {
-    Rng r;
-    rng_seed(&r, seed);
-    for (int i = 0; i < n; i++) x[i] = (int)rng_below(&r, (uint64_t)V);
-}
-
 static int n_adapters(const GPT *m) {
     int n = 0;
     for (int i = 0; i < gpt_num_tensors(m); i++) n += gpt_tensor(m, i)->lora != 0;
     return n;
-}
-
-/* Gives lora_B random values (it starts at zero, a no-op adapter). */
-static void randomise_b(GPT *m, uint64_t seed) {
-    float *h = host_params(m);
-    Rng r;
-    rng_seed(&r, seed);
-    for (int i = 0; i < gpt_num_tensors(m); i++) {
-        const ParamInfo *p = gpt_tensor(m, i);
-        if (p->lora == 2)
-            for (size_t k = 0; k < p->numel; k++) h[p->offset + k] = (float)(0.3 * rng_normal(&r));
-    }
-    gpt_copy_params_to_device(m, h, gpt_flat_size(m));
-    free(h);
-}
-
-/* Runs .venv/bin/python tests/check_peft_load.py dir: its exit status, or 77
- * when there is no .venv (make fixtures creates it) or no peft in it. */
-static int check_in_python(const char *dir) {
-    if (access(PYTHON, X_OK) != 0) return 77;
-    fflush(stdout);
-    fflush(stderr);
-    pid_t pid = fork();
-    if (pid == 0) {
-        execl(PYTHON, PYTHON, "tests/check_peft_load.py", dir, (char *)NULL);
-        _exit(77);
-    }
-    int status;
-    waitpid(pid, &status, 0);
-    return WIFEXITED(status) ? WEXITSTATUS(status) : 1;
 }
 
 /* dir/c_logits.safetensors: the batch, the C logits and the C loss, for
@@ -188,10 +129,12 @@ static void write_c_logits(const char *dir, int *in, int *tg, int B, int T, int 
     cr_assert_eq(safetensors_write(path, ts, 4, NULL), 0, "%s", err_msg());
 }
 
-/* tests/check_peft_load.py on dir passes; 1 when it could not run (the
- * caller removes its files, then cr_skip_test). */
+/* tests/check_peft_load.py on dir passes; 1 when it could not run, for want
+ * of .venv (make fixtures creates it) or of peft in it (the caller removes its
+ * files, then cr_skip_test). */
 static int python_check(const char *dir, const char *what) {
-    int rc = check_in_python(dir);
+    const char *argv[] = {PYTHON, "tests/check_peft_load.py", dir, NULL};
+    int rc = run_python(argv);
     if (rc == 77) {
         fprintf(stderr, "SKIP: %s: no %s with transformers and peft (make fixtures creates it)\n",
                 what, PYTHON);
@@ -217,7 +160,7 @@ static void parity(const char *base, const char *name, int want_adapters) {
     cr_expect(err < 1e-5, "%s: logits relative error %.3g vs PEFT (tolerance 1e-5)", name, err);
 
     gpt_zero_grad(m);
-    double loss = step_loss(m, e.in, e.tg, e.B, e.T, 1);
+    double loss = lm_loss_of(m, e.in, e.tg, e.B, e.T, 1);
     float *ref_loss = read_f32(e.f, "loss", 1);
     cr_expect(fabs(loss - *ref_loss) <= 1e-5 * fabs(*ref_loss), "%s: loss %.8f vs PEFT %.8f",
               name, loss, *ref_loss);
@@ -434,7 +377,7 @@ static void c_written(const char *base, const char *const *targets, int n_target
         snprintf(c.targets[c.n_targets++], LORA_NAME_LEN, "%s", targets[i]);
     cr_assert_eq(gpt_lora_attach(m, &c), 0, "%s", err_msg());
     cr_expect_eq(n_adapters(m), want_adapters);
-    randomise_b(m, 18);
+    randomise_lora_b(m, 18);
     gpt_set_train_mode(m, 0);
     char dir[256], base_dir[300], adapter[300], src[256];
     make_temp_dir(dir, sizeof dir, "lora-llama-c");
@@ -448,7 +391,7 @@ static void c_written(const char *base, const char *const *targets, int n_target
     random_tokens(in, B * T, V, 19);
     random_tokens(tg, B * T, V, 20);
     float *la = logits_of(m, in, B, T);
-    float loss = (float)step_loss(m, in, tg, B, T, 0);
+    float loss = (float)lm_loss_of(m, in, tg, B, T, 0);
 
     /* what PEFT reads: nn.Linear layout, PEFT's keys and shapes */
     char path[400];
@@ -546,7 +489,8 @@ static void frozen_grads_match(const char *const *freeze, int nf, size_t want_fr
     random_tokens(tg, B * T, V, 32);
     gpt_zero_grad(full);
     gpt_zero_grad(part);
-    double lf = step_loss(full, in, tg, B, T, 1), lp = step_loss(part, in, tg, B, T, 1);
+    double lf = lm_loss_of(full, in, tg, B, T, 1);
+    double lp = lm_loss_of(part, in, tg, B, T, 1);
     cr_expect_eq(lf, lp, "loss differs: %.9g vs %.9g", lf, lp);
     float *gf = host_grads(full), *gp = host_grads(part);
     for (int i = 0; i < gpt_num_tensors(part); i++) {
@@ -581,24 +525,6 @@ Test(freeze_llama, gate_and_up_of_block_0_frozen) {
 
 /* ---------------------------------------------------------------- the command line */
 
-static const char *bin(void) {
-    return getenv("RETORT_BIN") ? getenv("RETORT_BIN") : "./retort";
-}
-
-/* Runs "retort <args>" with output to dir/log; fails the test (showing the
- * log's end) unless it exits 0. */
-static void run_ok(const char *dir, const char *args) {
-    char cmd[4096];
-    snprintf(cmd, sizeof cmd, "%s %s >>%s/log 2>&1", bin(), args, dir);
-    int rc = system(cmd);
-    rc = WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
-    if (rc != 0) {
-        snprintf(cmd, sizeof cmd, "tail -20 %s/log >&2", dir);
-        if (system(cmd) != 0) fprintf(stderr, "(no log)\n");
-    }
-    cr_assert_eq(rc, 0, "retort %s exited with %d", args, rc);
-}
-
 static void copy_file(const char *from, const char *to) {
     size_t len = 0;
     char *data = read_file(from, &len);
@@ -622,25 +548,20 @@ Test(lora_llama_cli, train_then_export_merged_loads_in_transformers, .timeout = 
         fprintf(f, "{\"text\": \"%s\"}\n", text);
     }
     fclose(f);
-    char args[3072];
-    snprintf(args, sizeof args, "data build --schema lm --input %s/train.jsonl --out %s/train.h5 -q",
-             dir, dir);
-    run_ok(dir, args);
-    snprintf(args, sizeof args,
-             "train -c configs/tiny-llama.yaml --set model.init=" LL "llama_bytes "
-             "--set data.train=%s/train.h5 --set data.seq_len=16 --set data.batch_size=2 "
-             "--set data.val_fraction=0 --set eval.every=0 --set checkpoint.every=0 "
-             "--set train.steps=4 --set optim.warmup_steps=1 --set train.threads=1 "
-             "--set train.log_every=1000 --set train.out_dir=%s/run --set finetune.lora_r=4 "
-             "--set finetune.lora_alpha=8 --set finetune.lora_targets=q_proj,v_proj",
-             dir, dir);
-    run_ok(dir, args);
+    RUN(dir, "data build --schema lm --input %s/train.jsonl --out %s/train.h5 -q", dir, dir);
+    RUN(dir,
+        "train -c configs/tiny-llama.yaml --set model.init=" LL "llama_bytes "
+        "--set data.train=%s/train.h5 --set data.seq_len=16 --set data.batch_size=2 "
+        "--set data.val_fraction=0 --set eval.every=0 --set checkpoint.every=0 "
+        "--set train.steps=4 --set optim.warmup_steps=1 --set train.threads=1 "
+        "--set train.log_every=1000 --set train.out_dir=%s/run --set finetune.lora_r=4 "
+        "--set finetune.lora_alpha=8 --set finetune.lora_targets=q_proj,v_proj",
+        dir, dir);
     snprintf(path, sizeof path, "%s/run", dir);
     ckpt_dir_name(ckpt, sizeof ckpt, path, 4);
     cr_assert(path_exists(ckpt), "no checkpoint at %s", ckpt);
     snprintf(merged, sizeof merged, "%s/merged/base", dir);
-    snprintf(args, sizeof args, "export --model %s --merge-lora %s --out %s", ckpt, ckpt, merged);
-    run_ok(dir, args);
+    RUN(dir, "export --model %s --merge-lora %s --out %s", ckpt, ckpt, merged);
 
     /* the checkpoint: the base unchanged (frozen), a trained q/v adapter */
     GPT *init = load_base("llama_bytes"), *m = model_load_hf(ckpt, backend_cpu());
@@ -673,7 +594,7 @@ Test(lora_llama_cli, train_then_export_merged_loads_in_transformers, .timeout = 
     size_t n = (size_t)B * T * V;
     double err = rel_err(lm, la, n);
     cr_expect(err < 1e-5, "merged export vs base + adapter: %.3g (tolerance 1e-5)", err);
-    float loss = (float)step_loss(mm, in, tg, B, T, 0);
+    float loss = (float)lm_loss_of(mm, in, tg, B, T, 0);
     write_c_logits((snprintf(path, sizeof path, "%s/merged", dir), path), in, tg, B, T, V, lm,
                    loss);
 
@@ -691,7 +612,7 @@ Test(lora_llama_cli, train_then_export_merged_loads_in_transformers, .timeout = 
         snprintf(to, sizeof to, "%s/%s/%s", peft, files[i][1], files[i][0]);
         copy_file(from, to);
     }
-    loss = (float)step_loss(m, in, tg, B, T, 0);
+    loss = (float)lm_loss_of(m, in, tg, B, T, 0);
     write_c_logits(peft, in, tg, B, T, V, la, loss);
     free(la);
     free(lm);

@@ -14,7 +14,7 @@
  */
 #include <criterion/criterion.h>
 
-#include "tests/testutil.h"
+#include "tests/testutil_hf.h"
 #include "model/backend.h"
 #include "model/model.h"
 #include "model/model_io.h"
@@ -24,41 +24,10 @@
 #include "model/checkpoint.h"
 #include "model/generate.h"
 
-typedef struct {
-    SafeTensorsFile *f;
-    GPT *m;
-    int B, T, V;
-} Fixture;
-
-static int meta_int(SafeTensorsFile *f, const char *key) {
-    const char *v = safetensors_meta(f, key);
-    cr_assert(v, "fixture metadata '%s' missing", key);
-    return atoi(v);
-}
-
-static const StTensor *need(SafeTensorsFile *f, const char *name) {
-    const StTensor *t = safetensors_find(f, name);
-    cr_assert(t, "fixture tensor '%s' missing", name);
-    return t;
-}
-
-static void read_f32(SafeTensorsFile *f, const char *name, float *dst, size_t n) {
-    cr_assert_eq(safetensors_read_f32(f, need(f, name), dst, n), 0, "%s", err_msg());
-}
-
-static void read_i32(SafeTensorsFile *f, const char *name, int *dst, size_t n) {
-    const StTensor *t = need(f, name);
-    cr_assert_eq(t->dtype, ST_I32);
-    cr_assert_eq((size_t)st_numel(t), n);
-    memcpy(dst, t->data, n * sizeof(int));
-    for (size_t i = 0; i < n; i++)
-        if (dst[i] == -100) dst[i] = -1; /* torch's ignore_index -> our "no target" */
-}
-
-static Fixture load_fixture(const char *name) {
+static HfFixture load_fixture(const char *name) {
     char path[512];
     snprintf(path, sizeof path, "tests/fixtures/%s.safetensors", name);
-    Fixture fx;
+    HfFixture fx;
     fx.f = safetensors_open(path);
     cr_assert(fx.f, "cannot open %s: %s (regenerate with `make fixtures`)", path, err_msg());
     const char *eps = safetensors_meta(fx.f, "eps");
@@ -85,25 +54,7 @@ static Fixture load_fixture(const char *name) {
     return fx;
 }
 
-static void free_fixture(Fixture *fx) {
-    gpt_free(fx->m);
-    safetensors_close(fx->f);
-}
-
-/* Forward + backward of the mean cross-entropy over targets; returns the loss. */
-static double loss_and_grads(Fixture *fx, const int *inputs, const int *targets) {
-    int N = fx->B * fx->T;
-    float *logp = malloc(N * sizeof(float)), *g = malloc(N * sizeof(float));
-    gpt_zero_grad(fx->m);
-    gpt_forward(fx->m, inputs, targets, fx->B, fx->T, logp);
-    double loss = lm_loss_and_weights(logp, targets, N, (double)lm_count_targets(targets, N), g);
-    gpt_backward(fx->m, g);
-    free(logp);
-    free(g);
-    return loss;
-}
-
-static void check_grads(Fixture *fx, const char *prefix) {
+static void check_grads(HfFixture *fx, const char *prefix) {
     float *grads = host_grads(fx->m);
     for (int i = 0; i < gpt_num_tensors(fx->m); i++) {
         const ParamInfo *p = gpt_tensor(fx->m, i);
@@ -119,29 +70,13 @@ static void check_grads(Fixture *fx, const char *prefix) {
 }
 
 static void parity(const char *name) {
-    Fixture fx = load_fixture(name);
-    int N = fx.B * fx.T;
-    int *inputs = malloc(N * sizeof(int)), *targets = malloc(N * sizeof(int));
-    read_i32(fx.f, "inputs", inputs, N);
-    read_i32(fx.f, "targets", targets, N);
-
-    double loss = loss_and_grads(&fx, inputs, targets);
-    float ref_loss;
-    read_f32(fx.f, "loss", &ref_loss, 1);
-    cr_expect(fabs(loss - ref_loss) <= 1e-5 * fabs(ref_loss), "%s loss %.8f vs HF %.8f", name,
-              loss, ref_loss);
+    HfFixture fx = load_fixture(name);
+    int *inputs = read_batch(&fx, "inputs"), *targets = read_batch(&fx, "targets");
+    expect_loss(&fx, loss_and_grads(&fx, inputs, targets, 1), "loss", name);
     check_grads(&fx, "grad");
 
     /* logits of a fresh forward (backward turned the buffer into dlogits) */
-    float *logits = malloc((size_t)N * fx.V * sizeof(float));
-    float *ref = malloc((size_t)N * fx.V * sizeof(float));
-    gpt_forward(fx.m, inputs, targets, fx.B, fx.T, NULL);
-    gpt_logits(fx.m, logits);
-    read_f32(fx.f, "logits", ref, (size_t)N * fx.V);
-    double err = rel_err(logits, ref, (size_t)N * fx.V);
-    cr_expect(err < 1e-5, "%s logits relative error %.3g (tolerance 1e-5)", name, err);
-    free(logits);
-    free(ref);
+    expect_logits(&fx, inputs, name);
     free(inputs);
     free(targets);
     free_fixture(&fx);
@@ -154,18 +89,12 @@ Test(hf_parity, config_c) { parity("hf_c"); }
 /* SFT masking: ignored targets carry no loss and no gradient, exactly as
  * cross_entropy(ignore_index=-100) computes. */
 static void masked(const char *name) {
-    Fixture fx = load_fixture(name);
+    HfFixture fx = load_fixture(name);
     int N = fx.B * fx.T;
-    int *inputs = malloc(N * sizeof(int)), *targets = malloc(N * sizeof(int));
-    read_i32(fx.f, "inputs", inputs, N);
-    read_i32(fx.f, "targets_masked", targets, N);
+    int *inputs = read_batch(&fx, "inputs"), *targets = read_batch(&fx, "targets_masked");
     int64_t kept = lm_count_targets(targets, N);
     cr_assert(kept > 0 && kept < N, "fixture must mask some but not all targets");
-    double loss = loss_and_grads(&fx, inputs, targets);
-    float ref_loss;
-    read_f32(fx.f, "loss_masked", &ref_loss, 1);
-    cr_expect(fabs(loss - ref_loss) <= 1e-5 * fabs(ref_loss), "%s masked loss %.8f vs HF %.8f",
-              name, loss, ref_loss);
+    expect_loss(&fx, loss_and_grads(&fx, inputs, targets, 1), "loss_masked", name);
     check_grads(&fx, "gradm");
     free(inputs);
     free(targets);
@@ -177,33 +106,8 @@ Test(sft_masking, config_b) { masked("hf_b"); }
 
 /* Ten steps of AdamW (decay on 2-D weights only) with global-norm clipping. */
 static void adamw(const char *name) {
-    Fixture fx = load_fixture(name);
-    int N = fx.B * fx.T;
-    int *inputs = malloc(N * sizeof(int)), *targets = malloc(N * sizeof(int));
-    read_i32(fx.f, "inputs", inputs, N);
-    read_i32(fx.f, "targets", targets, N);
-    AdamWConfig ac = {atof(safetensors_meta(fx.f, "adamw_beta1")),
-                      atof(safetensors_meta(fx.f, "adamw_beta2")),
-                      atof(safetensors_meta(fx.f, "adamw_eps")),
-                      atof(safetensors_meta(fx.f, "adamw_weight_decay")),
-                      atof(safetensors_meta(fx.f, "adamw_clip"))};
-    double lr = atof(safetensors_meta(fx.f, "adamw_lr"));
-    int steps = meta_int(fx.f, "adamw_steps");
-    float *ref = malloc(steps * sizeof(float));
-    read_f32(fx.f, "adamw_losses", ref, steps);
-    Optimizer *o = optim_create(fx.m, &ac);
-    for (int s = 0; s < steps; s++) {
-        double loss = loss_and_grads(&fx, inputs, targets);
-        cr_expect(fabs(loss - ref[s]) <= 1e-4 * fabs(ref[s]),
-                  "%s AdamW step %d: loss %.7f vs torch %.7f", name, s + 1, loss, ref[s]);
-        optim_clip_grad_norm(o);
-        optim_step(o, lr);
-    }
-    cr_expect(ref[steps - 1] < ref[0], "fixture sanity: the loss should fall");
-    optim_free(o);
-    free(ref);
-    free(inputs);
-    free(targets);
+    HfFixture fx = load_fixture(name);
+    expect_adamw_losses(&fx, name);
     free_fixture(&fx);
 }
 
@@ -214,7 +118,7 @@ Test(adamw_parity, config_c) { adamw("hf_c"); }
 /* Saving in HF layout and loading back gives the same weights, and the loader
  * accepts the bare "h.0..." key style and ignores HF's mask buffers. */
 Test(model_io, save_load_round_trip) {
-    Fixture fx = load_fixture("hf_a");
+    HfFixture fx = load_fixture("hf_a");
     char dir[256];
     make_temp_dir(dir, sizeof dir, "modelio");
     cr_assert_eq(model_save_hf(fx.m, dir), 0, "%s", err_msg());
@@ -273,8 +177,8 @@ Test(model_io, save_load_round_trip) {
 
 /* The fixture's model with the weights after its ten AdamW steps ("trained.*"),
  * from which transformers generated the reference sequences. */
-static Fixture load_trained_fixture(const char *name) {
-    Fixture fx = load_fixture(name);
+static HfFixture load_trained_fixture(const char *name) {
+    HfFixture fx = load_fixture(name);
     size_t total = gpt_flat_size(fx.m);
     float *host = calloc(total, sizeof(float));
     for (int i = 0; i < gpt_num_tensors(fx.m); i++) {
@@ -291,51 +195,16 @@ static Fixture load_trained_fixture(const char *name) {
 /* Greedy KV-cache generation equals transformers' generate(do_sample=False)
  * on the same (trained) weights, token for token, to the end of the context. */
 static void greedy(const char *name) {
-    Fixture fx = load_trained_fixture(name);
-    const StTensor *want = need(fx.f, "gen_greedy");
-    int n_new = (int)st_numel(want), ctx = gpt_config(fx.m)->n_positions;
-    int *tokens = calloc(ctx + 1, sizeof(int)), *ref = calloc(n_new, sizeof(int));
-    read_i32(fx.f, "gen_prompt", tokens, 3);
-    read_i32(fx.f, "gen_greedy", ref, n_new);
-    SampleOptions o = {n_new, 0.0, 0, 1.0, -1, NULL, NULL};
-    Rng r;
-    rng_seed(&r, 1);
-    int n = generate_sample(fx.m, tokens, 3, &o, &r);
-    cr_assert_eq(n, 3 + n_new, "%s: generated %d tokens, transformers %d", name, n - 3, n_new);
-    for (int i = 0; i < n_new; i++)
-        cr_expect_eq(tokens[3 + i], ref[i], "%s: token %d is %d, transformers gave %d", name, i,
-                     tokens[3 + i], ref[i]);
-    free(tokens);
-    free(ref);
+    HfFixture fx = load_trained_fixture(name);
+    expect_greedy(&fx, name);
     free_fixture(&fx);
 }
 
 /* Beam search (3 beams, no EOS, length_penalty 1) returns the same 3-best
  * sequences as transformers, in the same order, with the same scores. */
 static void beam3(const char *name) {
-    Fixture fx = load_trained_fixture(name);
-    const StTensor *want = need(fx.f, "gen_beam3");
-    cr_assert_eq(want->ndim, 2);
-    int n_new = (int)want->shape[1];
-    int prompt[3], *ref = calloc(3 * n_new, sizeof(int));
-    float scores[3];
-    read_i32(fx.f, "gen_prompt", prompt, 3);
-    read_i32(fx.f, "gen_beam3", ref, 3 * n_new);
-    read_f32(fx.f, "gen_beam3_scores", scores, 3);
-    Hypothesis h[3];
-    int got = generate_beam(fx.m, prompt, 3, 3, n_new, 1.0, -1, 3, h);
-    cr_assert_eq(got, 3);
-    for (int k = 0; k < 3; k++) {
-        cr_assert_eq(h[k].len, n_new);
-        for (int i = 0; i < n_new; i++)
-            cr_expect_eq(h[k].tokens[i], ref[k * n_new + i],
-                         "%s beam %d token %d: %d, transformers %d", name, k, i, h[k].tokens[i],
-                         ref[k * n_new + i]);
-        cr_expect(fabs(h[k].score - scores[k]) <= 1e-4 * fabs(scores[k]),
-                  "%s beam %d score %.6f, transformers %.6f", name, k, h[k].score, scores[k]);
-    }
-    hypotheses_free(h, got);
-    free(ref);
+    HfFixture fx = load_trained_fixture(name);
+    expect_beam3(&fx, name);
     free_fixture(&fx);
 }
 
@@ -352,7 +221,7 @@ Test(hf_generate, greedy_config_c) { greedy("hf_c"); }
  * order and with the same scores as transformers (tests/fixtures/beam_eos.*,
  * made by tests/make_beam_eos_fixtures.py from the trained weights). */
 static void beam_eos(const char *name) {
-    Fixture fx = load_trained_fixture(name);
+    HfFixture fx = load_trained_fixture(name);
     SafeTensorsFile *f = safetensors_open("tests/fixtures/beam_eos.safetensors");
     cr_assert_not_null(f, "%s", err_msg());
     char key[64];

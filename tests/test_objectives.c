@@ -57,28 +57,6 @@ static void tiny_config(Config *c, const char *data, const char *out_dir) {
     c->checkpoint.every = 0;
 }
 
-/* metrics.jsonl field `key` of each training step (lines with "loss"). */
-static int read_metric(const char *out_dir, const char *key, double *v) {
-    char path[600];
-    snprintf(path, sizeof path, "%s/metrics.jsonl", out_dir);
-    FILE *f = fopen(path, "r");
-    cr_assert(f, "no %s", path);
-    json_error_t e;
-    json_t *j;
-    int n = 0;
-    while ((j = json_loadf(f, JSON_DISABLE_EOF_CHECK, &e))) {
-        json_t *x = json_object_get(j, key);
-        int step = (int)json_integer_value(json_object_get(j, "step"));
-        if (x && json_object_get(j, "loss") && step >= 1 && step < MAX_STEPS) {
-            v[step] = json_number_value(x);
-            if (step > n) n = step;
-        }
-        json_decref(j);
-    }
-    fclose(f);
-    return n;
-}
-
 /* ---------------------------------------------------------------------- kd */
 
 /* prompts.jsonl of n lines "w=" in dir; returns the path in buf */
@@ -137,11 +115,11 @@ Test(kd, offline_full_vocabulary_topk_equals_online_teacher, .timeout = 120) {
     c.kd.beta = 0.3;
     train_ok(&c, 0);
     double la[MAX_STEPS], lb[MAX_STEPS], ka[MAX_STEPS], kb[MAX_STEPS], ga[MAX_STEPS];
-    cr_assert_eq(read_metric(a, "loss", la), 6);
-    cr_assert_eq(read_metric(b, "loss", lb), 6);
-    read_metric(a, "kd", ka);
-    read_metric(b, "kd", kb);
-    read_metric(a, "agreement", ga);
+    cr_assert_eq(metric_by_step(a, "loss", "loss", la, MAX_STEPS), 6);
+    cr_assert_eq(metric_by_step(b, "loss", "loss", lb, MAX_STEPS), 6);
+    metric_by_step(a, "loss", "kd", ka, MAX_STEPS);
+    metric_by_step(b, "loss", "kd", kb, MAX_STEPS);
+    metric_by_step(a, "loss", "agreement", ga, MAX_STEPS);
     for (int s = 1; s <= 6; s++) {
         cr_expect(fabs(la[s] - lb[s]) <= 1e-4 * fabs(la[s]), "step %d: online %.9g, offline %.9g",
                   s, la[s], lb[s]);
@@ -160,8 +138,8 @@ Test(kd, offline_full_vocabulary_topk_equals_online_teacher, .timeout = 120) {
     c.train.steps = 3;
     train_ok(&c, 0);
     double op[MAX_STEPS], lo[MAX_STEPS];
-    cr_assert_eq(read_metric(onp, "on_policy", op), 3);
-    read_metric(onp, "loss", lo);
+    cr_assert_eq(metric_by_step(onp, "loss", "on_policy", op, MAX_STEPS), 3);
+    metric_by_step(onp, "loss", "loss", lo, MAX_STEPS);
     for (int s = 1; s <= 3; s++) {
         cr_expect_eq(op[s], 1.0, "step %d was not on-policy", s);
         cr_expect(isfinite(lo[s]) && lo[s] > 0, "step %d loss %g", s, lo[s]);
@@ -181,8 +159,8 @@ Test(kd, offline_full_vocabulary_topk_equals_online_teacher, .timeout = 120) {
     tiny_config(&c, kd, c0);
     train_ok(&c, 0);
     double l0[MAX_STEPS];
-    read_metric(b, "loss", lb);
-    read_metric(c0, "loss", l0);
+    metric_by_step(b, "loss", "loss", lb, MAX_STEPS);
+    metric_by_step(c0, "loss", "loss", l0, MAX_STEPS);
     for (int s = 1; s <= 6; s++)
         cr_expect(fabs(lb[s] - l0[s]) <= 1e-6 * fabs(l0[s]), "step %d: kd alpha 0 %.9g, lm %.9g",
                   s, lb[s], l0[s]);
@@ -256,9 +234,9 @@ Test(dpo, precomputed_reference_equals_online_and_accuracy_rises, .timeout = 120
     c.train.steps = 25;
     train_ok(&c, 0);
     double la[MAX_STEPS], lb[MAX_STEPS], acc[MAX_STEPS], marg[MAX_STEPS];
-    cr_assert_eq(read_metric(a, "loss", la), 25);
-    read_metric(a, "rewards/accuracies", acc);
-    read_metric(a, "rewards/margins", marg);
+    cr_assert_eq(metric_by_step(a, "loss", "loss", la, MAX_STEPS), 25);
+    metric_by_step(a, "loss", "rewards/accuracies", acc, MAX_STEPS);
+    metric_by_step(a, "loss", "rewards/margins", marg, MAX_STEPS);
     cr_expect_float_eq(acc[1], 0.0, 1e-12, "policy = reference at step 1: rewards are all 0");
     cr_expect_float_eq(la[1], log(2.0), 1e-6, "sigmoid loss of a zero margin is log 2");
     double late = (acc[21] + acc[22] + acc[23] + acc[24] + acc[25]) / 5;
@@ -283,7 +261,7 @@ Test(dpo, precomputed_reference_equals_online_and_accuracy_rises, .timeout = 120
     c.train.steps = 25;
     snprintf(c.dpo.reference, sizeof c.dpo.reference, "precomputed");
     train_ok(&c, 0);
-    cr_assert_eq(read_metric(b, "loss", lb), 25);
+    cr_assert_eq(metric_by_step(b, "loss", "loss", lb, MAX_STEPS), 25);
     for (int s = 1; s <= 25; s++)
         cr_expect(fabs(la[s] - lb[s]) <= 1e-6 * fabs(la[s]), "step %d: online %.9g, precomputed "
                   "%.9g", s, la[s], lb[s]);
@@ -411,7 +389,7 @@ Test(finetune, lora_run_resumes_bit_for_bit_and_leaves_the_base_alone, .timeout 
     c.checkpoint.every = 2;
     train_ok(&c, 0);
     double la[MAX_STEPS], lb[MAX_STEPS];
-    cr_assert_eq(read_metric(a, "loss", la), 6);
+    cr_assert_eq(metric_by_step(a, "loss", "loss", la, MAX_STEPS), 6);
     char ck[600], path[700];
     ckpt_dir_name(ck, sizeof ck, a, 6);
     snprintf(path, sizeof path, "%s/adapter_config.json", ck);
@@ -434,7 +412,7 @@ Test(finetune, lora_run_resumes_bit_for_bit_and_leaves_the_base_alone, .timeout 
     train_ok(&c, 0);
     train_request_stop_at(-1);
     train_ok(&c, 1);
-    cr_assert_eq(read_metric(b, "loss", lb), 6);
+    cr_assert_eq(metric_by_step(b, "loss", "loss", lb, MAX_STEPS), 6);
     for (int s = 1; s <= 6; s++)
         cr_expect(la[s] == lb[s], "step %d: resumed %.17g, uninterrupted %.17g", s, lb[s], la[s]);
     rm_rf(dir);

@@ -21,110 +21,7 @@
 #include <criterion/criterion.h>
 
 #include "kernels/ops.h"
-#include "tests/testutil.h"
-
-/* ---------------------------------------------------------------- helpers */
-
-static float *rand_floats(Rng *r, size_t n, float scale) {
-    float *x = xmalloc(n * sizeof(float));
-    fill_uniform(r, x, n, scale);
-    return x;
-}
-
-static float *zero_floats(size_t n) { return xcalloc(n ? n : 1, sizeof(float)); }
-
-static float *copy_floats(const float *x, size_t n) {
-    float *y = xmalloc(n * sizeof(float));
-    memcpy(y, x, n * sizeof(float));
-    return y;
-}
-
-static double dot_d(const float *a, const float *b, size_t n) {
-    double s = 0.0;
-    for (size_t i = 0; i < n; i++) s += (double)a[i] * b[i];
-    return s;
-}
-
-static double max_abs(const float *x, size_t n) {
-    double m = 0.0;
-    for (size_t i = 0; i < n; i++) m = fabs(x[i]) > m ? fabs(x[i]) : m;
-    return m;
-}
-
-/* ||a - b|| / ||b|| for a float result against a double reference. */
-static double rel_err_d(const float *a, const double *b, size_t n) {
-    double num = 0.0, den = 0.0;
-    for (size_t i = 0; i < n; i++) {
-        num += ((double)a[i] - b[i]) * ((double)a[i] - b[i]);
-        den += b[i] * b[i];
-    }
-    return sqrt(num) / (den > 1e-300 ? sqrt(den) : 1e-150);
-}
-
-typedef double (*LossFn)(void *ctx);
-
-/* Central differences of loss() with respect to x[0..n), compared norm-wise
- * with `analytic`: all elements when n <= max_probe, else max_probe random
- * ones. The step actually taken is (float)(x+h) - (float)(x-h). */
-static void check_grad(const char *what, LossFn loss, void *ctx, float *x, size_t n,
-                       const float *analytic, size_t max_probe, float h, double tol, Rng *r) {
-    size_t probes = n <= max_probe ? n : max_probe;
-    double num2 = 0.0, ana2 = 0.0, diff2 = 0.0, worst = -1.0, worst_num = 0, worst_ana = 0;
-    size_t worst_idx = 0;
-    for (size_t k = 0; k < probes; k++) {
-        size_t idx = n <= max_probe ? k : (size_t)rng_below(r, n);
-        float x0 = x[idx], xp = x0 + h, xm = x0 - h;
-        x[idx] = xp;
-        double loss_plus = loss(ctx);
-        x[idx] = xm;
-        double loss_minus = loss(ctx);
-        x[idx] = x0;
-        double numeric = (loss_plus - loss_minus) / ((double)xp - (double)xm);
-        double d = numeric - analytic[idx];
-        num2 += numeric * numeric;
-        ana2 += (double)analytic[idx] * analytic[idx];
-        diff2 += d * d;
-        if (fabs(d) > worst) {
-            worst = fabs(d);
-            worst_idx = idx;
-            worst_num = numeric;
-            worst_ana = analytic[idx];
-        }
-    }
-    double err = sqrt(diff2) / sqrt(ana2 > 1e-300 ? ana2 : 1e-300);
-    cr_assert(sqrt(num2) > 1e-3, "%s: numeric gradient norm %.3g is too small to test", what,
-              sqrt(num2));
-    cr_expect(err < tol,
-              "%s: finite-difference relative error %.3g > %.3g over %zu probes "
-              "(worst at %zu: numeric %.7g, analytic %.7g)",
-              what, err, tol, probes, worst_idx, worst_num, worst_ana);
-}
-
-/* After a second backward call into the same buffers, g2 must be 2 * g1;
- * tol relative to max|g1|, 0 demands bit-exact doubling. */
-static void expect_doubled(const char *what, const float *g1, const float *g2, size_t n,
-                           double tol) {
-    double worst = 0.0;
-    size_t worst_idx = 0;
-    for (size_t i = 0; i < n; i++) {
-        double d = fabs((double)g2[i] - 2.0 * (double)g1[i]);
-        if (d > worst) {
-            worst = d;
-            worst_idx = i;
-        }
-    }
-    double scale = max_abs(g1, n);
-    cr_assert(scale > 0.0, "%s: gradient is all zeros", what);
-    cr_expect(worst <= tol * scale,
-              "%s: second backward call should double the gradient: |g2 - 2 g1| = %.3g at %zu "
-              "(g1 %.9g, g2 %.9g), allowed %.3g",
-              what, worst, worst_idx, g1[worst_idx], g2[worst_idx], tol * scale);
-}
-
-static void expect_equal(const char *what, const float *a, const float *b, size_t n) {
-    double d = max_abs_diff(a, b, n);
-    cr_expect(d == 0.0, "%s: expected identical results, max |diff| = %.3g", what, d);
-}
+#include "tests/testutil_ops.h"
 
 /* ---------------------------------------------------------------- rmsnorm */
 
@@ -196,8 +93,9 @@ Test(rmsnorm, backward_finite_differences_and_conventions) {
     float *dinp = zero_floats(NC), *dw = zero_floats(C);
     rmsnorm_backward(dinp, dw, c.dout, c.inp, c.weight, c.rstd, N, C);
 
-    check_grad("rmsnorm dinp", rmsnorm_loss, &c, c.inp, NC, dinp, 300, 1e-2f, 2e-3, &r);
-    check_grad("rmsnorm dweight", rmsnorm_loss, &c, c.weight, C, dw, 300, 1e-2f, 1e-4, &r);
+    check_grad("rmsnorm dinp", rmsnorm_loss, &c, c.inp, contiguous(NC), dinp, 300, 1e-2f, 2e-3, &r);
+    check_grad("rmsnorm dweight", rmsnorm_loss, &c, c.weight, contiguous(C), dw, 300, 1e-2f, 1e-4,
+               &r);
 
     /* += : one addition per element per call, so doubling is exact */
     rmsnorm_forward(c.out, c.rstd, c.inp, c.weight, N, C, RMS_EPS);
@@ -307,9 +205,12 @@ Test(qk_norm, backward_finite_differences_and_conventions) {
         float *dinp = zero_floats(n), *dwq = zero_floats(HS), *dwk = zero_floats(HS);
         qk_norm_backward(dinp, dwq, dwk, q.dout, q.inp, q.wq, q.wk, q.rstd, N, NH, KVH, HS);
 
-        check_grad("qk_norm dinp", qk_norm_loss, &q, q.inp, n, dinp, 300, 1e-2f, 2e-3, &r);
-        check_grad("qk_norm dwq", qk_norm_loss, &q, q.wq, HS, dwq, 300, 1e-2f, 1e-4, &r);
-        check_grad("qk_norm dwk", qk_norm_loss, &q, q.wk, HS, dwk, 300, 1e-2f, 1e-4, &r);
+        check_grad("qk_norm dinp", qk_norm_loss, &q, q.inp, contiguous(n), dinp, 300, 1e-2f, 2e-3,
+                   &r);
+        check_grad("qk_norm dwq", qk_norm_loss, &q, q.wq, contiguous(HS), dwq, 300, 1e-2f, 1e-4,
+                   &r);
+        check_grad("qk_norm dwk", qk_norm_loss, &q, q.wk, contiguous(HS), dwk, 300, 1e-2f, 1e-4,
+                   &r);
         /* the v part passes dout through exactly */
         for (int i = 0; i < N; i++)
             for (int c = (NH + KVH) * HS; c < W; c++)
@@ -440,7 +341,7 @@ Test(rope, backward_finite_differences_and_inverse) {
         float *dx = copy_floats(c.dout, n);
         rope_backward(dx, c.cos_tab, c.sin_tab, c.B, c.T, c.pos0, c.NH, c.KVH, c.HS);
         /* linear in x: differences exact up to the rounding of L */
-        check_grad("rope dqkv", rope_loss, &c, c.x, n, dx, 400, 1e-2f, 1e-4, &r);
+        check_grad("rope dqkv", rope_loss, &c, c.x, contiguous(n), dx, 400, 1e-2f, 1e-4, &r);
         /* v heads: the gradient is dout itself */
         for (size_t i = 0; i < n; i++)
             if ((int)(i % c.W) >= (c.NH + c.KVH) * c.HS)
@@ -507,7 +408,7 @@ Test(swiglu, backward_finite_differences_and_conventions) {
     float *dinp = zero_floats(n_in);
     swiglu_backward(dinp, s.dout, s.inp, s.N, s.I);
     /* gate and up together: up is linear, gate nonlinear with |silu'''| < 0.5 */
-    check_grad("swiglu dinp", swiglu_loss, &s, s.inp, n_in, dinp, 300, 1e-2f, 1e-3, &r);
+    check_grad("swiglu dinp", swiglu_loss, &s, s.inp, contiguous(n_in), dinp, 300, 1e-2f, 1e-3, &r);
     float *dinp2 = copy_floats(dinp, n_in);
     swiglu_backward(dinp2, s.dout, s.inp, s.N, s.I);
     expect_doubled("swiglu dinp", dinp, dinp2, n_in, 0.0);
@@ -566,9 +467,12 @@ Test(matmul_nt, backward_finite_differences_and_conventions) {
     matmul_nt_backward(dinp, dw, db, m.dout, m.inp, m.weight, N, C, OC);
 
     /* linear in each argument: exact up to the rounding of L */
-    check_grad("matmul_nt dinp", matmul_nt_loss, &m, m.inp, NC, dinp, 200, 1e-2f, 1e-4, &r);
-    check_grad("matmul_nt dweight", matmul_nt_loss, &m, m.weight, W, dw, 200, 1e-2f, 1e-4, &r);
-    check_grad("matmul_nt dbias", matmul_nt_loss, &m, m.bias, OC, db, 200, 1e-2f, 1e-4, &r);
+    check_grad("matmul_nt dinp", matmul_nt_loss, &m, m.inp, contiguous(NC), dinp, 200, 1e-2f, 1e-4,
+               &r);
+    check_grad("matmul_nt dweight", matmul_nt_loss, &m, m.weight, contiguous(W), dw, 200, 1e-2f,
+               1e-4, &r);
+    check_grad("matmul_nt dbias", matmul_nt_loss, &m, m.bias, contiguous(OC), db, 200, 1e-2f, 1e-4,
+               &r);
 
     /* += : sgemm with beta = 1 adds its product once (inner dimensions below
      * OpenBLAS's blocking), so doubling is exact */

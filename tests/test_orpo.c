@@ -378,29 +378,6 @@ Test(orpo, gradient_through_the_model_matches_finite_differences, .timeout = 120
 
 #define MAX_STEPS 64
 
-/* metrics.jsonl field `key` of each line that has `line_key` ("loss" for
- * training lines, "val_loss" for validation lines); returns the last step. */
-static int read_metric(const char *out_dir, const char *line_key, const char *key, double *v) {
-    char path[600];
-    snprintf(path, sizeof path, "%s/metrics.jsonl", out_dir);
-    FILE *f = fopen(path, "r");
-    cr_assert(f, "no %s", path);
-    json_error_t e;
-    json_t *j;
-    int n = 0;
-    while ((j = json_loadf(f, JSON_DISABLE_EOF_CHECK, &e))) {
-        json_t *x = json_object_get(j, key);
-        int step = (int)json_integer_value(json_object_get(j, "step"));
-        if (x && json_object_get(j, line_key) && step >= 1 && step < MAX_STEPS) {
-            v[step] = json_number_value(x);
-            if (step > n) n = step;
-        }
-        json_decref(j);
-    }
-    fclose(f);
-    return n;
-}
-
 Test(orpo, training_lowers_the_loss_and_resumes_bit_for_bit, .timeout = 180) {
     char dir[256], data[512], init[512], a[512], b[512];
     make_temp_dir(dir, sizeof dir, "orpo");
@@ -422,18 +399,20 @@ Test(orpo, training_lowers_the_loss_and_resumes_bit_for_bit, .timeout = 180) {
     TrainOptions o = {0, 1};
     cr_assert_eq(train_run(&c, &o), 0, "train_run: %s", err_msg());
     double loss[MAX_STEPS], acc[MAX_STEPS], marg[MAX_STEPS], nll[MAX_STEPS], ratio[MAX_STEPS];
-    cr_assert_eq(read_metric(a, "loss", "loss", loss), 25);
+    cr_assert_eq(metric_by_step(a, "loss", "loss", loss, MAX_STEPS), 25);
     for (int k = 0; k < N_METRICS; k++) {
         double v[MAX_STEPS];
-        cr_expect_eq(read_metric(a, "loss", METRIC_NAMES[k], v), 25, "no %s", METRIC_NAMES[k]);
+        cr_expect_eq(metric_by_step(a, "loss", METRIC_NAMES[k], v, MAX_STEPS), 25, "no %s",
+                     METRIC_NAMES[k]);
         char eval_name[64];
         snprintf(eval_name, sizeof eval_name, "eval_%s", METRIC_NAMES[k]);
-        cr_expect_eq(read_metric(a, "val_loss", eval_name, v), 25, "no %s", eval_name);
+        cr_expect_eq(metric_by_step(a, "val_loss", eval_name, v, MAX_STEPS), 25, "no %s",
+                     eval_name);
     }
-    read_metric(a, "loss", "rewards/accuracies", acc);
-    read_metric(a, "loss", "rewards/margins", marg);
-    read_metric(a, "loss", "nll_loss", nll);
-    read_metric(a, "loss", "log_odds_ratio", ratio);
+    metric_by_step(a, "loss", "rewards/accuracies", acc, MAX_STEPS);
+    metric_by_step(a, "loss", "rewards/margins", marg, MAX_STEPS);
+    metric_by_step(a, "loss", "nll_loss", nll, MAX_STEPS);
+    metric_by_step(a, "loss", "log_odds_ratio", ratio, MAX_STEPS);
     for (int s = 1; s <= 25; s++)
         cr_expect(fabs(loss[s] - (nll[s] - c.orpo.beta * ratio[s])) <= 1e-6 * fabs(loss[s]),
                   "step %d: loss %.9g is not nll_loss - beta * log_odds_ratio (%.9g)", s, loss[s],
@@ -455,7 +434,7 @@ Test(orpo, training_lowers_the_loss_and_resumes_bit_for_bit, .timeout = 180) {
     TrainOptions resume = {1, 1};
     cr_assert_eq(train_run(&c, &resume), 0, "train_run --resume: %s", err_msg());
     double lb[MAX_STEPS];
-    cr_assert_eq(read_metric(b, "loss", "loss", lb), 25);
+    cr_assert_eq(metric_by_step(b, "loss", "loss", lb, MAX_STEPS), 25);
     for (int s = 1; s <= 25; s++)
         cr_expect(loss[s] == lb[s], "step %d: resumed %.17g, uninterrupted %.17g", s, lb[s],
                   loss[s]);

@@ -1,12 +1,18 @@
 /* tests/testutil.h — helpers shared by the Criterion tests: random inputs,
  * relative errors, temporary directories and files, skipping when ../shared is
- * absent, tiny CPU models and a tiny training run. Each helper takes every
- * value a test's assertions depend on (shape, seeds, scale) from its caller.
- * Tests run from the repository root (scripts/run_tests.sh does that). */
+ * absent, tiny CPU models, their loss and logits, a tiny training run and the
+ * metrics.jsonl it logs. Each helper takes every value a test's assertions
+ * depend on (shape, seeds, scale) from its caller. Tests run from the
+ * repository root (scripts/run_tests.sh does that).
+ *
+ * Narrower scaffolding has its own header: testutil_ops.h (finite-difference
+ * checks of the ops), testutil_hf.h (transformers fixtures of whole models),
+ * testutil_cli.h (running the retort binary and .venv's python). */
 #ifndef RETORT_TESTUTIL_H
 #define RETORT_TESTUTIL_H
 
 #include <criterion/criterion.h>
+#include <jansson.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,6 +22,7 @@
 #include "model/backend.h"
 #include "model/model.h"
 #include "train/config.h"
+#include "train/objectives/lm.h"
 #include "train/trainer.h"
 #include "util/util.h"
 
@@ -101,6 +108,53 @@ static inline GPT *perturbed_cpu_model(const GPTConfig *cfg, uint64_t init_seed,
     return m;
 }
 
+/* Gives every LoRA B matrix of m (ParamInfo.lora == 2) N(0, 0.3^2) values
+ * drawn from seed: B starts at zero, which makes a fresh adapter a no-op. */
+static inline void randomise_lora_b(GPT *m, uint64_t seed) {
+    float *h = host_params(m);
+    Rng r;
+    rng_seed(&r, seed);
+    for (int i = 0; i < gpt_num_tensors(m); i++) {
+        const ParamInfo *p = gpt_tensor(m, i);
+        if (p->lora == 2)
+            for (size_t k = 0; k < p->numel; k++) h[p->offset + k] = (float)(0.3 * rng_normal(&r));
+    }
+    gpt_copy_params_to_device(m, h, gpt_flat_size(m));
+    free(h);
+}
+
+/* n token ids uniform in [0, V), drawn from seed. */
+static inline void random_tokens(int *x, int n, int V, uint64_t seed) {
+    Rng r;
+    rng_seed(&r, seed);
+    for (int i = 0; i < n; i++) x[i] = (int)rng_below(&r, (uint64_t)V);
+}
+
+/* The mean cross-entropy of m on a (B, T) batch (lm_loss_and_weights), and
+ * its backward when `backward` (into the gradients already there: the caller
+ * zeroes them when it wants a fresh gradient). */
+static inline double lm_loss_of(GPT *m, const int *in, const int *tg, int B, int T,
+                                int backward) {
+    int N = B * T;
+    float *logp = xmalloc(N * sizeof(float)), *g = xmalloc(N * sizeof(float));
+    gpt_forward(m, in, tg, B, T, logp);
+    double loss = lm_loss_and_weights(logp, tg, N, (double)lm_count_targets(tg, N), g);
+    if (backward) gpt_backward(m, g);
+    free(logp);
+    free(g);
+    return loss;
+}
+
+/* The logits of m on a (B, T) batch, (B, T, vocab_size) floats (free them). */
+static inline float *logits_of(GPT *m, const int *in, int B, int T) {
+    int *tg = xcalloc((size_t)B * T, sizeof(int));
+    gpt_forward(m, in, tg, B, T, NULL);
+    float *l = xmalloc((size_t)B * T * gpt_config(m)->vocab_size * sizeof(float));
+    gpt_logits(m, l);
+    free(tg);
+    return l;
+}
+
 /* ---- training ---- */
 
 /* The config of a tiny CPU run on the byte vocabulary: a 2-layer, 2-head,
@@ -128,6 +182,63 @@ static inline void tiny_train_config(Config *c, const char *data, const char *ou
 static inline void train_ok(const Config *c, int resume) {
     TrainOptions o = {resume, 1};
     cr_assert_eq(train_run(c, &o), 0, "train_run failed: %s", err_msg());
+}
+
+/* The lines of a JSONL file (metrics.jsonl, generate --out) as a JSON array;
+ * decref it. */
+static inline json_t *jsonl_lines(const char *path) {
+    FILE *f = fopen(path, "r");
+    cr_assert(f, "no %s", path);
+    json_t *all = json_array(), *j;
+    json_error_t e;
+    while ((j = json_loadf(f, JSON_DISABLE_EOF_CHECK, &e))) json_array_append_new(all, j);
+    fclose(f);
+    return all;
+}
+
+static inline json_t *metrics_lines(const char *out_dir) {
+    char path[1200];
+    int len = snprintf(path, sizeof path, "%s/metrics.jsonl", out_dir);
+    cr_assert(len < (int)sizeof path, "path too long: %s/metrics.jsonl", out_dir);
+    return jsonl_lines(path);
+}
+
+/* The numbers at `key` on the lines of out_dir/metrics.jsonl that have
+ * `line_key` ("loss" on training lines, "val_loss" on validation lines,
+ * "step" on every step's line), in file order: at most max of them into out;
+ * returns how many. */
+static inline int metric_values(const char *out_dir, const char *line_key, const char *key,
+                                double *out, int max) {
+    json_t *lines = metrics_lines(out_dir), *j;
+    size_t i;
+    int n = 0;
+    json_array_foreach(lines, i, j) {
+        json_t *v = json_object_get(j, key);
+        if (json_is_number(v) && json_object_get(j, line_key) && n < max)
+            out[n++] = json_number_value(v);
+    }
+    json_decref(lines);
+    return n;
+}
+
+/* The values at `key` on the same lines indexed by their step (0 for a value
+ * that is not a number): v[step] for each step in [1, max_step), v[0] and the
+ * steps not logged left as they were; returns the last step. */
+static inline int metric_by_step(const char *out_dir, const char *line_key, const char *key,
+                                 double *v, int max_step) {
+    json_t *lines = metrics_lines(out_dir), *j;
+    size_t i;
+    int n = 0;
+    json_array_foreach(lines, i, j) {
+        json_t *x = json_object_get(j, key);
+        int step = (int)json_integer_value(json_object_get(j, "step"));
+        if (x && json_object_get(j, line_key) && step >= 1 && step < max_step) {
+            v[step] = json_number_value(x);
+            if (step > n) n = step;
+        }
+    }
+    json_decref(lines);
+    return n;
 }
 
 /* ---- files ---- */
