@@ -24,6 +24,9 @@
  * Errors (unreadable file, no template, a construct the interpreter does not
  * implement, raise_exception, a runtime type error) set util.h's error with the
  * template's label and line:column and return NULL / -1.
+ *
+ * A loaded template is not changed by rendering: several threads may render
+ * with one at once (setting its specials or time is not thread-safe).
  */
 #ifndef RETORT_CHAT_H
 #define RETORT_CHAT_H

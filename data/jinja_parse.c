@@ -217,6 +217,9 @@ static Node *parse_subscript(Parser *P, Node *obj) {
     expect_op(P, "]");
     if (args.n == 0) pfail(P, t->pos, "empty subscript []");
     Node *idx = args.v[0];
+    for (size_t i = 0; args.n > 1 && i < args.n; i++)
+        if (args.v[i]->kind == N_SLICE)
+            pfail(P, t->pos, "a slice inside a tuple subscript (x[a:b, c]): %s", NOT_IMPL);
     if (args.n > 1) {
         idx = mk(P, N_TUPLE, t->pos);
         idx->items = args.v;
@@ -600,6 +603,7 @@ static void parse_targets(Parser *P, const char *end_name, NameVec *names, int *
         return;
     }
     if (t->kind != N_TUPLE) pfail(P, pos, "can only assign to names here");
+    if (t->n == 0) pfail(P, pos, "an empty tuple () to assign to; name the variables");
     for (size_t i = 0; i < t->n; i++) {
         if (t->items[i]->kind != N_NAME)
             pfail(P, pos, "nested tuples as assignment targets: %s", NOT_IMPL);

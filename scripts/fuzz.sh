@@ -30,6 +30,7 @@ max_len() { # the largest input each harness is given, in bytes
   case $1 in
     h5data) echo 16384 ;;          # a whole small HDF5 file
     tokenizer_json) echo 16384 ;;  # a tokenizer with a few hundred tokens
+    chat_template) echo 16384 ;;   # a real chat template (gpt-oss's is 16 KB)
     calc) echo 1024 ;;
     agent_call) echo 2048 ;;
     *) echo 4096 ;;

@@ -223,6 +223,8 @@ Test(chat_template, unsupported_constructs_are_refused_with_line_and_column) {
         {"{% break %}", "t.jinja:1:4: 'break' outside a for loop"},
         {"{{ 99999999999999999999 }}", "t.jinja:1:4: the integer literal 99999999999999999999 is beyond 64 bits"},
         {"{{ '\\N{BULLET}' }}", "t.jinja:1:5: \\N{...} escapes"},
+        {"{{ messages[::-1, 0] }}", "t.jinja:1:12: a slice inside a tuple subscript"},
+        {"{% set () = 1 %}", "t.jinja:1:8: an empty tuple () to assign to"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         err_clear();
@@ -285,4 +287,43 @@ Test(chat_template, bad_files_and_inputs_are_named) {
     json_decref(extra);
     json_decref(with_null);
     chat_template_free(t);
+}
+
+/* Rendering is per training example, so it must be cheap: 2000 renders of
+ * Qwen3's template on the tool-use conversation, each equal to transformers'
+ * text; the rate goes to the log (transformers' apply_chat_template on the
+ * same case: see the report of tests/make_chat_fixtures.py's commit). */
+Test(chat_template, repeated_renders_are_identical_and_fast) {
+    json_t *doc = fixture();
+    json_t *conv = json_object_get(json_object_get(doc, "conversations"), "tools");
+    const char *want = NULL;
+    size_t i;
+    json_t *c;
+    json_array_foreach(json_object_get(doc, "cases"), i, c)
+        if (!strcmp(json_string_value(json_object_get(c, "template")), "qwen3.jinja") &&
+            !strcmp(json_string_value(json_object_get(c, "conversation")), "tools") &&
+            json_is_true(json_object_get(c, "add_generation_prompt")) &&
+            json_object_size(json_object_get(c, "extra")) == 0)
+            want = json_string_value(json_object_get(c, "output"));
+    cr_assert_not_null(want);
+    ChatTemplate *t = chat_template_load(DIR "/qwen3.jinja", NULL);
+    cr_assert_not_null(t, "%s", err_msg());
+    chat_template_set_special(t, "eos_token", "<|im_end|>");
+    const int n = 2000;
+    double t0 = now_seconds();
+    size_t bytes = 0;
+    for (int k = 0; k < n; k++) {
+        char *out;
+        size_t len;
+        cr_assert_eq(chat_render(t, json_object_get(conv, "messages"), json_object_get(conv, "tools"), NULL, 1,
+                                 &out, &len, NULL), 0, "%s", err_msg());
+        cr_assert_str_eq(out, want, "render %d", k);
+        bytes += len;
+        free(out);
+    }
+    double dt = now_seconds() - t0;
+    cr_log_info("qwen3.jinja on the tool-use conversation: %.0f renders/s (%.1f us each, %.1f MB/s of text)",
+                n / dt, dt / n * 1e6, bytes / dt / 1e6);
+    chat_template_free(t);
+    json_decref(doc);
 }
