@@ -763,6 +763,7 @@ static Jv capture_body(Ctx *c, Node **body, size_t n, Scope *s, int *flow) {
 
 static int exec_stmt(Ctx *c, Node *n, Scope *s) {
     c->scope = s;
+    c->stmt = n;
     if (c->out->n > MAX_OUTPUT || c->root.n > MAX_OUTPUT)
         jfail(c, n, "the template's output passed 256 MiB; a runaway template, which retort's "
                     "template interpreter stops");
@@ -857,6 +858,17 @@ static int exec_body(Ctx *c, Node **body, size_t n, Scope *s) {
     return FLOW_NEXT;
 }
 
+/* A render that needs this much memory is a runaway (a string doubled in a
+ * loop); chat templates need kilobytes. */
+#define MAX_RENDER_MEMORY ((size_t)1 << 30)
+
+static void memory_limit(void *arg) {
+    Ctx *c = arg;
+    c->arena.limit = 0; /* the error message itself may allocate */
+    jfail(c, c->stmt, "the template needed over 1 GiB of memory to render; a runaway template, "
+                   "which retort's template interpreter stops");
+}
+
 int jinja_render(const JinjaTemplate *t, json_t *vars, const struct tm *now, char **out,
                  size_t *out_len, JinjaSpan **spans, size_t *n_spans) {
     *out = NULL;
@@ -866,6 +878,9 @@ int jinja_render(const JinjaTemplate *t, json_t *vars, const struct tm *now, cha
     if (vars && !json_is_object(vars)) return err_set("%s: the template's variables must be a JSON object", t->label);
     Ctx *c = xcalloc(1, sizeof *c);
     c->t = t;
+    c->arena.limit = MAX_RENDER_MEMORY;
+    c->arena.on_limit = memory_limit;
+    c->arena.on_limit_arg = c;
     c->root.a = &c->arena;
     buf_put(&c->root, "", 0);
     c->out = &c->root;

@@ -76,11 +76,17 @@ static Jv attr_path(Ctx *c, const Node *at, Jv v, Jv path) {
         size_t j = i;
         while (j < path.s.n && path.s.p[j] != '.') j++;
         Jv key = jv_str(path.s.p + i, j - i);
-        int all_digits = j > i;
+        int all_digits = j > i, too_big = 0;
         int64_t num = 0;
         for (size_t k = i; k < j; k++) {
             if (path.s.p[k] < '0' || path.s.p[k] > '9') all_digits = 0;
+            else if (num > (INT64_MAX - 9) / 10) too_big = 1;
             else num = num * 10 + (path.s.p[k] - '0');
+        }
+        /* an index beyond 64 bits is in no list, and no dict has it as a key */
+        if (all_digits && too_big) {
+            check_defined(c, at, v);
+            return jv_undef("an index beyond 64 bits is out of range");
         }
         v = get_item(c, at, v, all_digits ? jv_int(num) : key);
         if (j >= path.s.n) break;
@@ -214,6 +220,7 @@ static Jv do_indent(Ctx *c, const Node *at, Jv v, const Args *a) {
         ind = p[0];
     } else {
         int64_t w = is_absent(p[0]) ? 4 : int_arg(c, at, "indent's width", p[0]);
+        if (w > 100000) jfail(c, at, "indent by over 100000 spaces, which retort's template interpreter refuses");
         Buf sp = {.a = AR(c)};
         buf_put(&sp, "", 0);
         for (int64_t i = 0; i < w; i++) buf_putc(&sp, ' ');
@@ -267,6 +274,7 @@ Jv apply_filter(Ctx *c, const Node *at, int id, const char *name, Jv v, const Ar
         bind_args(c, at, name, a, params, 1, p);
         Jv s = str_of(c, v);
         int64_t w = is_absent(p[0]) ? 80 : int_arg(c, at, "center's width", p[0]);
+        if (w > (1 << 26)) jfail(c, at, "center to over 64 Mi characters, which retort's template interpreter refuses");
         int64_t len = (int64_t)utf8_count(s.s.p, s.s.n);
         if (w <= len) return s;
         int64_t total = w - len, left = total / 2 + (total & w & 1);

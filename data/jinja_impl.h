@@ -33,7 +33,13 @@
 
 /* ---- arena ---- */
 typedef struct ArenaBlock ArenaBlock;
-typedef struct { ArenaBlock *head; } Arena;
+typedef struct {
+    ArenaBlock *head;
+    size_t total;                  /* bytes of blocks held */
+    size_t limit;                  /* 0: none; past it, on_limit is called (it must not return) */
+    void (*on_limit)(void *arg);
+    void *on_limit_arg;
+} Arena;
 void *ar_alloc(Arena *a, size_t n); /* zeroed, 16-byte aligned; never NULL */
 char *ar_strndup(Arena *a, const char *s, size_t n);
 void ar_free_all(Arena *a);
@@ -282,6 +288,7 @@ typedef struct Ctx {
     Buf root;          /* what transformers' rendered_blocks hold so far */
     Buf *out;          /* where output goes now (root, or a capture) */
     Scope *scope;      /* where names are looked up now */
+    const Node *stmt;  /* the statement running now (for errors without a node) */
     JinjaSpan *spans;
     size_t n_spans, cap_spans;
     struct tm now;

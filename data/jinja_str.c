@@ -362,10 +362,20 @@ Jv str_percent_format(Ctx *c, const Node *at, Jv fmt, Jv args) {
         char spec[32] = "%";
         size_t sn = 1;
         while (p < e && strchr("-+ #0", *p) && sn < 8) spec[sn++] = *p++;
-        while (p < e && *p >= '0' && *p <= '9' && sn < 16) spec[sn++] = *p++;
-        if (p < e && *p == '.') {
-            spec[sn++] = *p++;
-            while (p < e && *p >= '0' && *p <= '9' && sn < 24) spec[sn++] = *p++;
+        /* width and precision: at most 5 digits each, far beyond any template's
+         * need and small enough that nothing runs away */
+        for (int part = 0; part < 2; part++) {
+            if (part == 1) {
+                if (p >= e || *p != '.') break;
+                spec[sn++] = *p++;
+            }
+            int digits = 0;
+            while (p < e && *p >= '0' && *p <= '9') {
+                if (++digits > 5)
+                    jfail(c, at, "a %s of over 99999 in %% formatting, which retort's template "
+                                 "interpreter refuses", part ? "precision" : "width");
+                spec[sn++] = *p++;
+            }
         }
         if (p < e && *p == '*') jfail(c, at, "'*' widths in %% formatting: %s", NOT_IMPL);
         while (p < e && strchr("hlL", *p)) p++;

@@ -31,7 +31,9 @@ void *ar_alloc(Arena *a, size_t n) {
     ArenaBlock *b = a->head;
     if (!b || b->cap - b->used < n) {
         size_t cap = n > ARENA_BLOCK ? n : ARENA_BLOCK;
+        if (a->limit && a->total + cap > a->limit && a->on_limit) a->on_limit(a->on_limit_arg);
         ArenaBlock *nb = xmalloc(sizeof *nb + cap);
+        a->total += cap;
         nb->cap = cap;
         nb->used = 0;
         if (b && n > ARENA_BLOCK / 4) {
@@ -68,6 +70,7 @@ void ar_free_all(Arena *a) {
         b = next;
     }
     a->head = NULL;
+    a->total = 0;
 }
 
 /* ---- byte strings ---- */

@@ -278,7 +278,7 @@ SNIPPET_VARS = {"d": {"a": 1, "b": [1, 2], "items": 5, "get": "G"}, "msgs": SNIP
 
 
 def read_snippets(path):
-    with open(path, encoding="utf-8") as f:
+    with open(path, encoding="utf-8", newline="") as f:  # keep \r\n: a snippet tests it
         body = f.read().split("%%%%\n", 1)[1]
     return body[:-1].split("\n%%%%\n")
 

@@ -238,6 +238,10 @@ Test(chat_template, unsupported_constructs_are_refused_with_line_and_column) {
         {"{{ messages[0].content.casefold() }}", "t.jinja:1:32: the method str.casefold"},
         {"\n{{ 'Straße'|upper }}", "t.jinja:2:13: changing the case of 'ß' (U+00DF)"},
         {"{{ 9223372036854775807 + 1 }}", "t.jinja:1:24: an integer beyond 64 bits"},
+        {"{{ '%777777s' % 'x' }}", "t.jinja:1:15: a width of over 99999 in % formatting"},
+        {"{% set ns = namespace(s='x') %}{% for i in range(40) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}",
+         "t.jinja:1:59: the template needed over 1 GiB of memory"},
+        {"{% set ns = namespace(ns=none) %}{% set ns.ns = ns %}", "t.jinja:1:37: a namespace stored inside a namespace"},
         {"{{ raise_exception('Only user and assistant roles!') }}",
          "t.jinja:1:19: the template refuses this conversation: Only user and assistant roles!"},
     };
