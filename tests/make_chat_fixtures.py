@@ -34,6 +34,9 @@ datetime.now(), which is patched to TIME.
 
 Run from the repository root:
   .venv/bin/python tests/make_chat_fixtures.py tests/fixtures/chat_templates
+With --bench instead, it times transformers' apply_chat_template on the case
+tests/test_chat_template.c times (Qwen3, the tool-use conversation) and writes
+nothing.
 """
 import datetime as dt
 import json
@@ -293,7 +296,29 @@ def render_snippet(source):
     return {"source": source, "output": rendered[0], "spans": byte_spans(rendered[0], spans[0])}
 
 
+def bench(out):
+    import time
+    with open(os.path.join(out, "qwen3.jinja"), encoding="utf-8") as f:
+        template = f.read()
+    conv = CONVERSATIONS["tools"]
+    tokenizer = make_tokenizer(*QWEN)
+    render = lambda: tokenizer.apply_chat_template(conv["messages"], tools=conv["tools"],
+                                                   chat_template=template, add_generation_prompt=True,
+                                                   tokenize=False)
+    render()
+    n = 2000
+    t0 = time.perf_counter()
+    for _ in range(n):
+        render()
+    dt = time.perf_counter() - t0
+    print(f"transformers apply_chat_template, qwen3.jinja on the tool-use conversation: "
+          f"{n / dt:.0f} renders/s ({dt / n * 1e6:.1f} us each)")
+
+
 def main():
+    if "--bench" in sys.argv:
+        args = [a for a in sys.argv[1:] if a != "--bench"]
+        return bench(args[0] if args else "tests/fixtures/chat_templates")
     out = sys.argv[1] if len(sys.argv) > 1 else "tests/fixtures/chat_templates"
     cases = []
     for file, (family, (bos, eos), extras) in TEMPLATES.items():
