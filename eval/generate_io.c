@@ -607,7 +607,8 @@ int generate_jsonl(GPT *m, const Tokenizer *tok, const GenerateJob *job, Generat
     } else {
         file_discard(out, tmp);
     }
-    if (!job->quiet) {
+    /* on failure the caller prints the error, and nothing was written */
+    if (!job->quiet && rc == 0) {
         fprintf(stderr, "%sgenerate: %lld prompts, %lld completions (%lld new tokens, %.1f/s) -> %s\n",
                 isatty(STDERR_FILENO) ? "\r\033[K" : "", (long long)st.prompts,
                 (long long)st.completions, (long long)st.new_tokens,

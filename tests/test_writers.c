@@ -110,6 +110,11 @@ static void assert_never_lost(const char *dir, const char *target, const char *g
         assert_contains(text, target);
         assert_contains(text, "disk space");
         assert_contains(text, "is left as it was");
+        /* and no summary line claims the file was written ("... -> FILE") */
+        char claim[600];
+        snprintf(claim, sizeof claim, "-> %s", target);
+        cr_assert(!strstr(text, claim), "limit %llu: a failed run still says it wrote: %s",
+                  (unsigned long long)limits[i], text);
         size_t got_len;
         char *got = slurp(target, &got_len);
         cr_assert(got_len == good_len && memcmp(got, want, good_len) == 0,
