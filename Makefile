@@ -252,7 +252,7 @@ $(PY):
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
 	$(VENV)/bin/pip install -q torch numpy transformers safetensors h5py tiktoken tokenizers \
-		sacrebleu rouge-score peft trl
+		sacrebleu rouge-score peft trl tensorboard
 
 fixtures: $(PY)
 	$(PY) tests/make_hf_fixtures.py tests/fixtures

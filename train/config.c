@@ -152,6 +152,7 @@ static const KeyInfo KEYS[] = {
     INT_KEY(train, threads, 0, "CPU threads (0 = all cores)"),
     STR_KEY(train, out_dir, true, "run directory: checkpoints, metrics.jsonl"),
     INT_KEY(train, log_every, 1, "steps between metrics lines"),
+    BOOL_KEY(train, tensorboard, "write every metrics.jsonl number to a TensorBoard event file in out_dir too (tensorboard --logdir OUT_DIR)"),
     INT_KEY(train, logits_chunk_rows, 0, "rows per head/classifier chunk (0 = automatic: one chunk unless the logits pass 1 GiB)"),
     INT_KEY(train, skip_nonfinite, 0, "steps with a NaN or infinite loss or gradient that are skipped (no update) before the run stops (0 = stop at the first)"),
 
@@ -222,6 +223,7 @@ void config_defaults(Config *c) {
     c->train.threads = 0;
     copy_string(c->train.out_dir, sizeof c->train.out_dir, "runs/default");
     c->train.log_every = 1;
+    c->train.tensorboard = 1;
 
     c->eval.every = 0;
     c->eval.batches = 10;

@@ -98,6 +98,7 @@ typedef struct {
         int threads;                 /* 0 = all cores */
         char out_dir[CFG_STR];       /* run directory: checkpoints, metrics.jsonl */
         int log_every;
+        int tensorboard;             /* TensorBoard event file beside metrics.jsonl (train/tb.h) */
         int logits_chunk_rows;       /* 0 = automatic (model.h, chunked classifier) */
         int skip_nonfinite;          /* steps with a NaN/inf loss or gradient skipped before
                                         the run stops (0 = stop at the first) */

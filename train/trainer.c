@@ -73,6 +73,7 @@
 #include "model/model.h"
 #include "model/model_io.h"
 #include "train/optim.h"
+#include "train/tb.h"
 #include "model/safetensors.h"
 #include "train/objectives/objective.h"
 #include "util/util.h"
@@ -98,6 +99,7 @@ typedef struct {
     int is_main, quiet;       /* rank 0; no console lines (options or rank > 0) */
     int skipped;              /* non-finite steps skipped (train.skip_nonfinite); checkpointed */
     FILE *metrics;
+    TbWriter *tb;                    /* NULL unless train.tensorboard (rank 0 only) */
 } Trainer;
 
 /* What one optimizer step (or one validation pass) measured. */
@@ -506,7 +508,16 @@ static int open_metrics(Trainer *t) {
     }
     t->metrics = fopen(path, t->step > 0 ? "a" : "w");
     if (!t->metrics) return err_set("cannot open %s: %s", path, strerror(errno));
+    if (t->cfg->train.tensorboard && !(t->tb = tb_open(t->cfg->train.out_dir))) return -1;
     return 0;
+}
+
+/* One metrics.jsonl line (with its newline), mirrored to the TensorBoard file. */
+static void write_metrics_line(const Trainer *t, const char *line) {
+    fputs(line, t->metrics);
+    if (!t->tb) return;
+    if (tb_log_json_line(t->tb, line) != 0) fprintf(stderr, "warning: %s\n", err_msg());
+    tb_flush(t->tb); /* TensorBoard follows the run as it goes */
 }
 
 static void fmt_duration(char *buf, size_t cap, double s) {
@@ -596,6 +607,7 @@ static int build_model(Trainer *t) {
 
 static void trainer_free(Trainer *t) {
     if (t->metrics) fclose(t->metrics);
+    tb_close(t->tb);
     optim_free(t->optim);
     if (t->state) t->obj->close(t->state);
     gpt_free(t->model);
@@ -797,16 +809,17 @@ static void log_step(const Trainer *t, const StepStats *st, double lr, double no
     const Config *cfg = t->cfg;
     char extra[2048], loss[64], lr_s[64], norm_s[512], tok_s_s[64], el_s[64];
     metrics_fields(t, st->metrics, t->obj->n_metrics, "", extra, sizeof extra);
-    if (t->is_main)
-        fprintf(t->metrics,
-                "{\"step\": %d, \"loss\": %s, \"lr\": %s, \"grad_norm\": %s, "
-                "\"tokens_per_s\": %s, \"elapsed_s\": %s%s%s}\n",
-                t->step, json_number(loss, sizeof loss, "%.17g", st->loss),
-                json_number(lr_s, sizeof lr_s, "%.6e", lr),
-                json_number(norm_s, sizeof norm_s, "%.6f", norm),
-                json_number(tok_s_s, sizeof tok_s_s, "%.1f", tok_s),
-                json_number(el_s, sizeof el_s, "%.3f", elapsed), extra,
-                nonfinite ? ", \"skipped\": true" : "");
+    char line[4096];
+    snprintf(line, sizeof line,
+             "{\"step\": %d, \"loss\": %s, \"lr\": %s, \"grad_norm\": %s, "
+             "\"tokens_per_s\": %s, \"elapsed_s\": %s%s%s}\n",
+             t->step, json_number(loss, sizeof loss, "%.17g", st->loss),
+             json_number(lr_s, sizeof lr_s, "%.6e", lr),
+             json_number(norm_s, sizeof norm_s, "%.6f", norm),
+             json_number(tok_s_s, sizeof tok_s_s, "%.1f", tok_s),
+             json_number(el_s, sizeof el_s, "%.3f", elapsed), extra,
+             nonfinite ? ", \"skipped\": true" : "");
+    if (t->is_main) write_metrics_line(t, line);
     if (t->quiet || (t->step % cfg->train.log_every != 0 && t->step != cfg->train.steps)) return;
     char el[32], eta[32], obj[256];
     fmt_duration(el, sizeof el, elapsed);
@@ -827,9 +840,10 @@ static void evaluate(Trainer *t, int tty) {
     char extra[2048];
     metrics_fields(t, ev.metrics, t->obj->n_eval_metrics, "eval_", extra, sizeof extra);
     char loss[64];
-    if (t->is_main)
-        fprintf(t->metrics, "{\"step\": %d, \"val_loss\": %s%s}\n", t->step,
-                json_number(loss, sizeof loss, "%.9g", ev.loss), extra);
+    char line[4096];
+    snprintf(line, sizeof line, "{\"step\": %d, \"val_loss\": %s%s}\n", t->step,
+             json_number(loss, sizeof loss, "%.9g", ev.loss), extra);
+    if (t->is_main) write_metrics_line(t, line);
     if (!t->quiet) printf("%sstep %d | val loss %.4f\n", tty ? "\n" : "", t->step, ev.loss);
 }
 
