@@ -27,6 +27,7 @@ int cmd_dpo(int argc, char **argv);       /* cli/cmd_dpo.c: precompute-ref */
 int cmd_pairs(int argc, char **argv);     /* cli/cmd_pairs.c: preference pairs */
 int cmd_tokenizer(int argc, char **argv); /* cli/cmd_tokenizer.c: train, encode */
 int cmd_agent(int argc, char **argv);     /* cli/cmd_agent.c: make-data, tool, the loop */
+int cmd_plot(int argc, char **argv);      /* cli/cmd_plot.c: metrics.jsonl as an SVG */
 int cmd_device(int argc, char **argv);    /* cli/cli.c: what CUDA this build sees */
 
 /* Prints "retort CMD: error: <err_msg()>" on stderr and returns 1, the exit

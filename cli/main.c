@@ -33,6 +33,7 @@ static void usage_main(FILE *f) {
             "  dpo precompute-ref   store a reference model's log-probs in a pref file\n"
             "  pairs        preference pairs from a model's scored samples (pref dataset)\n"
             "  tokenizer    train a byte-level BPE, or encode text with one\n"
+            "  plot         runs' metrics.jsonl against step as an SVG\n"
             "  device       the CUDA driver, runtime and GPUs this build sees; fails if unusable\n"
             "  version      print the version\n\n"
             "The commands that load a model (generate, eval, pairs, agent, export, dpo\n"
@@ -48,7 +49,7 @@ static const struct {
     {"train", cmd_train},         {"stages", cmd_stages}, {"data", cmd_data},
     {"generate", cmd_generate},   {"eval", cmd_eval},     {"export", cmd_export},
     {"dpo", cmd_dpo},             {"pairs", cmd_pairs},   {"tokenizer", cmd_tokenizer},
-    {"agent", cmd_agent},         {"device", cmd_device},
+    {"agent", cmd_agent},         {"device", cmd_device}, {"plot", cmd_plot},
 };
 
 /* OpenBLAS picks its kernels by the CPU's model number, and on a CPU it does
