@@ -10,6 +10,7 @@
 #include "data/pref_batch.h"
 #include "train/objectives/pair_batches.h"
 #include "model/model_io.h"
+#include "util/progress.h"
 #include "util/util.h"
 
 static void usage_dpo(FILE *f) {
@@ -28,6 +29,7 @@ static void usage_dpo(FILE *f) {
             "      --max-prompt-len N    training's dpo.max_prompt_len (default 0 = off)\n"
             "      --max-completion-len N  training's dpo.max_completion_len (default 0 = off)\n"
             CLI_DEVICE_HELP
+            "  -q, --quiet               no progress line and no report\n"
             "  -h, --help                this help\n");
 }
 
@@ -44,13 +46,15 @@ int cmd_dpo(int argc, char **argv) {
                                          {"max-prompt-len", required_argument, 0, 'p'},
                                          {"max-completion-len", required_argument, 0, 'c'},
                                          CLI_DEVICE_OPTIONS,
+                                         {"quiet", no_argument, 0, 'q'},
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
     const char *model_dir = NULL, *data = NULL;
+    int quiet = 0;
     CliDevice dev = {0};
     int T = 0, mp = 0, mc = 0, c;
     optind = 1;
-    while ((c = getopt_long(argc, argv, "m:d:h", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "m:d:qh", opts, NULL)) != -1) {
         switch (c) {
         case 'm': model_dir = optarg; break;
         case 'd': data = optarg; break;
@@ -59,6 +63,7 @@ int cmd_dpo(int argc, char **argv) {
         case 'c': mc = atoi(optarg); break;
         case CLI_OPT_DEVICE: dev.device = optarg; break;
         case CLI_OPT_THREADS: dev.threads = optarg; break;
+        case 'q': quiet = 1; break;
         case 'h': usage_dpo(stdout); return 0;
         default: usage_dpo(stderr); return 2;
         }
@@ -100,6 +105,7 @@ int cmd_dpo(int argc, char **argv) {
     double *ref_r = xmalloc((size_t)pd.n_pairs * sizeof(double));
     double sums[2 * P];
     int64_t counts[2 * P];
+    Progress *prog = progress_open("dpo precompute-ref", "pairs", pd.n_pairs, quiet);
     for (int64_t first = 0; first < pd.n_pairs; first += P) {
         int b = pd.n_pairs - first < P ? (int)(pd.n_pairs - first) : P;
         /* rows [0, b) chosen, [b, 2b) rejected, as in training */
@@ -112,11 +118,13 @@ int cmd_dpo(int argc, char **argv) {
             ref_c[first + k] = sums[k];
             ref_r[first + k] = sums[b + k];
         }
+        progress_add(prog, b);
     }
+    progress_close(prog, 1);
     int64_t n = pd.n_pairs;
     pref_dataset_close(&pd);
     int rc = pref_dataset_write_ref(data, ref_c, ref_r, n, model_dir, T, mp, mc);
-    if (rc == 0)
+    if (rc == 0 && !quiet)
         printf("wrote reference log-probs of %lld pairs into %s (model %s, seq_len %d, "
                "max_prompt_len %d, max_completion_len %d)\n",
                (long long)n, data, model_dir, T, mp, mc);

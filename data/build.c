@@ -27,6 +27,7 @@
 
 #include "data/chat_data.h"
 #include "data/tokenizer.h"
+#include "util/progress.h"
 #include "util/util.h"
 
 #define MAX_WARNINGS 3 /* skipped lines reported one by one before just counting */
@@ -63,7 +64,7 @@ typedef struct {
     int n_tasks;
     int task;               /* the current line's task id, -1 = none */
     int64_t bytes_read, bytes_total; /* progress (total 0 when unknown) */
-    double last_progress;
+    Progress *progress; /* the progress line (util/progress.h) */
 } Build;
 
 /* The directory a tokenizer spec names or sits in (a tokenizer.json's
@@ -193,24 +194,15 @@ static int line_task(Build *b, const json_t *obj) {
     return line_tag(b, obj, b->o->task_field, "--task-field", "task", &b->tasks, &b->n_tasks);
 }
 
-/* A progress line on stderr, at most twice a second, only on a terminal; the
+/* The progress line (by input bytes, the documents so far as its detail); the
  * writer hears of every step, for the size in an out-of-space message. */
-static void progress(Build *b, int final) {
+static void progress(Build *b) {
     if (b->w) dataset_writer_set_progress(b->w, b->bytes_read, b->bytes_total);
     if (b->pw) pref_writer_set_progress(b->pw, b->bytes_read, b->bytes_total);
-    if (b->o->quiet || !isatty(STDERR_FILENO)) return;
-    double now = now_seconds();
-    if (!final && now - b->last_progress < 0.5) return;
-    b->last_progress = now;
-    if (b->bytes_total > 0)
-        fprintf(stderr, "\r\033[Kbuild: %.1f%% of %s, %lld lines, %lld %s, %lld tokens",
-                100.0 * (double)b->bytes_read / (double)b->bytes_total, b->name,
-                (long long)b->n_lines, (long long)b->n_docs,
-                b->o->schema == SCHEMA_PREF ? "pairs" : "documents", (long long)b->n_tokens);
-    else
-        fprintf(stderr, "\r\033[Kbuild: %lld lines, %lld documents, %lld tokens",
-                (long long)b->n_lines, (long long)b->n_docs, (long long)b->n_tokens);
-    if (final) fprintf(stderr, "\n");
+    progress_detail(b->progress, "%lld lines, %lld %s, %lld tokens", (long long)b->n_lines,
+                    (long long)b->n_docs, b->o->schema == SCHEMA_PREF ? "pairs" : "documents",
+                    (long long)b->n_tokens);
+    progress_add(b->progress, b->bytes_read - progress_done(b->progress));
 }
 
 /* Writes one sft example: ids[0:n_prompt] is the prompt (mask 0) and
@@ -760,7 +752,7 @@ static int build_jsonl(Build *b, FILE *f) {
     while ((len = getline(&line, &line_cap, f)) >= 0) {
         b->n_lines++;
         b->bytes_read += len;
-        progress(b, 0);
+        progress(b);
         int r = build_json_line(b, line, (size_t)len);
         if (r < 0 || (r > 0 && !b->o->skip_bad)) {
             rc = -1;
@@ -801,7 +793,7 @@ static int build_text(Build *b, FILE *f) {
         b->n_lines++;
         bytes += len;
         b->bytes_read = bytes;
-        progress(b, 0);
+        progress(b);
         if (buf_len >= chunk && prev_ends_clean && !isspace((unsigned char)line[0])) {
             rc = append_text(b, buf, buf_len, first);
             buf_len = 0;
@@ -1001,13 +993,16 @@ int data_build_stats(const BuildOptions *o, BuildStats *stats) {
                                   b.tok->pad_id, b.tok->name);
     int rc = -1;
     if (b.w || b.pw) {
+        b.progress = progress_open("data build", "bytes", b.bytes_total, o->quiet);
         rc = jsonl ? build_jsonl(&b, f) : build_text(&b, f);
         if (rc == 0 && ferror(f)) rc = err_set("error reading %s", b.name);
         if (rc == 0 && b.n_docs == 0)
             rc = err_set("%s: no documents found (%lld lines read, %lld skipped); nothing to "
                          "build",
                          b.name, (long long)b.n_lines, (long long)b.n_skipped);
-        progress(&b, 1);
+        progress(&b);
+        progress_close(b.progress, rc == 0);
+        b.progress = NULL;
         if (rc == 0 && b.n_roles > 0)
             rc = dataset_writer_set_roles(b.w, (const char *const *)b.roles, b.n_roles);
         if (rc == 0 && b.n_tasks > 0)

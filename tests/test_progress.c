@@ -86,6 +86,24 @@ Test(progress, unknown_total_counts_without_eta) {
     sink_close(&s);
 }
 
+Test(progress, bytes_and_detail) {
+    Sink s;
+    sink_open(&s);
+    fake_now = 0;
+    Progress *p = progress_open_at("data build", "bytes", 10000000, s.f, PROGRESS_PLAIN, fake_clock, 5);
+    fake_now = 5;
+    progress_detail(p, "%d lines, %d documents", 1200, 1190);
+    progress_add(p, 2500000);
+    fake_now = 20;
+    progress_detail(p, "%d lines, %d documents", 4800, 4770);
+    progress_add(p, 7500000);
+    progress_close(p, 1);
+    cr_assert_str_eq(sink_text(&s),
+                     "data build: 2.5 MB/10.0 MB (25%), 1200 lines, 1190 documents, 500.0 kB/s, ETA 15 s\n"
+                     "data build: 10.0 MB/10.0 MB, 4800 lines, 4770 documents, in 20 s, 500.0 kB/s\n");
+    sink_close(&s);
+}
+
 Test(progress, off_writes_nothing_and_counts) {
     Sink s;
     sink_open(&s);

@@ -8,6 +8,7 @@
 #include "progress.h"
 
 #include <math.h>
+#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -27,7 +28,30 @@ struct Progress {
     double interval_s; /* plain lines */
     double t0, last_line;
     int line_open; /* a tty line is on screen without its newline */
+    char detail[160];
 };
+
+void progress_detail(Progress *p, const char *fmt, ...) {
+    if (!p) return;
+    p->detail[0] = '\0';
+    if (!fmt || !*fmt) return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(p->detail, sizeof p->detail, fmt, ap);
+    va_end(ap);
+}
+
+/* A count of the unit: bytes in kB/MB/GB (decimal, as du -h --si), else the number. */
+static void format_count(const Progress *p, double v, char out[32]) {
+    if (strcmp(p->unit, "bytes")) {
+        snprintf(out, 32, "%.0f", v);
+        return;
+    }
+    if (v < 1e3) snprintf(out, 32, "%.0f B", v);
+    else if (v < 1e6) snprintf(out, 32, "%.1f kB", v / 1e3);
+    else if (v < 1e9) snprintf(out, 32, "%.1f MB", v / 1e6);
+    else snprintf(out, 32, "%.2f GB", v / 1e9);
+}
 
 void progress_format_duration(double s, char out[32]) {
     if (!(s >= 0) || s > 1e9) {
@@ -87,38 +111,44 @@ Progress *progress_open(const char *what, const char *unit, int64_t total, int q
     return progress_open_at(what, unit, total, stderr, mode_from_env(quiet), NULL, interval_from_env());
 }
 
-/* "what: done/total unit (pct%), rate unit/s, ETA t" into buf. */
+/* "what: done/total unit (pct%), detail, rate unit/s, ETA t" into buf; the
+ * final line "what: done/total unit, detail, in t, rate unit/s". */
 static void describe(const Progress *p, double now, int final, char *buf, size_t cap) {
     double elapsed = now - p->t0;
     double rate = elapsed > 0 ? (double)p->done / elapsed : 0;
-    char r[32], d[32];
-    format_rate(rate, r);
-    int n;
-    if (p->total)
-        n = snprintf(buf, cap, "%s: %lld/%lld %s", p->what, (long long)p->done, (long long)p->total, p->unit);
-    else
-        n = snprintf(buf, cap, "%s: %lld %s", p->what, (long long)p->done, p->unit);
-    if (n < 0 || (size_t)n >= cap) return;
+    int bytes = !strcmp(p->unit, "bytes");
+    char done[32], total[32], r[32], d[32];
+    format_count(p, (double)p->done, done);
+    format_count(p, (double)p->total, total);
+    if (bytes) format_count(p, rate, r);
+    else format_rate(rate, r);
+    const char *unit = bytes ? "" : p->unit;  /* "12.0 MB", not "12.0 MB bytes" */
+    const char *sp = bytes ? "" : " ";
+    size_t n = 0;
+#define PUT(...)                                              \
+    do {                                                      \
+        int k_ = snprintf(buf + n, cap - n, __VA_ARGS__);     \
+        if (k_ < 0 || (size_t)k_ >= cap - n) return;          \
+        n += (size_t)k_;                                      \
+    } while (0)
+    if (p->total) PUT("%s: %s/%s%s%s", p->what, done, total, sp, unit);
+    else PUT("%s: %s%s%s", p->what, done, sp, unit);
+    if (!final && p->total) PUT(" (%d%%)", (int)(100.0 * (double)p->done / (double)p->total));
+    if (p->detail[0]) PUT(", %s", p->detail);
     if (final) {
         progress_format_duration(elapsed, d);
-        if (elapsed > 0)
-            snprintf(buf + n, cap - n, " in %s, %s %s/s", d, r, p->unit);
-        else
-            snprintf(buf + n, cap - n, " in %s", d);
+        PUT("%s in %s", p->detail[0] ? "," : "", d);
+        if (elapsed > 0) PUT(", %s%s%s/s", r, sp, bytes ? "" : p->unit);
         return;
     }
-    int m = p->total ? snprintf(buf + n, cap - n, " (%d%%)", (int)(100.0 * (double)p->done / (double)p->total)) : 0;
-    if (m < 0 || (size_t)(n + m) >= cap) return;
-    n += m;
     if (elapsed > 0 && p->done > 0) {
-        m = snprintf(buf + n, cap - n, ", %s %s/s", r, p->unit);
-        if (m < 0 || (size_t)(n + m) >= cap) return;
-        n += m;
+        PUT(", %s%s%s/s", r, sp, bytes ? "" : p->unit);
         if (p->total && p->done < p->total) {
             progress_format_duration((double)(p->total - p->done) / rate, d);
-            snprintf(buf + n, cap - n, ", ETA %s", d);
+            PUT(", ETA %s", d);
         }
     }
+#undef PUT
 }
 
 static void emit(Progress *p, const char *line, int newline) {

@@ -35,6 +35,10 @@ Progress *progress_open(const char *what, const char *unit, int64_t total, int q
  * interval; clock NULL = now_seconds. For tests. */
 Progress *progress_open_at(const char *what, const char *unit, int64_t total, FILE *out,
                            ProgressMode mode, double (*clock)(void), double interval_s);
+/* Text written after the counts ("12000 lines, 11980 documents"), replaced at
+ * each call; NULL or "" removes it. A unit of "bytes" is written as kB, MB, GB
+ * (data build walks its input by bytes). */
+void progress_detail(Progress *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* n more items are done (n may be 0: only refreshes the line). */
 void progress_add(Progress *p, int64_t n);
 /* The items done so far. */
