@@ -137,6 +137,7 @@ static const KeyInfo KEYS[] = {
     REAL_KEY(optim, lr, 0, OPEN, NO_LIMIT, CLOSED, "peak learning rate"),
     REAL_KEY(optim, min_lr, 0, CLOSED, NO_LIMIT, CLOSED, "learning rate at the end of the schedule"),
     INT_KEY(optim, warmup_steps, 0, "steps of linear warmup from 0 to lr"),
+    REAL_KEY(optim, warmup_ratio, 0, CLOSED, 1, OPEN, "warmup as a fraction of the run's optimizer steps: ceil(ratio * train.steps) warmup steps (after train.epochs sets them), as transformers' warmup_ratio; 0 = use warmup_steps (set one of the two)"),
     ENUM_KEY(optim, schedule, "cosine|linear|constant", "decay from lr to min_lr after warmup"),
     ENUM_KEY(optim, schedule_convention, "retort|hf", "retort: optimizer step s (from 1) uses the schedule at s, so warmup's first step is lr/warmup_steps; hf: at s - 1, as transformers' get_*_schedule_with_warmup (TRL, Trainer) do, so the first warmup step has lr 0"),
     REAL_KEY(optim, weight_decay, 0, CLOSED, NO_LIMIT, CLOSED, "AdamW decoupled weight decay"),
@@ -706,6 +707,10 @@ int config_validate(const Config *c) {
                        "finetune.train_only empty with LoRA");
     if (c->finetune.freeze[0] && c->finetune.train_only[0])
         return err_set("config: set finetune.freeze or finetune.train_only, not both");
+    if (c->optim.warmup_steps > 0 && c->optim.warmup_ratio > 0)
+        return err_set("config: optim.warmup_steps (%d) and optim.warmup_ratio (%g) are both set; they are "
+                       "two ways to say the same thing: set one of them and the other to 0",
+                       c->optim.warmup_steps, c->optim.warmup_ratio);
     if (c->optim.warmup_steps > c->train.steps && c->train.epochs <= 0)
         return err_set("config: optim.warmup_steps (%d) exceeds train.steps (%d)", c->optim.warmup_steps,
                        c->train.steps);

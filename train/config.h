@@ -85,6 +85,8 @@ typedef struct {
     struct {
         double lr, min_lr;           /* peak and floor */
         int warmup_steps;
+        double warmup_ratio;         /* > 0: warmup_steps = ceil(ratio * total steps), as
+                                        transformers' get_warmup_steps (exclusive with it) */
         char schedule[16];           /* cosine | linear | constant */
         char schedule_convention[16]; /* retort | hf: which step's rate a step uses (optim.h) */
         double weight_decay, beta1, beta2, eps;

@@ -66,6 +66,10 @@ double lr_at(const LrSchedule *s, int step) {
     return s->min_lr + (s->lr - s->min_lr) * frac;
 }
 
+int warmup_steps_for_ratio(double ratio, int total_steps) {
+    return (int)ceil((double)total_steps * ratio);
+}
+
 static float *param_at(const Optimizer *o, const ParamInfo *p) {
     return (float *)((char *)gpt_params(o->model) + p->offset * o->be->act_size);
 }

@@ -35,6 +35,12 @@ int schedule_from_name(const char *name, Schedule *out);
  * (cosine with min_lr is get_cosine_with_min_lr_schedule_with_warmup). */
 double lr_at(const LrSchedule *s, int step);
 
+/* Warmup steps for a warmup ratio (optim.warmup_ratio) of a run of
+ * total_steps optimizer steps: ceil(total_steps * ratio) with the product in
+ * double, exactly transformers' TrainingArguments.get_warmup_steps (so 100
+ * steps at ratio 0.07 warm up for 8 steps: 100 * 0.07 is 7.000000000000001). */
+int warmup_steps_for_ratio(double ratio, int total_steps);
+
 typedef struct {
     double beta1, beta2, eps, weight_decay;
     double grad_clip;   /* 0 = off */

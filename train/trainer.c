@@ -673,9 +673,15 @@ static int create_optimizer(Trainer *t) {
     if (!(t->optim = optim_create(t->model, &ac))) return -1;
     if (cfg->dist.zero1 && t->world > 1 && optim_shard(t->optim, t->rank, t->world) != 0)
         return -1;
-    t->sched = (LrSchedule){cfg->optim.lr, cfg->optim.min_lr, cfg->optim.warmup_steps,
-                            cfg->train.steps, SCHED_COSINE,
-                            !strcmp(cfg->optim.schedule_convention, "hf")};
+    int warmup = cfg->optim.warmup_steps;
+    if (cfg->optim.warmup_ratio > 0) { /* resolved here: train.epochs may have set the steps */
+        warmup = warmup_steps_for_ratio(cfg->optim.warmup_ratio, cfg->train.steps);
+        if (!t->quiet)
+            printf("optim.warmup_ratio %g of %d steps: %d warmup steps\n", cfg->optim.warmup_ratio,
+                   cfg->train.steps, warmup);
+    }
+    t->sched = (LrSchedule){cfg->optim.lr, cfg->optim.min_lr, warmup, cfg->train.steps,
+                            SCHED_COSINE, !strcmp(cfg->optim.schedule_convention, "hf")};
     return schedule_from_name(cfg->optim.schedule, &t->sched.schedule);
 }
 
