@@ -330,7 +330,8 @@ static int write_pair(PairsRun *r, int64_t n_p, const char *chosen, const char *
 }
 
 static int dump_line(PairsRun *r, long lineno, const char *prompt, char **texts,
-                     const double *scores, int n, int (*pairs)[2], int n_pairs) {
+                     const double *scores, const int *from, int n, int (*pairs)[2],
+                     int n_pairs) {
     json_t *o = json_object(), *c = json_array(), *s = json_array(), *p = json_array();
     json_object_set_new(o, "line", json_integer(lineno));
     json_object_set_new(o, "prompt", json_string(prompt));
@@ -343,6 +344,16 @@ static int dump_line(PairsRun *r, long lineno, const char *prompt, char **texts,
     json_object_set_new(o, "completions", c);
     json_object_set_new(o, "scores", s);
     json_object_set_new(o, "pairs", p);
+    if (r->job->n_instances > 0) { /* which instance wrote each completion */
+        json_t *f = json_array(), *names = json_array();
+        for (int k = 0; k < n; k++) json_array_append_new(f, json_integer(from[k]));
+        for (int i = 0; i < r->job->n_instances; i++)
+            json_array_append_new(names, json_string(r->job->instances[i].label
+                                                         ? r->job->instances[i].label
+                                                         : ""));
+        json_object_set_new(o, "from", f);
+        json_object_set_new(o, "instances", names);
+    }
     char *d = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
     int rc = fprintf(r->dump, "%s\n", d) < 0 ? err_set("cannot write %s: %s", r->job->dump,
                                                       strerror(errno))
@@ -350,6 +361,42 @@ static int dump_line(PairsRun *r, long lineno, const char *prompt, char **texts,
     free(d);
     json_decref(o);
     return rc;
+}
+
+/* Every instance's completions of one prompt, in instance order, into a new
+ * *texts, with each one's instance index in a new *from; their count, or -1
+ * (error set, naming the line and the instance). */
+static int sample_instances(PairsRun *r, long lineno, const char *prompt, char ***texts,
+                            int **from) {
+    const PairsJob *job = r->job;
+    int n = 0;
+    *texts = NULL;
+    *from = NULL;
+    for (int i = 0; i < job->n_instances; i++) {
+        const PairsInstance *in = &job->instances[i];
+        char **t;
+        int got = generate_texts(in->model, r->tok, &in->gen, prompt, lineno, &t);
+        if (got < 0) {
+            err_set("%s:%ld: instance %d (%s): %s", job->input, lineno, i + 1,
+                    in->label ? in->label : "", err_msg());
+            for (int k = 0; k < n; k++) free((*texts)[k]);
+            free(*texts);
+            free(*from);
+            *texts = NULL;
+            *from = NULL;
+            return -1;
+        }
+        *texts = xrealloc(*texts, (size_t)(n + got + 1) * sizeof(char *));
+        *from = xrealloc(*from, (size_t)(n + got + 1) * sizeof(int));
+        for (int k = 0; k < got; k++) {
+            (*texts)[n + k] = t[k];
+            (*from)[n + k] = i;
+        }
+        free(t);
+        n += got;
+        r->st.instance[i].completions += got;
+    }
+    return n;
 }
 
 /* One input line: completions -> dedupe -> scores -> pairs. */
@@ -369,6 +416,7 @@ static int do_line(PairsRun *r, long lineno, json_t *obj) {
                        "(set it with --gold-field)",
                        job->input, lineno, gf);
     char **texts = NULL;
+    int *from = NULL; /* the instance of each completion */
     int n = 0, rc = 0;
     if (job->read_completions) {
         json_t *arr = json_object_get(obj, cf);
@@ -385,13 +433,17 @@ static int do_line(PairsRun *r, long lineno, json_t *obj) {
                 else texts[k] = xstrdup(t);
             }
         }
-    } else {
+    } else if (job->n_instances == 0) {
         n = generate_texts(r->sampler, r->tok, &job->gen, prompt, lineno, &texts);
         if (n < 0) {
             rc = err_set("%s:%ld: %s", job->input, lineno, err_msg());
             n = 0;
         }
+    } else {
+        n = sample_instances(r, lineno, prompt, &texts, &from);
+        if (n < 0) n = 0, rc = -1;
     }
+    if (!from) from = xcalloc((size_t)(n > 0 ? n : 1), sizeof(int));
     double *raw = xcalloc((size_t)(n > 0 ? n : 1), sizeof(double));
     if (rc == 0 && job->scorer == SCORER_EXTERNAL) rc = read_external(r, lineno, n, raw);
     /* dedupe: the first copy of each text stays, with its own score */
@@ -406,6 +458,7 @@ static int do_line(PairsRun *r, long lineno, json_t *obj) {
             continue;
         }
         scores[kept] = raw[k];
+        from[kept] = from[k];
         texts[kept++] = texts[k];
     }
     if (rc == 0)
@@ -435,6 +488,16 @@ static int do_line(PairsRun *r, long lineno, json_t *obj) {
         r->st.scored += kept;
         int64_t skipped;
         n_pairs = pairs_select(scores, kept, job->pairing, job->margin, pairs, &skipped);
+        if (job->n_instances > 0) {
+            for (int k = 0; k < kept; k++) {
+                r->st.instance[from[k]].distinct++;
+                r->st.instance[from[k]].score_sum += scores[k];
+            }
+            for (int i = 0; i < n_pairs; i++) {
+                r->st.instance[from[pairs[i][0]]].chosen++;
+                r->st.instance[from[pairs[i][1]]].rejected++;
+            }
+        }
         r->st.skipped_ties += skipped;
         if (n_pairs == 0) r->st.prompts_without_pair++;
         int64_t n_p = job->gen.chat
@@ -444,11 +507,12 @@ static int do_line(PairsRun *r, long lineno, json_t *obj) {
         for (int i = 0; i < n_pairs && rc == 0; i++)
             rc = write_pair(r, n_p, texts[pairs[i][0]], texts[pairs[i][1]]);
         r->st.pairs += n_pairs;
-        if (rc == 0 && r->dump) rc = dump_line(r, lineno, prompt, texts, scores, kept, pairs,
-                                               n_pairs);
+        if (rc == 0 && r->dump)
+            rc = dump_line(r, lineno, prompt, texts, scores, from, kept, pairs, n_pairs);
     }
     for (int k = 0; k < n; k++) free(texts[k]);
     free(texts);
+    free(from);
     free(raw);
     free(scores);
     free(pairs);
@@ -456,14 +520,48 @@ static int do_line(PairsRun *r, long lineno, json_t *obj) {
     return rc;
 }
 
+static int check_instances(const Tokenizer *tok, const PairsJob *job) {
+    if (job->n_instances > PAIRS_MAX_INSTANCES)
+        return err_set("%d instances; at most %d", job->n_instances, PAIRS_MAX_INSTANCES);
+    if (job->read_completions)
+        return err_set("instances sample completions; they do not go with --read-completions");
+    int total = 0;
+    for (int i = 0; i < job->n_instances; i++) {
+        const PairsInstance *in = &job->instances[i];
+        const char *label = in->label ? in->label : "";
+        if (!in->model) return err_set("instance %d (%s) has no model", i + 1, label);
+        if (in->gen.beams != 0)
+            return err_set("instance %d (%s): pairs samples completions; beam search is not "
+                           "supported", i + 1, label);
+        if (in->gen.samples < 1)
+            return err_set("instance %d (%s): samples must be >= 1 (got %d)", i + 1, label,
+                           in->gen.samples);
+        if (generate_job_check(&in->gen, gpt_config(in->model)) != 0)
+            return err_set("instance %d (%s): %s", i + 1, label, err_msg());
+        if (gpt_config(in->model)->vocab_size < tok->vocab_size)
+            return err_set("instance %d (%s): model vocab_size %d is smaller than the "
+                           "tokenizer's %d", i + 1, label, gpt_config(in->model)->vocab_size,
+                           tok->vocab_size);
+        total += in->gen.samples;
+    }
+    if (total < 2)
+        return err_set("the instances sample %d completion(s) per prompt in all; a pair needs "
+                       ">= 2 (raise samples)", total);
+    return 0;
+}
+
 static int check_job(GPT *sampler, GPT *scorer, const Tokenizer *tok, const PairsJob *job) {
     if (!job->input || !job->output) return err_set("an input JSONL and an output .h5 are needed");
-    if (!job->read_completions && !sampler)
+    if (job->n_instances > 0) {
+        if (check_instances(tok, job) != 0) return -1;
+        sampler = NULL; /* the instances sample; the checks below are theirs */
+    } else if (!job->read_completions && !sampler)
         return err_set("sampling needs a model (--model), or read completions from the input "
                        "(--read-completions)");
-    if (!job->read_completions && job->gen.beams != 0)
+    int one_sampler = !job->read_completions && job->n_instances == 0;
+    if (one_sampler && job->gen.beams != 0)
         return err_set("pairs samples completions; beam search is not supported");
-    if (!job->read_completions && job->gen.samples < 2)
+    if (one_sampler && job->gen.samples < 2)
         return err_set("--samples must be >= 2 to make a pair (got %d)", job->gen.samples);
     if (job->scorer == SCORER_EXTERNAL && (!job->scores_path || !job->read_completions))
         return err_set("the external scorer reads completions from the input "
@@ -474,8 +572,7 @@ static int check_job(GPT *sampler, GPT *scorer, const Tokenizer *tok, const Pair
         return err_set("gold-likelihood needs a scorer model (--model or --scorer-model)");
     if (!(job->margin >= 0) || !isfinite(job->margin))
         return err_set("--margin must be a finite number >= 0 (got %g)", job->margin);
-    if (!job->read_completions && generate_job_check(&job->gen, gpt_config(sampler)) != 0)
-        return -1;
+    if (one_sampler && generate_job_check(&job->gen, gpt_config(sampler)) != 0) return -1;
     GPT *models[2] = {sampler, scorer};
     for (int i = 0; i < 2; i++)
         if (models[i] && gpt_config(models[i])->vocab_size < tok->vocab_size)

@@ -33,6 +33,13 @@
  *               only exact ties are skipped);
  *   all         every pair of distinct completions with d > margin, the higher
  *               scored one chosen; in input order (i < j).
+ *
+ * Instances (COLLATE's multi-instance rationales): with job->instances, each
+ * instance samples its own completions of every prompt (its model and its
+ * sampling options: temperature, top-k/p, seed, samples), and the completions
+ * of all instances, in instance order, are one pool: deduplicated (the first
+ * instance's copy stays), scored and paired as above. Without instances, the
+ * one sampler with job->gen is the only instance and nothing else changes.
  */
 #ifndef RETORT_PAIRS_H
 #define RETORT_PAIRS_H
@@ -83,6 +90,14 @@ int pairs_select(const double *scores, int n, PairingRule rule, double margin, i
                  int64_t *skipped);
 
 /* ---- the whole job ---- */
+#define PAIRS_MAX_INSTANCES 16
+
+typedef struct {
+    GPT *model;        /* samples this instance's completions */
+    GenerateJob gen;   /* its sampling options (samples >= 1, beams 0) */
+    const char *label; /* how the report and the dump name it */
+} PairsInstance;
+
 typedef struct {
     const char *input, *output;     /* JSONL in, pref .h5 out */
     const char *prompt_field;       /* default "prompt" */
@@ -98,9 +113,23 @@ typedef struct {
     PairingRule pairing;
     double margin;
     GenerateJob gen;                /* sampling: sample, samples, seed, stop (beams 0) */
-    const char *dump;               /* optional JSONL: each line's completions and scores */
+    const char *dump;               /* optional JSONL: each line's completions and scores
+                                     * (with instances, also "from": each completion's
+                                     * instance index, and "instances": their labels) */
     int quiet;
+    /* COLLATE: 1..PAIRS_MAX_INSTANCES samplers instead of (sampler, gen); the
+     * sampler argument of pairs_build is then NULL. gen still carries the
+     * options every instance shares (stop strings, --chat, context policy). */
+    const PairsInstance *instances;
+    int n_instances;
 } PairsJob;
+
+typedef struct {
+    int64_t completions;            /* sampled (before deduplication) */
+    int64_t distinct;               /* kept after deduplication, i.e. scored */
+    double score_sum;               /* over its distinct completions */
+    int64_t chosen, rejected;       /* pairs it gave the chosen / rejected side */
+} PairsInstanceStats;
 
 typedef struct {
     int64_t lines, completions, duplicates, pairs;
@@ -110,6 +139,7 @@ typedef struct {
     double score_sum;               /* over the scored (deduplicated) completions */
     int64_t scored;
     double seconds;
+    PairsInstanceStats instance[PAIRS_MAX_INSTANCES]; /* with job->instances */
 } PairsStats;
 
 /* sampler: the model that samples (NULL with read_completions); scorer: the

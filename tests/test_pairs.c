@@ -11,16 +11,24 @@
  *   - the whole job: duplicates dropped, pref rows as expected (prompt without
  *     EOS, completions + EOS) through pref_dataset_open, the external scorer,
  *     sampled completions scored by gold-likelihood and paired best vs worst,
- *     and bad input named by file:line with nothing left at the output. */
+ *     and bad input named by file:line with nothing left at the output;
+ *   - instances through the command line (COLLATE): several --model and
+ *     --instance samplers pool their completions, each instance's exactly the
+ *     completions and scores of a one-model run with its options (seed
+ *     --seed + position unless set), deduplicated across instances in
+ *     instance order, paired over the union, each one's origin in the dump,
+ *     deterministic; bad instances refused with the spec named. */
 #include <criterion/criterion.h>
 
+#include <jansson.h>
 #include <math.h>
 
 #include "data/h5data.h"
 #include "data/tokenizer.h"
 #include "eval/generate_io.h"
 #include "eval/pairs.h"
-#include "tests/testutil.h"
+#include "tests/testutil_cli.h"
+#include "model/model_io.h"
 #include "model/backend.h"
 #include "model/model.h"
 
@@ -395,5 +403,192 @@ Test(pairs, sampled_completions_scored_by_gold_likelihood) {
     pref_dataset_close(&pd);
     tokenizer_free(tok);
     gpt_free(m);
+    rm_rf(dir);
+}
+
+/* ------------------------------------------------- instances (command line) */
+
+/* A random byte-level GPT-2 checkpoint at dir/name. */
+static void save_tiny_model(const char *dir, const char *name, uint64_t seed) {
+    GPTConfig cfg = {.n_layer = 1, .n_head = 2, .n_embd = 32, .vocab_size = 257,
+                     .n_positions = 64, .layer_norm_epsilon = 1e-5f};
+    GPT *m = gpt_create(&cfg, backend_cpu());
+    cr_assert(m, "%s", err_msg());
+    gpt_init_random(m, seed);
+    char path[512];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    cr_assert_eq(mkdir_p(path), 0);
+    cr_assert_eq(model_save_hf(m, path), 0, "%s", err_msg());
+    gpt_free(m);
+}
+
+static void pairs_inputs(const char *dir) {
+    char path[512];
+    save_tiny_model(dir, "m1", 7);
+    save_tiny_model(dir, "m2", 8);
+    snprintf(path, sizeof path, "%s/q.jsonl", dir);
+    write_text(path, "{\"prompt\": \"3+4=\", \"answer\": \"7\"}\n"
+                     "{\"prompt\": \"ab\", \"answer\": \"12\"}\n"
+                     "{\"prompt\": \"x\", \"answer\": 1}\n");
+}
+
+static json_t *dump_of(const char *dir, const char *name) {
+    char path[512];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    return jsonl_lines(path);
+}
+
+#define PAIRS_COMMON "--input %s/q.jsonl -n 6 --scorer gold-likelihood --answer-prefix \";\" -q"
+
+Test(pairs_cli, instances_pool_the_completions_of_every_model_and_seed, .timeout = 120) {
+    char dir[256];
+    make_temp_dir(dir, sizeof dir, "pairs-inst");
+    pairs_inputs(dir);
+    /* each instance alone: its options, and the seed --seed + its position */
+    RUN(dir, "pairs --model %s/m1 --samples 2 " PAIRS_COMMON " --out %s/s1.h5 --dump %s/s1.jsonl",
+        dir, dir, dir, dir);
+    RUN(dir, "pairs --model %s/m1 --samples 3 --temperature 0.5 --seed 7 " PAIRS_COMMON
+             " --out %s/s2.h5 --dump %s/s2.jsonl --scorer-model %s/m1",
+        dir, dir, dir, dir, dir);
+    RUN(dir, "pairs --model %s/m2 --samples 2 --seed 1339 --scorer-model %s/m1 " PAIRS_COMMON
+             " --out %s/s3.h5 --dump %s/s3.jsonl",
+        dir, dir, dir, dir, dir);
+    const char *multi = "pairs --model %s/m1 --instance :temperature=0.5,seed=7,samples=3 "
+                        "--model %s/m2 --samples 2 " PAIRS_COMMON " --out %s/%s.h5 --dump %s/%s.jsonl";
+    RUN(dir, multi, dir, dir, dir, dir, "m", dir, "m");
+    RUN(dir, multi, dir, dir, dir, dir, "again", dir, "again");
+    char a[512], b[512];
+    snprintf(a, sizeof a, "%s/m.jsonl", dir);
+    snprintf(b, sizeof b, "%s/again.jsonl", dir);
+    size_t na, nb;
+    char *x = read_file(a, &na), *y = read_file(b, &nb);
+    cr_assert(x && y);
+    cr_expect(na == nb && !memcmp(x, y, na), "two runs of the same instances differ");
+    free(x);
+    free(y);
+
+    json_t *single[3] = {dump_of(dir, "s1.jsonl"), dump_of(dir, "s2.jsonl"),
+                         dump_of(dir, "s3.jsonl")};
+    json_t *m = dump_of(dir, "m.jsonl");
+    cr_assert_eq(json_array_size(m), 3);
+    int64_t n_pairs = 0;
+    for (size_t line = 0; line < 3; line++) {
+        json_t *o = json_array_get(m, line);
+        json_t *comp = json_object_get(o, "completions"), *sc = json_object_get(o, "scores");
+        json_t *from = json_object_get(o, "from"), *names = json_object_get(o, "instances");
+        cr_assert_eq(json_array_size(names), 3);
+        char want[600];
+        snprintf(want, sizeof want, "%s/m1:temperature=0.5,seed=7,samples=3", dir);
+        cr_expect_str_eq(json_string_value(json_array_get(names, 1)), want,
+                         "the label resolves the empty directory");
+        /* the pool: instance by instance, the first copy of a text kept */
+        size_t k = 0;
+        for (int i = 0; i < 3; i++) {
+            json_t *so = json_array_get(single[i], line);
+            json_t *sc_i = json_object_get(so, "scores");
+            size_t j;
+            json_t *t;
+            json_array_foreach(json_object_get(so, "completions"), j, t) {
+                int seen = 0;
+                for (size_t q = 0; q < k; q++)
+                    seen |= json_equal(json_array_get(comp, q), t);
+                if (seen) continue;
+                cr_assert(k < json_array_size(comp), "line %zu: the pool is short", line + 1);
+                cr_expect(json_equal(json_array_get(comp, k), t),
+                          "line %zu completion %zu: not instance %d's sample %zu", line + 1, k,
+                          i + 1, j);
+                cr_expect_eq(json_integer_value(json_array_get(from, k)), i);
+                double got = json_number_value(json_array_get(sc, k));
+                double ref = json_number_value(json_array_get(sc_i, j));
+                cr_expect(fabs(got - ref) < 1e-5, "line %zu completion %zu: score %g vs %g alone",
+                          line + 1, k, got, ref);
+                k++;
+            }
+        }
+        cr_expect_eq(k, json_array_size(comp), "line %zu: the pool has extra completions",
+                     line + 1);
+        /* best vs worst over the union (first best, last worst) */
+        int best = 0, worst = (int)k - 1;
+        for (int q = 1; q < (int)k; q++)
+            if (json_number_value(json_array_get(sc, q)) >
+                json_number_value(json_array_get(sc, best)))
+                best = q;
+        for (int q = (int)k - 2; q >= 0; q--)
+            if (json_number_value(json_array_get(sc, q)) <
+                json_number_value(json_array_get(sc, worst)))
+                worst = q;
+        json_t *pr = json_object_get(o, "pairs");
+        cr_assert_eq(json_array_size(pr), 1);
+        cr_expect_eq(json_integer_value(json_array_get(json_array_get(pr, 0), 0)), best);
+        cr_expect_eq(json_integer_value(json_array_get(json_array_get(pr, 0), 1)), worst);
+        n_pairs++;
+    }
+    PrefDataset pd;
+    char path[512];
+    snprintf(path, sizeof path, "%s/m.h5", dir);
+    cr_assert_eq(pref_dataset_open(&pd, path), 0, "%s", err_msg());
+    cr_expect_eq(pd.n_pairs, n_pairs);
+    pref_dataset_close(&pd);
+    for (int i = 0; i < 3; i++) json_decref(single[i]);
+    json_decref(m);
+    rm_rf(dir);
+}
+
+Test(pairs_cli, one_instance_is_the_single_model_run, .timeout = 60) {
+    char dir[256];
+    make_temp_dir(dir, sizeof dir, "pairs-one");
+    pairs_inputs(dir);
+    RUN(dir, "pairs --model %s/m1 --samples 4 " PAIRS_COMMON " --out %s/a.h5 --dump %s/a.jsonl",
+        dir, dir, dir, dir);
+    RUN(dir, "pairs --instance %s/m1 --samples 4 " PAIRS_COMMON " --out %s/b.h5 --dump %s/b.jsonl",
+        dir, dir, dir, dir);
+    json_t *a = dump_of(dir, "a.jsonl"), *b = dump_of(dir, "b.jsonl");
+    cr_assert_eq(json_array_size(a), 3);
+    for (size_t i = 0; i < 3; i++) {
+        json_t *x = json_array_get(a, i), *y = json_deep_copy(json_array_get(b, i));
+        cr_expect_null(json_object_get(x, "from"), "one --model: the dump is as it was");
+        cr_expect_not_null(json_object_get(y, "from"));
+        json_object_del(y, "from");
+        json_object_del(y, "instances");
+        cr_expect(json_equal(x, y), "line %zu differs", i + 1);
+        json_decref(y);
+    }
+    json_decref(a);
+    json_decref(b);
+    rm_rf(dir);
+}
+
+Test(pairs_cli, bad_instances_are_refused_naming_the_spec, .timeout = 60) {
+    char dir[256], path[512];
+    make_temp_dir(dir, sizeof dir, "pairs-badinst");
+    pairs_inputs(dir);
+    const struct {
+        const char *args;
+        int rc;
+        const char *msg;
+    } cases[] = {
+        {"--model %s/m1 --instance :tempx=3", 2, "--instance ':tempx=3': unknown key 'tempx'"},
+        {"--model %s/m1 --instance :seed=-1", 2, "seed '-1' is not a whole number"},
+        {"--model %s/m1 --instance :temperature=nan", 2, "--instance temperature"},
+        {"--model %s/m1 --instance :top-p=2", 2, "--instance ':top-p=2': --top-p must be in"},
+        {"--instance :seed=1", 2, "names no model and there is no --model"},
+        {"--model %s/m1 --instance nowhere:seed=1", 1, "instance 2 (nowhere:seed=1)"},
+        {"--model %s/m1 --instance :samples=1 --read-completions", 2, "--read-completions"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char args[2048], full[2600];
+        snprintf(args, sizeof args, cases[i].args, dir); /* a format without %s ignores dir */
+        snprintf(full, sizeof full, "pairs %s --input %s/q.jsonl --out %s/x.h5 -n 4", args, dir,
+                 dir);
+        remove((snprintf(path, sizeof path, "%s/log", dir), path));
+        int rc = retort(dir, full);
+        size_t len;
+        char *log = read_file(path, &len);
+        cr_expect_eq(rc, cases[i].rc, "case %zu: %s exited %d: %s", i, full, rc, log);
+        cr_expect(log && strstr(log, cases[i].msg), "case %zu: %s", i, log);
+        free(log);
+        cr_expect(access((snprintf(path, sizeof path, "%s/x.h5", dir), path), F_OK) != 0,
+                  "case %zu left an output", i);
+    }
     rm_rf(dir);
 }
