@@ -1,5 +1,6 @@
 /* cli/cmd_eval.c — `retort eval`: generate a completion for every line of a
- * JSONL and score it against the line's reference (eval/evaluate.h). */
+ * JSONL and score it against the line's reference, or score given
+ * hypotheses without a model (eval/evaluate.h). */
 #include <float.h>
 #include <getopt.h>
 #include <limits.h>
@@ -17,11 +18,13 @@
 
 static void usage_eval(FILE *f) {
     fprintf(f,
-            "usage: retort eval --model DIR --input FILE.jsonl [options]\n\n"
+            "usage: retort eval --model DIR --input FILE.jsonl [options]\n"
+            "       retort eval --hypotheses OUT.jsonl [--input FILE.jsonl] [options]\n\n"
             "Generates a completion for each line's prompt and scores it against the\n"
             "line's reference: corpus BLEU and chrF (as sacrebleu computes them), exact\n"
             "match, ROUGE-L, token F1, the reference's perplexity given the prompt, and\n"
-            "with --samples N > 1 (sampling) the mean self-BLEU of each prompt's samples.\n\n"
+            "with --samples N > 1 (sampling) the mean self-BLEU of each prompt's samples.\n"
+            "With --answer SPEC also the accuracy of the answers the spec reads.\n\n"
             "options:\n"
             "      --model DIR           checkpoint (model.safetensors + config.json)\n"
             "      --adapter DIR         a LoRA adapter to apply on top of --model\n"
@@ -41,8 +44,50 @@ static void usage_eval(FILE *f) {
             "      --seed S              sampling seed (default 1337)\n"
             "      --predictions FILE    write each line with its prediction (JSONL)\n"
             "      --metrics FILE        write the metrics as JSON\n"
+            "      --answer SPEC         report accuracy: the answer read from each completion\n"
+            "                            against the gold answer read the same way (or the\n"
+            "                            stripped gold when the spec finds none in it). SPEC:\n"
+            "                            whole (stripped text); regex:RE (PCRE2, the LAST match,\n"
+            "                            its first capture group that took part, else the\n"
+            "                            whole match); last-number (the last number, commas and\n"
+            "                            + removed, 3.0 = 3); option[:A-E] (a choice letter:\n"
+            "                            'answer is (B)', then '(B)', then a bare 'B', then\n"
+            "                            'B)' / 'B.'; the last occurrence of the first rule that\n"
+            "                            matches). Completions without an answer count wrong\n"
+            "                            and are counted\n"
+            "      --answer-field NAME   the gold answer's field, a string or a number\n"
+            "                            (default: the reference field)\n"
+            "\nscoring given outputs (no model; the generation options are unused):\n"
+            "      --hypotheses FILE     JSONL of outputs: each line's --hypothesis-field, a\n"
+            "                            string or an array whose first string is scored\n"
+            "                            (generate's completions[0]: the first sample, best\n"
+            "                            beam, or the greedy output with --candidates). With\n"
+            "                            --input, line i is scored against --input's line i\n"
+            "                            (both must have as many non-blank lines); without,\n"
+            "                            FILE holds the reference field itself\n"
+            "      --hypothesis-field N  (default: \"prediction\", else \"completions\")\n\n"
             CLI_DEVICE_HELP
             "  -h, --help                this help\n");
+}
+
+/* what: the model directory or the hypotheses file; on: the input (NULL when
+ * the hypotheses hold the references). */
+static void print_result(const EvalResult *r, const char *what, const char *on,
+                         const EvalJob *job) {
+    printf("eval: %s on %s (%lld lines, %.1f s)\n", what, on ? on : "its own references",
+           (long long)r->lines, r->seconds);
+    printf("  BLEU %.2f (BP %.3f, ratio %.3f)  chrF %.2f  exact match %.1f%%\n", r->bleu.score,
+           r->bleu.bp, r->bleu.ratio, r->chrf, 100 * r->exact_match);
+    printf("  ROUGE-L %.4f  token F1 %.4f", r->rouge_l, r->token_f1);
+    if (!isnan(r->ppl))
+        printf("  perplexity %.4f (%lld reference tokens)", r->ppl, (long long)r->ref_tokens);
+    printf("\n");
+    if (!isnan(r->self_bleu))
+        printf("  self-BLEU %.2f over %d samples\n", r->self_bleu, job->gen.samples);
+    if (!isnan(r->accuracy))
+        printf("  accuracy %.1f%% (%lld of %lld; %lld without an answer; --answer %s)\n",
+               100 * r->accuracy, (long long)llround(r->accuracy * (double)r->lines),
+               (long long)r->lines, (long long)r->no_answer, answer_spec_text(job->answer));
 }
 
 int cmd_eval(int argc, char **argv) {
@@ -58,6 +103,8 @@ int cmd_eval(int argc, char **argv) {
         CLI_DEVICE_OPTIONS,                            {"adapter", required_argument, 0, 'A'},
         {"quiet", no_argument, 0, 'q'},                {"help", no_argument, 0, 'h'},
         CLI_CONTEXT_OPTIONS,                           CLI_CHAT_OPTIONS,
+        {"answer", required_argument, 0, 'a'},         {"answer-field", required_argument, 0, 'f'},
+        {"hypotheses", required_argument, 0, 'H'},     {"hypothesis-field", required_argument, 0, 'F'},
         {0, 0, 0, 0}};
     EvalJob job = {0};
     CliChat chat = {0};
@@ -67,6 +114,7 @@ int cmd_eval(int argc, char **argv) {
     job.gen.length_penalty = 1.0;
     job.gen.seed = 1337;
     const char *model_dir = NULL, *tok_spec = NULL, *metrics = NULL, *adapter = NULL;
+    const char *answer = NULL;
     int c, bad = 0, n_given = 0;
     optind = 1;
     while ((c = getopt_long(argc, argv, "m:i:n:t:qh", opts, NULL)) != -1) {
@@ -113,6 +161,10 @@ int cmd_eval(int argc, char **argv) {
         case CLI_OPT_THREADS: dev.threads = optarg; break;
         case 'A': adapter = optarg; break;
         case 'q': job.quiet = 1; break;
+        case 'a': answer = optarg; break;
+        case 'f': job.answer_field = optarg; break;
+        case 'H': job.hypotheses = optarg; break;
+        case 'F': job.hypothesis_field = optarg; break;
         case CLI_OPT_CHAT: chat.on = 1; break;
         case CLI_OPT_CHAT_TEMPLATE: chat.path = optarg; break;
         case 'h': usage_eval(stdout); return 0;
@@ -120,17 +172,49 @@ int cmd_eval(int argc, char **argv) {
         }
         if (bad) return cli_usage_fail("eval");
     }
-    if (!model_dir || !job.input) {
-        fprintf(stderr, "retort eval: --model and --input are required\n");
+    if (job.hypotheses && (model_dir || adapter)) {
+        fprintf(stderr, "retort eval: --hypotheses scores given outputs without a model; drop "
+                        "--model/--adapter, or drop --hypotheses to generate with the model\n");
         return 2;
     }
+    if (!job.hypotheses && (!model_dir || !job.input)) {
+        fprintf(stderr, "retort eval: --model and --input are required (or --hypotheses FILE "
+                        "to score given outputs)\n");
+        return 2;
+    }
+    if (job.hypothesis_field && !job.hypotheses) {
+        fprintf(stderr, "retort eval: --hypothesis-field names a field of --hypotheses FILE; "
+                        "give --hypotheses\n");
+        return 2;
+    }
+    if (job.answer_field && !answer) {
+        fprintf(stderr, "retort eval: --answer-field is the gold side of --answer SPEC; give "
+                        "--answer\n");
+        return 2;
+    }
+    AnswerSpec *spec = NULL;
+    if (answer && !(spec = answer_spec_parse(answer))) return cli_usage_fail("eval");
+    job.answer = spec;
+    if (job.hypotheses) {
+        EvalResult r;
+        int rc = evaluate_hypotheses(&job, &r);
+        if (rc == 0) {
+            print_result(&r, job.hypotheses, job.input, &job);
+            if (metrics) rc = eval_result_write_json(&r, metrics);
+        }
+        answer_spec_free(spec);
+        return rc == 0 ? 0 : cli_fail("eval");
+    }
     if (sample_options_check(&job.gen.sample) != 0 ||
-        beam_options_check(job.gen.beams, job.gen.length_penalty) != 0)
+        beam_options_check(job.gen.beams, job.gen.length_penalty) != 0) {
+        answer_spec_free(spec);
         return cli_usage_fail("eval");
+    }
     if (job.gen.beams > 0 && job.gen.samples > 1) {
         fprintf(stderr, "retort eval: --samples %d with --beams: eval scores the best beam, and "
                         "self-BLEU needs sampled completions; give one of the two\n",
                 job.gen.samples);
+        answer_spec_free(spec);
         return 2;
     }
     if (job.gen.samples > 1 && job.gen.sample.temperature <= 0)
@@ -138,12 +222,12 @@ int cmd_eval(int argc, char **argv) {
                         "samples (self-BLEU 100); set --temperature\n",
                 job.gen.samples);
     const Backend *be = cli_backend(&dev);
-    if (!be) return cli_fail("eval");
-    GPT *m = model_load_hf(model_dir, be);
+    GPT *m = be ? model_load_hf(model_dir, be) : NULL;
     Tokenizer *tok = NULL;
     if (!m || (adapter && lora_load_peft(m, adapter) != 0) ||
         !(tok = model_tokenizer_load(model_dir, tok_spec, gpt_config(m)->vocab_size))) {
         gpt_free(m);
+        answer_spec_free(spec);
         return cli_fail("eval");
     }
     if (!n_given)
@@ -153,6 +237,7 @@ int cmd_eval(int argc, char **argv) {
     if (cli_chat_open(&chat, model_dir, tok, &cp) != 0) {
         gpt_free(m);
         tokenizer_free(tok);
+        answer_spec_free(spec);
         return cli_fail("eval");
     }
     if (cp.tmpl) job.gen.chat = &cp;
@@ -162,17 +247,11 @@ int cmd_eval(int argc, char **argv) {
     int rc = evaluate_jsonl(m, tok, &job, &r);
     chat_prompt_close(&cp);
     if (rc == 0) {
-        printf("eval: %s on %s (%lld lines, %.1f s)\n", model_dir, job.input, (long long)r.lines,
-               r.seconds);
-        printf("  BLEU %.2f (BP %.3f, ratio %.3f)  chrF %.2f  exact match %.1f%%\n",
-               r.bleu.score, r.bleu.bp, r.bleu.ratio, r.chrf, 100 * r.exact_match);
-        printf("  ROUGE-L %.4f  token F1 %.4f  perplexity %.4f (%lld reference tokens)\n",
-               r.rouge_l, r.token_f1, r.ppl, (long long)r.ref_tokens);
-        if (!isnan(r.self_bleu)) printf("  self-BLEU %.2f over %d samples\n", r.self_bleu,
-                                        job.gen.samples);
+        print_result(&r, model_dir, job.input, &job);
         if (metrics) rc = eval_result_write_json(&r, metrics);
     }
     gpt_free(m);
     tokenizer_free(tok);
+    answer_spec_free(spec);
     return rc == 0 ? 0 : cli_fail("eval");
 }

@@ -1,6 +1,6 @@
 /* eval/evaluate.c — `retort eval` (see evaluate.h). Reads the whole JSONL
  * first (hypotheses and references are needed together for corpus BLEU), then
- * scores. */
+ * generates or reads the hypotheses, then scores. */
 #include "eval/evaluate.h"
 
 #include <errno.h>
@@ -64,18 +64,23 @@ static double reference_logp(GPT *m, const Tokenizer *tok, const GenerateJob *ge
     return sum;
 }
 
+static json_t *number_or_null(double x) { return isfinite(x) ? json_real(x) : json_null(); }
+
 int eval_result_write_json(const EvalResult *r, const char *path) {
     json_t *o = json_object();
     json_object_set_new(o, "lines", json_integer(r->lines));
-    json_object_set_new(o, "bleu", json_real(r->bleu.score));
-    json_object_set_new(o, "bleu_bp", json_real(r->bleu.bp));
-    json_object_set_new(o, "chrf", json_real(r->chrf));
-    json_object_set_new(o, "exact_match", json_real(r->exact_match));
-    json_object_set_new(o, "rouge_l", json_real(r->rouge_l));
-    json_object_set_new(o, "token_f1", json_real(r->token_f1));
-    json_object_set_new(o, "ppl", json_real(r->ppl));
+    json_object_set_new(o, "bleu", number_or_null(r->bleu.score));
+    json_object_set_new(o, "bleu_bp", number_or_null(r->bleu.bp));
+    json_object_set_new(o, "chrf", number_or_null(r->chrf));
+    json_object_set_new(o, "exact_match", number_or_null(r->exact_match));
+    json_object_set_new(o, "rouge_l", number_or_null(r->rouge_l));
+    json_object_set_new(o, "token_f1", number_or_null(r->token_f1));
+    json_object_set_new(o, "ppl", number_or_null(r->ppl));
     json_object_set_new(o, "ref_tokens", json_integer(r->ref_tokens));
-    json_object_set_new(o, "self_bleu", isnan(r->self_bleu) ? json_null() : json_real(r->self_bleu));
+    json_object_set_new(o, "self_bleu", number_or_null(r->self_bleu));
+    json_object_set_new(o, "accuracy", number_or_null(r->accuracy));
+    json_object_set_new(o, "no_answer", isnan(r->accuracy) ? json_null()
+                                                            : json_integer(r->no_answer));
     json_object_set_new(o, "seconds", json_real(r->seconds));
     char *text = json_dumps(o, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
     json_decref(o);
@@ -89,24 +94,48 @@ int eval_result_write_json(const EvalResult *r, const char *path) {
     return rc;
 }
 
-typedef struct {
-    json_t **objs;
-    char **prompts, **refs;
-    int64_t n, cap;
-} Lines;
+static const char *const METRIC_NAMES =
+    "bleu, chrf, exact_match, rouge_l, token_f1, ppl, self_bleu, accuracy";
 
-static void lines_free(Lines *l) {
-    for (int64_t i = 0; i < l->n; i++) json_decref(l->objs[i]);
-    free(l->objs);
-    free(l->prompts);
-    free(l->refs);
+int eval_result_metric(const EvalResult *r, const char *name, double *value) {
+    if (!strcmp(name, "bleu")) *value = r->bleu.score;
+    else if (!strcmp(name, "chrf")) *value = r->chrf;
+    else if (!strcmp(name, "exact_match")) *value = r->exact_match;
+    else if (!strcmp(name, "rouge_l")) *value = r->rouge_l;
+    else if (!strcmp(name, "token_f1")) *value = r->token_f1;
+    else if (!strcmp(name, "ppl")) *value = r->ppl;
+    else if (!strcmp(name, "self_bleu")) *value = r->self_bleu;
+    else if (!strcmp(name, "accuracy")) *value = r->accuracy;
+    else return err_set("unknown eval metric '%s'; expected one of %s", name, METRIC_NAMES);
+    return 0;
 }
 
-static int read_lines(const EvalJob *job, Lines *l) {
-    const char *pf = job->gen.prompt_field ? job->gen.prompt_field : "prompt";
-    const char *rf = job->reference_field ? job->reference_field : "reference";
-    FILE *f = fopen(job->input, "r");
-    if (!f) return err_set("cannot open %s: %s", job->input, strerror(errno));
+int eval_metric_higher_is_better(const char *name) {
+    double v;
+    EvalResult r = {0};
+    if (eval_result_metric(&r, name, &v) != 0) return -1;
+    return strcmp(name, "ppl") != 0 && strcmp(name, "self_bleu") != 0;
+}
+
+/* ------------------------------------------------------------ reading lines */
+
+/* The JSON objects of a JSONL file's non-blank lines, with their line numbers. */
+typedef struct {
+    json_t **objs;
+    long *lineno;
+    int64_t n, cap;
+} Objects;
+
+static void objects_free(Objects *o) {
+    for (int64_t i = 0; i < o->n; i++) json_decref(o->objs[i]);
+    free(o->objs);
+    free(o->lineno);
+    memset(o, 0, sizeof *o);
+}
+
+static int read_objects(const char *path, Objects *o) {
+    FILE *f = fopen(path, "r");
+    if (!f) return err_set("cannot open %s: %s", path, strerror(errno));
     char *line = NULL;
     size_t cap = 0;
     ssize_t len;
@@ -116,47 +145,180 @@ static int read_lines(const EvalJob *job, Lines *l) {
         lineno++;
         if (strspn(line, " \t\r\n") == (size_t)len) continue;
         json_error_t e;
-        json_t *o = json_loadb(line, (size_t)len, 0, &e);
-        const char *p = o ? json_string_value(json_object_get(o, pf)) : NULL;
-        const char *r = o ? json_string_value(json_object_get(o, rf)) : NULL;
-        if (!o || !json_is_object(o))
-            rc = err_set("%s:%ld: not a JSON object (%s)", job->input, lineno,
-                         o ? "another JSON value" : e.text);
-        else if (!p)
-            rc = err_set("%s:%ld: prompt field '%s' is missing or not a string (--prompt-field)",
-                         job->input, lineno, pf);
-        else if (!r)
-            rc = err_set("%s:%ld: reference field '%s' is missing or not a string "
-                         "(--reference-field)", job->input, lineno, rf);
-        if (rc != 0) {
-            json_decref(o);
+        json_t *obj = json_loadb(line, (size_t)len, 0, &e);
+        if (!obj || !json_is_object(obj)) {
+            rc = err_set("%s:%ld: not a JSON object (%s)", path, lineno,
+                         obj ? "another JSON value" : e.text);
+            json_decref(obj);
             break;
         }
-        if (l->n == l->cap) {
-            l->cap = l->cap ? 2 * l->cap : 64;
-            l->objs = xrealloc(l->objs, (size_t)l->cap * sizeof *l->objs);
-            l->prompts = xrealloc(l->prompts, (size_t)l->cap * sizeof *l->prompts);
-            l->refs = xrealloc(l->refs, (size_t)l->cap * sizeof *l->refs);
+        if (o->n == o->cap) {
+            o->cap = o->cap ? 2 * o->cap : 64;
+            o->objs = xrealloc(o->objs, (size_t)o->cap * sizeof *o->objs);
+            o->lineno = xrealloc(o->lineno, (size_t)o->cap * sizeof *o->lineno);
         }
-        l->objs[l->n] = o; /* the strings below live as long as the object */
-        l->prompts[l->n] = (char *)p;
-        l->refs[l->n] = (char *)r;
-        l->n++;
+        o->objs[o->n] = obj;
+        o->lineno[o->n++] = lineno;
     }
     free(line);
     fclose(f);
-    if (rc == 0 && l->n == 0) rc = err_set("%s: no lines to evaluate", job->input);
+    if (rc == 0 && o->n == 0) rc = err_set("%s: no lines to evaluate", path);
     return rc;
 }
 
-int evaluate_jsonl(GPT *m, const Tokenizer *tok, const EvalJob *job, EvalResult *out) {
+/* The lines to score: prompts (with a model), references and gold answers. */
+typedef struct {
+    const char *path;
+    Objects o;
+    const char **prompts, **refs; /* owned by the objects */
+    char **golds;                 /* owned; NULL without an answer spec */
+    int64_t n;
+} Lines;
+
+static void lines_free(Lines *l) {
+    for (int64_t i = 0; l->golds && i < l->n; i++) free(l->golds[i]);
+    free(l->golds);
+    free(l->prompts);
+    free(l->refs);
+    objects_free(&l->o);
+}
+
+/* A gold answer as text: a string, or a number as JSON writes it. */
+static char *gold_text(json_t *v) {
+    if (json_is_string(v)) return xstrdup(json_string_value(v));
+    if (json_is_integer(v)) {
+        char buf[32];
+        snprintf(buf, sizeof buf, "%lld", (long long)json_integer_value(v));
+        return xstrdup(buf);
+    }
+    if (json_is_real(v)) return json_dumps(v, JSON_ENCODE_ANY);
+    return NULL;
+}
+
+static int read_lines(const EvalJob *job, const char *path, int need_prompt, Lines *l) {
+    const char *pf = job->gen.prompt_field ? job->gen.prompt_field : "prompt";
+    const char *rf = job->reference_field ? job->reference_field : "reference";
+    const char *af = job->answer_field ? job->answer_field : rf;
+    l->path = path;
+    if (read_objects(path, &l->o) != 0) return -1;
+    l->n = l->o.n;
+    l->prompts = xcalloc((size_t)l->n, sizeof *l->prompts);
+    l->refs = xcalloc((size_t)l->n, sizeof *l->refs);
+    if (job->answer) l->golds = xcalloc((size_t)l->n, sizeof *l->golds);
+    for (int64_t i = 0; i < l->n; i++) {
+        json_t *o = l->o.objs[i];
+        long ln = l->o.lineno[i];
+        l->prompts[i] = json_string_value(json_object_get(o, pf));
+        l->refs[i] = json_string_value(json_object_get(o, rf));
+        if (need_prompt && !l->prompts[i])
+            return err_set("%s:%ld: prompt field '%s' is missing or not a string (--prompt-field)",
+                           path, ln, pf);
+        if (!l->refs[i])
+            return err_set("%s:%ld: reference field '%s' is missing or not a string "
+                           "(--reference-field)",
+                           path, ln, rf);
+        if (job->answer && !(l->golds[i] = gold_text(json_object_get(o, af))))
+            return err_set("%s:%ld: gold answer field '%s' is missing or not a string or "
+                           "number (--answer-field)",
+                           path, ln, af);
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------ scoring */
+
+typedef struct {
+    double rouge, f1, self_bleu;
+    int64_t em, correct, no_answer;
+} Sums;
+
+/* Scores one hypothesis against line i; with pred, adds the answer fields. */
+static int score_line(const EvalJob *job, const Lines *l, int64_t i, const char *hyp, Sums *s,
+                      json_t *pred) {
+    const char *ref = l->refs[i];
+    s->em += exact_match(hyp, ref);
+    s->rouge += rouge_l_f(hyp, ref);
+    s->f1 += token_f1(hyp, ref);
+    if (!job->answer) return 0;
+    char *ans = NULL;
+    int found = answer_spec_extract(job->answer, hyp, &ans);
+    int ok = found > 0 ? answer_spec_match(job->answer, hyp, l->golds[i]) : found;
+    if (found < 0 || ok < 0) {
+        free(ans);
+        return err_set("%s:%ld: %s", l->path, l->o.lineno[i], err_msg());
+    }
+    if (!found) s->no_answer++;
+    s->correct += ok;
+    if (pred) {
+        json_object_set_new(pred, "extracted_answer", ans ? json_string(ans) : json_null());
+        json_object_set_new(pred, "correct", json_boolean(ok));
+    }
+    free(ans);
+    return 0;
+}
+
+static int finish(const EvalJob *job, const Lines *l, char **hyps, const Sums *s, int64_t n,
+                  EvalResult *out) {
+    if (bleu_corpus((const char *const *)hyps, l->refs, (int)n, 1, &out->bleu) != 0) return -1;
+    out->lines = n;
+    out->chrf = chrf_corpus((const char *const *)hyps, l->refs, (int)n);
+    out->exact_match = (double)s->em / (double)n;
+    out->rouge_l = s->rouge / (double)n;
+    out->token_f1 = s->f1 / (double)n;
+    if (job->answer) {
+        out->accuracy = (double)s->correct / (double)n;
+        out->no_answer = s->no_answer;
+    }
+    return 0;
+}
+
+/* The predictions file, written to PATH.tmp and renamed when complete. */
+typedef struct {
+    FILE *f;
+    char tmp[4096];
+} Pred;
+
+static int pred_open(const EvalJob *job, Pred *p) {
+    p->f = NULL;
+    if (!job->predictions) return 0;
+    if (snprintf(p->tmp, sizeof p->tmp, "%s.tmp", job->predictions) >= (int)sizeof p->tmp)
+        return err_set("--predictions path too long: %s", job->predictions);
+    if (!(p->f = fopen(p->tmp, "w")))
+        return err_set("cannot create %s: %s", p->tmp, strerror(errno));
+    return 0;
+}
+
+static int pred_write(Pred *p, const char *final, json_t *o) {
+    char *dump = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    int rc = fprintf(p->f, "%s\n", dump) < 0
+                 ? err_write(final, p->tmp, errno, (uint64_t)ftell(p->f), 1)
+                 : 0;
+    free(dump);
+    return rc;
+}
+
+static int pred_close(const EvalJob *job, Pred *p, int rc) {
+    if (!p->f) return rc;
+    if (rc == 0) return file_commit(p->f, p->tmp, job->predictions);
+    file_discard(p->f, p->tmp);
+    return rc;
+}
+
+static void result_init(EvalResult *out) {
     memset(out, 0, sizeof *out);
     out->self_bleu = NAN;
+    out->accuracy = NAN;
+    out->ppl = NAN;
+}
+
+int evaluate_jsonl(GPT *m, const Tokenizer *tok, const EvalJob *job, EvalResult *out) {
+    result_init(out);
     Lines l = {0};
-    if (read_lines(job, &l) != 0) {
+    if (read_lines(job, job->input, 1, &l) != 0) {
         lines_free(&l);
         return -1;
     }
+    int64_t n = job->max_lines > 0 && job->max_lines < l.n ? job->max_lines : l.n;
     double t0 = now_seconds();
     int samples = job->gen.beams > 0 ? 1 : job->gen.samples;
     GenerateJob gj = job->gen;
@@ -165,17 +327,12 @@ int evaluate_jsonl(GPT *m, const Tokenizer *tok, const EvalJob *job, EvalResult 
         lines_free(&l);
         return -1;
     }
-    char **hyps = xcalloc((size_t)l.n, sizeof(char *));
-    double logp_sum = 0, self_sum = 0, rouge = 0, f1 = 0;
-    int64_t em = 0;
-    int rc = 0;
-    FILE *pred = NULL;
-    char tmp[4096] = "";
-    if (job->predictions) {
-        snprintf(tmp, sizeof tmp, "%s.tmp", job->predictions);
-        if (!(pred = fopen(tmp, "w"))) rc = err_set("cannot create %s: %s", tmp, strerror(errno));
-    }
-    for (int64_t i = 0; i < l.n && rc == 0; i++) {
+    char **hyps = xcalloc((size_t)n, sizeof(char *));
+    double logp_sum = 0;
+    Sums s = {0};
+    Pred pred;
+    int rc = pred_open(job, &pred);
+    for (int64_t i = 0; i < n && rc == 0; i++) {
         char **texts = NULL;
         int got = generate_texts(m, tok, &gj, l.prompts[i], (long)i + 1, &texts);
         if (got < 0) {
@@ -186,56 +343,110 @@ int evaluate_jsonl(GPT *m, const Tokenizer *tok, const EvalJob *job, EvalResult 
         if (got > 1) {
             double sb = self_bleu((const char *const *)texts, got);
             if (sb < 0) rc = -1;
-            self_sum += sb;
+            s.self_bleu += sb;
         }
         int64_t count = 0;
         logp_sum += reference_logp(m, tok, &job->gen, l.prompts[i], l.refs[i], &count);
-        if (count < 0) {
-            rc = -1;
-            break;
-        }
+        if (count < 0) rc = -1;
         out->ref_tokens += count;
-        em += exact_match(hyps[i], l.refs[i]);
-        rouge += rouge_l_f(hyps[i], l.refs[i]);
-        f1 += token_f1(hyps[i], l.refs[i]);
-        if (pred) {
-            json_t *o = json_deep_copy(l.objs[i]);
+        json_t *o = pred.f ? json_deep_copy(l.o.objs[i]) : NULL;
+        if (o) {
             json_object_set_new(o, "prediction", json_string(hyps[i]));
             if (got > 1) {
                 json_t *a = json_array();
                 for (int k = 0; k < got; k++) json_array_append_new(a, json_string(texts[k]));
                 json_object_set_new(o, "samples", a);
             }
-            char *dump = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
-            if (fprintf(pred, "%s\n", dump) < 0) rc = err_set("cannot write %s", tmp);
-            free(dump);
-            json_decref(o);
         }
+        if (rc == 0) rc = score_line(job, &l, i, hyps[i], &s, o);
+        if (rc == 0 && o) rc = pred_write(&pred, job->predictions, o);
+        json_decref(o);
         for (int k = 0; k < got; k++) free(texts[k]);
         free(texts);
         if (!job->quiet && isatty(STDERR_FILENO))
-            fprintf(stderr, "\r\033[Keval: %lld/%lld", (long long)i + 1, (long long)l.n);
+            fprintf(stderr, "\r\033[Keval: %lld/%lld", (long long)i + 1, (long long)n);
     }
     if (!job->quiet && isatty(STDERR_FILENO)) fprintf(stderr, "\r\033[K");
-    if (rc == 0 && bleu_corpus((const char *const *)hyps, (const char *const *)l.refs, (int)l.n, 1,
-                               &out->bleu) != 0)
-        rc = -1;
+    if (rc == 0) rc = finish(job, &l, hyps, &s, n, out);
     if (rc == 0) {
-        out->lines = l.n;
-        out->chrf = chrf_corpus((const char *const *)hyps, (const char *const *)l.refs, (int)l.n);
-        out->exact_match = (double)em / (double)l.n;
-        out->rouge_l = rouge / (double)l.n;
-        out->token_f1 = f1 / (double)l.n;
         out->ppl = out->ref_tokens ? exp(-logp_sum / (double)out->ref_tokens) : NAN;
-        if (samples > 1) out->self_bleu = self_sum / (double)l.n;
+        if (samples > 1) out->self_bleu = s.self_bleu / (double)n;
         out->seconds = now_seconds() - t0;
     }
-    if (pred) {
-        if (rc == 0) rc = file_commit(pred, tmp, job->predictions);
-        else file_discard(pred, tmp);
-    }
-    for (int64_t i = 0; i < l.n; i++) free(hyps[i]);
+    rc = pred_close(job, &pred, rc);
+    for (int64_t i = 0; i < n; i++) free(hyps[i]);
     free(hyps);
+    lines_free(&l);
+    return rc;
+}
+
+/* The hypothesis of a line of the hypotheses file (above); NULL with the
+ * error set. */
+static const char *hypothesis_of(const EvalJob *job, json_t *o, long lineno) {
+    const char *field = job->hypothesis_field;
+    json_t *v = NULL;
+    if (field) v = json_object_get(o, field);
+    else if ((v = json_object_get(o, "prediction"))) field = "prediction";
+    else if ((v = json_object_get(o, "completions"))) field = "completions";
+    if (!v) {
+        if (job->hypothesis_field)
+            err_set("%s:%ld: hypothesis field '%s' is missing (--hypothesis-field)",
+                    job->hypotheses, lineno, field);
+        else
+            err_set("%s:%ld: the line has neither \"prediction\" (eval --predictions) nor "
+                    "\"completions\" (generate); name the hypothesis field with "
+                    "--hypothesis-field",
+                    job->hypotheses, lineno);
+        return NULL;
+    }
+    if (json_is_array(v)) v = json_array_get(v, 0);
+    const char *h = json_string_value(v);
+    if (!h)
+        err_set("%s:%ld: hypothesis field '%s' is not a string or an array whose first element "
+                "is a string",
+                job->hypotheses, lineno, field);
+    return h;
+}
+
+int evaluate_hypotheses(const EvalJob *job, EvalResult *out) {
+    result_init(out);
+    double t0 = now_seconds();
+    Lines l = {0};
+    Objects h = {0}, *hyp_objs = &l.o;
+    int rc = read_lines(job, job->input ? job->input : job->hypotheses, 0, &l);
+    if (rc == 0 && job->input) {
+        rc = read_objects(job->hypotheses, &h);
+        hyp_objs = &h;
+        if (rc == 0 && h.n != l.n)
+            rc = err_set("%s has %lld lines and %s %lld: hypotheses are matched to the input "
+                         "by position (blank lines skipped), so the two must have as many; "
+                         "give the input the hypotheses were made from",
+                         job->hypotheses, (long long)h.n, job->input, (long long)l.n);
+    }
+    int64_t n = job->max_lines > 0 && job->max_lines < l.n ? job->max_lines : l.n;
+    char **hyps = rc == 0 ? xcalloc((size_t)n, sizeof(char *)) : NULL;
+    Sums s = {0};
+    Pred pred = {0};
+    if (rc == 0) rc = pred_open(job, &pred);
+    for (int64_t i = 0; i < n && rc == 0; i++) {
+        const char *hy = hypothesis_of(job, hyp_objs->objs[i], hyp_objs->lineno[i]);
+        if (!hy) {
+            rc = -1;
+            break;
+        }
+        hyps[i] = xstrdup(hy);
+        json_t *o = pred.f ? json_deep_copy(l.o.objs[i]) : NULL;
+        if (o) json_object_set_new(o, "prediction", json_string(hy));
+        rc = score_line(job, &l, i, hy, &s, o);
+        if (rc == 0 && o) rc = pred_write(&pred, job->predictions, o);
+        json_decref(o);
+    }
+    if (rc == 0) rc = finish(job, &l, hyps, &s, n, out);
+    if (rc == 0) out->seconds = now_seconds() - t0;
+    rc = pred_close(job, &pred, rc);
+    for (int64_t i = 0; hyps && i < n; i++) free(hyps[i]);
+    free(hyps);
+    objects_free(&h);
     lines_free(&l);
     return rc;
 }

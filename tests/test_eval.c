@@ -128,3 +128,56 @@ Test(eval, own_greedy_outputs_score_perfectly_and_ppl_matches_by_hand) {
     gpt_free(m);
     rm_rf(dir);
 }
+
+/* The in-process API the trainer calls: metrics by name, which way is better,
+ * a line limit, and accuracy with an answer spec. */
+Test(eval, metrics_by_name_max_lines_and_accuracy) {
+    GPT *m = byte_model();
+    Tokenizer *tok = tokenizer_bytes();
+    char dir[256], in[512];
+    make_temp_dir(dir, sizeof dir, "eval-api");
+    snprintf(in, sizeof in, "%s/e.jsonl", dir);
+    write_text(in, "{\"prompt\": \"a\", \"reference\": \"r\", \"gold\": 1}\n"
+                   "{\"prompt\": \"b\", \"reference\": \"s\", \"gold\": 2}\n"
+                   "{\"prompt\": \"c\", \"reference\": \"t\", \"gold\": 3}\n");
+    EvalJob job = job_for(in);
+    job.max_lines = 2;
+    EvalResult r;
+    cr_assert_eq(evaluate_jsonl(m, tok, &job, &r), 0, "%s", err_msg());
+    cr_expect_eq(r.lines, 2);
+    cr_expect(isnan(r.accuracy), "no spec, no accuracy");
+    double v;
+    cr_expect_eq(eval_result_metric(&r, "chrf", &v), 0);
+    cr_expect_eq(v, r.chrf);
+    cr_expect_eq(eval_result_metric(&r, "ppl", &v), 0);
+    cr_expect_eq(v, r.ppl);
+    cr_expect_eq(eval_result_metric(&r, "accuracy", &v), 0);
+    cr_expect(isnan(v));
+    cr_expect_eq(eval_result_metric(&r, "acc", &v), -1);
+    cr_expect(strstr(err_msg(), "unknown eval metric 'acc'") && strstr(err_msg(), "accuracy"),
+              "%s", err_msg());
+    cr_expect_eq(eval_metric_higher_is_better("bleu"), 1);
+    cr_expect_eq(eval_metric_higher_is_better("accuracy"), 1);
+    cr_expect_eq(eval_metric_higher_is_better("ppl"), 0);
+    cr_expect_eq(eval_metric_higher_is_better("self_bleu"), 0);
+    cr_expect_eq(eval_metric_higher_is_better("nope"), -1);
+    /* numbers as gold answers; a regex that reads nothing counts every line */
+    AnswerSpec *spec = answer_spec_parse("regex:QQ(\\d)");
+    cr_assert(spec);
+    job.answer = spec;
+    job.answer_field = "gold";
+    job.max_lines = 0;
+    cr_assert_eq(evaluate_jsonl(m, tok, &job, &r), 0, "%s", err_msg());
+    cr_expect_eq(r.lines, 3);
+    cr_expect_eq(r.accuracy, 0.0);
+    cr_expect_eq(r.no_answer, 3);
+    job.answer_field = "reference";
+    write_text(in, "{\"prompt\": \"a\", \"reference\": \"r\", \"gold\": [1]}\n");
+    job.answer_field = "gold";
+    cr_expect_eq(evaluate_jsonl(m, tok, &job, &r), -1);
+    cr_expect(strstr(err_msg(), "e.jsonl:1: gold answer field 'gold'"), "%s", err_msg());
+    answer_spec_free(spec);
+    tokenizer_free(tok);
+    gpt_free(m);
+    rm_rf(dir);
+}

@@ -1,0 +1,240 @@
+/* tests/test_cli_eval.c — `retort eval` and `retort generate` through the real
+ * command line, for what issue 18 added:
+ *   - eval --answer: accuracy against golds made from the model's own greedy
+ *     outputs (so the expected share is known: the lines whose gold is the
+ *     output's answer), the predictions' extracted answers, and bad specs;
+ *   - eval --hypotheses: scoring generate's output without a model gives the
+ *     same text metrics and accuracy as eval generating with the model; line
+ *     counts that differ, missing fields and --model alongside are refused.
+ * Runs the binary of this build (RETORT_BIN). */
+#include <criterion/criterion.h>
+
+#include <jansson.h>
+#include <math.h>
+#include <stdarg.h>
+
+#include "tests/testutil_cli.h"
+#include "model/backend.h"
+#include "model/model_io.h"
+
+/* The whole log of a run in dir, as one string (caller frees). */
+static char *read_log(const char *dir) {
+    char path[512];
+    snprintf(path, sizeof path, "%s/log", dir);
+    size_t n = 0;
+    char *s = read_file(path, &n);
+    cr_assert(s, "no log at %s", path);
+    return s;
+}
+
+/* A tiny random byte-level model in dir/model. */
+static void make_model(const char *dir) {
+    char path[512];
+    GPTConfig cfg = {.n_layer = 1, .n_head = 2, .n_embd = 32, .vocab_size = 257,
+                     .n_positions = 64, .layer_norm_epsilon = 1e-5f};
+    GPT *m = gpt_create(&cfg, backend_cpu());
+    cr_assert(m, "%s", err_msg());
+    gpt_init_random(m, 7);
+    snprintf(path, sizeof path, "%s/model", dir);
+    cr_assert_eq(mkdir_p(path), 0);
+    cr_assert_eq(model_save_hf(m, path), 0, "%s", err_msg());
+    gpt_free(m);
+}
+
+static json_t *load_json(const char *dir, const char *name) {
+    char path[512];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    json_error_t e;
+    json_t *j = json_load_file(path, 0, &e);
+    cr_assert(j, "%s: %s", path, e.text);
+    return j;
+}
+
+static double num(json_t *o, const char *key) {
+    json_t *v = json_object_get(o, key);
+    cr_assert(json_is_number(v), "no number \"%s\"", key);
+    return json_number_value(v);
+}
+
+/* retort with printf-formatted arguments; its exit status (output in dir/log). */
+__attribute__((format(printf, 2, 3))) static int retortf(const char *dir, const char *fmt, ...) {
+    char args[4096];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(args, sizeof args, fmt, ap);
+    va_end(ap);
+    return retort(dir, args);
+}
+
+static const char *const PROMPTS[4] = {"abc=", "cab=", "bca=", "aab="};
+
+/* generate's greedy completions of PROMPTS (written to dir/prompts.jsonl with
+ * reference "x") into dir/gen.jsonl; texts[i] gets a copy. */
+static void greedy_outputs(const char *dir, char *texts[4]) {
+    char path[512];
+    snprintf(path, sizeof path, "%s/prompts.jsonl", dir);
+    FILE *f = fopen(path, "w");
+    for (int i = 0; i < 4; i++) fprintf(f, "{\"prompt\": \"%s\", \"reference\": \"x\"}\n", PROMPTS[i]);
+    fclose(f);
+    RUN(dir, "generate --model %s/model --input %s/prompts.jsonl --out %s/gen.jsonl -n 8 -t 0",
+        dir, dir, dir);
+    snprintf(path, sizeof path, "%s/gen.jsonl", dir);
+    json_t *lines = jsonl_lines(path);
+    cr_assert_eq(json_array_size(lines), 4);
+    for (int i = 0; i < 4; i++) {
+        json_t *c = json_object_get(json_array_get(lines, i), "completions");
+        cr_assert(json_string_value(json_array_get(c, 0)));
+        texts[i] = strdup(json_string_value(json_array_get(c, 0)));
+    }
+    json_decref(lines);
+}
+
+/* dir/name with PROMPTS, references refs[i] and golds golds[i]. */
+static void write_eval_input(const char *dir, const char *name, char *const refs[4],
+                             const char *const golds[4]) {
+    char path[512];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    FILE *f = fopen(path, "w");
+    for (int i = 0; i < 4; i++) {
+        json_t *o = json_pack("{s:s, s:s, s:s}", "prompt", PROMPTS[i], "reference", refs[i],
+                              "gold", golds[i]);
+        char *s = json_dumps(o, JSON_COMPACT);
+        fprintf(f, "%s\n", s);
+        free(s);
+        json_decref(o);
+    }
+    fclose(f);
+}
+
+Test(cli_eval, answer_accuracy_counts_the_golds_made_right, .timeout = 120) {
+    char dir[256];
+    make_temp_dir(dir, sizeof dir, "cli-eval-acc");
+    make_model(dir);
+    char *out[4];
+    greedy_outputs(dir, out);
+    /* whole: golds 0 and 2 are the outputs themselves (padded with spaces,
+     * which the spec strips), 1 and 3 are not */
+    char *g[4];
+    for (int i = 0; i < 4; i++) {
+        g[i] = malloc(strlen(out[i]) + 8);
+        sprintf(g[i], i % 2 == 0 ? "  %s " : "%s#no", out[i]);
+    }
+    write_eval_input(dir, "in.jsonl", out, (const char *const *)g);
+    RUN(dir, "eval --model %s/model --input %s/in.jsonl -n 8 --answer whole --answer-field gold "
+             "--metrics %s/m.json --predictions %s/p.jsonl -q",
+        dir, dir, dir, dir);
+    json_t *m = load_json(dir, "m.json");
+    cr_expect_float_eq(num(m, "accuracy"), 0.5, 1e-12);
+    cr_expect_float_eq(num(m, "no_answer"), 0, 0);
+    cr_expect_float_eq(num(m, "exact_match"), 1.0, 1e-12); /* references are the outputs */
+    json_decref(m);
+    char path[512];
+    snprintf(path, sizeof path, "%s/p.jsonl", dir);
+    json_t *p = jsonl_lines(path);
+    for (int i = 0; i < 4; i++) {
+        json_t *o = json_array_get(p, i);
+        cr_expect(json_is_boolean(json_object_get(o, "correct")));
+        cr_expect_eq(json_is_true(json_object_get(o, "correct")), i % 2 == 0, "line %d", i);
+        char *stripped = strdup(out[i]);
+        size_t n = strlen(stripped);
+        while (n > 0 && strchr(" \t\n\v\f\r", stripped[n - 1])) stripped[--n] = 0;
+        const char *s = stripped + strspn(stripped, " \t\n\v\f\r");
+        cr_expect_str_eq(json_string_value(json_object_get(o, "extracted_answer")), s);
+        free(stripped);
+    }
+    json_decref(p);
+
+    /* a regex no output matches: no answers, accuracy 0 */
+    RUN(dir, "eval --model %s/model --input %s/in.jsonl -n 8 --answer 'regex:ZZZ(\\d)' "
+             "--metrics %s/m.json -q",
+        dir, dir, dir);
+    m = load_json(dir, "m.json");
+    cr_expect_float_eq(num(m, "accuracy"), 0.0, 0);
+    cr_expect_float_eq(num(m, "no_answer"), 4, 0);
+    json_decref(m);
+
+    /* a bad spec: usage error naming the spec and the offset */
+    cr_expect_eq(retort(dir, "eval --hypotheses x.jsonl --answer 'regex:a(b'"), 2);
+    char *log = read_log(dir);
+    cr_expect(strstr(log, "answer spec 'regex:a(b'") && strstr(log, "offset 3"), "%s", log);
+    free(log);
+    for (int i = 0; i < 4; i++) {
+        free(out[i]);
+        free(g[i]);
+    }
+    rm_rf(dir);
+}
+
+Test(cli_eval, hypotheses_score_as_the_model_does, .timeout = 120) {
+    char dir[256];
+    make_temp_dir(dir, sizeof dir, "cli-eval-hyp");
+    make_model(dir);
+    char *out[4];
+    greedy_outputs(dir, out);
+    /* references: two outputs, two other strings; golds: option letters */
+    char *refs[4] = {out[0], "b a c", out[2], "cc a"};
+    const char *golds[4] = {"(A)", "B", "C", "D"};
+    write_eval_input(dir, "in.jsonl", refs, golds);
+    RUN(dir, "eval --model %s/model --input %s/in.jsonl -n 8 --answer option "
+             "--answer-field gold --metrics %s/model.json -q",
+        dir, dir, dir);
+    RUN(dir, "eval --hypotheses %s/gen.jsonl --input %s/in.jsonl --answer option "
+             "--answer-field gold --metrics %s/hyp.json --predictions %s/p.jsonl",
+        dir, dir, dir, dir);
+    json_t *a = load_json(dir, "model.json"), *b = load_json(dir, "hyp.json");
+    static const char *const keys[] = {"lines", "bleu", "bleu_bp", "chrf", "exact_match",
+                                       "rouge_l", "token_f1", "accuracy", "no_answer"};
+    for (size_t k = 0; k < sizeof keys / sizeof *keys; k++)
+        cr_expect_float_eq(num(a, keys[k]), num(b, keys[k]), 1e-12, "%s", keys[k]);
+    cr_expect_float_eq(num(b, "exact_match"), 0.5, 1e-12);
+    cr_expect(json_is_null(json_object_get(b, "ppl")), "no model, no perplexity");
+    cr_expect(json_is_number(json_object_get(a, "ppl")));
+    json_decref(a);
+    json_decref(b);
+    /* the predictions of --hypotheses, scored again as a file of both fields */
+    RUN(dir, "eval --hypotheses %s/p.jsonl --answer option --answer-field gold "
+             "--metrics %s/again.json",
+        dir, dir);
+    a = load_json(dir, "hyp.json");
+    b = load_json(dir, "again.json");
+    for (size_t k = 0; k < sizeof keys / sizeof *keys; k++)
+        cr_expect_float_eq(num(a, keys[k]), num(b, keys[k]), 1e-12, "%s", keys[k]);
+    json_decref(a);
+    json_decref(b);
+
+    /* refusals */
+    char path[512];
+    snprintf(path, sizeof path, "%s/three.jsonl", dir);
+    write_text(path, "{\"prediction\": \"a\"}\n{\"prediction\": \"b\"}\n\n{\"prediction\": \"c\"}\n");
+    cr_expect_eq(retortf(dir, "eval --hypotheses %s/three.jsonl --input %s/in.jsonl",
+                                       dir, dir),
+                 1);
+    char *log = read_log(dir);
+    cr_expect(strstr(log, "three.jsonl has 3 lines and") && strstr(log, "in.jsonl 4"), "%s", log);
+    free(log);
+    snprintf(path, sizeof path, "%s/none.jsonl", dir);
+    write_text(path, "{\"reference\": \"a\", \"output\": \"a\"}\n");
+    cr_expect_eq(retortf(dir, "eval --hypotheses %s/none.jsonl", dir),
+                 1);
+    log = read_log(dir);
+    cr_expect(strstr(log, "none.jsonl:1: the line has neither \"prediction\"") &&
+                  strstr(log, "--hypothesis-field"),
+              "%s", log);
+    free(log);
+    cr_expect_eq(retortf(dir, "eval --hypotheses %s/none.jsonl --hypothesis-field output "
+                                       "--metrics %s/one.json",
+                                       dir, dir),
+                 0);
+    a = load_json(dir, "one.json");
+    cr_expect_float_eq(num(a, "exact_match"), 1.0, 0);
+    cr_expect(json_is_null(json_object_get(a, "accuracy")), "no --answer, no accuracy");
+    json_decref(a);
+    cr_expect_eq(retortf(dir, "eval --model %s/model --hypotheses %s/none.jsonl", dir,
+                                       dir),
+                 2);
+    log = read_log(dir);
+    cr_expect(strstr(log, "--hypotheses scores given outputs without a model"), "%s", log);
+    free(log);
+    for (int i = 0; i < 4; i++) free(out[i]);
+    rm_rf(dir);
+}
