@@ -24,7 +24,7 @@ static void usage_agent(FILE *f) {
             "                              [--build] [--max-len N] [--tokenizer SPEC]\n"
             "       retort agent tool NAME 'JSON ARGUMENTS'\n\n"
             "The α-UMi loop over the built-in tools (calculator, convert_units, lookup_table):\n"
-            "the planner decides (Next: caller / conclude / give up), the caller emits\n"
+            "the planner decides (Next: caller / conclusion / give up), the caller emits\n"
             "\"Action: NAME\\nAction Input: {json}\", the tool's observation is appended, and\n"
             "the summarizer writes the final answer. Scores every task of --input (records of\n"
             "make-data) step by step on the gold context (planning accuracy, action EM, tool\n"

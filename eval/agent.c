@@ -46,10 +46,13 @@ Decision agent_parse_decision(const char *text) {
         const char *p = skip_spaces(line);
         if (!strncmp(p, "Next:", 5)) {
             char *v = trimmed(p + 5, len - (size_t)(p + 5 - line));
-            d = !strcmp(v, "caller")     ? DECISION_CALLER
-                : !strcmp(v, "conclude") ? DECISION_CONCLUDE
-                : !strcmp(v, "give up")  ? DECISION_GIVE_UP
-                                         : DECISION_NONE;
+            size_t n = strlen(v);
+            if (n > 0 && v[n - 1] == '.') v[n - 1] = '\0'; /* upstream ends it with a period */
+            /* "conclude": what retort's data said before it took upstream's word */
+            d = !strcmp(v, "caller")                                ? DECISION_CALLER
+                : !strcmp(v, "conclusion") || !strcmp(v, "conclude") ? DECISION_CONCLUSION
+                : !strcmp(v, "give up")                             ? DECISION_GIVE_UP
+                                                                    : DECISION_NONE;
             seen = 1;
             free(v);
         }
@@ -61,7 +64,7 @@ Decision agent_parse_decision(const char *text) {
 const char *agent_decision_name(Decision d) {
     switch (d) {
     case DECISION_CALLER: return "caller";
-    case DECISION_CONCLUDE: return "conclude";
+    case DECISION_CONCLUSION: return "conclusion";
     case DECISION_GIVE_UP: return "give up";
     case DECISION_NONE: break;
     }

@@ -12,14 +12,14 @@
  *
  * End to end: user query -> planner -> "Next: caller": caller -> its Action
  * is parsed and run, the observation appended -> planner again ... until the
- * planner says "Next: conclude" or "Next: give up" (or anything without a
+ * planner says "Next: conclusion" or "Next: give up" (or anything without a
  * valid decision, which also hands over), or --max-steps planner turns; then
  * the summarizer writes the final answer.
  *
  * Metrics (α-UMi's, all in 0..1):
  *   step-level, on the gold trajectory with the gold turns before each step as
  *   context (teacher forcing):
- *     planning accuracy  planner turns whose decision (caller / conclude /
+ *     planning accuracy  planner turns whose decision (caller / conclusion /
  *                        give up) equals the gold turn's; no decision = wrong
  *     action EM          caller turns with tool name AND arguments equal to
  *                        gold (arguments as JSON objects: same keys, equal
@@ -69,12 +69,16 @@ typedef struct {
 typedef enum {
     DECISION_NONE = 0,   /* no "Next: ..." line with a known value */
     DECISION_CALLER,
-    DECISION_CONCLUDE,
+    DECISION_CONCLUSION,
     DECISION_GIVE_UP,
 } Decision;
 
 /* The decision in a planner turn: its last line starting "Next:" (spaces
- * around the value ignored; "caller", "conclude", "give up"). */
+ * around the value and one final period ignored): "caller", "conclusion" or
+ * "give up", as α-UMi's data writes them ("Next: conclusion." in
+ * X-PLUG/Multi-LLM-Agent GLPFT/process_data/toolbench/prepro_raw_stage_2.py);
+ * "conclude", which retort's synthetic data wrote before it took upstream's
+ * word, still reads as a conclusion so that older planners score the same. */
 Decision agent_parse_decision(const char *planner_text);
 const char *agent_decision_name(Decision d);
 

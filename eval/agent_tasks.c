@@ -92,7 +92,7 @@ static char *task_calc(Rng *r, Traj *t, char **answer) {
     json_t *args = json_object();
     json_object_set_new(args, "expression", json_string(expr));
     char *obs = call(t, "calculator", args);
-    turn(t, "planner", fmt("The calculator gives %s.\nNext: conclude", obs));
+    turn(t, "planner", fmt("The calculator gives %s.\nNext: conclusion", obs));
     turn(t, "summarizer", fmt("%s = %s.", expr, obs));
     *answer = obs;
     return query;
@@ -117,7 +117,7 @@ static char *task_convert(Rng *r, Traj *t, char **answer) {
     json_object_set_new(args, "from", json_string(from));
     json_object_set_new(args, "to", json_string(to));
     char *obs = call(t, "convert_units", args);
-    turn(t, "planner", fmt("The conversion gives %s %s.\nNext: conclude", obs, to));
+    turn(t, "planner", fmt("The conversion gives %s %s.\nNext: conclusion", obs, to));
     turn(t, "summarizer", fmt("%s %s is %s %s.", val, from, obs, to));
     *answer = obs;
     return query;
@@ -154,7 +154,7 @@ static char *task_lookup(Rng *r, Traj *t, char **answer) {
     turn(t, "planner", fmt("I will look up the %s of %s in the %s table.\nNext: caller", a->column,
                            key, a->table));
     char *obs = call(t, "lookup_table", lookup_args(a->table, key, a->column));
-    turn(t, "planner", fmt("The table says %s.\nNext: conclude", obs));
+    turn(t, "planner", fmt("The table says %s.\nNext: conclusion", obs));
     turn(t, "summarizer", fmt("The %s of %s is %s.", a->column, key, obs));
     *answer = obs;
     return query;
@@ -174,7 +174,7 @@ static char *task_lookup_calc(Rng *r, Traj *t, char **answer) {
     char *expr = fmt("%s * %d", pop, k);
     json_object_set_new(args, "expression", json_string(expr));
     char *obs = call(t, "calculator", args);
-    turn(t, "planner", fmt("The calculator gives %s.\nNext: conclude", obs));
+    turn(t, "planner", fmt("The calculator gives %s.\nNext: conclusion", obs));
     turn(t, "summarizer", fmt("%d times the population of %s is %s million.", k, key, obs));
     free(pop);
     free(expr);
@@ -198,7 +198,7 @@ static char *task_moons_sum(Rng *r, Traj *t, char **answer) {
     char *expr = fmt("%s + %s", m1, m2);
     json_object_set_new(args, "expression", json_string(expr));
     char *obs = call(t, "calculator", args);
-    turn(t, "planner", fmt("Together they have %s moons.\nNext: conclude", obs));
+    turn(t, "planner", fmt("Together they have %s moons.\nNext: conclusion", obs));
     turn(t, "summarizer", fmt("%s and %s have %s moons together.", p1, p2, obs));
     free(m1);
     free(m2);

@@ -10,10 +10,10 @@
  *                                               "Action Input: {\"table\":...}"},
  *                 {"role": "observation", "content": "125.7"},
  *                 {"role": "planner", "content": "...\nNext: caller"}, ...
- *                 {"role": "planner", "content": "...\nNext: conclude"},
+ *                 {"role": "planner", "content": "...\nNext: conclusion"},
  *                 {"role": "summarizer", "content": FINAL ANSWER}]}
- * The planner's last line is "Next: caller", "Next: conclude" or "Next: give
- * up"; every caller turn is followed by the observation the tool environment
+ * The planner's last line is "Next: caller", "Next: conclusion" (α-UMi's
+ * word) or "Next: give up"; every caller turn is followed by the observation the tool environment
  * (eval/toolenv.h) returns for it; the summarizer always ends the trajectory.
  * `answer` is the fact the final answer must state ("" when the right outcome
  * is giving up, give_up true). Action Input is compact JSON with the keys in

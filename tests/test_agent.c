@@ -196,7 +196,12 @@ Test(tasks, deterministic_and_consistent_with_the_environment) {
         cr_assert_str_eq(role_of(msgs, len - 2), "planner");
         int give_up = json_is_true(json_object_get(t, "give_up"));
         Decision last = agent_parse_decision(content_of(msgs, len - 2));
-        cr_assert_eq(last, give_up ? DECISION_GIVE_UP : DECISION_CONCLUDE, "%s", line);
+        cr_assert_eq(last, give_up ? DECISION_GIVE_UP : DECISION_CONCLUSION, "%s", line);
+        /* α-UMi's words, as its data spells them */
+        const char *plan = content_of(msgs, len - 2);
+        const char *want = give_up ? "\nNext: give up" : "\nNext: conclusion";
+        cr_assert(strlen(plan) >= strlen(want) &&
+                      !strcmp(plan + strlen(plan) - strlen(want), want), "%s", plan);
         const char *answer = json_string_value(json_object_get(t, "answer"));
         if (!give_up)
             cr_assert(agent_answer_in(content_of(msgs, len - 1), answer), "%s", line);
@@ -232,11 +237,19 @@ Test(tasks, deterministic_and_consistent_with_the_environment) {
 
 Test(parse, decisions_and_actions_on_hand_written_strings) {
     cr_assert_eq(agent_parse_decision("I will look.\nNext: caller"), DECISION_CALLER);
-    cr_assert_eq(agent_parse_decision("Next:conclude  "), DECISION_CONCLUDE);
+    cr_assert_eq(agent_parse_decision("Next:conclusion  "), DECISION_CONCLUSION);
+    /* upstream's period, and the word retort's data used before ("conclude") */
+    cr_assert_eq(agent_parse_decision("Thought.\nNext: conclusion."), DECISION_CONCLUSION);
+    cr_assert_eq(agent_parse_decision("Next: caller."), DECISION_CALLER);
+    cr_assert_eq(agent_parse_decision("Next: give up."), DECISION_GIVE_UP);
+    cr_assert_eq(agent_parse_decision("Next:conclude  "), DECISION_CONCLUSION);
+    cr_assert_eq(agent_parse_decision("Next: conclusion.."), DECISION_NONE);
+    cr_assert_eq(agent_parse_decision("Next: conclusions"), DECISION_NONE);
+    cr_assert_str_eq(agent_decision_name(DECISION_CONCLUSION), "conclusion");
     cr_assert_eq(agent_parse_decision("x\n  Next: give up\n"), DECISION_GIVE_UP);
-    cr_assert_eq(agent_parse_decision("Next: caller\nNext: conclude"), DECISION_CONCLUDE);
+    cr_assert_eq(agent_parse_decision("Next: caller\nNext: conclusion"), DECISION_CONCLUSION);
     cr_assert_eq(agent_parse_decision("Next: summarizer"), DECISION_NONE);
-    cr_assert_eq(agent_parse_decision("I am done. Next: conclude"), DECISION_NONE);
+    cr_assert_eq(agent_parse_decision("I am done. Next: conclusion"), DECISION_NONE);
     cr_assert_eq(agent_parse_decision(""), DECISION_NONE);
 
     char *name, *args;
@@ -296,8 +309,8 @@ Test(metrics, hand_made_predictions_score_as_computed_by_hand) {
                             "\"to\":\"mi\"}";
     /* planner: right, wrong, no decision, right */
     agent_score_step("planner", "ok\nNext: caller", "x\nNext: caller", &m);
-    agent_score_step("planner", "ok\nNext: conclude", "x\nNext: give up", &m);
-    agent_score_step("planner", "rambling", "x\nNext: conclude", &m);
+    agent_score_step("planner", "ok\nNext: conclusion", "x\nNext: give up", &m);
+    agent_score_step("planner", "rambling", "x\nNext: conclusion", &m);
     agent_score_step("planner", "Next: give up", "x\nNext: give up", &m);
     /* caller: exact (spacing and 42.0 differ), wrong value, hallucinated name, no Action */
     agent_score_step("caller", "Action: convert_units\nAction Input: {\"from\": \"km\", "

@@ -160,3 +160,50 @@ Test(stages, bad_plans_are_named) {
     free(p);
     rm_rf(dir);
 }
+
+/* configs/glpft.yaml is α-UMi's recipe as its own training script has it
+ * (tests/fixtures/glpft_upstream.json, read from X-PLUG/Multi-LLM-Agent's
+ * GLPFT/scripts/train_toolbench.sh by tests/make_glpft_fixtures.py): per stage
+ * the epochs, lr, weight decay, warmup ratio and AdamW settings; Trainer's
+ * cosine to 0 where it schedules, and a constant rate after warmup where
+ * DeepSpeed's WarmupLR replaces it (the global stage). */
+Test(stages, glpft_config_is_upstreams_recipe) {
+    json_error_t e;
+    json_t *up = json_load_file("tests/fixtures/glpft_upstream.json", 0, &e);
+    cr_assert(up, "%s", e.text);
+    StagesPlan *p = malloc(sizeof *p);
+    cr_assert_eq(stages_load(p, "configs/glpft.yaml"), 0, "%s", err_msg());
+    const json_t *stages = json_object_get(up, "stages");
+    cr_assert_eq(json_array_size(stages), (size_t)p->n_stages);
+    for (int i = 0; i < p->n_stages; i++) {
+        const json_t *u = json_array_get(stages, (size_t)i);
+        const Stage *s = &p->stages[i];
+        cr_assert_str_eq(s->name, json_string_value(json_object_get(u, "name")));
+        Config c;
+        config_defaults(&c);
+        cr_assert_eq(config_load_yaml(&c, p->base), 0, "%s", err_msg());
+        for (int k = 0; k < s->n_sets; k++)
+            cr_assert_eq(config_set(&c, s->sets[k]), 0, "%s", err_msg());
+#define UP(key) json_number_value(json_object_get(u, key))
+        cr_expect_eq(c.train.epochs, UP("epochs"), "%s: epochs %g", s->name, c.train.epochs);
+        cr_expect_eq(c.optim.lr, UP("lr"), "%s: lr %g", s->name, c.optim.lr);
+        cr_expect_eq(c.optim.weight_decay, UP("weight_decay"), "%s", s->name);
+        cr_expect_eq(c.optim.warmup_ratio, UP("warmup_ratio"), "%s", s->name);
+        cr_expect_eq(c.optim.warmup_steps, 0, "%s", s->name);
+        cr_expect_eq(c.optim.beta1, UP("adam_beta1"), "%s", s->name);
+        cr_expect_eq(c.optim.beta2, UP("adam_beta2"), "%s", s->name);
+        cr_expect_eq(c.optim.eps, UP("adam_epsilon"), "%s", s->name);
+        cr_expect_eq(c.optim.grad_clip, UP("max_grad_norm"), "%s", s->name);
+#undef UP
+        const char *ds = json_string_value(json_object_get(u, "deepspeed_scheduler"));
+        const char *want = ds ? (!strcmp(ds, "WarmupLR") ? "constant" : "?")
+                              : json_string_value(json_object_get(u, "lr_scheduler_type"));
+        cr_expect_str_eq(c.optim.schedule, want, "%s", s->name);
+        cr_expect_eq(c.optim.min_lr, 0, "%s: transformers decays to 0", s->name);
+        cr_expect_str_eq(c.optim.schedule_convention, "hf", "%s", s->name);
+        cr_expect_eq(config_validate(&c), 0, "%s: %s", s->name, err_msg());
+        cr_expect_eq(!strcmp(s->init_from, "global"), i > 0, "%s", s->name);
+    }
+    free(p);
+    json_decref(up);
+}
