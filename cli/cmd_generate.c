@@ -48,6 +48,14 @@ static void usage_generate(FILE *f) {
             "      --prompt-field NAME   prompt field of --input lines (default: prompt)\n"
             "      --stop STR            end a completion where STR appears (repeatable; "
             "--input)\n"
+            "      --candidates N        a candidate pool per prompt (LMCOR): the greedy output\n"
+            "                            plus N samples at -t/--top-k/--top-p (e.g. -t 0.6),\n"
+            "                            written as \"completions\": [greedy, s1, ..., sN] with\n"
+            "                            \"greedy\": 0; the samples are those --samples N draws\n"
+            "                            (--input; not with --samples or --beams)\n"
+            "      --ids                 also write \"completion_ids\" (each completion's token\n"
+            "                            ids, EOS not included) and \"prompt_ids\" (the tokens\n"
+            "                            the model was given) to the JSONL --out\n"
             CLI_CONTEXT_HELP
             CLI_CHAT_HELP "\n"
             "kd dataset output (--out X.h5; examples = prompt + completion + EOS):\n"
@@ -85,6 +93,7 @@ int cmd_generate(int argc, char **argv) {
         {"drop-empty", no_argument, 0, 'e'},        {"drop-unfinished", no_argument, 0, 'u'},
         {"drop-copies", no_argument, 0, 'c'},       CLI_CONTEXT_OPTIONS,
         CLI_CHAT_OPTIONS,
+        {"candidates", required_argument, 0, 'C'}, {"ids", no_argument, 0, 'I'},
         {0, 0, 0, 0}};
     GenerateJob job = {0};
     CliDevice dev = {0};
@@ -144,6 +153,8 @@ int cmd_generate(int argc, char **argv) {
         case 'e': job.drop_empty = 1; break;
         case 'u': job.drop_unfinished = 1; break;
         case 'c': job.drop_copies = 1; break;
+        case 'C': bad = cli_int("--candidates", optarg, 1, INT_MAX / 2, &job.candidates); break;
+        case 'I': job.write_ids = 1; break;
         case CLI_OPT_TRUNCATE: bad = truncate_prompt_from_name(optarg, &job.truncate_prompt); break;
         case CLI_OPT_CLAMP: job.clamp_new_tokens = 1; break;
         case CLI_OPT_CHAT: chat.on = 1; break;
@@ -161,10 +172,21 @@ int cmd_generate(int argc, char **argv) {
         fprintf(stderr, "retort generate: --input and --out go together\n");
         return 2;
     }
+    if (!job.input && (job.candidates > 0 || job.write_ids)) {
+        fprintf(stderr, "retort generate: --candidates and --ids write JSONL lines; give "
+                        "--input prompts.jsonl --out out.jsonl\n");
+        return 2;
+    }
     /* the model-free checks first: a bad option is a usage error before any loading */
     if (sample_options_check(&job.sample) != 0 ||
         beam_options_check(job.beams, job.length_penalty) != 0)
         return cli_usage_fail("generate");
+    if (job.candidates > 0 && (job.beams > 0 || job.samples > 1)) {
+        fprintf(stderr, "retort generate: --candidates %d makes the greedy output plus %d samples "
+                        "per prompt; drop %s\n",
+                job.candidates, job.candidates, job.beams > 0 ? "--beams" : "--samples");
+        return 2;
+    }
     job.seed = (uint64_t)seed;
     const Backend *be = cli_backend(&dev);
     if (!be) return cli_fail("generate");

@@ -42,6 +42,13 @@ int generate_job_check(const GenerateJob *job, const GPTConfig *cfg) {
         beam_options_check(job->beams, job->length_penalty) != 0)
         return -1;
     if (job->samples < 1) return err_set("--samples must be at least 1, not %d", job->samples);
+    if (job->candidates < 0)
+        return err_set("--candidates must be at least 1, not %d", job->candidates);
+    if (job->candidates > 0 && (job->beams > 0 || job->samples > 1))
+        return err_set("--candidates %d makes the greedy output plus %d samples per prompt; "
+                       "drop %s",
+                       job->candidates, job->candidates,
+                       job->beams > 0 ? "--beams" : "--samples");
     if (job->beams > 0 && job->samples > job->beams)
         return err_set("--samples %d with --beams %d: beam search returns at most its %d beams; "
                        "give --samples %d or less, or more beams",
@@ -192,15 +199,23 @@ static int complete(GPT *m, const Tokenizer *tok, const GenerateJob *job, const 
                                    h[k].len < so.max_new_tokens, NULL};
         free(h); /* the token arrays now belong to comp */
     } else {
-        count = job->samples;
+        /* with candidates, row 0 is greedy and the samples follow it */
+        int greedy = job->candidates > 0;
+        int sampled = greedy ? job->candidates : job->samples;
+        count = greedy + sampled;
         int *out = xmalloc((size_t)count * so.max_new_tokens * sizeof(int));
         int *lens = xmalloc((size_t)count * sizeof(int));
         double *logps = xmalloc((size_t)count * sizeof(double));
         Rng *rngs = xmalloc((size_t)count * sizeof(Rng));
-        for (int k = 0; k < count; k++)
+        for (int k = 0; k < count; k++) /* sample k keeps its generator with or without greedy */
             rng_seed(&rngs[k], job->seed * 0x9E3779B97F4A7C15ULL + (uint64_t)lineno * 1000003ULL +
-                                   (uint64_t)k);
-        for (int k0 = 0; k0 < count; k0 += GENERATE_MAX_ROWS) {
+                                   (uint64_t)(k - greedy));
+        if (greedy) {
+            SampleOptions g = so;
+            g.temperature = 0;
+            generate_sample_rows(m, prompt, n, 1, &g, rngs, out, lens, logps);
+        }
+        for (int k0 = greedy; k0 < count; k0 += GENERATE_MAX_ROWS) {
             int rows = count - k0 < GENERATE_MAX_ROWS ? count - k0 : GENERATE_MAX_ROWS;
             generate_sample_rows(m, prompt, n, rows, &so, rngs + k0,
                                  out + (size_t)k0 * so.max_new_tokens, lens + k0, logps + k0);
@@ -236,50 +251,93 @@ int64_t generate_encode_prompt(const Tokenizer *tok, const GenerateJob *job, con
     return n;
 }
 
-int generate_texts(GPT *m, const Tokenizer *tok, const GenerateJob *job, const char *prompt_text,
-                   long index, char ***texts) {
+int generate_count(const GenerateJob *job) {
+    if (job->beams > 0) return job->beams < job->samples ? job->beams : job->samples;
+    return job->candidates > 0 ? 1 + job->candidates : job->samples;
+}
+
+int generate_completions(GPT *m, const Tokenizer *tok, const GenerateJob *job,
+                         const char *prompt_text, long index, GeneratedText **out) {
     int ctx = gpt_context_len(gpt_config(m));
     uint32_t *ids = NULL;
     int64_t cap = 0;
     int64_t n = generate_encode_prompt(tok, job, prompt_text, &ids, &cap);
     int *prompt = xmalloc((size_t)ctx * sizeof(int));
     int k = 0, max_new = 0;
-    *texts = NULL;
+    *out = NULL;
     if (n < 0 || generate_fit_prompt(job, ctx, tok->eos_id, ids, n, "the prompt", prompt, &k,
                                      &max_new) != 0) {
         free(prompt);
         free(ids);
         return -1;
     }
-    int n_comp = job->beams > 0 && job->beams < job->samples ? job->beams : job->samples;
-    Completion *comp = xcalloc((size_t)n_comp, sizeof(Completion));
+    Completion *comp = xcalloc((size_t)generate_count(job), sizeof(Completion));
     int got = complete(m, tok, job, prompt, k, max_new, index, comp);
-    *texts = xcalloc((size_t)(got > 0 ? got : 1), sizeof(char *));
-    for (int i = 0; i < got; i++) {
-        (*texts)[i] = comp[i].text;
+    *out = xcalloc((size_t)(got > 0 ? got : 1), sizeof(GeneratedText));
+    for (int i = 0; i < got; i++) { /* the arrays move to out */
+        (*out)[i] = (GeneratedText){comp[i].text, comp[i].tokens, comp[i].len, comp[i].logp,
+                                    comp[i].finished};
         comp[i].text = NULL;
+        comp[i].tokens = NULL;
     }
-    completions_free(comp, got);
     free(comp);
     free(prompt);
     free(ids);
     return got;
 }
 
+void generated_texts_free(GeneratedText *c, int n) {
+    for (int i = 0; c && i < n; i++) {
+        free(c[i].text);
+        free(c[i].ids);
+    }
+    free(c);
+}
+
+int generate_texts(GPT *m, const Tokenizer *tok, const GenerateJob *job, const char *prompt_text,
+                   long index, char ***texts) {
+    GeneratedText *c = NULL;
+    *texts = NULL;
+    int got = generate_completions(m, tok, job, prompt_text, index, &c);
+    if (got < 0) return -1;
+    *texts = xcalloc((size_t)(got > 0 ? got : 1), sizeof(char *));
+    for (int i = 0; i < got; i++) {
+        (*texts)[i] = c[i].text;
+        c[i].text = NULL;
+    }
+    generated_texts_free(c, got);
+    return got;
+}
+
 /* ------------------------------------------------------------- JSONL sink */
 
+static json_t *ids_array(const int *ids, int n) {
+    json_t *a = json_array();
+    for (int i = 0; i < n; i++) json_array_append_new(a, json_integer(ids[i]));
+    return a;
+}
+
 static int write_jsonl(FILE *out, const char *tmp, const GenerateJob *job, json_t *obj,
-                       const Completion *c, int n) {
+                       const Completion *c, int n, const int *prompt, int n_prompt) {
     json_t *texts = json_array(), *logps = json_array(), *scores = json_array();
+    json_t *ids = json_array();
     for (int k = 0; k < n; k++) {
         json_array_append_new(texts, json_string(c[k].text));
         json_array_append_new(logps, json_real(c[k].logp));
         json_array_append_new(scores, json_real(c[k].score));
+        json_array_append_new(ids, ids_array(c[k].tokens, c[k].len));
     }
     json_object_set_new(obj, "completions", texts);
     json_object_set_new(obj, "logps", logps);
     if (job->beams > 0) json_object_set_new(obj, "scores", scores);
     else json_decref(scores);
+    if (job->candidates > 0) json_object_set_new(obj, "greedy", json_integer(0));
+    if (job->write_ids) {
+        json_object_set_new(obj, "completion_ids", ids);
+        json_object_set_new(obj, "prompt_ids", ids_array(prompt, n_prompt));
+    } else {
+        json_decref(ids);
+    }
     char *dump = json_dumps(obj, JSON_COMPACT | JSON_PRESERVE_ORDER);
     int rc = fprintf(out, "%s\n", dump) < 0
                  ? err_write(job->output, tmp, errno, (uint64_t)ftell(out), 1)
@@ -466,6 +524,9 @@ static int check_job(const GenerateJob *job, const GPTConfig *cfg, int kd) {
                 job->drop_empty || job->drop_unfinished || job->drop_copies))
         return err_set("--store-topk, --select, --add-gold and the --drop-* filters shape a kd "
                        "dataset; give --out a .h5 path");
+    if (kd && job->write_ids)
+        return err_set("--ids writes token ids into a JSONL --out; a .h5 dataset holds the "
+                       "tokens already");
     return 0;
 }
 
@@ -524,8 +585,7 @@ int generate_jsonl(GPT *m, const Tokenizer *tok, const GenerateJob *job, Generat
     uint32_t *ids = NULL, *ref_ids = NULL;
     int64_t ids_cap = 0, ref_cap = 0;
     int *prompt = xmalloc((size_t)ctx * sizeof(int));
-    int n_comp = job->beams > 0 && job->beams < job->samples ? job->beams : job->samples;
-    Completion *comp = xcalloc((size_t)n_comp, sizeof(Completion));
+    Completion *comp = xcalloc((size_t)generate_count(job), sizeof(Completion));
     while (rc == 0 && (len = getline(&line, &cap, in)) >= 0) {
         lineno++;
         if (strspn(line, " \t\r\n") == (size_t)len) continue;
@@ -572,7 +632,7 @@ int generate_jsonl(GPT *m, const Tokenizer *tok, const GenerateJob *job, Generat
                 rc = write_kd(m, tok, job, &sink, text, prompt, k, comp, got, ref, ref_ids,
                               n_ref, &st);
             } else {
-                rc = write_jsonl(out, tmp, job, obj, comp, got);
+                rc = write_jsonl(out, tmp, job, obj, comp, got, prompt, k);
             }
             completions_free(comp, got);
             if (!job->quiet && isatty(STDERR_FILENO))

@@ -8,9 +8,21 @@
  * text is cut before it, and the tokens are cut to those that decode to a
  * prefix of the cut text.
  *
+ * Candidate pools (LMCOR: a greedy output plus N samples per prompt):
+ * candidates = N > 0 makes completion 0 the greedy one (temperature 0, the
+ * other options unchanged) and 1..N the samples drawn at the job's sampling
+ * options, exactly the completions `samples = N` would draw (the same
+ * per-sample generators), so pools and plain sampling agree.
+ *
  * Output by extension:
  *   .jsonl  each line repeats the input object and adds "completions" and
- *           "logps" (and for beam search "scores").
+ *           "logps" (and for beam search "scores"; with candidates "greedy":
+ *           0, the index of the greedy completion; with write_ids
+ *           "completion_ids", one array of token ids per completion (the
+ *           tokens of its text: stop strings cut, EOS / end-of-turn not
+ *           included), and "prompt_ids", the tokens the model was given
+ *           (after --chat wrapping and prompt truncation; an empty prompt is
+ *           [EOS])).
  *   .h5     a `kd` dataset (data/h5data.h): examples are prompt + chosen
  *           completion + EOS with the loss on the completion and its EOS;
  *           every kept completion of the prompt goes to candidates/; with
@@ -61,6 +73,9 @@ typedef struct {
     SampleOptions sample;      /* sampling (beams == 0); stop is set internally */
     int samples;               /* completions per prompt (sampling), or n-best (beam) */
     int beams;                 /* 0 = sample, at most GENERATE_MAX_BEAMS */
+    int candidates;            /* > 0: greedy + this many samples per prompt (above);
+                                  samples must be 1 and beams 0 */
+    int write_ids;             /* .jsonl: completion_ids and prompt_ids (above) */
     double length_penalty;
     TruncatePrompt truncate_prompt; /* a prompt that does not fit: refuse, or cut (above) */
     int clamp_new_tokens;      /* 1: the context may lower max_new_tokens (above) */
@@ -107,13 +122,34 @@ int64_t generate_encode_prompt(const Tokenizer *tok, const GenerateJob *job, con
 int generate_fit_prompt(const GenerateJob *job, int ctx, int eos_id, const uint32_t *ids,
                         int64_t n, const char *where, int *prompt, int *n_prompt, int *max_new);
 
+/* How many completions a prompt gets: the n-best of beam search, 1 +
+ * candidates, or samples. */
+int generate_count(const GenerateJob *job);
+
 /* The completions of one prompt as text (stop strings applied), for callers
  * that score them (retort eval): writes a new array of `got` new strings to
  * *texts and returns got. index seeds the per-sample generators as the line
- * number does in generate_jsonl. -1 with the error set when the prompt does
- * not fit the context (the caller adds where the prompt is). */
+ * number does in generate_jsonl. With job->candidates, texts[0] is the greedy
+ * output and texts[1..candidates] the samples (LMCOR's pool). -1 with the
+ * error set when the prompt does not fit the context (the caller adds where
+ * the prompt is). */
 int generate_texts(GPT *m, const Tokenizer *tok, const GenerateJob *job, const char *prompt_text,
                    long index, char ***texts);
+
+/* One completion with its tokens, for callers that need more than the text. */
+typedef struct {
+    char *text;        /* stop strings cut, valid UTF-8 */
+    int *ids;          /* the tokens of text (EOS / end-of-turn not included) */
+    int n_ids;
+    double logp;       /* summed log-probability of the new tokens (generate_sample_rows) */
+    int finished;      /* ended by EOS, end-of-turn or a stop string */
+} GeneratedText;
+
+/* As generate_texts, with tokens and log-probabilities: a new array of got
+ * entries in *out (free with generated_texts_free). */
+int generate_completions(GPT *m, const Tokenizer *tok, const GenerateJob *job,
+                         const char *prompt_text, long index, GeneratedText **out);
+void generated_texts_free(GeneratedText *c, int n);
 
 /* -1 with the error set (file:line for bad input lines). stats may be NULL. */
 int generate_jsonl(GPT *m, const Tokenizer *tok, const GenerateJob *job, GenerateStats *stats);

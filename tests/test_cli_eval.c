@@ -5,7 +5,10 @@
  *     output's answer), the predictions' extracted answers, and bad specs;
  *   - eval --hypotheses: scoring generate's output without a model gives the
  *     same text metrics and accuracy as eval generating with the model; line
- *     counts that differ, missing fields and --model alongside are refused.
+ *     counts that differ, missing fields and --model alongside are refused;
+ *   - generate --candidates N: completion 0 is generate -t 0's output and 1..N
+ *     are what --samples N draws with the same seed; --ids: the prompt's bytes
+ *     and each completion's token ids, cut with the text at a stop string.
  * Runs the binary of this build (RETORT_BIN). */
 #include <criterion/criterion.h>
 
@@ -235,6 +238,109 @@ Test(cli_eval, hypotheses_score_as_the_model_does, .timeout = 120) {
     log = read_log(dir);
     cr_expect(strstr(log, "--hypotheses scores given outputs without a model"), "%s", log);
     free(log);
+    for (int i = 0; i < 4; i++) free(out[i]);
+    rm_rf(dir);
+}
+
+/* The completions of line i of a generate output (a JSON array). */
+static json_t *completions_of(json_t *lines, int i, const char *key) {
+    json_t *c = json_object_get(json_array_get(lines, i), key);
+    cr_assert(json_is_array(c), "line %d has no \"%s\" array", i, key);
+    return c;
+}
+
+Test(cli_eval, candidates_are_greedy_then_the_samples_of_samples_n, .timeout = 120) {
+    char dir[256], path[512];
+    make_temp_dir(dir, sizeof dir, "cli-gen-cand");
+    make_model(dir);
+    char *out[4];
+    greedy_outputs(dir, out); /* dir/gen.jsonl: -t 0 */
+    RUN(dir, "generate --model %s/model --input %s/prompts.jsonl --out %s/samples.jsonl -n 8 "
+             "-t 1.2 --top-k 0 --samples 3 --seed 5",
+        dir, dir, dir);
+    RUN(dir, "generate --model %s/model --input %s/prompts.jsonl --out %s/pool.jsonl -n 8 "
+             "-t 1.2 --top-k 0 --candidates 3 --seed 5 --ids",
+        dir, dir, dir);
+    snprintf(path, sizeof path, "%s/samples.jsonl", dir);
+    json_t *samples = jsonl_lines(path);
+    snprintf(path, sizeof path, "%s/pool.jsonl", dir);
+    json_t *pool = jsonl_lines(path);
+    cr_assert_eq(json_array_size(pool), 4);
+    int differ = 0;
+    for (int i = 0; i < 4; i++) {
+        json_t *c = completions_of(pool, i, "completions"), *s = completions_of(samples, i, "completions");
+        json_t *cl = completions_of(pool, i, "logps"), *sl = completions_of(samples, i, "logps");
+        cr_assert_eq(json_array_size(c), 4, "greedy + 3");
+        cr_expect_eq(json_integer_value(json_object_get(json_array_get(pool, i), "greedy")), 0);
+        cr_expect_str_eq(json_string_value(json_array_get(c, 0)), out[i], "line %d greedy", i);
+        for (int k = 0; k < 3; k++) {
+            cr_expect_str_eq(json_string_value(json_array_get(c, k + 1)),
+                             json_string_value(json_array_get(s, k)), "line %d sample %d", i, k);
+            cr_expect_eq(json_real_value(json_array_get(cl, k + 1)),
+                         json_real_value(json_array_get(sl, k)));
+            differ += strcmp(json_string_value(json_array_get(c, k + 1)), out[i]) != 0;
+        }
+        /* --ids: the prompt's bytes, and token ids per completion */
+        json_t *pid = completions_of(pool, i, "prompt_ids");
+        cr_assert_eq(json_array_size(pid), strlen(PROMPTS[i]));
+        for (size_t j = 0; j < strlen(PROMPTS[i]); j++)
+            cr_expect_eq(json_integer_value(json_array_get(pid, j)), (unsigned char)PROMPTS[i][j]);
+        json_t *ids = completions_of(pool, i, "completion_ids");
+        cr_assert_eq(json_array_size(ids), 4);
+        for (int k = 0; k < 4; k++) {
+            json_t *a = json_array_get(ids, k);
+            cr_expect_leq(json_array_size(a), 8);
+            for (size_t j = 0; j < json_array_size(a); j++)
+                cr_expect_lt(json_integer_value(json_array_get(a, j)), 256, "EOS is not included");
+        }
+        /* the greedy text is ASCII here: its ids are its bytes */
+        json_t *g = json_array_get(ids, 0);
+        const char *gt = json_string_value(json_array_get(c, 0));
+        cr_assert_eq(json_array_size(g), strlen(gt));
+        for (size_t j = 0; j < strlen(gt); j++)
+            cr_expect_eq(json_integer_value(json_array_get(g, j)), (unsigned char)gt[j]);
+    }
+    cr_expect_gt(differ, 0, "samples at temperature 1.2 differ from the greedy output");
+    json_decref(samples);
+    json_decref(pool);
+
+    /* a stop string cuts the ids with the text */
+    const char *stop = "n";
+    RUN(dir, "generate --model %s/model --input %s/prompts.jsonl --out %s/stop.jsonl -n 8 -t 0 "
+             "--ids --stop '%s'",
+        dir, dir, dir, stop);
+    snprintf(path, sizeof path, "%s/stop.jsonl", dir);
+    json_t *st = jsonl_lines(path);
+    for (int i = 0; i < 4; i++) {
+        const char *cut = strstr(out[i], stop);
+        size_t want = cut ? (size_t)(cut - out[i]) : strlen(out[i]);
+        const char *t = json_string_value(json_array_get(completions_of(st, i, "completions"), 0));
+        cr_expect_eq(strlen(t), want, "'%s' cut at '%s'", out[i], stop);
+        cr_expect_eq(json_array_size(json_array_get(completions_of(st, i, "completion_ids"), 0)),
+                     want);
+        cr_expect_null(json_object_get(json_array_get(st, i), "greedy"), "no pool, no greedy");
+    }
+    json_decref(st);
+
+    /* refusals */
+    cr_expect_eq(retortf(dir, "generate --model %s/model --input %s/prompts.jsonl --out %s/x.jsonl "
+                              "--candidates 2 --samples 2", dir, dir, dir), 2);
+    cr_expect_eq(retortf(dir, "generate --model %s/model --input %s/prompts.jsonl --out %s/x.jsonl "
+                              "--candidates 2 --beams 2", dir, dir, dir), 2);
+    cr_expect_eq(retortf(dir, "generate --model %s/model --prompt abc --ids", dir), 2);
+    cr_expect_eq(retortf(dir, "generate --model %s/model --input %s/prompts.jsonl --out %s/x.h5 "
+                              "--ids", dir, dir, dir), 1);
+    char *log = read_log(dir);
+    cr_expect(strstr(log, "--candidates 2 makes the greedy output plus 2 samples per prompt; drop "
+                          "--samples"), "%s", log);
+    cr_expect(strstr(log, "drop --beams"), "%s", log);
+    cr_expect(strstr(log, "--candidates and --ids write JSONL lines"), "%s", log);
+    cr_expect(strstr(log, "--ids writes token ids into a JSONL --out"), "%s", log);
+    free(log);
+    snprintf(path, sizeof path, "%s/x.jsonl", dir);
+    cr_expect(!path_exists(path), "a refused run writes nothing");
+    snprintf(path, sizeof path, "%s/x.h5", dir);
+    cr_expect(!path_exists(path), "a refused run writes nothing");
     for (int i = 0; i < 4; i++) free(out[i]);
     rm_rf(dir);
 }
