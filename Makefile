@@ -271,6 +271,7 @@ fixtures: $(PY)
 	$(PY) tests/make_trl_dpo_fixtures.py tests/fixtures/trl_dpo
 	$(PY) tests/make_chat_data_fixtures.py tests/fixtures/chat_data
 	$(PY) tests/make_chat_fixtures.py tests/fixtures/chat_templates
+	$(PY) tests/make_eval_data_fixtures.py tests/fixtures/eval_data
 
 bench: check-deps $(PY)
 	@$(MAKE) --no-print-directory retort

@@ -11,6 +11,7 @@
 
 #include "cli/cli.h"
 #include "data/tokenizer.h"
+#include "eval/data_nll.h"
 #include "eval/evaluate.h"
 #include "model/lora.h"
 #include "model/model_io.h"
@@ -19,7 +20,8 @@
 static void usage_eval(FILE *f) {
     fprintf(f,
             "usage: retort eval --model DIR --input FILE.jsonl [options]\n"
-            "       retort eval --hypotheses OUT.jsonl [--input FILE.jsonl] [options]\n\n"
+            "       retort eval --hypotheses OUT.jsonl [--input FILE.jsonl] [options]\n"
+            "       retort eval --model DIR --data SPLIT.h5 [--seq-len T] [--batch N]\n\n"
             "Generates a completion for each line's prompt and scores it against the\n"
             "line's reference: corpus BLEU and chrF (as sacrebleu computes them), exact\n"
             "match, ROUGE-L, token F1, the reference's perplexity given the prompt, and\n"
@@ -66,6 +68,14 @@ static void usage_eval(FILE *f) {
             "                            (both must have as many non-blank lines); without,\n"
             "                            FILE holds the reference field itself\n"
             "      --hypothesis-field N  (default: \"prediction\", else \"completions\")\n\n"
+            "a model's loss on an HDF5 split (lm, sft, kd), without generating:\n"
+            "      --data FILE.h5        report the mean NLL per target token and the perplexity:\n"
+            "                            the lm token stream, or each sft/kd example, cut into\n"
+            "                            windows of T+1 tokens at multiples of T (every token\n"
+            "                            but a sequence's first predicted once, with at most T\n"
+            "                            tokens of context); sft/kd count where loss_mask is 1\n"
+            "      --seq-len T           the window (default: the model's context)\n"
+            "      --batch N             windows per forward (default 8)\n\n"
             CLI_DEVICE_HELP
             "  -h, --help                this help\n");
 }
@@ -90,6 +100,33 @@ static void print_result(const EvalResult *r, const char *what, const char *on,
                (long long)r->lines, (long long)r->no_answer, answer_spec_text(job->answer));
 }
 
+/* eval --data: the model's NLL on an HDF5 split (eval/data_nll.h). */
+static int eval_data(const char *model_dir, const char *adapter, const CliDevice *dev,
+                     DataNllJob *dj, const char *metrics, int quiet) {
+    char tok_name[256] = "";
+    const Backend *be = cli_backend(dev);
+    GPT *m = be ? model_load_hf(model_dir, be) : NULL;
+    if (!m || (adapter && lora_load_peft(m, adapter) != 0) ||
+        model_tokenizer_name(model_dir, tok_name, sizeof tok_name) != 0) {
+        gpt_free(m);
+        return cli_fail("eval");
+    }
+    gpt_set_train_mode(m, 0);
+    dj->model_tokenizer = tok_name;
+    dj->quiet = quiet;
+    DataNllResult r;
+    int rc = data_nll(m, dj, &r);
+    gpt_free(m);
+    if (rc != 0) return cli_fail("eval");
+    printf("eval: %s on %s (%s, %lld sequences, %lld windows of at most %d tokens, %.1f s)\n",
+           model_dir, dj->path, schema_name(r.schema), (long long)r.sequences,
+           (long long)r.windows, r.T + 1, r.seconds);
+    printf("  NLL %.6f per target token, perplexity %.4f (%lld target tokens)\n", r.nll, r.ppl,
+           (long long)r.tokens);
+    if (metrics && data_nll_write_json(&r, metrics) != 0) return cli_fail("eval");
+    return 0;
+}
+
 int cmd_eval(int argc, char **argv) {
     static const struct option opts[] = {
         {"model", required_argument, 0, 'm'},          {"input", required_argument, 0, 'i'},
@@ -105,6 +142,8 @@ int cmd_eval(int argc, char **argv) {
         CLI_CONTEXT_OPTIONS,                           CLI_CHAT_OPTIONS,
         {"answer", required_argument, 0, 'a'},         {"answer-field", required_argument, 0, 'f'},
         {"hypotheses", required_argument, 0, 'H'},     {"hypothesis-field", required_argument, 0, 'F'},
+        {"data", required_argument, 0, 'D'},           {"seq-len", required_argument, 0, 'L'},
+        {"batch", required_argument, 0, 'b'},
         {0, 0, 0, 0}};
     EvalJob job = {0};
     CliChat chat = {0};
@@ -115,6 +154,7 @@ int cmd_eval(int argc, char **argv) {
     job.gen.seed = 1337;
     const char *model_dir = NULL, *tok_spec = NULL, *metrics = NULL, *adapter = NULL;
     const char *answer = NULL;
+    DataNllJob dj = {0};
     int c, bad = 0, n_given = 0;
     optind = 1;
     while ((c = getopt_long(argc, argv, "m:i:n:t:qh", opts, NULL)) != -1) {
@@ -165,12 +205,27 @@ int cmd_eval(int argc, char **argv) {
         case 'f': job.answer_field = optarg; break;
         case 'H': job.hypotheses = optarg; break;
         case 'F': job.hypothesis_field = optarg; break;
+        case 'D': dj.path = optarg; break;
+        case 'L': bad = cli_int("--seq-len", optarg, 1, INT_MAX, &dj.T); break;
+        case 'b': bad = cli_int("--batch", optarg, 1, 65536, &dj.batch); break;
         case CLI_OPT_CHAT: chat.on = 1; break;
         case CLI_OPT_CHAT_TEMPLATE: chat.path = optarg; break;
         case 'h': usage_eval(stdout); return 0;
         default: usage_eval(stderr); return 2;
         }
         if (bad) return cli_usage_fail("eval");
+    }
+    if (dj.path) {
+        if (!model_dir || job.input || job.hypotheses || answer) {
+            fprintf(stderr, "retort eval: --data scores a model (--model) on an HDF5 split; it "
+                            "takes neither --input, --hypotheses nor --answer\n");
+            return 2;
+        }
+        return eval_data(model_dir, adapter, &dev, &dj, metrics, job.quiet);
+    }
+    if ((dj.T || dj.batch) && !dj.path) {
+        fprintf(stderr, "retort eval: --seq-len and --batch go with --data FILE.h5\n");
+        return 2;
     }
     if (job.hypotheses && (model_dir || adapter)) {
         fprintf(stderr, "retort eval: --hypotheses scores given outputs without a model; drop "

@@ -8,7 +8,10 @@
  *     counts that differ, missing fields and --model alongside are refused;
  *   - generate --candidates N: completion 0 is generate -t 0's output and 1..N
  *     are what --samples N draws with the same seed; --ids: the prompt's bytes
- *     and each completion's token ids, cut with the text at a stop string.
+ *     and each completion's token ids, cut with the text at a stop string;
+ *   - eval --data: the NLL per target token and perplexity of a tiny GPT-2 on
+ *     lm, sft and kd splits at two window lengths and two batch sizes against
+ *     transformers (tests/make_eval_data_fixtures.py), and the refusals.
  * Runs the binary of this build (RETORT_BIN). */
 #include <criterion/criterion.h>
 
@@ -16,6 +19,7 @@
 #include <math.h>
 #include <stdarg.h>
 
+#include "data/h5data.h"
 #include "tests/testutil_cli.h"
 #include "model/backend.h"
 #include "model/model_io.h"
@@ -342,5 +346,74 @@ Test(cli_eval, candidates_are_greedy_then_the_samples_of_samples_n, .timeout = 1
     snprintf(path, sizeof path, "%s/x.h5", dir);
     cr_expect(!path_exists(path), "a refused run writes nothing");
     for (int i = 0; i < 4; i++) free(out[i]);
+    rm_rf(dir);
+}
+
+Test(cli_eval, data_nll_matches_transformers, .timeout = 120) {
+    char dir[256], path[512];
+    make_temp_dir(dir, sizeof dir, "cli-eval-data");
+    json_t *want = load_json("tests/fixtures/eval_data", "expected.json");
+    static const char *const splits[] = {"lm", "sft", "kd"};
+    static const int seq_lens[] = {16, 5}, batches[] = {1, 3};
+    for (int s = 0; s < 3; s++)
+        for (int t = 0; t < 2; t++)
+            for (int b = 0; b < 2; b++) {
+                RUN(dir, "eval --model tests/fixtures/eval_data/model --data "
+                         "tests/fixtures/eval_data/%s.h5 --seq-len %d --batch %d --metrics %s/m.json",
+                    splits[s], seq_lens[t], batches[b], dir);
+                char key[32];
+                snprintf(key, sizeof key, "%s_T%d", splits[s], seq_lens[t]);
+                json_t *w = json_object_get(want, key), *got = load_json(dir, "m.json");
+                cr_assert(w, "expected.json has no %s", key);
+                cr_expect_eq(num(got, "tokens"), num(w, "tokens"), "%s tokens", key);
+                double nll = num(got, "nll"), ref = num(w, "nll");
+                cr_expect(fabs(nll - ref) <= 2e-6 * ref, "%s batch %d: NLL %.9f, transformers %.9f",
+                          key, batches[b], nll, ref);
+                cr_expect(fabs(num(got, "ppl") - num(w, "ppl")) <= 2e-5 * num(w, "ppl"), "%s ppl",
+                          key);
+                cr_expect_str_eq(json_string_value(json_object_get(got, "schema")), splits[s]);
+                json_decref(got);
+            }
+    json_decref(want);
+    /* the default window is the model's context (16) */
+    RUN(dir, "eval --model tests/fixtures/eval_data/model --data tests/fixtures/eval_data/sft.h5 "
+             "--metrics %s/m.json", dir);
+    json_t *got = load_json(dir, "m.json");
+    cr_expect_eq(num(got, "seq_len"), 16);
+    json_decref(got);
+
+    /* refusals: a window past the context, a vocabulary past the model's, a
+     * pref file, a split with nothing to score, options that do not go together */
+    cr_expect_eq(retortf(dir, "eval --model tests/fixtures/eval_data/model --data "
+                              "tests/fixtures/eval_data/lm.h5 --seq-len 17"), 1);
+    snprintf(path, sizeof path, "%s/big.h5", dir);
+    DatasetWriter *w = dataset_writer_open(path, SCHEMA_LM, 300, 256, 256, "test");
+    uint32_t toks[4] = {1, 299, 2, 256}, small[4] = {1, 2, 3, 256};
+    cr_assert(w && dataset_writer_add(w, toks, NULL, 4, -1) == 0 && dataset_writer_close(w) == 0,
+              "%s", err_msg());
+    cr_expect_eq(retortf(dir, "eval --model tests/fixtures/eval_data/model --data %s", path), 1);
+    snprintf(path, sizeof path, "%s/pref.h5", dir);
+    PrefWriter *pw = pref_writer_open(path, 257, 256, 256, "bytes");
+    cr_assert(pw && pref_writer_add(pw, small, 1, small, 2, small + 2, 2) == 0 &&
+                  pref_writer_close(pw) == 0,
+              "%s", err_msg());
+    cr_expect_eq(retortf(dir, "eval --model tests/fixtures/eval_data/model --data %s", path), 1);
+    snprintf(path, sizeof path, "%s/masked.h5", dir);
+    w = dataset_writer_open(path, SCHEMA_SFT, 257, 256, 256, "bytes");
+    uint8_t mask[4] = {1, 0, 0, 0};
+    cr_assert(w && dataset_writer_add(w, small, mask, 3, -1) == 0 && dataset_writer_close(w) == 0,
+              "%s", err_msg());
+    cr_expect_eq(retortf(dir, "eval --model tests/fixtures/eval_data/model --data %s", path), 1);
+    cr_expect_eq(retortf(dir, "eval --model tests/fixtures/eval_data/model --data %s --input x",
+                         path), 2);
+    cr_expect_eq(retortf(dir, "eval --hypotheses x --seq-len 4"), 2);
+    char *log = read_log(dir);
+    cr_expect(strstr(log, "--seq-len 17 exceeds the model's context of 16 positions"), "%s", log);
+    cr_expect(strstr(log, "big.h5: dataset vocab_size 300 exceeds the model's 257"), "%s", log);
+    cr_expect(strstr(log, "pref.h5 is a pref dataset"), "%s", log);
+    cr_expect(strstr(log, "masked.h5: no token to score"), "%s", log);
+    cr_expect(strstr(log, "it takes neither --input"), "%s", log);
+    cr_expect(strstr(log, "--seq-len and --batch go with --data"), "%s", log);
+    free(log);
     rm_rf(dir);
 }
