@@ -25,6 +25,7 @@ int cmd_eval(int argc, char **argv);      /* cli/cmd_eval.c: metrics over a JSON
 int cmd_export(int argc, char **argv);    /* cli/cmd_export.c: merge a LoRA adapter */
 int cmd_dpo(int argc, char **argv);       /* cli/cmd_dpo.c: precompute-ref */
 int cmd_pairs(int argc, char **argv);     /* cli/cmd_pairs.c: preference pairs */
+int cmd_explain(int argc, char **argv);   /* cli/cmd_explain.c: explanations, build */
 int cmd_tokenizer(int argc, char **argv); /* cli/cmd_tokenizer.c: train, encode */
 int cmd_agent(int argc, char **argv);     /* cli/cmd_agent.c: make-data, tool, the loop */
 int cmd_plot(int argc, char **argv);      /* cli/cmd_plot.c: metrics.jsonl as an SVG */

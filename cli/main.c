@@ -31,6 +31,8 @@ static void usage_main(FILE *f) {
             "  eval         BLEU, chrF, exact match, ROUGE-L, perplexity over a JSONL\n"
             "  export       merge a LoRA adapter into its base model\n"
             "  dpo precompute-ref   store a reference model's log-probs in a pref file\n"
+            "  explain      explanations by chain of thought, rationalization or CROP (MT-CoT);\n"
+            "               explain build: multi-task data (MT-CoT, COLLATE's three modes)\n"
             "  pairs        preference pairs from a model's scored samples (pref dataset)\n"
             "  tokenizer    train a byte-level BPE, or encode text with one\n"
             "  plot         runs' metrics.jsonl against step as an SVG\n"
@@ -50,6 +52,7 @@ static const struct {
     {"generate", cmd_generate},   {"eval", cmd_eval},     {"export", cmd_export},
     {"dpo", cmd_dpo},             {"pairs", cmd_pairs},   {"tokenizer", cmd_tokenizer},
     {"agent", cmd_agent},         {"device", cmd_device}, {"plot", cmd_plot},
+    {"explain", cmd_explain},
 };
 
 /* OpenBLAS picks its kernels by the CPU's model number, and on a CPU it does

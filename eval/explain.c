@@ -1,0 +1,293 @@
+/* eval/explain.c — explanations by chain of thought, rationalization or CROP
+ * (see explain.h). One input line at a time: the prompt(s) filled from the
+ * templates, the samples drawn by generate_texts (so sample k of a line is
+ * the same whichever mode asks for it), each explanation's answer found and
+ * compared with the gold one, the lines written to OUT.tmp, renamed at the end. */
+#include "eval/explain.h"
+
+#include <errno.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "util/util.h"
+
+int explain_mode_from_name(const char *name, ExplainMode *out) {
+    static const char *const names[] = {"cot", "rationalize", "crop"};
+    for (int i = 0; i < 3; i++)
+        if (!strcmp(name, names[i])) {
+            *out = (ExplainMode)i;
+            return 0;
+        }
+    return err_set("unknown mode '%s'; expected cot (chain of thought), rationalize (explain "
+                   "the gold answer) or crop (chain of thought, rationalized where its answer "
+                   "is wrong)",
+                   name);
+}
+
+const char *explain_mode_name(ExplainMode mode) {
+    return mode == EXPLAIN_COT ? "cot" : mode == EXPLAIN_RATIONALIZE ? "rationalize" : "crop";
+}
+
+char *explain_fill(const char *tmpl, const char *question, const char *answer) {
+    size_t cap = strlen(tmpl) + 1, len = 0;
+    char *out = xmalloc(cap);
+    for (const char *p = tmpl; *p;) {
+        const char *with = NULL;
+        size_t skip = 0;
+        if (!strncmp(p, "{question}", 10)) with = question, skip = 10;
+        else if (answer && !strncmp(p, "{answer}", 8)) with = answer, skip = 8;
+        size_t add = with ? strlen(with) : 1;
+        if (len + add + 1 > cap) out = xrealloc(out, cap = 2 * (len + add + 1));
+        if (with) memcpy(out + len, with, add);
+        else out[len] = *p;
+        len += add;
+        p += with ? skip : 1;
+    }
+    out[len] = '\0';
+    return out;
+}
+
+int explain_templates_check(ExplainMode mode, const char *cot, const char *rationalize) {
+    if (mode != EXPLAIN_RATIONALIZE) {
+        if (!strstr(cot, "{question}"))
+            return err_set("--cot-template has no {question}: the model would not see the "
+                           "question; put {question} where it goes");
+        if (strstr(cot, "{answer}"))
+            return err_set("--cot-template shows {answer}: a chain of thought must find the "
+                           "answer itself (use --mode rationalize to explain a given answer)");
+    }
+    if (mode != EXPLAIN_COT) {
+        if (!strstr(rationalize, "{question}") || !strstr(rationalize, "{answer}"))
+            return err_set("--rationalize-template needs both {question} and {answer}: "
+                           "rationalization explains the gold answer it is shown");
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------- the driver */
+
+typedef struct {
+    const ExplainJob *job;
+    GPT *m;
+    const Tokenizer *tok;
+    FILE *out;
+    const char *tmp;
+    ExplainStats st;
+} ExplainRun;
+
+/* The gold answer as text: a string, or an integer written in decimal. */
+static char *gold_text(json_t *v) {
+    if (json_is_string(v)) return xstrdup(json_string_value(v));
+    if (json_is_integer(v)) {
+        char buf[32];
+        snprintf(buf, sizeof buf, "%lld", (long long)json_integer_value(v));
+        return xstrdup(buf);
+    }
+    return NULL;
+}
+
+/* One explanation judged: its answer (NULL when none) and whether it is the gold. */
+typedef struct {
+    char *text, *extracted;
+    int correct;
+    ExplainMode mode; /* EXPLAIN_COT or EXPLAIN_RATIONALIZE: the prompt that wrote it */
+} Judged;
+
+static int judge(const ExplainJob *job, char *text, const char *gold, ExplainMode mode,
+                 Judged *j) {
+    j->text = text;
+    j->mode = mode;
+    j->extracted = NULL;
+    if (answer_spec_extract(job->answer, text, &j->extracted) < 0) return -1;
+    int ok = answer_spec_match(job->answer, text, gold);
+    if (ok < 0) return -1;
+    j->correct = ok;
+    return 0;
+}
+
+static void count(ExplainStats *st, const Judged *j) {
+    int64_t *c = j->mode == EXPLAIN_COT ? &st->cot_correct : &st->rat_correct;
+    if (j->correct) c[0]++;
+    else if (j->extracted) c[1]++;
+    else c[2]++;
+}
+
+static int write_line(ExplainRun *r, long lineno, int sample, const char *question,
+                      const char *gold, const Judged *j) {
+    json_t *o = json_object();
+    json_object_set_new(o, "line", json_integer(lineno));
+    json_object_set_new(o, "sample", json_integer(sample));
+    json_object_set_new(o, "question", json_string(question));
+    json_object_set_new(o, "answer", json_string(gold));
+    json_object_set_new(o, "explanation", json_string(j->text));
+    json_object_set_new(o, "extracted", j->extracted ? json_string(j->extracted) : json_null());
+    json_object_set_new(o, "correct", json_boolean(j->correct));
+    json_object_set_new(o, "mode", json_string(explain_mode_name(j->mode)));
+    char *d = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    json_decref(o);
+    if (!d) return err_set("%s:%ld: the line could not be written as JSON (text that is "
+                           "not UTF-8?)", r->job->input, lineno);
+    int rc = fprintf(r->out, "%s\n", d) < 0
+                 ? err_write(r->job->output, r->tmp, errno, (uint64_t)strlen(d) + 1, 1)
+                 : 0;
+    free(d);
+    return rc;
+}
+
+/* The samples of one prompt, judged; n of them into *out (new). -1 with the
+ * error naming the line. */
+static int sample_judged(ExplainRun *r, long lineno, const char *prompt, const char *gold,
+                         ExplainMode mode, Judged **out) {
+    char **texts = NULL;
+    int n = generate_texts(r->m, r->tok, &r->job->gen, prompt, lineno, &texts);
+    if (n < 0) return err_set("%s:%ld: %s", r->job->input, lineno, err_msg());
+    Judged *j = xcalloc((size_t)(n > 0 ? n : 1), sizeof(Judged));
+    int rc = 0;
+    for (int k = 0; k < n; k++)
+        if (rc == 0) rc = judge(r->job, texts[k], gold, mode, &j[k]);
+        else free(texts[k]);
+    free(texts);
+    if (rc != 0) {
+        for (int k = 0; k < n; k++) {
+            free(j[k].text);
+            free(j[k].extracted);
+        }
+        free(j);
+        return err_set("%s:%ld: %s", r->job->input, lineno, err_msg());
+    }
+    *out = j;
+    return n;
+}
+
+static void judged_free(Judged *j, int n) {
+    for (int k = 0; k < n; k++) {
+        free(j[k].text);
+        free(j[k].extracted);
+    }
+    free(j);
+}
+
+static int do_line(ExplainRun *r, long lineno, json_t *obj) {
+    const ExplainJob *job = r->job;
+    const char *qf = job->question_field ? job->question_field : "question";
+    const char *af = job->answer_field ? job->answer_field : "answer";
+    const char *question = json_string_value(json_object_get(obj, qf));
+    if (!question)
+        return err_set("%s:%ld: field '%s' is missing or not a string (set it with "
+                       "--question-field)",
+                       job->input, lineno, qf);
+    char *gold = gold_text(json_object_get(obj, af));
+    if (!gold)
+        return err_set("%s:%ld: gold answer field '%s' is missing or not a string or integer "
+                       "(set it with --answer-field)",
+                       job->input, lineno, af);
+    const char *cot_t = job->cot_template ? job->cot_template : EXPLAIN_COT_TEMPLATE;
+    const char *rat_t =
+        job->rationalize_template ? job->rationalize_template : EXPLAIN_RATIONALIZE_TEMPLATE;
+    Judged *cot = NULL, *rat = NULL;
+    int n = 0, n_rat = 0, rc = 0;
+    if (job->mode != EXPLAIN_RATIONALIZE) {
+        char *prompt = explain_fill(cot_t, question, NULL);
+        n = sample_judged(r, lineno, prompt, gold, EXPLAIN_COT, &cot);
+        free(prompt);
+        if (n < 0) rc = -1, n = 0;
+        for (int k = 0; k < n; k++) count(&r->st, &cot[k]);
+    }
+    int need_rat = job->mode == EXPLAIN_RATIONALIZE;
+    for (int k = 0; k < n && job->mode == EXPLAIN_CROP; k++) need_rat |= !cot[k].correct;
+    if (rc == 0 && need_rat) {
+        char *prompt = explain_fill(rat_t, question, gold);
+        n_rat = sample_judged(r, lineno, prompt, gold, EXPLAIN_RATIONALIZE, &rat);
+        free(prompt);
+        if (n_rat < 0) rc = -1, n_rat = 0;
+    }
+    if (rc == 0 && job->mode == EXPLAIN_RATIONALIZE) { /* the rationalizations are the output */
+        cot = rat, n = n_rat;
+        rat = NULL, n_rat = 0;
+        for (int k = 0; k < n; k++) count(&r->st, &cot[k]);
+    }
+    for (int k = 0; k < n && rc == 0; k++) {
+        Judged *j = &cot[k];
+        if (job->mode == EXPLAIN_CROP && !j->correct && k < n_rat) { /* CROP's replacement */
+            j = &rat[k];
+            count(&r->st, j);
+        }
+        if (job->keep_correct && !j->correct) {
+            r->st.dropped++;
+            continue;
+        }
+        rc = write_line(r, lineno, k, question, gold, j);
+        r->st.written += rc == 0;
+    }
+    judged_free(cot, n);
+    judged_free(rat, n_rat);
+    free(gold);
+    return rc;
+}
+
+int explain_run(GPT *m, const Tokenizer *tok, const ExplainJob *job, ExplainStats *stats) {
+    if (!job->input || !job->output) return err_set("an input JSONL and an output JSONL are needed");
+    if (!m) return err_set("explanations need a model (--model)");
+    if (!job->answer) return err_set("explanations need an answer spec (--answer)");
+    if (job->gen.beams != 0) return err_set("explain samples; beam search is not supported");
+    if (job->gen.samples < 1) return err_set("--samples must be >= 1 (got %d)", job->gen.samples);
+    const char *cot_t = job->cot_template ? job->cot_template : EXPLAIN_COT_TEMPLATE;
+    const char *rat_t =
+        job->rationalize_template ? job->rationalize_template : EXPLAIN_RATIONALIZE_TEMPLATE;
+    if (explain_templates_check(job->mode, cot_t, rat_t) != 0) return -1;
+    if (generate_job_check(&job->gen, gpt_config(m)) != 0) return -1;
+    if (gpt_config(m)->vocab_size < tok->vocab_size)
+        return err_set("model vocab_size %d is smaller than the tokenizer's %d",
+                       gpt_config(m)->vocab_size, tok->vocab_size);
+    ExplainRun r = {0};
+    r.job = job;
+    r.m = m;
+    r.tok = tok;
+    char tmp[4096];
+    if (snprintf(tmp, sizeof tmp, "%s.tmp", job->output) >= (int)sizeof tmp)
+        return err_set("path too long: %s", job->output);
+    r.tmp = tmp;
+    FILE *in = fopen(job->input, "r");
+    if (!in) return err_set("cannot open %s: %s", job->input, strerror(errno));
+    if (!(r.out = fopen(tmp, "w"))) {
+        fclose(in);
+        return err_set("cannot create %s: %s", tmp, strerror(errno));
+    }
+    double t0 = now_seconds();
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t len;
+    long lineno = 0;
+    int rc = 0;
+    while (rc == 0 && (len = getline(&line, &cap, in)) >= 0) {
+        lineno++;
+        if (strspn(line, " \t\r\n") == (size_t)len) continue;
+        json_error_t jerr;
+        json_t *obj = json_loadb(line, (size_t)len, 0, &jerr);
+        if (!obj || !json_is_object(obj))
+            rc = err_set("%s:%ld: not a JSON object (%s)", job->input, lineno,
+                         obj ? "another JSON value" : jerr.text);
+        else rc = do_line(&r, lineno, obj);
+        json_decref(obj);
+        r.st.lines++;
+        if (rc == 0 && !job->quiet && isatty(STDERR_FILENO))
+            fprintf(stderr, "\r\033[Kexplain: %lld lines, %lld explanations",
+                    (long long)r.st.lines, (long long)r.st.written);
+    }
+    free(line);
+    fclose(in);
+    if (!job->quiet && isatty(STDERR_FILENO)) fprintf(stderr, "\r\033[K");
+    if (rc == 0 && r.st.written == 0)
+        rc = err_set("%s: no explanation was written (%lld lines, %lld dropped by "
+                     "--keep-correct): sample more, or check --answer against the model's "
+                     "output",
+                     job->output, (long long)r.st.lines, (long long)r.st.dropped);
+    if (rc == 0) rc = file_commit(r.out, tmp, job->output);
+    else file_discard(r.out, tmp);
+    r.st.seconds = now_seconds() - t0;
+    if (stats) *stats = r.st;
+    return rc;
+}
