@@ -29,6 +29,7 @@ int cmd_explain(int argc, char **argv);   /* cli/cmd_explain.c: explanations, bu
 int cmd_tokenizer(int argc, char **argv); /* cli/cmd_tokenizer.c: train, encode */
 int cmd_agent(int argc, char **argv);     /* cli/cmd_agent.c: make-data, tool, the loop */
 int cmd_plot(int argc, char **argv);      /* cli/cmd_plot.c: metrics.jsonl as an SVG */
+int cmd_correct(int argc, char **argv);   /* cli/cmd_correct.c: LMCOR build, run */
 int cmd_device(int argc, char **argv);    /* cli/cli.c: what CUDA this build sees */
 
 /* Prints "retort CMD: error: <err_msg()>" on stderr and returns 1, the exit

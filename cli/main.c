@@ -34,6 +34,7 @@ static void usage_main(FILE *f) {
             "  explain      explanations by chain of thought, rationalization or CROP (MT-CoT);\n"
             "               explain build: multi-task data (MT-CoT, COLLATE's three modes)\n"
             "  pairs        preference pairs from a model's scored samples (pref dataset)\n"
+            "  correct      LMCOR: corrector data from candidates; giant -> corrector rewrite\n"
             "  tokenizer    train a byte-level BPE, or encode text with one\n"
             "  plot         runs' metrics.jsonl against step as an SVG\n"
             "  device       the CUDA driver, runtime and GPUs this build sees; fails if unusable\n"
@@ -53,6 +54,7 @@ static const struct {
     {"dpo", cmd_dpo},             {"pairs", cmd_pairs},   {"tokenizer", cmd_tokenizer},
     {"agent", cmd_agent},         {"device", cmd_device}, {"plot", cmd_plot},
     {"explain", cmd_explain},
+    {"correct", cmd_correct},
 };
 
 /* OpenBLAS picks its kernels by the CPU's model number, and on a CPU it does

@@ -159,6 +159,25 @@ static const KeyInfo KEYS[] = {
 
     INT_KEY(eval, every, 0, "steps between validation passes (0 = off)"),
     INT_KEY(eval, batches, 1, "batches per validation pass"),
+    INT_KEY(eval, generate_every, 0, "steps between generation-based evaluations of the model on eval.generate_input (0 = off); logged as gen/<metric> lines in metrics.jsonl, and at the last step"),
+    STR_KEY(eval, generate_input, false, "JSONL of prompts and references for eval.generate_every (as retort eval --input)"),
+    STR_KEY(eval, generate_prompt_field, true, "prompt field of eval.generate_input's lines"),
+    STR_KEY(eval, generate_reference_field, true, "reference field of eval.generate_input's lines"),
+    INT_KEY(eval, generate_max_lines, 0, "score only the first N lines of eval.generate_input (0 = all)"),
+    INT_KEY(eval, generate_max_new_tokens, 1, "new tokens per completion at most"),
+    REAL_KEY(eval, generate_temperature, 0, CLOSED, NO_LIMIT, CLOSED, "sampling temperature (0 = greedy)"),
+    INT_KEY(eval, generate_top_k, 0, "top-k sampling filter (0 = off)"),
+    REAL_KEY(eval, generate_top_p, 0, OPEN, 1, CLOSED, "top-p (nucleus) sampling filter (1 = off)"),
+    INT_KEY(eval, generate_beams, 0, "beam search with this many beams, the best one scored (0 = sampling or greedy)"),
+    STR_KEY(eval, generate_stop, false, "a stop string that ends a completion (\"\" = none)"),
+    INT_KEY(eval, generate_seed, 0, "sampling seed of generation-based evaluation (the same at every pass)"),
+    BOOL_KEY(eval, generate_chat, "prompts become a user turn of the chat template (model.init's, or eval.generate_chat_template), as retort eval --chat"),
+    STR_KEY(eval, generate_chat_template, false, "a chat template file for eval.generate_chat (\"\" = model.init's)"),
+    STR_KEY(eval, generate_answer, false, "answer spec for gen/accuracy (whole, regex:RE, last-number, option[:A-J]; see retort eval --answer; \"\" = no accuracy)"),
+    STR_KEY(eval, generate_answer_field, false, "field of the gold answer for gen/accuracy (\"\" = the reference field)"),
+    STR_KEY(eval, generate_tokenizer, false, "tokenizer of generation-based evaluation (\"\" = model.init's, else the byte tokenizer; a tokenizer.json or directory for a fresh model trained on BPE data)"),
+    STR_KEY(eval, best_metric, false, "keep the best checkpoint in out_dir/best by this metric: val_loss, or gen/bleu, gen/chrf, gen/exact_match, gen/rouge_l, gen/token_f1, gen/ppl, gen/accuracy (\"\" = none)"),
+    ENUM_KEY(eval, best_mode, "auto|max|min", "whether eval.best_metric is better higher (max) or lower (min); auto: min for val_loss and gen/ppl, max for the rest"),
 
     INT_KEY(checkpoint, every, 0, "steps between checkpoints (0 = only at the end)"),
     INT_KEY(checkpoint, keep, 0, "complete checkpoints kept (0 = all)"),
@@ -228,6 +247,12 @@ void config_defaults(Config *c) {
 
     c->eval.every = 0;
     c->eval.batches = 10;
+    copy_string(c->eval.generate_prompt_field, sizeof c->eval.generate_prompt_field, "prompt");
+    copy_string(c->eval.generate_reference_field, sizeof c->eval.generate_reference_field, "reference");
+    c->eval.generate_max_new_tokens = 64;
+    c->eval.generate_top_p = 1.0;
+    c->eval.generate_seed = 1337;
+    copy_string(c->eval.best_mode, sizeof c->eval.best_mode, "auto");
 
     c->checkpoint.every = 0;
     c->checkpoint.keep = 3;
@@ -711,6 +736,20 @@ int config_validate(const Config *c) {
         return err_set("config: optim.warmup_steps (%d) and optim.warmup_ratio (%g) are both set; they are "
                        "two ways to say the same thing: set one of them and the other to 0",
                        c->optim.warmup_steps, c->optim.warmup_ratio);
+    if (c->eval.generate_every > 0 && !c->eval.generate_input[0])
+        return err_set("config: eval.generate_every is %d but eval.generate_input is empty; give the JSONL of "
+                       "prompts and references to generate from", c->eval.generate_every);
+    if (c->eval.best_metric[0] && strcmp(c->eval.best_metric, "val_loss") != 0 &&
+        strncmp(c->eval.best_metric, "gen/", 4) != 0)
+        return err_set("config: eval.best_metric '%s' is neither val_loss nor a gen/<metric> of "
+                       "eval.generate_every (gen/bleu, gen/chrf, gen/exact_match, gen/rouge_l, gen/token_f1, "
+                       "gen/ppl, gen/accuracy)", c->eval.best_metric);
+    if (!strcmp(c->eval.best_metric, "val_loss") && c->eval.every == 0)
+        return err_set("config: eval.best_metric val_loss is measured every eval.every steps, and eval.every "
+                       "is 0; set it (and validation data: data.val or data.val_fraction)");
+    if (!strncmp(c->eval.best_metric, "gen/", 4) && c->eval.generate_every == 0)
+        return err_set("config: eval.best_metric %s is measured every eval.generate_every steps, and "
+                       "eval.generate_every is 0; set it and eval.generate_input", c->eval.best_metric);
     if (c->optim.warmup_steps > c->train.steps && c->train.epochs <= 0)
         return err_set("config: optim.warmup_steps (%d) exceeds train.steps (%d)", c->optim.warmup_steps,
                        c->train.steps);

@@ -108,6 +108,26 @@ typedef struct {
     struct {
         int every;                   /* steps between validation passes; 0 = off */
         int batches;                 /* batches per validation pass */
+        /* generation-based evaluation of the live model (cli/cmd_train.c lends
+         * the trainer eval/evaluate.c through TrainOptions.gen_eval) */
+        int generate_every;          /* steps between passes; 0 = off */
+        char generate_input[CFG_STR]; /* JSONL of prompts and references */
+        char generate_prompt_field[64], generate_reference_field[64];
+        int generate_max_lines;      /* score the first N lines; 0 = all */
+        int generate_max_new_tokens;
+        double generate_temperature; /* 0 = greedy */
+        int generate_top_k;          /* 0 = off */
+        double generate_top_p;
+        int generate_beams;          /* 0 = sample or greedy */
+        char generate_stop[256];     /* one stop string; "" = none */
+        int generate_seed;
+        int generate_chat;           /* bool: prompts through model.init's chat template */
+        char generate_chat_template[CFG_STR]; /* another template ("" = model.init's) */
+        char generate_answer[CFG_STR];        /* answer spec for gen/accuracy (eval/answer.h) */
+        char generate_answer_field[64];       /* gold answer field ("" = reference field) */
+        char generate_tokenizer[CFG_STR];     /* "" = model.init's, or bytes */
+        char best_metric[64];        /* "" = no best checkpoint; val_loss or gen/<metric> */
+        char best_mode[8];           /* auto | max | min */
     } eval;
     struct {
         int every;                   /* steps between checkpoints; 0 = only at the end */

@@ -75,6 +75,7 @@
 #include "train/optim.h"
 #include "train/tb.h"
 #include "model/safetensors.h"
+#include "train/best.h"
 #include "train/objectives/objective.h"
 #include "util/util.h"
 
@@ -85,6 +86,8 @@ typedef struct {
     const Backend *be;
     const Objective *obj;     /* the method (objective.type) */
     void *state;              /* its state: obj->open's */
+    const ObjectiveMetric *metric_table; /* its metrics for this run (objective_metrics) */
+    int n_metrics, n_eval_metrics;
     TrainEnv env;             /* what the method is lent */
     RunTokenizer tokenizer;   /* env.tokenizer: settled by prepare, recorded in checkpoints */
     GPT *model;
@@ -100,6 +103,8 @@ typedef struct {
     int skipped;              /* non-finite steps skipped (train.skip_nonfinite); checkpointed */
     FILE *metrics;
     TbWriter *tb;                    /* NULL unless train.tensorboard (rank 0 only) */
+    const GenEvalHook *gen;   /* eval.generate_every's scorer (train_set_gen_eval), or NULL */
+    BestTracker best;         /* eval.best_metric; checkpointed in trainer.json */
 } Trainer;
 
 /* What one optimizer step (or one validation pass) measured. */
@@ -112,6 +117,9 @@ typedef struct {
 
 static volatile sig_atomic_t stop_signals = 0;
 static int stop_at_step = -1;
+static const GenEvalHook *gen_eval_hook;
+
+void train_set_gen_eval(const GenEvalHook *hook) { gen_eval_hook = hook; }
 
 /* Test-only hooks (scripts/test_dist_train.sh), so that a signal or a hung rank
  * happens at a known step rather than at a moment a script guesses: on rank
@@ -149,6 +157,8 @@ static int write_trainer_json(Trainer *t, const char *dir) {
     t->obj->position(t->state, &epoch, &pos);
     json_object_set_new(data, "epoch", json_integer(epoch));
     json_object_set_new(data, "pos", json_integer(pos));
+    json_t *detail = t->obj->save_position ? t->obj->save_position(t->state) : NULL;
+    if (detail) json_object_set_new(data, "detail", detail); /* data.mix: each file's position */
     if (gpt_lora_config(t->model))
         json_object_set_new(root, "lora_dropout_step",
                             json_integer((json_int_t)gpt_lora_dropout_step(t->model)));
@@ -160,6 +170,8 @@ static int write_trainer_json(Trainer *t, const char *dir) {
         json_array_append_new(rng, json_string(hex));
     }
     json_object_set_new(root, "rng", rng);
+    json_t *best = best_record(&t->best);
+    if (best) json_object_set_new(root, "best", best);
     char *cfg_json = config_to_json(t->cfg);
     json_error_t jerr;
     json_t *cfg = json_loads(cfg_json, 0, &jerr);
@@ -212,6 +224,20 @@ static int write_optimizer(Trainer *t, const char *dir, float *const buf[3]) {
     return rc;
 }
 
+/* What makes dir a loadable model: the weights in fp32 (so a resumed run
+ * reads back exactly what it saved; the non-model keys of model.init's
+ * config.json and its generation_config.json come along), the tokenizer, and
+ * the PEFT adapter with LoRA. */
+static int write_model_files(Trainer *t, const char *dir) {
+    const char *init = t->cfg->model.init;
+    if (model_save_hf_ex(t->model, dir,
+                         &(HfSaveOptions){.source_dir = init, .dtype = HF_SAVE_F32}) != 0 ||
+        model_tokenizer_save(dir, t->tokenizer.name, init) != 0 ||
+        (gpt_lora_config(t->model) && lora_save_peft(t->model, dir, init) != 0))
+        return -1;
+    return 0;
+}
+
 /* Called by every rank (gathering a sharded optimizer state is collective);
  * rank 0 writes. */
 static int save_checkpoint(Trainer *t) {
@@ -226,16 +252,8 @@ static int save_checkpoint(Trainer *t) {
         char tmp[4096];
         rc = ckpt_begin(run, t->step, tmp, sizeof tmp);
         if (rc == 0 &&
-            /* fp32, so a resumed run reads back exactly what it saved; the
-             * non-model keys of model.init's config.json and its
-             * generation_config.json come along */
-            (model_save_hf_ex(t->model, tmp,
-                              &(HfSaveOptions){.source_dir = t->cfg->model.init,
-                                               .dtype = HF_SAVE_F32}) != 0 ||
-             model_tokenizer_save(tmp, t->tokenizer.name, t->cfg->model.init) != 0 ||
-             (gpt_lora_config(t->model) && lora_save_peft(t->model, tmp, t->cfg->model.init) != 0) ||
-             write_optimizer(t, tmp, buf) != 0 || write_trainer_json(t, tmp) != 0 ||
-             ckpt_commit(run, tmp, t->step) != 0)) {
+            (write_model_files(t, tmp) != 0 || write_optimizer(t, tmp, buf) != 0 ||
+             write_trainer_json(t, tmp) != 0 || ckpt_commit(run, tmp, t->step) != 0)) {
             ckpt_abort(tmp);
             rc = -1;
         }
@@ -337,6 +355,16 @@ static int load_checkpoint(Trainer *t, const char *dir) {
     t->tokens_seen = tokens;
     t->rng = rng;
     t->obj->seek(t->state, epoch, pos);
+    if (t->obj->load_position) { /* data.mix: each file where it was */
+        char path[4096];
+        json_error_t jerr;
+        path_join(path, sizeof path, dir, "trainer.json");
+        json_t *root = json_load_file(path, 0, &jerr);
+        json_t *data = root ? json_object_get(root, "data") : NULL;
+        int rc = t->obj->load_position(t->state, data ? json_object_get(data, "detail") : NULL);
+        json_decref(root);
+        if (rc != 0) return -1;
+    }
     if (gpt_lora_config(t->model)) { /* the dropout masks continue where they were */
         char path[4096];
         json_error_t jerr;
@@ -424,6 +452,27 @@ static int config_changes(const Trainer *t, const char *dir, KeyList *tensor, Ke
     return rc;
 }
 
+/* The best so far (eval.best_metric) as the checkpoint in dir recorded it;
+ * rank 0 decides (it reads best/ and may remove it) and tells the others. */
+static int resume_best(Trainer *t, const char *dir) {
+    int failed = 0;
+    if (t->is_main && t->best.on) {
+        char path[4096];
+        json_error_t jerr;
+        json_t *root = path_join(path, sizeof path, dir, "trainer.json") == 0
+                           ? json_load_file(path, 0, &jerr) : NULL;
+        failed = best_resume(&t->best, t->cfg->train.out_dir, t->step,
+                             root ? json_object_get(root, "best") : NULL, t->quiet) != 0;
+        json_decref(root);
+    }
+    if (dist_any(failed)) {
+        if (!failed) err_set("rank 0 could not restore the best checkpoint's record");
+        return -1;
+    }
+    if (t->world > 1) dist_broadcast(&t->best, sizeof t->best);
+    return 0;
+}
+
 /* Newest loadable checkpoint; a damaged one is reported and skipped. A
  * checkpoint that does not load because the config changed is not damaged:
  * the run stops, saying which keys changed and how to go on. */
@@ -444,6 +493,7 @@ static int resume(Trainer *t) {
         int compared = config_changes(t, dir, &tensor, &other) == 0;
         if (loaded) {
             printf("resume: continuing from %s (step %d)\n", dir, t->step);
+            if (resume_best(t, dir) != 0) return -1;
             if (compared && other.n > 0 && !t->quiet)
                 printf("resume: the config differs from the one %s was written with; from "
                        "step %d on: %s\n", dir, t->step + 1, other.text);
@@ -692,7 +742,8 @@ static void print_setup(const Trainer *t) {
         printf("model: %zu parameters (%d layers, %d heads, %d wide, vocab %d) on %s, %d threads\n"
                "objective %s; data: %s, %lld training %s of %d tokens%s\n",
                gpt_num_params(t->model), g->n_layer, g->n_head, g->n_embd, g->vocab_size,
-               t->be->name, omp_get_max_threads(), t->obj->name, cfg->data.train,
+               t->be->name, omp_get_max_threads(), t->obj->name,
+               cfg->data.train[0] ? cfg->data.train : "data.mix",
                (long long)t->obj->items(t->state), t->obj->item_noun, t->T + 1,
                t->obj->has_val(t->state) ? ", validation on" : "");
         if (t->world > 1)
@@ -715,6 +766,28 @@ static void print_setup(const Trainer *t) {
                "data.val_fraction)\n");
 }
 
+/* eval.generate_every's hook and eval.best_metric, checked before any step. */
+static int setup_best(Trainer *t) {
+    const Config *cfg = t->cfg;
+    t->gen = cfg->eval.generate_every > 0 ? gen_eval_hook : NULL;
+    if (cfg->eval.generate_every > 0 && !t->gen)
+        return err_set("eval.generate_every is set, but this caller lends the trainer no "
+                       "generation-based evaluation; run it with retort train or retort stages");
+    const char *names[GEN_EVAL_MAX_METRICS];
+    int higher[GEN_EVAL_MAX_METRICS], n = 0;
+    if (t->gen && t->is_main && t->gen->check(t->gen->ctx, cfg) != 0) return -1;
+    for (int i = 0; t->gen && i < t->gen->n_metrics && i < GEN_EVAL_MAX_METRICS; i++) {
+        if (!t->gen->measures(t->gen->ctx, cfg, i)) continue;
+        names[n] = t->gen->metrics[i].name;
+        higher[n++] = t->gen->metrics[i].higher_is_better;
+    }
+    if (best_init(&t->best, cfg, names, higher, n) != 0) return -1;
+    if (!strcmp(t->best.metric, "val_loss") && !t->obj->has_val(t->state))
+        return err_set("eval.best_metric val_loss needs validation data; set data.val or "
+                       "data.val_fraction");
+    return 0;
+}
+
 static void report_stale(const char *dir, void *ctx) {
     if (!((const Trainer *)ctx)->quiet)
         printf("removed %s: a checkpoint save that an earlier run did not finish\n", dir);
@@ -728,6 +801,8 @@ static int trainer_setup(Trainer *t, Config *resolved) {
     if (!(t->be = backend_by_name(cfg->train.device))) return -1;
     t->env.be = t->be;
     if (!(t->state = t->obj->open(&t->env))) return -1;
+    t->metric_table = objective_metrics(t->obj, t->state, &t->n_metrics, &t->n_eval_metrics);
+    assert(t->n_metrics <= OBJECTIVE_MAX_METRICS && t->n_eval_metrics <= t->n_metrics);
     if (build_model(t) != 0) return -1;
     t->env.model = t->model;
     if (resolve_epochs(t, resolved) != 0) return -1;
@@ -739,6 +814,7 @@ static int trainer_setup(Trainer *t, Config *resolved) {
     if (create_optimizer(t) != 0) return -1;
     if (mkdir_p(cfg->train.out_dir) != 0) return -1;
     if (t->is_main && ckpt_remove_stale(cfg->train.out_dir, report_stale, t) < 0) return -1;
+    if (setup_best(t) != 0) return -1;
     if (t->opt->resume && resume(t) != 0) return -1;
     if (t->is_main && open_metrics(t) != 0) return -1;
     print_setup(t);
@@ -786,7 +862,7 @@ static void metrics_fields(const Trainer *t, const double *m, int n, const char 
     size_t len = 0;
     buf[0] = '\0';
     for (int k = 0; k < n && len < cap; k++) {
-        const ObjectiveMetric *om = &t->obj->metrics[k];
+        const ObjectiveMetric *om = &t->metric_table[k];
         char num[64];
         len += (size_t)snprintf(buf + len, cap - len, ", \"%s%s\": %s", prefix, om->name,
                                 json_number(num, sizeof num, om->format, m[k]));
@@ -798,8 +874,8 @@ static void console_fields(const Trainer *t, const double *m, char *buf, size_t 
     size_t len = 0;
     int shown = 0;
     buf[0] = '\0';
-    for (int k = 0; k < t->obj->n_metrics && len < cap; k++) {
-        const ObjectiveMetric *om = &t->obj->metrics[k];
+    for (int k = 0; k < t->n_metrics && len < cap; k++) {
+        const ObjectiveMetric *om = &t->metric_table[k];
         if (!om->console) continue;
         len += (size_t)snprintf(buf + len, cap - len, "%s%s %.*f", shown++ ? ", " : " (",
                                 om->console, om->digits, m[k]);
@@ -814,7 +890,7 @@ static void log_step(const Trainer *t, const StepStats *st, double lr, double no
                      double elapsed, int first_step, int tty, int nonfinite) {
     const Config *cfg = t->cfg;
     char extra[2048], loss[64], lr_s[64], norm_s[512], tok_s_s[64], el_s[64];
-    metrics_fields(t, st->metrics, t->obj->n_metrics, "", extra, sizeof extra);
+    metrics_fields(t, st->metrics, t->n_metrics, "", extra, sizeof extra);
     char line[4096];
     snprintf(line, sizeof line,
              "{\"step\": %d, \"loss\": %s, \"lr\": %s, \"grad_norm\": %s, "
@@ -837,20 +913,99 @@ static void log_step(const Trainer *t, const StepStats *st, double lr, double no
     fflush(stdout);
 }
 
-/* A validation pass in eval mode, logged as "val_loss" and "eval_<metric>". */
-static void evaluate(Trainer *t, int tty) {
+/* A validation pass in eval mode, logged as "val_loss" and "eval_<metric>";
+ * returns val_loss. */
+static double evaluate(Trainer *t, int tty) {
     StepStats ev;
     memset(&ev, 0, sizeof ev);
     gpt_set_train_mode(t->model, 0);
     ev.loss = t->obj->eval(t->state, &t->env, ev.metrics);
     char extra[2048];
-    metrics_fields(t, ev.metrics, t->obj->n_eval_metrics, "eval_", extra, sizeof extra);
+    metrics_fields(t, ev.metrics, t->n_eval_metrics, "eval_", extra, sizeof extra);
     char loss[64];
     char line[4096];
     snprintf(line, sizeof line, "{\"step\": %d, \"val_loss\": %s%s}\n", t->step,
              json_number(loss, sizeof loss, "%.9g", ev.loss), extra);
     if (t->is_main) write_metrics_line(t, line);
     if (!t->quiet) printf("%sstep %d | val loss %.4f\n", tty ? "\n" : "", t->step, ev.loss);
+    return ev.loss;
+}
+
+/* Generation-based evaluation (eval.generate_every) in eval mode: rank 0
+ * runs the hook and sends the numbers to the other ranks, so every rank logs
+ * and decides the same. Logged as "gen/<metric>" (measured ones only). */
+static int generate_eval(Trainer *t, int tty, double *values) {
+    const GenEvalHook *h = t->gen;
+    double buf[GEN_EVAL_MAX_METRICS + 1];
+    for (int i = 0; i <= GEN_EVAL_MAX_METRICS; i++) buf[i] = NAN;
+    double t0 = now_seconds();
+    if (t->is_main) {
+        gpt_set_train_mode(t->model, 0);
+        buf[GEN_EVAL_MAX_METRICS] =
+            h->run(h->ctx, t->cfg, t->model, t->tokenizer.name, t->step, buf) != 0 ? 1.0 : 0.0;
+    }
+    if (t->world > 1) dist_broadcast(buf, sizeof buf);
+    if (buf[GEN_EVAL_MAX_METRICS] != 0) {
+        if (t->is_main) {
+            char why[3000];
+            snprintf(why, sizeof why, "%s", err_msg());
+            return err_set("step %d: generation-based evaluation (eval.generate_every): %s",
+                           t->step, why);
+        }
+        return err_set("step %d: generation-based evaluation failed on rank 0", t->step);
+    }
+    char line[4096], num[64];
+    size_t len = (size_t)snprintf(line, sizeof line, "{\"step\": %d", t->step);
+    char console[1024] = "";
+    size_t clen = 0;
+    for (int i = 0; i < h->n_metrics && len < sizeof line; i++) {
+        values[i] = buf[i];
+        if (isnan(buf[i])) continue; /* not measured with this config */
+        len += (size_t)snprintf(line + len, sizeof line - len, ", \"gen/%s\": %s",
+                                h->metrics[i].name, json_number(num, sizeof num, "%.9g", buf[i]));
+        if (clen < sizeof console)
+            clen += (size_t)snprintf(console + clen, sizeof console - clen, "%s%s %.4g",
+                                     clen ? ", " : "", h->metrics[i].name, buf[i]);
+    }
+    if (len < sizeof line)
+        snprintf(line + len, sizeof line - len, ", \"gen_seconds\": %.3f}\n", now_seconds() - t0);
+    if (t->is_main) write_metrics_line(t, line);
+    if (!t->quiet) printf("%sstep %d | gen %s\n", tty ? "\n" : "", t->step, console);
+    return 0;
+}
+
+/* RUN/best when value (eval.best_metric, measured at this step) beats the
+ * best so far: the model files, then the atomic swap (train/best.h). */
+static int save_best_if_better(Trainer *t, double value, int tty) {
+    if (!best_improves(&t->best, value)) return 0;
+    /* a finite loss and gradient can still leave non-finite weights */
+    if (dist_any(!optim_params_finite(t->optim))) return 0; /* the checkpoint path reports it */
+    int failed = 0;
+    if (t->is_main) {
+        char tmp[4096];
+        failed = best_begin(t->cfg->train.out_dir, tmp, sizeof tmp) != 0;
+        if (!failed && write_model_files(t, tmp) != 0) {
+            char why[3000];
+            snprintf(why, sizeof why, "%s", err_msg());
+            rm_rf(tmp);
+            err_set("%s", why);
+            failed = 1;
+        }
+        if (!failed) failed = best_commit(&t->best, t->cfg->train.out_dir, tmp, value, t->step) != 0;
+    }
+    if (dist_any(failed)) {
+        if (!failed) err_set("rank 0 could not write the best checkpoint of step %d", t->step);
+        return -1;
+    }
+    if (!t->is_main) { /* the same decision, without the files */
+        t->best.have = 1;
+        t->best.value = value;
+        t->best.step = t->step;
+    }
+    if (!t->quiet)
+        printf("%sbest %s %.6g at step %d -> %s/best\n", tty ? "\n" : "", t->best.metric, value,
+               t->step, t->cfg->train.out_dir);
+    return 0;
 }
 
 /* ---------------------------------------------------------------- non-finite values */
@@ -979,9 +1134,26 @@ static int train_loop(Trainer *t) {
             if (t->is_main) fflush(t->metrics);
             return -1;
         }
+        int last = t->step == cfg->train.steps;
+        double best_value = NAN; /* eval.best_metric, when measured at this step */
         if (t->obj->has_val(t->state) && cfg->eval.every > 0 &&
-            (t->step % cfg->eval.every == 0 || t->step == cfg->train.steps))
-            evaluate(t, tty);
+            (t->step % cfg->eval.every == 0 || last)) {
+            double val_loss = evaluate(t, tty);
+            if (!strcmp(t->best.metric, "val_loss")) best_value = val_loss;
+        }
+        if (t->gen && cfg->eval.generate_every > 0 &&
+            (t->step % cfg->eval.generate_every == 0 || last)) {
+            double gen[GEN_EVAL_MAX_METRICS];
+            if (generate_eval(t, tty, gen) != 0) {
+                if (t->is_main) fflush(t->metrics);
+                return -1;
+            }
+            for (int i = 0; i < t->gen->n_metrics; i++)
+                if (!strncmp(t->best.metric, "gen/", 4) &&
+                    !strcmp(t->best.metric + 4, t->gen->metrics[i].name))
+                    best_value = gen[i];
+        }
+        if (!isnan(best_value) && save_best_if_better(t, best_value, tty) != 0) return -1;
         if (t->is_main) fflush(t->metrics);
         /* every rank stops at the same step boundary */
         int stop = dist_any(stop_signals > 0 || t->step == stop_at_step);
