@@ -12,6 +12,7 @@
 
 #include "cli/cli.h"
 #include "data/tokenizer.h"
+#include "eval/answer.h"
 #include "eval/pairs.h"
 #include "model/checkpoint.h"
 #include "model/model_io.h"
@@ -63,6 +64,10 @@ static void usage_pairs(FILE *f) {
             "      --gold-field NAME     gold answer: a string or integer (default: answer)\n"
             "      --scorer NAME         exact, gold-likelihood or external (default: exact)\n"
             "      --answer-pattern RE   exact: regex whose first group is the answer (PCRE2)\n"
+            "      --answer SPEC         exact, instead of --answer-pattern: an answer spec as\n"
+            "                            retort eval --answer reads it (whole, regex:RE with\n"
+            "                            the last match, last-number, option[:A-E]); the gold\n"
+            "                            is read by the same spec\n"
             "      --posix-regex         exact: the pattern is a POSIX extended regex\n"
             "      --answer-prefix TEXT  gold-likelihood: text between completion and answer\n"
             "      --gold-eos            gold-likelihood: also score EOS after the answer\n"
@@ -183,6 +188,7 @@ int cmd_pairs(int argc, char **argv) {
         {"top-k", required_argument, 0, 'k'},          {"top-p", required_argument, 0, 'u'},
         {"stop", required_argument, 0, 'X'},           {"seed", required_argument, 0, 's'},
         {"dump", required_argument, 0, 'd'},           {"instance", required_argument, 0, 'I'},
+        {"answer", required_argument, 0, 'W'},
         CLI_DEVICE_OPTIONS,
         {"quiet", no_argument, 0, 'q'},                {"help", no_argument, 0, 'h'},
         CLI_CONTEXT_OPTIONS,                           CLI_CHAT_OPTIONS,
@@ -195,6 +201,7 @@ int cmd_pairs(int argc, char **argv) {
     job.gen.seed = 1337;
     job.gen.quiet = 1;
     const char *model_dir = NULL, *scorer_dir = NULL, *tok_spec = NULL;
+    const char *spec_text = NULL; /* --answer */
     InstanceSpec specs[PAIRS_MAX_INSTANCES];
     int n_specs = 0, n_models = 0, n_instance_opts = 0;
     int c, bad = 0, n_given = 0;
@@ -235,6 +242,7 @@ int cmd_pairs(int argc, char **argv) {
             if (pair_scorer_from_name(optarg, &job.scorer) != 0) return cli_fail("pairs");
             break;
         case 'a': job.answer_pattern = optarg; break;
+        case 'W': spec_text = optarg; break;
         case 'x': job.posix_regex = 1; break;
         case 'A': job.answer_prefix = optarg; break;
         case 'E': job.gold_eos = 1; break;
@@ -319,12 +327,23 @@ int cmd_pairs(int argc, char **argv) {
         return 2;
     }
     if (sample_options_check(&job.gen.sample) != 0) return cli_usage_fail("pairs");
+    if (spec_text && (job.scorer != SCORER_EXACT || job.answer_pattern)) {
+        fprintf(stderr, "retort pairs: --answer SPEC is the exact scorer's, instead of "
+                        "--answer-pattern (give one of them, with --scorer exact)\n");
+        return 2;
+    }
     for (int i = 0; i < n_specs; i++) { /* an instance's own options, before any loading */
         GenerateJob g;
         if (instance_gen(&job.gen, &specs[i], i, &g) != 0) return cli_usage_fail("pairs");
     }
+    AnswerSpec *answer_spec = NULL;
+    if (spec_text && !(answer_spec = answer_spec_parse(spec_text))) return cli_usage_fail("pairs");
+    job.answer_spec = answer_spec;
     const Backend *be = cli_backend(&dev);
-    if (!be) return cli_fail("pairs");
+    if (!be) {
+        answer_spec_free(answer_spec);
+        return cli_fail("pairs");
+    }
     Tokenizer *tok = NULL;
     GPT *sampler = NULL, *scorer = NULL;
     int rc = 0;
@@ -426,6 +445,7 @@ int cmd_pairs(int argc, char **argv) {
         }
     }
     for (int i = 0; i < n_loaded; i++) gpt_free(loaded[i]);
+    answer_spec_free(answer_spec);
     chat_prompt_close(&cp);
     if (scorer && scorer != sampler) gpt_free(scorer);
     gpt_free(sampler);

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "data/h5data.h"
+#include "eval/answer.h"
 #include "util/util.h"
 
 int pair_scorer_from_name(const char *name, PairScorer *out) {
@@ -464,7 +465,17 @@ static int do_line(PairsRun *r, long lineno, json_t *obj) {
     if (rc == 0)
         for (int k = kept; k < n; k++) texts[k] = NULL; /* moved or freed */
     r->st.completions += n;
-    if (rc == 0 && job->scorer == SCORER_EXACT) {
+    if (rc == 0 && job->scorer == SCORER_EXACT && job->answer_spec) {
+        for (int k = 0; k < kept && rc == 0; k++) { /* eval/answer.h: as retort eval reads */
+            char *ans = NULL;
+            int found = answer_spec_extract(job->answer_spec, texts[k], &ans);
+            int ok = found < 0 ? -1 : answer_spec_match(job->answer_spec, texts[k], gold);
+            free(ans);
+            if (found < 0 || ok < 0) rc = err_set("%s:%ld: %s", job->input, lineno, err_msg());
+            scores[k] = ok == 1 ? 1.0 : 0.0;
+            if (found == 0) r->st.unparsed++;
+        }
+    } else if (rc == 0 && job->scorer == SCORER_EXACT) {
         for (int k = 0; k < kept; k++) {
             int parsed;
             scores[k] = exact_match_score(r->am, texts[k], gold, &parsed);
@@ -570,6 +581,9 @@ static int check_job(GPT *sampler, GPT *scorer, const Tokenizer *tok, const Pair
         return err_set("--scores FILE goes with --scorer external");
     if (job->scorer == SCORER_GOLD_LIKELIHOOD && !scorer)
         return err_set("gold-likelihood needs a scorer model (--model or --scorer-model)");
+    if (job->answer_spec && (job->scorer != SCORER_EXACT || job->answer_pattern))
+        return err_set("--answer SPEC is the exact scorer's, instead of --answer-pattern (give "
+                       "one of them, with --scorer exact)");
     if (!(job->margin >= 0) || !isfinite(job->margin))
         return err_set("--margin must be a finite number >= 0 (got %g)", job->margin);
     if (one_sampler && generate_job_check(&job->gen, gpt_config(sampler)) != 0) return -1;
@@ -590,7 +604,8 @@ int pairs_build(GPT *sampler, GPT *scorer, const Tokenizer *tok, const PairsJob 
     r.scorer = scorer;
     r.tok = tok;
     char dump_tmp[4096] = "";
-    if (job->scorer == SCORER_EXACT && !(r.am = answer_matcher_new(job->answer_pattern,
+    if (job->scorer == SCORER_EXACT && !job->answer_spec &&
+        !(r.am = answer_matcher_new(job->answer_pattern,
                                                                     job->posix_regex)))
         return -1;
     FILE *in = fopen(job->input, "r");

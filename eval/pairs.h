@@ -14,7 +14,11 @@
  *                    group of the first match of --answer-pattern (PCRE2, or
  *                    POSIX ERE), the whole match when the pattern has no group,
  *                    the whole completion when no pattern is given. No match
- *                    (unparseable) scores 0.
+ *                    (unparseable) scores 0. With answer_spec instead (an
+ *                    eval/answer.h spec: whole, regex:RE with its last match,
+ *                    last-number, option), the score is answer_spec_match's
+ *                    verdict, exactly as `retort eval --answer` counts
+ *                    accuracy; "no answer" is the spec finding none.
  *   gold-likelihood  COLLATE-style: the scorer model's mean log-probability of
  *                    the gold answer's tokens after prompt + completion
  *                    (+ answer prefix): the row is the concatenation of the four
@@ -104,6 +108,7 @@ typedef struct {
     const char *gold_field;         /* exact, gold-likelihood: default "answer" */
     PairScorer scorer;
     const char *answer_pattern;     /* exact */
+    const struct AnswerSpec *answer_spec; /* exact, instead of answer_pattern (eval/answer.h) */
     int posix_regex;                /* exact: POSIX ERE instead of PCRE2 */
     const char *answer_prefix;      /* gold-likelihood: text between completion and answer */
     int gold_eos;                   /* gold-likelihood: also score EOS after the answer */

@@ -17,7 +17,9 @@
  *     completions and scores of a one-model run with its options (seed
  *     --seed + position unless set), deduplicated across instances in
  *     instance order, paired over the union, each one's origin in the dump,
- *     deterministic; bad instances refused with the spec named. */
+ *     deterministic; bad instances refused with the spec named;
+ *   - the exact scorer with an eval/answer.h spec (--answer last-number):
+ *     verdicts derived by hand from the spec's documented rules. */
 #include <criterion/criterion.h>
 
 #include <jansson.h>
@@ -590,5 +592,46 @@ Test(pairs_cli, bad_instances_are_refused_naming_the_spec, .timeout = 60) {
         cr_expect(access((snprintf(path, sizeof path, "%s/x.h5", dir), path), F_OK) != 0,
                   "case %zu left an output", i);
     }
+    rm_rf(dir);
+}
+
+/* --answer SPEC: the exact scorer reads answers as retort eval does (the last
+ * number, normalized; the gold read by the same spec). */
+Test(pairs_cli, exact_scorer_takes_an_answer_spec, .timeout = 60) {
+    char dir[256], path[512];
+    make_temp_dir(dir, sizeof dir, "pairs-spec");
+    snprintf(path, sizeof path, "%s/gen.jsonl", dir);
+    write_text(path, "{\"prompt\": \"q1\", \"answer\": \"7\", \"completions\": [\"so 7, then "
+                     "8\", \"the answer is 7\", \"3.0 is nothing\", \"no\"]}\n"
+                     "{\"prompt\": \"q2\", \"answer\": \"1,000\", \"completions\": [\"x 1000\", "
+                     "\"y 999\", \"1000.0\"]}\n");
+    RUN(dir, "pairs --read-completions --input %s --out %s/p.h5 --answer last-number --pairing "
+             "all --dump %s/d.jsonl",
+        path, dir, dir);
+    json_t *d = dump_of(dir, "d.jsonl");
+    cr_assert_eq(json_array_size(d), 2);
+    const double want[2][4] = {{0, 1, 0, 0}, {1, 0, 1, -1}};
+    for (size_t i = 0; i < 2; i++) {
+        json_t *sc = json_object_get(json_array_get(d, i), "scores");
+        for (size_t k = 0; k < json_array_size(sc); k++)
+            cr_expect_eq(json_number_value(json_array_get(sc, k)), want[i][k], "line %zu, %zu",
+                         i + 1, k);
+    }
+    json_decref(d);
+    size_t len;
+    char *log = read_file((snprintf(path, sizeof path, "%s/log", dir), path), &len);
+    cr_assert(log);
+    assert_contains(log, "-> 5 pairs");
+    assert_contains(log, "1 with no answer matched");
+    free(log);
+    snprintf(path, sizeof path, "%s/gen.jsonl", dir);
+    char args[1024];
+    snprintf(args, sizeof args, "pairs --read-completions --input %s --out %s/q.h5 --answer "
+                                "last-number --answer-pattern x", path, dir);
+    cr_expect_eq(retort(dir, args), 2, "--answer with --answer-pattern");
+    snprintf(args, sizeof args, "pairs --read-completions --input %s --out %s/q.h5 --answer "
+                                "'regex:('", path, dir);
+    cr_expect_eq(retort(dir, args), 2, "a spec that does not compile");
+    cr_expect(access((snprintf(path, sizeof path, "%s/q.h5", dir), path), F_OK) != 0);
     rm_rf(dir);
 }
