@@ -165,6 +165,39 @@ void loader_next_items(DataLoader *dl, int B, int *inputs, int *targets, int64_t
  * get id 0 and logp 0 (their targets are -1, so nothing reads them). */
 void dataset_topk_row(const Dataset *ds, int64_t item, int T, int *ids, float *logp);
 
+/* ---- mixtures: several datasets drawn as one stream (data.mix) ----
+ * The global stream is defined without ranks or batches: example i (0, 1,
+ * ...) comes from source mix_source(m, i), found by comparing a uniform
+ * number from a counter-based hash of (seed, i) with the cumulative
+ * normalised weights; each source walks its own items in epoch permutations
+ * (a DataLoader seeded per source), so a source's position is simply how
+ * many of its examples were drawn (`consumed`). Every rank draws the whole
+ * global batch, so any world size sees the same stream, and the position
+ * (index, consumed[]) resumes it exactly. Sources must agree on schema. */
+typedef struct {
+    int n;                 /* sources */
+    DataLoader *src;       /* (n) each source's items in its epoch permutations */
+    double *cum;           /* (n) cumulative normalised weights; cum[n-1] = 1 */
+    uint64_t seed;
+    int64_t index;         /* examples drawn so far = the next example's index */
+} MixLoader;
+
+/* ds (n), weights (n, > 0). -1 (error set) if a source offers no item at T. */
+int mix_init(MixLoader *m, const Dataset *const *ds, const double *weights, int n, int T,
+             uint64_t seed, int shuffle);
+void mix_free(MixLoader *m);
+/* The source of global example i (a pure function of the seed, weights and i). */
+int mix_source(const MixLoader *m, int64_t i);
+/* Items of one pass: the sources' items together. */
+int64_t mix_items(const MixLoader *m);
+/* Per source, its examples drawn so far (n values). */
+void mix_consumed(const MixLoader *m, int64_t *consumed);
+/* Moves to global index `index` with each source at consumed[s]; consumed
+ * NULL: replays the stream from 0 to find them. */
+void mix_seek(MixLoader *m, int64_t index, const int64_t *consumed);
+/* B rows as loader_next_items, with each row's source (B) when not NULL. */
+void mix_next(MixLoader *m, int B, int *inputs, int *targets, int *sources, int64_t *items);
+
 /* ---- pref (preference pairs, for DPO) ----
  * Groups prompt/, chosen/, rejected/, each `tokens` (uint16/uint32) and
  * `offsets` (int64, n_pairs+1); optional ref_logp_chosen, ref_logp_rejected

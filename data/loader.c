@@ -1,7 +1,9 @@
 /* data/loader.c — cutting lm, sft and kd datasets into training batches
  * (the DataLoader of data/h5data.h): windows of an lm token stream, one
  * example per row for sft and kd, visited in an order shuffled per epoch from
- * (seed, epoch) so the data position is just (epoch, pos). */
+ * (seed, epoch) so the data position is just (epoch, pos); and the MixLoader,
+ * several such loaders drawn as one stream whose source for example i is a
+ * pure function of (seed, i), so the stream does not depend on world size. */
 #include <assert.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -181,5 +183,88 @@ void loader_next_items(DataLoader *dl, int B, int *inputs, int *targets, int64_t
             dl->epoch++;
             build_order(dl);
         }
+    }
+}
+
+/* ---------------------------------------------------------------- mixtures */
+
+/* SplitMix64's finaliser: a bijection of 64-bit words with good avalanche. */
+static uint64_t mix64(uint64_t z) {
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+    return z ^ (z >> 31);
+}
+
+int mix_init(MixLoader *m, const Dataset *const *ds, const double *weights, int n, int T,
+             uint64_t seed, int shuffle) {
+    memset(m, 0, sizeof *m);
+    assert(n >= 1);
+    m->n = n;
+    m->seed = seed;
+    m->src = xcalloc((size_t)n, sizeof *m->src);
+    m->cum = xmalloc((size_t)n * sizeof *m->cum);
+    double total = 0;
+    for (int s = 0; s < n; s++) total += weights[s];
+    double run = 0;
+    for (int s = 0; s < n; s++) {
+        run += weights[s];
+        m->cum[s] = s == n - 1 ? 1.0 : run / total;
+        /* each source its own permutations, apart from the other sources' */
+        if (loader_init(&m->src[s], ds[s], T, mix64(seed ^ mix64((uint64_t)s + 1)), shuffle, 0,
+                        dataset_num_items(ds[s], T)) != 0) {
+            mix_free(m);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+void mix_free(MixLoader *m) {
+    if (m->src)
+        for (int s = 0; s < m->n; s++) loader_free(&m->src[s]);
+    free(m->src);
+    free(m->cum);
+    memset(m, 0, sizeof *m);
+}
+
+int mix_source(const MixLoader *m, int64_t i) {
+    uint64_t h = mix64(mix64(m->seed ^ 0x6D69785F73726373ULL) + 0x9E3779B97F4A7C15ULL * ((uint64_t)i + 1));
+    double u = (double)(h >> 11) * 0x1.0p-53; /* [0, 1) */
+    for (int s = 0; s < m->n - 1; s++)
+        if (u < m->cum[s]) return s;
+    return m->n - 1;
+}
+
+int64_t mix_items(const MixLoader *m) {
+    int64_t n = 0;
+    for (int s = 0; s < m->n; s++) n += m->src[s].count;
+    return n;
+}
+
+void mix_consumed(const MixLoader *m, int64_t *consumed) {
+    for (int s = 0; s < m->n; s++)
+        consumed[s] = m->src[s].epoch * m->src[s].count + m->src[s].pos;
+}
+
+void mix_seek(MixLoader *m, int64_t index, const int64_t *consumed) {
+    assert(index >= 0);
+    int64_t *replayed = NULL;
+    if (!consumed) {
+        replayed = xcalloc((size_t)m->n, sizeof *replayed);
+        for (int64_t i = 0; i < index; i++) replayed[mix_source(m, i)]++;
+        consumed = replayed;
+    }
+    for (int s = 0; s < m->n; s++) loader_seek(&m->src[s], 0, consumed[s]);
+    m->index = index;
+    free(replayed);
+}
+
+void mix_next(MixLoader *m, int B, int *inputs, int *targets, int *sources, int64_t *items) {
+    int T = m->src[0].T;
+    for (int b = 0; b < B; b++) {
+        int s = mix_source(m, m->index++);
+        if (sources) sources[b] = s;
+        loader_next_items(&m->src[s], 1, inputs + (size_t)b * T, targets + (size_t)b * T,
+                          items ? items + b : NULL);
     }
 }

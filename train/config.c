@@ -31,6 +31,7 @@
 #include <yaml.h>
 
 #include "model/hf_config.h"
+#include "train/config_flow.h"
 #include "train/objectives/objective.h"
 #include "util/utf8.h"
 #include "util/util.h"
@@ -46,6 +47,8 @@ typedef struct {
     double min, max;          /* numbers; NO_LIMIT on a side without a bound */
     bool min_open, max_open;  /* bound excluded: (min, ...) or (..., max) */
     bool nonempty;            /* strings that must not be "" */
+    bool flow;                /* strings that a config file may give as a YAML mapping or list,
+                                 stored as its flow text (train/config_flow.c) */
     const char *choices;      /* enums: "a|b|c" */
     const char *help;
 } KeyInfo;
@@ -68,6 +71,8 @@ typedef struct {
 #define BOOL_KEY(sec, key, text) { AT(sec, key), .type = FIELD_IS(sec, key, int, KEY_BOOL), .help = (text) }
 #define STR_KEY(sec, key, must_be_set, text) \
     { AT(sec, key), .type = FIELD_IS(sec, key, char *, KEY_STRING), .nonempty = (must_be_set), .help = (text) }
+#define FLOW_KEY(sec, key, text) \
+    { AT(sec, key), .type = FIELD_IS(sec, key, char *, KEY_STRING), .flow = true, .help = (text) }
 #define ENUM_KEY(sec, key, allowed, text) \
     { AT(sec, key), .type = FIELD_IS(sec, key, char *, KEY_ENUM), .choices = (allowed), .help = (text) }
 
@@ -103,8 +108,10 @@ static const KeyInfo KEYS[] = {
     INT_KEY(data, grad_accum, 1, "micro-steps per optimizer step"),
     BOOL_KEY(data, shuffle, "shuffle training items every epoch"),
     STR_KEY(data, role, false, "train only on examples of this role (sft files with a role column; \"\" = all)"),
+    FLOW_KEY(data, mix, "several training files drawn with sampling weights instead of data.train, a list [{path: a.h5, weight: 0.7}, {path: b.h5, weight: 0.3}] (lm and kd; the same tokenizer and schema; one epoch = as many examples as the files hold together)"),
 
     ENUM_KEY(objective, type, "lm|kd|dpo|orpo", "training objective: lm (LM/SFT), kd (word-level distillation), dpo, orpo"),
+    FLOW_KEY(objective, task_weights, "per-task loss weights {answer: 0.7, explanation: 0.3} over the data's task column (lm and kd): loss = sum of weight x mean loss of that task's target tokens in the step; every task of the data must be listed (0 skips one)"),
 
     STR_KEY(kd, teacher, false, "teacher HF checkpoint dir, run frozen beside the student (\"\" = the data's teacher_topk)"),
     REAL_KEY(kd, alpha, 0, CLOSED, 1, CLOSED, "weight of the KD term; (1 - alpha) weights the gold cross-entropy"),
@@ -578,6 +585,14 @@ static int apply_yaml_section(Config *c, yaml_document_t *doc, const char *secti
             return err_set("%s: %s.%s is set twice (first at line %zu)", where, section, name, key_line[i]);
         key_line[i] = node_line(kn);
         snprintf(where, sizeof where, "%s:%zu", path, node_line(vn));
+        if (k->flow && (vn->type == YAML_MAPPING_NODE || vn->type == YAML_SEQUENCE_NODE)) {
+            char text[sizeof ((Config *)0)->data.mix];
+            if (config_flow_text(doc, vn, text, sizeof text) != 0)
+                return err_set("%s: %s.%s: the value is too long (at most %zu bytes as flow text)", where,
+                               section, name, k->size - 1);
+            if (store_string(c, k, text, strlen(text), where)) return -1;
+            continue;
+        }
         if (vn->type != YAML_SCALAR_NODE)
             return err_set("%s: %s.%s: expected a single value, found %s", where, section, name, node_kind(vn));
         if (is_null(vn)) {
@@ -708,6 +723,27 @@ static int check_stored(const Config *c, const KeyInfo *k) {
     return 0;
 }
 
+/* objective.task_weights and data.mix: readable, and used where they work. */
+static int check_task_weights_and_mix(const Config *c) {
+    TaskWeights tw;
+    DataMix mix;
+    if (config_task_weights(c, &tw) != 0 || config_data_mix(c, &mix) != 0) return -1;
+    int seq = !strcmp(c->objective.type, "lm") || !strcmp(c->objective.type, "kd");
+    if (tw.n && !seq)
+        return err_set("config: objective.task_weights works with objective.type lm and kd, not %s",
+                       c->objective.type);
+    if (!mix.n) return 0;
+    if (!seq) return err_set("config: data.mix works with objective.type lm and kd, not %s", c->objective.type);
+    if (c->data.train[0])
+        return err_set("config: set data.train or data.mix, not both (data.mix lists every training file)");
+    if (c->data.role[0])
+        return err_set("config: data.role with data.mix: build the role's examples into the mixed files");
+    if (c->data.val_fraction > 0)
+        return err_set("config: data.val_fraction with data.mix: give the validation examples a file of "
+                       "their own (data.val)");
+    return 0;
+}
+
 int config_validate(const Config *c) {
     for (size_t i = 0; i < N_KEYS; i++)
         if (check_stored(c, &KEYS[i])) return -1;
@@ -722,8 +758,9 @@ int config_validate(const Config *c) {
                        c->data.seq_len, c->model.sliding_window);
     if (c->optim.min_lr > c->optim.lr)
         return err_set("config: optim.min_lr (%g) must not exceed optim.lr (%g)", c->optim.min_lr, c->optim.lr);
-    if (!c->data.train[0])
+    if (!c->data.train[0] && !c->data.mix[0])
         return err_set("config: no training data; set data.train in the config or with --set data.train=FILE");
+    if (check_task_weights_and_mix(c) != 0) return -1;
     if (c->data.seq_len > c->model.n_positions)
         return err_set("config: data.seq_len (%d) exceeds model.n_positions (%d); lower seq_len or raise n_positions",
                        c->data.seq_len, c->model.n_positions);

@@ -45,9 +45,15 @@ typedef struct {
         int grad_accum;              /* micro-steps per optimizer step */
         int shuffle;                 /* bool */
         char role[64];               /* train on examples of this role only ("" = all) */
+        char mix[8 * CFG_STR];       /* several training files with sampling weights, as YAML
+                                        flow text "[{path: a.h5, weight: 0.7}, ...]" ("" = none;
+                                        config_data_mix reads it) */
     } data;
     struct {
         char type[32];               /* lm | kd | dpo | orpo (train/objectives/registry.c) */
+        char task_weights[CFG_STR];  /* per-task loss weights, as YAML flow text
+                                        "{answer: 0.7, explanation: 0.3}" ("" = none;
+                                        config_task_weights reads it) */
     } objective;
     struct {                         /* word-level KD (objective kd) */
         char teacher[CFG_STR];       /* HF dir of a frozen teacher ("" = the data's teacher_topk) */
@@ -157,5 +163,32 @@ char *config_to_json(const Config *c);
 int config_from_json(Config *c, const char *json);
 /* Prints every key with its type, default and help (for --help). */
 void config_print_keys(void *stream);
+
+/* ---- the two structured values (train/config_flow.c) ----
+ * objective.task_weights and data.mix are a YAML mapping and a YAML list in a
+ * config file; they are stored as the canonical YAML flow text of that value
+ * (so --set takes the same text, and a resolved config round-trips through
+ * YAML and JSON as one string), and read into these structs here. */
+#define CFG_MAX_TASKS 12   /* task_weights entries (their losses are metrics) */
+#define CFG_TASK_NAME 64
+#define CFG_MAX_MIX 8      /* data.mix sources */
+
+typedef struct {
+    int n;                             /* 0: objective.task_weights is unset */
+    char name[CFG_MAX_TASKS][CFG_TASK_NAME];
+    double weight[CFG_MAX_TASKS];      /* finite, >= 0, at least one > 0 */
+} TaskWeights;
+
+typedef struct {
+    int n;                             /* 0: data.mix is unset */
+    char path[CFG_MAX_MIX][CFG_STR];
+    double weight[CFG_MAX_MIX];        /* finite, > 0 (normalised by the loader) */
+} DataMix;
+
+/* objective.task_weights read and checked: a mapping of task name -> weight.
+ * -1 with the error set (naming the key, the entry and the fix). */
+int config_task_weights(const Config *c, TaskWeights *out);
+/* data.mix read and checked: a list of {path, weight}. -1 with the error set. */
+int config_data_mix(const Config *c, DataMix *out);
 
 #endif

@@ -86,6 +86,8 @@ typedef struct {
     const Backend *be;
     const Objective *obj;     /* the method (objective.type) */
     void *state;              /* its state: obj->open's */
+    const ObjectiveMetric *metric_table; /* its metrics for this run (objective_metrics) */
+    int n_metrics, n_eval_metrics;
     TrainEnv env;             /* what the method is lent */
     RunTokenizer tokenizer;   /* env.tokenizer: settled by prepare, recorded in checkpoints */
     GPT *model;
@@ -155,6 +157,8 @@ static int write_trainer_json(Trainer *t, const char *dir) {
     t->obj->position(t->state, &epoch, &pos);
     json_object_set_new(data, "epoch", json_integer(epoch));
     json_object_set_new(data, "pos", json_integer(pos));
+    json_t *detail = t->obj->save_position ? t->obj->save_position(t->state) : NULL;
+    if (detail) json_object_set_new(data, "detail", detail); /* data.mix: each file's position */
     if (gpt_lora_config(t->model))
         json_object_set_new(root, "lora_dropout_step",
                             json_integer((json_int_t)gpt_lora_dropout_step(t->model)));
@@ -351,6 +355,16 @@ static int load_checkpoint(Trainer *t, const char *dir) {
     t->tokens_seen = tokens;
     t->rng = rng;
     t->obj->seek(t->state, epoch, pos);
+    if (t->obj->load_position) { /* data.mix: each file where it was */
+        char path[4096];
+        json_error_t jerr;
+        path_join(path, sizeof path, dir, "trainer.json");
+        json_t *root = json_load_file(path, 0, &jerr);
+        json_t *data = root ? json_object_get(root, "data") : NULL;
+        int rc = t->obj->load_position(t->state, data ? json_object_get(data, "detail") : NULL);
+        json_decref(root);
+        if (rc != 0) return -1;
+    }
     if (gpt_lora_config(t->model)) { /* the dropout masks continue where they were */
         char path[4096];
         json_error_t jerr;
@@ -728,7 +742,8 @@ static void print_setup(const Trainer *t) {
         printf("model: %zu parameters (%d layers, %d heads, %d wide, vocab %d) on %s, %d threads\n"
                "objective %s; data: %s, %lld training %s of %d tokens%s\n",
                gpt_num_params(t->model), g->n_layer, g->n_head, g->n_embd, g->vocab_size,
-               t->be->name, omp_get_max_threads(), t->obj->name, cfg->data.train,
+               t->be->name, omp_get_max_threads(), t->obj->name,
+               cfg->data.train[0] ? cfg->data.train : "data.mix",
                (long long)t->obj->items(t->state), t->obj->item_noun, t->T + 1,
                t->obj->has_val(t->state) ? ", validation on" : "");
         if (t->world > 1)
@@ -786,6 +801,8 @@ static int trainer_setup(Trainer *t, Config *resolved) {
     if (!(t->be = backend_by_name(cfg->train.device))) return -1;
     t->env.be = t->be;
     if (!(t->state = t->obj->open(&t->env))) return -1;
+    t->metric_table = objective_metrics(t->obj, t->state, &t->n_metrics, &t->n_eval_metrics);
+    assert(t->n_metrics <= OBJECTIVE_MAX_METRICS && t->n_eval_metrics <= t->n_metrics);
     if (build_model(t) != 0) return -1;
     t->env.model = t->model;
     if (resolve_epochs(t, resolved) != 0) return -1;
@@ -845,7 +862,7 @@ static void metrics_fields(const Trainer *t, const double *m, int n, const char 
     size_t len = 0;
     buf[0] = '\0';
     for (int k = 0; k < n && len < cap; k++) {
-        const ObjectiveMetric *om = &t->obj->metrics[k];
+        const ObjectiveMetric *om = &t->metric_table[k];
         char num[64];
         len += (size_t)snprintf(buf + len, cap - len, ", \"%s%s\": %s", prefix, om->name,
                                 json_number(num, sizeof num, om->format, m[k]));
@@ -857,8 +874,8 @@ static void console_fields(const Trainer *t, const double *m, char *buf, size_t 
     size_t len = 0;
     int shown = 0;
     buf[0] = '\0';
-    for (int k = 0; k < t->obj->n_metrics && len < cap; k++) {
-        const ObjectiveMetric *om = &t->obj->metrics[k];
+    for (int k = 0; k < t->n_metrics && len < cap; k++) {
+        const ObjectiveMetric *om = &t->metric_table[k];
         if (!om->console) continue;
         len += (size_t)snprintf(buf + len, cap - len, "%s%s %.*f", shown++ ? ", " : " (",
                                 om->console, om->digits, m[k]);
@@ -873,7 +890,7 @@ static void log_step(const Trainer *t, const StepStats *st, double lr, double no
                      double elapsed, int first_step, int tty, int nonfinite) {
     const Config *cfg = t->cfg;
     char extra[2048], loss[64], lr_s[64], norm_s[512], tok_s_s[64], el_s[64];
-    metrics_fields(t, st->metrics, t->obj->n_metrics, "", extra, sizeof extra);
+    metrics_fields(t, st->metrics, t->n_metrics, "", extra, sizeof extra);
     char line[4096];
     snprintf(line, sizeof line,
              "{\"step\": %d, \"loss\": %s, \"lr\": %s, \"grad_norm\": %s, "
@@ -904,7 +921,7 @@ static double evaluate(Trainer *t, int tty) {
     gpt_set_train_mode(t->model, 0);
     ev.loss = t->obj->eval(t->state, &t->env, ev.metrics);
     char extra[2048];
-    metrics_fields(t, ev.metrics, t->obj->n_eval_metrics, "eval_", extra, sizeof extra);
+    metrics_fields(t, ev.metrics, t->n_eval_metrics, "eval_", extra, sizeof extra);
     char loss[64];
     char line[4096];
     snprintf(line, sizeof line, "{\"step\": %d, \"val_loss\": %s%s}\n", t->step,

@@ -19,9 +19,16 @@
  * it at temperature 1; the coin comes from the run's generator, so every
  * rank flips the same one.
  *
+ * Per-task weights (objective.task_weights): a token of task t counts with
+ * w_t / D_t instead of 1 / D (D_t: task t's target tokens in the step over
+ * every rank), both terms alike, so the loss is sum_t w_t times task t's mean
+ * per-token loss (1 - alpha) CE + alpha T^2 D_beta; logged as loss/<task>.
+ *
  * Metrics (training lines): ce, kd (divergence per target token), agreement
- * (student and teacher top-1 agree), on_policy (1 when the step sampled).
- * Validation is the lm objective's: cross-entropy per target token. */
+ * (student and teacher top-1 agree), on_policy (1 when the step sampled),
+ * after loss/<task> with task weights. Validation is the lm objective's:
+ * cross-entropy per target token (per task, weighted, with task weights). */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -37,6 +44,8 @@ typedef struct {
     int *topk_ids;            /* offline: (B, T, K) */
     float *topk_logp;
     Rng sample_rng;           /* on-policy sampling: per rank, apart from the run's rng */
+    int m0;                   /* index of "ce" in the metrics: after loss/<task> */
+    ObjectiveMetric metrics[OBJECTIVE_MAX_METRICS]; /* loss/<task>..., then kd_metrics */
 } Kd;
 
 enum { KD_CE, KD_KD, KD_AGREE, KD_ON_POLICY, KD_N_METRICS };
@@ -79,11 +88,21 @@ static void *kd_open(const TrainEnv *env) {
     k->kd = xmalloc(N * sizeof(float));
     k->agree = xmalloc(N * sizeof(float));
     rng_seed(&k->sample_rng, (uint64_t)env->cfg->train.seed * 7919 + (uint64_t)env->rank + 1);
+    k->m0 = k->d.tw.n;
+    seq_batches_task_metrics(&k->d, k->metrics);
+    memcpy(k->metrics + k->m0, kd_metrics, sizeof kd_metrics);
     return k;
 }
 
+static const ObjectiveMetric *kd_run_metrics(const void *self, int *n, int *n_eval) {
+    const Kd *k = self;
+    *n = k->m0 + KD_N_METRICS;
+    *n_eval = k->m0; /* eval_loss/<task> */
+    return k->metrics;
+}
+
 static int64_t kd_items(const void *self) {
-    return ((const Kd *)self)->d.train_dl.count;
+    return seq_batches_items(&((const Kd *)self)->d);
 }
 
 static int kd_has_val(const void *self) {
@@ -98,12 +117,12 @@ static int kd_prepare(void *self, const TrainEnv *env) {
         k->teacher = objective_load_frozen(env, c->kd.teacher, "teacher");
         return k->teacher ? 0 : -1;
     }
-    if (k->d.train_ds.topk == 0)
+    if (k->d.train_ds[0].topk == 0)
         return err_set("%s has no teacher_topk_* (offline teacher) and kd.teacher is empty; set "
                        "kd.teacher to a checkpoint, or build the data with `retort generate "
                        "--store-topk K`",
                        c->data.train);
-    size_t N = (size_t)env->B * env->T, K = (size_t)k->d.train_ds.topk;
+    size_t N = (size_t)env->B * env->T, K = (size_t)k->d.train_ds[0].topk;
     k->topk_ids = xmalloc(N * K * sizeof(int));
     k->topk_logp = xmalloc(N * K * sizeof(float));
     return 0;
@@ -118,20 +137,26 @@ static void kd_describe(const void *self, const TrainEnv *env) {
 }
 
 static void kd_seek(void *self, int64_t epoch, int64_t pos) {
-    loader_seek(&((Kd *)self)->d.train_dl, epoch, pos);
+    seq_batches_seek(&((Kd *)self)->d, epoch, pos);
 }
 
 static void kd_position(const void *self, int64_t *epoch, int64_t *pos) {
-    const Kd *k = self;
-    *epoch = k->d.train_dl.epoch;
-    *pos = k->d.train_dl.pos;
+    seq_batches_position(&((const Kd *)self)->d, epoch, pos);
+}
+
+static json_t *kd_save_position(const void *self) {
+    return seq_batches_save_position(&((const Kd *)self)->d);
+}
+
+static int kd_load_position(void *self, const json_t *detail) {
+    return seq_batches_load_position(&((Kd *)self)->d, detail);
 }
 
 /* GKD on-policy: each of the B rows keeps its prompt (the tokens up to its
  * first target) and the student samples the rest (temperature 1, to EOS or
  * the end of the row); targets become the sampled tokens. */
 static void student_completions(Kd *k, const TrainEnv *env, int *inputs, int *targets) {
-    int T = env->T, eos = k->d.train_ds.eos_id;
+    int T = env->T, eos = k->d.train_ds[0].eos_id;
     SampleOptions so = {0, 1.0, 0, 1.0, eos, NULL, NULL};
     int *row = xmalloc((size_t)(T + 1) * sizeof(int));
     gpt_set_train_mode(env->model, 0);
@@ -157,11 +182,11 @@ static double kd_step(void *self, const TrainEnv *env, double *metrics) {
     Kd *k = self;
     SeqBatches *d = &k->d;
     const Config *c = env->cfg;
-    int N = env->B * env->T, K = d->train_ds.topk, GB = env->world * env->B;
+    int N = env->B * env->T, K = d->train_ds[0].topk, GB = env->world * env->B, m0 = k->m0;
     seq_batches_draw(d, env);
     /* the coin is the same on every rank (the run's rng advances identically) */
     if (c->kd.on_policy > 0 && rng_uniform(env->rng) < c->kd.on_policy) {
-        metrics[KD_ON_POLICY] = 1;
+        metrics[m0 + KD_ON_POLICY] = 1;
         for (int a = 0; a < env->A; a++)
             student_completions(k, env, seq_batches_local(d, env, d->inputs, a),
                                 seq_batches_local(d, env, d->targets, a));
@@ -170,27 +195,37 @@ static double kd_step(void *self, const TrainEnv *env, double *metrics) {
     double alpha = c->kd.alpha, T2 = c->kd.temperature * c->kd.temperature;
     float gw = D > 0 ? (float)(-(1 - alpha) / D) : 0.0f;
     float kw = D > 0 ? (float)(alpha * T2 / D) : 0.0f;
+    /* task weights: per task the factor w_t / D_t in place of 1 / D */
+    double task_D[CFG_MAX_TASKS], coef[CFG_MAX_TASKS], task_loss[CFG_MAX_TASKS] = {0};
+    if (d->tw.n) seq_batches_task_targets(d, env, task_D, coef);
     KdTeacher teacher = {k->teacher, k->topk_ids, k->topk_logp, k->teacher ? 0 : K,
                          (float)c->kd.temperature, (float)c->kd.beta};
     double ce = 0, kd = 0, agree = 0;
     for (int a = 0; a < env->A; a++) {
         const int *in = seq_batches_local(d, env, d->inputs, a);
         const int *tg = seq_batches_local(d, env, d->targets, a);
+        const int *task = seq_batches_local_rows(d, env, d->tasks, a);
+        const int *src = seq_batches_local_rows(d, env, d->sources, a);
         gpt_forward(env->model, in, tg, env->B, env->T, d->logp);
         if (k->teacher) {
             gpt_forward(k->teacher, in, tg, env->B, env->T, NULL);
         } else {
             for (int b = 0; b < env->B; b++)
-                dataset_topk_row(&d->train_ds,
+                dataset_topk_row(&d->train_ds[src[b]],
                                  d->items[(size_t)a * GB + (size_t)env->rank * env->B + b],
                                  env->T, k->topk_ids + (size_t)b * env->T * K,
                                  k->topk_logp + (size_t)b * env->T * K);
         }
         gpt_kd_forward(env->model, &teacher, k->kd, k->agree);
         for (int i = 0; i < N; i++) {
-            int on = tg[i] >= 0;
+            int on = tg[i] >= 0, t = d->tw.n ? task[i / env->T] : -1;
             d->g[i] = on ? gw : 0.0f;
             k->w[i] = on ? kw : 0.0f;
+            if (on && d->tw.n) {
+                d->g[i] = t >= 0 ? (float)(-(1 - alpha) * coef[t]) : 0.0f;
+                k->w[i] = t >= 0 ? (float)(alpha * T2 * coef[t]) : 0.0f;
+                if (t >= 0) task_loss[t] += (1 - alpha) * -d->logp[i] + alpha * T2 * k->kd[i];
+            }
             if (on) {
                 ce -= d->logp[i];
                 kd += k->kd[i];
@@ -200,16 +235,22 @@ static double kd_step(void *self, const TrainEnv *env, double *metrics) {
         gpt_backward_kd(env->model, d->g, &teacher, k->w);
     }
     if (D > 0) {
-        metrics[KD_CE] = dist_sum_f64(ce) / D;
-        metrics[KD_KD] = dist_sum_f64(kd) / D;
-        metrics[KD_AGREE] = dist_sum_f64(agree) / D;
+        metrics[m0 + KD_CE] = dist_sum_f64(ce) / D;
+        metrics[m0 + KD_KD] = dist_sum_f64(kd) / D;
+        metrics[m0 + KD_AGREE] = dist_sum_f64(agree) / D;
     }
-    return (1 - alpha) * metrics[KD_CE] + alpha * T2 * metrics[KD_KD];
+    if (!d->tw.n) return (1 - alpha) * metrics[KD_CE] + alpha * T2 * metrics[KD_KD];
+    double loss = 0;
+    for (int t = 0; t < d->tw.n; t++) { /* NAN (logged null): a task absent from the step */
+        double sum = dist_sum_f64(task_loss[t]);
+        metrics[t] = task_D[t] > 0 ? sum / task_D[t] : NAN;
+        if (task_D[t] > 0) loss += d->tw.weight[t] * metrics[t];
+    }
+    return loss;
 }
 
 static double kd_eval(void *self, const TrainEnv *env, double *metrics) {
-    (void)metrics;
-    return seq_batches_eval(&((Kd *)self)->d, env);
+    return seq_batches_eval(&((Kd *)self)->d, env, metrics);
 }
 
 const Objective objective_kd = {
@@ -231,4 +272,7 @@ const Objective objective_kd = {
     .position = kd_position,
     .eval = kd_eval,
     .close = kd_close,
+    .save_position = kd_save_position,
+    .load_position = kd_load_position,
+    .run_metrics = kd_run_metrics,
 };

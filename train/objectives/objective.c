@@ -76,6 +76,14 @@ GPT *objective_load_frozen(const TrainEnv *env, const char *dir, const char *wha
     return m;
 }
 
+const ObjectiveMetric *objective_metrics(const Objective *o, const void *self, int *n_metrics,
+                                         int *n_eval_metrics) {
+    if (o->run_metrics) return o->run_metrics(self, n_metrics, n_eval_metrics);
+    *n_metrics = o->n_metrics;
+    *n_eval_metrics = o->n_eval_metrics;
+    return o->metrics;
+}
+
 void objective_metrics_add(double *sum, const double *m, double w, int n) {
     for (int k = 0; k < n; k++) sum[k] += w * m[k];
 }

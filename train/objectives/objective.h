@@ -52,6 +52,18 @@
  *                           and updates.
  *   position(self, e, p)    at every checkpoint: the training data position
  *                           (epoch, pos) that seek() takes back.
+ *   save_position(self)     optional: at every checkpoint, a position richer
+ *                           than (epoch, pos) (data.mix: the global example
+ *                           index and each file's position) as a JSON object
+ *                           (new reference; NULL = none), stored in
+ *                           trainer.json as data.detail.
+ *   load_position(self, j)  optional: on --resume after seek(), that object
+ *                           (NULL when the checkpoint has none). -1 with the
+ *                           error set refuses the checkpoint.
+ *   run_metrics(self, n, e) optional: after open(), this run's metric table
+ *                           when it depends on the data (per-task losses
+ *                           "loss/<task>"); the trainer then uses it instead of
+ *                           metrics / n_metrics / n_eval_metrics.
  *   eval(self, env, m)      every eval.every steps when has_val: the trainer
  *                           has set eval mode. Returns the validation loss and
  *                           fills m[0, n_eval_metrics); no gradients, no
@@ -73,6 +85,7 @@
 #ifndef RETORT_OBJECTIVE_H
 #define RETORT_OBJECTIVE_H
 
+#include <jansson.h>
 #include <stdint.h>
 
 #include "model/backend.h"
@@ -132,6 +145,10 @@ typedef struct Objective {
     void (*position)(const void *self, int64_t *epoch, int64_t *pos);
     double (*eval)(void *self, const TrainEnv *env, double *metrics);
     void (*close)(void *self);
+    /* optional, NULL = not used (see above) */
+    json_t *(*save_position)(const void *self);
+    int (*load_position)(void *self, const json_t *detail);
+    const ObjectiveMetric *(*run_metrics)(const void *self, int *n_metrics, int *n_eval_metrics);
 } Objective;
 
 /* ---- the registry (registry.c) ---- */
@@ -163,6 +180,11 @@ GPT *objective_load_frozen(const TrainEnv *env, const char *dir, const char *wha
  * warning when the run's is known. -1 with the error set. */
 int objective_check_tokenizer(const TrainEnv *env, const char *path, const char *tokenizer,
                               int vocab_size);
+
+/* The metric table of a method for this run: run_metrics' when it has one,
+ * else its static table. */
+const ObjectiveMetric *objective_metrics(const Objective *o, const void *self, int *n_metrics,
+                                         int *n_eval_metrics);
 
 /* sum[k] += w * m[k] for k < n: accumulating micro-batch metrics. */
 void objective_metrics_add(double *sum, const double *m, double w, int n);
