@@ -73,6 +73,11 @@ static void usage_correct(FILE *f) {
             "  -q, --quiet               no report\n\n"
             "run:\n"
             "      --giant DIR           the giant's checkpoint (writes the pool)\n"
+            "      --giant-prompt-field N  the giant's prompt, when it is not the source\n"
+            "                            (e.g. a few-shot prompt; default: --prompt-field)\n"
+            "      --giant-chat          wrap the giant's prompt in its chat template and\n"
+            "                            stop at its end-of-turn token (as generate --chat)\n"
+            "      --giant-chat-template PATH  --giant-chat with this template\n"
             "  -i, --input FILE          with --giant: JSONL of sources\n"
             "      --pool FILE           instead of --giant: JSONL of sources and candidates\n"
             "                            (any model's outputs, from any toolkit)\n"
@@ -145,7 +150,7 @@ enum {
     OPT_SEPARATOR, OPT_CUE, OPT_TARGET_PREFIX, OPT_ORDER, OPT_SEED, OPT_DEDUP, OPT_MAX_CAND,
     OPT_TOKENIZER, OPT_MAX_LEN, OPT_GIANT, OPT_POOL, OPT_CORRECTOR, OPT_SAMPLES, OPT_TOP_K,
     OPT_TOP_P, OPT_GIANT_N, OPT_CORR_T, OPT_CORR_BEAMS, OPT_STOP, OPT_GIANT_TOK, OPT_CORR_TOK,
-    OPT_METRICS, OPT_ANSWER
+    OPT_METRICS, OPT_ANSWER, OPT_GIANT_PROMPT, OPT_GIANT_CHAT, OPT_GIANT_CHAT_TEMPLATE
 };
 
 #define COMMON_OPTIONS                                                                      \
@@ -363,6 +368,9 @@ static int correct_run(int argc, char **argv) {
         {"corrector-tokenizer", required_argument, 0, OPT_CORR_TOK},
         {"metrics", required_argument, 0, OPT_METRICS},
         {"answer", required_argument, 0, OPT_ANSWER},
+        {"giant-prompt-field", required_argument, 0, OPT_GIANT_PROMPT},
+        {"giant-chat", no_argument, 0, OPT_GIANT_CHAT},
+        {"giant-chat-template", required_argument, 0, OPT_GIANT_CHAT_TEMPLATE},
         CLI_CONTEXT_OPTIONS,
         CLI_DEVICE_OPTIONS,
         {0, 0, 0, 0}};
@@ -370,6 +378,7 @@ static int correct_run(int argc, char **argv) {
     common_init(&o);
     o.fields.reference_field = NULL; /* run scores only when asked */
     CliDevice dev = {0};
+    CliChat giant_chat = {0};
     LmcorRunJob job = {0};
     GenerateJob *g = &job.giant, *k = &job.corrector;
     g->sample = (SampleOptions){64, 0.6, 0, 1.0, -1, NULL, NULL};
@@ -387,7 +396,8 @@ static int correct_run(int argc, char **argv) {
     optind = 1;
     while ((c = getopt_long(argc, argv, "i:o:t:n:qh", opts, NULL)) != -1) {
         giant_opts |= c == OPT_SAMPLES || c == 't' || c == OPT_TOP_K || c == OPT_TOP_P ||
-                      c == OPT_GIANT_N || c == OPT_GIANT_TOK;
+                      c == OPT_GIANT_N || c == OPT_GIANT_TOK || c == OPT_GIANT_PROMPT ||
+                      c == OPT_GIANT_CHAT || c == OPT_GIANT_CHAT_TEMPLATE;
         if (common_option(&o, c, optarg, &bad)) {
             if (c == OPT_SEED) g->seed = k->seed = o.format.seed;
         } else {
@@ -436,6 +446,9 @@ static int correct_run(int argc, char **argv) {
             case OPT_CORR_TOK: corr_spec = optarg; break;
             case OPT_METRICS: metrics = optarg; break;
             case OPT_ANSWER: answer = optarg; break;
+            case OPT_GIANT_PROMPT: g->prompt_field = optarg; break;
+            case OPT_GIANT_CHAT: giant_chat.on = 1; break;
+            case OPT_GIANT_CHAT_TEMPLATE: giant_chat.path = optarg; break;
             case CLI_OPT_TRUNCATE:
                 bad = truncate_prompt_from_name(optarg, &g->truncate_prompt);
                 k->truncate_prompt = g->truncate_prompt;
@@ -467,8 +480,8 @@ static int correct_run(int argc, char **argv) {
     else if (pool && o.input)
         usage = "--pool FILE is the input (sources and candidates); leave out --input";
     else if (pool && giant_opts)
-        usage = "--candidates, --temperature, --top-k, --top-p, --giant-max-new-tokens and "
-                "--giant-tokenizer shape the giant's pool; with --pool the candidates are given";
+        usage = "--candidates, --temperature, --top-k, --top-p and the --giant-* options "
+                "shape the giant's pool; with --pool the candidates are given";
     else if (giant_dir && o.fields_given > 0)
         usage = "--candidates-field reads candidates from --pool; with --giant they are "
                 "generated";
@@ -516,8 +529,15 @@ static int correct_run(int argc, char **argv) {
                 cli_default_new_tokens(64, gpt_context_len(gpt_config(corr)));
         if (giant) g->sample.eos_id = giant_tok->eos_id;
         k->sample.eos_id = corr_tok->eos_id;
+        ChatPrompt cp = {0};
         LmcorRunResult r;
-        rc = lmcor_run(giant, giant_tok, corr, corr_tok, &job, &r);
+        rc = giant ? cli_chat_open(&giant_chat, giant_dir, giant_tok, &cp) : 0;
+        if (rc == 0 && cp.tmpl) {
+            g->chat = &cp;
+            g->sample.eos_id = cp.end_of_turn;
+        }
+        if (rc == 0) rc = lmcor_run(giant, giant_tok, corr, corr_tok, &job, &r);
+        chat_prompt_close(&cp);
         if (rc == 0 && !o.quiet) {
             printf("correct: %lld lines, %lld candidates from %s, corrected by %s (%.1f s) -> %s\n",
                    (long long)r.lines, (long long)r.candidates, giant ? giant_dir : pool,

@@ -379,7 +379,12 @@ static int run_line(GPT *giant, const Tokenizer *giant_tok, GPT *corrector,
     const char **cands = NULL;
     int n;
     if (giant) {
-        n = giant_pool(giant, giant_tok, &job->giant, source, line, &generated);
+        const char *prompt = source;
+        if (job->giant.prompt_field &&
+            !(prompt = string_field(obj, job->giant.prompt_field, "giant prompt",
+                                    "--giant-prompt-field", file, line)))
+            return -1;
+        n = giant_pool(giant, giant_tok, &job->giant, prompt, line, &generated);
         if (n < 0) return err_at(file, line, "the giant");
         cands = xmalloc((size_t)(n > 0 ? n : 1) * sizeof(char *));
         for (int i = 0; i < n; i++) cands[i] = generated[i];

@@ -127,7 +127,10 @@ typedef struct {
     LmcorFormat format;
     /* The giant's pool: its greedy output, then giant.candidates samples
      * drawn with giant.sample (LMCOR: 4 at temperature 0.6), as `retort
-     * generate --candidates N` writes it (generate_io.h); 0: greedy only. */
+     * generate --candidates N` writes it (generate_io.h); 0: greedy only.
+     * giant.prompt_field names the giant's prompt (LMCOR few-shot prompts its
+     * giant) when it is not the source; NULL: the source. giant.chat wraps it
+     * in the giant's chat template. */
     GenerateJob giant;
     GenerateJob corrector; /* greedy by default; the first completion is the correction */
     /* With fields.reference_field: also the accuracy of the answers this spec

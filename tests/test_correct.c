@@ -383,6 +383,34 @@ Test(correct, run_chains_giant_and_corrector_as_generate_and_build_do, .timeout 
     }
     json_decref(corrected);
     json_decref(lines);
+
+    /* the giant's own prompt (--giant-prompt-field) in its chat template
+     * (--giant-chat); the corrector still reads the source */
+    write_text(in, "{\"prompt\": \"cat\", \"shots\": \"dog: god. cat:\"}\n"
+                   "{\"prompt\": \"rat\", \"shots\": \"dog: god. rat:\"}\n");
+    RUN(dir, "correct run --giant " GIANT " -i %s --corrector %s -o %s --candidates 0 "
+             "--giant-prompt-field shots --giant-chat --giant-max-new-tokens 5 -n 4 "
+             "--threads 1", in, corr, out);
+    RUN(dir, "generate --model " GIANT " -i %s -o %s/chat.jsonl --prompt-field shots --chat -n 5 "
+             "-t 0 --threads 1", in, dir);
+    lines = jsonl_lines(out);
+    snprintf(path, sizeof path, "%s/chat.jsonl", dir);
+    json_t *chat = jsonl_lines(path);
+    cr_assert_eq(json_array_size(lines), 2);
+    for (size_t i = 0; i < 2; i++) {
+        json_t *pool = json_object_get(json_array_get(lines, i), "candidates");
+        cr_assert_eq(json_array_size(pool), 1, "--candidates 0: the greedy output alone");
+        cr_expect(json_equal(json_array_get(pool, 0),
+                             json_array_get(json_object_get(json_array_get(chat, i),
+                                                            "completions"), 0)),
+                  "line %zu: the giant's chat-wrapped few-shot prompt", i + 1);
+        char want[256];
+        snprintf(want, sizeof want, "%s\nCandidate 1: %s\nCorrection:",
+                 str_at(lines, i, "prompt"), json_string_value(json_array_get(pool, 0)));
+        cr_expect_str_eq(str_at(lines, i, "corrector_input"), want);
+    }
+    json_decref(chat);
+    json_decref(lines);
     rm_rf(dir);
 }
 
@@ -499,6 +527,7 @@ Test(correct, run_refuses_bad_options_and_input, .timeout = 120) {
         "correct run --pool %s --giant " GIANT " -i x --corrector %s -o %s",
         "correct run --giant " GIANT " --corrector %s -o %s",            /* no --input */
         "correct run --pool %s --corrector %s -o %s --candidates 2",     /* giant option */
+        "correct run --pool %s --corrector %s -o %s --giant-chat",       /* giant option */
         "correct run --pool %s --corrector %s -o %s --metrics m.json",   /* no reference */
         "correct run --pool %s --corrector %s -o %s --corrector-temperature -1",
         "correct run --pool %s --corrector %s -o %s --answer whole",     /* no reference */
