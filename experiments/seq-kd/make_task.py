@@ -3,7 +3,9 @@
 
     make_task.py gen   --out DIR [--seed S] [--train N] [--test N]
     make_task.py score --lexicon DIR/lexicon.json --pred PRED.jsonl [--label NAME] [--out F.json]
-    make_task.py table --dir OUT      (the markdown results table run.sh prints)
+    make_task.py table --dir OUT [--seeds "1 2 3"]   (the markdown tables run.sh prints)
+
+experiments/paraphrase-kd/report.py imports this file (scoring, seed aggregation).
 
 The source is a sentence of 3-5 pseudo-words.  Every source word has two
 *registers* (think formal / informal), and in each register 1-2 synonyms.  A
@@ -25,7 +27,11 @@ corpus BLEU against ALL valid outputs (multi-reference, sacrebleu's definition:
 clipped n-gram counts against the max over references, brevity penalty against the
 closest reference length; with tokenize 13a this text is already tokenized), and
 validity = fraction of predictions that are a valid translation (exact), plus
-register-mixing and wrong-length rates for the invalid ones.
+register-mixing and wrong-length rates for the invalid ones.  When the lines
+also carry "samples" (retort eval --samples N), the same scores are computed over
+every sample (sample_bleu_multi, sample_valid) with the mean number of distinct
+outputs and of distinct VALID outputs per prompt (a diversity measure that, unlike
+self-BLEU, does not reward wrong outputs).
 """
 import argparse
 import itertools
@@ -133,14 +139,42 @@ def classify(lex, words, hyp):
     return "mixed-register"
 
 
+class MultiRefBleu:
+    """Corpus BLEU against all valid outputs (sacrebleu's definition, see the top)."""
+
+    def __init__(self):
+        self.match = [0] * 4
+        self.total = [0] * 4
+        self.hyp_len = self.ref_len = 0
+
+    def add(self, hyp, refs):
+        self.hyp_len += len(hyp)
+        # closest reference length, ties to the shorter (sacrebleu)
+        self.ref_len += min((abs(len(r) - len(hyp)), len(r)) for r in refs)[1]
+        for k in range(1, 5):
+            h = ngrams(hyp, k)
+            maxref = Counter()
+            for r in refs:
+                for g, c in ngrams(r, k).items():
+                    if c > maxref[g]:
+                        maxref[g] = c
+            self.match[k - 1] += sum(min(c, maxref[g]) for g, c in h.items())
+            self.total[k - 1] += max(len(hyp) - k + 1, 0)
+
+    def score(self):
+        if min(self.match) == 0:
+            return 0.0
+        lp = sum(math.log(m / t) for m, t in zip(self.match, self.total)) / 4
+        bp = 1.0 if self.hyp_len > self.ref_len else math.exp(1 - self.ref_len / max(self.hyp_len, 1))
+        return 100 * bp * math.exp(lp)
+
+
 def score(args):
     with open(args.lexicon) as f:
         lex = json.load(f)
-    match = [0] * 4
-    total = [0] * 4
-    hyp_len = ref_len = 0
-    kinds = Counter()
-    n = 0
+    bleu, sbleu = MultiRefBleu(), MultiRefBleu()
+    kinds, skinds = Counter(), Counter()
+    n = n_samples = distinct = distinct_valid = 0
     with open(args.pred) as f:
         for line in f:
             if not line.strip():
@@ -151,74 +185,129 @@ def score(args):
             refs = valid_outputs(lex, words)
             kinds[classify(lex, words, hyp)] += 1
             n += 1
-            hyp_len += len(hyp)
-            # closest reference length, ties to the shorter (sacrebleu)
-            ref_len += min((abs(len(r) - len(hyp)), len(r)) for r in refs)[1]
-            for k in range(1, 5):
-                h = ngrams(hyp, k)
-                maxref = Counter()
-                for r in refs:
-                    for g, c in ngrams(r, k).items():
-                        if c > maxref[g]:
-                            maxref[g] = c
-                match[k - 1] += sum(min(c, maxref[g]) for g, c in h.items())
-                total[k - 1] += max(len(hyp) - k + 1, 0)
-    if min(match) == 0:
-        bleu = 0.0
-    else:
-        lp = sum(math.log(m / t) for m, t in zip(match, total)) / 4
-        bp = 1.0 if hyp_len > ref_len else math.exp(1 - ref_len / max(hyp_len, 1))
-        bleu = 100 * bp * math.exp(lp)
-    res = {"label": args.label, "n": n, "bleu_multi": round(bleu, 2),
+            bleu.add(hyp, refs)
+            if "samples" in o:
+                seen = set()
+                for smp in o["samples"]:
+                    toks = smp.split()
+                    kind = classify(lex, words, toks)
+                    skinds[kind] += 1
+                    n_samples += 1
+                    sbleu.add(toks, refs)
+                    if tuple(toks) not in seen:
+                        seen.add(tuple(toks))
+                        distinct += 1
+                        distinct_valid += kind == "valid"
+    res = {"label": args.label, "n": n, "bleu_multi": round(bleu.score(), 2),
            "valid": round(100.0 * kinds["valid"] / n, 2),
            "mixed_register": round(100.0 * kinds["mixed-register"] / n, 2),
            "wrong_word": round(100.0 * kinds["word"] / n, 2),
            "wrong_length": round(100.0 * kinds["length"] / n, 2)}
+    if n_samples:
+        res.update({"samples_per_prompt": round(n_samples / n, 2),
+                    "sample_bleu_multi": round(sbleu.score(), 2),
+                    "sample_valid": round(100.0 * skinds["valid"] / n_samples, 2),
+                    "sample_mixed_register": round(100.0 * skinds["mixed-register"] / n_samples, 2),
+                    "distinct": round(distinct / n, 3),
+                    "distinct_valid": round(distinct_valid / n, 3)})
     print(json.dumps(res))
     if args.out:
         with open(args.out, "w") as f:
             json.dump(res, f)
 
 
-def table(args):
-    """Markdown table from out/eval/*.score.json, *.metrics.json and the training logs."""
+# ---------------------------------------------------------------- tables over seeds
+
+def load_json(path):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except OSError:
+        return None
+
+
+def seed_values(d, names, suffix, field):
+    """field of eval/NAME.SUFFIX for each NAME that has it (one per seed)."""
+    out = []
+    for name in names:
+        j = load_json(os.path.join(d, "eval", f"{name}.{suffix}"))
+        if j is not None and j.get(field) is not None:
+            out.append(j[field])
+    return out
+
+
+def mean_sd(vals, digits=1):
+    """'mean ± sample sd' ('x' alone for one value; '' for none)."""
+    if not vals:
+        return ""
+    m = sum(vals) / len(vals)
+    if len(vals) == 1:
+        return f"{m:.{digits}f}"
+    sd = math.sqrt(sum((v - m) ** 2 for v in vals) / (len(vals) - 1))
+    return f"{m:.{digits}f} ± {sd:.{digits}f}"
+
+
+def min_max(vals, digits=1):
+    return f"{min(vals):.{digits}f}–{max(vals):.{digits}f}" if vals else ""
+
+
+def params_of(d, log):
     import re
-    rows = [("teacher", "teacher (gold)", "teacher.log"),
-            ("gold", "student: gold", "student-gold.log"),
-            ("seqkd", "student: seq-KD", "student-seqkd.log"),
-            ("seqinter", "student: seq-inter", "student-seqinter.log"),
-            ("wordkd", "student: word-KD", "student-wordkd.log"),
-            ("seqkd+wordkd", "student: seq-KD + word-KD", "student-seqkd+wordkd.log")]
+    try:
+        with open(os.path.join(d, "logs", log)) as f:
+            m = re.search(r"model: (\d+) parameters", f.read())
+            return m.group(1) if m else ""
+    except OSError:
+        return ""
+
+
+SEQKD_ROWS = [("teacher", "teacher (gold data)"),
+              ("gold", "student: gold"),
+              ("seqkd", "student: seq-KD"),
+              ("seqinter", "student: seq-inter"),
+              ("wordkd", "student: word-KD"),
+              ("seqkd+wordkd", "student: seq-KD + word-KD")]
+
+
+def table(args):
+    """Markdown tables from out/eval/*.score.json and *.metrics.json: mean ± sample standard
+    deviation over the students' seeds (the teacher is one model, decoded deterministically),
+    then each seed's values and their min–max range."""
     d = args.dir
-
-    def load(p):
-        try:
-            with open(p) as f:
-                return json.load(f)
-        except OSError:
-            return None
-
-    print("| model | params | BLEU greedy | valid % greedy | mixed-reg % greedy | BLEU beam | "
-          "valid % beam | mixed-reg % beam | ppl held-out gold | 1-ref BLEU greedy (retort eval) |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for key, label, log in rows:
-        params = ""
-        try:
-            with open(os.path.join(d, "logs", log)) as f:
-                m = re.search(r"model: (\d+) parameters", f.read())
-                params = m.group(1) if m else ""
-        except OSError:
-            pass
-        g = load(os.path.join(d, "eval", key + ".greedy.score.json"))
-        b = load(os.path.join(d, "eval", key + ".beam.score.json"))
-        mg = load(os.path.join(d, "eval", key + ".greedy.metrics.json"))
-        if not g:
-            print(f"| {label} | {params} | (not run) |||||||")
+    seeds = args.seeds.split()
+    cols = [("greedy.score.json", "bleu_multi", "BLEU greedy"),
+            ("greedy.score.json", "valid", "valid % greedy"),
+            ("greedy.score.json", "mixed_register", "mixed-reg % greedy"),
+            ("beam.score.json", "bleu_multi", "BLEU beam"),
+            ("beam.score.json", "valid", "valid % beam"),
+            ("beam.score.json", "mixed_register", "mixed-reg % beam"),
+            ("greedy.metrics.json", "ppl", "ppl held-out gold")]
+    names_of = lambda key: [key] if key == "teacher" else [f"{key}-s{s}" for s in seeds]
+    print(f"Mean ± sample standard deviation over seeds {', '.join(seeds)} (n = seeds that finished).\n")
+    print("| model | params | n | " + " | ".join(c[2] for c in cols) + " |")
+    print("|---|---:|---:|" + "---:|" * len(cols))
+    for key, label in SEQKD_ROWS:
+        names = names_of(key)
+        log = "teacher.log" if key == "teacher" else f"student-{names[0]}.log"
+        n = len(seed_values(d, names, "greedy.score.json", "valid"))
+        if not n:
+            print(f"| {label} | | 0 | (not run) |" + " |" * (len(cols) - 1))
             continue
-        f2 = lambda x: "" if x is None else f"{x:.2f}"
-        print(f"| {label} | {params} | {f2(g['bleu_multi'])} | {f2(g['valid'])} | "
-              f"{f2(g['mixed_register'])} | {f2(b and b['bleu_multi'])} | {f2(b and b['valid'])} | "
-              f"{f2(b and b['mixed_register'])} | {f2(mg and mg['ppl'])} | {f2(mg and mg['bleu'])} |")
+        cells = [mean_sd(seed_values(d, names, f, k), 3 if k == "ppl" else 1) for f, k, _ in cols]
+        print(f"| {label} | {params_of(d, log)} | {n} | " + " | ".join(cells) + " |")
+    print("\nPer seed (valid % greedy / valid % beam), and the range over seeds:\n")
+    print("| model | " + " | ".join(f"seed {s}" for s in seeds) + " | range greedy | range beam |")
+    print("|---|" + "---:|" * (len(seeds) + 2))
+    for key, label in SEQKD_ROWS[1:]:
+        names = names_of(key)
+        cells = []
+        for name in names:
+            g = load_json(os.path.join(d, "eval", f"{name}.greedy.score.json"))
+            b = load_json(os.path.join(d, "eval", f"{name}.beam.score.json"))
+            cells.append(f"{g['valid']:.1f} / {b['valid']:.1f}" if g and b else "")
+        g = seed_values(d, names, "greedy.score.json", "valid")
+        b = seed_values(d, names, "beam.score.json", "valid")
+        print(f"| {label} | " + " | ".join(cells) + f" | {min_max(g)} | {min_max(b)} |")
 
 
 def main():
@@ -236,6 +325,7 @@ def main():
     s.add_argument("--out", default="")
     t = sub.add_parser("table")
     t.add_argument("--dir", required=True)
+    t.add_argument("--seeds", default="1 2 3")
     a = ap.parse_args()
     {"gen": gen, "score": score, "table": table}[a.cmd](a)
 
