@@ -18,6 +18,8 @@
 #      dist.timeout_s has passed, with a message naming the stuck rank, and the
 #      waiting rank idles instead of spinning (its CPU time while waiting is
 #      printed and checked); rank 1 stuck on 2 ranks, then rank 0 on 3
+#   7. per-task loss weights (lm and kd): 2 ranks x 2 == 1 rank x 4; data.mix
+#      stopped on 2 ranks and resumed on 1 == the uninterrupted run
 # Losses are compared with a relative tolerance of 2e-5: the ranks' gradients
 # are summed in a fixed order (train/dist.c), but a 4-sequence batch split 2+2
 # adds its fp32 contributions in a different order than one 4-row matmul, so
@@ -182,6 +184,33 @@ ORPO="--set objective.type=orpo --set data.train=$dir/pairs.h5 --set model.init=
 run1 "$dir/orpo4" 4 $ORPO || { echo "FAIL: single-process ORPO"; tail -20 "$dir/orpo4.log"; }
 runN 2 "$dir/orpo2" 2 $ORPO || { echo "FAIL: mpirun -np 2 ORPO"; tail -20 "$dir/orpo2.log"; }
 compare "orpo: 2 ranks x 2 pairs == 1 rank x 4 pairs" "$dir/orpo4" "$dir/orpo2"
+
+# per-task loss weights (objective.task_weights) on an sft file with a task
+# column: each task's mean is over the step's tokens of that task on every
+# rank, so 2 ranks x 2 == 1 rank x 4, for lm and for word-level KD (the
+# single run's checkpoint as the teacher); and data.mix (two files as one
+# stream) stopped on 2 ranks and resumed on 1 continues the same stream
+awk 'BEGIN { srand(7); for (i = 0; i < 48; i++) { a = int(rand() * 9) + 1; b = int(rand() * 9) + 1;
+       if (i % 3 == 0) printf "{\"prompt\": \"[e] %d+%d=\", \"completion\": \" %d plus %d is %d\", \"task\": \"explanation\"}\n", a, b, a, b, a + b;
+       else printf "{\"prompt\": \"[a] %d+%d=\", \"completion\": \" %d\", \"task\": \"answer\"}\n", a, b, a + b } }' > "$dir/mt.jsonl"
+awk 'BEGIN { srand(8); for (i = 0; i < 30; i++) { a = int(rand() * 9) + 1;
+       printf "{\"prompt\": \"[a] %d*2=\", \"completion\": \" %d\", \"task\": \"answer\"}\n", a, 2 * a } }' > "$dir/mt2.jsonl"
+"$BIN" data build --schema sft --input "$dir/mt.jsonl" --out "$dir/mt.h5" --task-field task -q || exit 1
+"$BIN" data build --schema sft --input "$dir/mt2.jsonl" --out "$dir/mt2.h5" --task-field task -q || exit 1
+TW=(--set "data.train=$dir/mt.h5" --set 'objective.task_weights={answer: 0.7, explanation: 0.3}')
+run1 "$dir/tw4" 4 "${TW[@]}" || { echo "FAIL: single-process task weights"; tail -20 "$dir/tw4.log"; }
+runN 2 "$dir/tw2" 2 "${TW[@]}" || { echo "FAIL: mpirun -np 2 task weights"; tail -20 "$dir/tw2.log"; }
+compare "task weights (lm): 2 ranks x 2 == 1 rank x 4" "$dir/tw4" "$dir/tw2"
+KDTW=("${TW[@]}" --set objective.type=kd --set "kd.teacher=$init" --set kd.alpha=0.5 --set kd.temperature=2)
+run1 "$dir/kdtw4" 4 "${KDTW[@]}" || { echo "FAIL: single-process kd task weights"; tail -20 "$dir/kdtw4.log"; }
+runN 2 "$dir/kdtw2" 2 "${KDTW[@]}" || { echo "FAIL: mpirun -np 2 kd task weights"; tail -20 "$dir/kdtw2.log"; }
+compare "task weights (kd): 2 ranks x 2 == 1 rank x 4" "$dir/kdtw4" "$dir/kdtw2"
+MIX=(--set data.train= --set data.val_fraction=0 --set "data.mix=[{path: $dir/mt.h5, weight: 0.6}, {path: $dir/mt2.h5, weight: 0.4}]"
+     --set 'objective.task_weights={answer: 0.7, explanation: 0.3}')
+run1 "$dir/mix4" 4 "${MIX[@]}" || { echo "FAIL: single-process data.mix"; tail -20 "$dir/mix4.log"; }
+RETORT_STOP_AT_STEP=3 runN 2 "$dir/mixstop" 2 "${MIX[@]}"
+run1 "$dir/mixstop" 4 "${MIX[@]}" --resume
+compare "data.mix: stopped on 2 ranks, resumed on 1" "$dir/mix4" "$dir/mixstop"
 
 echo "tests: $pass passed, $fail failed, 0 skipped"
 [ $fail -eq 0 ]
