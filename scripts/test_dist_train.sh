@@ -212,5 +212,33 @@ RETORT_STOP_AT_STEP=3 runN 2 "$dir/mixstop" 2 "${MIX[@]}"
 run1 "$dir/mixstop" 4 "${MIX[@]}" --resume
 compare "data.mix: stopped on 2 ranks, resumed on 1" "$dir/mix4" "$dir/mixstop"
 
+# generation-based evaluation (eval.generate_every) on 2 ranks: rank 0
+# generates and sends the numbers, so every rank trains on and agrees on the
+# best (eval.best_metric gen/ppl); the gen/ppl lines and the best step match
+# the 1-rank run (the same tolerance: the weights differ by reduction order)
+awk 'BEGIN { srand(9); for (i = 0; i < 6; i++) { s = ""; for (k = 0; k < 6; k++) s = s sprintf("%c", 97 + int(rand() * 26));
+       printf "{\"prompt\": \"%s\", \"reference\": \"%s\"}\n", s, s } }' > "$dir/gen.jsonl"
+GEN=($LM --set eval.generate_every=2 --set "eval.generate_input=$dir/gen.jsonl"
+     --set eval.generate_max_new_tokens=4 --set eval.best_metric=gen/ppl)
+run1 "$dir/gen4" 4 "${GEN[@]}" || { echo "FAIL: single-process generate_every"; tail -20 "$dir/gen4.log"; }
+runN 2 "$dir/gen2" 2 "${GEN[@]}" || { echo "FAIL: mpirun -np 2 generate_every"; tail -20 "$dir/gen2.log"; }
+compare "generate_every: 2 ranks x 2 == 1 rank x 4 (training)" "$dir/gen4" "$dir/gen2"
+res=$(awk -v tol="$TOL" '
+  function val(line) { match(line, /"gen\/ppl": [-0-9.e+]+/); return substr(line, RSTART + 11, RLENGTH - 11) + 0 }
+  function step(line) { match(line, /"step": [0-9]+/); return substr(line, RSTART + 8, RLENGTH - 8) + 0 }
+  FNR == NR { if ($0 ~ /"gen\/ppl"/) A[step($0)] = val($0); next }
+  $0 ~ /"gen\/ppl"/ { s = step($0); n++; d = val($0) - A[s]; if (d < 0) d = -d; r = d / A[s];
+                      if (r > worst) worst = r; if (!(s in A) || r > tol) bad++ }
+  END { printf "%d gen lines, max relative difference %.3g%s\n", n, worst, (bad || n != 4) ? " FAIL" : "" }' \
+  "$dir/gen4/metrics.jsonl" "$dir/gen2/metrics.jsonl" 2>&1)
+b4=$(grep -o '"step": [0-9]*' "$dir/gen4/best/best.json" 2>/dev/null)
+b2=$(grep -o '"step": [0-9]*' "$dir/gen2/best/best.json" 2>/dev/null)
+if [[ "$res" != *FAIL* ]] && [ -n "$b4" ] && [ "$b4" = "$b2" ] && [ -f "$dir/gen2/best/DONE" ]; then
+  echo "ok: generate_every on 2 ranks: $res, best at ${b2#\"step\": } as on 1 rank"; pass=$((pass + 1))
+else
+  echo "FAIL: generate_every on 2 ranks: $res; best ${b4:-none} (1 rank) vs ${b2:-none} (2 ranks)"; fail=$((fail + 1))
+  tail -5 "$dir/gen2.log"
+fi
+
 echo "tests: $pass passed, $fail failed, 0 skipped"
 [ $fail -eq 0 ]

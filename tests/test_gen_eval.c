@@ -11,7 +11,9 @@
  *   - a run resumed from an earlier checkpoint, and one interrupted by a
  *     signal and resumed, keep the same best as an uninterrupted run
  *     (gen/ppl, lower is better);
- *   - bad keys, metric names and settings are refused before training. */
+ *   - bad keys, metric names and settings are refused before training;
+ *   - retort stages evaluates each stage with its own settings.
+ * scripts/test_dist_train.sh runs it on 2 ranks. */
 #include <criterion/criterion.h>
 
 #include <jansson.h>
@@ -268,5 +270,49 @@ Test(gen_eval, bad_settings_are_refused_before_training, .timeout = 120) {
     refused(dir, "--set eval.generate_evry=1", "eval.generate_every");
     refused(dir, "--set eval.generate_every=1 --set eval.generate_tokenizer=/nonexistent",
             "eval.generate_tokenizer");
+    rm_rf(dir);
+}
+
+/* retort stages lends each stage the same evaluation: a stage's own
+ * eval.generate_* and best_metric apply to it, into its run directory. */
+Test(gen_eval, stages_evaluate_and_keep_each_stages_best, .timeout = 120) {
+    char dir[256], path[900], text[2048];
+    make_temp_dir(dir, sizeof dir, "genevalstages");
+    make_task(dir);
+    snprintf(path, sizeof path, "%s/base.yaml", dir);
+    snprintf(text, sizeof text,
+             "model: {n_layer: 1, n_head: 2, n_embd: 32, vocab_size: 257, n_positions: 32}\n"
+             "data: {train: %s/train.h5, seq_len: 16, batch_size: 8}\n"
+             "optim: {lr: 1.0e-2, min_lr: 1.0e-3, warmup_steps: 1}\n"
+             "train: {steps: 4, threads: 1, out_dir: unused, tensorboard: false}\n"
+             "eval: {generate_input: %s/val.jsonl, generate_max_new_tokens: 6}\n"
+             "checkpoint: {every: 0, keep: 1}\n",
+             dir, dir);
+    write_text(path, text);
+    snprintf(path, sizeof path, "%s/plan.yaml", dir);
+    snprintf(text, sizeof text,
+             "base: base.yaml\nout_dir: %s/plan\nstages:\n"
+             "  - name: global\n    set: {eval.generate_every: 2, eval.best_metric: gen/ppl}\n"
+             "  - name: local\n    init_from: global\n"
+             "    set: {train.steps: 3, eval.generate_every: 3, eval.best_metric: gen/rouge_l}\n",
+             dir);
+    write_text(path, text);
+    RUN(dir, "stages -c %s --quiet", path);
+    double ppl[64], rouge[64];
+    char run[700];
+    snprintf(run, sizeof run, "%s/plan/global", dir);
+    cr_expect_eq(gen_by_step(run, "ppl", ppl, 64), 4);
+    cr_expect(!isnan(ppl[2]) && !isnan(ppl[4]) && isnan(ppl[3]));
+    snprintf(path, sizeof path, "%s/best/best.json", run);
+    json_t *b = load(path);
+    cr_expect_str_eq(json_string_value(json_object_get(b, "metric")), "gen/ppl");
+    json_decref(b);
+    snprintf(run, sizeof run, "%s/plan/local", dir);
+    cr_expect_eq(gen_by_step(run, "rouge_l", rouge, 64), 3);
+    snprintf(path, sizeof path, "%s/best/best.json", run);
+    b = load(path);
+    cr_expect_str_eq(json_string_value(json_object_get(b, "metric")), "gen/rouge_l");
+    cr_expect_eq(json_integer_value(json_object_get(b, "step")), 3);
+    json_decref(b);
     rm_rf(dir);
 }
