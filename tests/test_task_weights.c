@@ -23,6 +23,7 @@
 #include "tests/testutil_cli.h"
 #include "tests/testutil_hf.h"
 #include "train/objectives/objective.h"
+#include "train/objectives/seq_batches.h"
 
 /* ---------------------------------------------------------------- fixture */
 
@@ -627,5 +628,67 @@ Test(data_mix_cli, resume_equality_and_refusals) {
     assert_contains(text, "a.h5 was built with tokenizer bytes (vocab_size 257) but");
     assert_contains(text, "other.h5 with test-tokenizer");
     free(text);
+    rm_rf(dir);
+}
+
+/* Ranks take their slice of each global batch: the rows of rank 0 and rank 1
+ * of a world of 2 (B = 2 each) are, in order, the rows one process draws with
+ * B = 4, with the same files, items and tasks. */
+Test(data_mix, ranks_slice_one_global_stream) {
+    char dir[256], cmd[700];
+    make_temp_dir(dir, sizeof dir, "mix-ranks");
+    snprintf(cmd, sizeof cmd, "%s/a.jsonl", dir);
+    write_mt_jsonl(cmd, 30, 4, NULL);
+    snprintf(cmd, sizeof cmd, "%s/b.jsonl", dir);
+    write_mt_jsonl(cmd, 20, 5, "answer");
+    RUN(dir, "data build --schema sft -i %s/a.jsonl -o %s/a.h5 --task-field task -q", dir, dir);
+    RUN(dir, "data build --schema sft -i %s/b.jsonl -o %s/b.h5 --task-field task -q", dir, dir);
+    Config c;
+    tiny_train_config(&c, "", "/tmp/unused");
+    c.data.seq_len = 16;
+    c.data.grad_accum = 2;
+    snprintf(cmd, sizeof cmd, "data.mix=[{path: %s/a.h5, weight: 1}, {path: %s/b.h5, weight: 1}]",
+             dir, dir);
+    cr_assert_eq(config_set(&c, cmd), 0, "%s", err_msg());
+    cr_assert_eq(config_set(&c, "objective.task_weights={answer: 0.5, explanation: 0.5}"), 0);
+    cr_assert_eq(config_validate(&c), 0, "%s", err_msg());
+    Rng rng;
+    rng_seed(&rng, 1);
+    TrainEnv one = {&c, backend_cpu(), NULL, 4, 16, 2, 0, 1, &rng, 1, NULL};
+    TrainEnv r0 = {&c, backend_cpu(), NULL, 2, 16, 2, 0, 2, &rng, 1, NULL};
+    TrainEnv r1 = {&c, backend_cpu(), NULL, 2, 16, 2, 1, 2, &rng, 1, NULL};
+    static SeqBatches d1, d0, dr1;
+    cr_assert_eq(seq_batches_open(&d1, &one), 0, "%s", err_msg());
+    cr_assert_eq(seq_batches_open(&d0, &r0), 0, "%s", err_msg());
+    cr_assert_eq(seq_batches_open(&dr1, &r1), 0, "%s", err_msg());
+    int sources_seen[2] = {0};
+    for (int step = 0; step < 5; step++) {
+        seq_batches_draw(&d1, &one);
+        seq_batches_draw(&d0, &r0);
+        seq_batches_draw(&dr1, &r1);
+        for (int a = 0; a < 2; a++) {
+            const int *in1 = seq_batches_local(&d1, &one, d1.inputs, a);
+            const int *t1 = seq_batches_local_rows(&d1, &one, d1.tasks, a);
+            const int *s1 = seq_batches_local_rows(&d1, &one, d1.sources, a);
+            for (int rank = 0; rank < 2; rank++) {
+                SeqBatches *d = rank ? &dr1 : &d0;
+                const TrainEnv *e = rank ? &r1 : &r0;
+                const int *in = seq_batches_local(d, e, d->inputs, a);
+                const int *t = seq_batches_local_rows(d, e, d->tasks, a);
+                const int *s = seq_batches_local_rows(d, e, d->sources, a);
+                cr_assert_eq(memcmp(in, in1 + rank * 2 * 16, 2 * 16 * sizeof(int)), 0,
+                             "step %d micro %d rank %d: other rows", step, a, rank);
+                for (int b = 0; b < 2; b++) {
+                    cr_assert_eq(t[b], t1[rank * 2 + b]);
+                    cr_assert_eq(s[b], s1[rank * 2 + b]);
+                    sources_seen[s[b]]++;
+                }
+            }
+        }
+    }
+    cr_assert(sources_seen[0] > 0 && sources_seen[1] > 0, "one file never drawn");
+    seq_batches_close(&d1);
+    seq_batches_close(&d0);
+    seq_batches_close(&dr1);
     rm_rf(dir);
 }
