@@ -252,9 +252,7 @@ int cmd_explain(int argc, char **argv) {
             break;
         case 'X':
             if (job.gen.n_stop == GENERATE_MAX_STOPS || !optarg[0]) {
-                fprintf(stderr, "retort explain: at most %d non-empty --stop strings\n",
-                        GENERATE_MAX_STOPS);
-                bad = 1;
+                bad = err_set("--stop: at most %d strings, none empty", GENERATE_MAX_STOPS);
                 break;
             }
             job.gen.stop[job.gen.n_stop++] = optarg;

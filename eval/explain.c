@@ -10,8 +10,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
+#include "util/progress.h"
 #include "util/util.h"
 
 int explain_mode_from_name(const char *name, ExplainMode *out) {
@@ -109,10 +109,10 @@ static int judge(const ExplainJob *job, char *text, const char *gold, ExplainMod
 }
 
 static void count(ExplainStats *st, const Judged *j) {
-    int64_t *c = j->mode == EXPLAIN_COT ? &st->cot_correct : &st->rat_correct;
-    if (j->correct) c[0]++;
-    else if (j->extracted) c[1]++;
-    else c[2]++;
+    int cot = j->mode == EXPLAIN_COT;
+    if (j->correct) ++*(cot ? &st->cot_correct : &st->rat_correct);
+    else if (j->extracted) ++*(cot ? &st->cot_wrong : &st->rat_wrong);
+    else ++*(cot ? &st->cot_none : &st->rat_none);
 }
 
 static int write_line(ExplainRun *r, long lineno, int sample, const char *question,
@@ -257,6 +257,7 @@ int explain_run(GPT *m, const Tokenizer *tok, const ExplainJob *job, ExplainStat
         return err_set("cannot create %s: %s", tmp, strerror(errno));
     }
     double t0 = now_seconds();
+    Progress *prog = progress_open("explain", "questions", 0, job->quiet);
     char *line = NULL;
     size_t cap = 0;
     ssize_t len;
@@ -273,13 +274,12 @@ int explain_run(GPT *m, const Tokenizer *tok, const ExplainJob *job, ExplainStat
         else rc = do_line(&r, lineno, obj);
         json_decref(obj);
         r.st.lines++;
-        if (rc == 0 && !job->quiet && isatty(STDERR_FILENO))
-            fprintf(stderr, "\r\033[Kexplain: %lld lines, %lld explanations",
-                    (long long)r.st.lines, (long long)r.st.written);
+        progress_detail(prog, "%lld explanations", (long long)r.st.written);
+        progress_add(prog, 1);
     }
     free(line);
     fclose(in);
-    if (!job->quiet && isatty(STDERR_FILENO)) fprintf(stderr, "\r\033[K");
+    progress_close(prog, rc == 0);
     if (rc == 0 && r.st.written == 0)
         rc = err_set("%s: no explanation was written (%lld lines, %lld dropped by "
                      "--keep-correct): sample more, or check --answer against the model's "
