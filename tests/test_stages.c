@@ -165,8 +165,8 @@ Test(stages, bad_plans_are_named) {
  * (tests/fixtures/glpft_upstream.json, read from X-PLUG/Multi-LLM-Agent's
  * GLPFT/scripts/train_toolbench.sh by tests/make_glpft_fixtures.py): per stage
  * the epochs, lr, weight decay, warmup ratio and AdamW settings; Trainer's
- * cosine to 0 where it schedules, and a constant rate after warmup where
- * DeepSpeed's WarmupLR replaces it (the global stage). */
+ * cosine to 0 where it schedules, and DeepSpeed's WarmupLR (log warmup, then
+ * a constant rate) where it replaces Trainer's (the global stage). */
 Test(stages, glpft_config_is_upstreams_recipe) {
     json_error_t e;
     json_t *up = json_load_file("tests/fixtures/glpft_upstream.json", 0, &e);
@@ -199,6 +199,8 @@ Test(stages, glpft_config_is_upstreams_recipe) {
         const char *want = ds ? (!strcmp(ds, "WarmupLR") ? "constant" : "?")
                               : json_string_value(json_object_get(u, "lr_scheduler_type"));
         cr_expect_str_eq(c.optim.schedule, want, "%s", s->name);
+        /* WarmupLR's default warmup_type is log */
+        cr_expect_str_eq(c.optim.warmup_shape, ds ? "log" : "linear", "%s", s->name);
         cr_expect_eq(c.optim.min_lr, 0, "%s: transformers decays to 0", s->name);
         cr_expect_str_eq(c.optim.schedule_convention, "hf", "%s", s->name);
         cr_expect_eq(config_validate(&c), 0, "%s: %s", s->name, err_msg());

@@ -5,6 +5,9 @@
  *     built from it are Trainer's scheduler's (optim.schedule_convention hf);
  *   - through the command line, an epochs-based `retort train` and a stage of
  *     `retort stages` log transformers' rates step by step in metrics.jsonl;
+ *   - optim.warmup_shape log is DeepSpeed's WarmupLR as a Trainer run under
+ *     a DeepSpeed scheduler block gets it (the fixture's "deepspeed" cases,
+ *     from DeepSpeed's own lr_schedules.py), in lr_at and through retort train;
  *   - setting both warmup keys, or a ratio of 1, is refused naming the keys. */
 #include <criterion/criterion.h>
 
@@ -79,6 +82,45 @@ Test(warmup, ratio_gives_transformers_warmup_steps_and_rates) {
     json_decref(cases);
 }
 
+static json_t *load_deepspeed_cases(void) {
+    json_error_t e;
+    json_t *root = json_load_file(FIXTURE, 0, &e);
+    cr_assert(root, "%s: %s", FIXTURE, e.text);
+    json_t *cases = json_incref(json_object_get(json_object_get(root, "deepspeed"), "cases"));
+    json_decref(root);
+    cr_assert(json_array_size(cases) >= 4, "the fixture has no deepspeed cases (make it with "
+              "DeepSpeed's lr_schedules.py: tests/make_warmup_fixtures.py)");
+    return cases;
+}
+
+Test(warmup, log_shape_is_deepspeeds_warmup_lr) {
+    json_t *cases = load_deepspeed_cases();
+    size_t i;
+    const json_t *c;
+    json_array_foreach(cases, i, c) {
+        double ratio = json_real_value(json_object_get(c, "ratio"));
+        int total = (int)json_integer_value(json_object_get(c, "total_steps"));
+        /* transformers hands DeepSpeed max(1, its warmup steps) */
+        int warmup = warmup_steps_for_ratio(ratio, total);
+        cr_expect_eq(warmup < 1 ? 1 : warmup,
+                     json_integer_value(json_object_get(c, "warmup_steps")));
+        LrSchedule s = {.lr = json_number_value(json_object_get(c, "lr")), .min_lr = 0,
+                        .warmup_steps = warmup, .total_steps = total,
+                        .schedule = SCHED_CONSTANT, .warmup_shape = WARMUP_LOG};
+        const json_t *lrs = json_object_get(c, "lrs");
+        for (int k = 0; k < total; k++) {
+            double w = json_number_value(json_array_get(lrs, (size_t)k));
+            for (int hf = 0; hf <= 1; hf++) { /* the convention does not move it */
+                s.hf_convention = hf;
+                cr_expect(fabs(lr_at(&s, k + 1) - w) <= 1e-15 * s.lr, "ratio %g total %d "
+                          "step %d: %.17g, DeepSpeed %.17g", ratio, total, k + 1,
+                          lr_at(&s, k + 1), w);
+            }
+        }
+    }
+    json_decref(cases);
+}
+
 /* 30 sft examples: 20 of role planner, 10 of role caller. */
 static void make_roles(const char *path) {
     DatasetWriter *w = dataset_writer_open(path, SCHEMA_SFT, 257, 256, 256, "bytes");
@@ -109,6 +151,7 @@ static void write_base(const char *dir) {
 
 /* metrics.jsonl's lr at steps 1..total of run against the fixture's case. */
 static void expect_rates(const char *run, const json_t *c) {
+    cr_assert(c, "no such fixture case");
     int total = (int)json_integer_value(json_object_get(c, "total_steps"));
     double lr[64] = {0};
     cr_assert_lt(total, 64);
@@ -155,6 +198,21 @@ Test(warmup, ratio_through_train_and_stages, .timeout = 180) {
     RUN(dir, "stages -c %s --quiet", path);
     snprintf(run, sizeof run, "%s/plan/caller", dir);
     expect_rates(run, find_case(cases, 0.4, 10, "cosine"));
+
+    /* DeepSpeed's log warmup, constant after it: the caller's 10 items for 4
+     * epochs = 20 steps, ceil(20 x 0.4) = 8 warmup steps */
+    json_t *ds = load_deepspeed_cases();
+    const json_t *c20 = NULL;
+    size_t i;
+    const json_t *c;
+    json_array_foreach(ds, i, c) if (json_integer_value(json_object_get(c, "total_steps")) == 20 &&
+                                     json_real_value(json_object_get(c, "ratio")) == 0.4) c20 = c;
+    snprintf(run, sizeof run, "%s/logwarmup", dir);
+    RUN(dir, "train -c %s/base.yaml --set data.role=caller --set train.epochs=4 "
+             "--set optim.warmup_ratio=0.4 --set optim.warmup_shape=log "
+             "--set optim.schedule=constant --set train.out_dir=%s", dir, run);
+    expect_rates(run, c20);
+    json_decref(ds);
     json_decref(cases);
     rm_rf(dir);
 }

@@ -145,6 +145,7 @@ static const KeyInfo KEYS[] = {
     REAL_KEY(optim, min_lr, 0, CLOSED, NO_LIMIT, CLOSED, "learning rate at the end of the schedule"),
     INT_KEY(optim, warmup_steps, 0, "steps of linear warmup from 0 to lr"),
     REAL_KEY(optim, warmup_ratio, 0, CLOSED, 1, OPEN, "warmup as a fraction of the run's optimizer steps: ceil(ratio * train.steps) warmup steps (after train.epochs sets them), as transformers' warmup_ratio; 0 = use warmup_steps (set one of the two)"),
+    ENUM_KEY(optim, warmup_shape, "linear|log", "linear: from 0 to lr in equal steps; log: DeepSpeed's WarmupLR (warmup_type log, its default: lr x log(s-1)/log(warmup), steps 1 and 2 at 0), as a Trainer run under a DeepSpeed config with a scheduler block gets it (alpha-UMi's global stage)"),
     ENUM_KEY(optim, schedule, "cosine|linear|constant", "decay from lr to min_lr after warmup"),
     ENUM_KEY(optim, schedule_convention, "retort|hf", "retort: optimizer step s (from 1) uses the schedule at s, so warmup's first step is lr/warmup_steps; hf: at s - 1, as transformers' get_*_schedule_with_warmup (TRL, Trainer) do, so the first warmup step has lr 0"),
     REAL_KEY(optim, weight_decay, 0, CLOSED, NO_LIMIT, CLOSED, "AdamW decoupled weight decay"),
@@ -237,6 +238,7 @@ void config_defaults(Config *c) {
     c->optim.min_lr = 6e-5;
     c->optim.warmup_steps = 0;
     copy_string(c->optim.schedule, sizeof c->optim.schedule, "cosine");
+    copy_string(c->optim.warmup_shape, sizeof c->optim.warmup_shape, "linear");
     copy_string(c->optim.schedule_convention, sizeof c->optim.schedule_convention, "retort");
     c->optim.weight_decay = 0.1;
     c->optim.beta1 = 0.9;

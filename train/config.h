@@ -93,6 +93,7 @@ typedef struct {
         int warmup_steps;
         double warmup_ratio;         /* > 0: warmup_steps = ceil(ratio * total steps), as
                                         transformers' get_warmup_steps (exclusive with it) */
+        char warmup_shape[8];        /* linear | log (DeepSpeed's WarmupLR, train/optim.h) */
         char schedule[16];           /* cosine | linear | constant */
         char schedule_convention[16]; /* retort | hf: which step's rate a step uses (optim.h) */
         double weight_decay, beta1, beta2, eps;

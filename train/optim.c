@@ -53,7 +53,24 @@ int schedule_from_name(const char *name, Schedule *out) {
     return 0;
 }
 
+int warmup_shape_from_name(const char *name, WarmupShape *out) {
+    if (!strcmp(name, "linear")) *out = WARMUP_LINEAR;
+    else if (!strcmp(name, "log")) *out = WARMUP_LOG;
+    else return err_set("unknown warmup shape '%s'; choose linear or log", name);
+    return 0;
+}
+
 double lr_at(const LrSchedule *s, int step) {
+    if (s->warmup_shape == WARMUP_LOG && s->warmup_steps > 0) {
+        /* DeepSpeed's WarmupLR: the engine steps it after each optimizer
+         * step, so step s runs at its iteration s - 2 (the first at the rate
+         * it starts with, min_lr = 0); lr = min + delta * gamma with gamma =
+         * inverse_log_warm_up * log(iteration + 1), in that order */
+        int W = s->warmup_steps < 2 ? 2 : s->warmup_steps, it = step - 2;
+        if (it < 0) return 0.0;
+        if (it < W) return 0.0 + s->lr * ((1.0 / log((double)W)) * log((double)it + 1));
+        if (s->schedule == SCHED_CONSTANT) return s->lr;
+    }
     if (s->hf_convention) step--;
     if (step <= s->warmup_steps && s->warmup_steps > 0)
         return s->lr * (double)step / (double)s->warmup_steps;

@@ -13,16 +13,20 @@
 #include "model/model.h"
 
 typedef enum { SCHED_COSINE = 0, SCHED_LINEAR, SCHED_CONSTANT } Schedule;
+typedef enum { WARMUP_LINEAR = 0, WARMUP_LOG } WarmupShape;
 
 typedef struct {
     double lr, min_lr;
     int warmup_steps, total_steps;
     Schedule schedule;
     int hf_convention;  /* optim.schedule_convention hf: step s uses the rate at s - 1 */
+    WarmupShape warmup_shape; /* optim.warmup_shape (below) */
 } LrSchedule;
 
 /* -1 with error set for an unknown name. */
 int schedule_from_name(const char *name, Schedule *out);
+/* "linear" or "log"; -1 with error set for another name. */
+int warmup_shape_from_name(const char *name, WarmupShape *out);
 /* Learning rate for 1-based optimizer step `step`: linear warmup from lr/warmup
  * to lr over warmup_steps, then decay to min_lr at total_steps.
  *
@@ -32,7 +36,14 @@ int schedule_from_name(const char *name, Schedule *out);
  * their first warmup step has lr 0 and their decay reaches min_lr only after
  * the last step. retort's default runs one step ahead of them; hf_convention
  * evaluates the same curves at step - 1, giving transformers' rates exactly
- * (cosine with min_lr is get_cosine_with_min_lr_schedule_with_warmup). */
+ * (cosine with min_lr is get_cosine_with_min_lr_schedule_with_warmup).
+ *
+ * WARMUP_LOG is DeepSpeed's WarmupLR with warmup_type log (its default) as
+ * its engine steps it, whatever the convention: with W = max(2,
+ * warmup_steps), step s uses lr * log(s - 1) / log(W) while s - 2 < W (so
+ * steps 1 and 2 have lr 0) and lr from step W + 2 on, then the schedule's
+ * decay as usual (constant: DeepSpeed's WarmupLR exactly). No warmup
+ * (warmup_steps 0) is no warmup in either shape. */
 double lr_at(const LrSchedule *s, int step);
 
 /* Warmup steps for a warmup ratio (optim.warmup_ratio) of a run of

@@ -731,7 +731,9 @@ static int create_optimizer(Trainer *t) {
                    cfg->train.steps, warmup);
     }
     t->sched = (LrSchedule){cfg->optim.lr, cfg->optim.min_lr, warmup, cfg->train.steps,
-                            SCHED_COSINE, !strcmp(cfg->optim.schedule_convention, "hf")};
+                            SCHED_COSINE, !strcmp(cfg->optim.schedule_convention, "hf"),
+                            WARMUP_LINEAR};
+    if (warmup_shape_from_name(cfg->optim.warmup_shape, &t->sched.warmup_shape) != 0) return -1;
     return schedule_from_name(cfg->optim.schedule, &t->sched.schedule);
 }
 
