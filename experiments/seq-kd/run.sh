@@ -105,17 +105,20 @@ students() { # name, then extra --set arguments: one background job per seed
     for seed in $SEEDS; do bg student_seed $name $seed "$@"; done
 }
 
-# seq-KD: the teacher's best beam; seq-inter: of the n-best, the closest to gold by sentence BLEU
-kd_data $O/kd_best.h5 --samples 1 --select best
-bg evaluate teacher "$TEACHER"
+# seq-KD: the teacher's best beam; seq-inter: of the n-best, the closest to gold by sentence BLEU.
+# The teacher's beam search runs beside the students that do not need its output.
+bg kd_data $O/kd_best.h5 --samples 1 --select best; KD_BEST_JOB=$!
 students gold      --set data.train=$O/task/train.h5
+bg evaluate teacher "$TEACHER"
+wait $KD_BEST_JOB || { echo "run.sh: the seq-KD data failed (see $O/logs/kd_best.log)" >&2; exit 1; }
 students seqkd     --set data.train=$O/kd_best.h5
 drain
 if [ "$STOP_AFTER" = seqkd ]; then phase "stopped after seqkd (STOP_AFTER)"; exit 0; fi
-kd_data $O/kd_inter.h5 --samples $BEAMS --select bleu --reference-field target
-students seqinter  --set data.train=$O/kd_inter.h5
+bg kd_data $O/kd_inter.h5 --samples $BEAMS --select bleu --reference-field target; KD_INTER_JOB=$!
 students wordkd    --set data.train=$O/task/train.h5 --set objective.type=kd \
                    --set kd.teacher=$TEACHER --set kd.alpha=$KD_ALPHA --set kd.temperature=$KD_T
+wait $KD_INTER_JOB || { echo "run.sh: the seq-inter data failed (see $O/logs/kd_inter.log)" >&2; exit 1; }
+students seqinter  --set data.train=$O/kd_inter.h5
 students seqkd+wordkd --set data.train=$O/kd_best.h5 --set objective.type=kd \
                    --set kd.teacher=$TEACHER --set kd.alpha=$KD_ALPHA --set kd.temperature=$KD_T
 drain
