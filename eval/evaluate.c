@@ -323,6 +323,7 @@ int evaluate_jsonl(GPT *m, const Tokenizer *tok, const EvalJob *job, EvalResult 
     int samples = job->gen.beams > 0 ? 1 : job->gen.samples;
     GenerateJob gj = job->gen;
     gj.samples = samples;
+    gj.candidates = 0; /* a candidate pool is generate's; eval scores samples or the best beam */
     if (generate_job_check(&gj, gpt_config(m)) != 0) {
         lines_free(&l);
         return -1;

@@ -63,7 +63,7 @@ typedef struct {
  * for callers with a loaded model (the trainer's generation-based eval). The
  * caller sets job->gen as cmd_eval does: sample (max_new_tokens, temperature
  * 0 for greedy, eos_id = the tokenizer's EOS or chat->end_of_turn), samples
- * >= 1, seed; and turns the model's train mode off (gpt_set_train_mode) for
+ * >= 1, seed (gen.candidates is ignored); and turns the model's train mode off (gpt_set_train_mode) for
  * the call when LoRA dropout is on. Uses the model's activations (it runs
  * forwards of batch 1 and decodes), so the caller re-runs its own forward
  * afterwards. -1 with the error set (file:line for bad lines). */
