@@ -4,6 +4,8 @@
     make_task.py gen   --out DIR [--seed S] [--train N] [--test N]
     make_task.py score --lexicon DIR/lexicon.json --pred PRED.jsonl [--label NAME] [--out F.json]
     make_task.py table --dir OUT [--seeds "1 2 3"]   (the markdown tables run.sh prints)
+    make_task.py targets --lexicon DIR/lexicon.json --h5 TRAIN.h5 [--out F.json]
+                       (what a training file teaches: needs h5py, e.g. .venv/bin/python)
 
 experiments/paraphrase-kd/report.py imports this file (scoring, seed aggregation).
 
@@ -261,6 +263,50 @@ def params_of(d, log):
         return ""
 
 
+def targets(args):
+    """Diagnostics of a training file (sft or kd HDF5: tokens, offsets, loss_mask; byte
+    tokens): how many targets are valid, mixed-register or wrong, the register split, the
+    mean entropy (bits) of the synonym chosen in each (source word, register) slot that has
+    two synonyms, and the distinct targets per source."""
+    import h5py
+    with open(args.lexicon) as f:
+        lex = json.load(f)
+    with h5py.File(args.h5, "r") as h:
+        toks, offs, mask = h["tokens"][:], h["offsets"][:], h["loss_mask"][:]
+    kinds, regs = Counter(), Counter()
+    choice = {}                         # (word, register) -> Counter of synonyms
+    per_source = {}
+    for i in range(len(offs) - 1):
+        t, m = toks[offs[i]:offs[i + 1]], mask[offs[i]:offs[i + 1]]
+        prompt = bytes(int(x) for x, k in zip(t, m) if not k and x < 256).decode(errors="replace")
+        target = bytes(int(x) for x, k in zip(t, m) if k and x < 256).decode(errors="replace")
+        words = prompt.strip()[: -len(PROMPT_END.strip())].split()
+        hyp = target.split()
+        kind = classify(lex, words, hyp)
+        kinds[kind] += 1
+        per_source.setdefault(prompt, set()).add(target)
+        if kind == "valid":
+            r = 0 if all(h in lex[w][0] for w, h in zip(words, hyp)) else 1
+            regs[r] += 1
+            for w, h in zip(words, hyp):
+                if len(lex[w][r]) == 2:
+                    choice.setdefault((w, r), Counter())[h] += 1
+    n = sum(kinds.values())
+    ent = [-sum(c / sum(cs.values()) * math.log2(c / sum(cs.values())) for c in cs.values())
+           for cs in choice.values()]
+    res = {"file": args.h5, "examples": n, "sources": len(per_source),
+           "valid": kinds["valid"], "mixed_register": kinds["mixed-register"],
+           "wrong_word": kinds["word"], "wrong_length": kinds["length"],
+           "register_a": regs[0], "register_b": regs[1],
+           "synonym_slots": len(ent), "synonym_entropy_bits": round(sum(ent) / max(len(ent), 1), 3),
+           "distinct_targets_per_source": round(sum(len(v) for v in per_source.values())
+                                                / max(len(per_source), 1), 3)}
+    print(json.dumps(res))
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(res, f)
+
+
 SEQKD_ROWS = [("teacher", "teacher (gold data)"),
               ("gold", "student: gold"),
               ("seqkd", "student: seq-KD"),
@@ -326,8 +372,12 @@ def main():
     t = sub.add_parser("table")
     t.add_argument("--dir", required=True)
     t.add_argument("--seeds", default="1 2 3")
+    x = sub.add_parser("targets")
+    x.add_argument("--lexicon", required=True)
+    x.add_argument("--h5", required=True)
+    x.add_argument("--out", default="")
     a = ap.parse_args()
-    {"gen": gen, "score": score, "table": table}[a.cmd](a)
+    {"gen": gen, "score": score, "table": table, "targets": targets}[a.cmd](a)
 
 
 if __name__ == "__main__":
