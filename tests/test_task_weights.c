@@ -7,13 +7,14 @@
  * first step of B rows x A micro-batches, for lm and for word-level KD (online
  * teacher, alpha, temperature). Here the same step runs through the objective
  * (open, prepare, step: the loader, the task column, the seam), and its loss,
- * per-task losses and every gradient must match: 1e-5 relative on losses,
- * 1e-4 per gradient tensor (fp32 against float64). Then the errors (config
- * and data), the command line (metrics.jsonl's loss/<task> and
- * eval_loss/<task>, the loss being the weighted sum of them), and data.mix:
- * a pure stream (deterministic, the weights within binomial bounds, each
- * file walked in permutations, independent of batching and world size), and
- * through the command line (the same losses twice, resume equality, the
+ * per-task losses and every gradient must match: 1e-5 relative on losses and
+ * per gradient tensor (fp32 against float64; measured: losses 3e-8, gradients
+ * up to 7e-7). Then the errors (config and data), the command line
+ * (metrics.jsonl's loss/<task> and eval_loss/<task>, the loss being the
+ * weighted sum of them), and data.mix: a pure stream (deterministic, the
+ * weights within binomial bounds, each file walked in permutations,
+ * independent of batching and world size, ranks slicing one global stream),
+ * and through the command line (the same losses twice, resume equality, the
  * checkpoint's per-file positions, the schema and tokenizer refusals). */
 #include <criterion/criterion.h>
 
@@ -186,7 +187,7 @@ static void torch_step(const char *type, const char *tag) {
         float *g = malloc(p->numel * sizeof(float));
         read_f32(fx.f, key, g, p->numel);
         double err = rel_err(grads + p->offset, g, p->numel);
-        cr_expect(err < 1e-4, "%s: relative error %.3g (tolerance 1e-4)", key, err);
+        cr_expect(err < 1e-5, "%s: relative error %.3g (tolerance 1e-5)", key, err);
         free(g);
     }
     free(grads);
