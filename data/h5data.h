@@ -182,9 +182,11 @@ typedef struct {
     int64_t index;         /* examples drawn so far = the next example's index */
 } MixLoader;
 
-/* ds (n), weights (n, > 0). -1 (error set) if a source offers no item at T. */
-int mix_init(MixLoader *m, const Dataset *const *ds, const double *weights, int n, int T,
-             uint64_t seed, int shuffle);
+/* ds (n), weights (n, > 0); counts (n) the items of each file drawn from,
+its first counts[s] (NULL: all of them; the rest may be held out for
+validation). -1 (error set) if a source offers no item at T. */
+int mix_init(MixLoader *m, const Dataset *const *ds, const double *weights,
+             const int64_t *counts, int n, int T, uint64_t seed, int shuffle);
 void mix_free(MixLoader *m);
 /* The source of global example i (a pure function of the seed, weights and i). */
 int mix_source(const MixLoader *m, int64_t i);

@@ -195,8 +195,8 @@ static uint64_t mix64(uint64_t z) {
     return z ^ (z >> 31);
 }
 
-int mix_init(MixLoader *m, const Dataset *const *ds, const double *weights, int n, int T,
-             uint64_t seed, int shuffle) {
+int mix_init(MixLoader *m, const Dataset *const *ds, const double *weights,
+             const int64_t *counts, int n, int T, uint64_t seed, int shuffle) {
     memset(m, 0, sizeof *m);
     assert(n >= 1);
     m->n = n;
@@ -211,7 +211,7 @@ int mix_init(MixLoader *m, const Dataset *const *ds, const double *weights, int 
         m->cum[s] = s == n - 1 ? 1.0 : run / total;
         /* each source its own permutations, apart from the other sources' */
         if (loader_init(&m->src[s], ds[s], T, mix64(seed ^ mix64((uint64_t)s + 1)), shuffle, 0,
-                        dataset_num_items(ds[s], T)) != 0) {
+                        counts ? counts[s] : dataset_num_items(ds[s], T)) != 0) {
             mix_free(m);
             return -1;
         }

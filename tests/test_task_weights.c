@@ -316,10 +316,10 @@ Test(task_weights_config, bad_mix_refused) {
     assert_contains(err_msg(), "listed twice");
     cr_assert_eq(config_set(&c, "data.mix=[{path: a.h5, weight: 1}]"), 0);
     cr_assert_eq(config_validate(&c), 0, "%s", err_msg());
-    cr_assert_eq(config_set(&c, "data.val_fraction=0.1"), 0);
+    cr_assert_eq(config_set(&c, "data.role=planner"), 0);
     cr_assert_neq(config_validate(&c), 0);
-    assert_contains(err_msg(), "data.val");
-    cr_assert_eq(config_set(&c, "data.val_fraction=0"), 0);
+    assert_contains(err_msg(), "data.role with data.mix");
+    cr_assert_eq(config_set(&c, "data.role="), 0);
     cr_assert_eq(config_set(&c, "data.train=b.h5"), 0);
     cr_assert_neq(config_validate(&c), 0);
     assert_contains(err_msg(), "not both");
@@ -456,7 +456,7 @@ static void open_mix2(Mix2 *x, const char *dir, double w0, double w1, uint64_t s
     cr_assert_eq(dataset_open(&x->ds[1], b), 0, "%s", err_msg());
     const Dataset *ds[2] = {&x->ds[0], &x->ds[1]};
     double w[2] = {w0, w1};
-    cr_assert_eq(mix_init(&x->m, ds, w, 2, 4, seed, 1), 0, "%s", err_msg());
+    cr_assert_eq(mix_init(&x->m, ds, w, NULL, 2, 4, seed, 1), 0, "%s", err_msg());
 }
 
 static void close_mix2(Mix2 *x) {
@@ -594,6 +594,17 @@ Test(data_mix_cli, resume_equality_and_refusals) {
     json_decref(tj);
     RUN(dir, "train %s %s --set train.steps=6 --set train.out_dir=%s/part --resume", TINY, mix,
         dir);
+    /* data.val_fraction holds out the tail of every file: 8 of a's 40 and 5 of
+     * b's 25 examples, validated per task */
+    RUN(dir, "train %s %s --set train.steps=2 --set data.val_fraction=0.2 --set eval.every=1 "
+             "--set train.out_dir=%s/val", TINY, mix, dir);
+    snprintf(run, sizeof run, "%s/val", dir);
+    double val[4], vans[4], vexpl[4];
+    cr_assert_eq(metric_values(run, "val_loss", "val_loss", val, 4), 2);
+    cr_assert_eq(metric_values(run, "val_loss", "eval_loss/answer", vans, 4), 2);
+    cr_assert_eq(metric_values(run, "val_loss", "eval_loss/explanation", vexpl, 4), 2);
+    for (int k = 0; k < 2; k++)
+        cr_expect(fabs(val[k] - (0.5 * vans[k] + 0.5 * vexpl[k])) < 1e-6 * val[k]);
     double full[8] = {0}, again[8] = {0}, part[8] = {0};
     snprintf(run, sizeof run, "%s/full", dir);
     cr_assert_eq(metric_by_step(run, "loss", "loss", full, 8), 6);
@@ -628,6 +639,8 @@ Test(data_mix_cli, resume_equality_and_refusals) {
     assert_contains(text, "lm.h5 is a lm file; every file of a mixture has one schema");
     assert_contains(text, "a.h5 was built with tokenizer bytes (vocab_size 257) but");
     assert_contains(text, "other.h5 with test-tokenizer");
+    assert_contains(text, "validation examples: 0 of 8 examples");
+    assert_contains(text, "validation examples: 0 of 5 examples");
     free(text);
     rm_rf(dir);
 }

@@ -740,9 +740,6 @@ static int check_task_weights_and_mix(const Config *c) {
         return err_set("config: set data.train or data.mix, not both (data.mix lists every training file)");
     if (c->data.role[0])
         return err_set("config: data.role with data.mix: build the role's examples into the mixed files");
-    if (c->data.val_fraction > 0)
-        return err_set("config: data.val_fraction with data.mix: give the validation examples a file of "
-                       "their own (data.val)");
     return 0;
 }
 

@@ -78,14 +78,28 @@ static int open_mix(SeqBatches *d, const TrainEnv *env) {
     DataMix mix;
     if (config_data_mix(c, &mix) != 0) return -1;
     const Dataset *ds[CFG_MAX_MIX];
+    int64_t counts[CFG_MAX_MIX];
     for (int s = 0; s < mix.n; s++) {
         if (dataset_open(&d->train_ds[s], mix.path[s]) != 0) return -1;
         d->n_train = s + 1;
         if (check_vocab(c, &d->train_ds[s]) != 0) return -1;
         if (s > 0 && check_mix_pair(&d->train_ds[0], &d->train_ds[s]) != 0) return -1;
         ds[s] = &d->train_ds[s];
+        counts[s] = dataset_num_items(ds[s], env->T);
+        if (c->data.val[0] || c->data.val_fraction <= 0) continue;
+        /* data.val_fraction: the tail of every file, as for one file */
+        int64_t n_val = (int64_t)(counts[s] * c->data.val_fraction);
+        if (n_val < 1) n_val = 1;
+        if (n_val >= counts[s])
+            return err_set("%s: %lld items at seq_len %d are too few to hold out "
+                           "data.val_fraction=%g for validation",
+                           mix.path[s], (long long)counts[s], env->T, c->data.val_fraction);
+        counts[s] -= n_val;
+        if (loader_init(&d->val_mix[s], ds[s], env->T, 0, 0, counts[s], n_val) != 0) return -1;
+        d->n_val_mix = s + 1;
+        d->have_val = 1;
     }
-    if (mix_init(&d->mix, ds, mix.weight, mix.n, env->T, (uint64_t)c->train.seed,
+    if (mix_init(&d->mix, ds, mix.weight, counts, mix.n, env->T, (uint64_t)c->train.seed,
                  c->data.shuffle) != 0)
         return -1;
     d->use_mix = 1;
@@ -115,7 +129,7 @@ static int open_loaders(SeqBatches *d, const TrainEnv *env) {
             0)
             return -1;
         d->have_val = 1;
-    } else if (c->data.val_fraction > 0) {
+    } else if (c->data.val_fraction > 0 && !d->use_mix) {
         n_val = (int64_t)(items * c->data.val_fraction);
         if (n_val < 1) n_val = 1;
         if (n_val >= items)
@@ -246,7 +260,10 @@ void seq_batches_describe(const SeqBatches *d, const TrainEnv *env) {
     } else {
         describe_loader("training examples", &d->train_dl);
     }
-    if (d->have_val && ds->schema != SCHEMA_LM) describe_loader("validation examples", &d->val_dl);
+    for (int s = 0; s < d->n_val_mix && ds->schema != SCHEMA_LM; s++)
+        describe_loader("validation examples", &d->val_mix[s]);
+    if (d->have_val && !d->n_val_mix && ds->schema != SCHEMA_LM)
+        describe_loader("validation examples", &d->val_dl);
     if (d->tw.n) {
         printf("task weights:");
         for (int t = 0; t < d->tw.n; t++)
@@ -258,7 +275,8 @@ void seq_batches_describe(const SeqBatches *d, const TrainEnv *env) {
 void seq_batches_close(SeqBatches *d) {
     if (d->use_mix) mix_free(&d->mix);
     else loader_free(&d->train_dl);
-    if (d->have_val) loader_free(&d->val_dl);
+    if (d->have_val && !d->n_val_mix) loader_free(&d->val_dl);
+    for (int s = 0; s < d->n_val_mix; s++) loader_free(&d->val_mix[s]);
     for (int s = 0; s < d->n_train; s++) dataset_close(&d->train_ds[s]);
     if (d->have_val_ds) dataset_close(&d->val_ds);
     free(d->inputs);
@@ -387,8 +405,64 @@ void seq_batches_task_metrics(const SeqBatches *d, ObjectiveMetric *out) {
         out[t] = (ObjectiveMetric){d->metric_names[t], "%.9g", NULL, 0};
 }
 
+/* The validation loss from its sums: the mean per target token, or with task
+ * weights each task's mean into task_loss and their weighted sum. */
+static double eval_result(const SeqBatches *d, double loss_sum, int64_t count,
+                          const double *task_sum, const int64_t *task_count,
+                          double *task_loss) {
+    if (!d->tw.n) return count ? loss_sum / (double)count : NAN;
+    double weighted = 0;
+    int seen = 0;
+    for (int t = 0; t < d->tw.n; t++) {
+        task_loss[t] = task_count[t] ? task_sum[t] / (double)task_count[t] : NAN;
+        if (task_count[t]) weighted += d->tw.weight[t] * task_loss[t], seen = 1;
+    }
+    return seen ? weighted : NAN;
+}
+
+/* data.mix with data.val_fraction: every file's held-out tail once, in file
+ * order, B rows at a time (the last batch padded with rows without targets),
+ * up to eval.batches batches. */
+static double eval_mix(SeqBatches *d, const TrainEnv *env, double *task_loss) {
+    int B = env->B, T = env->T, N = B * T, f = 0;
+    double loss_sum = 0, task_sum[CFG_MAX_TASKS] = {0};
+    int64_t count = 0, task_count[CFG_MAX_TASKS] = {0}, item;
+    int *file = xmalloc((size_t)B * sizeof *file); /* (B) f * 256 + the row's task id */
+    for (int s = 0; s < d->n_val_mix; s++) loader_seek(&d->val_mix[s], 0, 0);
+    for (int batch = 0; batch < env->cfg->eval.batches && f < d->n_val_mix; batch++) {
+        for (int b = 0; b < B; b++) {
+            while (f < d->n_val_mix && d->val_mix[f].epoch > 0) f++;
+            file[b] = f;
+            if (f == d->n_val_mix) { /* padding: no targets */
+                for (int j = 0; j < T; j++) {
+                    d->inputs[b * T + j] = d->train_ds[0].eos_id;
+                    d->targets[b * T + j] = -1;
+                }
+                continue;
+            }
+            loader_next_items(&d->val_mix[f], 1, d->inputs + b * T, d->targets + b * T, &item);
+            if (d->tw.n) file[b] = f * 256 + d->train_ds[f].task[item];
+        }
+        gpt_forward(env->model, d->inputs, d->targets, B, T, d->logp);
+        for (int i = 0; i < N; i++)
+            if (d->targets[i] >= 0) {
+                loss_sum -= d->logp[i];
+                count++;
+                if (d->tw.n) {
+                    int t = d->task_map[file[i / T] / 256][file[i / T] % 256];
+                    task_sum[t] -= d->logp[i];
+                    task_count[t]++;
+                }
+            }
+        while (f < d->n_val_mix && d->val_mix[f].epoch > 0) f++;
+    }
+    free(file);
+    return eval_result(d, loss_sum, count, task_sum, task_count, task_loss);
+}
+
 double seq_batches_eval(SeqBatches *d, const TrainEnv *env, double *task_loss) {
     if (!d->have_val) return NAN;
+    if (d->n_val_mix) return eval_mix(d, env, task_loss);
     DataLoader *dl = &d->val_dl;
     int N = env->B * env->T, T = env->T;
     const signed char *map = d->task_map[d->have_val_ds ? CFG_MAX_MIX : 0];
@@ -412,12 +486,5 @@ double seq_batches_eval(SeqBatches *d, const TrainEnv *env, double *task_loss) {
         if (dl->epoch > 0) break; /* the validation set is smaller than eval.batches */
     }
     free(items);
-    if (!d->tw.n) return count ? loss_sum / (double)count : NAN;
-    double weighted = 0;
-    int seen = 0;
-    for (int t = 0; t < d->tw.n; t++) {
-        task_loss[t] = task_count[t] ? task_sum[t] / (double)task_count[t] : NAN;
-        if (task_count[t]) weighted += d->tw.weight[t] * task_loss[t], seen = 1;
-    }
-    return seen ? weighted : NAN;
+    return eval_result(d, loss_sum, count, task_sum, task_count, task_loss);
 }

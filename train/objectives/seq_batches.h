@@ -3,7 +3,8 @@
  * lm, sft or kd file (data.role, data.val, data.val_fraction) or several
  * files drawn as one stream (data.mix), the step's micro-batches with each
  * row's file and task (objective.task_weights), and the validation pass
- * (mean cross-entropy per target token, per task with task weights).
+ * (mean cross-entropy per target token, per task with task weights; with
+ * data.mix and data.val_fraction, over the held-out tail of every file).
  *
  * A step draws its A global micro-batches of world * B rows first (so the LM
  * loss can be normalised by the target tokens of the whole step, and every
@@ -33,6 +34,8 @@ typedef struct {
     int have_val_ds;         /* val_ds is open (data.val) */
     int have_val;            /* val_dl is set up */
     DataLoader train_dl, val_dl; /* train_dl: without data.mix */
+    DataLoader val_mix[CFG_MAX_MIX]; /* data.mix with data.val_fraction: each file's tail */
+    int n_val_mix;
     int *inputs, *targets;   /* (A, world * B, T) the step's global micro-batches */
     int64_t *items;          /* (A, world * B) their items in their files */
     int *sources;            /* (A, world * B) their files (index into train_ds) */
