@@ -39,9 +39,10 @@ static void usage_main(FILE *f) {
             "  plot         runs' metrics.jsonl against step as an SVG\n"
             "  device       the CUDA driver, runtime and GPUs this build sees; fails if unusable\n"
             "  version      print the version\n\n"
-            "The commands that load a model (generate, eval, pairs, explain, agent, export,\n"
-            "dpo precompute-ref) run it on --device cpu (default) or cuda, with --threads N\n"
-            "CPU threads. Run `retort <command> --help` for the options of a command.\n",
+            "The commands that load a model (generate, eval, pairs, explain, correct run,\n"
+            "agent, export, dpo precompute-ref) run it on --device cpu (default) or cuda, with\n"
+            "--threads N CPU threads. Run `retort <command> --help` for the options of a\n"
+            "command.\n",
             RETORT_VERSION);
 }
 
