@@ -243,7 +243,15 @@ static void completions_free(Completion *c, int n) {
 
 int64_t generate_encode_prompt(const Tokenizer *tok, const GenerateJob *job, const char *text,
                                uint32_t **ids, int64_t *cap) {
-    if (!job->chat) return tok->encode(tok, text, strlen(text), ids, cap, 0);
+    if (!job->chat) {
+        int64_t n = tok->n_special_prefix;
+        if (n > *cap) {
+            *cap = n;
+            *ids = xrealloc(*ids, (size_t)*cap * sizeof **ids);
+        }
+        if (n) memcpy(*ids, tok->special_prefix, (size_t)n * sizeof **ids);
+        return tok->encode(tok, text, strlen(text), ids, cap, n);
+    }
     char *wrapped = chat_prompt_wrap(job->chat, text);
     if (!wrapped) return -1;
     int64_t n = tok->encode(tok, wrapped, strlen(wrapped), ids, cap, 0); /* the template's own specials */

@@ -110,8 +110,12 @@ typedef struct {
  * clamp_new_tokens. -1 with the error set. */
 int generate_job_check(const GenerateJob *job, const GPTConfig *cfg);
 
-/* The ids of a prompt text: wrapped by job->chat when set, appended to *ids
- * from index 0; -1 with the error set when the template fails. */
+/* The ids of a prompt text, appended to *ids from index 0: wrapped by
+ * job->chat when set (the template writes its own specials); else the
+ * tokenizer's special prefix (a Llama tokenizer's BOS: what transformers'
+ * tokenizer(prompt) puts first, and what `data build --schema sft` puts before
+ * a prompt, so a model generates from the ids it was trained on) and the text.
+ * -1 with the error set when the template fails. */
 int64_t generate_encode_prompt(const Tokenizer *tok, const GenerateJob *job, const char *text,
                                uint32_t **ids, int64_t *cap);
 

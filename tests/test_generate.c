@@ -270,3 +270,68 @@ Test(generate, utf8_sanitize_replaces_only_invalid_bytes) {
     json_decref(j);
     free(out);
 }
+
+/* A plain prompt is encoded as transformers' tokenizer(prompt) encodes it: the
+ * post-processor's prefix (a Llama or Mistral BOS) and the text, as
+ * `data build --schema sft` writes a prompt for training, so a model generates
+ * from the ids it was trained on. The reference is HF tokenizers'
+ * encode(text, add_special_tokens=True) of tests/make_tokenizer_json_fixtures.py,
+ * for the tokenizers whose post-processor adds nothing after a text (a suffix
+ * such as EOS ends a document, never a prompt). */
+static int well_formed(const unsigned char *s, size_t n) {
+    uint32_t cp;
+    for (size_t i = 0, k; i < n; i += k)
+        if (!(k = (size_t)utf8_decode(s + i, n - i, &cp)) || cp == 0) return 0;
+    return 1;
+}
+
+static unsigned char *unhex_text(const char *hex, size_t *len) {
+    size_t n = strlen(hex) / 2;
+    unsigned char *out = malloc(n + 1);
+    for (size_t i = 0; i < n; i++) sscanf(hex + 2 * i, "%2hhx", &out[i]);
+    out[n] = 0;
+    *len = n;
+    return out;
+}
+
+Test(generate_io, plain_prompt_ids_are_tokenizer_ids_with_special_tokens) {
+    json_error_t e;
+    json_t *root = json_load_file("tests/fixtures/tokjson/expected.json", 0, &e);
+    cr_assert_not_null(root, "tests/fixtures/tokjson/expected.json: %s", e.text);
+    static const char *const names[] = {"llama2", "llama3", "mistral", "qwen2", "smollm", "gpt2"};
+    json_t *texts = json_object_get(root, "texts");
+    int with_prefix = 0, checked = 0;
+    for (size_t t = 0; t < sizeof names / sizeof *names; t++) {
+        char dir[128];
+        snprintf(dir, sizeof dir, "tests/fixtures/tokjson/%s", names[t]);
+        Tokenizer *tok = tokenizer_load(dir);
+        cr_assert_not_null(tok, "%s: %s", dir, err_msg());
+        cr_assert_eq(tok->n_special_suffix, 0, "%s adds ids after a text", names[t]);
+        with_prefix += tok->n_special_prefix > 0;
+        json_t *cases = json_object_get(json_object_get(json_object_get(root, "tokenizers"), names[t]), "cases");
+        for (size_t c = 0; c < json_array_size(cases); c++) {
+            size_t len;
+            unsigned char *text = unhex_text(json_string_value(json_array_get(texts, c)), &len);
+            if (!well_formed(text, len)) {
+                free(text); /* a prompt is a JSON string: valid UTF-8 without NUL */
+                continue;
+            }
+            GenerateJob job = {0};
+            uint32_t *ids = NULL;
+            int64_t cap = 0, n = generate_encode_prompt(tok, &job, (const char *)text, &ids, &cap);
+            json_t *want = json_object_get(json_array_get(cases, c), "ids_special");
+            cr_assert_eq(n, (int64_t)json_array_size(want), "%s, text %zu: %lld ids, tokenizers %zu",
+                         names[t], c, (long long)n, json_array_size(want));
+            for (int64_t i = 0; i < n; i++)
+                cr_assert_eq(ids[i], (uint32_t)json_integer_value(json_array_get(want, (size_t)i)),
+                             "%s, text %zu, id %lld", names[t], c, (long long)i);
+            checked++;
+            free(ids);
+            free(text);
+        }
+        tokenizer_free(tok);
+    }
+    cr_assert_geq(with_prefix, 3, "llama2, llama3 and mistral put a BOS first");
+    cr_assert_geq(checked, 20);
+    json_decref(root);
+}
