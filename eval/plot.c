@@ -146,18 +146,21 @@ static const char *const COLOURS[] = {"#1f77b4", "#ff7f0e", "#2ca02c", "#d62728"
 #define MT 30.0
 #define MB 45.0
 
+/* One panel; every panel shares the step axis [xmin, xmax] of all the points
+ * plotted, so a validation point sits above the training step it followed. */
 static void panel(Buf *b, double y0, const char *metric, int val, Run *runs, int n_runs,
-                  Pt **pts, const int *np) {
-    double xmin = INFINITY, xmax = -INFINITY, ymin = INFINITY, ymax = -INFINITY;
+                  Pt **pts, const int *np, double xmin, double xmax) {
+    double ymin = INFINITY, ymax = -INFINITY;
     for (int r = 0; r < n_runs; r++)
-        for (int i = 0; i < np[r]; i++) {
-            xmin = fmin(xmin, pts[r][i].step), xmax = fmax(xmax, pts[r][i].step);
+        for (int i = 0; i < np[r]; i++)
             ymin = fmin(ymin, pts[r][i].v), ymax = fmax(ymax, pts[r][i].v);
-        }
     (void)runs;
     if (!(xmax > xmin)) xmin -= 0.5, xmax += 0.5;
     if (!(ymax > ymin)) {
         double d = fabs(ymin) > 0 ? fabs(ymin) * 0.05 : 0.5;
+        ymin -= d, ymax += d;
+    } else { /* a margin, so no point or line lies on the frame */
+        double d = 0.04 * (ymax - ymin);
         ymin -= d, ymax += d;
     }
     double x0p = ML, x1p = PW - MR, y0p = y0 + MT, y1p = y0 + PH - MB;
@@ -213,6 +216,43 @@ static void panel(Buf *b, double y0, const char *metric, int val, Run *runs, int
 #undef SX
 #undef SY
     bprintf(b, "</g>\n");
+}
+
+/* A run's name in the legend: the last `parts` components of its directory
+ * (trailing slashes ignored). */
+static const char *tail_components(const char *dir, int parts) {
+    const char *end = dir + strlen(dir);
+    while (end > dir + 1 && end[-1] == '/') end--;
+    const char *p = end;
+    for (int k = 0; k < parts; k++) {
+        if (p > dir) p--; /* past the slash that ended the previous component */
+        while (p > dir && p[-1] != '/') p--;
+        if (p == dir) break;
+    }
+    return p;
+}
+
+/* The legend's labels: the shortest trailing parts of the run directories that
+ * tell them apart ("gold-s1", "seqkd-s1"; "a/run" and "b/run" when the last
+ * components are the same). */
+static char **legend_labels(const char *const *runs, int n_runs) {
+    char **labels = xcalloc((size_t)n_runs, sizeof *labels);
+    for (int parts = 1;; parts++) {
+        int distinct = 1, whole = 1;
+        for (int r = 0; r < n_runs; r++) {
+            free(labels[r]);
+            const char *t = tail_components(runs[r], parts);
+            size_t n = strlen(t);
+            while (n > 1 && t[n - 1] == '/') n--;
+            labels[r] = xmalloc(n + 1);
+            memcpy(labels[r], t, n);
+            labels[r][n] = '\0';
+            whole &= t == runs[r];
+        }
+        for (int r = 0; r < n_runs && distinct; r++)
+            for (int q = 0; q < r && distinct; q++) distinct = strcmp(labels[r], labels[q]) != 0;
+        if (distinct || whole) return labels;
+    }
 }
 
 int plot_runs_svg(const char *const *runs, int n_runs, const char *const *metrics,
@@ -277,12 +317,17 @@ int plot_runs_svg(const char *const *runs, int n_runs, const char *const *metric
                 "viewBox=\"0 0 %.0f %.0f\" font-family=\"sans-serif\">\n"
                 "<rect width=\"100%%\" height=\"100%%\" fill=\"#fff\"/>\n",
                 PW, H, PW, H);
+        double xmin = INFINITY, xmax = -INFINITY;
+        for (int i = 0; i < n_runs * n_chosen; i++)
+            for (int j = 0; j < np[i]; j++)
+                xmin = fmin(xmin, pts[i][j].step), xmax = fmax(xmax, pts[i][j].step);
         for (int m = 0; m < n_chosen; m++) {
             int k = find_key(keys, n_keys, chosen[m]);
             panel(&b, PH * m, chosen[m], k >= 0 ? keys[k].val : 0, rs, n_runs, pts + m * n_runs,
-                  np + m * n_runs);
+                  np + m * n_runs, xmin, xmax);
         }
         bprintf(&b, "<g class=\"legend\">\n");
+        char **labels = legend_labels(runs, n_runs);
         for (int r = 0; r < n_runs; r++) {
             double y = PH * n_chosen + 15 + 20.0 * r;
             const char *c = COLOURS[r % (sizeof COLOURS / sizeof *COLOURS)];
@@ -290,9 +335,11 @@ int plot_runs_svg(const char *const *runs, int n_runs, const char *const *metric
                     "<line x1=\"%.0f\" y1=\"%.1f\" x2=\"%.0f\" y2=\"%.1f\" stroke=\"%s\" "
                     "stroke-width=\"3\"/><text x=\"%.0f\" y=\"%.1f\" font-size=\"12\">",
                     ML, y, ML + 24, y, c, ML + 30, y + 4);
-            xml_text(&b, runs[r]);
+            xml_text(&b, labels[r]);
             bprintf(&b, "</text>\n");
+            free(labels[r]);
         }
+        free(labels);
         bprintf(&b, "</g>\n</svg>\n");
         rc = write_file_atomic(out, b.buf, b.len);
     }

@@ -95,11 +95,44 @@ Test(plot, default_loss_and_val_points) {
     cr_assert_eq(c[1], 3);
     cr_assert_eq(count(svg, "<circle"), 2); /* one val_loss point per run */
     cr_assert(strstr(svg, "id=\"panel-loss\"") && strstr(svg, "id=\"panel-val_loss\""));
-    char name[128];
-    snprintf(name, sizeof name, ">%s/runA</text>", dir);
-    cr_assert(strstr(svg, name), "legend lacks runA");
-    snprintf(name, sizeof name, ">%s/runB</text>", dir);
-    cr_assert(strstr(svg, name), "legend lacks runB");
+    /* the legend names a run by the last part of its directory that tells it apart */
+    cr_assert(strstr(svg, ">runA</text>"), "legend lacks runA");
+    cr_assert(strstr(svg, ">runB</text>"), "legend lacks runB");
+    free(svg);
+}
+
+/* Runs whose directories end alike are told apart by their parents; every
+ * panel shares one step axis (runA's steps 1..5 and runB's 10..30), so the
+ * first tick label of both panels is the same. */
+Test(plot, legend_parents_and_one_step_axis) {
+    char p[512];
+    snprintf(p, sizeof p, "mkdir -p %s/x/run %s/y/run && cp %s/runA/metrics.jsonl %s/x/run/ && "
+             "cp %s/runB/metrics.jsonl %s/y/run/", dir, dir, dir, dir, dir, dir);
+    cr_assert_eq(system(p), 0);
+    RUN(dir, "plot %s/x/run %s/y/run/ -o %s/l.svg", dir, dir, dir);
+    snprintf(p, sizeof p, "%s/l.svg", dir);
+    char *svg = slurp(p);
+    check_shape(svg);
+    cr_assert(strstr(svg, ">x/run</text>") && strstr(svg, ">y/run</text>"), "legend: %s",
+              strstr(svg, "legend"));
+    /* the x tick labels of the loss panel and of the val_loss panel (whose
+     * points are at steps 4 and 20 only) are the same list, up to step 30 */
+    const char *loss = strstr(svg, "id=\"panel-loss\""), *val = strstr(svg, "id=\"panel-val_loss\"");
+    cr_assert(loss && val);
+    char ticks[2][256];
+    const char *from[2] = {loss, val}, *to[2] = {val, svg + strlen(svg)};
+    for (int k = 0; k < 2; k++) {
+        ticks[k][0] = '\0';
+        const char *tick = "font-size=\"11\" text-anchor=\"middle\">";
+        for (const char *q = strstr(from[k], tick); q && q < to[k]; q = strstr(q + 1, tick)) {
+            char label[32];
+            if (sscanf(q + strlen(tick), "%31[^<]", label) == 1 &&
+                strlen(ticks[k]) + strlen(label) + 2 < sizeof ticks[k])
+                strcat(strcat(ticks[k], label), " ");
+        }
+    }
+    cr_assert_str_eq(ticks[0], ticks[1]);
+    cr_assert(strstr(ticks[1], "30 "), "val_loss ticks: %s", ticks[1]);
     free(svg);
 }
 
