@@ -77,6 +77,7 @@ static void usage_eval(FILE *f) {
             "      --seq-len T           the window (default: the model's context)\n"
             "      --batch N             windows per forward (default 8)\n\n"
             CLI_DEVICE_HELP
+            "  -q, --quiet               no progress line (the metrics are still printed)\n"
             "  -h, --help                this help\n");
 }
 

@@ -73,6 +73,7 @@ static void usage_generate(FILE *f) {
             "      --drop-empty          drop empty completions\n"
             "      --drop-unfinished     drop completions without EOS or stop string\n"
             "      --drop-copies         drop completions identical to the prompt\n"
+            "  -q, --quiet               with --input: no progress line and no report\n"
             "  -h, --help                this help\n");
 }
 
@@ -94,6 +95,7 @@ int cmd_generate(int argc, char **argv) {
         {"drop-copies", no_argument, 0, 'c'},       CLI_CONTEXT_OPTIONS,
         CLI_CHAT_OPTIONS,
         {"candidates", required_argument, 0, 'C'}, {"ids", no_argument, 0, 'I'},
+        {"quiet", no_argument, 0, 'q'},
         {0, 0, 0, 0}};
     GenerateJob job = {0};
     CliDevice dev = {0};
@@ -107,7 +109,7 @@ int cmd_generate(int argc, char **argv) {
     long seed = 1337;
     int c, bad = 0;
     optind = 1;
-    while ((c = getopt_long(argc, argv, "m:p:n:t:k:i:o:h", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "m:p:n:t:k:i:o:qh", opts, NULL)) != -1) {
         switch (c) {
         case 'm': model_dir = optarg; break;
         case 'p': prompt = optarg; break;
@@ -159,6 +161,7 @@ int cmd_generate(int argc, char **argv) {
         case CLI_OPT_CLAMP: job.clamp_new_tokens = 1; break;
         case CLI_OPT_CHAT: chat.on = 1; break;
         case CLI_OPT_CHAT_TEMPLATE: chat.path = optarg; break;
+        case 'q': job.quiet = 1; break;
         case 'h': usage_generate(stdout); return 0;
         default: usage_generate(stderr); return 2;
         }

@@ -19,6 +19,7 @@
 #include "eval/toolenv.h"
 #include "util/utf8.h"
 #include "util/util.h"
+#include "util/progress.h"
 
 /* ---------------------------------------------------------------- parsing */
 
@@ -458,6 +459,9 @@ int agent_eval_file(const Agent *a, const char *path, int limit, const char *pre
     size_t cap = 0;
     long lineno = 0;
     int rc = 0;
+    int64_t total = progress_count_lines(path);
+    if (limit > 0 && (total == 0 || total > limit)) total = limit;
+    Progress *prog = progress_open("agent", "tasks", total, quiet);
     while (rc == 0 && getline(&line, &cap, f) >= 0 && (limit <= 0 || m->tasks < limit)) {
         lineno++;
         json_error_t jerr;
@@ -475,11 +479,9 @@ int agent_eval_file(const Agent *a, const char *path, int limit, const char *pre
         }
         json_decref(trace);
         json_decref(task);
-        if (rc == 0 && !quiet && m->tasks % 10 == 0)
-            fprintf(stderr, "\ragent: %lld tasks, %.0f s", (long long)m->tasks,
-                    now_seconds() - t0);
+        if (rc == 0) progress_add(prog, 1);
     }
-    if (!quiet) fprintf(stderr, "\n");
+    progress_close(prog, rc == 0);
     free(line);
     fclose(f);
     if (rc == 0 && m->tasks == 0) rc = err_set("%s: no tasks", path);

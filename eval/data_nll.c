@@ -13,6 +13,7 @@
 
 #include "data/tokenizer.h"
 #include "util/util.h"
+#include "util/progress.h"
 
 typedef struct {
     GPT *m;
@@ -93,6 +94,7 @@ int data_nll(GPT *m, const DataNllJob *job, DataNllResult *out) {
     }
     double t0 = now_seconds();
     Batch b = {.m = m, .T = T, .B = B};
+    Progress *prog = progress_open("eval", "tokens", ds.n_tokens, job->quiet);
     b.in = xmalloc((size_t)B * T * sizeof(int));
     b.tg = xmalloc((size_t)B * T * sizeof(int));
     b.pin = xmalloc((size_t)B * T * sizeof(int));
@@ -107,13 +109,11 @@ int data_nll(GPT *m, const DataNllJob *job, DataNllResult *out) {
             int w = len - 1 - s < T ? (int)(len - 1 - s) : T;
             out->windows += add_window(&b, ds.tokens + first + s, mask ? mask + first + s : NULL,
                                        w, ds.eos_id);
+            progress_add(prog, w + (s == 0)); /* a sequence's first token is context only */
         }
-        if (!job->quiet && isatty(STDERR_FILENO) && (i % 64 == 63 || i + 1 == n_seq))
-            fprintf(stderr, "\r\033[Keval: %lld/%lld sequences", (long long)i + 1,
-                    (long long)n_seq);
     }
     flush(&b);
-    if (!job->quiet && isatty(STDERR_FILENO)) fprintf(stderr, "\r\033[K");
+    progress_close(prog, 1);
     out->schema = ds.schema;
     out->T = T;
     out->sequences = n_seq;

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "util/util.h"
+#include "util/progress.h"
 
 /* Sum of log p(ref tokens, EOS | prompt) under m and how many tokens that is
  * (--chat: the prompt wrapped by the template, and the end-of-turn token in
@@ -329,6 +330,7 @@ int evaluate_jsonl(GPT *m, const Tokenizer *tok, const EvalJob *job, EvalResult 
         return -1;
     }
     char **hyps = xcalloc((size_t)n, sizeof(char *));
+    Progress *prog = progress_open("eval", "prompts", n, job->quiet);
     double logp_sum = 0;
     Sums s = {0};
     Pred pred;
@@ -364,10 +366,9 @@ int evaluate_jsonl(GPT *m, const Tokenizer *tok, const EvalJob *job, EvalResult 
         json_decref(o);
         for (int k = 0; k < got; k++) free(texts[k]);
         free(texts);
-        if (!job->quiet && isatty(STDERR_FILENO))
-            fprintf(stderr, "\r\033[Keval: %lld/%lld", (long long)i + 1, (long long)n);
+        progress_add(prog, 1);
     }
-    if (!job->quiet && isatty(STDERR_FILENO)) fprintf(stderr, "\r\033[K");
+    progress_close(prog, rc == 0);
     if (rc == 0) rc = finish(job, &l, hyps, &s, n, out);
     if (rc == 0) {
         out->ppl = out->ref_tokens ? exp(-logp_sum / (double)out->ref_tokens) : NAN;

@@ -14,6 +14,7 @@
 #include "data/h5data.h"
 #include "eval/metrics.h"
 #include "util/utf8.h"
+#include "util/progress.h"
 
 int target_select_from_name(const char *name, TargetSelect *out) {
     static const char *const names[] = {"best", "all", "bleu"};
@@ -594,6 +595,7 @@ int generate_jsonl(GPT *m, const Tokenizer *tok, const GenerateJob *job, Generat
     int64_t ids_cap = 0, ref_cap = 0;
     int *prompt = xmalloc((size_t)ctx * sizeof(int));
     Completion *comp = xcalloc((size_t)generate_count(job), sizeof(Completion));
+    Progress *prog = progress_open("generate", "prompts", progress_count_lines(job->input), job->quiet);
     while (rc == 0 && (len = getline(&line, &cap, in)) >= 0) {
         lineno++;
         if (strspn(line, " \t\r\n") == (size_t)len) continue;
@@ -643,13 +645,14 @@ int generate_jsonl(GPT *m, const Tokenizer *tok, const GenerateJob *job, Generat
                 rc = write_jsonl(out, tmp, job, obj, comp, got, prompt, k);
             }
             completions_free(comp, got);
-            if (!job->quiet && isatty(STDERR_FILENO))
-                fprintf(stderr, "\r\033[Kgenerate: %lld prompts, %.1f new tokens/s",
-                        (long long)st.prompts, st.new_tokens / (now_seconds() - t0));
+            progress_detail(prog, "%.1f new tokens/s", st.new_tokens / (now_seconds() - t0));
+            progress_add(prog, 1);
         }
         json_decref(obj);
     }
     st.seconds = now_seconds() - t0;
+    if (rc == 0) progress_erase(prog); /* the report below says it all */
+    else progress_close(prog, 0);
     free(line);
     free(ids);
     free(ref_ids);
@@ -677,8 +680,8 @@ int generate_jsonl(GPT *m, const Tokenizer *tok, const GenerateJob *job, Generat
     }
     /* on failure the caller prints the error, and nothing was written */
     if (!job->quiet && rc == 0) {
-        fprintf(stderr, "%sgenerate: %lld prompts, %lld completions (%lld new tokens, %.1f/s) -> %s\n",
-                isatty(STDERR_FILENO) ? "\r\033[K" : "", (long long)st.prompts,
+        fprintf(stderr, "generate: %lld prompts, %lld completions (%lld new tokens, %.1f/s) -> %s\n",
+                (long long)st.prompts,
                 (long long)st.completions, (long long)st.new_tokens,
                 st.new_tokens / (st.seconds > 0 ? st.seconds : 1), job->output);
         if (kd)

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "util/util.h"
+#include "util/progress.h"
 
 void lmcor_format_defaults(LmcorFormat *f) {
     *f = (LmcorFormat){.candidate_prefix = "Candidate {i}: ",
@@ -435,6 +436,7 @@ int lmcor_run(GPT *giant, const Tokenizer *giant_tok, GPT *corrector,
     long line = 0;
     json_t *obj;
     int rc = 0, got;
+    Progress *prog = progress_open("correct", "lines", progress_count_lines(job->input), job->quiet);
     while (rc == 0 && (got = next_object(in, job->input, &buf, &cap, &line, &obj)) != 0) {
         if (got < 0) {
             rc = -1;
@@ -460,8 +462,7 @@ int lmcor_run(GPT *giant, const Tokenizer *giant_tok, GPT *corrector,
                 corrections[r.lines] = c;
                 refs[r.lines] = xstrdup(ref ? ref : "");
                 r.lines++;
-                if (!job->quiet && isatty(STDERR_FILENO))
-                    fprintf(stderr, "\r\033[Kcorrect: %lld lines", (long long)r.lines);
+                progress_add(prog, 1);
             } else {
                 free(g);
                 free(c);
@@ -491,7 +492,8 @@ int lmcor_run(GPT *giant, const Tokenizer *giant_tok, GPT *corrector,
     free(corrections);
     free(refs);
     r.seconds = now_seconds() - t0;
-    if (!job->quiet && isatty(STDERR_FILENO)) fprintf(stderr, "\r\033[K");
+    if (rc == 0) progress_erase(prog); /* the command prints its report */
+    else progress_close(prog, 0);
     if (rc == 0 && result) *result = r;
     return rc;
 }

@@ -18,6 +18,7 @@
 #include "data/h5data.h"
 #include "eval/answer.h"
 #include "util/util.h"
+#include "util/progress.h"
 
 int pair_scorer_from_name(const char *name, PairScorer *out) {
     static const char *const names[] = {"exact", "gold-likelihood", "external"};
@@ -628,6 +629,8 @@ int pairs_build(GPT *sampler, GPT *scorer, const Tokenizer *tok, const PairsJob 
     size_t cap = 0;
     ssize_t len;
     long lineno = 0;
+    Progress *prog = progress_open("pairs", "prompts", rc == 0 ? progress_count_lines(job->input) : 0,
+                                   job->quiet || rc != 0);
     while (rc == 0 && (len = getline(&line, &cap, in)) >= 0) {
         lineno++;
         if (strspn(line, " \t\r\n") == (size_t)len) continue;
@@ -639,9 +642,8 @@ int pairs_build(GPT *sampler, GPT *scorer, const Tokenizer *tok, const PairsJob 
         else rc = do_line(&r, lineno, obj);
         json_decref(obj);
         r.st.lines++;
-        if (rc == 0 && !job->quiet && isatty(STDERR_FILENO))
-            fprintf(stderr, "\r\033[Kpairs: %lld lines, %lld pairs", (long long)r.st.lines,
-                    (long long)r.st.pairs);
+        progress_detail(prog, "%lld pairs", (long long)r.st.pairs);
+        progress_add(prog, 1);
     }
     free(line);
     if (rc == 0 && r.scores_in) { /* the scores file must not have lines left */
@@ -675,7 +677,8 @@ int pairs_build(GPT *sampler, GPT *scorer, const Tokenizer *tok, const PairsJob 
     free(r.r_ids);
     answer_matcher_free(r.am);
     r.st.seconds = now_seconds() - t0;
-    if (!job->quiet && isatty(STDERR_FILENO)) fprintf(stderr, "\r\033[K");
+    if (rc == 0) progress_erase(prog); /* the command prints its report */
+    else progress_close(prog, 0);
     if (stats) *stats = r.st;
     return rc;
 }

@@ -4,6 +4,7 @@
 #include <criterion/redirect.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "../util/progress.h"
 
@@ -138,6 +139,25 @@ Test(progress, failed_command_ends_the_live_line_without_a_summary) {
     sink_close(&s);
 }
 
+Test(progress, erase_clears_a_live_line_for_the_command_report) {
+    Sink s;
+    sink_open(&s);
+    fake_now = 0;
+    Progress *p = progress_open_at("generate", "prompts", 10, s.f, PROGRESS_TTY, fake_clock, 10);
+    fake_now = 1;
+    progress_add(p, 5);
+    progress_erase(p);
+    cr_assert_str_eq(sink_text(&s), "\rgenerate: 5/10 prompts (50%), 5.00 prompts/s, ETA 1.0 s\033[K\r\033[K");
+    sink_close(&s);
+    sink_open(&s);
+    p = progress_open_at("generate", "prompts", 10, s.f, PROGRESS_PLAIN, fake_clock, 0.5);
+    fake_now = 2;
+    progress_add(p, 5);
+    progress_erase(p); /* a log keeps its lines and gets no summary */
+    cr_assert_str_eq(sink_text(&s), "generate: 5/10 prompts (50%), 5.00 prompts/s, ETA 1.0 s\n");
+    sink_close(&s);
+}
+
 Test(progress, durations_for_people) {
     char d[32];
     progress_format_duration(4.25, d);
@@ -182,4 +202,17 @@ Test(progress, environment_off_writes_nothing, .init = cr_redirect_stderr) {
     progress_close(p, 1);
     unsetenv("RETORT_PROGRESS");
     cr_assert_str_eq(read_redirected_stderr(), "");
+}
+
+Test(progress, count_lines_skips_blank_lines) {
+    char path[] = "/tmp/retort_progress_XXXXXX";
+    int fd = mkstemp(path);
+    cr_assert_geq(fd, 0);
+    const char *text = "{\"a\": 1}\n\n  \t\n{\"a\": 2}\r\n{\"a\": 3}";
+    cr_assert_eq(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+    close(fd);
+    cr_assert_eq(progress_count_lines(path), 3);
+    unlink(path);
+    cr_assert_eq(progress_count_lines(path), 0);   /* gone */
+    cr_assert_eq(progress_count_lines("/dev/stdin"), 0); /* not a regular file */
 }

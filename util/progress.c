@@ -11,6 +11,7 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "util.h"
@@ -190,4 +191,37 @@ void progress_close(Progress *p, int ok) {
         }
     }
     free(p);
+}
+
+void progress_erase(Progress *p) {
+    if (!p) return;
+    if (p->line_open) {
+        fputs("\r\033[K", p->out);
+        fflush(p->out);
+    }
+    free(p);
+}
+
+int64_t progress_count_lines(const char *path) {
+    struct stat st;
+    if (!path || stat(path, &st) != 0 || !S_ISREG(st.st_mode)) return 0;
+    FILE *f = fopen(path, "r");
+    if (!f) return 0;
+    char buf[1 << 16];
+    int64_t n = 0;
+    int blank = 1; /* the current line has only white space so far */
+    size_t got;
+    while ((got = fread(buf, 1, sizeof buf, f)) > 0)
+        for (size_t i = 0; i < got; i++) {
+            char c = buf[i];
+            if (c == '\n') {
+                n += !blank;
+                blank = 1;
+            } else if (c != ' ' && c != '\t' && c != '\r') {
+                blank = 0;
+            }
+        }
+    n += !blank; /* a last line without its newline */
+    fclose(f);
+    return n;
 }

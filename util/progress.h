@@ -44,9 +44,18 @@ void progress_add(Progress *p, int64_t n);
 /* The items done so far. */
 int64_t progress_done(const Progress *p);
 /* Writes the final line ("... 200/200 prompts in 48.8 s, 4.1 prompts/s") and
- * frees. ok = 0 (the command failed) ends a live line with a newline and
- * writes no summary. */
+ * frees. ok = 0 (the command failed) writes no summary and ends a live line
+ * with a newline, so its last state stays above the error. */
 void progress_close(Progress *p, int ok);
+
+/* Frees without a summary and erases a live line, for a command that prints
+ * its own report when it succeeds. */
+void progress_erase(Progress *p);
+
+/* The lines of a text file that hold more than white space (a JSONL file's
+ * records), for a progress total: 0 when the file cannot be read or is not a
+ * regular file (standard input), which the line shows as an unknown total. */
+int64_t progress_count_lines(const char *path);
 
 /* "40 s", "3 min 05 s", "2 h 07 min": a duration for people. out holds 32. */
 void progress_format_duration(double seconds, char out[32]);
