@@ -5,7 +5,10 @@
 
 Reads the make_task.py score files (../seq-kd/make_task.py: multi-reference BLEU,
 validity, and for sampled evaluations the validity of every sample and the distinct
-valid outputs per source) and retort eval's metrics files (self-BLEU). Greedy scores of
+valid outputs per source, the repeat % of valid pairs) and retort eval's metrics files
+(self-BLEU). The repeat % (of all pairs of valid samples of one source, the share that
+are identical) measures diversity among the valid outputs alone; self-BLEU is also
+lowered by wrong outputs. Greedy scores of
 the teacher and of the gold and beam (seq-KD) students are seq-kd's own evaluations;
 everything sampled is this experiment's. Each cell is the mean ± sample standard
 deviation over the seeds (student training seed = candidate sampling seed = eval
@@ -13,11 +16,13 @@ sampling seed; the teacher is one model, so its spread is the sampling seed's al
 followed by a per-seed table.
 """
 import argparse
+import json
 import os
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "seq-kd"))
-from make_task import load_json, mean_sd, min_max, params_of, seed_values  # noqa: E402
+from make_task import (gold_pair_repeat, load_json, mean_sd, min_max, params_of,  # noqa: E402
+                       seed_values)
 
 # key, label, where its greedy evaluation lives ("seqkd": seq-kd's eval/ under its own name)
 ROWS = [("teacher", "teacher (gold data)", ("seqkd", "teacher")),
@@ -40,7 +45,8 @@ def main():
             ("sampled", "sampled.score.json", "sample_valid", "valid % samples"),
             ("sampled", "sampled.metrics.json", "self_bleu", "self-BLEU (lower = more diverse)"),
             ("sampled", "sampled.score.json", "distinct_valid", "distinct valid / source"),
-            ("sampled", "sampled.score.json", "distinct", "distinct / source")]
+            ("sampled", "sampled.score.json", "distinct", "distinct / source"),
+            ("sampled", "sampled.score.json", "valid_pair_repeat", "repeat % of valid pairs (lower = more diverse)")]
 
     def where(row, kind):
         key, _, (home, gkey) = row
@@ -75,6 +81,11 @@ def main():
             cells.append(mean_sd(seed_values(dd, nn, suffix, field), digits))
         print(f"| {row[1]} | {params(row)} | {n} | " + " | ".join(cells) + " |")
 
+    lex = load_json(os.path.join(a.seqkd_dir, "task", "lexicon.json"))
+    with open(os.path.join(a.seqkd_dir, "task", "test.jsonl")) as f:
+        prompts = [json.loads(line)["prompt"] for line in f if line.strip()]
+    print(f"\nThe gold distribution itself (register and synonyms uniform) repeats "
+          f"{gold_pair_repeat(lex, prompts):.1f} % of pairs on these test sources.")
     print("\nPer seed (BLEU greedy / self-BLEU / distinct valid per source), and ranges:\n")
     print("| model | " + " | ".join(f"seed {s}" for s in seeds) +
           " | range BLEU greedy | range self-BLEU |")

@@ -33,7 +33,10 @@ register-mixing and wrong-length rates for the invalid ones.  When the lines
 also carry "samples" (retort eval --samples N), the same scores are computed over
 every sample (sample_bleu_multi, sample_valid) with the mean number of distinct
 outputs and of distinct VALID outputs per prompt (a diversity measure that, unlike
-self-BLEU, does not reward wrong outputs).
+self-BLEU, does not reward wrong outputs), and valid_pair_repeat: of all pairs of valid
+samples of the same prompt, the % that are identical (an estimate of the collision
+probability of the model's valid outputs, which does not depend on how many samples are
+valid; 6.25 for a uniform choice among 16 outputs).
 """
 import argparse
 import itertools
@@ -176,7 +179,7 @@ def score(args):
         lex = json.load(f)
     bleu, sbleu = MultiRefBleu(), MultiRefBleu()
     kinds, skinds = Counter(), Counter()
-    n = n_samples = distinct = distinct_valid = 0
+    n = n_samples = distinct = distinct_valid = valid_pairs = same_pairs = 0
     with open(args.pred) as f:
         for line in f:
             if not line.strip():
@@ -190,16 +193,22 @@ def score(args):
             bleu.add(hyp, refs)
             if "samples" in o:
                 seen = set()
+                valid_counts = Counter()
                 for smp in o["samples"]:
                     toks = smp.split()
                     kind = classify(lex, words, toks)
                     skinds[kind] += 1
                     n_samples += 1
                     sbleu.add(toks, refs)
+                    if kind == "valid":
+                        valid_counts[tuple(toks)] += 1
                     if tuple(toks) not in seen:
                         seen.add(tuple(toks))
                         distinct += 1
                         distinct_valid += kind == "valid"
+                nv = sum(valid_counts.values())
+                valid_pairs += nv * (nv - 1) // 2
+                same_pairs += sum(c * (c - 1) // 2 for c in valid_counts.values())
     res = {"label": args.label, "n": n, "bleu_multi": round(bleu.score(), 2),
            "valid": round(100.0 * kinds["valid"] / n, 2),
            "mixed_register": round(100.0 * kinds["mixed-register"] / n, 2),
@@ -211,11 +220,24 @@ def score(args):
                     "sample_valid": round(100.0 * skinds["valid"] / n_samples, 2),
                     "sample_mixed_register": round(100.0 * skinds["mixed-register"] / n_samples, 2),
                     "distinct": round(distinct / n, 3),
-                    "distinct_valid": round(distinct_valid / n, 3)})
+                    "distinct_valid": round(distinct_valid / n, 3),
+                    "valid_pair_repeat": round(100.0 * same_pairs / valid_pairs, 2)
+                    if valid_pairs else None})
     print(json.dumps(res))
     if args.out:
         with open(args.out, "w") as f:
             json.dump(res, f)
+
+
+def gold_pair_repeat(lex, prompts):
+    """The repeat % of pairs that the gold distribution itself gives (register p = 1/2, each
+    synonym uniform), averaged over the prompts: the collision probability
+    sum_r (1/2)^2 prod_w 1/|synonyms(w, r)|."""
+    total = 0.0
+    for p in prompts:
+        words = p[: -len(PROMPT_END)].split()
+        total += sum(0.25 * math.prod(1.0 / len(lex[w][r]) for w in words) for r in range(2))
+    return 100.0 * total / len(prompts)
 
 
 # ---------------------------------------------------------------- tables over seeds
