@@ -86,10 +86,10 @@ def main():
         prompts = [json.loads(line)["prompt"] for line in f if line.strip()]
     print(f"\nThe gold distribution itself (register and synonyms uniform) repeats "
           f"{gold_pair_repeat(lex, prompts):.1f} % of pairs on these test sources.")
-    print("\nPer seed (BLEU greedy / self-BLEU / distinct valid per source), and ranges:\n")
+    print("\nPer seed (BLEU greedy / self-BLEU / repeat % of valid pairs), and ranges:\n")
     print("| model | " + " | ".join(f"seed {s}" for s in seeds) +
-          " | range BLEU greedy | range self-BLEU |")
-    print("|---|" + "---:|" * (len(seeds) + 2))
+          " | range BLEU greedy | range self-BLEU | range repeat % |")
+    print("|---|" + "---:|" * (len(seeds) + 3))
     for row in ROWS:
         gd, gnames = where(row, "greedy")
         sd_, snames = where(row, "sampled")
@@ -98,11 +98,13 @@ def main():
             g = load_json(os.path.join(gd, "eval", f"{gnames[min(i, len(gnames) - 1)]}.greedy.score.json"))
             m = load_json(os.path.join(sd_, "eval", f"{name}.sampled.metrics.json"))
             s = load_json(os.path.join(sd_, "eval", f"{name}.sampled.score.json"))
-            cells.append(f"{g['bleu_multi']:.1f} / {m['self_bleu']:.1f} / {s['distinct_valid']:.2f}"
-                         if g and m and s else "")
+            rep = s and s.get("valid_pair_repeat")
+            cells.append(f"{g['bleu_multi']:.1f} / {m['self_bleu']:.1f} / "
+                         f"{'' if rep is None else f'{rep:.1f}'}" if g and m and s else "")
         print(f"| {row[1]} | " + " | ".join(cells) +
               f" | {min_max(seed_values(gd, gnames, 'greedy.score.json', 'bleu_multi'))}"
-              f" | {min_max(seed_values(sd_, snames, 'sampled.metrics.json', 'self_bleu'))} |")
+              f" | {min_max(seed_values(sd_, snames, 'sampled.metrics.json', 'self_bleu'))}"
+              f" | {min_max(seed_values(sd_, snames, 'sampled.score.json', 'valid_pair_repeat'))} |")
 
 
 if __name__ == "__main__":
