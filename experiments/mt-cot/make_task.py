@@ -1,0 +1,178 @@
+#!/usr/bin/env python3
+"""Synthetic lookup-then-add task for the MT-CoT experiment (python3 stdlib only).
+
+K symbols (A, B, ...) each carry a hidden digit value, fixed for the whole task.
+A question is three symbols joined by '+', e.g. "C+H+M"; its answer is the sum of
+their values (0..27). The gold explanation writes the lookups and the two
+additions: "C=4 H=7 M=2 4+7=11 11+2=13" (its last number is the answer).
+
+  gen    write the task files (teacher SFT data, student questions, test prompts)
+  check  how many of an explanation JSONL's explanations are fully right
+         (every lookup and sum) vs only right in their final answer
+  table  mean ± sd over seeds of the students' answer accuracy (eval metrics)
+"""
+import argparse
+import glob
+import json
+import math
+import os
+import random
+import re
+import statistics
+import sys
+
+LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+# the teacher's prompts; run.sh passes the same strings to `retort explain`
+COT_TEMPLATE = "Q {question}\nE "
+RAT_TEMPLATE = "Q {question} ={answer}\nE "
+
+
+def explanation(q, values):
+    syms = q.split("+")
+    v = [values[s] for s in syms]
+    parts = [f"{s}={values[s]}" for s in syms]
+    acc = v[0]
+    for x in v[1:]:
+        parts.append(f"{acc}+{x}={acc + x}")
+        acc += x
+    return " ".join(parts), acc
+
+
+def write_jsonl(path, rows):
+    with open(path, "w") as f:
+        for r in rows:
+            f.write(json.dumps(r) + "\n")
+
+
+def cmd_gen(a):
+    rng = random.Random(a.seed)
+    syms = LETTERS[: a.symbols]
+    values = {s: rng.randrange(10) for s in syms}
+    allq = [f"{x}+{y}+{z}" for x in syms for y in syms for z in syms]
+    rng.shuffle(allq)
+    need = a.teacher + a.train + a.test
+    if need > len(allq):
+        sys.exit(f"make_task: {need} questions asked, only {len(allq)} exist")
+    tq = allq[: a.teacher]
+    sq = allq[a.teacher : a.teacher + a.train]
+    eq = allq[a.teacher + a.train : need]
+    os.makedirs(a.out, exist_ok=True)
+    json.dump({"values": values, "cot_template": COT_TEMPLATE, "rationalize_template": RAT_TEMPLATE},
+              open(os.path.join(a.out, "values.json"), "w"), indent=1)
+    # teacher: gold explanations of its own questions, in both prompt formats
+    rows = []
+    for q in tq:
+        e, ans = explanation(q, values)
+        rows.append({"prompt": COT_TEMPLATE.format(question=q), "completion": e})
+        rows.append({"prompt": RAT_TEMPLATE.format(question=q, answer=ans), "completion": e})
+    rng.shuffle(rows)
+    write_jsonl(os.path.join(a.out, "teacher_sft.jsonl"), rows)
+    # student questions: gold answers only (the explanations come from the teacher)
+    write_jsonl(os.path.join(a.out, "train_q.jsonl"),
+                [{"question": q, "answer": explanation(q, values)[1]} for q in sq])
+    # gold explanations of the student questions (a reference condition, not the paper's)
+    write_jsonl(os.path.join(a.out, "train_gold_expl.jsonl"),
+                [{"question": q, "answer": explanation(q, values)[1],
+                  "explanation": explanation(q, values)[0], "correct": True} for q in sq])
+    # held-out test: the student is asked with the answer prefix
+    write_jsonl(os.path.join(a.out, "test.jsonl"),
+                [{"prompt": f"[answer] {q}\n", "reference": str(explanation(q, values)[1]),
+                  "question": q} for q in eq])
+    write_jsonl(os.path.join(a.out, "test_q.jsonl"),
+                [{"question": q, "answer": explanation(q, values)[1]} for q in eq])
+    print(f"{len(syms)} symbols, values {values}; teacher {len(tq)} questions "
+          f"({len(rows)} sft lines), student {len(sq)}, test {len(eq)}")
+
+
+def cmd_check(a):
+    values = json.load(open(os.path.join(a.task, "values.json")))["values"]
+    n = full = ans_ok = 0
+    by_mode = {}
+    for line in open(a.expl):
+        if not line.strip():
+            continue
+        r = json.loads(line)
+        gold, _ = explanation(r["question"], values)
+        n += 1
+        exact = r["explanation"].strip() == gold
+        full += exact
+        ans_ok += bool(r.get("correct"))
+        m = by_mode.setdefault(r.get("mode", "?"), [0, 0, 0])
+        m[0] += 1
+        m[1] += exact
+        m[2] += bool(r.get("correct"))
+    out = {"file": a.expl, "explanations": n, "answer_correct": ans_ok, "fully_correct": full,
+           "by_mode": {k: {"n": v[0], "fully_correct": v[1], "answer_correct": v[2]}
+                       for k, v in by_mode.items()}}
+    print(json.dumps(out))
+
+
+def fmt(xs, digits=1):
+    if not xs:
+        return "–"
+    m = statistics.mean(xs)
+    sd = statistics.stdev(xs) if len(xs) > 1 else 0.0
+    return f"{m:.{digits}f} ± {sd:.{digits}f}"
+
+
+def acc_of(path):
+    if not os.path.exists(path):
+        return None
+    m = json.load(open(path))
+    return 100.0 * m["accuracy"]
+
+
+def cmd_table(a):
+    seeds = a.seeds.split()
+    print("| student | α (answer) | explanations: answer right % | explanations: every step right % "
+          "| answer accuracy % ([answer] prefix) | per seed | accuracy % of its explanations "
+          "([explain] prefix) |")
+    print("|---|---:|---:|---:|---:|---|---:|")
+    for name in a.names.split():
+        kind, _, alpha = name.partition("-a")
+        accs, eaccs, right, full = [], [], [], []
+        for s in seeds:
+            x = acc_of(os.path.join(a.dir, "eval", f"{name}-s{s}.metrics.json"))
+            if x is not None:
+                accs.append(x)
+            x = acc_of(os.path.join(a.dir, "eval", f"{name}-s{s}.explain.metrics.json"))
+            if x is not None:
+                eaccs.append(x)
+            c = os.path.join(a.dir, "expl", f"{kind}-s{s}.check.json")
+            if os.path.exists(c):
+                c = json.load(open(c))
+                right.append(100.0 * c["answer_correct"] / c["explanations"])
+                full.append(100.0 * c["fully_correct"] / c["explanations"])
+        if kind == "gold":
+            right, full = [100.0], [100.0]
+        label = {"answer": "answer-only", "cot": "MT: CoT", "rationalize": "MT: rationalization",
+                 "crop": "MT: CROP", "gold": "MT: gold explanations (reference)"}.get(kind, kind)
+        print(f"| {label} | {alpha or '1 (one task)'} | {fmt(right) if kind != 'answer' else '–'} "
+              f"| {fmt(full) if kind != 'answer' else '–'} | **{fmt(accs)}** "
+              f"| {' / '.join(f'{x:.1f}' for x in accs)} | {fmt(eaccs)} |")
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sp = p.add_subparsers(dest="cmd", required=True)
+    g = sp.add_parser("gen")
+    g.add_argument("--out", required=True)
+    g.add_argument("--seed", type=int, default=7)
+    g.add_argument("--symbols", type=int, default=16)
+    g.add_argument("--teacher", type=int, default=1500)
+    g.add_argument("--train", type=int, default=500)
+    g.add_argument("--test", type=int, default=300)
+    c = sp.add_parser("check")
+    c.add_argument("--task", required=True)
+    c.add_argument("--expl", required=True)
+    t = sp.add_parser("table")
+    t.add_argument("--dir", required=True)
+    t.add_argument("--names", required=True)
+    t.add_argument("--seeds", default="1 2 3")
+    a = p.parse_args()
+    {"gen": cmd_gen, "check": cmd_check, "table": cmd_table}[a.cmd](a)
+
+
+if __name__ == "__main__":
+    main()
