@@ -10,6 +10,8 @@ additions: "C=4 H=7 M=2 4+7=11 11+2=13" (its last number is the answer).
   check  how many of an explanation JSONL's explanations are fully right
          (every lookup and sum) vs only right in their final answer
   table  mean ± sd over seeds of the students' answer accuracy (eval metrics)
+  stats  students against a baseline: difference, permutation test, seeds won
+  lookups  how often written lookups "X=d" are true, and copy the question's symbols
 """
 import argparse
 import glob
@@ -153,6 +155,56 @@ def cmd_table(a):
               f"| {' / '.join(f'{x:.1f}' for x in accs)} | {fmt(eaccs)} |")
 
 
+def cmd_stats(a):
+    """Each named student against a baseline over the same seeds: the mean difference, a
+    one-sided exact permutation test of it (unpaired: all splits of the 2n runs), and in how
+    many seeds the student beats the baseline trained with the same seed."""
+    import itertools
+    seeds = a.seeds.split()
+
+    def accs(n):
+        return [acc_of(os.path.join(a.dir, "eval", f"{n}-s{s}.metrics.json")) for s in seeds]
+
+    base = accs(a.baseline)
+    for name in a.names.split():
+        b = accs(name)
+        d = statistics.mean(b) - statistics.mean(base)
+        pool, n = base + b, len(b)
+        hit = tot = 0
+        for idx in itertools.combinations(range(2 * n), n):
+            x = [pool[i] for i in idx]
+            y = [pool[i] for i in range(2 * n) if i not in idx]
+            tot += 1
+            hit += (statistics.mean(x) - statistics.mean(y)) >= d - 1e-9
+        wins = sum(bb > aa for aa, bb in zip(base, b))
+        print(f"{name} - {a.baseline}: {d:+.1f} points, one-sided permutation p = {hit / tot:.3f}, "
+              f"better in {wins}/{n} seeds; per seed {' '.join(f'{y - x:+.1f}' for x, y in zip(base, b))}")
+
+
+def cmd_lookups(a):
+    """Of the "X=d" lookups written in explanation files (field --field), how many give the
+    true value of the symbol written, and how many of the first three copy the question's
+    symbol in place."""
+    values = json.load(open(os.path.join(a.task, "values.json")))["values"]
+    tot = ok = copied = slots = 0
+    for path in a.files:
+        for line in open(path):
+            if not line.strip():
+                continue
+            r = json.loads(line)
+            qs = r["question"].split("+")
+            pairs = re.findall(r"\b([A-Z])=(\d+)", r[a.field])
+            for i, (sym, d) in enumerate(pairs):
+                tot += 1
+                ok += values.get(sym) == int(d)
+            for i in range(3):
+                slots += 1
+                copied += i < len(pairs) and pairs[i][0] == qs[i]
+    print(f"{len(a.files)} files: {ok}/{tot} written lookups give the written symbol's true value "
+          f"({100.0 * ok / max(tot, 1):.1f} %); {copied}/{slots} of the three symbol slots copy the "
+          f"question's symbol ({100.0 * copied / max(slots, 1):.1f} %)")
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sp = p.add_subparsers(dest="cmd", required=True)
@@ -170,8 +222,18 @@ def main():
     t.add_argument("--dir", required=True)
     t.add_argument("--names", required=True)
     t.add_argument("--seeds", default="1 2 3")
+    st = sp.add_parser("stats")
+    st.add_argument("--dir", required=True)
+    st.add_argument("--baseline", required=True)
+    st.add_argument("--names", required=True)
+    st.add_argument("--seeds", default="1 2 3")
+    lk = sp.add_parser("lookups")
+    lk.add_argument("--task", required=True)
+    lk.add_argument("--field", default="explanation")
+    lk.add_argument("files", nargs="+")
     a = p.parse_args()
-    {"gen": cmd_gen, "check": cmd_check, "table": cmd_table}[a.cmd](a)
+    {"gen": cmd_gen, "check": cmd_check, "table": cmd_table, "stats": cmd_stats,
+     "lookups": cmd_lookups}[a.cmd](a)
 
 
 if __name__ == "__main__":
