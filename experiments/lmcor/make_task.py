@@ -108,9 +108,12 @@ def gen(args):
             res.append(words)
         return res
 
+    # drawn in this order so that --train N beyond the first 1000 leaves the giant's data
+    # (and so the giant) alone: test, the first 1000 training sources, the giant's, the rest
     test = sentences(args.test)
-    train = sentences(args.train)
+    train = sentences(min(args.train, 1000))
     giant = sentences(args.giant)
+    train += sentences(max(args.train - 1000, 0))
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "lexicon.json"), "w") as f:
         json.dump(lx, f, indent=1)
@@ -189,10 +192,10 @@ def table(args):
     ev = os.path.join(args.dir, "eval")
     seeds = args.seeds.split()
     rows = [("giant greedy (4 x 64, errorful data)", "giant"),
-            ("corrector (2 x 32) on giant's 5 candidates", "corrector"),
+            ("corrector (2 x 32) on the giant's pool", "corrector"),
             ("direct fine-tuning (2 x 32) on gold", "direct")]
-    for label, key in [("corrector shown the giant's greedy output only", "corrector_greedy"),
-                       ("direct fine-tuning, 4x the steps", "direct_long")]:
+    for label, key in [("corrector, 2x the steps (4000)", "corrector_long"),
+                       ("direct fine-tuning, 2x the steps (4000)", "direct_long")]:
         if any(os.path.exists(os.path.join(ev, f"{key}-s{s}.score.json")) for s in seeds):
             rows.append((label, key))
     cols = [("EM %", "score", "exact_match"), ("BLEU", "metrics", "bleu"), ("chrF", "metrics", "chrf"),
@@ -213,6 +216,24 @@ def table(args):
                         got.append(s)
             cells.append(mean_sd(vals, 2 if kind == "metrics" else 1))
         print(f"| {label} | " + " | ".join(cells) + f" | {' '.join(sorted(set(got)))} |")
+    kf = {}
+    for key in ("corrector", "corrector_long"):
+        for s in seeds:
+            p = os.path.join(ev, f"{key}-s{s}.jsonl")
+            if os.path.exists(p):
+                kf.setdefault(key, []).append((s,) + kept_fixed(p))
+    if kf:
+        print()
+        print("| corrector vs the giant's greedy output (test) | " + " | ".join(kf) + " |")
+        print("|---|" + "---:|" * len(kf))
+        for i, what in [(1, "giant right, correction still right (%)"),
+                        (2, "giant wrong, correction right (%)"),
+                        (3, "gold among the giant's 5 candidates (oracle EM %)")]:
+            print(f"| {what} | " + " | ".join(mean_sd([r[i] for r in kf[k]]) for k in kf) + " |")
+        for k in kf:
+            print()
+            print(f"{k} per seed: " + "; ".join(f"s{r[0]}: kept {r[1]:.1f}% of {r[4]}, fixed {r[2]:.1f}% "
+                                              f"of {r[5]}, oracle {r[3]:.1f}%" for r in kf[k]))
     print()
     print("per seed (EM %):")
     for label, key in rows:
@@ -223,6 +244,26 @@ def table(args):
         print(f"- {label}: " + ", ".join(vals))
 
 
+def kept_fixed(path):
+    """Of the test lines the giant's greedy output got right, the share the corrector kept
+    right; of those it got wrong, the share the corrector fixed; and how often the right
+    target was among the giant's candidates at all (an oracle's pick)."""
+    kept = fixed = n_right = n_wrong = oracle = n = 0
+    for line in open(path):
+        r = json.loads(line)
+        gold, corr = r["reference"].split(), r["correction"].split()
+        n += 1
+        oracle += any(c.split() == gold for c in r["candidates"])
+        if r["candidates"][0].split() == gold:
+            n_right += 1
+            kept += corr == gold
+        else:
+            n_wrong += 1
+            fixed += corr == gold
+    return (100.0 * kept / n_right if n_right else None, 100.0 * fixed / n_wrong if n_wrong else None,
+            100.0 * oracle / n, n_right, n_wrong)
+
+
 def main():
     ap = argparse.ArgumentParser()
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -230,7 +271,7 @@ def main():
     g.add_argument("--out", required=True)
     g.add_argument("--seed", type=int, default=11)
     g.add_argument("--giant", type=int, default=6000)
-    g.add_argument("--train", type=int, default=1000)
+    g.add_argument("--train", type=int, default=4000)
     g.add_argument("--test", type=int, default=200)
     s = sub.add_parser("score")
     s.add_argument("--lexicon", required=True)

@@ -7,15 +7,14 @@
 #
 # A giant (4 x 64, trained once on its own data in which a few lexicon entries are
 # systematically wrong) writes candidate pools: greedy + 4 samples at temperature 0.6.
-# A small corrector (2 x 32) reads source + the 5 candidates and is trained on the gold of
-# the 1000 training sources; the same small model is also fine-tuned directly on those
-# 1000 gold pairs. Test: 200 held-out sources; the giant's greedy output, the corrector's
+# A small corrector (2 x 32) reads source + the candidates and is trained on the gold of
+# the 4000 training sources; the same small model is also fine-tuned directly on those
+# 4000 gold pairs (both 2000 steps of 16). Test: 200 held-out sources; the giant's greedy output, the corrector's
 # rewrite of the giant's pool (retort correct run), the direct model's greedy output.
 # Seeds (SEEDS): seed s is the giant's sampling seed for the training pool and the test
 # pool, and the training seed of the corrector and of the direct model.
-# Extra rows (EXTRA=1, after the main ones): the direct model with 4x the steps (about the
-# corrector's compute, which reads ~4x longer rows), and a corrector that is shown only
-# the giant's greedy output (--max-candidates 1).
+# Extra rows (EXTRA=1, after the main ones): the corrector and the direct model again with
+# twice the steps (4000), same seeds and pools.
 # Output under experiments/lmcor/out/ (gitignored): table.md, timings.txt, logs/, eval/.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -24,7 +23,7 @@ RETORT=${RETORT:-./retort}
 E=experiments/lmcor
 O=$E/out
 STEPS_GIANT=${STEPS_GIANT:-1500}
-STEPS_SMALL=${STEPS_SMALL:-1000}
+STEPS_SMALL=${STEPS_SMALL:-2000}
 SEEDS=${SEEDS:-"1 2 3"}
 PAR=${PAR:-2}
 THREADS=${THREADS:-1}
@@ -32,9 +31,11 @@ EXTRA=${EXTRA:-1}
 GN=28          # the giant's and the direct model's -n: the longest target is 24 bytes
 CN=32          # the corrector's -n
 # The corrector's text, short (byte-level rows are padded to data.seq_len, so the length
-# is the cost): "{source}\n{c1}\n{c2}\n{c3}\n{c4}\n{c5}\n>" -> " {gold}" (c_i start with the
-# giant's leading space). The same options go to correct build and correct run.
-FMT=(--candidate-prefix "" --cue ">")
+# is the cost): "{source}\n{c1}\n{c2}...\n>" -> " {gold}" (c_i start with the giant's
+# leading space), exact duplicates dropped (--dedup: the giant is confident, ~1.05 distinct
+# candidates per source, so this cuts the corrector's rows from ~130 to ~56 bytes and lets
+# data.seq_len be 112). The same options go to correct build and correct run.
+FMT=(--candidate-prefix "" --cue ">" --dedup)
 export OMP_NUM_THREADS=$THREADS OPENBLAS_NUM_THREADS=$THREADS
 [ "${FRESH:-1}" = 1 ] && rm -rf "$O"
 mkdir -p "$O/logs" "$O/eval" "$O/small" "$O/pool"
@@ -54,7 +55,7 @@ drain() {
 
 if [ ! -f $O/task/train.h5 ]; then
     phase "task"
-    py gen --out $O/task --seed 11 --giant 6000 --train 1000 --test 200
+    py gen --out $O/task --seed 11 --giant 6000 --train 4000 --test 200
     "$RETORT" data build --schema sft --input $O/task/giant.jsonl --out $O/task/giant.h5 -q
     "$RETORT" data build --schema sft --input $O/task/train.jsonl --out $O/task/train.h5 -q
 fi
@@ -93,15 +94,15 @@ corrector_data() { # seed, then extra correct-build options: the giant's pool on
         --out $O/pool/corr$tag-s$seed.h5 --tokenizer bytes >> $O/logs/build$tag-s$seed.log 2>&1
 }
 
-corrector() { # seed, tag, then extra correct options (the same for build and run)
-    local seed=$1 tag=$2; shift 2
+corrector() { # seed, tag, steps, then extra correct options (the same for build and run)
+    local seed=$1 tag=$2 steps=$3; shift 3
     local name=corrector$tag
     corrector_data $seed "$tag" "$@" || return 1
-    train_small $name $seed $STEPS_SMALL --set data.train=$O/pool/corr$tag-s$seed.h5 || return 1
+    train_small $name $seed $steps --set data.train=$O/pool/corr$tag-s$seed.h5 || return 1
     [ -f $O/eval/$name-s$seed.score.json ] && return 0
     phase "correct run $name seed $seed"
     "$RETORT" correct run --giant $GIANT --input $O/task/test.jsonl \
-        --corrector $(ckpt $O/small/$name-s$seed $STEPS_SMALL) "${FMT[@]}" "$@" \
+        --corrector $(ckpt $O/small/$name-s$seed $steps) "${FMT[@]}" "$@" \
         --candidates 4 -t 0.6 --seed $seed --giant-max-new-tokens $GN -n $CN --clamp-new-tokens \
         --reference-field reference --threads $THREADS \
         --out $O/eval/$name-s$seed.jsonl --metrics $O/eval/$name-s$seed.run.json \
@@ -132,7 +133,7 @@ direct() { # name, seed, steps
 }
 
 for s in $SEEDS; do
-    bg corrector $s ""
+    bg corrector $s "" $STEPS_SMALL
     bg direct direct $s $STEPS_SMALL
 done
 drain
@@ -140,8 +141,8 @@ phase "main rows done"
 py table --dir $O --seeds "$SEEDS" | tee $O/table.md
 if [ "$EXTRA" = 1 ]; then
     for s in $SEEDS; do
-        bg direct direct_long $s $((4 * STEPS_SMALL))
-        bg corrector $s _greedy --max-candidates 1
+        bg corrector $s _long $((2 * STEPS_SMALL))
+        bg direct direct_long $s $((2 * STEPS_SMALL))
     done
     drain
 fi
