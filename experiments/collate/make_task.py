@@ -18,6 +18,7 @@ the room COLLATE's preference step needs. The answer-only model has to jump.
   make_task.py stage2 PRED.jsonl OUT.jsonl      rationale predictions -> answer prompts
   make_task.py score --rat RAT.jsonl --ans ANS.jsonl [--direct DIR.jsonl] --out S.json
   make_task.py pairstats DUMP.jsonl --out P.json
+  make_task.py chosen POOL.jsonl OUT.jsonl     the chosen rationales as sft lines
   make_task.py table --dir OUT --seeds "1 2 3"
 """
 import json, math, os, random, re, sys
@@ -210,6 +211,16 @@ def pairstats():
     print(json.dumps(s))
 
 
+def chosen():
+    """chosen POOL.jsonl OUT.jsonl: the chosen rationale of every pair as an sft line
+    (prompt r:Q, completion the rationale): supervised fine-tuning on the same selection."""
+    with open(sys.argv[3], "w") as f:
+        for line in open(sys.argv[2]):
+            o = json.loads(line)
+            for a, _ in o["pairs"]:
+                f.write(json.dumps({"prompt": o["prompt"], "completion": o["completions"][a]}) + "\n")
+
+
 def ms(xs):
     xs = [x for x in xs if x is not None and not (isinstance(x, float) and math.isnan(x))]
     if not xs:
@@ -229,7 +240,10 @@ def table():
     rows = [("IT answer-only", "it1", "direct only"),
             ("IT three modes", "it3", "instruction tuning alone (COLLATE's start)"),
             ("IT three modes + DPO, single-instance pairs", "single", "pairs from 1 instance"),
-            ("COLLATE: IT three modes + DPO, multi-instance pairs", "multi", "pairs from 3 instances")]
+            ("COLLATE: IT three modes + DPO, multi-instance pairs", "multi", "pairs from 3 instances"),
+            ("COLLATE with RPO (DPO + NLL on chosen, rpo_alpha 1), multi-instance pairs", "multiR", "rpo"),
+            ("IT three modes + DPO, pairs from 3 temperatures of one checkpoint", "multiT", "3 temperatures"),
+            ("IT three modes + SFT on the multi-instance pairs' chosen rationales (no preference)", "sftC", "sft")]
     cols = ["acc_direct", "acc_rationale", "rationale_correct", "style_A", "correct_given_A", "correct_given_B"]
     print("| model | answer acc, direct (`a:`) | answer acc, rationale → answer | rationale correct | rationales step-by-step (A) | correct \\| A | correct \\| B | seeds done |")
     print("|---|---|---|---|---|---|---|---|")
@@ -250,7 +264,7 @@ def table():
     print()
     print("| pairs | pairs | distinct rationales / prompt | pool correct | chosen correct | rejected correct | chosen A | rejected A |")
     print("|---|---|---|---|---|---|---|---|")
-    for key in ("single", "multi"):
+    for key in ("single", "multi", "multiT"):
         ps = [load(f"{d}/pairs/{key}-s{s}.stats.json") for s in seeds]
         ps = [p for p in ps if p]
         if not ps:
@@ -260,18 +274,41 @@ def table():
                  f"{sum(p['distinct_per_prompt'] for p in ps) / len(ps):.2f}"]
         cells += [ms([p[c] for p in ps]) for c in ("pool_correct", "chosen_correct", "rejected_correct", "chosen_A", "rejected_A")]
         print(f"| {key}-instance | " + " | ".join(cells) + " |")
+    print()
+    print("| DPO on | logps/chosen, step 1 → last | logps/rejected, step 1 → last | eval_rewards/accuracies | eval_rewards/margins |")
+    print("|---|---|---|---|---|")
+    for key in ("single", "multi", "multiR", "multiT"):
+        rows = []
+        for s in seeds:
+            try:
+                ms_ = [json.loads(l) for l in open(f"{d}/models/{key}-s{s}/metrics.jsonl")]
+            except OSError:
+                continue
+            tr = [m for m in ms_ if "logps/chosen" in m]
+            ev = [m for m in ms_ if "eval_rewards/accuracies" in m]
+            if tr and ev:
+                rows.append((tr[0]["logps/chosen"], tr[-1]["logps/chosen"], tr[0]["logps/rejected"],
+                             tr[-1]["logps/rejected"], ev[-1]["eval_rewards/accuracies"], ev[-1]["eval_rewards/margins"]))
+        if not rows:
+            continue
+        f = lambda i: sum(r[i] for r in rows) / len(rows)
+        sd = lambda i: math.sqrt(sum((r[i] - f(i)) ** 2 for r in rows) / max(len(rows) - 1, 1))
+        print(f"| {key}-instance pairs | {f(0):.2f} → {f(1):.2f} ± {sd(1):.2f} | {f(2):.2f} → {f(3):.2f} ± {sd(3):.2f} "
+              f"| {f(4):.3f} ± {sd(4):.3f} | {f(5):.2f} ± {sd(5):.2f} |")
     ps = [load(f"{d}/pairs/multi-s{s}.stats.json") for s in seeds]
     ps = [p for p in ps if p and "instances" in p]
     if ps:
         print()
-        print("multi-instance pools, per instance (summed over seeds): completions in the pool / chosen / rejected")
+        print("multi-instance pools, per instance (summed over seeds; sN is the seed): completions in the pool / chosen / rejected")
         labels = ps[0]["instances"]
         for i, lab in enumerate(labels):
             k = str(i)
+            lab = re.sub(r".*/it3-s\d+/", "it3-sN/", lab)
             tot = [sum(p[f].get(k, 0) for p in ps) for f in ("pool_from", "chosen_from", "rejected_from")]
             print(f"- instance {i} `{lab}`: {tot[0]} / {tot[1]} / {tot[2]}")
 
 
 if __name__ == "__main__":
     cmd = sys.argv[1]
-    {"gen": gen, "stage2": stage2, "score": score, "pairstats": pairstats, "table": table}[cmd]()
+    {"gen": gen, "stage2": stage2, "score": score, "pairstats": pairstats, "table": table,
+     "chosen": chosen}[cmd]()

@@ -15,6 +15,10 @@
 #          likelihood of the gold answer after "R;", best vs worst -> DPO from it3
 #   multi  COLLATE: the same 6 rationales per question from three instances of the model
 #          (final @T=1, final @T=0.6, the half-way checkpoint @T=1; 2 each) -> DPO from it3
+#   multiR COLLATE's multi-instance pairs, DPO with dpo.rpo_alpha=1 (NLL on the chosen rationale)
+#   sftC   no preference: plain fine-tuning of it3 on the multi pairs' chosen rationales
+#          (same steps, batch 16, lr as DPO)
+#   multiT the same pairs' recipe with three temperatures of the final checkpoint (T=1, 0.6, 1.4; 2 each)
 # Evaluation on 300 held-out questions: greedy direct answer (a:Q) and greedy rationale
 # (r:Q) followed by the greedy answer after "r:Q R;" (COLLATE's inference).
 # Everything goes to experiments/collate/out/ (gitignored): table.md, timings.txt, logs/.
@@ -29,6 +33,7 @@ STEPS_IT=${STEPS_IT:-2000}
 STEPS_DPO=${STEPS_DPO:-200}
 DPO_LR=${DPO_LR:-5e-5}
 DPO_BETA=${DPO_BETA:-0.1}
+RPO_ALPHA=${RPO_ALPHA:-1.0}     # multiR only
 SAMPLES=${SAMPLES:-6}           # rationales per question, single and multi alike
 NPAIRS=${NPAIRS:-800}           # training questions COLLATE samples rationales for
 PAR=${PAR:-2}
@@ -103,11 +108,12 @@ pairs_seed() { # single|multi, seed
     local it=$(ckpt $O/models/it3-s$s $STEPS_IT) mid=$(ckpt $O/models/it3-s$s $(( STEPS_IT / 2 )))
     [ -f $out.stats.json ] && return 0
     phase "pairs $kind seed $s"
-    local inst=(--samples $SAMPLES)
-    if [ $kind = multi ]; then
-        local k=$(( SAMPLES / 3 ))
-        inst=(--samples $k --instance :temperature=0.6 --instance $mid:temperature=1.0)
-    fi
+    local inst=(--samples $SAMPLES) k=$(( SAMPLES / 3 ))
+    case $kind in
+        multi) inst=(--samples $k --instance :temperature=0.6 --instance $mid:temperature=1.0) ;;
+        # the final checkpoint alone at three temperatures: is the half-way checkpoint needed?
+        multiT) inst=(--samples $k --instance :temperature=0.6 --instance :temperature=1.4) ;;
+    esac
     "$RETORT" pairs --model $it "${inst[@]}" --temperature 1.0 --seed $(( 1000 * s )) \
         --input $T/pair_prompts.jsonl --out $out.h5 -n $MAXNEW \
         --scorer gold-likelihood --answer-prefix ';' --gold-field answer \
@@ -115,26 +121,51 @@ pairs_seed() { # single|multi, seed
     py pairstats $out.pool.jsonl --out $out.stats.json > /dev/null
 }
 
-dpo_seed() { # single|multi, seed
-    local kind=$1 s=$2 dir=$O/models/$1-s$2
+dpo_seed() { # single|multi|multiT|multiR, seed
+    local kind=$1 s=$2 dir=$O/models/$1-s$2 pk=$1 extra=()
     local it=$(ckpt $O/models/it3-s$s $STEPS_IT)
-    pairs_seed $kind $s || return 1
+    # multiR: COLLATE's multi-instance pairs, DPO plus RPO's NLL on the chosen rationale
+    [ $kind = multiR ] && { pk=multi; extra=(--set dpo.rpo_alpha=$RPO_ALPHA); }
+    pairs_seed $pk $s || return 1
     if [ ! -d $(ckpt $dir $STEPS_DPO) ]; then
         phase "DPO $kind seed $s"
         rm -rf $dir
-        "$RETORT" train -c $E/dpo.yaml --set model.init=$it --set data.train=$O/pairs/$kind-s$s.h5 \
+        "$RETORT" train -c $E/dpo.yaml --set model.init=$it --set data.train=$O/pairs/$pk-s$s.h5 \
             --set train.steps=$STEPS_DPO --set checkpoint.every=$STEPS_DPO --set optim.lr=$DPO_LR \
             --set optim.min_lr=$DPO_LR --set dpo.beta=$DPO_BETA --set train.seed=$s \
-            --set train.threads=$THREADS --set train.out_dir=$dir > $O/logs/dpo-$kind-s$s.log 2>&1 || return 1
+            --set train.threads=$THREADS --set train.out_dir=$dir "${extra[@]}" \
+            > $O/logs/dpo-$kind-s$s.log 2>&1 || return 1
     fi
     evaluate $kind-s$s $(ckpt $dir $STEPS_DPO) both
 }
 
-chain() { # seed: it3, then COLLATE (multi), then single-instance pairs
+sft_chosen_seed() { # seed: the multi-instance pairs' chosen rationales, plain lm fine-tuning
+    local s=$1 dir=$O/models/sftC-s$1 it=$(ckpt $O/models/it3-s$1 $STEPS_IT)
+    pairs_seed multi $s || return 1
+    if [ ! -d $(ckpt $dir $STEPS_DPO) ]; then
+        phase "SFT on chosen rationales seed $s"
+        py chosen $O/pairs/multi-s$s.pool.jsonl $O/pairs/sftC-s$s.jsonl
+        "$RETORT" data build --schema sft --input $O/pairs/sftC-s$s.jsonl --out $O/pairs/sftC-s$s.h5 -q \
+            > $O/logs/sftC-s$s.log 2>&1 || return 1
+        rm -rf $dir
+        # the DPO runs' steps, batch, lr and warm-up
+        "$RETORT" train -c $E/it.yaml --set model.init=$it --set data.train=$O/pairs/sftC-s$s.h5 \
+            --set data.batch_size=16 --set train.steps=$STEPS_DPO --set checkpoint.every=$STEPS_DPO \
+            --set checkpoint.keep=1 --set optim.lr=$DPO_LR --set optim.min_lr=$DPO_LR \
+            --set optim.warmup_steps=10 --set data.val_fraction=0.1 --set train.seed=$s \
+            --set train.threads=$THREADS --set train.out_dir=$dir >> $O/logs/sftC-s$s.log 2>&1 || return 1
+    fi
+    evaluate sftC-s$s $(ckpt $dir $STEPS_DPO) both
+}
+
+chain() { # seed: it3, then COLLATE (multi), single-instance pairs, multiR, multiT
     local s=$1
     it_seed it3 $s || return 1
     dpo_seed multi $s || return 1
     dpo_seed single $s || return 1
+    dpo_seed multiR $s || return 1
+    dpo_seed multiT $s || return 1
+    sft_chosen_seed $s || return 1
 }
 
 # the three-mode chains first (what the comparison needs), the answer-only baselines beside them
