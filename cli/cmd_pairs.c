@@ -394,7 +394,7 @@ int cmd_pairs(int argc, char **argv) {
             if (!m) {
                 if (!(m = model_load_hf(specs[i].dir, be)) ||
                     model_tokenizer_check(specs[i].dir, gpt_config(m)->vocab_size, tok) != 0) {
-                    rc = err_set("instance %d (%s): %s", i + 1, specs[i].label, err_msg());
+                    rc = err_set("instance %d (%s): %s", i, specs[i].label, err_msg());
                     gpt_free(m);
                     break;
                 }
@@ -437,7 +437,7 @@ int cmd_pairs(int argc, char **argv) {
             printf("  instance %d %s (temperature %g, top-k %d, top-p %g, seed %llu, samples %d): "
                    "%lld completions, %lld distinct, mean score %.4f, chosen %lld, rejected "
                    "%lld\n",
-                   i + 1, job.instances[i].label, g->sample.temperature, g->sample.top_k,
+                   i, job.instances[i].label, g->sample.temperature, g->sample.top_k,
                    g->sample.top_p, (unsigned long long)g->seed, g->samples,
                    (long long)is->completions, (long long)is->distinct,
                    is->distinct ? is->score_sum / (double)is->distinct : 0.0,

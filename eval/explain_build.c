@@ -182,6 +182,10 @@ static int build_line(const ExplainBuildJob *job, FILE *out, const char *tmp, lo
     for (int i = 0; i < job->n_tasks && rc == 0; i++) {
         ExplainTask t = job->tasks[i];
         const char *p = job->prefix[t] ? job->prefix[t] : TASK_PREFIXES[t];
+        /* rationale-answer continues the rationale task's text, so it takes the
+         * rationale prefix given for it unless it has its own */
+        if (t == EXPLAIN_TASK_RATIONALE_ANSWER && !job->prefix[t] && job->prefix[EXPLAIN_TASK_RATIONALE])
+            p = job->prefix[EXPLAIN_TASK_RATIONALE];
         char *prompt = NULL, *completion = NULL;
         switch (t) {
         case EXPLAIN_TASK_ANSWER: {

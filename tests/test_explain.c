@@ -341,6 +341,29 @@ Test(explain_cli, build_writes_the_documented_tasks, .timeout = 60) {
                 "{\"prompt\":\"[rationale] say \\\"hi\\\" => \",\"completion\":\"one\\ntwo\","
                 "\"task\":\"rationale\"}\n");
 
+    /* a rationale prefix carries to rationale-answer, which continues its text,
+     * unless rationale-answer has its own */
+    RUN(dir, "explain build --input %s --out %s --tasks rationale,rationale-answer "
+             "--only-correct --prefix 'rationale=r: ' -q",
+        in, out);
+    expect_file(out,
+                "{\"prompt\":\"r: 2+2\\n\",\"completion\":\"2 and 2 make 4.\","
+                "\"task\":\"rationale\"}\n"
+                "{\"prompt\":\"r: 2+2\\n2 and 2 make 4.\\nAnswer: \",\"completion\":\"4\","
+                "\"task\":\"rationale-answer\"}\n"
+                "{\"prompt\":\"r: say \\\"hi\\\"\\n\",\"completion\":\"one\\ntwo\","
+                "\"task\":\"rationale\"}\n"
+                "{\"prompt\":\"r: say \\\"hi\\\"\\none\\ntwo\\nAnswer: \",\"completion\":\"12\","
+                "\"task\":\"rationale-answer\"}\n");
+    RUN(dir, "explain build --input %s --out %s --tasks rationale-answer --only-correct "
+             "--prefix 'rationale=r: ' --prefix 'rationale-answer=ra: ' -q",
+        in, out);
+    expect_file(out,
+                "{\"prompt\":\"ra: 2+2\\n2 and 2 make 4.\\nAnswer: \",\"completion\":\"4\","
+                "\"task\":\"rationale-answer\"}\n"
+                "{\"prompt\":\"ra: say \\\"hi\\\"\\none\\ntwo\\nAnswer: \",\"completion\":\"12\","
+                "\"task\":\"rationale-answer\"}\n");
+
     /* MT-Re: the explanation alone; another task field */
     RUN(dir, "explain build --input %s --out %s --tasks explanation --explanation-only "
              "--task-field kind -q",

@@ -574,7 +574,7 @@ Test(pairs_cli, bad_instances_are_refused_naming_the_spec, .timeout = 60) {
         {"--model %s/m1 --instance :temperature=nan", 2, "--instance temperature"},
         {"--model %s/m1 --instance :top-p=2", 2, "--instance ':top-p=2': --top-p must be in"},
         {"--instance :seed=1", 2, "names no model and there is no --model"},
-        {"--model %s/m1 --instance nowhere:seed=1", 1, "instance 2 (nowhere:seed=1)"},
+        {"--model %s/m1 --instance nowhere:seed=1", 1, "instance 1 (nowhere:seed=1)"},
         {"--model %s/m1 --instance :samples=1 --read-completions", 2, "--read-completions"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
