@@ -11,6 +11,8 @@ additions: "C=4 H=7 M=2 4+7=11 11+2=13" (its last number is the answer).
          (every lookup and sum) vs only right in their final answer
   table  mean ± sd over seeds of the students' answer accuracy (eval metrics)
   stats  students against a baseline: difference, permutation test, seeds won
+  shuffle  the controls: every question paired with another question's gold explanation
+         (train_shuffled_expl.jsonl), and the same with random digits (train_random_expl.jsonl)
   lookups  how often written lookups "X=d" are true, and copy the question's symbols
 """
 import argparse
@@ -148,10 +150,16 @@ def cmd_table(a):
                 full.append(100.0 * c["fully_correct"] / c["explanations"])
         if kind == "gold":
             right, full = [100.0], [100.0]
+        control = kind.startswith(("shuffled", "random")) or kind == "answer250"
         label = {"answer": "answer-only", "cot": "MT: CoT", "rationalize": "MT: rationalization",
-                 "crop": "MT: CROP", "gold": "MT: gold explanations (reference)"}.get(kind, kind)
-        print(f"| {label} | {alpha or '1 (one task)'} | {fmt(right) if kind != 'answer' else '–'} "
-              f"| {fmt(full) if kind != 'answer' else '–'} | **{fmt(accs)}** "
+                 "crop": "MT: CROP", "gold": "MT: gold explanations (reference)",
+                 "shuffled": "control: another question's gold explanation + own answer",
+                 "shuffled-eonly": "control: another question's gold explanation, no answer",
+                 "random-eonly": "control: another question's explanation, random digits, no answer",
+                 "answer250": "answer-only, 250 steps"}.get(kind, kind)
+        no_expl = kind == "answer" or control
+        print(f"| {label} | {alpha or '1 (one task)'} | {'–' if no_expl else fmt(right)} "
+              f"| {'–' if no_expl else fmt(full)} | **{fmt(accs)}** "
               f"| {' / '.join(f'{x:.1f}' for x in accs)} | {fmt(eaccs)} |")
 
 
@@ -205,6 +213,27 @@ def cmd_lookups(a):
           f"question's symbol ({100.0 * copied / max(slots, 1):.1f} %)")
 
 
+def cmd_shuffle(a):
+    """A control: each student question paired with the gold explanation of ANOTHER student
+    question (a fixed derangement), so the explanation task has the right text distribution
+    but says nothing about its question."""
+    rows = [json.loads(l) for l in open(os.path.join(a.task, "train_gold_expl.jsonl")) if l.strip()]
+    rng = random.Random(a.seed)
+    perm = list(range(len(rows)))
+    while any(i == p for i, p in enumerate(perm)):
+        rng.shuffle(perm)
+    out = [dict(r, explanation=rows[p]["explanation"], correct=False) for r, p in zip(rows, perm)]
+    write_jsonl(os.path.join(a.task, "train_shuffled_expl.jsonl"), out)
+    # the same explanations with every looked-up digit redrawn at random (the additions
+    # recomputed): the text's form without any true symbol value
+    noise = []
+    for r in out:
+        syms = [t.split("=")[0] for t in r["explanation"].split()[:3]]
+        e, _ = explanation("+".join(syms), {x: rng.randrange(10) for x in syms})
+        noise.append(dict(r, explanation=e))
+    write_jsonl(os.path.join(a.task, "train_random_expl.jsonl"), noise)
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sp = p.add_subparsers(dest="cmd", required=True)
@@ -227,13 +256,16 @@ def main():
     st.add_argument("--baseline", required=True)
     st.add_argument("--names", required=True)
     st.add_argument("--seeds", default="1 2 3")
+    sh = sp.add_parser("shuffle")
+    sh.add_argument("--task", required=True)
+    sh.add_argument("--seed", type=int, default=11)
     lk = sp.add_parser("lookups")
     lk.add_argument("--task", required=True)
     lk.add_argument("--field", default="explanation")
     lk.add_argument("files", nargs="+")
     a = p.parse_args()
     {"gen": cmd_gen, "check": cmd_check, "table": cmd_table, "stats": cmd_stats,
-     "lookups": cmd_lookups}[a.cmd](a)
+     "lookups": cmd_lookups, "shuffle": cmd_shuffle}[a.cmd](a)
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ SEEDS=${SEEDS:-"1 2 3"}
 TEMP=${TEMP:-0.8}           # the teacher's sampling temperature for the explanations
 ALPHAS=${ALPHAS:-"0.3 0.5 0.7"}   # swept for CROP; the other explanation types at 0.5
 GOLD=${GOLD:-1}             # 0: no gold-explanation reference students
+CONTROLS=${CONTROLS:-0}     # 1: also the controls (unrelated second tasks; answer-only at half the steps)
 PAR=${PAR:-2}
 THREADS=${THREADS:-1}
 export OMP_NUM_THREADS=$THREADS OPENBLAS_NUM_THREADS=$THREADS
@@ -97,19 +98,19 @@ if [ ! -f $O/data/gold.h5 ]; then
     "$RETORT" data build --schema sft --input $O/data/gold.jsonl --out $O/data/gold.h5 --task-field task -q
 fi
 
-student() { # name, seed, data file, alpha ("" = answer-only)
-    local name=$1 s=$2 data=$3 alpha=$4
+student() { # name, seed, data file, alpha ("" = answer-only)[, steps]
+    local name=$1 s=$2 data=$3 alpha=$4 steps=${5:-$STEPS_STUDENT}
     local dir=$O/students/$name-s$s
-    if [ ! -d $(ckpt $dir $STEPS_STUDENT) ]; then
+    if [ ! -d $(ckpt $dir $steps) ]; then
         phase "student $name seed $s"
         rm -rf $dir
         local tw=()
         [ -n "$alpha" ] && tw=(--set "objective.task_weights={answer: $alpha, explanation: $(python3 -c "print(round(1-$alpha, 6))")}")
-        "$RETORT" train -c $E/student.yaml --set train.steps=$STEPS_STUDENT --set train.seed=$s \
+        "$RETORT" train -c $E/student.yaml --set train.steps=$steps --set train.seed=$s \
             --set train.threads=$THREADS --set train.out_dir=$dir --set data.train=$data "${tw[@]}" \
             > $O/logs/student-$name-s$s.log 2>&1 || return 1
     fi
-    local m=$(ckpt $dir $STEPS_STUDENT)
+    local m=$(ckpt $dir $steps)
     [ -f $O/eval/$name-s$s.metrics.json ] ||
     "$RETORT" eval --model $m --input $O/task/test.jsonl --answer last-number -n 4 --threads $THREADS \
         --predictions $O/eval/$name-s$s.jsonl --metrics $O/eval/$name-s$s.metrics.json \
@@ -133,11 +134,32 @@ for a in $ALPHAS; do
     for s in $SEEDS; do bg student crop-a$a $s $O/data/crop-s$s.h5 $a; done
 done
 [ "$GOLD" = 1 ] && for s in $SEEDS; do bg student gold-a0.5 $s $O/data/gold.h5 0.5; done
+# controls: the explanation task replaced by another question's gold explanation (with the
+# gold answer appended, and without it), or by that explanation with random digits (no
+# answer); and answer-only with as many answer examples as a multi-task student sees
+if [ "$CONTROLS" = 1 ]; then
+    if [ ! -f $O/data/random-eonly.h5 ]; then
+        py shuffle --task $O/task
+        "$RETORT" explain build --input $O/task/train_shuffled_expl.jsonl --out $O/data/shuffled.jsonl -q
+        "$RETORT" explain build --input $O/task/train_shuffled_expl.jsonl --out $O/data/shuffled-eonly.jsonl \
+            --explanation-only -q
+        "$RETORT" explain build --input $O/task/train_random_expl.jsonl --out $O/data/random-eonly.jsonl \
+            --explanation-only -q
+        for c in shuffled shuffled-eonly random-eonly; do
+            "$RETORT" data build --schema sft --input $O/data/$c.jsonl --out $O/data/$c.h5 --task-field task -q
+        done
+    fi
+    for s in $SEEDS; do
+        for c in shuffled shuffled-eonly random-eonly; do bg student $c-a0.5 $s $O/data/$c.h5 0.5; done
+        bg student answer250 $s $O/data/answer.h5 "" $(( STEPS_STUDENT / 2 ))
+    done
+fi
 drain
 
 phase "done"
 NAMES="answer cot-a0.5 rationalize-a0.5 crop-a0.5"
 for a in $ALPHAS; do [ "$a" = 0.5 ] || NAMES="$NAMES crop-a$a"; done
 [ "$GOLD" = 1 ] && NAMES="$NAMES gold-a0.5"
+[ "$CONTROLS" = 1 ] && NAMES="$NAMES answer250 shuffled-a0.5 shuffled-eonly-a0.5 random-eonly-a0.5"
 py table --dir $O --names "$NAMES" --seeds "$SEEDS" | tee $O/table.md
 echo "wall time of this invocation: $(( $(date +%s) - T0 )) s" | tee -a $O/table.md
