@@ -33,7 +33,8 @@
     "      --order MODE          generated (default: as in the pool, the giant's greedy\n"   \
     "                            output first) or shuffle (by --seed and the line's\n"      \
     "                            number in its file)\n"                                     \
-    "      --seed N              shuffle seed (default 1337)\n"                             \
+    "      --seed N              shuffle seed; for run also the giant's and the\n"         \
+    "                            corrector's sampling seed (default 1337)\n"                \
     "      --dedup               drop exact duplicate candidates, keeping the first\n"      \
     "                            (default: keep them; how often the giant wrote an\n"       \
     "                            output is evidence the corrector can weigh)\n"             \
@@ -88,7 +89,8 @@ static void usage_correct(FILE *f) {
             "                            generate --candidates N draws them (default 4;\n"
             "                            0 = greedy only)\n"
             "  -t, --temperature X       their temperature (default 0.6)\n"
-            "      --top-k K, --top-p P  their filters (default 0 = off, 1 = off)\n"
+            "      --top-k K, --top-p P  their filters (default 0 = off, 1 = off; generate's\n"
+            "                            top-k default is 40: give -k 0 there for the same pool)\n"
             "      --giant-max-new-tokens N  (default 64, or half the giant's context)\n"
             "  -n, --max-new-tokens N    the corrector's (default 64, or half its context)\n"
             "      --corrector-temperature X  0 = greedy (default)\n"
