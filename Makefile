@@ -6,7 +6,7 @@
 #   make install      copy retort to $(DESTDIR)$(PREFIX)/bin (PREFIX=/usr/local)
 #   make deps         install the Debian packages the build needs (root), or print the line
 #   make test         run the whole Criterion suite (installs deps first when missing)
-#   make quickstart   build, make a dataset from a public-domain book, train, sample
+#   make quickstart   build, then sequence-level KD on the CPU: teacher, KD data, two students, eval table
 #   make bench        CPU training throughput beside PyTorch, same model and threads
 #   make test-gpu     CUDA ops vs CPU twins, CPU-vs-GPU training curves, determinism, memcheck
 #   make bench-gpu    attention vs PyTorch SDPA, end to end vs llm.c and PyTorch (on a GPU)
@@ -139,7 +139,7 @@ help:
 	@echo "  fuzz           libFuzzer harnesses of fuzz/ (clang): build, run each FUZZ_SECONDS"
 	@echo "                 (60), FUZZ_JOBS (2) at a time; FUZZ=\"a b\" picks harnesses"
 	@echo "  fuzz-build     only build them (build/libfuzzer/fuzz/NAME_fuzzer)"
-	@echo "  quickstart     build, make a dataset from a public-domain book, train, sample"
+	@echo "  quickstart     build, then sequence-level KD on the CPU: teacher, KD data, two students, eval table"
 	@echo "  bench          CPU training throughput beside PyTorch (creates .venv)"
 	@echo "  test-gpu       CUDA ops vs CPU twins, GPU training curves, memcheck (needs a GPU)"
 	@echo "  bench-gpu      kernel and end-to-end GPU benchmarks (needs a GPU)"

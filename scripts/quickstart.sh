@@ -82,7 +82,7 @@ row() { # name, run dir
     local ckpt m
     ckpt=$(ls -d "$2"/step-* | sort | tail -1)
     $R eval --model "$ckpt" --tokenizer $Q/tokenizer.json --input $Q/data/test.jsonl -n 48 --clamp-new-tokens \
-        --stop $'\n' --predictions $Q/eval/$1.jsonl --metrics $Q/eval/$1.json --threads 2 > /dev/null
+        --stop $'\n' --predictions $Q/eval/$1.jsonl --metrics $Q/eval/$1.json --threads 2 -q > /dev/null
     m=$Q/eval/$1.json
     num() { sed -nE "s/.*\"$1\": *([-0-9.e+]+).*/\1/p" "$m" | head -1; }
     params=$(sed -nE 's/^model: ([0-9]+) parameters.*/\1/p' $Q/logs/$1.log)
@@ -100,12 +100,18 @@ row() { # name, run dir
 } | tee $Q/eval/table.md
 
 echo
-echo "A held-out verse, its prompt and what each model wrote:"
+echo "A held-out verse: its first half, the true second half, and each model's continuation"
+echo "(sampled at temperature 0.8, top-k 40; the table's scores are greedy):"
 line=12
-echo "   prompt:      $(sed -n ${line}p $Q/data/test.jsonl | sed -E 's/.*"prompt": *"([^"]*)".*/\1/')"
-echo "   reference:  $(sed -n ${line}p $Q/data/test.jsonl | sed -E 's/.*"reference": *"([^"]*)".*/\1/')"
+prompt=$(sed -n ${line}p $Q/data/test.jsonl | sed -E 's/.*"prompt": *"([^"]*)".*/\1/')
+echo "   prompt:        $prompt"
+echo "   reference:    $(sed -n ${line}p $Q/data/test.jsonl | sed -E 's/.*"reference": *"([^"]*)".*/\1/')"
 for m in teacher student-gold student-kd; do
-    printf "   %-13s%s\n" "$m:" "$(sed -n ${line}p $Q/eval/$m.jsonl | sed -E 's/.*"prediction": *"([^"]*)".*/\1/')"
+    ckpt=$(ls -d $Q/$m/step-* | sort | tail -1)
+    out=$($R generate --model "$ckpt" --tokenizer $Q/tokenizer.json --prompt "$prompt" -n 40 \
+        --clamp-new-tokens --temperature 0.8 --top-k 40 --seed 1 --threads 2 2> /dev/null |
+        head -n 1)
+    printf "   %-14s%s\n" "$m:" "${out#"$prompt"}"
 done
 
 $R plot $Q/teacher $Q/student-gold $Q/student-kd -o $Q/loss.svg > /dev/null
