@@ -2,6 +2,7 @@
  * first (hypotheses and references are needed together for corpus BLEU), then
  * generates or reads the hypotheses, then scores. */
 #include "eval/evaluate.h"
+#include "eval/jsonl.h"
 
 #include <errno.h>
 #include <jansson.h>
@@ -139,18 +140,12 @@ static int read_objects(const char *path, Objects *o) {
     if (!f) return err_set("cannot open %s: %s", path, strerror(errno));
     char *line = NULL;
     size_t cap = 0;
-    ssize_t len;
     long lineno = 0;
-    int rc = 0;
-    while (rc == 0 && (len = getline(&line, &cap, f)) >= 0) {
-        lineno++;
-        if (strspn(line, " \t\r\n") == (size_t)len) continue;
-        json_error_t e;
-        json_t *obj = json_loadb(line, (size_t)len, 0, &e);
-        if (!obj || !json_is_object(obj)) {
-            rc = err_set("%s:%ld: not a JSON object (%s)", path, lineno,
-                         obj ? "another JSON value" : e.text);
-            json_decref(obj);
+    int rc = 0, got;
+    json_t *obj;
+    while ((got = jsonl_next_object(f, path, &line, &cap, &lineno, &obj)) != 0) {
+        if (got < 0) {
+            rc = -1;
             break;
         }
         if (o->n == o->cap) {

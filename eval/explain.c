@@ -4,6 +4,7 @@
  * the same whichever mode asks for it), each explanation's answer found and
  * compared with the gold one, the lines written to OUT.tmp, renamed at the end. */
 #include "eval/explain.h"
+#include "eval/jsonl.h"
 
 #include <errno.h>
 #include <jansson.h>
@@ -260,18 +261,11 @@ int explain_run(GPT *m, const Tokenizer *tok, const ExplainJob *job, ExplainStat
     Progress *prog = progress_open("explain", "questions", 0, job->quiet);
     char *line = NULL;
     size_t cap = 0;
-    ssize_t len;
     long lineno = 0;
-    int rc = 0;
-    while (rc == 0 && (len = getline(&line, &cap, in)) >= 0) {
-        lineno++;
-        if (strspn(line, " \t\r\n") == (size_t)len) continue;
-        json_error_t jerr;
-        json_t *obj = json_loadb(line, (size_t)len, 0, &jerr);
-        if (!obj || !json_is_object(obj))
-            rc = err_set("%s:%ld: not a JSON object (%s)", job->input, lineno,
-                         obj ? "another JSON value" : jerr.text);
-        else rc = do_line(&r, lineno, obj);
+    int rc = 0, got;
+    json_t *obj;
+    while (rc == 0 && (got = jsonl_next_object(in, job->input, &line, &cap, &lineno, &obj)) != 0) {
+        rc = got < 0 ? -1 : do_line(&r, lineno, obj);
         json_decref(obj);
         r.st.lines++;
         progress_detail(prog, "%lld explanations", (long long)r.st.written);

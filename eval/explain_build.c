@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "eval/explain.h"
+#include "eval/jsonl.h"
 #include "util/util.h"
 
 static const char *const TASK_NAMES[EXPLAIN_N_TASKS] = {"answer", "explanation", "rationale",
@@ -240,18 +241,11 @@ int explain_build(const ExplainBuildJob *job, ExplainBuildStats *stats) {
     StrSet seen = {0};
     char *line = NULL;
     size_t cap = 0;
-    ssize_t len;
     long lineno = 0;
-    int rc = 0;
-    while (rc == 0 && (len = getline(&line, &cap, in)) >= 0) {
-        lineno++;
-        if (strspn(line, " \t\r\n") == (size_t)len) continue;
-        json_error_t jerr;
-        json_t *obj = json_loadb(line, (size_t)len, 0, &jerr);
-        if (!obj || !json_is_object(obj))
-            rc = err_set("%s:%ld: not a JSON object (%s)", job->input, lineno,
-                         obj ? "another JSON value" : jerr.text);
-        else rc = build_line(job, out, tmp, lineno, obj, &seen, &st);
+    int rc = 0, got;
+    json_t *obj;
+    while (rc == 0 && (got = jsonl_next_object(in, job->input, &line, &cap, &lineno, &obj)) != 0) {
+        rc = got < 0 ? -1 : build_line(job, out, tmp, lineno, obj, &seen, &st);
         json_decref(obj);
         st.lines++;
     }

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "data/h5data.h"
+#include "eval/jsonl.h"
 #include "eval/metrics.h"
 #include "util/utf8.h"
 #include "util/progress.h"
@@ -589,25 +590,21 @@ int generate_jsonl(GPT *m, const Tokenizer *tok, const GenerateJob *job, Generat
     double t0 = now_seconds();
     char *line = NULL;
     size_t cap = 0;
-    ssize_t len;
     long lineno = 0;
     uint32_t *ids = NULL, *ref_ids = NULL;
     int64_t ids_cap = 0, ref_cap = 0;
     int *prompt = xmalloc((size_t)ctx * sizeof(int));
     Completion *comp = xcalloc((size_t)generate_count(job), sizeof(Completion));
     Progress *prog = progress_open("generate", "prompts", progress_count_lines(job->input), job->quiet);
-    while (rc == 0 && (len = getline(&line, &cap, in)) >= 0) {
-        lineno++;
-        if (strspn(line, " \t\r\n") == (size_t)len) continue;
-        json_error_t jerr;
-        json_t *obj = json_loadb(line, (size_t)len, 0, &jerr);
+    int got;
+    json_t *obj;
+    while (rc == 0 && (got = jsonl_next_object(in, job->input, &line, &cap, &lineno, &obj)) != 0) {
         const char *text = obj ? json_string_value(json_object_get(obj, field)) : NULL;
         const char *ref = obj && job->reference_field
                               ? json_string_value(json_object_get(obj, job->reference_field))
                               : NULL;
-        if (!obj || !json_is_object(obj)) {
-            rc = err_set("%s:%ld: not a JSON object (%s)", job->input, lineno,
-                         obj ? "another JSON value" : jerr.text);
+        if (got < 0) {
+            rc = -1;
         } else if (!text) {
             rc = err_set("%s:%ld: field '%s' is missing or not a string (set the prompt field "
                          "with --prompt-field)", job->input, lineno, field);

@@ -4,6 +4,7 @@
  * lmcor_line_candidates, lmcor_arrange and lmcor_input, so a corrector reads
  * at inference exactly the bytes it was trained on. */
 #include "eval/lmcor.h"
+#include "eval/jsonl.h"
 
 #include <errno.h>
 #include <math.h>
@@ -192,30 +193,6 @@ static const char *string_field(const json_t *obj, const char *name, const char 
     return NULL;
 }
 
-/* The next non-blank line of in as a JSON object, with its 1-based number in
- * *line: 1 read, 0 at the end, -1 with the error set. */
-static int next_object(FILE *in, const char *file, char **buf, size_t *cap, long *line,
-                       json_t **obj) {
-    ssize_t len;
-    while ((len = getline(buf, cap, in)) >= 0) {
-        (*line)++;
-        if (strspn(*buf, " \t\r\n") == (size_t)len) continue;
-        json_error_t jerr;
-        *obj = json_loadb(*buf, (size_t)len, 0, &jerr);
-        if (!*obj)
-            return err_set("%s:%ld: not valid JSON (%s at column %d)", file, *line, jerr.text,
-                           jerr.column);
-        if (!json_is_object(*obj)) {
-            json_decref(*obj);
-            return err_set("%s:%ld: %s, not a JSON object; each line must be one object",
-                           file, *line, "another JSON value");
-        }
-        return 1;
-    }
-    if (ferror(in)) return err_set("%s: read failed: %s", file, strerror(errno));
-    return 0;
-}
-
 static int write_line(FILE *out, const char *path, const char *tmp, json_t *obj) {
     char *dump = json_dumps(obj, JSON_COMPACT | JSON_PRESERVE_ORDER);
     int rc = fprintf(out, "%s\n", dump) < 0
@@ -260,7 +237,7 @@ int lmcor_build(const LmcorBuildJob *job, LmcorBuildStats *stats) {
     long line = 0;
     json_t *obj;
     int rc = 0, got;
-    while (rc == 0 && (got = next_object(in, job->input, &buf, &cap, &line, &obj)) != 0) {
+    while (rc == 0 && (got = jsonl_next_object(in, job->input, &buf, &cap, &line, &obj)) != 0) {
         if (got < 0) {
             rc = -1;
             break;
@@ -437,7 +414,7 @@ int lmcor_run(GPT *giant, const Tokenizer *giant_tok, GPT *corrector,
     json_t *obj;
     int rc = 0, got;
     Progress *prog = progress_open("correct", "lines", progress_count_lines(job->input), job->quiet);
-    while (rc == 0 && (got = next_object(in, job->input, &buf, &cap, &line, &obj)) != 0) {
+    while (rc == 0 && (got = jsonl_next_object(in, job->input, &buf, &cap, &line, &obj)) != 0) {
         if (got < 0) {
             rc = -1;
             break;

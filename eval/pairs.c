@@ -17,6 +17,7 @@
 
 #include "data/h5data.h"
 #include "eval/answer.h"
+#include "eval/jsonl.h"
 #include "util/util.h"
 #include "util/progress.h"
 
@@ -627,19 +628,13 @@ int pairs_build(GPT *sampler, GPT *scorer, const Tokenizer *tok, const PairsJob 
     double t0 = now_seconds();
     char *line = NULL;
     size_t cap = 0;
-    ssize_t len;
     long lineno = 0;
     Progress *prog = progress_open("pairs", "prompts", rc == 0 ? progress_count_lines(job->input) : 0,
                                    job->quiet || rc != 0);
-    while (rc == 0 && (len = getline(&line, &cap, in)) >= 0) {
-        lineno++;
-        if (strspn(line, " \t\r\n") == (size_t)len) continue;
-        json_error_t jerr;
-        json_t *obj = json_loadb(line, (size_t)len, 0, &jerr);
-        if (!obj || !json_is_object(obj))
-            rc = err_set("%s:%ld: not a JSON object (%s)", job->input, lineno,
-                         obj ? "another JSON value" : jerr.text);
-        else rc = do_line(&r, lineno, obj);
+    int got;
+    json_t *obj;
+    while (rc == 0 && (got = jsonl_next_object(in, job->input, &line, &cap, &lineno, &obj)) != 0) {
+        rc = got < 0 ? -1 : do_line(&r, lineno, obj);
         json_decref(obj);
         r.st.lines++;
         progress_detail(prog, "%lld pairs", (long long)r.st.pairs);
