@@ -280,41 +280,69 @@ int cmd_stages(int argc, char **argv) {
     static const struct option opts[] = {{"config", required_argument, 0, 'c'},
                                          {"resume", no_argument, 0, 'r'},
                                          {"quiet", no_argument, 0, 'q'},
+                                         {"set", required_argument, 0, 's'},
+                                         {"out-dir", required_argument, 0, 'o'},
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
-    const char *path = NULL;
-    int resume = 0, quiet = 0, c;
+    const char *path = NULL, *out_dir = NULL;
+    int resume = 0, quiet = 0, n_sets = 0, c;
+    const char **sets = xmalloc((size_t)(argc + 1) * sizeof *sets);
     optind = 1;
-    while ((c = getopt_long(argc, argv, "c:rqh", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "c:rqs:o:h", opts, NULL)) != -1) {
         switch (c) {
         case 'c': path = optarg; break;
         case 'r': resume = 1; break;
         case 'q': quiet = 1; break;
+        case 's': sets[n_sets++] = optarg; break;
+        case 'o': out_dir = optarg; break;
         case 'h':
-            printf("usage: retort stages -c STAGES.yaml [--resume] [--quiet]\n\n"
+            printf("usage: retort stages -c STAGES.yaml [--set KEY=VALUE ...] [--out-dir DIR] "
+                   "[--resume] [--quiet]\n\n"
                    "Runs a multi-stage training plan (GLPFT: a global stage on all roles, then "
-                   "one\nstage per role started from it). See configs/glpft.yaml.\n");
+                   "one\nstage per role started from it). See configs/glpft.yaml.\n\n"
+                   "  -s, --set KEY=VALUE  override a config key in every stage (before the "
+                   "stage's\n                       own `set`, which wins), e.g. --set "
+                   "train.seed=2\n"
+                   "  -o, --out-dir DIR    write the stages under DIR instead of the file's "
+                   "out_dir\n"
+                   "  -r, --resume         continue the first unfinished stage from its newest "
+                   "checkpoint\n"
+                   "  -q, --quiet          no per-step lines\n");
+            free(sets);
             return 0;
-        default: return 2;
+        default: free(sets); return 2;
         }
     }
     if (!path) {
         fprintf(stderr, "retort stages: -c STAGES.yaml is required\n");
+        free(sets);
         return 2;
     }
     /* Each rank would train every stage on its own into the same directories,
      * and without dist_init its GPU would be device 0 on all of them. */
     DistWorld w;
-    if (dist_discover(&w) != 0) return cli_fail("stages");
+    if (dist_discover(&w) != 0) {
+        free(sets);
+        return cli_fail("stages");
+    }
     if (w.world > 1) {
         err_set("the %s launch started rank %d of %d, but stages run in one process; start "
                 "retort stages without the launcher, or run each stage with retort train under "
                 "it",
                 w.launcher, w.rank, w.world);
+        free(sets);
         return cli_fail("stages");
     }
     StagesPlan *p = xmalloc(sizeof *p);
     int rc = stages_load(p, path);
+    for (int k = 0; rc == 0 && k < n_sets; k++) rc = stages_add_common_set(p, sets[k]);
+    if (rc == 0 && out_dir) {
+        if (strlen(out_dir) >= sizeof p->out_dir)
+            rc = err_set("--out-dir %s: path too long", out_dir);
+        else
+            snprintf(p->out_dir, sizeof p->out_dir, "%s", out_dir);
+    }
+    free(sets);
     if (rc == 0) {
         train_install_signal_handlers();
         GenEvalCtx gen = {0};

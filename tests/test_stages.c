@@ -5,13 +5,17 @@
  *   - interrupted inside a role stage and rerun with resume, the plan skips
  *     the finished stages and ends with the same losses as an uninterrupted
  *     plan (bit for bit, CPU);
- *   - bad plans are refused with file:line. */
+ *   - bad plans are refused with file:line;
+ *   - `retort stages --set KEY=VALUE --out-dir DIR` applies the override to
+ *     every stage (a stage's own `set` wins) and writes under DIR; a bad key
+ *     is refused before anything trains. */
 #include <criterion/criterion.h>
 
 #include <jansson.h>
 
 #include "data/h5data.h"
 #include "tests/testutil.h"
+#include "tests/testutil_cli.h"
 #include "model/checkpoint.h"
 #include "train/stages.h"
 #include "train/trainer.h"
@@ -139,6 +143,56 @@ Test(stages, glpft_plan_runs_resumes_and_filters_roles, .timeout = 180) {
             cr_expect_str_eq(la[k], lb[k], "%s step %d: %s vs %s", names[s], k, la[k], lb[k]);
     }
     free(p);
+    rm_rf(dir);
+}
+
+/* config.<section>.<key> of a checkpoint's trainer.json, as a number */
+static double trainer_config(const char *ckpt, const char *section, const char *key) {
+    char tj[1200];
+    snprintf(tj, sizeof tj, "%s/trainer.json", ckpt);
+    json_error_t e;
+    json_t *root = json_load_file(tj, 0, &e);
+    cr_assert(root, "%s: %s", tj, e.text);
+    double v = json_number_value(
+        json_object_get(json_object_get(json_object_get(root, "config"), section), key));
+    json_decref(root);
+    return v;
+}
+
+Test(stages, cli_set_and_out_dir_apply_to_every_stage, .timeout = 120) {
+    char dir[256], data[512], a[512], ck[800], run[700];
+    make_temp_dir(dir, sizeof dir, "stagescli");
+    snprintf(data, sizeof data, "%s/roles.h5", dir);
+    make_roles(data);
+    snprintf(a, sizeof a, "%s/never", dir);
+    write_plan(dir, a);
+    /* the file's out_dir is not used; train.seed reaches every stage, optim.lr
+     * only the global stage (the role stages set their own) */
+    RUN(dir, "stages -c %s/plan.yaml --quiet --set train.seed=7 --set optim.lr=2e-3 "
+             "--out-dir %s/seed7", dir, dir);
+    cr_expect(!path_exists(a), "%s was written although --out-dir was given", a);
+    const char *names[3] = {"global", "planner", "caller"};
+    const int last[3] = {8, 3, 3};
+    for (int s = 0; s < 3; s++) {
+        snprintf(run, sizeof run, "%s/seed7/%s", dir, names[s]);
+        ckpt_dir_name(ck, sizeof ck, run, last[s]);
+        cr_assert(path_exists(ck), "no %s", ck);
+        cr_expect_eq(trainer_config(ck, "train", "seed"), 7, "%s", names[s]);
+        cr_expect_eq(trainer_config(ck, "optim", "lr"), s == 0 ? 2e-3 : 1e-3, "%s", names[s]);
+    }
+    /* a key that is not a config key is named, and nothing is written */
+    char path[600], args[1400];
+    snprintf(args, sizeof args, "stages -c %s/plan.yaml --set train.sed=7 --out-dir %s/bad", dir,
+             dir);
+    int rc = retort(dir, args);
+    snprintf(path, sizeof path, "%s/log", dir);
+    char *log = read_file(path, &(size_t){0});
+    cr_assert(log);
+    cr_expect_eq(rc, 1);
+    cr_expect(strstr(log, "train.sed"), "%s", log);
+    free(log);
+    snprintf(path, sizeof path, "%s/bad", dir);
+    cr_expect(!path_exists(path));
     rm_rf(dir);
 }
 

@@ -150,11 +150,27 @@ int stages_load(StagesPlan *p, const char *path) {
     return rc;
 }
 
-/* The stage's run config: base + its overrides, out_dir/<name>, init_from. */
+int stages_add_common_set(StagesPlan *p, const char *kv) {
+    Stage *s = &p->common;
+    if (s->n_sets == STAGES_MAX_SETS)
+        return err_set("more than %d --set overrides", STAGES_MAX_SETS);
+    if (strlen(kv) >= sizeof s->sets[0]) return err_set("--set %.40s...: too long", kv);
+    Config probe;
+    config_defaults(&probe);
+    if (config_set(&probe, kv) != 0) return err_set("--set %s: %s", kv, err_msg());
+    snprintf(s->sets[s->n_sets++], sizeof s->sets[0], "%s", kv);
+    return 0;
+}
+
+/* The stage's run config: base + common overrides + its own, out_dir/<name>,
+ * init_from. */
 static int stage_config(const StagesPlan *p, int i, Config *c) {
     const Stage *s = &p->stages[i];
     config_defaults(c);
     if (config_load_yaml(c, p->base) != 0) return -1;
+    for (int k = 0; k < p->common.n_sets; k++)
+        if (config_set(c, p->common.sets[k]) != 0)
+            return err_set("--set %s: %s", p->common.sets[k], err_msg());
     for (int k = 0; k < s->n_sets; k++)
         if (config_set(c, s->sets[k]) != 0)
             return err_set("stage '%s': %s", s->name, err_msg());

@@ -16,6 +16,8 @@
  * whose run dir already holds its final checkpoint is skipped, and with resume
  * the first unfinished stage continues from its newest checkpoint, so an
  * interrupted multi-stage run picks up at the stage and step where it stopped.
+ * `retort stages --set KEY=VALUE --out-dir DIR` runs the same plan with other
+ * common overrides (a seed) into another directory.
  */
 #ifndef RETORT_STAGES_H
 #define RETORT_STAGES_H
@@ -36,11 +38,18 @@ typedef struct {
     char out_dir[1024];
     int n_stages;
     Stage stages[STAGES_MAX];
+    Stage common;                   /* overrides for every stage (`stages --set`),
+                                     * applied after base and before each stage's own */
 } StagesPlan;
 
 /* Parses and checks a stages file (names unique and path-safe, init_from names
  * an earlier stage, every `set` key valid). -1 with the error set (file:line). */
 int stages_load(StagesPlan *plan, const char *path);
+
+/* Adds "section.key=value" to the overrides every stage gets (before its own
+ * `set`, so a stage's own value wins). -1 with the error set when the key is
+ * not a config key or the value does not parse. */
+int stages_add_common_set(StagesPlan *plan, const char *kv);
 
 /* Runs the plan (quiet: no per-step lines). -1 with the error set. */
 int stages_run(const StagesPlan *plan, int resume, int quiet);
