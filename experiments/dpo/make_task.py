@@ -131,8 +131,53 @@ def main():
         pairstats(sys.argv[2], sys.argv[3])
     elif cmd == "plot":  # plot OUT.svg metrics.jsonl label [metrics.jsonl label ...]
         plot(sys.argv[2], sys.argv[3::2], sys.argv[4::2])
+    elif cmd == "aggregate":  # aggregate seed-1/table.md ... -> mean ± sd table
+        aggregate(sys.argv[2:])
     else:
         sys.exit(f"unknown command {cmd}")
+
+
+AGG_COLS = ["acc (1-pass)", "win vs SFT", "acc (2-stage)", "acc (T=1 samples)",
+            "eval rew. acc", "rewards/chosen", "rewards/rejected"]
+
+
+def aggregate(tables):
+    """One table over several seeds' table.md files: each run's key columns as
+    mean ± sample standard deviation, then each seed's pair statistics."""
+    import statistics
+    rows, order, header, notes = {}, [], None, []
+    for i, path in enumerate(tables):
+        for line in open(path):
+            if not line.startswith("| "):
+                if line.strip():
+                    notes.append(f"seed file {path}: {line.strip()}")
+                continue
+            cells = [c.strip() for c in line.strip().strip("|").split("|")]
+            if cells[0] == "model":
+                header = cells
+                continue
+            key = tuple(cells[:5])
+            if key not in rows:
+                rows[key] = []
+                order.append(key)
+            rows[key].append(dict(zip(header, cells)))
+    print(f"Mean ± sample standard deviation over {len(tables)} seeds.\n")
+    print("| model | pairs | loss | beta | lr | " + " | ".join(AGG_COLS) + " |")
+    print("|---|---|---|---|---|" + "---|" * len(AGG_COLS))
+    for key in order:
+        cells = []
+        for col in AGG_COLS:
+            vals = [float(r[col]) for r in rows[key] if r.get(col, "-") not in ("-", "nan")]
+            if not vals:
+                cells.append("-")
+            elif len(vals) == 1:
+                cells.append(f"{vals[0]:.3f}")
+            else:
+                cells.append(f"{statistics.mean(vals):.3f} ± {statistics.stdev(vals):.3f}")
+        print("| " + " | ".join(key) + " | " + " | ".join(cells) + " |")
+    print()
+    for n in notes:
+        print(n)
 
 
 def pairstats(prompts, dump):

@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
 # DPO and its variants, and a COLLATE-style run, scaled down to two CPU cores.
 #
-#   experiments/dpo/run.sh                   # uses ./retort
+#   experiments/dpo/run.sh                   # seeds 1 2 3, then the table over them
 #   RETORT=build/hp/retort experiments/dpo/run.sh
 #   KEEP=1 experiments/dpo/run.sh            # reuse what out/ already has (resume)
+#   SEEDS="1 2 3 4" experiments/dpo/run.sh   # other seeds; SEED=2 runs one seed only
 #
+# A seed sets the SFT and DPO training seeds (initialisation, batch order) and
+# the sampling seeds of `retort pairs` and of the temperature-1 evaluation; the
+# task data is the same for every seed.
 # Task (make_task.py): "a+b+c=" -> "a+b=s,s+c=t;t" with a rationale, operands in
 # [0, 30). The SFT data is noisy on purpose (20% wrong partial sum, 20% wrong
 # final answer), so the preference "correct answer" is checkable and SFT alone
@@ -23,7 +27,15 @@ RETORT=${RETORT:-./retort}
 # one thread per process: on a busy 2-core machine OpenMP oversubscription costs 5x
 export OMP_NUM_THREADS=${THREADS:-1} OPENBLAS_NUM_THREADS=${THREADS:-1}
 E=experiments/dpo
-O=$E/out
+if [ -z "${SEED:-}" ]; then   # every seed of SEEDS in turn, then the table over them
+    SEEDS=${SEEDS:-"1 2 3"}
+    for s in $SEEDS; do SEED=$s "$0"; done
+    tables=()
+    for s in $SEEDS; do tables+=("$E/out/seed-$s/table.md"); done
+    python3 $E/make_task.py aggregate "${tables[@]}" | tee $E/out/table.md
+    exit 0
+fi
+O=$E/out/seed-$SEED
 SFT_STEPS=${SFT_STEPS:-800}
 DPO_STEPS=${DPO_STEPS:-150}
 LOSSES=${LOSSES:-"sigmoid ipo hinge robust simpo"}
@@ -46,7 +58,8 @@ py gen --out $O/task
 "$RETORT" data build --schema pref --input $O/task/pref_prog.jsonl --out $O/task/pref_prog.h5 -q
 
 phase "SFT"
-have $O/sft/step-* || "$RETORT" train -c $E/sft.yaml --set train.steps=$SFT_STEPS > $O/logs/sft.log 2>&1
+have $O/sft/step-* || "$RETORT" train -c $E/sft.yaml --set train.steps=$SFT_STEPS \
+    --set train.seed=$SEED --set train.out_dir=$O/sft > $O/logs/sft.log 2>&1
 SFT=$(last_ckpt $O/sft)
 
 # greedy single-pass answers, and two-stage (rationale up to ';', then the answer
@@ -54,7 +67,7 @@ SFT=$(last_ckpt $O/sft)
 evaluate() { # name model
     have $O/gen/$1.t1.jsonl ||   # 4 samples at temperature 1: the distribution DPO reshapes
     "$RETORT" generate --model "$2" --input $O/task/test.jsonl --out $O/gen/$1.t1.jsonl \
-        --temperature 1 --top-k 0 --samples 4 -n 24 > /dev/null 2>&1
+        --temperature 1 --top-k 0 --samples 4 -n 24 --seed $SEED > /dev/null 2>&1
     have $O/gen/$1.s2.jsonl && return 0
     "$RETORT" generate --model "$2" --input $O/task/test.jsonl --out $O/gen/$1.jsonl \
         --temperature 0 --samples 1 -n 24 > /dev/null 2>&1
@@ -71,14 +84,14 @@ phase "pairs from the SFT model's own samples (exact match of the answer)"
 have $O/pairs_self.h5 ||
 "$RETORT" pairs --model "$SFT" --input $O/task/pref_prompts.jsonl --out $O/pairs_self.h5 \
     --scorer exact --answer-pattern ';\s*(\d+)' --gold-field answer --samples $SAMPLES \
-    --temperature 1 -n 24 --dump $O/pairs_self.jsonl > $O/logs/pairs_self.log 2>&1
+    --temperature 1 -n 24 --seed $SEED --dump $O/pairs_self.jsonl > $O/logs/pairs_self.log 2>&1
 cat $O/logs/pairs_self.log
 
 phase "COLLATE pairs: sampled rationales scored by log p(gold answer | prompt, rationale, ';')"
 have $O/pairs_collate.h5 ||
 "$RETORT" pairs --model "$SFT" --input $O/task/pref_prompts.jsonl --out $O/pairs_collate.h5 \
     --scorer gold-likelihood --answer-prefix ";" --gold-eos --gold-field answer \
-    --samples $SAMPLES --temperature 1 -n 24 --stop ";" --dump $O/pairs_collate.jsonl \
+    --samples $SAMPLES --temperature 1 -n 24 --seed $SEED --stop ";" --dump $O/pairs_collate.jsonl \
     > $O/logs/pairs_collate.log 2>&1
 cat $O/logs/pairs_collate.log
 
@@ -89,7 +102,7 @@ dpo() { # name data loss beta lr
     have $O/dpo/$1/step-* ||
     "$RETORT" train -c $E/dpo.yaml --set train.steps=$DPO_STEPS --set model.init="$SFT" \
         --set data.train=$2 --set dpo.loss_type=$3 --set dpo.beta=$4 --set optim.lr=$5 \
-        --set optim.min_lr=$5 --set dpo.label_smoothing=$ls --set train.out_dir=$O/dpo/$1 \
+        --set optim.min_lr=$5 --set dpo.label_smoothing=$ls --set train.seed=$SEED --set train.out_dir=$O/dpo/$1 \
         > $O/logs/dpo-$1.log 2>&1
     evaluate $1 "$(last_ckpt $O/dpo/$1)"
 }

@@ -3,56 +3,59 @@
 #   (i)   one model trained on every role's turns        (= the global stage)
 #   (ii)  three role models from scratch, no global stage
 #   (iii) GLPFT: the global model, then one copy per role fine-tuned on its role
-# evaluated with `retort agent` on held-out synthetic tool-use tasks.
-# Run from the repository root:  sh experiments/glpft/run.sh   (RETORT=path/to/retort)
+# each trained under every seed of SEEDS (the data stays the one of make-data
+# --seed 1), evaluated greedily with `retort agent` on held-out synthetic
+# tool-use tasks; the table is the mean and spread over the seeds.
+#
+# Run from the repository root:
+#   sh experiments/glpft/run.sh                       # RETORT=path/to/retort
+#   SEEDS="1 2 3" JOBS=2 THREADS=1 sh experiments/glpft/run.sh
+# Rerunning resumes: finished stages and evaluations are kept (out/seed-S/).
 set -eu
 RETORT=${RETORT:-./retort}
+[ -x "$RETORT" ] || { echo "run.sh: $RETORT not found (build it, or set RETORT=path)" >&2; exit 1; }
 OUT=experiments/glpft/out
-TEST_TASKS=${TEST_TASKS:-60}
+E=experiments/glpft
+TEST_TASKS=${TEST_TASKS:-200}
+SEEDS=${SEEDS:-"1 2 3"}
+JOBS=${JOBS:-2}          # seeds trained at once
+THREADS=${THREADS:-1}    # threads per training process
+export OMP_NUM_THREADS=$THREADS OPENBLAS_NUM_THREADS=$THREADS
 mkdir -p $OUT
 t0=$(date +%s)
 stamp() { echo "[$(( $(date +%s) - t0 )) s] $*"; }
 
+last() { ls -d "$1"/step-* | tail -1; }
+# one job: one setup under one seed, trained then evaluated (each skipped when done)
+if [ "${1:-}" = --job ]; then
+    s=$2 setup=$3
+    d=$OUT/seed-$s
+    mkdir -p $d
+    $RETORT stages -c $E/$setup.yaml --set train.seed=$s --set train.threads=$THREADS \
+        --out-dir $d/$setup --resume --quiet > $d/$setup.log 2>&1
+    [ -s $d/$setup.json ] && exit 0
+    AGENT="$RETORT agent --input $OUT/data/test.jsonl --limit $TEST_TASKS --max-new-tokens 100 -q"
+    if [ $setup = single ]; then
+        $AGENT --label "single seed $s" --model "$(last $d/single/all)" \
+            --metrics $d/single.json.tmp --predictions $d/single.pred.jsonl > $d/eval_single.log
+    else
+        $AGENT --label "$setup seed $s" --planner "$(last $d/$setup/planner)" \
+            --caller "$(last $d/$setup/caller)" --summarizer "$(last $d/$setup/summarizer)" \
+            --metrics $d/$setup.json.tmp --predictions $d/$setup.pred.jsonl > $d/eval_$setup.log
+    fi
+    mv $d/$setup.json.tmp $d/$setup.json
+    echo "[$(( $(date +%s) - t0 )) s] seed $s $setup: done"
+    exit 0
+fi
+
 stamp "data"
+[ -s $OUT/data/train.h5 ] ||
 $RETORT agent make-data --out $OUT/data --train 2000 --val 100 --test 200 --seed 1 \
     --build --max-len 256 | tee $OUT/data.log
 
-stamp "(i): one model on every role's turns"
-$RETORT stages -c experiments/glpft/single.yaml --resume > $OUT/single.log 2>&1
-stamp "(iii): global stage, then planner / caller / summarizer from it"
-$RETORT stages -c experiments/glpft/glpft.yaml --resume > $OUT/glpft.log 2>&1
-last() { ls -d "$1"/step-* | tail -1; }
-AGENT="$RETORT agent --input $OUT/data/test.jsonl --limit $TEST_TASKS --max-new-tokens 100 -q"
-stamp "eval (i) single model"
-$AGENT --label single --model "$(last $OUT/single/all)" \
-    --metrics $OUT/single.json --predictions $OUT/single.pred.jsonl | tee $OUT/eval_single.log
-stamp "eval (iii) GLPFT"
-$AGENT --label glpft --planner "$(last $OUT/glpft/planner)" \
-    --caller "$(last $OUT/glpft/caller)" --summarizer "$(last $OUT/glpft/summarizer)" \
-    --metrics $OUT/glpft.json --predictions $OUT/glpft.pred.jsonl | tee $OUT/eval_glpft.log
-stamp "(ii): three role models from scratch"
-$RETORT stages -c experiments/glpft/multi.yaml --resume > $OUT/multi.log 2>&1
-stamp "eval (ii) three models without the global stage"
-$AGENT --label multi-no-global --planner "$(last $OUT/multi/planner)" \
-    --caller "$(last $OUT/multi/caller)" --summarizer "$(last $OUT/multi/summarizer)" \
-    --metrics $OUT/multi.json --predictions $OUT/multi.pred.jsonl | tee $OUT/eval_multi.log
+stamp "seeds $SEEDS x setups (i) single, (iii) glpft, (ii) multi: $JOBS jobs at a time, $THREADS thread(s) each"
+for s in $SEEDS; do for setup in single glpft multi; do echo "$s $setup"; done; done |
+    xargs -P "$JOBS" -L 1 sh "$0" --job
 stamp "done"
 
-python3 - "$OUT" <<'PY'
-import json, sys
-out = sys.argv[1]
-cols = [("planning_accuracy", "Plan acc", 100), ("action_em", "Act EM", 100),
-        ("tool_name_accuracy", "Tool name", 100), ("hallucination_rate", "Halluc.", 100),
-        ("arg_f1", "Arg F1", 100), ("rouge_l", "ROUGE-L", 100),
-        ("success_rate", "Success (e2e)", 100), ("e2e_rouge_l", "e2e ROUGE-L", 100)]
-print("| setup | " + " | ".join(c[1] for c in cols) + " |")
-print("|---|" + "---|" * len(cols))
-for name, label in [("single", "(i) single model"), ("multi", "(ii) 3 models, no global"),
-                    ("glpft", "(iii) GLPFT")]:
-    try:
-        m = json.load(open(f"{out}/{name}.json"))
-    except FileNotFoundError:
-        continue
-    cells = ["-" if m[k] is None else f"{m[k] * s:.2f}" for k, _, s in cols]
-    print(f"| {label} | " + " | ".join(cells) + " |")
-PY
+python3 $E/table.py $OUT $SEEDS | tee $OUT/table.md
