@@ -59,7 +59,8 @@ py gen --out $O/task
 
 phase "SFT"
 have $O/sft/step-* || "$RETORT" train -c $E/sft.yaml --set train.steps=$SFT_STEPS \
-    --set train.seed=$SEED --set train.out_dir=$O/sft > $O/logs/sft.log 2>&1
+    --set train.seed=$SEED --set train.out_dir=$O/sft --set data.train=$O/task/sft.h5 \
+    > $O/logs/sft.log 2>&1 || { tail -3 $O/logs/sft.log >&2; exit 1; }
 SFT=$(last_ckpt $O/sft)
 
 # greedy single-pass answers, and two-stage (rationale up to ';', then the answer
@@ -103,7 +104,7 @@ dpo() { # name data loss beta lr
     "$RETORT" train -c $E/dpo.yaml --set train.steps=$DPO_STEPS --set model.init="$SFT" \
         --set data.train=$2 --set dpo.loss_type=$3 --set dpo.beta=$4 --set optim.lr=$5 \
         --set optim.min_lr=$5 --set dpo.label_smoothing=$ls --set train.seed=$SEED --set train.out_dir=$O/dpo/$1 \
-        > $O/logs/dpo-$1.log 2>&1
+        > $O/logs/dpo-$1.log 2>&1 || { tail -3 $O/logs/dpo-$1.log >&2; exit 1; }
     evaluate $1 "$(last_ckpt $O/dpo/$1)"
 }
 RUNS=""
