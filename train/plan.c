@@ -243,7 +243,9 @@ static int apply_lora(TableBuilder *tb, const Config *c) {
             push(tb, name, l, (size_t)pm->lora_r, lin[k].out, 0)->lora = 2;
         }
     if (!count)
-        return err_set("finetune.lora_targets '%s' matches none of the model's linear layers", buf);
+        return err_set("finetune.lora_targets '%s' matches none of the model's linear layers",
+                       c->finetune.lora_targets[0] ? c->finetune.lora_targets
+                                                   : pm->llama ? "q_proj,v_proj" : "c_attn");
     return 0;
 }
 
