@@ -66,25 +66,31 @@ static void print_plan(const PlanModel *pm, const Config *cfg, int gpus, int nod
            pm->cuda ? "; the plan sets 1.00 GiB aside for the CUDA context and cuBLAS (an assumption)"
                     : "");
     printf("per-rank GiB at micro-batch %d:\n", B);
-    printf("%-6s %-9s %9s %9s %9s %9s %9s %9s  %-4s %s\n", "shard", "recompute", "params", "grads",
-           "optim", "activ", "workspace", "total", "fits", "largest micro-batch");
+    if (pm->frozen)
+        printf("(2nd model: the frozen %s, %zu parameters, its forward's activations)\n",
+               pm->kd_online ? "KD teacher" : "DPO reference", pm->frozen->n_params);
+    printf("%-6s %-9s %9s %9s %9s %9s %9s %s%9s  %-4s %s\n", "shard", "recompute", "params",
+           "grads", "optim", "activ", "workspace", pm->frozen ? "2nd model " : "", "total", "fits",
+           "largest micro-batch");
     for (int s = 0; s < PLAN_SHARD_COUNT; s++)
         for (int r = 0; r < PLAN_RECOMPUTE_COUNT; r++) {
             PlanChoice ch = {s, r, B, world};
             PlanBytes b = plan_memory(pm, ch);
             int max_b = plan_max_micro_batch(pm, ch, memory);
-            printf("%-6s %-9s %9.2f %9.2f %9.2f %9.2f %9.2f %9.2f  %-4s %d\n", plan_shard_name(s),
-                   plan_recompute_name(r), gib(b.params), gib(b.grads), gib(b.optim),
-                   gib(b.activations), gib(b.workspace), gib(b.total),
+            char second[16] = "";
+            if (pm->frozen) snprintf(second, sizeof second, "%9.2f ", gib(b.frozen));
+            printf("%-6s %-9s %9.2f %9.2f %9.2f %9.2f %9.2f %s%9.2f  %-4s %d\n",
+                   plan_shard_name(s), plan_recompute_name(r), gib(b.params), gib(b.grads),
+                   gib(b.optim), gib(b.activations), gib(b.workspace), second, gib(b.total),
                    b.total <= memory ? "yes" : "no", max_b);
         }
     PlanBytes b0 = plan_memory(pm, (PlanChoice){0, 0, B, world});
     printf("\nexact for the CPU's fp32 buffers (tested against its allocator): none and zero1 "
            "with recompute none;\nthe same formula with the CUDA dtypes for cuda; zero2, zero3 "
            "and recompute attention/block are a model\nof code still being written (train/plan.h). "
-           "Not counted: the data in host memory, a KD teacher\nor DPO reference model, "
-           "generation's key/value cache. A checkpoint save gathers %.2f GiB of\noptimizer "
-           "state in host memory.\n\n", gib(b0.checkpoint));
+           "Not counted: the data in host memory, offline KD's\ntop-K buffers, generation's "
+           "key/value cache. A checkpoint save gathers %.2f GiB of optimizer\nstate in host "
+           "memory.\n\n", gib(b0.checkpoint));
 
     double flops = plan_flops_per_step(pm, (PlanChoice){0, 0, B, 1});
     double f6n = plan_flops_6n(pm, (PlanChoice){0, 0, B, 1});

@@ -8,12 +8,16 @@
  * optim_create (and its ZeRO-1 shard after optim_shard), activations after
  * the forward, gradients after the backward; and nothing transient may pass
  * the total (the allocator's peak). Small GPT-2 and Llama models, with
- * chunked logits, frozen tensors and LoRA. Then sizes, the largest
+ * chunked logits, frozen tensors and LoRA; whole training runs (lm, DPO with
+ * its frozen reference, KD with an online teacher) peak at the plan's
+ * total. Then sizes, the largest
  * micro-batch, the FLOPs of a step, and `retort plan` / the trainer's
  * refusal through the binary. */
 #include <criterion/criterion.h>
 
+#include "data/h5data.h"
 #include "model/backend.h"
+#include "model/model_io.h"
 #include "tests/testutil_cli.h"
 #include "train/config.h"
 #include "train/optim.h"
@@ -478,4 +482,80 @@ Test(plan_cli, a_training_run_peaks_at_the_plan, .timeout = 120) {
     c.finetune.lora_alpha = 4;
     c.finetune.lora_dropout = 0.1;
     peak_of_a_run(&c, "llama lora");
+}
+
+/* preference pairs of byte tokens "ab=" -> "abc" / "xyz" */
+static void write_pairs(const char *path, int n) {
+    PrefWriter *pw = pref_writer_open(path, 257, 256, 256, "bytes");
+    cr_assert(pw, "%s", err_msg());
+    Rng r;
+    rng_seed(&r, 5);
+    for (int i = 0; i < n; i++) {
+        uint32_t p[3] = {'a' + (uint32_t)rng_below(&r, 10), 'a' + (uint32_t)rng_below(&r, 10), '='};
+        uint32_t ch[8], rj[8];
+        int lc = 2 + (int)rng_below(&r, 4), lr = 2 + (int)rng_below(&r, 4);
+        for (int k = 0; k < lc; k++) ch[k] = 'a' + (uint32_t)rng_below(&r, 3);
+        for (int k = 0; k < lr; k++) rj[k] = 'x' + (uint32_t)rng_below(&r, 3);
+        ch[lc++] = 256;
+        rj[lr++] = 256;
+        cr_assert_eq(pref_writer_add(pw, p, 3, ch, lc, rj, lr), 0, "%s", err_msg());
+    }
+    cr_assert_eq(pref_writer_close(pw), 0, "%s", err_msg());
+}
+
+/* The second model: DPO's frozen reference (two rows per pair, the policy and
+ * the reference both from model.init) and an online KD teacher of another
+ * shape, each a whole run whose peak is the plan's total. */
+Test(plan_cli, runs_with_a_frozen_second_model_peak_at_the_plan, .timeout = 120) {
+    char dir[256], data[512], init[512], teacher[512], out[512], text[512];
+    make_temp_dir(dir, sizeof dir, "plan-second");
+    snprintf(data, sizeof data, "%s/pairs.h5", dir);
+    snprintf(init, sizeof init, "%s/init", dir);
+    snprintf(teacher, sizeof teacher, "%s/teacher", dir);
+    write_pairs(data, 24);
+    GPTConfig g = {.n_layer = 2, .n_head = 2, .n_embd = 32, .vocab_size = 257, .n_positions = 32,
+                   .layer_norm_epsilon = 1e-5f};
+    GPT *m = random_cpu_model(&g, 7);
+    cr_assert_eq(mkdir_p(init), 0);
+    cr_assert_eq(model_save_hf(m, init), 0, "%s", err_msg());
+    gpt_free(m);
+    GPTConfig gt = {.n_layer = 3, .n_head = 4, .n_embd = 48, .vocab_size = 257, .n_positions = 32,
+                    .layer_norm_epsilon = 1e-5f};
+    m = random_cpu_model(&gt, 8);
+    cr_assert_eq(mkdir_p(teacher), 0);
+    cr_assert_eq(model_save_hf(m, teacher), 0, "%s", err_msg());
+    gpt_free(m);
+
+    Config c;
+    snprintf(out, sizeof out, "%s/dpo", dir);
+    tiny_train_config(&c, data, out);
+    snprintf(c.objective.type, sizeof c.objective.type, "dpo");
+    snprintf(c.model.init, sizeof c.model.init, "%s", init);
+    c.data.seq_len = 12;
+    c.data.batch_size = 4;
+    c.train.steps = 2;
+    PlanModel pm;
+    cr_assert_eq(plan_model_init(&pm, &c), 0, "%s", err_msg());
+    cr_assert(pm.frozen && pm.rows_per_item == 2 && !pm.kd_online);
+    plan_model_free(&pm);
+    peak_of_a_run(&c, "dpo");
+
+    snprintf(text, sizeof text, "%s/text.txt", dir);
+    FILE *f = fopen(text, "w");
+    cr_assert(f);
+    for (int i = 0; i < 100; i++) fprintf(f, "line %d of a small corpus for the teacher\n", i);
+    fclose(f);
+    RUN(dir, "data build --schema lm --input %s --out %s/lm.h5 -q", text, dir);
+    snprintf(data, sizeof data, "%s/lm.h5", dir);
+    snprintf(out, sizeof out, "%s/kd", dir);
+    tiny_train_config(&c, data, out);
+    snprintf(c.objective.type, sizeof c.objective.type, "kd");
+    snprintf(c.kd.teacher, sizeof c.kd.teacher, "%s", teacher);
+    c.data.seq_len = 16;
+    c.data.batch_size = 3;
+    c.train.steps = 2;
+    cr_assert_eq(plan_model_init(&pm, &c), 0, "%s", err_msg());
+    cr_assert(pm.frozen && pm.kd_online && pm.frozen->g.n_layer == 3);
+    plan_model_free(&pm);
+    peak_of_a_run(&c, "kd online");
 }

@@ -249,6 +249,41 @@ static int apply_lora(TableBuilder *tb, const Config *c) {
     return 0;
 }
 
+/* The frozen second model of c's objective, as objective_load_frozen loads
+ * it: model.init's shapes from dir, nothing trainable, the run's logits
+ * chunk. 0 with pm->frozen NULL when the run has none. */
+static int plan_frozen(PlanModel *pm, const Config *c) {
+    const char *dir = NULL;
+    if (!strcmp(c->objective.type, "kd") && c->kd.teacher[0]) {
+        dir = c->kd.teacher;
+        pm->kd_online = 1;
+    } else if (!strcmp(c->objective.type, "dpo") && strcmp(c->dpo.loss_type, "simpo") != 0) {
+        dir = c->dpo.reference[0] ? c->dpo.reference : c->model.init;
+        if (!strcmp(dir, "precomputed")) dir = NULL;
+    }
+    if (!dir || !dir[0]) return 0;
+    Config *fc = xmalloc(sizeof *fc);
+    *fc = *c;
+    snprintf(fc->model.init, sizeof fc->model.init, "%s", dir);
+    snprintf(fc->objective.type, sizeof fc->objective.type, "%s", c->objective.type);
+    fc->finetune.freeze[0] = fc->finetune.train_only[0] = 0;
+    fc->finetune.lora_r = 0;
+    fc->kd.teacher[0] = 0;            /* no third model */
+    snprintf(fc->dpo.loss_type, sizeof fc->dpo.loss_type, "simpo");
+    pm->frozen = xcalloc(1, sizeof *pm->frozen);
+    int rc = plan_model_init(pm->frozen, fc);
+    free(fc);
+    if (rc != 0) {
+        free(pm->frozen);
+        pm->frozen = NULL;
+        return -1;
+    }
+    PlanModel *f = pm->frozen;
+    for (int i = 0; i < f->n_tensors; i++) f->tensors[i].trainable = 0;
+    f->n_trainable = f->n_grad = 0;
+    return 0;
+}
+
 int plan_model_init(PlanModel *pm, const Config *c) {
     memset(pm, 0, sizeof *pm);
     if (c->model.init[0]) {
@@ -292,10 +327,19 @@ int plan_model_init(PlanModel *pm, const Config *c) {
             pm->n_grad += t->alloc;
         }
     }
+    if (plan_frozen(pm, c) != 0) {
+        plan_model_free(pm);
+        return -1;
+    }
     return 0;
 }
 
 void plan_model_free(PlanModel *pm) {
+    if (pm->frozen) {
+        plan_model_free(pm->frozen);
+        free(pm->frozen);
+        pm->frozen = NULL;
+    }
     free(pm->tensors);
     pm->tensors = NULL;
     pm->n_tensors = 0;
@@ -451,8 +495,17 @@ PlanBytes plan_memory(const PlanModel *pm, PlanChoice ch) {
     if (pm->llama)
         b.workspace += 2 * backend_block((size_t)pm->g.n_positions * (pm->HS / 2) * sizeof(float));
     b.workspace += lora_bytes(pm, N);
+    if (pm->kd_online) /* per row: the divergence, top-1 agreement, KD weight (model_kd.c) */
+        b.workspace += backend_block(N * 3 * sizeof(float));
     if (pm->cuda) b.workspace += PLAN_CUDA_RUNTIME;
-    b.total = b.params + b.grads + b.optim + b.activations + b.workspace;
+    if (pm->frozen) { /* parameters and a full forward's buffers; no gradients, no sharding */
+        const PlanModel *f = pm->frozen;
+        b.frozen = backend_block(f->n_alloc * f->act_size) +
+                   activation_bytes(f, N, PLAN_RECOMPUTE_NONE);
+        if (f->llama)
+            b.frozen += 2 * backend_block((size_t)f->g.n_positions * (f->HS / 2) * sizeof(float));
+    }
+    b.total = b.params + b.grads + b.optim + b.activations + b.workspace + b.frozen;
     /* a save gathers m, v (and master) on the host: trainer.c save_checkpoint */
     b.checkpoint = (pm->cuda ? 3 : 2) * (pm->n_grad + 1) * sizeof(float);
     return b;
@@ -510,6 +563,13 @@ double plan_flops_per_step(const PlanModel *pm, PlanChoice ch) {
         flops += 2.0 * tokens * L * blk_attn + seqs * attn_fwd;
     else if (ch.recompute == PLAN_RECOMPUTE_BLOCK)
         flops += 2.0 * tokens * L * blk + seqs * attn_fwd;
+    if (pm->frozen) { /* the teacher's or reference's forward over the same rows */
+        const PlanModel *f = pm->frozen;
+        double fblk, fattn;
+        block_macs(f, &fblk, &fattn);
+        flops += 2.0 * tokens * (f->g.n_layer * fblk + (double)f->g.vocab_size * f->g.n_embd) +
+                 seqs * 2.0 * 2.0 * (double)f->NH * f->HS * (T * (T + 1) / 2.0) * f->g.n_layer;
+    }
     return flops;
 }
 
@@ -568,10 +628,12 @@ static const char *human(size_t b) {
 }
 
 void plan_format(char *buf, size_t cap, const PlanBytes *b) {
-    snprintf(buf, cap,
-             "parameters %s, gradients %s, optimizer %s, activations %s, workspace %s, total %s",
-             human(b->params), human(b->grads), human(b->optim), human(b->activations),
-             human(b->workspace), human(b->total));
+    int n = snprintf(buf, cap, "parameters %s, gradients %s, optimizer %s, activations %s, "
+                     "workspace %s, ", human(b->params), human(b->grads), human(b->optim),
+                     human(b->activations), human(b->workspace));
+    if (b->frozen && n > 0 && (size_t)n < cap)
+        n += snprintf(buf + n, cap - n, "frozen second model %s, ", human(b->frozen));
+    if (n > 0 && (size_t)n < cap) snprintf(buf + n, cap - n, "total %s", human(b->total));
 }
 
 int plan_check_fits(const PlanModel *pm, PlanChoice ch, size_t available, const char *where) {

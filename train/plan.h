@@ -30,9 +30,12 @@
  *     block's output, which is the next block's input, kept per block; one
  *     block's full set of buffers recomputed in backward). CUDA's runtime
  *     (context, cuBLAS workspace) is a stated allowance, PLAN_CUDA_RUNTIME.
- *   not counted: the data in host memory, a second model (KD teacher, DPO
- *     reference), the KD side buffers, generation's key/value cache
- *     (eval.generate_every), the kernels' small per-op scratch.
+ *   a second, frozen model (a DPO reference: tested against the allocator
+ *     too; an online KD teacher and its side buffers: the same formula):
+ *     its parameters and its forward's activations, never gradients.
+ *   not counted: the data in host memory, offline KD's top-K buffers (K is
+ *     the data's), generation's key/value cache (eval.generate_every, on-
+ *     policy KD), the kernels' small per-op scratch.
  */
 #ifndef RETORT_PLAN_H
 #define RETORT_PLAN_H
@@ -74,7 +77,7 @@ typedef struct {
 /* The shapes of a run: the model's config and parameter table (built from the
  * shapes as model/model.c builds it, frozen tensors and LoRA adapters as the
  * trainer sets them), and what the run config says about the step. */
-typedef struct {
+typedef struct PlanModel {
     GPTConfig g;
     int llama, NH, KVH, HS, mlp_width, W, Vp; /* as model/model_impl.h derives them */
     size_t act_size;     /* bytes of the compute type: 4 on the CPU, 2 on CUDA (bf16) */
@@ -88,6 +91,11 @@ typedef struct {
     PlanTensor *tensors;
     size_t n_params, n_trainable; /* real parameters (base + adapters), those that train */
     size_t n_alloc, n_grad;       /* elements of the flat parameter and gradient buffers */
+    /* a second, frozen model on the same device: the online KD teacher
+     * (kd.teacher) or the DPO reference (dpo.reference, else model.init;
+     * none for simpo or precomputed log-probs); NULL when the run has none */
+    struct PlanModel *frozen;
+    int kd_online;                /* KD against an online teacher: its side buffers */
 } PlanModel;
 
 /* Reads the shapes of cfg's run (model.init's config.json when set, else the
@@ -110,7 +118,9 @@ typedef struct {
     size_t grads;       /* fp32 gradients of the trainable tensors */
     size_t optim;       /* AdamW m and v (fp32), and fp32 master weights on CUDA */
     size_t activations; /* what forward keeps for backward, and backward's scratch */
-    size_t workspace;   /* rotary tables, LoRA scratch, CUDA runtime allowance */
+    size_t workspace;   /* rotary tables, LoRA scratch, KD side buffers, CUDA runtime allowance */
+    size_t frozen;      /* the frozen second model: parameters, rotary tables, its forward's
+                           activations (PlanModel.frozen) */
     size_t total;       /* the sum: on the device */
     size_t checkpoint;  /* host: the optimizer state gathered for a checkpoint save */
 } PlanBytes;
