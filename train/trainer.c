@@ -690,6 +690,9 @@ static int check_memory(Trainer *t) {
         return 0;
     }
     if (rc == 0) rc = plan_check_fits(&pm, ch, limit, where);
+    if (rc == 0 && !t->quiet)
+        printf("memory plan: %.1f MiB per rank of %.1f MiB (%s); retort plan -c CONFIG details "
+               "it\n", plan_memory(&pm, ch).total / 1048576.0, limit / 1048576.0, where);
     plan_model_free(&pm);
     return rc;
 }
