@@ -31,6 +31,7 @@ int cmd_agent(int argc, char **argv);     /* cli/cmd_agent.c: make-data, tool, t
 int cmd_plot(int argc, char **argv);      /* cli/cmd_plot.c: metrics.jsonl as an SVG */
 int cmd_correct(int argc, char **argv);   /* cli/cmd_correct.c: LMCOR build, run */
 int cmd_device(int argc, char **argv);    /* cli/cli.c: what CUDA this build sees */
+int cmd_plan(int argc, char **argv);      /* cli/cmd_plan.c: per-rank memory and FLOPs of a run */
 
 /* Prints "retort CMD: error: <err_msg()>" on stderr and returns 1, the exit
  * status of an error from outside the program. */

@@ -37,6 +37,8 @@ static void usage_main(FILE *f) {
             "  correct      LMCOR: corrector data from candidates; giant -> corrector rewrite\n"
             "  tokenizer    train a byte-level BPE, or encode text with one\n"
             "  plot         runs' metrics.jsonl against step as an SVG\n"
+            "  plan         per-rank memory of a run under each sharding and recomputation,\n"
+            "               the largest micro-batch that fits, FLOPs and time of a step\n"
             "  device       the CUDA driver, runtime and GPUs this build sees; fails if unusable\n"
             "  version      print the version\n\n"
             "The commands that load a model (generate, eval, pairs, explain, correct run,\n"
@@ -55,7 +57,7 @@ static const struct {
     {"dpo", cmd_dpo},             {"pairs", cmd_pairs},   {"tokenizer", cmd_tokenizer},
     {"agent", cmd_agent},         {"device", cmd_device}, {"plot", cmd_plot},
     {"explain", cmd_explain},
-    {"correct", cmd_correct},
+    {"correct", cmd_correct},     {"plan", cmd_plan},
 };
 
 /* OpenBLAS picks its kernels by the CPU's model number, and on a CPU it does

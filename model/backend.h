@@ -59,9 +59,22 @@ typedef struct Backend {
      * at exit. To use the backend again, bring it up again (backend_by_name,
      * backend_cuda): the workspaces are then allocated afresh as ops need them. */
     void (*shutdown)(void);
+    /* The memory a run can still take on this backend, in bytes, and the
+     * whole: on the CPU MemAvailable and MemTotal of /proc/meminfo (the
+     * physical pages otherwise), on CUDA cudaMemGetInfo of the selected GPU.
+     * 0, or -1 with the error set. The trainer checks a run's plan against
+     * it (train/plan.h). */
+    int (*memory_info)(size_t *available, size_t *total);
 } Backend;
 
 const Backend *backend_cpu(void);
+/* What the CPU backend holds: bytes of every live allocation (each rounded up
+ * to 64 bytes, as reserved), and the most at any moment since the last
+ * backend_cpu_reset_peak. For tests and measurements (train/plan.h is
+ * checked against them). Thread-safe. */
+size_t backend_cpu_bytes_live(void);
+size_t backend_cpu_bytes_peak(void);
+void backend_cpu_reset_peak(void);
 
 /* What the CUDA kernels can run, as a pure function of the configuration and
  * the device's opt-in shared memory per block (bytes; cudaDevAttrMaxShared-

@@ -222,6 +222,18 @@ static void cuda_shutdown(void) {
 
 static void cuda_shutdown_at_exit(void) { cuda_shutdown(); }
 
+/* Free and total memory of the selected GPU, as the driver sees it now
+ * (other processes on the GPU included). */
+static int cuda_memory_info(size_t *available, size_t *total) {
+    cudaError_t e = cudaMemGetInfo(available, total);
+    if (e != cudaSuccess) {
+        (void)cudaGetLastError();
+        return err_set("cannot read the memory of GPU %d (cudaMemGetInfo: %s)", g_device,
+                       cudaGetErrorString(e));
+    }
+    return 0;
+}
+
 static int start_stream(void) {
     cudaError_t e = cudaStreamCreateWithFlags(&retort_stream, cudaStreamNonBlocking);
     if (e != cudaSuccess)
@@ -264,6 +276,7 @@ extern "C" const Backend *backend_cuda(void) {
 #undef OP
     b->supports = cuda_supports;
     b->shutdown = cuda_shutdown;
+    b->memory_info = cuda_memory_info;
     g_state = 1;
     g_ran_on = g_device;
     return b;

@@ -472,6 +472,16 @@ Test(config, validate_requires_min_lr_at_most_lr) {
     cr_assert_eq(config_validate(&c), 0, "%s", err_msg());
 }
 
+Test(config, memory_limit_is_a_size_with_a_unit) {
+    Config c = valid_config();
+    cr_assert_eq(config_set(&c, "train.memory_limit=2GB"), 0, "%s", err_msg());
+    cr_assert_eq(config_validate(&c), 0, "%s", err_msg());
+    cr_assert_eq(config_set(&c, "train.memory_limit=2 gigs"), 0, "%s", err_msg());
+    cr_assert_eq(config_validate(&c), -1);
+    cr_assert(strstr(err_msg(), "train.memory_limit") && strstr(err_msg(), "unknown unit 'gigs'"),
+              "%s", err_msg());
+}
+
 Test(config, validate_requires_training_data) {
     Config c = valid_config();
     c.data.train[0] = '\0';
@@ -608,7 +618,7 @@ Test(config, print_keys_lists_every_key_with_type_default_and_help) {
     /* one line per key, and every key printed by to_yaml is listed */
     int lines = 0;
     for (char *p = text; *p; p++) lines += *p == '\n';
-    cr_assert_eq(lines, 100); /* every key once */
+    cr_assert_eq(lines, 101); /* every key once */
     Config c;
     config_defaults(&c);
     char *yaml = config_to_yaml(&c), *save = NULL, section[64] = "";

@@ -32,6 +32,7 @@
 
 #include "model/hf_config.h"
 #include "train/config_flow.h"
+#include "train/plan.h"
 #include "train/objectives/objective.h"
 #include "util/utf8.h"
 #include "util/util.h"
@@ -163,6 +164,7 @@ static const KeyInfo KEYS[] = {
     INT_KEY(train, log_every, 1, "steps between metrics lines"),
     BOOL_KEY(train, tensorboard, "write every metrics.jsonl number to a TensorBoard event file in out_dir too (tensorboard --logdir OUT_DIR)"),
     INT_KEY(train, logits_chunk_rows, 0, "rows per head/classifier chunk (0 = automatic: one chunk unless the logits pass 1 GiB)"),
+    STR_KEY(train, memory_limit, false, "the most memory this run may take per rank, e.g. 2GB, 40GiB (\"\" = all the device has: free GPU memory, or the host's MemAvailable on the CPU); a run whose plan (retort plan) needs more is refused at start with the breakdown; useful on a shared machine"),
     INT_KEY(train, skip_nonfinite, 0, "steps with a NaN or infinite loss or gradient that are skipped (no update) before the run stops (0 = stop at the first)"),
 
     INT_KEY(eval, every, 0, "steps between validation passes (0 = off)"),
@@ -755,6 +757,12 @@ int config_validate(const Config *c) {
         return err_set("config: data.seq_len (%d) exceeds model.sliding_window (%d); retort's attention equals "
                        "the windowed one only within the window: lower seq_len",
                        c->data.seq_len, c->model.sliding_window);
+    size_t limit;
+    if (c->train.memory_limit[0] && plan_parse_bytes(c->train.memory_limit, &limit) != 0) {
+        char why[512];
+        snprintf(why, sizeof why, "%s", err_msg());
+        return err_set("config: train.memory_limit: %s", why);
+    }
     if (c->optim.min_lr > c->optim.lr)
         return err_set("config: optim.min_lr (%g) must not exceed optim.lr (%g)", c->optim.min_lr, c->optim.lr);
     if (!c->data.train[0] && !c->data.mix[0])

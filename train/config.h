@@ -111,6 +111,7 @@ typedef struct {
         int logits_chunk_rows;       /* 0 = automatic (model.h, chunked classifier) */
         int skip_nonfinite;          /* steps with a NaN/inf loss or gradient skipped before
                                         the run stops (0 = stop at the first) */
+        char memory_limit[32];       /* "" = the device's; else a size, "2GB" (train/plan.h) */
     } train;
     struct {
         int every;                   /* steps between validation passes; 0 = off */

@@ -73,6 +73,7 @@
 #include "model/model.h"
 #include "model/model_io.h"
 #include "train/optim.h"
+#include "train/plan.h"
 #include "train/tb.h"
 #include "model/safetensors.h"
 #include "train/best.h"
@@ -655,6 +656,47 @@ static int build_model(Trainer *t) {
     return 0;
 }
 
+/* The plan of this run (train/plan.h) against what the device has, before
+ * the model's allocations: a run that cannot fit is refused with the
+ * breakdown and what would fit, instead of failing to allocate (or swapping)
+ * minutes later. Against train.memory_limit when set, else the backend's
+ * available memory: on CUDA the GPU's free memory, where the runtime the plan
+ * allows for is already taken; on the CPU MemAvailable, measured after the
+ * data is loaded. A config the planner cannot read is left to the model's
+ * own setup, which reports it next. */
+static int check_memory(Trainer *t) {
+    const Config *c = t->cfg;
+    PlanModel pm;
+    if (plan_model_init(&pm, c) != 0) return 0;
+    /* train.recompute (model/model.c) is not wired here yet: the plan of no
+     * recomputation, which is what the model does until it is */
+    PlanChoice ch = {c->dist.zero1 && t->world > 1 ? PLAN_ZERO1 : PLAN_SHARD_NONE,
+                     PLAN_RECOMPUTE_NONE, t->B, t->world};
+    size_t limit = 0, total = 0;
+    const char *where;
+    int rc = 0;
+    if (c->train.memory_limit[0]) {
+        rc = plan_parse_bytes(c->train.memory_limit, &limit); /* checked by config_validate */
+        where = "train.memory_limit";
+    } else if (t->be->memory_info && t->be->memory_info(&limit, &total) == 0) {
+        int cuda = !strcmp(t->be->name, "cuda");
+        if (cuda) limit += PLAN_CUDA_RUNTIME;
+        where = cuda ? "the GPU's free memory" : "the host's available memory (MemAvailable)";
+    } else {
+        if (!t->quiet)
+            printf("note: cannot tell the device's memory (%s); the run is not checked against "
+                   "its plan\n", t->be->memory_info ? err_msg() : "the backend does not say");
+        plan_model_free(&pm);
+        return 0;
+    }
+    if (rc == 0) rc = plan_check_fits(&pm, ch, limit, where);
+    if (rc == 0 && !t->quiet)
+        printf("memory plan: %.1f MiB per rank of %.1f MiB (%s); retort plan -c CONFIG details "
+               "it\n", plan_memory(&pm, ch).total / 1048576.0, limit / 1048576.0, where);
+    plan_model_free(&pm);
+    return rc;
+}
+
 static void trainer_free(Trainer *t) {
     if (t->metrics) fclose(t->metrics);
     tb_close(t->tb);
@@ -805,7 +847,7 @@ static int trainer_setup(Trainer *t, Config *resolved) {
     if (!(t->state = t->obj->open(&t->env))) return -1;
     t->metric_table = objective_metrics(t->obj, t->state, &t->n_metrics, &t->n_eval_metrics);
     assert(t->n_metrics <= OBJECTIVE_MAX_METRICS && t->n_eval_metrics <= t->n_metrics);
-    if (build_model(t) != 0) return -1;
+    if (check_memory(t) != 0 || build_model(t) != 0) return -1;
     t->env.model = t->model;
     if (resolve_epochs(t, resolved) != 0) return -1;
     if (t->T > gpt_context_len(gpt_config(t->model)))
