@@ -71,10 +71,10 @@ static void att_run(void *p, int s) {
     Att *a = p;
     float scale = 1.0f / sqrtf((float)a->HS);
     size_t W = (size_t)(a->NH + 2 * a->KVH) * a->HS;
-    G->attention_forward(a->out, a->lse, a->qkv[s], a->B, a->T, a->NH, a->KVH, a->HS, scale);
+    G->attention_forward(a->out, a->lse, a->qkv[s], NULL, a->B, a->T, a->NH, a->KVH, a->HS, scale);
     G->zero(a->dqkv, (size_t)a->B * a->T * W * G->act_size);
-    G->attention_backward(a->dqkv, a->dout, a->qkv[s], a->out, a->lse, a->B, a->T, a->NH, a->KVH,
-                          a->HS, scale);
+    G->attention_backward(a->dqkv, a->dout, a->qkv[s], a->out, a->lse, NULL, a->B, a->T, a->NH,
+                          a->KVH, a->HS, scale);
 }
 
 /* KVH < NH: grouped-query heads (the FLOPs count query heads, as for NH = KVH) */
@@ -184,7 +184,7 @@ static void bench_swiglu(Rng *r, int N, int I) {
 typedef struct { int B, T, NH, KVH, HS; float *qkv[SETS], *cos_tab, *sin_tab; } Rope;
 static void rope_run(void *p, int s) {
     Rope *q = p;
-    G->rope_forward(q->qkv[s], q->cos_tab, q->sin_tab, q->B, q->T, 0, q->NH, q->KVH, q->HS);
+    G->rope_forward(q->qkv[s], q->cos_tab, q->sin_tab, NULL, q->B, q->T, 0, q->NH, q->KVH, q->HS);
 }
 
 static void bench_rope(Rng *r, int B, int T, int NH, int KVH, int HS) {
