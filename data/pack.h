@@ -1,0 +1,53 @@
+/* data/pack.h — sft/kd examples packed into rows (data.pack): several short
+ * examples per row of T+1 tokens instead of one padded example per row.
+ *
+ * The packer sits on a DataLoader (data/h5data.h) and draws examples through
+ * its API in the loader's visiting order. It fills a GROUP of rows at a time
+ * (a step's global micro-batch, world * B rows) first-fit: each example goes
+ * into the first row of the group with room for it; the first example with
+ * room in none ends the group and opens the next one. An example of n tokens
+ * (cut to T+1 as without packing) takes n - 1 slots: inputs tok[0..n-2],
+ * targets tok[1..n-1] where the loss mask is set, so its last token predicts
+ * nothing of the next example. Examples of one token take no slot (they have
+ * no target). Slots left at a row's end are padding (input eos_id, target
+ * -1), each its own one-token segment.
+ *
+ * doc_start (rows, T) gives, per slot, the slot where its example starts:
+ * what gpt_set_packing (model/model.h) takes, so attention stays inside each
+ * example and positions restart at 0.
+ *
+ * Resume: a group never holds part of an example, and the example that ended
+ * a group is the first of the next, so the data position is the loader's
+ * (epoch, pos) counted in EXAMPLES, less that one example held back; seeking
+ * there and packing on gives the same groups (the packed stream is a pure
+ * function of the epoch orders and the group size). */
+#ifndef RETORT_PACK_H
+#define RETORT_PACK_H
+
+#include <stdint.h>
+
+#include "data/h5data.h"
+
+typedef struct {
+    DataLoader *dl;        /* borrowed: the examples, in its order */
+    int T;
+    int held;              /* an example drawn that did not fit the last group */
+    int *held_in, *held_tg; /* (T) its row as the loader gave it */
+    int64_t held_item;
+    int held_slots;
+    int64_t examples;      /* examples placed so far (statistics) */
+} Packer;
+
+/* dl must be an sft or kd loader (an lm stream is cut into full windows
+ * already); -1 with the error set otherwise. */
+int packer_init(Packer *p, DataLoader *dl);
+void packer_free(Packer *p);
+/* Fills `rows` rows (rows, T) of inputs, targets and doc_start; n_examples
+ * (may be NULL) gets the number of examples placed. */
+void packer_next(Packer *p, int rows, int *inputs, int *targets, int *doc_start,
+                 int64_t *n_examples);
+/* The data position in examples (see above), and seeking to one. */
+void packer_position(const Packer *p, int64_t *epoch, int64_t *pos);
+void packer_seek(Packer *p, int64_t epoch, int64_t pos);
+
+#endif
