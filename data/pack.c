@@ -41,7 +41,7 @@ static void draw(Packer *p) {
 }
 
 void packer_next(Packer *p, int rows, int *inputs, int *targets, int *doc_start,
-                 int64_t *n_examples) {
+                 int64_t *token_index, int64_t *n_examples) {
     int T = p->T, eos = p->dl->ds->eos_id;
     int *used = xcalloc((size_t)rows, sizeof *used); /* (rows) slots filled */
     int64_t placed = 0, empty = 0;
@@ -56,6 +56,9 @@ void packer_next(Packer *p, int rows, int *inputs, int *targets, int *doc_start,
         memcpy(inputs + at, p->held_in, (size_t)n * sizeof(int));
         memcpy(targets + at, p->held_tg, (size_t)n * sizeof(int));
         for (int j = 0; j < n; j++) doc_start[at + j] = used[r];
+        if (token_index)
+            for (int j = 0; j < n; j++)
+                token_index[at + j] = p->dl->ds->offsets[p->held_item] + j;
         used[r] += n;
         p->held = 0;
         placed++;
@@ -66,6 +69,7 @@ void packer_next(Packer *p, int rows, int *inputs, int *targets, int *doc_start,
             inputs[i] = eos;
             targets[i] = -1;
             doc_start[i] = j;
+            if (token_index) token_index[i] = -1;
         }
     free(used);
     p->examples += placed;

@@ -14,7 +14,10 @@
  *
  * doc_start (rows, T) gives, per slot, the slot where its example starts:
  * what gpt_set_packing (model/model.h) takes, so attention stays inside each
- * example and positions restart at 0.
+ * example and positions restart at 0. token_index (rows, T) gives, per slot,
+ * the index of its input token in the file's token arrays (offsets[item] + j;
+ * -1 on padding), so per-token extras (a kd file's teacher top-K rows)
+ * follow the tokens.
  *
  * Resume: a group never holds part of an example, and the example that ended
  * a group is the first of the next, so the data position is the loader's
@@ -42,10 +45,11 @@ typedef struct {
  * already); -1 with the error set otherwise. */
 int packer_init(Packer *p, DataLoader *dl);
 void packer_free(Packer *p);
-/* Fills `rows` rows (rows, T) of inputs, targets and doc_start; n_examples
- * (may be NULL) gets the number of examples placed. */
+/* Fills `rows` rows (rows, T) of inputs, targets, doc_start and (unless
+ * NULL) token_index; n_examples (may be NULL) gets the number of examples
+ * placed. */
 void packer_next(Packer *p, int rows, int *inputs, int *targets, int *doc_start,
-                 int64_t *n_examples);
+                 int64_t *token_index, int64_t *n_examples);
 /* The data position in examples (see above), and seeking to one. */
 void packer_position(const Packer *p, int64_t *epoch, int64_t *pos);
 void packer_seek(Packer *p, int64_t epoch, int64_t pos);

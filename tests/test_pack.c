@@ -59,8 +59,8 @@ Test(packer, first_fit_layout_targets_and_positions) {
     Packer p;
     cr_assert_eq(packer_init(&p, &dl), 0, "%s", err_msg());
     int in[20], tg[20], st[20];
-    int64_t n_ex;
-    packer_next(&p, rows, in, tg, st, &n_ex);
+    int64_t n_ex, tok[20];
+    packer_next(&p, rows, in, tg, st, tok, &n_ex);
     /* row 0: ex0 (5) + ex2 (2) + ex3 (1) + ex4 (0); row 1: ex1 (8); ex5 (9)
      * fits neither and opens the next group */
     cr_assert_eq(n_ex, 5);
@@ -78,6 +78,12 @@ Test(packer, first_fit_layout_targets_and_positions) {
     cr_expect_eq(tg[7], (3 * 7 + 1) % 200 + 1);
     for (int i = 8; i < 10; i++) cr_expect(in[i] == 256 && tg[i] == -1, "pad at %d", i);
     for (int i = 18; i < 20; i++) cr_expect(in[i] == 256 && tg[i] == -1, "pad at %d", i);
+    /* token indices: offsets of ex0 = 0, ex1 = 6, ex2 = 15, ex3 = 18 */
+    const int64_t want_tok[20] = {0, 1, 2, 3, 4, 15, 16, 18, -1, -1,
+                                  6, 7, 8, 9, 10, 11, 12, 13, -1, -1};
+    for (int i = 0; i < 20; i++)
+        cr_expect_eq(tok[i], want_tok[i], "token_index[%d] = %lld, want %lld", i,
+                     (long long)tok[i], (long long)want_tok[i]);
 
     /* the position is before the held example (ex5); a packer seeked there
      * packs the same next group */
@@ -86,7 +92,7 @@ Test(packer, first_fit_layout_targets_and_positions) {
     cr_expect(epoch == 0 && pos == 5, "position (%lld, %lld), want (0, 5)", (long long)epoch,
               (long long)pos);
     int in2[20], tg2[20], st2[20], in3[20], tg3[20], st3[20];
-    packer_next(&p, rows, in2, tg2, st2, &n_ex);
+    packer_next(&p, rows, in2, tg2, st2, NULL, &n_ex);
     /* ex5 cut to 11 tokens (9 slots) in row 0; ex6 (3) in row 1; then ex0 of
      * epoch 1 (5 slots) fits row 1 too; ex1 (8) fits neither */
     cr_expect_eq(n_ex, 3);
@@ -99,7 +105,7 @@ Test(packer, first_fit_layout_targets_and_positions) {
     cr_assert_eq(loader_init(&dl2, &ds, T, 1, 0, 0, 7), 0, "%s", err_msg());
     cr_assert_eq(packer_init(&q, &dl2), 0, "%s", err_msg());
     packer_seek(&q, epoch, pos);
-    packer_next(&q, rows, in3, tg3, st3, NULL);
+    packer_next(&q, rows, in3, tg3, st3, NULL, NULL);
     cr_expect(!memcmp(in2, in3, sizeof in2) && !memcmp(tg2, tg3, sizeof tg2) &&
                   !memcmp(st2, st3, sizeof st2),
               "resumed packer packs another group");
@@ -307,6 +313,71 @@ Test(packed_train, resume_repeats_the_same_steps) {
     rm_rf(dir);
 }
 
+/* The four-example file as kd data with K = 3 teacher rows per token. */
+static void write_kd_four(const char *path) {
+    const int lens[] = {6, 10, 8, 12};
+    DatasetWriter *w = dataset_writer_open(path, SCHEMA_KD, 257, 256, 256, "bytes");
+    cr_assert(w, "%s", err_msg());
+    cr_assert_eq(dataset_writer_set_topk(w, 3), 0, "%s", err_msg());
+    Rng r;
+    rng_seed(&r, 1910);
+    for (int i = 0; i < 4; i++) {
+        uint32_t ids[16], top[48];
+        uint8_t m[16];
+        float lp[48];
+        for (int j = 0; j < lens[i]; j++) {
+            ids[j] = (uint32_t)((i * 7 + j) % 200 + 1);
+            m[j] = j > 0;
+            for (int k = 0; k < 3; k++) { /* distinct ids, log-probs <= 0 */
+                top[j * 3 + k] = (uint32_t)(rng_below(&r, 80) * 3 + k);
+                lp[j * 3 + k] = -0.2f - (float)k - (float)rng_uniform(&r);
+            }
+        }
+        cr_assert_eq(dataset_writer_append(w, ids, m, lens[i]), 0, "%s", err_msg());
+        cr_assert_eq(dataset_writer_append_topk(w, top, lp, lens[i]), 0, "%s", err_msg());
+        cr_assert_eq(dataset_writer_end_doc(w, -1), 0, "%s", err_msg());
+    }
+    cr_assert_eq(dataset_writer_close(w), 0, "%s", err_msg());
+}
+
+/* kd packed against unpacked, both teachers: the offline top-K rows follow
+ * their tokens into the packed row, and an online teacher runs packed too;
+ * loss, ce and kd of steps 1 and 2 agree. */
+Test(packed_train, kd_equals_unpacked_run) {
+    char dir[] = "/tmp/retort_pack_XXXXXX", path[300], run[320];
+    cr_assert(mkdtemp(dir));
+    snprintf(path, sizeof path, "%s/kd.h5", dir);
+    write_kd_four(path);
+    /* a teacher: one step of lm training on the same file, saved */
+    RUN(dir, "train %s --set data.train=%s --set data.batch_size=4 --set train.steps=1 "
+             "--set checkpoint.every=0 --set train.out_dir=%s/teacher", TRAIN_FLAGS, path, dir);
+    const char *teachers[2] = {"", "/teacher/step-00000001"};
+    for (int t = 0; t < 2; t++) {
+        char teacher[400] = "";
+        if (t) snprintf(teacher, sizeof teacher, "--set kd.teacher=%s%s", dir, teachers[t]);
+        RUN(dir, "train %s --set objective.type=kd --set kd.alpha=0.5 %s --set data.train=%s "
+                 "--set data.batch_size=4 --set train.steps=2 --set checkpoint.every=0 "
+                 "--set train.out_dir=%s/plain%d", TRAIN_FLAGS, teacher, path, dir, t);
+        RUN(dir, "train %s --set objective.type=kd --set kd.alpha=0.5 %s --set data.train=%s "
+                 "--set data.batch_size=1 --set data.pack=true --set train.steps=2 "
+                 "--set checkpoint.every=0 --set train.out_dir=%s/packed%d", TRAIN_FLAGS, teacher,
+            path, dir, t);
+        const char *keys[3] = {"loss", "ce", "kd"};
+        for (int k = 0; k < 3; k++) {
+            double plain[4], packed[4];
+            snprintf(run, sizeof run, "%s/plain%d", dir, t);
+            cr_assert_eq(metric_values(run, "step", keys[k], plain, 4), 2);
+            snprintf(run, sizeof run, "%s/packed%d", dir, t);
+            cr_assert_eq(metric_values(run, "step", keys[k], packed, 4), 2);
+            for (int s = 0; s < 2; s++)
+                cr_expect(fabs(plain[s] - packed[s]) <= 1e-6 * fabs(plain[s]),
+                          "%s teacher, step %d: packed %s %.9g, unpacked %.9g",
+                          t ? "online" : "offline", s + 1, keys[k], packed[s], plain[s]);
+        }
+    }
+    rm_rf(dir);
+}
+
 /* What packing does not do yet is refused with the way out. */
 Test(packed_train, refuses_what_it_does_not_pack) {
     char dir[] = "/tmp/retort_pack_XXXXXX", path[300];
@@ -314,9 +385,11 @@ Test(packed_train, refuses_what_it_does_not_pack) {
     snprintf(path, sizeof path, "%s/four.h5", dir);
     const int lens[] = {6, 10, 8, 12};
     write_lengths(path, lens, 4);
-    const char *bad[] = {"--set objective.type=kd --set kd.alpha=0", "--set train.epochs=1"};
-    const char *says[] = {"with kd it is not implemented", "set train.steps instead"};
-    for (int k = 0; k < 2; k++) {
+    const char *bad[] = {"--set objective.type=dpo", "--set train.epochs=1",
+                         "--set objective.type=kd --set kd.on_policy=0.5 --set kd.teacher=x"};
+    const char *says[] = {"preference pairs, whose packing is not implemented",
+                          "set train.steps instead", "set kd.on_policy 0"};
+    for (int k = 0; k < 3; k++) {
         char args[1200], log[400];
         snprintf(args, sizeof args, "train %s --set data.train=%s --set data.pack=true %s "
                  "--set train.steps=1 --set train.out_dir=%s/r%d", TRAIN_FLAGS, path, bad[k],

@@ -225,6 +225,7 @@ int seq_batches_open(SeqBatches *d, const TrainEnv *env) {
         if (packer_init(&d->packer, &d->train_dl) != 0) return -1;
         d->pack = 1;
         d->doc_start = xmalloc((size_t)env->A * GN * sizeof(int));
+        d->token_index = xmalloc((size_t)env->A * GN * sizeof(int64_t));
     }
     return open_tasks(d, env);
 }
@@ -284,6 +285,7 @@ void seq_batches_describe(const SeqBatches *d, const TrainEnv *env) {
 void seq_batches_close(SeqBatches *d) {
     if (d->pack) packer_free(&d->packer);
     free(d->doc_start);
+    free(d->token_index);
     if (d->use_mix) mix_free(&d->mix);
     else loader_free(&d->train_dl);
     if (d->have_val && !d->n_val_mix) loader_free(&d->val_dl);
@@ -372,7 +374,7 @@ void seq_batches_draw(SeqBatches *d, const TrainEnv *env) {
                      d->sources + a * GB, d->items + a * GB);
         } else if (d->pack) { /* a row holds several items: none recorded */
             packer_next(&d->packer, (int)GB, d->inputs + a * GN, d->targets + a * GN,
-                        d->doc_start + a * GN, NULL);
+                        d->doc_start + a * GN, d->token_index + a * GN, NULL);
             for (size_t r = 0; r < GB; r++) d->items[a * GB + r] = -1;
         } else
             loader_next_items(&d->train_dl, (int)GB, d->inputs + a * GN, d->targets + a * GN,
@@ -384,10 +386,16 @@ void seq_batches_draw(SeqBatches *d, const TrainEnv *env) {
     }
 }
 
-void seq_batches_pack_model(const SeqBatches *d, const TrainEnv *env, int a) {
+const int64_t *seq_batches_token_index(const SeqBatches *d, const TrainEnv *env, int a) {
+    if (!d->pack) return NULL;
+    size_t N = (size_t)env->B * env->T;
+    return d->token_index + (size_t)a * N * env->world + (size_t)env->rank * N;
+}
+
+void seq_batches_pack_model(const SeqBatches *d, const TrainEnv *env, int a, GPT *model) {
     if (!d->pack) return;
-    if (gpt_set_packing(env->model, seq_batches_local(d, env, d->doc_start, a), env->B,
-                        env->T) != 0) {
+    if (gpt_set_packing(model, seq_batches_local(d, env, d->doc_start, a), env->B, env->T) !=
+        0) {
         /* the packer's own layout: a bug, not bad data */
         fprintf(stderr, "retort: data.pack: %s\n", err_msg());
         exit(1);

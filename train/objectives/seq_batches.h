@@ -51,6 +51,7 @@ typedef struct {
     int pack;                /* data.pack: rows filled by packer */
     Packer packer;
     int *doc_start;          /* (A, world * B, T) with pack: where each token's example starts */
+    int64_t *token_index;    /* (A, world * B, T) with pack: each slot's token in the file, -1 pad */
     TaskWeights tw;          /* objective.task_weights; tw.n = 0: none */
     /* file task id -> index into tw, per training file and (last) data.val */
     signed char task_map[CFG_MAX_MIX + 1][256];
@@ -77,9 +78,13 @@ void seq_batches_position(const SeqBatches *d, int64_t *epoch, int64_t *pos);
 json_t *seq_batches_save_position(const SeqBatches *d);
 int seq_batches_load_position(SeqBatches *d, const json_t *detail);
 
-/* With data.pack, gives the model (gpt_set_packing) the layout of this rank's
- * rows of micro-batch a for its next forward; nothing otherwise. */
-void seq_batches_pack_model(const SeqBatches *d, const TrainEnv *env, int a);
+/* With data.pack, gives model (gpt_set_packing) the layout of this rank's
+ * rows of micro-batch a for its next forward; nothing otherwise. Called for
+ * each model that runs over the rows (the student, an online teacher). */
+void seq_batches_pack_model(const SeqBatches *d, const TrainEnv *env, int a, GPT *model);
+/* With data.pack: this rank's (B, T) token indices of micro-batch a
+ * (data/pack.h); NULL without packing. */
+const int64_t *seq_batches_token_index(const SeqBatches *d, const TrainEnv *env, int a);
 
 /* Draws the step's A global micro-batches (their items, files and tasks). */
 void seq_batches_draw(SeqBatches *d, const TrainEnv *env);
