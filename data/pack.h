@@ -30,6 +30,7 @@
 #include <stdint.h>
 
 #include "data/h5data.h"
+#include "data/pref_batch.h"
 
 typedef struct {
     DataLoader *dl;        /* borrowed: the examples, in its order */
@@ -53,5 +54,34 @@ void packer_next(Packer *p, int rows, int *inputs, int *targets, int *doc_start,
 /* The data position in examples (see above), and seeking to one. */
 void packer_position(const Packer *p, int64_t *epoch, int64_t *pos);
 void packer_seek(Packer *p, int64_t epoch, int64_t pos);
+
+/* ---- preference pairs (dpo, orpo) ----
+ * The same over a PrefLoader: each pair is two sequences, prompt + chosen and
+ * prompt + rejected (data/pref_batch.h, truncation included), of L tokens
+ * each taking L - 1 slots; both go into the group first-fit, chosen first,
+ * or the pair is held back and opens the next group. A group takes at most
+ * max_pairs pairs. Besides the packed rows it gives the pairs in the
+ * unpacked layout of pref_loader_next (rows [0, K) chosen, [K, 2K) rejected,
+ * T each) and, per packed slot, the index of its (row, position) in that
+ * layout (row * T + j; -1 on padding), so the methods keep computing on
+ * per-pair rows while the model runs the packed ones. */
+typedef struct {
+    PrefLoader *pl;        /* borrowed */
+    int T, max_pairs;
+    int held;              /* a pair drawn that did not fit the last group */
+    int *held_rows;        /* (4, T): its chosen in, rejected in, chosen tg, rejected tg */
+    int64_t held_id;
+    int held_slots[2];     /* chosen, rejected */
+} PairPacker;
+
+void pair_packer_init(PairPacker *p, PrefLoader *pl, int max_pairs);
+void pair_packer_free(PairPacker *p);
+/* Fills `rows` packed rows (rows, T: inputs, targets, doc_start, slot_map)
+ * and the group's K pairs unpacked (in_u, tg_u (2 max_pairs, T), their ids
+ * (max_pairs)); returns K. */
+int pair_packer_next(PairPacker *p, int rows, int *inputs, int *targets, int *doc_start,
+                     int *slot_map, int *in_u, int *tg_u, int64_t *pair_ids);
+void pair_packer_position(const PairPacker *p, int64_t *epoch, int64_t *pos);
+void pair_packer_seek(PairPacker *p, int64_t epoch, int64_t pos);
 
 #endif

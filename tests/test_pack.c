@@ -378,6 +378,114 @@ Test(packed_train, kd_equals_unpacked_run) {
     rm_rf(dir);
 }
 
+/* Two pairs (prompt 4 tokens; chosen / rejected slots 20 / 12 and 14 / 18)
+ * fill two rows of 32 exactly: a packed run of one pair-row-pair per rank
+ * (B = 1: 2 rows) and an unpacked run of B = 2 pairs (4 rows) train on the
+ * same pairs every step. */
+static void write_pairs(const char *path) {
+    PrefWriter *w = pref_writer_open(path, 257, 256, 256, "bytes");
+    cr_assert(w, "%s", err_msg());
+    cr_assert_eq(pref_writer_set_boundary(w, "tokens"), 0, "%s", err_msg());
+    const int chosen[2] = {17, 11}, rejected[2] = {9, 15};
+    for (int p = 0; p < 2; p++) {
+        uint32_t pr[4], c[32], r[32];
+        for (int j = 0; j < 4; j++) pr[j] = (uint32_t)(p * 50 + j + 1);
+        for (int j = 0; j < chosen[p]; j++) c[j] = (uint32_t)((p * 31 + j * 7) % 250 + 1);
+        for (int j = 0; j < rejected[p]; j++) r[j] = (uint32_t)((p * 17 + j * 11) % 250 + 1);
+        cr_assert_eq(pref_writer_add(w, pr, 4, c, chosen[p], r, rejected[p]), 0, "%s",
+                     err_msg());
+    }
+    cr_assert_eq(pref_writer_close(w), 0, "%s", err_msg());
+}
+
+/* The pair packer: both sequences of a pair placed first-fit, the slot map
+ * into the unpacked layout (chosen rows [0, K), rejected [K, 2K)), and the
+ * position before the held pair. */
+Test(packer, pairs_layout_and_position) {
+    char dir[] = "/tmp/retort_pack_XXXXXX", path[300];
+    cr_assert(mkdtemp(dir));
+    snprintf(path, sizeof path, "%s/pairs.h5", dir);
+    write_pairs(path);
+    PrefDataset pd;
+    cr_assert_eq(pref_dataset_open(&pd, path), 0, "%s", err_msg());
+    PrefLoader pl;
+    int T = 32, rows = 2;
+    cr_assert_eq(pref_loader_init(&pl, &pd, T, 0, 0, 1, 0, 0, 2), 0, "%s", err_msg());
+    PairPacker p;
+    pair_packer_init(&p, &pl, 8);
+    int in[64], tg[64], ds[64], map[64], in_u[16 * 32], tg_u[16 * 32];
+    int64_t ids[8];
+    int K = pair_packer_next(&p, rows, in, tg, ds, map, in_u, tg_u, ids);
+    cr_assert_eq(K, 2);
+    cr_expect(ids[0] == 0 && ids[1] == 1);
+    for (int j = 0; j < 32; j++) {
+        /* row 0: pair 0's chosen (20 slots) then its rejected (12); row 1:
+         * pair 1's chosen (14) then its rejected (18) */
+        int want0 = j < 20 ? 0 * T + j : 2 * T + (j - 20);
+        int want1 = j < 14 ? 1 * T + j : 3 * T + (j - 14);
+        cr_expect_eq(map[j], want0, "row 0 slot %d maps to %d, want %d", j, map[j], want0);
+        cr_expect_eq(map[32 + j], want1, "row 1 slot %d maps to %d, want %d", j, map[32 + j],
+                     want1);
+        cr_expect_eq(ds[j], j < 20 ? 0 : 20);
+        cr_expect_eq(ds[32 + j], j < 14 ? 0 : 14);
+        cr_expect_eq(in[j], in_u[map[j]], "row 0 slot %d: input", j);
+        cr_expect_eq(tg[32 + j], tg_u[map[32 + j]], "row 1 slot %d: target", j);
+    }
+    int64_t epoch, pos;
+    pair_packer_position(&p, &epoch, &pos);
+    cr_expect(epoch == 1 && pos == 0, "position (%lld, %lld), want (1, 0)", (long long)epoch,
+              (long long)pos);
+    pair_packer_seek(&p, epoch, pos);
+    cr_expect_eq(pair_packer_next(&p, rows, in, tg, ds, map, in_u, tg_u, ids), 2);
+    cr_expect(ids[0] == 0 && ids[1] == 1, "after the seek: pairs %lld, %lld", (long long)ids[0],
+              (long long)ids[1]);
+    pair_packer_free(&p);
+    pref_loader_free(&pl);
+    pref_dataset_close(&pd);
+    rm_rf(dir);
+}
+
+/* dpo (an online reference: the starting model) and orpo, packed against
+ * unpacked: loss and the method's metrics of steps 1 and 2 agree. */
+Test(packed_train, preference_pairs_equal_unpacked_run) {
+    char dir[] = "/tmp/retort_pack_XXXXXX", path[300], sft[300], run[320];
+    cr_assert(mkdtemp(dir));
+    snprintf(path, sizeof path, "%s/pairs.h5", dir);
+    write_pairs(path);
+    snprintf(sft, sizeof sft, "%s/four.h5", dir);
+    const int lens[] = {6, 10, 8, 12};
+    write_lengths(sft, lens, 4);
+    RUN(dir, "train %s --set data.train=%s --set data.batch_size=4 --set train.steps=1 "
+             "--set checkpoint.every=0 --set train.out_dir=%s/init", TRAIN_FLAGS, sft, dir);
+    const char *methods[2] = {"dpo", "orpo"};
+    const char *keys[2][3] = {{"loss", "rewards/margins", "logps/chosen"},
+                              {"loss", "nll_loss", "log_odds_ratio"}};
+    for (int k = 0; k < 2; k++) {
+        char extra[400];
+        snprintf(extra, sizeof extra, "--set objective.type=%s --set model.init=%s/init/"
+                 "step-00000001", methods[k], dir);
+        RUN(dir, "train %s %s --set data.train=%s --set data.batch_size=2 --set train.steps=2 "
+                 "--set checkpoint.every=0 --set train.out_dir=%s/plain-%s", TRAIN_FLAGS, extra,
+            path, dir, methods[k]);
+        RUN(dir, "train %s %s --set data.train=%s --set data.batch_size=1 --set data.pack=true "
+                 "--set train.steps=2 --set checkpoint.every=0 --set train.out_dir=%s/packed-%s",
+            TRAIN_FLAGS, extra, path, dir, methods[k]);
+        for (int m = 0; m < 3; m++) {
+            double plain[4], packed[4];
+            snprintf(run, sizeof run, "%s/plain-%s", dir, methods[k]);
+            cr_assert_eq(metric_values(run, "step", keys[k][m], plain, 4), 2, "%s %s",
+                         methods[k], keys[k][m]);
+            snprintf(run, sizeof run, "%s/packed-%s", dir, methods[k]);
+            cr_assert_eq(metric_values(run, "step", keys[k][m], packed, 4), 2);
+            for (int s = 0; s < 2; s++)
+                cr_expect(fabs(plain[s] - packed[s]) <= 1e-6 * fabs(plain[s]) + 1e-9,
+                          "%s step %d: packed %s %.9g, unpacked %.9g", methods[k], s + 1,
+                          keys[k][m], packed[s], plain[s]);
+        }
+    }
+    rm_rf(dir);
+}
+
 /* What packing does not do yet is refused with the way out. */
 Test(packed_train, refuses_what_it_does_not_pack) {
     char dir[] = "/tmp/retort_pack_XXXXXX", path[300];
@@ -385,11 +493,10 @@ Test(packed_train, refuses_what_it_does_not_pack) {
     snprintf(path, sizeof path, "%s/four.h5", dir);
     const int lens[] = {6, 10, 8, 12};
     write_lengths(path, lens, 4);
-    const char *bad[] = {"--set objective.type=dpo", "--set train.epochs=1",
+    const char *bad[] = {"--set train.epochs=1",
                          "--set objective.type=kd --set kd.on_policy=0.5 --set kd.teacher=x"};
-    const char *says[] = {"preference pairs, whose packing is not implemented",
-                          "set train.steps instead", "set kd.on_policy 0"};
-    for (int k = 0; k < 3; k++) {
+    const char *says[] = {"set train.steps instead", "set kd.on_policy 0"};
+    for (int k = 0; k < 2; k++) {
         char args[1200], log[400];
         snprintf(args, sizeof args, "train %s --set data.train=%s --set data.pack=true %s "
                  "--set train.steps=1 --set train.out_dir=%s/r%d", TRAIN_FLAGS, path, bad[k],

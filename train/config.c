@@ -107,7 +107,7 @@ static const KeyInfo KEYS[] = {
     INT_KEY(data, batch_size, 1, "sequences per micro-step (B)"),
     INT_KEY(data, grad_accum, 1, "micro-steps per optimizer step"),
     BOOL_KEY(data, shuffle, "shuffle training items every epoch"),
-    BOOL_KEY(data, pack, "pack several sft/kd examples into each row (first-fit over each global micro-batch, in the visiting order), attention kept within each example and positions restarting per example; the loss equals the unpacked one, with less padding (objective lm and kd; not with data.mix, objective.task_weights, kd.on_policy or train.epochs)"),
+    BOOL_KEY(data, pack, "pack several examples into each row (first-fit, in the visiting order: sft/kd examples over each global micro-batch, preference pairs whole over each rank's 2 x batch_size rows), attention kept within each example and positions restarting per example; the loss equals the unpacked one, with less padding (not with data.mix, objective.task_weights, kd.on_policy or train.epochs)"),
     STR_KEY(data, role, false, "train only on examples of this role (sft files with a role column; \"\" = all)"),
     FLOW_KEY(data, mix, "several training files drawn with sampling weights instead of data.train, a list [{path: a.h5, weight: 0.7}, {path: b.h5, weight: 0.3}] (lm and kd; the same tokenizer and schema; one epoch = as many examples as the files hold together)"),
 
@@ -726,13 +726,9 @@ static int check_stored(const Config *c, const KeyInfo *k) {
     return 0;
 }
 
-/* data.pack: the lm objective over one file (data/pack.h). */
+/* data.pack: lm, kd, dpo and orpo over one file (data/pack.h). */
 static int check_pack(const Config *c) {
     if (!c->data.pack) return 0;
-    if (strcmp(c->objective.type, "lm") != 0 && strcmp(c->objective.type, "kd") != 0)
-        return err_set("config: data.pack packs the rows of objective.type lm and kd; %s trains on "
-                       "preference pairs, whose packing is not implemented: set data.pack false",
-                       c->objective.type);
     if (!strcmp(c->objective.type, "kd") && c->kd.on_policy > 0)
         return err_set("config: data.pack with kd.on_policy %g: on-policy sampling completes one "
                        "prompt per row, and a packed row holds several; set kd.on_policy 0 or "
