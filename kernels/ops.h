@@ -56,21 +56,30 @@
 #endif
 
 #ifdef OP
-/* ---- embedding: out[b,t,:] = wte[inp[b,t],:] + wpe[t,:] ----
- * wpe NULL: no learned positions (Llama families), out[b,t,:] = wte[inp[b,t],:]. */
+/* ---- embedding: out[b,t,:] = wte[inp[b,t],:] + wpe[p,:] ----
+ * p = pos[b,t], or t when pos is NULL (pos: positions restarting per packed
+ * example, each in [0, maxT)). wpe NULL: no learned positions (Llama
+ * families), out[b,t,:] = wte[inp[b,t],:], and pos is not read. */
 OP(void, encoder_forward, (float *out,              /* (B,T,C) */
                            const int *inp,          /* (B,T) */
                            const float *wte,        /* (V,C) */
                            const float *wpe,        /* (maxT,C) or NULL */
+                           const int *pos,          /* (B,T) or NULL */
                            int B, int T, int C))
 /* inp_host: the same (B,T) ids in host memory, or NULL. A backend that groups
  * positions by id on the host (CUDA) then needs no download and no
- * synchronisation; the CPU, whose ids are host ids, ignores it. */
+ * synchronisation; the CPU, whose ids are host ids, ignores it. pos and
+ * pos_host: the forward's positions (NULL: t), on the device and the host;
+ * with pos set, pos_host must be too (the CUDA twin groups by position on the
+ * host, as it does by id). dwpe[p] sums the dout rows of every (b,t) at
+ * position p, in (b,t) order. */
 OP(void, encoder_backward, (float *dwte,            /* (V,C) += ; may be NULL */
                             float *dwpe,            /* (maxT,C) += ; may be NULL */
                             const float *dout,      /* (B,T,C) */
                             const int *inp,         /* (B,T) */
                             const int *inp_host,    /* (B,T) on the host, or NULL */
+                            const int *pos,         /* (B,T) or NULL */
+                            const int *pos_host,    /* (B,T) on the host, or NULL */
                             int B, int T, int C))
 
 /* ---- layernorm over the last dimension; mean and rstd saved for backward ---- */
@@ -127,16 +136,24 @@ OP(void, lm_head_backward, (float *dinp,            /* (N,C) += ; may be NULL */
  * Scores are scale * q.k (GPT-2: scale = 1/sqrt(HS)), causally masked.
  * Only the per-row log-sum-exp of the scaled scores is kept; backward
  * recomputes the (T,T) scores per head. Backward sums the dk, dv of a kv head
- * over the NH/KVH query heads of its group in a fixed order. */
+ * over the NH/KVH query heads of its group in a fixed order.
+ * doc_start (packed rows): NULL is plain causal attention; otherwise the
+ * query at (b,t) sees only keys s with doc_start[b,t] <= s <= t, so packed
+ * examples never see each other. It must describe contiguous segments: per
+ * row, doc_start[b,0] = 0 and each doc_start[b,t] is either t (an example
+ * starts at t) or doc_start[b,t-1] (the same example goes on); the ops stop
+ * with a message otherwise (the model builds it; a caller's bug). */
 OP(void, attention_forward, (float *out,            /* (B,T,NH*HS) */
                              float *lse,            /* (B,NH,T) */
                              const float *qkv,      /* (B,T,W) */
+                             const int *doc_start,  /* (B,T) or NULL */
                              int B, int T, int NH, int KVH, int HS, float scale))
 OP(void, attention_backward, (float *dqkv,          /* (B,T,W) += */
                               const float *dout,    /* (B,T,NH*HS) */
                               const float *qkv,     /* (B,T,W) */
                               const float *out,     /* (B,T,NH*HS) forward output */
                               const float *lse,     /* (B,NH,T) */
+                              const int *doc_start, /* (B,T) or NULL */
                               int B, int T, int NH, int KVH, int HS, float scale))
 
 /* ---- incremental causal attention over a key/value cache (generation) ----
@@ -205,21 +222,24 @@ OP(void, qk_norm_backward, (float *dinp,            /* (N,W) += */
 
 /* ---- rotary position embedding, in place on the q and k heads of qkv ----
  * transformers' rotate_half convention: with h = HS/2 and, for the token at
- * (b,t), position p = pos0 + t, c = cos_tab[p,i], s = sin_tab[p,i] (i < h):
+ * (b,t), position p = pos[b,t] (packed rows: positions restarting per
+ * example), or pos0 + t when pos is NULL, c = cos_tab[p,i], s = sin_tab[p,i] (i < h):
  *     y[i] = x[i] c - x[i+h] s,   y[i+h] = x[i+h] c + x[i] s
  * on each of the NH + KVH q and k heads; the v heads are untouched. Backward
  * applies the transpose in place on the gradient:
  *     dx[i] = dy[i] c + dy[i+h] s,   dx[i+h] = dy[i+h] c - dy[i] s
  * The tables are fp32 side buffers the model fills on the host (rope_theta,
  * rope_scaling and any YaRN attention factor already applied). HS must be
- * even and pos0 + T <= maxT (the model checks both; an odd HS stops the op). */
+ * even and every p < maxT (the model checks both; an odd HS stops the op). */
 OP(void, rope_forward, (float *qkv,                 /* (B,T,W) in place */
                         const float *cos_tab,       /* (maxT,HS/2) */
                         const float *sin_tab,       /* (maxT,HS/2) */
+                        const int *pos,             /* (B,T) or NULL */
                         int B, int T, int pos0, int NH, int KVH, int HS))
 OP(void, rope_backward, (float *dqkv,               /* (B,T,W) in place */
                          const float *cos_tab,      /* (maxT,HS/2) */
                          const float *sin_tab,      /* (maxT,HS/2) */
+                         const int *pos,            /* (B,T) or NULL */
                          int B, int T, int pos0, int NH, int KVH, int HS))
 
 /* ---- SwiGLU gate of the MLP: out = silu(gate) * up ----

@@ -489,6 +489,7 @@ void gpt_free(GPT *m) {
     if (m->kd_buf) m->be->release(m->kd_buf);
     if (m->rope_cos) m->be->release(m->rope_cos);
     if (m->rope_sin) m->be->release(m->rope_sin);
+    packing_free(m);
     free(m->slot);
     free(m->t_layer);
     free(m->t_group);
@@ -806,11 +807,11 @@ static void blocks_forward(GPT *m, int B, int T, int pos) {
             linear_forward(m, l, MM_QKV, a->qkv, a->ln1, N, training);
         }
         if (m->llama)
-            be->rope_forward(a->qkv, m->rope_cos, m->rope_sin, B, T, pos < 0 ? 0 : pos, m->NH,
-                             m->KVH, m->HS);
+            be->rope_forward(a->qkv, m->rope_cos, m->rope_sin, pos < 0 ? m->pk_pos : NULL, B, T,
+                             pos < 0 ? 0 : pos, m->NH, m->KVH, m->HS);
         if (pos < 0)
-            be->attention_forward(a->atty, a->att_lse, a->qkv, B, T, m->NH, m->KVH, m->HS,
-                                  attn_scale(m, l));
+            be->attention_forward(a->atty, a->att_lse, a->qkv, m->pk_doc, B, T, m->NH, m->KVH,
+                                  m->HS, attn_scale(m, l));
         else
             be->attention_decode(a->atty, (float *)((char *)m->kcache + l * kv_layer_bytes),
                                  (float *)((char *)m->vcache + l * kv_layer_bytes), a->qkv, B, T,
@@ -899,9 +900,10 @@ void gpt_forward(GPT *m, const int *inputs, const int *targets, int B, int T, fl
     stage_ids(m, m->ids_host, inputs, N, 0);
     stage_ids(m, m->ids_host + toff, targets, N, 1);
     be->to_device(m->inputs, m->ids_host, (toff + N) * sizeof(int)); /* inputs and targets */
+    packing_begin_forward(m, B, T);
 
     be->encoder_forward(m->encoded, m->inputs, param_at(m, m->i_wte),
-                        m->i_wpe >= 0 ? param_at(m, m->i_wpe) : NULL, B, T, C);
+                        m->i_wpe >= 0 ? param_at(m, m->i_wpe) : NULL, m->pk_pos, B, T, C);
     blocks_forward(m, B, T, -1);
     for (int r0 = 0; r0 < N; r0 += m->head_rows) {
         int n = N - r0 < m->head_rows ? N - r0 : m->head_rows;
@@ -971,11 +973,12 @@ static void block_backward(GPT *m, int l, int need_input) {
     linear_backward(m, l, MM_O, BEYOND(GRP_ATTPROJ) ? m->dC : NULL, m->dres, a->atty, N);
     if (!BEYOND(GRP_ATTPROJ)) return;
     be->zero(m->dqkv, NW * X);
-    be->attention_backward(m->dqkv, m->dC, a->qkv, a->atty, a->att_lse, B, T, m->NH, m->KVH,
-                           m->HS, attn_scale(m, l));
+    be->attention_backward(m->dqkv, m->dC, a->qkv, a->atty, a->att_lse, m->pk_doc, B, T, m->NH,
+                           m->KVH, m->HS, attn_scale(m, l));
     float *dmm = m->dqkv; /* the gradient of the qkv GEMM's output */
     if (m->llama)
-        be->rope_backward(m->dqkv, m->rope_cos, m->rope_sin, B, T, 0, m->NH, m->KVH, m->HS);
+        be->rope_backward(m->dqkv, m->rope_cos, m->rope_sin, m->pk_pos, B, T, 0, m->NH, m->KVH,
+                          m->HS);
     if (c->qk_norm) {
         be->zero(m->dqkv_raw, NW * X);
         be->qk_norm_backward(m->dqkv_raw, layer_grad(m, l, S_QNORM), layer_grad(m, l, S_KNORM),
@@ -1067,7 +1070,8 @@ void backward_through_head(GPT *m, const HeadKd *kd) {
     for (int l = L - 1; l >= stop; l--) block_backward(m, l, l > stop || m->embed_trainable);
     if (m->embed_trainable)
         be->encoder_backward(grad_at(m, m->i_wte), m->i_wpe >= 0 ? grad_at(m, m->i_wpe) : NULL,
-                             m->dres, m->inputs, m->ids_host, B, T, C);
+                             m->dres, m->inputs, m->ids_host, m->pk_pos, m->pk_pos_host, B, T,
+                             C);
 }
 
 /* the whole buffer, padding included (relayout_grads' invariant) */
@@ -1165,7 +1169,7 @@ void gpt_decode(GPT *m, const int *tokens, int B, int n, int pos, float *logits_
     const float *wpe = m->i_wpe < 0 ? NULL
                                     : (const float *)((const char *)param_at(m, m->i_wpe) +
                                                       (size_t)pos * C * be->act_size);
-    be->encoder_forward(m->encoded, m->inputs, wte, wpe, B, n, C);
+    be->encoder_forward(m->encoded, m->inputs, wte, wpe, NULL, B, n, C);
     blocks_forward(m, B, n, pos);
     /* the head only for each row's last token */
     if (n == 1) {

@@ -247,6 +247,16 @@ void gpt_logits(GPT *m, float *out);
  * a single chunk unless the logits would pass GPT_LOGITS_BUDGET_BYTES. Results
  * equal the unchunked ones up to the order of the dwte sums. */
 void gpt_set_logits_chunk(GPT *m, int rows);
+/* Packed rows for the NEXT gpt_forward (and the backward after it): several
+ * examples share a row of T tokens, and doc_start (B,T, host) gives, per
+ * token, the index in its row where its example begins (per row: 0 first,
+ * then each entry is t, a new example, or the previous entry). Attention
+ * stays within each example and positions restart at 0 per example
+ * (position t - doc_start[b,t]: GPT-2's wpe row, the Llama families' RoPE
+ * angle), so each example computes what it would alone in a row. The arrays
+ * are copied; the forward after that one is unpacked unless this is called
+ * again. Returns -1 with the error set on a malformed doc_start. */
+int gpt_set_packing(GPT *m, const int *doc_start, int B, int T);
 /* Rows per chunk for the last forward (B*T when unchunked). */
 int gpt_logits_chunk_rows(const GPT *m);
 /* The vocabulary as the model lays it out (model.vocab_size rounded up). */

@@ -140,7 +140,20 @@ struct GPT {
      * teacher top-K log-probs (N,K) and ids (N,K) */
     float *kd_buf;
     size_t kd_cap;                      /* floats */
+    /* packed rows (model/packing.c, gpt_set_packing): positions then example
+     * starts, (B,T) each, staged on the host and uploaded by the next forward */
+    int *pack_host, *pack_dev;          /* (2, pack_cap) ints each */
+    size_t pack_cap;
+    int pack_B, pack_T, pack_pending;   /* the shape set; a forward is owed them */
+    /* what the last training forward ran with and its backward uses: device
+     * (B,T) positions and example starts, host positions; NULL: unpacked */
+    const int *pk_pos, *pk_doc, *pk_pos_host;
 };
+
+/* model/packing.c: at the start of gpt_forward, makes a pending
+ * gpt_set_packing the forward's packing (uploaded) or clears it */
+void packing_begin_forward(GPT *m, int B, int T);
+void packing_free(GPT *m);
 
 
 /* Parameter tensor i of the flat parameter buffer, in bytes of the backend's

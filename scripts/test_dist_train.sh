@@ -20,6 +20,8 @@
 #      printed and checked); rank 1 stuck on 2 ranks, then rank 0 on 3
 #   7. per-task loss weights (lm and kd): 2 ranks x 2 == 1 rank x 4; data.mix
 #      stopped on 2 ranks and resumed on 1 == the uninterrupted run
+#   8. data.pack (sft): 2 ranks x 2 == 1 rank x 4, and stopped on 2 ranks,
+#      resumed on 1
 # Losses are compared with a relative tolerance of 2e-5: the ranks' gradients
 # are summed in a fixed order (train/dist.c), but a 4-sequence batch split 2+2
 # adds its fp32 contributions in a different order than one 4-row matmul, so
@@ -211,6 +213,17 @@ run1 "$dir/mix4" 4 "${MIX[@]}" || { echo "FAIL: single-process data.mix"; tail -
 RETORT_STOP_AT_STEP=3 runN 2 "$dir/mixstop" 2 "${MIX[@]}"
 run1 "$dir/mixstop" 4 "${MIX[@]}" --resume
 compare "data.mix: stopped on 2 ranks, resumed on 1" "$dir/mix4" "$dir/mixstop"
+
+# data.pack: the global micro-batch of world x batch rows is packed as one
+# group, so 2 ranks x 2 packs and trains the rows of 1 rank x 4; and a packed
+# run stopped on 2 ranks resumes on 1 (the held-back example included)
+PK=(--set "data.train=$dir/mt.h5" --set data.pack=true --set data.seq_len=32)
+run1 "$dir/pk4" 4 "${PK[@]}" || { echo "FAIL: single-process data.pack"; tail -20 "$dir/pk4.log"; }
+runN 2 "$dir/pk2" 2 "${PK[@]}" || { echo "FAIL: mpirun -np 2 data.pack"; tail -20 "$dir/pk2.log"; }
+compare "data.pack: 2 ranks x 2 == 1 rank x 4" "$dir/pk4" "$dir/pk2"
+RETORT_STOP_AT_STEP=3 runN 2 "$dir/pkstop" 2 "${PK[@]}"
+run1 "$dir/pkstop" 4 "${PK[@]}" --resume
+compare "data.pack: stopped on 2 ranks, resumed on 1" "$dir/pk4" "$dir/pkstop"
 
 # generation-based evaluation (eval.generate_every) on 2 ranks: rank 0
 # generates and sends the numbers, so every rank trains on and agrees on the

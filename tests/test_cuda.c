@@ -130,12 +130,12 @@ Test(cuda_ops, encoder) {
     inp[1] = inp[5] = inp[9]; /* repeated tokens */
     float *wte = rand_host(&r, (size_t)V * C, 1), *wpe = rand_host(&r, (size_t)maxT * C, 1);
     float *out = malloc((size_t)B * T * C * sizeof(float));
-    C0->encoder_forward(out, inp, wte, wpe, B, T, C);
+    C0->encoder_forward(out, inp, wte, wpe, NULL, B, T, C);
     int *d_inp = G->alloc(B * T * sizeof(int));
     G->to_device(d_inp, inp, B * T * sizeof(int));
     float *d_wte = upX(G, wte, (size_t)V * C), *d_wpe = upX(G, wpe, (size_t)maxT * C);
     float *d_out = poisonX(G, (size_t)B * T * C);
-    G->encoder_forward(d_out, d_inp, d_wte, d_wpe, B, T, C);
+    G->encoder_forward(d_out, d_inp, d_wte, d_wpe, NULL, B, T, C);
     check_X(G, "encoder_forward", d_out, out, (size_t)B * T * C, 1e-2);
 
     /* fp32 weight gradients; twice, as two micro-steps: first the ids only on
@@ -144,12 +144,12 @@ Test(cuda_ops, encoder) {
     float *dwte = rand_host(&r, (size_t)V * C, 1), *dwpe = rand_host(&r, (size_t)maxT * C, 1);
     float *d_dout = upX(G, dout, (size_t)B * T * C);
     float *d_dwte = upF(G, dwte, (size_t)V * C), *d_dwpe = upF(G, dwpe, (size_t)maxT * C);
-    C0->encoder_backward(dwte, dwpe, dout, inp, inp, B, T, C);
-    G->encoder_backward(d_dwte, d_dwpe, d_dout, d_inp, NULL, B, T, C);
+    C0->encoder_backward(dwte, dwpe, dout, inp, inp, NULL, NULL, B, T, C);
+    G->encoder_backward(d_dwte, d_dwpe, d_dout, d_inp, NULL, NULL, NULL, B, T, C);
     check_F(G, "encoder_backward dwte (ids downloaded)", d_dwte, dwte, (size_t)V * C, 1e-4);
     check_F(G, "encoder_backward dwpe (ids downloaded)", d_dwpe, dwpe, (size_t)maxT * C, 1e-4);
-    C0->encoder_backward(dwte, dwpe, dout, inp, inp, B, T, C);
-    G->encoder_backward(d_dwte, d_dwpe, d_dout, d_inp, inp, B, T, C);
+    C0->encoder_backward(dwte, dwpe, dout, inp, inp, NULL, NULL, B, T, C);
+    G->encoder_backward(d_dwte, d_dwpe, d_dout, d_inp, inp, NULL, NULL, B, T, C);
     check_F(G, "encoder_backward dwte (host ids)", d_dwte, dwte, (size_t)V * C, 1e-4);
     check_F(G, "encoder_backward dwpe (host ids)", d_dwpe, dwpe, (size_t)maxT * C, 1e-4);
 }
@@ -273,22 +273,27 @@ Test(cuda_ops, lm_head) {
  * kv head sum its group's query heads inside one block in a fixed order, and
  * dQ is owned by one block, so a second run from the same start gives the
  * same bits. */
-static void attention_case(const Backend *G, Rng *r, int B, int T, int NH, int KVH, int HS,
-                           float scale) {
+static void attention_case_ds(const Backend *G, Rng *r, int B, int T, int NH, int KVH, int HS,
+                              float scale, const int *ds) {
     const Backend *C0 = backend_cpu();
+    int *d_ds = NULL; /* packed rows: doc_start (B,T) on the device */
+    if (ds) {
+        d_ds = G->alloc((size_t)B * T * sizeof(int));
+        G->to_device(d_ds, ds, (size_t)B * T * sizeof(int));
+    }
     if (scale == 0.0f) scale = 1.0f / sqrtf((float)HS);
     int W = (NH + 2 * KVH) * HS, CQ = NH * HS;
     size_t n_qkv = (size_t)B * T * W, n_out = (size_t)B * T * CQ, n_lse = (size_t)B * NH * T;
     float *qkv = rand_host(r, n_qkv, 1), *out = malloc(n_out * 4), *lse = malloc(n_lse * 4);
-    C0->attention_forward(out, lse, qkv, B, T, NH, KVH, HS, scale);
+    C0->attention_forward(out, lse, qkv, ds, B, T, NH, KVH, HS, scale);
     float *d_qkv = upX(G, qkv, n_qkv), *d_out = poisonX(G, n_out), *d_lse = poisonF(G, n_lse);
-    G->attention_forward(d_out, d_lse, d_qkv, B, T, NH, KVH, HS, scale);
+    G->attention_forward(d_out, d_lse, d_qkv, d_ds, B, T, NH, KVH, HS, scale);
     char what[128];
-    snprintf(what, sizeof what, "attention_forward out B=%d T=%d NH=%d KVH=%d HS=%d scale %g", B,
-             T, NH, KVH, HS, scale);
+    snprintf(what, sizeof what, "attention_forward%s out B=%d T=%d NH=%d KVH=%d HS=%d scale %g",
+             ds ? " packed" : "", B, T, NH, KVH, HS, scale);
     check_X(G, what, d_out, out, n_out, 1e-2);
-    snprintf(what, sizeof what, "attention_forward lse B=%d T=%d NH=%d KVH=%d HS=%d scale %g", B,
-             T, NH, KVH, HS, scale);
+    snprintf(what, sizeof what, "attention_forward%s lse B=%d T=%d NH=%d KVH=%d HS=%d scale %g",
+             ds ? " packed" : "", B, T, NH, KVH, HS, scale);
     check_F(G, what, d_lse, lse, n_lse, 1e-3);
 
     /* backward from the GPU's own forward output, as the model does; the CPU
@@ -296,21 +301,122 @@ static void attention_case(const Backend *G, Rng *r, int B, int T, int NH, int K
     float *dout = rand_host(r, n_out, 1);
     float *dqkv = calloc(n_qkv, 4);
     float *d_dout = upX(G, dout, n_out), *d_dqkv = upX(G, dqkv, n_qkv); /* zeroed, as the model */
-    C0->attention_backward(dqkv, dout, qkv, out, lse, B, T, NH, KVH, HS, scale);
-    G->attention_backward(d_dqkv, d_dout, d_qkv, d_out, d_lse, B, T, NH, KVH, HS, scale);
-    snprintf(what, sizeof what, "attention_backward dqkv B=%d T=%d NH=%d KVH=%d HS=%d scale %g",
-             B, T, NH, KVH, HS, scale);
+    C0->attention_backward(dqkv, dout, qkv, out, lse, ds, B, T, NH, KVH, HS, scale);
+    G->attention_backward(d_dqkv, d_dout, d_qkv, d_out, d_lse, d_ds, B, T, NH, KVH, HS, scale);
+    snprintf(what, sizeof what, "attention_backward%s dqkv B=%d T=%d NH=%d KVH=%d HS=%d scale %g",
+             ds ? " packed" : "", B, T, NH, KVH, HS, scale);
     check_X(G, what, d_dqkv, dqkv, n_qkv, 2e-2);
     float *first = downX(G, d_dqkv, n_qkv);
     float *zero = calloc(n_qkv, 4);
     G->upload_f32(d_dqkv, zero, n_qkv);
-    G->attention_backward(d_dqkv, d_dout, d_qkv, d_out, d_lse, B, T, NH, KVH, HS, scale);
+    G->attention_backward(d_dqkv, d_dout, d_qkv, d_out, d_lse, d_ds, B, T, NH, KVH, HS, scale);
     float *again = downX(G, d_dqkv, n_qkv);
     cr_expect(memcmp(first, again, n_qkv * sizeof(float)) == 0,
               "%s: a second run gives different bits", what);
     free(qkv), free(out), free(lse), free(dout), free(dqkv), free(first), free(zero), free(again);
     G->release(d_qkv), G->release(d_out), G->release(d_lse), G->release(d_dout),
         G->release(d_dqkv);
+    if (d_ds) G->release(d_ds);
+}
+
+static void attention_case(const Backend *G, Rng *r, int B, int T, int NH, int KVH, int HS,
+                           float scale) {
+    attention_case_ds(G, r, B, T, NH, KVH, HS, scale, NULL);
+}
+
+/* doc_start (B,T) of rows cut into examples of random lengths 1..max_len
+ * (the last one cut at T) */
+static int *random_doc_starts(Rng *r, int B, int T, int max_len) {
+    int *ds = malloc((size_t)B * T * sizeof(int));
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t < T;) {
+            int len = 1 + (int)rng_below(r, (uint64_t)max_len);
+            for (int j = t; j < T && j < t + len; j++) ds[(size_t)b * T + j] = t;
+            t += len;
+        }
+    return ds;
+}
+
+/* Packed rows (doc_start): examples shorter than a tile, examples crossing
+ * tiles, one-token examples, grouped and multi-head, HS 64 and a ragged 40;
+ * the same tolerances as causal attention (every row's keys are a
+ * contiguous range, as in the causal case, so the sums are of the same kind). */
+Test(cuda_ops, attention_packed) {
+    NEED_GPU(G);
+    Rng r;
+    rng_seed(&r, 1906);
+    const int shapes[][6] = {/* B, T, NH, KVH, HS, max example length */
+                             {2, 256, 4, 4, 64, 40}, {1, 300, 8, 2, 64, 150},
+                             {3, 77, 4, 1, 40, 9},   {1, 1024, 12, 12, 64, 400},
+                             {2, 200, 4, 2, 128, 1}};
+    for (int k = 0; k < 5; k++) {
+        const int *s = shapes[k];
+        int *ds = random_doc_starts(&r, s[0], s[1], s[5]);
+        attention_case_ds(G, &r, s[0], s[1], s[2], s[3], s[4], 0, ds);
+        free(ds);
+    }
+}
+
+/* The embedding and RoPE with positions restarting per example (packed rows):
+ * forward and backward against the CPU ops. */
+Test(cuda_ops, positions_packed) {
+    NEED_GPU(G);
+    const Backend *C0 = backend_cpu();
+    Rng r;
+    rng_seed(&r, 1907);
+    int B = 3, T = 130, C = 64, V = 50, maxT = 160, NH = 4, KVH = 2, HS = 64, h = HS / 2;
+    size_t N = (size_t)B * T;
+    int *ds = random_doc_starts(&r, B, T, 50);
+    int *pos = malloc(N * sizeof(int)), *inp = malloc(N * sizeof(int));
+    for (size_t i = 0; i < N; i++) {
+        pos[i] = (int)(i % T) - ds[i];
+        inp[i] = (int)rng_below(&r, V);
+    }
+    int *d_pos = G->alloc(N * sizeof(int)), *d_inp = G->alloc(N * sizeof(int));
+    G->to_device(d_pos, pos, N * sizeof(int));
+    G->to_device(d_inp, inp, N * sizeof(int));
+    float *wte = rand_host(&r, (size_t)V * C, 1), *wpe = rand_host(&r, (size_t)maxT * C, 1);
+    float *out = malloc(N * C * 4);
+    C0->encoder_forward(out, inp, wte, wpe, pos, B, T, C);
+    float *d_wte = upX(G, wte, (size_t)V * C), *d_wpe = upX(G, wpe, (size_t)maxT * C);
+    float *d_out = poisonX(G, N * C);
+    G->encoder_forward(d_out, d_inp, d_wte, d_wpe, d_pos, B, T, C);
+    check_X(G, "encoder_forward with positions", d_out, out, N * C, 1e-2);
+    float *dout = rand_host(&r, N * C, 1), *dwpe = calloc((size_t)maxT * C, 4);
+    float *dwte = calloc((size_t)V * C, 4);
+    float *d_dout = upX(G, dout, N * C), *d_dwpe = upF(G, dwpe, (size_t)maxT * C);
+    float *d_dwte = upF(G, dwte, (size_t)V * C);
+    C0->encoder_backward(dwte, dwpe, dout, inp, inp, pos, pos, B, T, C);
+    G->encoder_backward(d_dwte, d_dwpe, d_dout, d_inp, inp, d_pos, pos, B, T, C);
+    check_F(G, "encoder_backward dwpe by position", d_dwpe, dwpe, (size_t)maxT * C, 1e-4);
+    check_F(G, "encoder_backward dwte with positions", d_dwte, dwte, (size_t)V * C, 1e-4);
+
+    int W = (NH + 2 * KVH) * HS;
+    float *cs = malloc((size_t)maxT * h * 4), *sn = malloc((size_t)maxT * h * 4);
+    for (int p = 0; p < maxT; p++)
+        for (int i = 0; i < h; i++) {
+            double a = p * pow(10000.0, -2.0 * i / HS);
+            cs[p * h + i] = (float)cos(a);
+            sn[p * h + i] = (float)sin(a);
+        }
+    float *d_cs = upF(G, cs, (size_t)maxT * h), *d_sn = upF(G, sn, (size_t)maxT * h);
+    float *x = rand_host(&r, N * W, 1);
+    float *y = malloc(N * W * 4);
+    memcpy(y, x, N * W * 4);
+    C0->rope_forward(y, cs, sn, pos, B, T, 0, NH, KVH, HS);
+    float *d_x = upX(G, x, N * W);
+    G->rope_forward(d_x, d_cs, d_sn, d_pos, B, T, 0, NH, KVH, HS);
+    check_X(G, "rope_forward with positions", d_x, y, N * W, 1e-2);
+    memcpy(y, x, N * W * 4);
+    C0->rope_backward(y, cs, sn, pos, B, T, 0, NH, KVH, HS);
+    float *d_y = upX(G, x, N * W);
+    G->rope_backward(d_y, d_cs, d_sn, d_pos, B, T, 0, NH, KVH, HS);
+    check_X(G, "rope_backward with positions", d_y, y, N * W, 1e-2);
+    free(ds), free(pos), free(inp), free(wte), free(wpe), free(out), free(dout), free(dwpe),
+        free(dwte), free(cs), free(sn), free(x), free(y);
+    G->release(d_pos), G->release(d_inp), G->release(d_wte), G->release(d_wpe), G->release(d_out),
+        G->release(d_dout), G->release(d_dwpe), G->release(d_dwte), G->release(d_cs),
+        G->release(d_sn), G->release(d_x), G->release(d_y);
 }
 
 Test(cuda_ops, attention) {
@@ -773,9 +879,9 @@ static void rope_case(const Backend *G, Rng *r, int B, int T, int pos0, int NH, 
         }
     float *x = rand_host(r, n, 2), *y = malloc(n * 4);
     memcpy(y, x, n * 4);
-    C0->rope_forward(y, cos_tab, sin_tab, B, T, pos0, NH, KVH, HS);
+    C0->rope_forward(y, cos_tab, sin_tab, NULL, B, T, pos0, NH, KVH, HS);
     float *d_cos = upF(G, cos_tab, nt), *d_sin = upF(G, sin_tab, nt), *d_x = upX(G, x, n);
-    G->rope_forward(d_x, d_cos, d_sin, B, T, pos0, NH, KVH, HS);
+    G->rope_forward(d_x, d_cos, d_sin, NULL, B, T, pos0, NH, KVH, HS);
     char what[96];
     snprintf(what, sizeof what, "rope_forward B=%d T=%d pos0=%d HS=%d", B, T, pos0, HS);
     check_X(G, what, d_x, y, n, 1e-2);
@@ -787,9 +893,9 @@ static void rope_case(const Backend *G, Rng *r, int B, int T, int pos0, int NH, 
 
     float *dy = rand_host(r, n, 1), *dx = malloc(n * 4);
     memcpy(dx, dy, n * 4);
-    C0->rope_backward(dx, cos_tab, sin_tab, B, T, pos0, NH, KVH, HS);
+    C0->rope_backward(dx, cos_tab, sin_tab, NULL, B, T, pos0, NH, KVH, HS);
     float *d_dy = upX(G, dy, n);
-    G->rope_backward(d_dy, d_cos, d_sin, B, T, pos0, NH, KVH, HS);
+    G->rope_backward(d_dy, d_cos, d_sin, NULL, B, T, pos0, NH, KVH, HS);
     snprintf(what, sizeof what, "rope_backward B=%d T=%d pos0=%d HS=%d", B, T, pos0, HS);
     check_X(G, what, d_dy, dx, n, 1e-2);
     free(cos_tab), free(sin_tab), free(x), free(y), free(dy), free(dx);
@@ -938,18 +1044,18 @@ Test(cuda_ops, encoder_without_positions) {
         int *inp = malloc(B * T * sizeof(int));
         for (int i = 0; i < B * T; i++) inp[i] = (int)rng_below(&r, V);
         float *wte = rand_host(&r, (size_t)V * C, 1), *out = malloc(BTC * 4);
-        C0->encoder_forward(out, inp, wte, NULL, B, T, C);
+        C0->encoder_forward(out, inp, wte, NULL, NULL, B, T, C);
         int *d_inp = G->alloc(B * T * sizeof(int));
         G->to_device(d_inp, inp, B * T * sizeof(int));
         float *d_wte = upX(G, wte, (size_t)V * C), *d_out = poisonX(G, BTC);
-        G->encoder_forward(d_out, d_inp, d_wte, NULL, B, T, C);
+        G->encoder_forward(d_out, d_inp, d_wte, NULL, NULL, B, T, C);
         float *h = downX(G, d_out, BTC);
         expect_same("encoder_forward without wpe", h, out, BTC);
         free(h);
         float *dout = rand_host(&r, BTC, 1), *dwte = rand_host(&r, (size_t)V * C, 1);
         float *d_dout = upX(G, dout, BTC), *d_dwte = upF(G, dwte, (size_t)V * C);
-        C0->encoder_backward(dwte, NULL, dout, inp, inp, B, T, C);
-        G->encoder_backward(d_dwte, NULL, d_dout, d_inp, inp, B, T, C);
+        C0->encoder_backward(dwte, NULL, dout, inp, inp, NULL, NULL, B, T, C);
+        G->encoder_backward(d_dwte, NULL, d_dout, d_inp, inp, NULL, NULL, B, T, C);
         check_F(G, "encoder_backward dwte with dwpe NULL", d_dwte, dwte, (size_t)V * C, 1e-4);
         free(inp), free(wte), free(out), free(dout), free(dwte);
         G->release(d_inp), G->release(d_wte), G->release(d_out), G->release(d_dout);
@@ -1008,6 +1114,68 @@ Test(cuda_model, forward_backward_matches_cpu) {
     }
     gpt_free(mc);
     gpt_free(mg);
+}
+
+/* Packed rows through the whole model (gpt_set_packing: doc_start, positions
+ * in the encoder and in RoPE, masked attention), GPT-2 and Llama shapes, on
+ * the GPU against the CPU with identical bf16-rounded weights; tolerances of
+ * the unpacked comparison above. */
+static void packed_model_case(const GPTConfig *cfg) {
+    const Backend *G = backend_by_name("cuda");
+    GPT *mc = gpt_create(cfg, backend_cpu()), *mg = gpt_create(cfg, G);
+    cr_assert(mc && mg, "%s", err_msg());
+    gpt_init_random(mc, 6);
+    size_t n = gpt_flat_size(mc);
+    float *w = malloc(n * 4);
+    gpt_copy_params_to_host(mc, w, n);
+    for (size_t i = 0; i < n; i++) w[i] = bf16_round(w[i]);
+    gpt_copy_params_to_device(mc, w, n);
+    gpt_copy_params_to_device(mg, w, n);
+    int B = 2, T = 120, N = B * T;
+    Rng r;
+    rng_seed(&r, 1911);
+    int *in = malloc(N * sizeof(int)), *tg = malloc(N * sizeof(int));
+    int *ds = random_doc_starts(&r, B, T, 70);
+    for (int i = 0; i < N; i++) {
+        in[i] = (int)rng_below(&r, cfg->vocab_size);
+        tg[i] = i % 7 == 0 ? -1 : (int)rng_below(&r, cfg->vocab_size);
+    }
+    float *lc = malloc(N * 4), *lg = malloc(N * 4), *g = malloc(N * 4);
+    for (int i = 0; i < N; i++) g[i] = tg[i] < 0 ? 0.0f : -1.0f / N;
+    gpt_zero_grad(mc);
+    gpt_zero_grad(mg);
+    cr_assert_eq(gpt_set_packing(mc, ds, B, T), 0, "%s", err_msg());
+    cr_assert_eq(gpt_set_packing(mg, ds, B, T), 0, "%s", err_msg());
+    gpt_forward(mc, in, tg, B, T, lc);
+    gpt_forward(mg, in, tg, B, T, lg);
+    expect_close("packed model logp", lg, lc, N, 2e-2);
+    gpt_backward(mc, g);
+    gpt_backward(mg, g);
+    size_t ng = gpt_grad_size(mc);
+    float *gc = malloc(ng * 4), *gg = malloc(ng * 4);
+    gpt_copy_grads_to_host(mc, gc, ng);
+    gpt_copy_grads_to_host(mg, gg, ng);
+    for (int i = 0; i < gpt_num_tensors(mc); i++) {
+        const ParamInfo *p = gpt_tensor(mc, i);
+        char what[128];
+        snprintf(what, sizeof what, "packed grad %s", p->name);
+        expect_close(what, gg + p->grad_offset, gc + p->grad_offset, p->numel, 5e-2);
+    }
+    free(w), free(in), free(tg), free(ds), free(lc), free(lg), free(g), free(gc), free(gg);
+    gpt_free(mc);
+    gpt_free(mg);
+}
+
+Test(cuda_model, packed_rows_match_cpu) {
+    NEED_GPU(G);
+    (void)G;
+    GPTConfig gpt2 = {.n_layer = 2, .n_head = 2, .n_embd = 128, .vocab_size = 515,
+                      .n_positions = 128, .layer_norm_epsilon = 1e-5f};
+    packed_model_case(&gpt2);
+    GPTConfig llama = {.n_layer = 2, .n_head = 4, .n_embd = 256, .vocab_size = 515,
+                       .n_positions = 128, .layer_norm_epsilon = 1e-5f, .arch = ARCH_LLAMA,
+                       .n_kv_head = 2, .intermediate_size = 384, .rope_theta = 10000.0};
+    packed_model_case(&llama);
 }
 
 /* Gradient accumulation keeps fp32 sums end to end (model/backend.h): four

@@ -30,7 +30,7 @@ typedef struct {
 
 static double encoder_loss(void *p) {
     EncoderCase *e = p;
-    encoder_forward(e->out, e->inp, e->wte, e->wpe, e->B, e->T, e->C);
+    encoder_forward(e->out, e->inp, e->wte, e->wpe, NULL, e->B, e->T, e->C);
     return dot_d(e->dout, e->out, (size_t)e->B * e->T * e->C);
 }
 
@@ -42,7 +42,7 @@ Test(encoder, forward_gathers_token_and_position) {
     for (int i = 0; i < B * T; i++) inp[i] = (int)rng_below(&r, V);
     float *wte = rand_floats(&r, (size_t)V * C, 1.0f), *wpe = rand_floats(&r, (size_t)T * C, 1.0f);
     float *out = zero_floats((size_t)B * T * C);
-    encoder_forward(out, inp, wte, wpe, B, T, C);
+    encoder_forward(out, inp, wte, wpe, NULL, B, T, C);
     for (int b = 0; b < B; b++)
         for (int t = 0; t < T; t++)
             for (int c = 0; c < C; c++) {
@@ -68,7 +68,7 @@ Test(encoder, backward_finite_differences_and_conventions) {
     e.dout = rand_floats(&r, BTC, 1.0f);
     e.out = zero_floats(BTC);
     float *dwte = zero_floats((size_t)V * C), *dwpe = zero_floats((size_t)maxT * C);
-    encoder_backward(dwte, dwpe, e.dout, e.inp, NULL, B, T, C);
+    encoder_backward(dwte, dwpe, e.dout, e.inp, NULL, NULL, NULL, B, T, C);
 
     /* the op is linear: differences are exact up to fp32 rounding of L */
     check_grad("encoder dwte", encoder_loss, &e, e.wte, contiguous((size_t)V * C), dwte, 200, 1e-2f,
@@ -82,14 +82,14 @@ Test(encoder, backward_finite_differences_and_conventions) {
     /* += : the scatter sums several (b,t) into one row, so doubling is exact only
      * up to the rounding of that running sum (a few ulp) */
     float *dwte2 = copy_floats(dwte, (size_t)V * C), *dwpe2 = copy_floats(dwpe, (size_t)maxT * C);
-    encoder_backward(dwte2, dwpe2, e.dout, e.inp, NULL, B, T, C);
+    encoder_backward(dwte2, dwpe2, e.dout, e.inp, NULL, NULL, NULL, B, T, C);
     expect_doubled("encoder dwte", dwte, dwte2, (size_t)V * C, 1e-6);
     expect_doubled("encoder dwpe", dwpe, dwpe2, (size_t)T * C, 1e-6);
 
     /* NULL skips one gradient and leaves the other as in the full call */
     float *only_wpe = zero_floats((size_t)maxT * C), *only_wte = zero_floats((size_t)V * C);
-    encoder_backward(NULL, only_wpe, e.dout, e.inp, NULL, B, T, C);
-    encoder_backward(only_wte, NULL, e.dout, e.inp, NULL, B, T, C);
+    encoder_backward(NULL, only_wpe, e.dout, e.inp, NULL, NULL, NULL, B, T, C);
+    encoder_backward(only_wte, NULL, e.dout, e.inp, NULL, NULL, NULL, B, T, C);
     expect_equal("encoder dwpe with dwte NULL", only_wpe, dwpe, (size_t)maxT * C);
     expect_equal("encoder dwte with dwpe NULL", only_wte, dwte, (size_t)V * C);
 
@@ -300,7 +300,7 @@ typedef struct {
 
 static double attention_loss(void *p) {
     AttentionCase *a = p;
-    attention_forward(a->out, a->lse, a->qkv, a->B, a->T, a->NH, a->KVH, a->HS, a->scale);
+    attention_forward(a->out, a->lse, a->qkv, NULL, a->B, a->T, a->NH, a->KVH, a->HS, a->scale);
     return dot_d(a->dout, a->out, (size_t)a->B * a->T * a->CQ);
 }
 
@@ -441,7 +441,7 @@ static void check_attention_forward(Rng *r, AttShape s) {
     AttentionCase a;
     attention_case_init(&a, r, s);
     int B = a.B, T = a.T, NH = a.NH;
-    attention_forward(a.out, a.lse, a.qkv, B, T, NH, a.KVH, a.HS, a.scale);
+    attention_forward(a.out, a.lse, a.qkv, NULL, B, T, NH, a.KVH, a.HS, a.scale);
     double *want = xmalloc((size_t)B * T * a.CQ * sizeof(double));
     double *want_lse = xmalloc((size_t)B * NH * T * sizeof(double));
     attention_reference(&a, want, want_lse, NULL);
@@ -490,15 +490,15 @@ Test(attention, grouped_equals_multi_head_with_repeated_kv) {
             memcpy(x + t * 3 * C + 2 * C + h * HS, src + (NH + KVH + g) * HS, HS * sizeof(float));
         }
     float *out_mha = zero_floats(rows * C), *lse_mha = zero_floats((size_t)B * NH * T);
-    attention_forward(a.out, a.lse, a.qkv, B, T, NH, KVH, HS, a.scale);
-    attention_forward(out_mha, lse_mha, x, B, T, NH, NH, HS, a.scale);
+    attention_forward(a.out, a.lse, a.qkv, NULL, B, T, NH, KVH, HS, a.scale);
+    attention_forward(out_mha, lse_mha, x, NULL, B, T, NH, NH, HS, a.scale);
     expect_equal("grouped out vs multi-head with repeated kv", a.out, out_mha, rows * C);
     expect_equal("grouped lse vs multi-head with repeated kv", a.lse, lse_mha,
                  (size_t)B * NH * T);
 
     float *dqkv = zero_floats(rows * W), *dx = zero_floats(rows * 3 * C);
-    attention_backward(dqkv, a.dout, a.qkv, a.out, a.lse, B, T, NH, KVH, HS, a.scale);
-    attention_backward(dx, a.dout, x, out_mha, lse_mha, B, T, NH, NH, HS, a.scale);
+    attention_backward(dqkv, a.dout, a.qkv, a.out, a.lse, NULL, B, T, NH, KVH, HS, a.scale);
+    attention_backward(dx, a.dout, x, out_mha, lse_mha, NULL, B, T, NH, NH, HS, a.scale);
     double worst_q = 0.0, worst_kv = 0.0, norm_kv = 0.0;
     for (size_t t = 0; t < rows; t++) {
         for (int c = 0; c < C; c++)
@@ -532,9 +532,9 @@ Test(attention, backward_finite_differences_q_k_v) {
         attention_case_init(&a, &r, ATT_SHAPES[s]);
         int B = a.B, T = a.T, NH = a.NH, KVH = a.KVH, HS = a.HS, W = a.W;
         size_t nw = (size_t)B * T * W;
-        attention_forward(a.out, a.lse, a.qkv, B, T, NH, KVH, HS, a.scale);
+        attention_forward(a.out, a.lse, a.qkv, NULL, B, T, NH, KVH, HS, a.scale);
         float *dqkv = zero_floats(nw);
-        attention_backward(dqkv, a.dout, a.qkv, a.out, a.lse, B, T, NH, KVH, HS, a.scale);
+        attention_backward(dqkv, a.dout, a.qkv, a.out, a.lse, NULL, B, T, NH, KVH, HS, a.scale);
 
         /* q, k and v are checked one part of qkv at a time (q: NH heads, k and
          * v: KVH heads). Softmax is smooth with curvature of order 1 at these
@@ -580,9 +580,9 @@ Test(attention, backward_matches_double_reference_and_accumulates) {
         attention_case_init(&a, &r, ATT_PARALLEL_SHAPES[s]);
         int B = a.B, T = a.T, NH = a.NH, KVH = a.KVH, HS = a.HS;
         size_t nw = (size_t)B * T * a.W;
-        attention_forward(a.out, a.lse, a.qkv, B, T, NH, KVH, HS, a.scale);
+        attention_forward(a.out, a.lse, a.qkv, NULL, B, T, NH, KVH, HS, a.scale);
         float *g1 = zero_floats(nw);
-        attention_backward(g1, a.dout, a.qkv, a.out, a.lse, B, T, NH, KVH, HS, a.scale);
+        attention_backward(g1, a.dout, a.qkv, a.out, a.lse, NULL, B, T, NH, KVH, HS, a.scale);
 
         double *want = xmalloc((size_t)B * T * a.CQ * sizeof(double));
         double *want_lse = xmalloc((size_t)B * NH * T * sizeof(double));
@@ -597,7 +597,7 @@ Test(attention, backward_matches_double_reference_and_accumulates) {
 
         float *g2 = copy_floats(g1, nw);
         /* each dqkv element gets a single += per call (partial sums live in scratch) */
-        attention_backward(g2, a.dout, a.qkv, a.out, a.lse, B, T, NH, KVH, HS, a.scale);
+        attention_backward(g2, a.dout, a.qkv, a.out, a.lse, NULL, B, T, NH, KVH, HS, a.scale);
         expect_doubled("attention dqkv", g1, g2, nw, 0.0);
         free(g1), free(g2), free(want), free(want_lse), free(want_dqkv);
         attention_case_free(&a);
@@ -624,7 +624,7 @@ Test(attention, decode_equals_forward_at_every_prefix) {
         AttentionCase a;
         attention_case_init(&a, &r, (AttShape){B, T, NH, KVH, HS, 0.6f});
         int W = a.W, CQ = a.CQ;
-        attention_forward(a.out, a.lse, a.qkv, B, T, NH, KVH, HS, a.scale);
+        attention_forward(a.out, a.lse, a.qkv, NULL, B, T, NH, KVH, HS, a.scale);
         size_t n_cache = (size_t)B * KVH * maxT * HS;
         float *kc = zero_floats(n_cache), *vc = zero_floats(n_cache);
         for (size_t i = 0; i < n_cache; i++) kc[i] = vc[i] = -7.0f; /* never written */

@@ -264,7 +264,7 @@ static double rope_loss(void *p) {
     RopeCase *c = p;
     size_t n = (size_t)c->B * c->T * c->W;
     memcpy(c->work, c->x, n * sizeof(float));
-    rope_forward(c->work, c->cos_tab, c->sin_tab, c->B, c->T, c->pos0, c->NH, c->KVH, c->HS);
+    rope_forward(c->work, c->cos_tab, c->sin_tab, NULL, c->B, c->T, c->pos0, c->NH, c->KVH, c->HS);
     return dot_d(c->dout, c->work, n);
 }
 
@@ -298,7 +298,7 @@ Test(rope, forward_matches_rotate_half) {
         int B = c.B, T = c.T, NH = c.NH, KVH = c.KVH, HS = c.HS, W = c.W, h = HS / 2;
         size_t n = (size_t)B * T * W;
         memcpy(c.work, c.x, n * sizeof(float));
-        rope_forward(c.work, c.cos_tab, c.sin_tab, B, T, c.pos0, NH, KVH, HS);
+        rope_forward(c.work, c.cos_tab, c.sin_tab, NULL, B, T, c.pos0, NH, KVH, HS);
         /* q * cos + rotate_half(q) * sin with HF's full-width tables
          * cos = cat(freqs, freqs).cos() and rotate_half(x) = cat(-x2, x1) */
         double *want = xmalloc(n * sizeof(double));
@@ -339,7 +339,7 @@ Test(rope, backward_finite_differences_and_inverse) {
         size_t n = (size_t)c.B * c.T * c.W;
         /* in place on a copy of dout: the gradient of sum(dout * rope(x)) */
         float *dx = copy_floats(c.dout, n);
-        rope_backward(dx, c.cos_tab, c.sin_tab, c.B, c.T, c.pos0, c.NH, c.KVH, c.HS);
+        rope_backward(dx, c.cos_tab, c.sin_tab, NULL, c.B, c.T, c.pos0, c.NH, c.KVH, c.HS);
         /* linear in x: differences exact up to the rounding of L */
         check_grad("rope dqkv", rope_loss, &c, c.x, contiguous(n), dx, 400, 1e-2f, 1e-4, &r);
         /* v heads: the gradient is dout itself */
@@ -349,8 +349,8 @@ Test(rope, backward_finite_differences_and_inverse) {
         /* a rotation's transpose is its inverse (cos^2 + sin^2 = 1 up to fp32
          * rounding of the tables): backward undoes forward to ~1e-7 */
         memcpy(c.work, c.x, n * sizeof(float));
-        rope_forward(c.work, c.cos_tab, c.sin_tab, c.B, c.T, c.pos0, c.NH, c.KVH, c.HS);
-        rope_backward(c.work, c.cos_tab, c.sin_tab, c.B, c.T, c.pos0, c.NH, c.KVH, c.HS);
+        rope_forward(c.work, c.cos_tab, c.sin_tab, NULL, c.B, c.T, c.pos0, c.NH, c.KVH, c.HS);
+        rope_backward(c.work, c.cos_tab, c.sin_tab, NULL, c.B, c.T, c.pos0, c.NH, c.KVH, c.HS);
         double e = rel_err(c.work, c.x, n);
         cr_expect(e < 1e-6, "rope_backward(rope_forward(x)) differs from x by %.3g", e);
         free(dx);
@@ -362,7 +362,7 @@ Test(rope, backward_finite_differences_and_inverse) {
  * (the model refuses such a head_dim before). */
 Test(rope, odd_head_size_stops, .exit_code = 1) {
     float x[3 * 5] = {0}, tab[8] = {0};
-    rope_forward(x, tab, tab, 1, 1, 0, 1, 1, 5);
+    rope_forward(x, tab, tab, NULL, 1, 1, 0, 1, 1, 5);
 }
 
 /* ---------------------------------------------------------------- swiglu */
@@ -565,14 +565,14 @@ Test(encoder, without_positions) {
     int inp[10];
     for (int i = 0; i < B * T; i++) inp[i] = (int)rng_below(&r, V);
     float *wte = rand_floats(&r, (size_t)V * C, 1.0f), *out = zero_floats((size_t)B * T * C);
-    encoder_forward(out, inp, wte, NULL, B, T, C);
+    encoder_forward(out, inp, wte, NULL, NULL, B, T, C);
     for (int bt = 0; bt < B * T; bt++)
         for (int c = 0; c < C; c++)
             cr_assert_eq(out[bt * C + c], wte[inp[bt] * C + c], "out[%d,%d] is not wte's", bt, c);
     /* dwte with dwpe NULL: the scatter-add of dout rows by token id */
     float *dout = rand_floats(&r, (size_t)B * T * C, 1.0f), *dwte = zero_floats((size_t)V * C);
     double *want = xcalloc((size_t)V * C, sizeof(double));
-    encoder_backward(dwte, NULL, dout, inp, NULL, B, T, C);
+    encoder_backward(dwte, NULL, dout, inp, NULL, NULL, NULL, B, T, C);
     for (int bt = 0; bt < B * T; bt++)
         for (int c = 0; c < C; c++) want[inp[bt] * C + c] += dout[bt * C + c];
     double e = rel_err_d(dwte, want, (size_t)V * C);

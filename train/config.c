@@ -108,6 +108,7 @@ static const KeyInfo KEYS[] = {
     INT_KEY(data, batch_size, 1, "sequences per micro-step (B)"),
     INT_KEY(data, grad_accum, 1, "micro-steps per optimizer step"),
     BOOL_KEY(data, shuffle, "shuffle training items every epoch"),
+    BOOL_KEY(data, pack, "pack several examples into each row (first-fit, in the visiting order: sft/kd examples over each global micro-batch, preference pairs whole over each rank's 2 x batch_size rows), attention kept within each example and positions restarting per example; the loss equals the unpacked one, with less padding (not with data.mix, objective.task_weights, kd.on_policy or train.epochs)"),
     STR_KEY(data, role, false, "train only on examples of this role (sft files with a role column; \"\" = all)"),
     FLOW_KEY(data, mix, "several training files drawn with sampling weights instead of data.train, a list [{path: a.h5, weight: 0.7}, {path: b.h5, weight: 0.3}] (lm and kd; the same tokenizer and schema; one epoch = as many examples as the files hold together)"),
 
@@ -727,6 +728,25 @@ static int check_stored(const Config *c, const KeyInfo *k) {
     return 0;
 }
 
+/* data.pack: lm, kd, dpo and orpo over one file (data/pack.h). */
+static int check_pack(const Config *c) {
+    if (!c->data.pack) return 0;
+    if (!strcmp(c->objective.type, "kd") && c->kd.on_policy > 0)
+        return err_set("config: data.pack with kd.on_policy %g: on-policy sampling completes one "
+                       "prompt per row, and a packed row holds several; set kd.on_policy 0 or "
+                       "data.pack false", c->kd.on_policy);
+    if (c->data.mix[0])
+        return err_set("config: data.pack with data.mix is not implemented; pack one file (data.train) "
+                       "or set data.pack false");
+    if (c->objective.task_weights[0])
+        return err_set("config: data.pack with objective.task_weights is not implemented (a packed row "
+                       "holds examples of several tasks); set data.pack false");
+    if (c->train.epochs > 0)
+        return err_set("config: data.pack with train.epochs: how many examples a step takes depends on "
+                       "their lengths, so epochs do not give a step count; set train.steps instead");
+    return 0;
+}
+
 /* objective.task_weights and data.mix: readable, and used where they work. */
 static int check_task_weights_and_mix(const Config *c) {
     TaskWeights tw;
@@ -767,7 +787,7 @@ int config_validate(const Config *c) {
         return err_set("config: optim.min_lr (%g) must not exceed optim.lr (%g)", c->optim.min_lr, c->optim.lr);
     if (!c->data.train[0] && !c->data.mix[0])
         return err_set("config: no training data; set data.train in the config or with --set data.train=FILE");
-    if (check_task_weights_and_mix(c) != 0) return -1;
+    if (check_task_weights_and_mix(c) != 0 || check_pack(c) != 0) return -1;
     if (c->data.seq_len > c->model.n_positions)
         return err_set("config: data.seq_len (%d) exceeds model.n_positions (%d); lower seq_len or raise n_positions",
                        c->data.seq_len, c->model.n_positions);

@@ -44,6 +44,7 @@ typedef struct {
         int batch_size;              /* B per micro-step */
         int grad_accum;              /* micro-steps per optimizer step */
         int shuffle;                 /* bool */
+        int pack;                    /* bool: sft examples packed into rows (data/pack.h) */
         char role[64];               /* train on examples of this role only ("" = all) */
         char mix[8 * CFG_STR];       /* several training files with sampling weights, as YAML
                                         flow text "[{path: a.h5, weight: 0.7}, ...]" ("" = none;

@@ -5,7 +5,9 @@
  * them), on random data, and prints one line per kernel:
  *   attention fwd+bwd TFLOP/s at GPT-2 124M and 350M shapes and Llama 3 8B's
  *     grouped heads (32 query heads over 8 kv heads; causal FLOPs:
- *     forward 2 matmuls x 2*B*NH*T*T*HS / 2, backward 5 of them / 2),
+ *     forward 2 matmuls x 2*B*NH*T*T*HS / 2, backward 5 of them / 2), and
+ *     GPT-2 124M's with packed rows of 128-token examples (data.pack; the
+ *     FLOPs of the examples' own triangles),
  *   layernorm, rmsnorm, swiglu, rope and classifier forward/backward achieved
  *     GB/s (bytes each must read and write once), beside the card's measured
  *     device-to-device copy bandwidth.
@@ -66,20 +68,35 @@ static float *rand_dev(Rng *r, size_t n, int compute_type) {
 }
 
 /* ---- attention ---- */
-typedef struct { int B, T, NH, KVH, HS; float *qkv[SETS], *out, *lse, *dout, *dqkv; } Att;
+typedef struct { int B, T, NH, KVH, HS; float *qkv[SETS], *out, *lse, *dout, *dqkv; int *ds; } Att;
 static void att_run(void *p, int s) {
     Att *a = p;
     float scale = 1.0f / sqrtf((float)a->HS);
     size_t W = (size_t)(a->NH + 2 * a->KVH) * a->HS;
-    G->attention_forward(a->out, a->lse, a->qkv[s], a->B, a->T, a->NH, a->KVH, a->HS, scale);
+    G->attention_forward(a->out, a->lse, a->qkv[s], a->ds, a->B, a->T, a->NH, a->KVH, a->HS, scale);
     G->zero(a->dqkv, (size_t)a->B * a->T * W * G->act_size);
-    G->attention_backward(a->dqkv, a->dout, a->qkv[s], a->out, a->lse, a->B, a->T, a->NH, a->KVH,
-                          a->HS, scale);
+    G->attention_backward(a->dqkv, a->dout, a->qkv[s], a->out, a->lse, a->ds, a->B, a->T, a->NH,
+                          a->KVH, a->HS, scale);
 }
 
-/* KVH < NH: grouped-query heads (the FLOPs count query heads, as for NH = KVH) */
-static void bench_attention(Rng *r, const char *name, int B, int T, int NH, int KVH, int HS) {
-    Att a = {B, T, NH, KVH, HS, {0}, 0, 0, 0, 0};
+/* KVH < NH: grouped-query heads (the FLOPs count query heads, as for NH = KVH).
+ * doc_len > 0: packed rows of examples doc_len long (data.pack), the FLOPs
+ * those of the examples' own causal triangles. */
+static void bench_attention_packed(Rng *r, const char *name, int B, int T, int NH, int KVH,
+                                   int HS, int doc_len) {
+    Att a = {B, T, NH, KVH, HS, {0}, 0, 0, 0, 0, NULL};
+    double tri = (double)T * T / 2.0; /* causal (T,T) entries per head */
+    if (doc_len > 0) {
+        int *ds = malloc((size_t)B * T * sizeof(int));
+        tri = 0;
+        for (int t = 0; t < T; t++) {
+            for (int b = 0; b < B; b++) ds[(size_t)b * T + t] = t / doc_len * doc_len;
+            tri += t - t / doc_len * doc_len + 1;
+        }
+        a.ds = G->alloc((size_t)B * T * sizeof(int));
+        G->to_device(a.ds, ds, (size_t)B * T * sizeof(int));
+        free(ds);
+    }
     size_t W = (size_t)(NH + 2 * KVH) * HS, CQ = (size_t)NH * HS;
     for (int s = 0; s < SETS; s++) a.qkv[s] = rand_dev(r, (size_t)B * T * W, 1);
     a.out = rand_dev(r, (size_t)B * T * CQ, 1);
@@ -87,14 +104,20 @@ static void bench_attention(Rng *r, const char *name, int B, int T, int NH, int 
     a.dout = rand_dev(r, (size_t)B * T * CQ, 1);
     a.dqkv = rand_dev(r, (size_t)B * T * W, 1);
     float ms = median_ms(att_run, &a);
-    double flops = 7.0 * 2.0 * B * NH * (double)T * T * HS / 2.0; /* causal half */
-    printf("kernel attention_fwd_bwd %s B=%d NH=%d KVH=%d T=%d HS=%d %.3f ms %.1f TFLOP/s\n",
-           name, B, NH, KVH, T, HS, ms, flops / (ms * 1e-3) / 1e12);
+    double flops = 7.0 * 2.0 * B * NH * tri * HS; /* the unmasked entries */
+    printf("kernel attention_fwd_bwd %s B=%d NH=%d KVH=%d T=%d HS=%d", name, B, NH, KVH, T, HS);
+    if (doc_len > 0) printf(" packed examples of %d", doc_len);
+    printf(" %.3f ms %.1f TFLOP/s\n", ms, flops / (ms * 1e-3) / 1e12);
+    if (a.ds) G->release(a.ds);
     for (int s = 0; s < SETS; s++) G->release(a.qkv[s]);
     G->release(a.out);
     G->release(a.lse);
     G->release(a.dout);
     G->release(a.dqkv);
+}
+
+static void bench_attention(Rng *r, const char *name, int B, int T, int NH, int KVH, int HS) {
+    bench_attention_packed(r, name, B, T, NH, KVH, HS, 0);
 }
 
 /* ---- layernorm ---- */
@@ -184,7 +207,7 @@ static void bench_swiglu(Rng *r, int N, int I) {
 typedef struct { int B, T, NH, KVH, HS; float *qkv[SETS], *cos_tab, *sin_tab; } Rope;
 static void rope_run(void *p, int s) {
     Rope *q = p;
-    G->rope_forward(q->qkv[s], q->cos_tab, q->sin_tab, q->B, q->T, 0, q->NH, q->KVH, q->HS);
+    G->rope_forward(q->qkv[s], q->cos_tab, q->sin_tab, NULL, q->B, q->T, 0, q->NH, q->KVH, q->HS);
 }
 
 static void bench_rope(Rng *r, int B, int T, int NH, int KVH, int HS) {
@@ -262,6 +285,7 @@ int main(void) {
     rng_seed(&r, 1);
     bench_copy();
     bench_attention(&r, "gpt2-124m", 8, 1024, 12, 12, 64);
+    bench_attention_packed(&r, "gpt2-124m", 8, 1024, 12, 12, 64, 128);
     bench_attention(&r, "gpt2-350m", 8, 1024, 16, 16, 64);
     bench_attention(&r, "hs128", 8, 1024, 16, 16, 128);
     bench_attention(&r, "llama3-8b-heads", 2, 2048, 32, 8, 128);

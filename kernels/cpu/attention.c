@@ -25,7 +25,13 @@
  * order, summing their dK, dV in per-thread (T,HS) scratch, so the group's sum
  * has a fixed order and no two threads write the same dqkv element. dQ of each
  * query head, dK and dV of the group are added into dqkv once at the end, so
- * dqkv receives a single += per element. */
+ * dqkv receives a single += per element.
+ * Packed rows (doc_start, kernels/ops.h): the row is cut into its segments and
+ * each is computed by the same code as a row of that length on its own, with
+ * pointers moved to the segment's first token (attend_segment). So a packed
+ * example's outputs and gradients are bit-identical to its run alone, and the
+ * plain causal case is the one-segment case of the same code. The work drops
+ * from T^2/2 to the sum of the segments' n^2/2. */
 #include <cblas.h>
 #include <math.h>
 #include <stdio.h>
@@ -84,9 +90,57 @@ static void attention_check_shape(const char *fn, int B, int T, int NH, int KVH,
     }
 }
 
-void attention_forward(float *out, float *lse, const float *qkv, int B, int T, int NH, int KVH,
-                       int HS, float scale) {
+/* The next segment of a packed row from s on: its end e (exclusive). With
+ * doc_start NULL the whole row [0, T) is one segment. */
+static int segment_end(const int *ds, int s, int T) {
+    if (!ds) return T;
+    int e = s + 1;
+    while (e < T && ds[e] == s) e++;
+    return e;
+}
+
+/* doc_start must describe contiguous segments (kernels/ops.h): a caller's
+ * bug otherwise, reported as such. */
+static void check_doc_start(const char *fn, const int *doc_start, int B, int T) {
+    if (!doc_start) return;
+    for (int b = 0; b < B; b++) {
+        const int *ds = doc_start + (size_t)b * T;
+        for (int t = 0; t < T; t++) {
+            int ok = t == 0 ? ds[t] == 0 : (ds[t] == t || ds[t] == ds[t - 1]);
+            if (!ok) {
+                fprintf(stderr,
+                        "retort: %s: doc_start[%d,%d] = %d does not describe contiguous "
+                        "segments (each entry must be t or the previous entry, the first 0)\n",
+                        fn, b, t, ds[t]);
+                exit(1);
+            }
+        }
+    }
+}
+
+/* One head over one segment of n rows: q, k, v, o and l point at the
+ * segment's first row, so the segment is computed exactly as a row of n
+ * tokens on its own would be. */
+static void attend_segment(float *o, float *l, const float *q, const float *k, const float *v,
+                           float *S, int n, int W, int CQ, int HS, float scale) {
+    for (int i0 = 0; i0 < n; i0 += ATT_ROW_BLOCK) {
+        int rows = n - i0 < ATT_ROW_BLOCK ? n - i0 : ATT_ROW_BLOCK;
+        int cols = i0 + rows;
+        /* S (rows,cols) = scale * Q[i0:i0+rows] K[0:cols]^T */
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, cols, HS, scale,
+                    q + (size_t)i0 * W, W, k, W, 0.0f, S, cols);
+        causal_row_lse(l, S, i0, rows, cols);
+        causal_probs(S, l, i0, rows, cols);
+        /* O[i0:i0+rows] (rows,HS) = P (rows,cols) V[0:cols] */
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, HS, cols, 1.0f, S, cols, v,
+                    W, 0.0f, o + (size_t)i0 * CQ, CQ);
+    }
+}
+
+void attention_forward(float *out, float *lse, const float *qkv, const int *doc_start, int B,
+                       int T, int NH, int KVH, int HS, float scale) {
     attention_check_shape("attention_forward", B, T, NH, KVH, HS);
+    check_doc_start("attention_forward", doc_start, B, T);
     int W = (NH + 2 * KVH) * HS, CQ = NH * HS, group = NH / KVH;
     #pragma omp parallel if (attention_parallel(B * NH, B, T, NH, HS))
     {
@@ -100,26 +154,66 @@ void attention_forward(float *out, float *lse, const float *qkv, int B, int T, i
             const float *v = row0 + (size_t)(NH + KVH + g) * HS;     /* (T,HS), ld W */
             float *o = out + (size_t)b * T * CQ + (size_t)h * HS;    /* (T,HS), ld NH*HS */
             float *l = lse + (size_t)bh * T;                         /* (T) */
-            for (int i0 = 0; i0 < T; i0 += ATT_ROW_BLOCK) {
-                int rows = T - i0 < ATT_ROW_BLOCK ? T - i0 : ATT_ROW_BLOCK;
-                int cols = i0 + rows;
-                /* S (rows,cols) = scale * Q[i0:i0+rows] K[0:cols]^T */
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, cols, HS, scale,
-                            q + (size_t)i0 * W, W, k, W, 0.0f, S, cols);
-                causal_row_lse(l, S, i0, rows, cols);
-                causal_probs(S, l, i0, rows, cols);
-                /* O[i0:i0+rows] (rows,HS) = P (rows,cols) V[0:cols] */
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, HS, cols, 1.0f, S,
-                            cols, v, W, 0.0f, o + (size_t)i0 * CQ, CQ);
+            const int *ds = doc_start ? doc_start + (size_t)b * T : NULL; /* (T) */
+            for (int s0 = 0, e; s0 < T; s0 = e) {
+                e = segment_end(ds, s0, T);
+                attend_segment(o + (size_t)s0 * CQ, l + s0, q + (size_t)s0 * W,
+                               k + (size_t)s0 * W, v + (size_t)s0 * W, S, e - s0, W, CQ, HS,
+                               scale);
             }
         }
         free(S);
     }
 }
 
+/* Backward of one query head over one segment of n rows (pointers at the
+ * segment's first row): dq (n,HS) is written, dk and dv (n,HS) accumulate. */
+static void attend_segment_backward(float *dq, float *dk, float *dv, const float *q,
+                                    const float *k, const float *v, const float *o,
+                                    const float *dO, const float *l, float *P, float *dS,
+                                    float *D, int n, int W, int CQ, int HS, float scale) {
+    for (int i0 = 0; i0 < n; i0 += ATT_ROW_BLOCK) {
+        int rows = n - i0 < ATT_ROW_BLOCK ? n - i0 : ATT_ROW_BLOCK;
+        int cols = i0 + rows;
+        const float *q_blk = q + (size_t)i0 * W;    /* (rows,HS), ld W */
+        const float *dO_blk = dO + (size_t)i0 * CQ; /* (rows,HS), ld NH*HS */
+        /* recompute P (rows,cols) from S = scale Q K^T and the saved lse */
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, cols, HS, scale, q_blk, W, k,
+                    W, 0.0f, P, cols);
+        causal_probs(P, l, i0, rows, cols);
+        /* dV[0:cols] (cols,HS) += P^T dO_blk */
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, cols, HS, rows, 1.0f, P, cols,
+                    dO_blk, CQ, 1.0f, dv, HS);
+        /* dP (rows,cols) = dO_blk V[0:cols]^T */
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, cols, HS, 1.0f, dO_blk, CQ, v,
+                    W, 0.0f, dS, cols);
+        for (int r = 0; r < rows; r++) {
+            const float *o_row = o + (size_t)(i0 + r) * CQ;
+            const float *dO_row = dO_blk + (size_t)r * CQ;
+            float d = 0.0f;
+            for (int c = 0; c < HS; c++) d += dO_row[c] * o_row[c];
+            D[r] = d;
+        }
+        /* dS = P * (dP - D); zero above the diagonal because P is */
+        for (int r = 0; r < rows; r++) {
+            float *ds_row = dS + (size_t)r * cols;
+            const float *p_row = P + (size_t)r * cols;
+            for (int j = 0; j < cols; j++) ds_row[j] = p_row[j] * (ds_row[j] - D[r]);
+        }
+        /* dQ[i0:i0+rows] (rows,HS) = scale dS K[0:cols] */
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, HS, cols, scale, dS, cols, k,
+                    W, 0.0f, dq + (size_t)i0 * HS, HS);
+        /* dK[0:cols] (cols,HS) += scale dS^T Q_blk */
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, cols, HS, rows, scale, dS, cols,
+                    q_blk, W, 1.0f, dk, HS);
+    }
+}
+
 void attention_backward(float *dqkv, const float *dout, const float *qkv, const float *out,
-                        const float *lse, int B, int T, int NH, int KVH, int HS, float scale) {
+                        const float *lse, const int *doc_start, int B, int T, int NH, int KVH,
+                        int HS, float scale) {
     attention_check_shape("attention_backward", B, T, NH, KVH, HS);
+    check_doc_start("attention_backward", doc_start, B, T);
     int W = (NH + 2 * KVH) * HS, CQ = NH * HS, group = NH / KVH;
     #pragma omp parallel if (attention_parallel(B * KVH, B, T, NH, HS))
     {
@@ -135,6 +229,7 @@ void attention_backward(float *dqkv, const float *dout, const float *qkv, const 
             const float *row0 = qkv + (size_t)b * T * W;
             const float *k = row0 + (size_t)(NH + g) * HS;           /* (T,HS), ld W */
             const float *v = row0 + (size_t)(NH + KVH + g) * HS;     /* (T,HS), ld W */
+            const int *ds = doc_start ? doc_start + (size_t)b * T : NULL; /* (T) */
             memset(dk, 0, (size_t)2 * T * HS * sizeof(float));
             /* the group's query heads in order: dK, dV sum over them */
             for (int h = g * group; h < (g + 1) * group; h++) {
@@ -143,40 +238,12 @@ void attention_backward(float *dqkv, const float *dout, const float *qkv, const 
                 const float *dO = dout + (size_t)b * T * CQ + (size_t)h * HS; /* (T,HS), ld NH*HS */
                 const float *l = lse + ((size_t)b * NH + h) * T;             /* (T) */
                 memset(dq, 0, (size_t)T * HS * sizeof(float));
-                for (int i0 = 0; i0 < T; i0 += ATT_ROW_BLOCK) {
-                    int rows = T - i0 < ATT_ROW_BLOCK ? T - i0 : ATT_ROW_BLOCK;
-                    int cols = i0 + rows;
-                    const float *q_blk = q + (size_t)i0 * W;    /* (rows,HS), ld W */
-                    const float *dO_blk = dO + (size_t)i0 * CQ; /* (rows,HS), ld NH*HS */
-                    /* recompute P (rows,cols) from S = scale Q K^T and the saved lse */
-                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, cols, HS, scale,
-                                q_blk, W, k, W, 0.0f, P, cols);
-                    causal_probs(P, l, i0, rows, cols);
-                    /* dV[0:cols] (cols,HS) += P^T dO_blk */
-                    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, cols, HS, rows, 1.0f, P,
-                                cols, dO_blk, CQ, 1.0f, dv, HS);
-                    /* dP (rows,cols) = dO_blk V[0:cols]^T */
-                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, cols, HS, 1.0f,
-                                dO_blk, CQ, v, W, 0.0f, dS, cols);
-                    for (int r = 0; r < rows; r++) {
-                        const float *o_row = o + (size_t)(i0 + r) * CQ;
-                        const float *dO_row = dO_blk + (size_t)r * CQ;
-                        float d = 0.0f;
-                        for (int c = 0; c < HS; c++) d += dO_row[c] * o_row[c];
-                        D[r] = d;
-                    }
-                    /* dS = P * (dP - D); zero above the diagonal because P is */
-                    for (int r = 0; r < rows; r++) {
-                        float *ds_row = dS + (size_t)r * cols;
-                        const float *p_row = P + (size_t)r * cols;
-                        for (int j = 0; j < cols; j++) ds_row[j] = p_row[j] * (ds_row[j] - D[r]);
-                    }
-                    /* dQ[i0:i0+rows] (rows,HS) = scale dS K[0:cols] */
-                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, HS, cols, scale,
-                                dS, cols, k, W, 0.0f, dq + (size_t)i0 * HS, HS);
-                    /* dK[0:cols] (cols,HS) += scale dS^T Q_blk */
-                    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, cols, HS, rows, scale,
-                                dS, cols, q_blk, W, 1.0f, dk, HS);
+                for (int s0 = 0, e; s0 < T; s0 = e) {
+                    e = segment_end(ds, s0, T);
+                    size_t sw = (size_t)s0 * W, sc = (size_t)s0 * CQ, sh = (size_t)s0 * HS;
+                    attend_segment_backward(dq + sh, dk + sh, dv + sh, q + sw, k + sw, v + sw,
+                                            o + sc, dO + sc, l + s0, P, dS, D, e - s0, W, CQ,
+                                            HS, scale);
                 }
                 float *dst_q = dqkv + (size_t)b * T * W + (size_t)h * HS; /* (T,HS), ld W */
                 for (int t = 0; t < T; t++)

@@ -90,6 +90,19 @@
  * Every visited (query tile, key tile) pair has kb <= qb, so key kb*64 <= i is
  * unmasked in every row: no row of a visited tile is fully masked and the
  * running max is finite after the first tile; -inf is still guarded.
+ *
+ * Packed rows (doc_start, kernels/ops.h): query i also masks keys j <
+ * doc_start[b,i]. doc_start is non-decreasing along a row, so the first row
+ * of a query tile has the smallest start: forward and dQ begin at key tile
+ * doc_start[b,q0] / 64 instead of 0, and dK/dV stops at the first query tile
+ * whose first row starts after its key tile, which skips the tiles wholly
+ * outside every example. Inside a visited tile a row may now be fully masked
+ * (its example starts in a later key tile): the -inf guard makes its P and
+ * alpha 0, and from its first unmasked tile on it runs as before (every later
+ * tile up to the diagonal holds one of its keys, since its keys are the
+ * contiguous doc_start..i). doc_start is read from global memory per row
+ * (cached; no shared-memory change, so the limits of limits.h still hold).
+ * With doc_start NULL every start is 0: the plain causal kernels.
  */
 #include <math.h>
 #include <mma.h>
@@ -186,8 +199,8 @@ static __device__ __forceinline__ void load_head_tile(floatX *dst, const floatX 
  * qkv (B,T,W) bf16. */
 template <int HSP>
 __global__ void __launch_bounds__(ATT_FWD_THREADS)
-    attention_forward_kernel(floatX *out, float *lse, const floatX *qkv, int T, int NH, int KVH,
-                             int HS, float scale, bool vec) {
+    attention_forward_kernel(floatX *out, float *lse, const floatX *qkv, const int *doc_start,
+                             int T, int NH, int KVH, int HS, float scale, bool vec) {
     typedef AttGeom<HSP> G;
     extern __shared__ __align__(128) unsigned char att_smem[];
     floatX *Qs = reinterpret_cast<floatX *>(att_smem);                /* (64, LDH) */
@@ -206,6 +219,8 @@ __global__ void __launch_bounds__(ATT_FWD_THREADS)
     const floatX *q = row0 + (size_t)h * HS;             /* (T,HS), ld W */
     const floatX *k = row0 + (size_t)(NH + g) * HS;       /* (T,HS), ld W */
     const floatX *v = row0 + (size_t)(NH + KVH + g) * HS; /* (T,HS), ld W */
+    const int *ds = doc_start ? doc_start + (size_t)b * T : nullptr; /* (T) or none */
+    const int kb_first = ds ? ds[q0] / ATT_TILE : 0; /* the tile's smallest start */
 
     load_head_tile<HSP, ATT_FWD_THREADS>(Qs, q, ld, q0, T, HS, vec);
     for (int i = threadIdx.x; i < ATT_TILE * G::LDO; i += ATT_FWD_THREADS) Os[i] = 0.0f;
@@ -214,7 +229,7 @@ __global__ void __launch_bounds__(ATT_FWD_THREADS)
     float m_own = -INFINITY, l_own = 0.0f;
     const int strip = warp * 16; /* this warp's first row in the tile */
 
-    for (int kb = 0; kb <= qb; kb++) {
+    for (int kb = kb_first; kb <= qb; kb++) {
         const int k0 = kb * ATT_TILE;
         __syncthreads(); /* all warps are done with the previous K, V */
         load_head_tile<HSP, ATT_FWD_THREADS>(Ks, k, ld, k0, T, HS, vec);
@@ -249,14 +264,16 @@ __global__ void __launch_bounds__(ATT_FWD_THREADS)
         for (int r = 0; r < 16; r++) {
             const int row = strip + r, i = q0 + row;
             const int j0 = k0 + lane, j1 = j0 + 32;
+            const int start = ds && i < T ? ds[i] : 0; /* the row's first visible key */
             const float *srow = Ss + row * G::LDS;
-            float s0 = j0 <= i ? srow[lane] * scale : -INFINITY;
-            float s1 = j1 <= i ? srow[lane + 32] * scale : -INFINITY;
+            float s0 = j0 <= i && j0 >= start ? srow[lane] * scale : -INFINITY;
+            float s1 = j1 <= i && j1 >= start ? srow[lane + 32] * scale : -INFINITY;
             float m_old = __shfl_sync(FULL_MASK, m_own, r);
             float l_old = __shfl_sync(FULL_MASK, l_own, r);
             float m_new = fmaxf(m_old, warp_max(fmaxf(s0, s1)));
-            /* m_new is finite here (see the file comment); guard anyway so that
-             * exp(-inf - -inf) can never make a NaN */
+            /* m_new is -inf only for a row whose example starts in a later key
+             * tile (packed rows, see the file comment): the guard makes its P and
+             * alpha 0 instead of exp(-inf - -inf) = NaN */
             float m_ref = m_new == -INFINITY ? 0.0f : m_new;
             float p0 = expf(s0 - m_ref), p1 = expf(s1 - m_ref);
             float alpha = expf(m_old - m_ref); /* 0 on the first tile (m_old = -inf) */
@@ -385,20 +402,22 @@ static __device__ __forceinline__ void bwd_scores(float *Ss, float *dPs, const f
 }
 
 /* Both backward kernels: P = exp(scale S - lse) and dS = scale P (dP - D) as
- * bf16, zero where masked (key j > query i) and on padding rows i >= T, for
+ * bf16, zero where masked (key j > query i, or j < ds[i] in a packed row; ds
+ * is the row's doc_start or null) and on padding rows i >= T, for
  * the tile of queries q0.. and keys k0..; P is stored only when STORE_P (the
  * dQ kernel needs dS alone). Same code in both, so both see the same dS. */
 template <int HSP, bool STORE_P>
 static __device__ __forceinline__ void bwd_probs(floatX *Ps, floatX *dSs, const float *Ss,
                                                  const float *dPs, const float *lse_s,
-                                                 const float *D_s, int q0, int k0, int T,
-                                                 float scale) {
+                                                 const float *D_s, const int *ds, int q0, int k0,
+                                                 int T, float scale) {
     typedef AttGeom<HSP> G;
     for (int idx = threadIdx.x; idx < ATT_TILE * ATT_TILE; idx += ATT_BWD_THREADS) {
         int r = idx / ATT_TILE, c = idx % ATT_TILE;
         int i = q0 + r, j = k0 + c;
         float p = 0.0f;
-        if (i < T && j <= i) p = expf(Ss[r * G::LDS + c] * scale - lse_s[r]);
+        if (i < T && j <= i && (!ds || j >= ds[i]))
+            p = expf(Ss[r * G::LDS + c] * scale - lse_s[r]);
         float ds = scale * p * (dPs[r * G::LDS + c] - D_s[r]);
         if (STORE_P) Ps[r * G::LDP + c] = __float2bfloat16_rn(p);
         dSs[r * G::LDP + c] = __float2bfloat16_rn(ds);
@@ -413,8 +432,8 @@ template <int HSP>
  * their shared memory allows on the H100 */
 __global__ void __launch_bounds__(ATT_BWD_THREADS, HSP <= 64 ? 2 : 1)
     attention_backward_kernel(floatX *dqkv, const floatX *dout, const floatX *qkv,
-                              const float *lse, const float *D, int T, int NH, int KVH, int HS,
-                              float scale, bool vec) {
+                              const float *lse, const float *D, const int *doc_start, int T,
+                              int NH, int KVH, int HS, float scale, bool vec) {
     typedef AttGeom<HSP> G;
     extern __shared__ __align__(128) unsigned char att_smem[];
     floatX *Ks = reinterpret_cast<floatX *>(att_smem);                /* (64, LDH) */
@@ -440,6 +459,7 @@ __global__ void __launch_bounds__(ATT_BWD_THREADS, HSP <= 64 ? 2 : 1)
     const floatX *row0 = qkv + (size_t)b * T * ld;
     const floatX *k = row0 + (size_t)(NH + g) * HS;       /* (T,HS), ld W */
     const floatX *v = row0 + (size_t)(NH + KVH + g) * HS; /* (T,HS), ld W */
+    const int *ds = doc_start ? doc_start + (size_t)b * T : nullptr; /* (T) or none */
 
     load_head_tile<HSP, ATT_BWD_THREADS>(Ks, k, ld, k0, T, HS, vec);
     load_head_tile<HSP, ATT_BWD_THREADS>(Vs, v, ld, k0, T, HS, vec);
@@ -457,6 +477,9 @@ __global__ void __launch_bounds__(ATT_BWD_THREADS, HSP <= 64 ? 2 : 1)
         const float *D_bh = D + ((size_t)b * NH + h) * T;                 /* (T) */
         for (int qb = kb; qb < n_tiles; qb++) {
             const int q0 = qb * ATT_TILE;
+            /* every row of this and later query tiles starts after the key tile
+             * (packed rows); the same value in every thread, so all leave */
+            if (ds && ds[q0] >= k0 + ATT_TILE) break;
             __syncthreads(); /* the previous tile's Q, dO, P and dS are no longer read */
             load_head_tile<HSP, ATT_BWD_THREADS>(Qs, q, ld, q0, T, HS, vec);
             load_head_tile<HSP, ATT_BWD_THREADS>(dOs, dO, ldo, q0, T, HS, vec);
@@ -464,7 +487,7 @@ __global__ void __launch_bounds__(ATT_BWD_THREADS, HSP <= 64 ? 2 : 1)
             __syncthreads();
             bwd_scores<HSP>(Ss, dPs, Qs, dOs, Ks, Vs);
             __syncthreads();
-            bwd_probs<HSP, true>(Ps, dSs, Ss, dPs, lse_s, D_s, q0, k0, T, scale);
+            bwd_probs<HSP, true>(Ps, dSs, Ss, dPs, lse_s, D_s, ds, q0, k0, T, scale);
             __syncthreads();
 
             /* warps 0-3: dV[strip rows] += P^T dO; warps 4-7: dK[strip rows] += dS^T Q.
@@ -512,8 +535,8 @@ __global__ void __launch_bounds__(ATT_BWD_THREADS, HSP <= 64 ? 2 : 1)
 template <int HSP>
 __global__ void __launch_bounds__(ATT_BWD_THREADS, 2)
     attention_backward_dq_kernel(floatX *dqkv, const floatX *dout, const floatX *qkv,
-                                 const float *lse, const float *D, int T, int NH, int KVH,
-                                 int HS, float scale, bool vec) {
+                                 const float *lse, const float *D, const int *doc_start, int T,
+                                 int NH, int KVH, int HS, float scale, bool vec) {
     typedef AttGeom<HSP> G;
     constexpr int NU = (G::NF + 1) / 2;
     extern __shared__ __align__(128) unsigned char att_smem[];
@@ -539,6 +562,8 @@ __global__ void __launch_bounds__(ATT_BWD_THREADS, 2)
     const floatX *k = row0 + (size_t)(NH + g) * HS;                   /* (T,HS), ld W */
     const floatX *v = row0 + (size_t)(NH + KVH + g) * HS;             /* (T,HS), ld W */
     const floatX *dO = dout + (size_t)b * T * ldo + (size_t)h * HS;   /* (T,HS), ld NH*HS */
+    const int *ds = doc_start ? doc_start + (size_t)b * T : nullptr; /* (T) or none */
+    const int kb_first = ds ? ds[q0] / ATT_TILE : 0; /* the tile's smallest start */
 
     load_head_tile<HSP, ATT_BWD_THREADS>(Qs, q, ld, q0, T, HS, vec);
     load_head_tile<HSP, ATT_BWD_THREADS>(dOs, dO, ldo, q0, T, HS, vec);
@@ -548,7 +573,7 @@ __global__ void __launch_bounds__(ATT_BWD_THREADS, 2)
 #pragma unroll
     for (int u = 0; u < NU; u++) wmma::fill_fragment(acc_dq[u], 0.0f);
 
-    for (int kb = 0; kb <= qb; kb++) {
+    for (int kb = kb_first; kb <= qb; kb++) {
         const int k0 = kb * ATT_TILE;
         __syncthreads(); /* the previous tile's K and dS are no longer read */
         load_head_tile<HSP, ATT_BWD_THREADS>(Ks, k, ld, k0, T, HS, vec);
@@ -556,7 +581,7 @@ __global__ void __launch_bounds__(ATT_BWD_THREADS, 2)
         __syncthreads();
         bwd_scores<HSP>(Ss, dPs, Qs, dOs, Ks, Vs);
         __syncthreads();
-        bwd_probs<HSP, false>(nullptr, dSs, Ss, dPs, lse_s, D_s, q0, k0, T, scale);
+        bwd_probs<HSP, false>(nullptr, dSs, Ss, dPs, lse_s, D_s, ds, q0, k0, T, scale);
         __syncthreads();
 
         /* dQ[strip rows, column blocks of this warp] += dS[strip rows, 0:64] K (64, HSP) */
@@ -643,22 +668,24 @@ static void attention_set_smem(const void *kernel, size_t bytes, const char *fn,
 }
 
 template <int HSP>
-static void attention_forward_launch(floatX *out, float *lse, const floatX *qkv, int B, int T,
-                                     int NH, int KVH, int HS, float scale, bool vec) {
+static void attention_forward_launch(floatX *out, float *lse, const floatX *qkv,
+                                     const int *doc_start, int B, int T, int NH, int KVH, int HS,
+                                     float scale, bool vec) {
     static bool smem_set = false;
     const size_t smem = AttGeom<HSP>::FWD_SMEM;
     attention_set_smem((const void *)attention_forward_kernel<HSP>, smem,
                        "attention_forward_cuda", HSP, &smem_set);
     dim3 grid((unsigned)(B * NH), (unsigned)ceil_div(T, ATT_TILE));
     attention_forward_kernel<HSP><<<grid, ATT_FWD_THREADS, smem, retort_stream>>>(
-        out, lse, qkv, T, NH, KVH, HS, scale, vec);
+        out, lse, qkv, doc_start, T, NH, KVH, HS, scale, vec);
     CUDA_LAUNCH_CHECK();
 }
 
 template <int HSP>
 static void attention_backward_launch(floatX *dqkv, const floatX *dout, const floatX *qkv,
-                                      const float *lse, const float *D, int B, int T, int NH,
-                                      int KVH, int HS, float scale, bool vec) {
+                                      const float *lse, const float *D, const int *doc_start,
+                                      int B, int T, int NH, int KVH, int HS, float scale,
+                                      bool vec) {
     static bool smem_set = false, dq_smem_set = false;
     const size_t smem = AttGeom<HSP>::BWD_SMEM, dq_smem = AttGeom<HSP>::DQ_SMEM;
     attention_set_smem((const void *)attention_backward_kernel<HSP>, smem,
@@ -668,32 +695,41 @@ static void attention_backward_launch(floatX *dqkv, const floatX *dout, const fl
     /* dK/dV: one block per kv head and key tile; dQ: one per query head and query tile */
     dim3 kv_grid((unsigned)(B * KVH), (unsigned)ceil_div(T, ATT_TILE));
     attention_backward_kernel<HSP><<<kv_grid, ATT_BWD_THREADS, smem, retort_stream>>>(
-        dqkv, dout, qkv, lse, D, T, NH, KVH, HS, scale, vec);
+        dqkv, dout, qkv, lse, D, doc_start, T, NH, KVH, HS, scale, vec);
     CUDA_LAUNCH_CHECK();
     dim3 q_grid((unsigned)(B * NH), (unsigned)ceil_div(T, ATT_TILE));
     attention_backward_dq_kernel<HSP><<<q_grid, ATT_BWD_THREADS, dq_smem, retort_stream>>>(
-        dqkv, dout, qkv, lse, D, T, NH, KVH, HS, scale, vec);
+        dqkv, dout, qkv, lse, D, doc_start, T, NH, KVH, HS, scale, vec);
     CUDA_LAUNCH_CHECK();
 }
 
-extern "C" void attention_forward_cuda(float *out, float *lse, const float *qkv, int B, int T,
-                                       int NH, int KVH, int HS, float scale) {
+extern "C" void attention_forward_cuda(float *out, float *lse, const float *qkv,
+                                       const int *doc_start, int B, int T, int NH, int KVH,
+                                       int HS, float scale) {
     int HSP = attention_tile_width("attention_forward_cuda", B, T, NH, KVH, HS);
     if (B == 0 || T == 0) return;
     floatX *o = reinterpret_cast<floatX *>(out);
     const floatX *x = reinterpret_cast<const floatX *>(qkv);
     bool vec = attention_vec_ok(HS, qkv, qkv);
     switch (HSP) {
-    case 16: attention_forward_launch<16>(o, lse, x, B, T, NH, KVH, HS, scale, vec); break;
-    case 32: attention_forward_launch<32>(o, lse, x, B, T, NH, KVH, HS, scale, vec); break;
-    case 64: attention_forward_launch<64>(o, lse, x, B, T, NH, KVH, HS, scale, vec); break;
-    default: attention_forward_launch<128>(o, lse, x, B, T, NH, KVH, HS, scale, vec); break;
+    case 16:
+        attention_forward_launch<16>(o, lse, x, doc_start, B, T, NH, KVH, HS, scale, vec);
+        break;
+    case 32:
+        attention_forward_launch<32>(o, lse, x, doc_start, B, T, NH, KVH, HS, scale, vec);
+        break;
+    case 64:
+        attention_forward_launch<64>(o, lse, x, doc_start, B, T, NH, KVH, HS, scale, vec);
+        break;
+    default:
+        attention_forward_launch<128>(o, lse, x, doc_start, B, T, NH, KVH, HS, scale, vec);
+        break;
     }
 }
 
 extern "C" void attention_backward_cuda(float *dqkv, const float *dout, const float *qkv,
-                                        const float *out, const float *lse, int B, int T, int NH,
-                                        int KVH, int HS, float scale) {
+                                        const float *out, const float *lse, const int *doc_start,
+                                        int B, int T, int NH, int KVH, int HS, float scale) {
     int HSP = attention_tile_width("attention_backward_cuda", B, T, NH, KVH, HS);
     if (B == 0 || T == 0) return;
     size_t N = (size_t)B * T;
@@ -713,11 +749,21 @@ extern "C" void attention_backward_cuda(float *dqkv, const float *dout, const fl
     }
     bool vec = attention_vec_ok(HS, qkv, dout);
     switch (HSP) {
-    case 16: attention_backward_launch<16>(dx, dO, x, lse, D, B, T, NH, KVH, HS, scale, vec); break;
-    case 32: attention_backward_launch<32>(dx, dO, x, lse, D, B, T, NH, KVH, HS, scale, vec); break;
-    case 64: attention_backward_launch<64>(dx, dO, x, lse, D, B, T, NH, KVH, HS, scale, vec); break;
+    case 16:
+        attention_backward_launch<16>(dx, dO, x, lse, D, doc_start, B, T, NH, KVH, HS,
+                                        scale, vec);
+        break;
+    case 32:
+        attention_backward_launch<32>(dx, dO, x, lse, D, doc_start, B, T, NH, KVH, HS,
+                                        scale, vec);
+        break;
+    case 64:
+        attention_backward_launch<64>(dx, dO, x, lse, D, doc_start, B, T, NH, KVH, HS,
+                                        scale, vec);
+        break;
     default:
-        attention_backward_launch<128>(dx, dO, x, lse, D, B, T, NH, KVH, HS, scale, vec);
+        attention_backward_launch<128>(dx, dO, x, lse, D, doc_start, B, T, NH, KVH, HS, scale,
+                                       vec);
         break;
     }
 }

@@ -1,7 +1,8 @@
 /* kernels/cuda/encoder.cu — token + position embedding on bf16 tensors and its
  * deterministic backward; the twin of kernels/cpu/encoder.c.
  *
- * Forward is a gather, out[b,t,:] = wte[inp[b,t],:] + wpe[t,:], summed in fp32
+ * Forward is a gather, out[b,t,:] = wte[inp[b,t],:] + wpe[p,:] with p = pos[b,t]
+ * (packed rows) or t (pos NULL), summed in fp32
  * and rounded once (wpe NULL, the Llama families: the wte row is copied);
  * 16-byte loads (8 channels per thread) when C % 8 == 0 and the tensors are
  * aligned, one channel per thread otherwise. The kernels do
@@ -12,7 +13,9 @@
  * The weight gradients dwte and dwpe are fp32 (model/backend.h), dout is bf16.
  *
  * Backward, dwpe: one thread per (t, channel chunk) sums dout over b in order
- * and adds the sum into the fp32 dwpe row.
+ * and adds the sum into the fp32 dwpe row. With positions (packed rows) many
+ * (b,t) share a position, so dwpe is then the same grouped scatter as dwte
+ * below, grouped by position over the host copy pos_host.
  *
  * Backward, dwte: a scatter-add where many (b,t) share one token id. Atomics
  * would make the sum order (and so the bits) change from run to run, so
@@ -52,7 +55,8 @@
 /* VEC: item u = (bt, chunk of 8 channels); scalar: item u = (bt, channel). */
 template <bool VEC>
 __global__ static void encoder_forward_kernel(floatX *out, const int *inp, const floatX *wte,
-                                              const floatX *wpe, int B, int T, int C) {
+                                              const floatX *wpe, const int *pos_ids, int B, int T,
+                                              int C) {
     const int width = VEC ? VEC_WIDTH : 1;
     int chunks = C / width; /* per row */
     size_t n_items = (size_t)B * T * chunks;
@@ -60,7 +64,7 @@ __global__ static void encoder_forward_kernel(floatX *out, const int *inp, const
     for (size_t u = (size_t)blockIdx.x * blockDim.x + threadIdx.x; u < n_items; u += stride) {
         size_t bt = u / chunks;
         int c = (int)(u % chunks) * width;
-        int t = (int)(bt % T);
+        int t = pos_ids ? pos_ids[bt] : (int)(bt % T);
         const floatX *tok = wte + (size_t)inp[bt] * C + c; /* (width) */
         floatX *o = out + bt * C + c;                      /* (width) */
         if (!wpe) { /* no learned positions: a plain gather */
@@ -85,7 +89,7 @@ __global__ static void encoder_forward_kernel(floatX *out, const int *inp, const
 }
 
 extern "C" void encoder_forward_cuda(float *out_f, const int *inp, const float *wte_f,
-                                     const float *wpe_f, int B, int T, int C) {
+                                     const float *wpe_f, const int *pos, int B, int T, int C) {
     if (B <= 0 || T <= 0 || C <= 0) return;
     floatX *out = reinterpret_cast<floatX *>(out_f);           /* (B,T,C) */
     const floatX *wte = reinterpret_cast<const floatX *>(wte_f); /* (V,C) */
@@ -95,11 +99,11 @@ extern "C" void encoder_forward_cuda(float *out_f, const int *inp, const float *
     size_t n_items = (size_t)B * T * (vec ? C / VEC_WIDTH : C);
     int grid = grid_for(n_items, ELEMENTWISE_BLOCK);
     if (vec)
-        encoder_forward_kernel<true><<<grid, ELEMENTWISE_BLOCK, 0, retort_stream>>>(out, inp, wte,
-                                                                                  wpe, B, T, C);
+        encoder_forward_kernel<true><<<grid, ELEMENTWISE_BLOCK, 0, retort_stream>>>(
+            out, inp, wte, wpe, pos, B, T, C);
     else
-        encoder_forward_kernel<false><<<grid, ELEMENTWISE_BLOCK, 0, retort_stream>>>(out, inp, wte,
-                                                                                   wpe, B, T, C);
+        encoder_forward_kernel<false><<<grid, ELEMENTWISE_BLOCK, 0, retort_stream>>>(
+            out, inp, wte, wpe, pos, B, T, C);
     CUDA_LAUNCH_CHECK();
 }
 
@@ -247,6 +251,8 @@ static int build_position_lists(int *lists, const int *ids_in, long N) {
     return n_ids;
 }
 
+/* dwte[id] += the dout rows of every position holding id; also dwpe by
+ * position ids (packed rows), ids then positions in [0, maxT). */
 static void encoder_dwte(float *dwte, const floatX *dout, const int *inp, const int *inp_host,
                          int N, int C) {
     const int *ids_in = inp_host;
@@ -278,12 +284,15 @@ static void encoder_dwte(float *dwte, const floatX *dout, const int *inp, const 
 }
 
 extern "C" void encoder_backward_cuda(float *dwte, float *dwpe, const float *dout_f,
-                                      const int *inp, const int *inp_host, int B, int T, int C) {
+                                      const int *inp, const int *inp_host, const int *pos,
+                                      const int *pos_host, int B, int T, int C) {
     if (B <= 0 || T <= 0 || C <= 0) return;
     /* dwte (V,C) += fp32, may be NULL; dwpe (maxT,C) += fp32, may be NULL */
     const floatX *dout = reinterpret_cast<const floatX *>(dout_f); /* (B,T,C) */
     /* inp (B,T) int32 on the device; inp_host the same ids on the host, or NULL */
-    if (dwpe) {
+    /* positions (packed rows): the grouped scatter of dwte, by position */
+    if (dwpe && pos) encoder_dwte(dwpe, dout, pos, pos_host, B * T, C);
+    else if (dwpe) {
         bool vec = C % VEC_WIDTH == 0 && aligned16(dwpe) && aligned16(dout);
         size_t n_items = (size_t)T * (vec ? C / VEC_WIDTH : C);
         int grid = grid_for(n_items, ELEMENTWISE_BLOCK);

@@ -2,7 +2,8 @@
  * place in the bf16 fused qkv buffer; the twin of kernels/cpu/rope.c
  * (transformers' rotate_half convention).
  *
- * With h = HS/2, p = pos0 + t and the fp32 tables c = cos_tab[p,i], s = sin_tab[p,i]:
+ * With h = HS/2, p = pos[b,t] (packed rows) or pos0 + t (pos NULL) and the
+ * fp32 tables c = cos_tab[p,i], s = sin_tab[p,i]:
  *     forward   y[i] = x[i] c - x[i+h] s,   y[i+h] = x[i+h] c + x[i] s
  *     backward  the same with s negated (the rotation's transpose)
  * computed in fp32 from the bf16 values and rounded once. One thread owns a
@@ -20,8 +21,9 @@
 #define ROPE_BLOCK 256
 
 template <bool VEC>
-__global__ static void rope_kernel(floatX *qkv, const float *cos_tab, const float *sin_tab, int B,
-                                   int T, int pos0, int NH, int KVH, int HS, float sign) {
+__global__ static void rope_kernel(floatX *qkv, const float *cos_tab, const float *sin_tab,
+                                   const int *pos_ids, int B, int T, int pos0, int NH, int KVH,
+                                   int HS, float sign) {
     const int width = VEC ? VEC_WIDTH : 1;
     int h = HS / 2, chunks = h / width, rotated = NH + KVH;
     size_t W = (size_t)(NH + 2 * KVH) * HS;
@@ -32,7 +34,7 @@ __global__ static void rope_kernel(floatX *qkv, const float *cos_tab, const floa
         size_t rest = u / chunks;
         int g = (int)(rest % rotated);
         size_t bt = rest / rotated;
-        int pos = pos0 + (int)(bt % T);
+        int pos = pos_ids ? pos_ids[bt] : pos0 + (int)(bt % T);
         floatX *x = qkv + bt * W + (size_t)g * HS;    /* (HS) one head */
         const float *c = cos_tab + (size_t)pos * h + i; /* (width) */
         const float *s = sin_tab + (size_t)pos * h + i; /* (width) */
@@ -62,7 +64,8 @@ __global__ static void rope_kernel(floatX *qkv, const float *cos_tab, const floa
 }
 
 static void rope_launch(const char *fn, float *qkv_f, const float *cos_tab, const float *sin_tab,
-                        int B, int T, int pos0, int NH, int KVH, int HS, float sign) {
+                        const int *pos, int B, int T, int pos0, int NH, int KVH, int HS,
+                        float sign) {
     if (HS % 2 != 0) {
         fprintf(stderr, "retort: %s: head size %d is odd; rotary embeddings rotate pairs "
                         "(i, i + HS/2), so the model must refuse an odd head_dim\n", fn, HS);
@@ -76,20 +79,23 @@ static void rope_launch(const char *fn, float *qkv_f, const float *cos_tab, cons
     size_t n_items = (size_t)B * T * (NH + KVH) * (vec ? h / VEC_WIDTH : h);
     int grid = grid_for(n_items, ROPE_BLOCK);
     if (vec)
-        rope_kernel<true><<<grid, ROPE_BLOCK, 0, retort_stream>>>(qkv, cos_tab, sin_tab, B, T, pos0,
-                                                                  NH, KVH, HS, sign);
+        rope_kernel<true><<<grid, ROPE_BLOCK, 0, retort_stream>>>(qkv, cos_tab, sin_tab, pos, B, T,
+                                                                  pos0, NH, KVH, HS, sign);
     else
-        rope_kernel<false><<<grid, ROPE_BLOCK, 0, retort_stream>>>(qkv, cos_tab, sin_tab, B, T,
+        rope_kernel<false><<<grid, ROPE_BLOCK, 0, retort_stream>>>(qkv, cos_tab, sin_tab, pos, B, T,
                                                                    pos0, NH, KVH, HS, sign);
     CUDA_LAUNCH_CHECK();
 }
 
-extern "C" void rope_forward_cuda(float *qkv, const float *cos_tab, const float *sin_tab, int B,
-                                  int T, int pos0, int NH, int KVH, int HS) {
-    rope_launch("rope_forward_cuda", qkv, cos_tab, sin_tab, B, T, pos0, NH, KVH, HS, 1.0f);
+extern "C" void rope_forward_cuda(float *qkv, const float *cos_tab, const float *sin_tab,
+                                  const int *pos, int B, int T, int pos0, int NH, int KVH,
+                                  int HS) {
+    rope_launch("rope_forward_cuda", qkv, cos_tab, sin_tab, pos, B, T, pos0, NH, KVH, HS, 1.0f);
 }
 
-extern "C" void rope_backward_cuda(float *dqkv, const float *cos_tab, const float *sin_tab, int B,
-                                   int T, int pos0, int NH, int KVH, int HS) {
-    rope_launch("rope_backward_cuda", dqkv, cos_tab, sin_tab, B, T, pos0, NH, KVH, HS, -1.0f);
+extern "C" void rope_backward_cuda(float *dqkv, const float *cos_tab, const float *sin_tab,
+                                   const int *pos, int B, int T, int pos0, int NH, int KVH,
+                                   int HS) {
+    rope_launch("rope_backward_cuda", dqkv, cos_tab, sin_tab, pos, B, T, pos0, NH, KVH, HS,
+                -1.0f);
 }

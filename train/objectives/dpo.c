@@ -300,13 +300,13 @@ static void *dpo_open(const TrainEnv *env) {
         dpo_close(o);
         return NULL;
     }
-    size_t rows = (size_t)2 * env->B;
+    size_t P = (size_t)o->d.max_pairs, rows = 2 * P; /* env->B, more with data.pack */
     o->sums = xmalloc(rows * sizeof(double));
     o->ref_sums = xcalloc(rows, sizeof(double));
     o->counts = xmalloc(rows * sizeof(int64_t));
-    o->pairs = xmalloc((size_t)env->B * sizeof(DpoPair));
-    o->dlogp_c = xmalloc((size_t)env->B * sizeof(double));
-    o->dlogp_r = xmalloc((size_t)env->B * sizeof(double));
+    o->pairs = xmalloc(P * sizeof(DpoPair));
+    o->dlogp_c = xmalloc(P * sizeof(double));
+    o->dlogp_r = xmalloc(P * sizeof(double));
     return o;
 }
 
@@ -361,22 +361,20 @@ static void dpo_describe(const void *self, const TrainEnv *env) {
 }
 
 static void dpo_seek(void *self, int64_t epoch, int64_t pos) {
-    pref_loader_seek(&((Dpo *)self)->d.dl, epoch, pos);
+    pair_batches_seek(&((Dpo *)self)->d, epoch, pos);
 }
 
 static void dpo_position(const void *self, int64_t *epoch, int64_t *pos) {
-    const Dpo *o = self;
-    *epoch = o->d.dl.epoch;
-    *pos = o->d.dl.pos;
+    pair_batches_position(&((const Dpo *)self)->d, epoch, pos);
 }
 
 /* Reference sums of the 2B rows: the reference model's forward, or the
  * precomputed per-pair values of pd (for simpo, zeros: it needs none). */
 static void reference_sums(Dpo *o, const TrainEnv *env, const PrefDataset *pd, const int *in,
-                           const int *tg, const int64_t *pair_ids) {
-    int B = env->B, rows = 2 * B;
+                           const int *tg, const int64_t *pair_ids, int B) {
+    int rows = 2 * B;
     if (o->ref) {
-        gpt_forward(o->ref, in, tg, rows, env->T, o->d.logp);
+        pair_batches_forward(&o->d, env, o->ref, in, tg, B, o->d.logp);
         int64_t *scratch = xmalloc((size_t)rows * sizeof(int64_t));
         pref_row_sums(o->d.logp, tg, rows, env->T, o->ref_sums, scratch);
         free(scratch);
@@ -394,19 +392,20 @@ static void reference_sums(Dpo *o, const TrainEnv *env, const PrefDataset *pd, c
  * reference's, dpo_batch_loss, and the sums' gradients spread over their
  * tokens into the policy's backward. */
 static double dpo_micro(void *self, const TrainEnv *env, const PrefDataset *pd, const int *in,
-                        const int *tg, const int64_t *pair_ids, double scale, int backward,
+                        const int *tg, const int64_t *pair_ids, int B, double scale, int backward,
                         double *metrics) {
     Dpo *o = self;
-    int B = env->B, T = env->T;
+    int T = env->T;
     DpoMetrics m;
-    gpt_forward(env->model, in, tg, 2 * B, T, o->d.logp);
+    pair_batches_forward(&o->d, env, env->model, in, tg, B, o->d.logp);
     pref_row_sums(o->d.logp, tg, 2 * B, T, o->sums, o->counts);
-    reference_sums(o, env, pd, in, tg, pair_ids); /* reuses logp: the policy's sums are taken */
+    /* reuses logp: the policy's sums are taken */
+    reference_sums(o, env, pd, in, tg, pair_ids, B);
     dpo_pairs_from_rows(o->sums, o->ref_sums, o->counts, B, o->pairs);
     double loss = dpo_batch_loss(&o->p, o->pairs, B, o->dlogp_c, o->dlogp_r, &m);
     if (backward) {
         dpo_spread_weights(o->dlogp_c, o->dlogp_r, B, T, tg, scale, o->d.g);
-        gpt_backward(env->model, o->d.g);
+        pair_batches_backward(&o->d, env, env->model, o->d.g, B);
     }
     metrics[M_REWARDS_CHOSEN] = m.rewards_chosen;
     metrics[M_REWARDS_REJECTED] = m.rewards_rejected;

@@ -24,6 +24,11 @@
  * every rank), both terms alike, so the loss is sum_t w_t times task t's mean
  * per-token loss (1 - alpha) CE + alpha T^2 D_beta; logged as loss/<task>.
  *
+ * Packed rows (data.pack): the student and an online teacher both run the
+ * rows packed (seq_batches_pack_model), and the offline teacher rows are
+ * gathered per slot by its token index (packed_topk_rows), so each token
+ * meets its own teacher row; on-policy sampling is refused with packing.
+ *
  * Metrics (training lines): ce, kd (divergence per target token), agreement
  * (student and teacher top-1 agree), on_policy (1 when the step sampled),
  * after loss/<task> with task weights. Validation is the lm objective's:
@@ -178,6 +183,20 @@ static void student_completions(Kd *k, const TrainEnv *env, int *inputs, int *ta
     free(row);
 }
 
+/* data.pack with the offline teacher: the K-wide rows of the n slots, by
+ * each slot's token index (-1, padding: id 0 and logp 0; its target is -1,
+ * so nothing reads them), as dataset_topk_row gives them per example. */
+static void packed_topk_rows(const Dataset *ds, const int64_t *token_index, int n, int *ids,
+                             float *logp) {
+    int K = ds->topk;
+    for (int i = 0; i < n; i++)
+        for (int k = 0; k < K; k++) {
+            int64_t at = token_index[i];
+            ids[(size_t)i * K + k] = at >= 0 ? (int)ds->topk_ids[at * K + k] : 0;
+            logp[(size_t)i * K + k] = at >= 0 ? ds->topk_logp[at * K + k] : 0.0f;
+        }
+}
+
 static double kd_step(void *self, const TrainEnv *env, double *metrics) {
     Kd *k = self;
     SeqBatches *d = &k->d;
@@ -206,9 +225,14 @@ static double kd_step(void *self, const TrainEnv *env, double *metrics) {
         const int *tg = seq_batches_local(d, env, d->targets, a);
         const int *task = seq_batches_local_rows(d, env, d->tasks, a);
         const int *src = seq_batches_local_rows(d, env, d->sources, a);
+        seq_batches_pack_model(d, env, a, env->model);
         gpt_forward(env->model, in, tg, env->B, env->T, d->logp);
         if (k->teacher) {
+            seq_batches_pack_model(d, env, a, k->teacher);
             gpt_forward(k->teacher, in, tg, env->B, env->T, NULL);
+        } else if (d->pack) { /* each slot's teacher row is its token's */
+            packed_topk_rows(&d->train_ds[0], seq_batches_token_index(d, env, a), N,
+                             k->topk_ids, k->topk_logp);
         } else {
             for (int b = 0; b < env->B; b++)
                 dataset_topk_row(&d->train_ds[src[b]],

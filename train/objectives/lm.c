@@ -140,6 +140,7 @@ static double lm_step(void *self, const TrainEnv *env, double *metrics) {
     for (int a = 0; a < env->A; a++) {
         const int *in = seq_batches_local(d, env, d->inputs, a);
         const int *tg = seq_batches_local(d, env, d->targets, a);
+        seq_batches_pack_model(d, env, a, env->model);
         gpt_forward(env->model, in, tg, env->B, env->T, d->logp);
         loss += lm_loss_and_weights(d->logp, tg, N, D, d->g);
         gpt_backward(env->model, d->g);

@@ -190,7 +190,7 @@ static void *orpo_open(const TrainEnv *env) {
         orpo_close(o);
         return NULL;
     }
-    o->fw_tg = xmalloc((size_t)2 * env->B * env->T * sizeof(int));
+    o->fw_tg = xmalloc((size_t)2 * o->d.max_pairs * env->T * sizeof(int));
     return o;
 }
 
@@ -211,22 +211,20 @@ static void orpo_describe(const void *self, const TrainEnv *env) {
 }
 
 static void orpo_seek(void *self, int64_t epoch, int64_t pos) {
-    pref_loader_seek(&((Orpo *)self)->d.dl, epoch, pos);
+    pair_batches_seek(&((Orpo *)self)->d, epoch, pos);
 }
 
 static void orpo_position(const void *self, int64_t *epoch, int64_t *pos) {
-    const Orpo *o = self;
-    *epoch = o->d.dl.epoch;
-    *pos = o->d.dl.pos;
+    pair_batches_position(&((const Orpo *)self)->d, epoch, pos);
 }
 
 /* One micro-batch (PairLossFn): the chosen rows' prompt tokens become
  * targets as well (the NLL's), one forward, orpo_batch_loss, one backward. */
 static double orpo_micro(void *self, const TrainEnv *env, const PrefDataset *pd, const int *in,
-                         const int *tg, const int64_t *pair_ids, double scale, int backward,
-                         double *metrics) {
+                         const int *tg, const int64_t *pair_ids, int B, double scale,
+                         int backward, double *metrics) {
     Orpo *o = self;
-    int B = env->B, T = env->T;
+    int T = env->T;
     for (int b = 0; b < B; b++) {
         /* the prompt of row b: its first P inputs; position j predicts j + 1 */
         int P = pref_pair_span(pd, pair_ids[b], T, 0, 0).prompt_len;
@@ -235,10 +233,10 @@ static double orpo_micro(void *self, const TrainEnv *env, const PrefDataset *pd,
         for (int j = 0; j < T; j++) fb[j] = tb[j] >= 0 ? tb[j] : j + 1 < P ? ib[j + 1] : -1;
     }
     memcpy(o->fw_tg + (size_t)B * T, tg + (size_t)B * T, (size_t)B * T * sizeof(int));
-    gpt_forward(env->model, in, o->fw_tg, 2 * B, T, o->d.logp);
+    pair_batches_forward(&o->d, env, env->model, in, o->fw_tg, B, o->d.logp);
     double loss = orpo_batch_loss(o->beta, o->d.logp, tg, o->fw_tg, B, T, scale,
                                   backward ? o->d.g : NULL, metrics);
-    if (backward) gpt_backward(env->model, o->d.g);
+    if (backward) pair_batches_backward(&o->d, env, env->model, o->d.g, B);
     return loss;
 }
 

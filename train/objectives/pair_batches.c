@@ -47,7 +47,10 @@ static int open_loaders(PairBatches *d, const TrainEnv *env, const char *method,
 int pair_batches_open(PairBatches *d, const TrainEnv *env, const char *method,
                       int max_prompt_len, int max_completion_len) {
     memset(d, 0, sizeof *d);
-    size_t N = (size_t)2 * env->B * env->T, GN = N * env->world;
+    d->pack = env->cfg->data.pack;
+    d->max_pairs = d->pack ? PAIR_PACK_MAX * env->B : env->B;
+    size_t GN = (size_t)2 * env->B * env->T * env->world;
+    size_t N = (size_t)2 * d->max_pairs * env->T, NP = (size_t)2 * env->B * env->T;
     d->inputs = xmalloc((size_t)env->A * GN * sizeof(int));
     d->targets = xmalloc((size_t)env->A * GN * sizeof(int));
     d->items = xmalloc((size_t)env->A * env->world * env->B * sizeof(int64_t));
@@ -55,7 +58,19 @@ int pair_batches_open(PairBatches *d, const TrainEnv *env, const char *method,
     d->loc_tg = xmalloc(N * sizeof(int));
     d->logp = xmalloc(N * sizeof(float));
     d->g = xmalloc(N * sizeof(float));
-    return open_loaders(d, env, method, max_prompt_len, max_completion_len);
+    if (open_loaders(d, env, method, max_prompt_len, max_completion_len) != 0) return -1;
+    if (d->pack) {
+        pair_packer_init(&d->packer, &d->dl, d->max_pairs);
+        d->pk_in = xmalloc(4 * NP * sizeof(int));
+        d->pk_tg = d->pk_in + NP;
+        d->pk_ds = d->pk_tg + NP;
+        d->pk_map = d->pk_ds + NP;
+        d->pk_logp = xmalloc(2 * NP * sizeof(float));
+        d->pk_g = d->pk_logp + NP;
+        d->pk_scratch = xmalloc((4 * NP + 4 * (size_t)d->max_pairs * env->T) * sizeof(int));
+        d->pk_ids = xmalloc(2 * (size_t)d->max_pairs * sizeof(int64_t)); /* own, another's */
+    }
+    return 0;
 }
 
 int pair_batches_check_tokenizer(const PairBatches *d, const TrainEnv *env) {
@@ -85,6 +100,11 @@ void pair_batches_describe(const PairBatches *d, const TrainEnv *env) {
 }
 
 void pair_batches_close(PairBatches *d) {
+    if (d->pack) pair_packer_free(&d->packer);
+    free(d->pk_in);
+    free(d->pk_logp);
+    free(d->pk_scratch);
+    free(d->pk_ids);
     pref_loader_free(&d->dl);
     if (d->have_val) pref_loader_free(&d->val_dl);
     pref_dataset_close(&d->train);
@@ -103,8 +123,84 @@ static void local_pairs(const TrainEnv *env, const int *global, int *loc) {
     memcpy(loc + B * T, global + (GB + r * B) * T, B * T * sizeof(int));
 }
 
+void pair_batches_forward(PairBatches *d, const TrainEnv *env, GPT *model, const int *in,
+                          const int *tg, int n_pairs, float *logp) {
+    int T = env->T;
+    if (!d->pk_active) {
+        gpt_forward(model, in, tg, 2 * n_pairs, T, logp);
+        return;
+    }
+    size_t NP = (size_t)2 * env->B * T;
+    for (size_t i = 0; i < NP; i++) d->pk_tg[i] = d->pk_map[i] >= 0 ? tg[d->pk_map[i]] : -1;
+    if (gpt_set_packing(model, d->pk_ds, 2 * env->B, T) != 0) {
+        fprintf(stderr, "retort: data.pack: %s\n", err_msg()); /* the packer's own layout */
+        exit(1);
+    }
+    gpt_forward(model, d->pk_in, d->pk_tg, 2 * env->B, T, d->pk_logp);
+    memset(logp, 0, (size_t)2 * n_pairs * T * sizeof(float));
+    for (size_t i = 0; i < NP; i++)
+        if (d->pk_map[i] >= 0) logp[d->pk_map[i]] = d->pk_logp[i];
+}
+
+void pair_batches_backward(PairBatches *d, const TrainEnv *env, GPT *model, const float *g,
+                           int n_pairs) {
+    (void)n_pairs;
+    if (!d->pk_active) {
+        gpt_backward(model, g);
+        return;
+    }
+    size_t NP = (size_t)2 * env->B * env->T;
+    for (size_t i = 0; i < NP; i++) d->pk_g[i] = d->pk_map[i] >= 0 ? g[d->pk_map[i]] : 0.0f;
+    gpt_backward(model, d->pk_g);
+}
+
+void pair_batches_seek(PairBatches *d, int64_t epoch, int64_t pos) {
+    if (d->pack) pair_packer_seek(&d->packer, epoch, pos);
+    else pref_loader_seek(&d->dl, epoch, pos);
+}
+
+void pair_batches_position(const PairBatches *d, int64_t *epoch, int64_t *pos) {
+    if (d->pack) {
+        pair_packer_position(&d->packer, epoch, pos);
+        return;
+    }
+    *epoch = d->dl.epoch;
+    *pos = d->dl.pos;
+}
+
+/* data.pack: one step of A micro-batches, each rank's group cut from the
+ * stream after those of the ranks before it (every rank packs them all, so
+ * the loaders stay together), the method on this rank's. */
+static double packed_step(PairBatches *d, const TrainEnv *env, PairLossFn loss_fn, void *self,
+                          int n_metrics, double *metrics) {
+    int W = env->world, A = env->A, T = env->T, rows = 2 * env->B;
+    size_t NP = (size_t)rows * T, NU = (size_t)2 * d->max_pairs * T;
+    int *s = d->pk_scratch; /* another rank's group, thrown away */
+    double loss = 0;
+    for (int a = 0; a < A; a++) {
+        int K = 0;
+        for (int r = 0; r < W; r++) {
+            if (r == env->rank)
+                K = pair_packer_next(&d->packer, rows, d->pk_in, d->pk_tg, d->pk_ds, d->pk_map,
+                                     d->loc_in, d->loc_tg, d->pk_ids);
+            else
+                pair_packer_next(&d->packer, rows, s, s + NP, s + 2 * NP, s + 3 * NP,
+                                 s + 4 * NP, s + 4 * NP + NU, d->pk_ids + d->max_pairs);
+        }
+        double m[OBJECTIVE_MAX_METRICS] = {0};
+        d->pk_active = 1;
+        loss += loss_fn(self, env, &d->train, d->loc_in, d->loc_tg, d->pk_ids, K, 1.0 / (A * W),
+                        1, m) / A;
+        d->pk_active = 0;
+        objective_metrics_add(metrics, m, 1.0 / A, n_metrics);
+    }
+    for (int k = 0; k < n_metrics; k++) metrics[k] = dist_sum_f64(metrics[k]) / W;
+    return dist_sum_f64(loss) / W;
+}
+
 double pair_batches_step(PairBatches *d, const TrainEnv *env, PairLossFn loss_fn, void *self,
                          int n_metrics, double *metrics) {
+    if (d->pack) return packed_step(d, env, loss_fn, self, n_metrics, metrics);
     int N = 2 * env->B * env->T, GB = env->world * env->B, W = env->world, A = env->A;
     for (int a = 0; a < A; a++)
         pref_loader_next(&d->dl, GB, d->inputs + (size_t)a * N * W,
@@ -116,8 +212,8 @@ double pair_batches_step(PairBatches *d, const TrainEnv *env, PairLossFn loss_fn
         local_pairs(env, d->targets + (size_t)a * N * W, d->loc_tg);
         /* the global micro-batch loss is the mean of the ranks' pair means */
         loss += loss_fn(self, env, &d->train, d->loc_in, d->loc_tg,
-                        d->items + (size_t)a * GB + (size_t)env->rank * env->B, 1.0 / (A * W), 1,
-                        m) / A;
+                        d->items + (size_t)a * GB + (size_t)env->rank * env->B, env->B,
+                        1.0 / (A * W), 1, m) / A;
         objective_metrics_add(metrics, m, 1.0 / A, n_metrics);
     }
     for (int k = 0; k < n_metrics; k++) metrics[k] = dist_sum_f64(metrics[k]) / W;
@@ -135,7 +231,7 @@ double pair_batches_eval(PairBatches *d, const TrainEnv *env, PairLossFn loss_fn
     for (int b = 0; b < env->cfg->eval.batches; b++) {
         double m[OBJECTIVE_MAX_METRICS] = {0};
         pref_loader_next(pl, env->B, d->inputs, d->targets, d->items);
-        loss += loss_fn(self, env, pd, d->inputs, d->targets, d->items, 0, 0, m);
+        loss += loss_fn(self, env, pd, d->inputs, d->targets, d->items, env->B, 0, 0, m);
         objective_metrics_add(sum, m, 1.0, n_metrics);
         n++;
         if (pl->epoch > 0) break; /* the validation set is smaller than eval.batches */

@@ -10,15 +10,28 @@
  * of world * B pairs first; this rank trains on pairs [rank * B, (rank + 1) * B)
  * of each. Each micro-batch's loss is its pair mean (as TRL computes it), a
  * step averages its micro-batches (TRL's gradient accumulation) and the ranks'
- * means. */
+ * means.
+ *
+ * data.pack: a rank's micro-batch is instead its 2B rows packed first-fit
+ * with as many whole pairs as fit (data/pack.h; at most PAIR_PACK_MAX times
+ * B), the ranks' groups cut from the global stream in rank order. The method
+ * still sees its K pairs in the unpacked layout (rows [0, K) chosen, [K, 2K)
+ * rejected) and runs the model through pair_batches_forward / _backward,
+ * which run the packed rows and move log-probs and weights between the two
+ * layouts; a token's log-prob is the same either way, so each pair's sums,
+ * and the loss of the same pairs, are the unpacked ones. The micro-batch
+ * loss stays its pair mean (over its K pairs). Validation is unpacked. */
 #ifndef RETORT_PAIR_BATCHES_H
 #define RETORT_PAIR_BATCHES_H
 
 #include <stdint.h>
 
 #include "data/h5data.h"
+#include "data/pack.h"
 #include "data/pref_batch.h"
 #include "train/objectives/objective.h"
+
+#define PAIR_PACK_MAX 16 /* pairs of a packed micro-batch: at most this many times B */
 
 typedef struct {
     PrefDataset train, val;
@@ -29,6 +42,14 @@ typedef struct {
     int64_t *items;           /* (A, world * B) their pair ids */
     int *loc_in, *loc_tg;     /* (2B, T) this rank's rows of one micro-batch */
     float *logp, *g;          /* (2B, T) */
+    /* data.pack: the buffers above hold 2 max_pairs rows (the unpacked layout) */
+    int pack, max_pairs;      /* max_pairs: B, or PAIR_PACK_MAX * B with pack */
+    PairPacker packer;
+    int pk_active;            /* the method is running on a packed micro-batch */
+    int *pk_in, *pk_tg, *pk_ds, *pk_map; /* (2B, T) this rank's packed rows (data/pack.h) */
+    float *pk_logp, *pk_g;    /* (2B, T) */
+    int *pk_scratch;          /* another rank's group: (4 (2B) + 4 max_pairs) T ints */
+    int64_t *pk_ids;          /* (2 max_pairs): this rank's group's pair ids, another's */
 } PairBatches;
 
 /* Opens data.train (schema pref; `method` names the objective in messages)
@@ -44,13 +65,29 @@ int pair_batches_check_tokenizer(const PairBatches *d, const TrainEnv *env);
  * pairs, and how the file cut prompt from response (its boundary). */
 void pair_batches_describe(const PairBatches *d, const TrainEnv *env);
 
-/* A method's loss on one micro-batch of env->B pairs: rows in, tg (2B, T),
- * the pairs' ids in pd (pair_ids, B). Returns the micro-batch's loss (its
- * pair mean), fills metrics[0, n_metrics) and, when backward, runs the
- * model's backward pass with per-token weights dLoss/dlogp times scale. */
+/* A method's loss on one micro-batch of n_pairs pairs (env->B, or with
+ * data.pack the pairs packed into the rank's rows): rows in, tg
+ * (2 n_pairs, T), the pairs' ids in pd (pair_ids, n_pairs). Returns the
+ * micro-batch's loss (its pair mean), fills metrics[0, n_metrics) and, when
+ * backward, runs the model's backward pass with per-token weights
+ * dLoss/dlogp times scale. It runs every model through pair_batches_forward
+ * and pair_batches_backward. */
 typedef double (*PairLossFn)(void *self, const TrainEnv *env, const PrefDataset *pd,
-                             const int *in, const int *tg, const int64_t *pair_ids,
+                             const int *in, const int *tg, const int64_t *pair_ids, int n_pairs,
                              double scale, int backward, double *metrics);
+
+/* gpt_forward of the 2 n_pairs rows in, tg into logp (2 n_pairs, T); on a
+ * packed micro-batch, the packed rows' forward with tg's targets, its
+ * log-probs put back in the rows' layout (0 where no target). */
+void pair_batches_forward(PairBatches *d, const TrainEnv *env, GPT *model, const int *in,
+                          const int *tg, int n_pairs, float *logp);
+/* gpt_backward of the per-token weights g (2 n_pairs, T), moved to the packed
+ * rows on a packed micro-batch. */
+void pair_batches_backward(PairBatches *d, const TrainEnv *env, GPT *model, const float *g,
+                           int n_pairs);
+/* The data position (pairs; with data.pack less the pair held back). */
+void pair_batches_seek(PairBatches *d, int64_t epoch, int64_t pos);
+void pair_batches_position(const PairBatches *d, int64_t *epoch, int64_t *pos);
 
 /* One optimizer step: draws A micro-batches, runs loss on this rank's pairs of
  * each with backward and scale 1 / (A * world); returns the mean loss over

@@ -221,6 +221,12 @@ int seq_batches_open(SeqBatches *d, const TrainEnv *env) {
     d->logp = xmalloc(N * sizeof(float));
     d->g = xmalloc(N * sizeof(float));
     if (open_loaders(d, env) != 0) return -1;
+    if (env->cfg->data.pack) {
+        if (packer_init(&d->packer, &d->train_dl) != 0) return -1;
+        d->pack = 1;
+        d->doc_start = xmalloc((size_t)env->A * GN * sizeof(int));
+        d->token_index = xmalloc((size_t)env->A * GN * sizeof(int64_t));
+    }
     return open_tasks(d, env);
 }
 
@@ -260,6 +266,10 @@ void seq_batches_describe(const SeqBatches *d, const TrainEnv *env) {
     } else {
         describe_loader("training examples", &d->train_dl);
     }
+    if (d->pack)
+        printf("data.pack: examples packed first-fit into each micro-batch of %d rows of %d "
+               "tokens, attention within each example, positions restarting per example\n",
+               env->world * env->B, env->T);
     for (int s = 0; s < d->n_val_mix && ds->schema != SCHEMA_LM; s++)
         describe_loader("validation examples", &d->val_mix[s]);
     if (d->have_val && !d->n_val_mix && ds->schema != SCHEMA_LM)
@@ -273,6 +283,9 @@ void seq_batches_describe(const SeqBatches *d, const TrainEnv *env) {
 }
 
 void seq_batches_close(SeqBatches *d) {
+    if (d->pack) packer_free(&d->packer);
+    free(d->doc_start);
+    free(d->token_index);
     if (d->use_mix) mix_free(&d->mix);
     else loader_free(&d->train_dl);
     if (d->have_val && !d->n_val_mix) loader_free(&d->val_dl);
@@ -295,6 +308,7 @@ int64_t seq_batches_items(const SeqBatches *d) {
 
 void seq_batches_seek(SeqBatches *d, int64_t epoch, int64_t pos) {
     if (d->use_mix) mix_seek(&d->mix, epoch * mix_items(&d->mix) + pos, NULL);
+    else if (d->pack) packer_seek(&d->packer, epoch, pos);
     else loader_seek(&d->train_dl, epoch, pos);
 }
 
@@ -302,6 +316,8 @@ void seq_batches_position(const SeqBatches *d, int64_t *epoch, int64_t *pos) {
     if (d->use_mix) {
         *epoch = 0;
         *pos = d->mix.index;
+    } else if (d->pack) {
+        packer_position(&d->packer, epoch, pos);
     } else {
         *epoch = d->train_dl.epoch;
         *pos = d->train_dl.pos;
@@ -353,16 +369,36 @@ int seq_batches_load_position(SeqBatches *d, const json_t *detail) {
 void seq_batches_draw(SeqBatches *d, const TrainEnv *env) {
     size_t GB = (size_t)env->world * env->B, GN = GB * env->T;
     for (int a = 0; a < env->A; a++) {
-        if (d->use_mix)
+        if (d->use_mix) {
             mix_next(&d->mix, (int)GB, d->inputs + a * GN, d->targets + a * GN,
                      d->sources + a * GB, d->items + a * GB);
-        else
+        } else if (d->pack) { /* a row holds several items: none recorded */
+            packer_next(&d->packer, (int)GB, d->inputs + a * GN, d->targets + a * GN,
+                        d->doc_start + a * GN, d->token_index + a * GN, NULL);
+            for (size_t r = 0; r < GB; r++) d->items[a * GB + r] = -1;
+        } else
             loader_next_items(&d->train_dl, (int)GB, d->inputs + a * GN, d->targets + a * GN,
                               d->items + a * GB);
     }
     for (size_t r = 0; r < (size_t)env->A * GB; r++) {
         const Dataset *ds = &d->train_ds[d->sources[r]];
         d->tasks[r] = d->tw.n ? d->task_map[d->sources[r]][ds->task[d->items[r]]] : -1;
+    }
+}
+
+const int64_t *seq_batches_token_index(const SeqBatches *d, const TrainEnv *env, int a) {
+    if (!d->pack) return NULL;
+    size_t N = (size_t)env->B * env->T;
+    return d->token_index + (size_t)a * N * env->world + (size_t)env->rank * N;
+}
+
+void seq_batches_pack_model(const SeqBatches *d, const TrainEnv *env, int a, GPT *model) {
+    if (!d->pack) return;
+    if (gpt_set_packing(model, seq_batches_local(d, env, d->doc_start, a), env->B, env->T) !=
+        0) {
+        /* the packer's own layout: a bug, not bad data */
+        fprintf(stderr, "retort: data.pack: %s\n", err_msg());
+        exit(1);
     }
 }
 

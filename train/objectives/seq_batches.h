@@ -14,7 +14,13 @@
  * Task weights: each row is one example, so a row's task is its example's
  * (the file's `task` column, matched by name in the file's `tasks`
  * attribute against objective.task_weights); every task of every file must
- * be listed there (weight 0 trains nothing on it). */
+ * be listed there (weight 0 trains nothing on it).
+ *
+ * data.pack: each global micro-batch is a group of world * B rows packed
+ * first-fit (data/pack.h) with its doc_start, and seq_batches_pack_model
+ * hands this rank's rows' layout to the model before each forward. The data
+ * position stays (epoch, examples into the epoch). Validation is unpacked:
+ * a token's log-prob is the same either way. */
 #ifndef RETORT_SEQ_BATCHES_H
 #define RETORT_SEQ_BATCHES_H
 
@@ -22,6 +28,7 @@
 #include <stdint.h>
 
 #include "data/h5data.h"
+#include "data/pack.h"
 #include "train/config.h"
 #include "train/objectives/objective.h"
 
@@ -41,6 +48,10 @@ typedef struct {
     int *sources;            /* (A, world * B) their files (index into train_ds) */
     int *tasks;              /* (A, world * B) their tasks (index into tw), -1 = none */
     float *logp, *g;         /* (B, T) one micro-batch of this rank */
+    int pack;                /* data.pack: rows filled by packer */
+    Packer packer;
+    int *doc_start;          /* (A, world * B, T) with pack: where each token's example starts */
+    int64_t *token_index;    /* (A, world * B, T) with pack: each slot's token in the file, -1 pad */
     TaskWeights tw;          /* objective.task_weights; tw.n = 0: none */
     /* file task id -> index into tw, per training file and (last) data.val */
     signed char task_map[CFG_MAX_MIX + 1][256];
@@ -66,6 +77,14 @@ void seq_batches_seek(SeqBatches *d, int64_t epoch, int64_t pos);
 void seq_batches_position(const SeqBatches *d, int64_t *epoch, int64_t *pos);
 json_t *seq_batches_save_position(const SeqBatches *d);
 int seq_batches_load_position(SeqBatches *d, const json_t *detail);
+
+/* With data.pack, gives model (gpt_set_packing) the layout of this rank's
+ * rows of micro-batch a for its next forward; nothing otherwise. Called for
+ * each model that runs over the rows (the student, an online teacher). */
+void seq_batches_pack_model(const SeqBatches *d, const TrainEnv *env, int a, GPT *model);
+/* With data.pack: this rank's (B, T) token indices of micro-batch a
+ * (data/pack.h); NULL without packing. */
+const int64_t *seq_batches_token_index(const SeqBatches *d, const TrainEnv *env, int a);
 
 /* Draws the step's A global micro-batches (their items, files and tasks). */
 void seq_batches_draw(SeqBatches *d, const TrainEnv *env);
