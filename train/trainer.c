@@ -1176,6 +1176,9 @@ static int train_loop(Trainer *t) {
         }
     }
     if (tty && !t->quiet) printf("\n");
+    if (!t->quiet)
+        printf("activations: %.2f MiB allocated (train.recompute %s)\n",
+               gpt_activation_bytes_allocated(t->model) / 1048576.0, t->cfg->train.recompute);
     return 0;
 }
 
