@@ -882,6 +882,7 @@ int gpt_set_recompute(GPT *m, int mode) {
     m->logits_n = 0;
     m->act_bytes = 0;
     m->scratch_layer = -1;
+    m->lora_max_N = 0; /* LoRA's buffers too (lora_rerun) */
     return 0;
 }
 
@@ -920,9 +921,11 @@ static void norm_backward(GPT *m, float *dinp, float *dw, float *db, const float
 
 /* How far block_forward goes: the whole block, or (recomputation in
  * backward) only as far as backward reads: the attention output (attention
- * mode) or the MLP's activation (block mode). The out-projection's and the
- * down-projection's outputs are never read by backward. */
-enum { UPTO_ATTY, UPTO_MLP_ACT, UPTO_ALL };
+ * mode) or the MLP's activation (block mode); the down-projection too where
+ * LoRA adapts it, to rebuild its adapter's shared buffers (lora_rerun). The
+ * out-projection's and the down-projection's outputs are never read by
+ * backward. */
+enum { UPTO_ATTY, UPTO_MLP_ACT, UPTO_DOWN, UPTO_ALL };
 
 /* Block l over N = B*T rows from its input `residual` into m->layers[l].
  * pos < 0: training, attention over the rows themselves (keeping what
@@ -968,6 +971,7 @@ static void block_forward(GPT *m, int l, int B, int T, int pos, const float *res
         be->gelu_forward(a->fch_gelu, a->fch, (size_t)N * m->I);
     if (upto == UPTO_MLP_ACT) return;
     linear_forward(m, l, MM_DOWN, a->fcproj, a->fch_gelu, N, training);
+    if (upto == UPTO_DOWN) return;
     be->residual_forward(a->res3, a->res2, a->fcproj, (size_t)N * C);
 }
 
@@ -995,8 +999,14 @@ static void blocks_forward(GPT *m, int B, int T, int pos) {
  * the forward), unless the scratch holds them already. */
 static void recompute_block(GPT *m, int l) {
     if (m->recompute == GPT_RECOMPUTE_NONE || m->scratch_layer == l) return;
-    block_forward(m, l, m->B, m->T, -1, block_input(m, l), m->fwd_dropout,
-                  m->recompute == GPT_RECOMPUTE_ATTENTION ? UPTO_ATTY : UPTO_MLP_ACT);
+    int upto = UPTO_ATTY;
+    if (m->recompute == GPT_RECOMPUTE_BLOCK) {
+        upto = UPTO_MLP_ACT;
+        for (int k = 0; k < m->n_lin; k++)
+            if (m->lin[k].mm == MM_DOWN && m->lora_index[l * N_LIN_MAX + k] >= 0)
+                upto = UPTO_DOWN; /* its adapter's buffers are shared: rebuild them */
+    }
+    block_forward(m, l, m->B, m->T, -1, block_input(m, l), m->fwd_dropout, upto);
     m->scratch_layer = l;
 }
 

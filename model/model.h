@@ -277,9 +277,11 @@ int gpt_padded_vocab(const GPT *m);
  * function of the forward count, which backward does not change), so the
  * gradients are bitwise those of `none` on the CPU. Backward skips the
  * recomputation of the last block, whose buffers forward left in the scratch,
- * and of the blocks below the lowest one it visits. LoRA's own per-adapter
- * buffers (s x A^T x, and the dropped input when lora dropout > 0) stay per
- * block in every mode. */
+ * and of the blocks below the lowest one it visits. LoRA's per-adapter
+ * buffers (s x A^T x, and the dropped input when lora dropout > 0) follow
+ * their GEMM: once for all blocks where the mode reruns it (attention: the
+ * q/k/v adapters; block: every adapter, the down-projection then rerun too),
+ * else per block. */
 typedef enum {
     GPT_RECOMPUTE_NONE = 0,
     GPT_RECOMPUTE_ATTENTION,

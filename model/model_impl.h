@@ -208,6 +208,9 @@ int backward_needed(const GPT *m);
 /* model_lora.c */
 void lora_init_host(const ParamInfo *p, float *w, Rng *r);
 void ensure_lora_acts(GPT *m, size_t N);
+/* Whether recomputation reruns GEMM mm (MM_*) of every block under the
+ * model's recompute mode, so its adapters' buffers are shared by the blocks. */
+int lora_rerun(const GPT *m, int mm);
 /* GEMM mm (MM_*) of block l: out = inp W + b, or inp W^T + b for the nn.Linear
  * layout of Llama families, plus the LoRA path of each adapted module in it. */
 void linear_forward(GPT *m, int l, int mm, float *out, const float *inp, int N, int training);

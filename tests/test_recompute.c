@@ -324,6 +324,34 @@ Test(recompute, activation_bytes_are_what_forward_allocates) {
         }
 }
 
+/* LoRA's buffers follow their GEMM: with dropout on every module of a Llama,
+ * what the first forward allocates beyond the planned activations (LoRA's
+ * buffers alone) shrinks from none to attention (q/k/v adapters shared) to
+ * block (all shared), and the gradients stay bitwise (the variants above). */
+Test(recompute, lora_buffers_are_shared_when_their_gemm_is_rerun) {
+    GPTConfig cfg = llama_cfg();
+    size_t prev = 0;
+    for (int k = 0; k < GPT_RECOMPUTE_COUNT; k++) {
+        GPT *m = gpt_create(&cfg, counting_backend());
+        cr_assert(m, "%s", err_msg());
+        gpt_init_random(m, 1);
+        LoraConfig lc = lora_all(m, 0.25f);
+        cr_assert_eq(gpt_lora_attach(m, &lc), 0, "%s", err_msg());
+        cr_assert_eq(gpt_set_recompute(m, MODES[k]), 0);
+        int ids[N];
+        random_tokens(ids, N, V, 2);
+        size_t before = live_bytes;
+        gpt_forward(m, ids, ids, B, T, NULL);
+        size_t lora = live_bytes - before - gpt_activation_bytes_allocated(m);
+        cr_assert_gt(lora, 0);
+        if (k > 0)
+            cr_expect_lt(lora, prev, "%s: LoRA's buffers %zu bytes, not fewer than %zu",
+                         gpt_recompute_name(MODES[k]), lora, prev);
+        prev = lora;
+        gpt_free(m);
+    }
+}
+
 Test(recompute, activation_bytes_scale_as_documented) {
     /* GPT-2 124M at B 4, T 1024, bf16: block keeps L (N,C) block outputs
      * where none keeps every buffer, so it saves well over half */
