@@ -692,7 +692,7 @@ enum { N_LAYER_BUFS = 17 };
 static int layer_buffers(const GPT *m, size_t N, LayerBuf *b) {
     size_t C = (size_t)m->cfg.n_embd, W = (size_t)m->W, QD = (size_t)m->NH * m->HS;
     size_t I = (size_t)m->I, FC = m->llama ? 2 * I : I; /* [gate | up] or c_fc */
-    size_t NORM_MEAN = m->llama ? 0 : N;                 /* RMSNorm keeps no mean */
+    size_t norm_mean = m->llama ? 0 : N;                 /* RMSNorm keeps no mean */
     int qkn = m->cfg.qk_norm;
     int attn = m->recompute == GPT_RECOMPUTE_NONE;       /* the attention half is kept */
     int mlp = m->recompute != GPT_RECOMPUTE_BLOCK;       /* the MLP half is kept */
@@ -710,10 +710,10 @@ static int layer_buffers(const GPT *m, size_t N, LayerBuf *b) {
     LB(fch_gelu, 0, N * I, mlp);
     LB(fcproj, 0, N * C, attn);   /* backward never reads it: kept by none only */
     LB(res3, 0, N * C, 1);        /* the next block's input: kept by every mode */
-    LB(ln1_mean, 1, NORM_MEAN, attn);
+    LB(ln1_mean, 1, norm_mean, attn);
     LB(ln1_rstd, 1, N, attn);
     LB(att_lse, 1, (size_t)m->NH * N, attn);
-    LB(ln2_mean, 1, NORM_MEAN, mlp);
+    LB(ln2_mean, 1, norm_mean, mlp);
     LB(ln2_rstd, 1, N, mlp);
     LB(qkn_rstd, 1, qkn ? N * (size_t)(m->NH + m->KVH) : 0, attn);
 #undef LB
@@ -834,6 +834,11 @@ size_t gpt_activation_bytes(const GPTConfig *cfg, int B, int T, int recompute, s
     }
     if (B < 1 || T < 1 || act_size < 1) {
         err_set("gpt_activation_bytes: B %d, T %d and act_size %zu must be >= 1", B, T, act_size);
+        return 0;
+    }
+    if (T > gpt_context_len(cfg)) {
+        err_set("gpt_activation_bytes: T %d exceeds the model's context of %d positions "
+                "(n_positions, or a shorter sliding_window)", T, gpt_context_len(cfg));
         return 0;
     }
     GPT g = {0}; /* the shape alone: nothing is allocated but the pointer table */

@@ -306,7 +306,8 @@ int gpt_recompute(const GPT *m);
  * buffers, the embedding output, the final norm, one chunk of logits and the
  * backward scratch. Not counted: LoRA's buffers, the KD side buffers, the
  * key/value cache of decoding, and the host copy of the token ids. 0 with
- * the error set for a bad config, mode or size. For a memory planner. */
+ * the error set for a bad config, mode or size (T past gpt_context_len). For
+ * a memory planner. */
 size_t gpt_activation_bytes(const GPTConfig *cfg, int B, int T, int recompute, size_t act_size,
                             int chunk_rows);
 /* The bytes of the activations allocated now (0 before the first forward):

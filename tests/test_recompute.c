@@ -372,6 +372,8 @@ Test(recompute, activation_bytes_scale_as_documented) {
     cr_expect_eq(gpt_activation_bytes(&c, 4, 1024, 7, 2, 0), 0);
     assert_contains(err_msg(), "recompute");
     cr_expect_eq(gpt_activation_bytes(&c, 0, 1024, GPT_RECOMPUTE_NONE, 2, 0), 0);
+    cr_expect_eq(gpt_activation_bytes(&c, 4, 1025, GPT_RECOMPUTE_NONE, 2, 0), 0);
+    assert_contains(err_msg(), "context of 1024");
     c.n_head = 7;
     cr_expect_eq(gpt_activation_bytes(&c, 4, 1024, GPT_RECOMPUTE_NONE, 2, 0), 0);
     assert_contains(err_msg(), "n_head");
