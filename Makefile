@@ -242,6 +242,9 @@ bench-gpu: check-deps
 $(BUILD)/bench_kernels: experiments/bench/bench_kernels.c $(LIB)
 	$(CC) $(ALL_CFLAGS) -I$(CUDA_HOME)/include $(LDFLAGS) -o $@ $< $(LIB) $(ALL_LIBS)
 
+$(BUILD)/recompute_bytes: experiments/bench/recompute_bytes.c $(LIB)
+	$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $< $(LIB) $(ALL_LIBS)
+
 # ---- quickstart ----
 quickstart: check-deps
 	@$(MAKE) --no-print-directory retort

@@ -10,7 +10,14 @@
  * activations sized for the largest B*T seen (compute-type buffers in one
  * allocation, the fp32 side buffers in another). Buffers of the compute type
  * are offset in bytes of be->act_size, never with float arithmetic, so the
- * same code drives fp32 and bf16 backends. Backward walks the residual
+ * same code drives fp32 and bf16 backends. With activation recomputation
+ * (gpt_set_recompute, model.h) the per-block buffers a mode does not keep are
+ * carved once, as m->scratch, and every block's pointers to them alias it:
+ * forward writes each block's into the same memory, and backward reruns a
+ * block's forward (block_forward, as far as backward reads) from its kept
+ * input just before the block's backward. gpt_activation_bytes lays the
+ * buffers out on a model that holds only the shape, so the planned bytes are
+ * the allocated bytes by construction. Backward walks the residual
  * stream with one (N,C) buffer `dres` that every branch adds into, since the
  * ops accumulate (+=); the scratch gradients of each block are zeroed before
  * use. The classifier turns the logits into dlogits in place.
@@ -450,12 +457,9 @@ static int rope_tables(GPT *m) {
     return ok ? 0 : -1;
 }
 
-GPT *gpt_create(const GPTConfig *cfg, const Backend *be) {
-    if (gpt_config_check(cfg) != 0) return NULL;
-    if (be->supports(cfg) != 0) return NULL; /* what the backend's kernels can run */
-    GPT *m = xcalloc(1, sizeof *m);
+/* The family's shape, derived once from the config. */
+static void derive_shape(GPT *m, const GPTConfig *cfg) {
     m->cfg = *cfg;
-    m->be = be;
     m->Vp = padded_vocab(cfg);
     m->llama = cfg->arch != ARCH_GPT2;
     m->NH = cfg->n_head;
@@ -463,6 +467,15 @@ GPT *gpt_create(const GPTConfig *cfg, const Backend *be) {
     m->HS = cfg->head_dim ? cfg->head_dim : cfg->n_embd / cfg->n_head;
     m->I = cfg->intermediate_size ? cfg->intermediate_size : 4 * cfg->n_embd;
     m->W = (m->NH + 2 * m->KVH) * m->HS;
+}
+
+GPT *gpt_create(const GPTConfig *cfg, const Backend *be) {
+    if (gpt_config_check(cfg) != 0) return NULL;
+    if (be->supports(cfg) != 0) return NULL; /* what the backend's kernels can run */
+    GPT *m = xcalloc(1, sizeof *m);
+    m->be = be;
+    derive_shape(m, cfg);
+    m->scratch_layer = -1;
     build_table(m);
     build_lins(m);
     m->layer_groups = xcalloc((size_t)cfg->n_layer, sizeof(unsigned));
@@ -656,25 +669,132 @@ void *carve(const Backend *be, size_t esize, const size_t *sizes, float ***out, 
     return base;
 }
 
-/* Lays out the activation buffers for N = B*T rows: compute-type buffers in
- * one allocation, the fp32 side buffers (and token ids) in another. */
 /* Rows per head chunk for N rows: all of them, unless a chunk size was set or
  * the (N, Vp) logits would pass GPT_LOGITS_BUDGET_BYTES. */
-static int head_rows_for(const GPT *m, size_t N) {
-    size_t rows = m->chunk_set > 0
-                      ? (size_t)m->chunk_set
-                      : GPT_LOGITS_BUDGET_BYTES / ((size_t)m->Vp * m->be->act_size);
+static int head_rows_for(const GPT *m, size_t N, size_t act_size) {
+    size_t rows = m->chunk_set > 0 ? (size_t)m->chunk_set
+                                   : GPT_LOGITS_BUDGET_BYTES / ((size_t)m->Vp * act_size);
     if (rows < 1) rows = 1;
     return (int)(rows < N ? rows : N);
 }
 
+/* One buffer of a block's activations: where it sits in LayerActs, whether it
+ * is fp32 (else the compute type), its elements for N rows (0: the family
+ * has none), and whether the recompute mode keeps it per block (else it lives
+ * once, in m->scratch, and backward recomputes it). */
+typedef struct {
+    size_t off;
+    int fp32;
+    size_t n;
+    int kept;
+} LayerBuf;
+enum { N_LAYER_BUFS = 17 };
+
+static int layer_buffers(const GPT *m, size_t N, LayerBuf *b) {
+    size_t C = (size_t)m->cfg.n_embd, W = (size_t)m->W, QD = (size_t)m->NH * m->HS;
+    size_t I = (size_t)m->I, FC = m->llama ? 2 * I : I; /* [gate | up] or c_fc */
+    size_t norm_mean = m->llama ? 0 : N;                 /* RMSNorm keeps no mean */
+    int qkn = m->cfg.qk_norm;
+    int attn = m->recompute == GPT_RECOMPUTE_NONE;       /* the attention half is kept */
+    int mlp = m->recompute != GPT_RECOMPUTE_BLOCK;       /* the MLP half is kept */
+    int k = 0;
+#define LB(field, is32, elems, keep) \
+    (b[k++] = (LayerBuf){offsetof(LayerActs, field), (is32), (elems), (keep)})
+    LB(ln1, 0, N * C, attn);
+    LB(qkv, 0, N * W, attn);
+    LB(qkv_raw, 0, qkn ? N * W : 0, attn);
+    LB(atty, 0, N * QD, attn);
+    LB(attproj, 0, N * C, attn);  /* backward never reads it: kept by none only */
+    LB(res2, 0, N * C, mlp);
+    LB(ln2, 0, N * C, mlp);
+    LB(fch, 0, N * FC, mlp);
+    LB(fch_gelu, 0, N * I, mlp);
+    LB(fcproj, 0, N * C, attn);   /* backward never reads it: kept by none only */
+    LB(res3, 0, N * C, 1);        /* the next block's input: kept by every mode */
+    LB(ln1_mean, 1, norm_mean, attn);
+    LB(ln1_rstd, 1, N, attn);
+    LB(att_lse, 1, (size_t)m->NH * N, attn);
+    LB(ln2_mean, 1, norm_mean, mlp);
+    LB(ln2_rstd, 1, N, mlp);
+    LB(qkn_rstd, 1, qkn ? N * (size_t)(m->NH + m->KVH) : 0, attn);
+#undef LB
+    assert(k == N_LAYER_BUFS);
+    return k;
+}
+
+static float **layer_field(LayerActs *a, const LayerBuf *b) {
+    return (float **)((char *)a + b->off);
+}
+
+/* The sizes and pointer targets of every activation buffer for N rows and
+ * head_rows logits rows: compute-type buffers in x, fp32 side buffers (and
+ * token ids) in f32. m->layers must hold L entries. */
+typedef struct {
+    size_t *size;
+    float ***ptr;
+    int n;
+} ActList;
+
+static void act_add(ActList *l, float **ptr, size_t n) {
+    l->size[l->n] = n;
+    l->ptr[l->n++] = ptr;
+}
+
+static void act_layout(GPT *m, size_t N, int head_rows, ActList *x, ActList *f32) {
+    size_t C = (size_t)m->cfg.n_embd, W = (size_t)m->W, QD = (size_t)m->NH * m->HS;
+    size_t I = (size_t)m->I, FC = m->llama ? 2 * I : I;
+    size_t DC = QD > C ? QD : C; /* dC serves both (N,C) and the attention output */
+    int qkn = m->cfg.qk_norm;
+    LayerBuf b[N_LAYER_BUFS];
+    layer_buffers(m, N, b);
+    for (int l = 0; l < m->cfg.n_layer; l++)
+        for (int k = 0; k < N_LAYER_BUFS; k++)
+            if (b[k].kept) act_add(b[k].fp32 ? f32 : x, layer_field(&m->layers[l], &b[k]), b[k].n);
+    for (int k = 0; k < N_LAYER_BUFS; k++)
+        if (!b[k].kept) act_add(b[k].fp32 ? f32 : x, layer_field(&m->scratch, &b[k]), b[k].n);
+    act_add(x, &m->encoded, N * C);
+    act_add(x, &m->lnf, N * C);
+    act_add(x, &m->logits, (size_t)head_rows * m->Vp);
+    act_add(x, &m->dres, N * C);
+    act_add(x, &m->dC, N * DC);
+    act_add(x, &m->dqkv, N * W);
+    act_add(x, &m->dqkv_raw, qkn ? N * W : 0);
+    act_add(x, &m->dfch, N * FC);
+    act_add(x, &m->dfch_gelu, N * I);
+    act_add(f32, &m->lnf_mean, m->llama ? 0 : N);
+    act_add(f32, &m->lnf_rstd, N);
+    act_add(f32, &m->logp, N);
+    act_add(f32, &m->lse, N);
+    act_add(f32, &m->g, N);
+    act_add(f32, (float **)&m->inputs, N);  /* int32, same size as fp32 */
+    act_add(f32, (float **)&m->targets, N); /* right after inputs: one upload moves both */
+}
+
+enum { ACT_REST_X = 9, ACT_REST_32 = 7 }; /* act_layout's buffers outside the blocks */
+
+static ActList act_list(int count) {
+    ActList l = {xcalloc((size_t)count, sizeof(size_t)), xcalloc((size_t)count, sizeof(float **)), 0};
+    return l;
+}
+
+static void act_list_free(ActList *l) {
+    free(l->size);
+    free(l->ptr);
+}
+
+/* Bytes carve() takes for these buffers (each 64-byte aligned). */
+static size_t act_list_bytes(const ActList *l, size_t esize) {
+    size_t total = 0;
+    for (int i = 0; i < l->n; i++) total += (l->size[i] * esize + 63) & ~(size_t)63;
+    return total;
+}
+
 static void ensure_acts(GPT *m, int B, int T) {
     size_t N = (size_t)B * T;
-    const GPTConfig *c = &m->cfg;
-    size_t C = c->n_embd, NH = c->n_head;
-    int L = c->n_layer;
-    int head_rows = head_rows_for(m, N);
+    int L = m->cfg.n_layer;
+    int head_rows = head_rows_for(m, N, m->be->act_size);
     m->logits_n = 0; /* whatever the buffer held belongs to an older forward */
+    m->scratch_layer = -1;
     if (N <= m->max_N && head_rows <= m->logits_cap && m->acts) {
         m->head_rows = head_rows;
         return;
@@ -684,70 +804,92 @@ static void ensure_acts(GPT *m, int B, int T) {
     if (m->acts32) m->be->release(m->acts32);
     free(m->layers);
     m->layers = xcalloc((size_t)L, sizeof(LayerActs));
-
-    enum { PER_LAYER_X = 11, PER_LAYER_32 = 6, REST_X = 9, REST_32 = 7 };
-    int nx = PER_LAYER_X * L + REST_X, n32 = PER_LAYER_32 * L + REST_32;
-    size_t *sx = xcalloc((size_t)nx, sizeof(size_t)), *s32 = xcalloc((size_t)n32, sizeof(size_t));
-    float ***px = xcalloc((size_t)nx, sizeof(float **)), ***p32 = xcalloc((size_t)n32, sizeof(float **));
-    int ix = 0, i32 = 0;
-    size_t W = (size_t)m->W, QD = (size_t)m->NH * m->HS, I = (size_t)m->I;
-    size_t FC = m->llama ? 2 * I : I;    /* the MLP's first GEMM: [gate | up] or c_fc */
-    size_t DC = QD > C ? QD : C;         /* dC serves both (N,C) and the attention output */
-    int qkn = m->cfg.qk_norm;
-/* a buffer of n elements of the compute type / of fp32: its size, and the
- * pointer carve() sets; a size of 0 leaves the pointer NULL */
-#define ACT_COMPUTE(ptr, n) (sx[ix] = (n), px[ix++] = &(ptr))
-#define ACT_FP32(ptr, n) (s32[i32] = (n), p32[i32++] = (float **)&(ptr))
-    for (int l = 0; l < L; l++) {
-        LayerActs *a = &m->layers[l];
-        ACT_COMPUTE(a->ln1, N * C);
-        ACT_COMPUTE(a->qkv, N * W);
-        ACT_COMPUTE(a->qkv_raw, qkn ? N * W : 0);
-        ACT_COMPUTE(a->atty, N * QD);
-        ACT_COMPUTE(a->attproj, N * C);
-        ACT_COMPUTE(a->res2, N * C);
-        ACT_COMPUTE(a->ln2, N * C);
-        ACT_COMPUTE(a->fch, N * FC);
-        ACT_COMPUTE(a->fch_gelu, N * I);
-        ACT_COMPUTE(a->fcproj, N * C);
-        ACT_COMPUTE(a->res3, N * C);
-        ACT_FP32(a->ln1_mean, m->llama ? 0 : N);
-        ACT_FP32(a->ln1_rstd, N);
-        ACT_FP32(a->att_lse, NH * N);
-        ACT_FP32(a->ln2_mean, m->llama ? 0 : N);
-        ACT_FP32(a->ln2_rstd, N);
-        ACT_FP32(a->qkn_rstd, qkn ? N * (size_t)(m->NH + m->KVH) : 0);
-    }
-    ACT_COMPUTE(m->encoded, N * C);
-    ACT_COMPUTE(m->lnf, N * C);
-    ACT_COMPUTE(m->logits, (size_t)head_rows * m->Vp);
-    ACT_COMPUTE(m->dres, N * C);
-    ACT_COMPUTE(m->dC, N * DC);
-    ACT_COMPUTE(m->dqkv, N * W);
-    ACT_COMPUTE(m->dqkv_raw, qkn ? N * W : 0);
-    ACT_COMPUTE(m->dfch, N * FC);
-    ACT_COMPUTE(m->dfch_gelu, N * I);
-    ACT_FP32(m->lnf_mean, m->llama ? 0 : N);
-    ACT_FP32(m->lnf_rstd, N);
-    ACT_FP32(m->logp, N);
-    ACT_FP32(m->lse, N);
-    ACT_FP32(m->g, N);
-    ACT_FP32(m->inputs, N);  /* int32, same size as fp32 */
-    ACT_FP32(m->targets, N);
-#undef ACT_COMPUTE
-#undef ACT_FP32
-    assert(ix == nx && i32 == n32);
-    m->acts = carve(m->be, m->be->act_size, sx, px, nx);
-    m->acts32 = carve(m->be, sizeof(float), s32, p32, n32);
+    memset(&m->scratch, 0, sizeof m->scratch);
+    int cap = N_LAYER_BUFS * (L + 1) + ACT_REST_X + ACT_REST_32;
+    ActList x = act_list(cap), f32 = act_list(cap);
+    act_layout(m, N, head_rows, &x, &f32);
+    m->acts = carve(m->be, m->be->act_size, x.size, x.ptr, x.n);
+    m->acts32 = carve(m->be, sizeof(float), f32.size, f32.ptr, f32.n);
+    m->act_bytes = act_list_bytes(&x, m->be->act_size) + act_list_bytes(&f32, sizeof(float));
+    act_list_free(&x);
+    act_list_free(&f32);
+    /* the buffers this mode recomputes: every block's pointer is the scratch's */
+    LayerBuf b[N_LAYER_BUFS];
+    layer_buffers(m, N, b);
+    for (int l = 0; l < L; l++)
+        for (int k = 0; k < N_LAYER_BUFS; k++)
+            if (!b[k].kept) *layer_field(&m->layers[l], &b[k]) = *layer_field(&m->scratch, &b[k]);
     assert(m->targets > m->inputs); /* consecutive in acts32: one upload moves both */
     free(m->ids_host);
     m->ids_host = xcalloc((size_t)(m->targets - m->inputs) + N, sizeof(int));
-    free(sx);
-    free(s32);
-    free(px);
-    free(p32);
     m->max_N = N;
     m->head_rows = m->logits_cap = head_rows;
+}
+
+size_t gpt_activation_bytes(const GPTConfig *cfg, int B, int T, int recompute, size_t act_size,
+                            int chunk_rows) {
+    if (gpt_config_check(cfg) != 0) return 0;
+    if (recompute < 0 || recompute >= GPT_RECOMPUTE_COUNT) {
+        err_set("recompute mode %d is not none, attention or block", recompute);
+        return 0;
+    }
+    if (B < 1 || T < 1 || act_size < 1) {
+        err_set("gpt_activation_bytes: B %d, T %d and act_size %zu must be >= 1", B, T, act_size);
+        return 0;
+    }
+    if (T > gpt_context_len(cfg)) {
+        err_set("gpt_activation_bytes: T %d exceeds the model's context of %d positions "
+                "(n_positions, or a shorter sliding_window)", T, gpt_context_len(cfg));
+        return 0;
+    }
+    GPT g = {0}; /* the shape alone: nothing is allocated but the pointer table */
+    derive_shape(&g, cfg);
+    g.recompute = recompute;
+    g.chunk_set = chunk_rows > 0 ? chunk_rows : 0;
+    g.layers = xcalloc((size_t)cfg->n_layer, sizeof(LayerActs));
+    size_t N = (size_t)B * T;
+    int cap = N_LAYER_BUFS * (cfg->n_layer + 1) + ACT_REST_X + ACT_REST_32;
+    ActList x = act_list(cap), f32 = act_list(cap);
+    act_layout(&g, N, head_rows_for(&g, N, act_size), &x, &f32);
+    size_t bytes = act_list_bytes(&x, act_size) + act_list_bytes(&f32, sizeof(float));
+    act_list_free(&x);
+    act_list_free(&f32);
+    free(g.layers);
+    return bytes;
+}
+
+size_t gpt_activation_bytes_allocated(const GPT *m) { return m->acts ? m->act_bytes : 0; }
+
+static const char *const RECOMPUTE_NAME[GPT_RECOMPUTE_COUNT] = {"none", "attention", "block"};
+
+const char *gpt_recompute_name(int mode) {
+    return mode >= 0 && mode < GPT_RECOMPUTE_COUNT ? RECOMPUTE_NAME[mode] : "?";
+}
+
+int gpt_recompute_from_name(const char *name) {
+    for (int k = 0; k < GPT_RECOMPUTE_COUNT; k++)
+        if (name && !strcmp(name, RECOMPUTE_NAME[k])) return k;
+    return -1;
+}
+
+int gpt_recompute(const GPT *m) { return m->recompute; }
+
+int gpt_set_recompute(GPT *m, int mode) {
+    if (mode < 0 || mode >= GPT_RECOMPUTE_COUNT)
+        return err_set("recompute mode %d is not none (0), attention (1) or block (2)", mode);
+    if (mode == m->recompute) return 0;
+    m->recompute = mode;
+    /* laid out again at the next forward */
+    if (m->acts) m->be->release(m->acts);
+    if (m->acts32) m->be->release(m->acts32);
+    m->acts = m->acts32 = NULL;
+    m->max_N = 0;
+    m->logits_cap = 0;
+    m->logits_n = 0;
+    m->act_bytes = 0;
+    m->scratch_layer = -1;
+    m->lora_max_N = 0; /* LoRA's buffers too (lora_rerun) */
+    return 0;
 }
 
 
@@ -783,54 +925,95 @@ static void norm_backward(GPT *m, float *dinp, float *dw, float *db, const float
         m->be->layernorm_backward(dinp, dw, db, dout, inp, w, mean, rstd, N, m->cfg.n_embd);
 }
 
-/* Every transformer block and the final norm over the (B,T) rows in
- * m->encoded, into m->lnf (the head runs per chunk: head_logits). pos < 0: training, attention
- * over the rows themselves (keeping what backward needs); pos >= 0: decoding,
- * the rows are positions pos.. and attention runs over the key/value cache. */
-static void blocks_forward(GPT *m, int B, int T, int pos) {
+/* How far block_forward goes: the whole block, or (recomputation in
+ * backward) only as far as backward reads: the attention output (attention
+ * mode) or the MLP's activation (block mode); the down-projection too where
+ * LoRA adapts it, to rebuild its adapter's shared buffers (lora_rerun). The
+ * out-projection's and the down-projection's outputs are never read by
+ * backward. */
+enum { UPTO_ATTY, UPTO_MLP_ACT, UPTO_DOWN, UPTO_ALL };
+
+/* Block l over N = B*T rows from its input `residual` into m->layers[l].
+ * pos < 0: training, attention over the rows themselves (keeping what
+ * backward needs); pos >= 0: decoding, the rows are positions pos.. and
+ * attention runs over the key/value cache. `training`: LoRA dropout on. */
+static void block_forward(GPT *m, int l, int B, int T, int pos, const float *residual,
+                          int training, int upto) {
     const Backend *be = m->be;
     const GPTConfig *c = &m->cfg;
-    int C = c->n_embd, L = c->n_layer, N = B * T;
-    size_t kv_layer_bytes = pos >= 0 ? kv_layer_elems(m, m->kv_B) * be->act_size : 0;
-    int training = pos < 0 && m->fwd_dropout;
-    const float *residual = m->encoded;
-    for (int l = 0; l < L; l++) {
-        LayerActs *a = &m->layers[l];
-        norm_forward(m, a->ln1, a->ln1_mean, a->ln1_rstd, residual, layer_param(m, l, S_LN1_W),
-                     layer_param(m, l, S_LN1_B), N);
-        if (c->qk_norm) {
-            linear_forward(m, l, MM_QKV, a->qkv_raw, a->ln1, N, training);
-            be->qk_norm_forward(a->qkv, a->qkn_rstd, a->qkv_raw, layer_param(m, l, S_QNORM),
-                                layer_param(m, l, S_KNORM), N, m->NH, m->KVH, m->HS,
-                                c->layer_norm_epsilon);
-        } else {
-            linear_forward(m, l, MM_QKV, a->qkv, a->ln1, N, training);
-        }
-        if (m->llama)
-            be->rope_forward(a->qkv, m->rope_cos, m->rope_sin, pos < 0 ? m->pk_pos : NULL, B, T,
-                             pos < 0 ? 0 : pos, m->NH, m->KVH, m->HS);
-        if (pos < 0)
-            be->attention_forward(a->atty, a->att_lse, a->qkv, m->pk_doc, B, T, m->NH, m->KVH,
-                                  m->HS, attn_scale(m, l));
-        else
-            be->attention_decode(a->atty, (float *)((char *)m->kcache + l * kv_layer_bytes),
-                                 (float *)((char *)m->vcache + l * kv_layer_bytes), a->qkv, B, T,
-                                 pos, m->NH, m->KVH, m->HS, m->kv_T, attn_scale(m, l));
-        linear_forward(m, l, MM_O, a->attproj, a->atty, N, training);
-        be->residual_forward(a->res2, residual, a->attproj, (size_t)N * C);
-        norm_forward(m, a->ln2, a->ln2_mean, a->ln2_rstd, a->res2, layer_param(m, l, S_LN2_W),
-                     layer_param(m, l, S_LN2_B), N);
-        linear_forward(m, l, MM_FC, a->fch, a->ln2, N, training);
-        if (m->llama)
-            be->swiglu_forward(a->fch_gelu, a->fch, N, m->I);
-        else
-            be->gelu_forward(a->fch_gelu, a->fch, (size_t)N * m->I);
-        linear_forward(m, l, MM_DOWN, a->fcproj, a->fch_gelu, N, training);
-        be->residual_forward(a->res3, a->res2, a->fcproj, (size_t)N * C);
-        residual = a->res3;
+    int C = c->n_embd, N = B * T;
+    LayerActs *a = &m->layers[l];
+    norm_forward(m, a->ln1, a->ln1_mean, a->ln1_rstd, residual, layer_param(m, l, S_LN1_W),
+                 layer_param(m, l, S_LN1_B), N);
+    if (c->qk_norm) {
+        linear_forward(m, l, MM_QKV, a->qkv_raw, a->ln1, N, training);
+        be->qk_norm_forward(a->qkv, a->qkn_rstd, a->qkv_raw, layer_param(m, l, S_QNORM),
+                            layer_param(m, l, S_KNORM), N, m->NH, m->KVH, m->HS,
+                            c->layer_norm_epsilon);
+    } else {
+        linear_forward(m, l, MM_QKV, a->qkv, a->ln1, N, training);
     }
-    norm_forward(m, m->lnf, m->lnf_mean, m->lnf_rstd, residual, param_at(m, m->i_lnf_w),
+    if (m->llama)
+        be->rope_forward(a->qkv, m->rope_cos, m->rope_sin, pos < 0 ? m->pk_pos : NULL, B, T,
+                         pos < 0 ? 0 : pos, m->NH, m->KVH, m->HS);
+    if (pos < 0) {
+        be->attention_forward(a->atty, a->att_lse, a->qkv, m->pk_doc, B, T, m->NH, m->KVH, m->HS,
+                              attn_scale(m, l));
+    } else {
+        size_t kv_layer_bytes = kv_layer_elems(m, m->kv_B) * be->act_size;
+        be->attention_decode(a->atty, (float *)((char *)m->kcache + l * kv_layer_bytes),
+                             (float *)((char *)m->vcache + l * kv_layer_bytes), a->qkv, B, T,
+                             pos, m->NH, m->KVH, m->HS, m->kv_T, attn_scale(m, l));
+    }
+    if (upto == UPTO_ATTY) return;
+    linear_forward(m, l, MM_O, a->attproj, a->atty, N, training);
+    be->residual_forward(a->res2, residual, a->attproj, (size_t)N * C);
+    norm_forward(m, a->ln2, a->ln2_mean, a->ln2_rstd, a->res2, layer_param(m, l, S_LN2_W),
+                 layer_param(m, l, S_LN2_B), N);
+    linear_forward(m, l, MM_FC, a->fch, a->ln2, N, training);
+    if (m->llama)
+        be->swiglu_forward(a->fch_gelu, a->fch, N, m->I);
+    else
+        be->gelu_forward(a->fch_gelu, a->fch, (size_t)N * m->I);
+    if (upto == UPTO_MLP_ACT) return;
+    linear_forward(m, l, MM_DOWN, a->fcproj, a->fch_gelu, N, training);
+    if (upto == UPTO_DOWN) return;
+    be->residual_forward(a->res3, a->res2, a->fcproj, (size_t)N * C);
+}
+
+/* The input of block l: the previous block's output, or the embeddings. */
+static const float *block_input(const GPT *m, int l) {
+    return l > 0 ? m->layers[l - 1].res3 : m->encoded;
+}
+
+/* Every transformer block and the final norm over the (B,T) rows in
+ * m->encoded, into m->lnf (the head runs per chunk: head_logits); pos as
+ * block_forward. With recomputation the scratch then holds the last block. */
+static void blocks_forward(GPT *m, int B, int T, int pos) {
+    int L = m->cfg.n_layer, N = B * T;
+    int training = pos < 0 && m->fwd_dropout;
+    for (int l = 0; l < L; l++)
+        block_forward(m, l, B, T, pos, block_input(m, l), training, UPTO_ALL);
+    m->scratch_layer = pos < 0 ? L - 1 : -1;
+    norm_forward(m, m->lnf, m->lnf_mean, m->lnf_rstd, block_input(m, L), param_at(m, m->i_lnf_w),
                  m->i_lnf_b >= 0 ? param_at(m, m->i_lnf_b) : NULL, N);
+}
+
+/* Before block l's backward: its recomputed buffers, rebuilt from its kept
+ * input by the same ops as forward (same inputs, same order, the same LoRA
+ * dropout masks: they are a function of the forward count, unchanged since
+ * the forward), unless the scratch holds them already. */
+static void recompute_block(GPT *m, int l) {
+    if (m->recompute == GPT_RECOMPUTE_NONE || m->scratch_layer == l) return;
+    int upto = UPTO_ATTY;
+    if (m->recompute == GPT_RECOMPUTE_BLOCK) {
+        upto = UPTO_MLP_ACT;
+        for (int k = 0; k < m->n_lin; k++)
+            if (m->lin[k].mm == MM_DOWN && m->lora_index[l * N_LIN_MAX + k] >= 0)
+                upto = UPTO_DOWN; /* its adapter's buffers are shared: rebuild them */
+    }
+    block_forward(m, l, m->B, m->T, -1, block_input(m, l), m->fwd_dropout, upto);
+    m->scratch_layer = l;
 }
 
 void head_logits(GPT *m, int r0, int n) {
@@ -949,7 +1132,7 @@ static void block_backward(GPT *m, int l, int need_input) {
     size_t NI = (size_t)N * m->I, NFC = m->llama ? 2 * NI : NI, NW = (size_t)N * m->W;
     size_t NQ = (size_t)N * m->NH * m->HS;
     LayerActs *a = &m->layers[l];
-    const float *residual = l > 0 ? m->layers[l - 1].res3 : m->encoded;
+    const float *residual = block_input(m, l);
     unsigned groups = m->layer_groups[l];
 #define BEYOND(g) (need_input || (groups >> ((g) + 1)) != 0)
     /* res3 = res2 + fcproj: dres is the gradient of both summands */
@@ -1064,10 +1247,12 @@ void backward_through_head(GPT *m, const HeadKd *kd) {
     }
     if (!need_lnf) return;
     be->zero(m->dres, NC * X);
-    const float *last = L > 0 ? m->layers[L - 1].res3 : m->encoded;
     norm_backward(m, m->dres, grad_at(m, lnf_w), lnf_b >= 0 ? grad_at(m, lnf_b) : NULL, m->dC,
-                  last, param_at(m, lnf_w), m->lnf_mean, m->lnf_rstd, N);
-    for (int l = L - 1; l >= stop; l--) block_backward(m, l, l > stop || m->embed_trainable);
+                  block_input(m, L), param_at(m, lnf_w), m->lnf_mean, m->lnf_rstd, N);
+    for (int l = L - 1; l >= stop; l--) {
+        recompute_block(m, l);
+        block_backward(m, l, l > stop || m->embed_trainable);
+    }
     if (m->embed_trainable)
         be->encoder_backward(grad_at(m, m->i_wte), m->i_wpe >= 0 ? grad_at(m, m->i_wpe) : NULL,
                              m->dres, m->inputs, m->ids_host, m->pk_pos, m->pk_pos_host, B, T,

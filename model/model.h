@@ -262,6 +262,68 @@ int gpt_logits_chunk_rows(const GPT *m);
 /* The vocabulary as the model lays it out (model.vocab_size rounded up). */
 int gpt_padded_vocab(const GPT *m);
 
+/* ---- activation recomputation (train.recompute) ----
+ * What forward keeps per block for backward. Every mode keeps each block's
+ * output (the residual stream entering the next block, and the last one for
+ * the final norm) and the embedding output; the rest is either kept per block
+ * or held for one block at a time in shared scratch and recomputed in
+ * backward, just before that block's backward, from the kept block input:
+ *   none       every buffer per block (ln1, qkv, attention output and
+ *              log-sum-exp, out-projection, res2, ln2, MLP pre- and
+ *              post-activation, down-projection, res3 and the norm statistics).
+ *   attention  the MLP half per block (res2, ln2 and its statistics, the MLP's
+ *              pre- and post-activation); the attention half is recomputed:
+ *              ln1 and its statistics, the q/k/v GEMM, q/k norm, RoPE,
+ *              attention (output and log-sum-exp), i.e. everything up to the
+ *              out-projection's input. The out-projection's output and the
+ *              down-projection's output are never read by backward, so they
+ *              are scratch too.
+ *   block      only the block outputs; the whole block up to the MLP's
+ *              post-activation is recomputed (ln1 .. attention, out-projection,
+ *              res2, ln2, the MLP's first GEMM and activation).
+ * Activation memory goes from L x (all per-block buffers) to L x (what the mode
+ * keeps) + 1 x (the rest). The recomputation runs the same ops on the same
+ * inputs in the same order as forward, LoRA dropout included (its mask is a
+ * function of the forward count, which backward does not change), so the
+ * gradients are bitwise those of `none` on the CPU. Backward skips the
+ * recomputation of the last block, whose buffers forward left in the scratch,
+ * and of the blocks below the lowest one it visits. LoRA's per-adapter
+ * buffers (s x A^T x, and the dropped input when lora dropout > 0) follow
+ * their GEMM: once for all blocks where the mode reruns it (attention: the
+ * q/k/v adapters; block: every adapter, the down-projection then rerun too),
+ * else per block. */
+typedef enum {
+    GPT_RECOMPUTE_NONE = 0,
+    GPT_RECOMPUTE_ATTENTION,
+    GPT_RECOMPUTE_BLOCK,
+    GPT_RECOMPUTE_COUNT
+} GptRecompute;
+/* "none", "attention", "block" ("?" outside GptRecompute); the mode of a name,
+ * -1 when unknown or NULL. */
+const char *gpt_recompute_name(int mode);
+int gpt_recompute_from_name(const char *name);
+/* Sets the mode; the activations are laid out again at the next forward (so
+ * call it between a backward and the next forward, not between a forward
+ * and its backward). -1 with the error set for a mode outside GptRecompute. */
+int gpt_set_recompute(GPT *m, int mode);
+int gpt_recompute(const GPT *m);
+/* The bytes of activations gpt_forward allocates for a (B,T) batch of a
+ * fresh model of this config under recompute mode `recompute`, on a backend
+ * whose compute type is act_size bytes (4: the CPU's fp32, 2: CUDA's bf16),
+ * with the head chunked at chunk_rows rows (0: automatic, as
+ * gpt_set_logits_chunk). Exactly what the model's two activation allocations
+ * hold (buffers 64-byte aligned), without allocating them: the per-block
+ * buffers, the embedding output, the final norm, one chunk of logits and the
+ * backward scratch. Not counted: LoRA's buffers, the KD side buffers, the
+ * key/value cache of decoding, and the host copy of the token ids. 0 with
+ * the error set for a bad config, mode or size (T past gpt_context_len). For
+ * a memory planner. */
+size_t gpt_activation_bytes(const GPTConfig *cfg, int B, int T, int recompute, size_t act_size,
+                            int chunk_rows);
+/* The bytes of the activations allocated now (0 before the first forward):
+ * gpt_activation_bytes of the largest batch seen. */
+size_t gpt_activation_bytes_allocated(const GPT *m);
+
 /* Backward from per-token weights g = dLoss/dlogp (host, B*T floats), for the
  * (B,T) of the last forward. Accumulates into the gradients. */
 void gpt_backward(GPT *m, const float *g);

@@ -111,8 +111,13 @@ struct GPT {
     /* activations, for up to max_N = B*T rows */
     size_t max_N;
     void *acts, *acts32;                /* compute-type and fp32 activations */
+    size_t act_bytes;                   /* bytes of the two (gpt_activation_bytes) */
     float *encoded;                     /* (N,C) */
-    LayerActs *layers;                  /* (L) */
+    LayerActs *layers;                  /* (L); with recomputation the buffers a mode does
+                                           not keep point into `scratch` */
+    int recompute;                      /* GPT_RECOMPUTE_* (model.h) */
+    LayerActs scratch;                  /* one layer's recomputed buffers (recompute only) */
+    int scratch_layer;                  /* the block whose forward the scratch holds, -1 none */
     float *lnf, *lnf_mean, *lnf_rstd;   /* (N,C) (N) (N) */
     float *logits;                      /* (head_rows,Vp): one chunk's logits, or dlogits */
     float *logp, *lse, *g;              /* (N) each */
@@ -216,6 +221,9 @@ int backward_needed(const GPT *m);
 /* model_lora.c */
 void lora_init_host(const ParamInfo *p, float *w, Rng *r);
 void ensure_lora_acts(GPT *m, size_t N);
+/* Whether recomputation reruns GEMM mm (MM_*) of every block under the
+ * model's recompute mode, so its adapters' buffers are shared by the blocks. */
+int lora_rerun(const GPT *m, int mm);
 /* GEMM mm (MM_*) of block l: out = inp W + b, or inp W^T + b for the nn.Linear
  * layout of Llama families, plus the LoRA path of each adapted module in it. */
 void linear_forward(GPT *m, int l, int mm, float *out, const float *inp, int N, int training);

@@ -222,8 +222,19 @@ void gpt_lora_merge(GPT *m) {
     }
 }
 
+/* Whether backward's recomputation reruns GEMM mm of a block under the
+ * model's recompute mode (model.c, recompute_block): attention reruns the
+ * q/k/v GEMM, block every GEMM of the block (the down-projection only where it
+ * has an adapter, whose buffers it then rebuilds). Adapters of a rerun GEMM
+ * keep their buffers once, shared by every block, instead of per block. */
+int lora_rerun(const GPT *m, int mm) {
+    if (m->recompute == GPT_RECOMPUTE_BLOCK) return 1;
+    return m->recompute == GPT_RECOMPUTE_ATTENTION && mm == MM_QKV;
+}
+
 /* LoRA activations for N rows: per adapter h (N,r) and, with dropout, the
- * dropped input (N,in); shared scratch for the adapter output and backward. */
+ * dropped input (N,in) (once per module when recomputation reruns its GEMM:
+ * lora_rerun); shared scratch for the adapter output and backward. */
 void ensure_lora_acts(GPT *m, size_t N) {
     if (!m->has_lora || (m->lora_acts && N <= m->lora_max_N)) return;
     if (m->lora_acts) m->be->release(m->lora_acts);
@@ -237,16 +248,31 @@ void ensure_lora_acts(GPT *m, size_t N) {
     m->lora_h = xcalloc((size_t)slots, sizeof(float *));
     m->lora_xd = xcalloc((size_t)slots, sizeof(float *));
     m->lora_host = xmalloc(N * wide * sizeof(float));
-    size_t *sizes = xcalloc((size_t)2 * slots + 4, sizeof(size_t));
-    float ***ptrs = xcalloc((size_t)2 * slots + 4, sizeof(float **));
-    int n = 0;
+    size_t *sizes = xcalloc((size_t)2 * slots + 2 * N_LIN_MAX + 4, sizeof(size_t));
+    float ***ptrs = xcalloc((size_t)2 * slots + 2 * N_LIN_MAX + 4, sizeof(float **));
+    float *shared_h[N_LIN_MAX] = {0}, *shared_xd[N_LIN_MAX] = {0};
+    int n = 0, shared[N_LIN_MAX] = {0};
     for (int k = 0; k < slots; k++) {
+        int j = k % N_LIN_MAX;
         if (m->lora_index[k] < 0) continue;
+        if (lora_rerun(m, m->lin[j].mm)) {
+            shared[j] = 1; /* carved once below */
+            continue;
+        }
         sizes[n] = N * r;
         ptrs[n++] = &m->lora_h[k];
         if (drop) {
-            sizes[n] = N * (size_t)m->lin[k % N_LIN_MAX].in;
+            sizes[n] = N * (size_t)m->lin[j].in;
             ptrs[n++] = &m->lora_xd[k];
+        }
+    }
+    for (int j = 0; j < N_LIN_MAX; j++) {
+        if (!shared[j]) continue;
+        sizes[n] = N * r;
+        ptrs[n++] = &shared_h[j];
+        if (drop) {
+            sizes[n] = N * (size_t)m->lin[j].in;
+            ptrs[n++] = &shared_xd[j];
         }
     }
     sizes[n] = N * wide;
@@ -258,6 +284,11 @@ void ensure_lora_acts(GPT *m, size_t N) {
     sizes[n] = N * wide;
     ptrs[n++] = &m->lora_dy;
     m->lora_acts = carve(m->be, m->be->act_size, sizes, ptrs, n);
+    for (int k = 0; k < slots; k++)
+        if (m->lora_index[k] >= 0 && shared[k % N_LIN_MAX]) {
+            m->lora_h[k] = shared_h[k % N_LIN_MAX];
+            m->lora_xd[k] = shared_xd[k % N_LIN_MAX];
+        }
     free(sizes);
     free(ptrs);
     m->lora_max_N = N;

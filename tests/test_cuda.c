@@ -1176,6 +1176,67 @@ Test(cuda_model, packed_rows_match_cpu) {
                        .n_positions = 128, .layer_norm_epsilon = 1e-5f, .arch = ARCH_LLAMA,
                        .n_kv_head = 2, .intermediate_size = 384, .rope_theta = 10000.0};
     packed_model_case(&llama);
+/* Activation recomputation on the GPU (model.h, train.recompute): every
+ * kernel is deterministic, so attention and block must give the very bits of
+ * none, as on the CPU (tests/test_recompute.c), for GPT-2 and for a Llama
+ * with grouped-query attention and LoRA dropout on every module; and the
+ * bf16 activations allocated are what gpt_activation_bytes plans. */
+Test(cuda_model, recompute_is_bitwise_that_of_none) {
+    NEED_GPU(G);
+    GPTConfig cfgs[2] = {
+        {.n_layer = 3, .n_head = 2, .n_embd = 128, .vocab_size = 515, .n_positions = 128,
+         .layer_norm_epsilon = 1e-5f},
+        {.n_layer = 3, .n_head = 4, .n_embd = 128, .vocab_size = 515, .n_positions = 128,
+         .layer_norm_epsilon = 1e-6f, .arch = ARCH_LLAMA, .n_kv_head = 2,
+         .intermediate_size = 192, .rope_theta = 10000}};
+    int B = 2, T = 64, N = B * T;
+    int *in = malloc(N * sizeof(int));
+    float *g = malloc(N * 4), *ref_lp = malloc(N * 4), *lp = malloc(N * 4);
+    random_tokens(in, N, 515, 23);
+    for (int i = 0; i < N; i++) g[i] = -1.0f / N;
+    for (int c = 0; c < 2; c++) {
+        float *ref = NULL;
+        for (int mode = 0; mode < GPT_RECOMPUTE_COUNT; mode++) {
+            GPT *m = gpt_create(&cfgs[c], G);
+            cr_assert(m, "%s", err_msg());
+            gpt_init_random(m, 5);
+            cr_assert_eq(gpt_set_recompute(m, mode), 0);
+            if (c == 1) {
+                LoraConfig lc = {.r = 4, .alpha = 8, .dropout = 0.2f, .seed = 3, .n_targets = 3};
+                snprintf(lc.targets[0], LORA_NAME_LEN, "q_proj");
+                snprintf(lc.targets[1], LORA_NAME_LEN, "o_proj");
+                snprintf(lc.targets[2], LORA_NAME_LEN, "down_proj");
+                cr_assert_eq(gpt_lora_attach(m, &lc), 0, "%s", err_msg());
+                randomise_lora_b(m, 4);
+            }
+            size_t n = gpt_flat_size(m);
+            gpt_zero_grad(m);
+            gpt_forward(m, in, in, B, T, lp);
+            gpt_backward(m, g);
+            cr_expect_eq(gpt_activation_bytes_allocated(m),
+                         gpt_activation_bytes(&cfgs[c], B, T, mode, G->act_size, 0),
+                         "config %d, %s: allocated bytes differ from the plan", c,
+                         gpt_recompute_name(mode));
+            float *gr = malloc(n * 4);
+            gpt_copy_grads_to_host(m, gr, n);
+            if (mode == 0) {
+                ref = gr;
+                memcpy(ref_lp, lp, N * 4);
+            } else {
+                cr_expect(memcmp(lp, ref_lp, N * 4) == 0, "config %d, %s: logp differ", c,
+                          gpt_recompute_name(mode));
+                cr_expect(memcmp(gr, ref, n * 4) == 0, "config %d, %s: gradients differ", c,
+                          gpt_recompute_name(mode));
+                free(gr);
+            }
+            gpt_free(m);
+        }
+        free(ref);
+    }
+    free(in);
+    free(g);
+    free(ref_lp);
+    free(lp);
 }
 
 /* Gradient accumulation keeps fp32 sums end to end (model/backend.h): four

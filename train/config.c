@@ -166,6 +166,7 @@ static const KeyInfo KEYS[] = {
     BOOL_KEY(train, tensorboard, "write every metrics.jsonl number to a TensorBoard event file in out_dir too (tensorboard --logdir OUT_DIR)"),
     INT_KEY(train, logits_chunk_rows, 0, "rows per head/classifier chunk (0 = automatic: one chunk unless the logits pass 1 GiB)"),
     STR_KEY(train, memory_limit, false, "the most memory this run may take per rank, e.g. 2GB, 40GiB (\"\" = all the device has: free GPU memory, or the host's MemAvailable on the CPU); a run whose plan (retort plan) needs more is refused at start with the breakdown; useful on a shared machine"),
+    ENUM_KEY(train, recompute, "none|attention|block", "activation recomputation: none keeps every block's activations for backward; attention keeps the MLP half (res2, ln2, the MLP's pre- and post-activation) and recomputes the attention half (ln1, q/k/v GEMM, q/k norm, RoPE, attention: everything up to the out-projection's input) in backward; block keeps only each block's input and recomputes the whole block before its backward. Gradients are bitwise those of none on the CPU; block costs about one more forward per step, attention less"),
     INT_KEY(train, skip_nonfinite, 0, "steps with a NaN or infinite loss or gradient that are skipped (no update) before the run stops (0 = stop at the first)"),
 
     INT_KEY(eval, every, 0, "steps between validation passes (0 = off)"),
@@ -241,6 +242,7 @@ void config_defaults(Config *c) {
     c->optim.min_lr = 6e-5;
     c->optim.warmup_steps = 0;
     copy_string(c->optim.schedule, sizeof c->optim.schedule, "cosine");
+    copy_string(c->train.recompute, sizeof c->train.recompute, "none");
     copy_string(c->optim.warmup_shape, sizeof c->optim.warmup_shape, "linear");
     copy_string(c->optim.schedule_convention, sizeof c->optim.schedule_convention, "retort");
     c->optim.weight_decay = 0.1;

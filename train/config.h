@@ -110,6 +110,8 @@ typedef struct {
         int log_every;
         int tensorboard;             /* TensorBoard event file beside metrics.jsonl (train/tb.h) */
         int logits_chunk_rows;       /* 0 = automatic (model.h, chunked classifier) */
+        char recompute[16];          /* none | attention | block (model.h, activation
+                                        recomputation) */
         int skip_nonfinite;          /* steps with a NaN/inf loss or gradient skipped before
                                         the run stops (0 = stop at the first) */
         char memory_limit[32];       /* "" = the device's; else a size, "2GB" (train/plan.h) */

@@ -633,12 +633,22 @@ static int apply_finetune(Trainer *t) {
     return 0;
 }
 
+/* The run's model options that are not part of the model: the head's chunk
+ * and activation recomputation (validated by the config). */
+static void model_run_options(Trainer *t) {
+    const Config *c = t->cfg;
+    gpt_set_logits_chunk(t->model, c->train.logits_chunk_rows);
+    int rc = gpt_set_recompute(t->model, gpt_recompute_from_name(c->train.recompute));
+    assert(rc == 0); /* the key's choices are the mode names */
+    (void)rc;
+}
+
 static int build_model(Trainer *t) {
     const Config *c = t->cfg;
     if (c->model.init[0]) {
         t->model = model_load_hf(c->model.init, t->be);
         if (!t->model) return -1;
-        gpt_set_logits_chunk(t->model, c->train.logits_chunk_rows);
+        model_run_options(t);
         const GPTConfig *g = gpt_config(t->model);
         if (g->vocab_size != c->model.vocab_size || g->n_layer != c->model.n_layer ||
             g->n_embd != c->model.n_embd || g->n_head != c->model.n_head)
@@ -652,7 +662,7 @@ static int build_model(Trainer *t) {
     t->model = gpt_create(&g, t->be);
     if (!t->model) return -1;
     gpt_init_random(t->model, (uint64_t)c->train.seed);
-    gpt_set_logits_chunk(t->model, c->train.logits_chunk_rows);
+    model_run_options(t);
     return 0;
 }
 
@@ -1208,6 +1218,9 @@ static int train_loop(Trainer *t) {
         }
     }
     if (tty && !t->quiet) printf("\n");
+    if (!t->quiet)
+        printf("activations: %.2f MiB allocated (train.recompute %s)\n",
+               gpt_activation_bytes_allocated(t->model) / 1048576.0, t->cfg->train.recompute);
     return 0;
 }
 

@@ -62,6 +62,9 @@ GPT *objective_load_frozen(const TrainEnv *env, const char *dir, const char *wha
     GPT *m = model_load_hf(dir, env->be);
     if (!m) return NULL;
     gpt_set_logits_chunk(m, env->cfg->train.logits_chunk_rows);
+    /* never trained, so nothing is recomputed: block mode only keeps its
+     * activations to one block's worth */
+    gpt_set_recompute(m, GPT_RECOMPUTE_BLOCK);
     const GPTConfig *a = gpt_config(m), *b = gpt_config(env->model);
     if (a->vocab_size != b->vocab_size || gpt_context_len(a) < env->T) {
         err_set("%s %s: vocab_size %d and n_positions %d; the student has vocab_size %d and "
