@@ -79,14 +79,15 @@ void dataset_close(Dataset *ds);
 
 /* ---- streaming: datasets larger than memory ----
  * dataset_open_stream opens an lm, sft or kd file and reads its metadata
- * only: the attributes, every column's dtype and length, that the file stores
- * every entry (chunk counts against the extent, storage against the file
- * size), offsets[0] = 0 and offsets[n_docs] = n_tokens. Nothing of size
+ * only: the attributes, every column's dtype and length, offsets[0] = 0 and
+ * offsets[n_docs] = n_tokens (a chunked column's chunks are checked to be
+ * stored, and inside the file, as reads reach them). Nothing of size
  * O(n_tokens) or O(n_docs) is kept: the arrays of Dataset stay NULL, and
  * rows are read by HDF5 hyperslab when a loader asks for them (an lm window
  * is the token range [item*T, item*T + T+1); an sft/kd example reads its two
  * offsets, then its tokens and loss mask; its task byte and its teacher rows
- * likewise), each column through a chunk cache of DATASET_STREAM_CACHE bytes.
+ * likewise), each column through a chunk cache of DATASET_STREAM_CACHE bytes
+ * and the file's metadata cache held small (h5stream.c).
  * What a read brings in is validated then (token ids < vocab_size, offsets
  * ordered and inside the stream, masks 0/1, tags named, teacher rows as
  * dataset_open checks them), and a bad value or a failed read is an error

@@ -6,7 +6,7 @@
 # reader's peak on the small file is printed for contrast.
 #
 #   experiments/bench/stream_rss.sh                  (make bench-stream runs this)
-#   SMALL_MB=100 LARGE_MB=5000 STEPS=40 experiments/bench/stream_rss.sh
+#   SMALL_MB=100 LARGE_MB=5000 STEPS=300 experiments/bench/stream_rss.sh
 #
 # The files are real data on disk (uniform random byte-tokenizer ids, in
 # documents of 1024 tokens, chunked as `retort data build` chunks them),
@@ -17,11 +17,13 @@ cd "$(dirname "$0")/../.."
 PY=${PY:-.venv/bin/python}
 SMALL_MB=${SMALL_MB:-100}
 LARGE_MB=${LARGE_MB:-5000}
-STEPS=${STEPS:-40}
+STEPS=${STEPS:-300}
+RETORT=${RETORT:-./retort}
 THREADS=${THREADS:-1}
+KEEP=${KEEP:-0}   # 1: keep the files in WORK (and reuse them when there)
 WORK=${WORK:-$(mktemp -d /tmp/retort-stream-XXXXXX)}
 mkdir -p "$WORK"
-trap 'rm -rf "$WORK"' EXIT
+[ "$KEEP" = 1 ] || trap 'rm -rf "$WORK"' EXIT
 
 make_lm() { # path megabytes: uint16 tokens of the bytes tokenizer (vocab 257)
   "$PY" - "$1" "$2" <<'PYEOF'
@@ -54,7 +56,7 @@ PYEOF
 
 peak() { # data stream-mode name -> MiB
   local out="$WORK/$3"
-  ./retort train --set model.n_layer=2 --set model.n_head=2 --set model.n_embd=64 \
+  "$RETORT" train --set model.n_layer=2 --set model.n_head=2 --set model.n_embd=64 \
     --set model.vocab_size=257 --set model.n_positions=64 --set data.train="$1" \
     --set data.stream="$2" --set data.seq_len=64 --set data.batch_size=8 \
     --set train.steps="$STEPS" --set train.threads="$THREADS" --set train.out_dir="$out" \
@@ -64,8 +66,8 @@ peak() { # data stream-mode name -> MiB
 }
 
 echo "writing $SMALL_MB MB and $LARGE_MB MB lm files in $WORK ..." >&2
-make_lm "$WORK/small.h5" "$SMALL_MB"
-make_lm "$WORK/large.h5" "$LARGE_MB"
+[ -f "$WORK/small.h5" ] || make_lm "$WORK/small.h5" "$SMALL_MB"
+[ -f "$WORK/large.h5" ] || make_lm "$WORK/large.h5" "$LARGE_MB"
 ls -l "$WORK/small.h5" "$WORK/large.h5" >&2
 small=$(peak "$WORK/small.h5" true small-stream)
 large=$(peak "$WORK/large.h5" true large-stream)
