@@ -180,6 +180,7 @@ typedef struct {
     int64_t *subset;        /* (count) the items visited, when not a range; else NULL */
     int permute;            /* order by epoch_permute, order == NULL (streamed datasets) */
     struct Prefetch *prefetch; /* streamed: the read-ahead thread, started on first use */
+    int64_t read_ahead;     /* rows handed out that the read-ahead thread had read */
 } DataLoader;
 
 /* Number of items (windows or examples) the dataset offers at this T. */

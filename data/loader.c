@@ -377,6 +377,7 @@ int loader_next_slice(DataLoader *dl, int B, int first, int n, int *inputs, int 
             else dl->truncated += r;
         }
     } else if (rc == 1) {
+        dl->read_ahead += n;
         rc = 0;
     }
     if (items) memcpy(items, all, (size_t)B * sizeof *items);

@@ -289,6 +289,10 @@ Test(stream, a_rank_slice_equals_those_rows_of_the_whole_batch) {
         cr_assert_eq(in2[0], 0x7f7f7f7f, "a row of another rank was read");
         cr_assert_eq(whole.pos, slice.pos);
     }
+    /* every batch after the first came from the read-ahead thread */
+    cr_expect_eq(slice.read_ahead, (3 * items / GB - 1) * n, "%ld rows read ahead",
+                 (long)slice.read_ahead);
+    cr_expect_eq(whole.read_ahead, (3 * items / GB - 1) * GB);
     loader_free(&whole);
     loader_free(&slice);
     dataset_close(&str);
@@ -350,6 +354,71 @@ Test(stream, a_truncated_file_is_refused_naming_it) {
     cr_assert_eq(dataset_open_stream(&str, path), -1, "a truncated file was accepted");
     assert_contains(err_msg(), path);
     cr_assert_null(str.stream, "the reader was left open after a refusal");
+    rm_rf(dir);
+}
+
+static void attr_text(hid_t f, const char *name, const char *value) {
+    hid_t t = H5Tcopy(H5T_C_S1), sp = H5Screate(H5S_SCALAR);
+    H5Tset_size(t, strlen(value));
+    hid_t a = H5Acreate2(f, name, t, sp, H5P_DEFAULT, H5P_DEFAULT);
+    H5Awrite(a, t, value);
+    H5Aclose(a), H5Sclose(sp), H5Tclose(t);
+}
+
+static void attr_int(hid_t f, const char *name, int64_t value) {
+    hid_t sp = H5Screate(H5S_SCALAR);
+    hid_t a = H5Acreate2(f, name, H5T_STD_I64LE, sp, H5P_DEFAULT, H5P_DEFAULT);
+    H5Awrite(a, H5T_NATIVE_INT64, &value);
+    H5Aclose(a), H5Sclose(sp);
+}
+
+/* An lm file whose tokens (1024, in chunks of 64) are written only for their
+ * first chunk: what a writer cut short leaves. */
+static void write_unfinished_lm(const char *path) {
+    hid_t f = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    attr_text(f, "schema", "lm");
+    attr_text(f, "tokenizer", "test");
+    attr_int(f, "version", 1);
+    attr_int(f, "vocab_size", 300);
+    attr_int(f, "eos_id", 299);
+    attr_int(f, "pad_id", 299);
+    hsize_t n = 1024, chunk = 64, two = 2;
+    hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
+    H5Pset_chunk(dcpl, 1, &chunk);
+    hid_t sp = H5Screate_simple(1, &n, NULL);
+    hid_t d = H5Dcreate2(f, "tokens", H5T_STD_U16LE, sp, H5P_DEFAULT, dcpl, H5P_DEFAULT);
+    uint16_t first[64];
+    for (int i = 0; i < 64; i++) first[i] = (uint16_t)(i + 1);
+    hsize_t start = 0;
+    H5Sselect_hyperslab(sp, H5S_SELECT_SET, &start, NULL, &chunk, NULL);
+    hid_t ms = H5Screate_simple(1, &chunk, NULL);
+    cr_assert_geq(H5Dwrite(d, H5T_NATIVE_UINT16, ms, sp, H5P_DEFAULT, first), 0);
+    H5Sclose(ms), H5Dclose(d), H5Sclose(sp), H5Pclose(dcpl);
+    int64_t offs[2] = {0, 1024};
+    sp = H5Screate_simple(1, &two, NULL);
+    d = H5Dcreate2(f, "offsets", H5T_STD_I64LE, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    H5Dwrite(d, H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, offs);
+    H5Dclose(d), H5Sclose(sp), H5Fclose(f);
+}
+
+/* The whole-file reader refuses such a file at open; the streamed one finds
+ * the unwritten chunk when a window reaches it, and names file and entries. */
+Test(stream, an_unwritten_chunk_is_found_when_a_read_reaches_it) {
+    char dir[256], path[512];
+    make_temp_dir(dir, sizeof dir, "stream");
+    snprintf(path, sizeof path, "%s/cut.h5", dir);
+    write_unfinished_lm(path);
+    Dataset ds;
+    cr_assert_eq(dataset_open(&ds, path), -1, "the whole-file reader accepted it");
+    cr_assert_eq(dataset_open_stream(&ds, path), 0, "%s", err_msg());
+    int in[16], tg[16];
+    cr_assert_eq(dataset_row(&ds, 0, 16, in, tg), 0, "%s", err_msg()); /* entries 0..16 */
+    cr_assert_eq(in[3], 4);
+    cr_assert_eq(dataset_row(&ds, 3, 16, in, tg), -1, "entries 48..64 cross into chunk 1");
+    assert_contains(err_msg(), path);
+    assert_contains(err_msg(), "entries [64, 128)");
+    assert_contains(err_msg(), "not stored");
+    dataset_close(&ds);
     rm_rf(dir);
 }
 

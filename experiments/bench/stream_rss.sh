@@ -64,6 +64,9 @@ peak() { # data stream-mode name -> MiB
     --set optim.warmup_steps=0 >"$out.log" 2>&1 || { cat "$out.log" >&2; exit 1; }
   sed -n 's/^peak resident memory: \([0-9.]*\) MiB.*/\1/p' "$out.log"
 }
+seconds() { # name -> the run's training time (elapsed_s of its last step)
+  tail -1 "$WORK/$1/metrics.jsonl" | sed -n 's/.*"elapsed_s": \([0-9.]*\).*/\1/p'
+}
 
 echo "writing $SMALL_MB MB and $LARGE_MB MB lm files in $WORK ..." >&2
 [ -f "$WORK/small.h5" ] || make_lm "$WORK/small.h5" "$SMALL_MB"
@@ -73,10 +76,14 @@ small=$(peak "$WORK/small.h5" true small-stream)
 large=$(peak "$WORK/large.h5" true large-stream)
 memory=$(peak "$WORK/small.h5" false small-memory)
 bytes() { stat -c %s "$1"; }
-printf '| file | size | reader | peak RSS (MiB) |\n|---|---|---|---|\n'
-printf '| small | %s bytes | streamed | %s |\n' "$(bytes "$WORK/small.h5")" "$small"
-printf '| large | %s bytes | streamed | %s |\n' "$(bytes "$WORK/large.h5")" "$large"
-printf '| small | %s bytes | in memory | %s |\n' "$(bytes "$WORK/small.h5")" "$memory"
+echo "$STEPS steps of 8 x 64 tokens, 2 x 64 GPT-2, $THREADS thread(s), shuffled"
+printf '| file | size | reader | peak RSS (MiB) | training (s) |\n|---|---|---|---|---|\n'
+printf '| small | %s bytes | streamed | %s | %s |\n' "$(bytes "$WORK/small.h5")" "$small" \
+  "$(seconds small-stream)"
+printf '| large | %s bytes | streamed | %s | %s |\n' "$(bytes "$WORK/large.h5")" "$large" \
+  "$(seconds large-stream)"
+printf '| small | %s bytes | in memory | %s | %s |\n' "$(bytes "$WORK/small.h5")" "$memory" \
+  "$(seconds small-memory)"
 diff=$("$PY" -c "print(f'{$large - $small:.1f}')")
 echo "streamed: large - small = $diff MiB (must be < 50)"
 "$PY" -c "import sys; sys.exit(0 if $large - $small < 50 else 1)" || {
