@@ -20,6 +20,8 @@
 #      printed and checked); rank 1 stuck on 2 ranks, then rank 0 on 3
 #   7. per-task loss weights (lm and kd): 2 ranks x 2 == 1 rank x 4; data.mix
 #      stopped on 2 ranks and resumed on 1 == the uninterrupted run
+#   8. data.stream: 2 ranks x 2 == 1 rank x 4 (lm, and sft with task weights),
+#      and a streamed run stopped on 2 ranks resumed on 1
 # Losses are compared with a relative tolerance of 2e-5: the ranks' gradients
 # are summed in a fixed order (train/dist.c), but a 4-sequence batch split 2+2
 # adds its fp32 contributions in a different order than one 4-row matmul, so
@@ -211,6 +213,22 @@ run1 "$dir/mix4" 4 "${MIX[@]}" || { echo "FAIL: single-process data.mix"; tail -
 RETORT_STOP_AT_STEP=3 runN 2 "$dir/mixstop" 2 "${MIX[@]}"
 run1 "$dir/mixstop" 4 "${MIX[@]}" --resume
 compare "data.mix: stopped on 2 ranks, resumed on 1" "$dir/mix4" "$dir/mixstop"
+
+# streamed data (data.stream=true): each rank reads only its rows of the
+# global batch from disk, in the stateless permuted order, so 2 ranks x 2 ==
+# 1 rank x 4, a streamed run stopped on 2 ranks resumes on 1, and the task
+# weights, whose task ids each rank now reads for its own rows, agree too
+ST=($LM --set data.stream=true)
+run1 "$dir/st4" 4 "${ST[@]}" || { echo "FAIL: single-process data.stream"; tail -20 "$dir/st4.log"; }
+runN 2 "$dir/st2" 2 "${ST[@]}" || { echo "FAIL: mpirun -np 2 data.stream"; tail -20 "$dir/st2.log"; }
+compare "data.stream: 2 ranks x 2 == 1 rank x 4" "$dir/st4" "$dir/st2"
+RETORT_STOP_AT_STEP=3 runN 2 "$dir/ststop" 2 "${ST[@]}"
+run1 "$dir/ststop" 4 "${ST[@]}" --resume
+compare "data.stream: stopped on 2 ranks, resumed on 1" "$dir/st4" "$dir/ststop"
+TWS=("${TW[@]}" --set data.stream=true)
+run1 "$dir/tws4" 4 "${TWS[@]}" || { echo "FAIL: single-process streamed task weights"; tail -20 "$dir/tws4.log"; }
+runN 2 "$dir/tws2" 2 "${TWS[@]}" || { echo "FAIL: mpirun -np 2 streamed task weights"; tail -20 "$dir/tws2.log"; }
+compare "data.stream with task weights: 2 ranks x 2 == 1 rank x 4" "$dir/tws4" "$dir/tws2"
 
 # generation-based evaluation (eval.generate_every) on 2 ranks: rank 0
 # generates and sends the numbers, so every rank trains on and agrees on the
