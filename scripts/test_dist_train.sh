@@ -21,7 +21,7 @@
 #   7. per-task loss weights (lm and kd): 2 ranks x 2 == 1 rank x 4; data.mix
 #      stopped on 2 ranks and resumed on 1 == the uninterrupted run
 #   8. data.stream: 2 ranks x 2 == 1 rank x 4 (lm, and sft with task weights),
-#      and a streamed run stopped on 2 ranks resumed on 1
+#      and streamed runs (lm; data.mix) stopped on 2 ranks resumed on 1
 # Losses are compared with a relative tolerance of 2e-5: the ranks' gradients
 # are summed in a fixed order (train/dist.c), but a 4-sequence batch split 2+2
 # adds its fp32 contributions in a different order than one 4-row matmul, so
@@ -229,6 +229,11 @@ TWS=("${TW[@]}" --set data.stream=true)
 run1 "$dir/tws4" 4 "${TWS[@]}" || { echo "FAIL: single-process streamed task weights"; tail -20 "$dir/tws4.log"; }
 runN 2 "$dir/tws2" 2 "${TWS[@]}" || { echo "FAIL: mpirun -np 2 streamed task weights"; tail -20 "$dir/tws2.log"; }
 compare "data.stream with task weights: 2 ranks x 2 == 1 rank x 4" "$dir/tws4" "$dir/tws2"
+MIXS=("${MIX[@]}" --set data.stream=true)
+run1 "$dir/mixs4" 4 "${MIXS[@]}" || { echo "FAIL: single-process streamed data.mix"; tail -20 "$dir/mixs4.log"; }
+RETORT_STOP_AT_STEP=3 runN 2 "$dir/mixsstop" 2 "${MIXS[@]}"
+run1 "$dir/mixsstop" 4 "${MIXS[@]}" --resume
+compare "data.stream with data.mix: stopped on 2 ranks, resumed on 1" "$dir/mixs4" "$dir/mixsstop"
 
 # generation-based evaluation (eval.generate_every) on 2 ranks: rank 0
 # generates and sends the numbers, so every rank trains on and agrees on the

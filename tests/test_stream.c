@@ -2,7 +2,7 @@
  * the stateless epoch permutation is a permutation; a streamed loader yields
  * exactly the rows, items and tags the in-memory loader yields for the same
  * order (lm windows; sft examples with loss masks, roles and tasks; kd
- * teacher rows), also a rank's slice and across seeks; the reader's memory
+ * teacher rows; a data.mix mixture), also a rank's slice and across seeks; the reader's memory
  * does not grow with the file; a truncated file and a bad value met mid-run
  * are errors naming the file; and training: a streamed run stopped and
  * resumed equals the uninterrupted streamed run bit for bit, and without
@@ -296,6 +296,49 @@ Test(stream, a_rank_slice_equals_those_rows_of_the_whole_batch) {
     loader_free(&whole);
     loader_free(&slice);
     dataset_close(&str);
+    rm_rf(dir);
+}
+
+/* data.mix over streamed files: a rank's slice of the stream equals those
+ * rows of the whole, and the in-memory mixture in the streamed order. */
+Test(stream, a_mixture_slice_equals_the_whole_and_the_in_memory_mixture) {
+    char dir[256], p1[512], p2[512];
+    make_temp_dir(dir, sizeof dir, "stream");
+    snprintf(p1, sizeof p1, "%s/a.h5", dir);
+    snprintf(p2, sizeof p2, "%s/b.h5", dir);
+    write_sft(p1, SCHEMA_SFT, 70, 500, 0, 21);
+    write_sft(p2, SCHEMA_SFT, 40, 500, 0, 22);
+    Dataset m1, m2, s1, s2;
+    open_both(p1, &m1, &s1);
+    open_both(p2, &m2, &s2);
+    const Dataset *mem[2] = {&m1, &m2}, *str[2] = {&s1, &s2};
+    const double w[2] = {0.6, 0.4};
+    const int T = 12, GB = 6, first = 2, n = 2;
+    MixLoader a, b, c;
+    cr_assert_eq(mix_init(&a, mem, w, NULL, 2, T, 5, 1), 0, "%s", err_msg());
+    for (int s = 0; s < 2; s++) loader_use_permute(&a.src[s]);
+    cr_assert_eq(mix_init(&b, str, w, NULL, 2, T, 5, 1), 0, "%s", err_msg());
+    cr_assert_eq(mix_init(&c, str, w, NULL, 2, T, 5, 1), 0, "%s", err_msg());
+    int ia[6 * 12], ta[6 * 12], ib[6 * 12], tb[6 * 12], ic[6 * 12], tc[6 * 12];
+    int sa[6], sb[6], sc[6];
+    int64_t xa[6], xb[6], xc[6];
+    for (int step = 0; step < 60; step++) {
+        cr_assert_eq(mix_next(&a, GB, ia, ta, sa, xa), 0);
+        cr_assert_eq(mix_next(&b, GB, ib, tb, sb, xb), 0, "%s", err_msg());
+        cr_assert_eq(mix_next_slice(&c, GB, first, n, ic, tc, sc, xc), 0, "%s", err_msg());
+        cr_assert_eq(memcmp(sa, sb, sizeof sa), 0, "step %d: sources", step);
+        cr_assert_eq(memcmp(xa, xb, sizeof xa), 0, "step %d: items", step);
+        cr_assert_eq(memcmp(ia, ib, sizeof ia), 0, "step %d: inputs", step);
+        cr_assert_eq(memcmp(ta, tb, sizeof ta), 0, "step %d: targets", step);
+        cr_assert_eq(memcmp(sc, sb, sizeof sc), 0);
+        cr_assert_eq(memcmp(xc, xb, sizeof xc), 0);
+        cr_assert_eq(memcmp(ic + first * T, ib + first * T, (size_t)n * T * sizeof(int)), 0);
+        cr_assert_eq(memcmp(tc + first * T, tb + first * T, (size_t)n * T * sizeof(int)), 0);
+    }
+    mix_free(&a);
+    mix_free(&b);
+    mix_free(&c);
+    dataset_close(&m1), dataset_close(&m2), dataset_close(&s1), dataset_close(&s2);
     rm_rf(dir);
 }
 

@@ -383,8 +383,10 @@ static void data_failed(const TrainEnv *env) {
 
 void seq_batches_draw(SeqBatches *d, const TrainEnv *env) {
     size_t GB = (size_t)env->world * env->B, GN = GB * env->T;
-    /* streamed files: each rank reads only its own rows [rank B, rank B + B) */
-    int stream = d->train_ds[0].stream != NULL;
+    /* streamed files: each rank reads only its own rows [rank B, rank B + B)
+     * (in memory, every rank cuts every row, as it always has) */
+    int stream = 0;
+    for (int s = 0; s < d->n_train; s++) stream |= d->train_ds[s].stream != NULL;
     int first = stream ? env->rank * env->B : 0, n = stream ? env->B : (int)GB;
     for (int a = 0; a < env->A; a++) {
         int rc;
@@ -396,12 +398,13 @@ void seq_batches_draw(SeqBatches *d, const TrainEnv *env) {
                                    d->targets + a * GN, d->items + a * GB);
         if (rc != 0) data_failed(env);
     }
+    /* each row's task, for the rows this rank read (the others stay -1) */
     for (int a = 0; a < env->A; a++)
-        for (size_t r = (size_t)a * GB; r < (size_t)(a + 1) * GB; r++) {
-            int local = (int)(r - (size_t)a * GB) >= first && (int)(r - (size_t)a * GB) < first + n;
+        for (int b = 0; b < (int)GB; b++) {
+            size_t r = (size_t)a * GB + (size_t)b;
             int id = 0;
             d->tasks[r] = -1;
-            if (!d->tw.n || !local) continue;
+            if (!d->tw.n || b < first || b >= first + n) continue;
             if (dataset_task_of(&d->train_ds[d->sources[r]], d->items[r], &id) != 0)
                 data_failed(env);
             d->tasks[r] = d->task_map[d->sources[r]][id];
