@@ -594,13 +594,28 @@ Test(stream_train, unshuffled_streamed_run_equals_the_in_memory_run) {
     rm_rf(dir);
 }
 
-/* The command line: a streamed run over a file whose bad token only a read
- * finds stops with an error naming the file, and exits non-zero. */
+/* The command line: a streamed run says so and ends with its peak resident
+ * memory; over a file whose bad token only a read finds, it stops with an
+ * error naming the file, and exits non-zero. */
 Test(stream_train, a_bad_token_stops_the_run_with_the_file_named) {
     char dir[256], data[512];
     make_temp_dir(dir, sizeof dir, "streamcli");
     snprintf(data, sizeof data, "%s/train.h5", dir);
     int64_t n = write_lm(data, 40, 257, 8);
+    RUN(dir,
+        "train --set model.n_layer=1 --set model.n_head=1 --set model.n_embd=16 "
+        "--set model.vocab_size=257 --set model.n_positions=16 --set data.seq_len=16 "
+        "--set data.batch_size=4 --set train.steps=3 --set train.threads=1 "
+        "--set data.stream=true --set data.train=%s --set train.out_dir=%s/good",
+        data, dir);
+    char log[600];
+    snprintf(log, sizeof log, "%s/log", dir);
+    char *text = read_file(log, NULL);
+    cr_assert_not_null(text);
+    assert_contains(text, "is read on demand");
+    assert_contains(text, "peak resident memory: ");
+    free(text);
+    unlink(log); /* the failing run's output alone */
     poke_token(data, n / 3, 1000);
     char args[2048];
     snprintf(args, sizeof args,
@@ -612,12 +627,12 @@ Test(stream_train, a_bad_token_stops_the_run_with_the_file_named) {
              data, dir);
     int rc = retort(dir, args);
     cr_assert_neq(rc, 0, "the run did not fail");
-    char log[600];
-    snprintf(log, sizeof log, "%s/log", dir);
-    char *text = read_file(log, NULL);
+    text = read_file(log, NULL);
     cr_assert_not_null(text);
-    assert_contains(text, data);
-    assert_contains(text, "vocab_size 257");
+    char want[700];
+    snprintf(want, sizeof want, "retort train: error: rank 0: %s: dataset 'tokens': tokens[", data);
+    assert_contains(text, want);
+    assert_contains(text, "]=1000 is >= vocab_size 257");
     free(text);
     rm_rf(dir);
 }
