@@ -207,6 +207,7 @@ typedef struct Prefetch {
     int T, n, cap;           /* rows asked for; rows the buffers hold */
     int64_t *items;          /* (cap) */
     int *in, *tg;            /* (cap, T) */
+    int64_t truncated;       /* of the rows read, examples longer than a row */
     int rc;                  /* 0, or -1 with the thread's message in err */
     char err[1024];
 } Prefetch;
@@ -220,11 +221,16 @@ static void *prefetch_main(void *arg) {
         if (pf->quit) break;
         pthread_mutex_unlock(&pf->mu);
         int rc = 0;
-        for (int b = 0; b < pf->n && rc == 0; b++)
-            rc = dataset_row(pf->ds, pf->items[b], pf->T, pf->in + (size_t)b * pf->T,
-                             pf->tg + (size_t)b * pf->T) < 0 ? -1 : 0;
+        int64_t truncated = 0;
+        for (int b = 0; b < pf->n && rc == 0; b++) {
+            int r = dataset_row(pf->ds, pf->items[b], pf->T, pf->in + (size_t)b * pf->T,
+                                pf->tg + (size_t)b * pf->T);
+            if (r < 0) rc = -1;
+            else truncated += r;
+        }
         pthread_mutex_lock(&pf->mu);
         pf->rc = rc;
+        pf->truncated = truncated;
         if (rc) snprintf(pf->err, sizeof pf->err, "%s", err_msg());
         pf->state = PF_DONE;
         pthread_cond_broadcast(&pf->cv);
@@ -255,10 +261,12 @@ static Prefetch *prefetch_of(DataLoader *dl) {
 }
 
 /* Waits for the reader's current job; 1 when it read exactly items (n of
- * them) with rows now in in/tg (row b at in + b*T), 0 when not (nothing was
- * asked for, or other items: dropped), -1 (error set) when it read them and
- * failed. The reader is idle afterwards. */
-static int prefetch_take(Prefetch *pf, const int64_t *items, int n, int *in, int *tg) {
+ * them) with rows now in in/tg (row b at in + b*T) and the truncated ones
+ * added to *truncated, 0 when not (nothing was asked for, or other items:
+ * dropped), -1 (error set) when it read them and failed. The reader is idle
+ * afterwards. */
+static int prefetch_take(Prefetch *pf, const int64_t *items, int n, int *in, int *tg,
+                         int64_t *truncated) {
     if (!pf) return 0;
     pthread_mutex_lock(&pf->mu);
     while (pf->state == PF_WANTED) pthread_cond_wait(&pf->cv, &pf->mu);
@@ -269,6 +277,7 @@ static int prefetch_take(Prefetch *pf, const int64_t *items, int n, int *in, int
     else if (match) {
         memcpy(in, pf->in, (size_t)n * pf->T * sizeof *in);
         memcpy(tg, pf->tg, (size_t)n * pf->T * sizeof *tg);
+        *truncated += pf->truncated;
         rc = 1;
     }
     pf->state = PF_IDLE;
@@ -368,7 +377,7 @@ int loader_next_slice(DataLoader *dl, int B, int first, int n, int *inputs, int 
     }
     Prefetch *pf = n > 0 ? prefetch_of(dl) : dl->prefetch;
     int rc = prefetch_take(pf, all + first, n, inputs + (size_t)first * T,
-                           targets + (size_t)first * T);
+                           targets + (size_t)first * T, &dl->truncated);
     if (rc == 0) { /* not read ahead: read now */
         for (int b = first; b < first + n && rc == 0; b++) {
             int r = dataset_row(dl->ds, all[b], T, inputs + (size_t)b * T,

@@ -201,7 +201,16 @@ Test(stream, sft_rows_masks_roles_and_tasks_equal_the_in_memory_ones) {
     cr_assert_gt(cut, 0);
     cr_assert_eq(loader_count_truncated(&b), cut);
     assert_same_batches(&a, &b, 120, B);
+    cr_assert_gt(b.read_ahead, 0);
+    cr_assert_gt(b.truncated, 0, "rows read ahead count their cut examples too");
     cr_assert_eq(a.truncated, b.truncated);
+    /* the rows handed out that were cut, counted from the order itself */
+    int64_t want = 0;
+    for (int64_t k = 0; k < 120 * B; k++) {
+        int64_t item = epoch_permute(mem.n_docs, 7, k / mem.n_docs, 1, k % mem.n_docs);
+        want += mem.offsets[item + 1] - mem.offsets[item] > T + 1;
+    }
+    cr_assert_eq(b.truncated, want);
     for (int64_t i = 0; i < mem.n_docs; i++) {
         int ta = -1, tb = -2;
         cr_assert_eq(dataset_task_of(&mem, i, &ta), 0);
