@@ -8,6 +8,7 @@
 #   make test         run the whole Criterion suite (installs deps first when missing)
 #   make quickstart   build, then sequence-level KD on the CPU: teacher, KD data, two students, eval table
 #   make bench        CPU training throughput beside PyTorch, same model and threads
+#   make bench-stream peak memory of streamed training on a 100 MB and a 5 GB lm file
 #   make test-gpu     CUDA ops vs CPU twins, CPU-vs-GPU training curves, determinism, memcheck
 #   make bench-gpu    attention vs PyTorch SDPA, end to end vs llm.c and PyTorch (on a GPU)
 #   make fixtures     regenerate the Hugging Face parity fixtures (needs the venv)
@@ -120,7 +121,7 @@ VENV    := .venv
 PY      := $(VENV)/bin/python
 
 .PHONY: all help install uninstall deps check-deps test check-floors test-gpu quickstart bench \
-        bench-gpu fixtures clean fuzz fuzz-build
+        bench-stream bench-gpu fixtures clean fuzz fuzz-build
 
 all: $(BIN)
 
@@ -141,6 +142,7 @@ help:
 	@echo "  fuzz-build     only build them (build/libfuzzer/fuzz/NAME_fuzzer)"
 	@echo "  quickstart     build, then sequence-level KD on the CPU: teacher, KD data, two students, eval table"
 	@echo "  bench          CPU training throughput beside PyTorch (creates .venv)"
+	@echo "  bench-stream   peak memory of data.stream training, 100 MB vs 5 GB file (5 GB of /tmp)"
 	@echo "  test-gpu       CUDA ops vs CPU twins, GPU training curves, memcheck (needs a GPU)"
 	@echo "  bench-gpu      kernel and end-to-end GPU benchmarks (needs a GPU)"
 	@echo "  fixtures       regenerate the Hugging Face parity fixtures (creates .venv)"
@@ -279,6 +281,10 @@ fixtures: $(PY)
 bench: check-deps $(PY)
 	@$(MAKE) --no-print-directory retort
 	@experiments/bench/cpu_bench.sh
+
+bench-stream: check-deps $(PY)
+	@$(MAKE) --no-print-directory retort
+	@experiments/bench/stream_rss.sh
 
 clean:
 	rm -rf build retort

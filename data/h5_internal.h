@@ -5,6 +5,9 @@
 #define RETORT_H5_INTERNAL_H
 
 #include <hdf5.h>
+#include <stdint.h>
+
+#include "data/h5data.h"
 
 #define REBUILD_HINT "rebuild the file with `retort data build`"
 
@@ -18,6 +21,36 @@ extern _Thread_local char h5_why[384];
 /* The errno of the failed system call under that message (a full disk:
  * ENOSPC), or 0 when HDF5 failed for its own reasons. */
 extern _Thread_local int h5_sys_errno;
+
+/* What the streamed reader (h5stream.c) shares with the whole-file reader. */
+typedef enum { COL_TOKENS, COL_INT64, COL_UINT8, COL_FLOAT64 } ColumnKind;
+extern const char *const h5_kind_expect[]; /* "uint16 or uint32", ... per ColumnKind */
+/* 1 when dtype t is one a column of `kind` may have on disk. */
+int h5_dtype_ok(hid_t t, ColumnKind kind);
+/* "uint16", "float32", "string(8)", ... for messages about a wrong dtype. */
+void h5_dtype_name(hid_t t, char *buf, size_t cap);
+/* Copies path into dst (cap bytes) and opens the file read-only (closing it
+ * closes every object opened inside); -1 with the error set. */
+hid_t h5_open_named(char *dst, size_t cap, const char *path);
+/* The root attributes of an lm/sft/kd file into ds (schema, version,
+ * vocab_size, eos_id, pad_id, tokenizer), checked; 0 or -1 (error set). */
+int h5_read_attributes(Dataset *ds, hid_t file, const char *path);
+/* A text attribute of npoints strings; 1 if absent, 0 on success, -1 error. */
+int h5_attr_strings(hid_t file, const char *path, const char *name, char ***out, int *n_out);
+/* Whether the file stores all n entries of dataset `name` (metadata only):
+ * 0, or -1 with the error set naming file and dataset. */
+int h5_check_stored(hid_t file, hid_t dset, hid_t type, hid_t space, const char *path,
+                    const char *name, uint64_t n);
+/* Frees a streamed dataset's reader (dataset_close calls it). */
+void dataset_stream_close(Dataset *ds);
+/* Streamed: the examples whose role id is `id`, by a chunked scan of the
+ * role column (a new array into *items); 0 or -1 (error set). */
+int dataset_stream_role_scan(const Dataset *ds, int id, int64_t **items, int64_t *count);
+/* Streamed: how many examples of subset (count items) or of the range
+ * [first, first + count) are longer than limit tokens, by chunked reads of
+ * the offsets; -1 (error set) when a read fails. */
+int64_t dataset_stream_count_longer(const Dataset *ds, const int64_t *subset, int64_t first,
+                                    int64_t count, int64_t limit);
 
 extern const char *const pref_parts[3];  /* prompt, chosen, rejected */
 extern const char *const pref_cols[6];   /* {part}/tokens, {part}/offsets */

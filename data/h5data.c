@@ -92,7 +92,7 @@ static void close_id(hid_t *id, herr_t (*close)(hid_t)) {
 }
 
 /* "uint16", "float32", "string(8)", ... for messages about a wrong dtype. */
-static void dtype_name(hid_t t, char *buf, size_t cap) {
+void h5_dtype_name(hid_t t, char *buf, size_t cap) {
     size_t bits = H5Tget_size(t) * 8;
     switch (H5Tget_class(t)) {
     case H5T_INTEGER:
@@ -144,7 +144,7 @@ static int attr_int(hid_t file, const char *path, const char *name, int64_t *out
     rc = 0;
     char tn[64];
     if (H5Tget_class(type) != H5T_INTEGER || np != 1) {
-        dtype_name(type, tn, sizeof tn);
+        h5_dtype_name(type, tn, sizeof tn);
         rc = err_set("%s: root attribute '%s' must be a single integer (found %s with %lld "
                      "values); %s",
                      path, name, tn, (long long)np, REBUILD_HINT);
@@ -158,14 +158,14 @@ static int attr_int(hid_t file, const char *path, const char *name, int64_t *out
 
 /* Reads a string attribute holding npoints strings (fixed or variable
  * length) into newly allocated strings. 1 if absent, 0 on success, -1 error. */
-static int attr_strings(hid_t file, const char *path, const char *name, char ***out, int *n_out) {
+int h5_attr_strings(hid_t file, const char *path, const char *name, char ***out, int *n_out) {
     hid_t aid = H5I_INVALID_HID, type = H5I_INVALID_HID, mem = H5I_INVALID_HID;
     hssize_t np = 0;
     int rc = attr_open(file, path, name, &aid, &type, &np);
     if (rc != 0) return rc;
     char tn[64];
     if (H5Tget_class(type) != H5T_STRING || np < 1 || np > 65535) {
-        dtype_name(type, tn, sizeof tn);
+        h5_dtype_name(type, tn, sizeof tn);
         rc = err_set("%s: root attribute '%s' must hold text (found %s with %lld values); %s",
                      path, name, tn, (long long)np, REBUILD_HINT);
         goto done;
@@ -224,7 +224,7 @@ done:
 static int attr_string(hid_t file, const char *path, const char *name, char *buf, size_t cap) {
     char **v = NULL;
     int n = 0;
-    int rc = attr_strings(file, path, name, &v, &n);
+    int rc = h5_attr_strings(file, path, name, &v, &n);
     if (rc > 0)
         return err_set("%s: root attribute '%s' is missing; %s", path, name, REBUILD_HINT);
     if (rc < 0) return -1;
@@ -244,9 +244,7 @@ static int attr_string(hid_t file, const char *path, const char *name, char *buf
 
 /* --------------------------------------------------------- reading datasets */
 
-typedef enum { COL_TOKENS, COL_INT64, COL_UINT8, COL_FLOAT64 } ColumnKind;
-
-static int dtype_ok(hid_t t, ColumnKind kind) {
+int h5_dtype_ok(hid_t t, ColumnKind kind) {
     if (kind == COL_FLOAT64) return H5Tget_class(t) == H5T_FLOAT && H5Tget_size(t) == 8;
     if (H5Tget_class(t) != H5T_INTEGER) return 0;
     size_t size = H5Tget_size(t);
@@ -260,7 +258,7 @@ static int dtype_ok(hid_t t, ColumnKind kind) {
     return 0;
 }
 
-static const char *const kind_expect[] = {"uint16 or uint32", "int64", "uint8", "float64"};
+const char *const h5_kind_expect[] = {"uint16 or uint32", "int64", "uint8", "float64"};
 
 /* 1 when every entry of dataset dset (of type and space) is written in the
  * file: a chunked dataset has all the chunks its extent spans (HDF5 reads an
@@ -299,32 +297,36 @@ static int fully_written(hid_t dset, hid_t type, hid_t space, const char *path,
     return rc;
 }
 
-/* The buffer for n entries of elem bytes of dataset `name`, after checking
- * that the file really holds them: every entry written (fully_written) and no
- * more storage claimed than the file has (a corrupt header can declare 2^40
- * entries in a 2 KB file). NULL with the error set otherwise, also when the
- * memory is not there (never an exit: the data is outside input). */
+/* Whether the file really holds the n entries of dataset `name`: every entry
+ * written (fully_written) and no more storage claimed than the file has (a
+ * corrupt header can declare 2^40 entries in a 2 KB file). 0, or -1 with the
+ * error set. Reads metadata only, so the streamed reader (h5stream.c) checks
+ * a file of any size with it. */
+int h5_check_stored(hid_t file, hid_t dset, hid_t type, hid_t space, const char *path,
+                    const char *name, uint64_t n) {
+    if (n == 0) return 0;
+    int written = fully_written(dset, type, space, path, name);
+    if (written < 0) return -1;
+    if (!written)
+        return err_set("%s: dataset '%s' has %llu entries but the file does not store them all "
+                       "(the rest would read as zeros): the file is incomplete, written to a "
+                       "full disk or interrupted; %s",
+                       path, name, (unsigned long long)n, REBUILD_HINT);
+    hsize_t file_size = 0, stored = H5Dget_storage_size(dset);
+    if (H5Fget_filesize(file, &file_size) < 0 || stored > file_size)
+        return err_set("%s: dataset '%s' claims %llu bytes of storage but the file has %llu "
+                       "bytes: the file is truncated or corrupt; %s",
+                       path, name, (unsigned long long)stored, (unsigned long long)file_size,
+                       REBUILD_HINT);
+    return 0;
+}
+
+/* The buffer for n entries of elem bytes of dataset `name`, after
+ * h5_check_stored. NULL with the error set otherwise, also when the memory is
+ * not there (never an exit: the data is outside input). */
 static void *stored_buffer(hid_t file, hid_t dset, hid_t type, hid_t space, const char *path,
                            const char *name, uint64_t n, size_t elem) {
-    if (n > 0) {
-        int written = fully_written(dset, type, space, path, name);
-        if (written < 0) return NULL;
-        if (!written) {
-            err_set("%s: dataset '%s' has %llu entries but the file does not store them all "
-                    "(the rest would read as zeros): the file is incomplete, written to a full "
-                    "disk or interrupted; %s",
-                    path, name, (unsigned long long)n, REBUILD_HINT);
-            return NULL;
-        }
-        hsize_t file_size = 0, stored = H5Dget_storage_size(dset);
-        if (H5Fget_filesize(file, &file_size) < 0 || stored > file_size) {
-            err_set("%s: dataset '%s' claims %llu bytes of storage but the file has %llu bytes: "
-                    "the file is truncated or corrupt; %s",
-                    path, name, (unsigned long long)stored, (unsigned long long)file_size,
-                    REBUILD_HINT);
-            return NULL;
-        }
-    }
+    if (h5_check_stored(file, dset, type, space, path, name, n) != 0) return NULL;
     void *buf = n <= SIZE_MAX / elem ? malloc(n ? (size_t)n * elem : 1) : NULL;
     if (!buf)
         err_set("%s: dataset '%s' has %llu entries, %.1f GB in memory, which this machine "
@@ -354,10 +356,10 @@ static int read_column(hid_t file, const char *path, Schema schema, const char *
     char tn[64];
     int ndims = H5Sget_simple_extent_ndims(space);
     hsize_t dims[8] = {0};
-    if (!dtype_ok(type, kind)) {
-        dtype_name(type, tn, sizeof tn);
+    if (!h5_dtype_ok(type, kind)) {
+        h5_dtype_name(type, tn, sizeof tn);
         rc = err_set("%s: dataset '%s' has dtype %s; expected %s; %s", path, name, tn,
-                     kind_expect[kind], REBUILD_HINT);
+                     h5_kind_expect[kind], REBUILD_HINT);
     } else if (ndims != 1 || H5Sget_simple_extent_type(space) != H5S_SIMPLE) {
         rc = err_set("%s: dataset '%s' has %d dimensions; expected a 1-D array; %s", path, name,
                      ndims < 0 ? 0 : ndims, REBUILD_HINT);
@@ -433,7 +435,7 @@ static int read_attributes_for(Dataset *ds, hid_t file, const char *path, int wa
     return attr_string(file, path, "tokenizer", ds->tokenizer, sizeof ds->tokenizer);
 }
 
-static int read_attributes(Dataset *ds, hid_t file, const char *path) {
+int h5_read_attributes(Dataset *ds, hid_t file, const char *path) {
     return read_attributes_for(ds, file, path, 0);
 }
 
@@ -487,7 +489,7 @@ static int read_tag_column(Dataset *ds, hid_t file, const char *name, const char
                            uint8_t **col, char ***names, int *n_names) {
     const char *p = ds->path;
     int64_t n = 0; /* set by read_column when it returns 0 (gcc -O3 cannot tell) */
-    if (attr_strings(file, p, names_attr, names, n_names) < 0) return -1;
+    if (h5_attr_strings(file, p, names_attr, names, n_names) < 0) return -1;
     int rc = read_column(file, p, ds->schema, name, 0, COL_UINT8, (void **)col, &n);
     if (rc < 0) return -1;
     if (rc > 0) return 0;
@@ -521,10 +523,10 @@ static int read_matrix(hid_t file, const char *path, const char *name, int is_id
     hsize_t dims[2] = {0, 0};
     int rc = 0;
     char tn[64];
-    int ok_type = is_ids ? dtype_ok(type, COL_TOKENS)
+    int ok_type = is_ids ? h5_dtype_ok(type, COL_TOKENS)
                          : H5Tget_class(type) == H5T_FLOAT && H5Tget_size(type) == 4;
     if (!ok_type) {
-        dtype_name(type, tn, sizeof tn);
+        h5_dtype_name(type, tn, sizeof tn);
         rc = err_set("%s: dataset '%s' has dtype %s; expected %s; %s", path, name, tn,
                      is_ids ? "uint16 or uint32" : "float32", REBUILD_HINT);
     } else if (H5Sget_simple_extent_ndims(space) != 2) {
@@ -687,6 +689,8 @@ static int read_sft_columns(Dataset *ds, hid_t file) {
             0 ||
         read_tag_column(ds, file, "task", "tasks", &ds->task, &ds->task_names, &ds->n_tasks) != 0)
         return -1;
+    ds->has_role = ds->role != NULL;
+    ds->has_task = ds->task != NULL;
     if (ds->schema == SCHEMA_KD && (read_topk(ds, file) != 0 || read_candidates(ds, file) != 0))
         return -1;
     return 0;
@@ -694,7 +698,7 @@ static int read_sft_columns(Dataset *ds, hid_t file) {
 
 static int dataset_read(Dataset *ds, hid_t file) {
     const char *p = ds->path;
-    if (read_attributes(ds, file, p) != 0) return -1;
+    if (h5_read_attributes(ds, file, p) != 0) return -1;
     if (read_column(file, p, ds->schema, "tokens", 1, COL_TOKENS, (void **)&ds->tokens,
                     &ds->n_tokens) != 0)
         return -1;
@@ -738,7 +742,7 @@ static hid_t open_readonly(const char *path) {
 }
 
 /* Copies path into dst (cap bytes) and opens the file read-only. */
-static hid_t open_named(char *dst, size_t cap, const char *path) {
+hid_t h5_open_named(char *dst, size_t cap, const char *path) {
     h5_quiet();
     size_t len = strlen(path);
     if (len >= cap)
@@ -749,7 +753,7 @@ static hid_t open_named(char *dst, size_t cap, const char *path) {
 
 int dataset_open(Dataset *ds, const char *path) {
     memset(ds, 0, sizeof *ds);
-    hid_t file = open_named(ds->path, sizeof ds->path, path);
+    hid_t file = h5_open_named(ds->path, sizeof ds->path, path);
     if (file < 0) return -1;
     int rc = dataset_read(ds, file);
     H5Fclose(file);
@@ -761,6 +765,7 @@ int dataset_open(Dataset *ds, const char *path) {
 }
 
 void dataset_close(Dataset *ds) {
+    if (ds->stream) dataset_stream_close(ds);
     free(ds->tokens);
     free(ds->offsets);
     free(ds->loss_mask);
@@ -867,7 +872,7 @@ static int pref_read(PrefDataset *pd, hid_t file) {
 
 int pref_dataset_open(PrefDataset *pd, const char *path) {
     memset(pd, 0, sizeof *pd);
-    hid_t file = open_named(pd->path, sizeof pd->path, path);
+    hid_t file = h5_open_named(pd->path, sizeof pd->path, path);
     if (file < 0) return -1;
     int rc = pref_read(pd, file);
     H5Fclose(file);

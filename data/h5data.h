@@ -17,8 +17,9 @@
  *        candidate: the first example made from the same prompt),
  *        candidates/logp and candidates/score (float64 per candidate).
  *   pref: prompt/, chosen/, rejected/ groups (see PrefDataset below)
- * This file reads lm, sft and kd (dataset_open) and pref (pref_dataset_open)
- * fully into memory and validates everything:
+ * dataset_open and pref_dataset_open read a file fully into memory and
+ * validate everything; dataset_open_stream (lm, sft, kd) keeps only the
+ * file's metadata and reads rows on demand (below, "Streaming"). Validation:
  * schema attribute, dtypes, shapes, monotonic offsets starting at 0 and ending
  * at the token count, token ids < vocab_size, non-empty. Every failure names
  * the file, the dataset and the index.
@@ -65,12 +66,45 @@ typedef struct {
     int64_t *cand_offsets;   /* (n_cand + 1) */
     int64_t *cand_example;   /* (n_cand), non-decreasing, < n_docs */
     double *cand_logp, *cand_score; /* (n_cand) */
+    int has_role, has_task;  /* the file has a role / task column (either mode) */
+    /* streamed (dataset_open_stream): the open file; then every array above
+     * is NULL and rows, tags and teacher rows are read on demand */
+    struct DatasetStream *stream;
 } Dataset;
 
 /* Opens and validates. On failure returns -1 with the error set and leaves
  * nothing allocated. */
 int dataset_open(Dataset *ds, const char *path);
 void dataset_close(Dataset *ds);
+
+/* ---- streaming: datasets larger than memory ----
+ * dataset_open_stream opens an lm, sft or kd file and reads its metadata
+ * only: the attributes, every column's dtype and length, offsets[0] = 0 and
+ * offsets[n_docs] = n_tokens (a chunked column's chunks are checked to be
+ * stored, and inside the file, as reads reach them). Nothing of size
+ * O(n_tokens) or O(n_docs) is kept: the arrays of Dataset stay NULL, and
+ * rows are read by HDF5 hyperslab when a loader asks for them (an lm window
+ * is the token range [item*T, item*T + T+1); an sft/kd example reads its two
+ * offsets, then its tokens and loss mask; its task byte and its teacher rows
+ * likewise), each column through a chunk cache of DATASET_STREAM_CACHE bytes
+ * and the file's metadata cache held small (h5stream.c).
+ * What a read brings in is validated then (token ids < vocab_size, offsets
+ * ordered and inside the stream, masks 0/1, tags named, teacher rows as
+ * dataset_open checks them), and a bad value or a failed read is an error
+ * naming the file, the dataset and the index. kd's candidates/ group is not
+ * opened (training never reads it). The reader is safe to call from several
+ * threads (one lock; HDF5 itself is built thread-safe on the supported
+ * systems, and the loader checks before it reads in the background). */
+#define DATASET_STREAM_CACHE (2u << 20) /* bytes of HDF5 chunk cache per column */
+int dataset_open_stream(Dataset *ds, const char *path);
+/* Whether `path` should be streamed under data.stream = "auto": when the
+ * file is larger than DATASET_STREAM_AUTO_BYTES (its data would take about
+ * twice that in memory: uint16 tokens are widened to uint32). 1 yes, 0 no,
+ * -1 (error set) when it cannot be examined. */
+#define DATASET_STREAM_AUTO_BYTES ((int64_t)1 << 30)
+int dataset_stream_auto(const char *path);
+/* The task id of example `item` (has_task), in either mode. 0 or -1 (error set). */
+int dataset_task_of(const Dataset *ds, int64_t item, int *task);
 
 /* ---- writing (used by `retort data build` and by tests) ----
  * Documents are appended one at a time and written in chunks; the file is
@@ -120,7 +154,20 @@ void dataset_writer_set_progress(DatasetWriter *w, int64_t done, int64_t total);
  *      targets[j] = tokens[j+1] where loss_mask[j+1] == 1, else -1.
  * Items are visited in an order shuffled per epoch from (seed, epoch), so the
  * data position is just (epoch, pos) and is stored in checkpoints.
- * An item range [first, first+count) lets a file be split into train/val. */
+ * An item range [first, first+count) lets a file be split into train/val.
+ *
+ * Two orders: an in-memory dataset's loader holds the epoch's Fisher-Yates
+ * permutation (epoch_order, an int64 per item); a streamed dataset's loader
+ * holds none and computes position -> item with epoch_permute, a stateless
+ * keyed bijection of [0, count) (the same (seed, epoch) give the same order
+ * on every rank and after any resume). The two orders differ, so data.stream
+ * decides a run's order; loader_use_permute switches an in-memory loader to
+ * the streamed order (for tests that compare the two readers row by row).
+ * A streamed loader also reads ahead: after handing out a batch it asks a
+ * background thread (pthreads) to read the rows of the next one (the same
+ * number of rows at the next positions), and the next call takes them when
+ * they are the rows it wants, else reads synchronously; memory is one
+ * batch's rows. */
 typedef struct {
     const Dataset *ds;
     int T;
@@ -131,6 +178,9 @@ typedef struct {
     int64_t *order;         /* (count) permutation for the current epoch */
     int64_t truncated;      /* sft examples longer than T+1 seen so far */
     int64_t *subset;        /* (count) the items visited, when not a range; else NULL */
+    int permute;            /* order by epoch_permute, order == NULL (streamed datasets) */
+    struct Prefetch *prefetch; /* streamed: the read-ahead thread, started on first use */
+    int64_t read_ahead;     /* rows handed out that the read-ahead thread had read */
 } DataLoader;
 
 /* Number of items (windows or examples) the dataset offers at this T. */
@@ -144,26 +194,50 @@ int loader_init_subset(DataLoader *dl, const Dataset *ds, int T, uint64_t seed, 
                        const int64_t *items, int64_t count);
 /* Items (examples) whose role is `role` (a name in the dataset's roles
  * attribute): a new array (free it) and its length in *count. -1 with the
- * error set when the dataset has no role column or no such role. */
+ * error set when the dataset has no role column or no such role. A streamed
+ * dataset's role column is scanned in chunks; the list itself (8 bytes per
+ * example of the role) is what a role stage keeps in memory. */
 int dataset_role_items(const Dataset *ds, const char *role, int64_t **items, int64_t *count);
 void loader_free(DataLoader *dl);
 /* sft, kd: how many of the loader's items are longer than T+1 tokens (each
- * row keeps its first T+1); 0 for lm, whose windows are cut, never truncated. */
+ * row keeps its first T+1); 0 for lm, whose windows are cut, never truncated.
+ * A streamed dataset's offsets are scanned in chunks; -1 (error set) when
+ * that read fails. */
 int64_t loader_count_truncated(const DataLoader *dl);
 /* The visiting order of one epoch, order[0..count): the identity, or a
  * Fisher-Yates permutation from (seed, epoch) when shuffle (shared by the
  * DataLoader and the preference-pair loader, so both shuffle alike). */
 void epoch_order(int64_t *order, int64_t count, uint64_t seed, int64_t epoch, int shuffle);
+/* The item at position pos of epoch `epoch` in the streamed order: the
+ * identity without shuffle, else a keyed Feistel network (4 rounds of
+ * SplitMix64 on half-words, keys from (seed, epoch)) over the smallest
+ * even-width power of two >= count, cycle-walked back into [0, count): a
+ * bijection of [0, count) for every count >= 1, computed in O(1) memory
+ * (expected < 4 network evaluations per position). */
+int64_t epoch_permute(int64_t count, uint64_t seed, int64_t epoch, int shuffle, int64_t pos);
+/* Switches a loader to the streamed order (epoch_permute), freeing its
+ * order array; a streamed dataset's loader starts so. */
+void loader_use_permute(DataLoader *dl);
 void loader_seek(DataLoader *dl, int64_t epoch, int64_t pos);
 /* Fills B rows of inputs and targets (B*T ints each, host memory). Padding
- * inputs are eos_id; their targets are -1. */
-void loader_next(DataLoader *dl, int B, int *inputs, int *targets);
+ * inputs are eos_id; their targets are -1. 0, or -1 with the error set when a
+ * streamed read fails or finds bad data (the position has advanced anyway). */
+int loader_next(DataLoader *dl, int B, int *inputs, int *targets);
 /* The same, also writing the item index of each row into items (B). */
-void loader_next_items(DataLoader *dl, int B, int *inputs, int *targets, int64_t *items);
+int loader_next_items(DataLoader *dl, int B, int *inputs, int *targets, int64_t *items);
+/* One rank's share: advances by B items (their indices into items, all B)
+ * but reads only rows [first, first + n) (into the same places of inputs and
+ * targets as loader_next_items would; the other rows are left as they were). */
+int loader_next_slice(DataLoader *dl, int B, int first, int n, int *inputs, int *targets,
+                      int64_t *items);
 /* kd with teacher_topk: the K-wide teacher rows aligned with row inputs of
  * item (an example): ids (T,K) and logp (T,K); positions past the example
- * get id 0 and logp 0 (their targets are -1, so nothing reads them). */
-void dataset_topk_row(const Dataset *ds, int64_t item, int T, int *ids, float *logp);
+ * get id 0 and logp 0 (their targets are -1, so nothing reads them).
+ * 0, or -1 (error set) when a streamed read fails or finds a bad row. */
+int dataset_topk_row(const Dataset *ds, int64_t item, int T, int *ids, float *logp);
+/* One row of item (lm window or sft/kd example) as loader_next makes it; 1
+ * when the example was longer than T+1 tokens (cut), 0 when not, -1 (error set). */
+int dataset_row(const Dataset *ds, int64_t item, int T, int *in, int *tg);
 
 /* ---- mixtures: several datasets drawn as one stream (data.mix) ----
  * The global stream is defined without ranks or batches: example i (0, 1,
@@ -198,7 +272,10 @@ void mix_consumed(const MixLoader *m, int64_t *consumed);
  * NULL: replays the stream from 0 to find them. */
 void mix_seek(MixLoader *m, int64_t index, const int64_t *consumed);
 /* B rows as loader_next_items, with each row's source (B) when not NULL. */
-void mix_next(MixLoader *m, int B, int *inputs, int *targets, int *sources, int64_t *items);
+int mix_next(MixLoader *m, int B, int *inputs, int *targets, int *sources, int64_t *items);
+/* The same reading only rows [first, first + n) (loader_next_slice). */
+int mix_next_slice(MixLoader *m, int B, int first, int n, int *inputs, int *targets,
+                   int *sources, int64_t *items);
 
 /* ---- pref (preference pairs, for DPO) ----
  * Groups prompt/, chosen/, rejected/, each `tokens` (uint16/uint32) and

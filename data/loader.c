@@ -5,14 +5,24 @@
  * several such loaders drawn as one stream whose source for example i is a
  * pure function of (seed, i), so the stream does not depend on world size. */
 #include <assert.h>
+#include <hdf5.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "data/h5_internal.h"
 #include "data/h5data.h"
 #include "util/util.h"
 
 /* ----------------------------------------------------------------- batching */
+
+/* SplitMix64's finaliser: a bijection of 64-bit words with good avalanche. */
+static uint64_t mix64(uint64_t z) {
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+    return z ^ (z >> 31);
+}
 
 int64_t dataset_num_items(const Dataset *ds, int T) {
     if (T < 1) return 0;
@@ -33,8 +43,45 @@ void epoch_order(int64_t *order, int64_t count, uint64_t seed, int64_t epoch, in
     }
 }
 
+/* A balanced Feistel network on 2h-bit words (L, R of h bits each): each
+ * round maps (L, R) -> (R, L ^ F(R)), which is invertible whatever F is, so
+ * the network is a bijection of [0, 4^h); walking the cycle from pos until
+ * it lands below count restricts it to a bijection of [0, count) (Black and
+ * Rogaway, "Ciphers with arbitrary finite domains", 2002). 4^h < 4 count, so
+ * fewer than 4 evaluations are expected per position. */
+#define PERMUTE_ROUNDS 4
+int64_t epoch_permute(int64_t count, uint64_t seed, int64_t epoch, int shuffle, int64_t pos) {
+    assert(pos >= 0 && pos < count);
+    if (!shuffle || count <= 1) return pos;
+    int bits = 1;
+    while (bits < 63 && ((uint64_t)1 << bits) < (uint64_t)count) bits++;
+    int h = (bits + 1) / 2;
+    uint64_t mask = ((uint64_t)1 << h) - 1;
+    uint64_t key = mix64(mix64(seed ^ 0x7065726D75746531ULL) + 0x9E3779B97F4A7C15ULL *
+                                                                   ((uint64_t)epoch + 1));
+    uint64_t x = (uint64_t)pos;
+    do {
+        uint64_t L = x >> h, R = x & mask;
+        for (int r = 0; r < PERMUTE_ROUNDS; r++) {
+            uint64_t F = mix64(key + 0xD1B54A32D192ED03ULL * (uint64_t)(r + 1) + R) & mask;
+            uint64_t next = L ^ F;
+            L = R;
+            R = next;
+        }
+        x = (L << h) | R;
+    } while (x >= (uint64_t)count);
+    return (int64_t)x;
+}
+
 static void build_order(DataLoader *dl) {
-    epoch_order(dl->order, dl->count, dl->seed, dl->epoch, dl->shuffle);
+    if (!dl->permute) epoch_order(dl->order, dl->count, dl->seed, dl->epoch, dl->shuffle);
+}
+
+/* The item visited at position pos of the current epoch. */
+static int64_t item_at(const DataLoader *dl, int64_t epoch, int64_t pos) {
+    int64_t k = dl->permute ? epoch_permute(dl->count, dl->seed, epoch, dl->shuffle, pos)
+                            : dl->order[pos];
+    return dl->subset ? dl->subset[k] : dl->first + k;
 }
 
 int loader_init(DataLoader *dl, const Dataset *ds, int T, uint64_t seed, int shuffle,
@@ -58,9 +105,18 @@ int loader_init(DataLoader *dl, const Dataset *ds, int T, uint64_t seed, int shu
     dl->seed = seed;
     dl->first = first;
     dl->count = count;
-    dl->order = xmalloc((size_t)count * sizeof *dl->order);
-    build_order(dl);
+    dl->permute = ds->stream != NULL;
+    if (!dl->permute) {
+        dl->order = xmalloc((size_t)count * sizeof *dl->order);
+        build_order(dl);
+    }
     return 0;
+}
+
+void loader_use_permute(DataLoader *dl) {
+    free(dl->order);
+    dl->order = NULL;
+    dl->permute = 1;
 }
 
 int loader_init_subset(DataLoader *dl, const Dataset *ds, int T, uint64_t seed, int shuffle,
@@ -79,7 +135,7 @@ int loader_init_subset(DataLoader *dl, const Dataset *ds, int T, uint64_t seed, 
 }
 
 int dataset_role_items(const Dataset *ds, const char *role, int64_t **items, int64_t *count) {
-    if (!ds->role)
+    if (!ds->has_role)
         return err_set("%s: data.role '%s' selects examples by role, but the file has no role "
                        "column (build it with --role-field or --train-roles)",
                        ds->path, role);
@@ -94,10 +150,14 @@ int dataset_role_items(const Dataset *ds, const char *role, int64_t **items, int
         return err_set("%s: no role named '%s'; the file's roles are: %s", ds->path, role,
                        names[0] ? names : "(unnamed)");
     }
-    *items = xmalloc((size_t)(ds->n_docs > 0 ? ds->n_docs : 1) * sizeof(int64_t));
-    *count = 0;
-    for (int64_t i = 0; i < ds->n_docs; i++)
-        if (ds->role[i] == id) (*items)[(*count)++] = i;
+    if (ds->stream) {
+        if (dataset_stream_role_scan(ds, id, items, count) != 0) return -1;
+    } else {
+        *items = xmalloc((size_t)(ds->n_docs > 0 ? ds->n_docs : 1) * sizeof(int64_t));
+        *count = 0;
+        for (int64_t i = 0; i < ds->n_docs; i++)
+            if (ds->role[i] == id) (*items)[(*count)++] = i;
+    }
     if (*count == 0) {
         free(*items);
         *items = NULL;
@@ -106,15 +166,11 @@ int dataset_role_items(const Dataset *ds, const char *role, int64_t **items, int
     return 0;
 }
 
-void loader_free(DataLoader *dl) {
-    free(dl->order);
-    free(dl->subset);
-    dl->order = NULL;
-    dl->subset = NULL;
-}
-
 int64_t loader_count_truncated(const DataLoader *dl) {
     if (dl->ds->schema == SCHEMA_LM) return 0;
+    if (dl->ds->stream)
+        return dataset_stream_count_longer(dl->ds, dl->subset, dl->first, dl->count,
+                                           (int64_t)dl->T + 1);
     int64_t n = 0;
     for (int64_t i = 0; i < dl->count; i++) {
         int64_t item = dl->subset ? dl->subset[i] : dl->first + i;
@@ -134,66 +190,215 @@ void loader_seek(DataLoader *dl, int64_t epoch, int64_t pos) {
     }
 }
 
-static void lm_row(const Dataset *ds, int64_t item, int T, int *in, int *tg) {
-    const uint32_t *w = ds->tokens + item * T; /* (T+1) */
-    for (int j = 0; j < T; j++) {
-        in[j] = (int)w[j];
-        tg[j] = (int)w[j + 1];
-    }
-}
+/* -------------------------------------------------------------- read-ahead
+ * A streamed loader's background reader: one thread that reads the rows of
+ * a list of items into its own buffers. The main thread asks for the next
+ * batch's rows right after handing out a batch (prefetch_request) and takes
+ * them at the next call (prefetch_take) when that call wants exactly those
+ * items; otherwise they are dropped and the call reads synchronously, so the
+ * read-ahead never changes what a loader returns. */
+typedef struct Prefetch {
+    pthread_t thread;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int state;               /* PF_IDLE, PF_WANTED (the thread reads), PF_DONE */
+    int quit;
+    const Dataset *ds;
+    int T, n, cap;           /* rows asked for; rows the buffers hold */
+    int64_t *items;          /* (cap) */
+    int *in, *tg;            /* (cap, T) */
+    int64_t truncated;       /* of the rows read, examples longer than a row */
+    int rc;                  /* 0, or -1 with the thread's message in err */
+    char err[1024];
+} Prefetch;
+enum { PF_IDLE, PF_WANTED, PF_DONE };
 
-static int sft_row(const Dataset *ds, int64_t item, int T, int *in, int *tg) {
-    int64_t start = ds->offsets[item], len = ds->offsets[item + 1] - start;
-    int64_t n = len < T + 1 ? len : T + 1;
-    const uint32_t *tok = ds->tokens + start;
-    const uint8_t *mask = ds->loss_mask + start;
-    for (int j = 0; j < T; j++) {
-        in[j] = j < n ? (int)tok[j] : ds->eos_id;
-        tg[j] = (j + 1 < n && mask[j + 1]) ? (int)tok[j + 1] : -1;
-    }
-    return len > T + 1;
-}
-
-void dataset_topk_row(const Dataset *ds, int64_t item, int T, int *ids, float *logp) {
-    int K = ds->topk;
-    assert(K > 0);
-    int64_t start = ds->offsets[item], len = ds->offsets[item + 1] - start;
-    for (int j = 0; j < T; j++)
-        for (int k = 0; k < K; k++) {
-            int in = j < len;
-            ids[(size_t)j * K + k] = in ? (int)ds->topk_ids[(start + j) * K + k] : 0;
-            logp[(size_t)j * K + k] = in ? ds->topk_logp[(start + j) * K + k] : 0.0f;
+static void *prefetch_main(void *arg) {
+    Prefetch *pf = arg;
+    pthread_mutex_lock(&pf->mu);
+    for (;;) {
+        while (pf->state != PF_WANTED && !pf->quit) pthread_cond_wait(&pf->cv, &pf->mu);
+        if (pf->quit) break;
+        pthread_mutex_unlock(&pf->mu);
+        int rc = 0;
+        int64_t truncated = 0;
+        for (int b = 0; b < pf->n && rc == 0; b++) {
+            int r = dataset_row(pf->ds, pf->items[b], pf->T, pf->in + (size_t)b * pf->T,
+                                pf->tg + (size_t)b * pf->T);
+            if (r < 0) rc = -1;
+            else truncated += r;
         }
+        pthread_mutex_lock(&pf->mu);
+        pf->rc = rc;
+        pf->truncated = truncated;
+        if (rc) snprintf(pf->err, sizeof pf->err, "%s", err_msg());
+        pf->state = PF_DONE;
+        pthread_cond_broadcast(&pf->cv);
+    }
+    pthread_mutex_unlock(&pf->mu);
+    return NULL;
 }
 
-void loader_next(DataLoader *dl, int B, int *inputs, int *targets) {
-    loader_next_items(dl, B, inputs, targets, NULL);
+/* The reader of dl, started on first use; NULL when HDF5 is not thread-safe
+ * (then every read is synchronous). */
+static Prefetch *prefetch_of(DataLoader *dl) {
+    if (dl->prefetch) return dl->prefetch;
+    hbool_t threadsafe = 0;
+    if (H5is_library_threadsafe(&threadsafe) < 0 || !threadsafe) return NULL;
+    Prefetch *pf = xcalloc(1, sizeof *pf);
+    pthread_mutex_init(&pf->mu, NULL);
+    pthread_cond_init(&pf->cv, NULL);
+    pf->ds = dl->ds;
+    pf->T = dl->T;
+    if (pthread_create(&pf->thread, NULL, prefetch_main, pf) != 0) {
+        pthread_cond_destroy(&pf->cv);
+        pthread_mutex_destroy(&pf->mu);
+        free(pf);
+        return NULL;
+    }
+    dl->prefetch = pf;
+    return pf;
 }
 
-void loader_next_items(DataLoader *dl, int B, int *inputs, int *targets, int64_t *items) {
+/* Waits for the reader's current job; 1 when it read exactly items (n of
+ * them) with rows now in in/tg (row b at in + b*T) and the truncated ones
+ * added to *truncated, 0 when not (nothing was asked for, or other items:
+ * dropped), -1 (error set) when it read them and failed. The reader is idle
+ * afterwards. */
+static int prefetch_take(Prefetch *pf, const int64_t *items, int n, int *in, int *tg,
+                         int64_t *truncated) {
+    if (!pf) return 0;
+    pthread_mutex_lock(&pf->mu);
+    while (pf->state == PF_WANTED) pthread_cond_wait(&pf->cv, &pf->mu);
+    int match = pf->state == PF_DONE && pf->n == n &&
+                !memcmp(pf->items, items, (size_t)n * sizeof *items);
+    int rc = 0;
+    if (match && pf->rc) rc = err_set("%s", pf->err);
+    else if (match) {
+        memcpy(in, pf->in, (size_t)n * pf->T * sizeof *in);
+        memcpy(tg, pf->tg, (size_t)n * pf->T * sizeof *tg);
+        *truncated += pf->truncated;
+        rc = 1;
+    }
+    pf->state = PF_IDLE;
+    pthread_mutex_unlock(&pf->mu);
+    return rc;
+}
+
+/* Asks the (idle) reader for the rows of items (n). */
+static void prefetch_request(Prefetch *pf, const int64_t *items, int n) {
+    if (!pf || n < 1) return;
+    pthread_mutex_lock(&pf->mu);
+    if (n > pf->cap) {
+        pf->items = xrealloc(pf->items, (size_t)n * sizeof *pf->items);
+        pf->in = xrealloc(pf->in, (size_t)n * pf->T * sizeof *pf->in);
+        pf->tg = xrealloc(pf->tg, (size_t)n * pf->T * sizeof *pf->tg);
+        pf->cap = n;
+    }
+    memcpy(pf->items, items, (size_t)n * sizeof *items);
+    pf->n = n;
+    pf->state = PF_WANTED;
+    pthread_cond_broadcast(&pf->cv);
+    pthread_mutex_unlock(&pf->mu);
+}
+
+static void prefetch_free(Prefetch *pf) {
+    if (!pf) return;
+    pthread_mutex_lock(&pf->mu);
+    pf->quit = 1;
+    pthread_cond_broadcast(&pf->cv);
+    pthread_mutex_unlock(&pf->mu);
+    pthread_join(pf->thread, NULL);
+    pthread_cond_destroy(&pf->cv);
+    pthread_mutex_destroy(&pf->mu);
+    free(pf->items);
+    free(pf->in);
+    free(pf->tg);
+    free(pf);
+}
+
+void loader_free(DataLoader *dl) {
+    prefetch_free(dl->prefetch);
+    free(dl->order);
+    free(dl->subset);
+    dl->prefetch = NULL;
+    dl->order = NULL;
+    dl->subset = NULL;
+}
+
+/* ------------------------------------------------------------------- rows */
+
+int loader_next(DataLoader *dl, int B, int *inputs, int *targets) {
+    return loader_next_items(dl, B, inputs, targets, NULL);
+}
+
+int loader_next_items(DataLoader *dl, int B, int *inputs, int *targets, int64_t *items) {
+    return loader_next_slice(dl, B, 0, B, inputs, targets, items);
+}
+
+/* In-memory loaders: the order array, rebuilt at each epoch's end. */
+static int next_in_memory(DataLoader *dl, int B, int first, int n, int *inputs, int *targets,
+                          int64_t *items) {
     int T = dl->T;
     for (int b = 0; b < B; b++) {
-        int64_t item = dl->subset ? dl->subset[dl->order[dl->pos]] : dl->first + dl->order[dl->pos];
+        int64_t item = item_at(dl, dl->epoch, dl->pos);
         if (items) items[b] = item;
-        int *in = inputs + (size_t)b * T, *tg = targets + (size_t)b * T;
-        if (dl->ds->schema == SCHEMA_LM) lm_row(dl->ds, item, T, in, tg);
-        else dl->truncated += sft_row(dl->ds, item, T, in, tg);
+        if (b >= first && b < first + n)
+            dl->truncated += dataset_row(dl->ds, item, T, inputs + (size_t)b * T,
+                                         targets + (size_t)b * T);
         if (++dl->pos == dl->count) {
             dl->pos = 0;
             dl->epoch++;
             build_order(dl);
         }
     }
+    return 0;
+}
+
+int loader_next_slice(DataLoader *dl, int B, int first, int n, int *inputs, int *targets,
+                      int64_t *items) {
+    assert(first >= 0 && n >= 0 && first + n <= B);
+    if (!dl->permute) return next_in_memory(dl, B, first, n, inputs, targets, items);
+    int T = dl->T;
+    int64_t *all = xmalloc((size_t)(B > 0 ? B : 1) * sizeof *all); /* (B) */
+    int64_t *ahead = xmalloc((size_t)(n > 0 ? n : 1) * sizeof *ahead); /* (n) */
+    int64_t e = dl->epoch, p = dl->pos;
+    for (int b = 0; b < B; b++) {
+        all[b] = item_at(dl, e, p);
+        if (++p == dl->count) p = 0, e++;
+    }
+    /* the same slice of the next batch (B items on): positions (e, p) + first + b */
+    int64_t ae = e, ap = p;
+    for (int b = 0; b < first; b++)
+        if (++ap == dl->count) ap = 0, ae++;
+    for (int b = 0; b < n; b++) {
+        ahead[b] = item_at(dl, ae, ap);
+        if (++ap == dl->count) ap = 0, ae++;
+    }
+    Prefetch *pf = n > 0 ? prefetch_of(dl) : dl->prefetch;
+    int rc = prefetch_take(pf, all + first, n, inputs + (size_t)first * T,
+                           targets + (size_t)first * T, &dl->truncated);
+    if (rc == 0) { /* not read ahead: read now */
+        for (int b = first; b < first + n && rc == 0; b++) {
+            int r = dataset_row(dl->ds, all[b], T, inputs + (size_t)b * T,
+                                targets + (size_t)b * T);
+            if (r < 0) rc = -1;
+            else dl->truncated += r;
+        }
+    } else if (rc == 1) {
+        dl->read_ahead += n;
+        rc = 0;
+    }
+    if (items) memcpy(items, all, (size_t)B * sizeof *items);
+    dl->epoch = e;
+    dl->pos = p;
+    if (rc == 0) prefetch_request(pf, ahead, n);
+    free(all);
+    free(ahead);
+    return rc;
 }
 
 /* ---------------------------------------------------------------- mixtures */
-
-/* SplitMix64's finaliser: a bijection of 64-bit words with good avalanche. */
-static uint64_t mix64(uint64_t z) {
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
-    return z ^ (z >> 31);
-}
 
 int mix_init(MixLoader *m, const Dataset *const *ds, const double *weights,
              const int64_t *counts, int n, int T, uint64_t seed, int shuffle) {
@@ -259,12 +464,19 @@ void mix_seek(MixLoader *m, int64_t index, const int64_t *consumed) {
     free(replayed);
 }
 
-void mix_next(MixLoader *m, int B, int *inputs, int *targets, int *sources, int64_t *items) {
-    int T = m->src[0].T;
+int mix_next(MixLoader *m, int B, int *inputs, int *targets, int *sources, int64_t *items) {
+    return mix_next_slice(m, B, 0, B, inputs, targets, sources, items);
+}
+
+int mix_next_slice(MixLoader *m, int B, int first, int n, int *inputs, int *targets,
+                   int *sources, int64_t *items) {
+    int T = m->src[0].T, rc = 0;
     for (int b = 0; b < B; b++) {
-        int s = mix_source(m, m->index++);
+        int s = mix_source(m, m->index++), read = b >= first && b < first + n;
         if (sources) sources[b] = s;
-        loader_next_items(&m->src[s], 1, inputs + (size_t)b * T, targets + (size_t)b * T,
-                          items ? items + b : NULL);
+        if (loader_next_slice(&m->src[s], 1, 0, read, inputs + (size_t)b * T,
+                              targets + (size_t)b * T, items ? items + b : NULL) != 0)
+            rc = -1;
     }
+    return rc;
 }

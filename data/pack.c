@@ -12,6 +12,12 @@ int packer_init(Packer *p, DataLoader *dl) {
         return err_set("%s is an lm file, cut into full windows of T+1 tokens already; "
                        "data.pack packs sft and kd examples: leave it off for lm data",
                        dl->ds->path);
+    if (dl->ds->stream)
+        return err_set("%s is streamed (data.stream: true, or auto for a file over 1 GiB), and "
+                       "data.pack does not read streamed files yet (it reads each example's "
+                       "length from the loaded offsets); set data.stream=false to load the file "
+                       "(about 5 bytes per token of memory), or leave data.pack off",
+                       dl->ds->path);
     p->dl = dl;
     p->T = dl->T;
     p->held_in = xmalloc(2 * (size_t)dl->T * sizeof(int));

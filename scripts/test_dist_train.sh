@@ -22,6 +22,8 @@
 #      stopped on 2 ranks and resumed on 1 == the uninterrupted run
 #   8. data.pack (sft): 2 ranks x 2 == 1 rank x 4, and stopped on 2 ranks,
 #      resumed on 1
+#   9. data.stream: 2 ranks x 2 == 1 rank x 4 (lm, and sft with task weights),
+#      and streamed runs (lm; data.mix) stopped on 2 ranks resumed on 1
 # Losses are compared with a relative tolerance of 2e-5: the ranks' gradients
 # are summed in a fixed order (train/dist.c), but a 4-sequence batch split 2+2
 # adds its fp32 contributions in a different order than one 4-row matmul, so
@@ -224,6 +226,26 @@ compare "data.pack: 2 ranks x 2 == 1 rank x 4" "$dir/pk4" "$dir/pk2"
 RETORT_STOP_AT_STEP=3 runN 2 "$dir/pkstop" 2 "${PK[@]}"
 run1 "$dir/pkstop" 4 "${PK[@]}" --resume
 compare "data.pack: stopped on 2 ranks, resumed on 1" "$dir/pk4" "$dir/pkstop"
+# streamed data (data.stream=true): each rank reads only its rows of the
+# global batch from disk, in the stateless permuted order, so 2 ranks x 2 ==
+# 1 rank x 4, a streamed run stopped on 2 ranks resumes on 1, and the task
+# weights, whose task ids each rank now reads for its own rows, agree too
+ST=($LM --set data.stream=true)
+run1 "$dir/st4" 4 "${ST[@]}" || { echo "FAIL: single-process data.stream"; tail -20 "$dir/st4.log"; }
+runN 2 "$dir/st2" 2 "${ST[@]}" || { echo "FAIL: mpirun -np 2 data.stream"; tail -20 "$dir/st2.log"; }
+compare "data.stream: 2 ranks x 2 == 1 rank x 4" "$dir/st4" "$dir/st2"
+RETORT_STOP_AT_STEP=3 runN 2 "$dir/ststop" 2 "${ST[@]}"
+run1 "$dir/ststop" 4 "${ST[@]}" --resume
+compare "data.stream: stopped on 2 ranks, resumed on 1" "$dir/st4" "$dir/ststop"
+TWS=("${TW[@]}" --set data.stream=true)
+run1 "$dir/tws4" 4 "${TWS[@]}" || { echo "FAIL: single-process streamed task weights"; tail -20 "$dir/tws4.log"; }
+runN 2 "$dir/tws2" 2 "${TWS[@]}" || { echo "FAIL: mpirun -np 2 streamed task weights"; tail -20 "$dir/tws2.log"; }
+compare "data.stream with task weights: 2 ranks x 2 == 1 rank x 4" "$dir/tws4" "$dir/tws2"
+MIXS=("${MIX[@]}" --set data.stream=true)
+run1 "$dir/mixs4" 4 "${MIXS[@]}" || { echo "FAIL: single-process streamed data.mix"; tail -20 "$dir/mixs4.log"; }
+RETORT_STOP_AT_STEP=3 runN 2 "$dir/mixsstop" 2 "${MIXS[@]}"
+run1 "$dir/mixsstop" 4 "${MIXS[@]}" --resume
+compare "data.stream with data.mix: stopped on 2 ranks, resumed on 1" "$dir/mixs4" "$dir/mixsstop"
 
 # generation-based evaluation (eval.generate_every) on 2 ranks: rank 0
 # generates and sends the numbers, so every rank trains on and agrees on the

@@ -494,9 +494,11 @@ Test(packed_train, refuses_what_it_does_not_pack) {
     const int lens[] = {6, 10, 8, 12};
     write_lengths(path, lens, 4);
     const char *bad[] = {"--set train.epochs=1",
-                         "--set objective.type=kd --set kd.on_policy=0.5 --set kd.teacher=x"};
-    const char *says[] = {"set train.steps instead", "set kd.on_policy 0"};
-    for (int k = 0; k < 2; k++) {
+                         "--set objective.type=kd --set kd.on_policy=0.5 --set kd.teacher=x",
+                         "--set data.stream=true"};
+    const char *says[] = {"set train.steps instead", "set kd.on_policy 0",
+                          "set data.stream=false"};
+    for (int k = 0; k < 3; k++) {
         char args[1200], log[400];
         snprintf(args, sizeof args, "train %s --set data.train=%s --set data.pack=true %s "
                  "--set train.steps=1 --set train.out_dir=%s/r%d", TRAIN_FLAGS, path, bad[k],

@@ -109,6 +109,7 @@ static const KeyInfo KEYS[] = {
     INT_KEY(data, grad_accum, 1, "micro-steps per optimizer step"),
     BOOL_KEY(data, shuffle, "shuffle training items every epoch"),
     BOOL_KEY(data, pack, "pack several examples into each row (first-fit, in the visiting order: sft/kd examples over each global micro-batch, preference pairs whole over each rank's 2 x batch_size rows), attention kept within each example and positions restarting per example; the loss equals the unpacked one, with less padding (not with data.mix, objective.task_weights, kd.on_policy or train.epochs)"),
+    ENUM_KEY(data, stream, "auto|true|false", "read the data files on demand instead of loading them (datasets larger than memory): memory stays bounded and the shuffled order is a stateless permutation (so it differs from the in-memory order); auto: stream a file larger than 1 GiB (lm, sft, kd; not dpo/orpo)"),
     STR_KEY(data, role, false, "train only on examples of this role (sft files with a role column; \"\" = all)"),
     FLOW_KEY(data, mix, "several training files drawn with sampling weights instead of data.train, a list [{path: a.h5, weight: 0.7}, {path: b.h5, weight: 0.3}] (lm and kd; the same tokenizer and schema; one epoch = as many examples as the files hold together)"),
 
@@ -225,6 +226,7 @@ void config_defaults(Config *c) {
     c->data.batch_size = 4;
     c->data.grad_accum = 1;
     c->data.shuffle = 1;
+    copy_string(c->data.stream, sizeof c->data.stream, "auto");
 
     copy_string(c->objective.type, sizeof c->objective.type, "lm");
 

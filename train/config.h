@@ -46,6 +46,8 @@ typedef struct {
         int shuffle;                 /* bool */
         int pack;                    /* bool: sft examples packed into rows (data/pack.h) */
         char role[64];               /* train on examples of this role only ("" = all) */
+        char stream[8];              /* auto | true | false: read files on demand
+                                        (data/h5data.h, dataset_open_stream) */
         char mix[8 * CFG_STR];       /* several training files with sampling weights, as YAML
                                         flow text "[{path: a.h5, weight: 0.7}, ...]" ("" = none;
                                         config_data_mix reads it) */

@@ -64,6 +64,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "model/backend.h"
@@ -1162,6 +1163,16 @@ static void test_hooks(const Trainer *t) {
     }
 }
 
+/* The process's peak resident memory (getrusage's ru_maxrss: the kernel's
+ * VmHWM, in KiB on Linux), said at the end of a run so a memory measurement
+ * needs no outside tool (experiments/bench/stream_rss.sh reads it). */
+static void log_peak_memory(const Trainer *t) {
+    struct rusage ru;
+    if (t->quiet || getrusage(RUSAGE_SELF, &ru) != 0) return;
+    printf("peak resident memory: %.1f MiB%s\n", (double)ru.ru_maxrss / 1024.0,
+           t->world > 1 ? " (rank 0)" : "");
+}
+
 /* Steps to train.steps, or until a stop signal (then a checkpoint). */
 static int train_loop(Trainer *t) {
     const Config *cfg = t->cfg;
@@ -1221,6 +1232,7 @@ static int train_loop(Trainer *t) {
     if (!t->quiet)
         printf("activations: %.2f MiB allocated (train.recompute %s)\n",
                gpt_activation_bytes_allocated(t->model) / 1048576.0, t->cfg->train.recompute);
+    log_peak_memory(t);
     return 0;
 }
 

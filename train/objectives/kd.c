@@ -235,10 +235,13 @@ static double kd_step(void *self, const TrainEnv *env, double *metrics) {
                              k->topk_ids, k->topk_logp);
         } else {
             for (int b = 0; b < env->B; b++)
-                dataset_topk_row(&d->train_ds[src[b]],
-                                 d->items[(size_t)a * GB + (size_t)env->rank * env->B + b],
-                                 env->T, k->topk_ids + (size_t)b * env->T * K,
-                                 k->topk_logp + (size_t)b * env->T * K);
+                if (dataset_topk_row(&d->train_ds[src[b]],
+                                     d->items[(size_t)a * GB + (size_t)env->rank * env->B + b],
+                                     env->T, k->topk_ids + (size_t)b * env->T * K,
+                                     k->topk_logp + (size_t)b * env->T * K) != 0) {
+                    fprintf(stderr, "retort train: error: rank %d: %s\n", env->rank, err_msg());
+                    dist_abort(1);
+                }
         }
         gpt_kd_forward(env->model, &teacher, k->kd, k->agree);
         for (int i = 0; i < N; i++) {

@@ -44,6 +44,17 @@ static int open_role(SeqBatches *d, const TrainEnv *env) {
     return rc;
 }
 
+/* data.stream: a file read on demand (true, or auto and larger than
+ * DATASET_STREAM_AUTO_BYTES) or loaded whole (false, or auto and smaller). */
+static int open_data(const Config *c, Dataset *ds, const char *path) {
+    int stream = !strcmp(c->data.stream, "true");
+    if (!strcmp(c->data.stream, "auto")) {
+        stream = dataset_stream_auto(path);
+        if (stream < 0) return -1;
+    }
+    return stream ? dataset_open_stream(ds, path) : dataset_open(ds, path);
+}
+
 static int check_vocab(const Config *c, const Dataset *ds) {
     if (!c->model.init[0] && ds->vocab_size > c->model.vocab_size)
         return err_set("%s: dataset vocab_size %d exceeds model.vocab_size %d; token ids would "
@@ -80,7 +91,7 @@ static int open_mix(SeqBatches *d, const TrainEnv *env) {
     const Dataset *ds[CFG_MAX_MIX];
     int64_t counts[CFG_MAX_MIX];
     for (int s = 0; s < mix.n; s++) {
-        if (dataset_open(&d->train_ds[s], mix.path[s]) != 0) return -1;
+        if (open_data(c, &d->train_ds[s], mix.path[s]) != 0) return -1;
         d->n_train = s + 1;
         if (check_vocab(c, &d->train_ds[s]) != 0) return -1;
         if (s > 0 && check_mix_pair(&d->train_ds[0], &d->train_ds[s]) != 0) return -1;
@@ -112,7 +123,7 @@ static int open_loaders(SeqBatches *d, const TrainEnv *env) {
     if (c->data.mix[0]) {
         if (open_mix(d, env) != 0) return -1;
     } else {
-        if (dataset_open(&d->train_ds[0], c->data.train) != 0) return -1;
+        if (open_data(c, &d->train_ds[0], c->data.train) != 0) return -1;
         d->n_train = 1;
         if (check_vocab(c, &d->train_ds[0]) != 0) return -1;
         if (c->data.role[0]) return open_role(d, env);
@@ -120,7 +131,7 @@ static int open_loaders(SeqBatches *d, const TrainEnv *env) {
     int64_t items = d->use_mix ? 0 : dataset_num_items(&d->train_ds[0], T);
     int64_t n_val = 0;
     if (c->data.val[0]) {
-        if (dataset_open(&d->val_ds, c->data.val) != 0) return -1;
+        if (open_data(c, &d->val_ds, c->data.val) != 0) return -1;
         d->have_val_ds = 1;
         if (!c->model.init[0] && d->val_ds.vocab_size > c->model.vocab_size)
             return err_set("%s: dataset vocab_size %d exceeds model.vocab_size %d", c->data.val,
@@ -150,7 +161,7 @@ static int open_loaders(SeqBatches *d, const TrainEnv *env) {
 static int map_tasks(const SeqBatches *d, const Dataset *ds, signed char *map) {
     const TaskWeights *tw = &d->tw;
     memset(map, -1, 256);
-    if (!ds->task)
+    if (!ds->has_task)
         return err_set("%s has no task column, so objective.task_weights has nothing to weigh; "
                        "build it with `retort data build --task-field NAME` (sft or kd), or "
                        "leave objective.task_weights unset",
@@ -241,9 +252,15 @@ int seq_batches_check_tokenizer(const SeqBatches *d, const TrainEnv *env) {
 }
 
 static void describe_loader(const char *what, const DataLoader *dl) {
+    int64_t cut = loader_count_truncated(dl);
+    if (cut < 0) {
+        printf("%s: %lld examples (how many are longer than a row is unknown: %s)\n", what,
+               (long long)dl->count, err_msg());
+        return;
+    }
     printf("%s: %lld of %lld examples truncated to the %d tokens of a row (their end is cut), "
            "none dropped\n",
-           what, (long long)loader_count_truncated(dl), (long long)dl->count, dl->T + 1);
+           what, (long long)cut, (long long)dl->count, dl->T + 1);
 }
 
 void seq_batches_describe(const SeqBatches *d, const TrainEnv *env) {
@@ -270,6 +287,12 @@ void seq_batches_describe(const SeqBatches *d, const TrainEnv *env) {
         printf("data.pack: examples packed first-fit into each micro-batch of %d rows of %d "
                "tokens, attention within each example, positions restarting per example\n",
                env->world * env->B, env->T);
+    for (int s = 0; s < d->n_train; s++)
+        if (d->train_ds[s].stream)
+            printf("data.stream: %s is read on demand (rows by HDF5 hyperslab, %u MiB of chunk "
+                   "cache per column, the next batch read ahead), in a stateless shuffled "
+                   "order\n",
+                   d->train_ds[s].path, DATASET_STREAM_CACHE >> 20);
     for (int s = 0; s < d->n_val_mix && ds->schema != SCHEMA_LM; s++)
         describe_loader("validation examples", &d->val_mix[s]);
     if (d->have_val && !d->n_val_mix && ds->schema != SCHEMA_LM)
@@ -366,24 +389,47 @@ int seq_batches_load_position(SeqBatches *d, const json_t *detail) {
     return 0;
 }
 
+/* A streamed file that fails mid-run (a read error, a bad value the open
+ * could not check) ends the job: every rank stops, with the reader's message
+ * naming the file, the dataset and the index. */
+static void data_failed(const TrainEnv *env) {
+    fprintf(stderr, "retort train: error: rank %d: %s\n", env->rank, err_msg());
+    dist_abort(1);
+}
+
 void seq_batches_draw(SeqBatches *d, const TrainEnv *env) {
     size_t GB = (size_t)env->world * env->B, GN = GB * env->T;
+    /* streamed files: each rank reads only its own rows [rank B, rank B + B)
+     * (in memory, every rank cuts every row, as it always has) */
+    int stream = 0;
+    for (int s = 0; s < d->n_train; s++) stream |= d->train_ds[s].stream != NULL;
+    int first = stream ? env->rank * env->B : 0, n = stream ? env->B : (int)GB;
     for (int a = 0; a < env->A; a++) {
+        int rc = 0;
         if (d->use_mix) {
-            mix_next(&d->mix, (int)GB, d->inputs + a * GN, d->targets + a * GN,
-                     d->sources + a * GB, d->items + a * GB);
-        } else if (d->pack) { /* a row holds several items: none recorded */
+            rc = mix_next_slice(&d->mix, (int)GB, first, n, d->inputs + a * GN,
+                                d->targets + a * GN, d->sources + a * GB, d->items + a * GB);
+        } else if (d->pack) { /* a row holds several items: none recorded (never streamed) */
             packer_next(&d->packer, (int)GB, d->inputs + a * GN, d->targets + a * GN,
                         d->doc_start + a * GN, d->token_index + a * GN, NULL);
             for (size_t r = 0; r < GB; r++) d->items[a * GB + r] = -1;
-        } else
-            loader_next_items(&d->train_dl, (int)GB, d->inputs + a * GN, d->targets + a * GN,
-                              d->items + a * GB);
+        } else {
+            rc = loader_next_slice(&d->train_dl, (int)GB, first, n, d->inputs + a * GN,
+                                   d->targets + a * GN, d->items + a * GB);
+        }
+        if (rc != 0) data_failed(env);
     }
-    for (size_t r = 0; r < (size_t)env->A * GB; r++) {
-        const Dataset *ds = &d->train_ds[d->sources[r]];
-        d->tasks[r] = d->tw.n ? d->task_map[d->sources[r]][ds->task[d->items[r]]] : -1;
-    }
+    /* each row's task, for the rows this rank read (the others stay -1) */
+    for (int a = 0; a < env->A; a++)
+        for (int b = 0; b < (int)GB; b++) {
+            size_t r = (size_t)a * GB + (size_t)b;
+            int id = 0;
+            d->tasks[r] = -1;
+            if (!d->tw.n || b < first || b >= first + n) continue;
+            if (dataset_task_of(&d->train_ds[d->sources[r]], d->items[r], &id) != 0)
+                data_failed(env);
+            d->tasks[r] = d->task_map[d->sources[r]][id];
+        }
 }
 
 const int64_t *seq_batches_token_index(const SeqBatches *d, const TrainEnv *env, int a) {
@@ -476,8 +522,12 @@ static double eval_mix(SeqBatches *d, const TrainEnv *env, double *task_loss) {
                 }
                 continue;
             }
-            loader_next_items(&d->val_mix[f], 1, d->inputs + b * T, d->targets + b * T, &item);
-            if (d->tw.n) file[b] = f * 256 + d->train_ds[f].task[item];
+            int id = 0;
+            if (loader_next_items(&d->val_mix[f], 1, d->inputs + b * T, d->targets + b * T,
+                                  &item) != 0 ||
+                (d->tw.n && dataset_task_of(&d->train_ds[f], item, &id) != 0))
+                data_failed(env);
+            if (d->tw.n) file[b] = f * 256 + id;
         }
         gpt_forward(env->model, d->inputs, d->targets, B, T, d->logp);
         for (int i = 0; i < N; i++)
@@ -507,14 +557,16 @@ double seq_batches_eval(SeqBatches *d, const TrainEnv *env, double *task_loss) {
     int64_t count = 0, task_count[CFG_MAX_TASKS] = {0};
     int64_t *items = xmalloc((size_t)env->B * sizeof *items);
     for (int b = 0; b < env->cfg->eval.batches; b++) {
-        loader_next_items(dl, env->B, d->inputs, d->targets, items);
+        if (loader_next_items(dl, env->B, d->inputs, d->targets, items) != 0) data_failed(env);
         gpt_forward(env->model, d->inputs, d->targets, env->B, env->T, d->logp);
         for (int i = 0; i < N; i++)
             if (d->targets[i] >= 0) {
                 loss_sum -= d->logp[i];
                 count++;
                 if (d->tw.n) {
-                    int t = map[dl->ds->task[items[i / T]]];
+                    int id = 0;
+                    if (dataset_task_of(dl->ds, items[i / T], &id) != 0) data_failed(env);
+                    int t = map[id];
                     task_sum[t] -= d->logp[i];
                     task_count[t]++;
                 }
