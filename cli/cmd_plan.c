@@ -86,11 +86,11 @@ static void print_plan(const PlanModel *pm, const Config *cfg, int gpus, int nod
         }
     PlanBytes b0 = plan_memory(pm, (PlanChoice){0, 0, B, world});
     printf("\nexact for the CPU's fp32 buffers (tested against its allocator): none and zero1 "
-           "with recompute none;\nthe same formula with the CUDA dtypes for cuda; zero2, zero3 "
-           "and recompute attention/block are a model\nof code still being written (train/plan.h). "
-           "Not counted: the data in host memory, offline KD's\ntop-K buffers, generation's "
-           "key/value cache. A checkpoint save gathers %.2f GiB of optimizer\nstate in host "
-           "memory.\n\n", gib(b0.checkpoint));
+           "under every\nrecompute mode; the same formula with the CUDA dtypes for cuda; zero2 "
+           "and zero3 are a model of\ncode still being written (train/plan.h). Not counted: the "
+           "data in host memory, offline KD's\ntop-K buffers, generation's key/value cache. A "
+           "checkpoint save gathers %.2f GiB of optimizer\nstate in host memory.\n\n",
+           gib(b0.checkpoint));
 
     double flops = plan_flops_per_step(pm, (PlanChoice){0, 0, B, 1});
     double f6n = plan_flops_6n(pm, (PlanChoice){0, 0, B, 1});

@@ -1,18 +1,19 @@
 /* tests/test_plan.c — the memory planner (train/plan.h) against what the CPU
  * backend really allocates.
  *
- * For the choices the code runs today on the CPU (no sharding or ZeRO-1, no
- * recomputation) the plan must equal, byte for byte, the CPU allocator's
- * count (backend_cpu_bytes_live) after the model, the optimizer, a forward
- * and a backward exist: parameters after gpt_create, optimizer state after
- * optim_create (and its ZeRO-1 shard after optim_shard), activations after
- * the forward, gradients after the backward; and nothing transient may pass
- * the total (the allocator's peak). Small GPT-2 and Llama models, with
- * chunked logits, frozen tensors and LoRA; whole training runs (lm, DPO with
- * its frozen reference, KD with an online teacher) peak at the plan's
- * total. Then sizes, the largest
- * micro-batch, the FLOPs of a step, and `retort plan` / the trainer's
- * refusal through the binary. */
+ * For the choices the code runs today on the CPU (no sharding or ZeRO-1,
+ * under every train.recompute mode) the plan must equal, byte for byte, the
+ * CPU allocator's count (backend_cpu_bytes_live) after the model, the
+ * optimizer, a forward and a backward exist: parameters after gpt_create,
+ * optimizer state after optim_create (and its ZeRO-1 shard after
+ * optim_shard), activations after the forward, gradients after the
+ * backward; and nothing transient may pass the total (the allocator's peak).
+ * Small GPT-2 and Llama models, with chunked logits, frozen tensors and LoRA
+ * (with dropout, whose buffers recomputation shares); whole training runs
+ * (lm with and without block recomputation, DPO with its frozen reference,
+ * KD with an online teacher) peak at the plan's total. Then sizes, the
+ * largest micro-batch, the FLOPs of a step, and `retort plan` / the
+ * trainer's refusal (of the run's own recompute mode) through the binary. */
 #include <criterion/criterion.h>
 
 #include "data/h5data.h"
@@ -70,13 +71,14 @@ static void apply_finetune(GPT *m, const Config *c) {
     }
 }
 
-/* Builds the run of c on the CPU and checks every part of the plan against
- * the allocator; world > 1 shards the optimizer as rank 0 of ZeRO-1. */
-static void check_against_allocator(const Config *c, int world) {
+/* Builds the run of c on the CPU under train.recompute `recompute` and checks
+ * every part of the plan against the allocator; world > 1 shards the
+ * optimizer as rank 0 of ZeRO-1. */
+static void check_recompute_against_allocator(const Config *c, int world, int recompute) {
     PlanModel pm;
     cr_assert_eq(plan_model_init(&pm, c), 0, "%s", err_msg());
-    PlanChoice ch = {world > 1 ? PLAN_ZERO1 : PLAN_SHARD_NONE, PLAN_RECOMPUTE_NONE,
-                     c->data.batch_size, world};
+    PlanChoice ch = {world > 1 ? PLAN_ZERO1 : PLAN_SHARD_NONE, recompute, c->data.batch_size,
+                     world};
     PlanBytes want = plan_memory(&pm, ch);
     int B = c->data.batch_size, T = c->data.seq_len;
 
@@ -88,6 +90,7 @@ static void check_against_allocator(const Config *c, int world) {
     cr_assert(m, "%s", err_msg());
     gpt_init_random(m, 1);
     gpt_set_logits_chunk(m, c->train.logits_chunk_rows);
+    cr_assert_eq(gpt_set_recompute(m, recompute), 0, "%s", err_msg());
     apply_finetune(m, c);
     cr_assert_eq(gpt_num_params(m), pm.n_params);
     cr_assert_eq(gpt_num_trainable(m), pm.n_trainable);
@@ -124,8 +127,9 @@ static void check_against_allocator(const Config *c, int world) {
     gpt_forward(m, in, tg, B, T, logp);
     size_t after_fwd = backend_cpu_bytes_live() - base;
     cr_assert_eq(after_fwd - after_optim, want.activations + lora_scratch,
-                 "activations: allocated %zu, planned %zu (+ LoRA %zu)", after_fwd - after_optim,
-                 want.activations, lora_scratch);
+                 "recompute %s: activations allocated %zu, planned %zu (+ LoRA %zu)",
+                 plan_recompute_name(recompute), after_fwd - after_optim, want.activations,
+                 lora_scratch);
     for (int i = 0; i < B * T; i++) gw[i] = -1.0f / (B * T);
     gpt_zero_grad(m);
     gpt_backward(m, gw);
@@ -136,10 +140,11 @@ static void check_against_allocator(const Config *c, int world) {
     size_t after_bwd = backend_cpu_bytes_live() - base;
     cr_assert_eq(after_bwd - after_fwd, want.grads, "gradients: allocated %zu, planned %zu",
                  after_bwd - after_fwd, want.grads);
-    cr_assert_eq(after_bwd, want.total, "total: allocated %zu, planned %zu", after_bwd, want.total);
+    cr_assert_eq(after_bwd, want.total, "recompute %s: total allocated %zu, planned %zu",
+                 plan_recompute_name(recompute), after_bwd, want.total);
     cr_assert_eq(backend_cpu_bytes_peak() - base, want.total,
-                 "something transient passed the total: peak %zu, planned %zu",
-                 backend_cpu_bytes_peak() - base, want.total);
+                 "recompute %s: something transient passed the total: peak %zu, planned %zu",
+                 plan_recompute_name(recompute), backend_cpu_bytes_peak() - base, want.total);
     free(in);
     free(tg);
     free(logp);
@@ -148,6 +153,11 @@ static void check_against_allocator(const Config *c, int world) {
     gpt_free(m);
     cr_assert_eq(backend_cpu_bytes_live(), base, "the model and optimizer freed everything");
     plan_model_free(&pm);
+}
+
+/* ... under every recomputation mode: none, attention, block */
+static void check_against_allocator(const Config *c, int world) {
+    for (int r = 0; r < PLAN_RECOMPUTE_COUNT; r++) check_recompute_against_allocator(c, world, r);
 }
 
 Test(plan, gpt2_equals_cpu_allocator) {
@@ -409,6 +419,8 @@ Test(plan_cli, trainer_refuses_a_run_over_its_memory_limit, .timeout = 120) {
     PlanModel pm;
     cr_assert_eq(plan_model_init(&pm, &c), 0, "%s", err_msg());
     size_t need = plan_memory(&pm, (PlanChoice){0, 0, 16, 1}).total;
+    size_t need_block = plan_memory(&pm, (PlanChoice){0, PLAN_RECOMPUTE_BLOCK, 16, 1}).total;
+    cr_assert_lt(need_block, need);
     int fits = plan_max_micro_batch(&pm, (PlanChoice){0, 0, 16, 1}, need - 1);
     cr_assert(fits >= 1 && fits < 16);
     plan_model_free(&pm);
@@ -432,22 +444,40 @@ Test(plan_cli, trainer_refuses_a_run_over_its_memory_limit, .timeout = 120) {
     RUN(dir, "train %s --set data.train=%s/train.h5 --set train.out_dir=%s/run "
              "--set train.memory_limit=%zu", run, dir, dir, need);
     cr_assert_eq(access(path, F_OK), 0, "the run that fits trained");
+
+    /* the trainer plans the run's train.recompute: block fits a limit none
+     * does not, and is refused a byte below its own plan */
+    clear_log(dir);
+    snprintf(args, sizeof args, "train %s --set data.train=%s/train.h5 --set train.out_dir=%s/block "
+             "--set train.recompute=block --set train.memory_limit=%zu", run, dir, dir,
+             need_block - 1);
+    cr_assert_eq(retort(dir, args), 1);
+    out = read_log(dir);
+    snprintf(want, sizeof want, "needs %.2f MiB (%zu bytes)", need_block / 1048576.0, need_block);
+    assert_contains(out, want);
+    free(out);
+    RUN(dir, "train %s --set data.train=%s/train.h5 --set train.out_dir=%s/block "
+             "--set train.recompute=block --set train.memory_limit=%zu", run, dir, dir, need_block);
+    snprintf(path, sizeof path, "%s/block/metrics.jsonl", dir);
+    cr_assert_eq(access(path, F_OK), 0, "the block run under its own plan trained");
 }
 
 /* A whole training run in this process (lm objective, validation, a
- * checkpoint save): the most the CPU backend ever holds is the plan's total,
- * for GPT-2 and for a Llama with LoRA. */
+ * checkpoint save): the most the CPU backend ever holds is the plan's total
+ * for the run's train.recompute, for GPT-2 and for a Llama with LoRA. */
 static void peak_of_a_run(Config *c, const char *dir) {
     PlanModel pm;
     cr_assert_eq(plan_model_init(&pm, c), 0, "%s", err_msg());
-    size_t want = plan_memory(&pm, (PlanChoice){0, 0, c->data.batch_size, 1}).total;
+    int recompute;
+    cr_assert_eq(plan_recompute_from_name(c->train.recompute, &recompute), 0, "%s", err_msg());
+    size_t want = plan_memory(&pm, (PlanChoice){0, recompute, c->data.batch_size, 1}).total;
     plan_model_free(&pm);
     size_t base = backend_cpu_bytes_live();
     backend_cpu_reset_peak();
     train_ok(c, 0);
     cr_assert_eq(backend_cpu_bytes_live(), base, "the run freed its backend memory");
-    cr_assert_eq(backend_cpu_bytes_peak() - base, want, "%s: peak %zu, planned %zu", dir,
-                 backend_cpu_bytes_peak() - base, want);
+    cr_assert_eq(backend_cpu_bytes_peak() - base, want, "%s (recompute %s): peak %zu, planned %zu",
+                 dir, c->train.recompute, backend_cpu_bytes_peak() - base, want);
 }
 
 Test(plan_cli, a_training_run_peaks_at_the_plan, .timeout = 120) {
@@ -482,6 +512,22 @@ Test(plan_cli, a_training_run_peaks_at_the_plan, .timeout = 120) {
     c.finetune.lora_alpha = 4;
     c.finetune.lora_dropout = 0.1;
     peak_of_a_run(&c, "llama lora");
+    /* the same runs keeping only each block's input: less than none */
+    size_t none_peak = backend_cpu_bytes_peak();
+    snprintf(out, sizeof out, "%s/llama-block", dir);
+    snprintf(c.train.out_dir, sizeof c.train.out_dir, "%s", out);
+    snprintf(c.train.recompute, sizeof c.train.recompute, "block");
+    peak_of_a_run(&c, "llama lora block");
+    cr_assert_lt(backend_cpu_bytes_peak(), none_peak);
+    snprintf(out, sizeof out, "%s/gpt2-block", dir);
+    tiny_train_config(&c, path, out);
+    c.data.seq_len = 24;
+    c.data.batch_size = 3;
+    c.data.val_fraction = 0.1;
+    c.eval.every = 1;
+    c.train.steps = 2;
+    snprintf(c.train.recompute, sizeof c.train.recompute, "block");
+    peak_of_a_run(&c, "gpt2 block");
 }
 
 /* preference pairs of byte tokens "ab=" -> "abc" / "xyz" */
@@ -504,8 +550,10 @@ static void write_pairs(const char *path, int n) {
 }
 
 /* The second model: DPO's frozen reference (two rows per pair, the policy and
- * the reference both from model.init) and an online KD teacher of another
- * shape, each a whole run whose peak is the plan's total. */
+ * the reference both from model.init; the policy with and without
+ * recomputation) and an online KD teacher of another shape, each a whole run
+ * whose peak is the plan's total. The second model never runs backward, so
+ * it always keeps one block's activations (block mode, objective.c). */
 Test(plan_cli, runs_with_a_frozen_second_model_peak_at_the_plan, .timeout = 120) {
     char dir[256], data[512], init[512], teacher[512], out[512], text[512];
     make_temp_dir(dir, sizeof dir, "plan-second");
@@ -538,6 +586,10 @@ Test(plan_cli, runs_with_a_frozen_second_model_peak_at_the_plan, .timeout = 120)
     cr_assert_eq(plan_model_init(&pm, &c), 0, "%s", err_msg());
     cr_assert(pm.frozen && pm.rows_per_item == 2 && !pm.kd_online);
     plan_model_free(&pm);
+    peak_of_a_run(&c, "dpo");
+    snprintf(out, sizeof out, "%s/dpo-attention", dir);
+    snprintf(c.train.out_dir, sizeof c.train.out_dir, "%s", out);
+    snprintf(c.train.recompute, sizeof c.train.recompute, "attention");
     peak_of_a_run(&c, "dpo");
 
     snprintf(text, sizeof text, "%s/text.txt", dir);

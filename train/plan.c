@@ -4,14 +4,18 @@
  * The parameter table is rebuilt here from the shapes, tensor by tensor, as
  * model/model.c build_table and model/model_lora.c lay it out (16-element
  * aligned tensors, the parts of a fused GEMM weight packed back to back, the
- * embedding and an untied head padded to Vp rows), and the activation
- * buffers as ensure_acts carves them (each rounded up to 64 bytes). It is a
- * second, independent account of the same memory: tests/test_plan.c holds
- * it to the CPU allocator's byte counter, so a change to the model's buffers
- * that is not made here fails a test instead of silently mis-planning.
+ * embedding and an untied head padded to Vp rows), and LoRA's buffers as
+ * ensure_lora_acts carves them (each rounded up to 64 bytes): a second,
+ * independent account of the same memory, which tests/test_plan.c holds to
+ * the CPU allocator's byte counter, so a change to the model's buffers that
+ * is not made here fails a test instead of silently mis-planning. The
+ * activations, whose layout depends on the recomputation mode, are not
+ * counted a second time: model/model.c's gpt_activation_bytes lays them out
+ * from the shapes with the code that carves them.
  */
 #include "train/plan.h"
 
+#include <assert.h>
 #include <ctype.h>
 #include <fnmatch.h>
 #include <math.h>
@@ -177,25 +181,28 @@ static int apply_patterns(PlanModel *pm, const Config *c) {
     return 0;
 }
 
-/* A block's linear modules as LoRA sees them (model_impl.h LinInfo): name, in, out. */
+/* A block's linear modules as LoRA sees them (model_impl.h LinInfo): name, in,
+ * out, and whether the module is part of the q/k/v GEMM (MM_QKV), the one
+ * GEMM that recompute attention reruns. */
 typedef struct {
     const char *name;
     size_t in, out;
+    int qkv;
 } Lin;
 
 static int block_lins(const PlanModel *pm, Lin *lin) {
     size_t C = (size_t)pm->g.n_embd, QD = (size_t)pm->NH * pm->HS, KD = (size_t)pm->KVH * pm->HS;
     size_t I = (size_t)pm->mlp_width;
     if (!pm->llama) {
-        const Lin g[4] = {{"attn.c_attn", C, 3 * C}, {"attn.c_proj", C, C},
-                          {"mlp.c_fc", C, I}, {"mlp.c_proj", I, C}};
+        const Lin g[4] = {{"attn.c_attn", C, 3 * C, 1}, {"attn.c_proj", C, C, 0},
+                          {"mlp.c_fc", C, I, 0}, {"mlp.c_proj", I, C, 0}};
         memcpy(lin, g, sizeof g);
         return 4;
     }
-    const Lin l[7] = {{"self_attn.q_proj", C, QD}, {"self_attn.k_proj", C, KD},
-                      {"self_attn.v_proj", C, KD}, {"self_attn.o_proj", QD, C},
-                      {"mlp.gate_proj", C, I},     {"mlp.up_proj", C, I},
-                      {"mlp.down_proj", I, C}};
+    const Lin l[7] = {{"self_attn.q_proj", C, QD, 1}, {"self_attn.k_proj", C, KD, 1},
+                      {"self_attn.v_proj", C, KD, 1}, {"self_attn.o_proj", QD, C, 0},
+                      {"mlp.gate_proj", C, I, 0},     {"mlp.up_proj", C, I, 0},
+                      {"mlp.down_proj", I, C, 0}};
     memcpy(lin, l, sizeof l);
     return 7;
 }
@@ -238,9 +245,13 @@ static int apply_lora(TableBuilder *tb, const Config *c) {
             count++;
             const char *fmt = pm->llama ? "model.layers.%d.%s.lora_%c.weight" : "h.%d.%s.lora_%c.weight";
             snprintf(name, sizeof name, fmt, l, lin[k].name, 'A');
-            push(tb, name, l, lin[k].in, (size_t)pm->lora_r, 0)->lora = 1;
+            PlanTensor *a = push(tb, name, l, lin[k].in, (size_t)pm->lora_r, 0);
+            a->lora = 1;
+            a->module = k;
             snprintf(name, sizeof name, fmt, l, lin[k].name, 'B');
-            push(tb, name, l, (size_t)pm->lora_r, lin[k].out, 0)->lora = 2;
+            PlanTensor *b = push(tb, name, l, (size_t)pm->lora_r, lin[k].out, 0);
+            b->lora = 2;
+            b->module = k;
         }
     if (!count)
         return err_set("finetune.lora_targets '%s' matches none of the model's linear layers",
@@ -354,76 +365,32 @@ typedef struct {
 } Carve;
 static void carve_add(Carve *cv, size_t n) { cv->bytes += round64(n * cv->esize); }
 
-/* The activation allocations of ensure_acts for N rows (model/model.c), with
- * the per-block buffers kept for `kept` blocks in full and, under
- * recomputation, only the kept part for the others. */
-static size_t activation_bytes(const PlanModel *pm, size_t N, int recompute) {
-    const GPTConfig *c = &pm->g;
-    size_t C = (size_t)c->n_embd, NH = (size_t)c->n_head, L = (size_t)c->n_layer;
-    size_t W = (size_t)pm->W, QD = (size_t)pm->NH * pm->HS, I = (size_t)pm->mlp_width;
-    size_t FC = pm->llama ? 2 * I : I, DC = QD > C ? QD : C;
-    int qkn = c->qk_norm, ln_mean = !pm->llama;
-    Carve x = {0, pm->act_size}, f = {0, sizeof(float)};
-    /* one block's buffers: the attention sub-block's, then the rest */
-    Carve ax = {0, pm->act_size}, af = {0, sizeof(float)}, mx = {0, pm->act_size},
-          mf = {0, sizeof(float)}, out = {0, pm->act_size};
-    carve_add(&ax, N * C);            /* ln1 */
-    carve_add(&ax, N * W);            /* qkv */
-    carve_add(&ax, qkn ? N * W : 0);  /* qkv_raw */
-    carve_add(&ax, N * QD);           /* atty */
-    carve_add(&ax, N * C);            /* attproj */
-    carve_add(&mx, N * C);            /* res2 */
-    carve_add(&mx, N * C);            /* ln2 */
-    carve_add(&mx, N * FC);           /* fch */
-    carve_add(&mx, N * I);            /* fch_gelu */
-    carve_add(&mx, N * C);            /* fcproj */
-    carve_add(&out, N * C);           /* res3: the block's output, the next one's input */
-    carve_add(&af, ln_mean ? N : 0);  /* ln1_mean */
-    carve_add(&af, N);                /* ln1_rstd */
-    carve_add(&af, NH * N);           /* att_lse */
-    carve_add(&mf, ln_mean ? N : 0);  /* ln2_mean */
-    carve_add(&mf, N);                /* ln2_rstd */
-    carve_add(&af, qkn ? N * (size_t)(pm->NH + pm->KVH) : 0); /* qkn_rstd */
-    size_t all_x = ax.bytes + mx.bytes + out.bytes, all_f = af.bytes + mf.bytes;
-    switch (recompute) {
-    case PLAN_RECOMPUTE_ATTENTION: /* attention's buffers for the block in backward only */
-        x.bytes = L * (mx.bytes + out.bytes) + ax.bytes;
-        f.bytes = L * mf.bytes + af.bytes;
-        break;
-    case PLAN_RECOMPUTE_BLOCK: /* each block's output kept; one block recomputed */
-        x.bytes = L * out.bytes + ax.bytes + mx.bytes;
-        f.bytes = all_f;
-        break;
-    default:
-        x.bytes = L * all_x;
-        f.bytes = L * all_f;
-    }
-    size_t head_rows = pm->logits_chunk_rows > 0
-                           ? (size_t)pm->logits_chunk_rows
-                           : GPT_LOGITS_BUDGET_BYTES / ((size_t)pm->Vp * pm->act_size);
-    if (head_rows < 1) head_rows = 1;
-    if (head_rows > N) head_rows = N;
-    carve_add(&x, N * C);                    /* encoded */
-    carve_add(&x, N * C);                    /* lnf */
-    carve_add(&x, head_rows * (size_t)pm->Vp); /* logits: one chunk */
-    carve_add(&x, N * C);                    /* dres */
-    carve_add(&x, N * DC);                   /* dC */
-    carve_add(&x, N * W);                    /* dqkv */
-    carve_add(&x, qkn ? N * W : 0);          /* dqkv_raw */
-    carve_add(&x, N * FC);                   /* dfch */
-    carve_add(&x, N * I);                    /* dfch_gelu */
-    carve_add(&f, ln_mean ? N : 0);          /* lnf_mean */
-    for (int k = 0; k < 6; k++) carve_add(&f, N); /* lnf_rstd logp lse g inputs targets */
-    return backend_block(x.bytes) + backend_block(f.bytes);
+/* The activations gpt_forward allocates for N = rows x T rows under
+ * `recompute`: model/model.c lays them out (gpt_activation_bytes), so the
+ * plan cannot drift from the model. They are two allocations (the compute
+ * type's buffers and the fp32 side buffers), neither ever empty (the
+ * embedding output, the final norm's statistics), each a multiple of 64
+ * bytes: backend_block adds nothing to either, and the sum is what the
+ * allocator counts. */
+static size_t activation_bytes(const PlanModel *pm, int rows, int recompute) {
+    size_t bytes = gpt_activation_bytes(&pm->g, rows, pm->T, recompute, pm->act_size,
+                                        pm->logits_chunk_rows);
+    /* plan_model_init checked the config and T; rows >= 1 (plan_memory) */
+    assert(bytes > 0);
+    return bytes;
 }
 
-/* LoRA's activation scratch (model_lora.c ensure_lora_acts): s dropout(x) A^T
- * per adapter (and dropout(x) with dropout), four wide scratch rows. */
-static size_t lora_bytes(const PlanModel *pm, size_t N) {
+/* LoRA's activation buffers (model_lora.c ensure_lora_acts): per adapter
+ * s x A^T dropout(x) (N, r) and, with dropout, the dropped input (N, in);
+ * where `recompute` reruns the adapter's GEMM in backward (lora_rerun:
+ * attention the q/k/v GEMM, block every GEMM) those two live once per
+ * module, shared by every block, instead of once per block. Then four
+ * scratch buffers as wide as the widest GEMM side. */
+static size_t lora_bytes(const PlanModel *pm, size_t N, int recompute) {
     if (!pm->lora_r) return 0;
     Carve x = {0, pm->act_size};
     Lin lin[7];
-    int n_lin = block_lins(pm, lin);
+    int n_lin = block_lins(pm, lin), shared[7] = {0};
     size_t wide = 0, r = (size_t)pm->lora_r;
     for (int k = 0; k < n_lin; k++) {
         if (lin[k].in > wide) wide = lin[k].in;
@@ -434,8 +401,19 @@ static size_t lora_bytes(const PlanModel *pm, size_t N) {
     for (int i = 0; i < pm->n_tensors; i++) {
         const PlanTensor *t = &pm->tensors[i];
         if (t->lora != 1) continue;
+        int rerun = recompute == PLAN_RECOMPUTE_BLOCK ||
+                    (recompute == PLAN_RECOMPUTE_ATTENTION && lin[t->module].qkv);
+        if (rerun) {
+            shared[t->module] = 1; /* counted once below */
+            continue;
+        }
         carve_add(&x, N * r);
-        if (pm->lora_dropout) carve_add(&x, N * (t->numel / r)); /* (N, in) */
+        if (pm->lora_dropout) carve_add(&x, N * lin[t->module].in);
+    }
+    for (int k = 0; k < n_lin; k++) {
+        if (!shared[k]) continue;
+        carve_add(&x, N * r);
+        if (pm->lora_dropout) carve_add(&x, N * lin[k].in);
     }
     carve_add(&x, N * wide);
     carve_add(&x, N * r);
@@ -472,7 +450,8 @@ PlanBytes plan_memory(const PlanModel *pm, PlanChoice ch) {
     memset(&b, 0, sizeof b);
     int world = ch.world > 0 ? ch.world : 1;
     int shard = world > 1 ? ch.shard : PLAN_SHARD_NONE;
-    size_t N = (size_t)ch.micro_batch * pm->rows_per_item * pm->T;
+    int rows = ch.micro_batch * pm->rows_per_item; /* the model's B */
+    size_t N = rows > 0 ? (size_t)rows * pm->T : 0;
     /* parameters: the flat buffer; ZeRO-3 keeps a shard and gathers two blocks */
     if (shard == PLAN_ZERO3)
         b.params = backend_block(shard_of(pm->n_alloc, world) * pm->act_size) +
@@ -490,18 +469,20 @@ PlanBytes plan_memory(const PlanModel *pm, PlanChoice ch) {
     size_t n_state = shard >= PLAN_ZERO1 ? shard_of(pm->n_grad, world) : pm->n_grad;
     size_t one = backend_block((n_state > 0 ? n_state : 1) * sizeof(float));
     b.optim = (pm->cuda ? 3 : 2) * one;
-    b.activations = activation_bytes(pm, N, ch.recompute);
+    b.activations = rows > 0 ? activation_bytes(pm, rows, ch.recompute) : 0;
     /* rotary tables (Llama families), LoRA scratch, the CUDA allowance */
     if (pm->llama)
         b.workspace += 2 * backend_block((size_t)pm->g.n_positions * (pm->HS / 2) * sizeof(float));
-    b.workspace += lora_bytes(pm, N);
+    b.workspace += N ? lora_bytes(pm, N, ch.recompute) : 0;
     if (pm->kd_online) /* per row: the divergence, top-1 agreement, KD weight (model_kd.c) */
         b.workspace += backend_block(N * 3 * sizeof(float));
     if (pm->cuda) b.workspace += PLAN_CUDA_RUNTIME;
-    if (pm->frozen) { /* parameters and a full forward's buffers; no gradients, no sharding */
+    if (pm->frozen) { /* parameters and its forward's buffers; no gradients, no sharding */
         const PlanModel *f = pm->frozen;
+        /* objective_load_frozen sets block mode: a model that never runs
+         * backward keeps one block's buffers, whatever the run's choice */
         b.frozen = backend_block(f->n_alloc * f->act_size) +
-                   activation_bytes(f, N, PLAN_RECOMPUTE_NONE);
+                   (rows > 0 ? activation_bytes(f, rows, PLAN_RECOMPUTE_BLOCK) : 0);
         if (f->llama)
             b.frozen += 2 * backend_block((size_t)f->g.n_positions * (f->HS / 2) * sizeof(float));
     }

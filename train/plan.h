@@ -12,27 +12,29 @@
  *
  * What is exact and what is a model of the memory:
  *   exact (tested against the CPU allocator, byte for byte): no sharding and
- *     ZeRO-1 on the CPU, no recomputation: the flat parameter buffer (every
- *     tensor 16-element aligned, the vocabulary padded), the fp32 gradient
- *     buffer and AdamW's m and v over the trainable tensors (frozen tensors
- *     and LoRA's base have none), the activation buffers model/model.c keeps
- *     for backward (one 64-byte aligned buffer each, the logits one chunk of
- *     train.logits_chunk_rows rows), the rotary tables and LoRA's scratch;
+ *     ZeRO-1 on the CPU, under every train.recompute mode (none, attention,
+ *     block): the flat parameter buffer (every tensor 16-element aligned, the
+ *     vocabulary padded), the fp32 gradient buffer and AdamW's m and v over
+ *     the trainable tensors (frozen tensors and LoRA's base have none), the
+ *     activations as model/model.c lays them out (gpt_activation_bytes: the
+ *     per-block buffers the mode keeps, one block's shared scratch for the
+ *     rest, the logits one chunk of train.logits_chunk_rows rows), the rotary
+ *     tables and LoRA's buffers (per adapter, or once per module where the
+ *     mode reruns its GEMM, as model/model_lora.c shares them);
  *   the same formula with the CUDA dtypes (parameters and activations bf16;
  *     gradients, master weights and moments fp32; side buffers fp32): what
  *     model/backend_cuda.cu allocates, not run here;
  *   a model (no code runs it yet): ZeRO-1 on CUDA (m, v and master sharded),
  *     ZeRO-2 (gradients sharded, plus one block's full gradient in flight for
  *     the reduce-scatter), ZeRO-3 (parameters sharded, plus two blocks'
- *     gathered parameters: the one computing and the next being gathered),
- *     and train.recompute attention (the attention sub-block's buffers kept
- *     for one block only, recomputed in backward) and block (only each
- *     block's output, which is the next block's input, kept per block; one
- *     block's full set of buffers recomputed in backward). CUDA's runtime
- *     (context, cuBLAS workspace) is a stated allowance, PLAN_CUDA_RUNTIME.
- *   a second, frozen model (a DPO reference: tested against the allocator
- *     too; an online KD teacher and its side buffers: the same formula):
- *     its parameters and its forward's activations, never gradients.
+ *     gathered parameters: the one computing and the next being gathered).
+ *     CUDA's runtime (context, cuBLAS workspace) is a stated allowance,
+ *     PLAN_CUDA_RUNTIME.
+ *   a second, frozen model (a DPO reference, an online KD teacher and its
+ *     side buffers; both tested against the allocator over whole runs): its
+ *     parameters and its forward's activations in block mode, which
+ *     objective_load_frozen sets for a model that never runs backward
+ *     (whatever the run's train.recompute), never gradients.
  *   not counted: the data in host memory, offline KD's top-K buffers (K is
  *     the data's), generation's key/value cache (eval.generate_every, on-
  *     policy KD), the kernels' small per-op scratch.
@@ -70,6 +72,7 @@ typedef struct {
     int layer;           /* block, -1 for the embedding, final norm, head */
     int trainable;
     int lora;            /* 1: lora_A, 2: lora_B */
+    int module;          /* LoRA: the block's linear module it adapts (plan.c block_lins) */
     int matrix;          /* a block's GEMM weight */
     int head;            /* the output layer's weight (the embedding when tied) */
 } PlanTensor;
