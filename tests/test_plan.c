@@ -277,10 +277,16 @@ Test(plan, flops_of_a_full_fine_tune) {
     cr_assert_float_eq(plan_flops_per_step(&pm, ch), 3 * fwd, 1e-6 * fwd);
     cr_assert_float_eq(plan_flops_6n(&pm, ch),
                        tokens * (6 * (L * 12 * C * C + V * C) + 12 * L * C * T), 1.0);
-    /* recomputing a block repeats its forward */
+    /* recomputation reruns block 0 (block 1's buffers are the scratch's):
+     * attention its c_attn GEMM (3 C^2) and attention, block also c_proj
+     * (C^2) and c_fc (4 C^2) but not the MLP's c_proj */
+    double attn_one = seqs * 2 * 2 * C * T * (T + 1) / 2;
+    ch.recompute = PLAN_RECOMPUTE_ATTENTION;
+    cr_assert_float_eq(plan_flops_per_step(&pm, ch), 3 * fwd + 2 * tokens * 3 * C * C + attn_one,
+                       1e-6 * fwd);
     ch.recompute = PLAN_RECOMPUTE_BLOCK;
-    cr_assert_float_eq(plan_flops_per_step(&pm, ch),
-                       3 * fwd + (fwd - 2 * tokens * V * C), 1e-6 * fwd);
+    cr_assert_float_eq(plan_flops_per_step(&pm, ch), 3 * fwd + 2 * tokens * 8 * C * C + attn_one,
+                       1e-6 * fwd);
     /* frozen weights skip their weight-gradient product */
     ch.recompute = 0;
     snprintf(c.finetune.train_only, sizeof c.finetune.train_only, "h.1.*");
@@ -289,6 +295,33 @@ Test(plan, flops_of_a_full_fine_tune) {
     double frozen_macs = 12 * C * C + V * C; /* block 0 and the head */
     cr_assert_float_eq(plan_flops_per_step(&pm, ch), 3 * fwd - 2 * tokens * frozen_macs,
                        1e-6 * fwd);
+    /* backward stops at block 1, the last, so nothing is recomputed */
+    ch.recompute = PLAN_RECOMPUTE_BLOCK;
+    cr_assert_float_eq(plan_flops_per_step(&pm, ch), 3 * fwd - 2 * tokens * frozen_macs,
+                       1e-6 * fwd);
+    plan_model_free(&pm);
+}
+
+/* LoRA on GPT-2's MLP c_proj (the down-projection, r = 2): block recomputation
+ * of block 0 then reruns that GEMM (4 C^2) and its adapter (4 C r + r C) too;
+ * attention does not touch it. */
+Test(plan, flops_of_recomputing_an_adapted_down_projection) {
+    Config c;
+    small_gpt2(&c);
+    c.finetune.lora_r = 2;
+    snprintf(c.finetune.lora_targets, sizeof c.finetune.lora_targets, "mlp.c_proj");
+    PlanModel pm;
+    cr_assert_eq(plan_model_init(&pm, &c), 0, "%s", err_msg());
+    double C = 64, T = 32, r = 2, seqs = 3, tokens = seqs * T;
+    double attn_one = seqs * 2 * 2 * C * T * (T + 1) / 2;
+    PlanChoice ch = {0, 0, 3, 1};
+    double none = plan_flops_per_step(&pm, ch);
+    ch.recompute = PLAN_RECOMPUTE_ATTENTION;
+    cr_assert_float_eq(plan_flops_per_step(&pm, ch) - none, 2 * tokens * 3 * C * C + attn_one,
+                       1e-9 * none);
+    ch.recompute = PLAN_RECOMPUTE_BLOCK;
+    cr_assert_float_eq(plan_flops_per_step(&pm, ch) - none,
+                       2 * tokens * (12 * C * C + 4 * C * r + r * C) + attn_one, 1e-9 * none);
     plan_model_free(&pm);
 }
 

@@ -181,28 +181,32 @@ static int apply_patterns(PlanModel *pm, const Config *c) {
     return 0;
 }
 
+/* A block's four GEMMs (model_impl.h MM_*): recompute attention reruns the
+ * q/k/v one, block the first three and the down-projection where LoRA
+ * adapts it (model.c recompute_block). */
+enum { GEMM_QKV, GEMM_O, GEMM_FC, GEMM_DOWN };
+
 /* A block's linear modules as LoRA sees them (model_impl.h LinInfo): name, in,
- * out, and whether the module is part of the q/k/v GEMM (MM_QKV), the one
- * GEMM that recompute attention reruns. */
+ * out, and the GEMM it is part of. */
 typedef struct {
     const char *name;
     size_t in, out;
-    int qkv;
+    int gemm;
 } Lin;
 
 static int block_lins(const PlanModel *pm, Lin *lin) {
     size_t C = (size_t)pm->g.n_embd, QD = (size_t)pm->NH * pm->HS, KD = (size_t)pm->KVH * pm->HS;
     size_t I = (size_t)pm->mlp_width;
     if (!pm->llama) {
-        const Lin g[4] = {{"attn.c_attn", C, 3 * C, 1}, {"attn.c_proj", C, C, 0},
-                          {"mlp.c_fc", C, I, 0}, {"mlp.c_proj", I, C, 0}};
+        const Lin g[4] = {{"attn.c_attn", C, 3 * C, GEMM_QKV}, {"attn.c_proj", C, C, GEMM_O},
+                          {"mlp.c_fc", C, I, GEMM_FC}, {"mlp.c_proj", I, C, GEMM_DOWN}};
         memcpy(lin, g, sizeof g);
         return 4;
     }
-    const Lin l[7] = {{"self_attn.q_proj", C, QD, 1}, {"self_attn.k_proj", C, KD, 1},
-                      {"self_attn.v_proj", C, KD, 1}, {"self_attn.o_proj", QD, C, 0},
-                      {"mlp.gate_proj", C, I, 0},     {"mlp.up_proj", C, I, 0},
-                      {"mlp.down_proj", I, C, 0}};
+    const Lin l[7] = {{"self_attn.q_proj", C, QD, GEMM_QKV}, {"self_attn.k_proj", C, KD, GEMM_QKV},
+                      {"self_attn.v_proj", C, KD, GEMM_QKV}, {"self_attn.o_proj", QD, C, GEMM_O},
+                      {"mlp.gate_proj", C, I, GEMM_FC},     {"mlp.up_proj", C, I, GEMM_FC},
+                      {"mlp.down_proj", I, C, GEMM_DOWN}};
     memcpy(lin, l, sizeof l);
     return 7;
 }
@@ -402,7 +406,7 @@ static size_t lora_bytes(const PlanModel *pm, size_t N, int recompute) {
         const PlanTensor *t = &pm->tensors[i];
         if (t->lora != 1) continue;
         int rerun = recompute == PLAN_RECOMPUTE_BLOCK ||
-                    (recompute == PLAN_RECOMPUTE_ATTENTION && lin[t->module].qkv);
+                    (recompute == PLAN_RECOMPUTE_ATTENTION && lin[t->module].gemm == GEMM_QKV);
         if (rerun) {
             shared[t->module] = 1; /* counted once below */
             continue;
@@ -505,16 +509,52 @@ int plan_max_micro_batch(const PlanModel *pm, PlanChoice ch, size_t budget) {
 
 /* ------------------------------------------------------------ FLOPs */
 
-/* multiply-adds per token of one block's base matmuls, and of its attention half */
-static void block_macs(const PlanModel *pm, double *all, double *attn_part) {
+/* multiply-adds per token of one block's base matmuls */
+static void block_macs(const PlanModel *pm, double *all) {
     Lin lin[7];
     int n = block_lins(pm, lin);
-    *all = *attn_part = 0;
-    for (int k = 0; k < n; k++) {
-        double macs = (double)lin[k].in * (double)lin[k].out;
-        *all += macs;
-        if (strstr(lin[k].name, "attn")) *attn_part += macs;
+    *all = 0;
+    for (int k = 0; k < n; k++) *all += (double)lin[k].in * (double)lin[k].out;
+}
+
+/* The lowest block backward visits (model.c backward_through_head): 0 when
+ * the embedding trains, else the lowest block holding a trainable tensor,
+ * n_layer when none does. */
+static int lowest_backward_block(const PlanModel *pm) {
+    int lowest = pm->g.n_layer;
+    for (int i = 0; i < pm->n_tensors; i++) {
+        const PlanTensor *t = &pm->tensors[i];
+        if (!t->trainable) continue;
+        if (t->layer >= 0 && t->layer < lowest) lowest = t->layer;
+        if (t->layer < 0 && (strstr(t->name, "wte") || strstr(t->name, "wpe") ||
+                             strstr(t->name, "embed_tokens")))
+            return 0;
     }
+    return lowest;
+}
+
+/* Multiply-adds per token that backward's recomputation of block l repeats
+ * (model.c recompute_block): attention reruns the q/k/v GEMM, block the
+ * q/k/v, out-projection and first MLP GEMMs, and the down-projection where
+ * LoRA adapts it; each with the adapters of its modules. */
+static double recompute_macs(const PlanModel *pm, int l, int recompute) {
+    Lin lin[7];
+    int n = block_lins(pm, lin), down_adapted = 0;
+    for (int i = 0; i < pm->n_tensors; i++)
+        if (pm->tensors[i].lora && pm->tensors[i].layer == l &&
+            lin[pm->tensors[i].module].gemm == GEMM_DOWN)
+            down_adapted = 1;
+    int last = recompute == PLAN_RECOMPUTE_ATTENTION ? GEMM_QKV
+               : down_adapted                        ? GEMM_DOWN
+                                                     : GEMM_FC;
+    double macs = 0;
+    for (int k = 0; k < n; k++)
+        if (lin[k].gemm <= last) macs += (double)lin[k].in * (double)lin[k].out;
+    for (int i = 0; i < pm->n_tensors; i++) {
+        const PlanTensor *t = &pm->tensors[i];
+        if (t->lora && t->layer == l && lin[t->module].gemm <= last) macs += (double)t->numel;
+    }
+    return macs;
 }
 
 double plan_flops_per_step(const PlanModel *pm, PlanChoice ch) {
@@ -522,8 +562,8 @@ double plan_flops_per_step(const PlanModel *pm, PlanChoice ch) {
     double T = pm->T, L = g->n_layer;
     double seqs = (double)ch.micro_batch * pm->rows_per_item * pm->grad_accum;
     double tokens = seqs * T;
-    double blk, blk_attn;
-    block_macs(pm, &blk, &blk_attn);
+    double blk;
+    block_macs(pm, &blk);
     double head = (double)g->vocab_size * g->n_embd;
     /* weight-gradient products: trainable block matrices, the head (the
      * embedding when tied) when it trains, and both products of every adapter */
@@ -538,16 +578,17 @@ double plan_flops_per_step(const PlanModel *pm, PlanChoice ch) {
     double bwd_macs = L * blk + head + trainable_macs + adapter_macs;
     /* causal attention, per sequence and block: QK^T and AV over T(T+1)/2
      * pairs, 2 FLOPs per multiply-add; backward twice forward */
-    double attn_fwd = 2.0 * 2.0 * (double)pm->NH * pm->HS * (T * (T + 1) / 2.0) * L;
-    double flops = 2.0 * tokens * (fwd_macs + bwd_macs) + 3.0 * seqs * attn_fwd;
-    if (ch.recompute == PLAN_RECOMPUTE_ATTENTION)
-        flops += 2.0 * tokens * L * blk_attn + seqs * attn_fwd;
-    else if (ch.recompute == PLAN_RECOMPUTE_BLOCK)
-        flops += 2.0 * tokens * L * blk + seqs * attn_fwd;
+    double attn_block = 2.0 * 2.0 * (double)pm->NH * pm->HS * (T * (T + 1) / 2.0);
+    double flops = 2.0 * tokens * (fwd_macs + bwd_macs) + 3.0 * seqs * attn_block * L;
+    /* recomputation reruns every block backward visits but the last, whose
+     * buffers forward left in the scratch */
+    if (ch.recompute != PLAN_RECOMPUTE_NONE)
+        for (int l = lowest_backward_block(pm); l < g->n_layer - 1; l++)
+            flops += 2.0 * tokens * recompute_macs(pm, l, ch.recompute) + seqs * attn_block;
     if (pm->frozen) { /* the teacher's or reference's forward over the same rows */
         const PlanModel *f = pm->frozen;
-        double fblk, fattn;
-        block_macs(f, &fblk, &fattn);
+        double fblk;
+        block_macs(f, &fblk);
         flops += 2.0 * tokens * (f->g.n_layer * fblk + (double)f->g.vocab_size * f->g.n_embd) +
                  seqs * 2.0 * 2.0 * (double)f->NH * f->HS * (T * (T + 1) / 2.0) * f->g.n_layer;
     }
@@ -559,8 +600,8 @@ double plan_flops_6n(const PlanModel *pm, PlanChoice ch) {
     double T = pm->T;
     double tokens = (double)ch.micro_batch * pm->rows_per_item * pm->grad_accum * T;
     /* PaLM: 6 N + 12 L H Q T per token, N the non-embedding parameters plus the head matmul */
-    double blk, attn;
-    block_macs(pm, &blk, &attn);
+    double blk;
+    block_macs(pm, &blk);
     double n = g->n_layer * blk + (double)g->vocab_size * g->n_embd;
     return tokens * (6.0 * n + 12.0 * g->n_layer * pm->NH * pm->HS * T);
 }

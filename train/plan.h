@@ -138,7 +138,13 @@ int plan_max_micro_batch(const PlanModel *pm, PlanChoice ch, size_t budget);
  * micro-steps of T tokens): every matmul (2 per multiply-add) of forward and
  * backward, with weight-gradient products only for trainable tensors, plus
  * causal attention (QK^T and AV over the T(T+1)/2 unmasked pairs), plus the
- * forward work recomputation repeats. Elementwise ops are not counted. */
+ * forward work recomputation repeats as model/model.c does it: every block
+ * backward visits but the last (whose buffers forward left in the scratch)
+ * reruns its q/k/v GEMM and attention (attention), or also its
+ * out-projection and first MLP GEMM, and its down-projection where LoRA
+ * adapts it (block), adapters included. Backward's data-gradient products
+ * are counted through every block (the model stops at the lowest trainable
+ * one); elementwise ops are not counted. */
 double plan_flops_per_step(const PlanModel *pm, PlanChoice ch);
 /* 6 N per token plus attention, the usual count (PaLM appendix B), for one
  * rank's tokens of one step: the headline figure of full fine-tuning. */
