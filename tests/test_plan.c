@@ -359,6 +359,102 @@ Test(plan, model_errors_name_the_key) {
     assert_contains(err_msg(), "data.seq_len");
 }
 
+/* ---------------------------------------------------------------- the data */
+
+/* n documents of 10 + i tokens each; sft: every token trained, role i % 2 */
+static int64_t write_docs(const char *path, Schema schema, int n) {
+    DatasetWriter *w = dataset_writer_open(path, schema, 300, 256, 256, "test");
+    cr_assert(w, "%s", err_msg());
+    if (schema == SCHEMA_SFT) {
+        const char *roles[] = {"user", "assistant"};
+        cr_assert_eq(dataset_writer_set_roles(w, roles, 2), 0, "%s", err_msg());
+    }
+    uint32_t tok[64];
+    uint8_t mask[64];
+    int64_t total = 0;
+    for (int i = 0; i < n; i++) {
+        int len = 10 + i;
+        for (int k = 0; k < len; k++) tok[k] = (uint32_t)(k * 7 + i) % 256, mask[k] = 1;
+        cr_assert_eq(dataset_writer_add(w, tok, schema == SCHEMA_SFT ? mask : NULL, len,
+                                        schema == SCHEMA_SFT ? i % 2 : -1),
+                     0, "%s", err_msg());
+        total += len;
+    }
+    cr_assert_eq(dataset_writer_close(w), 0, "%s", err_msg());
+    return total;
+}
+
+/* Loaded: 4 bytes per token, 8 per offset, and for sft a mask byte per
+ * token and a role byte per example, on every rank; streamed: 2 MiB of
+ * chunk cache per column and one micro-batch of ids and targets. */
+Test(plan_data, loaded_and_streamed_files) {
+    char dir[256], lm[512], sft[512];
+    make_temp_dir(dir, sizeof dir, "plan-data");
+    snprintf(lm, sizeof lm, "%s/lm.h5", dir);
+    snprintf(sft, sizeof sft, "%s/sft.h5", dir);
+    int64_t lm_tokens = write_docs(lm, SCHEMA_LM, 20), sft_tokens = write_docs(sft, SCHEMA_SFT, 30);
+    cr_assert_eq(lm_tokens, 20 * 10 + 19 * 20 / 2);
+    Config c;
+    small_gpt2(&c);
+    snprintf(c.data.train, sizeof c.data.train, "%s", lm);
+    snprintf(c.data.stream, sizeof c.data.stream, "false");
+    PlanData d;
+    cr_assert_eq(plan_data(&c, 3, &d), 0, "%s", err_msg());
+    cr_assert_eq(d.n_files, 1);
+    cr_assert(d.file[0].sized && !d.file[0].streamed);
+    cr_assert_eq(d.file[0].n_tokens, lm_tokens);
+    cr_assert_eq(d.file[0].n_docs, 20);
+    cr_assert_eq(d.total, (size_t)lm_tokens * 4 + 21 * 8);
+    /* auto: a small file is loaded */
+    snprintf(c.data.stream, sizeof c.data.stream, "auto");
+    cr_assert_eq(plan_data(&c, 3, &d), 0, "%s", err_msg());
+    cr_assert_eq(d.total, (size_t)lm_tokens * 4 + 21 * 8);
+    /* streamed: tokens and offsets, and 3 x 32 tokens of ids and targets */
+    snprintf(c.data.stream, sizeof c.data.stream, "true");
+    cr_assert_eq(plan_data(&c, 3, &d), 0, "%s", err_msg());
+    cr_assert(d.file[0].streamed);
+    cr_assert_eq(d.total, 2 * (size_t)DATASET_STREAM_CACHE + 3 * 32 * 8);
+
+    /* sft with a held-out file: mask and role columns too */
+    snprintf(c.data.train, sizeof c.data.train, "%s", sft);
+    snprintf(c.data.val, sizeof c.data.val, "%s", lm);
+    snprintf(c.data.stream, sizeof c.data.stream, "false");
+    cr_assert_eq(plan_data(&c, 3, &d), 0, "%s", err_msg());
+    cr_assert_eq(d.n_files, 2);
+    cr_assert_str_eq(d.file[1].role, "data.val");
+    size_t sft_loaded = (size_t)sft_tokens * (4 + 1) + 31 * 8 + 30;
+    cr_assert_eq(d.file[0].bytes, sft_loaded);
+    cr_assert_eq(d.total, sft_loaded + (size_t)lm_tokens * 4 + 21 * 8);
+    snprintf(c.data.stream, sizeof c.data.stream, "true");
+    cr_assert_eq(plan_data(&c, 3, &d), 0, "%s", err_msg());
+    cr_assert_eq(d.file[0].bytes, 4 * (size_t)DATASET_STREAM_CACHE + 3 * 32 * 8);
+
+    /* a mixture: every file */
+    c.data.train[0] = c.data.val[0] = 0;
+    snprintf(c.data.stream, sizeof c.data.stream, "false");
+    char lm2[512];
+    snprintf(lm2, sizeof lm2, "%s/lm2.h5", dir);
+    int64_t lm2_tokens = write_docs(lm2, SCHEMA_LM, 5);
+    snprintf(c.data.mix, sizeof c.data.mix, "[{path: %s, weight: 0.5}, {path: %s, weight: 0.5}]",
+             lm, lm2);
+    cr_assert_eq(plan_data(&c, 3, &d), 0, "%s", err_msg());
+    cr_assert_eq(d.n_files, 2);
+    cr_assert_str_eq(d.file[1].role, "data.mix");
+    cr_assert_eq(d.total, (size_t)lm_tokens * 4 + 21 * 8 + (size_t)lm2_tokens * 4 + 6 * 8);
+
+    /* preference files are named, not sized; a missing file is an error naming it */
+    c.data.mix[0] = 0;
+    snprintf(c.objective.type, sizeof c.objective.type, "dpo");
+    snprintf(c.data.train, sizeof c.data.train, "%s", lm);
+    cr_assert_eq(plan_data(&c, 3, &d), 0, "%s", err_msg());
+    cr_assert(!d.file[0].sized && d.total == 0);
+    assert_contains(d.file[0].why, "preference");
+    snprintf(c.objective.type, sizeof c.objective.type, "lm");
+    snprintf(c.data.train, sizeof c.data.train, "%s/missing.h5", dir);
+    cr_assert_eq(plan_data(&c, 3, &d), -1);
+    assert_contains(err_msg(), "missing.h5");
+}
+
 /* ---------------------------------------------------------------- the binary */
 
 static char *read_log(const char *dir) {
@@ -423,6 +519,43 @@ Test(plan_cli, prints_every_choice_and_refuses_bad_input, .timeout = 60) {
     cr_assert_eq(retort(dir, (snprintf(cfg, sizeof cfg, "plan -c %s/run.yaml --gpus 0", dir), cfg)), 2);
     out = read_log(dir);
     assert_contains(out, "--gpus");
+    free(out);
+}
+
+/* The data files under the table: loaded or streamed with their bytes; a
+ * file that cannot be read is said and the plan still printed. */
+Test(plan_cli, prints_the_data_files, .timeout = 60) {
+    char dir[256], lm[512];
+    make_temp_dir(dir, sizeof dir, "plan-data-cli");
+    snprintf(lm, sizeof lm, "%s/lm.h5", dir);
+    int64_t tokens = write_docs(lm, SCHEMA_LM, 20);
+    static const char model[] = "--set model.n_layer=2 --set model.n_head=2 --set model.n_embd=32 "
+                                "--set model.vocab_size=300 --set model.n_positions=64 "
+                                "--set data.seq_len=32 --set data.batch_size=2";
+    char cfg[512], want[1024];
+    snprintf(cfg, sizeof cfg, "%s/run.yaml", dir);
+    write_text(cfg, "train:\n  device: cpu\n");
+    RUN(dir, "plan -c %s %s --set data.train=%s --set data.stream=false --gpu-memory 1GB", cfg,
+        model, lm);
+    char *out = read_log(dir);
+    snprintf(want, sizeof want, "data.train %s: %.2f MiB loaded (%lld tokens in 20 documents",
+             lm, (tokens * 4 + 21 * 8) / 1048576.0, (long long)tokens);
+    assert_contains(out, want);
+    free(out);
+    clear_log(dir);
+    RUN(dir, "plan -c %s %s --set data.train=%s --set data.stream=true --gpu-memory 1GB", cfg,
+        model, lm);
+    out = read_log(dir);
+    snprintf(want, sizeof want, "data.train %s: %.2f MiB streamed", lm,
+             (2.0 * DATASET_STREAM_CACHE + 2 * 32 * 8) / 1048576.0);
+    assert_contains(out, want);
+    free(out);
+    clear_log(dir);
+    RUN(dir, "plan -c %s %s --set data.train=%s/none.h5 --gpu-memory 1GB", cfg, model, dir);
+    out = read_log(dir);
+    assert_contains(out, "data (host, per rank): not counted:");
+    assert_contains(out, "none.h5");
+    assert_contains(out, "FLOPs per step");
     free(out);
 }
 

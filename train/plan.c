@@ -22,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "data/h5data.h"
 #include "model/hf_config.h"
 #include "train/dist.h"
 #include "train/objectives/objective.h"
@@ -604,6 +605,62 @@ double plan_flops_6n(const PlanModel *pm, PlanChoice ch) {
     block_macs(pm, &blk);
     double n = g->n_layer * blk + (double)g->vocab_size * g->n_embd;
     return tokens * (6.0 * n + 12.0 * g->n_layer * pm->NH * pm->HS * T);
+}
+
+/* ------------------------------------------------------------ data */
+
+/* One file of the run: its metadata (no rows read), loaded or streamed as
+ * seq_batches.c open_data decides, and the bytes of either (plan.h). */
+static int data_file(const Config *c, const char *role, const char *path, size_t rows_ahead,
+                     PlanData *out) {
+    assert(out->n_files < PLAN_DATA_MAX_FILES);
+    PlanDataFile *f = &out->file[out->n_files++];
+    memset(f, 0, sizeof *f);
+    snprintf(f->role, sizeof f->role, "%s", role);
+    snprintf(f->path, sizeof f->path, "%s", path);
+    if (!strcmp(c->objective.type, "dpo") || !strcmp(c->objective.type, "orpo")) {
+        snprintf(f->why, sizeof f->why, "a preference file, loaded whole on every rank (not sized "
+                 "here)");
+        return 0;
+    }
+    f->streamed = !strcmp(c->data.stream, "true");
+    if (!strcmp(c->data.stream, "auto")) {
+        f->streamed = dataset_stream_auto(path);
+        if (f->streamed < 0) return -1;
+    }
+    Dataset ds;
+    if (dataset_open_stream(&ds, path) != 0) return -1; /* the metadata only */
+    f->sized = 1;
+    f->n_tokens = ds.n_tokens;
+    f->n_docs = ds.n_docs;
+    int sft = ds.schema != SCHEMA_LM;
+    if (f->streamed) {
+        int columns = 2 + sft + ds.has_role + ds.has_task + 2 * (ds.topk > 0);
+        f->bytes = (size_t)columns * DATASET_STREAM_CACHE + rows_ahead * 2 * sizeof(int);
+    } else {
+        size_t tokens = (size_t)ds.n_tokens, docs = (size_t)ds.n_docs;
+        f->bytes = tokens * sizeof(uint32_t) + (docs + 1) * sizeof(int64_t) +
+                   (sft ? tokens : 0) + (size_t)(ds.has_role + ds.has_task) * docs +
+                   tokens * (size_t)ds.topk * (sizeof(uint32_t) + sizeof(float));
+    }
+    dataset_close(&ds);
+    out->total += f->bytes;
+    return 0;
+}
+
+int plan_data(const Config *c, int micro_batch, PlanData *out) {
+    memset(out, 0, sizeof *out);
+    size_t rows_ahead = (size_t)(micro_batch > 0 ? micro_batch : 1) * (size_t)c->data.seq_len;
+    if (c->data.mix[0]) {
+        DataMix mix;
+        if (config_data_mix(c, &mix) != 0) return -1;
+        for (int i = 0; i < mix.n; i++)
+            if (data_file(c, "data.mix", mix.path[i], rows_ahead, out) != 0) return -1;
+    } else if (c->data.train[0] && data_file(c, "data.train", c->data.train, rows_ahead, out) != 0) {
+        return -1;
+    }
+    if (c->data.val[0] && data_file(c, "data.val", c->data.val, rows_ahead, out) != 0) return -1;
+    return 0;
 }
 
 /* ------------------------------------------------------------ sizes */

@@ -35,14 +35,16 @@
  *     parameters and its forward's activations in block mode, which
  *     objective_load_frozen sets for a model that never runs backward
  *     (whatever the run's train.recompute), never gradients.
- *   not counted: the data in host memory, offline KD's top-K buffers (K is
- *     the data's), generation's key/value cache (eval.generate_every, on-
- *     policy KD), the kernels' small per-op scratch.
+ *   not counted: the data in host memory (estimated apart: plan_data below),
+ *     offline KD's top-K buffers (K is the data's), generation's key/value
+ *     cache (eval.generate_every, on-policy KD), the kernels' small per-op
+ *     scratch.
  */
 #ifndef RETORT_PLAN_H
 #define RETORT_PLAN_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 
 #include "model/model.h"
@@ -149,6 +151,42 @@ double plan_flops_per_step(const PlanModel *pm, PlanChoice ch);
 /* 6 N per token plus attention, the usual count (PaLM appendix B), for one
  * rank's tokens of one step: the headline figure of full fine-tuning. */
 double plan_flops_6n(const PlanModel *pm, PlanChoice ch);
+
+/* ---- the data in host memory (data/h5data.h) ----
+ * What the run's data files take on one rank, in host memory and outside
+ * PlanBytes.total (the trainer measures MemAvailable after loading them; on
+ * a GPU they are not on the device). From each file's metadata only
+ * (dataset_open_stream reads no rows), for lm, sft and kd files:
+ *   loaded (data.stream false, or auto and not larger than 1 GiB): every
+ *     rank holds the whole file: 4 bytes per token (ids widened to uint32),
+ *     8 per offset, 1 per token of loss mask (sft, kd), 1 per example of
+ *     role and task, 8 K per token of teacher top-K (ids and log-probs);
+ *   streamed: a chunk cache of DATASET_STREAM_CACHE bytes per open column
+ *     (the most each holds) and one micro-batch read ahead (the ids and
+ *     targets of its rows, 8 bytes per token).
+ * An estimate, not held to an allocator: not counted are HDF5's metadata
+ * cache, the loader's order of items (8 bytes per item in memory), kd's
+ * candidates/ group, and preference (dpo, orpo) files, which are named but
+ * not sized. */
+enum { PLAN_DATA_MAX_FILES = CFG_MAX_MIX + 1 };
+typedef struct {
+    char role[16];       /* "data.train", "data.mix", "data.val" */
+    char path[CFG_STR];
+    int streamed;
+    int sized;           /* 0: not estimated (a preference file; `why` says so) */
+    int64_t n_tokens, n_docs;
+    size_t bytes;
+    char why[128];
+} PlanDataFile;
+typedef struct {
+    int n_files;
+    PlanDataFile file[PLAN_DATA_MAX_FILES];
+    size_t total;        /* the sum over sized files */
+} PlanData;
+
+/* The data of cfg's run at `micro_batch` items per rank. -1 with the error
+ * set when a file cannot be opened or data.mix cannot be read. */
+int plan_data(const Config *cfg, int micro_batch, PlanData *out);
 
 /* Sizes as people write them: "80GB", "2 GiB", "512MB", "1.5TB", "4096"
  * (bytes). kB/MB/GB/TB are powers of 1000, KiB/MiB/GiB/TiB of 1024; B, k and
