@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "cli/cli.h"
+#include "data/h5data.h"
 #include "train/config.h"
 #include "train/plan.h"
 #include "util/util.h"
@@ -43,6 +44,40 @@ static void fmt_seconds(char *buf, size_t cap, double s) {
     if (s < 1) snprintf(buf, cap, "%.0f ms", s * 1e3);
     else if (s < 120) snprintf(buf, cap, "%.2f s", s);
     else snprintf(buf, cap, "%.1f min", s / 60);
+}
+
+/* The data files in host memory (train/plan.h plan_data): per rank, outside
+ * the totals above. A file that cannot be read is said, not fatal: the plan
+ * of the model stands without it. */
+static void print_data(const Config *cfg) {
+    PlanData d;
+    if (plan_data(cfg, cfg->data.batch_size, &d) != 0) {
+        printf("data (host, per rank): not counted: %s\n\n", err_msg());
+        return;
+    }
+    if (d.n_files == 0) return;
+    if (d.total >= (size_t)1 << 30)
+        printf("data (host memory per rank, outside the totals above; an estimate): %.2f GiB\n",
+               gib(d.total));
+    else
+        printf("data (host memory per rank, outside the totals above; an estimate): %.2f MiB\n",
+               d.total / 1048576.0);
+    for (int i = 0; i < d.n_files; i++) {
+        const PlanDataFile *f = &d.file[i];
+        if (!f->sized)
+            printf("  %-10s %s: %s\n", f->role, f->path, f->why);
+        else if (f->streamed)
+            printf("  %-10s %s: %.2f MiB streamed (%lld tokens; %u MiB of chunk cache per column, "
+                   "one micro-batch read ahead)\n",
+                   f->role, f->path, f->bytes / 1048576.0, (long long)f->n_tokens,
+                   DATASET_STREAM_CACHE >> 20);
+        else
+            printf("  %-10s %s: %.2f MiB loaded (%lld tokens in %lld documents/examples; 4 B per "
+                   "token and the file's other columns, on every rank)\n",
+                   f->role, f->path, f->bytes / 1048576.0, (long long)f->n_tokens,
+                   (long long)f->n_docs);
+    }
+    printf("\n");
 }
 
 static void print_plan(const PlanModel *pm, const Config *cfg, int gpus, int nodes, size_t memory,
@@ -86,11 +121,13 @@ static void print_plan(const PlanModel *pm, const Config *cfg, int gpus, int nod
         }
     PlanBytes b0 = plan_memory(pm, (PlanChoice){0, 0, B, world});
     printf("\nexact for the CPU's fp32 buffers (tested against its allocator): none and zero1 "
-           "with recompute none;\nthe same formula with the CUDA dtypes for cuda; zero2, zero3 "
-           "and recompute attention/block are a model\nof code still being written (train/plan.h). "
-           "Not counted: the data in host memory, offline KD's\ntop-K buffers, generation's "
-           "key/value cache. A checkpoint save gathers %.2f GiB of optimizer\nstate in host "
-           "memory.\n\n", gib(b0.checkpoint));
+           "under every\nrecompute mode; the same formula with the CUDA dtypes for cuda; zero2 "
+           "and zero3 are a model of\ncode still being written (train/plan.h). Not counted: the "
+           "data in host memory (below), offline\nKD's top-K buffers, generation's key/value cache. A "
+           "checkpoint save gathers %.2f GiB of optimizer\nstate in host memory.\n\n",
+           gib(b0.checkpoint));
+
+    print_data(cfg);
 
     double flops = plan_flops_per_step(pm, (PlanChoice){0, 0, B, 1});
     double f6n = plan_flops_6n(pm, (PlanChoice){0, 0, B, 1});

@@ -1,18 +1,19 @@
 /* tests/test_plan.c — the memory planner (train/plan.h) against what the CPU
  * backend really allocates.
  *
- * For the choices the code runs today on the CPU (no sharding or ZeRO-1, no
- * recomputation) the plan must equal, byte for byte, the CPU allocator's
- * count (backend_cpu_bytes_live) after the model, the optimizer, a forward
- * and a backward exist: parameters after gpt_create, optimizer state after
- * optim_create (and its ZeRO-1 shard after optim_shard), activations after
- * the forward, gradients after the backward; and nothing transient may pass
- * the total (the allocator's peak). Small GPT-2 and Llama models, with
- * chunked logits, frozen tensors and LoRA; whole training runs (lm, DPO with
- * its frozen reference, KD with an online teacher) peak at the plan's
- * total. Then sizes, the largest
- * micro-batch, the FLOPs of a step, and `retort plan` / the trainer's
- * refusal through the binary. */
+ * For the choices the code runs today on the CPU (no sharding or ZeRO-1,
+ * under every train.recompute mode) the plan must equal, byte for byte, the
+ * CPU allocator's count (backend_cpu_bytes_live) after the model, the
+ * optimizer, a forward and a backward exist: parameters after gpt_create,
+ * optimizer state after optim_create (and its ZeRO-1 shard after
+ * optim_shard), activations after the forward, gradients after the
+ * backward; and nothing transient may pass the total (the allocator's peak).
+ * Small GPT-2 and Llama models, with chunked logits, frozen tensors and LoRA
+ * (with dropout, whose buffers recomputation shares); whole training runs
+ * (lm with and without block recomputation, DPO with its frozen reference,
+ * KD with an online teacher) peak at the plan's total. Then sizes, the
+ * largest micro-batch, the FLOPs of a step, and `retort plan` / the
+ * trainer's refusal (of the run's own recompute mode) through the binary. */
 #include <criterion/criterion.h>
 
 #include "data/h5data.h"
@@ -70,13 +71,14 @@ static void apply_finetune(GPT *m, const Config *c) {
     }
 }
 
-/* Builds the run of c on the CPU and checks every part of the plan against
- * the allocator; world > 1 shards the optimizer as rank 0 of ZeRO-1. */
-static void check_against_allocator(const Config *c, int world) {
+/* Builds the run of c on the CPU under train.recompute `recompute` and checks
+ * every part of the plan against the allocator; world > 1 shards the
+ * optimizer as rank 0 of ZeRO-1. */
+static void check_recompute_against_allocator(const Config *c, int world, int recompute) {
     PlanModel pm;
     cr_assert_eq(plan_model_init(&pm, c), 0, "%s", err_msg());
-    PlanChoice ch = {world > 1 ? PLAN_ZERO1 : PLAN_SHARD_NONE, PLAN_RECOMPUTE_NONE,
-                     c->data.batch_size, world};
+    PlanChoice ch = {world > 1 ? PLAN_ZERO1 : PLAN_SHARD_NONE, recompute, c->data.batch_size,
+                     world};
     PlanBytes want = plan_memory(&pm, ch);
     int B = c->data.batch_size, T = c->data.seq_len;
 
@@ -88,6 +90,7 @@ static void check_against_allocator(const Config *c, int world) {
     cr_assert(m, "%s", err_msg());
     gpt_init_random(m, 1);
     gpt_set_logits_chunk(m, c->train.logits_chunk_rows);
+    cr_assert_eq(gpt_set_recompute(m, recompute), 0, "%s", err_msg());
     apply_finetune(m, c);
     cr_assert_eq(gpt_num_params(m), pm.n_params);
     cr_assert_eq(gpt_num_trainable(m), pm.n_trainable);
@@ -124,8 +127,9 @@ static void check_against_allocator(const Config *c, int world) {
     gpt_forward(m, in, tg, B, T, logp);
     size_t after_fwd = backend_cpu_bytes_live() - base;
     cr_assert_eq(after_fwd - after_optim, want.activations + lora_scratch,
-                 "activations: allocated %zu, planned %zu (+ LoRA %zu)", after_fwd - after_optim,
-                 want.activations, lora_scratch);
+                 "recompute %s: activations allocated %zu, planned %zu (+ LoRA %zu)",
+                 plan_recompute_name(recompute), after_fwd - after_optim, want.activations,
+                 lora_scratch);
     for (int i = 0; i < B * T; i++) gw[i] = -1.0f / (B * T);
     gpt_zero_grad(m);
     gpt_backward(m, gw);
@@ -136,10 +140,11 @@ static void check_against_allocator(const Config *c, int world) {
     size_t after_bwd = backend_cpu_bytes_live() - base;
     cr_assert_eq(after_bwd - after_fwd, want.grads, "gradients: allocated %zu, planned %zu",
                  after_bwd - after_fwd, want.grads);
-    cr_assert_eq(after_bwd, want.total, "total: allocated %zu, planned %zu", after_bwd, want.total);
+    cr_assert_eq(after_bwd, want.total, "recompute %s: total allocated %zu, planned %zu",
+                 plan_recompute_name(recompute), after_bwd, want.total);
     cr_assert_eq(backend_cpu_bytes_peak() - base, want.total,
-                 "something transient passed the total: peak %zu, planned %zu",
-                 backend_cpu_bytes_peak() - base, want.total);
+                 "recompute %s: something transient passed the total: peak %zu, planned %zu",
+                 plan_recompute_name(recompute), backend_cpu_bytes_peak() - base, want.total);
     free(in);
     free(tg);
     free(logp);
@@ -148,6 +153,11 @@ static void check_against_allocator(const Config *c, int world) {
     gpt_free(m);
     cr_assert_eq(backend_cpu_bytes_live(), base, "the model and optimizer freed everything");
     plan_model_free(&pm);
+}
+
+/* ... under every recomputation mode: none, attention, block */
+static void check_against_allocator(const Config *c, int world) {
+    for (int r = 0; r < PLAN_RECOMPUTE_COUNT; r++) check_recompute_against_allocator(c, world, r);
 }
 
 Test(plan, gpt2_equals_cpu_allocator) {
@@ -267,10 +277,16 @@ Test(plan, flops_of_a_full_fine_tune) {
     cr_assert_float_eq(plan_flops_per_step(&pm, ch), 3 * fwd, 1e-6 * fwd);
     cr_assert_float_eq(plan_flops_6n(&pm, ch),
                        tokens * (6 * (L * 12 * C * C + V * C) + 12 * L * C * T), 1.0);
-    /* recomputing a block repeats its forward */
+    /* recomputation reruns block 0 (block 1's buffers are the scratch's):
+     * attention its c_attn GEMM (3 C^2) and attention, block also c_proj
+     * (C^2) and c_fc (4 C^2) but not the MLP's c_proj */
+    double attn_one = seqs * 2 * 2 * C * T * (T + 1) / 2;
+    ch.recompute = PLAN_RECOMPUTE_ATTENTION;
+    cr_assert_float_eq(plan_flops_per_step(&pm, ch), 3 * fwd + 2 * tokens * 3 * C * C + attn_one,
+                       1e-6 * fwd);
     ch.recompute = PLAN_RECOMPUTE_BLOCK;
-    cr_assert_float_eq(plan_flops_per_step(&pm, ch),
-                       3 * fwd + (fwd - 2 * tokens * V * C), 1e-6 * fwd);
+    cr_assert_float_eq(plan_flops_per_step(&pm, ch), 3 * fwd + 2 * tokens * 8 * C * C + attn_one,
+                       1e-6 * fwd);
     /* frozen weights skip their weight-gradient product */
     ch.recompute = 0;
     snprintf(c.finetune.train_only, sizeof c.finetune.train_only, "h.1.*");
@@ -279,6 +295,33 @@ Test(plan, flops_of_a_full_fine_tune) {
     double frozen_macs = 12 * C * C + V * C; /* block 0 and the head */
     cr_assert_float_eq(plan_flops_per_step(&pm, ch), 3 * fwd - 2 * tokens * frozen_macs,
                        1e-6 * fwd);
+    /* backward stops at block 1, the last, so nothing is recomputed */
+    ch.recompute = PLAN_RECOMPUTE_BLOCK;
+    cr_assert_float_eq(plan_flops_per_step(&pm, ch), 3 * fwd - 2 * tokens * frozen_macs,
+                       1e-6 * fwd);
+    plan_model_free(&pm);
+}
+
+/* LoRA on GPT-2's MLP c_proj (the down-projection, r = 2): block recomputation
+ * of block 0 then reruns that GEMM (4 C^2) and its adapter (4 C r + r C) too;
+ * attention does not touch it. */
+Test(plan, flops_of_recomputing_an_adapted_down_projection) {
+    Config c;
+    small_gpt2(&c);
+    c.finetune.lora_r = 2;
+    snprintf(c.finetune.lora_targets, sizeof c.finetune.lora_targets, "mlp.c_proj");
+    PlanModel pm;
+    cr_assert_eq(plan_model_init(&pm, &c), 0, "%s", err_msg());
+    double C = 64, T = 32, r = 2, seqs = 3, tokens = seqs * T;
+    double attn_one = seqs * 2 * 2 * C * T * (T + 1) / 2;
+    PlanChoice ch = {0, 0, 3, 1};
+    double none = plan_flops_per_step(&pm, ch);
+    ch.recompute = PLAN_RECOMPUTE_ATTENTION;
+    cr_assert_float_eq(plan_flops_per_step(&pm, ch) - none, 2 * tokens * 3 * C * C + attn_one,
+                       1e-9 * none);
+    ch.recompute = PLAN_RECOMPUTE_BLOCK;
+    cr_assert_float_eq(plan_flops_per_step(&pm, ch) - none,
+                       2 * tokens * (12 * C * C + 4 * C * r + r * C) + attn_one, 1e-9 * none);
     plan_model_free(&pm);
 }
 
@@ -314,6 +357,102 @@ Test(plan, model_errors_name_the_key) {
     c.data.seq_len = 65;
     cr_assert_eq(plan_model_init(&pm, &c), -1);
     assert_contains(err_msg(), "data.seq_len");
+}
+
+/* ---------------------------------------------------------------- the data */
+
+/* n documents of 10 + i tokens each; sft: every token trained, role i % 2 */
+static int64_t write_docs(const char *path, Schema schema, int n) {
+    DatasetWriter *w = dataset_writer_open(path, schema, 300, 256, 256, "test");
+    cr_assert(w, "%s", err_msg());
+    if (schema == SCHEMA_SFT) {
+        const char *roles[] = {"user", "assistant"};
+        cr_assert_eq(dataset_writer_set_roles(w, roles, 2), 0, "%s", err_msg());
+    }
+    uint32_t tok[64];
+    uint8_t mask[64];
+    int64_t total = 0;
+    for (int i = 0; i < n; i++) {
+        int len = 10 + i;
+        for (int k = 0; k < len; k++) tok[k] = (uint32_t)(k * 7 + i) % 256, mask[k] = 1;
+        cr_assert_eq(dataset_writer_add(w, tok, schema == SCHEMA_SFT ? mask : NULL, len,
+                                        schema == SCHEMA_SFT ? i % 2 : -1),
+                     0, "%s", err_msg());
+        total += len;
+    }
+    cr_assert_eq(dataset_writer_close(w), 0, "%s", err_msg());
+    return total;
+}
+
+/* Loaded: 4 bytes per token, 8 per offset, and for sft a mask byte per
+ * token and a role byte per example, on every rank; streamed: 2 MiB of
+ * chunk cache per column and one micro-batch of ids and targets. */
+Test(plan_data, loaded_and_streamed_files) {
+    char dir[256], lm[512], sft[512];
+    make_temp_dir(dir, sizeof dir, "plan-data");
+    snprintf(lm, sizeof lm, "%s/lm.h5", dir);
+    snprintf(sft, sizeof sft, "%s/sft.h5", dir);
+    int64_t lm_tokens = write_docs(lm, SCHEMA_LM, 20), sft_tokens = write_docs(sft, SCHEMA_SFT, 30);
+    cr_assert_eq(lm_tokens, 20 * 10 + 19 * 20 / 2);
+    Config c;
+    small_gpt2(&c);
+    snprintf(c.data.train, sizeof c.data.train, "%s", lm);
+    snprintf(c.data.stream, sizeof c.data.stream, "false");
+    PlanData d;
+    cr_assert_eq(plan_data(&c, 3, &d), 0, "%s", err_msg());
+    cr_assert_eq(d.n_files, 1);
+    cr_assert(d.file[0].sized && !d.file[0].streamed);
+    cr_assert_eq(d.file[0].n_tokens, lm_tokens);
+    cr_assert_eq(d.file[0].n_docs, 20);
+    cr_assert_eq(d.total, (size_t)lm_tokens * 4 + 21 * 8);
+    /* auto: a small file is loaded */
+    snprintf(c.data.stream, sizeof c.data.stream, "auto");
+    cr_assert_eq(plan_data(&c, 3, &d), 0, "%s", err_msg());
+    cr_assert_eq(d.total, (size_t)lm_tokens * 4 + 21 * 8);
+    /* streamed: tokens and offsets, and 3 x 32 tokens of ids and targets */
+    snprintf(c.data.stream, sizeof c.data.stream, "true");
+    cr_assert_eq(plan_data(&c, 3, &d), 0, "%s", err_msg());
+    cr_assert(d.file[0].streamed);
+    cr_assert_eq(d.total, 2 * (size_t)DATASET_STREAM_CACHE + 3 * 32 * 8);
+
+    /* sft with a held-out file: mask and role columns too */
+    snprintf(c.data.train, sizeof c.data.train, "%s", sft);
+    snprintf(c.data.val, sizeof c.data.val, "%s", lm);
+    snprintf(c.data.stream, sizeof c.data.stream, "false");
+    cr_assert_eq(plan_data(&c, 3, &d), 0, "%s", err_msg());
+    cr_assert_eq(d.n_files, 2);
+    cr_assert_str_eq(d.file[1].role, "data.val");
+    size_t sft_loaded = (size_t)sft_tokens * (4 + 1) + 31 * 8 + 30;
+    cr_assert_eq(d.file[0].bytes, sft_loaded);
+    cr_assert_eq(d.total, sft_loaded + (size_t)lm_tokens * 4 + 21 * 8);
+    snprintf(c.data.stream, sizeof c.data.stream, "true");
+    cr_assert_eq(plan_data(&c, 3, &d), 0, "%s", err_msg());
+    cr_assert_eq(d.file[0].bytes, 4 * (size_t)DATASET_STREAM_CACHE + 3 * 32 * 8);
+
+    /* a mixture: every file */
+    c.data.train[0] = c.data.val[0] = 0;
+    snprintf(c.data.stream, sizeof c.data.stream, "false");
+    char lm2[512];
+    snprintf(lm2, sizeof lm2, "%s/lm2.h5", dir);
+    int64_t lm2_tokens = write_docs(lm2, SCHEMA_LM, 5);
+    snprintf(c.data.mix, sizeof c.data.mix, "[{path: %s, weight: 0.5}, {path: %s, weight: 0.5}]",
+             lm, lm2);
+    cr_assert_eq(plan_data(&c, 3, &d), 0, "%s", err_msg());
+    cr_assert_eq(d.n_files, 2);
+    cr_assert_str_eq(d.file[1].role, "data.mix");
+    cr_assert_eq(d.total, (size_t)lm_tokens * 4 + 21 * 8 + (size_t)lm2_tokens * 4 + 6 * 8);
+
+    /* preference files are named, not sized; a missing file is an error naming it */
+    c.data.mix[0] = 0;
+    snprintf(c.objective.type, sizeof c.objective.type, "dpo");
+    snprintf(c.data.train, sizeof c.data.train, "%s", lm);
+    cr_assert_eq(plan_data(&c, 3, &d), 0, "%s", err_msg());
+    cr_assert(!d.file[0].sized && d.total == 0);
+    assert_contains(d.file[0].why, "preference");
+    snprintf(c.objective.type, sizeof c.objective.type, "lm");
+    snprintf(c.data.train, sizeof c.data.train, "%s/missing.h5", dir);
+    cr_assert_eq(plan_data(&c, 3, &d), -1);
+    assert_contains(err_msg(), "missing.h5");
 }
 
 /* ---------------------------------------------------------------- the binary */
@@ -383,6 +522,43 @@ Test(plan_cli, prints_every_choice_and_refuses_bad_input, .timeout = 60) {
     free(out);
 }
 
+/* The data files under the table: loaded or streamed with their bytes; a
+ * file that cannot be read is said and the plan still printed. */
+Test(plan_cli, prints_the_data_files, .timeout = 60) {
+    char dir[256], lm[512];
+    make_temp_dir(dir, sizeof dir, "plan-data-cli");
+    snprintf(lm, sizeof lm, "%s/lm.h5", dir);
+    int64_t tokens = write_docs(lm, SCHEMA_LM, 20);
+    static const char model[] = "--set model.n_layer=2 --set model.n_head=2 --set model.n_embd=32 "
+                                "--set model.vocab_size=300 --set model.n_positions=64 "
+                                "--set data.seq_len=32 --set data.batch_size=2";
+    char cfg[512], want[1024];
+    snprintf(cfg, sizeof cfg, "%s/run.yaml", dir);
+    write_text(cfg, "train:\n  device: cpu\n");
+    RUN(dir, "plan -c %s %s --set data.train=%s --set data.stream=false --gpu-memory 1GB", cfg,
+        model, lm);
+    char *out = read_log(dir);
+    snprintf(want, sizeof want, "data.train %s: %.2f MiB loaded (%lld tokens in 20 documents",
+             lm, (tokens * 4 + 21 * 8) / 1048576.0, (long long)tokens);
+    assert_contains(out, want);
+    free(out);
+    clear_log(dir);
+    RUN(dir, "plan -c %s %s --set data.train=%s --set data.stream=true --gpu-memory 1GB", cfg,
+        model, lm);
+    out = read_log(dir);
+    snprintf(want, sizeof want, "data.train %s: %.2f MiB streamed", lm,
+             (2.0 * DATASET_STREAM_CACHE + 2 * 32 * 8) / 1048576.0);
+    assert_contains(out, want);
+    free(out);
+    clear_log(dir);
+    RUN(dir, "plan -c %s %s --set data.train=%s/none.h5 --gpu-memory 1GB", cfg, model, dir);
+    out = read_log(dir);
+    assert_contains(out, "data (host, per rank): not counted:");
+    assert_contains(out, "none.h5");
+    assert_contains(out, "FLOPs per step");
+    free(out);
+}
+
 /* The trainer refuses, before it allocates the model, a run whose plan
  * passes train.memory_limit: exit 1, the breakdown, the micro-batch that
  * fits, and no run directory content; the same run under a limit it fits
@@ -409,6 +585,8 @@ Test(plan_cli, trainer_refuses_a_run_over_its_memory_limit, .timeout = 120) {
     PlanModel pm;
     cr_assert_eq(plan_model_init(&pm, &c), 0, "%s", err_msg());
     size_t need = plan_memory(&pm, (PlanChoice){0, 0, 16, 1}).total;
+    size_t need_block = plan_memory(&pm, (PlanChoice){0, PLAN_RECOMPUTE_BLOCK, 16, 1}).total;
+    cr_assert_lt(need_block, need);
     int fits = plan_max_micro_batch(&pm, (PlanChoice){0, 0, 16, 1}, need - 1);
     cr_assert(fits >= 1 && fits < 16);
     plan_model_free(&pm);
@@ -432,22 +610,40 @@ Test(plan_cli, trainer_refuses_a_run_over_its_memory_limit, .timeout = 120) {
     RUN(dir, "train %s --set data.train=%s/train.h5 --set train.out_dir=%s/run "
              "--set train.memory_limit=%zu", run, dir, dir, need);
     cr_assert_eq(access(path, F_OK), 0, "the run that fits trained");
+
+    /* the trainer plans the run's train.recompute: block fits a limit none
+     * does not, and is refused a byte below its own plan */
+    clear_log(dir);
+    snprintf(args, sizeof args, "train %s --set data.train=%s/train.h5 --set train.out_dir=%s/block "
+             "--set train.recompute=block --set train.memory_limit=%zu", run, dir, dir,
+             need_block - 1);
+    cr_assert_eq(retort(dir, args), 1);
+    out = read_log(dir);
+    snprintf(want, sizeof want, "needs %.2f MiB (%zu bytes)", need_block / 1048576.0, need_block);
+    assert_contains(out, want);
+    free(out);
+    RUN(dir, "train %s --set data.train=%s/train.h5 --set train.out_dir=%s/block "
+             "--set train.recompute=block --set train.memory_limit=%zu", run, dir, dir, need_block);
+    snprintf(path, sizeof path, "%s/block/metrics.jsonl", dir);
+    cr_assert_eq(access(path, F_OK), 0, "the block run under its own plan trained");
 }
 
 /* A whole training run in this process (lm objective, validation, a
- * checkpoint save): the most the CPU backend ever holds is the plan's total,
- * for GPT-2 and for a Llama with LoRA. */
+ * checkpoint save): the most the CPU backend ever holds is the plan's total
+ * for the run's train.recompute, for GPT-2 and for a Llama with LoRA. */
 static void peak_of_a_run(Config *c, const char *dir) {
     PlanModel pm;
     cr_assert_eq(plan_model_init(&pm, c), 0, "%s", err_msg());
-    size_t want = plan_memory(&pm, (PlanChoice){0, 0, c->data.batch_size, 1}).total;
+    int recompute;
+    cr_assert_eq(plan_recompute_from_name(c->train.recompute, &recompute), 0, "%s", err_msg());
+    size_t want = plan_memory(&pm, (PlanChoice){0, recompute, c->data.batch_size, 1}).total;
     plan_model_free(&pm);
     size_t base = backend_cpu_bytes_live();
     backend_cpu_reset_peak();
     train_ok(c, 0);
     cr_assert_eq(backend_cpu_bytes_live(), base, "the run freed its backend memory");
-    cr_assert_eq(backend_cpu_bytes_peak() - base, want, "%s: peak %zu, planned %zu", dir,
-                 backend_cpu_bytes_peak() - base, want);
+    cr_assert_eq(backend_cpu_bytes_peak() - base, want, "%s (recompute %s): peak %zu, planned %zu",
+                 dir, c->train.recompute, backend_cpu_bytes_peak() - base, want);
 }
 
 Test(plan_cli, a_training_run_peaks_at_the_plan, .timeout = 120) {
@@ -482,6 +678,22 @@ Test(plan_cli, a_training_run_peaks_at_the_plan, .timeout = 120) {
     c.finetune.lora_alpha = 4;
     c.finetune.lora_dropout = 0.1;
     peak_of_a_run(&c, "llama lora");
+    /* the same runs keeping only each block's input: less than none */
+    size_t none_peak = backend_cpu_bytes_peak();
+    snprintf(out, sizeof out, "%s/llama-block", dir);
+    snprintf(c.train.out_dir, sizeof c.train.out_dir, "%s", out);
+    snprintf(c.train.recompute, sizeof c.train.recompute, "block");
+    peak_of_a_run(&c, "llama lora block");
+    cr_assert_lt(backend_cpu_bytes_peak(), none_peak);
+    snprintf(out, sizeof out, "%s/gpt2-block", dir);
+    tiny_train_config(&c, path, out);
+    c.data.seq_len = 24;
+    c.data.batch_size = 3;
+    c.data.val_fraction = 0.1;
+    c.eval.every = 1;
+    c.train.steps = 2;
+    snprintf(c.train.recompute, sizeof c.train.recompute, "block");
+    peak_of_a_run(&c, "gpt2 block");
 }
 
 /* preference pairs of byte tokens "ab=" -> "abc" / "xyz" */
@@ -504,8 +716,10 @@ static void write_pairs(const char *path, int n) {
 }
 
 /* The second model: DPO's frozen reference (two rows per pair, the policy and
- * the reference both from model.init) and an online KD teacher of another
- * shape, each a whole run whose peak is the plan's total. */
+ * the reference both from model.init; the policy with and without
+ * recomputation) and an online KD teacher of another shape, each a whole run
+ * whose peak is the plan's total. The second model never runs backward, so
+ * it always keeps one block's activations (block mode, objective.c). */
 Test(plan_cli, runs_with_a_frozen_second_model_peak_at_the_plan, .timeout = 120) {
     char dir[256], data[512], init[512], teacher[512], out[512], text[512];
     make_temp_dir(dir, sizeof dir, "plan-second");
@@ -538,6 +752,10 @@ Test(plan_cli, runs_with_a_frozen_second_model_peak_at_the_plan, .timeout = 120)
     cr_assert_eq(plan_model_init(&pm, &c), 0, "%s", err_msg());
     cr_assert(pm.frozen && pm.rows_per_item == 2 && !pm.kd_online);
     plan_model_free(&pm);
+    peak_of_a_run(&c, "dpo");
+    snprintf(out, sizeof out, "%s/dpo-attention", dir);
+    snprintf(c.train.out_dir, sizeof c.train.out_dir, "%s", out);
+    snprintf(c.train.recompute, sizeof c.train.recompute, "attention");
     peak_of_a_run(&c, "dpo");
 
     snprintf(text, sizeof text, "%s/text.txt", dir);

@@ -4,20 +4,25 @@
  * The parameter table is rebuilt here from the shapes, tensor by tensor, as
  * model/model.c build_table and model/model_lora.c lay it out (16-element
  * aligned tensors, the parts of a fused GEMM weight packed back to back, the
- * embedding and an untied head padded to Vp rows), and the activation
- * buffers as ensure_acts carves them (each rounded up to 64 bytes). It is a
- * second, independent account of the same memory: tests/test_plan.c holds
- * it to the CPU allocator's byte counter, so a change to the model's buffers
- * that is not made here fails a test instead of silently mis-planning.
+ * embedding and an untied head padded to Vp rows), and LoRA's buffers as
+ * ensure_lora_acts carves them (each rounded up to 64 bytes): a second,
+ * independent account of the same memory, which tests/test_plan.c holds to
+ * the CPU allocator's byte counter, so a change to the model's buffers that
+ * is not made here fails a test instead of silently mis-planning. The
+ * activations, whose layout depends on the recomputation mode, are not
+ * counted a second time: model/model.c's gpt_activation_bytes lays them out
+ * from the shapes with the code that carves them.
  */
 #include "train/plan.h"
 
+#include <assert.h>
 #include <ctype.h>
 #include <fnmatch.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "data/h5data.h"
 #include "model/hf_config.h"
 #include "train/dist.h"
 #include "train/objectives/objective.h"
@@ -177,25 +182,32 @@ static int apply_patterns(PlanModel *pm, const Config *c) {
     return 0;
 }
 
-/* A block's linear modules as LoRA sees them (model_impl.h LinInfo): name, in, out. */
+/* A block's four GEMMs (model_impl.h MM_*): recompute attention reruns the
+ * q/k/v one, block the first three and the down-projection where LoRA
+ * adapts it (model.c recompute_block). */
+enum { GEMM_QKV, GEMM_O, GEMM_FC, GEMM_DOWN };
+
+/* A block's linear modules as LoRA sees them (model_impl.h LinInfo): name, in,
+ * out, and the GEMM it is part of. */
 typedef struct {
     const char *name;
     size_t in, out;
+    int gemm;
 } Lin;
 
 static int block_lins(const PlanModel *pm, Lin *lin) {
     size_t C = (size_t)pm->g.n_embd, QD = (size_t)pm->NH * pm->HS, KD = (size_t)pm->KVH * pm->HS;
     size_t I = (size_t)pm->mlp_width;
     if (!pm->llama) {
-        const Lin g[4] = {{"attn.c_attn", C, 3 * C}, {"attn.c_proj", C, C},
-                          {"mlp.c_fc", C, I}, {"mlp.c_proj", I, C}};
+        const Lin g[4] = {{"attn.c_attn", C, 3 * C, GEMM_QKV}, {"attn.c_proj", C, C, GEMM_O},
+                          {"mlp.c_fc", C, I, GEMM_FC}, {"mlp.c_proj", I, C, GEMM_DOWN}};
         memcpy(lin, g, sizeof g);
         return 4;
     }
-    const Lin l[7] = {{"self_attn.q_proj", C, QD}, {"self_attn.k_proj", C, KD},
-                      {"self_attn.v_proj", C, KD}, {"self_attn.o_proj", QD, C},
-                      {"mlp.gate_proj", C, I},     {"mlp.up_proj", C, I},
-                      {"mlp.down_proj", I, C}};
+    const Lin l[7] = {{"self_attn.q_proj", C, QD, GEMM_QKV}, {"self_attn.k_proj", C, KD, GEMM_QKV},
+                      {"self_attn.v_proj", C, KD, GEMM_QKV}, {"self_attn.o_proj", QD, C, GEMM_O},
+                      {"mlp.gate_proj", C, I, GEMM_FC},     {"mlp.up_proj", C, I, GEMM_FC},
+                      {"mlp.down_proj", I, C, GEMM_DOWN}};
     memcpy(lin, l, sizeof l);
     return 7;
 }
@@ -238,9 +250,13 @@ static int apply_lora(TableBuilder *tb, const Config *c) {
             count++;
             const char *fmt = pm->llama ? "model.layers.%d.%s.lora_%c.weight" : "h.%d.%s.lora_%c.weight";
             snprintf(name, sizeof name, fmt, l, lin[k].name, 'A');
-            push(tb, name, l, lin[k].in, (size_t)pm->lora_r, 0)->lora = 1;
+            PlanTensor *a = push(tb, name, l, lin[k].in, (size_t)pm->lora_r, 0);
+            a->lora = 1;
+            a->module = k;
             snprintf(name, sizeof name, fmt, l, lin[k].name, 'B');
-            push(tb, name, l, (size_t)pm->lora_r, lin[k].out, 0)->lora = 2;
+            PlanTensor *b = push(tb, name, l, (size_t)pm->lora_r, lin[k].out, 0);
+            b->lora = 2;
+            b->module = k;
         }
     if (!count)
         return err_set("finetune.lora_targets '%s' matches none of the model's linear layers",
@@ -354,76 +370,32 @@ typedef struct {
 } Carve;
 static void carve_add(Carve *cv, size_t n) { cv->bytes += round64(n * cv->esize); }
 
-/* The activation allocations of ensure_acts for N rows (model/model.c), with
- * the per-block buffers kept for `kept` blocks in full and, under
- * recomputation, only the kept part for the others. */
-static size_t activation_bytes(const PlanModel *pm, size_t N, int recompute) {
-    const GPTConfig *c = &pm->g;
-    size_t C = (size_t)c->n_embd, NH = (size_t)c->n_head, L = (size_t)c->n_layer;
-    size_t W = (size_t)pm->W, QD = (size_t)pm->NH * pm->HS, I = (size_t)pm->mlp_width;
-    size_t FC = pm->llama ? 2 * I : I, DC = QD > C ? QD : C;
-    int qkn = c->qk_norm, ln_mean = !pm->llama;
-    Carve x = {0, pm->act_size}, f = {0, sizeof(float)};
-    /* one block's buffers: the attention sub-block's, then the rest */
-    Carve ax = {0, pm->act_size}, af = {0, sizeof(float)}, mx = {0, pm->act_size},
-          mf = {0, sizeof(float)}, out = {0, pm->act_size};
-    carve_add(&ax, N * C);            /* ln1 */
-    carve_add(&ax, N * W);            /* qkv */
-    carve_add(&ax, qkn ? N * W : 0);  /* qkv_raw */
-    carve_add(&ax, N * QD);           /* atty */
-    carve_add(&ax, N * C);            /* attproj */
-    carve_add(&mx, N * C);            /* res2 */
-    carve_add(&mx, N * C);            /* ln2 */
-    carve_add(&mx, N * FC);           /* fch */
-    carve_add(&mx, N * I);            /* fch_gelu */
-    carve_add(&mx, N * C);            /* fcproj */
-    carve_add(&out, N * C);           /* res3: the block's output, the next one's input */
-    carve_add(&af, ln_mean ? N : 0);  /* ln1_mean */
-    carve_add(&af, N);                /* ln1_rstd */
-    carve_add(&af, NH * N);           /* att_lse */
-    carve_add(&mf, ln_mean ? N : 0);  /* ln2_mean */
-    carve_add(&mf, N);                /* ln2_rstd */
-    carve_add(&af, qkn ? N * (size_t)(pm->NH + pm->KVH) : 0); /* qkn_rstd */
-    size_t all_x = ax.bytes + mx.bytes + out.bytes, all_f = af.bytes + mf.bytes;
-    switch (recompute) {
-    case PLAN_RECOMPUTE_ATTENTION: /* attention's buffers for the block in backward only */
-        x.bytes = L * (mx.bytes + out.bytes) + ax.bytes;
-        f.bytes = L * mf.bytes + af.bytes;
-        break;
-    case PLAN_RECOMPUTE_BLOCK: /* each block's output kept; one block recomputed */
-        x.bytes = L * out.bytes + ax.bytes + mx.bytes;
-        f.bytes = all_f;
-        break;
-    default:
-        x.bytes = L * all_x;
-        f.bytes = L * all_f;
-    }
-    size_t head_rows = pm->logits_chunk_rows > 0
-                           ? (size_t)pm->logits_chunk_rows
-                           : GPT_LOGITS_BUDGET_BYTES / ((size_t)pm->Vp * pm->act_size);
-    if (head_rows < 1) head_rows = 1;
-    if (head_rows > N) head_rows = N;
-    carve_add(&x, N * C);                    /* encoded */
-    carve_add(&x, N * C);                    /* lnf */
-    carve_add(&x, head_rows * (size_t)pm->Vp); /* logits: one chunk */
-    carve_add(&x, N * C);                    /* dres */
-    carve_add(&x, N * DC);                   /* dC */
-    carve_add(&x, N * W);                    /* dqkv */
-    carve_add(&x, qkn ? N * W : 0);          /* dqkv_raw */
-    carve_add(&x, N * FC);                   /* dfch */
-    carve_add(&x, N * I);                    /* dfch_gelu */
-    carve_add(&f, ln_mean ? N : 0);          /* lnf_mean */
-    for (int k = 0; k < 6; k++) carve_add(&f, N); /* lnf_rstd logp lse g inputs targets */
-    return backend_block(x.bytes) + backend_block(f.bytes);
+/* The activations gpt_forward allocates for N = rows x T rows under
+ * `recompute`: model/model.c lays them out (gpt_activation_bytes), so the
+ * plan cannot drift from the model. They are two allocations (the compute
+ * type's buffers and the fp32 side buffers), neither ever empty (the
+ * embedding output, the final norm's statistics), each a multiple of 64
+ * bytes: backend_block adds nothing to either, and the sum is what the
+ * allocator counts. */
+static size_t activation_bytes(const PlanModel *pm, int rows, int recompute) {
+    size_t bytes = gpt_activation_bytes(&pm->g, rows, pm->T, recompute, pm->act_size,
+                                        pm->logits_chunk_rows);
+    /* plan_model_init checked the config and T; rows >= 1 (plan_memory) */
+    assert(bytes > 0);
+    return bytes;
 }
 
-/* LoRA's activation scratch (model_lora.c ensure_lora_acts): s dropout(x) A^T
- * per adapter (and dropout(x) with dropout), four wide scratch rows. */
-static size_t lora_bytes(const PlanModel *pm, size_t N) {
+/* LoRA's activation buffers (model_lora.c ensure_lora_acts): per adapter
+ * s x A^T dropout(x) (N, r) and, with dropout, the dropped input (N, in);
+ * where `recompute` reruns the adapter's GEMM in backward (lora_rerun:
+ * attention the q/k/v GEMM, block every GEMM) those two live once per
+ * module, shared by every block, instead of once per block. Then four
+ * scratch buffers as wide as the widest GEMM side. */
+static size_t lora_bytes(const PlanModel *pm, size_t N, int recompute) {
     if (!pm->lora_r) return 0;
     Carve x = {0, pm->act_size};
     Lin lin[7];
-    int n_lin = block_lins(pm, lin);
+    int n_lin = block_lins(pm, lin), shared[7] = {0};
     size_t wide = 0, r = (size_t)pm->lora_r;
     for (int k = 0; k < n_lin; k++) {
         if (lin[k].in > wide) wide = lin[k].in;
@@ -434,8 +406,19 @@ static size_t lora_bytes(const PlanModel *pm, size_t N) {
     for (int i = 0; i < pm->n_tensors; i++) {
         const PlanTensor *t = &pm->tensors[i];
         if (t->lora != 1) continue;
+        int rerun = recompute == PLAN_RECOMPUTE_BLOCK ||
+                    (recompute == PLAN_RECOMPUTE_ATTENTION && lin[t->module].gemm == GEMM_QKV);
+        if (rerun) {
+            shared[t->module] = 1; /* counted once below */
+            continue;
+        }
         carve_add(&x, N * r);
-        if (pm->lora_dropout) carve_add(&x, N * (t->numel / r)); /* (N, in) */
+        if (pm->lora_dropout) carve_add(&x, N * lin[t->module].in);
+    }
+    for (int k = 0; k < n_lin; k++) {
+        if (!shared[k]) continue;
+        carve_add(&x, N * r);
+        if (pm->lora_dropout) carve_add(&x, N * lin[k].in);
     }
     carve_add(&x, N * wide);
     carve_add(&x, N * r);
@@ -472,7 +455,8 @@ PlanBytes plan_memory(const PlanModel *pm, PlanChoice ch) {
     memset(&b, 0, sizeof b);
     int world = ch.world > 0 ? ch.world : 1;
     int shard = world > 1 ? ch.shard : PLAN_SHARD_NONE;
-    size_t N = (size_t)ch.micro_batch * pm->rows_per_item * pm->T;
+    int rows = ch.micro_batch * pm->rows_per_item; /* the model's B */
+    size_t N = rows > 0 ? (size_t)rows * pm->T : 0;
     /* parameters: the flat buffer; ZeRO-3 keeps a shard and gathers two blocks */
     if (shard == PLAN_ZERO3)
         b.params = backend_block(shard_of(pm->n_alloc, world) * pm->act_size) +
@@ -490,18 +474,20 @@ PlanBytes plan_memory(const PlanModel *pm, PlanChoice ch) {
     size_t n_state = shard >= PLAN_ZERO1 ? shard_of(pm->n_grad, world) : pm->n_grad;
     size_t one = backend_block((n_state > 0 ? n_state : 1) * sizeof(float));
     b.optim = (pm->cuda ? 3 : 2) * one;
-    b.activations = activation_bytes(pm, N, ch.recompute);
+    b.activations = rows > 0 ? activation_bytes(pm, rows, ch.recompute) : 0;
     /* rotary tables (Llama families), LoRA scratch, the CUDA allowance */
     if (pm->llama)
         b.workspace += 2 * backend_block((size_t)pm->g.n_positions * (pm->HS / 2) * sizeof(float));
-    b.workspace += lora_bytes(pm, N);
+    b.workspace += N ? lora_bytes(pm, N, ch.recompute) : 0;
     if (pm->kd_online) /* per row: the divergence, top-1 agreement, KD weight (model_kd.c) */
         b.workspace += backend_block(N * 3 * sizeof(float));
     if (pm->cuda) b.workspace += PLAN_CUDA_RUNTIME;
-    if (pm->frozen) { /* parameters and a full forward's buffers; no gradients, no sharding */
+    if (pm->frozen) { /* parameters and its forward's buffers; no gradients, no sharding */
         const PlanModel *f = pm->frozen;
+        /* objective_load_frozen sets block mode: a model that never runs
+         * backward keeps one block's buffers, whatever the run's choice */
         b.frozen = backend_block(f->n_alloc * f->act_size) +
-                   activation_bytes(f, N, PLAN_RECOMPUTE_NONE);
+                   (rows > 0 ? activation_bytes(f, rows, PLAN_RECOMPUTE_BLOCK) : 0);
         if (f->llama)
             b.frozen += 2 * backend_block((size_t)f->g.n_positions * (f->HS / 2) * sizeof(float));
     }
@@ -524,16 +510,52 @@ int plan_max_micro_batch(const PlanModel *pm, PlanChoice ch, size_t budget) {
 
 /* ------------------------------------------------------------ FLOPs */
 
-/* multiply-adds per token of one block's base matmuls, and of its attention half */
-static void block_macs(const PlanModel *pm, double *all, double *attn_part) {
+/* multiply-adds per token of one block's base matmuls */
+static void block_macs(const PlanModel *pm, double *all) {
     Lin lin[7];
     int n = block_lins(pm, lin);
-    *all = *attn_part = 0;
-    for (int k = 0; k < n; k++) {
-        double macs = (double)lin[k].in * (double)lin[k].out;
-        *all += macs;
-        if (strstr(lin[k].name, "attn")) *attn_part += macs;
+    *all = 0;
+    for (int k = 0; k < n; k++) *all += (double)lin[k].in * (double)lin[k].out;
+}
+
+/* The lowest block backward visits (model.c backward_through_head): 0 when
+ * the embedding trains, else the lowest block holding a trainable tensor,
+ * n_layer when none does. */
+static int lowest_backward_block(const PlanModel *pm) {
+    int lowest = pm->g.n_layer;
+    for (int i = 0; i < pm->n_tensors; i++) {
+        const PlanTensor *t = &pm->tensors[i];
+        if (!t->trainable) continue;
+        if (t->layer >= 0 && t->layer < lowest) lowest = t->layer;
+        if (t->layer < 0 && (strstr(t->name, "wte") || strstr(t->name, "wpe") ||
+                             strstr(t->name, "embed_tokens")))
+            return 0;
     }
+    return lowest;
+}
+
+/* Multiply-adds per token that backward's recomputation of block l repeats
+ * (model.c recompute_block): attention reruns the q/k/v GEMM, block the
+ * q/k/v, out-projection and first MLP GEMMs, and the down-projection where
+ * LoRA adapts it; each with the adapters of its modules. */
+static double recompute_macs(const PlanModel *pm, int l, int recompute) {
+    Lin lin[7];
+    int n = block_lins(pm, lin), down_adapted = 0;
+    for (int i = 0; i < pm->n_tensors; i++)
+        if (pm->tensors[i].lora && pm->tensors[i].layer == l &&
+            lin[pm->tensors[i].module].gemm == GEMM_DOWN)
+            down_adapted = 1;
+    int last = recompute == PLAN_RECOMPUTE_ATTENTION ? GEMM_QKV
+               : down_adapted                        ? GEMM_DOWN
+                                                     : GEMM_FC;
+    double macs = 0;
+    for (int k = 0; k < n; k++)
+        if (lin[k].gemm <= last) macs += (double)lin[k].in * (double)lin[k].out;
+    for (int i = 0; i < pm->n_tensors; i++) {
+        const PlanTensor *t = &pm->tensors[i];
+        if (t->lora && t->layer == l && lin[t->module].gemm <= last) macs += (double)t->numel;
+    }
+    return macs;
 }
 
 double plan_flops_per_step(const PlanModel *pm, PlanChoice ch) {
@@ -541,8 +563,8 @@ double plan_flops_per_step(const PlanModel *pm, PlanChoice ch) {
     double T = pm->T, L = g->n_layer;
     double seqs = (double)ch.micro_batch * pm->rows_per_item * pm->grad_accum;
     double tokens = seqs * T;
-    double blk, blk_attn;
-    block_macs(pm, &blk, &blk_attn);
+    double blk;
+    block_macs(pm, &blk);
     double head = (double)g->vocab_size * g->n_embd;
     /* weight-gradient products: trainable block matrices, the head (the
      * embedding when tied) when it trains, and both products of every adapter */
@@ -557,16 +579,17 @@ double plan_flops_per_step(const PlanModel *pm, PlanChoice ch) {
     double bwd_macs = L * blk + head + trainable_macs + adapter_macs;
     /* causal attention, per sequence and block: QK^T and AV over T(T+1)/2
      * pairs, 2 FLOPs per multiply-add; backward twice forward */
-    double attn_fwd = 2.0 * 2.0 * (double)pm->NH * pm->HS * (T * (T + 1) / 2.0) * L;
-    double flops = 2.0 * tokens * (fwd_macs + bwd_macs) + 3.0 * seqs * attn_fwd;
-    if (ch.recompute == PLAN_RECOMPUTE_ATTENTION)
-        flops += 2.0 * tokens * L * blk_attn + seqs * attn_fwd;
-    else if (ch.recompute == PLAN_RECOMPUTE_BLOCK)
-        flops += 2.0 * tokens * L * blk + seqs * attn_fwd;
+    double attn_block = 2.0 * 2.0 * (double)pm->NH * pm->HS * (T * (T + 1) / 2.0);
+    double flops = 2.0 * tokens * (fwd_macs + bwd_macs) + 3.0 * seqs * attn_block * L;
+    /* recomputation reruns every block backward visits but the last, whose
+     * buffers forward left in the scratch */
+    if (ch.recompute != PLAN_RECOMPUTE_NONE)
+        for (int l = lowest_backward_block(pm); l < g->n_layer - 1; l++)
+            flops += 2.0 * tokens * recompute_macs(pm, l, ch.recompute) + seqs * attn_block;
     if (pm->frozen) { /* the teacher's or reference's forward over the same rows */
         const PlanModel *f = pm->frozen;
-        double fblk, fattn;
-        block_macs(f, &fblk, &fattn);
+        double fblk;
+        block_macs(f, &fblk);
         flops += 2.0 * tokens * (f->g.n_layer * fblk + (double)f->g.vocab_size * f->g.n_embd) +
                  seqs * 2.0 * 2.0 * (double)f->NH * f->HS * (T * (T + 1) / 2.0) * f->g.n_layer;
     }
@@ -578,10 +601,66 @@ double plan_flops_6n(const PlanModel *pm, PlanChoice ch) {
     double T = pm->T;
     double tokens = (double)ch.micro_batch * pm->rows_per_item * pm->grad_accum * T;
     /* PaLM: 6 N + 12 L H Q T per token, N the non-embedding parameters plus the head matmul */
-    double blk, attn;
-    block_macs(pm, &blk, &attn);
+    double blk;
+    block_macs(pm, &blk);
     double n = g->n_layer * blk + (double)g->vocab_size * g->n_embd;
     return tokens * (6.0 * n + 12.0 * g->n_layer * pm->NH * pm->HS * T);
+}
+
+/* ------------------------------------------------------------ data */
+
+/* One file of the run: its metadata (no rows read), loaded or streamed as
+ * seq_batches.c open_data decides, and the bytes of either (plan.h). */
+static int data_file(const Config *c, const char *role, const char *path, size_t rows_ahead,
+                     PlanData *out) {
+    assert(out->n_files < PLAN_DATA_MAX_FILES);
+    PlanDataFile *f = &out->file[out->n_files++];
+    memset(f, 0, sizeof *f);
+    snprintf(f->role, sizeof f->role, "%s", role);
+    snprintf(f->path, sizeof f->path, "%s", path);
+    if (!strcmp(c->objective.type, "dpo") || !strcmp(c->objective.type, "orpo")) {
+        snprintf(f->why, sizeof f->why, "a preference file, loaded whole on every rank (not sized "
+                 "here)");
+        return 0;
+    }
+    f->streamed = !strcmp(c->data.stream, "true");
+    if (!strcmp(c->data.stream, "auto")) {
+        f->streamed = dataset_stream_auto(path);
+        if (f->streamed < 0) return -1;
+    }
+    Dataset ds;
+    if (dataset_open_stream(&ds, path) != 0) return -1; /* the metadata only */
+    f->sized = 1;
+    f->n_tokens = ds.n_tokens;
+    f->n_docs = ds.n_docs;
+    int sft = ds.schema != SCHEMA_LM;
+    if (f->streamed) {
+        int columns = 2 + sft + ds.has_role + ds.has_task + 2 * (ds.topk > 0);
+        f->bytes = (size_t)columns * DATASET_STREAM_CACHE + rows_ahead * 2 * sizeof(int);
+    } else {
+        size_t tokens = (size_t)ds.n_tokens, docs = (size_t)ds.n_docs;
+        f->bytes = tokens * sizeof(uint32_t) + (docs + 1) * sizeof(int64_t) +
+                   (sft ? tokens : 0) + (size_t)(ds.has_role + ds.has_task) * docs +
+                   tokens * (size_t)ds.topk * (sizeof(uint32_t) + sizeof(float));
+    }
+    dataset_close(&ds);
+    out->total += f->bytes;
+    return 0;
+}
+
+int plan_data(const Config *c, int micro_batch, PlanData *out) {
+    memset(out, 0, sizeof *out);
+    size_t rows_ahead = (size_t)(micro_batch > 0 ? micro_batch : 1) * (size_t)c->data.seq_len;
+    if (c->data.mix[0]) {
+        DataMix mix;
+        if (config_data_mix(c, &mix) != 0) return -1;
+        for (int i = 0; i < mix.n; i++)
+            if (data_file(c, "data.mix", mix.path[i], rows_ahead, out) != 0) return -1;
+    } else if (c->data.train[0] && data_file(c, "data.train", c->data.train, rows_ahead, out) != 0) {
+        return -1;
+    }
+    if (c->data.val[0] && data_file(c, "data.val", c->data.val, rows_ahead, out) != 0) return -1;
+    return 0;
 }
 
 /* ------------------------------------------------------------ sizes */

@@ -12,35 +12,39 @@
  *
  * What is exact and what is a model of the memory:
  *   exact (tested against the CPU allocator, byte for byte): no sharding and
- *     ZeRO-1 on the CPU, no recomputation: the flat parameter buffer (every
- *     tensor 16-element aligned, the vocabulary padded), the fp32 gradient
- *     buffer and AdamW's m and v over the trainable tensors (frozen tensors
- *     and LoRA's base have none), the activation buffers model/model.c keeps
- *     for backward (one 64-byte aligned buffer each, the logits one chunk of
- *     train.logits_chunk_rows rows), the rotary tables and LoRA's scratch;
+ *     ZeRO-1 on the CPU, under every train.recompute mode (none, attention,
+ *     block): the flat parameter buffer (every tensor 16-element aligned, the
+ *     vocabulary padded), the fp32 gradient buffer and AdamW's m and v over
+ *     the trainable tensors (frozen tensors and LoRA's base have none), the
+ *     activations as model/model.c lays them out (gpt_activation_bytes: the
+ *     per-block buffers the mode keeps, one block's shared scratch for the
+ *     rest, the logits one chunk of train.logits_chunk_rows rows), the rotary
+ *     tables and LoRA's buffers (per adapter, or once per module where the
+ *     mode reruns its GEMM, as model/model_lora.c shares them);
  *   the same formula with the CUDA dtypes (parameters and activations bf16;
  *     gradients, master weights and moments fp32; side buffers fp32): what
  *     model/backend_cuda.cu allocates, not run here;
  *   a model (no code runs it yet): ZeRO-1 on CUDA (m, v and master sharded),
  *     ZeRO-2 (gradients sharded, plus one block's full gradient in flight for
  *     the reduce-scatter), ZeRO-3 (parameters sharded, plus two blocks'
- *     gathered parameters: the one computing and the next being gathered),
- *     and train.recompute attention (the attention sub-block's buffers kept
- *     for one block only, recomputed in backward) and block (only each
- *     block's output, which is the next block's input, kept per block; one
- *     block's full set of buffers recomputed in backward). CUDA's runtime
- *     (context, cuBLAS workspace) is a stated allowance, PLAN_CUDA_RUNTIME.
- *   a second, frozen model (a DPO reference: tested against the allocator
- *     too; an online KD teacher and its side buffers: the same formula):
- *     its parameters and its forward's activations, never gradients.
- *   not counted: the data in host memory, offline KD's top-K buffers (K is
- *     the data's), generation's key/value cache (eval.generate_every, on-
- *     policy KD), the kernels' small per-op scratch.
+ *     gathered parameters: the one computing and the next being gathered).
+ *     CUDA's runtime (context, cuBLAS workspace) is a stated allowance,
+ *     PLAN_CUDA_RUNTIME.
+ *   a second, frozen model (a DPO reference, an online KD teacher and its
+ *     side buffers; both tested against the allocator over whole runs): its
+ *     parameters and its forward's activations in block mode, which
+ *     objective_load_frozen sets for a model that never runs backward
+ *     (whatever the run's train.recompute), never gradients.
+ *   not counted: the data in host memory (estimated apart: plan_data below),
+ *     offline KD's top-K buffers (K is the data's), generation's key/value
+ *     cache (eval.generate_every, on-policy KD), the kernels' small per-op
+ *     scratch.
  */
 #ifndef RETORT_PLAN_H
 #define RETORT_PLAN_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 
 #include "model/model.h"
@@ -70,6 +74,7 @@ typedef struct {
     int layer;           /* block, -1 for the embedding, final norm, head */
     int trainable;
     int lora;            /* 1: lora_A, 2: lora_B */
+    int module;          /* LoRA: the block's linear module it adapts (plan.c block_lins) */
     int matrix;          /* a block's GEMM weight */
     int head;            /* the output layer's weight (the embedding when tied) */
 } PlanTensor;
@@ -135,11 +140,53 @@ int plan_max_micro_batch(const PlanModel *pm, PlanChoice ch, size_t budget);
  * micro-steps of T tokens): every matmul (2 per multiply-add) of forward and
  * backward, with weight-gradient products only for trainable tensors, plus
  * causal attention (QK^T and AV over the T(T+1)/2 unmasked pairs), plus the
- * forward work recomputation repeats. Elementwise ops are not counted. */
+ * forward work recomputation repeats as model/model.c does it: every block
+ * backward visits but the last (whose buffers forward left in the scratch)
+ * reruns its q/k/v GEMM and attention (attention), or also its
+ * out-projection and first MLP GEMM, and its down-projection where LoRA
+ * adapts it (block), adapters included. Backward's data-gradient products
+ * are counted through every block (the model stops at the lowest trainable
+ * one); elementwise ops are not counted. */
 double plan_flops_per_step(const PlanModel *pm, PlanChoice ch);
 /* 6 N per token plus attention, the usual count (PaLM appendix B), for one
  * rank's tokens of one step: the headline figure of full fine-tuning. */
 double plan_flops_6n(const PlanModel *pm, PlanChoice ch);
+
+/* ---- the data in host memory (data/h5data.h) ----
+ * What the run's data files take on one rank, in host memory and outside
+ * PlanBytes.total (the trainer measures MemAvailable after loading them; on
+ * a GPU they are not on the device). From each file's metadata only
+ * (dataset_open_stream reads no rows), for lm, sft and kd files:
+ *   loaded (data.stream false, or auto and not larger than 1 GiB): every
+ *     rank holds the whole file: 4 bytes per token (ids widened to uint32),
+ *     8 per offset, 1 per token of loss mask (sft, kd), 1 per example of
+ *     role and task, 8 K per token of teacher top-K (ids and log-probs);
+ *   streamed: a chunk cache of DATASET_STREAM_CACHE bytes per open column
+ *     (the most each holds) and one micro-batch read ahead (the ids and
+ *     targets of its rows, 8 bytes per token).
+ * An estimate, not held to an allocator: not counted are HDF5's metadata
+ * cache, the loader's order of items (8 bytes per item in memory), kd's
+ * candidates/ group, and preference (dpo, orpo) files, which are named but
+ * not sized. */
+enum { PLAN_DATA_MAX_FILES = CFG_MAX_MIX + 1 };
+typedef struct {
+    char role[16];       /* "data.train", "data.mix", "data.val" */
+    char path[CFG_STR];
+    int streamed;
+    int sized;           /* 0: not estimated (a preference file; `why` says so) */
+    int64_t n_tokens, n_docs;
+    size_t bytes;
+    char why[128];
+} PlanDataFile;
+typedef struct {
+    int n_files;
+    PlanDataFile file[PLAN_DATA_MAX_FILES];
+    size_t total;        /* the sum over sized files */
+} PlanData;
+
+/* The data of cfg's run at `micro_batch` items per rank. -1 with the error
+ * set when a file cannot be opened or data.mix cannot be read. */
+int plan_data(const Config *cfg, int micro_batch, PlanData *out);
 
 /* Sizes as people write them: "80GB", "2 GiB", "512MB", "1.5TB", "4096"
  * (bytes). kB/MB/GB/TB are powers of 1000, KiB/MiB/GiB/TiB of 1024; B, k and

@@ -679,10 +679,13 @@ static int check_memory(Trainer *t) {
     const Config *c = t->cfg;
     PlanModel pm;
     if (plan_model_init(&pm, c) != 0) return 0;
-    /* train.recompute (model/model.c) is not wired here yet: the plan of no
-     * recomputation, which is what the model does until it is */
-    PlanChoice ch = {c->dist.zero1 && t->world > 1 ? PLAN_ZERO1 : PLAN_SHARD_NONE,
-                     PLAN_RECOMPUTE_NONE, t->B, t->world};
+    int recompute = PLAN_RECOMPUTE_NONE;
+    if (plan_recompute_from_name(c->train.recompute, &recompute) != 0) { /* validated by config */
+        plan_model_free(&pm);
+        return -1;
+    }
+    PlanChoice ch = {c->dist.zero1 && t->world > 1 ? PLAN_ZERO1 : PLAN_SHARD_NONE, recompute, t->B,
+                     t->world};
     size_t limit = 0, total = 0;
     const char *where;
     int rc = 0;
