@@ -98,6 +98,22 @@ void optim_sync_master(Optimizer *o);
 int optim_shard(Optimizer *o, int rank, int world);
 int optim_is_sharded(const Optimizer *o);
 
+/* ZeRO-2, after optim_shard on every rank: the gradients are sharded too. The
+ * optimizer keeps this rank's shard of the reduced fp32 gradient and hooks
+ * the model (gpt_set_grads_ready), which then holds only the global tensors'
+ * gradients and one block's: each block's gradient is reduce-scattered into
+ * the shard (dist_reduce_scatter_add_f32) during backward, as soon as it is
+ * complete, so the trainer neither all-reduces nor reduce-scatters after
+ * backward. Every backward is a collective then (every rank runs the same
+ * number). optim_zero_grad zeroes the shard with the model's gradients.
+ * CPU backend only: -1 with the error set elsewhere. */
+int optim_shard_grads(Optimizer *o);
+int optim_grads_sharded(const Optimizer *o);
+/* gpt_zero_grad, and the ZeRO-2 gradient shard. */
+void optim_zero_grad(Optimizer *o);
+/* Bytes of gradients on this rank: the model's storage plus the ZeRO-2 shard. */
+size_t optim_grad_bytes(const Optimizer *o);
+
 /* Floats in each state buffer (m, v, master): gpt_grad_size at creation. */
 size_t optim_state_size(const Optimizer *o);
 /* Bytes of optimizer state on the backend (m + v + master). */
