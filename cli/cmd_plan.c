@@ -85,8 +85,8 @@ static void print_plan(const PlanModel *pm, const Config *cfg, int gpus, int nod
                    b.total <= memory ? "yes" : "no", max_b);
         }
     PlanBytes b0 = plan_memory(pm, (PlanChoice){0, 0, B, world});
-    printf("\nexact for the CPU's fp32 buffers (tested against its allocator): none and zero1 "
-           "with recompute none;\nthe same formula with the CUDA dtypes for cuda; zero2, zero3 "
+    printf("\nexact for the CPU's fp32 buffers (tested against its allocator): none, zero1 and "
+           "zero2 with recompute none;\nthe same formula with the CUDA dtypes for cuda; zero3 "
            "and recompute attention/block are a model\nof code still being written (train/plan.h). "
            "Not counted: the data in host memory, offline KD's\ntop-K buffers, generation's "
            "key/value cache. A checkpoint save gathers %.2f GiB of optimizer\nstate in host "

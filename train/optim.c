@@ -354,6 +354,18 @@ const char *optim_first_nonfinite_grad(Optimizer *o) {
     return name;
 }
 
+void optim_grads_to_host(Optimizer *o, float *host) {
+    check_layout(o);
+    if (o->gshard) {
+        memset(host, 0, o->n_state * sizeof(float));
+        o->be->to_host(host + o->sh_begin, o->gshard, (o->sh_end - o->sh_begin) * sizeof(float));
+        if (dist_size() == o->world) dist_all_gather_f32(host, o->n_state);
+        return;
+    }
+    o->be->to_host(host, gpt_grads(o->model), o->n_state * sizeof(float));
+    if (o->sharded && dist_size() == o->world) dist_all_gather_f32(host, o->n_state);
+}
+
 size_t optim_state_size(const Optimizer *o) { return o->n_state; }
 
 size_t optim_state_bytes(const Optimizer *o) {

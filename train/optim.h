@@ -111,6 +111,11 @@ int optim_shard_grads(Optimizer *o);
 int optim_grads_sharded(const Optimizer *o);
 /* gpt_zero_grad, and the ZeRO-2 gradient shard. */
 void optim_zero_grad(Optimizer *o);
+/* The reduced gradients (optim_state_size floats, the gradient layout) on the
+ * host, after the step's backward (and the trainer's reduction): under
+ * ZeRO-1/2 the ranks' shards all-gathered, a collective (one process
+ * standing for one rank, as tests do, gets its own shard and zeros). */
+void optim_grads_to_host(Optimizer *o, float *host);
 /* Bytes of gradients on this rank: the model's storage plus the ZeRO-2 shard. */
 size_t optim_grad_bytes(const Optimizer *o);
 

@@ -11,8 +11,10 @@
  * (backend_cpu_bytes_live, model/backend.h).
  *
  * What is exact and what is a model of the memory:
- *   exact (tested against the CPU allocator, byte for byte): no sharding and
- *     ZeRO-1 on the CPU, no recomputation: the flat parameter buffer (every
+ *   exact (tested against the CPU allocator, byte for byte): no sharding,
+ *     ZeRO-1 and ZeRO-2 on the CPU (ZeRO-2's gradients: this rank's shard,
+ *     the global tensors' gradients and one window of the largest block's,
+ *     model/model_grad_units.c), no recomputation: the flat parameter buffer (every
  *     tensor 16-element aligned, the vocabulary padded), the fp32 gradient
  *     buffer and AdamW's m and v over the trainable tensors (frozen tensors
  *     and LoRA's base have none), the activation buffers model/model.c keeps
@@ -21,9 +23,8 @@
  *   the same formula with the CUDA dtypes (parameters and activations bf16;
  *     gradients, master weights and moments fp32; side buffers fp32): what
  *     model/backend_cuda.cu allocates, not run here;
- *   a model (no code runs it yet): ZeRO-1 on CUDA (m, v and master sharded),
- *     ZeRO-2 (gradients sharded, plus one block's full gradient in flight for
- *     the reduce-scatter), ZeRO-3 (parameters sharded, plus two blocks'
+ *   a model (no code runs it yet): ZeRO-1 and ZeRO-2 on CUDA (m, v and
+ *     master sharded; ZeRO-2's gradients as on the CPU), ZeRO-3 (parameters sharded, plus two blocks'
  *     gathered parameters: the one computing and the next being gathered),
  *     and train.recompute attention (the attention sub-block's buffers kept
  *     for one block only, recomputed in backward) and block (only each
