@@ -1176,6 +1176,8 @@ Test(cuda_model, packed_rows_match_cpu) {
                        .n_positions = 128, .layer_norm_epsilon = 1e-5f, .arch = ARCH_LLAMA,
                        .n_kv_head = 2, .intermediate_size = 384, .rope_theta = 10000.0};
     packed_model_case(&llama);
+}
+
 /* Activation recomputation on the GPU (model.h, train.recompute): every
  * kernel is deterministic, so attention and block must give the very bits of
  * none, as on the CPU (tests/test_recompute.c), for GPT-2 and for a Llama
