@@ -908,6 +908,20 @@ void dist_allreduce_bucket_async(void *dev_ptr, size_t n, DistDtype dtype, DistO
     dist_abort(1);
 }
 
+void dist_broadcast_pieces(const DistPiece *pieces, int n) {
+    if (g_world.world == 1) return;
+#ifdef RETORT_CUDA
+    if (g_nccl_active) {
+        dist_nccl_broadcast_pieces(pieces, n);
+        return;
+    }
+#endif
+    (void)pieces, (void)n;
+    fprintf(stderr, "retort: rank %d: dist_broadcast_pieces needs dist_init(1) on a CUDA build\n",
+            g_world.rank);
+    dist_abort(1);
+}
+
 void dist_wait(void) {
 #ifdef RETORT_CUDA
     if (g_nccl_active) dist_nccl_wait();

@@ -164,6 +164,19 @@ void dist_allreduce_bucket_async(void *dev_ptr, size_t n, DistDtype dtype, DistO
  * seconds (default 600), aborts the communicator and the job, naming the rank. */
 void dist_wait(void);
 
+/* ZeRO-1 on GPUs: every rank's pieces of device memory to every rank. Piece
+ * k (bytes at dev_ptr, in each rank's own buffer) holds what rank owner
+ * computed; every rank passes the same list. One NCCL group of broadcasts
+ * on the communication stream, after the work queued so far on the compute
+ * stream; returns once the compute stream waits for them (as dist_wait).
+ * With one process it does nothing. */
+typedef struct {
+    void *dev_ptr;
+    size_t bytes;
+    int owner;
+} DistPiece;
+void dist_broadcast_pieces(const DistPiece *pieces, int n);
+
 /* ---- building blocks, exposed for tests ---- */
 
 /* Rank 0 listens on port (all interfaces) and sends the `bytes` of buf to each

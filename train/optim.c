@@ -11,7 +11,12 @@
  * all-reducing them; the global norm is the sum over shards; each rank
  * updates the parameters of its shard and the updated parameters are
  * all-gathered. The state moves to and from checkpoints whole (gathered), so
- * a checkpoint does not depend on how many ranks wrote it. CPU backend.
+ * a checkpoint does not depend on how many ranks wrote it. On the CPU the
+ * trainer reduce-scatters the gradients and the parameters are all-gathered
+ * through the host; on a device (CUDA, bf16 parameters) the fp32 master
+ * weights are sharded too, the gradients stay all-reduced whole (NCCL), and
+ * each rank's updated parameter pieces are broadcast from their owners
+ * (dist_broadcast_pieces): compiled, not yet run on a GPU.
  *
  * ZeRO-2 (optim_shard_grads) adds the gradients to the shard: the rank keeps
  * a persistent fp32 gradient shard [begin, end) and the model keeps the
@@ -42,7 +47,7 @@ struct Optimizer {
     int step;
     int sharded;    /* ZeRO-1: m and v hold [sh_begin, sh_end) of the layout */
     size_t sh_begin, sh_end;
-    int world;      /* ranks of the sharding */
+    int rank, world; /* this rank and the ranks of the sharding */
     float *gshard;  /* ZeRO-2: the reduced gradient of [sh_begin, sh_end), else NULL */
 };
 
@@ -126,7 +131,11 @@ void optim_sync_master(Optimizer *o) {
         if (p->trainable)
             memcpy(packed + p->grad_offset, host + p->offset, p->numel * sizeof(float));
     }
-    o->be->to_device(o->master, packed, o->n_state * sizeof(float));
+    if (o->sharded) /* ZeRO-1: this rank's range only */
+        o->be->to_device(o->master, packed + o->sh_begin,
+                         (o->sh_end - o->sh_begin) * sizeof(float));
+    else
+        o->be->to_device(o->master, packed, o->n_state * sizeof(float));
     free(packed);
     free(host);
 }
@@ -195,9 +204,6 @@ double optim_clip_grad_norm(Optimizer *o) {
 }
 
 int optim_shard(Optimizer *o, int rank, int world) {
-    if (o->master || o->be->act_size != sizeof(float))
-        return err_set("dist.zero1 runs on the CPU backend only for now (the optimizer state "
-                       "of a lower-precision backend is not sharded yet)");
     size_t b, e;
     dist_shard_range(o->n_state, rank, world, &b, &e);
     size_t bytes = (e > b ? e - b : 1) * sizeof(float);
@@ -205,10 +211,20 @@ int optim_shard(Optimizer *o, int rank, int world) {
     o->be->release(o->v);
     o->m = o->be->alloc(bytes);
     o->v = o->be->alloc(bytes);
+    int had_master = o->master != NULL;
+    if (had_master) { /* lower-precision parameters: the fp32 master weights too */
+        o->be->release(o->master);
+        o->master = o->be->alloc(bytes);
+    }
+    if (!o->m || !o->v || (had_master && !o->master)) return -1;
+    o->be->zero(o->m, bytes);
+    o->be->zero(o->v, bytes);
     o->sharded = 1;
     o->sh_begin = b;
     o->sh_end = e;
+    o->rank = rank;
     o->world = world;
+    optim_sync_master(o);
     return 0;
 }
 
@@ -285,9 +301,51 @@ static void sharded_step(Optimizer *o, double lr) {
     free(packed);
 }
 
+/* ZeRO-1 on a device backend (CUDA): the gradients were all-reduced whole
+ * (trainer.c reduce_gradients), so each rank runs AdamW on its range with
+ * its shard of m, v and the fp32 master weights, writing the parameters of
+ * that range in the compute type; then each piece goes from its owner to
+ * every rank (dist_broadcast_pieces), one per tensor and owner. */
+static void sharded_step_device(Optimizer *o, double lr) {
+    size_t b = o->sh_begin, e = o->sh_end, off, X = o->be->act_size;
+    float *grads = gpt_grads(o->model);
+    int W = o->world, n_pieces = 0, cap = gpt_num_tensors(o->model) + W;
+    DistPiece *pieces = xmalloc((size_t)cap * sizeof(DistPiece));
+    for (int i = 0; i < gpt_num_tensors(o->model); i++) {
+        const ParamInfo *p = gpt_tensor(o->model, i);
+        if (!p->trainable) continue;
+        for (int q = 0; q < W; q++) { /* the owners of this tensor's pieces */
+            size_t qb, qe;
+            dist_shard_range(o->n_state, q, W, &qb, &qe);
+            size_t n = overlap(p, qb, qe, &off);
+            if (n == 0) continue;
+            float *param = (float *)((char *)param_at(o, p) + off * X);
+            if (q == o->rank) {
+                double wd = p->decay ? o->cfg.weight_decay : 0.0;
+                size_t k = p->grad_offset + off;
+                o->be->adamw_update(param, o->master + (k - b), grads + k, o->m + (k - b),
+                                    o->v + (k - b), n, lr, o->cfg.beta1, o->cfg.beta2,
+                                    o->cfg.eps, wd, o->step);
+            }
+            if (n_pieces == cap) {
+                cap *= 2;
+                pieces = xrealloc(pieces, (size_t)cap * sizeof(DistPiece));
+            }
+            pieces[n_pieces++] = (DistPiece){param, n * X, q};
+        }
+    }
+    (void)e;
+    if (dist_size() == W) dist_broadcast_pieces(pieces, n_pieces);
+    free(pieces);
+}
+
 void optim_step(Optimizer *o, double lr) {
     check_layout(o);
     o->step++;
+    if (o->sharded && strcmp(o->be->name, "cpu") != 0) {
+        sharded_step_device(o, lr);
+        return;
+    }
     if (o->sharded) {
         sharded_step(o, lr);
         return;
@@ -310,7 +368,9 @@ void optim_step(Optimizer *o, double lr) {
  * one sum_squares at checkpoint time, and on a bad step, costs nothing per step. */
 int optim_params_finite(Optimizer *o) {
     double ss;
-    if (o->master) ss = o->be->sum_squares(o->master, o->n_state);
+    if (o->master && o->sharded) /* this rank's updates; dist_any combines the ranks */
+        ss = o->be->sum_squares(o->master, o->sh_end - o->sh_begin);
+    else if (o->master) ss = o->be->sum_squares(o->master, o->n_state);
     else ss = o->be->sum_squares(gpt_params(o->model), gpt_flat_size(o->model)); /* fp32 */
     return isfinite(ss);
 }
@@ -341,8 +401,10 @@ const char *optim_first_nonfinite_grad(Optimizer *o) {
         memcpy(host + o->sh_begin, o->gshard, (o->sh_end - o->sh_begin) * sizeof(float));
         dist_all_gather_f32(host, o->n_state);
     } else {
-        /* ZeRO-1: only this rank's shard is reduced; gather the others' */
-        if (o->sharded) dist_all_gather_f32(gpt_grads(o->model), o->n_state);
+        /* ZeRO-1 on the CPU: only this rank's shard is reduced; gather the
+         * others' (on a device the all-reduce gave every rank all of it) */
+        if (o->sharded && !strcmp(o->be->name, "cpu"))
+            dist_all_gather_f32(gpt_grads(o->model), o->n_state);
         o->be->to_host(host, gpt_grads(o->model), o->n_state * sizeof(float));
     }
     const char *name = NULL;
@@ -363,7 +425,8 @@ void optim_grads_to_host(Optimizer *o, float *host) {
         return;
     }
     o->be->to_host(host, gpt_grads(o->model), o->n_state * sizeof(float));
-    if (o->sharded && dist_size() == o->world) dist_all_gather_f32(host, o->n_state);
+    if (o->sharded && !strcmp(o->be->name, "cpu") && dist_size() == o->world)
+        dist_all_gather_f32(host, o->n_state);
 }
 
 size_t optim_state_size(const Optimizer *o) { return o->n_state; }
@@ -385,10 +448,12 @@ size_t optim_grad_bytes(const Optimizer *o) {
 void optim_moments_to_host(Optimizer *o, float *m_host, float *v_host) {
     if (o->sharded) { /* collective: every rank calls, every rank gets the whole state */
         size_t b = o->sh_begin, n = o->sh_end - o->sh_begin;
-        memcpy(m_host + b, o->m, n * sizeof(float));
-        memcpy(v_host + b, o->v, n * sizeof(float));
-        dist_all_gather_f32(m_host, o->n_state);
-        dist_all_gather_f32(v_host, o->n_state);
+        o->be->to_host(m_host + b, o->m, n * sizeof(float));
+        o->be->to_host(v_host + b, o->v, n * sizeof(float));
+        if (dist_size() == o->world) {
+            dist_all_gather_f32(m_host, o->n_state);
+            dist_all_gather_f32(v_host, o->n_state);
+        }
         return;
     }
     size_t bytes = o->n_state * sizeof(float);
@@ -399,8 +464,8 @@ void optim_moments_to_host(Optimizer *o, float *m_host, float *v_host) {
 void optim_moments_to_device(Optimizer *o, const float *m_host, const float *v_host) {
     if (o->sharded) { /* keep this rank's shard of the whole state */
         size_t b = o->sh_begin, n = o->sh_end - o->sh_begin;
-        memcpy(o->m, m_host + b, n * sizeof(float));
-        memcpy(o->v, v_host + b, n * sizeof(float));
+        o->be->to_device(o->m, m_host + b, n * sizeof(float));
+        o->be->to_device(o->v, v_host + b, n * sizeof(float));
         return;
     }
     size_t bytes = o->n_state * sizeof(float);
@@ -413,9 +478,22 @@ int optim_is_sharded(const Optimizer *o) { return o->sharded; }
 int optim_has_master(const Optimizer *o) { return o->master != NULL; }
 
 void optim_master_to_host(Optimizer *o, float *host) {
-    if (o->master) o->be->to_host(host, o->master, o->n_state * sizeof(float));
+    if (!o->master) return;
+    if (o->sharded) { /* collective, as optim_moments_to_host */
+        size_t b = o->sh_begin, n = o->sh_end - o->sh_begin;
+        o->be->to_host(host + b, o->master, n * sizeof(float));
+        if (dist_size() == o->world) dist_all_gather_f32(host, o->n_state);
+        return;
+    }
+    o->be->to_host(host, o->master, o->n_state * sizeof(float));
 }
 
 void optim_master_to_device(Optimizer *o, const float *host) {
-    if (o->master) o->be->to_device(o->master, host, o->n_state * sizeof(float));
+    if (!o->master) return;
+    if (o->sharded) {
+        size_t b = o->sh_begin, n = o->sh_end - o->sh_begin;
+        o->be->to_device(o->master, host + b, n * sizeof(float));
+        return;
+    }
+    o->be->to_device(o->master, host, o->n_state * sizeof(float));
 }

@@ -88,13 +88,18 @@ const char *optim_first_nonfinite_grad(Optimizer *o);
  * weights into the model); a no-op when the parameters are fp32. */
 void optim_sync_master(Optimizer *o);
 
-/* ZeRO-1: keep m and v for this rank's shard only (train/dist.h). Call right
- * after optim_create, on every rank. The trainer then reduce-scatters the
- * gradients (dist_reduce_scatter_f32) instead of all-reducing them;
- * optim_clip_grad_norm and optim_step work on the shard and all-gather the
- * parameters; optim_moments_to_host gathers the whole state (a collective:
- * every rank calls it) and optim_moments_to_device keeps the shard. CPU only:
- * -1 with the error set on a lower-precision backend. */
+/* ZeRO-1: keep m and v (and the fp32 master weights on a lower-precision
+ * backend) for this rank's shard only (train/dist.h). Call right after
+ * optim_create, on every rank. On the CPU the trainer then reduce-scatters
+ * the gradients (dist_reduce_scatter_f32) instead of all-reducing them and
+ * optim_step all-gathers the parameters through the host; on a device the
+ * gradients stay all-reduced and optim_step broadcasts each rank's updated
+ * parameter pieces (dist_broadcast_pieces, NCCL; not yet run on a GPU).
+ * optim_clip_grad_norm works on the shard; optim_moments_to_host and
+ * optim_master_to_host gather the whole state (a collective: every rank
+ * calls it) and the _to_device ones keep the shard. One process standing
+ * for a rank of a larger world (tests) does no collective at all. 0, or -1
+ * with the error set when the shard cannot be allocated. */
 int optim_shard(Optimizer *o, int rank, int world);
 int optim_is_sharded(const Optimizer *o);
 
