@@ -154,7 +154,8 @@ const ParamInfo *gpt_find_tensor(const GPT *m, const char *name);
 /* Every parameter of the table (base and adapters). */
 size_t gpt_num_params(const GPT *m);
 float *gpt_params(GPT *m);    /* backend memory, gpt_flat_size elements */
-float *gpt_grads(GPT *m);     /* backend memory, gpt_grad_size fp32 (trainable only) */
+float *gpt_grads(GPT *m);     /* backend memory, gpt_grad_size fp32 (trainable only); none
+                                 with gradient units (gpt_set_grads_ready: it aborts) */
 
 /* ---- partial fine-tuning ----
  * Patterns are fnmatch(3) globs over table names ("wte.weight", "h.[0-5].*",

@@ -25,8 +25,9 @@
 #   9. data.stream: 2 ranks x 2 == 1 rank x 4 (lm, and sft with task weights),
 #      and streamed runs (lm; data.mix) stopped on 2 ranks resumed on 1
 #  10. ZeRO-2 (dist.zero=2): == ZeRO-1 bit for bit and == plain data parallel
-#      on 2 and 3 ranks, with data.grad_accum, LoRA, frozen tensors, DPO and
-#      KD; stopped on 2 ranks, resumed on 1 and on 3; dist.zero=3 refused
+#      on 2 and 3 ranks, with data.grad_accum, LoRA, frozen tensors, data.pack
+#      with train.recompute block, DPO and KD; stopped on 2 ranks, resumed on 1
+#      and on 3; dist.zero=3 refused
 # Losses are compared with a relative tolerance of 2e-5: the ranks' gradients
 # are summed in a fixed order (train/dist.c), but a 4-sequence batch split 2+2
 # adds its fp32 contributions in a different order than one 4-row matmul, so
@@ -317,6 +318,8 @@ compare "zero2 with LoRA (llama): 2 ranks == plain data parallel" "$dir/llamalor
 runN 2 "$dir/z2frozen" 2 $LM --set dist.zero=2 --set 'finetune.freeze=wte.weight,h.0.*' || { echo "FAIL: zero2 frozen"; tail -20 "$dir/z2frozen.log"; }
 runN 2 "$dir/frozen" 2 $LM --set 'finetune.freeze=wte.weight,h.0.*' || { echo "FAIL: frozen np 2"; tail -20 "$dir/frozen.log"; }
 compare "zero2 with frozen tensors: 2 ranks == plain data parallel" "$dir/frozen" "$dir/z2frozen"
+runN 2 "$dir/z2pk" 2 "${PK[@]}" --set dist.zero=2 --set train.recompute=block || { echo "FAIL: zero2 pack"; tail -20 "$dir/z2pk.log"; }
+compare "zero2 with data.pack and train.recompute block: 2 ranks == plain data parallel" "$dir/pk2" "$dir/z2pk"
 runN 2 "$dir/z2dpo" 2 $DPO --set dist.zero=2 || { echo "FAIL: zero2 dpo"; tail -20 "$dir/z2dpo.log"; }
 compare "zero2 dpo: 2 ranks == plain data parallel" "$dir/dpo2" "$dir/z2dpo"
 runN 2 "$dir/z2kd" 2 "${KDTW[@]}" --set dist.zero=2 || { echo "FAIL: zero2 kd"; tail -20 "$dir/z2kd.log"; }

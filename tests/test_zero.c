@@ -10,7 +10,8 @@
  * plain gradients summed in fp32. Covered: GPT-2, GPT-2 with frozen
  * embeddings and block 0 (backward stops early; the global unit still
  * arrives), a Llama with LoRA on every module (a block's adapters are its
- * unit, a second run), a chunked head, every rank of W = 3 and 4. The
+ * unit, a second run), a chunked head, train.recompute block, every rank of
+ * W = 2, 3 and 4. The
  * collectives themselves (ranks summed in order, added into the shard) are
  * tests/mpi/dist_check.c's; whole runs against plain data parallelism are
  * scripts/test_dist_train.sh's; the bytes are tests/test_plan.c's. */
@@ -39,7 +40,7 @@ static GPTConfig llama_cfg(void) {
     return c;
 }
 
-typedef enum { PLAIN, FROZEN_LOW, LORA, CHUNKED } Variant;
+typedef enum { PLAIN, FROZEN_LOW, LORA, CHUNKED, RECOMPUTE } Variant;
 
 static GPT *make_model(const GPTConfig *cfg, Variant v) {
     GPT *m = perturbed_cpu_model(cfg, 5, 6, 0.1);
@@ -56,6 +57,8 @@ static GPT *make_model(const GPTConfig *cfg, Variant v) {
         cr_assert_eq(gpt_set_trainable(m, freeze, 3, NULL, 0), 0, "%s", err_msg());
     } else if (v == CHUNKED) {
         gpt_set_logits_chunk(m, 5);
+    } else if (v == RECOMPUTE) { /* each block rerun just before its backward and hook */
+        cr_assert_eq(gpt_set_recompute(m, GPT_RECOMPUTE_BLOCK), 0, "%s", err_msg());
     }
     return m;
 }
@@ -137,6 +140,13 @@ Test(zero2, gpt2_shards_are_the_plain_gradient) {
 Test(zero2, frozen_embeddings_and_block) {
     GPTConfig c = gpt2_cfg();
     check_variant(&c, FROZEN_LOW, 3);
+}
+
+Test(zero2, with_block_recomputation) {
+    GPTConfig c = gpt2_cfg();
+    check_variant(&c, RECOMPUTE, 3);
+    c = llama_cfg();
+    check_variant(&c, RECOMPUTE, 2);
 }
 
 Test(zero2, llama_lora_adapters_are_their_blocks_unit) {

@@ -307,7 +307,7 @@ static void sharded_step(Optimizer *o, double lr) {
  * that range in the compute type; then each piece goes from its owner to
  * every rank (dist_broadcast_pieces), one per tensor and owner. */
 static void sharded_step_device(Optimizer *o, double lr) {
-    size_t b = o->sh_begin, e = o->sh_end, off, X = o->be->act_size;
+    size_t b = o->sh_begin, off, X = o->be->act_size;
     float *grads = gpt_grads(o->model);
     int W = o->world, n_pieces = 0, cap = gpt_num_tensors(o->model) + W;
     DistPiece *pieces = xmalloc((size_t)cap * sizeof(DistPiece));
@@ -334,7 +334,6 @@ static void sharded_step_device(Optimizer *o, double lr) {
             pieces[n_pieces++] = (DistPiece){param, n * X, q};
         }
     }
-    (void)e;
     if (dist_size() == W) dist_broadcast_pieces(pieces, n_pieces);
     free(pieces);
 }
