@@ -349,6 +349,7 @@ int relayout_grads(GPT *m) {
     m->grads = NULL; /* allocated on first use: a model that only generates never needs it */
     m->n_grad = off;
     m->grad_version++;
+    if (m->grads_ready) grad_units_build(m);
     return 0;
 }
 
@@ -358,8 +359,12 @@ int relayout_grads(GPT *m) {
  * memory at its parameters. */
 static float *ensure_grads(GPT *m) {
     if (!m->grads) {
-        m->grads = m->be->alloc((m->n_grad > 0 ? m->n_grad : 16) * sizeof(float));
-        if (!m->grads) {
+        /* with gradient units: the global unit's storage, and one block window */
+        size_t n = m->grads_ready ? m->n_global : m->n_grad;
+        m->grads = m->be->alloc((n > 0 ? n : 16) * sizeof(float));
+        if (m->grads && m->grads_ready)
+            m->grad_window = m->be->alloc((m->n_window > 0 ? m->n_window : 16) * sizeof(float));
+        if (!m->grads || (m->grads_ready && !m->grad_window)) {
             fprintf(stderr, "retort: %s\n", err_msg());
             exit(1);
         }
@@ -494,6 +499,7 @@ void gpt_free(GPT *m) {
     if (!m) return;
     if (m->params) m->be->release(m->params);
     if (m->grads) m->be->release(m->grads);
+    grad_units_free(m);
     if (m->acts) m->be->release(m->acts);
     if (m->acts32) m->be->release(m->acts32);
     if (m->kcache) m->be->release(m->kcache);
@@ -523,9 +529,19 @@ int gpt_num_tensors(const GPT *m) { return m->n_tensors; }
 const ParamInfo *gpt_tensor(const GPT *m, int i) { return &m->tensors[i]; }
 size_t gpt_num_params(const GPT *m) { return m->n_params; }
 float *gpt_params(GPT *m) { return m->params; }
-float *gpt_grads(GPT *m) { return ensure_grads(m); }
+float *gpt_grads(GPT *m) {
+    if (m->grads_ready) {
+        fprintf(stderr, "retort: gpt_grads: the model keeps its gradients by unit "
+                        "(gpt_set_grads_ready); there is no whole gradient buffer\n");
+        abort();
+    }
+    return ensure_grads(m);
+}
 size_t gpt_grad_size(const GPT *m) { return m->n_grad; }
-size_t gpt_grad_bytes(const GPT *m) { return m->n_grad * sizeof(float); }
+size_t gpt_grad_bytes(const GPT *m) {
+    if (m->grads_ready) return (m->n_global + m->n_window) * sizeof(float);
+    return m->n_grad * sizeof(float);
+}
 int gpt_grad_layout_version(const GPT *m) { return m->grad_version; }
 int gpt_tensor_trainable(const GPT *m, int i) { return m->tensors[i].trainable; }
 void gpt_set_train_mode(GPT *m, int on) { m->train_mode = on != 0; }
@@ -1231,6 +1247,9 @@ void backward_through_head(GPT *m, const HeadKd *kd) {
     if (!need_lnf && !m->tensors[m->i_head].trainable) return;
     ensure_grads(m); /* grad_at() reads m->grads */
     size_t X = be->act_size; /* bytes per compute-type element */
+    /* gradient units: each backward's gradients go to the hook, so it starts
+     * from zero (the global unit's storage; the window before each block) */
+    if (m->grads_ready) be->zero(m->grads, m->n_global * sizeof(float));
     if (need_lnf) be->zero(m->dC, NC * X);
     /* from the last chunk, whose logits forward left in the buffer */
     int rows = head_chunk_with(m, kd ? kd->teacher : NULL);
@@ -1245,22 +1264,33 @@ void backward_through_head(GPT *m, const HeadKd *kd) {
                              act_row(m, m->lnf, (size_t)r0, (size_t)C), param_at(m, m->i_head),
                              n, C, m->Vp); /* dC = dlnf */
     }
-    if (!need_lnf) return;
-    be->zero(m->dres, NC * X);
-    norm_backward(m, m->dres, grad_at(m, lnf_w), lnf_b >= 0 ? grad_at(m, lnf_b) : NULL, m->dC,
-                  block_input(m, L), param_at(m, lnf_w), m->lnf_mean, m->lnf_rstd, N);
-    for (int l = L - 1; l >= stop; l--) {
-        recompute_block(m, l);
-        block_backward(m, l, l > stop || m->embed_trainable);
+    if (need_lnf) {
+        be->zero(m->dres, NC * X);
+        norm_backward(m, m->dres, grad_at(m, lnf_w), lnf_b >= 0 ? grad_at(m, lnf_b) : NULL,
+                      m->dC, block_input(m, L), param_at(m, lnf_w), m->lnf_mean, m->lnf_rstd, N);
+        for (int l = L - 1; l >= stop; l--) {
+            recompute_block(m, l);
+            if (m->grads_ready) be->zero(m->grad_window, m->n_window * sizeof(float));
+            block_backward(m, l, l > stop || m->embed_trainable);
+            if (m->grads_ready) m->grads_ready(m->grads_ctx, m, l);
+        }
+        if (m->embed_trainable)
+            be->encoder_backward(grad_at(m, m->i_wte),
+                                 m->i_wpe >= 0 ? grad_at(m, m->i_wpe) : NULL, m->dres, m->inputs,
+                                 m->ids_host, m->pk_pos, m->pk_pos_host, B, T, C);
     }
-    if (m->embed_trainable)
-        be->encoder_backward(grad_at(m, m->i_wte), m->i_wpe >= 0 ? grad_at(m, m->i_wpe) : NULL,
-                             m->dres, m->inputs, m->ids_host, m->pk_pos, m->pk_pos_host, B, T,
-                             C);
+    if (m->grads_ready) m->grads_ready(m->grads_ctx, m, L);
 }
 
 /* the whole buffer, padding included (relayout_grads' invariant) */
-void gpt_zero_grad(GPT *m) { m->be->zero(ensure_grads(m), m->n_grad * sizeof(float)); }
+void gpt_zero_grad(GPT *m) {
+    if (m->grads_ready) {
+        m->be->zero(ensure_grads(m), m->n_global * sizeof(float));
+        m->be->zero(m->grad_window, m->n_window * sizeof(float));
+        return;
+    }
+    m->be->zero(ensure_grads(m), m->n_grad * sizeof(float));
+}
 
 size_t gpt_flat_size(const GPT *m) { return m->n_alloc; }
 
@@ -1276,6 +1306,7 @@ void gpt_copy_params_to_device(GPT *m, const float *host, size_t n) {
 
 void gpt_copy_grads_to_host(GPT *m, float *host, size_t n) {
     assert(n <= m->n_alloc);
+    assert(!m->grads_ready); /* by unit, the whole layout never exists */
     float *packed = xmalloc((m->n_grad > 0 ? m->n_grad : 1) * sizeof(float));
     if (m->n_grad > 0) m->be->to_host(packed, ensure_grads(m), m->n_grad * sizeof(float));
     memset(host, 0, n * sizeof(float));

@@ -154,7 +154,8 @@ const ParamInfo *gpt_find_tensor(const GPT *m, const char *name);
 /* Every parameter of the table (base and adapters). */
 size_t gpt_num_params(const GPT *m);
 float *gpt_params(GPT *m);    /* backend memory, gpt_flat_size elements */
-float *gpt_grads(GPT *m);     /* backend memory, gpt_grad_size fp32 (trainable only) */
+float *gpt_grads(GPT *m);     /* backend memory, gpt_grad_size fp32 (trainable only); none
+                                 with gradient units (gpt_set_grads_ready: it aborts) */
 
 /* ---- partial fine-tuning ----
  * Patterns are fnmatch(3) globs over table names ("wte.weight", "h.[0-5].*",
@@ -171,7 +172,9 @@ int gpt_set_layers_trainable(GPT *m, int first, int last, int trainable);
 int gpt_tensor_trainable(const GPT *m, int i);
 size_t gpt_num_trainable(const GPT *m);          /* parameters that train */
 size_t gpt_grad_size(const GPT *m);              /* elements in the gradient layout */
-size_t gpt_grad_bytes(const GPT *m);             /* bytes of the gradient buffer (fp32) */
+/* bytes of the gradient storage the model holds (fp32): the whole layout, or
+ * with gradient units the global unit's plus one block window */
+size_t gpt_grad_bytes(const GPT *m);
 /* Bumped whenever the gradient layout changes (optim checks it). */
 int gpt_grad_layout_version(const GPT *m);
 
@@ -328,7 +331,37 @@ size_t gpt_activation_bytes_allocated(const GPT *m);
  * (B,T) of the last forward. Accumulates into the gradients. */
 void gpt_backward(GPT *m, const float *g);
 
+/* Zeroes the gradients (with gradient units: both storages). */
 void gpt_zero_grad(GPT *m);
+
+/* ---- gradient units (ZeRO-2: train/optim.c optim_shard_grads) ----
+ * The gradient layout splits into units: block l's trainable tensors (its
+ * base tensors and its LoRA adapters) are unit l, the global ones (embeddings,
+ * final norm, head) unit n_layer. A block's gradient is written only while
+ * backward is inside that block, the global ones before (head, final norm)
+ * and after (embeddings) the blocks. With a hook set, the model keeps
+ * storage for the global unit plus ONE block's window (the largest block's
+ * size) instead of the whole layout: every backward starts from zero
+ * gradients, zeroes the window before each block, and calls
+ * fn(ctx, m, l) after block l's backward (from n_layer-1 down to the lowest
+ * block backward visits) and fn(ctx, m, n_layer) once the embeddings are
+ * done: the unit's gradient of this one backward is complete, and the hook
+ * must take it (reduce-scatter it into its shard) before returning, because
+ * the window is reused by the next block. gpt_grads is then unavailable (it
+ * aborts): the whole layout never exists. fn NULL goes back to the whole
+ * buffer. Set it after the trainable tensors and LoRA (a re-layout keeps the
+ * hook and rebuilds the units). */
+typedef struct {
+    size_t lo, hi; /* [lo, hi) of the gradient layout (gpt_grad_size) */
+    size_t at;     /* where it starts in the unit's storage (gpt_grad_unit_data) */
+} GptGradRun;
+typedef void (*GptGradsReady)(void *ctx, GPT *m, int unit);
+void gpt_set_grads_ready(GPT *m, GptGradsReady fn, void *ctx);
+/* Unit u's runs: maximal pieces of the layout that are also contiguous in
+ * its storage (a block without LoRA is one run), in layout order. */
+int gpt_grad_unit_runs(const GPT *m, int unit, const GptGradRun **runs);
+/* Unit u's storage (backend memory): valid inside the hook for that unit. */
+float *gpt_grad_unit_data(GPT *m, int unit);
 
 /* Word-level knowledge distillation through the fused classifier
  * (kernels/ops.h, classifier_kd_*). The teacher is either another model on

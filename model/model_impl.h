@@ -87,6 +87,17 @@ struct GPT {
     float *params, *grads; /* compute type; fp32 (every backend) */
     size_t n_grad;        /* floats in the gradient layout (trainable tensors) */
     int grad_version;
+    /* gradient units (gpt_set_grads_ready, model_grad_units.c): when on, m->grads
+     * holds only the global tensors' gradients (n_global floats) and grad_window
+     * one block's at a time (n_window floats, the largest block's) */
+    GptGradsReady grads_ready;
+    void *grads_ctx;
+    float *grad_window;
+    size_t n_global, n_window;
+    int *grad_unit;           /* (n_tensors) block of a trainable tensor, L: global */
+    size_t *grad_local;       /* (n_tensors) its offset in its unit's storage */
+    GptGradRun *grad_runs;    /* every unit's runs, unit by unit */
+    int *unit_first;          /* (L + 2) unit u's runs are [unit_first[u], unit_first[u+1]) */
     /* what backward must visit, from the trainable flags */
     unsigned *layer_groups;   /* (L) bits GRP_* holding a trainable tensor */
     int lowest_trainable;     /* lowest block with a trainable tensor, L if none */
@@ -160,6 +171,11 @@ struct GPT {
 void packing_begin_forward(GPT *m, int B, int T);
 void packing_free(GPT *m);
 
+/* model_grad_units.c: the units of the current gradient layout (after
+ * relayout_grads), and their storage released */
+void grad_units_build(GPT *m);
+void grad_units_free(GPT *m);
+
 
 /* Parameter tensor i of the flat parameter buffer, in bytes of the backend's
  * compute type. */
@@ -172,6 +188,8 @@ static inline float *param_at(const GPT *m, int i) {
 static inline float *grad_at(const GPT *m, int i) {
     const ParamInfo *p = &m->tensors[i];
     if (!p->trainable) return NULL;
+    if (m->grads_ready) /* gradient units: the global tensors' storage or the block window */
+        return (m->grad_unit[i] == m->cfg.n_layer ? m->grads : m->grad_window) + m->grad_local[i];
     return m->grads + p->grad_offset;
 }
 

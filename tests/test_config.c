@@ -80,6 +80,8 @@ static void assert_config_eq(const Config *a, const Config *b) {
     EQ_INT(eval.batches);
     EQ_INT(checkpoint.every);
     EQ_INT(checkpoint.keep);
+    EQ_INT(dist.zero);
+    EQ_INT(dist.zero1);
 #undef EQ_INT
 #undef EQ_DBL
 #undef EQ_STR
@@ -123,6 +125,8 @@ static void fill_unusual(Config *c) {
     c->eval.batches = 2;
     c->checkpoint.every = 500;
     c->checkpoint.keep = 0;
+    c->dist.zero = 2;
+    c->dist.zero1 = 1;
 }
 
 /* ---- defaults ---- */
@@ -522,6 +526,29 @@ Test(config, validate_rechecks_ranges_and_enums_of_values_set_in_code) {
     assert_err_has("data.batch_size = 0 is out of range");
 }
 
+/* dist.zero picks the stage; the older dist.zero1 means 1 when dist.zero is
+ * left at 0 (configs and checkpoints' stored configs from before dist.zero,
+ * which have no dist.zero key, load with the stage they ran); 3 is refused
+ * with the stage that runs. */
+Test(config, dist_zero_and_the_older_zero1) {
+    Config c = valid_config();
+    cr_assert_eq(c.dist.zero, 0);
+    cr_assert_eq(config_dist_zero(&c), 0);
+    cr_assert_eq(config_from_json(&c, "{\"dist\": {\"zero1\": true, \"bucket_mb\": 25}}"), 0,
+                 "%s", err_msg());
+    cr_assert_eq(config_dist_zero(&c), 1, "a stored config with only dist.zero1 is ZeRO-1");
+    cr_assert_eq(config_set(&c, "dist.zero=2"), 0, "%s", err_msg());
+    cr_assert_eq(config_dist_zero(&c), 2, "dist.zero wins over the older switch");
+    cr_assert_eq(config_validate(&c), 0, "%s", err_msg());
+    c.dist.zero1 = 0;
+    cr_assert_eq(config_dist_zero(&c), 2);
+    cr_assert_eq(config_set(&c, "dist.zero=3"), 0, "%s", err_msg());
+    cr_assert_eq(config_validate(&c), -1);
+    assert_err_has("ZeRO-3");
+    assert_err_has("dist.zero 2");
+    cr_assert_eq(config_set(&c, "dist.zero=-1"), -1);
+}
+
 /* ---- round trips ---- */
 
 Test(config, yaml_round_trip_restores_every_field) {
@@ -618,7 +645,7 @@ Test(config, print_keys_lists_every_key_with_type_default_and_help) {
     /* one line per key, and every key printed by to_yaml is listed */
     int lines = 0;
     for (char *p = text; *p; p++) lines += *p == '\n';
-    cr_assert_eq(lines, 104); /* every key once */
+    cr_assert_eq(lines, 105); /* every key once */
     Config c;
     config_defaults(&c);
     char *yaml = config_to_yaml(&c), *save = NULL, section[64] = "";

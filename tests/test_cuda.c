@@ -26,6 +26,7 @@
 #include "tests/testutil.h"
 #include "model/backend.h"
 #include "train/config.h"
+#include "train/dist.h"
 #include "model/model.h"
 #include "train/optim.h"
 #include "train/trainer.h"
@@ -1295,6 +1296,97 @@ Test(cuda_model, grad_accum_in_fp32) {
     optim_free(o);
     gpt_free(m);
     free(in), free(tg), free(g), free(once), free(four);
+}
+
+/* ZeRO-1 on the GPU (train/optim.c optim_shard with bf16 parameters): one
+ * process standing for rank r of W, so no collective runs. Its AdamW step on
+ * its range, with its shard of m, v and the fp32 master weights, must write
+ * the very bits the unsharded optimizer writes there (the same kernel on the
+ * same inputs), for the parameters (bf16) and for the gathered state
+ * (optim_moments_to_host, optim_master_to_host fill this rank's range),
+ * over two steps; the parameters outside the range stay untouched (the test
+ * then copies them in, as the owners' broadcast would; the broadcast itself,
+ * dist_broadcast_pieces over NCCL, needs several GPUs and has not run). The
+ * state bytes are the plan's: m, v and master of the shard. */
+Test(cuda_model, zero1_shard_step_is_the_unsharded_step_on_its_range) {
+    NEED_GPU(G);
+    GPTConfig cfg = {.n_layer = 2, .n_head = 2, .n_embd = 128, .vocab_size = 515,
+                     .n_positions = 128, .layer_norm_epsilon = 1e-5f};
+    enum { W = 3 };
+    int B = 2, T = 32, N = B * T;
+    Rng r;
+    rng_seed(&r, 31);
+    int *in = malloc(N * sizeof(int)), *tg = malloc(N * sizeof(int));
+    float *g = malloc(N * 4);
+    for (int i = 0; i < N; i++) {
+        in[i] = (int)rng_below(&r, cfg.vocab_size);
+        tg[i] = (int)rng_below(&r, cfg.vocab_size);
+        g[i] = -1.0f / N;
+    }
+    /* no clipping: one process has only its shard's part of the norm */
+    AdamWConfig ac = {0.9, 0.95, 1e-8, 0.1, 0.0};
+    GPT *ref = gpt_create(&cfg, G), *m[W];
+    cr_assert(ref, "%s", err_msg());
+    gpt_init_random(ref, 7);
+    Optimizer *oref = optim_create(ref, &ac), *o[W];
+    size_t n = gpt_flat_size(ref), ns = optim_state_size(oref), b[W], e[W];
+    for (int q = 0; q < W; q++) {
+        m[q] = gpt_create(&cfg, G);
+        gpt_init_random(m[q], 7);
+        o[q] = optim_create(m[q], &ac);
+        cr_assert_eq(optim_shard(o[q], q, W), 0, "%s", err_msg());
+        dist_shard_range(ns, q, W, &b[q], &e[q]);
+        cr_assert_eq(optim_state_bytes(o[q]), (e[q] - b[q]) * 4 * 3, "m, v, master of the shard");
+    }
+    float *before = malloc(n * 4), *pr = malloc(n * 4), *pq = malloc(n * 4);
+    for (int s = 0; s < 2; s++) {
+        gpt_copy_params_to_host(ref, before, n);
+        gpt_zero_grad(ref);
+        gpt_forward(ref, in, tg, B, T, NULL);
+        gpt_backward(ref, g);
+        optim_clip_grad_norm(oref);
+        optim_step(oref, 1e-3);
+        gpt_copy_params_to_host(ref, pr, n);
+        for (int q = 0; q < W; q++) {
+            gpt_zero_grad(m[q]);
+            gpt_forward(m[q], in, tg, B, T, NULL);
+            gpt_backward(m[q], g);
+            optim_clip_grad_norm(o[q]);
+            optim_step(o[q], 1e-3);
+            gpt_copy_params_to_host(m[q], pq, n);
+            for (int i = 0; i < gpt_num_tensors(ref); i++) {
+                const ParamInfo *p = gpt_tensor(ref, i);
+                for (size_t j = 0; j < p->numel; j++) {
+                    size_t k = p->grad_offset + j, x = p->offset + j;
+                    int mine = k >= b[q] && k < e[q];
+                    cr_assert(!memcmp(&pq[x], mine ? &pr[x] : &before[x], 4),
+                              "step %d, rank %d, %s[%zu]: %g, want %g (%s)", s + 1, q, p->name, j,
+                              pq[x], mine ? pr[x] : before[x],
+                              mine ? "its range" : "another rank's, untouched");
+                    pq[x] = pr[x]; /* what the owners' broadcast brings */
+                }
+            }
+            gpt_copy_params_to_device(m[q], pq, n);
+        }
+    }
+    float *mr = malloc(ns * 4), *vr = malloc(ns * 4), *wr = malloc(ns * 4);
+    optim_moments_to_host(oref, mr, vr);
+    optim_master_to_host(oref, wr);
+    for (int q = 0; q < W; q++) {
+        float *mm = calloc(ns, 4), *vm = calloc(ns, 4), *wm = calloc(ns, 4);
+        optim_moments_to_host(o[q], mm, vm);
+        optim_master_to_host(o[q], wm);
+        size_t len = (e[q] - b[q]) * 4;
+        cr_assert(!memcmp(mm + b[q], mr + b[q], len), "rank %d: m", q);
+        cr_assert(!memcmp(vm + b[q], vr + b[q], len), "rank %d: v", q);
+        cr_assert(!memcmp(wm + b[q], wr + b[q], len), "rank %d: master", q);
+        free(mm), free(vm), free(wm);
+        optim_free(o[q]);
+        gpt_free(m[q]);
+    }
+    optim_free(oref);
+    gpt_free(ref);
+    free(in), free(tg), free(g), free(before), free(pr), free(pq), free(mr), free(vr), free(wr);
 }
 
 /* LoRA on a Llama-family model (Qwen2: q/k/v biases; one kv head for two

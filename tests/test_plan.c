@@ -21,6 +21,7 @@
 #include "model/model_io.h"
 #include "tests/testutil_cli.h"
 #include "train/config.h"
+#include "train/dist.h"
 #include "train/optim.h"
 #include "train/plan.h"
 #include "train/trainer.h"
@@ -72,13 +73,12 @@ static void apply_finetune(GPT *m, const Config *c) {
 }
 
 /* Builds the run of c on the CPU under train.recompute `recompute` and checks
- * every part of the plan against the allocator; world > 1 shards the
- * optimizer as rank 0 of ZeRO-1. */
-static void check_recompute_against_allocator(const Config *c, int world, int recompute) {
+ * every part of the plan against the allocator; world > 1 shards as rank 0 of
+ * ZeRO-`shard` (1 or 2). */
+static void check_sharded_recompute(const Config *c, int world, int shard, int recompute) {
     PlanModel pm;
     cr_assert_eq(plan_model_init(&pm, c), 0, "%s", err_msg());
-    PlanChoice ch = {world > 1 ? PLAN_ZERO1 : PLAN_SHARD_NONE, recompute, c->data.batch_size,
-                     world};
+    PlanChoice ch = {world > 1 ? shard : PLAN_SHARD_NONE, recompute, c->data.batch_size, world};
     PlanBytes want = plan_memory(&pm, ch);
     int B = c->data.batch_size, T = c->data.seq_len;
 
@@ -111,10 +111,18 @@ static void check_recompute_against_allocator(const Config *c, int world, int re
     Optimizer *o = optim_create(m, &ac);
     cr_assert(o);
     if (world > 1) cr_assert_eq(optim_shard(o, 0, world), 0, "%s", err_msg());
+    /* ZeRO-2: the gradient shard comes with the optimizer, the rest with backward */
+    size_t gshard = 0;
+    if (world > 1 && shard == PLAN_ZERO2) {
+        cr_assert_eq(optim_shard_grads(o), 0, "%s", err_msg());
+        size_t b, e;
+        dist_shard_range(pm.n_grad, 0, world, &b, &e);
+        gshard = ((e - b) * sizeof(float) + 63) & ~(size_t)63;
+    }
     size_t after_optim = backend_cpu_bytes_live() - base;
-    cr_assert_eq(after_optim - want.params - rope, want.optim,
-                 "optimizer state: allocated %zu, planned %zu", after_optim - want.params - rope,
-                 want.optim);
+    cr_assert_eq(after_optim - want.params - rope - gshard, want.optim,
+                 "optimizer state: allocated %zu, planned %zu",
+                 after_optim - want.params - rope - gshard, want.optim);
     /* the shard is what optim.c keeps: m and v of rank 0's range */
     cr_assert_eq(optim_state_bytes(o) <= want.optim, 1);
     cr_assert(want.optim - optim_state_bytes(o) < 2 * 64, "optim_state_bytes %zu vs plan %zu",
@@ -138,8 +146,10 @@ static void check_recompute_against_allocator(const Config *c, int world, int re
         optim_step(o, 1e-3);
     }
     size_t after_bwd = backend_cpu_bytes_live() - base;
-    cr_assert_eq(after_bwd - after_fwd, want.grads, "gradients: allocated %zu, planned %zu",
-                 after_bwd - after_fwd, want.grads);
+    cr_assert_eq(after_bwd - after_fwd + gshard, want.grads,
+                 "gradients: allocated %zu, planned %zu", after_bwd - after_fwd + gshard,
+                 want.grads);
+    cr_assert_eq(optim_grad_bytes(o) <= want.grads, 1);
     cr_assert_eq(after_bwd, want.total, "recompute %s: total allocated %zu, planned %zu",
                  plan_recompute_name(recompute), after_bwd, want.total);
     cr_assert_eq(backend_cpu_bytes_peak() - base, want.total,
@@ -156,8 +166,12 @@ static void check_recompute_against_allocator(const Config *c, int world, int re
 }
 
 /* ... under every recomputation mode: none, attention, block */
+static void check_sharded(const Config *c, int world, int shard) {
+    for (int r = 0; r < PLAN_RECOMPUTE_COUNT; r++) check_sharded_recompute(c, world, shard, r);
+}
+
 static void check_against_allocator(const Config *c, int world) {
-    for (int r = 0; r < PLAN_RECOMPUTE_COUNT; r++) check_recompute_against_allocator(c, world, r);
+    check_sharded(c, world, PLAN_ZERO1);
 }
 
 Test(plan, gpt2_equals_cpu_allocator) {
@@ -195,6 +209,24 @@ Test(plan, zero1_shard_equals_optimizer) {
     check_against_allocator(&c, 3);
     small_llama(&c);
     check_against_allocator(&c, 4);
+}
+
+/* ZeRO-2: a rank holds its gradient shard, the global tensors' gradients
+ * and one block's, whatever trains: GPT-2 whole and partly frozen, Llama,
+ * Llama with LoRA (the adapters of a block are its unit), 2 to 4 ranks. */
+Test(plan, zero2_gradients_equal_cpu_allocator) {
+    Config c;
+    small_gpt2(&c);
+    check_sharded(&c, 2, PLAN_ZERO2);
+    check_sharded(&c, 3, PLAN_ZERO2);
+    snprintf(c.finetune.freeze, sizeof c.finetune.freeze, "wte.weight, h.0.*");
+    check_sharded(&c, 3, PLAN_ZERO2);
+    small_llama(&c);
+    check_sharded(&c, 4, PLAN_ZERO2);
+    c.finetune.lora_r = 4;
+    c.finetune.lora_dropout = 0.1;
+    snprintf(c.finetune.lora_targets, sizeof c.finetune.lora_targets, "q_proj,v_proj,down_proj");
+    check_sharded(&c, 2, PLAN_ZERO2);
 }
 
 /* ZeRO-1 keeps m and v of this rank's range of the gradient layout, so the

@@ -87,7 +87,8 @@ typedef struct {
         char lora_targets[CFG_STR];  /* comma-separated module names (c_attn, c_proj, c_fc, ...) */
     } finetune;
     struct {                         /* data parallel */
-        int zero1;                   /* shard optimizer state across ranks */
+        int zero;                    /* sharding: 0 none, 1 optimizer state, 2 + gradients */
+        int zero1;                   /* the older switch: true is zero 1 (config_dist_zero) */
         int bucket_mb;               /* gradient all-reduce bucket size */
         double timeout_s;            /* longest wait at a collective; 0 = forever (train/dist.h) */
     } dist;
@@ -158,6 +159,9 @@ int config_set(Config *c, const char *assignment);
  * (objective_check_config, train/objectives/objective.h). -1 with error set
  * on failure. */
 int config_validate(const Config *c);
+/* The ZeRO stage a run asks for: dist.zero, or 1 when only the older
+ * dist.zero1 is set (configs and checkpoints written before dist.zero). */
+int config_dist_zero(const Config *c);
 /* The model section as the GPTConfig of a fresh model (model.init unset):
  * the family's fixed options filled in (qwen2's q/k/v biases, qwen3's q/k
  * norms), options the family does not have refused naming the key. -1 with

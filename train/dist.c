@@ -671,6 +671,65 @@ static void mpi_all_gather_f32(float *buf, size_t n) {
     rounds_free(&r);
 }
 
+/* The part [*o, *o + len) of [lo, hi) inside [b, e); len 0 when none. */
+static size_t clip_range(size_t lo, size_t hi, size_t b, size_t e, size_t *o) {
+    size_t a = lo > b ? lo : b, z = hi < e ? hi : e;
+    *o = a;
+    return z > a ? z - a : 0;
+}
+
+/* Rank q's piece of [lo, hi) is the part inside its shard; the pieces are in
+ * rank order, so each rank sends straight out of src. Round k moves at most
+ * R elements of each piece. */
+static void mpi_reduce_scatter_add_f32(const float *src, size_t lo, size_t hi, size_t n,
+                                       float *shard) {
+    Rounds r = rounds_make(n);
+    const int W = r.W, me = g_world.rank;
+    size_t R = g_round_elems / (size_t)W;
+    if (R < 1) R = 1;
+    if (R > (size_t)INT_MAX / (size_t)W) R = (size_t)INT_MAX / (size_t)W;
+    size_t *po = xmalloc((size_t)W * sizeof(size_t)), *pl = xmalloc((size_t)W * sizeof(size_t));
+    size_t longest = 0;
+    for (int q = 0; q < W; q++) {
+        pl[q] = clip_range(lo, hi, r.begin[q], r.end[q], &po[q]);
+        if (pl[q] > longest) longest = pl[q];
+    }
+    size_t mine = pl[me] < R ? pl[me] : R;
+    float *recv = xmalloc((size_t)W * (mine ? mine : 1) * sizeof(float));
+    int *sdispls = xmalloc((size_t)W * sizeof(int)), *rcounts = xmalloc((size_t)W * sizeof(int));
+    float *send_base = (float *)src; /* MPI's send buffer is not const in older headers */
+    size_t n_rounds = (longest + R - 1) / R;
+    for (size_t k = 0; k < n_rounds; k++) {
+        size_t my_len = pl[me] > k * R ? (pl[me] - k * R < R ? pl[me] - k * R : R) : 0;
+        for (int q = 0; q < W; q++) {
+            size_t len = pl[q] > k * R ? (pl[q] - k * R < R ? pl[q] - k * R : R) : 0;
+            r.counts[q] = (int)len;
+            /* offsets into src stay below INT_MAX: src is one unit, under 2^31 floats */
+            sdispls[q] = len ? (int)(po[q] + k * R - lo) : 0;
+            rcounts[q] = (int)my_len;
+            r.displs[q] = (int)((size_t)q * (mine ? mine : 1));
+        }
+        MPI_Request req;
+        mpi_check(MPI_Ialltoallv(send_base, r.counts, sdispls, MPI_FLOAT, recv, rcounts, r.displs,
+                                 MPI_FLOAT, MPI_COMM_WORLD, &req),
+                  "MPI_Ialltoallv", "dist_reduce_scatter_add_f32");
+        mpi_finish(&req, "MPI_Ialltoallv", "dist_reduce_scatter_add_f32");
+        /* the owner sums in rank order, as mpi_reduce_scatter_f32, then adds */
+        float *dst = shard + (po[me] + k * R - r.begin[me]);
+        for (size_t i = 0; i < my_len; i++) {
+            float s = recv[i];
+            for (int q = 1; q < W; q++) s += recv[(size_t)q * mine + i];
+            dst[i] += s;
+        }
+    }
+    free(po);
+    free(pl);
+    free(recv);
+    free(sdispls);
+    free(rcounts);
+    rounds_free(&r);
+}
+
 /* Which transport the host collectives use right now. */
 enum { VIA_NONE, VIA_MPI, VIA_NCCL };
 static int host_via(void) {
@@ -692,6 +751,31 @@ void dist_reduce_scatter_f32(float *buf, size_t n, DistOp op) {
     case VIA_NCCL: dist_nccl_host_allreduce(buf, n, DIST_HOST_F32, op); break;
 #endif
     default: break;
+    }
+}
+
+void dist_reduce_scatter_add_f32(const float *src, size_t lo, size_t hi, size_t n, float *shard) {
+    switch (host_via()) {
+    case VIA_MPI:
+        mpi_arrive("dist_reduce_scatter_add_f32");
+        mpi_reduce_scatter_add_f32(src, lo, hi, n, shard);
+        break;
+#ifdef RETORT_CUDA
+    case VIA_NCCL: { /* the summed range, then this rank's part of it */
+        float *tmp = xmalloc((hi > lo ? hi - lo : 1) * sizeof(float));
+        memcpy(tmp, src, (hi - lo) * sizeof(float));
+        dist_nccl_host_allreduce(tmp, hi - lo, DIST_HOST_F32, DIST_SUM);
+        size_t b, e, o;
+        dist_shard_range(n, g_world.rank, g_world.world, &b, &e);
+        size_t len = clip_range(lo, hi, b, e, &o);
+        for (size_t i = 0; i < len; i++) shard[o - b + i] += tmp[o - lo + i];
+        free(tmp);
+        break;
+    }
+#endif
+    default:
+        for (size_t i = lo; i < hi; i++) shard[i] += src[i - lo];
+        break;
     }
 }
 
@@ -821,6 +905,20 @@ void dist_allreduce_bucket_async(void *dev_ptr, size_t n, DistDtype dtype, DistO
     (void)dev_ptr, (void)n, (void)dtype, (void)op;
     fprintf(stderr, "retort: rank %d: dist_allreduce_bucket_async needs dist_init(1) on a CUDA "
             "build\n", g_world.rank);
+    dist_abort(1);
+}
+
+void dist_broadcast_pieces(const DistPiece *pieces, int n) {
+    if (g_world.world == 1) return;
+#ifdef RETORT_CUDA
+    if (g_nccl_active) {
+        dist_nccl_broadcast_pieces(pieces, n);
+        return;
+    }
+#endif
+    (void)pieces, (void)n;
+    fprintf(stderr, "retort: rank %d: dist_broadcast_pieces needs dist_init(1) on a CUDA build\n",
+            g_world.rank);
     dist_abort(1);
 }
 

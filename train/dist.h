@@ -129,6 +129,13 @@ void dist_allreduce_f32(float *buf, size_t n, DistOp op);
 /* ZeRO-1: afterwards buf[begin, end) of dist_shard_range(n, rank, world) holds
  * the reduced values of this rank's shard; the rest of buf is unspecified. */
 void dist_reduce_scatter_f32(float *buf, size_t n, DistOp op);
+/* ZeRO-2: src holds this rank's elements [lo, hi) of an n-element layout
+ * (src[0] is element lo). Each rank receives, for the part of [lo, hi) inside
+ * its shard [b, e) (dist_shard_range(n, rank, world)), the sum over ranks in
+ * rank order 0..W-1 (the bits dist_reduce_scatter_f32 gives) and ADDS it into
+ * shard[x - b]. With one process, shard[x] += src[x - lo]. Temporary memory
+ * is bounded by the round size (dist_set_round_elems). */
+void dist_reduce_scatter_add_f32(const float *src, size_t lo, size_t hi, size_t n, float *shard);
 /* ZeRO-1: each rank's shard of buf is valid on entry; on return all of buf is,
  * on every rank. */
 void dist_all_gather_f32(float *buf, size_t n);
@@ -156,6 +163,19 @@ void dist_allreduce_bucket_async(void *dev_ptr, size_t n, DistDtype dtype, DistO
  * for them too. An NCCL error, or no progress for RETORT_NCCL_TIMEOUT_S
  * seconds (default 600), aborts the communicator and the job, naming the rank. */
 void dist_wait(void);
+
+/* ZeRO-1 on GPUs: every rank's pieces of device memory to every rank. Piece
+ * k (bytes at dev_ptr, in each rank's own buffer) holds what rank owner
+ * computed; every rank passes the same list. One NCCL group of broadcasts
+ * on the communication stream, after the work queued so far on the compute
+ * stream; returns once the compute stream waits for them (as dist_wait).
+ * With one process it does nothing. */
+typedef struct {
+    void *dev_ptr;
+    size_t bytes;
+    int owner;
+} DistPiece;
+void dist_broadcast_pieces(const DistPiece *pieces, int n);
 
 /* ---- building blocks, exposed for tests ---- */
 

@@ -170,6 +170,21 @@ extern "C" void dist_nccl_wait(void) {
     g_pending = 0;
 }
 
+/* Grouped broadcasts, each rooted at its piece's owner: NCCL runs them
+ * together, as one all-gather of unequal, scattered pieces. */
+extern "C" void dist_nccl_broadcast_pieces(const DistPiece *pieces, int n) {
+    DCUDA(cudaEventRecord(g_ready, retort_stream));
+    DCUDA(cudaStreamWaitEvent(g_stream, g_ready, 0));
+    DNCCL(ncclGroupStart());
+    for (int k = 0; k < n; k++)
+        if (pieces[k].bytes)
+            DNCCL(ncclBroadcast(pieces[k].dev_ptr, pieces[k].dev_ptr, pieces[k].bytes, ncclUint8,
+                                pieces[k].owner, g_comm, g_stream));
+    DNCCL(ncclGroupEnd());
+    g_pending = 1;
+    dist_nccl_wait();
+}
+
 /* ---- host collectives staged through g_scratch ---- */
 
 static void *scratch(void) {

@@ -11,7 +11,20 @@
  * all-reducing them; the global norm is the sum over shards; each rank
  * updates the parameters of its shard and the updated parameters are
  * all-gathered. The state moves to and from checkpoints whole (gathered), so
- * a checkpoint does not depend on how many ranks wrote it. CPU backend. */
+ * a checkpoint does not depend on how many ranks wrote it. On the CPU the
+ * trainer reduce-scatters the gradients and the parameters are all-gathered
+ * through the host; on a device (CUDA, bf16 parameters) the fp32 master
+ * weights are sharded too, the gradients stay all-reduced whole (NCCL), and
+ * each rank's updated parameter pieces are broadcast from their owners
+ * (dist_broadcast_pieces): compiled, not yet run on a GPU.
+ *
+ * ZeRO-2 (optim_shard_grads) adds the gradients to the shard: the rank keeps
+ * a persistent fp32 gradient shard [begin, end) and the model keeps the
+ * global tensors' gradients plus one block's (model.h gpt_set_grads_ready).
+ * The model's hook hands over each block's gradient as soon as backward has
+ * finished it, and grads_ready reduce-scatters it into the shard (adding, so
+ * data.grad_accum and the several backwards of DPO accumulate there).
+ * Clipping and AdamW then read the shard; the rest is ZeRO-1's. */
 #include "train/optim.h"
 
 #include <math.h>
@@ -34,6 +47,8 @@ struct Optimizer {
     int step;
     int sharded;    /* ZeRO-1: m and v hold [sh_begin, sh_end) of the layout */
     size_t sh_begin, sh_end;
+    int rank, world; /* this rank and the ranks of the sharding */
+    float *gshard;  /* ZeRO-2: the reduced gradient of [sh_begin, sh_end), else NULL */
 };
 
 /* The part of tensor p's gradient range [go, go+numel) inside [b, e):
@@ -116,7 +131,11 @@ void optim_sync_master(Optimizer *o) {
         if (p->trainable)
             memcpy(packed + p->grad_offset, host + p->offset, p->numel * sizeof(float));
     }
-    o->be->to_device(o->master, packed, o->n_state * sizeof(float));
+    if (o->sharded) /* ZeRO-1: this rank's range only */
+        o->be->to_device(o->master, packed + o->sh_begin,
+                         (o->sh_end - o->sh_begin) * sizeof(float));
+    else
+        o->be->to_device(o->master, packed, o->n_state * sizeof(float));
     free(packed);
     free(host);
 }
@@ -151,6 +170,10 @@ void optim_free(Optimizer *o) {
     if (o->m) o->be->release(o->m);
     if (o->v) o->be->release(o->v);
     if (o->master) o->be->release(o->master);
+    if (o->gshard) {
+        gpt_set_grads_ready(o->model, NULL, NULL);
+        o->be->release(o->gshard);
+    }
     free(o);
 }
 
@@ -163,24 +186,24 @@ void optim_set_step_count(Optimizer *o, int step) { o->step = step; }
  * instead of one per tensor. */
 double optim_clip_grad_norm(Optimizer *o) {
     check_layout(o);
-    float *g = gpt_grads(o->model);
+    size_t len = o->sh_end - o->sh_begin;
+    float *g = o->gshard ? o->gshard : gpt_grads(o->model);
     double ss;
-    if (o->sharded) /* this rank's shard of the reduced gradient, then over ranks */
-        ss = dist_sum_f64(o->be->sum_squares(g + o->sh_begin, o->sh_end - o->sh_begin));
+    if (o->gshard) /* ZeRO-2: the shard is all there is */
+        ss = dist_sum_f64(o->be->sum_squares(g, len));
+    else if (o->sharded) /* this rank's shard of the reduced gradient, then over ranks */
+        ss = dist_sum_f64(o->be->sum_squares(g + o->sh_begin, len));
     else
         ss = o->be->sum_squares(g, o->n_state);
     double norm = sqrt(ss);
     if (o->cfg.grad_clip > 0 && o->n_state > 0) {
         double coef = o->cfg.grad_clip / (norm + 1e-6);
-        if (coef < 1.0) o->be->scale_inplace(gpt_grads(o->model), (float)coef, o->n_state);
+        if (coef < 1.0) o->be->scale_inplace(g, (float)coef, o->gshard ? len : o->n_state);
     }
     return norm;
 }
 
 int optim_shard(Optimizer *o, int rank, int world) {
-    if (o->master || o->be->act_size != sizeof(float))
-        return err_set("dist.zero1 runs on the CPU backend only for now (the optimizer state "
-                       "of a lower-precision backend is not sharded yet)");
     size_t b, e;
     dist_shard_range(o->n_state, rank, world, &b, &e);
     size_t bytes = (e > b ? e - b : 1) * sizeof(float);
@@ -188,17 +211,74 @@ int optim_shard(Optimizer *o, int rank, int world) {
     o->be->release(o->v);
     o->m = o->be->alloc(bytes);
     o->v = o->be->alloc(bytes);
+    int had_master = o->master != NULL;
+    if (had_master) { /* lower-precision parameters: the fp32 master weights too */
+        o->be->release(o->master);
+        o->master = o->be->alloc(bytes);
+    }
+    if (!o->m || !o->v || (had_master && !o->master)) return -1;
+    o->be->zero(o->m, bytes);
+    o->be->zero(o->v, bytes);
     o->sharded = 1;
     o->sh_begin = b;
     o->sh_end = e;
+    o->rank = rank;
+    o->world = world;
+    optim_sync_master(o);
     return 0;
+}
+
+/* The model's hook (gpt_set_grads_ready): unit's gradient of one backward,
+ * summed over ranks, added into each rank's shard. */
+static void grads_ready(void *ctx, GPT *m, int unit) {
+    Optimizer *o = ctx;
+    const GptGradRun *runs;
+    int n = gpt_grad_unit_runs(m, unit, &runs);
+    const float *data = gpt_grad_unit_data(m, unit);
+    for (int k = 0; k < n; k++) {
+        const GptGradRun *r = &runs[k];
+        if (dist_size() == o->world) {
+            dist_reduce_scatter_add_f32(data + r->at, r->lo, r->hi, o->n_state, o->gshard);
+            continue;
+        }
+        /* one process standing for one rank of o->world (tests of the memory):
+         * the shard gets this process's own share, as if the others' were zero */
+        size_t lo = r->lo > o->sh_begin ? r->lo : o->sh_begin;
+        size_t hi = r->hi < o->sh_end ? r->hi : o->sh_end;
+        for (size_t x = lo; x < hi; x++) o->gshard[x - o->sh_begin] += data[r->at + x - r->lo];
+    }
+}
+
+int optim_shard_grads(Optimizer *o) {
+    if (!o->sharded) return err_set("dist.zero 2 shards the gradients of a sharded optimizer; "
+                                    "call optim_shard first");
+    if (strcmp(o->be->name, "cpu") != 0)
+        return err_set("dist.zero 2 runs on the CPU backend only for now (train.device cpu); the "
+                       "%s backend's gradients are not sharded yet", o->be->name);
+    size_t len = o->sh_end - o->sh_begin;
+    o->gshard = o->be->alloc((len > 0 ? len : 1) * sizeof(float));
+    if (!o->gshard) return -1;
+    o->be->zero(o->gshard, (len > 0 ? len : 1) * sizeof(float));
+    gpt_set_grads_ready(o->model, grads_ready, o);
+    return 0;
+}
+
+int optim_grads_sharded(const Optimizer *o) { return o->gshard != NULL; }
+
+void optim_zero_grad(Optimizer *o) {
+    gpt_zero_grad(o->model);
+    if (o->gshard) {
+        size_t len = o->sh_end - o->sh_begin;
+        o->be->zero(o->gshard, (len > 0 ? len : 1) * sizeof(float));
+    }
 }
 
 /* ZeRO-1 step: AdamW on this rank's shard, then every rank's updated
  * parameters to every rank. */
 static void sharded_step(Optimizer *o, double lr) {
     size_t b = o->sh_begin, e = o->sh_end, off;
-    float *grads = gpt_grads(o->model);
+    /* grads[k - b] is layout element k of this rank's shard */
+    float *grads = o->gshard ? o->gshard : gpt_grads(o->model) + b;
     float *packed = xcalloc(o->n_state ? o->n_state : 1, sizeof(float)); /* gradient layout */
     for (int i = 0; i < gpt_num_tensors(o->model); i++) {
         const ParamInfo *p = gpt_tensor(o->model, i);
@@ -207,7 +287,7 @@ static void sharded_step(Optimizer *o, double lr) {
         if (n == 0) continue;
         double wd = p->decay ? o->cfg.weight_decay : 0.0;
         size_t k = p->grad_offset + off; /* in the layout */
-        o->be->adamw_update(param_at(o, p) + off, NULL, grads + k, o->m + (k - b),
+        o->be->adamw_update(param_at(o, p) + off, NULL, grads + (k - b), o->m + (k - b),
                             o->v + (k - b), n, lr, o->cfg.beta1, o->cfg.beta2, o->cfg.eps, wd,
                             o->step);
         memcpy(packed + k, param_at(o, p) + off, n * sizeof(float));
@@ -221,9 +301,50 @@ static void sharded_step(Optimizer *o, double lr) {
     free(packed);
 }
 
+/* ZeRO-1 on a device backend (CUDA): the gradients were all-reduced whole
+ * (trainer.c reduce_gradients), so each rank runs AdamW on its range with
+ * its shard of m, v and the fp32 master weights, writing the parameters of
+ * that range in the compute type; then each piece goes from its owner to
+ * every rank (dist_broadcast_pieces), one per tensor and owner. */
+static void sharded_step_device(Optimizer *o, double lr) {
+    size_t b = o->sh_begin, off, X = o->be->act_size;
+    float *grads = gpt_grads(o->model);
+    int W = o->world, n_pieces = 0, cap = gpt_num_tensors(o->model) + W;
+    DistPiece *pieces = xmalloc((size_t)cap * sizeof(DistPiece));
+    for (int i = 0; i < gpt_num_tensors(o->model); i++) {
+        const ParamInfo *p = gpt_tensor(o->model, i);
+        if (!p->trainable) continue;
+        for (int q = 0; q < W; q++) { /* the owners of this tensor's pieces */
+            size_t qb, qe;
+            dist_shard_range(o->n_state, q, W, &qb, &qe);
+            size_t n = overlap(p, qb, qe, &off);
+            if (n == 0) continue;
+            float *param = (float *)((char *)param_at(o, p) + off * X);
+            if (q == o->rank) {
+                double wd = p->decay ? o->cfg.weight_decay : 0.0;
+                size_t k = p->grad_offset + off;
+                o->be->adamw_update(param, o->master + (k - b), grads + k, o->m + (k - b),
+                                    o->v + (k - b), n, lr, o->cfg.beta1, o->cfg.beta2,
+                                    o->cfg.eps, wd, o->step);
+            }
+            if (n_pieces == cap) {
+                cap *= 2;
+                pieces = xrealloc(pieces, (size_t)cap * sizeof(DistPiece));
+            }
+            pieces[n_pieces++] = (DistPiece){param, n * X, q};
+        }
+    }
+    if (dist_size() == W) dist_broadcast_pieces(pieces, n_pieces);
+    free(pieces);
+}
+
 void optim_step(Optimizer *o, double lr) {
     check_layout(o);
     o->step++;
+    if (o->sharded && strcmp(o->be->name, "cpu") != 0) {
+        sharded_step_device(o, lr);
+        return;
+    }
     if (o->sharded) {
         sharded_step(o, lr);
         return;
@@ -246,7 +367,9 @@ void optim_step(Optimizer *o, double lr) {
  * one sum_squares at checkpoint time, and on a bad step, costs nothing per step. */
 int optim_params_finite(Optimizer *o) {
     double ss;
-    if (o->master) ss = o->be->sum_squares(o->master, o->n_state);
+    if (o->master && o->sharded) /* this rank's updates; dist_any combines the ranks */
+        ss = o->be->sum_squares(o->master, o->sh_end - o->sh_begin);
+    else if (o->master) ss = o->be->sum_squares(o->master, o->n_state);
     else ss = o->be->sum_squares(gpt_params(o->model), gpt_flat_size(o->model)); /* fp32 */
     return isfinite(ss);
 }
@@ -272,10 +395,17 @@ const char *optim_first_nonfinite_param(Optimizer *o) {
 
 const char *optim_first_nonfinite_grad(Optimizer *o) {
     check_layout(o);
-    /* ZeRO-1: only this rank's shard is reduced; gather the others' */
-    if (o->sharded) dist_all_gather_f32(gpt_grads(o->model), o->n_state);
-    float *host = xmalloc((o->n_state ? o->n_state : 1) * sizeof(float));
-    o->be->to_host(host, gpt_grads(o->model), o->n_state * sizeof(float));
+    float *host = xcalloc(o->n_state ? o->n_state : 1, sizeof(float));
+    if (o->gshard) { /* ZeRO-2: the shards, gathered on the host */
+        memcpy(host + o->sh_begin, o->gshard, (o->sh_end - o->sh_begin) * sizeof(float));
+        dist_all_gather_f32(host, o->n_state);
+    } else {
+        /* ZeRO-1 on the CPU: only this rank's shard is reduced; gather the
+         * others' (on a device the all-reduce gave every rank all of it) */
+        if (o->sharded && !strcmp(o->be->name, "cpu"))
+            dist_all_gather_f32(gpt_grads(o->model), o->n_state);
+        o->be->to_host(host, gpt_grads(o->model), o->n_state * sizeof(float));
+    }
     const char *name = NULL;
     for (int i = 0; i < gpt_num_tensors(o->model) && !name; i++) {
         const ParamInfo *p = gpt_tensor(o->model, i);
@@ -283,6 +413,19 @@ const char *optim_first_nonfinite_grad(Optimizer *o) {
     }
     free(host);
     return name;
+}
+
+void optim_grads_to_host(Optimizer *o, float *host) {
+    check_layout(o);
+    if (o->gshard) {
+        memset(host, 0, o->n_state * sizeof(float));
+        o->be->to_host(host + o->sh_begin, o->gshard, (o->sh_end - o->sh_begin) * sizeof(float));
+        if (dist_size() == o->world) dist_all_gather_f32(host, o->n_state);
+        return;
+    }
+    o->be->to_host(host, gpt_grads(o->model), o->n_state * sizeof(float));
+    if (o->sharded && !strcmp(o->be->name, "cpu") && dist_size() == o->world)
+        dist_all_gather_f32(host, o->n_state);
 }
 
 size_t optim_state_size(const Optimizer *o) { return o->n_state; }
@@ -293,16 +436,23 @@ size_t optim_state_bytes(const Optimizer *o) {
 }
 
 size_t optim_train_state_bytes(const Optimizer *o) {
-    return optim_state_bytes(o) + gpt_grad_bytes(o->model);
+    return optim_state_bytes(o) + optim_grad_bytes(o);
+}
+
+size_t optim_grad_bytes(const Optimizer *o) {
+    size_t shard = o->gshard ? (o->sh_end - o->sh_begin) * sizeof(float) : 0;
+    return shard + gpt_grad_bytes(o->model);
 }
 
 void optim_moments_to_host(Optimizer *o, float *m_host, float *v_host) {
     if (o->sharded) { /* collective: every rank calls, every rank gets the whole state */
         size_t b = o->sh_begin, n = o->sh_end - o->sh_begin;
-        memcpy(m_host + b, o->m, n * sizeof(float));
-        memcpy(v_host + b, o->v, n * sizeof(float));
-        dist_all_gather_f32(m_host, o->n_state);
-        dist_all_gather_f32(v_host, o->n_state);
+        o->be->to_host(m_host + b, o->m, n * sizeof(float));
+        o->be->to_host(v_host + b, o->v, n * sizeof(float));
+        if (dist_size() == o->world) {
+            dist_all_gather_f32(m_host, o->n_state);
+            dist_all_gather_f32(v_host, o->n_state);
+        }
         return;
     }
     size_t bytes = o->n_state * sizeof(float);
@@ -313,8 +463,8 @@ void optim_moments_to_host(Optimizer *o, float *m_host, float *v_host) {
 void optim_moments_to_device(Optimizer *o, const float *m_host, const float *v_host) {
     if (o->sharded) { /* keep this rank's shard of the whole state */
         size_t b = o->sh_begin, n = o->sh_end - o->sh_begin;
-        memcpy(o->m, m_host + b, n * sizeof(float));
-        memcpy(o->v, v_host + b, n * sizeof(float));
+        o->be->to_device(o->m, m_host + b, n * sizeof(float));
+        o->be->to_device(o->v, v_host + b, n * sizeof(float));
         return;
     }
     size_t bytes = o->n_state * sizeof(float);
@@ -327,9 +477,22 @@ int optim_is_sharded(const Optimizer *o) { return o->sharded; }
 int optim_has_master(const Optimizer *o) { return o->master != NULL; }
 
 void optim_master_to_host(Optimizer *o, float *host) {
-    if (o->master) o->be->to_host(host, o->master, o->n_state * sizeof(float));
+    if (!o->master) return;
+    if (o->sharded) { /* collective, as optim_moments_to_host */
+        size_t b = o->sh_begin, n = o->sh_end - o->sh_begin;
+        o->be->to_host(host + b, o->master, n * sizeof(float));
+        if (dist_size() == o->world) dist_all_gather_f32(host, o->n_state);
+        return;
+    }
+    o->be->to_host(host, o->master, o->n_state * sizeof(float));
 }
 
 void optim_master_to_device(Optimizer *o, const float *host) {
-    if (o->master) o->be->to_device(o->master, host, o->n_state * sizeof(float));
+    if (!o->master) return;
+    if (o->sharded) {
+        size_t b = o->sh_begin, n = o->sh_end - o->sh_begin;
+        o->be->to_device(o->master, host + b, n * sizeof(float));
+        return;
+    }
+    o->be->to_device(o->master, host, o->n_state * sizeof(float));
 }

@@ -88,15 +88,41 @@ const char *optim_first_nonfinite_grad(Optimizer *o);
  * weights into the model); a no-op when the parameters are fp32. */
 void optim_sync_master(Optimizer *o);
 
-/* ZeRO-1: keep m and v for this rank's shard only (train/dist.h). Call right
- * after optim_create, on every rank. The trainer then reduce-scatters the
- * gradients (dist_reduce_scatter_f32) instead of all-reducing them;
- * optim_clip_grad_norm and optim_step work on the shard and all-gather the
- * parameters; optim_moments_to_host gathers the whole state (a collective:
- * every rank calls it) and optim_moments_to_device keeps the shard. CPU only:
- * -1 with the error set on a lower-precision backend. */
+/* ZeRO-1: keep m and v (and the fp32 master weights on a lower-precision
+ * backend) for this rank's shard only (train/dist.h). Call right after
+ * optim_create, on every rank. On the CPU the trainer then reduce-scatters
+ * the gradients (dist_reduce_scatter_f32) instead of all-reducing them and
+ * optim_step all-gathers the parameters through the host; on a device the
+ * gradients stay all-reduced and optim_step broadcasts each rank's updated
+ * parameter pieces (dist_broadcast_pieces, NCCL; not yet run on a GPU).
+ * optim_clip_grad_norm works on the shard; optim_moments_to_host and
+ * optim_master_to_host gather the whole state (a collective: every rank
+ * calls it) and the _to_device ones keep the shard. One process standing
+ * for a rank of a larger world (tests) does no collective at all. 0, or -1
+ * with the error set when the shard cannot be allocated. */
 int optim_shard(Optimizer *o, int rank, int world);
 int optim_is_sharded(const Optimizer *o);
+
+/* ZeRO-2, after optim_shard on every rank: the gradients are sharded too. The
+ * optimizer keeps this rank's shard of the reduced fp32 gradient and hooks
+ * the model (gpt_set_grads_ready), which then holds only the global tensors'
+ * gradients and one block's: each block's gradient is reduce-scattered into
+ * the shard (dist_reduce_scatter_add_f32) during backward, as soon as it is
+ * complete, so the trainer neither all-reduces nor reduce-scatters after
+ * backward. Every backward is a collective then (every rank runs the same
+ * number). optim_zero_grad zeroes the shard with the model's gradients.
+ * CPU backend only: -1 with the error set elsewhere. */
+int optim_shard_grads(Optimizer *o);
+int optim_grads_sharded(const Optimizer *o);
+/* gpt_zero_grad, and the ZeRO-2 gradient shard. */
+void optim_zero_grad(Optimizer *o);
+/* The reduced gradients (optim_state_size floats, the gradient layout) on the
+ * host, after the step's backward (and the trainer's reduction): under
+ * ZeRO-1/2 the ranks' shards all-gathered, a collective (one process
+ * standing for one rank, as tests do, gets its own shard and zeros). */
+void optim_grads_to_host(Optimizer *o, float *host);
+/* Bytes of gradients on this rank: the model's storage plus the ZeRO-2 shard. */
+size_t optim_grad_bytes(const Optimizer *o);
 
 /* Floats in each state buffer (m, v, master): gpt_grad_size at creation. */
 size_t optim_state_size(const Optimizer *o);

@@ -443,6 +443,25 @@ static size_t largest_unit(const PlanModel *pm, int trainable_only) {
     return best > global ? best : global;
 }
 
+/* ZeRO-2's gradient storage besides the shard (model/model_grad_units.c):
+ * the global tensors' trainable gradients, held for the whole backward, and
+ * one window of the largest block's trainable gradients (each 16 floats when
+ * empty, as the model allocates them). */
+static void grad_units(const PlanModel *pm, size_t *global, size_t *window) {
+    size_t *per = xcalloc((size_t)pm->g.n_layer, sizeof(size_t));
+    *global = *window = 0;
+    for (int i = 0; i < pm->n_tensors; i++) {
+        const PlanTensor *t = &pm->tensors[i];
+        if (!t->trainable) continue;
+        if (t->layer < 0) *global += t->alloc;
+        else per[t->layer] += t->alloc;
+    }
+    for (int l = 0; l < pm->g.n_layer; l++) *window = per[l] > *window ? per[l] : *window;
+    free(per);
+    if (*global == 0) *global = 16;
+    if (*window == 0) *window = 16;
+}
+
 /* elements of the largest shard of n over world ranks (dist_shard_range) */
 static size_t shard_of(size_t n, int world) {
     size_t b, e;
@@ -465,9 +484,13 @@ PlanBytes plan_memory(const PlanModel *pm, PlanChoice ch) {
         b.params = backend_block(pm->n_alloc * pm->act_size);
     /* gradients: fp32 over the trainable layout (16 floats when nothing trains) */
     size_t n_grad = pm->n_grad > 0 ? pm->n_grad : 16;
-    if (shard >= PLAN_ZERO2)
-        b.grads = backend_block(shard_of(pm->n_grad, world) * sizeof(float)) +
-                  backend_block(largest_unit(pm, 1) * sizeof(float));
+    if (shard >= PLAN_ZERO2) { /* the shard, the global tensors', one block's in flight */
+        size_t global, window;
+        grad_units(pm, &global, &window);
+        size_t sh = shard_of(pm->n_grad, world);
+        b.grads = backend_block((sh > 0 ? sh : 1) * sizeof(float)) +
+                  backend_block(global * sizeof(float)) + backend_block(window * sizeof(float));
+    }
     else
         b.grads = backend_block(n_grad * sizeof(float));
     /* AdamW m and v (and master on a bf16 backend); sharded from ZeRO-1 on */
@@ -736,10 +759,11 @@ int plan_check_fits(const PlanModel *pm, PlanChoice ch, size_t available, const 
             break;
         }
     }
-    if (ch.world > 1 && ch.shard == PLAN_SHARD_NONE)
-        n += snprintf(advice + n, sizeof advice - n, "; dist.zero1 shards the optimizer state (%s "
-                      "per rank)", human(plan_memory(pm, (PlanChoice){PLAN_ZERO1, ch.recompute,
-                                                                     ch.micro_batch, ch.world}).total));
+    for (int z = ch.shard + 1; ch.world > 1 && z <= PLAN_ZERO2; z++) /* the stages that run */
+        n += snprintf(advice + n, sizeof advice - n, "; dist.zero %d shards the %s (%s per rank)", z,
+                      z == PLAN_ZERO1 ? "optimizer state" : "optimizer state and gradients",
+                      human(plan_memory(pm, (PlanChoice){z, ch.recompute, ch.micro_batch,
+                                                         ch.world}).total));
     snprintf(advice + n, sizeof advice - n, "; more ranks with sharding, a smaller data.seq_len, or "
              "LoRA (finetune.lora_r) also shrink it; `retort plan -c CONFIG` prints every choice");
     return err_set("this run needs %s (%zu bytes) per rank but %s is %s (%zu bytes): %s (%d %s per "

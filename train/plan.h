@@ -11,9 +11,11 @@
  * (backend_cpu_bytes_live, model/backend.h).
  *
  * What is exact and what is a model of the memory:
- *   exact (tested against the CPU allocator, byte for byte): no sharding and
- *     ZeRO-1 on the CPU, under every train.recompute mode (none, attention,
- *     block): the flat parameter buffer (every tensor 16-element aligned, the
+ *   exact (tested against the CPU allocator, byte for byte): no sharding,
+ *     ZeRO-1 and ZeRO-2 on the CPU (ZeRO-2's gradients: this rank's shard,
+ *     the global tensors' gradients and one window of the largest block's,
+ *     model/model_grad_units.c), under every train.recompute mode (none,
+ *     attention, block): the flat parameter buffer (every tensor 16-element aligned, the
  *     vocabulary padded), the fp32 gradient buffer and AdamW's m and v over
  *     the trainable tensors (frozen tensors and LoRA's base have none), the
  *     activations as model/model.c lays them out (gpt_activation_bytes: the
@@ -24,9 +26,9 @@
  *   the same formula with the CUDA dtypes (parameters and activations bf16;
  *     gradients, master weights and moments fp32; side buffers fp32): what
  *     model/backend_cuda.cu allocates, not run here;
- *   a model (no code runs it yet): ZeRO-1 on CUDA (m, v and master sharded),
- *     ZeRO-2 (gradients sharded, plus one block's full gradient in flight for
- *     the reduce-scatter), ZeRO-3 (parameters sharded, plus two blocks'
+ *   a model (no code runs it yet, or not here): ZeRO-1 on CUDA (m, v and
+ *     master sharded; written, never run on a GPU), ZeRO-2 on CUDA (refused
+ *     today), ZeRO-3 (parameters sharded, plus two blocks'
  *     gathered parameters: the one computing and the next being gathered).
  *     CUDA's runtime (context, cuBLAS workspace) is a stated allowance,
  *     PLAN_CUDA_RUNTIME.

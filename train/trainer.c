@@ -684,7 +684,7 @@ static int check_memory(Trainer *t) {
         plan_model_free(&pm);
         return -1;
     }
-    PlanChoice ch = {c->dist.zero1 && t->world > 1 ? PLAN_ZERO1 : PLAN_SHARD_NONE, recompute, t->B,
+    PlanChoice ch = {t->world > 1 ? config_dist_zero(c) : PLAN_SHARD_NONE, recompute, t->B,
                      t->world};
     size_t limit = 0, total = 0;
     const char *where;
@@ -771,14 +771,16 @@ static int resolve_epochs(Trainer *t, Config *cfg) {
     return 0;
 }
 
-/* AdamW over the trainable parameters (sharded with dist.zero1), the schedule. */
+/* AdamW over the trainable parameters (sharded with dist.zero: the state
+ * from 1, the gradients too from 2), the schedule. */
 static int create_optimizer(Trainer *t) {
     const Config *cfg = t->cfg;
     AdamWConfig ac = {cfg->optim.beta1, cfg->optim.beta2, cfg->optim.eps, cfg->optim.weight_decay,
                       cfg->optim.grad_clip};
     if (!(t->optim = optim_create(t->model, &ac))) return -1;
-    if (cfg->dist.zero1 && t->world > 1 && optim_shard(t->optim, t->rank, t->world) != 0)
-        return -1;
+    int zero = config_dist_zero(cfg);
+    if (zero >= 1 && t->world > 1 && optim_shard(t->optim, t->rank, t->world) != 0) return -1;
+    if (zero >= 2 && t->world > 1 && optim_shard_grads(t->optim) != 0) return -1;
     int warmup = cfg->optim.warmup_steps;
     if (cfg->optim.warmup_ratio > 0) { /* resolved here: train.epochs may have set the steps */
         warmup = warmup_steps_for_ratio(cfg->optim.warmup_ratio, cfg->train.steps);
@@ -809,7 +811,11 @@ static void print_setup(const Trainer *t) {
                    "%d\n",
                    t->world, dist_world()->launcher, t->B, t->obj->batch_noun,
                    t->world * t->B * t->A);
-        if (optim_is_sharded(t->optim))
+        if (optim_grads_sharded(t->optim))
+            printf("ZeRO-2: AdamW state and gradients sharded over %d ranks, %.2f MiB of state "
+                   "and %.2f MiB of gradients on this rank\n", t->world,
+                   optim_state_bytes(t->optim) / 1048576.0, optim_grad_bytes(t->optim) / 1048576.0);
+        else if (optim_is_sharded(t->optim))
             printf("ZeRO-1: AdamW state sharded over %d ranks, %.2f MiB on this rank\n", t->world,
                    optim_state_bytes(t->optim) / 1048576.0);
         if (gpt_num_trainable(t->model) < gpt_num_params(t->model))
@@ -885,7 +891,7 @@ static int trainer_setup(Trainer *t, Config *resolved) {
  * gradients in train mode. */
 static void train_step(Trainer *t, StepStats *st) {
     memset(st, 0, sizeof *st);
-    gpt_zero_grad(t->model);
+    optim_zero_grad(t->optim);
     gpt_set_train_mode(t->model, 1);
     st->loss = t->obj->step(t->state, &t->env, st->metrics);
     t->tokens_seen += (int64_t)t->A * t->rows * t->T;
@@ -893,7 +899,8 @@ static void train_step(Trainer *t, StepStats *st) {
 
 /* Sums the ranks' gradient shares (each is weighted for the global step). */
 static void reduce_gradients(Trainer *t) {
-    if (t->world == 1) return;
+    /* ZeRO-2: each block's was reduce-scattered into the shard during backward */
+    if (t->world == 1 || optim_grads_sharded(t->optim)) return;
     if (!strcmp(t->be->name, "cuda")) { /* gradients are fp32 on every backend */
         dist_allreduce_bucket_async(gpt_grads(t->model), gpt_grad_size(t->model), DIST_F32,
                                     DIST_SUM);

@@ -91,6 +91,39 @@ static void check_allreduce(size_t n, size_t round_elems, DistOp op, unsigned se
     free(want);
 }
 
+/* ZeRO-2: ranges [lo, hi) of an n-element layout reduce-scattered and ADDED
+ * into each rank's shard, which already holds something: the result must be
+ * the old shard plus the rank-order sum, bit for bit, whether the range lies
+ * inside one shard, spans several, or misses this rank's. */
+static void check_reduce_scatter_add(size_t n, size_t round_elems, unsigned seed) {
+    dist_set_round_elems(round_elems);
+    size_t cap = n ? n : 1;
+    float *x = xmalloc(cap * sizeof(float)), *want = xmalloc(cap * sizeof(float));
+    input_of(dist_rank(), x, n, seed);
+    expected_sum(want, n, seed, DIST_SUM);
+    size_t b, e;
+    dist_shard_range(n, dist_rank(), dist_size(), &b, &e);
+    float *shard = xmalloc((e > b ? e - b : 1) * sizeof(float));
+    size_t cuts[][2] = {{0, n}, {n / 3, n / 3 + n / 4}, {n / 2, n}, {n / 5, n / 5 + 1}, {0, 0}};
+    for (size_t c = 0; c < sizeof cuts / sizeof *cuts; c++) {
+        size_t lo = cuts[c][0] < n ? cuts[c][0] : n, hi = cuts[c][1] < n ? cuts[c][1] : n;
+        if (hi < lo) hi = lo;
+        for (size_t i = b; i < e; i++) shard[i - b] = 0.25f * (float)(i % 7); /* earlier sums */
+        dist_reduce_scatter_add_f32(x + lo, lo, hi, n, shard);
+        int ok = 1;
+        for (size_t i = b; i < e; i++) {
+            float w = 0.25f * (float)(i % 7);
+            if (i >= lo && i < hi) w += want[i];
+            ok &= memcmp(&shard[i - b], &w, sizeof w) == 0;
+        }
+        check(ok, "reduce-scatter-add differs from the shard plus the rank-order sum", hi - lo,
+              round_elems);
+    }
+    free(x);
+    free(want);
+    free(shard);
+}
+
 static void check_scalars(void) {
     int W = dist_size(), me = dist_rank();
     check(dist_any(0) == 0, "dist_any(0) is not 0", 0, 0);
@@ -155,6 +188,7 @@ int main(void) {
             if (sizes[s] > 1000 && rounds[r] < 100) continue; /* slow and adds nothing */
             check_allreduce(sizes[s], rounds[r], DIST_SUM, seed++);
             check_allreduce(sizes[s], rounds[r], DIST_AVG, seed++);
+            check_reduce_scatter_add(sizes[s], rounds[r], seed++);
         }
     check_scalars();
     check_late_rank();
