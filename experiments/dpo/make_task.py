@@ -148,6 +148,8 @@ def aggregate(tables):
     rows, order, header, notes = {}, [], None, []
     for i, path in enumerate(tables):
         for line in open(path):
+            if line.startswith("|---"):
+                continue
             if not line.startswith("| "):
                 if line.strip():
                     notes.append(f"seed file {path}: {line.strip()}")
