@@ -314,6 +314,11 @@ static void build_table(GPT *m) {
  * all-reduce of the whole buffer sums zeros there. */
 int relayout_grads(GPT *m) {
     int L = m->cfg.n_layer;
+    if (m->params_gather) {
+        fprintf(stderr, "retort: the trainable tensors changed while the parameters are sharded "
+                        "(gpt_set_params_gather); set them before sharding\n");
+        abort();
+    }
     size_t off = 0;
     memset(m->layer_groups, 0, (size_t)L * sizeof(unsigned));
     m->lowest_trainable = L;
@@ -498,6 +503,9 @@ GPT *gpt_create(const GPTConfig *cfg, const Backend *be) {
 void gpt_free(GPT *m) {
     if (!m) return;
     if (m->params) m->be->release(m->params);
+    if (m->params_resident) m->be->release(m->params_resident); /* freed in whole mode */
+    if (m->param_window) m->be->release(m->param_window);
+    free(m->param_local);
     if (m->grads) m->be->release(m->grads);
     grad_units_free(m);
     if (m->acts) m->be->release(m->acts);
@@ -528,7 +536,14 @@ const Backend *gpt_backend(const GPT *m) { return m->be; }
 int gpt_num_tensors(const GPT *m) { return m->n_tensors; }
 const ParamInfo *gpt_tensor(const GPT *m, int i) { return &m->tensors[i]; }
 size_t gpt_num_params(const GPT *m) { return m->n_params; }
-float *gpt_params(GPT *m) { return m->params; }
+float *gpt_params(GPT *m) {
+    if (m->params_gather && !m->params_whole) {
+        fprintf(stderr, "retort: gpt_params: the parameters are sharded (gpt_set_params_gather); "
+                        "there is no whole buffer outside gpt_params_unshard\n");
+        abort();
+    }
+    return m->params;
+}
 float *gpt_grads(GPT *m) {
     if (m->grads_ready) {
         fprintf(stderr, "retort: gpt_grads: the model keeps its gradients by unit "
@@ -955,6 +970,7 @@ enum { UPTO_ATTY, UPTO_MLP_ACT, UPTO_DOWN, UPTO_ALL };
  * attention runs over the key/value cache. `training`: LoRA dropout on. */
 static void block_forward(GPT *m, int l, int B, int T, int pos, const float *residual,
                           int training, int upto) {
+    params_need_block(m, l); /* ZeRO-3: block l's parameters into the window */
     const Backend *be = m->be;
     const GPTConfig *c = &m->cfg;
     int C = c->n_embd, N = B * T;
@@ -1100,6 +1116,7 @@ void gpt_forward(GPT *m, const int *inputs, const int *targets, int B, int T, fl
     stage_ids(m, m->ids_host + toff, targets, N, 1);
     be->to_device(m->inputs, m->ids_host, (toff + N) * sizeof(int)); /* inputs and targets */
     packing_begin_forward(m, B, T);
+    gpt_params_changed(m); /* ZeRO-3: gather every block afresh */
 
     be->encoder_forward(m->encoded, m->inputs, param_at(m, m->i_wte),
                         m->i_wpe >= 0 ? param_at(m, m->i_wpe) : NULL, m->pk_pos, B, T, C);
@@ -1141,6 +1158,7 @@ void gpt_logits(GPT *m, float *out) {
  * block wants the input gradient. The walk stops as soon as neither that nor
  * a trainable group further down the block needs anything. */
 static void block_backward(GPT *m, int l, int need_input) {
+    params_need_block(m, l);
     const Backend *be = m->be;
     const GPTConfig *c = &m->cfg;
     int B = m->B, T = m->T, C = c->n_embd, N = B * T;
@@ -1296,12 +1314,12 @@ size_t gpt_flat_size(const GPT *m) { return m->n_alloc; }
 
 void gpt_copy_params_to_host(GPT *m, float *host, size_t n) {
     assert(n <= m->n_alloc);
-    m->be->download_f32(host, m->params, n);
+    m->be->download_f32(host, gpt_params(m), n);
 }
 
 void gpt_copy_params_to_device(GPT *m, const float *host, size_t n) {
     assert(n <= m->n_alloc);
-    m->be->upload_f32(m->params, host, n);
+    m->be->upload_f32(gpt_params(m), host, n);
 }
 
 void gpt_copy_grads_to_host(GPT *m, float *host, size_t n) {

@@ -363,6 +363,39 @@ int gpt_grad_unit_runs(const GPT *m, int unit, const GptGradRun **runs);
 /* Unit u's storage (backend memory): valid inside the hook for that unit. */
 float *gpt_grad_unit_data(GPT *m, int unit);
 
+/* ---- parameter units (ZeRO-3: train/optim.c optim_shard_params) ----
+ * With gradient units on, the parameters can live by the same units: the
+ * trainable tensors of block l (the runs of gpt_grad_unit_runs(m, l)) are
+ * then held by their owner's shard outside the model, and the model keeps
+ * the global tensors and every frozen tensor resident plus ONE window of the
+ * largest block's trainable size. Before block l's forward (training,
+ * recomputation, evaluation and decoding alike) and before its backward the
+ * model calls fn(ctx, m, l, window) unless the window holds block l already:
+ * the hook must fill window + run.at with each run of the unit's parameters
+ * (collective: every rank walks the blocks in the same order). The whole
+ * parameter buffer is released; gpt_params aborts outside whole mode.
+ * Call after gpt_set_grads_ready and with the whole buffer current; the
+ * trainable layout cannot change afterwards. */
+typedef void (*GptParamsGather)(void *ctx, GPT *m, int unit, float *window);
+int gpt_set_params_gather(GPT *m, GptParamsGather fn, void *ctx);
+int gpt_params_sharded(const GPT *m);
+/* Tensor i's storage while sharded: a resident tensor's, or a block
+ * tensor's place in the window (valid while the window holds its block). */
+float *gpt_tensor_data(GPT *m, int i);
+/* Tensor i's unit (gradient units on): its block, n_layer global, -1 frozen. */
+int gpt_tensor_unit(const GPT *m, int i);
+/* The window no longer holds any block (its owner changed the shards). */
+void gpt_params_changed(GPT *m);
+/* Whole mode, for a save or a load: gpt_params_unshard allocates the whole
+ * buffer with the resident tensors copied in (the caller writes the block
+ * tensors: gpt_params is the whole buffer until gpt_params_reshard, which
+ * copies the resident tensors back and releases it). */
+int gpt_params_unshard(GPT *m);
+void gpt_params_reshard(GPT *m);
+/* Bytes the model holds for parameters: the whole buffer, or resident +
+ * window while sharded. */
+size_t gpt_param_bytes(const GPT *m);
+
 /* Word-level knowledge distillation through the fused classifier
  * (kernels/ops.h, classifier_kd_*). The teacher is either another model on
  * the same backend whose last gpt_forward ran on the same (B,T) inputs

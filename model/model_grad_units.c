@@ -14,6 +14,7 @@
  * appends them) and form a second run; the global tensors are two runs
  * (embeddings first, final norm and head after the blocks).
  */
+#include <assert.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -100,3 +101,118 @@ int gpt_grad_unit_runs(const GPT *m, int unit, const GptGradRun **runs) {
 float *gpt_grad_unit_data(GPT *m, int unit) {
     return unit == m->cfg.n_layer ? m->grads : m->grad_window;
 }
+
+/* ------------------------------------------------------- parameter units */
+
+int gpt_params_sharded(const GPT *m) { return m->params_gather != NULL; }
+
+static int resident(const GPT *m, int i) {
+    return !(m->tensors[i].trainable && m->grad_unit[i] < m->cfg.n_layer);
+}
+
+int gpt_set_params_gather(GPT *m, GptParamsGather fn, void *ctx) {
+    const Backend *be = m->be;
+    size_t X = be->act_size;
+    if (!fn || m->params_gather)
+        return err_set("gpt_set_params_gather: the parameters are sharded once, with a hook; "
+                       "they cannot be unsharded or sharded again");
+    if (!m->grads_ready)
+        return err_set("gpt_set_params_gather: the parameters shard by the gradient units; "
+                       "set gpt_set_grads_ready first");
+    size_t *local = xcalloc((size_t)(m->n_tensors ? m->n_tensors : 1), sizeof(size_t));
+    size_t at = 0;
+    for (int i = 0; i < m->n_tensors; i++)
+        if (resident(m, i)) {
+            local[i] = at;
+            at += m->tensors[i].alloc;
+        }
+    float *res = be->alloc((at > 0 ? at : 16) * X);
+    float *window = be->alloc((m->n_window > 0 ? m->n_window : 16) * X);
+    if (!res || !window) {
+        if (res) be->release(res);
+        if (window) be->release(window);
+        free(local);
+        return -1;
+    }
+    be->zero(window, (m->n_window > 0 ? m->n_window : 16) * X);
+    float *whole = xmalloc(m->n_alloc * sizeof(float));
+    float *packed = xcalloc(at > 0 ? at : 1, sizeof(float)); /* alignment tails zero */
+    be->download_f32(whole, m->params, m->n_alloc);
+    for (int i = 0; i < m->n_tensors; i++)
+        if (resident(m, i))
+            memcpy(packed + local[i], whole + m->tensors[i].offset,
+                   m->tensors[i].numel * sizeof(float));
+    if (at > 0) be->upload_f32(res, packed, at);
+    free(packed);
+    free(whole);
+    be->release(m->params);
+    m->params = res;
+    m->n_resident = at;
+    m->param_local = local;
+    m->param_window = window;
+    m->window_unit = -1;
+    m->params_whole = 0;
+    m->params_gather = fn;
+    m->params_ctx = ctx;
+    return 0;
+}
+
+float *gpt_tensor_data(GPT *m, int i) { return param_at(m, i); }
+
+void gpt_params_changed(GPT *m) { m->window_unit = -1; }
+
+void params_need_block(GPT *m, int l) {
+    if (!m->params_gather || m->params_whole || m->window_unit == l) return;
+    m->params_gather(m->params_ctx, m, l, m->param_window);
+    m->window_unit = l;
+}
+
+int gpt_params_unshard(GPT *m) {
+    const Backend *be = m->be;
+    assert(m->params_gather && !m->params_whole);
+    float *whole = be->alloc(m->n_alloc * be->act_size);
+    if (!whole) return -1;
+    float *host = xcalloc(m->n_alloc, sizeof(float));
+    float *packed = xmalloc((m->n_resident > 0 ? m->n_resident : 1) * sizeof(float));
+    if (m->n_resident > 0) be->download_f32(packed, m->params, m->n_resident);
+    for (int i = 0; i < m->n_tensors; i++)
+        if (resident(m, i))
+            memcpy(host + m->tensors[i].offset, packed + m->param_local[i],
+                   m->tensors[i].numel * sizeof(float));
+    be->upload_f32(whole, host, m->n_alloc);
+    free(packed);
+    free(host);
+    m->params_resident = m->params;
+    m->params = whole;
+    m->params_whole = 1;
+    return 0;
+}
+
+void gpt_params_reshard(GPT *m) {
+    const Backend *be = m->be;
+    assert(m->params_gather && m->params_whole);
+    float *host = xmalloc(m->n_alloc * sizeof(float));
+    float *packed = xcalloc(m->n_resident > 0 ? m->n_resident : 1, sizeof(float));
+    be->download_f32(host, m->params, m->n_alloc);
+    for (int i = 0; i < m->n_tensors; i++)
+        if (resident(m, i))
+            memcpy(packed + m->param_local[i], host + m->tensors[i].offset,
+                   m->tensors[i].numel * sizeof(float));
+    if (m->n_resident > 0) be->upload_f32(m->params_resident, packed, m->n_resident);
+    free(packed);
+    free(host);
+    be->release(m->params);
+    m->params = m->params_resident;
+    m->params_resident = NULL;
+    m->params_whole = 0;
+    m->window_unit = -1;
+}
+
+size_t gpt_param_bytes(const GPT *m) {
+    size_t X = m->be->act_size;
+    if (m->params_gather && !m->params_whole)
+        return ((m->n_resident > 0 ? m->n_resident : 16) + (m->n_window > 0 ? m->n_window : 16)) * X;
+    return m->n_alloc * X;
+}
+
+int gpt_tensor_unit(const GPT *m, int i) { return m->grads_ready ? m->grad_unit[i] : -1; }

@@ -98,6 +98,18 @@ struct GPT {
     size_t *grad_local;       /* (n_tensors) its offset in its unit's storage */
     GptGradRun *grad_runs;    /* every unit's runs, unit by unit */
     int *unit_first;          /* (L + 2) unit u's runs are [unit_first[u], unit_first[u+1]) */
+    /* parameter units (gpt_set_params_gather, model_grad_units.c): when on and
+     * not in whole mode, m->params holds the resident tensors (global and
+     * frozen ones, n_resident elements, tensor i at param_local[i]) and
+     * param_window one block's trainable tensors at grad_local[i] */
+    GptParamsGather params_gather;
+    void *params_ctx;
+    float *param_window;
+    size_t n_resident;
+    size_t *param_local;      /* (n_tensors) offset of a resident tensor in m->params */
+    int window_unit;          /* the block the window holds, -1 none */
+    int params_whole;         /* whole mode: m->params is the whole buffer for now */
+    float *params_resident;   /* the resident storage, set aside in whole mode */
     /* what backward must visit, from the trainable flags */
     unsigned *layer_groups;   /* (L) bits GRP_* holding a trainable tensor */
     int lowest_trainable;     /* lowest block with a trainable tensor, L if none */
@@ -175,12 +187,21 @@ void packing_free(GPT *m);
  * relayout_grads), and their storage released */
 void grad_units_build(GPT *m);
 void grad_units_free(GPT *m);
+/* Block l's parameters in the window before its forward or backward (a no-op
+ * unless the parameters are sharded: gpt_set_params_gather). */
+void params_need_block(GPT *m, int l);
 
 
 /* Parameter tensor i of the flat parameter buffer, in bytes of the backend's
  * compute type. */
 static inline float *param_at(const GPT *m, int i) {
-    return (float *)((char *)m->params + m->tensors[i].offset * m->be->act_size);
+    size_t X = m->be->act_size;
+    if (m->params_gather && !m->params_whole) { /* sharded: resident, or in the window */
+        if (m->tensors[i].trainable && m->grad_unit[i] < m->cfg.n_layer)
+            return (float *)((char *)m->param_window + m->grad_local[i] * X);
+        return (float *)((char *)m->params + m->param_local[i] * X);
+    }
+    return (float *)((char *)m->params + m->tensors[i].offset * X);
 }
 
 /* Gradient of tensor i, or NULL when it is frozen (the ops then skip it).

@@ -927,3 +927,51 @@ void dist_wait(void) {
     if (g_nccl_active) dist_nccl_wait();
 #endif
 }
+
+/* ------------------------------------------------ ZeRO-3 parameter gather */
+
+/* Round by round over [lo, hi): rank q's piece of [c, c + len) goes to its
+ * place in dst (MPI_Iallgatherv in place: this rank's own piece is in dst
+ * already). */
+static void mpi_all_gather_range_f32(size_t lo, size_t hi, size_t n, float *dst) {
+    const int W = g_world.world;
+    size_t *b = xmalloc((size_t)W * sizeof(size_t)), *e = xmalloc((size_t)W * sizeof(size_t));
+    int *counts = xmalloc((size_t)W * sizeof(int)), *displs = xmalloc((size_t)W * sizeof(int));
+    for (int q = 0; q < W; q++) dist_shard_range(n, q, W, &b[q], &e[q]);
+    size_t R = g_round_elems < (size_t)INT_MAX ? g_round_elems : (size_t)INT_MAX;
+    for (size_t c = lo; c < hi; c += R) {
+        size_t z = hi - c < R ? hi : c + R, o;
+        for (int q = 0; q < W; q++) {
+            counts[q] = (int)clip_range(c, z, b[q], e[q], &o);
+            displs[q] = (int)(o - c);
+        }
+        MPI_Request req;
+        mpi_check(MPI_Iallgatherv(MPI_IN_PLACE, 0, MPI_FLOAT, dst + (c - lo), counts, displs,
+                                  MPI_FLOAT, MPI_COMM_WORLD, &req),
+                  "MPI_Iallgatherv", "dist_all_gather_range_f32");
+        mpi_finish(&req, "MPI_Iallgatherv", "dist_all_gather_range_f32");
+    }
+    free(b);
+    free(e);
+    free(counts);
+    free(displs);
+}
+
+void dist_all_gather_range_f32(const float *shard, size_t lo, size_t hi, size_t n, float *dst) {
+    size_t b, e, o;
+    dist_shard_range(n, g_world.rank, g_world.world, &b, &e);
+    /* this rank's own piece first: MPI_IN_PLACE sends it from dst */
+    size_t mine = clip_range(lo, hi, b, e, &o);
+    if (mine) memcpy(dst + (o - lo), shard + (o - b), mine * sizeof(float));
+    switch (host_via()) {
+    case VIA_MPI:
+        mpi_arrive("dist_all_gather_range_f32");
+        mpi_all_gather_range_f32(lo, hi, n, dst);
+        break;
+    case VIA_NONE: break; /* one process: its range is everything */
+    default:
+        fprintf(stderr, "retort: dist_all_gather_range_f32 (ZeRO-3) runs over MPI only; the "
+                        "parameters are not sharded on GPUs yet\n");
+        dist_abort(1);
+    }
+}

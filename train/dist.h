@@ -139,6 +139,13 @@ void dist_reduce_scatter_add_f32(const float *src, size_t lo, size_t hi, size_t 
 /* ZeRO-1: each rank's shard of buf is valid on entry; on return all of buf is,
  * on every rank. */
 void dist_all_gather_f32(float *buf, size_t n);
+/* ZeRO-3: dst[0, hi - lo) = elements [lo, hi) of a layout of n elements
+ * sharded by dist_shard_range, on every rank; `shard` holds this rank's
+ * range [b, e) (shard[x - b] is element x), and each rank sends the part of
+ * [lo, hi) inside its range. With one process, dst = shard[lo, hi). The MPI
+ * path only (CPU backend); temporary memory none, rounds of at most the round
+ * size (dist_set_round_elems). */
+void dist_all_gather_range_f32(const float *shard, size_t lo, size_t hi, size_t n, float *dst);
 /* bytes of buf from rank 0 to every rank. */
 void dist_broadcast(void *buf, size_t bytes);
 void dist_barrier(void);

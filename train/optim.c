@@ -24,7 +24,14 @@
  * The model's hook hands over each block's gradient as soon as backward has
  * finished it, and grads_ready reduce-scatters it into the shard (adding, so
  * data.grad_accum and the several backwards of DPO accumulate there).
- * Clipping and AdamW then read the shard; the rest is ZeRO-1's. */
+ * Clipping and AdamW then read the shard; the rest is ZeRO-1's.
+ *
+ * ZeRO-3 (optim_shard_params) adds the parameters: the rank keeps those of
+ * its shard of the gradient layout (pshard), AdamW updates them there, and
+ * the model gathers each block's from every rank's pshard into its window
+ * when it needs them (params_gather). The global tensors stay whole in the
+ * model, so after a step their updated pieces are all-gathered; the block
+ * tensors never are. Frozen tensors stay whole in the model (not sharded). */
 #include "train/optim.h"
 
 #include <math.h>
@@ -49,6 +56,7 @@ struct Optimizer {
     size_t sh_begin, sh_end;
     int rank, world; /* this rank and the ranks of the sharding */
     float *gshard;  /* ZeRO-2: the reduced gradient of [sh_begin, sh_end), else NULL */
+    float *pshard;  /* ZeRO-3: the parameters of [sh_begin, sh_end), else NULL */
 };
 
 /* The part of tensor p's gradient range [go, go+numel) inside [b, e):
@@ -170,10 +178,9 @@ void optim_free(Optimizer *o) {
     if (o->m) o->be->release(o->m);
     if (o->v) o->be->release(o->v);
     if (o->master) o->be->release(o->master);
-    if (o->gshard) {
-        gpt_set_grads_ready(o->model, NULL, NULL);
-        o->be->release(o->gshard);
-    }
+    if (o->pshard) o->be->release(o->pshard); /* the model keeps its units: it goes next */
+    else if (o->gshard) gpt_set_grads_ready(o->model, NULL, NULL);
+    if (o->gshard) o->be->release(o->gshard);
     free(o);
 }
 
@@ -265,6 +272,91 @@ int optim_shard_grads(Optimizer *o) {
 
 int optim_grads_sharded(const Optimizer *o) { return o->gshard != NULL; }
 
+/* The model's hook (gpt_set_params_gather): block `unit`'s trainable
+ * parameters from every rank's shard into the window, run by run. */
+static void params_gather(void *ctx, GPT *m, int unit, float *window) {
+    Optimizer *o = ctx;
+    const GptGradRun *runs;
+    int n = gpt_grad_unit_runs(m, unit, &runs);
+    for (int k = 0; k < n; k++) {
+        const GptGradRun *r = &runs[k];
+        if (dist_size() == o->world) {
+            dist_all_gather_range_f32(o->pshard, r->lo, r->hi, o->n_state, window + r->at);
+            continue;
+        }
+        /* one process standing for one rank (tests): its own piece, zeros elsewhere */
+        memset(window + r->at, 0, (r->hi - r->lo) * sizeof(float));
+        size_t lo = r->lo > o->sh_begin ? r->lo : o->sh_begin;
+        size_t hi = r->hi < o->sh_end ? r->hi : o->sh_end;
+        for (size_t x = lo; x < hi; x++) window[r->at + x - r->lo] = o->pshard[x - o->sh_begin];
+    }
+}
+
+/* This rank's range of the trainable tensors from the model's whole buffer
+ * (host order: the gradient layout, alignment tails zero). */
+static void pshard_from_whole(Optimizer *o) {
+    size_t b = o->sh_begin, e = o->sh_end, off, len = e - b;
+    o->be->zero(o->pshard, (len > 0 ? len : 1) * sizeof(float));
+    for (int i = 0; i < gpt_num_tensors(o->model); i++) {
+        const ParamInfo *p = gpt_tensor(o->model, i);
+        if (!p->trainable) continue;
+        size_t n = overlap(p, b, e, &off);
+        if (n) memcpy(o->pshard + (p->grad_offset + off - b), param_at(o, p) + off,
+                      n * sizeof(float));
+    }
+}
+
+int optim_shard_params(Optimizer *o) {
+    if (!o->gshard) return err_set("dist.zero 3 shards the parameters of sharded gradients; "
+                                   "call optim_shard_grads first");
+    if (strcmp(o->be->name, "cpu") != 0 || o->be->act_size != sizeof(float))
+        return err_set("dist.zero 3 runs on the CPU backend only for now (train.device cpu); "
+                       "the %s backend's parameters are not sharded yet: use dist.zero 1",
+                       o->be->name);
+    size_t len = o->sh_end - o->sh_begin;
+    o->pshard = o->be->alloc((len > 0 ? len : 1) * sizeof(float));
+    if (!o->pshard) return -1;
+    pshard_from_whole(o);
+    if (gpt_set_params_gather(o->model, params_gather, o) != 0) {
+        o->be->release(o->pshard);
+        o->pshard = NULL;
+        return -1;
+    }
+    return 0;
+}
+
+int optim_params_sharded(const Optimizer *o) { return o->pshard != NULL; }
+
+size_t optim_param_bytes(const Optimizer *o) {
+    size_t len = o->sh_end - o->sh_begin;
+    return gpt_param_bytes(o->model) + (o->pshard ? (len > 0 ? len : 1) * sizeof(float) : 0);
+}
+
+int optim_params_unshard(Optimizer *o, int gather) {
+    if (!o->pshard) return 0;
+    if (gpt_params_unshard(o->model) != 0) return -1;
+    if (!gather) return 0;
+    GPT *m = o->model;
+    int L = gpt_config(m)->n_layer;
+    float *packed = xcalloc(o->n_state ? o->n_state : 1, sizeof(float)); /* gradient layout */
+    memcpy(packed + o->sh_begin, o->pshard, (o->sh_end - o->sh_begin) * sizeof(float));
+    if (dist_size() == o->world) dist_all_gather_f32(packed, o->n_state);
+    for (int i = 0; i < gpt_num_tensors(m); i++) {
+        const ParamInfo *p = gpt_tensor(m, i);
+        int u = gpt_tensor_unit(m, i);
+        if (p->trainable && u >= 0 && u < L)
+            memcpy(param_at(o, p), packed + p->grad_offset, p->numel * sizeof(float));
+    }
+    free(packed);
+    return 0;
+}
+
+void optim_params_reshard(Optimizer *o) {
+    if (!o->pshard) return;
+    pshard_from_whole(o);
+    gpt_params_reshard(o->model);
+}
+
 void optim_zero_grad(Optimizer *o) {
     gpt_zero_grad(o->model);
     if (o->gshard) {
@@ -273,12 +365,49 @@ void optim_zero_grad(Optimizer *o) {
     }
 }
 
+/* ZeRO-3 step: AdamW on the parameter shard in place (the same elements and
+ * arithmetic as ZeRO-1/2's, so the same bits); then the global tensors'
+ * pieces to every rank, which hold them whole. */
+static void sharded_step_params(Optimizer *o, double lr, const float *grads) {
+    size_t b = o->sh_begin, e = o->sh_end, off;
+    GPT *m = o->model;
+    int L = gpt_config(m)->n_layer;
+    for (int i = 0; i < gpt_num_tensors(m); i++) {
+        const ParamInfo *p = gpt_tensor(m, i);
+        if (!p->trainable) continue;
+        size_t n = overlap(p, b, e, &off);
+        if (n == 0) continue;
+        double wd = p->decay ? o->cfg.weight_decay : 0.0;
+        size_t k = p->grad_offset + off;
+        o->be->adamw_update(o->pshard + (k - b), NULL, grads + (k - b), o->m + (k - b),
+                            o->v + (k - b), n, lr, o->cfg.beta1, o->cfg.beta2, o->cfg.eps, wd,
+                            o->step);
+    }
+    for (int i = 0; i < gpt_num_tensors(m); i++) {
+        const ParamInfo *p = gpt_tensor(m, i);
+        if (!p->trainable || gpt_tensor_unit(m, i) != L) continue;
+        float *dst = gpt_tensor_data(m, i);
+        size_t lo = p->grad_offset, hi = p->grad_offset + p->numel;
+        if (dist_size() == o->world) {
+            dist_all_gather_range_f32(o->pshard, lo, hi, o->n_state, dst);
+            continue;
+        }
+        size_t n = overlap(p, b, e, &off); /* one process standing for one rank: its piece */
+        if (n) memcpy(dst + off, o->pshard + (p->grad_offset + off - b), n * sizeof(float));
+    }
+    gpt_params_changed(m);
+}
+
 /* ZeRO-1 step: AdamW on this rank's shard, then every rank's updated
  * parameters to every rank. */
 static void sharded_step(Optimizer *o, double lr) {
     size_t b = o->sh_begin, e = o->sh_end, off;
     /* grads[k - b] is layout element k of this rank's shard */
     float *grads = o->gshard ? o->gshard : gpt_grads(o->model) + b;
+    if (o->pshard) {
+        sharded_step_params(o, lr, grads);
+        return;
+    }
     float *packed = xcalloc(o->n_state ? o->n_state : 1, sizeof(float)); /* gradient layout */
     for (int i = 0; i < gpt_num_tensors(o->model); i++) {
         const ParamInfo *p = gpt_tensor(o->model, i);
@@ -367,7 +496,9 @@ void optim_step(Optimizer *o, double lr) {
  * one sum_squares at checkpoint time, and on a bad step, costs nothing per step. */
 int optim_params_finite(Optimizer *o) {
     double ss;
-    if (o->master && o->sharded) /* this rank's updates; dist_any combines the ranks */
+    if (o->pshard) /* ZeRO-3: the updated parameters are this rank's shard */
+        ss = o->be->sum_squares(o->pshard, o->sh_end - o->sh_begin);
+    else if (o->master && o->sharded) /* this rank's updates; dist_any combines the ranks */
         ss = o->be->sum_squares(o->master, o->sh_end - o->sh_begin);
     else if (o->master) ss = o->be->sum_squares(o->master, o->n_state);
     else ss = o->be->sum_squares(gpt_params(o->model), gpt_flat_size(o->model)); /* fp32 */
@@ -381,6 +512,15 @@ static int all_finite(const float *x, size_t n) {
 }
 
 const char *optim_first_nonfinite_param(Optimizer *o) {
+    if (o->pshard) { /* ZeRO-3: the tensors this rank's shard holds pieces of (no collective) */
+        size_t b = o->sh_begin, off;
+        for (int i = 0; i < gpt_num_tensors(o->model); i++) {
+            const ParamInfo *p = gpt_tensor(o->model, i);
+            size_t n = p->trainable ? overlap(p, b, o->sh_end, &off) : 0;
+            if (n && !all_finite(o->pshard + (p->grad_offset + off - b), n)) return p->name;
+        }
+        return NULL;
+    }
     size_t n = gpt_flat_size(o->model);
     float *host = xmalloc((n ? n : 1) * sizeof(float));
     gpt_copy_params_to_host(o->model, host, n);

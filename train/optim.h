@@ -114,6 +114,26 @@ int optim_is_sharded(const Optimizer *o);
  * CPU backend only: -1 with the error set elsewhere. */
 int optim_shard_grads(Optimizer *o);
 int optim_grads_sharded(const Optimizer *o);
+/* ZeRO-3 after optim_shard_grads: the parameters too. The rank keeps the
+ * parameters of its shard [begin, end) of the gradient layout (fp32, taken
+ * from the model's whole buffer now) and the model the global and frozen
+ * tensors plus one block window (model.h gpt_set_params_gather), which the
+ * hook fills by all-gathering the block's runs from every rank's shard
+ * (dist_all_gather_range_f32). AdamW updates the shard in place; only the
+ * global tensors' updated pieces are all-gathered after a step. CPU backend
+ * only: -1 with the error set otherwise. */
+int optim_shard_params(Optimizer *o);
+int optim_params_sharded(const Optimizer *o);
+/* Bytes of parameters this rank holds: the model's (gpt_param_bytes) plus,
+ * under ZeRO-3, the parameter shard. */
+size_t optim_param_bytes(const Optimizer *o);
+/* Whole parameters for a save or a load under ZeRO-3 (no-ops otherwise):
+ * optim_params_unshard gives the model its whole buffer (gpt_params), with
+ * the block tensors all-gathered when `gather` (a collective: every rank
+ * calls it) or left for a load to write; optim_params_reshard takes this
+ * rank's shard back from it and releases it. */
+int optim_params_unshard(Optimizer *o, int gather);
+void optim_params_reshard(Optimizer *o);
 /* gpt_zero_grad, and the ZeRO-2 gradient shard. */
 void optim_zero_grad(Optimizer *o);
 /* The reduced gradients (optim_state_size floats, the gradient layout) on the

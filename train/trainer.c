@@ -248,7 +248,13 @@ static int save_checkpoint(Trainer *t) {
                      optim_has_master(t->optim) ? xcalloc(n, sizeof(float)) : NULL};
     optim_moments_to_host(t->optim, buf[0], buf[1]);
     if (buf[2]) optim_master_to_host(t->optim, buf[2]);
-    int rc = 0;
+    /* ZeRO-3: the whole parameters on every rank while rank 0 writes */
+    int rc = optim_params_unshard(t->optim, 1);
+    if (rc != 0) { /* the other ranks wait in the gather: end the job */
+        fprintf(stderr, "retort: rank %d: gathering the parameters for a checkpoint: %s\n",
+                t->rank, err_msg());
+        dist_abort(1);
+    }
     if (t->rank == 0) {
         const char *run = t->cfg->train.out_dir;
         char tmp[4096];
@@ -261,6 +267,7 @@ static int save_checkpoint(Trainer *t) {
         }
         if (rc == 0) rc = ckpt_prune(run, t->cfg->checkpoint.keep);
     }
+    optim_params_reshard(t->optim);
     for (int k = 0; k < 3; k++) free(buf[k]);
     return rc;
 }
@@ -343,8 +350,12 @@ static int load_checkpoint(Trainer *t, const char *dir) {
     int64_t epoch = 0, pos = 0, tokens = 0;
     Rng rng = {{0}};
     if (load_trainer_json(t, dir, &step, &epoch, &pos, &tokens, &rng, &skipped) != 0) return -1;
-    if (model_load_weights(t->model, dir) != 0) return -1;
-    if (gpt_lora_config(t->model) && lora_load_peft(t->model, dir) != 0) return -1;
+    /* ZeRO-3: the whole buffer to load into, and this rank's shard from it */
+    if (optim_params_unshard(t->optim, 0) != 0) return -1;
+    int rc = model_load_weights(t->model, dir) != 0 ||
+             (gpt_lora_config(t->model) && lora_load_peft(t->model, dir) != 0);
+    optim_params_reshard(t->optim);
+    if (rc) return -1;
     optim_sync_master(t->optim);
     if (load_optimizer(t, dir) != 0) return -1;
     /* retort no longer writes such a checkpoint, but an older one may have */
@@ -781,6 +792,7 @@ static int create_optimizer(Trainer *t) {
     int zero = config_dist_zero(cfg);
     if (zero >= 1 && t->world > 1 && optim_shard(t->optim, t->rank, t->world) != 0) return -1;
     if (zero >= 2 && t->world > 1 && optim_shard_grads(t->optim) != 0) return -1;
+    if (zero >= 3 && t->world > 1 && optim_shard_params(t->optim) != 0) return -1;
     int warmup = cfg->optim.warmup_steps;
     if (cfg->optim.warmup_ratio > 0) { /* resolved here: train.epochs may have set the steps */
         warmup = warmup_steps_for_ratio(cfg->optim.warmup_ratio, cfg->train.steps);
@@ -811,7 +823,12 @@ static void print_setup(const Trainer *t) {
                    "%d\n",
                    t->world, dist_world()->launcher, t->B, t->obj->batch_noun,
                    t->world * t->B * t->A);
-        if (optim_grads_sharded(t->optim))
+        if (optim_params_sharded(t->optim))
+            printf("ZeRO-3: AdamW state, gradients and parameters sharded over %d ranks, %.2f MiB "
+                   "of state, %.2f MiB of gradients and %.2f MiB of parameters on this rank\n",
+                   t->world, optim_state_bytes(t->optim) / 1048576.0,
+                   optim_grad_bytes(t->optim) / 1048576.0, optim_param_bytes(t->optim) / 1048576.0);
+        else if (optim_grads_sharded(t->optim))
             printf("ZeRO-2: AdamW state and gradients sharded over %d ranks, %.2f MiB of state "
                    "and %.2f MiB of gradients on this rank\n", t->world,
                    optim_state_bytes(t->optim) / 1048576.0, optim_grad_bytes(t->optim) / 1048576.0);
@@ -1045,6 +1062,11 @@ static int save_best_if_better(Trainer *t, double value, int tty) {
     if (!best_improves(&t->best, value)) return 0;
     /* a finite loss and gradient can still leave non-finite weights */
     if (dist_any(!optim_params_finite(t->optim))) return 0; /* the checkpoint path reports it */
+    if (optim_params_unshard(t->optim, 1) != 0) { /* ZeRO-3: whole while rank 0 writes */
+        fprintf(stderr, "retort: rank %d: gathering the parameters for the best model: %s\n",
+                t->rank, err_msg());
+        dist_abort(1);
+    }
     int failed = 0;
     if (t->is_main) {
         char tmp[4096];
@@ -1058,6 +1080,7 @@ static int save_best_if_better(Trainer *t, double value, int tty) {
         }
         if (!failed) failed = best_commit(&t->best, t->cfg->train.out_dir, tmp, value, t->step) != 0;
     }
+    optim_params_reshard(t->optim);
     if (dist_any(failed)) {
         if (!failed) err_set("rank 0 could not write the best checkpoint of step %d", t->step);
         return -1;
