@@ -126,15 +126,8 @@ int gpt_set_params_gather(GPT *m, GptParamsGather fn, void *ctx) {
             local[i] = at;
             at += m->tensors[i].alloc;
         }
-    float *res = be->alloc((at > 0 ? at : 16) * X);
-    float *window = be->alloc((m->n_window > 0 ? m->n_window : 16) * X);
-    if (!res || !window) {
-        if (res) be->release(res);
-        if (window) be->release(window);
-        free(local);
-        return -1;
-    }
-    be->zero(window, (m->n_window > 0 ? m->n_window : 16) * X);
+    /* through the host, the whole buffer released first: the backend never
+     * holds it and the resident storage together */
     float *whole = xmalloc(m->n_alloc * sizeof(float));
     float *packed = xcalloc(at > 0 ? at : 1, sizeof(float)); /* alignment tails zero */
     be->download_f32(whole, m->params, m->n_alloc);
@@ -142,10 +135,26 @@ int gpt_set_params_gather(GPT *m, GptParamsGather fn, void *ctx) {
         if (resident(m, i))
             memcpy(packed + local[i], whole + m->tensors[i].offset,
                    m->tensors[i].numel * sizeof(float));
+    float *res = NULL, *window = NULL;
+    be->release(m->params);
+    m->params = NULL;
+    res = be->alloc((at > 0 ? at : 16) * X);
+    window = be->alloc((m->n_window > 0 ? m->n_window : 16) * X);
+    if (!res || !window) { /* the whole buffer back, as it was */
+        if (res) be->release(res);
+        if (window) be->release(window);
+        m->params = be->alloc(m->n_alloc * X);
+        if (m->params) be->upload_f32(m->params, whole, m->n_alloc);
+        free(packed);
+        free(whole);
+        free(local);
+        return err_set("gpt_set_params_gather: out of memory for the resident parameters and "
+                       "the block window");
+    }
+    be->zero(window, (m->n_window > 0 ? m->n_window : 16) * X);
     if (at > 0) be->upload_f32(res, packed, at);
     free(packed);
     free(whole);
-    be->release(m->params);
     m->params = res;
     m->n_resident = at;
     m->param_local = local;

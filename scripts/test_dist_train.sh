@@ -27,7 +27,11 @@
 #  10. ZeRO-2 (dist.zero=2): == ZeRO-1 bit for bit and == plain data parallel
 #      on 2 and 3 ranks, with data.grad_accum, LoRA, frozen tensors, data.pack
 #      with train.recompute block, DPO and KD; stopped on 2 ranks, resumed on 1
-#      and on 3; dist.zero=3 refused
+#      and on 3
+#  11. ZeRO-3 (dist.zero=3): == ZeRO-2 bit for bit (losses, grad norms and the
+#      checkpoint files) on 2 and 3 ranks, GPT-2 and Llama, with LoRA, frozen
+#      tensors, train.recompute block, data.grad_accum, data.pack, DPO and KD;
+#      stopped on 2 ranks, resumed on 2, 1 and 3; eval.generate_every refused
 # Losses are compared with a relative tolerance of 2e-5: the ranks' gradients
 # are summed in a fixed order (train/dist.c), but a 4-sequence batch split 2+2
 # adds its fp32 contributions in a different order than one 4-row matmul, so
@@ -330,13 +334,81 @@ compare "zero2: stopped on 2 ranks, resumed on 1" "$dir/one4" "$dir/z2stop1"
 RETORT_STOP_AT_STEP=3 runN 2 "$dir/z2stop3" 3 $LM --set dist.zero=2
 runN 3 "$dir/z2stop3" 2 $LM --set dist.zero=2 --resume
 compare "zero2: stopped on 2 ranks, resumed on 3" "$dir/one6" "$dir/z2stop3"
-# dist.zero 3 is refused with the way out
-if runN 2 "$dir/z3" 2 $LM --set dist.zero=3; then
-  echo "FAIL: dist.zero=3 was accepted"; fail=$((fail + 1))
-elif grep -q "dist.zero 2" "$dir/z3.log"; then
-  echo "ok: dist.zero=3 is refused, naming dist.zero 2"; pass=$((pass + 1))
+
+# ZeRO-3 (dist.zero=3): the parameters sharded too, each block's all-gathered
+# into the model's window before its forward and backward (and its
+# recomputation). The gathered values are the owners' bits and AdamW runs
+# the same update on the same shard, so every run equals its ZeRO-2 run bit
+# for bit (loss and grad_norm as written), and its checkpoints (model and
+# optimizer files) byte for byte: a save gathers the whole parameters, so
+# they do not depend on the sharding. Stopped on 2 ranks, resumed on 2 (bit
+# for bit), on 1 and on 3 (within TOL: the world size changes the sums).
+same_files() { # NAME A B: the last checkpoint's model and optimizer files, byte for byte
+  local name=$1 a=$2/step-00000008 b=$3/step-00000008
+  if cmp -s "$a/model.safetensors" "$b/model.safetensors" &&
+     cmp -s "$a/optimizer.safetensors" "$b/optimizer.safetensors"; then
+    echo "ok: $name: the checkpoints are the same bytes"; pass=$((pass + 1))
+  else
+    echo "FAIL: $name: the checkpoints differ"; fail=$((fail + 1))
+  fi
+}
+runN 2 "$dir/z3two" 2 $LM --set dist.zero=3 || { echo "FAIL: zero3"; tail -20 "$dir/z3two.log"; }
+identical "zero3: 2 ranks == zero2 on 2 ranks" "$dir/z2two" "$dir/z3two"
+same_files "zero3 vs zero2 on 2 ranks" "$dir/z2two" "$dir/z3two"
+if grep -q "ZeRO-3: AdamW state, gradients and parameters sharded over 2 ranks" "$dir/z3two.log"; then
+  echo "ok: zero3: the run says it shards the parameters"; pass=$((pass + 1))
 else
-  echo "FAIL: dist.zero=3: unexpected message"; fail=$((fail + 1)); tail -5 "$dir/z3.log"
+  echo "FAIL: zero3: no ZeRO-3 line in the log"; fail=$((fail + 1))
+fi
+runN 3 "$dir/z3three" 2 $LM --set dist.zero=3 || { echo "FAIL: zero3 np 3"; tail -20 "$dir/z3three.log"; }
+identical "zero3: 3 ranks == zero2 on 3 ranks" "$dir/z2three" "$dir/z3three"
+same_files "zero3 vs zero2 on 3 ranks" "$dir/z2three" "$dir/z3three"
+runN 3 "$dir/z3acc3" 1 $LM --set data.grad_accum=2 --set dist.zero=3 || { echo "FAIL: zero3 grad_accum"; tail -20 "$dir/z3acc3.log"; }
+identical "zero3 with data.grad_accum 2: 3 ranks == zero2" "$dir/z2acc3" "$dir/z3acc3"
+runN 2 "$dir/z3llama" 2 $LLAMA --set dist.zero=3 --set finetune.lora_r=4 || { echo "FAIL: zero3 lora"; tail -20 "$dir/z3llama.log"; }
+identical "zero3 with LoRA (llama): 2 ranks == zero2" "$dir/z2llama" "$dir/z3llama"
+same_files "zero3 vs zero2 with LoRA (llama)" "$dir/z2llama" "$dir/z3llama"
+runN 3 "$dir/z2llama3" 2 $LLAMA --set dist.zero=2 --set train.recompute=block || { echo "FAIL: zero2 llama np 3"; tail -20 "$dir/z2llama3.log"; }
+runN 3 "$dir/z3llama3" 2 $LLAMA --set dist.zero=3 --set train.recompute=block || { echo "FAIL: zero3 llama np 3"; tail -20 "$dir/z3llama3.log"; }
+identical "zero3 llama with train.recompute block: 3 ranks == zero2" "$dir/z2llama3" "$dir/z3llama3"
+same_files "zero3 vs zero2 llama on 3 ranks" "$dir/z2llama3" "$dir/z3llama3"
+runN 2 "$dir/z3frozen" 2 $LM --set dist.zero=3 --set 'finetune.freeze=wte.weight,h.0.*' || { echo "FAIL: zero3 frozen"; tail -20 "$dir/z3frozen.log"; }
+identical "zero3 with frozen tensors: 2 ranks == zero2" "$dir/z2frozen" "$dir/z3frozen"
+runN 2 "$dir/z3pk" 2 "${PK[@]}" --set dist.zero=3 --set train.recompute=block || { echo "FAIL: zero3 pack"; tail -20 "$dir/z3pk.log"; }
+identical "zero3 with data.pack and train.recompute block: 2 ranks == zero2" "$dir/z2pk" "$dir/z3pk"
+runN 2 "$dir/z3dpo" 2 $DPO --set dist.zero=3 || { echo "FAIL: zero3 dpo"; tail -20 "$dir/z3dpo.log"; }
+identical "zero3 dpo: 2 ranks == zero2" "$dir/z2dpo" "$dir/z3dpo"
+runN 2 "$dir/z3kd" 2 "${KDTW[@]}" --set dist.zero=3 || { echo "FAIL: zero3 kd"; tail -20 "$dir/z3kd.log"; }
+identical "zero3 kd: 2 ranks == zero2" "$dir/z2kd" "$dir/z3kd"
+# validation (every rank runs its forwards, so every rank gathers) and the
+# best model, whose save gathers the parameters as a checkpoint's does
+VAL=($LM --set data.val_fraction=0.2 --set eval.every=2 --set eval.best_metric=val_loss)
+runN 2 "$dir/z2val" 2 "${VAL[@]}" --set dist.zero=2 || { echo "FAIL: zero2 val"; tail -20 "$dir/z2val.log"; }
+runN 2 "$dir/z3val" 2 "${VAL[@]}" --set dist.zero=3 || { echo "FAIL: zero3 val"; tail -20 "$dir/z3val.log"; }
+identical "zero3 with validation: 2 ranks == zero2" "$dir/z2val" "$dir/z3val"
+if [ "$(grep -o '"val_loss": [^,}]*' "$dir/z2val/metrics.jsonl")" = "$(grep -o '"val_loss": [^,}]*' "$dir/z3val/metrics.jsonl")" ] &&
+   grep -q val_loss "$dir/z3val/metrics.jsonl" &&
+   cmp -s "$dir/z2val/best/model.safetensors" "$dir/z3val/best/model.safetensors"; then
+  echo "ok: zero3: validation losses and the best model equal zero2's"; pass=$((pass + 1))
+else
+  echo "FAIL: zero3: validation losses or the best model differ from zero2's"; fail=$((fail + 1))
+fi
+RETORT_STOP_AT_STEP=3 runN 2 "$dir/z3stop2" 2 $LM --set dist.zero=3
+runN 2 "$dir/z3stop2" 2 $LM --set dist.zero=3 --resume
+identical "zero3: stopped on 2 ranks, resumed on 2" "$dir/z3two" "$dir/z3stop2"
+RETORT_STOP_AT_STEP=3 runN 2 "$dir/z3stop1" 2 $LM --set dist.zero=3
+run1 "$dir/z3stop1" 4 $LM --resume
+compare "zero3: stopped on 2 ranks, resumed on 1" "$dir/one4" "$dir/z3stop1"
+RETORT_STOP_AT_STEP=3 runN 2 "$dir/z3stop3" 3 $LM --set dist.zero=3
+runN 3 "$dir/z3stop3" 2 $LM --set dist.zero=3 --resume
+compare "zero3: stopped on 2 ranks, resumed on 3" "$dir/one6" "$dir/z3stop3"
+# generation runs on rank 0 alone: refused with ZeRO-3, naming the way out
+if runN 2 "$dir/z3gen" 2 "${GEN[@]}" --set dist.zero=3; then
+  echo "FAIL: dist.zero=3 with eval.generate_every was accepted"; fail=$((fail + 1))
+elif grep -q "set eval.generate_every 0" "$dir/z3gen.log"; then
+  echo "ok: dist.zero=3 with eval.generate_every is refused with the way out"; pass=$((pass + 1))
+else
+  echo "FAIL: dist.zero=3 with eval.generate_every: unexpected message"; fail=$((fail + 1)); tail -5 "$dir/z3gen.log"
 fi
 
 echo "tests: $pass passed, $fail failed, 0 skipped"

@@ -103,9 +103,13 @@ static void check_sharded_recompute(const Config *c, int world, int shard, int r
         rope = plan_memory(&plain, ch).workspace;
         lora_scratch = want.workspace - rope;
     }
-    cr_assert_eq(backend_cpu_bytes_live() - base, want.params + rope,
+    /* ZeRO-3 shards the parameters when the optimizer is set up: until then
+     * the model is whole */
+    int zero3 = world > 1 && shard == PLAN_ZERO3;
+    size_t whole = (pm.n_alloc * sizeof(float) + 63) & ~(size_t)63;
+    cr_assert_eq(backend_cpu_bytes_live() - base, (zero3 ? whole : want.params) + rope,
                  "parameters (+ rotary tables): allocated %zu, planned %zu",
-                 backend_cpu_bytes_live() - base, want.params + rope);
+                 backend_cpu_bytes_live() - base, (zero3 ? whole : want.params) + rope);
 
     AdamWConfig ac = {0.9, 0.95, 1e-8, 0.1, 1.0};
     Optimizer *o = optim_create(m, &ac);
@@ -113,11 +117,19 @@ static void check_sharded_recompute(const Config *c, int world, int shard, int r
     if (world > 1) cr_assert_eq(optim_shard(o, 0, world), 0, "%s", err_msg());
     /* ZeRO-2: the gradient shard comes with the optimizer, the rest with backward */
     size_t gshard = 0;
-    if (world > 1 && shard == PLAN_ZERO2) {
+    if (world > 1 && shard >= PLAN_ZERO2) {
         cr_assert_eq(optim_shard_grads(o), 0, "%s", err_msg());
         size_t b, e;
         dist_shard_range(pm.n_grad, 0, world, &b, &e);
         gshard = ((e - b) * sizeof(float) + 63) & ~(size_t)63;
+    }
+    if (zero3) {
+        /* the start holds the whole model beside the state (the plan counts
+         * the run's steady state from here on) */
+        cr_assert_eq(optim_shard_params(o), 0, "%s", err_msg());
+        cr_assert(optim_param_bytes(o) <= want.params && want.params - optim_param_bytes(o) < 3 * 64,
+                  "optim_param_bytes %zu vs plan %zu", optim_param_bytes(o), want.params);
+        backend_cpu_reset_peak();
     }
     size_t after_optim = backend_cpu_bytes_live() - base;
     cr_assert_eq(after_optim - want.params - rope - gshard, want.optim,
@@ -214,6 +226,24 @@ Test(plan, zero1_shard_equals_optimizer) {
 /* ZeRO-2: a rank holds its gradient shard, the global tensors' gradients
  * and one block's, whatever trains: GPT-2 whole and partly frozen, Llama,
  * Llama with LoRA (the adapters of a block are its unit), 2 to 4 ranks. */
+/* ZeRO-3: a rank holds the parameter shard, the global and frozen tensors
+ * and one block window, with ZeRO-2's gradients: GPT-2 whole and partly
+ * frozen, Llama, Llama with LoRA, 2 to 4 ranks, every recompute mode. */
+Test(plan, zero3_parameters_equal_cpu_allocator) {
+    Config c;
+    small_gpt2(&c);
+    check_sharded(&c, 2, PLAN_ZERO3);
+    check_sharded(&c, 3, PLAN_ZERO3);
+    snprintf(c.finetune.freeze, sizeof c.finetune.freeze, "wte.weight, h.0.*");
+    check_sharded(&c, 3, PLAN_ZERO3);
+    small_llama(&c);
+    check_sharded(&c, 4, PLAN_ZERO3);
+    c.finetune.lora_r = 4;
+    c.finetune.lora_dropout = 0.1;
+    snprintf(c.finetune.lora_targets, sizeof c.finetune.lora_targets, "q_proj,v_proj,down_proj");
+    check_sharded(&c, 2, PLAN_ZERO3);
+}
+
 Test(plan, zero2_gradients_equal_cpu_allocator) {
     Config c;
     small_gpt2(&c);

@@ -427,22 +427,6 @@ static size_t lora_bytes(const PlanModel *pm, size_t N, int recompute) {
     return backend_block(x.bytes);
 }
 
-/* The largest block's elements (in the given layout: all tensors, or the
- * trainable ones), and the global tensors' as a unit of their own. */
-static size_t largest_unit(const PlanModel *pm, int trainable_only) {
-    size_t best = 0, global = 0;
-    size_t *per = xcalloc((size_t)pm->g.n_layer, sizeof(size_t));
-    for (int i = 0; i < pm->n_tensors; i++) {
-        const PlanTensor *t = &pm->tensors[i];
-        if (trainable_only && !t->trainable) continue;
-        if (t->layer < 0) global = t->alloc > global ? t->alloc : global;
-        else per[t->layer] += t->alloc;
-    }
-    for (int l = 0; l < pm->g.n_layer; l++) best = per[l] > best ? per[l] : best;
-    free(per);
-    return best > global ? best : global;
-}
-
 /* ZeRO-2's gradient storage besides the shard (model/model_grad_units.c):
  * the global tensors' trainable gradients, held for the whole backward, and
  * one window of the largest block's trainable gradients (each 16 floats when
@@ -476,11 +460,19 @@ PlanBytes plan_memory(const PlanModel *pm, PlanChoice ch) {
     int shard = world > 1 ? ch.shard : PLAN_SHARD_NONE;
     int rows = ch.micro_batch * pm->rows_per_item; /* the model's B */
     size_t N = rows > 0 ? (size_t)rows * pm->T : 0;
-    /* parameters: the flat buffer; ZeRO-3 keeps a shard and gathers two blocks */
-    if (shard == PLAN_ZERO3)
-        b.params = backend_block(shard_of(pm->n_alloc, world) * pm->act_size) +
-                   2 * backend_block(largest_unit(pm, 0) * pm->act_size);
-    else
+    /* parameters: the flat buffer; ZeRO-3 (model_grad_units.c, optim.c): the
+     * fp32 shard of the trainable layout, the resident global and frozen
+     * tensors, one window of the largest block's trainable tensors */
+    if (shard == PLAN_ZERO3) {
+        size_t sh = shard_of(pm->n_grad, world), resident = 0, global, window;
+        for (int i = 0; i < pm->n_tensors; i++)
+            if (!(pm->tensors[i].trainable && pm->tensors[i].layer >= 0))
+                resident += pm->tensors[i].alloc;
+        grad_units(pm, &global, &window);
+        b.params = backend_block((sh > 0 ? sh : 1) * sizeof(float)) +
+                   backend_block((resident > 0 ? resident : 16) * pm->act_size) +
+                   backend_block(window * pm->act_size);
+    } else
         b.params = backend_block(pm->n_alloc * pm->act_size);
     /* gradients: fp32 over the trainable layout (16 floats when nothing trains) */
     size_t n_grad = pm->n_grad > 0 ? pm->n_grad : 16;
@@ -759,9 +751,12 @@ int plan_check_fits(const PlanModel *pm, PlanChoice ch, size_t available, const 
             break;
         }
     }
-    for (int z = ch.shard + 1; ch.world > 1 && z <= PLAN_ZERO2; z++) /* the stages that run */
+    int top = pm->cuda ? PLAN_ZERO2 : PLAN_ZERO3; /* the stages that run */
+    for (int z = ch.shard + 1; ch.world > 1 && z <= top; z++)
         n += snprintf(advice + n, sizeof advice - n, "; dist.zero %d shards the %s (%s per rank)", z,
-                      z == PLAN_ZERO1 ? "optimizer state" : "optimizer state and gradients",
+                      z == PLAN_ZERO1   ? "optimizer state"
+                      : z == PLAN_ZERO2 ? "optimizer state and gradients"
+                                        : "optimizer state, gradients and parameters",
                       human(plan_memory(pm, (PlanChoice){z, ch.recompute, ch.micro_batch,
                                                          ch.world}).total));
     snprintf(advice + n, sizeof advice - n, "; more ranks with sharding, a smaller data.seq_len, or "
