@@ -528,8 +528,8 @@ Test(config, validate_rechecks_ranges_and_enums_of_values_set_in_code) {
 
 /* dist.zero picks the stage; the older dist.zero1 means 1 when dist.zero is
  * left at 0 (configs and checkpoints' stored configs from before dist.zero,
- * which have no dist.zero key, load with the stage they ran); 3 is refused
- * with the stage that runs. */
+ * which have no dist.zero key, load with the stage they ran); 3 runs but not
+ * with generation-based evaluation; past 3 is refused with the choices. */
 Test(config, dist_zero_and_the_older_zero1) {
     Config c = valid_config();
     cr_assert_eq(c.dist.zero, 0);
@@ -543,9 +543,17 @@ Test(config, dist_zero_and_the_older_zero1) {
     c.dist.zero1 = 0;
     cr_assert_eq(config_dist_zero(&c), 2);
     cr_assert_eq(config_set(&c, "dist.zero=3"), 0, "%s", err_msg());
+    cr_assert_eq(config_validate(&c), 0, "%s", err_msg());
+    cr_assert_eq(config_dist_zero(&c), 3);
+    /* generation runs on rank 0 alone; ZeRO-3's gathers need every rank */
+    cr_assert_eq(config_set(&c, "eval.generate_every=5"), 0, "%s", err_msg());
     cr_assert_eq(config_validate(&c), -1);
-    assert_err_has("ZeRO-3");
-    assert_err_has("dist.zero 2");
+    assert_err_has("eval.generate_every (5) with dist.zero 3");
+    assert_err_has("use dist.zero 2");
+    c.eval.generate_every = 0;
+    cr_assert_eq(config_set(&c, "dist.zero=4"), 0, "%s", err_msg());
+    cr_assert_eq(config_validate(&c), -1);
+    assert_err_has("dist.zero 4: choose 0");
     cr_assert_eq(config_set(&c, "dist.zero=-1"), -1);
 }
 

@@ -124,6 +124,36 @@ static void check_reduce_scatter_add(size_t n, size_t round_elems, unsigned seed
     free(shard);
 }
 
+/* ZeRO-3's parameter gather: every rank's shard of a layout known to all
+ * (element i is a function of i), and ranges inside one shard, spanning
+ * several, missing this rank's, empty, in rounds down to one element: dst
+ * must be the layout's [lo, hi) bit for bit, and nothing past it written. */
+static float layout_value(size_t i) { return (float)((double)i * 1.25 - 1e5) * 1e-3f; }
+
+static void check_all_gather_range(size_t n, size_t round_elems) {
+    dist_set_round_elems(round_elems);
+    size_t b, e;
+    dist_shard_range(n, dist_rank(), dist_size(), &b, &e);
+    float *shard = xmalloc((e > b ? e - b : 1) * sizeof(float));
+    for (size_t i = b; i < e; i++) shard[i - b] = layout_value(i);
+    float *dst = xmalloc((n + 1) * sizeof(float));
+    size_t cuts[][2] = {{0, n}, {n / 3, n / 3 + n / 4}, {n / 2, n}, {n / 5, n / 5 + 1}, {0, 0}};
+    for (size_t c = 0; c < sizeof cuts / sizeof *cuts; c++) {
+        size_t lo = cuts[c][0] < n ? cuts[c][0] : n, hi = cuts[c][1] < n ? cuts[c][1] : n;
+        if (hi < lo) hi = lo;
+        for (size_t i = 0; i <= n; i++) dst[i] = -7.0f;
+        dist_all_gather_range_f32(shard, lo, hi, n, dst);
+        int ok = dst[hi - lo] == -7.0f;
+        for (size_t i = lo; i < hi; i++) {
+            float w = layout_value(i);
+            ok &= memcmp(&dst[i - lo], &w, sizeof w) == 0;
+        }
+        check(ok, "all-gather of a range differs from the layout", hi - lo, round_elems);
+    }
+    free(shard);
+    free(dst);
+}
+
 static void check_scalars(void) {
     int W = dist_size(), me = dist_rank();
     check(dist_any(0) == 0, "dist_any(0) is not 0", 0, 0);
@@ -189,6 +219,7 @@ int main(void) {
             check_allreduce(sizes[s], rounds[r], DIST_SUM, seed++);
             check_allreduce(sizes[s], rounds[r], DIST_AVG, seed++);
             check_reduce_scatter_add(sizes[s], rounds[r], seed++);
+            check_all_gather_range(sizes[s], rounds[r]);
         }
     check_scalars();
     check_late_rank();
