@@ -120,12 +120,12 @@ static void print_plan(const PlanModel *pm, const Config *cfg, int gpus, int nod
                    b.total <= memory ? "yes" : "no", max_b);
         }
     PlanBytes b0 = plan_memory(pm, (PlanChoice){0, 0, B, world});
-    printf("\nexact for the CPU's fp32 buffers (tested against its allocator): none, zero1 and "
-           "zero2 under every\nrecompute mode; the same formula with the CUDA dtypes for cuda "
-           "(never run on a GPU); zero3 is a\nmodel of code still being written (train/plan.h). "
-           "Not counted: the data in host memory (below),\noffline KD's top-K buffers, "
-           "generation's key/value cache. A checkpoint save gathers %.2f GiB of\noptimizer "
-           "state in host memory.\n\n",
+    printf("\nexact for the CPU's fp32 buffers (tested against its allocator): none, zero1, "
+           "zero2 and zero3 under\nevery recompute mode (zero3: once sharded; the start holds "
+           "the whole model); the same formula\nwith the CUDA dtypes for cuda (never run on a "
+           "GPU; zero2 and zero3 refused there) (train/plan.h).\nNot counted: the data in host "
+           "memory (below), offline KD's top-K buffers, generation's key/value\ncache. A "
+           "checkpoint save gathers %.2f GiB of optimizer state in host memory.\n\n",
            gib(b0.checkpoint));
 
     print_data(cfg);

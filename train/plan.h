@@ -12,9 +12,12 @@
  *
  * What is exact and what is a model of the memory:
  *   exact (tested against the CPU allocator, byte for byte): no sharding,
- *     ZeRO-1 and ZeRO-2 on the CPU (ZeRO-2's gradients: this rank's shard,
- *     the global tensors' gradients and one window of the largest block's,
- *     model/model_grad_units.c), under every train.recompute mode (none,
+ *     ZeRO-1, ZeRO-2 and ZeRO-3 on the CPU (ZeRO-2's gradients: this rank's
+ *     shard, the global tensors' gradients and one window of the largest
+ *     block's, model/model_grad_units.c; ZeRO-3's parameters: the fp32 shard
+ *     of the trainable layout, the resident global and frozen tensors, one
+ *     window of the largest block's trainable tensors; the run's steady
+ *     state: the start holds the whole model before it is sharded), under every train.recompute mode (none,
  *     attention, block): the flat parameter buffer (every tensor 16-element aligned, the
  *     vocabulary padded), the fp32 gradient buffer and AdamW's m and v over
  *     the trainable tensors (frozen tensors and LoRA's base have none), the
@@ -27,9 +30,8 @@
  *     gradients, master weights and moments fp32; side buffers fp32): what
  *     model/backend_cuda.cu allocates, not run here;
  *   a model (no code runs it yet, or not here): ZeRO-1 on CUDA (m, v and
- *     master sharded; written, never run on a GPU), ZeRO-2 on CUDA (refused
- *     today), ZeRO-3 (parameters sharded, plus two blocks'
- *     gathered parameters: the one computing and the next being gathered).
+ *     master sharded; written, never run on a GPU), ZeRO-2 and ZeRO-3 on CUDA
+ *     (refused today: their lines are the CPU's formula with CUDA's dtypes).
  *     CUDA's runtime (context, cuBLAS workspace) is a stated allowance,
  *     PLAN_CUDA_RUNTIME.
  *   a second, frozen model (a DPO reference, an online KD teacher and its
@@ -121,7 +123,8 @@ typedef struct {
 
 /* Bytes on one rank (the largest shard, rank 0, where shards differ). */
 typedef struct {
-    size_t params;      /* flat parameter buffer (compute type), its shard under ZeRO-3 */
+    size_t params;      /* flat parameter buffer (compute type); under ZeRO-3 the shard,
+                           the resident tensors and one block window */
     size_t grads;       /* fp32 gradients of the trainable tensors */
     size_t optim;       /* AdamW m and v (fp32), and fp32 master weights on CUDA */
     size_t activations; /* what forward keeps for backward, and backward's scratch */
