@@ -1,5 +1,6 @@
 /* tests/test_zero.c — ZeRO-2's gradient units (model/model_grad_units.c) and
- * gradient shard (train/optim.c optim_shard_grads) in one process.
+ * gradient shard (train/optim.c optim_shard_grads) in one process; ZeRO-3's
+ * parameter units and shard at the end of the file.
  *
  * One process stands for one rank r of W (optim_shard(o, r, W) without MPI):
  * the shard then holds this process's own gradient of its range, which must
@@ -193,6 +194,99 @@ Test(zero2, refused_without_a_sharded_optimizer) {
     Optimizer *o = optim_create(m, &ac);
     cr_assert_eq(optim_shard_grads(o), -1);
     cr_assert(strstr(err_msg(), "optim_shard"), "%s", err_msg());
+    optim_free(o);
+    gpt_free(m);
+}
+
+/* ---- ZeRO-3: the parameters by unit (gpt_set_params_gather, optim_shard_params)
+ *
+ * One process is the whole world (optim_shard(o, 0, 1)): the parameter shard
+ * is the whole trainable layout and the gather copies it (no MPI), but every
+ * path of the sharded model runs: the resident tensors, param_at through the
+ * window, a gather before each block's forward, recomputation and backward,
+ * AdamW on the shard, the global tensors' update copied back, and the whole
+ * mode of a save. Each step's log-probs, gradient norm and the parameters
+ * afterwards must be the plain model's bits. Several ranks are
+ * scripts/test_dist_train.sh's (ZeRO-3 == ZeRO-2 under mpirun). */
+static void step_once(GPT *m, Optimizer *o, uint64_t seed, float *logp, double *norm) {
+    int in[N], tg[N];
+    float g[N];
+    random_tokens(in, N, V, seed);
+    random_tokens(tg, N, V, seed + 1);
+    optim_zero_grad(o);
+    gpt_forward(m, in, tg, B, T, logp);
+    for (int i = 0; i < N; i++) g[i] = 1.0f / N + 0.01f * (float)(i % 3);
+    gpt_backward(m, g);
+    *norm = optim_clip_grad_norm(o);
+    optim_step(o, 1e-2);
+}
+
+static void check_zero3(const GPTConfig *cfg, Variant v) {
+    GPT *plain = make_model(cfg, v), *m = make_model(cfg, v);
+    AdamWConfig ac = {0.9, 0.95, 1e-8, 0.1, 0.5}; /* clipping on: the norm matters */
+    Optimizer *po = optim_create(plain, &ac), *o = optim_create(m, &ac);
+    cr_assert_eq(optim_shard(o, 0, 1), 0, "%s", err_msg());
+    cr_assert_eq(optim_shard_grads(o), 0, "%s", err_msg());
+    cr_assert_eq(optim_shard_params(o), 0, "%s", err_msg());
+    cr_assert(optim_params_sharded(o) && gpt_params_sharded(m));
+    cr_assert(gpt_param_bytes(m) < gpt_flat_size(m) * sizeof(float),
+              "resident + window %zu bytes, whole %zu", gpt_param_bytes(m),
+              gpt_flat_size(m) * sizeof(float));
+    size_t n = gpt_flat_size(m);
+    float *want = xmalloc(n * sizeof(float)), *got = xmalloc(n * sizeof(float));
+    for (int s = 0; s < 3; s++) {
+        float lp[N], lq[N];
+        double np, nq;
+        step_once(plain, po, 100 + 10 * (uint64_t)s, lp, &np);
+        step_once(m, o, 100 + 10 * (uint64_t)s, lq, &nq);
+        cr_assert(!memcmp(lp, lq, sizeof lp), "step %d: log-probs differ", s);
+        cr_assert(!memcmp(&np, &nq, sizeof np), "step %d: norm %.17g vs %.17g", s, np, nq);
+        /* as a save does: the whole buffer, then the shard back from it */
+        cr_assert_eq(optim_params_unshard(o, 1), 0, "%s", err_msg());
+        gpt_copy_params_to_host(plain, want, n);
+        gpt_copy_params_to_host(m, got, n);
+        for (int i = 0; i < gpt_num_tensors(m); i++) {
+            const ParamInfo *p = gpt_tensor(m, i);
+            cr_assert(!memcmp(want + p->offset, got + p->offset, p->numel * sizeof(float)),
+                      "step %d: %s differs", s, p->name);
+        }
+        optim_params_reshard(o);
+    }
+    free(want);
+    free(got);
+    optim_free(po);
+    optim_free(o);
+    gpt_free(plain);
+    gpt_free(m);
+}
+
+Test(zero3, gpt2_steps_are_the_plain_models) {
+    GPTConfig c = gpt2_cfg();
+    check_zero3(&c, PLAIN);
+    check_zero3(&c, CHUNKED);
+    check_zero3(&c, FROZEN_LOW);
+}
+
+Test(zero3, llama_lora_and_recomputation) {
+    GPTConfig c = llama_cfg();
+    check_zero3(&c, PLAIN);
+    check_zero3(&c, LORA);
+    check_zero3(&c, RECOMPUTE);
+}
+
+/* ZeRO-3 shards the parameters of sharded gradients, once. */
+Test(zero3, refused_without_sharded_gradients_and_twice) {
+    GPTConfig c = gpt2_cfg();
+    GPT *m = make_model(&c, PLAIN);
+    AdamWConfig ac = {0.9, 0.95, 1e-8, 0.1, 0};
+    Optimizer *o = optim_create(m, &ac);
+    cr_assert_eq(optim_shard(o, 0, 2), 0, "%s", err_msg());
+    cr_assert_eq(optim_shard_params(o), -1);
+    cr_assert(strstr(err_msg(), "optim_shard_grads"), "%s", err_msg());
+    cr_assert_eq(optim_shard_grads(o), 0, "%s", err_msg());
+    cr_assert_eq(optim_shard_params(o), 0, "%s", err_msg());
+    cr_assert_eq(gpt_set_params_gather(m, NULL, NULL), -1);
+    cr_assert(strstr(err_msg(), "sharded once"), "%s", err_msg());
     optim_free(o);
     gpt_free(m);
 }
