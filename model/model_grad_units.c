@@ -176,21 +176,39 @@ void params_need_block(GPT *m, int l) {
     m->window_unit = l;
 }
 
+/* The largest resident tensor's elements: the host scratch a tensor moves
+ * through between the resident storage and the whole buffer. */
+static size_t largest_resident(const GPT *m) {
+    size_t big = 1;
+    for (int i = 0; i < m->n_tensors; i++)
+        if (resident(m, i) && m->tensors[i].numel > big) big = m->tensors[i].numel;
+    return big;
+}
+
+/* Every resident tensor from one buffer to the other (to_whole: resident ->
+ * whole), one tensor at a time through the host. */
+static void move_resident(GPT *m, float *whole, float *res, int to_whole) {
+    const Backend *be = m->be;
+    size_t X = be->act_size;
+    float *tmp = xmalloc(largest_resident(m) * sizeof(float));
+    for (int i = 0; i < m->n_tensors; i++) {
+        if (!resident(m, i)) continue;
+        const ParamInfo *p = &m->tensors[i];
+        float *w = (float *)((char *)whole + p->offset * X);
+        float *r = (float *)((char *)res + m->param_local[i] * X);
+        be->download_f32(tmp, to_whole ? r : w, p->numel);
+        be->upload_f32(to_whole ? w : r, tmp, p->numel);
+    }
+    free(tmp);
+}
+
 int gpt_params_unshard(GPT *m) {
     const Backend *be = m->be;
     assert(m->params_gather && !m->params_whole);
     float *whole = be->alloc(m->n_alloc * be->act_size);
     if (!whole) return -1;
-    float *host = xcalloc(m->n_alloc, sizeof(float));
-    float *packed = xmalloc((m->n_resident > 0 ? m->n_resident : 1) * sizeof(float));
-    if (m->n_resident > 0) be->download_f32(packed, m->params, m->n_resident);
-    for (int i = 0; i < m->n_tensors; i++)
-        if (resident(m, i))
-            memcpy(host + m->tensors[i].offset, packed + m->param_local[i],
-                   m->tensors[i].numel * sizeof(float));
-    be->upload_f32(whole, host, m->n_alloc);
-    free(packed);
-    free(host);
+    be->zero(whole, m->n_alloc * be->act_size); /* the alignment tails, as a fresh model's */
+    move_resident(m, whole, m->params, 1);
     m->params_resident = m->params;
     m->params = whole;
     m->params_whole = 1;
@@ -198,19 +216,9 @@ int gpt_params_unshard(GPT *m) {
 }
 
 void gpt_params_reshard(GPT *m) {
-    const Backend *be = m->be;
     assert(m->params_gather && m->params_whole);
-    float *host = xmalloc(m->n_alloc * sizeof(float));
-    float *packed = xcalloc(m->n_resident > 0 ? m->n_resident : 1, sizeof(float));
-    be->download_f32(host, m->params, m->n_alloc);
-    for (int i = 0; i < m->n_tensors; i++)
-        if (resident(m, i))
-            memcpy(packed + m->param_local[i], host + m->tensors[i].offset,
-                   m->tensors[i].numel * sizeof(float));
-    if (m->n_resident > 0) be->upload_f32(m->params_resident, packed, m->n_resident);
-    free(packed);
-    free(host);
-    be->release(m->params);
+    move_resident(m, m->params, m->params_resident, 0);
+    m->be->release(m->params);
     m->params = m->params_resident;
     m->params_resident = NULL;
     m->params_whole = 0;

@@ -336,18 +336,24 @@ int optim_params_unshard(Optimizer *o, int gather) {
     if (!o->pshard) return 0;
     if (gpt_params_unshard(o->model) != 0) return -1;
     if (!gather) return 0;
+    /* each block tensor straight from the owners' shards into its place (fp32:
+     * the CPU backend) */
     GPT *m = o->model;
     int L = gpt_config(m)->n_layer;
-    float *packed = xcalloc(o->n_state ? o->n_state : 1, sizeof(float)); /* gradient layout */
-    memcpy(packed + o->sh_begin, o->pshard, (o->sh_end - o->sh_begin) * sizeof(float));
-    if (dist_size() == o->world) dist_all_gather_f32(packed, o->n_state);
+    size_t b = o->sh_begin, e = o->sh_end, off;
     for (int i = 0; i < gpt_num_tensors(m); i++) {
         const ParamInfo *p = gpt_tensor(m, i);
         int u = gpt_tensor_unit(m, i);
-        if (p->trainable && u >= 0 && u < L)
-            memcpy(param_at(o, p), packed + p->grad_offset, p->numel * sizeof(float));
+        if (!p->trainable || u < 0 || u >= L) continue;
+        if (dist_size() == o->world) {
+            dist_all_gather_range_f32(o->pshard, p->grad_offset, p->grad_offset + p->numel,
+                                      o->n_state, param_at(o, p));
+            continue;
+        }
+        size_t n = overlap(p, b, e, &off); /* one process standing for one rank: its piece */
+        if (n) memcpy(param_at(o, p) + off, o->pshard + (p->grad_offset + off - b),
+                      n * sizeof(float));
     }
-    free(packed);
     return 0;
 }
 
