@@ -551,6 +551,15 @@ Test(config, dist_zero_and_the_older_zero1) {
     assert_err_has("eval.generate_every (5) with dist.zero 3");
     assert_err_has("use dist.zero 2");
     c.eval.generate_every = 0;
+    /* so does on-policy KD: each rank samples its own lengths */
+    cr_assert_eq(config_set(&c, "objective.type=kd"), 0, "%s", err_msg());
+    cr_assert_eq(config_set(&c, "kd.teacher=some/teacher"), 0, "%s", err_msg());
+    cr_assert_eq(config_set(&c, "kd.on_policy=0.5"), 0, "%s", err_msg());
+    cr_assert_eq(config_validate(&c), -1);
+    assert_err_has("kd.on_policy 0.5 with dist.zero 3");
+    c.kd.on_policy = 0;
+    cr_assert_eq(config_set(&c, "objective.type=lm"), 0, "%s", err_msg());
+    cr_assert_eq(config_validate(&c), 0, "%s", err_msg());
     cr_assert_eq(config_set(&c, "dist.zero=4"), 0, "%s", err_msg());
     cr_assert_eq(config_validate(&c), -1);
     assert_err_has("dist.zero 4: choose 0");

@@ -140,7 +140,7 @@ static const KeyInfo KEYS[] = {
     REAL_KEY(finetune, lora_dropout, 0, CLOSED, 1, OPEN, "dropout on the LoRA input"),
     STR_KEY(finetune, lora_targets, false, "comma-separated modules that get adapters: GPT-2 c_attn, c_proj, c_fc, attn.c_proj, mlp.c_proj; Llama families q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj (unset: PEFT's default, c_attn / q_proj,v_proj)"),
 
-    INT_KEY(dist, zero, 0, "sharding over the ranks: 0 none; 1 AdamW state (ZeRO-1); 2 also the gradients, reduce-scattered block by block during backward so a rank holds a gradient shard plus one block's (ZeRO-2, CPU backend only); 3 also the parameters, each block's all-gathered before its forward and backward so a rank holds a parameter shard, the global and frozen tensors and one block's (ZeRO-3, CPU backend only; not with eval.generate_every)"),
+    INT_KEY(dist, zero, 0, "sharding over the ranks: 0 none; 1 AdamW state (ZeRO-1); 2 also the gradients, reduce-scattered block by block during backward so a rank holds a gradient shard plus one block's (ZeRO-2, CPU backend only); 3 also the parameters, each block's all-gathered before its forward and backward so a rank holds a parameter shard, the global and frozen tensors and one block's (ZeRO-3, CPU backend only; not with eval.generate_every or kd.on_policy)"),
     BOOL_KEY(dist, zero1, "the older switch for dist.zero 1: true shards the AdamW state when dist.zero is 0"),
     INT_KEY(dist, bucket_mb, 1, "gradient all-reduce bucket size in MiB"),
     REAL_KEY(dist, timeout_s, 0, CLOSED, NO_LIMIT, CLOSED, "seconds a rank waits for the others at a collective before the job is aborted, naming the missing rank (0 = wait forever); longer than the slowest checkpoint save"),
@@ -800,6 +800,11 @@ int config_validate(const Config *c) {
                        "and ZeRO-3's parameters are gathered by every rank together; set eval.generate_every "
                        "0 (and evaluate the saved checkpoints with retort eval) or use dist.zero 2",
                        c->eval.generate_every);
+    if (c->dist.zero == 3 && !strcmp(c->objective.type, "kd") && c->kd.on_policy > 0)
+        return err_set("config: kd.on_policy %g with dist.zero 3: each rank samples its own completions, "
+                       "of lengths that differ between ranks, and ZeRO-3 gathers every block's parameters "
+                       "with every rank for each token; set kd.on_policy 0 or use dist.zero 2",
+                       c->kd.on_policy);
     if (c->optim.min_lr > c->optim.lr)
         return err_set("config: optim.min_lr (%g) must not exceed optim.lr (%g)", c->optim.min_lr, c->optim.lr);
     if (!c->data.train[0] && !c->data.mix[0])
