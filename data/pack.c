@@ -82,17 +82,24 @@ void packer_next(Packer *p, int rows, int *inputs, int *targets, int *doc_start,
     if (n_examples) *n_examples = placed;
 }
 
-void packer_position(const Packer *p, int64_t *epoch, int64_t *pos) {
-    *epoch = p->dl->epoch;
-    *pos = p->dl->pos;
-    if (!p->held) return;
-    /* the held example was drawn but not placed: the position is before it */
-    if (*pos > 0) {
-        (*pos)--;
+/* The data position of a packer that holds an example back: the loader's
+ * (epoch, pos), moved back over the held item, which was drawn but not
+ * placed (count: the loader's items per epoch). */
+static void position_before_held(int held, int64_t epoch, int64_t pos, int64_t count,
+                                 int64_t *out_epoch, int64_t *out_pos) {
+    *out_epoch = epoch;
+    *out_pos = pos;
+    if (!held) return;
+    if (pos > 0) {
+        *out_pos = pos - 1;
     } else {
-        (*epoch)--;
-        *pos = p->dl->count - 1;
+        *out_epoch = epoch - 1;
+        *out_pos = count - 1;
     }
+}
+
+void packer_position(const Packer *p, int64_t *epoch, int64_t *pos) {
+    position_before_held(p->held, p->dl->epoch, p->dl->pos, p->dl->count, epoch, pos);
 }
 
 void packer_seek(Packer *p, int64_t epoch, int64_t pos) {
@@ -197,15 +204,7 @@ int pair_packer_next(PairPacker *p, int rows, int *inputs, int *targets, int *do
 }
 
 void pair_packer_position(const PairPacker *p, int64_t *epoch, int64_t *pos) {
-    *epoch = p->pl->epoch;
-    *pos = p->pl->pos;
-    if (!p->held) return;
-    if (*pos > 0) {
-        (*pos)--;
-    } else {
-        (*epoch)--;
-        *pos = p->pl->count - 1;
-    }
+    position_before_held(p->held, p->pl->epoch, p->pl->pos, p->pl->count, epoch, pos);
 }
 
 void pair_packer_seek(PairPacker *p, int64_t epoch, int64_t pos) {
