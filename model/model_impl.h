@@ -98,6 +98,10 @@ struct GPT {
     size_t *grad_local;       /* (n_tensors) its offset in its unit's storage */
     GptGradRun *grad_runs;    /* every unit's runs, unit by unit */
     int *unit_first;          /* (L + 2) unit u's runs are [unit_first[u], unit_first[u+1]) */
+    /* gpt_set_grads_done (overlapped reduction): the same moments as grads_ready,
+     * but the gradients stay in the whole buffer; the units' runs are built */
+    GptGradsReady grads_done;
+    void *grads_done_ctx;
     /* what backward must visit, from the trainable flags */
     unsigned *layer_groups;   /* (L) bits GRP_* holding a trainable tensor */
     int lowest_trainable;     /* lowest block with a trainable tensor, L if none */
