@@ -48,6 +48,13 @@ typedef struct {
     int *counts, *sdispls, *rcounts, *rdispls; /* (W) each, valid until completion */
 } Pending;
 
+/* The wait spins (each MPI_Test moves data) for 10 ms, then naps 50 us
+ * between polls: a rank that waits because the other is still in backward
+ * must not hold a core the other needs (on a machine with as many cores as
+ * ranks, spinning for the whole wait made the overlapped step slower), and a
+ * short nap still polls often enough to keep the transfer moving. */
+static const double g_spin_s = 0.01;
+static const long g_nap_ns = 50000;
 static MPI_Comm g_exchange = MPI_COMM_NULL, g_gather = MPI_COMM_NULL;
 static Pending *g_pending;
 static int g_n_pending, g_cap_pending;
@@ -207,8 +214,8 @@ void dist_reduce_wait(void) {
                     "pass; aborting the job\n", dist_rank(), timeout);
             dist_abort(1);
         }
-        if (waited > 1.0) { /* past the transfer itself: a rank is late, idle meanwhile */
-            struct timespec nap = {0, 1000000};
+        if (waited > g_spin_s) { /* a rank is late (still in backward): give up the core */
+            struct timespec nap = {0, g_nap_ns};
             nanosleep(&nap, NULL);
         }
     }
