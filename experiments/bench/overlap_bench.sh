@@ -42,6 +42,7 @@ run() { # name np extra...
     >> "$OUT/$name.ms"
 }
 for v in one off block bucket25; do rm -f "$OUT/$v.ms"; done
+load0=$(cut -d' ' -f1-3 /proc/loadavg)
 for rep in $(seq 1 "$REPS"); do
   run one 1
   run off 2 --set dist.overlap=false
@@ -52,7 +53,8 @@ median() { sort -g "$1" | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) 
 params=$(grep -o 'model: [0-9]* parameters' "$OUT/one.1.log" | grep -o '[0-9]*')
 echo "dist.overlap on $(lscpu | grep 'Model name' | sed 's/Model name: *//'), $(nproc) cores;"
 echo "GPT-2 shape L=$L C=$C T=$T, $params parameters ($(awk -v p="$params" 'BEGIN { printf "%.1f", 4 * p / 1048576 }') MiB of fp32 gradient), B=$B per rank, $THREADS thread(s) per rank;"
-echo "median step time over steps 4..$STEPS of $REPS interleaved runs each:"
+echo "load average $load0 at the start, $(cut -d' ' -f1-3 /proc/loadavg) at the end (other jobs);"
+echo "median step time over steps 4..$STEPS of $REPS interleaved runs each (each run's median in brackets):"
 one=$(median "$OUT/one.ms")
 for v in one off block bucket25; do
   m=$(median "$OUT/$v.ms")
@@ -62,5 +64,8 @@ for v in one off block bucket25; do
     block) what="2 ranks, overlap, bucket_mb=0 (per block)";;
     bucket25) what="2 ranks, overlap, bucket_mb=25 (default)";;
   esac
-  printf '  %-44s %8.1f ms  (+%.1f ms over 1 rank)\n' "$what" "$m" "$(awk -v a="$m" -v b="$one" 'BEGIN { print a - b }')"
+  per=$(for r in $(seq 1 "$REPS"); do
+          sed -n "$(((r - 1) * (STEPS - 3) + 1)),$((r * (STEPS - 3)))p" "$OUT/$v.ms" > "$OUT/$v.ms.$r"
+          printf ' %.0f' "$(median "$OUT/$v.ms.$r")"; done)
+  printf '  %-44s %8.1f ms  (+%.1f ms over 1 rank) [%s ]\n' "$what" "$m" "$(awk -v a="$m" -v b="$one" 'BEGIN { print a - b }')" "$per"
 done
