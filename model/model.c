@@ -354,7 +354,7 @@ int relayout_grads(GPT *m) {
     m->grads = NULL; /* allocated on first use: a model that only generates never needs it */
     m->n_grad = off;
     m->grad_version++;
-    if (m->grads_ready) grad_units_build(m);
+    if (m->grads_ready || m->grads_done) grad_units_build(m);
     return 0;
 }
 
@@ -1291,6 +1291,7 @@ void backward_through_head(GPT *m, const HeadKd *kd) {
             if (m->grads_ready) be->zero(m->grad_window, m->n_window * sizeof(float));
             block_backward(m, l, l > stop || m->embed_trainable);
             if (m->grads_ready) m->grads_ready(m->grads_ctx, m, l);
+            if (m->grads_done) m->grads_done(m->grads_done_ctx, m, l);
         }
         if (m->embed_trainable)
             be->encoder_backward(grad_at(m, m->i_wte),
@@ -1298,6 +1299,7 @@ void backward_through_head(GPT *m, const HeadKd *kd) {
                                  m->ids_host, m->pk_pos, m->pk_pos_host, B, T, C);
     }
     if (m->grads_ready) m->grads_ready(m->grads_ctx, m, L);
+    if (m->grads_done) m->grads_done(m->grads_done_ctx, m, L);
 }
 
 /* the whole buffer, padding included (relayout_grads' invariant) */

@@ -362,6 +362,16 @@ void gpt_set_grads_ready(GPT *m, GptGradsReady fn, void *ctx);
 int gpt_grad_unit_runs(const GPT *m, int unit, const GptGradRun **runs);
 /* Unit u's storage (backend memory): valid inside the hook for that unit. */
 float *gpt_grad_unit_data(GPT *m, int unit);
+/* The overlapped gradient reduction (plain data parallelism and ZeRO-1,
+ * train/grad_overlap.c): fn(ctx, m, u) at the same moments as the hook of
+ * gpt_set_grads_ready (after block u's backward, from n_layer-1 down, and
+ * u = n_layer after the embeddings), but the gradients stay in the whole
+ * buffer (gpt_grads) and keep accumulating over backwards: when fn runs, unit
+ * u's runs (gpt_grad_unit_runs; their lo and hi index gpt_grads, `at` is
+ * unused) hold everything this backward adds to them, and no later part of
+ * this backward writes them. A backward with no trainable tensor calls
+ * nothing. fn NULL turns it off. */
+void gpt_set_grads_done(GPT *m, GptGradsReady fn, void *ctx);
 
 /* ---- parameter units (ZeRO-3: train/optim.c optim_shard_params) ----
  * With gradient units on, the parameters can live by the same units: the

@@ -48,8 +48,8 @@ void grad_units_free(GPT *m) {
 void grad_units_build(GPT *m) {
     int L = m->cfg.n_layer, n = m->n_tensors;
     grad_units_free(m);
-    if (m->grads) m->be->release(m->grads); /* sized for the other mode */
-    m->grads = NULL;
+    if (m->grads_ready && m->grads) m->be->release(m->grads); /* sized for the other mode */
+    if (m->grads_ready) m->grads = NULL;
     m->grad_unit = xmalloc((size_t)(n ? n : 1) * sizeof(int));
     m->grad_local = xcalloc((size_t)(n ? n : 1), sizeof(size_t));
     m->unit_first = xcalloc((size_t)L + 2, sizeof(int));
@@ -86,11 +86,21 @@ void gpt_set_grads_ready(GPT *m, GptGradsReady fn, void *ctx) {
         grad_units_free(m);
         if (m->grads) m->be->release(m->grads);
         m->grads = NULL;
+        if (m->grads_done) grad_units_build(m); /* the runs, over the whole buffer */
     }
 }
 
+/* The overlapped reduction's hook: the runs only, the whole buffer stays. */
+void gpt_set_grads_done(GPT *m, GptGradsReady fn, void *ctx) {
+    m->grads_done = fn;
+    m->grads_done_ctx = ctx;
+    if (m->grads_ready) return; /* the units exist already */
+    if (fn) grad_units_build(m);
+    else grad_units_free(m);
+}
+
 int gpt_grad_unit_runs(const GPT *m, int unit, const GptGradRun **runs) {
-    if (!m->grads_ready || unit < 0 || unit > m->cfg.n_layer) {
+    if ((!m->grads_ready && !m->grads_done) || unit < 0 || unit > m->cfg.n_layer) {
         *runs = NULL;
         return 0;
     }

@@ -110,6 +110,10 @@ struct GPT {
     int window_unit;          /* the block the window holds, -1 none */
     int params_whole;         /* whole mode: m->params is the whole buffer for now */
     float *params_resident;   /* the resident storage, set aside in whole mode */
+    /* gpt_set_grads_done (overlapped reduction): the same moments as grads_ready,
+     * but the gradients stay in the whole buffer; the units' runs are built */
+    GptGradsReady grads_done;
+    void *grads_done_ctx;
     /* what backward must visit, from the trainable flags */
     unsigned *layer_groups;   /* (L) bits GRP_* holding a trainable tensor */
     int lowest_trainable;     /* lowest block with a trainable tensor, L if none */

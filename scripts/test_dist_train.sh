@@ -32,6 +32,12 @@
 #      checkpoint files) on 2 and 3 ranks, GPT-2 and Llama, with LoRA, frozen
 #      tensors, train.recompute block, data.grad_accum, data.pack, DPO and KD;
 #      stopped on 2 ranks, resumed on 2, 1 and 3; eval.generate_every refused
+#  12. dist.overlap (each block's reduction started during backward) ==
+#      dist.overlap=false bit for bit (loss and grad_norm as written), with
+#      every block its own bucket (dist.bucket_mb=0) and with the default
+#      bucket: plain data parallelism and ZeRO-1 on 2 and 3 ranks, with
+#      data.grad_accum 2, LoRA, frozen tensors, DPO, KD and data.pack with
+#      train.recompute block; stopped on 2 ranks, resumed on 1 and on 3
 # Losses are compared with a relative tolerance of 2e-5: the ranks' gradients
 # are summed in a fixed order (train/dist.c), but a 4-sequence batch split 2+2
 # adds its fp32 contributions in a different order than one 4-row matmul, so
@@ -410,6 +416,50 @@ elif grep -q "set eval.generate_every 0" "$dir/z3gen.log"; then
 else
   echo "FAIL: dist.zero=3 with eval.generate_every: unexpected message"; fail=$((fail + 1)); tail -5 "$dir/z3gen.log"
 fi
+
+# dist.overlap: the reduction of each block's gradient starts as its backward
+# ends and is waited before clipping; only the step's last backward reduces,
+# so the micro-steps accumulate locally as without overlap, and each element
+# is summed by one owner in rank order as before: the runs must equal
+# dist.overlap=false bit for bit. (Every run above also overlaps, by default,
+# with 25 MiB buckets: one bucket per step for these models.)
+overlap_pair() { # NAME NP BATCH ARGS...: off vs every block its own bucket
+  local name=$1 np=$2 b=$3; shift 3
+  local tag=${name//[^a-z0-9]/}
+  runN "$np" "$dir/ovoff$tag" "$b" "$@" --set dist.overlap=false || { echo "FAIL: $name (off)"; tail -20 "$dir/ovoff$tag.log"; }
+  runN "$np" "$dir/ovon$tag" "$b" "$@" --set dist.bucket_mb=0 || { echo "FAIL: $name (on)"; tail -20 "$dir/ovon$tag.log"; }
+  identical "overlap: $name == dist.overlap=false" "$dir/ovoff$tag" "$dir/ovon$tag"
+}
+overlap_pair "lm on 2 ranks" 2 2 $LM
+identical "overlap: lm on 2 ranks, 25 MiB buckets == dist.overlap=false" "$dir/ovofflmon2ranks" "$dir/two2"
+if grep -q "gradient reduction overlapped with the backward pass" "$dir/ovonlmon2ranks.log" &&
+   ! grep -q "gradient reduction overlapped" "$dir/ovofflmon2ranks.log"; then
+  echo "ok: overlap: the run says it overlaps (and the run without does not)"; pass=$((pass + 1))
+else
+  echo "FAIL: overlap: setup line"; fail=$((fail + 1))
+fi
+overlap_pair "lm on 3 ranks" 3 2 $LM
+overlap_pair "zero1 on 2 ranks" 2 2 $LM --set dist.zero=1
+overlap_pair "zero1 on 3 ranks" 3 2 $LM --set dist.zero=1
+overlap_pair "grad accum 2 on 3 ranks" 3 1 $LM --set data.grad_accum=2
+overlap_pair "zero1 grad accum 2 on 3 ranks" 3 1 $LM --set data.grad_accum=2 --set dist.zero=1
+overlap_pair "llama lora on 2 ranks" 2 2 $LLAMA --set finetune.lora_r=4
+overlap_pair "frozen on 3 ranks" 3 2 $LM --set 'finetune.freeze=wte.weight,h.0.*'
+overlap_pair "dpo on 2 ranks" 2 2 $DPO --set data.grad_accum=2
+overlap_pair "kd on 2 ranks" 2 2 "${KDTW[@]}" --set dist.zero=1
+overlap_pair "pack recompute on 2 ranks" 2 2 "${PK[@]}" --set train.recompute=block
+# stop/resume across world sizes: stopped on 2 ranks, resumed on 1 and on 3,
+# overlapped throughout, against the uninterrupted runs
+RETORT_STOP_AT_STEP=3 runN 2 "$dir/ovstop1" 2 $LM --set dist.bucket_mb=0 --set dist.zero=1
+run1 "$dir/ovstop1" 4 $LM --resume
+compare "overlap: zero1 stopped on 2 ranks, resumed on 1" "$dir/one4" "$dir/ovstop1"
+RETORT_STOP_AT_STEP=3 runN 2 "$dir/ovstop3" 3 $LM --set dist.bucket_mb=0
+runN 3 "$dir/ovstop3" 2 $LM --set dist.bucket_mb=0 --resume
+compare "overlap: stopped on 2 ranks, resumed on 3" "$dir/one6" "$dir/ovstop3"
+# and resumed on 3 ranks with the overlap is the same as resumed without
+RETORT_STOP_AT_STEP=3 runN 2 "$dir/ovstop3off" 3 $LM --set dist.bucket_mb=0
+runN 3 "$dir/ovstop3off" 2 $LM --set dist.overlap=false --resume
+identical "overlap: resumed on 3 ranks == resumed on 3 ranks with dist.overlap=false" "$dir/ovstop3off" "$dir/ovstop3"
 
 echo "tests: $pass passed, $fail failed, 0 skipped"
 [ $fail -eq 0 ]

@@ -142,7 +142,8 @@ static const KeyInfo KEYS[] = {
 
     INT_KEY(dist, zero, 0, "sharding over the ranks: 0 none; 1 AdamW state (ZeRO-1); 2 also the gradients, reduce-scattered block by block during backward so a rank holds a gradient shard plus one block's (ZeRO-2, CPU backend only); 3 also the parameters, each block's all-gathered before its forward and backward so a rank holds a parameter shard, the global and frozen tensors and one block's (ZeRO-3, CPU backend only; not with eval.generate_every or kd.on_policy)"),
     BOOL_KEY(dist, zero1, "the older switch for dist.zero 1: true shards the AdamW state when dist.zero is 0"),
-    INT_KEY(dist, bucket_mb, 1, "gradient all-reduce bucket size in MiB"),
+    INT_KEY(dist, bucket_mb, 0, "gradient all-reduce bucket size in MiB (dist.overlap: a reduction starts once this much of the backward's finished gradient waits; 0: every block on its own)"),
+    BOOL_KEY(dist, overlap, "start each block's gradient reduction as soon as its backward is done, overlapping the blocks below (plain data parallelism and dist.zero 1; the gradients are bitwise those of false, which reduces after the backward pass); dist.zero 2 reduces block by block anyway"),
     REAL_KEY(dist, timeout_s, 0, CLOSED, NO_LIMIT, CLOSED, "seconds a rank waits for the others at a collective before the job is aborted, naming the missing rank (0 = wait forever); longer than the slowest checkpoint save"),
 
     REAL_KEY(optim, lr, 0, OPEN, NO_LIMIT, CLOSED, "peak learning rate"),
@@ -239,6 +240,7 @@ void config_defaults(Config *c) {
     c->orpo.beta = 0.1;
     c->finetune.lora_alpha = 16;
     c->dist.bucket_mb = 25;
+    c->dist.overlap = 1;
     c->dist.timeout_s = 600;
 
     c->optim.lr = 6e-4;

@@ -90,6 +90,7 @@ typedef struct {
         int zero;                    /* sharding: 0 none, 1 optimizer state, 2 + gradients */
         int zero1;                   /* the older switch: true is zero 1 (config_dist_zero) */
         int bucket_mb;               /* gradient all-reduce bucket size */
+        int overlap;                 /* reduce each block's gradient during backward (grad_overlap.h) */
         double timeout_s;            /* longest wait at a collective; 0 = forever (train/dist.h) */
     } dist;
     struct {

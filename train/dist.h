@@ -156,6 +156,26 @@ int dist_any(int flag);
 double dist_sum_f64(double x);
 int64_t dist_sum_i64(int64_t x);
 
+/* ---- overlapped host reductions (train/dist_async.c; MPI) ---- */
+
+/* Starts summing the fp32 range buf[lo, hi) (host memory) over the ranks, in
+ * place, and returns at once; dist_reduce_wait finishes it. The sums are the
+ * bits dist_allreduce_f32 (shard_n 0: the whole range on every rank) or
+ * dist_reduce_scatter_f32 over a shard_n-element buffer (shard_n > 0: only
+ * the part inside this rank's dist_shard_range(shard_n) is summed, the rest
+ * of the range is left unspecified) would give, whatever the cut into
+ * ranges. buf[lo, hi) must not change until dist_reduce_wait returns. Every
+ * rank starts the same ranges in the same order. One process: nothing. */
+void dist_reduce_start_f32(float *buf, size_t lo, size_t hi, size_t shard_n);
+/* Moves the started reductions on without blocking (MPI moves their data
+ * only inside MPI calls): call it between pieces of work. */
+void dist_reduce_progress(void);
+/* Waits for every reduction started so far (dist.timeout_s bounds the wait;
+ * past it the job is aborted). */
+void dist_reduce_wait(void);
+/* Ranges started and not yet waited for. */
+int dist_reduce_pending(void);
+
 /* ---- device collectives (RETORT_CUDA builds with dist_init(1)) ---- */
 
 typedef enum { DIST_F32 = 0, DIST_BF16 = 1 } DistDtype;

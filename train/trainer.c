@@ -70,6 +70,7 @@
 #include "model/backend.h"
 #include "model/checkpoint.h"
 #include "train/dist.h"
+#include "train/grad_overlap.h"
 #include "model/lora.h"
 #include "model/model.h"
 #include "model/model_io.h"
@@ -94,6 +95,7 @@ typedef struct {
     RunTokenizer tokenizer;   /* env.tokenizer: settled by prepare, recorded in checkpoints */
     GPT *model;
     Optimizer *optim;
+    GradOverlap *overlap;     /* dist.overlap: the reduction started during backward, or NULL */
     LrSchedule sched;
     int step;                 /* optimizer steps completed */
     int64_t tokens_seen;
@@ -725,6 +727,7 @@ static int check_memory(Trainer *t) {
 static void trainer_free(Trainer *t) {
     if (t->metrics) fclose(t->metrics);
     tb_close(t->tb);
+    grad_overlap_free(t->overlap);
     optim_free(t->optim);
     if (t->state) t->obj->close(t->state);
     gpt_free(t->model);
@@ -797,6 +800,10 @@ static int create_optimizer(Trainer *t) {
     if (zero >= 1 && t->world > 1 && optim_shard(t->optim, t->rank, t->world) != 0) return -1;
     if (zero >= 2 && t->world > 1 && optim_shard_grads(t->optim) != 0) return -1;
     if (zero >= 3 && t->world > 1 && optim_shard_params(t->optim) != 0) return -1;
+    if (cfg->dist.overlap && t->world > 1 && zero < 2) /* ZeRO-2 reduces inside backward */
+        t->overlap = grad_overlap_create(t->model, t->A, (size_t)cfg->dist.bucket_mb << 20,
+                                         zero >= 1 ? gpt_grad_size(t->model) : 0,
+                                         !strcmp(t->be->name, "cuda"));
     int warmup = cfg->optim.warmup_steps;
     if (cfg->optim.warmup_ratio > 0) { /* resolved here: train.epochs may have set the steps */
         warmup = warmup_steps_for_ratio(cfg->optim.warmup_ratio, cfg->train.steps);
@@ -839,6 +846,9 @@ static void print_setup(const Trainer *t) {
         else if (optim_is_sharded(t->optim))
             printf("ZeRO-1: AdamW state sharded over %d ranks, %.2f MiB on this rank\n", t->world,
                    optim_state_bytes(t->optim) / 1048576.0);
+        if (t->overlap)
+            printf("gradient reduction overlapped with the backward pass (dist.overlap): "
+                   "buckets of %d MiB started as the blocks finish\n", cfg->dist.bucket_mb);
         if (gpt_num_trainable(t->model) < gpt_num_params(t->model))
             printf("training %zu of %zu parameters (%s); gradients + optimizer state %.2f MiB\n",
                    gpt_num_trainable(t->model), gpt_num_params(t->model),
@@ -913,6 +923,7 @@ static int trainer_setup(Trainer *t, Config *resolved) {
 static void train_step(Trainer *t, StepStats *st) {
     memset(st, 0, sizeof *st);
     optim_zero_grad(t->optim);
+    if (t->overlap) grad_overlap_begin_step(t->overlap);
     gpt_set_train_mode(t->model, 1);
     st->loss = t->obj->step(t->state, &t->env, st->metrics);
     t->tokens_seen += (int64_t)t->A * t->rows * t->T;
@@ -922,6 +933,8 @@ static void train_step(Trainer *t, StepStats *st) {
 static void reduce_gradients(Trainer *t) {
     /* ZeRO-2: each block's was reduce-scattered into the shard during backward */
     if (t->world == 1 || optim_grads_sharded(t->optim)) return;
+    /* dist.overlap: each block's started during backward; the same bits */
+    if (t->overlap && grad_overlap_finish(t->overlap) == 0) return;
     if (!strcmp(t->be->name, "cuda")) { /* gradients are fp32 on every backend */
         dist_allreduce_bucket_async(gpt_grads(t->model), gpt_grad_size(t->model), DIST_F32,
                                     DIST_SUM);

@@ -8,6 +8,8 @@
  * 1e6 so that a different summation order would show in the low bits.
  * A rank that comes late (but within dist.timeout_s, or with no timeout) is
  * waited for (scripts/test_dist_train.sh checks a rank that never comes).
+ * The overlapped reduction (dist_reduce_start_f32, train/dist_async.c) must
+ * give the blocking calls' bits for any cut of the buffer into ranges.
  * Rank 0 prints "checks: P passed, F failed" over all ranks.
  */
 #include <stdio.h>
@@ -154,6 +156,43 @@ static void check_all_gather_range(size_t n, size_t round_elems) {
     free(dst);
 }
 
+/* dist.overlap: the buffer cut into ranges started one after another
+ * (nonblocking, progressed between starts as between blocks, waited once)
+ * must hold the bits of the blocking all-reduce, or on this rank's shard
+ * those of the reduce-scatter, whatever the cut. The ranges are started from
+ * the top of the buffer down, as backward hands blocks over; 64 pieces of
+ * 7 elements leave some empty. */
+static void check_overlapped(size_t n, unsigned seed) {
+    size_t cap = n ? n : 1;
+    float *buf = xmalloc(cap * sizeof(float)), *want = xmalloc(cap * sizeof(float));
+    expected_sum(want, n, seed, DIST_SUM);
+    size_t b, e;
+    dist_shard_range(n, dist_rank(), dist_size(), &b, &e);
+    size_t pieces[] = {1, 2, 3, 7, 64};
+    for (size_t c = 0; c < sizeof pieces / sizeof *pieces; c++) {
+        for (int scatter = 0; scatter < 2; scatter++) {
+            input_of(dist_rank(), buf, n, seed);
+            size_t k = pieces[c];
+            for (size_t j = k; j-- > 0;) { /* piece j of k, from the last down */
+                size_t lo, hi;
+                dist_shard_range(n, (int)j, (int)k, &lo, &hi);
+                dist_reduce_start_f32(buf, lo, hi, scatter ? n : 0);
+                dist_reduce_progress();
+            }
+            dist_reduce_wait();
+            check(dist_reduce_pending() == 0, "ranges still pending after the wait", n, k);
+            if (scatter)
+                check(memcmp(buf + b, want + b, (e - b) * sizeof(float)) == 0,
+                      "overlapped reduce-scatter shard differs from the rank-order sums", n, k);
+            else
+                check(memcmp(buf, want, n * sizeof(float)) == 0,
+                      "overlapped all-reduce differs from the rank-order sum", n, k);
+        }
+    }
+    free(buf);
+    free(want);
+}
+
 static void check_scalars(void) {
     int W = dist_size(), me = dist_rank();
     check(dist_any(0) == 0, "dist_any(0) is not 0", 0, 0);
@@ -221,6 +260,7 @@ int main(void) {
             check_reduce_scatter_add(sizes[s], rounds[r], seed++);
             check_all_gather_range(sizes[s], rounds[r]);
         }
+    for (size_t s = 0; s < sizeof sizes / sizeof *sizes; s++) check_overlapped(sizes[s], seed++);
     check_scalars();
     check_late_rank();
 
