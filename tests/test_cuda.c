@@ -1389,6 +1389,114 @@ Test(cuda_model, zero1_shard_step_is_the_unsharded_step_on_its_range) {
     free(in), free(tg), free(g), free(before), free(pr), free(pq), free(mr), free(vr), free(wr);
 }
 
+/* ZeRO-2 on the GPU (train/optim.c optim_shard_grads on CUDA): one process
+ * standing for rank r of W, so no collective runs and each unit's runs reach
+ * the shard through the host (the rank's own share, the others' taken as
+ * zero; the NCCL path, dist_reduce_scatter_add_device, needs several GPUs:
+ * scripts/test_gpu.sh part 6). The model writes each block into a zeroed
+ * window with the kernels the whole buffer gets, so the shard must hold the
+ * very bits of the ZeRO-1 model's gradient on its range after one backward,
+ * and g1 + g2 (each from zero, summed in fp32) after two; the AdamW step from
+ * the shard must then write the ZeRO-1 step's bits (parameters, m, v and
+ * master weights, two steps), and the model must hold less gradient memory
+ * than the layout. */
+static void zero2_backward(GPT *m, const int *in, const int *tg, const float *g, int B, int T) {
+    gpt_forward(m, in, tg, B, T, NULL);
+    gpt_backward(m, g);
+}
+
+Test(cuda_model, zero2_shard_is_the_zero1_gradient_and_steps_as_zero1) {
+    NEED_GPU(G);
+    GPTConfig cfg = {.n_layer = 2, .n_head = 2, .n_embd = 128, .vocab_size = 515,
+                     .n_positions = 128, .layer_norm_epsilon = 1e-5f};
+    enum { W = 3 };
+    int B = 2, T = 32, N = B * T;
+    Rng r;
+    rng_seed(&r, 37);
+    int *in = malloc(N * sizeof(int)), *tg = malloc(N * sizeof(int)), *tg2 = malloc(N * sizeof(int));
+    float *g = malloc(N * 4);
+    for (int i = 0; i < N; i++) {
+        in[i] = (int)rng_below(&r, cfg.vocab_size);
+        tg[i] = (int)rng_below(&r, cfg.vocab_size);
+        tg2[i] = (int)rng_below(&r, cfg.vocab_size);
+        g[i] = -1.0f / N;
+    }
+    AdamWConfig ac = {0.9, 0.95, 1e-8, 0.1, 0.0}; /* no clipping: one process has one shard */
+    for (int q = 0; q < W; q++) {
+        GPT *m1 = gpt_create(&cfg, G), *m2 = gpt_create(&cfg, G);
+        cr_assert(m1 && m2, "%s", err_msg());
+        gpt_init_random(m1, 7);
+        gpt_init_random(m2, 7);
+        Optimizer *o1 = optim_create(m1, &ac), *o2 = optim_create(m2, &ac);
+        cr_assert_eq(optim_shard(o1, q, W), 0, "%s", err_msg());
+        cr_assert_eq(optim_shard(o2, q, W), 0, "%s", err_msg());
+        cr_assert_eq(optim_shard_grads(o2), 0, "%s", err_msg());
+        cr_assert(optim_grads_sharded(o2));
+        size_t n = gpt_flat_size(m1), ns = optim_state_size(o1), b, e;
+        dist_shard_range(ns, q, W, &b, &e);
+        cr_assert(gpt_grad_bytes(m2) < ns * 4, "rank %d: the model holds less than the layout", q);
+        float *g1 = malloc(ns * 4), *g2 = malloc(ns * 4), *p1 = malloc(n * 4), *p2 = malloc(n * 4);
+        for (int s = 0; s < 2; s++) {
+            optim_zero_grad(o1);
+            optim_zero_grad(o2);
+            zero2_backward(m1, in, tg, g, B, T);
+            zero2_backward(m2, in, tg, g, B, T);
+            optim_grads_to_host(o1, g1);
+            optim_grads_to_host(o2, g2);
+            cr_assert(!memcmp(g2 + b, g1 + b, (e - b) * 4),
+                      "step %d, rank %d of %d: the shard is not ZeRO-1's gradient on [%zu, %zu)",
+                      s + 1, q, W, b, e);
+            optim_clip_grad_norm(o1);
+            optim_clip_grad_norm(o2);
+            optim_step(o1, 1e-3);
+            optim_step(o2, 1e-3);
+            gpt_copy_params_to_host(m1, p1, n);
+            gpt_copy_params_to_host(m2, p2, n);
+            for (size_t x = 0; x < n; x++) /* both leave the other ranks' ranges as they were */
+                cr_assert(!memcmp(&p1[x], &p2[x], 4), "step %d, rank %d: parameter %zu: %g vs %g",
+                          s + 1, q, x, p2[x], p1[x]);
+        }
+        float *m1h = calloc(ns, 4), *v1h = calloc(ns, 4), *w1h = calloc(ns, 4);
+        float *m2h = calloc(ns, 4), *v2h = calloc(ns, 4), *w2h = calloc(ns, 4);
+        optim_moments_to_host(o1, m1h, v1h);
+        optim_moments_to_host(o2, m2h, v2h);
+        optim_master_to_host(o1, w1h);
+        optim_master_to_host(o2, w2h);
+        size_t len = (e - b) * 4;
+        cr_assert(!memcmp(m2h + b, m1h + b, len), "rank %d: m", q);
+        cr_assert(!memcmp(v2h + b, v1h + b, len), "rank %d: v", q);
+        cr_assert(!memcmp(w2h + b, w1h + b, len), "rank %d: master", q);
+
+        /* two backwards accumulate in the shard: g1 + g2, each from zero */
+        float *ga = malloc(ns * 4), *gb = malloc(ns * 4);
+        optim_zero_grad(o1);
+        zero2_backward(m1, in, tg, g, B, T);
+        optim_grads_to_host(o1, ga);
+        optim_zero_grad(o1);
+        zero2_backward(m1, in, tg2, g, B, T);
+        optim_grads_to_host(o1, gb);
+        optim_zero_grad(o2);
+        zero2_backward(m2, in, tg, g, B, T);
+        zero2_backward(m2, in, tg2, g, B, T);
+        optim_grads_to_host(o2, g2);
+        for (size_t x = b; x < e; x++) {
+            float want = ga[x] + gb[x];
+            cr_assert(!memcmp(&g2[x], &want, 4), "accumulated: rank %d, element %zu: %g vs %g", q,
+                      x, g2[x], want);
+        }
+        optim_zero_grad(o2); /* the next step starts from zero */
+        optim_grads_to_host(o2, g2);
+        for (size_t x = b; x < e; x++) cr_assert_eq(g2[x], 0.0f, "rank %d, element %zu", q, x);
+        free(ga), free(gb), free(m1h), free(v1h), free(w1h), free(m2h), free(v2h), free(w2h);
+        free(g1), free(g2), free(p1), free(p2);
+        optim_free(o1);
+        optim_free(o2);
+        gpt_free(m1);
+        gpt_free(m2);
+    }
+    free(in), free(tg), free(tg2), free(g);
+}
+
 /* LoRA on a Llama-family model (Qwen2: q/k/v biases; one kv head for two
  * query heads, HS 64): adapters on column slices of the fused q/k/v and
  * gate/up GEMMs (k_proj, v_proj, up_proj: cols_add forward, cols_copy

@@ -922,6 +922,20 @@ void dist_broadcast_pieces(const DistPiece *pieces, int n) {
     dist_abort(1);
 }
 
+void dist_reduce_scatter_add_device(float *src, size_t lo, size_t hi, size_t n, float *shard) {
+    if (g_world.world == 1 || lo >= hi) return;
+#ifdef RETORT_CUDA
+    if (g_nccl_active) {
+        dist_nccl_reduce_scatter_add(src, lo, hi, n, shard);
+        return;
+    }
+#endif
+    (void)src, (void)n, (void)shard;
+    fprintf(stderr, "retort: rank %d: dist_reduce_scatter_add_device needs dist_init(1) on a CUDA "
+            "build\n", g_world.rank);
+    dist_abort(1);
+}
+
 void dist_wait(void) {
 #ifdef RETORT_CUDA
     if (g_nccl_active) dist_nccl_wait();

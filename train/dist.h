@@ -204,6 +204,19 @@ typedef struct {
 } DistPiece;
 void dist_broadcast_pieces(const DistPiece *pieces, int n);
 
+/* ZeRO-2 on GPUs: dist_reduce_scatter_add_f32 on device memory. src (fp32,
+ * this rank's elements [lo, hi) of an n-element layout) is scratch: each
+ * owner's part of it is summed over the ranks in place (a group of
+ * ncclReduce, one per rank whose dist_shard_range shard meets [lo, hi)),
+ * and the owner adds that sum into shard[x - b]. It runs on the
+ * communication stream after the work queued on the compute stream, which
+ * waits for it before anything queued later (src may be overwritten then);
+ * dist_wait watches it with the timeout. NCCL's summation order is not
+ * rank order, so the bits may differ from dist_reduce_scatter_add_f32's and
+ * from an all-reduce's. With one process it does nothing: the caller adds
+ * its own share. Needs dist_init(1) on a CUDA build. */
+void dist_reduce_scatter_add_device(float *src, size_t lo, size_t hi, size_t n, float *shard);
+
 /* ---- building blocks, exposed for tests ---- */
 
 /* Rank 0 listens on port (all interfaces) and sends the `bytes` of buf to each

@@ -185,6 +185,48 @@ extern "C" void dist_nccl_broadcast_pieces(const DistPiece *pieces, int n) {
     dist_nccl_wait();
 }
 
+/* shard[k] += part[k], k < n: the owner's share of a ZeRO-2 reduce-scatter. */
+__global__ static void add_f32_kernel(float *shard, const float *part, size_t n) {
+    size_t k = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (k < n) shard[k] += part[k];
+}
+
+/* ZeRO-2: each owner's part of [lo, hi) summed onto it in place (a group of
+ * ncclReduce, one per owner whose shard meets the range; the split follows
+ * dist_shard_range, so a range inside one shard is one reduce), then the
+ * owner adds its sum into its gradient shard. Everything runs on the
+ * communication stream after the compute stream's queued work (the backward
+ * that wrote src), and the compute stream waits for it before it writes src
+ * again: the next block's backward starts by zeroing the window. */
+extern "C" void dist_nccl_reduce_scatter_add(float *src, size_t lo, size_t hi, size_t n,
+                                             float *shard) {
+    DCUDA(cudaEventRecord(g_ready, retort_stream));
+    DCUDA(cudaStreamWaitEvent(g_stream, g_ready, 0));
+    size_t my_b = 0, my_e = 0;
+    DNCCL(ncclGroupStart());
+    for (int q = 0; q < g_world; q++) {
+        size_t b, e;
+        dist_shard_range(n, q, g_world, &b, &e);
+        if (q == g_rank) my_b = b, my_e = e;
+        if (b < lo) b = lo;
+        if (e > hi) e = hi;
+        if (b >= e) continue; /* every rank skips the same owners */
+        DNCCL(ncclReduce(src + (b - lo), src + (b - lo), e - b, ncclFloat32, ncclSum, q, g_comm,
+                         g_stream));
+    }
+    DNCCL(ncclGroupEnd());
+    size_t b = my_b > lo ? my_b : lo, e = my_e < hi ? my_e : hi;
+    if (b < e) {
+        size_t len = e - b;
+        unsigned blocks = (unsigned)((len + 255) / 256);
+        add_f32_kernel<<<blocks, 256, 0, g_stream>>>(shard + (b - my_b), src + (b - lo), len);
+        DCUDA(cudaGetLastError());
+    }
+    DCUDA(cudaEventRecord(g_done, g_stream));
+    DCUDA(cudaStreamWaitEvent(retort_stream, g_done, 0));
+    g_pending = 1; /* dist_wait watches it with the timeout */
+}
+
 /* ---- host collectives staged through g_scratch ---- */
 
 static void *scratch(void) {

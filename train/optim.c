@@ -24,7 +24,10 @@
  * The model's hook hands over each block's gradient as soon as backward has
  * finished it, and grads_ready reduce-scatters it into the shard (adding, so
  * data.grad_accum and the several backwards of DPO accumulate there).
- * Clipping and AdamW then read the shard; the rest is ZeRO-1's.
+ * Clipping and AdamW then read the shard; the rest is ZeRO-1's. On a
+ * device (CUDA) the shard lives in device memory and each unit's runs go
+ * through dist_reduce_scatter_add_device (a group of ncclReduce to the
+ * owners, added into the shard on the GPU): compiled, not yet run on a GPU.
  *
  * ZeRO-3 (optim_shard_params) adds the parameters: the rank keeps those of
  * its shard of the gradient layout (pshard), AdamW updates them there, and
@@ -196,6 +199,8 @@ double optim_clip_grad_norm(Optimizer *o) {
     size_t len = o->sh_end - o->sh_begin;
     float *g = o->gshard ? o->gshard : gpt_grads(o->model);
     double ss;
+    if (o->gshard && strcmp(o->be->name, "cpu") != 0)
+        dist_wait(); /* the last unit's reduction, watched with the timeout */
     if (o->gshard) /* ZeRO-2: the shard is all there is */
         ss = dist_sum_f64(o->be->sum_squares(g, len));
     else if (o->sharded) /* this rank's shard of the reduced gradient, then over ranks */
@@ -235,15 +240,41 @@ int optim_shard(Optimizer *o, int rank, int world) {
     return 0;
 }
 
+/* A device's [lo, hi) of one backward's gradient (src, fp32 on the device)
+ * added into the shard where they meet, through host copies: what a rank
+ * adds when the others' shares are zero (tests run one process as one rank
+ * of o->world; never a training run's path). */
+static void own_share_device(Optimizer *o, const float *src, size_t lo, size_t hi) {
+    size_t b = lo > o->sh_begin ? lo : o->sh_begin, e = hi < o->sh_end ? hi : o->sh_end;
+    if (b >= e) return;
+    size_t len = e - b;
+    float *part = xmalloc(len * sizeof(float)), *acc = xmalloc(len * sizeof(float));
+    o->be->to_host(part, src + (b - lo), len * sizeof(float));
+    o->be->to_host(acc, o->gshard + (b - o->sh_begin), len * sizeof(float));
+    for (size_t x = 0; x < len; x++) acc[x] += part[x];
+    o->be->to_device(o->gshard + (b - o->sh_begin), acc, len * sizeof(float));
+    free(part);
+    free(acc);
+}
+
 /* The model's hook (gpt_set_grads_ready): unit's gradient of one backward,
  * summed over ranks, added into each rank's shard. */
 static void grads_ready(void *ctx, GPT *m, int unit) {
     Optimizer *o = ctx;
     const GptGradRun *runs;
     int n = gpt_grad_unit_runs(m, unit, &runs);
-    const float *data = gpt_grad_unit_data(m, unit);
+    float *data = gpt_grad_unit_data(m, unit);
+    int device = strcmp(o->be->name, "cpu") != 0;
     for (int k = 0; k < n; k++) {
         const GptGradRun *r = &runs[k];
+        if (device && dist_size() == o->world) { /* NCCL reduces to each owner, on the GPU */
+            dist_reduce_scatter_add_device(data + r->at, r->lo, r->hi, o->n_state, o->gshard);
+            continue;
+        }
+        if (device) { /* one process standing for one rank: its own share, through the host */
+            own_share_device(o, data + r->at, r->lo, r->hi);
+            continue;
+        }
         if (dist_size() == o->world) {
             dist_reduce_scatter_add_f32(data + r->at, r->lo, r->hi, o->n_state, o->gshard);
             continue;
@@ -259,9 +290,6 @@ static void grads_ready(void *ctx, GPT *m, int unit) {
 int optim_shard_grads(Optimizer *o) {
     if (!o->sharded) return err_set("dist.zero 2 shards the gradients of a sharded optimizer; "
                                     "call optim_shard first");
-    if (strcmp(o->be->name, "cpu") != 0)
-        return err_set("dist.zero 2 runs on the CPU backend only for now (train.device cpu); the "
-                       "%s backend's gradients are not sharded yet", o->be->name);
     size_t len = o->sh_end - o->sh_begin;
     o->gshard = o->be->alloc((len > 0 ? len : 1) * sizeof(float));
     if (!o->gshard) return -1;
@@ -437,13 +465,15 @@ static void sharded_step(Optimizer *o, double lr) {
 }
 
 /* ZeRO-1 on a device backend (CUDA): the gradients were all-reduced whole
- * (trainer.c reduce_gradients), so each rank runs AdamW on its range with
+ * (trainer.c reduce_gradients), or with ZeRO-2 reduced into the shard
+ * during backward, so each rank runs AdamW on its range with
  * its shard of m, v and the fp32 master weights, writing the parameters of
  * that range in the compute type; then each piece goes from its owner to
  * every rank (dist_broadcast_pieces), one per tensor and owner. */
 static void sharded_step_device(Optimizer *o, double lr) {
     size_t b = o->sh_begin, off, X = o->be->act_size;
-    float *grads = gpt_grads(o->model);
+    /* grads[k - b] is layout element k: the ZeRO-2 shard, or the whole buffer */
+    float *grads = o->gshard ? o->gshard : gpt_grads(o->model) + b;
     int W = o->world, n_pieces = 0, cap = gpt_num_tensors(o->model) + W;
     DistPiece *pieces = xmalloc((size_t)cap * sizeof(DistPiece));
     for (int i = 0; i < gpt_num_tensors(o->model); i++) {
@@ -458,7 +488,7 @@ static void sharded_step_device(Optimizer *o, double lr) {
             if (q == o->rank) {
                 double wd = p->decay ? o->cfg.weight_decay : 0.0;
                 size_t k = p->grad_offset + off;
-                o->be->adamw_update(param, o->master + (k - b), grads + k, o->m + (k - b),
+                o->be->adamw_update(param, o->master + (k - b), grads + (k - b), o->m + (k - b),
                                     o->v + (k - b), n, lr, o->cfg.beta1, o->cfg.beta2,
                                     o->cfg.eps, wd, o->step);
             }
@@ -543,8 +573,8 @@ const char *optim_first_nonfinite_grad(Optimizer *o) {
     check_layout(o);
     float *host = xcalloc(o->n_state ? o->n_state : 1, sizeof(float));
     if (o->gshard) { /* ZeRO-2: the shards, gathered on the host */
-        memcpy(host + o->sh_begin, o->gshard, (o->sh_end - o->sh_begin) * sizeof(float));
-        dist_all_gather_f32(host, o->n_state);
+        o->be->to_host(host + o->sh_begin, o->gshard, (o->sh_end - o->sh_begin) * sizeof(float));
+        if (dist_size() == o->world) dist_all_gather_f32(host, o->n_state);
     } else {
         /* ZeRO-1 on the CPU: only this rank's shard is reduced; gather the
          * others' (on a device the all-reduce gave every rank all of it) */
