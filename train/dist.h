@@ -211,7 +211,8 @@ void dist_broadcast_pieces(const DistPiece *pieces, int n);
  * and the owner adds that sum into shard[x - b]. It runs on the
  * communication stream after the work queued on the compute stream, which
  * waits for it before anything queued later (src may be overwritten then);
- * dist_wait watches it with the timeout. NCCL's summation order is not
+ * dist_wait watches it with the timeout (the optimizer's hook calls it
+ * before the next unit's and after the backward's last). NCCL's summation order is not
  * rank order, so the bits may differ from dist_reduce_scatter_add_f32's and
  * from an all-reduce's. With one process it does nothing: the caller adds
  * its own share. Needs dist_init(1) on a CUDA build. */

@@ -265,6 +265,12 @@ static void grads_ready(void *ctx, GPT *m, int unit) {
     int n = gpt_grad_unit_runs(m, unit, &runs);
     float *data = gpt_grad_unit_data(m, unit);
     int device = strcmp(o->be->name, "cpu") != 0;
+    /* NCCL: the unit above's reduction first, and the global unit's (the
+     * backward's last) before the hook returns, each watched with
+     * dist.timeout_s; a hang would otherwise surface only in the next copy
+     * from the compute stream, which waits forever. The one window serialises
+     * a block's backward and its reduction anyway. */
+    if (device) dist_wait();
     for (int k = 0; k < n; k++) {
         const GptGradRun *r = &runs[k];
         if (device && dist_size() == o->world) { /* NCCL reduces to each owner, on the GPU */
@@ -285,6 +291,7 @@ static void grads_ready(void *ctx, GPT *m, int unit) {
         size_t hi = r->hi < o->sh_end ? r->hi : o->sh_end;
         for (size_t x = lo; x < hi; x++) o->gshard[x - o->sh_begin] += data[r->at + x - r->lo];
     }
+    if (device && unit == gpt_config(m)->n_layer) dist_wait();
 }
 
 int optim_shard_grads(Optimizer *o) {
