@@ -123,7 +123,7 @@ static void print_plan(const PlanModel *pm, const Config *cfg, int gpus, int nod
     printf("\nexact for the CPU's fp32 buffers (tested against its allocator): none, zero1, "
            "zero2 and zero3 under\nevery recompute mode (zero3: once sharded; the start holds "
            "the whole model); the same formula\nwith the CUDA dtypes for cuda (never run on a "
-           "GPU; zero3 refused there) (train/plan.h).\nNot counted: the data in host "
+           "GPU: zero1-3 there are written, unverified) (train/plan.h).\nNot counted: the data in host "
            "memory (below), offline KD's top-K buffers, generation's key/value\ncache. A "
            "checkpoint save gathers %.2f GiB of optimizer state in host memory.\n\n",
            gib(b0.checkpoint));

@@ -1497,6 +1497,75 @@ Test(cuda_model, zero2_shard_is_the_zero1_gradient_and_steps_as_zero1) {
     free(in), free(tg), free(tg2), free(g);
 }
 
+/* ZeRO-3 on the GPU (optim_shard_params with bf16 parameters): one process
+ * as the whole world (optim_shard(o, 0, 1)), so the gathers copy this rank's
+ * bf16 shard through the host instead of NCCL broadcasts (those need several
+ * GPUs: scripts/test_gpu.sh part 7), but every other path runs on the GPU:
+ * the resident tensors, the window filled before each block's forward and
+ * backward, the gradient units into the device shard, AdamW writing the bf16
+ * shard from the fp32 master shard, the global tensors copied back, and a
+ * save's whole mode. Three steps with clipping must give the plain model's
+ * log-probs, gradient norms and parameters bit for bit. */
+Test(cuda_model, zero3_whole_world_steps_are_the_plain_models) {
+    NEED_GPU(G);
+    GPTConfig cfg = {.n_layer = 3, .n_head = 2, .n_embd = 128, .vocab_size = 515,
+                     .n_positions = 128, .layer_norm_epsilon = 1e-5f};
+    int B = 2, T = 32, N = B * T;
+    AdamWConfig ac = {0.9, 0.95, 1e-8, 0.1, 0.5}; /* clipping on: the norm matters */
+    GPT *plain = gpt_create(&cfg, G), *m = gpt_create(&cfg, G);
+    cr_assert(plain && m, "%s", err_msg());
+    gpt_init_random(plain, 9);
+    gpt_init_random(m, 9);
+    Optimizer *po = optim_create(plain, &ac), *o = optim_create(m, &ac);
+    cr_assert_eq(optim_shard(o, 0, 1), 0, "%s", err_msg());
+    cr_assert_eq(optim_shard_grads(o), 0, "%s", err_msg());
+    cr_assert_eq(optim_shard_params(o), 0, "%s", err_msg());
+    cr_assert(optim_params_sharded(o) && gpt_params_sharded(m));
+    size_t n = gpt_flat_size(m);
+    cr_assert(gpt_param_bytes(m) < n * G->act_size, "resident + window %zu bytes, whole %zu",
+              gpt_param_bytes(m), n * G->act_size);
+    int *in = malloc(N * sizeof(int)), *tg = malloc(N * sizeof(int));
+    float *g = malloc(N * 4), *lp = malloc(N * 4), *lq = malloc(N * 4);
+    float *want = malloc(n * 4), *got = malloc(n * 4);
+    Rng r;
+    rng_seed(&r, 41);
+    for (int s = 0; s < 3; s++) {
+        for (int i = 0; i < N; i++) {
+            in[i] = (int)rng_below(&r, cfg.vocab_size);
+            tg[i] = (int)rng_below(&r, cfg.vocab_size);
+            g[i] = -1.0f / N + 0.01f * (float)(i % 3);
+        }
+        double np, nq;
+        optim_zero_grad(po);
+        gpt_forward(plain, in, tg, B, T, lp);
+        gpt_backward(plain, g);
+        np = optim_clip_grad_norm(po);
+        optim_step(po, 1e-2);
+        optim_zero_grad(o);
+        gpt_forward(m, in, tg, B, T, lq);
+        gpt_backward(m, g);
+        nq = optim_clip_grad_norm(o);
+        optim_step(o, 1e-2);
+        cr_assert(!memcmp(lp, lq, N * 4), "step %d: log-probs differ", s + 1);
+        cr_assert(!memcmp(&np, &nq, sizeof np), "step %d: norm %.17g vs %.17g", s + 1, np, nq);
+        /* as a save does: the whole buffer, then the shard back from it */
+        cr_assert_eq(optim_params_unshard(o, 1), 0, "%s", err_msg());
+        gpt_copy_params_to_host(plain, want, n);
+        gpt_copy_params_to_host(m, got, n);
+        for (int i = 0; i < gpt_num_tensors(m); i++) {
+            const ParamInfo *p = gpt_tensor(m, i);
+            cr_assert(!memcmp(want + p->offset, got + p->offset, p->numel * 4),
+                      "step %d: %s differs", s + 1, p->name);
+        }
+        optim_params_reshard(o);
+    }
+    free(in), free(tg), free(g), free(lp), free(lq), free(want), free(got);
+    optim_free(po);
+    optim_free(o);
+    gpt_free(plain);
+    gpt_free(m);
+}
+
 /* LoRA on a Llama-family model (Qwen2: q/k/v biases; one kv head for two
  * query heads, HS 64): adapters on column slices of the fused q/k/v and
  * gate/up GEMMs (k_proj, v_proj, up_proj: cols_add forward, cols_copy

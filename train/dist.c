@@ -936,6 +936,20 @@ void dist_reduce_scatter_add_device(float *src, size_t lo, size_t hi, size_t n, 
     dist_abort(1);
 }
 
+void dist_gather_pieces(const DistGatherPiece *pieces, int n) {
+    if (g_world.world == 1) return;
+#ifdef RETORT_CUDA
+    if (g_nccl_active) {
+        dist_nccl_gather_pieces(pieces, n);
+        return;
+    }
+#endif
+    (void)pieces, (void)n;
+    fprintf(stderr, "retort: rank %d: dist_gather_pieces needs dist_init(1) on a CUDA build\n",
+            g_world.rank);
+    dist_abort(1);
+}
+
 void dist_wait(void) {
 #ifdef RETORT_CUDA
     if (g_nccl_active) dist_nccl_wait();

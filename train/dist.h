@@ -218,6 +218,20 @@ void dist_broadcast_pieces(const DistPiece *pieces, int n);
  * its own share. Needs dist_init(1) on a CUDA build. */
 void dist_reduce_scatter_add_device(float *src, size_t lo, size_t hi, size_t n, float *shard);
 
+/* ZeRO-3 on GPUs: piece k's bytes go from src on rank owner (its own
+ * memory; other ranks' src is not read) to dst on every rank, owner
+ * included; every rank passes the same list. One NCCL group of broadcasts
+ * on the communication stream, after the compute stream's queued work;
+ * returns once the compute stream waits for them (as dist_broadcast_pieces).
+ * With one process it does nothing: the caller copies. */
+typedef struct {
+    const void *src;
+    void *dst;
+    size_t bytes;
+    int owner;
+} DistGatherPiece;
+void dist_gather_pieces(const DistGatherPiece *pieces, int n);
+
 /* ---- building blocks, exposed for tests ---- */
 
 /* Rank 0 listens on port (all interfaces) and sends the `bytes` of buf to each

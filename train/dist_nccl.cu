@@ -185,6 +185,22 @@ extern "C" void dist_nccl_broadcast_pieces(const DistPiece *pieces, int n) {
     dist_nccl_wait();
 }
 
+/* ZeRO-3's gather: grouped broadcasts from each owner's shard (src) into
+ * every rank's destination, src and dst apart (the owner's too). */
+extern "C" void dist_nccl_gather_pieces(const DistGatherPiece *pieces, int n) {
+    DCUDA(cudaEventRecord(g_ready, retort_stream));
+    DCUDA(cudaStreamWaitEvent(g_stream, g_ready, 0));
+    DNCCL(ncclGroupStart());
+    for (int k = 0; k < n; k++)
+        if (pieces[k].bytes)
+            DNCCL(ncclBroadcast(pieces[k].owner == g_rank ? pieces[k].src : pieces[k].dst,
+                                pieces[k].dst, pieces[k].bytes, ncclUint8, pieces[k].owner,
+                                g_comm, g_stream));
+    DNCCL(ncclGroupEnd());
+    g_pending = 1;
+    dist_nccl_wait();
+}
+
 /* shard[k] += part[k], k < n: the owner's share of a ZeRO-2 reduce-scatter. */
 __global__ static void add_f32_kernel(float *shard, const float *part, size_t n) {
     size_t k = (size_t)blockIdx.x * blockDim.x + threadIdx.x;

@@ -35,6 +35,7 @@ void dist_nccl_abort(void); /* ncclCommAbort, for dist_abort */
 void dist_nccl_allreduce_async(void *dev_ptr, size_t n, DistDtype dtype, DistOp op);
 void dist_nccl_wait(void);
 void dist_nccl_broadcast_pieces(const DistPiece *pieces, int n);
+void dist_nccl_gather_pieces(const DistGatherPiece *pieces, int n);
 void dist_nccl_reduce_scatter_add(float *src, size_t lo, size_t hi, size_t n, float *shard);
 
 /* Host collectives through NCCL when MPI is not running: copied through a

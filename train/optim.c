@@ -34,7 +34,10 @@
  * the model gathers each block's from every rank's pshard into its window
  * when it needs them (params_gather). The global tensors stay whole in the
  * model, so after a step their updated pieces are all-gathered; the block
- * tensors never are. Frozen tensors stay whole in the model (not sharded). */
+ * tensors never are. Frozen tensors stay whole in the model (not sharded).
+ * On a device the shard is in the compute type (bf16) beside the fp32
+ * master shard, and the pieces move with NCCL broadcasts from their owners
+ * (pshard_to_device): compiled, not yet run on a GPU. */
 #include "train/optim.h"
 
 #include <math.h>
@@ -273,7 +276,7 @@ static void grads_ready(void *ctx, GPT *m, int unit) {
     if (device) dist_wait();
     for (int k = 0; k < n; k++) {
         const GptGradRun *r = &runs[k];
-        if (device && dist_size() == o->world) { /* NCCL reduces to each owner, on the GPU */
+        if (device && dist_size() == o->world && o->world > 1) { /* NCCL: to each owner */
             dist_reduce_scatter_add_device(data + r->at, r->lo, r->hi, o->n_state, o->gshard);
             continue;
         }
@@ -307,6 +310,41 @@ int optim_shard_grads(Optimizer *o) {
 
 int optim_grads_sharded(const Optimizer *o) { return o->gshard != NULL; }
 
+static int on_device(const Optimizer *o) { return strcmp(o->be->name, "cpu") != 0; }
+
+/* ZeRO-3 on a device: layout elements [lo, hi) of the parameters, in the
+ * compute type, from the owners' shards to dst (device memory) on every
+ * rank: one NCCL group of broadcasts, one per owner whose shard meets the
+ * range (dist_gather_pieces). One process standing for one rank, or for the
+ * whole world: its own piece through the host, and the rest of dst zero
+ * with zero_rest, else as it was. */
+static void pshard_to_device(Optimizer *o, size_t lo, size_t hi, void *dst, int zero_rest) {
+    size_t X = o->be->act_size;
+    if (lo >= hi) return;
+    if (dist_size() == o->world && o->world > 1) {
+        DistGatherPiece *pieces = xmalloc((size_t)o->world * sizeof(DistGatherPiece));
+        int n = 0;
+        for (int q = 0; q < o->world; q++) {
+            size_t qb, qe;
+            dist_shard_range(o->n_state, q, o->world, &qb, &qe);
+            size_t b = qb > lo ? qb : lo, e = qe < hi ? qe : hi;
+            if (b >= e) continue; /* every rank skips the same owners */
+            const void *src = q == o->rank ? (char *)o->pshard + (b - qb) * X : NULL;
+            pieces[n++] = (DistGatherPiece){src, (char *)dst + (b - lo) * X, (e - b) * X, q};
+        }
+        dist_gather_pieces(pieces, n);
+        free(pieces);
+        return;
+    }
+    if (zero_rest) o->be->zero(dst, (hi - lo) * X);
+    size_t b = lo > o->sh_begin ? lo : o->sh_begin, e = hi < o->sh_end ? hi : o->sh_end;
+    if (b >= e) return;
+    char *tmp = xmalloc((e - b) * X);
+    o->be->to_host(tmp, (char *)o->pshard + (b - o->sh_begin) * X, (e - b) * X);
+    o->be->to_device((char *)dst + (b - lo) * X, tmp, (e - b) * X);
+    free(tmp);
+}
+
 /* The model's hook (gpt_set_params_gather): block `unit`'s trainable
  * parameters from every rank's shard into the window, run by run. */
 static void params_gather(void *ctx, GPT *m, int unit, float *window) {
@@ -315,6 +353,10 @@ static void params_gather(void *ctx, GPT *m, int unit, float *window) {
     int n = gpt_grad_unit_runs(m, unit, &runs);
     for (int k = 0; k < n; k++) {
         const GptGradRun *r = &runs[k];
+        if (on_device(o)) { /* the window is in the compute type */
+            pshard_to_device(o, r->lo, r->hi, (char *)window + r->at * o->be->act_size, 1);
+            continue;
+        }
         if (dist_size() == o->world) {
             dist_all_gather_range_f32(o->pshard, r->lo, r->hi, o->n_state, window + r->at);
             continue;
@@ -330,12 +372,19 @@ static void params_gather(void *ctx, GPT *m, int unit, float *window) {
 /* This rank's range of the trainable tensors from the model's whole buffer
  * (host order: the gradient layout, alignment tails zero). */
 static void pshard_from_whole(Optimizer *o) {
-    size_t b = o->sh_begin, e = o->sh_end, off, len = e - b;
-    o->be->zero(o->pshard, (len > 0 ? len : 1) * sizeof(float));
+    size_t b = o->sh_begin, e = o->sh_end, off, len = e - b, X = o->be->act_size;
+    o->be->zero(o->pshard, (len > 0 ? len : 1) * X);
     for (int i = 0; i < gpt_num_tensors(o->model); i++) {
         const ParamInfo *p = gpt_tensor(o->model, i);
         if (!p->trainable) continue;
         size_t n = overlap(p, b, e, &off);
+        if (n && on_device(o)) { /* compute-type bytes, through the host */
+            char *tmp = xmalloc(n * X);
+            o->be->to_host(tmp, (char *)param_at(o, p) + off * X, n * X);
+            o->be->to_device((char *)o->pshard + (p->grad_offset + off - b) * X, tmp, n * X);
+            free(tmp);
+            continue;
+        }
         if (n) memcpy(o->pshard + (p->grad_offset + off - b), param_at(o, p) + off,
                       n * sizeof(float));
     }
@@ -344,12 +393,9 @@ static void pshard_from_whole(Optimizer *o) {
 int optim_shard_params(Optimizer *o) {
     if (!o->gshard) return err_set("dist.zero 3 shards the parameters of sharded gradients; "
                                    "call optim_shard_grads first");
-    if (strcmp(o->be->name, "cpu") != 0 || o->be->act_size != sizeof(float))
-        return err_set("dist.zero 3 runs on the CPU backend only for now (train.device cpu); "
-                       "the %s backend's parameters are not sharded yet: use dist.zero 1",
-                       o->be->name);
     size_t len = o->sh_end - o->sh_begin;
-    o->pshard = o->be->alloc((len > 0 ? len : 1) * sizeof(float));
+    /* in the compute type: bf16 on CUDA, beside the fp32 master shard */
+    o->pshard = o->be->alloc((len > 0 ? len : 1) * o->be->act_size);
     if (!o->pshard) return -1;
     pshard_from_whole(o);
     if (gpt_set_params_gather(o->model, params_gather, o) != 0) {
@@ -364,15 +410,14 @@ int optim_params_sharded(const Optimizer *o) { return o->pshard != NULL; }
 
 size_t optim_param_bytes(const Optimizer *o) {
     size_t len = o->sh_end - o->sh_begin;
-    return gpt_param_bytes(o->model) + (o->pshard ? (len > 0 ? len : 1) * sizeof(float) : 0);
+    return gpt_param_bytes(o->model) + (o->pshard ? (len > 0 ? len : 1) * o->be->act_size : 0);
 }
 
 int optim_params_unshard(Optimizer *o, int gather) {
     if (!o->pshard) return 0;
     if (gpt_params_unshard(o->model) != 0) return -1;
     if (!gather) return 0;
-    /* each block tensor straight from the owners' shards into its place (fp32:
-     * the CPU backend) */
+    /* each block tensor straight from the owners' shards into its place */
     GPT *m = o->model;
     int L = gpt_config(m)->n_layer;
     size_t b = o->sh_begin, e = o->sh_end, off;
@@ -380,6 +425,10 @@ int optim_params_unshard(Optimizer *o, int gather) {
         const ParamInfo *p = gpt_tensor(m, i);
         int u = gpt_tensor_unit(m, i);
         if (!p->trainable || u < 0 || u >= L) continue;
+        if (on_device(o)) {
+            pshard_to_device(o, p->grad_offset, p->grad_offset + p->numel, param_at(o, p), 0);
+            continue;
+        }
         if (dist_size() == o->world) {
             dist_all_gather_range_f32(o->pshard, p->grad_offset, p->grad_offset + p->numel,
                                       o->n_state, param_at(o, p));
@@ -410,7 +459,7 @@ void optim_zero_grad(Optimizer *o) {
  * arithmetic as ZeRO-1/2's, so the same bits); then the global tensors'
  * pieces to every rank, which hold them whole. */
 static void sharded_step_params(Optimizer *o, double lr, const float *grads) {
-    size_t b = o->sh_begin, e = o->sh_end, off;
+    size_t b = o->sh_begin, e = o->sh_end, off, X = o->be->act_size;
     GPT *m = o->model;
     int L = gpt_config(m)->n_layer;
     for (int i = 0; i < gpt_num_tensors(m); i++) {
@@ -420,15 +469,21 @@ static void sharded_step_params(Optimizer *o, double lr, const float *grads) {
         if (n == 0) continue;
         double wd = p->decay ? o->cfg.weight_decay : 0.0;
         size_t k = p->grad_offset + off;
-        o->be->adamw_update(o->pshard + (k - b), NULL, grads + (k - b), o->m + (k - b),
-                            o->v + (k - b), n, lr, o->cfg.beta1, o->cfg.beta2, o->cfg.eps, wd,
-                            o->step);
+        /* on a device: bf16 parameters from the fp32 master shard */
+        o->be->adamw_update((float *)((char *)o->pshard + (k - b) * X),
+                            o->master ? o->master + (k - b) : NULL, grads + (k - b),
+                            o->m + (k - b), o->v + (k - b), n, lr, o->cfg.beta1, o->cfg.beta2,
+                            o->cfg.eps, wd, o->step);
     }
     for (int i = 0; i < gpt_num_tensors(m); i++) {
         const ParamInfo *p = gpt_tensor(m, i);
         if (!p->trainable || gpt_tensor_unit(m, i) != L) continue;
         float *dst = gpt_tensor_data(m, i);
         size_t lo = p->grad_offset, hi = p->grad_offset + p->numel;
+        if (on_device(o)) {
+            pshard_to_device(o, lo, hi, dst, 0);
+            continue;
+        }
         if (dist_size() == o->world) {
             dist_all_gather_range_f32(o->pshard, lo, hi, o->n_state, dst);
             continue;
@@ -481,6 +536,10 @@ static void sharded_step_device(Optimizer *o, double lr) {
     size_t b = o->sh_begin, off, X = o->be->act_size;
     /* grads[k - b] is layout element k: the ZeRO-2 shard, or the whole buffer */
     float *grads = o->gshard ? o->gshard : gpt_grads(o->model) + b;
+    if (o->pshard) { /* ZeRO-3: the shard's update, the global tensors gathered */
+        sharded_step_params(o, lr, grads);
+        return;
+    }
     int W = o->world, n_pieces = 0, cap = gpt_num_tensors(o->model) + W;
     DistPiece *pieces = xmalloc((size_t)cap * sizeof(DistPiece));
     for (int i = 0; i < gpt_num_tensors(o->model); i++) {
@@ -539,7 +598,7 @@ void optim_step(Optimizer *o, double lr) {
  * one sum_squares at checkpoint time, and on a bad step, costs nothing per step. */
 int optim_params_finite(Optimizer *o) {
     double ss;
-    if (o->pshard) /* ZeRO-3: the updated parameters are this rank's shard */
+    if (o->pshard && !o->master) /* ZeRO-3 (fp32): the updated parameters are this rank's shard */
         ss = o->be->sum_squares(o->pshard, o->sh_end - o->sh_begin);
     else if (o->master && o->sharded) /* this rank's updates; dist_any combines the ranks */
         ss = o->be->sum_squares(o->master, o->sh_end - o->sh_begin);

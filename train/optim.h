@@ -111,17 +111,21 @@ int optim_is_sharded(const Optimizer *o);
  * complete, so the trainer neither all-reduces nor reduce-scatters after
  * backward. Every backward is a collective then (every rank runs the same
  * number). optim_zero_grad zeroes the shard with the model's gradients.
- * CPU backend only: -1 with the error set elsewhere. */
+ * On a device (CUDA, compiled, not yet run on a GPU) the shard is device
+ * memory and dist_reduce_scatter_add_device moves each run. -1 with the
+ * error set when the optimizer is not sharded. */
 int optim_shard_grads(Optimizer *o);
 int optim_grads_sharded(const Optimizer *o);
 /* ZeRO-3 after optim_shard_grads: the parameters too. The rank keeps the
- * parameters of its shard [begin, end) of the gradient layout (fp32, taken
- * from the model's whole buffer now) and the model the global and frozen
+ * parameters of its shard [begin, end) of the gradient layout (in the
+ * compute type: fp32 on the CPU, bf16 beside the fp32 master shard on CUDA;
+ * taken from the model's whole buffer now) and the model the global and frozen
  * tensors plus one block window (model.h gpt_set_params_gather), which the
  * hook fills by all-gathering the block's runs from every rank's shard
- * (dist_all_gather_range_f32). AdamW updates the shard in place; only the
- * global tensors' updated pieces are all-gathered after a step. CPU backend
- * only: -1 with the error set otherwise. */
+ * (dist_all_gather_range_f32; on CUDA dist_gather_pieces, compiled, not yet
+ * run on a GPU). AdamW updates the shard in place; only the global tensors'
+ * updated pieces are all-gathered after a step. -1 with the error set
+ * without sharded gradients or when the model refuses the hook. */
 int optim_shard_params(Optimizer *o);
 int optim_params_sharded(const Optimizer *o);
 /* Bytes of parameters this rank holds: the model's (gpt_param_bytes) plus,

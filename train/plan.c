@@ -461,15 +461,17 @@ PlanBytes plan_memory(const PlanModel *pm, PlanChoice ch) {
     int rows = ch.micro_batch * pm->rows_per_item; /* the model's B */
     size_t N = rows > 0 ? (size_t)rows * pm->T : 0;
     /* parameters: the flat buffer; ZeRO-3 (model_grad_units.c, optim.c): the
-     * fp32 shard of the trainable layout, the resident global and frozen
-     * tensors, one window of the largest block's trainable tensors */
+     * shard of the trainable layout in the compute type (fp32 on the CPU;
+     * bf16 on CUDA, its fp32 master shard counted with the optimizer), the
+     * resident global and frozen tensors, one window of the largest block's
+     * trainable tensors */
     if (shard == PLAN_ZERO3) {
         size_t sh = shard_of(pm->n_grad, world), resident = 0, global, window;
         for (int i = 0; i < pm->n_tensors; i++)
             if (!(pm->tensors[i].trainable && pm->tensors[i].layer >= 0))
                 resident += pm->tensors[i].alloc;
         grad_units(pm, &global, &window);
-        b.params = backend_block((sh > 0 ? sh : 1) * sizeof(float)) +
+        b.params = backend_block((sh > 0 ? sh : 1) * pm->act_size) +
                    backend_block((resident > 0 ? resident : 16) * pm->act_size) +
                    backend_block(window * pm->act_size);
     } else
@@ -751,8 +753,7 @@ int plan_check_fits(const PlanModel *pm, PlanChoice ch, size_t available, const 
             break;
         }
     }
-    int top = pm->cuda ? PLAN_ZERO2 : PLAN_ZERO3; /* the stages that run */
-    for (int z = ch.shard + 1; ch.world > 1 && z <= top; z++)
+    for (int z = ch.shard + 1; ch.world > 1 && z <= PLAN_ZERO3; z++)
         n += snprintf(advice + n, sizeof advice - n, "; dist.zero %d shards the %s (%s per rank)", z,
                       z == PLAN_ZERO1   ? "optimizer state"
                       : z == PLAN_ZERO2 ? "optimizer state and gradients"

@@ -793,10 +793,6 @@ static int create_optimizer(Trainer *t) {
                       cfg->optim.grad_clip};
     if (!(t->optim = optim_create(t->model, &ac))) return -1;
     int zero = config_dist_zero(cfg);
-    if (zero >= 3 && t->world > 1 && strcmp(t->be->name, "cpu") != 0)
-        return err_set("dist.zero 3 (sharded parameters) runs on the CPU backend only for now "
-                       "(train.device cpu); the %s backend's parameters are not sharded yet: use "
-                       "dist.zero 1 there", t->be->name);
     if (zero >= 1 && t->world > 1 && optim_shard(t->optim, t->rank, t->world) != 0) return -1;
     if (zero >= 2 && t->world > 1 && optim_shard_grads(t->optim) != 0) return -1;
     if (zero >= 3 && t->world > 1 && optim_shard_params(t->optim) != 0) return -1;
