@@ -1559,6 +1559,16 @@ Test(cuda_model, zero3_whole_world_steps_are_the_plain_models) {
         }
         optim_params_reshard(o);
     }
+    /* a load's master sync (from the shard, the model holding no whole buffer)
+     * gives the plain one's: fp32 of the same bf16 parameters */
+    size_t ns = optim_state_size(po);
+    float *mw = malloc(ns * 4), *mq = malloc(ns * 4);
+    optim_sync_master(po);
+    optim_sync_master(o);
+    optim_master_to_host(po, mw);
+    optim_master_to_host(o, mq);
+    cr_assert(!memcmp(mw, mq, ns * 4), "the master weights synced from the shard differ");
+    free(mw), free(mq);
     free(in), free(tg), free(g), free(lp), free(lq), free(want), free(got);
     optim_free(po);
     optim_free(o);

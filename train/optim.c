@@ -136,6 +136,14 @@ static void check_layout(const Optimizer *o) {
 void optim_sync_master(Optimizer *o) {
     if (!o->master) return;
     check_layout(o);
+    if (o->pshard) { /* ZeRO-3: the model holds no whole buffer; the shard has the range */
+        size_t len = o->sh_end - o->sh_begin;
+        float *host = xmalloc((len > 0 ? len : 1) * sizeof(float));
+        o->be->download_f32(host, o->pshard, len);
+        o->be->to_device(o->master, host, len * sizeof(float));
+        free(host);
+        return;
+    }
     size_t n = gpt_flat_size(o->model);
     float *host = xmalloc(n * sizeof(float));
     float *packed = xcalloc(o->n_state ? o->n_state : 1, sizeof(float));
@@ -615,13 +623,17 @@ static int all_finite(const float *x, size_t n) {
 
 const char *optim_first_nonfinite_param(Optimizer *o) {
     if (o->pshard) { /* ZeRO-3: the tensors this rank's shard holds pieces of (no collective) */
-        size_t b = o->sh_begin, off;
-        for (int i = 0; i < gpt_num_tensors(o->model); i++) {
+        size_t b = o->sh_begin, off, len = o->sh_end - o->sh_begin;
+        float *shard = xmalloc((len > 0 ? len : 1) * sizeof(float)); /* fp32, on the host */
+        o->be->download_f32(shard, o->pshard, len);
+        const char *name = NULL;
+        for (int i = 0; i < gpt_num_tensors(o->model) && !name; i++) {
             const ParamInfo *p = gpt_tensor(o->model, i);
             size_t n = p->trainable ? overlap(p, b, o->sh_end, &off) : 0;
-            if (n && !all_finite(o->pshard + (p->grad_offset + off - b), n)) return p->name;
+            if (n && !all_finite(shard + (p->grad_offset + off - b), n)) name = p->name;
         }
-        return NULL;
+        free(shard);
+        return name;
     }
     size_t n = gpt_flat_size(o->model);
     float *host = xmalloc((n ? n : 1) * sizeof(float));
