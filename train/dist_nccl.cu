@@ -1,6 +1,8 @@
 /* train/dist_nccl.cu — NCCL for train/dist.c: the communicator on this rank's
- * GPU, bucketed gradient all-reduce on a stream of its own, and host
- * collectives staged through device memory for runs without MPI.
+ * GPU, bucketed gradient all-reduce on a stream of its own, the sharded
+ * collectives (ZeRO-1's and ZeRO-3's grouped broadcasts from the owners,
+ * ZeRO-2's grouped reduces to the owners added into the gradient shard), and
+ * host collectives staged through device memory for runs without MPI.
  *
  * Overlap: dist_nccl_allreduce_async records an event on the compute stream
  * (retort_stream) and makes the communication stream wait for it, so a bucket
