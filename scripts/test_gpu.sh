@@ -239,7 +239,7 @@ if [ "${ngpu:-0}" -ge 2 ] && command -v mpirun >/dev/null; then
   for d in z2 z2a; do
     [ -f "$W/$d/metrics.jsonl" ] && continue
     extra=(); [ $d = z2a ] && extra=("${acc[@]}")
-    timeout 600 mpirun --oversubscribe -np 2 ./retort train "${common[@]}" "${z[@]}" "${extra[@]}" \
+    timeout 600 mpirun --oversubscribe -np 2 ./retort train "${common[@]}" "${z[@]}" ${extra[@]+"${extra[@]}"} \
       --device cuda --set dist.zero=2 --set train.out_dir="$W/$d" > "$OUT_DIR/train_$d.log" 2>&1
   done
   timeout 600 mpirun --oversubscribe -np 2 ./retort train "${common[@]}" "${z[@]}" --device cuda \
