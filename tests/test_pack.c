@@ -13,6 +13,8 @@
  * a mask or position error gives errors of order 1e-1. (With OpenBLAS 0.3.21
  * on the 2-core Xeon both came out bit-identical at these shapes.) */
 #include <criterion/criterion.h>
+#include <hdf5.h>
+#include <malloc.h>
 #include <math.h>
 
 #include "data/h5data.h"
@@ -244,6 +246,59 @@ Test(packer, streamed_file_packs_as_loaded) {
     loader_free(&ds);
     dataset_close(&mem);
     dataset_close(&st);
+    rm_rf(dir);
+}
+
+/* Heap bytes in use after packing 300 groups of 4 rows of 32 from a streamed
+ * sft file of n examples (shuffled), minus before. */
+static long packed_heap_growth(const char *path) {
+    malloc_trim(0);
+    long before = (long)mallinfo2().uordblks;
+    Dataset st;
+    cr_assert_eq(dataset_open_stream(&st, path), 0, "%s", err_msg());
+    DataLoader dl;
+    enum { T = 32, ROWS = 4, N = ROWS * T };
+    cr_assert_eq(loader_init(&dl, &st, T, 3, 1, 0, dataset_num_items(&st, T)), 0, "%s",
+                 err_msg());
+    Packer p;
+    cr_assert_eq(packer_init(&p, &dl), 0, "%s", err_msg());
+    int in[N], tg[N], dst[N];
+    int64_t tok[N];
+    for (int g = 0; g < 300; g++)
+        cr_assert_eq(packer_next(&p, ROWS, in, tg, dst, tok, NULL), 0, "%s", err_msg());
+    long after = (long)mallinfo2().uordblks;
+    packer_free(&p);
+    loader_free(&dl);
+    dataset_close(&st);
+    return after - before;
+}
+
+/* Packing a streamed file holds no per-example arrays: the heap after 300
+ * groups does not grow with the number of examples. Both files are past the
+ * chunk caches (2 MiB per column: 300,000 examples of 2..21 tokens are
+ * about 7 MB of uint16 tokens, 3.5 MB of mask and 2.4 MB of offsets), so
+ * the caches fill to their bounds either way; loaded, the larger file
+ * (1,200,000 examples) would hold about 70 MB of tokens, mask and offsets. */
+Test(packer, streamed_memory_does_not_grow_with_the_file, .timeout = 300) {
+    char dir[] = "/tmp/retort_pack_XXXXXX", small[300], large[300];
+    cr_assert(mkdtemp(dir));
+    snprintf(small, sizeof small, "%s/small.h5", dir);
+    snprintf(large, sizeof large, "%s/large.h5", dir);
+    enum { N_SMALL = 300000, N_LARGE = 1200000 };
+    int *lens = xmalloc(N_LARGE * sizeof *lens);
+    Rng r;
+    rng_seed(&r, 1914);
+    for (int i = 0; i < N_LARGE; i++) lens[i] = 2 + (int)rng_below(&r, 20);
+    write_lengths(small, lens, N_SMALL);
+    write_lengths(large, lens, N_LARGE);
+    free(lens);
+    packed_heap_growth(small); /* HDF5's one-time state */
+    long g_small = packed_heap_growth(small), g_large = packed_heap_growth(large);
+    cr_log_info("heap after packing: %ld bytes (%d examples), %ld (%d)", g_small, N_SMALL,
+                g_large, N_LARGE);
+    cr_expect_lt(g_large, 8L << 20, "packing the large file holds %ld bytes", g_large);
+    cr_expect_lt(labs(g_large - g_small), 512L << 10,
+                 "%ld bytes for %d examples, %ld for %d", g_large, N_LARGE, g_small, N_SMALL);
     rm_rf(dir);
 }
 
@@ -536,6 +591,47 @@ Test(packed_train, streamed_resume_repeats_the_same_steps) {
     cr_assert_eq(metric_by_step(run, "step", "loss", b, 8), 6);
     for (int s = 4; s <= 6; s++)
         cr_expect(a[s] == b[s], "step %d: resumed loss %.9g, uninterrupted %.9g", s, b[s], a[s]);
+    rm_rf(dir);
+}
+
+/* A teacher row that only a read can find bad (a log-probability above 0,
+ * written past the writer's checks) stops a streamed packed kd run with the
+ * file, the dataset and the token named, and a non-zero exit. */
+Test(packed_train, streamed_bad_teacher_row_stops_the_run) {
+    char dir[] = "/tmp/retort_pack_XXXXXX", path[300], log[320];
+    cr_assert(mkdtemp(dir));
+    snprintf(path, sizeof path, "%s/kd.h5", dir);
+    int lens[12];
+    for (int i = 0; i < 12; i++) lens[i] = 5 + i;
+    write_kd(path, lens, 12);
+    /* token 40's third teacher log-prob set to +1 */
+    hid_t f = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT);
+    cr_assert_geq(f, 0);
+    hid_t d = H5Dopen2(f, "teacher_topk_logp", H5P_DEFAULT), fs = H5Dget_space(d);
+    hsize_t start[2] = {40, 2}, count[2] = {1, 1};
+    H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, NULL, count, NULL);
+    hid_t ms = H5Screate_simple(2, count, NULL);
+    float one = 1.0f;
+    cr_assert_geq(H5Dwrite(d, H5T_NATIVE_FLOAT, ms, fs, H5P_DEFAULT, &one), 0);
+    H5Sclose(ms);
+    H5Sclose(fs);
+    H5Dclose(d);
+    H5Fclose(f);
+    char args[1500];
+    snprintf(args, sizeof args, "train %s --set objective.type=kd --set kd.alpha=0.5 "
+             "--set data.train=%s --set data.batch_size=2 --set data.pack=true "
+             "--set data.stream=true --set train.steps=20 --set checkpoint.every=0 "
+             "--set train.out_dir=%s/run", TRAIN_FLAGS, path, dir);
+    cr_expect_neq(retort(dir, args), 0, "the run did not fail");
+    snprintf(log, sizeof log, "%s/log", dir);
+    char *text = read_file(log, NULL);
+    cr_assert_not_null(text);
+    char want[400];
+    snprintf(want, sizeof want, "%s: dataset 'teacher_topk_logp', row 40 (token 40), column 2",
+             path);
+    assert_contains(text, want);
+    assert_contains(text, "is not a log-probability");
+    free(text);
     rm_rf(dir);
 }
 
