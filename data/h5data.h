@@ -235,6 +235,14 @@ int loader_next_slice(DataLoader *dl, int B, int first, int n, int *inputs, int 
  * get id 0 and logp 0 (their targets are -1, so nothing reads them).
  * 0, or -1 (error set) when a streamed read fails or finds a bad row. */
 int dataset_topk_row(const Dataset *ds, int64_t item, int T, int *ids, float *logp);
+/* sft/kd: example item's first token index and length (offsets[item],
+ * offsets[item + 1] - offsets[item]), either mode; a streamed file reads and
+ * checks the two offsets. 0, or -1 (error set). */
+int dataset_example_span(const Dataset *ds, int64_t item, int64_t *start, int64_t *len);
+/* kd with teacher_topk: the teacher rows of tokens [first, first + n), ids
+ * and logp (n, K), either mode (data.pack reads them by token index). 0, or
+ * -1 (error set) when a streamed read fails or finds a bad row. */
+int dataset_topk_tokens(const Dataset *ds, int64_t first, int64_t n, int *ids, float *logp);
 /* One row of item (lm window or sft/kd example) as loader_next makes it; 1
  * when the example was longer than T+1 tokens (cut), 0 when not, -1 (error set). */
 int dataset_row(const Dataset *ds, int64_t item, int T, int *in, int *tg);

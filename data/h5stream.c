@@ -497,6 +497,36 @@ int dataset_topk_row(const Dataset *ds, int64_t item, int T, int *ids, float *lo
     return 0;
 }
 
+int dataset_example_span(const Dataset *ds, int64_t item, int64_t *start, int64_t *len) {
+    if (ds->stream) return example_span(ds, item, start, len);
+    *start = ds->offsets[item];
+    *len = ds->offsets[item + 1] - *start;
+    return 0;
+}
+
+int dataset_topk_tokens(const Dataset *ds, int64_t first, int64_t n, int *ids, float *logp) {
+    int K = ds->topk;
+    if (!ds->stream) {
+        for (int64_t i = 0; i < n * K; i++) {
+            ids[i] = (int)ds->topk_ids[first * K + i];
+            logp[i] = ds->topk_logp[first * K + i];
+        }
+        return 0;
+    }
+    if (first < 0 || n < 0 || first + n > ds->n_tokens)
+        return err_set("%s: teacher rows [%lld, %lld) are outside the %lld tokens", ds->path,
+                       (long long)first, (long long)(first + n), (long long)ds->n_tokens);
+    uint32_t *rid = xmalloc((size_t)(n ? n : 1) * K * sizeof *rid);
+    pthread_mutex_lock(&ds->stream->lock);
+    int rc = read_range_locked(ds, C_TOPK_IDS, H5T_NATIVE_UINT32, first, n, K, rid);
+    if (rc == 0) rc = read_range_locked(ds, C_TOPK_LOGP, H5T_NATIVE_FLOAT, first, n, K, logp);
+    pthread_mutex_unlock(&ds->stream->lock);
+    if (rc == 0) rc = check_topk(ds, rid, logp, first, n);
+    for (int64_t i = 0; i < n * K && rc == 0; i++) ids[i] = (int)rid[i];
+    free(rid);
+    return rc;
+}
+
 int dataset_task_of(const Dataset *ds, int64_t item, int *task) {
     if (!ds->has_task)
         return err_set("%s has no task column (build it with `retort data build --task-field "

@@ -12,12 +12,6 @@ int packer_init(Packer *p, DataLoader *dl) {
         return err_set("%s is an lm file, cut into full windows of T+1 tokens already; "
                        "data.pack packs sft and kd examples: leave it off for lm data",
                        dl->ds->path);
-    if (dl->ds->stream)
-        return err_set("%s is streamed (data.stream: true, or auto for a file over 1 GiB), and "
-                       "data.pack does not read streamed files yet (it reads each example's "
-                       "length from the loaded offsets); set data.stream=false to load the file "
-                       "(about 5 bytes per token of memory), or leave data.pack off",
-                       dl->ds->path);
     p->dl = dl;
     p->T = dl->T;
     p->held_in = xmalloc(2 * (size_t)dl->T * sizeof(int));
@@ -30,30 +24,39 @@ void packer_free(Packer *p) {
     memset(p, 0, sizeof *p);
 }
 
-/* Slots example `item` takes: its tokens cut to T+1, less one (the last
- * token is only a target). */
-static int example_slots(const DataLoader *dl, int64_t item) {
-    int64_t len = dl->ds->offsets[item + 1] - dl->ds->offsets[item];
-    int64_t n = len < dl->T + 1 ? len : dl->T + 1;
+/* Slots an example of len tokens takes: its tokens cut to T+1, less one
+ * (the last token is only a target). */
+static int example_slots(int T, int64_t len) {
+    int64_t n = len < T + 1 ? len : T + 1;
     return n > 1 ? (int)(n - 1) : 0;
 }
 
-/* The next example into the held slot (from the loader unless one is held). */
-static void draw(Packer *p) {
-    if (p->held) return;
-    loader_next_items(p->dl, 1, p->held_in, p->held_tg, &p->held_item);
-    p->held_slots = example_slots(p->dl, p->held_item);
+/* The next example into the held slot (from the loader unless one is held):
+ * its row through the loader, its length and first token through
+ * dataset_example_span (two offsets of a streamed file, read on demand). */
+static int draw(Packer *p) {
+    if (p->held) return 0;
+    int64_t len;
+    if (loader_next_items(p->dl, 1, p->held_in, p->held_tg, &p->held_item) != 0 ||
+        dataset_example_span(p->dl->ds, p->held_item, &p->held_start, &len) != 0)
+        return -1;
+    p->held_slots = example_slots(p->T, len);
     p->held = 1;
+    return 0;
 }
 
-void packer_next(Packer *p, int rows, int *inputs, int *targets, int *doc_start,
-                 int64_t *token_index, int64_t *n_examples) {
+int packer_next(Packer *p, int rows, int *inputs, int *targets, int *doc_start,
+                int64_t *token_index, int64_t *n_examples) {
     int T = p->T, eos = p->dl->ds->eos_id;
     int *used = xcalloc((size_t)rows, sizeof *used); /* (rows) slots filled */
     int64_t placed = 0, empty = 0;
+    int rc = 0;
     /* a whole epoch of one-token examples (no targets) ends the group too */
     while (empty < p->dl->count) {
-        draw(p);
+        if (draw(p) != 0) {
+            rc = -1;
+            break;
+        }
         int r = 0, n = p->held_slots;
         empty += n == 0;
         while (r < rows && used[r] + n > T) r++;
@@ -64,7 +67,7 @@ void packer_next(Packer *p, int rows, int *inputs, int *targets, int *doc_start,
         for (int j = 0; j < n; j++) doc_start[at + j] = used[r];
         if (token_index)
             for (int j = 0; j < n; j++)
-                token_index[at + j] = p->dl->ds->offsets[p->held_item] + j;
+                token_index[at + j] = p->held_start + j;
         used[r] += n;
         p->held = 0;
         placed++;
@@ -80,6 +83,7 @@ void packer_next(Packer *p, int rows, int *inputs, int *targets, int *doc_start,
     free(used);
     p->examples += placed;
     if (n_examples) *n_examples = placed;
+    return rc;
 }
 
 /* The data position of a packer that holds an example back: the loader's

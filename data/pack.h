@@ -23,7 +23,16 @@
  * a group is the first of the next, so the data position is the loader's
  * (epoch, pos) counted in EXAMPLES, less that one example held back; seeking
  * there and packing on gives the same groups (the packed stream is a pure
- * function of the epoch orders and the group size). */
+ * function of the epoch orders and the group size).
+ *
+ * Streamed files (data.stream): the same, through the row API: each drawn
+ * example's row comes from the loader (read on demand), its length and first
+ * token from dataset_example_span (its two offsets), so memory is the held
+ * example and the group, never O(examples). Every rank draws every example
+ * of the global group: which rank's rows an example lands in depends on the
+ * lengths of all the examples before it in the group, so each rank packs the
+ * whole group as in memory (world x the reads of one rank's share, but the
+ * same deterministic groups on every rank and every world size). */
 #ifndef RETORT_PACK_H
 #define RETORT_PACK_H
 
@@ -37,7 +46,7 @@ typedef struct {
     int T;
     int held;              /* an example drawn that did not fit the last group */
     int *held_in, *held_tg; /* (T) its row as the loader gave it */
-    int64_t held_item;
+    int64_t held_item, held_start; /* its item and its first token's index */
     int held_slots;
     int64_t examples;      /* examples placed so far (statistics) */
 } Packer;
@@ -48,9 +57,9 @@ int packer_init(Packer *p, DataLoader *dl);
 void packer_free(Packer *p);
 /* Fills `rows` rows (rows, T) of inputs, targets, doc_start and (unless
  * NULL) token_index; n_examples (may be NULL) gets the number of examples
- * placed. */
-void packer_next(Packer *p, int rows, int *inputs, int *targets, int *doc_start,
-                 int64_t *token_index, int64_t *n_examples);
+ * placed. 0, or -1 (error set) when a streamed read fails or finds bad data. */
+int packer_next(Packer *p, int rows, int *inputs, int *targets, int *doc_start,
+                int64_t *token_index, int64_t *n_examples);
 /* The data position in examples (see above), and seeking to one. */
 void packer_position(const Packer *p, int64_t *epoch, int64_t *pos);
 void packer_seek(Packer *p, int64_t epoch, int64_t pos);

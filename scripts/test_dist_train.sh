@@ -22,8 +22,9 @@
 #      stopped on 2 ranks and resumed on 1 == the uninterrupted run
 #   8. data.pack (sft): 2 ranks x 2 == 1 rank x 4, and stopped on 2 ranks,
 #      resumed on 1
-#   9. data.stream: 2 ranks x 2 == 1 rank x 4 (lm, and sft with task weights),
-#      and streamed runs (lm; data.mix) stopped on 2 ranks resumed on 1
+#   9. data.stream: 2 ranks x 2 == 1 rank x 4 (lm, sft with task weights, and
+#      packed sft), and streamed runs (lm; data.mix; packed sft) stopped on 2
+#      ranks resumed on 1
 #  10. ZeRO-2 (dist.zero=2): == ZeRO-1 bit for bit and == plain data parallel
 #      on 2 and 3 ranks, with data.grad_accum, LoRA, frozen tensors, data.pack
 #      with train.recompute block, DPO and KD; stopped on 2 ranks, resumed on 1
@@ -260,6 +261,17 @@ run1 "$dir/mixs4" 4 "${MIXS[@]}" || { echo "FAIL: single-process streamed data.m
 RETORT_STOP_AT_STEP=3 runN 2 "$dir/mixsstop" 2 "${MIXS[@]}"
 run1 "$dir/mixsstop" 4 "${MIXS[@]}" --resume
 compare "data.stream with data.mix: stopped on 2 ranks, resumed on 1" "$dir/mixs4" "$dir/mixsstop"
+# streamed and packed (data.stream=true, data.pack=true): every rank reads
+# and packs the whole global group (an example's row depends on every length
+# before it), in the streamed order, so 2 ranks x 2 == 1 rank x 4 and a run
+# stopped on 2 ranks resumes on 1
+PKS=("${PK[@]}" --set data.stream=true)
+run1 "$dir/pks4" 4 "${PKS[@]}" || { echo "FAIL: single-process streamed data.pack"; tail -20 "$dir/pks4.log"; }
+runN 2 "$dir/pks2" 2 "${PKS[@]}" || { echo "FAIL: mpirun -np 2 streamed data.pack"; tail -20 "$dir/pks2.log"; }
+compare "data.stream with data.pack: 2 ranks x 2 == 1 rank x 4" "$dir/pks4" "$dir/pks2"
+RETORT_STOP_AT_STEP=3 runN 2 "$dir/pksstop" 2 "${PKS[@]}"
+run1 "$dir/pksstop" 4 "${PKS[@]}" --resume
+compare "data.stream with data.pack: stopped on 2 ranks, resumed on 1" "$dir/pks4" "$dir/pksstop"
 
 # generation-based evaluation (eval.generate_every) on 2 ranks: rank 0
 # generates and sends the numbers, so every rank trains on and agrees on the

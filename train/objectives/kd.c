@@ -185,16 +185,28 @@ static void student_completions(Kd *k, const TrainEnv *env, int *inputs, int *ta
 
 /* data.pack with the offline teacher: the K-wide rows of the n slots, by
  * each slot's token index (-1, padding: id 0 and logp 0; its target is -1,
- * so nothing reads them), as dataset_topk_row gives them per example. */
-static void packed_topk_rows(const Dataset *ds, const int64_t *token_index, int n, int *ids,
-                             float *logp) {
+ * so nothing reads them), as dataset_topk_row gives them per example. Slots
+ * of consecutive token indices (an example's run in a row) are read as one
+ * range, so a streamed file reads each example's rows once. */
+static int packed_topk_rows(const Dataset *ds, const int64_t *token_index, int n, int *ids,
+                            float *logp) {
     int K = ds->topk;
-    for (int i = 0; i < n; i++)
-        for (int k = 0; k < K; k++) {
-            int64_t at = token_index[i];
-            ids[(size_t)i * K + k] = at >= 0 ? (int)ds->topk_ids[at * K + k] : 0;
-            logp[(size_t)i * K + k] = at >= 0 ? ds->topk_logp[at * K + k] : 0.0f;
+    for (int i = 0; i < n;) {
+        int run = 1;
+        if (token_index[i] < 0) {
+            for (int k = 0; k < K; k++) {
+                ids[(size_t)i * K + k] = 0;
+                logp[(size_t)i * K + k] = 0.0f;
+            }
+        } else {
+            while (i + run < n && token_index[i + run] == token_index[i] + run) run++;
+            if (dataset_topk_tokens(ds, token_index[i], run, ids + (size_t)i * K,
+                                    logp + (size_t)i * K) != 0)
+                return -1;
         }
+        i += run;
+    }
+    return 0;
 }
 
 static double kd_step(void *self, const TrainEnv *env, double *metrics) {
@@ -231,8 +243,11 @@ static double kd_step(void *self, const TrainEnv *env, double *metrics) {
             seq_batches_pack_model(d, env, a, k->teacher);
             gpt_forward(k->teacher, in, tg, env->B, env->T, NULL);
         } else if (d->pack) { /* each slot's teacher row is its token's */
-            packed_topk_rows(&d->train_ds[0], seq_batches_token_index(d, env, a), N,
-                             k->topk_ids, k->topk_logp);
+            if (packed_topk_rows(&d->train_ds[0], seq_batches_token_index(d, env, a), N,
+                                 k->topk_ids, k->topk_logp) != 0) {
+                fprintf(stderr, "retort train: error: rank %d: %s\n", env->rank, err_msg());
+                dist_abort(1);
+            }
         } else {
             for (int b = 0; b < env->B; b++)
                 if (dataset_topk_row(&d->train_ds[src[b]],

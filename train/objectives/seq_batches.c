@@ -409,9 +409,11 @@ void seq_batches_draw(SeqBatches *d, const TrainEnv *env) {
         if (d->use_mix) {
             rc = mix_next_slice(&d->mix, (int)GB, first, n, d->inputs + a * GN,
                                 d->targets + a * GN, d->sources + a * GB, d->items + a * GB);
-        } else if (d->pack) { /* a row holds several items: none recorded (never streamed) */
-            packer_next(&d->packer, (int)GB, d->inputs + a * GN, d->targets + a * GN,
-                        d->doc_start + a * GN, d->token_index + a * GN, NULL);
+        } else if (d->pack) {
+            /* a row holds several items: none recorded; streamed or not, every
+             * rank packs (and reads) the whole group, see data/pack.h */
+            rc = packer_next(&d->packer, (int)GB, d->inputs + a * GN, d->targets + a * GN,
+                             d->doc_start + a * GN, d->token_index + a * GN, NULL);
             for (size_t r = 0; r < GB; r++) d->items[a * GB + r] = -1;
         } else {
             rc = loader_next_slice(&d->train_dl, (int)GB, first, n, d->inputs + a * GN,
