@@ -247,6 +247,9 @@ $(BUILD)/bench_kernels: experiments/bench/bench_kernels.c $(LIB)
 $(BUILD)/recompute_bytes: experiments/bench/recompute_bytes.c $(LIB)
 	$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $< $(LIB) $(ALL_LIBS)
 
+$(BUILD)/decode_profile: experiments/bench/decode_profile.c $(LIB)
+	$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $< $(LIB) $(ALL_LIBS)
+
 # ---- quickstart ----
 quickstart: check-deps
 	@$(MAKE) --no-print-directory retort
