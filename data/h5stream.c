@@ -438,29 +438,6 @@ static int check_topk(const Dataset *ds, const uint32_t *ids, const float *logp,
     return rc;
 }
 
-static int stream_topk_row(const Dataset *ds, int64_t item, int T, int *ids, float *logp) {
-    int K = ds->topk;
-    int64_t start, len;
-    if (example_span(ds, item, &start, &len) != 0) return -1;
-    int64_t m = len < T ? len : T;
-    uint32_t *rid = xmalloc((size_t)(m ? m : 1) * K * sizeof *rid);
-    float *rlp = xmalloc((size_t)(m ? m : 1) * K * sizeof *rlp);
-    pthread_mutex_lock(&ds->stream->lock);
-    int rc = read_range_locked(ds, C_TOPK_IDS, H5T_NATIVE_UINT32, start, m, K, rid);
-    if (rc == 0) rc = read_range_locked(ds, C_TOPK_LOGP, H5T_NATIVE_FLOAT, start, m, K, rlp);
-    pthread_mutex_unlock(&ds->stream->lock);
-    if (rc == 0) rc = check_topk(ds, rid, rlp, start, m);
-    for (int j = 0; j < T && rc == 0; j++)
-        for (int k = 0; k < K; k++) {
-            int here = j < m;
-            ids[(size_t)j * K + k] = here ? (int)rid[(size_t)j * K + k] : 0;
-            logp[(size_t)j * K + k] = here ? rlp[(size_t)j * K + k] : 0.0f;
-        }
-    free(rid);
-    free(rlp);
-    return rc;
-}
-
 /* ------------------------------------------- the public row API, either mode */
 
 int dataset_row(const Dataset *ds, int64_t item, int T, int *in, int *tg) {
@@ -485,15 +462,15 @@ int dataset_row(const Dataset *ds, int64_t item, int T, int *in, int *tg) {
 }
 
 int dataset_topk_row(const Dataset *ds, int64_t item, int T, int *ids, float *logp) {
-    if (ds->stream) return stream_topk_row(ds, item, T, ids, logp);
     int K = ds->topk;
-    int64_t start = ds->offsets[item], len = ds->offsets[item + 1] - start;
-    for (int j = 0; j < T; j++)
-        for (int k = 0; k < K; k++) {
-            int here = j < len;
-            ids[(size_t)j * K + k] = here ? (int)ds->topk_ids[(start + j) * K + k] : 0;
-            logp[(size_t)j * K + k] = here ? ds->topk_logp[(start + j) * K + k] : 0.0f;
-        }
+    int64_t start, len;
+    if (dataset_example_span(ds, item, &start, &len) != 0) return -1;
+    int64_t m = len < T ? len : T; /* the example's rows, then zeros */
+    if (dataset_topk_tokens(ds, start, m, ids, logp) != 0) return -1;
+    for (size_t i = (size_t)m * K; i < (size_t)T * K; i++) {
+        ids[i] = 0;
+        logp[i] = 0.0f;
+    }
     return 0;
 }
 
