@@ -52,6 +52,11 @@ int dataset_stream_role_scan(const Dataset *ds, int id, int64_t **items, int64_t
 int64_t dataset_stream_count_longer(const Dataset *ds, const int64_t *subset, int64_t first,
                                     int64_t count, int64_t limit);
 
+/* kd: the teacher_topk_ids / _logp pair as found (0 present, 1 absent; r x c
+ * each), checked alike for loaded and streamed files; sets ds->topk. 0, 1
+ * when neither is there, -1 with the error set. */
+int topk_shapes_check(Dataset *ds, int a, int b, int64_t r1, int64_t c1, int64_t r2, int64_t c2);
+
 extern const char *const pref_parts[3];  /* prompt, chosen, rejected */
 extern const char *const pref_cols[6];   /* {part}/tokens, {part}/offsets */
 

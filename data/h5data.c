@@ -604,19 +604,17 @@ static int validate_topk(const char *p, const uint32_t *ids, const float *logp, 
     return rc;
 }
 
-/* kd: teacher_topk_ids / teacher_topk_logp, both or neither. */
-static int read_topk(Dataset *ds, hid_t file) {
+/* kd: the teacher_topk_ids / _logp pair as found (present: 0, absent: 1 for
+ * each; shapes r x c), checked the same way in memory and streamed: both or
+ * neither, n_tokens x K with 1 <= K <= vocab_size. Sets ds->topk; 0, 1 when
+ * neither is there, -1 with the error set. */
+int topk_shapes_check(Dataset *ds, int a, int b, int64_t r1, int64_t c1, int64_t r2, int64_t c2) {
     const char *p = ds->path;
-    int64_t r1 = 0, c1 = 0, r2 = 0, c2 = 0;
-    int a = read_matrix(file, p, "teacher_topk_ids", 1, (void **)&ds->topk_ids, &r1, &c1);
-    if (a < 0) return -1;
-    int b = read_matrix(file, p, "teacher_topk_logp", 0, (void **)&ds->topk_logp, &r2, &c2);
-    if (b < 0) return -1;
     if (a != b)
         return err_set("%s: '%s' is present without '%s' (a kd file holds both or neither); %s",
                        p, a == 0 ? "teacher_topk_ids" : "teacher_topk_logp",
                        a == 0 ? "teacher_topk_logp" : "teacher_topk_ids", REBUILD_HINT);
-    if (a > 0) return 0;
+    if (a > 0) return 1;
     if (c1 == c2 && c1 > ds->vocab_size)
         return err_set("%s: datasets 'teacher_topk_ids' and 'teacher_topk_logp' have K=%lld "
                        "columns, more than vocab_size %d: a row cannot hold more distinct ids "
@@ -628,6 +626,19 @@ static int read_topk(Dataset *ds, hid_t file) {
                        p, (long long)r1, (long long)c1, (long long)r2, (long long)c2,
                        (long long)ds->n_tokens, REBUILD_HINT);
     ds->topk = (int)c1;
+    return 0;
+}
+
+/* kd: teacher_topk_ids / teacher_topk_logp, both or neither. */
+static int read_topk(Dataset *ds, hid_t file) {
+    const char *p = ds->path;
+    int64_t r1 = 0, c1 = 0, r2 = 0, c2 = 0;
+    int a = read_matrix(file, p, "teacher_topk_ids", 1, (void **)&ds->topk_ids, &r1, &c1);
+    if (a < 0) return -1;
+    int b = read_matrix(file, p, "teacher_topk_logp", 0, (void **)&ds->topk_logp, &r2, &c2);
+    if (b < 0) return -1;
+    int rc = topk_shapes_check(ds, a, b, r1, c1, r2, c2);
+    if (rc != 0) return rc < 0 ? -1 : 0;
     return validate_topk(p, ds->topk_ids, ds->topk_logp, r1, (int)c1, ds->vocab_size);
 }
 

@@ -205,29 +205,14 @@ static int open_sft_columns(Dataset *ds) {
         open_tag(ds, C_TASK, "tasks", &ds->task_names, &ds->n_tasks, &ds->has_task) != 0)
         return -1;
     if (ds->schema != SCHEMA_KD) return 0;
-    hsize_t d1[2], d2[2];
+    hsize_t d1[2] = {0, 0}, d2[2] = {0, 0};
     int a = open_column(ds, C_TOPK_IDS, 0, 2, d1);
     if (a < 0) return -1;
     int b = open_column(ds, C_TOPK_LOGP, 0, 2, d2);
     if (b < 0) return -1;
-    if (a != b)
-        return err_set("%s: '%s' is present without '%s' (a kd file holds both or neither); %s",
-                       p, a == 0 ? "teacher_topk_ids" : "teacher_topk_logp",
-                       a == 0 ? "teacher_topk_logp" : "teacher_topk_ids", REBUILD_HINT);
-    if (a > 0) return 0;
-    if (d1[1] == d2[1] && d1[1] > (hsize_t)ds->vocab_size)
-        return err_set("%s: datasets 'teacher_topk_ids' and 'teacher_topk_logp' have K=%lld "
-                       "columns, more than vocab_size %d: a row cannot hold more distinct ids "
-                       "than the vocabulary has; %s",
-                       p, (long long)d1[1], ds->vocab_size, REBUILD_HINT);
-    if ((int64_t)d1[0] != ds->n_tokens || (int64_t)d2[0] != ds->n_tokens || d1[1] != d2[1] ||
-        d1[1] < 1)
-        return err_set("%s: teacher_topk_ids is %lld x %lld and teacher_topk_logp %lld x %lld; "
-                       "both must be n_tokens (%lld) x K with 1 <= K <= vocab_size; %s",
-                       p, (long long)d1[0], (long long)d1[1], (long long)d2[0],
-                       (long long)d2[1], (long long)ds->n_tokens, REBUILD_HINT);
-    ds->topk = (int)d1[1];
-    return 0;
+    int rc = topk_shapes_check(ds, a, b, (int64_t)d1[0], (int64_t)d1[1], (int64_t)d2[0],
+                               (int64_t)d2[1]);
+    return rc < 0 ? -1 : 0;
 }
 
 static int stream_read_meta(Dataset *ds) {
