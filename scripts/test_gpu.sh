@@ -175,32 +175,34 @@ else
   note "SKIP  ZeRO-1 over NCCL: needs two GPUs and mpirun (found ${ngpu:-0} GPUs)"
 fi
 
-echo "== 6. ZeRO-2 over NCCL (two or more GPUs)"
-# dist.zero=2 on CUDA reduces each block's gradient to its owners during
-# backward (train/optim.c grads_ready, dist_reduce_scatter_add_device) into a
-# device shard; the step is ZeRO-1's on the same elements. NCCL's reduce and
-# all-reduce may sum in different orders, so the losses agree to rounding.
-if [ "${ngpu:-0}" -ge 2 ] && command -v mpirun >/dev/null; then
+# ZeRO stage $2 against stage $1 on 2 GPUs (20 steps; and with grad_accum 2),
+# then stage $2 stopped at step 10 on 2 GPUs and resumed on 1: losses to 1e-3
+# relative (NCCL's reduce and all-reduce may sum in different orders), the
+# resumed tail to 2e-2. A stage-$1 run already there (an earlier part) is reused.
+zero_stage_vs() {
+  local base=$1 new=$2 d
   export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-  z=(--set train.steps=20 --set checkpoint.every=10 --set data.batch_size=4)
-  acc=(--set data.batch_size=2 --set data.grad_accum=2)
-  [ -f "$W/z1/metrics.jsonl" ] || timeout 600 mpirun --oversubscribe -np 2 ./retort train \
-    "${common[@]}" "${z[@]}" --device cuda --set dist.zero=1 --set train.out_dir="$W/z1" \
-    > "$OUT_DIR/train_zero1.log" 2>&1
+  local z=(--set train.steps=20 --set checkpoint.every=10 --set data.batch_size=4)
+  local acc=(--set data.batch_size=2 --set data.grad_accum=2)
+  for d in "z$base" "z${base}a"; do
+    [ -f "$W/$d/metrics.jsonl" ] && continue
+    local extra=(); [ "$d" = "z${base}a" ] && extra=("${acc[@]}")
+    timeout 600 mpirun --oversubscribe -np 2 ./retort train "${common[@]}" "${z[@]}" ${extra[@]+"${extra[@]}"} \
+      --device cuda --set dist.zero="$base" --set train.out_dir="$W/$d" > "$OUT_DIR/train_$d.log" 2>&1
+  done
   timeout 600 mpirun --oversubscribe -np 2 ./retort train "${common[@]}" "${z[@]}" --device cuda \
-    --set dist.zero=2 --set train.out_dir="$W/z2" > "$OUT_DIR/train_zero2.log" 2>&1
+    --set dist.zero="$new" --set train.out_dir="$W/z$new" > "$OUT_DIR/train_z$new.log" 2>&1
   timeout 600 mpirun --oversubscribe -np 2 ./retort train "${common[@]}" "${z[@]}" "${acc[@]}" \
-    --device cuda --set dist.zero=1 --set train.out_dir="$W/z1a" > "$OUT_DIR/train_zero1_accum.log" 2>&1
-  timeout 600 mpirun --oversubscribe -np 2 ./retort train "${common[@]}" "${z[@]}" "${acc[@]}" \
-    --device cuda --set dist.zero=2 --set train.out_dir="$W/z2a" > "$OUT_DIR/train_zero2_accum.log" 2>&1
+    --device cuda --set dist.zero="$new" --set train.out_dir="$W/z${new}a" > "$OUT_DIR/train_z${new}a.log" 2>&1
   RETORT_STOP_AT_STEP=10 timeout 600 mpirun --oversubscribe -np 2 ./retort train "${common[@]}" \
-    "${z[@]}" --device cuda --set dist.zero=2 --set train.out_dir="$W/z2r" \
-    > "$OUT_DIR/train_zero2_stop.log" 2>&1
+    "${z[@]}" --device cuda --set dist.zero="$new" --set train.out_dir="$W/z${new}r" \
+    > "$OUT_DIR/train_z${new}_stop.log" 2>&1
   ./retort train "${common[@]}" "${z[@]}" --set data.batch_size=8 --device cuda \
-    --set train.out_dir="$W/z2r" --resume > "$OUT_DIR/train_zero2_resume.log" 2>&1
-  verdict=$(python3 - "$W" <<'PY'
+    --set train.out_dir="$W/z${new}r" --resume > "$OUT_DIR/train_z${new}_resume.log" 2>&1
+  local verdict
+  verdict=$(python3 - "$W" "$base" "$new" <<'PY'
 import json, sys
-w = sys.argv[1]
+w, base, new = sys.argv[1:4]
 def losses(d):
     try:
         return {json.loads(l)["step"]: json.loads(l)["loss"] for l in open(f"{w}/{d}/metrics.jsonl") if '"loss"' in l}
@@ -211,17 +213,25 @@ def close(name, a, b, tol):
         print(f"FAIL {name}: runs incomplete ({len(a)}, {len(b)} steps)"); return
     worst = max(abs(a[s] - b[s]) / abs(a[s]) for s in a)
     print(("PASS" if worst <= tol else "FAIL") + f" {name}: max relative {worst:.2g}")
-close("zero2 vs zero1 on 2 GPUs", losses("z1"), losses("z2"), 1e-3)
-close("zero2 vs zero1 on 2 GPUs, grad_accum 2", losses("z1a"), losses("z2a"), 1e-3)
-b, c = losses("z2"), losses("z2r")
+close(f"zero{new} vs zero{base} on 2 GPUs", losses(f"z{base}"), losses(f"z{new}"), 1e-3)
+close(f"zero{new} vs zero{base} on 2 GPUs, grad_accum 2", losses(f"z{base}a"), losses(f"z{new}a"), 1e-3)
+b, c = losses(f"z{new}"), losses(f"z{new}r")
 tail = [s for s in c if s > 10]
 if len(tail) != 10 or len(b) != 20:
-    print(f"FAIL zero2 resumed on 1 GPU: {len(tail)} steps after 10"); sys.exit()
+    print(f"FAIL zero{new} resumed on 1 GPU: {len(tail)} steps after 10"); sys.exit()
 worst = max(abs(c[s] - b[s]) / abs(b[s]) for s in tail)
-print(("PASS" if worst <= 2e-2 else "FAIL") + f" zero2 stopped on 2 GPUs, resumed on 1: max relative {worst:.2g}")
+print(("PASS" if worst <= 2e-2 else "FAIL") + f" zero{new} stopped on 2 GPUs, resumed on 1: max relative {worst:.2g}")
 PY
 )
   while IFS= read -r line; do note "$line"; [[ $line == FAIL* ]] && fail=1; done <<< "$verdict"
+}
+
+echo "== 6. ZeRO-2 over NCCL (two or more GPUs)"
+# dist.zero=2 on CUDA reduces each block's gradient to its owners during
+# backward (train/optim.c grads_ready, dist_reduce_scatter_add_device) into a
+# device shard; the step is ZeRO-1's on the same elements.
+if [ "${ngpu:-0}" -ge 2 ] && command -v mpirun >/dev/null; then
+  zero_stage_vs 1 2
 else
   note "SKIP  ZeRO-2 over NCCL: needs two GPUs and mpirun (found ${ngpu:-0} GPUs)"
 fi
@@ -233,48 +243,7 @@ echo "== 7. ZeRO-3 over NCCL (two or more GPUs)"
 # gathered values are the owners' bits and the update is ZeRO-2's on the same
 # elements, so the runs should agree with part 6's to NCCL's rounding.
 if [ "${ngpu:-0}" -ge 2 ] && command -v mpirun >/dev/null; then
-  export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-  z=(--set train.steps=20 --set checkpoint.every=10 --set data.batch_size=4)
-  acc=(--set data.batch_size=2 --set data.grad_accum=2)
-  for d in z2 z2a; do
-    [ -f "$W/$d/metrics.jsonl" ] && continue
-    extra=(); [ $d = z2a ] && extra=("${acc[@]}")
-    timeout 600 mpirun --oversubscribe -np 2 ./retort train "${common[@]}" "${z[@]}" ${extra[@]+"${extra[@]}"} \
-      --device cuda --set dist.zero=2 --set train.out_dir="$W/$d" > "$OUT_DIR/train_$d.log" 2>&1
-  done
-  timeout 600 mpirun --oversubscribe -np 2 ./retort train "${common[@]}" "${z[@]}" --device cuda \
-    --set dist.zero=3 --set train.out_dir="$W/z3" > "$OUT_DIR/train_zero3.log" 2>&1
-  timeout 600 mpirun --oversubscribe -np 2 ./retort train "${common[@]}" "${z[@]}" "${acc[@]}" \
-    --device cuda --set dist.zero=3 --set train.out_dir="$W/z3a" > "$OUT_DIR/train_zero3_accum.log" 2>&1
-  RETORT_STOP_AT_STEP=10 timeout 600 mpirun --oversubscribe -np 2 ./retort train "${common[@]}" \
-    "${z[@]}" --device cuda --set dist.zero=3 --set train.out_dir="$W/z3r" \
-    > "$OUT_DIR/train_zero3_stop.log" 2>&1
-  ./retort train "${common[@]}" "${z[@]}" --set data.batch_size=8 --device cuda \
-    --set train.out_dir="$W/z3r" --resume > "$OUT_DIR/train_zero3_resume.log" 2>&1
-  verdict=$(python3 - "$W" <<'PY'
-import json, sys
-w = sys.argv[1]
-def losses(d):
-    try:
-        return {json.loads(l)["step"]: json.loads(l)["loss"] for l in open(f"{w}/{d}/metrics.jsonl") if '"loss"' in l}
-    except OSError:
-        return {}
-def close(name, a, b, tol):
-    if len(a) != 20 or len(b) != 20:
-        print(f"FAIL {name}: runs incomplete ({len(a)}, {len(b)} steps)"); return
-    worst = max(abs(a[s] - b[s]) / abs(a[s]) for s in a)
-    print(("PASS" if worst <= tol else "FAIL") + f" {name}: max relative {worst:.2g}")
-close("zero3 vs zero2 on 2 GPUs", losses("z2"), losses("z3"), 1e-3)
-close("zero3 vs zero2 on 2 GPUs, grad_accum 2", losses("z2a"), losses("z3a"), 1e-3)
-b, c = losses("z3"), losses("z3r")
-tail = [s for s in c if s > 10]
-if len(tail) != 10 or len(b) != 20:
-    print(f"FAIL zero3 resumed on 1 GPU: {len(tail)} steps after 10"); sys.exit()
-worst = max(abs(c[s] - b[s]) / abs(b[s]) for s in tail)
-print(("PASS" if worst <= 2e-2 else "FAIL") + f" zero3 stopped on 2 GPUs, resumed on 1: max relative {worst:.2g}")
-PY
-)
-  while IFS= read -r line; do note "$line"; [[ $line == FAIL* ]] && fail=1; done <<< "$verdict"
+  zero_stage_vs 2 3
 else
   note "SKIP  ZeRO-3 over NCCL: needs two GPUs and mpirun (found ${ngpu:-0} GPUs)"
 fi
