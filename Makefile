@@ -37,8 +37,8 @@ BINDIR    ?= $(PREFIX)/bin
 # what the build needs: C11, OpenMP, warnings as errors, the packages' headers
 RETORT_CFLAGS := -std=c11 -fopenmp -Wall -Wextra -Werror -D_GNU_SOURCE -I. $(PKG_CFLAGS)
 RETORT_LIBS   := $(PKG_LIBS) -lm -fopenmp
-BUILD   := build
-BIN     := retort
+BUILD   ?= build
+BIN     ?= retort
 
 ifeq ($(SANITIZE),1)
   RETORT_CFLAGS  += -fsanitize=address,undefined -fno-omit-frame-pointer \

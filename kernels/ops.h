@@ -157,17 +157,20 @@ OP(void, attention_backward, (float *dqkv,          /* (B,T,W) += */
                               int B, int T, int NH, int KVH, int HS, float scale))
 
 /* ---- incremental causal attention over a key/value cache (generation) ----
- * qkv holds the n new tokens of each row, at positions pos .. pos+n-1, laid
- * out as for attention_forward. Their k and v (KVH heads) are first written
- * into the caches at those positions; then each new query i of head h attends
- * to keys 0 .. pos+i of kv head h / (NH/KVH), with scores scale * q.k.
- * Caches are (B,KVH,maxT,HS), compute type. */
-OP(void, attention_decode, (float *out,             /* (B,n,NH*HS) */
-                            float *kcache,          /* (B,KVH,maxT,HS) */
-                            float *vcache,          /* (B,KVH,maxT,HS) */
-                            const float *qkv,       /* (B,n,W) */
-                            int B, int n, int pos, int NH, int KVH, int HS, int maxT,
-                            float scale))
+ * qkv holds N new tokens laid out as for attention_forward; token i belongs
+ * to cache slot slot[i] at position pos[i] (in [0, maxT)). Every token's k
+ * and v (KVH heads) are first written into its slot at its position; then
+ * its query of head h attends to keys 0 .. pos[i] of its slot's kv head
+ * h / (NH/KVH), with scores scale * q.k. A slot's tokens in one call come in
+ * increasing positions; slots never mix. slot and pos are ints in device
+ * memory. Caches are (slots,KVH,maxT,HS), compute type. */
+OP(void, attention_decode, (float *out,             /* (N,NH*HS) */
+                            float *kcache,          /* (slots,KVH,maxT,HS) */
+                            float *vcache,          /* (slots,KVH,maxT,HS) */
+                            const float *qkv,       /* (N,W) */
+                            const int *slot,        /* (N) */
+                            const int *pos,         /* (N) */
+                            int N, int NH, int KVH, int HS, int maxT, float scale))
 
 /* ---- GELU, tanh approximation (HF "gelu_new") ---- */
 OP(void, gelu_forward, (float *out, const float *inp, size_t n))
@@ -269,6 +272,20 @@ OP(void, matmul_nt_backward, (float *dinp,          /* (N,C) += ; may be NULL */
                               const float *inp,     /* (N,C) */
                               const float *weight,  /* (OC,C) */
                               int N, int C, int OC))
+
+/* ---- the linear layers of decoding: out = inp @ W + bias, row-invariant ----
+ * W is (C,OC) (nt = 0, Conv1D) or (OC,C) (nt = 1, nn.Linear; the tied head
+ * with bias NULL). On the CPU every output element is one fixed sequence of
+ * fp32 operations that depends on C alone (kernels/cpu/matmul_rows.c), not
+ * on N, the row's place, the threads or the instruction set, so a row's
+ * result is the same bits in any batch: batched generation gives one-by-one
+ * generation's outputs. The CUDA twin is cuBLAS (the same GEMMs as
+ * matmul_forward / matmul_nt_forward): rows equal to rounding only. */
+OP(void, matmul_rows_forward, (float *out,           /* (N,OC) */
+                               const float *inp,     /* (N,C) */
+                               const float *weight,  /* (C,OC) or (OC,C) */
+                               const float *bias,    /* (OC) or NULL */
+                               int N, int C, int OC, int nt))
 
 /* ---- column slices of a wider matrix (compute type) ----
  * out / src point at the slice's first column of a row-major matrix with
@@ -413,6 +430,9 @@ OP(void, scale_act, (float *x, float s, size_t n))
 #endif /* OP */
 
 #ifdef RETORT_OPS_DECLARE_CPU
+/* The instruction set matmul_rows_forward runs on this processor: "avx512",
+ * "avx2" or "scalar" (RETORT_MATMUL_ISA forces one). */
+const char *matmul_rows_isa(void);
 #undef OP
 #undef RETORT_OPS_DECLARE_CPU
 #endif

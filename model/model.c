@@ -512,6 +512,8 @@ void gpt_free(GPT *m) {
     if (m->acts32) m->be->release(m->acts32);
     if (m->kcache) m->be->release(m->kcache);
     if (m->vcache) m->be->release(m->vcache);
+    if (m->dec_dev) m->be->release(m->dec_dev);
+    free(m->dec_host);
     if (m->lora_acts) m->be->release(m->lora_acts);
     if (m->kd_buf) m->be->release(m->kd_buf);
     if (m->rope_cos) m->be->release(m->rope_cos);
@@ -966,8 +968,9 @@ enum { UPTO_ATTY, UPTO_MLP_ACT, UPTO_DOWN, UPTO_ALL };
 
 /* Block l over N = B*T rows from its input `residual` into m->layers[l].
  * pos < 0: training, attention over the rows themselves (keeping what
- * backward needs); pos >= 0: decoding, the rows are positions pos.. and
- * attention runs over the key/value cache. `training`: LoRA dropout on. */
+ * backward needs); pos >= 0: decoding (gpt_decode_slots), the N rows are new
+ * tokens whose cache slots and positions are in m->dec_dev, and attention
+ * runs over the key/value cache. `training`: LoRA dropout on. */
 static void block_forward(GPT *m, int l, int B, int T, int pos, const float *residual,
                           int training, int upto) {
     params_need_block(m, l); /* ZeRO-3: block l's parameters into the window */
@@ -985,17 +988,18 @@ static void block_forward(GPT *m, int l, int B, int T, int pos, const float *res
     } else {
         linear_forward(m, l, MM_QKV, a->qkv, a->ln1, N, training);
     }
+    const int *dec_slot = m->dec_dev, *dec_pos = m->dec_dev + m->dec_cap;
     if (m->llama)
-        be->rope_forward(a->qkv, m->rope_cos, m->rope_sin, pos < 0 ? m->pk_pos : NULL, B, T,
-                         pos < 0 ? 0 : pos, m->NH, m->KVH, m->HS);
+        be->rope_forward(a->qkv, m->rope_cos, m->rope_sin, pos < 0 ? m->pk_pos : dec_pos,
+                         pos < 0 ? B : 1, pos < 0 ? T : N, 0, m->NH, m->KVH, m->HS);
     if (pos < 0) {
         be->attention_forward(a->atty, a->att_lse, a->qkv, m->pk_doc, B, T, m->NH, m->KVH, m->HS,
                               attn_scale(m, l));
     } else {
         size_t kv_layer_bytes = kv_layer_elems(m, m->kv_B) * be->act_size;
         be->attention_decode(a->atty, (float *)((char *)m->kcache + l * kv_layer_bytes),
-                             (float *)((char *)m->vcache + l * kv_layer_bytes), a->qkv, B, T,
-                             pos, m->NH, m->KVH, m->HS, m->kv_T, attn_scale(m, l));
+                             (float *)((char *)m->vcache + l * kv_layer_bytes), a->qkv, dec_slot,
+                             dec_pos, N, m->NH, m->KVH, m->HS, m->kv_T, attn_scale(m, l));
     }
     if (upto == UPTO_ATTY) return;
     linear_forward(m, l, MM_O, a->attproj, a->atty, N, training);
@@ -1051,8 +1055,12 @@ static void recompute_block(GPT *m, int l) {
 void head_logits(GPT *m, int r0, int n) {
     assert(n >= 1 && n <= m->logits_cap);
     if (m->logits_n == n && m->logits_r0 == r0) return;
-    m->be->lm_head_forward(m->logits, act_row(m, m->lnf, (size_t)r0, (size_t)m->cfg.n_embd),
-                           param_at(m, m->i_head), n, m->cfg.n_embd, m->Vp);
+    const float *x = act_row(m, m->lnf, (size_t)r0, (size_t)m->cfg.n_embd);
+    if (m->decoding) /* (V,C) is an nn.Linear weight: the row-invariant GEMM of decoding */
+        m->be->matmul_rows_forward(m->logits, x, param_at(m, m->i_head), NULL, n, m->cfg.n_embd,
+                                   m->Vp, 1);
+    else
+        m->be->lm_head_forward(m->logits, x, param_at(m, m->i_head), n, m->cfg.n_embd, m->Vp);
     m->logits_r0 = r0;
     m->logits_n = n;
 }
@@ -1384,42 +1392,87 @@ static void ensure_kv(GPT *m, int B, int need) {
     m->kv_T = newT;
 }
 
-void gpt_decode(GPT *m, const int *tokens, int B, int n, int pos, float *logits_out) {
+void gpt_kv_reserve(GPT *m, int slots, int len) {
+    assert(slots >= 1 && len >= 1 && len <= m->cfg.n_positions);
+    ensure_kv(m, slots, len);
+}
+
+void gpt_decode_slots(GPT *m, const int *tokens, const int *slot, const int *pos, int N,
+                      const int *out_rows, int n_out, float *logits_out) {
     const Backend *be = m->be;
     const GPTConfig *c = &m->cfg;
     int C = c->n_embd, V = c->vocab_size;
-    int N = B * n;
-    assert(n >= 1 && pos >= 0 && pos + n <= c->n_positions);
-    check_window(m, pos + n);
-    ensure_acts(m, B, n);
+    assert(N >= 1 && n_out >= 0 && n_out <= N);
+    int slots = 0, len = 0;
+    for (int i = 0; i < N; i++) {
+        assert(slot[i] >= 0 && pos[i] >= 0 && pos[i] < c->n_positions);
+        if (slot[i] + 1 > slots) slots = slot[i] + 1;
+        if (pos[i] + 1 > len) len = pos[i] + 1;
+    }
+    check_window(m, len);
+    ensure_acts(m, 1, N);
     ensure_lora_acts(m, (size_t)N);
-    ensure_kv(m, B, pos + n);
-    m->B = B;
-    m->T = n;
+    ensure_kv(m, slots, len);
+    if ((size_t)N > m->dec_cap) { /* slots then positions */
+        if (m->dec_dev) be->release(m->dec_dev);
+        m->dec_cap = (size_t)N;
+        m->dec_dev = be->alloc(2 * m->dec_cap * sizeof(int));
+        if (!m->dec_dev) {
+            fprintf(stderr, "retort: %s\n", err_msg());
+            exit(1);
+        }
+        m->dec_host = xrealloc(m->dec_host, 2 * m->dec_cap * sizeof(int));
+    }
+    memcpy(m->dec_host, slot, (size_t)N * sizeof(int));
+    memcpy(m->dec_host + m->dec_cap, pos, (size_t)N * sizeof(int));
+    be->to_device(m->dec_dev, m->dec_host, 2 * m->dec_cap * sizeof(int));
+    m->B = 1;
+    m->T = N;
     m->fwd_dropout = 0;
+    m->decoding = 1;
     stage_ids(m, m->ids_host, tokens, N, 0);
     be->to_device(m->inputs, m->ids_host, (size_t)N * sizeof(int));
-    /* positions pos.. : the encoder adds wpe rows from a shifted base (GPT-2);
-     * the Llama families rotate q and k by position instead */
+    /* each token's own position: the encoder adds its wpe row (GPT-2); the
+     * Llama families rotate q and k by it instead */
     const float *wte = param_at(m, m->i_wte);
-    const float *wpe = m->i_wpe < 0 ? NULL
-                                    : (const float *)((const char *)param_at(m, m->i_wpe) +
-                                                      (size_t)pos * C * be->act_size);
-    be->encoder_forward(m->encoded, m->inputs, wte, wpe, NULL, B, n, C);
-    blocks_forward(m, B, n, pos);
-    /* the head only for each row's last token */
-    if (n == 1) {
-        for (int r0 = 0; r0 < B; r0 += m->head_rows) {
-            int rows = B - r0 < m->head_rows ? B - r0 : m->head_rows;
-            head_logits(m, r0, rows);
-            download_logit_rows(m, logits_out + (size_t)r0 * V, rows);
-        }
-    } else {
-        for (int b = 0; b < B; b++) {
-            head_logits(m, b * n + (n - 1), 1);
-            download_logit_rows(m, logits_out + (size_t)b * V, 1);
-        }
+    const float *wpe = m->i_wpe < 0 ? NULL : param_at(m, m->i_wpe);
+    be->encoder_forward(m->encoded, m->inputs, wte, wpe, m->dec_dev + m->dec_cap, 1, N, C);
+    blocks_forward(m, 1, N, 0);
+    /* the head only for the rows asked for: moved to the front of lnf (each
+     * row is at or after its place, so in order nothing is overwritten
+     * before it is read), then in chunks */
+    for (int j = 0; j < n_out; j++) {
+        assert(out_rows[j] >= j && (j == 0 || out_rows[j] > out_rows[j - 1]));
+        if (out_rows[j] != j)
+            be->cols_copy(act_row(m, m->lnf, (size_t)j, (size_t)C),
+                          act_row(m, m->lnf, (size_t)out_rows[j], (size_t)C), C, 1, C);
     }
+    m->logits_n = 0; /* lnf changed under the buffer */
+    for (int r0 = 0; r0 < n_out; r0 += m->head_rows) {
+        int rows = n_out - r0 < m->head_rows ? n_out - r0 : m->head_rows;
+        head_logits(m, r0, rows);
+        download_logit_rows(m, logits_out + (size_t)r0 * V, rows);
+    }
+    m->logits_n = 0; /* logits of decoding: not a training forward's */
+    m->decoding = 0;
+}
+
+void gpt_decode(GPT *m, const int *tokens, int B, int n, int pos, float *logits_out) {
+    assert(B >= 1 && n >= 1 && pos >= 0 && pos + n <= m->cfg.n_positions);
+    int N = B * n;
+    int *slot = xmalloc((size_t)N * sizeof(int)), *at = xmalloc((size_t)N * sizeof(int));
+    int *last = xmalloc((size_t)B * sizeof(int));
+    for (int b = 0; b < B; b++) {
+        for (int t = 0; t < n; t++) {
+            slot[b * n + t] = b;
+            at[b * n + t] = pos + t;
+        }
+        last[b] = b * n + n - 1;
+    }
+    gpt_decode_slots(m, tokens, slot, at, N, last, B, logits_out);
+    free(slot);
+    free(at);
+    free(last);
 }
 
 void gpt_kv_reorder(GPT *m, const int *src, int B, int len) {
@@ -1445,4 +1498,26 @@ void gpt_kv_reorder(GPT *m, const int *src, int B, int len) {
         }
     free(old);
     free(new);
+}
+
+void gpt_kv_copy_slots(GPT *m, const int *dst, const int *src, int n, int len) {
+    const Backend *be = m->be;
+    assert(m->kcache && len >= 0 && len <= m->kv_T);
+    if (len == 0) return;
+    /* each (slot, head) holds its positions contiguously: one copy of len*HS
+     * values per (layer, cache, pair, head), on the device */
+    size_t layer = kv_layer_elems(m, m->kv_B), seg = (size_t)m->kv_T * m->HS;
+    int count = len * m->HS;
+    for (int l = 0; l < m->cfg.n_layer; l++)
+        for (int kv = 0; kv < 2; kv++) {
+            char *cache = (char *)(kv ? m->vcache : m->kcache) + l * layer * be->act_size;
+            for (int i = 0; i < n; i++) {
+                assert(dst[i] >= 0 && dst[i] < m->kv_B && src[i] >= 0 && src[i] < m->kv_B);
+                for (int h = 0; h < m->KVH; h++) {
+                    size_t d = ((size_t)dst[i] * m->KVH + h) * seg, s = ((size_t)src[i] * m->KVH + h) * seg;
+                    be->cols_copy((float *)(cache + d * be->act_size),
+                                  (const float *)(cache + s * be->act_size), count, 1, count);
+                }
+            }
+        }
 }

@@ -431,8 +431,27 @@ void gpt_backward_kd(GPT *m, const float *g, const KdTeacher *t, const float *w)
  * positions were fed by previous calls (pos = 0 starts new rows, e.g. the
  * prompt), and writes the logits of each row's last new token to
  * logits_out (B,V) (host). pos + n must not exceed n_positions. The cache is
- * allocated on first use for B rows. Invalidates the training activations. */
+ * allocated on first use for B rows. Invalidates the training activations.
+ * gpt_decode_slots with row b in slot b. */
 void gpt_decode(GPT *m, const int *tokens, int B, int n, int pos, float *logits_out);
+
+/* Decoding over cache slots, for continuous batching: N new tokens, token i
+ * into cache slot slot[i] at position pos[i] (each < n_positions). A slot's
+ * tokens in one call are consecutive and in increasing positions, and its
+ * earlier positions were fed by earlier calls (position 0 starts a new
+ * sequence in the slot); slots are independent. Writes the logits of rows
+ * out_rows[0..n_out) (increasing) to logits_out (n_out,V) (host). The linear
+ * layers run through the row-invariant GEMMs (kernels/ops.h,
+ * matmul_rows_forward), so on the CPU a token's logits are the same bits
+ * whatever else is in the call and however its sequence's tokens were split
+ * across calls. The cache grows on demand. */
+void gpt_decode_slots(GPT *m, const int *tokens, const int *slot, const int *pos, int N,
+                      const int *out_rows, int n_out, float *logits_out);
+/* Makes the cache hold at least `slots` slots of `len` positions (contents kept). */
+void gpt_kv_reserve(GPT *m, int slots, int len);
+/* Copies slot src[i]'s first len positions into slot dst[i], i < n (beam
+ * search within a group of slots); every dst differs from every src. */
+void gpt_kv_copy_slots(GPT *m, const int *dst, const int *src, int n, int len);
 
 /* Reorders the key/value cache rows for beam search: row b of the cache
  * becomes old row src[b], for positions 0 .. len-1 (B rows). */

@@ -168,6 +168,12 @@ struct GPT {
      * kv_T positions, grown on demand up to n_positions */
     float *kcache, *vcache;
     int kv_B, kv_T;
+    /* decoding (gpt_decode_slots): each new token's cache slot and position,
+     * (2, dec_cap) ints on the device and the host; `decoding` while a
+     * decoding forward runs (its GEMMs are the row-invariant ones) */
+    int *dec_dev, *dec_host;
+    size_t dec_cap;
+    int decoding;
     /* word-level KD side buffers (fp32, device): kd, agree, w (N) each, then
      * teacher top-K log-probs (N,K) and ids (N,K) */
     float *kd_buf;

@@ -328,7 +328,10 @@ void linear_forward(GPT *m, int l, int mm, float *out, const float *inp, int N,
     const Backend *be = m->be;
     int in, oc;
     mm_dims(m, mm, &in, &oc);
-    if (m->llama)
+    if (m->decoding) /* the row-invariant GEMMs (ops.h), so batching changes no bits */
+        be->matmul_rows_forward(out, inp, layer_param(m, l, mm_wslot(mm)),
+                                layer_param(m, l, mm_bslot(mm)), N, in, oc, m->llama);
+    else if (m->llama)
         be->matmul_nt_forward(out, inp, layer_param(m, l, mm_wslot(mm)),
                               layer_param(m, l, mm_bslot(mm)), N, in, oc);
     else
@@ -346,9 +349,15 @@ void linear_forward(GPT *m, int l, int mm, float *out, const float *inp, int N,
             x = m->lora_xd[ks];
         }
         float *h = m->lora_h[ks];
-        be->matmul_forward(h, x, param_at(m, a), NULL, N, in, r);             /* (N,r) */
-        be->scale_act(h, m->lora_scale, (size_t)N * r);
-        be->matmul_forward(m->lora_v, h, param_at(m, a + 1), NULL, N, r, kout); /* (N,out) */
+        if (m->decoding) {
+            be->matmul_rows_forward(h, x, param_at(m, a), NULL, N, in, r, 0);
+            be->scale_act(h, m->lora_scale, (size_t)N * r);
+            be->matmul_rows_forward(m->lora_v, h, param_at(m, a + 1), NULL, N, r, kout, 0);
+        } else {
+            be->matmul_forward(h, x, param_at(m, a), NULL, N, in, r);             /* (N,r) */
+            be->scale_act(h, m->lora_scale, (size_t)N * r);
+            be->matmul_forward(m->lora_v, h, param_at(m, a + 1), NULL, N, r, kout); /* (N,out) */
+        }
         if (kout == oc)
             be->residual_forward(out, out, m->lora_v, (size_t)N * oc);
         else

@@ -449,8 +449,9 @@ Test(cuda_ops, attention_grouped) {
     attention_case(G, &r, 1, 512, 32, 8, 128, 0);     /* Llama 3 8B heads: 32 over 8 */
 }
 
-/* Decoding attention: n new tokens at pos..pos+n-1 of a maxT cache, the rest
- * of the cache random (never zeros). Tolerance 1e-2 relative L2, as for the
+/* Decoding attention: N new tokens, token i in cache slot slot[i] at
+ * position pos[i] of a maxT cache, the rest of the cache random (never
+ * zeros). Tolerance 1e-2 relative L2, as for the
  * other bf16 forward ops: both sides read the same bf16 values, both
  * accumulate in fp32 or better (in different orders: relative errors under
  * 1e-4 even over 20,000 keys), so what remains is the one bf16 rounding of the
@@ -459,25 +460,32 @@ Test(cuda_ops, attention_grouped) {
  * output is a weighted mean of random v rows: changing 1/78 of its terms
  * changes it by about sqrt(1/78)), so a split or rescale mistake cannot hide
  * under 1e-2. The caches are only copied (bf16 in, bf16 out): compared
- * exactly. Runs the op twice and asks for the same bits (the CUDA op has no
- * atomics and sums in fixed orders). */
-static void attention_decode_case(const Backend *G, Rng *r, int B, int n, int pos, int NH,
-                                  int KVH, int HS, int maxT, float qkv_scale, float scale) {
+ * exactly, every slot (so a store into the wrong slot or position shows).
+ * Runs the op twice and asks for the same bits (the CUDA op has no atomics and
+ * sums in fixed orders). */
+static void attention_decode_slots_case(const Backend *G, Rng *r, const char *label, int N,
+                                        int slots, const int *slot, const int *pos, int NH,
+                                        int KVH, int HS, int maxT, float qkv_scale,
+                                        float scale) {
     const Backend *C0 = backend_cpu();
     if (scale == 0.0f) scale = 1.0f / sqrtf((float)HS);
     int W = (NH + 2 * KVH) * HS, CQ = NH * HS;
-    size_t n_cache = (size_t)B * KVH * maxT * HS, n_qkv = (size_t)B * n * W;
-    size_t n_out = (size_t)B * n * CQ;
+    size_t n_cache = (size_t)slots * KVH * maxT * HS, n_qkv = (size_t)N * W;
+    size_t n_out = (size_t)N * CQ;
     float *kc = rand_host(r, n_cache, 1), *vc = rand_host(r, n_cache, 1);
     float *qkv = rand_host(r, n_qkv, qkv_scale), *out = malloc(n_out * 4);
     float *d_kc = upX(G, kc, n_cache), *d_vc = upX(G, vc, n_cache), *d_qkv = upX(G, qkv, n_qkv);
     float *d_out = poisonX(G, n_out);
-    C0->attention_decode(out, kc, vc, qkv, B, n, pos, NH, KVH, HS, maxT, scale);
-    G->attention_decode(d_out, d_kc, d_vc, d_qkv, B, n, pos, NH, KVH, HS, maxT, scale);
-    char what[160];
+    int *d_slot = G->alloc(N * sizeof(int)), *d_pos = G->alloc(N * sizeof(int));
+    cr_assert(d_slot && d_pos, "%s", err_msg());
+    G->to_device(d_slot, slot, N * sizeof(int));
+    G->to_device(d_pos, pos, N * sizeof(int));
+    C0->attention_decode(out, kc, vc, qkv, slot, pos, N, NH, KVH, HS, maxT, scale);
+    G->attention_decode(d_out, d_kc, d_vc, d_qkv, d_slot, d_pos, N, NH, KVH, HS, maxT, scale);
+    char what[200];
     snprintf(what, sizeof what,
-             "attention_decode out B=%d n=%d pos=%d NH=%d KVH=%d HS=%d maxT=%d scale %g", B, n,
-             pos, NH, KVH, HS, maxT, scale);
+             "attention_decode out %s N=%d slots=%d NH=%d KVH=%d HS=%d maxT=%d scale %g", label,
+             N, slots, NH, KVH, HS, maxT, scale);
     check_X(G, what, d_out, out, n_out, 1e-2);
     float *kc_gpu = downX(G, d_kc, n_cache), *vc_gpu = downX(G, d_vc, n_cache);
     for (size_t i = 0; i < n_cache; i++) {
@@ -487,12 +495,28 @@ static void attention_decode_case(const Backend *G, Rng *r, int B, int n, int po
                   vc_gpu[i], vc[i]);
     }
     float *first = downX(G, d_out, n_out);
-    G->attention_decode(d_out, d_kc, d_vc, d_qkv, B, n, pos, NH, KVH, HS, maxT, scale);
+    G->attention_decode(d_out, d_kc, d_vc, d_qkv, d_slot, d_pos, N, NH, KVH, HS, maxT, scale);
     float *again = downX(G, d_out, n_out);
     cr_expect(memcmp(first, again, n_out * sizeof(float)) == 0,
               "%s: a second run gives different bits", what);
     free(kc), free(vc), free(qkv), free(out), free(kc_gpu), free(vc_gpu), free(first), free(again);
     G->release(d_kc), G->release(d_vc), G->release(d_qkv), G->release(d_out);
+    G->release(d_slot), G->release(d_pos);
+}
+
+/* B slots each decoding n tokens at positions pos .. pos+n-1 (token b n + i
+ * in slot b at pos + i), the shape of batched generation. */
+static void attention_decode_case(const Backend *G, Rng *r, int B, int n, int pos, int NH,
+                                  int KVH, int HS, int maxT, float qkv_scale, float scale) {
+    int N = B * n;
+    int *slot = malloc(N * sizeof(int)), *tpos = malloc(N * sizeof(int));
+    for (int b = 0; b < B; b++)
+        for (int i = 0; i < n; i++) slot[b * n + i] = b, tpos[b * n + i] = pos + i;
+    char label[64];
+    snprintf(label, sizeof label, "B=%d n=%d pos=%d", B, n, pos);
+    attention_decode_slots_case(G, r, label, N, B, slot, tpos, NH, KVH, HS, maxT, qkv_scale,
+                                scale);
+    free(slot), free(tpos);
 }
 
 Test(cuda_ops, attention_decode) {
@@ -515,6 +539,29 @@ Test(cuda_ops, attention_decode) {
     attention_decode_case(G, &r, 1, 3, 1000, 2, 2, 8, 1024, 2, 0);
     attention_decode_case(G, &r, 1, 2, 1500, 2, 2, 256, 2048, 1, 0);
     attention_decode_case(G, &r, 1, 1, 0, 1, 1, 200, 8, 1, 0); /* HS 200, pos 0: one key */
+}
+
+/* Tokens of different slots at different positions in one call, as continuous
+ * batching decodes them: slots interleaved, a slot left untouched (its cache
+ * must come back unchanged), and positions far apart, so that with the split
+ * grid cut for maxT one token uses many splits, another only split 0 (written
+ * directly, its combine skipped) and the rest of its splits are dead. */
+Test(cuda_ops, attention_decode_mixed_slots) {
+    NEED_GPU(G);
+    Rng r;
+    rng_seed(&r, 24);
+    /* 3 tokens in 2 slots: slot 1 at 5000 (~20 splits), slot 0 at 7 and 8 */
+    const int slot_a[] = {0, 1, 0}, pos_a[] = {7, 5000, 8};
+    attention_decode_slots_case(G, &r, "slots {0,1,0} pos {7,5000,8}", 3, 2, slot_a, pos_a, 4,
+                                4, 64, 8192, 2, 0);
+    /* short cache, no split; slot 1 unused; one token at position 0 */
+    const int slot_b[] = {2, 0, 2, 0}, pos_b[] = {0, 40, 1, 41};
+    attention_decode_slots_case(G, &r, "slots {2,0,2,0} pos {0,40,1,41}", 4, 3, slot_b, pos_b,
+                                4, 2, 64, 64, 1, 0);
+    /* grouped, scalar path (HS 36), split: the last position and a middle one */
+    const int slot_c[] = {1, 0}, pos_c[] = {2999, 1234};
+    attention_decode_slots_case(G, &r, "slots {1,0} pos {2999,1234}", 2, 2, slot_c, pos_c, 8,
+                                2, 36, 3000, 2, 0);
 }
 
 /* Grouped-query decoding: the cache holds KVH heads, query head h reads kv

@@ -640,7 +640,13 @@ Test(attention, decode_equals_forward_at_every_prefix) {
                     memcpy(want + ((size_t)b * n + i) * CQ,
                            a.out + ((size_t)b * T + pos + i) * CQ, CQ * sizeof(float));
                 }
-            attention_decode(o, kc, vc, x, B, n, pos, NH, KVH, HS, maxT, a.scale);
+            int slot[2 * 4], at[2 * 4]; /* row b in slot B-1-b: slots need not be rows */
+            for (int b = 0; b < B; b++)
+                for (int i = 0; i < n; i++) {
+                    slot[b * n + i] = B - 1 - b;
+                    at[b * n + i] = pos + i;
+                }
+            attention_decode(o, kc, vc, x, slot, at, B * n, NH, KVH, HS, maxT, a.scale);
             double e = rel_err(o, want, (size_t)B * n * CQ);
             cr_expect(e < 1e-5, "decode KVH=%d, %d tokens at %d vs forward: relative error %.3g",
                       KVH, n, pos, e);
@@ -652,7 +658,7 @@ Test(attention, decode_equals_forward_at_every_prefix) {
             for (int g = 0; g < KVH; g++)
                 for (int t = 0; t < maxT; t++)
                     for (int d = 0; d < HS; d++) {
-                        size_t at = (((size_t)b * KVH + g) * maxT + t) * HS + d;
+                        size_t at = (((size_t)(B - 1 - b) * KVH + g) * maxT + t) * HS + d;
                         const float *row = a.qkv + ((size_t)b * T + t) * W;
                         float wk = t < T ? row[(NH + g) * HS + d] : -7.0f;
                         float wv = t < T ? row[(NH + KVH + g) * HS + d] : -7.0f;

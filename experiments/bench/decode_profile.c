@@ -61,9 +61,19 @@ static void t_matmul(float *out, const float *inp, const float *w, const float *
 static void t_head(float *logits, const float *inp, const float *wte, int N, int C, int V) {
     TIMED(P_HEAD, cpu->lm_head_forward(logits, inp, wte, N, C, V));
 }
-static void t_attn(float *out, float *k, float *v, const float *qkv, int B, int n, int pos,
-                   int NH, int KVH, int HS, int maxT, float scale) {
-    TIMED(P_ATTN, cpu->attention_decode(out, k, v, qkv, B, n, pos, NH, KVH, HS, maxT, scale));
+/* decoding's GEMMs (the head is the nn.Linear one as wide as the vocabulary) */
+static void t_rows(float *out, const float *inp, const float *w, const float *bias, int N, int C,
+                   int OC, int nt) {
+    int part = nt && OC > 4 * C ? P_HEAD
+               : OC == 3 * C   ? P_QKV
+               : OC == C       ? P_ATTPROJ
+               : OC > C        ? P_FC
+                               : P_FCPROJ;
+    TIMED(part, cpu->matmul_rows_forward(out, inp, w, bias, N, C, OC, nt));
+}
+static void t_attn(float *out, float *k, float *v, const float *qkv, const int *slot,
+                   const int *pos, int N, int NH, int KVH, int HS, int maxT, float scale) {
+    TIMED(P_ATTN, cpu->attention_decode(out, k, v, qkv, slot, pos, N, NH, KVH, HS, maxT, scale));
 }
 static void t_norm(float *out, float *mean, float *rstd, const float *inp, const float *w,
                    const float *b, int N, int C, float eps) {
@@ -154,6 +164,7 @@ int main(int argc, char **argv) {
     Backend prof = *cpu;
     prof.matmul_forward = t_matmul;
     prof.lm_head_forward = t_head;
+    prof.matmul_rows_forward = t_rows;
     prof.attention_decode = t_attn;
     prof.layernorm_forward = t_norm;
     prof.gelu_forward = t_gelu;

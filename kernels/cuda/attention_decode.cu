@@ -1,16 +1,18 @@
-/* kernels/cuda/attention_decode.cu — causal attention over a key/value cache,
- * for generation (the twin of kernels/cpu/attention_decode.c). It computes
- *     keys 0 .. pos+i of (b, g) for new query i of head h:  s_j = scale q . k_j,
- *     out = sum_j softmax(s)_j v_j,  fp32 accumulation,
+/* kernels/cuda/attention_decode.cu — causal attention over a key/value cache
+ * of slots, for generation (the twin of kernels/cpu/attention_decode.c). Token
+ * i belongs to cache slot slot[i] at position pos[i]; it computes
+ *     keys 0 .. pos[i] of (slot[i], g) for token i's query of head h:
+ *     s_j = scale q . k_j,  out = sum_j softmax(s)_j v_j,  fp32 accumulation,
  * with g = h / (NH/KVH) the kv head of query head h (grouped-query attention)
- * and scale the caller's (GPT-2: 1/sqrt(HS)), after storing the n new tokens'
- * k and v at positions pos .. pos+n-1. Caches are (B,KVH,maxT,HS) bf16, qkv
- * (B,n,W) with W = (NH + 2 KVH) HS (q heads, k heads, v heads), out (B,n,NH HS).
+ * and scale the caller's (GPT-2: 1/sqrt(HS)), after storing every new token's
+ * k and v at (slot[i], pos[i]). Caches are (slots,KVH,maxT,HS) bf16, qkv (N,W)
+ * with W = (NH + 2 KVH) HS (q heads, k heads, v heads), out (N,NH HS); slot
+ * and pos are (N) ints in device memory, read only by the kernels.
  *
  * Launches (all on retort_stream, so each sees the previous one's writes):
  *   1. store_kv_kernel writes the new k and v into the caches, so every query
  *      of launch 2 sees all of them, whichever block computes it;
- *   2. decode_kernel: one block of 128 threads per (row, query head, query,
+ *   2. decode_kernel: one block of 128 threads per (token, query head,
  *      split), flash-decoding style: the block streams over its range of keys
  *      with an online softmax, so nothing grows with the context (the old
  *      kernel kept the whole score row in shared memory and stopped at 12,256
@@ -18,8 +20,9 @@
  *      are adjacent in launch order (h varies fastest after the split), so
  *      the group's reads of a cache chunk fall close together in time and the
  *      repeats are mostly served from L2;
- *   3. decode_combine_kernel, only when a query's keys are split over several
- *      blocks: merges their partial results in split order.
+ *   3. decode_combine_kernel, only when keys are split: merges a query's
+ *      partial results in split order (a query whose keys fit in split 0 was
+ *      written by that block; its combine block returns at once).
  *
  * Coalescing: a group of G lanes (G = 4, 8, 16 or 32, the smallest power of
  * two >= HS/8) reads one key row, lane l the 16-byte chunk of elements
@@ -45,23 +48,33 @@
  * max M, each group scaled by 2^(m - M), then summed (xor butterfly across the
  * groups of a warp, then the 4 warps through shared memory in warp order).
  *
- * Split-K: B NH n blocks fill a GPU only when that product is large (prefill);
+ * Split-K: N NH blocks fill a GPU only when that product is large (prefill);
  * a single decoded token of a 12-head model would give 12 blocks each reading
- * the whole cache. So when B NH n < DECODE_SPLIT_BLOCKS the keys are cut into
+ * the whole cache. So when N NH < DECODE_SPLIT_BLOCKS the keys are cut into
  * chunks of `chunk` keys (a multiple of the block step, at least
- * DECODE_MIN_SPLIT_KEYS): split s of query i covers keys [s chunk, (s+1) chunk)
- * clipped to pos+i+1, writes its (M, L, unnormalised O) to an fp32 scratch
+ * DECODE_MIN_SPLIT_KEYS): split s of token i covers keys [s chunk, (s+1) chunk)
+ * clipped to pos[i]+1, writes its (M, L, unnormalised O) to an fp32 scratch
  * buffer, and decode_combine_kernel merges splits 0, 1, .. in order:
  *     M* = max_s M_s,  L* = sum_s 2^(M_s - M*) L_s,  out = sum_s 2^(M_s - M*) O_s / L*.
- * The grid then has at most DECODE_SPLIT_BLOCKS blocks, so the scratch stays
- * under DECODE_SPLIT_BLOCKS (HS + 2) fp32 = 1.06 MB at HS = 256. Splits past a
- * query's last key (queries i < n-1 have fewer keys) return at once.
+ * The positions live on the device, so the host cuts the split grid for the
+ * largest possible context, maxT keys; each block reads pos[i] and a split
+ * past token i's last key returns at once, writing nothing. The combine block
+ * of token i reads the same pos[i] and merges exactly its live splits
+ * ns = ceil((pos[i]+1) / chunk), so no dead split's scratch is ever read. When
+ * ns = 1 split 0 writes the output itself, as in the unsplit case (the same
+ * bits: the combine of one part would scale by 2^0 = 1). The grid has at most
+ * DECODE_SPLIT_BLOCKS blocks, so the scratch stays under DECODE_SPLIT_BLOCKS
+ * (HS + 2) fp32 = 1.06 MB at HS = 256. Cutting for maxT rather than the real
+ * context costs parallelism when the cache is much longer than the context
+ * (most splits of a short context are dead), never correctness.
  *
  * Determinism: no atomics; every sum has an order fixed by the shapes alone
  * (per-lane sequential over its keys, fixed xor trees, warps in order, splits
- * in order), and the split count and chunk depend only on (B, NH, n, pos, HS),
- * never on the device or timing; so the same inputs give the same bits every
- * run (and on every GPU that runs the same code).
+ * in order), and the split count and chunk depend only on (N, NH, maxT, HS),
+ * the splits a query uses only on its pos[i], never on the device or timing;
+ * so the same inputs give the same bits every run (and on every GPU that runs
+ * the same code). (Unlike the CPU twin, a token's bits may change with N: N
+ * picks the chunk.)
  *
  * Shared memory: 4 warps x 256 fp32 partial outputs + 2 x 4 floats = 4,128
  * bytes, static, whatever the context. Registers (ptxas -v, CUDA 13, no
@@ -74,7 +87,10 @@
  * SM, more than the bandwidth-latency product of an A100 or H100 SM needs.
  *
  * Head sizes: HS <= 256 (32 lanes x 8 elements); larger is refused on the host
- * with a message. Decoding reads the whole cache once per token: the kernel is
+ * with a message. Slots and positions are in device memory, so the host cannot
+ * check them: the caller guarantees 0 <= slot[i] < slots and 0 <= pos[i] <
+ * maxT (the CPU twin checks them; model/model.c fills both arrays).
+ * Decoding reads a token's whole context once per token: the kernel is
  * bandwidth-bound, and the work above is about reading it at full width. */
 #include <limits.h>
 #include <math.h>
@@ -96,17 +112,18 @@ static_assert(DECODE_MAX_HS == 32 * DECODE_LANE_ELEMS, "one key row is one warp'
 #define DECODE_MIN_SPLIT_KEYS 256
 #define DECODE_FULL_MASK 0xffffffffu
 
-/* One thread per element of the new tokens' k (and v) heads: (B,n,KVH*HS). */
-__global__ static void store_kv_kernel(floatX *kc, floatX *vc, const floatX *qkv, int B, int n,
-                                       int pos, int NH, int KVH, int HS, int maxT) {
+/* One thread per element of the new tokens' k (and v) heads: (N,KVH*HS). */
+__global__ static void store_kv_kernel(floatX *kc, floatX *vc, const floatX *qkv,
+                                       const int *slot, const int *pos, int N, int NH, int KVH,
+                                       int HS, int maxT) {
     size_t CK = (size_t)KVH * HS; /* k (and v) columns of a token */
     size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
-    size_t total = (size_t)B * n * CK;
+    size_t total = (size_t)N * CK;
     if (idx >= total) return;
-    int c = (int)(idx % CK), i = (int)(idx / CK % n), b = (int)(idx / CK / n);
+    int c = (int)(idx % CK), i = (int)(idx / CK);
     int g = c / HS, d = c % HS;
-    const floatX *row = qkv + ((size_t)b * n + i) * (NH + 2 * KVH) * HS; /* (W) */
-    size_t at = (((size_t)b * KVH + g) * maxT + pos + i) * HS + d;
+    const floatX *row = qkv + (size_t)i * (NH + 2 * KVH) * HS; /* (W) */
+    size_t at = (((size_t)slot[i] * KVH + g) * maxT + pos[i]) * HS + d;
     kc[at] = row[(size_t)NH * HS + c];
     vc[at] = row[(size_t)(NH + KVH) * HS + c];
 }
@@ -149,39 +166,41 @@ static __device__ __forceinline__ float group_sum(float v) {
     return v;
 }
 
-/* One block per (b, query head h, query i, split s); see the file comment.
- * nsplit == 1: writes out directly; otherwise writes part_ml[row nsplit + s]
- * = (M, L) and part_o[(row nsplit + s) HS ..] = unnormalised O, row =
- * (b NH + h) n + i. */
+/* One block per (token i, query head h, split s); see the file comment.
+ * When split 0 is the query's only live split (nsplit == 1, or pos[i] <
+ * chunk) it writes out directly; otherwise it writes part_ml[row nsplit + s]
+ * = (M, L) and part_o[(row nsplit + s) HS ..] = unnormalised O, row = i NH + h.
+ * A split past pos[i] returns at once. */
 template <int G, bool VEC>
 __global__ static void __launch_bounds__(DECODE_THREADS, 4)
     decode_kernel(floatX *__restrict__ out, float *__restrict__ part_ml,
                   float *__restrict__ part_o, const floatX *__restrict__ kc,
-                  const floatX *__restrict__ vc, const floatX *__restrict__ qkv, int B, int n,
-                  int pos, int NH, int KVH, int HS, int maxT, int chunk, int nsplit,
-                  float qscale) {
+                  const floatX *__restrict__ vc, const floatX *__restrict__ qkv,
+                  const int *__restrict__ slot, const int *__restrict__ pos, int N, int NH,
+                  int KVH, int HS, int maxT, int chunk, int nsplit, float qscale) {
     static_assert(G >= 4 && G <= 32 && (G & (G - 1)) == 0, "G: 4, 8, 16 or 32 lanes per key");
     constexpr int GROUPS = DECODE_THREADS / G; /* keys in flight per block, per u */
     constexpr int E = DECODE_LANE_ELEMS;
     __shared__ float red_o[DECODE_WARPS][DECODE_MAX_HS];
     __shared__ float red_m[DECODE_WARPS], red_l[DECODE_WARPS];
 
-    /* heaviest queries (largest i) first; the splits of one query adjacent */
-    int BH = B * NH;
+    /* last tokens first (a slot's tokens come in increasing positions, so
+     * these are the heaviest); the splits of one query adjacent */
     int s = (int)(blockIdx.x % (unsigned)nsplit);
     int r = (int)(blockIdx.x / (unsigned)nsplit);
-    int bh = r % BH, i = n - 1 - r / BH;
-    int h = bh % NH, b = bh / NH, g = h / (NH / KVH);
-    int keys = pos + i + 1;
+    int h = r % NH, i = N - 1 - r / NH, g = h / (NH / KVH);
+    int keys = pos[i] + 1;
     int k0 = s * chunk;
-    if (k0 >= keys) return; /* whole block: before any barrier */
+    if (k0 >= keys) return; /* whole block, before any barrier; combine skips it */
     int k1 = min(keys, k0 + chunk);
+    bool direct = nsplit == 1 || keys <= chunk; /* split 0 is the only live one */
 
     int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     int lg = lane & (G - 1), group = threadIdx.x / G;
-    const floatX *q = qkv + ((size_t)b * n + i) * (NH + 2 * KVH) * HS + (size_t)h * HS;
-    const floatX *K = kc + ((size_t)b * KVH + g) * maxT * HS; /* (maxT,HS) */
-    const floatX *V = vc + ((size_t)b * KVH + g) * maxT * HS; /* (maxT,HS) */
+    const floatX *q = qkv + (size_t)i * (NH + 2 * KVH) * HS + (size_t)h * HS;
+    size_t kv = ((size_t)slot[i] * KVH + g) * maxT * HS;
+    const floatX *K = kc + kv; /* (maxT,HS) */
+    const floatX *V = vc + kv; /* (maxT,HS) */
 
     float qf[E];
     load_lane<G, VEC>(q, lg, HS, true, qf);
@@ -260,33 +279,37 @@ __global__ static void __launch_bounds__(DECODE_THREADS, 4)
     float L = red_l[0];
 #pragma unroll
     for (int w = 1; w < DECODE_WARPS; w++) L += red_l[w];
-    size_t row = ((size_t)b * NH + h) * n + i;
+    size_t row = (size_t)i * NH + h;
     for (int d = threadIdx.x; d < HS; d += DECODE_THREADS) {
         float o = red_o[0][d];
 #pragma unroll
         for (int w = 1; w < DECODE_WARPS; w++) o += red_o[w][d];
-        if (nsplit == 1)
-            out[((size_t)b * n + i) * NH * HS + (size_t)h * HS + d] = float_to_bf16(o / L);
+        if (direct)
+            out[row * HS + d] = float_to_bf16(o / L);
         else
             part_o[(row * nsplit + s) * HS + d] = o;
     }
-    if (nsplit > 1 && threadIdx.x == 0) {
+    if (!direct && threadIdx.x == 0) {
         part_ml[2 * (row * nsplit + s)] = M;
         part_ml[2 * (row * nsplit + s) + 1] = L;
     }
 }
 
-/* One block per (b, h, query i): merges the query's splits 0 .. ns-1 in
- * order; each thread owns output channels and recomputes M* and L* (the same
- * bits in every thread: same values, same order). */
+/* One block per (token i, head h), row = i NH + h: merges the query's live
+ * splits 0 .. ns-1 in order, ns from pos[i] as decode_kernel counted them (the
+ * dead splits past pos[i] wrote nothing and are never read; ns = 1 was
+ * written by decode_kernel already). Each thread owns output channels and
+ * recomputes M* and L* (the same bits in every thread: same values, same
+ * order). */
 __global__ static void decode_combine_kernel(floatX *__restrict__ out,
                                              const float *__restrict__ part_ml,
-                                             const float *__restrict__ part_o, int n, int pos,
-                                             int NH, int HS, int chunk, int nsplit) {
+                                             const float *__restrict__ part_o,
+                                             const int *__restrict__ pos, int NH, int HS,
+                                             int chunk, int nsplit) {
     size_t row = blockIdx.x;
-    int i = (int)(row % n), bh = (int)(row / n);
-    int h = bh % NH, b = bh / NH;
-    int ns = (pos + i + 1 + chunk - 1) / chunk;
+    int i = (int)(row / NH);
+    int ns = (pos[i] + 1 + chunk - 1) / chunk;
+    if (ns <= 1) return;
     const float *ml = part_ml + 2 * row * nsplit;
     const float *po = part_o + row * nsplit * HS;
     float M = -INFINITY;
@@ -296,18 +319,18 @@ __global__ static void decode_combine_kernel(floatX *__restrict__ out,
     for (int d = threadIdx.x; d < HS; d += blockDim.x) {
         float o = 0.0f;
         for (int s = 0; s < ns; s++) o += exp2f(ml[2 * s] - M) * po[(size_t)s * HS + d];
-        out[((size_t)b * n + i) * NH * HS + (size_t)h * HS + d] = float_to_bf16(o / L);
+        out[row * HS + d] = float_to_bf16(o / L);
     }
 }
 
 template <int G, bool VEC>
 static void decode_launch(floatX *out, const floatX *kc, const floatX *vc, const floatX *qkv,
-                          int B, int n, int pos, int NH, int KVH, int HS, int maxT,
-                          float scale) {
+                          const int *slot, const int *pos, int N, int NH, int KVH, int HS,
+                          int maxT, float scale) {
     const char *fn = "attention_decode_cuda";
     const int step = DECODE_THREADS / G * DECODE_UNROLL; /* keys per block step */
-    long rows = (long)B * NH * n;
-    int keys_max = pos + n;
+    long rows = (long)N * NH;
+    int keys_max = maxT; /* the positions are on the device: cut for the longest context */
     int nsplit = 1, chunk = keys_max;
     if (rows < DECODE_SPLIT_BLOCKS && keys_max > DECODE_MIN_SPLIT_KEYS) {
         long want = DECODE_SPLIT_BLOCKS / rows;
@@ -320,9 +343,9 @@ static void decode_launch(floatX *out, const floatX *kc, const floatX *vc, const
     }
     if (rows * nsplit > INT_MAX) {
         fprintf(stderr,
-                "retort: %s: B=%d x NH=%d x n=%d = %ld queries exceed one launch (%d blocks); "
-                "decode fewer tokens per call\n",
-                fn, B, NH, n, rows, INT_MAX);
+                "retort: %s: N=%d tokens x NH=%d heads = %ld queries exceed one launch (%d "
+                "blocks); decode fewer tokens per call\n",
+                fn, N, NH, rows, INT_MAX);
         exit(1);
     }
     float *part_ml = NULL, *part_o = NULL;
@@ -336,11 +359,12 @@ static void decode_launch(floatX *out, const floatX *kc, const floatX *vc, const
     }
     const float qscale = scale * 1.4426950408889634f; /* scale log2(e) */
     decode_kernel<G, VEC><<<(unsigned)(rows * nsplit), DECODE_THREADS, 0, retort_stream>>>(
-        out, part_ml, part_o, kc, vc, qkv, B, n, pos, NH, KVH, HS, maxT, chunk, nsplit, qscale);
+        out, part_ml, part_o, kc, vc, qkv, slot, pos, N, NH, KVH, HS, maxT, chunk, nsplit,
+        qscale);
     CUDA_LAUNCH_CHECK();
     if (nsplit > 1) {
         decode_combine_kernel<<<(unsigned)rows, block_for_columns(HS, DECODE_THREADS), 0,
-                                retort_stream>>>(out, part_ml, part_o, n, pos, NH, HS, chunk,
+                                retort_stream>>>(out, part_ml, part_o, pos, NH, HS, chunk,
                                                  nsplit);
         CUDA_LAUNCH_CHECK();
     }
@@ -348,35 +372,34 @@ static void decode_launch(floatX *out, const floatX *kc, const floatX *vc, const
 
 template <bool VEC>
 static void decode_dispatch(floatX *out, const floatX *kc, const floatX *vc, const floatX *qkv,
-                            int B, int n, int pos, int NH, int KVH, int HS, int maxT,
-                            float scale) {
+                            const int *slot, const int *pos, int N, int NH, int KVH, int HS,
+                            int maxT, float scale) {
     int lanes = ceil_div(HS, DECODE_LANE_ELEMS); /* 1 .. 32 */
     if (lanes <= 4)
-        decode_launch<4, VEC>(out, kc, vc, qkv, B, n, pos, NH, KVH, HS, maxT, scale);
+        decode_launch<4, VEC>(out, kc, vc, qkv, slot, pos, N, NH, KVH, HS, maxT, scale);
     else if (lanes <= 8)
-        decode_launch<8, VEC>(out, kc, vc, qkv, B, n, pos, NH, KVH, HS, maxT, scale);
+        decode_launch<8, VEC>(out, kc, vc, qkv, slot, pos, N, NH, KVH, HS, maxT, scale);
     else if (lanes <= 16)
-        decode_launch<16, VEC>(out, kc, vc, qkv, B, n, pos, NH, KVH, HS, maxT, scale);
+        decode_launch<16, VEC>(out, kc, vc, qkv, slot, pos, N, NH, KVH, HS, maxT, scale);
     else
-        decode_launch<32, VEC>(out, kc, vc, qkv, B, n, pos, NH, KVH, HS, maxT, scale);
+        decode_launch<32, VEC>(out, kc, vc, qkv, slot, pos, N, NH, KVH, HS, maxT, scale);
 }
 
 extern "C" void attention_decode_cuda(float *out, float *kcache, float *vcache, const float *qkv,
-                                      int B, int n, int pos, int NH, int KVH, int HS, int maxT,
-                                      float scale) {
+                                      const int *slot, const int *pos, int N, int NH, int KVH,
+                                      int HS, int maxT, float scale) {
     const char *fn = "attention_decode_cuda";
-    if (B < 0 || NH <= 0 || KVH <= 0 || HS <= 0 || NH % KVH != 0) {
+    if (N < 0 || NH <= 0 || KVH <= 0 || HS <= 0 || NH % KVH != 0) {
         fprintf(stderr,
-                "retort: %s: bad shape B=%d NH=%d KVH=%d HS=%d (need positive head counts and "
-                "size, and NH a multiple of KVH)\n",
-                fn, B, NH, KVH, HS);
+                "retort: %s: bad shape N=%d NH=%d KVH=%d HS=%d (need N >= 0, positive head "
+                "counts and size, and NH a multiple of KVH)\n",
+                fn, N, NH, KVH, HS);
         exit(1);
     }
-    if (n < 1 || pos < 0 || (long)pos + n > maxT) {
+    if (maxT < 1) {
         fprintf(stderr,
-                "retort: %s: %d new tokens at position %d do not fit a cache of %d positions "
-                "(need n >= 1, pos >= 0, pos + n <= maxT)\n",
-                fn, n, pos, maxT);
+                "retort: %s: a cache of %d positions holds no token (need maxT >= 1)\n", fn,
+                maxT);
         exit(1);
     }
     if (HS > DECODE_MAX_HS) {
@@ -386,10 +409,14 @@ extern "C" void attention_decode_cuda(float *out, float *kcache, float *vcache, 
                 fn, HS, DECODE_MAX_HS);
         exit(1);
     }
-    if (B == 0) return;
-    size_t total = (size_t)B * n * KVH * HS;
+    /* slot[i] and pos[i] are in device memory: the host cannot check them
+     * without a copy and a sync per call, so the caller guarantees slot[i] in
+     * [0, slots) and pos[i] in [0, maxT) (the CPU twin checks both) */
+    if (N == 0) return;
+    size_t total = (size_t)N * KVH * HS;
     store_kv_kernel<<<ceil_div((long)total, 256), 256, 0, retort_stream>>>(
-        (floatX *)kcache, (floatX *)vcache, (const floatX *)qkv, B, n, pos, NH, KVH, HS, maxT);
+        (floatX *)kcache, (floatX *)vcache, (const floatX *)qkv, slot, pos, N, NH, KVH, HS,
+        maxT);
     CUDA_LAUNCH_CHECK();
     /* HS % 8 == 0 makes W and NH*HS multiples of 8 too, so with 16-byte aligned
      * bases every q, k and v row starts 16-byte aligned */
@@ -397,8 +424,8 @@ extern "C" void attention_decode_cuda(float *out, float *kcache, float *vcache, 
                aligned16(vcache);
     if (vec)
         decode_dispatch<true>((floatX *)out, (const floatX *)kcache, (const floatX *)vcache,
-                              (const floatX *)qkv, B, n, pos, NH, KVH, HS, maxT, scale);
+                              (const floatX *)qkv, slot, pos, N, NH, KVH, HS, maxT, scale);
     else
         decode_dispatch<false>((floatX *)out, (const floatX *)kcache, (const floatX *)vcache,
-                               (const floatX *)qkv, B, n, pos, NH, KVH, HS, maxT, scale);
+                               (const floatX *)qkv, slot, pos, N, NH, KVH, HS, maxT, scale);
 }

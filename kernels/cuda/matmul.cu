@@ -201,3 +201,10 @@ extern "C" void lm_head_backward_cuda(float *dinp_, float *dwte_, const float *d
         gemm_acc_f32(CUBLAS_OP_N, CUBLAS_OP_T, C, V, N, (const floatX *)inp_, C, dlogits, V,
                      dwte_, C);
 }
+
+/* The decoding GEMMs: cuBLAS, as the training ones (rows equal to rounding). */
+extern "C" void matmul_rows_forward_cuda(float *out, const float *inp, const float *weight,
+                                         const float *bias, int N, int C, int OC, int nt) {
+    if (nt) matmul_nt_forward_cuda(out, inp, weight, bias, N, C, OC);
+    else matmul_forward_cuda(out, inp, weight, bias, N, C, OC);
+}

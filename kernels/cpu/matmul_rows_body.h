@@ -1,0 +1,149 @@
+/* kernels/cpu/matmul_rows_body.h — the tiled loops of matmul_rows.c, written
+ * once over a 16-lane vector type and included once per instruction set.
+ *
+ * The includer defines:
+ *   SFX            the suffix of the functions made here (_avx512, _avx2)
+ *   TGT            the function attribute that enables the instruction set
+ *   v16            a 16-float vector type, with the static inline functions
+ *                  v16_zero, v16_load(p, n) (the first n lanes, zeros past
+ *                  them), v16_set1, v16_fma(a, b, c) = a*b + c rounded once,
+ *                  v16_store(p, v, n) (the first n lanes), v16_hsum (the
+ *                  fixed tree of matmul_rows.c)
+ *   NN_RT, NN_NJ   the NN tile: NN_RT rows x NN_NJ vectors of columns
+ *   NT_RT, NT_RO   the NT tile: NT_RT rows x NT_RO outputs
+ * Every element is the sequence matmul_rows.c defines, whatever the tile, so
+ * the tiles are a speed choice only. */
+
+#define CAT_(a, b) a##b
+#define CAT(a, b) CAT_(a, b)
+
+/* out[r, o0 .. o0+width) for R rows from x (R rows, C apart) and W (C,OC). */
+TGT static inline __attribute__((always_inline)) void CAT(nn_tile, SFX)(
+    float *out, const float *x, const float *W, const float *bias, int R, int C, int OC, int o0,
+    int width) {
+    v16 acc[NN_RT][NN_NJ];
+    int lanes[NN_NJ];
+    #pragma GCC unroll 8
+    for (int j = 0; j < NN_NJ; j++) {
+        int left = width - 16 * j;
+        lanes[j] = left < 0 ? 0 : left > 16 ? 16 : left;
+        #pragma GCC unroll 8
+        for (int r = 0; r < NN_RT; r++) acc[r][j] = v16_zero();
+    }
+    for (int k = 0; k < C; k++) {
+        const float *w = W + (size_t)k * OC + o0; /* (width) */
+        v16 wv[NN_NJ];
+        #pragma GCC unroll 8
+        for (int j = 0; j < NN_NJ; j++) wv[j] = v16_load(w + 16 * j, lanes[j]);
+        #pragma GCC unroll 8
+        for (int r = 0; r < NN_RT; r++) {
+            if (r >= R) break;
+            v16 xb = v16_set1(x[(size_t)r * C + k]);
+            #pragma GCC unroll 8
+            for (int j = 0; j < NN_NJ; j++) acc[r][j] = v16_fma(xb, wv[j], acc[r][j]);
+        }
+    }
+    for (int r = 0; r < R && r < NN_RT; r++)
+        #pragma GCC unroll 8
+        for (int j = 0; j < NN_NJ; j++) {
+            if (!lanes[j]) continue;
+            v16 v = acc[r][j];
+            if (bias) v = v16_add(v, v16_load(bias + o0 + 16 * j, lanes[j]));
+            v16_store(out + (size_t)r * OC + o0 + 16 * j, v, lanes[j]);
+        }
+}
+
+/* Conv1D layout: the panels of NN_NJ*16 columns are the unit of work. */
+TGT static void CAT(nn_rows, SFX)(float *out, const float *inp, const float *W, const float *bias,
+                                  int N, int C, int OC) {
+    const int P = 16 * NN_NJ;
+    int panels = (OC + P - 1) / P;
+    #pragma omp parallel for schedule(static) if ((long)N * C * OC > 262144)
+    for (int p = 0; p < panels; p++) {
+        int o0 = p * P, width = OC - o0 < P ? OC - o0 : P;
+        for (int r0 = 0; r0 < N; r0 += NN_RT) {
+            int R = N - r0 < NN_RT ? N - r0 : NN_RT;
+            /* constant row counts (and a constant width for whole panels), so
+             * the tile stays in registers */
+            switch (width == P ? R : -R) {
+#define NN_CASE(n) \
+    case n: \
+        CAT(nn_tile, SFX)(out + (size_t)r0 * OC, inp + (size_t)r0 * C, W, bias, n, C, OC, o0, P); \
+        break; \
+    case -n: \
+        CAT(nn_tile, SFX)(out + (size_t)r0 * OC, inp + (size_t)r0 * C, W, bias, n, C, OC, o0, width); \
+        break;
+                NN_CASE(1) NN_CASE(2) NN_CASE(3) NN_CASE(4) NN_CASE(5) NN_CASE(6) NN_CASE(7) NN_CASE(8)
+#undef NN_CASE
+            }
+        }
+    }
+}
+
+/* One 16-wide chunk k .. k+n of the NT tile (n < 16: the tail, zeros past C). */
+#define NT_CHUNK(LOADW, LOADX) \
+    do { \
+        v16 wv[NT_RO]; \
+        _Pragma("GCC unroll 8") for (int o = 0; o < NT_RO; o++) wv[o] = o < O ? LOADW : v16_zero(); \
+        _Pragma("GCC unroll 8") for (int r = 0; r < NT_RT; r++) { \
+            if (r >= R) break; \
+            v16 xv = LOADX; \
+            _Pragma("GCC unroll 8") for (int o = 0; o < NT_RO; o++) acc[r][o] = v16_fma(xv, wv[o], acc[r][o]); \
+        } \
+    } while (0)
+
+/* out[r, o0 .. o0+O) for R rows of x and O rows of W (OC,C). */
+TGT static inline __attribute__((always_inline)) void CAT(nt_tile, SFX)(
+    float *out, const float *x, const float *W, const float *bias, int R, int O, int C, int OC,
+    int o0) {
+    v16 acc[NT_RT][NT_RO];
+#pragma GCC unroll 8
+    for (int r = 0; r < NT_RT; r++)
+#pragma GCC unroll 8
+        for (int o = 0; o < NT_RO; o++) acc[r][o] = v16_zero();
+    int k = 0;
+    for (; k + 16 <= C; k += 16)
+        NT_CHUNK(v16_load(W + (size_t)(o0 + o) * C + k, 16), v16_load(x + (size_t)r * C + k, 16));
+    if (k < C) {
+        int n = C - k;
+        NT_CHUNK(v16_load(W + (size_t)(o0 + o) * C + k, n), v16_load(x + (size_t)r * C + k, n));
+    }
+    for (int r = 0; r < R && r < NT_RT; r++)
+        for (int o = 0; o < O && o < NT_RO; o++) {
+            float s = v16_hsum(acc[r][o]);
+            out[(size_t)r * OC + o0 + o] = bias ? s + bias[o0 + o] : s;
+        }
+}
+#undef NT_CHUNK
+
+/* nn.Linear layout: groups of NT_GROUP outputs are the unit of work, and
+ * within a group the rows of W are reused by every row tile. */
+#define NT_GROUP 64
+TGT static void CAT(nt_rows, SFX)(float *out, const float *inp, const float *W, const float *bias,
+                                  int N, int C, int OC) {
+    int groups = (OC + NT_GROUP - 1) / NT_GROUP;
+    #pragma omp parallel for schedule(static) if ((long)N * C * OC > 262144)
+    for (int g = 0; g < groups; g++) {
+        int g1 = (g + 1) * NT_GROUP < OC ? (g + 1) * NT_GROUP : OC;
+        for (int o0 = g * NT_GROUP; o0 < g1; o0 += NT_RO) {
+            int O = g1 - o0 < NT_RO ? g1 - o0 : NT_RO;
+            for (int r0 = 0; r0 < N; r0 += NT_RT) {
+                int R = N - r0 < NT_RT ? N - r0 : NT_RT;
+                switch (O == NT_RO ? R : -R) { /* constant counts: the tile in registers */
+#define NT_CASE(n) \
+    case n: \
+        CAT(nt_tile, SFX)(out + (size_t)r0 * OC, inp + (size_t)r0 * C, W, bias, n, NT_RO, C, OC, o0); \
+        break; \
+    case -n: \
+        CAT(nt_tile, SFX)(out + (size_t)r0 * OC, inp + (size_t)r0 * C, W, bias, n, O, C, OC, o0); \
+        break;
+                    NT_CASE(1) NT_CASE(2) NT_CASE(3) NT_CASE(4) NT_CASE(5) NT_CASE(6) NT_CASE(7) NT_CASE(8)
+#undef NT_CASE
+                }
+            }
+        }
+    }
+}
+#undef NT_GROUP
+#undef CAT
+#undef CAT_
