@@ -38,6 +38,11 @@ static void usage_generate(FILE *f) {
             "                            257-token model)\n"
             CLI_DEVICE_HELP
             "      --stats               print tokens generated and decode tokens/s to stderr\n"
+            "      --batch N             with --input: sequences decoded at once (key/value\n"
+            "                            cache slots; a finished one's slot takes the next\n"
+            "                            prompt at once). Default: as many as a quarter of\n"
+            "                            the free memory holds at full context, at most 64.\n"
+            "                            Outputs do not depend on it\n"
             "      --ignore-eos          keep generating past EOS (benchmarks)\n"
             "      --beams K             beam search with K (at most 64) beams; prints the\n"
             "                            --samples best\n"
@@ -95,7 +100,7 @@ int cmd_generate(int argc, char **argv) {
         {"drop-copies", no_argument, 0, 'c'},       CLI_CONTEXT_OPTIONS,
         CLI_CHAT_OPTIONS,
         {"candidates", required_argument, 0, 'C'}, {"ids", no_argument, 0, 'I'},
-        {"quiet", no_argument, 0, 'q'},
+        {"quiet", no_argument, 0, 'q'},             {"batch", required_argument, 0, 'b'},
         {0, 0, 0, 0}};
     GenerateJob job = {0};
     CliDevice dev = {0};
@@ -157,6 +162,7 @@ int cmd_generate(int argc, char **argv) {
         case 'c': job.drop_copies = 1; break;
         case 'C': bad = cli_int("--candidates", optarg, 1, INT_MAX / 2, &job.candidates); break;
         case 'I': job.write_ids = 1; break;
+        case 'b': bad = cli_int("--batch", optarg, 1, 4096, &job.batch); break;
         case CLI_OPT_TRUNCATE: bad = truncate_prompt_from_name(optarg, &job.truncate_prompt); break;
         case CLI_OPT_CLAMP: job.clamp_new_tokens = 1; break;
         case CLI_OPT_CHAT: chat.on = 1; break;

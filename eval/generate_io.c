@@ -12,6 +12,8 @@
 #include <unistd.h>
 
 #include "data/h5data.h"
+#include "model/backend.h"
+#include "model/decode_batch.h"
 #include "eval/jsonl.h"
 #include "eval/metrics.h"
 #include "util/utf8.h"
@@ -97,13 +99,6 @@ int generate_fit_prompt(const GenerateJob *job, int ctx, int eos_id, const uint3
 }
 
 /* One completion of a prompt: new tokens (EOS not included). */
-typedef struct {
-    int *tokens;
-    int len;
-    double logp, score;
-    int finished;  /* ended by EOS or a stop string */
-    char *text;    /* decoded, stop string cut, valid UTF-8 */
-} Completion;
 
 /* Decoded text of tokens[0:n] without EOS, made valid UTF-8 for JSON (a
  * completion can end inside a multi-byte character, and a byte-level model
@@ -177,70 +172,222 @@ static void finish_completion(const Tokenizer *tok, const GenerateJob *job, Comp
     }
 }
 
-/* --------------------------------------------------------------- generating */
-
-/* Fills comp[0..] for one prompt of n tokens with up to max_new new tokens
- * each (generate_fit_prompt); returns how many. */
-static int complete(GPT *m, const Tokenizer *tok, const GenerateJob *job, const int *prompt,
-                    int n, int max_new, long lineno, Completion *comp) {
-    StopCtx sc = {tok, job};
-    SampleOptions so = job->sample;
-    so.max_new_tokens = max_new;
-    if (job->n_stop > 0 || (job->chat && job->sample.eos_id != tok->eos_id)) {
-        so.stop = stop_test;
-        so.stop_ctx = &sc;
-    }
-    int count;
-    if (job->beams > 0) {
-        int want = job->samples < job->beams ? job->samples : job->beams;
-        Hypothesis *h = xcalloc((size_t)want, sizeof(Hypothesis));
-        count = generate_beam(m, prompt, n, job->beams, so.max_new_tokens, job->length_penalty,
-                              so.eos_id, want, h);
-        for (int k = 0; k < count; k++) /* shorter than max_new: it ended with EOS */
-            comp[k] = (Completion){h[k].tokens, h[k].len, h[k].logp, h[k].score,
-                                   h[k].len < so.max_new_tokens, NULL};
-        free(h); /* the token arrays now belong to comp */
-    } else {
-        /* with candidates, row 0 is greedy and the samples follow it */
-        int greedy = job->candidates > 0;
-        int sampled = greedy ? job->candidates : job->samples;
-        count = greedy + sampled;
-        int *out = xmalloc((size_t)count * so.max_new_tokens * sizeof(int));
-        int *lens = xmalloc((size_t)count * sizeof(int));
-        double *logps = xmalloc((size_t)count * sizeof(double));
-        Rng *rngs = xmalloc((size_t)count * sizeof(Rng));
-        for (int k = 0; k < count; k++) /* sample k keeps its generator with or without greedy */
-            rng_seed(&rngs[k], job->seed * 0x9E3779B97F4A7C15ULL + (uint64_t)lineno * 1000003ULL +
-                                   (uint64_t)(k - greedy));
-        if (greedy) {
-            SampleOptions g = so;
-            g.temperature = 0;
-            generate_sample_rows(m, prompt, n, 1, &g, rngs, out, lens, logps);
-        }
-        for (int k0 = greedy; k0 < count; k0 += GENERATE_MAX_ROWS) {
-            int rows = count - k0 < GENERATE_MAX_ROWS ? count - k0 : GENERATE_MAX_ROWS;
-            generate_sample_rows(m, prompt, n, rows, &so, rngs + k0,
-                                 out + (size_t)k0 * so.max_new_tokens, lens + k0, logps + k0);
-        }
-        for (int k = 0; k < count; k++) {
-            int *t = xmalloc((size_t)(lens[k] > 0 ? lens[k] : 1) * sizeof(int));
-            memcpy(t, out + (size_t)k * so.max_new_tokens, (size_t)lens[k] * sizeof(int));
-            comp[k] = (Completion){t, lens[k], logps[k], logps[k], 0, NULL};
-        }
-        free(out);
-        free(lens);
-        free(logps);
-        free(rngs);
-    }
-    for (int k = 0; k < count; k++) finish_completion(tok, job, &comp[k]);
-    return count;
-}
-
 static void completions_free(Completion *c, int n) {
     for (int k = 0; k < n; k++) {
         free(c[k].tokens);
         free(c[k].text);
     }
+}
+
+/* --------------------------------------------------------------- generating */
+
+/* Rows of one decoding request: a prompt's samples beyond this go to further
+ * requests (each row holds a cache slot). */
+#define ROWS_PER_REQUEST 64
+
+/* One prompt in flight: its requests (the greedy row of a candidate pool,
+ * then the samples in requests of at most ROWS_PER_REQUEST rows; or one
+ * beam search), the arrays they write, and its place in the output order. */
+typedef struct Item {
+    void *user;
+    int *prompt, n, max_new, count, greedy;
+    DecodeRequest *req;
+    int n_req, given, pending;
+    int *out, *lens;
+    double *logps;
+    Rng *rngs;
+    Hypothesis *hyp;
+    struct Item *next;
+} Item;
+
+typedef struct {
+    GPT *m;
+    const Tokenizer *tok;
+    const GenerateJob *job;
+    GenStream *s;
+    StopCtx sc;
+    SampleOptions so;   /* the job's, stop test set */
+    Item *head, *tail;  /* in input order; tail is being handed out */
+    uint32_t *ids;
+    int64_t ids_cap;
+    int rc, ended;
+    int64_t new_tokens;
+} Stream;
+
+static void item_free(Item *it) {
+    free(it->prompt);
+    free(it->req);
+    free(it->out);
+    free(it->lens);
+    free(it->logps);
+    free(it->rngs);
+    free(it->hyp);
+    free(it);
+}
+
+/* The prompt's requests; the seeds are those of (seed, index, sample k), the
+ * greedy row keeping k = -1, so pools and plain sampling agree. */
+static Item *item_new(Stream *st, const int *prompt, int n, int max_new, long index) {
+    const GenerateJob *job = st->job;
+    Item *it = xcalloc(1, sizeof *it);
+    it->prompt = xmalloc((size_t)n * sizeof(int));
+    memcpy(it->prompt, prompt, (size_t)n * sizeof(int));
+    it->n = n;
+    it->max_new = max_new;
+    SampleOptions so = st->so;
+    so.max_new_tokens = max_new;
+    if (job->beams > 0) {
+        int want = job->samples < job->beams ? job->samples : job->beams;
+        it->count = want;
+        it->hyp = xcalloc((size_t)want, sizeof(Hypothesis));
+        it->req = xcalloc(1, sizeof(DecodeRequest));
+        it->req[0] = (DecodeRequest){.prompt = it->prompt, .n = n, .beams = job->beams,
+                                     .opts = so, .length_penalty = job->length_penalty,
+                                     .n_best = want, .hyp = it->hyp, .user = it};
+        it->req[0].opts.stop = NULL; /* beam search has no stop strings (they cut the text) */
+        it->n_req = 1;
+        return it;
+    }
+    int greedy = it->greedy = job->candidates > 0;
+    int count = it->count = greedy + (greedy ? job->candidates : job->samples);
+    it->out = xmalloc((size_t)count * max_new * sizeof(int));
+    it->lens = xcalloc((size_t)count, sizeof(int));
+    it->logps = xcalloc((size_t)count, sizeof(double));
+    it->rngs = xmalloc((size_t)count * sizeof(Rng));
+    for (int k = 0; k < count; k++) /* sample k keeps its generator with or without greedy */
+        rng_seed(&it->rngs[k], job->seed * 0x9E3779B97F4A7C15ULL + (uint64_t)index * 1000003ULL +
+                                   (uint64_t)(k - greedy));
+    int sampled = count - greedy;
+    it->req = xcalloc((size_t)(greedy + (sampled + ROWS_PER_REQUEST - 1) / ROWS_PER_REQUEST),
+                      sizeof(DecodeRequest));
+    for (int k0 = 0; k0 < count;) {
+        int rows = k0 < greedy ? 1 : count - k0 < ROWS_PER_REQUEST ? count - k0 : ROWS_PER_REQUEST;
+        DecodeRequest *r = &it->req[it->n_req++];
+        *r = (DecodeRequest){.prompt = it->prompt, .n = n, .rows = rows, .opts = so,
+                             .rngs = it->rngs + k0, .out = it->out + (size_t)k0 * max_new,
+                             .lens = it->lens + k0, .logps = it->logps + k0, .user = it};
+        if (k0 < greedy) r->opts.temperature = 0;
+        k0 += rows;
+    }
+    return it;
+}
+
+/* The next request in input order: the current prompt's, or the next
+ * prompt's. NULL at the end of the input and after an error. */
+static DecodeRequest *stream_next(void *ctx) {
+    Stream *st = ctx;
+    if (st->tail && st->tail->given < st->tail->n_req) {
+        st->tail->pending++;
+        return &st->tail->req[st->tail->given++];
+    }
+    if (st->rc != 0 || st->ended) return NULL;
+    const char *text = NULL;
+    long index = 0;
+    void *user = NULL;
+    char where[4200];
+    int got = st->s->next(st->s->ctx, &text, &index, &user, where, sizeof where);
+    if (got <= 0) {
+        st->ended = 1;
+        if (got < 0) st->rc = -1;
+        return NULL;
+    }
+    int ctx_len = gpt_context_len(gpt_config(st->m));
+    int64_t n = generate_encode_prompt(st->tok, st->job, text, &st->ids, &st->ids_cap);
+    int *prompt = xmalloc((size_t)ctx_len * sizeof(int));
+    int k = 0, max_new = 0;
+    if (n < 0) {
+        char why[1024];
+        snprintf(why, sizeof why, "%s", err_msg());
+        err_set("%s: %s", where, why);
+    }
+    if (n < 0 || generate_fit_prompt(st->job, ctx_len, st->tok->eos_id, st->ids, n, where, prompt,
+                                     &k, &max_new) != 0) {
+        free(prompt);
+        st->s->drop(st->s->ctx, user);
+        st->rc = -1;
+        st->ended = 1;
+        return NULL;
+    }
+    Item *it = item_new(st, prompt, k, max_new, index);
+    free(prompt);
+    it->user = user;
+    if (st->tail) st->tail->next = it;
+    else st->head = it;
+    st->tail = it;
+    it->pending++;
+    return &it->req[it->given++];
+}
+
+/* The completions of a finished prompt, decoded and cut at stop strings. */
+static Completion *item_completions(Stream *st, Item *it) {
+    Completion *comp = xcalloc((size_t)(it->count > 0 ? it->count : 1), sizeof(Completion));
+    if (st->job->beams > 0) {
+        it->count = it->req[0].n_hyp;
+        for (int k = 0; k < it->count; k++) { /* shorter than max_new: it ended with EOS */
+            Hypothesis *h = &it->hyp[k];
+            comp[k] = (Completion){h->tokens, h->len, h->logp, h->score, h->len < it->max_new,
+                                   NULL};
+            h->tokens = NULL; /* the array now belongs to comp */
+        }
+    } else {
+        for (int k = 0; k < it->count; k++) {
+            int len = it->lens[k];
+            int *t = xmalloc((size_t)(len > 0 ? len : 1) * sizeof(int));
+            memcpy(t, it->out + (size_t)k * it->max_new, (size_t)len * sizeof(int));
+            comp[k] = (Completion){t, len, it->logps[k], it->logps[k], 0, NULL};
+        }
+    }
+    for (int k = 0; k < it->count; k++) finish_completion(st->tok, st->job, &comp[k]);
+    return comp;
+}
+
+static void stream_done(void *ctx, DecodeRequest *r) {
+    Stream *st = ctx;
+    Item *it = r->user;
+    it->pending--;
+    /* emit finished prompts in input order */
+    while (st->head && st->head->pending == 0 && st->head->given == st->head->n_req) {
+        Item *h = st->head;
+        if (st->rc == 0) {
+            Completion *comp = item_completions(st, h);
+            for (int k = 0; k < h->count; k++) st->new_tokens += comp[k].len;
+            if (st->s->emit(st->s->ctx, h->user, h->prompt, h->n, comp, h->count) != 0) {
+                st->rc = -1;
+                st->ended = 1;
+            }
+            completions_free(comp, h->count);
+            free(comp);
+        } else {
+            st->s->drop(st->s->ctx, h->user);
+        }
+        st->head = h->next;
+        if (st->tail == h) st->tail = NULL;
+        item_free(h);
+    }
+}
+
+int generate_slots(const GenerateJob *job, const GPT *m) {
+    if (job->batch > 0) return job->batch;
+    /* a quarter of what the machine has free, for sequences of the whole context */
+    size_t avail = 0, total = 0;
+    if (gpt_backend(m)->memory_info && gpt_backend(m)->memory_info(&avail, &total) != 0) avail = 0;
+    if (avail == 0) avail = (size_t)1 << 30;
+    int slots = decode_slots_for_memory(m, gpt_context_len(gpt_config(m)), avail / 4);
+    return slots < GENERATE_AUTO_SLOTS ? slots : GENERATE_AUTO_SLOTS;
+}
+
+int generate_stream(GPT *m, const Tokenizer *tok, const GenerateJob *job, GenStream *s) {
+    Stream st = {.m = m, .tok = tok, .job = job, .s = s};
+    st.sc = (StopCtx){tok, job};
+    st.so = job->sample;
+    if (job->n_stop > 0 || (job->chat && job->sample.eos_id != tok->eos_id)) {
+        st.so.stop = stop_test;
+        st.so.stop_ctx = &st.sc;
+    }
+    DecodeSource src = {stream_next, stream_done, &st, NULL};
+    decode_batch(m, generate_slots(job, m), &src);
+    free(st.ids);
+    return st.rc;
 }
 
 int64_t generate_encode_prompt(const Tokenizer *tok, const GenerateJob *job, const char *text,
@@ -266,34 +413,54 @@ int generate_count(const GenerateJob *job) {
     return job->candidates > 0 ? 1 + job->candidates : job->samples;
 }
 
+/* One prompt through generate_stream. */
+typedef struct {
+    const char *text;
+    long index;
+    int given, got;
+    GeneratedText *out;
+} OnePrompt;
+
+static int one_next(void *ctx, const char **text, long *index, void **user, char *where,
+                    size_t where_size) {
+    OnePrompt *o = ctx;
+    if (o->given++) return 0;
+    *text = o->text;
+    *index = o->index;
+    *user = NULL;
+    snprintf(where, where_size, "the prompt");
+    return 1;
+}
+
+static int one_emit(void *ctx, void *user, const int *prompt, int n_prompt, Completion *c,
+                    int count) {
+    OnePrompt *o = ctx;
+    (void)user, (void)prompt, (void)n_prompt;
+    o->out = xcalloc((size_t)(count > 0 ? count : 1), sizeof(GeneratedText));
+    for (int i = 0; i < count; i++) { /* the arrays move to out */
+        o->out[i] = (GeneratedText){c[i].text, c[i].tokens, c[i].len, c[i].logp, c[i].finished};
+        c[i].text = NULL;
+        c[i].tokens = NULL;
+    }
+    o->got = count;
+    return 0;
+}
+
+static void one_drop(void *ctx, void *user) { (void)ctx, (void)user; }
+
 int generate_completions(GPT *m, const Tokenizer *tok, const GenerateJob *job,
                          const char *prompt_text, long index, GeneratedText **out) {
-    int ctx = gpt_context_len(gpt_config(m));
-    uint32_t *ids = NULL;
-    int64_t cap = 0;
-    int64_t n = generate_encode_prompt(tok, job, prompt_text, &ids, &cap);
-    int *prompt = xmalloc((size_t)ctx * sizeof(int));
-    int k = 0, max_new = 0;
+    OnePrompt o = {prompt_text, index, 0, 0, NULL};
+    GenStream s = {one_next, one_emit, one_drop, &o};
+    GenerateJob one = *job;
+    one.batch = 0; /* one prompt: its own rows */
     *out = NULL;
-    if (n < 0 || generate_fit_prompt(job, ctx, tok->eos_id, ids, n, "the prompt", prompt, &k,
-                                     &max_new) != 0) {
-        free(prompt);
-        free(ids);
+    if (generate_stream(m, tok, &one, &s) != 0) {
+        generated_texts_free(o.out, o.got);
         return -1;
     }
-    Completion *comp = xcalloc((size_t)generate_count(job), sizeof(Completion));
-    int got = complete(m, tok, job, prompt, k, max_new, index, comp);
-    *out = xcalloc((size_t)(got > 0 ? got : 1), sizeof(GeneratedText));
-    for (int i = 0; i < got; i++) { /* the arrays move to out */
-        (*out)[i] = (GeneratedText){comp[i].text, comp[i].tokens, comp[i].len, comp[i].logp,
-                                    comp[i].finished};
-        comp[i].text = NULL;
-        comp[i].tokens = NULL;
-    }
-    free(comp);
-    free(prompt);
-    free(ids);
-    return got;
+    *out = o.out;
+    return o.got;
 }
 
 void generated_texts_free(GeneratedText *c, int n) {
@@ -540,6 +707,90 @@ static int check_job(const GenerateJob *job, const GPTConfig *cfg, int kd) {
     return 0;
 }
 
+/* generate_jsonl's side of generate_stream: lines in, lines or examples out. */
+typedef struct {
+    GPT *m;
+    const Tokenizer *tok;
+    const GenerateJob *job;
+    FILE *in, *out;
+    const char *field, *tmp;
+    int kd;
+    KdSink *sink;
+    char *line;
+    size_t cap;
+    long lineno;
+    uint32_t *ref_ids;
+    int64_t ref_cap;
+    GenerateStats st;
+    double t0;
+    Progress *prog;
+} JsonlRun;
+
+typedef struct {
+    json_t *obj;
+    const char *text, *ref; /* in obj */
+} JsonlLine;
+
+static int jsonl_next(void *ctx, const char **text, long *index, void **user, char *where,
+                      size_t where_size) {
+    JsonlRun *r = ctx;
+    const GenerateJob *job = r->job;
+    json_t *obj;
+    int got = jsonl_next_object(r->in, job->input, &r->line, &r->cap, &r->lineno, &obj);
+    if (got <= 0) return got;
+    const char *t = json_string_value(json_object_get(obj, r->field));
+    const char *ref = job->reference_field
+                          ? json_string_value(json_object_get(obj, job->reference_field))
+                          : NULL;
+    if (!t || (job->reference_field && !ref)) {
+        if (!t)
+            err_set("%s:%ld: field '%s' is missing or not a string (set the prompt field with "
+                    "--prompt-field)", job->input, r->lineno, r->field);
+        else
+            err_set("%s:%ld: reference field '%s' is missing or not a string", job->input,
+                    r->lineno, job->reference_field);
+        json_decref(obj);
+        return -1;
+    }
+    JsonlLine *l = xmalloc(sizeof *l);
+    *l = (JsonlLine){obj, t, ref};
+    *text = t;
+    *index = r->lineno;
+    *user = l;
+    snprintf(where, where_size, "%s:%ld: the prompt", job->input, r->lineno);
+    return 1;
+}
+
+static void jsonl_drop(void *ctx, void *user) {
+    (void)ctx;
+    JsonlLine *l = user;
+    if (!l) return;
+    json_decref(l->obj);
+    free(l);
+}
+
+static int jsonl_emit(void *ctx, void *user, const int *prompt, int n, Completion *c, int count) {
+    JsonlRun *r = ctx;
+    JsonlLine *l = user;
+    int rc;
+    r->st.prompts++;
+    r->st.completions += count;
+    for (int i = 0; i < count; i++) r->st.new_tokens += c[i].len;
+    if (r->kd) {
+        int64_t n_ref = l->ref ? r->tok->encode(r->tok, l->ref, strlen(l->ref), &r->ref_ids,
+                                                &r->ref_cap, 0)
+                               : 0;
+        rc = write_kd(r->m, r->tok, r->job, r->sink, l->text, prompt, n, c, count, l->ref,
+                      r->ref_ids, n_ref, &r->st);
+    } else {
+        rc = write_jsonl(r->out, r->tmp, r->job, l->obj, c, count, prompt, n);
+    }
+    progress_detail(r->prog, "%.1f new tokens/s", r->st.new_tokens / (now_seconds() - r->t0));
+    progress_add(r->prog, 1);
+    jsonl_drop(ctx, user);
+    return rc;
+}
+
 int generate_jsonl(GPT *m, const Tokenizer *tok, const GenerateJob *job, GenerateStats *stats) {
     const char *field = job->prompt_field ? job->prompt_field : "prompt";
     int kd = ends_with(job->output, ".h5") || ends_with(job->output, ".hdf5");
@@ -586,75 +837,18 @@ int generate_jsonl(GPT *m, const Tokenizer *tok, const GenerateJob *job, Generat
         fclose(in);
         return err_set("cannot create %s: %s", tmp, strerror(errno));
     }
-    GenerateStats st = {0};
-    double t0 = now_seconds();
-    char *line = NULL;
-    size_t cap = 0;
-    long lineno = 0;
-    uint32_t *ids = NULL, *ref_ids = NULL;
-    int64_t ids_cap = 0, ref_cap = 0;
-    int *prompt = xmalloc((size_t)ctx * sizeof(int));
-    Completion *comp = xcalloc((size_t)generate_count(job), sizeof(Completion));
-    Progress *prog = progress_open("generate", "prompts", progress_count_lines(job->input), job->quiet);
-    int got;
-    json_t *obj;
-    while (rc == 0 && (got = jsonl_next_object(in, job->input, &line, &cap, &lineno, &obj)) != 0) {
-        const char *text = obj ? json_string_value(json_object_get(obj, field)) : NULL;
-        const char *ref = obj && job->reference_field
-                              ? json_string_value(json_object_get(obj, job->reference_field))
-                              : NULL;
-        if (got < 0) {
-            rc = -1;
-        } else if (!text) {
-            rc = err_set("%s:%ld: field '%s' is missing or not a string (set the prompt field "
-                         "with --prompt-field)", job->input, lineno, field);
-        } else if (job->reference_field && !ref) {
-            rc = err_set("%s:%ld: reference field '%s' is missing or not a string", job->input,
-                         lineno, job->reference_field);
-        } else {
-            int64_t n = generate_encode_prompt(tok, job, text, &ids, &ids_cap);
-            char where[4200];
-            snprintf(where, sizeof where, "%s:%ld: the prompt", job->input, lineno);
-            int k = 0, max_new = 0;
-            if (n < 0) {
-                char why[1024];
-                snprintf(why, sizeof why, "%s", err_msg());
-                rc = err_set("%s: %s", where, why);
-                json_decref(obj);
-                break;
-            }
-            if (generate_fit_prompt(job, ctx, tok->eos_id, ids, n, where, prompt, &k,
-                                    &max_new) != 0) {
-                rc = -1;
-                json_decref(obj);
-                break;
-            }
-            int got = complete(m, tok, job, prompt, k, max_new, lineno, comp);
-            st.prompts++;
-            st.completions += got;
-            for (int i = 0; i < got; i++) st.new_tokens += comp[i].len;
-            if (kd) {
-                int64_t n_ref = ref ? tok->encode(tok, ref, strlen(ref), &ref_ids, &ref_cap, 0)
-                                    : 0;
-                rc = write_kd(m, tok, job, &sink, text, prompt, k, comp, got, ref, ref_ids,
-                              n_ref, &st);
-            } else {
-                rc = write_jsonl(out, tmp, job, obj, comp, got, prompt, k);
-            }
-            completions_free(comp, got);
-            progress_detail(prog, "%.1f new tokens/s", st.new_tokens / (now_seconds() - t0));
-            progress_add(prog, 1);
-        }
-        json_decref(obj);
-    }
-    st.seconds = now_seconds() - t0;
-    if (rc == 0) progress_erase(prog); /* the report below says it all */
-    else progress_close(prog, 0);
-    free(line);
-    free(ids);
-    free(ref_ids);
-    free(prompt);
-    free(comp);
+    JsonlRun r = {.m = m, .tok = tok, .job = job, .in = in, .field = field, .kd = kd,
+                  .sink = &sink, .out = out, .tmp = tmp};
+    r.t0 = now_seconds();
+    r.prog = progress_open("generate", "prompts", progress_count_lines(job->input), job->quiet);
+    GenStream gs = {jsonl_next, jsonl_emit, jsonl_drop, &r};
+    rc = generate_stream(m, tok, job, &gs);
+    GenerateStats st = r.st;
+    st.seconds = now_seconds() - r.t0;
+    if (rc == 0) progress_erase(r.prog); /* the report below says it all */
+    else progress_close(r.prog, 0);
+    free(r.line);
+    free(r.ref_ids);
     fclose(in);
     if (kd) {
         if (rc == 0 && st.examples == 0)

@@ -58,10 +58,6 @@ int target_select_from_name(const char *name, TargetSelect *out);
 
 #define GENERATE_MAX_STOPS 16
 
-/* Sampled completions of one prompt are decoded in batches of at most this
- * many rows (each row has its own generator, so batching changes nothing). */
-#define GENERATE_MAX_ROWS 64
-
 typedef enum { TRUNCATE_NONE = 0, TRUNCATE_LEFT, TRUNCATE_RIGHT } TruncatePrompt;
 
 /* -1 (error set) for a name other than left, right. */
@@ -76,6 +72,7 @@ typedef struct {
     int candidates;            /* > 0: greedy + this many samples per prompt (above);
                                   samples must be 1 and beams 0 */
     int write_ids;             /* .jsonl: completion_ids and prompt_ids (above) */
+    int batch;                 /* sequences decoded at once (cache slots); 0 = from memory */
     double length_penalty;
     TruncatePrompt truncate_prompt; /* a prompt that does not fit: refuse, or cut (above) */
     int clamp_new_tokens;      /* 1: the context may lower max_new_tokens (above) */
@@ -96,6 +93,46 @@ typedef struct {
      * end-of-turn token. NULL: prompts are plain text. */
     const ChatPrompt *chat;
 } GenerateJob;
+
+/* One completion of a prompt: its new tokens (stop strings cut; EOS and
+ * end-of-turn not included), log-probability, score (beam search; else the
+ * log-probability), whether it ended (EOS, end-of-turn or a stop string),
+ * and its text (valid UTF-8). */
+typedef struct {
+    int *tokens;
+    int len;
+    double logp, score;
+    int finished;
+    char *text;
+} Completion;
+
+/* Many prompts decoded together (model/decode_batch.h: continuous batching;
+ * every output equals the one the prompt gives alone). */
+typedef struct {
+    /* the next prompt in order: its text (kept valid until its emit or
+     * drop), index (seeds its samples as a line number does), the caller's
+     * pointer for it, and where it came from for errors (e.g. "file:3: the
+     * prompt"); 1, 0 at the end of the input, -1 with the error set */
+    int (*next)(void *ctx, const char **text, long *index, void **user, char *where,
+                size_t where_size);
+    /* a prompt's completions, in input order (the caller may take the
+     * arrays, leaving NULL); nonzero stops the run with the error set */
+    int (*emit)(void *ctx, void *user, const int *prompt, int n_prompt, Completion *c, int count);
+    /* a prompt read but not emitted (the run stopped on an error) */
+    void (*drop)(void *ctx, void *user);
+    void *ctx;
+} GenStream;
+
+/* Decodes every prompt of s with the job's options over generate_slots()
+ * cache slots. 0, or -1 with the error set (a prompt that does not fit, a
+ * failed emit); prompts after an error are not decoded. */
+int generate_stream(GPT *m, const Tokenizer *tok, const GenerateJob *job, GenStream *s);
+
+/* Sequences decoded at once: job->batch, or as many as a quarter of the free
+ * memory holds for sequences of the whole context, at most
+ * GENERATE_AUTO_SLOTS. */
+#define GENERATE_AUTO_SLOTS 64
+int generate_slots(const GenerateJob *job, const GPT *m);
 
 typedef struct {
     int64_t prompts, completions, examples, candidates;

@@ -433,6 +433,9 @@ OP(void, scale_act, (float *x, float s, size_t n))
 /* The instruction set matmul_rows_forward runs on this processor: "avx512",
  * "avx2" or "scalar" (RETORT_MATMUL_ISA forces one). */
 const char *matmul_rows_isa(void);
+/* Makes matmul_rows_forward use `name` ("scalar", "avx2", "avx512") from now
+ * on: 0, or -1 when this processor does not run it (tests compare them). */
+int matmul_rows_set_isa(const char *name);
 #undef OP
 #undef RETORT_OPS_DECLARE_CPU
 #endif

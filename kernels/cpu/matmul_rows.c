@@ -187,6 +187,20 @@ static int isa_detect(void) {
     return have512 ? ISA_AVX512 : have2 ? ISA_AVX2 : ISA_SCALAR;
 }
 
+int matmul_rows_set_isa(const char *name) {
+    int have512 = 0, have2 = 0;
+#ifdef HAVE_X86
+    __builtin_cpu_init();
+    have512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq");
+    have2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#endif
+    if (!strcmp(name, "scalar")) isa_chosen = ISA_SCALAR;
+    else if (!strcmp(name, "avx2") && have2) isa_chosen = ISA_AVX2;
+    else if (!strcmp(name, "avx512") && have512) isa_chosen = ISA_AVX512;
+    else return -1;
+    return 0;
+}
+
 const char *matmul_rows_isa(void) {
     if (!isa_chosen) isa_chosen = isa_detect();
     return isa_chosen == ISA_AVX512 ? "avx512" : isa_chosen == ISA_AVX2 ? "avx2" : "scalar";

@@ -77,13 +77,13 @@
  * picks the chunk.)
  *
  * Shared memory: 4 warps x 256 fp32 partial outputs + 2 x 4 floats = 4,128
- * bytes, static, whatever the context. Registers (ptxas -v, CUDA 13, no
- * spills, 0-byte stack frames, every G): decode_kernel 83-87 (sm_80) / 85-86
- * (sm_90) on the vector path, 118 / 121 on the scalar path, under
- * __launch_bounds__(128, 4); so registers are the limit: 5 blocks (20 warps)
- * per SM on the vector path, 4 (16 warps) on the scalar one; combine 32 / 40,
- * store 22. The 8 K and V loads of a step are issued before any shuffle, so
- * each thread of the vector path keeps 128 bytes in flight: about 80 KB per
+ * bytes, static, whatever the context. Registers (ptxas -v, CUDA 13.0, no
+ * spills, 0-byte stack frames, every G): decode_kernel 80 (sm_80 and sm_90)
+ * on the vector path, 113 (sm_80) / 115 (sm_90) on the scalar path, under
+ * __launch_bounds__(128, 4); so registers are the limit: 6 blocks (24 warps)
+ * per SM on the vector path, 4 (16 warps) on the scalar one; combine 30 / 32,
+ * store 20 / 22. The 8 K and V loads of a step are issued before any shuffle,
+ * so each thread of the vector path keeps 128 bytes in flight: about 96 KB per
  * SM, more than the bandwidth-latency product of an A100 or H100 SM needs.
  *
  * Head sizes: HS <= 256 (32 lanes x 8 elements); larger is refused on the host
