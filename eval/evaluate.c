@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <jansson.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -307,6 +308,72 @@ static void result_init(EvalResult *out) {
     out->ppl = NAN;
 }
 
+/* evaluate_jsonl's side of generate_stream: the lines' prompts in, each
+ * line scored as its completions come back (in order). */
+typedef struct {
+    GPT *m;
+    const Tokenizer *tok;
+    const EvalJob *job;
+    Lines *l;
+    int64_t n, next;
+    char **hyps;
+    Sums s;
+    Pred pred;
+    double logp_sum;
+    EvalResult *out;
+    Progress *prog;
+} EvalRun;
+
+static int eval_next(void *ctx, const char **text, long *index, void **user, char *where,
+                     size_t where_size) {
+    EvalRun *e = ctx;
+    if (e->next >= e->n) return 0;
+    int64_t i = e->next++;
+    *text = e->l->prompts[i];
+    *index = (long)i + 1;
+    *user = (void *)(intptr_t)i;
+    snprintf(where, where_size, "%s, prompt %lld: the prompt", e->job->input, (long long)i + 1);
+    return 1;
+}
+
+static void eval_drop(void *ctx, void *user) { (void)ctx, (void)user; }
+
+static int eval_emit(void *ctx, void *user, const int *prompt, int n_prompt, Completion *c,
+                     int got) {
+    EvalRun *e = ctx;
+    const EvalJob *job = e->job;
+    int64_t i = (int64_t)(intptr_t)user;
+    (void)prompt, (void)n_prompt;
+    int rc = 0;
+    e->hyps[i] = got > 0 ? xstrdup(c[0].text) : xstrdup("");
+    const char **texts = xcalloc((size_t)(got > 0 ? got : 1), sizeof(char *));
+    for (int k = 0; k < got; k++) texts[k] = c[k].text;
+    if (got > 1) {
+        double sb = self_bleu((const char *const *)texts, got);
+        if (sb < 0) rc = -1;
+        e->s.self_bleu += sb;
+    }
+    int64_t count = 0;
+    e->logp_sum += reference_logp(e->m, e->tok, &job->gen, e->l->prompts[i], e->l->refs[i], &count);
+    if (count < 0) rc = -1;
+    e->out->ref_tokens += count;
+    json_t *o = e->pred.f ? json_deep_copy(e->l->o.objs[i]) : NULL;
+    if (o) {
+        json_object_set_new(o, "prediction", json_string(e->hyps[i]));
+        if (got > 1) {
+            json_t *a = json_array();
+            for (int k = 0; k < got; k++) json_array_append_new(a, json_string(texts[k]));
+            json_object_set_new(o, "samples", a);
+        }
+    }
+    if (rc == 0) rc = score_line(job, e->l, i, e->hyps[i], &e->s, o);
+    if (rc == 0 && o) rc = pred_write(&e->pred, job->predictions, o);
+    json_decref(o);
+    free(texts);
+    progress_add(e->prog, 1);
+    return rc;
+}
+
 int evaluate_jsonl(GPT *m, const Tokenizer *tok, const EvalJob *job, EvalResult *out) {
     result_init(out);
     Lines l = {0};
@@ -324,55 +391,24 @@ int evaluate_jsonl(GPT *m, const Tokenizer *tok, const EvalJob *job, EvalResult 
         lines_free(&l);
         return -1;
     }
-    char **hyps = xcalloc((size_t)n, sizeof(char *));
-    Progress *prog = progress_open("eval", "prompts", n, job->quiet);
-    double logp_sum = 0;
-    Sums s = {0};
-    Pred pred;
-    int rc = pred_open(job, &pred);
-    for (int64_t i = 0; i < n && rc == 0; i++) {
-        char **texts = NULL;
-        int got = generate_texts(m, tok, &gj, l.prompts[i], (long)i + 1, &texts);
-        if (got < 0) {
-            rc = err_set("%s, prompt %lld: %s", job->input, (long long)i + 1, err_msg());
-            break;
-        }
-        hyps[i] = got > 0 ? xstrdup(texts[0]) : xstrdup("");
-        if (got > 1) {
-            double sb = self_bleu((const char *const *)texts, got);
-            if (sb < 0) rc = -1;
-            s.self_bleu += sb;
-        }
-        int64_t count = 0;
-        logp_sum += reference_logp(m, tok, &job->gen, l.prompts[i], l.refs[i], &count);
-        if (count < 0) rc = -1;
-        out->ref_tokens += count;
-        json_t *o = pred.f ? json_deep_copy(l.o.objs[i]) : NULL;
-        if (o) {
-            json_object_set_new(o, "prediction", json_string(hyps[i]));
-            if (got > 1) {
-                json_t *a = json_array();
-                for (int k = 0; k < got; k++) json_array_append_new(a, json_string(texts[k]));
-                json_object_set_new(o, "samples", a);
-            }
-        }
-        if (rc == 0) rc = score_line(job, &l, i, hyps[i], &s, o);
-        if (rc == 0 && o) rc = pred_write(&pred, job->predictions, o);
-        json_decref(o);
-        for (int k = 0; k < got; k++) free(texts[k]);
-        free(texts);
-        progress_add(prog, 1);
-    }
-    progress_close(prog, rc == 0);
-    if (rc == 0) rc = finish(job, &l, hyps, &s, n, out);
+    EvalRun e = {.m = m, .tok = tok, .job = job, .l = &l, .n = n, .out = out};
+    e.hyps = xcalloc((size_t)(n > 0 ? n : 1), sizeof(char *));
+    e.prog = progress_open("eval", "prompts", n, job->quiet);
+    int rc = pred_open(job, &e.pred);
     if (rc == 0) {
-        out->ppl = out->ref_tokens ? exp(-logp_sum / (double)out->ref_tokens) : NAN;
-        if (samples > 1) out->self_bleu = s.self_bleu / (double)n;
+        GenStream gs = {eval_next, eval_emit, eval_drop, &e};
+        rc = generate_stream(m, tok, &gj, &gs);
+    }
+    progress_close(e.prog, rc == 0);
+    if (rc == 0) rc = finish(job, &l, e.hyps, &e.s, n, out);
+    if (rc == 0) {
+        out->ppl = out->ref_tokens ? exp(-e.logp_sum / (double)out->ref_tokens) : NAN;
+        if (samples > 1) out->self_bleu = e.s.self_bleu / (double)n;
         out->seconds = now_seconds() - t0;
     }
-    rc = pred_close(job, &pred, rc);
-    for (int64_t i = 0; i < n; i++) free(hyps[i]);
-    free(hyps);
+    rc = pred_close(job, &e.pred, rc);
+    for (int64_t i = 0; i < n; i++) free(e.hyps[i]);
+    free(e.hyps);
     lines_free(&l);
     return rc;
 }

@@ -413,3 +413,24 @@ void decode_batch(GPT *m, int slots, DecodeSource *src) {
     free(out_run);
     free(logits);
 }
+
+typedef struct {
+    DecodeRequest *reqs;
+    int n, given;
+} ListSource;
+
+static DecodeRequest *list_next(void *ctx) {
+    ListSource *l = ctx;
+    return l->given < l->n ? &l->reqs[l->given++] : NULL;
+}
+
+static void list_done(void *ctx, DecodeRequest *r) {
+    (void)ctx;
+    (void)r;
+}
+
+void decode_batch_list(GPT *m, int slots, DecodeRequest *reqs, int n) {
+    ListSource l = {reqs, n, 0};
+    DecodeSource src = {list_next, list_done, &l, NULL};
+    decode_batch(m, slots, &src);
+}

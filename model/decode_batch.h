@@ -67,4 +67,7 @@ int decode_slots_for_memory(const GPT *m, int len, size_t bytes);
  * runs with the slots it needs, alone). */
 void decode_batch(GPT *m, int slots, DecodeSource *src);
 
+/* decode_batch over the n requests of an array, in order. */
+void decode_batch_list(GPT *m, int slots, DecodeRequest *reqs, int n);
+
 #endif

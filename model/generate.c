@@ -86,25 +86,8 @@ int sample_from_logits(const float *logits, int V, const SampleOptions *o, Rng *
 
 /* ------------------------------------- one request through decode_batch */
 
-typedef struct {
-    DecodeRequest *r;
-    int given;
-} OneRequest;
-
-static DecodeRequest *one_next(void *ctx) {
-    OneRequest *o = ctx;
-    return o->given++ ? NULL : o->r;
-}
-
-static void one_done(void *ctx, DecodeRequest *r) {
-    (void)ctx;
-    (void)r;
-}
-
 static void decode_one(GPT *m, DecodeRequest *r) {
-    OneRequest one = {r, 0};
-    DecodeSource src = {one_next, one_done, &one, NULL};
-    decode_batch(m, r->beams > 0 ? 2 * r->beams : r->rows, &src);
+    decode_batch_list(m, r->beams > 0 ? 2 * r->beams : r->rows, r, 1);
 }
 
 int generate_sample(GPT *m, int *tokens, int n, const SampleOptions *o, Rng *rng) {

@@ -69,6 +69,11 @@ static void nt_rows_scalar(float *out, const float *inp, const float *W, const f
 }
 
 #ifdef HAVE_X86
+/* Rows of W ahead that a panel's first pass prefetches. */
+#define NN_PF 8
+/* Rows of W per block of the Conv1D panels (NN_KB x 48 floats: 24 KiB). */
+#define NN_KB 128
+
 /* ------------------------------------------------------------ AVX-512 */
 #define TGT __attribute__((target("avx512f,avx512dq,fma")))
 typedef __m512 v16;

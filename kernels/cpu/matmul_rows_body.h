@@ -17,43 +17,55 @@
 #define CAT_(a, b) a##b
 #define CAT(a, b) CAT_(a, b)
 
-/* out[r, o0 .. o0+width) for R rows from x (R rows, C apart) and W (C,OC). */
+/* out[r, o0 .. o0+width) for R rows from x (R rows, C apart) and W (C,OC),
+ * over k in [k0, k1): the accumulators start from 0 at k0 = 0, else from the
+ * partial sums out holds (stored fp32, so the chain of fmas is unbroken);
+ * the bias is added after the last block. */
 TGT static inline __attribute__((always_inline)) void CAT(nn_tile, SFX)(
     float *out, const float *x, const float *W, const float *bias, int R, int C, int OC, int o0,
-    int width) {
+    int width, int k0, int k1, int first) {
     v16 acc[NN_RT][NN_NJ];
     int lanes[NN_NJ];
-    #pragma GCC unroll 8
+#pragma GCC unroll 8
     for (int j = 0; j < NN_NJ; j++) {
         int left = width - 16 * j;
         lanes[j] = left < 0 ? 0 : left > 16 ? 16 : left;
-        #pragma GCC unroll 8
-        for (int r = 0; r < NN_RT; r++) acc[r][j] = v16_zero();
+#pragma GCC unroll 8
+        for (int r = 0; r < NN_RT; r++)
+            acc[r][j] = k0 == 0 || r >= R ? v16_zero()
+                                          : v16_load(out + (size_t)r * OC + o0 + 16 * j, lanes[j]);
     }
-    for (int k = 0; k < C; k++) {
+    for (int k = k0; k < k1; k++) {
         const float *w = W + (size_t)k * OC + o0; /* (width) */
+        if (first) /* the panel's first pass reads it from memory: rows OC apart are a
+                    * stride the hardware prefetchers do not follow */
+            for (int j = 0; j < NN_NJ; j++)
+                _mm_prefetch((const char *)(w + (size_t)NN_PF * OC + 16 * j), _MM_HINT_T0);
         v16 wv[NN_NJ];
-        #pragma GCC unroll 8
+#pragma GCC unroll 8
         for (int j = 0; j < NN_NJ; j++) wv[j] = v16_load(w + 16 * j, lanes[j]);
-        #pragma GCC unroll 8
+#pragma GCC unroll 8
         for (int r = 0; r < NN_RT; r++) {
             if (r >= R) break;
             v16 xb = v16_set1(x[(size_t)r * C + k]);
-            #pragma GCC unroll 8
+#pragma GCC unroll 8
             for (int j = 0; j < NN_NJ; j++) acc[r][j] = v16_fma(xb, wv[j], acc[r][j]);
         }
     }
+    int last = k1 == C;
     for (int r = 0; r < R && r < NN_RT; r++)
-        #pragma GCC unroll 8
+#pragma GCC unroll 8
         for (int j = 0; j < NN_NJ; j++) {
             if (!lanes[j]) continue;
             v16 v = acc[r][j];
-            if (bias) v = v16_add(v, v16_load(bias + o0 + 16 * j, lanes[j]));
+            if (bias && last) v = v16_add(v, v16_load(bias + o0 + 16 * j, lanes[j]));
             v16_store(out + (size_t)r * OC + o0 + 16 * j, v, lanes[j]);
         }
 }
 
-/* Conv1D layout: the panels of NN_NJ*16 columns are the unit of work. */
+/* Conv1D layout: the panels of NN_NJ*16 columns are the unit of work; each
+ * panel runs over blocks of NN_KB rows of W, so a block stays in L1 while
+ * every row tile uses it. */
 TGT static void CAT(nn_rows, SFX)(float *out, const float *inp, const float *W, const float *bias,
                                   int N, int C, int OC) {
     const int P = 16 * NN_NJ;
@@ -61,21 +73,27 @@ TGT static void CAT(nn_rows, SFX)(float *out, const float *inp, const float *W, 
     #pragma omp parallel for schedule(static) if ((long)N * C * OC > 262144)
     for (int p = 0; p < panels; p++) {
         int o0 = p * P, width = OC - o0 < P ? OC - o0 : P;
-        for (int r0 = 0; r0 < N; r0 += NN_RT) {
-            int R = N - r0 < NN_RT ? N - r0 : NN_RT;
-            /* constant row counts (and a constant width for whole panels), so
-             * the tile stays in registers */
-            switch (width == P ? R : -R) {
+        for (int k0 = 0; k0 < C || k0 == 0; k0 += NN_KB) {
+            int k1 = C - k0 < NN_KB ? C : k0 + NN_KB;
+            for (int r0 = 0; r0 < N; r0 += NN_RT) {
+                int R = N - r0 < NN_RT ? N - r0 : NN_RT;
+                /* constant row counts (and a constant width for whole panels), so
+                 * the tile stays in registers */
+                switch (width == P ? R : -R) {
 #define NN_CASE(n) \
     case n: \
-        CAT(nn_tile, SFX)(out + (size_t)r0 * OC, inp + (size_t)r0 * C, W, bias, n, C, OC, o0, P); \
+        CAT(nn_tile, SFX)(out + (size_t)r0 * OC, inp + (size_t)r0 * C, W, bias, n, C, OC, o0, P, \
+                          k0, k1, r0 == 0); \
         break; \
     case -n: \
-        CAT(nn_tile, SFX)(out + (size_t)r0 * OC, inp + (size_t)r0 * C, W, bias, n, C, OC, o0, width); \
+        CAT(nn_tile, SFX)(out + (size_t)r0 * OC, inp + (size_t)r0 * C, W, bias, n, C, OC, o0, \
+                          width, k0, k1, r0 == 0); \
         break;
-                NN_CASE(1) NN_CASE(2) NN_CASE(3) NN_CASE(4) NN_CASE(5) NN_CASE(6) NN_CASE(7) NN_CASE(8)
+                    NN_CASE(1) NN_CASE(2) NN_CASE(3) NN_CASE(4) NN_CASE(5) NN_CASE(6) NN_CASE(7) NN_CASE(8)
 #undef NN_CASE
+                }
             }
+            if (C == 0) break;
         }
     }
 }

@@ -37,6 +37,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "model/decode_batch.h"
 #include "model/generate.h"
 #include "train/dist.h"
 #include "train/objectives/objective.h"
@@ -159,28 +160,51 @@ static int kd_load_position(void *self, const json_t *detail) {
 
 /* GKD on-policy: each of the B rows keeps its prompt (the tokens up to its
  * first target) and the student samples the rest (temperature 1, to EOS or
- * the end of the row); targets become the sampled tokens. */
+ * the end of the row); targets become the sampled tokens. The rows are
+ * decoded together (model/decode_batch.h), each with a generator seeded from
+ * the rank's sampling stream in row order, so a row's sample does not depend
+ * on the others. */
 static void student_completions(Kd *k, const TrainEnv *env, int *inputs, int *targets) {
-    int T = env->T, eos = k->d.train_ds[0].eos_id;
-    SampleOptions so = {0, 1.0, 0, 1.0, eos, NULL, NULL};
-    int *row = xmalloc((size_t)(T + 1) * sizeof(int));
-    gpt_set_train_mode(env->model, 0);
-    for (int b = 0; b < env->B; b++) {
-        int *in = inputs + (size_t)b * T, *tg = targets + (size_t)b * T;
+    int T = env->T, B = env->B, eos = k->d.train_ds[0].eos_id;
+    DecodeRequest *req = xcalloc((size_t)B, sizeof(DecodeRequest));
+    Rng *rngs = xmalloc((size_t)B * sizeof(Rng));
+    int *outs = xmalloc((size_t)B * (T + 1) * sizeof(int)), *lens = xcalloc((size_t)B, sizeof(int));
+    int *row_of = xmalloc((size_t)B * sizeof(int)), *plen = xmalloc((size_t)B * sizeof(int));
+    int n_req = 0;
+    for (int b = 0; b < B; b++) {
+        const int *tg = targets + (size_t)b * T;
         int p = 0; /* prompt length: tokens before the first target */
         while (p < T && tg[p] < 0) p++;
         if (p == T) continue; /* no completion in this row */
         p++;                  /* inputs[0..p) predict the first completion token */
-        memcpy(row, in, (size_t)p * sizeof(int));
-        so.max_new_tokens = T + 1 - p;
-        int n = generate_sample(env->model, row, p, &so, &k->sample_rng);
+        rng_seed(&rngs[n_req], rng_u64(&k->sample_rng));
+        req[n_req] = (DecodeRequest){.prompt = inputs + (size_t)b * T, .n = p, .rows = 1,
+                                     .opts = {T + 1 - p, 1.0, 0, 1.0, eos, NULL, NULL},
+                                     .rngs = &rngs[n_req], .out = outs + (size_t)n_req * (T + 1),
+                                     .lens = &lens[n_req]};
+        row_of[n_req] = b;
+        plen[n_req++] = p;
+    }
+    gpt_set_train_mode(env->model, 0);
+    if (n_req > 0) decode_batch_list(env->model, n_req, req, n_req);
+    gpt_set_train_mode(env->model, 1);
+    for (int i = 0; i < n_req; i++) {
+        int b = row_of[i], p = plen[i], n = p + lens[i];
+        int *in = inputs + (size_t)b * T, *tg = targets + (size_t)b * T;
+        const int *gen = outs + (size_t)i * (T + 1); /* position p + j holds gen[j] */
         for (int j = 0; j < T; j++) {
-            in[j] = j < n ? row[j] : eos;
-            tg[j] = j >= p - 1 && j + 1 < n ? row[j + 1] : -1;
+            int at = j < p ? in[j] : j < n ? gen[j - p] : eos;
+            int next = j + 1 < p ? in[j + 1] : j + 1 < n ? gen[j + 1 - p] : -1;
+            tg[j] = j >= p - 1 && j + 1 < n ? next : -1;
+            in[j] = at;
         }
     }
-    gpt_set_train_mode(env->model, 1);
-    free(row);
+    free(req);
+    free(rngs);
+    free(outs);
+    free(lens);
+    free(row_of);
+    free(plen);
 }
 
 /* data.pack with the offline teacher: the K-wide rows of the n slots, by
