@@ -29,6 +29,70 @@ static float dot16(const float *q, const float *k, int HS) {
     return a[0] + a[1];
 }
 
+/* One query against its slot's keys 0 .. keys-1: p (keys) the scores, then
+ * out (HS) = sum_j softmax_j v_j. acc (HS doubles) is scratch. */
+static void attend(float *o, const float *q, const float *K, const float *Vc, int keys, int HS,
+                   float scale, double *p, double *acc) {
+    double mx = -INFINITY;
+    for (int j = 0; j < keys; j++) {
+        p[j] = (double)(dot16(q, K + (size_t)j * HS, HS) * scale);
+        if (p[j] > mx) mx = p[j];
+    }
+    double sum = 0;
+    for (int j = 0; j < keys; j++) sum += (p[j] = exp(p[j] - mx));
+    for (int d = 0; d < HS; d++) acc[d] = 0;
+    for (int j = 0; j < keys; j++) {
+        const float *v = Vc + (size_t)j * HS;
+        for (int d = 0; d < HS; d++) acc[d] += p[j] * v[d];
+    }
+    for (int d = 0; d < HS; d++) o[d] = (float)(acc[d] / sum);
+}
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define ATT_TGT __attribute__((target("avx512f,avx512dq")))
+/* attend's arithmetic, vectorized: the same products and sums (mul then add,
+ * never fused; the same lanes and tree), so the same bits. */
+ATT_TGT static void attend_avx512(float *o, const float *q, const float *K, const float *Vc,
+                                  int keys, int HS, float scale, double *p, double *acc) {
+    double mx = -INFINITY;
+    for (int j = 0; j < keys; j++) {
+        const float *k = K + (size_t)j * HS;
+        __m512 a = _mm512_setzero_ps();
+        int d0 = 0;
+        for (; d0 + 16 <= HS; d0 += 16)
+            a = _mm512_add_ps(a, _mm512_mul_ps(_mm512_loadu_ps(q + d0), _mm512_loadu_ps(k + d0)));
+        if (d0 < HS) { /* lanes past HS add 0 * 0 = +0, which leaves a sum unchanged */
+            __mmask16 mk = (__mmask16)((1u << (HS - d0)) - 1u);
+            a = _mm512_add_ps(a, _mm512_mul_ps(_mm512_maskz_loadu_ps(mk, q + d0),
+                                               _mm512_maskz_loadu_ps(mk, k + d0)));
+        }
+        __m256 b = _mm256_add_ps(_mm512_castps512_ps256(a), _mm512_extractf32x8_ps(a, 1));
+        __m128 c = _mm_add_ps(_mm256_castps256_ps128(b), _mm256_extractf128_ps(b, 1));
+        __m128 e = _mm_add_ps(c, _mm_movehl_ps(c, c));
+        float s = _mm_cvtss_f32(_mm_add_ss(e, _mm_shuffle_ps(e, e, 1)));
+        p[j] = (double)(s * scale);
+        if (p[j] > mx) mx = p[j];
+    }
+    double sum = 0;
+    for (int j = 0; j < keys; j++) sum += (p[j] = exp(p[j] - mx));
+    int d = 0;
+    for (; d + 8 <= HS; d += 8) { /* 8 doubles of acc at a time, keys in order */
+        __m512d a = _mm512_setzero_pd();
+        for (int j = 0; j < keys; j++)
+            a = _mm512_add_pd(a, _mm512_mul_pd(_mm512_set1_pd(p[j]),
+                                               _mm512_cvtps_pd(_mm256_loadu_ps(Vc + (size_t)j * HS + d))));
+        _mm256_storeu_ps(o + d, _mm512_cvtpd_ps(_mm512_div_pd(a, _mm512_set1_pd(sum))));
+    }
+    for (; d < HS; d++) {
+        double a = 0;
+        for (int j = 0; j < keys; j++) a += p[j] * Vc[(size_t)j * HS + d];
+        o[d] = (float)(a / sum);
+    }
+    (void)acc;
+}
+#endif
+
 void attention_decode(float *out, float *kcache, float *vcache, const float *qkv, const int *slot,
                       const int *pos, int N, int NH, int KVH, int HS, int maxT, float scale) {
     if (N < 0 || NH <= 0 || KVH <= 0 || HS <= 0 || NH % KVH != 0) {
@@ -56,6 +120,8 @@ void attention_decode(float *out, float *kcache, float *vcache, const float *qkv
             memcpy(kcache + at, row + (size_t)(NH + g) * HS, HS * sizeof(float));
             memcpy(vcache + at, row + (size_t)(NH + KVH + g) * HS, HS * sizeof(float));
         }
+    /* the vectorized twin where the decoding GEMMs run AVX-512 (the same bits) */
+    int wide = !strcmp(matmul_rows_isa(), "avx512");
     int keys_max = 0;
     for (int i = 0; i < N; i++)
         if (pos[i] + 1 > keys_max) keys_max = pos[i] + 1;
@@ -71,20 +137,14 @@ void attention_decode(float *out, float *kcache, float *vcache, const float *qkv
                 size_t base = ((size_t)slot[i] * KVH + g) * maxT * HS;
                 const float *K = kcache + base, *Vc = vcache + base; /* (maxT,HS) each */
                 int keys = pos[i] + 1;
-                double mx = -INFINITY;
-                for (int j = 0; j < keys; j++) {
-                    p[j] = (double)(dot16(q, K + (size_t)j * HS, HS) * scale);
-                    if (p[j] > mx) mx = p[j];
-                }
-                double sum = 0;
-                for (int j = 0; j < keys; j++) sum += (p[j] = exp(p[j] - mx));
-                for (int d = 0; d < HS; d++) acc[d] = 0;
-                for (int j = 0; j < keys; j++) {
-                    const float *v = Vc + (size_t)j * HS;
-                    for (int d = 0; d < HS; d++) acc[d] += p[j] * v[d];
-                }
                 float *o = out + (size_t)i * CQ + (size_t)h * HS;
-                for (int d = 0; d < HS; d++) o[d] = (float)(acc[d] / sum);
+#if defined(__x86_64__) && defined(__GNUC__)
+                if (wide) {
+                    attend_avx512(o, q, K, Vc, keys, HS, scale, p, acc);
+                    continue;
+                }
+#endif
+                attend(o, q, K, Vc, keys, HS, scale, p, acc);
             }
         free(p);
         free(acc);
