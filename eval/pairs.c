@@ -1,7 +1,11 @@
 /* eval/pairs.c — preference pairs from scored completions (see pairs.h).
- * One line at a time: completions (sampled or read), deduplicated, scored,
- * paired, written to the PrefWriter; the writer's .tmp + rename makes the
- * output appear only when every line went through. */
+ * Lines are read ahead (GENERATE_READ_AHEAD at a time) and their completions
+ * sampled together, per instance (generate_texts_many); then one line at a
+ * time: completions (sampled or read), deduplicated, scored, paired, written
+ * to the PrefWriter. An error stops the run at the first line in error, as
+ * one line at a time would (a line the read-ahead cannot sample ends it). The
+ * writer's .tmp + rename makes the output appear only when every line went
+ * through. */
 #include "eval/pairs.h"
 
 #define PCRE2_CODE_UNIT_WIDTH 8
