@@ -1,8 +1,10 @@
 /* eval/explain.c — explanations by chain of thought, rationalization or CROP
- * (see explain.h). One input line at a time: the prompt(s) filled from the
- * templates, the samples drawn by generate_texts (so sample k of a line is
- * the same whichever mode asks for it), each explanation's answer found and
- * compared with the gold one, the lines written to OUT.tmp, renamed at the end. */
+ * (see explain.h). Lines are read ahead (GENERATE_READ_AHEAD at a time): the
+ * prompts filled from the templates, their samples decoded together
+ * (generate_texts_many; sample k of a line is the same whichever mode asks
+ * for it and whatever lines it is decoded with), each explanation's answer
+ * found and compared with the gold one, the lines written to OUT.tmp in
+ * order, renamed at the end. */
 #include "eval/explain.h"
 #include "eval/jsonl.h"
 
@@ -138,13 +140,10 @@ static int write_line(ExplainRun *r, long lineno, int sample, const char *questi
     return rc;
 }
 
-/* The samples of one prompt, judged; n of them into *out (new). -1 with the
- * error naming the line. */
-static int sample_judged(ExplainRun *r, long lineno, const char *prompt, const char *gold,
-                         ExplainMode mode, Judged **out) {
-    char **texts = NULL;
-    int n = generate_texts(r->m, r->tok, &r->job->gen, prompt, lineno, &texts);
-    if (n < 0) return err_set("%s:%ld: %s", r->job->input, lineno, err_msg());
+/* The samples of one line, judged: texts[0:n] (taken) into *out (new). -1
+ * with the error naming the line. */
+static int judge_all(ExplainRun *r, long lineno, char **texts, int n, const char *gold,
+                     ExplainMode mode, Judged **out) {
     Judged *j = xcalloc((size_t)(n > 0 ? n : 1), sizeof(Judged));
     int rc = 0;
     for (int k = 0; k < n; k++)
@@ -171,62 +170,175 @@ static void judged_free(Judged *j, int n) {
     free(j);
 }
 
-static int do_line(ExplainRun *r, long lineno, json_t *obj) {
+/* A line read ahead: its question and gold answer, and its judged samples. */
+typedef struct {
+    json_t *obj;
+    long lineno;
+    const char *question;
+    char *gold;
+    Judged *cot, *rat;
+    int n, n_rat;
+} ExplainLine;
+
+/* Lines read ahead; lines [0, live) have had no error; the first error (in
+ * line order) is kept in error. */
+typedef struct {
+    ExplainLine line[GENERATE_READ_AHEAD];
+    int n, live, failed;
+    char error[4096];
+} ExplainAhead;
+
+/* An error at line i: it and the lines after it are not used. */
+static void ahead_fail(ExplainAhead *a, int i) {
+    if (i >= a->live && a->failed) return; /* an earlier line's error stands */
+    a->live = i;
+    a->failed = 1;
+    snprintf(a->error, sizeof a->error, "%s", err_msg());
+}
+
+/* Reads the next lines (up to GENERATE_READ_AHEAD, or the first that is
+ * refused). 1 when a line was read or refused, 0 at the end of the input. */
+static int read_ahead(ExplainRun *r, ExplainAhead *a, FILE *in, char **buf, size_t *cap,
+                      long *lineno) {
     const ExplainJob *job = r->job;
     const char *qf = job->question_field ? job->question_field : "question";
     const char *af = job->answer_field ? job->answer_field : "answer";
-    const char *question = json_string_value(json_object_get(obj, qf));
-    if (!question)
-        return err_set("%s:%ld: field '%s' is missing or not a string (set it with "
-                       "--question-field)",
-                       job->input, lineno, qf);
-    char *gold = gold_text(json_object_get(obj, af));
-    if (!gold)
-        return err_set("%s:%ld: gold answer field '%s' is missing or not a string or integer "
-                       "(set it with --answer-field)",
-                       job->input, lineno, af);
+    int got = 0;
+    while (!a->failed && a->n < GENERATE_READ_AHEAD) {
+        json_t *obj;
+        got = jsonl_next_object(in, job->input, buf, cap, lineno, &obj);
+        if (got == 0) break;
+        if (got < 0) {
+            ahead_fail(a, a->n);
+            break;
+        }
+        ExplainLine *l = &a->line[a->n];
+        *l = (ExplainLine){.obj = obj, .lineno = *lineno};
+        a->live = ++a->n;
+        if (!(l->question = json_string_value(json_object_get(obj, qf)))) {
+            err_set("%s:%ld: field '%s' is missing or not a string (set it with "
+                    "--question-field)",
+                    job->input, *lineno, qf);
+            ahead_fail(a, a->n - 1);
+        } else if (!(l->gold = gold_text(json_object_get(obj, af)))) {
+            err_set("%s:%ld: gold answer field '%s' is missing or not a string or integer "
+                    "(set it with --answer-field)",
+                    job->input, *lineno, af);
+            ahead_fail(a, a->n - 1);
+        }
+    }
+    return a->n > 0 || a->failed;
+}
+
+/* The samples of the live lines that need them (cot; or rationalize: every
+ * line, or under crop the lines with a wrong chain of thought),
+ * decoded together, then judged line by line. */
+static void sample_ahead(ExplainRun *r, ExplainAhead *a, ExplainMode mode) {
+    const ExplainJob *job = r->job;
     const char *cot_t = job->cot_template ? job->cot_template : EXPLAIN_COT_TEMPLATE;
     const char *rat_t =
         job->rationalize_template ? job->rationalize_template : EXPLAIN_RATIONALIZE_TEMPLATE;
-    Judged *cot = NULL, *rat = NULL;
-    int n = 0, n_rat = 0, rc = 0;
-    if (job->mode != EXPLAIN_RATIONALIZE) {
-        char *prompt = explain_fill(cot_t, question, NULL);
-        n = sample_judged(r, lineno, prompt, gold, EXPLAIN_COT, &cot);
-        free(prompt);
-        if (n < 0) rc = -1, n = 0;
-        for (int k = 0; k < n; k++) count(&r->st, &cot[k]);
+    int *at = xmalloc((size_t)(a->live > 0 ? a->live : 1) * sizeof(int)), n = 0;
+    char **prompts = xmalloc((size_t)(a->live > 0 ? a->live : 1) * sizeof(char *));
+    long *index = xmalloc((size_t)(a->live > 0 ? a->live : 1) * sizeof(long));
+    for (int i = 0; i < a->live; i++) {
+        ExplainLine *l = &a->line[i];
+        int want = mode == EXPLAIN_COT || job->mode == EXPLAIN_RATIONALIZE;
+        for (int k = 0; k < l->n && !want; k++) want = !l->cot[k].correct; /* CROP */
+        if (!want) continue;
+        at[n] = i;
+        index[n] = l->lineno;
+        prompts[n++] = mode == EXPLAIN_COT ? explain_fill(cot_t, l->question, NULL)
+                                           : explain_fill(rat_t, l->question, l->gold);
     }
-    int need_rat = job->mode == EXPLAIN_RATIONALIZE;
-    for (int k = 0; k < n && job->mode == EXPLAIN_CROP; k++) need_rat |= !cot[k].correct;
-    if (rc == 0 && need_rat) {
-        char *prompt = explain_fill(rat_t, question, gold);
-        n_rat = sample_judged(r, lineno, prompt, gold, EXPLAIN_RATIONALIZE, &rat);
-        free(prompt);
-        if (n_rat < 0) rc = -1, n_rat = 0;
+    char ***texts = xmalloc((size_t)(n > 0 ? n : 1) * sizeof(char **));
+    int *counts = xmalloc((size_t)(n > 0 ? n : 1) * sizeof(int)), failed = 0;
+    int done = n;
+    if (generate_texts_many(r->m, r->tok, &job->gen, n, (const char *const *)prompts, index,
+                            texts, counts, &failed) != 0) {
+        err_set("%s:%ld: %s", job->input, index[failed], err_msg());
+        ahead_fail(a, at[failed]);
+        done = failed;
     }
-    if (rc == 0 && job->mode == EXPLAIN_RATIONALIZE) { /* the rationalizations are the output */
-        cot = rat, n = n_rat;
-        rat = NULL, n_rat = 0;
-        for (int k = 0; k < n; k++) count(&r->st, &cot[k]);
+    for (int s = 0; s < done; s++) {
+        ExplainLine *l = &a->line[at[s]];
+        if (at[s] >= a->live) { /* after a line judged in error */
+            generated_strings_free(texts[s], counts[s]);
+            continue;
+        }
+        Judged **j = mode == EXPLAIN_COT ? &l->cot : &l->rat;
+        int got = judge_all(r, l->lineno, texts[s], counts[s], l->gold, mode, j);
+        if (got < 0) {
+            ahead_fail(a, at[s]);
+            continue;
+        }
+        *(mode == EXPLAIN_COT ? &l->n : &l->n_rat) = got;
+        for (int k = 0; k < got && mode == EXPLAIN_COT; k++) count(&r->st, &l->cot[k]);
     }
-    for (int k = 0; k < n && rc == 0; k++) {
-        Judged *j = &cot[k];
-        if (job->mode == EXPLAIN_CROP && !j->correct && k < n_rat) { /* CROP's replacement */
-            j = &rat[k];
+    for (int s = 0; s < n; s++) free(prompts[s]);
+    free(prompts);
+    free(index);
+    free(at);
+    free(texts);
+    free(counts);
+}
+
+/* The explanations of one line that went through, written. */
+static int write_explanations(ExplainRun *r, ExplainLine *l) {
+    const ExplainJob *job = r->job;
+    if (job->mode == EXPLAIN_RATIONALIZE) { /* the rationalizations are the output */
+        l->cot = l->rat, l->n = l->n_rat;
+        l->rat = NULL, l->n_rat = 0;
+        for (int k = 0; k < l->n; k++) count(&r->st, &l->cot[k]);
+    }
+    int rc = 0;
+    for (int k = 0; k < l->n && rc == 0; k++) {
+        Judged *j = &l->cot[k];
+        if (job->mode == EXPLAIN_CROP && !j->correct && k < l->n_rat) { /* CROP's replacement */
+            j = &l->rat[k];
             count(&r->st, j);
         }
         if (job->keep_correct && !j->correct) {
             r->st.dropped++;
             continue;
         }
-        rc = write_line(r, lineno, k, question, gold, j);
+        rc = write_line(r, l->lineno, k, l->question, l->gold, j);
         r->st.written += rc == 0;
     }
-    judged_free(cot, n);
-    judged_free(rat, n_rat);
-    free(gold);
     return rc;
+}
+
+/* Up to GENERATE_READ_AHEAD lines: read, their chains of thought decoded
+ * together and judged, then the rationalizations they need, then written in
+ * order. The first error in line order stops the run, as one line at a time
+ * would. 1 while lines remain, 0 at the end, -1 with the error set. */
+static int explain_ahead(ExplainRun *r, FILE *in, char **buf, size_t *cap, long *lineno,
+                         Progress *prog) {
+    const ExplainJob *job = r->job;
+    ExplainAhead *a = xcalloc(1, sizeof *a);
+    int more = read_ahead(r, a, in, buf, cap, lineno);
+    if (job->mode != EXPLAIN_RATIONALIZE) sample_ahead(r, a, EXPLAIN_COT);
+    if (job->mode != EXPLAIN_COT) sample_ahead(r, a, EXPLAIN_RATIONALIZE);
+    int rc = 0;
+    for (int i = 0; i < a->n; i++) {
+        ExplainLine *l = &a->line[i];
+        if (rc == 0 && i < a->live) {
+            rc = write_explanations(r, l);
+            r->st.lines++;
+            progress_detail(prog, "%lld explanations", (long long)r->st.written);
+            progress_add(prog, 1);
+        }
+        judged_free(l->cot, l->n);
+        judged_free(l->rat, l->n_rat);
+        free(l->gold);
+        json_decref(l->obj);
+    }
+    if (rc == 0 && a->failed) {
+        r->st.lines++; /* the line in error */
+        rc = err_set("%s", a->error);
+    }
+    free(a);
+    return rc != 0 ? -1 : more;
 }
 
 int explain_run(GPT *m, const Tokenizer *tok, const ExplainJob *job, ExplainStats *stats) {
@@ -262,15 +374,9 @@ int explain_run(GPT *m, const Tokenizer *tok, const ExplainJob *job, ExplainStat
     char *line = NULL;
     size_t cap = 0;
     long lineno = 0;
-    int rc = 0, got;
-    json_t *obj;
-    while (rc == 0 && (got = jsonl_next_object(in, job->input, &line, &cap, &lineno, &obj)) != 0) {
-        rc = got < 0 ? -1 : do_line(&r, lineno, obj);
-        json_decref(obj);
-        r.st.lines++;
-        progress_detail(prog, "%lld explanations", (long long)r.st.written);
-        progress_add(prog, 1);
-    }
+    int rc = 0, more = 1;
+    while (more > 0) more = explain_ahead(&r, in, &line, &cap, &lineno, prog);
+    if (more < 0) rc = -1;
     free(line);
     fclose(in);
     progress_close(prog, rc == 0);

@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <jansson.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -484,6 +485,87 @@ int generate_texts(GPT *m, const Tokenizer *tok, const GenerateJob *job, const c
     }
     generated_texts_free(c, got);
     return got;
+}
+
+/* Many prompts through generate_stream, each one's texts to its place. */
+typedef struct {
+    const char *const *prompts;
+    const long *index;
+    const int *todo; /* positions to decode, in order */
+    int n_todo, given;
+    char ***texts;
+    int *counts;
+} ManyPrompts;
+
+static int many_next(void *ctx, const char **text, long *index, void **user, char *where,
+                     size_t where_size) {
+    ManyPrompts *mp = ctx;
+    if (mp->given == mp->n_todo) return 0;
+    int i = mp->todo[mp->given++];
+    *text = mp->prompts[i];
+    *index = mp->index[i];
+    *user = (void *)(intptr_t)i;
+    snprintf(where, where_size, "the prompt"); /* the caller adds file:line */
+    return 1;
+}
+
+static int many_emit(void *ctx, void *user, const int *prompt, int n_prompt, Completion *c,
+                     int count) {
+    ManyPrompts *mp = ctx;
+    int i = (int)(intptr_t)user;
+    (void)prompt, (void)n_prompt;
+    mp->texts[i] = xcalloc((size_t)(count > 0 ? count : 1), sizeof(char *));
+    for (int k = 0; k < count; k++) { /* the text moves */
+        mp->texts[i][k] = c[k].text;
+        c[k].text = NULL;
+    }
+    mp->counts[i] = count;
+    return 0;
+}
+
+/* Decodes the prompts of [0, n) that have no texts yet. 0, or -1 with the
+ * failing position in *failed. */
+static int many_pass(GPT *m, const Tokenizer *tok, const GenerateJob *job, ManyPrompts *mp,
+                     int n, int *todo, int *failed) {
+    mp->n_todo = mp->given = 0;
+    for (int i = 0; i < n; i++)
+        if (!mp->texts[i]) todo[mp->n_todo++] = i;
+    mp->todo = todo;
+    GenStream s = {many_next, many_emit, one_drop, mp};
+    if (generate_stream(m, tok, job, &s) == 0) return 0;
+    *failed = mp->todo[mp->given - 1]; /* the stream stops at the prompt it refuses */
+    return -1;
+}
+
+int generate_texts_many(GPT *m, const Tokenizer *tok, const GenerateJob *job, int n,
+                        const char *const *prompts, const long *index, char ***texts,
+                        int *counts, int *failed) {
+    ManyPrompts mp = {.prompts = prompts, .index = index, .texts = texts, .counts = counts};
+    for (int i = 0; i < n; i++) texts[i] = NULL, counts[i] = 0;
+    int *todo = xmalloc((size_t)(n > 0 ? n : 1) * sizeof(int));
+    int rc = many_pass(m, tok, job, &mp, n, todo, failed);
+    if (rc != 0) {
+        /* prompts before the refused one that were still decoding were dropped: they
+         * all fit, so decode them again (their seeds make the same texts) */
+        char why[4096];
+        snprintf(why, sizeof why, "%s", err_msg());
+        int at = *failed;
+        if (many_pass(m, tok, job, &mp, at, todo, failed) != 0) at = *failed; /* its error */
+        else err_set("%s", why);
+        *failed = at;
+        for (int i = at; i < n; i++) { /* only the prompts before it keep texts */
+            generated_strings_free(texts[i], counts[i]);
+            texts[i] = NULL;
+            counts[i] = 0;
+        }
+    }
+    free(todo);
+    return rc;
+}
+
+void generated_strings_free(char **texts, int n) {
+    for (int i = 0; texts && i < n; i++) free(texts[i]);
+    free(texts);
 }
 
 /* ------------------------------------------------------------- JSONL sink */

@@ -177,6 +177,19 @@ int generate_count(const GenerateJob *job);
 int generate_texts(GPT *m, const Tokenizer *tok, const GenerateJob *job, const char *prompt_text,
                    long index, char ***texts);
 
+/* The completions of prompts[0:n] as text, decoded together (generate_stream):
+ * texts[i] gets a new array of counts[i] strings, those generate_texts gives
+ * for prompts[i] with index[i]. 0, or -1 with the error set as generate_texts
+ * sets it and *failed the position of the prompt that does not fit; then the
+ * prompts before it have their texts and the others NULL. For callers that
+ * read a file's prompts ahead (GENERATE_READ_AHEAD lines at a time), decode
+ * them together, then use each line's texts in order. */
+#define GENERATE_READ_AHEAD 512
+int generate_texts_many(GPT *m, const Tokenizer *tok, const GenerateJob *job, int n,
+                        const char *const *prompts, const long *index, char ***texts,
+                        int *counts, int *failed);
+void generated_strings_free(char **texts, int n);
+
 /* One completion with its tokens, for callers that need more than the text. */
 typedef struct {
     char *text;        /* stop strings cut, valid UTF-8 */

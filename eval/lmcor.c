@@ -282,18 +282,16 @@ int lmcor_build(const LmcorBuildJob *job, LmcorBuildStats *stats) {
 
 /* ------------------------------------------------------------------ run */
 
-/* The giant's pool for one prompt: its greedy output first, then
+/* The giant's job: each prompt's pool is its greedy output first, then
  * g->candidates samples at g->sample's options (LMCOR: 4 at temperature 0.6),
  * the pool `retort generate --candidates N` writes (generate_io.h); with no
- * candidates, the greedy output alone. A new array of new strings into *pool;
- * its length, or -1 with the error set. */
-static int giant_pool(GPT *m, const Tokenizer *tok, const GenerateJob *g, const char *prompt,
-                      long index, char ***pool) {
+ * candidates, the greedy output alone. */
+static GenerateJob giant_job(const GenerateJob *g) {
     GenerateJob job = *g;
     job.samples = 1;
     job.beams = 0;
     if (job.candidates == 0) job.sample.temperature = 0;
-    return generate_texts(m, tok, &job, prompt, index, pool);
+    return job;
 }
 
 static void strings_free(char **s, int n) {
@@ -343,56 +341,195 @@ static int err_at(const char *file, long line, const char *what) {
     return err_set("%s:%ld: %s: %s", file, line, what, why);
 }
 
-/* One input line: its pool (from the giant or the line), the corrector's
- * input and its correction, added to obj; the greedy candidate and the
- * correction for scoring into *greedy and *correction (new strings). */
-static int run_line(GPT *giant, const Tokenizer *giant_tok, GPT *corrector,
-                    const Tokenizer *corrector_tok, const LmcorRunJob *job, json_t *obj,
-                    long line, char **greedy, char **correction, int64_t *n_candidates) {
-    const char *file = job->input;
-    const char *source =
-        string_field(obj, job->fields.prompt_field, "source", "--prompt-field", file, line);
-    if (!source) return -1;
-    char **generated = NULL;
-    const char **cands = NULL;
+/* A line read ahead: its fields, its pool (the giant's texts, or the
+ * line's), the corrector's input and output. */
+typedef struct {
+    json_t *obj;
+    long line;
+    const char *source, *ref, *giant_prompt;
+    char **generated; /* the giant's pool, n of them */
+    const char **cands;
     int n;
+    json_t *pool;     /* the pool as the line gets it (before lmcor_arrange) */
+    char *greedy, *input;
+    char **out;       /* the corrector's output, n_out of them */
+    int n_out;
+} LmcorLine;
+
+/* Lines read ahead; lines [0, live) have had no error; the first error (in
+ * line order) is kept in error. */
+typedef struct {
+    LmcorLine line[GENERATE_READ_AHEAD];
+    int n, live, failed;
+    char error[4096];
+} LmcorAhead;
+
+/* The rows scored at the end, one per line written. */
+typedef struct {
+    char **greedy, **corrections, **refs;
+    int64_t cap;
+} LmcorRows;
+
+/* An error at line i: it and the lines after it are not used. */
+static void ahead_fail(LmcorAhead *a, int i) {
+    if (i >= a->live && a->failed) return; /* an earlier line's error stands */
+    a->live = i;
+    a->failed = 1;
+    snprintf(a->error, sizeof a->error, "%s", err_msg());
+}
+
+/* Reads the next lines (up to GENERATE_READ_AHEAD, or the first that is
+ * refused) with their fields; without a giant, their candidates. 1 when a
+ * line was read or refused, 0 at the end of the input. */
+static int read_ahead(const LmcorRunJob *job, int giant, LmcorAhead *a, FILE *in, char **buf,
+                      size_t *cap, long *lineno) {
+    const char *file = job->input, *ref_field = job->fields.reference_field;
+    while (!a->failed && a->n < GENERATE_READ_AHEAD) {
+        json_t *obj;
+        int got = jsonl_next_object(in, file, buf, cap, lineno, &obj);
+        if (got == 0) break;
+        if (got < 0) {
+            ahead_fail(a, a->n);
+            break;
+        }
+        LmcorLine *l = &a->line[a->n];
+        *l = (LmcorLine){.obj = obj, .line = *lineno};
+        a->live = ++a->n;
+        long line = *lineno;
+        int ok = !ref_field || (l->ref = string_field(obj, ref_field, "reference",
+                                                      "--reference-field", file, line));
+        ok = ok && (l->source = string_field(obj, job->fields.prompt_field, "source",
+                                             "--prompt-field", file, line));
+        if (ok && giant) {
+            l->giant_prompt = l->source;
+            if (job->giant.prompt_field)
+                ok = (l->giant_prompt = string_field(obj, job->giant.prompt_field,
+                                                     "giant prompt", "--giant-prompt-field",
+                                                     file, line)) != NULL;
+        } else if (ok) {
+            ok = (l->n = lmcor_line_candidates(&job->fields, obj, file, line, &l->cands)) >= 0;
+            if (!ok) l->n = 0;
+        }
+        if (!ok) ahead_fail(a, a->n - 1);
+    }
+    return a->n > 0 || a->failed;
+}
+
+/* The texts of the live lines' prompts (the giant's or the corrector's),
+ * decoded together, into each line's generated or out. */
+static void generate_ahead(LmcorAhead *a, GPT *m, const Tokenizer *tok, const GenerateJob *gen,
+                           const char *file, int giant) {
+    int n = a->live, failed = 0;
+    const char **prompts = xmalloc((size_t)(n > 0 ? n : 1) * sizeof(char *));
+    long *index = xmalloc((size_t)(n > 0 ? n : 1) * sizeof(long));
+    char ***texts = xmalloc((size_t)(n > 0 ? n : 1) * sizeof(char **));
+    int *counts = xmalloc((size_t)(n > 0 ? n : 1) * sizeof(int));
+    for (int i = 0; i < n; i++) {
+        prompts[i] = giant ? a->line[i].giant_prompt : a->line[i].input;
+        index[i] = a->line[i].line;
+    }
+    if (generate_texts_many(m, tok, gen, n, prompts, index, texts, counts, &failed) != 0) {
+        err_at(file, index[failed], giant ? "the giant" : "the corrector's input (source + "
+                                                          "candidates)");
+        ahead_fail(a, failed);
+        n = failed;
+    }
+    for (int i = 0; i < n; i++) {
+        LmcorLine *l = &a->line[i];
+        if (giant) {
+            l->generated = texts[i];
+            l->n = counts[i];
+            l->cands = xmalloc((size_t)(l->n > 0 ? l->n : 1) * sizeof(char *));
+            for (int k = 0; k < l->n; k++) l->cands[k] = l->generated[k];
+        } else {
+            l->out = texts[i];
+            l->n_out = counts[i];
+        }
+    }
+    free(prompts);
+    free(index);
+    free(texts);
+    free(counts);
+}
+
+/* The pool of a line as it is written, its greedy candidate, and the
+ * corrector's input. */
+static void corrector_input(const LmcorRunJob *job, LmcorLine *l) {
+    l->pool = json_array();
+    for (int i = 0; i < l->n; i++) json_array_append_new(l->pool, json_string(l->cands[i]));
+    l->greedy = xstrdup(l->n > 0 ? l->cands[0] : "");
+    int kept = lmcor_arrange(&job->format, l->line, l->cands, l->n);
+    l->input = lmcor_input(&job->format, l->source, l->cands, kept);
+}
+
+/* A line that went through: its pool, input and correction added to the
+ * line and written; its row kept for scoring. */
+static int finish_line(const LmcorRunJob *job, FILE *out, const char *tmp, LmcorLine *l,
+                       LmcorRows *rows, LmcorRunResult *r) {
+    char *correction = xstrdup(lmcor_correction(&job->format, l->n_out > 0 ? l->out[0] : ""));
+    json_object_set_new(l->obj, "candidates", l->pool);
+    l->pool = NULL;
+    json_object_set_new(l->obj, "corrector_input", json_string(l->input));
+    json_object_set_new(l->obj, "correction", json_string(correction));
+    int rc = write_line(out, job->output, tmp, l->obj);
+    if (rc != 0) {
+        free(correction);
+        return rc;
+    }
+    if (r->lines == rows->cap) {
+        rows->cap = rows->cap ? 2 * rows->cap : 64;
+        rows->greedy = xrealloc(rows->greedy, (size_t)rows->cap * sizeof(char *));
+        rows->corrections = xrealloc(rows->corrections, (size_t)rows->cap * sizeof(char *));
+        rows->refs = xrealloc(rows->refs, (size_t)rows->cap * sizeof(char *));
+    }
+    rows->greedy[r->lines] = l->greedy;
+    l->greedy = NULL;
+    rows->corrections[r->lines] = correction;
+    rows->refs[r->lines] = xstrdup(l->ref ? l->ref : "");
+    r->lines++;
+    return 0;
+}
+
+static void line_free(LmcorLine *l) {
+    if (l->generated) strings_free(l->generated, l->n);
+    free(l->cands);
+    json_decref(l->pool);
+    free(l->greedy);
+    free(l->input);
+    strings_free(l->out, l->n_out);
+    json_decref(l->obj);
+}
+
+/* Up to GENERATE_READ_AHEAD lines: read; the giant's pools decoded together;
+ * the corrector's inputs, decoded together; then written in order. The first
+ * error in line order stops the run, as one line at a time would. 1 while
+ * lines remain, 0 at the end, -1 with the error set. */
+static int lmcor_ahead(GPT *giant, const Tokenizer *giant_tok, GPT *corrector,
+                       const Tokenizer *corrector_tok, const LmcorRunJob *job, FILE *in,
+                       char **buf, size_t *cap, long *lineno, FILE *out, const char *tmp,
+                       LmcorRows *rows, LmcorRunResult *r, Progress *prog) {
+    LmcorAhead *a = xcalloc(1, sizeof *a);
+    int more = read_ahead(job, giant != NULL, a, in, buf, cap, lineno);
     if (giant) {
-        const char *prompt = source;
-        if (job->giant.prompt_field &&
-            !(prompt = string_field(obj, job->giant.prompt_field, "giant prompt",
-                                    "--giant-prompt-field", file, line)))
-            return -1;
-        n = giant_pool(giant, giant_tok, &job->giant, prompt, line, &generated);
-        if (n < 0) return err_at(file, line, "the giant");
-        cands = xmalloc((size_t)(n > 0 ? n : 1) * sizeof(char *));
-        for (int i = 0; i < n; i++) cands[i] = generated[i];
-    } else {
-        n = lmcor_line_candidates(&job->fields, obj, file, line, &cands);
-        if (n < 0) return -1;
+        GenerateJob g = giant_job(&job->giant);
+        generate_ahead(a, giant, giant_tok, &g, job->input, 1);
     }
-    *n_candidates += n;
-    json_t *pool = json_array();
-    for (int i = 0; i < n; i++) json_array_append_new(pool, json_string(cands[i]));
-    *greedy = xstrdup(n > 0 ? cands[0] : "");
-    int kept = lmcor_arrange(&job->format, line, cands, n);
-    char *input = lmcor_input(&job->format, source, cands, kept);
-    char **out = NULL;
-    int got = generate_texts(corrector, corrector_tok, &job->corrector, input, line, &out);
+    for (int i = 0; i < a->live; i++) {
+        r->candidates += a->line[i].n;
+        corrector_input(job, &a->line[i]);
+    }
+    generate_ahead(a, corrector, corrector_tok, &job->corrector, job->input, 0);
     int rc = 0;
-    if (got < 0) {
-        rc = err_at(file, line, "the corrector's input (source + candidates)");
-        json_decref(pool);
-    } else {
-        *correction = xstrdup(lmcor_correction(&job->format, got > 0 ? out[0] : ""));
-        json_object_set_new(obj, "candidates", pool);
-        json_object_set_new(obj, "corrector_input", json_string(input));
-        json_object_set_new(obj, "correction", json_string(*correction));
-        strings_free(out, got);
+    for (int i = 0; i < a->n; i++) {
+        if (rc == 0 && i < a->live) {
+            rc = finish_line(job, out, tmp, &a->line[i], rows, r);
+            if (rc == 0) progress_add(prog, 1);
+        }
+        line_free(&a->line[i]);
     }
-    free(input);
-    free(cands);
-    if (generated) strings_free(generated, n);
-    return rc;
+    if (rc == 0 && a->failed) rc = err_set("%s", a->error);
+    free(a);
+    return rc != 0 ? -1 : more;
 }
 
 int lmcor_run(GPT *giant, const Tokenizer *giant_tok, GPT *corrector,
@@ -402,72 +539,40 @@ int lmcor_run(GPT *giant, const Tokenizer *giant_tok, GPT *corrector,
     FILE *in, *out;
     char tmp[4096];
     if (open_files(job->input, job->output, &in, &out, tmp, sizeof tmp) != 0) return -1;
-    const char *ref_field = job->fields.reference_field;
     LmcorRunResult r = {0};
-    r.has_reference = ref_field != NULL;
+    r.has_reference = job->fields.reference_field != NULL;
     double t0 = now_seconds();
-    char **greedy = NULL, **corrections = NULL, **refs = NULL;
-    int64_t cap_rows = 0;
+    LmcorRows rows = {0};
     char *buf = NULL;
     size_t cap = 0;
     long line = 0;
-    json_t *obj;
-    int rc = 0, got;
+    int rc = 0, more = 1;
     Progress *prog = progress_open("correct", "lines", progress_count_lines(job->input), job->quiet);
-    while (rc == 0 && (got = jsonl_next_object(in, job->input, &buf, &cap, &line, &obj)) != 0) {
-        if (got < 0) {
-            rc = -1;
-            break;
-        }
-        const char *ref = NULL;
-        if (ref_field && !(ref = string_field(obj, ref_field, "reference", "--reference-field",
-                                              job->input, line))) {
-            rc = -1;
-        } else {
-            if (r.lines == cap_rows) {
-                cap_rows = cap_rows ? 2 * cap_rows : 64;
-                greedy = xrealloc(greedy, (size_t)cap_rows * sizeof(char *));
-                corrections = xrealloc(corrections, (size_t)cap_rows * sizeof(char *));
-                refs = xrealloc(refs, (size_t)cap_rows * sizeof(char *));
-            }
-            char *g = NULL, *c = NULL;
-            rc = run_line(giant, giant_tok, corrector, corrector_tok, job, obj, line, &g, &c,
-                          &r.candidates);
-            if (rc == 0) rc = write_line(out, job->output, tmp, obj);
-            if (rc == 0) {
-                greedy[r.lines] = g;
-                corrections[r.lines] = c;
-                refs[r.lines] = xstrdup(ref ? ref : "");
-                r.lines++;
-                progress_add(prog, 1);
-            } else {
-                free(g);
-                free(c);
-            }
-        }
-        json_decref(obj);
-    }
+    while (more > 0)
+        more = lmcor_ahead(giant, giant_tok, corrector, corrector_tok, job, in, &buf, &cap,
+                           &line, out, tmp, &rows, &r, prog);
+    if (more < 0) rc = -1;
     free(buf);
     fclose(in);
     if (rc == 0 && r.lines == 0)
         rc = err_set("%s: no lines to correct (the file has no JSON lines)", job->input);
     if (rc == 0 && r.has_reference) {
-        rc = score_all((const char *const *)greedy, (const char *const *)refs, (int)r.lines,
-                       job->answer, &r.giant);
+        rc = score_all((const char *const *)rows.greedy, (const char *const *)rows.refs,
+                       (int)r.lines, job->answer, &r.giant);
         if (rc == 0)
-            rc = score_all((const char *const *)corrections, (const char *const *)refs,
+            rc = score_all((const char *const *)rows.corrections, (const char *const *)rows.refs,
                            (int)r.lines, job->answer, &r.correction);
     }
     if (rc == 0) rc = file_commit(out, tmp, job->output);
     else file_discard(out, tmp);
     for (int64_t i = 0; i < r.lines; i++) {
-        free(greedy[i]);
-        free(corrections[i]);
-        free(refs[i]);
+        free(rows.greedy[i]);
+        free(rows.corrections[i]);
+        free(rows.refs[i]);
     }
-    free(greedy);
-    free(corrections);
-    free(refs);
+    free(rows.greedy);
+    free(rows.corrections);
+    free(rows.refs);
     r.seconds = now_seconds() - t0;
     if (rc == 0) progress_erase(prog); /* the command prints its report */
     else progress_close(prog, 0);

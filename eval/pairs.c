@@ -1,7 +1,11 @@
 /* eval/pairs.c — preference pairs from scored completions (see pairs.h).
- * One line at a time: completions (sampled or read), deduplicated, scored,
- * paired, written to the PrefWriter; the writer's .tmp + rename makes the
- * output appear only when every line went through. */
+ * Lines are read ahead (GENERATE_READ_AHEAD at a time) and their completions
+ * sampled together, per instance (generate_texts_many); then one line at a
+ * time: completions (sampled or read), deduplicated, scored, paired, written
+ * to the PrefWriter. An error stops the run at the first line in error, as
+ * one line at a time would (a line the read-ahead cannot sample ends it). The
+ * writer's .tmp + rename makes the output appear only when every line went
+ * through. */
 #include "eval/pairs.h"
 
 #define PCRE2_CODE_UNIT_WIDTH 8
@@ -366,61 +370,32 @@ static int dump_line(PairsRun *r, long lineno, const char *prompt, char **texts,
     return rc;
 }
 
-/* Every instance's completions of one prompt, in instance order, into a new
- * *texts, with each one's instance index in a new *from; their count, or -1
- * (error set, naming the line and the instance). */
-static int sample_instances(PairsRun *r, long lineno, const char *prompt, char ***texts,
-                            int **from) {
-    const PairsJob *job = r->job;
-    int n = 0;
-    *texts = NULL;
-    *from = NULL;
-    for (int i = 0; i < job->n_instances; i++) {
-        const PairsInstance *in = &job->instances[i];
-        char **t;
-        int got = generate_texts(in->model, r->tok, &in->gen, prompt, lineno, &t);
-        if (got < 0) {
-            err_set("%s:%ld: instance %d (%s): %s", job->input, lineno, i + 1,
-                    in->label ? in->label : "", err_msg());
-            for (int k = 0; k < n; k++) free((*texts)[k]);
-            free(*texts);
-            free(*from);
-            *texts = NULL;
-            *from = NULL;
-            return -1;
-        }
-        *texts = xrealloc(*texts, (size_t)(n + got + 1) * sizeof(char *));
-        *from = xrealloc(*from, (size_t)(n + got + 1) * sizeof(int));
-        for (int k = 0; k < got; k++) {
-            (*texts)[n + k] = t[k];
-            (*from)[n + k] = i;
-        }
-        free(t);
-        n += got;
-        r->st.instance[i].completions += got;
-    }
-    return n;
-}
-
-/* One input line: completions -> dedupe -> scores -> pairs. */
-static int do_line(PairsRun *r, long lineno, json_t *obj) {
+/* One input line: completions -> dedupe -> scores -> pairs. made[0:n_made]
+ * are the line's sampled completions (owned here; made_from: the instance of
+ * each, NULL with one sampler), NULL when they are read from the line. */
+static int do_line(PairsRun *r, long lineno, json_t *obj, char **made, int *made_from,
+                   int n_made) {
     const PairsJob *job = r->job;
     const char *pf = job->prompt_field ? job->prompt_field : "prompt";
     const char *gf = job->gold_field ? job->gold_field : "answer";
     const char *cf = job->completions_field ? job->completions_field : "completions";
     const char *prompt = json_string_value(json_object_get(obj, pf));
-    if (!prompt)
+    char **texts = made;
+    int *from = made_from; /* the instance of each completion */
+    int n = made ? n_made : 0, rc = 0;
+    if (!prompt) {
+        generated_strings_free(texts, n), free(from);
         return err_set("%s:%ld: field '%s' is missing or not a string (set it with "
                        "--prompt-field)",
                        job->input, lineno, pf);
+    }
     char *gold = NULL;
-    if (job->scorer != SCORER_EXTERNAL && !(gold = gold_text(json_object_get(obj, gf))))
+    if (job->scorer != SCORER_EXTERNAL && !(gold = gold_text(json_object_get(obj, gf)))) {
+        generated_strings_free(texts, n), free(from);
         return err_set("%s:%ld: gold answer field '%s' is missing or not a string or integer "
                        "(set it with --gold-field)",
                        job->input, lineno, gf);
-    char **texts = NULL;
-    int *from = NULL; /* the instance of each completion */
-    int n = 0, rc = 0;
+    }
     if (job->read_completions) {
         json_t *arr = json_object_get(obj, cf);
         if (!json_is_array(arr)) {
@@ -436,15 +411,6 @@ static int do_line(PairsRun *r, long lineno, json_t *obj) {
                 else texts[k] = xstrdup(t);
             }
         }
-    } else if (job->n_instances == 0) {
-        n = generate_texts(r->sampler, r->tok, &job->gen, prompt, lineno, &texts);
-        if (n < 0) {
-            rc = err_set("%s:%ld: %s", job->input, lineno, err_msg());
-            n = 0;
-        }
-    } else {
-        n = sample_instances(r, lineno, prompt, &texts, &from);
-        if (n < 0) n = 0, rc = -1;
     }
     if (!from) from = xcalloc((size_t)(n > 0 ? n : 1), sizeof(int));
     double *raw = xcalloc((size_t)(n > 0 ? n : 1), sizeof(double));
@@ -597,6 +563,117 @@ static int check_job(GPT *sampler, GPT *scorer, const Tokenizer *tok, const Pair
     return 0;
 }
 
+/* Input lines read ahead, with their sampled completions. */
+typedef struct {
+    json_t *obj[GENERATE_READ_AHEAD];
+    long lineno[GENERATE_READ_AHEAD];
+    const char *prompt[GENERATE_READ_AHEAD];
+    char **texts[GENERATE_READ_AHEAD];
+    int *from[GENERATE_READ_AHEAD], n_texts[GENERATE_READ_AHEAD];
+    int n, sampled; /* lines read; lines [0, sampled) have their completions */
+} PairsAhead;
+
+/* The prompt of a line that can be sampled (do_line refuses the others). */
+static const char *line_prompt(const PairsJob *job, json_t *obj) {
+    const char *pf = job->prompt_field ? job->prompt_field : "prompt";
+    json_t *gold = json_object_get(obj, job->gold_field ? job->gold_field : "answer");
+    if (job->scorer != SCORER_EXTERNAL && !json_is_string(gold) && !json_is_integer(gold))
+        return NULL;
+    return json_string_value(json_object_get(obj, pf));
+}
+
+/* One sampler's completions of the lines [0, a->sampled), appended to each
+ * line's (instance: its index, or -1 for the single sampler). On a prompt that
+ * does not fit, the lines from it on are left unsampled and the error is set. */
+static int sample_ahead(PairsRun *r, PairsAhead *a, GPT *m, const GenerateJob *gen,
+                        int instance) {
+    const PairsJob *job = r->job;
+    int n = a->sampled, failed = 0;
+    char ***made = xcalloc((size_t)(n > 0 ? n : 1), sizeof(char **));
+    int *counts = xcalloc((size_t)(n > 0 ? n : 1), sizeof(int));
+    int rc = generate_texts_many(m, r->tok, gen, n, a->prompt, a->lineno, made, counts, &failed);
+    if (rc != 0) {
+        if (instance < 0)
+            err_set("%s:%ld: %s", job->input, a->lineno[failed], err_msg());
+        else
+            err_set("%s:%ld: instance %d (%s): %s", job->input, a->lineno[failed], instance + 1,
+                    job->instances[instance].label ? job->instances[instance].label : "",
+                    err_msg());
+        n = a->sampled = failed;
+    }
+    for (int i = 0; i < n; i++) {
+        int have = a->n_texts[i], got = counts[i];
+        a->texts[i] = xrealloc(a->texts[i], (size_t)(have + got + 1) * sizeof(char *));
+        a->from[i] = xrealloc(a->from[i], (size_t)(have + got + 1) * sizeof(int));
+        for (int k = 0; k < got; k++) {
+            a->texts[i][have + k] = made[i][k];
+            a->from[i][have + k] = instance < 0 ? 0 : instance;
+        }
+        a->n_texts[i] = have + got;
+        if (instance >= 0) r->st.instance[instance].completions += got;
+        free(made[i]);
+    }
+    free(made);
+    free(counts);
+    return rc;
+}
+
+/* Reads up to GENERATE_READ_AHEAD lines, samples their completions together
+ * (per instance, or with the sampler), then pairs them line by line; the
+ * first error, in line order, stops it. 1 while lines remain, 0 at the end,
+ * -1 with the error set. */
+static int pairs_ahead(PairsRun *r, FILE *in, char **line, size_t *cap, long *lineno,
+                       Progress *prog) {
+    const PairsJob *job = r->job;
+    PairsAhead *a = xcalloc(1, sizeof *a);
+    int got = 1, rc = 0;
+    /* a line that cannot be sampled ends the read-ahead: do_line refuses it */
+    while (a->n < GENERATE_READ_AHEAD &&
+           (got = jsonl_next_object(in, job->input, line, cap, lineno, &a->obj[a->n])) > 0) {
+        a->lineno[a->n] = *lineno;
+        a->prompt[a->n] = line_prompt(job, a->obj[a->n]);
+        a->n++;
+        if (!a->prompt[a->n - 1]) break;
+        a->sampled = a->n;
+    }
+    char read_error[4096] = "";
+    if (got < 0) snprintf(read_error, sizeof read_error, "%s", err_msg());
+    int gen_rc = 0;
+    char gen_error[4096] = "";
+    if (!job->read_completions) {
+        for (int i = 0; i < job->n_instances; i++)
+            if (sample_ahead(r, a, job->instances[i].model, &job->instances[i].gen, i) != 0)
+                gen_rc = -1, snprintf(gen_error, sizeof gen_error, "%s", err_msg());
+        if (job->n_instances == 0 && sample_ahead(r, a, r->sampler, &job->gen, -1) != 0)
+            gen_rc = -1, snprintf(gen_error, sizeof gen_error, "%s", err_msg());
+    }
+    /* a line refused by a sampler stops the run before it */
+    int upto = gen_rc != 0 ? a->sampled : a->n;
+    for (int i = 0; i < a->n; i++) {
+        if (rc == 0 && i < upto) {
+            int sampled = !job->read_completions && i < a->sampled;
+            rc = do_line(r, a->lineno[i], a->obj[i], sampled ? a->texts[i] : NULL,
+                         sampled && job->n_instances > 0 ? a->from[i] : NULL, a->n_texts[i]);
+            if (!(sampled && job->n_instances > 0)) free(a->from[i]);
+            r->st.lines++;
+            progress_detail(prog, "%lld pairs", (long long)r->st.pairs);
+            progress_add(prog, 1);
+        } else {
+            generated_strings_free(a->texts[i], a->n_texts[i]);
+            free(a->from[i]);
+        }
+        json_decref(a->obj[i]);
+    }
+    free(a);
+    if (rc != 0) return -1;
+    if (gen_rc != 0) return err_set("%s", gen_error);
+    if (got < 0) {
+        r->st.lines++;
+        return err_set("%s", read_error);
+    }
+    return got > 0 ? 1 : 0;
+}
+
 int pairs_build(GPT *sampler, GPT *scorer, const Tokenizer *tok, const PairsJob *job,
                 PairsStats *stats) {
     if (check_job(sampler, scorer, tok, job) != 0) return -1;
@@ -631,15 +708,9 @@ int pairs_build(GPT *sampler, GPT *scorer, const Tokenizer *tok, const PairsJob 
     long lineno = 0;
     Progress *prog = progress_open("pairs", "prompts", rc == 0 ? progress_count_lines(job->input) : 0,
                                    job->quiet || rc != 0);
-    int got;
-    json_t *obj;
-    while (rc == 0 && (got = jsonl_next_object(in, job->input, &line, &cap, &lineno, &obj)) != 0) {
-        rc = got < 0 ? -1 : do_line(&r, lineno, obj);
-        json_decref(obj);
-        r.st.lines++;
-        progress_detail(prog, "%lld pairs", (long long)r.st.pairs);
-        progress_add(prog, 1);
-    }
+    int more = rc == 0;
+    while (more > 0) more = pairs_ahead(&r, in, &line, &cap, &lineno, prog);
+    if (more < 0) rc = -1;
     free(line);
     if (rc == 0 && r.scores_in) { /* the scores file must not have lines left */
         ssize_t l;

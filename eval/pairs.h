@@ -1,7 +1,9 @@
 /* eval/pairs.h — preference pairs from a model's own samples (`retort pairs`).
  *
  * For each JSONL line: take n completions of the line's prompt (sampled with
- * generate_texts, or read from a `retort generate --out x.jsonl` file), drop
+ * generate_texts_many, the prompts of many lines decoded together with the
+ * seeds generate_texts gives each line, or read from a `retort generate --out
+ * x.jsonl` file), drop
  * repeated texts (the first copy stays), give each a score, and write
  * chosen/rejected pairs into a `pref` dataset (data/h5data.h): the prompt's
  * tokens without EOS, chosen and rejected completions followed by EOS, exactly
