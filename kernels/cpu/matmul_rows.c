@@ -70,7 +70,7 @@ static void nt_rows_scalar(float *out, const float *inp, const float *W, const f
 
 #ifdef HAVE_X86
 /* Rows of W ahead that a panel's first pass prefetches. */
-#define NN_PF 8
+#define NN_PF 16
 /* Rows of W per block of the Conv1D panels (NN_KB x 48 floats: 24 KiB). */
 #define NN_KB 128
 
