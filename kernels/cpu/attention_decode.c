@@ -77,12 +77,28 @@ ATT_TGT static void attend_avx512(float *o, const float *q, const float *K, cons
     double sum = 0;
     for (int j = 0; j < keys; j++) sum += (p[j] = exp(p[j] - mx));
     int d = 0;
+    /* 64 columns at a time in 8 accumulators, keys in order: 8 independent
+     * chains of adds, so the adds' latency overlaps */
+    for (; d + 64 <= HS; d += 64) {
+        __m512d a[8];
+        for (int b = 0; b < 8; b++) a[b] = _mm512_setzero_pd();
+        for (int j = 0; j < keys; j++) {
+            __m512d pj = _mm512_set1_pd(p[j]);
+            const float *v = Vc + (size_t)j * HS + d;
+#pragma GCC unroll 8
+            for (int b = 0; b < 8; b++)
+                a[b] = _mm512_add_pd(a[b], _mm512_mul_pd(pj, _mm512_cvtps_pd(_mm256_loadu_ps(v + 8 * b))));
+        }
+        __m512d inv = _mm512_set1_pd(sum);
+        for (int b = 0; b < 8; b++)
+            _mm256_storeu_ps(o + d + 8 * b, _mm512_cvtpd_ps(_mm512_div_pd(a[b], inv)));
+    }
     for (; d + 8 <= HS; d += 8) { /* 8 doubles of acc at a time, keys in order */
         __m512d a = _mm512_setzero_pd();
         for (int j = 0; j < keys; j++)
             a = _mm512_add_pd(a, _mm512_mul_pd(_mm512_set1_pd(p[j]),
                                                _mm512_cvtps_pd(_mm256_loadu_ps(Vc + (size_t)j * HS + d))));
-        _mm256_storeu_ps(o + d, _mm512_cvtpd_ps(_mm512_div_pd(a, _mm512_set1_pd(sum))));
+        _mm256_storeu_ps(o + d + 0, _mm512_cvtpd_ps(_mm512_div_pd(a, _mm512_set1_pd(sum))));
     }
     for (; d < HS; d++) {
         double a = 0;
