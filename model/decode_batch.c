@@ -187,9 +187,32 @@ static int run_feed(const Run *u, int *tokens, int *slot, int *pos) {
     return k;
 }
 
-/* Sampling: one token for every live row from its logits (rows in order; a
- * run just prefilled has one logits row for all of them). */
-static int run_sample(GPT *m, Run *u, const float *logits, int V) {
+/* The draws of one step, made for every sampled row at once (rows are
+ * independent: each has its own generator). */
+typedef struct {
+    const float *logits; /* (V) */
+    const SampleOptions *o;
+    Rng *rng;
+    int want_logp;
+    int next;
+    double logp;
+} Draw;
+
+/* The live rows of a sampling run, in order, each with its logits row (a run
+ * just prefilled has one logits row for all of them); returns how many. */
+static int run_draws(const Run *u, const float *logits, int V, Draw *d) {
+    const DecodeRequest *r = u->r;
+    int first = !u->prefilled, k = 0, n = 0;
+    for (int i = 0; i < r->rows; i++) {
+        if (u->row_done[i]) continue;
+        d[n++] = (Draw){logits + (size_t)(first ? 0 : k++) * V, &r->opts, &r->rngs[i],
+                        r->logps != NULL, 0, 0};
+    }
+    return n;
+}
+
+/* Sampling: the step's drawn token of every live row (d: run_draws's). */
+static int run_sample(GPT *m, Run *u, const Draw *d) {
     DecodeRequest *r = u->r;
     const SampleOptions *o = &r->opts;
     int first = !u->prefilled, made = 0, k = 0;
@@ -199,10 +222,10 @@ static int run_sample(GPT *m, Run *u, const float *logits, int V) {
     }
     for (int i = 0; i < r->rows; i++) {
         if (u->row_done[i]) continue;
-        const float *lr = logits + (size_t)(first ? 0 : k++) * V; /* (V) */
+        const Draw *dr = &d[k++];
         int *row = r->out + (size_t)i * o->max_new_tokens;
-        int next = sample_from_logits(lr, V, o, &r->rngs[i]);
-        if (r->logps) r->logps[i] += token_logp(lr, V, next);
+        int next = dr->next;
+        if (r->logps) r->logps[i] += dr->logp;
         row[r->lens[i]++] = next;
         u->feed[i] = next;
         made++;
@@ -310,6 +333,9 @@ void decode_batch(GPT *m, int slots, DecodeSource *src) {
     size_t cap_tok = 0;
     float *logits = NULL;
     size_t cap_logits = 0;
+    Draw *draws = NULL;
+    int *draw_at = NULL;
+    size_t cap_draws = 0;
     for (;;) {
         /* admit requests in order while their slots are free */
         int prefill = 0;
@@ -377,7 +403,30 @@ void decode_batch(GPT *m, int slots, DecodeSource *src) {
             logits = xrealloc(logits, cap_logits * sizeof(float));
         }
         if (N > 0) gpt_decode_slots(m, tokens, slot, pos, N, out_rows, n_out, logits);
-        /* each run's logits rows are consecutive, in the order it fed them */
+        /* each run's logits rows are consecutive, in the order it fed them;
+         * every sampled row's draw first, in parallel */
+        int n_draws = 0;
+        draw_at = xrealloc(draw_at, (size_t)(n_runs + 1) * sizeof(int));
+        for (int i = 0, o = 0; i < n_runs; i++) {
+            Run *u = &runs[i];
+            draw_at[i] = n_draws;
+            if (u->finished) continue;
+            int first = o;
+            while (o < n_out && out_run[o] == i) o++;
+            if (u->K) continue;
+            int need = n_draws + u->r->rows;
+            if ((size_t)need > cap_draws) {
+                cap_draws = (size_t)need * 2;
+                draws = xrealloc(draws, cap_draws * sizeof(Draw));
+            }
+            n_draws += run_draws(u, logits + (size_t)first * V, V, draws + n_draws);
+        }
+        #pragma omp parallel for schedule(dynamic, 1) if (n_draws > 1)
+        for (int k = 0; k < n_draws; k++) {
+            Draw *d = &draws[k];
+            d->next = sample_from_logits(d->logits, V, d->o, d->rng);
+            if (d->want_logp) d->logp = token_logp(d->logits, V, d->next);
+        }
         int made = 0;
         for (int i = 0, o = 0; i < n_runs; i++) {
             Run *u = &runs[i];
@@ -385,7 +434,7 @@ void decode_batch(GPT *m, int slots, DecodeSource *src) {
             int first = o;
             while (o < n_out && out_run[o] == i) o++;
             const float *lr = logits + (size_t)first * V;
-            made += u->K ? run_beam(m, u, lr, V) : run_sample(m, u, lr, V);
+            made += u->K ? run_beam(m, u, lr, V) : run_sample(m, u, draws + draw_at[i]);
         }
         if (src->progress) src->progress(src->ctx, made);
         /* finished runs give their slots back */
@@ -412,6 +461,8 @@ void decode_batch(GPT *m, int slots, DecodeSource *src) {
     free(out_rows);
     free(out_run);
     free(logits);
+    free(draws);
+    free(draw_at);
 }
 
 typedef struct {

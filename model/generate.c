@@ -43,25 +43,79 @@ static int by_prob_desc(const void *a, const void *b) {
     return ((const Cand *)a)->id - ((const Cand *)b)->id;
 }
 
+/* a comes before b: higher probability, or the same and a lower id (a total
+ * order: ids differ) */
+static int cand_before(const Cand *a, const Cand *b) {
+    return a->p > b->p || (a->p == b->p && a->id < b->id);
+}
+
+/* Moves the k first candidates of c[0..n) in that order into c[0..k), in any
+ * order (quickselect, median-of-three pivots). */
+static void select_first(Cand *c, int n, int k) {
+    int lo = 0, hi = n - 1;
+    while (lo < hi) {
+        int mid = lo + (hi - lo) / 2;
+        Cand a = c[lo], b = c[mid], d = c[hi], pivot;
+        if (cand_before(&a, &b)) pivot = cand_before(&b, &d) ? b : cand_before(&a, &d) ? d : a;
+        else pivot = cand_before(&a, &d) ? a : cand_before(&b, &d) ? d : b;
+        int i = lo, j = hi;
+        while (i <= j) {
+            while (cand_before(&c[i], &pivot)) i++;
+            while (cand_before(&pivot, &c[j])) j--;
+            if (i <= j) {
+                Cand t = c[i];
+                c[i++] = c[j];
+                c[j--] = t;
+            }
+        }
+        if (k - 1 <= j) hi = j;
+        else if (k - 1 >= i) lo = i;
+        else break;
+    }
+}
+
+/* c[0..*sorted) holds the first candidates in order; extends that prefix to
+ * at least `want` (at most n): the next ones selected, then sorted. */
+static void extend_sorted(Cand *c, int n, int *sorted, int want) {
+    if (want > n) want = n;
+    if (want <= *sorted) return;
+    int s = *sorted;
+    if (want < n) select_first(c + s, n - s, want - s);
+    qsort(c + s, (size_t)(want - s), sizeof(Cand), by_prob_desc);
+    *sorted = want;
+}
+
+/* Candidates sorted on demand, from a first block of this many. */
+#define SAMPLE_FIRST_SORTED 256
+
 int sample_from_logits(const float *logits, int V, const SampleOptions *o, Rng *rng) {
     int best = 0;
     for (int j = 1; j < V; j++)
         if (logits[j] > logits[best]) best = j;
     if (o->temperature <= 0) return best;
-    /* softmax at temperature, candidates sorted by probability (ties by id) */
-    Cand *c = xmalloc((size_t)V * sizeof(Cand));
+    /* softmax at temperature; the candidates in order of probability (ties by
+     * id), sorted only as far as the cut and the draw reach */
+    static __thread Cand *c; /* a thread's scratch, reused (V entries) */
+    static __thread int cap;
+    if (cap < V) {
+        free(c);
+        c = xmalloc((size_t)V * sizeof(Cand));
+        cap = V;
+    }
     double total = 0;
     for (int j = 0; j < V; j++) {
         c[j].p = exp((logits[j] - logits[best]) / o->temperature);
         c[j].id = j;
         total += c[j].p;
     }
-    qsort(c, (size_t)V, sizeof(Cand), by_prob_desc);
+    int sorted = 0;
+    extend_sorted(c, V, &sorted, SAMPLE_FIRST_SORTED);
     int keep = V;
     if (o->top_k > 0 && o->top_k < keep) keep = o->top_k;
     if (o->top_p > 0 && o->top_p < 1) { /* smallest prefix reaching top_p of the mass */
         double acc = 0;
         for (int j = 0; j < keep; j++) {
+            if (j == sorted) extend_sorted(c, V, &sorted, 2 * sorted);
             acc += c[j].p / total;
             if (acc >= o->top_p) {
                 keep = j + 1;
@@ -69,18 +123,29 @@ int sample_from_logits(const float *logits, int V, const SampleOptions *o, Rng *
             }
         }
     }
+    /* the mass drawn from: the kept prefix's, or every candidate's (the sum
+     * in id order) when nothing is cut */
     double kept = 0;
-    for (int j = 0; j < keep; j++) kept += c[j].p;
+    if (keep == V) {
+        kept = total;
+    } else {
+        extend_sorted(c, V, &sorted, keep);
+        for (int j = 0; j < keep; j++) kept += c[j].p;
+    }
     double u = rng_uniform(rng) * kept, acc = 0;
-    int pick = c[keep - 1].id;
+    int pick = -1;
     for (int j = 0; j < keep; j++) {
+        if (j == sorted) extend_sorted(c, V, &sorted, 2 * sorted);
         acc += c[j].p;
         if (u < acc) {
             pick = c[j].id;
             break;
         }
     }
-    free(c);
+    if (pick < 0) { /* u at the very top of the mass (rounding): the last kept */
+        extend_sorted(c, V, &sorted, keep);
+        pick = c[keep - 1].id;
+    }
     return pick;
 }
 

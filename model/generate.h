@@ -72,7 +72,14 @@ int generate_beam(GPT *m, const int *prompt, int n, int beams, int max_new_token
                   double length_penalty, int eos_id, int n_best, Hypothesis *out);
 void hypotheses_free(Hypothesis *h, int count);
 
-/* Index of the token chosen from one row of logits (V) under o. */
+/* Index of the token chosen from one row of logits (V) under o: greedy
+ * (temperature 0: the first maximum), or p_j = exp((l_j - max) / T) with the
+ * candidates in order of p (ties: lower id first), cut to the first top_k and
+ * then to the shortest prefix whose mass reaches top_p of the total, and the
+ * first candidate whose running sum passes u x (the kept mass; the total,
+ * summed in id order, when nothing is cut), u = one draw of rng in [0, 1).
+ * The order is sorted only as far as the cut and the draw reach. Safe to
+ * call from several threads at once (each with its own rng). */
 int sample_from_logits(const float *logits, int V, const SampleOptions *o, Rng *rng);
 
 #endif
