@@ -73,6 +73,9 @@ static void nt_rows_scalar(float *out, const float *inp, const float *W, const f
 #define NN_PF 16
 /* Rows of W per block of the Conv1D panels (NN_KB x 48 floats: 24 KiB). */
 #define NN_KB 128
+/* One row: panels of NN_ONE_NJ vectors (set per instruction set below), W
+ * prefetched this many rows ahead. */
+#define NN_ONE_PF 4
 
 /* ------------------------------------------------------------ AVX-512 */
 #define TGT __attribute__((target("avx512f,avx512dq,fma")))
@@ -96,12 +99,16 @@ TGT static inline float v16_hsum(v16 a) { /* the tree of hsum16 */
     return _mm_cvtss_f32(_mm_add_ss(d, _mm_shuffle_ps(d, d, 1)));
 }
 #define SFX _avx512
+#define NN_ONE_NJ 24
+#define NT_ONE_RO 16
 #define NN_RT 8
 #define NN_NJ 3
 #define NT_RT 6
 #define NT_RO 4
 #include "kernels/cpu/matmul_rows_body.h"
 #undef SFX
+#undef NN_ONE_NJ
+#undef NT_ONE_RO
 #undef NN_RT
 #undef NN_NJ
 #undef NT_RT
@@ -153,12 +160,16 @@ TGT static inline float v16_hsum(v16 a) { /* lanes j and j+8 are lo[j] and hi[j]
     return _mm_cvtss_f32(_mm_add_ss(d, _mm_shuffle_ps(d, d, 1)));
 }
 #define SFX _avx2
+#define NN_ONE_NJ 6
+#define NT_ONE_RO 4
 #define NN_RT 3
 #define NN_NJ 2
 #define NT_RT 3
 #define NT_RO 2
 #include "kernels/cpu/matmul_rows_body.h"
 #undef SFX
+#undef NN_ONE_NJ
+#undef NT_ONE_RO
 #undef NN_RT
 #undef NN_NJ
 #undef NT_RT

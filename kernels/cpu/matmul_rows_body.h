@@ -63,11 +63,58 @@ TGT static inline __attribute__((always_inline)) void CAT(nn_tile, SFX)(
         }
 }
 
+/* One row (single-stream decoding): panels NN_ONE_NJ vectors wide, so each
+ * row of W is read in long contiguous runs; the same fma chain per element. */
+TGT static void CAT(nn_one, SFX)(float *out, const float *x, const float *W, const float *bias,
+                                 int C, int OC) {
+    const int P = 16 * NN_ONE_NJ;
+    int panels = (OC + P - 1) / P;
+    #pragma omp parallel for schedule(static) if ((long)C * OC > 262144)
+    for (int p = 0; p < panels; p++) {
+        int o0 = p * P, width = OC - o0 < P ? OC - o0 : P;
+        v16 acc[NN_ONE_NJ];
+        int lanes[NN_ONE_NJ];
+#pragma GCC unroll 32
+        for (int j = 0; j < NN_ONE_NJ; j++) {
+            int left = width - 16 * j;
+            lanes[j] = left < 0 ? 0 : left > 16 ? 16 : left;
+            acc[j] = v16_zero();
+        }
+        if (width == P) {
+            for (int k = 0; k < C; k++) {
+                const float *w = W + (size_t)k * OC + o0;
+                for (int j = 0; j < NN_ONE_NJ; j += 4)
+                    _mm_prefetch((const char *)(w + (size_t)NN_ONE_PF * OC + 16 * j), _MM_HINT_T0);
+                v16 xb = v16_set1(x[k]);
+#pragma GCC unroll 32
+                for (int j = 0; j < NN_ONE_NJ; j++) acc[j] = v16_fma(xb, v16_load(w + 16 * j, 16), acc[j]);
+            }
+        } else {
+            for (int k = 0; k < C; k++) {
+                const float *w = W + (size_t)k * OC + o0;
+                v16 xb = v16_set1(x[k]);
+                for (int j = 0; j < NN_ONE_NJ; j++)
+                    if (lanes[j]) acc[j] = v16_fma(xb, v16_load(w + 16 * j, lanes[j]), acc[j]);
+            }
+        }
+        for (int j = 0; j < NN_ONE_NJ; j++) {
+            if (!lanes[j]) continue;
+            v16 v = acc[j];
+            if (bias) v = v16_add(v, v16_load(bias + o0 + 16 * j, lanes[j]));
+            v16_store(out + o0 + 16 * j, v, lanes[j]);
+        }
+    }
+}
+
 /* Conv1D layout: the panels of NN_NJ*16 columns are the unit of work; each
  * panel runs over blocks of NN_KB rows of W, so a block stays in L1 while
  * every row tile uses it. */
 TGT static void CAT(nn_rows, SFX)(float *out, const float *inp, const float *W, const float *bias,
                                   int N, int C, int OC) {
+    if (N == 1) {
+        CAT(nn_one, SFX)(out, inp, W, bias, C, OC);
+        return;
+    }
     const int P = 16 * NN_NJ;
     int panels = (OC + P - 1) / P;
     #pragma omp parallel for schedule(static) if ((long)N * C * OC > 262144)
@@ -134,11 +181,48 @@ TGT static inline __attribute__((always_inline)) void CAT(nt_tile, SFX)(
 }
 #undef NT_CHUNK
 
+/* nn.Linear layout, one row (single-stream decoding): NT_ONE_RO rows of W
+ * streamed side by side; each output's lanes and tree as in nt_tile. */
+TGT static void CAT(nt_one, SFX)(float *out, const float *x, const float *W, const float *bias,
+                                 int C, int OC) {
+    int groups = (OC + NT_ONE_RO - 1) / NT_ONE_RO;
+    #pragma omp parallel for schedule(static) if ((long)C * OC > 262144)
+    for (int g = 0; g < groups; g++) {
+        int o0 = g * NT_ONE_RO, O = OC - o0 < NT_ONE_RO ? OC - o0 : NT_ONE_RO;
+        v16 acc[NT_ONE_RO];
+#pragma GCC unroll 16
+        for (int o = 0; o < NT_ONE_RO; o++) acc[o] = v16_zero();
+        int k = 0;
+        if (O == NT_ONE_RO) {
+            for (; k + 16 <= C; k += 16) {
+                v16 xv = v16_load(x + k, 16);
+#pragma GCC unroll 16
+                for (int o = 0; o < NT_ONE_RO; o++)
+                    acc[o] = v16_fma(xv, v16_load(W + (size_t)(o0 + o) * C + k, 16), acc[o]);
+            }
+        }
+        for (; k < C; k += 16) {
+            int n = C - k < 16 ? C - k : 16;
+            v16 xv = v16_load(x + k, n);
+            for (int o = 0; o < O; o++)
+                acc[o] = v16_fma(xv, v16_load(W + (size_t)(o0 + o) * C + k, n), acc[o]);
+        }
+        for (int o = 0; o < O; o++) {
+            float sum = v16_hsum(acc[o]);
+            out[o0 + o] = bias ? sum + bias[o0 + o] : sum;
+        }
+    }
+}
+
 /* nn.Linear layout: groups of NT_GROUP outputs are the unit of work, and
  * within a group the rows of W are reused by every row tile. */
 #define NT_GROUP 64
 TGT static void CAT(nt_rows, SFX)(float *out, const float *inp, const float *W, const float *bias,
                                   int N, int C, int OC) {
+    if (N == 1) {
+        CAT(nt_one, SFX)(out, inp, W, bias, C, OC);
+        return;
+    }
     int groups = (OC + NT_GROUP - 1) / NT_GROUP;
     #pragma omp parallel for schedule(static) if ((long)N * C * OC > 262144)
     for (int g = 0; g < groups; g++) {
