@@ -7,7 +7,9 @@
 #   make deps         install the Debian packages the build needs (root), or print the line
 #   make test         run the whole Criterion suite (installs deps first when missing)
 #   make quickstart   build, then sequence-level KD on the CPU: teacher, KD data, two students, eval table
-#   make bench        CPU training throughput beside PyTorch, same model and threads
+#   make bench        CPU training throughput beside PyTorch, same model and threads,
+#                     then batched generation beside transformers (bench-generate)
+#   make bench-generate  batched generation throughput beside transformers generate()
 #   make bench-stream peak memory of streamed training on a 100 MB and a 5 GB lm file
 #   make test-gpu     CUDA ops vs CPU twins, CPU-vs-GPU training curves, determinism, memcheck
 #   make bench-gpu    attention vs PyTorch SDPA, end to end vs llm.c and PyTorch (on a GPU)
@@ -121,7 +123,7 @@ VENV    := .venv
 PY      := $(VENV)/bin/python
 
 .PHONY: all help install uninstall deps check-deps test check-floors test-gpu quickstart bench \
-        bench-stream bench-gpu fixtures clean fuzz fuzz-build
+        bench-generate bench-stream bench-gpu fixtures clean fuzz fuzz-build
 
 all: $(BIN)
 
@@ -141,7 +143,8 @@ help:
 	@echo "                 (60), FUZZ_JOBS (2) at a time; FUZZ=\"a b\" picks harnesses"
 	@echo "  fuzz-build     only build them (build/libfuzzer/fuzz/NAME_fuzzer)"
 	@echo "  quickstart     build, then sequence-level KD on the CPU: teacher, KD data, two students, eval table"
-	@echo "  bench          CPU training throughput beside PyTorch (creates .venv)"
+	@echo "  bench          CPU training throughput beside PyTorch, then bench-generate (creates .venv)"
+	@echo "  bench-generate batched generation (GPT-2 124M and SmolLM2-135M shapes) beside transformers"
 	@echo "  bench-stream   peak memory of data.stream training, 100 MB vs 5 GB file (5 GB of /tmp)"
 	@echo "  test-gpu       CUDA ops vs CPU twins, GPU training curves, memcheck (needs a GPU)"
 	@echo "  bench-gpu      kernel and end-to-end GPU benchmarks (needs a GPU)"
@@ -284,6 +287,13 @@ fixtures: $(PY)
 bench: check-deps $(PY)
 	@$(MAKE) --no-print-directory retort
 	@experiments/bench/cpu_bench.sh
+	@$(MAKE) --no-print-directory bench-generate
+
+# 256 / 128 prompts of mixed lengths, 128 new tokens each: about 25 minutes on 2 cores
+bench-generate: check-deps $(PY)
+	@$(MAKE) --no-print-directory retort
+	@experiments/bench/batch_decode_bench.sh
+	@ARCH=llama PROMPTS=128 experiments/bench/batch_decode_bench.sh
 
 bench-stream: check-deps $(PY)
 	@$(MAKE) --no-print-directory retort
