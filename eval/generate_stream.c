@@ -150,7 +150,7 @@ static Item *item_new(Stream *st, const int *prompt, int n, int max_new, long in
     SampleOptions so = st->so;
     so.max_new_tokens = max_new;
     if (job->beams > 0) {
-        int want = job->samples < job->beams ? job->samples : job->beams;
+        int want = generate_count(job);
         it->count = want;
         it->hyp = xcalloc((size_t)want, sizeof(Hypothesis));
         it->req = xcalloc(1, sizeof(DecodeRequest));
@@ -162,7 +162,7 @@ static Item *item_new(Stream *st, const int *prompt, int n, int max_new, long in
         return it;
     }
     int greedy = it->greedy = job->candidates > 0;
-    int count = it->count = greedy + (greedy ? job->candidates : job->samples);
+    int count = it->count = generate_count(job);
     it->out = xmalloc((size_t)count * max_new * sizeof(int));
     it->lens = xcalloc((size_t)count, sizeof(int));
     it->logps = xcalloc((size_t)count, sizeof(double));

@@ -24,6 +24,8 @@ typedef struct {
     int max_new;      /* lowered to the context */
     int step;         /* new tokens chosen so far (per live row) */
     int finished;
+    int logits_at;    /* this step: its first logits row, and (sampling) its first draw */
+    int draws_at;
     /* sampling */
     char *row_done;
     int *feed;        /* each row's last token */
@@ -329,13 +331,13 @@ void decode_batch(GPT *m, int slots, DecodeSource *src) {
     int n_runs = 0, cap_runs = 0;
     DecodeRequest *pending = NULL;
     int exhausted = 0;
-    int *tokens = NULL, *slot = NULL, *pos = NULL, *out_rows = NULL, *out_run = NULL;
+    int *tokens = NULL, *slot = NULL, *pos = NULL, *out_rows = NULL;
     size_t cap_tok = 0;
     float *logits = NULL;
     size_t cap_logits = 0;
     Draw *draws = NULL;
-    int *draw_at = NULL;
     size_t cap_draws = 0;
+    gpt_kv_reserve(m, cap_slots, 1); /* every slot exists (prompt and beam copies go into them) */
     for (;;) {
         /* admit requests in order while their slots are free */
         int prefill = 0;
@@ -351,9 +353,9 @@ void decode_batch(GPT *m, int slots, DecodeSource *src) {
                 memset(used + cap_slots, 0, (size_t)(need - cap_slots));
                 n_free += need - cap_slots;
                 cap_slots = need;
+                gpt_kv_reserve(m, cap_slots, 1);
             }
             if (need > n_free || (prefill > 0 && prefill + pending->n > PREFILL_BUDGET)) break;
-            gpt_kv_reserve(m, cap_slots, 1); /* every slot exists (copies go into them) */
             if (n_runs == cap_runs) {
                 cap_runs = cap_runs ? 2 * cap_runs : 16;
                 runs = xrealloc(runs, (size_t)cap_runs * sizeof(Run));
@@ -380,22 +382,14 @@ void decode_batch(GPT *m, int slots, DecodeSource *src) {
             slot = xrealloc(slot, cap_tok * sizeof(int));
             pos = xrealloc(pos, cap_tok * sizeof(int));
             out_rows = xrealloc(out_rows, cap_tok * sizeof(int));
-            out_run = xrealloc(out_run, cap_tok * sizeof(int));
         }
         int N = 0, n_out = 0;
         for (int i = 0; i < n_runs; i++) {
             Run *u = &runs[i];
             if (u->finished) continue;
             int k = run_feed(u, tokens + N, slot + N, pos + N);
-            if (!u->prefilled) { /* the prompt's last row only */
-                out_rows[n_out] = N + k - 1;
-                out_run[n_out++] = i;
-            } else {
-                for (int j = 0; j < k; j++) {
-                    out_rows[n_out] = N + j;
-                    out_run[n_out++] = i;
-                }
-            }
+            u->logits_at = n_out; /* a prompt: its last row's logits only */
+            for (int j = u->prefilled ? 0 : k - 1; j < k; j++) out_rows[n_out++] = N + j;
             N += k;
         }
         if ((size_t)n_out * V > cap_logits) {
@@ -406,20 +400,15 @@ void decode_batch(GPT *m, int slots, DecodeSource *src) {
         /* each run's logits rows are consecutive, in the order it fed them;
          * every sampled row's draw first, in parallel */
         int n_draws = 0;
-        draw_at = xrealloc(draw_at, (size_t)(n_runs + 1) * sizeof(int));
-        for (int i = 0, o = 0; i < n_runs; i++) {
+        for (int i = 0; i < n_runs; i++) {
             Run *u = &runs[i];
-            draw_at[i] = n_draws;
-            if (u->finished) continue;
-            int first = o;
-            while (o < n_out && out_run[o] == i) o++;
-            if (u->K) continue;
-            int need = n_draws + u->r->rows;
-            if ((size_t)need > cap_draws) {
-                cap_draws = (size_t)need * 2;
+            if (u->finished || u->K) continue;
+            if ((size_t)(n_draws + u->r->rows) > cap_draws) {
+                cap_draws = (size_t)(n_draws + u->r->rows) * 2;
                 draws = xrealloc(draws, cap_draws * sizeof(Draw));
             }
-            n_draws += run_draws(u, logits + (size_t)first * V, V, draws + n_draws);
+            u->draws_at = n_draws;
+            n_draws += run_draws(u, logits + (size_t)u->logits_at * V, V, draws + n_draws);
         }
         #pragma omp parallel for schedule(dynamic, 1) if (n_draws > 1)
         for (int k = 0; k < n_draws; k++) {
@@ -428,13 +417,11 @@ void decode_batch(GPT *m, int slots, DecodeSource *src) {
             if (d->want_logp) d->logp = token_logp(d->logits, V, d->next);
         }
         int made = 0;
-        for (int i = 0, o = 0; i < n_runs; i++) {
+        for (int i = 0; i < n_runs; i++) {
             Run *u = &runs[i];
             if (u->finished) continue;
-            int first = o;
-            while (o < n_out && out_run[o] == i) o++;
-            const float *lr = logits + (size_t)first * V;
-            made += u->K ? run_beam(m, u, lr, V) : run_sample(m, u, draws + draw_at[i]);
+            made += u->K ? run_beam(m, u, logits + (size_t)u->logits_at * V, V)
+                         : run_sample(m, u, draws + u->draws_at);
         }
         if (src->progress) src->progress(src->ctx, made);
         /* finished runs give their slots back */
@@ -459,10 +446,8 @@ void decode_batch(GPT *m, int slots, DecodeSource *src) {
     free(slot);
     free(pos);
     free(out_rows);
-    free(out_run);
     free(logits);
     free(draws);
-    free(draw_at);
 }
 
 typedef struct {

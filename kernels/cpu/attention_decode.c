@@ -98,7 +98,7 @@ ATT_TGT static void attend_avx512(float *o, const float *q, const float *K, cons
         for (int j = 0; j < keys; j++)
             a = _mm512_add_pd(a, _mm512_mul_pd(_mm512_set1_pd(p[j]),
                                                _mm512_cvtps_pd(_mm256_loadu_ps(Vc + (size_t)j * HS + d))));
-        _mm256_storeu_ps(o + d + 0, _mm512_cvtpd_ps(_mm512_div_pd(a, _mm512_set1_pd(sum))));
+        _mm256_storeu_ps(o + d, _mm512_cvtpd_ps(_mm512_div_pd(a, _mm512_set1_pd(sum))));
     }
     for (; d < HS; d++) {
         double a = 0;

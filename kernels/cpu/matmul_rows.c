@@ -106,13 +106,6 @@ TGT static inline float v16_hsum(v16 a) { /* the tree of hsum16 */
 #define NT_RT 6
 #define NT_RO 4
 #include "kernels/cpu/matmul_rows_body.h"
-#undef SFX
-#undef NN_ONE_NJ
-#undef NT_ONE_RO
-#undef NN_RT
-#undef NN_NJ
-#undef NT_RT
-#undef NT_RO
 #undef TGT
 
 /* --------------------------------------------------------------- AVX2 */
@@ -167,13 +160,6 @@ TGT static inline float v16_hsum(v16 a) { /* lanes j and j+8 are lo[j] and hi[j]
 #define NT_RT 3
 #define NT_RO 2
 #include "kernels/cpu/matmul_rows_body.h"
-#undef SFX
-#undef NN_ONE_NJ
-#undef NT_ONE_RO
-#undef NN_RT
-#undef NN_NJ
-#undef NT_RT
-#undef NT_RO
 #undef TGT
 #endif /* HAVE_X86 */
 
@@ -182,38 +168,41 @@ TGT static inline float v16_hsum(v16 a) { /* lanes j and j+8 are lo[j] and hi[j]
 enum { ISA_UNSET = 0, ISA_SCALAR, ISA_AVX2, ISA_AVX512 };
 static int isa_chosen;
 
-static int isa_detect(void) {
-    const char *force = getenv("RETORT_MATMUL_ISA");
+/* The instruction set named (scalar, avx2, avx512) if this processor runs
+ * it, else ISA_UNSET; the best it runs for NULL. */
+static int isa_named(const char *name) {
     int have512 = 0, have2 = 0;
 #ifdef HAVE_X86
     __builtin_cpu_init();
     have512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq");
     have2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
 #endif
+    if (!name) return have512 ? ISA_AVX512 : have2 ? ISA_AVX2 : ISA_SCALAR;
+    if (!strcmp(name, "scalar")) return ISA_SCALAR;
+    if (!strcmp(name, "avx2") && have2) return ISA_AVX2;
+    if (!strcmp(name, "avx512") && have512) return ISA_AVX512;
+    return ISA_UNSET;
+}
+
+static int isa_detect(void) {
+    const char *force = getenv("RETORT_MATMUL_ISA");
     if (force && *force) {
-        if (!strcmp(force, "scalar")) return ISA_SCALAR;
-        if (!strcmp(force, "avx2") && have2) return ISA_AVX2;
-        if (!strcmp(force, "avx512") && have512) return ISA_AVX512;
+        int isa = isa_named(force);
+        if (isa != ISA_UNSET) return isa;
+        int have512 = isa_named("avx512") != ISA_UNSET, have2 = isa_named("avx2") != ISA_UNSET;
         fprintf(stderr,
                 "retort: RETORT_MATMUL_ISA=%s is not one this processor runs (scalar%s%s); "
                 "unset it to choose by the processor\n",
                 force, have2 ? ", avx2" : "", have512 ? ", avx512" : "");
         exit(2);
     }
-    return have512 ? ISA_AVX512 : have2 ? ISA_AVX2 : ISA_SCALAR;
+    return isa_named(NULL);
 }
 
 int matmul_rows_set_isa(const char *name) {
-    int have512 = 0, have2 = 0;
-#ifdef HAVE_X86
-    __builtin_cpu_init();
-    have512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq");
-    have2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-#endif
-    if (!strcmp(name, "scalar")) isa_chosen = ISA_SCALAR;
-    else if (!strcmp(name, "avx2") && have2) isa_chosen = ISA_AVX2;
-    else if (!strcmp(name, "avx512") && have512) isa_chosen = ISA_AVX512;
-    else return -1;
+    int isa = isa_named(name);
+    if (isa == ISA_UNSET) return -1;
+    isa_chosen = isa;
     return 0;
 }
 

@@ -5,12 +5,14 @@
  *   SFX            the suffix of the functions made here (_avx512, _avx2)
  *   TGT            the function attribute that enables the instruction set
  *   v16            a 16-float vector type, with the static inline functions
- *                  v16_zero, v16_load(p, n) (the first n lanes, zeros past
+ *                  v16_zero, v16_add, v16_load(p, n) (the first n lanes, zeros past
  *                  them), v16_set1, v16_fma(a, b, c) = a*b + c rounded once,
  *                  v16_store(p, v, n) (the first n lanes), v16_hsum (the
  *                  fixed tree of matmul_rows.c)
  *   NN_RT, NN_NJ   the NN tile: NN_RT rows x NN_NJ vectors of columns
  *   NT_RT, NT_RO   the NT tile: NT_RT rows x NT_RO outputs
+ *   NN_ONE_NJ, NT_ONE_RO  the one-row paths' widths
+ * and this file undefines those parameters (not TGT or v16) at its end.
  * Every element is the sequence matmul_rows.c defines, whatever the tile, so
  * the tiles are a speed choice only. */
 
@@ -249,3 +251,11 @@ TGT static void CAT(nt_rows, SFX)(float *out, const float *inp, const float *W, 
 #undef NT_GROUP
 #undef CAT
 #undef CAT_
+/* the includer's parameters, for the next instruction set */
+#undef SFX
+#undef NN_ONE_NJ
+#undef NT_ONE_RO
+#undef NN_RT
+#undef NN_NJ
+#undef NT_RT
+#undef NT_RO
